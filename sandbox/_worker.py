@@ -1,0 +1,286 @@
+"""Inside a worker: confine, run one snippet, report. Runs in a process forked by the zygote.
+
+Life of a worker (pre-forked by the zygote before any request exists):
+
+1. ``serve()``: own session, die with the zygote, enter namespaces (may fork: pid 1
+   of a fresh pid namespace continues), then wait for a spawn request.
+2. The request brings three fds from the host: stdout pipe, stderr pipe and a
+   stream socket for framed messages. The worker lands in its private work dir,
+   applies the confinement stack irreversibly, reseeds RNGs, and only then reads
+   the code and input files from the socket.
+3. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
+   work-dir files, the error text and ``done`` follow; then ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import io
+import os
+import random
+import signal
+import socket
+import stat
+import sys
+import traceback
+from typing import Any
+
+from . import allowlist, confine, protocol
+from .errors import SandboxUnavailable
+from .inputs import IMAGE_EXTENSIONS
+
+_PR_SET_PDEATHSIG = 1
+_MAX_DENIALS = 200
+
+
+class Channel:
+    """The worker's end of the framed message socket to the host."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.denials = 0
+
+    def send(self, kind: str, blobs: tuple[bytes, ...] = (), **fields: Any) -> None:
+        self.sock.sendall(protocol.encode(kind, blobs, **fields))
+
+    def deny(self, kind: str, detail: str) -> None:
+        """Record a refused action (bounded, never raises into user code)."""
+        if self.denials >= _MAX_DENIALS:
+            return
+        self.denials += 1
+        try:
+            self.send("denied", kind=kind, detail=detail[:500])
+        except OSError:
+            pass
+
+
+def serve(priv: socket.socket, spec: dict[str, Any]) -> None:
+    """Entry of a pre-forked worker; never returns."""
+    status = 0
+    try:
+        _become_worker(spec["zygote_pid"])
+        ns_status = None
+        if "namespaces" in spec["policy"].confinement.layers:
+            ns_status = confine.enter_namespaces_before_fork(spec["policy"])
+        header, fds = protocol.recv_packet(priv)
+        priv.close()
+        _run_request(header, fds, spec, ns_status)
+    except BaseException:  # noqa: BLE001 - a worker must end with _exit, never unwind into the zygote
+        status = 70
+        try:
+            traceback.print_exc()
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        _flush_std()
+        os._exit(status)
+
+
+def _become_worker(zygote_pid: int) -> None:
+    os.setsid()  # own session and process group: the host can kill the group
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the zygote
+    if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
+        os._exit(0)
+
+
+def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], ns_status: Any) -> None:
+    if len(fds) != 3:
+        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 3")
+    stdout_fd, stderr_fd, chan_fd = fds
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    chan = Channel(socket.socket(fileno=chan_fd))
+    policy = spec["policy"]
+    workdir, tmpdir = header["workdir"], header["tmpdir"]
+    os.chdir(workdir)
+    _reset_environment(spec["env"], workdir, tmpdir)
+    ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=tuple(spec["readable"]),
+                                 base_address_space=_address_space())
+    try:
+        statuses = confine.apply_all(policy, ctx, ns_status)
+    except SandboxUnavailable as exc:
+        chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix,
+                  syscall=exc.syscall, errno=exc.errno)
+        return
+    _reseed()
+    _install_telemetry(policy, ctx, chan)
+    request, blobs = protocol.read_frame(chan.sock)
+    chan.send("ready", layers=[{"layer": s.layer, "active": s.active} for s in statuses])
+    _write_inputs(request.get("files", []), blobs[1:])
+    before = _snapshot()
+    _redirect_std()
+    if request["type"] == "run":
+        _execute(blobs[0].decode("utf-8"), chan, spec)
+    else:
+        from . import _call
+        _call.execute(blobs[0], chan)
+    _flush_std()
+    _report_files(before, chan, policy.limits)
+    chan.send("done")
+
+
+def _reset_environment(env: dict[str, str], workdir: str, tmpdir: str) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
+    import tempfile
+    tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm", "rb") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reseed() -> None:
+    """Every run gets fresh randomness: forked workers would otherwise share RNG state."""
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
+
+
+def _install_telemetry(policy: Any, ctx: Any, chan: Channel) -> None:
+    try:
+        from . import telemetry
+    except ImportError:
+        return
+    telemetry.install(policy, ctx, chan.deny)
+
+
+def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> None:
+    for meta, data in zip(files, blobs):
+        fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "wb") as fh:
+            fh.write(data)
+
+
+def _redirect_std() -> None:
+    # Line-buffered text over the pipes, as on a terminal: a run killed at its
+    # deadline still returns every complete line it printed.
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        raw = io.FileIO(fd, "w", closefd=False)
+        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace",
+                                  line_buffering=True)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8")
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - the snippet may have closed or replaced them
+            pass
+
+
+def _execute(code: str, chan: Channel, spec: dict[str, Any]) -> None:
+    _patch_show(chan)
+    allowlist.install(spec["allowed_roots"])
+    scope = {"__name__": "__main__", "__builtins__": builtins}
+    error = _run_python(code, scope)
+    if error is not None:
+        _flush_std()
+        chan.send("error", text=error[0], exc_type=error[1])
+
+
+def _run_python(code: str, exec_scope: dict[str, Any]) -> tuple[str, str] | None:
+    """Run the snippet as the service does; return (failure text, exception type) or None."""
+    try:
+        exec(code, exec_scope)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            return None
+        return _failure_text(exc), "SystemExit"
+    except BaseException as exc:  # noqa: BLE001 - every snippet failure is data
+        return _failure_text(exc), type(exc).__name__
+    return None
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The service's format: ``str(exc)``, a newline, then the full traceback."""
+    return f"{exc}\n" + "".join(traceback.format_exception(exc))
+
+
+def _patch_show(chan: Channel) -> None:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+
+    def show(*args: Any, **kwargs: Any) -> None:
+        """Every open figure becomes one PNG image part, as on the service."""
+        for number in pyplot.get_fignums():
+            buffer = io.BytesIO()
+            pyplot.figure(number).savefig(buffer, format="png")
+            chan.send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
+        pyplot.close("all")
+
+    pyplot.show = show
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    found: dict[str, tuple[int, int]] = {}
+    for rel, st in _walk("."):
+        found[rel] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _walk(top: str, prefix: str = "", depth: int = 0) -> list[tuple[str, os.stat_result]]:
+    entries: list[tuple[str, os.stat_result]] = []
+    if depth > 8:
+        return entries
+    try:
+        scan = sorted(os.scandir(top), key=lambda e: e.name)
+    except OSError:
+        return entries
+    for entry in scan:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        rel = prefix + entry.name
+        if stat.S_ISDIR(st.st_mode):
+            entries.extend(_walk(entry.path, rel + "/", depth + 1))
+        elif stat.S_ISREG(st.st_mode):
+            entries.append((rel, st))
+    return entries
+
+
+def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Any) -> None:
+    """Send new or changed regular files: images as ``image``, the rest as ``file``."""
+    sent = 0
+    for rel, st in _walk("."):
+        if before.get(rel) == (st.st_size, st.st_mtime_ns):
+            continue
+        if sent >= limits.max_returned_files:
+            chan.send("file", (b"",), name=rel, mime_type="", skipped=True, size=st.st_size)
+            continue
+        data, truncated = _read_capped(rel, limits.max_returned_file_bytes)
+        if data is None:
+            continue
+        ext = os.path.splitext(rel)[1].lower()
+        kind = "image" if ext in IMAGE_EXTENSIONS and not truncated else "file"
+        mime = IMAGE_EXTENSIONS.get(ext) or _guess_mime(rel)
+        chan.send(kind, (data,), name=rel, mime_type=mime, truncated=truncated, size=st.st_size)
+        sent += 1
+
+
+def _read_capped(rel: str, cap: int) -> tuple[bytes | None, bool]:
+    try:
+        fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None, False
+    with open(fd, "rb") as fh:
+        data = fh.read(cap + 1)
+    return data[:cap], len(data) > cap
+
+
+def _guess_mime(name: str) -> str:
+    import mimetypes
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+

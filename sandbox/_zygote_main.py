@@ -1,0 +1,228 @@
+"""The zygote: preload the image once, then fork one worker per run.
+
+Runs in its own interpreter, started by :mod:`sandbox.launcher` with a clean exec,
+a scrubbed environment and one SOCK_SEQPACKET control socket. It keeps
+``runtime.prefork`` workers forked and waiting (forking a process with the image
+mapped costs ~15 ms, so it happens off the request path), hands each request's fds
+to a waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
+without pid-reuse races) and, after reaping it, its exit status and rusage.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import gc
+import os
+import selectors
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from . import _worker, confine, protocol
+from .errors import ProtocolError
+from .image import Image
+from .policy import Policy
+from .preload import preload
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class _Worker:
+    pid: int
+    priv: socket.socket  # zygote's end of the worker's private control socket
+    pidfd: int
+    run_id: int | None = None
+
+
+class Zygote:
+    """The zygote's event loop: control socket, SIGCHLD, pre-fork refill."""
+
+    def __init__(self, sock: socket.socket, spec: dict[str, Any]) -> None:
+        self.sock = sock
+        self.spec = spec
+        self.prefork = spec["policy"].runtime.prefork
+        self.ready: collections.deque[_Worker] = collections.deque()
+        self.running: dict[int, _Worker] = {}
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.sock, selectors.EVENT_READ, "control")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
+
+    def loop(self) -> None:
+        while True:
+            idle = len(self.ready) >= self.prefork
+            events = self.selector.select(timeout=None if idle else 0)
+            if not events:
+                self.ready.append(self._fork())  # nothing waiting: refill off the request path
+                continue
+            for key, _ in events:
+                if key.data == "sigchld":
+                    self._reap()
+                elif not self._control():
+                    return
+
+    def _control(self) -> bool:
+        try:
+            header, fds = protocol.recv_packet(self.sock)
+        except (ProtocolError, ConnectionError):
+            return False  # host gone: shut down
+        if header["type"] == "shutdown":
+            for fd in fds:
+                os.close(fd)
+            return False
+        if header["type"] == "spawn":
+            self._spawn(header, fds)
+        return True
+
+    def _spawn(self, header: dict[str, Any], fds: list[int]) -> None:
+        try:
+            while True:
+                worker = self.ready.popleft() if self.ready else self._fork()
+                try:
+                    protocol.send_packet(worker.priv, "spawn", fds=fds, workdir=header["workdir"],
+                                         tmpdir=header["tmpdir"])
+                    break
+                except OSError:
+                    self._discard(worker)  # died while waiting; take the next one
+            worker.priv.close()
+            worker.run_id = header["id"]
+            self.running[worker.pid] = worker
+            protocol.send_packet(self.sock, "spawned", fds=[worker.pidfd], id=header["id"], pid=worker.pid)
+        except OSError as exc:
+            protocol.send_packet(self.sock, "failed", id=header["id"], error=f"spawn failed: {exc}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _fork(self) -> _Worker:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            parent_end.close()
+            self._close_in_child()
+            _worker.serve(child_end, self.spec)  # never returns
+        child_end.close()
+        return _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid))
+
+    def _close_in_child(self) -> None:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.selector.close()
+        self.sock.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        for worker in [*self.ready, *self.running.values()]:
+            worker.priv.close()
+            os.close(worker.pidfd)
+
+    def _reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.running.pop(pid, None)
+            if worker is not None:
+                self._report_exit(worker, status, usage)
+            else:
+                for candidate in list(self.ready):
+                    if candidate.pid == pid:
+                        self.ready.remove(candidate)
+                        self._discard(candidate)
+
+    def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
+        _kill_group(worker.pid)  # anything the snippet left in its process group
+        self._kill_orphans()
+        os.close(worker.pidfd)
+        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, signal=signum, exitcode=code,
+                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
+
+    def _discard(self, worker: _Worker) -> None:
+        try:
+            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        worker.priv.close()
+        os.close(worker.pidfd)
+
+    def _kill_orphans(self) -> None:
+        """Daemons a snippet detached get reparented to us (a subreaper): end them."""
+        known = {w.pid for w in self.ready} | set(self.running)
+        try:
+            with open(f"/proc/self/task/{os.getpid()}/children") as fh:
+                children = [int(p) for p in fh.read().split()]
+        except OSError:
+            return
+        for pid in children:
+            if pid not in known:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def shutdown(self) -> None:
+        for worker in [*self.ready, *self.running.values()]:
+            self._discard(worker)
+        self._kill_orphans()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _readable_paths() -> list[str]:
+    import site
+    import sysconfig
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(site.getsitepackages())
+    paths.update(p for p in sysconfig.get_paths().values())
+    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.environ.get("MPLCONFIGDIR"):
+        paths.add(os.environ["MPLCONFIGDIR"])
+    return sorted(p for p in paths if p and os.path.exists(p))
+
+
+def main(control_fd: int) -> None:
+    """Entry point: handshake, preload, serve until the host closes the socket."""
+    sock = socket.socket(fileno=control_fd)
+    hello, _ = protocol.recv_packet(sock)
+    policy = Policy.from_dict(hello["policy"])
+    image = Image.from_dict(hello["image"])
+    failures = preload(image)
+    prepare = getattr(confine, "prepare_in_zygote", None)
+    if prepare is not None:
+        prepare(policy)
+    spec = {
+        "policy": policy,
+        "allowed_roots": image.allowed_roots,
+        "env": dict(os.environ),
+        "readable": _readable_paths(),
+        "zygote_pid": os.getpid(),
+    }
+    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    gc.collect()
+    gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
+    zygote = Zygote(sock, spec)
+    protocol.send_packet(sock, "hello", pid=os.getpid(), preload_failures=failures)
+    try:
+        zygote.loop()
+    finally:
+        zygote.shutdown()

@@ -1,0 +1,226 @@
+"""Host side of one run: feed the request, stream the output, own the deadline.
+
+Enforcement lives here, outside the confined process: the wall clock, the output
+cap and the kill of the whole worker tree are the host's, so nothing the snippet
+does (ignoring SIGTERM, forking, sleeping in C code) can outlive its run.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol
+from .errors import ProtocolError, SandboxUnavailable
+from .launcher import Spawned
+from .policy import Policy
+from .results import Denial, File
+
+_READ_CHUNK = 1 << 16
+#: After the worker exited, how long stray writers (escaped daemons) may keep pipes open.
+_EXIT_GRACE_S = 0.5
+#: After a kill, how long to wait for the zygote's report of the exit.
+_REAP_WAIT_S = 5.0
+#: Slack on top of the policy's file caps for figure frames and headers.
+_FRAME_SLACK = 16 << 20
+
+
+@dataclass
+class Collected:
+    """Everything one run sent back, before it becomes a public Result."""
+
+    chunks: list[tuple[int, bytes]] = field(default_factory=list)
+    """(stream, bytes) in arrival order; stream 1 = stdout, 2 = stderr."""
+    output_bytes: int = 0
+    images: list[File] = field(default_factory=list)
+    files: list[File] = field(default_factory=list)
+    denied: list[Denial] = field(default_factory=list)
+    error: str | None = None
+    exc_type: str | None = None
+    done: bool = False
+    ready: bool = False
+    value: tuple[dict[str, Any], list[bytes]] | None = None
+    killed: str | None = None
+    """Why the host killed the worker: ``timeout`` or ``output_limit``."""
+    exit: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+class RunIO:
+    """The host ends of one run's stdout pipe, stderr pipe and message socket."""
+
+    def __init__(self) -> None:
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.chan, self.chan_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def worker_fds(self) -> list[int]:
+        return [self.out_w, self.err_w, self.chan_worker.fileno()]
+
+    def close_worker_ends(self) -> None:
+        """After the zygote has its copies, so EOF arrives when the worker is gone."""
+        for fd in (self.out_w, self.err_w):
+            _close(fd)
+        self.out_w = self.err_w = -1
+        self.chan_worker.close()
+
+    def close(self) -> None:
+        self.close_worker_ends()
+        for fd in (self.out_r, self.err_r):
+            _close(fd)
+        self.out_r = self.err_r = -1
+        self.chan.close()
+
+
+def collect(spawned: Spawned, io: RunIO, request: bytes, timeout_s: float, policy: Policy) -> Collected:
+    """Send ``request``, gather output until the worker is gone, enforce the limits."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    got = Collected()
+    _send_request(io.chan, request, deadline)
+    _Reader(spawned, io, got, policy).loop(deadline)
+    try:
+        got.exit = spawned.exited.result(timeout=_REAP_WAIT_S)
+    except Exception as exc:  # noqa: BLE001 - zygote died or never reported: the run still ends
+        got.exit = {"lost": str(exc)}
+    got.duration_s = time.monotonic() - started
+    return got
+
+
+def _send_request(chan: socket.socket, request: bytes, deadline: float) -> None:
+    chan.settimeout(max(0.01, deadline - time.monotonic()))
+    try:
+        chan.sendall(request)
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        pass  # the worker refused or died before reading: its frames or exit say why
+    chan.setblocking(False)
+
+
+class _Reader:
+    def __init__(self, spawned: Spawned, io: RunIO, got: Collected, policy: Policy) -> None:
+        self.spawned, self.io, self.got, self.policy = spawned, io, got, policy
+        limits = policy.limits
+        self.decoder = protocol.Decoder(max_frame_bytes=limits.max_returned_file_bytes + _FRAME_SLACK)
+        self.chan_budget = limits.max_returned_files * limits.max_returned_file_bytes + _FRAME_SLACK
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(io.out_r, selectors.EVENT_READ, 1)
+        self.selector.register(io.err_r, selectors.EVENT_READ, 2)
+        self.selector.register(io.chan, selectors.EVENT_READ, 0)
+        self.selector.register(spawned.pidfd, selectors.EVENT_READ, -1)
+        self.open_streams = 3
+        self.unavailable: SandboxUnavailable | None = None
+
+    def loop(self, deadline: float) -> None:
+        stop_at: float | None = None  # set once the worker exited or was killed
+        try:
+            while self.open_streams:
+                now = time.monotonic()
+                if stop_at is None and now >= deadline:
+                    self.kill("timeout")
+                if self.got.killed and stop_at is None:
+                    stop_at = now + _EXIT_GRACE_S + 1.0
+                if stop_at is not None and now >= stop_at:
+                    break
+                limit = (stop_at if stop_at is not None else deadline) - now
+                for key, _ in self.selector.select(timeout=max(0.0, limit)):
+                    if key.data == -1:
+                        self.selector.unregister(key.fileobj)
+                        stop_at = min(stop_at or float("inf"), time.monotonic() + _EXIT_GRACE_S)
+                    else:
+                        self.read(key)
+        finally:
+            self.selector.close()
+        if self.unavailable is not None:
+            raise self.unavailable
+
+    def read(self, key: selectors.SelectorKey) -> None:
+        try:
+            data = key.fileobj.recv(_READ_CHUNK) if key.data == 0 else os.read(key.fileobj, _READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(key.fileobj)
+            self.open_streams -= 1
+            return
+        if key.data == 0:
+            self.on_frames(data)
+        else:
+            self.on_output(key.data, data)
+
+    def on_output(self, stream: int, data: bytes) -> None:
+        if self.got.killed == "output_limit":
+            return
+        room = self.policy.limits.max_output_bytes - self.got.output_bytes
+        if len(data) > room:
+            data = data[:max(room, 0)]
+            self.kill("output_limit")
+        self.got.chunks.append((stream, data))
+        self.got.output_bytes += len(data)
+
+    def on_frames(self, data: bytes) -> None:
+        self.chan_budget -= len(data)
+        if self.chan_budget < 0:
+            self.kill("output_limit")
+            return
+        try:
+            for header, blobs in self.decoder.feed(data):
+                self.on_frame(header, blobs)
+        except ProtocolError as exc:
+            self.got.error = self.got.error or f"the worker sent a malformed message: {exc}"
+            self.kill("output_limit")
+
+    def on_frame(self, header: dict[str, Any], blobs: list[bytes]) -> None:
+        kind, got = header["type"], self.got
+        if kind in ("image", "file") and not header.get("skipped"):
+            item = File(name=str(header.get("name", "")), data=blobs[0] if blobs else b"",
+                        mime_type=str(header.get("mime_type") or "application/octet-stream"),
+                        truncated=bool(header.get("truncated")))
+            (got.images if kind == "image" else got.files).append(item)
+        elif kind == "denied":
+            got.denied.append(Denial(kind=str(header.get("kind")), detail=str(header.get("detail"))))
+        elif kind == "error":
+            got.error, got.exc_type = str(header.get("text")), str(header.get("exc_type"))
+        elif kind == "ready":
+            got.ready = True
+        elif kind == "done":
+            got.done = True
+        elif kind == "value":
+            got.value = (header, blobs)
+        elif kind == "unavailable":
+            self.unavailable = SandboxUnavailable(str(header.get("layer")), str(header.get("reason")),
+                                                  str(header.get("fix") or ""), syscall=header.get("syscall"),
+                                                  errno=header.get("errno"))
+
+    def kill(self, why: str) -> None:
+        if self.got.killed:
+            return
+        self.got.killed = why
+        kill_worker(self.spawned)
+
+
+def kill_worker(spawned: Spawned) -> None:
+    """SIGKILL the worker and its process group; its pid namespace dies with it."""
+    try:
+        signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        os.killpg(spawned.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+

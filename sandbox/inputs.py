@@ -1,0 +1,153 @@
+"""Validation of what a caller hands to ``run()``: code, input files, timeout.
+
+Every problem is an :class:`~sandbox.errors.InputError` naming the argument, the
+offending value and the policy key when a limit is involved.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Iterable, Mapping, Union
+
+from .errors import InputError
+from .policy import Policy
+from .results import File
+
+#: Inline MIME types the service documents, and the extension each input file gets.
+MIME_EXTENSIONS: dict[str, str] = {
+    "image/png": ".png",
+    "image/jpeg": ".jpeg",
+    "text/csv": ".csv",
+    "text/xml": ".xml",
+    "application/xml": ".xml",
+    "text/x-c++src": ".cpp",
+    "text/x-c++": ".cpp",
+    "text/x-java-source": ".java",
+    "text/x-java": ".java",
+    "text/x-python": ".py",
+    "text/x-python-script": ".py",
+    "text/javascript": ".js",
+    "application/javascript": ".js",
+    "application/typescript": ".ts",
+    "text/x-typescript": ".ts",
+    "text/plain": ".txt",
+}
+
+#: Extensions of work-dir files returned as images rather than plain files.
+IMAGE_EXTENSIONS: dict[str, str] = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+FilesArg = Union[None, Iterable[File], Mapping[str, Union[bytes, str]]]
+
+
+def prepare_code(code: object, policy: Policy) -> str:
+    """Check the code string and dedent a block-indented snippet (as the service does)."""
+    if isinstance(code, (bytes, bytearray)):
+        raise InputError(f"code must be str, not {type(code).__name__} (decode it first)")
+    if not isinstance(code, str):
+        raise InputError(f"code must be str (got {type(code).__name__})")
+    if "\0" in code:
+        raise InputError(f"code contains a NUL byte at offset {code.index(chr(0))}")
+    try:
+        size = len(code.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InputError(f"code is not valid Unicode text: {exc.reason} at offset {exc.start}") from None
+    limit = policy.limits.max_code_bytes
+    if size > limit:
+        raise InputError(f"code is {size} bytes, over the limit of {limit} (policy {policy.name!r}: limits.max_code_bytes)")
+    return textwrap.dedent(code)
+
+
+def prepare_timeout(timeout: object, policy: Policy) -> float:
+    """The wall clock of one run: the argument if given, else ``limits.wall_seconds``."""
+    if timeout is None:
+        return policy.limits.wall_seconds
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InputError(f"timeout must be a number of seconds (got {timeout!r})")
+    if not math.isfinite(timeout) or timeout <= 0 or timeout > 86_400:
+        raise InputError(f"timeout must be > 0 and <= 86400 seconds (got {timeout!r})")
+    return float(timeout)
+
+
+def prepare_files(files: FilesArg, policy: Policy) -> list[File]:
+    """Normalize ``files`` (Files or ``{name: bytes}``) and check names, sizes and count.
+
+    A File with an empty name is named ``input_file_N.ext`` from its MIME type, as the
+    service names inline data.
+    """
+    if files is None:
+        return []
+    if isinstance(files, Mapping):
+        items = [File(name=name, data=_as_bytes(data, name)) if isinstance(name, str)
+                 else _bad_name(name) for name, data in files.items()]
+    elif isinstance(files, (str, bytes)) or not isinstance(files, Iterable):
+        raise InputError(f"files must be a list of sandbox.File or a dict of name -> bytes (got {type(files).__name__})")
+    else:
+        items = list(files)
+    if len(items) > policy.limits.max_input_files:
+        raise InputError(f"{len(items)} input files, over the limit of {policy.limits.max_input_files} "
+                         f"(policy {policy.name!r}: limits.max_input_files)")
+    result: list[File] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, File):
+            raise InputError(f"files[{index}] must be a sandbox.File (got {type(item).__name__})")
+        item = _named(item, index)
+        check_file_name(item.name)
+        if item.name in seen:
+            raise InputError(f"duplicate input file name {item.name!r}")
+        seen.add(item.name)
+        data = _as_bytes(item.data, item.name)
+        if len(data) > policy.limits.max_input_file_bytes:
+            raise InputError(f"input file {item.name!r} is {len(data)} bytes, over the limit of "
+                             f"{policy.limits.max_input_file_bytes} (policy {policy.name!r}: limits.max_input_file_bytes)")
+        result.append(File(name=item.name, data=data, mime_type=item.mime_type))
+    return result
+
+
+def check_file_name(name: object) -> None:
+    """A plain file name: no directories, no ``..``, no NUL, not absolute, not empty."""
+    if not isinstance(name, str):
+        _bad_name(name)
+    problem = None
+    if not name or name in (".", ".."):
+        problem = "is empty or a dot name"
+    elif "\0" in name:
+        problem = "contains a NUL byte"
+    elif name.startswith("/"):
+        problem = "is an absolute path"
+    elif "/" in name or "\\" in name:
+        problem = "contains a directory separator"
+    elif len(name.encode("utf-8", "surrogatepass")) > 255:
+        problem = "is longer than 255 bytes"
+    if problem:
+        raise InputError(f"input file name {name!r} {problem}; use a plain file name like 'data.csv'")
+
+
+def extension_for(mime_type: str) -> str:
+    """The input-file extension for a MIME type the service accepts."""
+    ext = MIME_EXTENSIONS.get(mime_type.split(";")[0].strip().lower())
+    if ext is None:
+        raise InputError(f"unsupported input MIME type {mime_type!r} (supported: {', '.join(sorted(set(MIME_EXTENSIONS)))})")
+    return ext
+
+
+def _named(item: File, index: int) -> File:
+    if item.name:
+        return item
+    return File(name=f"input_file_{index}{extension_for(item.mime_type)}", data=item.data, mime_type=item.mime_type)
+
+
+def _as_bytes(data: object, name: object) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(f"input file {name!r} is not valid Unicode text: {exc.reason}") from None
+    raise InputError(f"input file {name!r} data must be bytes or str (got {type(data).__name__})")
+
+
+def _bad_name(name: object) -> File:
+    raise InputError(f"input file name must be str (got {type(name).__name__}: {name!r})")

@@ -1,0 +1,216 @@
+"""Host side of the zygote: how workers start.
+
+``ZygoteLauncher`` starts the zygote with a clean ``exec`` of the interpreter (the host
+app itself is never forked: it may hold threads, secrets and sockets), a scrubbed
+environment, no inherited fds but its control socket, and its own session. A reader
+thread dispatches the zygote's replies (``spawned``, ``exited``, ``failed``) to the
+runs waiting for them; when the zygote dies every waiting run gets a clear error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .errors import ProtocolError, WorkerCrashed
+from .image import Image
+from .policy import Policy
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+#: Host variables passed through because they describe the CPU, not the user:
+#: some OpenBLAS builds compute wrong results or crash without them on some processors.
+HARDWARE_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+#: How long the zygote may take to import the image and say hello.
+START_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Spawned:
+    """A worker the zygote started for one run."""
+
+    pid: int
+    pidfd: int
+    exited: Future = field(default_factory=Future)
+    """Resolves to the zygote's ``exited`` header (signal, exitcode, maxrss_kb, cpu_s)."""
+
+
+def scrubbed_environment(policy: Policy) -> dict[str, str]:
+    """The zygote's (and so every worker's) whole environment: nothing else leaks from the host."""
+    threads = str(policy.runtime.blas_threads)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": _matplotlib_cache_dir(),
+        "OPENBLAS_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "NUMEXPR_NUM_THREADS": threads,
+        "VECLIB_MAXIMUM_THREADS": threads,
+    }
+    env.update({k: os.environ[k] for k in HARDWARE_ENV if k in os.environ})
+    env.update(policy.runtime.env)
+    return env
+
+
+def _matplotlib_cache_dir() -> str:
+    # A persistent font cache saves every zygote start the seconds of rebuilding it.
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "sandbox", "matplotlib")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="sandbox-mpl-")
+
+
+class ZygoteLauncher:
+    """One zygote process and the thread that reads its control socket."""
+
+    def __init__(self, policy: Policy, image: Image, interpreter: str | None = None) -> None:
+        self.policy = policy
+        self.image = image
+        self.interpreter = interpreter or sys.executable
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._spawns: dict[int, Future] = {}
+        self._runs: dict[int, Spawned] = {}
+        self._dead: str | None = None
+        self.preload_failures: dict[str, str] = {}
+        self.pid = 0
+        self._start()
+
+    def _start(self) -> None:
+        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._log = tempfile.TemporaryFile(prefix="sandbox-zygote-")
+        bootstrap = (f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
+                     f"from sandbox._zygote_main import main; main({zygote_end.fileno()})")
+        try:
+            self._proc = subprocess.Popen(
+                [self.interpreter, "-I", "-B", "-c", bootstrap],
+                pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=self._log, env=scrubbed_environment(self.policy), start_new_session=True,
+                cwd="/")
+        except OSError as exc:
+            host_end.close()
+            raise WorkerCrashed(f"cannot start the zygote with {self.interpreter!r}: {exc}") from exc
+        finally:
+            zygote_end.close()
+        self.sock = host_end
+        self.pid = self._proc.pid
+        self.sock.settimeout(START_TIMEOUT_S)
+        try:
+            protocol.send_packet(self.sock, "hello", policy=self.policy.to_dict(), image=self.image.to_dict())
+            header, _ = protocol.recv_packet(self.sock)
+        except (OSError, ProtocolError) as exc:
+            self._proc.kill()
+            self._proc.wait()
+            raise WorkerCrashed(f"the zygote failed to start: {exc}\n{self._log_tail()}") from exc
+        self.sock.settimeout(None)
+        self.preload_failures = header.get("preload_failures", {})
+        self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
+        self._reader.start()
+
+    def _log_tail(self) -> str:
+        self._log.seek(0)
+        return self._log.read()[-4000:].decode("utf-8", "replace")
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None
+
+    def spawn(self, fds: list[int], workdir: str, tmpdir: str) -> Spawned:
+        """Ask the zygote for a worker holding ``fds``; returns once the worker has them."""
+        run_id = next(self._ids)
+        future: Future = Future()
+        with self._lock:
+            if self._dead:
+                raise WorkerCrashed(self._dead)
+            self._spawns[run_id] = future
+        try:
+            protocol.send_packet(self.sock, "spawn", fds=fds, id=run_id, workdir=workdir, tmpdir=tmpdir)
+        except OSError as exc:
+            with self._lock:
+                self._spawns.pop(run_id, None)
+            self._mark_dead(f"the zygote is gone ({exc})")
+            raise WorkerCrashed(self._dead or "zygote gone") from exc
+        return future.result(timeout=START_TIMEOUT_S)
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                header, fds = protocol.recv_packet(self.sock)
+            except (OSError, ProtocolError) as exc:
+                code = self._proc.poll()
+                self._mark_dead(f"the sandbox zygote (pid {self.pid}) died"
+                                + (f" with status {code}" if code is not None else f": {exc}"))
+                return
+            self._dispatch(header, fds)
+
+    def _dispatch(self, header: dict[str, Any], fds: list[int]) -> None:
+        kind, run_id = header["type"], header.get("id")
+        with self._lock:
+            if kind == "spawned":
+                spawned = Spawned(pid=header["pid"], pidfd=fds[0])
+                self._runs[run_id] = spawned
+                future = self._spawns.pop(run_id, None)
+            elif kind == "exited":
+                spawned = self._runs.pop(run_id, None)
+                if spawned is not None:
+                    spawned.exited.set_result(header)
+                return
+            else:  # failed
+                future = self._spawns.pop(run_id, None)
+        if future is None:
+            return
+        if kind == "spawned":
+            future.set_result(spawned)
+        else:
+            future.set_exception(WorkerCrashed(header.get("error", "spawn failed")))
+
+    def _mark_dead(self, reason: str) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = reason
+            spawns, self._spawns = self._spawns, {}
+            runs, self._runs = self._runs, {}
+        for future in spawns.values():
+            future.set_exception(WorkerCrashed(reason))
+        for spawned in runs.values():
+            spawned.exited.set_exception(WorkerCrashed(reason))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the zygote and every worker it has; idempotent."""
+        try:
+            protocol.send_packet(self.sock, "shutdown")
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._mark_dead("the sandbox was closed")
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._reader.join(timeout=timeout)
+        self.sock.close()
+        self._log.close()

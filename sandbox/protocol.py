@@ -1,0 +1,142 @@
+"""The wire protocol between host, zygote and worker.
+
+This format is different from the public result types (:mod:`sandbox.results`).
+
+A frame is ``!I`` header length, a UTF-8 JSON header, then raw blobs whose lengths
+the header lists::
+
+    [4-byte length][{"v": 1, "type": "image", "blobs": [1234], ...}][1234 bytes]
+
+JSON plus raw bytes only: the host never unpickles or evals bytes that came from a
+worker. Frame types host -> worker: ``run``, ``call``; worker -> host: ``ready``,
+``image``, ``file``, ``denied``, ``error``, ``value``, ``unavailable``, ``done``.
+stdout and stderr never travel here: they have their own pipes, so user output can
+never forge a control message.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any, Iterator
+
+from .errors import ProtocolError
+
+VERSION = 1
+_LEN = struct.Struct("!I")
+MAX_HEADER_BYTES = 1 << 20
+#: Hard ceiling on one blob; policies set lower caps for what they keep.
+MAX_BLOB_BYTES = 1 << 30
+
+HOST_TO_WORKER = frozenset({"run", "call"})
+WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value", "unavailable", "done"})
+ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "exited", "shutdown", "failed"})
+KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL
+
+
+def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any) -> bytes:
+    """One frame of type ``kind`` with JSON ``fields`` and raw ``blobs``."""
+    if kind not in KNOWN_TYPES:
+        raise ProtocolError(f"unknown frame type {kind!r}")
+    header = {"v": VERSION, "type": kind, "blobs": [len(b) for b in blobs], **fields}
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return b"".join([_LEN.pack(len(raw)), raw, *blobs])
+
+
+def _check_header(raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"frame header is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(header, dict) or header.get("v") != VERSION:
+        raise ProtocolError(f"frame has wrong version (want {VERSION}, got {header.get('v') if isinstance(header, dict) else header!r})")
+    if header.get("type") not in KNOWN_TYPES:
+        raise ProtocolError(f"unknown frame type {header.get('type')!r}")
+    blobs = header.get("blobs")
+    if not isinstance(blobs, list) or not all(isinstance(n, int) and 0 <= n <= MAX_BLOB_BYTES for n in blobs):
+        raise ProtocolError(f"frame blob lengths are invalid: {blobs!r}")
+    return header
+
+
+class Decoder:
+    """Incremental frame decoder: ``feed()`` bytes, iterate complete ``(header, blobs)``."""
+
+    def __init__(self, max_frame_bytes: int = MAX_BLOB_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_bytes
+        self._header: dict[str, Any] | None = None
+        self._need = 0
+
+    def feed(self, data: bytes) -> Iterator[tuple[dict[str, Any], list[bytes]]]:
+        """Add bytes; yield every frame they complete."""
+        self._buf += data
+        while True:
+            if self._header is None:
+                if len(self._buf) < _LEN.size:
+                    return
+                (hlen,) = _LEN.unpack_from(self._buf)
+                if hlen > MAX_HEADER_BYTES:
+                    raise ProtocolError(f"frame header of {hlen} bytes exceeds {MAX_HEADER_BYTES}")
+                if len(self._buf) < _LEN.size + hlen:
+                    return
+                self._header = _check_header(bytes(self._buf[_LEN.size:_LEN.size + hlen]))
+                del self._buf[:_LEN.size + hlen]
+                self._need = sum(self._header["blobs"])
+                if self._need > self._max:
+                    raise ProtocolError(f"frame of {self._need} bytes exceeds the limit of {self._max}")
+            if len(self._buf) < self._need:
+                return
+            header, self._header = self._header, None
+            blobs, offset = [], 0
+            for n in header.pop("blobs"):
+                blobs.append(bytes(self._buf[offset:offset + n]))
+                offset += n
+            del self._buf[:offset]
+            yield header, blobs
+
+    @property
+    def pending(self) -> bool:
+        """True when a partial frame is buffered."""
+        return bool(self._buf) or self._header is not None
+
+
+def read_frame(sock: socket.socket, decoder: Decoder | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """Blocking read of one frame from a stream socket (worker side)."""
+    decoder = decoder or Decoder()
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ProtocolError("connection closed in the middle of a frame" if decoder.pending else "connection closed")
+        for frame in decoder.feed(chunk):
+            return frame
+
+
+def send_packet(sock: socket.socket, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
+    """One control message on a SOCK_SEQPACKET socket, with file descriptors attached."""
+    data = encode(kind, **fields)
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.sendall(data)
+
+
+def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], list[int]]:
+    """Receive one control message and the fds attached to it. EOF raises ProtocolError."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_HEADER_BYTES + _LEN.size, max_fds)
+    if not data:
+        for fd in fds:
+            _close_quietly(fd)
+        raise ProtocolError("connection closed")
+    frames = list(Decoder().feed(data))
+    if len(frames) != 1:
+        raise ProtocolError(f"control packet held {len(frames)} frames, expected 1")
+    return frames[0][0], fds
+
+
+def _close_quietly(fd: int) -> None:
+    import os
+    try:
+        os.close(fd)
+    except OSError:
+        pass

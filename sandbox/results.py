@@ -1,0 +1,118 @@
+"""Public result types: what a run returns to the caller.
+
+These are frozen dataclasses for the caller; they are not what crosses the wire
+(see :mod:`sandbox.protocol`).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome(enum.IntEnum):
+    """Outcome of a run, numbered as in the Gemini API's ``Outcome`` enum."""
+
+    OK = 1
+    FAILED = 2
+    DEADLINE_EXCEEDED = 3
+
+    def __str__(self) -> str:
+        return f"OUTCOME_{self.name}"
+
+
+@dataclass(frozen=True)
+class File:
+    """A named blob: an input file for a run, or an image/file a run produced."""
+
+    name: str
+    """File name in the work dir (no directories)."""
+    data: bytes
+    """Contents (raw bytes)."""
+    mime_type: str = "application/octet-stream"
+    """MIME type, e.g. ``image/png``."""
+    truncated: bool = False
+    """True when the file was larger than ``limits.max_returned_file_bytes`` and was cut."""
+
+    def __repr__(self) -> str:
+        flag = ", truncated" if self.truncated else ""
+        return f"File(name={self.name!r}, {len(self.data)} bytes, mime_type={self.mime_type!r}{flag})"
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Something the snippet tried that confinement refused (telemetry, not the boundary)."""
+
+    kind: str
+    """Category, e.g. ``network``, ``filesystem``, ``process``, ``syscall``, ``import``."""
+    detail: str
+    """What exactly, e.g. ``socket(AF_INET, SOCK_STREAM)``."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """The result of one run. Snippet failures are results, never exceptions."""
+
+    outcome: Outcome
+    """OK, FAILED or DEADLINE_EXCEEDED (``str()`` gives the service's ``OUTCOME_*`` name)."""
+    stdout: str = ""
+    """What the snippet printed to stdout (capped by ``limits.max_output_bytes``)."""
+    stderr: str = ""
+    """What the snippet printed to stderr (capped)."""
+    output: str = ""
+    """stdout and stderr interleaved in the order they were written (what the service returns)."""
+    error: str | None = None
+    """None, or the failure text in the service's format: ``str(exc)`` + newline + traceback."""
+    reason: str | None = None
+    """Finer cause: exception, timeout, memory_limit, cpu_limit, output_limit, killed, crashed; None when OK."""
+    signal: int | None = None
+    """Signal number that ended the worker, if one did."""
+    denied: list[Denial] = field(default_factory=list)
+    """What the snippet tried that confinement refused."""
+    images: list[File] = field(default_factory=list)
+    """Figures (one per ``plt.show()``) then image files saved in the work dir, PNG/JPEG bytes."""
+    files: list[File] = field(default_factory=list)
+    """Other files the run created or changed in its work dir."""
+    duration_s: float = 0.0
+    """Wall time of the run as seen by the host, in seconds."""
+    peak_memory_bytes: int = 0
+    """Peak resident set size of the worker (kernel's ru_maxrss), in bytes."""
+    cpu_s: float = 0.0
+    """User + system CPU time of the worker and its children, in seconds."""
+    rolled_back: bool = False
+    """Sessions only: the run failed hard and the session went back to its state before the run."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the outcome is OK."""
+        return self.outcome == Outcome.OK
+
+    def parts(self) -> list[dict[str, Any]]:
+        """Gemini-shaped result parts (camelCase JSON shape, as the service returns them).
+
+        Output printed before a failure is its own ``OUTCOME_OK`` part, followed by
+        the failure part; image parts come after the result parts. An empty output
+        is absent, not ``""``.
+        """
+        parts: list[dict[str, Any]] = []
+        if self.outcome == Outcome.OK:
+            parts.append(_result_part(self.outcome, self.output))
+        elif self.outcome == Outcome.FAILED:
+            if self.output:
+                parts.append(_result_part(Outcome.OK, self.output))
+            parts.append(_result_part(self.outcome, self.error))
+        else:
+            parts.append(_result_part(self.outcome, self.output or self.error))
+        for image in self.images:
+            parts.append({"inlineData": {"mimeType": image.mime_type,
+                                         "data": base64.b64encode(image.data).decode("ascii")}})
+        return parts
+
+
+def _result_part(outcome: Outcome, output: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"outcome": str(outcome)}
+    if output:
+        body["output"] = output
+    return {"codeExecutionResult": body}

@@ -1,0 +1,77 @@
+"""Turn what a run sent back (:class:`~sandbox.collect.Collected`) into a public Result.
+
+The outcome follows the service (OK / FAILED / DEADLINE_EXCEEDED); ``reason`` says
+which of our limits, or which kind of crash, ended the run.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+
+from .collect import Collected
+from .policy import Policy
+from .results import Outcome, Result
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f"{_signal.Signals(signum).name} ({_signal.strsignal(signum)})"
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, str | None, str | None]:
+    """(outcome, reason, error text) for one run."""
+    where = f"policy {policy.name!r}"
+    signum, code = got.exit.get("signal"), got.exit.get("exitcode")
+    if got.killed == "timeout":
+        return (Outcome.DEADLINE_EXCEEDED, "timeout",
+                f"wall time limit of {timeout_s:g} s exceeded ({where}: limits.wall_seconds)")
+    if got.killed == "output_limit":
+        return (Outcome.FAILED, "output_limit",
+                f"output limit of {policy.limits.max_output_bytes} bytes exceeded ({where}: limits.max_output_bytes)")
+    if got.error is not None:
+        reason = "memory_limit" if got.exc_type == "MemoryError" else "exception"
+        return Outcome.FAILED, reason, got.error
+    if got.done:
+        return Outcome.OK, None, None
+    if signum == _signal.SIGXCPU or (signum == _signal.SIGKILL and got.exit.get("cpu_s", 0) >= policy.limits.cpu_seconds):
+        return (Outcome.FAILED, "cpu_limit",
+                f"CPU time limit of {policy.limits.cpu_seconds} s exceeded ({where}: limits.cpu_seconds)")
+    if signum == _signal.SIGKILL:
+        return (Outcome.FAILED, "killed",
+                "the worker was killed by SIGKILL from outside the sandbox (the kernel's out-of-memory "
+                "killer, or another process)")
+    if signum is not None:
+        return Outcome.FAILED, "crashed", f"the interpreter crashed: killed by {_signal_name(signum)}"
+    if code == 0:
+        return Outcome.OK, None, None  # os._exit(0): a clean exit without our epilogue
+    if "lost" in got.exit:
+        return Outcome.FAILED, "crashed", f"the run was lost: {got.exit['lost']}"
+    return Outcome.FAILED, "crashed", f"the process exited with status {code} before the run finished"
+
+
+def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
+    """The public Result of one run."""
+    outcome, reason, error = _decide(got, policy, timeout_s)
+    stdout = b"".join(data for stream, data in got.chunks if stream == 1)
+    stderr = b"".join(data for stream, data in got.chunks if stream == 2)
+    output = b"".join(data for _stream, data in got.chunks)
+    if reason == "output_limit":
+        output += f"\n[output truncated at {policy.limits.max_output_bytes} bytes]\n".encode()
+    signum = got.exit.get("signal")
+    return Result(
+        outcome=outcome,
+        stdout=stdout.decode("utf-8", "replace"),
+        stderr=stderr.decode("utf-8", "replace"),
+        output=output.decode("utf-8", "replace"),
+        error=error,
+        reason=reason,
+        signal=signum if isinstance(signum, int) else None,
+        denied=got.denied,
+        images=got.images,
+        files=got.files,
+        duration_s=got.duration_s,
+        peak_memory_bytes=int(got.exit.get("maxrss_kb") or 0) * 1024,
+        cpu_s=float(got.exit.get("cpu_s") or 0.0),
+    )
