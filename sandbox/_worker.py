@@ -26,7 +26,7 @@ import sys
 import traceback
 from typing import Any
 
-from . import allowlist, confine, protocol
+from . import allowlist, confine, protocol, streams
 from .errors import SandboxUnavailable
 from .inputs import IMAGE_EXTENSIONS
 
@@ -86,9 +86,9 @@ def _become_worker(zygote_pid: int) -> None:
 
 
 def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], ns_status: Any) -> None:
-    if len(fds) != 3:
-        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 3")
-    stdout_fd, stderr_fd, chan_fd = fds
+    if len(fds) != 4:
+        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 4")
+    stdout_fd, stderr_fd, tagged_fd, chan_fd = fds
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
     os.close(stdout_fd)
@@ -112,7 +112,7 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
     chan.send("ready", layers=[{"layer": s.layer, "active": s.active} for s in statuses])
     _write_inputs(request.get("files", []), blobs[1:])
     before = _snapshot()
-    _redirect_std()
+    _redirect_std(tagged_fd)
     if request["type"] == "run":
         _execute(blobs[0].decode("utf-8"), chan, spec)
     else:
@@ -159,15 +159,9 @@ def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> None:
             fh.write(data)
 
 
-def _redirect_std() -> None:
-    # Line-buffered text over the pipes, as on a terminal: a run killed at its
-    # deadline still returns every complete line it printed.
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        raw = io.FileIO(fd, "w", closefd=False)
-        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace",
-                                  line_buffering=True)
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
+def _redirect_std(tagged_fd: int) -> None:
+    sys.stdout = sys.__stdout__ = streams.text_stream(tagged_fd, streams.STDOUT, 1)
+    sys.stderr = sys.__stderr__ = streams.text_stream(tagged_fd, streams.STDERR, 2)
     sys.stdin = io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8")
 
 

@@ -20,6 +20,7 @@ from .errors import ProtocolError, SandboxUnavailable
 from .launcher import Spawned
 from .policy import Policy
 from .results import Denial, File
+from .streams import TaggedReader
 
 _READ_CHUNK = 1 << 16
 #: After the worker exited, how long stray writers (escaped daemons) may keep pipes open.
@@ -57,23 +58,24 @@ class RunIO:
     def __init__(self) -> None:
         self.out_r, self.out_w = os.pipe()
         self.err_r, self.err_w = os.pipe()
+        self.tagged_r, self.tagged_w = os.pipe()
         self.chan, self.chan_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
     def worker_fds(self) -> list[int]:
-        return [self.out_w, self.err_w, self.chan_worker.fileno()]
+        return [self.out_w, self.err_w, self.tagged_w, self.chan_worker.fileno()]
 
     def close_worker_ends(self) -> None:
         """After the zygote has its copies, so EOF arrives when the worker is gone."""
-        for fd in (self.out_w, self.err_w):
+        for fd in (self.out_w, self.err_w, self.tagged_w):
             _close(fd)
-        self.out_w = self.err_w = -1
+        self.out_w = self.err_w = self.tagged_w = -1
         self.chan_worker.close()
 
     def close(self) -> None:
         self.close_worker_ends()
-        for fd in (self.out_r, self.err_r):
+        for fd in (self.out_r, self.err_r, self.tagged_r):
             _close(fd)
-        self.out_r = self.err_r = -1
+        self.out_r = self.err_r = self.tagged_r = -1
         self.chan.close()
 
 
@@ -110,9 +112,11 @@ class _Reader:
         self.selector = selectors.DefaultSelector()
         self.selector.register(io.out_r, selectors.EVENT_READ, 1)
         self.selector.register(io.err_r, selectors.EVENT_READ, 2)
+        self.selector.register(io.tagged_r, selectors.EVENT_READ, 3)
         self.selector.register(io.chan, selectors.EVENT_READ, 0)
         self.selector.register(spawned.pidfd, selectors.EVENT_READ, -1)
-        self.open_streams = 3
+        self.open_streams = 4
+        self.tagged = TaggedReader()
         self.unavailable: SandboxUnavailable | None = None
 
     def loop(self, deadline: float) -> None:
@@ -151,6 +155,9 @@ class _Reader:
             return
         if key.data == 0:
             self.on_frames(data)
+        elif key.data == 3:
+            for stream, chunk in self.tagged.feed(data):
+                self.on_output(stream, chunk)
         else:
             self.on_output(key.data, data)
 

@@ -154,6 +154,8 @@ class Sandbox:
 
     def collect(self, request: bytes, timeout_s: float) -> Any:
         """Like execute() but returns the raw Collected (for call())."""
+        if self._closed:
+            raise SandboxClosed("this Sandbox is closed")
         self._enter_queue()
         try:
             with self._slots:

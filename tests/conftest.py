@@ -1,0 +1,69 @@
+"""Shared fixtures: one warm Sandbox per policy for the whole test session, and leak checks."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+import sandbox
+
+
+@pytest.fixture(scope="session")
+def box():
+    """A warm Sandbox under the default policy, shared by the tests that only run snippets."""
+    with sandbox.Sandbox(policy="default") as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def strict_box():
+    """A warm Sandbox under the strict policy."""
+    with sandbox.Sandbox(policy="strict") as sb:
+        yield sb
+
+
+def descendants(sb: sandbox.Sandbox) -> set[int]:
+    """Every live (non-zombie) process under the sandbox's zygotes."""
+    found: set[int] = set()
+    for pid in sb.zygote_pids:
+        try:
+            for child in psutil.Process(pid).children(recursive=True):
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE:
+                        found.add(child.pid)
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def settled_count(sb: sandbox.Sandbox, timeout: float = 5.0) -> int:
+    """Number of processes under the zygotes once the pre-fork pool is refilled and idle."""
+    expected = sb.policy.runtime.prefork
+    deadline = time.monotonic() + timeout
+    count = len(descendants(sb))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = len(descendants(sb))
+        if now == count and now >= expected:
+            return now
+        count = now
+    return count
+
+
+@pytest.fixture
+def no_leaks(box):
+    """Asserts that a test leaves no process under the zygote, no host fd and no run dir behind."""
+    baseline_procs = settled_count(box)
+    baseline_fds = len(os.listdir("/proc/self/fd"))
+    yield box
+    deadline = time.monotonic() + 5
+    while settled_count(box) > baseline_procs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert settled_count(box) <= baseline_procs, "a process outlived its run"
+    assert len(os.listdir("/proc/self/fd")) <= baseline_fds, "the host leaked file descriptors"
+    assert os.listdir(box._tmp_root) == [], "a run directory was left behind"

@@ -1,0 +1,128 @@
+"""Hello world, failures, output shapes, images: the fidelity rules of DESIGN §5 on real forks."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import sandbox
+from sandbox import Outcome
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_hello_world(box):
+    r = box.run("print('hello world')")
+    assert r.outcome == Outcome.OK and str(r.outcome) == "OUTCOME_OK"
+    assert r.stdout == "hello world\n"
+    assert r.error is None and r.reason is None
+    assert r.parts() == [{"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "hello world\n"}}]
+    assert r.duration_s > 0 and r.peak_memory_bytes > 0 and r.cpu_s >= 0
+
+
+def test_exception_has_service_shape(box):
+    r = box.run("x = 1\nraise ValueError('bad value')")
+    assert r.outcome == Outcome.FAILED and r.reason == "exception"
+    assert r.error.startswith("bad value\nTraceback (most recent call last):\n")
+    assert r.error.endswith('  File "<string>", line 2, in <module>\nValueError: bad value\n')
+    assert r.parts() == [{"codeExecutionResult": {"outcome": "OUTCOME_FAILED", "output": r.error}}]
+
+
+def test_print_then_raise_gives_two_parts(box):
+    r = box.run("print('ok')\nprint(1/0)")
+    parts = r.parts()
+    assert parts[0] == {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "ok\n"}}
+    assert parts[1]["codeExecutionResult"]["outcome"] == "OUTCOME_FAILED"
+    assert parts[1]["codeExecutionResult"]["output"].startswith("division by zero\nTraceback")
+    assert len(parts) == 2
+
+
+def test_nothing_printed_means_output_absent(box):
+    r = box.run("x = 2 + 2")
+    assert r.parts() == [{"codeExecutionResult": {"outcome": "OUTCOME_OK"}}]
+
+
+def test_block_indented_code_is_dedented(box):
+    assert box.run("    import math\n    print(math.factorial(5))\n    ").stdout == "120\n"
+
+
+def test_warnings_on_stderr_appear_in_output(box):
+    r = box.run("import sys\nprint('a')\nprint('careful', file=sys.stderr)\nprint('b')")
+    assert r.ok and r.stderr == "careful\n" and r.stdout == "a\nb\n"
+    assert r.output == "a\ncareful\nb\n"
+
+
+def test_syntax_error_is_a_failed_result(box):
+    r = box.run("print(")
+    assert r.outcome == Outcome.FAILED and "SyntaxError" in r.error
+
+
+def test_sys_exit_zero_is_ok_nonzero_failed(box):
+    assert box.run("import sys\nprint(1)\nsys.exit(0)").ok
+    r = box.run("import sys\nsys.exit(3)")
+    assert r.outcome == Outcome.FAILED and r.error.startswith("3\n")
+
+
+def test_plt_show_gives_one_png(box):
+    r = box.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
+    assert r.ok and len(r.images) == 1
+    png = r.images[0].data
+    assert png.startswith(PNG_SIGNATURE) and r.images[0].mime_type == "image/png"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (640, 480)
+    from PIL import Image
+    assert Image.open(io.BytesIO(png)).size == (640, 480)
+    assert r.parts()[-1]["inlineData"]["mimeType"] == "image/png"
+
+
+def test_savefig_and_show_give_two_images(box):
+    r = box.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig('chart.png')\nplt.show()")
+    assert [i.name for i in r.images] == ["figure_1.png", "chart.png"]
+    assert all(i.data.startswith(PNG_SIGNATURE) for i in r.images)
+    assert len(r.parts()) == 3
+
+
+def test_new_files_are_returned(box):
+    r = box.run("open('out.txt', 'w').write('hi')\nimport os\nos.mkdir('d')\nopen('d/x.csv','w').write('a,b')")
+    assert {(f.name, f.data) for f in r.files} == {("out.txt", b"hi"), ("d/x.csv", b"a,b")}
+    assert {f.mime_type for f in r.files} == {"text/plain", "text/csv"}
+
+
+def test_returned_file_over_cap_is_truncated_and_marked():
+    policy = sandbox.Policy.load("default").with_limits(max_returned_file_bytes=1000)
+    with sandbox.Sandbox(policy=policy) as sb:
+        r = sb.run("open('big.bin', 'wb').write(b'x' * 5000)")
+    (f,) = r.files
+    assert f.truncated and len(f.data) == 1000
+
+
+def test_input_files_appear_in_work_dir(box):
+    r = box.run("import os\nprint(sorted(os.listdir('.')))\nprint(open('input_file_0.csv').read())",
+                files=[sandbox.File(name="", data=b"a,b\n1,2\n", mime_type="text/csv"),
+                       sandbox.File(name="notes.txt", data=b"n")])
+    assert r.stdout == "['input_file_0.csv', 'notes.txt']\na,b\n1,2\n\n"
+    assert r.files == []  # unchanged inputs are not returned
+
+
+def test_input_files_as_dict(box):
+    r = box.run("print(open('a.txt').read() + open('b.bin','rb').read().hex())", files={"a.txt": "x", "b.bin": b"\x01"})
+    assert r.stdout == "x01\n"
+
+
+def test_non_utf8_output_is_replaced_not_lost(box):
+    r = box.run("import os\nos.write(1, b'ab\\xff\\xfecd\\n')")
+    assert r.ok and r.stdout == "ab\ufffd\ufffdcd\n"
+
+
+def test_arun(box):
+    import asyncio
+
+    async def main():
+        return await asyncio.gather(box.arun("print(1)"), box.arun("print(2)"))
+
+    assert [r.stdout for r in asyncio.run(main())] == ["1\n", "2\n"]
+
+
+def test_one_shot_run_uses_shared_sandbox():
+    assert sandbox.run("print(6 * 7)").stdout == "42\n"
+    assert sandbox.run("print(7 * 6)").stdout == "42\n"

@@ -1,0 +1,143 @@
+"""Runs share nothing: environment, globals, files, randomness; concurrent callers get their own results."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import sandbox
+
+
+def test_host_environment_is_scrubbed():
+    os.environ["SANDBOX_TEST_SECRET"] = "hunter2"
+    try:
+        with sandbox.Sandbox() as sb:
+            r = sb.run("import os\nprint(sorted(os.environ))\nprint(os.environ.get('SANDBOX_TEST_SECRET'))")
+    finally:
+        del os.environ["SANDBOX_TEST_SECRET"]
+    assert r.ok, r.error
+    assert "hunter2" not in r.stdout and r.stdout.endswith("None\n")
+    names = eval(r.stdout.splitlines()[0])  # our own test output: a printed list of names
+    assert "HOME" in names and "PATH" in names and not any(n.startswith("PYTEST") for n in names)
+
+
+def test_policy_env_is_passed():
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(runtime=type(policy.runtime)(env={"GREETING": "hi"}))
+    with sandbox.Sandbox(policy=policy) as sb:
+        assert sb.run("import os\nprint(os.environ['GREETING'])").stdout == "hi\n"
+
+
+def test_globals_do_not_persist(box):
+    box.run("leak = 42")
+    r = box.run("print(leak)")
+    assert r.outcome == sandbox.Outcome.FAILED and "NameError" in r.error
+
+
+def test_files_do_not_persist(box):
+    box.run("open('left.txt', 'w').write('x')")
+    assert box.run("import os\nprint(os.listdir('.'))").stdout == "[]\n"
+
+
+def test_module_state_does_not_persist(box):
+    box.run("import json\njson.leaked = 1")
+    assert box.run("import json\nprint(hasattr(json, 'leaked'))").stdout == "False\n"
+
+
+def test_randomness_differs_between_runs(box):
+    code = "import random, numpy as np, os\nprint(random.random(), np.random.rand(), os.urandom(8).hex())"
+    first, second = box.run(code).stdout, box.run(code).stdout
+    a, b = first.split(), second.split()
+    assert all(x != y for x, y in zip(a, b)), (first, second)
+
+
+def test_seeded_numpy_gives_recorded_numbers(box):
+    import numpy as np
+    np.random.seed(42)
+    expected = f"{np.random.normal(0, 2.5, 3)}\n"
+    r = box.run("import numpy as np\nnp.random.seed(42)\nprint(np.random.normal(0, 2.5, 3))")
+    assert r.stdout == expected
+
+
+def test_concurrent_runs_from_threads_get_their_own_output(box):
+    results: dict[int, sandbox.Result] = {}
+
+    def worker(n: int) -> None:
+        for round_ in range(3):
+            results[n * 10 + round_] = box.run(f"import time\ntime.sleep(0.05)\nprint({n * 10 + round_})")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 24
+    for key, r in results.items():
+        assert r.stdout == f"{key}\n", (key, r)
+
+
+def test_max_waiting_gives_clear_backpressure_error():
+    with sandbox.Sandbox(max_concurrent=1, max_waiting=1) as sb:
+        errors: list[Exception] = []
+        barrier = threading.Barrier(3)
+
+        def go() -> None:
+            barrier.wait()
+            try:
+                sb.run("import time\ntime.sleep(0.5)")
+            except sandbox.InputError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors and "max_waiting" in str(errors[0])
+
+
+def test_output_flood_is_capped():
+    policy = sandbox.Policy.load("default").with_limits(max_output_bytes=10_000)
+    with sandbox.Sandbox(policy=policy) as sb:
+        r = sb.run("while True: print('x' * 100)")
+        assert r.outcome == sandbox.Outcome.FAILED and r.reason == "output_limit"
+        assert "limits.max_output_bytes" in r.error
+        assert len(r.stdout) <= 10_000
+        assert sb.run("print('next')").stdout == "next\n"
+
+
+def test_zygote_killed_is_restarted_transparently():
+    import signal
+    with sandbox.Sandbox() as sb:
+        (pid,) = sb.zygote_pids
+        os.kill(pid, signal.SIGKILL)
+        r = sb.run("print('back')")
+        assert r.stdout == "back\n"
+        assert sb.zygote_pids and sb.zygote_pids[0] != pid
+
+
+def test_zygote_killed_mid_run_fails_the_run_clearly():
+    import signal
+    with sandbox.Sandbox() as sb:
+        (pid,) = sb.zygote_pids
+        timer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        r = sb.run("import time\ntime.sleep(3)\nprint('survived')", timeout=10)
+        timer.join()
+        assert r.outcome == sandbox.Outcome.FAILED and r.reason in ("killed", "crashed"), r
+        assert sb.run("print('again')").stdout == "again\n"
+
+
+def test_closed_sandbox_refuses_and_leaves_nothing():
+    sb = sandbox.Sandbox()
+    pids = sb.zygote_pids
+    root = sb._tmp_root
+    sb.close()
+    sb.close()  # idempotent
+    with pytest.raises(sandbox.SandboxClosed):
+        sb.run("print(1)")
+    import psutil
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    assert not os.path.exists(root)
