@@ -1,0 +1,58 @@
+"""Policy files are validated data: every shipped policy loads; bad keys and values are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.errors import PolicyError
+from sandbox.policy import LAYERS, Policy, available_policies
+
+
+@pytest.mark.parametrize("name", available_policies())
+def test_shipped_policies_load_and_round_trip(name):
+    policy = Policy.load(name)
+    assert policy.name == name and policy.description
+    assert Policy.from_dict(policy.to_dict()) == policy
+
+
+def test_default_mirrors_the_service_and_strict_requires_everything():
+    default, strict = Policy.load("default"), Policy.load("strict")
+    assert default.limits.wall_seconds == 30 and default.limits.memory_mb == 2048
+    assert set(strict.confinement.required) == set(LAYERS) and not strict.confinement.allow_subprocess
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"limits": {"memory_mb": "512MB"}}, "limits.memory_mb must be an int (got '512MB')"),
+    ({"limits": {"memry_mb": 5}}, "unknown key limits.memry_mb (allowed: wall_seconds"),
+    ({"surprise": 1}, "unknown key surprise"),
+    ({"limits": 5}, "limits must be a table"),
+    ({"limits": {"wall_seconds": 0}}, "limits.wall_seconds must be a positive number"),
+    ({"confinement": {"required": ["firewall"]}}, "unknown layer 'firewall' (allowed: rlimits"),
+    ({"confinement": {"layers": ["rlimits"], "required": ["seccomp"]}}, "not in confinement.layers"),
+    ({"confinement": {"allow_subprocess": "yes"}}, "allow_subprocess must be a boolean"),
+    ({"runtime": {"env": {"A": 1}}}, "runtime.env must be a table of strings"),
+    ({"runtime": {"blas_threads": 0}}, "runtime.blas_threads must be between 1 and 256"),
+])
+def test_bad_values_name_file_and_key(data, message):
+    with pytest.raises(PolicyError) as info:
+        Policy.from_dict(data, source="policies/broken.toml")
+    assert "policies/broken.toml" in str(info.value) and message in str(info.value)
+
+
+def test_malformed_toml_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[limits\nwall_seconds = ")
+    with pytest.raises(PolicyError, match="not valid TOML"):
+        Policy.load(path)
+
+
+def test_unknown_policy_lists_available():
+    with pytest.raises(PolicyError, match="available: .*default.*strict"):
+        Policy.load("nonexistent")
+
+
+def test_policy_built_in_code():
+    policy = Policy(name="mine").with_limits(wall_seconds=5, memory_mb=256)
+    assert policy.limits.wall_seconds == 5.0 and policy.limits.memory_mb == 256
+    with pytest.raises(PolicyError, match="limits.memory_mb must be an int"):
+        policy.with_limits(memory_mb="lots")

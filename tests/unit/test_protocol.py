@@ -1,0 +1,58 @@
+"""Wire framing: round trips, partial feeds, and refusal of malformed frames."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from sandbox import protocol
+from sandbox.errors import ProtocolError
+from sandbox.streams import STDERR, STDOUT, TaggedReader
+
+
+def test_round_trip_with_blobs_fed_byte_by_byte():
+    frame = protocol.encode("image", (b"\x89PNG...", b""), name="f.png", mime_type="image/png")
+    decoder = protocol.Decoder()
+    frames = [f for byte in frame for f in decoder.feed(bytes([byte]))]
+    assert frames == [({"v": 1, "type": "image", "name": "f.png", "mime_type": "image/png"}, [b"\x89PNG...", b""])]
+    assert not decoder.pending
+
+
+def test_several_frames_in_one_feed():
+    data = protocol.encode("ready") + protocol.encode("done")
+    assert [h["type"] for h, _ in protocol.Decoder().feed(data)] == ["ready", "done"]
+
+
+@pytest.mark.parametrize("header, message", [
+    (b"not json", "not UTF-8 JSON"),
+    (json.dumps({"v": 2, "type": "done", "blobs": []}).encode(), "wrong version"),
+    (json.dumps({"v": 1, "type": "evil", "blobs": []}).encode(), "unknown frame type"),
+    (json.dumps({"v": 1, "type": "done", "blobs": [-1]}).encode(), "blob lengths"),
+])
+def test_malformed_headers_are_refused(header, message):
+    with pytest.raises(ProtocolError, match=message):
+        list(protocol.Decoder().feed(struct.pack("!I", len(header)) + header))
+
+
+def test_oversized_frames_are_refused():
+    with pytest.raises(ProtocolError, match="exceeds"):
+        list(protocol.Decoder().feed(struct.pack("!I", protocol.MAX_HEADER_BYTES + 1)))
+    frame = protocol.encode("file", (b"x" * 100,), name="a")
+    with pytest.raises(ProtocolError, match="limit of 10"):
+        list(protocol.Decoder(max_frame_bytes=10).feed(frame))
+
+
+def test_unknown_type_cannot_be_encoded():
+    with pytest.raises(ProtocolError):
+        protocol.encode("nope")
+
+
+def test_tagged_stream_reader_splits_and_survives_garbage():
+    reader = TaggedReader()
+    data = struct.pack("!BH", STDOUT, 2) + b"hi" + struct.pack("!BH", STDERR, 1) + b"!"
+    assert reader.feed(data[:3]) == []
+    assert reader.feed(data[3:]) == [(STDOUT, b"hi"), (STDERR, b"!")]
+    assert reader.feed(b"\x09garbage") == [(STDOUT, b"\x09garbage")]
+    assert reader.feed(b"more") == [(STDOUT, b"more")]
