@@ -9,7 +9,7 @@ See DESIGN.md for the process model and the confinement stack.
 
 from .core import Sandbox, close_shared, run
 from .errors import (CallError, ImageError, InputError, PolicyError, ProtocolError, SandboxClosed, SandboxError,
-                     SandboxUnavailable, WorkerCrashed)
+                     SandboxUnavailable, SessionError, WorkerCrashed)
 from .image import Image
 from .policy import Policy
 from .results import Denial, File, Outcome, Result
@@ -30,6 +30,7 @@ __all__ = [
     "SandboxClosed",
     "SandboxError",
     "SandboxUnavailable",
+    "SessionError",
     "WorkerCrashed",
     "close_shared",
     "run",

@@ -37,9 +37,19 @@ _MAX_DENIALS = 200
 class Channel:
     """The worker's end of the framed message socket to the host."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tagged_fd: int) -> None:
         self.sock = sock
+        self.tagged_fd = tagged_fd
         self.denials = 0
+
+    def close(self) -> None:
+        """End this run's streams: the host sees EOF even though the process lives on."""
+        _flush_std()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2, self.tagged_fd):
+            os.dup2(devnull, fd)
+        os.close(devnull)  # the tagged fd stays open on /dev/null: old sys.stdout objects may still write
+        self.sock.close()
 
     def send(self, kind: str, blobs: tuple[bytes, ...] = (), **fields: Any) -> None:
         self.sock.sendall(protocol.encode(kind, blobs, **fields))
@@ -86,14 +96,9 @@ def _become_worker(zygote_pid: int) -> None:
 
 
 def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], ns_status: Any) -> None:
-    if len(fds) != 4:
-        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 4")
-    stdout_fd, stderr_fd, tagged_fd, chan_fd = fds
-    os.dup2(stdout_fd, 1)
-    os.dup2(stderr_fd, 2)
-    os.close(stdout_fd)
-    os.close(stderr_fd)
-    chan = Channel(socket.socket(fileno=chan_fd))
+    if len(fds) not in (4, 5):
+        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 4 or 5")
+    chan = _attach(fds[:4])
     policy = spec["policy"]
     workdir, tmpdir = header["workdir"], header["tmpdir"]
     os.chdir(workdir)
@@ -108,18 +113,44 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
         return
     _reseed()
     _install_telemetry(policy, ctx, chan)
+    _patch_show(chan)
+    allowlist.install(spec["allowed_roots"])
+    spec["layers"] = [{"layer": s.layer, "active": s.active} for s in statuses]
+    if len(fds) == 5:
+        from . import _session_worker
+        _session_worker.serve_root(chan, socket.socket(fileno=fds[4]), spec)
+    else:
+        perform(chan, spec, {"__name__": "__main__", "__builtins__": builtins})
+
+
+def _attach(fds: list[int]) -> "Channel":
+    """Make fds (stdout pipe, stderr pipe, tagged pipe, message socket) this process's run streams."""
+    stdout_fd, stderr_fd, tagged_fd, chan_fd = fds
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    _redirect_std(tagged_fd)
+    return Channel(socket.socket(fileno=chan_fd), tagged_fd)
+
+
+def perform(chan: "Channel", spec: dict[str, Any], scope: dict[str, Any]) -> None:
+    """Read one request from ``chan`` and run it in ``scope``; report everything on ``chan``."""
+    me = os.getpid()
     request, blobs = protocol.read_frame(chan.sock)
-    chan.send("ready", layers=[{"layer": s.layer, "active": s.active} for s in statuses])
+    chan.send("ready", layers=spec["layers"])
     _write_inputs(request.get("files", []), blobs[1:])
     before = _snapshot()
-    _redirect_std(tagged_fd)
     if request["type"] == "run":
-        _execute(blobs[0].decode("utf-8"), chan, spec)
+        _execute(blobs[0].decode("utf-8"), chan, scope)
     else:
         from . import _call
         _call.execute(blobs[0], chan)
+    if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
+        _flush_std()
+        os._exit(0)
     _flush_std()
-    _report_files(before, chan, policy.limits)
+    _report_files(before, chan, spec["policy"].limits)
     chan.send("done")
 
 
@@ -173,10 +204,7 @@ def _flush_std() -> None:
             pass
 
 
-def _execute(code: str, chan: Channel, spec: dict[str, Any]) -> None:
-    _patch_show(chan)
-    allowlist.install(spec["allowed_roots"])
-    scope = {"__name__": "__main__", "__builtins__": builtins}
+def _execute(code: str, chan: Channel, scope: dict[str, Any]) -> None:
     error = _run_python(code, scope)
     if error is not None:
         _flush_std()

@@ -79,19 +79,51 @@ class RunIO:
         self.chan.close()
 
 
-def collect(spawned: Spawned, io: RunIO, request: bytes, timeout_s: float, policy: Policy) -> Collected:
-    """Send ``request``, gather output until the worker is gone, enforce the limits."""
+def collect(ending: "Ending", io: RunIO, request: bytes, timeout_s: float, policy: Policy) -> Collected:
+    """Send ``request``, gather output until the run is over, enforce the limits.
+
+    ``ending`` says how the run signals its end and how it is killed: a one-shot
+    worker is a process (:class:`ProcessEnding`); a session run is not (see session.py).
+    """
     started = time.monotonic()
     deadline = started + timeout_s
     got = Collected()
     _send_request(io.chan, request, deadline)
-    _Reader(spawned, io, got, policy).loop(deadline)
-    try:
-        got.exit = spawned.exited.result(timeout=_REAP_WAIT_S)
-    except Exception as exc:  # noqa: BLE001 - zygote died or never reported: the run still ends
-        got.exit = {"lost": str(exc)}
+    _Reader(ending, io, got, policy).loop(deadline)
+    got.exit = ending.outcome()
     got.duration_s = time.monotonic() - started
     return got
+
+
+class Ending:
+    """How a run signals its end and how the host stops it."""
+
+    fd: int
+    """Becomes readable when the run is over."""
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def outcome(self) -> dict[str, Any]:
+        """Exit facts: signal, exitcode, maxrss_kb, cpu_s (whatever is known)."""
+        raise NotImplementedError
+
+
+class ProcessEnding(Ending):
+    """A one-shot worker: the run is over when the process exits; the zygote reports how."""
+
+    def __init__(self, spawned: Spawned) -> None:
+        self.spawned = spawned
+        self.fd = spawned.pidfd
+
+    def kill(self) -> None:
+        kill_worker(self.spawned)
+
+    def outcome(self) -> dict[str, Any]:
+        try:
+            return self.spawned.exited.result(timeout=_REAP_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - zygote died or never reported: the run still ends
+            return {"lost": str(exc)}
 
 
 def _send_request(chan: socket.socket, request: bytes, deadline: float) -> None:
@@ -104,8 +136,8 @@ def _send_request(chan: socket.socket, request: bytes, deadline: float) -> None:
 
 
 class _Reader:
-    def __init__(self, spawned: Spawned, io: RunIO, got: Collected, policy: Policy) -> None:
-        self.spawned, self.io, self.got, self.policy = spawned, io, got, policy
+    def __init__(self, ending: Ending, io: RunIO, got: Collected, policy: Policy) -> None:
+        self.ending, self.io, self.got, self.policy = ending, io, got, policy
         limits = policy.limits
         self.decoder = protocol.Decoder(max_frame_bytes=limits.max_returned_file_bytes + _FRAME_SLACK)
         self.chan_budget = limits.max_returned_files * limits.max_returned_file_bytes + _FRAME_SLACK
@@ -114,7 +146,7 @@ class _Reader:
         self.selector.register(io.err_r, selectors.EVENT_READ, 2)
         self.selector.register(io.tagged_r, selectors.EVENT_READ, 3)
         self.selector.register(io.chan, selectors.EVENT_READ, 0)
-        self.selector.register(spawned.pidfd, selectors.EVENT_READ, -1)
+        self.selector.register(ending.fd, selectors.EVENT_READ, -1)
         self.open_streams = 4
         self.tagged = TaggedReader()
         self.unavailable: SandboxUnavailable | None = None
@@ -209,7 +241,7 @@ class _Reader:
         if self.got.killed:
             return
         self.got.killed = why
-        kill_worker(self.spawned)
+        self.ending.kill()
 
 
 def kill_worker(spawned: Spawned) -> None:

@@ -15,11 +15,12 @@ import shutil
 import stat
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
 from . import protocol
-from .collect import RunIO, collect
+from .collect import ProcessEnding, RunIO, collect
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import DEFAULT_IMAGE, Image
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
@@ -58,6 +59,7 @@ class Sandbox:
         self._closed = False
         self._next = 0
         self._zygotes: list[ZygoteLauncher | None] = [None] * pool_size
+        self._sessions: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._tmp_root = tempfile.mkdtemp(prefix="sandbox-")
         try:
             for index in range(pool_size):
@@ -78,6 +80,8 @@ class Sandbox:
         with self._lock:
             self._closed = True
             zygotes, self._zygotes = self._zygotes, [None] * len(self._zygotes)
+        for session in list(getattr(self, "_sessions", ())):
+            session.close()
         for zygote in zygotes:
             if zygote is not None:
                 zygote.close()
@@ -143,10 +147,12 @@ class Sandbox:
         from . import _call
         return _call.call(self, fn, args, kwargs)
 
-    def session(self, **options: Any) -> Any:
+    def session(self) -> Any:
         """A stateful session: globals persist between its runs (see :mod:`sandbox.session`)."""
         from .session import Session
-        return Session(self, **options)
+        if self._closed:
+            raise SandboxClosed("this Sandbox is closed")
+        return Session(self)
 
     def execute(self, request: bytes, timeout_s: float) -> Result:
         """Run one encoded request frame (``run`` or ``call``) through a worker."""
@@ -170,30 +176,36 @@ class Sandbox:
                              "or raise max_waiting/max_concurrent")
 
     def _collect_once(self, request: bytes, timeout_s: float) -> Any:
-        with self._lock:
-            index = self._next % len(self._zygotes)
-            self._next += 1
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._tmp_root)
-        workdir, tmpdir = os.path.join(run_dir, "work"), os.path.join(run_dir, "tmp")
-        os.mkdir(workdir, 0o700)
-        os.mkdir(tmpdir, 0o700)
+        run_dir, workdir, tmpdir = self.make_run_dir()
         io = RunIO()
         try:
-            spawned = self._spawn(index, io, workdir, tmpdir)
+            spawned = self.spawn(io.worker_fds(), workdir, tmpdir)
             io.close_worker_ends()
             try:
-                return collect(spawned, io, request, timeout_s, self.policy)
+                return collect(ProcessEnding(spawned), io, request, timeout_s, self.policy)
             finally:
                 os.close(spawned.pidfd)
         finally:
             io.close()
             remove_tree(run_dir)
 
-    def _spawn(self, index: int, io: RunIO, workdir: str, tmpdir: str) -> Any:
+    def make_run_dir(self) -> tuple[str, str, str]:
+        """A private (run dir, work dir, tmp dir) under this Sandbox's temp root."""
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._tmp_root)
+        workdir, tmpdir = os.path.join(run_dir, "work"), os.path.join(run_dir, "tmp")
+        os.mkdir(workdir, 0o700)
+        os.mkdir(tmpdir, 0o700)
+        return run_dir, workdir, tmpdir
+
+    def spawn(self, fds: list[int], workdir: str, tmpdir: str) -> Any:
+        """A confined worker holding ``fds``, from the next zygote of the pool."""
+        with self._lock:
+            index = self._next % len(self._zygotes)
+            self._next += 1
         for attempt in (1, 2):  # a dead zygote is restarted once, transparently
             zygote = self._zygote(index)
             try:
-                return zygote.spawn(io.worker_fds(), workdir, tmpdir)
+                return zygote.spawn(fds, workdir, tmpdir)
             except WorkerCrashed:
                 if attempt == 2:
                     raise

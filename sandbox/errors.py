@@ -13,6 +13,7 @@ give the confinement a policy requires, a broken zygote::
     ├── WorkerCrashed(RuntimeError)      the zygote or a worker died in a way we did not expect
     ├── ProtocolError(RuntimeError)      a malformed frame crossed the wire
     ├── CallError(RuntimeError)          Sandbox.call(): the function raised or returned an unsupported type
+    ├── SessionError(RuntimeError)       a session command was refused (unknown checkpoint, too many)
     └── SandboxClosed(RuntimeError)      the Sandbox was used after close()
 """
 
@@ -68,6 +69,10 @@ class ProtocolError(SandboxError, RuntimeError):
 
 class CallError(SandboxError, RuntimeError):
     """``Sandbox.call()`` failed: the function raised, or returned a type the codec refuses."""
+
+
+class SessionError(SandboxError, RuntimeError):
+    """A session command was refused: an expired checkpoint, too many live checkpoints."""
 
 
 class SandboxClosed(SandboxError, RuntimeError):

@@ -29,10 +29,13 @@ MAX_HEADER_BYTES = 1 << 20
 #: Hard ceiling on one blob; policies set lower caps for what they keep.
 MAX_BLOB_BYTES = 1 << 30
 
-HOST_TO_WORKER = frozenset({"run", "call"})
+HOST_TO_WORKER = frozenset({"run", "call", "session"})
 WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value", "unavailable", "done"})
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "exited", "shutdown", "failed"})
-KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL
+#: Session control (host <-> session root <-> nodes), see sandbox/_session_worker.py.
+SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop",
+                             "reply", "committed", "run_end"})
+KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL | SESSION_CONTROL
 
 
 def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any) -> bytes:

@@ -1,0 +1,371 @@
+"""Inside a session: a tree of frozen interpreter states, one fork per run.
+
+Process model (all inside the session's confined worker, pid 1 of its namespace):
+
+- The **root** never runs user code. It talks to the host on the session's control
+  socket and keeps, per line (a session or one of its branches), which *node* is
+  current.
+- A **node** is an interpreter state that never runs code either: it is frozen. To
+  run, it forks a **runner**; the runner executes the snippet in its copy of the
+  globals. If the run ends normally (even with an exception, as on the service),
+  the runner *becomes* the line's new node. If the runner dies (deadline, segfault,
+  ``os._exit``, out of memory), the node it came from is still there, untouched: the
+  rollback costs nothing. A checkpoint is just a node kept alive; a branch is a fork
+  of a node.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import selectors
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _worker, protocol
+from .errors import ProtocolError
+
+
+# -- nodes -------------------------------------------------------------------------
+def _fork_node(scope: dict[str, Any], spec: dict[str, Any]) -> tuple[int, socket.socket]:
+    """Fork a child that serves as a node with a copy of ``scope``; returns (pid, root's end)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _node_main(theirs, scope, spec)
+    theirs.close()
+    return pid, ours
+
+
+def _node_main(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Serve as a frozen state until killed; never returns."""
+    try:
+        _NodeLoop(sock, scope, spec).serve()
+    finally:
+        os._exit(0)
+
+
+class _NodeLoop:
+    def __init__(self, sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
+        self.sock, self.scope, self.spec = sock, scope, spec
+        self.runners: set[int] = set()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+
+    def serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "root")
+        selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
+        while True:
+            for key, _ in selector.select():
+                if key.data == "sigchld":
+                    self._reap()
+                    continue
+                try:
+                    header, fds = protocol.recv_packet(self.sock)
+                except (ProtocolError, OSError):
+                    return  # root gone
+                if header["type"] == "srun":
+                    self._start_runner(fds)
+                elif header["type"] == "branch":
+                    pid, ours = self._forked(lambda sock: _node_main(sock, self.scope, self.spec))
+                    protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
+                    ours.close()
+
+    def _forked(self, child_main: Any) -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            self.sock.close()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            child_main(theirs)
+        theirs.close()
+        return pid, ours
+
+    def _start_runner(self, fds: list[int]) -> None:
+        pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.spec))
+        for fd in fds:
+            os.close(fd)
+        self.runners.add(pid)
+        protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
+        ours.close()
+
+    def _reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.runners:
+                self.runners.discard(pid)
+                signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+                protocol.send_packet(self.sock, "exited", pid=pid, signal=signum, exitcode=code)
+
+
+def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Run one snippet in this copy of the state; on a normal end, become the line's node."""
+    me = os.getpid()
+    chan = _worker._attach(fds)
+    try:
+        _worker.perform(chan, spec, scope)
+    finally:
+        if os.getpid() != me:  # a process the snippet forked fell through: it is not the runner
+            os._exit(0)
+        chan.close()
+    protocol.send_packet(sock, "committed", pid=me)
+    _node_main(sock, scope, spec)
+
+
+# -- root --------------------------------------------------------------------------
+@dataclass
+class _Node:
+    pid: int
+    sock: socket.socket
+    pinned: int = 0
+
+
+@dataclass
+class _Run:
+    seq: int
+    line: int
+    node: _Node
+    runner_pid: int
+    runner_sock: socket.socket
+
+
+@dataclass
+class _Root:
+    ctl: socket.socket
+    spec: dict[str, Any]
+    nodes: dict[int, _Node] = field(default_factory=dict)
+    lines: dict[int, int] = field(default_factory=dict)
+    run: _Run | None = None
+    next_line: int = 1
+    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(self.ctl, selectors.EVENT_READ, "host")
+        self.selector.register(wake_r, selectors.EVENT_READ, "sigchld")
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "sigchld":
+                    _drain(wake_r)
+                    self._reap()
+                elif key.data == "host":
+                    if not self._host_message():
+                        return
+                elif key.data == "node":
+                    self._node_message(key.fileobj)
+                else:
+                    self._runner_message()
+
+    # host commands
+    def _host_message(self) -> bool:
+        try:
+            header, fds = protocol.recv_packet(self.ctl)
+        except (ProtocolError, OSError):
+            return False
+        kind = header["type"]
+        handler = {"srun": self._srun, "cancel": self._cancel, "checkpoint": self._checkpoint,
+                   "restore": self._restore, "release": self._release, "branch": self._branch,
+                   "drop": self._drop}.get(kind)
+        if handler is None:
+            for fd in fds:
+                os.close(fd)
+            return True
+        handler(header, fds)
+        return True
+
+    def _reply(self, **fields: Any) -> None:
+        protocol.send_packet(self.ctl, "reply", **fields)
+
+    def _srun(self, header: dict[str, Any], fds: list[int]) -> None:
+        node = self.nodes.get(self.lines.get(header["line"], -1))
+        if node is None or self.run is not None:
+            for fd in fds:
+                os.close(fd)
+            protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=True)
+            return
+        protocol.send_packet(node.sock, "srun", fds=fds)
+        for fd in fds:
+            os.close(fd)
+        reply, got = protocol.recv_packet(node.sock)
+        runner_sock = socket.socket(fileno=got[0])
+        self.run = _Run(header["seq"], header["line"], node, reply["pid"], runner_sock)
+        self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
+
+    def _cancel(self, header: dict[str, Any], fds: list[int]) -> None:
+        if self.run is not None and self.run.seq == header["seq"]:
+            _kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
+
+    def _checkpoint(self, header: dict[str, Any], fds: list[int]) -> None:
+        node = self.nodes[self.lines[header["line"]]]
+        pinned = sum(1 for n in self.nodes.values() if n.pinned)
+        if not node.pinned and pinned >= self.spec["policy"].session.max_checkpoints:
+            self._reply(error=f"too many live checkpoints ({pinned}); release one first "
+                              f"(policy {self.spec['policy'].name!r}: session.max_checkpoints)")
+            return
+        node.pinned += 1
+        self._reply(node=node.pid)
+
+    def _release(self, header: dict[str, Any], fds: list[int]) -> None:
+        node = self.nodes.get(header["node"])
+        if node is not None and node.pinned:
+            node.pinned -= 1
+            self._collect_garbage()
+        self._reply()
+
+    def _restore(self, header: dict[str, Any], fds: list[int]) -> None:
+        if header["node"] not in self.nodes:
+            self._reply(error=f"checkpoint {header['node']} no longer exists")
+            return
+        old = self.lines[header["line"]]
+        self.lines[header["line"]] = header["node"]
+        self._collect_garbage(old)
+        self._reply()
+
+    def _branch(self, header: dict[str, Any], fds: list[int]) -> None:
+        node = self.nodes[self.lines[header["line"]]]
+        protocol.send_packet(node.sock, "branch")
+        reply, got = protocol.recv_packet(node.sock)
+        child = self._add_node(reply["pid"], socket.socket(fileno=got[0]))
+        line, self.next_line = self.next_line, self.next_line + 1
+        self.lines[line] = child.pid
+        self._reply(line=line)
+
+    def _drop(self, header: dict[str, Any], fds: list[int]) -> None:
+        old = self.lines.pop(header["line"], None)
+        if old is not None:
+            self._collect_garbage(old)
+        self._reply()
+
+    # node and runner events
+    def _add_node(self, pid: int, sock: socket.socket) -> _Node:
+        node = _Node(pid, sock)
+        self.nodes[pid] = node
+        self.selector.register(sock, selectors.EVENT_READ, "node")
+        return node
+
+    def _runner_message(self) -> None:
+        run = self.run
+        try:
+            protocol.recv_packet(run.runner_sock)  # "committed"
+        except (ProtocolError, OSError):
+            self.selector.unregister(run.runner_sock)
+            return  # the runner died; its node reports how
+        self.selector.unregister(run.runner_sock)
+        self._add_node(run.runner_pid, run.runner_sock)
+        self.lines[run.line] = run.runner_pid
+        self.run = None
+        self._collect_garbage(run.node.pid)
+        protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=False)
+
+    def _node_message(self, sock: socket.socket) -> None:
+        try:
+            header, _ = protocol.recv_packet(sock)
+        except (ProtocolError, OSError):
+            self._forget(sock)
+            return
+        run = self.run
+        if header["type"] == "exited" and run is not None and header["pid"] == run.runner_pid:
+            self.run = None
+            _close_registered(self.selector, run.runner_sock)
+            self._sweep()
+            protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=True,
+                                 signal=header.get("signal"), exitcode=header.get("exitcode"))
+
+    def _forget(self, sock: socket.socket) -> None:
+        for pid, node in list(self.nodes.items()):
+            if node.sock is sock:
+                del self.nodes[pid]
+        _close_registered(self.selector, sock)
+
+    def _collect_garbage(self, *candidates: int) -> None:
+        """Kill nodes no line uses and no checkpoint pins."""
+        used = set(self.lines.values())
+        for pid in candidates or list(self.nodes):
+            node = self.nodes.get(pid)
+            if node is None or node.pinned or pid in used or (self.run and self.run.node is node):
+                continue
+            _kill(pid)
+            del self.nodes[pid]
+            _close_registered(self.selector, node.sock)
+
+    def _sweep(self) -> None:
+        """Kill what a dead runner left behind (reparented to us), but no node."""
+        for pid in _children():
+            if pid not in self.nodes:
+                _kill(pid)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+
+def serve_root(chan: "_worker.Channel", ctl: socket.socket, spec: dict[str, Any]) -> None:
+    """Become a session root: answer the open request, then serve the host until it leaves."""
+    request, _blobs = protocol.read_frame(chan.sock)
+    if request["type"] != "session":
+        raise ProtocolError(f"a session worker expected a 'session' frame, got {request['type']!r}")
+    chan.send("ready", layers=spec["layers"])
+    chan.send("done")
+    chan.close()  # before any fork: the host's streams must reach EOF
+    root = _Root(ctl, spec)
+    pid, sock = _fork_node({"__name__": "__main__", "__builtins__": builtins}, spec)
+    root.lines[0] = root._add_node(pid, sock).pid
+    root.serve()
+
+
+def _children() -> list[int]:
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _close_registered(selector: selectors.BaseSelector, sock: socket.socket) -> None:
+    try:
+        selector.unregister(sock)
+    except (KeyError, ValueError):
+        pass
+    sock.close()

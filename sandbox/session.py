@@ -1,0 +1,265 @@
+"""Stateful sessions: globals, imports and files persist between runs, with fork checkpoints.
+
+    with sandbox.Sandbox() as sb, sb.session() as s:
+        s.run("x = 41")
+        s.run("print(x + 1)")              # 42
+        mark = s.checkpoint()
+        s.run("x = 0")
+        s.restore(mark)                    # x is 41 again
+        branch = s.fork()                  # an independent copy of the current state
+
+Each run is confined exactly like a one-shot run and has its own deadline. Every
+state is a frozen process; a run happens in a fork of it (see _session_worker.py).
+When a run times out or kills its interpreter (segfault, ``os._exit``, out of
+memory), the session is still at its state before that run and the result says so
+(``rolled_back=True``). Files in the work dir are shared by all states of a session
+and are not rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .collect import Ending, RunIO, collect, kill_worker
+from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
+from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
+from .results import Result
+from .verdict import to_result
+
+if TYPE_CHECKING:
+    from .core import Sandbox
+
+_OPEN_TIMEOUT_S = 60.0
+_REPLY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A handle on a saved session state; pass it to ``Session.restore``."""
+
+    session_id: str
+    node: int
+
+
+class _Container:
+    """One confined session worker (root + frozen states), shared by a session and its branches."""
+
+    def __init__(self, box: "Sandbox") -> None:
+        self.box = box
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.users = 0
+        self.closed = False
+        self.run_dir, workdir, tmpdir = box.make_run_dir()
+        self.ctl, ctl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        io = RunIO()
+        try:
+            self.spawned = box.spawn([*io.worker_fds(), ctl_worker.fileno()], workdir, tmpdir)
+            io.close_worker_ends()
+            ctl_worker.close()
+            got = collect(_OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, box.policy)
+            if not got.done:
+                stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
+                raise WorkerCrashed(f"the session worker failed to start: {got.error or stderr or got.killed}")
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            io.close()
+
+    def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """One command to the session root and its reply."""
+        with self.lock:
+            self._check_open()
+            protocol.send_packet(self.ctl, kind, **fields)
+            header, _fds = self._receive()
+        if header.get("error"):
+            raise SessionError(header["error"])
+        return header
+
+    def run(self, line: int, request: bytes, timeout_s: float) -> Result:
+        with self.lock:
+            self._check_open()
+            self.seq += 1
+            io = RunIO()
+            try:
+                protocol.send_packet(self.ctl, "srun", fds=io.worker_fds(), line=line, seq=self.seq)
+                io.close_worker_ends()
+                got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.box.policy)
+            finally:
+                io.close()
+        result = to_result(got, self.box.policy, timeout_s)
+        if got.exit.get("lost"):
+            self.close()
+        return dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
+
+    def _receive(self) -> tuple[dict[str, Any], list[int]]:
+        self.ctl.settimeout(_REPLY_TIMEOUT_S)
+        try:
+            return protocol.recv_packet(self.ctl)
+        except (OSError, ProtocolError) as exc:
+            self.close()
+            raise WorkerCrashed(f"the session worker stopped answering ({exc}); the session is closed") from exc
+        finally:
+            if not self.closed:
+                self.ctl.settimeout(None)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SandboxClosed("this session is closed")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        spawned = getattr(self, "spawned", None)
+        if spawned is not None:
+            kill_worker(spawned)  # its pid namespace, every state and runner with it
+            import os
+            os.close(spawned.pidfd)
+        self.ctl.close()
+        from .core import remove_tree
+        remove_tree(self.run_dir)
+
+
+class _OpenEnding(Ending):
+    def __init__(self, container: _Container) -> None:
+        self.container = container
+        self.fd = container.spawned.pidfd  # only fires if the worker dies while opening
+
+    def kill(self) -> None:
+        kill_worker(self.container.spawned)
+
+    def outcome(self) -> dict[str, Any]:
+        return {}
+
+
+class _RunEnding(Ending):
+    """A session run is over when the root says so (``run_end``); a kill is a cancel."""
+
+    def __init__(self, container: _Container, seq: int) -> None:
+        self.container, self.seq = container, seq
+        self.fd = container.ctl.fileno()
+
+    def kill(self) -> None:
+        try:
+            protocol.send_packet(self.container.ctl, "cancel", seq=self.seq)
+        except OSError:
+            pass
+
+    def outcome(self) -> dict[str, Any]:
+        ctl = self.container.ctl
+        ctl.settimeout(_REPLY_TIMEOUT_S)
+        try:
+            header, _ = protocol.recv_packet(ctl)
+        except (OSError, ProtocolError) as exc:
+            return {"lost": f"the session worker did not report the run's end ({exc}); the session is closed"}
+        finally:
+            ctl.settimeout(None)
+        if header.get("lost"):
+            return {"lost": "the session's state was lost; the session is closed", "rolled_back": False}
+        return header
+
+
+class Session:
+    """A stateful session (see the module docstring). Thread-safe; runs are serialized."""
+
+    def __init__(self, box: "Sandbox", *, _container: _Container | None = None, _line: int = 0) -> None:
+        self._box = box
+        self._container = _container or _Container(box)
+        self._container.users += 1
+        self._line = _line
+        self._closed = False
+        self.id = uuid.uuid4().hex
+        """Opaque id, for adapters that key sessions by conversation."""
+        self.created = self.last_used = time.monotonic()
+        box._sessions.add(self)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
+        """Run ``code`` with the globals of the previous runs; same arguments as ``Sandbox.run``."""
+        self._check_limits()
+        policy = self._box.policy
+        code = prepare_code(code, policy)
+        inputs = prepare_files(files, policy)
+        timeout_s = prepare_timeout(timeout, policy)
+        blobs = [code.encode("utf-8"), *(f.data for f in inputs)]
+        request = protocol.encode("run", blobs, files=[{"name": f.name, "mime_type": f.mime_type} for f in inputs])
+        try:
+            return self._container.run(self._line, request, timeout_s)
+        finally:
+            self.last_used = time.monotonic()
+
+    async def arun(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
+        """``run()`` for asyncio."""
+        return await asyncio.to_thread(self.run, code, files, timeout)
+
+    def checkpoint(self) -> Checkpoint:
+        """Keep the current state alive and return a handle on it (``session.max_checkpoints`` at most)."""
+        self._check_limits()
+        reply = self._container.request("checkpoint", line=self._line)
+        return Checkpoint(self.id, reply["node"])
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Go back to a state saved by ``checkpoint()`` (of this session or one of its branches)."""
+        if not isinstance(checkpoint, Checkpoint):
+            raise InputError(f"restore() takes a Checkpoint (got {type(checkpoint).__name__})")
+        self._check_limits()
+        self._container.request("restore", line=self._line, node=checkpoint.node)
+
+    def release(self, checkpoint: Checkpoint) -> None:
+        """Free a checkpoint's process (its memory) when no line uses it."""
+        self._container.request("release", node=checkpoint.node)
+
+    def fork(self) -> "Session":
+        """A new, independent session starting from a copy of this one's current state."""
+        self._check_limits()
+        reply = self._container.request("branch", line=self._line)
+        return Session(self._box, _container=self._container, _line=reply["line"])
+
+    def close(self) -> None:
+        """End this session; its processes go when no branch uses them. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._box._sessions.discard(self)
+        container = self._container
+        container.users -= 1
+        if container.users <= 0:
+            container.close()
+        elif not container.closed:
+            try:
+                container.request("drop", line=self._line)
+            except SandboxClosed:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._container.closed
+
+    def _check_limits(self) -> None:
+        if self.closed:
+            raise SandboxClosed("this session is closed")
+        limits, now = self._box.policy.session, time.monotonic()
+        name = self._box.policy.name
+        if now - self.last_used > limits.idle_seconds:
+            self.close()
+            raise SandboxClosed(f"session closed after {limits.idle_seconds:g} s idle "
+                                f"(policy {name!r}: session.idle_seconds)")
+        if now - self.created > limits.max_lifetime_seconds:
+            self.close()
+            raise SandboxClosed(f"session closed after its lifetime of {limits.max_lifetime_seconds:g} s "
+                                f"(policy {name!r}: session.max_lifetime_seconds)")
