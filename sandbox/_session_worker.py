@@ -205,10 +205,11 @@ class _Root:
                 os.close(fd)
             protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=True)
             return
-        protocol.send_packet(node.sock, "srun", fds=fds)
-        for fd in fds:
-            os.close(fd)
-        reply, got = protocol.recv_packet(node.sock)
+        try:
+            reply, got = self._ask(node, "srun", fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
         runner_sock = socket.socket(fileno=got[0])
         self.run = _Run(header["seq"], header["line"], node, reply["pid"], runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
@@ -245,8 +246,7 @@ class _Root:
 
     def _branch(self, header: dict[str, Any], fds: list[int]) -> None:
         node = self.nodes[self.lines[header["line"]]]
-        protocol.send_packet(node.sock, "branch")
-        reply, got = protocol.recv_packet(node.sock)
+        reply, got = self._ask(node, "branch")
         child = self._add_node(reply["pid"], socket.socket(fileno=got[0]))
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
@@ -259,6 +259,15 @@ class _Root:
         self._reply()
 
     # node and runner events
+    def _ask(self, node: _Node, kind: str, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+        """Send a command to a node and wait for its reply; death notices that arrive first are handled."""
+        protocol.send_packet(node.sock, kind, fds=fds or ())
+        while True:
+            header, got = protocol.recv_packet(node.sock)
+            if header["type"] == "reply":
+                return header, got
+            self._node_event(header)
+
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
         self.nodes[pid] = node
@@ -285,6 +294,10 @@ class _Root:
         except (ProtocolError, OSError):
             self._forget(sock)
             return
+        self._node_event(header)
+
+    def _node_event(self, header: dict[str, Any]) -> None:
+        """A node reports that a child of it died: if it was the running runner, roll back."""
         run = self.run
         if header["type"] == "exited" and run is not None and header["pid"] == run.runner_pid:
             self.run = None

@@ -112,8 +112,8 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
                   syscall=exc.syscall, errno=exc.errno)
         return
     _reseed()
-    _install_telemetry(policy, ctx, chan)
-    _patch_show(chan)
+    _install_telemetry(policy, ctx)
+    _patch_show()
     allowlist.install(spec["allowed_roots"])
     spec["layers"] = [{"layer": s.layer, "active": s.active} for s in statuses]
     if len(fds) == 5:
@@ -131,7 +131,19 @@ def _attach(fds: list[int]) -> "Channel":
     os.close(stdout_fd)
     os.close(stderr_fd)
     _redirect_std(tagged_fd)
-    return Channel(socket.socket(fileno=chan_fd), tagged_fd)
+    global _current
+    _current = Channel(socket.socket(fileno=chan_fd), tagged_fd)
+    return _current
+
+
+#: This process's run channel. A session runner gets a new one for each run; the
+#: hooks installed once (plt.show, telemetry) always report on the current run.
+_current: "Channel | None" = None
+
+
+def _deny(kind: str, detail: str) -> None:
+    if _current is not None:
+        _current.deny(kind, detail)
 
 
 def perform(chan: "Channel", spec: dict[str, Any], scope: dict[str, Any]) -> None:
@@ -175,12 +187,12 @@ def _reseed() -> None:
         numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
 
 
-def _install_telemetry(policy: Any, ctx: Any, chan: Channel) -> None:
+def _install_telemetry(policy: Any, ctx: Any) -> None:
     try:
         from . import telemetry
     except ImportError:
         return
-    telemetry.install(policy, ctx, chan.deny)
+    telemetry.install(policy, ctx, _deny)
 
 
 def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> None:
@@ -229,7 +241,7 @@ def _failure_text(exc: BaseException) -> str:
     return f"{exc}\n" + "".join(traceback.format_exception(exc))
 
 
-def _patch_show(chan: Channel) -> None:
+def _patch_show() -> None:
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
         return
@@ -239,7 +251,7 @@ def _patch_show(chan: Channel) -> None:
         for number in pyplot.get_fignums():
             buffer = io.BytesIO()
             pyplot.figure(number).savefig(buffer, format="png")
-            chan.send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
+            _current.send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
         pyplot.close("all")
 
     pyplot.show = show

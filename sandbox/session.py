@@ -246,6 +246,12 @@ class Session:
             except SandboxClosed:
                 pass
 
+    def __del__(self) -> None:  # a dropped branch must not keep its processes alive
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
     @property
     def closed(self) -> bool:
         return self._closed or self._container.closed

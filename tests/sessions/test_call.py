@@ -1,0 +1,60 @@
+"""Sandbox.call: host functions run confined; values come back without pickle."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import sandbox
+
+
+def test_json_values(box):
+    assert box.call(lambda a, b=1: {"sum": a + b, "items": (a, b)}, 2, b=3) == {"sum": 5, "items": [2, 3]}
+
+
+def test_numpy_and_pandas(box):
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    arr = box.call(lambda: np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert arr.dtype == np.float32 and arr.tolist() == [[0, 1, 2], [3, 4, 5]]
+    df = box.call(lambda: pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+    assert df.to_dict("list") == {"a": [1, 2], "b": ["x", "y"]}
+    assert box.call(lambda: np.float64(2.5)) == 2.5
+
+
+def test_bytes(box):
+    assert box.call(lambda: b"\x00\xff") == b"\x00\xff"
+
+
+def test_call_is_confined(box):
+    def whoami():
+        import os
+        return {"cwd_listing": os.listdir("."), "env_home": os.environ.get("HOME")}
+    value = box.call(whoami)
+    assert value["cwd_listing"] == [] and value["env_home"] != os.environ.get("HOME")
+
+
+def test_malicious_return_object_is_refused_and_never_unpickled(box, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with pytest.raises(sandbox.CallError, match="cannot return value of type .*Evil"):
+        box.call(lambda: Evil())
+    assert not marker.exists()
+
+
+def test_object_arrays_are_refused(box):
+    np = pytest.importorskip("numpy")
+    with pytest.raises(sandbox.CallError, match="without pickle"):
+        box.call(lambda: np.array([object()]))
+
+
+def test_exceptions_and_non_callables(box):
+    with pytest.raises(sandbox.CallError, match="division by zero"):
+        box.call(lambda: 1 / 0)
+    with pytest.raises(sandbox.CallError, match="needs a callable"):
+        box.call(42)

@@ -1,0 +1,153 @@
+"""Sessions: persistence, rollback after hard failures, checkpoints, branches, and nothing left behind."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+import sandbox
+from sandbox import Outcome
+
+from ..conftest import settled_count
+
+
+@pytest.fixture
+def session(box):
+    with box.session() as s:
+        yield s
+
+
+def test_globals_imports_and_files_persist(session):
+    assert session.run("import math\nx = 41\nopen('f.txt', 'w').write('kept')").ok
+    r = session.run("print(x + 1, math.pi > 3, open('f.txt').read())")
+    assert r.stdout == "42 True kept\n" and not r.rolled_back
+
+
+def test_state_after_an_exception_is_kept_as_on_the_service(session):
+    r = session.run("y = 1\nraise RuntimeError('late')")
+    assert r.outcome == Outcome.FAILED and r.reason == "exception" and not r.rolled_back
+    assert session.run("print(y)").stdout == "1\n"
+
+
+@pytest.mark.parametrize("crash, reason", [
+    ("while True: x += 1", "timeout"),
+    ("import os\nos._exit(1)", "crashed"),
+    ("import ctypes\nctypes.string_at(0)", "crashed"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed"),
+])
+def test_hard_failure_rolls_back(session, crash, reason):
+    session.run("x = 1\nitems = [1, 2]")
+    r = session.run("x = 999\nitems.append(3)\n" + crash, timeout=1)
+    assert r.rolled_back and r.reason == reason, r
+    assert session.run("print(x, items)").stdout == "1 [1, 2]\n"
+
+
+def test_memory_bomb_rolls_back_or_fails_cleanly(session):
+    session.run("keep = 'safe'")
+    r = session.run("blob = bytearray(50 * 1024**3)", timeout=10)
+    assert r.outcome == Outcome.FAILED
+    assert session.run("print(keep)").stdout == "safe\n"
+
+
+def test_checkpoint_restore_and_release(session):
+    session.run("x = 1")
+    mark = session.checkpoint()
+    session.run("x = 2")
+    session.restore(mark)
+    assert session.run("print(x)").stdout == "1\n"
+    session.run("x = 3")
+    session.restore(mark)  # a checkpoint can be restored again: its state never runs code
+    assert session.run("print(x)").stdout == "1\n"
+    session.release(mark)
+
+
+def test_checkpoints_are_bounded(box):
+    limit = box.policy.session.max_checkpoints
+    with box.session() as s:
+        marks = []
+        for i in range(limit):
+            s.run(f"x = {i}")
+            marks.append(s.checkpoint())
+        s.run("x = 'one more'")
+        with pytest.raises(sandbox.SessionError, match="session.max_checkpoints"):
+            s.checkpoint()
+        s.release(marks[0])
+        s.checkpoint()
+        s.release(marks[1])
+        s.run("x = 'after release'")
+        with pytest.raises(sandbox.SessionError, match="no longer exists"):
+            s.restore(marks[1])
+
+
+def test_fork_gives_independent_branches(session):
+    session.run("x = ['root']")
+    branch = session.fork()
+    branch.run("x.append('branch')")
+    session.run("x.append('main')")
+    assert session.run("print(x)").stdout == "['root', 'main']\n"
+    assert branch.run("print(x)").stdout == "['root', 'branch']\n"
+    branch.close()
+    assert session.run("print(len(x))").stdout == "2\n"
+
+
+def test_session_runs_are_confined_and_timed_like_one_shot_runs(session):
+    started = time.monotonic()
+    r = session.run("import time\nprint('going', flush=True)\ntime.sleep(30)", timeout=1)
+    assert r.outcome == Outcome.DEADLINE_EXCEEDED and r.stdout == "going\n"
+    assert time.monotonic() - started < 2.5
+
+
+def test_background_process_does_not_block_the_run(session):
+    t = time.monotonic()
+    r = session.run("import subprocess\nsubprocess.Popen(['sleep', '30'])\nprint('started')", timeout=5)
+    assert r.ok and r.stdout == "started\n" and time.monotonic() - t < 4
+
+
+def test_images_and_files_in_sessions(session):
+    session.run("import matplotlib.pyplot as plt")
+    r = session.run("plt.plot([1, 2]); plt.show(); open('a.csv', 'w').write('1')")
+    assert len(r.images) == 1 and [f.name for f in r.files] == ["a.csv"]
+
+
+def test_closed_session_refuses(box):
+    s = box.session()
+    s.close()
+    s.close()
+    with pytest.raises(sandbox.SandboxClosed):
+        s.run("print(1)")
+
+
+def test_idle_limit_closes_the_session():
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(session=type(policy.session)(idle_seconds=0.2))
+    with sandbox.Sandbox(policy=policy) as sb, sb.session() as s:
+        s.run("x = 1")
+        time.sleep(0.4)
+        with pytest.raises(sandbox.SandboxClosed, match="session.idle_seconds"):
+            s.run("print(x)")
+
+
+def test_many_sessions_leave_nothing_behind(box):
+    baseline = settled_count(box)
+    for _ in range(25):
+        with box.session() as s:
+            s.run("x = 1")
+            s.fork().run("y = 2")
+    deadline = time.monotonic() + 5
+    while settled_count(box) > baseline and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert settled_count(box) <= baseline
+    import os
+    assert os.listdir(box._tmp_root) == []
+
+
+def test_sandbox_close_closes_its_sessions():
+    sb = sandbox.Sandbox()
+    s = sb.session()
+    s.run("x = 1")
+    pid = s._container.spawned.pid
+    sb.close()
+    assert s.closed
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
