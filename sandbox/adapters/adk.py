@@ -1,0 +1,129 @@
+"""Google ADK adapter: ``SandboxCodeExecutor``, a confined drop-in for ``UnsafeLocalCodeExecutor``.
+
+Change one line of an agent::
+
+    from sandbox.adapters.adk import SandboxCodeExecutor
+
+    agent = LlmAgent(name="analyst", model="gemini-2.5-flash",
+                     code_executor=SandboxCodeExecutor(stateful=True))   # was UnsafeLocalCodeExecutor()
+
+What it adds over ``UnsafeLocalCodeExecutor`` (which runs ``exec`` in a plain
+subprocess of the agent, with the agent's environment):
+
+* confinement by a policy (rlimits, no_new_privs, namespaces, Landlock, seccomp) and
+  a scrubbed environment; ``timeout_seconds`` (default: the policy's wall clock);
+* ``stateful=True``: one session per ADK ``execution_id`` (ADK passes the ADK
+  session's id), so variables persist between code blocks of a conversation;
+* ``input_files`` (ADK ``File``, base64 text or raw bytes) land in the work dir under
+  their names, so ``optimize_data_file=True`` works too;
+* ``output_files``: figures (``plt.show()``), saved images and other files the code
+  wrote, as ADK ``File`` objects (base64 content, MIME type), which ADK saves as
+  artifacts.
+
+Result mapping follows ADK's reading of a ``CodeExecutionResult``: any ``stderr``
+marks the block failed and counts toward ``error_retry_attempts``. So a successful
+run has an empty ``stderr`` and ``stdout`` is the interleaved output, warnings
+included (what the Gemini service returns); a failed run keeps what it printed in
+``stdout`` and has the traceback (or the limit that stopped it) in ``stderr``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from typing import Any, Optional
+
+from google.adk.code_executors.base_code_executor import BaseCodeExecutor
+from google.adk.code_executors.code_execution_utils import CodeExecutionInput, CodeExecutionResult
+from google.adk.code_executors.code_execution_utils import File as AdkFile
+from pydantic import ConfigDict, Field, PrivateAttr
+from typing_extensions import override
+
+from ..core import Sandbox, shared_sandbox
+from ..errors import InputError
+from ..results import File, Outcome, Result
+from ._common import SessionPool
+
+__all__ = ["SandboxCodeExecutor"]
+
+# Newer ADK releases report the exit status; older ones have no such field.
+_HAS_EXIT_CODE = "exit_code" in {f.name for f in dataclasses.fields(CodeExecutionResult)}
+
+
+class SandboxCodeExecutor(BaseCodeExecutor):
+    """Runs the model's code blocks in the sandbox (see the module docstring).
+
+    Attributes:
+        policy: policy name, TOML path or ``sandbox.Policy`` (ignored when ``sandbox`` is given).
+        image: image name, TOML path or ``sandbox.Image`` (ignored when ``sandbox`` is given).
+        sandbox: a ``sandbox.Sandbox`` to run in; default: the process-wide shared one
+            for (policy, image), started on first use.
+        max_sessions: live stateful sessions kept at most; the least recently used is
+            closed beyond it (its variables are lost).
+        stateful, timeout_seconds, optimize_data_file, error_retry_attempts, ...: as in
+            ``BaseCodeExecutor``; ``timeout_seconds=None`` means the policy's
+            ``limits.wall_seconds``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    policy: Any = "default"
+    image: Any = "vertex"
+    sandbox: Optional[Any] = Field(default=None, exclude=True)
+    max_sessions: int = Field(default=16, ge=1)
+
+    _pool: Optional[SessionPool] = PrivateAttr(default=None)
+
+    def _box(self) -> Sandbox:
+        return self.sandbox if self.sandbox is not None else shared_sandbox(self.policy, self.image)
+
+    @override
+    def execute_code(self, invocation_context: Any, code_execution_input: CodeExecutionInput) -> CodeExecutionResult:
+        """Run one code block; snippet failures and refused input come back in ``stderr``."""
+        try:
+            files = [_to_sandbox_file(f) for f in code_execution_input.input_files]
+            result = self._run(code_execution_input.code, files, code_execution_input.execution_id)
+        except InputError as exc:
+            return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
+        return _from_result(result)
+
+    def _run(self, code: str, files: list[File], execution_id: Optional[str]) -> Result:
+        if self.stateful and execution_id:
+            if self._pool is None:
+                self._pool = SessionPool(self._box(), self.max_sessions)
+            return self._pool.run(execution_id, code, files=files, timeout=self.timeout_seconds)
+        return self._box().run(code, files=files, timeout=self.timeout_seconds)
+
+    def close(self) -> None:
+        """Close the stateful sessions (the shared Sandbox stays for other users). Idempotent."""
+        if self._pool is not None:
+            self._pool.close()
+
+
+def _to_sandbox_file(file: AdkFile) -> File:
+    """An ADK File (content: base64 text, or raw bytes in newer ADK) as a sandbox File."""
+    content = file.content
+    if isinstance(content, str):
+        try:
+            content = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(f"input file {file.name!r}: content is not valid base64 ({exc})") from None
+    return File(name=file.name, data=bytes(content), mime_type=file.mime_type)
+
+
+def _from_result(result: Result) -> CodeExecutionResult:
+    produced = [AdkFile(name=f.name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
+                for f in (*result.images, *result.files)]
+    if result.outcome == Outcome.OK:
+        return _result(stdout=result.output, stderr="", output_files=produced, exit_code=0)
+    error = result.error or str(result.outcome)
+    if result.outcome == Outcome.DEADLINE_EXCEEDED:
+        error = f"{Outcome.DEADLINE_EXCEEDED}: {error}"
+    status = -result.signal if result.signal else 1
+    return _result(stdout=result.output, stderr=error, output_files=produced, exit_code=status)
+
+
+def _result(*, stdout: str, stderr: str, exit_code: int, output_files: list[AdkFile] | None = None) -> CodeExecutionResult:
+    extra = {"exit_code": exit_code} if _HAS_EXIT_CODE else {}
+    return CodeExecutionResult(stdout=stdout, stderr=stderr, output_files=output_files or [], **extra)

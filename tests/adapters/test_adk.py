@@ -1,0 +1,213 @@
+"""Google ADK adapter: ADK's own executor-test behaviours, our additions, and a real agent run."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import AsyncGenerator
+from unittest.mock import MagicMock
+
+import pytest
+
+pytest.importorskip("google.adk")
+from google.adk.agents import LlmAgent  # noqa: E402
+from google.adk.agents.base_agent import BaseAgent  # noqa: E402
+from google.adk.agents.invocation_context import InvocationContext  # noqa: E402
+from google.adk.code_executors.base_code_executor import BaseCodeExecutor  # noqa: E402
+from google.adk.code_executors.code_execution_utils import (CodeExecutionInput, CodeExecutionResult,  # noqa: E402
+                                                            File)
+from google.adk.models.base_llm import BaseLlm  # noqa: E402
+from google.adk.models.llm_request import LlmRequest  # noqa: E402
+from google.adk.models.llm_response import LlmResponse  # noqa: E402
+from google.adk.runners import InMemoryRunner  # noqa: E402
+from google.adk.sessions.base_session_service import BaseSessionService  # noqa: E402
+from google.adk.sessions.session import Session  # noqa: E402
+from google.genai import types  # noqa: E402
+
+from sandbox.adapters.adk import SandboxCodeExecutor  # noqa: E402
+
+PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
+
+
+@pytest.fixture
+def ctx() -> InvocationContext:
+    """The mock InvocationContext ADK's own executor tests use."""
+    return InvocationContext(invocation_id="test_invocation", agent=MagicMock(spec=BaseAgent),
+                             session=MagicMock(spec=Session), session_service=MagicMock(spec=BaseSessionService))
+
+
+@pytest.fixture
+def executor(box):
+    ex = SandboxCodeExecutor(sandbox=box)
+    yield ex
+    ex.close()
+
+
+def run(ex: SandboxCodeExecutor, ctx, code: str, **kw) -> CodeExecutionResult:
+    result = ex.execute_code(ctx, CodeExecutionInput(code=code, **kw))
+    assert isinstance(result, CodeExecutionResult)
+    return result
+
+
+# -- the behaviours tests/unittests/code_executors/test_unsafe_local_code_executor.py checks -----------------
+
+def test_is_a_base_code_executor_with_adk_defaults(executor):
+    assert isinstance(executor, BaseCodeExecutor)
+    assert not executor.stateful and not executor.optimize_data_file and executor.error_retry_attempts == 2
+
+
+def test_simple_print(executor, ctx):
+    result = run(executor, ctx, 'print("hello world")')
+    assert (result.stdout, result.stderr, result.output_files) == ("hello world\n", "", [])
+
+
+def test_error(executor, ctx):
+    result = run(executor, ctx, 'raise ValueError("Test error")')
+    assert result.stdout == "" and "Test error" in result.stderr and result.output_files == []
+    assert "ValueError: Test error" in result.stderr and 'File "<string>", line 1' in result.stderr
+
+
+def test_variable_assignment(executor, ctx):
+    result = run(executor, ctx, "x = 10\nprint(x * 2)")
+    assert (result.stdout, result.stderr) == ("20\n", "")
+
+
+def test_empty_code(executor, ctx):
+    result = run(executor, ctx, "")
+    assert (result.stdout, result.stderr) == ("", "")
+
+
+def test_nested_functions_see_module_globals(executor, ctx):
+    code = "import math\nK = 3\ndef outer():\n    def inner():\n        return math.floor(K * 1.5)\n    return inner()\nprint(outer())"
+    assert run(executor, ctx, code).stdout == "4\n"
+
+
+def test_main_guard_runs(executor, ctx):
+    assert run(executor, ctx, "if __name__ == '__main__':\n    print('main')").stdout == "main\n"
+
+
+# -- what UnsafeLocalCodeExecutor cannot do ------------------------------------------------------------------
+
+def test_stateful_keyed_by_execution_id(box, ctx):
+    ex = SandboxCodeExecutor(sandbox=box, stateful=True)
+    try:
+        run(ex, ctx, "x = 10", execution_id="conv-a")
+        run(ex, ctx, "x = 99", execution_id="conv-b")
+        assert run(ex, ctx, "print(x * 2)", execution_id="conv-a").stdout == "20\n"
+        assert run(ex, ctx, "print(x * 2)", execution_id="conv-b").stdout == "198\n"
+        fresh = run(ex, ctx, "print(x)")  # no execution_id: a one-shot run
+        assert "name 'x' is not defined" in fresh.stderr
+    finally:
+        ex.close()
+
+
+def test_stateful_sessions_are_bounded(box, ctx):
+    ex = SandboxCodeExecutor(sandbox=box, stateful=True, max_sessions=1)
+    try:
+        run(ex, ctx, "x = 1", execution_id="a")
+        run(ex, ctx, "x = 2", execution_id="b")  # closes a's session
+        assert "not defined" in run(ex, ctx, "print(x)", execution_id="a").stderr
+        assert len(ex._pool) == 1
+    finally:
+        ex.close()
+
+
+def test_warnings_do_not_mark_success_as_failure(executor, ctx):
+    result = run(executor, ctx, "import warnings\nwarnings.warn('careful')\nprint('done')")
+    assert result.stderr == ""
+    assert "UserWarning: careful" in result.stdout and "done" in result.stdout
+    assert result.exit_code == 0
+
+
+def test_input_files_base64_and_bytes(executor, ctx):
+    files = [File(name="data.csv", content=base64.b64encode(b"a,b\n1,2\n").decode(), mime_type="text/csv"),
+             File(name="raw.txt", content=b"raw bytes", mime_type="text/plain")]
+    result = run(executor, ctx, "import pandas as pd\nprint(pd.read_csv('data.csv').b.sum())\nprint(open('raw.txt').read())",
+                 input_files=files)
+    assert (result.stdout, result.stderr) == ("2\nraw bytes\n", "")
+
+
+def test_output_files_are_adk_files(executor, ctx):
+    result = run(executor, ctx, PLOT + "\nopen('out.csv', 'w').write('x,y\\n')")
+    names = [(f.name, f.mime_type) for f in result.output_files]
+    assert names == [("figure_1.png", "image/png"), ("out.csv", "text/csv")]
+    assert all(isinstance(f, File) for f in result.output_files)
+    assert base64.b64decode(result.output_files[0].content).startswith(b"\x89PNG")
+    assert base64.b64decode(result.output_files[1].content) == b"x,y\n"
+
+
+def test_timeout_seconds(box, ctx):
+    ex = SandboxCodeExecutor(sandbox=box, timeout_seconds=1)
+    result = run(ex, ctx, "import time\nprint('started', flush=True)\ntime.sleep(10)")
+    assert result.stdout == "started\n"
+    assert result.stderr.startswith("OUTCOME_DEADLINE_EXCEEDED: wall time limit of 1 s exceeded")
+    assert result.exit_code != 0
+
+
+def test_policy_confines_the_code(executor, ctx):
+    result = run(executor, ctx, "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)")
+    assert result.stderr and "Error" in result.stderr
+
+
+def test_refused_input_is_an_error_not_a_crash(executor, ctx):
+    assert run(executor, ctx, "print(1)\0").stderr.startswith("InputError: code contains a NUL byte")
+    bad = [File(name="../escape.txt", content=b"x")]
+    assert run(executor, ctx, "print(1)", input_files=bad).stderr.startswith("InputError:")
+    assert run(executor, ctx, "print(1)", input_files=[File(name="a.txt", content="%%%")]).stderr.startswith(
+        "InputError: input file 'a.txt': content is not valid base64")
+
+
+def test_policy_and_image_select_the_shared_sandbox(ctx):
+    ex = SandboxCodeExecutor(policy="default", image="vertex")
+    assert run(ex, ctx, "print('shared')").stdout == "shared\n"
+    assert "sandbox" not in ex.model_dump()
+
+
+# -- a real LlmAgent through ADK's runner, with a scripted model ---------------------------------------------
+
+class ScriptedLlm(BaseLlm):
+    """Answers each model call with the next scripted text; records the requests it saw."""
+
+    script: list[str]
+    requests: list[LlmRequest] = []
+
+    async def generate_content_async(self, llm_request: LlmRequest,
+                                     stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
+        self.requests.append(llm_request.model_copy(deep=True))
+        text = self.script[min(len(self.requests), len(self.script)) - 1]
+        yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]))
+
+
+def test_llm_agent_runs_code_blocks_through_the_runner(box):
+    model = ScriptedLlm(model="scripted", script=[
+        "Let me compute.\n```python\nx = 6 * 7\nprint(x)\n```",
+        "```python\nprint(x + 1)\n" + PLOT + "\n```",
+        "The answer is 42.",
+    ])
+    executor = SandboxCodeExecutor(sandbox=box, stateful=True)
+    agent = LlmAgent(name="analyst", model=model, instruction="Compute with Python.", code_executor=executor)
+
+    async def converse():
+        runner = InMemoryRunner(agent=agent, app_name="sandbox-test")
+        session = await runner.session_service.create_session(app_name="sandbox-test", user_id="u")
+        message = types.Content(role="user", parts=[types.Part(text="What is 6 * 7?")])
+        events = [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+        keys = await runner.artifact_service.list_artifact_keys(app_name="sandbox-test", user_id="u",
+                                                                session_id=session.id)
+        return events, keys
+
+    try:
+        events, artifacts = asyncio.run(converse())
+    finally:
+        executor.close()
+    results = [p.code_execution_result for e in events if e.content for p in e.content.parts or []
+               if p.code_execution_result]
+    assert [r.outcome for r in results] == [types.Outcome.OUTCOME_OK] * 2
+    assert results[0].output == "Code execution result:\n42\n\n"
+    assert results[1].output.startswith("Code execution result:\n43\n")  # state kept between blocks
+    assert "figure_1.png" in results[1].output
+    assert "figure_1.png" in artifacts
+    assert events[-1].content.parts[0].text == "The answer is 42."
+    assert len(model.requests) == 3
+    seen = "\n".join(p.text or "" for c in model.requests[1].contents for p in c.parts or [])
+    assert "```tool_output\nCode execution result:\n42\n" in seen
