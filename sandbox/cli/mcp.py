@@ -1,0 +1,34 @@
+"""``sandbox mcp``: serve the ``run_python`` tool over MCP stdio (needs the ``mcp`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = """Serve a run_python tool over the Model Context Protocol on stdin/stdout.
+
+Code runs in this sandbox under the given policy and image; the tool returns the
+outcome and output as text and figures as PNG images. Point an MCP client at it,
+e.g. {"command": "sandbox", "args": ["mcp", "--policy", "strict"]}.
+Needs the mcp package: pip install 'sandbox[mcp]'."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("mcp", help="serve a run_python tool over MCP (stdio)", description=HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
+    parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        from ..adapters import mcp as adapter
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("mcp", "mcp_types"):
+            print(f"sandbox mcp: the mcp package is missing ({exc}); install it with: pip install 'sandbox[mcp]'",
+                  file=sys.stderr)
+            return 2
+        raise
+    adapter.serve(policy=args.policy, image=args.image)
+    return 0
