@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import hashlib
 import mimetypes
 import threading
 from typing import Any, Mapping, Protocol
@@ -114,6 +115,9 @@ class SessionPool:
 
     A session the core closed (idle or lifetime limit) is replaced by a fresh one on the
     next ``get()`` (its variables are gone, as on the service after a long pause).
+    Files persist in a session's work dir, so an input file this session already got
+    with the same name and bytes is not sent again (ADK resends every input file with
+    every code block).
     """
 
     def __init__(self, box: Sandbox | None = None, max_sessions: int = 16) -> None:
@@ -121,6 +125,7 @@ class SessionPool:
         self._max = max_sessions
         self._lock = threading.Lock()
         self._sessions: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
+        self._sent: dict[str, dict[str, bytes]] = {}  # session id -> {file name: sha256 of what it got}
 
     def get(self, key: str) -> Any:
         """The live session for ``key``, opened on first use."""
@@ -128,25 +133,38 @@ class SessionPool:
         with self._lock:
             session = self._sessions.pop(key, None)
             if session is None or session.closed:
+                if session is not None:
+                    self._sent.pop(session.id, None)
                 session = box_of(self._box).session()
             self._sessions[key] = session
             while len(self._sessions) > self._max:
                 evicted.append(self._sessions.popitem(last=False)[1])
+                self._sent.pop(evicted[-1].id, None)
         for old in evicted:
             old.close()
         return session
 
-    def run(self, key: str, code: str, files: Any = None, timeout: float | None = None) -> Result:
+    def run(self, key: str, code: str, files: list[File] | None = None, timeout: float | None = None) -> Result:
         """Run in the session of ``key``; a session the core just expired is reopened once."""
         try:
-            return self.get(key).run(code, files=files, timeout=timeout)
+            return self._run_once(key, code, files or [], timeout)
         except SandboxClosed:  # expired between get() and run(): one fresh session (a closed Sandbox raises again)
-            return self.get(key).run(code, files=files, timeout=timeout)
+            return self._run_once(key, code, files or [], timeout)
+
+    def _run_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
+        session = self.get(key)
+        sent = self._sent.setdefault(session.id, {})
+        digests = [hashlib.sha256(f.data).digest() for f in files]
+        fresh = [f for f, digest in zip(files, digests) if not f.name or sent.get(f.name) != digest]
+        result = session.run(code, files=fresh, timeout=timeout)
+        sent.update((f.name, digest) for f, digest in zip(files, digests) if f.name)
+        return result
 
     def close(self) -> None:
         """Close every session. Idempotent."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
+            self._sent.clear()
         for session in sessions:
             session.close()
 

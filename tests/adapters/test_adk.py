@@ -101,6 +101,19 @@ def test_stateful_keyed_by_execution_id(box, ctx):
         ex.close()
 
 
+def test_stateful_input_files_resent_each_block(box, ctx):
+    """ADK passes every input file again with every block; the session already has them."""
+    ex = SandboxCodeExecutor(sandbox=box, stateful=True)
+    files = [File(name="d.csv", content=b"a\n1\n", mime_type="text/csv")]
+    try:
+        assert run(ex, ctx, "n = 1\nprint(open('d.csv').read().split())", input_files=files,
+                   execution_id="s").stdout == "['a', '1']\n"
+        again = run(ex, ctx, "print(n, open('d.csv').read().split())", input_files=files, execution_id="s")
+        assert (again.stdout, again.stderr) == ("1 ['a', '1']\n", "")
+    finally:
+        ex.close()
+
+
 def test_stateful_sessions_are_bounded(box, ctx):
     ex = SandboxCodeExecutor(sandbox=box, stateful=True, max_sessions=1)
     try:
@@ -211,3 +224,28 @@ def test_llm_agent_runs_code_blocks_through_the_runner(box):
     assert len(model.requests) == 3
     seen = "\n".join(p.text or "" for c in model.requests[1].contents for p in c.parts or [])
     assert "```tool_output\nCode execution result:\n42\n" in seen
+
+
+def test_optimize_data_file_explores_an_inline_csv(box):
+    model = ScriptedLlm(model="scripted", script=[
+        "```python\nprint(data_1_2.b.sum())\n```",  # ADK named the CSV of content 1, part 2 and loaded it
+        "The sum of b is 6.",
+    ])
+    executor = SandboxCodeExecutor(sandbox=box, stateful=True, optimize_data_file=True)
+    agent = LlmAgent(name="analyst", model=model, code_executor=executor)
+
+    async def converse():
+        runner = InMemoryRunner(agent=agent, app_name="sandbox-test")
+        session = await runner.session_service.create_session(app_name="sandbox-test", user_id="u")
+        message = types.Content(role="user", parts=[types.Part(text="Sum column b."),
+                                                    types.Part.from_bytes(data=b"a,b\n1,2\n3,4\n", mime_type="text/csv")])
+        return [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+
+    try:
+        events = asyncio.run(converse())
+    finally:
+        executor.close()
+    outputs = [p.code_execution_result.output for e in events if e.content for p in e.content.parts or []
+               if p.code_execution_result]
+    assert "Total rows: 2" in outputs[0]          # ADK's explore_df ran on the input file in the sandbox
+    assert outputs[1] == "Code execution result:\n6\n\n"
