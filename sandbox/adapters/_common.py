@@ -15,6 +15,8 @@ from typing import Any, Mapping, Protocol
 
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError, SandboxClosed
+from ..image import DEFAULT_IMAGE, Image
+from ..policy import Policy
 from ..results import File, Outcome, Result
 
 #: Name of the function tool every adapter declares.
@@ -96,9 +98,10 @@ def result_text(result: Result | str) -> str:
 
 def describe_environment(box: Sandbox | None = None) -> str:
     """One paragraph for a tool description: what the code can use and what limits it."""
-    box = box_of(box)
-    limits = box.policy.limits
-    libraries = ", ".join(sorted(root for lib in box.image.libraries for root in lib.imports[:1]))
+    # Without a Sandbox, read the default policy and image: describing must not start a zygote.
+    policy, image = (box.policy, box.image) if box is not None else (Policy.load("default"), Image.load(DEFAULT_IMAGE))
+    limits = policy.limits
+    libraries = ", ".join(sorted(root for lib in image.libraries for root in lib.imports[:1]))
     return (
         "Runs Python 3 code in a confined local sandbox and returns what it prints. "
         f"Libraries available: {libraries or 'the standard library only'} (plus the standard library); "

@@ -52,17 +52,6 @@ def build_server(sandbox: Sandbox | None = None, *, name: str = "sandbox", max_s
     sessions = SessionPool(box, max_sessions)
     server = MCPServer(name, instructions="Use run_python to run Python code in a confined local sandbox.")
 
-    def run(code: str, files: Optional[dict[str, str]], session_id: Optional[str]) -> Result | str:
-        try:
-            inputs = decode_files(files)
-            if session_id is None:
-                return box.run(code, files=inputs)
-            if not session_id or len(session_id) > _MAX_SESSION_ID:
-                raise InputError(f"session_id must be 1 to {_MAX_SESSION_ID} characters (got {len(session_id)})")
-            return sessions.run(session_id, code, files=inputs)
-        except InputError as exc:
-            return f"InputError: {exc}"
-
     async def run_python(
         code: Annotated[str, Field(description="Python source code to run.")],
         files: Annotated[Optional[dict[str, str]], Field(
@@ -71,7 +60,7 @@ def build_server(sandbox: Sandbox | None = None, *, name: str = "sandbox", max_s
             description="Any id of your choice; calls with the same id share variables and files.")] = None,
     ) -> CallToolResult:
         # A run blocks for up to the policy's wall clock: keep the event loop free.
-        result = await anyio.to_thread.run_sync(functools.partial(run, code, files, session_id))
+        result = await anyio.to_thread.run_sync(functools.partial(_run, box, sessions, code, files, session_id))
         return to_call_tool_result(result)
 
     description = (describe_environment(box) + " Without session_id every call starts fresh; "
@@ -79,6 +68,20 @@ def build_server(sandbox: Sandbox | None = None, *, name: str = "sandbox", max_s
     server.add_tool(run_python, name=TOOL_NAME, description=description, structured_output=False)
     server.sessions = sessions  # type: ignore[attr-defined]
     return server
+
+
+def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[dict[str, str]],
+         session_id: Optional[str]) -> Result | str:
+    """One run_python call; input the sandbox refuses comes back as its error text."""
+    try:
+        inputs = decode_files(files)
+        if session_id is None:
+            return box.run(code, files=inputs)
+        if not session_id or len(session_id) > _MAX_SESSION_ID:
+            raise InputError(f"session_id must be 1 to {_MAX_SESSION_ID} characters (got {len(session_id)})")
+        return sessions.run(session_id, code, files=inputs)
+    except InputError as exc:
+        return f"InputError: {exc}"
 
 
 def to_call_tool_result(result: Result | str) -> CallToolResult:
