@@ -17,6 +17,7 @@ Process model (all inside the session's confined worker, pid 1 of its namespace)
 from __future__ import annotations
 
 import builtins
+import ctypes
 import os
 import selectors
 import signal
@@ -26,6 +27,8 @@ from typing import Any
 
 from . import _worker, protocol
 from .errors import ProtocolError
+
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 # -- nodes -------------------------------------------------------------------------
@@ -347,6 +350,9 @@ def serve_root(chan: "_worker.Channel", ctl: socket.socket, spec: dict[str, Any]
     chan.send("ready", layers=spec["layers"])
     chan.send("done")
     chan.close()  # before any fork: the host's streams must reach EOF
+    # Orphans (states whose parent state was freed, what a dead runner left) come to
+    # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.
+    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     root = _Root(ctl, spec)
     pid, sock = _fork_node({"__name__": "__main__", "__builtins__": builtins}, spec)
     root.lines[0] = root._add_node(pid, sock).pid
@@ -382,3 +388,4 @@ def _close_registered(selector: selectors.BaseSelector, sock: socket.socket) -> 
     except (KeyError, ValueError):
         pass
     sock.close()
+
