@@ -1,0 +1,127 @@
+"""Host-side leak accounting: what a Sandbox may not leave behind in the process using it.
+
+``HostState.take()`` records this process's open fds, threads, descendant processes
+(live and zombie), its RSS and the entries of a temp directory; ``leaks(before, after)``
+lists what differs, in words. Shared by tests/reliability and benchmarks/soak.py.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+def _fd_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass  # the fd of the listdir itself, or one closed meanwhile
+    return table
+
+
+def _descendants(pid: int) -> tuple[set[int], set[int]]:
+    """(live, zombie) pids under ``pid``."""
+    live, zombies = set(), set()
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return live, zombies
+    for child in children:
+        try:
+            (zombies if child.status() == psutil.STATUS_ZOMBIE else live).add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return live, zombies
+
+
+@dataclass(frozen=True)
+class HostState:
+    """A snapshot of the resources of this (the host) process."""
+
+    fds: dict[int, str]
+    threads: frozenset[str]
+    tasks: int
+    processes: frozenset[int]
+    zombies: frozenset[int]
+    rss_bytes: int
+    temp_entries: frozenset[str]
+
+    @classmethod
+    def take(cls, temp_dir: str | None = None) -> "HostState":
+        live, zombies = _descendants(os.getpid())
+        return cls(
+            fds=_fd_table(),
+            threads=frozenset(f"{t.name}#{t.ident}" for t in threading.enumerate()),
+            tasks=len(os.listdir("/proc/self/task")),
+            processes=frozenset(live),
+            zombies=frozenset(zombies),
+            rss_bytes=psutil.Process().memory_info().rss,
+            temp_entries=frozenset(os.listdir(temp_dir)) if temp_dir else frozenset(),
+        )
+
+
+def leaks(before: HostState, after: HostState, *, rss_bound_bytes: int | None = None,
+          count_processes: bool = False) -> list[str]:
+    """What ``after`` holds that ``before`` did not, one line each; empty when clean.
+
+    ``count_processes``: compare the number of descendants, not their pids (while a
+    Sandbox is open its pre-forked workers are replaced by new ones after each run).
+    """
+    found: list[str] = []
+    if len(after.fds) > len(before.fds):
+        new_fds = {fd: target for fd, target in after.fds.items() if before.fds.get(fd) != target}
+        found.append(f"fds: {len(before.fds)} -> {len(after.fds)}; new: {sorted(new_fds.items())[:10]}")
+    new_threads = after.threads - before.threads
+    if new_threads or after.tasks > before.tasks:
+        found.append(f"threads: {before.tasks} -> {after.tasks} tasks; new: {sorted(new_threads)}")
+    if count_processes:
+        if len(after.processes) > len(before.processes):
+            found.append(f"processes: {len(before.processes)} -> {len(after.processes)}")
+    elif after.processes - before.processes:
+        found.append(f"processes left: {sorted(after.processes - before.processes)}")
+    if after.zombies - before.zombies:
+        found.append(f"zombies: {sorted(after.zombies - before.zombies)}")
+    if after.temp_entries - before.temp_entries:
+        found.append(f"temp entries left: {sorted(after.temp_entries - before.temp_entries)}")
+    growth = after.rss_bytes - before.rss_bytes
+    if rss_bound_bytes is not None and growth > rss_bound_bytes:
+        found.append(f"RSS grew by {growth / 2**20:.1f} MiB (bound {rss_bound_bytes / 2**20:.0f} MiB)")
+    return found
+
+
+def settle(before: HostState, temp_dir: str | None = None, *, timeout: float = 10.0,
+           rss_bound_bytes: int | None = None, count_processes: bool = False) -> tuple[HostState, list[str]]:
+    """Take snapshots until nothing leaks or ``timeout`` passes (reaping is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = HostState.take(temp_dir)
+        found = leaks(before, after, rss_bound_bytes=rss_bound_bytes, count_processes=count_processes)
+        if not found or time.monotonic() >= deadline:
+            return after, found
+        time.sleep(0.1)
+
+
+def gone(procs: "list[psutil.Process]", timeout: float = 10.0) -> set[int]:
+    """Wait until none of ``procs`` is a live process; return the pids still alive (not zombies).
+
+    ``psutil.Process`` objects remember their start time, so a reused pid is not mistaken
+    for a survivor.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = set()
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.add(proc.pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)

@@ -1,0 +1,254 @@
+"""The soak's mix of runs: each kind is a snippet plus a check of its own Result.
+
+Every snippet carries a unique token and its check demands that token back, so a
+result delivered to the wrong caller (cross-talk) is caught, not just a wrong outcome.
+Used by tests/reliability/test_soak.py (a few hundred runs) and benchmarks/soak.py
+(10,000 runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sandbox
+from sandbox import Outcome
+
+#: Wall clock given to the kinds that time out on purpose.
+SHORT_TIMEOUT_S = 0.3
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    code: str
+    files: dict[str, bytes] | None
+    timeout: float | None
+    check: Callable[[sandbox.Result], str | None]
+    """Returns what is wrong with the result, or None."""
+
+
+def _expect(outcome: Outcome, reason: str | None = None, *, stdout: str | None = None,
+            in_output: str | None = None, in_error: str | None = None, images: int | None = None,
+            file: tuple[str, bytes] | None = None, max_stdout: int | None = None
+            ) -> Callable[[sandbox.Result], str | None]:
+    def check(r: sandbox.Result) -> str | None:
+        problems = []
+        if r.outcome != outcome:
+            problems.append(f"outcome {r.outcome!s} != {outcome!s}")
+        if reason is not None and r.reason != reason:
+            problems.append(f"reason {r.reason!r} != {reason!r}")
+        if stdout is not None and r.stdout != stdout:
+            problems.append(f"stdout {r.stdout[:200]!r} != {stdout[:200]!r}")
+        if in_output is not None and in_output not in (r.output or ""):
+            problems.append(f"{in_output!r} not in output {(r.output or '')[:200]!r}")
+        if in_error is not None and in_error not in (r.error or ""):
+            problems.append(f"{in_error!r} not in error {(r.error or '')[:200]!r}")
+        if images is not None and len(r.images) != images:
+            problems.append(f"{len(r.images)} images != {images}")
+        if file is not None and (file[0], file[1]) not in {(f.name, f.data) for f in r.files}:
+            problems.append(f"file {file[0]!r} missing from {[f.name for f in r.files]}")
+        if max_stdout is not None and len(r.stdout) > max_stdout:
+            problems.append(f"stdout of {len(r.stdout)} chars over the cap {max_stdout}")
+        return "; ".join(problems) or None
+    return check
+
+
+def _ok(token: str, cap: int) -> Job:
+    return Job("ok", f"print({token!r})", None, None, _expect(Outcome.OK, stdout=f"{token}\n"))
+
+
+def _exception(token: str, cap: int) -> Job:
+    return Job("exception", f"print('before')\nraise ValueError({token!r})", None, None,
+               _expect(Outcome.FAILED, "exception", stdout="before\n", in_error=f"ValueError: {token}"))
+
+
+def _syntax_error(token: str, cap: int) -> Job:
+    return Job("syntax_error", f"# {token}\nprint(1 +\n", None, None,
+               _expect(Outcome.FAILED, "exception", in_error="SyntaxError"))
+
+
+def _sleep_timeout(token: str, cap: int) -> Job:
+    return Job("sleep_timeout", f"print({token!r}, flush=True)\nimport time\ntime.sleep(30)", None,
+               SHORT_TIMEOUT_S, _expect(Outcome.DEADLINE_EXCEEDED, "timeout", stdout=f"{token}\n"))
+
+
+def _busy_timeout(token: str, cap: int) -> Job:
+    return Job("busy_timeout", f"print({token!r}, flush=True)\nwhile True: pass", None,
+               SHORT_TIMEOUT_S, _expect(Outcome.DEADLINE_EXCEEDED, "timeout", stdout=f"{token}\n"))
+
+
+def _print_mbs(token: str, cap: int) -> Job:
+    # Over the output cap: the host stops the run and keeps exactly the cap.
+    code = f"print({token!r})\nfor _ in range(4096): print('y' * 1023)"
+    return Job("print_mbs", code, None, None,
+               _expect(Outcome.FAILED, "output_limit", max_stdout=cap, in_output=token))
+
+
+def _print_under_cap(token: str, cap: int) -> Job:
+    lines = max(1, (cap // 2) // 1024)
+    expected = f"{token}\n" + ("z" * 1023 + "\n") * lines
+    code = f"print({token!r})\nimport sys\nfor _ in range({lines}): sys.stdout.write('z' * 1023 + '\\n')"
+    return Job("print_under_cap", code, None, None, _expect(Outcome.OK, stdout=expected))
+
+
+def _plot(token: str, cap: int) -> Job:
+    code = ("import matplotlib.pyplot as plt\n"
+            f"plt.plot([1, 2, 3], [3, 1, 2]); plt.title({token!r})\nplt.show()\nprint({token!r})")
+    return Job("plot", code, None, None, _expect(Outcome.OK, stdout=f"{token}\n", images=1))
+
+
+def _write_file(token: str, cap: int) -> Job:
+    code = f"open('out.txt', 'w').write({token!r})\nprint('wrote')"
+    return Job("write_file", code, None, None,
+               _expect(Outcome.OK, stdout="wrote\n", file=("out.txt", token.encode())))
+
+
+def _input_file(token: str, cap: int) -> Job:
+    return Job("input_file", "print(open('in.txt').read())", {"in.txt": token.encode()}, None,
+               _expect(Outcome.OK, stdout=f"{token}\n"))
+
+
+def _daemon(token: str, cap: int) -> Job:
+    code = ("import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    time.sleep(600)\n"
+            "    os._exit(0)\n"
+            f"print({token!r})")
+    return Job("daemon", code, None, None, _expect(Outcome.OK, stdout=f"{token}\n"))
+
+
+def _subprocess(token: str, cap: int) -> Job:
+    code = f"import subprocess\nprint(subprocess.run(['echo', {token!r}], capture_output=True, text=True).stdout, end='')"
+    return Job("subprocess", code, None, None, _expect(Outcome.OK, stdout=f"{token}\n"))
+
+
+def _hard_exit(token: str, cap: int) -> Job:
+    return Job("hard_exit", f"print({token!r}, flush=True)\nimport os\nos._exit(3)", None, None,
+               _expect(Outcome.FAILED, "crashed", stdout=f"{token}\n", in_error="status 3"))
+
+
+def _segfault(token: str, cap: int) -> Job:
+    return Job("segfault", f"print({token!r}, flush=True)\nimport ctypes\nctypes.string_at(0)", None, None,
+               _expect(Outcome.FAILED, "crashed", stdout=f"{token}\n", in_error="SIGSEGV"))
+
+
+def _bad_bytes(token: str, cap: int) -> Job:
+    code = f"import os\nos.write(1, b'\\xff\\xfe' + {token!r}.encode() + b'\\n')"
+    return Job("bad_bytes", code, None, None, _expect(Outcome.OK, stdout=f"\ufffd\ufffd{token}\n"))
+
+
+def _numpy(token: str, cap: int) -> Job:
+    code = (f"import numpy as np, pandas as pd\ndf = pd.DataFrame({{'a': np.arange(1000)}})\n"
+            f"print({token!r}, int(df.a.sum()))")
+    return Job("numpy", code, None, None, _expect(Outcome.OK, stdout=f"{token} 499500\n"))
+
+
+#: kind -> (weight, builder). Weights keep the deadline kinds rare: they cost their full timeout.
+KINDS: dict[str, tuple[int, Callable[[str, int], Job]]] = {
+    "ok": (20, _ok),
+    "exception": (10, _exception),
+    "syntax_error": (4, _syntax_error),
+    "sleep_timeout": (2, _sleep_timeout),
+    "busy_timeout": (2, _busy_timeout),
+    "print_mbs": (3, _print_mbs),
+    "print_under_cap": (4, _print_under_cap),
+    "plot": (6, _plot),
+    "write_file": (8, _write_file),
+    "input_file": (8, _input_file),
+    "daemon": (3, _daemon),
+    "subprocess": (3, _subprocess),
+    "hard_exit": (3, _hard_exit),
+    "segfault": (3, _segfault),
+    "bad_bytes": (4, _bad_bytes),
+    "numpy": (8, _numpy),
+}
+
+
+def jobs(count: int, seed: int, output_cap: int) -> list[Job]:
+    """``count`` jobs drawn from the weighted mix; every kind appears at least once when count allows."""
+    rng = random.Random(seed)
+    names = sorted(KINDS)
+    weights = [KINDS[name][0] for name in names]
+    chosen = names[:count] + rng.choices(names, weights, k=max(0, count - len(names)))
+    rng.shuffle(chosen)
+    return [KINDS[name][1](f"tok-{seed}-{index}-{name}", output_cap) for index, name in enumerate(chosen)]
+
+
+@dataclass
+class Tally:
+    """What a soak saw: outcomes per kind, every wrong result, every exception."""
+
+    runs: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, job: Job, result: "sandbox.Result | None", exc: BaseException | None) -> None:
+        with self._lock:
+            self.runs += 1
+            self.kinds[job.kind] = self.kinds.get(job.kind, 0) + 1
+            if exc is not None:
+                self.outcomes["EXCEPTION"] = self.outcomes.get("EXCEPTION", 0) + 1
+                self.problems.append(f"{job.kind}: raised {type(exc).__name__}: {exc}")
+                return
+            key = str(result.outcome)
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+            self.durations.append(result.duration_s)
+            problem = job.check(result)
+            if problem:
+                self.problems.append(f"{job.kind}: {problem}")
+
+
+def drive(sb: sandbox.Sandbox, work: list[Job], *, threads: int = 4, async_tasks: int = 4,
+          progress: Callable[[int], None] | None = None) -> Tally:
+    """Run ``work`` through ``sb``: half from ``threads`` threads, half from ``async_tasks``
+    concurrent asyncio tasks (their own event loop, in parallel with the threads)."""
+    tally = Tally()
+    threaded, awaited = work[0::2], work[1::2]
+    pending = queue.SimpleQueue()
+    for job in threaded:
+        pending.put(job)
+
+    def done() -> None:
+        if progress is not None:
+            progress(tally.runs)
+
+    def thread_main() -> None:
+        while True:
+            try:
+                job = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                tally.record(job, sb.run(job.code, files=job.files, timeout=job.timeout), None)
+            except Exception as exc:  # noqa: BLE001 - a raised run is a finding, recorded
+                tally.record(job, None, exc)
+            done()
+
+    async def async_main() -> None:
+        gate = asyncio.Semaphore(async_tasks)
+
+        async def one(job: Job) -> None:
+            async with gate:
+                try:
+                    tally.record(job, await sb.arun(job.code, files=job.files, timeout=job.timeout), None)
+                except Exception as exc:  # noqa: BLE001
+                    tally.record(job, None, exc)
+                done()
+        await asyncio.gather(*(one(job) for job in awaited))
+
+    pool = [threading.Thread(target=thread_main, name=f"soak-{i}") for i in range(threads)]
+    pool.append(threading.Thread(target=asyncio.run, args=(async_main(),), name="soak-asyncio"))
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return tally

@@ -1,0 +1,52 @@
+"""Soak (CI size): a few hundred mixed runs through one Sandbox from threads and asyncio.
+
+Every result must be the right one for its own caller, and afterwards the host has
+the fds, threads and child processes it had before, no zombies, no temp dirs, and
+its RSS has grown by less than a small bound. The 10,000-run version is
+``benchmarks/soak.py``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+
+import sandbox
+from tests.conftest import settled_count
+
+from . import mix
+from .hostcheck import HostState, settle
+
+RUNS = 300
+#: Growth of the host's RSS allowed across the soak, after a warm-up (allocator noise).
+RSS_BOUND_BYTES = 32 << 20
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Point tempfile at an empty dir of our own, so any temp dir a Sandbox leaves is seen
+    (other test runs share /tmp)."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return str(path)
+
+
+def test_soak_threads_and_asyncio_leave_nothing(private_tmp):
+    before = HostState.take(private_tmp)
+    with sandbox.Sandbox() as sb:
+        cap = sb.policy.limits.max_output_bytes
+        warm = mix.drive(sb, mix.jobs(40, seed=7, output_cap=cap))
+        assert warm.problems == []
+        warm_state = HostState.take(private_tmp)
+        tally = mix.drive(sb, mix.jobs(RUNS, seed=8, output_cap=cap), threads=4, async_tasks=4)
+        assert tally.runs == RUNS
+        assert tally.problems == [], "\n".join(tally.problems[:20])
+        assert set(tally.kinds) == set(mix.KINDS)
+        # While open: only the pre-forked workers remain under the zygote.
+        assert settled_count(sb) == sb.policy.runtime.prefork
+        _, during = settle(warm_state, private_tmp, rss_bound_bytes=RSS_BOUND_BYTES, count_processes=True)
+        assert during == [], during
+    _, after = settle(before, private_tmp)
+    assert after == [], after
