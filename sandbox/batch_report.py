@@ -1,0 +1,167 @@
+"""Summaries and reports of :mod:`sandbox.batch` result files.
+
+:func:`summary` is the plain-text table ``sandbox batch`` prints at the end (outcomes
+and reasons, expectations, denied actions by kind, outcomes per ``meta.category``,
+the slowest snippets). :func:`write_report` writes the same facts with plots, as a
+PNG or as one self-contained HTML file with the PNGs embedded (needs matplotlib; it
+draws on a private Agg canvas, never touching pyplot's global state).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from typing import Any, Iterable
+
+from .batch import INVALID, BatchResult
+from .errors import InputError
+
+OUTCOME_ORDER = ("OUTCOME_OK", "OUTCOME_FAILED", "OUTCOME_DEADLINE_EXCEEDED", INVALID, "SANDBOX_ERROR")
+
+
+def load_results(path: str) -> list[BatchResult]:
+    """Read a result file; a line cut short (a crash mid-write) is skipped."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for text in fh:
+            try:
+                records.append(BatchResult.from_json(json.loads(text)))
+            except (json.JSONDecodeError, TypeError):
+                continue
+    return records
+
+
+def summary(records: list[BatchResult], *, wall_s: float | None = None, ran: int | None = None,
+            slowest: int = 5) -> str:
+    """The end-of-batch summary as text: several small aligned tables."""
+    lines = [_headline(records, wall_s, ran), ""]
+    lines += _table(("outcome", "count", "reasons"), _outcome_rows(records))
+    expected = [r for r in records if r.matched is not None]
+    if expected:
+        missed = [r for r in expected if not r.matched]
+        lines += ["", f"expectations: {len(expected) - len(missed)} matched, {len(missed)} mismatched"
+                  + (": " + ", ".join(f"{r.id} ({_short(r.expect)}->{_short(r.outcome)})" for r in missed[:6])
+                     + (" ..." if len(missed) > 6 else "") if missed else "")]
+    denied = denied_by_kind(records)
+    lines += [""] + (_table(("denied action", "count", "snippets"), [(k, n, s) for k, (n, s) in denied.items()])
+                     if denied else ["denied actions: none recorded"])
+    categories = by_category(records)
+    if categories:
+        columns = [o for o in OUTCOME_ORDER if any(o in c for c in categories.values())]
+        lines += [""] + _table(("category", *map(_short, columns)),
+                               [(name, *(counts.get(o, 0) for o in columns)) for name, counts in categories.items()])
+    ran_records = sorted((r for r in records if r.outcome != INVALID), key=lambda r: -r.duration_s)[:slowest]
+    if ran_records:
+        lines += [""] + _table(("slowest", "seconds", "outcome", "peak MiB"),
+                               [(r.id, f"{r.duration_s:.2f}", _short(r.outcome), r.peak_memory_bytes >> 20)
+                                for r in ran_records])
+    return "\n".join(lines)
+
+
+def denied_by_kind(records: Iterable[BatchResult]) -> dict[str, tuple[int, int]]:
+    """kind -> (denied actions, snippets with at least one), most frequent first."""
+    actions, snippets = Counter(), Counter()
+    for record in records:
+        kinds = [d.kind for d in record.denied]
+        actions.update(kinds)
+        snippets.update(set(kinds))
+    return {kind: (count, snippets[kind]) for kind, count in actions.most_common()}
+
+
+def by_category(records: Iterable[BatchResult]) -> dict[str, Counter]:
+    """``meta.category`` -> outcome counts (empty when no record has a category)."""
+    table: dict[str, Counter] = {}
+    for record in records:
+        category = (record.meta or {}).get("category")
+        if category is not None:
+            table.setdefault(str(category), Counter())[record.outcome] += 1
+    return dict(sorted(table.items()))
+
+
+def write_report(records: list[BatchResult], path: str) -> None:
+    """Write plots of ``records`` to ``path``: ``.png`` (one figure) or ``.html`` (figure + tables)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError:
+        raise InputError("--report needs matplotlib: pip install matplotlib") from None
+    figure = Figure(figsize=(12, 8), layout="constrained")
+    FigureCanvasAgg(figure)
+    _plot(figure, records)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    if path.endswith(".png"):
+        with open(path, "wb") as fh:
+            fh.write(buffer.getvalue())
+    elif path.endswith(".html"):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(_html(records, buffer.getvalue()))
+    else:
+        raise InputError(f"report path must end in .html or .png (got {path!r})")
+
+
+def _plot(figure: Any, records: list[BatchResult]) -> None:
+    (outcomes, durations), (memory, denied) = figure.subplots(2, 2)
+    counts = Counter(r.outcome for r in records)
+    names = [o for o in OUTCOME_ORDER if counts[o]]
+    outcomes.barh([_short(n) for n in names], [counts[n] for n in names], color="#4c72b0")
+    outcomes.set_title("outcomes")
+    outcomes.invert_yaxis()
+    ran = [r for r in records if r.outcome != INVALID]
+    durations.hist([max(r.duration_s, 1e-4) * 1000 for r in ran] or [0], bins=40, color="#55a868")
+    durations.set_xscale("log")
+    durations.set_title("run duration (ms, log scale)")
+    memory.hist([r.peak_memory_bytes / 2**20 for r in ran] or [0], bins=40, color="#c44e52")
+    memory.set_title("peak memory (MiB)")
+    kinds = denied_by_kind(records)
+    denied.barh(list(kinds) or ["(none)"], [n for n, _ in kinds.values()] or [0], color="#8172b2")
+    denied.set_title("denied actions by kind")
+    denied.invert_yaxis()
+    figure.suptitle(f"sandbox batch: {len(records)} results")
+
+
+def _html(records: list[BatchResult], png: bytes) -> str:
+    missed = [r for r in records if r.matched is False]
+    rows = "".join(f"<tr><td>{html.escape(str(r.id))}</td><td>{r.expect}</td><td>{r.outcome}</td>"
+                   f"<td>{html.escape(r.reason or '')}</td><td><pre>{html.escape((r.error or r.output)[:300])}</pre></td></tr>"
+                   for r in missed[:200])
+    return ("<!doctype html><meta charset='utf-8'><title>sandbox batch report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}pre{white-space:pre-wrap;margin:0}"
+            "td{border-top:1px solid #ddd;padding:4px;vertical-align:top}</style>"
+            "<h1>sandbox batch report</h1>"
+            f"<pre>{html.escape(summary(records, slowest=10))}</pre>"
+            f"<img alt='plots' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+            f"<h2>mismatched expectations ({len(missed)})</h2>"
+            f"<table><tr><th>id</th><th>expected</th><th>outcome</th><th>reason</th><th>error / output</th></tr>{rows}</table>")
+
+
+def _headline(records: list[BatchResult], wall_s: float | None, ran: int | None) -> str:
+    invalid = sum(r.outcome == INVALID for r in records)
+    text = f"{len(records)} results ({len(records) - invalid} ran, {invalid} invalid input)"
+    if wall_s and ran is not None:
+        text += f"; this session: {ran} in {wall_s:.1f} s, {ran / wall_s:.1f} runs/s"
+    return text
+
+
+def _outcome_rows(records: list[BatchResult]) -> list[tuple[Any, ...]]:
+    rows = []
+    counts = Counter(r.outcome for r in records)
+    for outcome in sorted(counts, key=lambda o: OUTCOME_ORDER.index(o) if o in OUTCOME_ORDER else 99):
+        reasons = Counter(r.reason for r in records if r.outcome == outcome and r.reason)
+        rows.append((outcome, counts[outcome], ", ".join(f"{k} {n}" for k, n in reasons.most_common())))
+    return rows
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    cells = [tuple(str(c) for c in row) for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(row[i].replace(".", "", 1).isdigit() for row in cells[1:]) for i in range(len(headers))]
+    return ["  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)).rstrip()
+            for row in cells]
+
+
+def _short(outcome: str | None) -> str:
+    return (outcome or "-").removeprefix("OUTCOME_")

@@ -1,0 +1,221 @@
+"""``sandbox batch INPUT.jsonl --out RESULTS.jsonl``: run a corpus of snippets, write one record each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import closing
+from typing import Any, TextIO
+
+HELP = """Run every snippet of a JSONL corpus in the sandbox and write one JSON result
+record per snippet to --out, as each run finishes (completion order).
+
+Input line:  {"id": "a1", "code": "print(1)", "expect": "OUTCOME_OK",
+              "files": [{"name": "a.csv", "data": "<base64>", "mime_type": "text/csv"}],
+              "timeout": 5, "meta": {"category": "attack"}}
+             (only id and code are required; "-" reads the corpus from stdin)
+Output line: id, line, outcome, reason, expect, matched, output (capped), output_chars,
+             error, denied [{kind, detail}], images [{name, mime_type, size_bytes, sha256,
+             path}], files, duration_s, cpu_s, peak_memory_bytes, meta
+
+A malformed line does not stop the batch: it gets an INVALID_INPUT record whose error
+names the line number and the problem (also printed on stderr), and the exit status
+is 1. On a terminal a progress bar shows runs done, rate, failures and ETA; in a pipe
+nothing but the final summary is printed. Ctrl-C (or SIGTERM) stops cleanly: runs in
+flight are abandoned, every finished result is already in --out; continue later with
+--resume, which skips the ids already there.
+
+Exit status: 0 all lines ran, 1 some lines were invalid or hit a sandbox error,
+2 usage or environment error, 130 interrupted."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("batch", help="run a JSONL corpus of snippets, write JSONL results",
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", metavar="INPUT.jsonl", help="corpus, one JSON object a line (- for stdin)")
+    parser.add_argument("--out", "-o", required=True, metavar="RESULTS.jsonl", help="result file (JSONL)")
+    parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
+    parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
+    parser.add_argument("--workers", "-j", type=int, default=min(4, os.cpu_count() or 1),
+                        help="runs in flight at once: threads locally, actors on Ray (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="wall clock per snippet in seconds (default: the policy's; an item's own timeout wins)")
+    parser.add_argument("--resume", action="store_true",
+                        help="append to --out, skipping ids already there (INVALID_INPUT records are retried)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--images-dir", metavar="DIR",
+                        help="save images as DIR/<id>_<n>.png (records always carry their sizes and hashes)")
+    parser.add_argument("--max-output-chars", type=int, default=4000, metavar="N",
+                        help="cap on output and error text kept per record (default: %(default)s)")
+    parser.add_argument("--report", metavar="PATH", help="also write a report with plots: PATH.html or PATH.png")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: threads on this machine; ray: one actor per worker on a Ray cluster "
+                             "(needs the 'ray' extra) (default: %(default)s)")
+    parser.add_argument("--address", help="Ray cluster address ('auto', 'ray://head:10001'); "
+                                           "default: start a local Ray")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show the progress bar (default: only when stderr is a terminal)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no summary table at the end")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .. import batch
+    from ..batch_report import load_results, summary, write_report
+    from ..errors import InputError
+
+    if args.address and args.backend != "ray":
+        raise InputError("--address is for --backend ray")
+    if args.report and not args.report.endswith((".html", ".png")):
+        raise InputError(f"--report must end in .html or .png (got {args.report!r})")
+    done_ids = _open_output(args.out, args.resume, args.overwrite)
+    items = _read_input(args.input, done_ids)
+    stop = threading.Event()
+    started = time.monotonic()
+    counts = {"written": 0, "problems": 0}
+    with open(args.out, "a", encoding="utf-8") as out, _Progress(len(items), args.progress) as bar, \
+            _StopOnSignal(stop, bar):
+        results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
+                            timeout=args.timeout, backend=args.backend, address=args.address,
+                            images_dir=args.images_dir, max_output_chars=args.max_output_chars, stop=stop)
+        with closing(results):
+            for record in results:
+                _write(out, record, counts)
+                if record.outcome in (batch.INVALID, batch.SANDBOX_ERROR):
+                    bar.write(f"sandbox batch: {record.error.splitlines()[0] if record.error else record.outcome}")
+                bar.update(record)
+    elapsed = time.monotonic() - started
+    records = load_results(args.out)
+    if not args.quiet:
+        print(summary(records, wall_s=elapsed, ran=counts["written"]))
+    if args.report:
+        write_report(records, args.report)
+        print(f"report: {args.report}", file=sys.stderr)
+    if stop.is_set():
+        print(f"sandbox batch: interrupted; {counts['written']} results written to {args.out}, "
+              f"{len(items) - counts['written']} not run (continue with --resume)", file=sys.stderr)
+        return 130
+    return 1 if counts["problems"] else 0
+
+
+def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
+    """Prepare --out; with --resume return the ids already done (after dropping broken lines)."""
+    from ..batch import INVALID
+    from ..errors import InputError
+
+    if not os.path.exists(path) or overwrite:
+        open(path, "w").close()
+        return set()
+    if not resume:
+        raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
+    kept, done, dropped = [], set(), 0
+    with open(path, encoding="utf-8") as fh:
+        for text in fh:
+            try:
+                record = json.loads(text)
+                ok = isinstance(record, dict) and isinstance(record.get("id"), str) and text.endswith("\n")
+            except json.JSONDecodeError:
+                ok = False
+            if ok and record.get("outcome") != INVALID:
+                kept.append(text)
+                done.add(record["id"])
+            else:
+                dropped += 1  # a line cut by a crash, or an invalid line to validate again
+    if dropped:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(kept)
+        os.replace(tmp, path)
+    return done
+
+
+def _read_input(path: str, done_ids: set[str]) -> list[Any]:
+    from ..batch import read_items
+    from ..errors import InputError
+
+    if path == "-":
+        return list(read_items(sys.stdin, skip_ids=done_ids))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return list(read_items(fh, skip_ids=done_ids))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+
+
+def _write(out: TextIO, record: Any, counts: dict[str, int]) -> None:
+    from ..batch import INVALID, SANDBOX_ERROR
+
+    # One write + flush per record: whatever stops us, every finished record is a whole line on disk.
+    out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    out.flush()
+    counts["written"] += 1
+    counts["problems"] += record.outcome in (INVALID, SANDBOX_ERROR)
+
+
+class _Progress:
+    """tqdm bar on stderr when it is a terminal (runs done, rate, ETA; failures as a postfix)."""
+
+    def __init__(self, total: int, enabled: bool | None) -> None:
+        self._bar = None
+        self._failed = 0
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ModuleNotFoundError:
+            print("sandbox batch: install tqdm (pip install 'sandbox[batch]') for a progress bar", file=sys.stderr)
+            return
+        self._bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        self._bar.set_postfix_str("failed=0", refresh=False)
+
+    def update(self, record: Any) -> None:
+        if self._bar is None:
+            return
+        if record.outcome != "OUTCOME_OK":
+            self._failed += 1
+            self._bar.set_postfix_str(f"failed={self._failed}", refresh=False)
+        self._bar.update(1)
+
+    def write(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class _StopOnSignal:
+    """First SIGINT/SIGTERM sets ``stop`` (finish writing, then exit); a second one aborts at once."""
+
+    def __init__(self, stop: threading.Event, progress: _Progress) -> None:
+        self._stop, self._progress, self._saved = stop, progress, {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+        self._stop.set()
+        self._progress.write("sandbox batch: stopping (finished results are written; Ctrl-C again to abort)")
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
