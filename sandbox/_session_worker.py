@@ -22,6 +22,7 @@ import os
 import selectors
 import signal
 import socket
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,13 +59,13 @@ class _NodeLoop:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
+        self.selector = selectors.DefaultSelector()
 
     def serve(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self.sock, selectors.EVENT_READ, "root")
-        selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
+        self.selector.register(self.sock, selectors.EVENT_READ, "root")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
         while True:
-            for key, _ in selector.select():
+            for key, _ in self.selector.select():
                 if key.data == "sigchld":
                     self._reap()
                     continue
@@ -84,6 +85,7 @@ class _NodeLoop:
         pid = os.fork()
         if pid == 0:
             ours.close()
+            self.selector.close()
             self.sock.close()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -124,14 +126,15 @@ class _NodeLoop:
 def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> None:
     """Run one snippet in this copy of the state; on a normal end, become the line's node."""
     me = os.getpid()
-    chan = _worker._attach(fds)
     try:
+        chan = _worker._attach(fds)
         _worker.perform(chan, spec, scope)
-    finally:
-        if os.getpid() != me:  # a process the snippet forked fell through: it is not the runner
-            os._exit(0)
         chan.close()
-    protocol.send_packet(sock, "committed", pid=me)
+        protocol.send_packet(sock, "committed", pid=me)
+    except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
+        if os.getpid() == me:
+            traceback.print_exc()
+        os._exit(70)
     _node_main(sock, scope, spec)
 
 
@@ -169,17 +172,19 @@ class _Root:
         self.selector.register(self.ctl, selectors.EVENT_READ, "host")
         self.selector.register(wake_r, selectors.EVENT_READ, "sigchld")
         while True:
-            for key, _ in self.selector.select():
-                if key.data == "sigchld":
-                    _drain(wake_r)
-                    self._reap()
-                elif key.data == "host":
-                    if not self._host_message():
-                        return
-                elif key.data == "node":
-                    self._node_message(key.fileobj)
-                else:
-                    self._runner_message()
+            # One event per select(): a handler may read other sockets (a node's reply
+            # and the notices queued before it), so the rest of a batch can be stale.
+            key, _ = self.selector.select()[0]
+            if key.data == "sigchld":
+                _drain(wake_r)
+                self._reap()
+            elif key.data == "host":
+                if not self._host_message():
+                    return
+            elif key.data == "node":
+                self._node_message(key.fileobj)
+            else:
+                self._runner_message()
 
     # host commands
     def _host_message(self) -> bool:
@@ -206,7 +211,8 @@ class _Root:
         if node is None or self.run is not None:
             for fd in fds:
                 os.close(fd)
-            protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=True)
+            why = "its state process is gone" if node is None else f"run {self.run.seq} is still in progress"
+            protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=why)
             return
         try:
             reply, got = self._ask(node, "srun", fds)

@@ -19,6 +19,7 @@ import ctypes
 import io
 import os
 import random
+import resource
 import signal
 import socket
 import stat
@@ -31,6 +32,7 @@ from .errors import SandboxUnavailable
 from .inputs import IMAGE_EXTENSIONS
 
 _PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 _MAX_DENIALS = 200
 
 
@@ -45,6 +47,7 @@ class Channel:
     def close(self) -> None:
         """End this run's streams: the host sees EOF even though the process lives on."""
         _flush_std()
+        _libc.fflush(None)  # C-level printf output of extensions, which os._exit would drop
         devnull = os.open(os.devnull, os.O_WRONLY)
         for fd in (1, 2, self.tagged_fd):
             os.dup2(devnull, fd)
@@ -89,8 +92,7 @@ def serve(priv: socket.socket, spec: dict[str, Any]) -> None:
 
 def _become_worker(zygote_pid: int) -> None:
     os.setsid()  # own session and process group: the host can kill the group
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the zygote
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the zygote
     if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
         os._exit(0)
 
@@ -121,6 +123,7 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
         _session_worker.serve_root(chan, socket.socket(fileno=fds[4]), spec)
     else:
         perform(chan, spec, {"__name__": "__main__", "__builtins__": builtins})
+        chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
 
 
 def _attach(fds: list[int]) -> "Channel":
@@ -163,7 +166,14 @@ def perform(chan: "Channel", spec: dict[str, Any], scope: dict[str, Any]) -> Non
         os._exit(0)
     _flush_std()
     _report_files(before, chan, spec["policy"].limits)
-    chan.send("done")
+    chan.send("done", **_usage())
+
+
+def _usage() -> dict[str, float]:
+    """Peak RSS and CPU of this process and its reaped children, for the ``done`` frame."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"maxrss_kb": max(own.ru_maxrss, kids.ru_maxrss),
+            "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime}
 
 
 def _reset_environment(env: dict[str, str], workdir: str, tmpdir: str) -> None:
@@ -197,7 +207,9 @@ def _install_telemetry(policy: Any, ctx: Any) -> None:
 
 def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> None:
     for meta, data in zip(files, blobs):
-        fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
+        # No O_EXCL: a session may be sent a newer version of a file it already holds.
+        fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with open(fd, "wb") as fh:
             fh.write(data)
 

@@ -111,7 +111,10 @@ def _plot(figure: Any, records: list[BatchResult]) -> None:
     outcomes.set_title("outcomes")
     outcomes.invert_yaxis()
     ran = [r for r in records if r.outcome != INVALID]
-    durations.hist([max(r.duration_s, 1e-4) * 1000 for r in ran] or [0], bins=40, color="#55a868")
+    millis = [max(r.duration_s, 1e-4) * 1000 for r in ran] or [1.0]
+    low, high = min(millis), max(millis)
+    bins = [low * (high / low) ** (i / 40) for i in range(41)] if high > low else 10  # log-spaced bins
+    durations.hist(millis, bins=bins, color="#55a868")
     durations.set_xscale("log")
     durations.set_title("run duration (ms, log scale)")
     memory.hist([r.peak_memory_bytes / 2**20 for r in ran] or [0], bins=40, color="#c44e52")

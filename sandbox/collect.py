@@ -49,6 +49,8 @@ class Collected:
     killed: str | None = None
     """Why the host killed the worker: ``timeout`` or ``output_limit``."""
     exit: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    """Peak RSS and CPU the worker reported with ``done``."""
     duration_s: float = 0.0
 
 
@@ -90,7 +92,7 @@ def collect(ending: "Ending", io: RunIO, request: bytes, timeout_s: float, polic
     got = Collected()
     _send_request(io.chan, request, deadline)
     _Reader(ending, io, got, policy).loop(deadline)
-    got.exit = ending.outcome()
+    got.exit = ending.outcome(got)
     got.duration_s = time.monotonic() - started
     return got
 
@@ -104,7 +106,7 @@ class Ending:
     def kill(self) -> None:
         raise NotImplementedError
 
-    def outcome(self) -> dict[str, Any]:
+    def outcome(self, got: "Collected") -> dict[str, Any]:
         """Exit facts: signal, exitcode, maxrss_kb, cpu_s (whatever is known)."""
         raise NotImplementedError
 
@@ -119,7 +121,9 @@ class ProcessEnding(Ending):
     def kill(self) -> None:
         kill_worker(self.spawned)
 
-    def outcome(self) -> dict[str, Any]:
+    def outcome(self, got: "Collected") -> dict[str, Any]:
+        if got.done:  # the worker reported everything; its exit (and its rusage) comes later
+            return got.usage
         try:
             return self.spawned.exited.result(timeout=_REAP_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - zygote died or never reported: the run still ends
@@ -230,6 +234,7 @@ class _Reader:
             got.ready = True
         elif kind == "done":
             got.done = True
+            got.usage = {"maxrss_kb": header.get("maxrss_kb", 0), "cpu_s": header.get("cpu_s", 0.0)}
         elif kind == "value":
             got.value = (header, blobs)
         elif kind == "unavailable":

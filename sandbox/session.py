@@ -138,7 +138,7 @@ class _OpenEnding(Ending):
     def kill(self) -> None:
         kill_worker(self.container.spawned)
 
-    def outcome(self) -> dict[str, Any]:
+    def outcome(self, got: Any) -> dict[str, Any]:
         return {}
 
 
@@ -155,7 +155,7 @@ class _RunEnding(Ending):
         except OSError:
             pass
 
-    def outcome(self) -> dict[str, Any]:
+    def outcome(self, got: Any) -> dict[str, Any]:
         ctl = self.container.ctl
         ctl.settimeout(_REPLY_TIMEOUT_S)
         try:
@@ -164,9 +164,10 @@ class _RunEnding(Ending):
             return {"lost": f"the session worker did not report the run's end ({exc}); the session is closed"}
         finally:
             ctl.settimeout(None)
-        if header.get("lost"):
-            return {"lost": "the session's state was lost; the session is closed", "rolled_back": False}
-        return header
+        if header.get("lost") or header.get("seq") != self.seq:
+            why = header.get("lost") or f"it answered run {header.get('seq')} instead of run {self.seq}"
+            return {"lost": f"the session cannot run: {why}; the session is closed", "rolled_back": False}
+        return {**got.usage, **header}
 
 
 class Session:
