@@ -61,7 +61,7 @@ class RayEngine:
             # A local Ray gets CPUs for every worker; on a cluster the cluster decides.
             local = {"num_cpus": max(workers, os.cpu_count() or 1)} if address is None else {}
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, **local)
+                     logging_level=logging.ERROR, **local)
             self._started_ray = True
         self._check_capacity(workers, cpus_per_worker)
         actor = SandboxActor.options(num_cpus=cpus_per_worker)
