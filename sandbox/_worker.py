@@ -29,6 +29,11 @@ from typing import Any
 
 from . import allowlist, confine, protocol, streams
 from .errors import SandboxUnavailable
+
+try:  # imported here, in the zygote, so a run does not pay for it
+    from . import telemetry
+except ImportError:  # pragma: no cover - telemetry is optional for the core
+    telemetry = None
 from .inputs import IMAGE_EXTENSIONS
 
 _PR_SET_PDEATHSIG = 1
@@ -104,7 +109,7 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
     policy = spec["policy"]
     workdir, tmpdir = header["workdir"], header["tmpdir"]
     os.chdir(workdir)
-    _reset_environment(spec["env"], workdir, tmpdir)
+    _reset_environment(workdir, tmpdir)
     ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=tuple(spec["readable"]),
                                  base_address_space=_address_space())
     try:
@@ -176,9 +181,9 @@ def _usage() -> dict[str, float]:
             "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime}
 
 
-def _reset_environment(env: dict[str, str], workdir: str, tmpdir: str) -> None:
-    os.environ.clear()
-    os.environ.update(env)
+def _reset_environment(workdir: str, tmpdir: str) -> None:
+    # The zygote's environment is already the scrubbed one the policy allows
+    # (launcher.scrubbed_environment); only the run's own paths change.
     os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
     import tempfile
     tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
@@ -198,11 +203,8 @@ def _reseed() -> None:
 
 
 def _install_telemetry(policy: Any, ctx: Any) -> None:
-    try:
-        from . import telemetry
-    except ImportError:
-        return
-    telemetry.install(policy, ctx, _deny)
+    if telemetry is not None:
+        telemetry.install(policy, ctx, _deny)
 
 
 def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> None:

@@ -213,7 +213,6 @@ def main(control_fd: int) -> None:
     spec = {
         "policy": policy,
         "allowed_roots": image.allowed_roots,
-        "env": dict(os.environ),
         "readable": _readable_paths(),
         "zygote_pid": os.getpid(),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -149,7 +150,13 @@ class ZygoteLauncher:
                 self._spawns.pop(run_id, None)
             self._mark_dead(f"the zygote is gone ({exc})")
             raise WorkerCrashed(self._dead or "zygote gone") from exc
-        return future.result(timeout=START_TIMEOUT_S)
+        try:
+            return future.result(timeout=START_TIMEOUT_S)
+        except TimeoutError as exc:
+            with self._lock:
+                self._spawns.pop(run_id, None)
+            raise WorkerCrashed(f"the zygote (pid {self.pid}) did not hand out a worker within "
+                                f"{START_TIMEOUT_S:g} s") from exc
 
     def _read_loop(self) -> None:
         while True:
@@ -177,6 +184,9 @@ class ZygoteLauncher:
             else:  # failed
                 future = self._spawns.pop(run_id, None)
         if future is None:
+            if kind == "spawned":  # its caller gave up waiting: nobody will run or reap it
+                signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+                os.close(spawned.pidfd)
             return
         if kind == "spawned":
             future.set_result(spawned)
