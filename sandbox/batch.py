@@ -221,7 +221,7 @@ def execute(box: Any, item: BatchItem, *, timeout: float | None = None,
     except SandboxUnavailable:
         raise  # the environment cannot run anything: abort the batch
     except InputError as exc:
-        return invalid(item.line, f"line {item.line}: {exc}", item.id, item.meta), []
+        return invalid(item.line, f"line {item.line}: {exc}" if item.line else str(exc), item.id, item.meta), []
     except SandboxError as exc:
         return BatchResult(id=item.id, line=item.line, outcome=SANDBOX_ERROR, expect=item.expect,
                            matched=False if item.expect else None, error=_cap(f"{type(exc).__name__}: {exc}",
@@ -277,7 +277,8 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: An
     """Run ``items`` and yield one :class:`BatchResult` each, in the order runs finish.
 
     Args:
-        items: :class:`BatchItem` (or their JSON dicts); ``INVALID_INPUT`` records from
+        items: :class:`BatchItem`, or JSON dicts (validated like input lines, numbered by
+            position; a bad one becomes an ``INVALID_INPUT`` record); records from
             :func:`read_items` pass straight through.
         policy, image: as for :class:`sandbox.Sandbox` (names, paths or objects; on Ray,
             names resolve on each node).
@@ -311,18 +312,24 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: An
 def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: threading.Event) -> Iterator[BatchResult]:
     """Keep ``engine.window`` runs in flight; yield each finished record; stop on ``stop``."""
     pending: dict[Any, BatchItem] = {}
-    source = iter(items)
+    source = enumerate(items, start=1)
     exhausted = False
     try:
         while not stop.is_set():
             while not exhausted and len(pending) < engine.window:
-                item = next(source, None)
+                position, item = next(source, (0, None))
                 if item is None:
                     exhausted = True
                 elif isinstance(item, BatchResult):
                     yield item
-                else:
-                    item = item if isinstance(item, BatchItem) else BatchItem.from_json(item)
+                elif isinstance(item, BatchItem):
+                    pending[engine.submit(item)] = item
+                else:  # a dict: validate it like a JSONL line, numbered by its position
+                    try:
+                        item = BatchItem.from_json(item, position)
+                    except InputError as exc:
+                        yield invalid(position, str(exc))
+                        continue
                     pending[engine.submit(item)] = item
             if not pending:
                 return

@@ -1,0 +1,81 @@
+"""`sandbox batch` as a user runs it: files, exit status, resume, bad lines, quiet pipes, reports."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import cli, read_jsonl, write_jsonl
+
+ITEMS = [{"id": f"i{n}", "code": f"print({n})", "expect": "ok"} for n in range(4)]
+
+
+def test_help_documents_the_schema_and_exit_status():
+    out = cli("--help").stdout
+    for text in ("INPUT.jsonl", "--resume", "--backend {local,ray}", "INVALID_INPUT", "Exit status", "--images-dir"):
+        assert text in out
+
+
+def test_pipe_run_writes_records_and_prints_only_the_summary(tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no progress bar in a pipe
+    assert "4 results (4 ran, 0 invalid input)" in done.stdout and "expectations: 4 matched" in done.stdout
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert sorted(r["id"] for r in records) == ["i0", "i1", "i2", "i3"]
+    assert all(r["outcome"] == "OUTCOME_OK" and r["matched"] for r in records)
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
+    (tmp_path / "out.jsonl").write_text("")
+    done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 2 and "exists; use --resume to continue it or --overwrite" in done.stderr
+
+
+def test_resume_runs_only_what_is_missing_and_drops_a_cut_line(tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    out = tmp_path / "out.jsonl"
+    first = {"id": "i0", "line": 1, "outcome": "OUTCOME_OK", "output": "kept from before"}
+    out.write_text(json.dumps(first) + "\n" + '{"id": "i1", "line": 2, "outc')  # a crash cut the last line
+    done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(out)
+    assert sorted(r["id"] for r in records) == ["i0", "i1", "i2", "i3"]
+    assert records[0]["output"] == "kept from before"
+    again = cli(str(corpus), "--out", str(out), "--resume")
+    assert again.returncode == 0 and len(read_jsonl(out)) == 4 and "this session: 0 in" in again.stdout
+
+
+def test_bad_lines_get_records_and_errors_and_exit_1(tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", [ITEMS[0], "{oops", {"id": "x", "code": "1", "expect": "yes"}])
+    out = tmp_path / "out.jsonl"
+    done = cli(str(corpus), "--out", str(out), "-q")
+    assert done.returncode == 1
+    assert "line 2: not valid JSON" in done.stderr and "line 3: 'expect' must be one of" in done.stderr
+    assert sorted((r["line"], r["outcome"]) for r in read_jsonl(out)) == [
+        (1, "OUTCOME_OK"), (2, "INVALID_INPUT"), (3, "INVALID_INPUT")]
+    # Fix the line and resume: the invalid records are replaced, not duplicated.
+    write_jsonl(tmp_path / "in.jsonl", [ITEMS[0], ITEMS[1], {"id": "x", "code": "1", "expect": "ok"}])
+    done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["id"] for r in read_jsonl(out)) == ["i0", "i1", "x"]
+
+
+def test_unreadable_input_is_a_usage_error(tmp_path):
+    done = cli(str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 2 and "cannot read" in done.stderr
+
+
+def test_reports_and_images_dir(tmp_path):
+    items = ITEMS[:2] + [{"id": "plot", "code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()",
+                          "meta": {"category": "ds"}}]
+    corpus = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--images-dir", str(tmp_path / "img"),
+               "--report", str(tmp_path / "r.html"), "-q")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "img" / "plot_0.png").read_bytes().startswith(b"\x89PNG")
+    page = (tmp_path / "r.html").read_text()
+    assert "data:image/png;base64," in page and "3 results" in page
+    done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--resume", "--report", str(tmp_path / "r.png"), "-q")
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")

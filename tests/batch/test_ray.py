@@ -1,0 +1,100 @@
+"""The Ray backend on a local Ray (2 CPUs): same records as the local backend, modulo measurements."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+import sandbox.batch as batch
+from sandbox.batch import MEASURED_FIELDS, read_items
+
+from .conftest import light_corpus, write_jsonl
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def comparable(records, images_dir):
+    """Records keyed by id, without measurements; image paths relative to their folder."""
+    table = {}
+    for record in records:
+        data = record.to_json()
+        for name in MEASURED_FIELDS:
+            data.pop(name)
+        for image in data["images"]:
+            image["path"] = os.path.relpath(image["path"], images_dir)
+        assert data["id"] not in table
+        table[data["id"]] = data
+    return table
+
+
+def test_ray_and_local_give_identical_records(local_ray, tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", light_corpus() + ["{broken"])
+    results = {}
+    for backend in ("local", "ray"):
+        with open(corpus) as fh:
+            items = list(read_items(fh))
+        images_dir = str(tmp_path / backend)
+        results[backend] = comparable(batch.run(items, backend=backend, workers=2, images_dir=images_dir), images_dir)
+        files = sorted(os.listdir(images_dir))
+        assert files and all(f.endswith(".png") for f in files)
+    local, remote = results["local"], results["ray"]
+    assert set(local) == set(remote) and len(local) >= 40
+    assert [k for k in local if local[k] != remote[k]] == []
+    outcomes = {r["outcome"] for r in local.values()}
+    assert {"OUTCOME_OK", "OUTCOME_FAILED", "OUTCOME_DEADLINE_EXCEEDED", "INVALID_INPUT"} <= outcomes
+    for name in os.listdir(tmp_path / "local"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
+
+
+def test_ray_engine_refuses_more_workers_than_cpus(local_ray):
+    with pytest.raises(batch.InputError, match="workers=3 needs 3 CPUs but the Ray cluster has 2"):
+        batch.run([], backend="ray", workers=3)
+
+
+def test_stop_on_ray_closes_the_actors_and_their_sandboxes(local_ray):
+    stop = threading.Event()
+    items = [batch.BatchItem(id=str(i), code="import time\ntime.sleep(0.3)") for i in range(20)]
+    got, zygotes = [], []
+    for record in batch.run(items, backend="ray", workers=2, stop=stop):
+        got.append(record)
+        zygotes = actor_zygotes()
+        stop.set()
+    assert 1 <= len(got) < 8
+    assert len(zygotes) == 2  # one warm Sandbox per actor
+    deadline = time.monotonic() + 10
+    while any(running(p) for p in zygotes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(p) for p in zygotes), "an actor's zygote outlived the batch"
+
+
+def actor_zygotes() -> list[psutil.Process]:
+    """Zygotes whose parent is a Ray actor process."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "_zygote_main" in " ".join(process.info["cmdline"] or ()) and \
+                    "SandboxActor" in " ".join(process.parent().cmdline()):
+                found.append(process)
+        except (psutil.NoSuchProcess, AttributeError):
+            continue
+    return found
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
