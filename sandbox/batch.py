@@ -302,7 +302,12 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: An
     if backend == "local":
         engine: Any = LocalEngine(policy, image, workers, options)
     elif backend == "ray":
-        from .batch_ray import RayEngine
+        try:
+            from .batch_ray import RayEngine
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            raise InputError("backend 'ray' needs Ray: pip install 'sandbox[ray]'") from None
         engine = RayEngine(policy, image, workers, options, address)
     else:
         raise InputError(f"backend must be 'local' or 'ray' (got {backend!r})")
