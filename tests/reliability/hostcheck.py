@@ -125,3 +125,35 @@ def gone(procs: "list[psutil.Process]", timeout: float = 10.0) -> set[int]:
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.05)
+
+
+def running_worker(sb, marker: str | None = None, timeout: float = 10.0) -> psutil.Process:
+    """The worker process of the run in flight: the zygote's child whose cwd is a live run
+    dir (pre-forked idle workers sit in ``/``; a finished worker may linger a moment in its
+    deleted one) holding the file ``marker`` if given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for zygote in sb.zygote_pids:
+            try:
+                children = psutil.Process(zygote).children()
+            except psutil.NoSuchProcess:
+                continue
+            for child in children:
+                try:
+                    cwd = child.cwd()
+                except psutil.Error:
+                    continue
+                if cwd.startswith(sb._tmp_root) and os.path.isdir(cwd) \
+                        and (marker is None or os.path.exists(os.path.join(cwd, marker))):
+                    return child
+        time.sleep(0.01)
+    raise AssertionError("no run in flight found under the zygote")
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and every process under it, as psutil handles (start-time checked)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
