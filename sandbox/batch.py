@@ -299,19 +299,23 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: An
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:
         raise InputError(f"workers must be an int between 1 and 1024 (got {workers!r})")
     options = dict(timeout=timeout, max_output_chars=max_output_chars, keep_images=images_dir is not None)
+    return _drive(_engine(backend, policy, image, workers, options, address), items, images_dir,
+                  stop or threading.Event())
+
+
+def _engine(backend: str, policy: Any, image: Any, workers: int, options: dict[str, Any], address: str | None) -> Any:
+    """Start the backend now, so a missing layer or a bad policy is raised by ``run()`` itself."""
     if backend == "local":
-        engine: Any = LocalEngine(policy, image, workers, options)
-    elif backend == "ray":
-        try:
-            from .batch_ray import RayEngine
-        except ModuleNotFoundError as exc:
-            if exc.name != "ray":
-                raise
-            raise InputError("backend 'ray' needs Ray: pip install 'sandbox[ray]'") from None
-        engine = RayEngine(policy, image, workers, options, address)
-    else:
+        return LocalEngine(policy, image, workers, options)
+    if backend != "ray":
         raise InputError(f"backend must be 'local' or 'ray' (got {backend!r})")
-    return _drive(engine, items, images_dir, stop or threading.Event())
+    try:
+        from .batch_ray import RayEngine
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise InputError("backend 'ray' needs Ray: pip install 'sandbox[ray]'") from None
+    return RayEngine(policy, image, workers, options, address)
 
 
 def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: threading.Event) -> Iterator[BatchResult]:

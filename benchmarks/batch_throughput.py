@@ -1,0 +1,112 @@
+"""Throughput of ``sandbox batch`` on the local and the Ray backend, same corpus, same run.
+
+    python benchmarks/batch_throughput.py                 # 1,000-snippet mixed corpus, 2 workers
+    python benchmarks/batch_throughput.py -n 200 --mix ds # data-science snippets only: per-run overhead
+
+For each backend: startup (warm Sandbox / local Ray + warm actors), wall time of the
+runs, snippets per second, median and p95 run duration; then whether both backends
+gave the same records (modulo ``duration_s``, ``cpu_s``, ``peak_memory_bytes``).
+Prints a table and writes ``benchmarks/results/batch_throughput[_<mix>].json``.
+
+The full mix is dominated by its slow snippets (30 one-second timeouts, bounded memory
+and fork bombs); ``--mix ds`` shows the per-snippet cost of each backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import sandbox.batch as batch
+
+HERE = Path(__file__).resolve().parent
+
+
+def corpus(n: int, mix: str) -> list[batch.BatchItem]:
+    spec = importlib.util.spec_from_file_location("make_corpus", HERE / "corpus" / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    objs = module.items(n if mix == "full" else 4 * n)
+    if mix == "ds":
+        objs = [o for o in objs if o["meta"]["category"] == "ds"][:n]
+    return [batch.BatchItem.from_json(o, i) for i, o in enumerate(objs, start=1)]
+
+
+def measure(items: list[batch.BatchItem], backend: str, workers: int) -> tuple[dict, dict]:
+    start = time.perf_counter()
+    results = batch.run(items, backend=backend, workers=workers)  # starts the engine: warm Sandbox(es)
+    ready = time.perf_counter()
+    records = list(results)
+    end = time.perf_counter()
+    durations = sorted(r.duration_s for r in records)
+    row = {"backend": backend, "workers": workers, "snippets": len(records),
+           "startup_s": round(ready - start, 2), "wall_s": round(end - ready, 2),
+           "snippets_per_s": round(len(records) / (end - ready), 1),
+           "median_run_ms": round(statistics.median(durations) * 1000, 1),
+           "p95_run_ms": round(durations[int(0.95 * (len(durations) - 1))] * 1000, 1),
+           "outcomes": dict(sorted(_count(r.outcome for r in records).items()))}
+    table = {}
+    for record in records:
+        data = record.to_json()
+        for name in batch.MEASURED_FIELDS:
+            data.pop(name)
+        table[record.id] = data
+    return row, table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=1000, help="snippets (default: %(default)s)")
+    parser.add_argument("--mix", choices=("full", "ds"), default="full", help="corpus mix (default: %(default)s)")
+    parser.add_argument("--workers", "-j", type=int, default=2, help="workers per backend (default: %(default)s)")
+    parser.add_argument("--backends", default="local,ray", help="comma-separated (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    items = corpus(args.n, args.mix)
+    rows, tables = [], {}
+    for backend in args.backends.split(","):
+        print(f"running {len(items)} snippets on {backend} ({args.workers} workers)...", file=sys.stderr)
+        row, tables[backend] = measure(items, backend, args.workers)
+        rows.append(row)
+    if len(tables) == 2:
+        first, second = tables.values()
+        differing = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
+        identical = {"identical_records": not differing, "differing_ids": differing[:20]}
+    else:
+        identical = {}
+
+    header = ("backend", "workers", "snippets", "startup_s", "wall_s", "snippets_per_s", "median_run_ms", "p95_run_ms")
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in header]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(str(row[h]).rjust(w) for h, w in zip(header, widths)))
+    if identical:
+        print(f"identical records (modulo {', '.join(batch.MEASURED_FIELDS)}): {identical['identical_records']}"
+              + (f"; differing: {identical['differing_ids']}" if identical["differing_ids"] else ""))
+
+    out = HERE / "results" / ("batch_throughput.json" if args.mix == "full" else f"batch_throughput_{args.mix}.json")
+    out.parent.mkdir(exist_ok=True)
+    report = {"benchmark": "batch_throughput", "mix": args.mix, "rows": rows, **identical,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+              "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out.relative_to(HERE.parent)}", file=sys.stderr)
+    return 0 if identical.get("identical_records", True) else 1
+
+
+def _count(values):
+    counts: dict = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
