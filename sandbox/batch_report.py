@@ -43,8 +43,11 @@ def summary(records: list[BatchResult], *, wall_s: float | None = None, ran: int
     if expected:
         missed = [r for r in expected if not r.matched]
         lines += ["", f"expectations: {len(expected) - len(missed)} matched, {len(missed)} mismatched"
-                  + (": " + ", ".join(f"{r.id} ({_short(r.expect)}->{_short(r.outcome)})" for r in missed[:6])
-                     + (" ..." if len(missed) > 6 else "") if missed else "")]
+                  + (": " + ", ".join(f"{r.id} ({_short(r.expect)}->{_short(r.outcome)})" for r in missed[:3])
+                     + (" ..." if len(missed) > 3 else "") if missed else "")]
+    families = Counter((r.meta or {}).get("family") for r in expected if not r.matched)
+    if families.keys() - {None}:
+        lines += _table(("mismatched family", "count"), [(f, n) for f, n in families.most_common(10) if f])
     denied = denied_by_kind(records)
     lines += [""] + (_table(("denied action", "count", "snippets"), [(k, n, s) for k, (n, s) in denied.items()])
                      if denied else ["denied actions: none recorded"])
@@ -118,11 +121,16 @@ def _plot(figure: Any, records: list[BatchResult]) -> None:
     durations.set_xscale("log")
     durations.set_title("run duration (ms, log scale)")
     memory.hist([r.peak_memory_bytes / 2**20 for r in ran] or [0], bins=40, color="#c44e52")
-    memory.set_title("peak memory (MiB)")
+    memory.set_yscale("log")  # a few memory bombs next to a thousand ordinary runs
+    memory.set_title("peak memory (MiB, log count)")
     kinds = denied_by_kind(records)
-    denied.barh(list(kinds) or ["(none)"], [n for n, _ in kinds.values()] or [0], color="#8172b2")
     denied.set_title("denied actions by kind")
-    denied.invert_yaxis()
+    if kinds:
+        denied.barh(list(kinds), [n for n, _ in kinds.values()], color="#8172b2")
+        denied.invert_yaxis()
+    else:
+        denied.set_axis_off()
+        denied.text(0.5, 0.5, "none recorded", ha="center", va="center", transform=denied.transAxes)
     figure.suptitle(f"sandbox batch: {len(records)} results")
 
 

@@ -110,7 +110,7 @@ FAILURES = {
     "syntax_error": ("def f(:\n    return {k}", "FAILED"),
     "type_error": ("print('{seed}' + {k})", "FAILED"),
     "missing_module": ("import requests\nrequests.get('http://127.0.0.1:9/')", "FAILED"),
-    "assertion": ("assert {k} == {k2}, 'values differ'", "FAILED"),
+    "assertion": ("assert {k} == {k} + {k2}, 'values differ'", "FAILED"),
     "recursion": ("def f(n):\n    return f(n + 1)\nf({k})", "FAILED"),
     "file_missing": ("print(open('missing_{seed}.csv').read())", "FAILED"),
     "pandas_column": ("import pandas as pd\ndf = pd.DataFrame({{'a': [1, 2]}})\nprint(df['z{k}'])", "FAILED"),
