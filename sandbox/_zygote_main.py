@@ -83,7 +83,7 @@ class Zygote:
     def _spawn(self, header: dict[str, Any], fds: list[int]) -> None:
         try:
             while True:
-                worker = self.ready.popleft() if self.ready else self._fork()
+                worker = self.ready.popleft() if self.ready else self._fork(close_in_child=fds)
                 try:
                     protocol.send_packet(worker.priv, "spawn", fds=fds, workdir=header["workdir"],
                                          tmpdir=header["tmpdir"])
@@ -100,11 +100,15 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
 
-    def _fork(self) -> _Worker:
+    def _fork(self, close_in_child: list[int] = ()) -> _Worker:
+        """Fork a waiting worker. ``close_in_child``: fds of a request in flight, which the
+        new worker must not hold (the host waits for their EOF)."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             parent_end.close()
+            for fd in close_in_child:
+                os.close(fd)
             self._close_in_child()
             _worker.serve(child_end, self.spec)  # never returns
         child_end.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -141,3 +142,16 @@ def test_closed_sandbox_refuses_and_leaves_nothing():
     import psutil
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
     assert not os.path.exists(root)
+
+
+def test_runs_with_an_empty_prefork_pool_do_not_hang():
+    """A worker forked while a request's fds are in flight must not inherit them (no EOF otherwise)."""
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(runtime=type(policy.runtime)(prefork=0))
+    with sandbox.Sandbox(policy=policy) as sb:
+        for _ in range(3):
+            started = time.monotonic()
+            assert sb.run("print('x')", timeout=20).stdout == "x\n"
+            with sb.session() as s:  # a session worker lives on: inherited fds would block forever
+                assert s.run("print('y')").stdout == "y\n"
+            assert time.monotonic() - started < 10
