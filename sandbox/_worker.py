@@ -68,7 +68,7 @@ class Channel:
             return
         self.denials += 1
         try:
-            self.send("denied", kind=kind, detail=detail[:500])
+            self.send("denied", event=kind, detail=detail[:500])  # "kind" would clash with send()'s own parameter
         except OSError:
             pass
 
@@ -113,7 +113,7 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
     ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=tuple(spec["readable"]),
                                  base_address_space=_address_space())
     try:
-        statuses = confine.apply_all(policy, ctx, ns_status)
+        statuses = confine.apply_all(policy, ctx, ns_status, keep_fork=len(fds) == 5)  # a session root forks runners
     except SandboxUnavailable as exc:
         chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix,
                   syscall=exc.syscall, errno=exc.errno)
@@ -159,7 +159,11 @@ def perform(chan: "Channel", spec: dict[str, Any], scope: dict[str, Any]) -> Non
     me = os.getpid()
     request, blobs = protocol.read_frame(chan.sock)
     chan.send("ready", layers=spec["layers"])
-    _write_inputs(request.get("files", []), blobs[1:])
+    failure = _write_inputs(request.get("files", []), blobs[1:])
+    if failure is not None:
+        chan.send("error", text=failure, exc_type="OSError")
+        chan.send("done", **_usage())
+        return
     before = _snapshot()
     if request["type"] == "run":
         _execute(blobs[0].decode("utf-8"), chan, scope)
@@ -207,13 +211,18 @@ def _install_telemetry(policy: Any, ctx: Any) -> None:
         telemetry.install(policy, ctx, _deny)
 
 
-def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> None:
+def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> str | None:
+    """Write the input files into the work dir; the failure text if one cannot be written."""
     for meta, data in zip(files, blobs):
-        # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
-        # No O_EXCL: a session may be sent a newer version of a file it already holds.
-        fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with open(fd, "wb") as fh:
-            fh.write(data)
+        try:
+            # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
+            # No O_EXCL: a session may be sent a newer version of a file it already holds.
+            fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with open(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            return f"cannot write input file {meta['name']!r} into the work dir: {exc.strerror or exc}\n"
+    return None
 
 
 def _redirect_std(tagged_fd: int) -> None:

@@ -227,7 +227,7 @@ class _Reader:
                         truncated=bool(header.get("truncated")))
             (got.images if kind == "image" else got.files).append(item)
         elif kind == "denied":
-            got.denied.append(Denial(kind=str(header.get("kind")), detail=str(header.get("detail"))))
+            got.denied.append(Denial(kind=str(header.get("event")), detail=str(header.get("detail"))))
         elif kind == "error":
             got.error, got.exc_type = str(header.get("text")), str(header.get("exc_type"))
         elif kind == "ready":

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from . import protocol
 from .collect import ProcessEnding, RunIO, collect
-from .errors import InputError, SandboxClosed, WorkerCrashed
+from .errors import InputError, SandboxClosed, SandboxUnavailable, WorkerCrashed, os_error_text
 from .image import DEFAULT_IMAGE, Image
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
 from .launcher import ZygoteLauncher
@@ -50,7 +50,9 @@ class Sandbox:
         self.image = Image.load(image)
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 64:
             raise InputError(f"pool_size must be an int between 1 and 64 (got {pool_size!r})")
-        concurrency = max_concurrent or max(4, 2 * (os.cpu_count() or 1))
+        _check_count("max_concurrent", max_concurrent, minimum=1)
+        _check_count("max_waiting", max_waiting, minimum=0)
+        concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
         self._slots = threading.BoundedSemaphore(concurrency)
         self._waiting = threading.BoundedSemaphore(max_waiting) if max_waiting is not None else None
         self._max_waiting = max_waiting
@@ -191,10 +193,20 @@ class Sandbox:
 
     def make_run_dir(self) -> tuple[str, str, str]:
         """A private (run dir, work dir, tmp dir) under this Sandbox's temp root."""
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._tmp_root)
+        try:
+            run_dir = tempfile.mkdtemp(prefix="run-", dir=self._tmp_root)
+        except OSError as exc:
+            raise SandboxUnavailable("workdir", f"cannot create a run directory in {self._tmp_root}: "
+                                     f"{os_error_text(exc)}", "free space or inodes in the temp dir, "
+                                     "or point TMPDIR elsewhere", errno=exc.errno) from exc
         workdir, tmpdir = os.path.join(run_dir, "work"), os.path.join(run_dir, "tmp")
-        os.mkdir(workdir, 0o700)
-        os.mkdir(tmpdir, 0o700)
+        try:
+            os.mkdir(workdir, 0o700)
+            os.mkdir(tmpdir, 0o700)
+        except OSError as exc:
+            remove_tree(run_dir)
+            raise SandboxUnavailable("workdir", f"cannot create a work dir in {run_dir}: {os_error_text(exc)}",
+                                     "free space or inodes in the temp dir", errno=exc.errno) from exc
         return run_dir, workdir, tmpdir
 
     def spawn(self, fds: list[int], workdir: str, tmpdir: str) -> Any:
@@ -248,6 +260,13 @@ def close_shared() -> None:
         _shared.clear()
     for box in boxes:
         box.close()
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")
 
 
 def remove_tree(path: str) -> None:

@@ -64,7 +64,7 @@ def prepare_timeout(timeout: object, policy: Policy) -> float:
         return policy.limits.wall_seconds
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise InputError(f"timeout must be a number of seconds (got {timeout!r})")
-    if not math.isfinite(timeout) or timeout <= 0 or timeout > 86_400:
+    if not 0 < timeout <= 86_400 or not math.isfinite(timeout):  # comparisons first: huge ints
         raise InputError(f"timeout must be > 0 and <= 86400 seconds (got {timeout!r})")
     return float(timeout)
 
@@ -92,6 +92,8 @@ def prepare_files(files: FilesArg, policy: Policy) -> list[File]:
     for index, item in enumerate(items):
         if not isinstance(item, File):
             raise InputError(f"files[{index}] must be a sandbox.File (got {type(item).__name__})")
+        if not isinstance(item.mime_type, str) or not _encodable(item.mime_type):
+            raise InputError(f"files[{index}] MIME type must be a str like 'text/csv' (got {item.mime_type!r})")
         item = _named(item, index)
         check_file_name(item.name)
         if item.name in seen:
@@ -118,10 +120,20 @@ def check_file_name(name: object) -> None:
         problem = "is an absolute path"
     elif "/" in name or "\\" in name:
         problem = "contains a directory separator"
-    elif len(name.encode("utf-8", "surrogatepass")) > 255:
+    elif not _encodable(name):
+        problem = "is not valid Unicode (lone surrogate)"
+    elif len(name.encode("utf-8")) > 255:
         problem = "is longer than 255 bytes"
     if problem:
         raise InputError(f"input file name {name!r} {problem}; use a plain file name like 'data.csv'")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def extension_for(mime_type: str) -> str:

@@ -10,6 +10,7 @@ expected and what came.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -121,8 +122,8 @@ class Policy:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
-        except OSError as exc:
-            raise PolicyError(f"{path}: cannot read: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
         data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path))
 
@@ -232,7 +233,7 @@ def _check_semantics(policy: Policy, where: str) -> None:
     lim = policy.limits
     for f in dataclasses.fields(Limits):
         value = getattr(lim, f.name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        if not _positive(value):
             raise PolicyError(f"{where}: limits.{f.name} must be a positive number (got {value!r})")
     if lim.wall_seconds > 86_400:
         raise PolicyError(f"{where}: limits.wall_seconds must be at most 86400 (got {lim.wall_seconds!r})")
@@ -252,8 +253,14 @@ def _check_semantics(policy: Policy, where: str) -> None:
         if not key or "=" in key or "\0" in key or "\0" in policy.runtime.env[key]:
             raise PolicyError(f"{where}: runtime.env has an invalid variable name or value {key!r}")
     for f in dataclasses.fields(SessionLimits):
-        if getattr(policy.session, f.name) <= 0:
+        if not _positive(getattr(policy.session, f.name)):
             raise PolicyError(f"{where}: session.{f.name} must be positive (got {getattr(policy.session, f.name)!r})")
+
+
+def _positive(value: Any) -> bool:
+    """A finite number > 0 (NaN compares False with everything, so test it explicitly)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and value > 0 and math.isfinite(value))
 
 
 def _plain(value: Any) -> Any:

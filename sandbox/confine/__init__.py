@@ -1,16 +1,43 @@
-"""Confinement layers (placeholder: the confinement issue fills this package).
+"""The confinement stack: one module per layer, applied in order by :func:`apply_all`.
 
-Contract used by the worker (sandbox/_worker.py):
-- ``ConfineContext``: the paths a run may touch.
-- ``enter_namespaces_before_fork(policy)``: called in the pre-forked worker; may fork so
-  that only the child (pid 1 of a new pid namespace) returns.
-- ``apply_all(policy, ctx)``: applies every layer in order, raising SandboxUnavailable
-  for a required layer that cannot be applied; returns a status per layer.
+Contract with the zygote and the worker (``sandbox/_zygote_main.py``, ``sandbox/_worker.py``):
+
+- :func:`prepare_in_zygote` (zygote, once, before forking workers): precompiles the
+  seccomp BPF program so a run only loads bytes.
+- :func:`enter_namespaces_before_fork` (pre-forked worker W, before any request): caps
+  a root worker's processes with a pids cgroup, unshares the namespaces and forks;
+  only the child, pid 1 of the new pid namespace, returns. W mirrors its exit.
+- :func:`apply_all` (worker, after chdir into the work dir, before any user byte):
+  every layer in order, irreversibly; raises ``SandboxUnavailable`` naming the layer,
+  syscall, errno and fix when a layer in ``policy.confinement.required`` cannot be
+  applied (fail closed, never silently weaker).
+- :func:`probe_all` (``sandbox doctor``): which layers this kernel and uid support.
+
+Layers, in order (``sandbox.policy.LAYERS``): rlimits, no_new_privs, namespaces
+(capabilities dropped here), landlock, seccomp. See each module's docstring.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import SandboxUnavailable
+from . import landlock, namespaces, no_new_privs, rlimits, seccomp
+
+#: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
+MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
+           "landlock": landlock, "seccomp": seccomp}
+
+#: What to do when a layer is missing, for SandboxUnavailable and ``sandbox doctor``.
+FIXES = {
+    "rlimits": "setrlimit refused: check the hard limits inherited from the parent (ulimit -H -a)",
+    "no_new_privs": "use Linux >= 3.5",
+    "namespaces": namespaces.USERNS_FIX,
+    "landlock": landlock.FIX,
+    "seccomp": seccomp.FIX,
+}
 
 
 @dataclass(frozen=True)
@@ -32,14 +59,104 @@ class LayerStatus:
     """Whether one layer is available on this kernel and active for this run."""
 
     layer: str
+    """Layer name, one of ``sandbox.policy.LAYERS``."""
     available: bool
+    """The kernel (and this uid) support the layer."""
     active: bool
+    """The layer was applied to this run."""
     detail: str = ""
+    """Why not, or what exactly was applied."""
 
 
-def enter_namespaces_before_fork(policy) -> LayerStatus:
-    return LayerStatus("namespaces", False, False, "not implemented yet")
+def prepare_in_zygote(policy: Any) -> None:
+    """Precompute what every run reuses (the seccomp BPF program). Safe to skip: apply compiles lazily."""
+    if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
+        seccomp.prepare(policy)
+        seccomp.prepare(policy, keep_fork=True)
+    landlock.abi_version()  # cached: one syscall fewer per run
 
 
-def apply_all(policy, ctx: ConfineContext, ns_status=None) -> list[LayerStatus]:
-    return []
+def enter_namespaces_before_fork(policy: Any) -> LayerStatus:
+    """In the pre-forked worker: pids cgroup (root), namespaces, fork. Only pid 1 inside returns.
+
+    If the kernel refuses the namespaces, returns ``available=False`` without forking;
+    :func:`apply_all` (given this status) refuses the run if the policy requires them.
+    """
+    note = rlimits.limit_pids_before_fork(policy)
+    active, detail = namespaces.enter_in_parent(policy)
+    return LayerStatus("namespaces", active, active, f"{detail}; {note}")
+
+
+def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = None, *,
+              keep_fork: bool = False) -> list[LayerStatus]:
+    """Apply every layer in order; the order is the security argument, so it reads top to bottom.
+
+    ``keep_fork`` (session workers only, which fork one process per run): under a
+    policy without subprocesses, deny execve but not fork. Raises ``SandboxUnavailable``
+    for a required layer that cannot be applied.
+    """
+    stack = _Stack(policy, ctx)
+    stack.layer("rlimits", rlimits.apply)  # first: bounds memory/CPU/fds even of our own setup below
+    stack.pids_cgroup_if_root(ns_status)  # before caps drop: joining a cgroup needs root's rights
+    stack.layer("no_new_privs", no_new_privs.apply)  # before landlock and seccomp: unprivileged they require it
+    stack.namespaces(ns_status)  # drop caps after setrlimit (a hard limit could be raised back with CAP_SYS_RESOURCE)
+    stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
+    stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork))  # last: it denies calls the steps above make
+    return stack.statuses
+
+
+class _Stack:
+    """Applies layers and records their status; fails closed for required ones."""
+
+    def __init__(self, policy: Any, ctx: ConfineContext) -> None:
+        self.policy, self.ctx = policy, ctx
+        self.statuses: list[LayerStatus] = []
+
+    def layer(self, name: str, apply: Callable[[Any, ConfineContext], None]) -> None:
+        if name not in self.policy.confinement.layers:
+            self.statuses.append(LayerStatus(name, True, False, "not in confinement.layers"))
+            return
+        try:
+            apply(self.policy, self.ctx)
+        except OSError as exc:
+            self.fail(name, str(exc), exc)
+            return
+        self.statuses.append(LayerStatus(name, True, True, ""))
+
+    def fail(self, name: str, reason: str, exc: OSError | None = None) -> None:
+        if name in self.policy.confinement.required:
+            raise SandboxUnavailable(name, reason, FIXES[name], syscall=getattr(exc, "syscall", None),
+                                     errno=getattr(exc, "errno", None)) from exc
+        self.statuses.append(LayerStatus(name, False, False, reason))
+
+    def pids_cgroup_if_root(self, ns_status: LayerStatus | None) -> None:
+        if os.geteuid() == 0 and not (ns_status and ns_status.active):
+            rlimits.limit_pids_before_fork(self.policy)  # in namespaces this already happened in the parent
+
+    def namespaces(self, ns_status: LayerStatus | None) -> None:
+        try:  # always, even without namespaces: a root worker must not keep capabilities
+            namespaces.drop_capabilities()
+        except OSError as exc:
+            raise SandboxUnavailable("namespaces", f"cannot drop capabilities: {exc}", FIXES["namespaces"],
+                                     syscall=getattr(exc, "syscall", None), errno=exc.errno) from exc
+        if "namespaces" not in self.policy.confinement.layers:
+            self.statuses.append(LayerStatus("namespaces", False, False, "not in confinement.layers"))
+        elif ns_status is None or not ns_status.active:
+            detail = ns_status.detail if ns_status else "enter_namespaces_before_fork was not called"
+            self.fail("namespaces", detail)
+        else:
+            self.statuses.append(LayerStatus("namespaces", True, True, ns_status.detail))
+
+
+def probe_all() -> dict[str, tuple[bool, str]]:
+    """``{layer: (supported on this kernel for this uid?, why / why not)}``, for doctor."""
+    return {name: module.probe() for name, module in MODULES.items()}
+
+
+def describe_all(policy: Any) -> dict[str, str]:
+    """``{layer: one-line description under policy}``."""
+    return {name: module.describe(policy) for name, module in MODULES.items()}
+
+
+__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "apply_all", "describe_all",
+           "enter_namespaces_before_fork", "prepare_in_zygote", "probe_all"]

@@ -110,9 +110,6 @@ def test_bad_file_names(no_leaks, name, message):
             no_leaks.run("pass", files=files)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: inputs.check_file_name measures the name with 'surrogatepass' but never rejects "
-    "lone surrogates; protocol.encode then raises a bare UnicodeEncodeError from run()"))
 @pytest.mark.parametrize("name", ["\ud800.txt", "\udcff.txt"])
 def test_surrogate_in_file_name_is_an_input_error(box, name):
     with pytest.raises(InputError, match="file name"):
@@ -161,9 +158,6 @@ def test_unknown_mime_type(no_leaks):
     assert r.stdout == "b'\\x00\\xff'\n"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: inputs._named/extension_for call mime_type.split() without checking the type: "
-    "a non-str mime_type raises a bare AttributeError"))
 @pytest.mark.parametrize("mime", [None, 5, b"text/csv"])
 def test_non_string_mime_type_is_an_input_error(box, mime):
     with pytest.raises(InputError, match="MIME"):
@@ -185,9 +179,6 @@ def test_bad_timeouts(no_leaks, timeout):
         no_leaks.run("pass", timeout=timeout)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: inputs.prepare_timeout calls math.isfinite(timeout) first; an int too large for "
-    "a float raises a bare OverflowError (check 'timeout > 86_400' first, or convert in a try)"))
 def test_huge_int_timeout_is_an_input_error(box):
     with pytest.raises(InputError, match="timeout"):
         box.run("pass", timeout=10**400)
@@ -227,9 +218,6 @@ def test_malformed_policy_file_is_a_policy_error_naming_file_and_key(tmp_path, n
     assert str(path) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in sandbox/policy.py Policy.load: only OSError and TOMLDecodeError are caught; a file "
-    "that is not UTF-8 escapes as a bare UnicodeDecodeError"))
 def test_policy_file_that_is_not_utf8_is_a_policy_error(tmp_path):
     path = tmp_path / "binary.toml"
     path.write_bytes(b"\xff\xfe[limits]\n")
@@ -237,10 +225,6 @@ def test_policy_file_that_is_not_utf8_is_a_policy_error(tmp_path):
         sandbox.Sandbox(policy=path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in sandbox/policy.py _check_semantics: 'value <= 0' is False for NaN, so "
-    "wall_seconds = nan is accepted and runs under that policy never time out (the host "
-    "reader then spins with a 0 s select timeout)"))
 @pytest.mark.parametrize("section, key", [("limits", "wall_seconds"), ("session", "idle_seconds")])
 def test_nan_limit_is_a_policy_error(tmp_path, section, key):
     path = tmp_path / "nan.toml"
@@ -289,9 +273,6 @@ def test_bad_pool_size(kwargs):
         sandbox.Sandbox(**kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: core.Sandbox.__init__ does not validate max_concurrent/max_waiting: -1 gives a "
-    "bare ValueError from BoundedSemaphore, '2' a TypeError, 0 is silently the default, 1.5 is accepted"))
 @pytest.mark.parametrize("kwargs", [dict(max_concurrent=-1), dict(max_concurrent="2"), dict(max_concurrent=0),
                                     dict(max_concurrent=1.5), dict(max_waiting=-1), dict(max_waiting="1")])
 def test_bad_concurrency_arguments_are_input_errors(kwargs):

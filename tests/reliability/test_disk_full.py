@@ -112,18 +112,11 @@ def test_input_file_on_a_full_disk_is_a_failed_result(disk_full):
     assert r.get("outcome") == "OUTCOME_FAILED", r
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: an input file the worker cannot write (ENOSPC) ends the worker with status 70; "
-    "the error says 'the process exited with status 70 before the run finished' and the cause "
-    "is only in a traceback of sandbox/_worker.py internals in the output"))
 def test_input_file_on_a_full_disk_says_so(disk_full):
     r = disk_full["input_on_full_disk"]
     assert "in.bin" in r["error"] and "No space left on device" in r["error"], r
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: when the host cannot create a run dir (core.Sandbox.make_run_dir, ENOSPC on "
-    "inodes), run() raises a bare OSError, not a SandboxError naming the temp dir"))
 @pytest.mark.parametrize("scenario", ["no_inodes_run", "no_inodes_restart"])
 def test_host_side_enospc_is_a_sandbox_error(disk_full, scenario):
     r = disk_full[scenario]

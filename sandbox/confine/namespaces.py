@@ -1,0 +1,234 @@
+"""Layer 3: Linux namespaces (user, pid, net, ipc, mount, uts, cgroup) and capability drop.
+
+Two halves, because a pid namespace only applies to children:
+
+- :func:`enter_in_parent` runs in the pre-forked worker W before any request. It
+  unshares a user namespace mapping its own uid/gid to themselves (root stays 0 ->
+  0, an unprivileged uid u stays u -> u; the inside view never differs from the
+  file ownership the host sees), then pid, net, ipc, mount, uts and cgroup
+  namespaces, and forks. The child C is pid 1 of the new pid namespace: it makes
+  every mount private, mounts a fresh ``/proc`` (only the run's processes are
+  visible), a private tmpfs on ``/dev/shm`` and an empty read-only tmpfs over
+  ``/run`` (host daemons' UNIX sockets vanish), then returns and serves the run.
+  W never returns: it waits for C and exits with C's status (or dies of C's
+  signal) so the zygote's ``wait4`` reports the run's real fate. An empty network
+  namespace is the strongest "no network": no interface but a down loopback.
+- :func:`apply` runs in the worker just before Landlock: it drops every capability
+  (bounding set, ambient, effective, permitted, inheritable) and locks the
+  securebits, so uid 0 inside means nothing: no DAC override, no ``mount``, and an
+  ``execve`` can never regain capabilities.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+from typing import Any, NoReturn
+
+from . import _sys
+
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+_OTHER_NS = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
+_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 1, 24, 28, 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_SECURE_ALL_LOCKED = 0x2F  # NOROOT|NOROOT_LOCKED|NO_SETUID_FIXUP|NO_SETUID_FIXUP_LOCKED|KEEP_CAPS_LOCKED
+_CAP_V3 = 0x20080522
+_CAP_SETPCAP = 8
+
+USERNS_FIX = ("allow unprivileged user namespaces: sysctl -w user.max_user_namespaces=15000; on Debian/Ubuntu "
+              "also kernel.unprivileged_userns_clone=1 and kernel.apparmor_restrict_unprivileged_userns=0; in "
+              "a container, run it with a seccomp profile that allows unshare/clone (docker: --security-opt "
+              "seccomp=unconfined) or drop 'namespaces' from confinement.required")
+
+_probe_cache: dict[str, tuple[bool, str]] = {}
+
+
+def probe() -> tuple[bool, str]:
+    """Can this uid create user+pid+net+ipc+mount namespaces? Tried for real in a throwaway child."""
+    if "result" not in _probe_cache:
+        _probe_cache["result"] = _probe_in_child()
+    return _probe_cache["result"]
+
+
+def _probe_in_child() -> tuple[bool, str]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(r)
+        try:
+            _unshare_user_and_map()
+            _unshare(_OTHER_NS)
+            msg = b"ok"
+        except OSError as exc:
+            msg = str(exc).encode()
+        os.write(w, msg[:500])
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        msg = fh.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    if msg == "ok":
+        return True, f"user, pid, net, ipc, mount, uts and cgroup namespaces work for uid {os.getuid()}"
+    return False, f"{msg or 'probe child died'} (uid {os.getuid()})"
+
+
+def describe(policy: Any) -> str:
+    """One line: what the layer isolates."""
+    return ("namespaces: own user (uid mapped to itself, all capabilities dropped), pid (fresh /proc), "
+            "empty network, ipc, mount (/run hidden, private /dev/shm), uts")
+
+
+def _unshare(flags: int) -> None:
+    if _sys.libc.unshare(flags) != 0:
+        raise _sys.SyscallError(f"unshare({_flag_names(flags)})", ctypes.get_errno())
+
+
+def _flag_names(flags: int) -> str:
+    names = {CLONE_NEWUSER: "USER", CLONE_NEWPID: "PID", CLONE_NEWNET: "NET", CLONE_NEWIPC: "IPC",
+             CLONE_NEWNS: "NS", CLONE_NEWUTS: "UTS", CLONE_NEWCGROUP: "CGROUP"}
+    return "|".join(f"CLONE_NEW{v}" for k, v in names.items() if flags & k)
+
+
+def _unshare_user_and_map() -> None:
+    """New user namespace where our uid/gid map to themselves; setgroups is denied."""
+    uid, gid = os.geteuid(), os.getegid()
+    _unshare(CLONE_NEWUSER)
+    for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1\n"), ("gid_map", f"{gid} {gid} 1\n")):
+        try:
+            with open(f"/proc/self/{path}", "w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise _sys.SyscallError(f"write /proc/self/{path}", exc.errno or 1) from exc
+
+
+def enter_in_parent(policy: Any) -> tuple[bool, str]:
+    """In the pre-forked worker: unshare, fork; only the child (pid 1 inside) returns.
+
+    Returns ``(active, detail)``. If the kernel refuses, returns ``(False, why)``
+    without forking; the caller decides whether that is fatal (policy.required).
+    """
+    try:
+        _unshare_user_and_map()
+        _unshare(_OTHER_NS)
+    except OSError as exc:
+        return False, str(exc)
+    alive_r, alive_w = os.pipe()  # W holds alive_w until it dies: C sees EOF if W is gone
+    pid = os.fork()
+    if pid != 0:
+        os.close(alive_r)
+        _parent_wait_and_mirror(pid, alive_w)
+    os.close(alive_w)
+    return True, _init_child(alive_r)
+
+
+def _parent_wait_and_mirror(child: int, keep_fd: int) -> NoReturn:
+    """W: hold nothing of the run, wait for C, then end exactly as C did."""
+    try:
+        os.closerange(3, keep_fd)  # W must not keep the zygote's or the run's sockets open
+        os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        if os.WIFSIGNALED(status):
+            _die_of(os.WTERMSIG(status))
+        os._exit(os.waitstatus_to_exitcode(status))
+    finally:
+        os._exit(70)
+
+
+def _die_of(signum: int) -> NoReturn:
+    """Re-raise C's fatal signal on W (no core file), so wait4 sees the same WTERMSIG."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), signum)
+    os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(128 + signum)
+
+
+def _init_child(alive_r: int) -> str:
+    """C (pid 1 inside): die with W, make mounts private, fresh /proc, hide /run."""
+    _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
+    os.set_blocking(alive_r, False)
+    try:  # getppid() is 0 here (W is outside our pid namespace): the pipe tells if W already died
+        if os.read(alive_r, 1) == b"":
+            os._exit(0)
+    except BlockingIOError:
+        pass  # W alive; the fd stays open (the pipe is empty) and is closed below
+    os.close(alive_r)
+    notes = [n for n in (_mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private"),
+                         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
+                         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                                "private /dev/shm", "size=64m,mode=1777"),
+                         _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                                "empty /run", "size=4k,mode=755")) if n]
+    _sys.libc.sethostname(b"sandbox", 7)
+    return "pid 1 of new user/pid/net/ipc/mount/uts namespaces" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None) -> str:
+    """Mount; on failure return a note naming the step and errno (these are best effort)."""
+    if target != "/" and not os.path.isdir(target):
+        return ""
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    if _sys.libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+        return f"{what}: mount failed with {_sys.errno_name(ctypes.get_errno())}"
+    return ""
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capabilities() -> tuple[int, int]:
+    """This process's (effective, permitted) capability masks."""
+    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
+    _sys.syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
+    eff = data[0].effective | (data[1].effective << 32)
+    return eff, data[0].permitted | (data[1].permitted << 32)
+
+
+_last_cap: list[int] = []
+
+
+def _cap_last() -> int:
+    if not _last_cap:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as fh:
+                _last_cap.append(int(fh.read()))
+        except OSError:
+            _last_cap.append(40)
+    return _last_cap[0]
+
+
+def drop_capabilities() -> None:
+    """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
+    eff, _ = capabilities()
+    if eff & (1 << _CAP_SETPCAP):  # only a process holding CAP_SETPCAP may lock bits / shrink the bounding set
+        _sys.prctl(_PR_SET_SECUREBITS, _SECURE_ALL_LOCKED, name="prctl(PR_SET_SECUREBITS)")
+        for cap in range(_cap_last() + 1):
+            _sys.prctl(_PR_CAPBSET_DROP, cap, name=f"prctl(PR_CAPBSET_DROP, {cap})")
+    _sys.libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
+    _sys.syscall("capset", ctypes.byref(hdr), ctypes.byref(data))
+    if capabilities() != (0, 0):
+        raise OSError("capset succeeded but capabilities remain")
+
+
+def apply(policy: Any, ctx: Any) -> None:
+    """In the worker: drop all capabilities (the namespaces themselves were entered before fork)."""
+    drop_capabilities()
