@@ -174,14 +174,10 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 
 def _called_from_sandbox() -> bool:
     """True when our own worker code (a session forking its runner) raised the event."""
-    frame = sys._getframe(2)
-    for _ in range(4):
-        if frame is None:
-            return False
-        if frame.f_code.co_filename.startswith(_SANDBOX_DIR):
-            return True
-        frame = frame.f_back
-    return False
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # skip the hook's own frames
+    return frame is not None and frame.f_code.co_filename.startswith(_SANDBOX_DIR)
 
 
 def install(policy: Any, ctx: Any, emit: Callable[[str, str], None]) -> None:
