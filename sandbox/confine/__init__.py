@@ -84,7 +84,24 @@ def enter_namespaces_before_fork(policy: Any) -> LayerStatus:
     """
     note = rlimits.limit_pids_before_fork(policy)
     active, detail = namespaces.enter_in_parent(policy)
+    if active:
+        _stage_before_request(policy)
     return LayerStatus("namespaces", active, active, f"{detail}; {note}")
+
+
+def _stage_before_request(policy: Any) -> None:
+    """Work that restricts nothing yet but makes apply_all cheap, done while no request waits.
+
+    Empties the capability bounding set, pre-builds the Landlock ruleset's static rules
+    and pays ctypes' first-call costs. Failures are left for apply_all to report.
+    """
+    try:
+        namespaces.drop_bounding_set_early()
+        if "landlock" in policy.confinement.layers:
+            landlock.prebuild(policy)
+        no_new_privs.probe()
+    except OSError:
+        pass
 
 
 def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = None, *,

@@ -109,30 +109,66 @@ def handled(abi: int) -> tuple[int, int, int]:
 
 
 def rules_for(policy: Any, ctx: Any) -> list[tuple[str, int]]:
-    """``(path, rights)`` pairs granted to a run, before masking by the ABI."""
+    """Every ``(path, rights)`` pair granted to a run, before masking by the ABI."""
+    return _static_rules(policy) + _run_rules(policy, ctx)
+
+
+_prebuilt: dict[str, int] = {}
+
+
+def _static_rules(policy: Any) -> list[tuple[str, int]]:
+    """Rules that do not depend on the run: system paths, policy paths, devices."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
-    rw = _READ | _WRITE
-    rules = [(p, ro) for p in (*ctx.readable, *policy.confinement.read_only_paths, *SYSTEM_READ_ONLY)]
-    rules += [(ctx.workdir, rw), (ctx.tmpdir, rw), ("/dev/shm", rw)]
-    rules += [(d, _DEVICE) for d in DEVICES]
-    return rules
+    rules = [(p, ro) for p in (*policy.confinement.read_only_paths, *SYSTEM_READ_ONLY)]
+    return rules + [("/dev/shm", _READ | _WRITE)] + [(d, _DEVICE) for d in DEVICES]
+
+
+def _run_rules(policy: Any, ctx: Any) -> list[tuple[str, int]]:
+    """Rules of this run: the image/interpreter paths and the run's own dirs."""
+    ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
+    return [(p, ro) for p in ctx.readable] + [(ctx.workdir, _READ | _WRITE), (ctx.tmpdir, _READ | _WRITE)]
+
+
+def prebuild(policy: Any) -> None:
+    """Pre-request (pid 1 of a fresh worker): create the ruleset and add the static rules.
+
+    The ruleset fd is private to this process (created after the fork), so no other
+    run can add to it; :func:`apply` adds the run's paths and restricts.
+    """
+    abi = abi_version()
+    if abi >= 1 and "fd" not in _prebuilt:
+        _prebuilt["fd"] = _new_ruleset(abi, _static_rules(policy))
+        _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
 
 
 def apply(policy: Any, ctx: Any) -> None:
-    """Build the ruleset and restrict this process (irreversible). Needs no_new_privs first."""
+    """Restrict this process to the ruleset (irreversible). Needs no_new_privs first."""
     abi = abi_version()
     if abi < 1:
         raise _sys.SyscallError("landlock_create_ruleset", 38, FIX)
+    ruleset = _prebuilt.pop("fd", None)
+    if ruleset is None or _prebuilt.pop("exec") != int(policy.confinement.allow_subprocess):
+        ruleset = _new_ruleset(abi, _static_rules(policy))
+    try:
+        for path, rights in _run_rules(policy, ctx):
+            _add_path(ruleset, path, rights & handled(abi)[0])
+        _sys.syscall("landlock_restrict_self", ruleset, 0, hint="is no_new_privs set?")
+    finally:
+        os.close(ruleset)
+
+
+def _new_ruleset(abi: int, rules: list[tuple[str, int]]) -> int:
     fs, net, scope = handled(abi)
     attr = _RulesetAttr(fs, net, scope)
     size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
     ruleset = _sys.syscall("landlock_create_ruleset", ctypes.byref(attr), size, 0)
     try:
-        for path, rights in rules_for(policy, ctx):
+        for path, rights in rules:
             _add_path(ruleset, path, rights & fs)
-        _sys.syscall("landlock_restrict_self", ruleset, 0, hint="is no_new_privs set?")
-    finally:
+    except BaseException:
         os.close(ruleset)
+        raise
+    return ruleset
 
 
 def _add_path(ruleset: int, path: str, rights: int) -> None:

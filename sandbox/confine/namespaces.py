@@ -215,13 +215,28 @@ def _cap_last() -> int:
     return _last_cap[0]
 
 
-def drop_capabilities() -> None:
-    """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
+_staged: list[bool] = []
+
+
+def drop_bounding_set_early() -> None:
+    """Lock the securebits and empty the bounding set (pre-request, in pid 1: ~40 prctl calls).
+
+    Effective capabilities stay until :func:`drop_capabilities`; nothing the snippet
+    can run exists yet. Without CAP_SETPCAP (an unprivileged worker without a user
+    namespace) there is nothing to drop and nothing is done.
+    """
     eff, _ = capabilities()
     if eff & (1 << _CAP_SETPCAP):  # only a process holding CAP_SETPCAP may lock bits / shrink the bounding set
         _sys.prctl(_PR_SET_SECUREBITS, _SECURE_ALL_LOCKED, name="prctl(PR_SET_SECUREBITS)")
         for cap in range(_cap_last() + 1):
             _sys.prctl(_PR_CAPBSET_DROP, cap, name=f"prctl(PR_CAPBSET_DROP, {cap})")
+    _staged.append(True)
+
+
+def drop_capabilities() -> None:
+    """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
+    if not _staged:
+        drop_bounding_set_early()
     _sys.libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
     _sys.syscall("capset", ctypes.byref(hdr), ctypes.byref(data))

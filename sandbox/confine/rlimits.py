@@ -57,13 +57,13 @@ def describe(policy: Any) -> str:
 def apply(policy: Any, ctx: Any) -> None:
     """Set every limit (soft == hard). Raises ``OSError`` naming the limit that refused."""
     for which, value in limits_for(policy, ctx.base_address_space).items():
-        _, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY and value > hard:
-            value = hard  # already tighter (set by whoever started us): keep it
         try:
             resource.setrlimit(which, (value, value))
-        except (OSError, ValueError) as exc:
-            raise OSError(f"setrlimit({_NAMES.get(which, which)}, {value}) failed: {exc}") from exc
+        except ValueError:  # above an inherited hard limit: keep that tighter limit
+            hard = resource.getrlimit(which)[1]
+            resource.setrlimit(which, (hard, hard))
+        except OSError as exc:
+            raise OSError(exc.errno, f"setrlimit({_NAMES.get(which, which)}, {value}) failed: {exc}") from exc
 
 
 _NAMES = {getattr(resource, n): n for n in dir(resource) if n.startswith("RLIMIT_")}

@@ -5,8 +5,8 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
 
 - architecture check: foreign architectures (i386 through ``int 0x80``, x32 syscall
   numbers) get EPERM (libseccomp's bad-arch action);
-- ``socket()`` with any family but ``AF_UNIX`` -> EPERM (compared on the low 32 bits,
-  as the kernel reads an ``int``: high garbage bits cannot smuggle a family past);
+- ``socket()`` with any family but ``AF_UNIX`` -> EPERM (a 64-bit "not equal to 1": high
+  garbage bits cannot smuggle a family past, they only get a valid call refused);
 - the dangerous calls of Docker's default profile (ptrace, process_vm_*, bpf,
   perf_event_open, io_uring_*, userfaultfd, keyctl/add_key/request_key, mount and
   the new mount API, umount2, pivot_root, chroot, unshare, setns, kexec_*, module
@@ -43,7 +43,6 @@ except ImportError as _exc:  # reported by probe(); apply() fails closed
 FIX = "pip install pyseccomp and install libseccomp2 (apt-get install libseccomp2)"
 _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 AF_UNIX = 1
-_AF_MAX = 64
 CLONE_THREAD = 0x10000
 _CLONE_NS_FLAGS = (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
@@ -67,7 +66,7 @@ DENIED_SYSCALLS = (
 EXEC_SYSCALLS = ("execve", "execveat")
 FORK_SYSCALLS = ("fork", "vfork")
 
-_programs: dict[tuple[bool, bool], bytes] = {}
+_programs: dict[tuple[bool, bool], "_Program"] = {}
 
 
 def probe() -> tuple[bool, str]:
@@ -90,8 +89,8 @@ def describe(policy: Any) -> str:
             f"(ptrace, bpf, mount, unshare, io_uring, ...), TIOCSTI{extra} -> EPERM")
 
 
-def prepare(policy: Any, keep_fork: bool = False) -> bytes:
-    """Compile (once per process and setting) and return the BPF program bytes.
+def prepare(policy: Any, keep_fork: bool = False) -> "_Program":
+    """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
     without subprocesses it gets a filter that denies exec but not fork.
@@ -99,7 +98,7 @@ def prepare(policy: Any, keep_fork: bool = False) -> bytes:
     deny_exec = not policy.confinement.allow_subprocess
     key = (deny_exec, deny_exec and not keep_fork)
     if key not in _programs:
-        _programs[key] = _compile(*key)
+        _programs[key] = _Program(_compile(*key))
     return _programs[key]
 
 
@@ -113,9 +112,8 @@ def _compile(deny_exec: bool, deny_fork: bool) -> bytes:
     for name in DENIED_SYSCALLS + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ()):
         _add(f, eperm, name)
     _add(f, s.ERRNO(errno.ENOSYS), "clone3")  # glibc then falls back to clone(), whose flags we can see
-    for family in range(_AF_MAX):
-        if family != AF_UNIX:
-            f.add_rule(eperm, "socket", s.Arg(0, s.MASKED_EQ, _LO32, family))
+    # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
+    f.add_rule(eperm, "socket", s.Arg(0, s.NE, AF_UNIX))
     for flag in _CLONE_NS_FLAGS:
         f.add_rule(eperm, "clone", s.Arg(0, s.MASKED_EQ, flag, flag))
     if deny_fork:
@@ -142,10 +140,18 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+class _Program:
+    """A compiled filter with its ``struct sock_fprog`` built once (in the zygote)."""
+
+    def __init__(self, code: bytes) -> None:
+        self.code = code
+        self.buf = ctypes.create_string_buffer(code, len(code))
+        self.fprog = _SockFprog(len(code) // 8, ctypes.cast(self.buf, ctypes.c_void_p))
+        self.ref = ctypes.byref(self.fprog)
+
+
 def apply(policy: Any, ctx: Any, keep_fork: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
     program = prepare(policy, keep_fork)
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    _sys.syscall("seccomp", _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog),
+    _sys.syscall("seccomp", _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")
