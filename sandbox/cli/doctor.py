@@ -1,0 +1,189 @@
+"""``sandbox doctor``: which isolation layers work here, which the policy requires, and the fix.
+
+For each layer it reports three facts, each established for real:
+
+- **available**: the layer's own ``probe()`` on this kernel, for this uid (user
+  namespaces are tried in a throwaway child, Landlock's ABI is asked of the kernel);
+- **required**: listed in the policy's ``confinement.required``;
+- **active**: observed from *inside* a real run: a probe snippet goes through
+  ``sandbox.Sandbox`` (zygote, worker, full stack) and reports what it sees
+  (``NoNewPrivs``, ``Seccomp`` mode, capabilities, pid 1 in its own namespace,
+  whether ``/`` and AF_INET are refused, its rlimits). With ``--fork`` (or when
+  the sandbox cannot start) a forked child of this process applies ``apply_all``
+  and runs the same probe instead.
+
+Exit status: 0 when every required layer is active, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+PROBE = r'''
+import json, os, resource, socket
+def status():
+    with open("/proc/self/status") as fh:
+        return dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
+st = status()
+def refused(fn):
+    try:
+        fn()
+    except OSError as exc:
+        return exc.errno in (1, 13)
+    return False
+uid_map = open("/proc/self/uid_map").read().split()
+facts = {
+    "rlimits": resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+               and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0),
+    "no_new_privs": st.get("NoNewPrivs", "").strip() == "1",
+    "namespaces": os.getpid() == 1 and uid_map != ["0", "0", "4294967295"]
+                  and int(st.get("CapEff", "1").strip(), 16) == 0,
+    "landlock": refused(lambda: os.listdir("/")),
+    "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
+}
+print(json.dumps(facts))
+'''
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("doctor", help="which isolation layers are active here, and how to fix",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
+    parser.add_argument("--image", default="vertex", help="image for the test run (default: %(default)s)")
+    parser.add_argument("--fork", action="store_true",
+                        help="verify in a forked child of this process instead of a real sandbox run")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    report = diagnose(args.policy, args.image, use_sandbox=not args.fork)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0 if report["ok"] else 1
+
+
+def diagnose(policy_name: str = "default", image: str = "vertex", use_sandbox: bool = True) -> dict[str, Any]:
+    """The whole report as plain data (what ``--json`` prints)."""
+    from .. import confine
+    from ..policy import Policy
+    policy = Policy.load(policy_name)
+    probes = confine.probe_all()
+    active, how, refusal = _verify(policy, image, use_sandbox)
+    layers = []
+    for name in confine.MODULES:
+        ok, why = probes[name]
+        required = name in policy.confinement.required
+        entry = {"layer": name, "available": ok, "required": required,
+                 "in_policy": name in policy.confinement.layers, "active": bool(active.get(name)),
+                 "detail": why, "fix": "" if ok else confine.FIXES[name]}
+        if refusal and refusal.get("layer") == name:
+            entry["fix"] = refusal.get("fix") or entry["fix"]
+            entry["detail"] = refusal.get("reason") or why
+        layers.append(entry)
+    start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
+    ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
+    return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal, "system": _system(),
+            "layers": layers}
+
+
+def _system() -> dict[str, Any]:
+    from ..confine import landlock, namespaces
+    return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
+            "python": sys.executable, "landlock_abi": landlock.abi_version(),
+            "user_namespaces_for_this_uid": namespaces.probe()[0],
+            "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
+
+
+def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, bool], str, dict[str, Any] | None]:
+    """({layer: observed active}, how it was verified, SandboxUnavailable facts or None)."""
+    from ..errors import SandboxError, SandboxUnavailable
+    if use_sandbox:
+        try:
+            return _verify_in_sandbox(policy, image), f"a real run through sandbox.Sandbox (image {image!r})", None
+        except SandboxUnavailable as exc:
+            return {}, "a real run through sandbox.Sandbox", {"layer": exc.layer, "reason": exc.reason,
+                                                             "fix": exc.fix, "syscall": exc.syscall,
+                                                             "errno": exc.errno}
+        except (SandboxError, OSError, ValueError) as exc:
+            how = f"a forked child (the sandbox could not start: {exc})"
+    else:
+        how = "a forked child applying apply_all (--fork)"
+    try:
+        return _verify_in_fork(policy), how, None
+    except SandboxUnavailable as exc:
+        return {}, how, {"layer": exc.layer, "reason": exc.reason, "fix": exc.fix, "syscall": exc.syscall,
+                         "errno": exc.errno}
+
+
+def _verify_in_sandbox(policy: Any, image: str) -> dict[str, bool]:
+    import sandbox
+    with sandbox.Sandbox(policy=policy, image=image) as sb:
+        result = sb.run(PROBE, timeout=20)
+    if result.outcome != sandbox.Outcome.OK:
+        raise ValueError(f"the probe snippet failed: {result.error}")
+    return json.loads(result.stdout)
+
+
+def _verify_in_fork(policy: Any) -> dict[str, bool]:
+    import tempfile
+    from .. import confine
+    from ..errors import SandboxUnavailable
+    confine.prepare_in_zygote(policy)
+    with tempfile.TemporaryDirectory(prefix="sandbox-doctor-") as root:
+        work, tmp = os.path.join(root, "work"), os.path.join(root, "tmp")
+        os.mkdir(work)
+        os.mkdir(tmp)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.close(r)
+            os.dup2(w, 1)
+            try:
+                ns = confine.enter_namespaces_before_fork(policy) if "namespaces" in policy.confinement.layers else None
+                os.chdir(work)
+                confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
+                exec(PROBE, {"__name__": "__main__"})
+            except SandboxUnavailable as exc:
+                print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))
+            sys.stdout.flush()
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as fh:
+            out = fh.read()
+        os.waitpid(pid, 0)
+    facts = json.loads(out or "{}")
+    if "unavailable" in facts:
+        layer, reason, fix, syscall, err = facts["unavailable"]
+        raise SandboxUnavailable(layer, reason, fix, syscall=syscall, errno=err)
+    return facts
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human-readable table."""
+    s = report["system"]
+    lines = [f"sandbox doctor: policy {report['policy']!r}, uid {s['uid']} (euid {s['euid']}), Linux {s['kernel']} "
+             f"{s['machine']}, Landlock ABI {s['landlock_abi']}, user namespaces for this uid: "
+             f"{'yes' if s['user_namespaces_for_this_uid'] else 'NO'}",
+             f"active = observed inside {report['verified_by']}", "",
+             f"{'layer':<13} {'available':<10} {'required':<9} {'active':<7} detail"]
+    yn = {True: "yes", False: "no"}
+    for e in report["layers"]:
+        required = "yes" if e["required"] else ("optional" if e["in_policy"] else "off")
+        lines.append(f"{e['layer']:<13} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
+        if e["fix"] and (not e["available"] or (e["required"] and not e["active"])):
+            lines.append(f"{'':<13} fix: {e['fix']}")
+    if report["refused"]:
+        r = report["refused"]
+        lines += ["", f"RUNS ARE REFUSED under this policy: layer {r['layer']!r}: {r['reason']}", f"fix: {r['fix']}"]
+    if report["start_error"]:
+        lines += ["", f"THE SANDBOX CANNOT START for uid {s['uid']}: {report['start_error']}"]
+        if not s["python_readable_by_this_uid"]:
+            lines.append(f"fix: make {s['python']} (and every directory above it) readable/traversable by uid "
+                         f"{s['uid']}, or install Python where this user can read it")
+    lines += ["", "OK: every required layer is active" if report["ok"] else "NOT OK: see above"]
+    return "\n".join(lines)
