@@ -127,25 +127,43 @@ def gone(procs: "list[psutil.Process]", timeout: float = 10.0) -> set[int]:
         time.sleep(0.05)
 
 
+def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
+    """Processes under the zygotes that are running a snippet: cwd is a live run dir (pre-forked
+    idle workers sit in ``/``; a finished worker may linger a moment in its deleted one) holding
+    the file ``marker`` if given. Outermost first: with a pid namespace the worker's child (pid 1
+    inside) runs the snippet, and the snippet's own children share its cwd."""
+    found: list[psutil.Process] = []
+    for zygote in sb.zygote_pids:
+        try:
+            descendants = psutil.Process(zygote).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for proc in descendants:
+            try:
+                cwd = proc.cwd()
+            except psutil.Error:
+                continue
+            if cwd.startswith(sb._tmp_root) and os.path.isdir(cwd) \
+                    and (marker is None or os.path.exists(os.path.join(cwd, marker))):
+                found.append(proc)
+    pids = {p.pid for p in found}
+    outermost = []
+    for proc in found:
+        try:
+            if proc.ppid() not in pids:
+                outermost.append(proc)
+        except psutil.Error:
+            pass
+    return outermost
+
+
 def running_worker(sb, marker: str | None = None, timeout: float = 10.0) -> psutil.Process:
-    """The worker process of the run in flight: the zygote's child whose cwd is a live run
-    dir (pre-forked idle workers sit in ``/``; a finished worker may linger a moment in its
-    deleted one) holding the file ``marker`` if given."""
+    """The process running the snippet of the (one) run in flight; see run_processes()."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for zygote in sb.zygote_pids:
-            try:
-                children = psutil.Process(zygote).children()
-            except psutil.NoSuchProcess:
-                continue
-            for child in children:
-                try:
-                    cwd = child.cwd()
-                except psutil.Error:
-                    continue
-                if cwd.startswith(sb._tmp_root) and os.path.isdir(cwd) \
-                        and (marker is None or os.path.exists(os.path.join(cwd, marker))):
-                    return child
+        found = run_processes(sb, marker)
+        if found:
+            return found[0]
         time.sleep(0.01)
     raise AssertionError("no run in flight found under the zygote")
 
