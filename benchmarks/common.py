@@ -1,0 +1,290 @@
+"""Shared helpers of the benchmark scripts: timing, statistics, tables, JSON results, plots.
+
+Every script builds a list of row dicts, then calls :func:`finish`, which prints the
+table, writes ``<out>/<name>.json`` (rows plus the machine and its load before and
+after) and lets the script draw its PNG plots with the helpers below.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+#: Where results (JSON and PNG) go unless ``--out`` says otherwise.
+RESULTS = HERE / "results"
+
+
+# -- settings ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """What every script gets: tiny (``--quick``) or full sample counts, and where to write."""
+
+    quick: bool = False
+    out: Path = RESULTS
+    plots: bool = True
+    runners: tuple[str, ...] = ()
+    """Only runners whose name contains one of these (empty: all); for smoke tests."""
+
+    def n(self, full: int, quick: int = 2) -> int:
+        """Sample count: ``full`` normally, ``quick`` with ``--quick``."""
+        return quick if self.quick else full
+
+    def wants(self, runner_name: str) -> bool:
+        """Whether ``--runners`` selects this runner."""
+        return not self.runners or any(part in runner_name for part in self.runners)
+
+
+# -- timing ------------------------------------------------------------------------------
+def progress(iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+    """A tqdm bar when stderr is a terminal, the bare iterable otherwise (logs, CI, pytest)."""
+    if not sys.stderr.isatty():
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, value) of one call."""
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def stats(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/min/max in milliseconds, n, and runs/s (1 / mean) of a sample list in seconds."""
+    if not samples_s:
+        return {"n": 0}
+    ordered = sorted(samples_s)
+    mean = sum(ordered) / len(ordered)
+    return {"n": len(ordered), "p50_ms": _ms(percentile(ordered, 50)), "p90_ms": _ms(percentile(ordered, 90)),
+            "p99_ms": _ms(percentile(ordered, 99)), "mean_ms": _ms(mean), "min_ms": _ms(ordered[0]),
+            "max_ms": _ms(ordered[-1]), "runs_per_s": round(1 / mean, 1) if mean > 0 else None}
+
+
+def percentile(ordered: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile of an already sorted list."""
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * pct / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3 if seconds < 0.01 else 2)
+
+
+# -- memory ------------------------------------------------------------------------------
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS, USS and PSS of one process in MiB (USS: pages only this process holds)."""
+    info = psutil.Process(pid).memory_full_info()
+    return {"rss_mb": round(info.rss / 2**20, 1), "uss_mb": round(info.uss / 2**20, 2),
+            "pss_mb": round(info.pss / 2**20, 1)}
+
+
+def tree_memory_mb(pids: Iterable[int]) -> dict[str, float]:
+    """Summed RSS/USS/PSS of the given processes (missing ones count as 0)."""
+    total = {"rss_mb": 0.0, "uss_mb": 0.0, "pss_mb": 0.0}
+    for pid in pids:
+        try:
+            for key, value in memory_mb(pid).items():
+                total[key] = round(total[key] + value, 2)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+# -- the machine -------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """CPU, cores, memory, kernel, Python, commit: what the README must say the numbers came from."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "kernel": platform.release(), "python": platform.python_version(), "commit": _commit()}
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "sandbox"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + (" (sandbox/ modified)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load() -> list[float]:
+    """1, 5 and 15 minute load averages (runnable processes; this machine has ``cores`` CPUs)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# -- recording ---------------------------------------------------------------------------
+@dataclass
+class Record:
+    """One script's results: rows, free-form extras, and when / under what load they were taken."""
+
+    name: str
+    settings: Settings
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    load_before: list[float] = field(default_factory=load)
+    started: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"))
+    _t0: float = field(default_factory=time.monotonic)
+
+    def save(self) -> Path:
+        """Write ``<out>/<name>.json``; returns its path."""
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        data = {"benchmark": self.name, "quick": self.settings.quick, "started_utc": self.started,
+                "elapsed_s": round(time.monotonic() - self._t0, 1), "machine": machine(),
+                "load_before": self.load_before, "load_after": load(), "rows": self.rows, **self.extra}
+        path = self.settings.out / f"{self.name}.json"
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        return path
+
+
+def read_result(name: str, out: Path = RESULTS) -> dict[str, Any] | None:
+    """A saved result, or None if that benchmark has not run yet."""
+    path = out / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# -- tables ------------------------------------------------------------------------------
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str = "") -> str:
+    """A plain-text table of ``rows`` (missing cells blank)."""
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max([len(col), *(len(r[i]) for r in cells)]) for i, col in enumerate(columns)]
+    lines = [title] if title else []
+    lines.append("  ".join(col.ljust(w) for col, w in zip(columns, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """The same table in GitHub markdown."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if _numeric_col(rows, c) else "---"
+                                                               for c in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    return bool(text) and text.replace(",", "").replace(".", "").replace("-", "").replace("×", "").isdigit()
+
+
+def _numeric_col(rows: Sequence[dict[str, Any]], col: str) -> bool:
+    values = [row.get(col) for row in rows if row.get(col) is not None]
+    return bool(values) and all(isinstance(v, (int, float)) for v in values)
+
+
+def finish(record: Record, columns: Sequence[str], title: str) -> Path:
+    """Print the table, save the JSON; returns the JSON path."""
+    print(table(record.rows, columns, title))
+    print(f"load average before {record.load_before}, after {load()} on {os.cpu_count()} cores")
+    path = record.save()
+    print(f"wrote {path}")
+    return path
+
+
+# -- plots -------------------------------------------------------------------------------
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig: Any, settings: Settings, name: str) -> Path | None:
+    """Write ``<out>/<name>.png`` (unless plots are off) and close the figure."""
+    plt = pyplot()
+    path = None
+    if settings.plots:
+        settings.out.mkdir(parents=True, exist_ok=True)
+        path = settings.out / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        print(f"wrote {path}")
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[float | None]],
+                 errors: dict[str, Sequence[float | None]] | None = None, log: bool = True) -> None:
+    """Bars per group (x) and series (colour); ``errors``: upper whisker values (e.g. p90)."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        heights = [v if v is not None else 0 for v in values]
+        yerr = None
+        if errors and label in errors:
+            yerr = [[0] * len(values), [max(0, (e or 0) - (v or 0)) for e, v in zip(errors[label], values)]]
+        ax.bar(xs, heights, width, label=label, yerr=yerr, capsize=2, error_kw={"elinewidth": 0.8})
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=0, fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(axis="y", which="both", alpha=0.3)
+
+
+# -- command line ------------------------------------------------------------------------
+def parse_settings(argv: Sequence[str] | None, description: str = "") -> Settings:
+    """``--quick``, ``--out DIR``, ``--no-plots``: the options every script shares."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    add_options(parser)
+    return settings_from(parser.parse_args(argv))
+
+
+def add_options(parser: Any) -> None:
+    parser.add_argument("--quick", action="store_true", help="tiny sample counts (smoke test, minutes not tens)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON and PNG (default: %(default)s)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--runners", default="", metavar="A,B",
+                        help="only runners whose name contains one of these words, e.g. 'in-process,sandbox'")
+
+
+def settings_from(args: Any) -> Settings:
+    runners = tuple(part.strip() for part in args.runners.split(",") if part.strip())
+    return Settings(quick=args.quick, out=args.out, plots=not args.no_plots, runners=runners)
+
+
+def script_main(module: Any, argv: Sequence[str] | None = None) -> int:
+    """Entry point shared by every benchmark module: parse options, run, plot."""
+    settings = parse_settings(argv, (module.__doc__ or "").strip().splitlines()[0])
+    record = module.run(settings)
+    module.plot(record, settings)
+    return 0

@@ -1,0 +1,102 @@
+"""Round-trip latency of the same snippets on every runner, side by side.
+
+    python -m benchmarks latency [--quick]
+
+Workloads: ``print(1)``, import + pandas groupby, a matplotlib plot saved as PNG and
+returned, a scikit-learn fit, an exception. Runners (see alternatives.py): in-process
+``exec`` (the floor), ``python -c`` bare and importing the image, bwrap + ``python -c``,
+a warm Jupyter kernel and one restarted before every snippet, and this project:
+one-shot runs and session runs under the ``default`` and ``strict`` policies.
+
+Runs are interleaved (one run of each runner in turn) so a change in the machine's
+load hits every runner alike. The first run of each runner and workload is a warm-up
+and not counted. Time is the host's round trip: from the call until the result (stdout
+and PNG bytes) is in hand. A run that did not do its job is counted in ``bad``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import common
+from .alternatives import (Bubblewrap, FreshPython, InProcess, Jupyter, Runner, SandboxRunner, close_all,
+                           image_preload, start_all)
+from .workloads import CORE, PRINT, Workload
+
+COLUMNS = ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "runs_per_s", "x_sandbox", "bad")
+#: Runners that take ~0.1-5 s per snippet: fewer samples.
+SLOW = ("python -c", "bwrap + python -c", "jupyter restart + run")
+SLOWEST = ("python -c + image imports",)
+REFERENCE = "sandbox default"
+
+
+def runners() -> list[Runner]:
+    return [InProcess(), FreshPython(), FreshPython(image_preload()), Bubblewrap(), Jupyter(), Jupyter(restart=True),
+            SandboxRunner("default"), SandboxRunner("strict"), SandboxRunner("default", session=True),
+            SandboxRunner("strict", session=True)]
+
+
+def samples(settings: common.Settings, runner: Runner, workload: Workload) -> int:
+    if runner.name in SLOWEST:
+        return settings.n(5, 1)
+    if runner.name in SLOW:
+        return settings.n(10, 1)
+    return settings.n(500 if workload is PRINT else 60, 3)
+
+
+def measure(settings: common.Settings, started: list[Runner], workload: Workload) -> list[dict[str, Any]]:
+    counts = {r.name: samples(settings, r, workload) for r in started}
+    times: dict[str, list[float]] = {r.name: [] for r in started}
+    bad = dict.fromkeys(counts, 0)
+    for runner in started:  # warm-up: first imports, first fork of a fresh pool
+        runner.run(workload.code, workload.files)
+    total = sum(counts.values())
+    rounds = ((i, r) for i in range(max(counts.values())) for r in started if i < counts[r.name])
+    for _i, runner in common.progress(rounds, total, workload.name):
+        seconds, ran = common.timed(lambda: runner.run(workload.code, workload.files))
+        times[runner.name].append(seconds)
+        good = (not ran.ok) if workload.fails else (ran.ok and workload.check(ran.stdout, ran.png_bytes))
+        bad[runner.name] += not good
+    rows = [{"workload": workload.name, "runner": name, **common.stats(ts), "bad": bad[name]}
+            for name, ts in times.items()]
+    ref = next((r["p50_ms"] for r in rows if r["runner"] == REFERENCE), None)
+    for row in rows:
+        row["x_sandbox"] = round(row["p50_ms"] / ref, 2) if ref else None
+    return rows
+
+
+def run(settings: common.Settings) -> common.Record:
+    record = common.Record("latency", settings)
+    started, skipped = start_all(runners(), settings)
+    record.extra["skipped"] = skipped
+    try:
+        for workload in CORE:
+            record.rows += measure(settings, started, workload)
+    finally:
+        close_all(started)
+    common.finish(record, COLUMNS, "Round-trip latency per snippet (x_sandbox: p50 / p50 of 'sandbox default')")
+    return record
+
+
+def plot(record: common.Record, settings: common.Settings) -> None:
+    plt = common.pyplot()
+    workloads = list(dict.fromkeys(r["workload"] for r in record.rows))
+    names = list(dict.fromkeys(r["runner"] for r in record.rows))
+    cell = {(r["workload"], r["runner"]): r for r in record.rows}
+    p50 = {n: [cell.get((w, n), {}).get("p50_ms") for w in workloads] for n in names}
+    p99 = {n: [cell.get((w, n), {}).get("p99_ms") for w in workloads] for n in names}
+    fig, ax = plt.subplots(figsize=(13, 5.5))
+    common.grouped_bars(ax, workloads, p50, p99)
+    ax.set_ylabel("round trip, ms (bar: p50, whisker: p99; log scale)")
+    ax.set_title("Latency of the same snippet on each runner")
+    ax.legend(fontsize=7, ncol=5, loc="upper left")
+    common.save_figure(fig, settings, "latency")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.script_main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
