@@ -92,10 +92,12 @@ def enter_namespaces_before_fork(policy: Any) -> LayerStatus:
 def _stage_before_request(policy: Any) -> None:
     """Work that restricts nothing yet but makes apply_all cheap, done while no request waits.
 
-    Empties the capability bounding set, pre-builds the Landlock ruleset's static rules
+    Makes every host mount read-only (in the private mount namespace), empties the
+    capability bounding set, pre-builds the Landlock ruleset's static rules
     and pays ctypes' first-call costs. Failures are left for apply_all to report.
     """
     try:
+        namespaces.make_host_read_only_early()
         namespaces.drop_bounding_set_early()
         if "landlock" in policy.confinement.layers:
             landlock.prebuild(policy)
@@ -151,6 +153,11 @@ class _Stack:
             rlimits.limit_pids_before_fork(self.policy)  # in namespaces this already happened in the parent
 
     def namespaces(self, ns_status: LayerStatus | None) -> None:
+        if ns_status is not None and ns_status.active:
+            try:
+                namespaces.reopen_run_dirs(self.ctx)  # needs CAP_SYS_ADMIN in the user ns: before the drop
+            except OSError as exc:
+                self.fail("namespaces", str(exc), exc)
         try:  # always, even without namespaces: a root worker must not keep capabilities
             namespaces.drop_capabilities()
         except OSError as exc:

@@ -244,6 +244,47 @@ def drop_capabilities() -> None:
         raise OSError("capset succeeded but capabilities remain")
 
 
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+_AT_RECURSIVE, _MOUNT_ATTR_RDONLY, _AT_FDCWD = 0x8000, 0x1, -100
+_MS_BIND = 0x1000
+
+
+def make_host_read_only_early() -> None:
+    """Pre-request, in pid 1: every mount of this private mount namespace becomes read-only.
+
+    Why: Landlock (ABI <= 7) does not govern chmod/chown/utime/xattrs, so without this a
+    worker could change the metadata of host files its uid owns (all of them, for root).
+    The private ``/dev/shm`` stays writable; :func:`reopen_run_dirs` re-opens the run's dirs.
+    """
+    _mount_setattr("/", _AT_RECURSIVE, _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
+    try:
+        _mount_setattr("/dev/shm", 0, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
+    except OSError:
+        pass  # no private /dev/shm was mounted: it stays read-only
+
+
+def reopen_run_dirs(ctx: Any) -> None:
+    """Writable bind mounts of the work dir and tmp dir over the read-only host tree.
+
+    Must run before the capabilities are dropped (it needs CAP_SYS_ADMIN in the user ns).
+    """
+    for path in (ctx.workdir, ctx.tmpdir):
+        if _sys.libc.mount(path.encode(), path.encode(), None, _MS_BIND, None) != 0:
+            raise _sys.SyscallError(f"mount({path!r}, MS_BIND)", ctypes.get_errno())
+        _mount_setattr(path, 0, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
+    os.chdir(ctx.workdir)  # the old cwd still points into the read-only mount beneath the new one
+
+
+def _mount_setattr(path: str, flags: int, attr: _MountAttr) -> None:
+    if _sys.libc.syscall(442, _AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        raise _sys.SyscallError(f"mount_setattr({path!r})", ctypes.get_errno())
+
+
 def apply(policy: Any, ctx: Any) -> None:
-    """In the worker: drop all capabilities (the namespaces themselves were entered before fork)."""
+    """In the worker (namespaces active): run dirs writable again, then drop all capabilities."""
+    reopen_run_dirs(ctx)
     drop_capabilities()

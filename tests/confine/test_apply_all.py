@@ -48,6 +48,12 @@ def _attacks(dirs):
     return run
 
 
+def _refused(got: dict) -> bool:
+    """Landlock says EACCES; with namespaces the host tree is also a read-only mount (EROFS)."""
+    return (got["secret"] == errno.EACCES and got["write_out"] in (errno.EACCES, errno.EROFS)
+            and got["inet"] == errno.EPERM and got["unshare"] == errno.EPERM)
+
+
 def _raw_unshare():
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
@@ -62,8 +68,7 @@ def test_full_stack_as_this_user(dirs, name):
     statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
     assert list(statuses) == ["rlimits", "no_new_privs", "namespaces", "landlock", "seccomp"]
     assert all(s["active"] for s in statuses.values()), statuses
-    assert got["value"] == {"secret": errno.EACCES, "write_out": errno.EACCES, "inet": errno.EPERM,
-                            "unshare": errno.EPERM}
+    assert _refused(got["value"])
     # Typically ~0.4 ms (tests/confine/bench_apply_all.py); the bound only catches gross regressions on a busy box.
     assert got["setup"]["seconds"] < 0.05
 
@@ -77,8 +82,7 @@ def test_full_stack_as_unprivileged_uid(dirs):
         pytest.skip(f"user namespaces unavailable for uid {NOBODY}: {got['error']}")
     assert got["ok"], got
     assert all(s["active"] for s in got["setup"]["statuses"]), got["setup"]
-    assert got["value"] == {"secret": errno.EACCES, "write_out": errno.EACCES, "inet": errno.EPERM,
-                            "unshare": errno.EPERM}
+    assert _refused(got["value"])
 
 
 def test_required_layer_missing_fails_closed(dirs):

@@ -82,6 +82,32 @@ def test_capabilities_dropped_for_good():
     assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == caps["CapAmb"] == "0" * 16
 
 
+def test_host_tree_is_read_only_except_run_dirs(dirs):
+    ctx = dirs.ctx()
+
+    def setup():
+        _enter()
+        os.chdir(ctx.workdir)
+        namespaces.apply(policy("strict"), ctx)
+
+    def touch():
+        out = {}
+        for name, fn in (("chmod_secret", lambda: os.chmod(dirs.secret, 0o600)),
+                         ("work", lambda: open("w.txt", "w").close()),
+                         ("tmp", lambda: open(os.path.join(ctx.tmpdir, "t"), "w").close()),
+                         ("shm", lambda: open("/dev/shm/s", "w").close()),
+                         ("devnull", lambda: open("/dev/null", "w").write("x"))):
+            try:
+                fn()
+                out[name] = 0
+            except OSError as exc:
+                out[name] = exc.errno
+        return out
+    got = in_child(touch, setup)
+    assert got["value"] == {"chmod_secret": 30, "work": 0, "tmp": 0, "shm": 0, "devnull": 0}, got
+    assert oct(os.stat(dirs.secret).st_mode & 0o777) != "0o600"
+
+
 def test_parent_mirrors_exit_code():
     got = in_child(lambda: os._exit(7), _enter)
     assert os.WIFEXITED(got["status"]) and os.WEXITSTATUS(got["status"]) == 7
