@@ -1,0 +1,90 @@
+"""``sandbox image list | check | install`` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sandbox", "image", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def manifest(tmp_path: Path, libraries: str, preload: str = "[]") -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(f'description = "test image"\n{libraries}\n[preload]\nmodules = {preload}\n')
+    return str(path)
+
+
+STRIPRTF = '[[libraries]]\ndistribution = "striprtf"\nversion = "0.0.35"\nimports = ["striprtf"]\n'
+
+
+def test_list_names_the_shipped_images():
+    proc = cli("list")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("gemini: 37 libraries") and "vertex (default): 15 libraries" in proc.stdout
+
+
+def test_help_describes_the_actions():
+    proc = cli("--help")
+    assert proc.returncode == 0 and "install gemini --venv DIR" in proc.stdout
+    assert "Exit status 1 when a library is missing" in cli("check", "--help").stdout
+
+
+def test_check_ok_and_missing(tmp_path):
+    ok = cli("check", manifest(tmp_path, STRIPRTF, '["striprtf.striprtf", "json"]'))
+    assert ok.returncode == 0, ok.stderr
+    assert "ok             striprtf==0.0.35" in ok.stdout and "preload: 2 modules" in ok.stdout
+    missing = cli("check", manifest(tmp_path, STRIPRTF.replace("0.0.35", "0.0.1") +
+                                    '[[libraries]]\ndistribution = "no-such-dist-zz"\nversion = "1"\nimports = ["zz"]\n'),
+                  "--no-preload")
+    assert missing.returncode == 1
+    assert "wrong version  striprtf==0.0.1 (installed: 0.0.35)" in missing.stdout
+    assert "missing        no-such-dist-zz==1" in missing.stdout
+    assert "0/2 libraries ok; fix with: sandbox image install" in missing.stderr
+
+
+def test_check_reports_preload_failures(tmp_path):
+    proc = cli("check", manifest(tmp_path, STRIPRTF, '["striprtf", "no_such_module_q"]'))
+    assert proc.returncode == 1
+    assert "preload failures:\n  no_such_module_q: ModuleNotFoundError: No module named 'no_such_module_q'" in proc.stdout
+
+
+def test_unknown_image_and_bad_venv_are_clear_errors(tmp_path):
+    proc = cli("check", "nope")
+    assert proc.returncode == 2 and "unknown image 'nope' (available: gemini, vertex)" in proc.stderr
+    proc = cli("check", "vertex", "--venv", str(tmp_path))
+    assert proc.returncode == 2 and "is not a virtual environment" in proc.stderr
+
+
+def test_install_into_a_new_venv_then_check_it(tmp_path):
+    venv = tmp_path / "env"
+    image = manifest(tmp_path, STRIPRTF)
+    proc = cli("install", image, "--venv", str(venv))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"interpreter: {venv}/bin/python" in proc.stdout
+    check = cli("check", image, "--venv", str(venv))
+    assert check.returncode == 0 and "ok             striprtf==0.0.35" in check.stdout
+    # the sandbox's runtime dependencies came along, so a zygote can start there
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import psutil, cloudpickle, striprtf; print('ok')"],
+                         capture_output=True, text=True)
+    assert out.stdout == "ok\n", out.stderr
+
+
+def test_install_failure_names_the_image(tmp_path):
+    proc = cli("install", manifest(tmp_path, STRIPRTF.replace("0.0.35", "999.0.0")), "--venv", str(tmp_path / "e"))
+    assert proc.returncode == 2
+    assert "pip install for image 'tiny' failed with exit status 1" in proc.stderr
+
+
+def test_install_refuses_a_non_venv_folder(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "file").write_text("x")
+    proc = cli("install", manifest(tmp_path, STRIPRTF), "--venv", str(tmp_path / "stuff"))
+    assert proc.returncode == 2 and "exists, is not empty and is not a virtual environment" in proc.stderr
