@@ -18,6 +18,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ from .policy import Policy
 from .preload import preload
 
 _PR_SET_CHILD_SUBREAPER = 36
+#: After a worker exits, how long (and how often) to look for daemons it detached that
+#: get reparented to the zygote (without a pid namespace, nothing else holds them).
+_SWEEP_SECONDS = 2.0
+_SWEEP_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Zygote:
         self.prefork = spec["policy"].runtime.prefork
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
+        self.sweep_until = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
@@ -57,9 +63,13 @@ class Zygote:
     def loop(self) -> None:
         while True:
             idle = len(self.ready) >= self.prefork
-            events = self.selector.select(timeout=None if idle else 0)
+            sweeping = time.monotonic() < self.sweep_until
+            events = self.selector.select(timeout=0 if not idle else (_SWEEP_INTERVAL_S if sweeping else None))
+            if sweeping:
+                self._kill_orphans()
             if not events:
-                self.ready.append(self._fork())  # nothing waiting: refill off the request path
+                if not idle:
+                    self.ready.append(self._fork())  # nothing waiting: refill off the request path
                 continue
             for key, _ in events:
                 if key.data == "sigchld":
@@ -150,6 +160,8 @@ class Zygote:
     def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
         _kill_group(worker.pid)  # anything the snippet left in its process group
         self._kill_orphans()
+        # A daemon whose detached parent is still exiting reaches us only later.
+        self.sweep_until = time.monotonic() + _SWEEP_SECONDS
         os.close(worker.pidfd)
         signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None

@@ -47,7 +47,7 @@ class Collected:
     ready: bool = False
     value: tuple[dict[str, Any], list[bytes]] | None = None
     killed: str | None = None
-    """Why the host killed the worker: ``timeout`` or ``output_limit``."""
+    """Why the host killed the worker: ``timeout``, ``output_limit`` or ``protocol``."""
     exit: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     """Peak RSS and CPU the worker reported with ``done``."""
@@ -216,8 +216,8 @@ class _Reader:
             for header, blobs in self.decoder.feed(data):
                 self.on_frame(header, blobs)
         except ProtocolError as exc:
-            self.got.error = self.got.error or f"the worker sent a malformed message: {exc}"
-            self.kill("output_limit")
+            self.got.error = f"the run was stopped: its message channel carried a malformed frame ({exc})"
+            self.kill("protocol")
 
     def on_frame(self, header: dict[str, Any], blobs: list[bytes]) -> None:
         kind, got = header["type"], self.got

@@ -164,20 +164,28 @@ class Sandbox:
         """Like execute() but returns the raw Collected (for call())."""
         if self._closed:
             raise SandboxClosed("this Sandbox is closed")
-        self._enter_queue()
+        self._take_slot()
         try:
-            with self._slots:
-                return self._collect_once(request, timeout_s)
+            return self._collect_once(request, timeout_s)
+        finally:
+            self._slots.release()
+
+    def _take_slot(self) -> None:
+        """A run slot; with ``max_waiting``, at most that many callers wait for one."""
+        if self._slots.acquire(blocking=False):
+            return
+        if self._waiting is not None and not self._waiting.acquire(blocking=False):
+            raise InputError(f"too many runs waiting (max_waiting={self._max_waiting}); retry later "
+                             "or raise max_waiting/max_concurrent")
+        try:
+            self._slots.acquire()
         finally:
             if self._waiting is not None:
                 self._waiting.release()
 
-    def _enter_queue(self) -> None:
-        if self._waiting is not None and not self._waiting.acquire(blocking=False):
-            raise InputError(f"too many runs waiting (max_waiting={self._max_waiting}); retry later "
-                             "or raise max_waiting/max_concurrent")
-
     def _collect_once(self, request: bytes, timeout_s: float) -> Any:
+        if self._closed:  # closed while this caller waited for its slot
+            raise SandboxClosed("this Sandbox is closed")
         run_dir, workdir, tmpdir = self.make_run_dir()
         io = RunIO()
         try:
@@ -196,6 +204,8 @@ class Sandbox:
         try:
             run_dir = tempfile.mkdtemp(prefix="run-", dir=self._tmp_root)
         except OSError as exc:
+            if self._closed:
+                raise SandboxClosed("this Sandbox is closed") from exc
             raise SandboxUnavailable("workdir", f"cannot create a run directory in {self._tmp_root}: "
                                      f"{os_error_text(exc)}", "free space or inodes in the temp dir, "
                                      "or point TMPDIR elsewhere", errno=exc.errno) from exc

@@ -207,6 +207,7 @@ class ZygoteLauncher:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the zygote and every worker it has; idempotent."""
+        self._mark_dead("the sandbox was closed")  # before the EOF, which would read as a crash
         try:
             protocol.send_packet(self.sock, "shutdown")
         except OSError:

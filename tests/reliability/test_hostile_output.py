@@ -131,10 +131,6 @@ def test_snippet_writing_into_the_message_channel(no_leaks, name):
     _next_run_works(no_leaks)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: collect._Reader.on_frames handles a ProtocolError with kill('output_limit'), so "
-    "verdict reports 'output limit of N bytes exceeded' although nothing was printed, and the "
-    "'malformed message' text it stored in got.error is dropped"))
 def test_garbage_in_the_message_channel_is_not_reported_as_an_output_limit(box):
     r = box.run(FIND_SOCKETS + FORGERIES["garbage"] + "print('fine')", timeout=10)
     assert r.outcome == Outcome.FAILED
