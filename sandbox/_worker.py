@@ -261,6 +261,7 @@ def _run_python(code: str, exec_scope: dict[str, Any]) -> tuple[str, str] | None
 
 def _failure_text(exc: BaseException) -> str:
     """The service's format: ``str(exc)``, a newline, then the full traceback."""
+    allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
     return f"{exc}\n" + "".join(traceback.format_exception(exc))
 
 

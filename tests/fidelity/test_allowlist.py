@@ -56,8 +56,6 @@ def test_the_exception_is_a_normal_module_not_found_error():
     assert result.stdout == "True requests True\n"
 
 
-@pytest.mark.xfail(strict=True, reason="core: _worker._failure_text must call allowlist.strip_hook_frames(exc) "
-                                       "before formatting (our hook's frame shows under the user's line)")
 def test_a_refused_import_has_the_service_traceback():
     result = run("x = 1\nimport requests")
     assert without_harness_frame(result.error) == (
