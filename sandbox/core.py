@@ -22,7 +22,7 @@ from typing import Any, Callable
 from . import protocol
 from .collect import ProcessEnding, RunIO, collect
 from .errors import InputError, SandboxClosed, SandboxUnavailable, WorkerCrashed, os_error_text
-from .image import DEFAULT_IMAGE, Image
+from .image import DEFAULT_IMAGE, Image, interpreter_for
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
 from .launcher import ZygoteLauncher
 from .policy import Policy
@@ -40,12 +40,14 @@ class Sandbox:
         max_concurrent: runs in flight at once; further callers wait (backpressure).
         max_waiting: callers allowed to wait for a slot; one more gets ``InputError``
             (None: unbounded).
-        interpreter: Python executable for the zygote (e.g. an image's virtualenv).
+        interpreter: Python executable for the zygote.
+        venv: a virtual environment holding the image (``sandbox image install NAME --venv DIR``);
+            its interpreter runs the zygote. Give ``venv`` or ``interpreter``, not both.
     """
 
     def __init__(self, policy: "str | Path | Policy" = "default", image: "str | Path | Image" = DEFAULT_IMAGE,
                  *, pool_size: int = 1, max_concurrent: int | None = None, max_waiting: int | None = None,
-                 interpreter: str | None = None) -> None:
+                 interpreter: str | None = None, venv: "str | Path | None" = None) -> None:
         self.policy = Policy.load(policy)
         self.image = Image.load(image)
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 64:
@@ -56,7 +58,9 @@ class Sandbox:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._waiting = threading.BoundedSemaphore(max_waiting) if max_waiting is not None else None
         self._max_waiting = max_waiting
-        self._interpreter = interpreter
+        if venv is not None and interpreter is not None:
+            raise InputError("give venv or interpreter, not both")
+        self._interpreter = interpreter_for(venv) if venv is not None else interpreter
         self._lock = threading.Lock()
         self._closed = False
         self._next = 0

@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("file", metavar="FILE|-", help="Python file to run, or - to read the code from stdin")
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
+    parser.add_argument("--venv", default=None, metavar="DIR",
+                        help="virtual environment holding the image (from 'sandbox image install NAME --venv DIR')")
     parser.add_argument("--timeout", type=float, default=None, help="wall clock in seconds (default: the policy's)")
     parser.add_argument("--input", "-i", action="append", default=[], metavar="PATH",
                         help="put this file in the snippet's work dir (repeatable)")
@@ -31,10 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_code(path: str) -> str:
+    from ..errors import InputError
     if path == "-":
         return sys.stdin.read()
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the snippet {path!r}: {exc}") from exc
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,9 +49,13 @@ def main(args: argparse.Namespace) -> int:
     code = _read_code(args.file)
     files = []
     for path in args.input:
-        with open(path, "rb") as fh:
-            files.append(File(name=os.path.basename(path), data=fh.read()))
-    with Sandbox(policy=args.policy, image=args.image) as box:
+        try:
+            with open(path, "rb") as fh:
+                files.append(File(name=os.path.basename(path), data=fh.read()))
+        except OSError as exc:
+            from ..errors import InputError
+            raise InputError(f"cannot read input file {path!r}: {exc}") from exc
+    with Sandbox(policy=args.policy, image=args.image, venv=args.venv) as box:
         result = box.run(code, files=files, timeout=args.timeout)
     written = _write_outputs(result, args.out)
     if args.json:
