@@ -1,0 +1,77 @@
+"""Attacks on the host, the zygote and the kernel: all refused, everyone still alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from .attacks import host_values, snippet
+from .conftest import blocked, checked_run
+
+I386_GETPID = 'b"\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3"'  # mov eax, 20 (getpid); int 0x80; ret
+
+HOST_ATTACKS = {
+    "kill_zygote": 'import signal\nattempt("kill zygote", lambda: os.kill($zygote, signal.SIGKILL))',
+    "kill_host": 'import signal\nattempt("kill host", lambda: os.kill($host, signal.SIGKILL))',
+    "kill_parent_by_ppid": 'import signal\nattempt("kill ppid", lambda: os.kill(os.getppid() or $zygote, 9))',
+    "kill_minus_one": 'import signal\nattempt("kill -1", lambda: os.kill(-1, signal.SIGKILL))\nprint("alive")',
+    "killpg_zygote_group": 'attempt("killpg", lambda: os.killpg(os.getpgid($zygote), 9))',
+    "ptrace_attach_host": 'attempt("ptrace", lambda: raw(101, 16, $host, 0, 0))',
+    "ptrace_traceme": 'attempt("traceme", lambda: raw(101, 0, 0, 0, 0))',
+    "setns_host_netns": ('fd = attempt("open ns", lambda: os.open("/proc/$host/ns/net", os.O_RDONLY))\n'
+                         'attempt("setns", lambda: raw(308, fd if fd else 0, 0))'),
+    "unshare_user_ns": 'attempt("unshare", lambda: raw(272, 0x10000000))',
+    "clone_new_user_ns": 'attempt("clone newuser", lambda: raw(56, 0x10000000 | 17, 0, 0, 0, 0))',
+    "mount_tmpfs": 'attempt("mount", lambda: raw(165, ctypes.c_char_p(b"x").value and 0, 0, 0, 0, 0))',
+    "mount_proc_over_tmp": ('attempt("mount", lambda: libc.mount(b"proc", b"/tmp", b"proc", 0, None) == 0 or '
+                            'raw(165, 0, 0, 0, 0, 0))'),
+    "umount_proc": 'attempt("umount", lambda: raw(166, ctypes.addressof(ctypes.create_string_buffer(b"/proc")), 2))',
+    "chroot_escape": 'attempt("chroot", lambda: os.chroot("/tmp"))',
+    "pivot_root": 'attempt("pivot_root", lambda: raw(155, 0, 0))',
+    "bpf_prog_load": 'attempt("bpf", lambda: raw(321, 5, 0, 0))',
+    "io_uring_setup": 'attempt("io_uring", lambda: raw(425, 8, ctypes.addressof(ctypes.create_string_buffer(120))))',
+    "userfaultfd": 'attempt("userfaultfd", lambda: raw(323, 0))',
+    "perf_event_open": 'attempt("perf", lambda: raw(298, ctypes.addressof(ctypes.create_string_buffer(128)), 0, -1, -1, 0))',
+    "x32_syscall": 'attempt("x32 getpid", lambda: raw(0x40000000 | 39))',
+    "i386_int80": ('import mmap\n'
+                   'm = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n'
+                   f'm.write({I386_GETPID})\n'
+                   'fn = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n'
+                   'res = fn()\n'
+                   'print("ESCAPED i386 getpid", res) if res > 0 else print("blocked i386:", os.strerror(-res))'),
+    "tiocsti_inject": ('import fcntl, termios\n'
+                       'for fd in (0, 1, 2):\n'
+                       '    attempt(f"TIOCSTI {fd}", lambda: fcntl.ioctl(fd, termios.TIOCSTI, b"x"))'),
+    "open_controlling_tty": 'attempt("tty", lambda: open("/dev/tty", "w").write("x"))',
+    "step_clock": 'attempt("clock_settime", lambda: raw(227, 0, ctypes.addressof((ctypes.c_long * 2)(0, 0))))',
+    "settimeofday": 'attempt("settimeofday", lambda: raw(164, ctypes.addressof((ctypes.c_long * 2)(0, 0)), 0))',
+    "reboot": 'attempt("reboot", lambda: raw(169, 0xfee1dead, 672274793, 0x4321fedc, 0))',
+    "kexec_load": 'attempt("kexec", lambda: raw(246, 0, 0, 0, 0))',
+    "init_module": 'attempt("init_module", lambda: raw(175, 0, 0, 0))',
+    "disable_aslr": 'attempt("personality", lambda: raw(135, 0x0040000))',
+    "sethostname_host": 'attempt("sethostname", lambda: raw(170, ctypes.addressof(ctypes.create_string_buffer(b"pwned")), 5))',
+    "swapoff": 'attempt("swapoff", lambda: raw(168, ctypes.addressof(ctypes.create_string_buffer(b"/swap"))))',
+    "acct": 'attempt("acct", lambda: raw(163, ctypes.addressof(ctypes.create_string_buffer(b"acct.log"))))',
+    "setuid_binary_gain": ('import subprocess\n'
+                           'def su():\n'
+                           '    p = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", "id"], capture_output=True,'
+                           ' timeout=5, text=True)\n'
+                           '    if p.returncode != 0: raise PermissionError(f"su refused: {p.stderr.strip()}")\n'
+                           '    return p.stdout\n'
+                           'attempt("su", su)'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOST_ATTACKS))
+def test_cant_harm_host_processes(sb, name):
+    hostname = socket.gethostname()
+    clock = time.time()
+    r = checked_run(sb, snippet(HOST_ATTACKS[name], **host_values(sb)))
+    blocked(r, "blocked", "alive")
+    assert socket.gethostname() == hostname
+    assert abs(time.time() - clock) < 60
+    for pid in sb.zygote_pids:
+        os.kill(pid, 0)  # the zygote is alive (checked_run also proved it serves)
