@@ -188,7 +188,8 @@ class Tally:
     outcomes: dict[str, int] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    durations: list[float] = field(default_factory=list)
+    durations: dict[str, list[float]] = field(default_factory=dict)
+    """Run durations in seconds (Result.duration_s), per kind."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, job: Job, result: "sandbox.Result | None", exc: BaseException | None) -> None:
@@ -201,17 +202,17 @@ class Tally:
                 return
             key = str(result.outcome)
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
-            self.durations.append(result.duration_s)
+            self.durations.setdefault(job.kind, []).append(result.duration_s)
             problem = job.check(result)
             if problem:
                 self.problems.append(f"{job.kind}: {problem}")
 
 
 def drive(sb: sandbox.Sandbox, work: list[Job], *, threads: int = 4, async_tasks: int = 4,
-          progress: Callable[[int], None] | None = None) -> Tally:
+          progress: Callable[[int], None] | None = None, tally: Tally | None = None) -> Tally:
     """Run ``work`` through ``sb``: half from ``threads`` threads, half from ``async_tasks``
     concurrent asyncio tasks (their own event loop, in parallel with the threads)."""
-    tally = Tally()
+    tally = tally if tally is not None else Tally()
     threaded, awaited = work[0::2], work[1::2]
     pending = queue.SimpleQueue()
     for job in threaded:
