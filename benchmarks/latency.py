@@ -37,16 +37,18 @@ def runners() -> list[Runner]:
             SandboxRunner("strict", session=True)]
 
 
-def samples(settings: common.Settings, runner: Runner, workload: Workload) -> int:
+def samples(settings: common.Settings, runner: Runner, workload: Workload, full: int | None = None) -> int:
     if runner.name in SLOWEST:
         return settings.n(5, 1)
     if runner.name in SLOW:
         return settings.n(10, 1)
-    return settings.n(500 if workload is PRINT else 60, 3)
+    return settings.n(full or (500 if workload is PRINT else 60), 3)
 
 
-def measure(settings: common.Settings, started: list[Runner], workload: Workload) -> list[dict[str, Any]]:
-    counts = {r.name: samples(settings, r, workload) for r in started}
+def measure(settings: common.Settings, started: list[Runner], workload: Workload,
+            full: int | None = None) -> list[dict[str, Any]]:
+    """Interleaved runs of ``workload`` on every runner; one row per runner."""
+    counts = {r.name: samples(settings, r, workload, full) for r in started}
     times: dict[str, list[float]] = {r.name: [] for r in started}
     bad = dict.fromkeys(counts, 0)
     for runner in started:  # warm-up: first imports, first fork of a fresh pool
