@@ -1,0 +1,80 @@
+"""Exhaustion attacks: each ends within its limit, and the host and zygote keep serving."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import sandbox
+
+from .attacks import snippet
+from .conftest import checked_run
+
+EXHAUSTION = {
+    # (code, timeout_s, check(result))
+    "fork_bomb": ('import time\n'
+                  'n = 0\n'
+                  'for _ in range(100000):\n'
+                  '    try:\n'
+                  '        if os.fork() == 0:\n'
+                  '            time.sleep(30); os._exit(0)\n'
+                  '        n += 1\n'
+                  '    except OSError as e:\n'
+                  '        print(f"blocked fork after {n}: {e}"); break\n'
+                  'print("forks", n)', 8),
+    "thread_bomb": ('import threading, time\n'
+                    'n = 0\n'
+                    'try:\n'
+                    '    while n < 100000:\n'
+                    '        threading.Thread(target=time.sleep, args=(30,), daemon=True).start(); n += 1\n'
+                    'except (RuntimeError, OSError, MemoryError) as e:\n'
+                    '    print(f"blocked thread after {n}: {e}")\n'
+                    'os._exit(0)', 8),
+    "memory_bomb": ('blocks = []\n'
+                    'while True:\n'
+                    '    blocks.append(bytearray(64 * 2**20))', 15),
+    "memory_bomb_numpy": ('import numpy as np\nx = np.ones((200000, 200000))', 10),
+    "disk_fill": ('chunk = b"x" * 2**20\n'
+                  'with open("fill.bin", "wb") as fh:\n'
+                  '    for _ in range(100000): fh.write(chunk)', 15),
+    "disk_fill_many_files": ('for i in range(100000):\n'
+                             '    with open(f"f{i}.bin", "wb") as fh: fh.write(b"x" * 2**20)', 15),
+    "output_flood": ('while True:\n    print("x" * 10000)', 10),
+    "fd_exhaustion": ('fds = []\n'
+                      'while True:\n'
+                      '    fds.append(os.open("/dev/null", os.O_RDONLY))', 5),
+    "cpu_in_c_code": ('sum(range(10**13))', 4),
+    "sleep_ignoring_sigterm": ('import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)', 3),
+    "daemonize_and_spin": ('import time\n'
+                           'if os.fork() == 0:\n'
+                           '    os.setsid()\n'
+                           '    if os.fork() == 0:\n'
+                           '        while True: time.sleep(1)\n'
+                           '    os._exit(0)\n'
+                           'print("parent done")', 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXHAUSTION))
+def test_cant_exhaust_the_host(sb, name):
+    code, timeout = EXHAUSTION[name]
+    start = time.monotonic()
+    r = checked_run(sb, snippet(code), timeout=timeout)
+    elapsed = time.monotonic() - start
+    assert elapsed < timeout + 15, f"the run took {elapsed:.1f} s"
+    text = r.stdout + r.stderr + (r.error or "")
+    assert "ESCAPED" not in text
+    if name == "fork_bomb" and r.outcome == sandbox.Outcome.OK:
+        forks = int(text.split("forks")[-1].split()[0])
+        assert forks < sb.policy.limits.max_processes, text
+    if name in ("memory_bomb", "memory_bomb_numpy"):
+        assert r.reason == "memory_limit" and "MemoryError" in r.error
+    if name == "output_flood":
+        assert r.reason == "output_limit"
+    if name == "fd_exhaustion":
+        assert "Too many open files" in r.error
+    if name.startswith("disk_fill"):
+        assert r.outcome == sandbox.Outcome.FAILED or r.reason in ("timeout", "output_limit"), r
+    if name in ("cpu_in_c_code", "sleep_ignoring_sigterm"):
+        assert r.outcome == sandbox.Outcome.DEADLINE_EXCEEDED or r.reason == "cpu_limit", r

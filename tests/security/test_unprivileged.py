@@ -1,0 +1,103 @@
+"""A subset of the attack suite as an unprivileged uid (65534), through the real public API.
+
+The test forks, drops to uid 65534 and starts its own ``sandbox.Sandbox``: the
+zygote is a fresh ``exec`` of this interpreter, so the interpreter must be readable
+by that uid. When it is not (e.g. a pyenv under a 0700 /root), the test is skipped
+with that reason; CI makes it readable (``chmod o+x /root``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import pytest
+
+from .attacks import snippet
+
+NOBODY = 65534
+ATTACKS = {
+    "read_canary": 'attempt("read", lambda: open("$file").read())',
+    "write_outside": 'attempt("write", lambda: open("$dir/planted", "w").write("x"))',
+    "tcp": 'attempt("tcp", lambda: socket.create_connection(("127.0.0.1", 9), timeout=1))',
+    "raw_socket": 'attempt("raw", lambda: raw(41, 2, 3, 1))',
+    "ptrace_host": 'attempt("ptrace", lambda: raw(101, 16, $host, 0, 0))',
+    "unshare": 'attempt("unshare", lambda: raw(272, 0x10000000))',
+    "kill_host": 'attempt("kill", lambda: os.kill($host, 9))',
+    "fork_bomb_bounded": ('n = 0\n'
+                          'try:\n'
+                          '    while n < 5000:\n'
+                          '        if os.fork() == 0:\n'
+                          '            import time; time.sleep(20); os._exit(0)\n'
+                          '        n += 1\n'
+                          'except OSError as e: print("blocked fork", n, e)\n'
+                          'print("forks", n)'),
+}
+
+
+def _readable_as(uid: int, path: str) -> bool:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.setgroups([])  # as that user: root's gid would select the (stricter) group bits
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        os._exit(0 if os.access(path, os.R_OK | os.X_OK) else 1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+@pytest.fixture(scope="module")
+def unprivileged_results():
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: the rest of the suite covers this uid")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY} (a parent directory is not "
+                    "traversable, e.g. /root is 0700): the zygote cannot be exec'd as that uid")
+    with tempfile.TemporaryDirectory(prefix="canary-") as root:
+        os.chmod(root, 0o755)
+        secret = os.path.join(root, "secret.txt")
+        with open(secret, "w") as fh:
+            fh.write("canary-unpriv")
+        os.chmod(root, 0o777)  # the uid could write here if the sandbox let it
+        results = _run_as_nobody(secret, root)
+        planted = os.path.exists(os.path.join(root, "planted"))
+    return results, planted
+
+
+def _run_as_nobody(secret: str, root: str) -> dict:
+    import sandbox  # noqa: F401 - imported before dropping privileges
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        out = {}
+        try:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            tempfile.tempdir = None  # pick /tmp again as this uid
+            with sandbox.Sandbox(policy="strict") as sb:
+                for name, body in ATTACKS.items():
+                    res = sb.run(snippet(body, file=secret, dir=root, host=os.getppid()), timeout=8)
+                    out[name] = {"text": res.stdout + res.stderr + (res.error or ""), "outcome": str(res.outcome)}
+                out["__uid__"] = sb.run("import os; print(os.getuid())").stdout
+        except BaseException as exc:  # noqa: BLE001
+            out["__error__"] = f"{type(exc).__name__}: {exc}"
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(data or '{"__error__": "child died"}')
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_cant_as_unprivileged_uid(unprivileged_results, name):
+    results, planted = unprivileged_results
+    assert "__error__" not in results, results.get("__error__")
+    assert results["__uid__"].strip() == str(NOBODY)
+    text = results[name]["text"]
+    assert "ESCAPED" not in text and "canary-unpriv" not in text, text
+    assert "blocked" in text, text
+    assert not planted
