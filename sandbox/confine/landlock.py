@@ -5,9 +5,10 @@ Written against the kernel ABI with ctypes (no binding needed). The ruleset:
 - read-only (read files, list dirs; execute too only when ``allow_subprocess``):
   the interpreter, stdlib, site-packages and image (``ctx.readable``), the policy's
   ``confinement.read_only_paths``, the system libraries (``/usr``, ``/lib*``,
-  ``/bin``, ``/sbin``), ``/proc`` and ``/sys/devices/system/cpu`` (CPU counts for
-  BLAS/joblib), and a short list of ``/etc`` files the C library and Python read
-  (not ``/etc`` as a whole: it holds ``shadow`` and host configuration);
+  ``/bin``, ``/sbin``), ``/proc``, ``/sys/devices/system/{cpu,node}`` and
+  ``/sys/fs/cgroup`` (CPU counts and quotas that BLAS and joblib read), and a short
+  list of ``/etc`` files the C library and Python read (not ``/etc`` as a whole: it
+  holds ``shadow`` and host configuration);
 - read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir``, ``/dev/shm``
   (a private tmpfs when the mount namespace is active) and the harmless devices
   ``/dev/null``, ``/dev/zero``, ``/dev/full``, ``/dev/random``, ``/dev/urandom``;
@@ -48,7 +49,7 @@ _WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SYM
 _DEVICE = READ_FILE | WRITE_FILE | TRUNCATE | IOCTL_DEV
 #: What the C library, Python and the image read at run time. Missing ones are skipped.
 SYSTEM_READ_ONLY = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/proc",
-                    "/sys/devices/system/cpu", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+                    "/sys/devices/system/cpu", "/sys/devices/system/node", "/sys/fs/cgroup", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
                     "/etc/localtime", "/etc/timezone", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
                     "/etc/hosts", "/etc/mime.types", "/etc/ssl", "/etc/ca-certificates", "/etc/fonts",
                     "/etc/os-release", "/etc/matplotlibrc")
