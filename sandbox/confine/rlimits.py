@@ -90,8 +90,10 @@ def limit_pids_before_fork(policy: Any) -> str:
 def _join_pids_cgroup(root: str, max_pids: int) -> str:
     parent = os.path.join(root, f"sandbox-{os.getppid()}")
     try:
-        os.makedirs(parent, exist_ok=True)
-        _sweep(parent)
+        if not os.path.isdir(parent):
+            _sweep(root, "sandbox-")  # first worker of this zygote: remove dead zygotes' cgroups
+            os.makedirs(parent, exist_ok=True)
+        _sweep(parent, "w")
         mine = os.path.join(parent, f"w{os.getpid()}")
         os.mkdir(mine)
         with open(os.path.join(mine, "pids.max"), "w") as fh:
@@ -103,11 +105,20 @@ def _join_pids_cgroup(root: str, max_pids: int) -> str:
     return f"root: pids cgroup {mine} caps processes at {max_pids}"
 
 
-def _sweep(parent: str) -> None:
-    """Remove empty cgroups of workers that are gone (rmdir fails on a populated cgroup)."""
+def _sweep(parent: str, prefix: str) -> None:
+    """Remove cgroups named ``<prefix><pid>`` whose process is gone (rmdir refuses populated ones)."""
     for name in os.listdir(parent):
-        if name.startswith("w"):
-            try:
-                os.rmdir(os.path.join(parent, name))
-            except OSError:
-                pass
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            path = os.path.join(parent, name)
+            for child in os.listdir(path):
+                if os.path.isdir(os.path.join(path, child)):
+                    _rmdir(os.path.join(path, child))
+            _rmdir(path)
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
