@@ -9,6 +9,7 @@ core bug are marked ``xfail(strict=True)`` with the cause in the reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -51,13 +52,16 @@ def _in_threads(sb: sandbox.Sandbox, codes: list[str], timeout: float = 60) -> t
     return results, threads
 
 
-def _wait_for_runs(sb: sandbox.Sandbox, count: int, timeout: float = 20.0) -> None:
+def _wait_for_runs(sb: sandbox.Sandbox, count: int, timeout: float = 30.0, results: list | None = None) -> None:
     """Until ``count`` snippets are running (each made the file ``running`` in its work dir)."""
     deadline = time.monotonic() + timeout
+    busy = 0
     while time.monotonic() < deadline:
         busy = len(run_processes(sb, "running"))
         if busy >= count:
             return
+        finished = [r for r in results or () if r is not None]
+        assert not finished, f"a run ended before it was seen running: {finished[0]!r}"
         time.sleep(0.02)
     raise AssertionError(f"only {busy} of {count} runs started")
 
@@ -77,7 +81,7 @@ def test_zygote_killed_with_runs_in_flight_fails_each_clearly_and_restarts():
         old_tree = tree(zygote)
         tokens = [f"inflight-{i}" for i in range(4)]
         results, threads = _in_threads(sb, [SLEEPER.format(token=t) for t in tokens])
-        _wait_for_runs(sb, 4)
+        _wait_for_runs(sb, 4, results=results)
         old_tree = tree(zygote)
         killed_at = time.monotonic()
         os.kill(zygote, signal.SIGKILL)
@@ -111,31 +115,61 @@ def test_zygote_killed_between_runs_is_restarted_every_time():
     assert found == [], found  # every old reader thread ended, every socket closed
 
 
-@pytest.mark.skipif(not __import__("sandbox.confine.namespaces", fromlist=["probe"]).probe()[0],
-                    reason="needs a pid namespace per run: without one a detached daemon of a run whose "
-                           "zygote is SIGKILLed is reparented to init and nothing holds it")
+def _flat(policy: str = "default") -> sandbox.Policy:
+    """``policy`` without the namespaces layer: no pid namespace holds a run's processes."""
+    base = sandbox.Policy.load(policy)
+    conf = base.confinement
+    return base.replace(confinement=dataclasses.replace(
+        conf, layers=tuple(x for x in conf.layers if x != "namespaces"),
+        required=tuple(x for x in conf.required if x != "namespaces")))
+
+
+def _pid_namespaces() -> bool:
+    from sandbox.confine import namespaces
+    return namespaces.probe()[0]
+
+
+def _zygote_killed_mid_run_survivors(sb: sandbox.Sandbox) -> set[int]:
+    (zygote,) = sb.zygote_pids
+    results, threads = _in_threads(sb, [DAEMON_THEN_SLEEP])
+    _wait_for_runs(sb, 1, results=results)
+    everything = tree(zygote)
+    try:
+        os.kill(zygote, signal.SIGKILL)
+        _join(threads, 10)
+        assert results[0].outcome == Outcome.FAILED
+        return gone(everything, timeout=5)
+    finally:
+        for proc in everything:  # do not leave an escaped daemon on the machine
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.mark.skipif(not _pid_namespaces(), reason="no pid namespaces on this kernel")
 def test_zygote_killed_mid_run_leaves_no_detached_daemon():
+    """With a pid namespace per run, the daemon dies with the run's pid 1."""
     with sandbox.Sandbox() as sb:
-        (zygote,) = sb.zygote_pids
-        results, threads = _in_threads(sb, [DAEMON_THEN_SLEEP])
-        _wait_for_runs(sb, 1)
-        time.sleep(0.5)  # the daemon is forked
-        everything = tree(zygote)
-        try:
-            os.kill(zygote, signal.SIGKILL)
-            _join(threads, 10)
-            assert results[0].outcome == Outcome.FAILED
-            survivors = gone(everything, timeout=5)
-            assert not survivors, f"processes of the run outlived the zygote: {sorted(survivors)}"
-        finally:
-            for proc in everything:  # do not leave the escaped daemon on the machine
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
+        survivors = _zygote_killed_mid_run_survivors(sb)
+    assert not survivors, f"processes of the run outlived the zygote: {sorted(survivors)}"
 
 
-def test_detached_grandchild_of_a_finished_run_is_killed():
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit without pid namespaces (policy without the namespaces layer, or no user "
+    "namespaces on the kernel): a daemon the snippet detached (setsid) outlives a SIGKILLed "
+    "zygote; the workers die by PDEATHSIG, their detached children are reparented to init and "
+    "nothing holds them (a cgroup per Sandbox, or a pid namespace for the zygote, would)"))
+def test_zygote_killed_mid_run_leaves_no_detached_daemon_without_pid_namespaces():
+    with sandbox.Sandbox(policy=_flat()) as sb:
+        survivors = _zygote_killed_mid_run_survivors(sb)
+    assert not survivors, f"processes of the run outlived the zygote: {sorted(survivors)}"
+
+
+@pytest.mark.parametrize("pidns", [True, False], ids=["pid-namespace", "no-pid-namespace"])
+def test_detached_grandchild_of_a_finished_run_is_killed(pidns):
+    if pidns and not _pid_namespaces():
+        pytest.skip("no pid namespaces on this kernel")
     code = ("import os, time\n"
             "r, w = os.pipe()\n"
             "if os.fork() == 0:\n"
@@ -149,12 +183,15 @@ def test_detached_grandchild_of_a_finished_run_is_killed():
             "    os._exit(0)\n"
             "os.read(r, 1)\n"
             "print('done')")
-    with sandbox.Sandbox() as sb:
+    with sandbox.Sandbox(policy="default" if pidns else _flat()) as sb:
         from tests.conftest import settled_count
         baseline = settled_count(sb)  # the pre-forked workers (two processes each with a pid namespace)
         r = sb.run(code)
         assert r.ok
-        assert settled_count(sb, timeout=3) <= baseline, "a process outlived its run"
+        deadline = time.monotonic() + 10  # the refill and the orphan sweep run off the request path
+        while settled_count(sb) > baseline and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert settled_count(sb) <= baseline, "a process outlived its run"
 
 
 # -- a worker dies -----------------------------------------------------------------------
@@ -346,7 +383,7 @@ def test_close_with_runs_in_flight_and_waiting_from_threads():
     before = _quiet_host_state()
     sb = sandbox.Sandbox(max_concurrent=3)
     results, threads = _in_threads(sb, [SLEEPER.format(token=f"c{i}") for i in range(7)])
-    _wait_for_runs(sb, 3)
+    _wait_for_runs(sb, 3, results=results)
     zygote_tree = tree(sb.zygote_pids[0])
     closed_at = time.monotonic()
     sb.close()
@@ -390,7 +427,7 @@ def test_close_with_asyncio_runs_in_flight():
 def test_runs_cut_short_by_close_say_the_sandbox_was_closed():
     sb = sandbox.Sandbox()
     results, threads = _in_threads(sb, [SLEEPER.format(token="x")])
-    _wait_for_runs(sb, 1)
+    _wait_for_runs(sb, 1, results=results)
     sb.close()
     _join(threads, 15)
     r = results[0]
