@@ -142,7 +142,7 @@ def _verify_in_fork(policy: Any) -> dict[str, bool]:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             os.close(r)
-            os.dup2(w, 1)
+            sys.stdout = os.fdopen(w, "w")  # not fd 1: the caller may have replaced sys.stdout (pytest does)
             try:
                 ns = confine.enter_namespaces_before_fork(policy) if "namespaces" in policy.confinement.layers else None
                 os.chdir(work)

@@ -86,7 +86,7 @@ def enter_namespaces_before_fork(policy: Any) -> LayerStatus:
     active, detail = namespaces.enter_in_parent(policy)
     if active:
         _stage_before_request(policy)
-    return LayerStatus("namespaces", active, active, f"{detail}; {note}")
+    return LayerStatus("namespaces", active, active, f"{detail}; {note}" if active else detail)
 
 
 def _stage_before_request(policy: Any) -> None:
