@@ -76,7 +76,7 @@ def run(settings: common.Settings) -> common.Record:
     started, skipped = start_all(runners(), settings)
     record.extra["skipped"] = skipped
     try:
-        plan = [(r, c) for r in started for c in CLIENTS]
+        plan = [(r, c) for r in started for c in (CLIENTS[:2] if settings.quick else CLIENTS)]
         for runner, clients in common.progress(plan, len(plan), "concurrency"):
             warm = isinstance(runner, SandboxRunner)
             total = settings.n(400, 4) if warm else settings.n(max(20, 10 * clients), 2)

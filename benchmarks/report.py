@@ -1,0 +1,148 @@
+"""Render the generated part of benchmarks/README.md from the JSON results.
+
+    python -m benchmarks report
+
+Everything between the ``generated`` markers of the README is rewritten: the machine
+and its load during each benchmark, the targets with what was measured and a verdict,
+and every benchmark's table with its plot. The prose around the markers (why a
+target is missed, where the time goes) is written by hand.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from . import SUITE, common
+
+README = common.HERE / "README.md"
+BEGIN, END = "<!-- generated:begin (python -m benchmarks report) -->", "<!-- generated:end -->"
+TABLES = {
+    "latency": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "runs_per_s", "x_sandbox", "bad"),
+    "concurrency": ("runner", "clients", "runs", "runs_per_s", "p50_ms", "p90_ms", "p99_ms"),
+    "memory": ("item", "runner", "ready_s", "first_run_ms", "rss_mb", "uss_mb", "pss_mb", "processes"),
+    "confinement": ("layers", "n", "p50_ms", "p90_ms", "p99_ms", "cost_p50_ms", "step_p50_ms",
+                    "back_to_back_runs_per_s", "active"),
+    "sessions": ("runner", "operation", "n", "p50_ms", "p90_ms", "p99_ms", "bad"),
+    "timeouts": ("runner", "snippet", "n", "deadline_s", "p50_past_ms", "p90_past_ms", "max_past_ms", "reported"),
+    "io_size": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "x_sandbox", "bad"),
+}
+Results = dict[str, dict[str, Any]]
+
+
+def _find(results: Results, name: str, **match: Any) -> dict[str, Any] | None:
+    for row in (results.get(name) or {}).get("rows", []):
+        if all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _latency(results: Results, workload: str, runner: str, key: str = "p50_ms") -> float | None:
+    row = _find(results, "latency", workload=workload, runner=runner)
+    return row.get(key) if row else None
+
+
+def _target(label: str, value: float | None, goal: float, unit: str, higher_is_better: bool = False,
+            detail: str = "") -> dict[str, Any]:
+    if value is None:
+        return {"target": label, "measured": "not measured", "verdict": "n/a", "detail": detail}
+    met = value >= goal if higher_is_better else value <= goal
+    shown = f"{value:,.1f} {unit}" if abs(value) >= 10 else f"{value:,.2f} {unit}"
+    return {"target": label, "measured": shown.strip(), "verdict": "met" if met else "**missed**", "detail": detail}
+
+
+def targets(results: Results) -> list[dict[str, Any]]:
+    """Each target of issue 7 with its measurement (from whatever results exist)."""
+    rows = []
+    for policy in ("default", "strict"):
+        runner = f"sandbox {policy}"
+        rows.append(_target(f"warm print(1) p50 <= 5 ms ({runner})", _latency(results, "print(1)", runner), 5, "ms"))
+        rows.append(_target(f"warm print(1) p99 <= 15 ms ({runner})",
+                            _latency(results, "print(1)", runner, "p99_ms"), 15, "ms"))
+    fresh = _latency(results, "print(1)", "python -c + image imports")
+    ours = _latency(results, "print(1)", "sandbox default")
+    rows.append(_target(">= 100x faster than a fresh interpreter importing the image (print(1) p50)",
+                        fresh / ours if fresh and ours else None, 100, "x", True,
+                        f"{fresh} ms vs {ours} ms" if fresh and ours else ""))
+    best = max((r for r in (results.get("concurrency") or {}).get("rows", []) if r["runner"].startswith("sandbox")),
+               key=lambda r: r["runs_per_s"], default=None)
+    rows.append(_target(">= 300 runs/s for print(1) on 2 cores", best and best["runs_per_s"], 300, "runs/s", True,
+                        f"best: {best['runner']}, {best['clients']} clients" if best else ""))
+    plot_ours, plot_floor = _latency(results, "plot to PNG", "sandbox default"), _latency(results, "plot to PNG",
+                                                                                         "in-process exec")
+    rows.append(_target("plot to PNG within 2x of in-process (p50)",
+                        plot_ours / plot_floor if plot_ours and plot_floor else None, 2, "x", False,
+                        f"{plot_ours} ms vs {plot_floor} ms" if plot_ours and plot_floor else ""))
+    uss = _find(results, "memory", item="print(1) then sleep", runner="sandbox default")
+    rows.append(_target("per-run USS <= 10 MB (print(1) worker)", uss and uss.get("uss_mb"), 10, "MiB",
+                        detail="worker + its waiting parent"))
+    starts = [r["ready_s"] for r in (results.get("memory") or {}).get("rows", [])
+              if r.get("item") == "zygote" and r.get("runner") == "sandbox default"]
+    rows.append(_target("zygote ready <= 2 s (median of starts)", statistics.median(starts) if starts else None,
+                        2, "s", detail=f"starts: {starts}" if starts else ""))
+    conf = _find(results, "confinement", layers="all five")
+    rows.append(_target("confinement cost <= 0.5 ms per run (p50 all five - p50 none)",
+                        conf and conf.get("cost_p50_ms"), 0.5, "ms"))
+    rollback = _find(results, "sessions", runner="sandbox default", operation="crash run + next run sees old state")
+    replay = next((r for r in (results.get("sessions") or {}).get("rows", [])
+                   if r["runner"] == "jupyter kernel" and r["operation"].startswith("restart + replay")), None)
+    srun = _find(results, "sessions", runner="sandbox default", operation="run print(1)")
+    rows.append(_target("session run print(1) vs Jupyter restart + replay: how many times faster",
+                        replay["p50_ms"] / srun["p50_ms"] if srun and replay and srun.get("p50_ms") else None,
+                        1, "x", True, f"{srun['p50_ms']} ms vs {replay['p50_ms']} ms" if srun and replay else ""))
+    rows.append(_target("session rollback (crash + next run) vs Jupyter restart + replay: how many times faster",
+                        replay["p50_ms"] / rollback["p50_ms"] if rollback and replay and rollback.get("p50_ms")
+                        else None, 1, "x", True,
+                        f"{rollback['p50_ms']} ms vs {replay['p50_ms']} ms" if rollback and replay else ""))
+    return rows
+
+
+def machine_section(results: Results) -> str:
+    any_result = next((r for r in results.values() if r), None)
+    if any_result is None:
+        return "_No results yet: run `python -m benchmarks`._"
+    m = any_result["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+             f"Python {m['python']}, commit {m['commit']}.", "",
+             "| benchmark | started (UTC) | took | load avg before (1/5/15 min) | after | quick |",
+             "|---|---|---:|---|---|---|"]
+    for name, data in results.items():
+        if data:
+            lines.append(f"| {name} | {data['started_utc']} | {data['elapsed_s']:.0f} s | "
+                         f"{' / '.join(map(str, data['load_before']))} | {' / '.join(map(str, data['load_after']))} "
+                         f"| {'yes' if data['quick'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def render(results: Results) -> str:
+    parts = [BEGIN, "", "### Machine and load", "", machine_section(results), "", "### Targets", "",
+             common.markdown(targets(results), ("target", "measured", "verdict", "detail"))]
+    for name in SUITE:
+        data = results.get(name)
+        if not data:
+            continue
+        parts += ["", f"### {name}", "", common.markdown(data["rows"], TABLES[name])]
+        if data.get("skipped"):
+            parts += ["", "Not run here: " + "; ".join(f"{k}: {v}" for k, v in data["skipped"].items())]
+        if (README.parent / "results" / f"{name}.png").exists():
+            parts += ["", f"![{name}](results/{name}.png)"]
+    parts += ["", END]
+    return "\n".join(parts)
+
+
+def main(out: Path = common.RESULTS, readme: Path = README) -> Path:
+    """Rewrite the generated section of ``readme`` from the results in ``out``."""
+    results = {name: common.read_result(name, out) for name in SUITE}
+    block = render(results)
+    text = readme.read_text(encoding="utf-8") if readme.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(text, encoding="utf-8")
+    print(f"wrote {readme}")
+    return readme
+
+

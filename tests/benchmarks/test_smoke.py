@@ -1,0 +1,78 @@
+"""Each benchmark script runs on a tiny setting and writes its table, JSON and plot.
+
+No timing is asserted: benchmarks are measurements, not pass/fail tests. The slow
+alternatives (a fresh interpreter importing the image, Jupyter restarts) are left out
+of the script runs by ``--runners``; ``test_alternatives_run_print`` checks each
+alternative once on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import SUITE, __main__ as bench_main, alternatives, report, workloads  # noqa: E402
+
+#: Enough to exercise every code path of the scripts, fast enough for CI.
+TINY = ["--quick", "--runners", "in-process,sandbox default,sandbox pool_size=1"]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-results")
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_script_runs_tiny(name: str, out: Path, capsys: pytest.CaptureFixture) -> None:
+    assert bench_main.main([name, *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["benchmark"] == name and data["quick"] is True
+    assert data["rows"], f"{name} measured nothing"
+    assert data["machine"]["cores"] and len(data["load_before"]) == 3
+    assert (out / f"{name}.png").stat().st_size > 1000
+    assert "load average before" in printed
+    for row in data["rows"]:
+        assert not row.get("bad"), f"{name}: a run did not do its job: {row}"
+
+
+def test_report_renders_targets(out: Path) -> None:
+    readme = out / "README.md"
+    readme.write_text("# Benchmarks\n\nhand-written\n\n" + report.BEGIN + "\nold\n" + report.END + "\n\nafter\n")
+    report.main(out, readme)
+    text = readme.read_text()
+    assert "hand-written" in text and "after" in text and "\nold\n" not in text
+    assert "### Targets" in text and "warm print(1) p50 <= 5 ms" in text
+
+
+@pytest.mark.parametrize("make", [alternatives.InProcess, alternatives.FreshPython, alternatives.Bubblewrap,
+                                  alternatives.Jupyter], ids=lambda m: m.__name__)
+def test_alternatives_run_print(make: type) -> None:
+    reason = make.unavailable()
+    if reason:
+        pytest.skip(reason)
+    runner = make()
+    runner.start()
+    try:
+        ran = runner.run(workloads.PRINT.code)
+        assert ran.ok and ran.stdout == "1\n"
+        ran = runner.run(workloads.PLOT.code)
+        assert workloads.PLOT.check(ran.stdout, ran.png_bytes)
+        ran = runner.run(workloads.EXCEPTION.code)
+        assert not ran.ok
+    finally:
+        runner.close()
+
+
+def test_cli_lists_the_suite() -> None:
+    done = subprocess.run([sys.executable, "-m", "sandbox", "bench", "--list"], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()] == list(SUITE)
