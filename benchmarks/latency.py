@@ -39,10 +39,10 @@ def runners() -> list[Runner]:
 
 def samples(settings: common.Settings, runner: Runner, workload: Workload, full: int | None = None) -> int:
     if runner.name in SLOWEST:
-        return settings.n(5, 1)
+        return settings.n(3, 1)
     if runner.name in SLOW:
-        return settings.n(10, 1)
-    return settings.n(full or (500 if workload is PRINT else 60), 3)
+        return settings.n(10 if workload is PRINT else 5, 1)
+    return settings.n(full or (500 if workload is PRINT else 40), 3)
 
 
 def measure(settings: common.Settings, started: list[Runner], workload: Workload,

@@ -55,7 +55,7 @@ def _repeat(n: int, step: Callable[[], bool]) -> tuple[list[float], int]:
 
 
 def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]:
-    name, n, few = f"sandbox {policy}", settings.n(200, 3), settings.n(30, 2)
+    name, n, few = f"sandbox {policy}", settings.n(100, 3), settings.n(20, 2)
     rows = []
     with sandbox.Sandbox(policy=policy, image="vertex") as box:
         box.session().close()  # warm-up
@@ -78,11 +78,12 @@ def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
             rows.append(_row(name, "crash run + next run sees old state",
                              *_repeat(few, lambda: s.run("import os\nos._exit(3)").rolled_back
                                       and s.run("print(x > 0)").stdout == "True\n")))
-            late = []
-            for _ in range(few):
+            late, bad = [], 0
+            for _ in range(settings.n(10, 2)):
                 seconds, result = common.timed(lambda: s.run(BUSY, timeout=DEADLINE_S))
                 late.append(seconds - DEADLINE_S)
-            rows.append(_row(name, f"timeout {DEADLINE_S} s: time past deadline, rolled back", late))
+                bad += not result.rolled_back
+            rows.append(_row(name, f"timeout {DEADLINE_S} s: time past deadline, rolled back", late, bad))
         rows.append(_row(name, f"replay history ({len(HISTORY)} cells) in a new session",
                          *_repeat(settings.n(10, 1), lambda: _replay_sandbox(box))))
     return rows
@@ -102,11 +103,12 @@ def jupyter_rows(settings: common.Settings) -> list[dict[str, Any]]:
     kernel.start()
     try:
         kernel.run("x = 41")
-        rows = [_row(name, "run print(1)", *_repeat(settings.n(200, 3), lambda: kernel.run("print(1)").stdout == "1\n")),
-                _row(name, "run x += 1", *_repeat(settings.n(200, 3), lambda: kernel.run("x += 1").ok))]
+        n = settings.n(100, 3)
+        rows = [_row(name, "run print(1)", *_repeat(n, lambda: kernel.run("print(1)").stdout == "1\n")),
+                _row(name, "run x += 1", *_repeat(n, lambda: kernel.run("x += 1").ok))]
         rows.append(_row(name, "restart", *_repeat(settings.n(5, 1), lambda: kernel.restart_kernel() is None)))
         rows.append(_row(name, f"restart + replay history ({len(HISTORY)} cells)",
-                         *_repeat(settings.n(5, 1), lambda: _replay_jupyter(kernel))))
+                         *_repeat(settings.n(3, 1), lambda: _replay_jupyter(kernel))))
         late = []
         for _ in range(settings.n(5, 1)):
             seconds, ran = common.timed(lambda: kernel.run(BUSY, timeout=DEADLINE_S))
