@@ -95,9 +95,9 @@ def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> d
             cap = sb.policy.limits.max_output_bytes
             warm = mix.drive(sb, mix.jobs(50, seed=seed - 1, output_cap=cap), threads=threads,
                              async_tasks=async_tasks)
+            work = mix.jobs(runs, seed=seed, output_cap=cap)  # before the baseline: the jobs are ours
             idle_processes = settled_count(sb)
             warm_state = HostState.take(private_tmp)
-            work = mix.jobs(runs, seed=seed, output_cap=cap)
             step = max(1, runs // 20)
             soak_started = time.monotonic()
             with Timeline(sb, every_s=5.0) as timeline:
