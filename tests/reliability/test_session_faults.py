@@ -14,7 +14,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
-from .hostcheck import HostState, settle
+from .hostcheck import HostState, running_worker, settle
 
 
 def _run_in_thread(session, code: str, timeout: float = 30) -> tuple[dict, threading.Thread]:
@@ -34,13 +34,9 @@ def test_zygote_killed_during_a_session_run():
     before = HostState.take()
     with sandbox.Sandbox() as sb, sb.session() as s:
         s.run("x = 41")
-        out, thread = _run_in_thread(s, "print('started', flush=True)\nimport time\ntime.sleep(30)")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and "result" not in out:
-            time.sleep(0.2)
-            if sb.zygote_pids:
-                break
-        time.sleep(1.0)  # the run is under way
+        out, thread = _run_in_thread(s, "print('started', flush=True)\nopen('running', 'w').close()\n"
+                                        "import time\ntime.sleep(30)")
+        running_worker(sb, marker="running", timeout=30)  # the run is under way
         os.kill(sb.zygote_pids[0], signal.SIGKILL)
         thread.join(30)
         assert not thread.is_alive(), "the session run hung after its zygote died"
