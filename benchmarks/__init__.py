@@ -10,4 +10,4 @@ to ``benchmarks/results/``; ``python -m benchmarks report`` rewrites the tables 
 """
 
 #: Benchmark modules, in suite order (each one small; shared helpers live in common.py).
-SUITE = ("latency", "concurrency", "memory", "confinement", "sessions", "timeouts", "io_size")
+SUITE = ("latency", "concurrency", "memory", "confinement", "sessions", "timeouts", "io_size", "breakdown")

@@ -51,8 +51,9 @@ def measure(settings: common.Settings, started: list[Runner], workload: Workload
     counts = {r.name: samples(settings, r, workload, full) for r in started}
     times: dict[str, list[float]] = {r.name: [] for r in started}
     bad = dict.fromkeys(counts, 0)
-    for runner in started:  # warm-up: first imports, first fork of a fresh pool
-        runner.run(workload.code, workload.files)
+    for runner in started:  # warm-up: first imports, first fork of a fresh pool (a fresh process has no warm state)
+        if workload is PRINT or runner.name not in SLOW + SLOWEST:
+            runner.run(workload.code, workload.files)
     total = sum(counts.values())
     rounds = ((i, r) for i in range(max(counts.values())) for r in started if i < counts[r.name])
     for _i, runner in common.progress(rounds, total, workload.name):

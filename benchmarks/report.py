@@ -27,6 +27,7 @@ TABLES = {
     "sessions": ("runner", "operation", "n", "p50_ms", "p90_ms", "p99_ms", "bad"),
     "timeouts": ("runner", "snippet", "n", "deadline_s", "p50_past_ms", "p90_past_ms", "max_past_ms", "reported"),
     "io_size": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "x_sandbox", "bad"),
+    "breakdown": ("mode", "step", "where", "n", "wall_p50_ms", "wall_min_ms", "wall_p90_ms", "cpu_p50_ms"),
 }
 Results = dict[str, dict[str, Any]]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 #: benchmarks/ lives beside sandbox/ in a checkout.
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-NAMES = "latency, concurrency, memory, confinement, sessions, timeouts, io_size"
+NAMES = "latency, concurrency, memory, confinement, sessions, timeouts, io_size, breakdown"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
