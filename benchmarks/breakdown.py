@@ -9,13 +9,15 @@ opened before any confinement; the host's steps are wrapped in this process. Ste
 the core no longer has are skipped. ``wall`` is elapsed time (on a loaded machine it
 includes waiting for a CPU), ``cpu`` is the thread's CPU time where it can be read.
 For one-shot ``print(1)`` runs, session runs and runs killed at a 0.5 s deadline.
-This is a diagnostic for the core's owner, not one of the targets.
+First, the CPU of the whole process tree per run (host + zygote + workers, reaped),
+with and without the namespaces layer: load-independent, and the ceiling on runs/s
+is about ``cores / that``. This is a diagnostic for the core's owner, not a target.
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import dataclasses
 import os
 import shutil
 import statistics
@@ -178,8 +180,50 @@ def _measure(probe: Probe, n: int, mode: str) -> list[dict[str, Any]]:
     return _rows(mode, probe, windows)
 
 
+def without_namespaces() -> sandbox.Policy:
+    """The default policy minus the namespaces layer (what the extra fork and namespaces cost)."""
+    policy = sandbox.Policy.load("default")
+    layers = tuple(x for x in policy.confinement.layers if x != "namespaces")
+    required = tuple(x for x in policy.confinement.required if x != "namespaces")
+    return policy.replace(name="default without namespaces",
+                          confinement=dataclasses.replace(policy.confinement, layers=layers, required=required))
+
+
+def cpu_per_run(n: int, policy: "str | sandbox.Policy" = "default") -> list[dict[str, Any]]:
+    """CPU of the whole tree per one-shot print(1) (host + zygote + every worker, reaped), no wrapper.
+
+    Load-independent: the ceiling on runs/s is about cores / this.
+    """
+    import psutil
+    rows = []
+    with sandbox.Sandbox(policy, image="vertex") as box:
+        for _ in range(3):
+            box.run("print(1)")
+        time.sleep(1.0)
+        zygote = psutil.Process(box.zygote_pids[0])
+        host = psutil.Process()
+
+        def total() -> tuple[float, float]:
+            z, h = zygote.cpu_times(), host.cpu_times()
+            return h.user + h.system, z.user + z.system + z.children_user + z.children_system
+
+        host0, tree0 = total()
+        for _ in range(n):
+            box.run("print(1)")
+        time.sleep(1.0)  # the last workers exit and are reaped (their CPU lands in the zygote's children)
+        host1, tree1 = total()
+    for label, value in (("host process", host1 - host0), ("zygote + workers (forks, runs, exits)", tree1 - tree0),
+                         ("whole tree", host1 - host0 + tree1 - tree0)):
+        name = policy if isinstance(policy, str) else policy.name
+        rows.append({"mode": f"CPU per run ({name})", "step": label, "where": "cpu", "n": n,
+                     "cpu_p50_ms": round(value / n * 1000, 2)})
+    return rows
+
+
 def run(settings: common.Settings) -> common.Record:
     record = common.Record("breakdown", settings)
+    record.rows += cpu_per_run(settings.n(100, 3))
+    record.rows += cpu_per_run(settings.n(100, 3), without_namespaces())
     probe = Probe()
     probe.wrap_host()
     try:

@@ -17,7 +17,6 @@ its rollback needs no replay at all.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, Callable
 
 import sandbox
