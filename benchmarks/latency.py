@@ -41,8 +41,8 @@ def samples(settings: common.Settings, runner: Runner, workload: Workload, full:
     if runner.name in SLOWEST:
         return settings.n(3, 1)
     if runner.name in SLOW:
-        return settings.n(10 if workload is PRINT else 5, 1)
-    return settings.n(full or (500 if workload is PRINT else 40), 3)
+        return settings.n(8 if workload is PRINT else 5, 1)
+    return settings.n(full or (400 if workload is PRINT else 40), 3)
 
 
 def measure(settings: common.Settings, started: list[Runner], workload: Workload,
