@@ -165,7 +165,9 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     left.set_title("Memory per run / per process")
     left.legend(fontsize=7)
     starts = [r for r in record.rows if r.get("ready_s") is not None]
-    right.bar(range(len(starts)), [r["ready_s"] for r in starts], color="tab:orange")
+    right.bar(range(len(starts)), [r["ready_s"] for r in starts], color="tab:orange", alpha=0.4, label="wall")
+    right.bar(range(len(starts)), [r.get("cpu_s") or 0 for r in starts], color="tab:orange", width=0.4,
+              label="CPU of the process")
     right.axhline(2, color="grey", linestyle=":", label="target: zygote ready in 2 s")
     right.set_xticks(range(len(starts)))
     right.set_xticklabels([r["runner"].replace(" + ", "\n+ ") for r in starts], fontsize=7, rotation=30, ha="right")
