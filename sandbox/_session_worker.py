@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _worker, protocol
+from . import _proc, _worker, protocol
 from .errors import ProtocolError
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -104,11 +104,7 @@ class _NodeLoop:
         ours.close()
 
     def _reap(self) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        _proc.drain(self.wake_r)
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -118,9 +114,7 @@ class _NodeLoop:
                 return
             if pid in self.runners:
                 self.runners.discard(pid)
-                signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-                code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-                protocol.send_packet(self.sock, "exited", pid=pid, signal=signum, exitcode=code)
+                protocol.send_packet(self.sock, "exited", pid=pid, **_proc.exit_facts(status))
 
 
 def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -176,7 +170,7 @@ class _Root:
             # and the notices queued before it), so the rest of a batch can be stale.
             key, _ = self.selector.select()[0]
             if key.data == "sigchld":
-                _drain(wake_r)
+                _proc.drain(wake_r)
                 self._reap()
             elif key.data == "host":
                 if not self._host_message():
@@ -225,7 +219,7 @@ class _Root:
 
     def _cancel(self, header: dict[str, Any], fds: list[int]) -> None:
         if self.run is not None and self.run.seq == header["seq"]:
-            _kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
+            _proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
 
     def _checkpoint(self, header: dict[str, Any], fds: list[int]) -> None:
         node = self.nodes[self.lines[header["line"]]]
@@ -328,15 +322,15 @@ class _Root:
             node = self.nodes.get(pid)
             if node is None or node.pinned or pid in used or (self.run and self.run.node is node):
                 continue
-            _kill(pid)
+            _proc.kill(pid)
             del self.nodes[pid]
             _close_registered(self.selector, node.sock)
 
     def _sweep(self) -> None:
         """Kill what a dead runner left behind (reparented to us), but no node."""
-        for pid in _children():
+        for pid in _proc.children():
             if pid not in self.nodes:
-                _kill(pid)
+                _proc.kill(pid)
 
     def _reap(self) -> None:
         while True:
@@ -363,29 +357,6 @@ def serve_root(chan: "_worker.Channel", ctl: socket.socket, spec: dict[str, Any]
     pid, sock = _fork_node({"__name__": "__main__", "__builtins__": builtins}, spec)
     root.lines[0] = root._add_node(pid, sock).pid
     root.serve()
-
-
-def _children() -> list[int]:
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except OSError:
-        return []
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _close_registered(selector: selectors.BaseSelector, sock: socket.socket) -> None:

@@ -14,6 +14,7 @@ import collections
 import ctypes
 import gc
 import os
+import select
 import selectors
 import signal
 import socket
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import _worker, confine, protocol
+from . import _proc, _worker, confine, protocol
 from .errors import ProtocolError
 from .image import Image
 from .policy import Policy
@@ -136,11 +137,7 @@ class Zygote:
             os.close(worker.pidfd)
 
     def _reap(self) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        _proc.drain(self.wake_r)
         while True:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -163,9 +160,7 @@ class Zygote:
         # A daemon whose detached parent is still exiting reaches us only later.
         self.sweep_until = time.monotonic() + _SWEEP_SECONDS
         os.close(worker.pidfd)
-        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, signal=signum, exitcode=code,
+        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **_proc.exit_facts(status),
                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
 
     def _discard(self, worker: _Worker) -> None:
@@ -179,22 +174,29 @@ class Zygote:
     def _kill_orphans(self) -> None:
         """Daemons a snippet detached get reparented to us (a subreaper): end them."""
         known = {w.pid for w in self.ready} | set(self.running)
-        try:
-            with open(f"/proc/self/task/{os.getpid()}/children") as fh:
-                children = [int(p) for p in fh.read().split()]
-        except OSError:
-            return
-        for pid in children:
+        for pid in _proc.children():
             if pid not in known:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+                _proc.kill(pid)
 
     def shutdown(self) -> None:
-        for worker in [*self.ready, *self.running.values()]:
-            self._discard(worker)
-        self._kill_orphans()
+        """Kill every worker, then what they detached: their daemons are reparented to us
+        only once the workers are gone, so wait for that (briefly) before the sweep."""
+        workers = [*self.ready, *self.running.values()]
+        self.ready.clear()
+        self.running.clear()
+        for worker in workers:
+            try:
+                signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
+            except OSError:
+                pass  # already gone
+        deadline = time.monotonic() + _SWEEP_SECONDS
+        for worker in workers:
+            select.select([worker.pidfd], [], [], max(0.0, deadline - time.monotonic()))
+            worker.priv.close()
+            os.close(worker.pidfd)
+        for _ in range(3):
+            self._kill_orphans()
+            time.sleep(_SWEEP_INTERVAL_S)
 
 
 def _kill_group(pgid: int) -> None:

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import datafiles
 from .errors import ImageError
 
-_PACKAGE = Path(__file__).resolve().parent
 #: Shipped images: the repo's top-level folder in a checkout, package data in a wheel.
-IMAGE_DIR = _PACKAGE.parent / "images" if (_PACKAGE.parent / "images").is_dir() else _PACKAGE / "images"
+IMAGE_DIR = datafiles.shipped_dir("images")
 DEFAULT_IMAGE = "vertex"
 
 
@@ -138,22 +138,11 @@ class Image:
 
 def available_images() -> list[str]:
     """Names of the images shipped in ``images/``."""
-    return sorted(p.stem for p in IMAGE_DIR.glob("*.toml"))
+    return datafiles.names_in(IMAGE_DIR)
 
 
 def _resolve(name_or_path: "str | Path") -> Path:
-    text = str(name_or_path)
-    if "\0" in text:
-        raise ImageError("image name contains a NUL byte")
-    if isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text:
-        path = Path(text)
-        if not path.is_file():
-            raise ImageError(f"image manifest {text!r} does not exist")
-        return path
-    path = IMAGE_DIR / f"{text}.toml"
-    if not path.is_file():
-        raise ImageError(f"unknown image {text!r} (available: {', '.join(available_images())})")
-    return path
+    return datafiles.resolve(name_or_path, IMAGE_DIR, "image", ImageError)
 
 
 def _string(value: Any, source: str, key: str) -> str:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Mapping
 import collections.abc
 
+from . import datafiles
 from .errors import PolicyError
 
-_PACKAGE = Path(__file__).resolve().parent
 #: Shipped policies: the repo's top-level folder in a checkout, package data in a wheel.
-POLICY_DIR = _PACKAGE.parent / "policies" if (_PACKAGE.parent / "policies").is_dir() else _PACKAGE / "policies"
+POLICY_DIR = datafiles.shipped_dir("policies")
 
 #: Confinement layers, in the order the worker applies them (see sandbox/confine).
 LAYERS: tuple[str, ...] = ("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp")
@@ -152,22 +152,11 @@ class Policy:
 
 def available_policies() -> list[str]:
     """Names of the policies shipped in ``policies/``."""
-    return sorted(p.stem for p in POLICY_DIR.glob("*.toml"))
+    return datafiles.names_in(POLICY_DIR)
 
 
 def _resolve(name_or_path: "str | Path") -> Path:
-    text = str(name_or_path)
-    if "\0" in text:
-        raise PolicyError("policy name contains a NUL byte")
-    if isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text:
-        path = Path(text)
-        if not path.is_file():
-            raise PolicyError(f"policy file {text!r} does not exist")
-        return path
-    path = POLICY_DIR / f"{text}.toml"
-    if not path.is_file():
-        raise PolicyError(f"unknown policy {text!r} (available: {', '.join(available_policies())})")
-    return path
+    return datafiles.resolve(name_or_path, POLICY_DIR, "policy", PolicyError)
 
 
 def _type_name(tp: Any) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .collect import Ending, RunIO, collect, kill_worker
+from .core import remove_tree
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
 from .results import Result
@@ -54,7 +56,7 @@ class _Container:
 
     def __init__(self, box: "Sandbox") -> None:
         self.box = box
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # close() may run inside a request that found the worker gone
         self.seq = 0
         self.users = 0
         self.closed = False
@@ -79,7 +81,7 @@ class _Container:
         """One command to the session root and its reply."""
         with self.lock:
             self._check_open()
-            protocol.send_packet(self.ctl, kind, **fields)
+            self._send(kind, **fields)
             header, _fds = self._receive()
         if header.get("error"):
             raise SessionError(header["error"])
@@ -91,7 +93,7 @@ class _Container:
             self.seq += 1
             io = RunIO()
             try:
-                protocol.send_packet(self.ctl, "srun", fds=io.worker_fds(), line=line, seq=self.seq)
+                self._send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
                 io.close_worker_ends()
                 got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.box.policy)
             finally:
@@ -100,6 +102,14 @@ class _Container:
         if got.exit.get("lost"):
             self.close()
         return dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
+
+    def _send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
+        try:
+            protocol.send_packet(self.ctl, kind, fds=fds, **fields)
+        except OSError as exc:
+            self.close()
+            raise SandboxClosed(f"the session worker is gone ({exc}); the session is closed "
+                                "(its zygote died or the sandbox was closed)") from exc
 
     def _receive(self) -> tuple[dict[str, Any], list[int]]:
         self.ctl.settimeout(_REPLY_TIMEOUT_S)
@@ -117,17 +127,22 @@ class _Container:
             raise SandboxClosed("this session is closed")
 
     def close(self) -> None:
+        """Kill the session worker (every state and runner with it), then free its resources.
+
+        A run in flight on another thread sees the worker die and returns a failed result;
+        the socket and run dir are released once it has (under the lock).
+        """
         if self.closed:
             return
         self.closed = True
         spawned = getattr(self, "spawned", None)
         if spawned is not None:
             kill_worker(spawned)  # its pid namespace, every state and runner with it
-            import os
-            os.close(spawned.pidfd)
-        self.ctl.close()
-        from .core import remove_tree
-        remove_tree(self.run_dir)
+        with self.lock:
+            if spawned is not None:
+                os.close(spawned.pidfd)
+            self.ctl.close()
+            remove_tree(self.run_dir)
 
 
 class _OpenEnding(Ending):

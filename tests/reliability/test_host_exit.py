@@ -117,11 +117,6 @@ def test_host_exit_mid_run_leaves_no_detached_daemon(how):
     assert not survivors, f"outlived the host: {sorted(survivors)}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug (policies without the namespaces layer, or kernels without user namespaces): "
-    "Zygote.shutdown() SIGKILLs the workers and sweeps its children once without waiting for "
-    "the workers to die, so a daemon the snippet detached is reparented to the zygote after the "
-    "sweep, then to init when the zygote exits"))
 def test_host_exit_mid_run_leaves_no_detached_daemon_without_pid_namespaces():
     procs, survivors = _host_exits("_exit", "daemon", wait_s=4.0, pidns=False)
     assert not survivors, f"outlived the host: {sorted(survivors)}"

@@ -51,11 +51,6 @@ def test_zygote_killed_during_a_session_run():
     assert found == [], found
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: session._Container.run (and .request) call protocol.send_packet on the control "
-    "socket without catching OSError: once the session worker is gone (its zygote was killed "
-    "while the session was idle) the next run raises a bare BrokenPipeError instead of a "
-    "SandboxError saying the session is closed"))
 def test_zygote_killed_while_a_session_is_idle():
     with sandbox.Sandbox() as sb, sb.session() as s:
         s.run("x = 41")
@@ -65,11 +60,6 @@ def test_zygote_killed_while_a_session_is_idle():
             s.run("print(x)")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: Sandbox.close() -> Session.close() -> _Container.close() closes the control socket "
-    "while another thread's run is using it; that run then raises a bare OSError(EBADF) from "
-    "session._RunEnding.outcome (ctl.settimeout is outside its try), and the closed fd number "
-    "may be reused under the reader's selector"))
 def test_close_while_a_session_run_is_in_flight():
     before = HostState.take()
     sb = sandbox.Sandbox()
