@@ -28,8 +28,6 @@ apart from :data:`MEASURED_FIELDS`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import concurrent.futures as cf
 import hashlib
 import json
@@ -39,6 +37,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
+from .inputs import decode_base64
 from .errors import InputError, SandboxError, SandboxUnavailable
 from .results import Denial, File, Outcome, Result
 
@@ -402,12 +401,7 @@ def _parse_files(value: Any, where: str) -> tuple[File, ...]:
         name, data, mime = entry.get("name", ""), entry.get("data"), entry.get("mime_type", "application/octet-stream")
         if not isinstance(name, str) or not isinstance(mime, str):
             raise InputError(f"{where}'{key}.name' and '{key}.mime_type' must be strings")
-        if not isinstance(data, str):
-            raise InputError(f"{where}'{key}.data' must be a base64 string (got {_kind(data)})")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError(f"{where}'{key}.data' is not valid base64: {exc}") from None
+        raw = decode_base64(data, f"{where}'{key}.data'")
         files.append(File(name=name, data=raw, mime_type=mime))
     return tuple(files)
 

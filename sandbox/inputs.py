@@ -6,6 +6,8 @@ offending value and the policy key when a limit is involved.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import textwrap
 from typing import Iterable, Mapping, Union
@@ -142,6 +144,16 @@ def extension_for(mime_type: str) -> str:
     if ext is None:
         raise InputError(f"unsupported input MIME type {mime_type!r} (supported: {', '.join(sorted(set(MIME_EXTENSIONS)))})")
     return ext
+
+
+def decode_base64(text: object, what: str) -> bytes:
+    """Bytes from base64 text (files in JSON: MCP calls, batch corpora); ``what`` names the field."""
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be base64 text (got {type(text).__name__})")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"{what} is not valid base64: {exc}") from None
 
 
 def _named(item: File, index: int) -> File:

@@ -6,7 +6,6 @@ Nothing here imports a framework; every adapter module imports its own SDK.
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import hashlib
 import mimetypes
@@ -15,6 +14,7 @@ from typing import Any, Mapping, Protocol
 
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError, SandboxClosed
+from ..inputs import decode_base64
 from ..image import DEFAULT_IMAGE, Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
@@ -65,12 +65,7 @@ def decode_files(files: Mapping[str, str] | None) -> list[File]:
         raise InputError(f"files must be an object mapping file names to base64 text (got {type(files).__name__})")
     decoded = []
     for name, text in files.items():
-        if not isinstance(text, str):
-            raise InputError(f"files[{name!r}] must be base64 text (got {type(text).__name__})")
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError(f"files[{name!r}] is not valid base64: {exc}") from None
+        data = decode_base64(text, f"files[{name!r}]")
         mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         decoded.append(File(name=name, data=data, mime_type=mime_type))
     return decoded
