@@ -4,8 +4,10 @@ Life of a worker (pre-forked by the zygote before any request exists):
 
 1. ``serve()``: own session, die with the zygote, enter namespaces (may fork: pid 1
    of a fresh pid namespace continues), then wait for a spawn request.
-2. The request brings three fds from the host: stdout pipe, stderr pipe and a
-   stream socket for framed messages. The worker lands in its private work dir,
+2. The request brings four fds from the host: stdout and stderr pipes for raw
+   writes, the tagged pipe for Python-level output (see streams.py) and a stream
+   socket for framed messages; a session worker gets a fifth, its control socket
+   (see _session_worker.py). The worker lands in its private work dir,
    applies the confinement stack irreversibly, reseeds RNGs, and only then reads
    the code and input files from the socket.
 3. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
@@ -29,12 +31,12 @@ from typing import Any
 
 from . import allowlist, confine, protocol, streams
 from .errors import SandboxUnavailable
+from .inputs import IMAGE_EXTENSIONS
 
 try:  # imported here, in the zygote, so a run does not pay for it
     from . import telemetry
 except ImportError:  # pragma: no cover - telemetry is optional for the core
     telemetry = None
-from .inputs import IMAGE_EXTENSIONS
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
