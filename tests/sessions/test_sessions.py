@@ -131,7 +131,7 @@ def test_idle_limit_closes_the_session():
 
 def test_many_sessions_leave_nothing_behind(box):
     baseline = settled_count(box)
-    for _ in range(25):
+    for _ in range(100):
         with box.session() as s:
             s.run("x = 1")
             s.fork().run("y = 2")
