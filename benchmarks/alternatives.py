@@ -264,6 +264,7 @@ class SandboxRunner(Runner):
         name = policy if isinstance(policy, str) else policy.name
         self.name = label or (f"sandbox session ({name})" if session else f"sandbox {name}")
         self.session: Any = None
+        self.errors: list[str] = []
 
     def start(self) -> None:
         self.box = sandbox.Sandbox(policy=self.policy, image="vertex", pool_size=self.pool_size,
@@ -273,7 +274,14 @@ class SandboxRunner(Runner):
 
     def run(self, code: str, files: Files = (), timeout: float | None = None) -> Ran:
         inputs = [sandbox.File(name=n, data=d, mime_type=m) for n, d, m in files]
-        result = (self.session or self.box).run(code, files=inputs or None, timeout=timeout)
+        try:
+            result = (self.session or self.box).run(code, files=inputs or None, timeout=timeout)
+        except sandbox.SandboxError as exc:  # counted as a bad run (and reported), the benchmark goes on
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            print(f"{self.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if self.session_mode and self.session.closed:
+                self.session = self.box.session()
+            return Ran(False, "")
         png = sum(len(f.data) for f in result.images if f.mime_type == "image/png")
         return Ran(result.outcome == sandbox.Outcome.OK, result.stdout, png,
                    timed_out=result.outcome == sandbox.Outcome.DEADLINE_EXCEEDED,

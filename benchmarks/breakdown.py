@@ -222,13 +222,13 @@ def cpu_per_run(n: int, policy: "str | sandbox.Policy" = "default") -> list[dict
 
 def run(settings: common.Settings) -> common.Record:
     record = common.Record("breakdown", settings)
-    record.rows += cpu_per_run(settings.n(100, 3))
-    record.rows += cpu_per_run(settings.n(100, 3), without_namespaces())
+    record.rows += cpu_per_run(settings.n(60, 3))
+    record.rows += cpu_per_run(settings.n(60, 3), without_namespaces())
     probe = Probe()
     probe.wrap_host()
     try:
-        for mode, n in (("one-shot print(1)", settings.n(60, 3)), ("session print(1)", settings.n(40, 3)),
-                        ("timeout 0.5 s", settings.n(10, 2))):
+        for mode, n in (("one-shot print(1)", settings.n(40, 3)), ("session print(1)", settings.n(25, 3)),
+                        ("timeout 0.5 s", settings.n(6, 2))):
             record.rows += _measure(probe, n, mode)
     finally:
         probe.close()

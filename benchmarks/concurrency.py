@@ -79,7 +79,7 @@ def run(settings: common.Settings) -> common.Record:
         plan = [(r, c) for r in started for c in (CLIENTS[:2] if settings.quick else CLIENTS)]
         for runner, clients in common.progress(plan, len(plan), "concurrency"):
             warm = isinstance(runner, SandboxRunner)
-            total = settings.n(300, 4) if warm else settings.n(max(20, 10 * clients), 2)
+            total = settings.n(200, 4) if warm else settings.n(max(20, 10 * clients), 2)
             for _ in range(2 if warm else 1):
                 runner.run(PRINT.code)
             time.sleep(0.5 if warm else 0)  # start from a refilled pre-fork pool

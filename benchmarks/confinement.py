@@ -79,7 +79,7 @@ def run(settings: common.Settings) -> common.Record:
     started, skipped = start_all(runners)
     record.extra["skipped"] = skipped
     try:
-        n = settings.n(400, 3)
+        n = settings.n(250, 3)
         times: dict[str, list[float]] = {r.name: [] for r in started}
         for runner in started:
             runner.run(PRINT.code)
@@ -89,7 +89,7 @@ def run(settings: common.Settings) -> common.Record:
         rows: list[dict[str, Any]] = []
         for runner in started:
             rows.append({"layers": runner.name, **common.stats(times[runner.name]),
-                         "back_to_back_runs_per_s": back_to_back(runner, settings.n(100, 3)),
+                         "back_to_back_runs_per_s": back_to_back(runner, settings.n(60, 3)),
                          "active": active_layers(runner)})
     finally:
         close_all(started)

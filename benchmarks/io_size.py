@@ -33,7 +33,7 @@ def run(settings: common.Settings) -> common.Record:
     workloads = [output(n) for n in OUTPUT_BYTES] + [input_file(n) for n in INPUT_BYTES]
     try:
         for workload in workloads:
-            record.rows += measure(settings, started, workload, full=30)
+            record.rows += measure(settings, started, workload, full=20)
     finally:
         close_all(started)
     common.finish(record, COLUMNS, "Latency vs output size and input file size")

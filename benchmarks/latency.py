@@ -39,10 +39,10 @@ def runners() -> list[Runner]:
 
 def samples(settings: common.Settings, runner: Runner, workload: Workload, full: int | None = None) -> int:
     if runner.name in SLOWEST:
-        return settings.n(3, 1)
+        return settings.n(2, 1)
     if runner.name in SLOW:
-        return settings.n(8 if workload is PRINT else 5, 1)
-    return settings.n(full or (400 if workload is PRINT else 40), 3)
+        return settings.n(6 if workload is PRINT else 4, 1)
+    return settings.n(full or (300 if workload is PRINT else 30), 3)
 
 
 def measure(settings: common.Settings, started: list[Runner], workload: Workload,
@@ -78,6 +78,7 @@ def run(settings: common.Settings) -> common.Record:
             record.rows += measure(settings, started, workload)
     finally:
         close_all(started)
+    record.extra["errors"] = {r.name: r.errors[:20] for r in started if getattr(r, "errors", None)}
     common.finish(record, COLUMNS, "Round-trip latency per snippet (x_sandbox: p50 / p50 of 'sandbox default')")
     return record
 

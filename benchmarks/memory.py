@@ -41,7 +41,7 @@ PER_RUN = {
 
 def zygote_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]:
     rows = []
-    for _ in range(settings.n(3, 1)):
+    for _ in range(settings.n(2, 1)):
         ready_s, box = common.timed(lambda: sandbox.Sandbox(policy=policy, image="vertex"))
         with box:
             zygote = box.zygote_pids[0]
@@ -81,7 +81,7 @@ def per_run_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
     with sandbox.Sandbox(policy=policy, image="vertex") as box:
         box.run("print(1)")
         for item, work in PER_RUN.items():
-            for _ in range(settings.n(3, 1)):
+            for _ in range(settings.n(2, 1)):
                 thread = threading.Thread(target=box.run, args=(work + SLEEP.format(s=2.0),))
                 thread.start()
                 pids = run_processes(box.zygote_pids[0])

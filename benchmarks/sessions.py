@@ -54,7 +54,7 @@ def _repeat(n: int, step: Callable[[], bool]) -> tuple[list[float], int]:
 
 
 def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]:
-    name, n, few = f"sandbox {policy}", settings.n(100, 3), settings.n(20, 2)
+    name, n, few = f"sandbox {policy}", settings.n(60, 3), settings.n(10, 2)
     rows = []
     with sandbox.Sandbox(policy=policy, image="vertex") as box:
         box.session().close()  # warm-up
@@ -102,7 +102,7 @@ def jupyter_rows(settings: common.Settings) -> list[dict[str, Any]]:
     kernel.start()
     try:
         kernel.run("x = 41")
-        n = settings.n(100, 3)
+        n = settings.n(60, 3)
         rows = [_row(name, "run print(1)", *_repeat(n, lambda: kernel.run("print(1)").stdout == "1\n")),
                 _row(name, "run x += 1", *_repeat(n, lambda: kernel.run("x += 1").ok))]
         rows.append(_row(name, "restart", *_repeat(settings.n(5, 1), lambda: kernel.restart_kernel() is None)))

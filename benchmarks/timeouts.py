@@ -34,7 +34,7 @@ def run(settings: common.Settings) -> common.Record:
     started, skipped = start_all(runners(), settings)
     record.extra["skipped"] = skipped
     try:
-        n = settings.n(5, 1)
+        n = settings.n(3, 1)
         plan = [(name, code, r) for name, code in (("busy loop", BUSY), ("sleep", SLEEP)) for r in started]
         for name, code, runner in common.progress(plan, len(plan), "timeouts"):
             late, reported = [], 0
