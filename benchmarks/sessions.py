@@ -47,7 +47,12 @@ def _repeat(n: int, step: Callable[[], bool]) -> tuple[list[float], int]:
     """Time ``step`` n times; count the times it returned False."""
     times, bad = [], 0
     for _ in range(n):
-        seconds, good = common.timed(step)
+        try:
+            seconds, good = common.timed(step)
+        except sandbox.SandboxError as exc:  # e.g. the session was closed under us: a bad run, not timed
+            print(f"session benchmark: {type(exc).__name__}: {exc}", file=sys.stderr)
+            bad += 1
+            continue
         times.append(seconds)
         bad += not good
     return times, bad
