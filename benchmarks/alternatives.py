@@ -173,7 +173,9 @@ class Bubblewrap(FreshPython):
         return None
 
     def command(self, workdir: str, code: str) -> list[str]:
+        # The interpreter's prefix is bound again after the private /tmp: a virtualenv may live there.
         return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+                "--ro-bind", sys.prefix, sys.prefix,
                 "--bind", workdir, "/work", "--chdir", "/work", "--unshare-all", "--die-with-parent",
                 "--new-session", sys.executable, "-c", code]
 
