@@ -171,10 +171,14 @@ def _measure(probe: Probe, n: int, mode: str) -> list[dict[str, Any]]:
         for _ in common.progress(range(n), n, mode):
             time.sleep(0.2)  # a refilled pool, as for a user between two model turns
             start = time.monotonic()
-            if mode == "timeout 0.5 s":
-                target.run(BUSY, timeout=0.5)
-            else:
-                target.run("print(1)")
+            try:
+                if mode == "timeout 0.5 s":
+                    target.run(BUSY, timeout=0.5)
+                else:
+                    target.run("print(1)")
+            except sandbox.SandboxError as exc:  # e.g. a session closed under us: not a sample
+                print(f"breakdown: {mode}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
             windows.append((start, time.monotonic()))
         time.sleep(0.5)
     return _rows(mode, probe, windows)

@@ -75,7 +75,7 @@ def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
             rows.append(_row(name, "checkpoint", *_repeat(few, lambda: marks.append(s.checkpoint()) or True)))
             for mark in marks[:-1]:
                 s.release(mark)
-            rows.append(_row(name, "restore", *_repeat(few, lambda: s.restore(marks[-1]) is None)))
+            rows.append(_row(name, "restore", *_repeat(few, lambda: bool(marks) and s.restore(marks[-1]) is None)))
             rows.append(_row(name, "fork", *_repeat(few, lambda: s.fork().close() is None)))
             rows.append(_row(name, "crash run (os._exit), rolled back",
                              *_repeat(few, lambda: s.run("import os\nos._exit(3)").rolled_back)))
@@ -84,7 +84,11 @@ def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
                                       and s.run("print(x > 0)").stdout == "True\n")))
             late, bad = [], 0
             for _ in range(settings.n(10, 2)):
-                seconds, result = common.timed(lambda: s.run(BUSY, timeout=DEADLINE_S))
+                try:
+                    seconds, result = common.timed(lambda: s.run(BUSY, timeout=DEADLINE_S))
+                except sandbox.SandboxError:
+                    bad += 1
+                    continue
                 late.append(seconds - DEADLINE_S)
                 bad += not result.rolled_back
             rows.append(_row(name, f"timeout {DEADLINE_S} s: time past deadline, rolled back", late, bad))
