@@ -58,7 +58,7 @@ class Channel:
         devnull = os.open(os.devnull, os.O_WRONLY)
         for fd in (1, 2, self.tagged_fd):
             os.dup2(devnull, fd)
-        os.close(devnull)  # the tagged fd stays open on /dev/null: old sys.stdout objects may still write
+        os.close(devnull)  # the tagged fd number stays reserved (on /dev/null) for the next run
         self.sock.close()
 
     def send(self, kind: str, blobs: tuple[bytes, ...] = (), **fields: Any) -> None:
@@ -135,20 +135,29 @@ def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], n
 
 def _attach(fds: list[int]) -> "Channel":
     """Make fds (stdout pipe, stderr pipe, tagged pipe, message socket) this process's run streams."""
+    global _current, _tagged_fd
     stdout_fd, stderr_fd, tagged_fd, chan_fd = fds
+    if _tagged_fd is None:
+        _tagged_fd = tagged_fd
+    else:
+        os.dup2(tagged_fd, _tagged_fd)
+        os.close(tagged_fd)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
     os.close(stdout_fd)
     os.close(stderr_fd)
-    _redirect_std(tagged_fd)
-    global _current
-    _current = Channel(socket.socket(fileno=chan_fd), tagged_fd)
+    _redirect_std(_tagged_fd)
+    _current = Channel(socket.socket(fileno=chan_fd), _tagged_fd)
     return _current
 
 
 #: This process's run channel. A session runner gets a new one for each run; the
 #: hooks installed once (plt.show, telemetry) always report on the current run.
 _current: "Channel | None" = None
+#: The tagged pipe always sits on one fd number, like stdout on 1: stream objects a
+#: session kept from an earlier run (a logging handler) write into the current run,
+#: and no fd piles up from run to run.
+_tagged_fd: int | None = None
 
 
 def _deny(kind: str, detail: str) -> None:

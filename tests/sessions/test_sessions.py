@@ -151,3 +151,18 @@ def test_sandbox_close_closes_its_sessions():
     sb.close()
     assert s.closed
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_long_session_does_not_pile_up_file_descriptors(strict_box):
+    """strict allows 64 open files: a session must run far more than 64 times."""
+    with strict_box.session() as s:
+        s.run("import os\nfirst = len(os.listdir('/proc/self/fd'))")
+        for _ in range(80):
+            assert s.run("print(1)").stdout == "1\n"
+        r = s.run("print(len(os.listdir('/proc/self/fd')) - first)")
+        assert r.stdout == "0\n", r
+
+
+def test_streams_kept_from_an_earlier_session_run_write_into_the_current_run(session):
+    session.run("import sys\nkept = sys.stdout")
+    assert session.run("kept.write('via the old stream\\n'); kept.flush()").stdout == "via the old stream\n"
