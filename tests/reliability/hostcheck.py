@@ -7,6 +7,8 @@ lists what differs, in words. Shared by tests/reliability and benchmarks/soak.py
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import threading
 import time
@@ -61,9 +63,20 @@ class HostState:
             tasks=len(os.listdir("/proc/self/task")),
             processes=frozenset(live),
             zombies=frozenset(zombies),
-            rss_bytes=psutil.Process().memory_info().rss,
+            rss_bytes=_live_rss(),
             temp_entries=frozenset(os.listdir(temp_dir)) if temp_dir else frozenset(),
         )
+
+
+def _live_rss() -> int:
+    """RSS after the collector ran and glibc returned its free pages (malloc_trim): what is
+    left is memory in use, not arenas the allocator keeps after MB-sized outputs."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    return psutil.Process().memory_info().rss
 
 
 def leaks(before: HostState, after: HostState, *, rss_bound_bytes: int | None = None,
