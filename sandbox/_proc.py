@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Iterator
 
 
 def children() -> list[int]:
@@ -30,6 +31,18 @@ def drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def reaped() -> "Iterator[tuple[int, int]]":
+    """(pid, wait status) of every child that has ended, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
 def exit_facts(status: int) -> dict[str, int | None]:

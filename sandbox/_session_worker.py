@@ -105,13 +105,7 @@ class _NodeLoop:
 
     def _reap(self) -> None:
         _proc.drain(self.wake_r)
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in _proc.reaped():
             if pid in self.runners:
                 self.runners.discard(pid)
                 protocol.send_packet(self.sock, "exited", pid=pid, **_proc.exit_facts(status))
@@ -333,13 +327,8 @@ class _Root:
                 _proc.kill(pid)
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for _pid, _status in _proc.reaped():
+            pass  # orphans and freed states: nothing to report, only zombies to clear
 
 
 def serve_root(chan: "_worker.Channel", ctl: socket.socket, spec: dict[str, Any]) -> None:
