@@ -26,6 +26,9 @@ from .errors import ProtocolError
 VERSION = 1
 _LEN = struct.Struct("!I")
 MAX_HEADER_BYTES = 1 << 20
+#: Ceiling on one control packet (SOCK_SEQPACKET): they carry ids, pids and the policy,
+#: never code or output, and each receive allocates a buffer this size.
+MAX_PACKET_BYTES = 64 << 10
 #: Hard ceiling on one blob; policies set lower caps for what they keep.
 MAX_BLOB_BYTES = 1 << 30
 
@@ -118,6 +121,8 @@ def read_frame(sock: socket.socket, decoder: Decoder | None = None) -> tuple[dic
 def send_packet(sock: socket.socket, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
     """One control message on a SOCK_SEQPACKET socket, with file descriptors attached."""
     data = encode(kind, **fields)
+    if len(data) > MAX_PACKET_BYTES:
+        raise ProtocolError(f"control packet {kind!r} of {len(data)} bytes exceeds {MAX_PACKET_BYTES}")
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:
@@ -126,7 +131,11 @@ def send_packet(sock: socket.socket, kind: str, fds: list[int] | tuple[int, ...]
 
 def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], list[int]]:
     """Receive one control message and the fds attached to it. EOF raises ProtocolError."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_HEADER_BYTES + _LEN.size, max_fds)
+    data, fds, flags, _addr = socket.recv_fds(sock, MAX_PACKET_BYTES, max_fds)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            _close_quietly(fd)
+        raise ProtocolError("control packet was truncated (too large, or too many fds)")
     if not data:
         for fd in fds:
             _close_quietly(fd)

@@ -56,3 +56,26 @@ def test_tagged_stream_reader_splits_and_survives_garbage():
     assert reader.feed(data[3:]) == [(STDOUT, b"hi"), (STDERR, b"!")]
     assert reader.feed(b"\x09garbage") == [(STDOUT, b"\x09garbage")]
     assert reader.feed(b"more") == [(STDOUT, b"more")]
+
+
+def test_control_packets_round_trip_fds_and_refuse_oversize_or_truncation():
+    import os
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        protocol.send_packet(ours, "spawned", fds=[r], id="x", pid=7)
+        header, fds = protocol.recv_packet(theirs)
+        assert (header["type"], header["id"], header["pid"], len(fds)) == ("spawned", "x", 7, 1)
+        os.close(fds[0])
+        with pytest.raises(ProtocolError, match="exceeds"):
+            protocol.send_packet(ours, "failed", id="x", error="e" * protocol.MAX_PACKET_BYTES)
+        # A peer that does not use send_packet cannot smuggle a cut-off packet past the reader.
+        ours.sendall(protocol.encode("failed", id="x", error="e" * protocol.MAX_PACKET_BYTES))
+        with pytest.raises(ProtocolError, match="truncated"):
+            protocol.recv_packet(theirs)
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        ours.close()
+        theirs.close()
