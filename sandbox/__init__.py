@@ -9,7 +9,7 @@ See DESIGN.md for the process model and the confinement stack.
 
 from .core import Sandbox, close_shared, run
 from .errors import (CallError, ImageError, InputError, PolicyError, ProtocolError, SandboxClosed, SandboxError,
-                     SandboxUnavailable, SessionError, WorkerCrashed)
+                     SandboxUnavailable, SessionError, SessionMemoryError, WorkerCrashed)
 from .image import Image
 from .policy import Policy
 from .results import Denial, File, Outcome, Result
@@ -31,6 +31,7 @@ __all__ = [
     "SandboxError",
     "SandboxUnavailable",
     "SessionError",
+    "SessionMemoryError",
     "WorkerCrashed",
     "close_shared",
     "run",

@@ -12,6 +12,10 @@ Process model (all inside the session's confined worker, pid 1 of its namespace)
   ``os._exit``, out of memory), the node it came from is still there, untouched: the
   rollback costs nothing. A checkpoint is just a node kept alive; a branch is a fork
   of a node.
+- After a run commits, the root **holds** the node it came from until the host has
+  checked the session's memory (``session.max_memory_mb``): ``settle`` frees it,
+  ``undo`` goes back to it and frees the run's state instead. Any other command that
+  moves a line settles first, so a host that never answers cannot pin it forever.
 """
 
 from __future__ import annotations
@@ -150,6 +154,8 @@ class _Root:
     nodes: dict[int, _Node] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
     run: _Run | None = None
+    held: tuple[int, int, int] | None = None
+    """(line, previous node, committed node) of the last committed run, until settle or undo."""
     next_line: int = 1
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
 
@@ -183,11 +189,13 @@ class _Root:
         kind = header["type"]
         handler = {"srun": self._srun, "cancel": self._cancel, "checkpoint": self._checkpoint,
                    "restore": self._restore, "release": self._release, "branch": self._branch,
-                   "drop": self._drop}.get(kind)
+                   "drop": self._drop, "settle": self._settle, "undo": self._undo}.get(kind)
         if handler is None:
             for fd in fds:
                 os.close(fd)
             return True
+        if kind not in ("undo", "release", "cancel"):
+            self._settle(header, fds)  # the host moves on: the held state is no longer needed
         handler(header, fds)
         return True
 
@@ -227,10 +235,38 @@ class _Root:
 
     def _release(self, header: dict[str, Any], fds: list[int]) -> None:
         node = self.nodes.get(header["node"])
+        freed: list[int] = []
         if node is not None and node.pinned:
             node.pinned -= 1
-            self._collect_garbage()
+            freed = self._collect_garbage()
+        self._reply(freed=freed, **self._held_facts())
+
+    def _settle(self, header: dict[str, Any], fds: list[int]) -> None:
+        """The host accepts the last committed run: free the state it started from."""
+        if self.held is not None:
+            previous = self.held[1]
+            self.held = None
+            self._collect_garbage(previous)
+
+    def _undo(self, header: dict[str, Any], fds: list[int]) -> None:
+        """The host refuses the last committed run (memory): back to the held state."""
+        held, self.held = self.held, None
+        if held is None or self.lines.get(held[0]) != held[2] or held[1] not in self.nodes:
+            self._reply(error="the session's state before the run is gone; it cannot be undone")
+            return
+        line, previous, committed = held
+        self.lines[line] = previous
+        self._collect_garbage(committed)
         self._reply()
+
+    def _held_facts(self) -> dict[str, Any]:
+        """Which held node ``settle`` would free (the host leaves it out of the session's memory)."""
+        if self.held is None:
+            return {"previous": None, "frees_previous": False}
+        previous = self.nodes.get(self.held[1])
+        frees = (previous is not None and not previous.pinned
+                 and previous.pid not in set(self.lines.values()))
+        return {"previous": self.held[1], "frees_previous": frees}
 
     def _restore(self, header: dict[str, Any], fds: list[int]) -> None:
         if header["node"] not in self.nodes:
@@ -282,8 +318,8 @@ class _Root:
         self._add_node(run.runner_pid, run.runner_sock)
         self.lines[run.line] = run.runner_pid
         self.run = None
-        self._collect_garbage(run.node.pid)
-        protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=False)
+        self.held = (run.line, run.node.pid, run.runner_pid)  # freed on settle, restored on undo
+        protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=False, **self._held_facts())
 
     def _node_message(self, sock: socket.socket) -> None:
         try:
@@ -309,9 +345,12 @@ class _Root:
                 del self.nodes[pid]
         _close_registered(self.selector, sock)
 
-    def _collect_garbage(self, *candidates: int) -> None:
-        """Kill nodes no line uses and no checkpoint pins."""
+    def _collect_garbage(self, *candidates: int) -> list[int]:
+        """Kill nodes no line uses, no checkpoint pins and no undo may need; return their pids."""
         used = set(self.lines.values())
+        if self.held is not None:
+            used.add(self.held[1])
+        freed = []
         for pid in candidates or list(self.nodes):
             node = self.nodes.get(pid)
             if node is None or node.pinned or pid in used or (self.run and self.run.node is node):
@@ -319,6 +358,8 @@ class _Root:
             _proc.kill(pid)
             del self.nodes[pid]
             _close_registered(self.selector, node.sock)
+            freed.append(pid)
+        return freed
 
     def _sweep(self) -> None:
         """Kill what a dead runner left behind (reparented to us), but no node."""

@@ -14,6 +14,7 @@ give the confinement a policy requires, a broken zygote::
     ├── ProtocolError(RuntimeError)      a malformed frame crossed the wire
     ├── CallError(RuntimeError)          Sandbox.call(): the function raised or returned an unsupported type
     ├── SessionError(RuntimeError)       a session command was refused (unknown checkpoint, too many)
+    │   └── SessionMemoryError           the session holds more than session.max_memory_mb
     └── SandboxClosed(RuntimeError)      the Sandbox was used after close()
 """
 
@@ -73,6 +74,20 @@ class CallError(SandboxError, RuntimeError):
 
 class SessionError(SandboxError, RuntimeError):
     """A session command was refused: an expired checkpoint, too many live checkpoints."""
+
+
+class SessionMemoryError(SessionError):
+    """A checkpoint or fork was refused: the session holds more than ``session.max_memory_mb``.
+
+    Attributes: ``held_mb`` (measured) and ``limit_mb``. A *run* that goes over the
+    limit is not raised: it comes back as a Result with ``reason="memory_limit"`` and
+    ``rolled_back=True``.
+    """
+
+    def __init__(self, message: str, *, held_mb: float, limit_mb: int) -> None:
+        super().__init__(message)
+        self.held_mb = held_mb
+        self.limit_mb = limit_mb
 
 
 class SandboxClosed(SandboxError, RuntimeError):

@@ -90,10 +90,15 @@ class SessionLimits:
 
     max_checkpoints: int = 8
     """Live checkpoints (forked snapshots) a session may hold."""
+    max_memory_mb: int = 4096
+    """Memory a session and its branches may hold across all their states: the PSS of the
+    anonymous and shmem pages of its processes (copy-on-write pages shared by checkpoints
+    count once). Checked when a run commits (over: the run is rolled back, reason
+    ``memory_limit``) and before ``checkpoint()`` / ``fork()`` (over: SessionMemoryError)."""
     idle_seconds: float = 600.0
-    """A session unused this long is closed."""
+    """A session unused this long is closed (by a background reaper; a run in progress is not idle)."""
     max_lifetime_seconds: float = 3600.0
-    """A session older than this is closed."""
+    """A session older than this is closed (a run in progress finishes first)."""
 
 
 @dataclass(frozen=True)

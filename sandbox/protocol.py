@@ -36,7 +36,7 @@ HOST_TO_WORKER = frozenset({"run", "call", "session"})
 WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value", "unavailable", "done"})
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "exited", "shutdown", "failed"})
 #: Session control (host <-> session root <-> nodes), see sandbox/_session_worker.py.
-SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop",
+SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop", "settle", "undo",
                              "reply", "committed", "run_end"})
 KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL | SESSION_CONTROL
 

@@ -14,26 +14,46 @@ When a run times out or kills its interpreter (segfault, ``os._exit``, out of
 memory), the session is still at its state before that run and the result says so
 (``rolled_back=True``). Files in the work dir are shared by all states of a session
 and are not rolled back.
+
+Limits (``[session]`` in the policy):
+
+- ``max_checkpoints``: live checkpoints; one more is refused (SessionError).
+- ``max_memory_mb``: what the session and its branches hold across all their states
+  (see _session_memory.py for what is counted). Checked when a run commits: over the
+  limit, checkpoints whose ``Checkpoint`` handle was garbage-collected are freed
+  first (oldest first; nothing else could restore them); if still over, the run is
+  rolled back (``reason="memory_limit"``, ``rolled_back=True``) and the session stays
+  at its state before the run. ``checkpoint()`` and ``fork()`` check the same way
+  beforehand and raise SessionMemoryError. A run can still use up to
+  ``limits.memory_mb`` while it runs; this limit is about what is *kept*.
+- ``idle_seconds`` / ``max_lifetime_seconds``: a background reaper closes the session
+  (every process of it) at expiry, without waiting for its next use; that use then
+  raises SandboxClosed naming the key. A call in progress is never cut short: a run is
+  not idle, and a session whose lifetime ends during a run is closed when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import protocol
+from ._session_memory import MemoryBudget
+from ._session_reaper import reaper
 from .collect import Ending, RunIO, collect, kill_worker
 from .core import remove_tree
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
-from .results import Result
+from .results import Outcome, Result
 from .verdict import to_result
 
 if TYPE_CHECKING:
@@ -60,6 +80,7 @@ class _Container:
         self.seq = 0
         self.users = 0
         self.closed = False
+        self.memory = MemoryBudget(self)
         self.run_dir, workdir, tmpdir = box.make_run_dir()
         self.ctl, ctl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         io = RunIO()
@@ -98,10 +119,16 @@ class _Container:
                 got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.box.policy)
             finally:
                 io.close()
+            committed = "previous" in got.exit and not got.exit.get("lost") and not got.exit.get("rolled_back")
+            over = self.memory.keep_or_undo(got.exit) if committed else None
         result = to_result(got, self.box.policy, timeout_s)
         if got.exit.get("lost"):
             self.close()
-        return dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
+        result = dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
+        if over is not None:
+            result = dataclasses.replace(result, outcome=Outcome.FAILED, reason="memory_limit",
+                                         error=self.memory.message(over, "this run"), rolled_back=True)
+        return result
 
     def _send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
         try:
@@ -194,10 +221,14 @@ class Session:
         self._container.users += 1
         self._line = _line
         self._closed = False
+        self._lock = threading.Lock()  # guards _active, _closed_reason and the idle clock against the reaper
+        self._active = 0  # calls in progress: a session in use is never idle
+        self._closed_reason: str | None = None
         self.id = uuid.uuid4().hex
         """Opaque id, for adapters that key sessions by conversation."""
         self.created = self.last_used = time.monotonic()
         box._sessions.add(self)
+        reaper.watch(self)
 
     def __enter__(self) -> "Session":
         return self
@@ -206,61 +237,83 @@ class Session:
         self.close()
 
     def run(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
-        """Run ``code`` with the globals of the previous runs; same arguments as ``Sandbox.run``."""
-        self._check_limits()
-        policy = self._box.policy
-        code = prepare_code(code, policy)
-        inputs = prepare_files(files, policy)
-        timeout_s = prepare_timeout(timeout, policy)
-        blobs = [code.encode("utf-8"), *(f.data for f in inputs)]
-        request = protocol.encode("run", blobs, files=[{"name": f.name, "mime_type": f.mime_type} for f in inputs])
-        try:
+        """Run ``code`` with the globals of the previous runs; same arguments as ``Sandbox.run``.
+
+        A run whose new state would put the session over ``session.max_memory_mb`` is
+        rolled back: ``reason="memory_limit"``, ``rolled_back=True``.
+        """
+        with self._in_use():
+            policy = self._box.policy
+            code = prepare_code(code, policy)
+            inputs = prepare_files(files, policy)
+            timeout_s = prepare_timeout(timeout, policy)
+            blobs = [code.encode("utf-8"), *(f.data for f in inputs)]
+            request = protocol.encode("run", blobs, files=[{"name": f.name, "mime_type": f.mime_type}
+                                                           for f in inputs])
             return self._container.run(self._line, request, timeout_s)
-        finally:
-            self.last_used = time.monotonic()
 
     async def arun(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
         """``run()`` for asyncio."""
         return await asyncio.to_thread(self.run, code, files, timeout)
 
     def checkpoint(self) -> Checkpoint:
-        """Keep the current state alive and return a handle on it (``session.max_checkpoints`` at most)."""
-        self._check_limits()
-        reply = self._container.request("checkpoint", line=self._line)
-        return Checkpoint(self.id, reply["node"])
+        """Keep the current state alive and return a handle on it.
+
+        Refused with SessionError past ``session.max_checkpoints`` live checkpoints, and
+        with SessionMemoryError when the session holds more than ``session.max_memory_mb``.
+        Keep the handle: a checkpoint whose handle is garbage-collected may be freed
+        when the session needs memory.
+        """
+        with self._in_use():
+            self._container.memory.refuse_if_over("checkpoint()")
+            reply = self._container.request("checkpoint", line=self._line)
+            mark = Checkpoint(self.id, reply["node"])
+            self._container.memory.pin(mark)
+            return mark
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Go back to a state saved by ``checkpoint()`` (of this session or one of its branches)."""
         if not isinstance(checkpoint, Checkpoint):
             raise InputError(f"restore() takes a Checkpoint (got {type(checkpoint).__name__})")
-        self._check_limits()
-        self._container.request("restore", line=self._line, node=checkpoint.node)
+        with self._in_use():
+            self._container.request("restore", line=self._line, node=checkpoint.node)
 
     def release(self, checkpoint: Checkpoint) -> None:
         """Free a checkpoint's process (its memory) when no line uses it."""
-        self._container.request("release", node=checkpoint.node)
+        with self._in_use():
+            self._container.memory.unpin(checkpoint)
+            self._container.request("release", node=checkpoint.node)
 
     def fork(self) -> "Session":
-        """A new, independent session starting from a copy of this one's current state."""
-        self._check_limits()
-        reply = self._container.request("branch", line=self._line)
-        return Session(self._box, _container=self._container, _line=reply["line"])
+        """A new, independent session starting from a copy of this one's current state.
+
+        The branch shares this session's ``session.max_memory_mb`` budget (one process
+        tree); refused with SessionMemoryError when the session is already over it.
+        """
+        with self._in_use():
+            self._container.memory.refuse_if_over("fork()")
+            reply = self._container.request("branch", line=self._line)
+            return Session(self._box, _container=self._container, _line=reply["line"])
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._box._sessions.discard(self)
-        container = self._container
-        container.users -= 1
-        if container.users <= 0:
-            container.close()
-        elif not container.closed:
-            try:
-                container.request("drop", line=self._line)
-            except SandboxClosed:
-                pass
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._box._sessions.discard(self)
+            container = self._container
+            container.users -= 1
+            if container.users <= 0:
+                container.close()
+            elif not container.closed:
+                try:
+                    container.request("drop", line=self._line)
+                except SandboxClosed:
+                    pass
+        finally:
+            reaper.forget(self)
 
     def __del__(self) -> None:  # a dropped branch must not keep its processes alive
         try:
@@ -272,16 +325,53 @@ class Session:
     def closed(self) -> bool:
         return self._closed or self._container.closed
 
-    def _check_limits(self) -> None:
-        if self.closed:
-            raise SandboxClosed("this session is closed")
-        limits, now = self._box.policy.session, time.monotonic()
-        name = self._box.policy.name
+    # -- idle and lifetime limits (also enforced by the reaper, _session_reaper.py) -----
+    def expires_at(self) -> float:
+        """``time.monotonic()`` at which the idle or lifetime limit closes this session (inf while in use)."""
+        if self._active or self._closed:
+            return math.inf
+        limits = self._box.policy.session
+        return min(self.last_used + limits.idle_seconds, self.created + limits.max_lifetime_seconds)
+
+    def _expired(self, now: float) -> str | None:
+        """Why the session must close now (the message its next use raises), or None."""
+        limits, name = self._box.policy.session, self._box.policy.name
         if now - self.last_used > limits.idle_seconds:
-            self.close()
-            raise SandboxClosed(f"session closed after {limits.idle_seconds:g} s idle "
-                                f"(policy {name!r}: session.idle_seconds)")
+            return f"session closed after {limits.idle_seconds:g} s idle (policy {name!r}: session.idle_seconds)"
         if now - self.created > limits.max_lifetime_seconds:
-            self.close()
-            raise SandboxClosed(f"session closed after its lifetime of {limits.max_lifetime_seconds:g} s "
-                                f"(policy {name!r}: session.max_lifetime_seconds)")
+            return (f"session closed after its lifetime of {limits.max_lifetime_seconds:g} s "
+                    f"(policy {name!r}: session.max_lifetime_seconds)")
+        return None
+
+    def _expire(self) -> None:
+        """Called by the reaper: close the session if a limit has passed and no call is in progress."""
+        with self._lock:
+            if self._active or self._closed:
+                return
+            reason = self._expired(time.monotonic())
+            if reason is None:
+                return
+            self._closed_reason = reason
+        self.close()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Check the session is open and unexpired, and mark it busy (not idle) meanwhile."""
+        with self._lock:
+            reason = self._closed_reason or (None if self.closed else self._expired(time.monotonic()))
+            if reason is None and self.closed:
+                raise SandboxClosed("this session is closed")
+            if reason is None:
+                self._active += 1
+            else:
+                self._closed_reason = reason
+        if reason is not None:
+            self.close()  # already closed by the reaper, or expired before it woke
+            raise SandboxClosed(reason)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                self.last_used = time.monotonic()
+            reaper.changed()  # the idle clock restarted (or a lifetime passed during the call)

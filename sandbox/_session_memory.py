@@ -1,0 +1,236 @@
+"""The memory a session holds, measured from the host (``session.max_memory_mb``).
+
+A session is a process tree: the worker the zygote spawned, the session root, its
+frozen states (nodes, checkpoints) and the runner of a run in progress, plus anything
+a snippet left running. The host reads ``/proc`` for that tree, because enforcement
+lives outside the confined processes (a snippet cannot fake what the kernel reports
+about it). As root, and as the same uid in a user namespace the host created (it
+owns that namespace), the host may read these files; pids are host pids.
+
+What is counted, and why:
+
+- **PSS, not RSS.** Checkpoints are forks: a state and its checkpoints share most
+  pages copy-on-write. Summing RSS would count a shared page once per process; PSS
+  splits each page between the processes that map it, so the sum over the session
+  counts a page shared only inside the session exactly once. (Private_* would count
+  it zero times: a page two checkpoints share is private to neither.)
+- **Anonymous and shmem pages only** (``Pss_Anon + Pss_Shmem``). File-backed pages
+  (the interpreter, the image's libraries) are page cache the kernel can drop and
+  every run shares; charging them would bill each session for the image. The
+  preloaded image's heap, shared copy-on-write with the zygote, still counts for the
+  session's share of it (about 30 MB a process on the test VM). Files written to the
+  work dir are not counted (``limits.max_file_size_mb`` bounds them).
+- **Processes already dying are left out** (SIGKILL pending or exiting): a state the
+  session just freed is on its way out and must not fail the next check.
+
+``smaps_rollup`` walks every page of a process (about 3 ms for a preloaded
+interpreter), so :func:`measure` first sums ``RssAnon + RssShmem`` from ``status``
+(cheap counters, an upper bound of the PSS sum) and reads ``smaps_rollup`` only when
+that bound is over the limit.
+
+:class:`MemoryBudget` applies the limit to one session worker (the semantics are in
+sandbox/session.py's docstring).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import SandboxClosed, SessionMemoryError
+
+if TYPE_CHECKING:
+    from .session import Checkpoint, _Container
+
+_PF_EXITING = 0x4  # task flag (include/linux/sched.h): do_exit() has started
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Memory held by one session, in KiB."""
+
+    held_kib: int
+    """PSS (anon + shmem) of the session's processes, or the RSS bound when ``precise`` is False."""
+    precise: bool
+    """True when read from smaps_rollup; False: the cheap upper bound was already under the limit."""
+
+    @property
+    def held_mb(self) -> float:
+        return self.held_kib / 1024
+
+
+class MemoryBudget:
+    """``session.max_memory_mb`` for one session worker (a session and its branches share it).
+
+    Every method runs under the container's lock, so checks never race a run.
+    """
+
+    def __init__(self, container: "_Container") -> None:
+        self.container = container
+        self.pins: list[tuple[weakref.ref[Checkpoint], int]] = []  # checkpoint handles, oldest first
+
+    def refuse_if_over(self, action: str) -> None:
+        """Raise SessionMemoryError if the session is over the limit (before ``action``)."""
+        with self.container.lock:
+            self.container._check_open()
+            usage = self._over_limit(None)
+        if usage is not None:
+            raise SessionMemoryError(self.message(usage, action), held_mb=usage.held_mb,
+                                     limit_mb=self.container.box.policy.session.max_memory_mb)
+
+    def keep_or_undo(self, facts: dict[str, Any]) -> Usage | None:
+        """After a committed run: keep it (settle) if the session fits; else go back (undo), return the usage."""
+        previous = facts["previous"] if facts.get("frees_previous") else None
+        usage = self._over_limit(previous)
+        try:
+            if usage is None:
+                self.container._send("settle")  # no reply: the root frees the previous state
+            else:
+                self.container.request("undo")
+        except SandboxClosed:
+            return None  # the worker is gone; the next call says so
+        return usage
+
+    def _over_limit(self, previous: int | None) -> Usage | None:
+        """The usage if over the limit even after freeing dropped checkpoints; else None.
+
+        ``previous``: a state the root frees if the run is kept (its private pages do not count).
+        """
+        limit = self.container.box.policy.session.max_memory_mb
+        usage = measure(self.container.spawned.pid, limit, previous)
+        if usage.held_kib <= limit * 1024:
+            return None
+        dropped = [pin for pin in self.pins if pin[0]() is None]
+        if not dropped:
+            return usage
+        for pin in dropped:  # oldest first; no handle is left, so nothing could restore them
+            self.pins.remove(pin)
+            facts = self.container.request("release", node=pin[1])
+        previous = facts["previous"] if facts.get("frees_previous") else None
+        usage = measure(self.container.spawned.pid, limit, previous)
+        return usage if usage.held_kib > limit * 1024 else None
+
+    def message(self, usage: Usage, action: str) -> str:
+        """The error text: measured value, limit, the policy key, what happened and what to do."""
+        policy = self.container.box.policy
+        if action == "this run":
+            held = f"the session would hold {usage.held_mb:.0f} MB after this run"
+            outcome = "the run was rolled back (the session is at its state before it)"
+        else:
+            held, outcome = f"the session holds {usage.held_mb:.0f} MB", f"{action} refused"
+        return (f"{held}, more than {policy.session.max_memory_mb} MB (policy {policy.name!r}: "
+                f"session.max_memory_mb); {outcome}. Release checkpoints (Session.release) or close "
+                "branches to free memory")
+
+    def pin(self, checkpoint: "Checkpoint") -> None:
+        """Remember a checkpoint handle: once it is garbage-collected, memory pressure may free its state."""
+        with self.container.lock:
+            self.pins.append((weakref.ref(checkpoint), checkpoint.node))
+
+    def unpin(self, checkpoint: "Checkpoint") -> None:
+        """Forget one handle on ``checkpoint``'s state (it is being released)."""
+        with self.container.lock:
+            same = [pin for pin in self.pins if pin[1] == checkpoint.node]
+            exact = [pin for pin in same if pin[0]() is checkpoint]
+            if same:
+                self.pins.remove((exact or same)[0])
+
+
+def processes(top: int) -> list[int]:
+    """Host pids of ``top`` and its descendants, leaving out those already dying."""
+    children: dict[int, list[int]] = {}
+    dying: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        facts = _stat(entry.name)
+        if facts is None:
+            continue
+        ppid, is_dying = facts
+        children.setdefault(ppid, []).append(int(entry.name))
+        if is_dying:
+            dying.add(int(entry.name))
+    found, todo = [], [top]
+    while todo:
+        pid = todo.pop()
+        if pid not in dying:
+            found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def measure(top: int, limit_mb: int, previous_nspid: int | None = None) -> Usage:
+    """What the session under host pid ``top`` holds.
+
+    ``previous_nspid`` (a pid as the session root sees it) names a state the root is
+    about to free: its private pages are left out, so the answer is what the session
+    will hold once it is gone.
+    """
+    pids = processes(top)
+    status = {pid: _status(pid) for pid in pids}
+    bound = sum(kib for kib, _ns in status.values())
+    if bound <= limit_mb * 1024:
+        return Usage(bound, precise=False)
+    total = 0
+    for pid in pids:
+        rollup = _smaps_rollup(pid)
+        if rollup is None:  # unreadable: fall back to its RSS, an over-estimate
+            total += status[pid][0]
+            continue
+        total += _held(rollup)
+        if previous_nspid is not None and pid != top and status[pid][1] == previous_nspid:
+            total -= rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
+    return Usage(max(total, 0), precise=True)
+
+
+def _held(rollup: dict[str, int]) -> int:
+    if "Pss_Anon" in rollup:
+        return rollup["Pss_Anon"] + rollup.get("Pss_Shmem", 0)
+    return rollup.get("Pss", 0)  # kernels before 5.9 have no split: count file pages too
+
+
+def _stat(pid: str) -> tuple[int, bool] | None:
+    """(ppid, dying) from /proc/<pid>/stat; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    # fields[0] is field 3 of proc(5): state; [1] ppid; [6] flags; [28] pending signals
+    state, ppid, flags, pending = fields[0], int(fields[1]), int(fields[6]), int(fields[28])
+    dying = state in (b"Z", b"X") or bool(flags & _PF_EXITING) or bool(pending & _SIGKILL_BIT)
+    return ppid, dying
+
+
+def _status(pid: int) -> tuple[int, int | None]:
+    """(RssAnon + RssShmem in KiB, pid in its innermost namespace) from /proc/<pid>/status."""
+    kib, nspid = 0, None
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(("RssAnon:", "RssShmem:")):
+                    kib += int(line.split()[1])
+                elif line.startswith("NSpid:"):
+                    nspid = int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return kib, nspid
+
+
+def _smaps_rollup(pid: int) -> dict[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    out = {}
+    for line in lines[1:]:  # the first line is the [rollup] range
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            out[parts[0].rstrip(":")] = int(parts[1])
+    return out

@@ -1,0 +1,135 @@
+"""Session limits enforced for real: memory held across checkpoints (real forks, real /proc
+reads), and idle / lifetime expiry by the background reaper (processes gone without a call)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import psutil
+import pytest
+
+import sandbox
+from sandbox import Outcome
+
+MB = 1024 * 1024
+# A fresh 60 MB per state, every page written so it is really resident (not the zero page).
+NEW_STATE = "data = bytearray(60 * 1024 * 1024)\nfor k in range(0, len(data), 4096): data[k] = 1\nstep = {i}"
+
+
+def _policy(**session: object) -> sandbox.Policy:
+    policy = sandbox.Policy.load("default")
+    return policy.replace(session=dataclasses.replace(policy.session, **session))
+
+
+def _session_procs(s) -> list[psutil.Process]:
+    top = psutil.Process(s._container.spawned.pid)
+    return [top, *top.children(recursive=True)]
+
+
+def _gone(procs: list[psutil.Process], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- session.max_memory_mb ------------------------------------------------------------
+def test_checkpoints_of_big_states_hit_the_memory_limit_and_release_frees_it():
+    with sandbox.Sandbox(policy=_policy(max_memory_mb=400)) as sb, sb.session() as s:
+        marks, hit = [], None
+        for i in range(8):
+            r = s.run(NEW_STATE.format(i=i))
+            if r.reason == "memory_limit":
+                hit = (i, r)
+                break
+            assert r.ok, r
+            marks.append(s.checkpoint())
+        assert hit is not None, "8 checkpoints of 60 MB each stayed under 400 MB"
+        i, r = hit
+        assert marks, "the limit was hit before any checkpoint"
+        assert r.outcome == Outcome.FAILED and r.rolled_back
+        assert "session.max_memory_mb" in r.error and "400 MB" in r.error and "would hold" in r.error
+        # Still usable, at its state before the refused run.
+        assert s.run("print(step, len(data) // 2**20)").stdout == f"{i - 1} 60\n"
+        for mark in marks:
+            s.release(mark)
+        r = s.run(NEW_STATE.format(i=i))  # the same run fits once the checkpoints are freed
+        assert r.ok and not r.rolled_back, r
+        assert s.run("print(step)").stdout == f"{i}\n"
+
+
+def test_a_session_over_its_limit_refuses_checkpoint_and_fork_naming_the_key():
+    with sandbox.Sandbox(policy=_policy(max_memory_mb=1)) as sb, sb.session() as s:
+        r = s.run("x = 1")
+        assert r.reason == "memory_limit" and r.rolled_back, r
+        for action in (s.checkpoint, s.fork):
+            with pytest.raises(sandbox.SessionMemoryError, match=r"session\.max_memory_mb") as info:
+                action()
+            assert info.value.limit_mb == 1 and info.value.held_mb > 1
+            assert isinstance(info.value, sandbox.SessionError)
+        assert s.run("print('still here')").stdout == "still here\n"
+
+
+def test_checkpoints_whose_handle_was_dropped_are_freed_under_memory_pressure():
+    with sandbox.Sandbox(policy=_policy(max_memory_mb=400)) as sb, sb.session() as s:
+        kept = None
+        for i in range(8):
+            r = s.run(NEW_STATE.format(i=i))
+            assert r.ok, r  # each time the limit nears, the unreachable checkpoints go first
+            mark = s.checkpoint()
+            if i == 0:
+                kept = mark  # ...but never one the caller still holds
+        s.restore(kept)
+        assert s.run("print(step)").stdout == "0\n"
+
+
+# -- session.idle_seconds / session.max_lifetime_seconds -----------------------------
+def test_idle_session_is_reaped_without_being_used():
+    with sandbox.Sandbox(policy=_policy(idle_seconds=1)) as sb:
+        s = sb.session()
+        s.run("x = 1")
+        s.checkpoint()
+        procs = _session_procs(s)
+        assert len(procs) >= 3
+        assert _gone(procs, timeout=4), "the idle session's processes outlived session.idle_seconds"
+        assert s.closed
+        with pytest.raises(sandbox.SandboxClosed, match=r"1 s idle .*session\.idle_seconds"):
+            s.run("print(x)")
+
+
+def test_lifetime_expiry_is_reaped_and_waits_for_the_run_in_progress():
+    with sandbox.Sandbox(policy=_policy(max_lifetime_seconds=1.5)) as sb:
+        s = sb.session()
+        procs = _session_procs(s)
+        started = time.monotonic()
+        r = s.run("import time\ntime.sleep(2.5)\nprint('finished')", timeout=10)
+        assert r.ok and r.stdout == "finished\n", r  # not cut short by the lifetime
+        assert time.monotonic() - started >= 2.5
+        assert _gone(procs, timeout=3), "the expired session's processes survived its run"
+        with pytest.raises(sandbox.SandboxClosed, match=r"session\.max_lifetime_seconds"):
+            s.run("print(1)")
+
+
+def test_a_run_in_progress_is_not_idle():
+    with sandbox.Sandbox(policy=_policy(idle_seconds=1)) as sb, sb.session() as s:
+        r = s.run("import time\ntime.sleep(2.5)\nx = 'kept'", timeout=10)
+        assert r.ok, r
+        assert s.run("print(x)").stdout == "kept\n"  # the idle clock starts when the run returns
+
+
+def test_reaper_thread_ends_with_the_last_session():
+    def reapers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "sandbox-session-reaper"]
+    before = reapers()
+    sb = sandbox.Sandbox(policy=_policy(idle_seconds=30))
+    sessions = [sb.session(), sb.session()]
+    assert len(reapers()) == 1
+    sessions[0].close()
+    assert len(reapers()) == 1
+    sb.close()  # closes the other session: the thread ends with it (if it was the last one open)
+    assert reapers() == before
