@@ -1,17 +1,21 @@
 """Inside a worker: confine, run one snippet, report. Runs in a process forked by the zygote.
 
-Life of a worker (pre-forked by the zygote before any request exists):
+Life of a one-shot worker (pre-forked by the zygote before any request exists):
 
 1. ``serve()``: own session, die with the zygote, enter namespaces (may fork: pid 1
-   of a fresh pid namespace continues), then wait for a spawn request.
+   of a fresh pid namespace continues), land in the private run dir the zygote made
+   for it, apply the confinement stack irreversibly, reseed RNGs and install the
+   hooks (telemetry, ``plt.show``, the import allowlist): all before any request, so
+   none of it is on a run's critical path. Then wait for a spawn request.
 2. The request brings four fds from the host: stdout and stderr pipes for raw
    writes, the tagged pipe for Python-level output (see streams.py) and a stream
-   socket for framed messages; a session worker gets a fifth, its control socket
-   (see _session_worker.py). The worker lands in its private work dir,
-   applies the confinement stack irreversibly, reseeds RNGs, and only then reads
-   the code and input files from the socket.
+   socket for framed messages, from which the worker reads the code and input files.
 3. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
-   work-dir files, the error text and ``done`` follow; then ``os._exit``.
+   work-dir files, the error text and ``done`` follow; the streams close; ``os._exit``.
+
+A session root is forked on demand instead: its request names a host-made run dir
+and brings a fifth fd, its control socket; it is confined once that arrives (with
+fork kept, for its runners: see _session_worker.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import sys
 import traceback
 from typing import Any
 
-from . import allowlist, confine, protocol, streams
+from . import allowlist, confine, protocol, rundirs, streams
 from .errors import SandboxUnavailable
 from .inputs import IMAGE_EXTENSIONS
 
@@ -75,17 +79,23 @@ class Channel:
             pass
 
 
-def serve(priv: socket.socket, spec: dict[str, Any]) -> None:
-    """Entry of a pre-forked worker; never returns."""
+def serve(priv: socket.socket, spec: dict[str, Any], run_dir: rundirs.RunDir | None) -> None:
+    """Entry of a forked worker; never returns. ``run_dir`` None: a session root."""
     status = 0
     try:
         _become_worker(spec["zygote_pid"])
         ns_status = None
         if "namespaces" in spec["policy"].confinement.layers:
             ns_status = confine.enter_namespaces_before_fork(spec["policy"])
-        header, fds = protocol.recv_packet(priv)
-        priv.close()
-        _run_request(header, fds, spec, ns_status)
+        if run_dir is None:
+            header, fds = protocol.recv_packet(priv)
+            priv.close()
+            _serve_session(header, fds, spec, ns_status)
+        else:
+            refused = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
+            _header, fds = protocol.recv_packet(priv)
+            priv.close()
+            _run_once(fds, spec, refused, run_dir)
     except BaseException:  # noqa: BLE001 - a worker must end with _exit, never unwind into the zygote
         status = 70
         try:
@@ -104,33 +114,60 @@ def _become_worker(zygote_pid: int) -> None:
         os._exit(0)
 
 
-def _run_request(header: dict[str, Any], fds: list[int], spec: dict[str, Any], ns_status: Any) -> None:
-    if len(fds) not in (4, 5):
-        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 4 or 5")
-    chan = _attach(fds[:4])
+def _prepare(workdir: str, tmpdir: str, spec: dict[str, Any], ns_status: Any, *,
+             keep_fork: bool) -> SandboxUnavailable | None:
+    """Land in the run dir, confine for good, reseed, install the hooks.
+
+    Returns the refusal of a required layer, for the caller to report once it has a
+    channel to the host (a pre-forked worker confines itself before it has one).
+    """
     policy = spec["policy"]
-    workdir, tmpdir = header["workdir"], header["tmpdir"]
     os.chdir(workdir)
     _reset_environment(workdir, tmpdir)
     ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=tuple(spec["readable"]),
                                  base_address_space=_address_space())
     try:
-        statuses = confine.apply_all(policy, ctx, ns_status, keep_fork=len(fds) == 5)  # a session root forks runners
+        statuses = confine.apply_all(policy, ctx, ns_status, keep_fork=keep_fork)
     except SandboxUnavailable as exc:
-        chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix,
-                  syscall=exc.syscall, errno=exc.errno)
-        return
+        return exc
     _reseed()
     _install_telemetry(policy, ctx)
     _patch_show()
     allowlist.install(spec["allowed_roots"])
     spec["layers"] = [{"layer": s.layer, "active": s.active} for s in statuses]
-    if len(fds) == 5:
-        from . import _session_worker
-        _session_worker.serve_root(chan, socket.socket(fileno=fds[4]), spec)
-    else:
-        perform(chan, spec, {"__name__": "__main__", "__builtins__": builtins})
-        chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
+    return None
+
+
+def _run_once(fds: list[int], spec: dict[str, Any], refused: SandboxUnavailable | None,
+              run_dir: rundirs.RunDir) -> None:
+    if len(fds) != 4:
+        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 4")
+    chan = _attach(fds)
+    if refused is not None:
+        _report_refusal(chan, refused)
+        return
+    perform(chan, spec, {"__name__": "__main__", "__builtins__": builtins})
+    # Before the streams close: when run() returns, the run's files no longer take disk
+    # space (a sequence of runs on a small disk must not depend on the zygote's pace).
+    for path in (run_dir.workdir, run_dir.tmpdir):
+        rundirs.empty(path)
+    chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
+
+
+def _serve_session(header: dict[str, Any], fds: list[int], spec: dict[str, Any], ns_status: Any) -> None:
+    if len(fds) != 5:
+        raise RuntimeError(f"session spawn request carried {len(fds)} fds, expected 5")
+    chan = _attach(fds[:4])
+    refused = _prepare(header["workdir"], header["tmpdir"], spec, ns_status, keep_fork=True)  # it forks runners
+    if refused is not None:
+        _report_refusal(chan, refused)
+        return
+    from . import _session_worker
+    _session_worker.serve_root(chan, socket.socket(fileno=fds[4]), spec)
+
+
+def _report_refusal(chan: "Channel", exc: SandboxUnavailable) -> None:
+    chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix, syscall=exc.syscall, errno=exc.errno)
 
 
 def _attach(fds: list[int]) -> "Channel":

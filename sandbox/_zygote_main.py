@@ -2,10 +2,13 @@
 
 Runs in its own interpreter, started by :mod:`sandbox.launcher` with a clean exec,
 a scrubbed environment and one SOCK_SEQPACKET control socket. It keeps
-``runtime.prefork`` workers forked and waiting (forking a process with the image
-mapped costs ~15 ms, so it happens off the request path), hands each request's fds
-to a waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
-without pid-reuse races) and, after reaping it, its exit status and rusage.
+``runtime.prefork`` workers forked, each with its own run dir and already confined,
+waiting for a request (forking a process with the image mapped and confining it
+costs ~15-25 ms, so it happens off the request path); hands each request's fds to a
+waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
+without pid-reuse races) and, after reaping it, its exit status and rusage, and
+removes its run dir when nothing waits. A session's root worker is forked on demand
+instead: it is confined in the host-made run dir its request names.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import _proc, _worker, confine, protocol
+from . import _proc, _worker, confine, protocol, rundirs
 from .errors import ProtocolError
 from .image import Image
 from .policy import Policy
@@ -41,6 +44,7 @@ class _Worker:
     pid: int
     priv: socket.socket  # zygote's end of the worker's private control socket
     pidfd: int
+    run_dir: rundirs.RunDir | None  # None for a session root: the host owns its run dir
     run_id: int | None = None
 
 
@@ -53,6 +57,8 @@ class Zygote:
         self.prefork = spec["policy"].runtime.prefork
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
+        self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
+        self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
         self.sweep_until = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -63,14 +69,17 @@ class Zygote:
 
     def loop(self) -> None:
         while True:
-            idle = len(self.ready) >= self.prefork
+            refill = len(self.ready) < self.prefork and self.refill_error is None
+            busy = refill or bool(self.to_remove)
             sweeping = time.monotonic() < self.sweep_until
-            events = self.selector.select(timeout=0 if not idle else (_SWEEP_INTERVAL_S if sweeping else None))
+            events = self.selector.select(timeout=0 if busy else (_SWEEP_INTERVAL_S if sweeping else None))
             if sweeping:
                 self._kill_orphans()
-            if not events:
-                if not idle:
-                    self.ready.append(self._fork())  # nothing waiting: refill off the request path
+            if not events:  # nothing waiting: refill the pool, then tidy, off the request path
+                if refill:
+                    self._refill()
+                elif self.to_remove:
+                    rundirs.remove(self.to_remove.popleft())
                 continue
             for key, _ in events:
                 if key.data == "sigchld":
@@ -92,12 +101,18 @@ class Zygote:
         return True
 
     def _spawn(self, header: dict[str, Any], fds: list[int]) -> None:
+        session_dirs = {"workdir": header["workdir"], "tmpdir": header["tmpdir"]} if "workdir" in header else None
         try:
             while True:
-                worker = self.ready.popleft() if self.ready else self._fork(close_in_child=fds)
+                if session_dirs is not None:
+                    worker = self._fork(close_in_child=fds, run_dir=None)
+                elif self.ready:
+                    worker = self.ready.popleft()
+                else:
+                    self.refill_error = None
+                    worker = self._fork(close_in_child=fds, run_dir=self._make_run_dir())
                 try:
-                    protocol.send_packet(worker.priv, "spawn", fds=fds, workdir=header["workdir"],
-                                         tmpdir=header["tmpdir"])
+                    protocol.send_packet(worker.priv, "spawn", fds=fds, **(session_dirs or {}))
                     break
                 except OSError:
                     self._discard(worker)  # died while waiting; take the next one
@@ -106,24 +121,48 @@ class Zygote:
             self.running[worker.pid] = worker
             protocol.send_packet(self.sock, "spawned", fds=[worker.pidfd], id=header["id"], pid=worker.pid)
         except OSError as exc:
-            protocol.send_packet(self.sock, "failed", id=header["id"], error=f"spawn failed: {exc}")
+            protocol.send_packet(self.sock, "failed", id=header["id"], error=f"spawn failed: {exc}",
+                                 errno=exc.errno, layer=getattr(exc, "layer", None))
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _fork(self, close_in_child: list[int] = ()) -> _Worker:
+    def _refill(self) -> None:
+        try:
+            run_dir = self._make_run_dir()
+        except OSError as exc:
+            self.refill_error = exc  # e.g. a full disk: the next request retries and reports it
+            return
+        self.ready.append(self._fork(run_dir=run_dir))
+
+    def _make_run_dir(self) -> rundirs.RunDir:
+        try:
+            return rundirs.make(self.spec["run_root"])
+        except OSError as exc:
+            exc.layer = "workdir"
+            raise
+
+    def _fork(self, close_in_child: list[int] = (), *, run_dir: rundirs.RunDir | None) -> _Worker:
         """Fork a waiting worker. ``close_in_child``: fds of a request in flight, which the
-        new worker must not hold (the host waits for their EOF)."""
+        new worker must not hold (the host waits for their EOF). ``run_dir``: the dir the
+        worker confines itself to at once; None for a session root (its request names it)."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            parent_end.close()
+            child_end.close()
+            if run_dir is not None:
+                rundirs.remove(run_dir.path)
+            raise
         if pid == 0:
             parent_end.close()
             for fd in close_in_child:
                 os.close(fd)
             self._close_in_child()
-            _worker.serve(child_end, self.spec)  # never returns
+            _worker.serve(child_end, self.spec, run_dir)  # never returns
         child_end.close()
-        return _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid))
+        return _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid), run_dir=run_dir)
 
     def _close_in_child(self) -> None:
         signal.set_wakeup_fd(-1)
@@ -160,6 +199,8 @@ class Zygote:
         # A daemon whose detached parent is still exiting reaches us only later.
         self.sweep_until = time.monotonic() + _SWEEP_SECONDS
         os.close(worker.pidfd)
+        if worker.run_dir is not None:
+            self.to_remove.append(worker.run_dir.path)
         protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **_proc.exit_facts(status),
                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
 
@@ -170,6 +211,8 @@ class Zygote:
             pass
         worker.priv.close()
         os.close(worker.pidfd)
+        if worker.run_dir is not None:
+            self.to_remove.append(worker.run_dir.path)
 
     def _kill_orphans(self) -> None:
         """Daemons a snippet detached get reparented to us (a subreaper): end them."""
@@ -233,6 +276,7 @@ def main(control_fd: int) -> None:
         "allowed_roots": image.allowed_roots,
         "readable": _readable_paths(),
         "zygote_pid": os.getpid(),
+        "run_root": hello["run_root"],
     }
     ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     gc.collect()

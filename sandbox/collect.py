@@ -66,6 +66,17 @@ class RunIO:
     def worker_fds(self) -> list[int]:
         return [self.out_w, self.err_w, self.tagged_w, self.chan_worker.fileno()]
 
+    def send_early(self, request: bytes) -> int:
+        """Queue what fits of ``request`` now, before any worker holds the socket (the worker
+        finds it there on attach: no round trip on the critical path). Returns bytes sent."""
+        self.chan.setblocking(False)
+        try:
+            return self.chan.send(request)
+        except OSError:
+            return 0
+        finally:
+            self.chan.setblocking(True)
+
     def close_worker_ends(self) -> None:
         """After the zygote has its copies, so EOF arrives when the worker is gone."""
         for fd in (self.out_w, self.err_w, self.tagged_w):
@@ -81,8 +92,9 @@ class RunIO:
         self.chan.close()
 
 
-def collect(ending: "Ending", io: RunIO, request: bytes, timeout_s: float, policy: Policy) -> Collected:
-    """Send ``request``, gather output until the run is over, enforce the limits.
+def collect(ending: "Ending", io: RunIO, request: bytes | memoryview, timeout_s: float, policy: Policy) -> Collected:
+    """Send ``request`` (the rest of it, after :meth:`RunIO.send_early`), gather output
+    until the run is over, enforce the limits.
 
     ``ending`` says how the run signals its end and how it is killed: a one-shot
     worker is a process (:class:`ProcessEnding`); a session run is not (see session.py).
@@ -130,7 +142,7 @@ class ProcessEnding(Ending):
             return {"lost": str(exc)}
 
 
-def _send_request(chan: socket.socket, request: bytes, deadline: float) -> None:
+def _send_request(chan: socket.socket, request: bytes | memoryview, deadline: float) -> None:
     chan.settimeout(max(0.01, deadline - time.monotonic()))
     try:
         chan.sendall(request)

@@ -11,17 +11,15 @@ import asyncio
 import atexit
 import json
 import os
-import shutil
-import stat
 import tempfile
 import threading
 import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from . import protocol
+from . import protocol, rundirs
 from .collect import ProcessEnding, RunIO, collect
-from .errors import InputError, SandboxClosed, SandboxUnavailable, WorkerCrashed, os_error_text
+from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import DEFAULT_IMAGE, Image, interpreter_for
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
 from .launcher import ZygoteLauncher
@@ -116,7 +114,7 @@ class Sandbox:
             self._zygotes[index] = None
         if zygote is not None:
             zygote.close(timeout=1.0)
-        fresh = ZygoteLauncher(self.policy, self.image, self._interpreter)
+        fresh = ZygoteLauncher(self.policy, self.image, self._interpreter, run_root=self._tmp_root)
         with self._lock:
             if self._closed:
                 fresh.close()
@@ -190,40 +188,29 @@ class Sandbox:
     def _collect_once(self, request: bytes, timeout_s: float) -> Any:
         if self._closed:  # closed while this caller waited for its slot
             raise SandboxClosed("this Sandbox is closed")
-        run_dir, workdir, tmpdir = self.make_run_dir()
         io = RunIO()
         try:
-            spawned = self.spawn(io.worker_fds(), workdir, tmpdir)
+            sent = io.send_early(request)
+            spawned = self.spawn(io.worker_fds())  # its run dir is the zygote's to make and remove
             io.close_worker_ends()
             try:
-                return collect(ProcessEnding(spawned), io, request, timeout_s, self.policy)
+                return collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy)
             finally:
                 os.close(spawned.pidfd)
         finally:
             io.close()
-            remove_tree(run_dir)
 
     def make_run_dir(self) -> tuple[str, str, str]:
-        """A private (run dir, work dir, tmp dir) under this Sandbox's temp root."""
+        """A private (run dir, work dir, tmp dir) under this Sandbox's temp root (for sessions)."""
         try:
-            run_dir = tempfile.mkdtemp(prefix="run-", dir=self._tmp_root)
+            made = rundirs.make(self._tmp_root)
         except OSError as exc:
             if self._closed:
                 raise SandboxClosed("this Sandbox is closed") from exc
-            raise SandboxUnavailable("workdir", f"cannot create a run directory in {self._tmp_root}: "
-                                     f"{os_error_text(exc)}", "free space or inodes in the temp dir, "
-                                     "or point TMPDIR elsewhere", errno=exc.errno) from exc
-        workdir, tmpdir = os.path.join(run_dir, "work"), os.path.join(run_dir, "tmp")
-        try:
-            os.mkdir(workdir, 0o700)
-            os.mkdir(tmpdir, 0o700)
-        except OSError as exc:
-            remove_tree(run_dir)
-            raise SandboxUnavailable("workdir", f"cannot create a work dir in {run_dir}: {os_error_text(exc)}",
-                                     "free space or inodes in the temp dir", errno=exc.errno) from exc
-        return run_dir, workdir, tmpdir
+            raise rundirs.unavailable(f"a run directory in {self._tmp_root}", exc) from exc
+        return made.path, made.workdir, made.tmpdir
 
-    def spawn(self, fds: list[int], workdir: str, tmpdir: str) -> Any:
+    def spawn(self, fds: list[int], workdir: str | None = None, tmpdir: str | None = None) -> Any:
         """A confined worker holding ``fds``, from the next zygote of the pool."""
         with self._lock:
             index = self._next % len(self._zygotes)
@@ -283,15 +270,4 @@ def _check_count(name: str, value: object, minimum: int) -> None:
         raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")
 
 
-def remove_tree(path: str) -> None:
-    """Remove a run's directory even if the snippet made parts of it read-only."""
-    def make_writable_and_retry(func: Callable[..., Any], target: str, _exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(target), stat.S_IRWXU)
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, stat.S_IRWXU)
-            func(target)
-        except OSError:
-            pass
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=make_writable_and_retry)
+remove_tree = rundirs.remove

@@ -41,7 +41,8 @@ class InputError(SandboxError, ValueError):
 
 
 class SandboxUnavailable(SandboxError, RuntimeError):
-    """A confinement layer the policy requires cannot be applied on this machine.
+    """A confinement layer the policy requires cannot be applied on this machine, or
+    (``layer == "workdir"``) the host cannot make a run's directory (disk full).
 
     Attributes: ``layer`` (e.g. ``"landlock"``), ``syscall`` and ``errno`` when a
     system call refused, and ``fix``: what to change so the layer works.
@@ -54,7 +55,10 @@ class SandboxUnavailable(SandboxError, RuntimeError):
         self.fix = fix
         self.syscall = syscall
         self.errno = errno
-        text = f"confinement layer {layer!r} is required by the policy but unavailable: {reason}"
+        if layer == "workdir":
+            text = f"the sandbox has no room for a run: {reason}"
+        else:
+            text = f"confinement layer {layer!r} is required by the policy but unavailable: {reason}"
         if fix:
             text += f" (fix: {fix})"
         super().__init__(text)

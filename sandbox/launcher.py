@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from . import protocol, rundirs
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
@@ -83,9 +83,10 @@ def _matplotlib_cache_dir() -> str:
 class ZygoteLauncher:
     """One zygote process and the thread that reads its control socket."""
 
-    def __init__(self, policy: Policy, image: Image, interpreter: str | None = None) -> None:
+    def __init__(self, policy: Policy, image: Image, interpreter: str | None = None, *, run_root: str) -> None:
         self.policy = policy
         self.image = image
+        self.run_root = run_root
         self.interpreter = interpreter or sys.executable
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -98,7 +99,12 @@ class ZygoteLauncher:
 
     def _start(self) -> None:
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._log = tempfile.TemporaryFile(prefix="sandbox-zygote-")
+        try:
+            self._log = tempfile.TemporaryFile(prefix="sandbox-zygote-")
+        except OSError as exc:
+            host_end.close()
+            zygote_end.close()
+            raise rundirs.unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
         bootstrap = (f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
                      f"from sandbox._zygote_main import main; main({zygote_end.fileno()})")
         try:
@@ -116,7 +122,8 @@ class ZygoteLauncher:
         self.pid = self._proc.pid
         self.sock.settimeout(START_TIMEOUT_S)
         try:
-            protocol.send_packet(self.sock, "hello", policy=self.policy.to_dict(), image=self.image.to_dict())
+            protocol.send_packet(self.sock, "hello", policy=self.policy.to_dict(), image=self.image.to_dict(),
+                                 run_root=self.run_root)
             header, _ = protocol.recv_packet(self.sock)
         except (OSError, ProtocolError) as exc:
             self._proc.kill()
@@ -135,8 +142,13 @@ class ZygoteLauncher:
     def alive(self) -> bool:
         return self._dead is None
 
-    def spawn(self, fds: list[int], workdir: str, tmpdir: str) -> Spawned:
-        """Ask the zygote for a worker holding ``fds``; returns once the worker has them."""
+    def spawn(self, fds: list[int], workdir: str | None = None, tmpdir: str | None = None) -> Spawned:
+        """Ask the zygote for a worker holding ``fds``; returns once the worker has them.
+
+        Without ``workdir``/``tmpdir`` the worker is a pre-forked one, already confined
+        in a run dir the zygote made (and removes); a session root names its own.
+        """
+        dirs = {"workdir": workdir, "tmpdir": tmpdir} if workdir is not None else {}
         run_id = next(self._ids)
         future: Future = Future()
         with self._lock:
@@ -144,7 +156,7 @@ class ZygoteLauncher:
                 raise WorkerCrashed(self._dead)
             self._spawns[run_id] = future
         try:
-            protocol.send_packet(self.sock, "spawn", fds=fds, id=run_id, workdir=workdir, tmpdir=tmpdir)
+            protocol.send_packet(self.sock, "spawn", fds=fds, id=run_id, **dirs)
         except OSError as exc:
             with self._lock:
                 self._spawns.pop(run_id, None)
@@ -190,6 +202,10 @@ class ZygoteLauncher:
             return
         if kind == "spawned":
             future.set_result(spawned)
+        elif header.get("layer") == "workdir":
+            errno = header.get("errno") or 0
+            future.set_exception(rundirs.unavailable(f"a run directory in {self.run_root}",
+                                                     OSError(errno, os.strerror(errno))))
         else:
             future.set_exception(WorkerCrashed(header.get("error", "spawn failed")))
 

@@ -41,6 +41,26 @@ def descendants(sb: sandbox.Sandbox) -> set[int]:
     return found
 
 
+def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
+    """Run dirs under the sandbox's temp root that no live worker works in.
+
+    Each pre-forked worker waits in a run dir the zygote made for it; a used one is
+    removed by the zygote once it is idle, so this waits up to ``timeout`` for that.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        in_use = set()
+        for pid in descendants(sb):
+            try:
+                in_use.add(os.path.dirname(psutil.Process(pid).cwd()))
+            except psutil.Error:
+                pass
+        left = sorted(d for d in os.listdir(sb._tmp_root) if os.path.join(sb._tmp_root, d) not in in_use)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
 def settled_count(sb: sandbox.Sandbox, timeout: float = 5.0) -> int:
     """Number of processes under the zygotes once the pre-fork pool is refilled and idle."""
     expected = sb.policy.runtime.prefork
@@ -66,4 +86,4 @@ def no_leaks(box):
         time.sleep(0.1)
     assert settled_count(box) <= baseline_procs, "a process outlived its run"
     assert len(os.listdir("/proc/self/fd")) <= baseline_fds, "the host leaked file descriptors"
-    assert os.listdir(box._tmp_root) == [], "a run directory was left behind"
+    assert leftover_run_dirs(box) == [], "a run directory was left behind"

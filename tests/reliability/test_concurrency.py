@@ -136,7 +136,9 @@ class Sampler:
         self._thread.join()
 
 
-RUNNING = "open('running', 'w').close()\nimport time\ntime.sleep({sleep})\nprint({i})"
+#: The marker is removed when the snippet is done: a finished worker may still be
+#: exiting (and its run dir waits for the zygote to remove it) after the host moved on.
+RUNNING = "open('running', 'w').close()\nimport os, time\ntime.sleep({sleep})\nos.remove('running')\nprint({i})"
 
 
 def _parallel(sb: sandbox.Sandbox, count: int, sleep: float) -> list:

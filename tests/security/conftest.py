@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 import sandbox
+from tests.conftest import leftover_run_dirs
 
 #: Set in the host before any zygote starts: a snippet must never see it.
 HOST_SECRET = f"host-secret-{os.getpid()}-{time.time_ns()}"
@@ -137,7 +138,7 @@ def checked_run(sb: sandbox.Sandbox, code: str, timeout: float | None = None) ->
     assert after.outcome == sandbox.Outcome.OK and after.stdout == "still serving\n", after
     assert list(sb.zygote_pids) == zygotes, "the zygote was replaced: the attack killed it"
     assert settle(sb) <= _idle_count(sb), "a process outlived its run"
-    assert os.listdir(sb._tmp_root) == [], "a run directory was left behind"
+    assert leftover_run_dirs(sb) == [], "a run directory was left behind"
     return result
 
 

@@ -10,7 +10,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
-from ..conftest import settled_count
+from ..conftest import leftover_run_dirs, settled_count
 
 
 @pytest.fixture
@@ -139,8 +139,7 @@ def test_many_sessions_leave_nothing_behind(box):
     while settled_count(box) > baseline and time.monotonic() < deadline:
         time.sleep(0.1)
     assert settled_count(box) <= baseline
-    import os
-    assert os.listdir(box._tmp_root) == []
+    assert leftover_run_dirs(box) == []
 
 
 def test_sandbox_close_closes_its_sessions():
