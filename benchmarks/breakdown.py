@@ -59,7 +59,7 @@ def wrap(owner, name, label):
 
 from sandbox import _worker, _zygote_main, _session_worker, confine, allowlist
 for name in ("_attach", "_reset_environment", "_address_space", "_reseed", "_install_telemetry", "_patch_show",
-             "perform", "_snapshot", "_execute", "_report_files", "_run_request"):
+             "perform", "_snapshot", "_execute", "_report_files", "_prepare", "_run_once"):
     wrap(_worker, name, "worker." + name)
 wrap(_worker.Channel, "close", "worker.Channel.close")
 wrap(_worker.Channel, "send", "worker.Channel.send")
@@ -73,7 +73,9 @@ wrap(_session_worker._Root, "_srun", "session.root_srun")
 exec(sys.argv[3])
 '''
 #: Steps whose thread CPU time means nothing (the timer spans a fork: it ends in another process).
-_NO_CPU = {"prefork.enter_namespaces_before_fork", "worker._run_request"}
+_NO_CPU = {"prefork.enter_namespaces_before_fork"}
+#: Steps a pre-forked worker takes before any request exists (confinement, reseed, hooks).
+_OFF_PATH = ("zygote._fork", "prefork.", "worker._prepare")
 
 
 class Probe:
@@ -141,7 +143,7 @@ def _rows(mode: str, probe: Probe, windows: list[tuple[float, float]]) -> list[d
         if kills and ends:
             wall["host: kill -> streams closed, exit reported"].append(ends[0] - kills[0])
     for _token, label, a, b, c in probe.steps():
-        off_path = label.startswith(("zygote._fork", "prefork."))
+        off_path = label.startswith(_OFF_PATH)
         if inside(a) or off_path:
             wall[label].append(b - a)
             if label not in _NO_CPU:
@@ -151,7 +153,7 @@ def _rows(mode: str, probe: Probe, windows: list[tuple[float, float]]) -> list[d
         values.sort()
         where = label.split(".", 1)[0].split(" ", 1)[0].rstrip(":")
         rows.append({"mode": mode, "step": label, "where": "off the request path" if label.startswith(
-            ("zygote._fork", "prefork.")) else where, "n": len(values),
+            _OFF_PATH) else where, "n": len(values),
             "wall_p50_ms": round(statistics.median(values) * 1000, 3), "wall_min_ms": round(values[0] * 1000, 3),
             "wall_p90_ms": round(common.percentile(values, 90) * 1000, 3),
             "cpu_p50_ms": round(statistics.median(cpu[label]) * 1000, 3) if cpu.get(label) else None})
