@@ -23,10 +23,13 @@ What is counted, and why:
 - **Processes already dying are left out** (SIGKILL pending or exiting): a state the
   session just freed is on its way out and must not fail the next check.
 
-``smaps_rollup`` walks every page of a process (about 3 ms for a preloaded
-interpreter), so :func:`measure` first sums ``RssAnon + RssShmem`` from ``status``
-(cheap counters, an upper bound of the PSS sum) and reads ``smaps_rollup`` only when
-that bound is over the limit.
+``smaps_rollup`` walks every page of a process (3-5 ms for a preloaded interpreter),
+so :func:`measure` first sums ``RssAnon + RssShmem`` from ``status`` (cheap counters,
+an upper bound of the PSS sum) and reads ``smaps_rollup`` only when that bound is over
+the limit; and then it reuses a process's reading for up to ``ROLLUP_MAX_AGE_S`` (a
+:class:`RollupCache`). A new state is a new process, so it is always read fresh; what
+is reused is the reading of frozen states and of the session root, which run no code
+and change only as the processes they share pages with come and go.
 
 :class:`MemoryBudget` applies the limit to one session worker (the semantics are in
 sandbox/session.py's docstring).
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
 
 _PF_EXITING = 0x4  # task flag (include/linux/sched.h): do_exit() has started
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+#: How long one process's smaps_rollup reading is reused (see the module docstring).
+ROLLUP_MAX_AGE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class MemoryBudget:
     def __init__(self, container: "_Container") -> None:
         self.container = container
         self.pins: list[tuple[weakref.ref[Checkpoint], int]] = []  # checkpoint handles, oldest first
+        self.rollups = RollupCache()
 
     def refuse_if_over(self, action: str) -> None:
         """Raise SessionMemoryError if the session is over the limit (before ``action``)."""
@@ -101,7 +108,7 @@ class MemoryBudget:
         ``previous``: a state the root frees if the run is kept (its private pages do not count).
         """
         limit = self.container.box.policy.session.max_memory_mb
-        usage = measure(self.container.spawned.pid, limit, previous)
+        usage = measure(self.container.spawned.pid, limit, previous, self.rollups)
         if usage.held_kib <= limit * 1024:
             return None
         dropped = [pin for pin in self.pins if pin[0]() is None]
@@ -111,7 +118,7 @@ class MemoryBudget:
             self.pins.remove(pin)
             facts = self.container.request("release", node=pin[1])
         previous = facts["previous"] if facts.get("frees_previous") else None
-        usage = measure(self.container.spawned.pid, limit, previous)
+        usage = measure(self.container.spawned.pid, limit, previous, self.rollups)
         return usage if usage.held_kib > limit * 1024 else None
 
     def message(self, usage: Usage, action: str) -> str:
@@ -140,44 +147,73 @@ class MemoryBudget:
                 self.pins.remove((exact or same)[0])
 
 
-def processes(top: int) -> list[int]:
-    """Host pids of ``top`` and its descendants, leaving out those already dying."""
-    children: dict[int, list[int]] = {}
-    dying: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        facts = _stat(entry.name)
-        if facts is None:
-            continue
-        ppid, is_dying = facts
-        children.setdefault(ppid, []).append(int(entry.name))
-        if is_dying:
-            dying.add(int(entry.name))
+class RollupCache:
+    """smaps_rollup readings by process, reused for ``ROLLUP_MAX_AGE_S``."""
+
+    def __init__(self) -> None:
+        self._readings: dict[tuple[int, int], tuple[float, dict[str, int] | None]] = {}
+
+    def read(self, pid: int, started: int) -> dict[str, int] | None:
+        """``pid``'s reading; ``started`` (its start time) tells a reused pid from the same process."""
+        now = time.monotonic()
+        self._readings = {key: value for key, value in self._readings.items()
+                          if now - value[0] <= ROLLUP_MAX_AGE_S}
+        key = (pid, started)
+        if key not in self._readings:
+            self._readings[key] = (now, _smaps_rollup(pid))
+        return self._readings[key][1]
+
+
+def processes(top: int) -> list[tuple[int, int]]:
+    """(host pid, start time) of ``top`` and its descendants, leaving out those already dying.
+
+    Walks ``/proc/<pid>/task/<tid>/children`` from ``top`` down, so the cost grows with the
+    session's processes, not the machine's.
+    """
     found, todo = [], [top]
     while todo:
         pid = todo.pop()
-        if pid not in dying:
-            found.append(pid)
-        todo.extend(children.get(pid, ()))
+        facts = _stat(pid)
+        if facts is None:
+            continue
+        started, dying = facts
+        if not dying:
+            found.append((pid, started))
+        todo.extend(_children(pid))
     return found
 
 
-def measure(top: int, limit_mb: int, previous_nspid: int | None = None) -> Usage:
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:  # a child forked by another thread is listed under that thread
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids.extend(int(child) for child in fh.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def measure(top: int, limit_mb: int, previous_nspid: int | None = None,
+            rollups: RollupCache | None = None) -> Usage:
     """What the session under host pid ``top`` holds.
 
     ``previous_nspid`` (a pid as the session root sees it) names a state the root is
     about to free: its private pages are left out, so the answer is what the session
-    will hold once it is gone.
+    will hold once it is gone. ``rollups``: readings to reuse (None: read every process).
     """
-    pids = processes(top)
-    status = {pid: _status(pid) for pid in pids}
+    found = processes(top)
+    status = {pid: _status(pid) for pid, _started in found}
     bound = sum(kib for kib, _ns in status.values())
     if bound <= limit_mb * 1024:
         return Usage(bound, precise=False)
     total = 0
-    for pid in pids:
-        rollup = _smaps_rollup(pid)
+    for pid, started in found:
+        rollup = rollups.read(pid, started) if rollups is not None else _smaps_rollup(pid)
         if rollup is None:  # unreadable: fall back to its RSS, an over-estimate
             total += status[pid][0]
             continue
@@ -193,18 +229,18 @@ def _held(rollup: dict[str, int]) -> int:
     return rollup.get("Pss", 0)  # kernels before 5.9 have no split: count file pages too
 
 
-def _stat(pid: str) -> tuple[int, bool] | None:
-    """(ppid, dying) from /proc/<pid>/stat; None if it is gone."""
+def _stat(pid: int) -> tuple[int, bool] | None:
+    """(start time, dying) from /proc/<pid>/stat; None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2:].split()
-    # fields[0] is field 3 of proc(5): state; [1] ppid; [6] flags; [28] pending signals
-    state, ppid, flags, pending = fields[0], int(fields[1]), int(fields[6]), int(fields[28])
+    # fields[0] is field 3 of proc(5): state; [6] flags; [28] pending signals; [19] starttime
+    state, flags, pending, started = fields[0], int(fields[6]), int(fields[28]), int(fields[19])
     dying = state in (b"Z", b"X") or bool(flags & _PF_EXITING) or bool(pending & _SIGKILL_BIT)
-    return ppid, dying
+    return started, dying
 
 
 def _status(pid: int) -> tuple[int, int | None]:
