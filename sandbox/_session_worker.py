@@ -12,6 +12,10 @@ Process model (all inside the session's confined worker, pid 1 of its namespace)
   ``os._exit``, out of memory), the node it came from is still there, untouched: the
   rollback costs nothing. A checkpoint is just a node kept alive; a branch is a fork
   of a node.
+- A line's current node keeps a **standby** runner forked in advance, while no run is
+  in progress (the root says ``warm``/``cool`` as lines move): forking a process with
+  the image mapped costs ~10 ms, so a run takes the standby and that fork is off its
+  path. Checkpoints and held states keep none.
 - After a run commits, the root **holds** the node it came from until the host has
   checked the session's memory (``session.max_memory_mb``): ``settle`` frees it,
   ``undo`` goes back to it and frees the run's state instead. Any other command that
@@ -60,6 +64,8 @@ class _NodeLoop:
     def __init__(self, sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
         self.sock, self.scope, self.spec = sock, scope, spec
         self.runners: set[int] = set()
+        self.standby: tuple[int, socket.socket] | None = None
+        """(pid, its socket) of a runner forked in advance, waiting for a run's fds."""
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
@@ -83,6 +89,13 @@ class _NodeLoop:
                     pid, ours = self._forked(lambda sock: _node_main(sock, self.scope, self.spec))
                     protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
                     ours.close()
+                elif header["type"] == "warm" and self.standby is None:
+                    self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.spec))
+                elif header["type"] == "cool" and self.standby is not None:
+                    pid, ours = self.standby
+                    self.standby = None
+                    _proc.kill(pid)
+                    ours.close()
 
     def _forked(self, child_main: Any) -> tuple[int, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -95,12 +108,18 @@ class _NodeLoop:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.close(self.wake_r)
             os.close(self.wake_w)
+            if self.standby is not None:  # not this child's: its EOF must reach the standby
+                self.standby[1].close()
             child_main(theirs)
         theirs.close()
         return pid, ours
 
     def _start_runner(self, fds: list[int]) -> None:
-        pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.spec))
+        if self.standby is not None:
+            (pid, ours), self.standby = self.standby, None
+            protocol.send_packet(ours, "go", fds=fds)  # then the root gets this socket: the runner's
+        else:
+            pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.spec))
         for fd in fds:
             os.close(fd)
         self.runners.add(pid)
@@ -113,6 +132,15 @@ class _NodeLoop:
             if pid in self.runners:
                 self.runners.discard(pid)
                 protocol.send_packet(self.sock, "exited", pid=pid, **_proc.exit_facts(status))
+
+
+def _standby_main(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
+    try:
+        _header, fds = protocol.recv_packet(sock)
+    except (ProtocolError, OSError):
+        os._exit(0)
+    _runner_main(sock, fds, scope, spec)
 
 
 def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -136,6 +164,8 @@ class _Node:
     pid: int
     sock: socket.socket
     pinned: int = 0
+    warm: bool = False
+    """Told to keep a standby runner (and has not handed it out since)."""
 
 
 @dataclass
@@ -179,6 +209,19 @@ class _Root:
                 self._node_message(key.fileobj)
             else:
                 self._runner_message()
+            if self.run is None and self.held is None:  # not while the host weighs the session's memory
+                self._sync_standbys()
+
+    def _sync_standbys(self) -> None:
+        """Lines' current nodes keep a standby runner; other nodes none (asked while no run runs)."""
+        current = set(self.lines.values())
+        for pid, node in self.nodes.items():
+            if node.warm != (pid in current):
+                node.warm = pid in current
+                try:
+                    protocol.send_packet(node.sock, "warm" if node.warm else "cool")
+                except OSError:
+                    pass  # the node is gone; its socket's EOF says so
 
     # host commands
     def _host_message(self) -> bool:
@@ -210,6 +253,7 @@ class _Root:
             why = "its state process is gone" if node is None else f"run {self.run.seq} is still in progress"
             protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=why)
             return
+        node.warm = False  # it hands out its standby (if it had one): ask again after the run
         try:
             reply, got = self._ask(node, "srun", fds)
         finally:
@@ -386,6 +430,7 @@ def serve_root(chan: "_worker.Channel", ctl: socket.socket, spec: dict[str, Any]
     root = _Root(ctl, spec)
     pid, sock = _fork_node({"__name__": "__main__", "__builtins__": builtins}, spec)
     root.lines[0] = root._add_node(pid, sock).pid
+    root._sync_standbys()
     root.serve()
 
 

@@ -37,7 +37,7 @@ WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value"
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "exited", "shutdown", "failed"})
 #: Session control (host <-> session root <-> nodes), see sandbox/_session_worker.py.
 SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop", "settle", "undo",
-                             "reply", "committed", "run_end"})
+                             "reply", "committed", "run_end", "warm", "cool", "go"})
 KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL | SESSION_CONTROL
 
 

@@ -1,0 +1,51 @@
+"""A line's current state keeps a standby runner forked in advance; checkpoints keep none."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+#: The snippet's process age in seconds, from its own /proc/self/stat (fresh /proc of its pid namespace).
+AGE = """import os
+start = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK')
+print(round(float(open('/proc/uptime').read().split()[0]) - start, 3))"""
+
+
+def _tree_size(session, settle_s: float = 5.0) -> int:
+    """Live processes of the session's worker tree, once the count holds still."""
+    top = psutil.Process(session._container.spawned.pid)
+    deadline, last = time.monotonic() + settle_s, -1
+    while True:
+        count = 1 + sum(1 for p in top.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE)
+        if count == last or time.monotonic() > deadline:
+            return count
+        last = count
+        time.sleep(0.3)
+
+
+def test_a_run_takes_a_runner_forked_before_it_was_asked_for(box):
+    with box.session() as s:
+        s.run("x = 1")
+        time.sleep(0.8)  # a model's turn: the standby is forked meanwhile
+        age = float(s.run(AGE).stdout)
+        assert age > 0.4, f"the runner was forked {age} s before it ran: not in advance"
+        assert s.run("print(x)").stdout == "1\n"
+
+
+def test_only_current_states_keep_a_standby(box):
+    with box.session() as s:
+        s.run("x = 1")
+        base = _tree_size(s)  # worker, root, current state, its standby (+ pid namespace parent)
+        mark = s.checkpoint()
+        s.run("x = 2")
+        assert _tree_size(s) == base + 1, "a checkpoint should add one frozen state and no standby"
+        s.restore(mark)
+        assert _tree_size(s) == base, "the abandoned state and its standby should be gone"
+        assert s.run("print(x)").stdout == "1\n"  # the checkpoint stays; the run is a new current state
+        assert _tree_size(s) == base + 1
+        branch = s.fork()
+        assert _tree_size(s) == base + 3, "a branch is one more current state, with its own standby"
+        branch.close()
+        s.release(mark)
+        assert _tree_size(s) == base
