@@ -58,13 +58,15 @@ def wrap(owner, name, label):
     setattr(owner, name, timed)
 
 from sandbox import _worker, _zygote_main, _session_worker, confine, allowlist
+from sandbox.confine import namespaces
 for name in ("_attach", "_reset_environment", "_address_space", "_reseed", "_install_telemetry", "_patch_show",
              "perform", "_snapshot", "_execute", "_report_files", "_prepare", "_run_once"):
     wrap(_worker, name, "worker." + name)
 wrap(_worker.Channel, "close", "worker.Channel.close")
 wrap(_worker.Channel, "send", "worker.Channel.send")
 wrap(confine, "apply_all", "worker.confine.apply_all")
-wrap(confine, "enter_namespaces_before_fork", "prefork.enter_namespaces_before_fork")
+wrap(namespaces, "_init_child", "prefork.namespaces._init_child")
+wrap(confine, "_stage_before_request", "prefork.confine._stage_before_request")
 wrap(allowlist, "install", "worker.allowlist.install")
 for name in ("_fork", "_spawn", "_reap"):
     wrap(_zygote_main.Zygote, name, "zygote." + name)
@@ -73,7 +75,7 @@ wrap(_session_worker._Root, "_srun", "session.root_srun")
 exec(sys.argv[3])
 '''
 #: Steps whose thread CPU time means nothing (the timer spans a fork: it ends in another process).
-_NO_CPU = {"prefork.enter_namespaces_before_fork"}
+_NO_CPU: set[str] = set()
 #: Steps a pre-forked worker takes before any request exists (confinement, reseed, hooks).
 _OFF_PATH = ("zygote._fork", "prefork.", "worker._prepare")
 
@@ -187,7 +189,7 @@ def _measure(probe: Probe, n: int, mode: str) -> list[dict[str, Any]]:
 
 
 def without_namespaces() -> sandbox.Policy:
-    """The default policy minus the namespaces layer (what the extra fork and namespaces cost)."""
+    """The default policy minus the namespaces layer (what creating and tearing down namespaces costs)."""
     policy = sandbox.Policy.load("default")
     layers = tuple(x for x in policy.confinement.layers if x != "namespaces")
     required = tuple(x for x in policy.confinement.required if x != "namespaces")

@@ -2,15 +2,17 @@
 
 Life of a one-shot worker (pre-forked by the zygote before any request exists):
 
-1. ``serve()``: own session, die with the zygote, enter namespaces (may fork: pid 1
-   of a fresh pid namespace continues), land in the private run dir the zygote made
-   for it, apply the confinement stack irreversibly, reseed RNGs and install the
-   hooks (telemetry, ``plt.show``, the import allowlist): all before any request, so
-   none of it is on a run's critical path. Then wait for a spawn request.
-2. The request brings four fds from the host: stdout and stderr pipes for raw
+1. The zygote forks it with ``confine.fork_worker``: where the policy lists
+   namespaces, a clone that makes it pid 1 of fresh namespaces (its ``/proc``,
+   mounts, ids mapped) before ``serve()`` is called with that layer's status.
+2. ``serve()``: own session, die with the zygote, land in the private run dir the
+   zygote made for it, apply the confinement stack irreversibly, reseed RNGs and
+   install the hooks (telemetry, ``plt.show``, the import allowlist): all before any
+   request, so none of it is on a run's critical path. Then wait for a spawn request.
+3. The request brings four fds from the host: stdout and stderr pipes for raw
    writes, the tagged pipe for Python-level output (see streams.py) and a stream
    socket for framed messages, from which the worker reads the code and input files.
-3. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
+4. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
    work-dir files, the error text and ``done`` follow; the streams close; ``os._exit``.
 
 A session root is forked on demand instead: its request names a host-made run dir
@@ -79,14 +81,13 @@ class Channel:
             pass
 
 
-def serve(priv: socket.socket, spec: dict[str, Any], run_dir: rundirs.RunDir | None) -> None:
-    """Entry of a forked worker; never returns. ``run_dir`` None: a session root."""
+def serve(priv: socket.socket, spec: dict[str, Any], run_dir: rundirs.RunDir | None,
+          ns_status: confine.LayerStatus | None) -> None:
+    """Entry of a forked worker; never returns. ``run_dir`` None: a session root.
+    ``ns_status``: the namespaces layer as ``confine.fork_worker`` entered it (None: not in the policy)."""
     status = 0
     try:
         _become_worker(spec["zygote_pid"])
-        ns_status = None
-        if "namespaces" in spec["policy"].confinement.layers:
-            ns_status = confine.enter_namespaces_before_fork(spec["policy"])
         if run_dir is None:
             header, fds = protocol.recv_packet(priv)
             priv.close()
@@ -110,7 +111,8 @@ def serve(priv: socket.socket, spec: dict[str, Any], run_dir: rundirs.RunDir | N
 def _become_worker(zygote_pid: int) -> None:
     os.setsid()  # own session and process group: the host can kill the group
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the zygote
-    if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
+    ppid = os.getppid()  # 0: pid 1 of a new pid namespace, whose clone already checked (host's /proc)
+    if ppid not in (zygote_pid, 0):  # the zygote died before prctl took effect
         os._exit(0)
 
 

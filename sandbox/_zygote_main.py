@@ -4,7 +4,10 @@ Runs in its own interpreter, started by :mod:`sandbox.launcher` with a clean exe
 a scrubbed environment and one SOCK_SEQPACKET control socket. It keeps
 ``runtime.prefork`` workers forked, each with its own run dir and already confined,
 waiting for a request (forking a process with the image mapped and confining it
-costs ~15-25 ms, so it happens off the request path); hands each request's fds to a
+costs ~10-20 ms, so it happens off the request path). Each worker is one fork-like
+clone of the zygote straight into its namespaces (pid 1 of its own pid namespace;
+no intermediate process), so the zygote's ``wait4`` sees the run's own exit status
+and rusage. It hands each request's fds to a
 waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
 without pid-reuse races) and, after reaping it, its exit status and rusage, and
 removes its run dir when nothing waits. A session's root worker is forked on demand
@@ -143,12 +146,13 @@ class Zygote:
             raise
 
     def _fork(self, close_in_child: list[int] = (), *, run_dir: rundirs.RunDir | None) -> _Worker:
-        """Fork a waiting worker. ``close_in_child``: fds of a request in flight, which the
-        new worker must not hold (the host waits for their EOF). ``run_dir``: the dir the
-        worker confines itself to at once; None for a session root (its request names it)."""
+        """Fork a waiting worker (in its namespaces: see confine.fork_worker). ``close_in_child``:
+        fds of a request in flight, which the new worker must not hold (the host waits for
+        their EOF). ``run_dir``: the dir the worker confines itself to at once; None for a
+        session root (its request names it)."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            pid = os.fork()
+        try:  # one fork-like clone: the child is pid 1 of its namespaces, and we reap it ourselves
+            pid, ns_status = confine.fork_worker(self.spec["policy"])
         except OSError:
             parent_end.close()
             child_end.close()
@@ -160,7 +164,7 @@ class Zygote:
             for fd in close_in_child:
                 os.close(fd)
             self._close_in_child()
-            _worker.serve(child_end, self.spec, run_dir)  # never returns
+            _worker.serve(child_end, self.spec, run_dir, ns_status)  # never returns
         child_end.close()
         return _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid), run_dir=run_dir)
 

@@ -144,7 +144,10 @@ def _verify_in_fork(policy: Any) -> dict[str, bool]:
             os.close(r)
             sys.stdout = os.fdopen(w, "w")  # not fd 1: the caller may have replaced sys.stdout (pytest does)
             try:
-                ns = confine.enter_namespaces_before_fork(policy) if "namespaces" in policy.confinement.layers else None
+                worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
+                if worker:
+                    os.waitpid(worker, 0)
+                    os._exit(0)
                 os.chdir(work)
                 confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
                 exec(PROBE, {"__name__": "__main__"})

@@ -3,10 +3,11 @@
 Contract with the zygote and the worker (``sandbox/_zygote_main.py``, ``sandbox/_worker.py``):
 
 - :func:`prepare_in_zygote` (zygote, once, before forking workers): precompiles the
-  seccomp BPF program so a run only loads bytes.
-- :func:`enter_namespaces_before_fork` (pre-forked worker W, before any request): caps
-  a root worker's processes with a pids cgroup, unshares the namespaces and forks;
-  only the child, pid 1 of the new pid namespace, returns. W mirrors its exit.
+  seccomp BPF program so a run only loads bytes, and leaves the zygote single-threaded.
+- :func:`fork_worker` (zygote, in place of ``os.fork``, before any request): one
+  fork-like clone whose child is pid 1 of fresh namespaces; the zygote caps a root
+  worker's processes with a pids cgroup before the child goes on, and reaps it itself.
+  Where the kernel refuses namespaces, a plain fork, the layer reported unavailable.
 - :func:`apply_all` (worker, after chdir into the work dir, before any user byte):
   every layer in order, irreversibly; raises ``SandboxUnavailable`` naming the layer,
   syscall, errno and fix when a layer in ``policy.confinement.required`` cannot be
@@ -69,24 +70,41 @@ class LayerStatus:
 
 
 def prepare_in_zygote(policy: Any) -> None:
-    """Precompute what every run reuses (the seccomp BPF program). Safe to skip: apply compiles lazily."""
+    """Precompute what every run reuses (the seccomp BPF program) and stop BLAS thread pools.
+
+    Safe to skip: apply compiles lazily, and with another thread running fork_worker
+    falls back to a plain fork (the namespaces layer then says why it is unavailable)."""
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
         seccomp.prepare(policy)
         seccomp.prepare(policy, keep_fork=True)
     landlock.abi_version()  # cached: one syscall fewer per run
+    if "namespaces" in policy.confinement.layers:
+        namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
-def enter_namespaces_before_fork(policy: Any) -> LayerStatus:
-    """In the pre-forked worker: pids cgroup (root), namespaces, fork. Only pid 1 inside returns.
+def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
+    """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
 
-    If the kernel refuses the namespaces, returns ``available=False`` without forking;
-    :func:`apply_all` (given this status) refuses the run if the policy requires them.
+    Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
+    the namespaces layer (None when the policy does not list it) and never raises.
+    If the kernel refuses the namespaces (see ``namespaces.REFUSED``), the child is
+    a plain fork whose status says why; :func:`apply_all` (given that status) refuses
+    the run if the policy requires them. Other clone failures raise, as os.fork's do.
     """
-    note = rlimits.limit_pids_before_fork(policy)
-    active, detail = namespaces.enter_in_parent(policy)
+    if "namespaces" not in policy.confinement.layers:
+        return os.fork(), None
+    try:  # a root worker joins its pids cgroup before it can fork (RLIMIT_NPROC spares root)
+        pid, active, detail = namespaces.fork_in_parent(lambda child: rlimits.limit_pids_in_parent(policy, child))
+    except OSError as exc:
+        if exc.errno not in namespaces.REFUSED:
+            raise
+        pid = os.fork()
+        return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
+    if pid:
+        return pid, None
     if active:
         _stage_before_request(policy)
-    return LayerStatus("namespaces", active, active, f"{detail}; {note}" if active else detail)
+    return 0, LayerStatus("namespaces", active, active, detail)
 
 
 def _stage_before_request(policy: Any) -> None:
@@ -102,7 +120,7 @@ def _stage_before_request(policy: Any) -> None:
         if "landlock" in policy.confinement.layers:
             landlock.prebuild(policy)
         no_new_privs.probe()
-    except OSError:
+    except Exception:  # noqa: BLE001 - in a fresh child: nothing may unwind into the zygote's code
         pass
 
 
@@ -150,7 +168,7 @@ class _Stack:
 
     def pids_cgroup_if_root(self, ns_status: LayerStatus | None) -> None:
         if os.geteuid() == 0 and not (ns_status and ns_status.active):
-            rlimits.limit_pids_before_fork(self.policy)  # in namespaces this already happened in the parent
+            rlimits.limit_pids_before_fork(self.policy)  # in namespaces the zygote did it (limit_pids_in_parent)
 
     def namespaces(self, ns_status: LayerStatus | None) -> None:
         if ns_status is not None and ns_status.active:
@@ -166,7 +184,7 @@ class _Stack:
         if "namespaces" not in self.policy.confinement.layers:
             self.statuses.append(LayerStatus("namespaces", False, False, "not in confinement.layers"))
         elif ns_status is None or not ns_status.active:
-            detail = ns_status.detail if ns_status else "enter_namespaces_before_fork was not called"
+            detail = ns_status.detail if ns_status else "the worker was not made by fork_worker"
             self.fail("namespaces", detail)
         else:
             self.statuses.append(LayerStatus("namespaces", True, True, ns_status.detail))
@@ -182,5 +200,5 @@ def describe_all(policy: Any) -> dict[str, str]:
     return {name: module.describe(policy) for name, module in MODULES.items()}
 
 
-__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "apply_all", "describe_all",
-           "enter_namespaces_before_fork", "prepare_in_zygote", "probe_all"]
+__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "apply_all", "describe_all", "fork_worker",
+           "prepare_in_zygote", "probe_all"]

@@ -12,6 +12,8 @@ import ctypes
 import errno as _errno
 import os
 import platform
+import sys
+import threading
 
 #: libc with errno capture; ``syscall`` and ``prctl`` come from here.
 libc = ctypes.CDLL(None, use_errno=True)
@@ -69,3 +71,70 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def errno_name(err: int | None) -> str:
     """``EPERM`` for 1, etc."""
     return _errno.errorcode.get(err or 0, f"errno {err}")
+
+
+#: The same libc, but called with the GIL held (as CPython's os.fork holds it around fork()).
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
+_libc_gil.syscall.restype = ctypes.c_long
+libc.pthread_self.restype = ctypes.c_void_p
+#: clone, get_robust_list, set_robust_list numbers, and where clone takes the child tid pointer.
+_CLONE_ABI = {"x86_64": (56, 274, 273, 3), "aarch64": (220, 100, 99, 4)}
+_SIGCHLD, _CLONE_CHILD_SETTID = 17, 0x01000000
+
+
+def fork_like_clone(flags: int, name: str = "clone") -> int:
+    """``os.fork()`` made with ``clone(flags | SIGCHLD)``: 0 in the child, the child's pid in the parent.
+
+    The sequence of CPython 3.11's ``os.fork`` (audit event, ``PyOS_BeforeFork``,
+    the call with the GIL held, then ``PyOS_AfterFork_Child`` or ``_Parent``), the
+    raw system call in place of glibc's ``fork()``, with no child stack (the child
+    continues on a copy of ours). Of what glibc's ``fork()`` adds, the child gets
+    what a single-threaded process needs: its thread id in its thread descriptor
+    (``CLONE_CHILD_SETTID``, as glibc does; else ``pthread_*`` calls on itself use
+    the parent's tid) and its robust-futex list registered again. glibc's locks need
+    no reset (no other thread can hold them) and ``pthread_atfork`` handlers do not
+    run (libraries use them to stop or reset thread pools, which a single-threaded
+    process has none of). So it is not even tried in a process with another thread.
+    Raises :class:`SyscallError` naming ``name``: the kernel's errno, ENOSYS on an
+    unknown architecture, EDEADLK (not attempted) if another thread exists.
+    """
+    if MACHINE not in _CLONE_ABI:
+        raise SyscallError(name, _errno.ENOSYS, f"clone numbers are only known for {', '.join(_CLONE_ABI)}")
+    nr_clone, nr_get_robust, nr_set_robust, tid_arg = _CLONE_ABI[MACHINE]
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1 or threading.active_count() != 1:
+        raise SyscallError(name, _errno.EDEADLK, f"not attempted: this process runs {threads} threads "
+                           f"({threading.active_count()} Python threads); a raw clone is safe only single-threaded")
+    tid_field = _own_tid_field()
+    args = [ctypes.c_ulong(flags | _SIGCHLD | (_CLONE_CHILD_SETTID if tid_field else 0)), None, None, None, None]
+    args[tid_arg] = ctypes.c_void_p(tid_field or None)
+    head, size = ctypes.c_void_p(), ctypes.c_size_t()
+    libc.syscall(nr_get_robust, 0, ctypes.byref(head), ctypes.byref(size))
+    sys.audit("os.fork")
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _libc_gil.syscall(nr_clone, *args)
+    if pid == 0:
+        _libc_gil.syscall(nr_set_robust, head, size)  # a clone leaves the child's list unregistered
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()  # also after a failure, as os.fork does
+    if pid < 0:
+        raise SyscallError(name, err)
+    return pid
+
+
+def _own_tid_field() -> int:
+    """Address of this thread's tid in glibc's thread descriptor, or 0 if it cannot be verified.
+
+    glibc exports the field's place for libthread_db (``_thread_db_pthread_tid``:
+    bits, count, offset); the address is used only if it holds our tid now.
+    """
+    try:
+        desc = (ctypes.c_uint32 * 3).in_dll(libc, "_thread_db_pthread_tid")
+    except ValueError:
+        return 0
+    if desc[0] != 32:
+        return 0
+    address = libc.pthread_self() + desc[2]
+    return address if ctypes.c_int.from_address(address).value == threading.get_native_id() else 0

@@ -2,17 +2,17 @@
 
 Two halves, because a pid namespace only applies to children:
 
-- :func:`enter_in_parent` runs in the pre-forked worker W before any request. It
-  unshares a user namespace mapping its own uid/gid to themselves (root stays 0 ->
-  0, an unprivileged uid u stays u -> u; the inside view never differs from the
-  file ownership the host sees), then pid, net, ipc, mount, uts and cgroup
-  namespaces, and forks. The child C is pid 1 of the new pid namespace: it makes
-  every mount private, mounts a fresh ``/proc`` (only the run's processes are
-  visible), a private tmpfs on ``/dev/shm`` and an empty read-only tmpfs over
-  ``/run`` (host daemons' UNIX sockets vanish), then returns and serves the run.
-  W never returns: it waits for C and exits with C's status (or dies of C's
-  signal) so the zygote's ``wait4`` reports the run's real fate. An empty network
-  namespace is the strongest "no network": no interface but a down loopback.
+- :func:`fork_in_parent` runs in the zygote, in place of ``os.fork``: one fork-like
+  ``clone(2)`` whose child is pid 1 of fresh user, pid, net, ipc, mount and uts
+  namespaces (one fork of the big zygote per worker, not two). The child maps its
+  own uid/gid to themselves (root stays 0 -> 0, an unprivileged uid u stays u -> u;
+  the inside view never differs from the file ownership the host sees), makes every
+  mount private, mounts a fresh ``/proc`` (only the run's processes are visible), a
+  private tmpfs on ``/dev/shm`` and an empty read-only tmpfs over ``/run`` (host
+  daemons' UNIX sockets vanish), then waits until the zygote has done its part for
+  it (a root worker's pids cgroup) and enters its own cgroup namespace. The zygote
+  reaps it, so ``wait4`` reports the run's real fate. An empty network namespace is
+  the strongest "no network": no interface but a down loopback.
 - :func:`apply` runs in the worker just before Landlock: it drops every capability
   (bounding set, ambient, effective, permitted, inheritable) and locks the
   securebits, so uid 0 inside means nothing: no DAC override, no ``mount``, and an
@@ -22,16 +22,15 @@ Two halves, because a pid namespace only applies to children:
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
-import resource
 import signal
-from typing import Any, NoReturn
+from typing import Any, Callable
 
 from . import _sys
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-_OTHER_NS = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 1, 24, 28, 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -44,11 +43,17 @@ USERNS_FIX = ("allow unprivileged user namespaces: sysctl -w user.max_user_names
               "a container, run it with a seccomp profile that allows unshare/clone (docker: --security-opt "
               "seccomp=unconfined) or drop 'namespaces' from confinement.required")
 
+#: errnos with which clone says "no namespaces for this process here" (not "no memory"): a plain fork
+#: follows. EDEADLK: not attempted, the process has another thread (see _sys.fork_like_clone).
+REFUSED = frozenset({errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS, errno.ENOSYS, errno.EDEADLK})
+#: Entered by the clone; the cgroup namespace comes later, once the child sits in its own cgroup.
+_CLONE_NS = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+
 _probe_cache: dict[str, tuple[bool, str]] = {}
 
 
 def probe() -> tuple[bool, str]:
-    """Can this uid create user+pid+net+ipc+mount namespaces? Tried for real in a throwaway child."""
+    """Can this uid clone into user+pid+net+ipc+mount namespaces? Tried for real, the way workers are made."""
     if "result" not in _probe_cache:
         _probe_cache["result"] = _probe_in_child()
     return _probe_cache["result"]
@@ -56,16 +61,23 @@ def probe() -> tuple[bool, str]:
 
 def _probe_in_child() -> tuple[bool, str]:
     r, w = os.pipe()
-    pid = os.fork()
+    pid = os.fork()  # a single-threaded throwaway child may clone, whatever threads this process runs
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(r)
         try:
-            _unshare_user_and_map()
-            _unshare(_OTHER_NS)
-            msg = b"ok"
+            uid, gid = os.geteuid(), os.getegid()
+            if _sys.fork_like_clone(_CLONE_NS, _clone_name()) == 0:
+                try:
+                    _map_ids(uid, gid)
+                    _unshare(CLONE_NEWCGROUP)
+                    msg = b"ok"
+                except OSError as exc:
+                    msg = str(exc).encode()
+                os.write(w, msg[:500])
+                os._exit(0)
+            os.wait()
         except OSError as exc:
-            msg = str(exc).encode()
-        os.write(w, msg[:500])
+            os.write(w, str(exc).encode()[:500])
         os._exit(0)
     os.close(w)
     with os.fdopen(r, "rb") as fh:
@@ -93,10 +105,13 @@ def _flag_names(flags: int) -> str:
     return "|".join(f"CLONE_NEW{v}" for k, v in names.items() if flags & k)
 
 
-def _unshare_user_and_map() -> None:
-    """New user namespace where our uid/gid map to themselves; setgroups is denied."""
-    uid, gid = os.geteuid(), os.getegid()
-    _unshare(CLONE_NEWUSER)
+def _clone_name() -> str:
+    return f"clone({_flag_names(_CLONE_NS)})"
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    """In a new user namespace: our uid/gid (read before it: inside they read 65534 until mapped) map
+    to themselves; setgroups is denied (an unprivileged process must, before writing gid_map)."""
     for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1\n"), ("gid_map", f"{gid} {gid} 1\n")):
         try:
             with open(f"/proc/self/{path}", "w") as fh:
@@ -105,67 +120,77 @@ def _unshare_user_and_map() -> None:
             raise _sys.SyscallError(f"write /proc/self/{path}", exc.errno or 1) from exc
 
 
-def enter_in_parent(policy: Any) -> tuple[bool, str]:
-    """In the pre-forked worker: unshare, fork; only the child (pid 1 inside) returns.
+def settle_threads_in_parent() -> int:
+    """In the zygote, once: stop library thread pools that a fork stops; returns the threads left.
 
-    Returns ``(active, detail)``. If the kernel refuses, returns ``(False, why)``
-    without forking; the caller decides whether that is fatal (policy.required).
+    A fork-like clone is only made by a single-threaded process. OpenBLAS started with
+    more than one thread (``runtime.blas_threads``) keeps a pool that its
+    ``pthread_atfork`` handler shuts down at any ``fork()`` (a clone runs no such
+    handlers): one throwaway fork stops it. A worker that calls BLAS starts its own.
     """
-    try:
-        _unshare_user_and_map()
-        _unshare(_OTHER_NS)
-    except OSError as exc:
-        return False, str(exc)
-    alive_r, alive_w = os.pipe()  # W holds alive_w until it dies: C sees EOF if W is gone
-    pid = os.fork()
-    if pid != 0:
-        os.close(alive_r)
-        _parent_wait_and_mirror(pid, alive_w)
-    os.close(alive_w)
-    return True, _init_child(alive_r)
-
-
-def _parent_wait_and_mirror(child: int, keep_fd: int) -> NoReturn:
-    """W: hold nothing of the run, wait for C, then end exactly as C did."""
-    try:
-        os.closerange(3, keep_fd)  # W must not keep the zygote's or the run's sockets open
-        os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        while True:
-            try:
-                _, status = os.waitpid(child, 0)
-                break
-            except InterruptedError:
-                continue
-        if os.WIFSIGNALED(status):
-            _die_of(os.WTERMSIG(status))
-        os._exit(os.waitstatus_to_exitcode(status))
-    finally:
-        os._exit(70)
-
-
-def _die_of(signum: int) -> NoReturn:
-    """Re-raise C's fatal signal on W (no core file), so wait4 sees the same WTERMSIG."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    try:
-        signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
-    except (OSError, ValueError):
-        pass
-    os.kill(os.getpid(), signum)
-    os.kill(os.getpid(), signal.SIGKILL)
-    os._exit(128 + signum)
-
-
-def _init_child(alive_r: int) -> str:
-    """C (pid 1 inside): die with W, make mounts private, fresh /proc, hide /run."""
-    _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
-    os.set_blocking(alive_r, False)
-    try:  # getppid() is 0 here (W is outside our pid namespace): the pipe tells if W already died
-        if os.read(alive_r, 1) == b"":
+    if len(os.listdir("/proc/self/task")) > 1:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the throwaway child
             os._exit(0)
-    except BlockingIOError:
-        pass  # W alive; the fd stays open (the pipe is empty) and is closed below
-    os.close(alive_r)
+        os.waitpid(pid, 0)
+    return len(os.listdir("/proc/self/task"))
+
+
+def fork_in_parent(prepare_child: Callable[[int], str]) -> tuple[int, bool, str]:
+    """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
+
+    The parent gets ``(pid, True, "")`` once ``prepare_child(pid)`` returned a note
+    (the root worker's pids cgroup: the child waits for it). The child gets
+    ``(0, active, detail)`` from :func:`_init_child`, the note included; it never
+    raises (it must not unwind into the zygote's code). Raises the clone's
+    ``SyscallError`` if the kernel refuses; an errno in :data:`REFUSED` means "no
+    namespaces here".
+    """
+    uid, gid, me = os.geteuid(), os.getegid(), _host_pid("self")
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = _sys.fork_like_clone(_CLONE_NS, _clone_name())
+    except OSError:
+        os.close(go_r)
+        os.close(go_w)
+        raise
+    if pid == 0:
+        try:
+            os.close(go_w)
+            return (0, *_init_child(go_r, me, uid, gid))
+        except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
+            os._exit(70)
+    os.close(go_r)
+    try:
+        note = prepare_child(pid)
+        os.write(go_w, (note or "-").encode()[:512])  # one write below PIPE_BUF: the child reads it whole
+    finally:
+        os.close(go_w)  # without a note the child sees EOF and exits
+    return pid, True, ""
+
+
+def _host_pid(which: str) -> int:
+    """Our pid ("self") or our parent's, numbered by the host's ``/proc`` (in a new pid ns getppid() is 0)."""
+    if which == "self":
+        return int(os.readlink("/proc/self"))
+    with open("/proc/self/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _init_child(go_r: int, parent: int, uid: int, gid: int) -> tuple[bool, str]:
+    """The clone's child (pid 1 inside): die with the zygote, map ids, private mounts, its own cgroup ns.
+
+    ``(False, why)`` if the ids cannot be mapped (e.g. AppArmor restricts unprivileged
+    user namespaces): the layer is then unavailable, as when the clone is refused.
+    """
+    _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
+    if _host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
+        os._exit(0)
+    try:
+        _map_ids(uid, gid)
+    except OSError as exc:
+        _wait_for_parent(go_r)
+        return False, str(exc)
     notes = [n for n in (_mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private"),
                          _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
                          _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -173,7 +198,24 @@ def _init_child(alive_r: int) -> str:
                          _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
                                 "empty /run", "size=4k,mode=755")) if n]
     _sys.libc.sethostname(b"sandbox", 7)
-    return "pid 1 of new user/pid/net/ipc/mount/uts namespaces" + (f" ({'; '.join(notes)})" if notes else "")
+    parent_note = _wait_for_parent(go_r)
+    try:  # only now: the cgroup the zygote put us in becomes the namespace's root
+        _unshare(CLONE_NEWCGROUP)
+    except OSError as exc:
+        notes.append(f"cgroup namespace: {exc}")
+    detail = "pid 1 of new user/pid/net/ipc/mount/uts/cgroup namespaces" + (f" ({'; '.join(notes)})" if notes else "")
+    return True, f"{detail}; {parent_note}" if parent_note != "-" else detail
+
+
+def _wait_for_parent(go_r: int) -> str:
+    """Block until the zygote released us (its note), or exit if it died first."""
+    try:
+        note = os.read(go_r, 512).decode(errors="replace")
+    finally:
+        os.close(go_r)
+    if not note:
+        os._exit(0)
+    return note
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None) -> str:

@@ -1,8 +1,8 @@
 """Cost of apply_all in a worker forked from a zygote-like process with the image preloaded.
 
 Usage: python tests/confine/bench_apply_all.py [POLICY] [N]. Mirrors the real path:
-prepare_in_zygote in the parent, enter_namespaces_before_fork in the pre-forked
-child, a pause (the request arrives later), then apply_all timed alone.
+prepare_in_zygote in the parent, fork_worker (the clone into namespaces) for the
+pre-forked child, a pause (the request arrives later), then apply_all timed alone.
 """
 import os, sys, time, tempfile, json, statistics
 import numpy, pandas, matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot
@@ -14,10 +14,9 @@ d = tempfile.mkdtemp(); w = os.path.join(d, "w"); t = os.path.join(d, "t"); os.m
 res = []
 for i in range(int(sys.argv[2]) if len(sys.argv) > 2 else 15):
     r, wr = os.pipe()
-    pid = os.fork()
+    pid, ns = c.fork_worker(pol)
     if pid == 0:
         os.close(r)
-        ns = c.enter_namespaces_before_fork(pol)
         time.sleep(0.05)  # the request arrives later
         os.chdir(w)
         ctx = c.ConfineContext(w, t, (sys.prefix, "/work/main"), 200 << 20)

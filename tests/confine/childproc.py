@@ -89,6 +89,20 @@ def in_child(fn: Callable[[], Any], setup: Callable[[], Any] | None = None, time
     return result
 
 
+def as_worker(pol: Policy) -> "confine.LayerStatus | None":
+    """Become a worker the way the zygote makes one: ``confine.fork_worker`` from this child.
+
+    Call it in ``in_child``'s (single-threaded) child: that process plays the zygote,
+    reaps the worker and exits with its exit code (128 + signal if it was killed);
+    only the worker returns, with the namespaces layer's status.
+    """
+    pid, status = confine.fork_worker(pol)
+    if pid:  # pragma: no cover - the zygote's half
+        _, waited = os.waitpid(pid, 0)
+        os._exit(128 + os.WTERMSIG(waited) if os.WIFSIGNALED(waited) else os.waitstatus_to_exitcode(waited))
+    return status
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]

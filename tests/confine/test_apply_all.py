@@ -11,7 +11,7 @@ import pytest
 import sandbox.confine as confine
 from sandbox.errors import SandboxUnavailable
 
-from .childproc import in_child, policy
+from .childproc import as_worker, in_child, policy
 
 NOBODY = 65534
 
@@ -21,7 +21,7 @@ def _stack(dirs, pol, ns=True):
     confine.prepare_in_zygote(pol)  # as the zygote does before forking workers
 
     def setup():
-        status = confine.enter_namespaces_before_fork(pol) if ns else None
+        status = as_worker(pol) if ns else None
         os.chdir(ctx.workdir)
         t0 = time.perf_counter()
         statuses = confine.apply_all(pol, ctx, status)

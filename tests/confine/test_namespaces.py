@@ -1,7 +1,8 @@
-"""namespaces: pid 1 of fresh user/pid/net/ipc/mount/uts namespaces, W mirrors C, caps dropped."""
+"""namespaces: the zygote's one clone is pid 1 of fresh user/pid/net/ipc/mount/uts/cgroup namespaces, caps dropped."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import pytest
 import sandbox.confine as confine
 from sandbox.confine import namespaces
 
-from .childproc import in_child, policy, skip_unless
+from .childproc import as_worker, in_child, policy, skip_unless
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def _needs_namespaces():
 
 
 def _enter():
-    status = confine.enter_namespaces_before_fork(policy("strict"))
+    status = as_worker(policy("strict"))
     assert status.active, status.detail
     return status
 
@@ -108,9 +109,36 @@ def test_host_tree_is_read_only_except_run_dirs(dirs):
     assert oct(os.stat(dirs.secret).st_mode & 0o777) != "0o600"
 
 
-def test_parent_mirrors_exit_code():
-    got = in_child(lambda: os._exit(7), _enter)
+def _zygote_sees(worker_body) -> dict:
+    """Fork a stand-in zygote that clones one worker running ``worker_body``; what its wait4 saw."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the stand-in zygote
+        os.close(r)
+        worker, status = confine.fork_worker(policy("strict"))
+        if worker == 0:
+            os.close(w)
+            worker_body()
+            os._exit(0)
+        with open(f"/proc/{worker}/status") as fh:
+            nspid = next(line.split()[1:] for line in fh if line.startswith("NSpid:"))
+        _, waited, usage = os.wait4(worker, 0)
+        children = open(f"/proc/self/task/{os.getpid()}/children").read().split()
+        os.write(w, json.dumps({"nspid": nspid, "status": waited, "maxrss_kb": usage.ru_maxrss,
+                                "children_left": children}).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        out = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(out)
+
+
+def test_zygote_reaps_its_direct_child_with_its_real_exit_code():
+    got = _zygote_sees(lambda: os._exit(7))
+    assert got["nspid"][1:] == ["1"]  # the zygote's own child is pid 1 inside: no process in between
     assert os.WIFEXITED(got["status"]) and os.WEXITSTATUS(got["status"]) == 7
+    assert got["maxrss_kb"] > 0 and got["children_left"] == []
 
 
 def _segfault():
@@ -120,9 +148,9 @@ def _segfault():
     ctypes.string_at(0)
 
 
-def test_parent_mirrors_fatal_signal():
+def test_zygote_sees_the_fatal_signal():
     # A fault is forced even on pid 1 (which ignores self-sent default-action signals like abort's SIGABRT)
-    got = in_child(_segfault, _enter)
+    got = _zygote_sees(_segfault)
     assert os.WIFSIGNALED(got["status"]) and os.WTERMSIG(got["status"]) == signal.SIGSEGV
 
 
@@ -175,15 +203,113 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_unavailable_namespaces_return_status_without_forking():
-    def nested():  # inside a namespace with seccomp denying unshare, entering again must fail cleanly
+def test_refused_clone_falls_back_to_a_plain_fork():
+    def nested():  # seccomp denies clone with namespace flags (EPERM): fork_worker must fork plainly
         from sandbox.confine import no_new_privs, seccomp
         no_new_privs.apply(policy(), None)
         seccomp.apply(policy(), None)
-        me = os.getpid()
-        status = confine.enter_namespaces_before_fork(policy())
-        return status.active, status.detail, os.getpid() == me
+        status = as_worker(policy())
+        return status.available, status.active, status.detail, os.getpid()
     got = in_child(nested)
-    active, detail, same = got["value"]
-    assert not active and same
-    assert "unshare" in detail and "EPERM" in detail
+    available, active, detail, pid = got["value"]
+    assert not available and not active and pid != 1
+    assert "clone(CLONE_NEWUSER" in detail and "EPERM" in detail
+
+
+def test_no_clone_with_another_thread_running():
+    def threaded():  # a raw clone is only safe single-threaded: not even tried, a plain fork instead
+        import threading
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:
+            status = as_worker(policy())
+        finally:
+            stop.set()
+        return status.active, status.detail, os.getpid()
+    got = in_child(threaded)
+    active, detail, pid = got["value"]
+    assert not active and pid != 1
+    assert "not attempted" in detail and "2 threads" in detail
+
+
+def test_policy_without_namespaces_forks_plainly():
+    def plain():
+        pol = policy("default", layers=("rlimits", "no_new_privs", "landlock", "seccomp"),
+                     required=("rlimits", "no_new_privs", "landlock", "seccomp"))
+        return as_worker(pol), os.getpid(), os.readlink("/proc/self/ns/pid") == host_ns
+    host_ns = os.readlink("/proc/self/ns/pid")
+    got = in_child(plain)
+    status, pid, same_ns = got["value"]
+    assert status is None and pid != 1 and same_ns
+
+
+def test_thread_id_and_robust_list_of_the_clone():
+    def look():  # what glibc's fork would have set up: the tid in the thread descriptor, the robust list
+        import ctypes
+        import threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.pthread_self.restype = ctypes.c_void_p
+        offset = (ctypes.c_uint32 * 3).in_dll(libc, "_thread_db_pthread_tid")[2]
+        head, size = ctypes.c_void_p(), ctypes.c_size_t()
+        libc.syscall(274, 0, ctypes.byref(head), ctypes.byref(size))
+        return {"tcb_tid": ctypes.c_int.from_address(libc.pthread_self() + offset).value,
+                "native": threading.get_native_id(), "robust": bool(head.value), "size": size.value}
+    got = in_child(look, _enter)
+    assert got["value"]["tcb_tid"] == got["value"]["native"] == 1
+    assert got["value"]["robust"] and got["value"]["size"] > 0
+
+
+def _no_user_namespaces_left():
+    """A user namespace of our own whose limit on nested ones is 0: clone(CLONE_NEWUSER) gets ENOSPC.
+    (user.max_user_namespaces is per user namespace: the host's setting is untouched.)"""
+    uid, gid = os.geteuid(), os.getegid()
+    namespaces._unshare(namespaces.CLONE_NEWUSER)
+    namespaces._map_ids(uid, gid)
+    with open("/proc/sys/user/max_user_namespaces", "w") as fh:
+        fh.write("0")
+
+
+def test_no_user_namespaces_left_falls_back_to_a_plain_fork():
+    def worker():
+        status = as_worker(policy())
+        return status.available, status.active, status.detail, os.getpid()
+    got = in_child(worker, _no_user_namespaces_left)
+    assert got["ok"], got
+    available, active, detail, pid = got["value"]
+    assert not available and not active and pid != 1
+    assert "clone(CLONE_NEWUSER" in detail and "ENOSPC" in detail
+
+
+FALLBACK_RUN = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import sandbox
+from tests.confine.test_namespaces import _no_user_namespaces_left
+_no_user_namespaces_left()
+with sandbox.Sandbox("default", image="vertex") as sb:
+    r = sb.run("import os; print(os.getpid() != 1, open('/proc/self/uid_map').read().split())")
+    print(r.outcome.name, r.stdout.strip(), r.error)
+strict = sandbox.Policy.load("strict")
+try:
+    with sandbox.Sandbox(strict, image="vertex") as sb:
+        sb.run("print(1)")
+    print("strict ran")
+except sandbox.SandboxUnavailable as exc:
+    print("strict refused", exc.layer, exc.reason)
+"""
+
+
+def test_sandbox_without_user_namespaces_runs_or_refuses_by_policy():
+    """End to end through the zygote: runs go on without the layer unless the policy requires it."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", FALLBACK_RUN, root], capture_output=True, text=True, timeout=120,
+                         cwd=root)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("OK True"), out.stdout  # ran, and not as pid 1 of a pid namespace
+    if "namespaces" in policy("strict").confinement.required:
+        assert lines[1].startswith("strict refused namespaces clone(CLONE_NEWUSER"), out.stdout
+        assert "ENOSPC" in lines[1]
