@@ -95,7 +95,7 @@ def test_idle_session_is_reaped_without_being_used():
         s.run("x = 1")
         s.checkpoint()
         procs = _session_procs(s)
-        assert len(procs) >= 3
+        assert len(procs) >= 2  # the root and the state (its standby runner may still be forking)
         assert _gone(procs, timeout=4), "the idle session's processes outlived session.idle_seconds"
         assert s.closed
         with pytest.raises(sandbox.SandboxClosed, match=r"1 s idle .*session\.idle_seconds"):
