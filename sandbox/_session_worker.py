@@ -32,12 +32,48 @@ import signal
 import socket
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, NoReturn
 
 from . import _proc, _worker, protocol
 from .errors import ProtocolError
 
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+# -- process steps -----------------------------------------------------------------
+#: What a session process does next: a callable returning the step after it (None: exit).
+Step = Callable[[], "Step | None"]
+
+
+class _Continue(BaseException):
+    """Raised in a child just forked, to unwind its copy of the parent's stack.
+
+    Each run's process forks the next one (a node forks its runner, which becomes the
+    next node): were the child to go on from inside the call that forked it, every
+    run would nest the session one call deeper, until RecursionError ended it after
+    ~160 runs. The child goes on with ``step`` at the bottom of :func:`_trampoline`.
+    """
+
+    def __init__(self, step: Step) -> None:
+        super().__init__()
+        self.step = step
+
+
+def _trampoline(step: Step | None) -> NoReturn:
+    """Run a session process's steps, each at this same stack depth; exit when done."""
+    try:
+        while step is not None:
+            try:
+                step = step()
+            except _Continue as cont:
+                step = cont.step
+    finally:
+        os._exit(0)
+
+
+def _node_step(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> Step:
+    """Serve as a frozen state until the root is gone."""
+    return lambda: _NodeLoop(sock, scope, spec).serve()
 
 
 # -- nodes -------------------------------------------------------------------------
@@ -47,17 +83,9 @@ def _fork_node(scope: dict[str, Any], spec: dict[str, Any]) -> tuple[int, socket
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _node_main(theirs, scope, spec)
+        _trampoline(_node_step(theirs, scope, spec))
     theirs.close()
     return pid, ours
-
-
-def _node_main(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
-    """Serve as a frozen state until killed; never returns."""
-    try:
-        _NodeLoop(sock, scope, spec).serve()
-    finally:
-        os._exit(0)
 
 
 class _NodeLoop:
@@ -86,7 +114,7 @@ class _NodeLoop:
                 if header["type"] == "srun":
                     self._start_runner(fds)
                 elif header["type"] == "branch":
-                    pid, ours = self._forked(lambda sock: _node_main(sock, self.scope, self.spec))
+                    pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.spec)())
                     protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
                     ours.close()
                 elif header["type"] == "warm" and self.standby is None:
@@ -97,7 +125,9 @@ class _NodeLoop:
                     _proc.kill(pid)
                     ours.close()
 
-    def _forked(self, child_main: Any) -> tuple[int, socket.socket]:
+    def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
+        """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
+        from the bottom of its stack (see _Continue); the parent gets (pid, its end)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -110,7 +140,7 @@ class _NodeLoop:
             os.close(self.wake_w)
             if self.standby is not None:  # not this child's: its EOF must reach the standby
                 self.standby[1].close()
-            child_main(theirs)
+            raise _Continue(lambda: child_main(theirs))
         theirs.close()
         return pid, ours
 
@@ -134,16 +164,16 @@ class _NodeLoop:
                 protocol.send_packet(self.sock, "exited", pid=pid, **_proc.exit_facts(status))
 
 
-def _standby_main(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
+def _standby_main(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> Step | None:
     """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
     try:
         _header, fds = protocol.recv_packet(sock)
     except (ProtocolError, OSError):
-        os._exit(0)
-    _runner_main(sock, fds, scope, spec)
+        return None
+    return _runner_main(sock, fds, scope, spec)
 
 
-def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> None:
+def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> Step:
     """Run one snippet in this copy of the state; on a normal end, become the line's node."""
     me = os.getpid()
     try:
@@ -155,7 +185,7 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spe
         if os.getpid() == me:
             traceback.print_exc()
         os._exit(70)
-    _node_main(sock, scope, spec)
+    return _node_step(sock, scope, spec)
 
 
 # -- root --------------------------------------------------------------------------

@@ -49,3 +49,18 @@ def test_only_current_states_keep_a_standby(box):
         branch.close()
         s.release(mark)
         assert _tree_size(s) == base
+
+
+DEPTH = "import sys\nf, n = sys._getframe(), 0\nwhile f:\n    n, f = n + 1, f.f_back\nprint(n)"
+
+
+def test_the_stack_does_not_deepen_run_after_run(box):
+    """Each run's process is forked by the previous one's: a session once died of
+    RecursionError after ~160 runs because every run nested one call deeper."""
+    with box.session() as s:
+        first = int(s.run(DEPTH).stdout)
+        for _ in range(20):
+            s.run("x = 1")
+        assert int(s.run(DEPTH).stdout) == first
+        for _ in range(200):
+            assert s.run("print(1)").stdout == "1\n"
