@@ -6,16 +6,17 @@
   answered (``ready_s``), the first run after it, and the zygote's RSS / USS / PSS;
   plus the pre-forked idle workers (``runtime.prefork``) waiting beside it.
 - Per run: a snippet does its work and then sleeps; while it sleeps, psutil reads the
-  USS (pages no other process shares) of the worker's processes: the one running the
-  snippet (pid 1 of its namespaces, cwd = the run's work dir) and its waiting parent
-  outside the namespaces. USS is what each concurrent run really adds: the image's
-  pages stay shared with the zygote.
+  USS (pages no other process shares) of the worker running it (pid 1 of its
+  namespaces; found by the marker file the snippet makes in its work dir, since every
+  pre-forked worker waits in a work dir of its own). USS is what each concurrent run
+  really adds: the image's pages stay shared with the zygote.
 - Alternatives: a ``python -c`` interpreter (bare and after importing the image) and a
   Jupyter kernel, measured the same way while they sleep.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ from .alternatives import Jupyter, _scrubbed_env, image_preload
 
 COLUMNS = ("item", "runner", "ready_s", "cpu_s", "first_run_ms", "rss_mb", "uss_mb", "pss_mb", "processes")
 SLEEP = "import time\ntime.sleep({s})"
+#: Made by the measured snippet first: the idle pre-forked workers have work dirs too.
+MARKER = "measure-me"
 PER_RUN = {
     "print(1) then sleep": "print(1)\n",
     "pandas groupby then sleep": "import pandas as pd\ndf = pd.DataFrame({'k': [i % 5 for i in range(10000)], "
@@ -62,18 +65,17 @@ def _cpu_s(pid: int) -> float:
 
 
 def run_processes(zygote: int, timeout_s: float = 10.0) -> list[int]:
-    """Pids of the process running a snippet (cwd in a run's work dir) and its waiting parent."""
+    """Pids of the worker running the measured snippet (its work dir holds ``MARKER``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc in psutil.Process(zygote).children(recursive=True):
             try:
-                if "/run-" in proc.cwd():
-                    parent = proc.parent()
-                    return [proc.pid] + ([parent.pid] if parent and parent.pid != zygote else [])
+                if os.path.exists(os.path.join(proc.cwd(), MARKER)):
+                    return [proc.pid]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         time.sleep(0.02)
-    raise RuntimeError("no worker with a run work dir appeared")
+    raise RuntimeError("no worker with the marker in its work dir appeared")
 
 
 def per_run_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]:
@@ -82,7 +84,8 @@ def per_run_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
         box.run("print(1)")
         for item, work in PER_RUN.items():
             for _ in range(settings.n(2, 1)):
-                thread = threading.Thread(target=box.run, args=(work + SLEEP.format(s=2.0),))
+                code = f"open({MARKER!r}, 'w').close()\n" + work + SLEEP.format(s=2.0)
+                thread = threading.Thread(target=box.run, args=(code,))
                 thread.start()
                 pids = run_processes(box.zygote_pids[0])
                 time.sleep(1.0)  # the work is done, the snippet sleeps

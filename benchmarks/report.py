@@ -77,7 +77,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
                         f"{plot_ours} ms vs {plot_floor} ms" if plot_ours and plot_floor else ""))
     uss = _find(results, "memory", item="print(1) then sleep", runner="sandbox default")
     rows.append(_target("per-run USS <= 10 MB (print(1) worker)", uss and uss.get("uss_mb"), 10, "MiB",
-                        detail="worker + its waiting parent"))
+                        detail="the worker running the snippet"))
     starts = [r["ready_s"] for r in (results.get("memory") or {}).get("rows", [])
               if r.get("item") == "zygote" and r.get("runner") == "sandbox default"]
     cpus = [r["cpu_s"] for r in (results.get("memory") or {}).get("rows", [])
