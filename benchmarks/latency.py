@@ -9,9 +9,10 @@ a warm Jupyter kernel and one restarted before every snippet, and this project:
 one-shot runs and session runs under the ``default`` and ``strict`` policies.
 
 Runs are interleaved (one run of each runner in turn) so a change in the machine's
-load hits every runner alike, with a pause of ``ROUND_PAUSE_S`` after each round: a
-model's turn between two snippets, in which the sandbox refills its pre-forked pool
-(back-to-back throughput is concurrency.py's). The first run of each runner and
+load hits every runner alike, with a pause of ``PAUSE_S`` before each run: a model's
+turn between two snippets, in which the sandbox refills its pre-forked pool, so one
+runner's refill does not land on the next runner's run (back-to-back throughput is
+concurrency.py's). The first run of each runner and
 workload is a warm-up and not counted. Time is the host's round trip: from the call until the result (stdout
 and PNG bytes) is in hand. A run that did not do its job is counted in ``bad``.
 """
@@ -32,8 +33,8 @@ COLUMNS = ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "runs_per_s"
 SLOW = ("python -c", "bwrap + python -c", "jupyter restart + run")
 SLOWEST = ("python -c + image imports",)
 REFERENCE = "sandbox default"
-#: Idle time after each round of runs (see the module docstring).
-ROUND_PAUSE_S = 0.05
+#: Idle time before each run (see the module docstring).
+PAUSE_S = 0.04
 
 
 def runners() -> list[Runner]:
@@ -61,11 +62,8 @@ def measure(settings: common.Settings, started: list[Runner], workload: Workload
             runner.run(workload.code, workload.files)
     total = sum(counts.values())
     rounds = ((i, r) for i in range(max(counts.values())) for r in started if i < counts[r.name])
-    last_round = 0
-    for i, runner in common.progress(rounds, total, workload.name):
-        if i != last_round:
-            last_round = i
-            time.sleep(ROUND_PAUSE_S)
+    for _i, runner in common.progress(rounds, total, workload.name):
+        time.sleep(PAUSE_S)
         seconds, ran = common.timed(lambda: runner.run(workload.code, workload.files))
         times[runner.name].append(seconds)
         good = (not ran.ok) if workload.fails else (ran.ok and workload.check(ran.stdout, ran.png_bytes))

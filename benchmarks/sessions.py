@@ -11,18 +11,21 @@ Jupyter: ``print(1)`` in a warm kernel; a restart; and what getting back to a st
 costs there after a crash or to isolate the next user: restart + replay the history
 (six cells: imports, a frame, a groupby, a model fit, a function, a print). The
 sandbox line ``replay history`` builds the same state in a new session, for scale:
-its rollback needs no replay at all.
+its rollback needs no replay at all. Each timed step follows a short pause (a model's
+turn, as in latency.py), in which a session forks its standby runner.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Callable
 
 import sandbox
 
 from . import common
 from .alternatives import Jupyter
+from .latency import PAUSE_S
 from .workloads import BUSY
 
 COLUMNS = ("runner", "operation", "n", "p50_ms", "p90_ms", "p99_ms", "bad")
@@ -44,9 +47,10 @@ def _row(runner: str, operation: str, samples: list[float], bad: int = 0) -> dic
 
 
 def _repeat(n: int, step: Callable[[], bool]) -> tuple[list[float], int]:
-    """Time ``step`` n times; count the times it returned False."""
+    """Time ``step`` n times, after the same pause as latency.py's; count the times it returned False."""
     times, bad = [], 0
     for _ in range(n):
+        time.sleep(PAUSE_S)
         try:
             seconds, good = common.timed(step)
         except sandbox.SandboxError as exc:  # e.g. the session was closed under us: a bad run, not timed
