@@ -132,17 +132,15 @@ class Zygote:
 
     def _refill(self) -> None:
         try:
-            run_dir = self._make_run_dir()
-        except OSError as exc:
-            self.refill_error = exc  # e.g. a full disk: the next request retries and reports it
-            return
-        self.ready.append(self._fork(run_dir=run_dir))
+            self.ready.append(self._fork(run_dir=self._make_run_dir()))
+        except OSError as exc:  # a full disk, no pids left: the next request retries and reports it
+            self.refill_error = exc
 
     def _make_run_dir(self) -> rundirs.RunDir:
         try:
             return rundirs.make(self.spec["run_root"])
         except OSError as exc:
-            exc.layer = "workdir"
+            exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
 
     def _fork(self, close_in_child: list[int] = (), *, run_dir: rundirs.RunDir | None) -> _Worker:
