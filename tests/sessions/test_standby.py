@@ -12,16 +12,18 @@ start = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]) / os.s
 print(round(float(open('/proc/uptime').read().split()[0]) - start, 3))"""
 
 
-def _tree_size(session, settle_s: float = 5.0) -> int:
-    """Live processes of the session's worker tree, once the count holds still."""
+def _tree_size(session, expected: int, timeout: float = 10.0) -> int:
+    """Live processes of the session's worker tree: ``expected`` as soon as it is (forks and
+    kills are asynchronous), else what it is at the timeout."""
     top = psutil.Process(session._container.spawned.pid)
-    deadline, last = time.monotonic() + settle_s, -1
+    deadline = time.monotonic() + timeout
     while True:
         count = 1 + sum(1 for p in top.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE)
-        if count == last or time.monotonic() > deadline:
-            return count
-        last = count
-        time.sleep(0.3)
+        if count == expected or time.monotonic() > deadline:
+            time.sleep(0.2)  # and it stays so: nothing more is on its way
+            again = 1 + sum(1 for p in top.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE)
+            return count if again == count else again
+        time.sleep(0.05)
 
 
 def test_a_run_takes_a_runner_forked_before_it_was_asked_for(box):
@@ -36,19 +38,20 @@ def test_a_run_takes_a_runner_forked_before_it_was_asked_for(box):
 def test_only_current_states_keep_a_standby(box):
     with box.session() as s:
         s.run("x = 1")
-        base = _tree_size(s)  # worker, root, current state, its standby (+ pid namespace parent)
+        base = 3  # the session root, the current state, its standby
+        assert _tree_size(s, base) == base
         mark = s.checkpoint()
         s.run("x = 2")
-        assert _tree_size(s) == base + 1, "a checkpoint should add one frozen state and no standby"
+        assert _tree_size(s, base + 1) == base + 1, "a checkpoint should add one frozen state and no standby"
         s.restore(mark)
-        assert _tree_size(s) == base, "the abandoned state and its standby should be gone"
+        assert _tree_size(s, base) == base, "the abandoned state and its standby should be gone"
         assert s.run("print(x)").stdout == "1\n"  # the checkpoint stays; the run is a new current state
-        assert _tree_size(s) == base + 1
+        assert _tree_size(s, base + 1) == base + 1
         branch = s.fork()
-        assert _tree_size(s) == base + 3, "a branch is one more current state, with its own standby"
+        assert _tree_size(s, base + 3) == base + 3, "a branch is one more current state, with its own standby"
         branch.close()
         s.release(mark)
-        assert _tree_size(s) == base
+        assert _tree_size(s, base) == base
 
 
 DEPTH = "import sys\nf, n = sys._getframe(), 0\nwhile f:\n    n, f = n + 1, f.f_back\nprint(n)"
