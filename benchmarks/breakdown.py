@@ -101,7 +101,6 @@ class Probe:
         for owner, name, label in ((core.Sandbox, "make_run_dir", "host.make_run_dir"),
                                    (core.Sandbox, "spawn", "host.spawn (zygote hands out a worker)"),
                                    (core, "collect", "host.collect (request to end of streams)"),
-                                   (core, "remove_tree", "host.remove_tree (run dir)"),
                                    (collect_module, "kill_worker", "host.kill_worker")):
             func = getattr(owner, name)
             self._undo.append((owner, name, func))

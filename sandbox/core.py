@@ -89,7 +89,7 @@ class Sandbox:
         for zygote in zygotes:
             if zygote is not None:
                 zygote.close()
-        remove_tree(self._tmp_root)
+        rundirs.remove(self._tmp_root)
 
     def __del__(self) -> None:  # last resort: never leave a zygote behind
         try:
@@ -268,6 +268,3 @@ def _check_count(name: str, value: object, minimum: int) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")
-
-
-remove_tree = rundirs.remove

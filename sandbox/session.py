@@ -46,11 +46,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from . import protocol
+from . import protocol, rundirs
 from ._session_memory import MemoryBudget
 from ._session_reaper import reaper
 from .collect import Ending, RunIO, collect, kill_worker
-from .core import remove_tree
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
 from .results import Outcome, Result
@@ -169,7 +168,7 @@ class _Container:
             if spawned is not None:
                 os.close(spawned.pidfd)
             self.ctl.close()
-            remove_tree(self.run_dir)
+            rundirs.remove(self.run_dir)
 
 
 class _OpenEnding(Ending):
