@@ -3,8 +3,8 @@
     python -m benchmarks breakdown [--quick]
 
 The zygote is started through a wrapper interpreter (``Sandbox(interpreter=...)``)
-that wraps the core's internal steps (``sandbox._worker``, ``sandbox._zygote_main``,
-``sandbox.confine``, ``sandbox._session_worker``) with timers writing to a log fd
+that wraps the core's internal steps (``sandbox.inside.worker``, ``sandbox.inside.zygote``,
+``sandbox.confine``, ``sandbox.inside.session_tree``) with timers writing to a log fd
 opened before any confinement; the host's steps are wrapped in this process. Steps
 the core no longer has are skipped. ``wall`` is elapsed time (on a loaded machine it
 includes waiting for a CPU), ``cpu`` is the thread's CPU time where it can be read.
@@ -57,21 +57,24 @@ def wrap(owner, name, label):
             os.write(LOG, line.encode())
     setattr(owner, name, timed)
 
-from sandbox import _worker, _zygote_main, _session_worker, confine, allowlist
+from sandbox import confine
 from sandbox.confine import namespaces
-for name in ("_attach", "_reset_environment", "_address_space", "_reseed", "_install_telemetry", "_patch_show",
-             "perform", "_snapshot", "_execute", "_report_files", "_prepare", "_run_once"):
-    wrap(_worker, name, "worker." + name)
-wrap(_worker.Channel, "close", "worker.Channel.close")
-wrap(_worker.Channel, "send", "worker.Channel.send")
+from sandbox.inside import allowlist, request, session_tree, telemetry, worker, zygote
+for name in ("_reset_environment", "_address_space", "_reseed", "_prepare", "_run_once"):
+    wrap(worker, name, "worker." + name)
+for name in ("attach", "install_show", "perform", "_snapshot", "_run_python", "_report_files"):
+    wrap(request, name, "worker." + name)
+wrap(telemetry, "install", "worker.telemetry.install")
+wrap(request.Channel, "close", "worker.Channel.close")
+wrap(request.Channel, "send", "worker.Channel.send")
 wrap(confine, "apply_all", "worker.confine.apply_all")
 wrap(namespaces, "_init_child", "prefork.namespaces._init_child")
 wrap(confine, "_stage_before_request", "prefork.confine._stage_before_request")
 wrap(allowlist, "install", "worker.allowlist.install")
 for name in ("_fork", "_spawn", "_reap"):
-    wrap(_zygote_main.Zygote, name, "zygote." + name)
-wrap(_session_worker._NodeLoop, "_forked", "session.node_fork_runner")
-wrap(_session_worker._Root, "_srun", "session.root_srun")
+    wrap(zygote.Zygote, name, "zygote." + name)
+wrap(session_tree._NodeLoop, "_forked", "session.node_fork_runner")
+wrap(session_tree._Root, "_srun", "session.root_srun")
 exec(sys.argv[3])
 '''
 #: Steps whose thread CPU time means nothing (the timer spans a fork: it ends in another process).

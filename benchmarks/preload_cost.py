@@ -61,7 +61,7 @@ for name in modules:
     try:
         if name == "<warm-up>":
             from sandbox.image import Image
-            from sandbox import preload as p
+            from sandbox.inside import preload as p
             for mod, step, warm in p._WARMERS:
                 if mod in sys.modules:
                     warm()

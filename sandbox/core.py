@@ -17,6 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
+from . import call as call_module
 from . import protocol, rundirs
 from .collect import ProcessEnding, RunIO, collect
 from .errors import InputError, SandboxClosed, WorkerCrashed
@@ -147,9 +148,8 @@ class Sandbox:
         return await asyncio.to_thread(self.run, code, files, timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` in a confined worker and return its value (see sandbox._call)."""
-        from . import _call
-        return _call.call(self, fn, args, kwargs)
+        """Run ``fn(*args, **kwargs)`` in a confined worker and return its value (see sandbox.call)."""
+        return call_module.call(self, fn, args, kwargs)
 
     def session(self) -> Any:
         """A stateful session: globals persist between its runs (see :mod:`sandbox.session`)."""

@@ -73,7 +73,7 @@ class Image:
 
     @property
     def allowed_roots(self) -> frozenset[str]:
-        """Import roots the image adds to the standard library (see :mod:`sandbox.allowlist`)."""
+        """Import roots the image adds to the standard library (see :mod:`sandbox.inside.allowlist`)."""
         return frozenset(root for lib in self.libraries for root in lib.imports) | frozenset(self.extra_imports)
 
     @property

@@ -19,15 +19,12 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from . import protocol, rundirs
+from . import bootstrap, protocol, rundirs
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
-
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 #: Host variables passed through because they describe the CPU, not the user:
 #: some OpenBLAS builds compute wrong results or crash without them on some processors.
@@ -105,11 +102,17 @@ class ZygoteLauncher:
             host_end.close()
             zygote_end.close()
             raise rundirs.unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
-        bootstrap = (f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
-                     f"from sandbox._zygote_main import main; main({zygote_end.fileno()})")
+        try:
+            import_root = bootstrap.import_root()
+        except OSError as exc:
+            host_end.close()
+            zygote_end.close()
+            raise rundirs.unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
+        entry = (f"import sys; sys.path.insert(0, {import_root!r}); "
+                 f"from sandbox.inside.zygote import main; main({zygote_end.fileno()})")
         try:
             self._proc = subprocess.Popen(
-                [self.interpreter, "-I", "-B", "-c", bootstrap],
+                [self.interpreter, "-I", "-B", "-c", entry],
                 pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=self._log, env=scrubbed_environment(self.policy), start_new_session=True,
                 cwd="/")

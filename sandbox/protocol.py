@@ -35,7 +35,7 @@ MAX_BLOB_BYTES = 1 << 30
 HOST_TO_WORKER = frozenset({"run", "call", "session"})
 WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value", "unavailable", "done"})
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "exited", "shutdown", "failed"})
-#: Session control (host <-> session root <-> nodes), see sandbox/_session_worker.py.
+#: Session control (host <-> session root <-> nodes), see sandbox/inside/session_tree.py.
 SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop", "settle", "undo",
                              "reply", "committed", "run_end", "warm", "cool", "go"})
 KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL | SESSION_CONTROL

@@ -9,7 +9,7 @@
         branch = s.fork()                  # an independent copy of the current state
 
 Each run is confined exactly like a one-shot run and has its own deadline. Every
-state is a frozen process; a run happens in a fork of it (see _session_worker.py).
+state is a frozen process; a run happens in a fork of it (see sandbox/inside/session_tree.py).
 When a run times out or kills its interpreter (segfault, ``os._exit``, out of
 memory), the session is still at its state before that run and the result says so
 (``rolled_back=True``). Files in the work dir are shared by all states of a session
@@ -19,7 +19,7 @@ Limits (``[session]`` in the policy):
 
 - ``max_checkpoints``: live checkpoints; one more is refused (SessionError).
 - ``max_memory_mb``: what the session and its branches hold across all their states
-  (see _session_memory.py for what is counted). Checked when a run commits: over the
+  (see session_memory.py for what is counted). Checked when a run commits: over the
   limit, checkpoints whose ``Checkpoint`` handle was garbage-collected are freed
   first (oldest first; nothing else could restore them); if still over, the run is
   rolled back (``reason="memory_limit"``, ``rolled_back=True``) and the session stays
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import protocol, rundirs
-from ._session_memory import MemoryBudget
-from ._session_reaper import reaper
+from .session_memory import MemoryBudget
+from .session_reaper import reaper
 from .collect import Ending, RunIO, collect, kill_worker
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
@@ -324,7 +324,7 @@ class Session:
     def closed(self) -> bool:
         return self._closed or self._container.closed
 
-    # -- idle and lifetime limits (also enforced by the reaper, _session_reaper.py) -----
+    # -- idle and lifetime limits (also enforced by the reaper, session_reaper.py) -----
     def expires_at(self) -> float:
         """``time.monotonic()`` at which the idle or lifetime limit closes this session (inf while in use)."""
         if self._active or self._closed:

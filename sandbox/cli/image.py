@@ -80,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     bad = [s for s in statuses if not s.ok]
     failures: dict[str, str] = {}
     if not args.no_preload and image.preload:
-        from ..preload import preload_in_subprocess
+        from ..preload_probe import preload_in_subprocess
 
         probe = preload_in_subprocess(image, python)
         failures = dict(probe["failures"])  # type: ignore[arg-type]

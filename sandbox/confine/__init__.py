@@ -1,6 +1,6 @@
 """The confinement stack: one module per layer, applied in order by :func:`apply_all`.
 
-Contract with the zygote and the worker (``sandbox/_zygote_main.py``, ``sandbox/_worker.py``):
+Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox/inside/worker.py``):
 
 - :func:`prepare_in_zygote` (zygote, once, before forking workers): precompiles the
   seccomp BPF program so a run only loads bytes, and leaves the zygote single-threaded.

@@ -26,7 +26,7 @@ def test_sigint_mid_run_keeps_finished_results_and_resume_completes(tmp_path):
             time.sleep(0.05)
         assert out.read_text().count("\n") >= 4, "the batch did not get going"
         descendants = psutil.Process(proc.pid).children(recursive=True)
-        assert any("_zygote_main" in " ".join(p.cmdline()) for p in descendants)
+        assert any("sandbox.inside.zygote" in " ".join(p.cmdline()) for p in descendants)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

@@ -85,7 +85,7 @@ def actor_zygotes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "_zygote_main" in " ".join(process.info["cmdline"] or ()) and \
+            if "sandbox.inside.zygote" in " ".join(process.info["cmdline"] or ()) and \
                     "SandboxActor" in " ".join(process.parent().cmdline()):
                 found.append(process)
         except (psutil.NoSuchProcess, AttributeError):

@@ -17,7 +17,7 @@ PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\nplt.pl
 
 def zygotes() -> set[int]:
     """Zygote processes started by this test process."""
-    return {p.pid for p in psutil.Process().children(recursive=True) if "_zygote_main" in " ".join(p.cmdline())}
+    return {p.pid for p in psutil.Process().children(recursive=True) if "sandbox.inside.zygote" in " ".join(p.cmdline())}
 
 
 @pytest.fixture(scope="module")

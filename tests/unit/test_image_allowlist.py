@@ -28,7 +28,7 @@ def script(body: str) -> dict:
 
 SNIPPETS = r'''
 import builtins, json, traceback
-from sandbox import allowlist
+from sandbox.inside import allowlist
 import requests, json as _  # installed and already in sys.modules before install()
 allowlist.install(frozenset({"numpy", "pandas", "google.protobuf"}))
 
@@ -84,7 +84,7 @@ print(json.dumps(out))
 
 def test_refused_reports_the_first_missing_component():
     found = script(r'''
-from sandbox import allowlist
+from sandbox.inside import allowlist
 allowlist.install(frozenset({"numpy", "google.protobuf"}))
 import json
 print(json.dumps([allowlist.refused(n) for n in ["numpy.linalg", "requests.adapters", "os.path", "google",
@@ -96,7 +96,7 @@ print(json.dumps([allowlist.refused(n) for n in ["numpy.linalg", "requests.adapt
 def test_an_allowed_import_costs_about_a_microsecond():
     found = script(r'''
 import builtins, json, time
-from sandbox import allowlist
+from sandbox.inside import allowlist
 code = compile("import os", "<string>", "exec")
 scope = {"__name__": "__main__", "__builtins__": builtins}
 def per_import():
@@ -117,7 +117,7 @@ def test_uninstall_restores_the_import_functions():
     found = script(r'''
 import builtins, importlib, json
 before = (builtins.__import__, importlib.import_module, importlib.__import__)
-from sandbox import allowlist
+from sandbox.inside import allowlist
 allowlist.install(frozenset())
 installed = allowlist.is_installed() and builtins.__import__ is not before[0]
 allowlist.install(frozenset({"numpy"}))  # idempotent: wraps once
@@ -132,7 +132,7 @@ def test_preload_forces_agg_warms_fonts_and_reports_failures():
 import json, os, sys, time
 os.environ.pop("MPLBACKEND", None)
 from sandbox.image import Image
-from sandbox.preload import preload
+from sandbox.inside.preload import preload
 image = Image(name="t", preload=("matplotlib.pyplot", "pandas", "no_such_module_x", "json"))
 failures = preload(image)
 import matplotlib, matplotlib.pyplot as plt, io
@@ -151,7 +151,7 @@ print(json.dumps([failures, matplotlib.get_backend().lower(), first_plot_s,
 
 def test_preload_in_subprocess_reports_without_importing_here():
     from sandbox.image import Image
-    from sandbox.preload import preload_in_subprocess
+    from sandbox.preload_probe import preload_in_subprocess
     before = set(sys.modules)
     report = preload_in_subprocess(Image(name="t", preload=("json", "no_such_module_y")))
     assert list(report["failures"]) == ["no_such_module_y"] and report["modules"] > 0

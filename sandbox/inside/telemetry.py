@@ -22,7 +22,7 @@ import socket
 import sys
 from typing import Any, Callable
 
-from .confine import landlock
+from ..confine import landlock
 
 #: Events recorded per worker process at most (a loop of failing opens stays cheap).
 MAX_EVENTS = 100

@@ -24,8 +24,6 @@ Process model (all inside the session's confined worker, pid 1 of its namespace)
 
 from __future__ import annotations
 
-import builtins
-import ctypes
 import os
 import selectors
 import signal
@@ -34,8 +32,11 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
-from . import _proc, _worker, protocol
-from .errors import ProtocolError
+from .. import protocol
+from ..confine import _sys
+from ..errors import ProtocolError
+from . import proc, request
+from .request import Channel, Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -71,26 +72,26 @@ def _trampoline(step: Step | None) -> NoReturn:
         os._exit(0)
 
 
-def _node_step(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> Step:
+def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step:
     """Serve as a frozen state until the root is gone."""
-    return lambda: _NodeLoop(sock, scope, spec).serve()
+    return lambda: _NodeLoop(sock, scope, confined).serve()
 
 
 # -- nodes -------------------------------------------------------------------------
-def _fork_node(scope: dict[str, Any], spec: dict[str, Any]) -> tuple[int, socket.socket]:
+def _fork_node(scope: dict[str, Any], confined: Confined) -> tuple[int, socket.socket]:
     """Fork a child that serves as a node with a copy of ``scope``; returns (pid, root's end)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _trampoline(_node_step(theirs, scope, spec))
+        _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
     return pid, ours
 
 
 class _NodeLoop:
-    def __init__(self, sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> None:
-        self.sock, self.scope, self.spec = sock, scope, spec
+    def __init__(self, sock: socket.socket, scope: dict[str, Any], confined: Confined) -> None:
+        self.sock, self.scope, self.confined = sock, scope, confined
         self.runners: set[int] = set()
         self.standby: tuple[int, socket.socket] | None = None
         """(pid, its socket) of a runner forked in advance, waiting for a run's fds."""
@@ -114,15 +115,15 @@ class _NodeLoop:
                 if header["type"] == "srun":
                     self._start_runner(fds)
                 elif header["type"] == "branch":
-                    pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.spec)())
+                    pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
                     protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
                     ours.close()
                 elif header["type"] == "warm" and self.standby is None:
-                    self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.spec))
+                    self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
                 elif header["type"] == "cool" and self.standby is not None:
                     pid, ours = self.standby
                     self.standby = None
-                    _proc.kill(pid)
+                    proc.kill(pid)
                     ours.close()
 
     def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
@@ -149,7 +150,7 @@ class _NodeLoop:
             (pid, ours), self.standby = self.standby, None
             protocol.send_packet(ours, "go", fds=fds)  # then the root gets this socket: the runner's
         else:
-            pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.spec))
+            pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.confined))
         for fd in fds:
             os.close(fd)
         self.runners.add(pid)
@@ -157,35 +158,35 @@ class _NodeLoop:
         ours.close()
 
     def _reap(self) -> None:
-        _proc.drain(self.wake_r)
-        for pid, status in _proc.reaped():
+        proc.drain(self.wake_r)
+        for pid, status in proc.reaped():
             if pid in self.runners:
                 self.runners.discard(pid)
-                protocol.send_packet(self.sock, "exited", pid=pid, **_proc.exit_facts(status))
+                protocol.send_packet(self.sock, "exited", pid=pid, **proc.exit_facts(status))
 
 
-def _standby_main(sock: socket.socket, scope: dict[str, Any], spec: dict[str, Any]) -> Step | None:
+def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step | None:
     """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
     try:
         _header, fds = protocol.recv_packet(sock)
     except (ProtocolError, OSError):
         return None
-    return _runner_main(sock, fds, scope, spec)
+    return _runner_main(sock, fds, scope, confined)
 
 
-def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], spec: dict[str, Any]) -> Step:
+def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], confined: Confined) -> Step:
     """Run one snippet in this copy of the state; on a normal end, become the line's node."""
     me = os.getpid()
     try:
-        chan = _worker._attach(fds)
-        _worker.perform(chan, spec, scope)
+        chan = request.attach(fds)
+        request.perform(chan, confined, scope)
         chan.close()
         protocol.send_packet(sock, "committed", pid=me)
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         if os.getpid() == me:
             traceback.print_exc()
         os._exit(70)
-    return _node_step(sock, scope, spec)
+    return _node_step(sock, scope, confined)
 
 
 # -- root --------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class _Run:
 @dataclass
 class _Root:
     ctl: socket.socket
-    spec: dict[str, Any]
+    confined: Confined
     nodes: dict[int, _Node] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
     run: _Run | None = None
@@ -230,7 +231,7 @@ class _Root:
             # and the notices queued before it), so the rest of a batch can be stale.
             key, _ = self.selector.select()[0]
             if key.data == "sigchld":
-                _proc.drain(wake_r)
+                proc.drain(wake_r)
                 self._reap()
             elif key.data == "host":
                 if not self._host_message():
@@ -295,14 +296,14 @@ class _Root:
 
     def _cancel(self, header: dict[str, Any], fds: list[int]) -> None:
         if self.run is not None and self.run.seq == header["seq"]:
-            _proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
+            proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
 
     def _checkpoint(self, header: dict[str, Any], fds: list[int]) -> None:
         node = self.nodes[self.lines[header["line"]]]
         pinned = sum(1 for n in self.nodes.values() if n.pinned)
-        if not node.pinned and pinned >= self.spec["policy"].session.max_checkpoints:
+        if not node.pinned and pinned >= self.confined.spec.policy.session.max_checkpoints:
             self._reply(error=f"too many live checkpoints ({pinned}); release one first "
-                              f"(policy {self.spec['policy'].name!r}: session.max_checkpoints)")
+                              f"(policy {self.confined.spec.policy.name!r}: session.max_checkpoints)")
             return
         node.pinned += 1
         self._reply(node=node.pid)
@@ -429,7 +430,7 @@ class _Root:
             node = self.nodes.get(pid)
             if node is None or node.pinned or pid in used or (self.run and self.run.node is node):
                 continue
-            _proc.kill(pid)
+            proc.kill(pid)
             del self.nodes[pid]
             _close_registered(self.selector, node.sock)
             freed.append(pid)
@@ -437,28 +438,28 @@ class _Root:
 
     def _sweep(self) -> None:
         """Kill what a dead runner left behind (reparented to us), but no node."""
-        for pid in _proc.children():
+        for pid in proc.children():
             if pid not in self.nodes:
-                _proc.kill(pid)
+                proc.kill(pid)
 
     def _reap(self) -> None:
-        for _pid, _status in _proc.reaped():
+        for _pid, _status in proc.reaped():
             pass  # orphans and freed states: nothing to report, only zombies to clear
 
 
-def serve_root(chan: "_worker.Channel", ctl: socket.socket, spec: dict[str, Any]) -> None:
+def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     """Become a session root: answer the open request, then serve the host until it leaves."""
-    request, _blobs = protocol.read_frame(chan.sock)
-    if request["type"] != "session":
-        raise ProtocolError(f"a session worker expected a 'session' frame, got {request['type']!r}")
-    chan.send("ready", layers=spec["layers"])
+    opening, _blobs = protocol.read_frame(chan.sock)
+    if opening["type"] != "session":
+        raise ProtocolError(f"a session worker expected a 'session' frame, got {opening['type']!r}")
+    chan.send("ready", layers=list(confined.layers))
     chan.send("done")
     chan.close()  # before any fork: the host's streams must reach EOF
     # Orphans (states whose parent state was freed, what a dead runner left) come to
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.
-    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    root = _Root(ctl, spec)
-    pid, sock = _fork_node({"__name__": "__main__", "__builtins__": builtins}, spec)
+    _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
+    root = _Root(ctl, confined)
+    pid, sock = _fork_node(request.new_scope(), confined)
     root.lines[0] = root._add_node(pid, sock).pid
     root._sync_standbys()
     root.serve()

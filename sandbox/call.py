@@ -1,19 +1,17 @@
-"""``Sandbox.call``: ship a host function into a confined worker, bring its value back safely.
+"""Host side of ``Sandbox.call``: ship a host function into a confined worker, bring its value back safely.
 
-cloudpickle travels host -> worker only; the value comes back through
-:mod:`sandbox.codec` (JSON + raw bytes), never through pickle.
+cloudpickle travels host -> worker only (see :mod:`sandbox.inside.call`); the value
+comes back through :mod:`sandbox.codec` (JSON + raw bytes), never through pickle.
 """
 
 from __future__ import annotations
 
-import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import codec, protocol
 from .errors import CallError
 
 if TYPE_CHECKING:
-    from ._worker import Channel
     from .core import Sandbox
 
 
@@ -35,20 +33,3 @@ def call(box: "Sandbox", fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     from .verdict import to_result
     result = to_result(got, box.policy, prepare_timeout(timeout, box.policy))
     raise CallError(f"the call failed ({result.reason}): {result.error or result.output}")
-
-
-def execute(payload: bytes, chan: "Channel") -> None:
-    """Worker side: unpickle the call, run it, send its value or the failure."""
-    import cloudpickle
-
-    try:
-        fn, args, kwargs = cloudpickle.loads(payload)
-        value = fn(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - the function's failure is reported, not raised
-        chan.send("error", text=f"{exc}\n" + "".join(traceback.format_exception(exc)), exc_type=type(exc).__name__)
-        return
-    try:
-        header, blobs = codec.encode(value)
-        chan.send("value", tuple(blobs), **header)
-    except CallError as exc:
-        chan.send("error", text=str(exc), exc_type="CallError")

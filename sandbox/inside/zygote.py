@@ -17,7 +17,6 @@ instead: it is confined in the host-made run dir its request names.
 from __future__ import annotations
 
 import collections
-import ctypes
 import gc
 import os
 import select
@@ -29,11 +28,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import _proc, _worker, confine, protocol, rundirs
-from .errors import ProtocolError
-from .image import Image
-from .policy import Policy
+from .. import bootstrap, confine, protocol, rundirs
+from ..confine import _sys
+from ..errors import ProtocolError
+from ..image import Image
+from ..policy import Policy
+from . import proc
+from .worker import serve as serve_worker
 from .preload import preload
+from .request import WorkerSpec
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: After a worker exits, how long (and how often) to look for daemons it detached that
@@ -54,10 +57,10 @@ class _Worker:
 class Zygote:
     """The zygote's event loop: control socket, SIGCHLD, pre-fork refill."""
 
-    def __init__(self, sock: socket.socket, spec: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, spec: WorkerSpec) -> None:
         self.sock = sock
         self.spec = spec
-        self.prefork = spec["policy"].runtime.prefork
+        self.prefork = spec.policy.runtime.prefork
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
@@ -138,7 +141,7 @@ class Zygote:
 
     def _make_run_dir(self) -> rundirs.RunDir:
         try:
-            return rundirs.make(self.spec["run_root"])
+            return rundirs.make(self.spec.run_root)
         except OSError as exc:
             exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
@@ -150,7 +153,7 @@ class Zygote:
         session root (its request names it)."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:  # one fork-like clone: the child is pid 1 of its namespaces, and we reap it ourselves
-            pid, ns_status = confine.fork_worker(self.spec["policy"])
+            pid, ns_status = confine.fork_worker(self.spec.policy)
         except OSError:
             parent_end.close()
             child_end.close()
@@ -162,7 +165,7 @@ class Zygote:
             for fd in close_in_child:
                 os.close(fd)
             self._close_in_child()
-            _worker.serve(child_end, self.spec, run_dir, ns_status)  # never returns
+            serve_worker(child_end, self.spec, run_dir, ns_status)  # never returns
         child_end.close()
         return _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid), run_dir=run_dir)
 
@@ -178,7 +181,7 @@ class Zygote:
             os.close(worker.pidfd)
 
     def _reap(self) -> None:
-        _proc.drain(self.wake_r)
+        proc.drain(self.wake_r)
         while True:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -203,7 +206,7 @@ class Zygote:
         os.close(worker.pidfd)
         if worker.run_dir is not None:
             self.to_remove.append(worker.run_dir.path)
-        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **_proc.exit_facts(status),
+        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
 
     def _discard(self, worker: _Worker) -> None:
@@ -219,9 +222,9 @@ class Zygote:
     def _kill_orphans(self) -> None:
         """Daemons a snippet detached get reparented to us (a subreaper): end them."""
         known = {w.pid for w in self.ready} | set(self.running)
-        for pid in _proc.children():
+        for pid in proc.children():
             if pid not in known:
-                _proc.kill(pid)
+                proc.kill(pid)
 
     def shutdown(self) -> None:
         """Kill every worker, then what they detached: their daemons are reparented to us
@@ -251,16 +254,16 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _readable_paths() -> list[str]:
+def _readable_paths() -> tuple[str, ...]:
     import site
     import sysconfig
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     paths.update(site.getsitepackages())
     paths.update(p for p in sysconfig.get_paths().values())
-    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths.add(bootstrap.package_dir())  # the package's own folder, never its parent (see bootstrap.py)
     if os.environ.get("MPLCONFIGDIR"):
         paths.add(os.environ["MPLCONFIGDIR"])
-    return sorted(p for p in paths if p and os.path.exists(p))
+    return tuple(sorted(p for p in paths if p and os.path.exists(p)))
 
 
 def main(control_fd: int) -> None:
@@ -270,17 +273,10 @@ def main(control_fd: int) -> None:
     policy = Policy.from_dict(hello["policy"])
     image = Image.from_dict(hello["image"])
     failures = preload(image)
-    prepare = getattr(confine, "prepare_in_zygote", None)
-    if prepare is not None:
-        prepare(policy)
-    spec = {
-        "policy": policy,
-        "allowed_roots": image.allowed_roots,
-        "readable": _readable_paths(),
-        "zygote_pid": os.getpid(),
-        "run_root": hello["run_root"],
-    }
-    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    confine.prepare_in_zygote(policy)
+    spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=_readable_paths(),
+                      zygote_pid=os.getpid(), run_root=hello["run_root"])
+    _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
     zygote = Zygote(sock, spec)

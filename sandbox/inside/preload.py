@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Callable
 
-from .image import Image
+from ..image import Image
 
 
 def preload(image: Image) -> dict[str, str]:
@@ -94,46 +94,3 @@ _WARMERS: tuple[tuple[str, str, Callable[[], None]], ...] = (
     ("matplotlib.pyplot", "matplotlib (font cache warm-up)", _warm_matplotlib),
     ("pandas", "pandas (formatter warm-up)", _warm_pandas),
 )
-
-
-_PROBE_SCRIPT = """
-import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
-from sandbox.image import Image
-from sandbox.preload import preload
-image = Image.from_dict(json.loads(sys.argv[2]))
-start = time.perf_counter()
-failures = preload(image)
-seconds = time.perf_counter() - start
-rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"failures": failures, "seconds": seconds, "peak_rss_mb": rss_mb, "modules": len(sys.modules)}))
-"""
-
-
-def preload_in_subprocess(image: Image, interpreter: str | None = None, timeout: float = 300.0) -> dict[str, object]:
-    """Run :func:`preload` in a fresh interpreter, as the zygote would; return what it found.
-
-    Returns ``{"failures": {name: error}, "seconds": float, "peak_rss_mb": float,
-    "modules": int}``. A probe that cannot run at all (wrong interpreter, crash) is
-    reported as one failure under the key ``"<preload>"``. Keeps the caller light:
-    nothing of the image is imported here.
-    """
-    import json
-    import subprocess
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MPLBACKEND": "Agg"}
-    if os.environ.get("MPLCONFIGDIR"):
-        env["MPLCONFIGDIR"] = os.environ["MPLCONFIGDIR"]
-    if os.environ.get("HOME"):
-        env["HOME"] = os.environ["HOME"]
-    command = [interpreter or sys.executable, "-I", "-c", _PROBE_SCRIPT, package_parent, json.dumps(image.to_dict())]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"failures": {"<preload>": f"{type(exc).__name__}: {exc}"}, "seconds": 0.0,
-                "peak_rss_mb": 0.0, "modules": 0}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        return {"failures": {"<preload>": tail[0]}, "seconds": 0.0, "peak_rss_mb": 0.0, "modules": 0}
-    return json.loads(lines[-1])

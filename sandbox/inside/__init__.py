@@ -1,0 +1,17 @@
+"""What runs next to untrusted code: the zygote, its workers and session trees.
+
+The rule: nothing in this folder imports the host side of the package (the
+``Sandbox`` and ``Session`` classes, ``collect``, ``launcher``, ``verdict``,
+``inputs``, adapters, cli, batch). It may import the shared leaves both sides use
+(``protocol``, ``codec``, ``streams``, ``rundirs``, ``errors``, ``policy``,
+``image``, ``filetypes``, ``bootstrap``) and ``confine``. ``tests/unit/
+test_boundary.py`` proves the rule. The host, in turn, trusts nothing that comes
+back from here: frames, names, sizes, exits and resource figures are hostile input.
+
+- ``zygote``: preload the image, keep confined workers forked, hand them requests.
+- ``worker``: a forked worker's life: confine, then serve one request or a session.
+- ``request``: one request in a confined process (run, call), and what it reports.
+- ``session_tree``: a session's tree of frozen states, one fork per run.
+- ``call``: the worker side of ``Sandbox.call``.
+- ``preload``, ``allowlist``, ``telemetry``, ``proc``: what those use.
+"""

@@ -1,0 +1,302 @@
+"""One request in a confined process: attach its fds, run it, report everything.
+
+Shared by a one-shot worker, a session runner and ``call``: each attaches the fds
+the host sent (:func:`attach`), then :func:`perform` reads the request frame and
+dispatches on its type through :data:`HANDLERS`. Around the handler it writes the
+input files, streams figures (``plt.show``) as they are made, and reports new or
+changed work-dir files, the error text and ``done`` with the resource usage.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import io
+import os
+import resource
+import socket
+import stat
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import protocol, streams
+from ..errors import ProtocolError
+from ..filetypes import IMAGE_EXTENSIONS
+from ..policy import Policy
+from . import allowlist, call
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MAX_DENIALS = 200
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the zygote hands every worker it forks (built once, in the zygote)."""
+
+    policy: Policy
+    allowed_roots: frozenset[str]
+    """Import roots a snippet may name (the image's), besides the standard library."""
+    readable: tuple[str, ...]
+    """Host paths the snippet may read (interpreter, site-packages, this package)."""
+    zygote_pid: int
+    run_root: str
+    """Where the zygote makes one-shot run dirs."""
+
+
+@dataclass(frozen=True)
+class Confined:
+    """A process after its confinement: the spec, and each layer as applied (for ``ready``)."""
+
+    spec: WorkerSpec
+    layers: tuple[dict[str, Any], ...]
+
+
+class Channel:
+    """The worker's end of the framed message socket to the host."""
+
+    def __init__(self, sock: socket.socket, tagged_fd: int) -> None:
+        self.sock = sock
+        self.tagged_fd = tagged_fd
+        self.denials = 0
+
+    def close(self) -> None:
+        """End this run's streams: the host sees EOF even though the process lives on."""
+        flush_std()
+        _libc.fflush(None)  # C-level printf output of extensions, which os._exit would drop
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2, self.tagged_fd):
+            os.dup2(devnull, fd)
+        os.close(devnull)  # the tagged fd number stays reserved (on /dev/null) for the next run
+        self.sock.close()
+
+    def send(self, kind: str, blobs: tuple[bytes, ...] = (), **fields: Any) -> None:
+        self.sock.sendall(protocol.encode(kind, blobs, **fields))
+
+    def deny(self, kind: str, detail: str) -> None:
+        """Record a refused action (bounded, never raises into user code)."""
+        if self.denials >= _MAX_DENIALS:
+            return
+        self.denials += 1
+        try:
+            self.send("denied", event=kind, detail=detail[:500])  # "kind" would clash with send()'s own parameter
+        except OSError:
+            pass
+
+
+#: This process's run channel. A session runner gets a new one for each run; the
+#: hooks installed once (plt.show, telemetry) always report on the current run.
+_current: "Channel | None" = None
+#: The tagged pipe always sits on one fd number, like stdout on 1: stream objects a
+#: session kept from an earlier run (a logging handler) write into the current run,
+#: and no fd piles up from run to run.
+_tagged_fd: int | None = None
+
+
+def current() -> Channel:
+    """The channel of the run in progress."""
+    if _current is None:
+        raise RuntimeError("no run is attached to this process")
+    return _current
+
+
+def deny(kind: str, detail: str) -> None:
+    """Report a refused action on the current run, if any (the telemetry hook's sink)."""
+    if _current is not None:
+        _current.deny(kind, detail)
+
+
+def attach(fds: list[int]) -> Channel:
+    """Make fds (stdout pipe, stderr pipe, tagged pipe, message socket) this process's run streams."""
+    global _current, _tagged_fd
+    stdout_fd, stderr_fd, tagged_fd, chan_fd = fds
+    if _tagged_fd is None:
+        _tagged_fd = tagged_fd
+    else:
+        os.dup2(tagged_fd, _tagged_fd)
+        os.close(tagged_fd)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    _redirect_std(_tagged_fd)
+    _current = Channel(socket.socket(fileno=chan_fd), _tagged_fd)
+    return _current
+
+
+def new_scope() -> dict[str, Any]:
+    """The globals a snippet starts with, as ``python -c`` would give it."""
+    return {"__name__": "__main__", "__builtins__": builtins}
+
+
+def _run_code(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
+    error = _run_python(payload.decode("utf-8"), scope)
+    if error is not None:
+        flush_std()
+        chan.send("error", text=error[0], exc_type=error[1])
+
+
+def _run_call(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
+    call.execute(payload, chan)
+
+
+#: Request type -> handler(first blob, channel, globals). A session root answers its own
+#: ``session`` request (see session_tree.serve_root).
+HANDLERS: dict[str, Callable[[bytes, Channel, dict[str, Any]], None]] = {"run": _run_code, "call": _run_call}
+
+
+def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
+    """Read one request from ``chan`` and run it in ``scope``; report everything on ``chan``."""
+    me = os.getpid()
+    request, blobs = protocol.read_frame(chan.sock)
+    handler = HANDLERS.get(request["type"])
+    if handler is None or not blobs:
+        raise ProtocolError(f"a worker cannot serve a {request['type']!r} request")
+    chan.send("ready", layers=list(confined.layers))
+    failure = _write_inputs(request.get("files", []), blobs[1:])
+    if failure is not None:
+        chan.send("error", text=failure, exc_type="OSError")
+        chan.send("done", **usage())
+        return
+    before = _snapshot()
+    handler(blobs[0], chan, scope)
+    if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
+        flush_std()
+        os._exit(0)
+    flush_std()
+    _report_files(before, chan, confined.spec.policy.limits)
+    chan.send("done", **usage())
+
+
+def usage() -> dict[str, float]:
+    """Peak RSS and CPU of this process and its reaped children, for the ``done`` frame."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"maxrss_kb": max(own.ru_maxrss, kids.ru_maxrss),
+            "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime}
+
+
+def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> str | None:
+    """Write the input files into the work dir; the failure text if one cannot be written."""
+    for meta, data in zip(files, blobs):
+        try:
+            # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
+            # No O_EXCL: a session may be sent a newer version of a file it already holds.
+            fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with open(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            return f"cannot write input file {meta['name']!r} into the work dir: {exc.strerror or exc}\n"
+    return None
+
+
+def _redirect_std(tagged_fd: int) -> None:
+    sys.stdout = sys.__stdout__ = streams.text_stream(tagged_fd, streams.STDOUT, 1)
+    sys.stderr = sys.__stderr__ = streams.text_stream(tagged_fd, streams.STDERR, 2)
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8")
+
+
+def flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - the snippet may have closed or replaced them
+            pass
+
+
+def _run_python(code: str, exec_scope: dict[str, Any]) -> tuple[str, str] | None:
+    """Run the snippet as the service does; return (failure text, exception type) or None."""
+    try:
+        exec(code, exec_scope)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            return None
+        return _failure_text(exc), "SystemExit"
+    except BaseException as exc:  # noqa: BLE001 - every snippet failure is data
+        return _failure_text(exc), type(exc).__name__
+    return None
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The service's format: ``str(exc)``, a newline, then the full traceback."""
+    allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
+    return f"{exc}\n" + "".join(traceback.format_exception(exc))
+
+
+def install_show() -> None:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+
+    def show(*args: Any, **kwargs: Any) -> None:
+        """Every open figure becomes one PNG image part, as on the service."""
+        for number in pyplot.get_fignums():
+            buffer = io.BytesIO()
+            pyplot.figure(number).savefig(buffer, format="png")
+            current().send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
+        pyplot.close("all")
+
+    pyplot.show = show
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    found: dict[str, tuple[int, int]] = {}
+    for rel, st in _walk("."):
+        found[rel] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _walk(top: str, prefix: str = "", depth: int = 0) -> list[tuple[str, os.stat_result]]:
+    entries: list[tuple[str, os.stat_result]] = []
+    if depth > 8:
+        return entries
+    try:
+        scan = sorted(os.scandir(top), key=lambda e: e.name)
+    except OSError:
+        return entries
+    for entry in scan:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        rel = prefix + entry.name
+        if stat.S_ISDIR(st.st_mode):
+            entries.extend(_walk(entry.path, rel + "/", depth + 1))
+        elif stat.S_ISREG(st.st_mode):
+            entries.append((rel, st))
+    return entries
+
+
+def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Any) -> None:
+    """Send new or changed regular files: images as ``image``, the rest as ``file``."""
+    sent = 0
+    for rel, st in _walk("."):
+        if before.get(rel) == (st.st_size, st.st_mtime_ns):
+            continue
+        if sent >= limits.max_returned_files:
+            chan.send("file", (b"",), name=rel, mime_type="", skipped=True, size=st.st_size)
+            continue
+        data, truncated = _read_capped(rel, limits.max_returned_file_bytes)
+        if data is None:
+            continue
+        ext = os.path.splitext(rel)[1].lower()
+        kind = "image" if ext in IMAGE_EXTENSIONS and not truncated else "file"
+        mime = IMAGE_EXTENSIONS.get(ext) or _guess_mime(rel)
+        chan.send(kind, (data,), name=rel, mime_type=mime, truncated=truncated, size=st.st_size)
+        sent += 1
+
+
+def _read_capped(rel: str, cap: int) -> tuple[bytes | None, bool]:
+    try:
+        fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None, False
+    with open(fd, "rb") as fh:
+        data = fh.read(cap + 1)
+    return data[:cap], len(data) > cap
+
+
+def _guess_mime(name: str) -> str:
+    import mimetypes
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+

@@ -1,0 +1,147 @@
+"""Inside a worker: confine, run one snippet, report. Runs in a process forked by the zygote.
+
+Life of a one-shot worker (pre-forked by the zygote before any request exists):
+
+1. The zygote forks it with ``confine.fork_worker``: where the policy lists
+   namespaces, a clone that makes it pid 1 of fresh namespaces (its ``/proc``,
+   mounts, ids mapped) before ``serve()`` is called with that layer's status.
+2. ``serve()``: own session, die with the zygote, land in the private run dir the
+   zygote made for it, apply the confinement stack irreversibly, reseed RNGs and
+   install the hooks (telemetry, ``plt.show``, the import allowlist): all before any
+   request, so none of it is on a run's critical path. Then wait for a spawn request.
+3. The request brings four fds from the host: stdout and stderr pipes for raw
+   writes, the tagged pipe for Python-level output (see streams.py) and a stream
+   socket for framed messages, from which the worker reads the code and input files
+   (:mod:`sandbox.inside.request` runs it).
+4. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
+   work-dir files, the error text and ``done`` follow; the streams close; ``os._exit``.
+
+A session root is forked on demand instead: its request names a host-made run dir
+and brings a fifth fd, its control socket; it is confined once that arrives (with
+fork kept, for its runners: see session_tree.py).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import traceback
+
+from .. import confine, protocol, rundirs
+from ..confine import _sys
+from ..errors import SandboxUnavailable
+from . import allowlist, request, session_tree, telemetry
+from .request import Channel, Confined, WorkerSpec
+
+_PR_SET_PDEATHSIG = 1
+
+
+def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
+          ns_status: confine.LayerStatus | None) -> None:
+    """Entry of a forked worker; never returns. ``run_dir`` None: a session root.
+    ``ns_status``: the namespaces layer as ``confine.fork_worker`` entered it (None: not in the policy)."""
+    status = 0
+    try:
+        _become_worker(spec.zygote_pid)
+        if run_dir is None:
+            header, fds = protocol.recv_packet(priv)
+            priv.close()
+            _serve_session(header, fds, spec, ns_status)
+        else:
+            confined = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
+            _header, fds = protocol.recv_packet(priv)
+            priv.close()
+            _run_once(fds, confined, run_dir)
+    except BaseException:  # noqa: BLE001 - a worker must end with _exit, never unwind into the zygote
+        status = 70
+        try:
+            traceback.print_exc()
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        request.flush_std()
+        os._exit(status)
+
+
+def _become_worker(zygote_pid: int) -> None:
+    os.setsid()  # own session and process group: the host can kill the group
+    _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")  # die with the zygote
+    ppid = os.getppid()  # 0: pid 1 of a new pid namespace, whose clone already checked (host's /proc)
+    if ppid not in (zygote_pid, 0):  # the zygote died before prctl took effect
+        os._exit(0)
+
+
+def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.LayerStatus | None, *,
+             keep_fork: bool) -> Confined | SandboxUnavailable:
+    """Land in the run dir, confine for good, reseed, install the hooks.
+
+    Returns the refusal of a required layer, for the caller to report once it has a
+    channel to the host (a pre-forked worker confines itself before it has one).
+    """
+    os.chdir(workdir)
+    _reset_environment(workdir, tmpdir)
+    ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=spec.readable,
+                                 base_address_space=_address_space())
+    try:
+        statuses = confine.apply_all(spec.policy, ctx, ns_status, keep_fork=keep_fork)
+    except SandboxUnavailable as exc:
+        return exc
+    _reseed()
+    telemetry.install(spec.policy, ctx, request.deny)
+    request.install_show()
+    allowlist.install(spec.allowed_roots)
+    return Confined(spec, tuple({"layer": s.layer, "active": s.active} for s in statuses))
+
+
+def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: rundirs.RunDir) -> None:
+    if len(fds) != 4:
+        raise RuntimeError(f"spawn request carried {len(fds)} fds, expected 4")
+    chan = request.attach(fds)
+    if isinstance(confined, SandboxUnavailable):
+        _report_refusal(chan, confined)
+        return
+    request.perform(chan, confined, request.new_scope())
+    # Before the streams close: when run() returns, the run's files no longer take disk
+    # space (a sequence of runs on a small disk must not depend on the zygote's pace).
+    for path in (run_dir.workdir, run_dir.tmpdir):
+        rundirs.empty(path)
+    chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
+
+
+def _serve_session(header: dict, fds: list[int], spec: WorkerSpec, ns_status: confine.LayerStatus | None) -> None:
+    if len(fds) != 5:
+        raise RuntimeError(f"session spawn request carried {len(fds)} fds, expected 5")
+    chan = request.attach(fds[:4])
+    confined = _prepare(header["workdir"], header["tmpdir"], spec, ns_status, keep_fork=True)  # it forks runners
+    if isinstance(confined, SandboxUnavailable):
+        _report_refusal(chan, confined)
+        return
+    session_tree.serve_root(chan, socket.socket(fileno=fds[4]), confined)
+
+
+def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
+    chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix, syscall=exc.syscall, errno=exc.errno)
+
+
+def _reset_environment(workdir: str, tmpdir: str) -> None:
+    # The zygote's environment is already the scrubbed one the policy allows
+    # (launcher.scrubbed_environment); only the run's own paths change.
+    os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
+    tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm", "rb") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reseed() -> None:
+    """Every run gets fresh randomness: forked workers would otherwise share RNG state."""
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(int.from_bytes(os.urandom(4), "little"))

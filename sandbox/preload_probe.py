@@ -1,0 +1,52 @@
+"""Host side of preloading: run the zygote's :func:`~sandbox.inside.preload.preload` in a
+fresh interpreter and report what it found (``sandbox image check``), without importing
+the image into the caller."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import bootstrap
+from .image import Image
+
+_PROBE_SCRIPT = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from sandbox.image import Image
+from sandbox.inside.preload import preload
+image = Image.from_dict(json.loads(sys.argv[2]))
+start = time.perf_counter()
+failures = preload(image)
+seconds = time.perf_counter() - start
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"failures": failures, "seconds": seconds, "peak_rss_mb": rss_mb, "modules": len(sys.modules)}))
+"""
+
+
+def preload_in_subprocess(image: Image, interpreter: str | None = None, timeout: float = 300.0) -> dict[str, object]:
+    """Run :func:`preload` in a fresh interpreter, as the zygote would; return what it found.
+
+    Returns ``{"failures": {name: error}, "seconds": float, "peak_rss_mb": float,
+    "modules": int}``. A probe that cannot run at all (wrong interpreter, crash) is
+    reported as one failure under the key ``"<preload>"``. Keeps the caller light:
+    nothing of the image is imported here.
+    """
+    import json
+    import subprocess
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MPLBACKEND": "Agg"}
+    if os.environ.get("MPLCONFIGDIR"):
+        env["MPLCONFIGDIR"] = os.environ["MPLCONFIGDIR"]
+    if os.environ.get("HOME"):
+        env["HOME"] = os.environ["HOME"]
+    command = [interpreter or sys.executable, "-I", "-c", _PROBE_SCRIPT, bootstrap.import_root(), json.dumps(image.to_dict())]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"failures": {"<preload>": f"{type(exc).__name__}: {exc}"}, "seconds": 0.0,
+                "peak_rss_mb": 0.0, "modules": 0}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"failures": {"<preload>": tail[0]}, "seconds": 0.0, "peak_rss_mb": 0.0, "modules": 0}
+    return json.loads(lines[-1])
