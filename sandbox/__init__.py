@@ -49,7 +49,30 @@ _EXPORTS = {
     "run": ".core",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CallError",
+    "Checkpoint",
+    "Denial",
+    "File",
+    "Image",
+    "ImageError",
+    "InputError",
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "ProtocolError",
+    "Result",
+    "Sandbox",
+    "SandboxClosed",
+    "SandboxError",
+    "SandboxUnavailable",
+    "Session",
+    "SessionError",
+    "SessionMemoryError",
+    "WorkerCrashed",
+    "close_shared",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import codec, protocol
 from .errors import CallError
+from .inputs import prepare_timeout
+from .verdict import to_result
 
 if TYPE_CHECKING:
-    from .core import Sandbox
+    from .pool import ZygotePool
 
 
-def call(box: "Sandbox", fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+def call(pool: "ZygotePool", fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
          timeout: float | None = None) -> Any:
     """Host side: run ``fn(*args, **kwargs)`` in a worker; return its value or raise CallError."""
     import cloudpickle
-    from .inputs import prepare_timeout
 
     if not callable(fn):
         raise CallError(f"call() needs a callable (got {type(fn).__name__})")
@@ -27,9 +28,9 @@ def call(box: "Sandbox", fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
         payload = cloudpickle.dumps((fn, args, kwargs))
     except Exception as exc:  # noqa: BLE001 - whatever cloudpickle cannot serialize
         raise CallError(f"cannot ship {getattr(fn, '__qualname__', fn)!r} to the worker: {exc}") from exc
-    got = box.collect(protocol.encode("call", [payload]), prepare_timeout(timeout, box.policy))
+    timeout_s = prepare_timeout(timeout, pool.policy)
+    got = pool.collect(protocol.encode("call", [payload]), timeout_s)
     if got.value is not None:
         return codec.decode(*got.value)
-    from .verdict import to_result
-    result = to_result(got, box.policy, prepare_timeout(timeout, box.policy))
+    result = to_result(got, pool.policy, timeout_s)
     raise CallError(f"the call failed ({result.reason}): {result.error or result.output}")

@@ -7,13 +7,15 @@ does (ignoring SIGTERM, forking, sleeping in C code) can outlive its run.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import selectors
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
@@ -22,6 +24,7 @@ from .policy import Policy
 from .results import Denial, File
 from .streams import TaggedReader
 
+T = TypeVar("T")
 _READ_CHUNK = 1 << 16
 #: After the worker exited, how long stray writers (escaped daemons) may keep pipes open.
 _EXIT_GRACE_S = 0.5
@@ -47,7 +50,7 @@ class Collected:
     ready: bool = False
     value: tuple[dict[str, Any], list[bytes]] | None = None
     killed: str | None = None
-    """Why the host killed the worker: ``timeout``, ``output_limit`` or ``protocol``."""
+    """Why the host killed the worker: ``timeout``, ``output_limit``, ``protocol`` or ``cancelled``."""
     exit: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     """Peak RSS and CPU the worker reported with ``done``."""
@@ -92,7 +95,50 @@ class RunIO:
         self.chan.close()
 
 
-def collect(ending: "Ending", io: RunIO, request: bytes | memoryview, timeout_s: float, policy: Policy) -> Collected:
+class Cancel:
+    """Cancels one run from another thread (an asyncio task that was cancelled): the run's
+    collection wakes up at once, kills it as if its deadline had passed, and returns."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def set(self) -> None:
+        with self._lock:
+            if not self._closed:
+                os.write(self._w, b"x")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
+                os.close(self._w)
+
+
+async def run_cancellable(run: Callable[[Cancel], T]) -> T:
+    """``run(cancel)`` in a worker thread; if the awaiting task is cancelled, the run is
+    killed at once (its slot freed) and the cancellation propagates."""
+    cancel = Cancel()
+
+    def in_thread() -> T:
+        try:
+            return run(cancel)
+        finally:  # here, not in the loop: a close racing the collect loop's wake-up would lose it
+            cancel.close()
+
+    task = asyncio.ensure_future(asyncio.to_thread(in_thread))
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+
+
+def collect(ending: "Ending", io: RunIO, request: bytes | memoryview, timeout_s: float, policy: Policy,
+            cancel: Cancel | None = None) -> Collected:
     """Send ``request`` (the rest of it, after :meth:`RunIO.send_early`), gather output
     until the run is over, enforce the limits.
 
@@ -103,7 +149,7 @@ def collect(ending: "Ending", io: RunIO, request: bytes | memoryview, timeout_s:
     deadline = started + timeout_s
     got = Collected()
     _send_request(io.chan, request, deadline)
-    _Reader(ending, io, got, policy).loop(deadline)
+    _Reader(ending, io, got, policy, cancel).loop(deadline)
     got.exit = ending.outcome(got)
     got.duration_s = time.monotonic() - started
     return got
@@ -152,7 +198,7 @@ def _send_request(chan: socket.socket, request: bytes | memoryview, deadline: fl
 
 
 class _Reader:
-    def __init__(self, ending: Ending, io: RunIO, got: Collected, policy: Policy) -> None:
+    def __init__(self, ending: Ending, io: RunIO, got: Collected, policy: Policy, cancel: Cancel | None) -> None:
         self.ending, self.io, self.got, self.policy = ending, io, got, policy
         limits = policy.limits
         self.decoder = protocol.Decoder(max_frame_bytes=limits.max_returned_file_bytes + _FRAME_SLACK)
@@ -163,6 +209,8 @@ class _Reader:
         self.selector.register(io.tagged_r, selectors.EVENT_READ, 3)
         self.selector.register(io.chan, selectors.EVENT_READ, 0)
         self.selector.register(ending.fd, selectors.EVENT_READ, -1)
+        if cancel is not None:
+            self.selector.register(cancel.fd, selectors.EVENT_READ, -2)
         self.open_streams = 4
         self.tagged = TaggedReader()
         self.unavailable: SandboxUnavailable | None = None
@@ -183,6 +231,9 @@ class _Reader:
                     if key.data == -1:
                         self.selector.unregister(key.fileobj)
                         stop_at = min(stop_at or float("inf"), time.monotonic() + _EXIT_GRACE_S)
+                    elif key.data == -2:
+                        self.selector.unregister(key.fileobj)
+                        self.kill("cancelled")
                     else:
                         self.read(key)
         finally:

@@ -1,36 +1,38 @@
-"""``Sandbox``: lifecycle of a pool of zygotes, runs, deadlines and results.
+"""``Sandbox``, the public facade, and the one-shot :func:`run` over shared warm Sandboxes.
 
-A ``Sandbox`` starts its zygote(s) once; each ``run()`` takes a pre-forked worker,
-streams its output back, enforces the deadline and returns a :class:`Result`.
-It is safe to share between threads; ``arun()`` is the asyncio face of ``run()``.
+A ``Sandbox`` starts its zygote(s) once (:mod:`sandbox.pool`); each ``run()`` takes a
+pre-forked worker, streams its output back, enforces the deadline and returns a
+:class:`Result`. It is safe to share between threads; ``arun()`` is the asyncio face
+of ``run()``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import json
 import os
-import tempfile
 import threading
-import weakref
 from pathlib import Path
 from typing import Any, Callable
 
 from . import call as call_module
-from . import protocol, rundirs
-from .collect import ProcessEnding, RunIO, collect
-from .errors import InputError, SandboxClosed, WorkerCrashed
+from .collect import Cancel, run_cancellable
+from .errors import InputError, SandboxClosed
 from .image import DEFAULT_IMAGE, Image, interpreter_for
-from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
-from .launcher import ZygoteLauncher
+from .inputs import FilesArg, encode_run
 from .policy import Policy
+from .pool import ZygotePool, check_count
 from .results import Result
+from .session import Session
 from .verdict import to_result
 
 
 class Sandbox:
     """A warm, confined Python runtime. Use as a context manager, or call ``close()``.
+
+    Safe to share between threads. The plumbing (zygotes, slots, run dirs, collecting
+    a run) lives in a private :class:`~sandbox.pool.ZygotePool`; this class is what
+    users call.
 
     Args:
         policy: policy name (``policies/<name>.toml``), path, or :class:`Policy`.
@@ -47,31 +49,21 @@ class Sandbox:
     def __init__(self, policy: "str | Path | Policy" = "default", image: "str | Path | Image" = DEFAULT_IMAGE,
                  *, pool_size: int = 1, max_concurrent: int | None = None, max_waiting: int | None = None,
                  interpreter: str | None = None, venv: "str | Path | None" = None) -> None:
+        self._pool: ZygotePool | None = None
         self.policy = Policy.load(policy)
+        """The policy every run of this Sandbox is confined by."""
         self.image = Image.load(image)
+        """The library set the zygote preloads and snippets may import."""
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 64:
             raise InputError(f"pool_size must be an int between 1 and 64 (got {pool_size!r})")
-        _check_count("max_concurrent", max_concurrent, minimum=1)
-        _check_count("max_waiting", max_waiting, minimum=0)
-        concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._waiting = threading.BoundedSemaphore(max_waiting) if max_waiting is not None else None
-        self._max_waiting = max_waiting
+        check_count("max_concurrent", max_concurrent, minimum=1)
+        check_count("max_waiting", max_waiting, minimum=0)
         if venv is not None and interpreter is not None:
             raise InputError("give venv or interpreter, not both")
-        self._interpreter = interpreter_for(venv) if venv is not None else interpreter
-        self._lock = threading.Lock()
-        self._closed = False
-        self._next = 0
-        self._zygotes: list[ZygoteLauncher | None] = [None] * pool_size
-        self._sessions: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._tmp_root = tempfile.mkdtemp(prefix="sandbox-")
-        try:
-            for index in range(pool_size):
-                self._zygote(index)
-        except BaseException:
-            self.close()
-            raise
+        concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
+        self._pool = ZygotePool(self.policy, self.image, size=pool_size, max_concurrent=concurrency,
+                                max_waiting=max_waiting,
+                                interpreter=interpreter_for(venv) if venv is not None else interpreter)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -81,50 +73,25 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        """Stop the zygotes and every worker; remove temp dirs. Idempotent."""
-        with self._lock:
-            self._closed = True
-            zygotes, self._zygotes = self._zygotes, [None] * len(self._zygotes)
-        for session in list(getattr(self, "_sessions", ())):
-            session.close()
-        for zygote in zygotes:
-            if zygote is not None:
-                zygote.close()
-        rundirs.remove(self._tmp_root)
+        """Stop the zygotes, every session and every worker; remove temp dirs. Idempotent."""
+        if self._pool is not None:
+            self._pool.close()
 
     def __del__(self) -> None:  # last resort: never leave a zygote behind
         try:
-            if not self._closed:
-                self.close()
+            self.close()
         except Exception:  # noqa: BLE001
             pass
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._pool is None or self._pool.closed
+
+    @property
     def zygote_pids(self) -> list[int]:
         """Pids of the running zygotes (for diagnostics and tests)."""
-        return [z.pid for z in self._zygotes if z is not None and z.alive]
-
-    def _zygote(self, index: int) -> ZygoteLauncher:
-        """The zygote of slot ``index``, restarted transparently if it died."""
-        with self._lock:
-            if self._closed:
-                raise SandboxClosed("this Sandbox is closed")
-            zygote = self._zygotes[index]
-            if zygote is not None and zygote.alive:
-                return zygote
-            self._zygotes[index] = None
-        if zygote is not None:
-            zygote.close(timeout=1.0)
-        fresh = ZygoteLauncher(self.policy, self.image, self._interpreter, run_root=self._tmp_root)
-        with self._lock:
-            if self._closed:
-                fresh.close()
-                raise SandboxClosed("this Sandbox is closed")
-            if self._zygotes[index] is None:
-                self._zygotes[index] = fresh
-                return fresh
-        fresh.close()  # another thread restarted it first
-        return self._zygote(index)
+        return self._pool.zygote_pids if self._pool is not None else []
 
     # -- runs ------------------------------------------------------------------------
     def run(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
@@ -136,93 +103,35 @@ class Sandbox:
                 in the work dir (a File with no name is named ``input_file_N.ext``).
             timeout: wall clock in seconds (default: the policy's ``limits.wall_seconds``).
         """
-        code = prepare_code(code, self.policy)
-        inputs = prepare_files(files, self.policy)
-        timeout_s = prepare_timeout(timeout, self.policy)
-        blobs = [code.encode("utf-8"), *(f.data for f in inputs)]
-        request = protocol.encode("run", blobs, files=[{"name": f.name, "mime_type": f.mime_type} for f in inputs])
-        return self.execute(request, timeout_s)
+        return self._run(code, files, timeout, None)
 
     async def arun(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
-        """``run()`` for asyncio: the run happens in a worker thread, the loop stays free."""
-        return await asyncio.to_thread(self.run, code, files, timeout)
+        """``run()`` for asyncio: the run happens in a worker thread, the loop stays free.
+
+        Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills the run's
+        process tree at once and frees its slot; the cancellation then propagates."""
+        return await run_cancellable(lambda cancel: self._run(code, files, timeout, cancel))
+
+    def _run(self, code: str, files: FilesArg, timeout: float | None, cancel: Cancel | None) -> Result:
+        request, timeout_s = encode_run(code, files, timeout, self.policy)
+        return to_result(self._open_pool().collect(request, timeout_s, cancel), self.policy, timeout_s)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` in a confined worker and return its value (see sandbox.call)."""
-        return call_module.call(self, fn, args, kwargs)
+        """Run ``fn(*args, **kwargs)`` in a confined worker and return its value (see :mod:`sandbox.call`).
 
-    def session(self) -> Any:
+        The function travels in with cloudpickle; its value comes back as JSON plus raw
+        bytes (never pickled). Raises :class:`~sandbox.CallError` if it raised or the run failed."""
+        return call_module.call(self._open_pool(), fn, args, kwargs)
+
+    def session(self) -> Session:
         """A stateful session: globals persist between its runs (see :mod:`sandbox.session`)."""
-        from .session import Session
-        if self._closed:
+        return Session(self._open_pool())
+
+    def _open_pool(self) -> ZygotePool:
+        if self._pool is None:
             raise SandboxClosed("this Sandbox is closed")
-        return Session(self)
-
-    def execute(self, request: bytes, timeout_s: float) -> Result:
-        """Run one encoded request frame (``run`` or ``call``) through a worker."""
-        return to_result(self.collect(request, timeout_s), self.policy, timeout_s)
-
-    def collect(self, request: bytes, timeout_s: float) -> Any:
-        """Like execute() but returns the raw Collected (for call())."""
-        if self._closed:
-            raise SandboxClosed("this Sandbox is closed")
-        self._take_slot()
-        try:
-            return self._collect_once(request, timeout_s)
-        finally:
-            self._slots.release()
-
-    def _take_slot(self) -> None:
-        """A run slot; with ``max_waiting``, at most that many callers wait for one."""
-        if self._slots.acquire(blocking=False):
-            return
-        if self._waiting is not None and not self._waiting.acquire(blocking=False):
-            raise InputError(f"too many runs waiting (max_waiting={self._max_waiting}); retry later "
-                             "or raise max_waiting/max_concurrent")
-        try:
-            self._slots.acquire()
-        finally:
-            if self._waiting is not None:
-                self._waiting.release()
-
-    def _collect_once(self, request: bytes, timeout_s: float) -> Any:
-        if self._closed:  # closed while this caller waited for its slot
-            raise SandboxClosed("this Sandbox is closed")
-        io = RunIO()
-        try:
-            sent = io.send_early(request)
-            spawned = self.spawn(io.worker_fds())  # its run dir is the zygote's to make and remove
-            io.close_worker_ends()
-            try:
-                return collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy)
-            finally:
-                os.close(spawned.pidfd)
-        finally:
-            io.close()
-
-    def make_run_dir(self) -> tuple[str, str, str]:
-        """A private (run dir, work dir, tmp dir) under this Sandbox's temp root (for sessions)."""
-        try:
-            made = rundirs.make(self._tmp_root)
-        except OSError as exc:
-            if self._closed:
-                raise SandboxClosed("this Sandbox is closed") from exc
-            raise rundirs.unavailable(f"a run directory in {self._tmp_root}", exc) from exc
-        return made.path, made.workdir, made.tmpdir
-
-    def spawn(self, fds: list[int], workdir: str | None = None, tmpdir: str | None = None) -> Any:
-        """A confined worker holding ``fds``, from the next zygote of the pool."""
-        with self._lock:
-            index = self._next % len(self._zygotes)
-            self._next += 1
-        for attempt in (1, 2):  # a dead zygote is restarted once, transparently
-            zygote = self._zygote(index)
-            try:
-                return zygote.spawn(fds, workdir, tmpdir)
-            except WorkerCrashed:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        self._pool.check_open()
+        return self._pool
 
 
 _shared: dict[str, Sandbox] = {}
@@ -247,7 +156,7 @@ def shared_sandbox(policy: "str | Path | Policy" = "default",
     key = json.dumps([pol.to_dict(), img.to_dict()], sort_keys=True)
     with _shared_lock:
         box = _shared.get(key)
-        if box is None or box._closed:
+        if box is None or box.closed:
             box = _shared[key] = Sandbox(pol, img)
             if len(_shared) == 1:
                 atexit.register(close_shared)
@@ -261,10 +170,3 @@ def close_shared() -> None:
         _shared.clear()
     for box in boxes:
         box.close()
-
-
-def _check_count(name: str, value: object, minimum: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")

@@ -12,6 +12,7 @@ import math
 import textwrap
 from typing import Iterable, Mapping, Union
 
+from . import protocol
 from .errors import InputError
 from .filetypes import MIME_EXTENSIONS
 from .policy import Policy
@@ -153,3 +154,13 @@ def _as_bytes(data: object, name: object) -> bytes:
 
 def _bad_name(name: object) -> File:
     raise InputError(f"input file name must be str (got {type(name).__name__}: {name!r})")
+
+
+def encode_run(code: object, files: FilesArg, timeout: object, policy: Policy) -> tuple[bytes, float]:
+    """The ``run`` request frame for ``code`` and ``files``, and the run's timeout in seconds."""
+    text = prepare_code(code, policy)
+    inputs = prepare_files(files, policy)
+    timeout_s = prepare_timeout(timeout, policy)
+    blobs = [text.encode("utf-8"), *(f.data for f in inputs)]
+    meta = [{"name": f.name, "mime_type": f.mime_type} for f in inputs]
+    return protocol.encode("run", blobs, files=meta), timeout_s

@@ -145,13 +145,13 @@ class ZygoteLauncher:
     def alive(self) -> bool:
         return self._dead is None
 
-    def spawn(self, fds: list[int], workdir: str | None = None, tmpdir: str | None = None) -> Spawned:
+    def spawn(self, fds: list[int], run_dir: rundirs.RunDir | None = None) -> Spawned:
         """Ask the zygote for a worker holding ``fds``; returns once the worker has them.
 
-        Without ``workdir``/``tmpdir`` the worker is a pre-forked one, already confined
-        in a run dir the zygote made (and removes); a session root names its own.
+        Without ``run_dir`` the worker is a pre-forked one, already confined in a run
+        dir the zygote made (and removes); a session root is given its own.
         """
-        dirs = {"workdir": workdir, "tmpdir": tmpdir} if workdir is not None else {}
+        dirs = {"workdir": run_dir.workdir, "tmpdir": run_dir.tmpdir} if run_dir is not None else {}
         run_id = next(self._ids)
         future: Future = Future()
         with self._lock:

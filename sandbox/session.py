@@ -34,7 +34,6 @@ Limits (``[session]`` in the policy):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import math
@@ -47,16 +46,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import protocol, rundirs
+from .collect import Cancel, Ending, RunIO, collect, kill_worker, run_cancellable
+from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
+from .inputs import FilesArg, encode_run
+from .policy import Policy
+from .results import Outcome, Result
 from .session_memory import MemoryBudget
 from .session_reaper import reaper
-from .collect import Ending, RunIO, collect, kill_worker
-from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
-from .inputs import FilesArg, prepare_code, prepare_files, prepare_timeout
-from .results import Outcome, Result
 from .verdict import to_result
 
 if TYPE_CHECKING:
-    from .core import Sandbox
+    from .pool import ZygotePool
 
 _OPEN_TIMEOUT_S = 60.0
 _REPLY_TIMEOUT_S = 10.0
@@ -73,21 +73,22 @@ class Checkpoint:
 class _Container:
     """One confined session worker (root + frozen states), shared by a session and its branches."""
 
-    def __init__(self, box: "Sandbox") -> None:
-        self.box = box
+    def __init__(self, pool: "ZygotePool") -> None:
+        self.pool = pool
+        self.policy: Policy = pool.policy
         self.lock = threading.RLock()  # close() may run inside a request that found the worker gone
         self.seq = 0
         self.users = 0
         self.closed = False
         self.memory = MemoryBudget(self)
-        self.run_dir, workdir, tmpdir = box.make_run_dir()
+        self.run_dir = pool.make_run_dir()
         self.ctl, ctl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         io = RunIO()
         try:
-            self.spawned = box.spawn([*io.worker_fds(), ctl_worker.fileno()], workdir, tmpdir)
+            self.spawned = pool.spawn([*io.worker_fds(), ctl_worker.fileno()], self.run_dir)
             io.close_worker_ends()
             ctl_worker.close()
-            got = collect(_OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, box.policy)
+            got = collect(_OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, self.policy)
             if not got.done:
                 stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
                 raise WorkerCrashed(f"the session worker failed to start: {got.error or stderr or got.killed}")
@@ -100,27 +101,27 @@ class _Container:
     def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         """One command to the session root and its reply."""
         with self.lock:
-            self._check_open()
-            self._send(kind, **fields)
+            self.check_open()
+            self.send(kind, **fields)
             header, _fds = self._receive()
         if header.get("error"):
             raise SessionError(header["error"])
         return header
 
-    def run(self, line: int, request: bytes, timeout_s: float) -> Result:
+    def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> Result:
         with self.lock:
-            self._check_open()
+            self.check_open()
             self.seq += 1
             io = RunIO()
             try:
-                self._send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
+                self.send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
                 io.close_worker_ends()
-                got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.box.policy)
+                got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
             finally:
                 io.close()
             committed = "previous" in got.exit and not got.exit.get("lost") and not got.exit.get("rolled_back")
             over = self.memory.keep_or_undo(got.exit) if committed else None
-        result = to_result(got, self.box.policy, timeout_s)
+        result = to_result(got, self.policy, timeout_s)
         if got.exit.get("lost"):
             self.close()
         result = dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
@@ -129,7 +130,7 @@ class _Container:
                                          error=self.memory.message(over, "this run"), rolled_back=True)
         return result
 
-    def _send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
+    def send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
         try:
             protocol.send_packet(self.ctl, kind, fds=fds, **fields)
         except OSError as exc:
@@ -148,7 +149,7 @@ class _Container:
             if not self.closed:
                 self.ctl.settimeout(None)
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self.closed:
             raise SandboxClosed("this session is closed")
 
@@ -168,7 +169,7 @@ class _Container:
             if spawned is not None:
                 os.close(spawned.pidfd)
             self.ctl.close()
-            rundirs.remove(self.run_dir)
+            rundirs.remove(self.run_dir.path)
 
 
 class _OpenEnding(Ending):
@@ -214,9 +215,10 @@ class _RunEnding(Ending):
 class Session:
     """A stateful session (see the module docstring). Thread-safe; runs are serialized."""
 
-    def __init__(self, box: "Sandbox", *, _container: _Container | None = None, _line: int = 0) -> None:
-        self._box = box
-        self._container = _container or _Container(box)
+    def __init__(self, pool: "ZygotePool", *, _container: _Container | None = None, _line: int = 0) -> None:
+        self._pool = pool
+        self._policy = pool.policy
+        self._container = _container or _Container(pool)
         self._container.users += 1
         self._line = _line
         self._closed = False
@@ -226,7 +228,7 @@ class Session:
         self.id = uuid.uuid4().hex
         """Opaque id, for adapters that key sessions by conversation."""
         self.created = self.last_used = time.monotonic()
-        box._sessions.add(self)
+        pool.track(self)
         reaper.watch(self)
 
     def __enter__(self) -> "Session":
@@ -241,19 +243,17 @@ class Session:
         A run whose new state would put the session over ``session.max_memory_mb`` is
         rolled back: ``reason="memory_limit"``, ``rolled_back=True``.
         """
-        with self._in_use():
-            policy = self._box.policy
-            code = prepare_code(code, policy)
-            inputs = prepare_files(files, policy)
-            timeout_s = prepare_timeout(timeout, policy)
-            blobs = [code.encode("utf-8"), *(f.data for f in inputs)]
-            request = protocol.encode("run", blobs, files=[{"name": f.name, "mime_type": f.mime_type}
-                                                           for f in inputs])
-            return self._container.run(self._line, request, timeout_s)
+        return self._run(code, files, timeout, None)
 
     async def arun(self, code: str, files: FilesArg = None, timeout: float | None = None) -> Result:
-        """``run()`` for asyncio."""
-        return await asyncio.to_thread(self.run, code, files, timeout)
+        """``run()`` for asyncio. Cancelling the task kills the run at once; the session rolls
+        back to its state before it (as after a timeout), and the cancellation propagates."""
+        return await run_cancellable(lambda cancel: self._run(code, files, timeout, cancel))
+
+    def _run(self, code: str, files: FilesArg, timeout: float | None, cancel: Cancel | None) -> Result:
+        with self._in_use():
+            request, timeout_s = encode_run(code, files, timeout, self._policy)
+            return self._container.run(self._line, request, timeout_s, cancel)
 
     def checkpoint(self) -> Checkpoint:
         """Keep the current state alive and return a handle on it.
@@ -292,7 +292,7 @@ class Session:
         with self._in_use():
             self._container.memory.refuse_if_over("fork()")
             reply = self._container.request("branch", line=self._line)
-            return Session(self._box, _container=self._container, _line=reply["line"])
+            return Session(self._pool, _container=self._container, _line=reply["line"])
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent."""
@@ -301,7 +301,7 @@ class Session:
                 return
             self._closed = True
         try:
-            self._box._sessions.discard(self)
+            self._pool.untrack(self)
             container = self._container
             container.users -= 1
             if container.users <= 0:
@@ -329,12 +329,12 @@ class Session:
         """``time.monotonic()`` at which the idle or lifetime limit closes this session (inf while in use)."""
         if self._active or self._closed:
             return math.inf
-        limits = self._box.policy.session
+        limits = self._policy.session
         return min(self.last_used + limits.idle_seconds, self.created + limits.max_lifetime_seconds)
 
     def _expired(self, now: float) -> str | None:
         """Why the session must close now (the message its next use raises), or None."""
-        limits, name = self._box.policy.session, self._box.policy.name
+        limits, name = self._policy.session, self._policy.name
         if now - self.last_used > limits.idle_seconds:
             return f"session closed after {limits.idle_seconds:g} s idle (policy {name!r}: session.idle_seconds)"
         if now - self.created > limits.max_lifetime_seconds:
@@ -342,7 +342,7 @@ class Session:
                     f"(policy {name!r}: session.max_lifetime_seconds)")
         return None
 
-    def _expire(self) -> None:
+    def expire_if_due(self) -> None:
         """Called by the reaper: close the session if a limit has passed and no call is in progress."""
         with self._lock:
             if self._active or self._closed:

@@ -83,11 +83,11 @@ class MemoryBudget:
     def refuse_if_over(self, action: str) -> None:
         """Raise SessionMemoryError if the session is over the limit (before ``action``)."""
         with self.container.lock:
-            self.container._check_open()
+            self.container.check_open()
             usage = self._over_limit(None)
         if usage is not None:
             raise SessionMemoryError(self.message(usage, action), held_mb=usage.held_mb,
-                                     limit_mb=self.container.box.policy.session.max_memory_mb)
+                                     limit_mb=self.container.policy.session.max_memory_mb)
 
     def keep_or_undo(self, facts: dict[str, Any]) -> Usage | None:
         """After a committed run: keep it (settle) if the session fits; else go back (undo), return the usage."""
@@ -95,7 +95,7 @@ class MemoryBudget:
         usage = self._over_limit(previous)
         try:
             if usage is None:
-                self.container._send("settle")  # no reply: the root frees the previous state
+                self.container.send("settle")  # no reply: the root frees the previous state
             else:
                 self.container.request("undo")
         except SandboxClosed:
@@ -107,7 +107,7 @@ class MemoryBudget:
 
         ``previous``: a state the root frees if the run is kept (its private pages do not count).
         """
-        limit = self.container.box.policy.session.max_memory_mb
+        limit = self.container.policy.session.max_memory_mb
         usage = measure(self.container.spawned.pid, limit, previous, self.rollups)
         if usage.held_kib <= limit * 1024:
             return None
@@ -123,7 +123,7 @@ class MemoryBudget:
 
     def message(self, usage: Usage, action: str) -> str:
         """The error text: measured value, limit, the policy key, what happened and what to do."""
-        policy = self.container.box.policy
+        policy = self.container.policy
         if action == "this run":
             held = f"the session would hold {usage.held_mb:.0f} MB after this run"
             outcome = "the run was rolled back (the session is at its state before it)"

@@ -6,7 +6,7 @@ at least one session is open (started by the first, ended when the last closes, 
 held weakly, so a dropped Session is still collected (and closed by its ``__del__``).
 
 The decision "expired, and no call in progress" is made under the session's own lock
-(see ``Session._expire``), so a run that starts concurrently either wins (the session
+(see ``Session.expire_if_due``), so a run that starts concurrently either wins (the session
 is busy, not idle) or sees the session closed with the usual clear error.
 """
 
@@ -29,7 +29,7 @@ class Reaper:
         self._thread: threading.Thread | None = None
 
     def watch(self, session: Any) -> None:
-        """Start watching ``session`` (it has ``expires_at()`` and ``_expire()``)."""
+        """Start watching ``session`` (it has ``expires_at()`` and ``expire_if_due()``)."""
         with self._cond:
             self._sessions.add(session)
             if self._thread is None:
@@ -73,7 +73,7 @@ class Reaper:
                     continue
                 del sessions
             for session in due:  # outside the lock: closing talks to the session worker
-                session._expire()
+                session.expire_if_due()
             del due
 
 

@@ -30,6 +30,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
     if got.killed == "output_limit":
         return (Outcome.FAILED, "output_limit",
                 f"output limit of {policy.limits.max_output_bytes} bytes exceeded ({where}: limits.max_output_bytes)")
+    if got.killed == "cancelled":
+        return Outcome.FAILED, "cancelled", "the run was cancelled by the caller"
     if got.killed == "protocol":
         return Outcome.FAILED, "crashed", got.error
     if got.error is not None:

@@ -55,7 +55,7 @@ def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
                 in_use.add(os.path.dirname(psutil.Process(pid).cwd()))
             except psutil.Error:
                 pass
-        left = sorted(d for d in os.listdir(sb._tmp_root) if os.path.join(sb._tmp_root, d) not in in_use)
+        left = sorted(d for d in os.listdir(sb._pool.temp_root) if os.path.join(sb._pool.temp_root, d) not in in_use)
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)

@@ -134,7 +134,7 @@ def test_zygote_killed_mid_run_fails_the_run_clearly():
 def test_closed_sandbox_refuses_and_leaves_nothing():
     sb = sandbox.Sandbox()
     pids = sb.zygote_pids
-    root = sb._tmp_root
+    root = sb._pool.temp_root
     sb.close()
     sb.close()  # idempotent
     with pytest.raises(sandbox.SandboxClosed):

@@ -19,7 +19,7 @@ def _waiting_workers(box) -> list[int]:
     found = []
     for pid in descendants(box):
         try:
-            if psutil.Process(pid).cwd().startswith(box._tmp_root):
+            if psutil.Process(pid).cwd().startswith(box._pool.temp_root):
                 found.append(pid)
         except psutil.Error:
             pass
@@ -41,7 +41,7 @@ def test_waiting_workers_are_already_confined(box):
 def test_a_runs_files_are_gone_when_its_result_is_back(box):
     r = box.run("import os\nos.makedirs('sub/deeper')\nopen('sub/deeper/big.bin', 'wb').write(b'x' * (1 << 20))\n"
                 "open(os.environ['TMPDIR'] + '/scratch', 'w').write('s')\nprint(os.getcwd())")
-    assert r.stdout.startswith(box._tmp_root)
+    assert r.stdout.startswith(box._pool.temp_root)
     workdir = r.stdout.strip()
     # No waiting: the worker emptied its dirs before its streams closed.
     leftovers = [os.path.join(d, f) for d, _, files in os.walk(os.path.dirname(workdir)) for f in files]

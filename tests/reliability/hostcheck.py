@@ -156,7 +156,7 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
                 cwd = proc.cwd()
             except psutil.Error:
                 continue
-            if cwd.startswith(sb._tmp_root) and os.path.isdir(cwd) \
+            if cwd.startswith(sb._pool.temp_root) and os.path.isdir(cwd) \
                     and (marker is None or os.path.exists(os.path.join(cwd, marker))):
                 found.append(proc)
     pids = {p.pid for p in found}

@@ -437,7 +437,7 @@ def test_runs_cut_short_by_close_say_the_sandbox_was_closed():
 def test_caller_scheduled_after_close_gets_sandbox_closed():
     sb = sandbox.Sandbox(max_concurrent=1)
     entered, release = threading.Event(), threading.Event()
-    real_slots = sb._slots
+    real_slots = sb._pool.slots
 
     class Gate:
         """The slot semaphore, but the caller is descheduled until close() has returned."""
@@ -449,7 +449,7 @@ def test_caller_scheduled_after_close_gets_sandbox_closed():
 
         def release(self):
             return real_slots.release()
-    sb._slots = Gate()
+    sb._pool.slots = Gate()
     results, threads = _in_threads(sb, ["print(1)"])
     assert entered.wait(10)
     sb.close()
