@@ -2,9 +2,11 @@
 
 An image manifest pins the libraries a snippet may import (and their versions),
 names the import roots a snippet may use, and lists what the zygote preloads. Every
-key of a manifest is a field of :class:`Image` or :class:`Library` below; an unknown
-key or a value of the wrong type is an :class:`~sandbox.errors.ImageError` naming the
-file, the dotted key, what was expected and what came.
+key of a manifest is a field of :class:`Image` or :class:`Library` below, validated by
+:mod:`sandbox.schema` like a policy: an unknown key or a bad value is an
+:class:`~sandbox.errors.ImageError` naming the file, the dotted key, what was expected
+and what came. An Image built in code is taken as given (unlike a Policy): tests build
+odd ones on purpose; the zygote rebuilds every image with :meth:`Image.from_dict`.
 
 Environment side (no library is imported for any of these):
 
@@ -25,11 +27,11 @@ import os
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from . import datafiles
+from . import datafiles, schema
 from .errors import ImageError
 
 #: Shipped images: the repo's top-level folder in a checkout, package data in a wheel.
@@ -37,15 +39,35 @@ IMAGE_DIR = datafiles.shipped_dir("images")
 DEFAULT_IMAGE = "vertex"
 
 
+def _is_module(name: str) -> bool:
+    return all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split("."))
+
+
+def _is_pin(text: str) -> bool:
+    return bool(text) and not any(c in text for c in " ;=<>!~,[]@")
+
+
+def _is_python_version(text: str) -> bool:
+    parts = text.split(".")
+    return not text or (len(parts) == 2 and all(p.isdigit() for p in parts))
+
+
+#: An import root or module: dotted identifiers (``google.protobuf``), checked item by item in lists.
+Module = Annotated[schema.NonEmptyStr, schema.Check("hold dotted module names", _is_module)]
+
+#: A distribution name or an exact version, as pip takes them after ``name==`` (no specifiers).
+Pin = Annotated[str, schema.Check("be a bare name / exact version", _is_pin)]
+
+
 @dataclass(frozen=True)
 class Library:
     """One pinned distribution of an image."""
 
-    distribution: str
+    distribution: Pin
     """Name on the package index, e.g. ``scikit-learn``."""
-    version: str
+    version: Pin
     """Pinned version, e.g. ``1.9.1``."""
-    imports: tuple[str, ...]
+    imports: tuple[Module, ...]
     """Import roots a snippet may use, e.g. ``("sklearn",)``; a dotted root names a part of
     a namespace package (``"google.protobuf"``: ``google.cloud`` stays unimportable)."""
 
@@ -55,21 +77,21 @@ class Library:
         return f"{self.distribution}=={self.version}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Image:
-    """A named library set."""
+    """A named library set. Keys are in alphabetical order, as error messages list them."""
 
-    name: str
-    """Image name (the manifest's file stem)."""
     description: str = ""
-    python: str = ""
-    """The ``major.minor`` Python version the pins were verified on (``""``: not stated)."""
-    libraries: tuple[Library, ...] = ()
-    extra_imports: tuple[str, ...] = ()
+    extra_imports: tuple[Module, ...] = ()
     """Import roots a snippet may use beyond the libraries' own (e.g. a dependency the
     service happens to ship); empty in the shipped images, see their comments."""
-    preload: tuple[str, ...] = field(default=())
-    """Modules the zygote imports before forking workers."""
+    libraries: tuple[Library, ...] = ()
+    name: str
+    """Image name (the manifest's file stem)."""
+    preload: Annotated[tuple[Module, ...], schema.InTable("modules")] = ()
+    """Modules the zygote imports before forking workers (in the file: ``[preload]`` ``modules = [...]``)."""
+    python: Annotated[str, schema.Check("be a 'major.minor' version like '3.11'", _is_python_version)] = ""
+    """The ``major.minor`` Python version the pins were verified on (``""``: not stated)."""
 
     @property
     def allowed_roots(self) -> frozenset[str]:
@@ -98,42 +120,22 @@ class Image:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Image":
         """Build from plain data, validating every key."""
-        allowed = {"name", "description", "python", "libraries", "extra_imports", "preload"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ImageError(f"{source}: unknown key {unknown[0]} (allowed: {', '.join(sorted(allowed))})")
-        name = _string(data.get("name"), source, "name")
-        description = _string(data.get("description", ""), source, "description")
-        libs_raw = data.get("libraries", [])
-        if not isinstance(libs_raw, list):
-            raise ImageError(f"{source}: libraries must be a list of tables (got {libs_raw!r})")
-        libraries = tuple(_library(raw, source, f"libraries[{i}]") for i, raw in enumerate(libs_raw))
-        _unique(libraries, source)
-        python = _string(data.get("python", ""), source, "python")
-        if python and not _is_python_version(python):
-            raise ImageError(f"{source}: python must be a 'major.minor' version like '3.11' (got {python!r})")
-        extra_imports = _modules(data.get("extra_imports", []), source, "extra_imports")
-        preload_raw = data.get("preload", {})
-        if isinstance(preload_raw, Mapping):
-            extra = sorted(set(preload_raw) - {"modules"})
-            if extra:
-                raise ImageError(f"{source}: unknown key preload.{extra[0]} (allowed: modules)")
-            preload_raw = preload_raw.get("modules", [])
-        preload = _modules(preload_raw, source, "preload.modules")
-        return cls(name=name, description=description, python=python, libraries=libraries,
-                   extra_imports=extra_imports, preload=preload)
+        return schema.build(cls, data, source=source, error=ImageError)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; ``Image.from_dict(i.to_dict()) == i``."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "python": self.python,
-            "libraries": [{"distribution": lib.distribution, "version": lib.version, "imports": list(lib.imports)}
-                          for lib in self.libraries],
-            "extra_imports": list(self.extra_imports),
-            "preload": {"modules": list(self.preload)},
-        }
+        return schema.to_dict(self)
+
+    def cross_check(self, prefix: str) -> str | None:
+        """No distribution is pinned twice (:mod:`sandbox.schema` calls this after the keys)."""
+        seen: dict[str, int] = {}
+        for i, lib in enumerate(self.libraries):
+            norm = _normalize(lib.distribution)
+            if norm in seen:
+                return (f"{prefix}libraries[{i}].distribution {lib.distribution!r} "
+                        f"repeats {prefix}libraries[{seen[norm]}]")
+            seen[norm] = i
+        return None
 
 
 def available_images() -> list[str]:
@@ -145,60 +147,9 @@ def _resolve(name_or_path: "str | Path") -> Path:
     return datafiles.resolve(name_or_path, IMAGE_DIR, "image", ImageError)
 
 
-def _string(value: Any, source: str, key: str) -> str:
-    if not isinstance(value, str):
-        raise ImageError(f"{source}: {key} must be a string (got {value!r})")
-    return value
-
-
-def _strings(value: Any, source: str, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ImageError(f"{source}: {key} must be a list of non-empty strings (got {value!r})")
-    return tuple(value)
-
-
-def _library(raw: Any, source: str, key: str) -> Library:
-    if not isinstance(raw, Mapping):
-        raise ImageError(f"{source}: {key} must be a table (got {raw!r})")
-    unknown = sorted(set(raw) - {"distribution", "version", "imports"})
-    if unknown:
-        raise ImageError(f"{source}: unknown key {key}.{unknown[0]} (allowed: distribution, imports, version)")
-    distribution = _string(raw.get("distribution"), source, f"{key}.distribution")
-    version = _string(raw.get("version"), source, f"{key}.version")
-    for sub, value in (("distribution", distribution), ("version", version)):
-        if not value or any(c in value for c in " ;=<>!~,[]@"):
-            raise ImageError(f"{source}: {key}.{sub} must be a bare name / exact version "
-                             f"(got {value!r})")
-    return Library(distribution=distribution, version=version,
-                   imports=_modules(raw.get("imports"), source, f"{key}.imports"))
-
-
-def _modules(value: Any, source: str, key: str) -> tuple[str, ...]:
-    names = _strings(value, source, key)
-    for name in names:
-        if not all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split(".")):
-            raise ImageError(f"{source}: {key} must hold dotted module names (got {name!r})")
-    return names
-
-
-def _unique(libraries: tuple[Library, ...], source: str) -> None:
-    seen: dict[str, int] = {}
-    for i, lib in enumerate(libraries):
-        norm = _normalize(lib.distribution)
-        if norm in seen:
-            raise ImageError(f"{source}: libraries[{i}].distribution {lib.distribution!r} "
-                             f"repeats libraries[{seen[norm]}]")
-        seen[norm] = i
-
-
 def _normalize(distribution: str) -> str:
     """PEP 503 name normalization: ``PyPDF2`` and ``pypdf2``, ``a_b`` and ``a-b`` are one name."""
     return "-".join(distribution.lower().replace("_", "-").replace(".", "-").split("-"))
-
-
-def _is_python_version(text: str) -> bool:
-    parts = text.split(".")
-    return len(parts) == 2 and all(p.isdigit() for p in parts)
 
 
 # --------------------------------------------------------------------------- environment
