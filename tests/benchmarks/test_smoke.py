@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import SUITE, __main__ as bench_main, alternatives, report, workloads  # noqa: E402
+from sandbox.bench import SUITE, alternatives, report, suite, workloads
 
 #: Enough to exercise every code path of the scripts, fast enough for CI.
 TINY = ["--quick", "--runners", "in-process,sandbox default,sandbox pool_size=1"]
@@ -31,7 +28,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", SUITE)
 def test_script_runs_tiny(name: str, out: Path, capsys: pytest.CaptureFixture) -> None:
-    assert bench_main.main([name, *TINY, "--out", str(out)]) == 0
+    assert suite.main([name, *TINY, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     data = json.loads((out / f"{name}.json").read_text())
     assert data["benchmark"] == name and data["quick"] is True

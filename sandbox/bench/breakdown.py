@@ -1,6 +1,6 @@
 """Where the time of a run goes: each step of the host, the zygote and the worker, timed inside.
 
-    python -m benchmarks breakdown [--quick]
+    sandbox bench breakdown [--quick]
 
 The zygote is started through a wrapper interpreter (``Sandbox(interpreter=...)``)
 that wraps the core's internal steps (``sandbox.inside.worker``, ``sandbox.inside.zygote``,
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
+from sandbox import bootstrap, core
 from sandbox import collect as collect_module
-from sandbox import core
 
 from . import common
 from .workloads import BUSY
@@ -93,9 +93,11 @@ class Probe:
         Path(inject).write_text(_INJECT, encoding="utf-8")
         self.interpreter = os.path.join(self.dir, "python")
         # The launcher runs: INTERPRETER -I -B -c BOOTSTRAP; keep the bootstrap, run it after the wrapping.
+        # The wrapper imports the package as the bootstrap does (its private import root, never the folder
+        # that holds it), so the wrapped modules are the ones the zygote uses, installed or in a checkout.
         Path(self.interpreter).write_text(
-            f'#!/bin/sh\nfor last; do :; done\nexec {sys.executable} -B {inject} {self.log} '
-            f'{common.ROOT} "$last"\n', encoding="utf-8")
+            f'#!/bin/sh\nfor last; do :; done\nexec {sys.executable} -I -B {inject} {self.log} '
+            f'{bootstrap.import_root()} "$last"\n', encoding="utf-8")
         os.chmod(self.interpreter, 0o700)
         self.host: list[tuple[str, float, float]] = []
         self._undo: list[tuple[Any, str, Any]] = []
@@ -263,11 +265,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="x", which="both", alpha=0.3)
     common.save_figure(fig, settings, "breakdown")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

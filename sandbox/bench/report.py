@@ -1,23 +1,26 @@
-"""Render the generated part of benchmarks/README.md from the JSON results.
+"""Render the generated part of a README from the JSON results.
 
-    python -m benchmarks report
+    sandbox bench report [--out DIR]
 
-Everything between the ``generated`` markers of the README is rewritten: the machine
-and its load during each benchmark, the targets with what was measured and a verdict,
-and every benchmark's table with its plot. The prose around the markers (why a
-target is missed, where the time goes) is written by hand.
+Which README: the checkout's ``benchmarks/README.md`` when the results are its
+``benchmarks/results`` (the numbers the repository publishes), else ``DIR/README.md``
+beside the results (created if missing). Everything between the ``generated`` markers
+of the README is rewritten: the machine and its load during each benchmark, the
+targets with what was measured and a verdict, and every benchmark's table with its
+plot. The prose around the markers (why a target is missed, where the time goes) is
+written by hand.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
-from . import SUITE, common
+from . import SUITE, common, options
 
-README = common.HERE / "README.md"
-BEGIN, END = "<!-- generated:begin (python -m benchmarks report) -->", "<!-- generated:end -->"
+BEGIN, END = "<!-- generated:begin (sandbox bench report) -->", "<!-- generated:end -->"
 TABLES = {
     "latency": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "runs_per_s", "x_sandbox", "bad"),
     "concurrency": ("runner", "clients", "runs", "runs_per_s", "p50_ms", "p90_ms", "p99_ms"),
@@ -107,7 +110,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
 def machine_section(results: Results) -> str:
     any_result = next((r for r in results.values() if r), None)
     if any_result is None:
-        return "_No results yet: run `python -m benchmarks`._"
+        return "_No results yet: run `sandbox bench`._"
     m = any_result["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
              f"Python {m['python']}, commit {m['commit']}.", "",
@@ -121,7 +124,8 @@ def machine_section(results: Results) -> str:
     return "\n".join(lines)
 
 
-def render(results: Results) -> str:
+def render(results: Results, out: Path, readme: Path) -> str:
+    """The generated block: machine and load, targets, each benchmark's table and plot (linked from ``readme``)."""
     parts = [BEGIN, "", "### Machine and load", "", machine_section(results), "", "### Targets", "",
              common.markdown(targets(results), ("target", "measured", "verdict", "detail"))]
     for name in SUITE:
@@ -131,24 +135,34 @@ def render(results: Results) -> str:
         parts += ["", f"### {name}", "", common.markdown(data["rows"], TABLES[name])]
         if data.get("skipped"):
             parts += ["", "Not run here: " + "; ".join(f"{k}: {v}" for k, v in data["skipped"].items())]
-        if (README.parent / "results" / f"{name}.png").exists():
-            parts += ["", f"![{name}](results/{name}.png)"]
+        plot = out / f"{name}.png"
+        if plot.exists():
+            parts += ["", f"![{name}]({Path(os.path.relpath(plot, readme.parent)).as_posix()})"]
     parts += ["", END]
     return "\n".join(parts)
 
 
-def main(out: Path = common.RESULTS, readme: Path = README) -> Path:
-    """Rewrite the generated section of ``readme`` from the results in ``out``."""
+def readme_for(out: Path) -> Path:
+    """The checkout's benchmarks/README.md for its benchmarks/results, else ``out/README.md``."""
+    root = options.checkout()
+    if root is not None and out.resolve() == (root / "benchmarks" / "results").resolve():
+        return root / "benchmarks" / "README.md"
+    return out / "README.md"
+
+
+def main(out: Path | None = None, readme: Path | None = None) -> Path:
+    """Rewrite the generated section of ``readme`` (default: :func:`readme_for`) from the results in ``out``."""
+    out = options.default_out() if out is None else out
+    readme = readme_for(out) if readme is None else readme
     results = {name: common.read_result(name, out) for name in SUITE}
-    block = render(results)
+    block = render(results, out, readme)
     text = readme.read_text(encoding="utf-8") if readme.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         text = head + block + rest.split(END, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
+    readme.parent.mkdir(parents=True, exist_ok=True)
     readme.write_text(text, encoding="utf-8")
     print(f"wrote {readme}")
     return readme
-
-

@@ -1,6 +1,6 @@
 """Stateful runs: sandbox sessions (run, checkpoint, restore, fork, rollback) vs a Jupyter kernel.
 
-    python -m benchmarks sessions [--quick]
+    sandbox bench sessions [--quick]
 
 Sandbox, per policy: open a session; ``print(1)`` in it; checkpoint, restore, fork;
 a run that kills its interpreter (``os._exit``) and the next run, which finds the state
@@ -163,11 +163,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     ax.set_title("Sessions vs Jupyter: run, checkpoint/restore, rollback, restart + replay")
     ax.grid(axis="x", which="both", alpha=0.3)
     common.save_figure(fig, settings, "sessions")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """How close to the deadline a run that never ends comes back.
 
-    python -m benchmarks timeouts [--quick]
+    sandbox bench timeouts [--quick]
 
 Two snippets that never finish: a busy loop in the interpreter and a sleep in C.
 Each runner gets a deadline of 1 s; ``past_ms`` is the wall time of the call minus
@@ -13,7 +13,6 @@ and the call returns once the kernel is idle again.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from . import common
@@ -65,11 +64,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     ax.set_title("How late a never-ending run returns (deadline 1 s)")
     ax.legend(fontsize=7)
     common.save_figure(fig, settings, "timeouts")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

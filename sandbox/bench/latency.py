@@ -1,6 +1,6 @@
 """Round-trip latency of the same snippets on every runner, side by side.
 
-    python -m benchmarks latency [--quick]
+    sandbox bench latency [--quick]
 
 Workloads: ``print(1)``, import + pandas groupby, a matplotlib plot saved as PNG and
 returned, a scikit-learn fit, an exception. Runners (see alternatives.py): in-process
@@ -19,7 +19,6 @@ and PNG bytes) is in hand. A run that did not do its job is counted in ``bad``.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -103,11 +102,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     ax.set_title("Latency of the same snippet on each runner")
     ax.legend(fontsize=7, ncol=5, loc="upper left")
     common.save_figure(fig, settings, "latency")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """What confinement costs per run, by toggling layers.
 
-    python -m benchmarks confinement [--quick]
+    sandbox bench confinement [--quick]
 
 One warm Sandbox per configuration, layers added in the order the worker applies
 them: none, + rlimits, + no_new_privs, + namespaces, + landlock, + seccomp (= all five,
@@ -19,7 +19,6 @@ between) shows that part.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from typing import Any
 
@@ -121,11 +120,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     common.save_figure(fig, settings, "confinement")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

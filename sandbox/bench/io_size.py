@@ -1,6 +1,6 @@
 """How latency grows with output size and with input files.
 
-    python -m benchmarks io_size [--quick]
+    sandbox bench io_size [--quick]
 
 Stdout of 10 B to 1 MB (the ``default`` policy keeps up to 1 MiB), and an input CSV
 file of 1 KB and 1 MB that the snippet reads back. Same runners and interleaving as
@@ -10,7 +10,6 @@ warm Jupyter kernel, sandbox one-shot and session runs (``default`` policy).
 
 from __future__ import annotations
 
-import sys
 
 from . import common
 from .alternatives import FreshPython, InProcess, Jupyter, Runner, SandboxRunner, close_all, start_all
@@ -61,11 +60,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     right.set_ylabel("round trip, ms (bar p50, whisker p99; log)")
     right.set_title("Input file read back")
     common.save_figure(fig, settings, "io_size")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Zygote start time and memory; per-run memory (USS) of a worker, next to the alternatives'.
 
-    python -m benchmarks memory [--quick]
+    sandbox bench memory [--quick]
 
 - Zygote: wall time of ``Sandbox(...)`` until the zygote has preloaded the image and
   answered (``ready_s``), the first run after it, and the zygote's RSS / USS / PSS;
@@ -178,11 +178,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     right.set_title("Start time (zygote, interpreter, kernel)")
     right.legend(fontsize=7)
     common.save_figure(fig, settings, "memory")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Throughput and latency of ``print(1)`` with 1, 2, 4 and 8 concurrent clients.
 
-    python -m benchmarks concurrency [--quick]
+    sandbox bench concurrency [--quick]
 
 Each client is a thread calling ``run()`` back to back until the shared run count is
 reached; runs/s is that count over the wall time. The sandbox runs with one zygote
@@ -13,7 +13,6 @@ the alternatives without a warm process (a Jupyter kernel runs one cell at a tim
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 import time
 from typing import Any
@@ -114,11 +113,3 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     right.set_title("Latency vs concurrency")
     right.legend(fontsize=7)
     common.save_figure(fig, settings, "concurrency")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return common.script_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,8 @@
-"""Shared helpers of the benchmark scripts: timing, statistics, tables, JSON results, plots.
+"""Shared helpers of the benchmarks: timing, statistics, tables, JSON results, plots.
 
-Every script builds a list of row dicts, then calls :func:`finish`, which prints the
+Every benchmark builds a list of row dicts, then calls :func:`finish`, which prints the
 table, writes ``<out>/<name>.json`` (rows plus the machine and its load before and
-after) and lets the script draw its PNG plots with the helpers below.
+after) and lets the benchmark draw its PNG plots with the helpers below.
 """
 
 from __future__ import annotations
@@ -21,30 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import psutil
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-#: Where results (JSON and PNG) go unless ``--out`` says otherwise.
-RESULTS = HERE / "results"
-
-
-# -- settings ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Settings:
-    """What every script gets: tiny (``--quick``) or full sample counts, and where to write."""
-
-    quick: bool = False
-    out: Path = RESULTS
-    plots: bool = True
-    runners: tuple[str, ...] = ()
-    """Only runners whose name contains one of these (empty: all); for smoke tests."""
-
-    def n(self, full: int, quick: int = 2) -> int:
-        """Sample count: ``full`` normally, ``quick`` with ``--quick``."""
-        return quick if self.quick else full
-
-    def wants(self, runner_name: str) -> bool:
-        """Whether ``--runners`` selects this runner."""
-        return not self.runners or any(part in runner_name for part in self.runners)
+from .options import Settings, checkout  # noqa: F401 - Settings: every benchmark's ``common.Settings``
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -125,13 +102,25 @@ def machine() -> dict[str, Any]:
 
 
 def _commit() -> str:
+    """The checkout's commit (marked when sandbox/ has local changes), or the installed version."""
+    root = checkout()
+    if root is None:
+        return f"none (installed sandbox {_version()})"
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "sandbox"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "sandbox"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + (" (sandbox/ modified)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("sandbox")
+    except metadata.PackageNotFoundError:
         return "unknown"
 
 
@@ -143,7 +132,7 @@ def load() -> list[float]:
 # -- recording ---------------------------------------------------------------------------
 @dataclass
 class Record:
-    """One script's results: rows, free-form extras, and when / under what load they were taken."""
+    """One benchmark's results: rows, free-form extras, and when / under what load they were taken."""
 
     name: str
     settings: Settings
@@ -165,7 +154,7 @@ class Record:
         return path
 
 
-def read_result(name: str, out: Path = RESULTS) -> dict[str, Any] | None:
+def read_result(name: str, out: Path) -> dict[str, Any] | None:
     """A saved result, or None if that benchmark has not run yet."""
     path = out / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -258,33 +247,3 @@ def grouped_bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[floa
     if log:
         ax.set_yscale("log")
     ax.grid(axis="y", which="both", alpha=0.3)
-
-
-# -- command line ------------------------------------------------------------------------
-def parse_settings(argv: Sequence[str] | None, description: str = "") -> Settings:
-    """``--quick``, ``--out DIR``, ``--no-plots``: the options every script shares."""
-    import argparse
-    parser = argparse.ArgumentParser(description=description)
-    add_options(parser)
-    return settings_from(parser.parse_args(argv))
-
-
-def add_options(parser: Any) -> None:
-    parser.add_argument("--quick", action="store_true", help="tiny sample counts (smoke test, minutes not tens)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON and PNG (default: %(default)s)")
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--runners", default="", metavar="A,B",
-                        help="only runners whose name contains one of these words, e.g. 'in-process,sandbox'")
-
-
-def settings_from(args: Any) -> Settings:
-    runners = tuple(part.strip() for part in args.runners.split(",") if part.strip())
-    return Settings(quick=args.quick, out=args.out, plots=not args.no_plots, runners=runners)
-
-
-def script_main(module: Any, argv: Sequence[str] | None = None) -> int:
-    """Entry point shared by every benchmark module: parse options, run, plot."""
-    settings = parse_settings(argv, (module.__doc__ or "").strip().splitlines()[0])
-    record = module.run(settings)
-    module.plot(record, settings)
-    return 0

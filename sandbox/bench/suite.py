@@ -1,0 +1,65 @@
+"""The one entry point of ``sandbox bench`` and ``python -m sandbox.bench``: run the suite or some of it.
+
+``sandbox bench report`` only renders the README tables from the JSON results in
+``--out`` (a full, non-quick suite run does that too); :mod:`.report` says which README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from typing import Any
+
+from . import SUITE, options
+
+
+def build_parser(prog: str = "python -m sandbox.bench") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=options.DESCRIPTION)
+    options.add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run what ``args`` asks for; the exit status."""
+    if args.list:
+        for name in SUITE:
+            doc = (importlib.import_module(f"{__package__}.{name}").__doc__ or "").strip().splitlines()[0]
+            print(f"{name:12s} {doc}")
+        return 0
+    names = list(args.names) or list(SUITE)
+    unknown = [n for n in names if n not in (*SUITE, "report")]
+    if unknown:
+        print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join(SUITE)}, report)", file=sys.stderr)
+        return 2
+    settings = options.settings_from(args)
+    for name in [n for n in names if n != "report"]:
+        module = importlib.import_module(f"{__package__}.{name}")
+        print(f"\n== {name} ==", flush=True)
+        start = time.monotonic()
+        record = module.run(settings)
+        if settings.plots and not _plot(module, record, settings):
+            return 2
+        print(f"{name}: {time.monotonic() - start:.0f} s", flush=True)
+    full_suite = set(SUITE) <= set(names) and not settings.quick
+    if "report" in names or full_suite:
+        from . import report
+        report.main(settings.out)
+    return 0
+
+
+def _plot(module: Any, record: Any, settings: options.Settings) -> bool:
+    """Draw the benchmark's plots; False (and why, on stderr) when matplotlib is missing."""
+    try:
+        module.plot(record, settings)
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        print("the plots need matplotlib: pip install 'sandbox[bench]', or pass --no-plots", file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
