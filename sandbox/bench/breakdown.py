@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
-from sandbox import bootstrap, core
+from sandbox import bootstrap, pool
 from sandbox import collect as collect_module
 
 from . import common
@@ -103,9 +103,9 @@ class Probe:
         self._undo: list[tuple[Any, str, Any]] = []
 
     def wrap_host(self) -> None:
-        for owner, name, label in ((core.Sandbox, "make_run_dir", "host.make_run_dir"),
-                                   (core.Sandbox, "spawn", "host.spawn (zygote hands out a worker)"),
-                                   (core, "collect", "host.collect (request to end of streams)"),
+        for owner, name, label in ((pool.ZygotePool, "make_run_dir", "host.make_run_dir"),
+                                   (pool.ZygotePool, "spawn", "host.spawn (zygote hands out a worker)"),
+                                   (pool, "collect", "host.collect (request to end of streams)"),
                                    (collect_module, "kill_worker", "host.kill_worker")):
             func = getattr(owner, name)
             self._undo.append((owner, name, func))
