@@ -59,11 +59,12 @@ def wrap(owner, name, label):
 
 from sandbox import confine
 from sandbox.confine import namespaces
-from sandbox.inside import allowlist, request, session_tree, telemetry, worker, zygote
+from sandbox.inside import allowlist, harness, request, session_tree, telemetry, worker, zygote
 for name in ("_reset_environment", "_address_space", "_reseed", "_prepare", "_run_once"):
     wrap(worker, name, "worker." + name)
-for name in ("attach", "install_show", "perform", "_snapshot", "_run_python", "_report_files"):
+for name in ("attach", "install_show", "perform", "_snapshot", "_report_files"):
     wrap(request, name, "worker." + name)
+wrap(harness, "run_python", "worker.run_python")
 wrap(telemetry, "install", "worker.telemetry.install")
 wrap(request.Channel, "close", "worker.Channel.close")
 wrap(request.Channel, "send", "worker.Channel.send")

@@ -17,7 +17,6 @@ import resource
 import socket
 import stat
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from .. import protocol, streams
 from ..errors import ProtocolError
 from ..filetypes import IMAGE_EXTENSIONS
 from ..policy import Policy
-from . import allowlist, call
+from . import call, harness
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MAX_DENIALS = 200
@@ -131,7 +130,7 @@ def new_scope() -> dict[str, Any]:
 
 
 def _run_code(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
-    error = _run_python(payload.decode("utf-8"), scope)
+    error = harness.run_python(payload.decode("utf-8"), scope)
     if error is not None:
         flush_std()
         chan.send("error", text=error[0], exc_type=error[1])
@@ -202,25 +201,6 @@ def flush_std() -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - the snippet may have closed or replaced them
             pass
-
-
-def _run_python(code: str, exec_scope: dict[str, Any]) -> tuple[str, str] | None:
-    """Run the snippet as the service does; return (failure text, exception type) or None."""
-    try:
-        exec(code, exec_scope)
-    except SystemExit as exc:
-        if exc.code in (None, 0):
-            return None
-        return _failure_text(exc), "SystemExit"
-    except BaseException as exc:  # noqa: BLE001 - every snippet failure is data
-        return _failure_text(exc), type(exc).__name__
-    return None
-
-
-def _failure_text(exc: BaseException) -> str:
-    """The service's format: ``str(exc)``, a newline, then the full traceback."""
-    allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
-    return f"{exc}\n" + "".join(traceback.format_exception(exc))
 
 
 def install_show() -> None:

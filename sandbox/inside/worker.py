@@ -140,8 +140,17 @@ def _address_space() -> int:
 
 
 def _reseed() -> None:
-    """Every run gets fresh randomness: forked workers would otherwise share RNG state."""
-    random.seed()
+    """Every run gets fresh randomness: forked workers would otherwise share RNG state.
+
+    Both generators are seeded from their full state size of OS entropy (624 words),
+    not from a 32-bit integer, so one run's draws say nothing of another's. What a
+    fork cannot change is documented in the README ("Randomness"): the address-space
+    layout, the stack canary and ``hash()``'s secret are the zygote's in every run."""
+    random.seed(os.urandom(_MT_STATE_BYTES))
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
+        numpy.random.seed(numpy.frombuffer(os.urandom(_MT_STATE_BYTES), dtype=numpy.uint32))
+
+
+#: Mersenne Twister state: 624 32-bit words.
+_MT_STATE_BYTES = 624 * 4

@@ -155,3 +155,30 @@ def test_runs_with_an_empty_prefork_pool_do_not_hang():
             with sb.session() as s:  # a session worker lives on: inherited fds would block forever
                 assert s.run("print('y')").stdout == "y\n"
             assert time.monotonic() - started < 10
+
+
+#: A run's first look at the global Mersenne Twisters: a freshly seeded state (pos 624)
+#: whose 624 words either follow init_genrand's recurrence (seeded from one 32-bit
+#: integer: 2**32 possible runs, enumerable) or not (seeded from 624 words of entropy).
+MT_STATE = """
+import json, random, numpy as np
+version, words, gauss = random.getstate()
+_, key, pos, _, _ = np.random.get_state()
+print(json.dumps({"random": list(words[:-1]), "random_pos": words[-1], "numpy": key.tolist(), "numpy_pos": int(pos)}))
+"""
+
+
+def _from_one_32_bit_seed(words: list[int]) -> bool:
+    return all(words[i] == (1812433253 * (words[i - 1] ^ (words[i - 1] >> 30)) + i) & 0xFFFFFFFF
+               for i in range(1, len(words)))
+
+
+def test_rngs_are_seeded_from_full_entropy_not_32_bits(box):
+    import json
+
+    import numpy as np
+    state = json.loads(box.run(MT_STATE).stdout)
+    assert state["numpy_pos"] == 624 and state["random_pos"] == 624  # untouched since the reseed
+    assert not _from_one_32_bit_seed(state["numpy"]) and not _from_one_32_bit_seed(state["random"])
+    np.random.seed(12345)  # the check itself sees what a 32-bit seed gives
+    assert _from_one_32_bit_seed(np.random.get_state()[1].tolist())

@@ -38,3 +38,16 @@ def test_the_harness_frame_is_the_only_part_left_out():
                                               "  File \"<string>\", line 2, in <module>\n"
                                               "ZeroDivisionError: division by zero\n")
     assert without_harness_frame(None) is None and without_harness_frame("3\n") == "3\n"
+
+
+FAILING = [e for e in EXAMPLE_LIST if any("entry_point" in (p.get("output") or "") for p in e["expected_parts"])]
+
+
+@pytest.mark.parametrize("example", FAILING, ids=[e["id"] for e in FAILING] or None)
+def test_a_failure_reads_as_the_service_including_its_entry_point_frame(example):
+    """No frame is left out: the traceback starts in the service's entry point, not in a host path."""
+    result = sandbox.run(example["code"], image="vertex")
+    got = [{"outcome": p["codeExecutionResult"]["outcome"], "output": p["codeExecutionResult"].get("output")}
+           for p in result.parts() if "codeExecutionResult" in p]
+    assert got == [{"outcome": p["outcome"], "output": p.get("output")} for p in example["expected_parts"]]
+    assert sandbox.__file__.rsplit("/", 2)[0] not in result.error

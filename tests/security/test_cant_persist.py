@@ -33,7 +33,8 @@ PERSIST = {
     "plant_module_on_sys_path": ('attempt("plant", lambda: open(os.path.join(sys.path[-1], "evil_mod.py"), "w").write("x=1"))',
                                  'attempt("import", lambda: __import__("evil_mod"))'),
     "environment_variable": ('os.environ["PLANTED"] = "A"', 'attempt("env", lambda: os.environ["PLANTED"])'),
-    "rng_state_shared": ('import random\nprint(random.random())', 'import random\nprint(random.random())'),
+    # numpy's global RNG, not random's: CPython reseeds ``random`` after a fork by itself.
+    "rng_state_shared": ('import numpy as np\nprint(np.random.random())', 'import numpy as np\nprint(np.random.random())'),
 }
 
 
