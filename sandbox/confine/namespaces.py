@@ -1,4 +1,4 @@
-"""Layer 3: Linux namespaces (user, pid, net, ipc, mount, uts, cgroup) and capability drop.
+"""Layer 3: Linux namespaces (user, pid, net, ipc, mount, uts, cgroup).
 
 Two halves, because a pid namespace only applies to children:
 
@@ -13,10 +13,9 @@ Two halves, because a pid namespace only applies to children:
   it (a root worker's pids cgroup) and enters its own cgroup namespace. The zygote
   reaps it, so ``wait4`` reports the run's real fate. An empty network namespace is
   the strongest "no network": no interface but a down loopback.
-- :func:`apply` runs in the worker just before Landlock: it drops every capability
-  (bounding set, ambient, effective, permitted, inheritable) and locks the
-  securebits, so uid 0 inside means nothing: no DAC override, no ``mount``, and an
-  ``execve`` can never regain capabilities.
+- :func:`apply` runs in the worker before the capability drop (caps.py), which it
+  needs to precede: it re-binds the run's dirs writable over the host tree, which
+  :func:`make_host_read_only_early` made read-only in the worker's mount namespace.
 """
 
 from __future__ import annotations
@@ -32,11 +31,7 @@ from . import _sys
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
-_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 1, 24, 28, 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
-_SECURE_ALL_LOCKED = 0x2F  # NOROOT|NOROOT_LOCKED|NO_SETUID_FIXUP|NO_SETUID_FIXUP_LOCKED|KEEP_CAPS_LOCKED
-_CAP_V3 = 0x20080522
-_CAP_SETPCAP = 8
+_PR_SET_PDEATHSIG = 1
 
 USERNS_FIX = ("allow unprivileged user namespaces: sysctl -w user.max_user_namespaces=15000; on Debian/Ubuntu "
               "also kernel.unprivileged_userns_clone=1 and kernel.apparmor_restrict_unprivileged_userns=0; in "
@@ -90,7 +85,7 @@ def _probe_in_child() -> tuple[bool, str]:
 
 def describe(policy: Any) -> str:
     """One line: what the layer isolates."""
-    return ("namespaces: own user (uid mapped to itself, all capabilities dropped), pid (fresh /proc), "
+    return ("namespaces: own user (uid mapped to itself), pid (fresh /proc), "
             "empty network, ipc, mount (/run hidden, private /dev/shm), uts")
 
 
@@ -136,15 +131,14 @@ def settle_threads_in_parent() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def fork_in_parent(prepare_child: Callable[[int], str]) -> tuple[int, bool, str]:
+def fork_in_parent(prepare_child: Callable[[int], str]) -> tuple[int, bool, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
-    The parent gets ``(pid, True, "")`` once ``prepare_child(pid)`` returned a note
-    (the root worker's pids cgroup: the child waits for it). The child gets
-    ``(0, active, detail)`` from :func:`_init_child`, the note included; it never
-    raises (it must not unwind into the zygote's code). Raises the clone's
-    ``SyscallError`` if the kernel refuses; an errno in :data:`REFUSED` means "no
-    namespaces here".
+    The parent gets ``(pid, True, "", note)`` once ``prepare_child(pid)`` returned
+    ``note`` (the root worker's pids cgroup: the child waits for it). The child gets
+    ``(0, active, detail, note)``, the note passed on verbatim; it never raises (it
+    must not unwind into the zygote's code). Raises the clone's ``SyscallError`` if
+    the kernel refuses; an errno in :data:`REFUSED` means "no namespaces here".
     """
     uid, gid, me = os.geteuid(), os.getegid(), _host_pid("self")
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -163,10 +157,10 @@ def fork_in_parent(prepare_child: Callable[[int], str]) -> tuple[int, bool, str]
     os.close(go_r)
     try:
         note = prepare_child(pid)
-        os.write(go_w, (note or "-").encode()[:512])  # one write below PIPE_BUF: the child reads it whole
+        os.write(go_w, b"." + note.encode()[:510])  # one write below PIPE_BUF: the child reads it whole
     finally:
         os.close(go_w)  # without a note the child sees EOF and exits
-    return pid, True, ""
+    return pid, True, "", note
 
 
 def _host_pid(which: str) -> int:
@@ -177,11 +171,11 @@ def _host_pid(which: str) -> int:
         return int(fh.read().rsplit(b")", 1)[1].split()[1])
 
 
-def _init_child(go_r: int, parent: int, uid: int, gid: int) -> tuple[bool, str]:
+def _init_child(go_r: int, parent: int, uid: int, gid: int) -> tuple[bool, str, str]:
     """The clone's child (pid 1 inside): die with the zygote, map ids, private mounts, its own cgroup ns.
 
-    ``(False, why)`` if the ids cannot be mapped (e.g. AppArmor restricts unprivileged
-    user namespaces): the layer is then unavailable, as when the clone is refused.
+    ``(active, detail, the parent's note)``; ``(False, why, note)`` if the ids cannot be
+    mapped: the layer is then unavailable, as when the clone is refused.
     """
     _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
     if _host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
@@ -189,8 +183,7 @@ def _init_child(go_r: int, parent: int, uid: int, gid: int) -> tuple[bool, str]:
     try:
         _map_ids(uid, gid)
     except OSError as exc:
-        _wait_for_parent(go_r)
-        return False, str(exc)
+        return False, str(exc), _wait_for_parent(go_r)
     notes = [n for n in (_mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private"),
                          _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
                          _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -204,7 +197,7 @@ def _init_child(go_r: int, parent: int, uid: int, gid: int) -> tuple[bool, str]:
     except OSError as exc:
         notes.append(f"cgroup namespace: {exc}")
     detail = "pid 1 of new user/pid/net/ipc/mount/uts/cgroup namespaces" + (f" ({'; '.join(notes)})" if notes else "")
-    return True, f"{detail}; {parent_note}" if parent_note != "-" else detail
+    return True, detail, parent_note
 
 
 def _wait_for_parent(go_r: int) -> str:
@@ -215,7 +208,7 @@ def _wait_for_parent(go_r: int) -> str:
         os.close(go_r)
     if not note:
         os._exit(0)
-    return note
+    return note[1:]
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None) -> str:
@@ -226,64 +219,6 @@ def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: s
     if _sys.libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
         return f"{what}: mount failed with {_sys.errno_name(ctypes.get_errno())}"
     return ""
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def capabilities() -> tuple[int, int]:
-    """This process's (effective, permitted) capability masks."""
-    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
-    _sys.syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
-    eff = data[0].effective | (data[1].effective << 32)
-    return eff, data[0].permitted | (data[1].permitted << 32)
-
-
-_last_cap: list[int] = []
-
-
-def _cap_last() -> int:
-    if not _last_cap:
-        try:
-            with open("/proc/sys/kernel/cap_last_cap") as fh:
-                _last_cap.append(int(fh.read()))
-        except OSError:
-            _last_cap.append(40)
-    return _last_cap[0]
-
-
-_staged: list[bool] = []
-
-
-def drop_bounding_set_early() -> None:
-    """Lock the securebits and empty the bounding set (pre-request, in pid 1: ~40 prctl calls).
-
-    Effective capabilities stay until :func:`drop_capabilities`; nothing the snippet
-    can run exists yet. Without CAP_SETPCAP (an unprivileged worker without a user
-    namespace) there is nothing to drop and nothing is done.
-    """
-    eff, _ = capabilities()
-    if eff & (1 << _CAP_SETPCAP):  # only a process holding CAP_SETPCAP may lock bits / shrink the bounding set
-        _sys.prctl(_PR_SET_SECUREBITS, _SECURE_ALL_LOCKED, name="prctl(PR_SET_SECUREBITS)")
-        for cap in range(_cap_last() + 1):
-            _sys.prctl(_PR_CAPBSET_DROP, cap, name=f"prctl(PR_CAPBSET_DROP, {cap})")
-    _staged.append(True)
-
-
-def drop_capabilities() -> None:
-    """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
-    if not _staged:
-        drop_bounding_set_early()
-    _sys.libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
-    _sys.syscall("capset", ctypes.byref(hdr), ctypes.byref(data))
-    if capabilities() != (0, 0):
-        raise OSError("capset succeeded but capabilities remain")
 
 
 class _MountAttr(ctypes.Structure):
@@ -327,6 +262,5 @@ def _mount_setattr(path: str, flags: int, attr: _MountAttr) -> None:
 
 
 def apply(policy: Any, ctx: Any) -> None:
-    """In the worker (namespaces active): run dirs writable again, then drop all capabilities."""
+    """In the worker (namespaces active), before the capability drop: run dirs writable again."""
     reopen_run_dirs(ctx)
-    drop_capabilities()
