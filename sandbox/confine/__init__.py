@@ -86,8 +86,11 @@ def prepare_in_zygote(policy: Any) -> None:
     Safe to skip: apply compiles lazily, and with another thread running fork_worker
     falls back to a plain fork (the namespaces layer then says why it is unavailable)."""
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
-        seccomp.prepare(policy)
-        seccomp.prepare(policy, keep_fork=True)
+        try:
+            seccomp.prepare(policy)
+            seccomp.prepare(policy, keep_fork=True)
+        except OSError:
+            pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run
     if "namespaces" in policy.confinement.layers:
         namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
