@@ -3,7 +3,9 @@
 For each layer it reports three facts, each established for real:
 
 - **available**: the layer's own ``probe()`` on this kernel, for this uid (user
-  namespaces are tried in a throwaway child, Landlock's ABI is asked of the kernel);
+  namespaces are made and set up in a throwaway child as a worker's are, which tells
+  "unavailable" from "restricted": see ``system.user_namespaces``; Landlock's ABI is
+  asked of the kernel; the seccomp filter is built);
 - **required**: listed in the policy's ``confinement.required``;
 - **active**: observed from *inside* a real run: a probe snippet goes through
   ``sandbox.Sandbox`` (zygote, worker, full stack) and reports what it sees
@@ -111,8 +113,9 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     layers = []
     for name in confine.ORDER:
         ok, why = probes[name]
+        fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
         entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
-                 "detail": why, "fix": "" if ok or not _needed(name) else confine.FIXES[name]}
+                 "detail": why, "fix": "" if ok or not _needed(name) else fix}
         if refusal and refusal.get("layer") == name:
             entry["fix"] = refusal.get("fix") or entry["fix"]
             entry["detail"] = refusal.get("reason") or why
@@ -145,6 +148,7 @@ def _system() -> dict[str, Any]:
     return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
             "python": sys.executable, "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
+            "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
             "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
 
 
@@ -220,7 +224,9 @@ def render(report: dict[str, Any]) -> str:
     s = report["system"]
     lines = [f"sandbox doctor: policy {report['policy']!r}, uid {s['uid']} (euid {s['euid']}), Linux {s['kernel']} "
              f"{s['machine']}, Landlock ABI {s['landlock_abi']}, user namespaces for this uid: "
-             f"{'yes' if s['user_namespaces_for_this_uid'] else 'NO'}",
+             + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
+                "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
+             .get(s["user_namespaces"], s["user_namespaces"]),
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<13} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}

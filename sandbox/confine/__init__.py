@@ -101,16 +101,18 @@ def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
     the namespaces layer (None when the policy does not list it) and never raises.
-    If the kernel refuses the namespaces (see ``namespaces.REFUSED``), the child is
-    a plain fork whose status says why; :func:`apply_all` (given that status) refuses
-    the run if the policy requires them. Other clone failures raise, as os.fork's do.
+    If the kernel refuses the namespaces (see ``namespaces.REFUSED``) or refuses to
+    set them up (restricted user namespaces: ``namespaces.SetupRefused``), the child
+    is a plain fork whose status says why; :func:`apply_all` (given that status)
+    refuses the run if the policy requires them. Other clone failures raise, as
+    os.fork's do.
     """
     if "namespaces" not in policy.confinement.layers:
         return os.fork(), None
     try:  # a root worker joins its pids cgroup before it can fork (RLIMIT_NPROC spares root)
         pid, active, detail, note = namespaces.fork_in_parent(lambda child: _pids_cgroup_in_parent(policy, child))
-    except OSError as exc:
-        if exc.errno not in namespaces.REFUSED:
+    except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
+        if exc.errno not in namespaces.REFUSED and not isinstance(exc, namespaces.SetupRefused):
             raise
         pid = os.fork()
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
