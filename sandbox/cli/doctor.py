@@ -10,7 +10,8 @@ For each layer it reports three facts, each established for real:
 - **active**: observed from *inside* a real run: a probe snippet goes through
   ``sandbox.Sandbox`` (zygote, worker, full stack) and reports what it sees
   (``NoNewPrivs``, ``Seccomp`` mode, every capability set empty, pid 1 in its own
-  namespace, whether ``/`` and AF_INET are refused, its rlimits, and whether a root
+  namespace with only a down ``lo`` and no route, whether ``/`` and AF_INET are
+  refused, its rlimits, and whether a root
   worker's threads stop short of ``limits.max_processes``: the pids cgroup). With
   ``--fork`` (or when the sandbox cannot start) a forked child of this process
   applies ``apply_all`` and runs the same probe instead.
@@ -60,19 +61,40 @@ def threads_started(most):
     for t in started:
         t.join()
     return len(started)
+def network_empty():
+    """Only lo, down, and no usable route (the kernel's placeholder IPv6 reject route aside)."""
+    import fcntl, struct
+    names = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+    if names != ["lo"]:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        flags = struct.unpack_from("H", fcntl.ioctl(sock, 0x8913, struct.pack("16sH14x", b"lo", 0)), 16)[0]
+    routes = []
+    for table, header, column in (("/proc/net/route", 1, 3), ("/proc/net/ipv6_route", 0, 8)):
+        try:
+            routes += [line.split()[column] for line in open(table).read().splitlines()[header:]]
+        except FileNotFoundError:
+            pass
+    return not flags & 1 and not any(int(f, 16) & 0x201 == 1 for f in routes)
 def caps_empty():
     return all(int(st.get(k, "1").strip(), 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))
+def fact(check):
+    """A check that fails to run reads as "no"."""
+    try:
+        return bool(check())
+    except Exception:
+        return False
 uid_map = open("/proc/self/uid_map").read().split()
 most = $MAX_TASKS
 started = threads_started(most)
 limited = lambda which: resource.getrlimit(which)[0] != resource.RLIM_INFINITY
 facts = {
-    "rlimits": limited(resource.RLIMIT_AS) and limited(resource.RLIMIT_NPROC)
-               and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0),
+    "rlimits": fact(lambda: limited(resource.RLIMIT_AS) and limited(resource.RLIMIT_NPROC)
+                    and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)),
     "pids_cgroup": os.geteuid() == 0 and started < most,
     "no_new_privs": st.get("NoNewPrivs", "").strip() == "1",
-    "namespaces": os.getpid() == 1 and uid_map != ["0", "0", "4294967295"],
-    "capabilities": caps_empty(),
+    "namespaces": fact(lambda: os.getpid() == 1 and uid_map != ["0", "0", "4294967295"] and network_empty()),
+    "capabilities": fact(caps_empty),
     "landlock": refused(lambda: os.listdir("/")),
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
     "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most},
@@ -171,6 +193,8 @@ def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any],
     except SandboxUnavailable as exc:
         return {}, how, {"layer": exc.layer, "reason": exc.reason, "fix": exc.fix, "syscall": exc.syscall,
                          "errno": exc.errno}
+    except ValueError as exc:  # nothing observed: every layer reads "no"
+        return {}, f"{how}; {exc}", None
 
 
 def _verify_in_sandbox(policy: Any, image: str) -> dict[str, Any]:
@@ -206,13 +230,18 @@ def _verify_in_fork(policy: Any) -> dict[str, Any]:
                 exec(probe_code(policy), {"__name__": "__main__"})
             except SandboxUnavailable as exc:
                 print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))
-            sys.stdout.flush()
-            os._exit(0)
+            except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
+                print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            finally:
+                sys.stdout.flush()
+                os._exit(0)
         os.close(w)
         with os.fdopen(r) as fh:
             out = fh.read()
         os.waitpid(pid, 0)
-    facts = json.loads(out or "{}")
+    facts = json.loads(out or '{"error": "the probe child died"}')
+    if "error" in facts:
+        raise ValueError(f"the probe failed in the forked child: {facts['error']}")
     if "unavailable" in facts:
         layer, reason, fix, syscall, err = facts["unavailable"]
         raise SandboxUnavailable(layer, reason, fix, syscall=syscall, errno=err)

@@ -475,3 +475,24 @@ def test_sandbox_under_restricted_user_namespaces(restriction):
     case, available, active, fix, ok = got["doctor"]
     assert (case, available, active, ok) == ("restricted", False, False, True)
     assert "apparmor_restrict_unprivileged_userns=0" in fix and "NO (restricted" in got["text"]
+
+
+def _lo_up():
+    import fcntl
+    import struct
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", 0x1))  # SIOCSIFFLAGS: IFF_UP (CAP_NET_ADMIN here)
+
+
+def test_the_network_check_sees_a_live_network():
+    """namespaces.probe() and doctor's probe call the network namespace empty only if it is: lo up, or the
+    host's network, reads as not empty."""
+    from .test_doctor import _probe_facts
+
+    def look():
+        return {"empty": namespaces.network_is_empty(), "doctor": _probe_facts(policy())["namespaces"]}
+    quiet = in_child(look, _enter)
+    assert quiet["value"] == {"empty": "only lo, down, no routes", "doctor": True}, quiet
+    live = in_child(look, lambda: (_enter(), _lo_up()))
+    assert live["value"] == {"empty": "", "doctor": False}, live  # a loopback that is up
+    assert in_child(namespaces.network_is_empty)["value"] == ""  # the host's network
