@@ -171,7 +171,18 @@ def _system() -> dict[str, Any]:
             "python": sys.executable, "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
             "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
+            "privileges": _privileges(),
             "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
+
+
+def _privileges() -> str:
+    """What being root, or not, changes for the workers of this uid."""
+    if os.geteuid() == 0:
+        return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
+                "worker enforces limits.max_processes (row pids_cgroup)")
+    return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
+            "counts this uid's processes in the worker's user namespace, or host-wide without one); workers drop "
+            "the capabilities their user namespace gives them")
 
 
 def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
@@ -256,6 +267,7 @@ def render(report: dict[str, Any]) -> str:
              + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
                 "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
              .get(s["user_namespaces"], s["user_namespaces"]),
+             f"privileges: {s['privileges']}",
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<13} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}

@@ -180,3 +180,53 @@ def test_doctor_json_says_no_for_a_layer_off_by_policy(tmp_path):
     assert (rows["seccomp"]["in_policy"], rows["seccomp"]["active"]) == (False, False)
     assert rows["rlimits"]["active"] and rows["no_new_privs"]["active"] and rows["capabilities"]["active"]
     assert out.returncode == 0 and report["ok"]  # nothing required is missing: "no" is not a failure here
+
+
+# --- Root vs unprivileged ----------------------------------------------------------------------------------------
+
+def _doctor_as_this_uid():
+    import tempfile
+    tempfile.tempdir = None  # pick the temp dir again as this uid
+    confine.namespaces._probe_cache.clear()  # probed again, for this uid
+    report = doctor.diagnose("default")
+    return report, doctor.render(report)
+
+
+def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
+    """The same machine seen by root and by uid 65534, each through a real run: the pids cgroup is root's
+    (RLIMIT_NPROC does not bind uid 0), RLIMIT_NPROC bounds the other uid; every other layer reads the same."""
+    from tests.security.test_unprivileged import NOBODY, _readable_as
+
+    from .childproc import in_child
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to compare with an unprivileged uid")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}: the sandbox cannot start as that uid")
+    root, nobody = in_child(_doctor_as_this_uid), in_child(_doctor_as_this_uid, uid=NOBODY)
+    assert root["ok"] and nobody["ok"], (root, nobody)
+    (r, r_text), (n, n_text) = root["value"], nobody["value"]
+    assert r["verified_by"].startswith("a real run") and n["verified_by"].startswith("a real run"), n["verified_by"]
+    assert (r["system"]["uid"], n["system"]["uid"]) == (0, NOBODY)
+    assert r["ok"] and n["ok"]
+    rows = {e["layer"]: e for e in r["layers"]}, {e["layer"]: e for e in n["layers"]}
+
+    # Where they differ: the pids cgroup, and what bounds processes.
+    root_cg, nobody_cg = rows[0].pop("pids_cgroup"), rows[1].pop("pids_cgroup")
+    if confine.cgroup.probe()[0]:
+        assert root_cg["available"] and root_cg["active"], root_cg
+        assert r["observed"]["threads_started"] < 64 <= r["observed"]["threads_tried"]  # stopped by the cgroup
+    assert not nobody_cg["available"] and not nobody_cg["active"] and not nobody_cg["fix"], nobody_cg
+    assert "not needed" in nobody_cg["detail"] and "RLIMIT_NPROC" in nobody_cg["detail"]
+    assert (r["observed"]["euid"], n["observed"]["euid"]) == (0, NOBODY)  # inside the run too (mapped to itself)
+    assert n["observed"]["threads_started"] < n["observed"]["threads_tried"]  # RLIMIT_NPROC, observed
+    assert "pids cgroup" in r["system"]["privileges"] and "RLIMIT_NPROC enforces" in n["system"]["privileges"]
+    assert "privileges: root" in r_text and f"privileges: uid {NOBODY} (not root)" in n_text
+    nobody_line = next(line for line in n_text.splitlines() if line.lstrip().startswith("pids_cgroup"))
+    assert nobody_line.split()[1:4] == ["no", "optional", "no"], nobody_line
+    assert "fix:" not in n_text.split(nobody_line, 1)[1].splitlines()[1]  # nothing to fix: not needed
+
+    # Everything else reads the same for both uids.
+    for layer in ("rlimits", "no_new_privs", "capabilities", "landlock", "seccomp"):
+        assert rows[0][layer]["active"] and rows[1][layer]["active"], layer
+    assert rows[0]["namespaces"]["active"] == r["system"]["user_namespaces_for_this_uid"]
+    assert rows[1]["namespaces"]["active"] == n["system"]["user_namespaces_for_this_uid"]
