@@ -110,7 +110,7 @@ def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
     if "namespaces" not in policy.confinement.layers:
         return os.fork(), None
     try:  # a root worker joins its pids cgroup before it can fork (RLIMIT_NPROC spares root)
-        pid, active, detail, note = namespaces.fork_in_parent(lambda child: _pids_cgroup_in_parent(policy, child))
+        pid, detail, note = namespaces.fork_in_parent(lambda child: _pids_cgroup_in_parent(policy, child))
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces.REFUSED and not isinstance(exc, namespaces.SetupRefused):
             raise
@@ -118,10 +118,9 @@ def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
     if pid:
         return pid, None
-    if active:
-        _stage_before_request(policy)
+    _stage_before_request(policy)
     joined = None if not note else LayerStatus("pids_cgroup", note[0] == "+", note[0] == "+", note[1:])
-    return 0, LayerStatus("namespaces", active, active, detail, pids_cgroup=joined)
+    return 0, LayerStatus("namespaces", True, True, detail, pids_cgroup=joined)
 
 
 def _pids_cgroup_in_parent(policy: Any, child: int) -> str:

@@ -14,21 +14,18 @@ Two halves, because a pid namespace only applies to children:
   reaps it, so ``wait4`` reports the run's real fate. An empty network namespace is
   the strongest "no network": no interface but a down loopback.
 
-Three cases, which :func:`probe` tells apart (``sandbox doctor`` shows which):
-
-- **available**: all of the above works;
-- **unavailable**: the clone is refused (user namespaces off, none left, a seccomp
-  profile, another thread in the zygote): ``fork_in_parent`` raises the clone's error;
-- **restricted**: the clone succeeds but privileged operations inside the new user
-  namespace are refused (Ubuntu 24.04 and later confine unprivileged user namespaces
-  with AppArmor this way: no capability works there, so mapping ids, ``mount`` or
-  ``sethostname`` fail with EPERM). The child reports it before going on, the zygote
-  reaps it and ``fork_in_parent`` raises :class:`SetupRefused`: the worker then comes
-  from a plain fork exactly as in the "unavailable" case, never from half-made
-  namespaces. Later forks of that zygote skip the clone (the kernel's answer is known).
 - :func:`apply` runs in the worker before the capability drop (caps.py), which it
   needs to precede: it re-binds the run's dirs writable over the host tree, which
   :func:`make_host_read_only_early` made read-only in the worker's mount namespace.
+
+Three cases, told apart by :func:`probe` (``sandbox doctor`` shows which): **available**;
+**unavailable**: the clone is refused (user namespaces off or none left, a seccomp
+profile, another thread in the zygote), ``fork_in_parent`` raises its error;
+**restricted**: the clone works but privileged operations inside the new user namespace
+are refused (Ubuntu 24.04+ confines unprivileged user namespaces with AppArmor this way:
+mapping ids, ``mount`` or ``sethostname`` fail with EPERM). The child reports it and
+exits, and ``fork_in_parent`` raises :class:`SetupRefused`: the worker then comes from a
+plain fork as in the "unavailable" case, never from half-made namespaces.
 """
 
 from __future__ import annotations
@@ -97,31 +94,30 @@ def _probed() -> tuple[bool, str, str]:
 def _probe_in_child() -> tuple[bool, str, str]:
     r, w = os.pipe()
     pid = os.fork()  # a single-threaded throwaway child may clone, whatever threads this process runs
-    if pid == 0:  # pragma: no cover - runs in the child, which plays the zygote
-        os.close(r)
+    if pid == 0:  # pragma: no cover - runs in the child, which plays the zygote, and in its clone
+        msg = "unavailable the probe failed"
         try:
-            child, _, _, _ = fork_in_parent(lambda _pid: "", fresh=True)
-            if child == 0:  # the clone, set up as a worker is
+            if fork_in_parent(lambda _pid: "", fresh=True)[0] == 0:  # the clone, set up as a worker's is
                 empty = network_is_empty()
-                os.write(w, (f"ok {empty}" if empty else "net the network namespace is not empty").encode()[:500])
-                os._exit(0)
-            os.waitpid(child, 0)
+                msg = f"ok {empty}" if empty else "net the network namespace is not empty"
+            else:
+                os.wait()
+                msg = ""
         except SetupRefused as exc:
-            os.write(w, f"restricted {exc}".encode()[:500])
-        except OSError as exc:
-            os.write(w, f"unavailable {exc}".encode()[:500])
-        os._exit(0)
+            msg = f"restricted {exc}"
+        except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
+            msg = f"unavailable {exc}"
+        finally:
+            os.write(w, msg.encode()[:500])
+            os._exit(0)
     os.close(w)
     with os.fdopen(r, "rb") as fh:
-        msg = fh.read().decode(errors="replace")
+        case, _, why = fh.read().decode(errors="replace").partition(" ")
     os.waitpid(pid, 0)
-    case, _, why = msg.partition(" ")
     uid = os.getuid()
     if case == "ok":
         return True, f"user, pid, net ({why}), ipc, mount, uts and cgroup namespaces work for uid {uid}", "available"
-    if case == "restricted":
-        return False, f"{why} (uid {uid})", "restricted"
-    return False, f"{why or 'probe child died'} (uid {uid})", "unavailable"
+    return False, f"{why or 'the probe child died'} (uid {uid})", "restricted" if case == "restricted" else "unavailable"
 
 
 _SIOCGIFFLAGS, _IFF_UP = 0x8913, 0x1
@@ -211,13 +207,13 @@ _setup_worked: list[bool] = []
 _setup_refused: list[SetupRefused] = []
 
 
-def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) -> tuple[int, bool, str, str]:
+def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
-    The parent gets ``(pid, True, "", note)`` once ``prepare_child(pid)`` returned
-    ``note`` (the root worker's pids cgroup: the child waits for it). The child gets
-    ``(0, True, detail, note)``; it never raises (it must not unwind into the
-    zygote's code). Raises the clone's ``SyscallError`` if the kernel refuses (an
+    The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``note``
+    (the root worker's pids cgroup: the child waits for it). The child, its
+    namespaces set up, gets ``(0, detail, note)``; it never raises (it must not
+    unwind into the zygote's code). Raises the clone's ``SyscallError`` if the kernel refuses (an
     errno in :data:`REFUSED` means "no namespaces here"), or :class:`SetupRefused`
     once the child, which then exits, reported that its setup was refused.
 
@@ -259,7 +255,7 @@ def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) 
         os.close(go_w)  # without a note the child sees EOF and exits
     if wait:
         _check_report(pid, ack_r, fresh)
-    return pid, True, "", note
+    return pid, "", note
 
 
 def _check_report(pid: int, ack_r: int, fresh: bool) -> None:
@@ -291,13 +287,13 @@ def _host_pid(which: str) -> int:
         return int(fh.read().rsplit(b")", 1)[1].split()[1])
 
 
-def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple[bool, str, str]:
+def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple[str, str]:
     """The clone's child (pid 1 inside): die with the zygote, map ids, private mounts, its own cgroup ns.
 
     Reports to the zygote on ``ack_w``: "ok", or the errno and the step that failed
     (mapping ids, making ``/`` private, ``sethostname``), after which it exits: these
     steps must work in a user namespace we own, so their failure means the namespace
-    is restricted. Returns ``(True, detail, the parent's note)``.
+    is restricted. Returns ``(detail, the parent's note)``.
     """
     _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
     if _host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
@@ -322,7 +318,7 @@ def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple
     except OSError as exc:
         notes.append(f"cgroup namespace: {exc}")
     detail = "pid 1 of new user/pid/net/ipc/mount/uts/cgroup namespaces" + (f" ({'; '.join(notes)})" if notes else "")
-    return True, detail, parent_note
+    return detail, parent_note
 
 
 def _report(ack_w: int, text: str) -> None:
