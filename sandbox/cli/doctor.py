@@ -3,14 +3,22 @@
 For each layer it reports three facts, each established for real:
 
 - **available**: the layer's own ``probe()`` on this kernel, for this uid (user
-  namespaces are tried in a throwaway child, Landlock's ABI is asked of the kernel);
+  namespaces are made and set up in a throwaway child as a worker's are, which tells
+  "unavailable" from "restricted": see ``system.user_namespaces``; Landlock's ABI is
+  asked of the kernel; the seccomp filter is built);
 - **required**: listed in the policy's ``confinement.required``;
 - **active**: observed from *inside* a real run: a probe snippet goes through
   ``sandbox.Sandbox`` (zygote, worker, full stack) and reports what it sees
-  (``NoNewPrivs``, ``Seccomp`` mode, capabilities, pid 1 in its own namespace,
-  whether ``/`` and AF_INET are refused, its rlimits). With ``--fork`` (or when
-  the sandbox cannot start) a forked child of this process applies ``apply_all``
-  and runs the same probe instead.
+  (``NoNewPrivs``, ``Seccomp`` mode, every capability set empty, pid 1 in its own
+  namespace with only a down ``lo`` and no route, whether ``/`` and AF_INET are
+  refused, its rlimits, and whether a root
+  worker's threads stop short of ``limits.max_processes``: the pids cgroup). With
+  ``--fork`` (or when the sandbox cannot start) a forked child of this process
+  applies ``apply_all`` and runs the same probe instead.
+
+Rows follow ``confine.ORDER``: the policy's layers, and two parts no policy names
+(``pids_cgroup``, indented under the rlimits layer it serves for root, and
+``capabilities``, dropped in every worker: required under any policy).
 
 Exit status: 0 when every required layer is active, 1 otherwise.
 """
@@ -24,8 +32,9 @@ import platform
 import sys
 from typing import Any
 
+#: Run inside the worker; prints what it observes as JSON. ``$MAX_TASKS``: threads it tries to start.
 PROBE = r'''
-import json, os, resource, socket
+import json, os, resource, socket, threading
 def status():
     with open("/proc/self/status") as fh:
         return dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
@@ -36,18 +45,67 @@ def refused(fn):
     except OSError as exc:
         return exc.errno in (1, 13)
     return False
+def threads_started(most):
+    """How many threads start before the kernel refuses (small stacks: RLIMIT_AS must not be what stops them)."""
+    threading.stack_size(64 * 1024)
+    stop, started = threading.Event(), []
+    try:
+        while len(started) < most:
+            t = threading.Thread(target=stop.wait, daemon=True)
+            t.start()
+            started.append(t)
+    except (RuntimeError, MemoryError):
+        pass
+    finally:
+        stop.set()
+    for t in started:
+        t.join()
+    return len(started)
+def network_empty():
+    """Only lo, down, and no usable route (the kernel's placeholder IPv6 reject route aside)."""
+    import fcntl, struct
+    names = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+    if names != ["lo"]:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        flags = struct.unpack_from("H", fcntl.ioctl(sock, 0x8913, struct.pack("16sH14x", b"lo", 0)), 16)[0]
+    routes = []
+    for table, header, column in (("/proc/net/route", 1, 3), ("/proc/net/ipv6_route", 0, 8)):
+        try:
+            routes += [line.split()[column] for line in open(table).read().splitlines()[header:]]
+        except FileNotFoundError:
+            pass
+    return not flags & 1 and not any(int(f, 16) & 0x201 == 1 for f in routes)
+def caps_empty():
+    return all(int(st.get(k, "1").strip(), 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))
+def fact(check):
+    """A check that fails to run reads as "no"."""
+    try:
+        return bool(check())
+    except Exception:
+        return False
 uid_map = open("/proc/self/uid_map").read().split()
+most = $MAX_TASKS
+started = threads_started(most)
+limited = lambda which: resource.getrlimit(which)[0] != resource.RLIM_INFINITY
 facts = {
-    "rlimits": resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
-               and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0),
+    "rlimits": fact(lambda: limited(resource.RLIMIT_AS) and limited(resource.RLIMIT_NPROC)
+                    and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)),
+    "pids_cgroup": os.geteuid() == 0 and started < most,
     "no_new_privs": st.get("NoNewPrivs", "").strip() == "1",
-    "namespaces": os.getpid() == 1 and uid_map != ["0", "0", "4294967295"]
-                  and int(st.get("CapEff", "1").strip(), 16) == 0,
+    "namespaces": fact(lambda: os.getpid() == 1 and uid_map != ["0", "0", "4294967295"] and network_empty()),
+    "capabilities": fact(caps_empty),
     "landlock": refused(lambda: os.listdir("/")),
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
+    "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most},
 }
 print(json.dumps(facts))
 '''
+
+
+def probe_code(policy: Any) -> str:
+    """The probe snippet for ``policy``: it tries to start more threads than ``limits.max_processes`` allows."""
+    return PROBE.replace("$MAX_TASKS", str(policy.limits.max_processes + 16))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,28 +125,44 @@ def main(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
-def diagnose(policy_name: str = "default", image: str = "vertex", use_sandbox: bool = True) -> dict[str, Any]:
-    """The whole report as plain data (what ``--json`` prints)."""
+def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sandbox: bool = True) -> dict[str, Any]:
+    """The whole report as plain data (what ``--json`` prints). ``policy_name``: a name, TOML path or Policy."""
     from .. import confine
     from ..policy import Policy
     policy = Policy.load(policy_name)
     probes = confine.probe_all()
     active, how, refusal = _verify(policy, image, use_sandbox)
     layers = []
-    for name in confine.MODULES:
+    for name in confine.ORDER:
         ok, why = probes[name]
-        required = name in policy.confinement.required
-        entry = {"layer": name, "available": ok, "required": required,
-                 "in_policy": name in policy.confinement.layers, "active": bool(active.get(name)),
-                 "detail": why, "fix": "" if ok else confine.FIXES[name]}
+        fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
+        entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
+                 "detail": why, "fix": "" if ok or not _needed(name) else fix}
         if refusal and refusal.get("layer") == name:
             entry["fix"] = refusal.get("fix") or entry["fix"]
             entry["detail"] = refusal.get("reason") or why
         layers.append(entry)
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
-    return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal, "system": _system(),
-            "layers": layers}
+    return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
+            "system": _system(), "observed": active.get("observed", {}), "layers": layers}
+
+
+def _role(policy: Any, name: str) -> dict[str, Any]:
+    """A layer's place in the policy; a part (confine.PARTS) follows the layer it serves, or every worker."""
+    from .. import confine
+    conf = policy.confinement
+    if name in confine.MODULES:
+        return {"part_of": None, "in_policy": name in conf.layers, "required": name in conf.required}
+    serves = confine.PARTS[name][1]
+    if serves is None:  # capabilities: dropped in every worker, a survivor refuses the run under any policy
+        return {"part_of": None, "in_policy": True, "required": True}
+    return {"part_of": serves, "in_policy": serves in conf.layers, "required": False}
+
+
+def _needed(name: str) -> bool:
+    from ..confine import cgroup
+    return name != "pids_cgroup" or cgroup.needed()
 
 
 def _system() -> dict[str, Any]:
@@ -96,10 +170,22 @@ def _system() -> dict[str, Any]:
     return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
             "python": sys.executable, "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
+            "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
+            "privileges": _privileges(),
             "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
 
 
-def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, bool], str, dict[str, Any] | None]:
+def _privileges() -> str:
+    """What being root, or not, changes for the workers of this uid."""
+    if os.geteuid() == 0:
+        return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
+                "worker enforces limits.max_processes (row pids_cgroup)")
+    return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
+            "counts this uid's processes in the worker's user namespace, or host-wide without one); workers drop "
+            "the capabilities their user namespace gives them")
+
+
+def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """({layer: observed active}, how it was verified, SandboxUnavailable facts or None)."""
     from ..errors import SandboxError, SandboxUnavailable
     if use_sandbox:
@@ -118,18 +204,20 @@ def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, bool]
     except SandboxUnavailable as exc:
         return {}, how, {"layer": exc.layer, "reason": exc.reason, "fix": exc.fix, "syscall": exc.syscall,
                          "errno": exc.errno}
+    except ValueError as exc:  # nothing observed: every layer reads "no"
+        return {}, f"{how}; {exc}", None
 
 
-def _verify_in_sandbox(policy: Any, image: str) -> dict[str, bool]:
+def _verify_in_sandbox(policy: Any, image: str) -> dict[str, Any]:
     import sandbox
     with sandbox.Sandbox(policy=policy, image=image) as sb:
-        result = sb.run(PROBE, timeout=20)
+        result = sb.run(probe_code(policy), timeout=20)
     if result.outcome != sandbox.Outcome.OK:
         raise ValueError(f"the probe snippet failed: {result.error}")
     return json.loads(result.stdout)
 
 
-def _verify_in_fork(policy: Any) -> dict[str, bool]:
+def _verify_in_fork(policy: Any) -> dict[str, Any]:
     import tempfile
     from .. import confine
     from ..errors import SandboxUnavailable
@@ -150,16 +238,21 @@ def _verify_in_fork(policy: Any) -> dict[str, bool]:
                     os._exit(0)
                 os.chdir(work)
                 confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
-                exec(PROBE, {"__name__": "__main__"})
+                exec(probe_code(policy), {"__name__": "__main__"})
             except SandboxUnavailable as exc:
                 print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))
-            sys.stdout.flush()
-            os._exit(0)
+            except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
+                print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            finally:
+                sys.stdout.flush()
+                os._exit(0)
         os.close(w)
         with os.fdopen(r) as fh:
             out = fh.read()
         os.waitpid(pid, 0)
-    facts = json.loads(out or "{}")
+    facts = json.loads(out or '{"error": "the probe child died"}')
+    if "error" in facts:
+        raise ValueError(f"the probe failed in the forked child: {facts['error']}")
     if "unavailable" in facts:
         layer, reason, fix, syscall, err = facts["unavailable"]
         raise SandboxUnavailable(layer, reason, fix, syscall=syscall, errno=err)
@@ -171,13 +264,17 @@ def render(report: dict[str, Any]) -> str:
     s = report["system"]
     lines = [f"sandbox doctor: policy {report['policy']!r}, uid {s['uid']} (euid {s['euid']}), Linux {s['kernel']} "
              f"{s['machine']}, Landlock ABI {s['landlock_abi']}, user namespaces for this uid: "
-             f"{'yes' if s['user_namespaces_for_this_uid'] else 'NO'}",
+             + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
+                "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
+             .get(s["user_namespaces"], s["user_namespaces"]),
+             f"privileges: {s['privileges']}",
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<13} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}
     for e in report["layers"]:
         required = "yes" if e["required"] else ("optional" if e["in_policy"] else "off")
-        lines.append(f"{e['layer']:<13} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
+        name = f"{e['layer']}" if not e["part_of"] else f" {e['layer']}"  # a part is indented under its layer
+        lines.append(f"{name:<13} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
         if e["fix"] and (not e["available"] or (e["required"] and not e["active"])):
             lines.append(f"{'':<13} fix: {e['fix']}")
     if report["refused"]:

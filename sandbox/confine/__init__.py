@@ -14,8 +14,10 @@ Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox
   applied (fail closed, never silently weaker).
 - :func:`probe_all` (``sandbox doctor``): which layers this kernel and uid support.
 
-Layers, in order (``sandbox.policy.LAYERS``): rlimits, no_new_privs, namespaces
-(capabilities dropped here), landlock, seccomp. See each module's docstring.
+Layers, in order (``sandbox.policy.LAYERS``): rlimits, no_new_privs, namespaces,
+landlock, seccomp. Two more steps are no policy layer of their own (:data:`PARTS`):
+``pids_cgroup`` (cgroup.py) serves rlimits for root workers, which RLIMIT_NPROC
+spares; ``capabilities`` (caps.py) are dropped in every worker. See each module's docstring.
 """
 
 from __future__ import annotations
@@ -25,17 +27,23 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import SandboxUnavailable
-from . import landlock, namespaces, no_new_privs, rlimits, seccomp
+from . import caps, cgroup, landlock, namespaces, no_new_privs, rlimits, seccomp
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
            "landlock": landlock, "seccomp": seccomp}
+#: Steps no policy lists by name -> (module, the layer they serve, None: every worker). Same interface.
+PARTS = {"pids_cgroup": (cgroup, "rlimits"), "capabilities": (caps, None)}
+#: Everything :func:`apply_all` applies, in its order (the statuses it returns; doctor's rows).
+ORDER = ("rlimits", "pids_cgroup", "no_new_privs", "namespaces", "capabilities", "landlock", "seccomp")
 
 #: What to do when a layer is missing, for SandboxUnavailable and ``sandbox doctor``.
 FIXES = {
     "rlimits": "setrlimit refused: check the hard limits inherited from the parent (ulimit -H -a)",
+    "pids_cgroup": cgroup.FIX,
     "no_new_privs": "use Linux >= 3.5",
     "namespaces": namespaces.USERNS_FIX,
+    "capabilities": caps.FIX,
     "landlock": landlock.FIX,
     "seccomp": seccomp.FIX,
 }
@@ -57,16 +65,19 @@ class ConfineContext:
 
 @dataclass(frozen=True)
 class LayerStatus:
-    """Whether one layer is available on this kernel and active for this run."""
+    """Whether one layer (or part, see :data:`PARTS`) is available on this kernel and active for this run."""
 
     layer: str
-    """Layer name, one of ``sandbox.policy.LAYERS``."""
+    """Layer name, one of :data:`ORDER`."""
     available: bool
     """The kernel (and this uid) support the layer."""
     active: bool
     """The layer was applied to this run."""
     detail: str = ""
     """Why not, or what exactly was applied."""
+    pids_cgroup: "LayerStatus | None" = None
+    """Only in the status :func:`fork_worker` gives its child: the pids cgroup the zygote put it in (None: none
+    was tried at the fork)."""
 
 
 def prepare_in_zygote(policy: Any) -> None:
@@ -75,8 +86,11 @@ def prepare_in_zygote(policy: Any) -> None:
     Safe to skip: apply compiles lazily, and with another thread running fork_worker
     falls back to a plain fork (the namespaces layer then says why it is unavailable)."""
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
-        seccomp.prepare(policy)
-        seccomp.prepare(policy, keep_fork=True)
+        try:
+            seccomp.prepare(policy)
+            seccomp.prepare(policy, keep_fork=True)
+        except OSError:
+            pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run
     if "namespaces" in policy.confinement.layers:
         namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
@@ -87,24 +101,34 @@ def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
     the namespaces layer (None when the policy does not list it) and never raises.
-    If the kernel refuses the namespaces (see ``namespaces.REFUSED``), the child is
-    a plain fork whose status says why; :func:`apply_all` (given that status) refuses
-    the run if the policy requires them. Other clone failures raise, as os.fork's do.
+    If the kernel refuses the namespaces (see ``namespaces.REFUSED``) or refuses to
+    set them up (restricted user namespaces: ``namespaces.SetupRefused``), the child
+    is a plain fork whose status says why; :func:`apply_all` (given that status)
+    refuses the run if the policy requires them. Other clone failures raise, as
+    os.fork's do.
     """
     if "namespaces" not in policy.confinement.layers:
         return os.fork(), None
     try:  # a root worker joins its pids cgroup before it can fork (RLIMIT_NPROC spares root)
-        pid, active, detail = namespaces.fork_in_parent(lambda child: rlimits.limit_pids_in_parent(policy, child))
-    except OSError as exc:
-        if exc.errno not in namespaces.REFUSED:
+        pid, detail, note = namespaces.fork_in_parent(lambda child: _pids_cgroup_in_parent(policy, child))
+    except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
+        if exc.errno not in namespaces.REFUSED and not isinstance(exc, namespaces.SetupRefused):
             raise
         pid = os.fork()
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
     if pid:
         return pid, None
-    if active:
-        _stage_before_request(policy)
-    return 0, LayerStatus("namespaces", active, active, detail)
+    _stage_before_request(policy)
+    joined = None if not note else LayerStatus("pids_cgroup", note[0] == "+", note[0] == "+", note[1:])
+    return 0, LayerStatus("namespaces", True, True, detail, pids_cgroup=joined)
+
+
+def _pids_cgroup_in_parent(policy: Any, child: int) -> str:
+    """The note the clone's child gets: "" (not tried), else "+" or "-" (joined or not) and what happened."""
+    if "rlimits" not in policy.confinement.layers or not cgroup.needed():
+        return ""
+    joined, detail = cgroup.limit_pids_in_parent(policy, child)
+    return ("+" if joined else "-") + detail
 
 
 def _stage_before_request(policy: Any) -> None:
@@ -116,7 +140,7 @@ def _stage_before_request(policy: Any) -> None:
     """
     try:
         namespaces.make_host_read_only_early()
-        namespaces.drop_bounding_set_early()
+        caps.drop_bounding_set_early()
         if "landlock" in policy.confinement.layers:
             landlock.prebuild(policy)
         no_new_privs.probe()
@@ -128,15 +152,17 @@ def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = 
               keep_fork: bool = False) -> list[LayerStatus]:
     """Apply every layer in order; the order is the security argument, so it reads top to bottom.
 
-    ``keep_fork`` (session workers only, which fork one process per run): under a
-    policy without subprocesses, deny execve but not fork. Raises ``SandboxUnavailable``
-    for a required layer that cannot be applied.
+    ``ns_status``: what :func:`fork_worker` gave the child. ``keep_fork`` (session
+    workers only, which fork one process per run): under a policy without
+    subprocesses, deny execve but not fork. Raises ``SandboxUnavailable`` for a
+    required layer that cannot be applied, or if any capability survives.
     """
     stack = _Stack(policy, ctx)
     stack.layer("rlimits", rlimits.apply)  # first: bounds memory/CPU/fds even of our own setup below
-    stack.pids_cgroup_if_root(ns_status)  # before caps drop: joining a cgroup needs root's rights
+    stack.pids_cgroup(ns_status)  # root only (RLIMIT_NPROC spares uid 0); joining needs root's rights: before caps
     stack.layer("no_new_privs", no_new_privs.apply)  # before landlock and seccomp: unprivileged they require it
-    stack.namespaces(ns_status)  # drop caps after setrlimit (a hard limit could be raised back with CAP_SYS_RESOURCE)
+    stack.namespaces(ns_status)  # re-binds the run dirs writable: needs CAP_SYS_ADMIN in the user ns, before caps
+    stack.capabilities()  # every worker; after setrlimit (CAP_SYS_RESOURCE could raise a hard limit back)
     stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork))  # last: it denies calls the steps above make
     return stack.statuses
@@ -166,39 +192,57 @@ class _Stack:
                                      errno=getattr(exc, "errno", None)) from exc
         self.statuses.append(LayerStatus(name, False, False, reason))
 
-    def pids_cgroup_if_root(self, ns_status: LayerStatus | None) -> None:
-        if os.geteuid() == 0 and not (ns_status and ns_status.active):
-            rlimits.limit_pids_before_fork(self.policy)  # in namespaces the zygote did it (limit_pids_in_parent)
+    def pids_cgroup(self, ns_status: LayerStatus | None) -> None:
+        """Never fatal: no policy can require it (see cgroup.py); its status says what is missing."""
+        if "rlimits" not in self.policy.confinement.layers:
+            self.statuses.append(LayerStatus("pids_cgroup", True, False, "rlimits not in confinement.layers"))
+        elif not cgroup.needed():
+            self.statuses.append(LayerStatus("pids_cgroup", False, False, cgroup.not_needed_reason()))
+        elif ns_status is not None and ns_status.pids_cgroup is not None:
+            self.statuses.append(ns_status.pids_cgroup)  # the zygote did it at the clone
+        else:
+            try:
+                self.statuses.append(LayerStatus("pids_cgroup", True, True, cgroup.apply(self.policy, self.ctx)))
+            except OSError as exc:
+                self.statuses.append(LayerStatus("pids_cgroup", False, False, str(exc)))
 
     def namespaces(self, ns_status: LayerStatus | None) -> None:
-        if ns_status is not None and ns_status.active:
-            try:
-                namespaces.reopen_run_dirs(self.ctx)  # needs CAP_SYS_ADMIN in the user ns: before the drop
-            except OSError as exc:
-                self.fail("namespaces", str(exc), exc)
-        try:  # always, even without namespaces: a root worker must not keep capabilities
-            namespaces.drop_capabilities()
-        except OSError as exc:
-            raise SandboxUnavailable("namespaces", f"cannot drop capabilities: {exc}", FIXES["namespaces"],
-                                     syscall=getattr(exc, "syscall", None), errno=exc.errno) from exc
         if "namespaces" not in self.policy.confinement.layers:
             self.statuses.append(LayerStatus("namespaces", False, False, "not in confinement.layers"))
         elif ns_status is None or not ns_status.active:
-            detail = ns_status.detail if ns_status else "the worker was not made by fork_worker"
-            self.fail("namespaces", detail)
+            self.fail("namespaces", ns_status.detail if ns_status else "the worker was not made by fork_worker")
         else:
+            try:
+                namespaces.apply(self.policy, self.ctx)
+            except OSError as exc:
+                self.fail("namespaces", str(exc), exc)
+                return
             self.statuses.append(LayerStatus("namespaces", True, True, ns_status.detail))
+
+    def capabilities(self) -> None:
+        """Always, and always fatal: a worker that keeps a capability never runs a snippet."""
+        try:
+            caps.apply(self.policy, self.ctx)
+        except OSError as exc:
+            raise SandboxUnavailable("capabilities", f"cannot drop capabilities: {exc}", FIXES["capabilities"],
+                                     syscall=getattr(exc, "syscall", None), errno=exc.errno) from exc
+        self.statuses.append(LayerStatus("capabilities", True, True, "all dropped, securebits locked"))
+
+
+def module(name: str) -> Any:
+    """The module of a layer or part (every name in :data:`ORDER`)."""
+    return MODULES[name] if name in MODULES else PARTS[name][0]
 
 
 def probe_all() -> dict[str, tuple[bool, str]]:
-    """``{layer: (supported on this kernel for this uid?, why / why not)}``, for doctor."""
-    return {name: module.probe() for name, module in MODULES.items()}
+    """``{layer or part: (supported on this kernel for this uid?, why / why not)}`` in :data:`ORDER`, for doctor."""
+    return {name: module(name).probe() for name in ORDER}
 
 
 def describe_all(policy: Any) -> dict[str, str]:
-    """``{layer: one-line description under policy}``."""
-    return {name: module.describe(policy) for name, module in MODULES.items()}
+    """``{layer or part: one-line description under policy}`` in :data:`ORDER`."""
+    return {name: module(name).describe(policy) for name in ORDER}
 
 
-__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "apply_all", "describe_all", "fork_worker",
-           "prepare_in_zygote", "probe_all"]
+__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "ORDER", "PARTS", "apply_all", "describe_all",
+           "fork_worker", "module", "prepare_in_zygote", "probe_all"]

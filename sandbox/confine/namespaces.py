@@ -1,4 +1,4 @@
-"""Layer 3: Linux namespaces (user, pid, net, ipc, mount, uts, cgroup) and capability drop.
+"""Layer 3: Linux namespaces (user, pid, net, ipc, mount, uts, cgroup).
 
 Two halves, because a pid namespace only applies to children:
 
@@ -13,10 +13,19 @@ Two halves, because a pid namespace only applies to children:
   it (a root worker's pids cgroup) and enters its own cgroup namespace. The zygote
   reaps it, so ``wait4`` reports the run's real fate. An empty network namespace is
   the strongest "no network": no interface but a down loopback.
-- :func:`apply` runs in the worker just before Landlock: it drops every capability
-  (bounding set, ambient, effective, permitted, inheritable) and locks the
-  securebits, so uid 0 inside means nothing: no DAC override, no ``mount``, and an
-  ``execve`` can never regain capabilities.
+
+- :func:`apply` runs in the worker before the capability drop (caps.py), which it
+  needs to precede: it re-binds the run's dirs writable over the host tree, which
+  :func:`make_host_read_only_early` made read-only in the worker's mount namespace.
+
+Three cases, told apart by :func:`probe` (``sandbox doctor`` shows which): **available**;
+**unavailable**: the clone is refused (user namespaces off or none left, a seccomp
+profile, another thread in the zygote), ``fork_in_parent`` raises its error;
+**restricted**: the clone works but privileged operations inside the new user namespace
+are refused (Ubuntu 24.04+ confines unprivileged user namespaces with AppArmor this way:
+mapping ids, ``mount`` or ``sethostname`` fail with EPERM). The child reports it and
+exits, and ``fork_in_parent`` raises :class:`SetupRefused`: the worker then comes from a
+plain fork as in the "unavailable" case, never from half-made namespaces.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import ctypes
 import errno
 import os
 import signal
+import sys
 from typing import Any, Callable
 
 from . import _sys
@@ -32,11 +42,7 @@ from . import _sys
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
-_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 1, 24, 28, 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
-_SECURE_ALL_LOCKED = 0x2F  # NOROOT|NOROOT_LOCKED|NO_SETUID_FIXUP|NO_SETUID_FIXUP_LOCKED|KEEP_CAPS_LOCKED
-_CAP_V3 = 0x20080522
-_CAP_SETPCAP = 8
+_PR_SET_PDEATHSIG = 1
 
 USERNS_FIX = ("allow unprivileged user namespaces: sysctl -w user.max_user_namespaces=15000; on Debian/Ubuntu "
               "also kernel.unprivileged_userns_clone=1 and kernel.apparmor_restrict_unprivileged_userns=0; in "
@@ -49,48 +55,107 @@ REFUSED = frozenset({errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS, errn
 #: Entered by the clone; the cgroup namespace comes later, once the child sits in its own cgroup.
 _CLONE_NS = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
 
-_probe_cache: dict[str, tuple[bool, str]] = {}
+RESTRICTED = ("the user namespace was created but privileged operations inside it are refused: restricted user "
+              "namespaces (Ubuntu 24.04+: kernel.apparmor_restrict_unprivileged_userns=1, or an LSM policy like it)")
+RESTRICTED_FIX = ("allow this interpreter privileged user namespaces: sysctl -w "
+                  "kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile granting 'userns,' to "
+                  f"{os.path.realpath(sys.executable)}; or drop 'namespaces' from confinement.required")
+
+
+class SetupRefused(_sys.SyscallError):
+    """The clone worked, but setting up its namespaces failed (see RESTRICTED): no namespaces here."""
+
+
+_probe_cache: dict[str, tuple[bool, str, str]] = {}
 
 
 def probe() -> tuple[bool, str]:
-    """Can this uid clone into user+pid+net+ipc+mount namespaces? Tried for real, the way workers are made."""
+    """Can this uid clone into user+pid+net+ipc+mount namespaces and set them up? Tried for real, the way
+    workers are made, and the network namespace checked empty (only ``lo``, down, no routes)."""
+    return _probed()[:2]
+
+
+def probe_case() -> str:
+    """Which case :func:`probe` met: ``"available"``, ``"unavailable"`` or ``"restricted"``."""
+    return _probed()[2]
+
+
+def fix() -> str:
+    """What to change, for the case :func:`probe` met."""
+    return RESTRICTED_FIX if probe_case() == "restricted" else USERNS_FIX
+
+
+def _probed() -> tuple[bool, str, str]:
     if "result" not in _probe_cache:
         _probe_cache["result"] = _probe_in_child()
     return _probe_cache["result"]
 
 
-def _probe_in_child() -> tuple[bool, str]:
+def _probe_in_child() -> tuple[bool, str, str]:
     r, w = os.pipe()
     pid = os.fork()  # a single-threaded throwaway child may clone, whatever threads this process runs
-    if pid == 0:  # pragma: no cover - runs in the child
-        os.close(r)
+    if pid == 0:  # pragma: no cover - runs in the child, which plays the zygote, and in its clone
+        msg = "unavailable the probe failed"
         try:
-            uid, gid = os.geteuid(), os.getegid()
-            if _sys.fork_like_clone(_CLONE_NS, _clone_name()) == 0:
-                try:
-                    _map_ids(uid, gid)
-                    _unshare(CLONE_NEWCGROUP)
-                    msg = b"ok"
-                except OSError as exc:
-                    msg = str(exc).encode()
-                os.write(w, msg[:500])
-                os._exit(0)
-            os.wait()
-        except OSError as exc:
-            os.write(w, str(exc).encode()[:500])
-        os._exit(0)
+            if fork_in_parent(lambda _pid: "", fresh=True)[0] == 0:  # the clone, set up as a worker's is
+                empty = network_is_empty()
+                msg = f"ok {empty}" if empty else "net the network namespace is not empty"
+            else:
+                os.wait()
+                msg = ""
+        except SetupRefused as exc:
+            msg = f"restricted {exc}"
+        except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
+            msg = f"unavailable {exc}"
+        finally:
+            os.write(w, msg.encode()[:500])
+            os._exit(0)
     os.close(w)
     with os.fdopen(r, "rb") as fh:
-        msg = fh.read().decode(errors="replace")
+        case, _, why = fh.read().decode(errors="replace").partition(" ")
     os.waitpid(pid, 0)
-    if msg == "ok":
-        return True, f"user, pid, net, ipc, mount, uts and cgroup namespaces work for uid {os.getuid()}"
-    return False, f"{msg or 'probe child died'} (uid {os.getuid()})"
+    uid = os.getuid()
+    if case == "ok":
+        return True, f"user, pid, net ({why}), ipc, mount, uts and cgroup namespaces work for uid {uid}", "available"
+    return False, f"{why or 'the probe child died'} (uid {uid})", "restricted" if case == "restricted" else "unavailable"
+
+
+_SIOCGIFFLAGS, _IFF_UP = 0x8913, 0x1
+_RTF_UP, _RTF_REJECT = 0x1, 0x200
+#: Route tables: (file, lines of header, column of the hex flags).
+_ROUTES = (("/proc/net/route", 1, 3), ("/proc/net/ipv6_route", 0, 8))
+
+
+def network_is_empty() -> str:
+    """In a fresh network namespace: "" unless only a down ``lo`` exists and no usable route; else a short note.
+
+    (An empty namespace lists the kernel's placeholder IPv6 route, a reject route that is not up.)
+    """
+    import fcntl
+    import socket
+    import struct
+    with open("/proc/net/dev") as fh:  # this network namespace's devices (if_nameindex needs a netlink socket)
+        names = [line.split(":")[0].strip() for line in fh.read().splitlines()[2:]]
+    if names != ["lo"]:
+        return ""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # any socket reaches the device ioctls
+        flags = struct.unpack_from("H", fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0)), 16)[0]
+    if flags & _IFF_UP:
+        return ""
+    for table, header, column in _ROUTES:
+        try:
+            with open(table) as fh:
+                rows = [line.split() for line in fh.read().splitlines()[header:]]
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        if any(int(row[column], 16) & (_RTF_UP | _RTF_REJECT) == _RTF_UP for row in rows if len(row) > column):
+            return ""
+    return "only lo, down, no routes"
 
 
 def describe(policy: Any) -> str:
     """One line: what the layer isolates."""
-    return ("namespaces: own user (uid mapped to itself, all capabilities dropped), pid (fresh /proc), "
+    return ("namespaces: own user (uid mapped to itself), pid (fresh /proc), "
             "empty network, ipc, mount (/run hidden, private /dev/shm), uts")
 
 
@@ -136,37 +201,82 @@ def settle_threads_in_parent() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def fork_in_parent(prepare_child: Callable[[int], str]) -> tuple[int, bool, str]:
+#: What the first clone of this process met, per process: its setup worked, or was refused (by the kernel's
+#: policy: EPERM/EACCES). Later clones need not wait for their child's report (see fork_in_parent).
+_setup_worked: list[bool] = []
+_setup_refused: list[SetupRefused] = []
+
+
+def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
-    The parent gets ``(pid, True, "")`` once ``prepare_child(pid)`` returned a note
-    (the root worker's pids cgroup: the child waits for it). The child gets
-    ``(0, active, detail)`` from :func:`_init_child`, the note included; it never
-    raises (it must not unwind into the zygote's code). Raises the clone's
-    ``SyscallError`` if the kernel refuses; an errno in :data:`REFUSED` means "no
-    namespaces here".
+    The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``note``
+    (the root worker's pids cgroup: the child waits for it). The child, its
+    namespaces set up, gets ``(0, detail, note)``; it never raises (it must not
+    unwind into the zygote's code). Raises the clone's ``SyscallError`` if the kernel refuses (an
+    errno in :data:`REFUSED` means "no namespaces here"), or :class:`SetupRefused`
+    once the child, which then exits, reported that its setup was refused.
+
+    The first clone of a process waits for that report, and the answer is kept:
+    after a refusal later calls raise it at once (no clone), after a success they do
+    not wait (a child whose setup fails then exits: its run fails, never confined
+    less). ``fresh``: wait, and neither use nor keep the answer (the probe).
     """
+    if _setup_refused and not fresh:
+        raise _setup_refused[0]
+    wait = fresh or not _setup_worked
     uid, gid, me = os.geteuid(), os.getegid(), _host_pid("self")
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = _sys.fork_like_clone(_CLONE_NS, _clone_name())
     except OSError:
-        os.close(go_r)
-        os.close(go_w)
+        for fd in (go_r, go_w, ack_r, ack_w):
+            os.close(fd)
         raise
     if pid == 0:
         try:
             os.close(go_w)
-            return (0, *_init_child(go_r, me, uid, gid))
+            os.close(ack_r)
+            return (0, *_init_child(go_r, ack_w, me, uid, gid))
         except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
             os._exit(70)
     os.close(go_r)
+    os.close(ack_w)
+    if not wait:
+        os.close(ack_r)
     try:
         note = prepare_child(pid)
-        os.write(go_w, (note or "-").encode()[:512])  # one write below PIPE_BUF: the child reads it whole
+        try:
+            os.write(go_w, b"." + note.encode()[:510])  # one write below PIPE_BUF: the child reads it whole
+        except BrokenPipeError:
+            pass  # the child gave up already (its report says why)
     finally:
         os.close(go_w)  # without a note the child sees EOF and exits
-    return pid, True, ""
+    if wait:
+        _check_report(pid, ack_r, fresh)
+    return pid, "", note
+
+
+def _check_report(pid: int, ack_r: int, fresh: bool) -> None:
+    """Read the child's report; if its setup failed, reap it and raise :class:`SetupRefused`."""
+    try:
+        report = os.read(ack_r, 1024).decode(errors="replace")
+    finally:
+        os.close(ack_r)
+    if report == "ok":
+        if not fresh:
+            _setup_worked.append(True)
+        return
+    _, status = os.waitpid(pid, 0)  # it exits by itself
+    err, _, step = report.partition(" ")
+    if not err.isdigit():
+        err, step = str(errno.ECHILD), f"the clone's child (died while setting up, wait status {status})"
+    policy = int(err) in (errno.EPERM, errno.EACCES)  # not a passing failure: this kernel's policy
+    refused = SetupRefused(step, int(err), RESTRICTED if policy else "")
+    if policy and not fresh:
+        _setup_refused.append(refused)
+    raise refused
 
 
 def _host_pid(which: str) -> int:
@@ -177,34 +287,47 @@ def _host_pid(which: str) -> int:
         return int(fh.read().rsplit(b")", 1)[1].split()[1])
 
 
-def _init_child(go_r: int, parent: int, uid: int, gid: int) -> tuple[bool, str]:
+def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple[str, str]:
     """The clone's child (pid 1 inside): die with the zygote, map ids, private mounts, its own cgroup ns.
 
-    ``(False, why)`` if the ids cannot be mapped (e.g. AppArmor restricts unprivileged
-    user namespaces): the layer is then unavailable, as when the clone is refused.
+    Reports to the zygote on ``ack_w``: "ok", or the errno and the step that failed
+    (mapping ids, making ``/`` private, ``sethostname``), after which it exits: these
+    steps must work in a user namespace we own, so their failure means the namespace
+    is restricted. Returns ``(detail, the parent's note)``.
     """
     _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
     if _host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
         os._exit(0)
     try:
         _map_ids(uid, gid)
-    except OSError as exc:
-        _wait_for_parent(go_r)
-        return False, str(exc)
-    notes = [n for n in (_mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private"),
-                         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
+        _mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private", required=True)
+        if _sys.libc.sethostname(b"sandbox", 7) != 0:
+            raise _sys.SyscallError("sethostname", ctypes.get_errno())
+    except OSError as exc:  # "<errno> <the step>": the zygote raises SetupRefused naming it (if it waits)
+        _report(ack_w, f"{exc.errno or errno.EPERM} {getattr(exc, 'syscall', None) or exc}")
+        os._exit(0)
+    notes = [n for n in (_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
                          _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                                 "private /dev/shm", "size=64m,mode=1777"),
                          _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
                                 "empty /run", "size=4k,mode=755")) if n]
-    _sys.libc.sethostname(b"sandbox", 7)
+    _report(ack_w, "ok")
     parent_note = _wait_for_parent(go_r)
     try:  # only now: the cgroup the zygote put us in becomes the namespace's root
         _unshare(CLONE_NEWCGROUP)
     except OSError as exc:
         notes.append(f"cgroup namespace: {exc}")
     detail = "pid 1 of new user/pid/net/ipc/mount/uts/cgroup namespaces" + (f" ({'; '.join(notes)})" if notes else "")
-    return True, f"{detail}; {parent_note}" if parent_note != "-" else detail
+    return detail, parent_note
+
+
+def _report(ack_w: int, text: str) -> None:
+    try:
+        os.write(ack_w, text.encode()[:1000])
+    except BrokenPipeError:
+        pass  # the zygote does not wait for reports any more (see fork_in_parent)
+    finally:
+        os.close(ack_w)
 
 
 def _wait_for_parent(go_r: int) -> str:
@@ -215,75 +338,21 @@ def _wait_for_parent(go_r: int) -> str:
         os.close(go_r)
     if not note:
         os._exit(0)
-    return note
+    return note[1:]
 
 
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None) -> str:
-    """Mount; on failure return a note naming the step and errno (these are best effort)."""
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None, *,
+           required: bool = False) -> str:
+    """Mount; on failure return a note naming the step and errno (best effort), or raise if ``required``."""
     if target != "/" and not os.path.isdir(target):
         return ""
     enc = lambda s: s.encode() if s is not None else None  # noqa: E731
     if _sys.libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
-        return f"{what}: mount failed with {_sys.errno_name(ctypes.get_errno())}"
+        err = ctypes.get_errno()
+        if required:
+            raise _sys.SyscallError(f"mount ({what})", err)
+        return f"{what}: mount failed with {_sys.errno_name(err)}"
     return ""
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def capabilities() -> tuple[int, int]:
-    """This process's (effective, permitted) capability masks."""
-    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
-    _sys.syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
-    eff = data[0].effective | (data[1].effective << 32)
-    return eff, data[0].permitted | (data[1].permitted << 32)
-
-
-_last_cap: list[int] = []
-
-
-def _cap_last() -> int:
-    if not _last_cap:
-        try:
-            with open("/proc/sys/kernel/cap_last_cap") as fh:
-                _last_cap.append(int(fh.read()))
-        except OSError:
-            _last_cap.append(40)
-    return _last_cap[0]
-
-
-_staged: list[bool] = []
-
-
-def drop_bounding_set_early() -> None:
-    """Lock the securebits and empty the bounding set (pre-request, in pid 1: ~40 prctl calls).
-
-    Effective capabilities stay until :func:`drop_capabilities`; nothing the snippet
-    can run exists yet. Without CAP_SETPCAP (an unprivileged worker without a user
-    namespace) there is nothing to drop and nothing is done.
-    """
-    eff, _ = capabilities()
-    if eff & (1 << _CAP_SETPCAP):  # only a process holding CAP_SETPCAP may lock bits / shrink the bounding set
-        _sys.prctl(_PR_SET_SECUREBITS, _SECURE_ALL_LOCKED, name="prctl(PR_SET_SECUREBITS)")
-        for cap in range(_cap_last() + 1):
-            _sys.prctl(_PR_CAPBSET_DROP, cap, name=f"prctl(PR_CAPBSET_DROP, {cap})")
-    _staged.append(True)
-
-
-def drop_capabilities() -> None:
-    """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
-    if not _staged:
-        drop_bounding_set_early()
-    _sys.libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
-    _sys.syscall("capset", ctypes.byref(hdr), ctypes.byref(data))
-    if capabilities() != (0, 0):
-        raise OSError("capset succeeded but capabilities remain")
 
 
 class _MountAttr(ctypes.Structure):
@@ -327,6 +396,5 @@ def _mount_setattr(path: str, flags: int, attr: _MountAttr) -> None:
 
 
 def apply(policy: Any, ctx: Any) -> None:
-    """In the worker (namespaces active): run dirs writable again, then drop all capabilities."""
+    """In the worker (namespaces active), before the capability drop: run dirs writable again."""
     reopen_run_dirs(ctx)
-    drop_capabilities()

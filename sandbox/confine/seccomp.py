@@ -3,14 +3,17 @@
 Default action ALLOW; what is denied returns an errno so Python raises a normal
 ``PermissionError`` instead of the process dying:
 
-- architecture check: foreign architectures (i386 through ``int 0x80``, x32 syscall
-  numbers) get EPERM (libseccomp's bad-arch action);
+- architecture check: foreign architectures (i386 through ``int 0x80``) get EPERM
+  (libseccomp's bad-arch action); x32 numbers (bit 30 set) are above every known
+  number, so the rule for unknown numbers below refuses them (ENOSYS);
 - ``socket()`` with any family but ``AF_UNIX`` -> EPERM (a 64-bit "not equal to 1": high
   garbage bits cannot smuggle a family past, they only get a valid call refused);
 - the dangerous calls of Docker's default profile (ptrace, process_vm_*, bpf,
   perf_event_open, io_uring_*, userfaultfd, keyctl/add_key/request_key, mount and
   the new mount API, umount2, pivot_root, chroot, unshare, setns, kexec_*, module
-  loading, clock setting, swap, reboot, quotactl, open_by_handle_at, ...) -> EPERM;
+  loading, clock setting, swap, reboot, quotactl, open_by_handle_at, ...) and legacy
+  calls nobody needs (modify_ldt, uselib, _sysctl, nfsservctl, lookup_dcookie, ustat,
+  sysfs, vm86, ...) -> EPERM;
 - ``clone`` with a namespace flag -> EPERM; ``clone3`` -> ENOSYS always (its flags live
   in memory a filter cannot read, so glibc falls back to ``clone`` where they can be
   checked; threads keep working);
@@ -18,7 +21,20 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
 - ``personality`` with ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC or the other address
   layout flags -> EPERM;
 - with ``allow_subprocess = false``: ``execve``, ``execveat``, ``fork``, ``vfork`` and
-  ``clone`` without ``CLONE_THREAD`` -> EPERM (threads still work).
+  ``clone`` without ``CLONE_THREAD`` -> EPERM (threads still work);
+- every native system call number the filter does not know -> ENOSYS: above the
+  highest one it knows and in the unassigned ranges below it. "Knows" means named in
+  libseccomp's table *and* not above :data:`REVIEWED_MAX`, the highest number these
+  lists were reviewed against. A call newer than the lists (or than libseccomp) is
+  thus refused, never let through; ENOSYS rather than EPERM (runc answers calls newer
+  than its profile the same way) lets libraries fall back as on an older kernel.
+  (The kernel itself lets ``uretprobe`` and ``uprobe`` past every filter: only its
+  own trampolines may call them.)
+
+Fail closed when building it: a denied name libseccomp cannot resolve on the native
+architecture raises (naming it), unless it is a documented absence (:data:`ABSENT`:
+calls that do not exist on that architecture) or a call newer than this libseccomp
+whose number (:data:`RECENT`) the ENOSYS rule above already refuses.
 
 Compiling with libseccomp costs milliseconds, so :func:`prepare` compiles the BPF
 program once (the zygote calls it before forking workers); :func:`apply` only
@@ -30,6 +46,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 from typing import Any
 
 from . import _sys
@@ -49,28 +66,47 @@ TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 _PERSONALITY_FLAGS = (0x0040000, 0x0100000, 0x0200000, 0x0400000, 0x0800000, 0x8000000)
 _LO32 = 0xFFFFFFFF
 
-#: Denied with EPERM in every policy (Docker's default-deny list plus a few newer calls).
+#: Denied with EPERM in every policy (Docker's default-deny list, legacy calls nobody needs, a few newer calls).
 DENIED_SYSCALLS = (
     "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "settimeofday", "create_module",
     "delete_module", "finit_module", "init_module", "get_kernel_syms", "query_module", "ioperm", "iopl",
     "kcmp", "kexec_file_load", "kexec_load", "keyctl", "request_key", "lookup_dcookie", "mount",
-    "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick",
-    "mount_setattr", "name_to_handle_at", "open_by_handle_at", "nfsservctl", "perf_event_open",
-    "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "ptrace", "quotactl",
-    "quotactl_fd", "reboot", "setns", "unshare", "swapon", "swapoff", "sysfs", "_sysctl", "uselib",
+    "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "open_tree_attr", "fsopen", "fsconfig",
+    "fsmount", "fspick", "mount_setattr", "name_to_handle_at", "open_by_handle_at", "nfsservctl",
+    "perf_event_open", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "ptrace",
+    "quotactl", "quotactl_fd", "reboot", "setns", "unshare", "swapon", "swapoff", "sysfs", "_sysctl", "uselib",
     "userfaultfd", "ustat", "vhangup", "io_uring_setup", "io_uring_enter", "io_uring_register", "syslog",
     "fanotify_init", "mbind", "set_mempolicy", "move_pages", "migrate_pages", "sethostname",
-    "setdomainname", "vm86", "vm86old",
+    "setdomainname", "vm86", "vm86old", "modify_ldt", "lsm_set_self_attr",
 )
 #: Denied too when ``confinement.allow_subprocess`` is false.
 EXEC_SYSCALLS = ("execve", "execveat")
 FORK_SYSCALLS = ("fork", "vfork")
 
+#: The highest system call number these lists were reviewed against (Linux 6.18: file_setattr). Since
+#: Linux 5.1 (424) new calls get the same number on every architecture, so one bound serves them all.
+REVIEWED_MAX = 469
+#: Denied calls newer than some libseccomp releases, by their (common) number: where libseccomp does not
+#: know one, the ENOSYS rule for unknown numbers refuses it (checked when the filter is built).
+RECENT = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
+          "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435,
+          "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442, "quotactl_fd": 443,
+          "lsm_set_self_attr": 460, "open_tree_attr": 467}
+#: Denied calls that do not exist on an architecture (libseccomp knows them only elsewhere): nothing to deny.
+ABSENT = {
+    "x86_64": frozenset({"vm86", "vm86old"}),  # i386 only (and i386 is refused by the architecture check)
+    "aarch64": frozenset({"_sysctl", "create_module", "fork", "get_kernel_syms", "ioperm", "iopl",  # never in
+                          "modify_ldt", "query_module", "sysfs", "uselib", "ustat", "vfork", "vm86",  # asm-generic
+                          "vm86old"}),
+}
+#: libseccomp's architecture token (the kernel's AUDIT_ARCH_*) -> our name for it.
+_ARCHES = {0xC000003E: "x86_64", 0xC00000B7: "aarch64"}
+
 _programs: dict[tuple[bool, bool], "_Program"] = {}
 
 
 def probe() -> tuple[bool, str]:
-    """Supported if pyseccomp/libseccomp import and the kernel has seccomp filters."""
+    """Supported if pyseccomp/libseccomp import, the kernel has seccomp filters and the filter builds."""
     if pyseccomp is None:
         return False, f"pyseccomp unavailable ({_IMPORT_ERROR}); fix: {FIX}"
     try:
@@ -79,14 +115,21 @@ def probe() -> tuple[bool, str]:
                 return False, "kernel built without CONFIG_SECCOMP_FILTER; fix: use a kernel with seccomp"
     except OSError as exc:
         return False, f"cannot read /proc/self/status: {exc}"
-    return True, f"seccomp-bpf via libseccomp API level {pyseccomp.get_api()}"
+    try:
+        _compile(False, False)
+    except OSError as exc:
+        return False, str(exc)
+    top, holes = _unknown_numbers(pyseccomp.system_arch())
+    return True, (f"seccomp-bpf via libseccomp API level {pyseccomp.get_api()}; {_arch_name()} calls above {top} "
+                  f"and in {len(holes)} unassigned range(s) below -> ENOSYS")
 
 
 def describe(policy: Any) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
-    return (f"seccomp: non-x86_64 ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous syscalls "
-            f"(ptrace, bpf, mount, unshare, io_uring, ...), TIOCSTI{extra} -> EPERM")
+    return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
+            f"(ptrace, bpf, mount, unshare, io_uring, modify_ldt, ...), TIOCSTI{extra} -> EPERM; syscalls the "
+            "filter does not know -> ENOSYS")
 
 
 def prepare(policy: Any, keep_fork: bool = False) -> "_Program":
@@ -94,6 +137,7 @@ def prepare(policy: Any, keep_fork: bool = False) -> "_Program":
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
     without subprocesses it gets a filter that denies exec but not fork.
+    Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
     key = (deny_exec, deny_exec and not keep_fork)
@@ -102,38 +146,133 @@ def prepare(policy: Any, keep_fork: bool = False) -> "_Program":
     return _programs[key]
 
 
-def _compile(deny_exec: bool, deny_fork: bool) -> bytes:
+def _compile(deny_exec: bool, deny_fork: bool, *, denied: tuple[str, ...] = DENIED_SYSCALLS,
+             absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
+             extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """The filter as BPF bytes: our prefix for unknown numbers, then libseccomp's program.
+
+    ``denied``, ``absent``, ``known_max``, ``extra_holes``: for tests. Raises
+    ``SyscallError`` for a denied name that cannot be denied (never skips it).
+    """
     if pyseccomp is None:
         raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable ({_IMPORT_ERROR}); fix: {FIX}")
     s = pyseccomp
+    arch = s.system_arch()
+    unknown = _unknown_numbers(arch, known_max)
+    nr = lambda name: _number(arch, name, absent, unknown)  # noqa: E731
     eperm = s.ERRNO(errno.EPERM)
     f = s.SyscallFilter(s.ALLOW)
-    f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, x32 numbers: refused, not run
-    for name in DENIED_SYSCALLS + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ()):
-        _add(f, eperm, name)
-    _add(f, s.ERRNO(errno.ENOSYS), "clone3")  # glibc then falls back to clone(), whose flags we can see
+    f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
+    for name in denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ()):
+        _add(f, eperm, nr(name))
+    _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
-    f.add_rule(eperm, "socket", s.Arg(0, s.NE, AF_UNIX))
+    _add(f, eperm, nr("socket"), s.Arg(0, s.NE, AF_UNIX))
     for flag in _CLONE_NS_FLAGS:
-        f.add_rule(eperm, "clone", s.Arg(0, s.MASKED_EQ, flag, flag))
+        _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, flag, flag))
     if deny_fork:
-        f.add_rule(eperm, "clone", s.Arg(0, s.MASKED_EQ, CLONE_THREAD, 0))
+        _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, CLONE_THREAD, 0))
     for request in (TIOCSTI, TIOCLINUX):
-        f.add_rule(eperm, "ioctl", s.Arg(1, s.MASKED_EQ, _LO32, request))
+        _add(f, eperm, nr("ioctl"), s.Arg(1, s.MASKED_EQ, _LO32, request))
     for flag in _PERSONALITY_FLAGS:
-        f.add_rule(eperm, "personality", s.Arg(0, s.MASKED_EQ, flag, flag))
+        _add(f, eperm, nr("personality"), s.Arg(0, s.MASKED_EQ, flag, flag))
     fd = os.memfd_create("sandbox-seccomp", os.MFD_CLOEXEC)
     with os.fdopen(fd, "w+b") as fh:
         f.export_bpf(fh)
         fh.seek(0)
-        return fh.read()
+        program = fh.read()
+    if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
+        raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "
+                                "architecture: cannot put the unknown-number rule in front of it")
+    top, holes = unknown
+    return _unknown_prefix(arch, top, sorted(holes + list(extra_holes))) + program
 
 
-def _add(f: Any, action: int, name: str) -> None:
+def _number(arch: int, name: str, absent: dict[str, frozenset[str]], unknown: tuple[int, list]) -> int | None:
+    """The native number of ``name``; None when there is nothing to deny (documented); else raise."""
+    nr = pyseccomp.resolve_syscall(arch, name)
+    if nr >= 0:
+        return nr
+    where = _arch_name(arch)
+    if name in absent.get(where, ()):
+        return None  # no such call on this architecture
+    top, holes = unknown
+    number = RECENT.get(name)
+    if nr == -1 and number is not None and (number > top or any(lo <= number <= hi for lo, hi in holes)):
+        return None  # newer than this libseccomp: the ENOSYS rule for unknown numbers refuses it
+    why = "does not know it" if nr == -1 else "knows it only on other architectures"
+    raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
+                            f"libseccomp {why} on {where}: refusing to build a filter that would let it "
+                            "through; update libseccomp, or document its absence in seccomp.ABSENT")
+
+
+def _add(f: Any, action: int, nr: int | None, *args: Any) -> None:
+    if nr is not None:
+        f.add_rule(action, nr, *args)  # raises OSError: a rule libseccomp refuses is never skipped
+
+
+def _arch_name(arch: int | None = None) -> str:
+    arch = pyseccomp.system_arch() if arch is None else arch
+    return _ARCHES.get(arch, f"architecture {arch:#x}")
+
+
+_unknown_cache: dict[tuple[int, int], tuple[int, list[tuple[int, int]]]] = {}
+
+
+def _unknown_numbers(arch: int, known_max: int = REVIEWED_MAX) -> tuple[int, list[tuple[int, int]]]:
+    """``(top, holes)``: the highest number the filter knows, and the unassigned ranges below it (inclusive)."""
+    key = (arch, known_max)
+    if key not in _unknown_cache:
+        known = {n for n in range(known_max + 1) if _named(arch, n)}
+        if not known:
+            raise _sys.SyscallError("seccomp", errno.EINVAL, f"libseccomp names no system call on {_arch_name(arch)}")
+        holes, start = [], None
+        for n in range(max(known) + 1):
+            if n not in known and start is None:
+                start = n
+            elif n in known and start is not None:
+                holes.append((start, n - 1))
+                start = None
+        _unknown_cache[key] = (max(known), holes)
+    return _unknown_cache[key]
+
+
+def _named(arch: int, nr: int) -> bool:
     try:
-        f.add_rule(action, name)
-    except OSError:
-        pass  # a syscall this libseccomp or architecture does not know: nothing to deny
+        return bool(pyseccomp.resolve_syscall(arch, nr))
+    except ValueError:
+        return False
+
+
+_LD_ABS, _JEQ, _JGT, _JGE, _RET = 0x20, 0x15, 0x25, 0x35, 0x06
+_OFFSET_NR, _OFFSET_ARCH = 0, 4
+_RET_ERRNO = 0x00050000
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("<HBBI", code, jt, jf, k)
+
+
+def _unknown_prefix(arch: int, top: int, holes: list[tuple[int, int]]) -> bytes:
+    """BPF run before libseccomp's program: a native call numbered above ``top`` or in a hole -> ENOSYS.
+
+    Another architecture falls through to libseccomp's program (its bad-arch action).
+    Jumps are relative and forward, so libseccomp's program works unchanged behind it.
+    Targets: "next" skips one instruction, "ret" is the ENOSYS return, "end" the
+    first instruction of libseccomp's program, None the next instruction.
+    """
+    code: list[tuple[int, str | None, str | None, int]] = [(_LD_ABS, None, None, _OFFSET_ARCH),
+                                                           (_JEQ, None, "end", arch),
+                                                           (_LD_ABS, None, None, _OFFSET_NR)]
+    for lo, hi in holes:  # sorted: nr > hi goes on to the next range; else nr >= lo is unassigned
+        code += [(_JGT, "next", None, hi), (_JGE, "ret", None, lo)]
+    code += [(_JGT, "ret", "end", top), (_RET, None, None, _RET_ERRNO | errno.ENOSYS)]
+    ret, end = len(code) - 1, len(code)
+    out = []
+    for i, (op, jt, jf, k) in enumerate(code):
+        where = {None: i + 1, "next": i + 2, "ret": ret, "end": end}
+        out.append(_insn(op, where[jt] - i - 1, where[jf] - i - 1, k))
+    return b"".join(out)
 
 
 class _SockFprog(ctypes.Structure):

@@ -66,8 +66,9 @@ def test_full_stack_as_this_user(dirs, name):
     got = in_child(_attacks(dirs), _stack(dirs, policy(name)))
     assert got["ok"], got
     statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
-    assert list(statuses) == ["rlimits", "no_new_privs", "namespaces", "landlock", "seccomp"]
-    assert all(s["active"] for s in statuses.values()), statuses
+    assert list(statuses) == ["rlimits", "pids_cgroup", "no_new_privs", "namespaces", "capabilities", "landlock",
+                              "seccomp"] == list(confine.ORDER)
+    assert all(s["active"] for s in statuses.values()), statuses  # as root, pids_cgroup too
     assert _refused(got["value"])
     # Typically ~0.4 ms (tests/confine/bench_apply_all.py); the bound only catches gross regressions on a busy box.
     assert got["setup"]["seconds"] < 0.05
@@ -81,7 +82,10 @@ def test_full_stack_as_unprivileged_uid(dirs):
     if not got["ok"] and "namespaces" in got.get("error", ""):
         pytest.skip(f"user namespaces unavailable for uid {NOBODY}: {got['error']}")
     assert got["ok"], got
-    assert all(s["active"] for s in got["setup"]["statuses"]), got["setup"]
+    statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
+    cgroup = statuses.pop("pids_cgroup")  # not for a non-root uid: RLIMIT_NPROC binds it
+    assert not cgroup["active"] and "RLIMIT_NPROC" in cgroup["detail"], cgroup
+    assert all(s["active"] for s in statuses.values()), statuses
     assert _refused(got["value"])
 
 
@@ -124,6 +128,6 @@ def test_landlock_failure_names_syscall_and_errno(dirs):
 
 def test_probe_all_and_describe_all():
     probes = confine.probe_all()
-    assert set(probes) == set(confine.MODULES)
+    assert list(probes) == list(confine.ORDER) and set(confine.MODULES) < set(probes)
     assert all(isinstance(ok, bool) and why for ok, why in probes.values())
-    assert set(confine.describe_all(policy("strict"))) == set(confine.MODULES)
+    assert list(confine.describe_all(policy("strict"))) == list(confine.ORDER)

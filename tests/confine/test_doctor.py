@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -51,3 +53,180 @@ def test_doctor_reports_refusal_with_fix():
     ok, refused, text = got["value"]
     assert not ok and refused["layer"] == "namespaces" and "EPERM" in refused["reason"]
     assert "RUNS ARE REFUSED" in text and "user.max_user_namespaces" in text
+
+
+# --- The "no" direction (issue 16: a doctor that said "yes" without probing passed every test) ------------------
+
+def _probe_facts(pol):
+    """Run doctor's probe snippet in this (forked) process; its facts."""
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(doctor.probe_code(pol), {"__name__": "__main__"})
+    return json.loads(out.getvalue())
+
+
+def test_every_fact_reads_no_in_an_unconfined_process():
+    """Each "active" comes from an observation that sees the layer missing: unconfined, every fact is false."""
+    from .childproc import in_child, policy
+    got = in_child(lambda: _probe_facts(policy()))
+    assert got["ok"], got
+    facts = got["value"]
+    observed = facts.pop("observed")
+    assert set(facts) == set(confine.ORDER)
+    assert not any(facts.values()), facts
+    if observed["euid"] == 0:  # nothing bounds a root process's threads here: the cgroup fact can tell
+        assert observed["threads_started"] == observed["threads_tried"], observed
+
+
+#: Switching a layer off turns these rows to "no": the layer, and what cannot work without it.
+_OFF_WITH = {"rlimits": {"rlimits", "pids_cgroup"},  # the cgroup serves rlimits' max_processes
+             "no_new_privs": {"no_new_privs", "landlock", "seccomp"},  # capabilities are gone by then: both need it
+             "namespaces": {"namespaces"}, "landlock": {"landlock"}, "seccomp": {"seccomp"}}
+
+
+@pytest.mark.parametrize("layer", sorted(_OFF_WITH))
+def test_a_layer_switched_off_by_policy_reads_no(layer):
+    from .childproc import policy
+    layers = tuple(n for n in confine.MODULES if n != layer)
+    report = doctor.diagnose(policy("default", layers=layers, required=()), use_sandbox=False)
+    rows = {e["layer"]: e for e in report["layers"]}
+    assert not rows[layer]["in_policy"] and not rows[layer]["required"]
+    expected = set(_OFF_WITH[layer])
+    if not confine.cgroup.needed() or not confine.cgroup.probe()[0]:
+        expected.add("pids_cgroup")
+    if not confine.namespaces.probe()[0]:
+        expected.add("namespaces")
+    assert {name for name, e in rows.items() if not e["active"]} == expected, rows
+
+
+def _deny(**errnos):
+    """A seccomp filter on this process: each named call fails with the given errno (the kernel's real answer)."""
+    import pyseccomp as s
+    f = s.SyscallFilter(s.ALLOW)
+    for name, err in errnos.items():
+        f.add_rule(s.ERRNO(err), name)
+    f.load()
+
+
+def _landlock_missing():
+    from sandbox.confine import landlock
+    landlock._abi_cache.clear()
+    _deny(landlock_create_ruleset=38, landlock_add_rule=38, landlock_restrict_self=38)  # ENOSYS: an old kernel
+
+
+def _seccomp_refused():
+    _deny(seccomp=1)  # EPERM: e.g. a container that forbids nested filters
+
+
+def _no_user_namespaces():
+    from .test_namespaces import _no_user_namespaces_left
+    confine.namespaces._probe_cache.clear()
+    _no_user_namespaces_left()
+
+
+def _pids_hierarchy_hidden():
+    from .test_cgroup import hide_cgroups
+    if os.geteuid() != 0:
+        pytest.skip("root only: other uids need no cgroup")
+    hide_cgroups()
+
+
+UNAVAILABLE = {"landlock": (_landlock_missing, False), "seccomp": (_seccomp_refused, True),
+               "namespaces": (_no_user_namespaces, False), "pids_cgroup": (_pids_hierarchy_hidden, False)}
+
+
+@pytest.mark.parametrize("layer", sorted(UNAVAILABLE))
+def test_an_unavailable_layer_reads_no(layer):
+    """The kernel really refuses the layer (emulated in a child); a policy that does not require it runs without
+    it, and doctor says so. (seccomp: the probe builds the filter, so it reads available; loading it fails, and the
+    process's own Seccomp mode 2 must not fool the check: AF_INET still works.)"""
+    from .childproc import in_child, policy
+    setup, available = UNAVAILABLE[layer]
+    required = tuple(n for n in ("rlimits", "no_new_privs", "landlock", "seccomp") if n != layer)
+    pol = policy("default", required=required)
+
+    def run():
+        report = doctor.diagnose(pol, use_sandbox=False)
+        return {e["layer"]: [e["available"], e["active"], e["fix"]] for e in report["layers"]}, report["ok"]
+    got = in_child(run, setup)
+    assert got["ok"], got
+    rows, ok = got["value"]
+    assert rows[layer][:2] == [available, False], rows
+    assert available or rows[layer][2], rows  # unavailable: the fix is shown
+    others = {n for n, (_, active, _) in rows.items() if not active} - {layer}
+    allowed = ({"pids_cgroup"} if not confine.cgroup.needed() else set()) | (
+        {"namespaces"} if not confine.namespaces.probe()[0] else set())
+    assert others <= allowed, rows
+    assert ok  # nothing required is missing
+
+
+def test_doctor_json_says_no_for_a_layer_off_by_policy(tmp_path):
+    """Through the CLI and a real run, with a policy file that leaves Landlock and seccomp out."""
+    original = (pathlib.Path(confine.__file__).parents[2] / "policies" / "default.toml").read_text()
+    text = original.replace('layers = ["rlimits", "no_new_privs", "namespaces", "landlock", "seccomp"]',
+                        'layers = ["rlimits", "no_new_privs", "namespaces"]')
+    text = text.replace('required = ["rlimits", "no_new_privs", "landlock", "seccomp"]', 'required = ["rlimits"]')
+    assert text != original
+    path = tmp_path / "weak.toml"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "sandbox", "doctor", "--policy", str(path), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    report = json.loads(out.stdout)
+    rows = {e["layer"]: e for e in report["layers"]}
+    assert report["verified_by"].startswith("a real run")
+    assert (rows["landlock"]["in_policy"], rows["landlock"]["active"]) == (False, False)
+    assert (rows["seccomp"]["in_policy"], rows["seccomp"]["active"]) == (False, False)
+    assert rows["rlimits"]["active"] and rows["no_new_privs"]["active"] and rows["capabilities"]["active"]
+    assert out.returncode == 0 and report["ok"]  # nothing required is missing: "no" is not a failure here
+
+
+# --- Root vs unprivileged ----------------------------------------------------------------------------------------
+
+def _doctor_as_this_uid():
+    import tempfile
+    tempfile.tempdir = None  # pick the temp dir again as this uid
+    confine.namespaces._probe_cache.clear()  # probed again, for this uid
+    report = doctor.diagnose("default")
+    return report, doctor.render(report)
+
+
+def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
+    """The same machine seen by root and by uid 65534, each through a real run: the pids cgroup is root's
+    (RLIMIT_NPROC does not bind uid 0), RLIMIT_NPROC bounds the other uid; every other layer reads the same."""
+    from tests.security.test_unprivileged import NOBODY, _readable_as
+
+    from .childproc import in_child
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to compare with an unprivileged uid")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}: the sandbox cannot start as that uid")
+    root, nobody = in_child(_doctor_as_this_uid), in_child(_doctor_as_this_uid, uid=NOBODY)
+    assert root["ok"] and nobody["ok"], (root, nobody)
+    (r, r_text), (n, n_text) = root["value"], nobody["value"]
+    assert r["verified_by"].startswith("a real run") and n["verified_by"].startswith("a real run"), n["verified_by"]
+    assert (r["system"]["uid"], n["system"]["uid"]) == (0, NOBODY)
+    assert r["ok"] and n["ok"]
+    rows = {e["layer"]: e for e in r["layers"]}, {e["layer"]: e for e in n["layers"]}
+
+    # Where they differ: the pids cgroup, and what bounds processes.
+    root_cg, nobody_cg = rows[0].pop("pids_cgroup"), rows[1].pop("pids_cgroup")
+    if confine.cgroup.probe()[0]:
+        assert root_cg["available"] and root_cg["active"], root_cg
+        assert r["observed"]["threads_started"] < 64 <= r["observed"]["threads_tried"]  # stopped by the cgroup
+    assert not nobody_cg["available"] and not nobody_cg["active"] and not nobody_cg["fix"], nobody_cg
+    assert "not needed" in nobody_cg["detail"] and "RLIMIT_NPROC" in nobody_cg["detail"]
+    assert (r["observed"]["euid"], n["observed"]["euid"]) == (0, NOBODY)  # inside the run too (mapped to itself)
+    assert n["observed"]["threads_started"] < n["observed"]["threads_tried"]  # RLIMIT_NPROC, observed
+    assert "pids cgroup" in r["system"]["privileges"] and "RLIMIT_NPROC enforces" in n["system"]["privileges"]
+    assert "privileges: root" in r_text and f"privileges: uid {NOBODY} (not root)" in n_text
+    nobody_line = next(line for line in n_text.splitlines() if line.lstrip().startswith("pids_cgroup"))
+    assert nobody_line.split()[1:4] == ["no", "optional", "no"], nobody_line
+    assert "fix:" not in n_text.split(nobody_line, 1)[1].splitlines()[1]  # nothing to fix: not needed
+
+    # Everything else reads the same for both uids.
+    for layer in ("rlimits", "no_new_privs", "capabilities", "landlock", "seccomp"):
+        assert rows[0][layer]["active"] and rows[1][layer]["active"], layer
+    assert rows[0]["namespaces"]["active"] == r["system"]["user_namespaces_for_this_uid"]
+    assert rows[1]["namespaces"]["active"] == n["system"]["user_namespaces_for_this_uid"]

@@ -1,4 +1,4 @@
-"""namespaces: the zygote's one clone is pid 1 of fresh user/pid/net/ipc/mount/uts/cgroup namespaces, caps dropped."""
+"""namespaces: the zygote's one clone is pid 1 of fresh user/pid/net/ipc/mount/uts/cgroup namespaces."""
 
 from __future__ import annotations
 
@@ -66,21 +66,6 @@ def test_uid_is_mapped_to_itself():
     uid = os.getuid()
     assert got["value"][:2] == [uid, os.getgid()]
     assert got["value"][2] == [str(uid), str(uid), "1"]
-
-
-def test_capabilities_dropped_for_good():
-    def drop():
-        namespaces.drop_capabilities()
-        with open("/proc/self/status") as fh:
-            caps = {k: v.strip() for k, v in (line.split(":", 1) for line in fh) if k.startswith("Cap")}
-        try:
-            os.mkdir("/proc/x")
-        except OSError:
-            pass
-        return caps
-    got = in_child(drop, _enter)
-    caps = got["value"]
-    assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == caps["CapAmb"] == "0" * 16
 
 
 def test_host_tree_is_read_only_except_run_dirs(dirs):
@@ -297,6 +282,8 @@ try:
     print("strict ran")
 except sandbox.SandboxUnavailable as exc:
     print("strict refused", exc.layer, exc.reason)
+from sandbox.cli import doctor
+print("doctor says", doctor.diagnose("default", use_sandbox=False)["system"]["user_namespaces"])
 """
 
 
@@ -313,3 +300,199 @@ def test_sandbox_without_user_namespaces_runs_or_refuses_by_policy():
     if "namespaces" in policy("strict").confinement.required:
         assert lines[1].startswith("strict refused namespaces clone(CLONE_NEWUSER"), out.stdout
         assert "ENOSPC" in lines[1]
+    assert lines[2] == "doctor says unavailable", out.stdout  # not "restricted": the clone itself is refused
+
+
+# --- Restricted user namespaces (issue 16, item 13) -------------------------------------------------------------
+# Ubuntu 24.04 and later let an unprivileged process create a user namespace but refuse every privileged
+# operation inside it (AppArmor). Two real emulations, applied to a process that then plays the zygote (the
+# clones inherit them): the worker must come from a plain fork, as where user namespaces are off.
+
+#: What the clone's setup needs a capability of its user namespace for.
+_PRIVILEGED = ("mount", "umount2", "mount_setattr", "move_mount", "open_tree", "sethostname", "setdomainname",
+               "unshare", "pivot_root")
+
+
+def restrict_mounts():
+    """A namespace in which mount, hostname and namespace setup fail with EPERM (a seccomp filter)."""
+    import errno as _errno
+
+    import pyseccomp as s
+    f = s.SyscallFilter(s.ALLOW)
+    for name in _PRIVILEGED:
+        f.add_rule(s.ERRNO(_errno.EPERM), name)
+    f.load()  # sets no_new_privs first, as an unprivileged process needs
+
+
+def restrict_id_maps():
+    """A namespace whose uid/gid maps cannot even be written (EACCES): Landlock lets this process write
+    anywhere but under /proc."""
+    import ctypes
+
+    from sandbox.confine import _sys, landlock, no_new_privs
+    if landlock.abi_version() < 1:
+        pytest.skip("needs Landlock")
+    attr = landlock._RulesetAttr(landlock.WRITE_FILE, 0, 0)
+    ruleset = _sys.syscall("landlock_create_ruleset", ctypes.byref(attr), 8, 0)  # the ABI 1 struct: files only
+    for entry in os.listdir("/"):
+        if entry != "proc":
+            landlock._add_path(ruleset, f"/{entry}", landlock.WRITE_FILE)
+    no_new_privs.apply(None, None)
+    _sys.syscall("landlock_restrict_self", ruleset, 0)
+    os.close(ruleset)
+
+
+RESTRICTIONS = {"mount_refused": (restrict_mounts, "mount (make / private)", 1),  # EPERM
+                "id_map_refused": (restrict_id_maps, "write /proc/self/setgroups", 13)}  # EACCES
+_NS = ("user", "pid", "net", "mnt", "uts", "ipc")
+
+
+def _fork_workers_twice() -> dict:
+    """Play the zygote: two fork_worker calls; what each worker saw, and what is left of the refused clones."""
+    import json as _json
+    r, w = os.pipe()
+    workers = []
+    for _ in range(2):
+        pid, status = confine.fork_worker(policy())
+        if pid == 0:  # pragma: no cover - the worker
+            os.write(w, _json.dumps({"pid": os.getpid(), "ns": {n: os.readlink(f"/proc/self/ns/{n}") for n in _NS},
+                                     "status": [status.available, status.active, status.detail]}).encode() + b"\n")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        workers.append(pid)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        seen = [_json.loads(line) for line in fh.read().splitlines()]
+    with open(f"/proc/self/task/{os.getpid()}/children") as fh:
+        left = fh.read().split()
+    return {"workers": seen, "zygote_ns": {n: os.readlink(f"/proc/self/ns/{n}") for n in _NS}, "children_left": left,
+            "remembered": bool(namespaces._setup_refused)}
+
+
+@pytest.mark.parametrize("uid", [None, 65534], ids=["root", "uid65534"])
+@pytest.mark.parametrize("restriction", sorted(RESTRICTIONS))
+def test_restricted_user_namespaces_fall_back_to_a_plain_fork(restriction, uid):
+    if uid is not None and os.geteuid() != 0:
+        pytest.skip("needs root to become another uid")
+    if uid is not None and not in_child(lambda: namespaces.probe()[0], uid=uid)["value"]:
+        pytest.skip(f"no user namespaces for uid {uid} here")
+    restrict, step, err = RESTRICTIONS[restriction]
+    got = in_child(_fork_workers_twice, restrict, uid=uid)
+    assert got["ok"], got
+    v = got["value"]
+    assert len(v["workers"]) == 2, v
+    for worker in v["workers"]:
+        available, active, detail = worker["status"]
+        assert worker["pid"] != 1 and worker["ns"] == v["zygote_ns"], worker  # no half-made namespaces
+        assert not available and not active
+        assert step in detail and ("EPERM" if err == 1 else "EACCES") in detail and "restricted" in detail, detail
+    assert v["workers"][0]["status"] == v["workers"][1]["status"]
+    assert v["remembered"]  # the second worker was forked without another clone
+    assert v["children_left"] == []  # the refused clone was reaped
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_restricted_user_namespaces_run_or_refuse_by_policy(dirs, name):
+    """The whole stack under the restriction: default runs confined by the other layers, strict refuses."""
+    import errno as _errno
+    import socket as _socket
+
+    from sandbox.errors import SandboxUnavailable
+    pol, ctx = policy(name), dirs.ctx()
+
+    def setup():
+        restrict_mounts()
+        status = as_worker(pol)
+        os.chdir(ctx.workdir)
+        try:
+            return {"statuses": confine.apply_all(pol, ctx, status)}
+        except SandboxUnavailable as exc:
+            return {"refused": [exc.layer, exc.reason, exc.fix]}
+
+    def attack():
+        out = {"pid": os.getpid()}
+        for what, fn in (("secret", lambda: open(dirs.secret).read()), ("inet", lambda: _socket.socket(2))):
+            try:
+                fn()
+                out[what] = 0
+            except OSError as exc:
+                out[what] = exc.errno
+        return out
+    got = in_child(attack, setup)
+    assert got["ok"], got
+    if name == "strict":  # namespaces required: refused, naming the layer and why
+        layer, reason, fix = got["setup"]["refused"]
+        assert layer == "namespaces" and "restricted" in reason and "mount (make / private)" in reason
+        assert "apparmor_restrict_unprivileged_userns" in fix
+        return
+    statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
+    assert not statuses.pop("namespaces")["active"]
+    statuses.pop("pids_cgroup")  # root: joined by the worker itself now; not root: not needed
+    assert all(s["active"] for s in statuses.values()), statuses
+    assert got["value"] == {"pid": got["value"]["pid"], "secret": _errno.EACCES, "inet": _errno.EPERM}
+    assert got["value"]["pid"] != 1
+
+
+RESTRICTED_RUN = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import sandbox
+from sandbox.cli import doctor
+from tests.confine.test_namespaces import RESTRICTIONS
+RESTRICTIONS[sys.argv[2]][0]()
+out = {}
+with sandbox.Sandbox("default", image="vertex") as sb:
+    r = sb.run("import os; print(os.getpid() != 1)")
+    out["default"] = [r.outcome.name, r.stdout.strip()]
+try:
+    with sandbox.Sandbox(sandbox.Policy.load("strict"), image="vertex") as sb:
+        sb.run("print(1)")
+    out["strict"] = "ran"
+except sandbox.SandboxUnavailable as exc:
+    out["strict"] = [exc.layer, exc.reason]
+report = doctor.diagnose("default")
+ns = next(e for e in report["layers"] if e["layer"] == "namespaces")
+out["doctor"] = [report["system"]["user_namespaces"], ns["available"], ns["active"], ns["fix"], report["ok"]]
+out["text"] = doctor.render(report)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("restriction", sorted(RESTRICTIONS))
+def test_sandbox_under_restricted_user_namespaces(restriction):
+    """End to end (zygote, pre-forked workers, doctor): default runs, strict is refused, doctor says 'restricted'."""
+    import json as _json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", RESTRICTED_RUN, root, restriction], capture_output=True, text=True,
+                         timeout=180, cwd=root)
+    assert out.returncode == 0, out.stderr
+    got = _json.loads(out.stdout)
+    assert got["default"] == ["OK", "True"], got  # ran, and not as pid 1 of half-made namespaces
+    layer, reason = got["strict"]
+    assert layer == "namespaces" and "restricted" in reason and RESTRICTIONS[restriction][1] in reason
+    case, available, active, fix, ok = got["doctor"]
+    assert (case, available, active, ok) == ("restricted", False, False, True)
+    assert "apparmor_restrict_unprivileged_userns=0" in fix and "NO (restricted" in got["text"]
+
+
+def _lo_up():
+    import fcntl
+    import struct
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", 0x1))  # SIOCSIFFLAGS: IFF_UP (CAP_NET_ADMIN here)
+
+
+def test_the_network_check_sees_a_live_network():
+    """namespaces.probe() and doctor's probe call the network namespace empty only if it is: lo up, or the
+    host's network, reads as not empty."""
+    from .test_doctor import _probe_facts
+
+    def look():
+        return {"empty": namespaces.network_is_empty(), "doctor": _probe_facts(policy())["namespaces"]}
+    quiet = in_child(look, _enter)
+    assert quiet["value"] == {"empty": "only lo, down, no routes", "doctor": True}, quiet
+    live = in_child(look, lambda: (_enter(), _lo_up()))
+    assert live["value"] == {"empty": "", "doctor": False}, live  # a loopback that is up
+    assert in_child(namespaces.network_is_empty)["value"] == ""  # the host's network

@@ -77,8 +77,8 @@ def test_cannot_raise_limits_again(dirs):
     pol = policy("strict")
 
     def raise_back():
-        from sandbox.confine import namespaces
-        namespaces.drop_capabilities()  # as the worker does: without CAP_SYS_RESOURCE hard limits are final
+        from sandbox.confine import caps
+        caps.apply(None, None)  # as the worker does: without CAP_SYS_RESOURCE hard limits are final
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
     got = in_child(raise_back, lambda: rlimits.apply(pol, dirs.ctx()))
     assert not got["ok"] and "ValueError" in got["error"], got

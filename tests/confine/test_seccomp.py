@@ -126,3 +126,121 @@ def test_program_is_precompiled_once():
     pol = policy("strict")
     assert seccomp.prepare(pol) is seccomp.prepare(pol)
     assert len(seccomp.prepare(pol).code) % 8 == 0
+
+
+#: Legacy calls nobody needs (x86_64 numbers): with zero arguments each is harmless, and without the filter
+#: the kernel answers something else than EPERM (0, EFAULT, EINVAL, or ENOSYS where it dropped the call).
+LEGACY = {"modify_ldt": 154, "uselib": 134, "_sysctl": 156, "nfsservctl": 180, "lookup_dcookie": 212,
+          "quotactl": 179, "create_module": 174, "get_kernel_syms": 177, "query_module": 178, "ustat": 136,
+          "sysfs": 139, "kcmp": 312}
+
+
+def _arch():
+    import pyseccomp
+    return pyseccomp.system_arch()
+
+
+@pytest.mark.parametrize("call", sorted(LEGACY))
+def test_legacy_syscalls_eperm(call):
+    if os.uname().machine != "x86_64":
+        pytest.skip("x86_64 numbers")
+    unfiltered = in_child(lambda: raw(LEGACY[call], 0, 0, 0, 0, 0, 0))["value"]
+    assert unfiltered != errno.EPERM  # so the EPERM below is the filter's
+    assert in_child(lambda: raw(LEGACY[call], 0, 0, 0, 0, 0, 0), _filtered())["value"] == errno.EPERM
+
+
+def test_modify_ldt_is_denied():
+    """modify_ldt (x86 LDT entries: a classic privilege-escalation surface) reaches the kernel unless denied."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("x86 only")
+    buf = ctypes.create_string_buffer(16)
+
+    def read_ldt():  # func 0: read the LDT (an empty one reads as 0 bytes)
+        res = _libc.syscall(ctypes.c_long(154), ctypes.c_long(0), buf, ctypes.c_long(16))
+        return ctypes.get_errno() if res == -1 else "ran"
+    unfiltered = in_child(read_ldt)["value"]
+    if unfiltered == errno.ENOSYS:
+        pytest.skip("this kernel is built without CONFIG_MODIFY_LDT_SYSCALL")
+    assert unfiltered == "ran"
+    assert in_child(read_ldt, _filtered())["value"] == errno.EPERM
+    assert in_child(read_ldt, _filtered("strict"))["value"] == errno.EPERM
+
+
+def _implemented(numbers):
+    """The numbers this kernel implements: without a filter, (-1, 0, ...) gets another answer than ENOSYS.
+    Only numbers below seccomp.REVIEWED_MAX are tried (reviewed: harmless with these arguments)."""
+    got = in_child(lambda: [n for n in numbers if raw(n, -1, 0, 0, 0, 0, 0) != errno.ENOSYS])
+    return got["value"]
+
+
+def test_calls_above_the_highest_known_number_get_enosys():
+    """Calls newer than the filter's table reach the kernel unless refused by number (issue 16, item 9)."""
+    top, _ = seccomp._unknown_numbers(_arch())
+    newer = _implemented(range(top + 1, seccomp.REVIEWED_MAX + 1))
+    if not newer:
+        pytest.skip(f"libseccomp knows every call of this kernel (up to {top})")
+    got = in_child(lambda: {n: raw(n, -1, 0, 0, 0, 0, 0) for n in newer}, _filtered())["value"]
+    assert set(got.values()) == {errno.ENOSYS}, got
+    far = in_child(lambda: [raw(n) for n in (seccomp.REVIEWED_MAX + 1, 1000, 0x3FFFFFFF)], _filtered())["value"]
+    assert far == [errno.ENOSYS] * 3
+
+
+def test_calls_in_unassigned_ranges_get_enosys():
+    _, holes = seccomp._unknown_numbers(_arch())
+    # 335, 336: uretprobe and uprobe, which the kernel passes through seccomp (only its trampolines may call them)
+    in_holes = _implemented([n for lo, hi in holes for n in range(lo, hi + 1) if n not in (335, 336)])
+    if not in_holes:
+        pytest.skip(f"this kernel implements no filterable call in {holes}")
+    got = in_child(lambda: {n: raw(n, -1, 0, 0, 0, 0, 0) for n in in_holes}, _filtered())["value"]
+    assert set(got.values()) == {errno.ENOSYS}, got
+
+
+def _load(code: bytes):
+    from sandbox.confine import _sys
+    program = seccomp._Program(code)
+
+    def setup():
+        no_new_privs.apply(policy(), None)
+        _sys.syscall("seccomp", 1, 1, program.ref)
+    return setup
+
+
+def _getrandom_getpid_gettid():
+    buf = ctypes.create_string_buffer(8)
+    res = _libc.syscall(ctypes.c_long(318), buf, ctypes.c_long(8), ctypes.c_long(0))
+    return {"getrandom": ctypes.get_errno() if res == -1 else 0, "getpid": raw("getpid"), "gettid": raw(186)}
+
+
+def test_unknown_number_rule_holds_for_any_bound():
+    """The mechanism, on calls every x86_64 kernel has: a filter that knows numbers up to 300 refuses
+    getrandom (318); one with an unassigned range 318..318 refuses it too; the calls around it work."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("x86_64 numbers")
+    assert in_child(_getrandom_getpid_gettid)["value"] == {"getrandom": 0, "getpid": 0, "gettid": 0}
+    above = in_child(_getrandom_getpid_gettid, _load(seccomp._compile(False, False, known_max=300)))
+    assert above["value"] == {"getrandom": errno.ENOSYS, "getpid": 0, "gettid": 0}, above
+    hole = in_child(_getrandom_getpid_gettid, _load(seccomp._compile(False, False, extra_holes=((318, 318),))))
+    assert hole["value"] == {"getrandom": errno.ENOSYS, "getpid": 0, "gettid": 0}, hole
+
+
+def test_a_denied_name_that_cannot_be_resolved_fails_closed():
+    """The filter is never built without a rule it was asked for (the old code skipped such names)."""
+    with pytest.raises(OSError, match="no_such_call"):
+        seccomp._compile(False, False, denied=seccomp.DENIED_SYSCALLS + ("no_such_call",))
+    arch = seccomp._arch_name(_arch())
+    for name in sorted(seccomp.ABSENT.get(arch, ())):  # known to libseccomp only elsewhere: must be documented
+        with pytest.raises(OSError, match=name):
+            seccomp._compile(False, False, absent={arch: seccomp.ABSENT[arch] - {name}})
+
+
+@pytest.mark.parametrize("arch, token", [("x86_64", 0xC000003E), ("aarch64", 0xC00000B7)])
+def test_documented_absences_are_real(arch, token):
+    """Each documented absence really has no number on its architecture; every other denied name has one
+    (or is newer than this libseccomp, and then refused by number)."""
+    import pyseccomp
+    names = seccomp.DENIED_SYSCALLS + seccomp.EXEC_SYSCALLS + seccomp.FORK_SYSCALLS
+    absent = {n for n in names if pyseccomp.resolve_syscall(token, n) < 0}
+    assert seccomp.ABSENT[arch] <= absent
+    assert absent - seccomp.ABSENT[arch] <= set(seccomp.RECENT), absent - seccomp.ABSENT[arch]
+    for name, number in seccomp.RECENT.items():  # the common numbers, where this libseccomp knows them
+        assert pyseccomp.resolve_syscall(token, name) in (number, -1), name

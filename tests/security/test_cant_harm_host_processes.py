@@ -36,6 +36,17 @@ HOST_ATTACKS = {
     "userfaultfd": 'attempt("userfaultfd", lambda: raw(323, 0))',
     "perf_event_open": 'attempt("perf", lambda: raw(298, ctypes.addressof(ctypes.create_string_buffer(128)), 0, -1, -1, 0))',
     "x32_syscall": 'attempt("x32 getpid", lambda: raw(0x40000000 | 39))',
+    # reading the LDT returns 0 (bytes) wherever modify_ldt reaches the kernel: the filter must stop it first
+    "modify_ldt": 'attempt("modify_ldt", lambda: raw(154, 0, ctypes.addressof(ctypes.create_string_buffer(16)), 16))',
+    # open_tree_attr (Linux 6.15), a mount-API call newer than libseccomp 2.5's table: refused by number
+    "syscall_newer_than_the_filter": ('def newer():\n'
+                                      '    try:\n'
+                                      '        raw(467, -1, 0, 0, 0, 0)\n'
+                                      '    except OSError as exc:\n'
+                                      '        if exc.errno in (errno.ENOSYS, errno.EPERM):\n'
+                                      '            raise\n'
+                                      '        return f"reached the kernel: {exc}"\n'
+                                      'attempt("open_tree_attr", newer)'),
     "i386_int80": ('import mmap\n'
                    'm = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n'
                    f'm.write({I386_GETPID})\n'

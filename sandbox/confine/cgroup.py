@@ -1,0 +1,167 @@
+"""A root worker's processes: a pids cgroup capped at ``limits.max_processes``.
+
+Why: ``RLIMIT_NPROC`` (see rlimits.py) bounds the processes and threads of every uid
+but global root: the kernel skips it for uid 0 (and for a holder of CAP_SYS_RESOURCE
+or CAP_SYS_ADMIN), and a user namespace changes nothing, since the worker's uid 0
+maps to the host's. Without this a root fork bomb reaches the host's pid limit.
+
+Not a policy layer of its own: it serves ``rlimits`` (applied when the policy lists
+that layer) and only for root. A non-root worker needs none (RLIMIT_NPROC binds it)
+and could not make one without a delegated subtree. Where no pids hierarchy is
+writable, a root worker still runs: its status, :func:`probe` and ``sandbox doctor``
+say that ``max_processes`` is not enforced, and how to fix it.
+
+Each worker gets ``<pids root>/sandbox-<zygote pid>/w<worker pid>``; empty cgroups of
+dead workers and dead zygotes are removed when the next ones are made. cgroup v1
+(the ``pids`` hierarchy) and v2 (the pids controller is enabled below
+``sandbox-<zygote>``) both work. Two entry points, by where the worker is made:
+
+- :func:`limit_pids_in_parent` (zygote, right after the clone that makes a worker in
+  its namespaces; the child waits for it before it can fork or enter its cgroup
+  namespace, whose root then is that cgroup);
+- :func:`apply` (a worker made by a plain fork, still root, before the capability drop).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from . import _sys
+
+#: The pids controller of cgroup v1 or v2 (the first writable one is used).
+PIDS_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+
+FIX = ("run the sandbox as a non-root user (RLIMIT_NPROC then applies), or give root a writable pids cgroup "
+       "hierarchy: cgroup v1 'pids' mounted at /sys/fs/cgroup/pids, or cgroup v2 with the pids controller in "
+       "the root's cgroup.subtree_control (a container: --cgroupns=private with a writable /sys/fs/cgroup)")
+
+
+def needed() -> bool:
+    """Only root needs it: RLIMIT_NPROC bounds every other uid."""
+    return os.geteuid() == 0
+
+
+def not_needed_reason() -> str:
+    return f"not needed: uid {os.geteuid()} is not root, so RLIMIT_NPROC caps its processes (limits.max_processes)"
+
+
+def probe() -> tuple[bool, str]:
+    """Root: can a capped pids cgroup be made? Tried for real (made and removed, nobody moved in)."""
+    if not needed():
+        return False, not_needed_reason()
+    errors = []
+    for root in _candidates():
+        probe_dir = os.path.join(root, f"sandbox-probe-{os.getpid()}")
+        try:
+            _make_capped(probe_dir, "w0", 1)
+        except OSError as exc:
+            errors.append(f"{root}: {exc}")
+            continue
+        finally:
+            _remove(probe_dir)
+        return True, f"root: pids cgroups under {root} cap each worker's processes and threads"
+    return False, (f"root, and no writable pids cgroup ({'; '.join(errors) or 'no pids hierarchy mounted'}): "
+                   "RLIMIT_NPROC does not apply to uid 0, so limits.max_processes is not enforced")
+
+
+def describe(policy: Any) -> str:
+    """One line: what is capped, and for whom."""
+    return (f"pids_cgroup: a root worker's processes and threads capped at {policy.limits.max_processes} "
+            "(limits.max_processes; non-root workers: RLIMIT_NPROC)")
+
+
+def limit_pids_in_parent(policy: Any, child: int) -> tuple[bool, str]:
+    """Root only, in the zygote: put the just-cloned worker ``child`` in a fresh capped pids cgroup.
+
+    Returns ``(joined, what happened)``; never raises (the child must hear back).
+    """
+    if not needed():
+        return False, not_needed_reason()
+    try:
+        return True, _join(policy.limits.max_processes, os.getpid(), child)
+    except OSError as exc:
+        return False, str(exc)
+
+
+def apply(policy: Any, ctx: Any) -> str:
+    """Root only, in a worker made by a plain fork: join a fresh capped pids cgroup.
+
+    Named after the zygote (our parent) and this process. Returns what was applied;
+    raises ``OSError`` saying why when no hierarchy took it.
+    """
+    return _join(policy.limits.max_processes, os.getppid(), os.getpid())
+
+
+def _candidates() -> list[str]:
+    return [root for root in PIDS_ROOTS
+            if os.path.exists(os.path.join(root, "pids.max")) or os.path.exists(os.path.join(root, "cgroup.procs"))]
+
+
+def _join(max_pids: int, zygote: int, pid: int) -> str:
+    """``pid`` into ``<pids root>/sandbox-<zygote>/w<pid>`` capped at ``max_pids``, in the first root that takes it."""
+    errors = []
+    for root in _candidates():
+        parent = os.path.join(root, f"sandbox-{zygote}")
+        try:
+            if os.path.isdir(parent):
+                _sweep(parent, "w")
+            else:
+                _sweep(root, "sandbox-")  # first worker of this zygote: remove dead zygotes' cgroups
+            mine = _make_capped(parent, f"w{pid}", max_pids)
+            with open(os.path.join(mine, "cgroup.procs"), "w") as fh:
+                fh.write(str(pid))
+        except OSError as exc:
+            errors.append(exc)
+            continue
+        return f"root: pids cgroup {mine} caps processes and threads at {max_pids}"
+    why = "; ".join(f"{exc.filename or ''}: {exc.strerror or exc}" for exc in errors) or "no pids hierarchy mounted"
+    raise _sys.SyscallError("join a pids cgroup", errors[-1].errno if errors else errno.ENOENT, why)
+
+
+def _make_capped(parent: str, name: str, max_pids: int) -> str:
+    """``parent/name`` with ``pids.max``; on cgroup v2 the controller is enabled in ``parent`` first."""
+    os.makedirs(parent, exist_ok=True)
+    control = os.path.join(parent, "cgroup.subtree_control")
+    if os.path.exists(control):  # cgroup v2: a child has pids.max only if its parent delegates the controller
+        with open(control) as fh:
+            enabled = fh.read().split()
+        if "pids" not in enabled:
+            with open(control, "w") as fh:
+                fh.write("+pids")
+    mine = os.path.join(parent, name)
+    os.mkdir(mine)
+    try:
+        with open(os.path.join(mine, "pids.max"), "w") as fh:
+            fh.write(str(max_pids))
+    except OSError:
+        _rmdir(mine)
+        raise
+    return mine
+
+
+def _sweep(parent: str, prefix: str) -> None:
+    """Remove cgroups named ``<prefix><pid>`` whose process is gone (rmdir refuses populated ones)."""
+    for name in os.listdir(parent):
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _remove(os.path.join(parent, name))
+
+
+def _remove(path: str) -> None:
+    """An empty cgroup and its empty children (cgroupfs dirs go with rmdir, files and all)."""
+    try:
+        children = [c for c in os.listdir(path) if os.path.isdir(os.path.join(path, c))]
+    except OSError:
+        return
+    for child in children:
+        _rmdir(os.path.join(path, child))
+    _rmdir(path)
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

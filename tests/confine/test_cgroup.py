@@ -1,0 +1,136 @@
+"""pids cgroup: a root worker's fork bomb stops at limits.max_processes (RLIMIT_NPROC does not bind uid 0)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+import pytest
+
+import sandbox.confine as confine
+from sandbox.confine import cgroup
+
+from .childproc import as_worker, in_child, policy
+
+MAX = 8
+TRIES = 40
+
+
+@pytest.fixture(autouse=True)
+def _needs_root_and_a_pids_hierarchy():
+    if os.geteuid() != 0:
+        pytest.skip("a non-root worker needs no pids cgroup (RLIMIT_NPROC binds it): see test_probe_as_non_root")
+    ok, why = cgroup.probe()
+    if not ok:
+        pytest.skip(why)
+
+
+def hide_cgroups() -> None:
+    """Root, in this process only: an empty tmpfs over /sys/fs/cgroup, in a private mount namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for call, args in (("unshare", (0x20000,)), ("mount", (None, b"/", None, 0x4000 | 0x40000, None)),
+                       ("mount", (b"tmpfs", b"/sys/fs/cgroup", b"tmpfs", 0, b"size=4k"))):
+        if getattr(libc, call)(*args) != 0:
+            raise OSError(ctypes.get_errno(), f"{call} failed")
+
+
+def _bomb() -> dict:
+    """Fork children that wait on a pipe until the kernel refuses (or TRIES are made); then end them all."""
+    r, w = os.pipe()
+    made, refused = 0, None
+    try:
+        for _ in range(TRIES):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - a bomb child
+                os.close(w)
+                os.read(r, 1)
+                os._exit(0)
+            made += 1
+    except OSError as exc:
+        refused = exc.errno
+    finally:
+        os.close(w)
+        while True:
+            try:
+                os.wait()
+            except ChildProcessError:
+                break
+    return {"made": made, "refused": refused}
+
+
+def _worker(namespaces: bool, dirs, before=None):
+    layers = confine.MODULES if namespaces else [n for n in confine.MODULES if n != "namespaces"]
+    pol = policy("default", layers=tuple(layers), required=("rlimits",)).with_limits(max_processes=MAX)
+    ctx = dirs.ctx()
+
+    def setup():
+        if before:
+            before()
+        status = as_worker(pol)
+        os.chdir(ctx.workdir)
+        return {s.layer: s for s in confine.apply_all(pol, ctx, status)}["pids_cgroup"]
+    return setup
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["in_namespaces", "plain_fork"])
+def test_root_fork_bomb_stops_at_max_processes(dirs, namespaces):
+    if namespaces:
+        ok, why = confine.namespaces.probe()
+        if not ok:
+            pytest.skip(why)
+    got = in_child(_bomb, _worker(namespaces, dirs))
+    assert got["ok"], got
+    status = got["setup"]
+    assert status["active"] and f"caps processes and threads at {MAX}" in status["detail"], status
+    assert got["value"] == {"made": MAX - 1, "refused": errno.EAGAIN}  # the worker itself is one of MAX
+
+
+def test_without_a_writable_hierarchy_the_run_goes_on_unbounded(dirs):
+    """What the test above would see without the cgroup: a root bomb is not stopped (RLIMIT_NPROC is set to MAX
+    too, and ignored for uid 0). The run is not refused (no policy can require the cgroup); its status says why."""
+    got = in_child(_bomb, _worker(False, dirs, before=hide_cgroups))
+    assert got["ok"], got
+    status = got["setup"]
+    assert not status["active"] and "join a pids cgroup failed" in status["detail"], status
+    assert got["value"] == {"made": TRIES, "refused": None}
+
+
+def test_cgroups_of_dead_workers_and_zygotes_are_removed():
+    pol = policy("default")
+
+    def zygote():  # two workers in turn: the second one's cgroup replaces the first's
+        paths = []
+        for _ in range(2):
+            r, w = os.pipe()
+            pid, status = confine.fork_worker(pol)
+            if pid == 0:  # pragma: no cover - the worker reports its cgroup and exits
+                note = status.pids_cgroup.detail if status and status.pids_cgroup else ""
+                os.write(w, note.split("pids cgroup ", 1)[-1].split(" caps ")[0].encode())
+                os._exit(0)
+            os.close(w)
+            paths.append(os.read(r, 4096).decode())
+            os.close(r)
+            os.waitpid(pid, 0)
+        return paths, [os.path.isdir(p) for p in paths], os.getpid()
+    if not confine.namespaces.probe()[0]:
+        pytest.skip("the zygote's part needs namespaces")
+    first = in_child(zygote)
+    (a, b), exists, zygote_pid = first["value"]
+    assert a != b and a.endswith(f"/sandbox-{zygote_pid}/" + os.path.basename(a)), first
+    assert exists == [False, True], first  # the dead worker's cgroup went when the next one was made
+    second = in_child(zygote)  # another zygote: its first worker sweeps the dead zygote's cgroup
+    assert second["ok"], second
+    assert not os.path.exists(os.path.dirname(b))
+
+
+def test_probe_as_root_names_the_hierarchy():
+    ok, why = cgroup.probe()
+    assert ok and any(root in why for root in cgroup.PIDS_ROOTS)
+    assert "limits.max_processes" in cgroup.describe(policy())
+
+
+def test_probe_as_non_root():
+    got = in_child(cgroup.probe, uid=65534)
+    ok, why = got["value"]
+    assert not ok and "not needed" in why and "RLIMIT_NPROC" in why
