@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
@@ -23,6 +23,9 @@ from .launcher import Spawned
 from .policy import Policy
 from .results import Denial, File
 from .streams import TaggedReader
+
+if TYPE_CHECKING:
+    from .confine.memcg import Facts
 
 T = TypeVar("T")
 _READ_CHUNK = 1 << 16
@@ -54,6 +57,8 @@ class Collected:
     exit: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     """Peak RSS and CPU the worker reported with ``done``."""
+    memory: "Facts | None" = None
+    """The run's memory cgroup as the host read it when the run ended (None: it had none)."""
     duration_s: float = 0.0
 
 

@@ -19,9 +19,10 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import bootstrap, protocol, rundirs
+from .confine import memcg
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
@@ -42,6 +43,11 @@ class Spawned:
     pidfd: int
     exited: Future = field(default_factory=Future)
     """Resolves to the zygote's ``exited`` header (signal, exitcode, maxrss_kb, cpu_s)."""
+    cgroup: str | None = None
+    """The worker's memory cgroup, found by the host from the two pids (None: it has none). Read it with
+    ``memcg.read`` before :attr:`release`."""
+    release: Callable[[], None] = lambda: None
+    """Tell the zygote the host is done reading the memory cgroup (it removes it once the worker is reaped)."""
 
 
 def scrubbed_environment(policy: Policy) -> dict[str, str]:
@@ -186,9 +192,11 @@ class ZygoteLauncher:
 
     def _dispatch(self, header: dict[str, Any], fds: list[int]) -> None:
         kind, run_id = header["type"], header.get("id")
+        cgroup = memcg.locate(self.pid, header["pid"]) if kind == "spawned" else None  # the host looks itself
         with self._lock:
             if kind == "spawned":
-                spawned = Spawned(pid=header["pid"], pidfd=fds[0])
+                spawned = Spawned(pid=header["pid"], pidfd=fds[0], cgroup=cgroup,
+                                  release=lambda: self._release(run_id))
                 self._runs[run_id] = spawned
                 future = self._spawns.pop(run_id, None)
             elif kind == "exited":
@@ -211,6 +219,12 @@ class ZygoteLauncher:
                                                      OSError(errno, os.strerror(errno))))
         else:
             future.set_exception(WorkerCrashed(header.get("error", "spawn failed")))
+
+    def _release(self, run_id: int) -> None:
+        try:
+            protocol.send_packet(self.sock, "release", id=run_id)
+        except OSError:
+            pass  # the zygote is gone: its shutdown removed the cgroup
 
     def _mark_dead(self, reason: str) -> None:
         with self._lock:

@@ -28,6 +28,12 @@ LAYERS: tuple[str, ...] = ("rlimits", "no_new_privs", "namespaces", "landlock", 
 #: A layer name, one of LAYERS.
 Layer = Annotated[str, schema.one_of("layer", LAYERS)]
 
+#: Parts of a layer a policy may require (sandbox/confine PARTS) -> the layer they are applied with.
+REQUIRABLE_PARTS: dict[str, str] = {"memory_cgroup": "rlimits"}
+
+#: What ``confinement.required`` may list: a layer, or a part of one.
+Requirable = Annotated[str, schema.one_of("layer or part", LAYERS + tuple(REQUIRABLE_PARTS))]
+
 #: A resource limit: a finite number above zero (a limit of 0 would refuse every run).
 _LIMIT = schema.Check("be a positive number", schema.is_positive)
 Limit = Annotated[int, _LIMIT]
@@ -74,8 +80,10 @@ class Confinement:
 
     layers: tuple[Layer, ...] = LAYERS
     """Layers to apply when this kernel supports them (subset of LAYERS)."""
-    required: tuple[Layer, ...] = ("rlimits", "no_new_privs", "landlock", "seccomp")
-    """Layers that must be active; if one cannot be applied, runs fail closed with SandboxUnavailable."""
+    required: tuple[Requirable, ...] = ("rlimits", "no_new_privs", "landlock", "seccomp")
+    """Layers that must be active; if one cannot be applied, runs fail closed with SandboxUnavailable. Also
+    ``memory_cgroup`` (a part of ``rlimits``): refuse to run where a run's memory cannot be capped as a whole,
+    shmem and tmpfs included (without it, memfd_create and SysV shared memory are refused instead)."""
     allow_subprocess: bool = True
     """Whether the snippet may fork/exec (False: execve and fork-type clone are denied by seccomp)."""
     read_only_paths: tuple[str, ...] = ()
@@ -83,9 +91,11 @@ class Confinement:
 
     def cross_check(self, prefix: str) -> str | None:
         """Every required layer is also applied (:mod:`sandbox.schema` calls this after the keys)."""
-        missing = [layer for layer in self.required if layer not in self.layers]
-        if missing:
-            return f"{prefix}required lists {missing[0]!r} which is not in {prefix}layers"
+        for name in self.required:
+            layer = REQUIRABLE_PARTS.get(name, name)
+            if layer not in self.layers:
+                part = f" (a part of {layer!r})" if layer != name else ""
+                return f"{prefix}required lists {name!r}{part} which is not in {prefix}layers"
         return None
 
 

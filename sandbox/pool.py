@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import rundirs
 from .collect import Cancel, Collected, ProcessEnding, RunIO, collect
+from .confine import memcg
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import Spawned, ZygoteLauncher
@@ -167,10 +168,12 @@ class ZygotePool:
             spawned = self.spawn(io.worker_fds())  # its run dir is the zygote's to make and remove
             io.close_worker_ends()
             try:
-                return collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy,
-                               cancel)
+                got = collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy, cancel)
+                got.memory = memcg.read(spawned.cgroup)  # the kernel's figures, never a frame's
+                return got
             finally:
                 os.close(spawned.pidfd)
+                spawned.release()
         finally:
             io.close()
 

@@ -25,7 +25,12 @@ Limits (``[session]`` in the policy):
   rolled back (``reason="memory_limit"``, ``rolled_back=True``) and the session stays
   at its state before the run. ``checkpoint()`` and ``fork()`` check the same way
   beforehand and raise SessionMemoryError. A run can still use up to
-  ``limits.memory_mb`` while it runs; this limit is about what is *kept*.
+  ``limits.memory_mb`` while it runs; this limit is about what is *kept*. Where a
+  memory cgroup can be made (confine/memcg.py), the whole session tree is in one,
+  capped at ``session.max_memory_mb + limits.memory_mb`` plus the image it was forked
+  from, shared memory and tmpfs included: a run that takes it past that (memory no
+  check above sees, such as memfds) gets ``reason="memory_limit"`` and the session,
+  every state killed, is closed.
 - ``idle_seconds`` / ``max_lifetime_seconds``: a background reaper closes the session
   (every process of it) at expiry, without waiting for its next use; that use then
   raises SandboxClosed naming the key. A call in progress is never cut short: a run is
@@ -46,6 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import protocol, rundirs
+from .confine import memcg
 from .collect import Cancel, Ending, RunIO, collect, kill_worker, run_cancellable
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
@@ -114,14 +120,19 @@ class _Container:
             self.seq += 1
             io = RunIO()
             try:
+                window = memcg.Window(self.spawned.cgroup)
                 self.send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
                 io.close_worker_ends()
                 got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
+                got.memory = window.close()  # the kernel's figures, never a frame's
             finally:
                 io.close()
             committed = "previous" in got.exit and not got.exit.get("lost") and not got.exit.get("rolled_back")
             over = self.memory.keep_or_undo(got.exit) if committed else None
         result = to_result(got, self.policy, timeout_s)
+        if got.memory is not None and got.memory.oom_kills:  # the cgroup's OOM killer ended the session's tree
+            self.close()
+            result = dataclasses.replace(result, error=self._out_of_memory(got.memory))
         if got.exit.get("lost"):
             self.close()
         result = dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
@@ -129,6 +140,13 @@ class _Container:
             result = dataclasses.replace(result, outcome=Outcome.FAILED, reason="memory_limit",
                                          error=self.memory.message(over, "this run"), rolled_back=True)
         return result
+
+    def _out_of_memory(self, facts: memcg.Facts) -> str:
+        policy = self.policy
+        return (f"the session's memory cgroup ran out ({facts.limit_bytes >> 20} MiB: session.max_memory_mb "
+                f"{policy.session.max_memory_mb} + limits.memory_mb {policy.limits.memory_mb} + the image it was "
+                f"forked from, policy {policy.name!r}; shared memory, memfd and tmpfs files count too): every "
+                "state of the session was killed and the session is closed")
 
     def send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
         try:
@@ -168,6 +186,7 @@ class _Container:
         with self.lock:
             if spawned is not None:
                 os.close(spawned.pidfd)
+                spawned.release()  # nothing more to read: the zygote removes its memory cgroup once it is reaped
             self.ctl.close()
             rundirs.remove(self.run_dir.path)
 

@@ -22,6 +22,21 @@ What is counted, and why:
   work dir are not counted (``limits.max_file_size_mb`` bounds them).
 - **Processes already dying are left out** (SIGKILL pending or exiting): a state the
   session just freed is on its way out and must not fail the next check.
+- **Shmem from the session's memory cgroup, where it has one** (confine/memcg.py).
+  ``Pss_Shmem`` sees only shmem some process maps: a memfd or a tmpfs file filled with
+  ``write()`` and never mapped is in no process's PSS. The cgroup charges every shmem
+  page of the session once, mapped or not, so with a cgroup the count is ``Pss_Anon``
+  of the processes + the cgroup's ``shmem`` (v2 ``memory.stat`` ``shmem``, v1
+  ``total_shmem``). Without one, memfd_create and SysV shared memory are refused
+  (seccomp), and ``Pss_Shmem`` stays.
+
+Why not the cgroup's ``memory.current`` alone (one read instead of a walk of ``/proc``):
+it counts what the dying processes still hold and the pages of a state the root is
+about to free (both must be left out, see above), it leaves out the image pages a
+state shares with the zygote (the PSS count bills the session its share), and it
+counts page cache. Measured on the test VM (a session of 4 states): memory.stat reads in
+~0.1 ms, the status walk in ~1 ms, smaps_rollup ~4 ms a process, only when the cheap
+bound is over the limit; the walk stays, the cgroup adds only the shmem it cannot see.
 
 ``smaps_rollup`` walks every page of a process (3-5 ms for a preloaded interpreter),
 so :func:`measure` first sums ``RssAnon + RssShmem`` from ``status`` (cheap counters,
@@ -44,6 +59,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .confine import memcg
 from .errors import SandboxClosed, SessionMemoryError
 
 if TYPE_CHECKING:
@@ -108,7 +124,7 @@ class MemoryBudget:
         ``previous``: a state the root frees if the run is kept (its private pages do not count).
         """
         limit = self.container.policy.session.max_memory_mb
-        usage = measure(self.container.spawned.pid, limit, previous, self.rollups)
+        usage = measure(self.container.spawned.pid, limit, previous, self.rollups, self.container.spawned.cgroup)
         if usage.held_kib <= limit * 1024:
             return None
         dropped = [pin for pin in self.pins if pin[0]() is None]
@@ -118,7 +134,7 @@ class MemoryBudget:
             self.pins.remove(pin)
             facts = self.container.request("release", node=pin[1])
         previous = facts["previous"] if facts.get("frees_previous") else None
-        usage = measure(self.container.spawned.pid, limit, previous, self.rollups)
+        usage = measure(self.container.spawned.pid, limit, previous, self.rollups, self.container.spawned.cgroup)
         return usage if usage.held_kib > limit * 1024 else None
 
     def message(self, usage: Usage, action: str) -> str:
@@ -199,33 +215,36 @@ def _children(pid: int) -> list[int]:
 
 
 def measure(top: int, limit_mb: int, previous_nspid: int | None = None,
-            rollups: RollupCache | None = None) -> Usage:
+            rollups: RollupCache | None = None, cgroup: str | None = None) -> Usage:
     """What the session under host pid ``top`` holds.
 
     ``previous_nspid`` (a pid as the session root sees it) names a state the root is
     about to free: its private pages are left out, so the answer is what the session
     will hold once it is gone. ``rollups``: readings to reuse (None: read every process).
+    ``cgroup``: the session's memory cgroup, whose shmem replaces the processes' (see above).
     """
     found = processes(top)
     status = {pid: _status(pid) for pid, _started in found}
-    bound = sum(kib for kib, _ns in status.values())
+    charged = memcg.held(cgroup)
+    shmem_kib = charged[1] // 1024 if charged is not None else None
+    bound = sum(anon + (shmem if shmem_kib is None else 0) for anon, shmem, _ns in status.values()) + (shmem_kib or 0)
     if bound <= limit_mb * 1024:
         return Usage(bound, precise=False)
-    total = 0
+    total = shmem_kib or 0
     for pid, started in found:
         rollup = rollups.read(pid, started) if rollups is not None else _smaps_rollup(pid)
         if rollup is None:  # unreadable: fall back to its RSS, an over-estimate
-            total += status[pid][0]
+            total += status[pid][0] + (status[pid][1] if shmem_kib is None else 0)
             continue
-        total += _held(rollup)
-        if previous_nspid is not None and pid != top and status[pid][1] == previous_nspid:
+        total += _held(rollup, shmem=shmem_kib is None)
+        if previous_nspid is not None and pid != top and status[pid][2] == previous_nspid:
             total -= rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
     return Usage(max(total, 0), precise=True)
 
 
-def _held(rollup: dict[str, int]) -> int:
+def _held(rollup: dict[str, int], shmem: bool = True) -> int:
     if "Pss_Anon" in rollup:
-        return rollup["Pss_Anon"] + rollup.get("Pss_Shmem", 0)
+        return rollup["Pss_Anon"] + (rollup.get("Pss_Shmem", 0) if shmem else 0)
     return rollup.get("Pss", 0)  # kernels before 5.9 have no split: count file pages too
 
 
@@ -243,19 +262,22 @@ def _stat(pid: int) -> tuple[int, bool] | None:
     return started, dying
 
 
-def _status(pid: int) -> tuple[int, int | None]:
-    """(RssAnon + RssShmem in KiB, pid in its innermost namespace) from /proc/<pid>/status."""
-    kib, nspid = 0, None
+def _status(pid: int) -> tuple[int, int, int | None]:
+    """(RssAnon KiB, RssShmem KiB, pid in its innermost namespace) from /proc/<pid>/status."""
+    anon = shmem = 0
+    nspid = None
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith(("RssAnon:", "RssShmem:")):
-                    kib += int(line.split()[1])
+                if line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
+                elif line.startswith("RssShmem:"):
+                    shmem = int(line.split()[1])
                 elif line.startswith("NSpid:"):
                     nspid = int(line.split()[-1])
     except (OSError, ValueError):
         pass
-    return kib, nspid
+    return anon, shmem, nspid
 
 
 def _smaps_rollup(pid: int) -> dict[str, int] | None:

@@ -34,6 +34,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
         return Outcome.FAILED, "cancelled", "the run was cancelled by the caller"
     if got.killed == "protocol":
         return Outcome.FAILED, "crashed", got.error
+    if got.memory is not None and got.memory.oom_kills:  # the host read it from the cgroup: no frame says it
+        return Outcome.FAILED, "memory_limit", _memory_cgroup_error(got, policy)
     if got.error is not None:
         reason = "memory_limit" if got.exc_type == "MemoryError" else "exception"
         return Outcome.FAILED, reason, got.error
@@ -53,6 +55,20 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
     if "lost" in got.exit:
         return Outcome.FAILED, "crashed", f"the run was lost: {got.exit['lost']}"
     return Outcome.FAILED, "crashed", f"the process exited with status {code} before the run finished"
+
+
+def _memory_cgroup_error(got: Collected, policy: Policy) -> str:
+    return (f"memory limit of {policy.limits.memory_mb} MB exceeded (policy {policy.name!r}: limits.memory_mb; "
+            f"the run's memory cgroup, {got.memory.limit_bytes >> 20} MiB with the image it was forked from, "
+            "counts shared memory, memfd and tmpfs files too): the run was killed")
+
+
+def peak_bytes(got: Collected) -> int:
+    """The run's peak memory: from its memory cgroup when it had one (every page, shmem included), else the
+    peak RSS of its process."""
+    if got.memory is not None and got.memory.peak_bytes:
+        return got.memory.peak_bytes
+    return int(got.exit.get("maxrss_kb") or 0) * 1024
 
 
 def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
@@ -76,6 +92,6 @@ def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
         images=got.images,
         files=got.files,
         duration_s=got.duration_s,
-        peak_memory_bytes=int(got.exit.get("maxrss_kb") or 0) * 1024,
+        peak_memory_bytes=peak_bytes(got),
         cpu_s=float(got.exit.get("cpu_s") or 0.0),
     )

@@ -14,11 +14,16 @@ For each layer it reports three facts, each established for real:
   refused, its rlimits, and whether a root
   worker's threads stop short of ``limits.max_processes``: the pids cgroup). With
   ``--fork`` (or when the sandbox cannot start) a forked child of this process
-  applies ``apply_all`` and runs the same probe instead.
+  applies ``apply_all`` and runs the same probe instead. One part is observed by the
+  host instead (:data:`HOST_OBSERVED`): the memory cgroup, which the worker cannot
+  see (it is the root of its cgroup namespace); the host finds the probe's worker's
+  cgroup and reads its limit from the kernel's files, as it does for every run. Where
+  there is none, the probe reports whether ``memfd_create`` was refused (the fallback).
 
-Rows follow ``confine.ORDER``: the policy's layers, and two parts no policy names
-(``pids_cgroup``, indented under the rlimits layer it serves for root, and
-``capabilities``, dropped in every worker: required under any policy).
+Rows follow ``confine.ORDER``: the policy's layers, and three parts
+(``pids_cgroup`` and ``memory_cgroup``, indented under the rlimits layer they serve;
+``capabilities``, dropped in every worker: required under any policy). No policy
+names the first; ``confinement.required`` may list ``memory_cgroup``.
 
 Exit status: 0 when every required layer is active, 1 otherwise.
 """
@@ -97,10 +102,15 @@ facts = {
     "capabilities": fact(caps_empty),
     "landlock": refused(lambda: os.listdir("/")),
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
-    "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most},
+    "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most,
+                 "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe")))},
 }
 print(json.dumps(facts))
 '''
+
+
+#: Parts the host observes from outside the run (see the module docstring), not the probe snippet.
+HOST_OBSERVED = ("memory_cgroup",)
 
 
 def probe_code(policy: Any) -> str:
@@ -137,7 +147,7 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
         ok, why = probes[name]
         fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
         entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
-                 "detail": why, "fix": "" if ok or not _needed(name) else fix}
+                 "detail": _detail(name, why, active), "fix": "" if ok or not _needed(name) else fix}
         if refusal and refusal.get("layer") == name:
             entry["fix"] = refusal.get("fix") or entry["fix"]
             entry["detail"] = refusal.get("reason") or why
@@ -157,7 +167,17 @@ def _role(policy: Any, name: str) -> dict[str, Any]:
     serves = confine.PARTS[name][1]
     if serves is None:  # capabilities: dropped in every worker, a survivor refuses the run under any policy
         return {"part_of": None, "in_policy": True, "required": True}
-    return {"part_of": serves, "in_policy": serves in conf.layers, "required": False}
+    return {"part_of": serves, "in_policy": serves in conf.layers, "required": name in conf.required}
+
+
+def _detail(name: str, why: str, active: dict[str, Any]) -> str:
+    """The probe's reason, and for the memory cgroup what the run showed: its cgroup, or the fallback."""
+    if name != "memory_cgroup" or not active:
+        return why
+    if active.get(name):
+        return f"{why}; this run's cgroup: {active.get('memory_cgroup_limit_mib')} MiB"
+    refused = active.get("observed", {}).get("memfd_refused")
+    return f"{why}; this run had none, and memfd_create was {'refused' if refused else 'NOT refused'} in it"
 
 
 def _needed(name: str) -> bool:
@@ -179,10 +199,12 @@ def _privileges() -> str:
     """What being root, or not, changes for the workers of this uid."""
     if os.geteuid() == 0:
         return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
-                "worker enforces limits.max_processes (row pids_cgroup)")
+                "worker enforces limits.max_processes (row pids_cgroup); a memory cgroup per worker caps its "
+                "memory, shmem included, where a memory hierarchy is writable (row memory_cgroup)")
     return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
             "counts this uid's processes in the worker's user namespace, or host-wide without one); workers drop "
-            "the capabilities their user namespace gives them")
+            "the capabilities their user namespace gives them; no memory cgroup without a delegated subtree, so "
+            "memfd_create and SysV shared memory are refused (row memory_cgroup)")
 
 
 def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
@@ -210,11 +232,21 @@ def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any],
 
 def _verify_in_sandbox(policy: Any, image: str) -> dict[str, Any]:
     import sandbox
+    from ..inputs import encode_run
+    from ..verdict import to_result
     with sandbox.Sandbox(policy=policy, image=image) as sb:
-        result = sb.run(probe_code(policy), timeout=20)
+        request, timeout_s = encode_run(probe_code(policy), None, 20, sb.policy)
+        got = sb._open_pool().collect(request, timeout_s)  # the Collected, for what the host read of the run
+        result = to_result(got, sb.policy, timeout_s)
     if result.outcome != sandbox.Outcome.OK:
         raise ValueError(f"the probe snippet failed: {result.error}")
-    return json.loads(result.stdout)
+    return {**json.loads(result.stdout), **_memory_cgroup_facts(got.memory)}
+
+
+def _memory_cgroup_facts(facts: Any) -> dict[str, Any]:
+    """The host's observation of the run's memory cgroup: there, with a finite limit (memcg.Facts or None)."""
+    capped = facts is not None and facts.limit_bytes < (1 << 62)
+    return {"memory_cgroup": capped, "memory_cgroup_limit_mib": facts.limit_bytes >> 20 if capped else None}
 
 
 def _verify_in_fork(policy: Any) -> dict[str, Any]:
@@ -235,6 +267,9 @@ def _verify_in_fork(policy: Any) -> dict[str, Any]:
                 worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
                 if worker:
                     os.waitpid(worker, 0)
+                    facts = confine.memcg.read(confine.memcg.locate(os.getpid(), worker))  # as the host would
+                    print(json.dumps({"host": _memory_cgroup_facts(facts)}), flush=True)
+                    confine.memcg.remove_zygote()
                     os._exit(0)
                 os.chdir(work)
                 confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
@@ -250,7 +285,10 @@ def _verify_in_fork(policy: Any) -> dict[str, Any]:
         with os.fdopen(r) as fh:
             out = fh.read()
         os.waitpid(pid, 0)
-    facts = json.loads(out or '{"error": "the probe child died"}')
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()] or [{"error": "the probe child died"}]
+    facts = next((line for line in lines if "host" not in line), {"error": "the probe printed nothing"})
+    for line in lines:
+        facts.update(line.get("host", {}))
     if "error" in facts:
         raise ValueError(f"the probe failed in the forked child: {facts['error']}")
     if "unavailable" in facts:
@@ -269,14 +307,14 @@ def render(report: dict[str, Any]) -> str:
              .get(s["user_namespaces"], s["user_namespaces"]),
              f"privileges: {s['privileges']}",
              f"active = observed inside {report['verified_by']}", "",
-             f"{'layer':<13} {'available':<10} {'required':<9} {'active':<7} detail"]
+             f"{'layer':<15} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}
     for e in report["layers"]:
         required = "yes" if e["required"] else ("optional" if e["in_policy"] else "off")
         name = f"{e['layer']}" if not e["part_of"] else f" {e['layer']}"  # a part is indented under its layer
-        lines.append(f"{name:<13} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
+        lines.append(f"{name:<15} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
         if e["fix"] and (not e["available"] or (e["required"] and not e["active"])):
-            lines.append(f"{'':<13} fix: {e['fix']}")
+            lines.append(f"{'':<15} fix: {e['fix']}")
     if report["refused"]:
         r = report["refused"]
         lines += ["", f"RUNS ARE REFUSED under this policy: layer {r['layer']!r}: {r['reason']}", f"fix: {r['fix']}"]

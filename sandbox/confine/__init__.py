@@ -6,7 +6,8 @@ Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox
   seccomp BPF program so a run only loads bytes, and leaves the zygote single-threaded.
 - :func:`fork_worker` (zygote, in place of ``os.fork``, before any request): one
   fork-like clone whose child is pid 1 of fresh namespaces; the zygote caps a root
-  worker's processes with a pids cgroup before the child goes on, and reaps it itself.
+  worker's processes with a pids cgroup and any worker's memory with a memory cgroup
+  before the child goes on, and reaps it itself.
   Where the kernel refuses namespaces, a plain fork, the layer reported unavailable.
 - :func:`apply_all` (worker, after chdir into the work dir, before any user byte):
   every layer in order, irreversibly; raises ``SandboxUnavailable`` naming the layer,
@@ -15,9 +16,12 @@ Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox
 - :func:`probe_all` (``sandbox doctor``): which layers this kernel and uid support.
 
 Layers, in order (``sandbox.policy.LAYERS``): rlimits, no_new_privs, namespaces,
-landlock, seccomp. Two more steps are no policy layer of their own (:data:`PARTS`):
+landlock, seccomp. Three more steps are no policy layer of their own (:data:`PARTS`):
 ``pids_cgroup`` (cgroup.py) serves rlimits for root workers, which RLIMIT_NPROC
-spares; ``capabilities`` (caps.py) are dropped in every worker. See each module's docstring.
+spares; ``memory_cgroup`` (memcg.py) serves rlimits for the memory RLIMIT_AS does not
+see (shmem, tmpfs, other processes: a policy may require it, and where none can be
+made the seccomp filter refuses memfd_create and SysV shared memory instead);
+``capabilities`` (caps.py) are dropped in every worker. See each module's docstring.
 """
 
 from __future__ import annotations
@@ -27,20 +31,22 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import SandboxUnavailable
-from . import caps, cgroup, landlock, namespaces, no_new_privs, rlimits, seccomp
+from . import caps, cgroup, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
            "landlock": landlock, "seccomp": seccomp}
 #: Steps no policy lists by name -> (module, the layer they serve, None: every worker). Same interface.
-PARTS = {"pids_cgroup": (cgroup, "rlimits"), "capabilities": (caps, None)}
+PARTS = {"pids_cgroup": (cgroup, "rlimits"), "memory_cgroup": (memcg, "rlimits"), "capabilities": (caps, None)}
 #: Everything :func:`apply_all` applies, in its order (the statuses it returns; doctor's rows).
-ORDER = ("rlimits", "pids_cgroup", "no_new_privs", "namespaces", "capabilities", "landlock", "seccomp")
+ORDER = ("rlimits", "pids_cgroup", "memory_cgroup", "no_new_privs", "namespaces", "capabilities", "landlock",
+         "seccomp")
 
 #: What to do when a layer is missing, for SandboxUnavailable and ``sandbox doctor``.
 FIXES = {
     "rlimits": "setrlimit refused: check the hard limits inherited from the parent (ulimit -H -a)",
     "pids_cgroup": cgroup.FIX,
+    "memory_cgroup": memcg.FIX,
     "no_new_privs": "use Linux >= 3.5",
     "namespaces": namespaces.USERNS_FIX,
     "capabilities": caps.FIX,
@@ -61,6 +67,8 @@ class ConfineContext:
     """Host paths readable by the snippet (interpreter, stdlib, site-packages, image)."""
     base_address_space: int
     """Bytes of address space already mapped when the run starts; memory_mb is added on top."""
+    session: bool = False
+    """A session root (its memory cgroup holds the whole session: see memcg.py)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class LayerStatus:
     pids_cgroup: "LayerStatus | None" = None
     """Only in the status :func:`fork_worker` gives its child: the pids cgroup the zygote put it in (None: none
     was tried at the fork)."""
+    memory_cgroup: "LayerStatus | None" = None
+    """Likewise, the memory cgroup the zygote put it in (None: none was tried at the fork)."""
 
 
 def prepare_in_zygote(policy: Any) -> None:
@@ -85,10 +95,12 @@ def prepare_in_zygote(policy: Any) -> None:
 
     Safe to skip: apply compiles lazily, and with another thread running fork_worker
     falls back to a plain fork (the namespaces layer then says why it is unavailable)."""
+    memcg.measure_baseline()  # the image's copy-on-write pages a worker may be charged for
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
         try:
-            seccomp.prepare(policy)
-            seccomp.prepare(policy, keep_fork=True)
+            for deny_shmem in (False, True):  # a worker without a memory cgroup gets the filter refusing shmem
+                seccomp.prepare(policy, deny_shmem=deny_shmem)
+                seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run
@@ -96,7 +108,7 @@ def prepare_in_zygote(policy: Any) -> None:
         namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
-def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
+def fork_worker(policy: Any, *, session: bool = False) -> tuple[int, LayerStatus | None]:
     """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
@@ -105,12 +117,13 @@ def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
     set them up (restricted user namespaces: ``namespaces.SetupRefused``), the child
     is a plain fork whose status says why; :func:`apply_all` (given that status)
     refuses the run if the policy requires them. Other clone failures raise, as
-    os.fork's do.
+    os.fork's do. ``session``: the worker will be a session root (the limit of its
+    memory cgroup covers the whole session).
     """
     if "namespaces" not in policy.confinement.layers:
         return os.fork(), None
-    try:  # a root worker joins its pids cgroup before it can fork (RLIMIT_NPROC spares root)
-        pid, detail, note = namespaces.fork_in_parent(lambda child: _pids_cgroup_in_parent(policy, child))
+    try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
+        pid, detail, note = namespaces.fork_in_parent(lambda child: _cgroups_in_parent(policy, child, session))
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces.REFUSED and not isinstance(exc, namespaces.SetupRefused):
             raise
@@ -119,16 +132,29 @@ def fork_worker(policy: Any) -> tuple[int, LayerStatus | None]:
     if pid:
         return pid, None
     _stage_before_request(policy)
-    joined = None if not note else LayerStatus("pids_cgroup", note[0] == "+", note[0] == "+", note[1:])
-    return 0, LayerStatus("namespaces", True, True, detail, pids_cgroup=joined)
+    pids, _, memory = note.partition(_NOTE_SEPARATOR)
+    return 0, LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),
+                          memory_cgroup=_joined("memory_cgroup", memory))
 
 
-def _pids_cgroup_in_parent(policy: Any, child: int) -> str:
-    """The note the clone's child gets: "" (not tried), else "+" or "-" (joined or not) and what happened."""
-    if "rlimits" not in policy.confinement.layers or not cgroup.needed():
+_NOTE_SEPARATOR = "\x1e"
+
+
+def _cgroups_in_parent(policy: Any, child: int, session: bool) -> str:
+    """The note the clone's child gets: one per cgroup, "" (not tried), else "+" or "-" (joined or not) and what
+    happened (each short: the note travels in one pipe write)."""
+    if "rlimits" not in policy.confinement.layers:
         return ""
-    joined, detail = cgroup.limit_pids_in_parent(policy, child)
-    return ("+" if joined else "-") + detail
+    pids = ""
+    if cgroup.needed():
+        joined, detail = cgroup.limit_pids_in_parent(policy, child)
+        pids = ("+" if joined else "-") + detail[:240]
+    joined, detail = memcg.join_in_parent(policy, child, session)
+    return pids + _NOTE_SEPARATOR + ("+" if joined else "-") + detail[:240]
+
+
+def _joined(part: str, note: str) -> LayerStatus | None:
+    return None if not note else LayerStatus(part, note[0] == "+", note[0] == "+", note[1:])
 
 
 def _stage_before_request(policy: Any) -> None:
@@ -160,11 +186,13 @@ def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = 
     stack = _Stack(policy, ctx)
     stack.layer("rlimits", rlimits.apply)  # first: bounds memory/CPU/fds even of our own setup below
     stack.pids_cgroup(ns_status)  # root only (RLIMIT_NPROC spares uid 0); joining needs root's rights: before caps
+    stack.memory_cgroup(ns_status)  # likewise before caps; fails closed if required; decides seccomp's shmem rule
     stack.layer("no_new_privs", no_new_privs.apply)  # before landlock and seccomp: unprivileged they require it
     stack.namespaces(ns_status)  # re-binds the run dirs writable: needs CAP_SYS_ADMIN in the user ns, before caps
     stack.capabilities()  # every worker; after setrlimit (CAP_SYS_RESOURCE could raise a hard limit back)
     stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
-    stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork))  # last: it denies calls the steps above make
+    stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork,  # last: it denies calls the steps above make
+                                                      deny_shmem=not stack.memory_capped))
     return stack.statuses
 
 
@@ -174,6 +202,7 @@ class _Stack:
     def __init__(self, policy: Any, ctx: ConfineContext) -> None:
         self.policy, self.ctx = policy, ctx
         self.statuses: list[LayerStatus] = []
+        self.memory_capped = False
 
     def layer(self, name: str, apply: Callable[[Any, ConfineContext], None]) -> None:
         if name not in self.policy.confinement.layers:
@@ -205,6 +234,22 @@ class _Stack:
                 self.statuses.append(LayerStatus("pids_cgroup", True, True, cgroup.apply(self.policy, self.ctx)))
             except OSError as exc:
                 self.statuses.append(LayerStatus("pids_cgroup", False, False, str(exc)))
+
+    def memory_cgroup(self, ns_status: LayerStatus | None) -> None:
+        """Fatal only if required; without one, seccomp refuses memfd_create and SysV shared memory."""
+        if "rlimits" not in self.policy.confinement.layers:
+            status = LayerStatus("memory_cgroup", True, False, "rlimits not in confinement.layers")
+        elif ns_status is not None and ns_status.memory_cgroup is not None:
+            status = ns_status.memory_cgroup  # the zygote did it at the clone
+        else:
+            try:
+                status = LayerStatus("memory_cgroup", True, True, memcg.apply(self.policy, self.ctx))
+            except OSError as exc:
+                status = LayerStatus("memory_cgroup", False, False, str(exc))
+        if not status.active and "memory_cgroup" in self.policy.confinement.required:
+            raise SandboxUnavailable("memory_cgroup", status.detail, FIXES["memory_cgroup"])
+        self.memory_capped = status.active
+        self.statuses.append(status)
 
     def namespaces(self, ns_status: LayerStatus | None) -> None:
         if "namespaces" not in self.policy.confinement.layers:

@@ -22,6 +22,9 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   layout flags -> EPERM;
 - with ``allow_subprocess = false``: ``execve``, ``execveat``, ``fork``, ``vfork`` and
   ``clone`` without ``CLONE_THREAD`` -> EPERM (threads still work);
+- in a worker without a memory cgroup (memcg.py): ``memfd_create``, ``memfd_secret`` and
+  ``shmget`` -> EPERM, since the memory they hold is outside RLIMIT_AS and nothing else
+  would bound it (with a memory cgroup it is charged there, and they are allowed);
 - every native system call number the filter does not know -> ENOSYS: above the
   highest one it knows and in the unassigned ranges below it. "Knows" means named in
   libseccomp's table *and* not above :data:`REVIEWED_MAX`, the highest number these
@@ -79,6 +82,8 @@ DENIED_SYSCALLS = (
     "fanotify_init", "mbind", "set_mempolicy", "move_pages", "migrate_pages", "sethostname",
     "setdomainname", "vm86", "vm86old", "modify_ldt", "lsm_set_self_attr",
 )
+#: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).
+SHMEM_SYSCALLS = ("memfd_create", "memfd_secret", "shmget")
 #: Denied too when ``confinement.allow_subprocess`` is false.
 EXEC_SYSCALLS = ("execve", "execveat")
 FORK_SYSCALLS = ("fork", "vfork")
@@ -91,7 +96,7 @@ REVIEWED_MAX = 469
 RECENT = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
           "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435,
           "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442, "quotactl_fd": 443,
-          "lsm_set_self_attr": 460, "open_tree_attr": 467}
+          "memfd_secret": 447, "lsm_set_self_attr": 460, "open_tree_attr": 467}
 #: Denied calls that do not exist on an architecture (libseccomp knows them only elsewhere): nothing to deny.
 ABSENT = {
     "x86_64": frozenset({"vm86", "vm86old"}),  # i386 only (and i386 is refused by the architecture check)
@@ -102,7 +107,7 @@ ABSENT = {
 #: libseccomp's architecture token (the kernel's AUDIT_ARCH_*) -> our name for it.
 _ARCHES = {0xC000003E: "x86_64", 0xC00000B7: "aarch64"}
 
-_programs: dict[tuple[bool, bool], "_Program"] = {}
+_programs: dict[tuple[bool, bool, bool], "_Program"] = {}
 
 
 def probe() -> tuple[bool, str]:
@@ -116,7 +121,7 @@ def probe() -> tuple[bool, str]:
     except OSError as exc:
         return False, f"cannot read /proc/self/status: {exc}"
     try:
-        _compile(False, False)
+        _compile(False, False, True)
     except OSError as exc:
         return False, str(exc)
     top, holes = _unknown_numbers(pyseccomp.system_arch())
@@ -128,25 +133,27 @@ def describe(policy: Any) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
-            f"(ptrace, bpf, mount, unshare, io_uring, modify_ldt, ...), TIOCSTI{extra} -> EPERM; syscalls the "
-            "filter does not know -> ENOSYS")
+            f"(ptrace, bpf, mount, unshare, io_uring, modify_ldt, ...), TIOCSTI{extra} -> EPERM; without a memory "
+            "cgroup memfd_create, memfd_secret and shmget too; syscalls the filter does not know -> ENOSYS")
 
 
-def prepare(policy: Any, keep_fork: bool = False) -> "_Program":
+def prepare(policy: Any, keep_fork: bool = False, deny_shmem: bool = False) -> "_Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
     without subprocesses it gets a filter that denies exec but not fork.
+    ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
-    key = (deny_exec, deny_exec and not keep_fork)
+    key = (deny_exec, deny_exec and not keep_fork, deny_shmem)
     if key not in _programs:
         _programs[key] = _Program(_compile(*key))
     return _programs[key]
 
 
-def _compile(deny_exec: bool, deny_fork: bool, *, denied: tuple[str, ...] = DENIED_SYSCALLS,
+def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *,
+             denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
     """The filter as BPF bytes: our prefix for unknown numbers, then libseccomp's program.
@@ -163,7 +170,8 @@ def _compile(deny_exec: bool, deny_fork: bool, *, denied: tuple[str, ...] = DENI
     eperm = s.ERRNO(errno.EPERM)
     f = s.SyscallFilter(s.ALLOW)
     f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
-    for name in denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ()):
+    for name in (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
+                 + (SHMEM_SYSCALLS if deny_shmem else ())):
         _add(f, eperm, nr(name))
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
@@ -289,8 +297,8 @@ class _Program:
         self.ref = ctypes.byref(self.fprog)
 
 
-def apply(policy: Any, ctx: Any, keep_fork: bool = False) -> None:
+def apply(policy: Any, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
-    program = prepare(policy, keep_fork)
+    program = prepare(policy, keep_fork, deny_shmem)
     _sys.syscall("seccomp", _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")

@@ -12,12 +12,19 @@ waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
 without pid-reuse races) and, after reaping it, its exit status and rusage, and
 removes its run dir when nothing waits. A session's root worker is forked on demand
 instead: it is confined in the host-made run dir its request names.
+
+Each worker's memory cgroup (confine/memcg.py) is made at its fork. The host reads it
+when the run ends, then says ``release``; the zygote removes it once the worker is
+reaped and released (a pre-forked worker that never ran: once reaped). On cgroup v1,
+which has no group OOM kill, the zygote watches each cgroup's OOM eventfd and kills
+the worker's whole tree when it fires.
 """
 
 from __future__ import annotations
 
 import collections
 import gc
+import heapq
 import os
 import select
 import selectors
@@ -29,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import bootstrap, confine, protocol, rundirs
-from ..confine import _sys
+from ..confine import _sys, memcg
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
@@ -43,6 +50,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 #: get reparented to the zygote (without a pid namespace, nothing else holds them).
 _SWEEP_SECONDS = 2.0
 _SWEEP_INTERVAL_S = 0.05
+#: cgroup v1: how long after a worker's OOM event to wait for the kernel's kill before killing its tree.
+_OOM_KILL_WAIT_S = 0.2
 
 
 @dataclass
@@ -52,6 +61,8 @@ class _Worker:
     pidfd: int
     run_dir: rundirs.RunDir | None  # None for a session root: the host owns its run dir
     run_id: int | None = None
+    oom_fd: int | None = None  # cgroup v1: readable when the worker's memory cgroup ran out (memcg.oom_eventfd)
+    cgroup: str | None = None  # its memory cgroup, when oom_fd is set
 
 
 class Zygote:
@@ -64,6 +75,7 @@ class Zygote:
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
+        self.cgroups = _Cgroups()
         self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
         self.sweep_until = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -78,7 +90,8 @@ class Zygote:
             refill = len(self.ready) < self.prefork and self.refill_error is None
             busy = refill or bool(self.to_remove)
             sweeping = time.monotonic() < self.sweep_until
-            events = self.selector.select(timeout=0 if busy else (_SWEEP_INTERVAL_S if sweeping else None))
+            timeout = _sooner(0 if busy else (_SWEEP_INTERVAL_S if sweeping else None), self.cgroups.due_in())
+            events = self.selector.select(timeout=timeout)
             if sweeping:
                 self._kill_orphans()
             if not events:  # nothing waiting: refill the pool, then tidy, off the request path
@@ -86,10 +99,13 @@ class Zygote:
                     self._refill()
                 elif self.to_remove:
                     rundirs.remove(self.to_remove.popleft())
+                self.cgroups.tidy()
                 continue
             for key, _ in events:
                 if key.data == "sigchld":
                     self._reap()
+                elif isinstance(key.data, int):
+                    self._out_of_memory(key.data)
                 elif not self._control():
                     return
 
@@ -104,6 +120,8 @@ class Zygote:
             return False
         if header["type"] == "spawn":
             self._spawn(header, fds)
+        elif header["type"] == "release":  # the host has read the run's memory cgroup
+            self.cgroups.release(header.get("id"), {w.run_id for w in self.running.values()})
         return True
 
     def _spawn(self, header: dict[str, Any], fds: list[int]) -> None:
@@ -111,7 +129,7 @@ class Zygote:
         try:
             while True:
                 if session_dirs is not None:
-                    worker = self._fork(close_in_child=fds, run_dir=None)
+                    worker = self._fork(close_in_child=fds, run_dir=None, session=True)
                 elif self.ready:
                     worker = self.ready.popleft()
                 else:
@@ -146,14 +164,15 @@ class Zygote:
             exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
 
-    def _fork(self, close_in_child: list[int] = (), *, run_dir: rundirs.RunDir | None) -> _Worker:
+    def _fork(self, close_in_child: list[int] = (), *, run_dir: rundirs.RunDir | None,
+              session: bool = False) -> _Worker:
         """Fork a waiting worker (in its namespaces: see confine.fork_worker). ``close_in_child``:
         fds of a request in flight, which the new worker must not hold (the host waits for
         their EOF). ``run_dir``: the dir the worker confines itself to at once; None for a
         session root (its request names it)."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:  # one fork-like clone: the child is pid 1 of its namespaces, and we reap it ourselves
-            pid, ns_status = confine.fork_worker(self.spec.policy)
+            pid, ns_status = confine.fork_worker(self.spec.policy, session=session)
         except OSError:
             parent_end.close()
             child_end.close()
@@ -167,7 +186,11 @@ class Zygote:
             self._close_in_child()
             serve_worker(child_end, self.spec, run_dir, ns_status)  # never returns
         child_end.close()
-        return _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid), run_dir=run_dir)
+        worker = _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid), run_dir=run_dir)
+        worker.cgroup, worker.oom_fd = self.cgroups.watch(pid)
+        if worker.oom_fd is not None:
+            self.selector.register(worker.oom_fd, selectors.EVENT_READ, pid)
+        return worker
 
     def _close_in_child(self) -> None:
         signal.set_wakeup_fd(-1)
@@ -179,6 +202,8 @@ class Zygote:
         for worker in [*self.ready, *self.running.values()]:
             worker.priv.close()
             os.close(worker.pidfd)
+            if worker.oom_fd is not None:  # another run's: writing it would fake that run's OOM
+                os.close(worker.oom_fd)
 
     def _reap(self) -> None:
         proc.drain(self.wake_r)
@@ -191,12 +216,15 @@ class Zygote:
                 return
             worker = self.running.pop(pid, None)
             if worker is not None:
+                self._unwatch(worker)
                 self._report_exit(worker, status, usage)
+                self.cgroups.reaped(worker.run_id, pid)
             else:
                 for candidate in list(self.ready):
                     if candidate.pid == pid:
                         self.ready.remove(candidate)
                         self._discard(candidate)
+                self.cgroups.reaped(None, pid)  # never ran, or discarded: no host reads it
 
     def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
         _kill_group(worker.pid)  # anything the snippet left in its process group
@@ -209,11 +237,38 @@ class Zygote:
         protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
 
+    def _unwatch(self, worker: _Worker) -> None:
+        if worker.oom_fd is not None:
+            self.selector.unregister(worker.oom_fd)
+            os.close(worker.oom_fd)
+            worker.oom_fd = None
+
+    def _out_of_memory(self, pid: int) -> None:
+        """cgroup v1: the worker's memory cgroup ran out. Once the kernel's OOM killer has ended a process (maybe
+        not the worker), kill the whole tree, as v2's memory.oom.group does; the host reads the kill count."""
+        worker = self.running.get(pid) or next((w for w in self.ready if w.pid == pid), None)
+        if worker is None:
+            return
+        proc.drain(worker.oom_fd)
+        # The event comes as the OOM starts, before the kernel's kill is counted: let that kill happen (and be
+        # counted) first. A few ms, only when a run ran out of memory.
+        deadline = time.monotonic() + _OOM_KILL_WAIT_S
+        while not getattr(memcg.read(worker.cgroup), "oom_kills", 0):
+            if time.monotonic() > deadline:
+                return  # the kernel found memory after all (or the victim was exiting): the run goes on
+            time.sleep(0.002)
+        try:
+            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)  # pid 1 of its namespace: every process with it
+        except OSError:
+            pass
+        _kill_group(worker.pid)
+
     def _discard(self, worker: _Worker) -> None:
         try:
             signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
         except OSError:
             pass
+        self._unwatch(worker)
         worker.priv.close()
         os.close(worker.pidfd)
         if worker.run_dir is not None:
@@ -242,9 +297,65 @@ class Zygote:
             select.select([worker.pidfd], [], [], max(0.0, deadline - time.monotonic()))
             worker.priv.close()
             os.close(worker.pidfd)
+            self._unwatch(worker)
         for _ in range(3):
             self._kill_orphans()
             time.sleep(_SWEEP_INTERVAL_S)
+        memcg.remove_zygote()  # every worker's memory cgroup, read or not: the host is gone
+
+
+class _Cgroups:
+    """The memory cgroups of reaped workers, until the host has read them. Nothing here raises."""
+
+    #: Reaped runs whose release has not come (a host that never sends it must not grow the zygote).
+    MAX_UNRELEASED = 256
+
+    def __init__(self) -> None:
+        self.unreleased: collections.OrderedDict[int, int] = collections.OrderedDict()  # run id -> worker pid
+        self.released: set[int] = set()  # run ids released while their worker ran
+        self.to_remove: list[tuple[float, int, int]] = []  # (not before, worker pid, tries), a heap
+
+    def watch(self, pid: int) -> tuple[str | None, int | None]:
+        """cgroup v1: the memory cgroup of a worker just forked and its OOM eventfd (None: v2, none, refused)."""
+        path = memcg.locate(os.getpid(), pid)
+        return path, (memcg.oom_eventfd(path) if path is not None else None)
+
+    def release(self, run_id: Any, running: set[int | None]) -> None:
+        if not isinstance(run_id, int):
+            return
+        pid = self.unreleased.pop(run_id, None)
+        if pid is not None:
+            heapq.heappush(self.to_remove, (0.0, pid, 0))
+        elif run_id in running:
+            self.released.add(run_id)
+
+    def reaped(self, run_id: int | None, pid: int) -> None:
+        if run_id is None or run_id in self.released:
+            self.released.discard(run_id)
+            heapq.heappush(self.to_remove, (0.0, pid, 0))
+            return
+        self.unreleased[run_id] = pid
+        while len(self.unreleased) > self.MAX_UNRELEASED:
+            heapq.heappush(self.to_remove, (0.0, self.unreleased.popitem(last=False)[1], 0))
+
+    def due_in(self) -> float | None:
+        """Seconds until a removal is due (0: now), None when none waits."""
+        return max(0.0, self.to_remove[0][0] - time.monotonic()) if self.to_remove else None
+
+    def tidy(self) -> None:
+        """Remove one due cgroup (off the request path); one still busy (a process still exiting) is retried
+        every ``_SWEEP_INTERVAL_S`` for a while; what is left then goes at shutdown."""
+        if not self.to_remove or self.to_remove[0][0] > time.monotonic():
+            return
+        _, pid, tries = heapq.heappop(self.to_remove)
+        path = memcg.locate(os.getpid(), pid)
+        if path is not None and not memcg.remove(path) and tries < 100:
+            heapq.heappush(self.to_remove, (time.monotonic() + _SWEEP_INTERVAL_S, pid, tries + 1))
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    """The shorter of two select timeouts (None: no timeout)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _kill_group(pgid: int) -> None:

@@ -74,14 +74,18 @@ def test_every_fact_reads_no_in_an_unconfined_process():
     assert got["ok"], got
     facts = got["value"]
     observed = facts.pop("observed")
-    assert set(facts) == set(confine.ORDER)
+    assert set(facts) == set(confine.ORDER) - set(doctor.HOST_OBSERVED)
     assert not any(facts.values()), facts
+    assert not observed["memfd_refused"], observed
+    # The memory cgroup is the host's observation: of this process (no worker of any zygote), it reads no.
+    assert not doctor._memory_cgroup_facts(confine.memcg.read(confine.memcg.locate(os.getppid(), os.getpid()))
+                                           )["memory_cgroup"]
     if observed["euid"] == 0:  # nothing bounds a root process's threads here: the cgroup fact can tell
         assert observed["threads_started"] == observed["threads_tried"], observed
 
 
 #: Switching a layer off turns these rows to "no": the layer, and what cannot work without it.
-_OFF_WITH = {"rlimits": {"rlimits", "pids_cgroup"},  # the cgroup serves rlimits' max_processes
+_OFF_WITH = {"rlimits": {"rlimits", "pids_cgroup", "memory_cgroup"},  # both cgroups serve rlimits' limits
              "no_new_privs": {"no_new_privs", "landlock", "seccomp"},  # capabilities are gone by then: both need it
              "namespaces": {"namespaces"}, "landlock": {"landlock"}, "seccomp": {"seccomp"}}
 
@@ -96,6 +100,8 @@ def test_a_layer_switched_off_by_policy_reads_no(layer):
     expected = set(_OFF_WITH[layer])
     if not confine.cgroup.needed() or not confine.cgroup.probe()[0]:
         expected.add("pids_cgroup")
+    if not confine.memcg.probe()[0]:
+        expected.add("memory_cgroup")
     if not confine.namespaces.probe()[0]:
         expected.add("namespaces")
     assert {name for name, e in rows.items() if not e["active"]} == expected, rows
@@ -133,8 +139,16 @@ def _pids_hierarchy_hidden():
     hide_cgroups()
 
 
+def _memory_hierarchy_hidden():
+    from .test_memcg import hide_memory_hierarchies
+    if not confine.memcg.probe()[0]:
+        pytest.skip("no memory cgroup here to hide")
+    hide_memory_hierarchies()
+
+
 UNAVAILABLE = {"landlock": (_landlock_missing, False), "seccomp": (_seccomp_refused, True),
-               "namespaces": (_no_user_namespaces, False), "pids_cgroup": (_pids_hierarchy_hidden, False)}
+               "namespaces": (_no_user_namespaces, False), "pids_cgroup": (_pids_hierarchy_hidden, False),
+               "memory_cgroup": (_memory_hierarchy_hidden, False)}
 
 
 @pytest.mark.parametrize("layer", sorted(UNAVAILABLE))
@@ -157,9 +171,22 @@ def test_an_unavailable_layer_reads_no(layer):
     assert available or rows[layer][2], rows  # unavailable: the fix is shown
     others = {n for n, (_, active, _) in rows.items() if not active} - {layer}
     allowed = ({"pids_cgroup"} if not confine.cgroup.needed() else set()) | (
-        {"namespaces"} if not confine.namespaces.probe()[0] else set())
+        {"namespaces"} if not confine.namespaces.probe()[0] else set()) | (
+        {"memory_cgroup"} if not confine.memcg.probe()[0] else set()) | _SHARED_HIERARCHY.get(layer, set())
     assert others <= allowed, rows
     assert ok  # nothing required is missing
+
+
+def _shared_hierarchy() -> dict[str, set[str]]:
+    """Hiding /sys/fs/cgroup hides the memory hierarchy too; on a pure cgroup v2 host hiding the memory hierarchy
+    hides the pids controller too (one hierarchy)."""
+    shared = {"pids_cgroup": {"memory_cgroup"}}
+    if any(h.mount in confine.cgroup.PIDS_ROOTS for h in confine.memcg.hierarchies() if h.version == 2):
+        shared["memory_cgroup"] = {"pids_cgroup"}
+    return shared
+
+
+_SHARED_HIERARCHY = _shared_hierarchy()
 
 
 def test_doctor_json_says_no_for_a_layer_off_by_policy(tmp_path):
@@ -224,6 +251,17 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
     nobody_line = next(line for line in n_text.splitlines() if line.lstrip().startswith("pids_cgroup"))
     assert nobody_line.split()[1:4] == ["no", "optional", "no"], nobody_line
     assert "fix:" not in n_text.split(nobody_line, 1)[1].splitlines()[1]  # nothing to fix: not needed
+
+    # The memory cgroup: root's (where a hierarchy is writable), observed by the host; uid 65534 has none, and
+    # its run refused memfd_create instead (observed inside the run).
+    root_mem, nobody_mem = rows[0].pop("memory_cgroup"), rows[1].pop("memory_cgroup")
+    if confine.memcg.probe()[0]:
+        assert root_mem["available"] and root_mem["active"] and "this run's cgroup" in root_mem["detail"], root_mem
+        assert not r["observed"]["memfd_refused"]
+    assert not nobody_mem["available"] and not nobody_mem["active"] and nobody_mem["fix"], nobody_mem
+    assert n["observed"]["memfd_refused"] and "memfd_create was refused" in nobody_mem["detail"], nobody_mem
+    nobody_mem_line = next(line for line in n_text.splitlines() if line.lstrip().startswith("memory_cgroup"))
+    assert nobody_mem_line.split()[1:4] == ["no", "optional", "no"], nobody_mem_line
 
     # Everything else reads the same for both uids.
     for layer in ("rlimits", "no_new_privs", "capabilities", "landlock", "seccomp"):

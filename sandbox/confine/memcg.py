@@ -1,0 +1,471 @@
+"""A run's memory, whoever holds it: one memory cgroup per worker (part ``memory_cgroup``, serving rlimits).
+
+Why: ``RLIMIT_AS`` (rlimits.py) bounds the address space of one process. Memory that
+no mapping holds escapes it: a memfd or a tmpfs file filled with ``write()`` and never
+mapped, SysV shared memory created and detached, and every further process of the run
+(the limit is per process, so N processes hold N times ``limits.memory_mb``). A memory
+cgroup charges every page the run's processes fault, copy or write, shmem and tmpfs
+included, whoever maps it, and its OOM killer ends the run past the limit.
+
+What is charged to a worker, and so the limit: a worker is a fork of the zygote; the
+image pages it shares were faulted by the zygote and stay charged to the zygote's
+cgroup. The worker is charged for the pages it copies (copy-on-write of the image's
+heap: at most the zygote's private anonymous memory, ``RssAnon``), the pages it
+allocates, the page cache it reads in and its kernel memory. So the limit is
+``limits.memory_mb`` + the zygote's ``RssAnon`` (measured once, after preload) +
+:data:`SLACK_BYTES`: a run can always use ``memory_mb`` of its own, as under
+RLIMIT_AS, and never more than that plus the image it was forked from. A session's
+root gets one cgroup for its whole tree (root, frozen states, runners), limited to
+``session.max_memory_mb + limits.memory_mb`` + the same baseline.
+
+Where: ``<parent>/sandbox-<zygote pid>/w<worker pid>``. ``parent`` is the zygote's own
+cgroup in the memory hierarchy, so that every limit above it (a container's, a
+service's) still holds; where no child can be made there (cgroup v2 forbids enabling
+a controller below a cgroup that holds processes, unless it is the root), the
+hierarchy's root.
+
+- cgroup v2: ``memory.max``, ``memory.swap.max = 0``, ``memory.oom.group = 1`` (the OOM
+  killer ends every process of the run together). Read: ``memory.peak`` (Linux >= 5.19),
+  ``memory.events`` (``oom_kill``), ``memory.stat``.
+- cgroup v1 (the ``memory`` controller of a hybrid host): ``memory.limit_in_bytes``,
+  ``memory.memsw.limit_in_bytes`` = the same (no swap), where swap accounting exists.
+  v1 has no group kill: the zygote asks for an OOM notification (an eventfd through
+  ``cgroup.event_control``, :func:`oom_eventfd`) and kills the run's whole tree when
+  it fires. Read: ``memory.max_usage_in_bytes``, ``memory.oom_control`` (``oom_kill``),
+  ``memory.stat``.
+
+Lifecycle: made off the request path, when the worker is forked (the zygote's clone
+callback, before the child goes on: :func:`join_in_parent`; or, after a plain fork,
+the worker itself before it drops capabilities: :func:`apply`). Read by the host,
+from the cgroup's own files, when the run ends (:func:`locate`, :func:`read`): never
+from a frame. Removed by the zygote once the worker is reaped *and* the host has read
+it (:func:`remove`); the zygote's shutdown and the next zygote's first worker remove
+what is left. Removal never raises.
+
+Where none can be made (not root and no delegated subtree, no memory hierarchy
+mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``,
+``memfd_secret`` and ``shmget`` (seccomp.py, ``SHMEM_SYSCALLS``); ``/dev/shm`` is a
+64 MiB private tmpfs under namespaces, and unwritable without them (Landlock);
+``limits.memory_mb`` then bounds each process's address space only. A policy that
+lists ``memory_cgroup`` in ``confinement.required`` refuses to run instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import _sys
+
+MIB = 1 << 20
+#: Above memory_mb and the image's copy-on-write pages: page tables, slab, the worker's own setup.
+SLACK_BYTES = 64 * MIB
+
+FIX = ("run the sandbox as root with a writable memory cgroup hierarchy (cgroup v2 with the memory controller "
+       "in the root's cgroup.controllers, or cgroup v1 'memory' mounted at /sys/fs/cgroup/memory; a container: "
+       "--cgroupns=private with a writable /sys/fs/cgroup), or drop 'memory_cgroup' from confinement.required "
+       "(memfd_create and SysV shared memory are then refused, and limits.memory_mb bounds each process only)")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A mounted cgroup hierarchy that has the memory controller."""
+
+    version: int
+    """1 (the v1 ``memory`` controller) or 2 (unified)."""
+    mount: str
+    """Where it is mounted."""
+    root: str
+    """The cgroup path the mount shows at its top (``/`` unless mounted from a subtree)."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the host reads from a run's memory cgroup when the run ends (bytes)."""
+
+    path: str
+    limit_bytes: int
+    """The cgroup's limit (memory.max / memory.limit_in_bytes)."""
+    peak_bytes: int | None
+    """Most memory charged at once (None: the kernel keeps no peak, cgroup v2 before Linux 5.19)."""
+    oom_kills: int
+    """Processes the cgroup's OOM killer ended."""
+
+
+def hierarchies() -> list[Hierarchy]:
+    """Mounted hierarchies with the memory controller (v2 first), from /proc/self/mountinfo."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        head, _, tail = line.partition(" - ")
+        fields, kind = head.split(), tail.split()
+        if len(fields) < 5 or len(kind) < 3:
+            continue
+        root, mount = _unescape(fields[3]), _unescape(fields[4])
+        if kind[0] == "cgroup2" and "memory" in _read(os.path.join(mount, "cgroup.controllers")).split():
+            found.append(Hierarchy(2, mount, root))
+        elif kind[0] == "cgroup" and "memory" in kind[2].split(",") and os.path.exists(
+                os.path.join(mount, "memory.limit_in_bytes")):  # not hidden by a mount over it
+            found.append(Hierarchy(1, mount, root))
+    return sorted(set(found), key=lambda h: (-h.version, h.mount))
+
+
+def parents(hierarchy: Hierarchy, pid: int | str = "self") -> list[str]:
+    """Where ``sandbox-<zygote>`` may go: ``pid``'s own cgroup in ``hierarchy``, then the mount's top."""
+    own = _own_cgroup(hierarchy, pid)
+    out = []
+    if own is not None:
+        rel = os.path.relpath(own, hierarchy.root)
+        if rel == "." or not rel.startswith(".."):
+            out.append(os.path.normpath(os.path.join(hierarchy.mount, "" if rel == "." else rel)))
+    if hierarchy.mount not in out:
+        out.append(hierarchy.mount)
+    return out
+
+
+def _own_cgroup(hierarchy: Hierarchy, pid: int | str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if (hierarchy.version == 2 and controllers == "") or (
+                hierarchy.version == 1 and "memory" in controllers.split(",")):
+            return path
+    return None
+
+
+# -- the zygote's side: make, configure, join ------------------------------------------------------------
+_baseline: list[int] = []
+#: (hierarchy, parent) that took this process's last worker: tried first next time.
+_chosen: list[tuple[Hierarchy, str]] = []
+
+
+def measure_baseline() -> int:
+    """In the zygote, after preload: its private anonymous memory, which a worker may copy, plus the slack."""
+    rss_anon = 0
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    rss_anon = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    _baseline[:] = [rss_anon + SLACK_BYTES]
+    return _baseline[0]
+
+
+def limit_bytes(policy: Any, session: bool = False) -> int:
+    """The limit of one worker's cgroup (see the module docstring)."""
+    if not _baseline:
+        measure_baseline()
+    own = policy.limits.memory_mb + (policy.session.max_memory_mb if session else 0)
+    return own * MIB + _baseline[0]
+
+
+def join_in_parent(policy: Any, child: int, session: bool = False) -> tuple[bool, str]:
+    """In the zygote, right after the clone: put ``child`` in a fresh memory cgroup. ``(joined, what happened)``;
+    never raises (the child must hear back)."""
+    try:
+        return True, _join(limit_bytes(policy, session), os.getpid(), child)
+    except Exception as exc:  # noqa: BLE001 - a refusal becomes the worker's status, never the zygote's error
+        return False, str(exc)
+
+
+def apply(policy: Any, ctx: Any) -> str:
+    """In a worker made by a plain fork, before the capability drop: join a fresh memory cgroup named after the
+    zygote (our parent) and this process. Raises ``OSError`` saying why none took it."""
+    return _join(limit_bytes(policy, getattr(ctx, "session", False)), os.getppid(), os.getpid())
+
+
+def _join(limit: int, zygote: int, pid: int) -> str:
+    errors: list[str] = []
+    last = errno.ENOENT
+    candidates = [(h, p) for h in hierarchies() for p in parents(h)]
+    if _chosen and _chosen[0] in candidates:
+        candidates.remove(_chosen[0])
+        candidates.insert(0, _chosen[0])
+    for hierarchy, parent in candidates:
+        try:
+            mine = _make(hierarchy, parent, zygote, pid, limit)
+        except OSError as exc:
+            errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
+            last = exc.errno or last
+            continue
+        _chosen[:] = [(hierarchy, parent)]
+        return f"memory cgroup {mine} (v{hierarchy.version}) caps the run at {limit // MIB} MiB, shmem and tmpfs included"
+    why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
+    raise _sys.SyscallError("make a memory cgroup", last, why)
+
+
+def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) -> str:
+    """``parent/sandbox-<zygote>/w<pid>`` with its limits set and ``pid`` in it."""
+    zdir = os.path.join(parent, f"sandbox-{zygote}")
+    if hierarchy.version == 2:  # a child has memory.* files only if every cgroup above delegates the controller
+        _enable_memory(parent)  # first: where that is refused (EBUSY: parent holds processes), make nothing
+    if not os.path.isdir(zdir):
+        _sweep(parent, "sandbox-")  # this zygote's first worker here: remove dead zygotes' cgroups
+        os.makedirs(zdir, exist_ok=True)
+    if hierarchy.version == 2:
+        _enable_memory(zdir)
+    mine = os.path.join(zdir, f"w{pid}")
+    made = not os.path.isdir(mine)  # on cgroup v2 the pids cgroup (cgroup.py) may have made it already
+    os.makedirs(mine, exist_ok=True)
+    try:
+        if hierarchy.version == 2:
+            _write(mine, "memory.max", limit)
+            _write(mine, "memory.swap.max", 0, optional=True)
+            _write(mine, "memory.oom.group", 1, optional=True)
+        else:
+            _write(mine, "memory.limit_in_bytes", limit)
+            _write(mine, "memory.memsw.limit_in_bytes", limit, optional=True)  # after the limit: memsw >= limit
+        _write(mine, "cgroup.procs", pid)
+    except OSError:
+        if made:
+            remove(mine)
+        raise
+    return mine
+
+
+def _enable_memory(path: str) -> None:
+    control = os.path.join(path, "cgroup.subtree_control")
+    if "memory" not in _read(control).split():
+        _write(path, "cgroup.subtree_control", "+memory")
+
+
+def _write(path: str, name: str, value: object, optional: bool = False) -> None:
+    target = os.path.join(path, name)
+    if optional and not os.path.exists(target):
+        return
+    with open(target, "w") as fh:
+        fh.write(str(value))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _sweep(parent: str, prefix: str) -> None:
+    """Remove cgroups named ``<prefix><pid>`` whose process is gone (rmdir refuses populated ones)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            remove_tree(os.path.join(parent, name))
+
+
+def oom_eventfd(path: str) -> int | None:
+    """cgroup v1 only: an eventfd that becomes readable when ``path``'s OOM killer runs (None on v2, where
+    ``memory.oom.group`` kills the run's tree by itself, or when the kernel refuses). Never raises."""
+    control = os.path.join(path, "memory.oom_control")
+    if not os.path.exists(control):
+        return None
+    efd = -1
+    try:
+        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        cfd = os.open(control, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _write(path, "cgroup.event_control", f"{efd} {cfd}")
+        finally:
+            os.close(cfd)
+        return efd
+    except OSError:
+        if efd >= 0:
+            os.close(efd)
+        return None
+
+
+# -- cleanup (zygote) -----------------------------------------------------------------------------------
+def remove(path: str) -> bool:
+    """rmdir one empty cgroup (its files go with it); False if it is still there. Never raises."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except Exception:  # noqa: BLE001 - EBUSY (a process still exiting), or anything: never into the caller
+        return False
+    return True
+
+
+def remove_tree(path: str) -> bool:
+    """An empty cgroup and its empty children. Never raises."""
+    try:
+        children = [c for c in os.listdir(path) if os.path.isdir(os.path.join(path, c))]
+    except Exception:  # noqa: BLE001
+        return remove(path)
+    for child in children:
+        remove(os.path.join(path, child))
+    return remove(path)
+
+
+def remove_zygote(zygote: int | None = None) -> None:
+    """At the zygote's shutdown, its workers gone: remove ``sandbox-<zygote>`` wherever it is. Never raises."""
+    zygote = os.getpid() if zygote is None else zygote
+    for path in _zygote_dirs(zygote):
+        remove_tree(path)
+
+
+# -- the host's side: find and read --------------------------------------------------------------------
+def locate(zygote: int, pid: int) -> str | None:
+    """The memory cgroup of worker ``pid`` of ``zygote`` (host pids), if it has one."""
+    for zdir in _zygote_dirs(zygote):
+        mine = os.path.join(zdir, f"w{pid}")
+        if os.path.exists(os.path.join(mine, "memory.max")) or os.path.exists(
+                os.path.join(mine, "memory.limit_in_bytes")):
+            return mine
+    return None
+
+
+def _zygote_dirs(zygote: int) -> list[str]:
+    found = []
+    for hierarchy in hierarchies():
+        for parent in parents(hierarchy, zygote):
+            zdir = os.path.join(parent, f"sandbox-{zygote}")
+            if zdir not in found and os.path.isdir(zdir):
+                found.append(zdir)
+    return found
+
+
+def read(path: str | None) -> Facts | None:
+    """The cgroup's limit, peak and OOM kills, read from its own files; None if it is gone. Never raises."""
+    if not path:
+        return None
+    try:
+        if os.path.exists(os.path.join(path, "memory.max")):
+            limit = _number(os.path.join(path, "memory.max"))
+            peak = _number(os.path.join(path, "memory.peak")) if os.path.exists(
+                os.path.join(path, "memory.peak")) else None
+            kills = _keyed(os.path.join(path, "memory.events")).get("oom_kill", 0)
+        else:
+            limit = _number(os.path.join(path, "memory.limit_in_bytes"))
+            peak = _number(os.path.join(path, "memory.max_usage_in_bytes"))
+            kills = _keyed(os.path.join(path, "memory.oom_control")).get("oom_kill", 0)
+    except (OSError, ValueError):
+        return None
+    return Facts(path, limit, peak, kills)
+
+
+def held(path: str | None) -> tuple[int, int] | None:
+    """``(anonymous, shmem)`` bytes charged to the cgroup and its children; None if unreadable. Never raises."""
+    if not path:
+        return None
+    try:
+        stat = _keyed(os.path.join(path, "memory.stat"))
+    except (OSError, ValueError):
+        return None
+    if "anon" in stat:  # v2: hierarchical already
+        return stat["anon"], stat.get("shmem", 0)
+    if "total_rss" in stat:  # v1: total_* include the children
+        return stat["total_rss"], stat.get("total_shmem", 0)
+    return None
+
+
+def _number(path: str) -> int:
+    with open(path) as fh:
+        text = fh.read().strip()
+    return (1 << 63) - 1 if text == "max" else int(text)
+
+
+def _keyed(path: str) -> dict[str, int]:
+    with open(path) as fh:
+        pairs = (line.split() for line in fh.read().splitlines())
+        return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+# -- probe and describe ---------------------------------------------------------------------------------
+def probe() -> tuple[bool, str]:
+    """Can this uid make a memory cgroup here? Tried for real: one is made, limited and removed, nobody moved in."""
+    errors = []
+    for hierarchy in hierarchies():
+        for parent in parents(hierarchy):
+            probe_dir = os.path.join(parent, f"sandbox-probe-{os.getpid()}")
+            try:
+                if hierarchy.version == 2:
+                    _enable_memory(parent)
+                os.mkdir(probe_dir)
+                if hierarchy.version == 2:
+                    _enable_memory(probe_dir)
+                os.mkdir(os.path.join(probe_dir, "w0"))
+                limit_file = "memory.max" if hierarchy.version == 2 else "memory.limit_in_bytes"
+                _write(os.path.join(probe_dir, "w0"), limit_file, 64 * MIB)
+            except OSError as exc:
+                errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
+                continue
+            finally:
+                remove_tree(probe_dir)
+            return True, (f"memory cgroups (v{hierarchy.version}) under {parent} cap each run's memory, "
+                          "shmem and tmpfs included")
+    why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
+    return False, (f"uid {os.geteuid()} cannot make a memory cgroup ({why}): memfd_create and SysV shared "
+                   "memory are refused instead (seccomp), and limits.memory_mb bounds each process only")
+
+
+def describe(policy: Any) -> str:
+    """One line: what is capped."""
+    return (f"memory_cgroup: a run's memory, shmem and tmpfs included, capped at {policy.limits.memory_mb} MiB "
+            "(limits.memory_mb) plus the image it was forked from; a session's at session.max_memory_mb more; "
+            "without one: memfd_create, memfd_secret and shmget refused")
+
+
+class Window:
+    """One session run's view of its session's memory cgroup: the OOM kills and the peak since it opened.
+
+    The peak restarts at the window's start: on cgroup v2 through a reset of ``memory.peak`` private to
+    this open file (Linux >= 6.12; before, the peak covers the session's life), on v1 by writing 0 to
+    ``memory.max_usage_in_bytes``. Host side; never raises.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.kills = getattr(read(path), "oom_kills", 0)
+        self.peak_fd: int | None = None
+        if path is None:
+            return
+        try:
+            if os.path.exists(os.path.join(path, "memory.max")):
+                fd = os.open(os.path.join(path, "memory.peak"), os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"reset\n")
+                except OSError:
+                    os.close(fd)  # a kernel before 6.12: the session's peak it is
+                else:
+                    self.peak_fd = fd
+            else:
+                _write(path, "memory.max_usage_in_bytes", 0)
+        except OSError:
+            pass
+
+    def close(self) -> Facts | None:
+        """The facts of the run: OOM kills during it, its peak."""
+        facts = read(self.path)
+        peak = facts.peak_bytes if facts is not None else None
+        if self.peak_fd is not None:
+            try:
+                peak = int(os.pread(self.peak_fd, 64, 0).decode().strip())
+            except (OSError, ValueError):
+                pass
+            os.close(self.peak_fd)
+            self.peak_fd = None
+        if facts is None:
+            return None
+        return Facts(facts.path, facts.limit_bytes, peak, max(0, facts.oom_kills - self.kills))
