@@ -316,14 +316,14 @@ def remove_tree(path: str) -> bool:
 def remove_zygote(zygote: int | None = None) -> None:
     """At the zygote's shutdown, its workers gone: remove ``sandbox-<zygote>`` wherever it is. Never raises."""
     zygote = os.getpid() if zygote is None else zygote
-    for path in _zygote_dirs(zygote):
+    for path in zygote_dirs(zygote):
         remove_tree(path)
 
 
 # -- the host's side: find and read --------------------------------------------------------------------
 def locate(zygote: int, pid: int) -> str | None:
     """The memory cgroup of worker ``pid`` of ``zygote`` (host pids), if it has one."""
-    for zdir in _zygote_dirs(zygote):
+    for zdir in zygote_dirs(zygote):
         mine = os.path.join(zdir, f"w{pid}")
         if os.path.exists(os.path.join(mine, "memory.max")) or os.path.exists(
                 os.path.join(mine, "memory.limit_in_bytes")):
@@ -331,7 +331,7 @@ def locate(zygote: int, pid: int) -> str | None:
     return None
 
 
-def _zygote_dirs(zygote: int) -> list[str]:
+def zygote_dirs(zygote: int) -> list[str]:
     found = []
     for hierarchy in hierarchies():
         for parent in parents(hierarchy, zygote):

@@ -26,6 +26,9 @@ ATTACKS = {
     "ptrace_host": 'attempt("ptrace", lambda: raw(101, 16, $host, 0, 0))',
     "unshare": 'attempt("unshare", lambda: raw(272, 0x10000000))',
     "kill_host": 'attempt("kill", lambda: os.kill($host, 9))',
+    # No delegated memory cgroup for this uid: memory outside RLIMIT_AS is refused instead (confine/memcg.py).
+    "memfd": 'attempt("memfd", lambda: os.memfd_create("hold"))',
+    "sysv_shm": 'attempt("shmget", lambda: raw(29, 0, 1 << 20, 0o1600))',
     "fork_bomb_bounded": ('n = 0\n'
                           'try:\n'
                           '    while n < 5000:\n'

@@ -1,0 +1,295 @@
+"""Memory that RLIMIT_AS does not see (issue 16, item 5): memfds, SysV shared memory, /dev/shm, more processes.
+
+Each attack holds 3 x ``limits.memory_mb`` (256 MiB here, under policies derived from ``default`` and
+``strict``) in memory no mapping holds, or spread over processes each under its own RLIMIT_AS. With a memory
+cgroup (confine/memcg.py) the run ends FAILED with reason ``memory_limit``, read by the host from the cgroup,
+whose peak it reports; without one (uid 65534 here: see test_unprivileged.py; root with the hierarchy hidden:
+below) memfd_create and shmget are refused with a readable error. Never does a snippet print ESCAPED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from typing import Iterator
+
+import psutil
+import pytest
+
+import sandbox
+from sandbox.confine import memcg
+
+from .attacks import snippet
+from .conftest import checked_run
+
+MIB = 1 << 20
+MEMORY_MB = 256
+HAVE_MEMCG, WHY = memcg.probe()
+
+
+def _policy(name: str, **limits: int) -> sandbox.Policy:
+    """``name`` with memory_mb = 256, and session.max_memory_mb = 256 too."""
+    policy = sandbox.Policy.load(name).with_limits(memory_mb=MEMORY_MB, **limits)
+    return policy.replace(session=dataclasses.replace(policy.session, max_memory_mb=MEMORY_MB))
+
+
+@pytest.fixture(scope="module")
+def small_boxes() -> Iterator[dict[str, sandbox.Sandbox]]:
+    """default and strict with memory_mb = 256 and a file size cap that lets one memfd reach 3 x that."""
+    big = {"max_file_size_mb": 4 * MEMORY_MB}
+    with sandbox.Sandbox(policy=_policy("default", **big)) as d, sandbox.Sandbox(policy=_policy("strict", **big)) as s:
+        yield {"default": d, "strict": s}
+
+
+@pytest.fixture(params=("default", "strict"))
+def box(request, small_boxes) -> sandbox.Sandbox:
+    return small_boxes[request.param]
+
+
+ATTACKS = {
+    # One memfd, sized with ftruncate, filled with pwrite: never mapped, so RLIMIT_AS never sees it.
+    "memfd": '''
+fd = os.memfd_create("hold")
+size = 3 * $mb << 20
+os.ftruncate(fd, size)
+chunk = b"x" * (1 << 20)
+for off in range(0, size, 1 << 20):
+    os.pwrite(fd, chunk, off)
+print("ESCAPED held", os.fstat(fd).st_size >> 20, "MiB in a memfd")
+''',
+    # Many memfds, each within the policy's own file size cap (strict: 16 MiB): that cap does not bound the sum.
+    "many_memfds": '''
+each = min(64, $file_mb) << 20
+chunk, fds = b"x" * (1 << 20), []
+while len(fds) * each < 3 * $mb << 20:
+    fd = os.memfd_create("hold")
+    for off in range(0, each, 1 << 20):
+        os.pwrite(fd, chunk, off)
+    fds.append(fd)
+print("ESCAPED held", len(fds) * each >> 20, "MiB in", len(fds), "memfds")
+''',
+    # SysV shared memory: attach, fill, detach; a detached segment lives on, outside every address space.
+    "sysv_shm": '''
+libc.shmat.restype = ctypes.c_void_p
+seg, held = 64 << 20, 0
+while held < 3 * $mb << 20:
+    shmid = raw(29, 0, seg, 0o1600)  # shmget(IPC_PRIVATE, seg, IPC_CREAT | 0600)
+    addr = libc.shmat(shmid, None, 0)
+    ctypes.memset(addr, 1, seg)
+    libc.shmdt(ctypes.c_void_p(addr))
+    held += seg
+print("ESCAPED held", held >> 20, "MiB of detached SysV shared memory")
+''',
+}
+
+
+def _expect_memory_limit(result: sandbox.Result, box: sandbox.Sandbox) -> None:
+    text = (result.stdout or "") + (result.error or "")
+    assert "ESCAPED" not in text, text
+    if HAVE_MEMCG:
+        assert result.outcome == sandbox.Outcome.FAILED and result.reason == "memory_limit", result
+        assert "limits.memory_mb" in result.error and "memfd" in result.error, result.error
+        limit_mib = int(re.search(r"(\d+) MiB", result.error).group(1))  # the cgroup's limit, as the host read it
+        assert MEMORY_MB < limit_mib < MEMORY_MB + 1024, result.error  # memory_mb + the image's baseline
+        # The host read the cgroup's peak: at least memory_mb of memory no process maps (RSS would not show it).
+        assert MEMORY_MB * MIB <= result.peak_memory_bytes <= (limit_mib + 1) * MIB, result  # MiB: rounded down
+    else:
+        assert result.outcome == sandbox.Outcome.FAILED and "Operation not permitted" in result.error, result
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_cant_hold_memory_outside_rlimit_as(box, attack):
+    code = snippet(ATTACKS[attack], mb=MEMORY_MB, file_mb=box.policy.limits.max_file_size_mb)
+    result = checked_run(box, code, timeout=30)
+    _expect_memory_limit(result, box)
+    assert _cgroups_left(box) == [], "a run's memory cgroup was left behind"
+
+
+def test_cant_hold_memory_in_more_processes(small_boxes):
+    """RLIMIT_AS is per process: four children each stay under it and together hold 3.6 x memory_mb. The cgroup
+    holds them all; its OOM ends the whole tree (v2: memory.oom.group; v1: the zygote, on the OOM event)."""
+    if not HAVE_MEMCG:
+        pytest.skip(f"nothing bounds the sum of processes without a memory cgroup: {WHY}")
+    box = small_boxes["default"]  # strict forbids fork
+    code = snippet('''
+import time
+r, w = os.pipe()
+kids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(int(0.9 * $mb) << 20)
+        for k in range(0, len(block), 4096):
+            block[k] = 1
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+for _ in kids:
+    os.read(r, 1)
+print("ESCAPED", len(kids), "children hold", int(3.6 * $mb), "MiB")
+time.sleep(60)
+''', mb=MEMORY_MB)
+    started = time.monotonic()
+    result = checked_run(box, code, timeout=30)  # checked_run: no process of the tree outlived the run
+    assert time.monotonic() - started < 25, "the tree was not killed at the OOM: the run waited for its deadline"
+    _expect_memory_limit(result, box)
+    assert result.peak_memory_bytes >= 2 * MEMORY_MB * MIB, result  # more than any one process could map
+
+
+def test_dev_shm_is_charged_or_bounded(box):
+    """/dev/shm is a private 64 MiB tmpfs under namespaces (unwritable without them): filling it stops there, and
+    with a memory cgroup its pages are charged to the run (the host's peak shows them; RSS would not)."""
+    code = snippet('''
+chunk, n = b"x" * (1 << 20), 0
+try:
+    with open("/dev/shm/fill", "wb") as fh:
+        while n < 3 * $mb:
+            fh.write(chunk); fh.flush(); n += 1
+except OSError as exc:
+    print("blocked after", n, "MiB:", exc)
+if n >= 3 * $mb:
+    print("ESCAPED held", n, "MiB in /dev/shm")
+''', mb=MEMORY_MB)
+    result = checked_run(box, code, timeout=30)
+    text = (result.stdout or "") + (result.error or "")
+    assert "ESCAPED" not in text, text
+    if result.reason == "memory_limit":
+        return
+    assert "blocked after" in result.stdout, result
+    written = int(result.stdout.split("blocked after", 1)[1].split()[0])
+    if HAVE_MEMCG and written:
+        assert result.peak_memory_bytes >= written * MIB, (written, result.peak_memory_bytes)
+
+
+def test_a_benign_numpy_run_near_the_limit_still_works(box):
+    """200 MiB of numpy under memory_mb = 256: the image the worker was forked from is not held against it."""
+    code = ("import numpy as np\n"
+            "a = np.ones(200 * 2**20 // 8)\n"
+            "print(int(a.sum()), a.nbytes >> 20)")
+    result = checked_run(box, code, timeout=30)
+    assert result.outcome == sandbox.Outcome.OK, result
+    assert result.stdout == f"{200 * 2**20 // 8} 200\n"
+    if HAVE_MEMCG:
+        assert 200 * MIB <= result.peak_memory_bytes < (MEMORY_MB + 1024) * MIB, result.peak_memory_bytes
+
+
+def _cgroups_left(box: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
+    """Memory cgroups under the sandbox's zygotes that belong to no live worker (removal follows the reap)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for zygote in box.zygote_pids:
+            live = {f"w{child.pid}" for child in psutil.Process(zygote).children()}
+            for zdir in memcg.zygote_dirs(zygote):
+                left += [os.path.join(zdir, n) for n in os.listdir(zdir) if n.startswith("w") and n not in live]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def test_no_cgroup_outlives_its_run_or_its_sandbox():
+    if not HAVE_MEMCG:
+        pytest.skip(WHY)
+    policy = _policy("strict", max_file_size_mb=4 * MEMORY_MB)
+    with sandbox.Sandbox(policy=policy) as box:
+        zygote = box.zygote_pids[0]
+        for code in ("print(1)", snippet(ATTACKS["memfd"], mb=MEMORY_MB), "raise SystemExit(3)", "import os; os._exit(9)"):
+            box.run(code, timeout=20)
+        with box.session() as s:
+            s.run("x = 1")
+        assert _cgroups_left(box) == []
+        zdirs = memcg.zygote_dirs(zygote)
+        assert zdirs, "no memory cgroup was made"
+        live = sorted(n for z in zdirs for n in os.listdir(z) if n.startswith("w"))
+        assert live == sorted(f"w{c.pid}" for c in psutil.Process(zygote).children()), live  # the pre-forked ones
+    assert memcg.zygote_dirs(zygote) == [], "the zygote's cgroup outlived the sandbox"
+
+
+# -- sessions -------------------------------------------------------------------------------------------------------
+def test_cant_hold_a_memfd_in_a_session(box):
+    """The session tree is in one cgroup: a memfd past session.max_memory_mb + memory_mb ends it, memory_limit."""
+    with box.session() as s:
+        assert s.run("x = 41").ok
+        code = snippet(ATTACKS["many_memfds"].replace("3 * $mb", "3 * ($mb + $session_mb)"), mb=MEMORY_MB,
+                       session_mb=box.policy.session.max_memory_mb, file_mb=box.policy.limits.max_file_size_mb)
+        result = s.run(code, timeout=30)
+        _expect_memory_limit(result, box)
+        if HAVE_MEMCG:
+            assert "session.max_memory_mb" in result.error and "session is closed" in result.error, result.error
+            with pytest.raises(sandbox.SandboxClosed):
+                s.run("print(x)")
+    after = checked_run(box, "print('next')")
+    assert after.stdout == "next\n"
+    with box.session() as s:  # a new session is unaffected
+        assert s.run("print(2)").stdout == "2\n"
+    assert _cgroups_left(box) == []
+
+
+def test_session_memory_counts_memfds(small_boxes):
+    """session.max_memory_mb counts shmem no process maps: a state that keeps a 200 MiB memfd is over 128 MB."""
+    if not HAVE_MEMCG:
+        pytest.skip(f"without a memory cgroup memfd_create is refused: {WHY}")
+    policy = small_boxes["strict"].policy
+    policy = policy.replace(session=dataclasses.replace(policy.session, max_memory_mb=128))
+    with sandbox.Sandbox(policy=policy) as sb, sb.session() as s:
+        code = ('import os\nfd = os.memfd_create("keep")\n'
+                'for i in range(200): os.write(fd, b"x" * 2**20)\nprint("kept")')
+        result = s.run(code)
+        assert result.outcome == sandbox.Outcome.FAILED and result.reason == "memory_limit", result
+        assert result.rolled_back and "session.max_memory_mb" in result.error and "would hold" in result.error
+        assert s.run("print('still here')").stdout == "still here\n"  # rolled back, not closed
+
+
+# -- the fallback as root: no memory hierarchy ------------------------------------------------------------------------
+def _hidden_run(policy: sandbox.Policy, code: str) -> dict:
+    """In a forked child with every memory hierarchy hidden: start a Sandbox, run ``code``; what came back."""
+    import json
+    from tests.confine.test_memcg import hide_memory_hierarchies
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        out: dict = {}
+        try:
+            hide_memory_hierarchies()
+            with sandbox.Sandbox(policy=policy) as sb:
+                res = sb.run(code, timeout=20)
+                out = {"outcome": str(res.outcome), "reason": res.reason, "text": res.stdout + (res.error or "")}
+        except sandbox.SandboxUnavailable as exc:
+            out = {"unavailable": exc.layer, "text": str(exc)}
+        except BaseException as exc:  # noqa: BLE001
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(data or '{"error": "child died"}')
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_without_a_memory_cgroup_memfd_and_shmget_are_refused(name):
+    if os.geteuid() != 0 or not HAVE_MEMCG:
+        pytest.skip("root with a memory hierarchy to hide (uid 65534: test_unprivileged.py)")
+    code = snippet('attempt("memfd", lambda: os.memfd_create("x"))\n'
+                   'attempt("shmget", lambda: raw(29, 0, 1 << 20, 0o1600))\n')
+    got = _hidden_run(_policy(name), code)
+    assert "error" not in got, got
+    assert got["outcome"] == "OUTCOME_OK" and "ESCAPED" not in got["text"], got
+    assert "blocked memfd: [Errno 1] Operation not permitted" in got["text"], got
+    assert "blocked shmget: [Errno 1] Operation not permitted" in got["text"], got
+
+
+def test_a_policy_requiring_a_memory_cgroup_refuses_to_run_without_one():
+    if os.geteuid() != 0 or not HAVE_MEMCG:
+        pytest.skip("root with a memory hierarchy to hide")
+    base = _policy("strict")
+    policy = base.replace(confinement=dataclasses.replace(
+        base.confinement, required=(*base.confinement.required, "memory_cgroup")))
+    got = _hidden_run(policy, "print('ran')")
+    assert got.get("unavailable") == "memory_cgroup", got
+    assert "confinement.required" in got["text"] and "memory cgroup" in got["text"], got
+
