@@ -106,7 +106,7 @@ def _join(max_pids: int, zygote: int, pid: int) -> str:
         parent = os.path.join(root, f"sandbox-{zygote}")
         try:
             if os.path.isdir(parent):
-                _sweep(parent, "w")
+                _sweep(parent, "w", keep_memory=True)
             else:
                 _sweep(root, "sandbox-")  # first worker of this zygote: remove dead zygotes' cgroups
             mine = _make_capped(parent, f"w{pid}", max_pids)
@@ -141,12 +141,18 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
     return mine
 
 
-def _sweep(parent: str, prefix: str) -> None:
-    """Remove cgroups named ``<prefix><pid>`` whose process is gone (rmdir refuses populated ones)."""
+def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:
+    """Remove cgroups named ``<prefix><pid>`` whose process is gone (rmdir refuses populated ones).
+
+    ``keep_memory``: on cgroup v2 a worker's pids and memory cgroup are one directory; one with the memory
+    controller is left to memcg.py's lifecycle (the zygote removes it once the host has read it)."""
     for name in os.listdir(parent):
         pid = name[len(prefix):]
+        path = os.path.join(parent, name)
+        if keep_memory and os.path.exists(os.path.join(path, "memory.max")):
+            continue
         if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            _remove(os.path.join(parent, name))
+            _remove(path)
 
 
 def _remove(path: str) -> None:

@@ -264,7 +264,7 @@ def _sweep(parent: str, prefix: str) -> None:
     except OSError:
         return
     for name in names:
-        pid = name[len(prefix):]
+        pid = name[len(prefix):].removeprefix("probe-")  # a probe that died before removing its cgroup
         if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             remove_tree(os.path.join(parent, name))
 

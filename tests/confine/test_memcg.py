@@ -260,3 +260,17 @@ def test_v1_oom_eventfd_fires_when_the_cgroup_runs_out():
             memcg.remove(path)
     got = in_child(run)
     assert got["value"] == [True, 9, 1], got
+
+
+def test_on_a_shared_v2_hierarchy_the_pids_sweep_leaves_memory_cgroups_to_memcg(tmp_path, monkeypatch):
+    """Pure cgroup v2: a worker's pids and memory cgroup are one directory; the pids sweep (of dead workers'
+    cgroups, when the next worker is made) must not remove one the host has not read yet (the zygote does)."""
+    from sandbox.confine import cgroup
+    dead = 2**22 + 4321  # above pid_max's default ceiling: no such process
+    (tmp_path / f"w{dead}").mkdir()
+    (tmp_path / f"w{dead}" / "memory.max").write_text("max")
+    (tmp_path / f"w{dead + 1}").mkdir()
+    removed = []
+    monkeypatch.setattr(cgroup, "_remove", removed.append)
+    cgroup._sweep(str(tmp_path), "w", keep_memory=True)
+    assert removed == [str(tmp_path / f"w{dead + 1}")]
