@@ -210,6 +210,7 @@ class ZygoteLauncher:
             if kind == "spawned":  # its caller gave up waiting: nobody will run or reap it
                 signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
                 os.close(spawned.pidfd)
+                spawned.release()  # nobody will read its memory cgroup either
             return
         if kind == "spawned":
             future.set_result(spawned)
