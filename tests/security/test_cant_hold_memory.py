@@ -211,18 +211,33 @@ def test_no_cgroup_outlives_its_run_or_its_sandbox():
 
 
 # -- sessions -------------------------------------------------------------------------------------------------------
-def test_cant_hold_a_memfd_in_a_session(box):
-    """The session tree is in one cgroup: a memfd past session.max_memory_mb + memory_mb ends it, memory_limit."""
+def _session_line(s: "sandbox.Session", via: str) -> "sandbox.Session":
+    """The session itself, a branch of it, or the session back at a restored checkpoint."""
+    if via == "branch":
+        return s.fork()
+    if via == "restored":
+        mark = s.checkpoint()
+        assert s.run("x = 0").ok
+        s.restore(mark)
+    return s
+
+
+@pytest.mark.parametrize("via", ["session", "branch", "restored"])
+def test_cant_hold_a_memfd_in_a_session(box, via):
+    """The session tree is in one cgroup: a memfd past session.max_memory_mb + memory_mb ends it, memory_limit;
+    the same through a branch and a restored checkpoint (one tree, one cgroup)."""
     with box.session() as s:
         assert s.run("x = 41").ok
+        line = _session_line(s, via)
         code = snippet(ATTACKS["many_memfds"].replace("3 * $mb", "3 * ($mb + $session_mb)"), mb=MEMORY_MB,
                        session_mb=box.policy.session.max_memory_mb, file_mb=box.policy.limits.max_file_size_mb)
-        result = s.run(code, timeout=30)
+        result = line.run(code, timeout=30)
         _expect_memory_limit(result, box)
         if HAVE_MEMCG:
             assert "session.max_memory_mb" in result.error and "session is closed" in result.error, result.error
-            with pytest.raises(sandbox.SandboxClosed):
-                s.run("print(x)")
+            for each in {id(s): s, id(line): line}.values():
+                with pytest.raises(sandbox.SandboxClosed):
+                    each.run("print(x)")
     after = checked_run(box, "print('next')")
     assert after.stdout == "next\n"
     with box.session() as s:  # a new session is unaffected
@@ -259,6 +274,9 @@ def _hidden_run(policy: sandbox.Policy, code: str) -> dict:
             with sandbox.Sandbox(policy=policy) as sb:
                 res = sb.run(code, timeout=20)
                 out = {"outcome": str(res.outcome), "reason": res.reason, "text": res.stdout + (res.error or "")}
+                with sb.session() as s:
+                    res = s.run(code, timeout=20)
+                    out["session"] = {"outcome": str(res.outcome), "text": res.stdout + (res.error or "")}
         except sandbox.SandboxUnavailable as exc:
             out = {"unavailable": exc.layer, "text": str(exc)}
         except BaseException as exc:  # noqa: BLE001
@@ -281,8 +299,10 @@ def test_without_a_memory_cgroup_memfd_and_shmget_are_refused(name):
     got = _hidden_run(_policy(name), code)
     assert "error" not in got, got
     assert got["outcome"] == "OUTCOME_OK" and "ESCAPED" not in got["text"], got
-    assert "blocked memfd: [Errno 1] Operation not permitted" in got["text"], got
-    assert "blocked shmget: [Errno 1] Operation not permitted" in got["text"], got
+    for run in (got, got["session"]):  # a one-shot run, and a session's
+        assert run["outcome"] == "OUTCOME_OK" and "ESCAPED" not in run["text"], got
+        assert "blocked memfd: [Errno 1] Operation not permitted" in run["text"], got
+        assert "blocked shmget: [Errno 1] Operation not permitted" in run["text"], got
 
 
 def test_a_policy_requiring_a_memory_cgroup_refuses_to_run_without_one():
