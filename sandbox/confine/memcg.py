@@ -201,7 +201,8 @@ def _join(limit: int, zygote: int, pid: int) -> str:
             last = exc.errno or last
             continue
         _chosen[:] = [(hierarchy, parent)]
-        return f"memory cgroup {mine} (v{hierarchy.version}) caps the run at {limit // MIB} MiB, shmem and tmpfs included"
+        return (f"memory cgroup {mine} (v{hierarchy.version}) caps the run at {limit // MIB} MiB, shmem and tmpfs "
+                "included")
     why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
     raise _sys.SyscallError("make a memory cgroup", last, why)
 

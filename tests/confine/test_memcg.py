@@ -15,7 +15,6 @@ import pytest
 
 import sandbox.confine as confine
 from sandbox.confine import memcg
-from sandbox.errors import SandboxUnavailable
 
 from .childproc import Dirs, in_child, policy
 

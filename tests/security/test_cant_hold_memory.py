@@ -198,7 +198,8 @@ def test_no_cgroup_outlives_its_run_or_its_sandbox():
     policy = _policy("strict", max_file_size_mb=4 * MEMORY_MB)
     with sandbox.Sandbox(policy=policy) as box:
         zygote = box.zygote_pids[0]
-        for code in ("print(1)", snippet(ATTACKS["memfd"], mb=MEMORY_MB), "raise SystemExit(3)", "import os; os._exit(9)"):
+        codes = ("print(1)", snippet(ATTACKS["memfd"], mb=MEMORY_MB), "raise SystemExit(3)", "import os; os._exit(9)")
+        for code in codes:
             box.run(code, timeout=20)
         with box.session() as s:
             s.run("x = 1")
@@ -264,6 +265,7 @@ def test_session_memory_counts_memfds(small_boxes):
 def _hidden_run(policy: sandbox.Policy, code: str) -> dict:
     """In a forked child with every memory hierarchy hidden: start a Sandbox, run ``code``; what came back."""
     import json
+
     from tests.confine.test_memcg import hide_memory_hierarchies
     r, w = os.pipe()
     pid = os.fork()
