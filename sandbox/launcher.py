@@ -46,6 +46,9 @@ class Spawned:
     cgroup: str | None = None
     """The worker's memory cgroup, found by the host from the two pids (None: it has none). Read it with
     ``memcg.read`` before :attr:`release`."""
+    zygote_pid: int = 0
+    """The zygote that forked it (after a plain fork the worker makes its cgroup itself, maybe only after
+    ``spawned``: then locate it again)."""
     release: Callable[[], None] = lambda: None
     """Tell the zygote the host is done reading the memory cgroup (it removes it once the worker is reaped)."""
 
@@ -98,6 +101,7 @@ class ZygoteLauncher:
         self._dead: str | None = None
         self.preload_failures: dict[str, str] = {}
         self.pid = 0
+        self._memcg_dirs: list[str] = []
         self._start()
 
     def _start(self) -> None:
@@ -192,10 +196,10 @@ class ZygoteLauncher:
 
     def _dispatch(self, header: dict[str, Any], fds: list[int]) -> None:
         kind, run_id = header["type"], header.get("id")
-        cgroup = memcg.locate(self.pid, header["pid"]) if kind == "spawned" else None  # the host looks itself
+        cgroup = self._locate(header["pid"]) if kind == "spawned" else None  # the host looks itself
         with self._lock:
             if kind == "spawned":
-                spawned = Spawned(pid=header["pid"], pidfd=fds[0], cgroup=cgroup,
+                spawned = Spawned(pid=header["pid"], pidfd=fds[0], cgroup=cgroup, zygote_pid=self.pid,
                                   release=lambda: self._release(run_id))
                 self._runs[run_id] = spawned
                 future = self._spawns.pop(run_id, None)
@@ -220,6 +224,12 @@ class ZygoteLauncher:
                                                      OSError(errno, os.strerror(errno))))
         else:
             future.set_exception(WorkerCrashed(header.get("error", "spawn failed")))
+
+    def _locate(self, pid: int) -> str | None:
+        """A worker's memory cgroup; the zygote's own cgroup dirs are found once (reader thread only)."""
+        if not self._memcg_dirs:
+            self._memcg_dirs = memcg.zygote_dirs(self.pid)
+        return memcg.locate(self.pid, pid, self._memcg_dirs)
 
     def _release(self, run_id: int) -> None:
         try:

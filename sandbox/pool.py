@@ -169,7 +169,9 @@ class ZygotePool:
             io.close_worker_ends()
             try:
                 got = collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy, cancel)
-                got.memory = memcg.read(spawned.cgroup)  # the kernel's figures, never a frame's
+                # The kernel's figures, never a frame's. After a plain fork the worker makes its cgroup itself
+                # while confining, which may still have been under way when the zygote handed it the request.
+                got.memory = memcg.read(spawned.cgroup or memcg.locate(spawned.zygote_pid, spawned.pid))
                 return got
             finally:
                 os.close(spawned.pidfd)

@@ -98,6 +98,8 @@ class _Container:
             if not got.done:
                 stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
                 raise WorkerCrashed(f"the session worker failed to start: {got.error or stderr or got.killed}")
+            if self.spawned.cgroup is None:  # after a plain fork, the root made its memory cgroup once confined
+                self.spawned.cgroup = memcg.locate(self.spawned.zygote_pid, self.spawned.pid)
         except BaseException:
             self.close()
             raise

@@ -322,9 +322,10 @@ def remove_zygote(zygote: int | None = None) -> None:
 
 
 # -- the host's side: find and read --------------------------------------------------------------------
-def locate(zygote: int, pid: int) -> str | None:
-    """The memory cgroup of worker ``pid`` of ``zygote`` (host pids), if it has one."""
-    for zdir in zygote_dirs(zygote):
+def locate(zygote: int, pid: int, dirs: list[str] | None = None) -> str | None:
+    """The memory cgroup of worker ``pid`` of ``zygote`` (host pids), if it has one. ``dirs``: the zygote's
+    dirs (:func:`zygote_dirs`), when the caller keeps them."""
+    for zdir in zygote_dirs(zygote) if dirs is None else dirs:
         mine = os.path.join(zdir, f"w{pid}")
         if os.path.exists(os.path.join(mine, "memory.max")) or os.path.exists(
                 os.path.join(mine, "memory.limit_in_bytes")):

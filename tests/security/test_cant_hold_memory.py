@@ -107,6 +107,19 @@ def test_cant_hold_memory_outside_rlimit_as(box, attack):
     assert _cgroups_left(box) == [], "a run's memory cgroup was left behind"
 
 
+def test_cant_hold_a_memfd_without_namespaces():
+    """Without the namespaces layer a worker is a plain fork that makes its memory cgroup itself while it
+    confines (maybe after the zygote handed it the request): the host must still find it and read it."""
+    policy = _policy("default", max_file_size_mb=4 * MEMORY_MB)
+    policy = policy.replace(confinement=dataclasses.replace(
+        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
+    with sandbox.Sandbox(policy=policy) as box:  # the first run: its worker may still be confining itself
+        for _ in range(2):
+            result = box.run(snippet(ATTACKS["memfd"], mb=MEMORY_MB), timeout=30)
+            _expect_memory_limit(result, box)
+        assert _cgroups_left(box) == []
+
+
 def test_cant_hold_memory_in_more_processes(small_boxes):
     """RLIMIT_AS is per process: four children each stay under it and together hold 3.6 x memory_mb. The cgroup
     holds them all; its OOM ends the whole tree (v2: memory.oom.group; v1: the zygote, on the OOM event)."""
