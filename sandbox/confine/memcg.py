@@ -30,9 +30,12 @@ hierarchy's root.
 - cgroup v1 (the ``memory`` controller of a hybrid host): ``memory.limit_in_bytes``,
   ``memory.memsw.limit_in_bytes`` = the same (no swap), where swap accounting exists.
   v1 has no group kill: the zygote asks for an OOM notification (an eventfd through
-  ``cgroup.event_control``, :func:`oom_eventfd`) and kills the run's whole tree when
-  it fires. Read: ``memory.max_usage_in_bytes``, ``memory.oom_control`` (``oom_kill``),
-  ``memory.stat``.
+  ``cgroup.event_control``, :func:`oom_eventfd`) and kills the run's whole tree once the
+  kernel's own OOM kill is counted. Read: ``memory.max_usage_in_bytes``,
+  ``memory.oom_control`` (``oom_kill``), ``memory.stat``. (A worker made by a plain fork,
+  without the namespaces layer, makes its cgroup itself after the zygote could watch it:
+  there the kernel's OOM killer ends the process it picks, and the run ends when its
+  worker does, with ``memory_limit``.)
 
 Lifecycle: made off the request path, when the worker is forked (the zygote's clone
 callback, before the child goes on: :func:`join_in_parent`; or, after a plain fork,
@@ -40,7 +43,9 @@ the worker itself before it drops capabilities: :func:`apply`). Read by the host
 from the cgroup's own files, when the run ends (:func:`locate`, :func:`read`): never
 from a frame. Removed by the zygote once the worker is reaped *and* the host has read
 it (:func:`remove`); the zygote's shutdown and the next zygote's first worker remove
-what is left. Removal never raises.
+what is left. Removal never raises. Cost on the test VM: making and joining one
+~0.7 ms at the fork, removing one ~0.04 ms in the zygote's idle time, the host's
+lookup and reading ~0.25 ms when a run ends.
 
 Where none can be made (not root and no delegated subtree, no memory hierarchy
 mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``,
