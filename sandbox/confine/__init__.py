@@ -69,6 +69,10 @@ class ConfineContext:
     """Bytes of address space already mapped when the run starts; memory_mb is added on top."""
     session: bool = False
     """A session root (its memory cgroup holds the whole session: see memcg.py)."""
+    private_shm: bool = False
+    """``/dev/shm`` is this worker's own tmpfs (:func:`private_dev_shm`): Landlock lets it write there. Else it
+    is the host's, shared by every run and the host: memory no limit of the run bounds, and a channel from
+    one run to the next."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,11 @@ def _cgroups_in_parent(policy: Any, child: int, session: bool) -> str:
 
 def _joined(part: str, note: str) -> LayerStatus | None:
     return None if not note else LayerStatus(part, note[0] == "+", note[0] == "+", note[1:])
+
+
+def private_dev_shm(ns_status: LayerStatus | None) -> bool:
+    """Whether :func:`fork_worker` gave the worker a private tmpfs on ``/dev/shm`` (its mount namespace)."""
+    return ns_status is not None and ns_status.active and "private /dev/shm" not in ns_status.detail
 
 
 def _stage_before_request(policy: Any) -> None:
@@ -290,4 +299,4 @@ def describe_all(policy: Any) -> dict[str, str]:
 
 
 __all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "ORDER", "PARTS", "apply_all", "describe_all",
-           "fork_worker", "module", "prepare_in_zygote", "probe_all"]
+           "fork_worker", "module", "prepare_in_zygote", "private_dev_shm", "probe_all"]

@@ -9,8 +9,10 @@ Written against the kernel ABI with ctypes (no binding needed). The ruleset:
   ``/sys/fs/cgroup`` (CPU counts and quotas that BLAS and joblib read), and a short
   list of ``/etc`` files the C library and Python read (not ``/etc`` as a whole: it
   holds ``shadow`` and host configuration);
-- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir``, ``/dev/shm``
-  (a private tmpfs when the mount namespace is active) and the harmless devices
+- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir``, ``/dev/shm`` only
+  where it is the worker's private tmpfs (``ctx.private_shm``: the namespaces layer;
+  the host's ``/dev/shm`` would hold memory no limit of the run bounds, and carry
+  files from one run to the next), and the harmless devices
   ``/dev/null``, ``/dev/zero``, ``/dev/full``, ``/dev/random``, ``/dev/urandom``;
 - network (ABI >= 4): every TCP bind and connect is denied (no rule grants a port);
 - scoping (ABI >= 6): abstract UNIX sockets and signals outside this domain are
@@ -111,17 +113,17 @@ def handled(abi: int) -> tuple[int, int, int]:
 
 def rules_for(policy: Any, ctx: Any) -> list[tuple[str, int]]:
     """Every ``(path, rights)`` pair granted to a run, before masking by the ABI."""
-    return _static_rules(policy) + _run_rules(policy, ctx)
+    return _static_rules(policy, getattr(ctx, "private_shm", False)) + _run_rules(policy, ctx)
 
 
 _prebuilt: dict[str, int] = {}
 
 
-def _static_rules(policy: Any) -> list[tuple[str, int]]:
-    """Rules that do not depend on the run: system paths, policy paths, devices."""
+def _static_rules(policy: Any, private_shm: bool = True) -> list[tuple[str, int]]:
+    """Rules that do not depend on the run: system paths, policy paths, devices, a private ``/dev/shm``."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
     rules = [(p, ro) for p in (*policy.confinement.read_only_paths, *SYSTEM_READ_ONLY)]
-    return rules + [("/dev/shm", _READ | _WRITE)] + [(d, _DEVICE) for d in DEVICES]
+    return rules + ([("/dev/shm", _READ | _WRITE)] if private_shm else []) + [(d, _DEVICE) for d in DEVICES]
 
 
 def _run_rules(policy: Any, ctx: Any) -> list[tuple[str, int]]:
@@ -147,9 +149,12 @@ def apply(policy: Any, ctx: Any) -> None:
     abi = abi_version()
     if abi < 1:
         raise _sys.SyscallError("landlock_create_ruleset", 38, FIX)
-    ruleset = _prebuilt.pop("fd", None)
-    if ruleset is None or _prebuilt.pop("exec") != int(policy.confinement.allow_subprocess):
-        ruleset = _new_ruleset(abi, _static_rules(policy))
+    ruleset = _prebuilt.pop("fd", None)  # prebuilt in a worker with namespaces, with its private /dev/shm
+    private_shm = getattr(ctx, "private_shm", False)
+    if ruleset is None or _prebuilt.pop("exec") != int(policy.confinement.allow_subprocess) or not private_shm:
+        if ruleset is not None:
+            os.close(ruleset)
+        ruleset = _new_ruleset(abi, _static_rules(policy, private_shm))
     try:
         for path, rights in _run_rules(policy, ctx):
             _add_path(ruleset, path, rights & handled(abi)[0])

@@ -85,7 +85,8 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     os.chdir(workdir)
     _reset_environment(workdir, tmpdir)
     ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=spec.readable,  # only a session root
-                                 base_address_space=_address_space(), session=keep_fork)  # keeps fork
+                                 base_address_space=_address_space(), session=keep_fork,  # keeps fork
+                                 private_shm=confine.private_dev_shm(ns_status))
     try:
         statuses = confine.apply_all(spec.policy, ctx, ns_status, keep_fork=keep_fork)
     except SandboxUnavailable as exc:

@@ -120,6 +120,19 @@ def test_cant_hold_a_memfd_without_namespaces():
         assert _cgroups_left(box) == []
 
 
+def test_without_namespaces_the_hosts_dev_shm_is_not_writable():
+    """Without a mount namespace /dev/shm is the host's tmpfs, shared by every run and the host: memory that
+    outlives the run and that no limit of the run bounds, and a channel to the next run. Landlock refuses it."""
+    policy = _policy("default")
+    policy = policy.replace(confinement=dataclasses.replace(
+        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
+    before = set(os.listdir("/dev/shm"))
+    with sandbox.Sandbox(policy=policy) as box:
+        result = checked_run(box, snippet('attempt("plant", lambda: open("/dev/shm/sandbox-plant", "w").write("x"))'))
+    assert "ESCAPED" not in result.stdout and "blocked plant: [Errno 13] Permission denied" in result.stdout, result
+    assert set(os.listdir("/dev/shm")) == before
+
+
 def test_cant_hold_memory_in_more_processes(small_boxes):
     """RLIMIT_AS is per process: four children each stay under it and together hold 3.6 x memory_mb. The cgroup
     holds them all; its OOM ends the whole tree (v2: memory.oom.group; v1: the zygote, on the OOM event)."""
