@@ -57,7 +57,7 @@ from .errors import InputError, ProtocolError, SandboxClosed, SessionError, Work
 from .inputs import FilesArg, encode_run
 from .policy import Policy
 from .results import Outcome, Result
-from .session_memory import MemoryBudget
+from .session_memory import CgroupWindow, MemoryBudget
 from .session_reaper import reaper
 from .verdict import to_result
 
@@ -122,7 +122,7 @@ class _Container:
             self.seq += 1
             io = RunIO()
             try:
-                window = memcg.Window(self.spawned.cgroup)
+                window = CgroupWindow(self.spawned.cgroup)
                 self.send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
                 io.close_worker_ends()
                 got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)

@@ -297,3 +297,48 @@ def _smaps_rollup(pid: int) -> dict[str, int] | None:
         if len(parts) >= 2 and parts[1].isdigit():
             out[parts[0].rstrip(":")] = int(parts[1])
     return out
+
+
+class CgroupWindow:
+    """One session run's view of its session's memory cgroup: the OOM kills and the peak since it opened.
+
+    The peak restarts at the window's start: on cgroup v2 through a reset of ``memory.peak`` private to
+    this open file (Linux >= 6.12; before, the peak covers the session's life), on v1 by writing 0 to
+    ``memory.max_usage_in_bytes``. Host side; never raises.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.kills = getattr(memcg.read(path), "oom_kills", 0)
+        self.peak_fd: int | None = None
+        if path is None:
+            return
+        try:
+            if os.path.exists(os.path.join(path, "memory.max")):
+                fd = os.open(os.path.join(path, "memory.peak"), os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"reset\n")
+                except OSError:
+                    os.close(fd)  # a kernel before 6.12: the session's peak it is
+                else:
+                    self.peak_fd = fd
+            else:
+                with open(os.path.join(path, "memory.max_usage_in_bytes"), "w") as fh:
+                    fh.write("0")
+        except OSError:
+            pass
+
+    def close(self) -> memcg.Facts | None:
+        """The facts of the run: OOM kills during it, its peak."""
+        facts = memcg.read(self.path)
+        peak = facts.peak_bytes if facts is not None else None
+        if self.peak_fd is not None:
+            try:
+                peak = int(os.pread(self.peak_fd, 64, 0).decode().strip())
+            except (OSError, ValueError):
+                pass
+            os.close(self.peak_fd)
+            self.peak_fd = None
+        if facts is None:
+            return None
+        return memcg.Facts(facts.path, facts.limit_bytes, peak, max(0, facts.oom_kills - self.kills))

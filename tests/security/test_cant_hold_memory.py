@@ -287,6 +287,19 @@ def test_session_memory_counts_memfds(small_boxes):
         assert s.run("print('still here')").stdout == "still here\n"  # rolled back, not closed
 
 
+def test_a_session_runs_peak_is_its_own(small_boxes):
+    """A session run's peak comes from the session's cgroup, restarted for each run: a run after one that held
+    a 200 MiB memfd (and closed it) does not report that run's peak."""
+    if not HAVE_MEMCG:
+        pytest.skip(WHY)
+    with small_boxes["strict"].session() as s:
+        big = s.run('import os\nfd = os.memfd_create("x")\nfor i in range(200): os.write(fd, b"x" * 2**20)\n'
+                    'os.close(fd)')
+        small = s.run("print(1)")
+    assert big.ok and small.ok, (big, small)
+    assert big.peak_memory_bytes >= 200 * MIB > small.peak_memory_bytes + 100 * MIB, (big, small)
+
+
 # -- the fallback as root: no memory hierarchy ------------------------------------------------------------------------
 def _hidden_run(policy: sandbox.Policy, code: str) -> dict:
     """In a forked child with every memory hierarchy hidden: start a Sandbox, run ``code``; what came back."""
