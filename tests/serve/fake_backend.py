@@ -11,6 +11,7 @@ server's token arithmetic. Every request body is kept in :attr:`FakeModel.reques
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
@@ -76,11 +77,15 @@ class FakeModel:
         self._thread: threading.Thread | None = None
 
     # -- scripts ----------------------------------------------------------------
-    def next_reply(self, script: str, step: int, has_code_tool: bool) -> Reply:
+    async def next_reply(self, script: str, step: int, has_code_tool: bool) -> Reply:
         steps = SCRIPTS[script]
         if script == "loop" and not has_code_tool:
             return text("no more code")
-        return steps[min(step, len(steps) - 1)]
+        reply = steps[min(step, len(steps) - 1)]
+        if reply.kind == "hold":  # wait for the test, then go on with the next step
+            await self.wait_released()
+            reply = steps[min(step + 1, len(steps) - 1)]
+        return reply
 
     async def wait_released(self) -> None:
         self.holding += 1
@@ -100,15 +105,11 @@ class FakeModel:
         step = sum(1 for m in messages[start:] if m["role"] == "assistant")
         tools = [m["content"] for m in messages[start:] if m["role"] == "tool"]
         has_code = any(t["function"]["name"] == "run_python" for t in body.get("tools", []))
-        reply = self.next_reply(script, step, has_code)
-        if reply.kind == "hold":
-            await self.wait_released()
-            reply = self.next_reply(script, step + 1, has_code)
+        reply = await self.next_reply(script, step, has_code)
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if reply.kind == "text":
             message["content"] = reply.value(tools) if callable(reply.value) else reply.value
         else:
-            import json
             message["tool_calls"] = [{"id": f"call_{step}", "type": "function",
                                       "function": {"name": reply.name, "arguments": json.dumps(reply.value)}}]
         return JSONResponse({"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
@@ -130,7 +131,7 @@ class FakeModel:
         tools = [str(p["functionResponse"]["response"].get("output")) for c in contents[start:]
                  for p in c["parts"] if "functionResponse" in p]
         declared = [d["name"] for t in body.get("tools", []) for d in t.get("functionDeclarations", [])]
-        reply = self.next_reply(script, step, "run_python" in declared)
+        reply = await self.next_reply(script, step, "run_python" in declared)
         if reply.kind == "text":
             part = {"text": reply.value(tools) if callable(reply.value) else reply.value}
         else:
