@@ -58,7 +58,8 @@ SCRIPTS: dict[str, list[Reply]] = {
     "fail": [code("print('before')\nraise ValueError('boom')"), text("It failed.")],
     "sleep": [code("import time\nmarker = open('sleeper-marker', 'w')\nprint('sleeping', flush=True)\n"
                    "time.sleep(120)\n"), text("woke up")],
-    "stream": [code("import time\nprint('start', flush=True)\ntime.sleep(4)\nprint('end')"), text("streamed")],
+    "stream": [code("import time\nprint('start', flush=True)\ntime.sleep(6)\nprint('end')"), text("streamed")],
+    "slowsecond": [code("print('first')"), Reply("hold"), text("too late")],
     "hold": [Reply("hold"), text("released")],
     "loop": [code("print(1)")] * 50,
     "badargs": [Reply("code", {"source": "print(1)"}), text("fixed")],

@@ -175,6 +175,20 @@ def test_slow_backend_is_deadline_exceeded_not_a_hang(keyed_server, fake_model):
     assert time.monotonic() - started < 60
 
 
+def test_error_after_the_first_part_is_an_error_event(keyed_server, fake_model):
+    client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
+    parts = []
+    try:
+        with pytest.raises(errors.ServerError) as info:
+            for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="SCRIPT:slowsecond",
+                                                               config=CODE_TOOL):
+                parts.extend(chunk.candidates[0].content.parts or [])
+    finally:
+        fake_model.held.release()
+    assert info.value.code == 504 and info.value.status == "DEADLINE_EXCEEDED"
+    assert [p.code_execution_result.output for p in parts if p.code_execution_result] == ["first\n"]
+
+
 def test_backend_down_is_unavailable_not_a_hang(tmp_path):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

@@ -71,7 +71,7 @@ def test_streaming_sends_the_code_before_the_run_ends(client, server):
         parts = chunk.candidates[0].content.parts or []
         if parts and parts[0].executable_code and code_seen_at is None:
             code_seen_at = time.monotonic()
-            # the code reached us while its run (a 4 s sleep) is still going
+            # the code reached us while its run (a 6 s sleep) is still going
             run_in_progress = bool(server.wait_for(lambda: server.health()["activeRuns"] == 1, "the run to start"))
         if parts and parts[0].code_execution_result:
             assert run_in_progress
