@@ -12,10 +12,11 @@ an ``{"error": ...}`` event (which the SDK raises).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -71,10 +72,12 @@ async def model_action(request: Request) -> Response:
         if _METHODS[method]:
             first = await _first(events)  # errors before the first part are HTTP errors
             sse = request.query_params.get("alt") == "sse"
-            stream = _stream(first, events, model, sse, slot, request.scope["log"])
-            slot = None  # the stream releases it
-            return StreamingResponse(stream, media_type="text/event-stream" if sse else "application/json")
-        return JSONResponse(await _whole(events, model, request.scope["log"]))
+            stream = _stream(first, events, model, sse, request.scope["log"])
+            held, slot = slot, None  # the response releases it, however the stream ends
+            return _Streamed(stream, [stream.aclose, events.aclose, held.release],  # type: ignore[attr-defined]
+                             media_type="text/event-stream" if sse else "application/json")
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            return JSONResponse(await _whole(events, model, request.scope["log"]))
     finally:
         if slot is not None:
             slot.release()
@@ -97,7 +100,25 @@ async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any]) 
     raise ApiError("INTERNAL", "the loop ended without a result")
 
 
-async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: bool, slot: Slot,
+class _Streamed(StreamingResponse):
+    """A streaming response that always cleans up, even if its body was never started
+    (a client gone before the first byte: Starlette then drops the generator unstarted)."""
+
+    def __init__(self, content: AsyncIterator[str], cleanup: list[Callable[[], Any]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.cleanup = cleanup
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for step in self.cleanup:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+
+
+async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: bool,
                   log: dict[str, Any]) -> AsyncIterator[str]:
     response_id = uuid.uuid4().hex[:22]
     count = 0
@@ -126,7 +147,6 @@ async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: b
             raise
         return
     finally:
-        slot.release()
         await events.aclose()  # type: ignore[attr-defined]
     if not sse:
         yield "]"

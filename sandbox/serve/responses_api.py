@@ -12,6 +12,7 @@ front end makes, so both share one loop. Errors are in OpenAI's shape. Not suppo
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import mimetypes
 import time
@@ -49,11 +50,13 @@ async def create_response(request: Request) -> Response:
     slot = Slot(state.engine.stats, state.config.max_concurrent_requests).take()
     try:
         builder = _Output()
-        async for event in watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds):
-            if isinstance(event, Done):
-                request.scope["log"].update(executions=event.executions, finish=event.finish_reason)
-                return JSONResponse(builder.response(body, model, event))
-            builder.add(event)
+        events = watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                if isinstance(event, Done):
+                    request.scope["log"].update(executions=event.executions, finish=event.finish_reason)
+                    return JSONResponse(builder.response(body, model, event))
+                builder.add(event)
         raise ApiError("INTERNAL", "the loop ended without a result")
     finally:
         slot.release()

@@ -143,6 +143,10 @@ def test_api_key_is_required_when_set(keyed_server):
         httpx.post(url, json=HELLO, headers={"x-goog-api-key": "wrong"}, timeout=60), 400, "INVALID_ARGUMENT")
     assert httpx.post(url + "?key=s3cret", json=HELLO, timeout=60).status_code == 200
     assert httpx.get(f"{keyed_server.url}/healthz", timeout=30).status_code == 200  # liveness needs no key
+    logged = keyed_server.wait_for(lambda: [r for r in keyed_server.access_log() if r["status"] == 403],
+                                   "the access log line")
+    assert logged[0]["error"] == "PERMISSION_DENIED" and logged[0]["path"] == GENERATE
+    assert "s3cret" not in keyed_server.log.read_text()  # key= is never logged
     client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
     assert client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello").text == \
         "Hello from the scripted model."

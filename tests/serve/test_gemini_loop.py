@@ -53,14 +53,20 @@ def test_full_loop_parts_in_order_with_image_text_and_usage(client, fake_model):
     assert second["messages"][-1]["content"].startswith("OUTCOME_OK\nx is 42")
 
 
-def test_async_client_gives_the_same_parts(client):
-    async def ask():
-        return await client.aio.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot",
-                                                        config=CODE_TOOL)
-    response = asyncio.run(ask())
+def test_async_client_and_async_stream_give_the_same_parts(client):
+    async def ask():  # one event loop: the SDK's async HTTP client belongs to it
+        response = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot",
+                                                            config=CODE_TOOL)
+        stream = await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="SCRIPT:plot",
+                                                                  config=CODE_TOOL)
+        return response, [part async for chunk in stream for part in (chunk.candidates[0].content.parts or [])]
+
+    response, streamed = asyncio.run(ask())
     assert kinds(response.candidates[0].content.parts)[:3] == ["executable_code", "code_execution_result",
                                                                "inline_data"]
-    assert response.text == "The answer is 43."
+    assert response.candidates[0].content.parts[-1].text == "The answer is 43."
+    assert kinds(streamed) == kinds(response.candidates[0].content.parts)
+    assert streamed[-1].text == "The answer is 43."
 
 
 def test_streaming_sends_the_code_before_the_run_ends(client, server):
