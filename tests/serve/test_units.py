@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
@@ -128,3 +129,59 @@ def test_cli_parser_imports_no_server_stack():
              "found = [m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'httpx')]\n"
              "assert not found, found\n")
     subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+
+
+def _request(receive):
+    from starlette.requests import Request
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}, receive)
+
+
+def _loop_that_sleeps(cleaned: list[str]):
+    async def events():
+        try:
+            yield wire.Text("first")
+            await asyncio.sleep(60)
+            yield wire.Text("never")
+        finally:
+            cleaned.append("loop closed")  # where a run is killed and its session closed
+    return events()
+
+
+def test_watched_cancels_the_loop_when_the_client_goes():
+    from sandbox.serve.http import ClientGone, watched
+
+    async def scenario():
+        gone = asyncio.Event()
+
+        async def receive():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        cleaned: list[str] = []
+        stream = watched(_request(receive), _loop_that_sleeps(cleaned), timeout_s=120)
+        assert await stream.__anext__() == wire.Text("first")
+        gone.set()
+        with pytest.raises(ClientGone):
+            await asyncio.wait_for(stream.__anext__(), 30)
+        return cleaned
+
+    assert asyncio.run(scenario()) == ["loop closed"]
+
+
+def test_watched_turns_the_request_deadline_into_deadline_exceeded():
+    from sandbox.serve.http import watched
+
+    async def scenario():
+        async def receive():
+            await asyncio.sleep(3600)
+
+        cleaned: list[str] = []
+        stream = watched(_request(receive), _loop_that_sleeps(cleaned), timeout_s=0.5)
+        assert await stream.__anext__() == wire.Text("first")
+        with pytest.raises(ApiError) as info:
+            await asyncio.wait_for(stream.__anext__(), 30)
+        return info.value, cleaned
+
+    error, cleaned = asyncio.run(scenario())
+    assert error.status == "DEADLINE_EXCEEDED" and "--request-timeout-seconds" in error.message
+    assert cleaned == ["loop closed"]
