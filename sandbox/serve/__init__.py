@@ -14,6 +14,7 @@ Modules, in the order a request meets them::
     http.py           body cap, key, request slots, client-disconnect watch
     gemini_api.py     generateContent / streamGenerateContent / models
     responses_api.py  POST /v1/responses (OpenAI Responses-style, code_interpreter)
+    responses_output.py  loop events as a Responses object and its stream events
     wire.py           Gemini JSON <-> typed parts (camelCase and snake_case, both base64 alphabets)
     loop.py           the execution loop: backend turn, run code in a session, repeat
     transcript.py     a Gemini conversation as a function-calling backend's turns

@@ -16,13 +16,13 @@ import contextlib
 import fnmatch
 import json
 import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from .errors import ApiError, not_found_model
-from .http import ClientGone, Slot, check_key, read_json, watched
+from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
 from .loop import Done, Event, Tokens, generate
 from .wire import parse_generate_request, part_json
 
@@ -70,24 +70,17 @@ async def model_action(request: Request) -> Response:
     try:
         events = watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds)
         if _METHODS[method]:
-            first = await _first(events)  # errors before the first part are HTTP errors
+            first = await first_event(events)  # errors before the first part are HTTP errors
             sse = request.query_params.get("alt") == "sse"
             stream = _stream(first, events, model, sse, request.scope["log"])
             held, slot = slot, None  # the response releases it, however the stream ends
-            return _Streamed(stream, [stream.aclose, events.aclose, held.release],  # type: ignore[attr-defined]
+            return CleanStreamingResponse(stream, [stream.aclose, events.aclose, held.release],  # type: ignore[attr-defined]
                              media_type="text/event-stream" if sse else "application/json")
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             return JSONResponse(await _whole(events, model, request.scope["log"]))
     finally:
         if slot is not None:
             slot.release()
-
-
-async def _first(events: AsyncIterator[Event]) -> Event:
-    try:
-        return await events.__anext__()
-    except StopAsyncIteration:  # the loop always ends with Done; this is a bug
-        raise ApiError("INTERNAL", "the loop ended without a result") from None
 
 
 async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any]) -> dict[str, Any]:
@@ -98,24 +91,6 @@ async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any]) 
             return response_json(model, parts, event)
         parts.append(part_json(event))
     raise ApiError("INTERNAL", "the loop ended without a result")
-
-
-class _Streamed(StreamingResponse):
-    """A streaming response that always cleans up, even if its body was never started
-    (a client gone before the first byte: Starlette then drops the generator unstarted)."""
-
-    def __init__(self, content: AsyncIterator[str], cleanup: list[Callable[[], Any]], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.cleanup = cleanup
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            for step in self.cleanup:
-                result = step()
-                if asyncio.iscoroutine(result):
-                    await result
 
 
 async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: bool,

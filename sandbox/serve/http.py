@@ -8,6 +8,8 @@
   at once (a queue would only turn a burst into timeouts).
 - :func:`watched`: the loop in its own task, cancelled when the client disconnects or
   the request's deadline passes; events come out of a queue, errors as :class:`ApiError`.
+- :class:`CleanStreamingResponse`: a stream whose cleanup (the slot, the loop) runs
+  however it ends, even when its body never started.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import contextlib
 import hmac
 import json
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from .errors import ApiError, busy, invalid, too_large
 from .loop import Event, Stats
@@ -150,3 +153,29 @@ async def watched(request: Request, events: AsyncIterator[Event], timeout_s: flo
         watcher.cancel()
         producer.cancel()
         await asyncio.gather(producer, watcher, return_exceptions=True)
+
+
+async def first_event(events: AsyncIterator[Event]) -> Event:
+    """The loop's first event, before a stream commits to 200 (errors until then are HTTP errors)."""
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:  # the loop always ends with Done; this is a bug
+        raise ApiError("INTERNAL", "the loop ended without a result") from None
+
+
+class CleanStreamingResponse(StreamingResponse):
+    """A streaming response that always runs ``cleanup``, even if its body was never started
+    (a client gone before the first byte: Starlette then drops the generator unstarted)."""
+
+    def __init__(self, content: AsyncIterator[str], cleanup: list[Callable[[], Any]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.cleanup = cleanup
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for step in self.cleanup:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result

@@ -5,27 +5,27 @@ tools=[{"type": "code_interpreter", "container": {"type": "auto"}}])`` answers w
 ``code_interpreter_call`` output items (the code, then its ``logs`` and ``image``
 outputs, images as data URLs) and ``message`` items, as the OpenAI API shapes them.
 The request becomes the same :class:`~sandbox.serve.wire.GenerateRequest` the Gemini
-front end makes, so both share one loop. Errors are in OpenAI's shape. Not supported
-(400): ``stream``, ``previous_response_id`` (nothing is stored), file ids.
+front end makes, so both share one loop; :mod:`.responses_output` shapes the answer, and
+with ``stream: true`` the server-sent events that build it. Errors are in OpenAI's shape.
+Not supported (400): ``previous_response_id`` (nothing is stored), file ids.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import contextlib
 import json
 import mimetypes
-import time
-import uuid
-from typing import Any
+from typing import Any, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import ApiError, invalid, not_found_model
 from .gemini_api import accepted
-from .http import Slot, check_key, read_json, watched
-from .loop import Done, generate
+from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
+from .loop import Done, Event, generate
+from .responses_output import ResponseBuilder
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, FunctionResponse,
                    GenerateRequest, GenerationConfig, InlineData, Part, Text, decode_bytes)
 
@@ -38,28 +38,60 @@ async def create_response(request: Request) -> Response:
     body = await read_json(request, state.config.max_request_bytes)
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
-    for unsupported in ("stream", "previous_response_id", "conversation"):
+    for unsupported in ("previous_response_id", "conversation"):
         if body.get(unsupported):
-            raise invalid(f"{unsupported} is not supported by sandbox serve's /v1/responses; "
-                          "send the whole conversation as input, without streaming")
+            raise invalid(f"{unsupported} is not supported by sandbox serve's /v1/responses (nothing is stored); "
+                          "send the whole conversation as input")
     model = body.get("model")
     if not isinstance(model, str) or not accepted(model, state):
         raise not_found_model(str(model))
     parsed = parse_request(body)
-    request.scope["log"].update(model=model, code_execution=parsed.code_execution)
+    log = request.scope["log"]
+    log.update(model=model, code_execution=parsed.code_execution)
     slot = Slot(state.engine.stats, state.config.max_concurrent_requests).take()
     try:
-        builder = _Output()
+        builder = ResponseBuilder(body, model)
         events = watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds)
+        if body.get("stream"):
+            stream = _stream(builder, await first_event(events), events, log)
+            held, slot = slot, None  # the response releases it, however the stream ends
+            return CleanStreamingResponse(stream, [stream.aclose, events.aclose, held.release],  # type: ignore[attr-defined]
+                                          media_type="text/event-stream")
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, Done):
-                    request.scope["log"].update(executions=event.executions, finish=event.finish_reason)
-                    return JSONResponse(builder.response(body, model, event))
+                    log.update(executions=event.executions, finish=event.finish_reason)
+                    return JSONResponse(builder.finish(event)[-1]["response"])
                 builder.add(event)
         raise ApiError("INTERNAL", "the loop ended without a result")
     finally:
-        slot.release()
+        if slot is not None:
+            slot.release()
+
+
+async def _stream(builder: ResponseBuilder, first: Event, events: AsyncIterator[Event],
+                  log: dict[str, Any]) -> AsyncIterator[str]:
+    """Server-sent events, ``event: <type>`` then ``data: <json>``, as the OpenAI API sends them."""
+    def frames(items: list[dict[str, Any]]) -> str:
+        return "".join(f"event: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n" for e in items)
+
+    yield frames(builder.start())
+    event = first
+    try:
+        while not isinstance(event, Done):
+            yield frames(builder.add(event))
+            event = await events.__anext__()
+        log.update(executions=event.executions, finish=event.finish_reason)
+        yield frames(builder.finish(event))
+    except ApiError as exc:
+        log.update(error=exc.status, message=exc.message[:300])
+        yield frames(builder.fail(exc))
+    except (ClientGone, asyncio.CancelledError) as exc:
+        log.update(error="CANCELLED", note="client disconnected")
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- request
@@ -196,66 +228,6 @@ def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
             raise invalid(f"tools[{index}]: tool type {kind!r} is not supported by sandbox serve "
                           "(code_interpreter and function are)")
     return code_execution, tuple(functions)
-
-
-# ----------------------------------------------------------------------------- response
-
-
-class _Output:
-    """Loop events grouped into Responses output items."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.container = f"cntr_{uuid.uuid4().hex}"
-        self.images = 0
-
-    def add(self, event: Part) -> None:
-        last = self.items[-1] if self.items else None
-        if isinstance(event, Text):
-            if last is not None and last["type"] == "message":
-                last["content"][0]["text"] += event.text
-            else:
-                self.items.append({"type": "message", "id": _id("msg"), "role": "assistant", "status": "completed",
-                                   "content": [{"type": "output_text", "text": event.text, "annotations": []}]})
-        elif isinstance(event, ExecutableCode):
-            self.items.append({"type": "code_interpreter_call", "id": _id("ci"), "code": event.code,
-                               "container_id": self.container, "status": "completed", "outputs": []})
-        elif isinstance(event, CodeExecutionResult) and last is not None and last["type"] == "code_interpreter_call":
-            if event.outcome == "OUTCOME_DEADLINE_EXCEEDED":
-                last["status"] = "incomplete"
-            if event.output:
-                last["outputs"].append({"type": "logs", "logs": event.output})
-        elif isinstance(event, InlineData) and last is not None and last["type"] == "code_interpreter_call":
-            url = f"data:{event.mime_type};base64,{_b64(event.data)}"
-            last["outputs"].append({"type": "image", "url": url})
-        elif isinstance(event, FunctionCall):
-            self.items.append({"type": "function_call", "id": _id("fc"), "call_id": event.id or _id("call"),
-                               "name": event.name, "arguments": json.dumps(dict(event.args)), "status": "completed"})
-
-    def response(self, body: dict[str, Any], model: str, done: Done) -> dict[str, Any]:
-        incomplete = done.finish_reason == "MAX_TOKENS"
-        tokens = done.tokens
-        return {
-            "id": _id("resp"), "object": "response", "created_at": int(time.time()), "model": model,
-            "status": "incomplete" if incomplete else "completed",
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "error": None, "instructions": body.get("instructions"), "output": self.items,
-            "parallel_tool_calls": True, "tool_choice": body.get("tool_choice") or "auto",
-            "tools": body.get("tools") or [], "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-            "max_output_tokens": body.get("max_output_tokens"), "metadata": body.get("metadata") or {},
-            "text": {"format": {"type": "text"}},
-            "usage": {"input_tokens": tokens.prompt + tokens.tool_use_prompt, "output_tokens": tokens.candidates,
-                      "total_tokens": tokens.total, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens_details": {"reasoning_tokens": 0}},
-        }
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 __all__ = ["create_response", "parse_request"]

@@ -65,3 +65,32 @@ def test_errors_are_in_openai_shape(oai):
     with pytest.raises(openai.BadRequestError) as info:
         oai.responses.create(model="scripted", input="hi", tools=[{"type": "web_search"}])
     assert "web_search" in info.value.body["message"]
+
+
+def test_streaming_events_build_the_same_response(oai):
+    with oai.responses.stream(model="scripted", input="SCRIPT:plot", tools=CODE_INTERPRETER) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[2:8] == ["response.output_item.added", "response.code_interpreter_call.in_progress",
+                          "response.code_interpreter_call_code.delta", "response.code_interpreter_call_code.done",
+                          "response.code_interpreter_call.interpreting", "response.code_interpreter_call.completed"]
+    assert kinds[-1] == "response.completed"
+    assert kinds.count("response.output_item.done") == 3
+    assert [item.type for item in final.output] == ["code_interpreter_call", "code_interpreter_call", "message"]
+    assert final.output[0].outputs[1].url.startswith("data:image/png;base64,")
+    assert final.output_text == "The answer is 43."
+    assert final.usage.output_tokens == 21
+
+
+def test_streaming_sends_the_code_before_the_run_ends(oai, server):
+    seen = {}
+    for event in oai.responses.create(model="scripted", input="SCRIPT:stream", tools=CODE_INTERPRETER, stream=True):
+        seen.setdefault(event.type, event)
+        if event.type == "response.code_interpreter_call.interpreting":
+            assert event.output_index == 0
+            server.wait_for(lambda: server.health()["activeRuns"] == 1, "the run to be in progress")
+        if event.type == "response.output_item.done" and event.item.type == "code_interpreter_call":
+            assert event.item.outputs[0].logs == "start\nend\n"
+    assert seen["response.code_interpreter_call_code.done"].code.startswith("import time")
+    assert seen["response.completed"].response.output_text == "streamed"
