@@ -175,10 +175,10 @@ class _Runner:
         if not isinstance(code, str):
             problem = call.args.get("_invalid_arguments") or \
                 f"{CODE_TOOL} needs a 'code' string argument (got {json.dumps(dict(call.args))[:200]})"
-            yield ExecutableCode(json.dumps(dict(call.args)))
+            yield ExecutableCode(json.dumps(dict(call.args)), signature=call.signature)
             yield CodeExecutionResult("OUTCOME_FAILED", f"InputError: {problem}")
             return
-        yield ExecutableCode(code)
+        yield ExecutableCode(code, signature=call.signature)
         self.executions += 1
         stats = self.engine.stats
         stats.active_runs += 1

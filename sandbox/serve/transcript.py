@@ -47,6 +47,8 @@ class Call:
     id: str
     name: str
     args: Mapping[str, Any]
+    signature: str | None = None
+    """The model's ``thoughtSignature`` for this call, passed back to a gemini backend."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,10 @@ class _Builder:
 
     def call(self, part: ExecutableCode | FunctionCall, call_id: str) -> None:
         if isinstance(part, ExecutableCode):
-            self.calls.append(Call(call_id, self.code_tool, {"code": part.code}))
+            self.calls.append(Call(call_id, self.code_tool, {"code": part.code}, part.signature))
             self.results[call_id] = ([], [])
         else:
-            self.calls.append(Call(call_id, part.name, dict(part.args)))
+            self.calls.append(Call(call_id, part.name, dict(part.args), part.signature))
             self.pending[call_id] = part.name
 
     def flush(self) -> None:

@@ -40,6 +40,8 @@ class ExecutableCode:
     code: str
     language: str = "PYTHON"
     id: str | None = None
+    signature: str | None = None
+    """The part's ``thoughtSignature`` (Gemini 3 wants it back with the call it came with)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class FunctionCall:
     name: str
     args: Mapping[str, Any] = field(default_factory=dict)
     id: str | None = None
+    signature: str | None = None
+    """The part's ``thoughtSignature``."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,8 @@ def _inline_data(o: _Obj) -> Part:
 def _executable_code(o: _Obj) -> Part:
     code = o.obj("executableCode")
     assert code is not None
-    return ExecutableCode(code.get("code", "str", ""), code.get("language", "str", "PYTHON"), code.get("id", "str"))
+    return ExecutableCode(code.get("code", "str", ""), code.get("language", "str", "PYTHON"), code.get("id", "str"),
+                          o.get("thoughtSignature", "str"))
 
 
 def _code_execution_result(o: _Obj) -> Part:
@@ -218,7 +223,8 @@ def _code_execution_result(o: _Obj) -> Part:
 def _function_call(o: _Obj) -> Part:
     call = o.obj("functionCall")
     assert call is not None
-    return FunctionCall(_required_name(call), dict(call.get("args", "object", {})), call.get("id", "str"))
+    return FunctionCall(_required_name(call), dict(call.get("args", "object", {})), call.get("id", "str"),
+                        o.get("thoughtSignature", "str"))
 
 
 def _function_response(o: _Obj) -> Part:
@@ -389,6 +395,12 @@ def _with_id(body: dict[str, Any], part_id: str | None) -> dict[str, Any]:
     return body
 
 
+def _signed(body: dict[str, Any], signature: str | None) -> dict[str, Any]:
+    if signature:
+        body["thoughtSignature"] = signature
+    return body
+
+
 def _result_json(part: CodeExecutionResult) -> dict[str, Any]:
     body: dict[str, Any] = {"outcome": part.outcome}
     if part.output:
@@ -400,9 +412,11 @@ def _result_json(part: CodeExecutionResult) -> dict[str, Any]:
 _WRITERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Text: lambda p: {"text": p.text, **({"thought": True} if p.thought else {})},
     InlineData: lambda p: {"inlineData": {"mimeType": p.mime_type, "data": base64.b64encode(p.data).decode("ascii")}},
-    ExecutableCode: lambda p: {"executableCode": _with_id({"language": p.language, "code": p.code}, p.id)},
+    ExecutableCode: lambda p: _signed({"executableCode": _with_id({"language": p.language, "code": p.code}, p.id)},
+                                      p.signature),
     CodeExecutionResult: _result_json,
-    FunctionCall: lambda p: {"functionCall": _with_id({"name": p.name, "args": dict(p.args)}, p.id)},
+    FunctionCall: lambda p: _signed({"functionCall": _with_id({"name": p.name, "args": dict(p.args)}, p.id)},
+                                    p.signature),
     FunctionResponse: lambda p: {"functionResponse": _with_id({"name": p.name, "response": dict(p.response)}, p.id)},
 }
 

@@ -11,6 +11,7 @@ server's token arithmetic. Every request body is kept in :attr:`FakeModel.reques
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import socket
@@ -136,7 +137,8 @@ class FakeModel:
         if reply.kind == "text":
             part = {"text": reply.value(tools) if callable(reply.value) else reply.value}
         else:
-            part = {"functionCall": {"name": reply.name, "args": reply.value, "id": f"fc_{step}"}}
+            part = {"functionCall": {"name": reply.name, "args": reply.value, "id": f"fc_{step}"},
+                    "thoughtSignature": base64.b64encode(f"sig{step}".encode()).decode()}
         return JSONResponse({"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP"}],
                              "usageMetadata": {"promptTokenCount": 100 + 10 * step, "candidatesTokenCount": 7,
                                                "totalTokenCount": 107 + 10 * step}})

@@ -4,7 +4,9 @@ Unlike the service's own code execution, the code runs in this sandbox, next to 
 data. Turns become Gemini contents: a code call is a ``functionCall`` to the code tool,
 its reply a ``functionResponse`` (``{"output": "OUTCOME_OK\\n..."}``) followed by the
 figures as ``inlineData`` in the same user turn (Gemini reads images there). Inline
-files are passed as they came, preceded by their work-dir name.
+files are passed as they came, preceded by their work-dir name. A call's
+``thoughtSignature`` goes back with it on the next call (Gemini 3 refuses a function-calling
+turn without it); the client gets it on the ``executableCode`` part, as the service sends it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class Gemini:
                 parts.append(Text(part["text"]))
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
-                parts.append(FunctionCall(str(call.get("name", "")), call.get("args") or {}, call.get("id")))
+                parts.append(FunctionCall(str(call.get("name", "")), call.get("args") or {}, call.get("id"),
+                                          part.get("thoughtSignature")))
         return ModelReply(tuple(parts), _usage(data), str(candidate.get("finishReason") or "STOP"))
 
 
@@ -73,7 +76,8 @@ def contents(turns: list[Turn] | Any) -> list[dict[str, Any]]:
             _append(out, "user", [p for part in turn.parts for p in _user_parts(part)])
         elif isinstance(turn, AssistantTurn):
             parts: list[dict[str, Any]] = [{"text": turn.text}] if turn.text else []
-            parts.extend({"functionCall": {"name": c.name, "args": dict(c.args), "id": c.id}} for c in turn.calls)
+            parts.extend({"functionCall": {"name": c.name, "args": dict(c.args), "id": c.id},
+                          **({"thoughtSignature": c.signature} if c.signature else {})} for c in turn.calls)
             _append(out, "model", parts)
         elif isinstance(turn, ToolReply):
             images = [{"inlineData": {"mimeType": i.mime_type, "data": _b64(i.data)}} for i in turn.images]
