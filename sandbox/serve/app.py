@@ -18,10 +18,12 @@ duration, model, code runs, finish reason or error.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -52,6 +54,10 @@ def create_app(config: ServeConfig, box: Sandbox, *, backend: Backend | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Every run, session open and close of a request holds a thread while it lasts; the default
+        # pool (cpus + 4 threads) would make the requests past it wait for a thread, not for a slot.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+            max_workers=2 * config.max_concurrent_requests + 4, thread_name_prefix="sandbox-serve"))
         model = backend if backend is not None else make_backend(config.backend)
         app.state.config = config
         app.state.engine = Engine(box, model, config.max_executions)
