@@ -178,7 +178,8 @@ def _code_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Conte
     for output in item.get("outputs") or ():
         if isinstance(output, dict) and output.get("type") == "logs":
             parts.append(CodeExecutionResult("OUTCOME_OK", str(output.get("logs") or "") or None))
-        elif isinstance(output, dict) and output.get("type") == "image" and str(output.get("url", "")).startswith("data:"):
+        elif isinstance(output, dict) and output.get("type") == "image" and \
+                str(output.get("url", "")).startswith("data:"):
             parts.append(_data_url(output["url"], f"{where}.outputs"))
     return Content("model", tuple(parts))
 

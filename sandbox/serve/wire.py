@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
-from .errors import ApiError, invalid
+from .errors import invalid
 
 
 @dataclass(frozen=True)
@@ -433,6 +433,6 @@ def parts_from_result(dicts: list[dict[str, Any]], code_id: str | None) -> list[
             for p in parts]
 
 
-__all__ = ["ApiError", "CodeExecutionResult", "Content", "ExecutableCode", "FunctionCall", "FunctionDeclaration",
+__all__ = ["CodeExecutionResult", "Content", "ExecutableCode", "FunctionCall", "FunctionDeclaration",
            "FunctionResponse", "GenerateRequest", "GenerationConfig", "InlineData", "Part", "Text", "decode_bytes",
            "json_schema", "parse_content", "parse_generate_request", "parse_part", "part_json", "parts_from_result"]

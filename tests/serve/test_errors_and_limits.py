@@ -166,7 +166,8 @@ def test_gemini_backend_through_function_calling(keyed_server, fake_model):
                                                               .executable_code.code}
     assert model_turn["parts"][0]["thoughtSignature"] == "c2lnMA=="  # "sig0", back with its call
     assert parts[0].thought_signature == b"sig0"  # and on the client's executableCode part
-    assert reply_turn["parts"][0]["functionResponse"]["response"] == {"output": "OUTCOME_OK\nx is 42\n[1 image returned]"}
+    assert reply_turn["parts"][0]["functionResponse"]["response"] == \
+        {"output": "OUTCOME_OK\nx is 42\n[1 image returned]"}
     assert reply_turn["parts"][1]["inlineData"]["mimeType"] == "image/png"  # Gemini sees its figure
 
 

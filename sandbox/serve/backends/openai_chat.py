@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from ..config import BackendConfig
-from ..transcript import AssistantTurn, Attachment, ToolReply, Turn, UserTurn
+from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
 from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
 from . import BackendRequest, ModelReply, Usage, http_client, malformed, post_json
 
