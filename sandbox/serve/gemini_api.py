@@ -74,8 +74,9 @@ async def model_action(request: Request) -> Response:
             sse = request.query_params.get("alt") == "sse"
             stream = _stream(first, events, model, sse, request.scope["log"])
             held, slot = slot, None  # the response releases it, however the stream ends
-            return CleanStreamingResponse(stream, [stream.aclose, events.aclose, held.release],  # type: ignore[attr-defined]
-                             media_type="text/event-stream" if sse else "application/json")
+            cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
+            media_type = "text/event-stream" if sse else "application/json"
+            return CleanStreamingResponse(stream, cleanup, media_type=media_type)
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             return JSONResponse(await _whole(events, model, request.scope["log"]))
     finally:

@@ -55,8 +55,8 @@ async def create_response(request: Request) -> Response:
         if body.get("stream"):
             stream = _stream(builder, await first_event(events), events, log)
             held, slot = slot, None  # the response releases it, however the stream ends
-            return CleanStreamingResponse(stream, [stream.aclose, events.aclose, held.release],  # type: ignore[attr-defined]
-                                          media_type="text/event-stream")
+            cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
+            return CleanStreamingResponse(stream, cleanup, media_type="text/event-stream")
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, Done):
