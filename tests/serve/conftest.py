@@ -87,9 +87,12 @@ class Served:
 def start_serve(log: Path, *args: str, env: dict[str, str] | None = None) -> Served:
     """Start ``sandbox serve --port 0 ARGS`` and wait for its "listening on" line."""
     out = log.open("w")
+    # Options come only from ARGS and ``env``: none from the host's keys or SANDBOX_SERVE_* variables.
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("SANDBOX_SERVE_") and k not in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")}
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--port", "0", *args],
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                            env={**clean, "PYTHONPATH": str(REPO), **(env or {})})
     out.close()
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
@@ -151,3 +154,4 @@ def client(server: Served) -> Any:
 @pytest.fixture(autouse=True)
 def _forget_requests(fake_model: FakeModel) -> None:
     fake_model.requests.clear()
+    fake_model.keys.clear()

@@ -72,6 +72,7 @@ class FakeModel:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.keys: list[str | None] = []  # the key each request came with
         self.held = threading.Semaphore(0)  # one release per held request
         self.holding = 0
         self.url = ""
@@ -101,6 +102,7 @@ class FakeModel:
     async def chat(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.requests.append(body)
+        self.keys.append(request.headers.get("authorization"))
         messages = body["messages"]
         start = max(i for i, m in enumerate(messages) if m["role"] == "user" and "SCRIPT:" in _text(m))
         script = re.search(r"SCRIPT:(\w+)", _text(messages[start])).group(1)
@@ -125,6 +127,7 @@ class FakeModel:
     async def gemini(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.requests.append(body)
+        self.keys.append(request.headers.get("x-goog-api-key"))
         contents = body["contents"]
         start = max(i for i, c in enumerate(contents)
                     if c["role"] == "user" and any("SCRIPT:" in p.get("text", "") for p in c["parts"]))

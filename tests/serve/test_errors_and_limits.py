@@ -160,6 +160,7 @@ def test_gemini_backend_through_function_calling(keyed_server, fake_model):
     assert parts[4].code_execution_result.output == "43\n"
     assert response.text == "The answer is 43."
     second = fake_model.requests[1]
+    assert set(fake_model.keys) == {"backend-key"}  # from GEMINI_API_KEY, as the SDK reads it
     assert [d["name"] for d in second["tools"][0]["functionDeclarations"]] == ["run_python"]
     model_turn, reply_turn = second["contents"][-2:]
     assert model_turn["parts"][0]["functionCall"]["args"] == {"code": response.candidates[0].content.parts[0]

@@ -49,6 +49,7 @@ def test_full_loop_parts_in_order_with_image_text_and_usage(client, fake_model):
     first, second = fake_model.requests[0], fake_model.requests[1]
     assert [t["function"]["name"] for t in first["tools"]] == ["run_python"]
     assert first["model"] == "scripted"
+    assert set(fake_model.keys) == {None}  # no backend key configured: none sent
     assert second["messages"][-1]["role"] == "tool"
     assert second["messages"][-1]["content"].startswith("OUTCOME_OK\nx is 42")
 
