@@ -23,6 +23,12 @@ def _load_fake_model():
 fake_model = _load_fake_model()
 
 
+def server_env() -> dict[str, str]:
+    """The environment for a stdio server: this checkout first on the path (the mcp client passes
+    only a few variables by default, and the server must run the code under test)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def sleeper_code(marker: int) -> str:
     """A snippet whose run is visible from here: it starts ``sleep <marker>`` and waits for it."""
     return f"import subprocess\nprint('started', flush=True)\nsubprocess.run(['sleep', '{marker}'])\n"

@@ -14,7 +14,7 @@ from typing import AsyncGenerator
 
 import pytest
 
-from .conftest import fake_model, sleeper_code, sleepers, wait_for
+from .conftest import fake_model, server_env, sleeper_code, sleepers, wait_for
 
 #: Seconds a killed run may take to disappear: far below the 30 s the run would otherwise last.
 GONE_WITHIN = 10
@@ -45,7 +45,7 @@ def test_mcp_client_cancelling_a_call_kills_its_run():
     marker = 7101
 
     async def scenario():
-        server = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"])
+        server = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"], env=server_env())
         async with Client(server) as client:
             await client.call_tool("run_python", {"code": "print(1)"})  # the zygote is up
             call = asyncio.ensure_future(client.call_tool("run_python", {"code": sleeper_code(marker)},
@@ -68,7 +68,7 @@ def test_mcp_client_timeout_kills_its_run():
     marker = 7102
 
     async def scenario():
-        server = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"])
+        server = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"], env=server_env())
         async with Client(server) as client:
             await client.call_tool("run_python", {"code": "print(1)"})
             started = time.monotonic()

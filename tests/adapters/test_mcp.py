@@ -17,11 +17,13 @@ from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, Text
 
 from sandbox.adapters.mcp import build_server  # noqa: E402
 
+from .conftest import server_env  # noqa: E402
+
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
 
 def server_params(*args: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp", *args])
+    return StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp", *args], env=server_env())
 
 
 @pytest.fixture
@@ -145,7 +147,7 @@ def test_handshake_is_answered_before_the_sandbox_is_ready(tmp_path):
     """)
 
     async def session():
-        params = StdioServerParameters(command=sys.executable, args=["-c", bootstrap])
+        params = StdioServerParameters(command=sys.executable, args=["-c", bootstrap], env=server_env())
         async with Client(params) as client:  # initialize: answered while the Sandbox cannot start
             (tool,) = (await client.list_tools()).tools
             call = asyncio.ensure_future(client.call_tool("run_python", {"code": "print('first')"}))
