@@ -4,7 +4,6 @@ talking HTTP to a scripted model on 127.0.0.1 (examples/fake_model.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import pytest
