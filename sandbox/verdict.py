@@ -6,11 +6,13 @@ which of our limits, or which kind of crash, ended the run.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal as _signal
 
 from .collect import Collected
 from .policy import Policy
-from .results import Outcome, Result
+from .results import File, Outcome, Result
 
 
 def _signal_name(signum: int) -> str:
@@ -64,6 +66,7 @@ def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
     if reason == "output_limit":
         output += f"\n[output truncated at {policy.limits.max_output_bytes} bytes]\n".encode()
     signum = got.exit.get("signal")
+    images, files = unique_names(got.images, got.files)
     return Result(
         outcome=outcome,
         stdout=stdout.decode("utf-8", "replace"),
@@ -73,9 +76,38 @@ def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
         reason=reason,
         signal=signum if isinstance(signum, int) else None,
         denied=got.denied,
-        images=got.images,
-        files=got.files,
+        images=images,
+        files=files,
         duration_s=got.duration_s,
         peak_memory_bytes=int(got.exit.get("maxrss_kb") or 0) * 1024,
         cpu_s=float(got.exit.get("cpu_s") or 0.0),
     )
+
+
+def unique_names(images: list[File], files: list[File]) -> tuple[list[File], list[File]]:
+    """The run's images and files, every name unique within the run.
+
+    Names come from inside (hostile input), and a figure can be named like a file the
+    run saves afterwards. The last one reported keeps the name (work-dir files are
+    reported last, so a real file keeps its own); an earlier one becomes ``stem_2.ext``,
+    ``stem_3.ext``, ... (the first such name no other item has).
+    """
+    produced = [*images, *files]
+    original = {item.name for item in produced}
+    if len(original) == len(produced):
+        return images, files
+    taken: set[str] = set()
+    named: list[File] = []
+    for item in reversed(produced):
+        name = item.name
+        if name in taken:
+            stem, ext = os.path.splitext(name)
+            index = 2
+            while f"{stem}_{index}{ext}" in taken or f"{stem}_{index}{ext}" in original:
+                index += 1
+            name = f"{stem}_{index}{ext}"
+            item = dataclasses.replace(item, name=name)
+        taken.add(name)
+        named.append(item)
+    named.reverse()
+    return named[:len(images)], named[len(images):]

@@ -5,6 +5,7 @@ Nothing here imports a framework; every adapter module imports its own SDK.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import hashlib
@@ -85,7 +86,7 @@ def result_text(result: Result | str) -> str:
         lines.append(result.output.rstrip("\n"))
     if result.error:
         lines.append(result.error.rstrip("\n"))
-    produced = [f.name for f in (*result.images, *result.files)]
+    produced = [f.name + (" (truncated)" if f.truncated else "") for f in (*result.images, *result.files)]
     if produced:
         lines.append("[files: " + ", ".join(produced) + "]")
     return "\n".join(lines)
@@ -148,6 +149,16 @@ class SessionPool:
             return self._run_once(key, code, files or [], timeout)
         except SandboxClosed:  # expired between get() and run(): one fresh session (a closed Sandbox raises again)
             return self._run_once(key, code, files or [], timeout)
+
+    async def arun(self, key: str, code: str, files: list[File] | None = None,
+                   timeout: float | None = None) -> Result:
+        """:meth:`run` for asyncio, through ``Session.arun``: cancelling the task kills the run at once.
+
+        Every file given is sent (the adapters that await, MCP and ADK, send what the caller gives)."""
+        try:  # get() may open a session, which waits for the zygote: not on the event loop
+            return await (await asyncio.to_thread(self.get, key)).arun(code, files=files or [], timeout=timeout)
+        except SandboxClosed:  # expired between get() and arun(): one fresh session
+            return await (await asyncio.to_thread(self.get, key)).arun(code, files=files or [], timeout=timeout)
 
     def _run_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
         session = self.get(key)

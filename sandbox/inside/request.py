@@ -59,6 +59,8 @@ class Channel:
         self.sock = sock
         self.tagged_fd = tagged_fd
         self.denials = 0
+        self.figures = 0
+        """Figures this run has shown: their names count per run, never per matplotlib number."""
 
     def close(self) -> None:
         """End this run's streams: the host sees EOF even though the process lives on."""
@@ -209,11 +211,19 @@ def install_show() -> None:
         return
 
     def show(*args: Any, **kwargs: Any) -> None:
-        """Every open figure becomes one PNG image part, as on the service."""
+        """Every open figure becomes one PNG image part, as on the service.
+
+        Names count the run's figures (``figure_1.png``, ``figure_2.png``, ...): matplotlib
+        renumbers from 1 once ``show()`` has closed the figures, so its numbers repeat
+        within a run. A name a work-dir file already has is skipped."""
+        chan = current()
         for number in pyplot.get_fignums():
             buffer = io.BytesIO()
             pyplot.figure(number).savefig(buffer, format="png")
-            current().send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
+            chan.figures += 1
+            while os.path.lexists(f"figure_{chan.figures}.png"):
+                chan.figures += 1
+            chan.send("image", (buffer.getvalue(),), name=f"figure_{chan.figures}.png", mime_type="image/png")
         pyplot.close("all")
 
     pyplot.show = show
