@@ -18,7 +18,9 @@ outside), restores the owner's permissions where a directory refused them, and n
 raises: it gives up on what it cannot remove and says so in its return value. It
 uses three fds and memory proportional to the tree's depth and widest directory,
 whatever the tree; it can run in steps (the zygote removes a huge tree between
-requests, never in one go).
+requests, never in one go) or until a deadline (a confined worker: under Landlock
+each ``open`` walks the whole path back to the root, so a deep tree costs the worker
+O(depth²) and it leaves the rest to the zygote).
 
 Imported by both sides (zygote, worker, host): stdlib and ``sandbox.errors`` only.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 
 from .errors import SandboxUnavailable, os_error_text
@@ -64,9 +67,10 @@ def unavailable(what: str, exc: OSError) -> SandboxUnavailable:
                               "free space or inodes in the temp dir, or point TMPDIR elsewhere", errno=exc.errno)
 
 
-def empty(path: str) -> bool:
-    """Remove what is inside ``path``, keeping ``path`` itself. Never raises; True when all went."""
-    return Removal(path, keep_root=True).run()
+def empty(path: str, *, deadline: float | None = None) -> bool:
+    """Remove what is inside ``path``, keeping ``path`` itself. Never raises; True when all
+    went. ``deadline`` (``time.monotonic()``): stop there, the rest left in place."""
+    return Removal(path, keep_root=True).run(deadline)
 
 
 def remove(path: str) -> bool:
@@ -111,10 +115,14 @@ class Removal:
         except Exception:  # noqa: BLE001 - never raise: report it in complete
             self._give_up()
 
-    def run(self) -> bool:
-        """Remove all there is; True when nothing is left."""
-        while not self.step(1 << 16):
-            pass
+    def run(self, deadline: float | None = None) -> bool:
+        """Remove all there is (until ``deadline``, on ``time.monotonic()``, if given); True
+        when nothing is left."""
+        budget = 1 << 16 if deadline is None else 64
+        while not self.step(budget):
+            if deadline is not None and time.monotonic() >= deadline:
+                self.close()
+                self.complete = False
         return self.complete
 
     def step(self, budget: int = 512) -> bool:
@@ -146,7 +154,7 @@ class Removal:
             return
         parent, self._name = os.path.split(path)
         self._top = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        if self._unlink(self._top, self._name) == "dir":
+        if self._unlink(self._top, self._name) == "dir" and not _rmdir_if_empty(self._top, self._name):
             self._enter(_open_dir(self._top, self._name))
         else:
             self.close()
@@ -170,7 +178,7 @@ class Removal:
         self._levels.append(_Level(st.st_dev, st.st_ino, names))
 
     def _remove_entry(self, level: _Level, name: str) -> None:
-        if self._unlink(self._fd, name) != "dir":
+        if self._unlink(self._fd, name) != "dir" or _rmdir_if_empty(self._fd, name):
             return
         try:
             fd = _open_dir(self._fd, name)
@@ -244,6 +252,17 @@ def _open_dir(parent_fd: int | None, name: str) -> int:
     finally:
         _close(path_fd)
     return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+
+
+def _rmdir_if_empty(dir_fd: int, name: str) -> bool:
+    """One syscall for the common case (a worker emptied its dirs): True when it is gone."""
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return True
+    except OSError:  # not empty, or not ours to remove as it is: walk it
+        return False
+    return True
 
 
 def _close(fd: int) -> None:

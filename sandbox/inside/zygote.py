@@ -46,6 +46,8 @@ _SWEEP_INTERVAL_S = 0.05
 #: Entries of a reaped worker's run dir removed per idle turn of the loop: a run that
 #: left a huge tree delays nobody's request by more than one such step (~ms).
 _TIDY_STEP_ENTRIES = 256
+#: Reaped run dirs waiting beyond which a busy zygote tidies anyway, one step per turn.
+_TIDY_BACKLOG = 4
 
 
 @dataclass
@@ -96,6 +98,8 @@ class Zygote:
                     self._reap()
                 elif not self._control():
                     return
+            if len(self.to_remove) > _TIDY_BACKLOG:  # a steady stream of runs leaves no idle turn
+                self._tidy()
 
     def _tidy(self) -> None:
         """One bounded step of removing reaped workers' run dirs. Whatever a run left
