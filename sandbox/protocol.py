@@ -46,7 +46,9 @@ def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any
     if kind not in KNOWN_TYPES:
         raise ProtocolError(f"unknown frame type {kind!r}")
     header = {"v": VERSION, "type": kind, "blobs": [len(b) for b in blobs], **fields}
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # backslashreplace: a lone surrogate (a file name that is not UTF-8, as os.listdir
+    # gives it) becomes its JSON escape, \udcff, instead of failing the whole frame.
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
     return b"".join([_LEN.pack(len(raw)), raw, *blobs])
 
 
