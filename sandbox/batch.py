@@ -32,15 +32,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
-import os
 import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from .inputs import decode_base64
-from .outfiles import OutDir, extension
 from .errors import InputError, SandboxUnavailable
+from .outfiles import OutDir, extension
 from .results import Denial, File, Outcome, Result
 
 #: Outcome of a record for an input line that could not be run (malformed, or refused by the core).
