@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import sandbox
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Forge frames on the worker's own channel (the snippet runs in the worker's process).
@@ -84,7 +86,7 @@ def test_cant_crash_run_out_or_write_outside_it(tmp_path):
     assert not os.path.lexists("/tmp/absolute.png")
     assert len(names) == RETURNED, names  # unique: nothing overwritten, nothing lost
     assert {"dup.png", "dup-2.png", "same.txt", "same-2.txt", "escape.png", "escape.txt", "figure_1.png",
-            "a_b.png", "__.txt"} <= set(names)
+            "a_b.png", "_udcff_udcfe.txt"} <= set(names)
     long_names = [n for n in names if n.startswith("x.eee")]  # the forged image's, then the work-dir file's
     assert len(long_names) == 2 and (out / ("x." + "e" * 250)).read_bytes() == b"\x89PNG\r\n\x1a\n" + b"x" * 100
     assert (out / (("x." + "e" * 250)[:253] + "-2")).read_text() == "long extension"
@@ -189,3 +191,13 @@ print("denied forged")
     from sandbox.batch_report import load_results, write_report
     write_report(load_results(str(tmp_path / "results.jsonl")), str(tmp_path / "report.html"))
     assert "sandbox batch report" in (tmp_path / "report.html").read_text()
+
+
+def test_a_name_or_text_that_is_not_utf8_is_reported_not_a_crash(boxes):
+    """os.listdir gives such a name with lone surrogates, which no JSON encoder writes as
+    UTF-8: the worker sends them as text ("\\udcff") instead of dying mid-report."""
+    r = boxes["default"].run("open(b'\\xff.txt', 'w').write('x')\nraise ValueError('bad \\udcff')")
+    assert r.outcome == sandbox.Outcome.FAILED and r.reason == "exception", (r.reason, r.error)
+    assert r.error.startswith("bad \\udcff\n") and [f.name for f in r.files] == ["\\udcff.txt"]
+    for text in (r.error, r.output, r.files[0].name):
+        text.encode("utf-8")  # no lone surrogate reached the host
