@@ -80,8 +80,8 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     started = time.monotonic()
     counts = {"written": 0, "problems": 0}
-    # backslashreplace: a lone surrogate from inside (a non-UTF-8 file name) is written as
-    # its JSON escape (\udcff) instead of failing the write; the line reads back the same.
+    # backslashreplace: a lone surrogate (in a forged frame's name, or a corpus id) is written
+    # as its JSON escape (\udcff) instead of failing the write; the line reads back the same.
     with open(args.out, "a", encoding="utf-8", errors="backslashreplace") as out, \
             _Progress(len(items), args.progress) as bar, _StopOnSignal(stop, bar):
         results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
