@@ -17,8 +17,9 @@ A malformed input line does not abort the batch: it becomes a record with outcom
 ``INVALID_INPUT`` whose ``error`` names the line number and what is wrong, so every
 input line is accounted for in the output and a 10,000-snippet run is not lost to one
 typo. A snippet the core refuses (``sandbox.InputError``, e.g. code over the size limit)
-gets the same outcome. Our own failure on one run (e.g. ``WorkerCrashed``) is a
-``SANDBOX_ERROR`` record; a missing confinement layer (``SandboxUnavailable``) aborts.
+gets the same outcome. Our own failure on one run (e.g. ``WorkerCrashed``, or any
+exception in the host while it took in what a hostile run sent) is a ``SANDBOX_ERROR``
+record; a missing confinement layer (``SandboxUnavailable``) aborts.
 
 Backends: ``local`` (one warm :class:`sandbox.Sandbox`, ``workers`` runs in flight)
 and ``ray`` (:mod:`sandbox.batch_ray`: one actor per worker, each with its own warm
@@ -31,14 +32,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
-import os
 import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from .inputs import decode_base64
-from .errors import InputError, SandboxError, SandboxUnavailable
+from .errors import InputError, SandboxUnavailable
+from .outfiles import OutDir, extension
 from .results import Denial, File, Outcome, Result
 
 #: Outcome of a record for an input line that could not be run (malformed, or refused by the core).
@@ -116,7 +117,7 @@ class OutputFile:
     sha256: str
     """Hex SHA-256 of the contents."""
     path: str | None = None
-    """Where the batch saved it (images only, with ``images_dir``), else None."""
+    """Where the batch saved it (images only, with ``images_dir``), else None (also when writing it failed)."""
 
 
 @dataclass(frozen=True)
@@ -217,16 +218,17 @@ def execute(box: Any, item: BatchItem, *, timeout: float | None = None,
     """
     try:
         result = box.run(item.code, files=list(item.files), timeout=item.timeout or timeout)
+        return describe(item, result, max_output_chars), [i.data for i in result.images] if keep_images else []
     except SandboxUnavailable:
         raise  # the environment cannot run anything: abort the batch
     except InputError as exc:
         return invalid(item.line, f"line {item.line}: {exc}" if item.line else str(exc), item.id, item.meta), []
-    except SandboxError as exc:
+    except Exception as exc:  # noqa: BLE001 - a SandboxError, or any failure of ours on this one item
+        # (e.g. what a hostile run sent back): that item's record, never the end of the batch.
         return BatchResult(id=item.id, line=item.line, outcome=SANDBOX_ERROR, expect=item.expect,
                            matched=False if item.expect else None, error=_cap(f"{type(exc).__name__}: {exc}",
                                                                                 max_output_chars),
                            meta=item.meta), []
-    return describe(item, result, max_output_chars), [i.data for i in result.images] if keep_images else []
 
 
 def describe(item: BatchItem, result: Result, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> BatchResult:
@@ -245,18 +247,24 @@ def describe(item: BatchItem, result: Result, max_output_chars: int = DEFAULT_MA
 
 
 def save_images(record: BatchResult, blobs: list[bytes], images_dir: str) -> BatchResult:
-    """Write a record's image bytes under ``images_dir`` as ``<id>_<n>.<ext>``; fill in their paths."""
+    """Write a record's image bytes under ``images_dir`` as ``<id>_<n>.<ext>``; fill in their paths.
+
+    Image names come from inside: only a short alphanumeric extension of theirs is used
+    (else one for the MIME type). An image that cannot be written keeps ``path`` None;
+    the batch goes on.
+    """
     if not blobs or record.id is None:
         return record
-    os.makedirs(images_dir, exist_ok=True)
     stem = safe_name(record.id)
     saved = []
-    for index, (image, data) in enumerate(zip(record.images, blobs)):
-        ext = os.path.splitext(image.name)[1] or ".png"
-        path = os.path.join(images_dir, f"{stem}_{index}{ext}")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        saved.append(OutputFile(image.name, image.mime_type, image.size_bytes, image.sha256, path))
+    with OutDir(images_dir) as out:
+        for index, (image, data) in enumerate(zip(record.images, blobs)):
+            try:
+                path = out.write(f"{stem}_{index}{extension(image.name, image.mime_type, '.png')}", data,
+                                 fallback=f"image_{index}.png")
+            except OSError:
+                path = None
+            saved.append(replace(image, path=path))
     return replace(record, images=tuple(saved) + record.images[len(saved):])
 
 

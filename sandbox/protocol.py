@@ -17,6 +17,7 @@ never forge a control message.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 from typing import Any, Iterator
@@ -25,6 +26,7 @@ from .errors import ProtocolError
 
 VERSION = 1
 _LEN = struct.Struct("!I")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_HEADER_BYTES = 1 << 20
 #: Ceiling on one control packet (SOCK_SEQPACKET): they carry ids, pids and the policy,
 #: never code or output, and each receive allocates a buffer this size.
@@ -46,8 +48,17 @@ def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any
     if kind not in KNOWN_TYPES:
         raise ProtocolError(f"unknown frame type {kind!r}")
     header = {"v": VERSION, "type": kind, "blobs": [len(b) for b in blobs], **fields}
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+    # A lone surrogate (a file name that is not UTF-8, as os.listdir gives it, or an
+    # exception text with one) cannot be encoded and would fail the whole frame: it
+    # travels as the text "\udcff" (a backslash, then its code), so every string the
+    # host gets is valid UTF-8.
+    raw = _LONE_SURROGATE.sub(_surrogate_text, text).encode("utf-8")
     return b"".join([_LEN.pack(len(raw)), raw, *blobs])
+
+
+def _surrogate_text(match: re.Match[str]) -> str:
+    return f"\\\\u{ord(match.group(0)):04x}"  # an escaped backslash in JSON, then "u" and the code
 
 
 def _check_header(raw: bytes) -> dict[str, Any]:

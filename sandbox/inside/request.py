@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import protocol, streams
+from .. import protocol, rundirs, streams
 from ..errors import ProtocolError
 from ..filetypes import IMAGE_EXTENSIONS
 from ..policy import Policy
@@ -181,9 +181,11 @@ def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> str | None
     """Write the input files into the work dir; the failure text if one cannot be written."""
     for meta, data in zip(files, blobs):
         try:
-            # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
-            # No O_EXCL: a session may be sent a newer version of a file it already holds.
-            fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            # A session gets every input again with every run: whatever holds the name now (the
+            # copy an earlier run got and maybe rewrote, or a symlink, FIFO, read-only file or
+            # tree the snippet put there) goes, never followed, and the file is made afresh.
+            rundirs.remove(os.path.abspath(meta["name"]))
+            fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with open(fd, "wb") as fh:
                 fh.write(data)
         except OSError as exc:

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 
 from .. import confine, protocol, rundirs
@@ -38,6 +39,8 @@ from . import allowlist, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
 
 _PR_SET_PDEATHSIG = 1
+#: How long a worker spends emptying its run dir after its run, at most.
+_EMPTY_SECONDS = 0.25
 
 
 def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
@@ -107,8 +110,11 @@ def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: 
     request.perform(chan, confined, request.new_scope())
     # Before the streams close: when run() returns, the run's files no longer take disk
     # space (a sequence of runs on a small disk must not depend on the zygote's pace).
+    # Bounded: a tree that takes longer (deep trees are slow under Landlock) is the
+    # zygote's to finish, once this worker is reaped.
+    deadline = time.monotonic() + _EMPTY_SECONDS
     for path in (run_dir.workdir, run_dir.tmpdir):
-        rundirs.empty(path)
+        rundirs.empty(path, deadline=deadline)
     chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
 
 

@@ -43,6 +43,11 @@ _PR_SET_CHILD_SUBREAPER = 36
 #: get reparented to the zygote (without a pid namespace, nothing else holds them).
 _SWEEP_SECONDS = 2.0
 _SWEEP_INTERVAL_S = 0.05
+#: Entries of a reaped worker's run dir removed per idle turn of the loop: a run that
+#: left a huge tree delays nobody's request by more than one such step (~ms).
+_TIDY_STEP_ENTRIES = 256
+#: Reaped run dirs waiting beyond which a busy zygote tidies anyway, one step per turn.
+_TIDY_BACKLOG = 4
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Zygote:
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
+        self.removal: rundirs.Removal | None = None  # the one being removed, step by step
         self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
         self.sweep_until = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -76,7 +82,7 @@ class Zygote:
     def loop(self) -> None:
         while True:
             refill = len(self.ready) < self.prefork and self.refill_error is None
-            busy = refill or bool(self.to_remove)
+            busy = refill or bool(self.to_remove) or self.removal is not None
             sweeping = time.monotonic() < self.sweep_until
             events = self.selector.select(timeout=0 if busy else (_SWEEP_INTERVAL_S if sweeping else None))
             if sweeping:
@@ -84,14 +90,26 @@ class Zygote:
             if not events:  # nothing waiting: refill the pool, then tidy, off the request path
                 if refill:
                     self._refill()
-                elif self.to_remove:
-                    rundirs.remove(self.to_remove.popleft())
+                else:
+                    self._tidy()
                 continue
             for key, _ in events:
                 if key.data == "sigchld":
                     self._reap()
                 elif not self._control():
                     return
+            if len(self.to_remove) > _TIDY_BACKLOG:  # a steady stream of runs leaves no idle turn
+                self._tidy()
+
+    def _tidy(self) -> None:
+        """One bounded step of removing reaped workers' run dirs. Whatever a run left
+        there, this never raises (see rundirs.Removal): cleanup cannot end the loop."""
+        if self.removal is None:
+            if not self.to_remove:
+                return
+            self.removal = rundirs.Removal(self.to_remove.popleft())
+        if self.removal.step(_TIDY_STEP_ENTRIES):
+            self.removal = None
 
     def _control(self) -> bool:
         try:
@@ -176,6 +194,8 @@ class Zygote:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.removal is not None:
+            self.removal.close()  # a worker must hold no fd into another run's dir
         for worker in [*self.ready, *self.running.values()]:
             worker.priv.close()
             os.close(worker.pidfd)
