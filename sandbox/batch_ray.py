@@ -22,7 +22,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from .batch import SANDBOX_ERROR, BatchItem, BatchResult, execute
+from .batch_items import SANDBOX_ERROR, BatchItem, BatchResult, execute
 from .errors import InputError, SandboxError
 
 #: Seconds to wait for the actors to close their Sandboxes before killing them.

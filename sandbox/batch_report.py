@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from typing import Any, Iterable
 
-from .batch import INVALID, BatchResult
+from .batch_items import INVALID, BatchResult
 from .errors import InputError
 
 #: The denied-actions plot shows the most frequent kinds only, with labels this long at most.
