@@ -35,7 +35,6 @@ Limits (``[session]`` in the policy):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import socket
@@ -45,12 +44,12 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from . import protocol, rundirs
-from .collect import Cancel, Ending, RunIO, collect, kill_worker, run_cancellable
+from . import frames, protocol, rundirs
+from .collect import Cancel, Collected, Ending, RunExit, RunIO, collect, kill_worker, run_cancellable
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
 from .policy import Policy
-from .results import Outcome, Result
+from .results import Result
 from .session_memory import MemoryBudget
 from .session_reaper import reaper
 from .verdict import to_result
@@ -89,24 +88,32 @@ class _Container:
             io.close_worker_ends()
             ctl_worker.close()
             got = collect(_OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, self.policy)
-            if not got.done:
+            if not got.reported.done:
                 stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
-                raise WorkerCrashed(f"the session worker failed to start: {got.error or stderr or got.killed}")
+                why = got.reported.error or got.protocol_error or stderr or got.killed
+                raise WorkerCrashed(f"the session worker failed to start: {why}")
         except BaseException:
             self.close()
             raise
         finally:
             io.close()
 
-    def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def request(self, kind: str, **fields: Any) -> frames.Reply:
         """One command to the session root and its reply."""
         with self.lock:
             self.check_open()
             self.send(kind, **fields)
-            header, _fds = self._receive()
-        if header.get("error"):
-            raise SessionError(header["error"])
-        return header
+            header, fds = self._receive()
+            _close_all(fds)
+            try:
+                reply = frames.decode(_REPLY, header)
+            except ProtocolError as exc:
+                self.close()
+                raise WorkerCrashed(f"the session worker answered {kind!r} with a bad packet ({exc}); "
+                                    "the session is closed") from exc
+        if reply.error:
+            raise SessionError(reply.error)
+        return reply
 
     def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> Result:
         with self.lock:
@@ -119,16 +126,11 @@ class _Container:
                 got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
             finally:
                 io.close()
-            committed = "previous" in got.exit and not got.exit.get("lost") and not got.exit.get("rolled_back")
-            over = self.memory.keep_or_undo(got.exit) if committed else None
-        result = to_result(got, self.policy, timeout_s)
-        if got.exit.get("lost"):
+            over = self.memory.keep_or_undo(got.exit.held) if got.exit.held is not None else None
+        if got.exit.lost is not None:
             self.close()
-        result = dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
-        if over is not None:
-            result = dataclasses.replace(result, outcome=Outcome.FAILED, reason="memory_limit",
-                                         error=self.memory.message(over, "this run"), rolled_back=True)
-        return result
+        return to_result(got, self.policy, timeout_s, rolled_back=got.exit.rolled_back,
+                         memory_error=self.memory.message(over, "this run") if over is not None else None)
 
     def send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
         try:
@@ -180,12 +182,15 @@ class _OpenEnding(Ending):
     def kill(self) -> None:
         kill_worker(self.container.spawned)
 
-    def outcome(self, got: Any) -> dict[str, Any]:
-        return {}
+    def outcome(self, got: Collected, deadline: float) -> RunExit:
+        return RunExit()
 
 
 class _RunEnding(Ending):
-    """A session run is over when the root says so (``run_end``); a kill is a cancel."""
+    """A session run is over when the root says so (``run_end``); a kill is a cancel.
+
+    The root, not the host, owns the runner: a runner that closed its streams (or forged
+    ``done``) and kept running is cancelled when the run's deadline passes without its end."""
 
     def __init__(self, container: _Container, seq: int) -> None:
         self.container, self.seq = container, seq
@@ -197,19 +202,50 @@ class _RunEnding(Ending):
         except OSError:
             pass
 
-    def outcome(self, got: Any) -> dict[str, Any]:
+    def outcome(self, got: Collected, deadline: float) -> RunExit:
+        end = self._run_end(deadline - time.monotonic())
+        if end is None:  # no end by the deadline although the streams are closed: stop the runner
+            self.kill()
+            end = self._run_end(_REPLY_TIMEOUT_S)
+        if not isinstance(end, frames.RunEnd):
+            return RunExit(lost=f"the session worker did not report the run's end ({end or 'no answer'}); "
+                                "the session is closed")
+        if end.lost is not None or end.seq != self.seq:
+            why = end.lost or f"it answered run {end.seq} instead of run {self.seq}"
+            return RunExit(lost=f"the session cannot run: {why}; the session is closed")
+        return RunExit(signal=end.signal, exitcode=end.exitcode, usage=got.reported.usage,
+                       rolled_back=end.rolled_back, held=None if end.rolled_back else end.held)
+
+    def _run_end(self, timeout: float) -> frames.RunEnd | str | None:
+        """The root's ``run_end`` within ``timeout`` s: None if none came, the reason text if the
+        root is gone or sent something else."""
         ctl = self.container.ctl
-        ctl.settimeout(_REPLY_TIMEOUT_S)
+        ctl.settimeout(max(timeout, 0.001))
         try:
-            header, _ = protocol.recv_packet(ctl)
+            header, fds = protocol.recv_packet(ctl)
+        except TimeoutError:
+            return None
         except (OSError, ProtocolError) as exc:
-            return {"lost": f"the session worker did not report the run's end ({exc}); the session is closed"}
+            return str(exc)
         finally:
             ctl.settimeout(None)
-        if header.get("lost") or header.get("seq") != self.seq:
-            why = header.get("lost") or f"it answered run {header.get('seq')} instead of run {self.seq}"
-            return {"lost": f"the session cannot run: {why}; the session is closed", "rolled_back": False}
-        return {**got.usage, **header}
+        _close_all(fds)
+        try:
+            return frames.decode(_RUN_END, header)
+        except ProtocolError as exc:
+            return str(exc)
+
+
+_REPLY = {"reply": frames.Reply}
+_RUN_END = {"run_end": frames.RunEnd}
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 class Session:
@@ -266,7 +302,7 @@ class Session:
         with self._in_use():
             self._container.memory.refuse_if_over("checkpoint()")
             reply = self._container.request("checkpoint", line=self._line)
-            mark = Checkpoint(self.id, reply["node"])
+            mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
             return mark
 
@@ -292,7 +328,7 @@ class Session:
         with self._in_use():
             self._container.memory.refuse_if_over("fork()")
             reply = self._container.request("branch", line=self._line)
-            return Session(self._pool, _container=self._container, _line=reply["line"])
+            return Session(self._pool, _container=self._container, _line=_answered(reply.line, "branch"))
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent."""
@@ -374,3 +410,10 @@ class Session:
                 self._active -= 1
                 self.last_used = time.monotonic()
             reaper.changed()  # the idle clock restarted (or a lifetime passed during the call)
+
+
+def _answered(value: int | None, command: str) -> int:
+    """The field a reply to ``command`` must carry."""
+    if value is None:
+        raise WorkerCrashed(f"the session worker's reply to {command!r} lacks its answer")
+    return value

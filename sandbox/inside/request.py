@@ -21,14 +21,16 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import protocol, streams
+from .. import frames, protocol, streams
 from ..errors import ProtocolError
 from ..filetypes import IMAGE_EXTENSIONS
 from ..policy import Policy
 from . import allowlist, call
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_MAX_DENIALS = 200
+#: Characters of a failure text sent to the host: its frame header stays well under
+#: protocol.MAX_HEADER_BYTES even when every character is escaped (6 bytes in JSON).
+_MAX_ERROR_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Confined:
     """A process after its confinement: the spec, and each layer as applied (for ``ready``)."""
 
     spec: WorkerSpec
-    layers: tuple[dict[str, Any], ...]
+    layers: tuple[frames.LayerState, ...]
 
 
 class Channel:
@@ -71,16 +73,22 @@ class Channel:
         os.close(devnull)  # the tagged fd number stays reserved (on /dev/null) for the next run
         self.sock.close()
 
-    def send(self, kind: str, blobs: tuple[bytes, ...] = (), **fields: Any) -> None:
-        self.sock.sendall(protocol.encode(kind, blobs, **fields))
+    def send(self, frame: frames.Frame) -> None:
+        self.sock.sendall(frames.encode(frame))
+
+    def fail(self, text: str, exc_type: str) -> None:
+        """Report the run's failure (the text cut to what a frame carries)."""
+        if len(text) > _MAX_ERROR_CHARS:
+            text = text[:_MAX_ERROR_CHARS] + f"\n[failure text cut at {_MAX_ERROR_CHARS} characters]\n"
+        self.send(frames.Error(text=text, exc_type=exc_type[:256]))
 
     def deny(self, kind: str, detail: str) -> None:
         """Record a refused action (bounded, never raises into user code)."""
-        if self.denials >= _MAX_DENIALS:
+        if self.denials >= frames.MAX_DENIALS:
             return
         self.denials += 1
         try:
-            self.send("denied", event=kind, detail=detail[:500])  # "kind" would clash with send()'s own parameter
+            self.send(frames.Denied(event=kind[:frames.MAX_DENIAL_CHARS // 8], detail=detail[:frames.MAX_DENIAL_CHARS]))
         except OSError:
             pass
 
@@ -134,7 +142,7 @@ def _run_code(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
     error = _run_python(payload.decode("utf-8"), scope)
     if error is not None:
         flush_std()
-        chan.send("error", text=error[0], exc_type=error[1])
+        chan.fail(*error)
 
 
 def _run_call(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
@@ -153,11 +161,11 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     handler = HANDLERS.get(request["type"])
     if handler is None or not blobs:
         raise ProtocolError(f"a worker cannot serve a {request['type']!r} request")
-    chan.send("ready", layers=list(confined.layers))
+    chan.send(frames.Ready(layers=confined.layers))
     failure = _write_inputs(request.get("files", []), blobs[1:])
     if failure is not None:
-        chan.send("error", text=failure, exc_type="OSError")
-        chan.send("done", **usage())
+        chan.fail(failure, "OSError")
+        chan.send(usage())
         return
     before = _snapshot()
     handler(blobs[0], chan, scope)
@@ -166,14 +174,14 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
         os._exit(0)
     flush_std()
     _report_files(before, chan, confined.spec.policy.limits)
-    chan.send("done", **usage())
+    chan.send(usage())
 
 
-def usage() -> dict[str, float]:
-    """Peak RSS and CPU of this process and its reaped children, for the ``done`` frame."""
+def usage() -> frames.Done:
+    """The ``done`` frame: peak RSS and CPU of this process and its reaped children."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"maxrss_kb": max(own.ru_maxrss, kids.ru_maxrss),
-            "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime}
+    return frames.Done(maxrss_kb=max(own.ru_maxrss, kids.ru_maxrss),
+                       cpu_s=own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime)
 
 
 def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> str | None:
@@ -233,7 +241,8 @@ def install_show() -> None:
         for number in pyplot.get_fignums():
             buffer = io.BytesIO()
             pyplot.figure(number).savefig(buffer, format="png")
-            current().send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
+            current().send(frames.ReturnedImage(name=f"figure_{number}.png", mime_type="image/png",
+                                                data=buffer.getvalue()))
         pyplot.close("all")
 
     pyplot.show = show
@@ -274,15 +283,15 @@ def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Any
         if before.get(rel) == (st.st_size, st.st_mtime_ns):
             continue
         if sent >= limits.max_returned_files:
-            chan.send("file", (b"",), name=rel, mime_type="", skipped=True, size=st.st_size)
+            chan.send(frames.Returned(name=rel, mime_type="", data=b"", skipped=True, size=st.st_size))
             continue
         data, truncated = _read_capped(rel, limits.max_returned_file_bytes)
         if data is None:
             continue
         ext = os.path.splitext(rel)[1].lower()
-        kind = "image" if ext in IMAGE_EXTENSIONS and not truncated else "file"
+        kind = frames.ReturnedImage if ext in IMAGE_EXTENSIONS and not truncated else frames.Returned
         mime = IMAGE_EXTENSIONS.get(ext) or _guess_mime(rel)
-        chan.send(kind, (data,), name=rel, mime_type=mime, truncated=truncated, size=st.st_size)
+        chan.send(kind(name=rel, mime_type=mime, data=data, truncated=truncated, size=st.st_size))
         sent += 1
 
 

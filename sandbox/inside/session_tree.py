@@ -32,7 +32,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
-from .. import protocol
+from .. import frames, protocol
 from ..confine import _sys
 from ..errors import ProtocolError
 from . import proc, request
@@ -452,8 +452,8 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     opening, _blobs = protocol.read_frame(chan.sock)
     if opening["type"] != "session":
         raise ProtocolError(f"a session worker expected a 'session' frame, got {opening['type']!r}")
-    chan.send("ready", layers=list(confined.layers))
-    chan.send("done")
+    chan.send(frames.Ready(layers=confined.layers))
+    chan.send(frames.Done())
     chan.close()  # before any fork: the host's streams must reach EOF
     # Orphans (states whose parent state was freed, what a dead runner left) come to
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import traceback
 
-from .. import confine, protocol, rundirs
+from .. import confine, frames, protocol, rundirs
 from ..confine import _sys
 from ..errors import SandboxUnavailable
 from . import allowlist, request, session_tree, telemetry
@@ -94,7 +94,7 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     telemetry.install(spec.policy, ctx, request.deny)
     request.install_show()
     allowlist.install(spec.allowed_roots)
-    return Confined(spec, tuple({"layer": s.layer, "active": s.active} for s in statuses))
+    return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses))
 
 
 def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: rundirs.RunDir) -> None:
@@ -124,7 +124,8 @@ def _serve_session(header: dict, fds: list[int], spec: WorkerSpec, ns_status: co
 
 
 def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
-    chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix, syscall=exc.syscall, errno=exc.errno)
+    # Before `ready`, before any snippet byte runs: the only time the host accepts it.
+    chan.send(frames.Unavailable.of(exc))
 
 
 def _reset_environment(workdir: str, tmpdir: str) -> None:

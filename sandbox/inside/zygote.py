@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import bootstrap, confine, protocol, rundirs
+from .. import bootstrap, confine, frames, protocol, rundirs
 from ..confine import _sys
 from ..errors import ProtocolError
 from ..image import Image
@@ -125,10 +125,9 @@ class Zygote:
             worker.priv.close()
             worker.run_id = header["id"]
             self.running[worker.pid] = worker
-            protocol.send_packet(self.sock, "spawned", fds=[worker.pidfd], id=header["id"], pid=worker.pid)
+            frames.send(self.sock, frames.Spawned(id=header["id"], pid=worker.pid), fds=[worker.pidfd])
         except OSError as exc:
-            protocol.send_packet(self.sock, "failed", id=header["id"], error=f"spawn failed: {exc}",
-                                 errno=exc.errno, layer=getattr(exc, "layer", None))
+            frames.send(self.sock, _refusal(header["id"], exc, self.spec.run_root))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -206,8 +205,8 @@ class Zygote:
         os.close(worker.pidfd)
         if worker.run_dir is not None:
             self.to_remove.append(worker.run_dir.path)
-        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
-                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
+        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
+                                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
 
     def _discard(self, worker: _Worker) -> None:
         try:
@@ -247,6 +246,14 @@ class Zygote:
             time.sleep(_SWEEP_INTERVAL_S)
 
 
+def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
+    """Why a spawn failed: no run dir (disk or inodes full) is the host's SandboxUnavailable
+    ("workdir", in the one shape every layer's refusal has); anything else a failed spawn."""
+    if getattr(exc, "layer", None) == "workdir":
+        return frames.Unavailable.of(rundirs.unavailable(f"a run directory in {run_root}", exc), id=run_id)
+    return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -280,7 +287,7 @@ def main(control_fd: int) -> None:
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
     zygote = Zygote(sock, spec)
-    protocol.send_packet(sock, "hello", pid=os.getpid(), preload_failures=failures)
+    frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
         zygote.loop()
     finally:
