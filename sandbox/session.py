@@ -126,11 +126,23 @@ class _Container:
                 got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
             finally:
                 io.close()
-            over = self.memory.keep_or_undo(got.exit.held) if got.exit.held is not None else None
+            over, rolled_back = None, got.exit.rolled_back
+            if got.exit.held is not None and got.killed:
+                rolled_back = self._undo()  # the host stopped it, yet it committed first (a race): never kept
+            elif got.exit.held is not None:
+                over = self.memory.keep_or_undo(got.exit.held)
         if got.exit.lost is not None:
             self.close()
-        return to_result(got, self.policy, timeout_s, rolled_back=got.exit.rolled_back,
+        return to_result(got, self.policy, timeout_s, rolled_back=rolled_back,
                          memory_error=self.memory.message(over, "this run") if over is not None else None)
+
+    def _undo(self) -> bool:
+        """Go back to the state before the last committed run; False if that cannot be done."""
+        try:
+            self.request("undo")
+        except (SessionError, SandboxClosed, WorkerCrashed):
+            return False
+        return True
 
     def send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
         try:
