@@ -17,6 +17,7 @@ import resource
 import socket
 import stat
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -62,6 +63,10 @@ class Channel:
         self.sock = sock
         self.tagged_fd = tagged_fd
         self.denials = 0
+        self.done = False
+        """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
+        snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
+        self._lock = threading.Lock()  # snippet threads report too: one whole frame at a time
 
     def close(self) -> None:
         """End this run's streams: the host sees EOF even though the process lives on."""
@@ -74,7 +79,12 @@ class Channel:
         self.sock.close()
 
     def send(self, frame: frames.Frame) -> None:
-        self.sock.sendall(frames.encode(frame))
+        data = frames.encode(frame)
+        with self._lock:
+            if self.done:
+                return
+            self.sock.sendall(data)
+            self.done = type(frame) is frames.Done
 
     def fail(self, text: str, exc_type: str) -> None:
         """Report the run's failure (the text cut to what a frame carries)."""
@@ -84,7 +94,7 @@ class Channel:
 
     def deny(self, kind: str, detail: str) -> None:
         """Record a refused action (bounded, never raises into user code)."""
-        if self.denials >= frames.MAX_DENIALS:
+        if self.denials >= frames.MAX_DENIALS or self.done:
             return
         self.denials += 1
         try:
