@@ -21,7 +21,7 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from . import bootstrap, frames, protocol, rundirs
 from .errors import ProtocolError, WorkerCrashed
@@ -187,12 +187,16 @@ class ZygoteLauncher:
                                 + (f" with status {code}" if code is not None else f": {exc}"))
                 return
             try:
-                frame = frames.decode(_FROM_ZYGOTE, header)
-                _DISPATCH[type(frame)](self, frame, fds)
+                self._dispatch(header, fds)
             except ProtocolError as exc:  # out of step with us: every run through it is suspect
                 _close_all(fds)
                 self._mark_dead(f"the sandbox zygote (pid {self.pid}) sent a bad control packet: {exc}")
                 return
+
+    def _dispatch(self, header: dict[str, Any], fds: list[int]) -> None:
+        """One packet from the zygote, typed, to its handler (see _DISPATCH)."""
+        frame = frames.decode(_FROM_ZYGOTE, header)
+        _DISPATCH[type(frame)](self, frame, fds)
 
     def _spawned(self, frame: frames.Spawned, fds: list[int]) -> None:
         if len(fds) != 1:
