@@ -25,7 +25,7 @@ from typing import Any, Callable
 from .. import frames, protocol, streams
 from ..errors import ProtocolError
 from ..filetypes import IMAGE_EXTENSIONS
-from ..policy import Policy
+from ..policy import Limits, Policy
 from . import allowlist, call
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -286,7 +286,7 @@ def _walk(top: str, prefix: str = "", depth: int = 0) -> list[tuple[str, os.stat
     return entries
 
 
-def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Any) -> None:
+def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits) -> None:
     """Send new or changed regular files: images as ``image``, the rest as ``file``."""
     sent = 0
     for rel, st in _walk("."):
