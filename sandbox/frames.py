@@ -2,11 +2,11 @@
 
 What comes from inside (a worker, the zygote, a session root) is hostile input. Each
 frame type is a frozen dataclass whose fields are its wire fields; :func:`decode` is the
-one place a header becomes a frame: it checks the frame is expected on that channel,
-every field's type and range (ints are non-negative, strings bounded where a field says
-so, no unknown or missing field) and the number of blobs, and raises
-:class:`~sandbox.errors.ProtocolError` naming the frame, the field, what was expected and
-what came. ``protocol.Decoder`` has already bounded the header's size and nesting depth.
+one place a header becomes a frame: it checks the frame is expected on that channel and
+the number of blobs, and :mod:`sandbox.typed` checks every field's type and range (ints
+non-negative, strings bounded where a field says so, no unknown or missing field);
+a refusal is a :class:`~sandbox.errors.ProtocolError` naming the frame, the field, what
+was expected and what came. ``protocol.Decoder`` has already bounded the header's size and nesting depth.
 Which frame may follow which is the reader's rule (``sandbox/inbox.py``: e.g.
 ``unavailable`` only before ``ready``).
 
@@ -20,16 +20,15 @@ socket), :data:`SESSION` (a session root's control socket).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import socket
 import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
+from .typed import bounded as _bounded
+from .typed import build, plain, show
 
 #: ``denied`` frames a worker sends per run at most; the host keeps no more either.
 MAX_DENIALS = 200
@@ -37,13 +36,6 @@ MAX_DENIALS = 200
 MAX_DENIAL_CHARS = 500
 #: Longest name of a returned file (a relative path in the work dir: PATH_MAX).
 MAX_NAME_CHARS = 4096
-_INT_MAX = (1 << 63) - 1
-
-
-def _bounded(limit: int) -> Any:
-    """Field metadata: a str field of at most ``limit`` characters."""
-    return {"max_chars": limit}
-
 
 @dataclass(frozen=True)
 class Frame:
@@ -51,17 +43,17 @@ class Frame:
 
     KIND: ClassVar[str] = ""
     BLOBS: ClassVar[tuple[str, ...]] = ()
-    """Fields carried as raw blobs, in order (a blob field with a default may be absent)."""
+    """Fields carried as raw blobs, in order."""
 
     def check(self) -> None:
         """Rules across fields; raise ProtocolError. Types are already checked."""
 
     def wire(self) -> dict[str, Any]:
         """The header fields (blob fields excluded), JSON-ready."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in self.BLOBS}
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in self.BLOBS}
 
     def blobs(self) -> tuple[bytes, ...]:
-        return tuple(b for b in (getattr(self, name) for name in self.BLOBS) if b is not None)
+        return tuple(getattr(self, name) for name in self.BLOBS)
 
 
 # -- values carried inside frames ---------------------------------------------------------
@@ -182,7 +174,7 @@ class Value(Frame):
     def check(self) -> None:
         if self.codec not in VALUE_CODECS:
             raise ProtocolError(f"'value' frame: field 'codec' must be one of {sorted(VALUE_CODECS)} "
-                                f"(got {_show(self.codec)})")
+                                f"(got {show(self.codec)})")
 
 
 @dataclass(frozen=True)
@@ -295,18 +287,15 @@ def decode(channel: Mapping[str, type[Frame]], header: dict[str, Any], blobs: li
     kind = header.get("type")
     cls = channel.get(kind)  # type: ignore[arg-type]
     if cls is None:
-        raise ProtocolError(f"a {_show(kind)} frame is not expected here (expected one of {sorted(channel)})")
+        raise ProtocolError(f"a {show(kind)} frame is not expected here (expected one of {sorted(channel)})")
     values = {k: v for k, v in header.items() if k not in ("v", "type")}
-    spec = _spec(cls)
-    required_blobs = sum(1 for name in cls.BLOBS if spec[name][1])
-    if not required_blobs <= len(blobs) <= len(cls.BLOBS):
-        raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {required_blobs}"
-                            f"{'' if required_blobs == len(cls.BLOBS) else f' to {len(cls.BLOBS)}'})")
+    if len(blobs) != len(cls.BLOBS):
+        raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {len(cls.BLOBS)})")
     for name, blob in zip(cls.BLOBS, blobs):
         if name in values:
             raise ProtocolError(f"{kind!r} frame: field {name!r} travels as a blob, not in the header")
         values[name] = blob
-    frame = _build(cls, values, f"{kind!r} frame")
+    frame = build(cls, values, f"{kind!r} frame")
     frame.check()
     return frame
 
@@ -319,110 +308,3 @@ def encode(frame: Frame) -> bytes:
 def send(sock: socket.socket, frame: Frame, fds: list[int] | tuple[int, ...] = ()) -> None:
     """``frame`` as one control packet (SOCK_SEQPACKET), with ``fds`` attached."""
     protocol.send_packet(sock, frame.KIND, fds=fds, **frame.wire())
-
-
-Checker = typing.Callable[[Any, str], Any]
-
-
-@functools.lru_cache(maxsize=None)
-def _spec(cls: type) -> dict[str, tuple[Checker, bool, int | None]]:
-    """{field: (its checker, required, max chars)} of a dataclass, built once per class."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: (_checker(hints[f.name]),
-                     f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-                     f.metadata.get("max_chars"))
-            for f in dataclasses.fields(cls)}
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    if type(values) is not dict:
-        raise ProtocolError(f"{where} must be an object (got {_show(values)})")
-    spec = _spec(cls)
-    unknown = sorted(set(values) - set(spec))
-    if unknown:
-        raise ProtocolError(f"{where} has unknown fields {unknown[:5]}")
-    kwargs = {}
-    for name, (check, required, max_chars) in spec.items():
-        if name not in values:
-            if required:
-                raise ProtocolError(f"{where} lacks field {name!r}")
-            continue
-        value = check(values[name], f"{where}: field {name!r}")
-        if max_chars is not None and type(value) is str and len(value) > max_chars:
-            raise ProtocolError(f"{where}: field {name!r} is longer than {max_chars} characters ({len(value)})")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _checker(hint: Any) -> Checker:
-    """A function ``(value, where) -> value as type hint`` (lists become tuples) that raises
-    ProtocolError naming ``where`` when the value is not one."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return lambda value, where: value
-    if origin in (types.UnionType, typing.Union):
-        inner = _checker(next(a for a in args if a is not type(None)))
-        return lambda value, where: None if value is None else inner(value, where)
-    if hint in _SCALARS:
-        ok, convert = _SCALARS[hint], (float if hint is float else None)
-
-        def scalar(value: Any, where: str) -> Any:
-            if not ok(value):
-                raise ProtocolError(f"{where} must be {_name(hint)} (got {_show(value)})")
-            return convert(value) if convert else value
-        return scalar
-    if origin is tuple:
-        item = _checker(args[0])
-
-        def sequence(value: Any, where: str) -> tuple[Any, ...]:
-            if type(value) is not list:
-                raise ProtocolError(f"{where} must be {_name(hint)} (got {_show(value)})")
-            return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
-        return sequence
-    if origin is dict:
-        key, val = _checker(args[0]), _checker(args[1])
-
-        def mapping(value: Any, where: str) -> dict[Any, Any]:
-            if type(value) is not dict:
-                raise ProtocolError(f"{where} must be {_name(hint)} (got {_show(value)})")
-            return {key(k, where): val(v, f"{where}[{k!r}]") for k, v in value.items()}
-        return mapping
-    if dataclasses.is_dataclass(hint):
-        return lambda value, where: _build(hint, value, where)
-    raise TypeError(f"frames cannot check fields of type {hint!r}")  # a programming error in this module
-
-
-_SCALARS = {
-    str: lambda v: type(v) is str,
-    bool: lambda v: type(v) is bool,  # not 0/1: JSON says which it is
-    int: lambda v: type(v) is int and 0 <= v <= _INT_MAX,
-    float: lambda v: type(v) in (int, float) and math.isfinite(v) and 0 <= v <= _INT_MAX,
-    bytes: lambda v: type(v) is bytes,
-}
-
-
-def _name(hint: Any) -> str:
-    names = {str: "a string", bool: "true or false", int: "an integer >= 0", float: "a number >= 0",
-             bytes: "a blob"}
-    if hint in names:
-        return names[hint]
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        return f"a list of {_name(typing.get_args(hint)[0])}"
-    if origin is dict:
-        return "an object"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _show(value: Any) -> str:
-    """A short, safe rendering of a hostile value for an error message."""
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if type(value) is tuple:
-        return [_plain(v) for v in value]
-    return value

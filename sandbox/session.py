@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import frames, protocol, rundirs
-from .collect import Cancel, Collected, Ending, RunExit, RunIO, collect, kill_worker, run_cancellable
+from .collect import Cancel, RunIO, collect, kill_worker, run_cancellable
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
 from .policy import Policy
 from .results import Result
+from .session_endings import REPLY, REPLY_TIMEOUT_S, OpenEnding, RunEnding, close_all
 from .session_memory import MemoryBudget
 from .session_reaper import reaper
 from .verdict import to_result
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
     from .pool import ZygotePool
 
 _OPEN_TIMEOUT_S = 60.0
-_REPLY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class _Container:
             self.spawned = pool.spawn([*io.worker_fds(), ctl_worker.fileno()], self.run_dir)
             io.close_worker_ends()
             ctl_worker.close()
-            got = collect(_OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, self.policy)
+            got = collect(OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, self.policy)
             if not got.reported.done:
                 stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
                 why = got.reported.error or got.protocol_error or stderr or got.killed
@@ -104,9 +104,9 @@ class _Container:
             self.check_open()
             self.send(kind, **fields)
             header, fds = self._receive()
-            _close_all(fds)
+            close_all(fds)
             try:
-                reply = frames.decode(_REPLY, header)
+                reply = frames.decode(REPLY, header)
             except ProtocolError as exc:
                 self.close()
                 raise WorkerCrashed(f"the session worker answered {kind!r} with a bad packet ({exc}); "
@@ -123,7 +123,7 @@ class _Container:
             try:
                 self.send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
                 io.close_worker_ends()
-                got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
+                got = collect(RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
             finally:
                 io.close()
             over, rolled_back = None, got.exit.rolled_back
@@ -153,7 +153,7 @@ class _Container:
                                 "(its zygote died or the sandbox was closed)") from exc
 
     def _receive(self) -> tuple[dict[str, Any], list[int]]:
-        self.ctl.settimeout(_REPLY_TIMEOUT_S)
+        self.ctl.settimeout(REPLY_TIMEOUT_S)
         try:
             return protocol.recv_packet(self.ctl)
         except (OSError, ProtocolError) as exc:
@@ -184,80 +184,6 @@ class _Container:
                 os.close(spawned.pidfd)
             self.ctl.close()
             rundirs.remove(self.run_dir.path)
-
-
-class _OpenEnding(Ending):
-    def __init__(self, container: _Container) -> None:
-        self.container = container
-        self.fd = container.spawned.pidfd  # only fires if the worker dies while opening
-
-    def kill(self) -> None:
-        kill_worker(self.container.spawned)
-
-    def outcome(self, got: Collected, deadline: float) -> RunExit:
-        return RunExit()
-
-
-class _RunEnding(Ending):
-    """A session run is over when the root says so (``run_end``); a kill is a cancel.
-
-    The root, not the host, owns the runner: a runner that closed its streams (or forged
-    ``done``) and kept running is cancelled when the run's deadline passes without its end."""
-
-    def __init__(self, container: _Container, seq: int) -> None:
-        self.container, self.seq = container, seq
-        self.fd = container.ctl.fileno()
-
-    def kill(self) -> None:
-        try:
-            protocol.send_packet(self.container.ctl, "cancel", seq=self.seq)
-        except OSError:
-            pass
-
-    def outcome(self, got: Collected, deadline: float) -> RunExit:
-        end = self._run_end(deadline - time.monotonic())
-        if end is None:  # no end by the deadline although the streams are closed: stop the runner
-            self.kill()
-            end = self._run_end(_REPLY_TIMEOUT_S)
-        if not isinstance(end, frames.RunEnd):
-            return RunExit(lost=f"the session worker did not report the run's end ({end or 'no answer'}); "
-                                "the session is closed")
-        if end.lost is not None or end.seq != self.seq:
-            why = end.lost or f"it answered run {end.seq} instead of run {self.seq}"
-            return RunExit(lost=f"the session cannot run: {why}; the session is closed")
-        return RunExit(signal=end.signal, exitcode=end.exitcode, usage=got.reported.usage,
-                       rolled_back=end.rolled_back, held=None if end.rolled_back else end.held)
-
-    def _run_end(self, timeout: float) -> frames.RunEnd | str | None:
-        """The root's ``run_end`` within ``timeout`` s: None if none came, the reason text if the
-        root is gone or sent something else."""
-        ctl = self.container.ctl
-        ctl.settimeout(max(timeout, 0.001))
-        try:
-            header, fds = protocol.recv_packet(ctl)
-        except TimeoutError:
-            return None
-        except (OSError, ProtocolError) as exc:
-            return str(exc)
-        finally:
-            ctl.settimeout(None)
-        _close_all(fds)
-        try:
-            return frames.decode(_RUN_END, header)
-        except ProtocolError as exc:
-            return str(exc)
-
-
-_REPLY = {"reply": frames.Reply}
-_RUN_END = {"run_end": frames.RunEnd}
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 class Session:
