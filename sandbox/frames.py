@@ -14,7 +14,8 @@ Inside code builds the same classes and sends them (:func:`encode`, :func:`send`
 frame is defined once. This is not the public result shape (:mod:`sandbox.results`).
 
 Channels: :data:`WORKER` (a run's message socket), :data:`ZYGOTE` (the zygote's control
-socket), :data:`SESSION` (a session root's control socket).
+socket), :data:`SESSION` (a session root's control socket). What the host asks of
+inside is typed the same way in :mod:`sandbox.commands`.
 """
 
 from __future__ import annotations
@@ -44,16 +45,20 @@ class Frame:
     KIND: ClassVar[str] = ""
     BLOBS: ClassVar[tuple[str, ...]] = ()
     """Fields carried as raw blobs, in order."""
+    MORE_BLOBS: ClassVar[str | None] = None
+    """A ``tuple[bytes, ...]`` field that takes every blob after :attr:`BLOBS` (a run's input files)."""
 
     def check(self) -> None:
         """Rules across fields; raise ProtocolError. Types are already checked."""
 
     def wire(self) -> dict[str, Any]:
         """The header fields (blob fields excluded), JSON-ready."""
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in self.BLOBS}
+        blobs = (*self.BLOBS, self.MORE_BLOBS)
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in blobs}
 
     def blobs(self) -> tuple[bytes, ...]:
-        return tuple(getattr(self, name) for name in self.BLOBS)
+        more = getattr(self, self.MORE_BLOBS) if self.MORE_BLOBS else ()
+        return (*(getattr(self, name) for name in self.BLOBS), *more)
 
 
 # -- values carried inside frames ---------------------------------------------------------
@@ -271,13 +276,14 @@ class RunEnd(Frame):
         return Held(self.previous, self.frees_previous)
 
 
-def _table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:
+def table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:
+    """The frames a channel carries, by wire type."""
     return types.MappingProxyType({cls.KIND: cls for cls in classes})
 
 
-WORKER = _table(Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
-ZYGOTE = _table(Hello, Spawned, Exited, Failed, Unavailable)
-SESSION = _table(Reply, RunEnd)
+WORKER = table(Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
+ZYGOTE = table(Hello, Spawned, Exited, Failed, Unavailable)
+SESSION = table(Reply, RunEnd)
 
 
 # -- the one decoding place ---------------------------------------------------------------
@@ -289,9 +295,14 @@ def decode(channel: Mapping[str, type[Frame]], header: dict[str, Any], blobs: li
     if cls is None:
         raise ProtocolError(f"a {show(kind)} frame is not expected here (expected one of {sorted(channel)})")
     values = {k: v for k, v in header.items() if k not in ("v", "type")}
-    if len(blobs) != len(cls.BLOBS):
-        raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {len(cls.BLOBS)})")
-    for name, blob in zip(cls.BLOBS, blobs):
+    fixed = len(cls.BLOBS)
+    if len(blobs) < fixed or (len(blobs) > fixed and cls.MORE_BLOBS is None):
+        raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {fixed}"
+                            f"{' or more' if cls.MORE_BLOBS else ''})")
+    taken = dict(zip(cls.BLOBS, blobs))
+    if cls.MORE_BLOBS is not None:
+        taken[cls.MORE_BLOBS] = list(blobs[fixed:])
+    for name, blob in taken.items():
         if name in values:
             raise ProtocolError(f"{kind!r} frame: field {name!r} travels as a blob, not in the header")
         values[name] = blob

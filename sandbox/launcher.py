@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import bootstrap, frames, protocol, rundirs
+from . import bootstrap, commands, frames, protocol, rundirs
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
@@ -127,8 +127,8 @@ class ZygoteLauncher:
         self.pid = self._proc.pid
         self.sock.settimeout(START_TIMEOUT_S)
         try:
-            protocol.send_packet(self.sock, "hello", policy=self.policy.to_dict(), image=self.image.to_dict(),
-                                 run_root=self.run_root)
+            frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
+                                                  run_root=self.run_root))
             header, fds = protocol.recv_packet(self.sock)
             _close_all(fds)
             hello = frames.decode({"hello": frames.Hello}, header)
@@ -163,7 +163,7 @@ class ZygoteLauncher:
                 raise WorkerCrashed(self._dead)
             self._spawns[run_id] = future
         try:
-            protocol.send_packet(self.sock, "spawn", fds=fds, id=run_id, **dirs)
+            frames.send(self.sock, commands.Spawn(id=run_id, **dirs), fds=fds)
         except OSError as exc:
             with self._lock:
                 self._spawns.pop(run_id, None)
@@ -252,7 +252,7 @@ class ZygoteLauncher:
         """Stop the zygote and every worker it has; idempotent."""
         self._mark_dead("the sandbox was closed")  # before the EOF, which would read as a crash
         try:
-            protocol.send_packet(self.sock, "shutdown")
+            frames.send(self.sock, commands.Shutdown())
         except OSError:
             pass
         try:

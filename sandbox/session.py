@@ -44,7 +44,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from . import frames, protocol, rundirs
+from . import commands, frames, protocol, rundirs
 from .collect import Cancel, RunIO, collect, kill_worker, run_cancellable
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
@@ -87,7 +87,7 @@ class _Container:
             self.spawned = pool.spawn([*io.worker_fds(), ctl_worker.fileno()], self.run_dir)
             io.close_worker_ends()
             ctl_worker.close()
-            got = collect(OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, self.policy)
+            got = collect(OpenEnding(self), io, frames.encode(commands.OpenSession()), _OPEN_TIMEOUT_S, self.policy)
             if not got.reported.done:
                 stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
                 why = got.reported.error or got.protocol_error or stderr or got.killed
@@ -98,18 +98,18 @@ class _Container:
         finally:
             io.close()
 
-    def request(self, kind: str, **fields: Any) -> frames.Reply:
+    def request(self, command: frames.Frame) -> frames.Reply:
         """One command to the session root and its reply."""
         with self.lock:
             self.check_open()
-            self.send(kind, **fields)
+            self.send(command)
             header, fds = self._receive()
             close_all(fds)
             try:
                 reply = frames.decode(REPLY, header)
             except ProtocolError as exc:
                 self.close()
-                raise WorkerCrashed(f"the session worker answered {kind!r} with a bad packet ({exc}); "
+                raise WorkerCrashed(f"the session worker answered {command.KIND!r} with a bad packet ({exc}); "
                                     "the session is closed") from exc
         if reply.error:
             raise SessionError(reply.error)
@@ -121,7 +121,7 @@ class _Container:
             self.seq += 1
             io = RunIO()
             try:
-                self.send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
+                self.send(commands.Srun(line=line, seq=self.seq), fds=io.worker_fds())
                 io.close_worker_ends()
                 got = collect(RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
             finally:
@@ -139,14 +139,14 @@ class _Container:
     def _undo(self) -> bool:
         """Go back to the state before the last committed run; False if that cannot be done."""
         try:
-            self.request("undo")
+            self.request(commands.Undo())
         except (SessionError, SandboxClosed, WorkerCrashed):
             return False
         return True
 
-    def send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
+    def send(self, command: frames.Frame, fds: list[int] | tuple[int, ...] = ()) -> None:
         try:
-            protocol.send_packet(self.ctl, kind, fds=fds, **fields)
+            frames.send(self.ctl, command, fds=fds)
         except OSError as exc:
             self.close()
             raise SandboxClosed(f"the session worker is gone ({exc}); the session is closed "
@@ -239,7 +239,7 @@ class Session:
         """
         with self._in_use():
             self._container.memory.refuse_if_over("checkpoint()")
-            reply = self._container.request("checkpoint", line=self._line)
+            reply = self._container.request(commands.Checkpoint(line=self._line))
             mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
             return mark
@@ -249,13 +249,13 @@ class Session:
         if not isinstance(checkpoint, Checkpoint):
             raise InputError(f"restore() takes a Checkpoint (got {type(checkpoint).__name__})")
         with self._in_use():
-            self._container.request("restore", line=self._line, node=checkpoint.node)
+            self._container.request(commands.Restore(line=self._line, node=checkpoint.node))
 
     def release(self, checkpoint: Checkpoint) -> None:
         """Free a checkpoint's process (its memory) when no line uses it."""
         with self._in_use():
             self._container.memory.unpin(checkpoint)
-            self._container.request("release", node=checkpoint.node)
+            self._container.request(commands.Release(node=checkpoint.node))
 
     def fork(self) -> "Session":
         """A new, independent session starting from a copy of this one's current state.
@@ -265,7 +265,7 @@ class Session:
         """
         with self._in_use():
             self._container.memory.refuse_if_over("fork()")
-            reply = self._container.request("branch", line=self._line)
+            reply = self._container.request(commands.Branch(line=self._line))
             return Session(self._pool, _container=self._container, _line=_answered(reply.line, "branch"))
 
     def close(self) -> None:
@@ -282,7 +282,7 @@ class Session:
                 container.close()
             elif not container.closed:
                 try:
-                    container.request("drop", line=self._line)
+                    container.request(commands.Drop(line=self._line))
                 except SandboxClosed:
                     pass
         finally:

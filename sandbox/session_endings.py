@@ -11,7 +11,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from . import frames, protocol
+from . import commands, frames, protocol
 from .collect import Collected, Ending, RunExit, kill_worker
 from .errors import ProtocolError
 
@@ -48,7 +48,7 @@ class RunEnding(Ending):
 
     def kill(self) -> None:
         try:
-            protocol.send_packet(self.container.ctl, "cancel", seq=self.seq)
+            frames.send(self.container.ctl, commands.Cancel(seq=self.seq))
         except OSError:
             pass
 

@@ -44,6 +44,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import commands
 from .errors import SandboxClosed, SessionMemoryError
 from .frames import Held
 
@@ -96,9 +97,9 @@ class MemoryBudget:
         usage = self._over_limit(previous)
         try:
             if usage is None:
-                self.container.send("settle")  # no reply: the root frees the previous state
+                self.container.send(commands.Settle())  # no reply: the root frees the previous state
             else:
-                self.container.request("undo")
+                self.container.request(commands.Undo())
         except SandboxClosed:
             return None  # the worker is gone; the next call says so
         return usage
@@ -117,7 +118,7 @@ class MemoryBudget:
             return usage
         for pin in dropped:  # oldest first; no handle is left, so nothing could restore them
             self.pins.remove(pin)
-            held = self.container.request("release", node=pin[1]).held
+            held = self.container.request(commands.Release(node=pin[1])).held
         previous = held.previous if held.frees_previous else None
         usage = measure(self.container.spawned.pid, limit, previous, self.rollups)
         return usage if usage.held_kib > limit * 1024 else None

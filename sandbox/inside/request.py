@@ -22,8 +22,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import frames, protocol, streams
-from ..errors import ProtocolError
+from .. import commands, frames, protocol, streams
 from ..filetypes import IMAGE_EXTENSIONS
 from ..policy import Limits, Policy
 from . import allowlist, call
@@ -148,37 +147,36 @@ def new_scope() -> dict[str, Any]:
     return {"__name__": "__main__", "__builtins__": builtins}
 
 
-def _run_code(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
-    error = _run_python(payload.decode("utf-8"), scope)
+def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> None:
+    error = _run_python(request.code.decode("utf-8"), scope)
     if error is not None:
         flush_std()
         chan.fail(*error)
 
 
-def _run_call(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
-    call.execute(payload, chan)
+def _run_call(request: commands.Call, chan: Channel, scope: dict[str, Any]) -> None:
+    call.execute(request.payload, chan)
 
 
-#: Request type -> handler(first blob, channel, globals). A session root answers its own
+#: Request type -> handler(request, channel, globals). A session root answers its own
 #: ``session`` request (see session_tree.serve_root).
-HANDLERS: dict[str, Callable[[bytes, Channel, dict[str, Any]], None]] = {"run": _run_code, "call": _run_call}
+HANDLERS: dict[type, Callable[[Any, Channel, dict[str, Any]], None]] = {commands.Run: _run_code,
+                                                                        commands.Call: _run_call}
 
 
 def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     """Read one request from ``chan`` and run it in ``scope``; report everything on ``chan``."""
     me = os.getpid()
-    request, blobs = protocol.read_frame(chan.sock)
-    handler = HANDLERS.get(request["type"])
-    if handler is None or not blobs:
-        raise ProtocolError(f"a worker cannot serve a {request['type']!r} request")
+    request = frames.decode(commands.REQUEST, *protocol.read_frame(chan.sock))  # not a request: ProtocolError
+    handler = HANDLERS[type(request)]
     chan.send(frames.Ready(layers=confined.layers))
-    failure = _write_inputs(request.get("files", []), blobs[1:])
+    failure = _write_inputs(request.files, request.inputs) if isinstance(request, commands.Run) else None
     if failure is not None:
         chan.fail(failure, "OSError")
         chan.send(usage())
         return
     before = _snapshot()
-    handler(blobs[0], chan, scope)
+    handler(request, chan, scope)
     if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
         flush_std()
         os._exit(0)
@@ -194,17 +192,17 @@ def usage() -> frames.Done:
                        cpu_s=own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime)
 
 
-def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> str | None:
+def _write_inputs(files: tuple[commands.InputMeta, ...], blobs: tuple[bytes, ...]) -> str | None:
     """Write the input files into the work dir; the failure text if one cannot be written."""
     for meta, data in zip(files, blobs):
         try:
             # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
             # No O_EXCL: a session may be sent a newer version of a file it already holds.
-            fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(meta.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
             with open(fd, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
-            return f"cannot write input file {meta['name']!r} into the work dir: {exc.strerror or exc}\n"
+            return f"cannot write input file {meta.name!r} into the work dir: {exc.strerror or exc}\n"
     return None
 
 

@@ -32,7 +32,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
-from .. import frames, protocol
+from .. import commands, frames, protocol
 from ..confine import _sys
 from ..errors import ProtocolError
 from . import proc, request
@@ -260,29 +260,27 @@ class _Root:
             header, fds = protocol.recv_packet(self.ctl)
         except (ProtocolError, OSError):
             return False
-        kind = header["type"]
-        handler = {"srun": self._srun, "cancel": self._cancel, "checkpoint": self._checkpoint,
-                   "restore": self._restore, "release": self._release, "branch": self._branch,
-                   "drop": self._drop, "settle": self._settle, "undo": self._undo}.get(kind)
-        if handler is None:
+        try:
+            command = frames.decode(commands.SESSION_IN, header)
+        except ProtocolError:
             for fd in fds:
                 os.close(fd)
             return True
-        if kind not in ("undo", "release", "cancel"):
-            self._settle(header, fds)  # the host moves on: the held state is no longer needed
-        handler(header, fds)
+        if not isinstance(command, (commands.Undo, commands.Release, commands.Cancel)):
+            self._settle(command, fds)  # the host moves on: the held state is no longer needed
+        _HOST_COMMANDS[type(command)](self, command, fds)
         return True
 
     def _reply(self, **fields: Any) -> None:
-        protocol.send_packet(self.ctl, "reply", **fields)
+        frames.send(self.ctl, frames.Reply(**fields))
 
-    def _srun(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes.get(self.lines.get(header["line"], -1))
+    def _srun(self, command: commands.Srun, fds: list[int]) -> None:
+        node = self.nodes.get(self.lines.get(command.line, -1))
         if node is None or self.run is not None:
             for fd in fds:
                 os.close(fd)
             why = "its state process is gone" if node is None else f"run {self.run.seq} is still in progress"
-            protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=why)
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
         try:
@@ -291,15 +289,15 @@ class _Root:
             for fd in fds:
                 os.close(fd)
         runner_sock = socket.socket(fileno=got[0])
-        self.run = _Run(header["seq"], header["line"], node, reply["pid"], runner_sock)
+        self.run = _Run(command.seq, command.line, node, reply["pid"], runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
 
-    def _cancel(self, header: dict[str, Any], fds: list[int]) -> None:
-        if self.run is not None and self.run.seq == header["seq"]:
+    def _cancel(self, command: commands.Cancel, fds: list[int]) -> None:
+        if self.run is not None and self.run.seq == command.seq:
             proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
 
-    def _checkpoint(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes[self.lines[header["line"]]]
+    def _checkpoint(self, command: commands.Checkpoint, fds: list[int]) -> None:
+        node = self.nodes[self.lines[command.line]]
         pinned = sum(1 for n in self.nodes.values() if n.pinned)
         if not node.pinned and pinned >= self.confined.spec.policy.session.max_checkpoints:
             self._reply(error=f"too many live checkpoints ({pinned}); release one first "
@@ -308,22 +306,22 @@ class _Root:
         node.pinned += 1
         self._reply(node=node.pid)
 
-    def _release(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes.get(header["node"])
+    def _release(self, command: commands.Release, fds: list[int]) -> None:
+        node = self.nodes.get(command.node)
         freed: list[int] = []
         if node is not None and node.pinned:
             node.pinned -= 1
             freed = self._collect_garbage()
         self._reply(freed=freed, **self._held_facts())
 
-    def _settle(self, header: dict[str, Any], fds: list[int]) -> None:
+    def _settle(self, command: frames.Frame, fds: list[int]) -> None:
         """The host accepts the last committed run: free the state it started from."""
         if self.held is not None:
             previous = self.held[1]
             self.held = None
             self._collect_garbage(previous)
 
-    def _undo(self, header: dict[str, Any], fds: list[int]) -> None:
+    def _undo(self, command: commands.Undo, fds: list[int]) -> None:
         """The host refuses the last committed run (memory): back to the held state."""
         held, self.held = self.held, None
         if held is None or self.lines.get(held[0]) != held[2] or held[1] not in self.nodes:
@@ -343,25 +341,25 @@ class _Root:
                  and previous.pid not in set(self.lines.values()))
         return {"previous": self.held[1], "frees_previous": frees}
 
-    def _restore(self, header: dict[str, Any], fds: list[int]) -> None:
-        if header["node"] not in self.nodes:
-            self._reply(error=f"checkpoint {header['node']} no longer exists")
+    def _restore(self, command: commands.Restore, fds: list[int]) -> None:
+        if command.node not in self.nodes:
+            self._reply(error=f"checkpoint {command.node} no longer exists")
             return
-        old = self.lines[header["line"]]
-        self.lines[header["line"]] = header["node"]
+        old = self.lines[command.line]
+        self.lines[command.line] = command.node
         self._collect_garbage(old)
         self._reply()
 
-    def _branch(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes[self.lines[header["line"]]]
+    def _branch(self, command: commands.Branch, fds: list[int]) -> None:
+        node = self.nodes[self.lines[command.line]]
         reply, got = self._ask(node, "branch")
         child = self._add_node(reply["pid"], socket.socket(fileno=got[0]))
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
 
-    def _drop(self, header: dict[str, Any], fds: list[int]) -> None:
-        old = self.lines.pop(header["line"], None)
+    def _drop(self, command: commands.Drop, fds: list[int]) -> None:
+        old = self.lines.pop(command.line, None)
         if old is not None:
             self._collect_garbage(old)
         self._reply()
@@ -394,7 +392,7 @@ class _Root:
         self.lines[run.line] = run.runner_pid
         self.run = None
         self.held = (run.line, run.node.pid, run.runner_pid)  # freed on settle, restored on undo
-        protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=False, **self._held_facts())
+        frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=False, **self._held_facts()))
 
     def _node_message(self, sock: socket.socket) -> None:
         try:
@@ -411,8 +409,8 @@ class _Root:
             self.run = None
             _close_registered(self.selector, run.runner_sock)
             self._sweep()
-            protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=True,
-                                 signal=header.get("signal"), exitcode=header.get("exitcode"))
+            frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=header.get("signal"),
+                                                exitcode=header.get("exitcode")))
 
     def _forget(self, sock: socket.socket) -> None:
         for pid, node in list(self.nodes.items()):
@@ -447,11 +445,17 @@ class _Root:
             pass  # orphans and freed states: nothing to report, only zombies to clear
 
 
+#: Host command -> the root's handler (command, fds attached to it).
+_HOST_COMMANDS: dict[type, Callable[[_Root, Any, list[int]], None]] = {
+    commands.Srun: _Root._srun, commands.Cancel: _Root._cancel, commands.Checkpoint: _Root._checkpoint,
+    commands.Restore: _Root._restore, commands.Release: _Root._release, commands.Branch: _Root._branch,
+    commands.Drop: _Root._drop, commands.Settle: _Root._settle, commands.Undo: _Root._undo,
+}
+
+
 def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     """Become a session root: answer the open request, then serve the host until it leaves."""
-    opening, _blobs = protocol.read_frame(chan.sock)
-    if opening["type"] != "session":
-        raise ProtocolError(f"a session worker expected a 'session' frame, got {opening['type']!r}")
+    frames.decode(commands.OPENING, *protocol.read_frame(chan.sock))  # anything else: ProtocolError
     chan.send(frames.Ready(layers=confined.layers))
     chan.send(frames.Done())
     chan.close()  # before any fork: the host's streams must reach EOF
