@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ProtocolError
-from .frames import Frame, table
+from .frames import Exited, Frame, table
 from .typed import bounded
 
 
@@ -158,3 +158,62 @@ class Undo(Frame):
 
 
 SESSION_IN = table(Srun, Cancel, Checkpoint, Restore, Release, Branch, Drop, Settle, Undo)
+
+
+# -- inside a session tree (root <-> node <-> runner; see sandbox/inside/session_tree.py) ------------
+@dataclass(frozen=True)
+class NodeRun(Frame):
+    """Root -> node: fork (or hand out the standby) a runner for the run whose fds are attached."""
+
+    KIND: ClassVar[str] = "srun"
+
+
+@dataclass(frozen=True)
+class NodeBranch(Frame):
+    """Root -> node: fork a copy of this state as a new node."""
+
+    KIND: ClassVar[str] = "branch"
+
+
+@dataclass(frozen=True)
+class Warm(Frame):
+    """Root -> node: keep a standby runner forked."""
+
+    KIND: ClassVar[str] = "warm"
+
+
+@dataclass(frozen=True)
+class Cool(Frame):
+    """Root -> node: drop the standby runner."""
+
+    KIND: ClassVar[str] = "cool"
+
+
+@dataclass(frozen=True)
+class Go(Frame):
+    """Node -> standby runner: the run's fds are attached."""
+
+    KIND: ClassVar[str] = "go"
+
+
+@dataclass(frozen=True)
+class Forked(Frame):
+    """Node -> root: the child it forked (a runner or a branch); the root's end of its socket is attached."""
+
+    KIND: ClassVar[str] = "reply"
+    pid: int
+
+
+@dataclass(frozen=True)
+class Committed(Frame):
+    """Runner -> root: the run ended normally; this runner is the line's new state."""
+
+    KIND: ClassVar[str] = "committed"
+    pid: int
+
+
+NODE_IN = table(NodeRun, NodeBranch, Warm, Cool)
+STANDBY_IN = table(Go)
+#: What a node tells the root: a child it forked, or that a runner of it died (frames.Exited).
+FROM_NODE = table(Forked, Exited)
+FROM_RUNNER = table(Committed)

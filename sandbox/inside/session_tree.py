@@ -110,21 +110,26 @@ class _NodeLoop:
                     continue
                 try:
                     header, fds = protocol.recv_packet(self.sock)
+                    command = frames.decode(commands.NODE_IN, header)
                 except (ProtocolError, OSError):
                     return  # root gone
-                if header["type"] == "srun":
-                    self._start_runner(fds)
-                elif header["type"] == "branch":
-                    pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
-                    protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
-                    ours.close()
-                elif header["type"] == "warm" and self.standby is None:
-                    self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
-                elif header["type"] == "cool" and self.standby is not None:
-                    pid, ours = self.standby
-                    self.standby = None
-                    proc.kill(pid)
-                    ours.close()
+                _NODE_COMMANDS[type(command)](self, fds)
+
+    def _branch(self, fds: list[int]) -> None:
+        pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
+        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
+        ours.close()
+
+    def _warm(self, fds: list[int]) -> None:
+        if self.standby is None:
+            self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
+
+    def _cool(self, fds: list[int]) -> None:
+        if self.standby is not None:
+            pid, ours = self.standby
+            self.standby = None
+            proc.kill(pid)
+            ours.close()
 
     def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
         """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
@@ -148,13 +153,13 @@ class _NodeLoop:
     def _start_runner(self, fds: list[int]) -> None:
         if self.standby is not None:
             (pid, ours), self.standby = self.standby, None
-            protocol.send_packet(ours, "go", fds=fds)  # then the root gets this socket: the runner's
+            frames.send(ours, commands.Go(), fds=fds)  # then the root gets this socket: the runner's
         else:
             pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.confined))
         for fd in fds:
             os.close(fd)
         self.runners.add(pid)
-        protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
+        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
         ours.close()
 
     def _reap(self) -> None:
@@ -162,13 +167,21 @@ class _NodeLoop:
         for pid, status in proc.reaped():
             if pid in self.runners:
                 self.runners.discard(pid)
-                protocol.send_packet(self.sock, "exited", pid=pid, **proc.exit_facts(status))
+                frames.send(self.sock, frames.Exited(pid=pid, **proc.exit_facts(status)))
+
+
+#: Root command -> the node's handler (fds attached to it).
+_NODE_COMMANDS: dict[type, Callable[[_NodeLoop, list[int]], None]] = {
+    commands.NodeRun: _NodeLoop._start_runner, commands.NodeBranch: _NodeLoop._branch,
+    commands.Warm: _NodeLoop._warm, commands.Cool: _NodeLoop._cool,
+}
 
 
 def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step | None:
     """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
     try:
-        _header, fds = protocol.recv_packet(sock)
+        header, fds = protocol.recv_packet(sock)
+        frames.decode(commands.STANDBY_IN, header)
     except (ProtocolError, OSError):
         return None
     return _runner_main(sock, fds, scope, confined)
@@ -181,7 +194,7 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
         chan = request.attach(fds)
         request.perform(chan, confined, scope)
         chan.close()
-        protocol.send_packet(sock, "committed", pid=me)
+        frames.send(sock, commands.Committed(pid=me))
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         if os.getpid() == me:
             traceback.print_exc()
@@ -250,7 +263,7 @@ class _Root:
             if node.warm != (pid in current):
                 node.warm = pid in current
                 try:
-                    protocol.send_packet(node.sock, "warm" if node.warm else "cool")
+                    frames.send(node.sock, commands.Warm() if node.warm else commands.Cool())
                 except OSError:
                     pass  # the node is gone; its socket's EOF says so
 
@@ -284,12 +297,12 @@ class _Root:
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
         try:
-            reply, got = self._ask(node, "srun", fds)
+            forked, got = self._ask(node, commands.NodeRun(), fds)
         finally:
             for fd in fds:
                 os.close(fd)
         runner_sock = socket.socket(fileno=got[0])
-        self.run = _Run(command.seq, command.line, node, reply["pid"], runner_sock)
+        self.run = _Run(command.seq, command.line, node, forked.pid, runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
 
     def _cancel(self, command: commands.Cancel, fds: list[int]) -> None:
@@ -352,8 +365,8 @@ class _Root:
 
     def _branch(self, command: commands.Branch, fds: list[int]) -> None:
         node = self.nodes[self.lines[command.line]]
-        reply, got = self._ask(node, "branch")
-        child = self._add_node(reply["pid"], socket.socket(fileno=got[0]))
+        forked, got = self._ask(node, commands.NodeBranch())
+        child = self._add_node(forked.pid, socket.socket(fileno=got[0]))
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
@@ -365,14 +378,16 @@ class _Root:
         self._reply()
 
     # node and runner events
-    def _ask(self, node: _Node, kind: str, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+    def _ask(self, node: _Node, command: frames.Frame, fds: list[int] | None = None
+             ) -> tuple[commands.Forked, list[int]]:
         """Send a command to a node and wait for its reply; death notices that arrive first are handled."""
-        protocol.send_packet(node.sock, kind, fds=fds or ())
+        frames.send(node.sock, command, fds=fds or ())
         while True:
             header, got = protocol.recv_packet(node.sock)
-            if header["type"] == "reply":
-                return header, got
-            self._node_event(header)
+            event = frames.decode(commands.FROM_NODE, header)
+            if isinstance(event, commands.Forked):
+                return event, got
+            self._node_event(event)
 
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
@@ -383,7 +398,8 @@ class _Root:
     def _runner_message(self) -> None:
         run = self.run
         try:
-            protocol.recv_packet(run.runner_sock)  # "committed"
+            header, _ = protocol.recv_packet(run.runner_sock)
+            frames.decode(commands.FROM_RUNNER, header)
         except (ProtocolError, OSError):
             self.selector.unregister(run.runner_sock)
             return  # the runner died; its node reports how
@@ -397,20 +413,21 @@ class _Root:
     def _node_message(self, sock: socket.socket) -> None:
         try:
             header, _ = protocol.recv_packet(sock)
+            event = frames.decode(commands.FROM_NODE, header)
         except (ProtocolError, OSError):
             self._forget(sock)
             return
-        self._node_event(header)
+        self._node_event(event)
 
-    def _node_event(self, header: dict[str, Any]) -> None:
+    def _node_event(self, event: frames.Frame) -> None:
         """A node reports that a child of it died: if it was the running runner, roll back."""
         run = self.run
-        if header["type"] == "exited" and run is not None and header["pid"] == run.runner_pid:
+        if isinstance(event, frames.Exited) and run is not None and event.pid == run.runner_pid:
             self.run = None
             _close_registered(self.selector, run.runner_sock)
             self._sweep()
-            frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=header.get("signal"),
-                                                exitcode=header.get("exitcode")))
+            frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
+                                                exitcode=event.exitcode))
 
     def _forget(self, sock: socket.socket) -> None:
         for pid, node in list(self.nodes.items()):
