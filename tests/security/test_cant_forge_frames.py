@@ -243,6 +243,21 @@ def test_closed_streams_keep_the_deadline(one_at_a_time):
     assert live_lingerers(one_at_a_time) == [], "the run's process outlived its result"
 
 
+def test_an_exception_in_the_host_still_ends_the_run(one_at_a_time, monkeypatch):
+    from sandbox import collect
+    original = collect._Reader.on_output
+
+    def failing(self, stream, data):
+        if b"host, fail now" in data:
+            raise RuntimeError("a bug in the host")
+        return original(self, stream, data)
+    monkeypatch.setattr(collect._Reader, "on_output", failing)
+    code = "import time\nopen('lingering', 'w').close()\nprint('host, fail now', flush=True)\ntime.sleep(600)"
+    with pytest.raises(RuntimeError, match="a bug in the host"):
+        one_at_a_time.run(code, timeout=120)
+    assert live_lingerers(one_at_a_time) == [], "the run's process outlived an exception in the host"
+
+
 def test_forged_done_runs_stay_within_max_concurrent(one_at_a_time):
     results: list = []
     threads = [threading.Thread(target=lambda: results.append(one_at_a_time.run(LINGER, timeout=120)))
