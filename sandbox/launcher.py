@@ -125,21 +125,25 @@ class ZygoteLauncher:
             zygote_end.close()
         self.sock = host_end
         self.pid = self._proc.pid
+        self.preload_failures = dict(self._handshake().preload_failures)
+        self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
+        self._reader.start()
+
+    def _handshake(self) -> frames.Hello:
+        """Hand the zygote its policy, image and run root; its ``hello`` once it preloaded the image."""
         self.sock.settimeout(START_TIMEOUT_S)
         try:
             frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
                                                   run_root=self.run_root))
             header, fds = protocol.recv_packet(self.sock)
             _close_all(fds)
-            hello = frames.decode({"hello": frames.Hello}, header)
+            hello = frames.decode(_HELLO, header)
         except (OSError, ProtocolError) as exc:
             self._proc.kill()
             self._proc.wait()
             raise WorkerCrashed(f"the zygote failed to start: {exc}\n{self._log_tail()}") from exc
         self.sock.settimeout(None)
-        self.preload_failures = dict(hello.preload_failures)
-        self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
-        self._reader.start()
+        return hello
 
     def _log_tail(self) -> str:
         self._log.seek(0)
@@ -270,6 +274,7 @@ class ZygoteLauncher:
         self._log.close()
 
 
+_HELLO = frames.table(frames.Hello)
 #: What the zygote may send on its control socket after ``hello``, and who handles it.
 _FROM_ZYGOTE = {kind: cls for kind, cls in frames.ZYGOTE.items() if cls is not frames.Hello}
 _DISPATCH: dict[type, Callable[[ZygoteLauncher, frames.Frame, list[int]], None]] = {
