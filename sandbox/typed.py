@@ -48,7 +48,7 @@ def build(cls: type, values: Any, where: str) -> Any:
     spec = _spec(cls)
     unknown = sorted(set(values) - set(spec))
     if unknown:
-        raise ProtocolError(f"{where} has unknown fields {unknown[:5]}")
+        raise ProtocolError(f"{where} has unknown fields {[k[:40] for k in unknown[:5]]}")
     kwargs = {}
     for name, (check, required, max_chars) in spec.items():
         if name not in values:
@@ -93,7 +93,7 @@ def _checker(hint: Any) -> Checker:
         def mapping(value: Any, where: str) -> dict[Any, Any]:
             if type(value) is not dict:
                 raise ProtocolError(f"{where} must be {_name(hint)} (got {show(value)})")
-            return {key(k, where): val(v, f"{where}[{k!r}]") for k, v in value.items()}
+            return {key(k, where): val(v, f"{where}[{k[:40]!r}]") for k, v in value.items()}
         return mapping
     if dataclasses.is_dataclass(hint):
         return lambda value, where: build(hint, value, where)
