@@ -63,9 +63,10 @@ class Limits:
     max_input_files: Limit = 64
     """Number of input files per run."""
     max_returned_file_bytes: Limit = 16_000_000
-    """Largest output file returned to the host; bigger ones are truncated and marked."""
+    """Largest output file or image returned to the host; bigger ones are truncated and marked."""
     max_returned_files: Limit = 32
-    """Number of new/changed work-dir files returned per run."""
+    """Images (figures and image files) returned per run, and as many other new/changed work-dir files;
+    the host keeps no more and says how many it dropped (a ``limit`` entry of ``Result.denied``)."""
 
 
 @dataclass(frozen=True)

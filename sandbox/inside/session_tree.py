@@ -32,7 +32,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
-from .. import protocol
+from .. import commands, frames, protocol
 from ..confine import _sys
 from ..errors import ProtocolError
 from . import proc, request
@@ -110,21 +110,26 @@ class _NodeLoop:
                     continue
                 try:
                     header, fds = protocol.recv_packet(self.sock)
+                    command = frames.decode(commands.NODE_IN, header)
                 except (ProtocolError, OSError):
                     return  # root gone
-                if header["type"] == "srun":
-                    self._start_runner(fds)
-                elif header["type"] == "branch":
-                    pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
-                    protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
-                    ours.close()
-                elif header["type"] == "warm" and self.standby is None:
-                    self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
-                elif header["type"] == "cool" and self.standby is not None:
-                    pid, ours = self.standby
-                    self.standby = None
-                    proc.kill(pid)
-                    ours.close()
+                _NODE_COMMANDS[type(command)](self, fds)
+
+    def _branch(self, fds: list[int]) -> None:
+        pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
+        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
+        ours.close()
+
+    def _warm(self, fds: list[int]) -> None:
+        if self.standby is None:
+            self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
+
+    def _cool(self, fds: list[int]) -> None:
+        if self.standby is not None:
+            pid, ours = self.standby
+            self.standby = None
+            proc.kill(pid)
+            ours.close()
 
     def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
         """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
@@ -148,13 +153,13 @@ class _NodeLoop:
     def _start_runner(self, fds: list[int]) -> None:
         if self.standby is not None:
             (pid, ours), self.standby = self.standby, None
-            protocol.send_packet(ours, "go", fds=fds)  # then the root gets this socket: the runner's
+            frames.send(ours, commands.Go(), fds=fds)  # then the root gets this socket: the runner's
         else:
             pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.confined))
         for fd in fds:
             os.close(fd)
         self.runners.add(pid)
-        protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
+        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
         ours.close()
 
     def _reap(self) -> None:
@@ -162,13 +167,21 @@ class _NodeLoop:
         for pid, status in proc.reaped():
             if pid in self.runners:
                 self.runners.discard(pid)
-                protocol.send_packet(self.sock, "exited", pid=pid, **proc.exit_facts(status))
+                frames.send(self.sock, frames.Exited(pid=pid, **proc.exit_facts(status)))
+
+
+#: Root command -> the node's handler (fds attached to it).
+_NODE_COMMANDS: dict[type, Callable[[_NodeLoop, list[int]], None]] = {
+    commands.NodeRun: _NodeLoop._start_runner, commands.NodeBranch: _NodeLoop._branch,
+    commands.Warm: _NodeLoop._warm, commands.Cool: _NodeLoop._cool,
+}
 
 
 def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step | None:
     """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
     try:
-        _header, fds = protocol.recv_packet(sock)
+        header, fds = protocol.recv_packet(sock)
+        frames.decode(commands.STANDBY_IN, header)
     except (ProtocolError, OSError):
         return None
     return _runner_main(sock, fds, scope, confined)
@@ -181,7 +194,7 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
         chan = request.attach(fds)
         request.perform(chan, confined, scope)
         chan.close()
-        protocol.send_packet(sock, "committed", pid=me)
+        frames.send(sock, commands.Committed(pid=me))
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         if os.getpid() == me:
             traceback.print_exc()
@@ -250,7 +263,7 @@ class _Root:
             if node.warm != (pid in current):
                 node.warm = pid in current
                 try:
-                    protocol.send_packet(node.sock, "warm" if node.warm else "cool")
+                    frames.send(node.sock, commands.Warm() if node.warm else commands.Cool())
                 except OSError:
                     pass  # the node is gone; its socket's EOF says so
 
@@ -260,46 +273,44 @@ class _Root:
             header, fds = protocol.recv_packet(self.ctl)
         except (ProtocolError, OSError):
             return False
-        kind = header["type"]
-        handler = {"srun": self._srun, "cancel": self._cancel, "checkpoint": self._checkpoint,
-                   "restore": self._restore, "release": self._release, "branch": self._branch,
-                   "drop": self._drop, "settle": self._settle, "undo": self._undo}.get(kind)
-        if handler is None:
+        try:
+            command = frames.decode(commands.SESSION_IN, header)
+        except ProtocolError:
             for fd in fds:
                 os.close(fd)
             return True
-        if kind not in ("undo", "release", "cancel"):
-            self._settle(header, fds)  # the host moves on: the held state is no longer needed
-        handler(header, fds)
+        if not isinstance(command, (commands.Undo, commands.Release, commands.Cancel)):
+            self._settle(command, fds)  # the host moves on: the held state is no longer needed
+        _HOST_COMMANDS[type(command)](self, command, fds)
         return True
 
     def _reply(self, **fields: Any) -> None:
-        protocol.send_packet(self.ctl, "reply", **fields)
+        frames.send(self.ctl, frames.Reply(**fields))
 
-    def _srun(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes.get(self.lines.get(header["line"], -1))
+    def _srun(self, command: commands.Srun, fds: list[int]) -> None:
+        node = self.nodes.get(self.lines.get(command.line, -1))
         if node is None or self.run is not None:
             for fd in fds:
                 os.close(fd)
             why = "its state process is gone" if node is None else f"run {self.run.seq} is still in progress"
-            protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=why)
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
         try:
-            reply, got = self._ask(node, "srun", fds)
+            forked, got = self._ask(node, commands.NodeRun(), fds)
         finally:
             for fd in fds:
                 os.close(fd)
         runner_sock = socket.socket(fileno=got[0])
-        self.run = _Run(header["seq"], header["line"], node, reply["pid"], runner_sock)
+        self.run = _Run(command.seq, command.line, node, forked.pid, runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
 
-    def _cancel(self, header: dict[str, Any], fds: list[int]) -> None:
-        if self.run is not None and self.run.seq == header["seq"]:
+    def _cancel(self, command: commands.Cancel, fds: list[int]) -> None:
+        if self.run is not None and self.run.seq == command.seq:
             proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
 
-    def _checkpoint(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes[self.lines[header["line"]]]
+    def _checkpoint(self, command: commands.Checkpoint, fds: list[int]) -> None:
+        node = self.nodes[self.lines[command.line]]
         pinned = sum(1 for n in self.nodes.values() if n.pinned)
         if not node.pinned and pinned >= self.confined.spec.policy.session.max_checkpoints:
             self._reply(error=f"too many live checkpoints ({pinned}); release one first "
@@ -308,22 +319,22 @@ class _Root:
         node.pinned += 1
         self._reply(node=node.pid)
 
-    def _release(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes.get(header["node"])
+    def _release(self, command: commands.Release, fds: list[int]) -> None:
+        node = self.nodes.get(command.node)
         freed: list[int] = []
         if node is not None and node.pinned:
             node.pinned -= 1
             freed = self._collect_garbage()
         self._reply(freed=freed, **self._held_facts())
 
-    def _settle(self, header: dict[str, Any], fds: list[int]) -> None:
+    def _settle(self, command: frames.Frame, fds: list[int]) -> None:
         """The host accepts the last committed run: free the state it started from."""
         if self.held is not None:
             previous = self.held[1]
             self.held = None
             self._collect_garbage(previous)
 
-    def _undo(self, header: dict[str, Any], fds: list[int]) -> None:
+    def _undo(self, command: commands.Undo, fds: list[int]) -> None:
         """The host refuses the last committed run (memory): back to the held state."""
         held, self.held = self.held, None
         if held is None or self.lines.get(held[0]) != held[2] or held[1] not in self.nodes:
@@ -343,38 +354,40 @@ class _Root:
                  and previous.pid not in set(self.lines.values()))
         return {"previous": self.held[1], "frees_previous": frees}
 
-    def _restore(self, header: dict[str, Any], fds: list[int]) -> None:
-        if header["node"] not in self.nodes:
-            self._reply(error=f"checkpoint {header['node']} no longer exists")
+    def _restore(self, command: commands.Restore, fds: list[int]) -> None:
+        if command.node not in self.nodes:
+            self._reply(error=f"checkpoint {command.node} no longer exists")
             return
-        old = self.lines[header["line"]]
-        self.lines[header["line"]] = header["node"]
+        old = self.lines[command.line]
+        self.lines[command.line] = command.node
         self._collect_garbage(old)
         self._reply()
 
-    def _branch(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes[self.lines[header["line"]]]
-        reply, got = self._ask(node, "branch")
-        child = self._add_node(reply["pid"], socket.socket(fileno=got[0]))
+    def _branch(self, command: commands.Branch, fds: list[int]) -> None:
+        node = self.nodes[self.lines[command.line]]
+        forked, got = self._ask(node, commands.NodeBranch())
+        child = self._add_node(forked.pid, socket.socket(fileno=got[0]))
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
 
-    def _drop(self, header: dict[str, Any], fds: list[int]) -> None:
-        old = self.lines.pop(header["line"], None)
+    def _drop(self, command: commands.Drop, fds: list[int]) -> None:
+        old = self.lines.pop(command.line, None)
         if old is not None:
             self._collect_garbage(old)
         self._reply()
 
     # node and runner events
-    def _ask(self, node: _Node, kind: str, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+    def _ask(self, node: _Node, command: frames.Frame, fds: list[int] | None = None
+             ) -> tuple[commands.Forked, list[int]]:
         """Send a command to a node and wait for its reply; death notices that arrive first are handled."""
-        protocol.send_packet(node.sock, kind, fds=fds or ())
+        frames.send(node.sock, command, fds=fds or ())
         while True:
             header, got = protocol.recv_packet(node.sock)
-            if header["type"] == "reply":
-                return header, got
-            self._node_event(header)
+            event = frames.decode(commands.FROM_NODE, header)
+            if isinstance(event, commands.Forked):
+                return event, got
+            self._node_event(event)
 
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
@@ -385,7 +398,8 @@ class _Root:
     def _runner_message(self) -> None:
         run = self.run
         try:
-            protocol.recv_packet(run.runner_sock)  # "committed"
+            header, _ = protocol.recv_packet(run.runner_sock)
+            frames.decode(commands.FROM_RUNNER, header)
         except (ProtocolError, OSError):
             self.selector.unregister(run.runner_sock)
             return  # the runner died; its node reports how
@@ -394,25 +408,26 @@ class _Root:
         self.lines[run.line] = run.runner_pid
         self.run = None
         self.held = (run.line, run.node.pid, run.runner_pid)  # freed on settle, restored on undo
-        protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=False, **self._held_facts())
+        frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=False, **self._held_facts()))
 
     def _node_message(self, sock: socket.socket) -> None:
         try:
             header, _ = protocol.recv_packet(sock)
+            event = frames.decode(commands.FROM_NODE, header)
         except (ProtocolError, OSError):
             self._forget(sock)
             return
-        self._node_event(header)
+        self._node_event(event)
 
-    def _node_event(self, header: dict[str, Any]) -> None:
+    def _node_event(self, event: frames.Frame) -> None:
         """A node reports that a child of it died: if it was the running runner, roll back."""
         run = self.run
-        if header["type"] == "exited" and run is not None and header["pid"] == run.runner_pid:
+        if isinstance(event, frames.Exited) and run is not None and event.pid == run.runner_pid:
             self.run = None
             _close_registered(self.selector, run.runner_sock)
             self._sweep()
-            protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=True,
-                                 signal=header.get("signal"), exitcode=header.get("exitcode"))
+            frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
+                                                exitcode=event.exitcode))
 
     def _forget(self, sock: socket.socket) -> None:
         for pid, node in list(self.nodes.items()):
@@ -447,13 +462,19 @@ class _Root:
             pass  # orphans and freed states: nothing to report, only zombies to clear
 
 
+#: Host command -> the root's handler (command, fds attached to it).
+_HOST_COMMANDS: dict[type, Callable[[_Root, Any, list[int]], None]] = {
+    commands.Srun: _Root._srun, commands.Cancel: _Root._cancel, commands.Checkpoint: _Root._checkpoint,
+    commands.Restore: _Root._restore, commands.Release: _Root._release, commands.Branch: _Root._branch,
+    commands.Drop: _Root._drop, commands.Settle: _Root._settle, commands.Undo: _Root._undo,
+}
+
+
 def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     """Become a session root: answer the open request, then serve the host until it leaves."""
-    opening, _blobs = protocol.read_frame(chan.sock)
-    if opening["type"] != "session":
-        raise ProtocolError(f"a session worker expected a 'session' frame, got {opening['type']!r}")
-    chan.send("ready", layers=list(confined.layers))
-    chan.send("done")
+    frames.decode(commands.OPENING, *protocol.read_frame(chan.sock))  # anything else: ProtocolError
+    chan.send(frames.Ready(layers=confined.layers))
+    chan.send(frames.Done())
     chan.close()  # before any fork: the host's streams must reach EOF
     # Orphans (states whose parent state was freed, what a dead runner left) come to
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import bootstrap, confine, protocol, rundirs
+from .. import bootstrap, commands, confine, frames, protocol, rundirs
 from ..confine import _sys
 from ..errors import ProtocolError
 from ..image import Image
@@ -114,21 +114,21 @@ class Zygote:
     def _control(self) -> bool:
         try:
             header, fds = protocol.recv_packet(self.sock)
+            command = frames.decode(commands.ZYGOTE_IN, header)
         except (ProtocolError, ConnectionError):
-            return False  # host gone: shut down
-        if header["type"] == "shutdown":
-            for fd in fds:
-                os.close(fd)
-            return False
-        if header["type"] == "spawn":
-            self._spawn(header, fds)
-        return True
+            return False  # host gone (or out of step with us): shut down
+        if isinstance(command, commands.Spawn) and command.id is not None:
+            self._spawn(command, fds)
+            return True
+        for fd in fds:
+            os.close(fd)
+        return False  # shutdown
 
-    def _spawn(self, header: dict[str, Any], fds: list[int]) -> None:
-        session_dirs = {"workdir": header["workdir"], "tmpdir": header["tmpdir"]} if "workdir" in header else None
+    def _spawn(self, request: commands.Spawn, fds: list[int]) -> None:
+        session = request.workdir is not None
         try:
             while True:
-                if session_dirs is not None:
+                if session:
                     worker = self._fork(close_in_child=fds, run_dir=None)
                 elif self.ready:
                     worker = self.ready.popleft()
@@ -136,17 +136,16 @@ class Zygote:
                     self.refill_error = None
                     worker = self._fork(close_in_child=fds, run_dir=self._make_run_dir())
                 try:
-                    protocol.send_packet(worker.priv, "spawn", fds=fds, **(session_dirs or {}))
+                    frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
                     break
                 except OSError:
                     self._discard(worker)  # died while waiting; take the next one
             worker.priv.close()
-            worker.run_id = header["id"]
+            worker.run_id = request.id
             self.running[worker.pid] = worker
-            protocol.send_packet(self.sock, "spawned", fds=[worker.pidfd], id=header["id"], pid=worker.pid)
+            frames.send(self.sock, frames.Spawned(id=request.id, pid=worker.pid), fds=[worker.pidfd])
         except OSError as exc:
-            protocol.send_packet(self.sock, "failed", id=header["id"], error=f"spawn failed: {exc}",
-                                 errno=exc.errno, layer=getattr(exc, "layer", None))
+            frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -226,8 +225,8 @@ class Zygote:
         os.close(worker.pidfd)
         if worker.run_dir is not None:
             self.to_remove.append(worker.run_dir.path)
-        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
-                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
+        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
+                                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
 
     def _discard(self, worker: _Worker) -> None:
         try:
@@ -267,6 +266,14 @@ class Zygote:
             time.sleep(_SWEEP_INTERVAL_S)
 
 
+def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
+    """Why a spawn failed: no run dir (disk or inodes full) is the host's SandboxUnavailable
+    ("workdir", in the one shape every layer's refusal has); anything else a failed spawn."""
+    if getattr(exc, "layer", None) == "workdir":
+        return frames.Unavailable.of(rundirs.unavailable(f"a run directory in {run_root}", exc), id=run_id)
+    return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -289,18 +296,19 @@ def _readable_paths() -> tuple[str, ...]:
 def main(control_fd: int) -> None:
     """Entry point: handshake, preload, serve until the host closes the socket."""
     sock = socket.socket(fileno=control_fd)
-    hello, _ = protocol.recv_packet(sock)
-    policy = Policy.from_dict(hello["policy"])
-    image = Image.from_dict(hello["image"])
+    header, _ = protocol.recv_packet(sock)
+    hello = frames.decode(commands.START, header)
+    policy = Policy.from_dict(hello.policy)
+    image = Image.from_dict(hello.image)
     failures = preload(image)
     confine.prepare_in_zygote(policy)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=_readable_paths(),
-                      zygote_pid=os.getpid(), run_root=hello["run_root"])
+                      zygote_pid=os.getpid(), run_root=hello.run_root)
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
     zygote = Zygote(sock, spec)
-    protocol.send_packet(sock, "hello", pid=os.getpid(), preload_failures=failures)
+    frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
         zygote.loop()
     finally:
