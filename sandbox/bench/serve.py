@@ -33,7 +33,7 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from . import common, report
 from .serve_paths import (SCENARIOS, EngineInProcess, Env, RequestPath, RunChat, Scenario, ServeGenai, ServeHttpx,
@@ -59,13 +59,32 @@ def sizes(settings: common.Settings, scenario: Scenario) -> tuple[int, int, int]
 
 
 class Tally:
-    """Latencies, wall time and wrong answers per path, for one scenario and mode."""
+    """Latencies, wall time, CPU and wrong answers per path, for one scenario and mode.
 
-    def __init__(self, started: list[RequestPath], record: common.Record) -> None:
+    CPU is counted around each unit of work (a paced request, a back-to-back turn), while
+    no other path runs: this process's (the caller: its SDK, and for the in-process paths
+    the loop and the sandbox's host side) and the server process's (its loop, HTTP, JSON
+    and the sandbox's host side). Neither holds the zygote's and workers' CPU, the same
+    work on every path that runs code. The server's CPU comes from /proc in 10 ms ticks:
+    meaningful as a mean over many requests, not per request.
+    """
+
+    def __init__(self, started: list[RequestPath], record: common.Record, env: Env) -> None:
         self.times: dict[str, list[float]] = {p.name: [] for p in started}
         self.walls, self.bad = dict.fromkeys(self.times, 0.0), dict.fromkeys(self.times, 0)
+        self.cpu = {name: [0.0, 0.0] for name in self.times}  # [this process, the server] in seconds
         self.errors: list[str] = record.extra.setdefault("errors", [])
         self.lock = threading.Lock()
+        self.env = env
+
+    @contextlib.contextmanager
+    def counting(self, path: RequestPath) -> Iterator[None]:
+        """Add the CPU used inside the block to ``path``; the wall time of a block of requests too."""
+        mine, server, wall = time.process_time(), self.env.servers.server_cpu_s(), time.perf_counter()
+        yield
+        self.walls[path.name] += time.perf_counter() - wall
+        self.cpu[path.name][0] += time.process_time() - mine
+        self.cpu[path.name][1] += self.env.servers.server_cpu_s() - server
 
     def one(self, path: RequestPath, scenario: Scenario) -> None:
         """Time one request; a failed one is counted and named, the run goes on."""
@@ -83,11 +102,14 @@ class Tally:
     def rows(self, scenario: Scenario, mode: str, clients: int) -> list[dict[str, Any]]:
         rows = []
         for name, latencies in self.times.items():
-            stats = common.stats(latencies)
+            stats, (mine, server) = common.stats(latencies), self.cpu[name]
+            through_server = name in (ServeGenai.name, ServeHttpx.name)
             rows.append({"scenario": scenario.name, "mode": mode, "clients": clients, "path": name, "n": stats["n"],
                          "p50_ms": stats["p50_ms"], "p90_ms": stats["p90_ms"], "p99_ms": stats["p99_ms"],
                          "mean_ms": stats["mean_ms"], "bad": self.bad[name],
-                         "requests_per_s": round(len(latencies) / self.walls[name], 1) if self.walls[name] else None})
+                         "requests_per_s": round(len(latencies) / self.walls[name], 1) if mode != PACED else None,
+                         "cpu_ms": round((mine + server) * 1000 / len(latencies), 2),
+                         "server_cpu_ms": round(server * 1000 / len(latencies), 2) if through_server else None})
         adapter = next((r for r in rows if r["path"] == RunChat.name), None)
         for row in rows:
             for key in ("p50_ms", "p99_ms"):
@@ -100,36 +122,38 @@ def _rotated(started: list[RequestPath], index: int) -> list[RequestPath]:
     return started[first:] + started[:first]
 
 
-def paced(started: list[RequestPath], scenario: Scenario, settings: common.Settings,
+def paced(started: list[RequestPath], env: Env, scenario: Scenario, settings: common.Settings,
           record: common.Record) -> list[dict[str, Any]]:
     """One client; the paths take turns request by request, ``PAUSE_S`` before each."""
-    tally = Tally(started, record)
+    tally = Tally(started, record, env)
     count = sizes(settings, scenario)[0]
     for index in range(count):
         for path in _rotated(started, index):
             time.sleep(PAUSE_S)
-            tally.one(path, scenario)
+            with tally.counting(path):
+                tally.one(path, scenario)
         if index % 20 == 19:
             record.extra["load_samples"].append(common.load()[0])
     return tally.rows(scenario, PACED, 1)
 
 
-def back_to_back(started: list[RequestPath], scenario: Scenario, clients: int, settings: common.Settings,
-                 record: common.Record) -> list[dict[str, Any]]:
+def back_to_back(started: list[RequestPath], env: Env, scenario: Scenario, clients: int,
+                 settings: common.Settings, record: common.Record) -> list[dict[str, Any]]:
     """``clients`` threads per path without pause; the paths take turns in rounds."""
-    tally = Tally(started, record)
+    tally = Tally(started, record, env)
     _, total, rounds = sizes(settings, scenario)
     for index in range(rounds):
         share = total // rounds + (index < total % rounds)
         for path in _rotated(started, index):
             time.sleep(SETTLE_S)
-            tally.walls[path.name] += _hammer(tally, path, scenario, clients, share)
+            with tally.counting(path):
+                _hammer(tally, path, scenario, clients, share)
         record.extra["load_samples"].append(common.load()[0])
     return tally.rows(scenario, BACK_TO_BACK, clients)
 
 
-def _hammer(tally: Tally, path: RequestPath, scenario: Scenario, clients: int, count: int) -> float:
-    """``clients`` threads share ``count`` requests to ``path``; the wall time in s."""
+def _hammer(tally: Tally, path: RequestPath, scenario: Scenario, clients: int, count: int) -> None:
+    """``clients`` threads share ``count`` requests to ``path``."""
     tickets = iter(range(count))
     lock = threading.Lock()
 
@@ -141,12 +165,10 @@ def _hammer(tally: Tally, path: RequestPath, scenario: Scenario, clients: int, c
             tally.one(path, scenario)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - start
 
 
 #: (column prefix, path, path subtracted) of the overhead table.
@@ -164,7 +186,7 @@ def overhead(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "adapter_p50_ms": adapter["p50_ms"] if adapter else None}
         for label, path, base in DIFFERENCES:
             minuend, subtrahend = cell.get((*group, path)), cell.get((*group, base))
-            for key in ("p50_ms", "p99_ms"):
+            for key in ("p50_ms", "p99_ms", "cpu_ms"):
                 row[f"{label}_{key}"] = round(minuend[key] - subtrahend[key], 2) if minuend and subtrahend else None
         found.append(row)
     return found
@@ -210,8 +232,8 @@ def run(settings: common.Settings) -> common.Record:
         with contextlib.ExitStack() as stack:
             env = start(started, stack)
             for scenario, mode, clients in common.progress(plan, len(plan), "serve"):
-                record.rows += paced(started, scenario, settings, record) if mode == PACED else \
-                    back_to_back(started, scenario, clients, settings, record)
+                record.rows += paced(started, env, scenario, settings, record) if mode == PACED else \
+                    back_to_back(started, env, scenario, clients, settings, record)
             record.extra["served_requests"] = env.servers.access_log_lines()
     record.extra["overhead"] = overhead(record.rows)
     common.finish(record, COLUMNS, "Per request, the same scripted model (vs_adapter: minus in-process run_chat)")

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 #: The model name clients ask ``sandbox serve`` for (answered by the backend model).
 CLIENT_MODEL = "gemini-2.5-flash"
 BACKEND_MODEL = "scripted"
@@ -304,6 +306,7 @@ class Servers:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         self.started: list[Process] = []
+        self.server: psutil.Process | None = None
 
     def start(self, max_concurrent_requests: int, serve: bool = True) -> tuple[str, str]:
         """(scripted model URL, server URL or "" when ``serve`` is False)."""
@@ -316,7 +319,15 @@ class Servers:
                         "--max-concurrent-requests", str(max_concurrent_requests)],
                        "sandbox serve", self.dir / "serve.log")
         self.started.append(server)
+        self.server = psutil.Process(server.proc.pid)
         return model.url, server.url
+
+    def server_cpu_s(self) -> float:
+        """CPU seconds the ``sandbox serve`` process has used (not its zygote's); 0 without a server."""
+        if self.server is None:
+            return 0.0
+        times = self.server.cpu_times()
+        return times.user + times.system
 
     def access_log_lines(self) -> int:
         path = self.dir / "serve.log"

@@ -35,6 +35,8 @@ def test_quick_run_every_path_answers_right(tmp_path):
             assert {r["path"] for r in rows} == names, data.get("skipped")
             assert all(r["bad"] == 0 and r["n"] > 0 and r["p50_ms"] > 0 for r in rows), (rows, data.get("errors"))
             assert all((r["requests_per_s"] is None) == (mode == serve.PACED) for r in rows)
+            assert all(r["cpu_ms"] > 0 and (r["server_cpu_ms"] is None) == ("sandbox serve" not in r["path"])
+                       for r in rows), rows
     assert not data.get("errors")
     assert data["served_requests"] > 0  # the server's access log saw them
     assert len(data["overhead"]) == len(serve_paths.SCENARIOS) * len(groups)
@@ -47,7 +49,7 @@ def test_plot_and_readme_section(tmp_path):
     pytest.importorskip("matplotlib")
     groups = [(serve.PACED, 1, None), (serve.BACK_TO_BACK, 1, 50.0), (serve.BACK_TO_BACK, 2, 90.0)]
     rows = [{"scenario": s.name, "mode": mode, "clients": c, "path": p.name, "n": 3, "p50_ms": 10.0 + i,
-             "p99_ms": 20.0 + i, "mean_ms": 11.0, "requests_per_s": rate, "bad": 0}
+             "p99_ms": 20.0 + i, "mean_ms": 11.0, "requests_per_s": rate, "cpu_ms": 2.0 + i, "bad": 0}
             for s in serve_paths.SCENARIOS for mode, c, rate in groups for i, p in enumerate(serve_paths.paths())]
     record = common.Record("serve", common.Settings(quick=True, out=tmp_path), rows=rows)
     record.extra["overhead"] = serve.overhead(rows)
