@@ -278,8 +278,10 @@ def _overhead_bars(ax: Any, rows: list[dict[str, Any]]) -> None:
         ax.scatter(xs, [r[f"{key}_p99_ms"] for r in rows], marker="_", s=120, color="black",
                    label="p99 difference" if i == 0 else None, zorder=3)
     ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_yscale("symlog", linthresh=10)  # linear within +-10 ms, where the p50s are; p99s reach hundreds
+    ax.grid(axis="y", which="both", alpha=0.3)
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_ylabel("ms per request (bar: p50 difference, dash: p99 difference)")
+    ax.set_ylabel("ms per request (bar: p50 difference, dash: p99 difference; symlog)")
     ax.set_title("The server's own overhead per request")
     ax.legend(fontsize=7)
 
