@@ -20,4 +20,5 @@ Modules, in the order a request meets them::
     transcript.py     a Gemini conversation as a function-calling backend's turns
     backends/         openai_chat.py (Chat Completions), gemini.py (Gemini function calling)
     errors.py         ApiError in Google's shape, ConfigError
+    scripted.py       a scripted model (no weights, no key) for the tests and ``sandbox bench serve``
 """

@@ -2,8 +2,8 @@
 
 Each server is a ``python -m sandbox serve --port 0`` subprocess (its own zygote, as a
 user would run it); the test reads the port from its "listening on" line. The scripted
-model (tests/serve/fake_backend.py) runs in the test process. Timeouts are generous:
-the machine is a loaded 2-core VM.
+model (``sandbox.serve.scripted`` with the scripts of tests/serve/fake_backend.py) runs in
+the test process. Timeouts are generous: the machine is a loaded 2-core VM.
 """
 
 from __future__ import annotations

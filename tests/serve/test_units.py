@@ -185,3 +185,34 @@ def test_watched_turns_the_request_deadline_into_deadline_exceeded():
     error, cleaned = asyncio.run(scenario())
     assert error.status == "DEADLINE_EXCEEDED" and "--request-timeout-seconds" in error.message
     assert cleaned == ["loop closed"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_connections_get_tcp_nodelay(host):
+    """asyncio sets TCP_NODELAY on accepted sockets only when the listener says it is TCP; without it every
+    answer (headers, then body: two writes) waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from sandbox.cli.serve import _bind
+
+    async def scenario():
+        seen: list[int] = []
+
+        async def handle(reader, writer):
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        try:
+            sock = _bind(host, 0)
+        except ConfigError:
+            pytest.skip(f"cannot bind {host} here")
+        server = await asyncio.start_server(handle, sock=sock)
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert len(seen) == 1 and seen[0] != 0
