@@ -31,19 +31,22 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
                           OutputFile, describe, execute, invalid, read_items, safe_name, save_images)
 from .errors import InputError
+from .image import Image
+from .policy import Policy
 
 __all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "INVALID", "MEASURED_FIELDS", "SANDBOX_ERROR", "BatchItem", "BatchResult",
            "LocalEngine", "OutputFile", "describe", "execute", "invalid", "read_items", "run", "safe_name",
            "save_images"]
 
 
-def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: Any = "default",
-        image: Any = "vertex", workers: int = 2, timeout: float | None = None, backend: str = "local",
+def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "str | Path | Policy" = "default",
+        image: "str | Path | Image" = "vertex", workers: int = 2, timeout: float | None = None, backend: str = "local",
         address: str | None = None, images_dir: str | None = None,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, stop: threading.Event | None = None
         ) -> Iterator[BatchResult]:
@@ -76,7 +79,7 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: An
                   stop or threading.Event())
 
 
-def _engine(backend: str, policy: Any, image: Any, workers: int, options: dict[str, Any], address: str | None) -> Any:
+def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any], address: str | None) -> Any:
     """Start the backend now, so a missing layer or a bad policy is raised by ``run()`` itself."""
     if backend == "local":
         return LocalEngine(policy, image, workers, options)
@@ -136,7 +139,7 @@ def _finish(engine: Any, done: list[Any], pending: dict[Any, BatchItem], images_
 class LocalEngine:
     """Runs items on threads against one warm :class:`sandbox.Sandbox` on this machine."""
 
-    def __init__(self, policy: Any, image: Any, workers: int, options: dict[str, Any]) -> None:
+    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any]) -> None:
         from .core import Sandbox
         self.window = workers + 1  # one queued item per pool, so a thread never idles waiting for the driver
         self._options = options
