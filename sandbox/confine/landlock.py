@@ -127,7 +127,8 @@ def _static_rules(policy: Any) -> list[tuple[str, int]]:
 def _run_rules(policy: Any, ctx: Any) -> list[tuple[str, int]]:
     """Rules of this run: the image/interpreter paths and the run's own dirs."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
-    return [(p, ro) for p in ctx.readable] + [(ctx.workdir, _READ | _WRITE), (ctx.tmpdir, _READ | _WRITE)]
+    writable = (ctx.workdir, ctx.tmpdir, *ctx.writable)  # in a filesystem view also /tmp: the run's private disk
+    return [(p, ro) for p in ctx.readable] + [(p, _READ | _WRITE) for p in writable]
 
 
 def prebuild(policy: Any) -> None:
