@@ -206,8 +206,14 @@ class _Builder:
             _mount("/dev/shm", self.host("/dev/shm"), None, MS_BIND | MS_REC)
 
     def run_dirs(self) -> None:
-        """The run's work and tmp dirs on its disk, at their own paths."""
-        for path in (self.ctx.workdir, self.ctx.tmpdir):
+        """The run's work and tmp dirs on its disk, at their own paths; the dirs that lead to them read-only.
+
+        ``/tmp`` is writable, but the path to the run's dirs (``/tmp/sandbox-X/run-Y``)
+        is fixed: a read-only bind of its first directory, the two dirs re-bound
+        writable inside it, so the snippet can neither write beside them nor move them.
+        """
+        dirs = (self.ctx.workdir, self.ctx.tmpdir)
+        for path in dirs:
             if _under(path, "/tmp"):
                 self.mkdirs(path, 0o700)
                 continue
@@ -215,6 +221,14 @@ class _Builder:
             self.mkdirs(spare, 0o700)
             self.mkdirs(path)
             _mount(self.host(spare), self.host(path), None, MS_BIND)
+        tops = {"/tmp/" + p[len("/tmp/"):].split("/", 1)[0] for p in dirs if _under(p, "/tmp") and p != "/tmp"}
+        for top in sorted(tops):
+            if any(p != top and _under(p, top) for p in dirs):
+                _mount(self.host(top), self.host(top), None, MS_BIND)
+                for path in dirs:
+                    if _under(path, top):
+                        _mount(self.host(path), self.host(path), None, MS_BIND)
+                _setattr(self.host(top), 0, _ATTR_RDONLY)
 
 
 def _bound_paths(policy: Any, ctx: Any) -> list[str]:
