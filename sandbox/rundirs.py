@@ -5,6 +5,10 @@ that will use it (so the worker is confined before any request exists) and remov
 it once that worker is reaped; the worker empties it before its run ends, so a run's
 files never outlive its result (only a killed run's wait for the zygote). Sessions make theirs on the host. Either way it sits
 under the ``Sandbox``'s own temp root, which ``Sandbox.close`` removes whole.
+
+Where the worker has a mount namespace, its work and tmp dirs are on its private disk
+(confine/disk.py) at these same paths, and the host's dirs stay empty mount points: the
+host never reads a run's files from here (the worker reports them).
 """
 
 from __future__ import annotations

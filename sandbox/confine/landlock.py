@@ -9,7 +9,9 @@ Written against the kernel ABI with ctypes (no binding needed). The ruleset:
   ``/sys/fs/cgroup`` (CPU counts and quotas that BLAS and joblib read), and a short
   list of ``/etc`` files the C library and Python read (not ``/etc`` as a whole: it
   holds ``shadow`` and host configuration);
-- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir``, ``/dev/shm``
+- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir`` (in the worker's own
+  root, fsview.py: all of ``/tmp``, its private disk; and its generated ``/etc`` is
+  readable), ``/dev/shm``
   (a private tmpfs when the mount namespace is active) and the harmless devices
   ``/dev/null``, ``/dev/zero``, ``/dev/full``, ``/dev/random``, ``/dev/urandom``;
 - network (ABI >= 4): every TCP bind and connect is denied (no rule grants a port);

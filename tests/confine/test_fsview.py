@@ -243,3 +243,49 @@ def test_probes_try_it_for_real():
     assert not view_ok and "pivot_root failed: EINVAL" in view_why and disk_ok
     got = in_child(lambda: disk._probe_in_child(), _refuse_tmpfs)
     assert not got["value"][0] and "EPERM" in got["value"][1], got
+
+
+# --- doctor: each "yes" comes from an observation that would see it missing --------------------------------------
+
+def _doctor_parts(pol, before=None):
+    from sandbox.cli import doctor
+
+    def run():
+        if before is not None:
+            fsview._probe_cache.clear()
+            disk._probe_cache.clear()
+        report = doctor.diagnose(pol, use_sandbox=False)
+        return {name: [f["available"], f["active"], f["required"]] for name, f in report["filesystem"].items()}, \
+            doctor.render(report)
+    got = in_child(run, before)
+    assert got["ok"], got
+    return got["value"]
+
+
+def test_doctor_reads_no_in_an_unconfined_process():
+    import contextlib
+    import io
+    import json
+
+    from sandbox.cli import doctor
+
+    def facts():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(doctor.probe_code(policy()), {"__name__": "__main__"})
+        return json.loads(out.getvalue())["observed"]
+    got = in_child(facts)
+    assert got["value"]["fs_view"] is False and got["value"]["private_disk"] is False, got
+
+
+def test_doctor_yes_under_strict_no_when_namespaces_are_off():
+    parts, text = _doctor_parts(policy("strict"))
+    assert parts == {"fs_view": [True, True, True], "private_disk": [True, True, True]}, parts
+    assert " fs_view" in text and " private_disk" in text
+    parts, _ = _doctor_parts(policy("default", layers=("rlimits", "no_new_privs", "landlock", "seccomp")))
+    assert parts == {"fs_view": [True, False, False], "private_disk": [True, False, False]}, parts
+
+
+def test_doctor_without_pivot_root_the_view_reads_no_the_disk_yes():
+    parts, _ = _doctor_parts(policy("default"), before=_refuse_pivot_root)
+    assert parts == {"fs_view": [False, False, False], "private_disk": [True, True, False]}, parts
