@@ -163,7 +163,7 @@ def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = 
     stack.layer("rlimits", rlimits.apply)  # first: bounds memory/CPU/fds even of our own setup below
     stack.pids_cgroup(ns_status)  # root only (RLIMIT_NPROC spares uid 0); joining needs root's rights: before caps
     stack.layer("no_new_privs", no_new_privs.apply)  # before landlock and seccomp: unprivileged they require it
-    stack.namespaces(ns_status)  # pivot_root into the run's own root (or re-bind the run dirs): before caps and Landlock
+    stack.namespaces(ns_status)  # the run's own root (fsview.py) needs CAP_SYS_ADMIN: before caps; and before Landlock
     stack.capabilities()  # every worker; after setrlimit (CAP_SYS_RESOURCE could raise a hard limit back)
     stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork))  # last: it denies calls the steps above make

@@ -10,8 +10,9 @@ imports find their files where the zygote found them):
   symlinks where the host has symlinks), the interpreter, stdlib, site-packages and
   image (``ctx.readable``: this package's own folder and ``MPLCONFIGDIR`` among them),
   the directories on ``sys.path`` (the zygote's private import root),
-  ``confinement.read_only_paths`` (except ``/`` and paths holding ``/tmp`` or the run's
-  dirs, which would hide them), ``/sys/devices/system/{cpu,node}`` (CPU counts);
+  ``confinement.read_only_paths`` (except ``/``, paths under ``/dev`` or ``/proc``, which
+  the view makes its own, and paths holding ``/tmp`` or the run's dirs, which would hide
+  them), ``/sys/devices/system/{cpu,node}`` (CPU counts);
 - ``/etc``: ``passwd``, ``group``, ``hosts`` and ``nsswitch.conf`` written for the run
   (root, the worker's uid, nobody; localhost), and from the host only what a measured
   run reads: ``ld.so.cache``, ``localtime``, ``timezone``, ``mime.types``,
@@ -114,7 +115,8 @@ def apply(policy: Any, ctx: Any) -> str:
     os.chdir("/")
     _entered.append(staging)
     os.chdir(ctx.workdir)
-    return f"pivot_root into a root built for the run ({counts} read-only binds); {disk.describe_mounted(policy, '/tmp')}"
+    return (f"pivot_root into a root built for the run ({counts} read-only binds); "
+            f"{disk.describe_mounted(policy, '/tmp')}")
 
 
 class _Builder:
@@ -131,8 +133,9 @@ class _Builder:
         for path in elsewhere:
             self.bind(path, path)
         self.etc()
-        for path in ("/dev", "/tmp", "/proc"):
-            self.mkdirs(path)
+        off_tmp = [d for d in (self.ctx.workdir, self.ctx.tmpdir) if not _under(d, "/tmp")]
+        for path in ("/dev", "/tmp", "/proc", *off_tmp):
+            self.mkdirs(path)  # mount points: the root is read-only from here on
         if _own_proc():
             self.bind("/proc", "/proc")
         _setattr(self.top, _AT_RECURSIVE, _ATTR_RDONLY | _ATTR_NOSUID | _ATTR_NODEV)
@@ -183,9 +186,12 @@ class _Builder:
     def etc(self) -> None:
         self.mkdirs("/etc")
         for name, text in _etc_files(self.ctx).items():
-            self.touch(f"/etc/{name}", text)
+            if not os.path.lexists(self.host(f"/etc/{name}")):  # else bound from confinement.read_only_paths
+                self.touch(f"/etc/{name}", text)
         for name in ETC_FROM_HOST:
             source = f"/etc/{name}"
+            if os.path.lexists(self.host(source)):
+                continue
             if os.path.islink(source):
                 os.symlink(os.readlink(source), self.host(source))
             elif os.path.exists(source):
@@ -219,7 +225,6 @@ class _Builder:
                 continue
             spare = f"{OFF_TMP_RUN_DIRS}/{'work' if path == self.ctx.workdir else 'tmp'}"
             self.mkdirs(spare, 0o700)
-            self.mkdirs(path)
             _mount(self.host(spare), self.host(path), None, MS_BIND)
         tops = {"/tmp/" + p[len("/tmp/"):].split("/", 1)[0] for p in dirs if _under(p, "/tmp") and p != "/tmp"}
         for top in sorted(tops):
@@ -239,8 +244,9 @@ def _bound_paths(policy: Any, ctx: Any) -> list[str]:
     run = (os.path.realpath(ctx.workdir), os.path.realpath(ctx.tmpdir))
     kept: list[str] = []
     for path in real:
-        if path == "/" or any(_under(path, k) for k in (*kept, *run)) or any(_under(h, path) for h in ("/tmp", *run)):
-            continue
+        if path == "/" or any(_under(path, k) for k in (*kept, *run, "/dev", "/proc")) \
+                or any(_under(h, path) for h in ("/tmp", *run)):
+            continue  # the view's own /dev and /proc, and what would hide /tmp or the run's dirs
         if not any(_under(path, s) and not os.path.islink(s) for s in SYSTEM):  # bound with its system dir
             kept.append(path)
     return kept

@@ -87,7 +87,8 @@ def test_the_root_holds_only_what_a_run_needs(dirs):
     assert next(m for m in v["mounts"] if m[1] == "/")[2] == "tmpfs"
     from_host = [(src, dst) for src, dst, fs in v["mounts"] if fs not in ("tmpfs", "proc", "devtmpfs")]
     allowed = {"/usr", *(os.path.realpath(p) for p in ctx.readable), *fsview.SYS_DIRS,
-               *(f"/etc/{n}" for n in fsview.ETC_FROM_HOST), *(os.path.realpath(p) for p in sys.path if os.path.isdir(p))}
+               *(f"/etc/{n}" for n in fsview.ETC_FROM_HOST),
+               *(os.path.realpath(p) for p in sys.path if os.path.isdir(p))}
     assert {dst for _, dst in from_host} <= allowed, from_host
     assert all(src == dst for src, dst in from_host if not dst.startswith("/sys/")), from_host  # at their own path
 
