@@ -18,8 +18,8 @@ imports find their files where the zygote found them):
   run reads: ``ld.so.cache``, ``localtime``, ``timezone``, ``mime.types``,
   ``os-release``, ``alternatives``;
 - ``/dev``: a read-only tmpfs with ``null``, ``zero``, ``full``, ``random``, ``urandom``
-  (bound from the host), ``fd``/``stdin``/``stdout``/``stderr`` symlinks and the
-  worker's private ``/dev/shm``;
+  (bound from the host), ``fd``/``stdin``/``stdout``/``stderr`` symlinks and a private
+  ``/dev/shm`` (a tmpfs of 64 MiB, as the namespaces layer gives every worker);
 - ``/proc``: the worker's own (only the processes of its pid namespace);
 - ``/tmp``: the run's private disk (:mod:`.disk`); the run's work and tmp dirs are on it
   at their host paths (made there when they lie under ``/tmp``, as ``rundirs`` makes
@@ -80,11 +80,11 @@ def entered() -> bool:
 
 
 def run_context(ctx: Any) -> Any:
-    """``ctx`` as the run sees it: in a view, ``/etc`` (generated) is readable and all of ``/tmp`` (its disk)
-    writable."""
+    """``ctx`` as the run sees it: in a view, ``/etc`` (generated) is readable, and all of ``/tmp`` (its disk)
+    and its own ``/dev/shm`` writable."""
     if not entered():
         return ctx
-    return dataclasses.replace(ctx, readable=(*ctx.readable, "/etc"), writable=(*ctx.writable, "/tmp"))
+    return dataclasses.replace(ctx, readable=(*ctx.readable, "/etc"), writable=(*ctx.writable, "/tmp", "/dev/shm"))
 
 
 def describe(policy: Any) -> str:
@@ -198,7 +198,7 @@ class _Builder:
                 self.bind(source, source)
 
     def dev(self) -> None:
-        """A read-only /dev of five devices and the worker's private /dev/shm."""
+        """A read-only /dev of five devices, and a private /dev/shm."""
         _mount("tmpfs", self.host("/dev"), "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755")
         for name in DEVICES:
             if os.path.exists(f"/dev/{name}"):
@@ -206,10 +206,10 @@ class _Builder:
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
             os.symlink(target, self.host(f"/dev/{name}"))
-        self.mkdirs("/dev/shm", 0o1777)
+        self.mkdirs("/dev/shm")
         _setattr(self.host("/dev"), _AT_RECURSIVE, _ATTR_RDONLY | _ATTR_NOSUID | _ATTR_NOEXEC)
-        if os.path.isdir("/dev/shm"):  # the worker's private tmpfs (namespaces._init_child), writable
-            _mount("/dev/shm", self.host("/dev/shm"), None, MS_BIND | MS_REC)
+        # A fresh tmpfs, as namespaces._init_child mounts one: never the host's /dev/shm, even where that failed.
+        _mount("tmpfs", self.host("/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777")
 
     def run_dirs(self) -> None:
         """The run's work and tmp dirs on its disk, at their own paths; the dirs that lead to them read-only.

@@ -181,11 +181,12 @@ def test_the_full_stack_in_the_view_and_telemetry_knows_tmp(dirs):
     """Landlock's rules follow the view: /tmp (its disk) writable, the generated /etc readable."""
     def run():
         open("/tmp/plot.png", "w").write("x")
+        open("/dev/shm/sem", "w").write("x")  # multiprocessing's semaphores live there
         return {"passwd": open("/etc/passwd").read().count("\n"), "entered": fsview.entered(),
                 "writable": confine.run_context(dirs.ctx()).writable}
     got = in_child(run, _confined(dirs, _small("strict")))
     assert got["ok"], got
-    assert got["setup"]["entered"] and got["value"]["writable"] == ["/tmp"], got
+    assert got["setup"]["entered"] and got["value"]["writable"] == ["/tmp", "/dev/shm"], got
     statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
     assert "pivot_root into a root built for the run" in statuses["namespaces"]["detail"]
     assert "4 MiB and 200 inodes" in statuses["namespaces"]["detail"]
