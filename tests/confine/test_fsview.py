@@ -291,3 +291,42 @@ def test_doctor_yes_under_strict_no_when_namespaces_are_off():
 def test_doctor_without_pivot_root_the_view_reads_no_the_disk_yes():
     parts, _ = _doctor_parts(policy("default"), before=_refuse_pivot_root)
     assert parts == {"fs_view": [False, False, False], "private_disk": [True, True, False]}, parts
+
+
+def test_as_an_unprivileged_uid(dirs):
+    """The same view and disk for uid 65534: its own user namespace gives it the mounts, nothing more."""
+    nobody = 65534
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another uid")
+    os.chown(dirs.work, nobody, nobody)
+    os.chown(dirs.tmp, nobody, nobody)
+    os.chmod(dirs.root, 0o755)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(os.path.join(dirs.root, "host.sock"))
+    os.chmod(os.path.join(dirs.root, "host.sock"), 0o777)
+
+    def look():
+        out = {"uid": os.getuid(), "secret": os.path.lexists(dirs.secret), "run": os.path.lexists("/run")}
+        try:
+            socket.socket(socket.AF_UNIX).connect(os.path.join(dirs.root, "host.sock"))
+            out["connect"] = 0
+        except OSError as exc:
+            out["connect"] = exc.errno
+        written = 0
+        try:
+            while written < 8:
+                open(f"f{written}", "wb").write(b"x" * (1 << 20))
+                written += 1
+        except OSError as exc:
+            out["fill"] = [written, exc.errno]
+        return out
+    try:
+        got = in_child(look, _confined(dirs, _small("strict")), uid=nobody)
+    finally:
+        server.close()
+    if not got["ok"] and "namespaces" in got.get("error", ""):
+        pytest.skip(f"user namespaces unavailable for uid {nobody}: {got['error']}")
+    assert got["ok"] and got["setup"]["entered"], got
+    v = got["value"]
+    assert v["uid"] == nobody and not v["secret"] and not v["run"], v
+    assert v["connect"] == errno.ENOENT and v["fill"][1] == errno.ENOSPC and 2 <= v["fill"][0] <= 4, v
