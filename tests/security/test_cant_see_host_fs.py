@@ -92,15 +92,16 @@ class HostSocket:
         os.unlink(self.path)
 
 
-def _socket_dirs(sb) -> dict[str, str]:
-    return {"tmp": tempfile.gettempdir(), "tmp_subdir": tempfile.mkdtemp(prefix="host-sock-"),
-            "test_dir": os.path.dirname(os.path.abspath(__file__))}
+def _socket_dir(where: str) -> str:
+    if where == "tmp_subdir":
+        return tempfile.mkdtemp(prefix="host-sock-")
+    return tempfile.gettempdir() if where == "tmp" else os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.parametrize("where", ["tmp", "tmp_subdir", "test_dir"])
 def test_cant_reach_a_host_unix_socket_outside_run(sb, runner, where):
     """The known gap of Landlock (no rule for connect on pathname sockets) is closed by the view."""
-    folder = _socket_dirs(sb)[where]
+    folder = _socket_dir(where)
     server = HostSocket(os.path.join(folder, f"host-{os.getpid()}-{where}.sock"))
     try:
         r = runner(snippet('attempt("unix", lambda: socket.socket(socket.AF_UNIX).connect("$p"))', p=server.path))
