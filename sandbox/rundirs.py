@@ -22,6 +22,10 @@ requests, never in one go) or until a deadline (a confined worker: under Landloc
 each ``open`` walks the whole path back to the root, so a deep tree costs the worker
 O(depth²) and it leaves the rest to the zygote).
 
+Where the worker has a mount namespace, its work and tmp dirs are on its private disk
+(confine/disk.py) at these same paths, and the host's dirs stay empty mount points: the
+host never reads a run's files from here (the worker reports them).
+
 Imported by both sides (zygote, worker, host): stdlib and ``sandbox.errors`` only.
 """
 

@@ -9,7 +9,9 @@ Written against the kernel ABI with ctypes (no binding needed). The ruleset:
   ``/sys/fs/cgroup`` (CPU counts and quotas that BLAS and joblib read), and a short
   list of ``/etc`` files the C library and Python read (not ``/etc`` as a whole: it
   holds ``shadow`` and host configuration);
-- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir``, ``/dev/shm``
+- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir`` (in the worker's own
+  root, fsview.py: all of ``/tmp``, its private disk; and its generated ``/etc`` is
+  readable), ``/dev/shm``
   (a private tmpfs when the mount namespace is active) and the harmless devices
   ``/dev/null``, ``/dev/zero``, ``/dev/full``, ``/dev/random``, ``/dev/urandom``;
 - network (ABI >= 4): every TCP bind and connect is denied (no rule grants a port);
@@ -127,7 +129,8 @@ def _static_rules(policy: Any) -> list[tuple[str, int]]:
 def _run_rules(policy: Any, ctx: Any) -> list[tuple[str, int]]:
     """Rules of this run: the image/interpreter paths and the run's own dirs."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
-    return [(p, ro) for p in ctx.readable] + [(ctx.workdir, _READ | _WRITE), (ctx.tmpdir, _READ | _WRITE)]
+    writable = (ctx.workdir, ctx.tmpdir, *ctx.writable)  # in a filesystem view also /tmp: the run's private disk
+    return [(p, ro) for p in ctx.readable] + [(p, _READ | _WRITE) for p in writable]
 
 
 def prebuild(policy: Any) -> None:

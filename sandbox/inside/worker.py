@@ -99,7 +99,7 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     except SandboxUnavailable as exc:
         return exc
     _reseed()
-    telemetry.install(spec.policy, ctx, request.deny)
+    telemetry.install(spec.policy, confine.run_context(ctx), request.deny)
     request.install_show()
     allowlist.install(spec.allowed_roots)
     return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses))
