@@ -20,6 +20,30 @@ Process model (all inside the session's confined worker, pid 1 of its namespace)
   checked the session's memory (``session.max_memory_mb``): ``settle`` frees it,
   ``undo`` goes back to it and frees the run's state instead. Any other command that
   moves a line settles first, so a host that never answers cannot pin it forever.
+
+What separates the states of one session (they share a uid and a Landlock domain,
+and after confinement nothing may make a pid namespace or a further Landlock layer per
+state: seccomp denies namespace flags, and Landlock stacks at most 16 domains, fewer
+than a long session's runs):
+
+- **fds**: only the root holds the host control socket. The first node keeps only
+  its socket to the root (and 0-2 and the tagged fd, all on /dev/null); every fork
+  of a node closes the node's own sockets and every copy of them a snippet may have
+  dup'ed into its state (by inode), so a runner holds only its run's 4 fds, its socket
+  to the root, and the files its own line opened (state, as globals are).
+- **nothing of a run outlives it**: a runner is a subreaper while it runs and kills
+  every process the snippet left before it commits; a dead runner's orphans are
+  killed by the root; states a line no longer uses are killed with their orphans.
+- **memory**: the root and every node are non-dumpable (``PR_SET_DUMPABLE`` 0, set
+  again when a runner becomes a node), so ``/proc/<pid>/mem``, ``environ``, ``maps``
+  and ptrace of another state fail for a same-uid run; seccomp denies ptrace and
+  process_vm_* anyway. A runner is dumpable: it runs the snippet, whose own ``/proc/self``
+  works as in a one-shot run.
+- **signals**: every node and runner leads its own process group (``kill(0)`` and
+  ``killpg(0)`` reach only the run's own tree) and seccomp denies ``kill(-1)``. A
+  signal to another state's explicit pid is not refused (see README, "What it does
+  not do yet"); the root, pid 1 of the session's pid namespace, ignores them, and a
+  killed state is reported: a run on it ends ``lost`` and the session is closed.
 """
 
 from __future__ import annotations
@@ -39,6 +63,22 @@ from . import proc, request
 from .request import Channel, Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
+
+
+def _set_dumpable(on: bool) -> None:
+    """Non-dumpable: a same-uid process cannot read our /proc/<pid>/mem, environ, maps, nor ptrace us."""
+    _sys.prctl(_PR_SET_DUMPABLE, int(on), name="prctl(PR_SET_DUMPABLE)")
+
+
+def _own_group() -> None:
+    """Lead a process group of our own: a run's kill(0)/killpg(0) reaches only its own tree."""
+    os.setpgid(0, 0)
+
+
+def _std_fds() -> list[int]:
+    """0-2 and the tagged fd: on /dev/null between runs, their numbers reserved for the next run."""
+    return [0, 1, 2] + ([request._tagged_fd] if request._tagged_fd is not None else [])
 
 
 # -- process steps -----------------------------------------------------------------
@@ -83,7 +123,9 @@ def _fork_node(scope: dict[str, Any], confined: Confined) -> tuple[int, socket.s
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
-        ours.close()
+        # The root's fds are all infrastructure (the host control socket first of all): keep none.
+        proc.keep_only([*_std_fds(), theirs.fileno()])
+        _own_group()
         _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
     return pid, ours
@@ -137,6 +179,12 @@ class _NodeLoop:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
+            # This node's sockets, and any copy of them a snippet dup'ed into the state: else
+            # a run could speak for this node (or its standby) to the root.
+            ours_id = {proc.identity(s.fileno()) for s in (ours, self.sock)}
+            if self.standby is not None:  # not this child's: its EOF must reach the standby
+                ours_id.add(proc.identity(self.standby[1].fileno()))
+                self.standby[1].close()
             ours.close()
             self.selector.close()
             self.sock.close()
@@ -144,8 +192,8 @@ class _NodeLoop:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.close(self.wake_r)
             os.close(self.wake_w)
-            if self.standby is not None:  # not this child's: its EOF must reach the standby
-                self.standby[1].close()
+            proc.close_copies(ours_id)
+            _own_group()
             raise _Continue(lambda: child_main(theirs))
         theirs.close()
         return pid, ours
@@ -191,9 +239,14 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
     """Run one snippet in this copy of the state; on a normal end, become the line's node."""
     me = os.getpid()
     try:
+        _set_dumpable(True)  # the snippet's own /proc/self works as in a one-shot run
+        _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")  # what the snippet forks
         chan = request.attach(fds)
         request.perform(chan, confined, scope)
         chan.close()
+        proc.kill_descendants()  # nothing the snippet started outlives its run, nor sees the node's socket
+        _sys.prctl(_PR_SET_CHILD_SUBREAPER, 0, name="prctl(PR_SET_CHILD_SUBREAPER)")
+        _set_dumpable(False)  # a state again: no later run may read it
         frames.send(sock, commands.Committed(pid=me))
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         if os.getpid() == me:
@@ -298,6 +351,10 @@ class _Root:
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
         try:
             forked, got = self._ask(node, commands.NodeRun(), fds)
+        except (OSError, ProtocolError, IndexError):  # the state was killed (by its pid) or answered nonsense
+            self._lose(node)
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost="its state process is gone"))
+            return
         finally:
             for fd in fds:
                 os.close(fd)
@@ -365,8 +422,13 @@ class _Root:
 
     def _branch(self, command: commands.Branch, fds: list[int]) -> None:
         node = self.nodes[self.lines[command.line]]
-        forked, got = self._ask(node, commands.NodeBranch())
-        child = self._add_node(forked.pid, socket.socket(fileno=got[0]))
+        try:
+            forked, got = self._ask(node, commands.NodeBranch())
+            child = self._add_node(forked.pid, socket.socket(fileno=got[0]))
+        except (OSError, ProtocolError, IndexError):
+            self._lose(node)
+            self._reply(error="the session's current state process is gone; it cannot be forked")
+            return
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
@@ -385,8 +447,12 @@ class _Root:
         while True:
             header, got = protocol.recv_packet(node.sock)
             event = frames.decode(commands.FROM_NODE, header)
-            if isinstance(event, commands.Forked):
+            if isinstance(event, commands.Forked) and len(got) == 1:
                 return event, got
+            for fd in got:
+                os.close(fd)
+            if isinstance(event, commands.Forked):
+                raise ProtocolError(f"a node's 'forked' carried {len(got)} fds, expected 1")
             self._node_event(event)
 
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
@@ -399,10 +465,14 @@ class _Root:
         run = self.run
         try:
             header, _ = protocol.recv_packet(run.runner_sock)
-            frames.decode(commands.FROM_RUNNER, header)
+            committed = frames.decode(commands.FROM_RUNNER, header)
         except (ProtocolError, OSError):
             self.selector.unregister(run.runner_sock)
             return  # the runner died; its node reports how
+        if committed.pid != run.runner_pid:  # not what a runner says: stop it; its node reports the death
+            self.selector.unregister(run.runner_sock)
+            proc.kill(run.runner_pid)
+            return
         self.selector.unregister(run.runner_sock)
         self._add_node(run.runner_pid, run.runner_sock)
         self.lines[run.line] = run.runner_pid
@@ -429,6 +499,11 @@ class _Root:
             frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
                                                 exitcode=event.exitcode))
 
+    def _lose(self, node: _Node) -> None:
+        """A node that cannot be asked any more: kill and forget it (its line then reports it gone)."""
+        proc.kill(node.pid)
+        self._forget(node.sock)
+
     def _forget(self, sock: socket.socket) -> None:
         for pid, node in list(self.nodes.items()):
             if node.sock is sock:
@@ -449,6 +524,8 @@ class _Root:
             del self.nodes[pid]
             _close_registered(self.selector, node.sock)
             freed.append(pid)
+        if freed:
+            self._sweep()  # what the freed states left (their standbys and orphans come to us)
         return freed
 
     def _sweep(self) -> None:
@@ -476,6 +553,7 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     chan.send(frames.Ready(layers=confined.layers))
     chan.send(frames.Done())
     chan.close()  # before any fork: the host's streams must reach EOF
+    _set_dumpable(False)  # inherited by every node: no run reads a state's memory through /proc
     # Orphans (states whose parent state was freed, what a dead runner left) come to
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
