@@ -64,6 +64,6 @@ def test_cant_tamper_through_the_mcp_server(boxes):
     try:
         second = asyncio.run(calls())
     finally:
-        server.sessions.close()
+        server.backend.close()
     assert not second.is_error, second
     assert second.content[0].text == "OUTCOME_OK\nsame-session " + DATA.decode().rstrip("\n")
