@@ -18,9 +18,9 @@ outside), restores the owner's permissions where a directory refused them, and n
 raises: it gives up on what it cannot remove and says so in its return value. It
 uses three fds and memory proportional to the tree's depth and widest directory,
 whatever the tree; it can run in steps (the zygote removes a huge tree between
-requests, never in one go) or until a deadline (a confined worker: under Landlock
-each ``open`` walks the whole path back to the root, so a deep tree costs the worker
-O(depth²) and it leaves the rest to the zygote).
+requests, never in one go), or until a deadline and down to a depth only (a confined
+worker: under Landlock each ``open`` walks the whole path back to the root, so a deep
+tree costs it O(depth²); it leaves the deep part to the zygote).
 
 Where the worker has a mount namespace, its work and tmp dirs are on its private disk
 (confine/disk.py) at these same paths, and the host's dirs stay empty mount points: the
@@ -71,10 +71,11 @@ def unavailable(what: str, exc: OSError) -> SandboxUnavailable:
                               "free space or inodes in the temp dir, or point TMPDIR elsewhere", errno=exc.errno)
 
 
-def empty(path: str, *, deadline: float | None = None) -> bool:
+def empty(path: str, *, deadline: float | None = None, max_depth: int | None = None) -> bool:
     """Remove what is inside ``path``, keeping ``path`` itself. Never raises; True when all
-    went. ``deadline`` (``time.monotonic()``): stop there, the rest left in place."""
-    return Removal(path, keep_root=True).run(deadline)
+    went. ``deadline`` (``time.monotonic()``): stop there; ``max_depth``: leave directories
+    nested deeper than that; either way the rest stays in place."""
+    return Removal(path, keep_root=True, max_depth=max_depth).run(deadline)
 
 
 def remove(path: str) -> bool:
@@ -104,11 +105,12 @@ class Removal:
     kernel's directory position between steps (a forked child just closes its copies).
     """
 
-    def __init__(self, path: str, *, keep_root: bool = False) -> None:
+    def __init__(self, path: str, *, keep_root: bool = False, max_depth: int | None = None) -> None:
         self.finished = False
         self.complete = True
         """False once anything could not be removed (or the walk gave up)."""
         self._keep_root = keep_root
+        self._max_depth = max_depth  # levels below the root the walk may enter (None: all)
         self._top = -1  # the root's parent, where the walk ends with rmdir (-1 with keep_root)
         self._fd = -1  # the directory being worked on: the last of _levels
         self._levels: list[_Level] = []
@@ -183,6 +185,9 @@ class Removal:
 
     def _remove_entry(self, level: _Level, name: str) -> None:
         if self._unlink(self._fd, name) != "dir" or _rmdir_if_empty(self._fd, name):
+            return
+        if self._max_depth is not None and len(self._levels) > self._max_depth:
+            self.complete = False  # left for a remover that can afford the depth
             return
         try:
             fd = _open_dir(self._fd, name)

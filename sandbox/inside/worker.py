@@ -39,8 +39,11 @@ from . import allowlist, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
 
 _PR_SET_PDEATHSIG = 1
-#: How long a worker spends emptying its run dir after its run, at most.
-_EMPTY_SECONDS = 0.25
+#: How long a worker spends emptying its run dir after its run, at most, and how deep it
+#: goes: under Landlock each open walks the path back to the root, so deeper trees cost
+#: the worker O(depth²); the zygote, unconfined, removes what is left.
+_EMPTY_SECONDS = 2.0
+_EMPTY_MAX_DEPTH = 32
 
 
 def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
@@ -115,11 +118,10 @@ def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: 
     request.perform(chan, confined, request.new_scope())
     # Before the streams close: when run() returns, the run's files no longer take disk
     # space (a sequence of runs on a small disk must not depend on the zygote's pace).
-    # Bounded: a tree that takes longer (deep trees are slow under Landlock) is the
-    # zygote's to finish, once this worker is reaped.
+    # Bounded in time and depth: the rest is the zygote's to finish, once this worker is reaped.
     deadline = time.monotonic() + _EMPTY_SECONDS
     for path in (run_dir.workdir, run_dir.tmpdir):
-        rundirs.empty(path, deadline=deadline)
+        rundirs.empty(path, deadline=deadline, max_depth=_EMPTY_MAX_DEPTH)
     chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
 
 

@@ -90,8 +90,7 @@ class Zygote:
             if not events:  # nothing waiting: refill the pool, then tidy, off the request path
                 if refill:
                     self._refill()
-                else:
-                    self._tidy()
+                self._tidy()  # one bounded step even when a refill is always due (steady runs)
                 continue
             for key, _ in events:
                 if key.data == "sigchld":

@@ -157,3 +157,14 @@ def test_empty_stops_at_its_deadline(tmp_path):
     assert rundirs.empty(str(top), deadline=0.0) is False  # past already: one step, then stop
     assert (top / "deep").exists()
     assert rundirs.empty(str(top)) is True and os.listdir(top) == []
+
+
+def test_empty_leaves_what_is_deeper_than_max_depth(tmp_path):
+    top = tmp_path / "tree"
+    (top / "a" / "b" / "c" / "d").mkdir(parents=True)
+    for sub in ("", "a", "a/b", "a/b/c", "a/b/c/d"):
+        (top / sub / "f").write_text("x")
+    assert rundirs.empty(str(top), max_depth=2) is False
+    assert sorted(str(p.relative_to(top)) for p in top.rglob("*")) == ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/c/d/f",
+                                                                       "a/b/c/f"]
+    assert rundirs.empty(str(top)) is True and os.listdir(top) == []
