@@ -112,6 +112,11 @@ _current: "Channel | None" = None
 _tagged_fd: int | None = None
 
 
+def reserved_fds() -> list[int]:
+    """0-2 and the tagged fd: on /dev/null between runs, their numbers kept for the next run."""
+    return [0, 1, 2] + ([_tagged_fd] if _tagged_fd is not None else [])
+
+
 def current() -> Channel:
     """The channel of the run in progress."""
     if _current is None:

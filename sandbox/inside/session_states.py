@@ -36,11 +36,6 @@ def _own_group() -> None:
     os.setpgid(0, 0)
 
 
-def _std_fds() -> list[int]:
-    """0-2 and the tagged fd: on /dev/null between runs, their numbers reserved for the next run."""
-    return [0, 1, 2] + ([request._tagged_fd] if request._tagged_fd is not None else [])
-
-
 # -- process steps -----------------------------------------------------------------
 #: What a session process does next: a callable returning the step after it (None: exit).
 Step = Callable[[], "Step | None"]
@@ -84,7 +79,7 @@ def fork_node(scope: dict[str, Any], confined: Confined) -> tuple[int, socket.so
     pid = os.fork()
     if pid == 0:
         # The root's fds are all infrastructure (the host control socket first of all): keep none.
-        proc.keep_only([*_std_fds(), theirs.fileno()])
+        proc.keep_only([*request.reserved_fds(), theirs.fileno()])
         _own_group()
         _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
