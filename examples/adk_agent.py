@@ -1,8 +1,11 @@
 """Google ADK + sandbox: SandboxCodeExecutor where an agent had UnsafeLocalCodeExecutor.
 
-    pip install 'sandbox[adk]'
+    pip install -e '.[adk]'
     python examples/adk_agent.py                    # offline: a scripted model writes the code
     GOOGLE_API_KEY=... python examples/adk_agent.py gemini-2.5-flash
+
+ADK's own runner (InMemoryRunner) drives both; offline the model is a scripted ``BaseLlm``.
+Figures become artifacts named per code block (``run2_figure_1.png``).
 """
 
 import asyncio
@@ -28,7 +31,8 @@ class TwoStepModel(BaseLlm):
     async def generate_content_async(self, llm_request: LlmRequest, stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
         self.turn += 1
         text = {1: "```python\nimport pandas as pd\ndf = pd.DataFrame({'v': [3, 1, 4, 1, 5]})\nprint(df.v.mean())\n```",
-                2: "```python\nprint(df.v.max())  # df is still here: the executor is stateful\n```"}.get(
+                2: "```python\nprint(df.v.max())  # df is still here: the executor is stateful\n"
+                   "import matplotlib.pyplot as plt\nplt.bar(range(5), df.v)\nplt.show()\n```"}.get(
                     self.turn, "The mean is 2.8 and the max is 5.")
         yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]))
 
@@ -41,7 +45,7 @@ async def main() -> None:
                      instruction="Answer with Python code blocks; they run in a sandbox.")
     runner = InMemoryRunner(agent=agent, app_name="example")
     session = await runner.session_service.create_session(app_name="example", user_id="me")
-    question = types.Content(role="user", parts=[types.Part(text="Mean and max of 3, 1, 4, 1, 5?")])
+    question = types.Content(role="user", parts=[types.Part(text="Mean and max of 3, 1, 4, 1, 5? Plot them.")])
     try:
         async for event in runner.run_async(user_id="me", session_id=session.id, new_message=question):
             for part in (event.content.parts if event.content else None) or []:
@@ -49,8 +53,12 @@ async def main() -> None:
                     print("result:", part.code_execution_result.output.strip())
                 elif part.text:
                     print(f"{event.author}:", part.text.strip())
+        artifacts = await runner.artifact_service.list_artifact_keys(app_name="example", user_id="me",
+                                                                     session_id=session.id)
+        print("artifacts:", artifacts)
     finally:
         executor.close()
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

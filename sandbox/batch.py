@@ -17,8 +17,9 @@ A malformed input line does not abort the batch: it becomes a record with outcom
 ``INVALID_INPUT`` whose ``error`` names the line number and what is wrong, so every
 input line is accounted for in the output and a 10,000-snippet run is not lost to one
 typo. A snippet the core refuses (``sandbox.InputError``, e.g. code over the size limit)
-gets the same outcome. Our own failure on one run (e.g. ``WorkerCrashed``) is a
-``SANDBOX_ERROR`` record; a missing confinement layer (``SandboxUnavailable``) aborts.
+gets the same outcome. Our own failure on one run (e.g. ``WorkerCrashed``, or any
+exception in the host while it took in what a hostile run sent) is a ``SANDBOX_ERROR``
+record; a missing confinement layer (``SandboxUnavailable``) aborts.
 
 Backends: ``local`` (one warm :class:`sandbox.Sandbox`, ``workers`` runs in flight)
 and ``ray`` (:mod:`sandbox.batch_ray`: one actor per worker, each with its own warm
@@ -29,247 +30,23 @@ apart from :data:`MEASURED_FIELDS`.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
-import json
-import os
-import re
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .inputs import decode_base64
-from .errors import InputError, SandboxError, SandboxUnavailable
-from .results import Denial, File, Outcome, Result
+from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
+                          OutputFile, describe, execute, invalid, read_items, safe_name, save_images)
+from .errors import InputError
+from .image import Image
+from .policy import Policy
 
-#: Outcome of a record for an input line that could not be run (malformed, or refused by the core).
-INVALID = "INVALID_INPUT"
-#: Outcome of a record whose run failed on our side (worker crash, protocol error), not the snippet's.
-SANDBOX_ERROR = "SANDBOX_ERROR"
-#: Record fields that are measurements: they differ between two runs of the same input.
-MEASURED_FIELDS = ("duration_s", "cpu_s", "peak_memory_bytes")
-#: Default cap on the characters of ``output`` and ``error`` kept in a record.
-DEFAULT_MAX_OUTPUT_CHARS = 4000
-
-_ITEM_KEYS = ("id", "code", "files", "expect", "timeout", "meta")
-_FILE_KEYS = ("name", "data", "mime_type")
-_OUTCOMES = {str(o): str(o) for o in Outcome} | {o.name: str(o) for o in Outcome}
+__all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "INVALID", "MEASURED_FIELDS", "SANDBOX_ERROR", "BatchItem", "BatchResult",
+           "LocalEngine", "OutputFile", "describe", "execute", "invalid", "read_items", "run", "safe_name",
+           "save_images"]
 
 
-@dataclass(frozen=True)
-class BatchItem:
-    """One snippet to run: one line of the input JSONL."""
-
-    id: str
-    """Unique id (a JSON string or integer; integers become strings)."""
-    code: str
-    """Python source."""
-    files: tuple[File, ...] = ()
-    """Input files; in JSON ``[{"name", "data" (base64), "mime_type"}]``. Without a name the
-    file is ``input_file_N.<ext>`` from its MIME type, as the service names inline data."""
-    expect: str | None = None
-    """Expected outcome, ``OUTCOME_OK`` / ``OUTCOME_FAILED`` / ``OUTCOME_DEADLINE_EXCEEDED``
-    (``OK``, ``failed``... accepted); the record says whether it ``matched``."""
-    timeout: float | None = None
-    """Wall clock of this snippet in seconds; overrides the batch's ``timeout`` and the policy's."""
-    meta: dict[str, Any] | None = field(default=None, compare=False)
-    """Any JSON object, copied verbatim to the record (e.g. ``{"category": "attack"}``;
-    the summary counts outcomes per ``meta.category``)."""
-    line: int = 0
-    """1-based line number in the input (0 when built in code)."""
-
-    @classmethod
-    def from_json(cls, obj: Any, line: int = 0) -> "BatchItem":
-        """Validate a decoded JSON line; raises :class:`InputError` naming the line and key."""
-        where = f"line {line}: " if line else ""
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}expected a JSON object, got {type(obj).__name__}")
-        unknown = sorted(set(obj) - set(_ITEM_KEYS))
-        if unknown:
-            raise InputError(f"{where}unknown key {unknown[0]!r} (allowed: {', '.join(_ITEM_KEYS)})")
-        ident = obj.get("id")
-        if isinstance(ident, bool) or not isinstance(ident, (str, int)) or ident == "":
-            raise InputError(f"{where}'id' must be a non-empty string or an integer (got {ident!r})")
-        code = obj.get("code")
-        if not isinstance(code, str):
-            raise InputError(f"{where}'code' must be a string (got {_kind(code)})")
-        timeout = obj.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InputError(f"{where}'timeout' must be a positive number of seconds (got {timeout!r})")
-        meta = obj.get("meta")
-        if meta is not None and not isinstance(meta, dict):
-            raise InputError(f"{where}'meta' must be a JSON object (got {_kind(meta)})")
-        return cls(id=str(ident), code=code, files=_parse_files(obj.get("files"), where),
-                   expect=_parse_expect(obj.get("expect"), where),
-                   timeout=float(timeout) if timeout is not None else None, meta=meta, line=line)
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    """An image or file a snippet produced, described (its bytes are saved only with ``images_dir``)."""
-
-    name: str
-    """Name in the snippet's work dir (figures: ``figure_N.png``)."""
-    mime_type: str
-    """MIME type, e.g. ``image/png``."""
-    size_bytes: int
-    """Size in bytes."""
-    sha256: str
-    """Hex SHA-256 of the contents."""
-    path: str | None = None
-    """Where the batch saved it (images only, with ``images_dir``), else None."""
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """One line of the output JSONL: what one snippet did."""
-
-    id: str | None
-    """The item's id (None only for an input line too broken to have one)."""
-    line: int
-    """1-based input line number."""
-    outcome: str
-    """``OUTCOME_OK`` / ``OUTCOME_FAILED`` / ``OUTCOME_DEADLINE_EXCEEDED``, or ``INVALID_INPUT`` / ``SANDBOX_ERROR``."""
-    reason: str | None = None
-    """Finer cause (``exception``, ``timeout``, ``memory_limit``, ...; see ``sandbox.Result.reason``)."""
-    expect: str | None = None
-    """The expected outcome from the input, if any."""
-    matched: bool | None = None
-    """outcome == expect; None when nothing was expected."""
-    output: str = ""
-    """stdout and stderr interleaved, cut to ``max_output_chars``."""
-    output_chars: int = 0
-    """Length of the whole output before the cut."""
-    error: str | None = None
-    """The failure text (service format) or the input problem, cut to ``max_output_chars``."""
-    denied: tuple[Denial, ...] = ()
-    """What confinement refused (telemetry), in the order it happened."""
-    images: tuple[OutputFile, ...] = ()
-    """Figures and image files the snippet produced."""
-    files: tuple[OutputFile, ...] = ()
-    """Other files the snippet created or changed."""
-    duration_s: float = 0.0
-    """Wall time of the run in seconds (measured)."""
-    cpu_s: float = 0.0
-    """CPU seconds of the run (measured)."""
-    peak_memory_bytes: int = 0
-    """Peak resident set size in bytes (measured)."""
-    meta: dict[str, Any] | None = None
-    """The item's ``meta``, verbatim."""
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict (key order is the field order)."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "BatchResult":
-        """Rebuild a record from :meth:`to_json` output (e.g. a line of a result file)."""
-        data = dict(obj)
-        data["denied"] = tuple(Denial(**d) for d in data.get("denied") or ())
-        data["images"] = tuple(OutputFile(**f) for f in data.get("images") or ())
-        data["files"] = tuple(OutputFile(**f) for f in data.get("files") or ())
-        return cls(**data)
-
-
-def invalid(line: int, message: str, ident: str | None = None, meta: Any = None) -> BatchResult:
-    """The record for an input line that could not be run."""
-    return BatchResult(id=ident, line=line, outcome=INVALID, error=message,
-                       meta=meta if isinstance(meta, dict) else None)
-
-
-def read_items(lines: Iterable[str], skip_ids: Iterable[str] = ()) -> Iterator[BatchItem | BatchResult]:
-    """Parse JSONL lines into items; a bad line yields an ``INVALID_INPUT`` record instead.
-
-    Blank lines are ignored. Items whose id is in ``skip_ids`` are left out (``--resume``);
-    a second line with an id already seen is invalid (ids key the results).
-    """
-    skip = set(skip_ids)
-    seen: dict[str, int] = {}
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield invalid(number, f"line {number}: not valid JSON: {exc.msg} at column {exc.colno}")
-            continue
-        try:
-            item = BatchItem.from_json(obj, number)
-        except InputError as exc:
-            ident = obj.get("id") if isinstance(obj, dict) else None
-            yield invalid(number, str(exc), str(ident) if isinstance(ident, (str, int)) and ident != "" else None,
-                          obj.get("meta") if isinstance(obj, dict) else None)
-            continue
-        if item.id in seen:
-            yield invalid(number, f"line {number}: duplicate id {item.id!r} (first on line {seen[item.id]})")
-            continue
-        seen[item.id] = number
-        if item.id not in skip:
-            yield item
-
-
-def execute(box: Any, item: BatchItem, *, timeout: float | None = None,
-            max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, keep_images: bool = False
-            ) -> tuple[BatchResult, list[bytes]]:
-    """Run one item in ``box`` (a :class:`sandbox.Sandbox`) and describe the result.
-
-    Returns the record and, with ``keep_images``, the image bytes (for the driver to save:
-    on Ray the run happens on another node). Both backends call exactly this.
-    """
-    try:
-        result = box.run(item.code, files=list(item.files), timeout=item.timeout or timeout)
-    except SandboxUnavailable:
-        raise  # the environment cannot run anything: abort the batch
-    except InputError as exc:
-        return invalid(item.line, f"line {item.line}: {exc}" if item.line else str(exc), item.id, item.meta), []
-    except SandboxError as exc:
-        return BatchResult(id=item.id, line=item.line, outcome=SANDBOX_ERROR, expect=item.expect,
-                           matched=False if item.expect else None, error=_cap(f"{type(exc).__name__}: {exc}",
-                                                                                max_output_chars),
-                           meta=item.meta), []
-    return describe(item, result, max_output_chars), [i.data for i in result.images] if keep_images else []
-
-
-def describe(item: BatchItem, result: Result, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> BatchResult:
-    """The record of ``item``'s :class:`sandbox.Result`."""
-    outcome = str(result.outcome)
-    return BatchResult(
-        id=item.id, line=item.line, outcome=outcome, reason=result.reason, expect=item.expect,
-        matched=(outcome == item.expect) if item.expect else None,
-        output=_cap(result.output or "", max_output_chars), output_chars=len(result.output or ""),
-        error=_cap(result.error, max_output_chars) if result.error else None,
-        denied=tuple(Denial(kind=d.kind, detail=d.detail) for d in result.denied),
-        images=tuple(_describe_file(f) for f in result.images),
-        files=tuple(_describe_file(f) for f in result.files),
-        duration_s=round(result.duration_s, 6), cpu_s=round(result.cpu_s, 6),
-        peak_memory_bytes=result.peak_memory_bytes, meta=item.meta)
-
-
-def save_images(record: BatchResult, blobs: list[bytes], images_dir: str) -> BatchResult:
-    """Write a record's image bytes under ``images_dir`` as ``<id>_<n>.<ext>``; fill in their paths."""
-    if not blobs or record.id is None:
-        return record
-    os.makedirs(images_dir, exist_ok=True)
-    stem = safe_name(record.id)
-    saved = []
-    for index, (image, data) in enumerate(zip(record.images, blobs)):
-        ext = os.path.splitext(image.name)[1] or ".png"
-        path = os.path.join(images_dir, f"{stem}_{index}{ext}")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        saved.append(OutputFile(image.name, image.mime_type, image.size_bytes, image.sha256, path))
-    return replace(record, images=tuple(saved) + record.images[len(saved):])
-
-
-def safe_name(ident: str) -> str:
-    """A file-name stem for an id: unsafe characters replaced, plus a hash when any were."""
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", ident)[:80].lstrip(".") or "_"
-    if stem != ident:
-        stem += "-" + hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return stem
-
-
-def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: Any = "default",
-        image: Any = "vertex", workers: int = 2, timeout: float | None = None, backend: str = "local",
+def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "str | Path | Policy" = "default",
+        image: "str | Path | Image" = "vertex", workers: int = 2, timeout: float | None = None, backend: str = "local",
         address: str | None = None, images_dir: str | None = None,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, stop: threading.Event | None = None
         ) -> Iterator[BatchResult]:
@@ -302,7 +79,7 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: An
                   stop or threading.Event())
 
 
-def _engine(backend: str, policy: Any, image: Any, workers: int, options: dict[str, Any], address: str | None) -> Any:
+def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any], address: str | None) -> Any:
     """Start the backend now, so a missing layer or a bad policy is raised by ``run()`` itself."""
     if backend == "local":
         return LocalEngine(policy, image, workers, options)
@@ -362,7 +139,7 @@ def _finish(engine: Any, done: list[Any], pending: dict[Any, BatchItem], images_
 class LocalEngine:
     """Runs items on threads against one warm :class:`sandbox.Sandbox` on this machine."""
 
-    def __init__(self, policy: Any, image: Any, workers: int, options: dict[str, Any]) -> None:
+    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any]) -> None:
         from .core import Sandbox
         self.window = workers + 1  # one queued item per pool, so a thread never idles waiting for the driver
         self._options = options
@@ -383,49 +160,3 @@ class LocalEngine:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._box.close()
         self._pool.shutdown(wait=True)
-
-
-def _parse_files(value: Any, where: str) -> tuple[File, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise InputError(f"{where}'files' must be a list of objects (got {_kind(value)})")
-    files = []
-    for index, entry in enumerate(value):
-        key = f"files[{index}]"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}'{key}' must be an object with name, data, mime_type (got {_kind(entry)})")
-        unknown = sorted(set(entry) - set(_FILE_KEYS))
-        if unknown:
-            raise InputError(f"{where}'{key}' has unknown key {unknown[0]!r} (allowed: {', '.join(_FILE_KEYS)})")
-        name, data, mime = entry.get("name", ""), entry.get("data"), entry.get("mime_type", "application/octet-stream")
-        if not isinstance(name, str) or not isinstance(mime, str):
-            raise InputError(f"{where}'{key}.name' and '{key}.mime_type' must be strings")
-        raw = decode_base64(data, f"{where}'{key}.data'")
-        files.append(File(name=name, data=raw, mime_type=mime))
-    return tuple(files)
-
-
-def _parse_expect(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    outcome = _OUTCOMES.get(value.upper()) if isinstance(value, str) else None
-    if outcome is None:
-        raise InputError(f"{where}'expect' must be one of {', '.join(str(o) for o in Outcome)} (got {value!r})")
-    return outcome
-
-
-def _describe_file(f: File) -> OutputFile:
-    return OutputFile(name=f.name, mime_type=f.mime_type, size_bytes=len(f.data),
-                      sha256=hashlib.sha256(f.data).hexdigest())
-
-
-def _cap(text: str | None, limit: int) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-

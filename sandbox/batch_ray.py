@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from .batch import SANDBOX_ERROR, BatchItem, BatchResult, execute
+from .batch_items import SANDBOX_ERROR, BatchItem, BatchResult, execute
 from .errors import InputError, SandboxError
+from .image import Image
+from .policy import Policy
 
 #: Seconds to wait for the actors to close their Sandboxes before killing them.
 _CLOSE_TIMEOUT_S = 10.0
@@ -33,7 +36,7 @@ _CLOSE_TIMEOUT_S = 10.0
 class SandboxActor:
     """Holds one warm Sandbox; runs items one at a time (the default concurrency group has one thread)."""
 
-    def __init__(self, policy: Any, image: Any, options: dict[str, Any]) -> None:
+    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", options: dict[str, Any]) -> None:
         from .core import Sandbox
         self._box = Sandbox(policy=policy, image=image, max_concurrent=1)
         self._options = options
@@ -54,7 +57,7 @@ class SandboxActor:
 class RayEngine:
     """The engine interface of :func:`sandbox.batch._drive` over Ray actors."""
 
-    def __init__(self, policy: Any, image: Any, workers: int, options: dict[str, Any],
+    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any],
                  address: str | None = None, cpus_per_worker: float = 1.0) -> None:
         self._started_ray = False
         if not ray.is_initialized():

@@ -16,8 +16,12 @@ import json
 from collections import Counter
 from typing import Any, Iterable
 
-from .batch import INVALID, BatchResult
+from .batch_items import INVALID, BatchResult
 from .errors import InputError
+
+#: The denied-actions plot shows the most frequent kinds only, with labels this long at most.
+_MAX_BARS = 20
+_MAX_LABEL_CHARS = 40
 
 OUTCOME_ORDER = ("OUTCOME_OK", "OUTCOME_FAILED", "OUTCOME_DEADLINE_EXCEEDED", INVALID, "SANDBOX_ERROR")
 
@@ -100,7 +104,7 @@ def write_report(records: list[BatchResult], path: str) -> None:
         with open(path, "wb") as fh:
             fh.write(buffer.getvalue())
     elif path.endswith(".html"):
-        with open(path, "w", encoding="utf-8") as fh:
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:  # lone surrogates from inside
             fh.write(_html(records, buffer.getvalue()))
     else:
         raise InputError(f"report path must end in .html or .png (got {path!r})")
@@ -123,15 +127,25 @@ def _plot(figure: Any, records: list[BatchResult]) -> None:
     memory.hist([r.peak_memory_bytes / 2**20 for r in ran] or [0], bins=40, color="#c44e52")
     memory.set_yscale("log")  # a few memory bombs next to a thousand ordinary runs
     memory.set_title("peak memory (MiB, log count)")
-    kinds = denied_by_kind(records)
-    denied.set_title("denied actions by kind")
+    kinds = list(denied_by_kind(records).items())[:_MAX_BARS]
+    denied.set_title("denied actions by kind" + (f" (top {_MAX_BARS})" if len(kinds) == _MAX_BARS else ""))
     if kinds:
-        denied.barh(list(kinds), [n for n, _ in kinds.values()], color="#8172b2")
+        # Bars by position, labelled after: a kind that equals another once cut is still its own bar.
+        denied.barh(range(len(kinds)), [n for _, (n, _) in kinds], color="#8172b2")
+        denied.set_yticks(range(len(kinds)), [_label(kind) for kind, _ in kinds])
         denied.invert_yaxis()
     else:
         denied.set_axis_off()
         denied.text(0.5, 0.5, "none recorded", ha="center", va="center", transform=denied.transAxes)
     figure.suptitle(f"sandbox batch: {len(records)} results")
+
+
+def _label(text: str) -> str:
+    """A plot label for text from inside: printable, short, and literal (matplotlib reads a
+    pair of ``$`` as mathtext, and a malformed formula fails the whole figure)."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    text = text if len(text) <= _MAX_LABEL_CHARS else text[:_MAX_LABEL_CHARS - 3] + "..."
+    return text.replace("$", r"\$")
 
 
 def _html(records: list[BatchResult], png: bytes) -> str:

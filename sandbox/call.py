@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import codec, protocol
+from . import codec, commands, frames
 from .errors import CallError
 from .inputs import prepare_timeout
 from .verdict import to_result
@@ -29,8 +29,8 @@ def call(pool: "ZygotePool", fn: Callable[..., Any], args: tuple[Any, ...], kwar
     except Exception as exc:  # noqa: BLE001 - whatever cloudpickle cannot serialize
         raise CallError(f"cannot ship {getattr(fn, '__qualname__', fn)!r} to the worker: {exc}") from exc
     timeout_s = prepare_timeout(timeout, pool.policy)
-    got = pool.collect(protocol.encode("call", [payload]), timeout_s)
-    if got.value is not None:
-        return codec.decode(*got.value)
+    got = pool.collect(frames.encode(commands.Call(payload=payload)), timeout_s, returns_value=True)
+    if got.reported.value is not None and got.reported.done and got.killed is None:
+        return codec.decode(got.reported.value)
     result = to_result(got, pool.policy, timeout_s)
     raise CallError(f"the call failed ({result.reason}): {result.error or result.output}")

@@ -1,31 +1,37 @@
 """The safe value codec of ``Sandbox.call``: worker -> host without pickle.
 
-A returned value travels as a small JSON header plus at most one raw blob:
+A returned value travels as a ``value`` frame (:class:`sandbox.frames.Value`): the
+codec's name in the header and one raw blob:
 
 - JSON types (None, bool, int, float, str, and lists/tuples/dicts with str keys of
-  them; numpy scalars become Python numbers) as JSON;
-- ``bytes`` as a raw blob;
+  them, nested at most ``protocol.MAX_DEPTH`` deep; numpy scalars become Python
+  numbers) as UTF-8 JSON;
+- ``bytes`` as they are;
 - a numpy array as ``.npy`` bytes written and read with ``allow_pickle=False``;
 - a pandas DataFrame or Series as pandas' JSON "table" format (schema + data).
 
 Anything else is refused with an error naming the type: the host never unpickles
-or evals bytes that came from a worker.
+or evals bytes that came from a worker, and a blob that does not decode as its codec
+says is a CallError, never another exception.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
+from . import protocol
 from .errors import CallError
+from .frames import Value
 
 SUPPORTED = "None, bool, int, float, str, list, tuple, dict (str keys), bytes, numpy.ndarray, pandas.DataFrame/Series"
 
 
-def encode(value: Any) -> tuple[dict[str, Any], list[bytes]]:
-    """(header fields, blobs) for ``value``; raises CallError for an unsupported type."""
+def encode(value: Any) -> Value:
+    """The ``value`` frame for ``value``; raises CallError for an unsupported type."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"codec": "bytes"}, [bytes(value)]
+        return Value(codec="bytes", data=bytes(value))
     module = type(value).__module__.split(".")[0]
     if module == "numpy" and type(value).__name__ == "ndarray":
         import numpy
@@ -34,41 +40,64 @@ def encode(value: Any) -> tuple[dict[str, Any], list[bytes]]:
             numpy.save(buffer, value, allow_pickle=False)
         except ValueError as exc:
             raise CallError(f"cannot return a numpy array of dtype {value.dtype} without pickle: {exc}") from None
-        return {"codec": "npy"}, [buffer.getvalue()]
+        return Value(codec="npy", data=buffer.getvalue())
     if module == "pandas" and type(value).__name__ in ("DataFrame", "Series"):
-        return {"codec": type(value).__name__.lower()}, [value.to_json(orient="table").encode("utf-8")]
-    return {"codec": "json", "json": _jsonable(value, "value")}, []
+        return Value(codec=type(value).__name__.lower(), data=value.to_json(orient="table").encode("utf-8"))
+    text = json.dumps(_jsonable(value, "value", 1), ensure_ascii=False, separators=(",", ":"))
+    return Value(codec="json", data=text.encode("utf-8"))
 
 
-def decode(header: dict[str, Any], blobs: list[bytes]) -> Any:
-    """The host's value for a ``value`` frame."""
-    kind = header.get("codec")
-    if kind == "json":
-        return header.get("json")
-    if kind == "bytes" and len(blobs) == 1:
-        return blobs[0]
-    if kind == "npy" and len(blobs) == 1:
-        import numpy
-        return numpy.load(io.BytesIO(blobs[0]), allow_pickle=False)
-    if kind in ("dataframe", "series") and len(blobs) == 1:
+def decode(value: Value) -> Any:
+    """The host's value for a ``value`` frame; CallError if its blob is not what its codec says."""
+    try:
+        return _DECODERS[value.codec](value.data)
+    except CallError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile bytes may break any parser: say so, raise nothing else
+        raise CallError(f"the worker returned a malformed {value.codec!r} value: {str(exc)[:200]}") from None
+
+
+def _from_json(data: bytes) -> Any:
+    depth = protocol.nesting_depth(data)
+    if depth > protocol.MAX_DEPTH:
+        raise CallError(f"the worker returned a value nested {depth} levels deep (limit {protocol.MAX_DEPTH})")
+    return json.loads(data.decode("utf-8"))
+
+
+def _from_npy(data: bytes) -> Any:
+    import numpy
+    return numpy.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _from_table(kind: str) -> Any:
+    def read(data: bytes) -> Any:
         import pandas
-        frame = pandas.read_json(io.StringIO(blobs[0].decode("utf-8")), orient="table")
+        if protocol.nesting_depth(data) > protocol.MAX_DEPTH:
+            raise CallError(f"the worker returned a {kind} nested too deep")
+        frame = pandas.read_json(io.StringIO(data.decode("utf-8")), orient="table")
         return frame.iloc[:, 0] if kind == "series" else frame
-    raise CallError(f"the worker returned a value of unknown kind {kind!r}")
+    return read
 
 
-def _jsonable(value: Any, where: str) -> Any:
+#: codec -> how the host reads its blob. Nothing here unpickles or evaluates.
+_DECODERS = {"json": _from_json, "bytes": bytes, "npy": _from_npy,
+             "dataframe": _from_table("dataframe"), "series": _from_table("series")}
+
+
+def _jsonable(value: Any, where: str, depth: int) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, (list, tuple, dict)) and depth >= protocol.MAX_DEPTH:
+        raise CallError(f"cannot return {where[:200]}: nested deeper than {protocol.MAX_DEPTH} levels")
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_jsonable(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
                 raise CallError(f"cannot return {where}: dict key {key!r} is not a str")
-        return {k: _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
+        return {k: _jsonable(v, f"{where}[{k!r}]", depth + 1) for k, v in value.items()}
     if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return _jsonable(value.item(), where)
+        return _jsonable(value.item(), where, depth)
     raise CallError(f"cannot return {where} of type {type(value).__module__}.{type(value).__qualname__} "
                     f"(supported: {SUPPORTED})")
 

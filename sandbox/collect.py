@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import selectors
 import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
-from . import protocol
-from .errors import ProtocolError, SandboxUnavailable
+from . import frames, protocol
+from .errors import ProtocolError
+from .inbox import Inbox, Reported
 from .launcher import Spawned
 from .policy import Policy
-from .results import Denial, File
 from .streams import TaggedReader
 
 if TYPE_CHECKING:
@@ -37,6 +38,23 @@ _REAP_WAIT_S = 5.0
 _FRAME_SLACK = 16 << 20
 
 
+@dataclass(frozen=True)
+class RunExit:
+    """How a run ended, as the host learned it: from the kernel through the zygote's
+    ``exited`` (a one-shot worker), from the session root's ``run_end``, or, after ``done``,
+    nothing more than the usage the worker reported (the host then kills what is left)."""
+
+    signal: int | None = None
+    exitcode: int | None = None
+    usage: frames.Usage = frames.Usage()
+    lost: str | None = None
+    """Why the run's end could not be learned (the zygote or session root is gone)."""
+    rolled_back: bool = False
+    """Sessions: the run's state was discarded; the session is at its state before it."""
+    held: frames.Held | None = None
+    """Sessions: a committed run's previous state, held until the host settles or undoes it."""
+
+
 @dataclass
 class Collected:
     """Everything one run sent back, before it becomes a public Result."""
@@ -44,19 +62,13 @@ class Collected:
     chunks: list[tuple[int, bytes]] = field(default_factory=list)
     """(stream, bytes) in arrival order; stream 1 = stdout, 2 = stderr."""
     output_bytes: int = 0
-    images: list[File] = field(default_factory=list)
-    files: list[File] = field(default_factory=list)
-    denied: list[Denial] = field(default_factory=list)
-    error: str | None = None
-    exc_type: str | None = None
-    done: bool = False
-    ready: bool = False
-    value: tuple[dict[str, Any], list[bytes]] | None = None
+    reported: Reported = field(default_factory=Reported)
+    """What the worker sent on its message channel, checked and capped (sandbox/inbox.py)."""
     killed: str | None = None
     """Why the host killed the worker: ``timeout``, ``output_limit``, ``protocol`` or ``cancelled``."""
-    exit: dict[str, Any] = field(default_factory=dict)
-    usage: dict[str, Any] = field(default_factory=dict)
-    """Peak RSS and CPU the worker reported with ``done``."""
+    protocol_error: str | None = None
+    """With ``killed == "protocol"``: what was wrong with the message channel."""
+    exit: RunExit = RunExit()
     memory: "Facts | None" = None
     """The run's memory cgroup as the host read it when the run ended (None: it had none)."""
     duration_s: float = 0.0
@@ -143,19 +155,27 @@ async def run_cancellable(run: Callable[[Cancel], T]) -> T:
 
 
 def collect(ending: "Ending", io: RunIO, request: bytes | memoryview, timeout_s: float, policy: Policy,
-            cancel: Cancel | None = None) -> Collected:
+            cancel: Cancel | None = None, *, returns_value: bool = False) -> Collected:
     """Send ``request`` (the rest of it, after :meth:`RunIO.send_early`), gather output
     until the run is over, enforce the limits.
 
     ``ending`` says how the run signals its end and how it is killed: a one-shot
     worker is a process (:class:`ProcessEnding`); a session run is not (see session.py).
+    ``returns_value``: the request is a ``call`` (a ``value`` frame may come back).
     """
     started = time.monotonic()
     deadline = started + timeout_s
     got = Collected()
-    _send_request(io.chan, request, deadline)
-    _Reader(ending, io, got, policy, cancel).loop(deadline)
-    got.exit = ending.outcome(got)
+    reader = _Reader(ending, io, got, Inbox(policy, returns_value=returns_value), policy, cancel)
+    try:
+        _send_request(io.chan, request, deadline)
+        reader.loop(deadline)
+    except BaseException:
+        ending.kill()  # an exception in the host (or a refused layer): the run is abandoned
+        raise
+    finally:
+        ending.release()  # on every path: nothing of the run outlives its collection
+    got.exit = ending.outcome(got, deadline)
     got.duration_s = time.monotonic() - started
     return got
 
@@ -169,8 +189,11 @@ class Ending:
     def kill(self) -> None:
         raise NotImplementedError
 
-    def outcome(self, got: "Collected") -> dict[str, Any]:
-        """Exit facts: signal, exitcode, maxrss_kb, cpu_s (whatever is known)."""
+    def release(self) -> None:
+        """The collection ended, whichever way: stop whatever of the run is still running."""
+
+    def outcome(self, got: "Collected", deadline: float) -> RunExit:
+        """How the run ended (whatever is known)."""
         raise NotImplementedError
 
 
@@ -184,13 +207,22 @@ class ProcessEnding(Ending):
     def kill(self) -> None:
         kill_worker(self.spawned)
 
-    def outcome(self, got: "Collected") -> dict[str, Any]:
-        if got.done:  # the worker reported everything; its exit (and its rusage) comes later
-            return got.usage
+    def release(self) -> None:
+        # Only the kernel proves an exit (the pidfd is readable once the process is gone);
+        # a `done` frame or EOF is the worker's word, and the snippet shares its process.
+        # After a real `done` the worker is in _exit already: SIGKILL costs nothing there,
+        # and waiting for its exit would cost the mm teardown (ms) on every run.
+        if not _readable(self.fd):
+            _sigkill_tree(self.spawned)
+
+    def outcome(self, got: "Collected", deadline: float) -> RunExit:
+        if got.reported.done and not got.killed:  # it reported everything; its exit comes later
+            return RunExit(usage=got.reported.usage)
         try:
-            return self.spawned.exited.result(timeout=_REAP_WAIT_S)
+            exited = self.spawned.exited.result(timeout=_REAP_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - zygote died or never reported: the run still ends
-            return {"lost": str(exc)}
+            return RunExit(lost=str(exc))
+        return RunExit(signal=exited.signal, exitcode=exited.exitcode, usage=exited.usage)
 
 
 def _send_request(chan: socket.socket, request: bytes | memoryview, deadline: float) -> None:
@@ -203,8 +235,10 @@ def _send_request(chan: socket.socket, request: bytes | memoryview, deadline: fl
 
 
 class _Reader:
-    def __init__(self, ending: Ending, io: RunIO, got: Collected, policy: Policy, cancel: Cancel | None) -> None:
-        self.ending, self.io, self.got, self.policy = ending, io, got, policy
+    def __init__(self, ending: Ending, io: RunIO, got: Collected, inbox: Inbox, policy: Policy,
+                 cancel: Cancel | None) -> None:
+        self.ending, self.io, self.got, self.inbox, self.policy = ending, io, got, inbox, policy
+        got.reported = inbox.reported
         limits = policy.limits
         self.decoder = protocol.Decoder(max_frame_bytes=limits.max_returned_file_bytes + _FRAME_SLACK)
         self.chan_budget = limits.max_returned_files * limits.max_returned_file_bytes + _FRAME_SLACK
@@ -217,13 +251,22 @@ class _Reader:
         if cancel is not None:
             self.selector.register(cancel.fd, selectors.EVENT_READ, -2)
         self.open_streams = 4
+        self.ended = False
+        """The ending fd fired: the process exited (or the session root reported the run's end)."""
         self.tagged = TaggedReader()
-        self.unavailable: SandboxUnavailable | None = None
+
+    def over(self) -> bool:
+        """Every stream is at EOF and the run is known to be over: ended, killed, or it said
+        ``done`` (then the host kills what is left: Ending.release). EOF alone proves nothing:
+        a snippet can close its streams and keep running, so then the loop waits for the
+        ending (or the deadline)."""
+        reported = self.got.reported
+        return not self.open_streams and (self.ended or bool(self.got.killed) or reported.done)
 
     def loop(self, deadline: float) -> None:
         stop_at: float | None = None  # set once the worker exited or was killed
         try:
-            while self.open_streams:
+            while not self.over():
                 now = time.monotonic()
                 if stop_at is None and now >= deadline:
                     self.kill("timeout")
@@ -235,6 +278,7 @@ class _Reader:
                 for key, _ in self.selector.select(timeout=max(0.0, limit)):
                     if key.data == -1:
                         self.selector.unregister(key.fileobj)
+                        self.ended = True
                         stop_at = min(stop_at or float("inf"), time.monotonic() + _EXIT_GRACE_S)
                     elif key.data == -2:
                         self.selector.unregister(key.fileobj)
@@ -243,8 +287,8 @@ class _Reader:
                         self.read(key)
         finally:
             self.selector.close()
-        if self.unavailable is not None:
-            raise self.unavailable
+        if self.got.reported.unavailable is not None and not self.got.killed:
+            raise self.got.reported.unavailable
 
     def read(self, key: selectors.SelectorKey) -> None:
         try:
@@ -276,39 +320,18 @@ class _Reader:
         self.got.output_bytes += len(data)
 
     def on_frames(self, data: bytes) -> None:
+        if self.got.protocol_error is not None:
+            return  # the channel is out of step: drain it, read nothing more from it
         self.chan_budget -= len(data)
         if self.chan_budget < 0:
             self.kill("output_limit")
             return
         try:
             for header, blobs in self.decoder.feed(data):
-                self.on_frame(header, blobs)
+                self.inbox.take(header, blobs)
         except ProtocolError as exc:
-            self.got.error = f"the run was stopped: its message channel carried a malformed frame ({exc})"
+            self.got.protocol_error = f"the run was stopped: its message channel carried a bad frame: {exc}"
             self.kill("protocol")
-
-    def on_frame(self, header: dict[str, Any], blobs: list[bytes]) -> None:
-        kind, got = header["type"], self.got
-        if kind in ("image", "file") and not header.get("skipped"):
-            item = File(name=str(header.get("name", "")), data=blobs[0] if blobs else b"",
-                        mime_type=str(header.get("mime_type") or "application/octet-stream"),
-                        truncated=bool(header.get("truncated")))
-            (got.images if kind == "image" else got.files).append(item)
-        elif kind == "denied":
-            got.denied.append(Denial(kind=str(header.get("event")), detail=str(header.get("detail"))))
-        elif kind == "error":
-            got.error, got.exc_type = str(header.get("text")), str(header.get("exc_type"))
-        elif kind == "ready":
-            got.ready = True
-        elif kind == "done":
-            got.done = True
-            got.usage = {"maxrss_kb": header.get("maxrss_kb", 0), "cpu_s": header.get("cpu_s", 0.0)}
-        elif kind == "value":
-            got.value = (header, blobs)
-        elif kind == "unavailable":
-            self.unavailable = SandboxUnavailable(str(header.get("layer")), str(header.get("reason")),
-                                                  str(header.get("fix") or ""), syscall=header.get("syscall"),
-                                                  errno=header.get("errno"))
 
     def kill(self, why: str) -> None:
         if self.got.killed:
@@ -319,14 +342,26 @@ class _Reader:
 
 def kill_worker(spawned: Spawned) -> None:
     """SIGKILL the worker and its process group; its pid namespace dies with it."""
+    _sigkill_tree(spawned)
+
+
+def _sigkill_tree(spawned: Spawned) -> None:
     try:
         signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # reaped already: its pid, and so its group id, may be someone else's now
     except OSError:
         pass
     try:
         os.killpg(spawned.pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _close(fd: int) -> None:

@@ -12,7 +12,7 @@ import math
 import textwrap
 from typing import Iterable, Mapping, Union
 
-from . import protocol
+from . import commands, frames
 from .errors import InputError
 from .filetypes import MIME_EXTENSIONS
 from .policy import Policy
@@ -161,6 +161,6 @@ def encode_run(code: object, files: FilesArg, timeout: object, policy: Policy) -
     text = prepare_code(code, policy)
     inputs = prepare_files(files, policy)
     timeout_s = prepare_timeout(timeout, policy)
-    blobs = [text.encode("utf-8"), *(f.data for f in inputs)]
-    meta = [{"name": f.name, "mime_type": f.mime_type} for f in inputs]
-    return protocol.encode("run", blobs, files=meta), timeout_s
+    request = commands.Run(code=text.encode("utf-8"), files=tuple(commands.InputMeta(f.name, f.mime_type) for f in inputs),
+                           inputs=tuple(f.data for f in inputs))
+    return frames.encode(request), timeout_s

@@ -3,8 +3,10 @@
 ``ZygoteLauncher`` starts the zygote with a clean ``exec`` of the interpreter (the host
 app itself is never forked: it may hold threads, secrets and sockets), a scrubbed
 environment, no inherited fds but its control socket, and its own session. A reader
-thread dispatches the zygote's replies (``spawned``, ``exited``, ``failed``) to the
-runs waiting for them; when the zygote dies every waiting run gets a clear error.
+thread dispatches the zygote's replies (``spawned``, ``exited``, ``failed``,
+``unavailable``: typed in :mod:`sandbox.frames`) through a table to the runs waiting for
+them; when the zygote dies, or says something malformed, every waiting run gets a clear
+error.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import bootstrap, protocol, rundirs
+from . import bootstrap, commands, frames, protocol, rundirs
 from .confine import memcg
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
@@ -41,8 +43,8 @@ class Spawned:
 
     pid: int
     pidfd: int
-    exited: Future = field(default_factory=Future)
-    """Resolves to the zygote's ``exited`` header (signal, exitcode, maxrss_kb, cpu_s)."""
+    exited: "Future[frames.Exited]" = field(default_factory=Future)
+    """Resolves to the zygote's report of the worker's exit (status and rusage, from wait4)."""
     cgroup: str | None = None
     """The worker's memory cgroup, found by the host from the two pids (None: it has none). Read it with
     ``memcg.read`` before :attr:`release`."""
@@ -133,19 +135,25 @@ class ZygoteLauncher:
             zygote_end.close()
         self.sock = host_end
         self.pid = self._proc.pid
+        self.preload_failures = dict(self._handshake().preload_failures)
+        self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
+        self._reader.start()
+
+    def _handshake(self) -> frames.Hello:
+        """Hand the zygote its policy, image and run root; its ``hello`` once it preloaded the image."""
         self.sock.settimeout(START_TIMEOUT_S)
         try:
-            protocol.send_packet(self.sock, "hello", policy=self.policy.to_dict(), image=self.image.to_dict(),
-                                 run_root=self.run_root)
-            header, _ = protocol.recv_packet(self.sock)
+            frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
+                                                  run_root=self.run_root))
+            header, fds = protocol.recv_packet(self.sock)
+            _close_all(fds)
+            hello = frames.decode(_HELLO, header)
         except (OSError, ProtocolError) as exc:
             self._proc.kill()
             self._proc.wait()
             raise WorkerCrashed(f"the zygote failed to start: {exc}\n{self._log_tail()}") from exc
         self.sock.settimeout(None)
-        self.preload_failures = header.get("preload_failures", {})
-        self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
-        self._reader.start()
+        return hello
 
     def _log_tail(self) -> str:
         self._log.seek(0)
@@ -169,7 +177,7 @@ class ZygoteLauncher:
                 raise WorkerCrashed(self._dead)
             self._spawns[run_id] = future
         try:
-            protocol.send_packet(self.sock, "spawn", fds=fds, id=run_id, **dirs)
+            frames.send(self.sock, commands.Spawn(id=run_id, **dirs), fds=fds)
         except OSError as exc:
             with self._lock:
                 self._spawns.pop(run_id, None)
@@ -192,38 +200,59 @@ class ZygoteLauncher:
                 self._mark_dead(f"the sandbox zygote (pid {self.pid}) died"
                                 + (f" with status {code}" if code is not None else f": {exc}"))
                 return
-            self._dispatch(header, fds)
+            try:
+                self._dispatch(header, fds)
+            except ProtocolError as exc:  # out of step with us: every run through it is suspect
+                _close_all(fds)
+                self._mark_dead(f"the sandbox zygote (pid {self.pid}) sent a bad control packet: {exc}")
+                return
 
     def _dispatch(self, header: dict[str, Any], fds: list[int]) -> None:
-        kind, run_id = header["type"], header.get("id")
-        cgroup = self._locate(header["pid"]) if kind == "spawned" else None  # the host looks itself
+        """One packet from the zygote, typed, to its handler (see _DISPATCH)."""
+        frame = frames.decode(_FROM_ZYGOTE, header)
+        _DISPATCH[type(frame)](self, frame, fds)
+
+    def _spawned(self, frame: frames.Spawned, fds: list[int]) -> None:
+        if len(fds) != 1:
+            raise ProtocolError(f"a 'spawned' packet carries {len(fds)} fds (expected its pidfd)")
+        cgroup = self._locate(frame.pid)  # the host looks itself
+        run_id = frame.id
+        spawned = Spawned(pid=frame.pid, pidfd=fds[0], cgroup=cgroup, zygote_pid=self.pid,
+                          release=lambda: self._release(run_id))
         with self._lock:
-            if kind == "spawned":
-                spawned = Spawned(pid=header["pid"], pidfd=fds[0], cgroup=cgroup, zygote_pid=self.pid,
-                                  release=lambda: self._release(run_id))
-                self._runs[run_id] = spawned
-                future = self._spawns.pop(run_id, None)
-            elif kind == "exited":
-                spawned = self._runs.pop(run_id, None)
-                if spawned is not None:
-                    spawned.exited.set_result(header)
-                return
-            else:  # failed
-                future = self._spawns.pop(run_id, None)
-        if future is None:
-            if kind == "spawned":  # its caller gave up waiting: nobody will run or reap it
+            self._runs[frame.id] = spawned
+            future = self._spawns.pop(frame.id, None)
+        if future is None:  # its caller gave up waiting: nobody will run or reap it
+            try:
                 signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
-                os.close(spawned.pidfd)
-                spawned.release()  # nobody will read its memory cgroup either
+            except OSError:
+                pass  # gone already
+            os.close(spawned.pidfd)
+            spawned.release()  # nobody will read its memory cgroup either
             return
-        if kind == "spawned":
-            future.set_result(spawned)
-        elif header.get("layer") == "workdir":
-            errno = header.get("errno") or 0
-            future.set_exception(rundirs.unavailable(f"a run directory in {self.run_root}",
-                                                     OSError(errno, os.strerror(errno))))
-        else:
-            future.set_exception(WorkerCrashed(header.get("error", "spawn failed")))
+        future.set_result(spawned)
+
+    def _exited(self, frame: frames.Exited, fds: list[int]) -> None:
+        _close_all(fds)
+        with self._lock:
+            spawned = self._runs.pop(frame.id, None) if frame.id is not None else None
+        if spawned is not None:
+            spawned.exited.set_result(frame)
+
+    def _failed(self, frame: frames.Failed, fds: list[int]) -> None:
+        self._refuse(frame.id, WorkerCrashed(frame.error), fds)
+
+    def _unavailable(self, frame: frames.Unavailable, fds: list[int]) -> None:
+        if frame.id is None:
+            raise ProtocolError("an 'unavailable' packet names no spawn")
+        self._refuse(frame.id, frame.error(), fds)
+
+    def _refuse(self, run_id: int, exc: Exception, fds: list[int]) -> None:
+        _close_all(fds)
+        with self._lock:
+            future = self._spawns.pop(run_id, None)
+        if future is not None:
+            future.set_exception(exc)
 
     def _locate(self, pid: int) -> str | None:
         """A worker's memory cgroup; the zygote's own cgroup dirs are found once (reader thread only)."""
@@ -233,7 +262,7 @@ class ZygoteLauncher:
 
     def _release(self, run_id: int) -> None:
         try:
-            protocol.send_packet(self.sock, "release", id=run_id)
+            frames.send(self.sock, commands.ReleaseRun(id=run_id))
         except OSError:
             pass  # the zygote is gone: its shutdown removed the cgroup
 
@@ -253,7 +282,7 @@ class ZygoteLauncher:
         """Stop the zygote and every worker it has; idempotent."""
         self._mark_dead("the sandbox was closed")  # before the EOF, which would read as a crash
         try:
-            protocol.send_packet(self.sock, "shutdown")
+            frames.send(self.sock, commands.Shutdown())
         except OSError:
             pass
         try:
@@ -269,3 +298,22 @@ class ZygoteLauncher:
         self._reader.join(timeout=timeout)
         self.sock.close()
         self._log.close()
+
+
+_HELLO = frames.table(frames.Hello)
+#: What the zygote may send on its control socket after ``hello``, and who handles it.
+_FROM_ZYGOTE = {kind: cls for kind, cls in frames.ZYGOTE.items() if cls is not frames.Hello}
+_DISPATCH: dict[type, Callable[[ZygoteLauncher, frames.Frame, list[int]], None]] = {
+    frames.Spawned: ZygoteLauncher._spawned,
+    frames.Exited: ZygoteLauncher._exited,
+    frames.Failed: ZygoteLauncher._failed,
+    frames.Unavailable: ZygoteLauncher._unavailable,
+}
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -60,6 +60,13 @@ class Limits:
     """Open file descriptors (RLIMIT_NOFILE)."""
     max_file_size_mb: Limit = 256
     """Largest file the snippet may write (RLIMIT_FSIZE)."""
+    max_disk_mb: Annotated[int, _LIMIT, schema.at_most(1 << 20)] = 1024
+    """All files of a run (or of a session, kept across its runs) together: its work dir, tmp and ``/tmp`` are
+    one private tmpfs of this size in its mount namespace (RAM, not the host's disk; see confine/disk.py).
+    Enforced only where the namespaces layer is active; elsewhere only ``max_file_size_mb`` bounds each file."""
+    max_disk_inodes: Annotated[int, _LIMIT, schema.at_most(1 << 24)] = 65536
+    """Files and directories a run (or session) may create on that tmpfs (its ``nr_inodes``, plus the 64 that the
+    run dir's path and mount points may take)."""
     max_output_bytes: Limit = 1_048_576
     """stdout + stderr kept per run; past it the run is stopped with reason ``output_limit``."""
     max_code_bytes: Limit = 1_000_000
@@ -69,9 +76,10 @@ class Limits:
     max_input_files: Limit = 64
     """Number of input files per run."""
     max_returned_file_bytes: Limit = 16_000_000
-    """Largest output file returned to the host; bigger ones are truncated and marked."""
+    """Largest output file or image returned to the host; bigger ones are truncated and marked."""
     max_returned_files: Limit = 32
-    """Number of new/changed work-dir files returned per run."""
+    """Images (figures and image files) returned per run, and as many other new/changed work-dir files;
+    the host keeps no more and says how many it dropped (a ``limit`` entry of ``Result.denied``)."""
 
 
 @dataclass(frozen=True)

@@ -138,13 +138,16 @@ class ZygotePool:
                 raise SandboxClosed("this Sandbox is closed") from exc
             raise rundirs.unavailable(f"a run directory in {self.temp_root}", exc) from exc
 
-    def collect(self, request: bytes, timeout_s: float, cancel: Cancel | None = None) -> Collected:
-        """Run one encoded request frame (``run`` or ``call``) in a fresh worker; what it sent back."""
+    def collect(self, request: bytes, timeout_s: float, cancel: Cancel | None = None, *,
+                returns_value: bool = False) -> Collected:
+        """Run one encoded request frame (``run``, or ``call`` with ``returns_value``) in a fresh
+        worker; what it sent back. The worker is dead or dying when this returns (or raises),
+        before its slot is free: no run outlives its result or escapes ``max_concurrent``."""
         self.check_open()
         self._take_slot()
         try:
             self.check_open()  # closed while this caller waited for its slot
-            return self._collect_once(request, timeout_s, cancel)
+            return self._collect_once(request, timeout_s, cancel, returns_value)
         finally:
             self.slots.release()
 
@@ -161,14 +164,16 @@ class ZygotePool:
             if self._waiting is not None:
                 self._waiting.release()
 
-    def _collect_once(self, request: bytes, timeout_s: float, cancel: Cancel | None) -> Collected:
+    def _collect_once(self, request: bytes, timeout_s: float, cancel: Cancel | None,
+                      returns_value: bool) -> Collected:
         io = RunIO()
         try:
             sent = io.send_early(request)
             spawned = self.spawn(io.worker_fds())  # its run dir is the zygote's to make and remove
             io.close_worker_ends()
-            try:
-                got = collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy, cancel)
+            try:  # collect() kills the worker's tree on every path unless the kernel says it exited
+                got = collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy,
+                              cancel, returns_value=returns_value)
                 # The kernel's figures, never a frame's. After a plain fork the worker makes its cgroup itself
                 # while confining, which may still have been under way when the zygote handed it the request.
                 got.memory = memcg.read(spawned.cgroup or memcg.locate(spawned.zygote_pid, spawned.pid))

@@ -16,7 +16,10 @@ never forge a control message.
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
+import re
 import socket
 import struct
 from typing import Any, Iterator
@@ -25,7 +28,11 @@ from .errors import ProtocolError
 
 VERSION = 1
 _LEN = struct.Struct("!I")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_HEADER_BYTES = 1 << 20
+#: Deepest nesting of lists and objects in a header (a ``value`` frame's JSON counts):
+#: checked before parsing, so a hostile header cannot exhaust the parser's recursion.
+MAX_DEPTH = 64
 #: Ceiling on one control packet (SOCK_SEQPACKET): they carry ids, pids and the policy,
 #: never code or output, and each receive allocates a buffer this size.
 MAX_PACKET_BYTES = 64 << 10
@@ -46,23 +53,57 @@ def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any
     if kind not in KNOWN_TYPES:
         raise ProtocolError(f"unknown frame type {kind!r}")
     header = {"v": VERSION, "type": kind, "blobs": [len(b) for b in blobs], **fields}
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+    # A lone surrogate (a file name that is not UTF-8, as os.listdir gives it, or an
+    # exception text with one) cannot be encoded and would fail the whole frame: it
+    # travels as the text "\udcff" (a backslash, then its code), so every string the
+    # host gets is valid UTF-8.
+    raw = _LONE_SURROGATE.sub(_surrogate_text, text).encode("utf-8")
     return b"".join([_LEN.pack(len(raw)), raw, *blobs])
 
 
+def _surrogate_text(match: re.Match[str]) -> str:
+    return f"\\\\u{ord(match.group(0)):04x}"  # an escaped backslash in JSON, then "u" and the code
+
+
 def _check_header(raw: bytes) -> dict[str, Any]:
+    depth = nesting_depth(raw)
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"frame header nests {depth} levels deep (limit {MAX_DEPTH})")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"frame header is not UTF-8 JSON: {exc}") from exc
-    if not isinstance(header, dict) or header.get("v") != VERSION:
-        raise ProtocolError(f"frame has wrong version (want {VERSION}, got {header.get('v') if isinstance(header, dict) else header!r})")
-    if header.get("type") not in KNOWN_TYPES:
-        raise ProtocolError(f"unknown frame type {header.get('type')!r}")
+        header = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except ValueError as exc:  # not UTF-8, not JSON, NaN/Infinity, an integer of more than 4300 digits
+        raise ProtocolError(f"frame header is not UTF-8 JSON: {str(exc)[:200]}") from exc
+    if not isinstance(header, dict) or type(header.get("v")) is not int or header["v"] != VERSION:
+        got = header.get("v") if isinstance(header, dict) else type(header).__name__
+        raise ProtocolError(f"frame has wrong version (want {VERSION}, got {str(got)[:40]!r})")
+    kind = header.get("type")
+    if type(kind) is not str or kind not in KNOWN_TYPES:
+        raise ProtocolError(f"unknown frame type {str(kind)[:40]!r}")
     blobs = header.get("blobs")
-    if not isinstance(blobs, list) or not all(isinstance(n, int) and 0 <= n <= MAX_BLOB_BYTES for n in blobs):
-        raise ProtocolError(f"frame blob lengths are invalid: {blobs!r}")
+    if type(blobs) is not list or not all(type(n) is int and 0 <= n <= MAX_BLOB_BYTES for n in blobs):
+        raise ProtocolError(f"frame blob lengths are invalid: {str(blobs)[:80]}")
     return header
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: Opening brackets count +1, closing -1 (as signed bytes); every other byte is dropped.
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_depth(raw: bytes) -> int:
+    """Deepest nesting of ``[`` and ``{`` outside strings in a JSON text, in linear time, without parsing.
+
+    Exact for valid JSON; for any text it is at least the depth a JSON parser reaches
+    before it fails (the parser's strings end where these do)."""
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes first, then quotes
+    outside = b"".join(unescaped.split(b'"')[::2])  # even pieces lie outside strings
+    steps = array.array("b", outside.translate(_BRACKETS, _NOT_BRACKETS))
+    return max(itertools.accumulate(steps), default=0)
 
 
 class Decoder:

@@ -66,11 +66,13 @@ class Result:
     error: str | None = None
     """None, or the failure text in the service's format: ``str(exc)`` + newline + traceback."""
     reason: str | None = None
-    """Finer cause: exception, timeout, memory_limit, cpu_limit, output_limit, killed, crashed; None when OK."""
+    """Finer cause: exception, timeout, memory_limit, cpu_limit, output_limit, killed, crashed, cancelled,
+    or protocol (the run sent the host a malformed or out-of-place frame and was stopped); None when OK."""
     signal: int | None = None
     """Signal number that ended the worker, if one did."""
     denied: list[Denial] = field(default_factory=list)
-    """What the snippet tried that confinement refused."""
+    """What the snippet tried that confinement refused; entries of kind ``limit`` say what the host did
+    not return because of a cap (images or files past ``limits.max_returned_files``, denials past their cap)."""
     images: list[File] = field(default_factory=list)
     """Figures (one per ``plt.show()``) then image files saved in the work dir, PNG/JPEG bytes."""
     files: list[File] = field(default_factory=list)

@@ -50,13 +50,14 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from . import protocol, rundirs
+from . import commands, frames, protocol, rundirs
+from .collect import Cancel, RunIO, collect, kill_worker, run_cancellable
 from .confine import memcg
-from .collect import Cancel, Ending, RunIO, collect, kill_worker, run_cancellable
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
 from .policy import Policy
-from .results import Outcome, Result
+from .results import Result
+from .session_endings import REPLY, REPLY_TIMEOUT_S, OpenEnding, RunEnding, close_all
 from .session_memory import CgroupWindow, MemoryBudget
 from .session_reaper import reaper
 from .verdict import to_result
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
     from .pool import ZygotePool
 
 _OPEN_TIMEOUT_S = 60.0
-_REPLY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,11 @@ class _Container:
             self.spawned = pool.spawn([*io.worker_fds(), ctl_worker.fileno()], self.run_dir)
             io.close_worker_ends()
             ctl_worker.close()
-            got = collect(_OpenEnding(self), io, protocol.encode("session"), _OPEN_TIMEOUT_S, self.policy)
-            if not got.done:
+            got = collect(OpenEnding(self), io, frames.encode(commands.OpenSession()), _OPEN_TIMEOUT_S, self.policy)
+            if not got.reported.done:
                 stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
-                raise WorkerCrashed(f"the session worker failed to start: {got.error or stderr or got.killed}")
+                why = got.reported.error or got.protocol_error or stderr or got.killed
+                raise WorkerCrashed(f"the session worker failed to start: {why}")
             if self.spawned.cgroup is None:  # after a plain fork, the root made its memory cgroup once confined
                 self.spawned.cgroup = memcg.locate(self.spawned.zygote_pid, self.spawned.pid)
         except BaseException:
@@ -106,15 +107,22 @@ class _Container:
         finally:
             io.close()
 
-    def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def request(self, command: frames.Frame) -> frames.Reply:
         """One command to the session root and its reply."""
         with self.lock:
             self.check_open()
-            self.send(kind, **fields)
-            header, _fds = self._receive()
-        if header.get("error"):
-            raise SessionError(header["error"])
-        return header
+            self.send(command)
+            header, fds = self._receive()
+            close_all(fds)
+            try:
+                reply = frames.decode(REPLY, header)
+            except ProtocolError as exc:
+                self.close()
+                raise WorkerCrashed(f"the session worker answered {command.KIND!r} with a bad packet ({exc}); "
+                                    "the session is closed") from exc
+        if reply.error:
+            raise SessionError(reply.error)
+        return reply
 
     def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> Result:
         with self.lock:
@@ -123,24 +131,24 @@ class _Container:
             io = RunIO()
             try:
                 window = CgroupWindow(self.spawned.cgroup)
-                self.send("srun", fds=io.worker_fds(), line=line, seq=self.seq)
+                self.send(commands.Srun(line=line, seq=self.seq), fds=io.worker_fds())
                 io.close_worker_ends()
-                got = collect(_RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
+                got = collect(RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
                 got.memory = window.close()  # the kernel's figures, never a frame's
             finally:
                 io.close()
-            committed = "previous" in got.exit and not got.exit.get("lost") and not got.exit.get("rolled_back")
-            over = self.memory.keep_or_undo(got.exit) if committed else None
-        result = to_result(got, self.policy, timeout_s)
+            over, rolled_back = None, got.exit.rolled_back
+            if got.exit.held is not None and got.killed:
+                rolled_back = self._undo()  # the host stopped it, yet it committed first (a race): never kept
+            elif got.exit.held is not None:
+                over = self.memory.keep_or_undo(got.exit.held)
+        result = to_result(got, self.policy, timeout_s, rolled_back=rolled_back,
+                           memory_error=self.memory.message(over, "this run") if over is not None else None)
         if got.memory is not None and got.memory.oom_kills:  # the cgroup's OOM killer ended the session's tree
             self.close()
             result = dataclasses.replace(result, error=self._out_of_memory(got.memory))
-        if got.exit.get("lost"):
+        if got.exit.lost is not None:
             self.close()
-        result = dataclasses.replace(result, rolled_back=bool(got.exit.get("rolled_back")))
-        if over is not None:
-            result = dataclasses.replace(result, outcome=Outcome.FAILED, reason="memory_limit",
-                                         error=self.memory.message(over, "this run"), rolled_back=True)
         return result
 
     def _out_of_memory(self, facts: memcg.Facts) -> str:
@@ -150,16 +158,24 @@ class _Container:
                 f"forked from, policy {policy.name!r}; shared memory, memfd and tmpfs files count too): every "
                 "state of the session was killed and the session is closed")
 
-    def send(self, kind: str, fds: list[int] | tuple[int, ...] = (), **fields: Any) -> None:
+    def _undo(self) -> bool:
+        """Go back to the state before the last committed run; False if that cannot be done."""
         try:
-            protocol.send_packet(self.ctl, kind, fds=fds, **fields)
+            self.request(commands.Undo())
+        except (SessionError, SandboxClosed, WorkerCrashed):
+            return False
+        return True
+
+    def send(self, command: frames.Frame, fds: list[int] | tuple[int, ...] = ()) -> None:
+        try:
+            frames.send(self.ctl, command, fds=fds)
         except OSError as exc:
             self.close()
             raise SandboxClosed(f"the session worker is gone ({exc}); the session is closed "
                                 "(its zygote died or the sandbox was closed)") from exc
 
     def _receive(self) -> tuple[dict[str, Any], list[int]]:
-        self.ctl.settimeout(_REPLY_TIMEOUT_S)
+        self.ctl.settimeout(REPLY_TIMEOUT_S)
         try:
             return protocol.recv_packet(self.ctl)
         except (OSError, ProtocolError) as exc:
@@ -191,46 +207,6 @@ class _Container:
                 spawned.release()  # nothing more to read: the zygote removes its memory cgroup once it is reaped
             self.ctl.close()
             rundirs.remove(self.run_dir.path)
-
-
-class _OpenEnding(Ending):
-    def __init__(self, container: _Container) -> None:
-        self.container = container
-        self.fd = container.spawned.pidfd  # only fires if the worker dies while opening
-
-    def kill(self) -> None:
-        kill_worker(self.container.spawned)
-
-    def outcome(self, got: Any) -> dict[str, Any]:
-        return {}
-
-
-class _RunEnding(Ending):
-    """A session run is over when the root says so (``run_end``); a kill is a cancel."""
-
-    def __init__(self, container: _Container, seq: int) -> None:
-        self.container, self.seq = container, seq
-        self.fd = container.ctl.fileno()
-
-    def kill(self) -> None:
-        try:
-            protocol.send_packet(self.container.ctl, "cancel", seq=self.seq)
-        except OSError:
-            pass
-
-    def outcome(self, got: Any) -> dict[str, Any]:
-        ctl = self.container.ctl
-        ctl.settimeout(_REPLY_TIMEOUT_S)
-        try:
-            header, _ = protocol.recv_packet(ctl)
-        except (OSError, ProtocolError) as exc:
-            return {"lost": f"the session worker did not report the run's end ({exc}); the session is closed"}
-        finally:
-            ctl.settimeout(None)
-        if header.get("lost") or header.get("seq") != self.seq:
-            why = header.get("lost") or f"it answered run {header.get('seq')} instead of run {self.seq}"
-            return {"lost": f"the session cannot run: {why}; the session is closed", "rolled_back": False}
-        return {**got.usage, **header}
 
 
 class Session:
@@ -286,8 +262,8 @@ class Session:
         """
         with self._in_use():
             self._container.memory.refuse_if_over("checkpoint()")
-            reply = self._container.request("checkpoint", line=self._line)
-            mark = Checkpoint(self.id, reply["node"])
+            reply = self._container.request(commands.Checkpoint(line=self._line))
+            mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
             return mark
 
@@ -296,13 +272,13 @@ class Session:
         if not isinstance(checkpoint, Checkpoint):
             raise InputError(f"restore() takes a Checkpoint (got {type(checkpoint).__name__})")
         with self._in_use():
-            self._container.request("restore", line=self._line, node=checkpoint.node)
+            self._container.request(commands.Restore(line=self._line, node=checkpoint.node))
 
     def release(self, checkpoint: Checkpoint) -> None:
         """Free a checkpoint's process (its memory) when no line uses it."""
         with self._in_use():
             self._container.memory.unpin(checkpoint)
-            self._container.request("release", node=checkpoint.node)
+            self._container.request(commands.Release(node=checkpoint.node))
 
     def fork(self) -> "Session":
         """A new, independent session starting from a copy of this one's current state.
@@ -312,8 +288,8 @@ class Session:
         """
         with self._in_use():
             self._container.memory.refuse_if_over("fork()")
-            reply = self._container.request("branch", line=self._line)
-            return Session(self._pool, _container=self._container, _line=reply["line"])
+            reply = self._container.request(commands.Branch(line=self._line))
+            return Session(self._pool, _container=self._container, _line=_answered(reply.line, "branch"))
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent."""
@@ -329,7 +305,7 @@ class Session:
                 container.close()
             elif not container.closed:
                 try:
-                    container.request("drop", line=self._line)
+                    container.request(commands.Drop(line=self._line))
                 except SandboxClosed:
                     pass
         finally:
@@ -395,3 +371,10 @@ class Session:
                 self._active -= 1
                 self.last_used = time.monotonic()
             reaper.changed()  # the idle clock restarted (or a lifetime passed during the call)
+
+
+def _answered(value: int | None, command: str) -> int:
+    """The field a reply to ``command`` must carry."""
+    if value is None:
+        raise WorkerCrashed(f"the session worker's reply to {command!r} lacks its answer")
+    return value

@@ -62,10 +62,12 @@ import signal
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from . import commands
 from .confine import memcg
 from .errors import SandboxClosed, SessionMemoryError
+from .frames import Held
 
 if TYPE_CHECKING:
     from .session import Checkpoint, _Container
@@ -110,15 +112,15 @@ class MemoryBudget:
             raise SessionMemoryError(self.message(usage, action), held_mb=usage.held_mb,
                                      limit_mb=self.container.policy.session.max_memory_mb)
 
-    def keep_or_undo(self, facts: dict[str, Any]) -> Usage | None:
+    def keep_or_undo(self, held: Held) -> Usage | None:
         """After a committed run: keep it (settle) if the session fits; else go back (undo), return the usage."""
-        previous = facts["previous"] if facts.get("frees_previous") else None
+        previous = held.previous if held.frees_previous else None
         usage = self._over_limit(previous)
         try:
             if usage is None:
-                self.container.send("settle")  # no reply: the root frees the previous state
+                self.container.send(commands.Settle())  # no reply: the root frees the previous state
             else:
-                self.container.request("undo")
+                self.container.request(commands.Undo())
         except SandboxClosed:
             return None  # the worker is gone; the next call says so
         return usage
@@ -137,8 +139,8 @@ class MemoryBudget:
             return usage
         for pin in dropped:  # oldest first; no handle is left, so nothing could restore them
             self.pins.remove(pin)
-            facts = self.container.request("release", node=pin[1])
-        previous = facts["previous"] if facts.get("frees_previous") else None
+            held = self.container.request(commands.Release(node=pin[1])).held
+        previous = held.previous if held.frees_previous else None
         usage = measure(self.container.spawned.pid, limit, previous, self.rollups, self.container.spawned.cgroup)
         return usage if usage.held_kib > limit * 1024 else None
 

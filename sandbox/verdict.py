@@ -6,11 +6,14 @@ which of our limits, or which kind of crash, ended the run.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal as _signal
 
 from .collect import Collected
+from .frames import MAX_DENIALS
 from .policy import Policy
-from .results import Outcome, Result
+from .results import Denial, File, Outcome, Result
 
 
 def _signal_name(signum: int) -> str:
@@ -23,7 +26,7 @@ def _signal_name(signum: int) -> str:
 def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, str | None, str | None]:
     """(outcome, reason, error text) for one run."""
     where = f"policy {policy.name!r}"
-    signum, code = got.exit.get("signal"), got.exit.get("exitcode")
+    signum, code, reported = got.exit.signal, got.exit.exitcode, got.reported
     if got.killed == "timeout":
         return (Outcome.DEADLINE_EXCEEDED, "timeout",
                 f"wall time limit of {timeout_s:g} s exceeded ({where}: limits.wall_seconds)")
@@ -33,15 +36,15 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
     if got.killed == "cancelled":
         return Outcome.FAILED, "cancelled", "the run was cancelled by the caller"
     if got.killed == "protocol":
-        return Outcome.FAILED, "crashed", got.error
+        return Outcome.FAILED, "protocol", got.protocol_error
     if got.memory is not None and got.memory.oom_kills:  # the host read it from the cgroup: no frame says it
         return Outcome.FAILED, "memory_limit", _memory_cgroup_error(got, policy)
-    if got.error is not None:
-        reason = "memory_limit" if got.exc_type == "MemoryError" else "exception"
-        return Outcome.FAILED, reason, got.error
-    if got.done:
+    if reported.error is not None:
+        reason = "memory_limit" if reported.exc_type == "MemoryError" else "exception"
+        return Outcome.FAILED, reason, reported.error
+    if reported.done:
         return Outcome.OK, None, None
-    if signum == _signal.SIGXCPU or (signum == _signal.SIGKILL and got.exit.get("cpu_s", 0) >= policy.limits.cpu_seconds):
+    if signum == _signal.SIGXCPU or (signum == _signal.SIGKILL and got.exit.usage.cpu_s >= policy.limits.cpu_seconds):
         return (Outcome.FAILED, "cpu_limit",
                 f"CPU time limit of {policy.limits.cpu_seconds} s exceeded ({where}: limits.cpu_seconds)")
     if signum == _signal.SIGKILL:
@@ -52,8 +55,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
         return Outcome.FAILED, "crashed", f"the interpreter crashed: killed by {_signal_name(signum)}"
     if code == 0:
         return Outcome.OK, None, None  # os._exit(0): a clean exit without our epilogue
-    if "lost" in got.exit:
-        return Outcome.FAILED, "crashed", f"the run was lost: {got.exit['lost']}"
+    if got.exit.lost is not None:
+        return Outcome.FAILED, "crashed", f"the run was lost: {got.exit.lost}"
     return Outcome.FAILED, "crashed", f"the process exited with status {code} before the run finished"
 
 
@@ -68,18 +71,27 @@ def peak_bytes(got: Collected) -> int:
     peak RSS of its process."""
     if got.memory is not None and got.memory.peak_bytes:
         return got.memory.peak_bytes
-    return int(got.exit.get("maxrss_kb") or 0) * 1024
+    return got.exit.usage.maxrss_kb * 1024
 
 
-def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
-    """The public Result of one run."""
+def to_result(got: Collected, policy: Policy, timeout_s: float, *, rolled_back: bool = False,
+              memory_error: str | None = None) -> Result:
+    """The public Result of one run.
+
+    Sessions: ``rolled_back`` when the session went back to its state before the run;
+    ``memory_error`` when the host refused the run's new state (``session.max_memory_mb``):
+    the run then failed with ``reason="memory_limit"`` and was rolled back.
+    """
     outcome, reason, error = _decide(got, policy, timeout_s)
+    if memory_error is not None:
+        outcome, reason, error, rolled_back = Outcome.FAILED, "memory_limit", memory_error, True
     stdout = b"".join(data for stream, data in got.chunks if stream == 1)
     stderr = b"".join(data for stream, data in got.chunks if stream == 2)
     output = b"".join(data for _stream, data in got.chunks)
     if reason == "output_limit":
         output += f"\n[output truncated at {policy.limits.max_output_bytes} bytes]\n".encode()
-    signum = got.exit.get("signal")
+    reported = got.reported
+    images, files = unique_names(reported.images, reported.files)
     return Result(
         outcome=outcome,
         stdout=stdout.decode("utf-8", "replace"),
@@ -87,11 +99,57 @@ def to_result(got: Collected, policy: Policy, timeout_s: float) -> Result:
         output=output.decode("utf-8", "replace"),
         error=error,
         reason=reason,
-        signal=signum if isinstance(signum, int) else None,
-        denied=got.denied,
-        images=got.images,
-        files=got.files,
+        signal=got.exit.signal,
+        denied=reported.denied + _dropped_notes(got, policy),
+        images=images,
+        files=files,
         duration_s=got.duration_s,
         peak_memory_bytes=peak_bytes(got),
-        cpu_s=float(got.exit.get("cpu_s") or 0.0),
+        cpu_s=got.exit.usage.cpu_s,
+        rolled_back=rolled_back,
     )
+
+
+def unique_names(images: list[File], files: list[File]) -> tuple[list[File], list[File]]:
+    """The run's images and files, every name unique within the run.
+
+    Names come from inside (hostile input), and a figure can be named like a file the
+    run saves afterwards. The last one reported keeps the name (work-dir files are
+    reported last, so a real file keeps its own); an earlier one becomes ``stem_2.ext``,
+    ``stem_3.ext``, ... (the first such name no other item has).
+    """
+    produced = [*images, *files]
+    original = {item.name for item in produced}
+    if len(original) == len(produced):
+        return images, files
+    taken: set[str] = set()
+    named: list[File] = []
+    for item in reversed(produced):
+        name = item.name
+        if name in taken:
+            stem, ext = os.path.splitext(name)
+            index = 2
+            while f"{stem}_{index}{ext}" in taken or f"{stem}_{index}{ext}" in original:
+                index += 1
+            name = f"{stem}_{index}{ext}"
+            item = dataclasses.replace(item, name=name)
+        taken.add(name)
+        named.append(item)
+    named.reverse()
+    return named[:len(images)], named[len(images):]
+
+
+#: kind of dropped item -> (what it is, the policy key that capped it)
+_CAPS = {"images": ("images", "limits.max_returned_files"),
+         "files": ("files", "limits.max_returned_files"),
+         "denied": ("denied actions", f"limits.max_output_bytes; {MAX_DENIALS} entries at most")}
+
+
+def _dropped_notes(got: Collected, policy: Policy) -> list[Denial]:
+    """What the host did not keep, said in the result: one ``limit`` entry per capped kind."""
+    notes = []
+    for kind, count in sorted(got.reported.dropped.items()):
+        what, key = _CAPS[kind]
+        notes.append(Denial(kind="limit", detail=f"{count} more {what} were not returned "
+                                                 f"(policy {policy.name!r}: {key})"))
+    return notes

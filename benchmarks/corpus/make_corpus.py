@@ -15,6 +15,11 @@ once), signals are signal 0 (a permission probe), memory and fork bombs are boun
 
 Each line has ``meta.category`` (ds / failure / timeout / attack) and ``meta.family``,
 and an ``expect`` where the outcome is known (attacks: what a hardened sandbox gives).
+An attack's expectation is about what it can reach, so it holds with or without a pid
+namespace per run: where the run is pid 1 of its own namespace, ``/proc/1`` is the run
+itself and ``getppid()`` is 0 (``kill(0, ...)`` would signal the run's own group), so the
+attacks on init and on the parent say "out of sight" (PermissionError) instead of
+"succeeding" on the run itself; without the namespace, Landlock refuses them.
 Outputs are deterministic (seeded RNGs, no pids or clocks printed), so two runs of the
 same corpus - e.g. the local and the Ray backend - give the same records.
 """
@@ -148,7 +153,9 @@ ATTACKS = {
     "netlink_socket": "import socket\nsocket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
     "read_shadow": "print(len(open('/etc/shadow').read()), 'bytes of /etc/shadow')",
     "read_root_home": "import os\nprint(sorted(os.listdir('/root'))[:3])",
-    "read_init_environ": "print(len(open('/proc/1/environ', 'rb').read()), 'bytes of init environ')",
+    "read_init_environ": ("import os\nif os.getpid() == 1:  # its own pid namespace: /proc/1 is the run itself\n"
+                          "    raise PermissionError('the host init is out of sight: pid 1 is this run')\n"
+                          "print(len(open('/proc/1/environ', 'rb').read()), 'bytes of init environ')"),
     "read_parent_cmdline": "import os\nprint(len(open(f'/proc/{{os.getppid()}}/cmdline', 'rb').read()) > 0)",
     "open_stdlib_for_write": "import os\nf = open(os.__file__, 'a')\nprint('opened stdlib for writing')",
     "open_etc_for_write": "f = open('/etc/hostname', 'a')\nprint('opened /etc/hostname for writing')",
@@ -157,8 +164,12 @@ ATTACKS = {
     "env_secrets": ("import os\nleaked = sorted(k for k in os.environ if any(s in k.upper() for s in "
                     "('TOKEN', 'SECRET', 'KEY', 'PASSWORD', 'RAY_', 'AWS')))\nassert not leaked, leaked\n"
                     "raise PermissionError('no secrets in the environment')"),
-    "signal_parent": "import os\nos.kill(os.getppid(), 0)\nprint('can signal the parent')",
-    "signal_init": "import os\nos.kill(1, 0)\nprint('can signal pid 1')",
+    "signal_parent": ("import os\nif os.getppid() == 0:  # its own pid namespace: kill(0) would hit its own group\n"
+                      "    raise PermissionError('no parent in sight: getppid() is 0')\n"
+                      "os.kill(os.getppid(), 0)\nprint('can signal the parent')"),
+    "signal_init": ("import os\nif os.getpid() == 1:  # its own pid namespace: pid 1 is the run itself\n"
+                    "    raise PermissionError('the host init is out of sight: pid 1 is this run')\n"
+                    "os.kill(1, 0)\nprint('can signal pid 1')"),
     "ptrace_traceme": _SYSCALL.replace("{nr}", "101").replace("{args}", "0, 0, 0, 0").replace("{name}", "ptrace"),
     "unshare_user": _SYSCALL.replace("{nr}", "272").replace("{args}", "0x10000000").replace("{name}", "unshare"),
     "mount_probe": _SYSCALL.replace("{nr}", "165").replace("{args}", "b'none', b'/nonexistent-{seed}', b'tmpfs', 0, 0")

@@ -5,9 +5,9 @@ Nothing here imports a framework; every adapter module imports its own SDK.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
-import hashlib
 import mimetypes
 import threading
 from typing import Any, Mapping, Protocol
@@ -85,7 +85,7 @@ def result_text(result: Result | str) -> str:
         lines.append(result.output.rstrip("\n"))
     if result.error:
         lines.append(result.error.rstrip("\n"))
-    produced = [f.name for f in (*result.images, *result.files)]
+    produced = [f.name + (" (truncated)" if f.truncated else "") for f in (*result.images, *result.files)]
     if produced:
         lines.append("[files: " + ", ".join(produced) + "]")
     return "\n".join(lines)
@@ -113,9 +113,10 @@ class SessionPool:
 
     A session the core closed (idle or lifetime limit) is replaced by a fresh one on the
     next ``get()`` (its variables are gone, as on the service after a long pause).
-    Files persist in a session's work dir, so an input file this session already got
-    with the same name and bytes is not sent again (ADK resends every input file with
-    every code block).
+    Every input file is sent with every run, even one the session already holds: a
+    snippet can rewrite the files in its work dir, and a later turn must read what the
+    caller sent, never a copy an earlier snippet tampered with (ADK resends every input
+    file with every code block; writing it again costs what sending it costs).
     """
 
     def __init__(self, box: Sandbox | None = None, max_sessions: int = 16) -> None:
@@ -123,7 +124,6 @@ class SessionPool:
         self._max = max_sessions
         self._lock = threading.Lock()
         self._sessions: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
-        self._sent: dict[str, dict[str, bytes]] = {}  # session id -> {file name: sha256 of what it got}
 
     def get(self, key: str) -> Any:
         """The live session for ``key``, opened on first use."""
@@ -131,15 +131,12 @@ class SessionPool:
         with self._lock:
             session = self._sessions.pop(key, None)
             if session is None or session.closed:
-                if session is not None:
-                    self._sent.pop(session.id, None)
                 session = box_of(self._box).session()
             self._sessions[key] = session
             while len(self._sessions) > self._max:
                 evicted.append(self._sessions.popitem(last=False)[1])
-                self._sent.pop(evicted[-1].id, None)
         for old in evicted:
-            old.close()
+            _close_quietly(old)  # another conversation's session: its trouble is not this call's
         return session
 
     def run(self, key: str, code: str, files: list[File] | None = None, timeout: float | None = None) -> Result:
@@ -149,22 +146,33 @@ class SessionPool:
         except SandboxClosed:  # expired between get() and run(): one fresh session (a closed Sandbox raises again)
             return self._run_once(key, code, files or [], timeout)
 
+    async def arun(self, key: str, code: str, files: list[File] | None = None,
+                   timeout: float | None = None) -> Result:
+        """:meth:`run` for asyncio, through ``Session.arun``: cancelling the task kills the run at once.
+
+        Every file given is sent (the adapters that await, MCP and ADK, send what the caller gives)."""
+        try:  # get() may open a session, which waits for the zygote: not on the event loop
+            return await (await asyncio.to_thread(self.get, key)).arun(code, files=files or [], timeout=timeout)
+        except SandboxClosed:  # expired between get() and arun(): one fresh session
+            return await (await asyncio.to_thread(self.get, key)).arun(code, files=files or [], timeout=timeout)
+
     def _run_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
-        session = self.get(key)
-        sent = self._sent.setdefault(session.id, {})
-        digests = [hashlib.sha256(f.data).digest() for f in files]
-        fresh = [f for f, digest in zip(files, digests) if not f.name or sent.get(f.name) != digest]
-        result = session.run(code, files=fresh, timeout=timeout)
-        sent.update((f.name, digest) for f, digest in zip(files, digests) if f.name)
-        return result
+        return self.get(key).run(code, files=files, timeout=timeout)
 
     def close(self) -> None:
         """Close every session. Idempotent."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
-            self._sent.clear()
         for session in sessions:
-            session.close()
+            _close_quietly(session)  # one session that cannot close must not keep the others open
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+def _close_quietly(session: Any) -> None:
+    """Close a session; whatever its leftovers do to the cleanup stays out of the caller's way."""
+    try:
+        session.close()
+    except Exception:  # noqa: BLE001 - closing is best effort; rundirs.remove never raises anyway
+        pass

@@ -18,7 +18,11 @@ subprocess of the agent, with the agent's environment):
   their names, so ``optimize_data_file=True`` works too;
 * ``output_files``: figures (``plt.show()``), saved images and other files the code
   wrote, as ADK ``File`` objects (base64 content, MIME type), which ADK saves as
-  artifacts.
+  artifacts. Artifacts outlive a code block, so each block's names carry its number
+  in the ADK session: ``run1_figure_1.png``, ``run2_figure_1.png``, ``run2_out.csv``
+  (two blocks' figures never become two versions of one artifact);
+* cancellation: a block whose ADK invocation is cancelled or aborted is killed at once
+  (see :attr:`SandboxCodeExecutor.execute_code`).
 
 Result mapping follows ADK's reading of a ``CodeExecutionResult``: any ``stderr``
 marks the block failed and counts toward ``error_retry_attempts``. So a successful
@@ -29,16 +33,20 @@ included (what the Gemini service returns); a failed run keeps what it printed i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import collections
+import contextlib
 import dataclasses
-from typing import Any, Optional
+import functools
+import threading
+from typing import Any, Callable, Optional
 
 from google.adk.code_executors.base_code_executor import BaseCodeExecutor
 from google.adk.code_executors.code_execution_utils import CodeExecutionInput, CodeExecutionResult
 from google.adk.code_executors.code_execution_utils import File as AdkFile
 from pydantic import ConfigDict, Field, PrivateAttr
-from typing_extensions import override
 
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError
@@ -74,31 +82,114 @@ class SandboxCodeExecutor(BaseCodeExecutor):
     max_sessions: int = Field(default=16, ge=1)
 
     _pool: Optional[SessionPool] = PrivateAttr(default=None)
+    _runs: Any = PrivateAttr(default_factory=collections.OrderedDict)  # execution_id -> code blocks run
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _box(self) -> Sandbox:
         return self.sandbox if self.sandbox is not None else shared_sandbox(self.policy, self.image)
 
-    @override
-    def execute_code(self, invocation_context: Any, code_execution_input: CodeExecutionInput) -> CodeExecutionResult:
-        """Run one code block; snippet failures and refused input come back in ``stderr``."""
+    @property  # type: ignore[override]
+    def execute_code(self) -> Callable[[Any, CodeExecutionInput], CodeExecutionResult]:
+        """Run one code block: ``executor.execute_code(invocation_context, code_execution_input)``.
+
+        Snippet failures and refused input come back in ``stderr``. A property, so that the
+        lookup ADK makes on its event loop, right before it hands the call to a worker
+        thread (``asyncio.to_thread(executor.execute_code, ...)``), notes the task awaiting
+        the block: if that task is cancelled, or the invocation aborted
+        (``Runner.run_async(abort_signal=...)``, ``InvocationContext.abort()``), the run is
+        killed at once (``Sandbox.arun`` cancellation) instead of running to its deadline.
+        """
+        try:
+            waiter: Optional[asyncio.Task[Any]] = asyncio.current_task()
+        except RuntimeError:  # no event loop here: a plain call
+            waiter = None
+        return functools.partial(self._execute_code, waiter)
+
+    def _execute_code(self, waiter: Optional["asyncio.Task[Any]"], invocation_context: Any,
+                      code_execution_input: CodeExecutionInput) -> CodeExecutionResult:
         try:
             files = [_to_sandbox_file(f) for f in code_execution_input.input_files]
-            result = self._run(code_execution_input.code, files, code_execution_input.execution_id)
         except InputError as exc:
             return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
-        return _from_result(result)
+        key = code_execution_input.execution_id
+        run = functools.partial(self._arun, code_execution_input.code, files, key)
+        try:
+            if _on_event_loop():  # called synchronously on a loop's thread: cannot wait on a loop of our own
+                result = self._run(code_execution_input.code, files, key)
+            else:
+                result = asyncio.run(_watched(run, waiter, invocation_context))
+        except InputError as exc:
+            return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
+        if result is None:
+            return _result(stdout="", stderr="the run was cancelled: the ADK invocation was cancelled or aborted",
+                           exit_code=1)
+        return _from_result(result, self._prefix(key))
 
     def _run(self, code: str, files: list[File], execution_id: Optional[str]) -> Result:
         if self.stateful and execution_id:
+            return self._sessions().run(execution_id, code, files=files, timeout=self.timeout_seconds)
+        return self._box().run(code, files=files, timeout=self.timeout_seconds)
+
+    async def _arun(self, code: str, files: list[File], execution_id: Optional[str]) -> Result:
+        if self.stateful and execution_id:
+            return await self._sessions().arun(execution_id, code, files=files, timeout=self.timeout_seconds)
+        return await self._box().arun(code, files=files, timeout=self.timeout_seconds)
+
+    def _sessions(self) -> SessionPool:
+        with self._lock:
             if self._pool is None:
                 self._pool = SessionPool(self._box(), self.max_sessions)
-            return self._pool.run(execution_id, code, files=files, timeout=self.timeout_seconds)
-        return self._box().run(code, files=files, timeout=self.timeout_seconds)
+            return self._pool
+
+    def _prefix(self, execution_id: Optional[str]) -> str:
+        """``run<N>_`` for the N-th block of this ADK session: artifact names never repeat across its blocks."""
+        with self._lock:
+            count = self._runs.pop(execution_id, 0) + 1
+            self._runs[execution_id] = count
+            while len(self._runs) > _MAX_TRACKED:
+                self._runs.popitem(last=False)
+        return f"run{count}_"
 
     def close(self) -> None:
         """Close the stateful sessions (the shared Sandbox stays for other users). Idempotent."""
         if self._pool is not None:
             self._pool.close()
+
+
+#: ADK sessions whose block count is kept (least recently used forgotten first).
+_MAX_TRACKED = 4096
+#: How often a run checks whether its ADK caller is gone, in seconds.
+_WATCH_SECONDS = 0.05
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _watched(run: Callable[[], Any], waiter: Optional["asyncio.Task[Any]"], ctx: Any) -> Optional[Result]:
+    """``await run()``, cancelled (None) as soon as the ADK caller is gone."""
+    job = asyncio.ensure_future(run())
+    while True:
+        done, _ = await asyncio.wait({job}, timeout=_WATCH_SECONDS)
+        if done:
+            return job.result()
+        if _abandoned(waiter, ctx):
+            job.cancel()  # Sandbox.arun: the run's process tree is killed, its slot freed
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            return None
+
+
+def _abandoned(waiter: Optional["asyncio.Task[Any]"], ctx: Any) -> bool:
+    """The awaiting task was cancelled (or ended), or the invocation was aborted (ADK 2.x)."""
+    if getattr(ctx, "is_aborted", False) is True:
+        return True
+    # Read from this thread without the loop's help: a flag and a counter, set on the loop's thread.
+    return waiter is not None and (waiter.done() or waiter.cancelling() > 0)
 
 
 def _to_sandbox_file(file: AdkFile) -> File:
@@ -112,8 +203,8 @@ def _to_sandbox_file(file: AdkFile) -> File:
     return File(name=file.name, data=bytes(content), mime_type=file.mime_type)
 
 
-def _from_result(result: Result) -> CodeExecutionResult:
-    produced = [AdkFile(name=f.name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
+def _from_result(result: Result, prefix: str = "") -> CodeExecutionResult:
+    produced = [AdkFile(name=prefix + f.name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
                 for f in (*result.images, *result.files)]
     if result.outcome == Outcome.OK:
         return _result(stdout=result.output, stderr="", output_files=produced, exit_code=0)

@@ -3,27 +3,36 @@
 Two ways to plug the sandbox into a ``google-genai`` conversation:
 
 * **Code execution parts.** A model (or a recording) produced an ``ExecutableCode``
-  part; :func:`execute` returns what the service would have put after it: the
-  ``code_execution_result`` part(s) and one ``inline_data`` part per image, as
-  ``google.genai.types.Part`` objects (DESIGN §5; :meth:`sandbox.Result.parts` is
-  the source of truth, validated into the SDK's types)::
+  part; :func:`execute` (or ``await`` :func:`aexecute`) returns what the service would
+  have put after it: the ``code_execution_result`` part(s) and one ``inline_data`` part
+  per image, as ``google.genai.types.Part`` objects (DESIGN §5; :meth:`sandbox.Result.parts`
+  is the source of truth, validated into the SDK's types)::
 
       parts = execute(part)            # part.executable_code.code is run
 
 * **Function calling**, for models without server-side code execution: declare
-  :func:`function_declaration` (or :func:`tool`), answer each call with
-  :func:`handle`, or let :class:`ToolLoop` drive ``client.models.generate_content``
-  until the model stops calling it. The loop runs every call of one conversation in
-  one session, so variables persist between calls as they do on the service.
+  :func:`function_declaration` (or :func:`tool`), answer each call with :func:`handle`
+  (:func:`ahandle`), or let :class:`ToolLoop` drive the model until it stops calling
+  tools: ``loop.run(...)`` with ``client.models``, ``await loop.arun(...)`` with
+  ``client.aio.models``. The loop runs every ``run_python`` call of one conversation in
+  one session, so variables persist between calls as they do on the service, and
+  answers the caller's own tools from ``functions={name: callable}``.
+
+Images of a ``run_python`` call travel inside its ``FunctionResponse`` (its ``parts``
+field, each image a ``FunctionResponsePart`` whose ``display_name`` the response's
+``images`` list refers to as ``{"$ref": name}``), the SDK's form for multimodal function
+responses. ``images="sibling"`` puts them as ``inline_data`` parts after the function
+response instead, for models that do not read function response parts.
 
 Without google-genai installed, use ``Result.parts()``: the same parts as plain dicts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from google.genai import types
 
@@ -31,10 +40,18 @@ from ..core import Sandbox
 from ..errors import InputError
 from ..results import Outcome, Result
 from ._common import TOOL_NAME, Runner, box_of, code_argument, describe_environment, pick_runner, run_or_refuse
+from ._loop import Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, check_max_turns, drive, \
+    is_async_method, jsonable
 
-__all__ = ["ToolLoop", "execute", "function_declaration", "handle", "tool"]
+__all__ = ["ToolLoop", "aexecute", "ahandle", "execute", "function_declaration", "handle", "tool"]
 
 logger = logging.getLogger(__name__)
+
+#: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
+ImagesMode = Literal["response", "sibling"]
+#: The installed SDK's ``FunctionResponse`` has a ``parts`` field (google-genai >= 1.50 or so).
+HAS_RESPONSE_PARTS = "parts" in types.FunctionResponse.model_fields
+DEFAULT_IMAGES: ImagesMode = "response" if HAS_RESPONSE_PARTS else "sibling"
 
 
 def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
@@ -58,7 +75,19 @@ def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox:
         InputError: ``part_or_code`` is not code, or its language is not Python.
     """
     code, code_id = _code_of(part_or_code)
-    result = run_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
+    return _result_parts(run_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout), code_id)
+
+
+async def aexecute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
+                   session: Runner | None = None, files: Any = None,
+                   timeout: float | None = None) -> list[types.Part]:
+    """:func:`execute` for asyncio; cancelling the task kills the run at once."""
+    code, code_id = _code_of(part_or_code)
+    result = await arun_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
+    return _result_parts(result, code_id)
+
+
+def _result_parts(result: Result | str, code_id: str | None) -> list[types.Part]:
     if isinstance(result, str):
         dicts: list[dict[str, Any]] = [{"codeExecutionResult": {"outcome": str(Outcome.FAILED), "output": result}}]
     else:
@@ -103,13 +132,15 @@ def tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> types.Tool
 
 
 def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
-           session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None) -> list[types.Part]:
-    """Answer one ``run_python`` call: a ``function_response`` part, then one part per image.
+           session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
+           images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
+    """Answer one ``run_python`` call: a ``function_response`` part (then, with ``images="sibling"``, the images).
 
     The response holds ``output`` (what the code printed) and, when the run failed or
     timed out, ``error`` (the traceback or the limit that stopped it), the keys Gemini
-    reads. A call with bad arguments, to another function, or with code the sandbox
-    refuses gets an ``error`` response too, never an exception, so a loop keeps going.
+    reads; ``images`` and ``files`` name what the run produced. A call with bad
+    arguments, to another function, or with code the sandbox refuses gets an ``error``
+    response too, never an exception, so a loop keeps going.
 
     Args:
         function_call: the model's ``FunctionCall`` (or a ``Part`` holding one).
@@ -117,90 +148,218 @@ def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox
         session: run in this session instead, so variables persist (what :class:`ToolLoop` does).
         name: the declared function name.
         timeout: wall clock in seconds (default: the policy's).
+        images: ``"response"`` (default where the SDK has ``FunctionResponse.parts``): images
+            inside the function response; ``"sibling"``: one ``inline_data`` part each after it.
     """
+    call, code, refusal = _call_and_code(function_call, name, images)
+    if refusal is not None:
+        return _reply(call, refusal, images)
+    return _reply(call, run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images)
+
+
+async def ahandle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
+                  session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
+                  images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
+    """:func:`handle` for asyncio; cancelling the task kills the run at once."""
+    call, code, refusal = _call_and_code(function_call, name, images)
+    if refusal is not None:
+        return _reply(call, refusal, images)
+    return _reply(call, await arun_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images)
+
+
+def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.FunctionCall, str, str | None]:
+    """(the FunctionCall, its code, None), or (call, "", why it cannot run)."""
+    if images not in ("response", "sibling"):
+        raise InputError(f"images must be 'response' or 'sibling' (got {images!r})")
+    if images == "response" and not HAS_RESPONSE_PARTS:
+        raise InputError("images='response' needs a google-genai whose FunctionResponse has parts; use 'sibling'")
     call = function_call.function_call if isinstance(function_call, types.Part) else function_call
     if not isinstance(call, types.FunctionCall):
         raise InputError(f"handle() takes a FunctionCall or a Part with one (got {type(function_call).__name__})")
-    response: dict[str, Any]
-    images: list[types.Part] = []
     if call.name != name:
-        response = {"error": f"unknown function {call.name!r}; the only function here is {name!r}"}
-    else:
-        try:
-            result: Result | str = run_or_refuse(pick_runner(sandbox, session), code_argument(call.args),
-                                                 timeout=timeout)
-        except InputError as exc:
-            result = f"InputError: {exc}"
-        response = _response_body(result)
-        if isinstance(result, Result):
-            images = [types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in result.images]
-    reply = types.FunctionResponse(id=call.id, name=call.name, response=response)
-    return [types.Part(function_response=reply), *images]
+        return call, "", f"unknown function {call.name!r}; the only function here is {name!r}"
+    try:
+        return call, code_argument(call.args), None
+    except InputError as exc:
+        return call, "", f"InputError: {exc}"
 
 
-def _response_body(result: Result | str) -> dict[str, Any]:
+def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode) -> list[types.Part]:
+    response = _response_body(result, images)
+    found = result.images if isinstance(result, Result) else []
+    if images == "sibling":
+        reply = types.FunctionResponse(id=call.id, name=call.name, response=response)
+        siblings = [types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in found]
+        return [types.Part(function_response=reply), *siblings]
+    inside = [types.FunctionResponsePart(inline_data=types.FunctionResponseBlob(
+        data=image.data, mime_type=image.mime_type, display_name=image.name)) for image in found]
+    reply = types.FunctionResponse(id=call.id, name=call.name, response=response, parts=inside or None)
+    return [types.Part(function_response=reply)]
+
+
+def _response_body(result: Result | str, images: ImagesMode) -> dict[str, Any]:
     if isinstance(result, str):
         return {"error": result}
     body: dict[str, Any] = {"output": result.output}
     if result.outcome != Outcome.OK:
         body["error"] = f"{result.outcome}: {result.error or ''}".rstrip()
     if result.images:
-        body["images"] = [image.name for image in result.images]
+        names = [image.name for image in result.images]
+        body["images"] = [{"$ref": name} for name in names] if images == "response" else names
+    if result.files:
+        body["files"] = [f.name + (" (truncated)" if f.truncated else "") for f in result.files]
     return body
 
 
 class ToolLoop:
-    """Drives ``client.models.generate_content`` until the model stops calling ``run_python``.
+    """Drives a model until it stops calling tools: one conversation, ``run_python`` in one session.
 
-    One loop is one conversation: its :attr:`history` grows with every turn, and every
-    call runs in one session (variables persist), closed by :meth:`close`::
+    Every turn goes into :attr:`history`: what you send, each model reply (the final
+    answer too), the function responses. Every ``run_python`` call of the conversation
+    runs in one session (variables persist), closed by :meth:`close`::
 
         with ToolLoop(client, "gemini-2.5-flash") as loop:
-            response = loop.run("What is the 20th Fibonacci number? Compute it.")
-            print(response.text)
+            print(loop.run("What is the 20th Fibonacci number? Compute it.").text)
+            print(loop.run("And the 30th?").text)              # same conversation, same variables
+
+        async with ToolLoop(client, "gemini-2.5-flash") as loop:   # client.aio.models
+            print((await loop.arun("...")).text)
+
+    Your own tools: declare them in ``config`` (``tools=[types.Tool(function_declarations=[...])]``)
+    and give ``functions={"get_weather": get_weather}``; the loop calls them with the
+    call's arguments and answers ``{"result": value}`` (``{"error": ...}`` if they raise).
+    A declared tool without a function ends the loop: the model's turn is handed back
+    with its calls unanswered (:attr:`pending`). Answer those calls in the next
+    ``run()`` (``types.Part.from_function_response(...)``, with ``id`` where the call
+    has one); the loop answers the rest of that turn itself and goes on.
 
     Args:
-        client: a ``google.genai.Client`` (anything with ``.models.generate_content``).
+        client: a ``google.genai.Client``: ``run()`` uses ``client.models``, ``arun()``
+            ``client.aio.models``; or ``client.aio`` itself, for ``arun()`` only.
         model: the model name.
-        config: a ``GenerateContentConfig`` (or dict); the ``run_python`` tool is added to its tools.
+        config: a ``GenerateContentConfig`` (or dict); the ``run_python`` tool is added to
+            its tools unless a declaration of that name is there already.
         sandbox: the Sandbox whose session runs the calls (default: the shared default one).
         max_turns: model calls per :meth:`run` at most. As with the SDK's automatic function
-            calling limit, reaching it returns the last response (with calls unanswered)
-            and logs a warning; :attr:`exhausted` says so.
+            calling limit, reaching it returns the last response with its calls
+            unanswered (they stay in :attr:`pending`; the next ``run()`` answers them
+            first) and logs a warning; :attr:`exhausted` says so.
+        functions: your own tools, name -> callable (async callables with ``arun()`` only;
+            sync ones run in a thread there).
+        images: where a ``run_python`` call's images go (see :func:`handle`).
     """
 
     def __init__(self, client: Any, model: str, *, config: "types.GenerateContentConfig | dict | None" = None,
-                 sandbox: Sandbox | None = None, max_turns: int = 10) -> None:
-        if not isinstance(max_turns, int) or max_turns < 1:
-            raise InputError(f"max_turns must be an int >= 1 (got {max_turns!r})")
-        self.client, self.model, self.max_turns = client, model, max_turns
+                 sandbox: Sandbox | None = None, max_turns: int = 10, functions: Any = None,
+                 images: ImagesMode = DEFAULT_IMAGES) -> None:
+        self.client, self.model, self.max_turns = client, model, check_max_turns(max_turns)
         self._sandbox = sandbox
         self.config = _with_tool(config, sandbox)
+        self.tools = Tools(functions, _declared(self.config))
+        if images not in ("response", "sibling"):
+            raise InputError(f"images must be 'response' or 'sibling' (got {images!r})")
+        self.images: ImagesMode = images
         self.history: list[types.Content] = []
-        """Every turn so far: the contents sent, the model's replies, our function responses."""
+        """Every turn so far: the contents sent, the model's replies, the function responses."""
         self.exhausted = False
         """True when the last :meth:`run` stopped at ``max_turns``."""
         self._session: Any = None
 
-    def run(self, contents: "str | types.Content | Iterable[types.Content]") -> types.GenerateContentResponse:
-        """Send ``contents`` (appended to the history) and loop; returns the model's final response."""
-        self.history.extend(_as_contents(contents))
+    # -- the two faces ----------------------------------------------------------------
+    def run(self, contents: "str | types.Content | Iterable[Any]") -> types.GenerateContentResponse:
+        """Send ``contents`` and loop until the model answers without calling a tool we answer."""
+        models = _models(self.client, asynchronous=False)
+        self.tools.check_sync()
+
+        def perform(step: Any) -> Any:
+            if isinstance(step, ModelCall):
+                return models.generate_content(model=self.model, contents=list(self.history), config=self.config)
+            return self._answer(step.call)
+
+        return drive(self._steps(contents), perform)
+
+    async def arun(self, contents: "str | types.Content | Iterable[Any]") -> types.GenerateContentResponse:
+        """:meth:`run` with the async client; cancelling the task kills a ``run_python`` call in flight."""
+        models = _models(self.client, asynchronous=True)
+
+        async def perform(step: Any) -> Any:
+            if isinstance(step, ModelCall):
+                return await models.generate_content(model=self.model, contents=list(self.history),
+                                                     config=self.config)
+            return await self._aanswer(step.call)
+
+        return await adrive(self._steps(contents), perform)
+
+    # -- the loop, written once -----------------------------------------------------------
+    def _steps(self, contents: Any) -> "Steps[types.GenerateContentResponse]":
+        new = _as_contents(contents)
         self.exhausted = False
-        for _turn in range(self.max_turns):
-            response = self.client.models.generate_content(model=self.model, contents=self.history,
-                                                           config=self.config)
+        pending = self.pending
+        if pending:
+            new = yield from self._resume(pending, new)
+        self.history.extend(new)
+        response = None
+        for turn in range(self.max_turns):
+            response = yield ModelCall()
             reply = response.candidates[0].content if response.candidates else None
-            calls = [part.function_call for part in (reply.parts or []) if part.function_call] if reply else []
-            if not calls:
+            if reply is None:
                 return response
-            self.history.append(reply)
-            answers = [part for call in calls for part in handle(call, session=self.session)]
-            self.history.append(types.Content(role="user", parts=answers))
+            self.history.append(reply if reply.role else reply.model_copy(update={"role": "model"}))
+            calls = _calls_of(reply)
+            if not calls or any(self.tools.hands_back(call.name) for call in calls):
+                return response
+            if turn == self.max_turns - 1:
+                break
+            self.history.append(types.Content(role="user", parts=(yield from self._answers(calls))))
         self.exhausted = True
-        logger.warning("ToolLoop stopped after max_turns=%d model calls; the model was still calling %s",
-                       self.max_turns, TOOL_NAME)
+        logger.warning("ToolLoop stopped after max_turns=%d model calls; its last calls are unanswered "
+                       "(ToolLoop.pending; the next run() answers them)", self.max_turns)
         return response
 
+    def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
+        """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""
+        given = [part.function_response for content in new for part in content.parts or [] if part.function_response]
+        ours = [call for call in pending if not any(_answers(response, call) for response in given)]
+        missing = [call for call in ours if self.tools.hands_back(call.name)]
+        if missing:
+            named = ", ".join(f"{call.name}(id={call.id!r})" for call in missing)
+            raise InputError(f"the model's calls to {named} are unanswered: pass a FunctionResponse for each "
+                             "to run() (types.Part.from_function_response(name=..., response=...), with its id)")
+        parts = yield from self._answers(ours)
+        if new and new[0].role == "user":
+            return [types.Content(role="user", parts=[*parts, *(new[0].parts or [])]), *new[1:]]
+        return [types.Content(role="user", parts=parts), *new]
+
+    def _answers(self, calls: list[types.FunctionCall]) -> "Steps[list[types.Part]]":
+        parts: list[types.Part] = []
+        for call in calls:
+            parts.extend((yield Answer(call)))
+        return parts
+
+    @property
+    def pending(self) -> list[types.FunctionCall]:
+        """The function calls of the model's last turn, when it was handed back unanswered."""
+        if not self.history or self.history[-1].role != "model":
+            return []
+        return _calls_of(self.history[-1])
+
+    # -- answering one call ---------------------------------------------------------------
+    def _answer(self, call: types.FunctionCall) -> list[types.Part]:
+        if call.name == TOOL_NAME:
+            return handle(call, session=self.session, images=self.images)
+        if call.name in self.tools.functions:
+            return [_function_reply(call, *self.tools.call(call.name, call.args))]
+        return [_function_reply(call, False, self.tools.unknown(call.name))]
+
+    async def _aanswer(self, call: types.FunctionCall) -> list[types.Part]:
+        if call.name == TOOL_NAME:
+            session = await asyncio.to_thread(lambda: self.session)  # opening one may wait for the zygote
+            return await ahandle(call, session=session, images=self.images)
+        if call.name in self.tools.functions:
+            return [_function_reply(call, *(await self.tools.acall(call.name, call.args)))]
+        return [_function_reply(call, False, self.tools.unknown(call.name))]
+
+    # -- lifecycle --------------------------------------------------------------------------
     @property
     def session(self) -> Any:
         """This conversation's session, opened on first use."""
@@ -219,10 +378,55 @@ class ToolLoop:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> "ToolLoop":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _models(client: Any, *, asynchronous: bool) -> Any:
+    """``client.models`` (sync) or ``client.aio.models`` (async), refusing the other kind up front."""
+    if asynchronous:
+        models = client.aio.models if hasattr(client, "aio") else getattr(client, "models", None)
+        if not is_async_method(models, "generate_content"):
+            raise InputError("ToolLoop.arun() needs an async client (a google.genai.Client or its .aio); "
+                             "this one's generate_content is not async: use loop.run()")
+        return models
+    models = getattr(client, "models", None)
+    if is_async_method(models, "generate_content"):
+        raise InputError("this client is async (client.aio): use `await loop.arun(...)`, or pass the "
+                         "google.genai.Client itself for loop.run()")
+    if models is None or not callable(getattr(models, "generate_content", None)):
+        raise InputError(f"ToolLoop needs a google.genai.Client (got {type(client).__name__})")
+    return models
+
+
+def _function_reply(call: types.FunctionCall, ok: bool, value: Any) -> types.Part:
+    """The SDK's own shape for a function's answer: ``{"result": value}`` or ``{"error": text}``."""
+    response = {"result": jsonable(value)} if ok else {"error": str(value)}
+    return types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name, response=response))
+
+
+def _answers(response: types.FunctionResponse, call: types.FunctionCall) -> bool:
+    """Does this response answer this call? By id where the call has one, else by name."""
+    return response.id == call.id if call.id else response.name == call.name
+
+
+def _calls_of(content: types.Content) -> list[types.FunctionCall]:
+    return [part.function_call for part in content.parts or [] if part.function_call]
+
+
+def _declared(config: types.GenerateContentConfig) -> set[str]:
+    return {decl.name for t in config.tools or [] if isinstance(t, types.Tool)
+            for decl in t.function_declarations or [] if decl.name}
+
 
 def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox | None) -> types.GenerateContentConfig:
-    """A copy of ``config`` whose tools include run_python."""
+    """A copy of ``config`` whose tools include run_python (once)."""
     base = types.GenerateContentConfig.model_validate(config or {})
+    if TOOL_NAME in _declared(base):
+        return base
     return base.model_copy(update={"tools": [*(base.tools or []), tool(sandbox=box)]})
 
 
@@ -231,4 +435,9 @@ def _as_contents(contents: Any) -> list[types.Content]:
         return [types.Content(role="user", parts=[types.Part(text=contents)])]
     if isinstance(contents, types.Content):
         return [contents]
-    return [types.Content.model_validate(item) for item in contents]
+    if isinstance(contents, types.Part):
+        return [types.Content(role="user", parts=[contents])]
+    items = list(contents)
+    if items and all(isinstance(item, types.Part) for item in items):  # parts of one user turn
+        return [types.Content(role="user", parts=items)]
+    return [types.Content.model_validate(item) for item in items]

@@ -7,10 +7,22 @@ Start it with ``sandbox mcp [--policy P] [--image I]``, e.g. in a client's confi
 The tool takes ``code``, optional ``files`` (file name → base64 content, placed in
 the working directory) and an optional ``session_id`` (calls with the same id share
 variables, imports and files). It returns a ``TextContent`` (the outcome line, the
-output, the error) and one ``ImageContent`` per figure or saved image (PNG/JPEG).
-A failed or timed-out run, or input the sandbox refuses, sets ``isError`` so the
-model sees it as a tool error. The tool description names the image's libraries
-and the policy's limits.
+output, the error, the names of what the run produced), one ``ImageContent`` per
+figure or saved image (PNG/JPEG) and one embedded resource per other file the run
+wrote (text or base64 blob with its MIME type, within the policy's
+``limits.max_returned_files`` / ``max_returned_file_bytes``; a file cut at the byte cap
+is marked ``(truncated)`` in the text). Resource URIs are unique per call:
+``sandbox://runs/<n>/<name>``. A failed or timed-out run, or input the sandbox refuses,
+sets ``isError`` so the model sees it as a tool error. The tool description names the
+image's libraries and the policy's limits.
+
+Start-up: the server answers ``initialize`` at once and starts its zygote in the
+background (importing the image takes seconds, longer than some hosts wait for a
+handshake); a call that comes before the zygote is ready waits for it.
+
+Cancellation: a client that gives up on a call sends ``notifications/cancelled``; the
+SDK cancels the call's task, which cancels its ``Sandbox.arun``: the run's process tree
+is killed at once and its concurrency slot freed (a session run rolls back).
 
 Written for ``mcp`` 2.x (``MCPServer``, formerly ``FastMCP``).
 """
@@ -18,39 +30,124 @@ Written for ``mcp`` 2.x (``MCPServer``, formerly ``FastMCP``).
 from __future__ import annotations
 
 import base64
-import functools
-from typing import Annotated, Optional
+import importlib.metadata
+import itertools
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Optional
+from urllib.parse import quote
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, ImageContent, TextContent
+from mcp.types import BlobResourceContents, CallToolResult, EmbeddedResource, ImageContent, TextContent, \
+    TextResourceContents
 from pydantic import Field
 
 from ..core import Sandbox
-from ..errors import InputError
-from ..results import Outcome, Result
-from ._common import TOOL_NAME, SessionPool, box_of, decode_files, describe_environment, result_text
+from ..errors import InputError, SandboxError
+from ..image import Image
+from ..policy import Policy
+from ..results import File, Outcome, Result
+from ._common import TOOL_NAME, SessionPool, decode_files, describe_environment, result_text
 
-__all__ = ["build_server", "serve"]
+__all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
 
 _MAX_SESSION_ID = 128
+#: MIME types whose files travel as text resources (if they are valid UTF-8); the rest as base64 blobs.
+_TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/x-python")
 
 
-def build_server(sandbox: Sandbox | None = None, *, name: str = "sandbox", max_sessions: int = 16) -> MCPServer:
-    """An ``MCPServer`` with the ``run_python`` tool, running code in ``sandbox``.
+class Backend:
+    """What the server runs code in: a Sandbox and its ``session_id`` session pool.
+
+    Given a Sandbox, it is used as is (the caller keeps ownership). Otherwise one is
+    started for (``policy``, ``image``) in a background thread as soon as the backend is
+    made, so the server can answer the MCP handshake at once; :meth:`ready` waits for
+    it, and starts it again after a failed start.
+    """
+
+    def __init__(self, sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
+                 image: "str | Path | Image" = "vertex", max_sessions: int = 16) -> None:
+        # Loaded here, in the caller: a bad policy or image name fails before the server starts.
+        self.policy = sandbox.policy if sandbox is not None else Policy.load(policy)
+        self.image = sandbox.image if sandbox is not None else Image.load(image)
+        self._owned = sandbox is None
+        self._max_sessions = max_sessions
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._box: Sandbox | None = sandbox
+        self._sessions: SessionPool | None = SessionPool(sandbox, max_sessions) if sandbox is not None else None
+        self._error: BaseException | None = None
+        self._closed = False
+        if sandbox is not None:
+            self._done.set()
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._done.clear()
+        self._error = None
+        threading.Thread(target=self._open, name="sandbox-mcp-warmup", daemon=True).start()
+
+    def _open(self) -> None:
+        try:
+            box = Sandbox(self.policy, self.image)
+        except BaseException as exc:  # noqa: BLE001 - reported to the calls that wait for it
+            with self._lock:
+                self._error = exc
+                self._done.set()
+            return
+        with self._lock:
+            if self._closed:  # the server stopped while the zygote started
+                box.close()
+            else:
+                self._box, self._sessions = box, SessionPool(box, self._max_sessions)
+            self._done.set()
+
+    async def ready(self) -> tuple[Sandbox, SessionPool]:
+        """The Sandbox and session pool, once started; raises the start's error (the next call retries)."""
+        with self._lock:
+            if self._closed:
+                raise SandboxError("the MCP server's sandbox is closed")
+            if self._done.is_set() and self._error is not None:
+                self._start()
+        await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+        with self._lock:
+            if self._box is None or self._sessions is None:
+                error = self._error
+                raise SandboxError(f"the sandbox could not start: {error}") from error
+            return self._box, self._sessions
+
+    def close(self) -> None:
+        """Close the sessions, and the Sandbox if the backend started it. Idempotent."""
+        with self._lock:
+            self._closed = True
+            box, sessions = self._box, self._sessions
+        if sessions is not None:
+            sessions.close()
+        if box is not None and self._owned:
+            box.close()
+
+
+def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
+                 image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = 16) -> MCPServer:
+    """An ``MCPServer`` with the ``run_python`` tool.
 
     Args:
-        sandbox: the Sandbox to run in (default: the shared default one). The caller
-            keeps ownership: close it after the server stops.
-        name: the server name reported to clients.
+        sandbox: the Sandbox to run in; the caller keeps ownership (close it after the
+            server stops). Default: one started in the background for ``policy`` and
+            ``image``, closed by ``server.backend.close()``.
+        policy, image: what that Sandbox uses (ignored when ``sandbox`` is given).
+        name: the server name reported to clients (``serverInfo.name``; ``version`` is this package's).
         max_sessions: live ``session_id`` sessions at most; the least recently used
             one is closed beyond it (its variables are lost).
 
-    The server's ``sessions`` attribute is the :class:`SessionPool`; close it at shutdown.
+    The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
-    box = box_of(sandbox)
-    sessions = SessionPool(box, max_sessions)
-    server = MCPServer(name, instructions="Use run_python to run Python code in a confined local sandbox.")
+    backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions)
+    server = MCPServer(name, version=_version(),
+                       instructions="Use run_python to run Python code in a confined local sandbox.")
+    runs = itertools.count(1)
 
     async def run_python(
         code: Annotated[str, Field(description="Python source code to run.")],
@@ -59,46 +156,75 @@ def build_server(sandbox: Sandbox | None = None, *, name: str = "sandbox", max_s
         session_id: Annotated[Optional[str], Field(
             description="Any id of your choice; calls with the same id share variables and files.")] = None,
     ) -> CallToolResult:
-        # A run blocks for up to the policy's wall clock: keep the event loop free.
-        result = await anyio.to_thread.run_sync(functools.partial(_run, box, sessions, code, files, session_id))
-        return to_call_tool_result(result)
+        run = next(runs)
+        try:
+            box, sessions = await backend.ready()
+        except SandboxError as exc:
+            return to_call_tool_result(f"SandboxError: {exc}")
+        return to_call_tool_result(await _run(box, sessions, code, files, session_id), run=run)
 
-    description = (describe_environment(box) + " Without session_id every call starts fresh; "
+    description = (describe_environment(backend) + " Without session_id every call starts fresh; "  # type: ignore[arg-type]
                    "with one, variables persist between calls.")
     server.add_tool(run_python, name=TOOL_NAME, description=description, structured_output=False)
-    server.sessions = sessions  # type: ignore[attr-defined]
+    server.backend = backend  # type: ignore[attr-defined]
     return server
 
 
-def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[dict[str, str]],
-         session_id: Optional[str]) -> Result | str:
-    """One run_python call; input the sandbox refuses comes back as its error text."""
+async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[dict[str, str]],
+               session_id: Optional[str]) -> Result | str:
+    """One run_python call through ``arun`` (a cancelled call kills its run); refused input is its error text."""
     try:
         inputs = decode_files(files)
         if session_id is None:
-            return box.run(code, files=inputs)
+            return await box.arun(code, files=inputs)
         if not session_id or len(session_id) > _MAX_SESSION_ID:
             raise InputError(f"session_id must be 1 to {_MAX_SESSION_ID} characters (got {len(session_id)})")
-        return sessions.run(session_id, code, files=inputs)
+        return await sessions.arun(session_id, code, files=inputs)
     except InputError as exc:
         return f"InputError: {exc}"
 
 
-def to_call_tool_result(result: Result | str) -> CallToolResult:
-    """The MCP result of one run (or of refused input, given as its error text)."""
-    content: list[TextContent | ImageContent] = [TextContent(type="text", text=result_text(result))]
+def to_call_tool_result(result: Result | str, *, run: int | str = 0) -> CallToolResult:
+    """The MCP result of one run (or of refused input, given as its error text).
+
+    ``run`` scopes the resource URIs (``sandbox://runs/<run>/<name>``) so two runs' files never share one.
+    """
+    content: list[Any] = [TextContent(type="text", text=result_text(result))]
     if isinstance(result, str):
         return CallToolResult(content=content, is_error=True)
     content.extend(ImageContent(type="image", data=base64.b64encode(image.data).decode("ascii"),
                                 mime_type=image.mime_type) for image in result.images)
+    content.extend(_resource(f"sandbox://runs/{run}/{quote(f.name)}", f) for f in result.files)
     return CallToolResult(content=content, is_error=result.outcome != Outcome.OK)
 
 
-def serve(policy: str = "default", image: str = "vertex") -> None:
-    """Run the stdio server until the client disconnects; the Sandbox is closed on the way out."""
-    with Sandbox(policy=policy, image=image) as box:
-        server = build_server(box)
+def _resource(uri: str, file: File) -> EmbeddedResource:
+    """A run's file as an embedded resource: text where it is text, else a base64 blob."""
+    if file.mime_type.startswith("text/") or file.mime_type in _TEXT_TYPES:
         try:
-            server.run("stdio")
-        finally:
-            server.sessions.close()  # type: ignore[attr-defined]
+            return EmbeddedResource(type="resource", resource=TextResourceContents(
+                uri=uri, mime_type=file.mime_type, text=file.data.decode("utf-8")))
+        except UnicodeDecodeError:
+            pass
+    return EmbeddedResource(type="resource", resource=BlobResourceContents(
+        uri=uri, mime_type=file.mime_type, blob=base64.b64encode(file.data).decode("ascii")))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sandbox")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+def serve(policy: str = "default", image: str = "vertex") -> None:
+    """Run the stdio server until the client disconnects; the Sandbox is closed on the way out.
+
+    The policy and image are loaded first (a bad name fails here, before any MCP traffic);
+    the zygote starts in the background while the handshake is answered.
+    """
+    server = build_server(policy=policy, image=image)
+    try:
+        server.run("stdio")
+    finally:
+        server.backend.close()  # type: ignore[attr-defined]

@@ -59,7 +59,7 @@ def wrap(owner, name, label):
 
 from sandbox import confine
 from sandbox.confine import namespaces
-from sandbox.inside import allowlist, harness, request, session_tree, telemetry, worker, zygote
+from sandbox.inside import allowlist, harness, request, session_states, session_tree, telemetry, worker, zygote
 for name in ("_reset_environment", "_address_space", "_reseed", "_prepare", "_run_once"):
     wrap(worker, name, "worker." + name)
 for name in ("attach", "install_show", "perform", "_snapshot", "_report_files"):
@@ -74,7 +74,7 @@ wrap(confine, "_stage_before_request", "prefork.confine._stage_before_request")
 wrap(allowlist, "install", "worker.allowlist.install")
 for name in ("_fork", "_spawn", "_reap"):
     wrap(zygote.Zygote, name, "zygote." + name)
-wrap(session_tree._NodeLoop, "_forked", "session.node_fork_runner")
+wrap(session_states._NodeLoop, "_forked", "session.node_fork_runner")
 wrap(session_tree._Root, "_srun", "session.root_srun")
 exec(sys.argv[3])
 '''

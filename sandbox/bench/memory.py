@@ -70,7 +70,7 @@ def run_processes(zygote: int, timeout_s: float = 10.0) -> list[int]:
     while time.monotonic() < deadline:
         for proc in psutil.Process(zygote).children(recursive=True):
             try:
-                if os.path.exists(os.path.join(proc.cwd(), MARKER)):
+                if os.path.exists(f"/proc/{proc.pid}/root{proc.cwd()}/{MARKER}"):  # its own root: fsview.py
                     return [proc.pid]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue

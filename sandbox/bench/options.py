@@ -27,7 +27,7 @@ DESCRIPTION = (
     "renders the tables into a README: the checkout's benchmarks/README.md when --out is its "
     "benchmarks/results, else OUT/README.md. Alternatives that cannot run here are skipped and named: "
     "Jupyter and the plots need the 'bench' extra (pip install 'sandbox[bench]'), bubblewrap comes from the "
-    "OS (apt-get install bubblewrap).")
+    "OS (apt-get install bubblewrap), the serve benchmark needs the 'serve', 'genai' and 'openai' extras.")
 
 
 @functools.cache

@@ -31,6 +31,14 @@ TABLES = {
     "timeouts": ("runner", "snippet", "n", "deadline_s", "p50_past_ms", "p90_past_ms", "max_past_ms", "reported"),
     "io_size": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "x_sandbox", "bad"),
     "breakdown": ("mode", "step", "where", "n", "wall_p50_ms", "wall_min_ms", "wall_p90_ms", "cpu_p50_ms"),
+    "serve": ("scenario", "mode", "clients", "path", "n", "p50_ms", "p99_ms", "mean_ms", "requests_per_s", "cpu_ms",
+              "server_cpu_ms", "vs_adapter_p50_ms", "vs_adapter_p99_ms", "bad"),
+}
+#: Summary tables some results carry beside their rows: name -> ((key in the JSON, columns), ...), shown first.
+SUMMARIES = {
+    "serve": (("overhead", ("scenario", "mode", "clients", "adapter_p50_ms", "genai_p50_ms", "genai_p99_ms",
+                            "httpx_p50_ms", "httpx_p99_ms", "http_front_end_p50_ms", "http_front_end_p99_ms",
+                            "http_front_end_cpu_ms")),),
 }
 Results = dict[str, dict[str, Any]]
 
@@ -132,7 +140,11 @@ def render(results: Results, out: Path, readme: Path) -> str:
         data = results.get(name)
         if not data:
             continue
-        parts += ["", f"### {name}", "", common.markdown(data["rows"], TABLES[name])]
+        parts += ["", f"### {name}"]
+        for key, columns in SUMMARIES.get(name, ()):
+            if data.get(key):
+                parts += ["", common.markdown(data[key], columns)]
+        parts += ["", common.markdown(data["rows"], TABLES[name])]
         if data.get("skipped"):
             parts += ["", "Not run here: " + "; ".join(f"{k}: {v}" for k, v in data["skipped"].items())]
         plot = out / f"{name}.png"

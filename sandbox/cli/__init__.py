@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("run", "doctor", "image", "batch", "mcp", "bench")
+SUBCOMMANDS = ("run", "doctor", "image", "batch", "mcp", "serve", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

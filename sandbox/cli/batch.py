@@ -12,6 +12,8 @@ import time
 from contextlib import closing
 from typing import Any, TextIO
 
+from ._term import shown
+
 HELP = """Run every snippet of a JSONL corpus in the sandbox and write one JSON result
 record per snippet to --out, as each run finishes (completion order).
 
@@ -78,8 +80,10 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     started = time.monotonic()
     counts = {"written": 0, "problems": 0}
-    with open(args.out, "a", encoding="utf-8") as out, _Progress(len(items), args.progress) as bar, \
-            _StopOnSignal(stop, bar):
+    # backslashreplace: a lone surrogate (in a forged frame's name, or a corpus id) is written
+    # as its JSON escape (\udcff) instead of failing the write; the line reads back the same.
+    with open(args.out, "a", encoding="utf-8", errors="backslashreplace") as out, \
+            _Progress(len(items), args.progress) as bar, _StopOnSignal(stop, bar):
         results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
                             timeout=args.timeout, backend=args.backend, address=args.address,
                             images_dir=args.images_dir, max_output_chars=args.max_output_chars, stop=stop)
@@ -88,11 +92,14 @@ def main(args: argparse.Namespace) -> int:
                 _write(out, record, counts)
                 if record.outcome in (batch.INVALID, batch.SANDBOX_ERROR):
                     bar.write(f"sandbox batch: {record.error.splitlines()[0] if record.error else record.outcome}")
+                unsaved = sum(image.path is None for image in record.images) if args.images_dir else 0
+                if unsaved:
+                    bar.write(f"sandbox batch: {record.id}: {unsaved} image(s) not saved in {args.images_dir}")
                 bar.update(record)
     elapsed = time.monotonic() - started
     records = load_results(args.out)
     if not args.quiet:
-        print(summary(records, wall_s=elapsed, ran=counts["written"]))
+        print(shown(summary(records, wall_s=elapsed, ran=counts["written"]), sys.stdout))
     if args.report:
         write_report(records, args.report)
         print(f"report: {args.report}", file=sys.stderr)
@@ -185,6 +192,7 @@ class _Progress:
         self._bar.update(1)
 
     def write(self, message: str) -> None:
+        message = shown(message, sys.stderr)  # ids and errors may carry what a snippet printed
         if self._bar is not None:
             self._bar.write(message, file=sys.stderr)
         else:

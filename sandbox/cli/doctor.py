@@ -23,7 +23,12 @@ For each layer it reports three facts, each established for real:
 Rows follow ``confine.ORDER``: the policy's layers, and three parts
 (``pids_cgroup`` and ``memory_cgroup``, indented under the rlimits layer they serve;
 ``capabilities``, dropped in every worker: required under any policy). No policy
-names the first; ``confinement.required`` may list ``memory_cgroup``.
+names the first; ``confinement.required`` may list ``memory_cgroup``. Under the
+namespaces row, what the worker's mount namespace gives it (``filesystem`` in the
+JSON): ``fs_view`` (its own root: the probe sees a read-only tmpfs root without
+``/run`` or ``/sys/fs/cgroup``) and ``private_disk`` (its work dir on a filesystem of
+exactly ``limits.max_disk_mb`` and ``max_disk_inodes``). Both are required with
+namespaces: a policy that requires namespaces refuses runs where they cannot be built.
 
 Exit status: 0 when every required layer is active, 1 otherwise.
 """
@@ -89,6 +94,15 @@ def fact(check):
         return bool(check())
     except Exception:
         return False
+def own_root():
+    """The filesystem view: the root is a read-only tmpfs, and neither /run nor the host's cgroups exist."""
+    root = next(line.split() for line in open("/proc/self/mountinfo") if line.split()[4] == "/")
+    return (root[root.index("-") + 1] == "tmpfs" and "ro" in root[5].split(",")
+            and not os.path.lexists("/run") and not os.path.lexists("/sys/fs/cgroup"))
+def private_disk():
+    """The work dir is on a filesystem of exactly limits.max_disk_mb and the inodes the policy gives it."""
+    disk = os.statvfs(".")
+    return disk.f_blocks * disk.f_frsize == $DISK_BYTES and disk.f_files == $DISK_INODES
 uid_map = open("/proc/self/uid_map").read().split()
 most = $MAX_TASKS
 started = threads_started(most)
@@ -103,7 +117,8 @@ facts = {
     "landlock": refused(lambda: os.listdir("/")),
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
     "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most,
-                 "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe")))},
+                 "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe"))),
+                 "fs_view": fact(own_root), "private_disk": fact(private_disk)},
 }
 print(json.dumps(facts))
 '''
@@ -115,7 +130,11 @@ HOST_OBSERVED = ("memory_cgroup",)
 
 def probe_code(policy: Any) -> str:
     """The probe snippet for ``policy``: it tries to start more threads than ``limits.max_processes`` allows."""
-    return PROBE.replace("$MAX_TASKS", str(policy.limits.max_processes + 16))
+    from ..confine import disk
+    limits = policy.limits
+    return (PROBE.replace("$MAX_TASKS", str(limits.max_processes + 16))
+            .replace("$DISK_BYTES", str(limits.max_disk_mb << 20))
+            .replace("$DISK_INODES", str(limits.max_disk_inodes + disk.RESERVED_INODES)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -152,10 +171,14 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
             entry["fix"] = refusal.get("fix") or entry["fix"]
             entry["detail"] = refusal.get("reason") or why
         layers.append(entry)
+    observed = active.get("observed", {})
+    filesystem = {name: {"part_of": "namespaces", **_role(policy, "namespaces"), "available": module.probe()[0],
+                         "active": bool(observed.get(name)), "detail": module.probe()[1]}
+                  for name, module in (("fs_view", confine.fsview), ("private_disk", confine.disk))}
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
     return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(), "observed": active.get("observed", {}), "layers": layers}
+            "system": _system(), "observed": observed, "layers": layers, "filesystem": filesystem}
 
 
 def _role(policy: Any, name: str) -> dict[str, Any]:
@@ -315,6 +338,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{name:<15} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
         if e["fix"] and (not e["available"] or (e["required"] and not e["active"])):
             lines.append(f"{'':<15} fix: {e['fix']}")
+        if e["layer"] == "namespaces":  # what the worker's mount namespace gives it (fsview.py, disk.py)
+            for part, f in report.get("filesystem", {}).items():
+                required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
+                lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
     if report["refused"]:
         r = report["refused"]
         lines += ["", f"RUNS ARE REFUSED under this policy: layer {r['layer']!r}: {r['reason']}", f"fix: {r['fix']}"]

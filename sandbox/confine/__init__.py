@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import SandboxUnavailable
-from . import caps, cgroup, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
+from . import caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -72,7 +72,9 @@ class ConfineContext:
     private_shm: bool = False
     """``/dev/shm`` is this worker's own tmpfs (:func:`private_dev_shm`): Landlock lets it write there. Else it
     is the host's, shared by every run and the host: memory no limit of the run bounds, and a channel from
-    one run to the next."""
+    one run to the next. In a filesystem view (fsview.py) it always is: the view mounts a fresh tmpfs there."""
+    writable: tuple[str, ...] = ()
+    """Paths writable besides the run's dirs (in a filesystem view: ``/tmp``, the run's private disk)."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = 
     stack.pids_cgroup(ns_status)  # root only (RLIMIT_NPROC spares uid 0); joining needs root's rights: before caps
     stack.memory_cgroup(ns_status)  # likewise before caps; fails closed if required; decides seccomp's shmem rule
     stack.layer("no_new_privs", no_new_privs.apply)  # before landlock and seccomp: unprivileged they require it
-    stack.namespaces(ns_status)  # re-binds the run dirs writable: needs CAP_SYS_ADMIN in the user ns, before caps
+    stack.namespaces(ns_status)  # the run's own root (fsview.py) needs CAP_SYS_ADMIN: before caps; and before Landlock
     stack.capabilities()  # every worker; after setrlimit (CAP_SYS_RESOURCE could raise a hard limit back)
     stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork,  # last: it denies calls the steps above make
@@ -267,11 +269,30 @@ class _Stack:
             self.fail("namespaces", ns_status.detail if ns_status else "the worker was not made by fork_worker")
         else:
             try:
-                namespaces.apply(self.policy, self.ctx)
+                view = self.filesystem()
             except OSError as exc:
                 self.fail("namespaces", str(exc), exc)
                 return
-            self.statuses.append(LayerStatus("namespaces", True, True, ns_status.detail))
+            self.statuses.append(LayerStatus("namespaces", True, True, f"{ns_status.detail}; {view}"))
+
+    def filesystem(self) -> str:
+        """The run's own root with its private disk (fsview.py, disk.py); where that cannot be built, under a
+        policy that does not require namespaces: the disk over the run dir, else the run dirs re-bound writable in
+        the read-only host tree. Returns what the run got; raises OSError for the layer to fail."""
+        try:
+            built = fsview.apply(self.policy, self.ctx)
+        except fsview.Broken as exc:  # half pivoted: no snippet may run here, whatever the policy
+            raise SandboxUnavailable("namespaces", str(exc), fsview.FIX, syscall=exc.syscall, errno=exc.errno) from exc
+        except OSError as exc:
+            if "namespaces" in self.policy.confinement.required:
+                raise
+            try:
+                return f"no filesystem view ({exc}); {disk.apply(self.policy, self.ctx)}"
+            except OSError as why:
+                namespaces.apply(self.policy, self.ctx)
+                return f"no filesystem view ({exc}) nor private disk ({why}): the host tree, read-only"
+        self.ctx = fsview.run_context(self.ctx)
+        return built
 
     def capabilities(self) -> None:
         """Always, and always fatal: a worker that keeps a capability never runs a snippet."""
@@ -281,6 +302,11 @@ class _Stack:
             raise SandboxUnavailable("capabilities", f"cannot drop capabilities: {exc}", FIXES["capabilities"],
                                      syscall=getattr(exc, "syscall", None), errno=exc.errno) from exc
         self.statuses.append(LayerStatus("capabilities", True, True, "all dropped, securebits locked"))
+
+
+def run_context(ctx: ConfineContext) -> ConfineContext:
+    """The context as the run sees it once :func:`apply_all` returned (its filesystem view adds paths)."""
+    return fsview.run_context(ctx)
 
 
 def module(name: str) -> Any:
@@ -299,4 +325,4 @@ def describe_all(policy: Any) -> dict[str, str]:
 
 
 __all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "ORDER", "PARTS", "apply_all", "describe_all",
-           "fork_worker", "module", "prepare_in_zygote", "private_dev_shm", "probe_all"]
+           "fork_worker", "module", "prepare_in_zygote", "private_dev_shm", "probe_all", "run_context"]

@@ -9,10 +9,12 @@ Written against the kernel ABI with ctypes (no binding needed). The ruleset:
   ``/sys/fs/cgroup`` (CPU counts and quotas that BLAS and joblib read), and a short
   list of ``/etc`` files the C library and Python read (not ``/etc`` as a whole: it
   holds ``shadow`` and host configuration);
-- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir``, ``/dev/shm`` only
-  where it is the worker's private tmpfs (``ctx.private_shm``: the namespaces layer;
-  the host's ``/dev/shm`` would hold memory no limit of the run bounds, and carry
-  files from one run to the next), and the harmless devices
+- read-write (but never execute): ``ctx.workdir``, ``ctx.tmpdir`` (in the worker's own
+  root, fsview.py: all of ``/tmp``, its private disk; and its generated ``/etc`` is
+  readable), ``/dev/shm`` only where it is the worker's private tmpfs (``ctx.private_shm``:
+  the namespaces layer, or the filesystem view's own; the host's ``/dev/shm`` would hold
+  memory no limit of the run bounds, and carry files from one run to the next), and the
+  harmless devices
   ``/dev/null``, ``/dev/zero``, ``/dev/full``, ``/dev/random``, ``/dev/urandom``;
 - network (ABI >= 4): every TCP bind and connect is denied (no rule grants a port);
 - scoping (ABI >= 6): abstract UNIX sockets and signals outside this domain are
@@ -129,7 +131,8 @@ def _static_rules(policy: Any, private_shm: bool = True) -> list[tuple[str, int]
 def _run_rules(policy: Any, ctx: Any) -> list[tuple[str, int]]:
     """Rules of this run: the image/interpreter paths and the run's own dirs."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
-    return [(p, ro) for p in ctx.readable] + [(ctx.workdir, _READ | _WRITE), (ctx.tmpdir, _READ | _WRITE)]
+    writable = (ctx.workdir, ctx.tmpdir, *ctx.writable)  # in a filesystem view also /tmp: the run's private disk
+    return [(p, ro) for p in ctx.readable] + [(p, _READ | _WRITE) for p in writable]
 
 
 def prebuild(policy: Any) -> None:

@@ -14,9 +14,9 @@ Two halves, because a pid namespace only applies to children:
   reaps it, so ``wait4`` reports the run's real fate. An empty network namespace is
   the strongest "no network": no interface but a down loopback.
 
-- :func:`apply` runs in the worker before the capability drop (caps.py), which it
-  needs to precede: it re-binds the run's dirs writable over the host tree, which
-  :func:`make_host_read_only_early` made read-only in the worker's mount namespace.
+- In the worker, before the capability drop: the worker's own root (fsview.py) with its
+  private disk (disk.py); where that cannot be built, :func:`apply` re-binds the run's
+  dirs writable over the host tree that :func:`make_host_read_only_early` made read-only.
 
 Three cases, told apart by :func:`probe` (``sandbox doctor`` shows which): **available**;
 **unavailable**: the clone is refused (user namespaces off or none left, a seccomp
@@ -155,8 +155,8 @@ def network_is_empty() -> str:
 
 def describe(policy: Any) -> str:
     """One line: what the layer isolates."""
-    return ("namespaces: own user (uid mapped to itself), pid (fresh /proc), "
-            "empty network, ipc, mount (/run hidden, private /dev/shm), uts")
+    return ("namespaces: own user (uid mapped to itself), pid (fresh /proc), empty network, ipc, "
+            "mount (its own root: fs_view, private_disk), uts")
 
 
 def _unshare(flags: int) -> None:
@@ -396,5 +396,5 @@ def _mount_setattr(path: str, flags: int, attr: _MountAttr) -> None:
 
 
 def apply(policy: Any, ctx: Any) -> None:
-    """In the worker (namespaces active), before the capability drop: run dirs writable again."""
+    """In the worker, no view built (confine._Stack.filesystem), before the capability drop: run dirs writable."""
     reopen_run_dirs(ctx)

@@ -20,6 +20,9 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
 - ``ioctl(TIOCSTI)`` / ``ioctl(TIOCLINUX)`` (typing into a terminal) -> EPERM;
 - ``personality`` with ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC or the other address
   layout flags -> EPERM;
+- in a session worker (``keep_fork``): ``kill(-1, ...)`` -> EPERM. The states of one
+  session share uid and Landlock domain; a broadcast signal from a run would end every
+  checkpoint and branch (and the root). A run signals its own process group instead;
 - with ``allow_subprocess = false``: ``execve``, ``execveat``, ``fork``, ``vfork`` and
   ``clone`` without ``CLONE_THREAD`` -> EPERM (threads still work);
 - in a worker without a memory cgroup (memcg.py): ``memfd_create``, ``memfd_secret`` and
@@ -141,18 +144,19 @@ def prepare(policy: Any, keep_fork: bool = False, deny_shmem: bool = False) -> "
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
-    without subprocesses it gets a filter that denies exec but not fork.
+    without subprocesses it gets a filter that denies exec but not fork; every
+    session filter also denies ``kill(-1)`` (see the module docstring).
     ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
-    key = (deny_exec, deny_exec and not keep_fork, deny_shmem)
+    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem)
     if key not in _programs:
-        _programs[key] = _Program(_compile(*key))
+        _programs[key] = _Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2]))
     return _programs[key]
 
 
-def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *,
+def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
              denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
@@ -180,6 +184,8 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *,
         _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, flag, flag))
     if deny_fork:
         _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, CLONE_THREAD, 0))
+    if deny_broadcast:  # pid_t is 32 bits: the kernel reads any value whose low half is -1 as -1
+        _add(f, eperm, nr("kill"), s.Arg(0, s.MASKED_EQ, _LO32, _LO32))
     for request in (TIOCSTI, TIOCLINUX):
         _add(f, eperm, nr("ioctl"), s.Arg(1, s.MASKED_EQ, _LO32, request))
     for flag in _PERSONALITY_FLAGS:

@@ -11,7 +11,8 @@ back from here: frames, names, sizes, exits and resource figures are hostile inp
 - ``zygote``: preload the image, keep confined workers forked, hand them requests.
 - ``worker``: a forked worker's life: confine, then serve one request or a session.
 - ``request``: one request in a confined process (run, call), and what it reports.
-- ``session_tree``: a session's tree of frozen states, one fork per run.
+- ``session_tree``: a session's root (talks to the host, keeps the lines); ``session_states``: its frozen
+  states and the runners they fork, one per run.
 - ``call``: the worker side of ``Sandbox.call``.
 - ``preload``, ``allowlist``, ``telemetry``, ``proc``: what those use.
 """

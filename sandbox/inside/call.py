@@ -24,10 +24,11 @@ def execute(payload: bytes, chan: "Channel") -> None:
         fn, args, kwargs = cloudpickle.loads(payload)
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the function's failure is reported, not raised
-        chan.send("error", text=f"{exc}\n" + "".join(traceback.format_exception(exc)), exc_type=type(exc).__name__)
+        chan.fail(f"{exc}\n" + "".join(traceback.format_exception(exc)), type(exc).__name__)
         return
     try:
-        header, blobs = codec.encode(value)
-        chan.send("value", tuple(blobs), **header)
+        frame = codec.encode(value)
     except CallError as exc:
-        chan.send("error", text=str(exc), exc_type="CallError")
+        chan.fail(str(exc), "CallError")
+        return
+    chan.send(frame)

@@ -4,16 +4,77 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Iterator
+from typing import Iterable, Iterator
+
+#: Above every fd number a process can hold (close_range takes the whole range at once).
+_MAX_FD = 2**31 - 1
 
 
 def children() -> list[int]:
-    """Pids of this process's children, including orphans reparented to us (subreaper)."""
+    """Pids of this process's children (of any of its threads), including orphans reparented to us (subreaper)."""
+    found: list[int] = []
     try:
-        with open(f"/proc/self/task/{os.getpid()}/children") as fh:
-            return [int(pid) for pid in fh.read().split()]
+        tasks = os.listdir("/proc/self/task")
     except OSError:
-        return []
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                found += [int(pid) for pid in fh.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def kill_descendants(rounds: int = 1000) -> None:
+    """SIGKILL every descendant of this process (it must be a subreaper) and reap them.
+
+    Orphans of a killed child come to us (subreaper), so each round finds the next
+    generation; a fork loop is bounded by the rlimits and pids cgroup."""
+    for _ in range(rounds):
+        pids = children()
+        if not pids:
+            return
+        for pid in pids:
+            kill(pid)
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def keep_only(keep: Iterable[int]) -> None:
+    """Close every fd of this process but ``keep`` (close_range over the gaps)."""
+    low = 0
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, _MAX_FD)
+
+
+def close_copies(inodes: "set[tuple[int, int]]") -> None:
+    """Close every fd of this process open on one of ``inodes`` ((st_dev, st_ino)), whatever its number.
+
+    A snippet may have dup'ed a socket of ours into a global of its state: the copy
+    would follow the state into every fork of it."""
+    if not inodes:
+        return
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in inodes:
+            os.close(fd)
+
+
+def identity(fd: int) -> tuple[int, int]:
+    """(st_dev, st_ino) of what ``fd`` is open on (see close_copies)."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def kill(pid: int) -> None:

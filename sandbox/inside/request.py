@@ -17,17 +17,19 @@ import resource
 import socket
 import stat
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import protocol, streams
-from ..errors import ProtocolError
+from .. import commands, frames, protocol, rundirs, streams
 from ..filetypes import IMAGE_EXTENSIONS
-from ..policy import Policy
+from ..policy import Limits, Policy
 from . import call, harness
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_MAX_DENIALS = 200
+#: Characters of a failure text sent to the host: its frame header stays well under
+#: protocol.MAX_HEADER_BYTES even when every character is escaped (6 bytes in JSON).
+_MAX_ERROR_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Confined:
     """A process after its confinement: the spec, and each layer as applied (for ``ready``)."""
 
     spec: WorkerSpec
-    layers: tuple[dict[str, Any], ...]
+    layers: tuple[frames.LayerState, ...]
 
 
 class Channel:
@@ -59,6 +61,12 @@ class Channel:
         self.sock = sock
         self.tagged_fd = tagged_fd
         self.denials = 0
+        self.figures = 0
+        """Figures this run has shown: their names count per run, never per matplotlib number."""
+        self.done = False
+        """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
+        snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
+        self._lock = threading.Lock()  # snippet threads report too: one whole frame at a time
 
     def close(self) -> None:
         """End this run's streams: the host sees EOF even though the process lives on."""
@@ -70,16 +78,27 @@ class Channel:
         os.close(devnull)  # the tagged fd number stays reserved (on /dev/null) for the next run
         self.sock.close()
 
-    def send(self, kind: str, blobs: tuple[bytes, ...] = (), **fields: Any) -> None:
-        self.sock.sendall(protocol.encode(kind, blobs, **fields))
+    def send(self, frame: frames.Frame) -> None:
+        data = frames.encode(frame)
+        with self._lock:
+            if self.done:
+                return
+            self.sock.sendall(data)
+            self.done = type(frame) is frames.Done
+
+    def fail(self, text: str, exc_type: str) -> None:
+        """Report the run's failure (the text cut to what a frame carries)."""
+        if len(text) > _MAX_ERROR_CHARS:
+            text = text[:_MAX_ERROR_CHARS] + f"\n[failure text cut at {_MAX_ERROR_CHARS} characters]\n"
+        self.send(frames.Error(text=text, exc_type=exc_type[:256]))
 
     def deny(self, kind: str, detail: str) -> None:
         """Record a refused action (bounded, never raises into user code)."""
-        if self.denials >= _MAX_DENIALS:
+        if self.denials >= frames.MAX_DENIALS or self.done:
             return
         self.denials += 1
         try:
-            self.send("denied", event=kind, detail=detail[:500])  # "kind" would clash with send()'s own parameter
+            self.send(frames.Denied(event=kind[:frames.MAX_DENIAL_CHARS // 8], detail=detail[:frames.MAX_DENIAL_CHARS]))
         except OSError:
             pass
 
@@ -91,6 +110,11 @@ _current: "Channel | None" = None
 #: session kept from an earlier run (a logging handler) write into the current run,
 #: and no fd piles up from run to run.
 _tagged_fd: int | None = None
+
+
+def reserved_fds() -> list[int]:
+    """0-2 and the tagged fd: on /dev/null between runs, their numbers kept for the next run."""
+    return [0, 1, 2] + ([_tagged_fd] if _tagged_fd is not None else [])
 
 
 def current() -> Channel:
@@ -129,63 +153,64 @@ def new_scope() -> dict[str, Any]:
     return {"__name__": "__main__", "__builtins__": builtins}
 
 
-def _run_code(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
-    error = harness.run_python(payload.decode("utf-8"), scope)
+def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> None:
+    error = harness.run_python(request.code.decode("utf-8"), scope)
     if error is not None:
         flush_std()
-        chan.send("error", text=error[0], exc_type=error[1])
+        chan.fail(*error)
 
 
-def _run_call(payload: bytes, chan: Channel, scope: dict[str, Any]) -> None:
-    call.execute(payload, chan)
+def _run_call(request: commands.Call, chan: Channel, scope: dict[str, Any]) -> None:
+    call.execute(request.payload, chan)
 
 
-#: Request type -> handler(first blob, channel, globals). A session root answers its own
+#: Request type -> handler(request, channel, globals). A session root answers its own
 #: ``session`` request (see session_tree.serve_root).
-HANDLERS: dict[str, Callable[[bytes, Channel, dict[str, Any]], None]] = {"run": _run_code, "call": _run_call}
+HANDLERS: dict[type, Callable[[Any, Channel, dict[str, Any]], None]] = {commands.Run: _run_code,
+                                                                        commands.Call: _run_call}
 
 
 def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     """Read one request from ``chan`` and run it in ``scope``; report everything on ``chan``."""
     me = os.getpid()
-    request, blobs = protocol.read_frame(chan.sock)
-    handler = HANDLERS.get(request["type"])
-    if handler is None or not blobs:
-        raise ProtocolError(f"a worker cannot serve a {request['type']!r} request")
-    chan.send("ready", layers=list(confined.layers))
-    failure = _write_inputs(request.get("files", []), blobs[1:])
+    request = frames.decode(commands.REQUEST, *protocol.read_frame(chan.sock))  # not a request: ProtocolError
+    handler = HANDLERS[type(request)]
+    chan.send(frames.Ready(layers=confined.layers))
+    failure = _write_inputs(request.files, request.inputs) if isinstance(request, commands.Run) else None
     if failure is not None:
-        chan.send("error", text=failure, exc_type="OSError")
-        chan.send("done", **usage())
+        chan.fail(failure, "OSError")
+        chan.send(usage())
         return
     before = _snapshot()
-    handler(blobs[0], chan, scope)
+    handler(request, chan, scope)
     if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
         flush_std()
         os._exit(0)
     flush_std()
     _report_files(before, chan, confined.spec.policy.limits)
-    chan.send("done", **usage())
+    chan.send(usage())
 
 
-def usage() -> dict[str, float]:
-    """Peak RSS and CPU of this process and its reaped children, for the ``done`` frame."""
+def usage() -> frames.Done:
+    """The ``done`` frame: peak RSS and CPU of this process and its reaped children."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"maxrss_kb": max(own.ru_maxrss, kids.ru_maxrss),
-            "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime}
+    return frames.Done(maxrss_kb=max(own.ru_maxrss, kids.ru_maxrss),
+                       cpu_s=own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime)
 
 
-def _write_inputs(files: list[dict[str, Any]], blobs: list[bytes]) -> str | None:
+def _write_inputs(files: tuple[commands.InputMeta, ...], blobs: tuple[bytes, ...]) -> str | None:
     """Write the input files into the work dir; the failure text if one cannot be written."""
     for meta, data in zip(files, blobs):
         try:
-            # O_NOFOLLOW: a symlink the snippet planted under an input's name is not followed.
-            # No O_EXCL: a session may be sent a newer version of a file it already holds.
-            fd = os.open(meta["name"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            # A session gets every input again with every run: whatever holds the name now (the
+            # copy an earlier run got and maybe rewrote, or a symlink, FIFO, read-only file or
+            # tree the snippet put there) goes, never followed, and the file is made afresh.
+            rundirs.remove(os.path.abspath(meta.name))
+            fd = os.open(meta.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with open(fd, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
-            return f"cannot write input file {meta['name']!r} into the work dir: {exc.strerror or exc}\n"
+            return f"cannot write input file {meta.name!r} into the work dir: {exc.strerror or exc}\n"
     return None
 
 
@@ -209,11 +234,20 @@ def install_show() -> None:
         return
 
     def show(*args: Any, **kwargs: Any) -> None:
-        """Every open figure becomes one PNG image part, as on the service."""
+        """Every open figure becomes one PNG image part, as on the service.
+
+        Names count the run's figures (``figure_1.png``, ``figure_2.png``, ...): matplotlib
+        renumbers from 1 once ``show()`` has closed the figures, so its numbers repeat
+        within a run. A name a work-dir file already has is skipped."""
+        chan = current()
         for number in pyplot.get_fignums():
             buffer = io.BytesIO()
             pyplot.figure(number).savefig(buffer, format="png")
-            current().send("image", (buffer.getvalue(),), name=f"figure_{number}.png", mime_type="image/png")
+            chan.figures += 1
+            while os.path.lexists(f"figure_{chan.figures}.png"):
+                chan.figures += 1
+            chan.send(frames.ReturnedImage(name=f"figure_{chan.figures}.png", mime_type="image/png",
+                                           data=buffer.getvalue()))
         pyplot.close("all")
 
     pyplot.show = show
@@ -247,22 +281,22 @@ def _walk(top: str, prefix: str = "", depth: int = 0) -> list[tuple[str, os.stat
     return entries
 
 
-def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Any) -> None:
+def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits) -> None:
     """Send new or changed regular files: images as ``image``, the rest as ``file``."""
     sent = 0
     for rel, st in _walk("."):
         if before.get(rel) == (st.st_size, st.st_mtime_ns):
             continue
         if sent >= limits.max_returned_files:
-            chan.send("file", (b"",), name=rel, mime_type="", skipped=True, size=st.st_size)
+            chan.send(frames.Returned(name=rel, mime_type="", data=b"", skipped=True, size=st.st_size))
             continue
         data, truncated = _read_capped(rel, limits.max_returned_file_bytes)
         if data is None:
             continue
         ext = os.path.splitext(rel)[1].lower()
-        kind = "image" if ext in IMAGE_EXTENSIONS and not truncated else "file"
+        kind = frames.ReturnedImage if ext in IMAGE_EXTENSIONS and not truncated else frames.Returned
         mime = IMAGE_EXTENSIONS.get(ext) or _guess_mime(rel)
-        chan.send(kind, (data,), name=rel, mime_type=mime, truncated=truncated, size=st.st_size)
+        chan.send(kind(name=rel, mime_type=mime, data=data, truncated=truncated, size=st.st_size))
         sent += 1
 
 

@@ -20,6 +20,30 @@ Process model (all inside the session's confined worker, pid 1 of its namespace)
   checked the session's memory (``session.max_memory_mb``): ``settle`` frees it,
   ``undo`` goes back to it and frees the run's state instead. Any other command that
   moves a line settles first, so a host that never answers cannot pin it forever.
+
+What separates the states of one session (they share a uid and a Landlock domain,
+and after confinement nothing may make a pid namespace or a further Landlock layer per
+state: seccomp denies namespace flags, and Landlock stacks at most 16 domains, fewer
+than a long session's runs):
+
+- **fds**: only the root holds the host control socket. The first node keeps only
+  its socket to the root (and 0-2 and the tagged fd, all on /dev/null); every fork
+  of a node closes the node's own sockets and every copy of them a snippet may have
+  dup'ed into its state (by inode), so a runner holds only its run's 4 fds, its socket
+  to the root, and the files its own line opened (state, as globals are).
+- **nothing of a run outlives it**: a runner is a subreaper while it runs and kills
+  every process the snippet left before it commits; a dead runner's orphans are
+  killed by the root; states a line no longer uses are killed with their orphans.
+- **memory**: the root and every node are non-dumpable (``PR_SET_DUMPABLE`` 0, set
+  again when a runner becomes a node), so ``/proc/<pid>/mem``, ``environ``, ``maps``
+  and ptrace of another state fail for a same-uid run; seccomp denies ptrace and
+  process_vm_* anyway. A runner is dumpable: it runs the snippet, whose own ``/proc/self``
+  works as in a one-shot run.
+- **signals**: every node and runner leads its own process group (``kill(0)`` and
+  ``killpg(0)`` reach only the run's own tree) and seccomp denies ``kill(-1)``. A
+  signal to another state's explicit pid is not refused (see README, "What it does
+  not do yet"); the root, pid 1 of the session's pid namespace, ignores them, and a
+  killed state is reported: a run on it ends ``lost`` and the session is closed.
 """
 
 from __future__ import annotations
@@ -28,165 +52,18 @@ import os
 import selectors
 import signal
 import socket
-import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
-from .. import protocol
+from .. import commands, frames, protocol
 from ..confine import _sys
 from ..errors import ProtocolError
 from . import proc, request
 from .request import Channel, Confined
 
+from .session_states import fork_node, set_dumpable
+
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-# -- process steps -----------------------------------------------------------------
-#: What a session process does next: a callable returning the step after it (None: exit).
-Step = Callable[[], "Step | None"]
-
-
-class _Continue(BaseException):
-    """Raised in a child just forked, to unwind its copy of the parent's stack.
-
-    Each run's process forks the next one (a node forks its runner, which becomes the
-    next node): were the child to go on from inside the call that forked it, every
-    run would nest the session one call deeper, until RecursionError ended it after
-    ~160 runs. The child goes on with ``step`` at the bottom of :func:`_trampoline`.
-    """
-
-    def __init__(self, step: Step) -> None:
-        super().__init__()
-        self.step = step
-
-
-def _trampoline(step: Step | None) -> NoReturn:
-    """Run a session process's steps, each at this same stack depth; exit when done."""
-    try:
-        while step is not None:
-            try:
-                step = step()
-            except _Continue as cont:
-                step = cont.step
-    finally:
-        os._exit(0)
-
-
-def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step:
-    """Serve as a frozen state until the root is gone."""
-    return lambda: _NodeLoop(sock, scope, confined).serve()
-
-
-# -- nodes -------------------------------------------------------------------------
-def _fork_node(scope: dict[str, Any], confined: Confined) -> tuple[int, socket.socket]:
-    """Fork a child that serves as a node with a copy of ``scope``; returns (pid, root's end)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        ours.close()
-        _trampoline(_node_step(theirs, scope, confined))
-    theirs.close()
-    return pid, ours
-
-
-class _NodeLoop:
-    def __init__(self, sock: socket.socket, scope: dict[str, Any], confined: Confined) -> None:
-        self.sock, self.scope, self.confined = sock, scope, confined
-        self.runners: set[int] = set()
-        self.standby: tuple[int, socket.socket] | None = None
-        """(pid, its socket) of a runner forked in advance, waiting for a run's fds."""
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(self.wake_w)
-        self.selector = selectors.DefaultSelector()
-
-    def serve(self) -> None:
-        self.selector.register(self.sock, selectors.EVENT_READ, "root")
-        self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
-        while True:
-            for key, _ in self.selector.select():
-                if key.data == "sigchld":
-                    self._reap()
-                    continue
-                try:
-                    header, fds = protocol.recv_packet(self.sock)
-                except (ProtocolError, OSError):
-                    return  # root gone
-                if header["type"] == "srun":
-                    self._start_runner(fds)
-                elif header["type"] == "branch":
-                    pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
-                    protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
-                    ours.close()
-                elif header["type"] == "warm" and self.standby is None:
-                    self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
-                elif header["type"] == "cool" and self.standby is not None:
-                    pid, ours = self.standby
-                    self.standby = None
-                    proc.kill(pid)
-                    ours.close()
-
-    def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
-        """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
-        from the bottom of its stack (see _Continue); the parent gets (pid, its end)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            self.selector.close()
-            self.sock.close()
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            if self.standby is not None:  # not this child's: its EOF must reach the standby
-                self.standby[1].close()
-            raise _Continue(lambda: child_main(theirs))
-        theirs.close()
-        return pid, ours
-
-    def _start_runner(self, fds: list[int]) -> None:
-        if self.standby is not None:
-            (pid, ours), self.standby = self.standby, None
-            protocol.send_packet(ours, "go", fds=fds)  # then the root gets this socket: the runner's
-        else:
-            pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.confined))
-        for fd in fds:
-            os.close(fd)
-        self.runners.add(pid)
-        protocol.send_packet(self.sock, "reply", fds=[ours.fileno()], pid=pid)
-        ours.close()
-
-    def _reap(self) -> None:
-        proc.drain(self.wake_r)
-        for pid, status in proc.reaped():
-            if pid in self.runners:
-                self.runners.discard(pid)
-                protocol.send_packet(self.sock, "exited", pid=pid, **proc.exit_facts(status))
-
-
-def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step | None:
-    """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
-    try:
-        _header, fds = protocol.recv_packet(sock)
-    except (ProtocolError, OSError):
-        return None
-    return _runner_main(sock, fds, scope, confined)
-
-
-def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], confined: Confined) -> Step:
-    """Run one snippet in this copy of the state; on a normal end, become the line's node."""
-    me = os.getpid()
-    try:
-        chan = request.attach(fds)
-        request.perform(chan, confined, scope)
-        chan.close()
-        protocol.send_packet(sock, "committed", pid=me)
-    except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
-        if os.getpid() == me:
-            traceback.print_exc()
-        os._exit(70)
-    return _node_step(sock, scope, confined)
 
 
 # -- root --------------------------------------------------------------------------
@@ -250,7 +127,7 @@ class _Root:
             if node.warm != (pid in current):
                 node.warm = pid in current
                 try:
-                    protocol.send_packet(node.sock, "warm" if node.warm else "cool")
+                    frames.send(node.sock, commands.Warm() if node.warm else commands.Cool())
                 except OSError:
                     pass  # the node is gone; its socket's EOF says so
 
@@ -260,46 +137,48 @@ class _Root:
             header, fds = protocol.recv_packet(self.ctl)
         except (ProtocolError, OSError):
             return False
-        kind = header["type"]
-        handler = {"srun": self._srun, "cancel": self._cancel, "checkpoint": self._checkpoint,
-                   "restore": self._restore, "release": self._release, "branch": self._branch,
-                   "drop": self._drop, "settle": self._settle, "undo": self._undo}.get(kind)
-        if handler is None:
+        try:
+            command = frames.decode(commands.SESSION_IN, header)
+        except ProtocolError:
             for fd in fds:
                 os.close(fd)
             return True
-        if kind not in ("undo", "release", "cancel"):
-            self._settle(header, fds)  # the host moves on: the held state is no longer needed
-        handler(header, fds)
+        if not isinstance(command, (commands.Undo, commands.Release, commands.Cancel)):
+            self._settle(command, fds)  # the host moves on: the held state is no longer needed
+        _HOST_COMMANDS[type(command)](self, command, fds)
         return True
 
     def _reply(self, **fields: Any) -> None:
-        protocol.send_packet(self.ctl, "reply", **fields)
+        frames.send(self.ctl, frames.Reply(**fields))
 
-    def _srun(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes.get(self.lines.get(header["line"], -1))
+    def _srun(self, command: commands.Srun, fds: list[int]) -> None:
+        node = self.nodes.get(self.lines.get(command.line, -1))
         if node is None or self.run is not None:
             for fd in fds:
                 os.close(fd)
             why = "its state process is gone" if node is None else f"run {self.run.seq} is still in progress"
-            protocol.send_packet(self.ctl, "run_end", seq=header["seq"], lost=why)
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
         try:
-            reply, got = self._ask(node, "srun", fds)
+            forked, got = self._ask(node, commands.NodeRun(), fds)
+        except (OSError, ProtocolError, IndexError):  # the state was killed (by its pid) or answered nonsense
+            self._lose(node)
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost="its state process is gone"))
+            return
         finally:
             for fd in fds:
                 os.close(fd)
         runner_sock = socket.socket(fileno=got[0])
-        self.run = _Run(header["seq"], header["line"], node, reply["pid"], runner_sock)
+        self.run = _Run(command.seq, command.line, node, forked.pid, runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
 
-    def _cancel(self, header: dict[str, Any], fds: list[int]) -> None:
-        if self.run is not None and self.run.seq == header["seq"]:
+    def _cancel(self, command: commands.Cancel, fds: list[int]) -> None:
+        if self.run is not None and self.run.seq == command.seq:
             proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
 
-    def _checkpoint(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes[self.lines[header["line"]]]
+    def _checkpoint(self, command: commands.Checkpoint, fds: list[int]) -> None:
+        node = self.nodes[self.lines[command.line]]
         pinned = sum(1 for n in self.nodes.values() if n.pinned)
         if not node.pinned and pinned >= self.confined.spec.policy.session.max_checkpoints:
             self._reply(error=f"too many live checkpoints ({pinned}); release one first "
@@ -308,22 +187,22 @@ class _Root:
         node.pinned += 1
         self._reply(node=node.pid)
 
-    def _release(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes.get(header["node"])
+    def _release(self, command: commands.Release, fds: list[int]) -> None:
+        node = self.nodes.get(command.node)
         freed: list[int] = []
         if node is not None and node.pinned:
             node.pinned -= 1
             freed = self._collect_garbage()
         self._reply(freed=freed, **self._held_facts())
 
-    def _settle(self, header: dict[str, Any], fds: list[int]) -> None:
+    def _settle(self, command: frames.Frame, fds: list[int]) -> None:
         """The host accepts the last committed run: free the state it started from."""
         if self.held is not None:
             previous = self.held[1]
             self.held = None
             self._collect_garbage(previous)
 
-    def _undo(self, header: dict[str, Any], fds: list[int]) -> None:
+    def _undo(self, command: commands.Undo, fds: list[int]) -> None:
         """The host refuses the last committed run (memory): back to the held state."""
         held, self.held = self.held, None
         if held is None or self.lines.get(held[0]) != held[2] or held[1] not in self.nodes:
@@ -343,38 +222,49 @@ class _Root:
                  and previous.pid not in set(self.lines.values()))
         return {"previous": self.held[1], "frees_previous": frees}
 
-    def _restore(self, header: dict[str, Any], fds: list[int]) -> None:
-        if header["node"] not in self.nodes:
-            self._reply(error=f"checkpoint {header['node']} no longer exists")
+    def _restore(self, command: commands.Restore, fds: list[int]) -> None:
+        if command.node not in self.nodes:
+            self._reply(error=f"checkpoint {command.node} no longer exists")
             return
-        old = self.lines[header["line"]]
-        self.lines[header["line"]] = header["node"]
+        old = self.lines[command.line]
+        self.lines[command.line] = command.node
         self._collect_garbage(old)
         self._reply()
 
-    def _branch(self, header: dict[str, Any], fds: list[int]) -> None:
-        node = self.nodes[self.lines[header["line"]]]
-        reply, got = self._ask(node, "branch")
-        child = self._add_node(reply["pid"], socket.socket(fileno=got[0]))
+    def _branch(self, command: commands.Branch, fds: list[int]) -> None:
+        node = self.nodes[self.lines[command.line]]
+        try:
+            forked, got = self._ask(node, commands.NodeBranch())
+            child = self._add_node(forked.pid, socket.socket(fileno=got[0]))
+        except (OSError, ProtocolError, IndexError):
+            self._lose(node)
+            self._reply(error="the session's current state process is gone; it cannot be forked")
+            return
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
 
-    def _drop(self, header: dict[str, Any], fds: list[int]) -> None:
-        old = self.lines.pop(header["line"], None)
+    def _drop(self, command: commands.Drop, fds: list[int]) -> None:
+        old = self.lines.pop(command.line, None)
         if old is not None:
             self._collect_garbage(old)
         self._reply()
 
     # node and runner events
-    def _ask(self, node: _Node, kind: str, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+    def _ask(self, node: _Node, command: frames.Frame, fds: list[int] | None = None
+             ) -> tuple[commands.Forked, list[int]]:
         """Send a command to a node and wait for its reply; death notices that arrive first are handled."""
-        protocol.send_packet(node.sock, kind, fds=fds or ())
+        frames.send(node.sock, command, fds=fds or ())
         while True:
             header, got = protocol.recv_packet(node.sock)
-            if header["type"] == "reply":
-                return header, got
-            self._node_event(header)
+            event = frames.decode(commands.FROM_NODE, header)
+            if isinstance(event, commands.Forked) and len(got) == 1:
+                return event, got
+            for fd in got:
+                os.close(fd)
+            if isinstance(event, commands.Forked):
+                raise ProtocolError(f"a node's 'forked' carried {len(got)} fds, expected 1")
+            self._node_event(event)
 
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
@@ -385,34 +275,45 @@ class _Root:
     def _runner_message(self) -> None:
         run = self.run
         try:
-            protocol.recv_packet(run.runner_sock)  # "committed"
+            header, _ = protocol.recv_packet(run.runner_sock)
+            committed = frames.decode(commands.FROM_RUNNER, header)
         except (ProtocolError, OSError):
             self.selector.unregister(run.runner_sock)
             return  # the runner died; its node reports how
+        if committed.pid != run.runner_pid:  # not what a runner says: stop it; its node reports the death
+            self.selector.unregister(run.runner_sock)
+            proc.kill(run.runner_pid)
+            return
         self.selector.unregister(run.runner_sock)
         self._add_node(run.runner_pid, run.runner_sock)
         self.lines[run.line] = run.runner_pid
         self.run = None
         self.held = (run.line, run.node.pid, run.runner_pid)  # freed on settle, restored on undo
-        protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=False, **self._held_facts())
+        frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=False, **self._held_facts()))
 
     def _node_message(self, sock: socket.socket) -> None:
         try:
             header, _ = protocol.recv_packet(sock)
+            event = frames.decode(commands.FROM_NODE, header)
         except (ProtocolError, OSError):
             self._forget(sock)
             return
-        self._node_event(header)
+        self._node_event(event)
 
-    def _node_event(self, header: dict[str, Any]) -> None:
+    def _node_event(self, event: frames.Frame) -> None:
         """A node reports that a child of it died: if it was the running runner, roll back."""
         run = self.run
-        if header["type"] == "exited" and run is not None and header["pid"] == run.runner_pid:
+        if isinstance(event, frames.Exited) and run is not None and event.pid == run.runner_pid:
             self.run = None
             _close_registered(self.selector, run.runner_sock)
             self._sweep()
-            protocol.send_packet(self.ctl, "run_end", seq=run.seq, rolled_back=True,
-                                 signal=header.get("signal"), exitcode=header.get("exitcode"))
+            frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
+                                                exitcode=event.exitcode))
+
+    def _lose(self, node: _Node) -> None:
+        """A node that cannot be asked any more: kill and forget it (its line then reports it gone)."""
+        proc.kill(node.pid)
+        self._forget(node.sock)
 
     def _forget(self, sock: socket.socket) -> None:
         for pid, node in list(self.nodes.items()):
@@ -434,6 +335,8 @@ class _Root:
             del self.nodes[pid]
             _close_registered(self.selector, node.sock)
             freed.append(pid)
+        if freed:
+            self._sweep()  # what the freed states left (their standbys and orphans come to us)
         return freed
 
     def _sweep(self) -> None:
@@ -447,19 +350,26 @@ class _Root:
             pass  # orphans and freed states: nothing to report, only zombies to clear
 
 
+#: Host command -> the root's handler (command, fds attached to it).
+_HOST_COMMANDS: dict[type, Callable[[_Root, Any, list[int]], None]] = {
+    commands.Srun: _Root._srun, commands.Cancel: _Root._cancel, commands.Checkpoint: _Root._checkpoint,
+    commands.Restore: _Root._restore, commands.Release: _Root._release, commands.Branch: _Root._branch,
+    commands.Drop: _Root._drop, commands.Settle: _Root._settle, commands.Undo: _Root._undo,
+}
+
+
 def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     """Become a session root: answer the open request, then serve the host until it leaves."""
-    opening, _blobs = protocol.read_frame(chan.sock)
-    if opening["type"] != "session":
-        raise ProtocolError(f"a session worker expected a 'session' frame, got {opening['type']!r}")
-    chan.send("ready", layers=list(confined.layers))
-    chan.send("done")
+    frames.decode(commands.OPENING, *protocol.read_frame(chan.sock))  # anything else: ProtocolError
+    chan.send(frames.Ready(layers=confined.layers))
+    chan.send(frames.Done())
     chan.close()  # before any fork: the host's streams must reach EOF
+    set_dumpable(False)  # inherited by every node: no run reads a state's memory through /proc
     # Orphans (states whose parent state was freed, what a dead runner left) come to
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     root = _Root(ctl, confined)
-    pid, sock = _fork_node(request.new_scope(), confined)
+    pid, sock = fork_node(request.new_scope(), confined)
     root.lines[0] = root._add_node(pid, sock).pid
     root._sync_standbys()
     root.serve()

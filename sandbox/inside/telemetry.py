@@ -22,7 +22,8 @@ import socket
 import sys
 from typing import Any, Callable
 
-from ..confine import landlock
+from ..confine import ConfineContext, landlock
+from ..policy import Policy
 
 #: Events recorded per worker process at most (a loop of failing opens stays cheap).
 MAX_EVENTS = 100
@@ -37,7 +38,7 @@ _SANDBOX_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 class _Recorder:
     """The audit hook: dispatches interesting events to small checkers."""
 
-    def __init__(self, policy: Any, ctx: Any, emit: Callable[[str, str], None]) -> None:
+    def __init__(self, policy: Policy, ctx: ConfineContext, emit: Callable[[str, str], None]) -> None:
         self.emit_fn = emit
         self.seen: set[tuple[str, str]] = set()
         self.busy = False
@@ -180,6 +181,6 @@ def _called_from_sandbox() -> bool:
     return frame is not None and frame.f_code.co_filename.startswith(_SANDBOX_DIR)
 
 
-def install(policy: Any, ctx: Any, emit: Callable[[str, str], None]) -> None:
+def install(policy: Policy, ctx: ConfineContext, emit: Callable[[str, str], None]) -> None:
     """Install the audit hook for this worker process (irremovable, like every audit hook)."""
     sys.addaudithook(_Recorder(policy, ctx, emit))

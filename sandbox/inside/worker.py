@@ -29,15 +29,21 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 
-from .. import confine, protocol, rundirs
+from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys
 from ..errors import SandboxUnavailable
 from . import allowlist, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
 
 _PR_SET_PDEATHSIG = 1
+#: How long a worker spends emptying its run dir after its run, at most, and how deep it
+#: goes: under Landlock each open walks the path back to the root, so deeper trees cost
+#: the worker O(depth²); the zygote, unconfined, removes what is left.
+_EMPTY_SECONDS = 2.0
+_EMPTY_MAX_DEPTH = 32
 
 
 def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
@@ -48,13 +54,11 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
     try:
         _become_worker(spec.zygote_pid)
         if run_dir is None:
-            header, fds = protocol.recv_packet(priv)
-            priv.close()
-            _serve_session(header, fds, spec, ns_status)
+            spawn, fds = _receive_spawn(priv)
+            _serve_session(spawn, fds, spec, ns_status)
         else:
             confined = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
-            _header, fds = protocol.recv_packet(priv)
-            priv.close()
+            _spawn, fds = _receive_spawn(priv)
             _run_once(fds, confined, run_dir)
     except BaseException:  # noqa: BLE001 - a worker must end with _exit, never unwind into the zygote
         status = 70
@@ -65,6 +69,13 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
     finally:
         request.flush_std()
         os._exit(status)
+
+
+def _receive_spawn(priv: socket.socket) -> tuple[commands.Spawn, list[int]]:
+    """The zygote's hand-over of a run's fds (the private socket is done with after it)."""
+    header, fds = protocol.recv_packet(priv)
+    priv.close()
+    return frames.decode(commands.WORKER_SPAWN, header), fds
 
 
 def _become_worker(zygote_pid: int) -> None:
@@ -92,10 +103,10 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     except SandboxUnavailable as exc:
         return exc
     _reseed()
-    telemetry.install(spec.policy, ctx, request.deny)
+    telemetry.install(spec.policy, confine.run_context(ctx), request.deny)
     request.install_show()
     allowlist.install(spec.allowed_roots)
-    return Confined(spec, tuple({"layer": s.layer, "active": s.active} for s in statuses))
+    return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses))
 
 
 def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: rundirs.RunDir) -> None:
@@ -108,16 +119,19 @@ def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: 
     request.perform(chan, confined, request.new_scope())
     # Before the streams close: when run() returns, the run's files no longer take disk
     # space (a sequence of runs on a small disk must not depend on the zygote's pace).
+    # Bounded in time and depth: the rest is the zygote's to finish, once this worker is reaped.
+    deadline = time.monotonic() + _EMPTY_SECONDS
     for path in (run_dir.workdir, run_dir.tmpdir):
-        rundirs.empty(path)
+        rundirs.empty(path, deadline=deadline, max_depth=_EMPTY_MAX_DEPTH)
     chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
 
 
-def _serve_session(header: dict, fds: list[int], spec: WorkerSpec, ns_status: confine.LayerStatus | None) -> None:
-    if len(fds) != 5:
-        raise RuntimeError(f"session spawn request carried {len(fds)} fds, expected 5")
+def _serve_session(spawn: commands.Spawn, fds: list[int], spec: WorkerSpec,
+                   ns_status: confine.LayerStatus | None) -> None:
+    if len(fds) != 5 or spawn.workdir is None or spawn.tmpdir is None:
+        raise RuntimeError(f"a session spawn request needs 5 fds and its run dir (got {len(fds)} fds)")
     chan = request.attach(fds[:4])
-    confined = _prepare(header["workdir"], header["tmpdir"], spec, ns_status, keep_fork=True)  # it forks runners
+    confined = _prepare(spawn.workdir, spawn.tmpdir, spec, ns_status, keep_fork=True)  # it forks runners
     if isinstance(confined, SandboxUnavailable):
         _report_refusal(chan, confined)
         return
@@ -125,7 +139,8 @@ def _serve_session(header: dict, fds: list[int], spec: WorkerSpec, ns_status: co
 
 
 def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
-    chan.send("unavailable", layer=exc.layer, reason=exc.reason, fix=exc.fix, syscall=exc.syscall, errno=exc.errno)
+    # Before `ready`, before any snippet byte runs: the only time the host accepts it.
+    chan.send(frames.Unavailable.of(exc))
 
 
 def _reset_environment(workdir: str, tmpdir: str) -> None:

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import bootstrap, confine, protocol, rundirs
+from .. import bootstrap, commands, confine, frames, protocol, rundirs
 from ..confine import _sys, memcg
 from ..errors import ProtocolError
 from ..image import Image
@@ -52,6 +52,11 @@ _SWEEP_SECONDS = 2.0
 _SWEEP_INTERVAL_S = 0.05
 #: cgroup v1: how long after a worker's OOM event to wait for the kernel's kill before killing its tree.
 _OOM_KILL_WAIT_S = 0.2
+#: Entries of a reaped worker's run dir removed per idle turn of the loop: a run that
+#: left a huge tree delays nobody's request by more than one such step (~ms).
+_TIDY_STEP_ENTRIES = 256
+#: Reaped run dirs waiting beyond which a busy zygote tidies anyway, one step per turn.
+_TIDY_BACKLOG = 4
 
 
 @dataclass
@@ -76,6 +81,7 @@ class Zygote:
         self.running: dict[int, _Worker] = {}
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
         self.cgroups = _Cgroups()
+        self.removal: rundirs.Removal | None = None  # the one being removed, step by step
         self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
         self.sweep_until = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -88,7 +94,7 @@ class Zygote:
     def loop(self) -> None:
         while True:
             refill = len(self.ready) < self.prefork and self.refill_error is None
-            busy = refill or bool(self.to_remove)
+            busy = refill or bool(self.to_remove) or self.removal is not None
             sweeping = time.monotonic() < self.sweep_until
             timeout = _sooner(0 if busy else (_SWEEP_INTERVAL_S if sweeping else None), self.cgroups.due_in())
             events = self.selector.select(timeout=timeout)
@@ -97,9 +103,8 @@ class Zygote:
             if not events:  # nothing waiting: refill the pool, then tidy, off the request path
                 if refill:
                     self._refill()
-                elif self.to_remove:
-                    rundirs.remove(self.to_remove.popleft())
-                self.cgroups.tidy()
+                self._tidy()  # one bounded step even when a refill is always due (steady runs)
+                self.cgroups.tidy()  # one due memory cgroup of a reaped, released worker
                 continue
             for key, _ in events:
                 if key.data == "sigchld":
@@ -108,27 +113,40 @@ class Zygote:
                     self._out_of_memory(key.data)
                 elif not self._control():
                     return
+            if len(self.to_remove) > _TIDY_BACKLOG:  # a steady stream of runs leaves no idle turn
+                self._tidy()
+
+    def _tidy(self) -> None:
+        """One bounded step of removing reaped workers' run dirs. Whatever a run left
+        there, this never raises (see rundirs.Removal): cleanup cannot end the loop."""
+        if self.removal is None:
+            if not self.to_remove:
+                return
+            self.removal = rundirs.Removal(self.to_remove.popleft())
+        if self.removal.step(_TIDY_STEP_ENTRIES):
+            self.removal = None
 
     def _control(self) -> bool:
         try:
             header, fds = protocol.recv_packet(self.sock)
+            command = frames.decode(commands.ZYGOTE_IN, header)
         except (ProtocolError, ConnectionError):
-            return False  # host gone: shut down
-        if header["type"] == "shutdown":
-            for fd in fds:
-                os.close(fd)
-            return False
-        if header["type"] == "spawn":
-            self._spawn(header, fds)
-        elif header["type"] == "release":  # the host has read the run's memory cgroup
-            self.cgroups.release(header.get("id"), {w.run_id for w in self.running.values()})
-        return True
+            return False  # host gone (or out of step with us): shut down
+        if isinstance(command, commands.Spawn) and command.id is not None:
+            self._spawn(command, fds)
+            return True
+        for fd in fds:
+            os.close(fd)
+        if isinstance(command, commands.ReleaseRun):  # the host has read the run's memory cgroup
+            self.cgroups.release(command.id, {w.run_id for w in self.running.values()})
+            return True
+        return False  # shutdown
 
-    def _spawn(self, header: dict[str, Any], fds: list[int]) -> None:
-        session_dirs = {"workdir": header["workdir"], "tmpdir": header["tmpdir"]} if "workdir" in header else None
+    def _spawn(self, request: commands.Spawn, fds: list[int]) -> None:
+        session = request.workdir is not None
         try:
             while True:
-                if session_dirs is not None:
+                if session:
                     worker = self._fork(close_in_child=fds, run_dir=None, session=True)
                 elif self.ready:
                     worker = self.ready.popleft()
@@ -136,17 +154,16 @@ class Zygote:
                     self.refill_error = None
                     worker = self._fork(close_in_child=fds, run_dir=self._make_run_dir())
                 try:
-                    protocol.send_packet(worker.priv, "spawn", fds=fds, **(session_dirs or {}))
+                    frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
                     break
                 except OSError:
                     self._discard(worker)  # died while waiting; take the next one
             worker.priv.close()
-            worker.run_id = header["id"]
+            worker.run_id = request.id
             self.running[worker.pid] = worker
-            protocol.send_packet(self.sock, "spawned", fds=[worker.pidfd], id=header["id"], pid=worker.pid)
+            frames.send(self.sock, frames.Spawned(id=request.id, pid=worker.pid), fds=[worker.pidfd])
         except OSError as exc:
-            protocol.send_packet(self.sock, "failed", id=header["id"], error=f"spawn failed: {exc}",
-                                 errno=exc.errno, layer=getattr(exc, "layer", None))
+            frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -199,6 +216,8 @@ class Zygote:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.removal is not None:
+            self.removal.close()  # a worker must hold no fd into another run's dir
         for worker in [*self.ready, *self.running.values()]:
             worker.priv.close()
             os.close(worker.pidfd)
@@ -234,8 +253,8 @@ class Zygote:
         os.close(worker.pidfd)
         if worker.run_dir is not None:
             self.to_remove.append(worker.run_dir.path)
-        protocol.send_packet(self.sock, "exited", id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
-                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime)
+        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
+                                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
 
     def _unwatch(self, worker: _Worker) -> None:
         if worker.oom_fd is not None:
@@ -358,6 +377,14 @@ def _sooner(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
 
+def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
+    """Why a spawn failed: no run dir (disk or inodes full) is the host's SandboxUnavailable
+    ("workdir", in the one shape every layer's refusal has); anything else a failed spawn."""
+    if getattr(exc, "layer", None) == "workdir":
+        return frames.Unavailable.of(rundirs.unavailable(f"a run directory in {run_root}", exc), id=run_id)
+    return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -380,18 +407,19 @@ def _readable_paths() -> tuple[str, ...]:
 def main(control_fd: int) -> None:
     """Entry point: handshake, preload, serve until the host closes the socket."""
     sock = socket.socket(fileno=control_fd)
-    hello, _ = protocol.recv_packet(sock)
-    policy = Policy.from_dict(hello["policy"])
-    image = Image.from_dict(hello["image"])
+    header, _ = protocol.recv_packet(sock)
+    hello = frames.decode(commands.START, header)
+    policy = Policy.from_dict(hello.policy)
+    image = Image.from_dict(hello.image)
     failures = preload(image)
     confine.prepare_in_zygote(policy)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=_readable_paths(),
-                      zygote_pid=os.getpid(), run_root=hello["run_root"])
+                      zygote_pid=os.getpid(), run_root=hello.run_root)
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
     zygote = Zygote(sock, spec)
-    protocol.send_packet(sock, "hello", pid=os.getpid(), preload_failures=failures)
+    frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
         zygote.loop()
     finally:

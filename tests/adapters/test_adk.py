@@ -140,13 +140,17 @@ def test_input_files_base64_and_bytes(executor, ctx):
     assert (result.stdout, result.stderr) == ("2\nraw bytes\n", "")
 
 
-def test_output_files_are_adk_files(executor, ctx):
-    result = run(executor, ctx, PLOT + "\nopen('out.csv', 'w').write('x,y\\n')")
+def test_output_files_are_adk_files_named_per_block(executor, ctx):
+    result = run(executor, ctx, PLOT + "\nopen('out.csv', 'w').write('x,y\\n')", execution_id="adk-session")
     names = [(f.name, f.mime_type) for f in result.output_files]
-    assert names == [("figure_1.png", "image/png"), ("out.csv", "text/csv")]
+    assert names == [("run1_figure_1.png", "image/png"), ("run1_out.csv", "text/csv")]
     assert all(isinstance(f, File) for f in result.output_files)
     assert base64.b64decode(result.output_files[0].content).startswith(b"\x89PNG")
     assert base64.b64decode(result.output_files[1].content) == b"x,y\n"
+    two = run(executor, ctx, PLOT + "\n" + PLOT, execution_id="adk-session")  # artifacts outlive a block
+    assert [f.name for f in two.output_files] == ["run2_figure_1.png", "run2_figure_2.png"]
+    other = run(executor, ctx, PLOT, execution_id="another-adk-session")
+    assert [f.name for f in other.output_files] == ["run1_figure_1.png"]
 
 
 def test_timeout_seconds(box, ctx):
@@ -218,8 +222,8 @@ def test_llm_agent_runs_code_blocks_through_the_runner(box):
     assert [r.outcome for r in results] == [types.Outcome.OUTCOME_OK] * 2
     assert results[0].output == "Code execution result:\n42\n\n"
     assert results[1].output.startswith("Code execution result:\n43\n")  # state kept between blocks
-    assert "figure_1.png" in results[1].output
-    assert "figure_1.png" in artifacts
+    assert "run2_figure_1.png" in results[1].output
+    assert artifacts == ["run2_figure_1.png"]
     assert events[-1].content.parts[0].text == "The answer is 42."
     assert len(model.requests) == 3
     seen = "\n".join(p.text or "" for c in model.requests[1].contents for p in c.parts or [])
@@ -249,3 +253,26 @@ def test_optimize_data_file_explores_an_inline_csv(box):
                if p.code_execution_result]
     assert "Total rows: 2" in outputs[0]          # ADK's explore_df ran on the input file in the sandbox
     assert outputs[1] == "Code execution result:\n6\n\n"
+
+
+def test_artifacts_of_two_blocks_never_share_a_name(box):
+    """Two figures in one block, one more in the next: three artifacts, one version each."""
+    model = ScriptedLlm(model="scripted", script=[
+        "```python\n" + PLOT + "\n" + PLOT + "\n```",
+        "```python\n" + PLOT + "\n```",
+        "Three plots.",
+    ])
+    executor = SandboxCodeExecutor(sandbox=box)  # stateless: artifacts still live in the ADK session
+
+    async def converse():
+        runner = InMemoryRunner(agent=LlmAgent(name="plotter", model=model, code_executor=executor),
+                                app_name="sandbox-test")
+        session = await runner.session_service.create_session(app_name="sandbox-test", user_id="u")
+        message = types.Content(role="user", parts=[types.Part(text="Plot.")])
+        _ = [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+        where = {"app_name": "sandbox-test", "user_id": "u", "session_id": session.id}
+        keys = await runner.artifact_service.list_artifact_keys(**where)
+        return {key: await runner.artifact_service.list_versions(filename=key, **where) for key in keys}
+
+    versions = asyncio.run(converse())
+    assert versions == {"run1_figure_1.png": [0], "run1_figure_2.png": [0], "run2_figure_1.png": [0]}

@@ -49,4 +49,4 @@ def test_mcp_sessions_close_leaves_nothing(no_leaks):
                 await client.call_tool("run_python", {"code": "x = 1", "session_id": key})
 
     asyncio.run(calls())
-    server.sessions.close()
+    server.backend.close()

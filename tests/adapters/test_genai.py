@@ -1,7 +1,9 @@
-"""google-genai adapter, against the real google.genai.types (a scripted client stands in for the API)."""
+"""google-genai adapter: the real google.genai types, and the real google.genai.Client (sync and .aio)
+talking HTTP to a scripted model on 127.0.0.1 (examples/fake_model.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -9,7 +11,12 @@ import pytest
 genai = pytest.importorskip("google.genai")
 from google.genai import types  # noqa: E402
 
+import sandbox  # noqa: E402
 from sandbox.adapters import genai as adapter  # noqa: E402
+
+from .conftest import fake_model  # noqa: E402
+
+ScriptedModel, reply = fake_model.ScriptedModel, fake_model.gemini_reply
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\n"
 
@@ -98,9 +105,31 @@ def test_handle_in_a_session_output_error_and_images(box):
     body = failed.function_response.response
     assert body["output"] == "partial\n"
     assert body["error"].startswith("OUTCOME_FAILED: division by zero\nTraceback")
-    assert with_image[0].function_response.response["images"] == ["figure_1.png"]
-    assert with_image[1].inline_data.mime_type == "image/png"
-    assert dump(with_image)[1]["inlineData"]["mimeType"] == "image/png"
+    (inside,) = with_image  # the SDK has FunctionResponse.parts: the image travels inside the response
+    assert inside.function_response.response["images"] == [{"$ref": "figure_1.png"}]
+    (image,) = inside.function_response.parts
+    assert image.inline_data.mime_type == "image/png" and image.inline_data.display_name == "figure_1.png"
+    assert image.inline_data.data.startswith(b"\x89PNG")
+
+
+def test_handle_sibling_images_by_option(box):
+    two = PLOT + "plt.plot([3, 2, 1])\nplt.show()\n"
+    reply, first, second = adapter.handle(call(two), sandbox=box, images="sibling")
+    assert reply.function_response.parts is None
+    assert reply.function_response.response["images"] == ["figure_1.png", "figure_2.png"]  # unique within a run
+    assert first.inline_data.mime_type == second.inline_data.mime_type == "image/png"
+    assert dump([first])[0]["inlineData"]["mimeType"] == "image/png"
+    with pytest.raises(sandbox.InputError, match="images must be"):
+        adapter.handle(call("1"), sandbox=box, images="inline")
+
+
+def test_ahandle_and_aexecute(box):
+    async def both():
+        return (await adapter.ahandle(call("print(2 + 2)"), sandbox=box),
+                await adapter.aexecute("print('a')", sandbox=box))
+    (reply,), (result,) = asyncio.run(both())
+    assert reply.function_response.response == {"output": "4\n"}
+    assert result.code_execution_result.output == "a\n"
 
 
 @pytest.mark.parametrize("bad, expected", [
@@ -115,66 +144,171 @@ def test_handle_bad_calls_are_error_responses(box, bad, expected):
     assert expected in part.function_response.response["error"]
 
 
-class ScriptedClient:
-    """Stands in for google.genai.Client: returns scripted GenerateContentResponse objects."""
-
-    def __init__(self, script: list[dict]) -> None:
-        self.models = self
-        self.script = [types.GenerateContentResponse.model_validate(item) for item in script]
-        self.requests: list[dict] = []
-
-    def generate_content(self, *, model, contents, config=None):
-        self.requests.append({"model": model, "contents": [c.model_copy(deep=True) for c in contents],
-                              "config": config})
-        return self.script[min(len(self.requests), len(self.script)) - 1]
+def client_for(model) -> "genai.Client":
+    return genai.Client(api_key="offline", http_options={"base_url": model.url})
 
 
-def model_turn(*parts: dict) -> dict:
-    return {"candidates": [{"content": {"role": "model", "parts": list(parts)}, "finishReason": "STOP"}]}
+def run_python(code: str) -> tuple[str, dict]:
+    return ("run_python", {"code": code})
 
 
-def fcall(code: str, call_id: str) -> dict:
-    return {"functionCall": {"id": call_id, "name": "run_python", "args": {"code": code}}}
+def contents(request: dict) -> list[dict]:
+    return request["body"]["contents"]
+
+
+def roles(request: dict) -> list[str]:
+    return [c["role"] for c in contents(request)]
+
+
+WEATHER = types.Tool(function_declarations=[
+    types.FunctionDeclaration(name="get_weather", description="Weather of a city.",
+                              parameters_json_schema={"type": "object", "properties": {"city": {"type": "string"}}}),
+    types.FunctionDeclaration(name="book_flight", description="Books a flight (the app answers this one).",
+                              parameters_json_schema={"type": "object", "properties": {"to": {"type": "string"}}}),
+])
 
 
 def test_tool_loop_end_to_end_with_state_and_images(box):
-    client = ScriptedClient([
-        model_turn({"text": "Let me compute."}, fcall("import math\nn = math.factorial(5)", "c1")),
-        model_turn(fcall("print(n)", "c2"), fcall(PLOT, "c3")),
-        model_turn({"text": "5! is 120."}),
-    ])
-    with adapter.ToolLoop(client, "gemini-test", sandbox=box,
-                          config={"temperature": 0.0, "system_instruction": "be brief"}) as loop:
-        final = loop.run("What is 5!?")
-        session = loop.session
-        assert not session.closed
+    script = [reply("Let me compute.", [run_python("import math\nn = math.factorial(5)")]),
+              reply(calls=[run_python("print(n)"), run_python(PLOT + "plt.plot([2, 2])\nplt.show()\n")]),
+              reply("5! is 120.")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "gemini-test", sandbox=box,
+                              config={"temperature": 0.0, "system_instruction": "be brief"}) as loop:
+            final = loop.run("What is 5!?")
+            session = loop.session
+            assert not session.closed
     assert session.closed  # close() ended the conversation's session
-    assert final.text == "5! is 120." and not loop.exhausted
-    assert len(client.requests) == 3
-    config = client.requests[0]["config"]
-    assert config.temperature == 0.0
-    assert config.tools[0].function_declarations[0].name == "run_python"
-    roles = [c.role for c in client.requests[2]["contents"]]
-    assert roles == ["user", "model", "user", "model", "user"]
-    answers = client.requests[2]["contents"][4].parts
-    assert answers[0].function_response.id == "c2"
-    assert answers[0].function_response.response == {"output": "120\n"}  # state kept between calls
-    assert answers[1].function_response.id == "c3"
-    assert answers[2].inline_data.mime_type == "image/png"
-    assert loop.history == client.requests[2]["contents"]
+    assert final.text == "5! is 120." and not loop.exhausted and loop.pending == []
+    assert len(model.requests) == 3
+    assert model.requests[0]["path"] == "/v1beta/models/gemini-test:generateContent"
+    first = model.requests[0]["body"]
+    assert first["generationConfig"]["temperature"] == 0.0
+    assert [d["name"] for t in first["tools"] for d in t["functionDeclarations"]] == ["run_python"]
+    assert roles(model.requests[2]) == ["user", "model", "user", "model", "user"]
+    answers = contents(model.requests[2])[4]["parts"]
+    assert answers[0]["functionResponse"]["id"] == "call-run_python-0"
+    assert answers[0]["functionResponse"]["response"] == {"output": "120\n"}  # state kept between calls
+    plotted = answers[1]["functionResponse"]
+    assert plotted["response"]["images"] == [{"$ref": "figure_1.png"}, {"$ref": "figure_2.png"}]
+    sent = [part.get("inlineData") or part.get("inline_data") for part in plotted["parts"]]
+    assert [image.get("displayName") or image.get("display_name") for image in sent] == ["figure_1.png",
+                                                                                         "figure_2.png"]
+    assert [c.role for c in loop.history] == ["user", "model", "user", "model", "user", "model"]
+    assert loop.history[-1].parts[0].text == "5! is 120."
 
 
-def test_tool_loop_max_turns_guard(box, caplog):
-    client = ScriptedClient([model_turn(fcall("print('again')", "c"))])
-    with adapter.ToolLoop(client, "gemini-test", sandbox=box, max_turns=3) as loop:
+def test_tool_loop_keeps_the_final_answer_one_conversation(box):
+    script = [reply(calls=[run_python("x = 41")]), reply("Stored x."),
+              reply(calls=[run_python("print(x + 1)")]), reply("x + 1 is 42.")]
+    with ScriptedModel(script) as model, adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+        assert loop.run("Store 41 in x.").text == "Stored x."
+        assert loop.run("Now add one.").text == "x + 1 is 42."
+    third = model.requests[2]
+    # the model sees what it said: its final answer sits between the two user turns
+    assert roles(third) == ["user", "model", "user", "model", "user"]
+    assert contents(third)[3]["parts"] == [{"text": "Stored x."}]
+    assert contents(model.requests[3])[-1]["parts"][0]["functionResponse"]["response"] == {"output": "42\n"}
+    assert len(loop.history) == 8 and loop.history[-1].role == "model"
+
+
+def test_tool_loop_with_the_async_client(box):
+    script = [reply(calls=[run_python("import os\nprint(6 * 7)")]), reply("42."),
+              reply(calls=[run_python("print('again')")]), reply("done")]
+
+    async def converse(client):
+        async with adapter.ToolLoop(client, "m", sandbox=box) as loop:
+            first = await loop.arun("six times seven?")
+            second = await adapter.ToolLoop(client.aio, "m", sandbox=box).arun("again")  # .aio itself works too
+            return first, second, loop
+
+    with ScriptedModel(script) as model:
+        client = client_for(model)
+        first, second, loop = asyncio.run(converse(client))
+        with pytest.raises(sandbox.InputError, match="async client|is async"):
+            adapter.ToolLoop(client.aio, "m", sandbox=box).run("sync run on an async client")
+    assert (first.text, second.text) == ("42.", "done")
+    assert contents(model.requests[1])[-1]["parts"][0]["functionResponse"]["response"] == {"output": "42\n"}
+    assert loop._session.closed  # async with closed it
+
+
+def test_tool_loop_mixes_the_callers_own_tools(box):
+    weather_calls = []
+
+    def get_weather(city: str) -> dict:
+        weather_calls.append(city)
+        return {"city": city, "celsius": 21}
+
+    script = [reply(calls=[("get_weather", {"city": "Paris"}), run_python("t = 21\nprint(t * 9 / 5 + 32)")]),
+              reply(calls=[("book_flight", {"to": "Paris"}), run_python("print(t + 1)")]),
+              reply("Booked; 69.8 F there.")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [WEATHER]},
+                              functions={"get_weather": get_weather}) as loop:
+            handed_back = loop.run("Weather in Paris in F, then book me a flight.")
+            (book, ours) = loop.pending
+            with pytest.raises(sandbox.InputError, match="book_flight.*unanswered"):
+                loop.run("go on")  # the app has to answer its own call first
+            answer = types.Part(function_response=types.FunctionResponse(
+                id=book.id, name="book_flight", response={"result": "booked AF123"}))
+            final = loop.run([answer])
+    assert weather_calls == ["Paris"]
+    assert handed_back.candidates[0].content.parts[0].function_call.name == "book_flight"
+    assert final.text == "Booked; 69.8 F there." and loop.pending == []
+    declared = [d["name"] for t in model.requests[0]["body"]["tools"] for d in t["functionDeclarations"]]
+    assert declared == ["get_weather", "book_flight", "run_python"]
+    first_answers = [p["functionResponse"] for p in contents(model.requests[1])[-1]["parts"]]
+    assert first_answers[0] == {"id": "call-get_weather-0", "name": "get_weather",
+                                "response": {"result": {"city": "Paris", "celsius": 21}}}
+    assert first_answers[1]["response"] == {"output": "69.8\n"}
+    # one user turn answers the handed-back turn: the app's answer, then the loop's run_python answer
+    last = contents(model.requests[2])
+    assert [c["role"] for c in last] == ["user", "model", "user", "model", "user"]
+    merged = [p["functionResponse"] for p in last[-1]["parts"]]
+    assert [(r["name"], r["response"]) for r in merged] == [("run_python", {"output": "22\n"}),
+                                                            ("book_flight", {"result": "booked AF123"})]
+    with pytest.raises(sandbox.InputError, match="no declaration"):
+        adapter.ToolLoop(client_for(model), "m", functions={"get_time": lambda: 0})
+
+
+def test_tool_loop_async_functions_and_errors(box):
+    async def get_weather(city: str) -> str:
+        await asyncio.sleep(0)
+        raise LookupError(f"no station in {city}")
+
+    script = [reply(calls=[("get_weather", {"city": "Atlantis"}), ("made_up", {})]), reply("No data.")]
+    with ScriptedModel(script) as model:
+        loop = adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [WEATHER]},
+                                functions={"get_weather": get_weather, "book_flight": lambda to: "ok"})
+        with pytest.raises(sandbox.InputError, match="is async"):
+            loop.run("sync loop, async function")
+        assert asyncio.run(loop.arun("Weather in Atlantis?")).text == "No data."
+        loop.close()
+    answers = [p["functionResponse"]["response"] for p in contents(model.requests[1])[-1]["parts"]]
+    assert answers[0] == {"error": "LookupError: no station in Atlantis"}
+    assert answers[1]["error"].startswith("unknown tool 'made_up'")
+
+
+def test_tool_loop_max_turns_leaves_the_last_calls_unanswered(box, caplog):
+    script = [reply(calls=[run_python(f"print({i})")]) for i in range(2)] + [reply("stopped")]
+    with ScriptedModel(script) as model, adapter.ToolLoop(client_for(model), "m", sandbox=box, max_turns=2) as loop:
         with caplog.at_level(logging.WARNING):
-            final = loop.run([types.Content(role="user", parts=[types.Part(text="loop forever")])])
-    assert loop.exhausted and len(client.requests) == 3
-    assert final.candidates[0].content.parts[0].function_call.name == "run_python"
-    assert "max_turns=3" in caplog.text
+            final = loop.run([types.Content(role="user", parts=[types.Part(text="loop")])])
+        assert loop.exhausted and len(model.requests) == 2
+        assert final.candidates[0].content.parts[0].function_call.args == {"code": "print(1)"}
+        assert [c.args["code"] for c in loop.pending] == ["print(1)"]  # what the docstring says: unanswered
+        assert "max_turns=2" in caplog.text
+        assert loop.run("go on").text == "stopped"  # answers the pending call first, in the same user turn
+        assert not loop.exhausted
+    last = contents(model.requests[-1])
+    assert [c["role"] for c in last] == ["user", "model", "user", "model", "user"]
+    parts = last[-1]["parts"]
+    assert parts[0]["functionResponse"]["response"] == {"output": "1\n"} and parts[1] == {"text": "go on"}
+    assert len(model.requests) == 3
 
 
-def test_tool_loop_rejects_bad_max_turns():
-    import sandbox
+def test_tool_loop_rejects_bad_arguments():
     with pytest.raises(sandbox.InputError, match="max_turns"):
-        adapter.ToolLoop(ScriptedClient([]), "m", max_turns=0)
+        adapter.ToolLoop(object(), "m", max_turns=0)
+    with pytest.raises(sandbox.InputError, match="needs a google.genai.Client"):
+        adapter.ToolLoop(object(), "m").run("hi")

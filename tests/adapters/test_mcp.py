@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.metadata
 import sys
+import textwrap
 
 import pytest
 
 pytest.importorskip("mcp")
 from mcp import Client, StdioServerParameters  # noqa: E402
-from mcp.types import ImageContent, TextContent  # noqa: E402
+from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, \
+    TextResourceContents  # noqa: E402
 
 from sandbox.adapters.mcp import build_server  # noqa: E402
+
+from .conftest import server_env  # noqa: E402
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
 
 def server_params(*args: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp", *args])
+    return StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp", *args], env=server_env())
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ def test_stdio_server_end_to_end(fast_policy):
             tools = (await client.list_tools()).tools
             calls = {
                 "ok": await client.call_tool("run_python", {"code": "print(6 * 7)"}),
-                "image": await client.call_tool("run_python", {"code": "print('plot')\n" + PLOT}),
+                "image": await client.call_tool("run_python", {"code": "print('plot')\n" + PLOT + "\n" + PLOT}),
                 "failed": await client.call_tool("run_python", {"code": "print('partial')\n1/0"}),
                 "timeout": await client.call_tool("run_python", {"code": "import time\ntime.sleep(30)"}),
                 "set": await client.call_tool("run_python", {"code": "x = 41", "session_id": "conv"}),
@@ -59,10 +64,10 @@ def test_stdio_server_end_to_end(fast_policy):
     ok = calls["ok"]
     assert not ok.is_error and ok.content == [TextContent(type="text", text="OUTCOME_OK\n42")]
 
-    text, image = calls["image"].content
-    assert text.text == "OUTCOME_OK\nplot\n[files: figure_1.png]"
+    text, image, second = calls["image"].content
+    assert text.text == "OUTCOME_OK\nplot\n[files: figure_1.png, figure_2.png]"  # one name per figure
     assert isinstance(image, ImageContent) and image.mime_type == "image/png"
-    assert base64.b64decode(image.data).startswith(b"\x89PNG")
+    assert base64.b64decode(image.data).startswith(b"\x89PNG") and isinstance(second, ImageContent)
 
     failed = calls["failed"]
     assert failed.is_error
@@ -89,7 +94,7 @@ def test_in_process_server_and_bad_session_id(box):
     try:
         result = asyncio.run(session())
     finally:
-        server.sessions.close()
+        server.backend.close()
     assert result.is_error and "session_id must be 1 to 128 characters" in result.content[0].text
 
 
@@ -98,3 +103,88 @@ def test_cli_reports_a_bad_policy():
     done = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--policy", "no-such-policy"],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2 and "no-such-policy" in done.stderr and done.stdout == ""
+
+
+def test_files_come_back_as_embedded_resources_with_run_scoped_uris():
+    code = ("import json\nopen('table.csv', 'w').write('a,b\\n1,2\\n')\nopen('blob.bin', 'wb').write(bytes(range(256)))\n"
+            "json.dump({'k': 1}, open('data.json', 'w'))\nprint('saved')")
+
+    async def session():
+        async with Client(server_params()) as client:
+            first = await client.call_tool("run_python", {"code": code, "session_id": "s"})
+            again = await client.call_tool("run_python", {"code": "open('table.csv', 'a').write('3,4\\n')",
+                                                          "session_id": "s"})
+            return client.server_info, first, again
+
+    info, first, again = asyncio.run(session())
+    assert info.name == "sandbox" and info.version == importlib.metadata.version("sandbox")
+    text, *resources = first.content
+    assert text.text == "OUTCOME_OK\nsaved\n[files: blob.bin, data.json, table.csv]"
+    assert all(isinstance(r, EmbeddedResource) for r in resources)
+    by_name = {str(r.resource.uri).rsplit("/", 1)[1]: r.resource for r in resources}
+    blob, data, table = by_name["blob.bin"], by_name["data.json"], by_name["table.csv"]
+    assert isinstance(table, TextResourceContents) and table.text == "a,b\n1,2\n" and table.mime_type == "text/csv"
+    assert isinstance(data, TextResourceContents) and data.mime_type == "application/json"
+    assert isinstance(blob, BlobResourceContents) and base64.b64decode(blob.blob) == bytes(range(256))
+    (changed,) = again.content[1:]
+    assert changed.resource.text == "a,b\n1,2\n3,4\n"
+    assert str(changed.resource.uri) != str(table.uri)  # each run's files have URIs of their own
+
+
+def test_handshake_is_answered_before_the_sandbox_is_ready(tmp_path):
+    """Over stdio: the zygote cannot start until the test says so, yet initialize and list_tools answer."""
+    gate = tmp_path / "start-the-zygote"
+    bootstrap = textwrap.dedent(f"""
+        import os, time
+        import sandbox.adapters.mcp as server
+        real = server.Sandbox
+        def gated(*args, **kwargs):
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.05)
+            return real(*args, **kwargs)
+        server.Sandbox = gated
+        server.serve()
+    """)
+
+    async def session():
+        params = StdioServerParameters(command=sys.executable, args=["-c", bootstrap], env=server_env())
+        async with Client(params) as client:  # initialize: answered while the Sandbox cannot start
+            (tool,) = (await client.list_tools()).tools
+            call = asyncio.ensure_future(client.call_tool("run_python", {"code": "print('first')"}))
+            await asyncio.sleep(1.0)
+            waiting = not call.done()  # the first call waits for the sandbox
+            gate.touch()
+            return tool.name, waiting, await asyncio.wait_for(call, 120), client.server_info
+
+    name, waiting, result, info = asyncio.run(session())
+    assert name == "run_python" and waiting and info.version
+    assert result.content[0].text == "OUTCOME_OK\nfirst"
+
+
+def test_a_failed_start_is_a_tool_error_and_is_retried(monkeypatch):
+    import sandbox.adapters.mcp as adapter
+    from sandbox.errors import SandboxUnavailable
+
+    attempts = []
+    real = adapter.Sandbox
+
+    def flaky(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) <= 2:  # the start at build time, and the first call's retry
+            raise SandboxUnavailable("landlock", "not available here (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(adapter, "Sandbox", flaky)
+    server = build_server()
+
+    async def session():
+        async with Client(server) as client:
+            return (await client.call_tool("run_python", {"code": "print(1)"}),
+                    await client.call_tool("run_python", {"code": "print(2)"}))
+
+    try:
+        failed, ok = asyncio.run(session())
+    finally:
+        server.backend.close()
+    assert failed.is_error and "the sandbox could not start: confinement layer 'landlock'" in failed.content[0].text
+    assert not ok.is_error and ok.content[0].text == "OUTCOME_OK\n2" and len(attempts) == 3

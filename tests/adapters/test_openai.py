@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import logging
 
 import pytest
 
 openai = pytest.importorskip("openai")
-from openai.types.chat import (ChatCompletion, ChatCompletionFunctionToolParam,  # noqa: E402
-                               ChatCompletionMessageFunctionToolCall, ChatCompletionMessageParam)
+from openai.types.chat import (ChatCompletion, ChatCompletionAssistantMessageParam,  # noqa: E402
+                               ChatCompletionFunctionToolParam, ChatCompletionMessageFunctionToolCall,
+                               ChatCompletionMessageParam)
 from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall  # noqa: E402
 from openai.types.responses.response_input_param import ResponseInputItemParam  # noqa: E402
 from pydantic import TypeAdapter  # noqa: E402
 
 import sandbox  # noqa: E402
 from sandbox.adapters import openai as adapter  # noqa: E402
+
+from .conftest import fake_model  # noqa: E402
+
+ScriptedModel, reply = fake_model.ScriptedModel, fake_model.openai_reply
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\n"
 MESSAGE = TypeAdapter(ChatCompletionMessageParam)
@@ -107,88 +112,153 @@ def test_responses_api_function_call_output_with_input_image(box):
         adapter.handle_function_call({"type": "message"}, sandbox=box)
 
 
-# -- a real openai.OpenAI client against a scripted chat-completions server on 127.0.0.1 ------------------
+# -- the real openai.OpenAI / AsyncOpenAI clients against a scripted model on 127.0.0.1 -------------------
 
-def completion(message: dict, index: int) -> dict:
-    return {"id": f"chatcmpl-{index}", "object": "chat.completion", "created": 1, "model": "local-test",
-            "choices": [{"index": 0, "message": {"role": "assistant", **message},
-                         "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}]}
+def sync_client(model) -> "openai.OpenAI":
+    return openai.OpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
 
 
-def wire_call(code: str, call_id: str) -> dict:
-    return {"id": call_id, "type": "function", "function": {"name": "run_python", "arguments": json.dumps({"code": code})}}
+def async_client(model) -> "openai.AsyncOpenAI":
+    return openai.AsyncOpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
 
 
-SCRIPT = [
-    {"content": None, "tool_calls": [wire_call("import math\nn = math.factorial(10)", "call_a")]},
-    {"content": None, "tool_calls": [wire_call("print(n)", "call_b"), wire_call(PLOT, "call_c")]},
-    {"content": "10! = 3628800"},
-]
+def run_python(code: str) -> tuple[str, dict]:
+    return ("run_python", {"code": code})
 
 
-class ScriptedServer:
-    """A bounded chat-completions endpoint: answers SCRIPT in order, records every request."""
+def sent(model, index: int) -> list[dict]:
+    return model.requests[index]["body"]["messages"]
 
-    def __init__(self, script: list[dict]) -> None:
-        self.requests: list[dict] = []
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "body": body})
-                index = len(outer.requests) - 1
-                if index >= len(script):
-                    self.send_error(500, "script exhausted")
-                    return
-                data = json.dumps(completion(script[index], index)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "ScriptedServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+BOOK = {"type": "function", "function": {"name": "book_flight", "description": "Books a flight.",
+                                         "parameters": {"type": "object", "properties": {"to": {"type": "string"}}}}}
+ASSISTANT_KEYS = set(ChatCompletionAssistantMessageParam.__annotations__)
 
 
 def test_real_client_runs_a_tool_loop_over_loopback_http(box):
-    with ScriptedServer(SCRIPT) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0, timeout=30)
+    script = [reply(calls=[run_python("import math\nn = math.factorial(10)")]),
+              reply(calls=[run_python("print(n)"), run_python(PLOT + "plt.plot([2, 1])\nplt.show()\n")]),
+              reply("10! = 3628800")]
+    with ScriptedModel(script) as model:
         messages: list = [{"role": "user", "content": "What is 10!? Plot something too."}]
-        final = adapter.run_chat(client, model="local-test", messages=messages, sandbox=box, temperature=0)
+        final = adapter.run_chat(sync_client(model), model="local-test", messages=messages, sandbox=box,
+                                 temperature=0)
     assert isinstance(final, ChatCompletion) and final.choices[0].message.content == "10! = 3628800"
-    assert len(server.requests) == 3 and server.requests[0]["path"] == "/v1/chat/completions"
-    first = server.requests[0]["body"]
+    assert len(model.requests) == 3 and model.requests[0]["path"] == "/v1/chat/completions"
+    first = model.requests[0]["body"]
     assert first["tools"][0]["function"]["name"] == "run_python" and first["temperature"] == 0
-    third = server.requests[2]["body"]["messages"]
+    third = sent(model, 2)
     assert [m["role"] for m in third] == ["user", "assistant", "tool", "assistant", "tool", "tool", "user"]
-    assert third[4] == {"role": "tool", "tool_call_id": "call_b", "content": "OUTCOME_OK\n3628800"}
+    assert third[4] == {"role": "tool", "tool_call_id": "call_run_python_0", "content": "OUTCOME_OK\n3628800"}
+    assert third[5]["content"].endswith("[files: figure_1.png, figure_2.png]")  # two figures, two names
+    assert [c["type"] for c in third[6]["content"]] == ["text", "text", "image_url", "text", "image_url"]
     assert third[6]["content"][2]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert messages == third + [final.choices[0].message.to_dict()]
+    assert messages == third + [{"role": "assistant", "content": "10! = 3628800"}]
 
 
-def test_run_chat_max_turns_guard(box, caplog):
-    looping = [{"content": None, "tool_calls": [wire_call("print(1)", f"call_{i}")]} for i in range(5)]
-    with ScriptedServer(looping) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0, timeout=30)
-        final = adapter.run_chat(client, model="m", messages=[{"role": "user", "content": "go"}], sandbox=box,
-                                 max_turns=2)
-    assert len(server.requests) == 2 and final.choices[0].message.tool_calls
-    assert "max_turns=2" in caplog.text
+def test_only_request_fields_are_sent_back(box):
+    """A local reasoning server adds reasoning_content and annotations: they never go back to it."""
+    script = [reply(None, [run_python("print(1)")], reasoning_content="I should run code.",
+                    annotations=[], refusal=None),
+              reply("done", reasoning_content="Done thinking.", annotations=[])]
+    with ScriptedModel(script) as model:
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    echoed = sent(model, 1)[1]
+    assert set(echoed) <= ASSISTANT_KEYS and "reasoning_content" not in echoed and "annotations" not in echoed
+    MESSAGE.validate_python(echoed)
+    assert echoed["tool_calls"][0]["function"] == {"name": "run_python", "arguments": '{"code": "print(1)"}'}
+    assert messages[-1] == {"role": "assistant", "content": "done"}
+
+
+def test_run_chat_max_turns_leaves_the_last_calls_unanswered(box, caplog):
+    script = [reply(calls=[run_python(f"print({i})")]) for i in range(2)] + [reply("stopped")]
+    with ScriptedModel(script) as model, box.session() as session:
+        client = sync_client(model)
+        messages: list = [{"role": "user", "content": "go"}]
+        with caplog.at_level(logging.WARNING):
+            final = adapter.run_chat(client, model="m", messages=messages, session=session, max_turns=2)
+        assert len(model.requests) == 2 and final.choices[0].message.tool_calls
+        assert "max_turns=2" in caplog.text
+        assert messages[-1]["role"] == "assistant" and messages[-1]["tool_calls"]  # unanswered, as documented
+        messages.append({"role": "user", "content": "please finish"})
+        again = adapter.run_chat(client, model="m", messages=messages, session=session)
+    assert again.choices[0].message.content == "stopped"
+    # the pending call was answered where the API wants it: right after its assistant message
+    assert [m["role"] for m in sent(model, 2)] == ["user", "assistant", "tool", "assistant", "tool", "user"]
+    assert sent(model, 2)[4] == {"role": "tool", "tool_call_id": "call_run_python_0", "content": "OUTCOME_OK\n1"}
+
+
+def test_run_chat_mixes_the_callers_own_tools(box):
+    def get_weather(city: str) -> dict:
+        return {"city": city, "celsius": 21}
+
+    script = [reply(calls=[("get_weather", {"city": "Paris"}), run_python("print(21 * 9 / 5 + 32)")]),
+              reply(calls=[("book_flight", {"to": "Paris"}), run_python("print('checked')")]),
+              reply("Booked.")]
+    with ScriptedModel(script) as model:
+        client = sync_client(model)
+        messages: list = [{"role": "user", "content": "Weather in Paris, then book."}]
+        tools = [adapter.chat_tool(sandbox=box), WEATHER, BOOK]  # run_python declared by the caller: sent once
+        handed = adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=tools,
+                                  functions={"get_weather": get_weather})
+        assert [c.function.name for c in handed.choices[0].message.tool_calls] == ["book_flight", "run_python"]
+        assert messages[-1]["role"] == "assistant"  # handed back unanswered, never "unknown tool"
+        with pytest.raises(sandbox.InputError, match="book_flight.*unanswered"):
+            adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=tools)
+        messages.append({"role": "tool", "tool_call_id": "call_book_flight_0", "content": "booked AF123"})
+        final = adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=tools,
+                                 functions={"get_weather": get_weather})
+    assert final.choices[0].message.content == "Booked."
+    assert [t["function"]["name"] for t in model.requests[0]["body"]["tools"]] == ["run_python", "get_weather",
+                                                                                   "book_flight"]
+    second = sent(model, 1)
+    assert second[2] == {"role": "tool", "tool_call_id": "call_get_weather_0",
+                         "content": '{"city": "Paris", "celsius": 21}'}
+    assert second[3]["content"] == "OUTCOME_OK\n69.8"
+    third = sent(model, 2)
+    assert [m["role"] for m in third] == ["user", "assistant", "tool", "tool", "assistant", "tool", "tool"]
+    assert third[5]["content"] == "booked AF123" and third[6]["content"] == "OUTCOME_OK\nchecked"
+    with pytest.raises(sandbox.InputError, match="no declaration"):
+        adapter.run_chat(client, model="m", messages=[], functions={"get_time": lambda: 0})
+
+
+def test_arun_chat_with_the_async_client(box):
+    async def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    script = [reply(calls=[("get_weather", {"city": "Oslo"}), run_python("x = 5\nprint(x * x)")]),
+              reply(calls=[("nope", {})]), reply("25, sunny.")]
+
+    async def converse(model):
+        messages: list = [{"role": "user", "content": "go"}]
+        final = await adapter.arun_chat(async_client(model), model="m", messages=messages, sandbox=box,
+                                        tools=[WEATHER], functions={"get_weather": get_weather})
+        return final, messages
+
+    with ScriptedModel(script) as model:
+        final, messages = asyncio.run(converse(model))
+        with pytest.raises(sandbox.InputError, match="is async"):
+            adapter.run_chat(async_client(model), model="m", messages=[])
+        with pytest.raises(sandbox.InputError, match="needs an async client"):
+            asyncio.run(adapter.arun_chat(sync_client(model), model="m", messages=[]))
+    assert final.choices[0].message.content == "25, sunny."
+    assert [m["content"] for m in messages if m["role"] == "tool"] == [
+        "sunny in Oslo", "OUTCOME_OK\n25", "error: unknown tool 'nope'; the tools here are "
+        "['get_weather', 'run_python']"]
+
+
+def test_ahandle_calls_and_function_call(box):
+    async def both():
+        with box.session() as s:
+            calls = await adapter.ahandle_calls([tool_call("y = 3"), tool_call("print(y)", "c2")], session=s)
+        item = ResponseFunctionToolCall(type="function_call", call_id="fc", name="run_python",
+                                        arguments=json.dumps({"code": "print('r')"}))
+        return calls, await adapter.ahandle_function_call(item, sandbox=box), await adapter.ahandle(
+            tool_call("print(7)"), sandbox=box)
+
+    calls, output, single = asyncio.run(both())
+    assert [m["content"] for m in calls] == ["OUTCOME_OK", "OUTCOME_OK\n3"]
+    assert output["output"] == "OUTCOME_OK\nr" and single["content"] == "OUTCOME_OK\n7"

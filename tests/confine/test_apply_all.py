@@ -49,8 +49,11 @@ def _attacks(dirs):
 
 
 def _refused(got: dict) -> bool:
-    """Landlock says EACCES; with namespaces the host tree is also a read-only mount (EROFS)."""
-    return (got["secret"] == errno.EACCES and got["write_out"] in (errno.EACCES, errno.EROFS)
+    """Landlock says EACCES; with namespaces the host tree is also a read-only mount (EROFS). In the worker's
+    filesystem view (namespaces available) the secret is not there at all (ENOENT), and the run dir that holds
+    its work and tmp dirs is a read-only mount (EROFS)."""
+    secret = errno.ENOENT if confine.namespaces.probe()[0] else errno.EACCES
+    return (got["secret"] == secret and got["write_out"] in (errno.EACCES, errno.EROFS)
             and got["inet"] == errno.EPERM and got["unshare"] == errno.EPERM)
 
 

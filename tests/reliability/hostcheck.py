@@ -140,6 +140,12 @@ def gone(procs: "list[psutil.Process]", timeout: float = 10.0) -> set[int]:
         time.sleep(0.05)
 
 
+def in_run(proc: psutil.Process, *names: str) -> str:
+    """A path in ``proc``'s work dir as the host reaches it: through ``/proc/<pid>/root``, since a worker's files
+    live on its private disk in its own mount namespace (the host's run dir stays empty)."""
+    return os.path.join(f"/proc/{proc.pid}/root" + proc.cwd(), *names)
+
+
 def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
     """Processes under the zygotes that are running a snippet: cwd is a live run dir (pre-forked
     idle workers sit in ``/``; a finished worker may linger a moment in its deleted one) holding
@@ -157,7 +163,7 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
             except psutil.Error:
                 continue
             if cwd.startswith(sb._pool.temp_root) and os.path.isdir(cwd) \
-                    and (marker is None or os.path.exists(os.path.join(cwd, marker))):
+                    and (marker is None or os.path.exists(f"/proc/{proc.pid}/root{cwd}/{marker}")):
                 found.append(proc)
     pids = {p.pid for p in found}
     outermost = []

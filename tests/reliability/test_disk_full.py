@@ -3,7 +3,15 @@
 A child Python runs under ``unshare -m`` with a 4 MiB / 300-inode tmpfs as its TMPDIR,
 so every run dir lives there; the mount is invisible to the rest of the machine and
 disappears with the child. The child plays the scenarios and reports JSON; each test
-checks one of them.
+checks one of them, in two worlds:
+
+- ``host_disk``: no mount namespace (a policy without ``namespaces``), the fallback:
+  the work dir is a directory of that small host tmpfs;
+- ``private_disk``: each run's work dir is on its own disk (confine/disk.py), as small
+  as that tmpfs (``limits.max_disk_mb = 4``, ``max_disk_inodes = 300``). The host's temp
+  fs then only holds the run dirs' empty mount points: a full host disk no longer
+  reaches a run, so "an input on a full disk" is an input to a session whose own disk a
+  previous run filled.
 """
 
 from __future__ import annotations
@@ -18,9 +26,19 @@ import textwrap
 import pytest
 
 SCENARIOS = textwrap.dedent("""
-    import json, os, signal, sys, tempfile, time
+    import atexit, dataclasses, json, os, signal, sys, tempfile, time
     tempfile.tempdir = mnt = sys.argv[1]
+    mode = sys.argv[2]
+    out = {}
+    # Registered first, so it runs last: what is left once everything of the sandbox (its import root too) is gone.
+    atexit.register(lambda: print(json.dumps({**out, "left_in_tmpfs": os.listdir(mnt)})))
     import sandbox
+    base = sandbox.Policy.load("default")
+    if mode == "host_disk":
+        policy = base.replace(confinement=dataclasses.replace(
+            base.confinement, layers=tuple(l for l in base.confinement.layers if l != "namespaces")))
+    else:
+        policy = base.with_limits(max_disk_mb=4, max_disk_inodes=300)
 
     def show(r):
         return {"outcome": str(r.outcome), "reason": r.reason, "error": r.error or "",
@@ -41,8 +59,7 @@ SCENARIOS = textwrap.dedent("""
             except OSError:
                 pass
 
-    out = {}
-    with sandbox.Sandbox() as sb:
+    with sandbox.Sandbox(policy=policy) as sb:
         out["snippet_fills_disk"] = attempt(lambda: sb.run(
             "open('big.bin', 'wb').write(b'x' * (8 << 20))\\nprint('wrote')"))
         out["next_run"] = attempt(lambda: sb.run("print('next')"))
@@ -53,8 +70,13 @@ SCENARIOS = textwrap.dedent("""
             "open('mid.bin', 'wb').write(b'x' * (2 << 20))\\nprint('room')"))
         fill("filler", 16 << 20)  # the disk is full before the run starts
         out["run_on_full_disk"] = attempt(lambda: sb.run("print('still runs')"))
-        out["input_on_full_disk"] = attempt(lambda: sb.run("print('x')", files={"in.bin": b"y" * 200_000}))
+        if mode == "host_disk":
+            out["input_on_full_disk"] = attempt(lambda: sb.run("print('x')", files={"in.bin": b"y" * 200_000}))
         os.unlink(os.path.join(mnt, "filler"))
+        if mode == "private_disk":
+            with sb.session() as s:
+                s.run("try:\\n    open('big.bin', 'wb').write(b'x' * (8 << 20))\\nexcept OSError:\\n    pass")
+                out["input_on_full_disk"] = attempt(lambda: s.run("print('x')", files={"in.bin": b"y" * 200_000}))
         inodes = []
 
         def take_every_inode():
@@ -78,7 +100,6 @@ SCENARIOS = textwrap.dedent("""
         out["recovered"] = attempt(lambda: sb.run("print('recovered')"))
     # No pre-forked worker holds a run dir, and no other zygote frees inodes meanwhile:
     # the run's own dir cannot be made, every time.
-    policy = sandbox.Policy.load("default")
     policy = policy.replace(runtime=type(policy.runtime)(prefork=0))
     with sandbox.Sandbox(policy=policy) as sb:
         inodes.clear()
@@ -87,18 +108,16 @@ SCENARIOS = textwrap.dedent("""
         for path in inodes:
             os.unlink(path)
         out["room_again"] = attempt(lambda: sb.run("print('room again')"))
-    out["left_in_tmpfs"] = os.listdir(mnt)
-    print(json.dumps(out))
 """)
 
 
-@pytest.fixture(scope="module")
-def disk_full(tmp_path_factory):
+@pytest.fixture(scope="module", params=["host_disk", "private_disk"])
+def disk_full(request, tmp_path_factory):
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to mount a private tmpfs")
     mnt = tmp_path_factory.mktemp("diskfull")
     script = (f"mount -t tmpfs -o size=4m,nr_inodes=300,mode=700 tmpfs {mnt} && "
-              f"exec {sys.executable} -c \"$0\" {mnt}")
+              f"exec {sys.executable} -c \"$0\" {mnt} {request.param}")
     proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, SCENARIOS],
                           capture_output=True, text=True, timeout=240, cwd=os.getcwd())
     if proc.returncode != 0 and "mount" in proc.stderr and not proc.stdout:

@@ -23,7 +23,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
-from .hostcheck import HostState, gone, run_processes, running_worker, settle, tree
+from .hostcheck import HostState, gone, in_run, run_processes, running_worker, settle, tree
 
 SLEEPER = "print({token!r}, flush=True)\nopen('running', 'w').close()\nimport time\ntime.sleep(30)"
 #: A snippet that leaves a daemon in its own session (outside the worker's process group).
@@ -239,7 +239,7 @@ def test_worker_killed_by_the_kernel_oom_killer(box):
         results, threads = _in_threads(box, [code])
         worker = running_worker(box, marker="oom-victim")
         Path(group, "cgroup.procs").write_text(str(worker.pid))
-        Path(worker.cwd(), "go").touch()
+        Path(in_run(worker, "go")).touch()
         _join(threads, 30)
         r = results[0]
         assert r.outcome == Outcome.FAILED and r.reason == "killed", r

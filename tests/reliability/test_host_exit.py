@@ -45,8 +45,8 @@ HOST = textwrap.dedent("""
         while time.monotonic() < deadline:
             cwds = []
             for p in psutil.Process().children(recursive=True):
-                try:
-                    cwds.append(p.cwd())
+                try:  # the run's files are on its private disk: reached through /proc/<pid>/root
+                    cwds.append(f"/proc/{p.pid}/root{p.cwd()}")
                 except psutil.Error:
                     pass
             if any(os.path.exists(os.path.join(c, "running")) for c in cwds):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from .attacks import host_values, snippet
-from .conftest import blocked, checked_run
+from .conftest import SessionRoute, blocked, checked_run
 
 I386_GETPID = 'b"\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3"'  # mov eax, 20 (getpid); int 0x80; ret
 
@@ -80,7 +80,13 @@ HOST_ATTACKS = {
 def test_cant_harm_host_processes(sb, name):
     hostname = socket.gethostname()
     clock = time.time()
-    r = checked_run(sb, snippet(HOST_ATTACKS[name], **host_values(sb)))
+    code = HOST_ATTACKS[name]
+    if name == "kill_parent_by_ppid" and isinstance(sb, SessionRoute):
+        # A session run's parent is its own state (a node), not a host process: signals between
+        # a session's states are test_cant_cross_session_states' (and README's known gap); the
+        # host process this attack is after is the zygote.
+        code = code.replace("os.getppid() or $zygote", "$zygote")
+    r = checked_run(sb, snippet(code, **host_values(sb)))
     blocked(r, "blocked", "alive")
     assert socket.gethostname() == hostname
     assert abs(time.time() - clock) < 60

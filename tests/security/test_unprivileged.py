@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import tempfile
 
@@ -29,6 +30,17 @@ ATTACKS = {
     # No delegated memory cgroup for this uid: memory outside RLIMIT_AS is refused instead (confine/memcg.py).
     "memfd": 'attempt("memfd", lambda: os.memfd_create("hold"))',
     "sysv_shm": 'attempt("shmget", lambda: raw(29, 0, 1 << 20, 0o1600))',
+    # The filesystem view (namespaces): the host's socket (mode 0777) and /home are not there; the disk is bounded.
+    "unix_socket_outside_run": 'attempt("unix", lambda: socket.socket(socket.AF_UNIX).connect("$dir/host.sock"))',
+    "host_paths_absent": ('gone = [p for p in ("/run", "/home", "/var", "/sys/fs/cgroup", "$file") if os.path.lexists(p)]\n'
+                          'print(f"blocked: {gone} exist" if not gone else f"ESCAPED: {gone} exist")'),
+    "fill_disk": ('n = 0\n'
+                  'try:\n'
+                  '    while n < 128:\n'
+                  '        with open(f"f{n // 16}", "ab") as fh: fh.write(b"x" * (1 << 20))\n'
+                  '        n += 1\n'
+                  '    print("ESCAPED wrote", n, "MiB")\n'
+                  'except OSError as e: print("blocked fill after", n, "MiB:", e)'),
     "fork_bomb_bounded": ('n = 0\n'
                           'try:\n'
                           '    while n < 5000:\n'
@@ -63,7 +75,20 @@ def unprivileged_results():
         with open(secret, "w") as fh:
             fh.write("canary-unpriv")
         os.chmod(root, 0o777)  # the uid could write here if the sandbox let it
-        results = _run_as_nobody(secret, root)
+        server = socket.socket(socket.AF_UNIX)  # a host daemon's socket any uid may connect to
+        server.bind(os.path.join(root, "host.sock"))
+        os.chmod(os.path.join(root, "host.sock"), 0o777)
+        server.listen()
+        server.setblocking(False)
+        try:
+            results = _run_as_nobody(secret, root)
+            try:
+                server.accept()[0].close()
+                results["__contacted__"] = True
+            except BlockingIOError:
+                pass
+        finally:
+            server.close()
         planted = os.path.exists(os.path.join(root, "planted"))
     return results, planted
 
@@ -104,3 +129,5 @@ def test_cant_as_unprivileged_uid(unprivileged_results, name):
     assert "ESCAPED" not in text and "canary-unpriv" not in text, text
     assert "blocked" in text, text
     assert not planted
+    if name == "unix_socket_outside_run":
+        assert not results.get("__contacted__"), "a run reached the host's socket"

@@ -19,6 +19,8 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     default, strict = Policy.load("default"), Policy.load("strict")
     assert default.limits.wall_seconds == 30 and default.limits.memory_mb == 2048
     assert set(strict.confinement.required) == set(LAYERS) and not strict.confinement.allow_subprocess
+    assert (default.limits.max_disk_mb, default.limits.max_disk_inodes) == (1024, 65536)
+    assert (strict.limits.max_disk_mb, strict.limits.max_disk_inodes) == (64, 4096)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -34,6 +36,11 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"confinement": {"allow_subprocess": "yes"}}, "allow_subprocess must be a boolean"),
     ({"runtime": {"env": {"A": 1}}}, "runtime.env must be a table of strings"),
     ({"runtime": {"blas_threads": 0}}, "runtime.blas_threads must be between 1 and 256"),
+    ({"limits": {"max_disk_mb": "1G"}}, "limits.max_disk_mb must be an int (got '1G')"),
+    ({"limits": {"max_disk_mb": 0}}, "limits.max_disk_mb must be a positive number (got 0)"),
+    ({"limits": {"max_disk_mb": 1 << 21}}, "limits.max_disk_mb must be at most 1048576"),
+    ({"limits": {"max_disk_inodes": -5}}, "limits.max_disk_inodes must be a positive number (got -5)"),
+    ({"limits": {"max_disk_inodes": 2.5}}, "limits.max_disk_inodes must be an int (got 2.5)"),
 ])
 def test_bad_values_name_file_and_key(data, message):
     with pytest.raises(PolicyError) as info:

@@ -1,0 +1,188 @@
+"""What the tool loops share: one loop body for sync and async clients, and the caller's own tools.
+
+A loop (:class:`sandbox.adapters.genai.ToolLoop`, :func:`sandbox.adapters.openai.run_chat`)
+is written once, as a generator of steps: it yields what it needs done (a model call,
+one tool call to answer) and is sent the result back. :func:`drive` performs the steps
+with blocking calls, :func:`adrive` with awaits, so the sync and async faces of a loop
+differ only in how a step is performed (``run`` vs ``arun``: cancelling the async loop's
+task cancels the ``arun`` in flight, which kills the run at once).
+
+:class:`Tools` decides, for every call the model makes, who answers it:
+
+* ``run_python``: the sandbox;
+* a name in the caller's ``functions`` (name -> callable): that function, with the call's
+  arguments as keywords (an exception becomes an error for the model, as in the SDKs'
+  automatic function calling);
+* a name the caller declared without a function: nobody here. The loop stops and hands
+  the model's turn back unanswered; the caller answers it and calls the loop again,
+  which then answers the calls it can and goes on;
+* any other name (the model made it up): an "unknown tool" error for the model.
+
+Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Generator, Iterable, Mapping, TypeVar
+
+from ..errors import InputError
+from ..results import Result
+from ._common import TOOL_NAME, Runner
+
+T = TypeVar("T")
+
+#: A loop body: yields steps, is sent each step's result, returns the loop's result.
+Steps = Generator[Any, Any, T]
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """Step: call the model with the conversation so far; the result is its response."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Step: answer one tool call the loop can answer (see :class:`Tools`); the result is adapter-specific."""
+
+    call: Any
+    """The adapter's call object (a google-genai ``FunctionCall``, an OpenAI tool call)."""
+
+
+def drive(steps: "Steps[T]", perform: Callable[[Any], Any]) -> T:
+    """Run a loop body with a blocking ``perform(step)``."""
+    value: Any = None
+    try:
+        while True:
+            try:
+                step = steps.send(value)
+            except StopIteration as done:
+                return done.value
+            value = perform(step)
+            if inspect.isawaitable(value):  # an async client the up-front check did not recognise
+                getattr(value, "close", lambda: None)()
+                raise InputError("the client returned an awaitable: it is an async client; use the async loop")
+    finally:
+        steps.close()
+
+
+async def adrive(steps: "Steps[T]", perform: Callable[[Any], Awaitable[Any]]) -> T:
+    """Run a loop body with an awaited ``perform(step)``; cancelling the task cancels the step in flight."""
+    value: Any = None
+    try:
+        while True:
+            try:
+                step = steps.send(value)
+            except StopIteration as done:
+                return done.value
+            value = await perform(step)
+    finally:
+        steps.close()
+
+
+def check_max_turns(max_turns: Any) -> int:
+    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+        raise InputError(f"max_turns must be an int >= 1 (got {max_turns!r})")
+    return max_turns
+
+
+def is_async_method(obj: Any, *path: str) -> bool:
+    """True when ``obj.<path>`` is a coroutine function (an async SDK client's method)."""
+    for name in path:
+        obj = getattr(obj, name, None)
+    if obj is None:
+        return False
+    # SDK methods are often wrapped (openai's argument checks) by a plain function returning the coroutine.
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(inspect.unwrap(obj))
+
+
+class Tools:
+    """Who answers which call: the sandbox, one of the caller's functions, or the caller (handed back).
+
+    Args:
+        functions: the caller's tools, name -> callable (sync, or async for the async loops).
+        declared: every function name the model was given (run_python's included).
+        tool_name: the name run_python is declared under.
+    """
+
+    def __init__(self, functions: Mapping[str, Callable[..., Any]] | None, declared: Iterable[str],
+                 tool_name: str = TOOL_NAME) -> None:
+        if functions is None:
+            functions = {}
+        if not isinstance(functions, Mapping):
+            raise InputError(f"functions must map tool names to callables (got {type(functions).__name__})")
+        self.tool_name = tool_name
+        self.declared = set(declared)
+        for name, fn in functions.items():
+            if not callable(fn):
+                raise InputError(f"functions[{name!r}] is not callable (got {type(fn).__name__})")
+            if name == tool_name:
+                raise InputError(f"functions[{name!r}]: {tool_name!r} is the sandbox's own tool")
+            if name not in self.declared:
+                raise InputError(f"functions[{name!r}] has no declaration in tools: declare it so the model "
+                                 f"can call it (declared: {sorted(self.declared)})")
+        self.functions = dict(functions)
+
+    def hands_back(self, name: Any) -> bool:
+        """True for a tool the caller declared but gave no function for: the caller answers it."""
+        return name in self.declared and name != self.tool_name and name not in self.functions
+
+    def check_sync(self) -> None:
+        """A blocking loop cannot await: refuse async functions up front."""
+        for name, fn in self.functions.items():
+            if inspect.iscoroutinefunction(fn):
+                raise InputError(f"functions[{name!r}] is async: use the async loop (arun) with it")
+
+    def call(self, name: str, args: Any) -> tuple[bool, Any]:
+        """(True, value) of the caller's function, or (False, error text)."""
+        fn = self.functions[name]
+        try:
+            return True, fn(**_keywords(name, args))
+        except Exception as exc:  # noqa: BLE001 - the model sees the error, as with the SDKs' own function calling
+            return False, f"{type(exc).__name__}: {exc}"
+
+    async def acall(self, name: str, args: Any) -> tuple[bool, Any]:
+        """:meth:`call` for the async loops: async functions are awaited, sync ones run in a thread."""
+        fn = self.functions[name]
+        try:
+            if inspect.iscoroutinefunction(fn):
+                return True, await fn(**_keywords(name, args))
+            return True, await asyncio.to_thread(fn, **_keywords(name, args))
+        except Exception as exc:  # noqa: BLE001
+            return False, f"{type(exc).__name__}: {exc}"
+
+    def unknown(self, name: Any) -> str:
+        return f"unknown tool {name!r}; the tools here are {sorted(self.declared)}"
+
+
+def _keywords(name: str, args: Any) -> dict[str, Any]:
+    if isinstance(args, (str, bytes)):
+        try:
+            args = json.loads(args or "{}")
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name} arguments are not valid JSON: {exc}") from None
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise InputError(f"{name} arguments must be an object (got {type(args).__name__})")
+    return dict(args)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON types (what a function response can carry); anything else as its ``str``."""
+    return json.loads(json.dumps(value, default=str))
+
+
+async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: float | None = None) -> Result | str:
+    """``run_or_refuse`` through ``arun``: cancelling the awaiting task kills the run at once."""
+    try:
+        return await runner.arun(code, files=files, timeout=timeout)  # type: ignore[attr-defined]
+    except InputError as exc:
+        return f"InputError: {exc}"
+
+
+__all__ = ["Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse", "check_max_turns", "drive", "is_async_method",
+           "jsonable"]

@@ -1,0 +1,228 @@
+"""What the host asks of inside, typed: the zygote's start and spawns, a worker's request,
+a session root's commands.
+
+The host builds these values and sends them (:func:`sandbox.frames.encode`,
+:func:`sandbox.frames.send`); inside decodes them with :func:`sandbox.frames.decode`,
+through the same checks as every frame that comes back, so no module on either side
+reads a wire dict by key. Tables name what each receiver accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import ProtocolError
+from .frames import Exited, Frame, table
+from .typed import bounded
+
+
+# -- host -> zygote (its control socket) ------------------------------------------------------
+@dataclass(frozen=True)
+class Start(Frame):
+    """The zygote's first message: what every worker runs under, and where run dirs go."""
+
+    KIND: ClassVar[str] = "hello"
+    policy: dict[str, Any]
+    image: dict[str, Any]
+    run_root: str
+
+
+@dataclass(frozen=True)
+class Spawn(Frame):
+    """Hand a run's fds to a worker (host -> zygote, with ``id``; zygote -> worker, without).
+    A session root is forked for it, in the run dir the host made (``workdir``, ``tmpdir``)."""
+
+    KIND: ClassVar[str] = "spawn"
+    id: int | None = None
+    workdir: str | None = None
+    tmpdir: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseRun(Frame):
+    """The host is done reading run ``id``'s memory cgroup: the zygote removes it once the worker is reaped
+    (confine/memcg.py)."""
+
+    KIND: ClassVar[str] = "release"
+    id: int
+
+
+@dataclass(frozen=True)
+class Shutdown(Frame):
+    KIND: ClassVar[str] = "shutdown"
+
+
+START = table(Start)
+ZYGOTE_IN = table(Spawn, ReleaseRun, Shutdown)
+WORKER_SPAWN = table(Spawn)
+
+
+# -- host -> worker (a run's message socket) ----------------------------------------------------
+@dataclass(frozen=True)
+class InputMeta:
+    """An input file of a run; its bytes travel as a blob."""
+
+    name: str = field(metadata=bounded(255))
+    mime_type: str = field(metadata=bounded(255))
+
+
+@dataclass(frozen=True)
+class Run(Frame):
+    """Run ``code`` (UTF-8) with these input files in the work dir."""
+
+    KIND: ClassVar[str] = "run"
+    BLOBS: ClassVar[tuple[str, ...]] = ("code",)
+    MORE_BLOBS: ClassVar[str | None] = "inputs"
+    code: bytes
+    files: tuple[InputMeta, ...] = ()
+    inputs: tuple[bytes, ...] = ()
+
+    def check(self) -> None:
+        if len(self.files) != len(self.inputs):
+            raise ProtocolError(f"'run' frame names {len(self.files)} files but carries {len(self.inputs)}")
+
+
+@dataclass(frozen=True)
+class Call(Frame):
+    """``Sandbox.call``: a cloudpickled ``(fn, args, kwargs)`` (host -> worker only)."""
+
+    KIND: ClassVar[str] = "call"
+    BLOBS: ClassVar[tuple[str, ...]] = ("payload",)
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class OpenSession(Frame):
+    """Become a session root (the worker was spawned with the session's control socket)."""
+
+    KIND: ClassVar[str] = "session"
+
+
+REQUEST = table(Run, Call)
+OPENING = table(OpenSession)
+
+
+# -- host -> session root (the session's control socket) ------------------------------------------
+@dataclass(frozen=True)
+class Srun(Frame):
+    """Run the request that comes on the attached fds in ``line``'s current state; ``seq`` numbers it."""
+
+    KIND: ClassVar[str] = "srun"
+    line: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Cancel(Frame):
+    """Kill run ``seq`` if it is still running (its line stays at its state before it)."""
+
+    KIND: ClassVar[str] = "cancel"
+    seq: int
+
+
+@dataclass(frozen=True)
+class Checkpoint(Frame):
+    KIND: ClassVar[str] = "checkpoint"
+    line: int
+
+
+@dataclass(frozen=True)
+class Restore(Frame):
+    KIND: ClassVar[str] = "restore"
+    line: int
+    node: int
+
+
+@dataclass(frozen=True)
+class Release(Frame):
+    KIND: ClassVar[str] = "release"
+    node: int
+
+
+@dataclass(frozen=True)
+class Branch(Frame):
+    KIND: ClassVar[str] = "branch"
+    line: int
+
+
+@dataclass(frozen=True)
+class Drop(Frame):
+    KIND: ClassVar[str] = "drop"
+    line: int
+
+
+@dataclass(frozen=True)
+class Settle(Frame):
+    """Keep the last committed run: free the state it started from."""
+
+    KIND: ClassVar[str] = "settle"
+
+
+@dataclass(frozen=True)
+class Undo(Frame):
+    """Refuse the last committed run: go back to the state it started from."""
+
+    KIND: ClassVar[str] = "undo"
+
+
+SESSION_IN = table(Srun, Cancel, Checkpoint, Restore, Release, Branch, Drop, Settle, Undo)
+
+
+# -- inside a session tree (root <-> node <-> runner; see sandbox/inside/session_tree.py) ------------
+@dataclass(frozen=True)
+class NodeRun(Frame):
+    """Root -> node: fork (or hand out the standby) a runner for the run whose fds are attached."""
+
+    KIND: ClassVar[str] = "srun"
+
+
+@dataclass(frozen=True)
+class NodeBranch(Frame):
+    """Root -> node: fork a copy of this state as a new node."""
+
+    KIND: ClassVar[str] = "branch"
+
+
+@dataclass(frozen=True)
+class Warm(Frame):
+    """Root -> node: keep a standby runner forked."""
+
+    KIND: ClassVar[str] = "warm"
+
+
+@dataclass(frozen=True)
+class Cool(Frame):
+    """Root -> node: drop the standby runner."""
+
+    KIND: ClassVar[str] = "cool"
+
+
+@dataclass(frozen=True)
+class Go(Frame):
+    """Node -> standby runner: the run's fds are attached."""
+
+    KIND: ClassVar[str] = "go"
+
+
+@dataclass(frozen=True)
+class Forked(Frame):
+    """Node -> root: the child it forked (a runner or a branch); the root's end of its socket is attached."""
+
+    KIND: ClassVar[str] = "reply"
+    pid: int
+
+
+@dataclass(frozen=True)
+class Committed(Frame):
+    """Runner -> root: the run ended normally; this runner is the line's new state."""
+
+    KIND: ClassVar[str] = "committed"
+    pid: int
+
+
+NODE_IN = table(NodeRun, NodeBranch, Warm, Cool)
+STANDBY_IN = table(Go)
+#: What a node tells the root: a child it forked, or that a runner of it died (frames.Exited).
+FROM_NODE = table(Forked, Exited)
+FROM_RUNNER = table(Committed)

@@ -1,0 +1,321 @@
+"""Typed crossings: every frame that comes back across a process boundary, as a frozen value.
+
+What comes from inside (a worker, the zygote, a session root) is hostile input. Each
+frame type is a frozen dataclass whose fields are its wire fields; :func:`decode` is the
+one place a header becomes a frame: it checks the frame is expected on that channel and
+the number of blobs, and :mod:`sandbox.typed` checks every field's type and range (ints
+non-negative, strings bounded where a field says so, no unknown or missing field);
+a refusal is a :class:`~sandbox.errors.ProtocolError` naming the frame, the field, what
+was expected and what came. ``protocol.Decoder`` has already bounded the header's size and nesting depth.
+Which frame may follow which is the reader's rule (``sandbox/inbox.py``: e.g.
+``unavailable`` only before ``ready``).
+
+Inside code builds the same classes and sends them (:func:`encode`, :func:`send`), so each
+frame is defined once. This is not the public result shape (:mod:`sandbox.results`).
+
+Channels: :data:`WORKER` (a run's message socket), :data:`ZYGOTE` (the zygote's control
+socket), :data:`SESSION` (a session root's control socket). What the host asks of
+inside is typed the same way in :mod:`sandbox.commands`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import types
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+from . import protocol
+from .errors import ProtocolError, SandboxUnavailable
+from .typed import bounded as _bounded
+from .typed import build, plain, show
+
+#: ``denied`` frames a worker sends per run at most; the host keeps no more either.
+MAX_DENIALS = 200
+#: Characters of one denial's detail (and, /8, its kind) a worker sends; the host cuts there too.
+MAX_DENIAL_CHARS = 500
+#: Longest name of a returned file (a relative path in the work dir: PATH_MAX).
+MAX_NAME_CHARS = 4096
+
+@dataclass(frozen=True)
+class Frame:
+    """Base of every typed frame: its wire type and which fields travel as raw blobs."""
+
+    KIND: ClassVar[str] = ""
+    BLOBS: ClassVar[tuple[str, ...]] = ()
+    """Fields carried as raw blobs, in order."""
+    MORE_BLOBS: ClassVar[str | None] = None
+    """A ``tuple[bytes, ...]`` field that takes every blob after :attr:`BLOBS` (a run's input files)."""
+
+    def check(self) -> None:
+        """Rules across fields; raise ProtocolError. Types are already checked."""
+
+    def wire(self) -> dict[str, Any]:
+        """The header fields (blob fields excluded), JSON-ready."""
+        blobs = (*self.BLOBS, self.MORE_BLOBS)
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in blobs}
+
+    def blobs(self) -> tuple[bytes, ...]:
+        more = getattr(self, self.MORE_BLOBS) if self.MORE_BLOBS else ()
+        return (*(getattr(self, name) for name in self.BLOBS), *more)
+
+
+# -- values carried inside frames ---------------------------------------------------------
+@dataclass(frozen=True)
+class Usage:
+    """Resources a run used, as the kernel counted them for the process that reports them."""
+
+    maxrss_kb: int = 0
+    """Peak resident set size, in KiB."""
+    cpu_s: float = 0.0
+    """User + system CPU time, in seconds."""
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """One confinement layer as a worker applied it (reported with ``ready``)."""
+
+    layer: str = field(metadata=_bounded(64))
+    active: bool
+
+
+@dataclass(frozen=True)
+class Held:
+    """Session: the state a committed run started from, which the root holds until settle/undo."""
+
+    previous: int | None
+    """Its pid (as the session root sees it), None when no state is held."""
+    frees_previous: bool
+    """True when settling would free it (no line or checkpoint uses it)."""
+
+
+# -- worker -> host (a run's message socket) ----------------------------------------------
+@dataclass(frozen=True)
+class Ready(Frame):
+    """The worker is confined and has the request: from here on, the snippet may run."""
+
+    KIND: ClassVar[str] = "ready"
+    layers: tuple[LayerState, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unavailable(Frame):
+    """A required confinement layer (or, ``layer="workdir"``, the run's directory) cannot be had.
+
+    The one encoding of this fact: a worker sends it on its run socket before ``ready``;
+    the zygote sends it on its control socket with the ``id`` of the spawn it refuses."""
+
+    KIND: ClassVar[str] = "unavailable"
+    layer: str = field(metadata=_bounded(64))
+    reason: str = field(metadata=_bounded(4096))
+    fix: str = field(default="", metadata=_bounded(4096))
+    syscall: str | None = field(default=None, metadata=_bounded(64))
+    errno: int | None = None
+    id: int | None = None
+
+    @classmethod
+    def of(cls, exc: SandboxUnavailable, id: int | None = None) -> "Unavailable":
+        return cls(layer=exc.layer, reason=exc.reason[:4096], fix=exc.fix[:4096], syscall=exc.syscall,
+                   errno=exc.errno, id=id)
+
+    def error(self) -> SandboxUnavailable:
+        return SandboxUnavailable(self.layer, self.reason, self.fix, syscall=self.syscall, errno=self.errno)
+
+
+@dataclass(frozen=True)
+class Returned(Frame):
+    """A file the run made or changed (``file``), or an image (``image``: a figure or an image file)."""
+
+    KIND: ClassVar[str] = "file"
+    BLOBS: ClassVar[tuple[str, ...]] = ("data",)
+    name: str = field(metadata=_bounded(MAX_NAME_CHARS))
+    mime_type: str = field(metadata=_bounded(255))
+    data: bytes
+    truncated: bool = False
+    """The worker cut it at ``limits.max_returned_file_bytes``."""
+    skipped: bool = False
+    """Not sent: past ``limits.max_returned_files`` (``data`` is empty)."""
+    size: int = 0
+    """Its size in the work dir, in bytes."""
+
+
+@dataclass(frozen=True)
+class ReturnedImage(Returned):
+    KIND: ClassVar[str] = "image"
+
+
+@dataclass(frozen=True)
+class Denied(Frame):
+    """Something the snippet tried that confinement refused (telemetry)."""
+
+    KIND: ClassVar[str] = "denied"
+    event: str = field(metadata=_bounded(MAX_DENIAL_CHARS // 8))
+    detail: str = field(metadata=_bounded(MAX_DENIAL_CHARS))
+
+
+@dataclass(frozen=True)
+class Error(Frame):
+    """The run failed: the service's failure text and the exception's type name."""
+
+    KIND: ClassVar[str] = "error"
+    text: str
+    exc_type: str = field(metadata=_bounded(256))
+
+
+#: How a ``value`` travels (see sandbox/codec.py); nothing else is ever decoded.
+VALUE_CODECS = frozenset({"json", "bytes", "npy", "dataframe", "series"})
+
+
+@dataclass(frozen=True)
+class Value(Frame):
+    """``Sandbox.call``'s return value: how it is encoded, and the bytes (see sandbox/codec.py)."""
+
+    KIND: ClassVar[str] = "value"
+    BLOBS: ClassVar[tuple[str, ...]] = ("data",)
+    codec: str = field(metadata=_bounded(16))
+    data: bytes
+
+    def check(self) -> None:
+        if self.codec not in VALUE_CODECS:
+            raise ProtocolError(f"'value' frame: field 'codec' must be one of {sorted(VALUE_CODECS)} "
+                                f"(got {show(self.codec)})")
+
+
+@dataclass(frozen=True)
+class Done(Frame):
+    """The worker reported everything; its resource usage so far."""
+
+    KIND: ClassVar[str] = "done"
+    maxrss_kb: int = 0
+    cpu_s: float = 0.0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.maxrss_kb, self.cpu_s)
+
+
+# -- zygote -> host (control socket) ------------------------------------------------------
+@dataclass(frozen=True)
+class Hello(Frame):
+    """The zygote preloaded the image and serves."""
+
+    KIND: ClassVar[str] = "hello"
+    pid: int
+    preload_failures: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Spawned(Frame):
+    """A worker holds a run's fds; the packet carries its pidfd."""
+
+    KIND: ClassVar[str] = "spawned"
+    id: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Exited(Frame):
+    """A worker was reaped: how it ended and what it used (zygote), or a session runner died (node)."""
+
+    KIND: ClassVar[str] = "exited"
+    pid: int
+    signal: int | None = None
+    exitcode: int | None = None
+    id: int | None = None
+    maxrss_kb: int = 0
+    cpu_s: float = 0.0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.maxrss_kb, self.cpu_s)
+
+
+@dataclass(frozen=True)
+class Failed(Frame):
+    """The zygote could not hand out a worker (a fork failed)."""
+
+    KIND: ClassVar[str] = "failed"
+    id: int
+    error: str = field(metadata=_bounded(4096))
+
+
+# -- session root -> host (the session's control socket) ----------------------------------
+@dataclass(frozen=True)
+class Reply(Frame):
+    """The answer to a session command (checkpoint, restore, branch, ...)."""
+
+    KIND: ClassVar[str] = "reply"
+    error: str | None = field(default=None, metadata=_bounded(4096))
+    node: int | None = None
+    line: int | None = None
+    freed: tuple[int, ...] = ()
+    previous: int | None = None
+    frees_previous: bool = False
+
+    @property
+    def held(self) -> Held:
+        return Held(self.previous, self.frees_previous)
+
+
+@dataclass(frozen=True)
+class RunEnd(Frame):
+    """A session run is over: committed (with the held state), rolled back, or lost."""
+
+    KIND: ClassVar[str] = "run_end"
+    seq: int
+    rolled_back: bool = False
+    lost: str | None = field(default=None, metadata=_bounded(4096))
+    signal: int | None = None
+    exitcode: int | None = None
+    previous: int | None = None
+    frees_previous: bool = False
+
+    @property
+    def held(self) -> Held:
+        return Held(self.previous, self.frees_previous)
+
+
+def table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:
+    """The frames a channel carries, by wire type."""
+    return types.MappingProxyType({cls.KIND: cls for cls in classes})
+
+
+WORKER = table(Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
+ZYGOTE = table(Hello, Spawned, Exited, Failed, Unavailable)
+SESSION = table(Reply, RunEnd)
+
+
+# -- the one decoding place ---------------------------------------------------------------
+def decode(channel: Mapping[str, type[Frame]], header: dict[str, Any], blobs: list[bytes] | tuple[bytes, ...] = ()
+           ) -> Frame:
+    """The typed frame for a decoded ``(header, blobs)`` from ``channel``; ProtocolError if it does not fit."""
+    kind = header.get("type")
+    cls = channel.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"a {show(kind)} frame is not expected here (expected one of {sorted(channel)})")
+    values = {k: v for k, v in header.items() if k not in ("v", "type")}
+    fixed = len(cls.BLOBS)
+    if len(blobs) < fixed or (len(blobs) > fixed and cls.MORE_BLOBS is None):
+        raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {fixed}"
+                            f"{' or more' if cls.MORE_BLOBS else ''})")
+    taken = dict(zip(cls.BLOBS, blobs))
+    if cls.MORE_BLOBS is not None:
+        taken[cls.MORE_BLOBS] = list(blobs[fixed:])
+    for name, blob in taken.items():
+        if name in values:
+            raise ProtocolError(f"{kind!r} frame: field {name!r} travels as a blob, not in the header")
+        values[name] = blob
+    frame = build(cls, values, f"{kind!r} frame")
+    frame.check()
+    return frame
+
+
+def encode(frame: Frame) -> bytes:
+    """``frame`` as bytes on a stream socket (inside -> host)."""
+    return protocol.encode(frame.KIND, frame.blobs(), **frame.wire())
+
+
+def send(sock: socket.socket, frame: Frame, fds: list[int] | tuple[int, ...] = ()) -> None:
+    """``frame`` as one control packet (SOCK_SEQPACKET), with ``fds`` attached."""
+    protocol.send_packet(sock, frame.KIND, fds=fds, **frame.wire())

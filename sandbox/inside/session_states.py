@@ -1,0 +1,210 @@
+"""The states of a session: frozen nodes, the runners they fork, and the trampoline.
+
+Part of the session tree (see :mod:`sandbox.inside.session_tree` for the whole process
+model and its isolation measures): a **node** holds one interpreter state and never
+runs code; to run, it forks a **runner** (or hands over its standby); a runner whose run
+ends normally becomes the line's next node. Every such process goes on from the bottom
+of :func:`_trampoline`, at the same stack depth, however many runs came before.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import traceback
+from typing import Any, Callable, NoReturn
+
+from .. import commands, frames, protocol
+from ..confine import _sys
+from ..errors import ProtocolError
+from . import proc, request
+from .request import Confined
+
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
+
+
+def set_dumpable(on: bool) -> None:
+    """Non-dumpable: a same-uid process cannot read our /proc/<pid>/mem, environ, maps, nor ptrace us."""
+    _sys.prctl(_PR_SET_DUMPABLE, int(on), name="prctl(PR_SET_DUMPABLE)")
+
+
+def _own_group() -> None:
+    """Lead a process group of our own: a run's kill(0)/killpg(0) reaches only its own tree."""
+    os.setpgid(0, 0)
+
+
+# -- process steps -----------------------------------------------------------------
+#: What a session process does next: a callable returning the step after it (None: exit).
+Step = Callable[[], "Step | None"]
+
+
+class _Continue(BaseException):
+    """Raised in a child just forked, to unwind its copy of the parent's stack.
+
+    Each run's process forks the next one (a node forks its runner, which becomes the
+    next node): were the child to go on from inside the call that forked it, every
+    run would nest the session one call deeper, until RecursionError ended it after
+    ~160 runs. The child goes on with ``step`` at the bottom of :func:`_trampoline`.
+    """
+
+    def __init__(self, step: Step) -> None:
+        super().__init__()
+        self.step = step
+
+
+def _trampoline(step: Step | None) -> NoReturn:
+    """Run a session process's steps, each at this same stack depth; exit when done."""
+    try:
+        while step is not None:
+            try:
+                step = step()
+            except _Continue as cont:
+                step = cont.step
+    finally:
+        os._exit(0)
+
+
+def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step:
+    """Serve as a frozen state until the root is gone."""
+    return lambda: _NodeLoop(sock, scope, confined).serve()
+
+
+# -- nodes -------------------------------------------------------------------------
+def fork_node(scope: dict[str, Any], confined: Confined) -> tuple[int, socket.socket]:
+    """Fork a child that serves as a node with a copy of ``scope``; returns (pid, root's end)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        # The root's fds are all infrastructure (the host control socket first of all): keep none.
+        proc.keep_only([*request.reserved_fds(), theirs.fileno()])
+        _own_group()
+        _trampoline(_node_step(theirs, scope, confined))
+    theirs.close()
+    return pid, ours
+
+
+class _NodeLoop:
+    def __init__(self, sock: socket.socket, scope: dict[str, Any], confined: Confined) -> None:
+        self.sock, self.scope, self.confined = sock, scope, confined
+        self.runners: set[int] = set()
+        self.standby: tuple[int, socket.socket] | None = None
+        """(pid, its socket) of a runner forked in advance, waiting for a run's fds."""
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+        self.selector = selectors.DefaultSelector()
+
+    def serve(self) -> None:
+        self.selector.register(self.sock, selectors.EVENT_READ, "root")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "sigchld":
+                    self._reap()
+                    continue
+                try:
+                    header, fds = protocol.recv_packet(self.sock)
+                    command = frames.decode(commands.NODE_IN, header)
+                except (ProtocolError, OSError):
+                    return  # root gone
+                _NODE_COMMANDS[type(command)](self, fds)
+
+    def _branch(self, fds: list[int]) -> None:
+        pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
+        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
+        ours.close()
+
+    def _warm(self, fds: list[int]) -> None:
+        if self.standby is None:
+            self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
+
+    def _cool(self, fds: list[int]) -> None:
+        if self.standby is not None:
+            pid, ours = self.standby
+            self.standby = None
+            proc.kill(pid)
+            ours.close()
+
+    def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
+        """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
+        from the bottom of its stack (see _Continue); the parent gets (pid, its end)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            # This node's sockets, and any copy of them a snippet dup'ed into the state: else
+            # a run could speak for this node (or its standby) to the root.
+            ours_id = {proc.identity(s.fileno()) for s in (ours, self.sock)}
+            if self.standby is not None:  # not this child's: its EOF must reach the standby
+                ours_id.add(proc.identity(self.standby[1].fileno()))
+                self.standby[1].close()
+            ours.close()
+            self.selector.close()
+            self.sock.close()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            proc.close_copies(ours_id)
+            _own_group()
+            raise _Continue(lambda: child_main(theirs))
+        theirs.close()
+        return pid, ours
+
+    def _start_runner(self, fds: list[int]) -> None:
+        if self.standby is not None:
+            (pid, ours), self.standby = self.standby, None
+            frames.send(ours, commands.Go(), fds=fds)  # then the root gets this socket: the runner's
+        else:
+            pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.confined))
+        for fd in fds:
+            os.close(fd)
+        self.runners.add(pid)
+        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
+        ours.close()
+
+    def _reap(self) -> None:
+        proc.drain(self.wake_r)
+        for pid, status in proc.reaped():
+            if pid in self.runners:
+                self.runners.discard(pid)
+                frames.send(self.sock, frames.Exited(pid=pid, **proc.exit_facts(status)))
+
+
+#: Root command -> the node's handler (fds attached to it).
+_NODE_COMMANDS: dict[type, Callable[[_NodeLoop, list[int]], None]] = {
+    commands.NodeRun: _NodeLoop._start_runner, commands.NodeBranch: _NodeLoop._branch,
+    commands.Warm: _NodeLoop._warm, commands.Cool: _NodeLoop._cool,
+}
+
+
+def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step | None:
+    """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
+    try:
+        header, fds = protocol.recv_packet(sock)
+        frames.decode(commands.STANDBY_IN, header)
+    except (ProtocolError, OSError):
+        return None
+    return _runner_main(sock, fds, scope, confined)
+
+
+def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], confined: Confined) -> Step:
+    """Run one snippet in this copy of the state; on a normal end, become the line's node."""
+    me = os.getpid()
+    try:
+        set_dumpable(True)  # the snippet's own /proc/self works as in a one-shot run
+        _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")  # what the snippet forks
+        chan = request.attach(fds)
+        request.perform(chan, confined, scope)
+        chan.close()
+        proc.kill_descendants()  # nothing the snippet started outlives its run, nor sees the node's socket
+        _sys.prctl(_PR_SET_CHILD_SUBREAPER, 0, name="prctl(PR_SET_CHILD_SUBREAPER)")
+        set_dumpable(False)  # a state again: no later run may read it
+        frames.send(sock, commands.Committed(pid=me))
+    except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
+        if os.getpid() == me:
+            traceback.print_exc()
+        os._exit(70)
+    return _node_step(sock, scope, confined)

@@ -1,0 +1,110 @@
+"""Writing what a run produced into a folder of the host (``sandbox run --out``,
+``sandbox batch --images-dir``).
+
+The names come from inside, so they are hostile input: ``..``, ``/``, NUL, escape
+sequences, a 250-character "extension", names that are only dots, 4,000-byte paths,
+two files with one name. :func:`safe_name` turns any of them into one plain file name
+of at most 255 bytes (or a generated one); :class:`OutDir` writes each file relative
+to the folder's own fd, never following a symlink, never outside it, never over a
+file it wrote for this run, and lets the caller decide what a failed file means
+(the CLI reports it and goes on with the next).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import unicodedata
+from typing import Any
+
+#: NAME_MAX of Linux file systems, in bytes of the name's UTF-8 encoding.
+MAX_NAME_BYTES = 255
+#: A longer "extension" is part of the stem (it would push the name past NAME_MAX).
+_MAX_EXT_BYTES = 16
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: open() errors that mean "this name is taken by something we must not write through".
+_TAKEN_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ETXTBSY, errno.EACCES}
+_MIME_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
+                    "image/svg+xml": ".svg", "image/bmp": ".bmp", "image/tiff": ".tiff"}
+
+
+def safe_name(name: Any, fallback: str) -> str:
+    """``name`` as one plain file name: its last path component, with control, format and
+    separator characters (NUL, escape sequences, bidi overrides, backslash, lone
+    surrogates) replaced by ``_``, cut to 255 bytes with a short extension kept;
+    ``fallback`` when nothing usable is left (empty, ``.``, ``..``, only dots)."""
+    text = name.rsplit("/", 1)[-1] if isinstance(name, str) else ""
+    text = "".join("_" if _unsafe(char) else char for char in text)
+    if not text.strip(". "):
+        return _fit(fallback)
+    return _fit(text)
+
+
+def extension(name: Any, mime_type: Any = "", default: str = ".bin") -> str:
+    """A safe extension for a produced file: the name's own when short and alphanumeric,
+    else one for its MIME type, else ``default``."""
+    found = _EXTENSION.search(name) if isinstance(name, str) else None
+    if found:
+        return found.group(0)
+    return _MIME_EXTENSIONS.get(mime_type if isinstance(mime_type, str) else "", default)
+
+
+def _unsafe(char: str) -> bool:
+    # C*: control (escape sequences, NUL), format (bidi overrides), surrogate, private, unassigned.
+    return char == "\\" or (unicodedata.category(char)[0] in "CZ" and char != " ")
+
+
+def _fit(name: str, suffix: str = "") -> str:
+    """``name`` with ``suffix`` before its extension, cut (stem first) to MAX_NAME_BYTES."""
+    stem, ext = os.path.splitext(name)
+    if len(ext.encode()) > _MAX_EXT_BYTES:
+        stem, ext = name, ""
+    room = MAX_NAME_BYTES - len((suffix + ext).encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + suffix + ext
+
+
+class OutDir:
+    """One folder that receives one run's files. Names are made safe and unique here."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = -1
+        self._taken: set[str] = set()
+
+    def write(self, name: Any, data: bytes, fallback: str) -> str:
+        """Write ``data`` as ``safe_name(name, fallback)`` (made unique within this run);
+        return the path written. Raises ``OSError`` when it cannot."""
+        if self._fd < 0:
+            os.makedirs(self.path, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        wanted = safe_name(name, fallback)
+        error: OSError | None = None
+        for number in range(1, 1000):
+            candidate = wanted if number == 1 else _fit(wanted, f"-{number}")
+            if candidate in self._taken:
+                continue
+            self._taken.add(candidate)
+            try:  # O_NONBLOCK: a FIFO of that name in the folder fails (ENXIO) instead of blocking
+                fd = os.open(candidate, _WRITE_FLAGS, 0o644, dir_fd=self._fd)
+            except OSError as exc:
+                if exc.errno not in _TAKEN_ERRNOS:
+                    raise
+                error = exc  # a symlink, directory, FIFO... of that name in the folder: the next name
+                continue
+            with open(fd, "wb") as fh:
+                fh.write(data)
+            return os.path.join(self.path, candidate)
+        raise error or OSError(f"no free name for {wanted!r} in {self.path}")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "OutDir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,133 @@
+"""Backends: the model that writes the code, behind one small interface.
+
+A backend gets the conversation as turns (:mod:`sandbox.serve.transcript`), the tools to
+declare and the sampling options, and returns the model's next turn: text and function
+calls, with its token usage. It never runs code; the loop does. Two kinds, chosen by
+``backend.kind`` (a dispatch table, :func:`make_backend`):
+
+- ``openai``: any OpenAI-compatible Chat Completions endpoint (:mod:`.openai_chat`);
+- ``gemini``: the Gemini API through function calling (:mod:`.gemini`).
+
+Transport failures become Google-shape errors in one place (:func:`post_json`): an
+unreachable backend is 503 UNAVAILABLE, a slow one 504 DEADLINE_EXCEEDED, its own
+refusals keep their meaning (a 400 stays INVALID_ARGUMENT, a 429 RESOURCE_EXHAUSTED),
+never a hang.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, Union
+
+import httpx
+
+from ..config import BackendConfig
+from ..errors import ApiError
+from ..transcript import Turn
+from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of one backend call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The model's next turn."""
+
+    parts: tuple[Union[Text, FunctionCall], ...]
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "STOP"
+    """A Gemini ``FinishReason`` name (STOP, MAX_TOKENS, SAFETY, OTHER...)."""
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """One call to the backend."""
+
+    turns: Sequence[Turn]
+    system: str | None
+    tools: tuple[FunctionDeclaration, ...]
+    """Functions to declare: the client's and, when code may run now, the code tool."""
+    generation: GenerationConfig
+    require_call: bool = False
+    """The client asked for functionCallingConfig mode ANY."""
+
+
+class Backend(Protocol):
+    """What the loop calls."""
+
+    async def complete(self, request: BackendRequest) -> ModelReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: backend.kind -> "module:Class" under this package.
+_KINDS = {"openai": "openai_chat:OpenAIChat", "gemini": "gemini:Gemini"}
+
+
+def make_backend(config: BackendConfig) -> Backend:
+    """The backend ``config.kind`` names."""
+    module, _, cls = _KINDS[config.kind].partition(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(config)
+
+
+def http_client(config: BackendConfig) -> httpx.AsyncClient:
+    """The connection pool of one backend; ``backend.timeout_seconds`` bounds every wait."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_seconds, connect=min(10.0, config.timeout_seconds)),
+                             trust_env=False)  # a local model must not go through a host-wide proxy
+
+
+#: Backend HTTP status -> (our status, what it means for the client).
+_REFUSALS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "the backend refused the request"),
+    401: ("INTERNAL", "the backend refused our key (backend.api_key)"),
+    403: ("INTERNAL", "the backend refused our key (backend.api_key)"),
+    404: ("INTERNAL", "the backend has no such endpoint or model (backend.url, backend.model)"),
+    408: ("DEADLINE_EXCEEDED", "the backend timed out"),
+    413: ("INVALID_ARGUMENT", "the request is too large for the backend"),
+    422: ("INVALID_ARGUMENT", "the backend refused the request"),
+    429: ("RESOURCE_EXHAUSTED", "the backend is rate limited or out of quota"),
+}
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str],
+                    timeout_s: float) -> Any:
+    """POST ``body`` and return the JSON answer; every failure is an :class:`ApiError` naming the backend."""
+    try:
+        response = await client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException:
+        raise ApiError("DEADLINE_EXCEEDED", f"the backend at {url} did not answer within {timeout_s:g} s "
+                                            "(backend.timeout_seconds)") from None
+    except httpx.HTTPError as exc:
+        raise ApiError("UNAVAILABLE", f"the backend at {url} is unreachable: {exc or type(exc).__name__} "
+                                      "(is it running? backend.url)") from None
+    if response.status_code != 200:
+        status, meaning = _REFUSALS.get(response.status_code, ("UNAVAILABLE", "the backend failed"))
+        raise ApiError(status, f"{meaning}: HTTP {response.status_code} from {url}: {_error_text(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError("INTERNAL", f"the backend at {url} answered with invalid JSON: "
+                                   f"{response.text[:200]!r}") from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        if message:
+            return str(message)[:500]
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:500] or "(empty body)"
+
+
+def malformed(url: str, what: str) -> ApiError:
+    """500 INTERNAL for an answer that is JSON but not the shape the API promises."""
+    return ApiError("INTERNAL", f"the backend at {url} answered without {what}")

@@ -1,0 +1,121 @@
+"""The Gemini API as a backend, through function calling: the model writes, the code runs here.
+
+Unlike the service's own code execution, the code runs in this sandbox, next to local
+data. Turns become Gemini contents: a code call is a ``functionCall`` to the code tool,
+its reply a ``functionResponse`` (``{"output": "OUTCOME_OK\\n..."}``) followed by the
+figures as ``inlineData`` in the same user turn (Gemini reads images there). Inline
+files are passed as they came, preceded by their work-dir name. A call's
+``thoughtSignature`` goes back with it on the next call (Gemini 3 refuses a function-calling
+turn without it); the client gets it on the ``executableCode`` part, as the service sends it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from ..config import GEMINI_URL, BackendConfig
+from ..transcript import AssistantTurn, Attachment, ToolReply, Turn, UserTurn
+from ..wire import FunctionCall, GenerationConfig, Text
+from . import BackendRequest, ModelReply, Usage, http_client, malformed, post_json
+
+
+class Gemini:
+    """``POST {backend.url}/v1beta/models/{backend.model}:generateContent``."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        base = (config.url or GEMINI_URL).rstrip("/")
+        self.url = f"{base}/v1beta/models/{config.model}:generateContent"
+        self.timeout_s = config.timeout_seconds
+        self.headers = {"x-goog-api-key": config.api_key} if config.api_key else {}
+        self.client = http_client(config)
+
+    async def complete(self, request: BackendRequest) -> ModelReply:
+        body: dict[str, Any] = {"contents": contents(request.turns)}
+        if request.system:
+            body["systemInstruction"] = {"parts": [{"text": request.system}]}
+        if request.tools:
+            body["tools"] = [{"functionDeclarations": [
+                {"name": d.name, "description": d.description,
+                 **({"parametersJsonSchema": dict(d.parameters)} if d.parameters else {})}
+                for d in request.tools]}]
+            body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY" if request.require_call else "AUTO"}}
+        generation = _generation(request.generation)
+        if generation:
+            body["generationConfig"] = generation
+        data = await post_json(self.client, self.url, body, self.headers, self.timeout_s)
+        return self.reply(data)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def reply(self, data: Any) -> ModelReply:
+        candidates = data.get("candidates") if isinstance(data, dict) else None
+        if not candidates:
+            feedback = data.get("promptFeedback") if isinstance(data, dict) else None
+            if feedback:
+                return ModelReply((), _usage(data), str(feedback.get("blockReason", "OTHER")))
+            raise malformed(self.url, "candidates")
+        candidate = candidates[0]
+        parts: list[Text | FunctionCall] = []
+        for part in (candidate.get("content") or {}).get("parts") or ():
+            if part.get("text") and not part.get("thought"):
+                parts.append(Text(part["text"]))
+            elif isinstance(part.get("functionCall"), dict):
+                call = part["functionCall"]
+                parts.append(FunctionCall(str(call.get("name", "")), call.get("args") or {}, call.get("id"),
+                                          part.get("thoughtSignature")))
+        return ModelReply(tuple(parts), _usage(data), str(candidate.get("finishReason") or "STOP"))
+
+
+def contents(turns: list[Turn] | Any) -> list[dict[str, Any]]:
+    """Turns as Gemini contents; consecutive tool replies share one user content."""
+    out: list[dict[str, Any]] = []
+    for turn in turns:
+        if isinstance(turn, UserTurn):
+            _append(out, "user", [p for part in turn.parts for p in _user_parts(part)])
+        elif isinstance(turn, AssistantTurn):
+            parts: list[dict[str, Any]] = [{"text": turn.text}] if turn.text else []
+            parts.extend({"functionCall": {"name": c.name, "args": dict(c.args), "id": c.id},
+                          **({"thoughtSignature": c.signature} if c.signature else {})} for c in turn.calls)
+            _append(out, "model", parts)
+        elif isinstance(turn, ToolReply):
+            images = [{"inlineData": {"mimeType": i.mime_type, "data": _b64(i.data)}} for i in turn.images]
+            reply = {"functionResponse": {"name": turn.name, "response": dict(turn.response), "id": turn.call_id}}
+            _append(out, "user", [reply, *images])
+    return out
+
+
+def _append(out: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    if not parts:
+        return
+    if out and out[-1]["role"] == role:
+        out[-1]["parts"].extend(parts)
+    else:
+        out.append({"role": role, "parts": parts})
+
+
+def _user_parts(part: Text | Attachment) -> list[dict[str, Any]]:
+    if isinstance(part, Text):
+        return [{"text": part.text}]
+    note = [{"text": f"[file {part.name} in the working directory:]"}] if part.name else []
+    return [*note, {"inlineData": {"mimeType": part.mime_type, "data": _b64(part.data)}}]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _generation(generation: GenerationConfig) -> dict[str, Any]:
+    options = {"temperature": generation.temperature, "topP": generation.top_p, "topK": generation.top_k,
+               "maxOutputTokens": generation.max_output_tokens, "seed": generation.seed,
+               "presencePenalty": generation.presence_penalty, "frequencyPenalty": generation.frequency_penalty,
+               "stopSequences": list(generation.stop_sequences) or None,
+               "responseMimeType": generation.response_mime_type}
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _usage(data: Any) -> Usage:
+    usage = data.get("usageMetadata") or {}
+    completion = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
+    return Usage(int(usage.get("promptTokenCount") or 0), completion)

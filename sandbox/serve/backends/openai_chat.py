@@ -1,0 +1,151 @@
+"""An OpenAI-compatible Chat Completions backend (llama.cpp, vLLM, Ollama, OpenAI).
+
+Turns become chat messages: a tool reply is a ``tool`` message holding text (the
+outcome line, then the output: the shape ``sandbox.adapters.openai`` gives a model), and,
+since a tool message cannot hold images, figures follow in one ``user`` message as
+``image_url`` data URLs when ``backend.vision`` is on (text-only local models refuse
+images, so it is off by default; the tool text says how many images were returned).
+Inline text files (CSV, code, XML) are shown to the model as text with their work-dir
+name; images as ``image_url`` with vision, else named only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from ..config import BackendConfig
+from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
+from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
+from . import BackendRequest, ModelReply, Usage, http_client, malformed, post_json
+
+#: OpenAI finish_reason -> Gemini FinishReason.
+FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
+                  "content_filter": "SAFETY"}
+#: Inline text files longer than this are shown to the model cut (the code still gets them whole).
+_SHOWN_TEXT_BYTES = 32_000
+_TEXT_TYPES = ("text/", "application/xml", "application/json", "application/javascript", "application/typescript")
+
+
+class OpenAIChat:
+    """``POST {backend.url}/chat/completions``, one call per model turn (not streamed)."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.url = config.url.rstrip("/") + "/chat/completions"
+        self.model = config.model
+        self.vision = config.vision
+        self.timeout_s = config.timeout_seconds
+        self.headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.client = http_client(config)
+
+    async def complete(self, request: BackendRequest) -> ModelReply:
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages(request),
+                                **_sampling(request.generation)}
+        if request.tools:
+            body["tools"] = [_tool(declaration) for declaration in request.tools]
+            body["tool_choice"] = "required" if request.require_call else "auto"
+        data = await post_json(self.client, self.url, body, self.headers, self.timeout_s)
+        return self.reply(data)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # -- turns -> messages ----------------------------------------------------------
+    def messages(self, request: BackendRequest) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
+        images: list[dict[str, Any]] = []
+        for turn in request.turns:
+            if not isinstance(turn, ToolReply) and images:
+                messages.append(_images_message(images))
+                images = []
+            if isinstance(turn, UserTurn):
+                messages.append({"role": "user", "content": [self.user_part(part) for part in turn.parts]})
+            elif isinstance(turn, AssistantTurn):
+                messages.append(_assistant(turn))
+            else:
+                messages.append({"role": "tool", "tool_call_id": turn.call_id, "content": turn.text})
+                if self.vision:
+                    images.extend({"type": "image_url", "image_url": {"url": _data_url(i.mime_type, i.data)}}
+                                  for i in turn.images)
+        if images:
+            messages.append(_images_message(images))
+        return messages
+
+    def user_part(self, part: Text | Attachment) -> dict[str, Any]:
+        if isinstance(part, Text):
+            return {"type": "text", "text": part.text}
+        where = f"file {part.name} in the working directory" if part.name else "an attached file"
+        if part.mime_type.startswith("image/") and self.vision:
+            return {"type": "image_url", "image_url": {"url": _data_url(part.mime_type, part.data)}}
+        if part.mime_type.startswith(_TEXT_TYPES):
+            text = part.data[:_SHOWN_TEXT_BYTES].decode("utf-8", "replace")
+            cut = f"\n[... {len(part.data)} bytes in all]" if len(part.data) > _SHOWN_TEXT_BYTES else ""
+            return {"type": "text", "text": f"[{where} ({part.mime_type}):]\n{text}{cut}"}
+        return {"type": "text", "text": f"[{where} ({part.mime_type}, {len(part.data)} bytes)]"}
+
+    # -- completion -> reply --------------------------------------------------------
+    def reply(self, data: Any) -> ModelReply:
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError):
+            raise malformed(self.url, "choices[0].message") from None
+        parts: list[Text | FunctionCall] = []
+        content = message.get("content")
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(item.get("text", "") for item in content if isinstance(item, dict))
+        if content:
+            parts.append(Text(content))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.append(FunctionCall(str(function.get("name", "")), _arguments(function.get("arguments")),
+                                      call.get("id")))
+        usage = data.get("usage") or {}
+        return ModelReply(tuple(parts), Usage(int(usage.get("prompt_tokens") or 0),
+                                              int(usage.get("completion_tokens") or 0)),
+                          FINISH_REASONS.get(choice.get("finish_reason") or "stop", "OTHER"))
+
+
+def _assistant(turn: AssistantTurn) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
+    if turn.calls:
+        message["tool_calls"] = [{"id": call.id, "type": "function",
+                                  "function": {"name": call.name, "arguments": json.dumps(dict(call.args))}}
+                                 for call in turn.calls]
+    return message
+
+
+def _images_message(images: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "text", "text": "Images returned by the code:"}, *images]}
+
+
+def _data_url(mime_type: str, data: bytes) -> str:
+    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _tool(declaration: FunctionDeclaration) -> dict[str, Any]:
+    parameters = dict(declaration.parameters) if declaration.parameters else {"type": "object", "properties": {}}
+    return {"type": "function", "function": {"name": declaration.name, "description": declaration.description,
+                                             "parameters": parameters}}
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """Tool-call arguments; text that is not a JSON object is kept for the loop to report."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        return {"_invalid_arguments": f"arguments are not valid JSON ({exc}): {str(raw)[:200]}"}
+    return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {raw!r}"}
+
+
+def _sampling(generation: GenerationConfig) -> dict[str, Any]:
+    options = {"temperature": generation.temperature, "top_p": generation.top_p,
+               "max_tokens": generation.max_output_tokens, "seed": generation.seed,
+               "presence_penalty": generation.presence_penalty, "frequency_penalty": generation.frequency_penalty,
+               "stop": list(generation.stop_sequences) or None}
+    if generation.response_mime_type == "application/json":
+        options["response_format"] = {"type": "json_object"}
+    return {key: value for key, value in options.items() if value is not None}

@@ -1,0 +1,161 @@
+"""The Gemini REST front end: ``generateContent``, ``streamGenerateContent``, ``models``.
+
+Request and response JSON as the service's (``candidates[].content.parts[]``,
+``finishReason``, ``usageMetadata``), errors in Google's shape. Streaming with
+``alt=sse`` sends one ``data:`` event per part as it happens (the code as soon as the
+model wrote it, its result when the run ends), then a last event with the finish
+reason and the usage; without ``alt=sse`` the same chunks come as one JSON array,
+written as they happen. An error before the first part is an HTTP error; after it,
+an ``{"error": ...}`` event (which the SDK raises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import uuid
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .errors import ApiError, not_found_model
+from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
+from .loop import Done, Event, Tokens, generate
+from .wire import parse_generate_request, part_json
+
+_METHODS = {"generateContent": False, "streamGenerateContent": True}
+
+
+def accepted(model: str, state: Any) -> bool:
+    """Whether this server answers for ``model`` (the backend model, or a name matching ``models``)."""
+    return model == state.config.backend.model or any(fnmatch.fnmatchcase(model, p) for p in state.config.models)
+
+
+def _model_json(name: str, state: Any) -> dict[str, Any]:
+    backend = state.config.backend
+    return {"name": f"models/{name}", "version": "sandbox-serve", "displayName": name,
+            "description": f"{name}, answered by {backend.kind} backend model {backend.model!r} "
+                           "with code execution in a local sandbox",
+            "supportedGenerationMethods": list(_METHODS)}
+
+
+async def list_models(request: Request) -> Response:
+    state = request.app.state
+    check_key(request, state.config.api_key)
+    names = [state.config.backend.model, *(p for p in state.config.models if not any(c in p for c in "*?["))]
+    return JSONResponse({"models": [_model_json(name, state) for name in dict.fromkeys(names)]})
+
+
+async def model_action(request: Request) -> Response:
+    """``GET models/{model}`` or ``POST models/{model}:{method}``."""
+    state = request.app.state
+    check_key(request, state.config.api_key)
+    model, _, method = request.path_params["rest"].partition(":")
+    if request.method == "GET" and not method:
+        if not accepted(model, state):
+            raise not_found_model(model)
+        return JSONResponse(_model_json(model, state))
+    if request.method != "POST" or method not in _METHODS:
+        raise ApiError("NOT_FOUND", f"method {method or '(none)'!r} is not served here "
+                                    f"(POST models/MODEL:{{{','.join(_METHODS)}}})")
+    if not accepted(model, state):
+        raise not_found_model(model)
+    body = await read_json(request, state.config.max_request_bytes)
+    parsed = parse_generate_request(body)
+    request.scope["log"].update(model=model, code_execution=parsed.code_execution)
+    slot = Slot(state.engine.stats, state.config.max_concurrent_requests).take()
+    try:
+        events = watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds)
+        if _METHODS[method]:
+            first = await first_event(events)  # errors before the first part are HTTP errors
+            sse = request.query_params.get("alt") == "sse"
+            stream = _stream(first, events, model, sse, request.scope["log"])
+            held, slot = slot, None  # the response releases it, however the stream ends
+            cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
+            media_type = "text/event-stream" if sse else "application/json"
+            return CleanStreamingResponse(stream, cleanup, media_type=media_type)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            return JSONResponse(await _whole(events, model, request.scope["log"]))
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any]) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    async for event in events:
+        if isinstance(event, Done):
+            log.update(executions=event.executions, finish=event.finish_reason)
+            return response_json(model, parts, event)
+        parts.append(part_json(event))
+    raise ApiError("INTERNAL", "the loop ended without a result")
+
+
+async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: bool,
+                  log: dict[str, Any]) -> AsyncIterator[str]:
+    response_id = uuid.uuid4().hex[:22]
+    count = 0
+
+    def frame(body: dict[str, Any]) -> str:
+        nonlocal count
+        count += 1
+        text = json.dumps(body, separators=(",", ":"))
+        return f"data: {text}\r\n\r\n" if sse else ("[" if count == 1 else ",\r\n") + text
+
+    try:
+        event: Event | None = first
+        while event is not None:
+            if isinstance(event, Done):
+                log.update(executions=event.executions, finish=event.finish_reason)
+                yield frame(response_json(model, [], event, response_id))
+                break
+            yield frame(response_json(model, [part_json(event)], None, response_id))
+            event = await events.__anext__()
+    except ApiError as exc:
+        log.update(error=exc.status)
+        yield frame(exc.body())
+    except (ClientGone, asyncio.CancelledError) as exc:
+        log.update(error="CANCELLED", note="client disconnected")
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    if not sse:
+        yield "]"
+
+
+def response_json(model: str, parts: list[dict[str, Any]], done: Done | None,
+                  response_id: str | None = None) -> dict[str, Any]:
+    """A ``GenerateContentResponse`` (one chunk of a stream when ``done`` is None)."""
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    body: dict[str, Any] = {"candidates": [candidate]}
+    if done is not None:
+        candidate["finishReason"] = done.finish_reason
+        body["usageMetadata"] = usage_json(done.tokens)
+    body["modelVersion"] = model
+    body["responseId"] = response_id or uuid.uuid4().hex[:22]
+    return body
+
+
+def usage_json(tokens: Tokens) -> dict[str, Any]:
+    """``usageMetadata``: the first prompt, the tool-use prompts (intermediate tokens), the completions."""
+    usage: dict[str, Any] = {"promptTokenCount": tokens.prompt, "candidatesTokenCount": tokens.candidates,
+                             "totalTokenCount": tokens.total,
+                             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens.prompt}]}
+    if tokens.tool_use_prompt:
+        usage["toolUsePromptTokenCount"] = tokens.tool_use_prompt
+        usage["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": tokens.tool_use_prompt}]
+    return usage
+
+
+def client_gone_response(log: dict[str, Any]) -> Response:
+    """What a handler returns once its client is gone (nobody reads it; the access log does)."""
+    log.update(error="CANCELLED", note="client disconnected")
+    return JSONResponse(ApiError("CANCELLED", "the client disconnected").body(), status_code=499)
+
+
+__all__ = ["accepted", "client_gone_response", "list_models", "model_action", "response_json", "usage_json"]

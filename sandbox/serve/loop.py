@@ -1,0 +1,214 @@
+"""The execution loop: the service's single request, resolved here.
+
+One request = one loop::
+
+    ask the backend (conversation + the turn so far)
+      text            -> a text part
+      code tool call  -> executableCode part, run it in the request's session,
+                         codeExecutionResult part(s), one inlineData part per image
+      client function -> functionCall part; the turn ends (the client runs it)
+    until the model answers without calling code, or after ``max_executions`` runs
+    (then it is asked once more without the code tool; still calling: TOO_MANY_TOOL_CALLS)
+
+Parts are yielded as they happen, so a streaming front end sends the code before it
+runs and the result when the run ends. All runs of one request share one session
+(variables persist between code blocks, as on the service within one response); its
+inline files land in the work dir before the first run, named as the service names
+them. Cancelling the consumer (a client that disconnects) cancels the backend call or
+kills the run at once (``Session.arun``), and the session is closed in every case.
+
+Token usage follows the service's split: ``promptTokenCount`` is the first backend
+call's prompt; ``toolUsePromptTokenCount`` the prompts of the later calls (the
+conversation re-read with the code results: the intermediate tokens);
+``candidatesTokenCount`` every completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Union
+
+from ..adapters._common import TOOL_NAME, describe_environment
+from ..core import Sandbox
+from ..errors import InputError, SandboxError
+from ..inputs import prepare_files
+from ..results import File
+from .backends import Backend, BackendRequest, ModelReply
+from .errors import ApiError, invalid
+from .transcript import attachments, transcript
+from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, GenerateRequest,
+                   Part, Text, parts_from_result)
+
+CODE_TOOL = TOOL_NAME
+"""Name of the function the backend calls to run code."""
+
+
+@dataclass
+class Stats:
+    """Live counters, shown by ``GET /healthz``."""
+
+    active_requests: int = 0
+    active_runs: int = 0
+    requests: int = 0
+    runs: int = 0
+
+
+@dataclass
+class Tokens:
+    """Token counts of one request, in the service's split (see the module docstring)."""
+
+    prompt: int = 0
+    tool_use_prompt: int = 0
+    candidates: int = 0
+    calls: int = 0
+
+    def add(self, reply: ModelReply) -> None:
+        if self.calls == 0:
+            self.prompt += reply.usage.prompt_tokens
+        else:
+            self.tool_use_prompt += reply.usage.prompt_tokens
+        self.candidates += reply.usage.completion_tokens
+        self.calls += 1
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.tool_use_prompt + self.candidates
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event of a loop."""
+
+    finish_reason: str
+    tokens: Tokens
+    executions: int
+
+
+Event = Union[Part, Done]
+
+
+@dataclass
+class Engine:
+    """What every request's loop shares: the sandbox, the backend, the limits, the counters."""
+
+    box: Sandbox
+    backend: Backend
+    max_executions: int
+    stats: Stats = field(default_factory=Stats)
+    code_tool: FunctionDeclaration = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.code_tool = FunctionDeclaration(
+            CODE_TOOL,
+            describe_environment(self.box) + " Variables persist between calls while you answer one request; "
+            "files the user attached are in the working directory under the names given.",
+            {"type": "object", "properties": {"code": {"type": "string", "description": "Python source code to run."}},
+             "required": ["code"]},
+        )
+
+
+def check_request(request: GenerateRequest, engine: Engine) -> list[File]:
+    """Refuse what cannot work before any backend call; returns the input files to land."""
+    if request.code_execution and any(f.name == CODE_TOOL for f in request.functions):
+        raise invalid(f"a function declaration is named {CODE_TOOL!r}, the name of the code tool here; rename it")
+    files = [File(a.name, a.data, a.mime_type) for a in attachments(request.contents) if a.name]
+    if not request.code_execution:
+        return []
+    try:
+        return prepare_files(files, engine.box.policy)
+    except InputError as exc:
+        raise invalid(f"inline data: {exc}") from None
+
+
+async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Event]:
+    """Run the loop for ``request``; yields parts as they happen, then one :class:`Done`."""
+    runner = _Runner(engine, check_request(request, engine))
+    functions = request.functions if request.function_mode != "NONE" else ()
+    turn: list[Part] = []
+    tokens = Tokens()
+    try:
+        while True:
+            code_allowed = request.code_execution and runner.executions < engine.max_executions
+            tools = (*functions, engine.code_tool) if code_allowed else functions
+            contents = (*request.contents, Content("model", tuple(turn))) if turn else request.contents
+            reply = await engine.backend.complete(BackendRequest(
+                transcript(contents, CODE_TOOL), request.system_instruction, tools, request.generation,
+                require_call=request.function_mode == "ANY" and bool(functions)))
+            tokens.add(reply)
+            calls = [part for part in reply.parts if isinstance(part, FunctionCall)]
+            for part in reply.parts:
+                if isinstance(part, Text):
+                    turn.append(part)
+                    yield part
+            code_calls = [c for c in calls if c.name == CODE_TOOL and request.code_execution]
+            client_calls = [c for c in calls if c not in code_calls]
+            for call in code_calls:
+                if runner.executions >= engine.max_executions:
+                    yield Done("TOO_MANY_TOOL_CALLS", tokens, runner.executions)
+                    return
+                async for part in runner.execute(call):
+                    turn.append(part)
+                    yield part
+            for call in client_calls:
+                turn.append(call)
+                yield call
+            if client_calls or not code_calls:
+                yield Done(reply.finish_reason, tokens, runner.executions)
+                return
+    finally:
+        await runner.close()
+
+
+class _Runner:
+    """The request's session, opened on the first code call; its input files go with the first run."""
+
+    def __init__(self, engine: Engine, files: list[File]) -> None:
+        self.engine = engine
+        self.files = files
+        self.session: Any = None
+        self.executions = 0
+
+    async def execute(self, call: FunctionCall) -> AsyncIterator[Part]:
+        code = call.args.get("code")
+        if not isinstance(code, str):
+            problem = call.args.get("_invalid_arguments") or \
+                f"{CODE_TOOL} needs a 'code' string argument (got {json.dumps(dict(call.args))[:200]})"
+            yield ExecutableCode(json.dumps(dict(call.args)), signature=call.signature)
+            yield CodeExecutionResult("OUTCOME_FAILED", f"InputError: {problem}")
+            return
+        yield ExecutableCode(code, signature=call.signature)
+        self.executions += 1
+        stats = self.engine.stats
+        stats.active_runs += 1
+        stats.runs += 1
+        try:
+            session = await self.open()
+            files, self.files = self.files, []
+            result = await session.arun(code, files=files or None)
+        except InputError as exc:  # code the sandbox refuses (NUL byte, oversize): the model is told
+            yield CodeExecutionResult("OUTCOME_FAILED", f"InputError: {exc}")
+            return
+        except SandboxError as exc:
+            raise ApiError("INTERNAL", f"the sandbox could not run the code: {exc}") from exc
+        finally:
+            stats.active_runs -= 1
+        for part in parts_from_result(result.parts(), None):
+            yield part
+
+    async def open(self) -> Any:
+        if self.session is None:
+            opening = asyncio.ensure_future(asyncio.to_thread(self.engine.box.session))
+            try:
+                self.session = await asyncio.shield(opening)
+            except asyncio.CancelledError:  # the session still opens in its thread: close it when it has
+                opening.add_done_callback(lambda task: task.cancelled() or task.exception() or task.result().close())
+                raise
+        return self.session
+
+    async def close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            # In a thread (closing kills a process tree), shielded so a second cancel cannot skip it.
+            await asyncio.shield(asyncio.to_thread(session.close))

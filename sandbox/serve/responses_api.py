@@ -1,0 +1,234 @@
+"""An OpenAI Responses-style front end on the same loop: ``POST /v1/responses``.
+
+For OpenAI SDK users: ``client.responses.create(model=..., input=...,
+tools=[{"type": "code_interpreter", "container": {"type": "auto"}}])`` answers with
+``code_interpreter_call`` output items (the code, then its ``logs`` and ``image``
+outputs, images as data URLs) and ``message`` items, as the OpenAI API shapes them.
+The request becomes the same :class:`~sandbox.serve.wire.GenerateRequest` the Gemini
+front end makes, so both share one loop; :mod:`.responses_output` shapes the answer, and
+with ``stream: true`` the server-sent events that build it. Errors are in OpenAI's shape.
+Not supported (400): ``previous_response_id`` (nothing is stored), file ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import mimetypes
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .errors import ApiError, invalid, not_found_model
+from .gemini_api import accepted
+from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
+from .loop import Done, Event, generate
+from .responses_output import ResponseBuilder
+from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, FunctionResponse,
+                   GenerateRequest, GenerationConfig, InlineData, Part, Text, decode_bytes)
+
+_DROPPED = ("reasoning", "item_reference")
+
+
+async def create_response(request: Request) -> Response:
+    state = request.app.state
+    check_key(request, state.config.api_key, openai=True)
+    body = await read_json(request, state.config.max_request_bytes)
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    for unsupported in ("previous_response_id", "conversation"):
+        if body.get(unsupported):
+            raise invalid(f"{unsupported} is not supported by sandbox serve's /v1/responses (nothing is stored); "
+                          "send the whole conversation as input")
+    model = body.get("model")
+    if not isinstance(model, str) or not accepted(model, state):
+        raise not_found_model(str(model))
+    parsed = parse_request(body)
+    log = request.scope["log"]
+    log.update(model=model, code_execution=parsed.code_execution)
+    slot = Slot(state.engine.stats, state.config.max_concurrent_requests).take()
+    try:
+        builder = ResponseBuilder(body, model)
+        events = watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds)
+        if body.get("stream"):
+            stream = _stream(builder, await first_event(events), events, log)
+            held, slot = slot, None  # the response releases it, however the stream ends
+            cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
+            return CleanStreamingResponse(stream, cleanup, media_type="text/event-stream")
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                if isinstance(event, Done):
+                    log.update(executions=event.executions, finish=event.finish_reason)
+                    return JSONResponse(builder.finish(event)[-1]["response"])
+                builder.add(event)
+        raise ApiError("INTERNAL", "the loop ended without a result")
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+async def _stream(builder: ResponseBuilder, first: Event, events: AsyncIterator[Event],
+                  log: dict[str, Any]) -> AsyncIterator[str]:
+    """Server-sent events, ``event: <type>`` then ``data: <json>``, as the OpenAI API sends them."""
+    def frames(items: list[dict[str, Any]]) -> str:
+        return "".join(f"event: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n" for e in items)
+
+    yield frames(builder.start())
+    event = first
+    try:
+        while not isinstance(event, Done):
+            yield frames(builder.add(event))
+            event = await events.__anext__()
+        log.update(executions=event.executions, finish=event.finish_reason)
+        yield frames(builder.finish(event))
+    except ApiError as exc:
+        log.update(error=exc.status, message=exc.message[:300])
+        yield frames(builder.fail(exc))
+    except (ClientGone, asyncio.CancelledError) as exc:
+        log.update(error="CANCELLED", note="client disconnected")
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def parse_request(body: dict[str, Any]) -> GenerateRequest:
+    """A Responses request as the loop's request."""
+    system = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+    contents: list[Content] = []
+    items = body.get("input")
+    items = [{"role": "user", "content": items}] if isinstance(items, str) else items
+    if not isinstance(items, list) or not items:
+        raise invalid("input must be a string or a non-empty list of input items")
+    names: dict[str, str] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise invalid(f"input[{index}] must be an object (got {type(item).__name__})")
+        kind = item.get("type", "message")
+        if kind == "message" and item.get("role") in ("system", "developer"):
+            system.append(_text_of(item.get("content"), f"input[{index}].content"))
+        elif kind in _ITEMS:
+            contents.append(_ITEMS[kind](item, f"input[{index}]", names))
+        elif kind not in _DROPPED:
+            raise invalid(f"input[{index}]: item type {kind!r} is not supported by sandbox serve")
+    code_execution, functions = _tools(body.get("tools") or [])
+    choice = body.get("tool_choice")
+    mode = {"none": "NONE", "required": "ANY"}.get(choice, "AUTO") if isinstance(choice, str) else "AUTO"
+    generation = GenerationConfig(temperature=_number(body, "temperature"), top_p=_number(body, "top_p"),
+                                  max_output_tokens=_number(body, "max_output_tokens", int))
+    return GenerateRequest(tuple(contents), "\n\n".join(system) or None, code_execution, functions, mode, generation)
+
+
+def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(f"{key} must be a number (got {value!r})")
+    return kind(value)
+
+
+def _message(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
+    role = item.get("role", "user")
+    if role not in ("user", "assistant"):
+        raise invalid(f"{where}.role must be user, assistant, system or developer (got {role!r})")
+    content = item.get("content")
+    if isinstance(content, str):
+        return Content("model" if role == "assistant" else "user", (Text(content),))
+    if not isinstance(content, list):
+        raise invalid(f"{where}.content must be a string or a list of content items")
+    parts = tuple(_content_part(part, f"{where}.content[{i}]") for i, part in enumerate(content))
+    return Content("model" if role == "assistant" else "user", parts)
+
+
+def _content_part(part: Any, where: str) -> Part:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text", "text"):
+        return Text(str(part.get("text", "")))
+    if kind == "input_image" and isinstance(part.get("image_url"), str):
+        return _data_url(part["image_url"], f"{where}.image_url")
+    if kind == "input_file" and isinstance(part.get("file_data"), str):
+        return _file(part, where)
+    raise invalid(f"{where}: content of type {kind!r} is not supported here (inline text, images as data URLs "
+                  "and files as file_data are; file ids and URLs are not)")
+
+
+def _data_url(url: str, where: str) -> InlineData:
+    head, sep, data = url.partition(",")
+    if not (sep and head.startswith("data:") and head.endswith(";base64")):
+        raise invalid(f"{where} must be a base64 data URL (data:<mime>;base64,...)")
+    return InlineData(head[5:-7] or "application/octet-stream", decode_bytes(data, where))
+
+
+def _file(part: dict[str, Any], where: str) -> InlineData:
+    data = part["file_data"]
+    if data.startswith("data:"):
+        return _data_url(data, f"{where}.file_data")
+    mime_type = mimetypes.guess_type(str(part.get("filename") or ""))[0] or "text/plain"
+    return InlineData(mime_type, decode_bytes(data, f"{where}.file_data"))
+
+
+def _code_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
+    parts: list[Part] = [ExecutableCode(str(item.get("code") or ""))]
+    for output in item.get("outputs") or ():
+        if isinstance(output, dict) and output.get("type") == "logs":
+            parts.append(CodeExecutionResult("OUTCOME_OK", str(output.get("logs") or "") or None))
+        elif isinstance(output, dict) and output.get("type") == "image" and \
+                str(output.get("url", "")).startswith("data:"):
+            parts.append(_data_url(output["url"], f"{where}.outputs"))
+    return Content("model", tuple(parts))
+
+
+def _function_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
+    name, call_id = str(item.get("name") or ""), str(item.get("call_id") or "")
+    try:
+        args = json.loads(item.get("arguments") or "{}")
+    except json.JSONDecodeError:
+        raise invalid(f"{where}.arguments is not valid JSON") from None
+    names[call_id] = name
+    return Content("model", (FunctionCall(name, args if isinstance(args, dict) else {}, call_id or None),))
+
+
+def _function_output(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
+    call_id = str(item.get("call_id") or "")
+    output = item.get("output")
+    text = output if isinstance(output, str) else json.dumps(output)
+    return Content("user", (FunctionResponse(names.get(call_id, "function"), {"output": text}, call_id or None),))
+
+
+#: Input item type -> its parser (``message`` items of role system/developer go to the instructions).
+_ITEMS = {"message": _message, "code_interpreter_call": _code_call, "function_call": _function_call,
+          "function_call_output": _function_output}
+
+
+def _text_of(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    raise invalid(f"{where} must be a string or a list of text items")
+
+
+def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
+    if not isinstance(tools, list):
+        raise invalid("tools must be a list")
+    code_execution, functions = False, []
+    for index, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "code_interpreter":
+            code_execution = True
+        elif kind == "function" and isinstance(tool.get("name"), str):
+            functions.append(FunctionDeclaration(tool["name"], str(tool.get("description") or ""),
+                                                 tool.get("parameters")))
+        else:
+            raise invalid(f"tools[{index}]: tool type {kind!r} is not supported by sandbox serve "
+                          "(code_interpreter and function are)")
+    return code_execution, tuple(functions)
+
+
+__all__ = ["create_response", "parse_request"]

@@ -1,0 +1,176 @@
+"""Loop events as an OpenAI Responses object, and as the stream events that build it.
+
+One builder serves both modes: each loop event updates the output items and returns
+the stream events that say so, in the order the OpenAI API sends them (a caller that
+does not stream ignores them)::
+
+    response.created, response.in_progress
+    code:  output_item.added (in_progress) -> code_interpreter_call.in_progress
+           -> code_interpreter_call_code.delta / .done -> code_interpreter_call.interpreting
+           ... result and images ... -> code_interpreter_call.completed -> output_item.done
+    text:  output_item.added -> content_part.added -> output_text.delta ...
+           -> output_text.done -> content_part.done -> output_item.done
+    call:  output_item.added -> function_call_arguments.delta / .done -> output_item.done
+    response.completed (or response.failed)
+
+A code item is completed when the next item starts or the loop ends: its outputs
+(``logs``, then ``image`` data URLs) arrive with its ``output_item.done``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+from .errors import ApiError
+from .loop import Done
+from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData, Part, Text
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class ResponseBuilder:
+    """The output items of one response, and the stream events of each change."""
+
+    def __init__(self, body: dict[str, Any], model: str) -> None:
+        self.body, self.model = body, model
+        self.id, self.created_at = _id("resp"), int(time.time())
+        self.container = f"cntr_{uuid.uuid4().hex}"
+        self.items: list[dict[str, Any]] = []
+        self.open: dict[str, Any] | None = None
+        self.sequence = 0
+
+    # -- the response object ---------------------------------------------------------
+    def response(self, status: str, done: Done | None = None, error: ApiError | None = None) -> dict[str, Any]:
+        incomplete = done is not None and done.finish_reason == "MAX_TOKENS"
+        body = self.body
+        usage = None
+        if done is not None:
+            tokens = done.tokens
+            usage = {"input_tokens": tokens.prompt + tokens.tool_use_prompt, "output_tokens": tokens.candidates,
+                     "total_tokens": tokens.total, "input_tokens_details": {"cached_tokens": 0},
+                     "output_tokens_details": {"reasoning_tokens": 0}}
+        return {
+            "id": self.id, "object": "response", "created_at": self.created_at, "model": self.model,
+            "status": "incomplete" if incomplete else status,
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+            "error": {"code": "server_error", "message": error.message} if error is not None else None,
+            "instructions": body.get("instructions"), "output": list(self.items),
+            "parallel_tool_calls": True, "tool_choice": body.get("tool_choice") or "auto",
+            "tools": body.get("tools") or [], "temperature": body.get("temperature"), "top_p": body.get("top_p"),
+            "max_output_tokens": body.get("max_output_tokens"), "metadata": body.get("metadata") or {},
+            "text": {"format": {"type": "text"}}, "usage": usage,
+        }
+
+    # -- events ----------------------------------------------------------------------
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        self.sequence += 1
+        return {"type": kind, "sequence_number": self.sequence - 1, **fields}
+
+    def start(self) -> list[dict[str, Any]]:
+        return [self.event("response.created", response=self.response("in_progress")),
+                self.event("response.in_progress", response=self.response("in_progress"))]
+
+    def add(self, part: Part) -> list[dict[str, Any]]:
+        """Apply one loop event; returns the stream events it makes."""
+        if isinstance(part, Text):
+            return self._text(part)
+        if isinstance(part, ExecutableCode):
+            return self._code(part)
+        if isinstance(part, (CodeExecutionResult, InlineData)):
+            self._output(part)
+            return []
+        if isinstance(part, FunctionCall):
+            return self._call(part)
+        return []
+
+    def finish(self, done: Done) -> list[dict[str, Any]]:
+        events = self._close()
+        final = self.response("completed", done)
+        return [*events, self.event("response.incomplete" if final["status"] == "incomplete"
+                                    else "response.completed", response=final)]
+
+    def fail(self, error: ApiError) -> list[dict[str, Any]]:
+        events = self._close()
+        return [*events, self.event("response.failed", response=self.response("failed", error=error))]
+
+    # -- one item kind each ----------------------------------------------------------
+    def _where(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"item_id": item["id"], "output_index": self.items.index(item)}
+
+    def _begin(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        events = self._close()
+        self.items.append(item)
+        self.open = item
+        return [*events, self.event("response.output_item.added", output_index=len(self.items) - 1,
+                                    item=json.loads(json.dumps(item)))]
+
+    def _text(self, part: Text) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        item = self.open
+        if item is None or item["type"] != "message":
+            item = {"type": "message", "id": _id("msg"), "role": "assistant", "status": "in_progress", "content": []}
+            events = self._begin(item)
+            item["content"].append({"type": "output_text", "text": "", "annotations": []})
+            events.append(self.event("response.content_part.added", **self._where(item), content_index=0,
+                                     part={"type": "output_text", "text": "", "annotations": []}))
+        item["content"][0]["text"] += part.text
+        return [*events, self.event("response.output_text.delta", **self._where(item), content_index=0,
+                                    delta=part.text, logprobs=[])]
+
+    def _code(self, part: ExecutableCode) -> list[dict[str, Any]]:
+        item = {"type": "code_interpreter_call", "id": _id("ci"), "code": "", "container_id": self.container,
+                "status": "in_progress", "outputs": []}
+        events = self._begin(item)
+        item["code"] = part.code
+        where = self._where(item)
+        return [*events, self.event("response.code_interpreter_call.in_progress", **where),
+                self.event("response.code_interpreter_call_code.delta", **where, delta=part.code),
+                self.event("response.code_interpreter_call_code.done", **where, code=part.code),
+                self.event("response.code_interpreter_call.interpreting", **where)]
+
+    def _output(self, part: CodeExecutionResult | InlineData) -> None:
+        item = self.open
+        if item is None or item["type"] != "code_interpreter_call":
+            return
+        if isinstance(part, InlineData):
+            url = f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode('ascii')}"
+            item["outputs"].append({"type": "image", "url": url})
+            return
+        if part.outcome == "OUTCOME_DEADLINE_EXCEEDED":
+            item["status"] = "incomplete"
+        if part.output:
+            item["outputs"].append({"type": "logs", "logs": part.output})
+
+    def _call(self, part: FunctionCall) -> list[dict[str, Any]]:
+        arguments = json.dumps(dict(part.args))
+        item = {"type": "function_call", "id": _id("fc"), "call_id": part.id or _id("call"), "name": part.name,
+                "arguments": "", "status": "in_progress"}
+        events = self._begin(item)
+        item["arguments"] = arguments
+        where = self._where(item)
+        return [*events, self.event("response.function_call_arguments.delta", **where, delta=arguments),
+                self.event("response.function_call_arguments.done", **where, arguments=arguments)]
+
+    def _close(self) -> list[dict[str, Any]]:
+        """Complete the item in progress, if any."""
+        item, self.open = self.open, None
+        if item is None:
+            return []
+        where = self._where(item)
+        events = []
+        if item["type"] == "message":
+            text_part = item["content"][0]
+            events += [self.event("response.output_text.done", **where, content_index=0, text=text_part["text"],
+                                  logprobs=[]),
+                       self.event("response.content_part.done", **where, content_index=0, part=text_part)]
+        if item["status"] == "in_progress":
+            item["status"] = "completed"
+        if item["type"] == "code_interpreter_call":
+            events.append(self.event("response.code_interpreter_call.completed", **where))
+        return [*events, self.event("response.output_item.done", output_index=where["output_index"], item=item)]

@@ -1,0 +1,195 @@
+"""Abandoned calls stop: a cancelled MCP call, ADK invocation or async tool loop kills its run at once.
+
+Each run here starts ``sleep <marker>`` (visible from this process with psutil) and would
+otherwise last until the policy's 30 s wall clock; the run's whole process tree must be
+gone within a few seconds of the cancellation, through ``Sandbox.arun`` task cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import AsyncGenerator
+
+import pytest
+
+from .conftest import fake_model, server_env, sleeper_code, sleepers, wait_for
+
+#: Seconds a killed run may take to disappear: far below the 30 s the run would otherwise last.
+GONE_WITHIN = 10
+
+
+async def until_running(marker: int) -> None:
+    await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+
+
+async def until_gone(marker: int) -> float:
+    started = time.monotonic()
+    await asyncio.to_thread(wait_for, lambda: not sleepers(marker), GONE_WITHIN, f"`sleep {marker}` to be killed")
+    return time.monotonic() - started
+
+
+async def cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - a client may wrap the cancellation
+        pass
+
+
+def test_mcp_client_cancelling_a_call_kills_its_run():
+    pytest.importorskip("mcp")
+    from mcp import Client, StdioServerParameters
+
+    marker = 7101
+
+    async def scenario():
+        server = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"], env=server_env())
+        async with Client(server) as client:
+            await client.call_tool("run_python", {"code": "print(1)"})  # the zygote is up
+            call = asyncio.ensure_future(client.call_tool("run_python", {"code": sleeper_code(marker)},
+                                                          read_timeout_seconds=120))
+            await until_running(marker)
+            await cancel(call)  # the client sends notifications/cancelled
+            took = await until_gone(marker)
+            after = await asyncio.wait_for(client.call_tool("run_python", {"code": "print('next')"}), 30)
+            return took, after
+
+    took, after = asyncio.run(scenario())
+    assert after.content[0].text == "OUTCOME_OK\nnext" and took < GONE_WITHIN
+
+
+def test_mcp_client_timeout_kills_its_run():
+    """The client gives up (read timeout): the server hears notifications/cancelled and stops the run."""
+    pytest.importorskip("mcp")
+    from mcp import Client, StdioServerParameters
+
+    marker = 7102
+
+    async def scenario():
+        server = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"], env=server_env())
+        async with Client(server) as client:
+            await client.call_tool("run_python", {"code": "print(1)"})
+            started = time.monotonic()
+            with pytest.raises(Exception):  # noqa: B017 - the SDK's timeout error type is its own business
+                await client.call_tool("run_python", {"code": sleeper_code(marker)}, read_timeout_seconds=3)
+            gave_up = time.monotonic() - started
+            await until_gone(marker)
+            return gave_up, time.monotonic() - started
+
+    gave_up, gone = asyncio.run(scenario())
+    assert gave_up < 20 and gone < gave_up + GONE_WITHIN  # never the run's 30 s wall clock
+
+
+def _adk_runner(box, marker: int):
+    pytest.importorskip("google.adk")
+    from google.adk.agents import LlmAgent
+    from google.adk.models.base_llm import BaseLlm
+    from google.adk.models.llm_request import LlmRequest
+    from google.adk.models.llm_response import LlmResponse
+    from google.adk.runners import InMemoryRunner
+    from google.genai import types
+
+    from sandbox.adapters.adk import SandboxCodeExecutor
+
+    class SleepyLlm(BaseLlm):
+        async def generate_content_async(self, llm_request: LlmRequest,
+                                         stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
+            text = "```python\n" + sleeper_code(marker) + "```"
+            yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]))
+
+    executor = SandboxCodeExecutor(sandbox=box, stateful=True)
+    agent = LlmAgent(name="sleeper", model=SleepyLlm(model="scripted"), code_executor=executor)
+    message = types.Content(role="user", parts=[types.Part(text="sleep")])
+    return InMemoryRunner(agent=agent, app_name="cancel-test"), message, executor
+
+
+def test_adk_cancelled_invocation_kills_its_run(box):
+    marker = 7103
+    runner, message, executor = _adk_runner(box, marker)
+
+    async def scenario():
+        session = await runner.session_service.create_session(app_name="cancel-test", user_id="u")
+
+        async def consume():
+            return [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+
+        task = asyncio.ensure_future(consume())
+        await until_running(marker)
+        await cancel(task)
+        return await until_gone(marker)
+
+    try:
+        assert asyncio.run(scenario()) < GONE_WITHIN
+    finally:
+        executor.close()
+
+
+def test_adk_aborted_invocation_kills_its_run(box):
+    marker = 7104
+    runner, message, executor = _adk_runner(box, marker)
+
+    async def scenario():
+        session = await runner.session_service.create_session(app_name="cancel-test", user_id="u")
+        abort = asyncio.Event()
+
+        async def consume():
+            return [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message,
+                                                      abort_signal=abort)]
+
+        task = asyncio.ensure_future(consume())
+        await until_running(marker)
+        started = time.monotonic()
+        abort.set()
+        took = await until_gone(marker)
+        await asyncio.wait_for(task, 30)  # the invocation ends too, without waiting for the wall clock
+        return took, time.monotonic() - started
+
+    try:
+        took, ended = asyncio.run(scenario())
+    finally:
+        executor.close()
+    assert took < GONE_WITHIN and ended < 20
+
+
+def test_genai_async_tool_loop_cancelled_kills_its_run(box):
+    genai = pytest.importorskip("google.genai")
+    from sandbox.adapters import genai as adapter
+
+    marker = 7105
+    script = [fake_model.gemini_reply(calls=[("run_python", {"code": sleeper_code(marker)})])]
+
+    async def scenario(model):
+        client = genai.Client(api_key="offline", http_options={"base_url": model.url})
+        async with adapter.ToolLoop(client, "m", sandbox=box) as loop:
+            task = asyncio.ensure_future(loop.arun("sleep"))
+            await until_running(marker)
+            await cancel(task)
+            took = await until_gone(marker)
+            follow = await loop.session.arun("print('session still usable')")
+            return took, follow, loop.pending
+
+    with fake_model.ScriptedModel(script) as model:
+        took, follow, pending = asyncio.run(scenario(model))
+    assert took < GONE_WITHIN and follow.stdout == "session still usable\n"
+    assert [call.name for call in pending] == ["run_python"]  # unanswered: the next arun() would answer it
+
+
+def test_openai_arun_chat_cancelled_kills_its_run(box):
+    openai = pytest.importorskip("openai")
+    from sandbox.adapters import openai as adapter
+
+    marker = 7106
+    script = [fake_model.openai_reply(calls=[("run_python", {"code": sleeper_code(marker)})])]
+
+    async def scenario(model):
+        client = openai.AsyncOpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
+        task = asyncio.ensure_future(adapter.arun_chat(client, model="m", messages=[{"role": "user", "content": "x"}],
+                                                       sandbox=box))
+        await until_running(marker)
+        await cancel(task)
+        return await until_gone(marker)
+
+    with fake_model.ScriptedModel(script) as model:
+        assert asyncio.run(scenario(model)) < GONE_WITHIN

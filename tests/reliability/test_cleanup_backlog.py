@@ -1,0 +1,44 @@
+"""Run dirs do not pile up under a steady stream of runs.
+
+The zygote removes a reaped worker's run dir off the request path, when it is idle;
+with runs arriving back to back it is never idle (it refills its pre-forked workers
+between requests), so it must tidy anyway once a few wait, or every run leaves a
+directory behind until the stream stops (disk and inodes of the host's temp dir).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import sandbox
+
+THREADS, RUNS = 2, 150
+
+
+def test_run_dirs_stay_bounded_under_a_steady_stream():
+    with sandbox.Sandbox() as sb:
+        root = os.path.dirname(os.path.dirname(sb.run("import os; print(os.getcwd())").stdout.strip()))
+        counts: list[int] = []
+        done = threading.Event()
+
+        def stream() -> None:
+            for _ in range(RUNS):
+                assert sb.run("print(1)").stdout == "1\n"
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                counts.append(len(os.listdir(root)))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        threads = [threading.Thread(target=stream) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        sampler.join()
+    # pre-forked workers' dirs + runs in flight + the backlog the zygote allows (4) + the one it removes
+    bound = sb.policy.runtime.prefork + THREADS + 4 + 1 + 2
+    assert counts and max(counts) <= bound, f"{max(counts)} run dirs at once (bound {bound}) after {THREADS * RUNS} runs"

@@ -1,0 +1,317 @@
+"""The host is fed hostile frames from inside a real worker.
+
+A snippet shares its process with the worker, so it can write to the worker's message
+socket: it finds the run's channel (``sandbox.inside.request.current()``, reachable
+through ``sys.modules`` even though the import allowlist hides the package) and sends
+frames in the real framing — of the wrong type, nested too deep, oversized, out of
+order, a pickled value, a forged ``done`` followed by a process that keeps running,
+100,000 images. None of it may raise in the host, end a batch, be unpickled, outlive
+its result or escape the policy's caps: each is a result, most with ``reason="protocol"``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+import sandbox
+import sandbox.batch as batch
+from sandbox import Outcome
+
+from ..reliability.hostcheck import run_processes
+from .conftest import checked_run
+
+FORGE = '''
+import json, os, struct, sys, time
+_channel = sys.modules["sandbox.inside.request"].current()
+
+def raw(header, blobs=(), text=None):
+    """One frame in the wire's framing; ``text`` replaces the JSON header verbatim."""
+    data = (text or json.dumps({"v": 1, "blobs": [len(b) for b in blobs], **header})).encode()
+    return struct.pack("!I", len(data)) + data + b"".join(blobs)
+
+def forge(*frames):
+    _channel.sock.sendall(b"".join(frames))
+'''
+
+
+def forged(body: str) -> str:
+    return FORGE + body + "\nprint('the snippet went on')\n"
+
+
+@pytest.fixture
+def default(boxes) -> sandbox.Sandbox:
+    """The warm sandbox of the default policy."""
+    return boxes["default"]
+
+
+def assert_protocol(result: sandbox.Result, fragment: str) -> None:
+    assert result.outcome == Outcome.FAILED and result.reason == "protocol", result
+    assert "message channel" in result.error and fragment in result.error, result.error
+
+
+# -- a refused layer is believed only before ready -----------------------------------------
+UNAVAILABLE = 'forge(raw({"type": "unavailable", "layer": "seccomp", "reason": "forged", "fix": "none"}))'
+
+
+def test_a_forged_unavailable_is_a_failed_run_not_sandbox_unavailable(sb):
+    r = checked_run(sb, forged(UNAVAILABLE))
+    assert_protocol(r, "'unavailable' frame arrived after 'ready'")
+
+
+def test_a_forged_unavailable_does_not_end_a_batch():
+    items = [{"id": "forger", "code": forged(UNAVAILABLE)}, {"id": "next", "code": "print('next')"},
+             {"id": "forger-2", "code": forged(UNAVAILABLE)}]
+    records = {r.id: r for r in batch.run(items, workers=1)}
+    assert set(records) == {"forger", "next", "forger-2"}
+    assert (records["next"].outcome, records["next"].output) == ("OUTCOME_OK", "next\n")
+    for name in ("forger", "forger-2"):
+        assert (records[name].outcome, records[name].reason) == ("OUTCOME_FAILED", "protocol")
+
+
+def test_a_forged_unavailable_in_a_session_run_rolls_back_that_run(default):
+    with default.session() as s:
+        s.run("x = 1")
+        r = s.run(forged("x = 2\n" + UNAVAILABLE))
+        assert_protocol(r, "after 'ready'")
+        assert r.rolled_back
+        assert s.run("print(x)").stdout == "1\n"
+
+
+# -- fields of the wrong type, headers too deep or too big ---------------------------------
+WRONG = {
+    # name: (forgery, what the error names)
+    "name_not_a_string": ('forge(raw({"type": "image", "name": 5, "mime_type": "image/png"}, (b"x",)))',
+                          "field 'name' must be a string"),
+    "usage_not_a_number": ('forge(raw({"type": "done", "maxrss_kb": "lots"}))', "field 'maxrss_kb'"),
+    "negative_cpu": ('forge(raw({"type": "done", "cpu_s": -1}))', "field 'cpu_s' must be a number >= 0"),
+    "detail_a_list": ('forge(raw({"type": "denied", "event": "x", "detail": ["y"]}))', "field 'detail'"),
+    "bool_an_int": ('forge(raw({"type": "file", "name": "a", "mime_type": "t", "truncated": 1}, (b"x",)))',
+                    "field 'truncated' must be true or false"),
+    "missing_field": ('forge(raw({"type": "error", "text": "t"}))', "lacks field 'exc_type'"),
+    "unknown_field": ('forge(raw({"type": "denied", "event": "x", "detail": "y", "evil": 1}))', "unknown fields"),
+    "blob_missing": ('forge(raw({"type": "image", "name": "a", "mime_type": "image/png"}))', "carries 0 blobs"),
+    "type_a_list": ('forge(raw({"type": ["done"]}))', "unknown frame type"),
+    "version_true": ('forge(raw(None, text=\'{"v": true, "type": "done", "blobs": []}\'))', "wrong version"),
+    "huge_integer": ('forge(raw(None, text=\'{"v": 1, "type": "done", "blobs": [], "maxrss_kb": \' + "9" * 5000 + "}"))',
+                     "not UTF-8 JSON"),
+    "nan": ('forge(raw(None, text=\'{"v": 1, "type": "done", "blobs": [], "cpu_s": NaN}\'))', "not UTF-8 JSON"),
+    "zygote_frame": ('forge(raw({"type": "spawned", "id": 1, "pid": 1}))', "not expected here"),
+    "deeply_nested": ('forge(raw(None, text=\'{"v": 1, "type": "denied", "blobs": [], "event": "x", "detail": \''
+                      ' + "[" * 200000 + "]" * 200000 + "}"))', "levels deep"),
+    "oversize_header": ('forge(struct.pack("!I", (1 << 20) + 1) + b"{" * 100)', "exceeds"),
+    "long_detail": ('forge(raw({"type": "denied", "event": "x", "detail": "d" * 501}))', "longer than 500"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_malformed_frame_is_a_failed_run_never_an_exception(default, name):
+    code, fragment = WRONG[name]
+    assert_protocol(default.run(forged(code), timeout=30), fragment)
+
+
+def test_a_deeply_nested_header_under_strict(boxes):
+    assert_protocol(checked_run(boxes["strict"], forged(WRONG["deeply_nested"][0])), "levels deep")
+
+
+# -- frames out of order ---------------------------------------------------------------------
+OUT_OF_ORDER = {
+    "ready_twice": ('forge(raw({"type": "ready", "layers": []}))', "'ready' frame arrived after 'ready'"),
+    "done_twice": ('forge(raw({"type": "done"}))', "'done' frame arrived after the run's last frame"),
+    "value_in_a_run": ('forge(raw({"type": "value", "codec": "bytes"}, (b"x",)))', "only call"),
+    "error_twice": ('forge(raw({"type": "error", "text": "a", "exc_type": "E"}))\nraise ValueError("b")',
+                    "a second 'error'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_ORDER))
+def test_a_frame_out_of_order_is_a_failed_run(default, name):
+    code, fragment = OUT_OF_ORDER[name]
+    assert_protocol(default.run(forged(code), timeout=30), fragment)
+
+
+# -- a pickled value -------------------------------------------------------------------------
+def test_a_pickled_value_is_never_unpickled_by_the_host(sb, tmp_path):
+    marker = tmp_path / "pwned"
+
+    def forge_pickled_value():
+        import os
+        import pickle
+        import sys
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, (f"touch {marker}",))
+
+        protocol = sys.modules["sandbox.protocol"]
+        channel = sys.modules["sandbox.inside.request"].current()
+        channel.sock.sendall(protocol.encode("value", [pickle.dumps(Evil())], codec="pickle")
+                             + protocol.encode("done"))
+        os._exit(0)  # the worker's own epilogue never runs: the host has only the forgery
+
+    with pytest.raises(sandbox.CallError, match="protocol"):
+        sb.call(forge_pickled_value)
+    assert not marker.exists(), "the host unpickled a value from inside"
+
+
+def test_a_pickled_npy_value_is_never_unpickled_by_the_host(default, tmp_path):
+    marker = tmp_path / "pwned"
+
+    def forge_object_array():
+        import io
+        import os
+        import sys
+
+        import numpy
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, (f"touch {marker}",))
+
+        buffer = io.BytesIO()
+        numpy.save(buffer, numpy.array([Evil()], dtype=object), allow_pickle=True)
+        protocol = sys.modules["sandbox.protocol"]
+        channel = sys.modules["sandbox.inside.request"].current()
+        channel.sock.sendall(protocol.encode("value", [buffer.getvalue()], codec="npy") + protocol.encode("done"))
+        os._exit(0)
+
+    with pytest.raises(sandbox.CallError, match="malformed 'npy' value"):
+        default.call(forge_object_array)
+    assert not marker.exists(), "the host unpickled a value from inside"
+
+
+# -- a run that outlives its result ---------------------------------------------------------
+#: Forges ``done``, closes every stream and the channel (the host sees EOF everywhere), lives on.
+LINGER = FORGE + '''
+open("lingering", "w").close()
+forge(raw({"type": "done"}))
+os.closerange(0, 1 << 16)
+time.sleep(600)
+'''
+#: Closes every stream and the channel without a word, lives on.
+SILENT = '''
+import os, time
+open("lingering", "w").close()
+os.closerange(0, 1 << 16)
+time.sleep(600)
+'''
+_SIGKILL_BIT = 1 << (9 - 1)
+_PF_EXITING = 0x4
+
+
+def dying_or_gone(proc: psutil.Process) -> bool:
+    """True if the kernel is ending ``proc``: gone, a zombie, exiting, or SIGKILL pending."""
+    try:
+        with open(f"/proc/{proc.pid}/status") as fh:
+            status = dict(line.split(":", 1) for line in fh if ":" in line)
+        with open(f"/proc/{proc.pid}/stat", "rb") as fh:
+            flags = int(fh.read().rsplit(b")", 1)[1].split()[6])
+    except (OSError, ValueError):
+        return True
+    if not proc.is_running():
+        return True
+    pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    return status["State"].strip()[0] in "ZX" or bool(flags & _PF_EXITING) or bool(pending & _SIGKILL_BIT)
+
+
+def live_lingerers(sb: sandbox.Sandbox) -> list[psutil.Process]:
+    return [p for p in run_processes(sb, "lingering") if not dying_or_gone(p)]
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time():
+    with sandbox.Sandbox(max_concurrent=1) as sb:
+        yield sb
+
+
+def test_a_forged_done_does_not_outlive_its_result(one_at_a_time):
+    for _ in range(3):
+        started = time.monotonic()
+        r = one_at_a_time.run(LINGER, timeout=120)
+        assert time.monotonic() - started < 60, "the run waited for a process it should have killed"
+        assert r.outcome == Outcome.OK, r  # the forgery decides its own result, and nothing else
+        assert live_lingerers(one_at_a_time) == [], "the run's process outlived its result"
+
+
+def test_closed_streams_keep_the_deadline(one_at_a_time):
+    r = one_at_a_time.run(SILENT, timeout=3)
+    assert r.outcome == Outcome.DEADLINE_EXCEEDED and r.reason == "timeout", r
+    assert live_lingerers(one_at_a_time) == [], "the run's process outlived its result"
+
+
+def test_an_exception_in_the_host_still_ends_the_run(one_at_a_time, monkeypatch):
+    from sandbox import collect
+    original = collect._Reader.on_output
+
+    def failing(self, stream, data):
+        if b"host, fail now" in data:
+            raise RuntimeError("a bug in the host")
+        return original(self, stream, data)
+    monkeypatch.setattr(collect._Reader, "on_output", failing)
+    code = "import time\nopen('lingering', 'w').close()\nprint('host, fail now', flush=True)\ntime.sleep(600)"
+    with pytest.raises(RuntimeError, match="a bug in the host"):
+        one_at_a_time.run(code, timeout=120)
+    assert live_lingerers(one_at_a_time) == [], "the run's process outlived an exception in the host"
+
+
+def test_forged_done_runs_stay_within_max_concurrent(one_at_a_time):
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(one_at_a_time.run(LINGER, timeout=120)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    most = 0
+    while any(t.is_alive() for t in threads):
+        most = max(most, len(live_lingerers(one_at_a_time)))
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    assert [r.outcome for r in results] == [Outcome.OK] * 3
+    assert most <= 1, f"{most} runs were alive at once under max_concurrent=1"
+    assert live_lingerers(one_at_a_time) == []
+
+
+# -- caps the host enforces while reading ----------------------------------------------------
+def test_100k_tiny_images_keep_the_cap_and_end_promptly(sb):
+    cap = sb.policy.limits.max_returned_files
+    code = forged('forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (b"x",)) * 100_000)')
+    started = time.monotonic()
+    r = checked_run(sb, code, timeout=120)
+    elapsed = time.monotonic() - started
+    assert r.outcome == Outcome.OK and r.stdout == "the snippet went on\n", r
+    assert len(r.images) == cap
+    assert elapsed < 60, f"100,000 image frames took {elapsed:.0f} s"
+    notes = [d.detail for d in r.denied if d.kind == "limit"]
+    assert notes == [f"{100_000 - cap} more images were not returned "
+                     f"(policy {sb.policy.name!r}: limits.max_returned_files)"], r.denied
+
+
+def test_returned_files_keep_the_cap(default):
+    cap = default.policy.limits.max_returned_files
+    r = default.run(forged(f'forge(*[raw({{"type": "file", "name": f"{{n}}.csv", "mime_type": "text/csv"}}, (b"c",)) '
+                           f'for n in range({cap + 50})])'))
+    assert r.outcome == Outcome.OK, r
+    assert len(r.files) == cap
+    assert any(d.kind == "limit" and d.detail.startswith("50 more files") for d in r.denied), r.denied
+
+
+def test_denials_are_capped_in_number_and_size(sb):
+    r = checked_run(sb, forged('forge(*[raw({"type": "denied", "event": "network", "detail": "d" * 500})] * 5000)'))
+    assert r.outcome == Outcome.OK, r
+    kept = [d for d in r.denied if d.kind != "limit"]
+    assert len(kept) <= 200
+    assert sum(len(d.kind) + len(d.detail) for d in kept) <= sb.policy.limits.max_output_bytes
+    assert any(d.kind == "limit" and "more denied actions" in d.detail for d in r.denied), r.denied[-1]
+
+
+def test_the_host_is_unharmed_by_forgeries(default):
+    """After every kind of forgery above, the host still has its fds and serves."""
+    fds = len(os.listdir("/proc/self/fd"))
+    for code, _fragment in list(WRONG.values())[:5]:
+        default.run(forged(code), timeout=30)
+    assert default.run("print('ok')").stdout == "ok\n"
+    assert len(os.listdir("/proc/self/fd")) <= fds

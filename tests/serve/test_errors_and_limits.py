@@ -1,0 +1,217 @@
+"""Errors in Google's shape, keys, limits, client disconnects, a backend that is down or slow."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from .conftest import REPO, Served, start_serve, stop_serve
+
+CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
+GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
+HELLO = {"contents": [{"parts": [{"text": "SCRIPT:hello"}]}]}
+
+
+def google_error(answer: httpx.Response, code: int, status: str) -> str:
+    assert answer.status_code == code, answer.text
+    body = answer.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "status"}
+    assert body["error"]["code"] == code and body["error"]["status"] == status
+    return body["error"]["message"]
+
+
+def test_bad_json_is_invalid_argument(server):
+    answer = httpx.post(server.url + GENERATE, content=b"{not json", timeout=60,
+                        headers={"content-type": "application/json"})
+    assert "Invalid JSON payload received" in google_error(answer, 400, "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"contents": []}, "contents is not specified"),
+    ({"contents": [{"parts": [{"inlineData": {"mimeType": "text/csv", "data": "%%%"}}]}]},
+     "'contents[0].parts[0].inlineData.data' (TYPE_BYTES), Base64 decoding failed"),
+    ({"contents": [{"parts": [{"txt": "hi"}]}]}, 'Unknown name "txt" at \'contents[0].parts[0]\''),
+    ({"contents": [{"parts": [{"text": 5}]}]}, "Invalid value at 'contents[0].parts[0].text' (TYPE_STRING)"),
+    ({**HELLO, "tools": [{"googleSearch": {}}]}, "the googleSearch tool is not supported"),
+    ({"contents": [{"parts": [{"text": "x"}, {"inlineData": {"mimeType": "text/csv", "data": "YQ=="}}]}],
+      "tools": [{"codeExecution": {}}, {"functionDeclarations": [{"name": "run_python"}]}]}, "rename it"),
+])
+def test_malformed_requests_name_the_field(server, body, words):
+    answer = httpx.post(server.url + GENERATE, json=body, timeout=60)
+    assert words in google_error(answer, 400, "INVALID_ARGUMENT")
+
+
+def test_sdk_raises_client_error_for_unknown_model(client):
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model="not-a-model", contents="SCRIPT:hello")
+    assert info.value.code == 404 and info.value.status == "NOT_FOUND"
+    assert "models/not-a-model is not found" in info.value.message
+
+
+def test_oversize_body_is_refused_before_reading_it(server):
+    body = b'{"contents": [{"parts": [{"text": "' + b"x" * 3_100_000 + b'"}]}]}'
+    answer = httpx.post(server.url + GENERATE, content=body, timeout=60, headers={"content-type": "application/json"})
+    message = google_error(answer, 400, "INVALID_ARGUMENT")
+    assert "Request payload size exceeds the limit: 3000000 bytes" in message and "--max-request-bytes" in message
+
+
+def test_unknown_path_is_a_google_not_found(server):
+    google_error(httpx.get(f"{server.url}/v1beta/nothing", timeout=30), 404, "NOT_FOUND")
+    google_error(httpx.post(f"{server.url}/v1beta/models/gemini-2.5-flash:embedContent", json=HELLO, timeout=30),
+                 404, "NOT_FOUND")
+
+
+def test_concurrency_limit_is_resource_exhausted(server, fake_model):
+    held = [threading.Thread(target=httpx.post, args=(server.url + GENERATE,),
+                             kwargs={"json": {"contents": [{"parts": [{"text": "SCRIPT:hold"}]}]}, "timeout": 120})
+            for _ in range(2)]  # the server's --max-concurrent-requests 2
+    for thread in held:
+        thread.start()
+    try:
+        server.wait_for(lambda: fake_model.holding == 2, "both requests to reach the model")
+        answer = httpx.post(server.url + GENERATE, json=HELLO, timeout=60)
+        assert "--max-concurrent-requests" in google_error(answer, 429, "RESOURCE_EXHAUSTED")
+        assert httpx.get(f"{server.url}/v1beta/models", timeout=30).status_code == 200  # not a generation
+    finally:
+        fake_model.held.release()
+        fake_model.held.release()
+        for thread in held:
+            thread.join(timeout=120)
+    server.wait_for(lambda: server.health()["activeRequests"] == 0, "the slots to be free")
+    assert httpx.post(server.url + GENERATE, json=HELLO, timeout=60).status_code == 200
+
+
+def _raw_post(served: Served, path: str, body: bytes) -> socket.socket:
+    host, port = served.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return sock
+
+
+@pytest.mark.parametrize("path", [GENERATE, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"])
+def test_client_disconnect_kills_its_run(server, path):
+    body = b'{"contents": [{"parts": [{"text": "SCRIPT:sleep"}]}], "tools": [{"codeExecution": {}}]}'
+    sock = _raw_post(server, path, body)
+    try:
+        holders = server.wait_for(lambda: server.processes_holding("sleeper-marker"), "the run to start", 120)
+        assert server.health()["activeRuns"] == 1
+    finally:
+        sock.close()
+    # the run sleeps 120 s; the disconnect must end it (and its session) long before
+    server.wait_for(lambda: not server.processes_holding("sleeper-marker"), "the run to be killed", 30)
+    server.wait_for(lambda: server.health()["activeRequests"] == 0, "the request slot to be freed", 30)
+    assert server.health()["activeRuns"] == 0
+    assert all(not _alive(pid) for pid in holders)
+    line = server.wait_for(lambda: [r for r in server.access_log() if r.get("error") == "CANCELLED"
+                                    and r["path"] == path.split("?")[0]], "the access log line", 30)[-1]
+    assert line["note"] == "client disconnected"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_refuses_to_bind_beyond_loopback_without_a_key():
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "sandbox", "serve", "--host", "0.0.0.0", "--port", "0",
+                           "--backend-url", "http://127.0.0.1:9/v1", "--backend-model", "m"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert "not a loopback address" in done.stderr and "--api-key" in done.stderr
+    assert "listening" not in done.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_api_key_is_required_when_set(keyed_server):
+    url = keyed_server.url + GENERATE
+    assert "unregistered callers" in google_error(httpx.post(url, json=HELLO, timeout=60), 403, "PERMISSION_DENIED")
+    assert "API key not valid" in google_error(
+        httpx.post(url, json=HELLO, headers={"x-goog-api-key": "wrong"}, timeout=60), 400, "INVALID_ARGUMENT")
+    assert httpx.post(url + "?key=s3cret", json=HELLO, timeout=60).status_code == 200
+    assert httpx.get(f"{keyed_server.url}/healthz", timeout=30).status_code == 200  # liveness needs no key
+    logged = keyed_server.wait_for(lambda: [r for r in keyed_server.access_log() if r["status"] == 403],
+                                   "the access log line")
+    assert logged[0]["error"] == "PERMISSION_DENIED" and logged[0]["path"] == GENERATE
+    assert "s3cret" not in keyed_server.log.read_text()  # key= is never logged
+    client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello").text == \
+        "Hello from the scripted model."
+
+
+def test_gemini_backend_through_function_calling(keyed_server, fake_model):
+    client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot", config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert parts[2].inline_data.data.startswith(b"\x89PNG")
+    assert parts[4].code_execution_result.output == "43\n"
+    assert response.text == "The answer is 43."
+    second = fake_model.requests[1]
+    assert set(fake_model.keys) == {"backend-key"}  # from GEMINI_API_KEY, as the SDK reads it
+    assert [d["name"] for d in second["tools"][0]["functionDeclarations"]] == ["run_python"]
+    model_turn, reply_turn = second["contents"][-2:]
+    assert model_turn["parts"][0]["functionCall"]["args"] == {"code": response.candidates[0].content.parts[0]
+                                                              .executable_code.code}
+    assert model_turn["parts"][0]["thoughtSignature"] == "c2lnMA=="  # "sig0", back with its call
+    assert parts[0].thought_signature == b"sig0"  # and on the client's executableCode part
+    assert reply_turn["parts"][0]["functionResponse"]["response"] == \
+        {"output": "OUTCOME_OK\nx is 42\n[1 image returned]"}
+    assert reply_turn["parts"][1]["inlineData"]["mimeType"] == "image/png"  # Gemini sees its figure
+
+
+def test_slow_backend_is_deadline_exceeded_not_a_hang(keyed_server, fake_model):
+    started = time.monotonic()
+    try:
+        answer = httpx.post(keyed_server.url + GENERATE, json={"contents": [{"parts": [{"text": "SCRIPT:hold"}]}]},
+                            headers={"x-goog-api-key": "s3cret"}, timeout=120)
+    finally:
+        fake_model.held.release()
+    assert "backend.timeout_seconds" in google_error(answer, 504, "DEADLINE_EXCEEDED")
+    assert time.monotonic() - started < 60
+
+
+def test_error_after_the_first_part_is_an_error_event(keyed_server, fake_model):
+    client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
+    parts = []
+    try:
+        with pytest.raises(errors.ServerError) as info:
+            for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="SCRIPT:slowsecond",
+                                                               config=CODE_TOOL):
+                parts.extend(chunk.candidates[0].content.parts or [])
+    finally:
+        fake_model.held.release()
+    assert info.value.code == 504 and info.value.status == "DEADLINE_EXCEEDED"
+    assert [p.code_execution_result.output for p in parts if p.code_execution_result] == ["first\n"]
+
+
+def test_backend_down_is_unavailable_not_a_hang(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    served = start_serve(tmp_path / "serve.log", "--backend-url", f"http://127.0.0.1:{dead}/v1",
+                         "--backend-model", "gone")
+    try:
+        client = genai.Client(api_key="x", http_options=types.HttpOptions(base_url=served.url))
+        started = time.monotonic()
+        with pytest.raises(errors.ServerError) as info:
+            client.models.generate_content(model="gemini-2.5-flash", contents="hi", config=CODE_TOOL)
+        assert time.monotonic() - started < 60
+        assert info.value.code == 503 and info.value.status == "UNAVAILABLE"
+        assert f"127.0.0.1:{dead}" in info.value.message and "is it running?" in info.value.message
+        with pytest.raises(errors.ServerError):  # streaming: the error comes before any part, as HTTP
+            list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+    finally:
+        stop_serve(served)

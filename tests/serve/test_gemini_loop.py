@@ -1,0 +1,233 @@
+"""The Gemini front end driven by the real google-genai client: the loop, parts in order, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from google.genai import types
+
+from .fake_backend import PLOT_CODE
+
+CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
+
+
+def kinds(parts: list[types.Part]) -> list[str]:
+    return [next(k for k, v in p.model_dump(exclude_none=True).items() if k != "thought_signature")
+            for p in parts]
+
+
+def test_full_loop_parts_in_order_with_image_text_and_usage(client, fake_model):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot Compute and plot.",
+                                              config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert kinds(parts) == ["executable_code", "code_execution_result", "inline_data",
+                            "executable_code", "code_execution_result", "text"]
+    assert parts[0].executable_code.code == PLOT_CODE
+    assert parts[0].executable_code.language == types.Language.PYTHON
+    assert parts[1].code_execution_result.outcome == types.Outcome.OUTCOME_OK
+    assert parts[1].code_execution_result.output == "x is 42\n"
+    assert parts[2].inline_data.mime_type == "image/png"
+    assert parts[2].inline_data.data.startswith(b"\x89PNG\r\n\x1a\n")
+    # the second block reads the first block's variable: one session per request
+    assert parts[4].code_execution_result.output == "43\n"
+    assert parts[5].text == "The answer is 43."  # the model saw the result
+    assert response.text == "The answer is 43."
+    assert response.candidates[0].finish_reason == types.FinishReason.STOP
+    usage = response.usage_metadata
+    # three backend calls: prompts 100, 110, 120; completions 7 each
+    assert usage.prompt_token_count == 100
+    assert usage.tool_use_prompt_token_count == 110 + 120
+    assert usage.candidates_token_count == 21
+    assert usage.total_token_count == 100 + 230 + 21
+    # the backend was told about the code tool and got the results back as tool messages
+    first, second = fake_model.requests[0], fake_model.requests[1]
+    assert [t["function"]["name"] for t in first["tools"]] == ["run_python"]
+    assert first["model"] == "scripted"
+    assert set(fake_model.keys) == {None}  # no backend key configured: none sent
+    assert second["messages"][-1]["role"] == "tool"
+    assert second["messages"][-1]["content"].startswith("OUTCOME_OK\nx is 42")
+
+
+def test_async_client_and_async_stream_give_the_same_parts(client):
+    async def ask():  # one event loop: the SDK's async HTTP client belongs to it
+        response = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot",
+                                                            config=CODE_TOOL)
+        stream = await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="SCRIPT:plot",
+                                                                  config=CODE_TOOL)
+        return response, [part async for chunk in stream for part in (chunk.candidates[0].content.parts or [])]
+
+    response, streamed = asyncio.run(ask())
+    assert kinds(response.candidates[0].content.parts)[:3] == ["executable_code", "code_execution_result",
+                                                               "inline_data"]
+    assert response.candidates[0].content.parts[-1].text == "The answer is 43."
+    assert kinds(streamed) == kinds(response.candidates[0].content.parts)
+    assert streamed[-1].text == "The answer is 43."
+
+
+def test_streaming_sends_the_code_before_the_run_ends(client, server):
+    chunks, code_seen_at, run_in_progress = [], None, False
+    for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="SCRIPT:stream",
+                                                       config=CODE_TOOL):
+        chunks.append(chunk)
+        parts = chunk.candidates[0].content.parts or []
+        if parts and parts[0].executable_code and code_seen_at is None:
+            code_seen_at = time.monotonic()
+            # the code reached us while its run (a 6 s sleep) is still going
+            run_in_progress = bool(server.wait_for(lambda: server.health()["activeRuns"] == 1, "the run to start"))
+        if parts and parts[0].code_execution_result:
+            assert run_in_progress
+            assert time.monotonic() - code_seen_at > 2.0
+    parts = [p for c in chunks for p in (c.candidates[0].content.parts or [])]
+    assert kinds(parts) == ["executable_code", "code_execution_result", "text"]
+    assert parts[1].code_execution_result.output == "start\nend\n"
+    assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    assert chunks[-1].usage_metadata.tool_use_prompt_token_count == 110
+
+
+def test_stream_without_alt_sse_is_a_json_array(server):
+    body = {"contents": [{"role": "user", "parts": [{"text": "SCRIPT:hello"}]}]}
+    answer = httpx.post(f"{server.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent", json=body, timeout=120)
+    assert answer.status_code == 200
+    chunks = answer.json()
+    assert chunks[0]["candidates"][0]["content"]["parts"] == [{"text": "Hello from the scripted model."}]
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+
+
+def test_inline_csv_lands_as_the_service_names_it(client):
+    csv = b"a,b\n1,2\n3,4\n"
+    contents = [types.Content(role="user", parts=[
+        types.Part.from_bytes(data=csv, mime_type="text/csv"),
+        types.Part.from_bytes(data=b"print('hi')\n", mime_type="text/x-python"),
+        types.Part(text="SCRIPT:csv Sum column b.")])]
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=contents, config=CODE_TOOL)
+    result = response.candidates[0].content.parts[1].code_execution_result
+    assert result.output == "['input_file_0.csv', 'input_file_1.py']\n3,4\n"
+
+
+def test_raw_rest_camel_or_snake_case_and_both_base64_alphabets(server, fake_model):
+    data = b"a,b\n1,2\n3,4\n\xff\xfe>>"  # bytes whose base64 differs between the alphabets
+    for blob in ({"mimeType": "text/csv", "data": base64.b64encode(data).decode()},
+                 {"mime_type": "text/csv", "data": base64.urlsafe_b64encode(data).decode().rstrip("=")}):
+        body = {"contents": [{"role": "user", "parts": [{"inline_data": blob}, {"text": "SCRIPT:csv"}]}],
+                "tools": [{"code_execution": {}}], "generation_config": {"max_output_tokens": 50}}
+        answer = httpx.post(f"{server.url}/v1beta/models/gemini-2.5-flash:generateContent", json=body, timeout=120)
+        assert answer.status_code == 200, answer.text
+        parts = answer.json()["candidates"][0]["content"]["parts"]
+        assert parts[1]["codeExecutionResult"]["output"].startswith("['input_file_0.csv']\n")
+        assert fake_model.requests[-1]["max_tokens"] == 50
+
+
+def test_history_with_earlier_code_parts_is_sent_as_tool_calls(client, fake_model):
+    history = [
+        types.Content(role="user", parts=[types.Part(text="What is 2+2? Use code.")]),
+        types.Content(role="model", parts=[
+            types.Part(executable_code=types.ExecutableCode(code="print(2 + 2)", language="PYTHON")),
+            types.Part(code_execution_result=types.CodeExecutionResult(outcome="OUTCOME_OK", output="4\n")),
+            types.Part(text="It is 4.")]),
+        types.Content(role="user", parts=[types.Part(text="SCRIPT:hello thanks")]),
+    ]
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=history, config=CODE_TOOL)
+    assert response.text == "Hello from the scripted model."
+    messages = fake_model.requests[0]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    call = messages[1]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {"code": "print(2 + 2)"}
+    assert messages[2] == {"role": "tool", "tool_call_id": call["id"], "content": "OUTCOME_OK\n4"}
+    assert messages[3]["content"] == "It is 4."
+
+
+def test_plain_generation_without_the_tool(client, fake_model):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello",
+                                              config=types.GenerateContentConfig(system_instruction="Be brief.",
+                                                                                 temperature=0.1))
+    assert kinds(response.candidates[0].content.parts) == ["text"]
+    assert response.usage_metadata.prompt_token_count == 100
+    assert response.usage_metadata.tool_use_prompt_token_count is None
+    sent = fake_model.requests[0]
+    assert "tools" not in sent
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent["temperature"] == 0.1
+
+
+def test_client_functions_come_back_as_function_calls(client, fake_model):
+    weather = types.FunctionDeclaration(name="get_weather", description="Weather of a city.",
+                                        parameters=types.Schema(type="OBJECT", properties={
+                                            "city": types.Schema(type="STRING")}, required=["city"]))
+    config = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution()),
+                                                types.Tool(function_declarations=[weather])],
+                                         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    question = types.Content(role="user", parts=[types.Part(text="SCRIPT:weather in Paris?")])
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=[question], config=config)
+    (part,) = response.candidates[0].content.parts
+    assert part.function_call.name == "get_weather"
+    assert part.function_call.args == {"city": "Paris"}
+    declared = {t["function"]["name"]: t["function"] for t in fake_model.requests[0]["tools"]}
+    assert declared["get_weather"]["parameters"] == {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}
+    # the client answers the call; the model reads the answer
+    answer = types.Part.from_function_response(name="get_weather", response={"sky": "sunny"})
+    followup = client.models.generate_content(
+        model="gemini-2.5-flash", config=config,
+        contents=[question, response.candidates[0].content, types.Content(role="user", parts=[answer])])
+    assert followup.text == 'Weather report: {"sky": "sunny"}'
+
+
+def test_failure_splits_into_ok_and_failed_parts(client):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:fail", config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert kinds(parts) == ["executable_code", "code_execution_result", "code_execution_result", "text"]
+    assert parts[1].code_execution_result.output == "before\n"
+    assert parts[2].code_execution_result.outcome == types.Outcome.OUTCOME_FAILED
+    assert parts[2].code_execution_result.output.startswith("boom\nTraceback (most recent call last):")
+
+
+def test_execution_limit_then_text_answer(client, fake_model):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:loop", config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert kinds(parts) == ["executable_code", "code_execution_result"] * 3 + ["text"]  # --max-executions 3
+    assert response.text == "no more code"
+    assert "tools" not in fake_model.requests[-1]  # asked once more without the code tool
+
+
+def test_bad_tool_arguments_are_reported_to_the_model(client, fake_model):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:badargs",
+                                              config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert parts[1].code_execution_result.outcome == types.Outcome.OUTCOME_FAILED
+    assert "needs a 'code' string argument" in parts[1].code_execution_result.output
+    assert response.text == "fixed"
+
+
+def test_list_and_get_models(client, server):
+    names = [m.name for m in client.models.list()]
+    assert "models/scripted" in names
+    assert httpx.get(f"{server.url}/v1beta/models/gemini-2.5-pro", timeout=30).json()["name"] == \
+        "models/gemini-2.5-pro"
+
+
+def test_concurrent_requests_each_get_their_own_session(client):
+    results: list[str] = []
+
+    def ask() -> None:
+        response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot",
+                                                  config=CODE_TOOL)
+        results.append(response.text)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]  # the server's limit is 2
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert results == ["The answer is 43."] * 2
+
+
+@pytest.mark.parametrize("model", ["scripted", "models/gemini-2.5-flash"])
+def test_backend_model_name_and_models_prefix_work(client, model):
+    assert client.models.generate_content(model=model, contents="SCRIPT:hello").text == \
+        "Hello from the scripted model."

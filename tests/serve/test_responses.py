@@ -1,0 +1,96 @@
+"""The OpenAI Responses-style front end, driven by the real openai client."""
+
+from __future__ import annotations
+
+import base64
+
+import openai
+import pytest
+
+from .fake_backend import PLOT_CODE
+
+CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+
+
+@pytest.fixture
+def oai(server):
+    return openai.OpenAI(api_key="unused", base_url=f"{server.url}/v1", max_retries=0, timeout=180)
+
+
+def test_code_interpreter_calls_then_the_message(oai):
+    response = oai.responses.create(model="scripted", input="SCRIPT:plot", tools=CODE_INTERPRETER)
+    assert response.status == "completed"
+    assert [item.type for item in response.output] == ["code_interpreter_call", "code_interpreter_call", "message"]
+    first, second, message = response.output
+    assert first.code == PLOT_CODE and first.status == "completed"
+    assert first.outputs[0].type == "logs" and first.outputs[0].logs == "x is 42\n"
+    assert first.outputs[1].type == "image" and first.outputs[1].url.startswith("data:image/png;base64,")
+    assert base64.b64decode(first.outputs[1].url.split(",", 1)[1]).startswith(b"\x89PNG")
+    assert second.outputs[0].logs == "43\n"  # same session: x persisted
+    assert first.container_id == second.container_id
+    assert response.output_text == "The answer is 43."
+    assert response.usage.input_tokens == 100 + 110 + 120
+    assert response.usage.output_tokens == 21
+
+
+def test_inline_file_and_instructions(oai, fake_model):
+    data = base64.b64encode(b"a,b\n1,2\n3,4\n").decode()
+    response = oai.responses.create(
+        model="scripted", instructions="Answer briefly.", tools=CODE_INTERPRETER,
+        input=[{"role": "user", "content": [
+            {"type": "input_file", "filename": "data.csv", "file_data": f"data:text/csv;base64,{data}"},
+            {"type": "input_text", "text": "SCRIPT:csv"}]}])
+    assert response.output[0].outputs[0].logs == "['input_file_0.csv']\n3,4\n"
+    assert fake_model.requests[0]["messages"][0] == {"role": "system", "content": "Answer briefly."}
+
+
+def test_function_tools_come_back_as_function_call_items(oai):
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city.",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+             *CODE_INTERPRETER]
+    response = oai.responses.create(model="scripted", input="SCRIPT:weather", tools=tools)
+    (call,) = response.output
+    assert call.type == "function_call" and call.name == "get_weather" and call.arguments == '{"city": "Paris"}'
+    followup = oai.responses.create(model="scripted", tools=tools, input=[
+        {"role": "user", "content": "SCRIPT:weather"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "rainy"}])
+    assert followup.output_text == 'Weather report: {"output": "rainy"}'
+
+
+def test_errors_are_in_openai_shape(oai):
+    with pytest.raises(openai.NotFoundError) as info:
+        oai.responses.create(model="no-such-model", input="hi")
+    assert info.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.responses.create(model="scripted", input="hi", tools=[{"type": "web_search"}])
+    assert "web_search" in info.value.body["message"]
+
+
+def test_streaming_events_build_the_same_response(oai):
+    with oai.responses.stream(model="scripted", input="SCRIPT:plot", tools=CODE_INTERPRETER) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[2:8] == ["response.output_item.added", "response.code_interpreter_call.in_progress",
+                          "response.code_interpreter_call_code.delta", "response.code_interpreter_call_code.done",
+                          "response.code_interpreter_call.interpreting", "response.code_interpreter_call.completed"]
+    assert kinds[-1] == "response.completed"
+    assert kinds.count("response.output_item.done") == 3
+    assert [item.type for item in final.output] == ["code_interpreter_call", "code_interpreter_call", "message"]
+    assert final.output[0].outputs[1].url.startswith("data:image/png;base64,")
+    assert final.output_text == "The answer is 43."
+    assert final.usage.output_tokens == 21
+
+
+def test_streaming_sends_the_code_before_the_run_ends(oai, server):
+    seen = {}
+    for event in oai.responses.create(model="scripted", input="SCRIPT:stream", tools=CODE_INTERPRETER, stream=True):
+        seen.setdefault(event.type, event)
+        if event.type == "response.code_interpreter_call.interpreting":
+            assert event.output_index == 0
+            server.wait_for(lambda: server.health()["activeRuns"] == 1, "the run to be in progress")
+        if event.type == "response.output_item.done" and event.item.type == "code_interpreter_call":
+            assert event.item.outputs[0].logs == "start\nend\n"
+    assert seen["response.code_interpreter_call_code.done"].code.startswith("import time")
+    assert seen["response.completed"].response.output_text == "streamed"

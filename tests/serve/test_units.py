@@ -1,0 +1,218 @@
+"""sandbox serve without a server: config sources, wire parsing, the transcript a backend sees."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+
+import pytest
+
+from sandbox.serve import config, transcript, wire
+from sandbox.serve.errors import ApiError, ConfigError
+from sandbox.serve.transcript import AssistantTurn, Attachment, ToolReply, UserTurn
+
+BACKEND = {"backend.url": "http://127.0.0.1:8080/v1", "backend.model": "m"}
+
+
+def test_config_sources_in_priority_order(tmp_path):
+    path = tmp_path / "serve.toml"
+    path.write_text('port = 9000\nmax_executions = 4\n[backend]\nkind = "openai"\nurl = "http://file/v1"\n'
+                    'model = "from-file"\n')
+    env = {"SANDBOX_SERVE_PORT": "9001", "SANDBOX_SERVE_MODELS": "gemini-*, gpt-*", "OPENAI_API_KEY": "sk-env"}
+    loaded = config.load(file=path, env=env, overrides={"port": 9002, "backend.model": None})
+    assert loaded.port == 9002  # command line over environment over file
+    assert loaded.max_executions == 4 and loaded.backend.model == "from-file"
+    assert loaded.models == ("gemini-*", "gpt-*")
+    assert loaded.backend.api_key == "sk-env"  # the backend SDK's own variable
+    assert "sk-env" not in repr(loaded)  # keys stay out of logs
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"env": {"SANDBOX_SERVE_PORT": "eighty"}}, "SANDBOX_SERVE_PORT must be an int (got 'eighty')"),
+    ({"overrides": {**BACKEND, "port": 70000}}, "(command line): port must be between 0 and 65535"),
+    ({"overrides": {"backend.model": "m"}}, "backend.url must be set for the openai backend (--backend-url"),
+    ({"overrides": {**BACKEND, "backend.kind": "llama"}}, "backend.kind has unknown backend 'llama'"),
+    ({"overrides": {**BACKEND, "host": "0.0.0.0"}}, "not a loopback address"),
+    ({"overrides": {**BACKEND, "max_concurrent_requests": 0}}, "max_concurrent_requests must be between 1"),
+])
+def test_config_errors_name_the_key(kwargs, words):
+    with pytest.raises(ConfigError) as info:
+        config.load(**kwargs)
+    assert words in str(info.value)
+
+
+def test_bad_config_file_names_the_file(tmp_path):
+    path = tmp_path / "serve.toml"
+    path.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match=r"serve.toml.*unknown key prot"):
+        config.load(file=path, overrides=BACKEND)
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
+                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
+                                            ("192.168.1.2", False), ("example.org", False)])
+def test_loopback(host, loopback):
+    assert config.is_loopback(host) is loopback
+
+
+def test_both_spellings_and_both_base64_alphabets():
+    data = bytes(range(256))
+    for key, blob in (("inlineData", {"mimeType": "image/png", "data": base64.b64encode(data).decode()}),
+                      ("inline_data", {"mime_type": "image/png",
+                                       "data": base64.urlsafe_b64encode(data).decode().rstrip("=")})):
+        part = wire.parse_part({key: blob}, "p")
+        assert part == wire.InlineData("image/png", data)
+    request = wire.parse_generate_request({
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "system_instruction": {"parts": [{"text": "sys"}]},
+        "tools": [{"code_execution": {}}, {"function_declarations": [{
+            "name": "f", "parameters": {"type": "OBJECT", "properties": {"snake_case_arg": {"type": "STRING"}},
+                                        "required": ["snake_case_arg"]}}]}],
+        "tool_config": {"function_calling_config": {"mode": "none"}},
+        "generationConfig": {"maxOutputTokens": 10, "stop_sequences": ["x"], "seed": "7"}})
+    assert request.system_instruction == "sys" and request.code_execution and request.function_mode == "NONE"
+    # the client's own names (schema properties, function args) are never rewritten
+    assert request.functions[0].parameters == {"type": "object", "properties": {"snake_case_arg": {"type": "string"}},
+                                               "required": ["snake_case_arg"]}
+    assert request.generation.max_output_tokens == 10 and request.generation.stop_sequences == ("x",)
+    assert request.generation.seed == 7
+    call = wire.parse_part({"function_call": {"name": "f", "args": {"snake_case_arg": 1}}}, "p")
+    assert call.args == {"snake_case_arg": 1}
+
+
+def test_part_json_is_the_service_shape():
+    assert wire.part_json(wire.CodeExecutionResult("OUTCOME_OK", None)) == \
+        {"codeExecutionResult": {"outcome": "OUTCOME_OK"}}  # nothing printed: output absent
+    assert wire.part_json(wire.InlineData("image/png", b"\xff\xfe")) == \
+        {"inlineData": {"mimeType": "image/png", "data": "//4="}}  # standard alphabet out
+    assert wire.part_json(wire.ExecutableCode("print(1)")) == \
+        {"executableCode": {"language": "PYTHON", "code": "print(1)"}}
+
+
+@pytest.mark.parametrize("part", [{"text": "a", "inlineData": {"mimeType": "a/b", "data": ""}}, {},
+                                  {"fileData": {"fileUri": "gs://x"}}])
+def test_bad_parts_are_invalid_argument(part):
+    with pytest.raises(ApiError) as info:
+        wire.parse_part(part, "contents[0].parts[0]")
+    assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+    assert "contents[0].parts[0]" in info.value.message
+
+
+def test_transcript_turns_code_parts_into_calls_and_replies():
+    image = wire.InlineData("image/png", b"png")
+    contents = [
+        wire.Content("user", (wire.InlineData("text/csv", b"a\n1\n"), wire.InlineData("image/webp", b"w"),
+                              wire.Text("go"))),
+        wire.Content("model", (wire.Text("Let me see."), wire.ExecutableCode("print(1)"),
+                               wire.CodeExecutionResult("OUTCOME_OK", "1\n"), image,
+                               wire.ExecutableCode("1/0"), wire.CodeExecutionResult("OUTCOME_FAILED", "boom"),
+                               wire.Text("Done."), wire.FunctionCall("f", {"a": 1}))),
+        wire.Content("user", (wire.FunctionResponse("f", {"ok": True}), wire.Text("next"))),
+    ]
+    turns = transcript.transcript(contents, "run_python")
+    assert turns[0] == UserTurn((Attachment("input_file_0.csv", "text/csv", b"a\n1\n"),
+                                 Attachment(None, "image/webp", b"w"), wire.Text("go")))
+    assert isinstance(turns[1], AssistantTurn) and turns[1].text == "Let me see."
+    assert [c.args for c in turns[1].calls] == [{"code": "print(1)"}]
+    assert turns[2] == ToolReply(turns[1].calls[0].id, "run_python", "OUTCOME_OK\n1\n[1 image returned]",
+                                 {"output": "OUTCOME_OK\n1\n[1 image returned]"}, (image,))
+    assert turns[3].calls[0].args == {"code": "1/0"} and turns[4].text == "OUTCOME_FAILED\nboom"
+    assert turns[5].text == "Done." and turns[5].calls[0].name == "f"
+    assert turns[6] == ToolReply(turns[5].calls[0].id, "f", '{"ok": true}', {"ok": True})
+    assert turns[7] == UserTurn((wire.Text("next"),))
+
+
+def test_cli_parser_imports_no_server_stack():
+    check = ("import sys, sandbox, sandbox.cli\nsandbox.cli.build_parser()\n"
+             "found = [m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'httpx')]\n"
+             "assert not found, found\n")
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+
+
+def _request(receive):
+    from starlette.requests import Request
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}, receive)
+
+
+def _loop_that_sleeps(cleaned: list[str]):
+    async def events():
+        try:
+            yield wire.Text("first")
+            await asyncio.sleep(60)
+            yield wire.Text("never")
+        finally:
+            cleaned.append("loop closed")  # where a run is killed and its session closed
+    return events()
+
+
+def test_watched_cancels_the_loop_when_the_client_goes():
+    from sandbox.serve.http import ClientGone, watched
+
+    async def scenario():
+        gone = asyncio.Event()
+
+        async def receive():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        cleaned: list[str] = []
+        stream = watched(_request(receive), _loop_that_sleeps(cleaned), timeout_s=120)
+        assert await stream.__anext__() == wire.Text("first")
+        gone.set()
+        with pytest.raises(ClientGone):
+            await asyncio.wait_for(stream.__anext__(), 30)
+        return cleaned
+
+    assert asyncio.run(scenario()) == ["loop closed"]
+
+
+def test_watched_turns_the_request_deadline_into_deadline_exceeded():
+    from sandbox.serve.http import watched
+
+    async def scenario():
+        async def receive():
+            await asyncio.sleep(3600)
+
+        cleaned: list[str] = []
+        stream = watched(_request(receive), _loop_that_sleeps(cleaned), timeout_s=0.5)
+        assert await stream.__anext__() == wire.Text("first")
+        with pytest.raises(ApiError) as info:
+            await asyncio.wait_for(stream.__anext__(), 30)
+        return info.value, cleaned
+
+    error, cleaned = asyncio.run(scenario())
+    assert error.status == "DEADLINE_EXCEEDED" and "--request-timeout-seconds" in error.message
+    assert cleaned == ["loop closed"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_connections_get_tcp_nodelay(host):
+    """asyncio sets TCP_NODELAY on accepted sockets only when the listener says it is TCP; without it every
+    answer (headers, then body: two writes) waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from sandbox.cli.serve import _bind
+
+    async def scenario():
+        seen: list[int] = []
+
+        async def handle(reader, writer):
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        try:
+            sock = _bind(host, 0)
+        except ConfigError:
+            pytest.skip(f"cannot bind {host} here")
+        server = await asyncio.start_server(handle, sock=sock)
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert len(seen) == 1 and seen[0] != 0
