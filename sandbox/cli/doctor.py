@@ -42,6 +42,8 @@ import platform
 import sys
 from typing import Any
 
+from ..policy import Policy
+
 #: Run inside the worker; prints what it observes as JSON. ``$MAX_TASKS``: threads it tries to start.
 PROBE = r'''
 import json, os, resource, socket, threading
@@ -128,7 +130,7 @@ print(json.dumps(facts))
 HOST_OBSERVED = ("memory_cgroup",)
 
 
-def probe_code(policy: Any) -> str:
+def probe_code(policy: Policy) -> str:
     """The probe snippet for ``policy``: it tries to start more threads than ``limits.max_processes`` allows."""
     from ..confine import disk
     limits = policy.limits
@@ -181,7 +183,7 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
             "system": _system(), "observed": observed, "layers": layers, "filesystem": filesystem}
 
 
-def _role(policy: Any, name: str) -> dict[str, Any]:
+def _role(policy: Policy, name: str) -> dict[str, Any]:
     """A layer's place in the policy; a part (confine.PARTS) follows the layer it serves, or every worker."""
     from .. import confine
     conf = policy.confinement
@@ -230,7 +232,7 @@ def _privileges() -> str:
             "memfd_create and SysV shared memory are refused (row memory_cgroup)")
 
 
-def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """({layer: observed active}, how it was verified, SandboxUnavailable facts or None)."""
     from ..errors import SandboxError, SandboxUnavailable
     if use_sandbox:
@@ -253,7 +255,7 @@ def _verify(policy: Any, image: str, use_sandbox: bool) -> tuple[dict[str, Any],
         return {}, f"{how}; {exc}", None
 
 
-def _verify_in_sandbox(policy: Any, image: str) -> dict[str, Any]:
+def _verify_in_sandbox(policy: Policy, image: str) -> dict[str, Any]:
     import sandbox
     from ..inputs import encode_run
     from ..verdict import to_result
@@ -272,7 +274,7 @@ def _memory_cgroup_facts(facts: Any) -> dict[str, Any]:
     return {"memory_cgroup": capped, "memory_cgroup_limit_mib": facts.limit_bytes >> 20 if capped else None}
 
 
-def _verify_in_fork(policy: Any) -> dict[str, Any]:
+def _verify_in_fork(policy: Policy) -> dict[str, Any]:
     import tempfile
     from .. import confine
     from ..errors import SandboxUnavailable

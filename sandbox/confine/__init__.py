@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..policy import Policy
 from ..errors import SandboxUnavailable
 from . import caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
 
@@ -96,7 +97,7 @@ class LayerStatus:
     """Likewise, the memory cgroup the zygote put it in (None: none was tried at the fork)."""
 
 
-def prepare_in_zygote(policy: Any) -> None:
+def prepare_in_zygote(policy: Policy) -> None:
     """Precompute what every run reuses (the seccomp BPF program) and stop BLAS thread pools.
 
     Safe to skip: apply compiles lazily, and with another thread running fork_worker
@@ -114,7 +115,7 @@ def prepare_in_zygote(policy: Any) -> None:
         namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
-def fork_worker(policy: Any, *, session: bool = False) -> tuple[int, LayerStatus | None]:
+def fork_worker(policy: Policy, *, session: bool = False) -> tuple[int, LayerStatus | None]:
     """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
@@ -146,7 +147,7 @@ def fork_worker(policy: Any, *, session: bool = False) -> tuple[int, LayerStatus
 _NOTE_SEPARATOR = "\x1e"
 
 
-def _cgroups_in_parent(policy: Any, child: int, session: bool) -> str:
+def _cgroups_in_parent(policy: Policy, child: int, session: bool) -> str:
     """The note the clone's child gets: one per cgroup, "" (not tried), else "+" or "-" (joined or not) and what
     happened (each short: the note travels in one pipe write)."""
     if "rlimits" not in policy.confinement.layers:
@@ -168,7 +169,7 @@ def private_dev_shm(ns_status: LayerStatus | None) -> bool:
     return ns_status is not None and ns_status.active and "private /dev/shm" not in ns_status.detail
 
 
-def _stage_before_request(policy: Any) -> None:
+def _stage_before_request(policy: Policy) -> None:
     """Work that restricts nothing yet but makes apply_all cheap, done while no request waits.
 
     Makes every host mount read-only (in the private mount namespace), empties the
@@ -185,7 +186,7 @@ def _stage_before_request(policy: Any) -> None:
         pass
 
 
-def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = None, *,
+def apply_all(policy: Policy, ctx: ConfineContext, ns_status: LayerStatus | None = None, *,
               keep_fork: bool = False) -> list[LayerStatus]:
     """Apply every layer in order; the order is the security argument, so it reads top to bottom.
 
@@ -210,7 +211,7 @@ def apply_all(policy: Any, ctx: ConfineContext, ns_status: LayerStatus | None = 
 class _Stack:
     """Applies layers and records their status; fails closed for required ones."""
 
-    def __init__(self, policy: Any, ctx: ConfineContext) -> None:
+    def __init__(self, policy: Policy, ctx: ConfineContext) -> None:
         self.policy, self.ctx = policy, ctx
         self.statuses: list[LayerStatus] = []
         self.memory_capped = False
@@ -319,7 +320,7 @@ def probe_all() -> dict[str, tuple[bool, str]]:
     return {name: module(name).probe() for name in ORDER}
 
 
-def describe_all(policy: Any) -> dict[str, str]:
+def describe_all(policy: Policy) -> dict[str, str]:
     """``{layer or part: one-line description under policy}`` in :data:`ORDER`."""
     return {name: module(name).describe(policy) for name in ORDER}
 

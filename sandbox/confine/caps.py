@@ -20,6 +20,7 @@ import ctypes
 import errno
 from typing import Any
 
+from ..policy import Policy
 from . import _sys
 
 _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 24, 28, 47
@@ -50,7 +51,7 @@ def probe() -> tuple[bool, str]:
     return True, f"capget/capset available ({held}); every worker drops them all"
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what is dropped."""
     return ("capabilities: bounding, ambient, effective, permitted and inheritable sets emptied, securebits "
             "locked (uid 0 inside means nothing), in every worker")
@@ -95,7 +96,7 @@ def drop_bounding_set_early() -> None:
     _staged.append(True)
 
 
-def apply(policy: Any, ctx: Any) -> None:
+def apply(policy: Policy, ctx: Any) -> None:
     """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
     if not _staged:
         drop_bounding_set_early()

@@ -28,6 +28,7 @@ import errno
 import os
 from typing import Any
 
+from ..policy import Policy
 from . import _sys
 
 #: The pids controller of cgroup v1 or v2 (the first writable one is used).
@@ -66,13 +67,13 @@ def probe() -> tuple[bool, str]:
                    "RLIMIT_NPROC does not apply to uid 0, so limits.max_processes is not enforced")
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what is capped, and for whom."""
     return (f"pids_cgroup: a root worker's processes and threads capped at {policy.limits.max_processes} "
             "(limits.max_processes; non-root workers: RLIMIT_NPROC)")
 
 
-def limit_pids_in_parent(policy: Any, child: int) -> tuple[bool, str]:
+def limit_pids_in_parent(policy: Policy, child: int) -> tuple[bool, str]:
     """Root only, in the zygote: put the just-cloned worker ``child`` in a fresh capped pids cgroup.
 
     Returns ``(joined, what happened)``; never raises (the child must hear back).
@@ -85,7 +86,7 @@ def limit_pids_in_parent(policy: Any, child: int) -> tuple[bool, str]:
         return False, str(exc)
 
 
-def apply(policy: Any, ctx: Any) -> str:
+def apply(policy: Policy, ctx: Any) -> str:
     """Root only, in a worker made by a plain fork: join a fresh capped pids cgroup.
 
     Named after the zygote (our parent) and this process. Returns what was applied;

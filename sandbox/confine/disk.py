@@ -28,6 +28,7 @@ import ctypes
 import os
 from typing import Any
 
+from ..policy import Policy
 from . import _sys, _trial
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
@@ -37,13 +38,13 @@ RESERVED_INODES = 64
 _probe_cache: dict[str, tuple[bool, str]] = {}
 
 
-def options(policy: Any) -> str:
+def options(policy: Policy) -> str:
     """The tmpfs mount options for ``policy``."""
     limits = policy.limits
     return f"size={limits.max_disk_mb}m,nr_inodes={limits.max_disk_inodes + RESERVED_INODES},mode=1777"
 
 
-def mount(target: str, policy: Any) -> None:
+def mount(target: str, policy: Policy) -> None:
     """Mount the run's disk at ``target`` (needs CAP_SYS_ADMIN in the mount namespace's user namespace)."""
     enc = target.encode()
     if _sys.libc.mount(b"tmpfs", enc, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options(policy).encode()) != 0:
@@ -51,7 +52,7 @@ def mount(target: str, policy: Any) -> None:
                                 "the run's private disk (limits.max_disk_mb)")
 
 
-def apply(policy: Any, ctx: Any) -> str:
+def apply(policy: Policy, ctx: Any) -> str:
     """Fallback in the host tree (no view): the disk over the run dir, its work and tmp dirs made on it.
 
     Needs the work and tmp dirs to share their parent (a run dir, as rundirs.make makes
@@ -67,7 +68,7 @@ def apply(policy: Any, ctx: Any) -> str:
     return describe_mounted(policy, parent)
 
 
-def describe_mounted(policy: Any, where: str) -> str:
+def describe_mounted(policy: Policy, where: str) -> str:
     return (f"{where}: a private tmpfs of {policy.limits.max_disk_mb} MiB and {policy.limits.max_disk_inodes} "
             "inodes (limits.max_disk_mb, limits.max_disk_inodes)")
 
@@ -101,7 +102,7 @@ def _probe_in_child() -> tuple[bool, str]:
     return True, "a size- and inode-limited tmpfs per run, in its mount namespace"
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what bounds a run's files."""
     return (f"private_disk: work dir, tmp and /tmp on a private tmpfs of {policy.limits.max_disk_mb} MiB, "
             f"{policy.limits.max_disk_inodes} inodes (limits.max_disk_mb, limits.max_disk_inodes)")

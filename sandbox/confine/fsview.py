@@ -45,6 +45,7 @@ import stat
 import sys
 from typing import Any
 
+from ..policy import Policy
 from . import _sys, disk
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC = 1, 2, 4, 8, 0x1000, 0x4000
@@ -88,13 +89,13 @@ def run_context(ctx: Any) -> Any:
                                **({"private_shm": True} if hasattr(ctx, "private_shm") else {}))
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what the run sees."""
     return ("fs_view: pivot_root into a root built for the run: the interpreter and image read-only at their "
             "paths, a minimal /etc and /dev, its own /proc, /tmp = its private disk; no host sockets or cgroups")
 
 
-def apply(policy: Any, ctx: Any) -> str:
+def apply(policy: Policy, ctx: Any) -> str:
     """In the worker, its namespaces made, before the capability drop and Landlock: enter the view.
 
     Needs CAP_SYS_ADMIN in the worker's user namespace. Returns what was built. Raises
@@ -123,7 +124,7 @@ def apply(policy: Any, ctx: Any) -> str:
 class _Builder:
     """Builds the view under ``top`` (a fresh tmpfs); every path below is the path *inside* the view."""
 
-    def __init__(self, top: str, policy: Any, ctx: Any) -> None:
+    def __init__(self, top: str, policy: Policy, ctx: Any) -> None:
         self.top, self.policy, self.ctx = top, policy, ctx
         self.binds = 0
 
@@ -237,7 +238,7 @@ class _Builder:
                 _setattr(self.host(top), 0, _ATTR_RDONLY)
 
 
-def _bound_paths(policy: Any, ctx: Any) -> list[str]:
+def _bound_paths(policy: Policy, ctx: Any) -> list[str]:
     """The real paths to bind read-only: outermost first, none inside another, none hiding /tmp or the run."""
     wanted = [*ctx.readable, *policy.confinement.read_only_paths, *SYS_DIRS,
               *(p for p in sys.path if p and os.path.isabs(p))]

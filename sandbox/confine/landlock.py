@@ -34,6 +34,7 @@ import os
 import stat
 from typing import Any
 
+from ..policy import Policy
 from . import _sys
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -95,7 +96,7 @@ def probe() -> tuple[bool, str]:
     return True, f"Landlock ABI {abi}" + (f" ({', '.join(extras)})" if extras else " (filesystem only)")
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what stays reachable."""
     exe = "read/execute" if policy.confinement.allow_subprocess else "read"
     return (f"landlock: {exe} interpreter, image, system libraries and confinement.read_only_paths; read-write only "
@@ -113,7 +114,7 @@ def handled(abi: int) -> tuple[int, int, int]:
     return fs, net, scope
 
 
-def rules_for(policy: Any, ctx: Any) -> list[tuple[str, int]]:
+def rules_for(policy: Policy, ctx: Any) -> list[tuple[str, int]]:
     """Every ``(path, rights)`` pair granted to a run, before masking by the ABI."""
     return _static_rules(policy, getattr(ctx, "private_shm", False)) + _run_rules(policy, ctx)
 
@@ -121,21 +122,21 @@ def rules_for(policy: Any, ctx: Any) -> list[tuple[str, int]]:
 _prebuilt: dict[str, int] = {}
 
 
-def _static_rules(policy: Any, private_shm: bool = True) -> list[tuple[str, int]]:
+def _static_rules(policy: Policy, private_shm: bool = True) -> list[tuple[str, int]]:
     """Rules that do not depend on the run: system paths, policy paths, devices, a private ``/dev/shm``."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
     rules = [(p, ro) for p in (*policy.confinement.read_only_paths, *SYSTEM_READ_ONLY)]
     return rules + ([("/dev/shm", _READ | _WRITE)] if private_shm else []) + [(d, _DEVICE) for d in DEVICES]
 
 
-def _run_rules(policy: Any, ctx: Any) -> list[tuple[str, int]]:
+def _run_rules(policy: Policy, ctx: Any) -> list[tuple[str, int]]:
     """Rules of this run: the image/interpreter paths and the run's own dirs."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
     writable = (ctx.workdir, ctx.tmpdir, *ctx.writable)  # in a filesystem view also /tmp: the run's private disk
     return [(p, ro) for p in ctx.readable] + [(p, _READ | _WRITE) for p in writable]
 
 
-def prebuild(policy: Any) -> None:
+def prebuild(policy: Policy) -> None:
     """Pre-request (pid 1 of a fresh worker): create the ruleset and add the static rules.
 
     The ruleset fd is private to this process (created after the fork), so no other
@@ -147,7 +148,7 @@ def prebuild(policy: Any) -> None:
         _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
 
 
-def apply(policy: Any, ctx: Any) -> None:
+def apply(policy: Policy, ctx: Any) -> None:
     """Restrict this process to the ruleset (irreversible). Needs no_new_privs first."""
     abi = abi_version()
     if abi < 1:

@@ -62,6 +62,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..policy import Policy
 from . import _sys
 
 MIB = 1 << 20
@@ -168,7 +169,7 @@ def measure_baseline() -> int:
     return _baseline[0]
 
 
-def limit_bytes(policy: Any, session: bool = False) -> int:
+def limit_bytes(policy: Policy, session: bool = False) -> int:
     """The limit of one worker's cgroup (see the module docstring)."""
     if not _baseline:
         measure_baseline()
@@ -176,7 +177,7 @@ def limit_bytes(policy: Any, session: bool = False) -> int:
     return own * MIB + _baseline[0]
 
 
-def join_in_parent(policy: Any, child: int, session: bool = False) -> tuple[bool, str]:
+def join_in_parent(policy: Policy, child: int, session: bool = False) -> tuple[bool, str]:
     """In the zygote, right after the clone: put ``child`` in a fresh memory cgroup. ``(joined, what happened)``;
     never raises (the child must hear back)."""
     try:
@@ -185,7 +186,7 @@ def join_in_parent(policy: Any, child: int, session: bool = False) -> tuple[bool
         return False, str(exc)
 
 
-def apply(policy: Any, ctx: Any) -> str:
+def apply(policy: Policy, ctx: Any) -> str:
     """In a worker made by a plain fork, before the capability drop: join a fresh memory cgroup named after the
     zygote (our parent) and this process. Raises ``OSError`` saying why none took it."""
     return _join(limit_bytes(policy, getattr(ctx, "session", False)), os.getppid(), os.getpid())
@@ -427,7 +428,7 @@ def probe() -> tuple[bool, str]:
                    "memory are refused instead (seccomp), and limits.memory_mb bounds each process only")
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what is capped."""
     return (f"memory_cgroup: a run's memory, shmem and tmpfs included, capped at {policy.limits.memory_mb} MiB "
             "(limits.memory_mb) plus the image it was forked from; a session's at session.max_memory_mb more; "

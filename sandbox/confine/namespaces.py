@@ -37,6 +37,7 @@ import signal
 import sys
 from typing import Any, Callable
 
+from ..policy import Policy
 from . import _sys
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
@@ -153,7 +154,7 @@ def network_is_empty() -> str:
     return "only lo, down, no routes"
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what the layer isolates."""
     return ("namespaces: own user (uid mapped to itself), pid (fresh /proc), empty network, ipc, "
             "mount (its own root: fs_view, private_disk), uts")
@@ -395,6 +396,6 @@ def _mount_setattr(path: str, flags: int, attr: _MountAttr) -> None:
         raise _sys.SyscallError(f"mount_setattr({path!r})", ctypes.get_errno())
 
 
-def apply(policy: Any, ctx: Any) -> None:
+def apply(policy: Policy, ctx: Any) -> None:
     """In the worker, no view built (confine._Stack.filesystem), before the capability drop: run dirs writable."""
     reopen_run_dirs(ctx)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..policy import Policy
 from . import _sys
 
 PR_SET_NO_NEW_PRIVS = 38
@@ -24,12 +25,12 @@ def probe() -> tuple[bool, str]:
     return True, "prctl(PR_SET_NO_NEW_PRIVS) is available"
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what the layer does."""
     return "no_new_privs: execve can never gain privileges (setuid bits, file capabilities ignored)"
 
 
-def apply(policy: Any, ctx: Any) -> None:
+def apply(policy: Policy, ctx: Any) -> None:
     """Set the flag and check that it stuck; raises ``OSError`` naming the prctl."""
     _sys.prctl(PR_SET_NO_NEW_PRIVS, 1, name="prctl(PR_SET_NO_NEW_PRIVS)")
     if _sys.prctl(PR_GET_NO_NEW_PRIVS, name="prctl(PR_GET_NO_NEW_PRIVS)") != 1:

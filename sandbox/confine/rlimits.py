@@ -21,10 +21,12 @@ from __future__ import annotations
 import resource
 from typing import Any
 
+from ..policy import Policy
+
 _MIB = 1024 * 1024
 
 
-def limits_for(policy: Any, base_address_space: int) -> dict[int, int]:
+def limits_for(policy: Policy, base_address_space: int) -> dict[int, int]:
     """``{RLIMIT_*: value}`` this policy asks for, with the worker's current mapping as base."""
     lim = policy.limits
     return {
@@ -43,7 +45,7 @@ def probe() -> tuple[bool, str]:
     return True, "setrlimit is always available"
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line naming the limits of ``policy`` with their units and keys."""
     lim = policy.limits
     return (f"address space +{lim.memory_mb} MiB (limits.memory_mb), CPU {lim.cpu_seconds} s "
@@ -51,7 +53,7 @@ def describe(policy: Any) -> str:
             f"{lim.max_processes} processes, no core dumps")
 
 
-def apply(policy: Any, ctx: Any) -> None:
+def apply(policy: Policy, ctx: Any) -> None:
     """Set every limit (soft == hard). Raises ``OSError`` naming the limit that refused."""
     for which, value in limits_for(policy, ctx.base_address_space).items():
         try:

@@ -55,6 +55,7 @@ import os
 import struct
 from typing import Any
 
+from ..policy import Policy
 from . import _sys
 
 try:
@@ -132,7 +133,7 @@ def probe() -> tuple[bool, str]:
                   f"and in {len(holes)} unassigned range(s) below -> ENOSYS")
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
@@ -140,7 +141,7 @@ def describe(policy: Any) -> str:
             "cgroup memfd_create, memfd_secret and shmget too; syscalls the filter does not know -> ENOSYS")
 
 
-def prepare(policy: Any, keep_fork: bool = False, deny_shmem: bool = False) -> "_Program":
+def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False) -> "_Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
@@ -303,7 +304,7 @@ class _Program:
         self.ref = ctypes.byref(self.fprog)
 
 
-def apply(policy: Any, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False) -> None:
+def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
     program = prepare(policy, keep_fork, deny_shmem)
     _sys.syscall("seccomp", _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
