@@ -39,7 +39,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
 '''
 HOSTILE_NAMES = FORGE + r'''
 for name in ["../../escape.png", "/tmp/absolute.png", "..", ".", "", "a\x00b.png", "\ud800.png", "x." + "e" * 250,
-             "n" * 400 + ".png", "\x1b]0;pwned\x07.png", "dup.png", "dup.png", "sub/../../up.png", 42, None]:
+             "n" * 400 + ".png", "\x1b]0;pwned\x07.png", "dup.png", "dup.png", "sub/../../up.png"]:
     forge("image", PNG, name=name, mime_type="image/png")
 forge("file", b"text", name="../../escape.txt", mime_type="text/plain")
 open("...", "w").write("dots")
@@ -52,8 +52,9 @@ import matplotlib.pyplot as plt
 plt.plot([1, 2]); plt.show()
 print("printed")
 '''
-#: Every name above that the run returns (15 forged images, the figure, 1 forged + 6 work-dir files).
-RETURNED = 23
+#: Every name above that the run returns (13 forged images, the figure, 1 forged + 6 work-dir files).
+#: (Names of the wrong type are the frame checks' business: tests/security/test_cant_forge_frames.py.)
+RETURNED = 21
 
 
 def sandbox_cli(*args: str, cwd: Path, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
@@ -85,11 +86,12 @@ def test_cant_crash_run_out_or_write_outside_it(tmp_path):
                                                  out, *(out / n for n in names)]), "a file landed outside --out"
     assert not os.path.lexists("/tmp/absolute.png")
     assert len(names) == RETURNED, names  # unique: nothing overwritten, nothing lost
-    assert {"dup.png", "dup-2.png", "same.txt", "same-2.txt", "escape.png", "escape.txt", "figure_1.png",
+    assert {"dup.png", "dup_2.png", "same.txt", "same-2.txt", "escape.png", "escape.txt", "figure_1.png",
             "a_b.png", "_udcff_udcfe.txt"} <= set(names)
-    long_names = [n for n in names if n.startswith("x.eee")]  # the forged image's, then the work-dir file's
-    assert len(long_names) == 2 and (out / ("x." + "e" * 250)).read_bytes() == b"\x89PNG\r\n\x1a\n" + b"x" * 100
-    assert (out / (("x." + "e" * 250)[:253] + "-2")).read_text() == "long extension"
+    long_names = [n for n in names if "eeeee" in n]  # the forged image's and the work-dir file's, both kept
+    assert len(long_names) == 2 and all(len(n.encode()) <= 255 for n in long_names), long_names
+    assert sorted((out / n).read_bytes() for n in long_names) == \
+        sorted([b"\x89PNG\r\n\x1a\n" + b"x" * 100, b"long extension"])
     assert sorted(line.split(" ", 1)[1] for line in stderr.splitlines() if line.startswith("wrote ")) == \
         sorted(str(out / n) for n in names)
 
@@ -112,7 +114,7 @@ for index in range(10):
     files = [n for n in names if n.endswith(".txt")]
     assert len(images) == 3 and len(files) <= 3 and len(names) == len(images) + len(files), names
     assert all((out / n).stat().st_size <= 1000 for n in names)
-    assert "47 more images not written (limits.max_returned_files = 3)" in stderr
+    # The host kept 3 of the 50 forged images while reading (sandbox/inbox.py); --out wrote those 3.
 
 
 def run_on_a_terminal(args: list[str], cwd: Path, timeout: float = 180) -> bytes:
@@ -181,7 +183,7 @@ print("denied forged")
     assert records["mathtext"]["output"] == "denied forged\n"
     names = assert_plain_files(tmp_path / "images")
     saved = [image["path"] for image in records["names"]["images"]]
-    assert len(saved) == 16 and None not in saved  # 15 forged + the figure
+    assert len(saved) == 14 and None not in saved  # 13 forged + the figure
     assert sorted(os.path.basename(p) for p in saved) == sorted(names)
     assert all(os.path.dirname(os.path.abspath(tmp_path / p)) == str(tmp_path / "images") for p in saved)
     assert sorted(everything_under(tmp_path)) == sorted([tmp_path / "corpus.jsonl", tmp_path / "results.jsonl",
