@@ -41,6 +41,7 @@ import functools, os, random, sys, time
 TOKEN = ["zygote"]
 os.register_at_fork(after_in_child=lambda: TOKEN.__setitem__(0, "%06x" % random.getrandbits(24)))
 LOG = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+LOG_INODE = os.fstat(LOG).st_ino
 sys.path.insert(0, sys.argv[2])
 
 def wrap(owner, name, label):
@@ -54,7 +55,11 @@ def wrap(owner, name, label):
             return func(*args, **kwargs)
         finally:
             line = "%s %s %.6f %.6f %.6f\n" % (TOKEN[0], label, start, time.monotonic(), time.thread_time() - cpu)
-            os.write(LOG, line.encode())
+            try:  # a session state closes every fd it does not need, and the number may be reused
+                if os.fstat(LOG).st_ino == LOG_INODE:
+                    os.write(LOG, line.encode())
+            except OSError:  # closed: that state's steps go unlogged
+                pass
     setattr(owner, name, timed)
 
 from sandbox import confine
