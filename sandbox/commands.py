@@ -53,7 +53,22 @@ class Shutdown(Frame):
     KIND: ClassVar[str] = "shutdown"
 
 
+# -- zygote -> forker (inside/forker.py) -------------------------------------------------------
+@dataclass(frozen=True)
+class Fork(Frame):
+    """Clone a worker: a pre-forked one confined in run dir ``path`` (made by the zygote), or a session root
+    (no ``path``: its spawn request names its run dir)."""
+
+    KIND: ClassVar[str] = "fork"
+    id: int
+    session: bool = False
+    path: str | None = None
+    workdir: str | None = None
+    tmpdir: str | None = None
+
+
 START = table(Start)
+FORKER_IN = table(Fork)
 ZYGOTE_IN = table(Spawn, ReleaseRun, Shutdown)
 WORKER_SPAWN = table(Spawn)
 

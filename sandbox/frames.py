@@ -240,6 +240,27 @@ class Failed(Frame):
     error: str = field(metadata=_bounded(4096))
 
 
+# -- forker -> zygote (inside/forker.py) -------------------------------------------------------
+@dataclass(frozen=True)
+class Forked(Frame):
+    """Fork order ``id`` done: worker ``pid`` (the zygote's child); the packet carries the zygote's end of the
+    worker's private socket and its pidfd."""
+
+    KIND: ClassVar[str] = "forked"
+    id: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class ForkFailed(Frame):
+    """Fork order ``id`` failed with ``errno``."""
+
+    KIND: ClassVar[str] = "fork-failed"
+    id: int
+    errno: int
+    error: str = field(metadata=_bounded(4096))
+
+
 # -- session root -> host (the session's control socket) ----------------------------------
 @dataclass(frozen=True)
 class Reply(Frame):
@@ -284,6 +305,7 @@ def table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:
 WORKER = table(Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
 ZYGOTE = table(Hello, Spawned, Exited, Failed, Unavailable)
 SESSION = table(Reply, RunEnd)
+FORKER = table(Forked, ForkFailed)
 
 
 # -- the one decoding place ---------------------------------------------------------------

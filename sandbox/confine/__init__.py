@@ -26,13 +26,14 @@ made the seccomp filter refuses memfd_create and SysV shared memory instead);
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from . import caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
+from . import _sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -115,7 +116,8 @@ def prepare_in_zygote(policy: Policy) -> None:
         namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
-def fork_worker(policy: Policy, *, session: bool = False) -> tuple[int, LayerStatus | None]:
+def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = None
+                ) -> tuple[int, LayerStatus | None]:
     """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
@@ -125,16 +127,22 @@ def fork_worker(policy: Policy, *, session: bool = False) -> tuple[int, LayerSta
     is a plain fork whose status says why; :func:`apply_all` (given that status)
     refuses the run if the policy requires them. Other clone failures raise, as
     os.fork's do. ``session``: the worker will be a session root (the limit of its
-    memory cgroup covers the whole session).
+    memory cgroup covers the whole session). ``zygote``: our parent's pid, when we are the
+    forker (inside/forker.py): the worker is cloned as our sibling (``CLONE_PARENT``), the
+    zygote's child, and its cgroups are named after the zygote.
     """
+    plain_fork = functools.partial(_sys.fork_like_clone, _sys.CLONE_PARENT, "clone(CLONE_PARENT)") \
+        if zygote else os.fork
     if "namespaces" not in policy.confinement.layers:
-        return os.fork(), None
+        return plain_fork(), None
+    owner = zygote or os.getpid()
     try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
-        pid, detail, note = namespaces.fork_in_parent(lambda child: _cgroups_in_parent(policy, child, session))
+        pid, detail, note = namespaces.fork_in_parent(
+            lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None)
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces.REFUSED and not isinstance(exc, namespaces.SetupRefused):
             raise
-        pid = os.fork()
+        pid = plain_fork()
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
     if pid:
         return pid, None
@@ -147,16 +155,16 @@ def fork_worker(policy: Policy, *, session: bool = False) -> tuple[int, LayerSta
 _NOTE_SEPARATOR = "\x1e"
 
 
-def _cgroups_in_parent(policy: Policy, child: int, session: bool) -> str:
+def _cgroups_in_parent(policy: Policy, child: int, session: bool, zygote: int) -> str:
     """The note the clone's child gets: one per cgroup, "" (not tried), else "+" or "-" (joined or not) and what
     happened (each short: the note travels in one pipe write)."""
     if "rlimits" not in policy.confinement.layers:
         return ""
     pids = ""
     if cgroup.needed():
-        joined, detail = cgroup.limit_pids_in_parent(policy, child)
+        joined, detail = cgroup.limit_pids_in_parent(policy, child, zygote)
         pids = ("+" if joined else "-") + detail[:240]
-    joined, detail = memcg.join_in_parent(policy, child, session)
+    joined, detail = memcg.join_in_parent(policy, child, session, zygote)
     return pids + _NOTE_SEPARATOR + ("+" if joined else "-") + detail[:240]
 
 

@@ -80,6 +80,8 @@ libc.pthread_self.restype = ctypes.c_void_p
 #: clone, get_robust_list, set_robust_list numbers, and where clone takes the child tid pointer.
 _CLONE_ABI = {"x86_64": (56, 274, 273, 3), "aarch64": (220, 100, 99, 4)}
 _SIGCHLD, _CLONE_CHILD_SETTID = 17, 0x01000000
+#: The child is our parent's, not ours (the forker's workers are the zygote's children).
+CLONE_PARENT = 0x00008000
 
 
 def fork_like_clone(flags: int, name: str = "clone") -> int:

@@ -73,15 +73,16 @@ def describe(policy: Policy) -> str:
             "(limits.max_processes; non-root workers: RLIMIT_NPROC)")
 
 
-def limit_pids_in_parent(policy: Policy, child: int) -> tuple[bool, str]:
-    """Root only, in the zygote: put the just-cloned worker ``child`` in a fresh capped pids cgroup.
+def limit_pids_in_parent(policy: Policy, child: int, zygote: int | None = None) -> tuple[bool, str]:
+    """Root only, in the zygote (or its forker: ``zygote`` names the zygote): put the just-cloned worker ``child``
+    in a fresh capped pids cgroup.
 
     Returns ``(joined, what happened)``; never raises (the child must hear back).
     """
     if not needed():
         return False, not_needed_reason()
     try:
-        return True, _join(policy.limits.max_processes, os.getpid(), child)
+        return True, _join(policy.limits.max_processes, zygote or os.getpid(), child)
     except OSError as exc:
         return False, str(exc)
 

@@ -177,11 +177,13 @@ def limit_bytes(policy: Policy, session: bool = False) -> int:
     return own * MIB + _baseline[0]
 
 
-def join_in_parent(policy: Policy, child: int, session: bool = False) -> tuple[bool, str]:
-    """In the zygote, right after the clone: put ``child`` in a fresh memory cgroup. ``(joined, what happened)``;
-    never raises (the child must hear back)."""
+def join_in_parent(policy: Policy, child: int, session: bool = False, zygote: int | None = None
+                   ) -> tuple[bool, str]:
+    """Right after the clone (in the zygote, or its forker: then ``zygote`` is the zygote's pid): put ``child`` in
+    a fresh memory cgroup named after the zygote. ``(joined, what happened)``; never raises (the child must hear
+    back)."""
     try:
-        return True, _join(limit_bytes(policy, session), os.getpid(), child)
+        return True, _join(limit_bytes(policy, session), zygote or os.getpid(), child)
     except Exception as exc:  # noqa: BLE001 - a refusal becomes the worker's status, never the zygote's error
         return False, str(exc)
 

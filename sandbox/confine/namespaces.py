@@ -208,7 +208,8 @@ _setup_worked: list[bool] = []
 _setup_refused: list[SetupRefused] = []
 
 
-def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) -> tuple[int, str, str]:
+def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False, sibling: bool = False
+                   ) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
     The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``note``
@@ -221,16 +222,17 @@ def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) 
     The first clone of a process waits for that report, and the answer is kept:
     after a refusal later calls raise it at once (no clone), after a success they do
     not wait (a child whose setup fails then exits: its run fails, never confined
-    less). ``fresh``: wait, and neither use nor keep the answer (the probe).
+    less). ``fresh``: wait, and neither use nor keep the answer (the probe). ``sibling``: the
+    child is our parent's (``CLONE_PARENT``: the forker's workers are the zygote's children).
     """
     if _setup_refused and not fresh:
         raise _setup_refused[0]
     wait = fresh or not _setup_worked
-    uid, gid, me = os.geteuid(), os.getegid(), _host_pid("self")
+    uid, gid, parent = os.geteuid(), os.getegid(), _host_pid("parent" if sibling else "self")
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = _sys.fork_like_clone(_CLONE_NS, _clone_name())
+        pid = _sys.fork_like_clone(_CLONE_NS | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
     except OSError:
         for fd in (go_r, go_w, ack_r, ack_w):
             os.close(fd)
@@ -239,7 +241,7 @@ def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False) 
         try:
             os.close(go_w)
             os.close(ack_r)
-            return (0, *_init_child(go_r, ack_w, me, uid, gid))
+            return (0, *_init_child(go_r, ack_w, parent, uid, gid))
         except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
             os._exit(70)
     os.close(go_r)
@@ -269,7 +271,10 @@ def _check_report(pid: int, ack_r: int, fresh: bool) -> None:
         if not fresh:
             _setup_worked.append(True)
         return
-    _, status = os.waitpid(pid, 0)  # it exits by itself
+    try:
+        _, status = os.waitpid(pid, 0)  # it exits by itself
+    except ChildProcessError:  # cloned as our sibling: our parent reaps it
+        status = -1
     err, _, step = report.partition(" ")
     if not err.isdigit():
         err, step = str(errno.ECHILD), f"the clone's child (died while setting up, wait status {status})"

@@ -58,6 +58,8 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
             _serve_session(spawn, fds, spec, ns_status)
         else:
             confined = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
+            if not isinstance(confined, SandboxUnavailable):
+                request.rehearse(confined)
             _spawn, fds = _receive_spawn(priv)
             _run_once(fds, confined, run_dir)
     except BaseException:  # noqa: BLE001 - a worker must end with _exit, never unwind into the zygote

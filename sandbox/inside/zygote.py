@@ -40,8 +40,8 @@ from ..confine import _sys, memcg
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import proc
-from .worker import serve as serve_worker
+from . import hugepages, proc
+from .forker import Clone, Forker
 from .preload import preload
 from .request import WorkerSpec
 
@@ -76,6 +76,7 @@ class Zygote:
     def __init__(self, sock: socket.socket, spec: WorkerSpec) -> None:
         self.sock = sock
         self.spec = spec
+        self.forker = Forker(spec, inherited=[sock])  # first: it must hold nothing of the loop below
         self.prefork = spec.policy.runtime.prefork
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
@@ -90,10 +91,11 @@ class Zygote:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.sock, selectors.EVENT_READ, "control")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
+        self.selector.register(self.forker.sock, selectors.EVENT_READ, "forker")
 
     def loop(self) -> None:
         while True:
-            refill = len(self.ready) < self.prefork and self.refill_error is None
+            refill = len(self.ready) + self.forker.pending < self.prefork and self.refill_error is None
             busy = refill or bool(self.to_remove) or self.removal is not None
             sweeping = time.monotonic() < self.sweep_until
             timeout = _sooner(0 if busy else (_SWEEP_INTERVAL_S if sweeping else None), self.cgroups.due_in())
@@ -109,6 +111,8 @@ class Zygote:
             for key, _ in events:
                 if key.data == "sigchld":
                     self._reap()
+                elif key.data == "forker":
+                    self._take_refill()
                 elif isinstance(key.data, int):
                     self._out_of_memory(key.data)
                 elif not self._control():
@@ -147,12 +151,14 @@ class Zygote:
         try:
             while True:
                 if session:
-                    worker = self._fork(close_in_child=fds, run_dir=None, session=True)
+                    worker = self._session_root()
                 elif self.ready:
                     worker = self.ready.popleft()
                 else:
                     self.refill_error = None
-                    worker = self._fork(close_in_child=fds, run_dir=self._make_run_dir())
+                    if not self.forker.pending:
+                        self.forker.order(self._make_run_dir())
+                    worker = self._adopt(self.forker.answer())
                 try:
                     frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
                     break
@@ -169,10 +175,28 @@ class Zygote:
                 os.close(fd)
 
     def _refill(self) -> None:
+        """Order one more pre-forked worker (the forker's answer comes as an event: :meth:`_take_refill`)."""
         try:
-            self.ready.append(self._fork(run_dir=self._make_run_dir()))
-        except OSError as exc:  # a full disk, no pids left: the next request retries and reports it
+            self.forker.order(self._make_run_dir())
+        except OSError as exc:  # a full disk: the next request retries and reports it
             self.refill_error = exc
+
+    def _take_refill(self) -> None:
+        if not self.forker.pending:  # unasked: the forker is out of step (or gone)
+            raise ProtocolError("the forker sent what nobody ordered")
+        try:
+            self.ready.append(self._adopt(self.forker.answer()))
+        except OSError as exc:  # no pids left, a refused clone: the next request retries and reports it
+            self.refill_error = exc
+
+    def _session_root(self) -> _Worker:
+        """A session root, forked now (refills ordered before it are answered first, and kept)."""
+        self.forker.order(None, session=True)
+        while True:
+            clone = self.forker.answer()
+            if clone.run_dir is None:
+                return self._adopt(clone)
+            self.ready.append(self._adopt(clone))
 
     def _make_run_dir(self) -> rundirs.RunDir:
         try:
@@ -181,48 +205,13 @@ class Zygote:
             exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
 
-    def _fork(self, close_in_child: list[int] = (), *, run_dir: rundirs.RunDir | None,
-              session: bool = False) -> _Worker:
-        """Fork a waiting worker (in its namespaces: see confine.fork_worker). ``close_in_child``:
-        fds of a request in flight, which the new worker must not hold (the host waits for
-        their EOF). ``run_dir``: the dir the worker confines itself to at once; None for a
-        session root (its request names it)."""
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:  # one fork-like clone: the child is pid 1 of its namespaces, and we reap it ourselves
-            pid, ns_status = confine.fork_worker(self.spec.policy, session=session)
-        except OSError:
-            parent_end.close()
-            child_end.close()
-            if run_dir is not None:
-                rundirs.remove(run_dir.path)
-            raise
-        if pid == 0:
-            parent_end.close()
-            for fd in close_in_child:
-                os.close(fd)
-            self._close_in_child()
-            serve_worker(child_end, self.spec, run_dir, ns_status)  # never returns
-        child_end.close()
-        worker = _Worker(pid=pid, priv=parent_end, pidfd=os.pidfd_open(pid), run_dir=run_dir)
-        worker.cgroup, worker.oom_fd = self.cgroups.watch(pid)
+    def _adopt(self, clone: Clone) -> _Worker:
+        """A worker the forker cloned (our child), watched from now on."""
+        worker = _Worker(pid=clone.pid, priv=clone.priv, pidfd=clone.pidfd, run_dir=clone.run_dir)
+        worker.cgroup, worker.oom_fd = self.cgroups.watch(clone.pid)
         if worker.oom_fd is not None:
-            self.selector.register(worker.oom_fd, selectors.EVENT_READ, pid)
+            self.selector.register(worker.oom_fd, selectors.EVENT_READ, clone.pid)
         return worker
-
-    def _close_in_child(self) -> None:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        self.selector.close()
-        self.sock.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        if self.removal is not None:
-            self.removal.close()  # a worker must hold no fd into another run's dir
-        for worker in [*self.ready, *self.running.values()]:
-            worker.priv.close()
-            os.close(worker.pidfd)
-            if worker.oom_fd is not None:  # another run's: writing it would fake that run's OOM
-                os.close(worker.oom_fd)
 
     def _reap(self) -> None:
         proc.drain(self.wake_r)
@@ -233,6 +222,8 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if pid == self.forker.pid:
+                raise ProtocolError(f"the forker died (wait status {status})")
             worker = self.running.pop(pid, None)
             if worker is not None:
                 self._unwatch(worker)
@@ -294,8 +285,11 @@ class Zygote:
             self.to_remove.append(worker.run_dir.path)
 
     def _kill_orphans(self) -> None:
-        """Daemons a snippet detached get reparented to us (a subreaper): end them."""
-        known = {w.pid for w in self.ready} | set(self.running)
+        """Daemons a snippet detached get reparented to us (a subreaper): end them. Not while a clone is on
+        order: the forker's new worker is our child before its answer names it."""
+        if self.forker.pending:
+            return
+        known = {w.pid for w in self.ready} | set(self.running) | {self.forker.pid}
         for pid in proc.children():
             if pid not in known:
                 proc.kill(pid)
@@ -303,6 +297,7 @@ class Zygote:
     def shutdown(self) -> None:
         """Kill every worker, then what they detached: their daemons are reparented to us
         only once the workers are gone, so wait for that (briefly) before the sweep."""
+        self.forker.close()
         workers = [*self.ready, *self.running.values()]
         self.ready.clear()
         self.running.clear()
@@ -418,6 +413,7 @@ def main(control_fd: int) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
+    hugepages.collapse()  # forks and exits copy and free 2 MiB page entries, not 512 each
     zygote = Zygote(sock, spec)
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:

@@ -1,0 +1,165 @@
+"""The forker: the one process that clones workers, so that the zygote's own work copies no page.
+
+A fork write-protects every private page of the parent: while a child shares a page,
+the parent's next write to it is a fault and a 4 KiB copy. The zygote's event loop
+(control socket, reaping, run dirs, cgroups, sweeps) writes ~600 pages per run; when
+it forked the workers itself it paid those again after every fork, and its writes
+split the 2 MiB pages that keep forks cheap (hugepages.py). The forker is a copy of
+the zygote taken once, after preloading, whose loop does one thing: receive an order,
+clone, answer. It touches a few dozen pages; the rest of the image stays shared and
+mapped huge, and the zygote serves requests while a clone is under way.
+
+Workers are cloned with ``CLONE_PARENT``: they are the zygote's children, which reaps
+them (``wait4`` status and rusage), puts its pid in their cgroups' names and is their
+subreaper, exactly as if it had forked them. The forker dies with the zygote.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import traceback
+from dataclasses import dataclass
+
+from .. import commands, confine, frames, protocol, rundirs
+from ..confine import _sys
+from ..errors import ProtocolError
+from .request import WorkerSpec
+from .worker import serve as serve_worker
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Clone:
+    """A worker the forker made for the zygote (or why it could not)."""
+
+    pid: int
+    priv: socket.socket
+    """The zygote's end of the worker's private control socket."""
+    pidfd: int
+    run_dir: rundirs.RunDir | None
+
+
+class Forker:
+    """The zygote's handle on its forker: orders go out at once, answers come back in order."""
+
+    def __init__(self, spec: WorkerSpec, inherited: list[socket.socket]) -> None:
+        """Fork the forker from this (the zygote) process. ``inherited``: sockets the forker must not hold."""
+        self.spec = spec
+        self.sock, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.orders: collections.deque[tuple[int, rundirs.RunDir | None]] = collections.deque()
+        self._ids = 0
+        pid = os.fork()
+        if pid == 0:
+            self.sock.close()
+            for sock in inherited:
+                sock.close()
+            _serve(forker_end, spec)  # never returns
+        forker_end.close()
+        self.pid = pid
+
+    def order(self, run_dir: rundirs.RunDir | None, *, session: bool = False) -> None:
+        """Ask for a worker in ``run_dir`` (None: a session root); its answer comes from :meth:`answer`."""
+        self._ids += 1
+        dirs = {"path": run_dir.path, "workdir": run_dir.workdir, "tmpdir": run_dir.tmpdir} if run_dir else {}
+        frames.send(self.sock, commands.Fork(id=self._ids, session=session, **dirs))
+        self.orders.append((self._ids, run_dir))
+
+    def answer(self) -> Clone:
+        """The answer to the oldest order (blocks until it comes). Raises ``OSError`` when that fork failed (its
+        run dir is removed then) and ``ProtocolError`` when the forker is gone."""
+        order, run_dir = self.orders.popleft()
+        try:
+            header, fds = protocol.recv_packet(self.sock, max_fds=2)
+            reply = frames.decode(frames.FORKER, header)
+            if reply.id != order or len(fds) != (2 if isinstance(reply, frames.Forked) else 0):
+                _close(fds)
+                raise ProtocolError(f"the forker answered order {reply.id} with {len(fds)} fds (expected {order})")
+        except (ProtocolError, OSError):
+            if run_dir is not None:
+                rundirs.remove(run_dir.path)
+            raise
+        if isinstance(reply, frames.ForkFailed):
+            if run_dir is not None:
+                rundirs.remove(run_dir.path)
+            raise OSError(reply.errno, reply.error)
+        return Clone(pid=reply.pid, priv=socket.socket(fileno=fds[0]), pidfd=fds[1], run_dir=run_dir)
+
+    @property
+    def pending(self) -> int:
+        """Orders sent and not yet answered."""
+        return len(self.orders)
+
+    def close(self) -> None:
+        """Stop the forker (it exits at EOF, or with the zygote) and forget what it still owed."""
+        for _, run_dir in self.orders:
+            if run_dir is not None:
+                rundirs.remove(run_dir.path)
+        self.orders.clear()
+        self.sock.close()
+
+
+def _serve(sock: socket.socket, spec: WorkerSpec) -> None:
+    """The forker's loop; never returns."""
+    status = 0
+    try:
+        _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != spec.zygote_pid:  # the zygote died before prctl took effect
+            os._exit(0)
+        while _fork_one(sock, spec):
+            pass
+    except BaseException:  # noqa: BLE001 - never unwind into the zygote's code
+        status = 70
+        try:
+            traceback.print_exc()  # into the zygote's log
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(status)
+
+
+def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
+    """Answer one order; False once the zygote is gone."""
+    try:
+        header, fds = protocol.recv_packet(sock, max_fds=0)
+        order = frames.decode(commands.FORKER_IN, header)
+    except (ProtocolError, OSError):
+        return False
+    _close(fds)
+    run_dir = rundirs.RunDir(order.path, order.workdir or "", order.tmpdir or "") if order.path else None
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid, ns_status = confine.fork_worker(spec.policy, session=order.session, zygote=spec.zygote_pid)
+    except OSError as exc:
+        parent_end.close()
+        child_end.close()
+        frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=str(exc)[:4096]))
+        return True
+    if pid == 0:
+        sock.close()
+        parent_end.close()
+        serve_worker(child_end, spec, run_dir, ns_status)  # never returns
+    child_end.close()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:  # already gone (its setup failed): the zygote reaps it
+        parent_end.close()
+        frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=f"the new worker died: {exc}"))
+        return True
+    try:
+        frames.send(sock, frames.Forked(id=order.id, pid=pid), fds=[parent_end.fileno(), pidfd])
+    finally:
+        parent_end.close()
+        os.close(pidfd)
+    return True
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
