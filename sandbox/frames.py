@@ -80,6 +80,14 @@ class LayerState:
     active: bool
 
 
+class ReportsUsage:
+    """A frame whose ``maxrss_kb`` and ``cpu_s`` fields are a run's resource usage (``done``, ``exited``)."""
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.maxrss_kb, self.cpu_s)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Held:
     """Session: the state a committed run started from, which the root holds until settle/undo."""
@@ -88,6 +96,14 @@ class Held:
     """Its pid (as the session root sees it), None when no state is held."""
     frees_previous: bool
     """True when settling would free it (no line or checkpoint uses it)."""
+
+
+class ReportsHeld:
+    """A session frame whose ``previous`` and ``frees_previous`` fields are the state it holds."""
+
+    @property
+    def held(self) -> Held:
+        return Held(self.previous, self.frees_previous)  # type: ignore[attr-defined]
 
 
 # -- worker -> host (a run's message socket) ----------------------------------------------
@@ -183,16 +199,12 @@ class Value(Frame):
 
 
 @dataclass(frozen=True)
-class Done(Frame):
+class Done(Frame, ReportsUsage):
     """The worker reported everything; its resource usage so far."""
 
     KIND: ClassVar[str] = "done"
     maxrss_kb: int = 0
     cpu_s: float = 0.0
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.maxrss_kb, self.cpu_s)
 
 
 # -- zygote -> host (control socket) ------------------------------------------------------
@@ -215,7 +227,7 @@ class Spawned(Frame):
 
 
 @dataclass(frozen=True)
-class Exited(Frame):
+class Exited(Frame, ReportsUsage):
     """A worker was reaped: how it ended and what it used (zygote), or a session runner died (node)."""
 
     KIND: ClassVar[str] = "exited"
@@ -225,10 +237,6 @@ class Exited(Frame):
     id: int | None = None
     maxrss_kb: int = 0
     cpu_s: float = 0.0
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.maxrss_kb, self.cpu_s)
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,7 @@ class ForkFailed(Frame):
 
 # -- session root -> host (the session's control socket) ----------------------------------
 @dataclass(frozen=True)
-class Reply(Frame):
+class Reply(Frame, ReportsHeld):
     """The answer to a session command (checkpoint, restore, branch, ...)."""
 
     KIND: ClassVar[str] = "reply"
@@ -274,13 +282,9 @@ class Reply(Frame):
     previous: int | None = None
     frees_previous: bool = False
 
-    @property
-    def held(self) -> Held:
-        return Held(self.previous, self.frees_previous)
-
 
 @dataclass(frozen=True)
-class RunEnd(Frame):
+class RunEnd(Frame, ReportsHeld):
     """A session run is over: committed (with the held state), rolled back, or lost."""
 
     KIND: ClassVar[str] = "run_end"
@@ -291,10 +295,6 @@ class RunEnd(Frame):
     exitcode: int | None = None
     previous: int | None = None
     frees_previous: bool = False
-
-    @property
-    def held(self) -> Held:
-        return Held(self.previous, self.frees_previous)
 
 
 def table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:

@@ -13,15 +13,16 @@ file it wrote for this run, and lets the caller decide what a failed file means
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 import unicodedata
 from typing import Any
 
+from .names import fit, numbered
+
 #: NAME_MAX of Linux file systems, in bytes of the name's UTF-8 encoding.
 MAX_NAME_BYTES = 255
-#: A longer "extension" is part of the stem (it would push the name past NAME_MAX).
-_MAX_EXT_BYTES = 16
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: open() errors that mean "this name is taken by something we must not write through".
@@ -38,8 +39,8 @@ def safe_name(name: Any, fallback: str) -> str:
     text = name.rsplit("/", 1)[-1] if isinstance(name, str) else ""
     text = "".join("_" if _unsafe(char) else char for char in text)
     if not text.strip(". "):
-        return _fit(fallback)
-    return _fit(text)
+        return fit(fallback, MAX_NAME_BYTES)
+    return fit(text, MAX_NAME_BYTES)
 
 
 def extension(name: Any, mime_type: Any = "", default: str = ".bin") -> str:
@@ -56,15 +57,6 @@ def _unsafe(char: str) -> bool:
     return char == "\\" or (unicodedata.category(char)[0] in "CZ" and char != " ")
 
 
-def _fit(name: str, suffix: str = "") -> str:
-    """``name`` with ``suffix`` before its extension, cut (stem first) to MAX_NAME_BYTES."""
-    stem, ext = os.path.splitext(name)
-    if len(ext.encode()) > _MAX_EXT_BYTES:
-        stem, ext = name, ""
-    room = MAX_NAME_BYTES - len((suffix + ext).encode())
-    return stem.encode()[:room].decode("utf-8", "ignore") + suffix + ext
-
-
 class OutDir:
     """One folder that receives one run's files. Names are made safe and unique here."""
 
@@ -74,15 +66,14 @@ class OutDir:
         self._taken: set[str] = set()
 
     def write(self, name: Any, data: bytes, fallback: str) -> str:
-        """Write ``data`` as ``safe_name(name, fallback)`` (made unique within this run);
+        """Write ``data`` as ``safe_name(name, fallback)`` (made unique within this run: ``stem_2.ext``, ...);
         return the path written. Raises ``OSError`` when it cannot."""
         if self._fd < 0:
             os.makedirs(self.path, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         wanted = safe_name(name, fallback)
         error: OSError | None = None
-        for number in range(1, 1000):
-            candidate = wanted if number == 1 else _fit(wanted, f"-{number}")
+        for candidate in itertools.islice(numbered(wanted, MAX_NAME_BYTES), 999):
             if candidate in self._taken:
                 continue
             self._taken.add(candidate)

@@ -7,11 +7,11 @@ which of our limits, or which kind of crash, ended the run.
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal as _signal
 
 from .collect import Collected
 from .frames import MAX_DENIALS
+from .names import numbered
 from .policy import Policy
 from .results import Denial, File, Outcome, Result
 
@@ -116,7 +116,7 @@ def unique_names(images: list[File], files: list[File]) -> tuple[list[File], lis
     Names come from inside (hostile input), and a figure can be named like a file the
     run saves afterwards. The last one reported keeps the name (work-dir files are
     reported last, so a real file keeps its own); an earlier one becomes ``stem_2.ext``,
-    ``stem_3.ext``, ... (the first such name no other item has).
+    ``stem_3.ext``, ... (:func:`sandbox.names.numbered`: the first such name no other item has).
     """
     produced = [*images, *files]
     original = {item.name for item in produced}
@@ -127,11 +127,7 @@ def unique_names(images: list[File], files: list[File]) -> tuple[list[File], lis
     for item in reversed(produced):
         name = item.name
         if name in taken:
-            stem, ext = os.path.splitext(name)
-            index = 2
-            while f"{stem}_{index}{ext}" in taken or f"{stem}_{index}{ext}" in original:
-                index += 1
-            name = f"{stem}_{index}{ext}"
+            name = next(n for n in numbered(name) if n not in taken and n not in original)
             item = dataclasses.replace(item, name=name)
         taken.add(name)
         named.append(item)

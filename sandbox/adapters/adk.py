@@ -41,7 +41,8 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
 
 from google.adk.code_executors.base_code_executor import BaseCodeExecutor
 from google.adk.code_executors.code_execution_utils import CodeExecutionInput, CodeExecutionResult
@@ -50,6 +51,8 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError
+from ..image import Image
+from ..policy import Policy
 from ..results import File, Outcome, Result
 from ._common import SessionPool
 
@@ -74,11 +77,11 @@ class SandboxCodeExecutor(BaseCodeExecutor):
             ``limits.wall_seconds``.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # Policy, Image and Sandbox are not pydantic models
 
-    policy: Any = "default"
-    image: Any = "vertex"
-    sandbox: Optional[Any] = Field(default=None, exclude=True)
+    policy: Union[str, Path, Policy] = "default"
+    image: Union[str, Path, Image] = "vertex"
+    sandbox: Optional[Sandbox] = Field(default=None, exclude=True)
     max_sessions: int = Field(default=16, ge=1)
 
     _pool: Optional[SessionPool] = PrivateAttr(default=None)

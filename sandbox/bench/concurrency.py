@@ -33,9 +33,9 @@ def with_prefork(n: int) -> sandbox.Policy:
 
 
 def runners() -> list[Runner]:
-    return [SandboxRunner("default", max_concurrent=8, label="sandbox pool_size=1"),
-            SandboxRunner("default", pool_size=2, max_concurrent=8, label="sandbox pool_size=2"),
-            SandboxRunner(with_prefork(4), pool_size=2, max_concurrent=8, label="sandbox pool_size=2 prefork=4"),
+    return [SandboxRunner("default", max_concurrent=8, label="sandbox default pool_size=1"),
+            SandboxRunner("default", pool_size=2, max_concurrent=8, label="sandbox default pool_size=2"),
+            SandboxRunner(with_prefork(4), pool_size=2, max_concurrent=8, label="sandbox default pool_size=2 prefork=4"),
             FreshPython(), Bubblewrap()]
 
 

@@ -18,7 +18,7 @@ import pytest
 from sandbox.bench import SUITE, alternatives, report, suite, workloads
 
 #: Enough to exercise every code path of the scripts, fast enough for CI.
-TINY = ["--quick", "--runners", "in-process,sandbox default,sandbox pool_size=1"]
+TINY = ["--quick", "--runners", "in-process,sandbox default"]
 
 
 @pytest.fixture(scope="module")

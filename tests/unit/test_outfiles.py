@@ -34,7 +34,7 @@ def test_outdir_names_are_unique_and_inside(tmp_path):
     with OutDir(str(out)) as folder:
         paths = [folder.write(name, b"x", "image_0.png") for name in ["dup.png", "dup.png", "..", "", "../../dup.png"]]
     assert len(set(paths)) == 5 and all(os.path.dirname(p) == str(out) for p in paths)
-    assert sorted(os.listdir(out)) == ["dup-2.png", "dup-3.png", "dup.png", "image_0-2.png", "image_0.png"]
+    assert sorted(os.listdir(out)) == ["dup.png", "dup_2.png", "dup_3.png", "image_0.png", "image_0_2.png"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
@@ -52,4 +52,4 @@ def test_outdir_never_writes_through_a_symlink_or_blocks_on_a_fifo(tmp_path):
         writer.join(timeout=30)
     assert not writer.is_alive(), "blocked opening a FIFO"
     assert target.read_text() == "keep"
-    assert [os.path.basename(p) for p in result] == ["plot-2.png", "data-2.csv"]
+    assert [os.path.basename(p) for p in result] == ["plot_2.png", "data_2.csv"]

@@ -1,0 +1,254 @@
+"""google-genai adapter, a whole conversation: :class:`ToolLoop` drives the model until it stops calling tools.
+
+Each ``run_python`` call is answered by :func:`~sandbox.adapters._genai_parts.handle` in
+the conversation's session. Public through :mod:`sandbox.adapters.genai` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+
+from google.genai import types
+
+from ..core import Sandbox
+from ..errors import InputError
+from ._common import TOOL_NAME, box_of
+from ._genai_parts import DEFAULT_IMAGES, ImagesMode, ahandle, handle, tool
+from ._loop import Answer, ModelCall, Steps, Tools, adrive, check_max_turns, drive, is_async_method, jsonable
+
+#: Named after the public module, which is what callers configure logging for.
+logger = logging.getLogger(f"{__package__}.genai")
+
+
+class ToolLoop:
+    """Drives a model until it stops calling tools: one conversation, ``run_python`` in one session.
+
+    Every turn goes into :attr:`history`: what you send, each model reply (the final
+    answer too), the function responses. Every ``run_python`` call of the conversation
+    runs in one session (variables persist), closed by :meth:`close`::
+
+        with ToolLoop(client, "gemini-2.5-flash") as loop:
+            print(loop.run("What is the 20th Fibonacci number? Compute it.").text)
+            print(loop.run("And the 30th?").text)              # same conversation, same variables
+
+        async with ToolLoop(client, "gemini-2.5-flash") as loop:   # client.aio.models
+            print((await loop.arun("...")).text)
+
+    Your own tools: declare them in ``config`` (``tools=[types.Tool(function_declarations=[...])]``)
+    and give ``functions={"get_weather": get_weather}``; the loop calls them with the
+    call's arguments and answers ``{"result": value}`` (``{"error": ...}`` if they raise).
+    A declared tool without a function ends the loop: the model's turn is handed back
+    with its calls unanswered (:attr:`pending`). Answer those calls in the next
+    ``run()`` (``types.Part.from_function_response(...)``, with ``id`` where the call
+    has one); the loop answers the rest of that turn itself and goes on.
+
+    Args:
+        client: a ``google.genai.Client``: ``run()`` uses ``client.models``, ``arun()``
+            ``client.aio.models``; or ``client.aio`` itself, for ``arun()`` only.
+        model: the model name.
+        config: a ``GenerateContentConfig`` (or dict); the ``run_python`` tool is added to
+            its tools unless a declaration of that name is there already.
+        sandbox: the Sandbox whose session runs the calls (default: the shared default one).
+        max_turns: model calls per :meth:`run` at most. As with the SDK's automatic function
+            calling limit, reaching it returns the last response with its calls
+            unanswered (they stay in :attr:`pending`; the next ``run()`` answers them
+            first) and logs a warning; :attr:`exhausted` says so.
+        functions: your own tools, name -> callable (async callables with ``arun()`` only;
+            sync ones run in a thread there).
+        images: where a ``run_python`` call's images go (see :func:`handle`).
+    """
+
+    def __init__(self, client: Any, model: str, *, config: "types.GenerateContentConfig | dict | None" = None,
+                 sandbox: Sandbox | None = None, max_turns: int = 10, functions: Any = None,
+                 images: ImagesMode = DEFAULT_IMAGES) -> None:
+        self.client, self.model, self.max_turns = client, model, check_max_turns(max_turns)
+        self._sandbox = sandbox
+        self.config = _with_tool(config, sandbox)
+        self.tools = Tools(functions, _declared(self.config))
+        if images not in ("response", "sibling"):
+            raise InputError(f"images must be 'response' or 'sibling' (got {images!r})")
+        self.images: ImagesMode = images
+        self.history: list[types.Content] = []
+        """Every turn so far: the contents sent, the model's replies, the function responses."""
+        self.exhausted = False
+        """True when the last :meth:`run` stopped at ``max_turns``."""
+        self._session: Any = None
+
+    # -- the two faces ----------------------------------------------------------------
+    def run(self, contents: "str | types.Content | Iterable[Any]") -> types.GenerateContentResponse:
+        """Send ``contents`` and loop until the model answers without calling a tool we answer."""
+        models = _models(self.client, asynchronous=False)
+        self.tools.check_sync()
+
+        def perform(step: Any) -> Any:
+            if isinstance(step, ModelCall):
+                return models.generate_content(model=self.model, contents=list(self.history), config=self.config)
+            return self._answer(step.call)
+
+        return drive(self._steps(contents), perform)
+
+    async def arun(self, contents: "str | types.Content | Iterable[Any]") -> types.GenerateContentResponse:
+        """:meth:`run` with the async client; cancelling the task kills a ``run_python`` call in flight."""
+        models = _models(self.client, asynchronous=True)
+
+        async def perform(step: Any) -> Any:
+            if isinstance(step, ModelCall):
+                return await models.generate_content(model=self.model, contents=list(self.history),
+                                                     config=self.config)
+            return await self._aanswer(step.call)
+
+        return await adrive(self._steps(contents), perform)
+
+    # -- the loop, written once -----------------------------------------------------------
+    def _steps(self, contents: Any) -> "Steps[types.GenerateContentResponse]":
+        new = _as_contents(contents)
+        self.exhausted = False
+        pending = self.pending
+        if pending:
+            new = yield from self._resume(pending, new)
+        self.history.extend(new)
+        response = None
+        for turn in range(self.max_turns):
+            response = yield ModelCall()
+            reply = response.candidates[0].content if response.candidates else None
+            if reply is None:
+                return response
+            self.history.append(reply if reply.role else reply.model_copy(update={"role": "model"}))
+            calls = _calls_of(reply)
+            if not calls or any(self.tools.hands_back(call.name) for call in calls):
+                return response
+            if turn == self.max_turns - 1:
+                break
+            self.history.append(types.Content(role="user", parts=(yield from self._answers(calls))))
+        self.exhausted = True
+        logger.warning("ToolLoop stopped after max_turns=%d model calls; its last calls are unanswered "
+                       "(ToolLoop.pending; the next run() answers them)", self.max_turns)
+        return response
+
+    def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
+        """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""
+        given = [part.function_response for content in new for part in content.parts or [] if part.function_response]
+        ours = [call for call in pending if not any(_answers(response, call) for response in given)]
+        missing = [call for call in ours if self.tools.hands_back(call.name)]
+        if missing:
+            named = ", ".join(f"{call.name}(id={call.id!r})" for call in missing)
+            raise InputError(f"the model's calls to {named} are unanswered: pass a FunctionResponse for each "
+                             "to run() (types.Part.from_function_response(name=..., response=...), with its id)")
+        parts = yield from self._answers(ours)
+        if new and new[0].role == "user":
+            return [types.Content(role="user", parts=[*parts, *(new[0].parts or [])]), *new[1:]]
+        return [types.Content(role="user", parts=parts), *new]
+
+    def _answers(self, calls: list[types.FunctionCall]) -> "Steps[list[types.Part]]":
+        parts: list[types.Part] = []
+        for call in calls:
+            parts.extend((yield Answer(call)))
+        return parts
+
+    @property
+    def pending(self) -> list[types.FunctionCall]:
+        """The function calls of the model's last turn, when it was handed back unanswered."""
+        if not self.history or self.history[-1].role != "model":
+            return []
+        return _calls_of(self.history[-1])
+
+    # -- answering one call ---------------------------------------------------------------
+    def _answer(self, call: types.FunctionCall) -> list[types.Part]:
+        if call.name == TOOL_NAME:
+            return handle(call, session=self.session, images=self.images)
+        if call.name in self.tools.functions:
+            return [_function_reply(call, *self.tools.call(call.name, call.args))]
+        return [_function_reply(call, False, self.tools.unknown(call.name))]
+
+    async def _aanswer(self, call: types.FunctionCall) -> list[types.Part]:
+        if call.name == TOOL_NAME:
+            session = await asyncio.to_thread(lambda: self.session)  # opening one may wait for the zygote
+            return await ahandle(call, session=session, images=self.images)
+        if call.name in self.tools.functions:
+            return [_function_reply(call, *(await self.tools.acall(call.name, call.args)))]
+        return [_function_reply(call, False, self.tools.unknown(call.name))]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def session(self) -> Any:
+        """This conversation's session, opened on first use."""
+        if self._session is None or self._session.closed:
+            self._session = box_of(self._sandbox).session()
+        return self._session
+
+    def close(self) -> None:
+        """Close the session (the history stays). Idempotent."""
+        if self._session is not None:
+            self._session.close()
+
+    def __enter__(self) -> "ToolLoop":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "ToolLoop":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _models(client: Any, *, asynchronous: bool) -> Any:
+    """``client.models`` (sync) or ``client.aio.models`` (async), refusing the other kind up front."""
+    if asynchronous:
+        models = client.aio.models if hasattr(client, "aio") else getattr(client, "models", None)
+        if not is_async_method(models, "generate_content"):
+            raise InputError("ToolLoop.arun() needs an async client (a google.genai.Client or its .aio); "
+                             "this one's generate_content is not async: use loop.run()")
+        return models
+    models = getattr(client, "models", None)
+    if is_async_method(models, "generate_content"):
+        raise InputError("this client is async (client.aio): use `await loop.arun(...)`, or pass the "
+                         "google.genai.Client itself for loop.run()")
+    if models is None or not callable(getattr(models, "generate_content", None)):
+        raise InputError(f"ToolLoop needs a google.genai.Client (got {type(client).__name__})")
+    return models
+
+
+def _function_reply(call: types.FunctionCall, ok: bool, value: Any) -> types.Part:
+    """The SDK's own shape for a function's answer: ``{"result": value}`` or ``{"error": text}``."""
+    response = {"result": jsonable(value)} if ok else {"error": str(value)}
+    return types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name, response=response))
+
+
+def _answers(response: types.FunctionResponse, call: types.FunctionCall) -> bool:
+    """Does this response answer this call? By id where the call has one, else by name."""
+    return response.id == call.id if call.id else response.name == call.name
+
+
+def _calls_of(content: types.Content) -> list[types.FunctionCall]:
+    return [part.function_call for part in content.parts or [] if part.function_call]
+
+
+def _declared(config: types.GenerateContentConfig) -> set[str]:
+    return {decl.name for t in config.tools or [] if isinstance(t, types.Tool)
+            for decl in t.function_declarations or [] if decl.name}
+
+
+def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox | None) -> types.GenerateContentConfig:
+    """A copy of ``config`` whose tools include run_python (once)."""
+    base = types.GenerateContentConfig.model_validate(config or {})
+    if TOOL_NAME in _declared(base):
+        return base
+    return base.model_copy(update={"tools": [*(base.tools or []), tool(sandbox=box)]})
+
+
+def _as_contents(contents: Any) -> list[types.Content]:
+    if isinstance(contents, str):
+        return [types.Content(role="user", parts=[types.Part(text=contents)])]
+    if isinstance(contents, types.Content):
+        return [contents]
+    if isinstance(contents, types.Part):
+        return [types.Content(role="user", parts=[contents])]
+    items = list(contents)
+    if items and all(isinstance(item, types.Part) for item in items):  # parts of one user turn
+        return [types.Content(role="user", parts=items)]
+    return [types.Content.model_validate(item) for item in items]

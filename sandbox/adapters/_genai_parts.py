@@ -1,0 +1,182 @@
+"""google-genai adapter, one call at a time: code parts and ``run_python`` calls as the SDK's parts.
+
+:func:`execute` answers an ``ExecutableCode`` part, :func:`handle` a ``run_python``
+``FunctionCall``; :func:`function_declaration` and :func:`tool` declare the function.
+Public through :mod:`sandbox.adapters.genai` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from google.genai import types
+
+from ..core import Sandbox
+from ..errors import InputError
+from ..results import Outcome, Result
+from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse
+from ._loop import arun_or_refuse
+
+#: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
+ImagesMode = Literal["response", "sibling"]
+#: The installed SDK's ``FunctionResponse`` has a ``parts`` field (google-genai >= 1.50 or so).
+HAS_RESPONSE_PARTS = "parts" in types.FunctionResponse.model_fields
+DEFAULT_IMAGES: ImagesMode = "response" if HAS_RESPONSE_PARTS else "sibling"
+
+
+def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
+            session: Runner | None = None, files: Any = None, timeout: float | None = None) -> list[types.Part]:
+    """Run an ``ExecutableCode`` part (or a code string) and return the result parts.
+
+    Args:
+        part_or_code: a ``Part`` with ``executable_code``, an ``ExecutableCode``, or code.
+        sandbox: the Sandbox to run in (default: the shared default one).
+        session: a session (``Sandbox.session()``) to run in instead, for state between blocks.
+        files: input files, as for ``Sandbox.run``.
+        timeout: wall clock in seconds (default: the policy's).
+
+    Returns:
+        ``code_execution_result`` part(s) (output printed before a failure is its own
+        ``OUTCOME_OK`` part) then one ``inline_data`` part per image. Each result part
+        carries the ``id`` of the ``ExecutableCode`` when it has one. Input the sandbox
+        refuses (a NUL byte, oversize code) is an ``OUTCOME_FAILED`` part saying why.
+
+    Raises:
+        InputError: ``part_or_code`` is not code, or its language is not Python.
+    """
+    code, code_id = _code_of(part_or_code)
+    return _result_parts(run_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout), code_id)
+
+
+async def aexecute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
+                   session: Runner | None = None, files: Any = None,
+                   timeout: float | None = None) -> list[types.Part]:
+    """:func:`execute` for asyncio; cancelling the task kills the run at once."""
+    code, code_id = _code_of(part_or_code)
+    result = await arun_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
+    return _result_parts(result, code_id)
+
+
+def _result_parts(result: Result | str, code_id: str | None) -> list[types.Part]:
+    if isinstance(result, str):
+        dicts: list[dict[str, Any]] = [{"codeExecutionResult": {"outcome": str(Outcome.FAILED), "output": result}}]
+    else:
+        dicts = result.parts()
+    if code_id is not None:
+        for item in dicts:
+            if "codeExecutionResult" in item:
+                item["codeExecutionResult"]["id"] = code_id
+    # Through JSON, so base64 image data is decoded exactly as the SDK decodes a response.
+    return [types.Part.model_validate_json(json.dumps(item)) for item in dicts]
+
+
+def _code_of(part_or_code: Any) -> tuple[str, str | None]:
+    """(code, id) of a code string, an ExecutableCode or a Part holding one."""
+    if isinstance(part_or_code, str):
+        return part_or_code, None
+    executable = part_or_code.executable_code if isinstance(part_or_code, types.Part) else part_or_code
+    if not isinstance(executable, types.ExecutableCode) or executable.code is None:
+        raise InputError("execute() takes code, an ExecutableCode or a Part with executable_code "
+                         f"(got {type(part_or_code).__name__})")
+    if executable.language not in (None, types.Language.PYTHON, types.Language.LANGUAGE_UNSPECIFIED):
+        raise InputError(f"only PYTHON code can run here (got language {executable.language})")
+    return executable.code, getattr(executable, "id", None)
+
+
+def function_declaration(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> types.FunctionDeclaration:
+    """The ``run_python(code)`` function, described with the sandbox's libraries and limits."""
+    return types.FunctionDeclaration(
+        name=name,
+        description=describe_environment(sandbox) + " Variables persist between calls in one conversation.",
+        parameters_json_schema={
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "Python source code to run."}},
+            "required": ["code"],
+        },
+    )
+
+
+def tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> types.Tool:
+    """A ``Tool`` holding :func:`function_declaration`, for ``GenerateContentConfig(tools=[...])``."""
+    return types.Tool(function_declarations=[function_declaration(sandbox=sandbox, name=name)])
+
+
+def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
+           session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
+           images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
+    """Answer one ``run_python`` call: a ``function_response`` part (then, with ``images="sibling"``, the images).
+
+    The response holds ``output`` (what the code printed) and, when the run failed or
+    timed out, ``error`` (the traceback or the limit that stopped it), the keys Gemini
+    reads; ``images`` and ``files`` name what the run produced. A call with bad
+    arguments, to another function, or with code the sandbox refuses gets an ``error``
+    response too, never an exception, so a loop keeps going.
+
+    Args:
+        function_call: the model's ``FunctionCall`` (or a ``Part`` holding one).
+        sandbox: the Sandbox to run in (default: the shared default one).
+        session: run in this session instead, so variables persist (what :class:`ToolLoop` does).
+        name: the declared function name.
+        timeout: wall clock in seconds (default: the policy's).
+        images: ``"response"`` (default where the SDK has ``FunctionResponse.parts``): images
+            inside the function response; ``"sibling"``: one ``inline_data`` part each after it.
+    """
+    call, code, refusal = _call_and_code(function_call, name, images)
+    if refusal is not None:
+        return _reply(call, refusal, images)
+    return _reply(call, run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images)
+
+
+async def ahandle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
+                  session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
+                  images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
+    """:func:`handle` for asyncio; cancelling the task kills the run at once."""
+    call, code, refusal = _call_and_code(function_call, name, images)
+    if refusal is not None:
+        return _reply(call, refusal, images)
+    return _reply(call, await arun_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images)
+
+
+def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.FunctionCall, str, str | None]:
+    """(the FunctionCall, its code, None), or (call, "", why it cannot run)."""
+    if images not in ("response", "sibling"):
+        raise InputError(f"images must be 'response' or 'sibling' (got {images!r})")
+    if images == "response" and not HAS_RESPONSE_PARTS:
+        raise InputError("images='response' needs a google-genai whose FunctionResponse has parts; use 'sibling'")
+    call = function_call.function_call if isinstance(function_call, types.Part) else function_call
+    if not isinstance(call, types.FunctionCall):
+        raise InputError(f"handle() takes a FunctionCall or a Part with one (got {type(function_call).__name__})")
+    if call.name != name:
+        return call, "", f"unknown function {call.name!r}; the only function here is {name!r}"
+    try:
+        return call, code_argument(call.args), None
+    except InputError as exc:
+        return call, "", f"InputError: {exc}"
+
+
+def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode) -> list[types.Part]:
+    response = _response_body(result, images)
+    found = result.images if isinstance(result, Result) else []
+    if images == "sibling":
+        reply = types.FunctionResponse(id=call.id, name=call.name, response=response)
+        siblings = [types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in found]
+        return [types.Part(function_response=reply), *siblings]
+    inside = [types.FunctionResponsePart(inline_data=types.FunctionResponseBlob(
+        data=image.data, mime_type=image.mime_type, display_name=image.name)) for image in found]
+    reply = types.FunctionResponse(id=call.id, name=call.name, response=response, parts=inside or None)
+    return [types.Part(function_response=reply)]
+
+
+def _response_body(result: Result | str, images: ImagesMode) -> dict[str, Any]:
+    if isinstance(result, str):
+        return {"error": result}
+    body: dict[str, Any] = {"output": result.output}
+    if result.outcome != Outcome.OK:
+        body["error"] = f"{result.outcome}: {result.error or ''}".rstrip()
+    if result.images:
+        names = [image.name for image in result.images]
+        body["images"] = [{"$ref": name} for name in names] if images == "response" else names
+    if result.files:
+        body["files"] = [f.name + (" (truncated)" if f.truncated else "") for f in result.files]
+    return body

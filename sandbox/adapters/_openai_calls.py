@@ -1,0 +1,219 @@
+"""OpenAI-style tool calls, one at a time: the ``run_python`` tool and its answers.
+
+Chat Completions (:func:`chat_tool`, :func:`handle`, :func:`handle_calls`) and the
+Responses API (:func:`responses_tool`, :func:`handle_function_call`). Public through
+:mod:`sandbox.adapters.openai` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
+
+from ..core import Sandbox
+from ..errors import InputError
+from ..results import File, Result
+from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
+    run_or_refuse
+from ._loop import arun_or_refuse
+
+if TYPE_CHECKING:  # the openai package is only needed for these annotations
+    from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam, \
+        ChatCompletionToolMessageParam
+    from openai.types.responses import FunctionToolParam
+    from openai.types.responses.response_input_param import FunctionCallOutput
+
+ImagesMode = Literal["message", "save", "none"]
+
+_PARAMETERS = {
+    "type": "object",
+    "properties": {"code": {"type": "string", "description": "Python source code to run."}},
+    "required": ["code"],
+    "additionalProperties": False,
+}
+
+
+def _description(box: Sandbox | None) -> str:
+    return describe_environment(box) + " Variables persist between calls in one conversation."
+
+
+def chat_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> "ChatCompletionFunctionToolParam":
+    """The tool for ``client.chat.completions.create(tools=[...])`` (a ``ChatCompletionFunctionToolParam``)."""
+    return {"type": "function",
+            "function": {"name": name, "description": _description(sandbox), "parameters": _PARAMETERS}}
+
+
+def responses_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> "FunctionToolParam":
+    """The tool for ``client.responses.create(tools=[...])`` (a ``FunctionToolParam``)."""
+    return {"type": "function", "name": name, "description": _description(sandbox), "parameters": _PARAMETERS,
+            "strict": True}
+
+
+def field_of(obj: Any, key: str) -> Any:
+    """``obj.key`` for the SDK's objects, ``obj[key]`` for plain dicts."""
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+# -- one call ------------------------------------------------------------------------------
+def _code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None]:
+    """(code, None), or ("", why the call cannot run)."""
+    if name != tool_name:
+        return "", f"unknown tool {name!r}; the only tool here is {tool_name!r}"
+    try:
+        args = json.loads(arguments) if isinstance(arguments, (str, bytes)) else arguments
+        return code_argument(args), None
+    except json.JSONDecodeError as exc:
+        return "", f"{tool_name} arguments are not valid JSON: {exc}"
+    except InputError as exc:
+        return "", f"InputError: {exc}"
+
+
+def function_of(tool_call: Any) -> Any:
+    function = field_of(tool_call, "function")
+    if function is None:
+        raise InputError(f"not a Chat Completions function tool call: {tool_call!r}")
+    return function
+
+
+def _tool_message(tool_call: Any, result: Result | str) -> "ChatCompletionToolMessageParam":
+    return {"role": "tool", "tool_call_id": field_of(tool_call, "id"), "content": result_text(result)}
+
+
+def handle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+           timeout: float | None = None, name: str = TOOL_NAME) -> "ChatCompletionToolMessageParam":
+    """Run one Chat Completions tool call; returns its ``tool`` message (text only).
+
+    Args:
+        tool_call: a ``ChatCompletionMessageFunctionToolCall`` or its dict shape.
+        sandbox: the Sandbox to run in (default: the shared default one).
+        session: run in this session instead, so variables persist between calls.
+        timeout: wall clock in seconds (default: the policy's).
+        name: the declared tool name.
+
+    The text starts with the outcome (``OUTCOME_OK`` ...), then the output, the error
+    and the names of images and files produced. Use :func:`handle_calls` to also pass
+    the images to the model.
+    """
+    return run_chat_call(tool_call, pick_runner(sandbox, session), timeout, name)[0]
+
+
+async def ahandle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+                  timeout: float | None = None, name: str = TOOL_NAME) -> "ChatCompletionToolMessageParam":
+    """:func:`handle` for asyncio; cancelling the task kills the run at once."""
+    return (await arun_chat_call(tool_call, pick_runner(sandbox, session), timeout, name))[0]
+
+
+def run_chat_call(tool_call: Any, runner: Runner, timeout: float | None, name: str) -> tuple[Any, Result | str]:
+    function = function_of(tool_call)
+    code, refusal = _code_of(field_of(function, "name"), field_of(function, "arguments"), name)
+    result = refusal if refusal is not None else run_or_refuse(runner, code, timeout=timeout)
+    return _tool_message(tool_call, result), result
+
+
+async def arun_chat_call(tool_call: Any, runner: Runner, timeout: float | None,
+                          name: str) -> tuple[Any, Result | str]:
+    function = function_of(tool_call)
+    code, refusal = _code_of(field_of(function, "name"), field_of(function, "arguments"), name)
+    result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
+    return _tool_message(tool_call, result), result
+
+
+def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+                 timeout: float | None = None, images: ImagesMode = "message", save_dir: str | None = None,
+                 name: str = TOOL_NAME) -> "list[ChatCompletionMessageParam]":
+    """Run every tool call of an assistant message; returns the messages to append.
+
+    One ``tool`` message per call, in order, then (``images="message"``, the default)
+    one ``user`` message with every image as an ``image_url`` data URL, since a tool
+    message cannot hold images. ``images="save"`` writes the images to ``save_dir`` and
+    lists the paths in the tool message instead; ``images="none"`` drops them.
+    """
+    check_images(images, save_dir)
+    runner = pick_runner(sandbox, session)
+    return compose([run_chat_call(call, runner, timeout, name) for call in tool_calls or ()], images, save_dir)
+
+
+async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None,
+                        session: Runner | None = None, timeout: float | None = None, images: ImagesMode = "message",
+                        save_dir: str | None = None, name: str = TOOL_NAME) -> "list[ChatCompletionMessageParam]":
+    """:func:`handle_calls` for asyncio (the calls run one after the other, in order)."""
+    check_images(images, save_dir)
+    runner = pick_runner(sandbox, session)
+    answered = [await arun_chat_call(call, runner, timeout, name) for call in tool_calls or ()]
+    return compose(answered, images, save_dir)
+
+
+def check_images(images: Any, save_dir: str | None) -> None:
+    if images not in ("message", "save", "none"):
+        raise InputError(f"images must be 'message', 'save' or 'none' (got {images!r})")
+    if images == "save" and not save_dir:
+        raise InputError("images='save' needs save_dir")
+
+
+def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
+             save_dir: str | None) -> "list[ChatCompletionMessageParam]":
+    """The tool messages of one turn, then (``images="message"``) one user message with their images."""
+    messages, produced = [], []
+    for message, result in answered:
+        found = result.images if isinstance(result, Result) else []
+        if images == "save" and found:
+            message["content"] += "\n[saved: " + ", ".join(_save(image, save_dir or ".") for image in found) + "]"
+        produced.extend((message["tool_call_id"], image) for image in found)
+        messages.append(message)
+    if images == "message" and produced:
+        content: list[dict[str, Any]] = [{"type": "text", "text": "Images produced by " + TOOL_NAME + ":"}]
+        for call_id, image in produced:
+            content.append({"type": "text", "text": f"{image.name} (tool call {call_id})"})
+            content.append({"type": "image_url", "image_url": {"url": data_url(image)}})
+        messages.append({"role": "user", "content": content})
+    return messages
+
+
+def _save(image: File, folder: str) -> str:
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, os.path.basename(image.name))
+    stem, ext = os.path.splitext(path)
+    index = 1
+    while os.path.exists(path):  # never overwrite an earlier call's figure_1.png
+        path, index = f"{stem}_{index}{ext}", index + 1
+    with open(path, "wb") as fh:
+        fh.write(image.data)
+    return path
+
+
+def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+                         timeout: float | None = None, name: str = TOOL_NAME) -> "FunctionCallOutput":
+    """Run one Responses API ``function_call`` item; returns its ``function_call_output`` input item.
+
+    The output is the text alone, or, when the code produced images, a list of one
+    ``input_text`` and one ``input_image`` (data URL) per image.
+    """
+    code, refusal = _code_of(*_function_call_fields(item), name)
+    result = refusal if refusal is not None else run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout)
+    return _function_call_output(item, result)
+
+
+async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+                                timeout: float | None = None, name: str = TOOL_NAME) -> "FunctionCallOutput":
+    """:func:`handle_function_call` for asyncio; cancelling the task kills the run at once."""
+    code, refusal = _code_of(*_function_call_fields(item), name)
+    runner = pick_runner(sandbox, session)
+    result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
+    return _function_call_output(item, result)
+
+
+def _function_call_fields(item: Any) -> tuple[Any, Any]:
+    if field_of(item, "type") != "function_call":
+        raise InputError(f"not a Responses API function_call item: {item!r}")
+    return field_of(item, "name"), field_of(item, "arguments")
+
+
+def _function_call_output(item: Any, result: Result | str) -> "FunctionCallOutput":
+    text = result_text(result)
+    found = result.images if isinstance(result, Result) else []
+    output: Any = text
+    if found:
+        output = [{"type": "input_text", "text": text},
+                  *({"type": "input_image", "image_url": data_url(image)} for image in found)]
+    return {"type": "function_call_output", "call_id": field_of(item, "call_id"), "output": output}

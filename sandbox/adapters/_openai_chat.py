@@ -1,0 +1,229 @@
+"""OpenAI-style chat loop: :func:`run_chat` calls the model until it stops calling tools.
+
+The conversation is the caller's ``messages`` list; each ``run_python`` call is answered
+as :func:`~sandbox.adapters._openai_calls.handle_calls` answers it. Public through
+:mod:`sandbox.adapters.openai` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..core import Sandbox
+from ..errors import InputError
+from ..results import Result
+from ._common import TOOL_NAME, Runner, box_of
+from ._loop import Answer, ModelCall, Steps, Tools, adrive, check_max_turns, drive, is_async_method, jsonable
+from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, field_of, function_of, \
+    run_chat_call
+
+if TYPE_CHECKING:  # the openai package is only needed for these annotations
+    from openai.types.chat import ChatCompletion, ChatCompletionAssistantMessageParam
+
+#: Named after the public module, which is what callers configure logging for.
+logger = logging.getLogger(f"{__package__}.openai")
+
+
+def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
+    """A response's assistant message as a request message: only the fields the request schema has.
+
+    ``message.to_dict()`` would echo response-only fields (``annotations``, a local reasoning
+    server's ``reasoning_content``) that strict OpenAI-compatible servers reject.
+    """
+    param: dict[str, Any] = {"role": "assistant", "content": field_of(message, "content")}
+    if field_of(message, "refusal") is not None:
+        param["refusal"] = field_of(message, "refusal")
+    calls = field_of(message, "tool_calls")
+    if calls:
+        param["tool_calls"] = [_tool_call_param(call) for call in calls]
+    audio = field_of(message, "audio")
+    if audio is not None and field_of(audio, "id"):
+        param["audio"] = {"id": field_of(audio, "id")}
+    legacy = field_of(message, "function_call")
+    if legacy is not None:
+        param["function_call"] = {"name": field_of(legacy, "name"), "arguments": field_of(legacy, "arguments")}
+    return param  # type: ignore[return-value]
+
+
+def _tool_call_param(call: Any) -> dict[str, Any]:
+    custom = field_of(call, "custom")
+    if field_of(call, "type") == "custom" and custom is not None:
+        return {"id": field_of(call, "id"), "type": "custom",
+                "custom": {"name": field_of(custom, "name"), "input": field_of(custom, "input")}}
+    function = function_of(call)
+    return {"id": field_of(call, "id"), "type": "function",
+            "function": {"name": field_of(function, "name"), "arguments": field_of(function, "arguments")}}
+
+
+def _call_name(call: Any) -> Any:
+    holder = field_of(call, "function") or field_of(call, "custom")
+    return field_of(holder, "name") if holder is not None else None
+
+
+def _declared(tools: list[Any]) -> set[str]:
+    names = set()
+    for item in tools:
+        holder = field_of(item, "function") or field_of(item, "custom")
+        if holder is not None and field_of(holder, "name"):
+            names.add(field_of(holder, "name"))
+    return names
+
+
+class _Chat:
+    """One ``run_chat`` / ``arun_chat`` call: the conversation, its tools, and the loop body."""
+
+    def __init__(self, messages: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
+                 functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ImagesMode,
+                 save_dir: str | None) -> None:
+        if not isinstance(messages, list):
+            raise InputError(f"messages must be a list (it is extended in place; got {type(messages).__name__})")
+        check_images(images, save_dir)
+        self.messages, self.max_turns = messages, check_max_turns(max_turns)
+        self.images, self.save_dir = images, save_dir
+        tools = list(create_kwargs.pop("tools", None) or ())
+        if TOOL_NAME not in _declared(tools):
+            tools.append(chat_tool(sandbox=sandbox))
+        self.create_kwargs = {**create_kwargs, "tools": tools}
+        self.tools = Tools(functions, _declared(tools))
+
+    def steps(self) -> "Steps[ChatCompletion]":
+        yield from self._resume()
+        completion = None
+        for turn in range(self.max_turns):
+            completion = yield ModelCall()
+            message = completion.choices[0].message
+            self.messages.append(assistant_message(message))
+            calls = list(message.tool_calls or [])
+            if not calls or any(self.tools.hands_back(_call_name(call)) for call in calls):
+                return completion
+            if turn == self.max_turns - 1:
+                break
+            self.messages.extend(compose((yield from self._answers(calls)), self.images, self.save_dir))
+        logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
+                       "(the next run_chat with these messages answers them first)", self.max_turns)
+        return completion
+
+    def _resume(self) -> "Steps[None]":
+        """Answer the unanswered calls of the last assistant message (a handed-back turn) before going on."""
+        last = next((i for i in range(len(self.messages) - 1, -1, -1)
+                     if field_of(self.messages[i], "role") == "assistant"), None)
+        if last is None or not field_of(self.messages[last], "tool_calls"):
+            return
+        after = self.messages[last + 1:]
+        done = {field_of(m, "tool_call_id") for m in after if field_of(m, "role") == "tool"}
+        open_calls = [call for call in field_of(self.messages[last], "tool_calls") if field_of(call, "id") not in done]
+        missing = [call for call in open_calls if self.tools.hands_back(_call_name(call))]
+        if missing:
+            named = ", ".join(f"{_call_name(call)} (id {field_of(call, 'id')!r})" for call in missing)
+            raise InputError(f"tool calls to {named} are unanswered: append a tool message for each "
+                             "({'role': 'tool', 'tool_call_id': ..., 'content': ...}) before calling again")
+        if not open_calls:
+            return
+        answered = yield from self._answers(open_calls)
+        at = last + 1
+        while at < len(self.messages) and field_of(self.messages[at], "role") == "tool":
+            at += 1  # after the caller's own tool messages, before anything else: tool messages come first
+        self.messages[at:at] = compose(answered, self.images, self.save_dir)
+
+    def _answers(self, calls: list[Any]) -> "Steps[list[tuple[Any, Result | str | None]]]":
+        answered = []
+        for call in calls:
+            answered.append((yield Answer(call)))
+        return answered
+
+    def answer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
+        name = _call_name(call)
+        if name == TOOL_NAME:
+            return run_chat_call(call, runner, None, TOOL_NAME)
+        if name in self.tools.functions:
+            return _function_message(call, *self.tools.call(name, field_of(field_of(call, "function"), "arguments")))
+        return _function_message(call, False, self.tools.unknown(name))
+
+    async def aanswer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
+        name = _call_name(call)
+        if name == TOOL_NAME:
+            return await arun_chat_call(call, runner, None, TOOL_NAME)
+        if name in self.tools.functions:
+            answer = await self.tools.acall(name, field_of(field_of(call, "function"), "arguments"))
+            return _function_message(call, *answer)
+        return _function_message(call, False, self.tools.unknown(name))
+
+
+def _function_message(call: Any, ok: bool, value: Any) -> tuple[dict[str, Any], None]:
+    content = (value if isinstance(value, str) else json.dumps(jsonable(value))) if ok else f"error: {value}"
+    return {"role": "tool", "tool_call_id": field_of(call, "id"), "content": content}, None
+
+
+def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
+             session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
+             save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
+             **create_kwargs: Any) -> "ChatCompletion":
+    """Call ``client.chat.completions.create`` until the model stops calling tools this loop answers.
+
+    ``messages`` is extended in place with every assistant message (request fields only,
+    see :func:`assistant_message`), tool message and image message. ``run_python`` calls
+    run in ``session`` (default: one opened for this call and closed after; pass your own
+    to keep variables across calls). Other ``create`` arguments pass through; ``tools``
+    gets the ``run_python`` tool added unless it is declared already.
+
+    Your own tools: declare them in ``tools`` and give ``functions={name: callable}``;
+    a call runs ``fn(**arguments)`` and its value (a str as is, anything else as JSON)
+    becomes the tool message (``"error: ..."`` if it raised). A tool declared without a
+    function ends the loop: the last completion is returned with that turn's calls
+    unanswered. Append a tool message for each of yours and call ``run_chat`` again
+    with the same ``messages``: it answers the turn's other calls, then goes on.
+
+    After ``max_turns`` completions the last one is returned with its tool calls
+    unanswered (a warning is logged); calling ``run_chat`` again with the same
+    ``messages`` answers them first and goes on.
+
+    Returns:
+        the last ``ChatCompletion``.
+    """
+    if is_async_method(client, "chat", "completions", "create"):
+        raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_chat(...)`")
+    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir)
+    chat.tools.check_sync()
+    own = session is None
+    runner = box_of(sandbox).session() if own else session
+
+    def perform(step: Any) -> Any:
+        if isinstance(step, ModelCall):
+            return client.chat.completions.create(model=model, messages=messages, **chat.create_kwargs)
+        return chat.answer(step.call, runner)
+
+    try:
+        return drive(chat.steps(), perform)
+    finally:
+        if own:
+            runner.close()  # type: ignore[attr-defined]
+
+
+async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
+                    session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
+                    save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
+                    **create_kwargs: Any) -> "ChatCompletion":
+    """:func:`run_chat` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
+
+    Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills a ``run_python`` call in
+    flight at once. Your functions may be async (awaited) or sync (run in a thread).
+    """
+    if not is_async_method(client, "chat", "completions", "create"):
+        raise InputError("arun_chat needs an async client (openai.AsyncOpenAI); use run_chat with this one")
+    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir)
+    own = session is None
+    runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
+
+    async def perform(step: Any) -> Any:
+        if isinstance(step, ModelCall):
+            return await client.chat.completions.create(model=model, messages=messages, **chat.create_kwargs)
+        return await chat.aanswer(step.call, runner)
+
+    try:
+        return await adrive(chat.steps(), perform)
+    finally:
+        if own:
+            runner.close()  # type: ignore[attr-defined]

@@ -1,0 +1,291 @@
+"""Gemini REST request JSON in, typed values out (:mod:`sandbox.serve.wire_types`).
+
+The one place a request dict is read by key; spellings, base64 alphabets and error
+wording as :mod:`sandbox.serve.wire`'s docstring says.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Callable, Mapping
+
+from .errors import invalid
+from .wire_types import CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, \
+    FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+class _Obj:
+    """A JSON object at a path, read by camelCase name whichever spelling it came in."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise invalid(f"Invalid value at '{path or 'request'}': expected a JSON object (got {_kind(data)})")
+        self.data = {_camel(key) if isinstance(key, str) else key: value for key, value in data.items()}
+        self.path = path
+
+    def at(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def refuse_unknown(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                raise invalid(f"Invalid JSON payload received. Unknown name \"{key}\" at "
+                              f"'{self.path or 'request'}': Cannot find field.")
+
+    def get(self, name: str, kind: str, default: Any = None) -> Any:
+        value = self.data.get(name)
+        if value is None:
+            return default
+        check, wire_type = _KINDS[kind]
+        if not check(value):
+            raise invalid(f"Invalid value at '{self.at(name)}' ({wire_type}), {value!r}")
+        return value
+
+    def obj(self, name: str) -> "_Obj | None":
+        value = self.data.get(name)
+        return None if value is None else _Obj(value, self.at(name))
+
+    def objs(self, name: str) -> list["_Obj"]:
+        return [_Obj(item, f"{self.at(name)}[{i}]") for i, item in enumerate(self.get(name, "list", []))]
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__ if value is not None else "null"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
+
+
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "TYPE_STRING"),
+    "bool": (lambda v: isinstance(v, bool), "TYPE_BOOL"),
+    "number": (_is_number, "TYPE_FLOAT"),
+    "int": (_is_int, "TYPE_INT32"),
+    "list": (lambda v: isinstance(v, list), "TYPE_MESSAGE (repeated)"),
+    "object": (lambda v: isinstance(v, Mapping), "TYPE_MESSAGE"),
+}
+
+
+def decode_bytes(text: Any, path: str) -> bytes:
+    """Standard or URL-safe base64, padded or not (the service accepts both alphabets)."""
+    if not isinstance(text, str):
+        raise invalid(f"Invalid value at '{path}' (TYPE_BYTES), {text!r}")
+    cleaned = "".join(text.split()).translate(str.maketrans("-_", "+/")).rstrip("=")
+    try:
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(f"Invalid value at '{path}' (TYPE_BYTES), Base64 decoding failed for "
+                      f"\"{text[:40]}{'...' if len(text) > 40 else ''}\"") from None
+
+
+def _text(o: _Obj) -> Part:
+    return Text(o.get("text", "str"), thought=bool(o.get("thought", "bool", False)))
+
+
+def _inline_data(o: _Obj) -> Part:
+    blob = o.obj("inlineData")
+    assert blob is not None
+    blob.refuse_unknown(("mimeType", "data", "displayName"))
+    mime_type = blob.get("mimeType", "str")
+    if not mime_type:
+        raise invalid(f"Invalid value at '{blob.at('mimeType')}': a MIME type is required")
+    return InlineData(mime_type, decode_bytes(blob.data.get("data", ""), blob.at("data")))
+
+
+def _executable_code(o: _Obj) -> Part:
+    code = o.obj("executableCode")
+    assert code is not None
+    return ExecutableCode(code.get("code", "str", ""), code.get("language", "str", "PYTHON"), code.get("id", "str"),
+                          o.get("thoughtSignature", "str"))
+
+
+def _code_execution_result(o: _Obj) -> Part:
+    result = o.obj("codeExecutionResult")
+    assert result is not None
+    return CodeExecutionResult(result.get("outcome", "str", "OUTCOME_UNSPECIFIED"), result.get("output", "str"),
+                               result.get("id", "str"))
+
+
+def _function_call(o: _Obj) -> Part:
+    call = o.obj("functionCall")
+    assert call is not None
+    return FunctionCall(_required_name(call), dict(call.get("args", "object", {})), call.get("id", "str"),
+                        o.get("thoughtSignature", "str"))
+
+
+def _function_response(o: _Obj) -> Part:
+    reply = o.obj("functionResponse")
+    assert reply is not None
+    return FunctionResponse(_required_name(reply), dict(reply.get("response", "object", {})), reply.get("id", "str"))
+
+
+def _required_name(o: _Obj) -> str:
+    name = o.get("name", "str")
+    if not name:
+        raise invalid(f"Invalid value at '{o.at('name')}': a function name is required")
+    return name
+
+
+def _unsupported_file_data(o: _Obj) -> Part:
+    raise invalid(f"'{o.at('fileData')}': fileData (uploaded file URIs) is not supported by sandbox serve; "
+                  "send the file inline (inlineData)")
+
+
+#: The data field of a part -> its parser (a part holds exactly one).
+_PART_PARSERS: dict[str, Callable[[_Obj], Part]] = {
+    "text": _text,
+    "inlineData": _inline_data,
+    "executableCode": _executable_code,
+    "codeExecutionResult": _code_execution_result,
+    "functionCall": _function_call,
+    "functionResponse": _function_response,
+    "fileData": _unsupported_file_data,
+}
+#: Part fields that describe the data and are read (thought) or safely ignored.
+_PART_METADATA = ("thought", "thoughtSignature", "videoMetadata", "partMetadata", "mediaResolution")
+
+
+def parse_part(data: Any, path: str) -> Part:
+    """One part of a Content (exactly one data field)."""
+    o = _Obj(data, path)
+    o.refuse_unknown((*_PART_PARSERS, *_PART_METADATA))
+    kinds = [key for key in _PART_PARSERS if o.has(key)]
+    if len(kinds) != 1:
+        raise invalid(f"Invalid value at '{path}': a part must hold exactly one of "
+                      f"{', '.join(_PART_PARSERS)} (got {', '.join(kinds) or 'none'})")
+    return _PART_PARSERS[kinds[0]](o)
+
+
+def parse_content(data: Any, path: str, default_role: str = "user") -> Content:
+    o = _Obj(data, path)
+    o.refuse_unknown(("role", "parts"))
+    role = o.get("role", "str") or default_role
+    if role not in ("user", "model", "function"):
+        raise invalid(f"Invalid value at '{o.at('role')}': role must be 'user' or 'model' (got {role!r})")
+    parts = tuple(parse_part(item, f"{o.at('parts')}[{i}]") for i, item in enumerate(o.get("parts", "list", [])))
+    return Content("user" if role == "function" else role, parts)
+
+
+def parse_generate_request(data: Any) -> GenerateRequest:
+    """A ``generateContent`` / ``streamGenerateContent`` body."""
+    o = _Obj(data, "")
+    o.refuse_unknown(("contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
+                      "cachedContent", "labels", "model", "serviceTier", "store"))
+    if o.has("cachedContent"):
+        raise invalid("cachedContent is not supported by sandbox serve; send the contents inline")
+    contents = tuple(parse_content(item, f"contents[{i}]") for i, item in enumerate(o.get("contents", "list", [])))
+    if not contents or not any(content.parts for content in contents):
+        raise invalid("* GenerateContentRequest.contents: contents is not specified")
+    system = o.obj("systemInstruction")
+    code_execution, functions = _tools(o.objs("tools"))
+    return GenerateRequest(
+        contents=contents,
+        system_instruction=_plain_text(parse_content(system.data, system.path)) if system is not None else None,
+        code_execution=code_execution,
+        functions=functions,
+        function_mode=_function_mode(o.obj("toolConfig")),
+        generation=_generation(o.obj("generationConfig")),
+    )
+
+
+def _plain_text(content: Content) -> str:
+    return "\n".join(part.text for part in content.parts if isinstance(part, Text))
+
+
+def _tools(tools: list[_Obj]) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
+    code_execution, functions = False, []
+    for tool in tools:
+        for key in tool.data:
+            if key == "codeExecution":
+                code_execution = True
+            elif key == "functionDeclarations":
+                functions.extend(_declaration(d) for d in tool.objs(key))
+            else:
+                raise invalid(f"'{tool.at(key)}': the {key} tool is not supported by sandbox serve "
+                              "(only codeExecution and functionDeclarations)")
+    names = [f.name for f in functions]
+    for name in names:
+        if names.count(name) > 1:
+            raise invalid(f"* GenerateContentRequest.tools: duplicate function declaration {name!r}")
+    return code_execution, tuple(functions)
+
+
+def _declaration(o: _Obj) -> FunctionDeclaration:
+    name = _required_name(o)
+    schema = o.get("parametersJsonSchema", "object")
+    if schema is None and o.has("parameters"):
+        schema = json_schema(o.get("parameters", "object"))
+    return FunctionDeclaration(name, o.get("description", "str", ""), schema)
+
+
+_SCHEMA_COUNTS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
+
+
+def json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A Gemini (OpenAPI-subset) schema as JSON Schema: lower-case types, camelCase keywords."""
+    out: dict[str, Any] = {}
+    for raw_key, value in schema.items():
+        key = _camel(raw_key)
+        if key == "type" and isinstance(value, str):
+            if value.upper() == "TYPE_UNSPECIFIED":
+                continue
+            value = value.lower()
+        elif key == "properties" and isinstance(value, Mapping):
+            value = {name: json_schema(sub) for name, sub in value.items() if isinstance(sub, Mapping)}
+        elif key == "items" and isinstance(value, Mapping):
+            value = json_schema(value)
+        elif key == "anyOf" and isinstance(value, list):
+            value = [json_schema(sub) for sub in value if isinstance(sub, Mapping)]
+        elif key in _SCHEMA_COUNTS and isinstance(value, str) and value.isdigit():
+            value = int(value)  # int64 fields arrive as strings in proto JSON
+        elif key in ("nullable", "propertyOrdering"):
+            continue
+        out[key] = value
+    return out
+
+
+def _function_mode(tool_config: _Obj | None) -> str:
+    calling = tool_config.obj("functionCallingConfig") if tool_config is not None else None
+    mode = (calling.get("mode", "str", "AUTO") if calling is not None else "AUTO").upper()
+    return "AUTO" if mode in ("MODE_UNSPECIFIED", "VALIDATED") else mode
+
+
+def _generation(o: _Obj | None) -> GenerationConfig:
+    if o is None:
+        return GenerationConfig()
+    candidates = int(o.get("candidateCount", "int", 1))
+    if candidates != 1:
+        raise invalid(f"Invalid value at '{o.at('candidateCount')}': only 1 candidate is supported by sandbox serve")
+    max_tokens = o.get("maxOutputTokens", "int")
+    top_k = o.get("topK", "number")
+    seed = o.get("seed", "int")
+    return GenerationConfig(
+        temperature=o.get("temperature", "number"),
+        top_p=o.get("topP", "number"),
+        top_k=int(top_k) if top_k is not None else None,
+        max_output_tokens=int(max_tokens) if max_tokens is not None else None,
+        stop_sequences=tuple(str(s) for s in o.get("stopSequences", "list", [])),
+        seed=int(seed) if seed is not None else None,
+        presence_penalty=o.get("presencePenalty", "number"),
+        frequency_penalty=o.get("frequencyPenalty", "number"),
+        response_mime_type=o.get("responseMimeType", "str"),
+    )

@@ -1,0 +1,95 @@
+"""Gemini REST wire types: the frozen values a request becomes and a response is written from.
+
+Read from JSON in :mod:`sandbox.serve.wire_read`, written back in :mod:`sandbox.serve.wire_write`;
+all of it public through :mod:`sandbox.serve.wire` (see its docstring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    thought: bool = False
+
+
+@dataclass(frozen=True)
+class InlineData:
+    mime_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ExecutableCode:
+    code: str
+    language: str = "PYTHON"
+    id: str | None = None
+    signature: str | None = None
+    """The part's ``thoughtSignature`` (Gemini 3 wants it back with the call it came with)."""
+
+
+@dataclass(frozen=True)
+class CodeExecutionResult:
+    outcome: str
+    output: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    signature: str | None = None
+    """The part's ``thoughtSignature``."""
+
+
+@dataclass(frozen=True)
+class FunctionResponse:
+    name: str
+    response: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+
+Part = Union[Text, InlineData, ExecutableCode, CodeExecutionResult, FunctionCall, FunctionResponse]
+
+
+@dataclass(frozen=True)
+class Content:
+    role: str
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class FunctionDeclaration:
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] | None = None
+    """JSON Schema of the arguments (an OpenAPI-style ``parameters`` is converted)."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_mime_type: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    contents: tuple[Content, ...]
+    system_instruction: str | None = None
+    code_execution: bool = False
+    functions: tuple[FunctionDeclaration, ...] = ()
+    function_mode: str = "AUTO"
+    """``functionCallingConfig.mode``: AUTO, ANY or NONE (NONE hides the client's functions)."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
