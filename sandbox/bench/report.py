@@ -23,7 +23,7 @@ from . import SUITE, common, options
 BEGIN, END = "<!-- generated:begin (sandbox bench report) -->", "<!-- generated:end -->"
 TABLES = {
     "latency": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "runs_per_s", "x_sandbox", "bad"),
-    "concurrency": ("runner", "clients", "runs", "runs_per_s", "p50_ms", "p90_ms", "p99_ms"),
+    "concurrency": ("runner", "clients", "runs", "runs_per_s", "cpu_ms_per_run", "p50_ms", "p90_ms", "p99_ms"),
     "memory": ("item", "runner", "ready_s", "cpu_s", "first_run_ms", "rss_mb", "uss_mb", "pss_mb", "processes"),
     "confinement": ("layers", "n", "p50_ms", "p90_ms", "p99_ms", "cost_p50_ms", "step_p50_ms",
                     "back_to_back_runs_per_s", "active"),
