@@ -31,6 +31,7 @@ TABLES = {
     "timeouts": ("runner", "snippet", "n", "deadline_s", "p50_past_ms", "p90_past_ms", "max_past_ms", "reported"),
     "io_size": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "x_sandbox", "bad"),
     "breakdown": ("mode", "step", "where", "n", "wall_p50_ms", "wall_min_ms", "wall_p90_ms", "cpu_p50_ms"),
+    "targets": ("axis", "unit", "ours", "floor", "sandlock", "ours_x_floor", "ours_x_sandlock", "target", "verdict"),
     "serve": ("scenario", "mode", "clients", "path", "n", "p50_ms", "p99_ms", "mean_ms", "requests_per_s", "cpu_ms",
               "server_cpu_ms", "vs_adapter_p50_ms", "vs_adapter_p99_ms", "bad"),
 }
