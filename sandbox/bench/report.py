@@ -113,6 +113,19 @@ def targets(results: Results) -> list[dict[str, Any]]:
                         replay["p50_ms"] / rollback["p50_ms"] if rollback and replay and rollback.get("p50_ms")
                         else None, 1, "x", True,
                         f"{rollback['p50_ms']} ms vs {replay['p50_ms']} ms" if rollback and replay else ""))
+    return rows + issue13(results)
+
+
+def issue13(results: Results) -> list[dict[str, Any]]:
+    """Issue 13's targets, from the targets benchmark's rows (ours against the floor of our design)."""
+    rows = []
+    for row in (results.get("targets") or {}).get("rows", []):
+        measured = "not measured" if row.get("ours") is None else f"{row['ours']} {row['unit']}"
+        if row.get("ours_x_floor") is not None:
+            measured += f" ({row['ours_x_floor']}x the floor)"
+        rows.append({"target": f"issue 13: {row['axis']} {row['target']}", "measured": measured,
+                     "verdict": {"missed": "**missed**"}.get(row["verdict"], row["verdict"]),
+                     "detail": f"floor: {row.get('floor')} ({row.get('floor_is')}); sandlock: {row.get('sandlock')}"})
     return rows
 
 
