@@ -32,8 +32,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import common
 from .alternatives import Runner, SandboxRunner, _scrubbed_env, close_all, start_all
