@@ -101,15 +101,17 @@ def run(settings: common.Settings) -> common.Record:
 
 def plot(record: common.Record, settings: common.Settings) -> None:
     plt = common.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right, cpu) = plt.subplots(1, 3, figsize=(17, 4.5))
     for name in dict.fromkeys(r["runner"] for r in record.rows):
         rows = [r for r in record.rows if r["runner"] == name]
         xs = [r["clients"] for r in rows]
         left.plot(xs, [r["runs_per_s"] for r in rows], marker="o", label=name)
         line, = right.plot(xs, [r["p50_ms"] for r in rows], marker="o", label=f"{name} p50")
         right.plot(xs, [r["p99_ms"] for r in rows], marker="x", linestyle="--", color=line.get_color())
+        if all(r.get("cpu_ms_per_run") is not None for r in rows):  # results from before it was measured lack it
+            cpu.plot(xs, [r["cpu_ms_per_run"] for r in rows], marker="o", label=name)
     left.axhline(300, color="grey", linestyle=":", label="target: 300 runs/s")
-    for ax in (left, right):
+    for ax in (left, right, cpu):
         ax.set_xscale("log", base=2)
         ax.set_xticks(CLIENTS)
         ax.set_xticklabels([str(c) for c in CLIENTS])
@@ -122,4 +124,7 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     right.set_ylabel("round trip, ms (solid p50, dashed p99; log)")
     right.set_title("Latency vs concurrency")
     right.legend(fontsize=7)
+    cpu.set_ylabel("machine CPU per run, ms (/proc/stat; log)")
+    cpu.set_title("Machine CPU per run (every process, the kernel)")
+    cpu.legend(fontsize=7)
     common.save_figure(fig, settings, "concurrency")
