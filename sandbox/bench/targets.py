@@ -47,6 +47,8 @@ COLUMNS = ("axis", "unit", "ours", "floor", "sandlock", "ours_x_floor", "ours_x_
 OURS, PREFORK, FORK, SANDLOCK = "sandbox default", PreForkedFloor.name, ForkPerRunFloor.name, SandlockPool.name
 PAUSE_S = 0.05
 CLIENTS = 4
+#: Runs sleeping at once for the USS axis (2 with --quick).
+CONCURRENT = 8
 FLOOR_IMPORTS = "import numpy, pandas, matplotlib\nprint(1, flush=True)\n"
 OURS_COLD = ("import sandbox\nwith sandbox.Sandbox(image='vertex') as box:\n"
              "    print(box.run('print(1)').stdout, end='', flush=True)\n")
@@ -143,7 +145,7 @@ def cold_start(settings: common.Settings) -> dict[str, dict[str, Any]]:
 
 
 def idle_uss(settings: common.Settings, runners: list[Runner]) -> dict[str, dict[str, Any]]:
-    return {r.name: concurrent_idle(r, settings.n(8, 2)) for r in runners}
+    return {r.name: concurrent_idle(r, settings.n(CONCURRENT, 2)) for r in runners}
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def table(found: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         axis("cold start: new host process -> first print(1)", "s", cold, "median_s", floor_cold, sl_cold,
              "<= 0.5x a fresh interpreter importing numpy + pandas + matplotlib",
              lambda _o, r: r is not None and r <= 0.5),
-        axis("USS per concurrent idle run", "MiB", uss, "uss_mb_median", PREFORK, SANDLOCK, "<= 2 MiB",
+        axis("USS per concurrent idle run (median run)", "MiB", uss, "uss_mb_median", PREFORK, SANDLOCK, "<= 2 MiB",
              lambda o, _r: o <= 2),
     ]
 
