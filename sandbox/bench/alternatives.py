@@ -14,6 +14,9 @@ return stdout and the PNG bytes of ``plot.png`` to the host.
 - ``Jupyter``: a warm ipykernel through jupyter_client (stateful, no isolation between
   cells), optionally restarted before every snippet to isolate runs.
 - ``SandboxRunner``: this project, one-shot runs or a session, under a policy.
+
+The floors of our own design and sandlock's pool of ``fork()`` clones are runners too,
+in floors.py.
 """
 
 from __future__ import annotations

@@ -129,6 +129,16 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every core, every process: /proc/stat's
+    first line minus idle and iowait). A delta over a measurement, divided by its runs, is the machine's CPU
+    per run, whoever spent it (host, servers, children, kernel); other load on the machine counts too."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 # -- recording ---------------------------------------------------------------------------
 @dataclass
 class Record:

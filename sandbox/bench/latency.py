@@ -6,7 +6,10 @@ Workloads: ``print(1)``, import + pandas groupby, a matplotlib plot saved as PNG
 returned, a scikit-learn fit, an exception. Runners (see alternatives.py): in-process
 ``exec`` (the floor), ``python -c`` bare and importing the image, bwrap + ``python -c``,
 a warm Jupyter kernel and one restarted before every snippet, and this project:
-one-shot runs and session runs under the ``default`` and ``strict`` policies.
+one-shot runs and session runs under the ``default`` and ``strict`` policies. For
+``print(1)`` only (they take no input files and return no images): the floors of our
+design (a pre-forked child, fork per run; floors.py) and sandlock's pool of ``fork()``
+clones.
 
 Runs are interleaved (one run of each runner in turn) so a change in the machine's
 load hits every runner alike, with a pause of ``PAUSE_S`` before each run: a model's
@@ -25,6 +28,7 @@ from typing import Any
 from . import common
 from .alternatives import (Bubblewrap, FreshPython, InProcess, Jupyter, Runner, SandboxRunner, close_all,
                            image_preload, start_all)
+from .floors import ForkPerRunFloor, PreForkedFloor, SandlockPool, ServerRunner
 from .workloads import CORE, PRINT, Workload
 
 COLUMNS = ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "runs_per_s", "x_sandbox", "bad")
@@ -39,7 +43,7 @@ PAUSE_S = 0.04
 def runners() -> list[Runner]:
     return [InProcess(), FreshPython(), FreshPython(image_preload()), Bubblewrap(), Jupyter(), Jupyter(restart=True),
             SandboxRunner("default"), SandboxRunner("strict"), SandboxRunner("default", session=True),
-            SandboxRunner("strict", session=True)]
+            SandboxRunner("strict", session=True), PreForkedFloor(), ForkPerRunFloor(), SandlockPool()]
 
 
 def samples(settings: common.Settings, runner: Runner, workload: Workload, full: int | None = None) -> int:
@@ -80,8 +84,9 @@ def run(settings: common.Settings) -> common.Record:
     started, skipped = start_all(runners(), settings)
     record.extra["skipped"] = skipped
     try:
-        for workload in CORE:
-            record.rows += measure(settings, started, workload)
+        for workload in CORE:  # the floors and sandlock run print(1) only (no input files, no images back)
+            some = [r for r in started if workload is PRINT or not isinstance(r, ServerRunner)]
+            record.rows += measure(settings, some, workload)
     finally:
         close_all(started)
     record.extra["errors"] = {r.name: r.errors[:20] for r in started if getattr(r, "errors", None)}

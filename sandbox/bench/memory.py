@@ -11,14 +11,22 @@
   pre-forked worker waits in a work dir of its own). USS is what each concurrent run
   really adds: the image's pages stay shared with the zygote.
 - Alternatives: a ``python -c`` interpreter (bare and after importing the image) and a
-  Jupyter kernel, measured the same way while they sleep.
+  Jupyter kernel, measured the same way while they sleep; the floors of our design and
+  sandlock's ``fork()`` clones (floors.py): their server, and the child running a
+  sleeping ``print(1)`` (found by the pid it writes into a folder of the host's).
+
+:func:`concurrent_idle` measures N runs sleeping at once (the targets benchmark's
+"USS per concurrent idle run").
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -27,7 +35,8 @@ import psutil
 import sandbox
 
 from . import common
-from .alternatives import Jupyter, _scrubbed_env, image_preload
+from .alternatives import Jupyter, Runner, SandboxRunner, _scrubbed_env, image_preload
+from .floors import ForkPerRunFloor, PreForkedFloor, SandlockPool
 
 COLUMNS = ("item", "runner", "ready_s", "cpu_s", "first_run_ms", "rss_mb", "uss_mb", "pss_mb", "processes")
 SLEEP = "import time\ntime.sleep({s})"
@@ -121,6 +130,96 @@ def fresh_python_rows(settings: common.Settings, preload: tuple[str, ...], label
     return _median_rows(rows)
 
 
+def concurrent_idle(runner: Runner, n: int, work: str = "print(1)\n") -> dict[str, Any]:
+    """``n`` runs of ``work`` then a sleep, at once; while they all sleep, the memory of each run's processes
+    (for the sandbox: the zygotes' child whose work dir holds the run's marker, and its children; for the
+    others: the process whose pid the run wrote into a folder of ours, and its children). The median run's
+    RSS / USS / PSS, the largest USS, and how many processes the runs had."""
+    piddir = tempfile.mkdtemp(prefix="bench-pids-", dir="/tmp")  # /tmp: writable under sandlock's policy
+    sandboxed = isinstance(runner, SandboxRunner)
+    sleep_s = 4.0 + 0.3 * n
+    if sandboxed:
+        codes = [f"open('{MARKER}-{i}', 'w').close()\n" for i in range(n)]
+    else:
+        codes = [f"import os\nopen(os.path.join({piddir!r}, str(os.getpid())), 'w').close()\n"] * n
+    threads = [threading.Thread(target=runner.run, args=(c + work + SLEEP.format(s=sleep_s),)) for c in codes]
+    try:
+        for thread in threads:
+            thread.start()
+        roots = (_marked(runner.box.zygote_pids, n) if sandboxed  # type: ignore[attr-defined]
+                 else _listed(piddir, n))
+        time.sleep(0.5)  # the work is done, the snippets sleep
+        usage = [common.tree_memory_mb([pid, *_children(pid)]) | {"processes": 1 + len(_children(pid))}
+                 for pid in roots]
+    finally:
+        for thread in threads:
+            thread.join()
+        shutil.rmtree(piddir, ignore_errors=True)
+    middle = sorted(usage, key=lambda u: u["uss_mb"])[len(usage) // 2]
+    return {**middle, "uss_mb_median": statistics.median(u["uss_mb"] for u in usage),
+            "uss_mb_max": max(u["uss_mb"] for u in usage), "processes": sum(u["processes"] for u in usage),
+            "concurrent": n}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _marked(zygotes: list[int], n: int, timeout_s: float = 30.0) -> list[int]:
+    """The ``n`` workers whose work dir holds a marker (see :func:`concurrent_idle`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = []
+        for proc in (c for z in zygotes for c in psutil.Process(z).children(recursive=True)):
+            try:
+                cwd = f"/proc/{proc.pid}/root{proc.cwd()}"  # its own root: fsview.py
+                if any(name.startswith(f"{MARKER}-") for name in os.listdir(cwd)):
+                    found.append(proc.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+                continue
+        if len(found) >= n:
+            return found
+        time.sleep(0.05)
+    raise RuntimeError(f"fewer than {n} workers with a marker in their work dir appeared")
+
+
+def _listed(piddir: str, n: int, timeout_s: float = 30.0) -> list[int]:
+    """The pids the ``n`` runs wrote into ``piddir``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = os.listdir(piddir)
+        if len(names) >= n:
+            return [int(name) for name in names]
+        time.sleep(0.05)
+    raise RuntimeError(f"fewer than {n} runs wrote their pid")
+
+
+def server_rows(settings: common.Settings) -> list[dict[str, Any]]:
+    """The floors' and sandlock's servers (the image imported), and one of their runs sleeping."""
+    rows = []
+    for make in (PreForkedFloor, ForkPerRunFloor, SandlockPool):
+        if not settings.wants(make.name) or make.unavailable():
+            continue
+        runner = make()
+        ready_s, _ = common.timed(runner.start)
+        try:
+            first_s, _ = common.timed(lambda: runner.run("print(1)"))
+            time.sleep(0.5)  # let a pool refill
+            pids = [*runner.pids(), *(c for p in runner.pids() for c in _children(p))]
+            rows.append({"item": "server + idle children", "runner": make.name, "ready_s": round(ready_s, 2),
+                         "first_run_ms": round(first_s * 1000, 1), **common.tree_memory_mb(pids),
+                         "processes": len(pids)})
+            idle = concurrent_idle(runner, 1)
+            rows.append({"item": "print(1) then sleep", "runner": make.name,
+                         **{k: idle[k] for k in ("rss_mb", "uss_mb", "pss_mb", "processes")}})
+        finally:
+            runner.close()
+    return rows
+
+
 def jupyter_rows() -> list[dict[str, Any]]:
     if Jupyter.unavailable():
         return [{"item": "kernel", "runner": "jupyter kernel", "note": Jupyter.unavailable()}]
@@ -149,6 +248,7 @@ def run(settings: common.Settings) -> common.Record:
         record.rows += fresh_python_rows(settings, image_preload(), "python -c + image imports")
     if settings.wants("jupyter"):
         record.rows += jupyter_rows()
+    record.rows += server_rows(settings)
     common.finish(record, COLUMNS, "Start time and memory (USS: pages only that process holds)")
     return record
 

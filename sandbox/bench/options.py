@@ -22,11 +22,11 @@ OUTSIDE_CHECKOUT = Path("bench-results")
 
 DESCRIPTION = (
     "Benchmarks of the sandbox against the alternatives a user would pick (in-process exec, python -c, "
-    "bubblewrap, a Jupyter kernel), same snippets, same machine, one run. Each benchmark prints a table and "
+    "bubblewrap, a Jupyter kernel, sandlock) and the floors of our own design, same snippets, same machine, one run. Each benchmark prints a table and "
     "writes NAME.json and NAME.png into --out; a full (non --quick) run of the whole suite, or 'report', also "
     "renders the tables into a README: the checkout's benchmarks/README.md when --out is its "
     "benchmarks/results, else OUT/README.md. Alternatives that cannot run here are skipped and named: "
-    "Jupyter and the plots need the 'bench' extra (pip install 'sandbox[bench]'), bubblewrap comes from the "
+    "Jupyter, sandlock and the plots need the 'bench' extra (pip install 'sandbox[bench]'), bubblewrap comes from the "
     "OS (apt-get install bubblewrap), the serve benchmark needs the 'serve', 'genai' and 'openai' extras.")
 
 

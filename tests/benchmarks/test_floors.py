@@ -1,0 +1,95 @@
+"""The floors of our design and the sandlock pool (floors.py), and the targets benchmark of issue 13.
+
+The floors must give back the right stdout, alone and under concurrent clients, and leave
+no process behind once closed; sandlock either works the same way or is skipped with a
+reason. ``targets --quick`` must write every axis of the issue's table. No timing is
+asserted: these are measurements, not pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandbox.bench import floors, suite, targets, workloads
+from sandbox.bench.alternatives import start_all
+
+
+def alive(procs: list[psutil.Process]) -> list[int]:
+    left = []
+    for proc in procs:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def check_runner(runner: floors.ServerRunner) -> None:
+    """print(1) alone, a failing snippet, then 4 threads x 5 runs; close() leaves nothing behind."""
+    runner.start()
+    made: list[psutil.Process] = []
+    try:
+        ran = runner.run(workloads.PRINT.code)
+        assert ran.ok and ran.stdout == "1\n", ran
+        ran = runner.run(workloads.EXCEPTION.code)
+        assert not ran.ok
+        outputs: list[str] = []
+
+        def client(i: int) -> None:
+            for j in range(5):
+                outputs.append(runner.run(f"print({i * 10 + j})").stdout)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outputs) == sorted(f"{i * 10 + j}\n" for i in range(4) for j in range(5))
+        made = [psutil.Process(pid) for pid in runner.pids()] + floors._descendants(runner.pids())
+        assert len(made) >= len(runner.pids())
+    finally:
+        runner.close()
+    assert not alive(made), "close() left a server or child running"
+
+
+@pytest.mark.parametrize("make", [floors.PreForkedFloor, floors.ForkPerRunFloor], ids=lambda m: m.__name__)
+def test_floor_returns_stdout_and_leaks_nothing(make: type) -> None:
+    check_runner(make())
+
+
+def test_sandlock_pool_works_or_skips_cleanly() -> None:
+    reason = floors.SandlockPool.unavailable()
+    if reason:
+        started, skipped = start_all([floors.SandlockPool()])
+        assert not started and skipped == {floors.SandlockPool.name: reason}
+        pytest.skip(reason)
+    check_runner(floors.SandlockPool())
+
+
+def test_sandlock_missing_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sandlock", None)  # import sandlock raises ImportError
+    assert "not installed" in floors.SandlockPool.unavailable()
+
+
+def test_targets_quick_writes_every_axis(tmp_path: Path) -> None:
+    assert suite.main(["targets", "--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "targets.json").read_text())
+    assert [row["axis"].split(" ")[0] for row in data["rows"]] == ["warm", "throughput,", "machine", "cold", "USS"]
+    sandlock = floors.SandlockPool.unavailable() is None
+    for row in data["rows"]:
+        assert row["ours"] is not None and row["floor"] is not None, row
+        assert row["ours_x_floor"] is not None and row["verdict"] in ("met", "missed"), row
+        assert (row["sandlock"] is not None) == sandlock, (row, data["skipped"])
+    details = data["details"]
+    assert all(v["bad"] == 0 for v in (*details["warm"].values(), *details["throughput"].values(),
+                                        *details["cold"].values())), details
+    assert len(data["load_before"]) == 3 and len(data["load_after"]) == 3
+    assert (tmp_path / "targets.png").read_bytes().startswith(b"\x89PNG")
+    assert set(data["details"]["cold"]) >= {targets.OURS}
