@@ -50,8 +50,8 @@ import sandbox  # noqa: E402
 from sandbox import bootstrap  # noqa: E402
 from tests.conftest import settled_count  # noqa: E402
 from tests.reliability import mix  # noqa: E402
-from tests.reliability.mixkit import Canary, Env  # noqa: E402
 from tests.reliability.hostcheck import HostState, settle  # noqa: E402
+from tests.reliability.mixkit import Canary, Env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: Host RSS growth allowed between the end of the warm-up and the end of the soak.

@@ -10,9 +10,9 @@ canary) is checked by the benign kinds and the soak's host checks, not here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
-from typing import Callable
 
 from sandbox import Outcome
 from sandbox.confine import disk
