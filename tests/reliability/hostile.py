@@ -275,6 +275,7 @@ def _bad_frame(forgery: str, fragment: str) -> Hostile:
                    lambda token, env: expect(FAILED, "protocol", stdout=f"{token}\nforging\n",
                                              in_error=fragment))
 
+
 HOSTILE: dict[str, Hostile] = {
     "fill_disk": Hostile(1, FILL_DISK, lambda t, e: all_of(
         expect(FAILED, "exception", in_error="No space left on device"),
@@ -296,6 +297,7 @@ HOSTILE: dict[str, Hostile] = {
     "thread_bomb": Hostile(1, THREAD_BOMB, lambda t, e: all_of(
         expect(OK), number_between("threads", 0, e.limits.max_processes))),
     "spinning_daemon": Hostile(2, SPINNING_DAEMON, lambda t, e: expect(OK, stdout=f"{t}\ndetached\n")),
+    # stderr unchecked: the worker's epilogue prints a traceback there (xfail in test_hostile_output.py)
     "fd_exhaustion": Hostile(2, FD_EXHAUSTION, lambda t, e: all_of(
         expect(OK, in_output="Too many open files"), number_between("fds", 1, e.limits.max_open_files))),
     "kill_others": Hostile(2, KILL_OTHERS, lambda t, e: expect(OK, stdout=f"{t}\nkilled []\n")),
