@@ -1,19 +1,29 @@
-"""Soak: 10,000 mixed runs through one Sandbox from threads and asyncio, with a leak report.
+"""Soak: 10,000 mixed runs, benign and hostile, through one Sandbox from threads and asyncio.
 
-    python benchmarks/soak.py                  # 10,000 runs (about 10 minutes on 2 cores)
+    python benchmarks/soak.py                  # 10,000 runs
     python benchmarks/soak.py --runs 500       # a quick one
 
-The mix (tests/reliability/mix.py): successes, exceptions, syntax errors, deadline
-kills (sleeping and busy), output floods past the cap, output just under it,
-matplotlib figures, written and input files, detached daemons, subprocesses, hard
-exits, segfaults, invalid UTF-8 and numpy/pandas work. Every snippet carries a
-unique token and its result is checked against it, so a wrong or swapped result
-counts as a problem. Half the runs come from threads, half from asyncio tasks.
+The mix (tests/reliability/mix.py, a table of kinds): successes, exceptions, syntax
+errors, deadline kills (sleeping and busy), output floods past the cap, output just
+under it, matplotlib figures, written and input files, fresh-dir checks, detached
+daemons, subprocesses, hard exits, segfaults, invalid UTF-8 and numpy/pandas work; and
+about one run in five hostile (tests/reliability/hostile.py: filling its disk and
+inodes, 1,500-deep trees with symlinks to a host canary left for cleanup, memfds past
+its memory, memory, fork and thread bombs, spinning daemons, fd exhaustion, killing
+every pid, flooding both streams, forged frames of every kind, hostile names). Every
+snippet carries a unique token and its result is checked against it: a benign run
+must get exactly its own correct result while hostile ones run next to it, a hostile
+one its expected outcome and error. Half the runs come from threads, half from asyncio.
+
+The policy's memory and disk limits are lowered for the soak (mix.SOAK_LIMITS: 512 MB,
+64 MiB, 8,192 inodes), so a hostile run that fills them costs the host ~0.5 GiB, not 2.
 
 Before and after, the host is measured (tests/reliability/hostcheck.py): open fds,
 threads, child processes, zombies, temp dirs (tempfile points at a private dir for
-the soak) and RSS. The report prints a table and writes benchmarks/results/soak.json;
-the exit status is 1 if any run was wrong or anything leaked.
+the soak) and RSS; at the end the zygote must be the one that started, and serve; the
+canary must be untouched. The report prints a table (with runs and wrong results per
+kind) and writes benchmarks/results/soak.json; the exit status is 1 if any run was
+wrong or anything leaked.
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 import sandbox  # noqa: E402
+from sandbox import bootstrap  # noqa: E402
 from tests.conftest import settled_count  # noqa: E402
 from tests.reliability import mix  # noqa: E402
 from tests.reliability.hostcheck import HostState, settle  # noqa: E402
+from tests.reliability.mixkit import Canary, Env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: Host RSS growth allowed between the end of the warm-up and the end of the soak.
@@ -86,16 +98,19 @@ def percentile(values: list[float], q: float) -> float:
 
 def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> dict:
     """Run the soak; return the report as plain data."""
+    canary = Canary()  # before tempfile points at the private dir: the canary is no leftover
+    bootstrap.import_root()  # once per process, removed at its exit: not a Sandbox's leftover either
     private_tmp = tempfile.mkdtemp(prefix="sandbox-soak-tmp-")
     tempfile.tempdir = private_tmp  # any temp dir the Sandbox leaves is ours to see
+    found: list[str] = []
     try:
         before = HostState.take(private_tmp)
         started = time.monotonic()
-        with sandbox.Sandbox(policy=policy) as sb:
-            cap = sb.policy.limits.max_output_bytes
-            warm = mix.drive(sb, mix.jobs(50, seed=seed - 1, output_cap=cap), threads=threads,
-                             async_tasks=async_tasks)
-            work = mix.jobs(runs, seed=seed, output_cap=cap)  # before the baseline: the jobs are ours
+        with sandbox.Sandbox(policy=mix.soak_policy(policy)) as sb:
+            zygotes = list(sb.zygote_pids)
+            env = Env.of(sb, canary)
+            warm = mix.drive(sb, mix.jobs(60, seed=seed - 1, env=env), threads=threads, async_tasks=async_tasks)
+            work = mix.jobs(runs, seed=seed, env=env)  # before the baseline: the jobs are ours
             idle_processes = settled_count(sb)
             warm_state = HostState.take(private_tmp)
             step = max(1, runs // 20)
@@ -110,6 +125,7 @@ def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> d
                 mix.drive(sb, work, threads=threads, async_tasks=async_tasks, progress=progress,
                                   tally=tally)
             soak_s = time.monotonic() - soak_started
+            found += _zygote_serves(sb, zygotes)
             processes_after = settled_count(sb)
             open_state, open_leaks = settle(warm_state, private_tmp, rss_bound_bytes=RSS_BOUND_MB << 20,
                                             count_processes=True)
@@ -119,8 +135,10 @@ def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> d
     finally:
         tempfile.tempdir = None
         shutil.rmtree(private_tmp, ignore_errors=True)
+        found += [problem for problem in [canary.problem()] if problem]
+        canary.remove()
 
-    found = [f"while open: {x}" for x in open_leaks] + [f"after close: {x}" for x in closed_leaks]
+    found += [f"while open: {x}" for x in open_leaks] + [f"after close: {x}" for x in closed_leaks]
     if processes_after > idle_processes:
         found.append(f"processes under the zygote: {idle_processes} idle before, {processes_after} after")
     if left_in_tmp:
@@ -134,22 +152,25 @@ def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> d
                     "cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                     "load_before": os.getloadavg()},
         "settings": {"runs": runs, "threads": threads, "async_tasks": async_tasks, "seed": seed,
-                     "policy": policy, "rss_bound_mb": RSS_BOUND_MB, "warmup_runs": warm.runs},
+                     "policy": policy, "limits_lowered": mix.SOAK_LIMITS, "rss_bound_mb": RSS_BOUND_MB,
+                     "warmup_runs": warm.runs, "memory_cgroup": env.memcg, "private_disk": env.private_disk},
         "runs": tally.runs,
         "duration_s": round(soak_s, 1),
         "total_s_with_start_and_close": round(total_s, 1),
         "runs_per_s": round(tally.runs / soak_s, 1),
         "outcomes": dict(sorted(tally.outcomes.items())),
-        "kinds": {kind: {"runs": tally.kinds.get(kind, 0),
+        "hostile_runs": sum(n for kind, n in tally.kinds.items() if mix.KINDS[kind].hostile),
+        "kinds": {kind: {"hostile": mix.KINDS[kind].hostile, "runs": tally.kinds.get(kind, 0),
+                         "wrong": tally.wrong.get(kind, 0),
                          "p50_ms": round(1000 * statistics.median(ds), 1) if ds else None,
                          "p95_ms": round(1000 * percentile(ds, 0.95), 1) if ds else None}
-                  for kind, ds in sorted((k, tally.durations.get(k, [])) for k in mix.KINDS)},
+                  for kind, ds in sorted((k, tally.durations.get(k, [])) for k in mix.kinds_for(env))},
+        "kinds_left_out": sorted(set(mix.KINDS) - set(mix.kinds_for(env))),
         "latency_ms": {"p50": round(1000 * percentile(all_durations, 0.5), 1),
                        "p95": round(1000 * percentile(all_durations, 0.95), 1),
                        "p99": round(1000 * percentile(all_durations, 0.99), 1)},
-        "wrong_results": len(tally.problems),
-        "wrong_result_examples": tally.problems[:20],
-        "warmup_problems": warm.problems[:20],
+        "wrong_results": len(tally.problems) + len(warm.problems),
+        "wrong_result_examples": (warm.problems + tally.problems)[:20],
         "leaks": found,
         "host": {
             "before": _summary(before), "after_warmup": _summary(warm_state), "open_after_soak": _summary(open_state),
@@ -159,6 +180,20 @@ def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> d
         },
         "timeline": timeline.points,
     }
+
+
+def _zygote_serves(sb: sandbox.Sandbox, zygotes: list[int]) -> list[str]:
+    """The zygotes that started the soak are alive and serve a run: nothing killed or replaced them."""
+    found = []
+    if sb.zygote_pids != zygotes:
+        found.append(f"zygotes {zygotes} at the start, {sb.zygote_pids} at the end")
+    try:
+        last = sb.run("print('still serving')")
+        if last.stdout != "still serving\n":
+            found.append(f"the zygote's last run: {last.outcome!s} {last.reason} {last.error!r}")
+    except Exception as exc:  # noqa: BLE001 - a finding, reported
+        found.append(f"the zygote's last run raised {type(exc).__name__}: {exc}")
+    return found
 
 
 def _code_version() -> str:
@@ -182,7 +217,7 @@ def _summary(state: HostState) -> dict:
 def print_report(report: dict) -> None:
     host = report["host"]
     rows = [
-        ("runs", f"{report['runs']:,}"),
+        ("runs", f"{report['runs']:,} ({report['hostile_runs']:,} hostile)"),
         ("duration", f"{report['duration_s']:.0f} s ({report['runs_per_s']} runs/s, "
                      f"{report['settings']['threads']} threads + {report['settings']['async_tasks']} asyncio tasks)"),
         ("outcomes", ", ".join(f"{k} {v:,}" for k, v in report["outcomes"].items())),
@@ -199,9 +234,12 @@ def print_report(report: dict) -> None:
     print(f"\nSoak: {report['settings']['policy']} policy, seed {report['settings']['seed']}")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    print(f"\n  {'kind':<16} {'runs':>6} {'p50 ms':>8} {'p95 ms':>8}")
+    print(f"\n  {'kind':<20} {'':<7} {'runs':>6} {'wrong':>6} {'p50 ms':>8} {'p95 ms':>8}")
     for kind, row in report["kinds"].items():
-        print(f"  {kind:<16} {row['runs']:>6} {row['p50_ms'] or '-':>8} {row['p95_ms'] or '-':>8}")
+        print(f"  {kind:<20} {'hostile' if row['hostile'] else '':<7} {row['runs']:>6} {row['wrong']:>6} "
+              f"{row['p50_ms'] or '-':>8} {row['p95_ms'] or '-':>8}")
+    if report["kinds_left_out"]:
+        print(f"  left out on this host: {', '.join(report['kinds_left_out'])}")
     for line in report["wrong_result_examples"] + report["leaks"]:
         print(f"  ! {line}")
 

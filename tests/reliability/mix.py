@@ -2,8 +2,9 @@
 
 Every snippet carries a unique token and its check demands that token back, so a
 result delivered to the wrong caller (cross-talk) is caught, not just a wrong outcome.
-Used by tests/reliability/test_soak.py (a few hundred runs) and benchmarks/soak.py
-(10,000 runs).
+The benign kinds are here, the hostile ones (filling the disk, deep trees, forged frames,
+bombs, ...) in hostile.py; :data:`KINDS` is the table of both. Used by
+tests/reliability/test_soak.py (a few hundred runs) and benchmarks/soak.py (10,000 runs).
 """
 
 from __future__ import annotations
@@ -18,91 +19,49 @@ from typing import Callable
 import sandbox
 from sandbox import Outcome
 
+from . import hostile
+from .mixkit import Env, Job, Kind, expect, own_or_nothing
+
 #: Wall clock given to the kinds that time out on purpose.
 SHORT_TIMEOUT_S = 0.3
 
 
-@dataclass(frozen=True)
-class Job:
-    kind: str
-    code: str
-    files: dict[str, bytes] | None
-    timeout: float | None
-    check: Callable[[sandbox.Result], str | None]
-    """Returns what is wrong with the result, or None."""
+def _ok(token: str, env: Env) -> Job:
+    return Job("ok", f"print({token!r})", None, None, expect(Outcome.OK, stdout=f"{token}\n"))
 
 
-def _expect(outcome: Outcome, reason: str | None = None, *, stdout: str | None = None,
-            in_output: str | None = None, in_error: str | None = None, images: int | None = None,
-            file: tuple[str, bytes] | None = None, max_stdout: int | None = None
-            ) -> Callable[[sandbox.Result], str | None]:
-    def check(r: sandbox.Result) -> str | None:
-        problems = []
-        if r.outcome != outcome:
-            problems.append(f"outcome {r.outcome!s} != {outcome!s}")
-        if reason is not None and r.reason != reason:
-            problems.append(f"reason {r.reason!r} != {reason!r}")
-        if stdout is not None and r.stdout != stdout:
-            problems.append(f"stdout {r.stdout[:200]!r} != {stdout[:200]!r}")
-        if in_output is not None and in_output not in (r.output or ""):
-            problems.append(f"{in_output!r} not in output {(r.output or '')[:200]!r}")
-        if in_error is not None and in_error not in (r.error or ""):
-            problems.append(f"{in_error!r} not in error {(r.error or '')[:200]!r}")
-        if images is not None and len(r.images) != images:
-            problems.append(f"{len(r.images)} images != {images}")
-        if file is not None and (file[0], file[1]) not in {(f.name, f.data) for f in r.files}:
-            problems.append(f"file {file[0]!r} missing from {[f.name for f in r.files]}")
-        if max_stdout is not None and len(r.stdout) > max_stdout:
-            problems.append(f"stdout of {len(r.stdout)} chars over the cap {max_stdout}")
-        return "; ".join(problems) or None
-    return check
-
-
-def _ok(token: str, cap: int) -> Job:
-    return Job("ok", f"print({token!r})", None, None, _expect(Outcome.OK, stdout=f"{token}\n"))
-
-
-def _exception(token: str, cap: int) -> Job:
+def _exception(token: str, env: Env) -> Job:
     return Job("exception", f"print('before')\nraise ValueError({token!r})", None, None,
-               _expect(Outcome.FAILED, "exception", stdout="before\n", in_error=f"ValueError: {token}"))
+               expect(Outcome.FAILED, "exception", stdout="before\n", in_error=f"ValueError: {token}"))
 
 
-def _syntax_error(token: str, cap: int) -> Job:
+def _syntax_error(token: str, env: Env) -> Job:
     return Job("syntax_error", f"# {token}\nprint(1 +\n", None, None,
-               _expect(Outcome.FAILED, "exception", in_error="SyntaxError"))
+               expect(Outcome.FAILED, "exception", in_error="SyntaxError"))
 
 
-def _own_or_nothing(token: str, check: Callable[[sandbox.Result], str | None]) -> Callable[[sandbox.Result], str | None]:
-    """For the short-deadline kinds: on a loaded machine the deadline may pass before the
-    snippet prints, so stdout is either its own token or empty, never anything else."""
-    def both(r: sandbox.Result) -> str | None:
-        if r.stdout not in ("", f"{token}\n"):
-            return f"stdout {r.stdout[:200]!r} is neither '' nor {token!r}"
-        return check(r)
-    return both
-
-
-def _sleep_timeout(token: str, cap: int) -> Job:
+def _sleep_timeout(token: str, env: Env) -> Job:
     return Job("sleep_timeout", f"print({token!r}, flush=True)\nimport time\ntime.sleep(30)", None,
-               SHORT_TIMEOUT_S, _own_or_nothing(token, _expect(Outcome.DEADLINE_EXCEEDED, "timeout")))
+               SHORT_TIMEOUT_S, own_or_nothing(token, expect(Outcome.DEADLINE_EXCEEDED, "timeout")))
 
 
-def _busy_timeout(token: str, cap: int) -> Job:
+def _busy_timeout(token: str, env: Env) -> Job:
     return Job("busy_timeout", f"print({token!r}, flush=True)\nwhile True: pass", None,
-               SHORT_TIMEOUT_S, _own_or_nothing(token, _expect(Outcome.DEADLINE_EXCEEDED, "timeout")))
+               SHORT_TIMEOUT_S, own_or_nothing(token, expect(Outcome.DEADLINE_EXCEEDED, "timeout")))
 
 
-def _print_mbs(token: str, cap: int) -> Job:
+def _print_mbs(token: str, env: Env) -> Job:
     # Over the output cap: the host stops the run and keeps exactly the cap.
+    cap = env.limits.max_output_bytes
     code = f"print({token!r})\nfor _ in range(4096): print('y' * 1023)"
     return Job("print_mbs", code, None, None,
-               _expect(Outcome.FAILED, "output_limit", max_stdout=cap, in_output=token))
+               expect(Outcome.FAILED, "output_limit", max_stdout=cap, in_output=token))
 
 
-def _print_under_cap(token: str, cap: int) -> Job:
-    lines = max(1, (cap // 2) // 1024)
+def _print_under_cap(token: str, env: Env) -> Job:
+    lines = max(1, (env.limits.max_output_bytes // 2) // 1024)
     code = f"print({token!r})\nimport sys\nfor _ in range({lines}): sys.stdout.write('z' * 1023 + '\\n')"
-    ok = _expect(Outcome.OK)
+    ok = expect(Outcome.OK)
 
     def check(r: sandbox.Result) -> str | None:
         # Compared piecewise: keeping every expected half-MB string would cost the soak GBs.
@@ -114,61 +73,68 @@ def _print_under_cap(token: str, cap: int) -> Job:
     return Job("print_under_cap", code, None, None, check)
 
 
-def _plot(token: str, cap: int) -> Job:
+def _plot(token: str, env: Env) -> Job:
     code = ("import matplotlib.pyplot as plt\n"
             f"plt.plot([1, 2, 3], [3, 1, 2]); plt.title({token!r})\nplt.show()\nprint({token!r})")
-    return Job("plot", code, None, None, _expect(Outcome.OK, stdout=f"{token}\n", images=1))
+    return Job("plot", code, None, None, expect(Outcome.OK, stdout=f"{token}\n", images=1))
 
 
-def _write_file(token: str, cap: int) -> Job:
+def _write_file(token: str, env: Env) -> Job:
     code = f"open('out.txt', 'w').write({token!r})\nprint('wrote')"
     return Job("write_file", code, None, None,
-               _expect(Outcome.OK, stdout="wrote\n", file=("out.txt", token.encode())))
+               expect(Outcome.OK, stdout="wrote\n", file=("out.txt", token.encode())))
 
 
-def _input_file(token: str, cap: int) -> Job:
+def _input_file(token: str, env: Env) -> Job:
     return Job("input_file", "print(open('in.txt').read())", {"in.txt": token.encode()}, None,
-               _expect(Outcome.OK, stdout=f"{token}\n"))
+               expect(Outcome.OK, stdout=f"{token}\n"))
 
 
-def _daemon(token: str, cap: int) -> Job:
+def _daemon(token: str, env: Env) -> Job:
     code = ("import os, time\n"
             "if os.fork() == 0:\n"
             "    os.setsid()\n"
             "    time.sleep(600)\n"
             "    os._exit(0)\n"
             f"print({token!r})")
-    return Job("daemon", code, None, None, _expect(Outcome.OK, stdout=f"{token}\n"))
+    return Job("daemon", code, None, None, expect(Outcome.OK, stdout=f"{token}\n"))
 
 
-def _subprocess(token: str, cap: int) -> Job:
+def _subprocess(token: str, env: Env) -> Job:
     code = f"import subprocess\nprint(subprocess.run(['echo', {token!r}], capture_output=True, text=True).stdout, end='')"
-    return Job("subprocess", code, None, None, _expect(Outcome.OK, stdout=f"{token}\n"))
+    return Job("subprocess", code, None, None, expect(Outcome.OK, stdout=f"{token}\n"))
 
 
-def _hard_exit(token: str, cap: int) -> Job:
+def _hard_exit(token: str, env: Env) -> Job:
     return Job("hard_exit", f"print({token!r}, flush=True)\nimport os\nos._exit(3)", None, None,
-               _expect(Outcome.FAILED, "crashed", stdout=f"{token}\n", in_error="status 3"))
+               expect(Outcome.FAILED, "crashed", stdout=f"{token}\n", in_error="status 3"))
 
 
-def _segfault(token: str, cap: int) -> Job:
+def _segfault(token: str, env: Env) -> Job:
     return Job("segfault", f"print({token!r}, flush=True)\nimport ctypes\nctypes.string_at(0)", None, None,
-               _expect(Outcome.FAILED, "crashed", stdout=f"{token}\n", in_error="SIGSEGV"))
+               expect(Outcome.FAILED, "crashed", stdout=f"{token}\n", in_error="SIGSEGV"))
 
 
-def _bad_bytes(token: str, cap: int) -> Job:
+def _bad_bytes(token: str, env: Env) -> Job:
     code = f"import os\nos.write(1, b'\\xff\\xfe' + {token!r}.encode() + b'\\n')"
-    return Job("bad_bytes", code, None, None, _expect(Outcome.OK, stdout=f"\ufffd\ufffd{token}\n"))
+    return Job("bad_bytes", code, None, None, expect(Outcome.OK, stdout=f"\ufffd\ufffd{token}\n"))
 
 
-def _numpy(token: str, cap: int) -> Job:
+def _numpy(token: str, env: Env) -> Job:
     code = (f"import numpy as np, pandas as pd\ndf = pd.DataFrame({{'a': np.arange(1000)}})\n"
             f"print({token!r}, int(df.a.sum()))")
-    return Job("numpy", code, None, None, _expect(Outcome.OK, stdout=f"{token} 499500\n"))
+    return Job("numpy", code, None, None, expect(Outcome.OK, stdout=f"{token} 499500\n"))
 
 
-#: kind -> (weight, builder). Weights keep the deadline kinds rare: they cost their full timeout.
-KINDS: dict[str, tuple[int, Callable[[str, int], Job]]] = {
+def _fresh_dirs(token: str, env: Env) -> Job:
+    # A run starts on empty dirs, whatever the runs before it (hostile ones too) left there.
+    dirs = ["'.'", "tempfile.gettempdir()"] + (["'/dev/shm'"] if env.private_disk else [])
+    code = f"import os, tempfile\nprint({token!r}, *[sorted(os.listdir(d)) for d in [{', '.join(dirs)}]])"
+    return Job("fresh_dirs", code, None, None, expect(Outcome.OK, stdout=f"{token}{' []' * len(dirs)}\n"))
+
+
+#: kind -> row: weight and builder. Weights keep the deadline kinds rare: they cost their full timeout.
+BENIGN: dict[str, Kind] = {name: Kind(weight, build) for name, (weight, build) in {
     "ok": (20, _ok),
     "exception": (10, _exception),
     "syntax_error": (4, _syntax_error),
@@ -179,23 +145,43 @@ KINDS: dict[str, tuple[int, Callable[[str, int], Job]]] = {
     "plot": (6, _plot),
     "write_file": (8, _write_file),
     "input_file": (8, _input_file),
+    "fresh_dirs": (4, _fresh_dirs),
     "daemon": (3, _daemon),
     "subprocess": (3, _subprocess),
     "hard_exit": (3, _hard_exit),
     "segfault": (3, _segfault),
     "bad_bytes": (4, _bad_bytes),
     "numpy": (8, _numpy),
-}
+}.items()}
+#: The whole mix: benign kinds and hostile.KINDS (about one run in five is hostile).
+KINDS: dict[str, Kind] = {**BENIGN, **hostile.KINDS}
+#: Limits the soak lowers below a policy's: a hostile run fills what its limits allow, and at
+#: the default policy's 2 GiB of memory and 1 GiB of disk a few at once would hold GiBs of the host's RAM.
+SOAK_LIMITS = {"memory_mb": 512, "max_disk_mb": 64, "max_disk_inodes": 8192}
 
 
-def jobs(count: int, seed: int, output_cap: int) -> list[Job]:
+def soak_policy(name: str = "default") -> sandbox.Policy:
+    """``name`` with its memory and disk limits at most SOAK_LIMITS."""
+    policy = sandbox.Policy.load(name)
+    current = policy.limits
+    return policy.with_limits(**{key: min(value, getattr(current, key)) for key, value in SOAK_LIMITS.items()})
+
+
+def kinds_for(env: Env) -> dict[str, Kind]:
+    """The kinds this host can run (a hostile kind may need e.g. a private disk: without one it would fill
+    the host's)."""
+    return {name: kind for name, kind in KINDS.items() if kind.available(env)}
+
+
+def jobs(count: int, seed: int, env: Env) -> list[Job]:
     """``count`` jobs drawn from the weighted mix; every kind appears at least once when count allows."""
     rng = random.Random(seed)
-    names = sorted(KINDS)
-    weights = [KINDS[name][0] for name in names]
+    table = kinds_for(env)
+    names = sorted(table)
+    weights = [table[name].weight for name in names]
     chosen = names[:count] + rng.choices(names, weights, k=max(0, count - len(names)))
     rng.shuffle(chosen)
-    return [KINDS[name][1](f"tok-{seed}-{index}-{name}", output_cap) for index, name in enumerate(chosen)]
+    return [table[name].build(f"tok-{seed}-{index}-{name}", env) for index, name in enumerate(chosen)]
 
 
 @dataclass
@@ -206,6 +192,8 @@ class Tally:
     outcomes: dict[str, int] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    wrong: dict[str, int] = field(default_factory=dict)
+    """Wrong results (or exceptions) per kind."""
     durations: dict[str, list[float]] = field(default_factory=dict)
     """Run durations in seconds (Result.duration_s), per kind."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -217,6 +205,7 @@ class Tally:
             if exc is not None:
                 self.outcomes["EXCEPTION"] = self.outcomes.get("EXCEPTION", 0) + 1
                 self.problems.append(f"{job.kind}: raised {type(exc).__name__}: {exc}")
+                self.wrong[job.kind] = self.wrong.get(job.kind, 0) + 1
                 return
             key = str(result.outcome)
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
@@ -224,6 +213,7 @@ class Tally:
             problem = job.check(result)
             if problem:
                 self.problems.append(f"{job.kind}: {problem}")
+                self.wrong[job.kind] = self.wrong.get(job.kind, 0) + 1
 
 
 def drive(sb: sandbox.Sandbox, work: list[Job], *, threads: int = 4, async_tasks: int = 4,
