@@ -72,10 +72,7 @@ class Channel:
         """End this run's streams: the host sees EOF even though the process lives on."""
         flush_std()
         _libc.fflush(None)  # C-level printf output of extensions, which os._exit would drop
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in (1, 2, self.tagged_fd):
-            os.dup2(devnull, fd)
-        os.close(devnull)  # the tagged fd number stays reserved (on /dev/null) for the next run
+        _end_streams((1, 2, self.tagged_fd))
         self.sock.close()
 
     def send(self, frame: frames.Frame) -> None:
@@ -101,6 +98,24 @@ class Channel:
             self.send(frames.Denied(event=kind[:frames.MAX_DENIAL_CHARS // 8], detail=detail[:frames.MAX_DENIAL_CHARS]))
         except OSError:
             pass
+
+
+def _end_streams(fds: tuple[int, ...]) -> None:
+    """Put ``/dev/null`` under ``fds``: the host sees their EOF, their numbers stay taken (the tagged fd's for
+    the next run). A snippet that left no fd free gets them closed instead: EOF all the same, and nothing of
+    ours (no traceback) reaches its stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        return
+    for fd in fds:
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 #: This process's run channel. A session runner gets a new one for each run; the

@@ -166,9 +166,6 @@ def test_one_gigabyte_line_is_capped_and_the_host_keeps_its_memory(no_leaks, nam
 
 
 # -- every fd held to the end of the run ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="found by the soak: the worker's epilogue (request.Channel.close) opens "
-                   "/dev/null after the snippet, fails with EMFILE, and prints its own traceback (with the "
-                   "bootstrap's host path /tmp/sandbox-import-*/sandbox/inside/...) into the run's stderr")
 def test_a_run_holding_every_fd_gets_no_harness_traceback(no_leaks):
     code = ("import os\nfds = []\ntry:\n    while True:\n        fds.append(os.open('/dev/null', os.O_RDONLY))\n"
             "except OSError as exc:\n    print(exc.strerror)")
