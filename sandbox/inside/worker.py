@@ -2,13 +2,14 @@
 
 Life of a one-shot worker (pre-forked by the zygote before any request exists):
 
-1. The zygote forks it with ``confine.fork_worker``: where the policy lists
+1. The zygote's forker (forker.py) clones it with ``confine.fork_worker``: where the policy lists
    namespaces, a clone that makes it pid 1 of fresh namespaces (its ``/proc``,
    mounts, ids mapped) before ``serve()`` is called with that layer's status.
 2. ``serve()``: own session, die with the zygote, land in the private run dir the
    zygote made for it, apply the confinement stack irreversibly, reseed RNGs and
    install the hooks (telemetry, ``plt.show``, the import allowlist): all before any
-   request, so none of it is on a run's critical path. Then wait for a spawn request.
+   request, so none of it is on a run's critical path. Rehearse a request's path
+   (``request.rehearse``: its copy-on-write faults), then wait for a spawn request.
 3. The request brings four fds from the host: stdout and stderr pipes for raw
    writes, the tagged pipe for Python-level output (see streams.py) and a stream
    socket for framed messages, from which the worker reads the code and input files

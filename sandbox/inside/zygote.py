@@ -4,10 +4,12 @@ Runs in its own interpreter, started by :mod:`sandbox.launcher` with a clean exe
 a scrubbed environment and one SOCK_SEQPACKET control socket. It keeps
 ``runtime.prefork`` workers forked, each with its own run dir and already confined,
 waiting for a request (forking a process with the image mapped and confining it
-costs ~10-20 ms, so it happens off the request path). Each worker is one fork-like
-clone of the zygote straight into its namespaces (pid 1 of its own pid namespace;
-no intermediate process), so the zygote's ``wait4`` sees the run's own exit status
-and rusage. It hands each request's fds to a
+costs ~10-20 ms, so it happens off the request path). Workers are cloned by the
+forker (forker.py: a copy of the zygote whose loop only clones, so the zygote's own
+work copies no page), each one fork-like clone straight into its namespaces (pid 1 of
+its own pid namespace; no intermediate process) made the zygote's child
+(``CLONE_PARENT``), so the zygote's ``wait4`` sees the run's own exit status and
+rusage. It hands each request's fds to a
 waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
 without pid-reuse races) and, after reaping it, its exit status and rusage, and
 removes its run dir when nothing waits. A session's root worker is forked on demand
