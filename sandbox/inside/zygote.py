@@ -194,11 +194,9 @@ class Zygote:
     def _session_root(self) -> _Worker:
         """A session root, forked now (refills ordered before it are answered first, and kept)."""
         self.forker.order(None, session=True)
-        while True:
-            clone = self.forker.answer()
-            if clone.run_dir is None:
-                return self._adopt(clone)
-            self.ready.append(self._adopt(clone))
+        while self.forker.pending > 1:
+            self._take_refill()
+        return self._adopt(self.forker.answer())
 
     def _make_run_dir(self) -> rundirs.RunDir:
         try:
