@@ -114,7 +114,7 @@ class Zygote:
                 if key.data == "sigchld":
                     self._reap()
                 elif key.data == "forker":
-                    self._take_refill()
+                    self._forker_readable()
                 elif isinstance(key.data, int):
                     self._out_of_memory(key.data)
                 elif not self._control():
@@ -183,9 +183,16 @@ class Zygote:
         except OSError as exc:  # a full disk: the next request retries and reports it
             self.refill_error = exc
 
+    def _forker_readable(self) -> None:
+        # The answer this event announced may have been taken already, on a request's path (_spawn) in this turn.
+        if not select.select([self.forker.sock], [], [], 0)[0]:
+            return
+        if not self.forker.pending:  # unasked: the forker is out of step, or gone
+            raise ProtocolError("the forker sent what nobody ordered, or is gone")
+        self._take_refill()
+
     def _take_refill(self) -> None:
-        if not self.forker.pending:  # unasked: the forker is out of step (or gone)
-            raise ProtocolError("the forker sent what nobody ordered")
+        """The answer to the oldest order, a refill (blocks until it comes), into the ready queue."""
         try:
             self.ready.append(self._adopt(self.forker.answer()))
         except OSError as exc:  # no pids left, a refused clone: the next request retries and reports it
