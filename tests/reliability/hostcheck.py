@@ -152,7 +152,7 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
     the file ``marker`` if given. Outermost first: with a pid namespace the worker's child (pid 1
     inside) runs the snippet, and the snippet's own children share its cwd."""
     found: list[psutil.Process] = []
-    for zygote in sb.zygote_pids:
+    for zygote in zygotes(sb):
         try:
             descendants = psutil.Process(zygote).children(recursive=True)
         except psutil.NoSuchProcess:
@@ -174,6 +174,12 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return outermost
+
+
+def zygotes(sb) -> list[int]:
+    """Pids of the sandbox's zygotes, the cold one (see pool.py) included while it serves runs."""
+    cold = sb._pool.cold_pid
+    return [*sb.zygote_pids, *([cold] if cold is not None else [])]
 
 
 def running_worker(sb, marker: str | None = None, timeout: float = 10.0) -> psutil.Process:
