@@ -143,13 +143,8 @@ class ZygoteLauncher:
         try:  # the policy, image and run root; the socket's buffer takes it at once
             frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
                                                   run_root=self.run_root))
-        except OSError as exc:
-            self._proc.kill()
-            self._proc.wait()
-            error = WorkerCrashed(f"the zygote failed to start: {exc}\n{self._log_tail()}")
-            host_end.close()
-            self._log.close()
-            raise error from exc
+        except OSError:
+            pass  # it exited already: the reader reports the failed start, with the zygote's log
         self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
         self._reader.start()
 
