@@ -13,18 +13,21 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import call as call_module
-from .collect import Cancel, run_cancellable
 from .errors import InputError, SandboxClosed
 from .image import DEFAULT_IMAGE, Image, interpreter_for
-from .inputs import FilesArg, encode_run
 from .policy import Policy
 from .pool import ZygotePool, check_count
-from .results import Result
-from .session import Session
-from .verdict import to_result
+
+# What runs need (collection, verdicts, sessions, call) is imported on first use: a new host's
+# Sandbox() then starts its zygotes after importing only what that takes, and the rest loads
+# while they start (on another core), off the way to the first result.
+if TYPE_CHECKING:
+    from .collect import Cancel
+    from .inputs import FilesArg
+    from .results import Result
+    from .session import Session
 
 
 class Sandbox:
@@ -122,9 +125,12 @@ class Sandbox:
 
         Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills the run's
         process tree at once and frees its slot; the cancellation then propagates."""
+        from .collect import run_cancellable
         return await run_cancellable(lambda cancel: self._run(code, files, timeout, cancel))
 
     def _run(self, code: str, files: FilesArg, timeout: float | None, cancel: Cancel | None) -> Result:
+        from .inputs import encode_run
+        from .verdict import to_result
         request, timeout_s = encode_run(code, files, timeout, self.policy)
         return to_result(self._open_pool().collect(request, timeout_s, cancel), self.policy, timeout_s)
 
@@ -133,10 +139,12 @@ class Sandbox:
 
         The function travels in with cloudpickle; its value comes back as JSON plus raw
         bytes (never pickled). Raises :class:`~sandbox.CallError` if it raised or the run failed."""
+        from . import call as call_module
         return call_module.call(self._open_pool(), fn, args, kwargs)
 
     def session(self) -> Session:
         """A stateful session: globals persist between its runs (see :mod:`sandbox.session`)."""
+        from .session import Session
         return Session(self._open_pool())
 
     def _open_pool(self) -> ZygotePool:

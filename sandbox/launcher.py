@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import bootstrap, commands, frames, protocol, rundirs
-from .confine import memcg
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
@@ -288,6 +287,7 @@ class ZygoteLauncher:
 
     def _locate(self, pid: int) -> str | None:
         """A worker's memory cgroup; the zygote's own cgroup dirs are found once (reader thread only)."""
+        from .confine import memcg  # on first use (a Sandbox starts its zygotes before it loads confine: see core.py)
         if not self._memcg_dirs:
             self._memcg_dirs = memcg.zygote_dirs(self.pid)
         return memcg.locate(self.pid, pid, self._memcg_dirs)
@@ -317,6 +317,7 @@ class ZygoteLauncher:
         if not self.hello.done():
             self._proc.kill()  # its workers die with it (PR_SET_PDEATHSIG); it had no time to fork any, or barely
             self._proc.wait()
+            from .confine import memcg
             memcg.remove_zygote(self.pid)  # in case it did: what its shutdown would have removed
         try:
             frames.send(self.sock, commands.Shutdown())

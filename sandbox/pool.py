@@ -28,14 +28,13 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import rundirs
-from .collect import Cancel, Collected, ProcessEnding, RunIO, collect
-from .confine import memcg
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import Spawned, ZygoteLauncher
 from .policy import Policy
 
 if TYPE_CHECKING:
+    from .collect import Cancel, Collected
     from .session import Session
 
 
@@ -266,6 +265,8 @@ class ZygotePool:
 
     def _collect_once(self, request: bytes, timeout_s: float, cancel: Cancel | None,
                       returns_value: bool) -> Collected:
+        from .collect import ProcessEnding, RunIO, collect  # on first use: see core.py
+        from .confine import memcg
         io = RunIO()
         try:
             sent = io.send_early(request)
