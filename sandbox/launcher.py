@@ -315,10 +315,10 @@ class ZygoteLauncher:
         hello yet) is killed at once: it would read the shutdown only once the image is loaded."""
         self._mark_dead("the sandbox was closed")  # before the EOF, which would read as a crash
         if not self.hello.done():
-            self._proc.kill()  # its workers die with it (PR_SET_PDEATHSIG); it had no time to fork any, or barely
+            # It forks workers only after its hello: none yet, or (racing the hello) just made; those die with
+            # it (PR_SET_PDEATHSIG), and the next zygote's first fork sweeps a dead zygote's memory cgroups.
+            self._proc.kill()
             self._proc.wait()
-            from .confine import memcg
-            memcg.remove_zygote(self.pid)  # in case it did: what its shutdown would have removed
         try:
             frames.send(self.sock, commands.Shutdown())
         except OSError:

@@ -176,10 +176,13 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
     return outermost
 
 
-def zygotes(sb) -> list[int]:
-    """Pids of the sandbox's zygotes, the cold one (see pool.py) included while it serves runs."""
-    cold = sb._pool.cold_pid
-    return [*sb.zygote_pids, *([cold] if cold is not None else [])]
+def zygotes(sb, *, cold: bool = True) -> list[int]:
+    """Pids of the sandbox's live zygotes, the cold one (see pool.py) too while it lives unless ``cold`` is
+    False. Unlike ``sb.zygote_pids``, never waits for a zygote's preload (a sampler sees the cold runs)."""
+    pool = sb._pool
+    cold_pid = pool.cold_pid if cold else None
+    warm = [z.pid for z in list(pool._zygotes) if z is not None and z.alive]
+    return [*warm, *([cold_pid] if cold_pid is not None else [])]
 
 
 def running_worker(sb, marker: str | None = None, timeout: float = 10.0) -> psutil.Process:
