@@ -143,7 +143,9 @@ class LocalEngine:
         from .core import Sandbox
         self.window = workers + 1  # one queued item per pool, so a thread never idles waiting for the driver
         self._options = options
-        self._box = Sandbox(policy=policy, image=image, max_concurrent=workers)
+        # No cold zygote: a batch wants throughput, and cold runs paying their own imports would take the
+        # cores from the preload.
+        self._box = Sandbox(policy=policy, image=image, max_concurrent=workers, cold_start=False)
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-batch")
 
     def submit(self, item: BatchItem) -> cf.Future:

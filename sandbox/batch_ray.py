@@ -38,7 +38,7 @@ class SandboxActor:
 
     def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", options: dict[str, Any]) -> None:
         from .core import Sandbox
-        self._box = Sandbox(policy=policy, image=image, max_concurrent=1)
+        self._box = Sandbox(policy=policy, image=image, max_concurrent=1, cold_start=False)  # see batch.py
         self._options = options
 
     def ready(self) -> int:

@@ -13,18 +13,21 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import call as call_module
-from .collect import Cancel, run_cancellable
 from .errors import InputError, SandboxClosed
 from .image import DEFAULT_IMAGE, Image, interpreter_for
-from .inputs import FilesArg, encode_run
 from .policy import Policy
 from .pool import ZygotePool, check_count
-from .results import Result
-from .session import Session
-from .verdict import to_result
+
+# What runs need (collection, verdicts, sessions, call) is imported on first use: a new host's
+# Sandbox() then starts its zygotes after importing only what that takes, and the rest loads
+# while they start (on another core), off the way to the first result.
+if TYPE_CHECKING:
+    from .collect import Cancel
+    from .inputs import FilesArg
+    from .results import Result
+    from .session import Session
 
 
 class Sandbox:
@@ -44,11 +47,19 @@ class Sandbox:
         interpreter: Python executable for the zygote.
         venv: a virtual environment holding the image (``sandbox image install NAME --venv DIR``);
             its interpreter runs the zygote. Give ``venv`` or ``interpreter``, not both.
+        cold_start: do not wait for the image to preload (seconds): the constructor returns at
+            once, and until the zygotes have preloaded, ``run``/``arun``/``call`` are served by a
+            cold zygote (same policy, confinement and allowed imports, nothing preloaded: a
+            snippet's own imports take their full time there). Sessions, ``zygote_pids`` and the
+            first run of a zygote that failed to start wait for the preload. False: every run
+            waits for the preload (the constructor still returns at once); a zygote that fails to
+            start raises ``WorkerCrashed`` from the first call that needs it.
     """
 
     def __init__(self, policy: "str | Path | Policy" = "default", image: "str | Path | Image" = DEFAULT_IMAGE,
                  *, pool_size: int = 1, max_concurrent: int | None = None, max_waiting: int | None = None,
-                 interpreter: str | None = None, venv: "str | Path | None" = None) -> None:
+                 interpreter: str | None = None, venv: "str | Path | None" = None,
+                 cold_start: bool = True) -> None:
         self._pool: ZygotePool | None = None
         self.policy = Policy.load(policy)
         """The policy every run of this Sandbox is confined by."""
@@ -60,10 +71,13 @@ class Sandbox:
         check_count("max_waiting", max_waiting, minimum=0)
         if venv is not None and interpreter is not None:
             raise InputError("give venv or interpreter, not both")
+        if not isinstance(cold_start, bool):
+            raise InputError(f"cold_start must be True or False (got {cold_start!r})")
         concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
         self._pool = ZygotePool(self.policy, self.image, size=pool_size, max_concurrent=concurrency,
                                 max_waiting=max_waiting,
-                                interpreter=interpreter_for(venv) if venv is not None else interpreter)
+                                interpreter=interpreter_for(venv) if venv is not None else interpreter,
+                                cold_start=cold_start)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -90,7 +104,8 @@ class Sandbox:
 
     @property
     def zygote_pids(self) -> list[int]:
-        """Pids of the running zygotes (for diagnostics and tests)."""
+        """Pids of the running zygotes (for diagnostics and tests); waits until they preloaded the
+        image (never lists the cold zygote of ``cold_start``)."""
         return self._pool.zygote_pids if self._pool is not None else []
 
     # -- runs ------------------------------------------------------------------------
@@ -110,9 +125,12 @@ class Sandbox:
 
         Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills the run's
         process tree at once and frees its slot; the cancellation then propagates."""
+        from .collect import run_cancellable
         return await run_cancellable(lambda cancel: self._run(code, files, timeout, cancel))
 
     def _run(self, code: str, files: FilesArg, timeout: float | None, cancel: Cancel | None) -> Result:
+        from .inputs import encode_run
+        from .verdict import to_result
         request, timeout_s = encode_run(code, files, timeout, self.policy)
         return to_result(self._open_pool().collect(request, timeout_s, cancel), self.policy, timeout_s)
 
@@ -121,10 +139,12 @@ class Sandbox:
 
         The function travels in with cloudpickle; its value comes back as JSON plus raw
         bytes (never pickled). Raises :class:`~sandbox.CallError` if it raised or the run failed."""
+        from . import call as call_module
         return call_module.call(self._open_pool(), fn, args, kwargs)
 
     def session(self) -> Session:
         """A stateful session: globals persist between its runs (see :mod:`sandbox.session`)."""
+        from .session import Session
         return Session(self._open_pool())
 
     def _open_pool(self) -> ZygotePool:

@@ -2,8 +2,10 @@
 
 ``ZygoteLauncher`` starts the zygote with a clean ``exec`` of the interpreter (the host
 app itself is never forked: it may hold threads, secrets and sockets), a scrubbed
-environment, no inherited fds but its control socket, and its own session. A reader
-thread dispatches the zygote's replies (``spawned``, ``exited``, ``failed``,
+environment, no inherited fds but its control socket, and its own session. Starting does
+not wait for the zygote: its reader thread takes the ``hello`` (sent once the image is
+preloaded, seconds later) as the first frame, and :meth:`ZygoteLauncher.spawn` waits for
+it. The reader then dispatches the zygote's replies (``spawned``, ``exited``, ``failed``,
 ``unavailable``: typed in :mod:`sandbox.frames`) through a table to the runs waiting for
 them; when the zygote dies, or says something malformed, every waiting run gets a clear
 error.
@@ -24,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import bootstrap, commands, frames, protocol, rundirs
-from .confine import memcg
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
@@ -101,7 +102,9 @@ class ZygoteLauncher:
         self._spawns: dict[int, Future] = {}
         self._runs: dict[int, Spawned] = {}
         self._dead: str | None = None
-        self.preload_failures: dict[str, str] = {}
+        self.hello: "Future[frames.Hello]" = Future()
+        """Resolves to the zygote's ``hello`` once it preloaded the image, or to the WorkerCrashed
+        saying why it failed to start (within :data:`START_TIMEOUT_S`) or that it was closed first."""
         self.pid = 0
         self._memcg_dirs: list[str] = []
         self._start()
@@ -135,25 +138,49 @@ class ZygoteLauncher:
             zygote_end.close()
         self.sock = host_end
         self.pid = self._proc.pid
-        self.preload_failures = dict(self._handshake().preload_failures)
+        self.sock.settimeout(START_TIMEOUT_S)  # for the hello only (see _read_hello)
+        try:  # the policy, image and run root; the socket's buffer takes it at once
+            frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
+                                                  run_root=self.run_root))
+        except OSError:
+            pass  # it exited already: the reader reports the failed start, with the zygote's log
         self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)
         self._reader.start()
 
-    def _handshake(self) -> frames.Hello:
-        """Hand the zygote its policy, image and run root; its ``hello`` once it preloaded the image."""
-        self.sock.settimeout(START_TIMEOUT_S)
+    def _read_hello(self) -> bool:
+        """The zygote's first frame, ``hello``, into :attr:`hello` (reader thread). False: it failed to start."""
         try:
-            frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
-                                                  run_root=self.run_root))
             header, fds = protocol.recv_packet(self.sock)
             _close_all(fds)
             hello = frames.decode(_HELLO, header)
         except (OSError, ProtocolError) as exc:
-            self._proc.kill()
-            self._proc.wait()
-            raise WorkerCrashed(f"the zygote failed to start: {exc}\n{self._log_tail()}") from exc
-        self.sock.settimeout(None)
-        return hello
+            with self._lock:
+                closed = self._dead is not None
+            if not closed:  # not our own close(): the zygote crashed, timed out or spoke out of turn
+                self._proc.kill()
+                self._proc.wait()
+                self._mark_dead(f"the zygote failed to start: {exc}\n{self._log_tail()}")
+            self.hello.set_exception(WorkerCrashed(self._dead or "the sandbox was closed"))
+            return False
+        self.sock.settimeout(None)  # before any spawn: they all wait for the hello
+        self.hello.set_result(hello)
+        return True
+
+    def wait_hello(self) -> frames.Hello:
+        """Block until the zygote preloaded the image and said hello (at most :data:`START_TIMEOUT_S`).
+
+        Raises WorkerCrashed, with the zygote's log tail, if it failed to start."""
+        return self.hello.result()
+
+    @property
+    def failed_to_start(self) -> bool:
+        """True once the zygote is known to have failed to start (or been closed before its hello)."""
+        return self.hello.done() and self.hello.exception() is not None
+
+    @property
+    def preload_failures(self) -> dict[str, str]:
+        """``{module or warm-up step: error}`` of the zygote's preload; blocks until its hello."""
+        return dict(self.wait_hello().preload_failures)
 
     def _log_tail(self) -> str:
         self._log.seek(0)
@@ -164,11 +191,13 @@ class ZygoteLauncher:
         return self._dead is None
 
     def spawn(self, fds: list[int], run_dir: rundirs.RunDir | None = None) -> Spawned:
-        """Ask the zygote for a worker holding ``fds``; returns once the worker has them.
+        """Ask the zygote for a worker holding ``fds``; returns once the worker has them (after the
+        zygote's hello: raises its start failure, if any).
 
         Without ``run_dir`` the worker is a pre-forked one, already confined in a run
         dir the zygote made (and removes); a session root is given its own.
         """
+        self.wait_hello()
         dirs = {"workdir": run_dir.workdir, "tmpdir": run_dir.tmpdir} if run_dir is not None else {}
         run_id = next(self._ids)
         future: Future = Future()
@@ -192,6 +221,8 @@ class ZygoteLauncher:
                                 f"{START_TIMEOUT_S:g} s") from exc
 
     def _read_loop(self) -> None:
+        if not self._read_hello():
+            return
         while True:
             try:
                 header, fds = protocol.recv_packet(self.sock)
@@ -256,6 +287,7 @@ class ZygoteLauncher:
 
     def _locate(self, pid: int) -> str | None:
         """A worker's memory cgroup; the zygote's own cgroup dirs are found once (reader thread only)."""
+        from .confine import memcg  # on first use (a Sandbox starts its zygotes before it loads confine: see core.py)
         if not self._memcg_dirs:
             self._memcg_dirs = memcg.zygote_dirs(self.pid)
         return memcg.locate(self.pid, pid, self._memcg_dirs)
@@ -279,8 +311,14 @@ class ZygoteLauncher:
             spawned.exited.set_exception(WorkerCrashed(reason))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the zygote and every worker it has; idempotent."""
+        """Stop the zygote and every worker it has; idempotent. A zygote still preloading (no
+        hello yet) is killed at once: it would read the shutdown only once the image is loaded."""
         self._mark_dead("the sandbox was closed")  # before the EOF, which would read as a crash
+        if not self.hello.done():
+            # It forks workers only after its hello: none yet, or (racing the hello) just made; those die with
+            # it (PR_SET_PDEATHSIG), and the next zygote's first fork sweeps a dead zygote's memory cgroups.
+            self._proc.kill()
+            self._proc.wait()
         try:
             frames.send(self.sock, commands.Shutdown())
         except OSError:

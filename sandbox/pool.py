@@ -5,10 +5,22 @@ out workers (:meth:`spawn`), makes host-side run dirs (sessions), bounds how man
 runs are in flight (:meth:`collect` takes a slot), and collects one run. ``Sandbox``
 (:mod:`sandbox.core`) is the thin public face over it; ``Session`` and ``call`` use
 it directly.
+
+Cold start. A zygote takes seconds to preload its image; a pool does not wait for it.
+With ``cold_start`` it also starts a *cold* zygote: the same zygote code, policy, import
+allowlist and confinement of every worker, with nothing preloaded, so it says hello in a
+fraction of a second (a snippet's ``import pandas`` still works there, paying the import
+itself). One-shot runs (``run``, ``call``) whose warm zygote has not said hello yet go to
+the cold one; once every warm zygote of the first start has said hello (or failed to), new
+runs go to them and the cold zygote is closed as soon as its last run has been collected
+(in a background thread; :meth:`close` waits for it). Sessions always wait for a warm
+zygote: their states should hold the image. This pool is the one place deciding cold or
+warm; restarts of a dead zygote later wait for it, as sessions do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -16,14 +28,13 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import rundirs
-from .collect import Cancel, Collected, ProcessEnding, RunIO, collect
-from .confine import memcg
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import Spawned, ZygoteLauncher
 from .policy import Policy
 
 if TYPE_CHECKING:
+    from .collect import Cancel, Collected
     from .session import Session
 
 
@@ -36,10 +47,11 @@ class ZygotePool:
         max_concurrent: runs in flight at once; further callers wait (backpressure).
         max_waiting: callers allowed to wait for a slot; one more gets ``InputError`` (None: unbounded).
         interpreter: Python executable for the zygotes (None: this one).
+        cold_start: serve one-shot runs from a cold zygote while the zygotes preload (see above).
     """
 
     def __init__(self, policy: Policy, image: Image, *, size: int, max_concurrent: int,
-                 max_waiting: int | None, interpreter: str | None) -> None:
+                 max_waiting: int | None, interpreter: str | None, cold_start: bool = True) -> None:
         self.policy = policy
         self.image = image
         self.interpreter = interpreter
@@ -51,11 +63,19 @@ class ZygotePool:
         self._next = 0
         self._zygotes: list[ZygoteLauncher | None] = [None] * size
         self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+        self._cold: ZygoteLauncher | None = None
+        self._cold_runs = 0  # one-shot runs spawned from the cold zygote and not collected yet
+        self._preloading = size  # zygotes of the first start that have not said hello (or failed to)
+        self._cold_closer: threading.Thread | None = None
         self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
         """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
         try:
+            if cold_start:  # first: its start is what the first run waits for
+                cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
+                self._cold = ZygoteLauncher(policy, dataclasses.replace(image, preload=()), interpreter,
+                                            run_root=cold_root)
             for index in range(size):
-                self._zygote(index)
+                self._zygote(index).hello.add_done_callback(self._said_hello)
         except BaseException:
             self.close()
             raise
@@ -66,7 +86,24 @@ class ZygotePool:
 
     @property
     def zygote_pids(self) -> list[int]:
-        return [z.pid for z in self._zygotes if z is not None and z.alive]
+        """Pids of the live (warm) zygotes; waits for each one's hello (never the cold zygote's pid)."""
+        pids = []
+        for zygote in list(self._zygotes):
+            if zygote is None:
+                continue
+            try:
+                zygote.wait_hello()
+            except WorkerCrashed:
+                continue  # failed to start: not running
+            if zygote.alive:
+                pids.append(zygote.pid)
+        return pids
+
+    @property
+    def cold_pid(self) -> int | None:
+        """Pid of the cold zygote while it lives (for diagnostics and tests); None once it is retired."""
+        cold = self._cold
+        return cold.pid if cold is not None and cold.alive else None
 
     def check_open(self) -> None:
         if self._closed:
@@ -84,12 +121,53 @@ class ZygotePool:
         with self._lock:
             self._closed = True
             zygotes, self._zygotes = self._zygotes, [None] * len(self._zygotes)
+            cold, self._cold = self._cold, None
+            closer, self._cold_closer = self._cold_closer, None
         for session in list(self._sessions):
             session.close()
-        for zygote in zygotes:
+        for zygote in [cold, *zygotes]:
             if zygote is not None:
                 zygote.close()
+        if closer is not None:
+            closer.join()
         rundirs.remove(self.temp_root)
+
+    # -- the cold zygote -----------------------------------------------------------------
+    def _said_hello(self, _hello: object) -> None:
+        """A zygote of the first start said hello or failed to start (its reader thread, or ours)."""
+        with self._lock:
+            self._preloading -= 1
+        self._retire_cold()
+
+    def _cold_for(self, index: int) -> ZygoteLauncher | None:
+        """The cold zygote, counted as serving one more run, while the zygote of slot ``index`` is
+        still preloading; None once it said hello (or failed to), or with no cold zygote."""
+        with self._lock:
+            warm = self._zygotes[index]
+            if self._cold is None or not self._preloading or warm is None or warm.hello.done():
+                return None
+            self._cold_runs += 1
+            return self._cold
+
+    def _cold_run_ended(self, *, dead: bool = False) -> None:
+        with self._lock:
+            self._cold_runs -= 1
+        self._retire_cold(now=dead)
+
+    def _retire_cold(self, *, now: bool = False) -> None:
+        """Close the cold zygote in the background once the warm zygotes are up and it serves no run
+        (``now``: it is dead; runs still on it have their errors already)."""
+        with self._lock:
+            if self._cold is None or not now and (self._preloading or self._cold_runs):
+                return
+            cold, self._cold = self._cold, None
+            self._cold_closer = threading.Thread(target=self._close_cold, args=(cold,), daemon=True,
+                                                 name=f"sandbox-cold-close-{cold.pid}")
+            self._cold_closer.start()
+
+    def _close_cold(self, cold: ZygoteLauncher) -> None:
+        cold.close()
+        rundirs.remove(cold.run_root)  # the run dirs of its pre-forked workers
 
     def _zygote(self, index: int) -> ZygoteLauncher:
         """The zygote of slot ``index``, restarted transparently if it died."""
@@ -113,21 +191,42 @@ class ZygotePool:
         return self._zygote(index)
 
     def spawn(self, fds: list[int], run_dir: rundirs.RunDir | None = None) -> Spawned:
-        """A confined worker holding ``fds``, from the next zygote of the pool.
+        """A confined worker holding ``fds``, from the next (warm) zygote of the pool.
 
         Without ``run_dir`` it is a pre-forked worker in a run dir the zygote made; a
         session root is given the one :meth:`make_run_dir` made."""
+        return self._spawn_warm(self._next_index(), fds, run_dir)
+
+    def _next_index(self) -> int:
         with self._lock:
             index = self._next % len(self._zygotes)
             self._next += 1
+        return index
+
+    def _spawn_warm(self, index: int, fds: list[int], run_dir: rundirs.RunDir | None) -> Spawned:
         for attempt in (1, 2):  # a dead zygote is restarted once, transparently
             zygote = self._zygote(index)
             try:
                 return zygote.spawn(fds, run_dir)
             except WorkerCrashed:
-                if attempt == 2:
-                    raise
+                if attempt == 2 or zygote.failed_to_start:
+                    raise  # a zygote that failed to start: say why (its restart would fail alike)
         raise AssertionError("unreachable")
+
+    def _spawn_one_shot(self, fds: list[int]) -> tuple[Spawned, bool]:
+        """A pre-forked worker for a one-shot run: from the cold zygote while the warm one it would
+        come from is preloading (then True: call :meth:`_cold_run_ended` once it is collected)."""
+        index = self._next_index()
+        cold = self._cold_for(index)
+        if cold is not None:
+            try:
+                return cold.spawn(fds), True
+            except BaseException as exc:
+                self._cold_run_ended(dead=not cold.alive)
+                if not isinstance(exc, WorkerCrashed):
+                    raise
+                # it died, failed to start or could not fork: the warm zygote serves (or says why it cannot)
+        return self._spawn_warm(index, fds, None), False
 
     def make_run_dir(self) -> rundirs.RunDir:
         """A private run dir (work and tmp) under :attr:`temp_root` (for sessions)."""
@@ -166,10 +265,12 @@ class ZygotePool:
 
     def _collect_once(self, request: bytes, timeout_s: float, cancel: Cancel | None,
                       returns_value: bool) -> Collected:
+        from .collect import ProcessEnding, RunIO, collect  # on first use: see core.py
+        from .confine import memcg
         io = RunIO()
         try:
             sent = io.send_early(request)
-            spawned = self.spawn(io.worker_fds())  # its run dir is the zygote's to make and remove
+            spawned, cold = self._spawn_one_shot(io.worker_fds())  # its run dir is the zygote's to make and remove
             io.close_worker_ends()
             try:  # collect() kills the worker's tree on every path unless the kernel says it exited
                 got = collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy,
@@ -181,6 +282,8 @@ class ZygotePool:
             finally:
                 os.close(spawned.pidfd)
                 spawned.release()
+                if cold:
+                    self._cold_run_ended()
         finally:
             io.close()
 

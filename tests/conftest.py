@@ -26,9 +26,10 @@ def strict_box():
 
 
 def descendants(sb: sandbox.Sandbox) -> set[int]:
-    """Every live (non-zombie) process under the sandbox's zygotes."""
+    """Every live (non-zombie) process under the sandbox's zygotes (the cold one included while it lives)."""
     found: set[int] = set()
-    for pid in sb.zygote_pids:
+    cold = sb._pool.cold_pid
+    for pid in [*sb.zygote_pids, *([cold] if cold is not None else [])]:
         try:
             for child in psutil.Process(pid).children(recursive=True):
                 try:

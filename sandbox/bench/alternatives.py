@@ -273,7 +273,7 @@ class SandboxRunner(Runner):
 
     def start(self) -> None:
         self.box = sandbox.Sandbox(policy=self.policy, image="vertex", pool_size=self.pool_size,
-                                   max_concurrent=self.max_concurrent)
+                                   max_concurrent=self.max_concurrent, cold_start=False)  # warm runs are measured
         if self.session_mode:
             self.session = self.box.session()
 

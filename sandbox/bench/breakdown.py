@@ -176,7 +176,7 @@ def _measure(probe: Probe, n: int, mode: str) -> list[dict[str, Any]]:
     open(probe.log, "w").close()
     probe.host.clear()
     windows = []
-    with sandbox.Sandbox("default", image="vertex", interpreter=probe.interpreter) as box:
+    with sandbox.Sandbox("default", image="vertex", interpreter=probe.interpreter, cold_start=False) as box:
         target = box.session() if mode == "session print(1)" else box
         for _ in range(3):
             target.run("print(1)")
@@ -214,7 +214,7 @@ def cpu_per_run(n: int, policy: "str | sandbox.Policy" = "default") -> list[dict
     """
     import psutil
     rows = []
-    with sandbox.Sandbox(policy, image="vertex") as box:
+    with sandbox.Sandbox(policy, image="vertex", cold_start=False) as box:  # the warm zygote's runs only
         for _ in range(3):
             box.run("print(1)")
         time.sleep(1.0)

@@ -211,7 +211,7 @@ def start(chosen: list[RequestPath], stack: contextlib.ExitStack) -> Env:
                                            serve=any(isinstance(p, (ServeGenai, ServeHttpx)) for p in chosen))
     box = None
     if any(isinstance(p, (RunChat, EngineInProcess)) for p in chosen):
-        box = stack.enter_context(sandbox.Sandbox(policy="default", image="vertex"))
+        box = stack.enter_context(sandbox.Sandbox(policy="default", image="vertex", cold_start=False))
     env = Env(backend_url, serve_url, box, servers)
     for path in chosen:
         path.start(env)

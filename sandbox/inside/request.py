@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import importlib.machinery
 import io
 import os
 import resource
@@ -259,10 +260,33 @@ def flush_std() -> None:
 
 
 def install_show() -> None:
+    """Make ``plt.show()`` stream figures: now if the image preloaded pyplot, else as the snippet imports it
+    (a worker of a cold zygote, or an image that does not preload matplotlib)."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
+        sys.meta_path.insert(0, _ShowOnImport())
         return
+    _patch_show(pyplot)
 
+
+class _ShowOnImport:
+    """A meta path finder that patches ``matplotlib.pyplot.show`` as soon as pyplot is imported."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "matplotlib.pyplot":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            load = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                load(module)
+                _patch_show(module)
+            spec.loader.exec_module = exec_module  # this spec's own loader instance
+        return spec
+
+
+def _patch_show(pyplot: Any) -> None:
     def show(*args: Any, **kwargs: Any) -> None:
         """Every open figure becomes one PNG image part, as on the service.
 

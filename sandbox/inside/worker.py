@@ -105,6 +105,7 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
         statuses = confine.apply_all(spec.policy, ctx, ns_status, keep_fork=keep_fork)
     except SandboxUnavailable as exc:
         return exc
+    _own_matplotlib_config(tmpdir)
     _reseed()
     telemetry.install(spec.policy, confine.run_context(ctx), request.deny)
     request.install_show()
@@ -151,6 +152,24 @@ def _reset_environment(workdir: str, tmpdir: str) -> None:
     # (launcher.scrubbed_environment); only the run's own paths change.
     os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
     tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
+
+
+def _own_matplotlib_config(tmpdir: str) -> None:
+    """If the image did not preload matplotlib (a cold zygote's worker), a config dir of the run's own for
+    it: the shared one (MPLCONFIGDIR) is read-only once confined, and matplotlib's import would warn on
+    stderr and rebuild its font cache on the run's clock. Its entries (the font cache) are linked in:
+    read-only still, confinement applies to what the links point at."""
+    shared = os.environ.get("MPLCONFIGDIR")
+    if "matplotlib" in sys.modules or not shared:
+        return
+    own = os.path.join(tmpdir, "matplotlib")
+    try:
+        os.mkdir(own, 0o700)
+        for name in os.listdir(shared):
+            os.symlink(os.path.join(shared, name), os.path.join(own, name))
+    except OSError:
+        return  # matplotlib falls back to a temp dir of its own, with its warning
+    os.environ["MPLCONFIGDIR"] = own
 
 
 def _address_space() -> int:

@@ -152,7 +152,7 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
     the file ``marker`` if given. Outermost first: with a pid namespace the worker's child (pid 1
     inside) runs the snippet, and the snippet's own children share its cwd."""
     found: list[psutil.Process] = []
-    for zygote in sb.zygote_pids:
+    for zygote in zygotes(sb):
         try:
             descendants = psutil.Process(zygote).children(recursive=True)
         except psutil.NoSuchProcess:
@@ -174,6 +174,15 @@ def run_processes(sb, marker: str | None = None) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return outermost
+
+
+def zygotes(sb, *, cold: bool = True) -> list[int]:
+    """Pids of the sandbox's live zygotes, the cold one (see pool.py) too while it lives unless ``cold`` is
+    False. Unlike ``sb.zygote_pids``, never waits for a zygote's preload (a sampler sees the cold runs)."""
+    pool = sb._pool
+    cold_pid = pool.cold_pid if cold else None
+    warm = [z.pid for z in list(pool._zygotes) if z is not None and z.alive]
+    return [*warm, *([cold_pid] if cold_pid is not None else [])]
 
 
 def running_worker(sb, marker: str | None = None, timeout: float = 10.0) -> psutil.Process:

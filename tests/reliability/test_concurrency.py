@@ -16,7 +16,7 @@ from sandbox import Outcome
 
 from tests.conftest import settled_count
 
-from .hostcheck import HostState, run_processes, settle
+from .hostcheck import HostState, run_processes, settle, zygotes
 
 #: Echo the token on stdout and stderr, in a file and in an input file's copy.
 ECHO = ("import sys, time\n"
@@ -98,17 +98,19 @@ def test_sessions_in_parallel_keep_their_own_state(box):
 
 
 # -- a pool of zygotes ---------------------------------------------------------------------------
-def _busy_workers(sb: sandbox.Sandbox) -> dict[int, int]:
-    """zygote pid -> number of its runs executing a snippet (marker file 'running')."""
-    busy = {pid: 0 for pid in sb.zygote_pids}
-    for proc in run_processes(sb, "running"):
+def _busy_workers(sb: sandbox.Sandbox) -> tuple[int, dict[int, int]]:
+    """Runs executing a snippet (marker file 'running'): all of them (the cold zygote's of a fresh Sandbox
+    included), and warm zygote pid -> number of its own."""
+    busy = {pid: 0 for pid in zygotes(sb, cold=False)}
+    running = run_processes(sb, "running")
+    for proc in running:
         for zygote in busy:
             try:
                 if zygote in {p.pid for p in proc.parents()}:
                     busy[zygote] += 1
             except psutil.Error:
                 pass
-    return busy
+    return len(running), busy
 
 
 class Sampler:
@@ -121,8 +123,8 @@ class Sampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            busy = _busy_workers(self.sb)
-            self.max_total = max(self.max_total, sum(busy.values()))
+            total, busy = _busy_workers(self.sb)
+            self.max_total = max(self.max_total, total)
             for pid, count in busy.items():
                 self.per_zygote[pid] = max(self.per_zygote.get(pid, 0), count)
             time.sleep(0.01)

@@ -43,5 +43,6 @@ def test_inside_imports_nothing_of_the_host():
 
 
 def test_the_rule_can_fail():
-    """The check sees a host module when one is loaded (sandbox.core pulls in the host side)."""
-    assert "sandbox.collect" in loaded_after_import("sandbox.core")
+    """The check sees a host module when one is loaded (sandbox.core pulls in the host side: its pool and
+    launcher; collection loads on a first run)."""
+    assert {"sandbox.pool", "sandbox.launcher"} <= set(loaded_after_import("sandbox.core"))

@@ -1,0 +1,147 @@
+"""Cold start: a fresh Sandbox serves its first runs from a cold zygote while its zygote preloads the image.
+
+A cold worker is told apart by what it has loaded: the warm zygote preloads pandas, the cold one nothing
+(``'pandas' in sys.modules``). No timing bounds: on a loaded machine only the order of events is certain.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+
+import psutil
+import pytest
+
+import sandbox
+from sandbox import Outcome
+
+from ..reliability.hostcheck import HostState, gone, settle
+
+PROBE = "import sys; print('pandas' in sys.modules)"
+
+
+def _preloaded(sb: sandbox.Sandbox, code: str = PROBE) -> bool:
+    r = sb.run(code)
+    assert r.outcome == Outcome.OK, r
+    return r.stdout.splitlines()[-1] == "True"
+
+
+def _tree(pid: int | None) -> list[psutil.Process]:
+    if pid is None:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_first_run_is_served_cold_then_runs_switch_to_the_warm_zygote():
+    before = HostState.take()
+    with sandbox.Sandbox() as sb:
+        r = sb.run("import sys, numpy\nprint(int(numpy.arange(4).sum()), 'pandas' in sys.modules)")
+        assert r.outcome == Outcome.OK and r.stdout == "6 False\n", r  # numpy imported by the snippet itself
+        cold = sb._pool.cold_pid
+        cold_tree = _tree(cold)
+        assert cold is not None and cold not in sb.zygote_pids  # zygote_pids waits for the warm hello
+        assert _preloaded(sb)  # after the hello, runs go to the warm zygote
+        assert not gone(cold_tree, timeout=60), "the cold zygote or a worker of it outlived the switch"
+        assert sb._pool.cold_pid is None
+        deadline = time.monotonic() + 60  # the closing thread removes its run dirs once it is gone
+        while [d for d in os.listdir(sb._pool.temp_root) if d.startswith("cold-")] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [d for d in os.listdir(sb._pool.temp_root) if d.startswith("cold-")]
+    _, found = settle(before)
+    assert found == [], found
+
+
+def test_cold_worker_has_the_same_confinement_and_allowlist():
+    with sandbox.Sandbox() as sb:
+        r = sb.run("import sys\n"
+                   "print('pandas' in sys.modules)\n"
+                   "status = dict(l.split(':\\t', 1) for l in open('/proc/self/status') if ':\\t' in l)\n"
+                   "print(status['Seccomp'].strip(), status['NoNewPrivs'].strip())\n"
+                   "try:\n    import requests\nexcept ImportError as e:\n    print(e)\n"
+                   "try:\n    open('/etc/shadow')\nexcept OSError as e:\n    print(type(e).__name__)\n")
+        assert r.outcome == Outcome.OK, r
+        assert r.stdout.splitlines()[:3] == ["False", "2 1", "No module named 'requests'"], r.stdout
+        assert r.stdout.splitlines()[3] in ("PermissionError", "FileNotFoundError"), r.stdout
+
+
+def test_plt_show_on_the_cold_path_gives_one_png_and_no_warning():
+    with sandbox.Sandbox() as sb:
+        r = sb.run("import sys\nimport matplotlib.pyplot as plt\nprint('pandas' in sys.modules)\n"
+                   "plt.plot([1, 2, 3])\nplt.show()")
+        assert r.outcome == Outcome.OK and r.stdout == "False\n", r
+        assert r.stderr == "", r.stderr  # no "not a writable directory", no font cache rebuild
+        assert [f.name for f in r.images] == ["figure_1.png"] and r.images[0].data.startswith(b"\x89PNG")
+
+
+def test_call_is_served_cold_and_sessions_wait_for_the_warm_zygote():
+    def loaded_pandas() -> bool:  # local: cloudpickle ships it by value
+        import sys
+        return "pandas" in sys.modules
+
+    with sandbox.Sandbox() as sb:
+        assert sb.call(loaded_pandas) is False
+        with sb.session() as s:
+            r = s.run(PROBE)
+            assert r.outcome == Outcome.OK and r.stdout == "True\n", r
+
+
+def test_cold_start_off_waits_for_the_preload():
+    with sandbox.Sandbox(cold_start=False) as sb:
+        assert sb._pool.cold_pid is None
+        assert _preloaded(sb)
+
+
+def test_cold_start_must_be_a_bool():
+    with pytest.raises(sandbox.InputError, match="cold_start"):
+        sandbox.Sandbox(cold_start="yes")
+
+
+@pytest.mark.parametrize("cold_start", [True, False])
+def test_a_zygote_that_fails_to_start_says_why(tmp_path, cold_start):
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'no interpreter here: broken-on-purpose' >&2\nexit 3\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IXUSR)
+    before = HostState.take()
+    with sandbox.Sandbox(interpreter=str(broken), cold_start=cold_start) as sb:
+        for _ in range(2):  # and again: a restart fails alike
+            with pytest.raises(sandbox.WorkerCrashed, match="the zygote failed to start") as info:
+                sb.run("print(1)")
+            assert "broken-on-purpose" in str(info.value)  # the zygote's own words (its log tail)
+        assert sb.zygote_pids == []
+    _, found = settle(before)
+    assert found == [], found
+
+
+@pytest.mark.parametrize("after_a_run", [False, True])
+def test_closing_during_cold_start_leaks_nothing(after_a_run):
+    before = HostState.take()
+    others = {p.pid for p in _tree(os.getpid())}  # e.g. the zygotes of the session-wide fixtures
+    sb = sandbox.Sandbox()
+    temp_root = sb._pool.temp_root
+    if after_a_run:
+        assert not _preloaded(sb)
+    started = [p for p in _tree(os.getpid()) if p.pid not in others]
+    assert started  # the zygotes, cold and warm, and what they forked
+    sb.close()
+    assert not gone(started), "a zygote or worker outlived close()"
+    assert not os.path.exists(temp_root)
+    _, found = settle(before)
+    assert found == [], found
+
+
+def test_the_cold_zygote_differs_only_in_its_preload():
+    """The cold zygote is the ordinary zygote with an empty preload: its image differs in nothing else."""
+    with sandbox.Sandbox() as sb:
+        pool = sb._pool
+        cold = pool._cold
+        if cold is None:  # the warm zygote was faster: nothing to compare
+            pytest.skip("the cold zygote was already retired")
+        assert cold.image.preload == () and sb.image.preload
+        assert cold.image.allowed_roots == sb.image.allowed_roots
+        assert cold.policy == sb.policy and cold.interpreter == (sb._pool.interpreter or sys.executable)
