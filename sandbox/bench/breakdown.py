@@ -110,8 +110,8 @@ class Probe:
 
     def wrap_host(self) -> None:
         for owner, name, label in ((pool.ZygotePool, "make_run_dir", "host.make_run_dir"),
-                                   (pool.ZygotePool, "spawn", "host.spawn (zygote hands out a worker)"),
-                                   (pool, "collect", "host.collect (request to end of streams)"),
+                                   (pool.ZygotePool, "_spawn_one_shot", "host.spawn (zygote hands out a worker)"),
+                                   (collect_module, "collect", "host.collect (request to end of streams)"),
                                    (collect_module, "kill_worker", "host.kill_worker")):
             func = getattr(owner, name)
             self._undo.append((owner, name, func))
@@ -223,14 +223,21 @@ def cpu_per_run(n: int, policy: "str | sandbox.Policy" = "default") -> list[dict
 
         def total() -> tuple[float, float]:
             z, h = zygote.cpu_times(), host.cpu_times()
-            return h.user + h.system, z.user + z.system + z.children_user + z.children_system
+            tree = z.user + z.system + z.children_user + z.children_system
+            for child in zygote.children():  # live ones: the forker (which clones every worker), waiting workers
+                try:
+                    c = child.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                tree += c.user + c.system
+            return h.user + h.system, tree
 
         host0, tree0 = total()
         for _ in range(n):
             box.run("print(1)")
         time.sleep(1.0)  # the last workers exit and are reaped (their CPU lands in the zygote's children)
         host1, tree1 = total()
-    for label, value in (("host process", host1 - host0), ("zygote + workers (forks, runs, exits)", tree1 - tree0),
+    for label, value in (("host process", host1 - host0), ("zygote, forker + workers (clones, runs, exits)", tree1 - tree0),
                          ("whole tree", host1 - host0 + tree1 - tree0)):
         name = policy if isinstance(policy, str) else policy.name
         rows.append({"mode": f"CPU per run ({name})", "step": label, "where": "cpu", "n": n,

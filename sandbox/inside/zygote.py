@@ -161,20 +161,25 @@ class Zygote:
                     if not self.forker.pending:
                         self.forker.order(self._make_run_dir())
                     worker = self._adopt(self.forker.answer())
-                try:
-                    frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
+                if not select.select([worker.pidfd], [], [], 0)[0]:
                     break
-                except OSError:
-                    self._discard(worker)  # died while waiting; take the next one
-            worker.priv.close()
-            worker.run_id = request.id
-            self.running[worker.pid] = worker
-            frames.send(self.sock, frames.Spawned(id=request.id, pid=worker.pid), fds=[worker.pidfd])
+                self._discard(worker)  # died while waiting; take the next one
         except OSError as exc:
             frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))
+            _close(fds)
+            return
+        worker.run_id = request.id
+        self.running[worker.pid] = worker
+        # The host hears first: the hand-over wakes the worker, which often runs the whole snippet on this CPU
+        # before the zygote runs again (~1 ms the host would otherwise wait for this reply).
+        frames.send(self.sock, frames.Spawned(id=request.id, pid=worker.pid), fds=[worker.pidfd])
+        try:
+            frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
+        except OSError:  # it died in the instant since: the host sees it exit without a frame, a failed run
+            _kill(worker.pidfd)
         finally:
-            for fd in fds:
-                os.close(fd)
+            worker.priv.close()
+            _close(fds)
 
     def _refill(self) -> None:
         """Order one more pre-forked worker (the forker's answer comes as an event: :meth:`_take_refill`)."""
@@ -281,10 +286,7 @@ class Zygote:
         _kill_group(worker.pid)
 
     def _discard(self, worker: _Worker) -> None:
-        try:
-            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
-        except OSError:
-            pass
+        _kill(worker.pidfd)
         self._unwatch(worker)
         worker.priv.close()
         os.close(worker.pidfd)
@@ -385,6 +387,18 @@ def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
     if getattr(exc, "layer", None) == "workdir":
         return frames.Unavailable.of(rundirs.unavailable(f"a run directory in {run_root}", exc), id=run_id)
     return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
+
+
+def _kill(pidfd: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass  # gone already
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _kill_group(pgid: int) -> None:
