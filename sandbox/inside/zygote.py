@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import heapq
 import os
 import select
 import selectors
@@ -43,6 +42,7 @@ from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
 from . import hugepages, proc
+from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
 from .request import WorkerSpec
@@ -83,7 +83,7 @@ class Zygote:
         self.ready: collections.deque[_Worker] = collections.deque()
         self.running: dict[int, _Worker] = {}
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
-        self.cgroups = _Cgroups()
+        self.cgroups = WorkerCgroups()
         self.removal: rundirs.Removal | None = None  # the one being removed, step by step
         self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
         self.sweep_until = 0.0
@@ -325,55 +325,6 @@ class Zygote:
             self._kill_orphans()
             time.sleep(_SWEEP_INTERVAL_S)
         memcg.remove_zygote()  # every worker's memory cgroup, read or not: the host is gone
-
-
-class _Cgroups:
-    """The memory cgroups of reaped workers, until the host has read them. Nothing here raises."""
-
-    #: Reaped runs whose release has not come (a host that never sends it must not grow the zygote).
-    MAX_UNRELEASED = 256
-
-    def __init__(self) -> None:
-        self.unreleased: collections.OrderedDict[int, int] = collections.OrderedDict()  # run id -> worker pid
-        self.released: set[int] = set()  # run ids released while their worker ran
-        self.to_remove: list[tuple[float, int, int]] = []  # (not before, worker pid, tries), a heap
-
-    def watch(self, pid: int) -> tuple[str | None, int | None]:
-        """cgroup v1: the memory cgroup of a worker just forked and its OOM eventfd (None: v2, none, refused)."""
-        path = memcg.locate(os.getpid(), pid)
-        return path, (memcg.oom_eventfd(path) if path is not None else None)
-
-    def release(self, run_id: Any, running: set[int | None]) -> None:
-        if not isinstance(run_id, int):
-            return
-        pid = self.unreleased.pop(run_id, None)
-        if pid is not None:
-            heapq.heappush(self.to_remove, (0.0, pid, 0))
-        elif run_id in running:
-            self.released.add(run_id)
-
-    def reaped(self, run_id: int | None, pid: int) -> None:
-        if run_id is None or run_id in self.released:
-            self.released.discard(run_id)
-            heapq.heappush(self.to_remove, (0.0, pid, 0))
-            return
-        self.unreleased[run_id] = pid
-        while len(self.unreleased) > self.MAX_UNRELEASED:
-            heapq.heappush(self.to_remove, (0.0, self.unreleased.popitem(last=False)[1], 0))
-
-    def due_in(self) -> float | None:
-        """Seconds until a removal is due (0: now), None when none waits."""
-        return max(0.0, self.to_remove[0][0] - time.monotonic()) if self.to_remove else None
-
-    def tidy(self) -> None:
-        """Remove one due cgroup (off the request path); one still busy (a process still exiting) is retried
-        every ``_SWEEP_INTERVAL_S`` for a while; what is left then goes at shutdown."""
-        if not self.to_remove or self.to_remove[0][0] > time.monotonic():
-            return
-        _, pid, tries = heapq.heappop(self.to_remove)
-        path = memcg.locate(os.getpid(), pid)
-        if path is not None and not memcg.remove(path) and tries < 100:
-            heapq.heappush(self.to_remove, (time.monotonic() + _SWEEP_INTERVAL_S, pid, tries + 1))
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:
