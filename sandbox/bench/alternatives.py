@@ -176,10 +176,11 @@ class Bubblewrap(FreshPython):
         return None
 
     def command(self, workdir: str, code: str) -> list[str]:
-        # The interpreter's prefix is bound again after the private /tmp: a virtualenv may live there.
+        # The interpreter's prefix is bound again after the private /tmp (a virtualenv may live there), and the
+        # work dir at its own path: a fixed mount point could hide the interpreter (a virtualenv under /work).
         return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                 "--ro-bind", sys.prefix, sys.prefix,
-                "--bind", workdir, "/work", "--chdir", "/work", "--unshare-all", "--die-with-parent",
+                "--bind", workdir, workdir, "--chdir", workdir, "--unshare-all", "--die-with-parent",
                 "--new-session", sys.executable, "-c", code]
 
 
