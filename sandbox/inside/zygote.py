@@ -166,7 +166,7 @@ class Zygote:
                 self._discard(worker)  # died while waiting; take the next one
         except OSError as exc:
             frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))
-            _close(fds)
+            proc.close_all(fds)
             return
         worker.run_id = request.id
         self.running[worker.pid] = worker
@@ -179,7 +179,7 @@ class Zygote:
             _kill(worker.pidfd)
         finally:
             worker.priv.close()
-            _close(fds)
+            proc.close_all(fds)
 
     def _refill(self) -> None:
         """Order one more pre-forked worker (the forker's answer comes as an event: :meth:`_take_refill`)."""
@@ -345,11 +345,6 @@ def _kill(pidfd: int) -> None:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except OSError:
         pass  # gone already
-
-
-def _close(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
 
 
 def _kill_group(pgid: int) -> None:
