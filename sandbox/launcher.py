@@ -151,7 +151,7 @@ class ZygoteLauncher:
         """The zygote's first frame, ``hello``, into :attr:`hello` (reader thread). False: it failed to start."""
         try:
             header, fds = protocol.recv_packet(self.sock)
-            _close_all(fds)
+            protocol.close_fds(fds)
             hello = frames.decode(_HELLO, header)
         except (OSError, ProtocolError) as exc:
             with self._lock:
@@ -234,7 +234,7 @@ class ZygoteLauncher:
             try:
                 self._dispatch(header, fds)
             except ProtocolError as exc:  # out of step with us: every run through it is suspect
-                _close_all(fds)
+                protocol.close_fds(fds)
                 self._mark_dead(f"the sandbox zygote (pid {self.pid}) sent a bad control packet: {exc}")
                 return
 
@@ -264,7 +264,7 @@ class ZygoteLauncher:
         future.set_result(spawned)
 
     def _exited(self, frame: frames.Exited, fds: list[int]) -> None:
-        _close_all(fds)
+        protocol.close_fds(fds)
         with self._lock:
             spawned = self._runs.pop(frame.id, None) if frame.id is not None else None
         if spawned is not None:
@@ -279,7 +279,7 @@ class ZygoteLauncher:
         self._refuse(frame.id, frame.error(), fds)
 
     def _refuse(self, run_id: int, exc: Exception, fds: list[int]) -> None:
-        _close_all(fds)
+        protocol.close_fds(fds)
         with self._lock:
             future = self._spawns.pop(run_id, None)
         if future is not None:
@@ -347,11 +347,3 @@ _DISPATCH: dict[type, Callable[[ZygoteLauncher, frames.Frame, list[int]], None]]
     frames.Failed: ZygoteLauncher._failed,
     frames.Unavailable: ZygoteLauncher._unavailable,
 }
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass

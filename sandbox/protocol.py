@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import itertools
 import json
+import os
 import re
 import socket
 import struct
@@ -174,12 +175,10 @@ def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], 
     """Receive one control message and the fds attached to it. EOF raises ProtocolError."""
     data, fds, flags, _addr = socket.recv_fds(sock, MAX_PACKET_BYTES, max_fds)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        for fd in fds:
-            _close_quietly(fd)
+        close_fds(fds)
         raise ProtocolError("control packet was truncated (too large, or too many fds)")
     if not data:
-        for fd in fds:
-            _close_quietly(fd)
+        close_fds(fds)
         raise ProtocolError("connection closed")
     frames = list(Decoder().feed(data))
     if len(frames) != 1:
@@ -187,9 +186,10 @@ def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], 
     return frames[0][0], fds
 
 
-def _close_quietly(fd: int) -> None:
-    import os
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+def close_fds(fds: list[int]) -> None:
+    """Close the fds a packet brought (or any list of them), quietly where one is closed already."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

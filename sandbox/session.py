@@ -57,7 +57,7 @@ from .errors import InputError, ProtocolError, SandboxClosed, SessionError, Work
 from .inputs import FilesArg, encode_run
 from .policy import Policy
 from .results import Result
-from .session_endings import REPLY, REPLY_TIMEOUT_S, OpenEnding, RunEnding, close_all
+from .session_endings import REPLY, REPLY_TIMEOUT_S, OpenEnding, RunEnding
 from .session_memory import CgroupWindow, MemoryBudget
 from .session_reaper import reaper
 from .verdict import to_result
@@ -113,7 +113,7 @@ class _Container:
             self.check_open()
             self.send(command)
             header, fds = self._receive()
-            close_all(fds)
+            protocol.close_fds(fds)
             try:
                 reply = frames.decode(REPLY, header)
             except ProtocolError as exc:

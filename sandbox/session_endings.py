@@ -7,7 +7,6 @@ control socket; a kill is a ``cancel`` the root carries out.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -79,7 +78,7 @@ class RunEnding(Ending):
             return str(exc)
         finally:
             ctl.settimeout(None)
-        close_all(fds)
+        protocol.close_fds(fds)
         try:
             return frames.decode(_RUN_END, header)
         except ProtocolError as exc:
@@ -88,11 +87,3 @@ class RunEnding(Ending):
 
 REPLY = {"reply": frames.Reply}
 _RUN_END = {"run_end": frames.RunEnd}
-
-
-def close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass

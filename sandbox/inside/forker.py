@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys
 from ..errors import ProtocolError
-from . import proc
 from .request import WorkerSpec
 from .worker import serve as serve_worker
 
@@ -77,7 +76,7 @@ class Forker:
             header, fds = protocol.recv_packet(self.sock, max_fds=2)
             reply = frames.decode(frames.FORKER, header)
             if reply.id != order or len(fds) != (2 if isinstance(reply, frames.Forked) else 0):
-                proc.close_all(fds)
+                protocol.close_fds(fds)
                 raise ProtocolError(f"the forker answered order {reply.id} with {len(fds)} fds (expected {order})")
         except (ProtocolError, OSError):
             if run_dir is not None:
@@ -129,7 +128,7 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
         order = frames.decode(commands.FORKER_IN, header)
     except (ProtocolError, OSError):
         return False
-    proc.close_all(fds)
+    protocol.close_fds(fds)
     run_dir = rundirs.RunDir(order.path, order.workdir or "", order.tmpdir or "") if order.path else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:

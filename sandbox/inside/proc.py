@@ -85,15 +85,6 @@ def kill(pid: int) -> None:
         pass
 
 
-def close_all(fds: "list[int]") -> None:
-    """Close ``fds``, quietly where one is closed already."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def drain(fd: int) -> None:
     """Empty a non-blocking wake-up pipe (signal.set_wakeup_fd)."""
     try:

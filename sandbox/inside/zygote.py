@@ -166,7 +166,7 @@ class Zygote:
                 self._discard(worker)  # died while waiting; take the next one
         except OSError as exc:
             frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))
-            proc.close_all(fds)
+            protocol.close_fds(fds)
             return
         worker.run_id = request.id
         self.running[worker.pid] = worker
@@ -179,7 +179,7 @@ class Zygote:
             _kill(worker.pidfd)
         finally:
             worker.priv.close()
-            proc.close_all(fds)
+            protocol.close_fds(fds)
 
     def _refill(self) -> None:
         """Order one more pre-forked worker (the forker's answer comes as an event: :meth:`_take_refill`)."""
