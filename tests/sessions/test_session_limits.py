@@ -24,8 +24,15 @@ def _policy(**session: object) -> sandbox.Policy:
 
 
 def _session_procs(s) -> list[psutil.Process]:
+    """The session's processes. One walk can miss some: a state freed by ``settle`` (sent without
+    waiting) may die between psutil listing it and visiting it, hiding the child it had a moment
+    before; a later walk finds that child reparented to the root. So take the union of a few."""
     top = psutil.Process(s._container.spawned.pid)
-    return [top, *top.children(recursive=True)]
+    found = {top.pid: top}
+    for _ in range(3):
+        found.update((p.pid, p) for p in top.children(recursive=True))
+        time.sleep(0.02)
+    return list(found.values())
 
 
 def _gone(procs: list[psutil.Process], timeout: float) -> bool:
