@@ -236,7 +236,16 @@ class Committed(Frame):
     pid: int
 
 
+@dataclass(frozen=True)
+class Supervise(Frame):
+    """First node -> root: the listener of the filter that keeps the session's states apart
+    (confine/state_scope.py) is attached."""
+
+    KIND: ClassVar[str] = "supervise"
+
+
 NODE_IN = table(NodeRun, NodeBranch, Warm, Cool)
+FIRST_NODE = table(Supervise)
 STANDBY_IN = table(Go)
 #: What a node tells the root: a child it forked, or that a runner of it died (frames.Exited).
 FROM_NODE = table(Forked, Exited)

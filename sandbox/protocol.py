@@ -45,7 +45,7 @@ WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value"
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "exited", "shutdown", "failed", "fork", "forked", "fork-failed"})
 #: Session control (host <-> session root <-> nodes), see sandbox/inside/session_tree.py.
 SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop", "settle", "undo",
-                             "reply", "committed", "run_end", "warm", "cool", "go"})
+                             "reply", "committed", "run_end", "warm", "cool", "go", "supervise"})
 KNOWN_TYPES = HOST_TO_WORKER | WORKER_TO_HOST | ZYGOTE_CONTROL | SESSION_CONTROL
 
 

@@ -29,6 +29,9 @@ JSON): ``fs_view`` (its own root: the probe sees a read-only tmpfs root without
 ``/run`` or ``/sys/fs/cgroup``) and ``private_disk`` (its work dir on a filesystem of
 exactly ``limits.max_disk_mb`` and ``max_disk_inodes``). Both are required with
 namespaces: a policy that requires namespaces refuses runs where they cannot be built.
+Under the seccomp row, ``state_scope`` (``sessions`` in the JSON): whether the states of
+one session are kept apart (confine/state_scope.py), observed by a real session run that
+signals its own checkpoint and must be refused; with ``--fork`` it reads "no" (not observed).
 
 Exit status: 0 when every required layer is active, 1 otherwise.
 """
@@ -177,10 +180,17 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     filesystem = {name: {"part_of": "namespaces", **_role(policy, "namespaces"), "available": module.probe()[0],
                          "active": bool(observed.get(name)), "detail": module.probe()[1]}
                   for name, module in (("fs_view", confine.fsview), ("private_disk", confine.disk))}
+    scope_ok, scope_why = confine.state_scope.probe() if "seccomp" in policy.confinement.layers else (
+        False, "the seccomp layer is off: the states of a session may signal each other")
+    sessions = {"state_scope": {"part_of": "seccomp", **_role(policy, "seccomp"), "available": scope_ok,
+                                "active": bool(active.get("state_scope")),
+                                "detail": scope_why if "state_scope" in active else
+                                f"{scope_why} (not observed: only a real sandbox runs a session)"}}
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
     return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(), "observed": observed, "layers": layers, "filesystem": filesystem}
+            "system": _system(), "observed": observed, "layers": layers, "filesystem": filesystem,
+            "sessions": sessions}
 
 
 def _role(policy: Policy, name: str) -> dict[str, Any]:
@@ -263,9 +273,20 @@ def _verify_in_sandbox(policy: Policy, image: str) -> dict[str, Any]:
         request, timeout_s = encode_run(probe_code(policy), None, 20, sb.policy)
         got = sb._open_pool().collect(request, timeout_s)  # the Collected, for what the host read of the run
         result = to_result(got, sb.policy, timeout_s)
+        apart = _states_kept_apart(sb) if result.outcome == sandbox.Outcome.OK else False
     if result.outcome != sandbox.Outcome.OK:
         raise ValueError(f"the probe snippet failed: {result.error}")
-    return {**json.loads(result.stdout), **_memory_cgroup_facts(got.memory)}
+    return {**json.loads(result.stdout), **_memory_cgroup_facts(got.memory), "state_scope": apart}
+
+
+def _states_kept_apart(sb: Any) -> bool:
+    """A session run signals (signal 0: no harm) a checkpoint of its own session: refused?"""
+    with sb.session() as s:
+        s.run("x = 1")
+        mark = s.checkpoint()
+        r = s.run(f"import os\ntry:\n    os.kill({mark.node}, 0)\n    print('allowed')\n"
+                  "except PermissionError:\n    print('refused')")
+    return r.stdout == "refused\n"
 
 
 def _memory_cgroup_facts(facts: Any) -> dict[str, Any]:
@@ -342,6 +363,10 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"{'':<15} fix: {e['fix']}")
         if e["layer"] == "namespaces":  # what the worker's mount namespace gives it (fsview.py, disk.py)
             for part, f in report.get("filesystem", {}).items():
+                required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
+                lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
+        if e["layer"] == "seccomp":  # between the states of one session (state_scope.py)
+            for part, f in report.get("sessions", {}).items():
                 required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
                 lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
     if report["refused"]:

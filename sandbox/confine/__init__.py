@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from . import _sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp
+from . import _sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp, state_scope
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -109,6 +109,7 @@ def prepare_in_zygote(policy: Policy) -> None:
             for deny_shmem in (False, True):  # a worker without a memory cgroup gets the filter refusing shmem
                 seccomp.prepare(policy, deny_shmem=deny_shmem)
                 seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
+            state_scope.prepare()  # a session's first node installs it
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run

@@ -65,7 +65,7 @@ except ImportError as _exc:  # reported by probe(); apply() fails closed
     _IMPORT_ERROR = str(_exc)
 
 FIX = "pip install pyseccomp and install libseccomp2 (apt-get install libseccomp2)"
-_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 AF_UNIX = 1
 CLONE_THREAD = 0x10000
 _CLONE_NS_FLAGS = (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
@@ -111,7 +111,7 @@ ABSENT = {
 #: libseccomp's architecture token (the kernel's AUDIT_ARCH_*) -> our name for it.
 _ARCHES = {0xC000003E: "x86_64", 0xC00000B7: "aarch64"}
 
-_programs: dict[tuple[bool, bool, bool], "_Program"] = {}
+_programs: dict[tuple[bool, bool, bool], "Program"] = {}
 
 
 def probe() -> tuple[bool, str]:
@@ -141,7 +141,7 @@ def describe(policy: Policy) -> str:
             "cgroup memfd_create, memfd_secret and shmget too; syscalls the filter does not know -> ENOSYS")
 
 
-def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False) -> "_Program":
+def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False) -> "Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
@@ -153,7 +153,7 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False) -
     deny_exec = not policy.confinement.allow_subprocess
     key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem)
     if key not in _programs:
-        _programs[key] = _Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2]))
+        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2]))
     return _programs[key]
 
 
@@ -294,7 +294,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-class _Program:
+class Program:
     """A compiled filter with its ``struct sock_fprog`` built once (in the zygote)."""
 
     def __init__(self, code: bytes) -> None:
@@ -307,5 +307,5 @@ class _Program:
 def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
     program = prepare(policy, keep_fork, deny_shmem)
-    _sys.syscall("seccomp", _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
+    _sys.syscall("seccomp", SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")

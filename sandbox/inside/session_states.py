@@ -17,7 +17,7 @@ import traceback
 from typing import Any, Callable, NoReturn
 
 from .. import commands, frames, protocol
-from ..confine import _sys
+from ..confine import _sys, state_scope
 from ..errors import ProtocolError
 from . import proc, request
 from .request import Confined
@@ -31,9 +31,11 @@ def set_dumpable(on: bool) -> None:
     _sys.prctl(_PR_SET_DUMPABLE, int(on), name="prctl(PR_SET_DUMPABLE)")
 
 
-def _own_group() -> None:
-    """Lead a process group of our own: a run's kill(0)/killpg(0) reaches only its own tree."""
-    os.setpgid(0, 0)
+def _own_session() -> None:
+    """Lead a kernel session (and process group) of our own: a run's kill(0)/killpg(0) reaches only
+    its own tree, no process of it can join another state's group, and the root tells states
+    apart by session (confine/state_scope.py)."""
+    os.setsid()
 
 
 # -- process steps -----------------------------------------------------------------
@@ -73,17 +75,33 @@ def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -
 
 
 # -- nodes -------------------------------------------------------------------------
-def fork_node(scope: dict[str, Any], confined: Confined) -> tuple[int, socket.socket]:
-    """Fork a child that serves as a node with a copy of ``scope``; returns (pid, root's end)."""
+def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool
+              ) -> tuple[int, socket.socket, state_scope.Supervisor | None]:
+    """Fork the session's first node with a copy of ``scope``; returns (pid, root's end, and when
+    ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         # The root's fds are all infrastructure (the host control socket first of all): keep none.
         proc.keep_only([*request.reserved_fds(), theirs.fileno()])
-        _own_group()
+        _own_session()
+        if scoped:
+            try:
+                listener = state_scope.install()
+                frames.send(theirs, commands.Supervise(), fds=[listener])
+                os.close(listener)
+            except BaseException:  # noqa: BLE001 - no state runs unsupervised: the root sees EOF
+                traceback.print_exc()
+                os._exit(70)
         _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
-    return pid, ours
+    if not scoped:
+        return pid, ours, None
+    header, fds = protocol.recv_packet(ours)  # EOF (the node failed): ProtocolError, the session fails
+    frames.decode(commands.FIRST_NODE, header)
+    if len(fds) != 1:
+        raise ProtocolError(f"the first node's 'supervise' carried {len(fds)} fds, expected 1")
+    return pid, ours, state_scope.Supervisor(fds[0])
 
 
 class _NodeLoop:
@@ -148,7 +166,7 @@ class _NodeLoop:
             os.close(self.wake_r)
             os.close(self.wake_w)
             proc.close_copies(ours_id)
-            _own_group()
+            _own_session()
             raise _Continue(lambda: child_main(theirs))
         theirs.close()
         return pid, ours

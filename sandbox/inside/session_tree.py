@@ -39,16 +39,18 @@ than a long session's runs):
   and ptrace of another state fail for a same-uid run; seccomp denies ptrace and
   process_vm_* anyway. A runner is dumpable: it runs the snippet, whose own ``/proc/self``
   works as in a one-shot run.
-- **signals**: every node and runner leads its own process group (``kill(0)`` and
+- **signals**: every node and runner leads its own kernel session (``kill(0)`` and
   ``killpg(0)`` reach only the run's own tree) and seccomp denies ``kill(-1)``. A
-  signal to another state's explicit pid is not refused (see README, "What it does
-  not do yet"); the root, pid 1 of the session's pid namespace, ignores them, and a
-  killed state is reported: a run on it ends ``lost`` and the session is closed.
+  signal, rlimit or priority change aimed at another state by its pid or group is
+  refused by the root (confine/state_scope.py: a seccomp user notification); the root,
+  pid 1 of the session's pid namespace, ignores signals, and a state killed anyway
+  (from outside) is reported: a run on it ends ``lost`` and the session is closed.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import socket
@@ -56,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import commands, frames, protocol
-from ..confine import _sys
+from ..confine import _sys, state_scope
 from ..errors import ProtocolError
 from . import proc, request
 from .request import Channel, Confined
@@ -96,6 +98,8 @@ class _Root:
     """(line, previous node, committed node) of the last committed run, until settle or undo."""
     next_line: int = 1
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    supervisor: state_scope.Supervisor | None = None
+    """Answers the states' signals and the like to other processes (confine/state_scope.py)."""
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -103,6 +107,8 @@ class _Root:
         signal.set_wakeup_fd(wake_w)
         self.selector.register(self.ctl, selectors.EVENT_READ, "host")
         self.selector.register(wake_r, selectors.EVENT_READ, "sigchld")
+        if self.supervisor is not None:
+            self.selector.register(self.supervisor, selectors.EVENT_READ, "scope")
         while True:
             # One event per select(): a handler may read other sockets (a node's reply
             # and the notices queued before it), so the rest of a batch can be stale.
@@ -115,6 +121,8 @@ class _Root:
                     return
             elif key.data == "node":
                 self._node_message(key.fileobj)
+            elif key.data == "scope":
+                self.supervisor.answer()
             else:
                 self._runner_message()
             if self.run is None and self.held is None:  # not while the host weighs the session's memory
@@ -256,6 +264,7 @@ class _Root:
         """Send a command to a node and wait for its reply; death notices that arrive first are handled."""
         frames.send(node.sock, command, fds=fds or ())
         while True:
+            self._await(node.sock)
             header, got = protocol.recv_packet(node.sock)
             event = frames.decode(commands.FROM_NODE, header)
             if isinstance(event, commands.Forked) and len(got) == 1:
@@ -265,6 +274,12 @@ class _Root:
             if isinstance(event, commands.Forked):
                 raise ProtocolError(f"a node's 'forked' carried {len(got)} fds, expected 1")
             self._node_event(event)
+
+    def _await(self, sock: socket.socket) -> None:
+        """Block until ``sock`` is readable, answering the states' notifications meanwhile: the
+        node we wait for may itself be waiting on one (killing its standby, its runner's leftovers)."""
+        while self.supervisor is not None and sock not in select.select([sock, self.supervisor], [], [])[0]:
+            self.supervisor.answer()
 
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
@@ -369,7 +384,8 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     root = _Root(ctl, confined)
-    pid, sock = fork_node(request.new_scope(), confined)
+    scoped = any(state.layer == "seccomp" and state.active for state in confined.layers)
+    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped)
     root.lines[0] = root._add_node(pid, sock).pid
     root._sync_standbys()
     root.serve()

@@ -268,3 +268,23 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
         assert rows[0][layer]["active"] and rows[1][layer]["active"], layer
     assert rows[0]["namespaces"]["active"] == r["system"]["user_namespaces_for_this_uid"]
     assert rows[1]["namespaces"]["active"] == n["system"]["user_namespaces_for_this_uid"]
+
+
+def test_state_scope_reads_yes_only_where_a_session_run_is_refused():
+    """Observed through a real session (a run signals its own checkpoint): yes under default; no with the
+    seccomp layer off (the states of a session may then signal each other), never assumed."""
+    from .childproc import policy
+    on = doctor.diagnose("default")["sessions"]["state_scope"]
+    assert on["available"] and on["active"] and on["required"], on
+    layers = tuple(n for n in confine.MODULES if n != "seccomp")
+    off = doctor.diagnose(policy("default", layers=layers, required=()))["sessions"]["state_scope"]
+    assert not off["available"] and not off["active"] and not off["in_policy"], off
+    assert "state_scope" in doctor.render(doctor.diagnose("default", use_sandbox=False))
+
+
+def test_state_scope_probe_reads_no_where_the_filter_cannot_be_installed():
+    from .childproc import in_child
+    got = in_child(confine.state_scope.probe, _seccomp_refused)
+    assert got["ok"], got
+    available, why = got["value"]
+    assert not available and "refused" in why, why

@@ -197,7 +197,7 @@ def test_calls_in_unassigned_ranges_get_enosys():
 
 def _load(code: bytes):
     from sandbox.confine import _sys
-    program = seccomp._Program(code)
+    program = seccomp.Program(code)
 
     def setup():
         no_new_privs.apply(policy(), None)

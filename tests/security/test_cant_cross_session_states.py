@@ -7,6 +7,11 @@ the states of one session", for the mechanism each test stands for.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+import psutil
 import pytest
 
 import sandbox
@@ -177,15 +182,117 @@ def test_broadcast_signals_leave_checkpoints_and_branches_usable(box, attack):
             assert s.run("print(x)").stdout == "1\n"
 
 
-def test_a_state_killed_by_its_pid_is_reported_not_hung(box):
-    """Signalling another state by its explicit pid is not refused (README: "What it does not do
-    yet"); the session then says the state is gone, and never hangs."""
+#: Every way to signal, limit or reschedule another process by pid or group (x86_64 numbers for the
+#: calls Python does not wrap); each prints the call and the errno name it got, or "allowed".
+AT_STATE = """import ctypes, os, resource, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def raw(nr, *args):
+    if libc.syscall(nr, *args) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+def pidfd_signal(path_or_pid):
+    fd = os.pidfd_open(path_or_pid) if isinstance(path_or_pid, int) else os.open(path_or_pid, os.O_RDONLY | os.O_DIRECTORY)
+    signal.pidfd_send_signal(fd, signal.SIGKILL)
+for pid in %s:
+    for what, call in [
+            ("kill", lambda: os.kill(pid, signal.SIGKILL)), ("killpg", lambda: os.killpg(pid, signal.SIGKILL)),
+            ("tkill", lambda: raw(200, pid, 9)), ("tgkill", lambda: raw(234, pid, pid, 9)),
+            ("rt_sigqueueinfo", lambda: raw(129, pid, 9, ctypes.create_string_buffer(128))),
+            ("pidfd", lambda: pidfd_signal(pid)), ("proc_dirfd", lambda: pidfd_signal(f"/proc/{pid}")),
+            ("prlimit", lambda: resource.prlimit(pid, resource.RLIMIT_CPU, (0, 0))),
+            ("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, pid, 19)),
+            ("setpriority_pgrp", lambda: os.setpriority(os.PRIO_PGRP, pid, 19)),
+            ("setpriority_user", lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+            ("sched_setaffinity", lambda: os.sched_setaffinity(pid, {0})),
+            ("ioprio_set", lambda: raw(251, 1, pid, (3 << 13)))]:
+        try:
+            call()
+            print(what, pid, "allowed")
+        except OSError as exc:
+            print(what, pid, __import__("errno").errorcode.get(exc.errno))
+"""
+
+
+def test_a_run_cannot_signal_limit_or_reschedule_another_state(box):
+    """A checkpoint, a branch's state and the run's own node, by pid and by group, through every
+    call that names another process: all refused (EPERM), and every state still works after."""
     with box.session() as s:
         s.run("x = 1")
         mark = s.checkpoint()
         s.run("x = 2")
-        r = s.run(f"import os, time\nos.kill({mark.node}, 9)\ntime.sleep(0.3)\nprint('done')")
-        assert r.stdout == "done\n", r
+        with s.fork() as branch:
+            branch.run("y = 'branch'")
+            branch_state = branch.checkpoint()
+            targets = f"sorted({{{mark.node}, {branch_state.node}, os.getppid()}})"
+            r = s.run(AT_STATE % targets)
+            assert r.outcome == sandbox.Outcome.OK, r
+            lines = r.stdout.splitlines()
+            assert len(lines) == 3 * 13, r.stdout
+            assert all(line.endswith(" EPERM") for line in lines), r.stdout
+            assert branch.run("print(y)").stdout == "branch\n"
+        assert s.run("print(x)").stdout == "2\n"
+        s.restore(mark)
+        assert s.run("print(x)").stdout == "1\n"
+
+
+OWN_TREE = """import os, signal, threading
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append("handler"))
+signal.raise_signal(signal.SIGUSR1)
+signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+os.kill(os.getpid(), signal.SIGUSR1)
+os.kill(0, 0)
+os.setpriority(os.PRIO_PROCESS, 0, 1)
+print(len(got), "signals to itself")
+"""
+
+OWN_CHILDREN = """import os, signal, subprocess, time
+p = subprocess.Popen(["sleep", "30"])
+p.send_signal(signal.SIGTERM)
+print("child", p.wait())
+pid = os.fork()
+if pid == 0:
+    time.sleep(30)
+    os._exit(0)
+os.kill(pid, signal.SIGKILL)
+print("forked", os.waitpid(pid, 0)[1] & 0x7F)
+"""
+
+
+def test_a_run_still_signals_itself_and_its_own_children(box):
+    """The scoping refuses other states only: a run's own process, threads and children are its own."""
+    with box.session() as s:
+        s.run("x = 1")
+        r = s.run(OWN_TREE)
+        assert r.outcome == sandbox.Outcome.OK and r.stdout == "3 signals to itself\n", r
+        if box.policy.confinement.allow_subprocess:
+            r = s.run(OWN_CHILDREN)
+            assert r.outcome == sandbox.Outcome.OK and r.stdout == "child -15\nforked 9\n", r
+        assert s.run("print(x)").stdout == "1\n"
+
+
+def _host_pid(session: sandbox.Session, pid_inside: int) -> int:
+    """The host's pid for a session process known by its pid inside the session's namespace."""
+    top = psutil.Process(session._container.spawned.pid)
+    for proc in [top, *top.children(recursive=True)]:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                nspid = next(line.split()[1:] for line in fh if line.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        if int(nspid[-1]) == pid_inside:
+            return proc.pid
+    raise LookupError(f"no session process has pid {pid_inside} inside")
+
+
+def test_a_state_killed_from_outside_is_reported_not_hung(box):
+    """A state that dies anyway (killed from the host, the OOM killer): the session says it is gone,
+    and never hangs."""
+    with box.session() as s:
+        s.run("x = 1")
+        mark = s.checkpoint()
+        s.run("x = 2")
+        os.kill(_host_pid(s, mark.node), signal.SIGKILL)
+        time.sleep(0.3)
         try:
             s.restore(mark)
         except sandbox.SessionError as exc:

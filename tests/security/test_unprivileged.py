@@ -109,6 +109,14 @@ def _run_as_nobody(secret: str, root: str) -> dict:
                     res = sb.run(snippet(body, file=secret, dir=root, host=os.getppid()), timeout=8)
                     out[name] = {"text": res.stdout + res.stderr + (res.error or ""), "outcome": str(res.outcome)}
                 out["__uid__"] = sb.run("import os; print(os.getuid())").stdout
+                with sb.session() as s:  # the states of a session, all of this uid, kept apart
+                    s.run("x = 1")
+                    mark = s.checkpoint()
+                    s.run("x = 2")
+                    r = s.run(snippet(f'attempt("kill_state", lambda: os.kill({mark.node}, 9))', file=secret,
+                                      dir=root, host=os.getppid()))
+                    s.restore(mark)
+                    out["__session__"] = {"text": r.stdout + r.stderr, "restored": s.run("print(x)").stdout}
         except BaseException as exc:  # noqa: BLE001
             out["__error__"] = f"{type(exc).__name__}: {exc}"
         os.write(w, json.dumps(out).encode())
@@ -118,6 +126,14 @@ def _run_as_nobody(secret: str, root: str) -> dict:
         data = fh.read()
     os.waitpid(pid, 0)
     return json.loads(data or '{"__error__": "child died"}')
+
+
+def test_cant_signal_another_session_state_as_unprivileged_uid(unprivileged_results):
+    results, _planted = unprivileged_results
+    assert "__error__" not in results, results.get("__error__")
+    session = results["__session__"]
+    assert "blocked" in session["text"] and "ESCAPED" not in session["text"], session
+    assert session["restored"] == "1\n", session
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))

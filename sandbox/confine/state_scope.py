@@ -1,0 +1,306 @@
+"""Between the states of one session: a state acts only on its own tree of processes.
+
+All the states of a session (nodes, their runners, checkpoints, branches) share one uid
+and one Landlock domain, and after confinement none can get a domain or a pid namespace
+of its own (Landlock nests at most 16 domains, fewer than a long session's runs; seccomp
+denies namespace flags). Same uid means the kernel lets any of them signal another, lower
+its resource limits or its scheduling priority. So the session root supervises those
+calls with a seccomp user notification:
+
+- the first node installs a second, small filter (on top of the worker's own,
+  seccomp.py) that notifies for the calls in :data:`TARGETED` when they name a process
+  other than the caller itself; every later state is a fork of that node and inherits it;
+- the root, which is not under this filter (it kills states), holds the listener and
+  answers each notification: the call goes on when its target is the caller, a
+  descendant of it, or in its kernel session (each node and runner calls ``setsid()``,
+  so a session id is one state's own tree); else ``EPERM``, as the kernel answers a
+  process that may not signal another. A call against a whole uid (``PRIO_USER``) is
+  refused.
+
+Calls that read or write another process's memory or fds (ptrace, process_vm_*,
+pidfd_getfd, process_madvise) are denied outright by seccomp.py, and ``/proc/<pid>/mem``
+of a non-dumpable state is closed by the kernel. A target is named by pid and the kernel
+acts on it after the answer: a pid reused in between (a session's pid namespace
+allocates upwards through ~4M pids first) is the known limit of this mechanism.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import struct
+from typing import Callable
+
+from . import _sys, seccomp
+
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+# struct seccomp_notif {u64 id; u32 pid; u32 flags; struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}}
+_NOTIF = struct.Struct("<QIIiIQ6Q")
+_NOTIF_RESP = struct.Struct("<QqiI")  # struct seccomp_notif_resp {u64 id; s64 val; s32 error; u32 flags}
+_IOC_WRITE, _IOC_READ = 1, 2
+_IOCTL_RECV = ((_IOC_READ | _IOC_WRITE) << 30) | (_NOTIF.size << 16) | (ord("!") << 8) | 0
+_IOCTL_SEND = ((_IOC_READ | _IOC_WRITE) << 30) | (_NOTIF_RESP.size << 16) | (ord("!") << 8) | 1
+_PIDFD_SIGNAL_PROCESS_GROUP = 4
+_WALK_LIMIT = 256  # ancestors followed from a target to its caller (a session's tree is far shallower)
+
+
+def _int32(value: int) -> int:
+    """The kernel reads pid_t and int arguments as their low 32 bits, signed."""
+    return ctypes.c_int32(value & 0xFFFFFFFF).value
+
+
+# -- what each call targets ------------------------------------------------------------------
+#: A target: ("process", pid), ("group", pgid), ("self", 0) or ("user", 0) (every process of a uid).
+Target = tuple[str, int]
+
+
+def _pid_or_group(pid: int) -> Target:  # kill(): > 0 a process, 0 own group, < -1 the group -pid
+    return ("process", pid) if pid > 0 else ("self", 0) if pid in (0, -1) else ("group", -pid)
+
+
+def _which_who(process: int, group: int, user: int) -> Callable[[list[int]], Target]:
+    """setpriority / ioprio_set: ``which`` says what ``who`` names (0: the caller's own)."""
+    def target(args: list[int]) -> Target:
+        which, who = _int32(args[0]), _int32(args[1])
+        if which == user:
+            return ("user", 0)
+        if who == 0:
+            return ("self", 0)
+        return ("group", who) if which == group else ("process", who) if which == process else ("self", 0)
+    return target
+
+
+def _own_or(args: list[int]) -> Target:
+    pid = _int32(args[0])
+    return ("self", 0) if pid == 0 else ("process", pid)
+
+
+#: Call -> (the rule's condition on its arguments (seccomp Arg triples) for a notification: any one
+#: suffices, none = always; how to read its target from the arguments). pidfd_send_signal is in
+#: :func:`_pidfd_target` (its target is an fd of the caller).
+TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[list[int]], Target]]] = {
+    "kill": (((0, "NE", 0),), lambda a: _pid_or_group(_int32(a[0]))),
+    "tkill": ((), lambda a: ("process", _int32(a[0]))),
+    "tgkill": ((), lambda a: ("process", _int32(a[0]))),
+    "rt_sigqueueinfo": ((), lambda a: ("process", _int32(a[0]))),
+    "rt_tgsigqueueinfo": ((), lambda a: ("process", _int32(a[0]))),
+    "prlimit64": (((0, "NE", 0),), _own_or),
+    "sched_setaffinity": (((0, "NE", 0),), _own_or),
+    "sched_setscheduler": (((0, "NE", 0),), _own_or),
+    "sched_setparam": (((0, "NE", 0),), _own_or),
+    "sched_setattr": (((0, "NE", 0),), _own_or),
+    "setpriority": (((0, "NE", 0), (1, "NE", 0)), _which_who(process=0, group=1, user=2)),
+    "ioprio_set": (((0, "NE", 1), (1, "NE", 0)), _which_who(process=1, group=2, user=3)),
+    "pidfd_send_signal": ((), lambda a: ("self", 0)),  # resolved by _pidfd_target
+}
+
+
+# -- the filter (in the first node) -----------------------------------------------------------
+_program: "seccomp.Program | None" = None
+
+
+def prepare() -> "seccomp.Program":
+    """Compile the notifying filter once per process (the zygote does it ahead of any session)."""
+    global _program
+    if _program is None:
+        s = seccomp.pyseccomp
+        if s is None:
+            raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable; fix: {seccomp.FIX}")
+        arch = s.system_arch()
+        f = s.SyscallFilter(s.ALLOW)
+        f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs
+        for name, (conditions, _target) in TARGETED.items():
+            nr = s.resolve_syscall(arch, name)
+            if nr < 0:
+                raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
+                                        "libseccomp does not know it: the states of a session could not be kept apart")
+            for arg, op, value in conditions or ((None, None, None),):
+                f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), value),)))
+        fd = os.memfd_create("sandbox-state-scope", os.MFD_CLOEXEC)
+        with os.fdopen(fd, "w+b") as fh:
+            f.export_bpf(fh)
+            fh.seek(0)
+            _program = seccomp.Program(fh.read())
+    return _program
+
+
+def install() -> int:
+    """In a single-threaded process: add the notifying filter; returns its listener fd (for the root)."""
+    return _sys.syscall("seccomp", seccomp.SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                        prepare().ref, hint="a second user-notification listener in one process tree?")
+
+
+def probe() -> tuple[bool, str]:
+    """For ``doctor``: a child installs the filter and signals this process; we answer, it must go on."""
+    import socket
+    try:
+        prepare()
+    except OSError as exc:
+        return False, f"the notifying filter cannot be built: {exc}"
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            _sys.prctl(38, 1, name="prctl(PR_SET_NO_NEW_PRIVS)")
+            listener = install()
+            socket.send_fds(theirs, [b"L"], [listener])
+            os.kill(os.getppid(), 0)  # notified: the parent answers
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - never unwind into the caller's code in a fork
+            os._exit(1)
+    theirs.close()
+    answered = False
+    try:
+        ours.settimeout(5)
+        _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        if fds:
+            supervisor = Supervisor(fds[0])
+            supervisor.answer()
+            supervisor.close()
+            answered = True
+    except OSError:
+        pass
+    finally:
+        ours.close()
+    if not answered:
+        os.kill(pid, 9)  # it may be waiting on a listener nobody reads
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code != 0:
+        return False, ("a seccomp filter with a user-notification listener was refused here (seccomp forbidden "
+                       "to this process, or Linux before 5.5): sessions cannot open under a policy with seccomp")
+    return True, ("seccomp user notification: the session root refuses a state's signals, rlimit and priority "
+                  "changes aimed outside its own tree")
+
+
+# -- the supervisor (in the root) -------------------------------------------------------------
+class Supervisor:
+    """The root's end of the listener: answers one notification per :meth:`answer`."""
+
+    def __init__(self, listener: int) -> None:
+        self.listener = listener
+
+    def fileno(self) -> int:
+        return self.listener
+
+    def close(self) -> None:
+        os.close(self.listener)
+
+    def answer(self) -> None:
+        """Receive one pending notification (the listener was readable) and let it go on or refuse it."""
+        buf = bytearray(_NOTIF.size)  # the kernel refuses a receive buffer that is not zeroed
+        try:
+            fcntl.ioctl(self.listener, _IOCTL_RECV, buf, True)
+        except OSError:
+            return  # the caller died (or was signalled) before we read it
+        notif_id, caller, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
+        try:
+            refused = _refusal(caller, nr, list(args))
+        except OSError:
+            refused = errno.EPERM  # a /proc entry we could not read: fail closed
+        reply = _NOTIF_RESP.pack(notif_id, 0, -refused, 0 if refused else _SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        try:
+            fcntl.ioctl(self.listener, _IOCTL_SEND, bytearray(reply), True)
+        except OSError as exc:  # ENOENT: the caller died meanwhile
+            if exc.errno == errno.EINVAL and not refused:  # a kernel before 5.5 cannot let a call go on
+                fcntl.ioctl(self.listener, _IOCTL_SEND, bytearray(_NOTIF_RESP.pack(notif_id, 0, -errno.EPERM, 0)))
+
+
+_NAMES: dict[int, str] = {}
+
+
+def _name(nr: int) -> str:
+    if not _NAMES:
+        arch = seccomp.pyseccomp.system_arch()
+        _NAMES.update((seccomp.pyseccomp.resolve_syscall(arch, name), name) for name in TARGETED)
+    return _NAMES.get(nr, "")
+
+
+def _refusal(caller_tid: int, nr: int, args: list[int]) -> int:
+    """0 if the call may go on, else the errno to answer (EPERM; ESRCH for a target that is gone)."""
+    name = _name(nr)
+    if name not in TARGETED:
+        return errno.EPERM
+    caller = _tgid(caller_tid)
+    kind, who = _pidfd_target(caller_tid, args) if name == "pidfd_send_signal" else TARGETED[name][1](args)
+    if kind == "self":
+        return 0
+    if kind == "user":
+        return errno.EPERM
+    session = _stat(caller)[2]
+    if kind == "process":
+        if who == caller:
+            return 0
+        target = _stat_or_none(who)
+        if target is None:
+            return errno.ESRCH
+        return 0 if target[2] == session or _descends(who, caller) else errno.EPERM
+    members = [pid for pid in _pids() if (_stat_or_none(pid) or (0, 0, 0))[1] == who]  # a group
+    if not members:
+        return errno.ESRCH
+    first = _stat_or_none(members[0])
+    if first is None:
+        return errno.ESRCH
+    # A process group never spans two kernel sessions: one member's session is the group's.
+    return 0 if first[2] == session or all(_descends(pid, caller) for pid in members) else errno.EPERM
+
+
+def _pidfd_target(caller_tid: int, args: list[int]) -> Target:
+    """What a pidfd (or a /proc/<pid> directory fd) of the caller refers to."""
+    fd, flags = _int32(args[0]), args[3]
+    pid = None
+    try:
+        with open(f"/proc/{caller_tid}/fdinfo/{fd}") as fh:
+            for line in fh:
+                if line.startswith("Pid:"):
+                    pid = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    if pid is None:
+        link = os.readlink(f"/proc/{caller_tid}/fd/{fd}")
+        number = link.removeprefix("/proc/")
+        if not (link.startswith("/proc/") and number.isdigit()):
+            return ("user", 0)  # not a process we can name: refused
+        pid = int(number)
+    if pid <= 0:
+        return ("user", 0)  # a pidfd of a process that has exited (-1), or outside our namespace (0)
+    return ("group", _stat(pid)[1]) if flags & _PIDFD_SIGNAL_PROCESS_GROUP else ("process", pid)
+
+
+def _stat(pid: int) -> tuple[int, int, int]:
+    """(ppid, pgrp, session) of ``pid`` as this process's /proc shows them."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def _stat_or_none(pid: int) -> tuple[int, int, int] | None:
+    try:
+        return _stat(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tgid(tid: int) -> int:
+    with open(f"/proc/{tid}/status") as fh:
+        for line in fh:
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    raise OSError(errno.ESRCH, f"no Tgid for task {tid}")
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(_WALK_LIMIT):
+        if pid == ancestor:
+            return True
+        found = _stat_or_none(pid)
+        if found is None or found[0] <= 1:
+            return False
+        pid = found[0]
+    return False
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
