@@ -69,7 +69,17 @@ class Fork(Frame):
 
 START = table(Start)
 FORKER_IN = table(Fork)
-ZYGOTE_IN = table(Spawn, ReleaseRun, Shutdown)
+@dataclass(frozen=True)
+class Claimed(Frame):
+    """The host handed run ``id`` to the standby worker ``pid`` itself (``id`` None: it found the worker dead
+    and dropped it): the zygote reports that run's exit and refills its pool."""
+
+    KIND: ClassVar[str] = "claimed"
+    pid: int
+    id: int | None = None
+
+
+ZYGOTE_IN = table(Spawn, Claimed, ReleaseRun, Shutdown)
 WORKER_SPAWN = table(Spawn)
 
 

@@ -227,6 +227,15 @@ class Spawned(Frame):
 
 
 @dataclass(frozen=True)
+class Standby(Frame):
+    """A pre-forked worker, confined and waiting: the host hands it a run itself (no zygote on the run's
+    path) and then says so (``claimed``). The packet carries its pidfd and its private control socket."""
+
+    KIND: ClassVar[str] = "standby"
+    pid: int
+
+
+@dataclass(frozen=True)
 class Exited(Frame, ReportsUsage):
     """A worker was reaped: how it ended and what it used (zygote), or a session runner died (node)."""
 
@@ -303,7 +312,7 @@ def table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:
 
 
 WORKER = table(Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
-ZYGOTE = table(Hello, Spawned, Exited, Failed, Unavailable)
+ZYGOTE = table(Hello, Spawned, Standby, Exited, Failed, Unavailable)
 SESSION = table(Reply, RunEnd)
 FORKER = table(Forked, ForkFailed)
 

@@ -5,16 +5,23 @@ app itself is never forked: it may hold threads, secrets and sockets), a scrubbe
 environment, no inherited fds but its control socket, and its own session. Starting does
 not wait for the zygote: its reader thread takes the ``hello`` (sent once the image is
 preloaded, seconds later) as the first frame, and :meth:`ZygoteLauncher.spawn` waits for
-it. The reader then dispatches the zygote's replies (``spawned``, ``exited``, ``failed``,
-``unavailable``: typed in :mod:`sandbox.frames`) through a table to the runs waiting for
-them; when the zygote dies, or says something malformed, every waiting run gets a clear
-error.
+it. The reader then dispatches the zygote's frames (``standby``, ``spawned``, ``exited``,
+``failed``, ``unavailable``: typed in :mod:`sandbox.frames`) through a table to the runs
+waiting for them; when the zygote dies, or says something malformed, every waiting run
+gets a clear error.
+
+A run goes straight to a standby worker the zygote offered (its pidfd and private socket
+come with the offer): the caller hands the run's fds over itself and then tells the
+zygote (``claimed``), so neither the zygote nor the reader thread is on the run's path.
+Only when no standby is left does the caller ask the zygote to fork one (``spawn``).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -54,6 +61,20 @@ class Spawned:
     ``spawned``: then locate it again)."""
     release: Callable[[], None] = lambda: None
     """Tell the zygote the host is done reading the memory cgroup (it removes it once the worker is reaped)."""
+
+
+@dataclass
+class _Standby:
+    """A pre-forked worker the zygote offered: confined, waiting for a run's fds on ``sock``."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
+    cgroup: str | None
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.pidfd)
 
 
 def scrubbed_environment(policy: Policy) -> dict[str, str]:
@@ -101,6 +122,7 @@ class ZygoteLauncher:
         self._lock = threading.Lock()
         self._spawns: dict[int, Future] = {}
         self._runs: dict[int, Spawned] = {}
+        self._standbys: collections.deque[_Standby] = collections.deque()
         self._dead: str | None = None
         self.hello: "Future[frames.Hello]" = Future()
         """Resolves to the zygote's ``hello`` once it preloaded the image, or to the WorkerCrashed
@@ -198,6 +220,10 @@ class ZygoteLauncher:
         dir the zygote made (and removes); a session root is given its own.
         """
         self.wait_hello()
+        if run_dir is None:
+            spawned = self._hand_to_standby(fds)
+            if spawned is not None:
+                return spawned
         dirs = {"workdir": run_dir.workdir, "tmpdir": run_dir.tmpdir} if run_dir is not None else {}
         run_id = next(self._ids)
         future: Future = Future()
@@ -219,6 +245,55 @@ class ZygoteLauncher:
                 self._spawns.pop(run_id, None)
             raise WorkerCrashed(f"the zygote (pid {self.pid}) did not hand out a worker within "
                                 f"{START_TIMEOUT_S:g} s") from exc
+
+    def _hand_to_standby(self, fds: list[int]) -> Spawned | None:
+        """Hand ``fds`` to the next live standby worker; None when none is left."""
+        while True:
+            with self._lock:
+                if self._dead:
+                    raise WorkerCrashed(self._dead)
+                if not self._standbys:
+                    return None
+                standby = self._standbys.popleft()
+                run_id = next(self._ids)
+            if select.select([standby.pidfd], [], [], 0)[0]:  # it died waiting: the next one
+                self._claim(standby.pid, None)
+                standby.close()
+                continue
+            spawned = Spawned(pid=standby.pid, pidfd=standby.pidfd, cgroup=standby.cgroup, zygote_pid=self.pid,
+                              release=lambda: self._release(run_id))
+            with self._lock:
+                if self._dead:
+                    spawned.exited.set_exception(WorkerCrashed(self._dead))
+                else:
+                    self._runs[run_id] = spawned  # before `claimed`: the zygote's `exited` may follow at once
+            try:
+                frames.send(standby.sock, commands.Spawn(), fds=fds)
+            except OSError:  # it died in the instant since: it exits without a frame, a failed run
+                try:
+                    signal.pidfd_send_signal(standby.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+            finally:
+                standby.sock.close()
+            self._claim(standby.pid, run_id)
+            return spawned
+
+    def _claim(self, pid: int, run_id: int | None) -> None:
+        try:
+            frames.send(self.sock, commands.Claimed(pid=pid, id=run_id))
+        except OSError:
+            pass  # the zygote is gone: the run sees it (no `exited`; the pidfd says the worker died)
+
+    def _standby(self, frame: frames.Standby, fds: list[int]) -> None:
+        if len(fds) != 2:
+            raise ProtocolError(f"a 'standby' packet carries {len(fds)} fds (expected a pidfd and a socket)")
+        standby = _Standby(frame.pid, fds[0], socket.socket(fileno=fds[1]), self._locate(frame.pid))
+        with self._lock:
+            if not self._dead:
+                self._standbys.append(standby)
+                return
+        standby.close()
 
     def _read_loop(self) -> None:
         if not self._read_hello():
@@ -305,6 +380,9 @@ class ZygoteLauncher:
             self._dead = reason
             spawns, self._spawns = self._spawns, {}
             runs, self._runs = self._runs, {}
+            standbys, self._standbys = self._standbys, collections.deque()
+        for standby in standbys:
+            standby.close()
         for future in spawns.values():
             future.set_exception(WorkerCrashed(reason))
         for spawned in runs.values():
@@ -343,6 +421,7 @@ _HELLO = frames.table(frames.Hello)
 _FROM_ZYGOTE = {kind: cls for kind, cls in frames.ZYGOTE.items() if cls is not frames.Hello}
 _DISPATCH: dict[type, Callable[[ZygoteLauncher, frames.Frame, list[int]], None]] = {
     frames.Spawned: ZygoteLauncher._spawned,
+    frames.Standby: ZygoteLauncher._standby,
     frames.Exited: ZygoteLauncher._exited,
     frames.Failed: ZygoteLauncher._failed,
     frames.Unavailable: ZygoteLauncher._unavailable,

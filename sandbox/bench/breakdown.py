@@ -110,7 +110,7 @@ class Probe:
 
     def wrap_host(self) -> None:
         for owner, name, label in ((pool.ZygotePool, "make_run_dir", "host.make_run_dir"),
-                                   (pool.ZygotePool, "_spawn_one_shot", "host.spawn (zygote hands out a worker)"),
+                                   (pool.ZygotePool, "_spawn_one_shot", "host.spawn (hands the run to a standby worker)"),
                                    (collect_module, "collect", "host.collect (request to end of streams)"),
                                    (collect_module, "kill_worker", "host.kill_worker")):
             func = getattr(owner, name)

@@ -122,6 +122,16 @@ def _join(max_pids: int, zygote: int, pid: int) -> str:
     raise _sys.SyscallError("join a pids cgroup", errors[-1].errno if errors else errno.ENOENT, why)
 
 
+def remove_zygote(zygote: int | None = None) -> None:
+    """At the zygote's shutdown, its workers gone: remove its ``sandbox-<zygote>`` pids cgroups (else they stay
+    until another zygote's first worker sweeps them). Never raises."""
+    zygote = os.getpid() if zygote is None else zygote
+    for root in _candidates():
+        path = os.path.join(root, f"sandbox-{zygote}")
+        if os.path.isdir(path):
+            _remove(path)
+
+
 def _make_capped(parent: str, name: str, max_pids: int) -> str:
     """``parent/name`` with ``pids.max``; on cgroup v2 the controller is enabled in ``parent`` first."""
     os.makedirs(parent, exist_ok=True)

@@ -9,11 +9,13 @@ forker (forker.py: a copy of the zygote whose loop only clones, so the zygote's 
 work copies no page), each one fork-like clone straight into its namespaces (pid 1 of
 its own pid namespace; no intermediate process) made the zygote's child
 (``CLONE_PARENT``), so the zygote's ``wait4`` sees the run's own exit status and
-rusage. It hands each request's fds to a
-waiting worker, reports the worker's pid (and a pidfd, so the host can kill it
-without pid-reuse races) and, after reaping it, its exit status and rusage, and
-removes its run dir when nothing waits. A session's root worker is forked on demand
-instead: it is confined in the host-made run dir its request names.
+rusage. Each waiting worker is offered to the host (``standby``: its pid, a pidfd, so
+the host can kill it without pid-reuse races, and its private socket): the host hands
+a run's fds to it directly, with no zygote on the run's path, then says ``claimed``.
+A request that finds no standby (``spawn``) gets a worker forked now. After reaping a
+worker the zygote reports its exit status and rusage, and removes its run dir when
+nothing waits. A session's root worker is forked on demand: it is confined in the
+host-made run dir its request names.
 
 Each worker's memory cgroup (confine/memcg.py) is made at its fork. The host reads it
 when the run ends, then says ``release``; the zygote removes it once the worker is
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import bootstrap, commands, confine, frames, protocol, rundirs
-from ..confine import _sys, memcg
+from ..confine import _sys, cgroup, memcg
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
@@ -64,7 +66,7 @@ _TIDY_BACKLOG = 4
 @dataclass
 class _Worker:
     pid: int
-    priv: socket.socket  # zygote's end of the worker's private control socket
+    priv: socket.socket | None  # zygote's end of the worker's private control socket (None: offered to the host)
     pidfd: int
     run_dir: rundirs.RunDir | None  # None for a session root: the host owns its run dir
     run_id: int | None = None
@@ -81,6 +83,9 @@ class Zygote:
         self.forker = Forker(spec, inherited=[sock])  # first: it must hold nothing of the loop below
         self.prefork = spec.policy.runtime.prefork
         self.ready: collections.deque[_Worker] = collections.deque()
+        """Pre-forked workers offered to the host (``standby``), not claimed yet."""
+        self.unclaimed_exits: dict[int, tuple[_Worker, int, Any]] = {}
+        """Offered workers reaped before their ``claimed`` came: (worker, status, rusage) by pid."""
         self.running: dict[int, _Worker] = {}
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
         self.cgroups = WorkerCgroups()
@@ -141,6 +146,9 @@ class Zygote:
         if isinstance(command, commands.Spawn) and command.id is not None:
             self._spawn(command, fds)
             return True
+        if isinstance(command, commands.Claimed):
+            self._claimed(command)
+            return True
         for fd in fds:
             os.close(fd)
         if isinstance(command, commands.ReleaseRun):  # the host has read the run's memory cgroup
@@ -154,9 +162,7 @@ class Zygote:
             while True:
                 if session:
                     worker = self._session_root()
-                elif self.ready:
-                    worker = self.ready.popleft()
-                else:
+                else:  # the host had no standby left (they are its to hand out): fork one now
                     self.refill_error = None
                     if not self.forker.pending:
                         self.forker.order(self._make_run_dir())
@@ -181,6 +187,34 @@ class Zygote:
             worker.priv.close()
             protocol.close_fds(fds)
 
+    def _claimed(self, command: commands.Claimed) -> None:
+        """The host handed a run to an offered worker itself (or dropped it, dead): it is that run's now."""
+        worker = next((w for w in self.ready if w.pid == command.pid), None)
+        if worker is not None:
+            self.ready.remove(worker)
+            if command.id is None:
+                self._discard(worker)
+                return
+            worker.run_id = command.id
+            self.running[worker.pid] = worker
+            return
+        exited = self.unclaimed_exits.pop(command.pid, None)
+        if exited is None:
+            raise ProtocolError(f"the host claimed worker {command.pid}, which was never offered")
+        worker, status, usage = exited
+        worker.run_id = command.id
+        if command.id is None:
+            self._discard(worker)
+        else:
+            self._report_exit(worker, status, usage)
+        self.cgroups.reaped(command.id, worker.pid)
+
+    def _offer(self, worker: _Worker) -> None:
+        frames.send(self.sock, frames.Standby(pid=worker.pid), fds=[worker.pidfd, worker.priv.fileno()])
+        worker.priv.close()
+        worker.priv = None
+        self.ready.append(worker)
+
     def _refill(self) -> None:
         """Order one more pre-forked worker (the forker's answer comes as an event: :meth:`_take_refill`)."""
         try:
@@ -197,9 +231,9 @@ class Zygote:
         self._take_refill()
 
     def _take_refill(self) -> None:
-        """The answer to the oldest order, a refill (blocks until it comes), into the ready queue."""
+        """The answer to the oldest order, a refill (blocks until it comes), offered to the host."""
         try:
-            self.ready.append(self._adopt(self.forker.answer()))
+            self._offer(self._adopt(self.forker.answer()))
         except OSError as exc:  # no pids left, a refused clone: the next request retries and reports it
             self.refill_error = exc
 
@@ -242,11 +276,13 @@ class Zygote:
                 self._report_exit(worker, status, usage)
                 self.cgroups.reaped(worker.run_id, pid)
             else:
-                for candidate in list(self.ready):
-                    if candidate.pid == pid:
-                        self.ready.remove(candidate)
-                        self._discard(candidate)
-                self.cgroups.reaped(None, pid)  # never ran, or discarded: no host reads it
+                offered = next((w for w in self.ready if w.pid == pid), None)
+                if offered is not None:  # the host may have handed it a run: its `claimed` says
+                    self.ready.remove(offered)
+                    self._unwatch(offered)
+                    self.unclaimed_exits[pid] = (offered, status, usage)
+                else:
+                    self.cgroups.reaped(None, pid)  # discarded: no host reads it
 
     def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
         _kill_group(worker.pid)  # anything the snippet left in its process group
@@ -288,7 +324,8 @@ class Zygote:
     def _discard(self, worker: _Worker) -> None:
         _kill(worker.pidfd)
         self._unwatch(worker)
-        worker.priv.close()
+        if worker.priv is not None:
+            worker.priv.close()
         os.close(worker.pidfd)
         if worker.run_dir is not None:
             self.to_remove.append(worker.run_dir.path)
@@ -318,12 +355,14 @@ class Zygote:
         deadline = time.monotonic() + _SWEEP_SECONDS
         for worker in workers:
             select.select([worker.pidfd], [], [], max(0.0, deadline - time.monotonic()))
-            worker.priv.close()
+            if worker.priv is not None:
+                worker.priv.close()
             os.close(worker.pidfd)
             self._unwatch(worker)
         for _ in range(3):
             self._kill_orphans()
             time.sleep(_SWEEP_INTERVAL_S)
+        cgroup.remove_zygote()
         memcg.remove_zygote()  # every worker's memory cgroup, read or not: the host is gone
 
 

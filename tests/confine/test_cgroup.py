@@ -134,3 +134,16 @@ def test_probe_as_non_root():
     got = in_child(cgroup.probe, uid=65534)
     ok, why = got["value"]
     assert not ok and "not needed" in why and "RLIMIT_NPROC" in why
+
+
+def test_a_closed_sandbox_leaves_no_pids_cgroup():
+    """The zygote's shutdown removes its own pids cgroups (its workers' included)."""
+    import sandbox
+    if not cgroup.needed() or not cgroup.probe()[0]:
+        pytest.skip("no pids cgroup here (not root, or no writable pids hierarchy)")
+    with sandbox.Sandbox(policy="default", cold_start=False) as sb:
+        assert sb.run("print(1)").stdout == "1\n"
+        zygotes = sb.zygote_pids
+        made = [os.path.join(root, f"sandbox-{pid}") for root in cgroup.PIDS_ROOTS for pid in zygotes]
+        assert any(os.path.isdir(path) for path in made), made
+    assert not [path for path in made if os.path.exists(path)]

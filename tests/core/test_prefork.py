@@ -47,3 +47,31 @@ def test_a_runs_files_are_gone_when_its_result_is_back(box):
     leftovers = [os.path.join(d, f) for d, _, files in os.walk(os.path.dirname(workdir)) for f in files]
     assert leftovers == [], leftovers
     assert {f.name for f in r.files} == {"sub/deeper/big.bin"}
+
+
+def _standbys(box) -> int:
+    return sum(len(z._standbys) for z in box._pool._zygotes if z is not None)
+
+
+def test_a_run_goes_to_a_standby_worker_without_the_zygote(box):
+    """The host hands a run's fds to a waiting worker itself: with every zygote stopped (SIGSTOP),
+    runs still complete on the standbys they offered; stopped zygotes delay only the refill."""
+    import signal
+    import time
+    box.run("print('warm')")
+    deadline = time.monotonic() + 30
+    while _standbys(box) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    offered = _standbys(box)
+    assert offered >= 2, offered
+    zygotes = box.zygote_pids
+    for pid in zygotes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for i in range(offered):
+            r = box.run(f"print({i} * 7)", timeout=10)
+            assert r.ok and r.stdout == f"{i * 7}\n", r
+    finally:
+        for pid in zygotes:
+            os.kill(pid, signal.SIGCONT)
+    assert box.run("print('after')").stdout == "after\n"  # and the zygotes, told, refilled
