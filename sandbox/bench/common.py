@@ -139,6 +139,44 @@ def machine_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of process ``pid``, of the children it reaped, and of its live children so far (a zygote: its
+    forker and waiting workers). A delta over a measurement is that tree's CPU, however loaded the machine is."""
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children():
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # reaped since: its CPU is in the parent's children_* now, or will be at the next reading
+        total += times.user + times.system
+    return total
+
+
+_PF_KTHREAD = 0x00200000
+
+
+def kernel_threads_cpu_s() -> float:
+    """CPU seconds of the kernel's threads (kworkers, RCU, ksoftirqd: where namespaces and mounts are torn down)
+    so far, to the nanosecond (schedstat: a tick-rounded figure per thread would add up to milliseconds of noise).
+    Shared by the whole machine: a delta over a measurement includes other work's kernel threads too; threads
+    that exited meanwhile drop out of it."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                flags = int(fh.read().rsplit(b")", 1)[1].split()[6])  # after the name: state ppid ... flags (7th)
+            if flags & _PF_KTHREAD:
+                with open(f"/proc/{name}/schedstat", "rb") as fh:
+                    total += int(fh.read().split()[0])  # ns on a CPU
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total / 1e9
+
+
 # -- recording ---------------------------------------------------------------------------
 @dataclass
 class Record:
