@@ -26,15 +26,19 @@ Two prices per configuration:
   followed by a settle (the pool refills, exited workers and their namespaces are torn
   down), interleaved round by round across the configurations; minus what the host and
   the kernel's threads spend without runs over the same time (measured each round);
-  median over the rounds (``cpu_spread_ms``: their max - min). Most of a layer's or
-  part's cost is here: workers are forked and confined before a request exists.
+  median over the rounds. Most of a layer's or part's cost is here: workers are forked
+  and confined before a request exists.
   ``machine_cpu_ms_per_run`` (JSON only) is the
   same blocks read from the machine's busy time (common.machine_cpu_s), idle subtracted
   likewise: it is the same figure on an otherwise idle machine, and meaningless on a
   shared busy one (other work gets less CPU while the runs compete with it).
 
 ``cost``: a configuration minus "none"; ``step``: what the row's layer or part adds (a
-layer row minus the row before it; for "all five - X", "all five" minus the row). The
+layer row minus the row before it; for "all five - X", "all five" minus the row). For
+CPU both are paired: the median over the rounds of the difference within each round
+(a round's conditions, e.g. other work competing for the caches, shift all of its
+blocks alike), and ``step_cpu_iqr_ms`` is the interquartile range of those differences:
+a step well inside it is noise. The
 ``back_to_back_runs_per_s`` column (runs with no pause, the pool cannot refill in between)
 shows the off-path cost as throughput.
 """
@@ -58,11 +62,11 @@ from .confinement_parts import configurations as part_configurations
 from .workloads import PRINT
 
 COLUMNS = ("layers", "n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cost_p50_ms", "step_p50_ms", "cpu_ms_per_run",
-           "cpu_spread_ms", "cost_cpu_ms", "step_cpu_ms", "back_to_back_runs_per_s", "active", "parts", "bad")
+           "cost_cpu_ms", "step_cpu_ms", "step_cpu_iqr_ms", "back_to_back_runs_per_s", "active", "parts", "bad")
 ORDER = ("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp")
 ALL_FIVE = "all five"
 #: CPU per run: rounds, back-to-back runs per block, the pause after a block, the idle window per round.
-CPU_ROUNDS, CPU_BLOCK_RUNS, SETTLE_S, IDLE_S = 7, 40, 1.0, 2.0
+CPU_ROUNDS, CPU_BLOCK_RUNS, SETTLE_S, IDLE_S = 12, 40, 1.0, 2.0
 
 
 def configurations() -> list[Config]:
@@ -109,15 +113,19 @@ def cpu_per_run(runners: Sequence[Runner], rounds: int, block: int, settle_s: fl
     module docstring)."""
     host = psutil.Process()
 
-    def shared() -> tuple[float, float]:  # involved in every configuration's runs; and the whole machine
+    def shared() -> tuple[float, dict[int, float], float]:  # in every configuration's runs; the whole machine
         times = host.cpu_times()
-        return times.user + times.system + common.kernel_threads_cpu_s(), common.machine_cpu_s()
+        return times.user + times.system, common.kernel_threads_cpu(), common.machine_cpu_s()
 
-    samples: dict[str, list[tuple[float, float]]] = {r.name: [] for r in runners}
+    def spent(before: tuple[float, dict[int, float], float], after: tuple[float, dict[int, float], float]
+              ) -> tuple[float, float]:  # (host + kernel threads, machine)
+        return after[0] - before[0] + common.kernel_threads_delta_s(before[1], after[1]), after[2] - before[2]
+
+    samples: dict[str, list[list[float]]] = {r.name: [] for r in runners}
     for turn in common.progress(range(rounds), rounds, "CPU rounds"):
         before, t0 = shared(), time.monotonic()
         time.sleep(idle_s)  # the rates without runs: other work's kernel threads and processes, idle zygotes
-        idle = [(b - a) / (time.monotonic() - t0) for a, b in zip(before, shared())]
+        idle = [x / (time.monotonic() - t0) for x in spent(before, shared())]
         start = turn * len(runners) // rounds  # each round starts elsewhere: no configuration always follows another
         for runner in [*runners[start:], *runners[:start]]:
             zygotes = runner.pids()
@@ -126,9 +134,9 @@ def cpu_per_run(runners: Sequence[Runner], rounds: int, block: int, settle_s: fl
                 runner.run(PRINT.code)
             time.sleep(settle_s)
             after, tree, wall = shared(), sum(map(common.tree_cpu_s, zygotes)) - tree0, time.monotonic() - t0
-            extra = [b - a - rate * wall for a, b, rate in zip(before, after, idle)]
-            samples[runner.name].append(((tree + extra[0]) / block * 1000, extra[1] / block * 1000))
-    return {name: [[round(x, 2) for x in sample] for sample in values] for name, values in samples.items()}
+            extra = [x - rate * wall for x, rate in zip(spent(before, after), idle)]
+            samples[runner.name].append([round((tree + extra[0]) / block * 1000, 2), round(extra[1] / block * 1000, 2)])
+    return samples
 
 
 def _checked(started: list[SandboxRunner], configs: dict[str, Config], record: common.Record
@@ -177,7 +185,8 @@ def run(settings: common.Settings) -> common.Record:
         rows: list[dict[str, Any]] = []
         for runner in measured:
             rows.append({"layers": runner.name, **common.stats(times[runner.name]),
-                         **_medians(cpu[runner.name]),
+                         "cpu_ms_per_run": _median(s[0] for s in cpu[runner.name]),
+                         "machine_cpu_ms_per_run": _median(s[1] for s in cpu[runner.name]),
                          "back_to_back_runs_per_s": back_to_back(runner, settings.n(60, 3)),
                          "active": seen[runner.name][0], "parts": seen[runner.name][1],
                          "bad": failed[runner.name] + (runner.name in bad)})
@@ -188,8 +197,7 @@ def run(settings: common.Settings) -> common.Record:
     record.extra["cpu_samples_ms"] = cpu  # [involved, machine] per round, for the spread
     if bad:
         record.extra["bad"] = bad
-    _differences(rows, "p50_ms", "cost_p50_ms", "step_p50_ms")
-    _differences(rows, "cpu_ms_per_run", "cost_cpu_ms", "step_cpu_ms")
+    _differences(rows, cpu)
     record.rows = rows
     common.finish(record, COLUMNS, "print(1) with confinement layers added one by one, then all five minus one part "
                                    "(cost: minus none; step: what the layer or part adds; cpu: the processes "
@@ -197,11 +205,8 @@ def run(settings: common.Settings) -> common.Record:
     return record
 
 
-def _medians(samples: list[list[float]]) -> dict[str, float]:
-    involved = sorted(s[0] for s in samples)
-    return {"cpu_ms_per_run": round(statistics.median(involved), 2),
-            "cpu_spread_ms": round(involved[-1] - involved[0], 2),
-            "machine_cpu_ms_per_run": round(statistics.median(s[1] for s in samples), 2)}
+def _median(values: Any) -> float:
+    return round(statistics.median(values), 2)
 
 
 def _interleaved(runners: Sequence[Runner], n: int) -> tuple[dict[str, list[float]], dict[str, int]]:
@@ -216,17 +221,41 @@ def _interleaved(runners: Sequence[Runner], n: int) -> tuple[dict[str, list[floa
     return times, failed
 
 
-def _differences(rows: list[dict[str, Any]], key: str, cost: str, step: str) -> None:
+def _differences(rows: list[dict[str, Any]], cpu: dict[str, list[list[float]]]) -> None:
+    """The cost and step columns (module docstring); CPU ones paired round by round."""
+    def paired(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[float] | None:
+        if a is None or b is None:
+            return None
+        return [x[0] - y[0] for x, y in zip(cpu[a["layers"]], cpu[b["layers"]])]
+
+    for row, none, (a, b) in _references(rows):
+        row["cost_p50_ms"] = _minus(row["p50_ms"], none and none["p50_ms"])
+        row["step_p50_ms"] = _minus(a and a["p50_ms"], b and b["p50_ms"])
+        cost, step = paired(row, none), paired(a, b)
+        row["cost_cpu_ms"] = _median(cost) if cost else None
+        row["step_cpu_ms"] = _median(step) if step else None
+        row["step_cpu_iqr_ms"] = _iqr(step)
+
+
+def _references(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any, tuple[Any, Any]]]:
+    """Each row, the row its cost counts from ("none"), and the two rows its step is the difference of."""
     by_label = {row["layers"]: row for row in rows}
     none, five = by_label.get("none"), by_label.get(ALL_FIVE)
-    previous = None
+    previous, out = None, []
     for row in rows:
-        row[cost] = _minus(row[key], none and none[key])
         if row["layers"].startswith(ALL_FIVE + " - "):
-            row[step] = _minus(five and five[key], row[key])
+            out.append((row, none, (five, row)))
         else:
-            row[step] = _minus(row[key], previous and previous[key])
+            out.append((row, none, (row, previous)))
             previous = row
+    return out
+
+
+def _iqr(values: list[float] | None) -> float | None:
+    if not values or len(values) < 2:
+        return None
+    low, _, high = statistics.quantiles(values, n=4)
+    return round(high - low, 2)
 
 
 def _minus(value: float | None, other: float | None) -> float | None:
@@ -251,16 +280,19 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     five = next((r for r in rows if r["layers"] == ALL_FIVE), None)
     if five and five.get("cpu_ms_per_run") is not None:
         cpu.axhline(five["cpu_ms_per_run"], color="grey", linestyle=":", label="all five")
+    box = {"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}  # readable over the line
     for x, row in zip(xs, rows):
         if row.get("step_cpu_ms") is not None:
-            cpu.annotate(f"{row['step_cpu_ms']:+.1f}", (x, row.get("cpu_ms_per_run") or 0), ha="center",
-                         va="bottom", fontsize=7)
+            iqr = "" if row.get("step_cpu_iqr_ms") is None else f"\niqr {row['step_cpu_iqr_ms']:.1f}"
+            cpu.annotate(f"{row['step_cpu_ms']:+.1f}{iqr}", (x, row.get("cpu_ms_per_run") or 0), ha="center",
+                         va="bottom", fontsize=7, bbox=box)
     cpu.set_ylabel("CPU per run, ms (host + zygote tree + kernel threads)")
-    cpu.set_title("Off the request path too: CPU per run (label: the step's cost)")
+    cpu.set_title("Off the request path too: CPU per run (label: the step, paired by round, and its IQR)")
+    cpu.margins(y=0.12)
     for ax in (latency, cpu):
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Confinement cost per run: layers added in apply order (blue), all five minus one part (orange)")
     common.save_figure(fig, settings, "confinement")
