@@ -264,9 +264,10 @@ class SandboxRunner(Runner):
     """This project: a warm ``Sandbox`` (one-shot runs) or one of its sessions."""
 
     def __init__(self, policy: "str | sandbox.Policy" = "default", *, session: bool = False, pool_size: int = 1,
-                 max_concurrent: int | None = None, label: str | None = None) -> None:
+                 max_concurrent: int | None = None, label: str | None = None, interpreter: str | None = None
+                 ) -> None:
         self.policy, self.session_mode, self.pool_size = policy, session, pool_size
-        self.max_concurrent = max_concurrent
+        self.max_concurrent, self.interpreter = max_concurrent, interpreter
         name = policy if isinstance(policy, str) else policy.name
         self.name = label or (f"sandbox session ({name})" if session else f"sandbox {name}")
         self.session: Any = None
@@ -274,7 +275,8 @@ class SandboxRunner(Runner):
 
     def start(self) -> None:
         self.box = sandbox.Sandbox(policy=self.policy, image="vertex", pool_size=self.pool_size,
-                                   max_concurrent=self.max_concurrent, cold_start=False)  # warm runs are measured
+                                   max_concurrent=self.max_concurrent, interpreter=self.interpreter,
+                                   cold_start=False)  # warm runs are measured
         if self.session_mode:
             self.session = self.box.session()
 

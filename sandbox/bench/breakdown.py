@@ -218,19 +218,12 @@ def cpu_per_run(n: int, policy: "str | sandbox.Policy" = "default") -> list[dict
         for _ in range(3):
             box.run("print(1)")
         time.sleep(1.0)
-        zygote = psutil.Process(box.zygote_pids[0])
+        zygote = box.zygote_pids[0]
         host = psutil.Process()
 
         def total() -> tuple[float, float]:
-            z, h = zygote.cpu_times(), host.cpu_times()
-            tree = z.user + z.system + z.children_user + z.children_system
-            for child in zygote.children():  # live ones: the forker (which clones every worker), waiting workers
-                try:
-                    c = child.cpu_times()
-                except psutil.NoSuchProcess:
-                    continue
-                tree += c.user + c.system
-            return h.user + h.system, tree
+            h = host.cpu_times()
+            return h.user + h.system, common.tree_cpu_s(zygote)  # the zygote, its forker and workers
 
         host0, tree0 = total()
         for _ in range(n):

@@ -139,6 +139,64 @@ def machine_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of process ``pid``, of the children it reaped, and of its live children so far (a zygote: its
+    forker and waiting workers). A delta over a measurement is that tree's CPU, however loaded the machine is."""
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children():
+        try:
+            total += _tasks_cpu_s(child.pid)
+        except OSError:
+            continue  # reaped since: its CPU is in the parent's children_* now, or will be at the next reading
+    return total
+
+
+def _tasks_cpu_s(pid: int) -> float:
+    """A live process's CPU to the nanosecond (schedstat of its threads; one that exited drops out: for the
+    single-threaded forker and workers, the tick-rounded /proc/PID/stat would add up to ms of noise per reading)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as fh:
+            total += int(fh.read().split()[0])
+    return total / 1e9
+
+
+_PF_KTHREAD = 0x00200000
+
+
+def kernel_threads_cpu() -> dict[int, float]:
+    """``{pid: CPU seconds so far}`` of the kernel's threads (kworkers, RCU, ksoftirqd: where namespaces and
+    mounts are torn down), to the nanosecond (schedstat: tick-rounded figures of a hundred threads would add up to
+    milliseconds of noise). Compare two readings with :func:`kernel_threads_delta_s`."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                flags = int(fh.read().rsplit(b")", 1)[1].split()[6])  # after the name: state ppid ... flags (7th)
+            if flags & _PF_KTHREAD:
+                with open(f"/proc/{name}/schedstat", "rb") as fh:
+                    found[int(name)] = int(fh.read().split()[0]) / 1e9  # ns on a CPU
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return found
+
+
+def kernel_threads_delta_s(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the kernel's threads spent between two :func:`kernel_threads_cpu` readings. Per thread: a
+    kworker that exits in between (idle ones do, after minutes) must not take its whole past out of the sum; one
+    that started (or a reused pid) counts from zero. Shared by the whole machine: other work's kernel threads
+    count too."""
+    total = 0.0
+    for pid, now in after.items():
+        then = before.get(pid, 0.0)
+        total += now - then if then <= now else now  # less than before: the pid was reused by a new thread
+    return total
+
+
 # -- recording ---------------------------------------------------------------------------
 @dataclass
 class Record:

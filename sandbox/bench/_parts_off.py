@@ -1,0 +1,95 @@
+"""Bench only: the entry of a zygote with confinement parts switched off, to price each part on its own.
+
+``sandbox bench confinement`` starts some of its Sandboxes with a wrapper interpreter
+(:class:`.confinement_parts.ZygoteWithout`) that runs, in place of the launcher's
+``python -I -B -c BOOTSTRAP``::
+
+    python -I -B -c "...; from sandbox.bench._parts_off import main; main()" PARTS BOOTSTRAP
+
+:func:`main` replaces the entry points of the parts named in ``PARTS`` (comma-separated
+keys of :data:`SWITCHES`) in this process, then runs BOOTSTRAP, which starts the zygote
+as usual. The forker and every worker are forks of this process, so they inherit the
+replacements; nothing else does. This is the only way to switch a part off, on purpose:
+no policy key, environment variable or library code path leads here, only a Sandbox
+that a benchmark built with that wrapper as its ``interpreter``.
+
+Each switch takes the code path the library itself takes where the part is missing:
+
+- ``memory_cgroup``: the worker joins none (as where no hierarchy is writable); its
+  seccomp filter then refuses memfd_create and SysV shared memory.
+- ``pids_cgroup``: the worker joins none (as for root without a writable pids hierarchy).
+- ``fs_view``: no root is built for the worker; it runs in the read-only host tree with
+  its private disk over its run dir (``confine._Stack.filesystem``'s fallback, which a
+  policy allows when it does not require ``namespaces``).
+- ``private_disk``: the view's ``/tmp`` is the host's ``/tmp`` made writable instead of a
+  size-limited tmpfs, so the run dirs are the host's (as without a mount namespace). The
+  library has no view without a disk; this is the nearest honest stand-in (one bind mount
+  where the disk is one tmpfs mount).
+- ``capabilities``: nothing is dropped; uid 0 in the worker's user namespace keeps every
+  capability there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import sys
+from typing import Any, Callable
+
+from sandbox.confine import _sys, caps, cgroup, disk, fsview, memcg, namespaces
+
+OFF = "switched off by sandbox bench confinement"
+_MS_BIND = 0x1000
+
+
+def _refuse(*_args: Any, **_kwargs: Any) -> Any:
+    raise OSError(errno.EPERM, OFF)
+
+
+def _not_joined(*_args: Any, **_kwargs: Any) -> tuple[bool, str]:
+    return False, OFF
+
+
+def _host_tmp(target: str, _policy: Any) -> None:
+    """In place of ``disk.mount``: the host's ``/tmp`` at ``target``, writable (the host tree is read-only here)."""
+    if _sys.libc.mount(b"/tmp", target.encode(), None, _MS_BIND, None) != 0:
+        raise _sys.SyscallError(f"mount('/tmp', {target!r}, MS_BIND)", ctypes.get_errno(), OFF)
+    namespaces._mount_setattr(target, 0, namespaces._MountAttr(0, namespaces._MOUNT_ATTR_RDONLY, 0, 0))
+
+
+def _memory_cgroup_off() -> None:
+    memcg.join_in_parent = _not_joined  # the zygote's (forker's) clone callback
+    memcg.apply = _refuse  # a plain-forked worker's own attempt
+
+
+def _pids_cgroup_off() -> None:
+    cgroup.limit_pids_in_parent = _not_joined
+    cgroup.apply = _refuse
+
+
+def _fs_view_off() -> None:
+    fsview.apply = _refuse
+
+
+def _private_disk_off() -> None:
+    disk.mount = _host_tmp
+
+
+def _capabilities_off() -> None:
+    caps.drop_bounding_set_early = lambda: None
+    caps.apply = lambda _policy, _ctx: None
+
+
+#: Part -> what switches it off in this process.
+SWITCHES: dict[str, Callable[[], None]] = {
+    "memory_cgroup": _memory_cgroup_off, "pids_cgroup": _pids_cgroup_off, "fs_view": _fs_view_off,
+    "private_disk": _private_disk_off, "capabilities": _capabilities_off}
+
+
+def main() -> None:
+    """``sys.argv``: ``-c PARTS BOOTSTRAP`` (see the module docstring)."""
+    parts, bootstrap = sys.argv[1], sys.argv[2]
+    for part in filter(None, parts.split(",")):
+        SWITCHES[part]()
+    sys.argv = sys.argv[:1]
+    exec(compile(bootstrap, "<zygote bootstrap>", "exec"), {"__name__": "__main__"})  # noqa: S102 - the launcher's own
