@@ -217,6 +217,7 @@ class ProcessEnding(Ending):
             _sigkill_tree(self.spawned)
 
     def outcome(self, got: "Collected", deadline: float) -> RunExit:
+        self.spawned.claim()  # the run is over: the zygote may refill now, and report how it ended
         if got.reported.done and not got.killed:  # it reported everything; its exit comes later
             return RunExit(usage=got.reported.usage)
         try:

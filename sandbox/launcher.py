@@ -11,8 +11,9 @@ waiting for them; when the zygote dies, or says something malformed, every waiti
 gets a clear error.
 
 A run goes straight to a standby worker the zygote offered (its pidfd and private socket
-come with the offer): the caller hands the run's fds over itself and then tells the
-zygote (``claimed``), so neither the zygote nor the reader thread is on the run's path.
+come with the offer): the caller hands the run's fds over itself and, once the run's
+streams end, tells the zygote (``claimed``), so neither the zygote nor the reader thread
+is on the run's path and the refill waits for the run.
 Only when no standby is left does the caller ask the zygote to fork one (``spawn``).
 """
 
@@ -61,6 +62,10 @@ class Spawned:
     ``spawned``: then locate it again)."""
     release: Callable[[], None] = lambda: None
     """Tell the zygote the host is done reading the memory cgroup (it removes it once the worker is reaped)."""
+    claim: Callable[[], None] = lambda: None
+    """A standby worker's: tell the zygote it ran this run (idempotent; :attr:`release` does it too). Sent
+    once the run's streams end, so the zygote's refill (a clone and its confinement, ~15 ms of CPU on
+    a core the run would want) does not compete with the run; until then the zygote keeps its exit report."""
 
 
 @dataclass
@@ -75,6 +80,20 @@ class _Standby:
     def close(self) -> None:
         self.sock.close()
         os.close(self.pidfd)
+
+
+class _Once:
+    """Call ``func`` the first time this is called, from whichever thread; later calls do nothing."""
+
+    def __init__(self, func: Callable[[], None]) -> None:
+        self._func: Callable[[], None] | None = func
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            func, self._func = self._func, None
+        if func is not None:
+            func()
 
 
 def scrubbed_environment(policy: Policy) -> dict[str, str]:
@@ -260,8 +279,9 @@ class ZygoteLauncher:
                 self._claim(standby.pid, None)
                 standby.close()
                 continue
+            claim = _Once(lambda pid=standby.pid, run_id=run_id: self._claim(pid, run_id))
             spawned = Spawned(pid=standby.pid, pidfd=standby.pidfd, cgroup=standby.cgroup, zygote_pid=self.pid,
-                              release=lambda: self._release(run_id))
+                              release=lambda: (claim(), self._release(run_id)), claim=claim)
             with self._lock:
                 if self._dead:
                     spawned.exited.set_exception(WorkerCrashed(self._dead))
@@ -276,7 +296,6 @@ class ZygoteLauncher:
                     pass
             finally:
                 standby.sock.close()
-            self._claim(standby.pid, run_id)
             return spawned
 
     def _claim(self, pid: int, run_id: int | None) -> None:

@@ -11,7 +11,8 @@ its own pid namespace; no intermediate process) made the zygote's child
 (``CLONE_PARENT``), so the zygote's ``wait4`` sees the run's own exit status and
 rusage. Each waiting worker is offered to the host (``standby``: its pid, a pidfd, so
 the host can kill it without pid-reuse races, and its private socket): the host hands
-a run's fds to it directly, with no zygote on the run's path, then says ``claimed``.
+a run's fds to it directly, with no zygote on the run's path, and says ``claimed`` when
+the run's streams end (the refill waits until then, off the run's cores).
 A request that finds no standby (``spawn``) gets a worker forked now. After reaping a
 worker the zygote reports its exit status and rusage, and removes its run dir when
 nothing waits. A session's root worker is forked on demand: it is confined in the
