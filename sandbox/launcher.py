@@ -142,6 +142,8 @@ class ZygoteLauncher:
         self._spawns: dict[int, Future] = {}
         self._runs: dict[int, Spawned] = {}
         self._standbys: collections.deque[_Standby] = collections.deque()
+        self._unclaimed: dict[int, Callable[[], None]] = {}
+        """Claims of runs handed to standbys, sent when each run ends (or all at once: _claim_later)."""
         self._dead: str | None = None
         self.hello: "Future[frames.Hello]" = Future()
         """Resolves to the zygote's ``hello`` once it preloaded the image, or to the WorkerCrashed
@@ -279,7 +281,7 @@ class ZygoteLauncher:
                 self._claim(standby.pid, None)
                 standby.close()
                 continue
-            claim = _Once(lambda pid=standby.pid, run_id=run_id: self._claim(pid, run_id))
+            claim = self._claim_later(standby.pid, run_id)
             spawned = Spawned(pid=standby.pid, pidfd=standby.pidfd, cgroup=standby.cgroup, zygote_pid=self.pid,
                               release=lambda: (claim(), self._release(run_id)), claim=claim)
             with self._lock:
@@ -297,6 +299,25 @@ class ZygoteLauncher:
             finally:
                 standby.sock.close()
             return spawned
+
+    def _claim_later(self, pid: int, run_id: int) -> Callable[[], None]:
+        """The claim of run ``run_id``, sent when the run ends (see :attr:`Spawned.claim`); but when this was
+        the last standby, every pending claim goes now: the zygote refills only what it knows is taken, and
+        concurrent long runs must not leave it idle while runs wait for a fork."""
+        claim = _Once(lambda: self._claim(pid, run_id))
+        with self._lock:
+            self._unclaimed[run_id] = claim
+            due = list(self._unclaimed.values()) if not self._standbys else []
+            if due:
+                self._unclaimed.clear()
+        for pending in due:
+            pending()
+
+        def at_end() -> None:
+            with self._lock:
+                self._unclaimed.pop(run_id, None)
+            claim()
+        return at_end
 
     def _claim(self, pid: int, run_id: int | None) -> None:
         try:

@@ -75,3 +75,26 @@ def test_a_run_goes_to_a_standby_worker_without_the_zygote(box):
         for pid in zygotes:
             os.kill(pid, signal.SIGCONT)
     assert box.run("print('after')").stdout == "after\n"  # and the zygotes, told, refilled
+
+
+def test_long_runs_in_flight_do_not_leave_the_pool_empty(box):
+    """A run's claim waits for its end (the refill must not compete with it), but once the standbys are
+    all taken every pending claim goes at once: the zygote refills while long runs go on."""
+    import threading
+    import time
+    box.run("print('warm')")
+    deadline = time.monotonic() + 30
+    while _standbys(box) < box.policy.runtime.prefork and time.monotonic() < deadline:
+        time.sleep(0.05)
+    long_runs = [threading.Thread(target=box.run, args=("import time; time.sleep(4)",), kwargs={"timeout": 20})
+                 for _ in range(box.policy.runtime.prefork * len(box.zygote_pids))]
+    for thread in long_runs:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 3.5  # well before the runs end
+        while _standbys(box) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _standbys(box) >= 1, "the pool stayed empty while every standby ran a long run"
+    finally:
+        for thread in long_runs:
+            thread.join()
