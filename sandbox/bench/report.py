@@ -116,6 +116,11 @@ def targets(results: Results) -> list[dict[str, Any]]:
     return rows + issue13(results)
 
 
+def _figure(value: Any) -> Any:
+    """A measured value as a table shows it (a float rounded to 4 significant digits)."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def issue13(results: Results) -> list[dict[str, Any]]:
     """Issue 13's targets, from the targets benchmark's rows (ours against the floor of our design)."""
     rows = []
@@ -125,7 +130,8 @@ def issue13(results: Results) -> list[dict[str, Any]]:
             measured += f" ({row['ours_x_floor']}x the floor)"
         rows.append({"target": f"issue 13: {row['axis']} {row['target']}", "measured": measured,
                      "verdict": {"missed": "**missed**"}.get(row["verdict"], row["verdict"]),
-                     "detail": f"floor: {row.get('floor')} ({row.get('floor_is')}); sandlock: {row.get('sandlock')}"})
+                     "detail": f"floor: {_figure(row.get('floor'))} ({row.get('floor_is')}); "
+                               f"sandlock: {_figure(row.get('sandlock'))}"})
     return rows
 
 
