@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from . import frames, protocol
 from .errors import ProtocolError
 from .inbox import Inbox, Reported
-from .launcher import Spawned
+from .workers import Spawned
 from .policy import Policy
 from .streams import TaggedReader
 

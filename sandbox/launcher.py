@@ -30,103 +30,17 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import bootstrap, commands, frames, protocol, rundirs
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
-
-#: Host variables passed through because they describe the CPU, not the user:
-#: some OpenBLAS builds compute wrong results or crash without them on some processors.
-HARDWARE_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+from .workers import Once, Spawned, Standby
+from .zygote_env import scrubbed_environment
 
 #: How long the zygote may take to import the image and say hello.
 START_TIMEOUT_S = 180.0
-
-
-@dataclass
-class Spawned:
-    """A worker the zygote started for one run."""
-
-    pid: int
-    pidfd: int
-    exited: "Future[frames.Exited]" = field(default_factory=Future)
-    """Resolves to the zygote's report of the worker's exit (status and rusage, from wait4)."""
-    cgroup: str | None = None
-    """The worker's memory cgroup, found by the host from the two pids (None: it has none). Read it with
-    ``memcg.read`` before :attr:`release`."""
-    zygote_pid: int = 0
-    """The zygote that forked it (after a plain fork the worker makes its cgroup itself, maybe only after
-    ``spawned``: then locate it again)."""
-    release: Callable[[], None] = lambda: None
-    """Tell the zygote the host is done reading the memory cgroup (it removes it once the worker is reaped)."""
-    claim: Callable[[], None] = lambda: None
-    """A standby worker's: tell the zygote it ran this run (idempotent; :attr:`release` does it too). Sent
-    once the run's streams end, so the zygote's refill (a clone and its confinement, ~15 ms of CPU on
-    a core the run would want) does not compete with the run; until then the zygote keeps its exit report."""
-
-
-@dataclass
-class _Standby:
-    """A pre-forked worker the zygote offered: confined, waiting for a run's fds on ``sock``."""
-
-    pid: int
-    pidfd: int
-    sock: socket.socket
-    cgroup: str | None
-
-    def close(self) -> None:
-        self.sock.close()
-        os.close(self.pidfd)
-
-
-class _Once:
-    """Call ``func`` the first time this is called, from whichever thread; later calls do nothing."""
-
-    def __init__(self, func: Callable[[], None]) -> None:
-        self._func: Callable[[], None] | None = func
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            func, self._func = self._func, None
-        if func is not None:
-            func()
-
-
-def scrubbed_environment(policy: Policy) -> dict[str, str]:
-    """The zygote's (and so every worker's) whole environment: nothing else leaks from the host."""
-    threads = str(policy.runtime.blas_threads)
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": _matplotlib_cache_dir(),
-        "OPENBLAS_NUM_THREADS": threads,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "NUMEXPR_NUM_THREADS": threads,
-        "VECLIB_MAXIMUM_THREADS": threads,
-    }
-    env.update({k: os.environ[k] for k in HARDWARE_ENV if k in os.environ})
-    env.update(policy.runtime.env)
-    return env
-
-
-def _matplotlib_cache_dir() -> str:
-    # A persistent font cache saves every zygote start the seconds of rebuilding it.
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "sandbox", "matplotlib")
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        if os.access(path, os.W_OK):
-            return path
-    except OSError:
-        pass
-    return tempfile.mkdtemp(prefix="sandbox-mpl-")
 
 
 class ZygoteLauncher:
@@ -141,7 +55,7 @@ class ZygoteLauncher:
         self._lock = threading.Lock()
         self._spawns: dict[int, Future] = {}
         self._runs: dict[int, Spawned] = {}
-        self._standbys: collections.deque[_Standby] = collections.deque()
+        self._standbys: collections.deque[Standby] = collections.deque()
         self._unclaimed: dict[int, Callable[[], None]] = {}
         """Claims of runs handed to standbys, sent when each run ends (or all at once: _claim_later)."""
         self._dead: str | None = None
@@ -304,7 +218,7 @@ class ZygoteLauncher:
         """The claim of run ``run_id``, sent when the run ends (see :attr:`Spawned.claim`); but when this was
         the last standby, every pending claim goes now: the zygote refills only what it knows is taken, and
         concurrent long runs must not leave it idle while runs wait for a fork."""
-        claim = _Once(lambda: self._claim(pid, run_id))
+        claim = Once(lambda: self._claim(pid, run_id))
         with self._lock:
             self._unclaimed[run_id] = claim
             due = list(self._unclaimed.values()) if not self._standbys else []
@@ -328,7 +242,7 @@ class ZygoteLauncher:
     def _standby(self, frame: frames.Standby, fds: list[int]) -> None:
         if len(fds) != 2:
             raise ProtocolError(f"a 'standby' packet carries {len(fds)} fds (expected a pidfd and a socket)")
-        standby = _Standby(frame.pid, fds[0], socket.socket(fileno=fds[1]), self._locate(frame.pid))
+        standby = Standby(frame.pid, fds[0], socket.socket(fileno=fds[1]), self._locate(frame.pid))
         with self._lock:
             if not self._dead:
                 self._standbys.append(standby)

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from . import rundirs
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
-from .launcher import Spawned, ZygoteLauncher
+from .launcher import ZygoteLauncher
 from .policy import Policy
+from .workers import Spawned
 
 if TYPE_CHECKING:
     from .collect import Cancel, Collected
@@ -265,6 +266,12 @@ class ZygotePool:
 
     def _collect_once(self, request: bytes, timeout_s: float, cancel: Cancel | None,
                       returns_value: bool) -> Collected:
+        got = self._attempt(request, timeout_s, cancel, returns_value)
+        if _zygote_died_before_the_run(got):  # nothing of the run happened: run it once more, elsewhere
+            got = self._attempt(request, timeout_s, cancel, returns_value)
+        return got
+
+    def _attempt(self, request: bytes, timeout_s: float, cancel: Cancel | None, returns_value: bool) -> Collected:
         from .collect import ProcessEnding, RunIO, collect  # on first use: see core.py
         from .confine import memcg
         io = RunIO()
@@ -286,6 +293,13 @@ class ZygotePool:
                     self._cold_run_ended()
         finally:
             io.close()
+
+
+def _zygote_died_before_the_run(got: Collected) -> bool:
+    """The worker ended before it said ``ready`` (no code of the run ran, no output) and its zygote never
+    reported the exit: the zygote died, and a standby it offered died with it as the run reached it."""
+    return (got.exit.lost is not None and not got.reported.ready and got.killed is None
+            and got.reported.unavailable is None and not got.chunks)
 
 
 def check_count(name: str, value: Any, minimum: int) -> None:

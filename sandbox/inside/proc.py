@@ -85,6 +85,22 @@ def kill(pid: int) -> None:
         pass
 
 
+def kill_pidfd(pidfd: int) -> None:
+    """SIGKILL the process ``pidfd`` refers to, quietly if it is already gone."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL process group ``pgid``, quietly if it is already empty."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def drain(fd: int) -> None:
     """Empty a non-blocking wake-up pipe (signal.set_wakeup_fd)."""
     try:

@@ -149,7 +149,7 @@ def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
 
 def _reset_environment(workdir: str, tmpdir: str) -> None:
     # The zygote's environment is already the scrubbed one the policy allows
-    # (launcher.scrubbed_environment); only the run's own paths change.
+    # (zygote_env.scrubbed_environment); only the run's own paths change.
     os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
     tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
 

@@ -34,12 +34,11 @@ import select
 import selectors
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import bootstrap, commands, confine, frames, protocol, rundirs
+from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, cgroup, memcg
 from ..errors import ProtocolError
 from ..image import Image
@@ -47,7 +46,7 @@ from ..policy import Policy
 from . import hugepages, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
-from .preload import preload
+from .preload import preload, readable_paths
 from .request import WorkerSpec
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -183,7 +182,7 @@ class Zygote:
         try:
             frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
         except OSError:  # it died in the instant since: the host sees it exit without a frame, a failed run
-            _kill(worker.pidfd)
+            proc.kill_pidfd(worker.pidfd)
         finally:
             worker.priv.close()
             protocol.close_fds(fds)
@@ -286,7 +285,7 @@ class Zygote:
                     self.cgroups.reaped(None, pid)  # discarded: no host reads it
 
     def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
-        _kill_group(worker.pid)  # anything the snippet left in its process group
+        proc.kill_group(worker.pid)  # anything the snippet left in its process group
         self._kill_orphans()
         # A daemon whose detached parent is still exiting reaches us only later.
         self.sweep_until = time.monotonic() + _SWEEP_SECONDS
@@ -320,10 +319,10 @@ class Zygote:
             signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)  # pid 1 of its namespace: every process with it
         except OSError:
             pass
-        _kill_group(worker.pid)
+        proc.kill_group(worker.pid)
 
     def _discard(self, worker: _Worker) -> None:
-        _kill(worker.pidfd)
+        proc.kill_pidfd(worker.pidfd)
         self._unwatch(worker)
         if worker.priv is not None:
             worker.priv.close()
@@ -380,32 +379,6 @@ def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
     return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
 
 
-def _kill(pidfd: int) -> None:
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass  # gone already
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _readable_paths() -> tuple[str, ...]:
-    import site
-    import sysconfig
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(site.getsitepackages())
-    paths.update(p for p in sysconfig.get_paths().values())
-    paths.add(bootstrap.package_dir())  # the package's own folder, never its parent (see bootstrap.py)
-    if os.environ.get("MPLCONFIGDIR"):
-        paths.add(os.environ["MPLCONFIGDIR"])
-    return tuple(sorted(p for p in paths if p and os.path.exists(p)))
-
-
 def main(control_fd: int) -> None:
     """Entry point: handshake, preload, serve until the host closes the socket."""
     sock = socket.socket(fileno=control_fd)
@@ -415,7 +388,7 @@ def main(control_fd: int) -> None:
     image = Image.from_dict(hello.image)
     failures = preload(image)
     confine.prepare_in_zygote(policy)
-    spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=_readable_paths(),
+    spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()

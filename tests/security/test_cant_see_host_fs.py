@@ -125,9 +125,9 @@ def _bound(sb) -> set[str]:
     import site
     import sysconfig
 
-    from sandbox.launcher import _matplotlib_cache_dir
+    from sandbox.zygote_env import matplotlib_cache_dir
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, bootstrap.package_dir(), bootstrap.import_root(),
-             _matplotlib_cache_dir(), *site.getsitepackages(), *sysconfig.get_paths().values(),
+             matplotlib_cache_dir(), *site.getsitepackages(), *sysconfig.get_paths().values(),
              *sb.policy.confinement.read_only_paths, *fsview.SYS_DIRS}
     return {os.path.realpath(p) for p in paths if os.path.exists(p)}
 

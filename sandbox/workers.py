@@ -1,0 +1,62 @@
+"""What the host holds of a worker: a run's :class:`Spawned` worker, a zygote's :class:`Standby` offer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import frames
+
+
+@dataclass
+class Spawned:
+    """A worker the zygote started for one run."""
+
+    pid: int
+    pidfd: int
+    exited: "Future[frames.Exited]" = field(default_factory=Future)
+    """Resolves to the zygote's report of the worker's exit (status and rusage, from wait4)."""
+    cgroup: str | None = None
+    """The worker's memory cgroup, found by the host from the two pids (None: it has none). Read it with
+    ``memcg.read`` before :attr:`release`."""
+    zygote_pid: int = 0
+    """The zygote that forked it (after a plain fork the worker makes its cgroup itself, maybe only after
+    ``spawned``: then locate it again)."""
+    release: Callable[[], None] = lambda: None
+    """Tell the zygote the host is done reading the memory cgroup (it removes it once the worker is reaped)."""
+    claim: Callable[[], None] = lambda: None
+    """A standby worker's: tell the zygote it ran this run (idempotent; :attr:`release` does it too). Sent
+    once the run's streams end, so the zygote's refill (a clone and its confinement, ~15 ms of CPU on
+    a core the run would want) does not compete with the run; until then the zygote keeps its exit report."""
+
+
+@dataclass
+class Standby:
+    """A pre-forked worker the zygote offered: confined, waiting for a run's fds on ``sock``."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
+    cgroup: str | None
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.pidfd)
+
+
+class Once:
+    """Call ``func`` the first time this is called, from whichever thread; later calls do nothing."""
+
+    def __init__(self, func: Callable[[], None]) -> None:
+        self._func: Callable[[], None] | None = func
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            func, self._func = self._func, None
+        if func is not None:
+            func()

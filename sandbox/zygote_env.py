@@ -1,0 +1,45 @@
+"""The zygote's whole environment: what the launcher passes to its clean exec, nothing else from the host."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .policy import Policy
+
+#: Host variables passed through because they describe the CPU, not the user:
+#: some OpenBLAS builds compute wrong results or crash without them on some processors.
+HARDWARE_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def scrubbed_environment(policy: Policy) -> dict[str, str]:
+    """The zygote's (and so every worker's) whole environment: nothing else leaks from the host."""
+    threads = str(policy.runtime.blas_threads)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": matplotlib_cache_dir(),
+        "OPENBLAS_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "NUMEXPR_NUM_THREADS": threads,
+        "VECLIB_MAXIMUM_THREADS": threads,
+    }
+    env.update({k: os.environ[k] for k in HARDWARE_ENV if k in os.environ})
+    env.update(policy.runtime.env)
+    return env
+
+
+def matplotlib_cache_dir() -> str:
+    """MPLCONFIGDIR for every zygote: a persistent font cache saves each start the seconds of rebuilding it."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "sandbox", "matplotlib")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="sandbox-mpl-")
