@@ -23,7 +23,6 @@ import collections
 import itertools
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from . import bootstrap, commands, frames, protocol, rundirs
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
-from .workers import Once, Spawned, Standby
+from .workers import Spawned, Standby, sigkill
 from .zygote_env import scrubbed_environment
 
 #: How long the zygote may take to import the image and say hello.
@@ -56,8 +55,8 @@ class ZygoteLauncher:
         self._spawns: dict[int, Future] = {}
         self._runs: dict[int, Spawned] = {}
         self._standbys: collections.deque[Standby] = collections.deque()
-        self._unclaimed: dict[int, Callable[[], None]] = {}
-        """Claims of runs handed to standbys, sent when each run ends (or all at once: _claim_later)."""
+        self._unclaimed: dict[int, int] = {}
+        """Runs handed to standbys whose ``claimed`` is not sent yet: run id -> worker pid (see _claim_run)."""
         self._dead: str | None = None
         self.hello: "Future[frames.Hello]" = Future()
         """Resolves to the zygote's ``hello`` once it preloaded the image, or to the WorkerCrashed
@@ -195,9 +194,9 @@ class ZygoteLauncher:
                 self._claim(standby.pid, None)
                 standby.close()
                 continue
-            claim = self._claim_later(standby.pid, run_id)
+            self._claim_later(standby.pid, run_id)
             spawned = Spawned(pid=standby.pid, pidfd=standby.pidfd, cgroup=standby.cgroup, zygote_pid=self.pid,
-                              release=lambda: (claim(), self._release(run_id)), claim=claim)
+                              release=lambda: self._release(run_id), claim=lambda: self._claim_run(run_id))
             with self._lock:
                 if self._dead:
                     spawned.exited.set_exception(WorkerCrashed(self._dead))
@@ -206,32 +205,29 @@ class ZygoteLauncher:
             try:
                 frames.send(standby.sock, commands.Spawn(), fds=fds)
             except OSError:  # it died in the instant since: it exits without a frame, a failed run
-                try:
-                    signal.pidfd_send_signal(standby.pidfd, signal.SIGKILL)
-                except OSError:
-                    pass
+                sigkill(standby.pidfd)
             finally:
                 standby.sock.close()
             return spawned
 
-    def _claim_later(self, pid: int, run_id: int) -> Callable[[], None]:
-        """The claim of run ``run_id``, sent when the run ends (see :attr:`Spawned.claim`); but when this was
+    def _claim_later(self, pid: int, run_id: int) -> None:
+        """Keep the claim of run ``run_id`` for when the run ends (see :attr:`Spawned.claim`); but when this was
         the last standby, every pending claim goes now: the zygote refills only what it knows is taken, and
         concurrent long runs must not leave it idle while runs wait for a fork."""
-        claim = Once(lambda: self._claim(pid, run_id))
         with self._lock:
-            self._unclaimed[run_id] = claim
-            due = list(self._unclaimed.values()) if not self._standbys else []
+            self._unclaimed[run_id] = pid
+            due = list(self._unclaimed.items()) if not self._standbys else []
             if due:
                 self._unclaimed.clear()
-        for pending in due:
-            pending()
+        for pending_run, pending_pid in due:
+            self._claim(pending_pid, pending_run)
 
-        def at_end() -> None:
-            with self._lock:
-                self._unclaimed.pop(run_id, None)
-            claim()
-        return at_end
+    def _claim_run(self, run_id: int) -> None:
+        """Send run ``run_id``'s claim unless it went already (each goes once, whichever thread asks)."""
+        with self._lock:
+            pid = self._unclaimed.pop(run_id, None)
+        if pid is not None:
+            self._claim(pid, run_id)
 
     def _claim(self, pid: int, run_id: int | None) -> None:
         try:
@@ -283,10 +279,7 @@ class ZygoteLauncher:
             self._runs[frame.id] = spawned
             future = self._spawns.pop(frame.id, None)
         if future is None:  # its caller gave up waiting: nobody will run or reap it
-            try:
-                signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
-            except OSError:
-                pass  # gone already
+            sigkill(spawned.pidfd)
             os.close(spawned.pidfd)
             spawned.release()  # nobody will read its memory cgroup either
             return
@@ -322,6 +315,7 @@ class ZygoteLauncher:
         return memcg.locate(self.pid, pid, self._memcg_dirs)
 
     def _release(self, run_id: int) -> None:
+        self._claim_run(run_id)  # a standby's run: the zygote must know it ran this run before it releases
         try:
             frames.send(self.sock, commands.ReleaseRun(id=run_id))
         except OSError:

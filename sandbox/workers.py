@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+import signal
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
@@ -48,15 +48,9 @@ class Standby:
         os.close(self.pidfd)
 
 
-class Once:
-    """Call ``func`` the first time this is called, from whichever thread; later calls do nothing."""
-
-    def __init__(self, func: Callable[[], None]) -> None:
-        self._func: Callable[[], None] | None = func
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            func, self._func = self._func, None
-        if func is not None:
-            func()
+def sigkill(pidfd: int) -> None:
+    """SIGKILL the process ``pidfd`` refers to, quietly if it is already gone."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass

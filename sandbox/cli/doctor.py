@@ -343,6 +343,10 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
     return facts
 
 
+#: Layer -> the report's section of parts rendered under its row.
+_PARTS_UNDER = {"namespaces": "filesystem", "seccomp": "sessions"}
+
+
 def render(report: dict[str, Any]) -> str:
     """The human-readable table."""
     s = report["system"]
@@ -361,14 +365,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{name:<15} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
         if e["fix"] and (not e["available"] or (e["required"] and not e["active"])):
             lines.append(f"{'':<15} fix: {e['fix']}")
-        if e["layer"] == "namespaces":  # what the worker's mount namespace gives it (fsview.py, disk.py)
-            for part, f in report.get("filesystem", {}).items():
-                required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
-                lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
-        if e["layer"] == "seccomp":  # between the states of one session (state_scope.py)
-            for part, f in report.get("sessions", {}).items():
-                required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
-                lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
+        # Under namespaces what the worker's mount namespace gives it (fsview.py, disk.py); under seccomp
+        # whether the states of one session are kept apart (state_scope.py).
+        for part, f in report.get(_PARTS_UNDER.get(e["layer"], ""), {}).items():
+            required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
+            lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
     if report["refused"]:
         r = report["refused"]
         lines += ["", f"RUNS ARE REFUSED under this policy: layer {r['layer']!r}: {r['reason']}", f"fix: {r['fix']}"]

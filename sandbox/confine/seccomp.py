@@ -191,16 +191,21 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
         _add(f, eperm, nr("ioctl"), s.Arg(1, s.MASKED_EQ, _LO32, request))
     for flag in _PERSONALITY_FLAGS:
         _add(f, eperm, nr("personality"), s.Arg(0, s.MASKED_EQ, flag, flag))
-    fd = os.memfd_create("sandbox-seccomp", os.MFD_CLOEXEC)
-    with os.fdopen(fd, "w+b") as fh:
-        f.export_bpf(fh)
-        fh.seek(0)
-        program = fh.read()
+    program = export(f)
     if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
         raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "
                                 "architecture: cannot put the unknown-number rule in front of it")
     top, holes = unknown
     return _unknown_prefix(arch, top, sorted(holes + list(extra_holes))) + program
+
+
+def export(f: Any) -> bytes:
+    """A libseccomp filter's BPF program as bytes (libseccomp writes it only to an fd)."""
+    fd = os.memfd_create("sandbox-seccomp", os.MFD_CLOEXEC)
+    with os.fdopen(fd, "w+b") as fh:
+        f.export_bpf(fh)
+        fh.seek(0)
+        return fh.read()
 
 
 def _number(arch: int, name: str, absent: dict[str, frozenset[str]], unknown: tuple[int, list]) -> int | None:

@@ -33,7 +33,7 @@ import os
 import struct
 from typing import Callable
 
-from . import _sys, seccomp
+from . import _sys, no_new_privs, seccomp
 
 _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 _SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
@@ -57,13 +57,19 @@ def _int32(value: int) -> int:
 Target = tuple[str, int]
 
 
-def _pid_or_group(pid: int) -> Target:  # kill(): > 0 a process, 0 own group, < -1 the group -pid
+def _pid_or_group(_caller_tid: int, args: list[int]) -> Target:
+    """kill(): > 0 a process, 0 the caller's own group, < -1 the group -pid (-1 the seccomp layer refuses)."""
+    pid = _int32(args[0])
     return ("process", pid) if pid > 0 else ("self", 0) if pid in (0, -1) else ("group", -pid)
 
 
-def _which_who(process: int, group: int, user: int) -> Callable[[list[int]], Target]:
+def _process(_caller_tid: int, args: list[int]) -> Target:
+    return ("process", _int32(args[0]))
+
+
+def _which_who(process: int, group: int, user: int) -> Callable[[int, list[int]], Target]:
     """setpriority / ioprio_set: ``which`` says what ``who`` names (0: the caller's own)."""
-    def target(args: list[int]) -> Target:
+    def target(_caller_tid: int, args: list[int]) -> Target:
         which, who = _int32(args[0]), _int32(args[1])
         if which == user:
             return ("user", 0)
@@ -73,20 +79,19 @@ def _which_who(process: int, group: int, user: int) -> Callable[[list[int]], Tar
     return target
 
 
-def _own_or(args: list[int]) -> Target:
+def _own_or(_caller_tid: int, args: list[int]) -> Target:
     pid = _int32(args[0])
     return ("self", 0) if pid == 0 else ("process", pid)
 
 
 #: Call -> (the rule's condition on its arguments (seccomp Arg triples) for a notification: any one
-#: suffices, none = always; how to read its target from the arguments). pidfd_send_signal is in
-#: :func:`_pidfd_target` (its target is an fd of the caller).
-TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[list[int]], Target]]] = {
-    "kill": (((0, "NE", 0),), lambda a: _pid_or_group(_int32(a[0]))),
-    "tkill": ((), lambda a: ("process", _int32(a[0]))),
-    "tgkill": ((), lambda a: ("process", _int32(a[0]))),
-    "rt_sigqueueinfo": ((), lambda a: ("process", _int32(a[0]))),
-    "rt_tgsigqueueinfo": ((), lambda a: ("process", _int32(a[0]))),
+#: suffices, none = always; its target, from the caller's tid and the arguments).
+TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[int, list[int]], Target]]] = {
+    "kill": (((0, "NE", 0),), _pid_or_group),
+    "tkill": ((), _process),
+    "tgkill": ((), _process),
+    "rt_sigqueueinfo": ((), _process),
+    "rt_tgsigqueueinfo": ((), _process),
     "prlimit64": (((0, "NE", 0),), _own_or),
     "sched_setaffinity": (((0, "NE", 0),), _own_or),
     "sched_setscheduler": (((0, "NE", 0),), _own_or),
@@ -94,7 +99,7 @@ TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[list[int]]
     "sched_setattr": (((0, "NE", 0),), _own_or),
     "setpriority": (((0, "NE", 0), (1, "NE", 0)), _which_who(process=0, group=1, user=2)),
     "ioprio_set": (((0, "NE", 1), (1, "NE", 0)), _which_who(process=1, group=2, user=3)),
-    "pidfd_send_signal": ((), lambda a: ("self", 0)),  # resolved by _pidfd_target
+    "pidfd_send_signal": ((), lambda caller_tid, args: _pidfd_target(caller_tid, args)),  # defined below
 }
 
 
@@ -119,11 +124,7 @@ def prepare() -> "seccomp.Program":
                                         "libseccomp does not know it: the states of a session could not be kept apart")
             for arg, op, value in conditions or ((None, None, None),):
                 f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), value),)))
-        fd = os.memfd_create("sandbox-state-scope", os.MFD_CLOEXEC)
-        with os.fdopen(fd, "w+b") as fh:
-            f.export_bpf(fh)
-            fh.seek(0)
-            _program = seccomp.Program(fh.read())
+        _program = seccomp.Program(seccomp.export(f))
     return _program
 
 
@@ -144,7 +145,7 @@ def probe() -> tuple[bool, str]:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
-            _sys.prctl(38, 1, name="prctl(PR_SET_NO_NEW_PRIVS)")
+            _sys.prctl(no_new_privs.PR_SET_NO_NEW_PRIVS, 1, name="prctl(PR_SET_NO_NEW_PRIVS)")
             listener = install()
             socket.send_fds(theirs, [b"L"], [listener])
             os.kill(os.getppid(), 0)  # notified: the parent answers
@@ -224,7 +225,7 @@ def _refusal(caller_tid: int, nr: int, args: list[int]) -> int:
     if name not in TARGETED:
         return errno.EPERM
     caller = _tgid(caller_tid)
-    kind, who = _pidfd_target(caller_tid, args) if name == "pidfd_send_signal" else TARGETED[name][1](args)
+    kind, who = TARGETED[name][1](caller_tid, args)
     if kind == "self":
         return 0
     if kind == "user":
@@ -237,14 +238,12 @@ def _refusal(caller_tid: int, nr: int, args: list[int]) -> int:
         if target is None:
             return errno.ESRCH
         return 0 if target[2] == session or _descends(who, caller) else errno.EPERM
-    members = [pid for pid in _pids() if (_stat_or_none(pid) or (0, 0, 0))[1] == who]  # a group
+    members = {pid: found for pid in _pids() if (found := _stat_or_none(pid)) is not None and found[1] == who}
     if not members:
         return errno.ESRCH
-    first = _stat_or_none(members[0])
-    if first is None:
-        return errno.ESRCH
     # A process group never spans two kernel sessions: one member's session is the group's.
-    return 0 if first[2] == session or all(_descends(pid, caller) for pid in members) else errno.EPERM
+    group_session = next(iter(members.values()))[2]
+    return 0 if group_session == session or all(_descends(pid, caller) for pid in members) else errno.EPERM
 
 
 def _pidfd_target(caller_tid: int, args: list[int]) -> Target:

@@ -189,9 +189,8 @@ class Zygote:
 
     def _claimed(self, command: commands.Claimed) -> None:
         """The host handed a run to an offered worker itself (or dropped it, dead): it is that run's now."""
-        worker = next((w for w in self.ready if w.pid == command.pid), None)
+        worker = self._take_offered(command.pid)
         if worker is not None:
-            self.ready.remove(worker)
             if command.id is None:
                 self._discard(worker)
                 return
@@ -208,6 +207,13 @@ class Zygote:
         else:
             self._report_exit(worker, status, usage)
         self.cgroups.reaped(command.id, worker.pid)
+
+    def _take_offered(self, pid: int) -> _Worker | None:
+        """The offered worker ``pid``, out of the ready queue (None: not offered, or taken already)."""
+        worker = next((w for w in self.ready if w.pid == pid), None)
+        if worker is not None:
+            self.ready.remove(worker)
+        return worker
 
     def _offer(self, worker: _Worker) -> None:
         frames.send(self.sock, frames.Standby(pid=worker.pid), fds=[worker.pidfd, worker.priv.fileno()])
@@ -276,9 +282,8 @@ class Zygote:
                 self._report_exit(worker, status, usage)
                 self.cgroups.reaped(worker.run_id, pid)
             else:
-                offered = next((w for w in self.ready if w.pid == pid), None)
+                offered = self._take_offered(pid)
                 if offered is not None:  # the host may have handed it a run: its `claimed` says
-                    self.ready.remove(offered)
                     self._unwatch(offered)
                     self.unclaimed_exits[pid] = (offered, status, usage)
                 else:
