@@ -101,6 +101,11 @@ def _candidates() -> list[str]:
             if os.path.exists(os.path.join(root, "pids.max")) or os.path.exists(os.path.join(root, "cgroup.procs"))]
 
 
+#: ``sandbox-<zygote>`` cgroups known to delegate the pids controller (checked at their first worker, not at
+#: every one: a worker is made per run).
+_delegating: set[str] = set()
+
+
 def _join(max_pids: int, zygote: int, pid: int) -> str:
     """``pid`` into ``<pids root>/sandbox-<zygote>/w<pid>`` capped at ``max_pids``, in the first root that takes it."""
     errors = []
@@ -134,16 +139,16 @@ def remove_zygote(zygote: int | None = None) -> None:
 
 def _make_capped(parent: str, name: str, max_pids: int) -> str:
     """``parent/name`` with ``pids.max``; on cgroup v2 the controller is enabled in ``parent`` first."""
-    os.makedirs(parent, exist_ok=True)
-    control = os.path.join(parent, "cgroup.subtree_control")
-    if os.path.exists(control):  # cgroup v2: a child has pids.max only if its parent delegates the controller
-        with open(control) as fh:
-            enabled = fh.read().split()
-        if "pids" not in enabled:
-            with open(control, "w") as fh:
-                fh.write("+pids")
     mine = os.path.join(parent, name)
-    os.mkdir(mine)
+    if parent in _delegating:
+        try:
+            os.mkdir(mine)
+        except FileNotFoundError:  # removed since (a probe's, or swept from outside): make it again below
+            _delegating.discard(parent)
+    if parent not in _delegating:
+        _delegate_pids(parent)
+        os.mkdir(mine)
+        _delegating.add(parent)
     try:
         with open(os.path.join(mine, "pids.max"), "w") as fh:
             fh.write(str(max_pids))
@@ -151,6 +156,18 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         _rmdir(mine)
         raise
     return mine
+
+
+def _delegate_pids(parent: str) -> None:
+    """Make ``parent``; on cgroup v2 a child has pids.max only if its parent delegates the controller."""
+    os.makedirs(parent, exist_ok=True)
+    control = os.path.join(parent, "cgroup.subtree_control")
+    if os.path.exists(control):
+        with open(control) as fh:
+            enabled = fh.read().split()
+        if "pids" not in enabled:
+            with open(control, "w") as fh:
+                fh.write("+pids")
 
 
 def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:

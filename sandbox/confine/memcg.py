@@ -153,6 +153,11 @@ def _own_cgroup(hierarchy: Hierarchy, pid: int | str) -> str | None:
 _baseline: list[int] = []
 #: (hierarchy, parent) that took this process's last worker: tried first next time.
 _chosen: list[tuple[Hierarchy, str]] = []
+#: (hierarchy, ``sandbox-<zygote>`` dir) that took this process's last worker, the controller delegated to it:
+#: the next worker's cgroup is made there directly.
+_ready: list[tuple[Hierarchy, str]] = []
+#: Optional control files, by name: present or not (the kernel's features do not change while we run).
+_optional: dict[str, bool] = {}
 
 
 def measure_baseline() -> int:
@@ -195,6 +200,12 @@ def apply(policy: Policy, ctx: Any) -> str:
 
 
 def _join(limit: int, zygote: int, pid: int) -> str:
+    if _ready:  # the common case, once per worker: no mount table to parse, no controller to check again
+        hierarchy, zdir = _ready[0]
+        try:
+            return _describe(_make_worker(hierarchy, zdir, pid, limit), hierarchy, limit)
+        except OSError:
+            _ready.clear()  # e.g. the zygote's cgroup removed from outside: look again
     errors: list[str] = []
     last = errno.ENOENT
     candidates = [(h, p) for h in hierarchies() for p in parents(h)]
@@ -209,10 +220,14 @@ def _join(limit: int, zygote: int, pid: int) -> str:
             last = exc.errno or last
             continue
         _chosen[:] = [(hierarchy, parent)]
-        return (f"memory cgroup {mine} (v{hierarchy.version}) caps the run at {limit // MIB} MiB, shmem and tmpfs "
-                "included")
+        _ready[:] = [(hierarchy, os.path.dirname(mine))]
+        return _describe(mine, hierarchy, limit)
     why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
     raise _sys.SyscallError("make a memory cgroup", last, why)
+
+
+def _describe(mine: str, hierarchy: Hierarchy, limit: int) -> str:
+    return f"memory cgroup {mine} (v{hierarchy.version}) caps the run at {limit // MIB} MiB, shmem and tmpfs included"
 
 
 def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) -> str:
@@ -225,6 +240,11 @@ def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) 
         os.makedirs(zdir, exist_ok=True)
     if hierarchy.version == 2:
         _enable_memory(zdir)
+    return _make_worker(hierarchy, zdir, pid, limit)
+
+
+def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int) -> str:
+    """``zdir/w<pid>`` (``zdir`` ready: made, the controller delegated to it) with its limits set and ``pid`` in it."""
     mine = os.path.join(zdir, f"w{pid}")
     made = not os.path.isdir(mine)  # on cgroup v2 the pids cgroup (cgroup.py) may have made it already
     os.makedirs(mine, exist_ok=True)
@@ -252,8 +272,11 @@ def _enable_memory(path: str) -> None:
 
 def _write(path: str, name: str, value: object, optional: bool = False) -> None:
     target = os.path.join(path, name)
-    if optional and not os.path.exists(target):
-        return
+    if optional:
+        if name not in _optional:
+            _optional[name] = os.path.exists(target)
+        if not _optional[name]:
+            return
     with open(target, "w") as fh:
         fh.write(str(value))
 
