@@ -36,7 +36,7 @@ from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
 from .workers import Spawned, Standby, sigkill
-from .zygote_env import scrubbed_environment
+from .zygote_env import interpreter_environment
 
 #: How long the zygote may take to import the image and say hello.
 START_TIMEOUT_S = 180.0
@@ -83,9 +83,10 @@ class ZygoteLauncher:
                  f"from sandbox.inside.zygote import main; main({zygote_end.fileno()})")
         try:
             self._proc = subprocess.Popen(
-                [self.interpreter, "-I", "-B", "-c", entry],
+                # -I without its -E: the environment is wholly ours (interpreter_environment), PYTHONMALLOC included
+                [self.interpreter, "-s", "-P", "-B", "-c", entry],
                 pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=self._log, env=scrubbed_environment(self.policy), start_new_session=True,
+                stderr=self._log, env=interpreter_environment(self.policy), start_new_session=True,
                 cwd="/")
         except OSError as exc:
             host_end.close()

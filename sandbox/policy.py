@@ -44,6 +44,10 @@ _ENV_OK = schema.Check("map non-empty names without '=' or NUL to values without
                        lambda env: all(k and "=" not in k and "\0" not in k + v for k, v in env.items()))
 
 
+#: PYTHONMALLOC values a policy may pick (runtime.allocator).
+ALLOCATORS = ("malloc", "pymalloc")
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits of one run. Units are in the names."""
@@ -117,6 +121,11 @@ class Runtime:
     """Extra environment variables; nothing from the host environment is passed otherwise."""
     prefork: Annotated[int, schema.between(0, 16)] = 2
     """Workers the zygote keeps forked and waiting, so a run never waits for a fork."""
+    allocator: Annotated[str, schema.one_of("allocator", ALLOCATORS)] = "malloc"
+    """CPython's object allocator in the zygote and every run. ``malloc`` (glibc's heap, which the zygote
+    maps with 2 MiB pages: each run's fork copies and frees far fewer page-table entries, a few ms less
+    CPU per run) or ``pymalloc`` (CPython's usual one: allocation-heavy pure-Python loops run up to ~1/3
+    faster). See the README's performance section."""
 
 
 @dataclass(frozen=True)

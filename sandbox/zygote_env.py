@@ -32,6 +32,15 @@ def scrubbed_environment(policy: Policy) -> dict[str, str]:
     return env
 
 
+def interpreter_environment(policy: Policy) -> dict[str, str]:
+    """What the zygote's interpreter starts with: the scrubbed environment minus ``PYTHON*`` variables (the
+    interpreter would act on a policy's; the zygote puts them back into ``os.environ`` for snippets), plus
+    ``PYTHONMALLOC``, the policy's ``runtime.allocator`` (read once, at the interpreter's start)."""
+    env = {k: v for k, v in scrubbed_environment(policy).items() if not k.startswith("PYTHON")}
+    env["PYTHONMALLOC"] = policy.runtime.allocator
+    return env
+
+
 def matplotlib_cache_dir() -> str:
     """MPLCONFIGDIR for every zygote: a persistent font cache saves each start the seconds of rebuilding it."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -384,6 +384,13 @@ def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
     return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
 
 
+def _settle_environment(policy: Policy) -> None:
+    """``os.environ`` as snippets see it: the scrubbed environment, whose ``PYTHON*`` variables the interpreter
+    was started without (the launcher's interpreter_environment), PYTHONMALLOC aside."""
+    os.environ.pop("PYTHONMALLOC", None)
+    os.environ.update({k: v for k, v in policy.runtime.env.items() if k.startswith("PYTHON")})
+
+
 def main(control_fd: int) -> None:
     """Entry point: handshake, preload, serve until the host closes the socket."""
     sock = socket.socket(fileno=control_fd)
@@ -391,6 +398,7 @@ def main(control_fd: int) -> None:
     hello = frames.decode(commands.START, header)
     policy = Policy.from_dict(hello.policy)
     image = Image.from_dict(hello.image)
+    _settle_environment(policy)
     failures = preload(image)
     confine.prepare_in_zygote(policy)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
@@ -398,6 +406,8 @@ def main(control_fd: int) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
+    if policy.runtime.allocator == "malloc":
+        hugepages.fill_heap_holes()  # workers' new objects go to the heap's top, not all over it
     hugepages.collapse()  # forks and exits copy and free 2 MiB page entries, not 512 each
     zygote = Zygote(sock, spec)
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))

@@ -31,6 +31,27 @@ def test_policy_env_is_passed():
         assert sb.run("import os\nprint(os.environ['GREETING'])").stdout == "hi\n"
 
 
+def test_python_variables_of_the_policy_reach_snippets_not_the_interpreter():
+    """The zygote's interpreter starts without -E (for PYTHONMALLOC): a policy's PYTHON* variables are still
+    only environment for the snippet, never settings of the interpreter, and PYTHONMALLOC is not seen."""
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(runtime=type(policy.runtime)(env={"PYTHONOPTIMIZE": "2"}))
+    with sandbox.Sandbox(policy=policy, cold_start=False) as sb:
+        r = sb.run("import os, sys\nprint(os.environ.get('PYTHONOPTIMIZE'), sys.flags.optimize, "
+                   "'PYTHONMALLOC' in os.environ, sys.flags.no_user_site, sys.flags.safe_path)")
+    assert r.stdout == "2 0 False 1 True\n", (r.stdout, r.error)
+
+
+@pytest.mark.parametrize("allocator", ["malloc", "pymalloc"])
+def test_runtime_allocator_is_the_runs_allocator(allocator):
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(runtime=type(policy.runtime)(allocator=allocator))
+    with sandbox.Sandbox(policy=policy, cold_start=False) as sb:
+        r = sb.run("import sys\nsys._debugmallocstats()")  # pymalloc's statistics, on the C stderr
+    assert r.ok, r.error
+    assert ("Small block threshold" in r.stderr) == (allocator == "pymalloc"), r.stderr[:300]
+
+
 def test_globals_do_not_persist(box):
     box.run("leak = 42")
     r = box.run("print(leak)")
