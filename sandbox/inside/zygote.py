@@ -28,7 +28,6 @@ the worker's whole tree when it fires.
 from __future__ import annotations
 
 import collections
-import gc
 import os
 import select
 import selectors
@@ -404,11 +403,7 @@ def main(control_fd: int) -> None:
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
-    gc.collect()
-    gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
-    if policy.runtime.allocator == "malloc":
-        hugepages.fill_heap_holes()  # workers' new objects go to the heap's top, not all over it
-    hugepages.collapse()  # forks and exits copy and free 2 MiB page entries, not 512 each
+    hugepages.settle(policy.runtime.allocator)  # the image as workers will share it: frozen, mapped huge
     zygote = Zygote(sock, spec)
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
