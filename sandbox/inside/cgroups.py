@@ -30,10 +30,17 @@ class WorkerCgroups:
         self.unreleased: collections.OrderedDict[int, int] = collections.OrderedDict()  # run id -> worker pid
         self.released: set[int] = set()  # run ids released while their worker ran
         self.to_remove: list[tuple[float, int, int]] = []  # (not before, worker pid, tries), a heap
+        self._dirs: list[str] = []  # this zygote's sandbox-<pid> dirs, found once (not a mount table parse per run)
+
+    def locate(self, pid: int) -> str | None:
+        """The memory cgroup of worker ``pid``, if it has one."""
+        if not self._dirs:
+            self._dirs = memcg.zygote_dirs(os.getpid())
+        return memcg.locate(os.getpid(), pid, self._dirs)
 
     def watch(self, pid: int) -> tuple[str | None, int | None]:
         """cgroup v1: the memory cgroup of a worker just forked and its OOM eventfd (None: v2, none, refused)."""
-        path = memcg.locate(os.getpid(), pid)
+        path = self.locate(pid)
         return path, (memcg.oom_eventfd(path) if path is not None else None)
 
     def release(self, run_id: Any, running: set[int | None]) -> None:
@@ -64,6 +71,6 @@ class WorkerCgroups:
         if not self.to_remove or self.to_remove[0][0] > time.monotonic():
             return
         _, pid, tries = heapq.heappop(self.to_remove)
-        path = memcg.locate(os.getpid(), pid)
+        path = self.locate(pid)
         if path is not None and not memcg.remove(path) and tries < 100:
             heapq.heappush(self.to_remove, (time.monotonic() + RETRY_S, pid, tries + 1))
