@@ -38,7 +38,7 @@ import sys
 from typing import Any, Callable
 
 from ..policy import Policy
-from . import _sys
+from . import _sys, netns
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -232,7 +232,8 @@ def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False, 
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = _sys.fork_like_clone(_CLONE_NS | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
+        flags = _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS  # the forker's own, shared (netns.py)
+        pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
     except OSError:
         for fd in (go_r, go_w, ack_r, ack_w):
             os.close(fd)
@@ -323,7 +324,9 @@ def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple
         _unshare(CLONE_NEWCGROUP)
     except OSError as exc:
         notes.append(f"cgroup namespace: {exc}")
-    detail = "pid 1 of new user/pid/net/ipc/mount/uts/cgroup namespaces" + (f" ({'; '.join(notes)})" if notes else "")
+    net = "; the forker's empty network namespace, shared (netns.py)" if netns.shared() else ""
+    detail = (f"pid 1 of new user/pid/{'' if net else 'net/'}ipc/mount/uts/cgroup namespaces{net}"
+              + (f" ({'; '.join(notes)})" if notes else ""))
     return detail, parent_note
 
 

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+import sandbox
+
 from .attacks import snippet
 from .conftest import blocked, checked_run
 
@@ -55,3 +57,74 @@ def test_cant_reach_host_unix_socket_in_run(sb):
     finally:
         server.close()
         os.unlink(path)
+
+
+PEER_LISTENER = """
+import os, socket
+print(os.readlink("/proc/self/ns/net"), flush=True)
+s = socket.socket(socket.AF_UNIX)
+s.bind("\\0sandbox-peer-{tag}")
+s.listen()
+s.settimeout(6)
+try:
+    s.accept()
+    print("accepted")
+except socket.timeout:
+    print("none")
+"""
+
+PEER_CALLER = """
+import errno, os, socket, time
+print(os.readlink("/proc/self/ns/net"))
+end, seen = time.monotonic() + 2, set()
+while time.monotonic() < end:
+    try:
+        socket.socket(socket.AF_UNIX).connect("\\0sandbox-peer-{tag}")
+        seen.add("connected")
+    except OSError as exc:
+        seen.add(errno.errorcode[exc.errno])
+    time.sleep(0.1)
+print(sorted(seen))
+"""
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+def test_concurrent_runs_cannot_reach_each_others_abstract_sockets(boxes, policy):
+    """Root's workers share one empty network namespace (confine/netns.py); Landlock's scoping keeps each
+    run's abstract sockets its own. A run listens; another, at the same time, tries to connect to it."""
+    import threading
+    import time
+
+    from sandbox.confine import landlock
+
+    box, tag = boxes[policy], f"{os.getpid()}-{policy}"
+    got = {}
+    listener = threading.Thread(target=lambda: got.update(a=box.run(PEER_LISTENER.format(tag=tag))))
+    listener.start()
+    time.sleep(1.5)  # the listener's worker is bound by now (it is a warm pool's run)
+    caller = box.run(PEER_CALLER.format(tag=tag))
+    listener.join()
+    a, b = got["a"], caller
+    assert a.ok and b.ok, (a.error, b.error)
+    assert a.stdout.splitlines()[1] == "none", a.stdout
+    assert "connected" not in b.stdout, b.stdout
+    net_a, net_b = a.stdout.splitlines()[0], b.stdout.splitlines()[0]
+    assert os.readlink("/proc/self/ns/net") not in (net_a, net_b)
+    if net_a == net_b:  # one zygote's workers, its shared namespace: what refuses is Landlock's scoping
+        assert b.stdout.splitlines()[1] == "['EPERM']", b.stdout
+
+
+def test_workers_of_a_zygote_share_one_empty_network_namespace():
+    """Where the policy requires seccomp and landlock and Landlock scopes abstract sockets (confine/netns.py),
+    as root; each worker a namespace of its own otherwise. Empty either way."""
+    from sandbox.confine import landlock
+
+    probe = "import os\nprint(os.readlink('/proc/self/ns/net'), open('/proc/net/dev').read().count(':'))"
+    with sandbox.Sandbox(pool_size=1, cold_start=False) as box:
+        seen = [box.run(probe) for _ in range(3)]
+    assert all(r.ok for r in seen), [r.error for r in seen]
+    nets = {r.stdout.split()[0] for r in seen}
+    assert {r.stdout.split()[1] for r in seen} == {"1"}  # one device: lo
+    assert os.readlink("/proc/self/ns/net") not in nets
+    shared = os.geteuid() == 0 and landlock.abi_version() >= 6
+    assert len(nets) == (1 if shared else 3), [r.stdout for r in seen]
