@@ -180,15 +180,23 @@ def _address_space() -> int:
 def _reseed() -> None:
     """Every run gets fresh randomness: forked workers would otherwise share RNG state.
 
-    Both generators are seeded from their full state size of OS entropy (624 words),
-    not from a 32-bit integer, so one run's draws say nothing of another's. What a
-    fork cannot change is documented in the README ("Randomness"): the address-space
-    layout, the stack canary and ``hash()``'s secret are the zygote's in every run."""
-    random.seed(os.urandom(_MT_STATE_BYTES))
+    Both generators get a full state of OS entropy (624 words each), not a 32-bit
+    seed, so one run's draws say nothing of another's. ``random`` is seeded from it
+    (``init_by_array``, as ``random.seed(bytes)`` always did); numpy's global
+    ``RandomState`` takes the words as its state (``set_state``, position 624, no
+    cached Gaussian: what ``seed`` leaves, minus the mixing). As unpredictable as
+    ``seed(array)``, whose first call after a fork cost ~0.3 ms more in numpy's
+    array and ufunc checks. What a fork cannot change is documented in the README
+    ("Randomness"): the address-space layout, the stack canary and ``hash()``'s
+    secret are the zygote's in every run."""
+    entropy = os.urandom(2 * _MT_STATE_BYTES)
+    random.seed(entropy[:_MT_STATE_BYTES])
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        numpy.random.seed(numpy.frombuffer(os.urandom(_MT_STATE_BYTES), dtype=numpy.uint32))
+        words = memoryview(entropy).cast("I")[_MT_STATE_WORDS:]
+        numpy.random.set_state(("MT19937", words, _MT_STATE_WORDS, 0, 0.0))
 
 
 #: Mersenne Twister state: 624 32-bit words.
-_MT_STATE_BYTES = 624 * 4
+_MT_STATE_WORDS = 624
+_MT_STATE_BYTES = _MT_STATE_WORDS * 4
