@@ -33,10 +33,10 @@ a read-only tmpfs; every bind is read-only, nosuid and nodev.
 Built before any request (a pre-forked worker's confinement, a session root's open),
 about 30 mount calls. Which paths, symlinks and files it holds is resolved once per zygote
 (:mod:`.fsplan`, from :func:`prepare`); a worker executes those steps and adds its run's own
-(its run dirs, its passwd entry, its ``/proc``). ``mount_setattr`` cannot make a mount
-writable, nor can anything below. ``/run`` holds nothing in a worker (namespaces.py): no path
-reached through it is bound. :func:`apply` raises ``OSError`` with nothing changed when the
-view cannot be built; :class:`Broken` once the old root is half gone (never run then).
+(its run dirs, its passwd entry, its ``/proc``). ``/run`` holds nothing in a worker
+(namespaces.py): no path reached through it is bound. :func:`apply` raises ``OSError``
+with nothing changed when the view cannot be built; :class:`Broken` once the old root is
+half gone (never run then).
 """
 
 from __future__ import annotations
