@@ -150,7 +150,8 @@ def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
 def _reset_environment(workdir: str, tmpdir: str) -> None:
     # The zygote's environment is already the scrubbed one the policy allows
     # (zygote_env.scrubbed_environment); only the run's own paths change.
-    os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
+    for name, value in (("HOME", workdir), ("TMPDIR", tmpdir), ("PWD", workdir)):
+        os.environ[name] = value  # not update(): its Mapping check walks the ABC machinery in every worker
     tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
 
 
@@ -173,8 +174,14 @@ def _own_matplotlib_config(tmpdir: str) -> None:
 
 
 def _address_space() -> int:
-    with open("/proc/self/statm", "rb") as fh:
-        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # one short read, no file object
+    try:
+        return int(os.read(fd, 256).split()[0]) * _PAGE_SIZE
+    finally:
+        os.close(fd)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _reseed() -> None:
