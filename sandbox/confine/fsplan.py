@@ -202,8 +202,7 @@ class _Planner:
 
 
 def _dev_steps() -> tuple[Step, ...]:
-    """A read-only /dev of five devices, and a private /dev/shm (a fresh tmpfs, as namespaces._init_child mounts
-    one: never the host's, even where that failed)."""
+    """A read-only /dev of five devices, and the mount point of its /dev/shm (fsview.py mounts it)."""
     steps: list[Step] = [(mount, ("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755"))]
     for name in DEVICES:
         if os.path.exists(f"/dev/{name}"):
@@ -212,8 +211,7 @@ def _dev_steps() -> tuple[Step, ...]:
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         steps.append((os.symlink, (target, f"dev/{name}")))
     return (*steps, (os.mkdir, ("dev/shm", 0o755)),
-            (setattr_, ("dev", AT_RECURSIVE, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC)),
-            (mount, ("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777")))
+            (setattr_, ("dev", AT_RECURSIVE, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC)))
 
 
 def bound_paths(policy: Policy, readable: tuple[str, ...], run: tuple[str, ...]) -> list[str]:
@@ -309,8 +307,9 @@ class _MountAttr(ctypes.Structure):
                 ("userns_fd", ctypes.c_uint64)]
 
 
-def setattr_(path: str, flags: int, attrs: int) -> None:
-    """``mount_setattr``: set ``attrs`` on the mount at ``path`` (and those beneath it with AT_RECURSIVE)."""
-    attr = _MountAttr(attrs, 0, 0, 0)
+def setattr_(path: str, flags: int, attrs: int, clear: int = 0) -> None:
+    """``mount_setattr``: set ``attrs`` (and clear ``clear``) on the mount at ``path`` (and those beneath it with
+    AT_RECURSIVE)."""
+    attr = _MountAttr(attrs, clear, 0, 0)
     if _sys.libc.syscall(_NR_MOUNT_SETATTR, -100, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)):
         raise _sys.SyscallError(f"mount_setattr({path!r})", ctypes.get_errno(), "building the run's root")

@@ -50,8 +50,8 @@ from typing import Any
 
 from ..policy import Policy
 from . import _sys, disk, fsplan
-from .fsplan import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY, DEVICES, ETC_FROM_HOST,  # noqa: F401
-                     SYS_DIRS, SYSTEM)
+from .fsplan import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, DEVICES,  # noqa: F401
+                     ETC_FROM_HOST, SYS_DIRS, SYSTEM)
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 2, 4, 8, 0x1000
 _MNT_DETACH = 2
@@ -145,6 +145,7 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
         binds += 1
     fsplan.setattr_(".", AT_RECURSIVE, _READ_ONLY)
     fsplan.run(plan.dev)
+    _dev_shm(ctx)
     disk.mount(top + "/tmp", policy)
     _run_dirs(ctx)
     for path in plan.in_tmp:
@@ -152,6 +153,17 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
         fsplan.bind(path, path[1:], path)
         fsplan.setattr_(path[1:], AT_RECURSIVE, _READ_ONLY)
     return binds
+
+
+def _dev_shm(ctx: Any) -> None:
+    """The view's /dev/shm: the worker's own tmpfs, never the host's. Where namespaces._init_child mounted one
+    (fresh, before any request; ``ctx.private_shm``) it is bound here, writable, nosuid, nodev, noexec, as
+    mounted: one tmpfs per worker, not two. Else a fresh one, as that mount's options."""
+    if getattr(ctx, "private_shm", False):
+        fsplan.bind("/dev/shm", "dev/shm", "/dev/shm")
+        fsplan.setattr_("dev/shm", 0, ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, clear=ATTR_RDONLY)  # rw, as mounted
+    else:
+        fsplan.mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777")
 
 
 def _mkdirs(inside: str, mode: int = 0o755) -> None:
