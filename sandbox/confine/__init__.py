@@ -3,7 +3,8 @@
 Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox/inside/worker.py``):
 
 - :func:`prepare_in_zygote` (zygote, once, before forking workers): precompiles the
-  seccomp BPF program so a run only loads bytes, and leaves the zygote single-threaded.
+  seccomp BPF program so a run only loads bytes, resolves the filesystem view's steps
+  (fsplan.py) for :func:`readable_paths`, and leaves the zygote single-threaded.
 - :func:`fork_worker` (zygote, in place of ``os.fork``, before any request): one
   fork-like clone whose child is pid 1 of fresh namespaces; the zygote caps a root
   worker's processes with a pids cgroup and any worker's memory with a memory cgroup
@@ -31,6 +32,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
 from . import _sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp, state_scope
@@ -98,8 +100,26 @@ class LayerStatus:
     """Likewise, the memory cgroup the zygote put it in (None: none was tried at the fork)."""
 
 
+def readable_paths() -> tuple[str, ...]:
+    """What every worker may read besides its run dirs: the interpreter and its prefixes, the image's
+    site-packages, the package's own folder (never its parent: see bootstrap.py), matplotlib's config.
+
+    The zygote gives it to its workers (``WorkerSpec.readable``: their ``ConfineContext.readable``)."""
+    import site
+    import sys
+    import sysconfig
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(site.getsitepackages())
+    paths.update(p for p in sysconfig.get_paths().values())
+    paths.add(bootstrap.package_dir())
+    if os.environ.get("MPLCONFIGDIR"):
+        paths.add(os.environ["MPLCONFIGDIR"])
+    return tuple(sorted(p for p in paths if p and os.path.exists(p)))
+
+
 def prepare_in_zygote(policy: Policy) -> None:
-    """Precompute what every run reuses (the seccomp BPF program) and stop BLAS thread pools.
+    """Precompute what every run reuses (the seccomp BPF program, the filesystem view's steps for
+    :func:`readable_paths`) and stop BLAS thread pools.
 
     Safe to skip: apply compiles lazily, and with another thread running fork_worker
     falls back to a plain fork (the namespaces layer then says why it is unavailable)."""
@@ -113,7 +133,9 @@ def prepare_in_zygote(policy: Policy) -> None:
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run
+    caps.cap_last()  # cached: one file read fewer per worker
     if "namespaces" in policy.confinement.layers:
+        fsview.prepare(policy, readable_paths())  # what workers see is fixed while the zygote lives
         namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
@@ -335,4 +357,5 @@ def describe_all(policy: Policy) -> dict[str, str]:
 
 
 __all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "ORDER", "PARTS", "apply_all", "describe_all",
-           "fork_worker", "module", "prepare_in_zygote", "private_dev_shm", "probe_all", "run_context"]
+           "fork_worker", "module", "prepare_in_zygote", "private_dev_shm", "probe_all", "readable_paths",
+           "run_context"]

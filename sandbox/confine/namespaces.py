@@ -178,10 +178,14 @@ def _clone_name() -> str:
 def _map_ids(uid: int, gid: int) -> None:
     """In a new user namespace: our uid/gid (read before it: inside they read 65534 until mapped) map
     to themselves; setgroups is denied (an unprivileged process must, before writing gid_map)."""
-    for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1\n"), ("gid_map", f"{gid} {gid} 1\n")):
-        try:
-            with open(f"/proc/self/{path}", "w") as fh:
-                fh.write(text)
+    for path, text in (("setgroups", b"deny"), ("uid_map", b"%d %d 1\n" % (uid, uid)),
+                       ("gid_map", b"%d %d 1\n" % (gid, gid))):
+        try:  # one open and one write each (these files take the whole text in one write)
+            fd = os.open(f"/proc/self/{path}", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, text)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise _sys.SyscallError(f"write /proc/self/{path}", exc.errno or 1) from exc
 
@@ -290,8 +294,11 @@ def _host_pid(which: str) -> int:
     """Our pid ("self") or our parent's, numbered by the host's ``/proc`` (in a new pid ns getppid() is 0)."""
     if which == "self":
         return int(os.readlink("/proc/self"))
-    with open("/proc/self/stat", "rb") as fh:
-        return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return int(os.read(fd, 4096).rsplit(b")", 1)[1].split()[1])
+    finally:
+        os.close(fd)
 
 
 def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple[str, str]:

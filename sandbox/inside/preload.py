@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Callable
 
-from .. import bootstrap
+from ..confine import readable_paths  # noqa: F401 - the zygote's WorkerSpec.readable: confine resolves views for it
 from ..image import Image
 
 
@@ -95,17 +95,3 @@ _WARMERS: tuple[tuple[str, str, Callable[[], None]], ...] = (
     ("matplotlib.pyplot", "matplotlib (font cache warm-up)", _warm_matplotlib),
     ("pandas", "pandas (formatter warm-up)", _warm_pandas),
 )
-
-
-def readable_paths() -> tuple[str, ...]:
-    """What every worker may read besides its run dirs: the interpreter and its prefixes, the image's
-    site-packages, the package's own folder (never its parent: see bootstrap.py), matplotlib's config."""
-    import site
-    import sysconfig
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(site.getsitepackages())
-    paths.update(p for p in sysconfig.get_paths().values())
-    paths.add(bootstrap.package_dir())
-    if os.environ.get("MPLCONFIGDIR"):
-        paths.add(os.environ["MPLCONFIGDIR"])
-    return tuple(sorted(p for p in paths if p and os.path.exists(p)))

@@ -48,25 +48,14 @@ class _Recorder:
         self.writable = tuple(_prefix(p) for p, rights in rules if rights & landlock.WRITE_FILE)
         self.cwd = ctx.workdir
         self.pid = os.getpid()
-        self.table: dict[str, Callable[[tuple[Any, ...]], None]] = {
-            "open": self.on_open, "socket.__new__": self.on_socket, "socket.connect": self.on_connect,
-            "socket.bind": self.on_connect, "socket.getaddrinfo": self.on_dns,
-            "socket.gethostbyname": self.on_dns, "os.kill": self.on_kill, "os.killpg": self.on_killpg,
-            "ctypes.dlsym": self.on_dlsym, "os.link": self.on_link, "os.symlink": self.on_link,
-            "os.rename": self.on_link, "os.remove": self.on_path_write, "os.rmdir": self.on_path_write,
-            "os.mkdir": self.on_path_write, "os.chmod": self.on_path_write, "os.chown": self.on_path_write,
-        }
-        for event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-                      "os.forkpty", "pty.spawn"):
-            self.table[event] = self.on_subprocess
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
-        handler = self.table.get(event)
+        handler = _HANDLERS.get(event)
         if handler is None or self.busy or len(self.seen) >= MAX_EVENTS:
             return
         self.busy = True
         try:
-            handler(args)
+            handler(self, args)
         except Exception:  # noqa: BLE001 - telemetry must never break the snippet
             pass
         finally:
@@ -143,6 +132,19 @@ class _Recorder:
         name = args[1] if len(args) > 1 else None
         if isinstance(name, str) and name in _RAW_ENTRY_POINTS:
             self.emit("syscall", f"ctypes lookup of {name}(): raw system calls are filtered by seccomp")
+
+
+#: Audit event -> the check of it (made once, in the zygote: a worker builds no table of its own).
+_HANDLERS: dict[str, Callable[[_Recorder, tuple[Any, ...]], None]] = {
+    "open": _Recorder.on_open, "socket.__new__": _Recorder.on_socket, "socket.connect": _Recorder.on_connect,
+    "socket.bind": _Recorder.on_connect, "socket.getaddrinfo": _Recorder.on_dns,
+    "socket.gethostbyname": _Recorder.on_dns, "os.kill": _Recorder.on_kill, "os.killpg": _Recorder.on_killpg,
+    "ctypes.dlsym": _Recorder.on_dlsym, "os.link": _Recorder.on_link, "os.symlink": _Recorder.on_link,
+    "os.rename": _Recorder.on_link, "os.remove": _Recorder.on_path_write, "os.rmdir": _Recorder.on_path_write,
+    "os.mkdir": _Recorder.on_path_write, "os.chmod": _Recorder.on_path_write, "os.chown": _Recorder.on_path_write,
+    **dict.fromkeys(("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+                     "os.forkpty", "pty.spawn"), _Recorder.on_subprocess),
+}
 
 
 def _prefix(path: str) -> str:

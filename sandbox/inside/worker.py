@@ -150,7 +150,8 @@ def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
 def _reset_environment(workdir: str, tmpdir: str) -> None:
     # The zygote's environment is already the scrubbed one the policy allows
     # (zygote_env.scrubbed_environment); only the run's own paths change.
-    os.environ.update({"HOME": workdir, "TMPDIR": tmpdir, "PWD": workdir})
+    for name, value in (("HOME", workdir), ("TMPDIR", tmpdir), ("PWD", workdir)):
+        os.environ[name] = value  # not update(): its Mapping check walks the ABC machinery in every worker
     tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
 
 
@@ -173,22 +174,36 @@ def _own_matplotlib_config(tmpdir: str) -> None:
 
 
 def _address_space() -> int:
-    with open("/proc/self/statm", "rb") as fh:
-        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # one short read, no file object
+    try:
+        return int(os.read(fd, 256).split()[0]) * _PAGE_SIZE
+    finally:
+        os.close(fd)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _reseed() -> None:
     """Every run gets fresh randomness: forked workers would otherwise share RNG state.
 
-    Both generators are seeded from their full state size of OS entropy (624 words),
-    not from a 32-bit integer, so one run's draws say nothing of another's. What a
-    fork cannot change is documented in the README ("Randomness"): the address-space
-    layout, the stack canary and ``hash()``'s secret are the zygote's in every run."""
-    random.seed(os.urandom(_MT_STATE_BYTES))
+    Both generators get a full state of OS entropy (624 words each), not a 32-bit
+    seed, so one run's draws say nothing of another's. ``random`` is seeded from it
+    (``init_by_array``, as ``random.seed(bytes)`` always did); numpy's global
+    ``RandomState`` takes the words as its state (``set_state``, position 624, no
+    cached Gaussian: what ``seed`` leaves, minus the mixing). As unpredictable as
+    ``seed(array)``, whose first call after a fork cost ~0.3 ms more in numpy's
+    array and ufunc checks. What a fork cannot change is documented in the README
+    ("Randomness"): the address-space layout, the stack canary and ``hash()``'s
+    secret are the zygote's in every run."""
+    entropy = os.urandom(2 * _MT_STATE_BYTES)
+    random.seed(entropy[:_MT_STATE_BYTES])
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        numpy.random.seed(numpy.frombuffer(os.urandom(_MT_STATE_BYTES), dtype=numpy.uint32))
+        words = memoryview(entropy).cast("I")[_MT_STATE_WORDS:]
+        numpy.random.set_state(("MT19937", words, _MT_STATE_WORDS, 0, 0.0))
 
 
 #: Mersenne Twister state: 624 32-bit words.
-_MT_STATE_BYTES = 624 * 4
+_MT_STATE_WORDS = 624
+_MT_STATE_BYTES = _MT_STATE_WORDS * 4
