@@ -79,8 +79,12 @@ class ZygoteLauncher:
             host_end.close()
             zygote_end.close()
             raise rundirs.unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
-        entry = (f"import sys; sys.path.insert(0, {import_root!r}); "
-                 f"from sandbox.inside.zygote import main; main({zygote_end.fileno()})")
+        # -B keeps the image's imports and every run from writing bytecode; the zygote's own code (this package
+        # and what it imports) may be cached, as the host's is: in a source checkout nothing else compiles the
+        # inside, which cost every zygote start ~10 ms, on a cold start's way to its first result.
+        entry = (f"import sys; sys.path.insert(0, {import_root!r}); sys.dont_write_bytecode = False; "
+                 f"from sandbox.inside.zygote import main; sys.dont_write_bytecode = True; "
+                 f"main({zygote_end.fileno()})")
         try:
             self._proc = subprocess.Popen(
                 [self.interpreter, "-I", "-B", "-c", entry],

@@ -398,7 +398,8 @@ def main(control_fd: int) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
-    hugepages.collapse()  # forks and exits copy and free 2 MiB page entries, not 512 each
+    if image.preload:  # a cold zygote's few MiB would take longer to collapse (ms) than its forks save
+        hugepages.collapse()  # forks and exits copy and free 2 MiB page entries, not 512 each
     zygote = Zygote(sock, spec)
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
