@@ -396,9 +396,11 @@ def main(control_fd: int) -> None:
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
-    gc.collect()
+    warm = bool(image.preload)  # a cold zygote's few MiB would take longer (ms) to collect and collapse than it saves
+    if warm:
+        gc.collect()
     gc.freeze()  # keep preloaded objects out of the collector: fewer copy-on-write faults in workers
-    if image.preload:  # a cold zygote's few MiB would take longer to collapse (ms) than its forks save
+    if warm:
         hugepages.collapse()  # forks and exits copy and free 2 MiB page entries, not 512 each
     zygote = Zygote(sock, spec)
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
