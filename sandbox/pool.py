@@ -13,10 +13,12 @@ fraction of a second (a snippet's ``import pandas`` still works there, paying th
 itself). One-shot runs (``run``, ``call``) whose warm zygote has not said hello yet go to
 the cold one; once every warm zygote of the first start has said hello (or failed to), new
 runs go to them and the cold zygote is closed as soon as its last run has been collected
-(in a background thread; :meth:`close` waits for it). The warm zygotes' exec waits for the
-cold zygote's hello (or its failure): started at once, their interpreters and preloads take
-the CPU the cold zygote needs on its way to the first run (on two cores, a third of it), for
-seconds of preload that start ~0.1 s later instead. Sessions always wait for a warm
+(in a background thread; :meth:`close` waits for it). The warm zygotes' exec waits until the
+cold zygote has said hello (or failed to) and its first run has ended, at most
+:data:`WARM_EXEC_WAIT_S` after that hello, or until a caller needs a warm zygote: started at
+once, their interpreters and preloads take the CPU the cold zygote and its first worker need on
+their way to the first result (on two cores, a third of it), for seconds of preload that start
+~0.1 s later instead. Sessions always wait for a warm
 zygote: their states should hold the image. This pool is the one place deciding cold or
 warm; restarts of a dead zygote later wait for it, as sessions do.
 """
@@ -40,6 +42,10 @@ from .workers import Spawned
 if TYPE_CHECKING:
     from .collect import Cancel, Collected
     from .session import Session
+
+
+#: After the cold zygote's hello, how long the warm zygotes' exec waits for its first run to end (see above).
+WARM_EXEC_WAIT_S = 0.25
 
 
 class ZygotePool:
@@ -71,6 +77,7 @@ class ZygotePool:
         self._cold_runs = 0  # one-shot runs spawned from the cold zygote and not collected yet
         self._preloading = size  # zygotes of the first start that have not said hello (or failed to)
         self._cold_closer: threading.Thread | None = None
+        self._warm_due = not cold_start  # the warm zygotes' exec is due (see above), or done at their construction
         self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
         """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
         try:
@@ -82,8 +89,8 @@ class ZygotePool:
                 self._zygotes[index] = ZygoteLauncher(policy, image, interpreter, run_root=self.temp_root,
                                                       start=not cold_start)
                 self._zygotes[index].hello.add_done_callback(self._said_hello)
-            if self._cold is not None:  # the warm zygotes' exec once it said hello (see above)
-                self._cold.hello.add_done_callback(self._start_warm)
+            if self._cold is not None:  # the warm zygotes' exec waits for it (see above)
+                self._cold.hello.add_done_callback(self._cold_said_hello)
         except BaseException:
             self.close()
             raise
@@ -95,6 +102,8 @@ class ZygotePool:
     @property
     def zygote_pids(self) -> list[int]:
         """Pids of the live (warm) zygotes; waits for each one's hello (never the cold zygote's pid)."""
+        if not self._warm_due:
+            self._start_warm()  # a caller waits for them
         pids = []
         for zygote in list(self._zygotes):
             if zygote is None:
@@ -141,10 +150,26 @@ class ZygotePool:
         rundirs.remove(self.temp_root)
 
     # -- the cold zygote -----------------------------------------------------------------
-    def _start_warm(self, _hello: object) -> None:
-        """The cold zygote said hello or failed to (its reader thread): exec the warm zygotes, in a thread of
-        their own (the reader is on the first run's way)."""
-        threading.Thread(target=self._exec_warm, daemon=True, name="sandbox-warm-start").start()
+    def _cold_said_hello(self, _hello: object) -> None:
+        """The cold zygote said hello or failed to (its reader thread): the warm zygotes' exec is due now if no run
+        waits for it, else once its first run ended (:meth:`_cold_run_ended`), at most WARM_EXEC_WAIT_S from now."""
+        with self._lock:
+            idle = not self._cold_runs
+        if idle:
+            self._start_warm()
+            return
+        timer = threading.Timer(WARM_EXEC_WAIT_S, self._start_warm)
+        timer.daemon = True
+        timer.start()
+
+    def _start_warm(self) -> None:
+        """Exec the warm zygotes (once; those closed meanwhile stay closed), in a thread of their own: the caller
+        may be a reader thread, on the way of a run."""
+        with self._lock:
+            if self._warm_due or self._closed:
+                return
+            self._warm_due = True
+        threading.Thread(target=self._exec_warm, daemon=True, name="sandbox-warm-exec").start()
 
     def _exec_warm(self) -> None:
         for zygote in list(self._zygotes):
@@ -174,6 +199,7 @@ class ZygotePool:
     def _cold_run_ended(self, *, dead: bool = False) -> None:
         with self._lock:
             self._cold_runs -= 1
+        self._start_warm()
         self._retire_cold(now=dead)
 
     def _retire_cold(self, *, now: bool = False) -> None:
@@ -193,6 +219,8 @@ class ZygotePool:
 
     def _zygote(self, index: int) -> ZygoteLauncher:
         """The zygote of slot ``index``, restarted transparently if it died."""
+        if not self._warm_due:
+            self._start_warm()  # a caller needs it
         with self._lock:
             self.check_open()
             zygote = self._zygotes[index]
