@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..policy import Policy
-from . import _sys
+from . import _sys, cgroup
 
 MIB = 1 << 20
 #: Above memory_mb and the image's copy-on-write pages: page tables, slab, the worker's own setup.
@@ -177,13 +177,13 @@ def limit_bytes(policy: Policy, session: bool = False) -> int:
     return own * MIB + _baseline[0]
 
 
-def join_in_parent(policy: Policy, child: int, session: bool = False, zygote: int | None = None
-                   ) -> tuple[bool, str]:
+def join_in_parent(policy: Policy, child: int, session: bool = False, zygote: int | None = None,
+                   handover: list[int] | None = None) -> tuple[bool, str]:
     """Right after the clone (in the zygote, or its forker: then ``zygote`` is the zygote's pid): put ``child`` in
-    a fresh memory cgroup named after the zygote. ``(joined, what happened)``; never raises (the child must hear
-    back)."""
+    a fresh memory cgroup named after the zygote (or, with ``handover``, let it join: see ``cgroup.enter``).
+    ``(joined, what happened)``; never raises (the child must hear back)."""
     try:
-        return True, _join(limit_bytes(policy, session), zygote or os.getpid(), child)
+        return True, _join(limit_bytes(policy, session), zygote or os.getpid(), child, handover)
     except Exception as exc:  # noqa: BLE001 - a refusal becomes the worker's status, never the zygote's error
         return False, str(exc)
 
@@ -194,7 +194,7 @@ def apply(policy: Policy, ctx: Any) -> str:
     return _join(limit_bytes(policy, getattr(ctx, "session", False)), os.getppid(), os.getpid())
 
 
-def _join(limit: int, zygote: int, pid: int) -> str:
+def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) -> str:
     errors: list[str] = []
     last = errno.ENOENT
     candidates = [(h, p) for h in hierarchies() for p in parents(h)]
@@ -203,7 +203,7 @@ def _join(limit: int, zygote: int, pid: int) -> str:
         candidates.insert(0, _chosen[0])
     for hierarchy, parent in candidates:
         try:
-            mine = _make(hierarchy, parent, zygote, pid, limit)
+            mine = _make(hierarchy, parent, zygote, pid, limit, handover)
         except OSError as exc:
             errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
             last = exc.errno or last
@@ -215,7 +215,8 @@ def _join(limit: int, zygote: int, pid: int) -> str:
     raise _sys.SyscallError("make a memory cgroup", last, why)
 
 
-def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) -> str:
+def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int,
+          handover: list[int] | None = None) -> str:
     """``parent/sandbox-<zygote>/w<pid>`` with its limits set and ``pid`` in it."""
     zdir = os.path.join(parent, f"sandbox-{zygote}")
     if hierarchy.version == 2:  # a child has memory.* files only if every cgroup above delegates the controller
@@ -236,7 +237,7 @@ def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) 
         else:
             _write(mine, "memory.limit_in_bytes", limit)
             _write(mine, "memory.memsw.limit_in_bytes", limit, optional=True)  # after the limit: memsw >= limit
-        _write(mine, "cgroup.procs", pid)
+        cgroup.enter(mine, pid, handover)
     except OSError:
         if made:
             remove(mine)
