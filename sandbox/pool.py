@@ -13,14 +13,15 @@ fraction of a second (a snippet's ``import pandas`` still works there, paying th
 itself). One-shot runs (``run``, ``call``) whose warm zygote has not said hello yet go to
 the cold one; once every warm zygote of the first start has said hello (or failed to), new
 runs go to them and the cold zygote is closed as soon as its last run has been collected
-(in a background thread; :meth:`close` waits for it). The warm zygotes' exec waits until the
-cold zygote has said hello (or failed to) and its first run has ended, at most
-:data:`WARM_EXEC_WAIT_S` after that hello, or until a caller needs a warm zygote: started at
-once, their interpreters and preloads take the CPU the cold zygote and its first worker need on
-their way to the first result (on two cores, a third of it), for seconds of preload that start
-~0.1 s later instead. Sessions always wait for a warm
+(in a background thread; :meth:`close` waits for it). Sessions always wait for a warm
 zygote: their states should hold the image. This pool is the one place deciding cold or
 warm; restarts of a dead zygote later wait for it, as sessions do.
+
+The warm zygotes' exec waits until the cold zygote has said hello (or failed to) and its
+first run has ended, at most :data:`WARM_EXEC_WAIT_S` after that hello, or until a caller
+needs a warm zygote. Started at once, their interpreters and preloads took the CPU the cold
+zygote and its first worker need on their way to the first result (on two cores, a third of
+it); their seconds of preload start ~0.1 s later instead.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import rundirs
-from .errors import InputError, SandboxClosed, SandboxError, WorkerCrashed
+from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import ZygoteLauncher
 from .policy import Policy
@@ -177,7 +178,7 @@ class ZygotePool:
                 continue  # closed meanwhile
             try:
                 zygote.start()  # nothing once it was closed
-            except SandboxError as exc:  # its runs raise it (as the constructor would have)
+            except Exception as exc:  # noqa: BLE001 - its waiters raise it, as its constructor would have
                 zygote.fail(exc)
 
     def _said_hello(self, _hello: object) -> None:
