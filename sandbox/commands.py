@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ProtocolError
-from .frames import Exited, Frame, table
+from .frames import Exited, Frame, frame_type, table
 from .typed import bounded
 
 
 # -- host -> zygote (its control socket) ------------------------------------------------------
-@dataclass(frozen=True)
+@frame_type
 class Start(Frame):
     """The zygote's first message: what every worker runs under, and where run dirs go."""
 
@@ -28,7 +28,7 @@ class Start(Frame):
     run_root: str
 
 
-@dataclass(frozen=True)
+@frame_type
 class Spawn(Frame):
     """Hand a run's fds to a worker (host -> zygote, with ``id``; zygote -> worker, without).
     A session root is forked for it, in the run dir the host made (``workdir``, ``tmpdir``)."""
@@ -39,7 +39,7 @@ class Spawn(Frame):
     tmpdir: str | None = None
 
 
-@dataclass(frozen=True)
+@frame_type
 class ReleaseRun(Frame):
     """The host is done reading run ``id``'s memory cgroup: the zygote removes it once the worker is reaped
     (confine/memcg.py)."""
@@ -48,13 +48,13 @@ class ReleaseRun(Frame):
     id: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Shutdown(Frame):
     KIND: ClassVar[str] = "shutdown"
 
 
 # -- zygote -> forker (inside/forker.py) -------------------------------------------------------
-@dataclass(frozen=True)
+@frame_type
 class Fork(Frame):
     """Clone a worker: a pre-forked one confined in run dir ``path`` (made by the zygote), or a session root
     (no ``path``: its spawn request names its run dir)."""
@@ -69,7 +69,7 @@ class Fork(Frame):
 
 START = table(Start)
 FORKER_IN = table(Fork)
-@dataclass(frozen=True)
+@frame_type
 class Claimed(Frame):
     """The host handed run ``id`` to the standby worker ``pid`` itself (``id`` None: it found the worker dead
     and dropped it): the zygote reports that run's exit and refills its pool."""
@@ -92,7 +92,7 @@ class InputMeta:
     mime_type: str = field(metadata=bounded(255))
 
 
-@dataclass(frozen=True)
+@frame_type
 class Run(Frame):
     """Run ``code`` (UTF-8) with these input files in the work dir."""
 
@@ -108,7 +108,7 @@ class Run(Frame):
             raise ProtocolError(f"'run' frame names {len(self.files)} files but carries {len(self.inputs)}")
 
 
-@dataclass(frozen=True)
+@frame_type
 class Call(Frame):
     """``Sandbox.call``: a cloudpickled ``(fn, args, kwargs)`` (host -> worker only)."""
 
@@ -117,7 +117,7 @@ class Call(Frame):
     payload: bytes
 
 
-@dataclass(frozen=True)
+@frame_type
 class OpenSession(Frame):
     """Become a session root (the worker was spawned with the session's control socket)."""
 
@@ -129,7 +129,7 @@ OPENING = table(OpenSession)
 
 
 # -- host -> session root (the session's control socket) ------------------------------------------
-@dataclass(frozen=True)
+@frame_type
 class Srun(Frame):
     """Run the request that comes on the attached fds in ``line``'s current state; ``seq`` numbers it."""
 
@@ -138,7 +138,7 @@ class Srun(Frame):
     seq: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Cancel(Frame):
     """Kill run ``seq`` if it is still running (its line stays at its state before it)."""
 
@@ -146,45 +146,45 @@ class Cancel(Frame):
     seq: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Checkpoint(Frame):
     KIND: ClassVar[str] = "checkpoint"
     line: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Restore(Frame):
     KIND: ClassVar[str] = "restore"
     line: int
     node: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Release(Frame):
     KIND: ClassVar[str] = "release"
     node: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Branch(Frame):
     KIND: ClassVar[str] = "branch"
     line: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Drop(Frame):
     KIND: ClassVar[str] = "drop"
     line: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Settle(Frame):
     """Keep the last committed run: free the state it started from."""
 
     KIND: ClassVar[str] = "settle"
 
 
-@dataclass(frozen=True)
+@frame_type
 class Undo(Frame):
     """Refuse the last committed run: go back to the state it started from."""
 
@@ -195,42 +195,42 @@ SESSION_IN = table(Srun, Cancel, Checkpoint, Restore, Release, Branch, Drop, Set
 
 
 # -- inside a session tree (root <-> node <-> runner; see sandbox/inside/session_tree.py) ------------
-@dataclass(frozen=True)
+@frame_type
 class NodeRun(Frame):
     """Root -> node: fork (or hand out the standby) a runner for the run whose fds are attached."""
 
     KIND: ClassVar[str] = "srun"
 
 
-@dataclass(frozen=True)
+@frame_type
 class NodeBranch(Frame):
     """Root -> node: fork a copy of this state as a new node."""
 
     KIND: ClassVar[str] = "branch"
 
 
-@dataclass(frozen=True)
+@frame_type
 class Warm(Frame):
     """Root -> node: keep a standby runner forked."""
 
     KIND: ClassVar[str] = "warm"
 
 
-@dataclass(frozen=True)
+@frame_type
 class Cool(Frame):
     """Root -> node: drop the standby runner."""
 
     KIND: ClassVar[str] = "cool"
 
 
-@dataclass(frozen=True)
+@frame_type
 class Go(Frame):
     """Node -> standby runner: the run's fds are attached."""
 
     KIND: ClassVar[str] = "go"
 
 
-@dataclass(frozen=True)
+@frame_type
 class Forked(Frame):
     """Node -> root: the child it forked (a runner or a branch); the root's end of its socket is attached."""
 
@@ -238,7 +238,7 @@ class Forked(Frame):
     pid: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Committed(Frame):
     """Runner -> root: the run ended normally; this runner is the line's new state."""
 
@@ -246,7 +246,7 @@ class Committed(Frame):
     pid: int
 
 
-@dataclass(frozen=True)
+@frame_type
 class Supervise(Frame):
     """First node -> root: the listener of the filter that keeps the session's states apart
     (confine/state_scope.py) is attached."""

@@ -26,7 +26,6 @@ import keyword
 import os
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Mapping
@@ -110,6 +109,7 @@ class Image:
             return name_or_path
         if not isinstance(name_or_path, (str, Path)):
             raise ImageError(f"image must be a name, a path or an Image (got {type(name_or_path).__name__})")
+        import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

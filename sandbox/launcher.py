@@ -45,7 +45,9 @@ START_TIMEOUT_S = 180.0
 class ZygoteLauncher:
     """One zygote process and the thread that reads its control socket."""
 
-    def __init__(self, policy: Policy, image: Image, interpreter: str | None = None, *, run_root: str) -> None:
+    def __init__(self, policy: Policy, image: Image, interpreter: str | None = None, *, run_root: str,
+                 start: bool = True) -> None:
+        """``start`` False: the zygote's exec waits for :meth:`start` (spawns wait for its hello meanwhile)."""
         self.policy = policy
         self.image = image
         self.run_root = run_root
@@ -63,7 +65,25 @@ class ZygoteLauncher:
         saying why it failed to start (within :data:`START_TIMEOUT_S`) or that it was closed first."""
         self.pid = 0
         self._memcg_dirs: list[str] = []
-        self._start()
+        self._started = False
+        self._proc: subprocess.Popen | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Exec the zygote, unless that was done or it was closed first. Raises as the constructor does
+        (SandboxUnavailable, WorkerCrashed); see :meth:`fail`."""
+        with self._lock:  # close() waits for a start under way, then stops what it started
+            if self._started or self._dead is not None:
+                return
+            self._started = True
+            self._start()
+
+    def fail(self, exc: BaseException) -> None:
+        """A deferred :meth:`start` raised ``exc``: every wait for the hello, and every spawn, raises it."""
+        self._mark_dead(str(exc))
+        if not self.hello.done():
+            self.hello.set_exception(exc)
 
     def _start(self) -> None:
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -79,8 +99,12 @@ class ZygoteLauncher:
             host_end.close()
             zygote_end.close()
             raise rundirs.unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
-        entry = (f"import sys; sys.path.insert(0, {import_root!r}); "
-                 f"from sandbox.inside.zygote import main; main({zygote_end.fileno()})")
+        # -B keeps the image's imports and every run from writing bytecode; the zygote's own code (this package
+        # and what it imports) may be cached, as the host's is: in a source checkout nothing else compiles the
+        # inside, which cost every zygote start ~10 ms, on a cold start's way to its first result.
+        entry = (f"import sys; sys.path.insert(0, {import_root!r}); sys.dont_write_bytecode = False; "
+                 f"from sandbox.inside.zygote import main; sys.dont_write_bytecode = True; "
+                 f"main({zygote_end.fileno()})")
         try:
             self._proc = subprocess.Popen(
                 # -I without its -E: the environment is wholly ours (interpreter_environment), PYTHONMALLOC included
@@ -341,6 +365,12 @@ class ZygoteLauncher:
         """Stop the zygote and every worker it has; idempotent. A zygote still preloading (no
         hello yet) is killed at once: it would read the shutdown only once the image is loaded."""
         self._mark_dead("the sandbox was closed")  # before the EOF, which would read as a crash
+        with self._lock:
+            self._started = True  # a start() from now on does nothing
+        if self._proc is None:  # never started, or its exec failed: nothing runs
+            if not self.hello.done():
+                self.hello.set_exception(WorkerCrashed("the sandbox was closed"))
+            return
         if not self.hello.done():
             # It forks workers only after its hello: none yet, or (racing the hello) just made; those die with
             # it (PR_SET_PDEATHSIG), and the next zygote's first fork sweeps a dead zygote's memory cgroups.

@@ -11,7 +11,6 @@ expected and what came.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Mapping
@@ -166,6 +165,7 @@ class Policy:
             return name_or_path
         if not isinstance(name_or_path, (str, Path)):
             raise PolicyError(f"policy must be a name, a path or a Policy (got {type(name_or_path).__name__})")
+        import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

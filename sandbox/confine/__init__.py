@@ -178,17 +178,19 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
 _NOTE_SEPARATOR = "\x1e"
 
 
-def _cgroups_in_parent(policy: Policy, child: int, session: bool, zygote: int) -> str:
+def _cgroups_in_parent(policy: Policy, child: int, session: bool, zygote: int) -> tuple[str, list[int]]:
     """The note the clone's child gets: one per cgroup, "" (not tried), else "+" or "-" (joined or not) and what
-    happened (each short: the note travels in one pipe write)."""
+    happened (each short: the note travels in one packet); and the cgroup files it joins itself with
+    (``cgroup.enter``)."""
     if "rlimits" not in policy.confinement.layers:
-        return ""
+        return "", []
     pids = ""
+    handover: list[int] = []
     if cgroup.needed():
-        joined, detail = cgroup.limit_pids_in_parent(policy, child, zygote)
+        joined, detail = cgroup.limit_pids_in_parent(policy, child, zygote, handover)
         pids = ("+" if joined else "-") + detail[:240]
-    joined, detail = memcg.join_in_parent(policy, child, session, zygote)
-    return pids + _NOTE_SEPARATOR + ("+" if joined else "-") + detail[:240]
+    joined, detail = memcg.join_in_parent(policy, child, session, zygote, handover)
+    return pids + _NOTE_SEPARATOR + ("+" if joined else "-") + detail[:240], handover
 
 
 def _joined(part: str, note: str) -> LayerStatus | None:

@@ -19,7 +19,7 @@ def in_throwaway_clone(trial: Callable[[], str]) -> str:
     if pid == 0:  # pragma: no cover - the throwaway child, and its clone
         msg = "the trial's clone failed"
         try:
-            if namespaces.fork_in_parent(lambda _pid: "", fresh=True)[0] == 0:
+            if namespaces.fork_in_parent(lambda _pid: ("", []), fresh=True)[0] == 0:
                 msg = trial() or "ok"
             else:
                 os.wait()

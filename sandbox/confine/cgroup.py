@@ -73,16 +73,17 @@ def describe(policy: Policy) -> str:
             "(limits.max_processes; non-root workers: RLIMIT_NPROC)")
 
 
-def limit_pids_in_parent(policy: Policy, child: int, zygote: int | None = None) -> tuple[bool, str]:
+def limit_pids_in_parent(policy: Policy, child: int, zygote: int | None = None,
+                         handover: list[int] | None = None) -> tuple[bool, str]:
     """Root only, in the zygote (or its forker: ``zygote`` names the zygote): put the just-cloned worker ``child``
-    in a fresh capped pids cgroup.
+    in a fresh capped pids cgroup (or, with ``handover``, let it join: see :func:`enter`).
 
     Returns ``(joined, what happened)``; never raises (the child must hear back).
     """
     if not needed():
         return False, not_needed_reason()
     try:
-        return True, _join(policy.limits.max_processes, zygote or os.getpid(), child)
+        return True, _join(policy.limits.max_processes, zygote or os.getpid(), child, handover)
     except OSError as exc:
         return False, str(exc)
 
@@ -106,7 +107,22 @@ def _candidates() -> list[str]:
 _delegating: set[str] = set()
 
 
-def _join(max_pids: int, zygote: int, pid: int) -> str:
+def enter(path: str, pid: int, handover: list[int] | None = None) -> None:
+    """Put ``pid`` into the cgroup at ``path``. With ``handover`` (``pid`` is a clone waiting for its note) and
+    cgroup v1, open the cgroup's ``tasks`` file into ``handover`` instead: the child writes "0" there, joining
+    itself. Why: moving another process takes a global lock whose writer waits for an RCU grace period (~12 ms
+    here, unless another migration happened in the last ~10 ms: a cold start's first worker always waits), while
+    a thread moving itself takes none. The file was opened by us: the kernel checks our rights, not the
+    child's. v2 has no ``tasks`` file (a process moves whole, by ``cgroup.procs``)."""
+    tasks = os.path.join(path, "tasks")
+    if handover is not None and os.path.exists(tasks):
+        handover.append(os.open(tasks, os.O_WRONLY | os.O_CLOEXEC))
+        return
+    with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+        fh.write(str(pid))
+
+
+def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = None) -> str:
     """``pid`` into ``<pids root>/sandbox-<zygote>/w<pid>`` capped at ``max_pids``, in the first root that takes it."""
     errors = []
     for root in _candidates():
@@ -117,8 +133,7 @@ def _join(max_pids: int, zygote: int, pid: int) -> str:
             else:
                 _sweep(root, "sandbox-")  # first worker of this zygote: remove dead zygotes' cgroups
             mine = _make_capped(parent, f"w{pid}", max_pids)
-            with open(os.path.join(mine, "cgroup.procs"), "w") as fh:
-                fh.write(str(pid))
+            enter(mine, pid, handover)
         except OSError as exc:
             errors.append(exc)
             continue

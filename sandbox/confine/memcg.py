@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..policy import Policy
-from . import _sys
+from . import _sys, cgroup
 
 MIB = 1 << 20
 #: Above memory_mb and the image's copy-on-write pages: page tables, slab, the worker's own setup.
@@ -182,13 +182,13 @@ def limit_bytes(policy: Policy, session: bool = False) -> int:
     return own * MIB + _baseline[0]
 
 
-def join_in_parent(policy: Policy, child: int, session: bool = False, zygote: int | None = None
-                   ) -> tuple[bool, str]:
+def join_in_parent(policy: Policy, child: int, session: bool = False, zygote: int | None = None,
+                   handover: list[int] | None = None) -> tuple[bool, str]:
     """Right after the clone (in the zygote, or its forker: then ``zygote`` is the zygote's pid): put ``child`` in
-    a fresh memory cgroup named after the zygote. ``(joined, what happened)``; never raises (the child must hear
-    back)."""
+    a fresh memory cgroup named after the zygote (or, with ``handover``, let it join: see ``cgroup.enter``).
+    ``(joined, what happened)``; never raises (the child must hear back)."""
     try:
-        return True, _join(limit_bytes(policy, session), zygote or os.getpid(), child)
+        return True, _join(limit_bytes(policy, session), zygote or os.getpid(), child, handover)
     except Exception as exc:  # noqa: BLE001 - a refusal becomes the worker's status, never the zygote's error
         return False, str(exc)
 
@@ -199,11 +199,11 @@ def apply(policy: Policy, ctx: Any) -> str:
     return _join(limit_bytes(policy, getattr(ctx, "session", False)), os.getppid(), os.getpid())
 
 
-def _join(limit: int, zygote: int, pid: int) -> str:
+def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) -> str:
     if _ready:  # the common case, once per worker: no mount table to parse, no controller to check again
         hierarchy, zdir = _ready[0]
         try:
-            return _describe(_make_worker(hierarchy, zdir, pid, limit), hierarchy, limit)
+            return _describe(_make_worker(hierarchy, zdir, pid, limit, handover), hierarchy, limit)
         except OSError:
             _ready.clear()  # e.g. the zygote's cgroup removed from outside: look again
     errors: list[str] = []
@@ -214,7 +214,7 @@ def _join(limit: int, zygote: int, pid: int) -> str:
         candidates.insert(0, _chosen[0])
     for hierarchy, parent in candidates:
         try:
-            mine = _make(hierarchy, parent, zygote, pid, limit)
+            mine = _make(hierarchy, parent, zygote, pid, limit, handover)
         except OSError as exc:
             errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
             last = exc.errno or last
@@ -230,7 +230,8 @@ def _describe(mine: str, hierarchy: Hierarchy, limit: int) -> str:
     return f"memory cgroup {mine} (v{hierarchy.version}) caps the run at {limit // MIB} MiB, shmem and tmpfs included"
 
 
-def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) -> str:
+def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int,
+          handover: list[int] | None = None) -> str:
     """``parent/sandbox-<zygote>/w<pid>`` with its limits set and ``pid`` in it."""
     zdir = os.path.join(parent, f"sandbox-{zygote}")
     if hierarchy.version == 2:  # a child has memory.* files only if every cgroup above delegates the controller
@@ -240,10 +241,10 @@ def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int) 
         os.makedirs(zdir, exist_ok=True)
     if hierarchy.version == 2:
         _enable_memory(zdir)
-    return _make_worker(hierarchy, zdir, pid, limit)
+    return _make_worker(hierarchy, zdir, pid, limit, handover)
 
 
-def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int) -> str:
+def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover: list[int] | None = None) -> str:
     """``zdir/w<pid>`` (``zdir`` ready: made, the controller delegated to it) with its limits set and ``pid`` in it."""
     mine = os.path.join(zdir, f"w{pid}")
     made = not os.path.isdir(mine)  # on cgroup v2 the pids cgroup (cgroup.py) may have made it already
@@ -256,7 +257,7 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int) -> str:
         else:
             _write(mine, "memory.limit_in_bytes", limit)
             _write(mine, "memory.memsw.limit_in_bytes", limit, optional=True)  # after the limit: memsw >= limit
-        _write(mine, "cgroup.procs", pid)
+        cgroup.enter(mine, pid, handover)
     except OSError:
         if made:
             remove(mine)

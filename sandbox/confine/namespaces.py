@@ -10,9 +10,10 @@ Two halves, because a pid namespace only applies to children:
   mount private, mounts a fresh ``/proc`` (only the run's processes are visible), a
   private tmpfs on ``/dev/shm`` and an empty read-only tmpfs over ``/run`` (host
   daemons' UNIX sockets vanish), then waits until the zygote has done its part for
-  it (a root worker's pids cgroup) and enters its own cgroup namespace. The zygote
-  reaps it, so ``wait4`` reports the run's real fate. An empty network namespace is
-  the strongest "no network": no interface but a down loopback.
+  it (its cgroups: on v1 it joins them itself, see ``cgroup.enter``) and enters its
+  own cgroup namespace. The zygote reaps it, so ``wait4`` reports the run's real
+  fate. An empty network namespace is the strongest "no network": no interface but a
+  down loopback.
 
 - In the worker, before the capability drop: the worker's own root (fsview.py) with its
   private disk (disk.py); where that cannot be built, :func:`apply` re-binds the run's
@@ -34,6 +35,7 @@ import ctypes
 import errno
 import os
 import signal
+import socket
 import sys
 from typing import Any, Callable
 
@@ -98,7 +100,7 @@ def _probe_in_child() -> tuple[bool, str, str]:
     if pid == 0:  # pragma: no cover - runs in the child, which plays the zygote, and in its clone
         msg = "unavailable the probe failed"
         try:
-            if fork_in_parent(lambda _pid: "", fresh=True)[0] == 0:  # the clone, set up as a worker's is
+            if fork_in_parent(lambda _pid: ("", []), fresh=True)[0] == 0:  # the clone, set up as a worker's is
                 empty = network_is_empty()
                 msg = f"ok {empty}" if empty else "net the network namespace is not empty"
             else:
@@ -212,12 +214,13 @@ _setup_worked: list[bool] = []
 _setup_refused: list[SetupRefused] = []
 
 
-def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False, sibling: bool = False
-                   ) -> tuple[int, str, str]:
+def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
+                   sibling: bool = False) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
-    The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``note``
-    (the root worker's pids cgroup: the child waits for it). The child, its
+    The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``(note, fds)``
+    (the worker's cgroups: the child waits for them, and joins itself those whose ``tasks``
+    files are in ``fds``, which this closes). The child, its
     namespaces set up, gets ``(0, detail, note)``; it never raises (it must not
     unwind into the zygote's code). Raises the clone's ``SyscallError`` if the kernel refuses (an
     errno in :data:`REFUSED` means "no namespaces here"), or :class:`SetupRefused`
@@ -233,34 +236,39 @@ def fork_in_parent(prepare_child: Callable[[int], str], *, fresh: bool = False, 
         raise _setup_refused[0]
     wait = fresh or not _setup_worked
     uid, gid, parent = os.geteuid(), os.getegid(), _host_pid("parent" if sibling else "self")
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    go_w, go_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # the note, with fds
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     try:
         flags = _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS  # the forker's own, shared (netns.py)
         pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
     except OSError:
-        for fd in (go_r, go_w, ack_r, ack_w):
+        go_r.close()
+        go_w.close()
+        for fd in (ack_r, ack_w):
             os.close(fd)
         raise
     if pid == 0:
         try:
-            os.close(go_w)
+            go_w.close()
             os.close(ack_r)
             return (0, *_init_child(go_r, ack_w, parent, uid, gid))
         except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
             os._exit(70)
-    os.close(go_r)
+    go_r.close()
     os.close(ack_w)
     if not wait:
         os.close(ack_r)
     try:
-        note = prepare_child(pid)
+        note, fds = prepare_child(pid)
         try:
-            os.write(go_w, b"." + note.encode()[:510])  # one write below PIPE_BUF: the child reads it whole
-        except BrokenPipeError:
+            socket.send_fds(go_w, [b"." + note.encode()[:510]], fds)  # one packet: the child reads it whole
+        except OSError:
             pass  # the child gave up already (its report says why)
+        finally:
+            for fd in fds:
+                os.close(fd)
     finally:
-        os.close(go_w)  # without a note the child sees EOF and exits
+        go_w.close()  # without a note the child sees EOF and exits
     if wait:
         _check_report(pid, ack_r, fresh)
     return pid, "", note
@@ -301,7 +309,7 @@ def _host_pid(which: str) -> int:
         os.close(fd)
 
 
-def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple[str, str]:
+def _init_child(go_r: socket.socket, ack_w: int, parent: int, uid: int, gid: int) -> tuple[str, str]:
     """The clone's child (pid 1 inside): die with the zygote, map ids, private mounts, its own cgroup ns.
 
     Reports to the zygote on ``ack_w``: "ok", or the errno and the step that failed
@@ -327,7 +335,7 @@ def _init_child(go_r: int, ack_w: int, parent: int, uid: int, gid: int) -> tuple
                                 "empty /run", "size=4k,mode=755")) if n]
     _report(ack_w, "ok")
     parent_note = _wait_for_parent(go_r)
-    try:  # only now: the cgroup the zygote put us in becomes the namespace's root
+    try:  # only now: the cgroup the zygote put us in (or we joined) becomes the namespace's root
         _unshare(CLONE_NEWCGROUP)
     except OSError as exc:
         notes.append(f"cgroup namespace: {exc}")
@@ -346,15 +354,23 @@ def _report(ack_w: int, text: str) -> None:
         os.close(ack_w)
 
 
-def _wait_for_parent(go_r: int) -> str:
-    """Block until the zygote released us (its note), or exit if it died first."""
+def _wait_for_parent(go_r: socket.socket) -> str:
+    """Block until the zygote released us (its note), or exit if it died first; join the cgroups it opened for us."""
     try:
-        note = os.read(go_r, 512).decode(errors="replace")
+        note, fds, _, _ = socket.recv_fds(go_r, 512, 4)
     finally:
-        os.close(go_r)
+        go_r.close()
+    try:
+        for fd in fds:
+            os.write(fd, b"0")  # "this thread" (our only one) into that cgroup's tasks: see cgroup.enter
+    except OSError:
+        os._exit(0)  # the note says we are in it: never run outside it
+    finally:
+        for fd in fds:
+            os.close(fd)
     if not note:
         os._exit(0)
-    return note[1:]
+    return note[1:].decode(errors="replace")
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None, *,

@@ -55,11 +55,15 @@ class Collapsed:
     refused: int
 
 
-def settle(allocator: str) -> Collapsed:
+def settle(allocator: str, preloaded: bool = True) -> Collapsed:
     """In the zygote, once preloaded: leave the image as its forks will share it, with as few of their writes
-    as possible landing in it, and mapped by 2 MiB pages."""
-    gc.collect()
+    as possible landing in it, and mapped by 2 MiB pages. A cold zygote (nothing ``preloaded``) only freezes:
+    its few MiB would take longer (ms) to collect, fill and collapse than that saves its few runs."""
+    if preloaded:
+        gc.collect()
     gc.freeze()  # preloaded objects out of the collector: its passes would write to every one of them
+    if not preloaded:
+        return Collapsed(huge=0, refused=0)
     # The attribute cache's slots hold names the imports looked up; a fork's first lookups would drop those
     # (a write into a page of the image's, anywhere). Held by None instead, they drop None.
     sys._clear_type_cache()

@@ -76,11 +76,12 @@ class _Worker:
 class Zygote:
     """The zygote's event loop: control socket, SIGCHLD, pre-fork refill."""
 
-    def __init__(self, sock: socket.socket, spec: WorkerSpec) -> None:
+    def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int) -> None:
         self.sock = sock
         self.spec = spec
         self.forker = Forker(spec, inherited=[sock])  # first: it must hold nothing of the loop below
-        self.prefork = spec.policy.runtime.prefork
+        self.prefork = prefork
+        """Workers to keep pre-forked (``runtime.prefork``; at most one in a cold zygote: see main)."""
         self.ready: collections.deque[_Worker] = collections.deque()
         """Pre-forked workers offered to the host (``standby``), not claimed yet."""
         self.unclaimed_exits: dict[int, tuple[_Worker, int, Any]] = {}
@@ -403,8 +404,11 @@ def main(control_fd: int) -> None:
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
-    hugepages.settle(policy.runtime.allocator)  # the image as workers will share it: frozen, mapped huge
-    zygote = Zygote(sock, spec)
+    warm = bool(image.preload)
+    hugepages.settle(policy.runtime.allocator, warm)  # the image as workers will share it: frozen, mapped huge
+    # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone
+    # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.
+    zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork))
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
         zygote.loop()
