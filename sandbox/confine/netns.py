@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 
 from ..policy import Policy
-from . import _sys, landlock
+from . import _sys
 
 CLONE_NEWNET = 0x40000000
 #: Landlock ABI whose scoping covers abstract UNIX sockets.
@@ -30,14 +30,14 @@ SCOPED_ABI = 6
 _shared: list[bool] = []
 
 
-def share_one(policy: Policy) -> str:
-    """In the forker, before its first clone: enter the shared namespace if this policy and kernel allow it.
-    Returns why not ("" when entered); never raises."""
+def share_one(policy: Policy, landlock_abi: int) -> str:
+    """In the forker, before its first clone: enter the shared namespace if this policy and kernel (its Landlock
+    ABI, ``landlock.abi_version()``) allow it. Returns why not ("" when entered); never raises."""
     required = set(policy.confinement.required) & set(policy.confinement.layers)
     if not {"seccomp", "landlock"} <= required:
         return "the policy does not require seccomp and landlock"
-    if landlock.abi_version() < SCOPED_ABI:
-        return f"Landlock ABI {landlock.abi_version()} does not scope abstract sockets (needs {SCOPED_ABI})"
+    if landlock_abi < SCOPED_ABI:
+        return f"Landlock ABI {landlock_abi} does not scope abstract sockets (needs {SCOPED_ABI})"
     if _sys.libc.unshare(CLONE_NEWNET) != 0:
         return f"unshare(CLONE_NEWNET) failed with {_sys.errno_name(ctypes.get_errno())}"
     _shared[:] = [True]

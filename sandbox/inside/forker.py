@@ -24,7 +24,7 @@ import traceback
 from dataclasses import dataclass
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, netns
+from ..confine import _sys, landlock, netns
 from ..errors import ProtocolError
 from .request import WorkerSpec
 from .worker import serve as serve_worker
@@ -109,7 +109,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec) -> None:
         _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != spec.zygote_pid:  # the zygote died before prctl took effect
             os._exit(0)
-        netns.share_one(spec.policy)  # else each worker gets a network namespace of its own
+        netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         while _fork_one(sock, spec):
             pass
     except BaseException:  # noqa: BLE001 - never unwind into the zygote's code
