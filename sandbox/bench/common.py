@@ -139,6 +139,22 @@ def machine_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_until_quiet(window_s: float = 0.25, quiet_s: float = 0.01, limit_s: float = 15.0) -> float:
+    """Machine CPU seconds spent from now until a ``window_s`` in which the machine is busy less than
+    ``quiet_s`` (or ``limit_s`` passed). After a measurement: the work its runs left behind (run dirs and
+    cgroups still being removed, the kernel's deferred teardown), which belongs to them and would otherwise
+    land on whatever is measured next."""
+    start = last = machine_cpu_s()
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = machine_cpu_s()
+        if now - last < quiet_s:
+            break
+        last = now
+    return last - start
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of process ``pid``, of the children it reaped, and of its live children so far (a zygote: its
     forker and waiting workers). A delta over a measurement is that tree's CPU, however loaded the machine is."""
