@@ -172,6 +172,11 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
         fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
         entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
                  "detail": _detail(name, why, active), "fix": "" if ok or not _needed(name) else fix}
+        if name == "namespaces" and ok:
+            shared = confine.netns.why_not(policy, confine.landlock.abi_version())
+            entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "
+                                "them AF_UNIX only, Landlock scopes abstract sockets to each run)" if not shared else
+                                f"; a network namespace per worker ({shared})")
         if refusal and refusal.get("layer") == name:
             entry["fix"] = refusal.get("fix") or entry["fix"]
             entry["detail"] = refusal.get("reason") or why

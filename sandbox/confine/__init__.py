@@ -35,7 +35,8 @@ from typing import Any, Callable
 from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from . import _sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, no_new_privs, rlimits, seccomp, state_scope
+from . import (_sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, netns, no_new_privs, rlimits, seccomp,
+               state_scope)
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,

@@ -19,6 +19,7 @@ rather than in the host's.)
 from __future__ import annotations
 
 import ctypes
+import os
 
 from ..policy import Policy
 from . import _sys
@@ -30,14 +31,25 @@ SCOPED_ABI = 6
 _shared: list[bool] = []
 
 
-def share_one(policy: Policy, landlock_abi: int) -> str:
-    """In the forker, before its first clone: enter the shared namespace if this policy and kernel (its Landlock
-    ABI, ``landlock.abi_version()``) allow it. Returns why not ("" when entered); never raises."""
+def why_not(policy: Policy, landlock_abi: int) -> str:
+    """Why a forker under this policy and kernel (its Landlock ABI, ``landlock.abi_version()``) gives each worker
+    a network namespace of its own; "" if it shares one (root)."""
     required = set(policy.confinement.required) & set(policy.confinement.layers)
     if not {"seccomp", "landlock"} <= required:
         return "the policy does not require seccomp and landlock"
     if landlock_abi < SCOPED_ABI:
         return f"Landlock ABI {landlock_abi} does not scope abstract sockets (needs {SCOPED_ABI})"
+    if os.geteuid() != 0:
+        return "not root (making the shared one needs CAP_SYS_ADMIN)"
+    return ""
+
+
+def share_one(policy: Policy, landlock_abi: int) -> str:
+    """In the forker, before its first clone: enter the shared namespace if :func:`why_not` has no reason.
+    Returns why not ("" when entered); never raises."""
+    reason = why_not(policy, landlock_abi)
+    if reason:
+        return reason
     if _sys.libc.unshare(CLONE_NEWNET) != 0:
         return f"unshare(CLONE_NEWNET) failed with {_sys.errno_name(ctypes.get_errno())}"
     _shared[:] = [True]

@@ -268,6 +268,28 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
         assert rows[0][layer]["active"] and rows[1][layer]["active"], layer
     assert rows[0]["namespaces"]["active"] == r["system"]["user_namespaces_for_this_uid"]
     assert rows[1]["namespaces"]["active"] == n["system"]["user_namespaces_for_this_uid"]
+    # The network namespace: one per zygote for root (confine/netns.py), one per worker for uid 65534.
+    if rows[0]["namespaces"]["available"] and confine.landlock.abi_version() >= confine.netns.SCOPED_ABI:
+        assert "shared by its workers" in rows[0]["namespaces"]["detail"], rows[0]["namespaces"]
+    if rows[1]["namespaces"]["available"]:
+        assert "a network namespace per worker (not root" in rows[1]["namespaces"]["detail"], rows[1]["namespaces"]
+
+
+def test_network_namespace_row_says_per_worker_where_the_policy_does_not_require_seccomp():
+    policy = sandbox_policy_without_required("seccomp")
+    report = doctor.diagnose(policy, use_sandbox=False)
+    row = next(e for e in report["layers"] if e["layer"] == "namespaces")
+    if row["available"]:
+        assert "a network namespace per worker (the policy does not require seccomp and landlock)" in row["detail"]
+
+
+def sandbox_policy_without_required(layer: str):
+    import dataclasses
+
+    from sandbox.policy import Policy
+    policy = Policy.load("default")
+    required = tuple(r for r in policy.confinement.required if r != layer)
+    return policy.replace(confinement=dataclasses.replace(policy.confinement, required=required))
 
 
 def test_state_scope_reads_yes_only_where_a_session_run_is_refused():
