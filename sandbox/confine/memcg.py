@@ -151,11 +151,9 @@ def _own_cgroup(hierarchy: Hierarchy, pid: int | str) -> str | None:
 
 # -- the zygote's side: make, configure, join ------------------------------------------------------------
 _baseline: list[int] = []
-#: (hierarchy, parent) that took this process's last worker: tried first next time.
+#: (hierarchy, parent) that took this process's last worker, its ``sandbox-<zygote>`` made and delegated the
+#: controller: the next worker's cgroup is made there directly.
 _chosen: list[tuple[Hierarchy, str]] = []
-#: (hierarchy, ``sandbox-<zygote>`` dir) that took this process's last worker, the controller delegated to it:
-#: the next worker's cgroup is made there directly.
-_ready: list[tuple[Hierarchy, str]] = []
 #: Optional control files, by name: present or not (the kernel's features do not change while we run).
 _optional: dict[str, bool] = {}
 
@@ -200,19 +198,16 @@ def apply(policy: Policy, ctx: Any) -> str:
 
 
 def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) -> str:
-    if _ready:  # the common case, once per worker: no mount table to parse, no controller to check again
-        hierarchy, zdir = _ready[0]
+    if _chosen:  # the common case, once per worker: no mount table to parse, no controller to check again
+        hierarchy, parent = _chosen[0]
         try:
-            return _describe(_make_worker(hierarchy, zdir, pid, limit, handover), hierarchy, limit)
+            mine = _make_worker(hierarchy, os.path.join(parent, f"sandbox-{zygote}"), pid, limit, handover)
+            return _describe(mine, hierarchy, limit)
         except OSError:
-            _ready.clear()  # e.g. the zygote's cgroup removed from outside: look again
+            _chosen.clear()  # e.g. the zygote's cgroup removed from outside: look again
     errors: list[str] = []
     last = errno.ENOENT
-    candidates = [(h, p) for h in hierarchies() for p in parents(h)]
-    if _chosen and _chosen[0] in candidates:
-        candidates.remove(_chosen[0])
-        candidates.insert(0, _chosen[0])
-    for hierarchy, parent in candidates:
+    for hierarchy, parent in [(h, p) for h in hierarchies() for p in parents(h)]:
         try:
             mine = _make(hierarchy, parent, zygote, pid, limit, handover)
         except OSError as exc:
@@ -220,7 +215,6 @@ def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) 
             last = exc.errno or last
             continue
         _chosen[:] = [(hierarchy, parent)]
-        _ready[:] = [(hierarchy, os.path.dirname(mine))]
         return _describe(mine, hierarchy, limit)
     why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
     raise _sys.SyscallError("make a memory cgroup", last, why)

@@ -63,7 +63,10 @@ from . import _sys
 _SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 
-def _find_library(name: str, _search: Any = ctypes.util.find_library) -> str | None:
+_search_library = ctypes.util.find_library
+
+
+def _find_library(name: str) -> str | None:
     """``ctypes.util.find_library`` for pyseccomp's import: a library the loader opens by its usual soname
     needs no ``ldconfig -p`` subprocess (two of them, ~6 ms, in every host and zygote start)."""
     soname = _SONAMES.get(name)
@@ -73,7 +76,7 @@ def _find_library(name: str, _search: Any = ctypes.util.find_library) -> str | N
             return soname
         except OSError:
             pass
-    return _search(name)
+    return _search_library(name)
 
 
 ctypes.util.find_library = _find_library
@@ -83,7 +86,7 @@ except ImportError as _exc:  # reported by probe(); apply() fails closed
     pyseccomp = None
     _IMPORT_ERROR = str(_exc)
 finally:
-    ctypes.util.find_library = _find_library.__defaults__[0]
+    ctypes.util.find_library = _search_library
 
 FIX = "pip install pyseccomp and install libseccomp2 (apt-get install libseccomp2)"
 SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1

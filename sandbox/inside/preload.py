@@ -25,7 +25,6 @@ import os
 import sys
 from typing import Callable
 
-from ..confine import readable_paths  # noqa: F401 - the zygote's WorkerSpec.readable: confine resolves views for it
 from ..image import Image
 
 

@@ -38,14 +38,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, cgroup, memcg
+from ..confine import _sys, cgroup, memcg, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
 from . import hugepages, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
-from .preload import preload, readable_paths
+from .preload import preload
 from .request import WorkerSpec
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -320,10 +320,7 @@ class Zygote:
             if time.monotonic() > deadline:
                 return  # the kernel found memory after all (or the victim was exiting): the run goes on
             time.sleep(0.002)
-        try:
-            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)  # pid 1 of its namespace: every process with it
-        except OSError:
-            pass
+        proc.kill_pidfd(worker.pidfd)  # pid 1 of its namespace: every process with it
         proc.kill_group(worker.pid)
 
     def _discard(self, worker: _Worker) -> None:
@@ -353,10 +350,7 @@ class Zygote:
         self.ready.clear()
         self.running.clear()
         for worker in workers:
-            try:
-                signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
-            except OSError:
-                pass  # already gone
+            proc.kill_pidfd(worker.pidfd)
         deadline = time.monotonic() + _SWEEP_SECONDS
         for worker in workers:
             select.select([worker.pidfd], [], [], max(0.0, deadline - time.monotonic()))
