@@ -43,6 +43,16 @@ def descendants(sb: sandbox.Sandbox) -> set[int]:
     return found
 
 
+def gone(process: "int | psutil.Process") -> bool:
+    """The process (a pid, or a Process: then a reused pid is not it) is gone or a zombie; one that exits
+    between two reads of /proc counts as gone, never as an error."""
+    try:
+        proc = process if isinstance(process, psutil.Process) else psutil.Process(process)
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
     """Run dirs under the sandbox's temp root that no live worker works in.
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import psutil
-
 import sandbox
 
+from ..conftest import gone
 from ..reliability.hostcheck import run_processes, running_worker
 
 SLEEPER = "open('cancel-me', 'w').close()\nimport time\ntime.sleep(60)\n"
@@ -31,7 +30,7 @@ def test_wait_for_kills_the_run_and_frees_its_slot():
             # the one slot is free again: the next run does not wait for the 60 s sleeper
             after = await asyncio.wait_for(sb.arun("print('next')"), timeout=20)
             elapsed = time.monotonic() - started
-            assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
+            assert gone(worker)
             return elapsed, after
 
         elapsed, after = asyncio.run(scenario())

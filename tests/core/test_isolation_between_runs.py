@@ -10,6 +10,8 @@ import pytest
 
 import sandbox
 
+from ..conftest import gone
+
 
 def test_host_environment_is_scrubbed():
     os.environ["SANDBOX_TEST_SECRET"] = "hunter2"
@@ -160,8 +162,7 @@ def test_closed_sandbox_refuses_and_leaves_nothing():
     sb.close()  # idempotent
     with pytest.raises(sandbox.SandboxClosed):
         sb.run("print(1)")
-    import psutil
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    assert all(gone(p) for p in pids)
     assert not os.path.exists(root)
 
 

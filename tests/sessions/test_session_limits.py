@@ -13,6 +13,8 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
+from ..conftest import gone
+
 MB = 1024 * 1024
 # A fresh 60 MB per state, every page written so it is really resident (not the zero page).
 NEW_STATE = "data = bytearray(60 * 1024 * 1024)\nfor k in range(0, len(data), 4096): data[k] = 1\nstep = {i}"
@@ -38,7 +40,7 @@ def _session_procs(s) -> list[psutil.Process]:
 def _gone(procs: list[psutil.Process], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in procs if not gone(p)]
         if not alive:
             return True
         time.sleep(0.05)

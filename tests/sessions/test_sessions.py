@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 
-import psutil
 import pytest
 
 import sandbox
 from sandbox import Outcome
 
-from ..conftest import leftover_run_dirs, settled_count
+from ..conftest import gone, leftover_run_dirs, settled_count
 
 
 @pytest.fixture
@@ -149,7 +148,7 @@ def test_sandbox_close_closes_its_sessions():
     pid = s._container.spawned.pid
     sb.close()
     assert s.closed
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
 
 
 def test_a_long_session_does_not_pile_up_file_descriptors(strict_box):

@@ -6,6 +6,8 @@ import time
 
 import psutil
 
+from ..conftest import gone
+
 #: The snippet's process age in seconds, from its own /proc/self/stat (fresh /proc of its pid namespace).
 AGE = """import os
 start = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK')
@@ -18,10 +20,10 @@ def _tree_size(session, expected: int, timeout: float = 10.0) -> int:
     top = psutil.Process(session._container.spawned.pid)
     deadline = time.monotonic() + timeout
     while True:
-        count = 1 + sum(1 for p in top.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE)
+        count = 1 + sum(1 for p in top.children(recursive=True) if not gone(p))
         if count == expected or time.monotonic() > deadline:
             time.sleep(0.2)  # and it stays so: nothing more is on its way
-            again = 1 + sum(1 for p in top.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE)
+            again = 1 + sum(1 for p in top.children(recursive=True) if not gone(p))
             return count if again == count else again
         time.sleep(0.05)
 
