@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Callable
 from .errors import InputError, SandboxClosed
 from .image import DEFAULT_IMAGE, Image, interpreter_for
 from .policy import Policy
-from .pool import ZygotePool, check_count
+from .zygote_exec import ZygoteProcess, start as exec_zygote
 
 # What runs need (collection, verdicts, sessions, call) is imported on first use: a new host's
 # Sandbox() then starts its zygotes after importing only what that takes, and the rest loads
 # while they start (on another core), off the way to the first result.
 if TYPE_CHECKING:
     from .collect import Cancel
+    from .pool import ZygotePool
     from .inputs import FilesArg
     from .results import Result
     from .session import Session
@@ -67,17 +69,27 @@ class Sandbox:
         """The library set the zygote preloads and snippets may import."""
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 64:
             raise InputError(f"pool_size must be an int between 1 and 64 (got {pool_size!r})")
-        check_count("max_concurrent", max_concurrent, minimum=1)
-        check_count("max_waiting", max_waiting, minimum=0)
+        _check_count("max_concurrent", max_concurrent, minimum=1)
+        _check_count("max_waiting", max_waiting, minimum=0)
         if venv is not None and interpreter is not None:
             raise InputError("give venv or interpreter, not both")
         if not isinstance(cold_start, bool):
             raise InputError(f"cold_start must be True or False (got {cold_start!r})")
         concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
+        if venv is not None:
+            interpreter = interpreter_for(venv)
+        # The cold zygote's exec comes before the pool's import: its interpreter starts beside that import.
+        cold: ZygoteProcess | None = exec_zygote(self.policy, interpreter or sys.executable, pth_imports=False) \
+            if cold_start else None
+        try:
+            from .pool import ZygotePool
+        except BaseException:
+            if cold is not None:
+                cold.discard()
+            raise
         self._pool = ZygotePool(self.policy, self.image, size=pool_size, max_concurrent=concurrency,
-                                max_waiting=max_waiting,
-                                interpreter=interpreter_for(venv) if venv is not None else interpreter,
-                                cold_start=cold_start)
+                                max_waiting=max_waiting, interpreter=interpreter, cold_start=cold_start,
+                                cold_process=cold)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -190,3 +202,11 @@ def close_shared() -> None:
         _shared.clear()
     for box in boxes:
         box.close()
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    """``value`` is None or an int >= ``minimum``; else InputError naming ``name``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")

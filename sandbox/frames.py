@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -38,11 +39,17 @@ MAX_DENIAL_CHARS = 500
 #: Longest name of a returned file (a relative path in the work dir: PATH_MAX).
 MAX_NAME_CHARS = 4096
 
-#: The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose equality,
-#: hash and repr are :class:`Frame`'s, defined once over the fields. Generated per class, as ``eq``/``repr`` do,
-#: they are compiled at import (~0.1 ms each here): three per class for ~50 classes, in every new host and zygote
-#: on its way to a first run.
-frame_type = dataclass(frozen=True, eq=False, repr=False)
+_Cls = typing.TypeVar("_Cls", bound=type)
+
+
+@typing.dataclass_transform(frozen_default=True, eq_default=False, field_specifiers=(field,))
+def frame_type(cls: _Cls) -> _Cls:
+    """The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose
+    ``__init__``, equality, hash, repr and refusal to change are :class:`Frame`'s, defined once over the fields.
+
+    ``@dataclass(frozen=True)`` would compile five functions per class at import (~0.07 ms each here): for
+    ~50 classes that is ~15 ms of every new host and zygote, on a cold start's way to its first run."""
+    return dataclass(init=False, eq=False, repr=False)(cls)
 
 
 @frame_type
@@ -67,7 +74,34 @@ class Frame:
         more = getattr(self, self.MORE_BLOBS) if self.MORE_BLOBS else ()
         return (*(getattr(self, name) for name in self.BLOBS), *more)
 
-    # What ``@dataclass(frozen=True)`` would generate for each class (see frame_type): same class, equal fields.
+    # What ``@dataclass(frozen=True)`` would generate for each class (see frame_type).
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        fields = _init_fields(type(self))
+        if len(args) > len(fields):
+            raise TypeError(f"{type(self).__name__}() takes {len(fields)} arguments, {len(args)} were given")
+        for index, (name, default, factory) in enumerate(fields):
+            if index < len(args):
+                if name in kwargs:
+                    raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+                value = args[index]
+            elif name in kwargs:
+                value = kwargs.pop(name)
+            elif default is not dataclasses.MISSING:
+                value = default
+            elif factory is not dataclasses.MISSING:
+                value = factory()
+            else:
+                raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
+            object.__setattr__(self, name, value)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
@@ -82,6 +116,18 @@ class Frame:
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
         return f"{self.__class__.__qualname__}({fields})"
+
+
+_Field = tuple[str, Any, Any]
+_INIT_FIELDS: dict[type, tuple[_Field, ...]] = {}
+
+
+def _init_fields(cls: type) -> tuple[_Field, ...]:
+    """(name, default, default factory) of each field of a frame class, in order (built once per class)."""
+    fields = _INIT_FIELDS.get(cls)
+    if fields is None:
+        fields = _INIT_FIELDS[cls] = tuple((f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))
+    return fields
 
 
 # -- values carried inside frames ---------------------------------------------------------

@@ -26,17 +26,16 @@ import select
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from . import bootstrap, commands, frames, protocol, rundirs
+from . import commands, frames, protocol, rundirs, zygote_exec
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
 from .workers import Spawned, Standby, sigkill
-from .zygote_env import interpreter_environment
+from .zygote_exec import ZygoteProcess
 
 #: How long the zygote may take to import the image and say hello.
 START_TIMEOUT_S = 180.0
@@ -46,8 +45,9 @@ class ZygoteLauncher:
     """One zygote process and the thread that reads its control socket."""
 
     def __init__(self, policy: Policy, image: Image, interpreter: str | None = None, *, run_root: str,
-                 start: bool = True) -> None:
-        """``start`` False: the zygote's exec waits for :meth:`start` (spawns wait for its hello meanwhile)."""
+                 start: bool = True, process: ZygoteProcess | None = None) -> None:
+        """``start`` False: the zygote's exec waits for :meth:`start` (spawns wait for its hello meanwhile).
+        ``process``: its interpreter, exec'd already (``zygote_exec.start``); the launcher owns it from now."""
         self.policy = policy
         self.image = image
         self.run_root = run_root
@@ -67,7 +67,8 @@ class ZygoteLauncher:
         self._memcg_dirs: list[str] = []
         self._started = False
         self._proc: subprocess.Popen | None = None
-        if start:
+        self._process = process
+        if start or process is not None:
             self.start()
 
     def start(self) -> None:
@@ -86,38 +87,10 @@ class ZygoteLauncher:
             self.hello.set_exception(exc)
 
     def _start(self) -> None:
-        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._log = tempfile.TemporaryFile(prefix="sandbox-zygote-")
-        except OSError as exc:
-            host_end.close()
-            zygote_end.close()
-            raise rundirs.unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
-        try:
-            import_root = bootstrap.import_root()
-        except OSError as exc:
-            host_end.close()
-            zygote_end.close()
-            raise rundirs.unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
-        # -B keeps the image's imports and every run from writing bytecode; the zygote's own code (this package
-        # and what it imports) may be cached, as the host's is: in a source checkout nothing else compiles the
-        # inside, which cost every zygote start ~10 ms, on a cold start's way to its first result.
-        entry = (f"import sys; sys.path.insert(0, {import_root!r}); sys.dont_write_bytecode = False; "
-                 f"from sandbox.inside.zygote import main; sys.dont_write_bytecode = True; "
-                 f"main({zygote_end.fileno()})")
-        try:
-            self._proc = subprocess.Popen(
-                # -I without its -E: the environment is wholly ours (interpreter_environment), PYTHONMALLOC included
-                [self.interpreter, "-s", "-P", "-B", "-c", entry],
-                pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=self._log, env=interpreter_environment(self.policy), start_new_session=True,
-                cwd="/")
-        except OSError as exc:
-            host_end.close()
-            raise WorkerCrashed(f"cannot start the zygote with {self.interpreter!r}: {exc}") from exc
-        finally:
-            zygote_end.close()
-        self.sock = host_end
+        process = self._process or zygote_exec.start(self.policy, self.interpreter)
+        self._process = None
+        self._proc, self._log = process.proc, process.log
+        self.sock = process.sock
         self.pid = self._proc.pid
         self.sock.settimeout(START_TIMEOUT_S)  # for the hello only (see _read_hello)
         try:  # the policy, image and run root; the socket's buffer takes it at once

@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import rundirs
+from . import rundirs, zygote_exec
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import ZygoteLauncher
 from .policy import Policy
 from .workers import Spawned
+from .zygote_exec import ZygoteProcess
 
 if TYPE_CHECKING:
     from .collect import Cancel, Collected
@@ -62,7 +64,8 @@ class ZygotePool:
     """
 
     def __init__(self, policy: Policy, image: Image, *, size: int, max_concurrent: int,
-                 max_waiting: int | None, interpreter: str | None, cold_start: bool = True) -> None:
+                 max_waiting: int | None, interpreter: str | None, cold_start: bool = True,
+                 cold_process: ZygoteProcess | None = None) -> None:
         self.policy = policy
         self.image = image
         self.interpreter = interpreter
@@ -79,13 +82,16 @@ class ZygotePool:
         self._preloading = size  # zygotes of the first start that have not said hello (or failed to)
         self._cold_closer: threading.Thread | None = None
         self._warm_due = not cold_start  # the warm zygotes' exec is due (see above), or done at their construction
-        self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
-        """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
+        self.temp_root = ""
         try:
+            self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
+            """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
             if cold_start:  # first: its start is what the first run waits for
                 cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
-                self._cold = ZygoteLauncher(policy, dataclasses.replace(image, preload=()), interpreter,
-                                            run_root=cold_root)
+                if cold_process is None:
+                    cold_process = zygote_exec.start(policy, interpreter or sys.executable, pth_imports=False)
+                self._cold, cold_process = ZygoteLauncher(policy, dataclasses.replace(image, preload=()),
+                                                          interpreter, run_root=cold_root, process=cold_process), None
             for index in range(size):
                 self._zygotes[index] = ZygoteLauncher(policy, image, interpreter, run_root=self.temp_root,
                                                       start=not cold_start)
@@ -93,6 +99,8 @@ class ZygotePool:
             if self._cold is not None:  # the warm zygotes' exec waits for it (see above)
                 self._cold.hello.add_done_callback(self._cold_said_hello)
         except BaseException:
+            if cold_process is not None:  # not handed to a launcher yet
+                cold_process.discard()
             self.close()
             raise
 
@@ -148,7 +156,8 @@ class ZygotePool:
                 zygote.close()
         if closer is not None:
             closer.join()
-        rundirs.remove(self.temp_root)
+        if self.temp_root:  # else its mkdtemp failed
+            rundirs.remove(self.temp_root)
 
     # -- the cold zygote -----------------------------------------------------------------
     def _cold_said_hello(self, _hello: object) -> None:
@@ -351,10 +360,3 @@ def _zygote_died_before_the_run(got: Collected) -> bool:
     return (got.exit.lost is not None and not got.reported.ready and got.killed is None
             and got.reported.unavailable is None and not got.chunks)
 
-
-def check_count(name: str, value: Any, minimum: int) -> None:
-    """``value`` is None or an int >= ``minimum``; else InputError naming ``name``."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")

@@ -1,0 +1,85 @@
+"""The exec of a zygote's interpreter: its command line, environment, log file and control socket.
+
+Apart from the launcher (which speaks with the zygote once it runs) so that a Sandbox can
+exec its cold zygote before it imports the rest of the host side: the zygote's
+interpreter then starts on one core while the host imports pool, launcher and the wire
+types on the other, instead of after them (core.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import IO
+
+from . import bootstrap, rundirs
+from .errors import WorkerCrashed
+from .policy import Policy
+from .zygote_env import interpreter_environment
+
+
+@dataclass
+class ZygoteProcess:
+    """A zygote's interpreter, exec'd: it reads its ``start`` frame from :attr:`sock` next."""
+
+    proc: subprocess.Popen
+    sock: socket.socket
+    """The host's end of the control socket."""
+    log: IO[bytes]
+    """The zygote's stderr (its start failure, tracebacks of its workers' setup)."""
+
+    def discard(self) -> None:
+        """Kill it and close what the host holds of it (it was never handed to a launcher)."""
+        self.proc.kill()
+        self.proc.wait()
+        self.sock.close()
+        self.log.close()
+
+
+def start(policy: Policy, interpreter: str, *, pth_imports: bool = True) -> ZygoteProcess:
+    """Exec ``interpreter`` as a zygote confined by ``policy`` (its hello comes once it preloaded).
+
+    ``pth_imports`` False: the interpreter starts without ``site`` (``-S``) and adds the
+    site dirs itself, with the directories their ``.pth`` files list but without running
+    those files' ``import`` lines (:mod:`sandbox.inside.site_dirs`): a cold zygote's way to
+    its first run does not wait for the host environment's startup hooks (~20 ms here).
+
+    Raises ``SandboxUnavailable`` when the temp dir cannot take its log or the package's
+    import root, ``WorkerCrashed`` when the interpreter cannot be started.
+    """
+    host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        log = tempfile.TemporaryFile(prefix="sandbox-zygote-")
+    except OSError as exc:
+        host_end.close()
+        zygote_end.close()
+        raise rundirs.unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
+    try:
+        import_root = bootstrap.import_root()
+    except OSError as exc:
+        host_end.close()
+        zygote_end.close()
+        log.close()
+        raise rundirs.unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
+    site = "" if pth_imports else "from sandbox.inside.site_dirs import add_site_dirs; add_site_dirs(); "
+    # -B keeps the image's imports and every run from writing bytecode; the zygote's own code (this package
+    # and what it imports) may be cached, as the host's is: in a source checkout nothing else compiles the
+    # inside, which cost every zygote start ~10 ms, on a cold start's way to its first result.
+    entry = (f"import sys; sys.path.insert(0, {import_root!r}); sys.dont_write_bytecode = False; {site}"
+             f"from sandbox.inside.zygote import main; sys.dont_write_bytecode = True; "
+             f"main({zygote_end.fileno()})")
+    # -I without its -E: the environment is wholly ours (interpreter_environment), PYTHONMALLOC included
+    flags = ["-s", "-P", "-B"] if pth_imports else ["-S", "-s", "-P", "-B"]
+    try:
+        proc = subprocess.Popen([interpreter, *flags, "-c", entry], pass_fds=[zygote_end.fileno()],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                env=interpreter_environment(policy), start_new_session=True, cwd="/")
+    except OSError as exc:
+        host_end.close()
+        log.close()
+        raise WorkerCrashed(f"cannot start the zygote with {interpreter!r}: {exc}") from exc
+    finally:
+        zygote_end.close()
+    return ZygoteProcess(proc, host_end, log)
