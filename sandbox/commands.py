@@ -26,6 +26,8 @@ class Start(Frame):
     policy: dict[str, Any]
     image: dict[str, Any]
     run_root: str
+    environment: dict[str, str]
+    """``os.environ`` for snippets, whole (zygote_env.scrubbed_environment)."""
 
 
 @frame_type

@@ -13,23 +13,29 @@ import json
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InputError, SandboxClosed
-from .image import DEFAULT_IMAGE, Image, interpreter_for
-from .policy import Policy
-from .zygote_exec import ZygoteProcess, start as exec_zygote
+from .zygote_env import startup_environment
+from .zygote_exec import start as exec_zygote
 
-# What runs need (collection, verdicts, sessions, call) is imported on first use: a new host's
-# Sandbox() then starts its zygotes after importing only what that takes, and the rest loads
-# while they start (on another core), off the way to the first result.
+# What runs need (policy and image, the pool, collection, verdicts, sessions, call) is imported on first
+# use: a new host's Sandbox() execs its cold zygote after importing only what that takes, and the rest
+# loads while it starts (on another core), off the way to the first result.
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .collect import Cancel
+    from .image import Image
+    from .policy import Policy
     from .pool import ZygotePool
     from .inputs import FilesArg
     from .results import Result
     from .session import Session
+
+
+#: The image a Sandbox preloads unless told otherwise (``images/vertex.toml``).
+DEFAULT_IMAGE = "vertex"
 
 
 class Sandbox:
@@ -63,10 +69,6 @@ class Sandbox:
                  interpreter: str | None = None, venv: "str | Path | None" = None,
                  cold_start: bool = True) -> None:
         self._pool: ZygotePool | None = None
-        self.policy = Policy.load(policy)
-        """The policy every run of this Sandbox is confined by."""
-        self.image = Image.load(image)
-        """The library set the zygote preloads and snippets may import."""
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 64:
             raise InputError(f"pool_size must be an int between 1 and 64 (got {pool_size!r})")
         _check_count("max_concurrent", max_concurrent, minimum=1)
@@ -75,21 +77,29 @@ class Sandbox:
             raise InputError("give venv or interpreter, not both")
         if not isinstance(cold_start, bool):
             raise InputError(f"cold_start must be True or False (got {cold_start!r})")
-        concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
         if venv is not None:
+            from .image import interpreter_for
             interpreter = interpreter_for(venv)
-        # The cold zygote's exec comes before the pool's import: its interpreter starts beside that import.
-        cold: ZygoteProcess | None = exec_zygote(self.policy, interpreter or sys.executable, pth_imports=False) \
+        # The cold zygote's exec comes first, before the imports and loads below: its interpreter starts beside
+        # them, on another core. Its environment cannot depend on the policy, not loaded yet (zygote_env.py).
+        cold = exec_zygote(startup_environment(), interpreter or sys.executable, pth_imports=False) \
             if cold_start else None
         try:
+            from .image import Image
+            from .policy import Policy
             from .pool import ZygotePool
+            self.policy = Policy.load(policy)
+            """The policy every run of this Sandbox is confined by."""
+            self.image = Image.load(image)
+            """The library set the zygote preloads and snippets may import."""
+            concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
+            self._pool = ZygotePool(self.policy, self.image, size=pool_size, max_concurrent=concurrency,
+                                    max_waiting=max_waiting, interpreter=interpreter, cold_start=cold_start,
+                                    cold_process=cold)
         except BaseException:
-            if cold is not None:
+            if cold is not None:  # a bad policy or image: the zygote started for nothing
                 cold.discard()
             raise
-        self._pool = ZygotePool(self.policy, self.image, size=pool_size, max_concurrent=concurrency,
-                                max_waiting=max_waiting, interpreter=interpreter, cold_start=cold_start,
-                                cold_process=cold)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -184,6 +194,8 @@ def run(code: str, files: FilesArg = None, timeout: float | None = None, *,
 def shared_sandbox(policy: "str | Path | Policy" = "default",
                    image: "str | Path | Image" = DEFAULT_IMAGE) -> Sandbox:
     """The process-wide warm Sandbox for (policy, image), started on first use."""
+    from .image import Image
+    from .policy import Policy
     pol, img = Policy.load(policy), Image.load(image)
     key = json.dumps([pol.to_dict(), img.to_dict()], sort_keys=True)
     with _shared_lock:

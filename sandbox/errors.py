@@ -102,3 +102,9 @@ def os_error_text(exc: OSError) -> str:
     """Render an OSError as ``ENAME: message`` so messages name the errno."""
     name = _errno.errorcode.get(exc.errno or 0, "E?")
     return f"{name}: {os.strerror(exc.errno) if exc.errno else exc}"
+
+
+def temp_dir_unavailable(what: str, exc: OSError) -> SandboxUnavailable:
+    """The error for a temp-dir entry the host side cannot create (disk or inodes full)."""
+    return SandboxUnavailable("workdir", f"cannot create {what}: {os_error_text(exc)}",
+                              "free space or inodes in the temp dir, or point TMPDIR elsewhere", errno=exc.errno)

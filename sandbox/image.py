@@ -35,7 +35,6 @@ from .errors import ImageError
 
 #: Shipped images: the repo's top-level folder in a checkout, package data in a wheel.
 IMAGE_DIR = datafiles.shipped_dir("images")
-DEFAULT_IMAGE = "vertex"
 
 
 def _is_module(name: str) -> bool:

@@ -35,6 +35,7 @@ from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
 from .workers import Spawned, Standby, sigkill
+from .zygote_env import interpreter_environment, scrubbed_environment
 from .zygote_exec import ZygoteProcess
 
 #: How long the zygote may take to import the image and say hello.
@@ -87,7 +88,7 @@ class ZygoteLauncher:
             self.hello.set_exception(exc)
 
     def _start(self) -> None:
-        process = self._process or zygote_exec.start(self.policy, self.interpreter)
+        process = self._process or zygote_exec.start(interpreter_environment(self.policy), self.interpreter)
         self._process = None
         self._proc, self._log = process.proc, process.log
         self.sock = process.sock
@@ -95,7 +96,8 @@ class ZygoteLauncher:
         self.sock.settimeout(START_TIMEOUT_S)  # for the hello only (see _read_hello)
         try:  # the policy, image and run root; the socket's buffer takes it at once
             frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
-                                                  run_root=self.run_root))
+                                                  run_root=self.run_root,
+                                                  environment=scrubbed_environment(self.policy)))
         except OSError:
             pass  # it exited already: the reader reports the failed start, with the zygote's log
         self._reader = threading.Thread(target=self._read_loop, name=f"sandbox-zygote-{self.pid}", daemon=True)

@@ -40,6 +40,7 @@ from .image import Image
 from .launcher import ZygoteLauncher
 from .policy import Policy
 from .workers import Spawned
+from .zygote_env import startup_environment
 from .zygote_exec import ZygoteProcess
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ class ZygotePool:
             if cold_start:  # first: its start is what the first run waits for
                 cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
                 if cold_process is None:
-                    cold_process = zygote_exec.start(policy, interpreter or sys.executable, pth_imports=False)
+                    cold_process = zygote_exec.start(startup_environment(), interpreter or sys.executable,
+                                                     pth_imports=False)
                 self._cold, cold_process = ZygoteLauncher(policy, dataclasses.replace(image, preload=()),
                                                           interpreter, run_root=cold_root, process=cold_process), None
             for index in range(size):

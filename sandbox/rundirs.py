@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .errors import SandboxUnavailable, os_error_text
+from .errors import temp_dir_unavailable
 
 #: A directory opened for the walk: never through a symlink, never a FIFO's open.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -65,10 +65,8 @@ def make(root: str) -> RunDir:
     return run_dir
 
 
-def unavailable(what: str, exc: OSError) -> SandboxUnavailable:
-    """The error for a temp-dir entry the host side cannot create (disk or inodes full)."""
-    return SandboxUnavailable("workdir", f"cannot create {what}: {os_error_text(exc)}",
-                              "free space or inodes in the temp dir, or point TMPDIR elsewhere", errno=exc.errno)
+#: The error for a temp-dir entry the host side cannot create (disk or inodes full).
+unavailable = temp_dir_unavailable
 
 
 def empty(path: str, *, deadline: float | None = None, max_depth: int | None = None) -> bool:

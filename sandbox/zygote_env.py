@@ -1,33 +1,49 @@
-"""The zygote's whole environment: what the launcher passes to its clean exec, nothing else from the host."""
+"""The zygote's whole environment: what its clean exec starts with, and what snippets see in ``os.environ``.
+
+Nothing else comes from the host. The interpreter starts with :func:`interpreter_environment` (a cold
+zygote, exec'd before the policy is even loaded, with :func:`startup_environment`); the zygote then makes
+``os.environ`` exactly :func:`scrubbed_environment` (its ``start`` frame carries it), before any library
+reads it.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
-from .policy import Policy
+if TYPE_CHECKING:
+    from .policy import Policy
 
 #: Host variables passed through because they describe the CPU, not the user:
 #: some OpenBLAS builds compute wrong results or crash without them on some processors.
 HARDWARE_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def scrubbed_environment(policy: Policy) -> dict[str, str]:
-    """The zygote's (and so every worker's) whole environment: nothing else leaks from the host."""
-    threads = str(policy.runtime.blas_threads)
+def startup_environment() -> dict[str, str]:
+    """What any policy's environment starts from (all a cold zygote's interpreter starts with)."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": matplotlib_cache_dir(),
+    }
+    env.update({k: os.environ[k] for k in HARDWARE_ENV if k in os.environ})
+    return env
+
+
+def scrubbed_environment(policy: Policy) -> dict[str, str]:
+    """The zygote's (and so every worker's) whole environment: nothing else leaks from the host."""
+    threads = str(policy.runtime.blas_threads)
+    env = startup_environment()
+    env.update({
         "OPENBLAS_NUM_THREADS": threads,
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "NUMEXPR_NUM_THREADS": threads,
         "VECLIB_MAXIMUM_THREADS": threads,
-    }
-    env.update({k: os.environ[k] for k in HARDWARE_ENV if k in os.environ})
+    })
     env.update(policy.runtime.env)
     return env
 

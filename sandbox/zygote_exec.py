@@ -11,35 +11,33 @@ from __future__ import annotations
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from typing import IO
 
-from . import bootstrap, rundirs
-from .errors import WorkerCrashed
-from .policy import Policy
-from .zygote_env import interpreter_environment
+from . import bootstrap
+from .errors import WorkerCrashed, temp_dir_unavailable
 
 
-@dataclass
 class ZygoteProcess:
     """A zygote's interpreter, exec'd: it reads its ``start`` frame from :attr:`sock` next."""
 
-    proc: subprocess.Popen
-    sock: socket.socket
-    """The host's end of the control socket."""
-    log: IO[bytes]
-    """The zygote's stderr (its start failure, tracebacks of its workers' setup)."""
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket, log: IO[bytes]) -> None:
+        self.proc = proc
+        self.sock = sock
+        """The host's end of the control socket."""
+        self.log = log
+        """The zygote's stderr (its start failure, tracebacks of its workers' setup)."""
 
     def discard(self) -> None:
-        """Kill it and close what the host holds of it (it was never handed to a launcher)."""
-        self.proc.kill()
-        self.proc.wait()
+        """Kill it and close what the host holds of it; idempotent (a launcher may own it already)."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.wait()
         self.sock.close()
         self.log.close()
 
 
-def start(policy: Policy, interpreter: str, *, pth_imports: bool = True) -> ZygoteProcess:
-    """Exec ``interpreter`` as a zygote confined by ``policy`` (its hello comes once it preloaded).
+def start(environment: dict[str, str], interpreter: str, *, pth_imports: bool = True) -> ZygoteProcess:
+    """Exec ``interpreter`` as a zygote with ``environment`` (zygote_env.py) and nothing else of ours.
 
     ``pth_imports`` False: the interpreter starts without ``site`` (``-S``) and adds the
     site dirs itself, with the directories their ``.pth`` files list but without running
@@ -55,14 +53,14 @@ def start(policy: Policy, interpreter: str, *, pth_imports: bool = True) -> Zygo
     except OSError as exc:
         host_end.close()
         zygote_end.close()
-        raise rundirs.unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
+        raise temp_dir_unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
     try:
         import_root = bootstrap.import_root()
     except OSError as exc:
         host_end.close()
         zygote_end.close()
         log.close()
-        raise rundirs.unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
+        raise temp_dir_unavailable(f"the package's import root in {tempfile.gettempdir()}", exc) from exc
     site = "" if pth_imports else "from sandbox.inside.site_dirs import add_site_dirs; add_site_dirs(); "
     # -B keeps the image's imports and every run from writing bytecode; the zygote's own code (this package
     # and what it imports) may be cached, as the host's is: in a source checkout nothing else compiles the
@@ -70,12 +68,12 @@ def start(policy: Policy, interpreter: str, *, pth_imports: bool = True) -> Zygo
     entry = (f"import sys; sys.path.insert(0, {import_root!r}); sys.dont_write_bytecode = False; {site}"
              f"from sandbox.inside.zygote import main; sys.dont_write_bytecode = True; "
              f"main({zygote_end.fileno()})")
-    # -I without its -E: the environment is wholly ours (interpreter_environment), PYTHONMALLOC included
+    # -I without its -E: the environment is wholly ours (zygote_env), PYTHONMALLOC included
     flags = ["-s", "-P", "-B"] if pth_imports else ["-S", "-s", "-P", "-B"]
     try:
         proc = subprocess.Popen([interpreter, *flags, "-c", entry], pass_fds=[zygote_end.fileno()],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                env=interpreter_environment(policy), start_new_session=True, cwd="/")
+                                env=environment, start_new_session=True, cwd="/")
     except OSError as exc:
         host_end.close()
         log.close()
@@ -83,3 +81,4 @@ def start(policy: Policy, interpreter: str, *, pth_imports: bool = True) -> Zygo
     finally:
         zygote_end.close()
     return ZygoteProcess(proc, host_end, log)
+

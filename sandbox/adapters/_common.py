@@ -12,10 +12,10 @@ import mimetypes
 import threading
 from typing import Any, Mapping, Protocol
 
-from ..core import Sandbox, shared_sandbox
+from ..core import DEFAULT_IMAGE, Sandbox, shared_sandbox
 from ..errors import InputError, SandboxClosed
 from ..inputs import decode_base64
-from ..image import DEFAULT_IMAGE, Image
+from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
 

@@ -58,7 +58,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print one line per shipped image."""
-    from ..image import DEFAULT_IMAGE, Image, available_images
+    from ..core import DEFAULT_IMAGE
+    from ..image import Image, available_images
 
     for name in available_images():
         image = Image.load(name)

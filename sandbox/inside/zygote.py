@@ -378,11 +378,11 @@ def _refusal(run_id: int, exc: OSError, run_root: str) -> frames.Frame:
     return frames.Failed(id=run_id, error=f"spawn failed: {exc}"[:4096])
 
 
-def _settle_environment(policy: Policy) -> None:
-    """``os.environ`` as snippets see it: the scrubbed environment, whose ``PYTHON*`` variables the interpreter
-    was started without (the launcher's interpreter_environment), PYTHONMALLOC aside."""
-    os.environ.pop("PYTHONMALLOC", None)
-    os.environ.update({k: v for k, v in policy.runtime.env.items() if k.startswith("PYTHON")})
+def _settle_environment(environment: dict[str, str]) -> None:
+    """``os.environ`` as snippets see it, whole: the interpreter started without its ``PYTHON*`` variables
+    but with PYTHONMALLOC, and a cold zygote with none of the policy's (zygote_env.py)."""
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def main(control_fd: int) -> None:
@@ -392,7 +392,7 @@ def main(control_fd: int) -> None:
     hello = frames.decode(commands.START, header)
     policy = Policy.from_dict(hello.policy)
     image = Image.from_dict(hello.image)
-    _settle_environment(policy)
+    _settle_environment(hello.environment)
     failures = preload(image)
     confine.prepare_in_zygote(policy)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),

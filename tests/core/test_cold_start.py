@@ -145,3 +145,19 @@ def test_the_cold_zygote_differs_only_in_its_preload():
         assert cold.image.preload == () and sb.image.preload
         assert cold.image.allowed_roots == sb.image.allowed_roots
         assert cold.policy == sb.policy and cold.interpreter == (sb._pool.interpreter or sys.executable)
+
+
+def test_cold_run_sees_the_policys_environment():
+    """The cold zygote's interpreter starts before the policy is loaded (with the part of the environment every
+    policy shares); its start frame then makes os.environ the policy's, whole, before anything reads it."""
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(runtime=type(policy.runtime)(env={"GREETING": "hi", "PYTHONOPTIMIZE": "1"},
+                                                         blas_threads=3))
+    probe = ("import os, sys\nprint('pandas' in sys.modules, os.environ.get('GREETING'), "
+             "os.environ.get('OPENBLAS_NUM_THREADS'), os.environ.get('PYTHONOPTIMIZE'), 'PYTHONMALLOC' in os.environ)")
+    with sandbox.Sandbox(policy=policy) as sb:
+        cold = sb.run(probe)
+        sb.zygote_pids  # the warm zygote's hello: runs go there from now on
+        warm = sb.run(probe)
+    assert cold.stdout == "False hi 3 1 False\n", cold
+    assert warm.stdout == "True hi 3 1 False\n", warm

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.core import DEFAULT_IMAGE
 from sandbox.errors import ImageError
-from sandbox.image import (DEFAULT_IMAGE, Image, Library, LibraryStatus, available_images, check,
+from sandbox.image import (Image, Library, LibraryStatus, available_images, check,
                            installed_versions, interpreter_for)
 
 
