@@ -161,3 +161,13 @@ def test_cold_run_sees_the_policys_environment():
         warm = sb.run(probe)
     assert cold.stdout == "False hi 3 1 False\n", cold
     assert warm.stdout == "True hi 3 1 False\n", warm
+
+
+@pytest.mark.parametrize("bad", [{"policy": "no-such-policy"}, {"image": "no-such-image"}])
+def test_a_bad_policy_or_image_stops_the_cold_zygote_started_before_it_was_read(bad):
+    """Sandbox() execs the cold zygote before it loads the policy and image: a refusal of either kills it."""
+    before = HostState.take()
+    with pytest.raises(sandbox.SandboxError, match="no-such"):
+        sandbox.Sandbox(**bad)
+    _, found = settle(before, count_processes=True)
+    assert found == [], found
