@@ -94,8 +94,7 @@ class Sandbox:
             """The library set the zygote preloads and snippets may import."""
             concurrency = max_concurrent if max_concurrent is not None else max(4, 2 * (os.cpu_count() or 1))
             self._pool = ZygotePool(self.policy, self.image, size=pool_size, max_concurrent=concurrency,
-                                    max_waiting=max_waiting, interpreter=interpreter, cold_start=cold_start,
-                                    cold_process=cold)
+                                    max_waiting=max_waiting, interpreter=interpreter, cold=cold)
         except BaseException:
             if cold is not None:  # a bad policy or image: the zygote started for nothing
                 cold.discard()

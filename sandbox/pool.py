@@ -7,7 +7,8 @@ runs are in flight (:meth:`collect` takes a slot), and collects one run. ``Sandb
 it directly.
 
 Cold start. A zygote takes seconds to preload its image; a pool does not wait for it.
-With ``cold_start`` it also starts a *cold* zygote: the same zygote code, policy, import
+Given a *cold* zygote (``cold``: its interpreter exec'd already, by ``Sandbox()``), it serves
+runs from it meanwhile: the same zygote code, policy, import
 allowlist and confinement of every worker, with nothing preloaded, so it says hello in a
 fraction of a second (a snippet's ``import pandas`` still works there, paying the import
 itself). One-shot runs (``run``, ``call``) whose warm zygote has not said hello yet go to
@@ -28,19 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import tempfile
 import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from . import rundirs, zygote_exec
+from . import rundirs
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import ZygoteLauncher
 from .policy import Policy
 from .workers import Spawned
-from .zygote_env import startup_environment
 from .zygote_exec import ZygoteProcess
 
 if TYPE_CHECKING:
@@ -61,12 +60,12 @@ class ZygotePool:
         max_concurrent: runs in flight at once; further callers wait (backpressure).
         max_waiting: callers allowed to wait for a slot; one more gets ``InputError`` (None: unbounded).
         interpreter: Python executable for the zygotes (None: this one).
-        cold_start: serve one-shot runs from a cold zygote while the zygotes preload (see above).
+        cold: a cold zygote's interpreter (``zygote_exec.start``, without ``.pth`` imports and with the startup
+            environment) to serve one-shot runs while the zygotes preload (see above); the pool owns it.
     """
 
     def __init__(self, policy: Policy, image: Image, *, size: int, max_concurrent: int,
-                 max_waiting: int | None, interpreter: str | None, cold_start: bool = True,
-                 cold_process: ZygoteProcess | None = None) -> None:
+                 max_waiting: int | None, interpreter: str | None, cold: ZygoteProcess | None = None) -> None:
         self.policy = policy
         self.image = image
         self.interpreter = interpreter
@@ -82,27 +81,21 @@ class ZygotePool:
         self._cold_runs = 0  # one-shot runs spawned from the cold zygote and not collected yet
         self._preloading = size  # zygotes of the first start that have not said hello (or failed to)
         self._cold_closer: threading.Thread | None = None
-        self._warm_due = not cold_start  # the warm zygotes' exec is due (see above), or done at their construction
-        self.temp_root = ""
+        self._warm_due = cold is None  # the warm zygotes' exec is due (see above), or done at their construction
+        self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
+        """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
         try:
-            self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
-            """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
-            if cold_start:  # first: its start is what the first run waits for
+            if cold is not None:  # first: its start is what the first run waits for
                 cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
-                if cold_process is None:
-                    cold_process = zygote_exec.start(startup_environment(), interpreter or sys.executable,
-                                                     pth_imports=False)
-                self._cold, cold_process = ZygoteLauncher(policy, dataclasses.replace(image, preload=()),
-                                                          interpreter, run_root=cold_root, process=cold_process), None
+                self._cold = ZygoteLauncher(policy, dataclasses.replace(image, preload=()), interpreter,
+                                            run_root=cold_root, process=cold)
             for index in range(size):
                 self._zygotes[index] = ZygoteLauncher(policy, image, interpreter, run_root=self.temp_root,
-                                                      start=not cold_start)
+                                                      start=cold is None)
                 self._zygotes[index].hello.add_done_callback(self._said_hello)
             if self._cold is not None:  # the warm zygotes' exec waits for it (see above)
                 self._cold.hello.add_done_callback(self._cold_said_hello)
         except BaseException:
-            if cold_process is not None:  # not handed to a launcher yet
-                cold_process.discard()
             self.close()
             raise
 
@@ -158,8 +151,7 @@ class ZygotePool:
                 zygote.close()
         if closer is not None:
             closer.join()
-        if self.temp_root:  # else its mkdtemp failed
-            rundirs.remove(self.temp_root)
+        rundirs.remove(self.temp_root)
 
     # -- the cold zygote -----------------------------------------------------------------
     def _cold_said_hello(self, _hello: object) -> None:
