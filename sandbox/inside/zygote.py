@@ -398,6 +398,7 @@ def main(control_fd: int) -> None:
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
     allowlist.prepare(spec.allowed_roots)  # built once here, not in every worker (see prepare)
+    frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     warm = bool(image.preload)
     hugepages.settle(policy.runtime.allocator, warm)  # the image as workers will share it: frozen, mapped huge
