@@ -70,8 +70,8 @@ def install(allowed_roots: frozenset[str]) -> None:
     under ``google.protobuf`` are allowed, ``google.cloud`` is not). Called once in
     the worker after confinement, right before the snippet runs; idempotent.
     """
-    if _state.get("roots") != allowed_roots:  # not prepared (by the zygote) for these roots
-        prepare(allowed_roots)
+    if _state.get("roots") is not allowed_roots:  # not prepared (by the zygote) for this set; not `!=`: comparing
+        prepare(allowed_roots)                     # two sets takes a reference to each name, a page written each
     if "import" in _state:
         return
     _state["import"] = builtins.__import__
