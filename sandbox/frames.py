@@ -31,6 +31,7 @@ from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
 from .typed import bounded as _bounded
 from .typed import build, plain, show
+from .typed import prepare as _prepare_checks
 
 #: ``denied`` frames a worker sends per run at most; the host keeps no more either.
 MAX_DENIALS = 200
@@ -409,6 +410,16 @@ def decode(channel: Mapping[str, type[Frame]], header: dict[str, Any], blobs: li
     frame = build(cls, values, f"{kind!r} frame")
     frame.check()
     return frame
+
+
+def prepare(*channels: Mapping[str, type[Frame]]) -> None:
+    """Build the field checks of every frame ``channels`` carry (:func:`decode` builds each at its first use).
+
+    For the zygote, before it forks the readers of these channels: built once there, not by
+    ``typing.get_type_hints`` in every worker (~0.3 ms, and ~0.35 MiB of the image's pages copied into each)."""
+    for channel in channels:
+        for cls in channel.values():
+            _prepare_checks(cls)
 
 
 def encode(frame: Frame) -> bytes:

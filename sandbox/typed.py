@@ -41,6 +41,11 @@ def _spec(cls: type) -> dict[str, tuple[Checker, bool, int | None]]:
             for f in dataclasses.fields(cls)}
 
 
+def prepare(cls: type) -> None:
+    """Build ``cls``'s field checks now (:func:`build` otherwise builds them at its first use of ``cls``)."""
+    _spec(cls)
+
+
 def build(cls: type, values: Any, where: str) -> Any:
     """``cls(**values)`` once every field has passed its check; ProtocolError naming ``where`` otherwise."""
     if type(values) is not dict:

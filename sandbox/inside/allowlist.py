@@ -49,6 +49,19 @@ _IMPORT_NAME = opcode.opmap["IMPORT_NAME"]
 _state: dict[str, Any] = {}
 
 
+def prepare(allowed_roots: frozenset[str]) -> None:
+    """In the zygote, before forking: build the allowed sets that :func:`install` then finds ready.
+
+    Built in a worker, the set of ~300 stdlib names took a reference to each name, a write
+    into every page of the image that holds one (measured: ~0.1 MiB more copied into each worker)."""
+    plain = {root for root in allowed_roots if "." not in root}
+    dotted = {root for root in allowed_roots if "." in root}
+    _state["roots"] = allowed_roots
+    _state["plain"] = frozenset(plain) | STDLIB_ROOTS
+    _state["dotted"] = frozenset(dotted)
+    _state["parents"] = frozenset(root.partition(".")[0] for root in dotted) - _state["plain"]
+
+
 def install(allowed_roots: frozenset[str]) -> None:
     """Make imports in user code outside the stdlib and ``allowed_roots`` fail as on the service.
 
@@ -57,11 +70,8 @@ def install(allowed_roots: frozenset[str]) -> None:
     under ``google.protobuf`` are allowed, ``google.cloud`` is not). Called once in
     the worker after confinement, right before the snippet runs; idempotent.
     """
-    plain = {root for root in allowed_roots if "." not in root}
-    dotted = {root for root in allowed_roots if "." in root}
-    _state["plain"] = frozenset(plain) | STDLIB_ROOTS
-    _state["dotted"] = frozenset(dotted)
-    _state["parents"] = frozenset(root.partition(".")[0] for root in dotted) - _state["plain"]
+    if _state.get("roots") is not allowed_roots:  # not prepared (by the zygote) for this set; not `!=`: comparing
+        prepare(allowed_roots)                     # two sets takes a reference to each name, a page written each
     if "import" in _state:
         return
     _state["import"] = builtins.__import__

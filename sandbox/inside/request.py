@@ -304,6 +304,9 @@ def _patch_show(pyplot: Any) -> None:
                                            data=buffer.getvalue()))
         pyplot.close("all")
 
+    # The original stays referenced: replaced for good, it would be freed with its code object, a write into ~30
+    # pages of the image in every worker.
+    show.__wrapped__ = pyplot.show  # type: ignore[attr-defined]
     pyplot.show = show
 
 

@@ -42,7 +42,7 @@ from ..confine import _sys, cgroup, memcg, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import hugepages, proc
+from . import allowlist, hugepages, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
@@ -397,6 +397,8 @@ def main(control_fd: int) -> None:
     confine.prepare_in_zygote(policy)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
+    allowlist.prepare(spec.allowed_roots)  # built once here, not in every worker (see prepare)
+    frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     warm = bool(image.preload)
     hugepages.settle(policy.runtime.allocator, warm)  # the image as workers will share it: frozen, mapped huge
