@@ -11,16 +11,24 @@ finder) is importable once they serve.
 
 from __future__ import annotations
 
+import contextlib
 import site
-from typing import Any
+from typing import Any, Iterator
 
 
 def add_site_dirs() -> None:
     """What ``site`` does at an interpreter's start, minus the ``.pth`` import lines."""
+    with skipping_pth_imports():
+        site.main()
+
+
+@contextlib.contextmanager
+def skipping_pth_imports() -> Iterator[None]:
+    """Within it, ``site`` adds the directories ``.pth`` files list and skips their import lines."""
     # site.addpackage runs an import line with exec(line): a module global named exec shadows the builtin.
     site.exec = _skip_import_line  # type: ignore[attr-defined]
     try:
-        site.main()
+        yield
     finally:
         del site.exec  # type: ignore[attr-defined]
 
