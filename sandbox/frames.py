@@ -50,7 +50,9 @@ def frame_type(cls: _Cls) -> _Cls:
 
     ``@dataclass(frozen=True)`` would compile five functions per class at import (~0.07 ms each here): for
     ~50 classes that is ~15 ms of every new host and zygote, on a cold start's way to its first run."""
-    return dataclass(init=False, eq=False, repr=False)(cls)
+    cls = dataclass(init=False, eq=False, repr=False)(cls)
+    cls.INIT_FIELDS = tuple((f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))
+    return cls
 
 
 @frame_type
@@ -62,6 +64,8 @@ class Frame:
     """Fields carried as raw blobs, in order."""
     MORE_BLOBS: ClassVar[str | None] = None
     """A ``tuple[bytes, ...]`` field that takes every blob after :attr:`BLOBS` (a run's input files)."""
+    INIT_FIELDS: ClassVar[tuple[tuple[str, Any, Any], ...]] = ()
+    """(name, default, default factory) of each field, in order (set by :func:`frame_type`)."""
 
     def check(self) -> None:
         """Rules across fields; raise ProtocolError. Types are already checked."""
@@ -77,7 +81,7 @@ class Frame:
 
     # What ``@dataclass(frozen=True)`` would generate for each class (see frame_type).
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields = _init_fields(type(self))
+        fields = self.INIT_FIELDS
         if len(args) > len(fields):
             raise TypeError(f"{type(self).__name__}() takes {len(fields)} arguments, {len(args)} were given")
         for index, (name, default, factory) in enumerate(fields):
@@ -117,18 +121,6 @@ class Frame:
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
         return f"{self.__class__.__qualname__}({fields})"
-
-
-_Field = tuple[str, Any, Any]
-_INIT_FIELDS: dict[type, tuple[_Field, ...]] = {}
-
-
-def _init_fields(cls: type) -> tuple[_Field, ...]:
-    """(name, default, default factory) of each field of a frame class, in order (built once per class)."""
-    fields = _INIT_FIELDS.get(cls)
-    if fields is None:
-        fields = _INIT_FIELDS[cls] = tuple((f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))
-    return fields
 
 
 # -- values carried inside frames ---------------------------------------------------------
