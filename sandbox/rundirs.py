@@ -1,9 +1,11 @@
 """A run's private directory: ``<root>/run-XXXX/{work,tmp}``, made and removed.
 
 One-shot runs get theirs from the zygote, which makes it before forking the worker
-that will use it (so the worker is confined before any request exists) and removes
-it once that worker is reaped; the worker empties it before its run ends, so a run's
-files never outlive its result (only a killed run's wait for the zygote). Sessions
+that will use it (so the worker is confined before any request exists) and, once that
+worker is reaped, keeps it for a later worker if nothing of the run can reach it and it
+is untouched (``sandbox/inside/spare_dirs.py``), else removes it; the worker empties it
+before its run ends, so a run's files never outlive its result (only a killed run's
+wait for the zygote). Sessions
 make theirs on the host. Either way it sits under the ``Sandbox``'s own temp root,
 which ``Sandbox.close`` removes whole.
 

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 import sandbox
+from sandbox.inside import spare_dirs
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +55,11 @@ def gone(process: "int | psutil.Process") -> bool:
 
 
 def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
-    """Run dirs under the sandbox's temp root that no live worker works in.
+    """Run dirs under the sandbox's temp root that no live worker works in, beyond the empty ones a zygote
+    keeps for its later workers (at most ``spare_dirs.MAX_SPARE`` each: sandbox/inside/spare_dirs.py).
 
     Each pre-forked worker waits in a run dir the zygote made for it; a used one is
-    removed by the zygote once it is idle, so this waits up to ``timeout`` for that.
+    kept empty or removed by the zygote once it is idle, so this waits up to ``timeout`` for that.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -67,10 +69,27 @@ def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
                 in_use.add(os.path.dirname(psutil.Process(pid).cwd()))
             except psutil.Error:
                 pass
-        left = sorted(d for d in os.listdir(sb._pool.temp_root) if os.path.join(sb._pool.temp_root, d) not in in_use)
+        root = sb._pool.temp_root
+        idle = sorted(d for d in os.listdir(root) if os.path.join(root, d) not in in_use)
+        spare = [d for d in idle if d.startswith("run-") and run_dir_emptied(os.path.join(root, d))]
+        left = [d for d in idle if d not in spare]
+        if len(spare) > spare_dirs.MAX_SPARE * len(sb.zygote_pids):
+            left += spare
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)
+
+
+def run_dir_emptied(path: str) -> bool:
+    """The run dir at ``path`` is gone, or holds nothing but its empty work and tmp dirs (as the zygote keeps one
+    for a later worker)."""
+    if not os.path.lexists(path):
+        return True
+    try:
+        return (sorted(os.listdir(path)) == ["tmp", "work"]
+                and not os.listdir(os.path.join(path, "tmp")) and not os.listdir(os.path.join(path, "work")))
+    except OSError:
+        return False
 
 
 def settled_count(sb: sandbox.Sandbox, timeout: float = 5.0) -> int:

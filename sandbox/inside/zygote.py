@@ -47,6 +47,7 @@ from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
 from .request import WorkerSpec
+from .spare_dirs import RunDirs, own_pid_namespace
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: After a worker exits, how long (and how often) to look for daemons it detached that
@@ -69,6 +70,7 @@ class _Worker:
     pidfd: int
     run_dir: rundirs.RunDir | None  # None for a session root: the host owns its run dir
     run_id: int | None = None
+    own_pid_ns: bool = False  # pid 1 of its own pid namespace: nothing of its run outlives it (see spare_dirs)
     oom_fd: int | None = None  # cgroup v1: readable when the worker's memory cgroup ran out (memcg.oom_eventfd)
     cgroup: str | None = None  # its memory cgroup, when oom_fd is set
 
@@ -87,7 +89,8 @@ class Zygote:
         self.unclaimed_exits: dict[int, tuple[_Worker, int, Any]] = {}
         """Offered workers reaped before their ``claimed`` came: (worker, status, rusage) by pid."""
         self.running: dict[int, _Worker] = {}
-        self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers
+        self.run_dirs = RunDirs(spec.run_root)
+        self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers, not kept
         self.cgroups = WorkerCgroups()
         self.removal: rundirs.Removal | None = None  # the one being removed, step by step
         self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
@@ -252,14 +255,15 @@ class Zygote:
 
     def _make_run_dir(self) -> rundirs.RunDir:
         try:
-            return rundirs.make(self.spec.run_root)
+            return self.run_dirs.take()
         except OSError as exc:
             exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
 
     def _adopt(self, clone: Clone) -> _Worker:
         """A worker the forker cloned (our child), watched from now on."""
-        worker = _Worker(pid=clone.pid, priv=clone.priv, pidfd=clone.pidfd, run_dir=clone.run_dir)
+        worker = _Worker(pid=clone.pid, priv=clone.priv, pidfd=clone.pidfd, run_dir=clone.run_dir,
+                         own_pid_ns=clone.run_dir is not None and own_pid_namespace(clone.pid))
         worker.cgroup, worker.oom_fd = self.cgroups.watch(clone.pid)
         if worker.oom_fd is not None:
             self.selector.register(worker.oom_fd, selectors.EVENT_READ, clone.pid)
@@ -295,8 +299,7 @@ class Zygote:
         # A daemon whose detached parent is still exiting reaches us only later.
         self.sweep_until = time.monotonic() + _SWEEP_SECONDS
         os.close(worker.pidfd)
-        if worker.run_dir is not None:
-            self.to_remove.append(worker.run_dir.path)
+        self._retire_run_dir(worker, reaped=True)
         frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
                                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
 
@@ -329,8 +332,14 @@ class Zygote:
         if worker.priv is not None:
             worker.priv.close()
         os.close(worker.pidfd)
+        self._retire_run_dir(worker, reaped=False)
+
+    def _retire_run_dir(self, worker: _Worker, *, reaped: bool) -> None:
+        """Keep the worker's run dir for a later worker, or queue it for removal (spare_dirs.py)."""
         if worker.run_dir is not None:
-            self.to_remove.append(worker.run_dir.path)
+            path = self.run_dirs.retire(worker.run_dir, whole_run_gone=reaped and worker.own_pid_ns)
+            if path is not None:
+                self.to_remove.append(path)
 
     def _kill_orphans(self) -> None:
         """Daemons a snippet detached get reparented to us (a subreaper): end them. Not while a clone is on

@@ -1,0 +1,83 @@
+"""Run dirs serve later runs once their worker is gone and they are untouched (sandbox/inside/spare_dirs.py):
+each run still starts in an empty work dir of its own, and a dir anything changed is never given again."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+
+import pytest
+
+import sandbox
+from sandbox.confine import namespaces
+
+from tests.conftest import descendants
+
+RUNS = 12
+CWD = "import os\nprint(os.getcwd(), sorted(os.listdir('.')), oct(os.stat('.').st_mode & 0o777))\n"
+
+
+def _needs_namespaces() -> None:
+    ok, why = namespaces.probe()
+    if not ok:
+        pytest.skip(f"namespaces unavailable: {why}")
+
+
+def _cwds(box: sandbox.Sandbox, runs: int = RUNS, *, write: bool = True) -> list[str]:
+    """The work dir of each of ``runs`` runs, each checked to start empty (``write``: each leaves a file)."""
+    seen = []
+    for index in range(runs):
+        result = box.run(CWD + (f"open('left-by-{index}', 'w').write('x')\n" if write else ""))
+        cwd, rest = result.stdout.split(" ", 1)
+        assert rest.strip() == "[] 0o700", f"run {index} did not start in an empty work dir of its own: {rest}"
+        seen.append(cwd)
+    return seen
+
+
+def test_later_runs_reuse_run_dirs_and_start_empty(box):
+    _needs_namespaces()
+    seen = _cwds(box)
+    assert len(set(seen)) < len(seen), f"every run got a new run dir: {seen}"
+
+
+def test_a_run_dir_changed_on_the_host_is_not_given_again():
+    _needs_namespaces()
+    with sandbox.Sandbox(policy="default", cold_start=False) as box:
+        box.run("print(1)")
+        marker = "changed-on-the-host-marker"
+        thread = threading.Thread(target=box.run, args=(f"open({marker!r}, 'w').close()\nimport time\ntime.sleep(1)",))
+        thread.start()
+        cwd = _cwd_of_marked_worker(box, marker)
+        open(os.path.join(cwd, "from-the-host"), "w").close()  # the host's dir, beneath the worker's own disk
+        thread.join()
+        deadline = time.monotonic() + 10
+        while os.path.exists(cwd) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(cwd), "the changed run dir was kept"
+        assert cwd not in _cwds(box, 6)
+
+
+def test_no_run_dir_is_reused_without_a_pid_namespace():
+    """A plain fork's run may leave a daemon holding its dir open: even a dir it left untouched is not reused."""
+    policy = sandbox.Policy.load("default")
+    policy = policy.replace(confinement=dataclasses.replace(
+        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
+    with sandbox.Sandbox(policy=policy, cold_start=False) as box:
+        seen = _cwds(box, 6, write=False)
+    assert len(set(seen)) == len(seen), f"a run dir of a plain fork was given again: {seen}"
+
+
+def _cwd_of_marked_worker(box: sandbox.Sandbox, marker: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in descendants(box):
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+                if os.path.exists(f"/proc/{pid}/root{cwd}/{marker}"):  # its own root: fsview.py
+                    return cwd
+            except OSError:
+                continue
+        time.sleep(0.02)
+    raise AssertionError("no worker with the marker in its work dir appeared")
