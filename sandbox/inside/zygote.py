@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, cgroup, memcg, readable_paths
+from ..confine import _sys, cgroup, memcg, memcg_lookup, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
@@ -319,7 +319,7 @@ class Zygote:
         # The event comes as the OOM starts, before the kernel's kill is counted: let that kill happen (and be
         # counted) first. A few ms, only when a run ran out of memory.
         deadline = time.monotonic() + _OOM_KILL_WAIT_S
-        while not getattr(memcg.read(worker.cgroup), "oom_kills", 0):
+        while not getattr(memcg_lookup.read(worker.cgroup), "oom_kills", 0):
             if time.monotonic() > deadline:
                 return  # the kernel found memory after all (or the victim was exiting): the run goes on
             time.sleep(0.002)
