@@ -233,7 +233,7 @@ def _raw(nr: int, *args: int) -> int:
 
 
 def test_v1_oom_eventfd_fires_when_the_cgroup_runs_out():
-    """What the zygote's v1 group kill waits on (zygote.py): the event comes, then the kernel's kill is counted."""
+    """What the zygote's v1 group kill waits on (reaping.py): the event comes, then the kernel's kill is counted."""
     _needs_memcg()
     hierarchy = memcg_lookup.hierarchies()[0]
     if hierarchy.version != 1:
