@@ -25,7 +25,7 @@ from .policy import Policy
 from .streams import TaggedReader
 
 if TYPE_CHECKING:
-    from .confine.memcg import Facts
+    from .confine.memcg_lookup import Facts
 
 T = TypeVar("T")
 _READ_CHUNK = 1 << 16

@@ -309,10 +309,11 @@ class ZygoteLauncher:
 
     def _locate(self, pid: int) -> str | None:
         """A worker's memory cgroup; the zygote's own cgroup dirs are found once (reader thread only)."""
-        from .confine import memcg  # on first use (a Sandbox starts its zygotes before it loads confine: see core.py)
+        # on first use (a Sandbox starts its zygotes before it loads confine: see core.py)
+        from .confine import memcg_lookup
         if not self._memcg_dirs:
-            self._memcg_dirs = memcg.zygote_dirs(self.pid)
-        return memcg.locate(self.pid, pid, self._memcg_dirs)
+            self._memcg_dirs = memcg_lookup.zygote_dirs(self.pid)
+        return memcg_lookup.locate(self.pid, pid, self._memcg_dirs)
 
     def _release(self, run_id: int) -> None:
         self._claim_run(run_id)  # a standby's run: the zygote must know it ran this run before it releases

@@ -326,7 +326,7 @@ class ZygotePool:
 
     def _attempt(self, request: bytes, timeout_s: float, cancel: Cancel | None, returns_value: bool) -> Collected:
         from .collect import ProcessEnding, RunIO, collect  # on first use: see core.py
-        from .confine import memcg
+        from .confine import memcg_lookup
         io = RunIO()
         try:
             sent = io.send_early(request)
@@ -337,7 +337,7 @@ class ZygotePool:
                               cancel, returns_value=returns_value)
                 # The kernel's figures, never a frame's. After a plain fork the worker makes its cgroup itself
                 # while confining, which may still have been under way when the zygote handed it the request.
-                got.memory = memcg.read(spawned.cgroup or memcg.locate(spawned.zygote_pid, spawned.pid))
+                got.memory = memcg_lookup.read(spawned.cgroup or memcg_lookup.locate(spawned.zygote_pid, spawned.pid))
                 return got
             finally:
                 os.close(spawned.pidfd)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import commands, frames, protocol, rundirs
 from .collect import Cancel, RunIO, collect, kill_worker, run_cancellable
-from .confine import memcg
+from .confine import memcg_lookup
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
 from .policy import Policy
@@ -100,7 +100,7 @@ class _Container:
                 why = got.reported.error or got.protocol_error or stderr or got.killed
                 raise WorkerCrashed(f"the session worker failed to start: {why}")
             if self.spawned.cgroup is None:  # after a plain fork, the root made its memory cgroup once confined
-                self.spawned.cgroup = memcg.locate(self.spawned.zygote_pid, self.spawned.pid)
+                self.spawned.cgroup = memcg_lookup.locate(self.spawned.zygote_pid, self.spawned.pid)
         except BaseException:
             self.close()
             raise
@@ -151,7 +151,7 @@ class _Container:
             self.close()
         return result
 
-    def _out_of_memory(self, facts: memcg.Facts) -> str:
+    def _out_of_memory(self, facts: memcg_lookup.Facts) -> str:
         policy = self.policy
         return (f"the session's memory cgroup ran out ({facts.limit_bytes >> 20} MiB: session.max_memory_mb "
                 f"{policy.session.max_memory_mb} + limits.memory_mb {policy.limits.memory_mb} + the image it was "

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import commands
-from .confine import memcg
+from .confine import memcg_lookup
 from .errors import SandboxClosed, SessionMemoryError
 from .frames import Held
 
@@ -232,7 +232,7 @@ def measure(top: int, limit_mb: int, previous_nspid: int | None = None,
     """
     found = processes(top)
     status = {pid: _status(pid) for pid, _started in found}
-    charged = memcg.held(cgroup)
+    charged = memcg_lookup.held(cgroup)
     shmem_kib = charged[1] // 1024 if charged is not None else None
     bound = sum(anon + (shmem if shmem_kib is None else 0) for anon, shmem, _ns in status.values()) + (shmem_kib or 0)
     if bound <= limit_mb * 1024:
@@ -311,7 +311,7 @@ class CgroupWindow:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.kills = getattr(memcg.read(path), "oom_kills", 0)
+        self.kills = getattr(memcg_lookup.read(path), "oom_kills", 0)
         self.peak_fd: int | None = None
         if path is None:
             return
@@ -330,9 +330,9 @@ class CgroupWindow:
         except OSError:
             pass
 
-    def close(self) -> memcg.Facts | None:
+    def close(self) -> memcg_lookup.Facts | None:
         """The facts of the run: OOM kills during it, its peak."""
-        facts = memcg.read(self.path)
+        facts = memcg_lookup.read(self.path)
         peak = facts.peak_bytes if facts is not None else None
         if self.peak_fd is not None:
             try:
@@ -343,4 +343,4 @@ class CgroupWindow:
             self.peak_fd = None
         if facts is None:
             return None
-        return memcg.Facts(facts.path, facts.limit_bytes, peak, max(0, facts.oom_kills - self.kills))
+        return memcg_lookup.Facts(facts.path, facts.limit_bytes, peak, max(0, facts.oom_kills - self.kills))

@@ -22,7 +22,7 @@ class Spawned:
     """Resolves to the zygote's report of the worker's exit (status and rusage, from wait4)."""
     cgroup: str | None = None
     """The worker's memory cgroup, found by the host from the two pids (None: it has none). Read it with
-    ``memcg.read`` before :attr:`release`."""
+    ``memcg_lookup.read`` before :attr:`release`."""
     zygote_pid: int = 0
     """The zygote that forked it (after a plain fork the worker makes its cgroup itself, maybe only after
     ``spawned``: then locate it again)."""

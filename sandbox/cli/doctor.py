@@ -295,7 +295,7 @@ def _states_kept_apart(sb: Any) -> bool:
 
 
 def _memory_cgroup_facts(facts: Any) -> dict[str, Any]:
-    """The host's observation of the run's memory cgroup: there, with a finite limit (memcg.Facts or None)."""
+    """The host's observation of the run's memory cgroup: there, with a finite limit (memcg_lookup.Facts or None)."""
     capped = facts is not None and facts.limit_bytes < (1 << 62)
     return {"memory_cgroup": capped, "memory_cgroup_limit_mib": facts.limit_bytes >> 20 if capped else None}
 
@@ -318,7 +318,8 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
                 worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
                 if worker:
                     os.waitpid(worker, 0)
-                    facts = confine.memcg.read(confine.memcg.locate(os.getpid(), worker))  # as the host would
+                    facts = confine.memcg_lookup.read(  # as the host would
+                        confine.memcg_lookup.locate(os.getpid(), worker))
                     print(json.dumps({"host": _memory_cgroup_facts(facts)}), flush=True)
                     confine.memcg.remove_zygote()
                     os._exit(0)

@@ -35,8 +35,8 @@ from typing import Any, Callable
 from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from . import (_sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, netns, no_new_privs, rlimits, seccomp,
-               state_scope)
+from . import (_sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, namespaces_clone, netns, no_new_privs,
+               rlimits, seccomp, state_scope)
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -137,7 +137,7 @@ def prepare_in_zygote(policy: Policy) -> None:
     caps.cap_last()  # cached: one file read fewer per worker
     if "namespaces" in policy.confinement.layers:
         fsview.prepare(policy, readable_paths())  # what workers see is fixed while the zygote lives
-        namespaces.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
+        namespaces_clone.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
 def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = None
@@ -146,8 +146,8 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
     the namespaces layer (None when the policy does not list it) and never raises.
-    If the kernel refuses the namespaces (see ``namespaces.REFUSED``) or refuses to
-    set them up (restricted user namespaces: ``namespaces.SetupRefused``), the child
+    If the kernel refuses the namespaces (see ``namespaces_clone.REFUSED``) or refuses to
+    set them up (restricted user namespaces: ``namespaces_clone.SetupRefused``), the child
     is a plain fork whose status says why; :func:`apply_all` (given that status)
     refuses the run if the policy requires them. Other clone failures raise, as
     os.fork's do. ``session``: the worker will be a session root (the limit of its
@@ -161,10 +161,10 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
         return plain_fork(), None
     owner = zygote or os.getpid()
     try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
-        pid, detail, note = namespaces.fork_in_parent(
+        pid, detail, note = namespaces_clone.fork_in_parent(
             lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None)
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
-        if exc.errno not in namespaces.REFUSED and not isinstance(exc, namespaces.SetupRefused):
+        if exc.errno not in namespaces_clone.REFUSED and not isinstance(exc, namespaces_clone.SetupRefused):
             raise
         pid = plain_fork()
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))

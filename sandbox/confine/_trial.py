@@ -13,13 +13,13 @@ def in_throwaway_clone(trial: Callable[[], str]) -> str:
     thread count is fine here: a single-threaded forked child does the clone. The
     trial may change its namespaces at will: they die with it.
     """
-    from . import namespaces
+    from . import namespaces_clone
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the throwaway child, and its clone
         msg = "the trial's clone failed"
         try:
-            if namespaces.fork_in_parent(lambda _pid: ("", []), fresh=True)[0] == 0:
+            if namespaces_clone.fork_in_parent(lambda _pid: ("", []), fresh=True)[0] == 0:
                 msg = trial() or "ok"
             else:
                 os.wait()

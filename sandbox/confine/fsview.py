@@ -156,7 +156,7 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
 
 
 def _dev_shm(ctx: Any) -> None:
-    """The view's /dev/shm: the worker's own tmpfs, never the host's. Where namespaces._init_child mounted one
+    """The view's /dev/shm: the worker's own tmpfs, never the host's. Where namespaces_clone._init_child mounted one
     (fresh, before any request; ``ctx.private_shm``) it is bound here, writable, nosuid, nodev, noexec, as
     mounted: one tmpfs per worker, not two. Else a fresh one, as that mount's options."""
     if getattr(ctx, "private_shm", False):
@@ -205,7 +205,7 @@ def _run_dirs(ctx: Any) -> None:
 
 
 def _own_proc() -> bool:
-    """/proc is this pid namespace's (namespaces._init_child mounted it), not the host's."""
+    """/proc is this pid namespace's (namespaces_clone._init_child mounted it), not the host's."""
     try:
         return os.readlink("/proc/self") == str(os.getpid())
     except OSError:

@@ -40,10 +40,10 @@ hierarchy's root.
 Lifecycle: made off the request path, when the worker is forked (the zygote's clone
 callback, before the child goes on: :func:`join_in_parent`; or, after a plain fork,
 the worker itself before it drops capabilities: :func:`apply`). Read by the host,
-from the cgroup's own files, when the run ends (:func:`locate`, :func:`read`): never
-from a frame. Removed by the zygote once the worker is reaped *and* the host has read
-it (:func:`remove`); the zygote's shutdown and the next zygote's first worker remove
-what is left. Removal never raises. Cost on the test VM: making and joining one
+from the cgroup's own files, when the run ends (memcg_lookup.py: ``locate``, ``read``):
+never from a frame. Removed by the zygote once the worker is reaped *and* the host has
+read it (:func:`remove`); the zygote's shutdown and the next zygote's first worker
+remove what is left. Removal never raises. Cost on the test VM: making and joining one
 ~0.7 ms at the fork, removing one ~0.04 ms in the zygote's idle time, the host's
 lookup and reading ~0.25 ms when a run ends.
 
@@ -59,11 +59,11 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, cgroup
+from . import _sys, cgroup, memcg_lookup
+from .memcg_lookup import Hierarchy
 
 MIB = 1 << 20
 #: Above memory_mb and the image's copy-on-write pages: page tables, slab, the worker's own setup.
@@ -73,80 +73,6 @@ FIX = ("run the sandbox as root with a writable memory cgroup hierarchy (cgroup 
        "in the root's cgroup.controllers, or cgroup v1 'memory' mounted at /sys/fs/cgroup/memory; a container: "
        "--cgroupns=private with a writable /sys/fs/cgroup), or drop 'memory_cgroup' from confinement.required "
        "(memfd_create and SysV shared memory are then refused, and limits.memory_mb bounds each process only)")
-
-
-@dataclass(frozen=True)
-class Hierarchy:
-    """A mounted cgroup hierarchy that has the memory controller."""
-
-    version: int
-    """1 (the v1 ``memory`` controller) or 2 (unified)."""
-    mount: str
-    """Where it is mounted."""
-    root: str
-    """The cgroup path the mount shows at its top (``/`` unless mounted from a subtree)."""
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What the host reads from a run's memory cgroup when the run ends (bytes)."""
-
-    path: str
-    limit_bytes: int
-    """The cgroup's limit (memory.max / memory.limit_in_bytes)."""
-    peak_bytes: int | None
-    """Most memory charged at once (None: the kernel keeps no peak, cgroup v2 before Linux 5.19)."""
-    oom_kills: int
-    """Processes the cgroup's OOM killer ended."""
-
-
-def hierarchies() -> list[Hierarchy]:
-    """Mounted hierarchies with the memory controller (v2 first), from /proc/self/mountinfo."""
-    found = []
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        head, _, tail = line.partition(" - ")
-        fields, kind = head.split(), tail.split()
-        if len(fields) < 5 or len(kind) < 3:
-            continue
-        root, mount = _unescape(fields[3]), _unescape(fields[4])
-        if kind[0] == "cgroup2" and "memory" in _read(os.path.join(mount, "cgroup.controllers")).split():
-            found.append(Hierarchy(2, mount, root))
-        elif kind[0] == "cgroup" and "memory" in kind[2].split(",") and os.path.exists(
-                os.path.join(mount, "memory.limit_in_bytes")):  # not hidden by a mount over it
-            found.append(Hierarchy(1, mount, root))
-    return sorted(set(found), key=lambda h: (-h.version, h.mount))
-
-
-def parents(hierarchy: Hierarchy, pid: int | str = "self") -> list[str]:
-    """Where ``sandbox-<zygote>`` may go: ``pid``'s own cgroup in ``hierarchy``, then the mount's top."""
-    own = _own_cgroup(hierarchy, pid)
-    out = []
-    if own is not None:
-        rel = os.path.relpath(own, hierarchy.root)
-        if rel == "." or not rel.startswith(".."):
-            out.append(os.path.normpath(os.path.join(hierarchy.mount, "" if rel == "." else rel)))
-    if hierarchy.mount not in out:
-        out.append(hierarchy.mount)
-    return out
-
-
-def _own_cgroup(hierarchy: Hierarchy, pid: int | str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/cgroup") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if (hierarchy.version == 2 and controllers == "") or (
-                hierarchy.version == 1 and "memory" in controllers.split(",")):
-            return path
-    return None
 
 
 # -- the zygote's side: make, configure, join ------------------------------------------------------------
@@ -207,7 +133,7 @@ def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) 
             _chosen.clear()  # e.g. the zygote's cgroup removed from outside: look again
     errors: list[str] = []
     last = errno.ENOENT
-    for hierarchy, parent in [(h, p) for h in hierarchies() for p in parents(h)]:
+    for hierarchy, parent in [(h, p) for h in memcg_lookup.hierarchies() for p in memcg_lookup.parents(h)]:
         try:
             mine = _make(hierarchy, parent, zygote, pid, limit, handover)
         except OSError as exc:
@@ -261,7 +187,7 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover
 
 def _enable_memory(path: str) -> None:
     control = os.path.join(path, "cgroup.subtree_control")
-    if "memory" not in _read(control).split():
+    if "memory" not in memcg_lookup._read(control).split():
         _write(path, "cgroup.subtree_control", "+memory")
 
 
@@ -274,14 +200,6 @@ def _write(path: str, name: str, value: object, optional: bool = False) -> None:
             return
     with open(target, "w") as fh:
         fh.write(str(value))
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return ""
 
 
 def _sweep(parent: str, prefix: str) -> None:
@@ -343,89 +261,16 @@ def remove_tree(path: str) -> bool:
 def remove_zygote(zygote: int | None = None) -> None:
     """At the zygote's shutdown, its workers gone: remove ``sandbox-<zygote>`` wherever it is. Never raises."""
     zygote = os.getpid() if zygote is None else zygote
-    for path in zygote_dirs(zygote):
+    for path in memcg_lookup.zygote_dirs(zygote):
         remove_tree(path)
-
-
-# -- the host's side: find and read --------------------------------------------------------------------
-def locate(zygote: int, pid: int, dirs: list[str] | None = None) -> str | None:
-    """The memory cgroup of worker ``pid`` of ``zygote`` (host pids), if it has one. ``dirs``: the zygote's
-    dirs (:func:`zygote_dirs`), when the caller keeps them."""
-    for zdir in zygote_dirs(zygote) if dirs is None else dirs:
-        mine = os.path.join(zdir, f"w{pid}")
-        if os.path.exists(os.path.join(mine, "memory.max")) or os.path.exists(
-                os.path.join(mine, "memory.limit_in_bytes")):
-            return mine
-    return None
-
-
-def zygote_dirs(zygote: int) -> list[str]:
-    found = []
-    for hierarchy in hierarchies():
-        for parent in parents(hierarchy, zygote):
-            zdir = os.path.join(parent, f"sandbox-{zygote}")
-            if zdir not in found and os.path.isdir(zdir):
-                found.append(zdir)
-    return found
-
-
-def read(path: str | None) -> Facts | None:
-    """The cgroup's limit, peak and OOM kills, read from its own files; None if it is gone. Never raises."""
-    if not path:
-        return None
-    try:
-        if os.path.exists(os.path.join(path, "memory.max")):
-            limit = _number(os.path.join(path, "memory.max"))
-            peak = _number(os.path.join(path, "memory.peak")) if os.path.exists(
-                os.path.join(path, "memory.peak")) else None
-            kills = _keyed(os.path.join(path, "memory.events")).get("oom_kill", 0)
-        else:
-            limit = _number(os.path.join(path, "memory.limit_in_bytes"))
-            peak = _number(os.path.join(path, "memory.max_usage_in_bytes"))
-            kills = _keyed(os.path.join(path, "memory.oom_control")).get("oom_kill", 0)
-    except (OSError, ValueError):
-        return None
-    return Facts(path, limit, peak, kills)
-
-
-def held(path: str | None) -> tuple[int, int] | None:
-    """``(anonymous, shmem)`` bytes charged to the cgroup and its children; None if unreadable. Never raises."""
-    if not path:
-        return None
-    try:
-        stat = _keyed(os.path.join(path, "memory.stat"))
-    except (OSError, ValueError):
-        return None
-    if "anon" in stat:  # v2: hierarchical already
-        return stat["anon"], stat.get("shmem", 0)
-    if "total_rss" in stat:  # v1: total_* include the children
-        return stat["total_rss"], stat.get("total_shmem", 0)
-    return None
-
-
-def _number(path: str) -> int:
-    with open(path) as fh:
-        text = fh.read().strip()
-    return (1 << 63) - 1 if text == "max" else int(text)
-
-
-def _keyed(path: str) -> dict[str, int]:
-    with open(path) as fh:
-        pairs = (line.split() for line in fh.read().splitlines())
-        return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 # -- probe and describe ---------------------------------------------------------------------------------
 def probe() -> tuple[bool, str]:
     """Can this uid make a memory cgroup here? Tried for real: one is made, limited and removed, nobody moved in."""
     errors = []
-    for hierarchy in hierarchies():
-        for parent in parents(hierarchy):
+    for hierarchy in memcg_lookup.hierarchies():
+        for parent in memcg_lookup.parents(hierarchy):
             probe_dir = os.path.join(parent, f"sandbox-probe-{os.getpid()}")
             try:
                 if hierarchy.version == 2:

@@ -2,8 +2,8 @@
 
 Two halves, because a pid namespace only applies to children:
 
-- :func:`fork_in_parent` runs in the zygote, in place of ``os.fork``: one fork-like
-  ``clone(2)`` whose child is pid 1 of fresh user, pid, net, ipc, mount and uts
+- ``namespaces_clone.fork_in_parent`` runs in the zygote, in place of ``os.fork``: one
+  fork-like ``clone(2)`` whose child is pid 1 of fresh user, pid, net, ipc, mount and uts
   namespaces (one fork of the big zygote per worker, not two). The child maps its
   own uid/gid to themselves (root stays 0 -> 0, an unprivileged uid u stays u -> u;
   the inside view never differs from the file ownership the host sees), makes every
@@ -13,7 +13,7 @@ Two halves, because a pid namespace only applies to children:
   it (its cgroups: on v1 it joins them itself, see ``cgroup.enter``) and enters its
   own cgroup namespace. The zygote reaps it, so ``wait4`` reports the run's real
   fate. An empty network namespace is the strongest "no network": no interface but a
-  down loopback.
+  down loopback. That clone and its handshake are namespaces_clone.py.
 
 - In the worker, before the capability drop: the worker's own root (fsview.py) with its
   private disk (disk.py); where that cannot be built, :func:`apply` re-binds the run's
@@ -25,48 +25,28 @@ profile, another thread in the zygote), ``fork_in_parent`` raises its error;
 **restricted**: the clone works but privileged operations inside the new user namespace
 are refused (Ubuntu 24.04+ confines unprivileged user namespaces with AppArmor this way:
 mapping ids, ``mount`` or ``sethostname`` fail with EPERM). The child reports it and
-exits, and ``fork_in_parent`` raises :class:`SetupRefused`: the worker then comes from a
-plain fork as in the "unavailable" case, never from half-made namespaces.
+exits, and ``fork_in_parent`` raises ``namespaces_clone.SetupRefused``: the worker then
+comes from a plain fork as in the "unavailable" case, never from half-made namespaces.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
-import signal
-import socket
 import sys
-from typing import Any, Callable
+from typing import Any
 
 from ..policy import Policy
-from . import _sys, netns
-
-CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
-_PR_SET_PDEATHSIG = 1
+from . import _sys, namespaces_clone
 
 USERNS_FIX = ("allow unprivileged user namespaces: sysctl -w user.max_user_namespaces=15000; on Debian/Ubuntu "
               "also kernel.unprivileged_userns_clone=1 and kernel.apparmor_restrict_unprivileged_userns=0; in "
               "a container, run it with a seccomp profile that allows unshare/clone (docker: --security-opt "
               "seccomp=unconfined) or drop 'namespaces' from confinement.required")
 
-#: errnos with which clone says "no namespaces for this process here" (not "no memory"): a plain fork
-#: follows. EDEADLK: not attempted, the process has another thread (see _sys.fork_like_clone).
-REFUSED = frozenset({errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS, errno.ENOSYS, errno.EDEADLK})
-#: Entered by the clone; the cgroup namespace comes later, once the child sits in its own cgroup.
-_CLONE_NS = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-
-RESTRICTED = ("the user namespace was created but privileged operations inside it are refused: restricted user "
-              "namespaces (Ubuntu 24.04+: kernel.apparmor_restrict_unprivileged_userns=1, or an LSM policy like it)")
 RESTRICTED_FIX = ("allow this interpreter privileged user namespaces: sysctl -w "
                   "kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile granting 'userns,' to "
                   f"{os.path.realpath(sys.executable)}; or drop 'namespaces' from confinement.required")
-
-
-class SetupRefused(_sys.SyscallError):
-    """The clone worked, but setting up its namespaces failed (see RESTRICTED): no namespaces here."""
 
 
 _probe_cache: dict[str, tuple[bool, str, str]] = {}
@@ -100,13 +80,14 @@ def _probe_in_child() -> tuple[bool, str, str]:
     if pid == 0:  # pragma: no cover - runs in the child, which plays the zygote, and in its clone
         msg = "unavailable the probe failed"
         try:
-            if fork_in_parent(lambda _pid: ("", []), fresh=True)[0] == 0:  # the clone, set up as a worker's is
+            if namespaces_clone.fork_in_parent(lambda _pid: ("", []),
+                                               fresh=True)[0] == 0:  # the clone, set up as a worker's is
                 empty = network_is_empty()
                 msg = f"ok {empty}" if empty else "net the network namespace is not empty"
             else:
                 os.wait()
                 msg = ""
-        except SetupRefused as exc:
+        except namespaces_clone.SetupRefused as exc:
             msg = f"restricted {exc}"
         except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
             msg = f"unavailable {exc}"
@@ -162,229 +143,6 @@ def describe(policy: Policy) -> str:
             "mount (its own root: fs_view, private_disk), uts")
 
 
-def _unshare(flags: int) -> None:
-    if _sys.libc.unshare(flags) != 0:
-        raise _sys.SyscallError(f"unshare({_flag_names(flags)})", ctypes.get_errno())
-
-
-def _flag_names(flags: int) -> str:
-    names = {CLONE_NEWUSER: "USER", CLONE_NEWPID: "PID", CLONE_NEWNET: "NET", CLONE_NEWIPC: "IPC",
-             CLONE_NEWNS: "NS", CLONE_NEWUTS: "UTS", CLONE_NEWCGROUP: "CGROUP"}
-    return "|".join(f"CLONE_NEW{v}" for k, v in names.items() if flags & k)
-
-
-def _clone_name() -> str:
-    return f"clone({_flag_names(_CLONE_NS)})"
-
-
-def _map_ids(uid: int, gid: int) -> None:
-    """In a new user namespace: our uid/gid (read before it: inside they read 65534 until mapped) map
-    to themselves; setgroups is denied (an unprivileged process must, before writing gid_map)."""
-    for path, text in (("setgroups", b"deny"), ("uid_map", b"%d %d 1\n" % (uid, uid)),
-                       ("gid_map", b"%d %d 1\n" % (gid, gid))):
-        try:  # one open and one write each (these files take the whole text in one write)
-            fd = os.open(f"/proc/self/{path}", os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, text)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _sys.SyscallError(f"write /proc/self/{path}", exc.errno or 1) from exc
-
-
-def settle_threads_in_parent() -> int:
-    """In the zygote, once: stop library thread pools that a fork stops; returns the threads left.
-
-    A fork-like clone is only made by a single-threaded process. OpenBLAS started with
-    more than one thread (``runtime.blas_threads``) keeps a pool that its
-    ``pthread_atfork`` handler shuts down at any ``fork()`` (a clone runs no such
-    handlers): one throwaway fork stops it. A worker that calls BLAS starts its own.
-    """
-    if len(os.listdir("/proc/self/task")) > 1:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the throwaway child
-            os._exit(0)
-        os.waitpid(pid, 0)
-    return len(os.listdir("/proc/self/task"))
-
-
-#: What the first clone of this process met, per process: its setup worked, or was refused (by the kernel's
-#: policy: EPERM/EACCES). Later clones need not wait for their child's report (see fork_in_parent).
-_setup_worked: list[bool] = []
-_setup_refused: list[SetupRefused] = []
-
-
-def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
-                   sibling: bool = False) -> tuple[int, str, str]:
-    """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
-
-    The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``(note, fds)``
-    (the worker's cgroups: the child waits for them, and joins itself those whose ``tasks``
-    files are in ``fds``, which this closes). The child, its
-    namespaces set up, gets ``(0, detail, note)``; it never raises (it must not
-    unwind into the zygote's code). Raises the clone's ``SyscallError`` if the kernel refuses (an
-    errno in :data:`REFUSED` means "no namespaces here"), or :class:`SetupRefused`
-    once the child, which then exits, reported that its setup was refused.
-
-    The first clone of a process waits for that report, and the answer is kept:
-    after a refusal later calls raise it at once (no clone), after a success they do
-    not wait (a child whose setup fails then exits: its run fails, never confined
-    less). ``fresh``: wait, and neither use nor keep the answer (the probe). ``sibling``: the
-    child is our parent's (``CLONE_PARENT``: the forker's workers are the zygote's children).
-    """
-    if _setup_refused and not fresh:
-        raise _setup_refused[0]
-    wait = fresh or not _setup_worked
-    uid, gid, parent = os.geteuid(), os.getegid(), _host_pid("parent" if sibling else "self")
-    go_w, go_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # the note, with fds
-    ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        flags = _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS  # the forker's own, shared (netns.py)
-        pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
-    except OSError:
-        go_r.close()
-        go_w.close()
-        for fd in (ack_r, ack_w):
-            os.close(fd)
-        raise
-    if pid == 0:
-        try:
-            go_w.close()
-            os.close(ack_r)
-            return (0, *_init_child(go_r, ack_w, parent, uid, gid))
-        except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
-            os._exit(70)
-    go_r.close()
-    os.close(ack_w)
-    if not wait:
-        os.close(ack_r)
-    try:
-        note, fds = prepare_child(pid)
-        try:
-            socket.send_fds(go_w, [b"." + note.encode()[:510]], fds)  # one packet: the child reads it whole
-        except OSError:
-            pass  # the child gave up already (its report says why)
-        finally:
-            for fd in fds:
-                os.close(fd)
-    finally:
-        go_w.close()  # without a note the child sees EOF and exits
-    if wait:
-        _check_report(pid, ack_r, fresh)
-    return pid, "", note
-
-
-def _check_report(pid: int, ack_r: int, fresh: bool) -> None:
-    """Read the child's report; if its setup failed, reap it and raise :class:`SetupRefused`."""
-    try:
-        report = os.read(ack_r, 1024).decode(errors="replace")
-    finally:
-        os.close(ack_r)
-    if report == "ok":
-        if not fresh:
-            _setup_worked.append(True)
-        return
-    try:
-        _, status = os.waitpid(pid, 0)  # it exits by itself
-    except ChildProcessError:  # cloned as our sibling: our parent reaps it
-        status = -1
-    err, _, step = report.partition(" ")
-    if not err.isdigit():
-        err, step = str(errno.ECHILD), f"the clone's child (died while setting up, wait status {status})"
-    policy = int(err) in (errno.EPERM, errno.EACCES)  # not a passing failure: this kernel's policy
-    refused = SetupRefused(step, int(err), RESTRICTED if policy else "")
-    if policy and not fresh:
-        _setup_refused.append(refused)
-    raise refused
-
-
-def _host_pid(which: str) -> int:
-    """Our pid ("self") or our parent's, numbered by the host's ``/proc`` (in a new pid ns getppid() is 0)."""
-    if which == "self":
-        return int(os.readlink("/proc/self"))
-    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return int(os.read(fd, 4096).rsplit(b")", 1)[1].split()[1])
-    finally:
-        os.close(fd)
-
-
-def _init_child(go_r: socket.socket, ack_w: int, parent: int, uid: int, gid: int) -> tuple[str, str]:
-    """The clone's child (pid 1 inside): die with the zygote, map ids, private mounts, its own cgroup ns.
-
-    Reports to the zygote on ``ack_w``: "ok", or the errno and the step that failed
-    (mapping ids, making ``/`` private, ``sethostname``), after which it exits: these
-    steps must work in a user namespace we own, so their failure means the namespace
-    is restricted. Returns ``(detail, the parent's note)``.
-    """
-    _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
-    if _host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
-        os._exit(0)
-    try:
-        _map_ids(uid, gid)
-        _mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private", required=True)
-        if _sys.libc.sethostname(b"sandbox", 7) != 0:
-            raise _sys.SyscallError("sethostname", ctypes.get_errno())
-    except OSError as exc:  # "<errno> <the step>": the zygote raises SetupRefused naming it (if it waits)
-        _report(ack_w, f"{exc.errno or errno.EPERM} {getattr(exc, 'syscall', None) or exc}")
-        os._exit(0)
-    notes = [n for n in (_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
-                         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                                "private /dev/shm", "size=64m,mode=1777"),
-                         _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
-                                "empty /run", "size=4k,mode=755")) if n]
-    _report(ack_w, "ok")
-    parent_note = _wait_for_parent(go_r)
-    try:  # only now: the cgroup the zygote put us in (or we joined) becomes the namespace's root
-        _unshare(CLONE_NEWCGROUP)
-    except OSError as exc:
-        notes.append(f"cgroup namespace: {exc}")
-    net = "; the forker's empty network namespace, shared (netns.py)" if netns.shared() else ""
-    detail = (f"pid 1 of new user/pid/{'' if net else 'net/'}ipc/mount/uts/cgroup namespaces{net}"
-              + (f" ({'; '.join(notes)})" if notes else ""))
-    return detail, parent_note
-
-
-def _report(ack_w: int, text: str) -> None:
-    try:
-        os.write(ack_w, text.encode()[:1000])
-    except BrokenPipeError:
-        pass  # the zygote does not wait for reports any more (see fork_in_parent)
-    finally:
-        os.close(ack_w)
-
-
-def _wait_for_parent(go_r: socket.socket) -> str:
-    """Block until the zygote released us (its note), or exit if it died first; join the cgroups it opened for us."""
-    try:
-        note, fds, _, _ = socket.recv_fds(go_r, 512, 4)
-    finally:
-        go_r.close()
-    try:
-        for fd in fds:
-            os.write(fd, b"0")  # "this thread" (our only one) into that cgroup's tasks: see cgroup.enter
-    except OSError:
-        os._exit(0)  # the note says we are in it: never run outside it
-    finally:
-        for fd in fds:
-            os.close(fd)
-    if not note:
-        os._exit(0)
-    return note[1:].decode(errors="replace")
-
-
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: str, data: str | None = None, *,
-           required: bool = False) -> str:
-    """Mount; on failure return a note naming the step and errno (best effort), or raise if ``required``."""
-    if target != "/" and not os.path.isdir(target):
-        return ""
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    if _sys.libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = ctypes.get_errno()
-        if required:
-            raise _sys.SyscallError(f"mount ({what})", err)
-        return f"{what}: mount failed with {_sys.errno_name(err)}"
-    return ""
 
 
 class _MountAttr(ctypes.Structure):

@@ -8,7 +8,8 @@ The rule: nothing in this folder imports the host side of the package (the
 test_boundary.py`` proves the rule. The host, in turn, trusts nothing that comes
 back from here: frames, names, sizes, exits and resource figures are hostile input.
 
-- ``zygote``: preload the image, keep confined workers forked, hand them requests.
+- ``zygote``: preload the image, keep confined workers forked, hand them requests; ``reaping``: what it does
+  when a worker ends.
 - ``worker``: a forked worker's life: confine, then serve one request or a session.
 - ``request``: one request in a confined process (run, call), and what it reports.
 - ``session_tree``: a session's root (talks to the host, keeps the lines); ``session_states``: its frozen

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from ..confine import memcg
+from ..confine import memcg, memcg_lookup
 
 #: How often a cgroup still busy (a process still exiting) is tried again.
 RETRY_S = 0.05
@@ -35,8 +35,8 @@ class WorkerCgroups:
     def locate(self, pid: int) -> str | None:
         """The memory cgroup of worker ``pid``, if it has one."""
         if not self._dirs:
-            self._dirs = memcg.zygote_dirs(os.getpid())
-        return memcg.locate(os.getpid(), pid, self._dirs)
+            self._dirs = memcg_lookup.zygote_dirs(os.getpid())
+        return memcg_lookup.locate(os.getpid(), pid, self._dirs)
 
     def watch(self, pid: int) -> tuple[str | None, int | None]:
         """cgroup v1: the memory cgroup of a worker just forked and its OOM eventfd (None: v2, none, refused)."""

@@ -15,7 +15,8 @@ a run's fds to it directly, with no zygote on the run's path, and says ``claimed
 the run's streams end (the refill waits until then, off the run's cores).
 A request that finds no standby (``spawn``) gets a worker forked now. After reaping a
 worker the zygote reports its exit status and rusage, and removes its run dir when
-nothing waits. A session's root worker is forked on demand: it is confined in the
+nothing waits (reaping.py: what the zygote does when a worker ends, and at its
+shutdown). A session's root worker is forked on demand: it is confined in the
 host-made run dir its request names.
 
 Each worker's memory cgroup (confine/memcg.py) is made at its fork. The host reads it
@@ -34,11 +35,10 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, cgroup, memcg, readable_paths
+from ..confine import _sys, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
@@ -46,16 +46,11 @@ from . import allowlist, hugepages, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
+from .reaping import _SWEEP_INTERVAL_S, Reaping, _Worker
 from .request import WorkerSpec
 from .spare_dirs import RunDirs, own_pid_namespace
 
 _PR_SET_CHILD_SUBREAPER = 36
-#: After a worker exits, how long (and how often) to look for daemons it detached that
-#: get reparented to the zygote (without a pid namespace, nothing else holds them).
-_SWEEP_SECONDS = 2.0
-_SWEEP_INTERVAL_S = 0.05
-#: cgroup v1: how long after a worker's OOM event to wait for the kernel's kill before killing its tree.
-_OOM_KILL_WAIT_S = 0.2
 #: Entries of a reaped worker's run dir removed per idle turn of the loop: a run that
 #: left a huge tree delays nobody's request by more than one such step (~ms).
 _TIDY_STEP_ENTRIES = 256
@@ -63,20 +58,8 @@ _TIDY_STEP_ENTRIES = 256
 _TIDY_BACKLOG = 4
 
 
-@dataclass
-class _Worker:
-    pid: int
-    priv: socket.socket | None  # zygote's end of the worker's private control socket (None: offered to the host)
-    pidfd: int
-    run_dir: rundirs.RunDir | None  # None for a session root: the host owns its run dir
-    run_id: int | None = None
-    own_pid_ns: bool = False  # pid 1 of its own pid namespace: nothing of its run outlives it (see spare_dirs)
-    oom_fd: int | None = None  # cgroup v1: readable when the worker's memory cgroup ran out (memcg.oom_eventfd)
-    cgroup: str | None = None  # its memory cgroup, when oom_fd is set
-
-
-class Zygote:
-    """The zygote's event loop: control socket, SIGCHLD, pre-fork refill."""
+class Zygote(Reaping):
+    """The zygote's event loop: control socket, SIGCHLD, pre-fork refill (what ends workers: :class:`Reaping`)."""
 
     def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int) -> None:
         self.sock = sock
@@ -211,13 +194,6 @@ class Zygote:
             self._report_exit(worker, status, usage)
         self.cgroups.reaped(command.id, worker.pid)
 
-    def _take_offered(self, pid: int) -> _Worker | None:
-        """The offered worker ``pid``, out of the ready queue (None: not offered, or taken already)."""
-        worker = next((w for w in self.ready if w.pid == pid), None)
-        if worker is not None:
-            self.ready.remove(worker)
-        return worker
-
     def _offer(self, worker: _Worker) -> None:
         frames.send(self.sock, frames.Standby(pid=worker.pid), fds=[worker.pidfd, worker.priv.fileno()])
         worker.priv.close()
@@ -268,110 +244,6 @@ class Zygote:
         if worker.oom_fd is not None:
             self.selector.register(worker.oom_fd, selectors.EVENT_READ, clone.pid)
         return worker
-
-    def _reap(self) -> None:
-        proc.drain(self.wake_r)
-        while True:
-            try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid == self.forker.pid:
-                raise ProtocolError(f"the forker died (wait status {status})")
-            worker = self.running.pop(pid, None)
-            if worker is not None:
-                self._unwatch(worker)
-                self._report_exit(worker, status, usage)
-                self.cgroups.reaped(worker.run_id, pid)
-            else:
-                offered = self._take_offered(pid)
-                if offered is not None:  # the host may have handed it a run: its `claimed` says
-                    self._unwatch(offered)
-                    self.unclaimed_exits[pid] = (offered, status, usage)
-                else:
-                    self.cgroups.reaped(None, pid)  # discarded: no host reads it
-
-    def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
-        proc.kill_group(worker.pid)  # anything the snippet left in its process group
-        self._kill_orphans()
-        # A daemon whose detached parent is still exiting reaches us only later.
-        self.sweep_until = time.monotonic() + _SWEEP_SECONDS
-        os.close(worker.pidfd)
-        self._retire_run_dir(worker, reaped=True)
-        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
-                                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
-
-    def _unwatch(self, worker: _Worker) -> None:
-        if worker.oom_fd is not None:
-            self.selector.unregister(worker.oom_fd)
-            os.close(worker.oom_fd)
-            worker.oom_fd = None
-
-    def _out_of_memory(self, pid: int) -> None:
-        """cgroup v1: the worker's memory cgroup ran out. Once the kernel's OOM killer has ended a process (maybe
-        not the worker), kill the whole tree, as v2's memory.oom.group does; the host reads the kill count."""
-        worker = self.running.get(pid) or next((w for w in self.ready if w.pid == pid), None)
-        if worker is None:
-            return
-        proc.drain(worker.oom_fd)
-        # The event comes as the OOM starts, before the kernel's kill is counted: let that kill happen (and be
-        # counted) first. A few ms, only when a run ran out of memory.
-        deadline = time.monotonic() + _OOM_KILL_WAIT_S
-        while not getattr(memcg.read(worker.cgroup), "oom_kills", 0):
-            if time.monotonic() > deadline:
-                return  # the kernel found memory after all (or the victim was exiting): the run goes on
-            time.sleep(0.002)
-        proc.kill_pidfd(worker.pidfd)  # pid 1 of its namespace: every process with it
-        proc.kill_group(worker.pid)
-
-    def _discard(self, worker: _Worker) -> None:
-        proc.kill_pidfd(worker.pidfd)
-        self._unwatch(worker)
-        if worker.priv is not None:
-            worker.priv.close()
-        os.close(worker.pidfd)
-        self._retire_run_dir(worker, reaped=False)
-
-    def _retire_run_dir(self, worker: _Worker, *, reaped: bool) -> None:
-        """Keep the worker's run dir for a later worker, or queue it for removal (spare_dirs.py)."""
-        if worker.run_dir is not None:
-            path = self.run_dirs.retire(worker.run_dir, whole_run_gone=reaped and worker.own_pid_ns)
-            if path is not None:
-                self.to_remove.append(path)
-
-    def _kill_orphans(self) -> None:
-        """Daemons a snippet detached get reparented to us (a subreaper): end them. Not while a clone is on
-        order: the forker's new worker is our child before its answer names it."""
-        if self.forker.pending:
-            return
-        known = {w.pid for w in self.ready} | set(self.running) | {self.forker.pid}
-        for pid in proc.children():
-            if pid not in known:
-                proc.kill(pid)
-
-    def shutdown(self) -> None:
-        """Kill every worker, then what they detached: their daemons are reparented to us
-        only once the workers are gone, so wait for that (briefly) before the sweep."""
-        self.forker.close()
-        workers = [*self.ready, *self.running.values()]
-        self.ready.clear()
-        self.running.clear()
-        for worker in workers:
-            proc.kill_pidfd(worker.pidfd)
-        deadline = time.monotonic() + _SWEEP_SECONDS
-        for worker in workers:
-            select.select([worker.pidfd], [], [], max(0.0, deadline - time.monotonic()))
-            if worker.priv is not None:
-                worker.priv.close()
-            os.close(worker.pidfd)
-            self._unwatch(worker)
-        for _ in range(3):
-            self._kill_orphans()
-            time.sleep(_SWEEP_INTERVAL_S)
-        cgroup.remove_zygote()
-        memcg.remove_zygote()  # every worker's memory cgroup, read or not: the host is gone
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

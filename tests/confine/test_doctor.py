@@ -78,8 +78,8 @@ def test_every_fact_reads_no_in_an_unconfined_process():
     assert not any(facts.values()), facts
     assert not observed["memfd_refused"], observed
     # The memory cgroup is the host's observation: of this process (no worker of any zygote), it reads no.
-    assert not doctor._memory_cgroup_facts(confine.memcg.read(confine.memcg.locate(os.getppid(), os.getpid()))
-                                           )["memory_cgroup"]
+    assert not doctor._memory_cgroup_facts(
+        confine.memcg_lookup.read(confine.memcg_lookup.locate(os.getppid(), os.getpid())))["memory_cgroup"]
     if observed["euid"] == 0:  # nothing bounds a root process's threads here: the cgroup fact can tell
         assert observed["threads_started"] == observed["threads_tried"], observed
 
@@ -181,7 +181,7 @@ def _shared_hierarchy() -> dict[str, set[str]]:
     """Hiding /sys/fs/cgroup hides the memory hierarchy too; on a pure cgroup v2 host hiding the memory hierarchy
     hides the pids controller too (one hierarchy)."""
     shared = {"pids_cgroup": {"memory_cgroup"}}
-    if any(h.mount in confine.cgroup.PIDS_ROOTS for h in confine.memcg.hierarchies() if h.version == 2):
+    if any(h.mount in confine.cgroup.PIDS_ROOTS for h in confine.memcg_lookup.hierarchies() if h.version == 2):
         shared["memory_cgroup"] = {"pids_cgroup"}
     return shared
 

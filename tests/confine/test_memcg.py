@@ -14,7 +14,7 @@ import os
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import memcg
+from sandbox.confine import memcg, memcg_lookup
 
 from .childproc import Dirs, in_child, policy
 
@@ -25,13 +25,13 @@ NOBODY = 65534
 def hide_memory_hierarchies() -> None:
     """Root, in this process only: an empty tmpfs over every memory hierarchy, in a private mount namespace."""
     libc = ctypes.CDLL(None, use_errno=True)
-    mounts = [h.mount for h in memcg.hierarchies()]
+    mounts = [h.mount for h in memcg_lookup.hierarchies()]
     steps = [("unshare", (0x20000,)), ("mount", (None, b"/", None, 0x4000 | 0x40000, None))]
     steps += [("mount", (b"tmpfs", m.encode(), b"tmpfs", 0, b"size=4k")) for m in mounts]
     for call, args in steps:
         if getattr(libc, call)(*args) != 0:
             raise OSError(ctypes.get_errno(), f"{call}{args} failed")
-    assert memcg.hierarchies() == []
+    assert memcg_lookup.hierarchies() == []
 
 
 def _needs_memcg() -> None:
@@ -82,8 +82,8 @@ def _in_worker(pol, fn, *, session=False, before=None):
             with os.fdopen(r) as fh:
                 data = fh.read()
             _, status = os.waitpid(pid, 0)
-            facts = memcg.read(memcg.locate(os.getpid(), pid))
-            path = memcg.locate(os.getpid(), pid)
+            facts = memcg_lookup.read(memcg_lookup.locate(os.getpid(), pid))
+            path = memcg_lookup.locate(os.getpid(), pid)
             memcg.remove_zygote()
             out = {}
             for line in data.splitlines():
@@ -190,7 +190,7 @@ def test_cleanup_never_raises():
     assert memcg.remove("/nonexistent/cgroup") is True
     assert memcg.remove("/proc/self") is False  # not removable: False, not an exception
     memcg.remove_tree("/proc/1/no-such")
-    assert memcg.read("/nonexistent") is None and memcg.read(None) is None
+    assert memcg_lookup.read("/nonexistent") is None and memcg_lookup.read(None) is None
     memcg.remove_zygote(2**22 + 12345)
 
 
@@ -206,7 +206,7 @@ def test_v2_files_on_a_fake_tree(tmp_path, monkeypatch):
     (root / f"sandbox-{zygote}" / "cgroup.subtree_control").write_text("")
     for name in ("memory.max", "memory.swap.max", "memory.oom.group", "cgroup.procs"):
         (mine / name).write_text("")
-    hierarchy = memcg.Hierarchy(2, str(root), "/")
+    hierarchy = memcg_lookup.Hierarchy(2, str(root), "/")
     assert memcg._make(hierarchy, str(root), zygote, pid, 123 * MIB) == str(mine)
     assert (root / "cgroup.subtree_control").read_text() == "+memory"
     assert (root / f"sandbox-{zygote}" / "cgroup.subtree_control").read_text() == "+memory"
@@ -216,11 +216,11 @@ def test_v2_files_on_a_fake_tree(tmp_path, monkeypatch):
     (mine / "memory.peak").write_text(f"{99 * MIB}\n")
     (mine / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\noom_group_kill 1\n")
     (mine / "memory.stat").write_text("anon 1000\nfile 5\nshmem 300\n")
-    assert memcg.read(str(mine)) == memcg.Facts(str(mine), 123 * MIB, 99 * MIB, 1)
-    assert memcg.held(str(mine)) == (1000, 300)
-    monkeypatch.setattr(memcg, "hierarchies", lambda: [hierarchy])
-    monkeypatch.setattr(memcg, "_own_cgroup", lambda h, p: "/")
-    assert memcg.locate(zygote, pid) == str(mine)
+    assert memcg_lookup.read(str(mine)) == memcg_lookup.Facts(str(mine), 123 * MIB, 99 * MIB, 1)
+    assert memcg_lookup.held(str(mine)) == (1000, 300)
+    monkeypatch.setattr(memcg_lookup, "hierarchies", lambda: [hierarchy])
+    monkeypatch.setattr(memcg_lookup, "_own_cgroup", lambda h, p: "/")
+    assert memcg_lookup.locate(zygote, pid) == str(mine)
 
 
 def _raw(nr: int, *args: int) -> int:
@@ -233,15 +233,15 @@ def _raw(nr: int, *args: int) -> int:
 
 
 def test_v1_oom_eventfd_fires_when_the_cgroup_runs_out():
-    """What the zygote's v1 group kill waits on (zygote.py): the event comes, then the kernel's kill is counted."""
+    """What the zygote's v1 group kill waits on (reaping.py): the event comes, then the kernel's kill is counted."""
     _needs_memcg()
-    hierarchy = memcg.hierarchies()[0]
+    hierarchy = memcg_lookup.hierarchies()[0]
     if hierarchy.version != 1:
         pytest.skip("cgroup v2 kills the group itself (memory.oom.group)")
 
     def run():
         import select
-        parent = memcg.parents(hierarchy)[0]
+        parent = memcg_lookup.parents(hierarchy)[0]
         path = os.path.join(parent, f"sandbox-evtest-{os.getpid()}")
         os.mkdir(path)
         try:
@@ -254,7 +254,7 @@ def test_v1_oom_eventfd_fires_when_the_cgroup_runs_out():
                 os._exit(0)
             fired = bool(select.select([efd], [], [], 20)[0])
             _, status = os.waitpid(pid, 0)
-            return fired, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, memcg.read(path).oom_kills
+            return fired, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, memcg_lookup.read(path).oom_kills
         finally:
             memcg.remove(path)
     got = in_child(run)

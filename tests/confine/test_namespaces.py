@@ -11,7 +11,7 @@ import time
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import namespaces
+from sandbox.confine import namespaces, namespaces_clone
 
 from .childproc import as_worker, in_child, policy, skip_unless
 
@@ -249,8 +249,8 @@ def _no_user_namespaces_left():
     """A user namespace of our own whose limit on nested ones is 0: clone(CLONE_NEWUSER) gets ENOSPC.
     (user.max_user_namespaces is per user namespace: the host's setting is untouched.)"""
     uid, gid = os.geteuid(), os.getegid()
-    namespaces._unshare(namespaces.CLONE_NEWUSER)
-    namespaces._map_ids(uid, gid)
+    namespaces_clone._unshare(namespaces_clone.CLONE_NEWUSER)
+    namespaces_clone._map_ids(uid, gid)
     with open("/proc/sys/user/max_user_namespaces", "w") as fh:
         fh.write("0")
 
@@ -366,7 +366,7 @@ def _fork_workers_twice() -> dict:
     with open(f"/proc/self/task/{os.getpid()}/children") as fh:
         left = fh.read().split()
     return {"workers": seen, "zygote_ns": {n: os.readlink(f"/proc/self/ns/{n}") for n in _NS}, "children_left": left,
-            "remembered": bool(namespaces._setup_refused)}
+            "remembered": bool(namespaces_clone._setup_refused)}
 
 
 @pytest.mark.parametrize("uid", [None, 65534], ids=["root", "uid65534"])

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import sandbox
-from sandbox.confine import memcg
+from sandbox.confine import memcg, memcg_lookup
 
 from .attacks import snippet
 from .conftest import checked_run
@@ -211,7 +211,7 @@ def _cgroups_left(box: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
         left = []
         for zygote in box.zygote_pids:
             live = {f"w{child.pid}" for child in psutil.Process(zygote).children()}
-            for zdir in memcg.zygote_dirs(zygote):
+            for zdir in memcg_lookup.zygote_dirs(zygote):
                 left += [os.path.join(zdir, n) for n in os.listdir(zdir) if n.startswith("w") and n not in live]
         if not left or time.monotonic() > deadline:
             return left
@@ -230,14 +230,14 @@ def test_no_cgroup_outlives_its_run_or_its_sandbox():
         with box.session() as s:
             s.run("x = 1")
         assert _cgroups_left(box) == []
-        zdirs = memcg.zygote_dirs(zygote)
+        zdirs = memcg_lookup.zygote_dirs(zygote)
         assert zdirs, "no memory cgroup was made"
         live = sorted(n for z in zdirs for n in os.listdir(z) if n.startswith("w"))
         # The pre-forked workers (each leads its own session); not the forker (inside/forker.py), the zygote's
         # child that clones them and has no cgroup of its own.
         workers = [c.pid for c in psutil.Process(zygote).children() if os.getsid(c.pid) == c.pid]
         assert live == sorted(f"w{pid}" for pid in workers), live
-    assert memcg.zygote_dirs(zygote) == [], "the zygote's cgroup outlived the sandbox"
+    assert memcg_lookup.zygote_dirs(zygote) == [], "the zygote's cgroup outlived the sandbox"
 
 
 # -- sessions -------------------------------------------------------------------------------------------------------
