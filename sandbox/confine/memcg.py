@@ -187,7 +187,7 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover
 
 def _enable_memory(path: str) -> None:
     control = os.path.join(path, "cgroup.subtree_control")
-    if "memory" not in memcg_lookup._read(control).split():
+    if "memory" not in memcg_lookup.read_text(control).split():
         _write(path, "cgroup.subtree_control", "+memory")
 
 

@@ -58,7 +58,7 @@ def hierarchies() -> list[Hierarchy]:
         if len(fields) < 5 or len(kind) < 3:
             continue
         root, mount = _unescape(fields[3]), _unescape(fields[4])
-        if kind[0] == "cgroup2" and "memory" in _read(os.path.join(mount, "cgroup.controllers")).split():
+        if kind[0] == "cgroup2" and "memory" in read_text(os.path.join(mount, "cgroup.controllers")).split():
             found.append(Hierarchy(2, mount, root))
         elif kind[0] == "cgroup" and "memory" in kind[2].split(",") and os.path.exists(
                 os.path.join(mount, "memory.limit_in_bytes")):  # not hidden by a mount over it
@@ -166,7 +166,8 @@ def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """The text of a cgroup file, "" where it cannot be read."""
     try:
         with open(path) as fh:
             return fh.read()

@@ -33,13 +33,13 @@ from .spare_dirs import RunDirs
 #: After a worker exits, how long (and how often) to look for daemons it detached that
 #: get reparented to the zygote (without a pid namespace, nothing else holds them).
 _SWEEP_SECONDS = 2.0
-_SWEEP_INTERVAL_S = 0.05
+SWEEP_INTERVAL_S = 0.05
 #: cgroup v1: how long after a worker's OOM event to wait for the kernel's kill before killing its tree.
 _OOM_KILL_WAIT_S = 0.2
 
 
 @dataclass
-class _Worker:
+class Worker:
     pid: int
     priv: socket.socket | None  # zygote's end of the worker's private control socket (None: offered to the host)
     pidfd: int
@@ -56,9 +56,9 @@ class Reaping:
     # The loop's state (Zygote.__init__ sets it; see its docstrings), which these methods read and change.
     sock: socket.socket
     forker: Forker
-    ready: collections.deque[_Worker]
-    unclaimed_exits: dict[int, tuple[_Worker, int, Any]]
-    running: dict[int, _Worker]
+    ready: collections.deque[Worker]
+    unclaimed_exits: dict[int, tuple[Worker, int, Any]]
+    running: dict[int, Worker]
     run_dirs: RunDirs
     to_remove: collections.deque[str]
     cgroups: WorkerCgroups
@@ -66,7 +66,7 @@ class Reaping:
     wake_r: int
     selector: selectors.BaseSelector
 
-    def _take_offered(self, pid: int) -> _Worker | None:
+    def _take_offered(self, pid: int) -> Worker | None:
         """The offered worker ``pid``, out of the ready queue (None: not offered, or taken already)."""
         worker = next((w for w in self.ready if w.pid == pid), None)
         if worker is not None:
@@ -97,7 +97,7 @@ class Reaping:
                 else:
                     self.cgroups.reaped(None, pid)  # discarded: no host reads it
 
-    def _report_exit(self, worker: _Worker, status: int, usage: Any) -> None:
+    def _report_exit(self, worker: Worker, status: int, usage: Any) -> None:
         proc.kill_group(worker.pid)  # anything the snippet left in its process group
         self._kill_orphans()
         # A daemon whose detached parent is still exiting reaches us only later.
@@ -107,7 +107,7 @@ class Reaping:
         frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
                                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
 
-    def _unwatch(self, worker: _Worker) -> None:
+    def _unwatch(self, worker: Worker) -> None:
         if worker.oom_fd is not None:
             self.selector.unregister(worker.oom_fd)
             os.close(worker.oom_fd)
@@ -130,7 +130,7 @@ class Reaping:
         proc.kill_pidfd(worker.pidfd)  # pid 1 of its namespace: every process with it
         proc.kill_group(worker.pid)
 
-    def _discard(self, worker: _Worker) -> None:
+    def _discard(self, worker: Worker) -> None:
         proc.kill_pidfd(worker.pidfd)
         self._unwatch(worker)
         if worker.priv is not None:
@@ -138,7 +138,7 @@ class Reaping:
         os.close(worker.pidfd)
         self._retire_run_dir(worker, reaped=False)
 
-    def _retire_run_dir(self, worker: _Worker, *, reaped: bool) -> None:
+    def _retire_run_dir(self, worker: Worker, *, reaped: bool) -> None:
         """Keep the worker's run dir for a later worker, or queue it for removal (spare_dirs.py)."""
         if worker.run_dir is not None:
             path = self.run_dirs.retire(worker.run_dir, whole_run_gone=reaped and worker.own_pid_ns)
@@ -173,6 +173,6 @@ class Reaping:
             self._unwatch(worker)
         for _ in range(3):
             self._kill_orphans()
-            time.sleep(_SWEEP_INTERVAL_S)
+            time.sleep(SWEEP_INTERVAL_S)
         cgroup.remove_zygote()
         memcg.remove_zygote()  # every worker's memory cgroup, read or not: the host is gone

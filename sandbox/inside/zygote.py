@@ -46,7 +46,7 @@ from . import allowlist, hugepages, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
-from .reaping import _SWEEP_INTERVAL_S, Reaping, _Worker
+from .reaping import SWEEP_INTERVAL_S, Reaping, Worker
 from .request import WorkerSpec
 from .spare_dirs import RunDirs, own_pid_namespace
 
@@ -67,11 +67,11 @@ class Zygote(Reaping):
         self.forker = Forker(spec, inherited=[sock])  # first: it must hold nothing of the loop below
         self.prefork = prefork
         """Workers to keep pre-forked (``runtime.prefork``; at most one in a cold zygote: see main)."""
-        self.ready: collections.deque[_Worker] = collections.deque()
+        self.ready: collections.deque[Worker] = collections.deque()
         """Pre-forked workers offered to the host (``standby``), not claimed yet."""
-        self.unclaimed_exits: dict[int, tuple[_Worker, int, Any]] = {}
+        self.unclaimed_exits: dict[int, tuple[Worker, int, Any]] = {}
         """Offered workers reaped before their ``claimed`` came: (worker, status, rusage) by pid."""
-        self.running: dict[int, _Worker] = {}
+        self.running: dict[int, Worker] = {}
         self.run_dirs = RunDirs(spec.run_root)
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers, not kept
         self.cgroups = WorkerCgroups()
@@ -91,7 +91,7 @@ class Zygote(Reaping):
             refill = len(self.ready) + self.forker.pending < self.prefork and self.refill_error is None
             busy = refill or bool(self.to_remove) or self.removal is not None
             sweeping = time.monotonic() < self.sweep_until
-            timeout = _sooner(0 if busy else (_SWEEP_INTERVAL_S if sweeping else None), self.cgroups.due_in())
+            timeout = _sooner(0 if busy else (SWEEP_INTERVAL_S if sweeping else None), self.cgroups.due_in())
             events = self.selector.select(timeout=timeout)
             if sweeping:
                 self._kill_orphans()
@@ -194,7 +194,7 @@ class Zygote(Reaping):
             self._report_exit(worker, status, usage)
         self.cgroups.reaped(command.id, worker.pid)
 
-    def _offer(self, worker: _Worker) -> None:
+    def _offer(self, worker: Worker) -> None:
         frames.send(self.sock, frames.Standby(pid=worker.pid), fds=[worker.pidfd, worker.priv.fileno()])
         worker.priv.close()
         worker.priv = None
@@ -222,7 +222,7 @@ class Zygote(Reaping):
         except OSError as exc:  # no pids left, a refused clone: the next request retries and reports it
             self.refill_error = exc
 
-    def _session_root(self) -> _Worker:
+    def _session_root(self) -> Worker:
         """A session root, forked now (refills ordered before it are answered first, and kept)."""
         self.forker.order(None, session=True)
         while self.forker.pending > 1:
@@ -236,9 +236,9 @@ class Zygote(Reaping):
             exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
 
-    def _adopt(self, clone: Clone) -> _Worker:
+    def _adopt(self, clone: Clone) -> Worker:
         """A worker the forker cloned (our child), watched from now on."""
-        worker = _Worker(pid=clone.pid, priv=clone.priv, pidfd=clone.pidfd, run_dir=clone.run_dir,
+        worker = Worker(pid=clone.pid, priv=clone.priv, pidfd=clone.pidfd, run_dir=clone.run_dir,
                          own_pid_ns=clone.run_dir is not None and own_pid_namespace(clone.pid))
         worker.cgroup, worker.oom_fd = self.cgroups.watch(clone.pid)
         if worker.oom_fd is not None:
