@@ -125,7 +125,7 @@ def issue13(results: Results) -> list[dict[str, Any]]:
     """Issue 13's targets, from the targets benchmark's rows (ours against the floor of our design)."""
     rows = []
     for row in (results.get("targets") or {}).get("rows", []):
-        measured = "not measured" if row.get("ours") is None else f"{row['ours']} {row['unit']}"
+        measured = "not measured" if row.get("ours") is None else f"{_figure(row['ours'])} {row['unit']}"
         if row.get("ours_x_floor") is not None:
             measured += f" ({row['ours_x_floor']}x the floor)"
         rows.append({"target": f"issue 13: {row['axis']} {row['target']}", "measured": measured,
