@@ -14,9 +14,10 @@ the host can kill it without pid-reuse races, and its private socket): the host 
 a run's fds to it directly, with no zygote on the run's path, and says ``claimed`` when
 the run's streams end (the refill waits until then, off the run's cores).
 A request that finds no standby (``spawn``) gets a worker forked now. After reaping a
-worker the zygote reports its exit status and rusage, and removes its run dir when
-nothing waits (reaping.py: what the zygote does when a worker ends, and at its
-shutdown). A session's root worker is forked on demand: it is confined in the
+worker the zygote reports its exit status and rusage, and keeps its run dir for a
+later worker when nothing of the run can reach it and it is untouched (spare_dirs.py),
+else removes it when nothing waits (reaping.py: what the zygote does when a worker
+ends, and at its shutdown). A session's root worker is forked on demand: it is confined in the
 host-made run dir its request names.
 
 Each worker's memory cgroup (confine/memcg.py) is made at its fork. The host reads it
