@@ -23,6 +23,7 @@ Anything else goes to the zygote's removal as before (``rundirs.Removal``). At m
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .. import rundirs
@@ -86,6 +87,12 @@ def own_pid_namespace(pid: int) -> bool:
     """Whether ``pid`` (a live child of ours) is in another pid namespace than ours: pid 1 of its own, as
     ``confine.fork_worker`` makes a worker. False when it cannot be told (it is gone already)."""
     try:
-        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        return os.readlink(f"/proc/{pid}/ns/pid") != _our_pid_namespace()
     except OSError:
         return False
+
+
+@functools.cache
+def _our_pid_namespace() -> str:
+    """Ours, read once: a process never changes its own pid namespace (asked once per worker otherwise)."""
+    return os.readlink("/proc/self/ns/pid")

@@ -8,12 +8,12 @@ import os
 import threading
 import time
 
+import psutil
 import pytest
 
 import sandbox
+from sandbox.bench.memory import MARKER, run_processes
 from sandbox.confine import namespaces
-
-from tests.conftest import descendants
 
 RUNS = 12
 CWD = "import os\nprint(os.getcwd(), sorted(os.listdir('.')), oct(os.stat('.').st_mode & 0o777))\n"
@@ -46,10 +46,9 @@ def test_a_run_dir_changed_on_the_host_is_not_given_again():
     _needs_namespaces()
     with sandbox.Sandbox(policy="default", cold_start=False) as box:
         box.run("print(1)")
-        marker = "changed-on-the-host-marker"
-        thread = threading.Thread(target=box.run, args=(f"open({marker!r}, 'w').close()\nimport time\ntime.sleep(1)",))
+        thread = threading.Thread(target=box.run, args=(f"open({MARKER!r}, 'w').close()\nimport time\ntime.sleep(1)",))
         thread.start()
-        cwd = _cwd_of_marked_worker(box, marker)
+        cwd = psutil.Process(run_processes(box.zygote_pids[0])[0]).cwd()  # the worker whose work dir holds MARKER
         open(os.path.join(cwd, "from-the-host"), "w").close()  # the host's dir, beneath the worker's own disk
         thread.join()
         deadline = time.monotonic() + 10
@@ -68,16 +67,3 @@ def test_no_run_dir_is_reused_without_a_pid_namespace():
         seen = _cwds(box, 6, write=False)
     assert len(set(seen)) == len(seen), f"a run dir of a plain fork was given again: {seen}"
 
-
-def _cwd_of_marked_worker(box: sandbox.Sandbox, marker: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in descendants(box):
-            try:
-                cwd = os.readlink(f"/proc/{pid}/cwd")
-                if os.path.exists(f"/proc/{pid}/root{cwd}/{marker}"):  # its own root: fsview.py
-                    return cwd
-            except OSError:
-                continue
-        time.sleep(0.02)
-    raise AssertionError("no worker with the marker in its work dir appeared")
