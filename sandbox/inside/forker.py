@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, landlock, netns
 from ..errors import ProtocolError
+from . import at_fork
 from .request import WorkerSpec
 from .worker import serve as serve_worker
 
@@ -109,6 +110,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec) -> None:
         _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != spec.zygote_pid:  # the zygote died before prctl took effect
             os._exit(0)
+        at_fork.hold()  # its clones copy a state in which they all ran already (at_fork.py)
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         while _fork_one(sock, spec):
             pass

@@ -36,7 +36,7 @@ import traceback
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys
 from ..errors import SandboxUnavailable
-from . import allowlist, request, session_tree, telemetry
+from . import allowlist, at_fork, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -55,6 +55,7 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
     try:
         _become_worker(spec.zygote_pid)
         if run_dir is None:
+            at_fork.restore()  # its runners are os.forks of states that ran snippets
             spawn, fds = _receive_spawn(priv)
             _serve_session(spawn, fds, spec, ns_status)
         else:
@@ -188,19 +189,19 @@ def _reseed() -> None:
     """Every run gets fresh randomness: forked workers would otherwise share RNG state.
 
     Both generators get a full state of OS entropy (624 words each), not a 32-bit
-    seed, so one run's draws say nothing of another's. ``random`` is seeded from it
-    (``init_by_array``, as ``random.seed(bytes)`` always did); numpy's global
-    ``RandomState`` takes the words as its state (``set_state``, position 624, no
-    cached Gaussian: what ``seed`` leaves, minus the mixing). As unpredictable as
-    ``seed(array)``, whose first call after a fork cost ~0.3 ms more in numpy's
-    array and ufunc checks. What a fork cannot change is documented in the README
-    ("Randomness"): the address-space layout, the stack canary and ``hash()``'s
+    seed, so one run's draws say nothing of another's. ``random.seed()`` reads its
+    624 words from the OS itself (in C: no Python-level hashing of a seed, whose
+    objects are pages of the image written in every run); numpy's global
+    ``RandomState`` takes words of ``os.urandom`` as its state (``set_state``,
+    position 624, no cached Gaussian: what ``seed`` leaves, minus the mixing). As
+    unpredictable as ``seed(array)``, whose first call after a fork cost ~0.3 ms more
+    in numpy's array and ufunc checks. What a fork cannot change is documented in the
+    README ("Randomness"): the address-space layout, the stack canary and ``hash()``'s
     secret are the zygote's in every run."""
-    entropy = os.urandom(2 * _MT_STATE_BYTES)
-    random.seed(entropy[:_MT_STATE_BYTES])
+    random.seed()
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        words = memoryview(entropy).cast("I")[_MT_STATE_WORDS:]
+        words = memoryview(os.urandom(_MT_STATE_BYTES)).cast("I")
         numpy.random.set_state(("MT19937", words, _MT_STATE_WORDS, 0, 0.0))
 
 

@@ -43,7 +43,7 @@ from ..confine import _sys, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import allowlist, hugepages, proc
+from . import allowlist, at_fork, hugepages, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
@@ -283,6 +283,7 @@ def main(control_fd: int) -> None:
     frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     warm = bool(image.preload)
+    at_fork.find()  # before the freeze: the forker's clones skip the callbacks (at_fork.py)
     hugepages.settle(policy.runtime.allocator, warm)  # the image as workers will share it: frozen, mapped huge
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone
     # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.

@@ -1,0 +1,66 @@
+"""The interpreter's at-fork callbacks, held back in the forker's clones.
+
+Every ``os.fork()`` (and ``confine._sys.fork_like_clone``, which runs the same
+``PyOS_AfterFork_Child``) calls the Python functions that libraries registered with
+``os.register_at_fork``. In the image they are ``random``'s reseed, ``threading``'s
+reset of its thread table, ``logging``'s and ``concurrent.futures``' lock resets and
+matplotlib's font-cache clear. In a worker they ran ~110 of its ~1,200 copy-on-write
+page faults (each touches objects of the image: a page copied into every run).
+
+The forker needs none of them for its clones, which is why :func:`hold` empties the
+lists there: the forker is itself an ``os.fork`` of the zygote, so each callback has
+already run once in the state its clones copy (its RNG reseeded, its thread table
+reset, its font cache empty), and it is single-threaded and draws no text between
+clones, so no lock is held and no font is opened at a clone. What a callback would
+redo in the worker is either done there anyway (``worker._reseed``: fresh entropy
+for ``random`` and numpy) or has nothing to undo. A session root, whose runners are
+``os.fork``s of a state that has run snippets, gets the lists back (:func:`restore`).
+
+The lists are the interpreter's own (``PyInterpreterState``): no API returns them, so
+:func:`find` registers a marker in each and asks the collector which lists hold it,
+in the zygote before ``gc.freeze()`` (the collector does not search frozen objects).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any, Callable
+
+#: (before, after in parent, after in child), once :func:`find` has run; with their callbacks while held.
+_lists: list[list[Callable[[], Any]]] = []
+_held: list[list[Callable[[], Any]]] = []
+
+
+def find() -> bool:
+    """In the zygote, before ``gc.freeze()``: locate the three callback lists. False if they cannot be told."""
+    def marker() -> None:
+        pass
+
+    os.register_at_fork(before=marker, after_in_parent=marker, after_in_child=marker)
+    found = [ref for ref in gc.get_referrers(marker) if type(ref) is list and marker in ref]
+    for callbacks in found:
+        callbacks.remove(marker)
+    if len(found) != 3:
+        return False  # not the layout this relies on: every clone keeps running the callbacks
+    _lists[:] = found
+    return True
+
+
+def hold() -> None:
+    """In the forker, once: its clones run none of the callbacks (the lists are emptied, their content kept)."""
+    _held[:] = [list(callbacks) for callbacks in _lists]
+    for callbacks in _lists:
+        callbacks.clear()
+
+
+def restore() -> None:
+    """In a clone that forks processes of its own (a session root): the callbacks run again at its forks."""
+    for callbacks, kept in zip(_lists, _held):
+        callbacks[:] = kept
+    _held.clear()
+
+
+def held() -> bool:
+    """Whether this process's forks skip the callbacks (:func:`hold` emptied the lists here)."""
+    return bool(_held)

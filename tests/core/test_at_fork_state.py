@@ -1,0 +1,59 @@
+"""What the at-fork callbacks the forker's clones skip (inside/at_fork.py) would have reset still works in a run:
+threads, the main thread's identity, logging, thread pools, text in figures, fresh randomness; and a session's
+runs, whose processes are os.forks with the callbacks back."""
+
+from __future__ import annotations
+
+from sandbox import Outcome
+
+THREADS = """
+import concurrent.futures, logging, threading
+main = threading.main_thread()
+print(threading.current_thread() is main, main.is_alive(), threading.active_count())
+box = []
+t = threading.Thread(target=lambda: box.append(threading.current_thread() is not main))
+t.start(); t.join()
+with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    total = sum(pool.map(abs, [-1, -2, -3]))
+print(box, total, threading.active_count())
+logging.warning("logged")
+"""
+
+TEXT_FIGURE = """
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+ax.set_title("a title"); ax.text(0.5, 0.5, "some text")
+fig.savefig("text.png")
+print("saved")
+"""
+
+
+def test_threads_logging_and_pools_work_in_a_run(box):
+    r = box.run(THREADS)
+    assert r.outcome == Outcome.OK, r.error
+    assert r.stdout == "True True 1\n[True] 6 1\n" and "WARNING:root:logged" in r.stderr
+
+
+def test_text_is_drawn_in_figures_of_consecutive_runs(box):
+    for _ in range(3):  # the zygote's font cache is not the runs' (matplotlib clears it at its fork)
+        r = box.run(TEXT_FIGURE)
+        assert r.outcome == Outcome.OK and r.stdout == "saved\n", r.error
+        assert [i.name for i in r.images] == ["text.png"] and r.images[0].data[:4] == b"\x89PNG"
+
+
+def test_session_runs_keep_threads_working_and_draw_fresh_randomness(box):
+    with box.session() as s:
+        first = s.run(THREADS)
+        assert first.outcome == Outcome.OK and first.stdout == "True True 1\n[True] 6 1\n", first.error
+        s.run("import random")
+        a, b = s.run("print(random.random())").stdout, s.run("print(random.random())").stdout
+        assert a != b
+
+
+def test_a_session_thread_does_not_outlive_its_run_in_the_next_ones_table(box):
+    with box.session() as s:  # the next run is a fork: threading's at-fork callback drops the thread
+        started = s.run("import threading, time\nt = threading.Thread(target=time.sleep, args=(30,), daemon=True)\n"
+                        "t.start()\nprint(threading.active_count())")
+        assert started.stdout == "2\n", started.error
+        later = s.run("print(threading.active_count(), t.is_alive())")
+        assert later.outcome == Outcome.OK and later.stdout == "1 False\n", later.error
