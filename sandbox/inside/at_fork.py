@@ -18,7 +18,8 @@ for ``random`` and numpy) or has nothing to undo. A session root, whose runners 
 
 The lists are the interpreter's own (``PyInterpreterState``): no API returns them, so
 :func:`find` registers a marker in each and asks the collector which lists hold it,
-in the zygote before ``gc.freeze()`` (the collector does not search frozen objects).
+in the zygote as it starts (the collector searches every object it tracks: ~1 ms then, ~30 ms once the
+image is imported; and none it froze).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ _held: list[list[Callable[[], Any]]] = []
 
 
 def find() -> bool:
-    """In the zygote, before ``gc.freeze()``: locate the three callback lists. False if they cannot be told."""
+    """In the zygote, early (before the image is imported, and before ``gc.freeze()``): locate the three callback
+    lists, made now if no callback was registered yet. False if they cannot be told."""
     def marker() -> None:
         pass
 

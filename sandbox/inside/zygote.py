@@ -272,6 +272,7 @@ def main(control_fd: int) -> None:
     sock = socket.socket(fileno=control_fd)
     header, _ = protocol.recv_packet(sock)
     hello = frames.decode(commands.START, header)
+    at_fork.find()  # now: few objects for the collector to search (at_fork.py); the forker's clones skip them
     policy = Policy.from_dict(hello.policy)
     image = Image.from_dict(hello.image)
     _settle_environment(hello.environment)
@@ -283,7 +284,6 @@ def main(control_fd: int) -> None:
     frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     warm = bool(image.preload)
-    at_fork.find()  # before the freeze: the forker's clones skip the callbacks (at_fork.py)
     hugepages.settle(policy.runtime.allocator, warm)  # the image as workers will share it: frozen, mapped huge
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone
     # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.
