@@ -199,7 +199,14 @@ _NODE_COMMANDS: dict[type, Callable[[_NodeLoop, list[int]], None]] = {
 
 
 def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step | None:
-    """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF)."""
+    """Wait for a run's fds, then run it; end quietly if the node drops us first (EOF).
+
+    Like a one-shot worker it walks a request's path first (``request.rehearse``): the
+    copy-on-write faults of a fresh fork are then taken while no run waits."""
+    try:
+        request.rehearse(confined)
+    except Exception:  # noqa: BLE001 - a state whose snippets broke our modules: its run reports that
+        pass
     try:
         header, fds = protocol.recv_packet(sock)
         frames.decode(commands.STANDBY_IN, header)
