@@ -15,7 +15,8 @@ reset, its font cache empty), and it is single-threaded and draws no text betwee
 clones, so no lock is held and no font is opened at a clone. What a callback would
 redo in the worker is either done there anyway (``worker._reseed``: fresh entropy
 for ``random`` and numpy) or has nothing to undo. A session root, whose runners are
-``os.fork``s of a state that has run snippets, gets the lists back (:func:`restore`).
+``os.fork``s of a state that has run snippets, gets the lists back (:func:`restore`), but
+for ``random``'s reseed: a session's states go on with their sequence, as a notebook's do.
 
 The lists are the interpreter's own (``PyInterpreterState``): no API returns them, so
 :func:`find` registers a marker in each and asks the collector which lists hold it,
@@ -29,7 +30,8 @@ import gc
 import os
 from typing import Any, Callable
 
-#: (before, after in parent, after in child), once :func:`find` has run; with their callbacks while held.
+#: The three lists (before, after in the parent, after in the child: in the collector's order), once :func:`find`
+#: has run; and their callbacks while they are held.
 _lists: list[list[Callable[[], Any]]] = []
 _held: list[list[Callable[[], Any]]] = []
 
@@ -57,10 +59,11 @@ def hold() -> None:
         callbacks.clear()
 
 
-def restore() -> None:
-    """In a clone that forks processes of its own (a session root): the callbacks run again at its forks."""
+def restore(leave_out: Callable[[], Any] | None = None) -> None:
+    """In a clone that forks processes of its own (a session root): the callbacks run again at its forks, all
+    but ``leave_out`` (compared with ``==``: a bound method is a new object at every lookup)."""
     for callbacks, kept in zip(_lists, _held):
-        callbacks[:] = kept
+        callbacks[:] = [callback for callback in kept if leave_out is None or callback != leave_out]
     _held.clear()
 
 

@@ -55,7 +55,9 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
     try:
         _become_worker(spec.zygote_pid)
         if run_dir is None:
-            at_fork.restore()  # its runners are os.forks of states that ran snippets
+            # Its runners are os.forks of states that ran snippets; `random` goes on from run to run
+            # (random.seed(42) in one run, the same draws in the next as in a notebook): no reseed.
+            at_fork.restore(leave_out=random.seed)
             spawn, fds = _receive_spawn(priv)
             _serve_session(spawn, fds, spec, ns_status)
         else:

@@ -1,6 +1,6 @@
 """What the at-fork callbacks the forker's clones skip (inside/at_fork.py) would have reset still works in a run:
-threads, the main thread's identity, logging, thread pools, text in figures, fresh randomness; and a session's
-runs, whose processes are os.forks with the callbacks back."""
+threads, the main thread's identity, logging, thread pools, text in figures; and a session's runs, whose
+processes are os.forks with the callbacks back, but for random's reseed (a session goes on with its sequence)."""
 
 from __future__ import annotations
 
@@ -41,13 +41,11 @@ def test_text_is_drawn_in_figures_of_consecutive_runs(box):
         assert [i.name for i in r.images] == ["text.png"] and r.images[0].data[:4] == b"\x89PNG"
 
 
-def test_session_runs_keep_threads_working_and_draw_fresh_randomness(box):
+def test_session_runs_keep_threads_working(box):
     with box.session() as s:
-        first = s.run(THREADS)
-        assert first.outcome == Outcome.OK and first.stdout == "True True 1\n[True] 6 1\n", first.error
-        s.run("import random")
-        a, b = s.run("print(random.random())").stdout, s.run("print(random.random())").stdout
-        assert a != b
+        for _ in range(2):
+            run = s.run(THREADS)
+            assert run.outcome == Outcome.OK and run.stdout == "True True 1\n[True] 6 1\n", run.error
 
 
 def test_a_session_thread_does_not_outlive_its_run_in_the_next_ones_table(box):
@@ -57,3 +55,17 @@ def test_a_session_thread_does_not_outlive_its_run_in_the_next_ones_table(box):
         assert started.stdout == "2\n", started.error
         later = s.run("print(threading.active_count(), t.is_alive())")
         assert later.outcome == Outcome.OK and later.stdout == "1 False\n", later.error
+
+
+def test_a_session_goes_on_with_its_random_sequence_as_a_notebook_does(box):
+    import random
+    random.seed(42)
+    expected = [random.random() for _ in range(3)]
+    with box.session() as s:  # every run is a fork of the last state: none may reseed `random`
+        first = s.run("import random\nrandom.seed(42)\nprint(random.random())")
+        assert first.stdout == f"{expected[0]}\n", first.error
+        assert s.run("print(random.random())").stdout == f"{expected[1]}\n"
+        mark = s.checkpoint()
+        third = s.run("print(random.random())").stdout
+        s.restore(mark)
+        assert third == s.run("print(random.random())").stdout == f"{expected[2]}\n"

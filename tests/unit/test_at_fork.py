@@ -77,3 +77,23 @@ def test_frozen_lists_are_not_found():
         return str(at_fork.find())
 
     assert _in_child(check) == "False"
+
+
+def test_restore_can_leave_one_callback_out():
+    def check() -> str:
+        def keep() -> None:
+            os.environ["KEPT_RAN"] = "1"
+
+        def drop() -> None:
+            os.environ["AT_FORK_RAN"] = "1"
+
+        os.register_at_fork(after_in_child=keep)
+        os.register_at_fork(after_in_child=drop)
+        if not at_fork.find():
+            return "not found"
+        at_fork.hold()
+        at_fork.restore(leave_out=drop)
+        listed = [callback for callbacks in at_fork._lists for callback in callbacks]
+        return f"{_callbacks_ran_at_fork()} {keep in listed} {drop in listed}"
+
+    assert _in_child(check) == "False True False"
