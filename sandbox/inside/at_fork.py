@@ -14,14 +14,16 @@ already run once in the state its clones copy (its RNG reseeded, its thread tabl
 reset, its font cache empty), and it is single-threaded and draws no text between
 clones, so no lock is held and no font is opened at a clone. What a callback would
 redo in the worker is either done there anyway (``worker._reseed``: fresh entropy
-for ``random`` and numpy) or has nothing to undo. A session root, whose runners are
-``os.fork``s of a state that has run snippets, gets the lists back (:func:`restore`), but
-for ``random``'s reseed: a session's states go on with their sequence, as a notebook's do.
+for ``random`` and numpy) or has nothing to undo. Then the worker puts the lists back
+(:func:`restore`): a snippet's own ``os.fork`` (multiprocessing) reseeds its children and
+drops their dead threads as CPython's does. A session forks its states with
+:func:`fork_without` ``random``'s reseed: its states go on with their sequence, as a
+notebook's do.
 
 The lists are the interpreter's own (``PyInterpreterState``): no API returns them, so
-:func:`find` registers a marker in each and asks the collector which lists hold it,
-in the zygote as it starts (the collector searches every object it tracks: ~1 ms then, ~30 ms once the
-image is imported; and none it froze).
+:func:`find` registers a marker in each and asks the collector which lists hold it, in
+the zygote as it starts (the collector searches every object it tracks: ~1 ms then,
+~30 ms once the image is imported; and none it froze).
 """
 
 from __future__ import annotations
@@ -59,12 +61,26 @@ def hold() -> None:
         callbacks.clear()
 
 
-def restore(leave_out: Callable[[], Any] | None = None) -> None:
-    """In a clone that forks processes of its own (a session root): the callbacks run again at its forks, all
-    but ``leave_out`` (compared with ``==``: a bound method is a new object at every lookup)."""
+def restore() -> None:
+    """In a clone, before anything else: its own forks (a snippet's, a session's states) run the callbacks, as
+    any ``os.fork`` does."""
     for callbacks, kept in zip(_lists, _held):
-        callbacks[:] = [callback for callback in kept if leave_out is None or callback != leave_out]
+        callbacks[:] = kept
     _held.clear()
+
+
+def fork_without(callback: Callable[[], Any]) -> int:
+    """``os.fork()`` whose child does not run ``callback`` (compared with ``==``: a bound method is a new
+    object at every lookup); both processes keep it registered for later forks."""
+    places = [(callbacks, i) for callbacks in _lists for i, registered in enumerate(callbacks)
+              if registered == callback]
+    for callbacks, i in reversed(places):
+        del callbacks[i]
+    try:
+        return os.fork()
+    finally:
+        for callbacks, i in places:
+            callbacks.insert(i, callback)
 
 
 def held() -> bool:

@@ -10,6 +10,7 @@ of :func:`_trampoline`, at the same stack depth, however many runs came before.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import signal
 import socket
@@ -19,10 +20,12 @@ from typing import Any, Callable, NoReturn
 from .. import commands, frames, protocol
 from ..confine import _sys, state_scope
 from ..errors import ProtocolError
-from . import proc, request
+from . import at_fork, proc, request
 from .request import Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
+#: random's at-fork callback, taken before any snippet could rebind ``random.seed``.
+_RESEED = random.seed
 _PR_SET_DUMPABLE = 4
 
 
@@ -150,7 +153,7 @@ class _NodeLoop:
         """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
         from the bottom of its stack (see _Continue); the parent gets (pid, its end)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        pid = at_fork.fork_without(_RESEED)  # a state's `random` goes on in its runners, as a notebook's
         if pid == 0:
             # This node's sockets, and any copy of them a snippet dup'ed into the state: else
             # a run could speak for this node (or its standby) to the root.

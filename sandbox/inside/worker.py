@@ -54,10 +54,8 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
     status = 0
     try:
         _become_worker(spec.zygote_pid)
+        at_fork.restore()  # the forker's clone skipped them; the snippet's own forks run them
         if run_dir is None:
-            # Its runners are os.forks of states that ran snippets; `random` goes on from run to run
-            # (random.seed(42) in one run, the same draws in the next as in a notebook): no reseed.
-            at_fork.restore(leave_out=random.seed)
             spawn, fds = _receive_spawn(priv)
             _serve_session(spawn, fds, spec, ns_status)
         else:

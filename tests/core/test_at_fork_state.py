@@ -69,3 +69,38 @@ def test_a_session_goes_on_with_its_random_sequence_as_a_notebook_does(box):
         third = s.run("print(random.random())").stdout
         s.restore(mark)
         assert third == s.run("print(random.random())").stdout == f"{expected[2]}\n"
+
+
+FORKS = """
+import os, random, threading, time
+t = threading.Thread(target=time.sleep, args=(0.3,)); t.start()
+r, w = os.pipe()
+pids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, f"{random.random()} {threading.active_count()}\\n".encode()); os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+os.close(w)
+print(os.read(r, 1000).decode(), end="")
+t.join()
+"""
+
+
+def _children_of(run) -> list[tuple[str, str]]:
+    assert run.outcome == Outcome.OK, run.error
+    return [tuple(line.split()) for line in run.stdout.splitlines()]
+
+
+def test_a_snippets_own_forks_reseed_and_drop_dead_threads_as_in_cpython(box):
+    (a, threads_a), (b, threads_b) = _children_of(box.run(FORKS))
+    assert a != b and threads_a == threads_b == "1"
+
+
+def test_a_session_snippets_own_forks_do_so_too(box):
+    with box.session() as s:
+        for _ in range(2):  # in the first state, and in one forked from it
+            (a, threads_a), (b, threads_b) = _children_of(s.run(FORKS))
+            assert a != b and threads_a == threads_b == "1"

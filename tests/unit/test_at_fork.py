@@ -79,21 +79,26 @@ def test_frozen_lists_are_not_found():
     assert _in_child(check) == "False"
 
 
-def test_restore_can_leave_one_callback_out():
+def test_fork_without_skips_one_callback_in_that_child_only():
     def check() -> str:
         def keep() -> None:
             os.environ["KEPT_RAN"] = "1"
 
-        def drop() -> None:
+        def skip() -> None:
             os.environ["AT_FORK_RAN"] = "1"
 
         os.register_at_fork(after_in_child=keep)
-        os.register_at_fork(after_in_child=drop)
+        os.register_at_fork(after_in_child=skip)
         if not at_fork.find():
             return "not found"
-        at_fork.hold()
-        at_fork.restore(leave_out=drop)
-        listed = [callback for callbacks in at_fork._lists for callback in callbacks]
-        return f"{_callbacks_ran_at_fork()} {keep in listed} {drop in listed}"
+        r, w = os.pipe()
+        pid = at_fork.fork_without(skip)
+        if pid == 0:
+            os.write(w, f"{os.environ.get('KEPT_RAN')} {os.environ.get('AT_FORK_RAN')}".encode())
+            os._exit(0)
+        os.close(w)
+        child = os.read(r, 100).decode()
+        os.waitpid(pid, 0)
+        return f"{child} | later forks: {_callbacks_ran_at_fork()}"
 
-    assert _in_child(check) == "False True False"
+    assert _in_child(check) == "1 None | later forks: True"
