@@ -81,8 +81,3 @@ def fork_without(callback: Callable[[], Any]) -> int:
     finally:
         for callbacks, i in places:
             callbacks.insert(i, callback)
-
-
-def held() -> bool:
-    """Whether this process's forks skip the callbacks (:func:`hold` emptied the lists here)."""
-    return bool(_held)

@@ -24,9 +24,9 @@ from . import at_fork, proc, request
 from .request import Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 #: random's at-fork callback, taken before any snippet could rebind ``random.seed``.
 _RESEED = random.seed
-_PR_SET_DUMPABLE = 4
 
 
 def set_dumpable(on: bool) -> None:

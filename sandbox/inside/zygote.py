@@ -17,8 +17,8 @@ A request that finds no standby (``spawn``) gets a worker forked now. After reap
 worker the zygote reports its exit status and rusage, and keeps its run dir for a
 later worker when nothing of the run can reach it and it is untouched (spare_dirs.py),
 else removes it when nothing waits (reaping.py: what the zygote does when a worker
-ends, and at its shutdown). A session's root worker is forked on demand: it is confined in the
-host-made run dir its request names.
+ends, and at its shutdown). A session's root worker is forked on demand: it is confined
+in the host-made run dir its request names.
 
 Each worker's memory cgroup (confine/memcg.py) is made at its fork. The host reads it
 when the run ends, then says ``release``; the zygote removes it once the worker is
@@ -240,7 +240,7 @@ class Zygote(Reaping):
     def _adopt(self, clone: Clone) -> Worker:
         """A worker the forker cloned (our child), watched from now on."""
         worker = Worker(pid=clone.pid, priv=clone.priv, pidfd=clone.pidfd, run_dir=clone.run_dir,
-                         own_pid_ns=clone.run_dir is not None and own_pid_namespace(clone.pid))
+                        own_pid_ns=clone.run_dir is not None and own_pid_namespace(clone.pid))
         worker.cgroup, worker.oom_fd = self.cgroups.watch(clone.pid)
         if worker.oom_fd is not None:
             self.selector.register(worker.oom_fd, selectors.EVENT_READ, clone.pid)
