@@ -37,6 +37,19 @@ class Dirs:
             os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), _address_space())
 
 
+def errnos(attempts: Iterable[tuple[str, Callable[[], Any]]]) -> dict[str, int]:
+    """Try each ``(name, attempt)`` in order (in the confined child): name -> 0 if it worked, else its
+    OSError's errno."""
+    out = {}
+    for name, attempt in attempts:
+        try:
+            attempt()
+            out[name] = 0
+        except OSError as exc:
+            out[name] = exc.errno
+    return out
+
+
 def _address_space() -> int:
     with open("/proc/self/statm", "rb") as fh:
         return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")

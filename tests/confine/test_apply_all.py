@@ -11,7 +11,7 @@ import pytest
 import sandbox.confine as confine
 from sandbox.errors import SandboxUnavailable
 
-from .childproc import as_worker, in_child, policy
+from .childproc import as_worker, errnos, in_child, policy
 
 NOBODY = 65534
 
@@ -31,17 +31,11 @@ def _stack(dirs, pol, ns=True):
 
 def _attacks(dirs):
     def run():
-        out = {}
-        for name, fn in (("secret", lambda: open(dirs.secret).read()),
-                         ("write_out", lambda: open(os.path.join(dirs.root, "x"), "w")),
-                         ("inet", lambda: __import__("socket").socket(2)),
-                         ("unshare", lambda: os.unshare(os.CLONE_NEWUSER) if hasattr(os, "unshare") else
-                          _raw_unshare())):
-            try:
-                fn()
-                out[name] = 0
-            except OSError as exc:
-                out[name] = exc.errno
+        out = errnos((("secret", lambda: open(dirs.secret).read()),
+                      ("write_out", lambda: open(os.path.join(dirs.root, "x"), "w")),
+                      ("inet", lambda: __import__("socket").socket(2)),
+                      ("unshare", lambda: os.unshare(os.CLONE_NEWUSER) if hasattr(os, "unshare") else
+                       _raw_unshare())))
         with open("inside.txt", "w") as fh:
             fh.write("ok")
         return out

@@ -13,7 +13,7 @@ import sandbox.confine as confine
 from sandbox.confine import _sys, caps
 from sandbox.errors import SandboxUnavailable
 
-from .childproc import as_worker, in_child, policy, skip_unless
+from .childproc import as_worker, errnos, in_child, policy, skip_unless
 
 _PR_GET_SECUREBITS = 27
 _SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -31,13 +31,7 @@ def _after_drop() -> dict:
         tries = {"sethostname": lambda: _sethostname(b"sandbox")}
     else:  # a root process on the host: CAP_SETUID, CAP_SETGID (never sethostname: that would be the host's)
         tries = {"setuid": lambda: os.setuid(12345), "setgroups": lambda: os.setgroups([])}
-    for name, fn in tries.items():
-        try:
-            fn()
-            out[name] = 0
-        except OSError as exc:
-            out[name] = exc.errno
-    return out
+    return out | errnos(tries.items())
 
 
 def _sethostname(name: bytes) -> None:

@@ -20,7 +20,7 @@ import sandbox.confine as confine
 from sandbox.confine import disk, fsview
 from sandbox.errors import SandboxUnavailable
 
-from .childproc import as_worker, in_child, policy, skip_unless
+from .childproc import as_worker, errnos, in_child, policy, skip_unless
 
 #: The view alone: no Landlock or seccomp to hide what it holds.
 BARE = dict(layers=("rlimits", "no_new_privs", "namespaces"), required=("rlimits", "namespaces"))
@@ -97,24 +97,13 @@ def test_root_system_and_image_are_read_only_tmp_and_run_dirs_writable(dirs):
     ctx = dirs.ctx()
 
     def touch():
-        out = {}
-        for name, path in (("root", "/x"), ("etc", "/etc/x"), ("usr", "/usr/x"), ("prefix", f"{sys.prefix}/x"),
-                           ("run_dir", os.path.join(dirs.root, "x")), ("work", "w.txt"),
-                           ("tmp", os.path.join(ctx.tmpdir, "t")), ("slash_tmp", "/tmp/t"), ("shm", "/dev/shm/s")):
-            try:
-                open(path, "w").close()
-                out[name] = 0
-            except OSError as exc:
-                out[name] = exc.errno
-        for name, fn in (("chmod_devnull", lambda: os.chmod("/dev/null", 0o600)),
+        paths = (("root", "/x"), ("etc", "/etc/x"), ("usr", "/usr/x"), ("prefix", f"{sys.prefix}/x"),
+                 ("run_dir", os.path.join(dirs.root, "x")), ("work", "w.txt"),
+                 ("tmp", os.path.join(ctx.tmpdir, "t")), ("slash_tmp", "/tmp/t"), ("shm", "/dev/shm/s"))
+        return errnos([(name, lambda path=path: open(path, "w").close()) for name, path in paths]
+                      + [("chmod_devnull", lambda: os.chmod("/dev/null", 0o600)),
                          ("move_run_dir", lambda: os.rename(dirs.root, "/tmp/moved")),
-                         ("devnull", lambda: open("/dev/null", "w").write("x"))):
-            try:
-                fn()
-                out[name] = 0
-            except OSError as exc:
-                out[name] = exc.errno
-        return out
+                         ("devnull", lambda: open("/dev/null", "w").write("x"))])
     got = in_child(touch, _confined(dirs, _small(**BARE)))
     assert got["ok"], got
     rofs = errno.EROFS

@@ -16,7 +16,7 @@ import pytest
 import sandbox.confine as confine
 from sandbox.confine import memcg, memcg_lookup
 
-from .childproc import Dirs, in_child, policy
+from .childproc import Dirs, errnos, in_child, policy
 
 MIB = 1 << 20
 NOBODY = 65534
@@ -144,15 +144,8 @@ def test_without_a_memory_hierarchy_memfd_and_shmget_are_refused(namespaces):
     pol = policy("default", layers=layers)
 
     def attempts():
-        out = {}
-        for name, fn in (("memfd_create", lambda: os.memfd_create("x")),
-                         ("shmget", lambda: _raw(29, 0, 1 << 20, 0o1600))):  # IPC_PRIVATE, IPC_CREAT | 0600
-            try:
-                fn()
-                out[name] = 0
-            except OSError as exc:
-                out[name] = exc.errno
-        return out
+        return errnos((("memfd_create", lambda: os.memfd_create("x")),
+                       ("shmget", lambda: _raw(29, 0, 1 << 20, 0o1600))))  # IPC_PRIVATE, IPC_CREAT | 0600
     got = _in_worker(pol, attempts, before=hide_memory_hierarchies)
     active, detail = got["out"]["statuses"]["memory_cgroup"]
     assert not active and "make a memory cgroup failed" in detail, detail

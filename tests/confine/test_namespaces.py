@@ -13,7 +13,7 @@ import pytest
 import sandbox.confine as confine
 from sandbox.confine import namespaces, namespaces_clone
 
-from .childproc import as_worker, in_child, policy, skip_unless
+from .childproc import as_worker, errnos, in_child, policy, skip_unless
 
 
 @pytest.fixture(autouse=True)
@@ -77,18 +77,11 @@ def test_host_tree_is_read_only_except_run_dirs(dirs):
         namespaces.apply(policy("strict"), ctx)
 
     def touch():
-        out = {}
-        for name, fn in (("chmod_secret", lambda: os.chmod(dirs.secret, 0o600)),
-                         ("work", lambda: open("w.txt", "w").close()),
-                         ("tmp", lambda: open(os.path.join(ctx.tmpdir, "t"), "w").close()),
-                         ("shm", lambda: open("/dev/shm/s", "w").close()),
-                         ("devnull", lambda: open("/dev/null", "w").write("x"))):
-            try:
-                fn()
-                out[name] = 0
-            except OSError as exc:
-                out[name] = exc.errno
-        return out
+        return errnos((("chmod_secret", lambda: os.chmod(dirs.secret, 0o600)),
+                       ("work", lambda: open("w.txt", "w").close()),
+                       ("tmp", lambda: open(os.path.join(ctx.tmpdir, "t"), "w").close()),
+                       ("shm", lambda: open("/dev/shm/s", "w").close()),
+                       ("devnull", lambda: open("/dev/null", "w").write("x"))))
     got = in_child(touch, setup)
     assert got["value"] == {"chmod_secret": 30, "work": 0, "tmp": 0, "shm": 0, "devnull": 0}, got
     assert oct(os.stat(dirs.secret).st_mode & 0o777) != "0o600"
@@ -410,14 +403,8 @@ def test_restricted_user_namespaces_run_or_refuse_by_policy(dirs, name):
             return {"refused": [exc.layer, exc.reason, exc.fix]}
 
     def attack():
-        out = {"pid": os.getpid()}
-        for what, fn in (("secret", lambda: open(dirs.secret).read()), ("inet", lambda: _socket.socket(2))):
-            try:
-                fn()
-                out[what] = 0
-            except OSError as exc:
-                out[what] = exc.errno
-        return out
+        return {"pid": os.getpid()} | errnos((("secret", lambda: open(dirs.secret).read()),
+                                              ("inet", lambda: _socket.socket(2))))
     got = in_child(attack, setup)
     assert got["ok"], got
     if name == "strict":  # namespaces required: refused, naming the layer and why

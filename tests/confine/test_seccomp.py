@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.confine import no_new_privs, seccomp
 
-from .childproc import in_child, policy, skip_unless
+from .childproc import errnos, in_child, policy, skip_unless
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -52,13 +52,9 @@ def test_dangerous_syscalls_eperm(call):
 
 def test_only_af_unix_sockets():
     def sockets():
-        out = {}
-        for fam in ("AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_VSOCK"):
-            try:
-                socket.socket(getattr(socket, fam), socket.SOCK_DGRAM if fam != "AF_PACKET" else socket.SOCK_RAW)
-                out[fam] = 0
-            except OSError as exc:
-                out[fam] = exc.errno
+        out = errnos((fam, lambda fam=fam: socket.socket(getattr(socket, fam), socket.SOCK_RAW if fam == "AF_PACKET"
+                                                         else socket.SOCK_DGRAM))
+                     for fam in ("AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_VSOCK"))
         out["AF_UNIX"] = socket.socket(socket.AF_UNIX).fileno() > 0
         out["high_bits"] = raw("socket", (1 << 32) | socket.AF_INET, socket.SOCK_STREAM, 0)
         return out
