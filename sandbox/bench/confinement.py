@@ -15,7 +15,7 @@ force; a configuration whose layers or parts are not what it stands for counts a
 ``bad``, and a part that "all five" does not have here (e.g. the pids cgroup for a
 non-root user) is not priced.
 
-Two prices per configuration:
+Three prices per configuration:
 
 - request-path latency: ``print(1)`` runs interleaved across the configurations (load
   drift hits all alike), p50/p90/p99;
@@ -32,6 +32,11 @@ Two prices per configuration:
   same blocks read from the machine's busy time (common.machine_cpu_s), idle subtracted
   likewise: it is the same figure on an otherwise idle machine, and meaningless on a
   shared busy one (other work gets less CPU while the runs compete with it).
+
+- ``uss_mb``: memory, the USS of the median run of ``CONCURRENT`` sleeping ``print(1)`` runs at
+  once (memory.concurrent_idle, as the targets benchmark's USS axis): what each run adds.
+  Read against "none" it splits a run's unique memory into what confinement costs and
+  what the harness (the worker's request path, hooks, reseeding) and the run itself do.
 
 ``cost``: a configuration minus "none"; ``step``: what the row's layer or part adds (a
 layer row minus the row before it; for "all five - X", "all five" minus the row). For
@@ -59,14 +64,18 @@ from . import common
 from .alternatives import Runner, SandboxRunner, close_all, start_all
 from .confinement_parts import Config, ZygoteWithout, mismatch, probe
 from .confinement_parts import configurations as part_configurations
+from .memory import concurrent_idle
 from .workloads import PRINT
 
 COLUMNS = ("layers", "n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cost_p50_ms", "step_p50_ms", "cpu_ms_per_run",
-           "cost_cpu_ms", "step_cpu_ms", "step_cpu_iqr_ms", "back_to_back_runs_per_s", "active", "parts", "bad")
+           "cost_cpu_ms", "step_cpu_ms", "step_cpu_iqr_ms", "uss_mb", "cost_uss_mb", "step_uss_mb",
+           "back_to_back_runs_per_s", "active", "parts", "bad")
 ORDER = ("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp")
 ALL_FIVE = "all five"
 #: CPU per run: rounds, back-to-back runs per block, the pause after a block, the idle window per round.
 CPU_ROUNDS, CPU_BLOCK_RUNS, SETTLE_S, IDLE_S = 12, 40, 1.0, 2.0
+#: Runs sleeping at once for the USS column (2 with --quick).
+CONCURRENT = 8
 
 
 def configurations() -> list[Config]:
@@ -171,8 +180,8 @@ def run(settings: common.Settings) -> common.Record:
     if settings.quick:  # a smoke test: the two ends, and every part switched off once
         configs = [c for c in configs if c.label in ("none", ALL_FIVE) or c.off]
     wrappers = {c.label: ZygoteWithout(c.off) for c in configs if c.off}
-    runners = [SandboxRunner(c.policy, label=c.label, interpreter=wrappers[c.label].interpreter if c.off else None)
-               for c in configs]
+    runners = [SandboxRunner(c.policy, label=c.label, max_concurrent=CONCURRENT,
+                             interpreter=wrappers[c.label].interpreter if c.off else None) for c in configs]
     started, skipped = start_all(runners)
     record.extra["skipped"] = skipped
     try:
@@ -182,11 +191,15 @@ def run(settings: common.Settings) -> common.Record:
         times, failed = _interleaved(measured, settings.n(250, 3))
         cpu = cpu_per_run(measured, settings.n(CPU_ROUNDS, 1), settings.n(CPU_BLOCK_RUNS, 2),
                           SETTLE_S if not settings.quick else 0.2, IDLE_S if not settings.quick else 0.5)
+        record.extra["uss_concurrent"] = concurrent = settings.n(CONCURRENT, 2)
+        uss = {r.name: concurrent_idle(r, concurrent)["uss_mb_median"]
+               for r in common.progress(measured, len(measured), "USS")}
         rows: list[dict[str, Any]] = []
         for runner in measured:
             rows.append({"layers": runner.name, **common.stats(times[runner.name]),
                          "cpu_ms_per_run": _median(s[0] for s in cpu[runner.name]),
                          "machine_cpu_ms_per_run": _median(s[1] for s in cpu[runner.name]),
+                         "uss_mb": uss[runner.name],
                          "back_to_back_runs_per_s": back_to_back(runner, settings.n(60, 3)),
                          "active": seen[runner.name][0], "parts": seen[runner.name][1],
                          "bad": failed[runner.name] + (runner.name in bad)})
@@ -235,6 +248,8 @@ def _differences(rows: list[dict[str, Any]], cpu: dict[str, list[list[float]]]) 
         row["cost_cpu_ms"] = _median(cost) if cost else None
         row["step_cpu_ms"] = _median(step) if step else None
         row["step_cpu_iqr_ms"] = _iqr(step)
+        row["cost_uss_mb"] = _minus(row.get("uss_mb"), none and none.get("uss_mb"))
+        row["step_uss_mb"] = _minus(a and a.get("uss_mb"), b and b.get("uss_mb"))
 
 
 def _references(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any, tuple[Any, Any]]]:
@@ -264,7 +279,7 @@ def _minus(value: float | None, other: float | None) -> float | None:
 
 def plot(record: common.Record, settings: common.Settings) -> None:
     plt = common.pyplot()
-    fig, (latency, cpu) = plt.subplots(1, 2, figsize=(15, 5.5))
+    fig, (latency, cpu, memory) = plt.subplots(1, 3, figsize=(21, 5.5))
     rows = record.rows
     labels = [r["layers"].replace(ALL_FIVE + " - ", "- ") for r in rows]
     xs = list(range(len(rows)))
@@ -289,7 +304,16 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     cpu.set_ylabel("CPU per run, ms (host + zygote tree + kernel threads)")
     cpu.set_title("Off the request path too: CPU per run (label: the step, paired by round, and its IQR)")
     cpu.margins(y=0.12)
-    for ax in (latency, cpu):
+    memory.bar(xs, [r.get("uss_mb") or 0 for r in rows], color=colors)
+    memory.axhline(2, color="tab:green", linestyle=":", label="issue 13 target: 2 MiB")
+    for x, row in zip(xs, rows):
+        if row.get("step_uss_mb") is not None:
+            memory.annotate(f"{row['step_uss_mb']:+.2f}", (x, row.get("uss_mb") or 0), ha="center", va="bottom",
+                            fontsize=7, bbox=box)
+    concurrent = record.extra.get("uss_concurrent", CONCURRENT)
+    memory.set_ylabel(f"USS of the median run, MiB ({concurrent} sleeping runs at once)")
+    memory.set_title("Memory per concurrent run (label: the step)")
+    for ax in (latency, cpu, memory):
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)

@@ -6,8 +6,11 @@ the parent's next write to it is a fault and a 4 KiB copy. The zygote's event lo
 it forked the workers itself it paid those again after every fork, and its writes
 split the 2 MiB pages that keep forks cheap (hugepages.py). The forker is a copy of
 the zygote taken once, after preloading, whose loop does one thing: receive an order,
-clone, answer. It touches a few dozen pages; the rest of the image stays shared and
-mapped huge, and the zygote serves requests while a clone is under way.
+clone, answer. Its loop writes ~450 pages a clone (its Python, the clone's cgroups),
+the rest of the image stays shared and mapped huge, and the zygote serves requests
+while a clone is under way. The old copy of a page the forker writes after a clone is
+left to that worker alone, but a worker writes most of those pages itself anyway (README,
+"Where the time goes": moving half of the loop's work to the zygote left USS unchanged).
 
 Workers are cloned with ``CLONE_PARENT``: they are the zygote's children, which reaps
 them (``wait4`` status and rusage), puts its pid in their cgroups' names and is their

@@ -42,8 +42,9 @@ def test_mismatch_names_what_differs(layers: str, parts: str, why: str) -> None:
 
 
 def test_cpu_steps_are_paired_by_round() -> None:
-    rows = [{"layers": name, "p50_ms": p50} for name, p50 in
-            (("none", 4.0), ("+ rlimits", 4.5), (confinement.ALL_FIVE, 5.0), ("all five - fs_view", 4.0))]
+    rows = [{"layers": name, "p50_ms": p50, "uss_mb": uss} for name, p50, uss in
+            (("none", 4.0, 3.25), ("+ rlimits", 4.5, 3.5), (confinement.ALL_FIVE, 5.0, 4.0),
+             ("all five - fs_view", 4.0, 3.75))]
     cpu = {"none": [[20, 0], [30, 0], [25, 0]], "+ rlimits": [[21, 0], [31, 0], [27, 0]],
            confinement.ALL_FIVE: [[30, 0], [40, 0], [33, 0]], "all five - fs_view": [[27, 0], [38, 0], [30, 0]]}
     confinement._differences(rows, cpu)
@@ -53,6 +54,9 @@ def test_cpu_steps_are_paired_by_round() -> None:
     assert five["step_cpu_ms"] == 9  # minus the row before: + rlimits, round by round (9, 9, 6)
     assert view["step_cpu_ms"] == 3 and view["step_p50_ms"] == 1  # all five minus the row: (3, 2, 3)
     assert view["cost_cpu_ms"] == 7 and view["step_cpu_iqr_ms"] is not None
+    assert none["cost_uss_mb"] == 0 and none["step_uss_mb"] is None
+    assert rlimits["step_uss_mb"] == 0.25 and five["cost_uss_mb"] == 0.75
+    assert five["step_uss_mb"] == 0.5 and view["step_uss_mb"] == 0.25  # all five minus the row, as for CPU
 
 
 def test_kernel_threads_delta_survives_threads_coming_and_going() -> None:
