@@ -97,14 +97,10 @@ class Probe:
         self.log = os.path.join(self.dir, "steps.log")
         inject = os.path.join(self.dir, "inject.py")
         Path(inject).write_text(_INJECT, encoding="utf-8")
-        self.interpreter = os.path.join(self.dir, "python")
-        # The launcher runs: INTERPRETER -I -B -c BOOTSTRAP; keep the bootstrap, run it after the wrapping.
+        # The launcher's bootstrap runs after the wrapping (common.zygote_wrapper: with the launcher's flags).
         # The wrapper imports the package as the bootstrap does (its private import root, never the folder
         # that holds it), so the wrapped modules are the ones the zygote uses, installed or in a checkout.
-        Path(self.interpreter).write_text(
-            f'#!/bin/sh\nfor last; do :; done\nexec {sys.executable} -I -B {inject} {self.log} '
-            f'{bootstrap.import_root()} "$last"\n', encoding="utf-8")
-        os.chmod(self.interpreter, 0o700)
+        self.interpreter = common.zygote_wrapper(self.dir, inject, self.log, bootstrap.import_root())
         self.host: list[tuple[str, float, float]] = []
         self._undo: list[tuple[Any, str, Any]] = []
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -25,6 +26,32 @@ from .options import Settings, checkout  # noqa: F401 - Settings: every benchmar
 
 
 # -- timing ------------------------------------------------------------------------------
+def zygote_wrapper(directory: str, *args: str) -> str:
+    """Write ``directory/python``, an interpreter for ``Sandbox(interpreter=...)`` that wraps the zygote's start.
+
+    The launcher runs ``INTERPRETER FLAGS... -c BOOTSTRAP``; the script runs this Python with the
+    launcher's own FLAGS, then ``args``, then BOOTSTRAP (the wrapper's code runs it). The flags must be
+    the launcher's: ``-I`` in their place would add ``-E``, and a zygote that ignores the environment
+    loses ``PYTHONMALLOC`` (zygote_env.py) and is measured with another allocator than the one users get
+    (~4 ms of CPU per run). Returns the script's path."""
+    path = os.path.join(directory, "python")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"""#!/bin/sh
+n=$#
+for last; do :; done
+i=0
+for arg; do  # the launcher's flags: every argument before "-c BOOTSTRAP"
+    i=$((i + 1))
+    if [ "$i" -le $((n - 2)) ]; then set -- "$@" "$arg"; fi
+    if [ "$i" -eq $((n - 1)) ] && [ "$arg" != "-c" ]; then echo "$0: expected ... -c BOOTSTRAP" >&2; exit 2; fi
+done
+shift "$n"
+exec {shlex.quote(sys.executable)} "$@" {" ".join(shlex.quote(a) for a in args)} "$last"
+""")
+    os.chmod(path, 0o700)
+    return path
+
+
 def progress(iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
     """A tqdm bar when stderr is a terminal, the bare iterable otherwise (logs, CI, pytest)."""
     if not sys.stderr.isatty():

@@ -24,14 +24,13 @@ exactly the switched part is missing.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shlex
 import shutil
-import sys
 import tempfile
 
 import sandbox
 from sandbox import bootstrap
+
+from . import common
 
 #: The parts priced on their own, in the order confine.apply_all applies them.
 PARTS = ("pids_cgroup", "memory_cgroup", "fs_view", "private_disk", "capabilities")
@@ -63,19 +62,15 @@ def configurations(all_five: sandbox.Policy) -> list[Config]:
 class ZygoteWithout:
     """A wrapper interpreter (a shell script in a temp dir) whose zygote runs with ``part`` switched off.
 
-    The launcher runs ``INTERPRETER -I -B -c BOOTSTRAP``; the script keeps BOOTSTRAP and runs
-    it through :func:`._parts_off.main`, importing the package from the same private import
-    root the bootstrap uses, so the patched modules are the ones the zygote runs."""
+    The script (common.zygote_wrapper: the launcher's flags kept) runs the launcher's BOOTSTRAP
+    through :func:`._parts_off.main`, importing the package from the same private import root
+    the bootstrap uses, so the patched modules are the ones the zygote runs."""
 
     def __init__(self, part: str) -> None:
         self.dir = tempfile.mkdtemp(prefix="bench-parts-")
-        self.interpreter = os.path.join(self.dir, "python")
         entry = (f"import sys; sys.path.insert(0, {bootstrap.import_root()!r}); "
                  "from sandbox.bench._parts_off import main; main()")
-        with open(self.interpreter, "w", encoding="utf-8") as fh:
-            fh.write(f'#!/bin/sh\nfor last; do :; done\n'
-                     f'exec {shlex.quote(sys.executable)} -I -B -c {shlex.quote(entry)} {part} "$last"\n')
-        os.chmod(self.interpreter, 0o700)
+        self.interpreter = common.zygote_wrapper(self.dir, "-c", entry, part)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
