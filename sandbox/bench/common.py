@@ -26,32 +26,6 @@ from .options import Settings, checkout  # noqa: F401 - Settings: every benchmar
 
 
 # -- timing ------------------------------------------------------------------------------
-def zygote_wrapper(directory: str, *args: str) -> str:
-    """Write ``directory/python``, an interpreter for ``Sandbox(interpreter=...)`` that wraps the zygote's start.
-
-    The launcher runs ``INTERPRETER FLAGS... -c BOOTSTRAP``; the script runs this Python with the
-    launcher's own FLAGS, then ``args``, then BOOTSTRAP (the wrapper's code runs it). The flags must be
-    the launcher's: ``-I`` in their place would add ``-E``, and a zygote that ignores the environment
-    loses ``PYTHONMALLOC`` (zygote_env.py) and is measured with another allocator than the one users get
-    (~4 ms of CPU per run). Returns the script's path."""
-    path = os.path.join(directory, "python")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(f"""#!/bin/sh
-n=$#
-for last; do :; done
-i=0
-for arg; do  # the launcher's flags: every argument before "-c BOOTSTRAP"
-    i=$((i + 1))
-    if [ "$i" -le $((n - 2)) ]; then set -- "$@" "$arg"; fi
-    if [ "$i" -eq $((n - 1)) ] && [ "$arg" != "-c" ]; then echo "$0: expected ... -c BOOTSTRAP" >&2; exit 2; fi
-done
-shift "$n"
-exec {shlex.quote(sys.executable)} "$@" {" ".join(shlex.quote(a) for a in args)} "$last"
-""")
-    os.chmod(path, 0o700)
-    return path
-
-
 def progress(iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
     """A tqdm bar when stderr is a terminal, the bare iterable otherwise (logs, CI, pytest)."""
     if not sys.stderr.isatty():
@@ -238,6 +212,33 @@ def kernel_threads_delta_s(before: dict[int, float], after: dict[int, float]) ->
         then = before.get(pid, 0.0)
         total += now - then if then <= now else now  # less than before: the pid was reused by a new thread
     return total
+
+
+# -- wrapped zygotes -----------------------------------------------------------------------
+def zygote_wrapper(directory: str, *args: str) -> str:
+    """Write ``directory/python``, an interpreter for ``Sandbox(interpreter=...)`` that wraps the zygote's start.
+
+    The launcher runs ``INTERPRETER FLAGS... -c BOOTSTRAP``; the script runs this Python with the
+    launcher's own FLAGS, then ``args``, then BOOTSTRAP (the wrapper's code runs it). The flags must be
+    the launcher's: ``-I`` in their place would add ``-E``, and a zygote that ignores the environment
+    loses ``PYTHONMALLOC`` (zygote_env.py) and is measured with another allocator than the one users get
+    (~4 ms of CPU per run). Returns the script's path."""
+    path = os.path.join(directory, "python")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"""#!/bin/sh
+n=$#
+for last; do :; done
+i=0
+for arg; do  # the launcher's flags: every argument before "-c BOOTSTRAP"
+    i=$((i + 1))
+    if [ "$i" -le $((n - 2)) ]; then set -- "$@" "$arg"; fi
+    if [ "$i" -eq $((n - 1)) ] && [ "$arg" != "-c" ]; then echo "$0: expected ... -c BOOTSTRAP" >&2; exit 2; fi
+done
+shift "$n"
+exec {shlex.quote(sys.executable)} "$@" {" ".join(shlex.quote(a) for a in args)} "$last"
+""")
+    os.chmod(path, 0o700)
+    return path
 
 
 # -- recording ---------------------------------------------------------------------------

@@ -5,9 +5,9 @@ interpreter that imports the image's preload list and lays it out in memory as o
 zygote does: ``PYTHONMALLOC=malloc``, ``hugepages.settle``) over a SOCK_SEQPACKET
 socketpair. The layout is part of the design: a floor without it pays ~9 ms more CPU
 per fork and exit (until 2026-11-30 the floors ran that way, on pymalloc without 2 MiB
-pages, and the targets' ratios were taken against those). A run is one message: the snippet's source, and by
-SCM_RIGHTS the write end of a pipe; the host reads the pipe to EOF, and that is the
-result (stdout). No confinement, no work dir, no input files, no images: the cost of
+pages, and the targets' ratios were taken against those). A run is one message: the
+snippet's source, and by SCM_RIGHTS the write end of a pipe; the host reads the pipe to
+EOF, and that is the result (stdout). No confinement, no work dir, no input files, no images: the cost of
 the design's moving parts and nothing else.
 
 - :class:`PreForkedFloor`: children forked in advance, each blocked on a socket of its
