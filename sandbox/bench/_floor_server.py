@@ -9,8 +9,9 @@ collected and frozen, so forked children share those pages; objects in glibc's h
 its holes filled, mapped by 2 MiB pages: a fork then copies one page-table entry per
 2 MiB instead of 512, and an exit frees one), and serves requests arriving on the
 SOCK_SEQPACKET socket FD. A request is one message: the snippet's source as data and,
-by SCM_RIGHTS, the write end of the host's output pipe. A child runs the snippet with stdout on that pipe, flushes and ``os._exit``s;
-the host reads the pipe to EOF, and that is the result. MODE:
+by SCM_RIGHTS, the write end of the host's output pipe. A child runs the snippet with
+stdout on that pipe, flushes and ``os._exit``s; the host reads the pipe to EOF, and that
+is the result. MODE:
 
 - ``prefork``: ``READY`` children forked in advance, each blocked on a socketpair of
   its own; a request is handed to a ready child. The server reaps and forks the
