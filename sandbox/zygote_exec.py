@@ -16,6 +16,10 @@ from typing import IO
 from . import bootstrap
 from .errors import WorkerCrashed, temp_dir_unavailable
 
+#: The interpreter flags of a zygote with full ``site`` (a cold one adds ``-S``): ``-I`` without its
+#: ``-E``, since the environment is wholly ours (zygote_env), PYTHONMALLOC included.
+FLAGS = ("-s", "-P", "-B")
+
 
 class ZygoteProcess:
     """A zygote's interpreter, exec'd: it reads its ``start`` frame from :attr:`sock` next."""
@@ -68,8 +72,7 @@ def start(environment: dict[str, str], interpreter: str, *, pth_imports: bool = 
     entry = (f"import sys; sys.path.insert(0, {import_root!r}); sys.dont_write_bytecode = False; {site}"
              f"from sandbox.inside.zygote import main; sys.dont_write_bytecode = True; "
              f"main({zygote_end.fileno()})")
-    # -I without its -E: the environment is wholly ours (zygote_env), PYTHONMALLOC included
-    flags = ["-s", "-P", "-B"] if pth_imports else ["-S", "-s", "-P", "-B"]
+    flags = FLAGS if pth_imports else ("-S", *FLAGS)
     try:
         proc = subprocess.Popen([interpreter, *flags, "-c", entry], pass_fds=[zygote_end.fileno()],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,

@@ -2,9 +2,9 @@
 
 ``sandbox bench confinement`` starts some of its Sandboxes with a wrapper interpreter
 (:class:`.confinement_parts.ZygoteWithout`) that runs, in place of the launcher's
-``python -I -B -c BOOTSTRAP``::
+``python FLAGS... -c BOOTSTRAP``::
 
-    python -I -B -c "...; from sandbox.bench._parts_off import main; main()" PARTS BOOTSTRAP
+    python FLAGS... -c "...; from sandbox.bench._parts_off import main; main()" PARTS BOOTSTRAP
 
 :func:`main` replaces the entry points of the parts named in ``PARTS`` (comma-separated
 keys of :data:`SWITCHES`) in this process, then runs BOOTSTRAP, which starts the zygote

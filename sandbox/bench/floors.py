@@ -2,13 +2,13 @@
 
 Each runner talks to a server process of its own (``_floor_server.py``, a fresh
 interpreter that imports the image's preload list and lays it out in memory as our
-zygote does: ``PYTHONMALLOC=malloc``, ``hugepages.settle``) over a SOCK_SEQPACKET
-socketpair. The layout is part of the design: a floor without it pays ~9 ms more CPU
+zygote does: the zygote's flags, the default policy's ``PYTHONMALLOC``,
+``hugepages.settle``) over a SOCK_SEQPACKET socketpair. The layout is part of the design: a floor without it pays ~9 ms more CPU
 per fork and exit (until 2026-11-30 the floors ran that way, on pymalloc without 2 MiB
 pages, and the targets' ratios were taken against those). A run is one message: the
 snippet's source, and by SCM_RIGHTS the write end of a pipe; the host reads the pipe to
-EOF, and that is the result (stdout). No confinement, no work dir, no input files, no images: the cost of
-the design's moving parts and nothing else.
+EOF, and that is the result (stdout). No confinement, no work dir, no input files, no
+images: the cost of the design's moving parts and nothing else.
 
 - :class:`PreForkedFloor`: children forked in advance, each blocked on a socket of its
   own; a request goes to a ready child, the server refills and reaps after the hand-off.
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import psutil
 
+from .. import zygote_exec
+from ..policy import Policy
 from .alternatives import DEFAULT_TIMEOUT_S, Files, Ran, Runner, _scrubbed_env, image_preload
 
 SERVER = Path(__file__).with_name("_floor_server.py")
-#: The zygote's own (zygote_exec.py): -I's isolation without its -E, which would drop PYTHONMALLOC.
-SERVER_FLAGS = ("-s", "-P", "-B")
 #: How long a server may take to import the image.
 READY_TIMEOUT_S = 180.0
 
@@ -55,9 +55,10 @@ class ServerRunner(Runner):
         try:
             for _ in range(self.servers):
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, *SERVER_FLAGS, str(SERVER), self.mode, str(theirs.fileno()), *image_preload()],
-                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    env={**_scrubbed_env(), "PYTHONMALLOC": "malloc"}, start_new_session=True))
+                    [sys.executable, *zygote_exec.FLAGS, str(SERVER), self.mode, str(theirs.fileno()),
+                     *image_preload()], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    env={**_scrubbed_env(), "PYTHONMALLOC": Policy.load("default").runtime.allocator},
+                    start_new_session=True))
             for proc in self.procs:
                 _wait_ready(proc)
         except BaseException:
