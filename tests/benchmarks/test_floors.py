@@ -103,10 +103,8 @@ def test_floor_lays_the_image_out_as_the_zygote_does() -> None:
     runner.start()
     try:
         ran = runner.run("import sys; print(sys.flags.ignore_environment)")
-        huge_kb = 0
-        for line in open(f"/proc/{runner.pids()[0]}/smaps_rollup"):
-            if line.startswith("AnonHugePages:"):
-                huge_kb = int(line.split()[1])
+        with open(f"/proc/{runner.pids()[0]}/smaps_rollup") as fh:
+            huge_kb = next(int(line.split()[1]) for line in fh if line.startswith("AnonHugePages:"))
     finally:
         runner.close()
     assert ran.ok and ran.stdout == "0\n", ran
