@@ -18,13 +18,15 @@ Each switch takes the code path the library itself takes where the part is missi
 - ``memory_cgroup``: the worker joins none (as where no hierarchy is writable); its
   seccomp filter then refuses memfd_create and SysV shared memory.
 - ``pids_cgroup``: the worker joins none (as for root without a writable pids hierarchy).
-- ``fs_view``: no root is built for the worker; it runs in the read-only host tree with
-  its private disk over its run dir (``confine._Stack.filesystem``'s fallback, which a
-  policy allows when it does not require ``namespaces``).
+- ``fs_view``: no root is built for the worker (nor the forker's template of it,
+  fstemplate.py); it runs in the read-only host tree with its private disk over its run
+  dir (``confine._Stack.filesystem``'s fallback, which a policy allows when it does not
+  require ``namespaces``).
 - ``private_disk``: the view's ``/tmp`` is the host's ``/tmp`` made writable instead of a
   size-limited tmpfs, so the run dirs are the host's (as without a mount namespace). The
   library has no view without a disk; this is the nearest honest stand-in (one bind mount
-  where the disk is one tmpfs mount).
+  where the disk is one tmpfs mount). The forker builds no template then: its copies
+  have no host ``/tmp`` to bind.
 - ``capabilities``: nothing is dropped; uid 0 in the worker's user namespace keeps every
   capability there.
 """
@@ -36,7 +38,7 @@ import errno
 import sys
 from typing import Any, Callable
 
-from sandbox.confine import _sys, caps, cgroup, disk, fsview, memcg, namespaces
+from sandbox.confine import _sys, caps, cgroup, disk, fstemplate, fsview, memcg, namespaces
 
 OFF = "switched off by sandbox bench confinement"
 _MS_BIND = 0x1000
@@ -67,12 +69,18 @@ def _pids_cgroup_off() -> None:
     cgroup.apply = _refuse
 
 
+def _no_template(*_args: Any) -> str:
+    return OFF
+
+
 def _fs_view_off() -> None:
     fsview.apply = _refuse
+    fstemplate.build = _no_template
 
 
 def _private_disk_off() -> None:
     disk.mount = _host_tmp
+    fstemplate.build = _no_template
 
 
 def _capabilities_off() -> None:

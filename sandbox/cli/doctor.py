@@ -26,7 +26,8 @@ Rows follow ``confine.ORDER``: the policy's layers, and three parts
 names the first; ``confinement.required`` may list ``memory_cgroup``. Under the
 namespaces row, what the worker's mount namespace gives it (``filesystem`` in the
 JSON): ``fs_view`` (its own root: the probe sees a read-only tmpfs root without
-``/run`` or ``/sys/fs/cgroup``) and ``private_disk`` (its work dir on a filesystem of
+``/run`` or ``/sys/fs/cgroup``; its detail says whether the run's root was a copy of its
+forker's template, seen as a ``/proc`` mounted over the template's) and ``private_disk`` (its work dir on a filesystem of
 exactly ``limits.max_disk_mb`` and ``max_disk_inodes``). Both are required with
 namespaces: a policy that requires namespaces refuses runs where they cannot be built.
 Under the seccomp row, ``state_scope`` (``sessions`` in the JSON): whether the states of
@@ -104,6 +105,9 @@ def own_root():
     root = next(line.split() for line in open("/proc/self/mountinfo") if line.split()[4] == "/")
     return (root[root.index("-") + 1] == "tmpfs" and "ro" in root[5].split(",")
             and not os.path.lexists("/run") and not os.path.lexists("/sys/fs/cgroup"))
+def copied_root():
+    """The root is a copy of the forker's template (confine/fstemplate.py): its /proc covers the template's."""
+    return [line.split()[4] for line in open("/proc/self/mountinfo")].count("/proc") == 2
 def private_disk():
     """The work dir is on a filesystem of exactly limits.max_disk_mb and the inodes the policy gives it."""
     disk = os.statvfs(".")
@@ -123,7 +127,7 @@ facts = {
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
     "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most,
                  "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe"))),
-                 "fs_view": fact(own_root), "private_disk": fact(private_disk)},
+                 "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk)},
 }
 print(json.dumps(facts))
 '''
@@ -185,6 +189,11 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     filesystem = {name: {"part_of": "namespaces", **_role(policy, "namespaces"), "available": module.probe()[0],
                          "active": bool(observed.get(name)), "detail": module.probe()[1]}
                   for name, module in (("fs_view", confine.fsview), ("private_disk", confine.disk))}
+    if observed.get("fs_view"):
+        filesystem["fs_view"]["detail"] += ("; observed: the run's root is not built by its worker but copied "
+                                            "from the one its forker built once (confine/fstemplate.py)"
+                                            if observed.get("fs_copied") else "; observed: the run's worker built "
+                                            "its root itself (its forker holds no template: confine/fstemplate.py)")
     scope_ok, scope_why = confine.state_scope.probe() if "seccomp" in policy.confinement.layers else (
         False, "the seccomp layer is off: the states of a session may signal each other")
     sessions = {"state_scope": {"part_of": "seccomp", **_role(policy, "seccomp"), "available": scope_ok,

@@ -35,7 +35,7 @@ from typing import Any, Callable
 from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from . import (_sys, caps, cgroup, disk, fsview, landlock, memcg, namespaces, namespaces_clone, netns, no_new_privs,
+from . import (_sys, caps, cgroup, disk, fstemplate, fsview, landlock, memcg, namespaces, namespaces_clone, netns, no_new_privs,
                rlimits, seccomp, state_scope)
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
@@ -140,7 +140,8 @@ def prepare_in_zygote(policy: Policy) -> None:
         namespaces_clone.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
-def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = None
+def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = None,
+                run_dirs: tuple[str, str] | None = None, readable: tuple[str, ...] = ()
                 ) -> tuple[int, LayerStatus | None]:
     """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
 
@@ -153,7 +154,9 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     os.fork's do. ``session``: the worker will be a session root (the limit of its
     memory cgroup covers the whole session). ``zygote``: our parent's pid, when we are the
     forker (inside/forker.py): the worker is cloned as our sibling (``CLONE_PARENT``), the
-    zygote's child, and its cgroups are named after the zygote.
+    zygote's child, and its cgroups are named after the zygote. ``run_dirs`` (its work and tmp
+    dirs) and ``readable`` (its ``ConfineContext.readable``): where this process holds a template of
+    the worker's root that fits them (fstemplate.py), the worker is cloned into a copy of it.
     """
     plain_fork = functools.partial(_sys.fork_like_clone, _sys.CLONE_PARENT, "clone(CLONE_PARENT)") \
         if zygote else os.fork
@@ -162,11 +165,14 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     owner = zygote or os.getpid()
     try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
         pid, detail, note = namespaces_clone.fork_in_parent(
-            lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None)
+            lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None,
+            template=fstemplate.for_run(policy, readable, run_dirs))
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces_clone.REFUSED and not isinstance(exc, namespaces_clone.SetupRefused):
             raise
         pid = plain_fork()
+        if pid == 0:
+            fstemplate.in_child(None)
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
     if pid:
         return pid, None
@@ -201,6 +207,13 @@ def _joined(part: str, note: str) -> LayerStatus | None:
 def private_dev_shm(ns_status: LayerStatus | None) -> bool:
     """Whether :func:`fork_worker` gave the worker a private tmpfs on ``/dev/shm`` (its mount namespace)."""
     return ns_status is not None and ns_status.active and "private /dev/shm" not in ns_status.detail
+
+
+def land_in(workdir: str) -> None:
+    """The worker's first step: its cwd becomes its work dir. In a copy of its forker's root (fstemplate.py) that
+    dir exists only once the namespaces layer has mounted its disk: that layer lands it there then."""
+    if not fstemplate.copied():
+        os.chdir(workdir)
 
 
 def _stage_before_request(policy: Policy) -> None:
@@ -315,7 +328,8 @@ class _Stack:
         policy that does not require namespaces: the disk over the run dir, else the run dirs re-bound writable in
         the read-only host tree. Returns what the run got; raises OSError for the layer to fail."""
         try:
-            built = fsview.apply(self.policy, self.ctx)
+            built = fstemplate.finish(self.policy, self.ctx) if fstemplate.copied() else fsview.apply(self.policy,
+                                                                                                    self.ctx)
         except fsview.Broken as exc:  # half pivoted: no snippet may run here, whatever the policy
             raise SandboxUnavailable("namespaces", str(exc), fsview.FIX, syscall=exc.syscall, errno=exc.errno) from exc
         except OSError as exc:
@@ -360,5 +374,5 @@ def describe_all(policy: Policy) -> dict[str, str]:
 
 
 __all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "ORDER", "PARTS", "apply_all", "describe_all",
-           "fork_worker", "module", "prepare_in_zygote", "private_dev_shm", "probe_all", "readable_paths",
+           "fork_worker", "land_in", "module", "prepare_in_zygote", "private_dev_shm", "probe_all", "readable_paths",
            "run_context"]

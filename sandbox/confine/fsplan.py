@@ -94,10 +94,16 @@ def prepare(policy: Policy, readable: tuple[str, ...]) -> None:
         pass
 
 
+def prepared(policy: Policy, readable: tuple[str, ...]) -> Plan | None:
+    """The zygote's plan if it was resolved for these inputs, else None."""
+    return _prepared[0] if _prepared and _prepared[0].key == key(policy, readable) else None
+
+
 def for_run(policy: Policy, ctx: Any, run: tuple[str, ...]) -> Plan:
     """The plan for this run: the zygote's if its inputs are this worker's, else one resolved now."""
-    if _prepared and _prepared[0].key == key(policy, ctx.readable) and _prepared[0].fits(run):
-        return _prepared[0]
+    zygotes = prepared(policy, ctx.readable)
+    if zygotes is not None and zygotes.fits(run):
+        return zygotes
     return plan(policy, ctx.readable, run)
 
 

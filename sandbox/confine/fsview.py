@@ -31,7 +31,8 @@ socket, ``/sys/fs/cgroup`` (the names and counters of other workers), ``/home``,
 a read-only tmpfs; every bind is read-only, nosuid and nodev.
 
 Built before any request (a pre-forked worker's confinement, a session root's open),
-about 30 mount calls. Which paths, symlinks and files it holds is resolved once per zygote
+about 30 mount calls, where the worker's forker holds no template of it: where it does
+(root), the worker is cloned into a copy and adds only its own parts (fstemplate.py). Which paths, symlinks and files it holds is resolved once per zygote
 (:mod:`.fsplan`, from :func:`prepare`); a worker executes those steps and adds its run's own
 (its run dirs, its passwd entry, its ``/proc``). ``/run`` holds nothing in a worker
 (namespaces.py): no path reached through it is bound. :func:`apply` raises ``OSError``
@@ -73,8 +74,13 @@ _entered: list[str] = []
 
 
 def entered() -> bool:
-    """Whether this process runs in a view :func:`apply` built."""
+    """Whether this process runs in a view (:func:`apply` built it, or fstemplate.py finished a copy)."""
     return bool(_entered)
+
+
+def note_entered(root: str) -> None:
+    """This process's root is now a view (called where one was completed)."""
+    _entered.append(root)
 
 
 def run_context(ctx: Any) -> Any:
@@ -124,7 +130,7 @@ def apply(policy: Policy, ctx: Any) -> str:
     if _sys.libc.umount2(b".", _MNT_DETACH) != 0:  # the old root, stacked on the new one by pivot_root(".", ".")
         raise Broken("umount2(old root, MNT_DETACH)", ctypes.get_errno())
     os.chdir("/")
-    _entered.append(staging)
+    note_entered(staging)
     os.chdir(ctx.workdir)
     return (f"pivot_root into a root built for the run ({binds} read-only binds); "
             f"{disk.describe_mounted(policy, '/tmp')}")
@@ -137,21 +143,17 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
     if plan.users is not None:
         fsplan.write_new("etc/passwd", plan.passwd(ctx.workdir))
     for path in (ctx.workdir, ctx.tmpdir):
-        if not _under(path, "/tmp"):
-            _mkdirs(path)  # mount points for run dirs off /tmp (run_dirs)
+        if not under(path, "/tmp"):
+            mkdirs(path)  # mount points for run dirs off /tmp (run_dirs)
     binds = plan.binds
-    if _own_proc():
+    if own_proc():
         fsplan.bind("/proc", "proc", "/proc")
         binds += 1
     fsplan.setattr_(".", AT_RECURSIVE, _READ_ONLY)
     fsplan.run(plan.dev)
     _dev_shm(ctx)
     disk.mount(top + "/tmp", policy)
-    _run_dirs(ctx)
-    for path in plan.in_tmp:
-        _mkdirs(path)
-        fsplan.bind(path, path[1:], path)
-        fsplan.setattr_(path[1:], AT_RECURSIVE, _READ_ONLY)
+    place_on_disk(plan.in_tmp, ctx, {path: path for path in plan.in_tmp})
     return binds
 
 
@@ -166,7 +168,7 @@ def _dev_shm(ctx: Any) -> None:
         fsplan.mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777")
 
 
-def _mkdirs(inside: str, mode: int = 0o755) -> None:
+def mkdirs(inside: str, mode: int = 0o755) -> None:
     """Make ``inside`` and its parents as directories in the view (relative to the cwd), never through a symlink
     (which would lead to the host)."""
     path = ""
@@ -179,7 +181,19 @@ def _mkdirs(inside: str, mode: int = 0o755) -> None:
                 raise _sys.SyscallError(f"mkdir({'/' + path!r}) in the view", errno.ENOTDIR) from None
 
 
-def _run_dirs(ctx: Any) -> None:
+def place_on_disk(in_tmp: tuple[str, ...], ctx: Any, sources: dict[str, str]) -> None:
+    """On the run's disk (mounted at ``tmp`` of the cwd): its run dirs (:func:`place_run_dirs`) and the paths under
+    ``/tmp`` the view binds read-only, each from ``sources[path]``. Their mount points are made first: one may lie
+    beside the run dirs, in the dir that leads to them, which then goes read-only."""
+    for path in in_tmp:
+        mkdirs(path)
+    place_run_dirs(ctx)
+    for path in in_tmp:
+        fsplan.bind(sources[path], path[1:], path)
+        fsplan.setattr_(path[1:], AT_RECURSIVE, _READ_ONLY)
+
+
+def place_run_dirs(ctx: Any) -> None:
     """The run's work and tmp dirs on its disk, at their own paths; the dirs that lead to them read-only.
 
     ``/tmp`` is writable, but the path to the run's dirs (``/tmp/sandbox-X/run-Y``)
@@ -188,23 +202,23 @@ def _run_dirs(ctx: Any) -> None:
     """
     dirs = (ctx.workdir, ctx.tmpdir)
     for path in dirs:
-        if _under(path, "/tmp"):
-            _mkdirs(path, 0o700)
+        if under(path, "/tmp"):
+            mkdirs(path, 0o700)
             continue
         spare = f"{OFF_TMP_RUN_DIRS}/{'work' if path == ctx.workdir else 'tmp'}"
-        _mkdirs(spare, 0o700)
+        mkdirs(spare, 0o700)
         fsplan.mount(spare[1:], path[1:], None, MS_BIND)
-    tops = {"/tmp/" + p[len("/tmp/"):].split("/", 1)[0] for p in dirs if _under(p, "/tmp") and p != "/tmp"}
+    tops = {"/tmp/" + p[len("/tmp/"):].split("/", 1)[0] for p in dirs if under(p, "/tmp") and p != "/tmp"}
     for top in sorted(tops):
-        if any(p != top and _under(p, top) for p in dirs):
+        if any(p != top and under(p, top) for p in dirs):
             fsplan.mount(top[1:], top[1:], None, MS_BIND)
             for path in dirs:
-                if _under(path, top):
+                if under(path, top):
                     fsplan.mount(path[1:], path[1:], None, MS_BIND)
             fsplan.setattr_(top[1:], 0, ATTR_RDONLY)
 
 
-def _own_proc() -> bool:
+def own_proc() -> bool:
     """/proc is this pid namespace's (namespaces_clone._init_child mounted it), not the host's."""
     try:
         return os.readlink("/proc/self") == str(os.getpid())
@@ -212,7 +226,7 @@ def _own_proc() -> bool:
         return False
 
 
-def _under(path: str, top: str) -> bool:
+def under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 

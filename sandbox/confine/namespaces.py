@@ -15,8 +15,8 @@ Two halves, because a pid namespace only applies to children:
   fate. An empty network namespace is the strongest "no network": no interface but a
   down loopback. That clone and its handshake are namespaces_clone.py.
 
-- In the worker, before the capability drop: the worker's own root (fsview.py) with its
-  private disk (disk.py); where that cannot be built, :func:`apply` re-binds the run's
+- In the worker, before the capability drop: the worker's own root (fsview.py, or its
+  own parts of a copy of its forker's: fstemplate.py) with its private disk (disk.py); where that cannot be built, :func:`apply` re-binds the run's
   dirs writable over the host tree that :func:`make_host_read_only_early` made read-only.
 
 Three cases, told apart by :func:`probe` (``sandbox doctor`` shows which): **available**;

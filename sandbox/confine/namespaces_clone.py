@@ -23,7 +23,7 @@ import signal
 import socket
 from typing import Callable
 
-from . import _sys, netns
+from . import _sys, fstemplate, netns
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -97,7 +97,7 @@ _setup_refused: list[SetupRefused] = []
 
 
 def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
-                   sibling: bool = False) -> tuple[int, str, str]:
+                   sibling: bool = False, template: fstemplate.Template | None = None) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
     The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``(note, fds)``
@@ -112,7 +112,8 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     after a refusal later calls raise it at once (no clone), after a success they do
     not wait (a child whose setup fails then exits: its run fails, never confined
     less). ``fresh``: wait, and neither use nor keep the answer (the probe). ``sibling``: the
-    child is our parent's (``CLONE_PARENT``: the forker's workers are the zygote's children).
+    child is our parent's (``CLONE_PARENT``: the forker's workers are the zygote's children). ``template``: the
+    child's mount namespace is a copy of that one (fstemplate.py), not of ours.
     """
     if _setup_refused and not fresh:
         raise _setup_refused[0]
@@ -122,17 +123,27 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     try:
         flags = _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS  # the forker's own, shared (netns.py)
-        pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
+        if template is not None:
+            fstemplate.enter(template)
+        try:
+            pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
+        except OSError:
+            if template is not None:
+                _leave(template)
+            raise
     except OSError:
         go_r.close()
         go_w.close()
         for fd in (ack_r, ack_w):
             os.close(fd)
         raise
+    if pid and template is not None:
+        _leave(template)
     if pid == 0:
         try:
             go_w.close()
             os.close(ack_r)
+            fstemplate.in_child(template)
             return (0, *_init_child(go_r, ack_w, parent, uid, gid))
         except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
             os._exit(70)
@@ -154,6 +165,15 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     if wait:
         _check_report(pid, ack_r, fresh)
     return pid, "", note
+
+
+def _leave(template: fstemplate.Template) -> None:
+    """Back to our own mount namespace after a clone from the template; a process that cannot must not go on
+    (its cgroup work, and every later clone, would happen in the template)."""
+    try:
+        fstemplate.leave(template)
+    except OSError:
+        os._exit(70)
 
 
 def _check_report(pid: int, ack_r: int, fresh: bool) -> None:

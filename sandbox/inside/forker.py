@@ -27,7 +27,7 @@ import traceback
 from dataclasses import dataclass
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, landlock, netns
+from ..confine import _sys, fstemplate, landlock, netns
 from ..errors import ProtocolError
 from . import at_fork
 from .request import WorkerSpec
@@ -115,6 +115,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec) -> None:
             os._exit(0)
         at_fork.hold()  # its clones copy a state in which they all ran already (at_fork.py)
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
+        fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root itself
         while _fork_one(sock, spec):
             pass
     except BaseException:  # noqa: BLE001 - never unwind into the zygote's code
@@ -138,7 +139,9 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
     run_dir = rundirs.RunDir(order.path, order.workdir or "", order.tmpdir or "") if order.path else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid, ns_status = confine.fork_worker(spec.policy, session=order.session, zygote=spec.zygote_pid)
+        pid, ns_status = confine.fork_worker(spec.policy, session=order.session, zygote=spec.zygote_pid,
+                                             run_dirs=(run_dir.workdir, run_dir.tmpdir) if run_dir else None,
+                                             readable=spec.readable)
     except OSError as exc:
         parent_end.close()
         child_end.close()

@@ -97,7 +97,7 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     Returns the refusal of a required layer, for the caller to report once it has a
     channel to the host (a pre-forked worker confines itself before it has one).
     """
-    os.chdir(workdir)
+    confine.land_in(workdir)
     _reset_environment(workdir, tmpdir)
     ctx = confine.ConfineContext(workdir=workdir, tmpdir=tmpdir, readable=spec.readable,  # only a session root
                                  base_address_space=_address_space(), session=keep_fork,  # keeps fork

@@ -102,14 +102,24 @@ def in_child(fn: Callable[[], Any], setup: Callable[[], Any] | None = None, time
     return result
 
 
-def as_worker(pol: Policy) -> "confine.LayerStatus | None":
+def as_worker(pol: Policy, template_for: "confine.ConfineContext | None" = None) -> "confine.LayerStatus | None":
     """Become a worker the way the zygote makes one: ``confine.fork_worker`` from this child.
 
     Call it in ``in_child``'s (single-threaded) child: that process plays the zygote,
     reaps the worker and exits with its exit code (128 + signal if it was killed);
-    only the worker returns, with the namespaces layer's status.
+    only the worker returns, with the namespaces layer's status. ``template_for``: that
+    process plays the forker too: it builds the template of the root for this context's
+    readable paths (fstemplate.py) and the worker is cloned into a copy of it.
     """
-    pid, status = confine.fork_worker(pol)
+    run_dirs = None
+    if template_for is not None:
+        from sandbox.confine import fsplan, fstemplate
+        fsplan.prepare(pol, template_for.readable)
+        why_not = fstemplate.build(pol, template_for.readable)
+        if why_not:
+            raise RuntimeError(f"no template: {why_not}")
+        run_dirs = (template_for.workdir, template_for.tmpdir)
+    pid, status = confine.fork_worker(pol, run_dirs=run_dirs, readable=template_for.readable if template_for else ())
     if pid:  # pragma: no cover - the zygote's half
         _, waited = os.waitpid(pid, 0)
         os._exit(128 + os.WTERMSIG(waited) if os.WIFSIGNALED(waited) else os.waitstatus_to_exitcode(waited))

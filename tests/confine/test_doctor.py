@@ -273,6 +273,12 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
         assert "shared by its workers" in rows[0]["namespaces"]["detail"], rows[0]["namespaces"]
     if rows[1]["namespaces"]["available"]:
         assert "a network namespace per worker (not root" in rows[1]["namespaces"]["detail"], rows[1]["namespaces"]
+    # The root: copied from the forker's template for root (confine/fstemplate.py), built per worker for 65534.
+    views = r["filesystem"]["fs_view"], n["filesystem"]["fs_view"]
+    if views[0]["active"]:
+        assert r["observed"]["fs_copied"] and "copied from the one its forker built once" in views[0]["detail"]
+    if views[1]["active"]:
+        assert not n["observed"]["fs_copied"] and "built its root itself" in views[1]["detail"], views[1]
 
 
 def test_network_namespace_row_says_per_worker_where_the_policy_does_not_require_seccomp():

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import disk, fsview
+from sandbox.confine import disk, fstemplate, fsview
 from sandbox.errors import SandboxUnavailable
 
 from .childproc import as_worker, errnos, in_child, policy, skip_unless
@@ -37,16 +37,24 @@ def _small(name: str = "default", **confinement):
     return policy(name, **confinement).with_limits(max_disk_mb=4, max_disk_inodes=200)
 
 
-def _confined(dirs, pol, before=None):
+@pytest.fixture(params=["built", "copied"])
+def made(request):
+    """How the worker gets its root: it builds it (fsview.py), or its clone copies its forker's (fstemplate.py)."""
+    return request.param
+
+
+def _confined(dirs, pol, before=None, made="built"):
     ctx = dirs.ctx()
 
     def setup():
         if before is not None:
             before()
-        status = as_worker(pol)
-        os.chdir(ctx.workdir)
+        status = as_worker(pol, template_for=ctx if made == "copied" else None)
+        if made == "built":
+            os.chdir(ctx.workdir)
         try:
-            return {"statuses": confine.apply_all(pol, ctx, status), "entered": fsview.entered()}
+            return {"statuses": confine.apply_all(pol, ctx, status), "entered": fsview.entered(),
+                    "copied": fstemplate.copied()}
         except SandboxUnavailable as exc:
             return {"refused": [exc.layer, exc.reason, exc.fix]}
     return setup
@@ -57,7 +65,7 @@ def _tops(ctx) -> set[str]:
     return {os.path.realpath(p).strip("/").split("/")[0] for p in paths}
 
 
-def test_the_root_holds_only_what_a_run_needs(dirs):
+def test_the_root_holds_only_what_a_run_needs(dirs, made):
     ctx = dirs.ctx()
 
     def look():
@@ -69,7 +77,7 @@ def test_the_root_holds_only_what_a_run_needs(dirs):
                 "secret": os.path.lexists(dirs.secret), "passwd": open("/etc/passwd").read(),
                 "gone": [p for p in ("/run", "/home", "/var", "/boot", "/sys/fs/cgroup", "/etc/shadow", "/root/.bashrc")
                          if os.path.lexists(p)]}
-    got = in_child(look, _confined(dirs, _small(**BARE)))
+    got = in_child(look, _confined(dirs, _small(**BARE), made=made))
     assert got["ok"], got
     v = got["value"]
     assert set(v["root"]) <= MINIMAL | _tops(ctx), v["root"]
@@ -93,7 +101,7 @@ def test_the_root_holds_only_what_a_run_needs(dirs):
     assert all(src == dst for src, dst in from_host if not dst.startswith("/sys/")), from_host  # at their own path
 
 
-def test_root_system_and_image_are_read_only_tmp_and_run_dirs_writable(dirs):
+def test_root_system_and_image_are_read_only_tmp_and_run_dirs_writable(dirs, made):
     ctx = dirs.ctx()
 
     def touch():
@@ -104,7 +112,7 @@ def test_root_system_and_image_are_read_only_tmp_and_run_dirs_writable(dirs):
                       + [("chmod_devnull", lambda: os.chmod("/dev/null", 0o600)),
                          ("move_run_dir", lambda: os.rename(dirs.root, "/tmp/moved")),
                          ("devnull", lambda: open("/dev/null", "w").write("x"))])
-    got = in_child(touch, _confined(dirs, _small(**BARE)))
+    got = in_child(touch, _confined(dirs, _small(**BARE), made=made))
     assert got["ok"], got
     rofs = errno.EROFS
     assert got["value"] == {"root": rofs, "etc": rofs, "usr": rofs, "prefix": rofs, "run_dir": rofs, "work": 0,
@@ -113,7 +121,7 @@ def test_root_system_and_image_are_read_only_tmp_and_run_dirs_writable(dirs):
     assert oct(os.stat("/dev/null").st_mode & 0o777) == "0o666"
 
 
-def test_the_disk_is_bounded_in_bytes_and_inodes(dirs):
+def test_the_disk_is_bounded_in_bytes_and_inodes(dirs, made):
     def fill():
         out = {"statvfs": list(os.statvfs("."))}
         written = 0
@@ -136,7 +144,7 @@ def test_the_disk_is_bounded_in_bytes_and_inodes(dirs):
             out["inodes_errno"] = exc.errno
         out["made"] = made
         return out
-    got = in_child(fill, _confined(dirs, _small(**BARE)))
+    got = in_child(fill, _confined(dirs, _small(**BARE), made=made))
     assert got["ok"], got
     v = got["value"]
     assert v["bytes_errno"] == errno.ENOSPC and 2 << 20 <= v["written"] <= 4 << 20, v
@@ -144,7 +152,7 @@ def test_the_disk_is_bounded_in_bytes_and_inodes(dirs):
     assert os.listdir(dirs.work) == [] and os.listdir(dirs.tmp) == []  # nothing reached the host's disk
 
 
-def test_a_host_unix_socket_outside_run_is_not_there(dirs):
+def test_a_host_unix_socket_outside_run_is_not_there(dirs, made):
     path = os.path.join(dirs.root, "host.sock")
     server = socket.socket(socket.AF_UNIX)
     server.bind(path)
@@ -158,7 +166,7 @@ def test_a_host_unix_socket_outside_run_is_not_there(dirs):
             return exc.errno
         return 0
     try:
-        got = in_child(connect, _confined(dirs, _small(**BARE)))
+        got = in_child(connect, _confined(dirs, _small(**BARE), made=made))
         assert got["value"] == errno.ENOENT, got
         with pytest.raises(socket.timeout):
             server.accept()
@@ -166,18 +174,46 @@ def test_a_host_unix_socket_outside_run_is_not_there(dirs):
         server.close()
 
 
-def test_the_full_stack_in_the_view_and_telemetry_knows_tmp(dirs):
+def test_a_bound_path_beside_the_run_dirs_is_in_the_view(dirs, made):
+    """A readable path under /tmp in the dir that leads to the run dirs (a TMPDIR inside /tmp holds both the
+    package's import root and the sandbox's run dirs): that dir goes read-only on the run's disk, so the path's
+    mount point must be made before. Without that the view could not be built and a default run fell back to
+    the host tree."""
+    import dataclasses
+    beside = os.path.join(dirs.root, "lib")
+    os.mkdir(beside)
+    open(os.path.join(beside, "marker.py"), "w").close()
+    ctx = dataclasses.replace(dirs.ctx(), readable=(*dirs.ctx().readable, beside))
+    pol = _small(**BARE)
+
+    def setup():
+        status = as_worker(pol, template_for=ctx if made == "copied" else None)
+        if made == "built":
+            os.chdir(ctx.workdir)
+        statuses = confine.apply_all(pol, ctx, status)
+        return {"entered": fsview.entered(), "detail": next(s for s in statuses if s.layer == "namespaces").detail}
+    got = in_child(lambda: {"listed": os.listdir(beside), "secret": os.path.lexists(dirs.secret),
+                            "write": errnos([("beside", lambda: open(os.path.join(beside, "x"), "w").close())])},
+                   setup)
+    assert got["ok"], got
+    assert got["setup"]["entered"], got["setup"]
+    assert got["value"] == {"listed": ["marker.py"], "secret": False, "write": {"beside": errno.EROFS}}, got
+
+
+def test_the_full_stack_in_the_view_and_telemetry_knows_tmp(dirs, made):
     """Landlock's rules follow the view: /tmp (its disk) writable, the generated /etc readable."""
     def run():
         open("/tmp/plot.png", "w").write("x")
         open("/dev/shm/sem", "w").write("x")  # multiprocessing's semaphores live there
         return {"passwd": open("/etc/passwd").read().count("\n"), "entered": fsview.entered(),
                 "writable": confine.run_context(dirs.ctx()).writable}
-    got = in_child(run, _confined(dirs, _small("strict")))
+    got = in_child(run, _confined(dirs, _small("strict"), made=made))
     assert got["ok"], got
     assert got["setup"]["entered"] and got["value"]["writable"] == ["/tmp", "/dev/shm"], got
+    assert got["setup"]["copied"] == (made == "copied"), got["setup"]
     statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
-    assert "pivot_root into a root built for the run" in statuses["namespaces"]["detail"]
+    assert {"built": "pivot_root into a root built for the run",
+            "copied": "a copy of the root its forker built once"}[made] in statuses["namespaces"]["detail"]
     assert "4 MiB and 200 inodes" in statuses["namespaces"]["detail"]
 
 

@@ -1,0 +1,255 @@
+"""The worker's root built once per forker, and copied into each worker by its clone (part of the namespaces layer).
+
+Why: most of a worker's root (fsview.py) is the same in every run: the system dirs, the
+image, ``/etc``, ``/dev``. Building it per worker cost ~30 mount calls, a ``pivot_root``
+and the detach of the copied host tree, and the Python that drives them, on every run.
+Here the forker builds that part once, in a mount namespace of its own that holds
+nothing else (a helper enters it, builds the root, pivots into it and detaches the host
+tree), and keeps it as an fd. For each worker it enters that namespace just for the
+``clone(CLONE_NEWNS)`` (``setns`` there and back), so the worker starts in a copy of it:
+a read-only root in which the host tree was never mounted. Its mounts come from a
+more privileged namespace, so the kernel locks them in the worker's: no run can
+remount one writable or unmount one to see beneath it.
+
+What is the worker's own (:func:`finish`, before its capabilities go): its ``/proc``
+(mounted by the clone's child over the host's, which the template holds only for the
+clone's first steps), its private disk on ``/tmp``, its run dirs on it, the paths under
+``/tmp`` that the view binds (the template keeps them under its own ``/tmp``, which the
+disk then covers; the worker re-binds them from there), its ``/etc/passwd`` (home = its
+work dir). Any step that fails raises :class:`fsview.Broken`: a worker in a copy of the
+template never runs a snippet with less than the whole view.
+
+Used where the forker may ``setns`` (CAP_SYS_ADMIN: root, or root of a container), for a
+worker whose run dirs lie under ``/tmp`` and fit the zygote's plan (fsplan.py); anywhere
+else the worker builds its root itself (fsview.py), as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from ..policy import Policy
+from . import _sys, disk, fsplan, fsview
+
+CLONE_NEWNS = 0x20000
+MS_PRIVATE, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 0x40000, 0x4000, 2, 4, 8, 0x1000
+_MNT_DETACH = 2
+_NR_PIVOT_ROOT = 155
+_READ_ONLY = fsplan.ATTR_RDONLY | fsplan.ATTR_NOSUID | fsplan.ATTR_NODEV
+
+
+@dataclass(frozen=True)
+class Template:
+    """A built template, in the forker: its mount namespace and the forker's own (to return to), as fds."""
+
+    namespace: int
+    host: int
+    plan: fsplan.Plan
+
+
+_held: list[Template] = []
+_why_not: list[str] = []
+#: Set in a worker cloned into a copy of the template (inherited by its forks): see :func:`copied`.
+_copied: list[fsplan.Plan] = []
+
+
+def build(policy: Policy, readable: tuple[str, ...], scratch: str | None = None) -> str:
+    """In the forker, once, before its first clone: build the template. Returns why not ("" when built);
+    never raises (each worker then builds its own root). ``scratch``: where the empty dir its helper mounts over
+    is made for a moment (the zygote's run root, which the host removes whole: nothing stays if the forker dies
+    meanwhile); None: the temp dir."""
+    try:
+        reason = _build(policy, readable, scratch)
+    except OSError as exc:  # no temp dir, no fork, no pipe: nothing was entered
+        reason = f"building the template failed: {exc}"
+    _why_not[:] = [reason] if reason else []
+    return reason
+
+
+def why_not() -> str:
+    """Why this forker's workers build their own roots ("" when it holds a template)."""
+    return _why_not[0] if _why_not else ("" if _held else "no template was built")
+
+
+def _build(policy: Policy, readable: tuple[str, ...], scratch: str | None) -> str:
+    if "namespaces" not in policy.confinement.layers:
+        return "namespaces is not in confinement.layers"
+    if os.geteuid() != 0:
+        return f"uid {os.geteuid()} is not root: setns into a mount namespace needs CAP_SYS_ADMIN"
+    plan = fsplan.prepared(policy, readable)
+    if plan is None:
+        return "the zygote resolved no plan of the view for these readable paths"
+    staging = tempfile.mkdtemp(prefix="root-", dir=scratch)  # the helper mounts over it, in its namespace only
+    pipes: list[int] = []
+    namespace, pid = -1, 0
+    try:
+        report_r, report_w = os.pipe()
+        pipes += [report_r, report_w]
+        hold_r, hold_w = os.pipe()
+        pipes += [hold_r, hold_w]
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the helper
+            os.close(report_r)
+            os.close(hold_w)
+            _helper(plan, staging, report_w, hold_r)
+        for fd in (report_w, hold_r):
+            os.close(fd)
+            pipes.remove(fd)
+        report = os.read(report_r, 1000).decode(errors="replace")
+        if report == "ok":
+            namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        for fd in pipes:  # hold_w among them: the helper sees EOF and exits (the fd keeps its namespace)
+            os.close(fd)
+        if pid:
+            os.waitpid(pid, 0)
+        try:
+            os.rmdir(staging)
+        except OSError:
+            pass
+    if namespace < 0:
+        return report or "the helper died building the template"
+    host = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    template = Template(namespace, host, plan)
+    try:  # setns needs CAP_SYS_ADMIN over each namespace's owner: the way back first (a root in a user namespace
+        _enter(template.host)  # of its own may enter the template, which it owns, but not return to the host's)
+        _enter(template.namespace)
+    except OSError as exc:
+        os.close(namespace)
+        os.close(host)
+        return f"{exc}: each worker builds its own root"
+    try:
+        _enter(template.host)
+    except OSError:
+        os._exit(70)  # in the template with no way back: this forker must not clone anything
+    _held[:] = [template]
+    return ""
+
+
+def _helper(plan: fsplan.Plan, staging: str, report_w: int, hold_r: int) -> None:
+    """The helper child: a mount namespace of its own whose root becomes the template; reports, then holds it
+    until the forker has opened it (EOF on ``hold_r``)."""
+    msg = "ok"
+    try:
+        if _sys.libc.unshare(CLONE_NEWNS) != 0:
+            raise _sys.SyscallError("unshare(CLONE_NEWNS)", ctypes.get_errno())
+        fsplan.mount(None, "/", None, MS_REC | MS_PRIVATE)
+        fsplan.mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=1024,mode=755")
+        os.chdir(staging)
+        _lay_out(plan)
+        if _sys.libc.syscall(_NR_PIVOT_ROOT, b".", b".") != 0:
+            raise _sys.SyscallError("pivot_root", ctypes.get_errno())
+        if _sys.libc.umount2(b".", _MNT_DETACH) != 0:
+            raise _sys.SyscallError("umount2(old root, MNT_DETACH)", ctypes.get_errno())
+    except BaseException as exc:  # noqa: BLE001 - never unwind into the forker's code
+        msg = f"building the template failed: {exc}"
+    try:
+        os.write(report_w, msg.encode(errors="replace")[:1000])
+        os.read(hold_r, 1)
+    finally:
+        os._exit(0)
+
+
+def _lay_out(plan: fsplan.Plan) -> None:
+    """In the cwd (a fresh tmpfs): the plan's run-independent steps, mount points for what each worker adds, the
+    ``/tmp`` binds it re-binds from here, and the host's ``/proc`` for the clone's first steps."""
+    fsplan.run(plan.root)
+    if plan.users is not None:
+        fsplan.write_new("etc/passwd", b"")  # each worker binds its own over it
+    for path in plan.in_tmp:
+        fsview.mkdirs(path)
+        fsplan.bind(path, path[1:], path)
+    fsplan.bind("/proc", "proc", "/proc")  # the clone's child maps its ids through it, then mounts its own over it
+    fsplan.setattr_(".", fsplan.AT_RECURSIVE, _READ_ONLY)
+    fsplan.setattr_("proc", fsplan.AT_RECURSIVE, 0, clear=fsplan.ATTR_RDONLY)  # uid_map is written through it
+    fsplan.run(plan.dev)
+
+
+def for_run(policy: Policy, readable: tuple[str, ...], run_dirs: tuple[str, str] | None) -> Template | None:
+    """In the forker: the template to clone this worker into, or None (it builds its own root)."""
+    if not _held or run_dirs is None or "namespaces" not in policy.confinement.layers:
+        return None
+    template = _held[0]
+    real = tuple(os.path.realpath(p) for p in run_dirs)
+    if template.plan.key != fsplan.key(policy, readable) or not template.plan.fits(real) \
+            or not all(fsview.under(p, "/tmp") and p != "/tmp" for p in (*run_dirs, *real)):
+        return None
+    return template
+
+
+def enter(template: Template) -> None:
+    """In the forker, right before the clone: this process's mount namespace becomes the template."""
+    _enter(template.namespace)
+
+
+def leave(template: Template) -> None:
+    """In the forker, right after the clone (also when it failed): back in its own mount namespace."""
+    _enter(template.host)
+
+
+def _enter(fd: int) -> None:
+    if _sys.libc.setns(fd, CLONE_NEWNS) != 0:
+        raise _sys.SyscallError("setns(CLONE_NEWNS)", ctypes.get_errno())
+
+
+def in_child(copied_from: Template | None) -> None:
+    """In every child of the forker, first: the forker's fds go (a handle on the host's mount namespace is no
+    worker's); ``copied_from``: the child lives in a copy of that template (:func:`finish` completes its root)."""
+    for template in _held:
+        os.close(template.namespace)
+        os.close(template.host)
+    _held.clear()
+    _why_not.clear()
+    if copied_from is not None:
+        _copied[:] = [copied_from.plan]
+
+
+def copied() -> bool:
+    """Whether this worker was cloned into a copy of its forker's template."""
+    return bool(_copied)
+
+
+def finish(policy: Policy, ctx: Any) -> str:
+    """In a worker cloned into a copy of the template, before its capabilities go: its own parts of the root.
+
+    Raises :class:`fsview.Broken` when any step fails: no snippet may run in a partial view."""
+    plan = _copied[0]
+    try:
+        if not fsview.own_proc():  # the host's /proc would show through
+            raise _sys.SyscallError("mount(proc) over the template's /proc", errno.EPERM,
+                                    "the clone's child did not mount its own /proc")
+        os.chdir("/")
+        held = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC) for path in plan.in_tmp}
+        try:
+            disk.mount("/tmp", policy)  # covers the template's /tmp, where these binds stay reachable by fd
+            fsview.place_on_disk(plan.in_tmp, ctx, {path: f"/proc/self/fd/{fd}" for path, fd in held.items()})
+        finally:
+            for fd in held.values():
+                os.close(fd)
+        if plan.users is not None:
+            _own_passwd(plan.passwd(ctx.workdir))
+    except OSError as exc:
+        raise fsview.Broken(getattr(exc, "syscall", None) or "the worker's part of its root",
+                            exc.errno or errno.EIO, str(exc)) from exc
+    fsview.note_entered("/")
+    os.chdir(ctx.workdir)
+    return (f"a copy of the root its forker built once ({plan.binds} read-only binds, locked); "
+            f"{disk.describe_mounted(policy, '/tmp')}")
+
+
+def _own_passwd(text: bytes) -> None:
+    """The run's ``/etc/passwd``: a file on its fresh disk bound read-only over the template's, then unlinked."""
+    fsplan.write_new(_PASSWD_SOURCE, text)
+    try:
+        fsplan.mount(_PASSWD_SOURCE, "/etc/passwd", None, MS_BIND)
+        fsplan.setattr_("/etc/passwd", 0, _READ_ONLY)
+    finally:
+        os.unlink(_PASSWD_SOURCE)
+
+
+_PASSWD_SOURCE = "/tmp/.passwd"

@@ -1,0 +1,187 @@
+"""fstemplate: the worker's root built once per forker and copied into each worker by its clone.
+
+The views it gives are checked with every other view (test_fsview.py, ``made="copied"``).
+Here: what only a copy has (locked mounts), how it fails (closed, never with the host's
+``/proc`` showing), where the forker builds none (no way back to its own namespace, an
+unprivileged uid) and what building leaves behind (nothing but two fds, which no worker
+inherits). Real namespaces, real mounts; each check fails without its rule.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+import pytest
+
+import sandbox.confine as confine
+from sandbox.confine import fsplan, fstemplate
+from sandbox.errors import SandboxUnavailable
+
+from .childproc import as_worker, errnos, in_child, policy, skip_unless
+from .test_namespaces import _no_user_namespaces_left
+
+#: The view alone: no Landlock or seccomp to hide what it holds.
+BARE = dict(layers=("rlimits", "no_new_privs", "namespaces"), required=("rlimits", "namespaces"))
+
+
+@pytest.fixture(autouse=True)
+def _needs_root_and_namespaces():
+    skip_unless("namespaces")
+    if os.geteuid() != 0:
+        pytest.skip("the forker builds a template only where it may setns (root)")
+
+
+def _clear_read_only(path: str) -> None:
+    class MountAttr(ctypes.Structure):
+        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                    ("userns_fd", ctypes.c_uint64)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = MountAttr(0, fsplan.ATTR_RDONLY, 0, 0)
+    if libc.syscall(442, -100, path.encode(), 0, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        raise OSError(ctypes.get_errno(), f"mount_setattr({path})")
+
+
+def _unmount(path: str) -> None:
+    if ctypes.CDLL(None, use_errno=True).umount2(path.encode(), 2) != 0:
+        raise OSError(ctypes.get_errno(), f"umount2({path})")
+
+
+@pytest.mark.parametrize("made", ["built", "copied"])
+def test_a_copy_s_mounts_stay_read_only_and_mounted_even_with_cap_sys_admin(dirs, made):
+    """Before its capabilities go, a worker is root of its user namespace. In a root it built, it could make
+    /usr writable again or unmount it (its own mounts); in a copy of the template the kernel locks both."""
+    ctx = dirs.ctx()
+    pol = policy("default", **BARE)
+
+    def setup():
+        as_worker(pol, template_for=ctx if made == "copied" else None)
+        if made == "built":
+            os.chdir(ctx.workdir)
+        confine.fsview.apply(pol, ctx) if made == "built" else fstemplate.finish(pol, ctx)
+        return errnos([("writable_usr", lambda: _clear_read_only("/usr")), ("unmount_usr", lambda: _unmount("/usr"))])
+    got = in_child(lambda: None, setup)
+    assert got["ok"], got
+    if made == "copied":
+        assert got["setup"] == {"writable_usr": errno.EPERM, "unmount_usr": errno.EINVAL}, got["setup"]
+    else:
+        assert got["setup"] == {"writable_usr": 0, "unmount_usr": 0}, got["setup"]
+
+
+def _refuse_new_mounts():
+    """mount(2) of any file system type refused (binds and propagation changes still work)."""
+    import pyseccomp as s
+    f = s.SyscallFilter(s.ALLOW)
+    f.add_rule(s.ERRNO(errno.EPERM), "mount", s.Arg(2, s.NE, 0))
+    f.load()
+
+
+def test_a_copy_whose_own_proc_failed_never_runs_whatever_the_policy(dirs):
+    """The template holds the host's /proc for the clone's first steps: a worker that could not cover it with
+    its own is refused, even under a policy that does not require namespaces."""
+    ctx = dirs.ctx()
+    pol = policy("default")
+    assert "namespaces" not in pol.confinement.required
+
+    def setup():
+        fsplan.prepare(pol, ctx.readable)
+        assert fstemplate.build(pol, ctx.readable) == ""
+        _refuse_new_mounts()  # after the template is built: the clone's /proc and the run's disk fail
+        pid, status = confine.fork_worker(pol, run_dirs=(ctx.workdir, ctx.tmpdir), readable=ctx.readable)
+        if pid:  # pragma: no cover - the parent
+            _, waited = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(waited))
+        try:
+            confine.apply_all(pol, ctx, status)
+        except SandboxUnavailable as exc:
+            return [exc.layer, exc.reason]
+        return "ran"
+    got = in_child(lambda: None, setup)
+    assert got["ok"], got
+    layer, reason = got["setup"]
+    assert layer == "namespaces" and "/proc" in reason, got["setup"]
+
+
+def test_building_leaves_two_fds_and_no_worker_inherits_them(dirs):
+    ctx = dirs.ctx()
+    pol = policy("default")
+    scratch = dirs.root
+
+    def open_fds():
+        return sorted(os.readlink(f"/proc/self/fd/{fd}").split(":")[0] for fd in os.listdir("/proc/self/fd")
+                      if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    def build():
+        fds = open_fds()
+        fsplan.prepare(pol, ctx.readable)
+        why_not = fstemplate.build(pol, ctx.readable, scratch)
+        new = open_fds()
+        for kind in fds:
+            new.remove(kind)
+        try:
+            os.waitpid(-1, os.WNOHANG)
+            children = "some"
+        except ChildProcessError:
+            children = "none"
+        r, w = os.pipe()
+        pid, _ = confine.fork_worker(pol, run_dirs=(ctx.workdir, ctx.tmpdir), readable=ctx.readable)
+        if pid == 0:  # pragma: no cover - the worker
+            held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                    if os.path.exists(f"/proc/self/fd/{fd}")]
+            os.write(w, str(sum(link.startswith("mnt:") for link in held)).encode())
+            os._exit(0)
+        os.close(w)
+        in_worker = os.read(r, 100).decode()
+        os.waitpid(pid, 0)
+        return {"why_not": why_not, "new_fds": new, "children": children, "ns_fds_in_worker": in_worker,
+                "copied_here": fstemplate.copied()}
+    got = in_child(build)
+    assert got["ok"], got
+    assert got["value"] == {"why_not": "", "new_fds": ["mnt", "mnt"], "children": "none", "ns_fds_in_worker": "0",
+                            "copied_here": False}, got["value"]
+    assert sorted(os.listdir(scratch)) == ["secret.txt", "tmp", "work"]  # its helper's mount point went
+
+
+def test_a_root_that_could_not_return_to_its_namespace_builds_none_and_stays_where_it_was(dirs):
+    """Root of a user namespace of its own owns the template's namespace but not the host's: entering the one
+    would strand it. It builds none, and stays in its own mount namespace."""
+    ctx = dirs.ctx()
+    pol = policy("default")
+
+    def build():
+        mine = os.readlink("/proc/self/ns/mnt")
+        fsplan.prepare(pol, ctx.readable)
+        why_not = fstemplate.build(pol, ctx.readable)
+        return {"why_not": why_not, "same_ns": os.readlink("/proc/self/ns/mnt") == mine,
+                "held": fstemplate.for_run(pol, ctx.readable, (ctx.workdir, ctx.tmpdir)) is not None}
+    got = in_child(build, _no_user_namespaces_left)
+    assert got["ok"], got
+    v = got["value"]
+    assert "setns" in v["why_not"] and "EPERM" in v["why_not"] and v["same_ns"] and not v["held"], v
+
+
+def test_an_unprivileged_uid_builds_none(dirs):
+    ctx = dirs.ctx()
+    pol = policy("default")
+
+    def build():
+        fsplan.prepare(pol, ctx.readable)
+        return fstemplate.build(pol, ctx.readable)
+    got = in_child(build, uid=65534)
+    assert got["ok"], got
+    assert "uid 65534 is not root" in got["value"], got["value"]
+
+
+def test_runs_through_the_forker_get_copies_sessions_build_their_own():
+    """End to end: the forker's one-shot workers start in a copy (their /etc/passwd is a mount of their own over
+    the template's file); a session root, cloned before its run dirs exist, builds its root itself."""
+    from sandbox import Sandbox
+    code = ("mounts = [line.split()[4] for line in open('/proc/self/mountinfo')]\n"
+            "print('/etc/passwd' in mounts, mounts.count('/proc'), open('/etc/passwd').read().count(':/tmp/'))")
+    with Sandbox("default") as sb:
+        one_shot = [sb.run(code).stdout for _ in range(4)]
+        with sb.session() as session:
+            in_session = session.run(code)
+    assert one_shot == ["True 2 1\n"] * 4, one_shot
+    assert in_session.stdout == "False 1 1\n", in_session
