@@ -59,6 +59,8 @@ class Settings:
     plots: bool = True
     runners: tuple[str, ...] = ()
     """Only runners whose name contains one of these (empty: all); for smoke tests."""
+    against: Path | None = None
+    """``ab`` only: the other package folder (a checkout, or any folder holding ``sandbox/``)."""
 
     def n(self, full: int, quick: int = 2) -> int:
         """Sample count: ``full`` normally, ``quick`` with ``--quick``."""
@@ -73,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of the suite's command line."""
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default: all): {', '.join(SUITE)}; or 'report' (render the "
-                             "README tables from the JSON results in --out)")
+                             "README tables from the JSON results in --out); or 'ab' (not in the suite: this "
+                             "package against the one in --against, interleaved)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sample counts (a smoke test in minutes, not a measurement)")
@@ -82,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "benchmarks/results when this package runs from a source checkout, else "
                              f"./{OUTSIDE_CHECKOUT} in the current directory)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="for 'ab': the package to compare with, a folder holding sandbox/ (e.g. a checkout "
+                             "of another commit: git worktree add /tmp/base HEAD~1)")
     parser.add_argument("--runners", default="", metavar="A,B",
                         help="only runners whose name contains one of these words, e.g. 'in-process,sandbox'")
 
@@ -89,4 +95,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The :class:`Settings` of parsed options."""
     runners = tuple(part.strip() for part in args.runners.split(",") if part.strip())
-    return Settings(quick=args.quick, out=args.out, plots=not args.no_plots, runners=runners)
+    return Settings(quick=args.quick, out=args.out, plots=not args.no_plots, runners=runners, against=args.against)

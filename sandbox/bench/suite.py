@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from . import SUITE, options
+from . import APART, SUITE, options
 
 
 def build_parser(prog: str = "python -m sandbox.bench") -> argparse.ArgumentParser:
@@ -24,14 +24,18 @@ def build_parser(prog: str = "python -m sandbox.bench") -> argparse.ArgumentPars
 def run(args: argparse.Namespace) -> int:
     """Run what ``args`` asks for; the exit status."""
     if args.list:
-        for name in SUITE:
+        for name in (*SUITE, *APART):
             doc = (importlib.import_module(f"{__package__}.{name}").__doc__ or "").strip().splitlines()[0]
             print(f"{name:12s} {doc}")
         return 0
     names = list(args.names) or list(SUITE)
-    unknown = [n for n in names if n not in (*SUITE, "report")]
+    unknown = [n for n in names if n not in (*SUITE, *APART, "report")]
     if unknown:
-        print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join(SUITE)}, report)", file=sys.stderr)
+        print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join((*SUITE, *APART))}, report)",
+              file=sys.stderr)
+        return 2
+    if "ab" in names and (args.against is None or not (args.against / "sandbox" / "__init__.py").is_file()):
+        print(f"ab needs --against DIR, a folder holding sandbox/ (got {args.against})", file=sys.stderr)
         return 2
     settings = options.settings_from(args)
     for name in [n for n in names if n != "report"]:

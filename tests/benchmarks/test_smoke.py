@@ -73,3 +73,23 @@ def test_cli_lists_the_suite() -> None:
                           timeout=120, cwd="/")
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()] == list(SUITE)
+
+
+def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``ab`` against a copy of this package: each side runs its own folder's package (the side checks
+    ``sandbox.__file__``), in alternating rounds; without ``--against`` it refuses before starting anything."""
+    import shutil
+    assert suite.main(["ab", "--quick", "--out", str(out)]) == 2
+    assert "needs --against" in capsys.readouterr().err
+    other, checkout = tmp_path / "other", Path(suite.__file__).resolve().parents[2]
+    for part in ("sandbox", "policies", "images"):  # a checkout's package and the data files it ships
+        shutil.copytree(checkout / part, other / part, ignore=shutil.ignore_patterns("__pycache__"))
+    assert suite.main(["ab", "--quick", "--against", str(other), "--out", str(out)]) == 0
+    data = json.loads((out / "ab.json").read_text())
+    this, against = data["rows"]
+    assert (this["side"], against["side"]) == ("this", "against") and against["package"] == str(other)
+    assert this["lower_in"].endswith(f"of {this['rounds']}") and this["step_cpu_ms"] is not None
+    rounds = data["per_round"]
+    assert len(rounds["this"]) == len(rounds["against"]) == this["rounds"]
+    assert all(r["cpu_ms_per_run"] > 0 and r["runs_per_s"] > 0 for side in rounds.values() for r in side)
+    assert (out / "ab.png").stat().st_size > 1000

@@ -1,0 +1,158 @@
+"""This checkout against another, interleaved: a step of ~1 ms of CPU per run, measured where runs swing by 3.
+
+    sandbox bench ab --against DIR [--quick]
+
+On a shared VM the machine CPU per run of the same code moves by 2-3 ms between two runs
+of a benchmark minutes apart, so comparing two commits' separate runs cannot show a 1 ms
+step. Here both run at once: one host process per side (this package, and the one in
+``DIR``: another checkout, e.g. ``git worktree add /tmp/base HEAD~1``), each with a warm
+``Sandbox`` of the default policy, take turns running a batch of ``print(1)`` runs from 4
+client threads, the order swapped every round. A side's figure for a batch is the CPU of
+its own process tree (host, zygote, forker and workers, reaped or alive) per run, and its
+runs/s; a step is the median of the per-round differences, and "lower in" counts the
+rounds where this checkout spent less. Not part of the suite: it needs ``--against``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import common
+from .options import Settings
+
+COLUMNS = ("side", "package", "commit", "rounds", "cpu_ms_per_run_p50", "cpu_ms_per_run_min", "cpu_ms_per_run_max",
+           "runs_per_s_p50", "step_cpu_ms", "lower_in")
+CLIENTS = 4
+
+#: One side: a host process with a warm Sandbox; a line "N" on stdin runs N print(1) from CLIENTS threads and
+#: answers "<tree CPU ms per run> <runs/s>".
+_SIDE = r'''
+import os, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import psutil
+import sandbox
+assert sandbox.__file__.startswith(sys.argv[1]), sandbox.__file__
+clients = int(sys.argv[2])
+
+def live(pid):  # a live process's CPU to the nanosecond (its threads' schedstat)
+    return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
+               for t in os.listdir(f"/proc/{pid}/task")) / 1e9
+
+def tree(sb):  # this host, its zygotes, what they reaped, their live children (forker, workers)
+    total = sum(psutil.Process().cpu_times()[:2])
+    for pid in sb.zygote_pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system + times.children_user + times.children_system
+        for child in psutil.Process(pid).children():
+            try:
+                total += live(child.pid)
+            except OSError:
+                pass  # reaped meanwhile: in the zygote's children_* at the next reading
+    return total
+
+with sandbox.Sandbox("default") as sb:
+    for _ in range(20):
+        sb.run("print(1)")
+    print("ready", flush=True)
+    for line in sys.stdin:
+        runs = int(line)
+        threads = [threading.Thread(target=lambda k=runs // clients: [sb.run("print(1)") for _ in range(k)])
+                   for _ in range(clients)]
+        before, start = tree(sb), time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed, used = time.perf_counter() - start, tree(sb) - before
+        print(f"{used / runs * 1000:.4f} {runs / elapsed:.2f}", flush=True)
+'''
+
+
+def run(settings: Settings) -> common.Record:
+    against = settings.against
+    if against is None or not (against / "sandbox" / "__init__.py").is_file():
+        raise ValueError(f"sandbox bench ab needs --against DIR, a folder holding sandbox/ (got {against})")
+    record = common.Record("ab", settings)
+    rounds, runs = settings.n(10, 2), settings.n(200, 20)
+    ours = Path(__file__).resolve().parents[2]
+    sides = {"this": _start(ours), "against": _start(against.resolve())}
+    figures: dict[str, list[tuple[float, float]]] = {"this": [], "against": []}
+    try:
+        for index in common.progress(range(rounds), total=rounds, desc="ab rounds"):
+            order = ("this", "against") if index % 2 == 0 else ("against", "this")
+            for name in order:
+                figures[name].append(_batch(sides[name], runs))
+    finally:
+        for proc in sides.values():
+            _stop(proc)
+    steps = [a[0] - b[0] for a, b in zip(figures["this"], figures["against"])]
+    for name, folder in (("this", ours), ("against", against.resolve())):
+        cpu = [c for c, _ in figures[name]]
+        record.rows.append({
+            "side": name, "package": str(folder), "commit": _commit(folder), "rounds": rounds,
+            "cpu_ms_per_run_p50": round(statistics.median(cpu), 3), "cpu_ms_per_run_min": round(min(cpu), 3),
+            "cpu_ms_per_run_max": round(max(cpu), 3),
+            "runs_per_s_p50": round(statistics.median(r for _, r in figures[name]), 1),
+            **({"step_cpu_ms": round(statistics.median(steps), 3),
+                "lower_in": f"{sum(s < 0 for s in steps)} of {rounds}"} if name == "this" else {})})
+    record.extra = {"runs_per_round": runs, "clients": CLIENTS,
+                    "per_round": {name: [{"cpu_ms_per_run": c, "runs_per_s": r} for c, r in rows]
+                                  for name, rows in figures.items()}}
+    common.finish(record, COLUMNS, f"this checkout vs {against}: {rounds} interleaved rounds of {runs} print(1), "
+                                   f"{CLIENTS} clients (CPU: each side's own process tree)")
+    return record
+
+
+def _start(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _SIDE, str(folder), str(CLIENTS)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip() if proc.stdout else ""
+    if line != "ready":
+        _stop(proc)
+        raise RuntimeError(f"the side for {folder} did not start (it said {line!r})")
+    return proc
+
+
+def _batch(proc: subprocess.Popen, runs: int) -> tuple[float, float]:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{runs}\n")
+    proc.stdin.flush()
+    cpu, rate = proc.stdout.readline().split()
+    return float(cpu), float(rate)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.stdin:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def _commit(folder: Path) -> str:
+    out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "-"
+
+
+def plot(record: Any, settings: Settings) -> None:
+    plt = common.pyplot()
+    per_round = record.extra["per_round"]
+    fig, (cpu_ax, rate_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, rows in per_round.items():
+        rounds = range(1, len(rows) + 1)
+        cpu_ax.plot(rounds, [r["cpu_ms_per_run"] for r in rows], marker="o", label=name)
+        rate_ax.plot(rounds, [r["runs_per_s"] for r in rows], marker="o", label=name)
+    cpu_ax.set(title="CPU of each side's process tree per run", xlabel="round", ylabel="ms")
+    rate_ax.set(title="throughput", xlabel="round", ylabel="runs/s")
+    for ax in (cpu_ax, rate_ax):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    common.save_figure(fig, settings, "ab")
