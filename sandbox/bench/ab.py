@@ -127,14 +127,8 @@ def _batch(proc: subprocess.Popen, runs: int) -> tuple[float, float]:
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.stdin:
-        proc.stdin.close()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+        proc.stdin.close()  # the side leaves its loop and closes its Sandbox
+    common.end_process(proc, 30)
 
 
 def _commit(folder: Path) -> str:

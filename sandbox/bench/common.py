@@ -241,6 +241,17 @@ exec {shlex.quote(sys.executable)} "$@" {" ".join(shlex.quote(a) for a in args)}
     return path
 
 
+def end_process(proc: subprocess.Popen, timeout_s: float) -> None:
+    """Wait for ``proc`` to exit (killed after ``timeout_s``), then close its stdout pipe."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
 # -- recording ---------------------------------------------------------------------------
 @dataclass
 class Record:

@@ -36,6 +36,7 @@ import psutil
 
 from .. import zygote_exec
 from ..policy import Policy
+from . import common
 from .alternatives import DEFAULT_TIMEOUT_S, Files, Ran, Runner, _scrubbed_env, image_preload
 
 SERVER = Path(__file__).with_name("_floor_server.py")
@@ -91,13 +92,7 @@ class ServerRunner(Runner):
         made = _descendants(p.pid for p in procs)
         self.host.close()
         for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+            common.end_process(proc, 10)
         for child in made:  # a child still running a snippet (e.g. one the host stopped waiting for)
             try:
                 child.kill()
