@@ -27,8 +27,8 @@ names the first; ``confinement.required`` may list ``memory_cgroup``. Under the
 namespaces row, what the worker's mount namespace gives it (``filesystem`` in the
 JSON): ``fs_view`` (its own root: the probe sees a read-only tmpfs root without
 ``/run`` or ``/sys/fs/cgroup``; its detail says whether the run's root was a copy of its
-forker's template, seen as a ``/proc`` mounted over the template's) and ``private_disk`` (its work dir on a filesystem of
-exactly ``limits.max_disk_mb`` and ``max_disk_inodes``). Both are required with
+forker's template, seen as a ``/proc`` mounted over the template's) and ``private_disk``
+(its work dir on a filesystem of exactly ``limits.max_disk_mb`` and ``max_disk_inodes``). Both are required with
 namespaces: a policy that requires namespaces refuses runs where they cannot be built.
 Under the seccomp row, ``state_scope`` (``sessions`` in the JSON): whether the states of
 one session are kept apart (confine/state_scope.py), observed by a real session run that

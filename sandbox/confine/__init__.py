@@ -35,8 +35,8 @@ from typing import Any, Callable
 from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from . import (_sys, caps, cgroup, disk, fstemplate, fsview, landlock, memcg, namespaces, namespaces_clone, netns, no_new_privs,
-               rlimits, seccomp, state_scope)
+from . import (_sys, caps, cgroup, disk, fstemplate, fsview, landlock, memcg, namespaces, namespaces_clone, netns,
+               no_new_privs, rlimits, seccomp, state_scope)
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -327,9 +327,9 @@ class _Stack:
         """The run's own root with its private disk (fsview.py, disk.py); where that cannot be built, under a
         policy that does not require namespaces: the disk over the run dir, else the run dirs re-bound writable in
         the read-only host tree. Returns what the run got; raises OSError for the layer to fail."""
+        build = fstemplate.finish if fstemplate.copied() else fsview.apply  # a copy of the forker's, or its own
         try:
-            built = fstemplate.finish(self.policy, self.ctx) if fstemplate.copied() else fsview.apply(self.policy,
-                                                                                                    self.ctx)
+            built = build(self.policy, self.ctx)
         except fsview.Broken as exc:  # half pivoted: no snippet may run here, whatever the policy
             raise SandboxUnavailable("namespaces", str(exc), fsview.FIX, syscall=exc.syscall, errno=exc.errno) from exc
         except OSError as exc:

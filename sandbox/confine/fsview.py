@@ -32,9 +32,10 @@ a read-only tmpfs; every bind is read-only, nosuid and nodev.
 
 Built before any request (a pre-forked worker's confinement, a session root's open),
 about 30 mount calls, where the worker's forker holds no template of it: where it does
-(root), the worker is cloned into a copy and adds only its own parts (fstemplate.py). Which paths, symlinks and files it holds is resolved once per zygote
-(:mod:`.fsplan`, from :func:`prepare`); a worker executes those steps and adds its run's own
-(its run dirs, its passwd entry, its ``/proc``). ``/run`` holds nothing in a worker
+(root), the worker is cloned into a copy and adds only its own parts (fstemplate.py).
+Which paths, symlinks and files it holds is resolved once per zygote (:mod:`.fsplan`, from
+:func:`prepare`); a worker executes those steps and adds its run's own (its run dirs, its
+passwd entry, its ``/proc``). ``/run`` holds nothing in a worker
 (namespaces.py): no path reached through it is bound. :func:`apply` raises ``OSError``
 with nothing changed when the view cannot be built; :class:`Broken` once the old root is
 half gone (never run then).

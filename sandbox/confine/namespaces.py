@@ -16,8 +16,9 @@ Two halves, because a pid namespace only applies to children:
   down loopback. That clone and its handshake are namespaces_clone.py.
 
 - In the worker, before the capability drop: the worker's own root (fsview.py, or its
-  own parts of a copy of its forker's: fstemplate.py) with its private disk (disk.py); where that cannot be built, :func:`apply` re-binds the run's
-  dirs writable over the host tree that :func:`make_host_read_only_early` made read-only.
+  own parts of a copy of its forker's: fstemplate.py) with its private disk (disk.py);
+  where that cannot be built, :func:`apply` re-binds the run's dirs writable over the host
+  tree that :func:`make_host_read_only_early` made read-only.
 
 Three cases, told apart by :func:`probe` (``sandbox doctor`` shows which): **available**;
 **unavailable**: the clone is refused (user namespaces off or none left, a seccomp
