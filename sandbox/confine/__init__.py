@@ -163,10 +163,11 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     if "namespaces" not in policy.confinement.layers:
         return plain_fork(), None
     owner = zygote or os.getpid()
+    template = fstemplate.for_run(policy, readable, run_dirs)
     try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
         pid, detail, note = namespaces_clone.fork_in_parent(
             lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None,
-            template=fstemplate.for_run(policy, readable, run_dirs))
+            template=template)
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces_clone.REFUSED and not isinstance(exc, namespaces_clone.SetupRefused):
             raise
@@ -176,6 +177,7 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
     if pid:
         return pid, None
+    fstemplate.in_child(template)
     _stage_before_request(policy)
     pids, _, memory = note.partition(_NOTE_SEPARATOR)
     return 0, LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),

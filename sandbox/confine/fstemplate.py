@@ -51,6 +51,14 @@ class Template:
     host: int
     plan: fsplan.Plan
 
+    def enter(self) -> None:
+        """In the forker, right before the clone: this process's mount namespace becomes the template."""
+        _enter(self.namespace)
+
+    def leave(self) -> None:
+        """In the forker, right after the clone (also when it failed): back in its own mount namespace."""
+        _enter(self.host)
+
 
 _held: list[Template] = []
 _why_not: list[str] = []
@@ -180,16 +188,6 @@ def for_run(policy: Policy, readable: tuple[str, ...], run_dirs: tuple[str, str]
             or not all(fsview.under(p, "/tmp") and p != "/tmp" for p in (*run_dirs, *real)):
         return None
     return template
-
-
-def enter(template: Template) -> None:
-    """In the forker, right before the clone: this process's mount namespace becomes the template."""
-    _enter(template.namespace)
-
-
-def leave(template: Template) -> None:
-    """In the forker, right after the clone (also when it failed): back in its own mount namespace."""
-    _enter(template.host)
 
 
 def _enter(fd: int) -> None:

@@ -21,9 +21,12 @@ import errno
 import os
 import signal
 import socket
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import _sys, fstemplate, netns
+from . import _sys, netns
+
+if TYPE_CHECKING:
+    from .fstemplate import Template
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -97,7 +100,7 @@ _setup_refused: list[SetupRefused] = []
 
 
 def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
-                   sibling: bool = False, template: fstemplate.Template | None = None) -> tuple[int, str, str]:
+                   sibling: bool = False, template: Template | None = None) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
     The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``(note, fds)``
@@ -113,7 +116,8 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     not wait (a child whose setup fails then exits: its run fails, never confined
     less). ``fresh``: wait, and neither use nor keep the answer (the probe). ``sibling``: the
     child is our parent's (``CLONE_PARENT``: the forker's workers are the zygote's children). ``template``: the
-    child's mount namespace is a copy of that one (fstemplate.py), not of ours.
+    child's mount namespace is a copy of that one (fstemplate.py), not of ours: this process enters it for the
+    clone and returns right after.
     """
     if _setup_refused and not fresh:
         raise _setup_refused[0]
@@ -124,7 +128,7 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     try:
         flags = _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS  # the forker's own, shared (netns.py)
         if template is not None:
-            fstemplate.enter(template)
+            template.enter()
         try:
             pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
         except OSError:
@@ -143,7 +147,6 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
         try:
             go_w.close()
             os.close(ack_r)
-            fstemplate.in_child(template)
             return (0, *_init_child(go_r, ack_w, parent, uid, gid))
         except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
             os._exit(70)
@@ -167,11 +170,11 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     return pid, "", note
 
 
-def _leave(template: fstemplate.Template) -> None:
+def _leave(template: Template) -> None:
     """Back to our own mount namespace after a clone from the template; a process that cannot must not go on
     (its cgroup work, and every later clone, would happen in the template)."""
     try:
-        fstemplate.leave(template)
+        template.leave()
     except OSError:
         os._exit(70)
 
