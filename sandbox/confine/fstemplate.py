@@ -61,7 +61,6 @@ class Template:
 
 
 _held: list[Template] = []
-_why_not: list[str] = []
 #: Set in a worker cloned into a copy of the template (inherited by its forks): see :func:`copied`.
 _copied: list[fsplan.Plan] = []
 
@@ -72,16 +71,9 @@ def build(policy: Policy, readable: tuple[str, ...], scratch: str | None = None)
     is made for a moment (the zygote's run root, which the host removes whole: nothing stays if the forker dies
     meanwhile); None: the temp dir."""
     try:
-        reason = _build(policy, readable, scratch)
+        return _build(policy, readable, scratch)
     except OSError as exc:  # no temp dir, no fork, no pipe: nothing was entered
-        reason = f"building the template failed: {exc}"
-    _why_not[:] = [reason] if reason else []
-    return reason
-
-
-def why_not() -> str:
-    """Why this forker's workers build their own roots ("" when it holds a template)."""
-    return _why_not[0] if _why_not else ("" if _held else "no template was built")
+        return f"building the template failed: {exc}"
 
 
 def _build(policy: Policy, readable: tuple[str, ...], scratch: str | None) -> str:
@@ -202,7 +194,6 @@ def in_child(copied_from: Template | None) -> None:
         os.close(template.namespace)
         os.close(template.host)
     _held.clear()
-    _why_not.clear()
     if copied_from is not None:
         _copied[:] = [copied_from.plan]
 
