@@ -190,10 +190,10 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
                          "active": bool(observed.get(name)), "detail": module.probe()[1]}
                   for name, module in (("fs_view", confine.fsview), ("private_disk", confine.disk))}
     if observed.get("fs_view"):
-        filesystem["fs_view"]["detail"] += ("; observed: the run's root is not built by its worker but copied "
-                                            "from the one its forker built once (confine/fstemplate.py)"
-                                            if observed.get("fs_copied") else "; observed: the run's worker built "
-                                            "its root itself (its forker holds no template: confine/fstemplate.py)")
+        filesystem["fs_view"]["detail"] += ("; this run's root: a copy of the one its forker built once "
+                                            "(confine/fstemplate.py)" if observed.get("fs_copied") else
+                                            "; this run's root: built by its worker (its forker holds no template: "
+                                            "confine/fstemplate.py)")
     scope_ok, scope_why = confine.state_scope.probe() if "seccomp" in policy.confinement.layers else (
         False, "the seccomp layer is off: the states of a session may signal each other")
     sessions = {"state_scope": {"part_of": "seccomp", **_role(policy, "seccomp"), "available": scope_ok,

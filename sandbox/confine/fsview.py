@@ -261,4 +261,4 @@ def _probe_in_child() -> tuple[bool, str]:
     failure = _trial.in_throwaway_clone(trial)
     if failure:
         return False, f"{failure}: the worker sees the host tree, read-only (see README)"
-    return True, "pivot_root into a root built for each worker (tmpfs root, old root detached)"
+    return True, "a root of its own for each worker: pivot_root into a tmpfs root works, old root detached"

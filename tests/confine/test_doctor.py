@@ -276,9 +276,9 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
     # The root: copied from the forker's template for root (confine/fstemplate.py), built per worker for 65534.
     views = r["filesystem"]["fs_view"], n["filesystem"]["fs_view"]
     if views[0]["active"]:
-        assert r["observed"]["fs_copied"] and "copied from the one its forker built once" in views[0]["detail"]
+        assert r["observed"]["fs_copied"] and "root: a copy of the one its forker built once" in views[0]["detail"]
     if views[1]["active"]:
-        assert not n["observed"]["fs_copied"] and "built its root itself" in views[1]["detail"], views[1]
+        assert not n["observed"]["fs_copied"] and "root: built by its worker" in views[1]["detail"], views[1]
 
 
 def test_network_namespace_row_says_per_worker_where_the_policy_does_not_require_seccomp():
