@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.bench import SUITE, alternatives, report, suite, workloads
+from sandbox.bench import APART, SUITE, alternatives, report, suite, workloads
 
 #: Enough to exercise every code path of the scripts, fast enough for CI.
 TINY = ["--quick", "--runners", "in-process,sandbox default"]
@@ -72,7 +72,7 @@ def test_cli_lists_the_suite() -> None:
     done = subprocess.run([sys.executable, "-m", "sandbox", "bench", "--list"], capture_output=True, text=True,
                           timeout=120, cwd="/")
     assert done.returncode == 0, done.stderr
-    assert [line.split()[0] for line in done.stdout.splitlines()] == list(SUITE)
+    assert [line.split()[0] for line in done.stdout.splitlines()] == [*SUITE, *APART]
 
 
 def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
