@@ -29,7 +29,8 @@ COLUMNS = ("side", "package", "commit", "rounds", "cpu_ms_per_run_p50", "cpu_ms_
 CLIENTS = 4
 
 #: One side: a host process with a warm Sandbox; a line "N" on stdin runs N print(1) from CLIENTS threads and
-#: answers "<tree CPU ms per run> <runs/s>".
+#: answers "<tree CPU ms per run> <runs/s>". Standard library and psutil only (its tree CPU is common.tree_cpu_s
+#: written again): the side imports the other checkout's package, whose bench may not have that helper.
 _SIDE = r'''
 import os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
@@ -72,10 +73,18 @@ with sandbox.Sandbox("default") as sb:
 '''
 
 
+def against_problem(against: Path | None) -> str:
+    """Why ``--against`` cannot be compared with ("" when it can)."""
+    if against is None or not (against / "sandbox" / "__init__.py").is_file():
+        return f"ab needs --against DIR, a folder holding sandbox/ (got {against})"
+    return ""
+
+
 def run(settings: Settings) -> common.Record:
     against = settings.against
-    if against is None or not (against / "sandbox" / "__init__.py").is_file():
-        raise ValueError(f"sandbox bench ab needs --against DIR, a folder holding sandbox/ (got {against})")
+    problem = against_problem(against)
+    if problem or against is None:
+        raise ValueError(problem)
     record = common.Record("ab", settings)
     rounds, runs = settings.n(10, 2), settings.n(200, 20)
     ours = Path(__file__).resolve().parents[2]

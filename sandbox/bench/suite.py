@@ -34,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join((*SUITE, *APART))}, report)",
               file=sys.stderr)
         return 2
-    if "ab" in names and (args.against is None or not (args.against / "sandbox" / "__init__.py").is_file()):
-        print(f"ab needs --against DIR, a folder holding sandbox/ (got {args.against})", file=sys.stderr)
-        return 2
+    if "ab" in names:
+        from .ab import against_problem
+        problem = against_problem(args.against)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
     settings = options.settings_from(args)
     for name in [n for n in names if n != "report"]:
         module = importlib.import_module(f"{__package__}.{name}")

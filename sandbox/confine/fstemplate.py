@@ -38,8 +38,6 @@ from . import _sys, disk, fsplan, fsview
 
 CLONE_NEWNS = 0x20000
 MS_PRIVATE, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 0x40000, 0x4000, 2, 4, 8, 0x1000
-_MNT_DETACH = 2
-_NR_PIVOT_ROOT = 155
 _READ_ONLY = fsplan.ATTR_RDONLY | fsplan.ATTR_NOSUID | fsplan.ATTR_NODEV
 
 
@@ -142,10 +140,12 @@ def _helper(plan: fsplan.Plan, staging: str, report_w: int, hold_r: int) -> None
         fsplan.mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=1024,mode=755")
         os.chdir(staging)
         _lay_out(plan)
-        if _sys.libc.syscall(_NR_PIVOT_ROOT, b".", b".") != 0:
-            raise _sys.SyscallError("pivot_root", ctypes.get_errno())
-        if _sys.libc.umount2(b".", _MNT_DETACH) != 0:
-            raise _sys.SyscallError("umount2(old root, MNT_DETACH)", ctypes.get_errno())
+        err = fsview.pivot_into_cwd()
+        if err:
+            raise _sys.SyscallError("pivot_root", err)
+        err = fsview.detach_old_root()
+        if err:
+            raise _sys.SyscallError("umount2(old root, MNT_DETACH)", err)
     except BaseException as exc:  # noqa: BLE001 - never unwind into the forker's code
         msg = f"building the template failed: {exc}"
     try:
@@ -172,7 +172,7 @@ def _lay_out(plan: fsplan.Plan) -> None:
 
 def for_run(policy: Policy, readable: tuple[str, ...], run_dirs: tuple[str, str] | None) -> Template | None:
     """In the forker: the template to clone this worker into, or None (it builds its own root)."""
-    if not _held or run_dirs is None or "namespaces" not in policy.confinement.layers:
+    if not _held or run_dirs is None:
         return None
     template = _held[0]
     real = tuple(os.path.realpath(p) for p in run_dirs)

@@ -122,19 +122,32 @@ def apply(policy: Policy, ctx: Any) -> str:
     try:
         os.chdir(staging)  # the new tmpfs (not the dir beneath it): every step's path is relative to it
         binds = _build(staging, policy, ctx, (staging, os.path.realpath(ctx.tmpdir)))
-        if _sys.libc.syscall(_NR_PIVOT_ROOT, b".", b".") != 0:
-            raise _sys.SyscallError("pivot_root", ctypes.get_errno())
+        err = pivot_into_cwd()
+        if err:
+            raise _sys.SyscallError("pivot_root", err)
     except BaseException:
         os.chdir("/")
         _sys.libc.umount2(staging.encode(), _MNT_DETACH)
         raise
-    if _sys.libc.umount2(b".", _MNT_DETACH) != 0:  # the old root, stacked on the new one by pivot_root(".", ".")
-        raise Broken("umount2(old root, MNT_DETACH)", ctypes.get_errno())
+    err = detach_old_root()
+    if err:
+        raise Broken("umount2(old root, MNT_DETACH)", err)
     os.chdir("/")
     note_entered(staging)
     os.chdir(ctx.workdir)
     return (f"pivot_root into a root built for the run ({binds} read-only binds); "
             f"{disk.describe_mounted(policy, '/tmp')}")
+
+
+def pivot_into_cwd() -> int:
+    """``pivot_root(".", ".")``: the cwd becomes this mount namespace's root, the old root stacked on it.
+    Returns 0, or the errno."""
+    return 0 if _sys.libc.syscall(_NR_PIVOT_ROOT, b".", b".") == 0 else ctypes.get_errno()
+
+
+def detach_old_root() -> int:
+    """After :func:`pivot_into_cwd`: the old root, stacked on the new one, detached. Returns 0, or the errno."""
+    return 0 if _sys.libc.umount2(b".", _MNT_DETACH) == 0 else ctypes.get_errno()
 
 
 def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
@@ -253,10 +266,12 @@ def _probe_in_child() -> tuple[bool, str]:
         fsplan.mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k")
         os.mkdir(os.path.join(top, "marker"))
         os.chdir(top)
-        if _sys.libc.syscall(_NR_PIVOT_ROOT, b".", b".") != 0:
-            return f"pivot_root failed: {_sys.errno_name(ctypes.get_errno())}"
-        if _sys.libc.umount2(b".", _MNT_DETACH) != 0:
-            return f"detaching the old root failed: {_sys.errno_name(ctypes.get_errno())}"
+        err = pivot_into_cwd()
+        if err:
+            return f"pivot_root failed: {_sys.errno_name(err)}"
+        err = detach_old_root()
+        if err:
+            return f"detaching the old root failed: {_sys.errno_name(err)}"
         return "" if os.listdir("/") == ["marker"] else f"the new root shows {os.listdir('/')}"
     failure = _trial.in_throwaway_clone(trial)
     if failure:

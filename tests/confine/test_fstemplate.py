@@ -34,13 +34,7 @@ def _needs_root_and_namespaces():
 
 
 def _clear_read_only(path: str) -> None:
-    class MountAttr(ctypes.Structure):
-        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
-                    ("userns_fd", ctypes.c_uint64)]
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = MountAttr(0, fsplan.ATTR_RDONLY, 0, 0)
-    if libc.syscall(442, -100, path.encode(), 0, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        raise OSError(ctypes.get_errno(), f"mount_setattr({path})")
+    fsplan.setattr_(path, 0, 0, clear=fsplan.ATTR_RDONLY)
 
 
 def _unmount(path: str) -> None:
