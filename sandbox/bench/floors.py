@@ -3,9 +3,10 @@
 Each runner talks to a server process of its own (``_floor_server.py``, a fresh
 interpreter that imports the image's preload list and lays it out in memory as our
 zygote does: the zygote's flags, the default policy's ``PYTHONMALLOC``,
-``hugepages.settle``) over a SOCK_SEQPACKET socketpair. The layout is part of the design: a floor without it pays ~9 ms more CPU
-per fork and exit (until 2026-11-30 the floors ran that way, on pymalloc without 2 MiB
-pages, and the targets' ratios were taken against those). A run is one message: the
+``hugepages.settle``) over a SOCK_SEQPACKET socketpair. The layout is part of the
+design: a floor without it pays ~9 ms more CPU per fork and exit (until 2026-11-30 the
+floors ran that way, on pymalloc without 2 MiB pages, and the targets' ratios were
+taken against those). A run is one message: the
 snippet's source, and by SCM_RIGHTS the write end of a pipe; the host reads the pipe to
 EOF, and that is the result (stdout). No confinement, no work dir, no input files, no
 images: the cost of the design's moving parts and nothing else.
