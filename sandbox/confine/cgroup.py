@@ -114,16 +114,24 @@ def enter(path: str, pid: int, handover: list[int] | None = None) -> None:
     here, unless another migration happened in the last ~10 ms: a cold start's first worker always waits), while
     a thread moving itself takes none. The file was opened by us: the kernel checks our rights, not the
     child's. v2 has no ``tasks`` file (a process moves whole, by ``cgroup.procs``)."""
-    tasks = os.path.join(path, "tasks")
-    if handover is not None and os.path.exists(tasks):
-        handover.append(os.open(tasks, os.O_WRONLY | os.O_CLOEXEC))
-        return
-    with open(os.path.join(path, "cgroup.procs"), "w") as fh:
-        fh.write(str(pid))
+    if handover is not None:
+        try:
+            handover.append(os.open(f"{path}/tasks", os.O_WRONLY | os.O_CLOEXEC))
+            return
+        except FileNotFoundError:  # cgroup v2
+            pass
+    write(f"{path}/cgroup.procs", pid)
 
 
 def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = None) -> str:
     """``pid`` into ``<pids root>/sandbox-<zygote>/w<pid>`` capped at ``max_pids``, in the first root that takes it."""
+    if _chosen and _chosen[0][0] == zygote:  # the common case, once per worker: straight to the last parent
+        parent = _chosen[0][1]
+        try:
+            _sweep_made(parent)
+            return _describe(_make_worker(parent, pid, max_pids, handover), max_pids)
+        except OSError:
+            _chosen.clear()  # e.g. removed from outside: look again
     errors = []
     for root in _candidates():
         parent = os.path.join(root, f"sandbox-{zygote}")
@@ -137,9 +145,56 @@ def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = Non
         except OSError as exc:
             errors.append(exc)
             continue
-        return f"root: pids cgroup {mine} caps processes and threads at {max_pids}"
+        _chosen[:] = [(zygote, parent)]
+        _made.append(pid)
+        return _describe(mine, max_pids)
     why = "; ".join(f"{exc.filename or ''}: {exc.strerror or exc}" for exc in errors) or "no pids hierarchy mounted"
     raise _sys.SyscallError("join a pids cgroup", errors[-1].errno if errors else errno.ENOENT, why)
+
+
+def _describe(mine: str, max_pids: int) -> str:
+    return f"root: pids cgroup {mine} caps processes and threads at {max_pids}"
+
+
+#: (zygote, its ``sandbox-<zygote>`` cgroup) that took this process's last worker (the controller delegated to it).
+_chosen: list[tuple[int, str]] = []
+#: Workers whose cgroups this process made there and has not removed yet (:func:`_sweep_made`).
+_made: list[int] = []
+
+
+def _make_worker(parent: str, pid: int, max_pids: int, handover: list[int] | None) -> str:
+    """``parent/w<pid>`` capped and joined, in as few steps as possible: a worker is made per run, and every
+    Python object the maker touches after a fork is a page it copies (inside/forker.py)."""
+    mine = f"{parent}/w{pid}"
+    os.mkdir(mine)
+    try:
+        write(f"{mine}/pids.max", max_pids)
+        enter(mine, pid, handover)
+    except OSError:
+        _rmdir(mine)
+        raise
+    _made.append(pid)
+    return mine
+
+
+def _sweep_made(parent: str) -> None:
+    """Remove the cgroups this process made for workers that are gone (their pids no longer exist), without
+    listing ``parent``. A pids cgroup that also holds the worker's memory controller (cgroup v2) is memcg.py's
+    to remove, once the host has read it."""
+    for pid in [pid for pid in _made if not os.path.exists(f"/proc/{pid}")]:
+        _made.remove(pid)
+        mine = f"{parent}/w{pid}"
+        if not os.path.exists(f"{mine}/memory.max"):
+            _rmdir(mine)
+
+
+def write(path: str, value: object) -> None:
+    """``str(value)`` into the cgroup file at ``path`` (one write; no file object: see :func:`_make_worker`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
 
 
 def remove_zygote(zygote: int | None = None) -> None:
@@ -165,8 +220,7 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         os.mkdir(mine)
         _delegating.add(parent)
     try:
-        with open(os.path.join(mine, "pids.max"), "w") as fh:
-            fh.write(str(max_pids))
+        write(f"{mine}/pids.max", max_pids)
     except OSError:
         _rmdir(mine)
         raise

@@ -166,9 +166,12 @@ def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int,
 
 def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover: list[int] | None = None) -> str:
     """``zdir/w<pid>`` (``zdir`` ready: made, the controller delegated to it) with its limits set and ``pid`` in it."""
-    mine = os.path.join(zdir, f"w{pid}")
-    made = not os.path.isdir(mine)  # on cgroup v2 the pids cgroup (cgroup.py) may have made it already
-    os.makedirs(mine, exist_ok=True)
+    mine = f"{zdir}/w{pid}"
+    try:
+        os.mkdir(mine)
+        made = True
+    except FileExistsError:  # on cgroup v2 the pids cgroup (cgroup.py) made it already
+        made = False
     try:
         if hierarchy.version == 2:
             _write(mine, "memory.max", limit)
@@ -192,14 +195,13 @@ def _enable_memory(path: str) -> None:
 
 
 def _write(path: str, name: str, value: object, optional: bool = False) -> None:
-    target = os.path.join(path, name)
+    target = f"{path}/{name}"
     if optional:
         if name not in _optional:
             _optional[name] = os.path.exists(target)
         if not _optional[name]:
             return
-    with open(target, "w") as fh:
-        fh.write(str(value))
+    cgroup.write(target, value)
 
 
 def _sweep(parent: str, prefix: str) -> None:

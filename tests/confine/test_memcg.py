@@ -266,3 +266,20 @@ def test_on_a_shared_v2_hierarchy_the_pids_sweep_leaves_memory_cgroups_to_memcg(
     monkeypatch.setattr(cgroup, "_remove", removed.append)
     cgroup._sweep(str(tmp_path), "w", keep_memory=True)
     assert removed == [str(tmp_path / f"w{dead + 1}")]
+
+
+def test_the_pids_cgroups_a_forker_made_go_with_their_workers_but_not_a_shared_memory_cgroup(tmp_path, monkeypatch):
+    """The per-worker sweep (cgroup._sweep_made: no listing of the zygote's dir) removes the cgroups of workers this
+    process made that are gone, keeps a live one's, and leaves a dir holding the memory controller (cgroup v2:
+    one directory) to memcg.py's lifecycle."""
+    from sandbox.confine import cgroup
+    dead, shared, live = 2**22 + 4321, 2**22 + 4322, os.getpid()
+    for pid in (dead, shared, live):
+        (tmp_path / f"w{pid}").mkdir()
+    (tmp_path / f"w{shared}" / "memory.max").write_text("max")
+    removed = []
+    monkeypatch.setattr(cgroup, "_rmdir", removed.append)
+    monkeypatch.setattr(cgroup, "_made", [dead, shared, live])
+    cgroup._sweep_made(str(tmp_path))
+    assert removed == [f"{tmp_path}/w{dead}"]
+    assert cgroup._made == [live]  # the gone ones are forgotten either way
