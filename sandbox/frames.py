@@ -73,7 +73,7 @@ class Frame:
     def wire(self) -> dict[str, Any]:
         """The header fields (blob fields excluded), JSON-ready."""
         blobs = (*self.BLOBS, self.MORE_BLOBS)
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in blobs}
+        return {name: plain(getattr(self, name)) for name, _, _ in self.INIT_FIELDS if name not in blobs}
 
     def blobs(self) -> tuple[bytes, ...]:
         more = getattr(self, self.MORE_BLOBS) if self.MORE_BLOBS else ()

@@ -55,7 +55,7 @@ def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any
     if kind not in KNOWN_TYPES:
         raise ProtocolError(f"unknown frame type {kind!r}")
     header = {"v": VERSION, "type": kind, "blobs": [len(b) for b in blobs], **fields}
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(header)
     # A lone surrogate (a file name that is not UTF-8, as os.listdir gives it, or an
     # exception text with one) cannot be encoded and would fail the whole frame: it
     # travels as the text "\udcff" (a backslash, then its code), so every string the
@@ -73,7 +73,7 @@ def _check_header(raw: bytes) -> dict[str, Any]:
     if depth > MAX_DEPTH:
         raise ProtocolError(f"frame header nests {depth} levels deep (limit {MAX_DEPTH})")
     try:
-        header = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        header = _DECODER.decode(raw.decode("utf-8"))
     except ValueError as exc:  # not UTF-8, not JSON, NaN/Infinity, an integer of more than 4300 digits
         raise ProtocolError(f"frame header is not UTF-8 JSON: {str(exc)[:200]}") from exc
     if not isinstance(header, dict) or type(header.get("v")) is not int or header["v"] != VERSION:
@@ -90,6 +90,12 @@ def _check_header(raw: bytes) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+#: Made once: ``json.dumps``/``json.loads`` with any option build a new encoder or decoder object per call, and
+#: every frame crosses a fork somewhere (each Python object such a call touches is a page copied there).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 #: Opening brackets count +1, closing -1 (as signed bytes); every other byte is dropped.

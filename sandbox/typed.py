@@ -133,8 +133,13 @@ def show(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
+_JSON_READY = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """A dataclass value as JSON-ready data (tuples become lists)."""
+    if type(value) in _JSON_READY:  # most values: no call into dataclasses (see protocol._ENCODER for why it matters)
+        return value
     if dataclasses.is_dataclass(value):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if type(value) is tuple:
