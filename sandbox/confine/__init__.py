@@ -340,6 +340,7 @@ class _Stack:
             try:
                 return f"no filesystem view ({exc}); {disk.apply(self.policy, self.ctx)}"
             except OSError as why:
+                disk.forget()
                 namespaces.apply(self.policy, self.ctx)
                 return f"no filesystem view ({exc}) nor private disk ({why}): the host tree, read-only"
         self.ctx = fsview.run_context(self.ctx)

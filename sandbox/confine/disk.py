@@ -36,6 +36,8 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 RESERVED_INODES = 64
 
 _probe_cache: dict[str, tuple[bool, str]] = {}
+#: Set in a process that mounted a private disk for its run (inherited by its forks): see :func:`holds_run_dirs`.
+_mounted: list[str] = []
 
 
 def options(policy: Policy) -> str:
@@ -50,6 +52,18 @@ def mount(target: str, policy: Policy) -> None:
     if _sys.libc.mount(b"tmpfs", enc, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options(policy).encode()) != 0:
         raise _sys.SyscallError(f"mount(tmpfs, {target!r}, {options(policy)})", ctypes.get_errno(),
                                 "the run's private disk (limits.max_disk_mb)")
+    _mounted.append(target)
+
+
+def holds_run_dirs() -> bool:
+    """Whether this worker's run dirs are on its private disk (the view's ``/tmp``, or :func:`apply`'s disk over
+    its run dir): their files then go with its mount namespace when it exits, and never took the host's disk."""
+    return bool(_mounted)
+
+
+def forget() -> None:
+    """The run falls back to the host tree (its run dirs the host's): a disk mounted on the way holds nothing."""
+    _mounted.clear()
 
 
 def apply(policy: Policy, ctx: Any) -> str:

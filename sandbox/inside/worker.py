@@ -34,7 +34,7 @@ import time
 import traceback
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys
+from ..confine import _sys, disk
 from ..errors import SandboxUnavailable
 from . import allowlist, at_fork, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
@@ -125,9 +125,11 @@ def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: 
     # Before the streams close: when run() returns, the run's files no longer take disk
     # space (a sequence of runs on a small disk must not depend on the zygote's pace).
     # Bounded in time and depth: the rest is the zygote's to finish, once this worker is reaped.
-    deadline = time.monotonic() + _EMPTY_SECONDS
-    for path in (run_dir.workdir, run_dir.tmpdir):
-        rundirs.empty(path, deadline=deadline, max_depth=_EMPTY_MAX_DEPTH)
+    # Not on a private disk: there they never took the host's, and they go with this process.
+    if not disk.holds_run_dirs():
+        deadline = time.monotonic() + _EMPTY_SECONDS
+        for path in (run_dir.workdir, run_dir.tmpdir):
+            rundirs.empty(path, deadline=deadline, max_depth=_EMPTY_MAX_DEPTH)
     chan.close()  # the host has everything: it need not wait for the exit (mm teardown costs ms)
 
 

@@ -54,7 +54,7 @@ def _confined(dirs, pol, before=None, made="built"):
             os.chdir(ctx.workdir)
         try:
             return {"statuses": confine.apply_all(pol, ctx, status), "entered": fsview.entered(),
-                    "copied": fstemplate.copied()}
+                    "copied": fstemplate.copied(), "holds": disk.holds_run_dirs()}
         except SandboxUnavailable as exc:
             return {"refused": [exc.layer, exc.reason, exc.fix]}
     return setup
@@ -150,6 +150,7 @@ def test_the_disk_is_bounded_in_bytes_and_inodes(dirs, made):
     assert v["bytes_errno"] == errno.ENOSPC and 2 << 20 <= v["written"] <= 4 << 20, v
     assert v["inodes_errno"] == errno.ENOSPC and 150 <= v["made"] <= 200 + disk.RESERVED_INODES, v
     assert os.listdir(dirs.work) == [] and os.listdir(dirs.tmp) == []  # nothing reached the host's disk
+    assert got["setup"]["holds"]  # so the worker need not empty its run dirs (they go with its namespace)
 
 
 def test_a_host_unix_socket_outside_run_is_not_there(dirs, made):
@@ -242,6 +243,7 @@ def test_no_pivot_root_default_falls_back_to_a_private_disk_strict_refuses(dirs)
     assert statuses["namespaces"]["active"] and "no filesystem view" in detail and "pivot_root" in detail, detail
     assert not default["setup"]["entered"]
     assert default["value"] == 4 << 20  # the private disk, over the run dir in the host tree
+    assert default["setup"]["holds"]
     strict = in_child(lambda: None, _confined(dirs, _small("strict"), before=_refuse_pivot_root))
     layer, reason, fix = strict["setup"]["refused"]
     assert layer == "namespaces" and "pivot_root" in reason and "confinement.required" in fix
@@ -261,6 +263,7 @@ def test_no_tmpfs_default_runs_in_the_read_only_host_tree(dirs):
     detail = {s["layer"]: s for s in got["setup"]["statuses"]}["namespaces"]["detail"]
     assert "nor private disk" in detail and "the host tree, read-only" in detail, detail
     assert got["value"] == {"disk": True, "chmod": errno.EROFS}
+    assert not got["setup"]["holds"]  # the run dirs are the host's: the worker empties them after its run
 
 
 def test_probes_try_it_for_real():
