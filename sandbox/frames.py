@@ -323,11 +323,13 @@ class Failed(Frame):
 @frame_type
 class Forked(Frame):
     """Fork order ``id`` done: worker ``pid`` (the zygote's child); the packet carries the zygote's end of the
-    worker's private socket and its pidfd."""
+    worker's private socket and its pidfd, and, when ``awaits_cgroups``, the socket on which the worker waits
+    for the zygote to make its cgroups (``confine.release_worker``)."""
 
     KIND: ClassVar[str] = "forked"
     id: int
     pid: int
+    awaits_cgroups: bool = False
 
 
 @frame_type

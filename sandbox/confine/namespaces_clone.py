@@ -99,8 +99,9 @@ _setup_worked: list[bool] = []
 _setup_refused: list[SetupRefused] = []
 
 
-def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
-                   sibling: bool = False, template: Template | None = None) -> tuple[int, str, str]:
+def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]] | None, *, fresh: bool = False,
+                   sibling: bool = False, template: Template | None = None,
+                   deferred: list[socket.socket] | None = None) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
     The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``(note, fds)``
@@ -117,7 +118,9 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     less). ``fresh``: wait, and neither use nor keep the answer (the probe). ``sibling``: the
     child is our parent's (``CLONE_PARENT``: the forker's workers are the zygote's children). ``template``: the
     child's mount namespace is a copy of that one (fstemplate.py), not of ours: this process enters it for the
-    clone and returns right after.
+    clone and returns right after. ``deferred`` (then ``prepare_child`` is not called): the socket on which the
+    child waits for its note is appended there instead, for whoever holds it to :func:`release` the child (the
+    parent gets ``(pid, "", "")``).
     """
     if _setup_refused and not fresh:
         raise _setup_refused[0]
@@ -154,20 +157,37 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     os.close(ack_w)
     if not wait:
         os.close(ack_r)
+    if deferred is not None:  # the child reports before it waits for its note: no need to wait for it here
+        if wait:
+            try:
+                _check_report(pid, ack_r, fresh)
+            except BaseException:
+                go_w.close()
+                raise
+        deferred.append(go_w)
+        return pid, "", ""
     try:
-        note, fds = prepare_child(pid)
-        try:
-            socket.send_fds(go_w, [b"." + note.encode()[:510]], fds)  # one packet: the child reads it whole
-        except OSError:
-            pass  # the child gave up already (its report says why)
-        finally:
-            for fd in fds:
-                os.close(fd)
-    finally:
-        go_w.close()  # without a note the child sees EOF and exits
+        note, fds = prepare_child(pid)  # type: ignore[misc]
+    except BaseException:
+        go_w.close()
+        raise
+    release(go_w, note, fds)
     if wait:
         _check_report(pid, ack_r, fresh)
     return pid, "", note
+
+
+def release(channel: socket.socket, note: str, fds: list[int]) -> None:
+    """Send a clone waiting on ``channel`` its note and the cgroup files it joins itself (``fds``); close them
+    all. Without a note (the sender fails or dies first) the child sees EOF and exits."""
+    try:
+        socket.send_fds(channel, [b"." + note.encode()[:510]], fds)  # one packet: the child reads it whole
+    except OSError:
+        pass  # the child gave up already (its report says why)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        channel.close()
 
 
 def _leave(template: Template) -> None:

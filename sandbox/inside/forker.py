@@ -77,9 +77,9 @@ class Forker:
         run dir is removed then) and ``ProtocolError`` when the forker is gone."""
         order, run_dir = self.orders.popleft()
         try:
-            header, fds = protocol.recv_packet(self.sock, max_fds=2)
+            header, fds = protocol.recv_packet(self.sock, max_fds=3)
             reply = frames.decode(frames.FORKER, header)
-            if reply.id != order or len(fds) != (2 if isinstance(reply, frames.Forked) else 0):
+            if reply.id != order or len(fds) != (2 + reply.awaits_cgroups if isinstance(reply, frames.Forked) else 0):
                 protocol.close_fds(fds)
                 raise ProtocolError(f"the forker answered order {reply.id} with {len(fds)} fds (expected {order})")
         except (ProtocolError, OSError):
@@ -90,6 +90,8 @@ class Forker:
             if run_dir is not None:
                 rundirs.remove(run_dir.path)
             raise OSError(reply.errno, reply.error)
+        if reply.awaits_cgroups:
+            confine.release_worker(self.spec.policy, reply.pid, run_dir is None, socket.socket(fileno=fds[2]))
         return Clone(pid=reply.pid, priv=socket.socket(fileno=fds[0]), pidfd=fds[1], run_dir=run_dir)
 
     @property
@@ -138,10 +140,11 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
     protocol.close_fds(fds)
     run_dir = rundirs.RunDir(order.path, order.workdir or "", order.tmpdir or "") if order.path else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    waiting: list[socket.socket] = []  # the worker's wait for its cgroups, which the zygote makes (Forked)
     try:
         pid, ns_status = confine.fork_worker(spec.policy, session=order.session, zygote=spec.zygote_pid,
                                              run_dirs=(run_dir.workdir, run_dir.tmpdir) if run_dir else None,
-                                             readable=spec.readable)
+                                             readable=spec.readable, deferred=waiting)
     except OSError as exc:
         parent_end.close()
         child_end.close()
@@ -156,11 +159,16 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
         pidfd = os.pidfd_open(pid)
     except OSError as exc:  # already gone (its setup failed): the zygote reaps it
         parent_end.close()
+        for channel in waiting:
+            channel.close()
         frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=f"the new worker died: {exc}"))
         return True
     try:
-        frames.send(sock, frames.Forked(id=order.id, pid=pid), fds=[parent_end.fileno(), pidfd])
+        frames.send(sock, frames.Forked(id=order.id, pid=pid, awaits_cgroups=bool(waiting)),
+                    fds=[parent_end.fileno(), pidfd, *(channel.fileno() for channel in waiting)])
     finally:
         parent_end.close()
         os.close(pidfd)
+        for channel in waiting:
+            channel.close()
     return True

@@ -147,3 +147,36 @@ def test_a_closed_sandbox_leaves_no_pids_cgroup():
         made = [os.path.join(root, f"sandbox-{pid}") for root in cgroup.PIDS_ROOTS for pid in zygotes]
         assert any(os.path.isdir(path) for path in made), made
     assert not [path for path in made if os.path.exists(path)]
+
+
+def test_a_worker_whose_cgroups_are_deferred_waits_for_them_and_never_runs_without():
+    """fork_worker(deferred=...) (the forker's clones): the worker waits on the socket handed over until
+    release_worker (the zygote) made its cgroups, and runs in them; if that socket closes without them, it exits."""
+    if not confine.namespaces.probe()[0]:
+        pytest.skip("the deferred note is the namespaced clone's")
+    pol = policy("default")
+
+    def zygote():
+        seen = []
+        for release in (True, False):
+            r, w = os.pipe()
+            waiting = []
+            pid, status = confine.fork_worker(pol, deferred=waiting)
+            if pid == 0:  # pragma: no cover - the worker says which cgroup it is in, then exits
+                os.write(w, (status.pids_cgroup.detail if status.pids_cgroup else "none").encode())
+                os._exit(0)
+            os.close(w)
+            assert len(waiting) == 1
+            if release:
+                confine.release_worker(pol, pid, False, waiting[0])
+            else:
+                waiting[0].close()
+            seen.append(os.read(r, 4096).decode())
+            os.close(r)
+            seen.append(os.waitpid(pid, 0)[1])
+        return seen
+    got = in_child(zygote)
+    assert got["ok"], got
+    released, status, dropped, dropped_status = got["value"]
+    assert f"caps processes and threads at {policy().limits.max_processes}" in released and status == 0, got
+    assert dropped == "" and dropped_status == 0, got  # no note: it exited before anything of its own ran
