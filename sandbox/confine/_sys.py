@@ -106,7 +106,10 @@ def fork_like_clone(flags: int, name: str = "clone") -> int:
     if threads != 1 or threading.active_count() != 1:
         raise SyscallError(name, _errno.EDEADLK, f"not attempted: this process runs {threads} threads "
                            f"({threading.active_count()} Python threads); a raw clone is safe only single-threaded")
-    tid_field = _own_tid_field()
+    tid = threading.get_native_id()
+    tid_field = _tid_fields.get(tid)
+    if tid_field is None:
+        tid_field = _tid_fields[tid] = _own_tid_field()
     args = [ctypes.c_ulong(flags | _SIGCHLD | (_CLONE_CHILD_SETTID if tid_field else 0)), None, None, None, None]
     args[tid_arg] = ctypes.c_void_p(tid_field or None)
     head, size = ctypes.c_void_p(), ctypes.c_size_t()
@@ -123,6 +126,10 @@ def fork_like_clone(flags: int, name: str = "clone") -> int:
     if pid < 0:
         raise SyscallError(name, err)
     return pid
+
+
+#: This thread's tid field (:func:`_own_tid_field`) by its tid, found once: a forker clones once per run.
+_tid_fields: dict[int, int] = {}
 
 
 def _own_tid_field() -> int:

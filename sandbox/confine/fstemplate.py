@@ -175,11 +175,28 @@ def for_run(policy: Policy, readable: tuple[str, ...], run_dirs: tuple[str, str]
     if not _held or run_dirs is None:
         return None
     template = _held[0]
-    real = tuple(os.path.realpath(p) for p in run_dirs)
-    if template.plan.key != fsplan.key(policy, readable) or not template.plan.fits(real) \
-            or not all(fsview.under(p, "/tmp") and p != "/tmp" for p in (*run_dirs, *real)):
-        return None
-    return template
+    run_root = os.path.dirname(os.path.dirname(run_dirs[0]))
+    fits = _fits.get(run_root)
+    if fits is None or fits[0] is not policy or fits[1] is not readable or not _beneath(run_dirs, run_root):
+        real = tuple(os.path.realpath(p) for p in run_dirs)
+        fits = (policy, readable, template.plan.key == fsplan.key(policy, readable) and template.plan.fits(real)
+                and all(fsview.under(p, "/tmp") and p != "/tmp" for p in (*run_dirs, *real)))
+        if _beneath(run_dirs, run_root):
+            _fits[run_root] = fits
+    return template if fits[2] else None
+
+
+#: Whether the runs under a run root fit the template, by run root, for the policy and readable paths the answer
+#: was found for: the forker's are the same for its life, and the zygote makes every run dir as ``<run
+#: root>/<new dir>/{work,tmp}`` (no symlink: its own mkdir), so their real paths, and the answer, follow from the
+#: root's. Found once: a forker clones once per run, and realpath's walk touches pages it copies (forker.py).
+_fits: dict[str, tuple[Policy, tuple[str, ...], bool]] = {}
+
+
+def _beneath(run_dirs: tuple[str, str], run_root: str) -> bool:
+    """Both dirs are ``<run_root>/<one dir>/<name>`` with the same middle dir (as rundirs.make makes them)."""
+    parent = os.path.dirname(run_dirs[0])
+    return os.path.dirname(parent) == run_root and all(os.path.dirname(p) == parent for p in run_dirs)
 
 
 def _enter(fd: int) -> None:

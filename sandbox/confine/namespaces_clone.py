@@ -59,7 +59,12 @@ def _flag_names(flags: int) -> str:
 
 
 def _clone_name() -> str:
-    return f"clone({_flag_names(_CLONE_NS)})"
+    if not _names:
+        _names.append(f"clone({_flag_names(_CLONE_NS)})")
+    return _names[0]
+
+
+_names: list[str] = []  # the clone's name in errors, made once (a clone per run)
 
 
 def _map_ids(uid: int, gid: int) -> None:

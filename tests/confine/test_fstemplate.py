@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import tempfile
 
 import pytest
 
@@ -179,3 +180,40 @@ def test_runs_through_the_forker_get_copies_sessions_build_their_own():
             in_session = session.run(code)
     assert one_shot == ["True 2 1\n"] * 4, one_shot
     assert in_session.stdout == "False 1 1\n", in_session
+
+
+def test_whether_runs_fit_is_found_once_per_run_root(dirs):
+    """for_run resolves the real paths of a run root's first run only (realpath's walk is pages the forker
+    copies at every clone); a run dir under another root, or not shaped as rundirs.make makes them, is checked
+    on its own."""
+    ctx = dirs.ctx()
+    pol = policy("default")
+    elsewhere = tempfile.mkdtemp(prefix="run-root-", dir="/dev/shm")
+
+    def walk():
+        fsplan.prepare(pol, ctx.readable)
+        assert fstemplate.build(pol, ctx.readable) == ""
+        run_root = os.path.dirname(dirs.root)
+        first = fstemplate.for_run(pol, ctx.readable, (ctx.workdir, ctx.tmpdir)) is not None
+        walked = []
+        real = os.path.realpath
+        os.path.realpath = lambda p: walked.append(p) or real(p)
+        try:
+            second = f"{run_root}/run-second"
+            same_root = fstemplate.for_run(pol, ctx.readable, (f"{second}/work", f"{second}/tmp")) is not None
+            walked_same = list(walked)
+            off_tmp = fstemplate.for_run(pol, ctx.readable, (f"{elsewhere}/run-x/work", f"{elsewhere}/run-x/tmp"))
+            odd = fstemplate.for_run(pol, ctx.readable, (f"{second}/work", f"{run_root}/run-other/tmp"))
+        finally:
+            os.path.realpath = real
+        return {"first": first, "same_root": same_root, "walked_same": walked_same, "off_tmp": off_tmp is None,
+                "walked_after": len(walked), "odd_fits": odd is not None, "roots": sorted(fstemplate._fits)}
+    try:
+        got = in_child(walk)
+    finally:
+        os.rmdir(elsewhere)
+    assert got["ok"], got
+    v = got["value"]
+    assert v["first"] and v["same_root"] and v["walked_same"] == [], v  # the second run of a root: no walk
+    assert v["off_tmp"] and v["walked_after"] == 4, v  # another root (off /tmp: no copy) and an odd shape: walked
+    assert v["odd_fits"] and v["roots"] == sorted([os.path.dirname(dirs.root), elsewhere]), v
