@@ -60,7 +60,7 @@ def encode(kind: str, blobs: tuple[bytes, ...] | list[bytes] = (), **fields: Any
     # exception text with one) cannot be encoded and would fail the whole frame: it
     # travels as the text "\udcff" (a backslash, then its code), so every string the
     # host gets is valid UTF-8.
-    raw = _LONE_SURROGATE.sub(_surrogate_text, text).encode("utf-8")
+    raw = (text if text.isascii() else _LONE_SURROGATE.sub(_surrogate_text, text)).encode("utf-8")
     return b"".join([_LEN.pack(len(raw)), raw, *blobs])
 
 
@@ -187,10 +187,31 @@ def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], 
     if not data:
         close_fds(fds)
         raise ProtocolError("connection closed")
-    frames = list(Decoder().feed(data))
-    if len(frames) != 1:
-        raise ProtocolError(f"control packet held {len(frames)} frames, expected 1")
-    return frames[0][0], fds
+    try:
+        return _one_frame(data)[0], fds
+    except ProtocolError:
+        close_fds(fds)
+        raise
+
+
+def _one_frame(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """The one frame a control packet holds (what :class:`Decoder` gives for it, without its buffer)."""
+    if len(data) < _LEN.size:
+        raise ProtocolError("control packet held 0 frames, expected 1")
+    (hlen,) = _LEN.unpack_from(data)
+    if hlen > MAX_HEADER_BYTES:
+        raise ProtocolError(f"frame header of {hlen} bytes exceeds {MAX_HEADER_BYTES}")
+    end = _LEN.size + hlen
+    if len(data) < end:
+        raise ProtocolError("control packet held 0 frames, expected 1")
+    header = _check_header(data[_LEN.size:end])
+    blobs = []
+    for n in header.pop("blobs"):
+        blobs.append(data[end:end + n])
+        end += n
+    if end != len(data):
+        raise ProtocolError("control packet holds more than its frame, or less than its blobs")
+    return header, blobs
 
 
 def close_fds(fds: list[int]) -> None:

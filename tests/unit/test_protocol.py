@@ -79,3 +79,33 @@ def test_control_packets_round_trip_fds_and_refuse_oversize_or_truncation():
             os.close(fd)
         ours.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("packet, says", [
+    (b"", "0 frames"),
+    (b"\x00\x00", "0 frames"),
+    (protocol.encode("spawned", id="x", pid=7)[:-1], "0 frames"),
+    (protocol.encode("spawned", id="x", pid=7) * 2, "more than its frame"),
+    (protocol.encode("image", (b"png!",), id="x")[:-1], "less than its blobs"),
+])
+def test_a_control_packet_holds_exactly_one_frame_and_its_fds_go_when_it_does_not(packet, says):
+    import os
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        if packet:
+            socket.send_fds(ours, [packet], [r])
+        else:
+            ours.close()  # EOF: no packet at all
+        with pytest.raises(ProtocolError, match=says if packet else "closed"):
+            protocol.recv_packet(theirs)
+        received = [fd for fd in map(int, os.listdir("/proc/self/fd"))
+                    if fd not in (r, w) and os.path.exists(f"/proc/self/fd/{fd}")
+                    and os.path.samestat(os.fstat(fd), os.fstat(r))]
+        assert received == [], "the packet's fd was kept"
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        ours.close()
+        theirs.close()
