@@ -58,13 +58,8 @@ def _flag_names(flags: int) -> str:
     return "|".join(f"CLONE_NEW{v}" for k, v in names.items() if flags & k)
 
 
-def _clone_name() -> str:
-    if not _names:
-        _names.append(f"clone({_flag_names(_CLONE_NS)})")
-    return _names[0]
-
-
-_names: list[str] = []  # the clone's name in errors, made once (a clone per run)
+#: The clone's name in its errors (made once: a forker clones once per run).
+_CLONE_NAME = f"clone({_flag_names(_CLONE_NS)})"
 
 
 def _map_ids(uid: int, gid: int) -> None:
@@ -138,7 +133,7 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]] | None,
         if template is not None:
             template.enter()
         try:
-            pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _clone_name())
+            pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _CLONE_NAME)
         except OSError:
             if template is not None:
                 _leave(template)
