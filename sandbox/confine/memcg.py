@@ -37,8 +37,9 @@ hierarchy's root.
   there the kernel's OOM killer ends the process it picks, and the run ends when its
   worker does, with ``memory_limit``.)
 
-Lifecycle: made off the request path, when the worker is forked (the zygote's clone
-callback, before the child goes on: :func:`join_in_parent`; or, after a plain fork,
+Lifecycle: made off the request path, when the worker is forked (by the zygote, before
+the child goes on: :func:`join_in_parent`, from the clone's callback or, for its forker's
+clones, from ``confine.release_worker``; or, after a plain fork,
 the worker itself before it drops capabilities: :func:`apply`). Read by the host,
 from the cgroup's own files, when the run ends (memcg_lookup.py: ``locate``, ``read``):
 never from a frame. Removed by the zygote once the worker is reaped *and* the host has

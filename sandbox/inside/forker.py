@@ -6,9 +6,11 @@ the parent's next write to it is a fault and a 4 KiB copy. The zygote's event lo
 it forked the workers itself it paid those again after every fork, and its writes
 split the 2 MiB pages that keep forks cheap (hugepages.py). The forker is a copy of
 the zygote taken once, after preloading, whose loop does one thing: receive an order,
-clone, answer. Its loop writes ~450 pages a clone (its Python, the clone's cgroups),
-the rest of the image stays shared and mapped huge, and the zygote serves requests
-while a clone is under way. The old copy of a page the forker writes after a clone is
+clone, answer. Its loop writes ~360 pages a clone (its Python: each one a copy, ~3 µs), the
+rest of the image stays shared and mapped huge, and the zygote serves requests while a
+clone is under way. What need not happen here does not: the zygote, whose pages stay its
+own, makes each worker's cgroups (the clone waits for them on a socket the answer hands
+over: ``confine.release_worker``). The old copy of a page the forker writes after a clone is
 left to that worker alone, but a worker writes most of those pages itself anyway (README,
 "Where the time goes": moving half of the loop's work to the zygote left USS unchanged).
 
