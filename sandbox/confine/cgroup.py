@@ -179,13 +179,19 @@ def _make_worker(parent: str, pid: int, max_pids: int, handover: list[int] | Non
 
 def _sweep_made(parent: str) -> None:
     """Remove the cgroups this process made for workers that are gone (their pids no longer exist), without
-    listing ``parent``. A pids cgroup that also holds the worker's memory controller (cgroup v2) is memcg.py's
-    to remove, once the host has read it."""
+    listing ``parent``; one still busy (a process of the run still exiting) is tried again at the next worker.
+    A pids cgroup that also holds the worker's memory controller (cgroup v2) is memcg.py's to remove, once the
+    host has read it."""
     for pid in [pid for pid in _made if not os.path.exists(f"/proc/{pid}")]:
-        _made.remove(pid)
         mine = f"{parent}/w{pid}"
         if not os.path.exists(f"{mine}/memory.max"):
-            _rmdir(mine)
+            try:
+                os.rmdir(mine)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+        _made.remove(pid)
 
 
 def write(path: str, value: object) -> None:

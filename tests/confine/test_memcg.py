@@ -270,16 +270,15 @@ def test_on_a_shared_v2_hierarchy_the_pids_sweep_leaves_memory_cgroups_to_memcg(
 
 def test_the_pids_cgroups_a_forker_made_go_with_their_workers_but_not_a_shared_memory_cgroup(tmp_path, monkeypatch):
     """The per-worker sweep (cgroup._sweep_made: no listing of the zygote's dir) removes the cgroups of workers this
-    process made that are gone, keeps a live one's, and leaves a dir holding the memory controller (cgroup v2:
-    one directory) to memcg.py's lifecycle."""
+    process made that are gone, keeps a live one's, remembers one it could not remove yet, and leaves a dir
+    holding the memory controller (cgroup v2: one directory) to memcg.py's lifecycle."""
     from sandbox.confine import cgroup
-    dead, shared, live = 2**22 + 4321, 2**22 + 4322, os.getpid()
-    for pid in (dead, shared, live):
+    dead, shared, busy, live = 2**22 + 4321, 2**22 + 4322, 2**22 + 4323, os.getpid()
+    for pid in (dead, shared, busy, live):
         (tmp_path / f"w{pid}").mkdir()
     (tmp_path / f"w{shared}" / "memory.max").write_text("max")
-    removed = []
-    monkeypatch.setattr(cgroup, "_rmdir", removed.append)
-    monkeypatch.setattr(cgroup, "_made", [dead, shared, live])
+    (tmp_path / f"w{busy}" / "tasks").write_text("")  # rmdir refuses it, as it refuses a populated cgroup
+    monkeypatch.setattr(cgroup, "_made", [dead, shared, busy, live])
     cgroup._sweep_made(str(tmp_path))
-    assert removed == [f"{tmp_path}/w{dead}"]
-    assert cgroup._made == [live]  # the gone ones are forgotten either way
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"w{pid}" for pid in (shared, busy, live))
+    assert cgroup._made == [busy, live]  # the busy one is tried again at the next worker; the shared one is memcg's
