@@ -102,7 +102,8 @@ def in_child(fn: Callable[[], Any], setup: Callable[[], Any] | None = None, time
     return result
 
 
-def as_worker(pol: Policy, template_for: "confine.ConfineContext | None" = None) -> "confine.LayerStatus | None":
+def as_worker(pol: Policy, template_for: "confine.ConfineContext | None" = None,
+              before_clone: Callable[[], Any] | None = None) -> "confine.LayerStatus | None":
     """Become a worker the way the zygote makes one: ``confine.fork_worker`` from this child.
 
     Call it in ``in_child``'s (single-threaded) child: that process plays the zygote,
@@ -110,6 +111,7 @@ def as_worker(pol: Policy, template_for: "confine.ConfineContext | None" = None)
     only the worker returns, with the namespaces layer's status. ``template_for``: that
     process plays the forker too: it builds the template of the root for this context's
     readable paths (fstemplate.py) and the worker is cloned into a copy of it.
+    ``before_clone``: called right before the clone (after the template is built).
     """
     run_dirs = None
     if template_for is not None:
@@ -119,6 +121,8 @@ def as_worker(pol: Policy, template_for: "confine.ConfineContext | None" = None)
         if why_not:
             raise RuntimeError(f"no template: {why_not}")
         run_dirs = (template_for.workdir, template_for.tmpdir)
+    if before_clone is not None:
+        before_clone()
     pid, status = confine.fork_worker(pol, run_dirs=run_dirs, readable=template_for.readable if template_for else ())
     if pid:  # pragma: no cover - the zygote's half
         _, waited = os.waitpid(pid, 0)

@@ -80,13 +80,8 @@ def test_a_copy_whose_own_proc_failed_never_runs_whatever_the_policy(dirs):
     assert "namespaces" not in pol.confinement.required
 
     def setup():
-        fsplan.prepare(pol, ctx.readable)
-        assert fstemplate.build(pol, ctx.readable) == ""
-        _refuse_new_mounts()  # after the template is built: the clone's /proc and the run's disk fail
-        pid, status = confine.fork_worker(pol, run_dirs=(ctx.workdir, ctx.tmpdir), readable=ctx.readable)
-        if pid:  # pragma: no cover - the parent
-            _, waited = os.waitpid(pid, 0)
-            os._exit(os.waitstatus_to_exitcode(waited))
+        # After the template is built: the clone's /proc and the run's disk fail.
+        status = as_worker(pol, template_for=ctx, before_clone=_refuse_new_mounts)
         try:
             confine.apply_all(pol, ctx, status)
         except SandboxUnavailable as exc:
