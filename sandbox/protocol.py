@@ -187,31 +187,16 @@ def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], 
     if not data:
         close_fds(fds)
         raise ProtocolError("connection closed")
+    decoder = Decoder()
     try:
-        return _one_frame(data)[0], fds
+        frames = list(decoder.feed(data))
+        if len(frames) != 1 or decoder.pending:
+            cut = " and a cut one" if decoder.pending else ""
+            raise ProtocolError(f"control packet held {len(frames)} whole frames{cut}, expected 1")
     except ProtocolError:
         close_fds(fds)
         raise
-
-
-def _one_frame(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """The one frame a control packet holds (what :class:`Decoder` gives for it, without its buffer)."""
-    if len(data) < _LEN.size:
-        raise ProtocolError("control packet held 0 frames, expected 1")
-    (hlen,) = _LEN.unpack_from(data)
-    if hlen > MAX_HEADER_BYTES:
-        raise ProtocolError(f"frame header of {hlen} bytes exceeds {MAX_HEADER_BYTES}")
-    end = _LEN.size + hlen
-    if len(data) < end:
-        raise ProtocolError("control packet held 0 frames, expected 1")
-    header = _check_header(data[_LEN.size:end])
-    blobs = []
-    for n in header.pop("blobs"):
-        blobs.append(data[end:end + n])
-        end += n
-    if end != len(data):
-        raise ProtocolError("control packet holds more than its frame, or less than its blobs")
-    return header, blobs
+    return frames[0][0], fds
 
 
 def close_fds(fds: list[int]) -> None:

@@ -140,13 +140,11 @@ def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = Non
                 _sweep(parent, "w", keep_memory=True)
             else:
                 _sweep(root, "sandbox-")  # first worker of this zygote: remove dead zygotes' cgroups
-            mine = _make_capped(parent, f"w{pid}", max_pids)
-            enter(mine, pid, handover)
+            mine = _make_worker(parent, pid, max_pids, handover)
         except OSError as exc:
             errors.append(exc)
             continue
         _chosen[:] = [(zygote, parent)]
-        _made.append(pid)
         return _describe(mine, max_pids)
     why = "; ".join(f"{exc.filename or ''}: {exc.strerror or exc}" for exc in errors) or "no pids hierarchy mounted"
     raise _sys.SyscallError("join a pids cgroup", errors[-1].errno if errors else errno.ENOENT, why)
@@ -163,12 +161,9 @@ _made: list[int] = []
 
 
 def _make_worker(parent: str, pid: int, max_pids: int, handover: list[int] | None) -> str:
-    """``parent/w<pid>`` capped and joined, in as few steps as possible: a worker is made per run, and every
-    Python object the maker touches after a fork is a page it copies (inside/forker.py)."""
-    mine = f"{parent}/w{pid}"
-    os.mkdir(mine)
+    """``parent/w<pid>`` capped (:func:`_make_capped`) and joined; listed for :func:`_sweep_made`."""
+    mine = _make_capped(parent, f"w{pid}", max_pids)
     try:
-        write(f"{mine}/pids.max", max_pids)
         enter(mine, pid, handover)
     except OSError:
         _rmdir(mine)
@@ -215,7 +210,7 @@ def remove_zygote(zygote: int | None = None) -> None:
 
 def _make_capped(parent: str, name: str, max_pids: int) -> str:
     """``parent/name`` with ``pids.max``; on cgroup v2 the controller is enabled in ``parent`` first."""
-    mine = os.path.join(parent, name)
+    mine = f"{parent}/{name}"
     if parent in _delegating:
         try:
             os.mkdir(mine)

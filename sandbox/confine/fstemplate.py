@@ -176,12 +176,13 @@ def for_run(policy: Policy, readable: tuple[str, ...], run_dirs: tuple[str, str]
         return None
     template = _held[0]
     run_root = os.path.dirname(os.path.dirname(run_dirs[0]))
-    fits = _fits.get(run_root)
-    if fits is None or fits[0] is not policy or fits[1] is not readable or not _beneath(run_dirs, run_root):
+    beneath = _beneath(run_dirs, run_root)
+    fits = _fits.get(run_root) if beneath else None
+    if fits is None or fits[0] is not policy or fits[1] is not readable:
         real = tuple(os.path.realpath(p) for p in run_dirs)
         fits = (policy, readable, template.plan.key == fsplan.key(policy, readable) and template.plan.fits(real)
                 and all(fsview.under(p, "/tmp") and p != "/tmp" for p in (*run_dirs, *real)))
-        if _beneath(run_dirs, run_root):
+        if beneath:
             _fits[run_root] = fits
     return template if fits[2] else None
 

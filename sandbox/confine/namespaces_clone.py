@@ -99,7 +99,7 @@ _setup_worked: list[bool] = []
 _setup_refused: list[SetupRefused] = []
 
 
-def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]] | None, *, fresh: bool = False,
+def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
                    sibling: bool = False, template: Template | None = None,
                    deferred: list[socket.socket] | None = None) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
@@ -167,7 +167,7 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]] | None,
         deferred.append(go_w)
         return pid, "", ""
     try:
-        note, fds = prepare_child(pid)  # type: ignore[misc]
+        note, fds = prepare_child(pid)
     except BaseException:
         go_w.close()
         raise

@@ -83,10 +83,11 @@ def test_control_packets_round_trip_fds_and_refuse_oversize_or_truncation():
 
 @pytest.mark.parametrize("packet, says", [
     (b"", "0 frames"),
-    (b"\x00\x00", "0 frames"),
-    (protocol.encode("spawned", id="x", pid=7)[:-1], "0 frames"),
-    (protocol.encode("spawned", id="x", pid=7) * 2, "more than its frame"),
-    (protocol.encode("image", (b"png!",), id="x")[:-1], "less than its blobs"),
+    (b"\x00\x00", "0 whole frames and a cut one"),
+    (protocol.encode("spawned", id="x", pid=7)[:-1], "0 whole frames and a cut one"),
+    (protocol.encode("spawned", id="x", pid=7) * 2, "2 whole frames, expected 1"),
+    (protocol.encode("spawned", id="x", pid=7) + b"\x00", "1 whole frames and a cut one"),
+    (protocol.encode("image", (b"png!",), id="x")[:-1], "0 whole frames and a cut one"),
 ])
 def test_a_control_packet_holds_exactly_one_frame_and_its_fds_go_when_it_does_not(packet, says):
     import os
