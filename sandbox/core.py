@@ -112,7 +112,9 @@ class Sandbox:
         if self._pool is not None:
             self._pool.close()
 
-    def __del__(self) -> None:  # last resort: never leave a zygote behind
+    def __del__(self) -> None:  # last resort: never leave a zygote behind (but a fork's copy is not the sandbox)
+        if self._pool is None or not self._pool.made_here:
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001

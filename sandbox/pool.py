@@ -34,7 +34,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from . import rundirs
+from . import rundirs, tempdirs
 from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import ZygoteLauncher
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 #: After the cold zygote's hello, how long the warm zygotes' exec waits for its first run to end (see above).
 WARM_EXEC_WAIT_S = 0.25
+#: A pool's temp root: ``<temp dir>/sandbox-XXXXXXXX``.
+TEMP_PREFIX = "sandbox-"
 
 
 class ZygotePool:
@@ -82,8 +84,11 @@ class ZygotePool:
         self._preloading = size  # zygotes of the first start that have not said hello (or failed to)
         self._cold_closer: threading.Thread | None = None
         self._warm_due = cold is None  # the warm zygotes' exec is due (see above), or done at their construction
-        self.temp_root = tempfile.mkdtemp(prefix="sandbox-")
-        """Every run dir of this pool lives under it; :meth:`close` removes it whole."""
+        self._maker = os.getpid()
+        self._temp = tempdirs.make(TEMP_PREFIX)
+        self.temp_root = self._temp.path
+        """Every run dir of this pool lives under it; :meth:`close` removes it whole (or, if this process ends
+        without closing the pool, the next pool made on this machine: tempdirs.py)."""
         try:
             if cold is not None:  # first: its start is what the first run waits for
                 cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
@@ -102,6 +107,12 @@ class ZygotePool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def made_here(self) -> bool:
+        """False in a fork of the process that made the pool: its zygotes, sockets and dirs are that process's,
+        which a fork's finalizers must leave alone (closing them there would stop the maker's sandbox)."""
+        return self._maker == os.getpid()
 
     @property
     def zygote_pids(self) -> list[int]:
@@ -151,7 +162,7 @@ class ZygotePool:
                 zygote.close()
         if closer is not None:
             closer.join()
-        rundirs.remove(self.temp_root)
+        self._temp.remove()
 
     # -- the cold zygote -----------------------------------------------------------------
     def _cold_said_hello(self, _hello: object) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import bootstrap
+from . import tempdirs
 from .image import Image
 
 _PROBE_SCRIPT = """
@@ -39,7 +39,8 @@ def preload_in_subprocess(image: Image, interpreter: str | None = None, timeout:
         env["MPLCONFIGDIR"] = os.environ["MPLCONFIGDIR"]
     if os.environ.get("HOME"):
         env["HOME"] = os.environ["HOME"]
-    command = [interpreter or sys.executable, "-I", "-c", _PROBE_SCRIPT, bootstrap.import_root(), json.dumps(image.to_dict())]
+    command = [interpreter or sys.executable, "-I", "-c", _PROBE_SCRIPT, tempdirs.import_root(),
+               json.dumps(image.to_dict())]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:

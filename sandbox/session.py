@@ -311,7 +311,9 @@ class Session:
         finally:
             reaper.forget(self)
 
-    def __del__(self) -> None:  # a dropped branch must not keep its processes alive
+    def __del__(self) -> None:  # a dropped branch must not keep its processes alive (a fork's copy is not it)
+        if not self._pool.made_here:
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001

@@ -9,6 +9,7 @@ reads it.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,10 @@ def interpreter_environment(policy: Policy) -> dict[str, str]:
 
 
 def matplotlib_cache_dir() -> str:
-    """MPLCONFIGDIR for every zygote: a persistent font cache saves each start the seconds of rebuilding it."""
+    """MPLCONFIGDIR for every zygote: a persistent font cache saves each start the seconds of rebuilding it.
+    Without a writable home (a service account, uid 65534): one dir per uid in the temp dir, kept and reused
+    (a new one per start would be one more left behind per start), used only if it is a real dir of ours that
+    no one else may write; else a fresh one."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = os.path.join(base, "sandbox", "matplotlib")
     try:
@@ -67,4 +71,22 @@ def matplotlib_cache_dir() -> str:
             return path
     except OSError:
         pass
-    return tempfile.mkdtemp(prefix="sandbox-mpl-")
+    shared = os.path.join(tempfile.gettempdir(), f"sandbox-mpl-{os.geteuid()}")
+    if _private_dir(shared):
+        return shared
+    return tempfile.mkdtemp(prefix="sandbox-mpl-")  # someone else's, or writable by others: never trusted
+
+
+def _private_dir(path: str) -> bool:
+    """``path`` is (made now, or was) a real directory of this uid that no other uid may write."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from typing import IO
 
-from . import bootstrap
+from . import tempdirs
 from .errors import WorkerCrashed, temp_dir_unavailable
 
 #: The interpreter flags of a zygote with full ``site`` (a cold one adds ``-S``): ``-I`` without its
@@ -59,7 +59,7 @@ def start(environment: dict[str, str], interpreter: str, *, pth_imports: bool = 
         zygote_end.close()
         raise temp_dir_unavailable(f"the zygote's log file in {tempfile.gettempdir()}", exc) from exc
     try:
-        import_root = bootstrap.import_root()
+        import_root = tempdirs.import_root()
     except OSError as exc:
         host_end.close()
         zygote_end.close()

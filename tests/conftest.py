@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 import sandbox
+from sandbox import tempdirs
 from sandbox.inside import spare_dirs
 
 
@@ -70,7 +71,7 @@ def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
             except psutil.Error:
                 pass
         root = sb._pool.temp_root
-        idle = sorted(d for d in os.listdir(root) if os.path.join(root, d) not in in_use)
+        idle = sorted(d for d in os.listdir(root) if os.path.join(root, d) not in in_use and d != tempdirs.MARKER)
         spare = [d for d in idle if d.startswith("run-") and run_dir_emptied(os.path.join(root, d))]
         left = [d for d in idle if d not in spare]
         if len(spare) > spare_dirs.MAX_SPARE * len(sb.zygote_pids):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
-from sandbox import bootstrap, pool
+from sandbox import pool, tempdirs
 from sandbox import collect as collect_module
 
 from . import common
@@ -100,7 +100,7 @@ class Probe:
         # The launcher's bootstrap runs after the wrapping (common.zygote_wrapper: with the launcher's flags).
         # The wrapper imports the package as the bootstrap does (its private import root, never the folder
         # that holds it), so the wrapped modules are the ones the zygote uses, installed or in a checkout.
-        self.interpreter = common.zygote_wrapper(self.dir, inject, self.log, bootstrap.import_root())
+        self.interpreter = common.zygote_wrapper(self.dir, inject, self.log, tempdirs.import_root())
         self.host: list[tuple[str, float, float]] = []
         self._undo: list[tuple[Any, str, Any]] = []
 

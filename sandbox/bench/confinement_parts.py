@@ -28,7 +28,7 @@ import shutil
 import tempfile
 
 import sandbox
-from sandbox import bootstrap
+from sandbox import tempdirs
 
 from . import common
 
@@ -68,7 +68,7 @@ class ZygoteWithout:
 
     def __init__(self, part: str) -> None:
         self.dir = tempfile.mkdtemp(prefix="bench-parts-")
-        entry = (f"import sys; sys.path.insert(0, {bootstrap.import_root()!r}); "
+        entry = (f"import sys; sys.path.insert(0, {tempdirs.import_root()!r}); "
                  "from sandbox.bench._parts_off import main; main()")
         self.interpreter = common.zygote_wrapper(self.dir, "-c", entry, part)
 

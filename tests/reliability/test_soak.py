@@ -19,7 +19,7 @@ import tracemalloc
 import pytest
 
 import sandbox
-from sandbox import bootstrap
+from sandbox import tempdirs
 from tests.conftest import settled_count
 
 from . import mix
@@ -42,7 +42,7 @@ def private_tmp(tmp_path, monkeypatch):
     (other test runs share /tmp)."""
     path = tmp_path / "tmp"
     path.mkdir()
-    bootstrap.import_root()  # once per host process, removed at its exit: not a Sandbox's leftover
+    tempdirs.import_root()  # once per host process, removed at its exit: not a Sandbox's leftover
     monkeypatch.setattr(tempfile, "tempdir", str(path))
     return str(path)
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import sandbox
-from sandbox import bootstrap
+from sandbox import bootstrap, tempdirs
 from sandbox.confine import fsview, namespaces
 
 from .attacks import snippet
@@ -126,7 +126,7 @@ def _bound(sb) -> set[str]:
     import sysconfig
 
     from sandbox.zygote_env import matplotlib_cache_dir
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, bootstrap.package_dir(), bootstrap.import_root(),
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, bootstrap.package_dir(), tempdirs.import_root(),
              matplotlib_cache_dir(), *site.getsitepackages(), *sysconfig.get_paths().values(),
              *sb.policy.confinement.read_only_paths, *fsview.SYS_DIRS}
     return {os.path.realpath(p) for p in paths if os.path.exists(p)}
@@ -139,7 +139,7 @@ def test_only_the_minimal_root_exists(sb, runner):
     assert not set(seen["exists"]) & set(HOST_ONLY), seen["exists"]
     assert set(seen["etc"]) <= {"passwd", "group", "hosts", "nsswitch.conf", *fsview.ETC_FROM_HOST}, seen["etc"]
     run_dirs = sb._pool.temp_root.split("/")[2] if sb._pool.temp_root.startswith("/tmp/") else None
-    import_root = os.path.basename(bootstrap.import_root())
+    import_root = os.path.basename(tempdirs.import_root())
     assert set(seen["tmp"]) <= {run_dirs, import_root, ".run"}, seen["tmp"]
 
 

@@ -1,0 +1,153 @@
+"""A host process's temp dirs, removed by the next host when their owner ended without removing them.
+
+A ``Sandbox`` removes its temp root on ``close`` and the import root goes at exit, but a
+host killed by a signal, ended by ``os._exit`` (Ray actors, forked servers) or crashed
+removes nothing: its run dirs stay in the temp dir for good, one more set per such host.
+So each dir made here holds a marker file (:data:`MARKER`) on which its owner keeps an
+exclusive ``flock`` while the dir is in use; the kernel drops a dead process's locks
+with it. Whoever makes the next dir of that kind first removes every one whose marker
+nobody holds: its owner is gone.
+
+What is removed is proven ours: a real directory (never a symlink) owned by our uid,
+named with our prefix, holding our marker, older than :data:`GRACE_S` (a dir whose owner
+has made its marker but not yet locked it is younger), and locked by us while it goes.
+Anything else under that prefix (another program's, a dir from before markers) stays.
+The marker's fd is close-on-exec: exec'd zygotes never hold it, a fork of the host
+(sharing the lock) keeps the dir until it ends too. A host that exits normally removes
+the dirs it still holds itself (an exit handler; not its forks), closed or not.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import stat
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import bootstrap, rundirs
+
+MARKER = ".owner"
+"""The file inside each dir whose ``flock`` says its owner lives."""
+GRACE_S = 60.0
+"""A dir younger than this is never swept: its owner may not have locked its marker yet."""
+
+
+@dataclass
+class OwnedDir:
+    """A temp dir this process made and holds (see the module's docstring)."""
+
+    path: str
+    _lock_fd: int = field(repr=False)
+    _maker: int = field(default_factory=os.getpid, repr=False)
+    """The pid that made it: a fork of that process never removes it at its exit."""
+
+    def remove(self) -> bool:
+        """Remove the dir whole, then let its lock go. Idempotent; never raises; True when it is gone."""
+        gone = rundirs.remove(self.path)
+        with _held_lock:
+            _held.pop(id(self), None)
+            fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
+        return gone
+
+
+_held_lock = threading.Lock()
+_held: dict[int, OwnedDir] = {}
+"""Dirs made here and not removed yet: :func:`_remove_held` removes them at a normal exit."""
+
+
+@atexit.register
+def _remove_held() -> None:
+    with _held_lock:
+        held = list(_held.values())
+    for owned in held:
+        if owned._maker == os.getpid():
+            owned.remove()
+
+
+def make(prefix: str, mode: int = 0o700) -> OwnedDir:
+    """A new dir ``<temp dir>/<prefix>XXXXXXXX``, held by this process; first, the dead owners' dirs of that
+    prefix go (:func:`sweep`). ``mode``: the dir's (0o755 for one an unprivileged zygote must traverse); its
+    marker is 0o600."""
+    sweep(prefix)
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        fd = os.open(os.path.join(path, MARKER), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+            os.chmod(path, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+    except BaseException:
+        rundirs.remove(path)
+        raise
+    owned = OwnedDir(path, fd)
+    with _held_lock:
+        _held[id(owned)] = owned
+    return owned
+
+
+def sweep(prefix: str, root: str | None = None) -> list[str]:
+    """Remove the dirs of ``prefix`` under ``root`` (the temp dir) whose owner is gone; returns their paths.
+    Never raises: a dir it cannot prove ours and abandoned stays (see the module's docstring)."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = [entry for entry in os.scandir(root) if entry.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in entries:
+        if _abandoned(entry):
+            removed.append(entry.path)
+    return removed
+
+
+def _abandoned(entry: os.DirEntry[str]) -> bool:
+    """Remove ``entry`` if it is a dir of ours whose marker nobody holds; True if it went."""
+    try:
+        info = entry.stat(follow_symlinks=False)
+        if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid()
+                or time.time() - info.st_mtime < GRACE_S):
+            return False
+        fd = os.open(os.path.join(entry.path, MARKER), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # gone meanwhile, not ours, no marker
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # its owner lives (or this file system has no flock: never guess)
+        os.close(fd)
+        return False
+    try:
+        return rundirs.remove(entry.path)  # the marker goes last of all, with the lock still held
+    finally:
+        os.close(fd)
+
+
+_import_root_lock = threading.Lock()
+_import_root: OwnedDir | None = None
+
+
+def import_root() -> str:
+    """A directory whose only module is ``sandbox`` (a symlink to this package, see bootstrap.py): what a fresh
+    interpreter puts first on ``sys.path``. Made once per host process, removed at its exit (or by a later host,
+    if this one ends without its exit handlers). Its other entry, :data:`MARKER`, is no module name."""
+    global _import_root
+    with _import_root_lock:
+        if _import_root is None or not os.path.isdir(_import_root.path):
+            root = make("sandbox-import-", mode=0o755)  # an unprivileged zygote (uid dropped) traverses it
+            try:
+                os.symlink(bootstrap.package_dir(), os.path.join(root.path, "sandbox"))
+            except BaseException:
+                root.remove()
+                raise
+            _import_root = root
+        return _import_root.path

@@ -1,0 +1,170 @@
+"""A host that ends without closing its Sandbox (SIGKILL, ``os._exit``) leaves its temp dirs; the next host's
+first Sandbox removes them, and nothing that is not provably an abandoned dir of ours (tempdirs.py).
+
+Real processes hold and drop the real ``flock``; dirs are aged with ``os.utime`` past the grace period instead
+of waiting for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+import sandbox
+from sandbox import tempdirs, zygote_env
+
+HOST = """
+import sys, time
+import sandbox
+sb = sandbox.Sandbox()
+assert sb.run("print(1)").stdout == "1\\n"
+print(sb._pool.temp_root, flush=True)
+time.sleep(600)
+"""
+
+HOLDER = """
+import sys, time
+from sandbox import tempdirs
+print(tempdirs.make(sys.argv[1]).path, flush=True)
+time.sleep(600)
+"""
+
+
+def _start(code: str, *args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+
+
+def _age(path: str) -> None:
+    old = time.time() - 2 * tempdirs.GRACE_S
+    os.utime(path, (old, old))
+
+
+def test_a_killed_hosts_temp_root_goes_with_the_next_sandbox():
+    proc, root = _start(HOST)
+    try:
+        assert root.startswith(tempfile.gettempdir()) and os.path.isdir(root), root
+    finally:
+        _kill(proc)
+    assert os.path.isdir(root)  # SIGKILL: no close, no exit handler ran
+    _age(root)
+    with sandbox.Sandbox(cold_start=False) as sb:
+        assert sb.run("print(2)").stdout == "2\n"
+        assert not os.path.exists(root)
+        assert os.path.isdir(sb._pool.temp_root)
+
+
+def test_a_live_owners_dir_stays_until_it_ends(tmp_path):
+    proc, path = _start(HOLDER, "sandbox-test-holder-")
+    try:
+        _age(path)
+        assert tempdirs.sweep("sandbox-test-holder-") == []
+        assert os.path.isdir(path)
+    finally:
+        _kill(proc)
+    assert tempdirs.sweep("sandbox-test-holder-") == [path]
+    assert not os.path.exists(path)
+
+
+def test_what_is_not_provably_an_abandoned_dir_of_ours_stays(tmp_path):
+    root = str(tmp_path)
+    made = {}
+    for name in ("no-marker", "young", "other-uid", "marker-is-a-dir"):
+        path = os.path.join(root, f"sandbox-{name}")
+        os.mkdir(path)
+        if name == "marker-is-a-dir":
+            os.mkdir(os.path.join(path, tempdirs.MARKER))
+        elif name != "no-marker":
+            open(os.path.join(path, tempdirs.MARKER), "w").close()
+        made[name] = path
+    target = os.path.join(root, "elsewhere")
+    os.mkdir(target)
+    open(os.path.join(target, tempdirs.MARKER), "w").close()
+    os.symlink(target, os.path.join(root, "sandbox-link"))
+    open(os.path.join(root, "sandbox-file"), "w").close()
+    for name, path in made.items():
+        if name != "young":
+            _age(path)
+    if os.geteuid() == 0:
+        os.chown(made["other-uid"], 65534, 65534)
+    else:
+        del made["other-uid"]
+    _age(target)
+    assert tempdirs.sweep("sandbox-", root) == []
+    assert all(os.path.isdir(path) for path in made.values())
+    assert os.path.isdir(target) and os.path.islink(os.path.join(root, "sandbox-link"))
+    # The same kind of dir, aged and with its marker unlocked, goes: the cases above are refused for their reason.
+    path = os.path.join(root, "sandbox-abandoned")
+    os.mkdir(path)
+    open(os.path.join(path, tempdirs.MARKER), "w").close()
+    os.mkdir(os.path.join(path, "run-x"))
+    _age(path)
+    assert tempdirs.sweep("sandbox-", root) == [path]
+
+
+def test_a_dir_made_here_is_removed_whole_and_idempotently():
+    owned = tempdirs.make("sandbox-test-own-")
+    os.makedirs(os.path.join(owned.path, "run-a", "work"))
+    assert owned.remove() and owned.remove()
+    assert not os.path.exists(owned.path)
+
+
+def test_without_a_writable_home_one_matplotlib_dir_per_uid_is_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = zygote_env.matplotlib_cache_dir()
+    assert first == os.path.join(str(tmp_path), f"sandbox-mpl-{os.geteuid()}")
+    assert zygote_env.matplotlib_cache_dir() == first
+    assert os.stat(first).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("kind", ["writable-by-others", "symlink"])
+def test_a_matplotlib_dir_not_safely_ours_is_never_used(tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = os.path.join(str(tmp_path), f"sandbox-mpl-{os.geteuid()}")
+    if kind == "symlink":
+        os.mkdir(os.path.join(str(tmp_path), "target"), 0o700)
+        os.symlink(os.path.join(str(tmp_path), "target"), planted)
+    else:
+        os.mkdir(planted)
+        os.chmod(planted, 0o777)
+    chosen = zygote_env.matplotlib_cache_dir()
+    assert chosen != planted and os.path.basename(chosen).startswith("sandbox-mpl-")
+    assert os.stat(chosen).st_mode & 0o777 == 0o700
+
+
+def test_a_host_exiting_normally_without_close_removes_its_temp_root_but_its_fork_does_not():
+    """A fork of the host that exits normally runs its finalizers on its copy of the Sandbox: they must neither
+    remove the host's dirs nor stop its zygote or session (both serve the host's next runs)."""
+    code = """
+import os, sys
+import sandbox
+sb = sandbox.Sandbox(cold_start=False)
+assert sb.run("print(1)").stdout == "1\\n"
+session = sb.session()
+session.run("x = 3")
+print(sb._pool.temp_root, flush=True)
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a fork's exit handlers run: they must leave the parent's dirs alone
+os.waitpid(pid, 0)
+print(os.path.isdir(sb._pool.temp_root), sb.run("print(2)").stdout.strip(), session.run("print(x)").stdout.strip(),
+      flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    root, still_there, after_fork, session_after_fork = out.stdout.split()
+    assert (still_there, after_fork, session_after_fork) == ("True", "2", "3")
+    assert not os.path.exists(root)
