@@ -113,10 +113,9 @@ class Sandbox:
             self._pool.close()
 
     def __del__(self) -> None:  # last resort: never leave a zygote behind (but a fork's copy is not the sandbox)
-        if self._pool is None or not self._pool.made_here:
-            return
         try:
-            self.close()
+            if self._pool is not None and self._pool.made_here:
+                self.close()
         except Exception:  # noqa: BLE001
             pass
 

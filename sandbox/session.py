@@ -312,10 +312,9 @@ class Session:
             reaper.forget(self)
 
     def __del__(self) -> None:  # a dropped branch must not keep its processes alive (a fork's copy is not it)
-        if not self._pool.made_here:
-            return
         try:
-            self.close()
+            if self._pool.made_here:
+                self.close()
         except Exception:  # noqa: BLE001
             pass
 
