@@ -112,10 +112,9 @@ class Sandbox:
         if self._pool is not None:
             self._pool.close()
 
-    def __del__(self) -> None:  # last resort: never leave a zygote behind (but a fork's copy is not the sandbox)
+    def __del__(self) -> None:  # last resort: never leave a zygote behind
         try:
-            if self._pool is not None and self._pool.made_here:
-                self.close()
+            self.close()
         except Exception:  # noqa: BLE001
             pass
 

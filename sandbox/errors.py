@@ -15,7 +15,7 @@ give the confinement a policy requires, a broken zygote::
     ├── CallError(RuntimeError)          Sandbox.call(): the function raised or returned an unsupported type
     ├── SessionError(RuntimeError)       a session command was refused (unknown checkpoint, too many)
     │   └── SessionMemoryError           the session holds more than session.max_memory_mb
-    └── SandboxClosed(RuntimeError)      the Sandbox was used after close()
+    └── SandboxClosed(RuntimeError)      the Sandbox was used after close(), or in a fork of its maker
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class SessionMemoryError(SessionError):
 
 
 class SandboxClosed(SandboxError, RuntimeError):
-    """The ``Sandbox`` (or session) was used after ``close()``."""
+    """The ``Sandbox`` (or session) was used after ``close()``, or in a fork of the process that made it."""
 
 
 def os_error_text(exc: OSError) -> str:

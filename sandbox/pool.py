@@ -110,8 +110,10 @@ class ZygotePool:
 
     @property
     def made_here(self) -> bool:
-        """False in a fork of the process that made the pool: its zygotes, sockets and dirs are that process's,
-        which a fork's finalizers must leave alone (closing them there would stop the maker's sandbox)."""
+        """False in a fork of the process that made the pool (``multiprocessing``'s default start method, a
+        pre-forking server): its zygotes, sockets, dirs and the threads that read the zygotes are that process's.
+        A fork can neither use them (no thread would ever answer it, and it would take the maker's standby
+        workers) nor close them (that would stop the maker's sandbox): see :meth:`check_open`, :meth:`close`."""
         return self._maker == os.getpid()
 
     @property
@@ -140,6 +142,15 @@ class ZygotePool:
     def check_open(self) -> None:
         if self._closed:
             raise SandboxClosed("this Sandbox is closed")
+        if not self.made_here:
+            raise self.forked()
+
+    def forked(self) -> SandboxClosed:
+        """The error for a use of this pool in a fork of the process that made it (see :attr:`made_here`)."""
+        return SandboxClosed(
+            f"this Sandbox was made by process {self._maker} and this is a fork of it (pid {os.getpid()}): its "
+            "zygotes answer that process only. Make a new Sandbox in this process, or start it with "
+            "multiprocessing's 'spawn' or 'forkserver' method")
 
     def track(self, session: "Session") -> None:
         """Close ``session`` with the pool (a session holds a worker of one of its zygotes)."""
@@ -149,7 +160,11 @@ class ZygotePool:
         self._sessions.discard(session)
 
     def close(self) -> None:
-        """Close every session, stop the zygotes and every worker; remove temp dirs. Idempotent."""
+        """Close every session, stop the zygotes and every worker; remove temp dirs. Idempotent. In a fork of the
+        process that made the pool, only this copy is closed: everything it names stays the maker's."""
+        if not self.made_here:
+            self._closed = True
+            return
         with self._lock:
             self._closed = True
             zygotes, self._zygotes = self._zygotes, [None] * len(self._zygotes)

@@ -188,6 +188,8 @@ class _Container:
     def check_open(self) -> None:
         if self.closed:
             raise SandboxClosed("this session is closed")
+        if not self.pool.made_here:
+            raise self.pool.forked()
 
     def close(self) -> None:
         """Kill the session worker (every state and runner with it), then free its resources.
@@ -198,6 +200,8 @@ class _Container:
         if self.closed:
             return
         self.closed = True
+        if not self.pool.made_here:  # a fork's copy: the worker, socket and run dir are the maker's
+            return
         spawned = getattr(self, "spawned", None)
         if spawned is not None:
             kill_worker(spawned)  # its pid namespace, every state and runner with it
@@ -311,10 +315,9 @@ class Session:
         finally:
             reaper.forget(self)
 
-    def __del__(self) -> None:  # a dropped branch must not keep its processes alive (a fork's copy is not it)
+    def __del__(self) -> None:  # a dropped branch must not keep its processes alive
         try:
-            if self._pool.made_here:
-                self.close()
+            self.close()
         except Exception:  # noqa: BLE001
             pass
 
@@ -354,6 +357,8 @@ class Session:
     @contextlib.contextmanager
     def _in_use(self) -> Iterator[None]:
         """Check the session is open and unexpired, and mark it busy (not idle) meanwhile."""
+        if not self._pool.made_here:  # before any lock: one a thread of the maker held at the fork stays held
+            raise self._pool.forked()
         with self._lock:
             reason = self._closed_reason or (None if self.closed else self._expired(time.monotonic()))
             if reason is None and self.closed:

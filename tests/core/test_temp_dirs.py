@@ -146,25 +146,22 @@ def test_a_matplotlib_dir_not_safely_ours_is_never_used(tmp_path, monkeypatch, k
 
 
 def test_a_host_exiting_normally_without_close_removes_its_temp_root_but_its_fork_does_not():
-    """A fork of the host that exits normally runs its finalizers on its copy of the Sandbox: they must neither
-    remove the host's dirs nor stop its zygote or session (both serve the host's next runs)."""
+    """A fork of the host that exits normally runs its exit handlers too: they must leave the host's temp root
+    (test_fork_of_host.py: nor may its finalizers stop anything of the host's)."""
     code = """
 import os, sys
 import sandbox
 sb = sandbox.Sandbox(cold_start=False)
 assert sb.run("print(1)").stdout == "1\\n"
-session = sb.session()
-session.run("x = 3")
 print(sb._pool.temp_root, flush=True)
 pid = os.fork()
 if pid == 0:
     sys.exit(0)  # a fork's exit handlers run: they must leave the parent's dirs alone
 os.waitpid(pid, 0)
-print(os.path.isdir(sb._pool.temp_root), sb.run("print(2)").stdout.strip(), session.run("print(x)").stdout.strip(),
-      flush=True)
+print(os.path.isdir(sb._pool.temp_root), sb.run("print(2)").stdout.strip(), flush=True)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    root, still_there, after_fork, session_after_fork = out.stdout.split()
-    assert (still_there, after_fork, session_after_fork) == ("True", "2", "3")
+    root, still_there, after_fork = out.stdout.split()
+    assert (still_there, after_fork) == ("True", "2")
     assert not os.path.exists(root)

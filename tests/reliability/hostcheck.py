@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from sandbox import tempdirs
+
 
 def _fd_table() -> dict[int, str]:
     from tests.conftest import host_fds
@@ -57,6 +59,7 @@ class HostState:
 
     @classmethod
     def take(cls, temp_dir: str | None = None) -> "HostState":
+        tempdirs.import_root()  # once per host process, held (an fd) until its exit: not a Sandbox's leftover
         live, zombies = _descendants(os.getpid())
         return cls(
             fds=_fd_table(),
