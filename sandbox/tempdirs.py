@@ -123,11 +123,9 @@ def _abandoned(entry: os.DirEntry[str]) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return rundirs.remove(entry.path)  # the lock stays ours until the fd closes, the marker unlinked or not
     except OSError:  # its owner lives (or this file system has no flock: never guess)
-        os.close(fd)
         return False
-    try:
-        return rundirs.remove(entry.path)  # the marker goes last of all, with the lock still held
     finally:
         os.close(fd)
 

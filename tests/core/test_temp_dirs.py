@@ -80,11 +80,13 @@ def test_a_live_owners_dir_stays_until_it_ends(tmp_path):
 def test_what_is_not_provably_an_abandoned_dir_of_ours_stays(tmp_path):
     root = str(tmp_path)
     made = {}
-    for name in ("no-marker", "young", "other-uid", "marker-is-a-dir"):
+    for name in ("no-marker", "young", "other-uid", "marker-is-a-dir", "marker-is-a-fifo"):
         path = os.path.join(root, f"sandbox-{name}")
         os.mkdir(path)
         if name == "marker-is-a-dir":
             os.mkdir(os.path.join(path, tempdirs.MARKER))
+        elif name == "marker-is-a-fifo":
+            os.mkfifo(os.path.join(path, tempdirs.MARKER))
         elif name != "no-marker":
             open(os.path.join(path, tempdirs.MARKER), "w").close()
         made[name] = path
@@ -101,7 +103,9 @@ def test_what_is_not_provably_an_abandoned_dir_of_ours_stays(tmp_path):
     else:
         del made["other-uid"]
     _age(target)
+    fds = len(os.listdir("/proc/self/fd"))
     assert tempdirs.sweep("sandbox-", root) == []
+    assert len(os.listdir("/proc/self/fd")) == fds  # every marker it opened to look at is closed
     assert all(os.path.isdir(path) for path in made.values())
     assert os.path.isdir(target) and os.path.islink(os.path.join(root, "sandbox-link"))
     # The same kind of dir, aged and with its marker unlocked, goes: the cases above are refused for their reason.
