@@ -113,7 +113,9 @@ def standby_fds() -> set[int]:
     Sandbox's refill may land during a test)."""
     from sandbox.launcher import ZygoteLauncher
     fds: set[int] = set()
-    for launcher in [o for o in gc.get_objects() if isinstance(o, ZygoteLauncher)]:
+    # type(), not isinstance(): isinstance reads __class__, which a lazy proxy (openai's numpy proxy, loaded
+    # with the adapter tests) answers by importing numpy, whose OpenBLAS then starts threads in this process.
+    for launcher in [o for o in gc.get_objects() if issubclass(type(o), ZygoteLauncher)]:
         with launcher._lock:
             fds |= {fd for s in launcher._standbys for fd in (s.pidfd, s.sock.fileno())}
     return fds
