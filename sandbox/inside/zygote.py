@@ -30,13 +30,15 @@ the worker's whole tree when it fires.
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import os
 import select
 import selectors
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, readable_paths
@@ -267,6 +269,32 @@ def _settle_environment(environment: dict[str, str]) -> None:
     os.environ.update(environment)
 
 
+@contextlib.contextmanager
+def _exit_if_host_goes(sock: socket.socket) -> Iterator[None]:
+    """While the zygote preloads it reads nothing from the host, so a host that dies (SIGKILL, ``os._exit``)
+    would leave it importing for seconds, alone, before it read the EOF. Meanwhile the socket signals
+    (``O_ASYNC``: SIGIO, handled between two bytecodes of the import) and the zygote exits as soon as it sees
+    the EOF; it has no child yet. Without threads: its clones need it single-threaded."""
+    def exit_at_eof(*_: object) -> None:
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                os._exit(0)
+        except (BlockingIOError, InterruptedError):
+            pass  # data (not sent before the hello), or a spurious signal
+
+    fd = sock.fileno()
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    previous = signal.signal(signal.SIGIO, exit_at_eof)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_ASYNC)
+        exit_at_eof()  # gone already, before the signal was armed
+        yield
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        signal.signal(signal.SIGIO, previous)
+
+
 def main(control_fd: int) -> None:
     """Entry point: handshake, preload, serve until the host closes the socket."""
     sock = socket.socket(fileno=control_fd)
@@ -276,7 +304,8 @@ def main(control_fd: int) -> None:
     policy = Policy.from_dict(hello.policy)
     image = Image.from_dict(hello.image)
     _settle_environment(hello.environment)
-    failures = preload(image)
+    with _exit_if_host_goes(sock):  # the image's import takes seconds: the host may die meanwhile
+        failures = preload(image)
     confine.prepare_in_zygote(policy)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
