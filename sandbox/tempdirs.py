@@ -141,6 +141,8 @@ def import_root() -> str:
     global _import_root
     with _import_root_lock:
         if _import_root is None or not os.path.isdir(_import_root.path):
+            if _import_root is not None:  # removed under us: its lock and its place in _held go with it
+                _import_root.remove()
             root = make("sandbox-import-", mode=0o755)  # an unprivileged zygote (uid dropped) traverses it
             try:
                 os.symlink(bootstrap.package_dir(), os.path.join(root.path, "sandbox"))

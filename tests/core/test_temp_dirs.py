@@ -169,3 +169,19 @@ print(os.path.isdir(sb._pool.temp_root), sb.run("print(2)").stdout.strip(), flus
     root, still_there, after_fork = out.stdout.split()
     assert (still_there, after_fork) == ("True", "2")
     assert not os.path.exists(root)
+
+
+def test_an_import_root_removed_under_the_host_is_made_again_without_keeping_the_old_ones_lock():
+    code = """
+import os, shutil
+from sandbox import tempdirs
+first = tempdirs.import_root()
+fds = len(os.listdir("/proc/self/fd"))
+shutil.rmtree(first)
+second = tempdirs.import_root()
+print(second != first, os.path.islink(os.path.join(second, "sandbox")), len(os.listdir("/proc/self/fd")) == fds,
+      len(tempdirs._held))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True", "1"], out.stdout
