@@ -123,11 +123,33 @@ def _abandoned(entry: os.DirEntry[str]) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return rundirs.remove(entry.path)  # the lock stays ours until the fd closes, the marker unlinked or not
+        return _remove_marker_last(entry.path)
     except OSError:  # its owner lives (or this file system has no flock: never guess)
         return False
     finally:
-        os.close(fd)
+        os.close(fd)  # the lock stays ours until here, the marker unlinked or not
+
+
+def _remove_marker_last(path: str) -> bool:
+    """Remove the dir at ``path``, its marker last: a dir that cannot go whole (something of its dying owner's
+    still writes in it) keeps a marker, so the next sweep tries again instead of leaving it for good."""
+    try:
+        names = [name for name in os.listdir(path) if name != MARKER]
+    except OSError:
+        return False
+    if not all([rundirs.remove(os.path.join(path, name)) for name in names]):
+        return False
+    marker = os.path.join(path, MARKER)
+    try:
+        os.unlink(marker)
+        os.rmdir(path)
+        return True
+    except OSError:
+        try:  # an entry made meanwhile: a new marker (nobody locks it) lets the next sweep take the rest
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass
+        return False
 
 
 _import_root_lock = threading.Lock()

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
 
 import sandbox
@@ -20,10 +21,11 @@ from sandbox import tempdirs, zygote_env
 
 HOST = """
 import sys, time
+import psutil
 import sandbox
 sb = sandbox.Sandbox()
 assert sb.run("print(1)").stdout == "1\\n"
-print(sb._pool.temp_root, flush=True)
+print(sb._pool.temp_root, *(child.pid for child in psutil.Process().children(recursive=True)), flush=True)
 time.sleep(600)
 """
 
@@ -46,17 +48,30 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
+def _process(pid: str) -> psutil.Process | None:
+    try:
+        return psutil.Process(int(pid))
+    except psutil.NoSuchProcess:  # a short-lived helper of the host's, already gone
+        return None
+
+
 def _age(path: str) -> None:
     old = time.time() - 2 * tempdirs.GRACE_S
     os.utime(path, (old, old))
 
 
 def test_a_killed_hosts_temp_root_goes_with_the_next_sandbox():
-    proc, root = _start(HOST)
+    proc, line = _start(HOST)
+    root, *pids = line.split()
     try:
         assert root.startswith(tempfile.gettempdir()) and os.path.isdir(root), root
+        descendants = [process for process in map(_process, pids) if process is not None]
     finally:
         _kill(proc)
+    # Its zygotes end on their own once they see it gone, removing their run dirs from the root as they go: each
+    # removal makes the root young again, so it is aged once they are gone (a later sweep would take it anyway).
+    _, alive = psutil.wait_procs(descendants, timeout=60)
+    assert not alive, alive
     assert os.path.isdir(root)  # SIGKILL: no close, no exit handler ran
     _age(root)
     with sandbox.Sandbox(cold_start=False) as sb:
@@ -115,6 +130,24 @@ def test_what_is_not_provably_an_abandoned_dir_of_ours_stays(tmp_path):
     os.mkdir(os.path.join(path, "run-x"))
     _age(path)
     assert tempdirs.sweep("sandbox-", root) == [path]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount point (what no removal can take) needs root")
+def test_a_dir_that_cannot_go_whole_keeps_its_marker_for_the_next_sweep(tmp_path):
+    path = os.path.join(str(tmp_path), "sandbox-half")
+    busy = os.path.join(path, "run-busy")
+    os.makedirs(busy)
+    open(os.path.join(path, tempdirs.MARKER), "w").close()
+    os.mkdir(os.path.join(path, "run-done"))
+    subprocess.run(["mount", "-t", "tmpfs", "none", busy], check=True)
+    try:
+        _age(path)
+        assert tempdirs.sweep("sandbox-", str(tmp_path)) == []
+        assert sorted(os.listdir(path)) == [tempdirs.MARKER, "run-busy"]
+    finally:
+        subprocess.run(["umount", busy], check=True)
+    _age(path)
+    assert tempdirs.sweep("sandbox-", str(tmp_path)) == [path]
 
 
 def test_a_dir_made_here_is_removed_whole_and_idempotently():
