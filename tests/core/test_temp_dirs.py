@@ -68,8 +68,8 @@ def test_a_killed_hosts_temp_root_goes_with_the_next_sandbox():
         descendants = [process for process in map(_process, pids) if process is not None]
     finally:
         _kill(proc)
-    # Its zygotes end on their own once they see it gone, removing their run dirs from the root as they go: each
-    # removal makes the root young again, so it is aged once they are gone (a later sweep would take it anyway).
+    # Its zygotes end on their own once they see it gone; until then they may still make or remove run dirs in the
+    # root, so a sweep racing them cannot take it whole (a later sweep would). It is aged once they are gone.
     _, alive = psutil.wait_procs(descendants, timeout=60)
     assert not alive, alive
     assert os.path.isdir(root)  # SIGKILL: no close, no exit handler ran
