@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from . import _sys
+
 
 @dataclass(frozen=True)
 class Hierarchy:
@@ -150,15 +152,13 @@ def held(path: str | None) -> tuple[int, int] | None:
 
 
 def _number(path: str) -> int:
-    with open(path) as fh:
-        text = fh.read().strip()
-    return (1 << 63) - 1 if text == "max" else int(text)
+    text = _sys.read_file(path).strip()
+    return (1 << 63) - 1 if text == b"max" else int(text)
 
 
 def _keyed(path: str) -> dict[str, int]:
-    with open(path) as fh:
-        pairs = (line.split() for line in fh.read().splitlines())
-        return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
+    pairs = (line.split() for line in _sys.read_file(path).decode().splitlines())
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
 
 
 def _unescape(field: str) -> str:

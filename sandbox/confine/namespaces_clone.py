@@ -225,6 +225,17 @@ def _check_report(pid: int, ack_r: int, fresh: bool) -> None:
 
 def _host_pid(which: str) -> int:
     """Our pid ("self") or our parent's, numbered by the host's ``/proc`` (in a new pid ns getppid() is 0)."""
+    key = (os.getpid(), which)  # a forker asks before every clone; a parent that dies takes it along (pdeathsig)
+    if key not in _host_pids:
+        _host_pids[key] = _read_host_pid(which)
+    return _host_pids[key]
+
+
+#: :func:`_host_pid`'s answers, by (pid, which): a child's differ (and a clone's pid 1 reads afresh).
+_host_pids: dict[tuple[int, str], int] = {}
+
+
+def _read_host_pid(which: str) -> int:
     if which == "self":
         return int(os.readlink("/proc/self"))
     fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
@@ -243,7 +254,7 @@ def _init_child(go_r: socket.socket, ack_w: int, parent: int, uid: int, gid: int
     is restricted. Returns ``(detail, the parent's note)``.
     """
     _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
-    if _host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
+    if _read_host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
         os._exit(0)
     try:
         _map_ids(uid, gid)

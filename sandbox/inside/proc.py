@@ -6,6 +6,8 @@ import os
 import signal
 from typing import Iterable, Iterator
 
+from ..confine import _sys
+
 #: Above every fd number a process can hold (close_range takes the whole range at once).
 _MAX_FD = 2**31 - 1
 
@@ -14,13 +16,12 @@ def children() -> list[int]:
     """Pids of this process's children (of any of its threads), including orphans reparented to us (subreaper)."""
     found: list[int] = []
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = [str(os.getpid())] if _sys.thread_count() == 1 else os.listdir("/proc/self/task")
     except OSError:
         return found
     for tid in tasks:
         try:
-            with open(f"/proc/self/task/{tid}/children") as fh:
-                found += [int(pid) for pid in fh.read().split()]
+            found += [int(pid) for pid in _sys.read_file(f"/proc/self/task/{tid}/children").split()]
         except OSError:
             pass
     return found

@@ -81,6 +81,7 @@ class Zygote(Reaping):
         self.removal: rundirs.Removal | None = None  # the one being removed, step by step
         self.refill_error: OSError | None = None  # no run dir could be made: retry on the next request
         self.sweep_until = 0.0
+        self.next_sweep = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
@@ -96,7 +97,8 @@ class Zygote(Reaping):
             sweeping = time.monotonic() < self.sweep_until
             timeout = _sooner(0 if busy else (SWEEP_INTERVAL_S if sweeping else None), self.cgroups.due_in())
             events = self.selector.select(timeout=timeout)
-            if sweeping:
+            if sweeping and time.monotonic() >= self.next_sweep:  # at the sweep's pace, not at every event
+                self.next_sweep = time.monotonic() + SWEEP_INTERVAL_S
                 self._kill_orphans()
             if not events:  # nothing waiting: refill the pool, then tidy, off the request path
                 if refill:
