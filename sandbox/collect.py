@@ -228,6 +228,9 @@ class ProcessEnding(Ending):
 
 
 def _send_request(chan: socket.socket, request: bytes | memoryview, deadline: float) -> None:
+    if not request:  # all of it went early (the common case): an empty send to a worker done already is EPIPE
+        chan.setblocking(False)
+        return
     chan.settimeout(max(0.01, deadline - time.monotonic()))
     try:
         chan.sendall(request)
