@@ -85,12 +85,12 @@ def settle_threads_in_parent() -> int:
     ``pthread_atfork`` handler shuts down at any ``fork()`` (a clone runs no such
     handlers): one throwaway fork stops it. A worker that calls BLAS starts its own.
     """
-    if len(os.listdir("/proc/self/task")) > 1:
+    if _sys.thread_count() > 1:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the throwaway child
             os._exit(0)
         os.waitpid(pid, 0)
-    return len(os.listdir("/proc/self/task"))
+    return _sys.thread_count()
 
 
 #: What the first clone of this process met, per process: its setup worked, or was refused (by the kernel's
@@ -147,6 +147,7 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     if pid and template is not None:
         _leave(template)
     if pid == 0:
+        _host_pids.clear()  # a new pid namespace: our pid numbers may repeat a parent's
         try:
             go_w.close()
             os.close(ack_r)
@@ -231,7 +232,7 @@ def _host_pid(which: str) -> int:
     return _host_pids[key]
 
 
-#: :func:`_host_pid`'s answers, by (pid, which): a child's differ (and a clone's pid 1 reads afresh).
+#: :func:`_host_pid`'s answers, by (pid, which); emptied in a clone's child, whose pids may repeat cached ones.
 _host_pids: dict[tuple[int, str], int] = {}
 
 

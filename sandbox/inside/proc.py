@@ -15,13 +15,14 @@ _MAX_FD = 2**31 - 1
 def children() -> list[int]:
     """Pids of this process's children (of any of its threads), including orphans reparented to us (subreaper)."""
     found: list[int] = []
-    try:
-        tasks = [str(os.getpid())] if _sys.thread_count() == 1 else os.listdir("/proc/self/task")
+    try:  # one thread (the zygote's case): its own file, named as /proc numbers it, whatever getpid() says
+        files = ["/proc/thread-self/children"] if _sys.thread_count() == 1 else \
+            [f"/proc/self/task/{tid}/children" for tid in os.listdir("/proc/self/task")]
     except OSError:
         return found
-    for tid in tasks:
+    for path in files:
         try:
-            found += [int(pid) for pid in _sys.read_file(f"/proc/self/task/{tid}/children").split()]
+            found += [int(pid) for pid in _sys.read_file(path).split()]
         except OSError:
             pass
     return found
