@@ -29,6 +29,14 @@ Each switch takes the code path the library itself takes where the part is missi
   have no host ``/tmp`` to bind.
 - ``capabilities``: nothing is dropped; uid 0 in the worker's user namespace keeps every
   capability there.
+
+Three more take away what the worker does around a snippet besides confining it, for the
+targets benchmark's "bare" runner (targets.py: the process model and its protocol alone,
+no layer of any policy either). No library path runs without them, so each one is a no-op:
+
+- ``hooks``: no audit hook (telemetry), no streaming ``plt.show``, no import allowlist;
+- ``reseed``: the worker keeps the RNG states the forker's clone copied;
+- ``rehearsal``: a pre-forked worker waits for its request without walking its path first.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import sys
 from typing import Any, Callable
 
 from sandbox.confine import _sys, caps, cgroup, disk, fstemplate, fsview, memcg, namespaces
+from sandbox.inside import allowlist, request, telemetry, worker
 
 OFF = "switched off by sandbox bench confinement"
 _MS_BIND = 0x1000
@@ -88,10 +97,29 @@ def _capabilities_off() -> None:
     caps.apply = lambda _policy, _ctx: None
 
 
+def _nothing(*_args: Any) -> None:
+    return None
+
+
+def _hooks_off() -> None:
+    telemetry.install = _nothing
+    request.install_show = _nothing
+    allowlist.install = _nothing
+
+
+def _reseed_off() -> None:
+    worker._reseed = _nothing
+
+
+def _rehearsal_off() -> None:
+    request.rehearse = _nothing
+
+
 #: Part -> what switches it off in this process.
 SWITCHES: dict[str, Callable[[], None]] = {
     "memory_cgroup": _memory_cgroup_off, "pids_cgroup": _pids_cgroup_off, "fs_view": _fs_view_off,
-    "private_disk": _private_disk_off, "capabilities": _capabilities_off}
+    "private_disk": _private_disk_off, "capabilities": _capabilities_off, "hooks": _hooks_off,
+    "reseed": _reseed_off, "rehearsal": _rehearsal_off}
 
 
 def main() -> None:

@@ -34,6 +34,9 @@ from . import common
 
 #: The parts priced on their own, in the order confine.apply_all applies them.
 PARTS = ("pids_cgroup", "memory_cgroup", "fs_view", "private_disk", "capabilities")
+#: What the targets benchmark's "bare" runner switches off too: the worker's work around a snippet besides
+#: confinement (_parts_off.py says what each one leaves out).
+AROUND_THE_SNIPPET = ("hooks", "reseed", "rehearsal")
 
 
 @dataclasses.dataclass(frozen=True)

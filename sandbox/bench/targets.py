@@ -21,10 +21,17 @@ floors are floors.py's servers (the same image, no confinement); sandlock is its
 - USS per concurrent idle run: ``CONCURRENT`` runs of ``print(1)`` then a sleep at once;
   the USS of each run's processes while they sleep (memory.concurrent_idle; for us the
   zygotes' children that run them). Target: <= 2 MiB.
+
+The ``bare`` column (no target of its own) is ours with nothing around the snippet: a
+policy of no layers, and in its zygotes (confinement_parts.ZygoteWithout) no capability
+drop, no hooks, no reseeding, no rehearsal. What is left is the process model and its
+protocol (host, zygote, forker, one fresh worker per run, the frames): ours minus bare is
+what confinement and the worker's guards cost, bare minus the floor what the harness does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import statistics
@@ -36,15 +43,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sandbox
+
 from . import common
 from .alternatives import Runner, SandboxRunner, _scrubbed_env, close_all, start_all
 from .concurrency import hammer
+from .confinement_parts import AROUND_THE_SNIPPET, ZygoteWithout
 from .floors import ForkPerRunFloor, PreForkedFloor, SandlockPool, sandlock_unavailable
 from .memory import concurrent_idle
 from .workloads import PRINT
 
-COLUMNS = ("axis", "unit", "ours", "floor", "sandlock", "ours_x_floor", "ours_x_sandlock", "target", "verdict")
+COLUMNS = ("axis", "unit", "ours", "bare", "floor", "sandlock", "ours_x_floor", "bare_x_floor", "ours_x_sandlock",
+           "target", "verdict")
 OURS, PREFORK, FORK, SANDLOCK = "sandbox default", PreForkedFloor.name, ForkPerRunFloor.name, SandlockPool.name
+BARE = "sandbox bare (no layer, hook, reseed or rehearsal)"
 PAUSE_S = 0.05
 CLIENTS = 4
 #: Runs sleeping at once for the USS axis (2 with --quick).
@@ -57,9 +69,38 @@ SANDLOCK_COLD = ("import sys, sandlock\nreadable = [sys.prefix, sys.base_prefix,
                  ".run([sys.executable, '-c', 'print(1)'])\nsys.stdout.write(r.stdout.decode())\n")
 
 
+class BareRunner(SandboxRunner):
+    """Ours with nothing around the snippet (the module docstring's ``bare``); it refuses to start if a switch
+    did not take in its workers."""
+
+    PROBE = "import sys; print(sys.modules['sandbox.inside.request'].rehearse.__module__)"
+
+    def __init__(self) -> None:
+        default = sandbox.Policy.load("default")
+        policy = default.replace(name="bench-bare", confinement=dataclasses.replace(
+            default.confinement, layers=(), required=()))
+        super().__init__(policy, pool_size=2, max_concurrent=8, label=BARE)
+        self.wrapper: ZygoteWithout | None = None
+
+    def start(self) -> None:
+        self.wrapper = ZygoteWithout(",".join(("capabilities", *AROUND_THE_SNIPPET)))
+        self.interpreter = self.wrapper.interpreter
+        super().start()
+        seen = self.run(self.PROBE).stdout.strip()
+        if seen != "sandbox.bench._parts_off":
+            raise RuntimeError(f"the bare runner's workers run the library's steps ({seen!r})")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.wrapper is not None:
+                self.wrapper.remove()
+
+
 def runners() -> list[Runner]:
-    return [SandboxRunner("default", pool_size=2, max_concurrent=8, label=OURS), PreForkedFloor(), ForkPerRunFloor(),
-            SandlockPool()]
+    return [SandboxRunner("default", pool_size=2, max_concurrent=8, label=OURS), BareRunner(), PreForkedFloor(),
+            ForkPerRunFloor(), SandlockPool()]
 
 
 # -- the axes ----------------------------------------------------------------------------
@@ -160,8 +201,10 @@ def _pick(found: dict[str, dict[str, Any]], name: str | None, key: str) -> float
 def axis(label: str, unit: str, found: dict[str, dict[str, Any]], key: str, floor: str | None,
          sandlock: str | None, target: str, met: Callable[[float, float | None], bool]) -> dict[str, Any]:
     ours, low, theirs = _pick(found, OURS, key), _pick(found, floor, key), _pick(found, sandlock, key)
+    bare = _pick(found, BARE, key)
     ratio = round(ours / low, 2) if ours is not None and low else None
-    return {"axis": label, "unit": unit, "ours": ours, "floor": low, "sandlock": theirs, "ours_x_floor": ratio,
+    return {"axis": label, "unit": unit, "ours": ours, "bare": bare, "floor": low, "sandlock": theirs,
+            "ours_x_floor": ratio, "bare_x_floor": round(bare / low, 2) if bare is not None and low else None,
             "ours_x_sandlock": round(ours / theirs, 2) if ours is not None and theirs else None,
             "target": target, "verdict": "n/a" if ours is None else ("met" if met(ours, ratio) else "missed"),
             "floor_is": floor, "sandlock_is": sandlock}
@@ -194,10 +237,11 @@ def run(settings: common.Settings) -> common.Record:
     loads = {}
     try:
         by_name = {r.name: r for r in started}
-        pick = [by_name[n] for n in (OURS, PREFORK, SANDLOCK) if n in by_name]
+        pick = [by_name[n] for n in (OURS, BARE, PREFORK, SANDLOCK) if n in by_name]
         found["warm"] = warm_p50(settings, pick)
         loads["after warm"] = common.load()
-        found["throughput"] = throughput(settings, [by_name[n] for n in (OURS, FORK, SANDLOCK) if n in by_name])
+        found["throughput"] = throughput(settings, [by_name[n] for n in (OURS, BARE, FORK, SANDLOCK)
+                                                    if n in by_name])
         loads["after throughput"] = common.load()
         found["uss"] = idle_uss(settings, pick)
         loads["after uss"] = common.load()
@@ -216,9 +260,9 @@ def plot(record: common.Record, settings: common.Settings) -> None:
     fig, axes = plt.subplots(1, len(record.rows), figsize=(3.2 * len(record.rows), 4.2))
     for ax, row in zip(axes, record.rows):
         floor = textwrap.fill((row.get("floor_is") or "floor").replace("floor: ", "floor:\n"), 18)
-        labels = ["ours", floor, "sandlock"]
-        values = [row.get(k) or 0 for k in ("ours", "floor", "sandlock")]
-        ax.bar(labels, values, color=["tab:blue", "tab:gray", "tab:orange"])
+        labels = ["ours", "bare", floor, "sandlock"]
+        values = [row.get(k) or 0 for k in ("ours", "bare", "floor", "sandlock")]
+        ax.bar(labels, values, color=["tab:blue", "tab:cyan", "tab:gray", "tab:orange"])
         for x, value in enumerate(values):
             if value:
                 ax.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom", fontsize=8)

@@ -88,6 +88,7 @@ def test_targets_quick_writes_every_axis(tmp_path: Path) -> None:
         assert row["ours"] is not None and row["floor"] is not None, row
         assert row["ours_x_floor"] is not None and row["verdict"] in ("met", "missed"), row
         assert (row["sandlock"] is not None) == sandlock, (row, data["skipped"])
+        assert (row["bare"] is None) == row["axis"].startswith("cold"), (row, data["skipped"])  # no bare cold start
     details = data["details"]
     assert all(v["bad"] == 0 for v in (*details["warm"].values(), *details["throughput"].values(),
                                         *details["cold"].values())), details
