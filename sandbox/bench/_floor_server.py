@@ -1,5 +1,6 @@
 """The server process of the floor runners and of the sandlock pool (see floors.py): standard library only,
-and one module of ours loaded by its path (``inside/hugepages.py``, itself standard library only).
+and two modules of ours loaded by their paths (``inside/hugepages.py`` and ``inside/immortal.py``, themselves
+standard library only).
 
     PYTHONMALLOC=malloc python -s -P -B _floor_server.py MODE FD MODULE...
 
@@ -37,6 +38,7 @@ import select
 import signal
 import socket
 import sys
+from typing import Any
 
 READY = 2
 BATCH = 16
@@ -175,14 +177,22 @@ MODES = {"prefork": serve_prefork, "fork": serve_fork, "sandlock": serve_sandloc
 
 
 def settle_as_the_zygote() -> None:
-    """The zygote's memory layout (inside/hugepages.py), without importing the package: a floor of our design
-    forks an image laid out as our zygote's is (without it, each fork and exit here cost ~9 ms more CPU)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "inside", "hugepages.py")
-    spec = importlib.util.spec_from_file_location("_floor_hugepages", path)
-    hugepages = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = hugepages  # type: ignore[union-attr] - its dataclass looks its module up
-    spec.loader.exec_module(hugepages)  # type: ignore[union-attr]
-    hugepages.settle("malloc" if os.environ.get("PYTHONMALLOC") == "malloc" else "pymalloc")
+    """The zygote's memory layout (inside/hugepages.py, inside/immortal.py), without importing the package: a
+    floor of our design forks an image laid out as our zygote's is (without 2 MiB pages, each fork and exit
+    here cost ~9 ms more CPU; on CPython 3.12+, without immortal objects each child copies more pages)."""
+    hugepages, immortal = _inside_module("hugepages"), _inside_module("immortal")
+    hugepages.settle("malloc" if os.environ.get("PYTHONMALLOC") == "malloc" else "pymalloc",
+                     immortalize=immortal.immortalize)
+
+
+def _inside_module(name: str) -> Any:
+    """``sandbox/inside/NAME.py`` (standard library only), loaded by its path."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "inside", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_floor_{name}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # type: ignore[union-attr] - a dataclass there looks its module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def main(argv: list[str]) -> None:

@@ -257,7 +257,7 @@ def run(settings: common.Settings) -> common.Record:
 
 def plot(record: common.Record, settings: common.Settings) -> None:
     plt = common.pyplot()
-    fig, axes = plt.subplots(1, len(record.rows), figsize=(3.2 * len(record.rows), 4.2))
+    fig, axes = plt.subplots(1, len(record.rows), figsize=(3.9 * len(record.rows), 4.4))
     for ax, row in zip(axes, record.rows):
         floor = textwrap.fill((row.get("floor_is") or "floor").replace("floor: ", "floor:\n"), 18)
         labels = ["ours", "bare", floor, "sandlock"]

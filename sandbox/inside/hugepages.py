@@ -34,6 +34,7 @@ import gc
 import os
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 _MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
@@ -55,12 +56,16 @@ class Collapsed:
     refused: int
 
 
-def settle(allocator: str, preloaded: bool = True) -> Collapsed:
+def settle(allocator: str, preloaded: bool = True, immortalize: Callable[[], int] | None = None) -> Collapsed:
     """In the zygote, once preloaded: leave the image as its forks will share it, with as few of their writes
     as possible landing in it, and mapped by 2 MiB pages. A cold zygote (nothing ``preloaded``) only freezes:
-    its few MiB would take longer (ms) to collect, fill and collapse than that saves its few runs."""
+    its few MiB would take longer (ms) to collect, fill and collapse than that saves its few runs.
+    ``immortalize`` (immortal.py's, passed in: this module is also loaded alone, by path): called once the
+    garbage is collected (garbage made immortal would never go), before the objects are frozen."""
     if preloaded:
         gc.collect()
+        if immortalize is not None:
+            immortalize()
     gc.freeze()  # preloaded objects out of the collector: its passes would write to every one of them
     if not preloaded:
         return Collapsed(huge=0, refused=0)

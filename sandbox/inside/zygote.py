@@ -45,7 +45,7 @@ from ..confine import _sys, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import allowlist, at_fork, hugepages, proc
+from . import allowlist, at_fork, hugepages, immortal, proc
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
@@ -315,7 +315,8 @@ def main(control_fd: int) -> None:
     frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     warm = bool(image.preload)
-    hugepages.settle(policy.runtime.allocator, warm)  # the image as workers will share it: frozen, mapped huge
+    # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
+    hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone
     # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.
     zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork))

@@ -35,6 +35,15 @@ def test_doctor_text_names_layers_and_uid():
     assert "uid" in text and "Landlock ABI" in text
 
 
+def test_doctor_says_whether_the_image_is_immortal_in_forks():
+    from sandbox.inside import immortal
+    report = doctor.diagnose("strict", use_sandbox=False)
+    assert report["system"]["immortal_objects"] == immortal.supported()
+    line = next(line for line in doctor.render(report).splitlines() if line.startswith("memory: "))
+    assert ("makes the image's objects immortal" in line) == immortal.supported(), line
+    assert ("3.12 or 3.13 makes them immortal" in line) != immortal.supported(), line
+
+
 def test_doctor_reports_refusal_with_fix():
     """A process that really cannot unshare (seccomp denies it, as in many containers)."""
     from sandbox.confine import no_new_privs, seccomp

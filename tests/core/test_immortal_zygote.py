@@ -1,0 +1,62 @@
+"""A zygote whose interpreter is CPython 3.12 or 3.13 serves runs from immortal objects (inside/immortal.py); one
+on the host's 3.11 does not.
+
+The 3.12 zygote runs in a venv made here from a CPython found on this machine, with no pip and only the
+pure-Python dependencies the zygote needs beside it (pyseccomp, cloudpickle), and an image that preloads standard
+library modules only: the whole path (the zygote's settle, its forker, a confined worker) with nothing installed
+for that version.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cloudpickle
+import pyseccomp
+import pytest
+
+import sandbox
+from sandbox import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_immortal import interpreter  # noqa: E402 - the shared finder of a CPython version
+
+STDLIB_IMAGE = Image.from_dict({"name": "stdlib", "preload": {"modules": ["json", "decimal", "email.parser"]}})
+PROBE = ("import json, sys\n"
+         "print(sys.version_info[:2], sys.getrefcount(json.dumps) >= 2 ** 32 - 1, sys.getrefcount(sys) >= 2 ** 32 - 1)")
+
+
+def venv_without_packages(python: str, where: Path) -> str:
+    subprocess.run([python, "-m", "venv", "--without-pip", str(where / "venv")], check=True, timeout=120)
+    pure = where / "pure"
+    pure.mkdir()
+    shutil.copy(pyseccomp.__file__, pure)
+    shutil.copytree(Path(cloudpickle.__file__).parent, pure / "cloudpickle")
+    site, = glob.glob(str(where / "venv" / "lib" / "python3.*" / "site-packages"))
+    (Path(site) / "sandbox-deps.pth").write_text(f"{pure}\n")
+    return str(where / "venv" / "bin" / "python")
+
+
+def test_a_zygote_on_cpython_3_12_runs_snippets_among_immortal_objects(tmp_path: Path) -> None:
+    python = interpreter("3.12") or interpreter("3.13")
+    if python is None:
+        pytest.skip("no CPython 3.12 or 3.13 on this machine (PATH, pyenv)")
+    with sandbox.Sandbox(interpreter=venv_without_packages(python, tmp_path), image=STDLIB_IMAGE,
+                         cold_start=False) as box:
+        seen = box.run(PROBE)
+        assert seen.stdout in ("(3, 12) True True\n", "(3, 13) True True\n"), seen
+        failed = box.run("import json\njson.loads('{')")  # a snippet's own objects come and go as usual
+        assert failed.outcome == sandbox.Outcome.FAILED and "JSONDecodeError" in failed.error, failed
+        assert box.run("print(sum(len(str(i)) for i in range(100000)))").stdout == "488890\n"
+
+
+def test_a_zygote_on_cpython_3_11_leaves_counts_as_they_are() -> None:
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("the host's interpreter is not CPython 3.11")
+    with sandbox.Sandbox(image=STDLIB_IMAGE, cold_start=False) as box:
+        seen = box.run(PROBE)
+    assert seen.stdout == "(3, 11) False False\n", seen
