@@ -31,7 +31,8 @@ TABLES = {
     "timeouts": ("runner", "snippet", "n", "deadline_s", "p50_past_ms", "p90_past_ms", "max_past_ms", "reported"),
     "io_size": ("workload", "runner", "n", "p50_ms", "p90_ms", "p99_ms", "x_sandbox", "bad"),
     "breakdown": ("mode", "step", "where", "n", "wall_p50_ms", "wall_min_ms", "wall_p90_ms", "cpu_p50_ms"),
-    "targets": ("axis", "unit", "ours", "floor", "sandlock", "ours_x_floor", "ours_x_sandlock", "target", "verdict"),
+    "targets": ("axis", "unit", "ours", "bare", "floor", "sandlock", "ours_x_floor", "bare_x_floor", "ours_x_sandlock",
+                "target", "verdict"),
     "serve": ("scenario", "mode", "clients", "path", "n", "p50_ms", "p99_ms", "mean_ms", "requests_per_s", "cpu_ms",
               "server_cpu_ms", "vs_adapter_p50_ms", "vs_adapter_p99_ms", "bad"),
 }
@@ -131,7 +132,8 @@ def issue13(results: Results) -> list[dict[str, Any]]:
         rows.append({"target": f"issue 13: {row['axis']} {row['target']}", "measured": measured,
                      "verdict": {"missed": "**missed**"}.get(row["verdict"], row["verdict"]),
                      "detail": f"floor: {_figure(row.get('floor'))} ({row.get('floor_is')}); "
-                               f"sandlock: {_figure(row.get('sandlock'))}"})
+                               f"sandlock: {_figure(row.get('sandlock'))}"
+                               + (f"; bare: {_figure(row['bare'])}" if row.get("bare") is not None else "")})
     return rows
 
 
