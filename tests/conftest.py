@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import glob
 import os
+import shutil
+import subprocess
 import time
 
 import psutil
@@ -147,3 +150,19 @@ def no_leaks(box):
     assert settled_count(box) <= baseline_procs, "a process outlived its run"
     assert settled_fds(baseline_fds) <= baseline_fds, "the host leaked file descriptors"
     assert leftover_run_dirs(box) == [], "a run directory was left behind"
+
+
+def cpython(version: str) -> str | None:
+    """A CPython ``version`` ('3.12') found on this machine (PATH, then pyenv's versions) that runs: a pyenv shim
+    on PATH may name one it cannot run. None if there is none."""
+    candidates = [shutil.which(f"python{version}"),
+                  *sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}"), reverse=True)]
+    for python in filter(None, candidates):
+        try:
+            ran = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                                 text=True, timeout=30)
+        except OSError:
+            continue
+        if ran.returncode == 0 and ran.stdout.strip() == str(tuple(map(int, version.split(".")))):
+            return python
+    return None

@@ -22,8 +22,7 @@ import pytest
 import sandbox
 from sandbox import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_immortal import interpreter  # noqa: E402 - the shared finder of a CPython version
+from ..conftest import cpython
 
 STDLIB_IMAGE = Image.from_dict({"name": "stdlib", "preload": {"modules": ["json", "decimal", "email.parser"]}})
 PROBE = ("import json, sys\n"
@@ -42,7 +41,7 @@ def venv_without_packages(python: str, where: Path) -> str:
 
 
 def test_a_zygote_on_cpython_3_12_runs_snippets_among_immortal_objects(tmp_path: Path) -> None:
-    python = interpreter("3.12") or interpreter("3.13")
+    python = cpython("3.12") or cpython("3.13")
     if python is None:
         pytest.skip("no CPython 3.12 or 3.13 on this machine (PATH, pyenv)")
     with sandbox.Sandbox(interpreter=venv_without_packages(python, tmp_path), image=STDLIB_IMAGE,

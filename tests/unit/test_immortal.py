@@ -7,9 +7,7 @@ needs (a CPython 3.12 or 3.13 found on this machine: PATH, then pyenv's versions
 
 from __future__ import annotations
 
-import glob
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.inside import immortal
+from tests.conftest import cpython
 
 MODULE = Path(immortal.__file__)
 
@@ -85,21 +84,6 @@ print(state(fd), state(held_fd))
 """
 
 
-def interpreter(version: str) -> str | None:
-    """A CPython ``version`` that runs (a pyenv shim on PATH may name one it cannot run)."""
-    candidates = [shutil.which(f"python{version}"),
-                  *sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}"), reverse=True)]
-    for python in filter(None, candidates):
-        try:
-            ran = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                                 text=True, timeout=30)
-        except OSError:
-            continue
-        if ran.returncode == 0 and ran.stdout.strip() == str(tuple(map(int, version.split(".")))):
-            return python
-    return None
-
-
 def probe(python: str) -> tuple[dict, str]:
     done = subprocess.run([python, "-I", "-c", PROBE, str(MODULE)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -109,7 +93,7 @@ def probe(python: str) -> tuple[dict, str]:
 
 @pytest.mark.parametrize("version", ["3.12", "3.13"])
 def test_a_forks_reads_copy_no_page_of_immortal_objects(version: str) -> None:
-    python = interpreter(version)
+    python = cpython(version)
     if python is None:
         pytest.skip(f"no CPython {version} on this machine (PATH, pyenv)")
     facts, closing = probe(python)
