@@ -126,6 +126,8 @@ _current: "Channel | None" = None
 #: session kept from an earlier run (a logging handler) write into the current run,
 #: and no fd piles up from run to run.
 _tagged_fd: int | None = None
+#: The streams :func:`prepare_streams` made for the run to come, until :func:`attach` installs them.
+_prepared: tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper] | None = None
 
 
 def reserved_fds() -> list[int]:
@@ -148,7 +150,7 @@ def deny(kind: str, detail: str) -> None:
 
 def attach(fds: list[int]) -> Channel:
     """Make fds (stdout pipe, stderr pipe, tagged pipe, message socket) this process's run streams."""
-    global _current, _tagged_fd
+    global _current, _tagged_fd, _prepared
     stdout_fd, stderr_fd, tagged_fd, chan_fd = fds
     if _tagged_fd is None:
         _tagged_fd = tagged_fd
@@ -159,9 +161,25 @@ def attach(fds: list[int]) -> Channel:
     os.dup2(stderr_fd, 2)
     os.close(stdout_fd)
     os.close(stderr_fd)
-    _redirect_std(_tagged_fd)
+    out, err, sys.stdin = _prepared or _std_streams(_tagged_fd)
+    sys.stdout = sys.__stdout__ = out
+    sys.stderr = sys.__stderr__ = err
+    _prepared = None
     _current = Channel(socket.socket(fileno=chan_fd), _tagged_fd)
     return _current
+
+
+def prepare_streams() -> None:
+    """Pre-request, in a one-shot worker: make its run's ``sys.stdout``, ``stderr`` and ``stdin`` now, off the
+    run's clock (~0.1 ms of objects and copy-on-write faults). They write to the fd number the tagged pipe will
+    take (:func:`attach` puts it there), held by ``/dev/null`` meanwhile; until the run attaches, this process
+    keeps its own streams (a traceback still reaches the zygote's log)."""
+    global _tagged_fd, _prepared
+    try:
+        _tagged_fd = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return  # attach makes them, on the tagged pipe's own fd number
+    _prepared = _std_streams(_tagged_fd)
 
 
 def new_scope() -> dict[str, Any]:
@@ -245,10 +263,10 @@ def _write_inputs(files: tuple[commands.InputMeta, ...], blobs: tuple[bytes, ...
     return None
 
 
-def _redirect_std(tagged_fd: int) -> None:
-    sys.stdout = sys.__stdout__ = streams.text_stream(tagged_fd, streams.STDOUT, 1)
-    sys.stderr = sys.__stderr__ = streams.text_stream(tagged_fd, streams.STDERR, 2)
-    sys.stdin = io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8")
+def _std_streams(tagged_fd: int) -> tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper]:
+    """A run's ``sys.stdout``, ``sys.stderr`` (both over the tagged pipe) and ``sys.stdin`` (empty)."""
+    return (streams.text_stream(tagged_fd, streams.STDOUT, 1), streams.text_stream(tagged_fd, streams.STDERR, 2),
+            io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8"))
 
 
 def flush_std() -> None:

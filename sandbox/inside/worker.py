@@ -8,8 +8,9 @@ Life of a one-shot worker (pre-forked by the zygote before any request exists):
 2. ``serve()``: own session, die with the zygote, land in the private run dir the
    zygote made for it, apply the confinement stack irreversibly, reseed RNGs and
    install the hooks (telemetry, ``plt.show``, the import allowlist): all before any
-   request, so none of it is on a run's critical path. Rehearse a request's path
-   (``request.rehearse``: its copy-on-write faults), then wait for a spawn request.
+   request, so none of it is on a run's critical path. Make the run's ``sys`` streams
+   (``request.prepare_streams``), rehearse a request's path (``request.rehearse``: its
+   copy-on-write faults), then wait for a spawn request.
 3. The request brings four fds from the host: stdout and stderr pipes for raw
    writes, the tagged pipe for Python-level output (see streams.py) and a stream
    socket for framed messages, from which the worker reads the code and input files
@@ -60,6 +61,7 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
             _serve_session(spawn, fds, spec, ns_status)
         else:
             confined = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
+            request.prepare_streams()
             if not isinstance(confined, SandboxUnavailable):
                 request.rehearse(confined)
             _spawn, fds = _receive_spawn(priv)

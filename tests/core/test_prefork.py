@@ -120,3 +120,33 @@ def test_long_runs_in_flight_do_not_leave_the_pool_empty(box):
     finally:
         for thread in long_runs:
             thread.join()
+
+
+def _fds(pid: int) -> dict[int, str]:
+    found = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            pass  # closed meanwhile
+    return found
+
+
+def test_a_waiting_worker_has_its_runs_streams_made(box):
+    """The run's ``sys.stdout``/``stderr`` exist before its request, over the fd number the tagged pipe will
+    take, /dev/null until then; the run finds them on its pipe, and stdin empty."""
+    box.run("print('refill')")
+    deadline = time.monotonic() + 10
+    while True:
+        held = {pid: [fd for fd, target in _fds(pid).items() if fd > 2 and target == "/dev/null"]
+                for pid in _statuses(_waiting_workers(box))}
+        if (len(held) >= box.policy.runtime.prefork and all(held.values())) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(held) >= box.policy.runtime.prefork and all(held.values()), held
+    r = box.run("import os, stat, sys\n"
+                "tagged = sys.stdout.buffer.raw._pipe_fd\n"
+                "assert sys.stderr.buffer.raw._pipe_fd == tagged and sys.stdout is sys.__stdout__\n"
+                "print(stat.S_ISFIFO(os.fstat(tagged).st_mode), repr(sys.stdin.read()))\n"
+                "print('to stderr', file=sys.stderr)")
+    assert r.ok and r.stdout == "True ''\n" and r.stderr == "to stderr\n", r
