@@ -25,11 +25,14 @@ from . import common
 from .options import Settings
 
 COLUMNS = ("side", "package", "commit", "rounds", "cpu_ms_per_run_p50", "cpu_ms_per_run_min", "cpu_ms_per_run_max",
-           "runs_per_s_p50", "step_cpu_ms", "lower_in")
+           "runs_per_s_p50", "step_cpu_ms", "lower_in", "latency_ms_p50", "step_latency_ms", "lower_latency_in")
 CLIENTS = 4
+#: The pause before each timed run of the latency leg, as in ``bench latency`` and ``bench targets``.
+GAP_S = 0.05
 
-#: One side: a host process with a warm Sandbox; a line "N" on stdin runs N print(1) from CLIENTS threads and
-#: answers "<tree CPU ms per run> <runs/s>". Standard library and psutil only (its tree CPU is common.tree_cpu_s
+#: One side: a host process with a warm Sandbox; a line "cpu N" on stdin runs N print(1) from CLIENTS threads and
+#: answers "<tree CPU ms per run> <runs/s>", a line "latency N" runs N print(1) one at a time, GAP apart, and answers
+#: their median round trip in ms. Standard library and psutil only (its tree CPU is common.tree_cpu_s
 #: written again): the side imports the other checkout's package, whose bench may not have that helper.
 _SIDE = r'''
 import os, sys, threading, time
@@ -37,7 +40,7 @@ sys.path.insert(0, sys.argv[1])
 import psutil
 import sandbox
 assert sandbox.__file__.startswith(sys.argv[1]), sandbox.__file__
-clients = int(sys.argv[2])
+clients, gap = int(sys.argv[2]), float(sys.argv[3])
 
 def live(pid):  # a live process's CPU to the nanosecond (its threads' schedstat)
     return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
@@ -60,7 +63,17 @@ with sandbox.Sandbox("default") as sb:
         sb.run("print(1)")
     print("ready", flush=True)
     for line in sys.stdin:
-        runs = int(line)
+        leg, runs = line.split()
+        runs = int(runs)
+        if leg == "latency":
+            times = []
+            for _ in range(runs):
+                time.sleep(gap)
+                start = time.perf_counter()
+                sb.run("print(1)")
+                times.append(time.perf_counter() - start)
+            print(f"{sorted(times)[len(times) // 2] * 1000:.4f}", flush=True)
+            continue
         threads = [threading.Thread(target=lambda k=runs // clients: [sb.run("print(1)") for _ in range(k)])
                    for _ in range(clients)]
         before, start = tree(sb), time.perf_counter()
@@ -86,19 +99,23 @@ def run(settings: Settings) -> common.Record:
     if problem or against is None:
         raise ValueError(problem)
     record = common.Record("ab", settings)
-    rounds, runs = settings.n(10, 2), settings.n(200, 20)
+    rounds, runs, timed = settings.n(10, 2), settings.n(200, 20), settings.n(40, 4)
     ours = Path(__file__).resolve().parents[2]
     sides = {"this": _start(ours), "against": _start(against.resolve())}
     figures: dict[str, list[tuple[float, float]]] = {"this": [], "against": []}
+    latency: dict[str, list[float]] = {"this": [], "against": []}
     try:
         for index in common.progress(range(rounds), total=rounds, desc="ab rounds"):
             order = ("this", "against") if index % 2 == 0 else ("against", "this")
             for name in order:
                 figures[name].append(_batch(sides[name], runs))
+            for name in order:
+                latency[name].append(_latency(sides[name], timed))
     finally:
         for proc in sides.values():
             _stop(proc)
     steps = [a[0] - b[0] for a, b in zip(figures["this"], figures["against"])]
+    latency_steps = [a - b for a, b in zip(latency["this"], latency["against"])]
     for name, folder in (("this", ours), ("against", against.resolve())):
         cpu = [c for c, _ in figures[name]]
         record.rows.append({
@@ -106,18 +123,23 @@ def run(settings: Settings) -> common.Record:
             "cpu_ms_per_run_p50": round(statistics.median(cpu), 3), "cpu_ms_per_run_min": round(min(cpu), 3),
             "cpu_ms_per_run_max": round(max(cpu), 3),
             "runs_per_s_p50": round(statistics.median(r for _, r in figures[name]), 1),
+            "latency_ms_p50": round(statistics.median(latency[name]), 3),
             **({"step_cpu_ms": round(statistics.median(steps), 3),
-                "lower_in": f"{sum(s < 0 for s in steps)} of {rounds}"} if name == "this" else {})})
-    record.extra = {"runs_per_round": runs, "clients": CLIENTS,
-                    "per_round": {name: [{"cpu_ms_per_run": c, "runs_per_s": r} for c, r in rows]
+                "lower_in": f"{sum(s < 0 for s in steps)} of {rounds}",
+                "step_latency_ms": round(statistics.median(latency_steps), 3),
+                "lower_latency_in": f"{sum(s < 0 for s in latency_steps)} of {rounds}"} if name == "this" else {})})
+    record.extra = {"runs_per_round": runs, "clients": CLIENTS, "timed_runs_per_round": timed, "gap_s": GAP_S,
+                    "per_round": {name: [{"cpu_ms_per_run": c, "runs_per_s": r, "latency_ms_p50": lat}
+                                         for (c, r), lat in zip(rows, latency[name])]
                                   for name, rows in figures.items()}}
     common.finish(record, COLUMNS, f"this checkout vs {against}: {rounds} interleaved rounds of {runs} print(1), "
-                                   f"{CLIENTS} clients (CPU: each side's own process tree)")
+                                   f"{CLIENTS} clients (CPU: each side's own process tree), then {timed} print(1) "
+                                   f"one at a time, {GAP_S * 1000:g} ms apart (latency: the round's p50)")
     return record
 
 
 def _start(folder: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _SIDE, str(folder), str(CLIENTS)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _SIDE, str(folder), str(CLIENTS), str(GAP_S)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip() if proc.stdout else ""
     if line != "ready":
@@ -127,11 +149,19 @@ def _start(folder: Path) -> subprocess.Popen:
 
 
 def _batch(proc: subprocess.Popen, runs: int) -> tuple[float, float]:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(f"{runs}\n")
-    proc.stdin.flush()
-    cpu, rate = proc.stdout.readline().split()
+    cpu, rate = _ask(proc, f"cpu {runs}").split()
     return float(cpu), float(rate)
+
+
+def _latency(proc: subprocess.Popen, runs: int) -> float:
+    return float(_ask(proc, f"latency {runs}"))
+
+
+def _ask(proc: subprocess.Popen, line: str) -> str:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline()
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -148,14 +178,16 @@ def _commit(folder: Path) -> str:
 def plot(record: Any, settings: Settings) -> None:
     plt = common.pyplot()
     per_round = record.extra["per_round"]
-    fig, (cpu_ax, rate_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (cpu_ax, rate_ax, latency_ax) = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, rows in per_round.items():
         rounds = range(1, len(rows) + 1)
         cpu_ax.plot(rounds, [r["cpu_ms_per_run"] for r in rows], marker="o", label=name)
         rate_ax.plot(rounds, [r["runs_per_s"] for r in rows], marker="o", label=name)
+        latency_ax.plot(rounds, [r["latency_ms_p50"] for r in rows], marker="o", label=name)
     cpu_ax.set(title="CPU of each side's process tree per run", xlabel="round", ylabel="ms")
     rate_ax.set(title="throughput", xlabel="round", ylabel="runs/s")
-    for ax in (cpu_ax, rate_ax):
+    latency_ax.set(title=f"print(1) round trip, runs {GAP_S * 1000:g} ms apart (p50)", xlabel="round", ylabel="ms")
+    for ax in (cpu_ax, rate_ax, latency_ax):
         ax.legend()
         ax.grid(alpha=0.3)
     common.save_figure(fig, settings, "ab")

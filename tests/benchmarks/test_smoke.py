@@ -89,7 +89,10 @@ def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: py
     this, against = data["rows"]
     assert (this["side"], against["side"]) == ("this", "against") and against["package"] == str(other)
     assert this["lower_in"].endswith(f"of {this['rounds']}") and this["step_cpu_ms"] is not None
+    assert this["lower_latency_in"].endswith(f"of {this['rounds']}") and this["step_latency_ms"] is not None
+    assert this["latency_ms_p50"] > 0 and against["latency_ms_p50"] > 0
     rounds = data["per_round"]
     assert len(rounds["this"]) == len(rounds["against"]) == this["rounds"]
-    assert all(r["cpu_ms_per_run"] > 0 and r["runs_per_s"] > 0 for side in rounds.values() for r in side)
+    assert all(r["cpu_ms_per_run"] > 0 and r["runs_per_s"] > 0 and r["latency_ms_p50"] > 0
+               for side in rounds.values() for r in side)
     assert (out / "ab.png").stat().st_size > 1000
