@@ -150,3 +150,42 @@ def test_a_waiting_worker_has_its_runs_streams_made(box):
                 "print(stat.S_ISFIFO(os.fstat(tagged).st_mode), repr(sys.stdin.read()))\n"
                 "print('to stderr', file=sys.stderr)")
     assert r.ok and r.stdout == "True ''\n" and r.stderr == "to stderr\n", r
+
+
+def test_a_standby_takes_only_the_hosts_hand_over(box):
+    """A waiting worker compares the packet that hands it a run with the empty ``spawn`` the host sends, byte for
+    byte: any other packet, even a well-formed ``spawn`` that says more, and it exits without running the request
+    queued for it; the pool goes on with its other workers."""
+    import select
+    import socket
+    from sandbox import commands, frames
+    box.run("print('warm')")
+    deadline = time.monotonic() + 30
+    while _standbys(box) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    zygote = next(z for z in box._pool._zygotes if z is not None and z._standbys)
+    with zygote._lock:
+        standby = zygote._standbys.popleft()
+    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, tagged
+    chan, worker_chan = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        chan.sendall(frames.encode(commands.Run(code=b"print('ran')")))
+        socket.send_fds(standby.sock, [frames.encode(commands.Spawn(id=7))],
+                        [*(w for _, w in pipes), worker_chan.fileno()])
+        for _, w in pipes:
+            os.close(w)
+        worker_chan.close()
+        assert select.select([standby.pidfd], [], [], 30)[0], "the worker did not exit"
+        assert [os.read(r, 100) for r, _ in pipes] == [b"", b"", b""]
+        try:
+            frames_sent = chan.recv(100)
+        except ConnectionResetError:  # it exited with the request unread
+            frames_sent = b""
+        assert frames_sent == b""  # not even `ready`
+    finally:
+        for r, _ in pipes:
+            os.close(r)
+        chan.close()
+        zygote._claim(standby.pid, None)  # the zygote reaps it and refills
+        standby.close()
+    assert box.run("print('after')").stdout == "after\n"
