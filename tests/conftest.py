@@ -155,8 +155,9 @@ def no_leaks(box):
 def cpython(version: str) -> str | None:
     """A CPython ``version`` ('3.12') found on this machine (PATH, then pyenv's versions) that runs: a pyenv shim
     on PATH may name one it cannot run. None if there is none."""
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     candidates = [shutil.which(f"python{version}"),
-                  *sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}"), reverse=True)]
+                  *sorted(glob.glob(f"{pyenv}/versions/{version}.*/bin/python{version}"), reverse=True)]
     for python in filter(None, candidates):
         try:
             ran = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,

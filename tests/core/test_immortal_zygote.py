@@ -22,7 +22,7 @@ import pytest
 import sandbox
 from sandbox import Image
 
-from ..conftest import cpython
+from tests.conftest import cpython
 
 STDLIB_IMAGE = Image.from_dict({"name": "stdlib", "preload": {"modules": ["json", "decimal", "email.parser"]}})
 PROBE = ("import json, sys\n"
