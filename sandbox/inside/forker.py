@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, fstemplate, landlock, netns
 from ..errors import ProtocolError
-from . import at_fork
+from . import at_fork, hugepages
 from .request import WorkerSpec
 from .worker import serve as serve_worker
 
@@ -52,8 +52,9 @@ class Clone:
 class Forker:
     """The zygote's handle on its forker: orders go out at once, answers come back in order."""
 
-    def __init__(self, spec: WorkerSpec, inherited: list[socket.socket]) -> None:
-        """Fork the forker from this (the zygote) process. ``inherited``: sockets the forker must not hold."""
+    def __init__(self, spec: WorkerSpec, inherited: list[socket.socket], *, fill_holes: bool = False) -> None:
+        """Fork the forker from this (the zygote) process. ``inherited``: sockets the forker must not hold.
+        ``fill_holes``: the image lives in glibc's heap, mapped by 2 MiB pages (hugepages.py)."""
         self.spec = spec
         self.sock, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.orders: collections.deque[tuple[int, rundirs.RunDir | None]] = collections.deque()
@@ -63,7 +64,7 @@ class Forker:
             self.sock.close()
             for sock in inherited:
                 sock.close()
-            _serve(forker_end, spec)  # never returns
+            _serve(forker_end, spec, fill_holes)  # never returns
         forker_end.close()
         self.pid = pid
 
@@ -110,7 +111,7 @@ class Forker:
         self.sock.close()
 
 
-def _serve(sock: socket.socket, spec: WorkerSpec) -> None:
+def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
     """The forker's loop; never returns."""
     status = 0
     try:
@@ -120,6 +121,11 @@ def _serve(sock: socket.socket, spec: WorkerSpec) -> None:
         at_fork.hold()  # its clones copy a state in which they all ran already (at_fork.py)
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root itself
+        if fill_holes:
+            # What its setup (and the zygote's, since its own fill) freed left holes all over the image, which the
+            # loop's new objects would take: each write splits a 2 MiB page of the image into 512 entries in this
+            # process for good, which every clone then copies and every worker's exit frees (~0.03 ms a region).
+            hugepages.fill_heap_holes()
         while _fork_one(sock, spec):
             pass
     except BaseException:  # noqa: BLE001 - never unwind into the zygote's code

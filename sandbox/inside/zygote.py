@@ -64,10 +64,11 @@ _TIDY_BACKLOG = 4
 class Zygote(Reaping):
     """The zygote's event loop: control socket, SIGCHLD, pre-fork refill (what ends workers: :class:`Reaping`)."""
 
-    def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int) -> None:
+    def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int, *, warm: bool = True) -> None:
         self.sock = sock
         self.spec = spec
-        self.forker = Forker(spec, inherited=[sock])  # first: it must hold nothing of the loop below
+        fill_holes = warm and spec.policy.runtime.allocator == "malloc"  # as hugepages.settle did here
+        self.forker = Forker(spec, inherited=[sock], fill_holes=fill_holes)  # first: it holds nothing of the loop
         self.prefork = prefork
         """Workers to keep pre-forked (``runtime.prefork``; at most one in a cold zygote: see main)."""
         self.ready: collections.deque[Worker] = collections.deque()
@@ -319,7 +320,7 @@ def main(control_fd: int) -> None:
     hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone
     # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.
-    zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork))
+    zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork), warm=warm)
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
     try:
         zygote.loop()
