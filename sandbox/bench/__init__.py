@@ -16,5 +16,5 @@ results. The measured numbers and the hand-written analysis stay in the reposito
 #: Benchmark modules, in suite order (each one small; shared helpers live in common.py).
 SUITE = ("latency", "concurrency", "memory", "confinement", "sessions", "timeouts", "io_size", "breakdown", "serve",
          "targets")
-#: Run only when named: they need more than the suite's options (``ab``: ``--against``).
-APART = ("ab",)
+#: Run only when named: they need more than the suite's options (``ab``: ``--against``; ``kernel_share``: perf).
+APART = ("ab", "kernel_share")

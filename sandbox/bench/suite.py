@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             print(problem, file=sys.stderr)
             return 2
+    if "kernel_share" in names:
+        from .kernel_share import unavailable
+        problem = unavailable()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
     settings = options.settings_from(args)
     for name in [n for n in names if n != "report"]:
         module = importlib.import_module(f"{__package__}.{name}")
