@@ -1,22 +1,26 @@
-"""The interpreter's at-fork callbacks, held back in the forker's clones.
+"""The interpreter's at-fork callbacks: run once in the zygote, held back in the forker and its clones.
 
 Every ``os.fork()`` (and ``confine._sys.fork_like_clone``, which runs the same
 ``PyOS_AfterFork_Child``) calls the Python functions that libraries registered with
 ``os.register_at_fork``. In the image they are ``random``'s reseed, ``threading``'s
-reset of its thread table, ``logging``'s and ``concurrent.futures``' lock resets and
-matplotlib's font-cache clear. In a worker they took ~110 of its ~1,200 copy-on-write
-page faults; skipped, ~50 pages (0.2 MiB) fewer are copied into every run (later steps
-touch some of the same objects anyway).
+reset of its thread table, ``logging``'s and ``concurrent.futures``' lock resets,
+matplotlib's font-cache clear and joblib's resource-tracker reset. Run in a fork of the
+image, they write to objects spread all over it: the font cache's fonts alone are freed
+from 12 of the image's 2 MiB pages, and every such write splits a 2 MiB page in the
+writer into 512 entries for good (hugepages.py). In the forker, whose page tables every
+clone copies and every worker's exit frees, 21 split pages cost ~0.6 ms a run.
 
-The forker needs none of them for its clones, which is why :func:`hold` empties the
-lists there: the forker is itself an ``os.fork`` of the zygote, so each callback has
-already run once in the state its clones copy (its RNG reseeded, its thread table
-reset, its font cache empty), and it is single-threaded and draws no text between
-clones, so no lock is held and no font is opened at a clone. What a callback would
-redo in the worker is either done there anyway (``worker._reseed``: fresh entropy
-for ``random`` and numpy) or has nothing to undo. Then the worker puts the lists back
-(:func:`restore`): a snippet's own ``os.fork`` (multiprocessing) reseeds its children and
-drops their dead threads as CPython's does. A session forks its states with
+So the zygote, single-threaded, runs the after-fork-in-child callbacks itself just before
+its image settles (:func:`run_child_callbacks`: its RNG reseeded, its thread table reset,
+its font cache empty, before the heap is collected, filled and collapsed), and forks the
+forker with the callbacks held (:func:`fork_forker`): the forker and its clones start from
+that state and run none. What a callback would redo in a worker is either done there
+anyway (``worker._reseed``: fresh entropy for ``random`` and numpy) or has nothing to
+undo: the forker is single-threaded and draws no text. A one-shot worker gets the lists
+back only when its snippet forks (:func:`restore_when_forking`: the fork's audit event
+comes before the interpreter reads the lists), so a snippet's ``os.fork``
+(multiprocessing) reseeds its children and drops their dead threads as CPython's does; a
+session root gets them back at once (:func:`restore`), and forks its states with
 :func:`fork_without` ``random``'s reseed: its states go on with their sequence, as a
 notebook's do.
 
@@ -30,43 +34,106 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
+import threading
+import traceback
 from typing import Any, Callable
 
-#: The three lists (before, after in the parent, after in the child: in the collector's order), once :func:`find`
-#: has run; and their callbacks while they are held.
+#: The three lists (before, after in the parent, after in the child), once :func:`find` has run; and their
+#: callbacks while they are held.
 _lists: list[list[Callable[[], Any]]] = []
 _held: list[list[Callable[[], Any]]] = []
+#: Whether the zygote ran the after-fork-in-child callbacks itself (:func:`run_child_callbacks`).
+_ran_in_zygote = False
+#: Audit events of the calls that run the callbacks (subprocess's with a ``preexec_fn``).
+_FORK_EVENTS = frozenset({"os.fork", "os.forkpty", "subprocess.Popen"})
 
 
 def find() -> bool:
     """In the zygote, early (before the image is imported, and before ``gc.freeze()``): locate the three callback
     lists, made now if no callback was registered yet. False if they cannot be told."""
-    def marker() -> None:
+    def before() -> None:
         pass
 
-    os.register_at_fork(before=marker, after_in_parent=marker, after_in_child=marker)
-    found = [ref for ref in gc.get_referrers(marker) if type(ref) is list and marker in ref]
-    for callbacks in found:
-        callbacks.remove(marker)
-    if len(found) != 3:
+    def in_parent() -> None:
+        pass
+
+    def in_child() -> None:
+        pass
+
+    os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
+    found = []
+    for marker in (before, in_parent, in_child):
+        holding = [ref for ref in gc.get_referrers(marker) if type(ref) is list and marker in ref]
+        for callbacks in holding:
+            callbacks.remove(marker)
+        found.append(holding)
+    if any(len(holding) != 1 for holding in found):
         return False  # not the layout this relies on: every clone keeps running the callbacks
-    _lists[:] = found
+    _lists[:] = [holding[0] for holding in found]
     return True
 
 
+def run_child_callbacks() -> None:
+    """In the zygote, single-threaded, before its image settles: run the after-fork-in-child callbacks now, as a
+    fork's child would (an exception is printed, as the interpreter does), so that :func:`fork_forker` can make
+    the forker without them. Nothing is run where the lists are unknown or another thread exists (those
+    callbacks are a child's: they would stop it)."""
+    global _ran_in_zygote
+    if len(_lists) != 3 or threading.active_count() != 1:
+        return
+    for callback in list(_lists[2]):
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - as PyOS_AfterFork_Child: reported, and the next one runs
+            traceback.print_exc()
+    _ran_in_zygote = True
+
+
+def fork_forker() -> int:
+    """``os.fork()`` of the forker, in the zygote: the forker (and so each of its clones) runs none of the
+    callbacks and keeps them held, for a clone to :func:`restore`; the zygote has them back at once. Where the
+    zygote could not run them itself, the forker's fork runs them, and it holds them after."""
+    if not _ran_in_zygote:
+        pid = os.fork()
+        if pid == 0:
+            hold()
+        return pid
+    hold()
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            restore()
+    return pid
+
+
 def hold() -> None:
-    """In the forker, once: its clones run none of the callbacks (the lists are emptied, their content kept)."""
+    """Run none of the callbacks at the next forks (the lists are emptied, their content kept)."""
     _held[:] = [list(callbacks) for callbacks in _lists]
     for callbacks in _lists:
         callbacks.clear()
 
 
 def restore() -> None:
-    """In a clone, before anything else: its own forks (a snippet's, a session's states) run the callbacks, as
-    any ``os.fork`` does."""
+    """Put the held callbacks back: this process's own forks (a snippet's, a session's states) run them, as any
+    ``os.fork`` does; before any registered meanwhile, as if registered first."""
     for callbacks, kept in zip(_lists, _held):
-        callbacks[:] = kept
+        callbacks[:0] = kept
     _held.clear()
+
+
+def restore_when_forking() -> None:
+    """In a one-shot worker: :func:`restore` just before its snippet's first fork, from an audit hook (the fork's
+    audit event comes before the interpreter reads the lists), not as the worker starts: putting the callbacks
+    back writes to each of them (a reference count), objects spread over the image whose 2 MiB pages every
+    worker would split."""
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in _FORK_EVENTS and _held:
+            restore()
+
+    sys.addaudithook(hook)
 
 
 def fork_without(callback: Callable[[], Any]) -> int:

@@ -59,7 +59,7 @@ class Forker:
         self.sock, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.orders: collections.deque[tuple[int, rundirs.RunDir | None]] = collections.deque()
         self._ids = 0
-        pid = os.fork()
+        pid = at_fork.fork_forker()
         if pid == 0:
             self.sock.close()
             for sock in inherited:
@@ -118,7 +118,6 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
         _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != spec.zygote_pid:  # the zygote died before prctl took effect
             os._exit(0)
-        at_fork.hold()  # its clones copy a state in which they all ran already (at_fork.py)
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root itself
         if fill_holes:

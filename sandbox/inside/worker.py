@@ -55,11 +55,12 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
     status = 0
     try:
         _become_worker(spec.zygote_pid)
-        at_fork.restore()  # the forker's clone skipped them; the snippet's own forks run them
         if run_dir is None:
+            at_fork.restore()  # the forker's clone skipped them; the session's states are forks that run them
             spawn, fds = _receive_spawn(priv)
             _serve_session(spawn, fds, spec, ns_status)
         else:
+            at_fork.restore_when_forking()  # likewise, but for the snippet's forks, if it makes any
             confined = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
             request.prepare_streams()
             if not isinstance(confined, SandboxUnavailable):

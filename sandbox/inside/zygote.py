@@ -316,6 +316,7 @@ def main(control_fd: int) -> None:
     frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     warm = bool(image.preload)
+    at_fork.run_child_callbacks()  # here, before the heap settles: the forker's birth runs none (at_fork.py)
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
     hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone

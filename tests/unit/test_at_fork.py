@@ -1,4 +1,5 @@
-"""inside/at_fork.py: the forker's clones skip the interpreter's at-fork callbacks; a session root gets them back.
+"""inside/at_fork.py: the zygote runs the child callbacks itself, the forker and its clones skip them, a session root
+gets them back at once and a one-shot worker at its snippet's first fork.
 
 Each check runs in a forked child (the lists it empties are this interpreter's own)."""
 
@@ -102,3 +103,81 @@ def test_fork_without_skips_one_callback_in_that_child_only():
         return f"{child} | later forks: {_callbacks_ran_at_fork()}"
 
     assert _in_child(check) == "1 None | later forks: True"
+
+
+def _register_markers(ran: list[str]) -> None:
+    os.register_at_fork(before=lambda: ran.append("before"), after_in_parent=lambda: ran.append("parent"),
+                        after_in_child=lambda: os.environ.__setitem__("AT_FORK_RAN", "1"))
+
+
+def test_the_zygote_runs_the_child_callbacks_itself_and_forks_the_forker_without_them():
+    def check() -> str:
+        ran: list[str] = []
+        _register_markers(ran)
+        if not at_fork.find():
+            return "not found"
+        at_fork.run_child_callbacks()
+        steps = [f"zygote ran them: {os.environ.pop('AT_FORK_RAN', '')}"]
+        ran.clear()
+        r, w = os.pipe()
+        pid = at_fork.fork_forker()
+        if pid == 0:  # the forker: it ran none, and its own forks (clones) run none
+            os.write(w, f"forker: {os.environ.get('AT_FORK_RAN', '-')} held {bool(at_fork._held)} "
+                        f"its forks {_callbacks_ran_at_fork()}".encode())
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as fh:
+            steps.append(fh.read().decode())
+        os.waitpid(pid, 0)
+        steps.append(f"zygote: {ran} held {bool(at_fork._held)} its forks {_callbacks_ran_at_fork()}")
+        return " | ".join(steps)
+
+    assert _in_child(check) == ("zygote ran them: 1 | forker: - held True its forks False | "
+                                "zygote: [] held False its forks True")
+
+
+def test_with_another_thread_the_forker_runs_them_at_its_fork_and_holds_them_after():
+    def check() -> str:
+        import threading
+        _register_markers([])
+        if not at_fork.find():
+            return "not found"
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:
+            at_fork.run_child_callbacks()  # a child's callbacks would stop that thread: not run here
+            ran_here = os.environ.pop("AT_FORK_RAN", "-")
+            r, w = os.pipe()
+            pid = at_fork.fork_forker()
+            if pid == 0:
+                at_birth = os.environ.pop("AT_FORK_RAN", "-")
+                os.write(w, f"forker: {at_birth} its forks {_callbacks_ran_at_fork()}".encode())
+                os._exit(0)
+            os.close(w)
+            with os.fdopen(r, "rb") as fh:
+                forker = fh.read().decode()
+            os.waitpid(pid, 0)
+        finally:
+            stop.set()
+            thread.join()
+        return f"zygote ran them: {ran_here} | {forker}"
+
+    assert _in_child(check) == "zygote ran them: - | forker: 1 its forks False"
+
+
+def test_a_worker_gets_them_back_at_its_first_fork_before_its_own():
+    def check() -> str:
+        ran: list[str] = []
+        _register_markers(ran)
+        if not at_fork.find():
+            return "not found"
+        at_fork.hold()  # as in a clone of the forker
+        at_fork.restore_when_forking()
+        os.register_at_fork(before=lambda: ran.append("own before"))  # the snippet's own, registered meanwhile
+        lists_before = [len(callbacks) for callbacks in at_fork._lists]
+        forked = _callbacks_ran_at_fork()
+        return f"{lists_before} {forked} {ran} {bool(at_fork._held)}"
+
+    # before callbacks run last-registered first: the snippet's own one, then the held one
+    assert _in_child(check) == "[1, 0, 0] True ['own before', 'before', 'parent'] False"
