@@ -278,8 +278,8 @@ def flush_std() -> None:
 
 
 def install_show() -> None:
-    """Make ``plt.show()`` stream figures: now if the image preloaded pyplot, else as the snippet imports it
-    (a worker of a cold zygote, or an image that does not preload matplotlib)."""
+    """In the zygote, once for its workers: make ``plt.show()`` stream figures, now if the image preloaded pyplot,
+    else as a snippet imports it (a worker of a cold zygote, or an image that does not preload matplotlib)."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
         sys.meta_path.insert(0, _ShowOnImport())
@@ -322,8 +322,6 @@ def _patch_show(pyplot: Any) -> None:
                                            data=buffer.getvalue()))
         pyplot.close("all")
 
-    # The original stays referenced: replaced for good, it would be freed with its code object, a write into ~30
-    # pages of the image in every worker.
     show.__wrapped__ = pyplot.show  # type: ignore[attr-defined]
     pyplot.show = show
 

@@ -7,7 +7,7 @@ Life of a one-shot worker (pre-forked by the zygote before any request exists):
    mounts, ids mapped) before ``serve()`` is called with that layer's status.
 2. ``serve()``: own session, die with the zygote, land in the private run dir the
    zygote made for it, apply the confinement stack irreversibly, reseed RNGs and
-   install the hooks (telemetry, ``plt.show``, the import allowlist): all before any
+   install the hooks (telemetry, the import allowlist; ``plt.show``'s is the zygote's): all before any
    request, so none of it is on a run's critical path. Make the run's ``sys`` streams
    (``request.prepare_streams``), rehearse a request's path (``request.rehearse``: its
    copy-on-write faults), then wait for a spawn request.
@@ -127,7 +127,6 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     _own_matplotlib_config(tmpdir)
     _reseed()
     telemetry.install(spec.policy, confine.run_context(ctx), request.deny)
-    request.install_show()
     allowlist.install(spec.allowed_roots)
     return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses))
 

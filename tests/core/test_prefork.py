@@ -211,3 +211,13 @@ def test_a_worker_finds_the_image_heap_without_holes(box) -> None:
     box.zygote_pids  # the warm zygotes' workers, not the cold one's
     free = [int(box.run(FREE_BELOW_TOP).stdout) for _ in range(3)]
     assert min(free) < 64 * 1024, free
+
+
+def test_plt_show_is_patched_once_in_the_zygote(box) -> None:
+    """``plt.show`` streams figures in every run, patched once in the zygote (``request.install_show``, before
+    its heap is frozen): the function a run finds is one of the image's frozen objects, not one its worker
+    made (which the collector would list)."""
+    box.zygote_pids
+    seen = box.run("import gc, matplotlib.pyplot as plt\n"
+                   "print(hasattr(plt.show, '__wrapped__'), any(o is plt.show for o in gc.get_objects()))")
+    assert seen.stdout == "True False\n", seen
