@@ -75,8 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of the suite's command line."""
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default: all): {', '.join(SUITE)}; or 'report' (render the "
-                             "README tables from the JSON results in --out); or 'ab' (not in the suite: this "
-                             "package against the one in --against, interleaved)")
+                             "README tables from the JSON results in --out); or, not in the suite, 'ab' (this "
+                             "package against the one in --against, interleaved) or 'kernel_share' (where a run's "
+                             "CPU goes, from a system-wide perf profile: needs perf and the right to use it)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sample counts (a smoke test in minutes, not a measurement)")
