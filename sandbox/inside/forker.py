@@ -54,7 +54,8 @@ class Forker:
 
     def __init__(self, spec: WorkerSpec, inherited: list[socket.socket], *, fill_holes: bool = False) -> None:
         """Fork the forker from this (the zygote) process. ``inherited``: sockets the forker must not hold.
-        ``fill_holes``: the image lives in glibc's heap, mapped by 2 MiB pages (hugepages.py)."""
+        ``fill_holes``: the forker takes the heap's free chunks before its loop (for a preloaded image in glibc's
+        heap, mapped by 2 MiB pages: hugepages.py)."""
         self.spec = spec
         self.sock, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.orders: collections.deque[tuple[int, rundirs.RunDir | None]] = collections.deque()
