@@ -175,9 +175,13 @@ def test_a_worker_gets_them_back_at_its_first_fork_before_its_own():
         at_fork.hold()  # as in a clone of the forker
         at_fork.restore_when_forking()
         os.register_at_fork(before=lambda: ran.append("own before"))  # the snippet's own, registered meanwhile
-        lists_before = [len(callbacks) for callbacks in at_fork._lists]
-        forked = _callbacks_ran_at_fork()
-        return f"{lists_before} {forked} {ran} {bool(at_fork._held)}"
+        held = all(at_fork._held) and not any(at_fork._lists[1:])  # the after lists stay empty until a fork
+        first = _callbacks_ran_at_fork()
+        first_ran = list(ran)
+        ran.clear()
+        second = _callbacks_ran_at_fork()
+        return f"{held} | {first} {first_ran} {bool(at_fork._held)} | {second} {ran}"
 
-    # before callbacks run last-registered first: the snippet's own one, then the held one
-    assert _in_child(check) == "[1, 0, 0] True ['own before', 'before', 'parent'] False"
+    # ``before`` callbacks run last-registered first: the snippet's own, then the held one; each once a fork
+    assert _in_child(check) == ("True | True ['own before', 'before', 'parent'] False | "
+                                "True ['own before', 'before', 'parent']")
