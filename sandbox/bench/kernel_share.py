@@ -3,10 +3,12 @@
     sandbox bench kernel_share [--quick]
 
 Issue 13 asks for the kernel's share of a run's cost. While 4 clients run ``print(1)`` back to
-back, ``perf record -a`` samples every CPU (``cpu-clock``, 1 kHz, call chains). A sample counts
-only if it hit the runner's own process tree: the host (this process), what it started and
-what those forked, read from the profile's fork events (other work on a shared machine is
-left out; the kernel's own threads, which do work the runs defer, get a row of their own).
+back (400 runs, in 3 rounds interleaved with the floor's: each cell is the median of its
+rounds, as one round's figures move by ~0.3 ms with the machine's load), ``perf record -a``
+samples every CPU (``cpu-clock``, 1 kHz, call chains). A sample counts only if it hit the
+runner's own process tree: the host (this process), what it started and what those forked,
+read from the profile's fork events (other work on a shared machine is left out; the
+kernel's own threads, which do work the runs defer, get a row of their own).
 Each sample is charged to a process (ours: host, zygote, forker, workers; the floor's: host,
 server, children) and to an activity, the first of these found from its call chain's leaf
 up: a clone's copy of the memory map (``dup_mmap``: the image's mappings and page tables) and
@@ -29,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -39,7 +42,7 @@ from typing import Any, Iterable
 import psutil
 
 from . import common
-from .alternatives import Runner, SandboxRunner
+from .alternatives import Runner, SandboxRunner, close_all, start_all
 from .floors import ForkPerRunFloor
 from .workloads import PRINT
 
@@ -232,22 +235,43 @@ def _burst(runner: Runner, runs: int) -> None:
 
 def run(settings: common.Settings) -> common.Record:
     record = common.Record("kernel_share", settings)
-    runs = settings.n(800, 80) // CLIENTS * CLIENTS
-    record.extra.update(runs=runs, clients=CLIENTS, sample_hz=SAMPLE_HZ)
+    runs, rounds = settings.n(400, 80) // CLIENTS * CLIENTS, settings.n(3, 1)
+    record.extra.update(runs=runs, rounds=rounds, clients=CLIENTS, sample_hz=SAMPLE_HZ)
     runners: list[Runner] = [SandboxRunner("default", pool_size=2, max_concurrent=8, label="sandbox default"),
                              ForkPerRunFloor()]
+    measured: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="sandbox-perf-") as workdir:
-        for runner in common.progress(runners, len(runners), "kernel_share"):
-            runner.start()
-            try:
+        started, record.extra["skipped"] = start_all(runners, settings)
+        try:
+            for runner in started:
                 for _ in range(20):  # warm: every standby made, caches filled
                     runner.run(PRINT.code)
-                time.sleep(0.5)
-                record.rows.extend(profile(runner, runs, workdir))
-            finally:
-                runner.close()
-    common.finish(record, COLUMNS, f"Machine CPU per print(1) run (ms), {CLIENTS} clients, by process and activity")
+            time.sleep(0.5)
+            plan = [runner for _ in range(rounds) for runner in started]  # interleaved: both see the same load
+            for runner in common.progress(plan, len(plan), "kernel_share"):
+                measured.append(profile(runner, runs, workdir))
+        finally:
+            close_all(started)
+    record.rows = median_rows(measured)
+    common.finish(record, COLUMNS, f"Machine CPU per print(1) run (ms), {CLIENTS} clients, by process and activity "
+                                   f"(median of {rounds} interleaved rounds)")
     return record
+
+
+def median_rows(measured: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (runner, process): each cell the median of its rounds, samples summed."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rows in measured:
+        for row in rows:
+            cells.setdefault((row["runner"], row["process"]), []).append(row)
+    merged = []
+    for (runner, process), rows in cells.items():
+        row: dict[str, Any] = {"runner": runner, "process": process}
+        for name in (*ACTIVITIES, "kernel", "total_ms_per_run"):
+            row[name] = round(statistics.median(r[name] for r in rows), 3)
+        row["samples"] = sum(r["samples"] for r in rows)
+        merged.append(row)
+    return merged
 
 
 def plot(record: common.Record, settings: common.Settings) -> None:
