@@ -14,7 +14,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
-from tests.conftest import settled_count
+from tests.conftest import gone, settled_count
 
 from .hostcheck import HostState, run_processes, settle, zygotes
 
@@ -168,9 +168,16 @@ def test_pool_of_two_zygotes_serves_runs_from_both():
         assert len(sampler.per_zygote) == 2 and all(n >= 1 for n in sampler.per_zygote.values()), \
             sampler.per_zygote
         # One zygote of the pool dies: the other keeps serving, the dead one is restarted at its next
-        # turn once its death is known (a standby it offered may still serve a run while it exits).
+        # turn once its death is known. Until its exit is over (tearing down its memory takes ms), a
+        # standby it offered may still take a run, and die with it in the middle of the run: that run
+        # fails, reported as lost with the zygote ("crashed"). Once it has exited, its standbys are gone
+        # too (they die with it), and a run handed to one never started: it goes to the other zygote.
         dead = sb.zygote_pids[0]
         os.kill(dead, 9)
+        deadline = time.monotonic() + 10
+        while not gone(dead) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone(dead)
         assert [sb.run(f"print({i})").stdout for i in range(4)] == [f"{i}\n" for i in range(4)]
         for i in range(20):
             if len(sb.zygote_pids) == 2 and dead not in sb.zygote_pids:
