@@ -34,7 +34,6 @@ import signal
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -43,6 +42,7 @@ import psutil
 
 from . import common
 from .alternatives import Runner, SandboxRunner, close_all, start_all
+from .concurrency import hammer
 from .floors import ForkPerRunFloor
 from .workloads import PRINT
 
@@ -147,7 +147,7 @@ def activity(frames: list[tuple[str, str]]) -> str:
     """What a sample was doing (ACTIVITIES), from its call chain."""
     if not frames:
         return "other_user"
-    leaf_symbol, leaf_object = frames[0]
+    leaf_object = frames[0][1]
     if "kernel" not in leaf_object:
         return "python" if "libpython" in leaf_object else "other_user"
     for symbol, _ in frames:
@@ -201,12 +201,14 @@ def profile(runner: Runner, runs: int, workdir: str) -> list[dict[str, Any]]:
                              "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.5)  # perf opens its events on every CPU before it records anything
-        _burst(runner, runs)
+        bad = hammer(runner, CLIENTS, runs)["bad"]
     finally:
         perf.send_signal(signal.SIGINT)
         _, err = perf.communicate(timeout=120)
     if perf.returncode not in (0, -signal.SIGINT):
         raise RuntimeError(f"perf record failed: {err.decode(errors='replace').strip()[-400:]}")
+    if bad:
+        raise RuntimeError(f"{bad} of {runs} print(1) runs on {runner.name} failed")
     script = subprocess.run(["perf", "script", "-i", data, "-F", "pid,period,ip,sym,dso", "--show-task-events"],
                             capture_output=True, text=True, errors="replace", timeout=600)
     samples, forks = parse_script(script.stdout)
@@ -214,23 +216,6 @@ def profile(runner: Runner, runs: int, workdir: str) -> list[dict[str, Any]]:
     for row in rows:
         row["runner"] = runner.name
     return rows
-
-
-def _burst(runner: Runner, runs: int) -> None:
-    failures: list[str] = []
-
-    def client(count: int) -> None:
-        for _ in range(count):
-            if not runner.run(PRINT.code).ok:
-                failures.append("a print(1) run failed")
-
-    threads = [threading.Thread(target=client, args=(runs // CLIENTS,)) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {runs} runs failed")
 
 
 def run(settings: common.Settings) -> common.Record:

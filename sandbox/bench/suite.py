@@ -34,18 +34,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join((*SUITE, *APART))}, report)",
               file=sys.stderr)
         return 2
-    if "ab" in names:
-        from .ab import against_problem
-        problem = against_problem(args.against)
-        if problem:
-            print(problem, file=sys.stderr)
-            return 2
-    if "kernel_share" in names:
-        from .kernel_share import unavailable
-        problem = unavailable()
-        if problem:
-            print(problem, file=sys.stderr)
-            return 2
+    problem = _cannot_run_apart(names, args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     settings = options.settings_from(args)
     for name in [n for n in names if n != "report"]:
         module = importlib.import_module(f"{__package__}.{name}")
@@ -60,6 +52,20 @@ def run(args: argparse.Namespace) -> int:
         from . import report
         report.main(settings.out)
     return 0
+
+
+def _cannot_run_apart(names: list[str], args: argparse.Namespace) -> str | None:
+    """Why a benchmark run only by name cannot run as asked (``ab``: its ``--against``; ``kernel_share``: perf);
+    None when it can, before anything starts."""
+    if "ab" in names:
+        from .ab import against_problem
+        problem = against_problem(args.against)
+        if problem:
+            return problem
+    if "kernel_share" in names:
+        from .kernel_share import unavailable
+        return unavailable()
+    return None
 
 
 def _plot(module: Any, record: Any, settings: options.Settings) -> bool:

@@ -36,7 +36,7 @@ import gc
 import os
 import threading
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 #: The three lists (before, after in the parent, after in the child), once :func:`find` has run; and their
 #: callbacks while they are held.
@@ -79,11 +79,7 @@ def run_child_callbacks() -> None:
     global _ran_in_zygote
     if len(_lists) != 3 or threading.active_count() != 1:
         return
-    for callback in list(_lists[2]):
-        try:
-            callback()
-        except Exception:  # noqa: BLE001 - as PyOS_AfterFork_Child: reported, and the next one runs
-            traceback.print_exc()
+    _run(list(_lists[2]))
     _ran_in_zygote = True
 
 
@@ -135,10 +131,15 @@ def _restore_at_first_fork() -> None:
         return
     before = list(_held[0])
     restore()
-    for callback in reversed(before):  # as the interpreter runs ``before`` callbacks: the last registered first
+    _run(reversed(before))  # as the interpreter runs ``before`` callbacks: the last registered first
+
+
+def _run(callbacks: Iterable[Callable[[], Any]]) -> None:
+    """Call each callback as the interpreter does at a fork: a failing one is reported, and the next one runs."""
+    for callback in callbacks:
         try:
             callback()
-        except Exception:  # noqa: BLE001 - as the interpreter does: reported, and the next one runs
+        except Exception:  # noqa: BLE001 - reported, as PyOS_AfterFork_Child reports it
             traceback.print_exc()
 
 

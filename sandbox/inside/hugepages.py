@@ -72,9 +72,15 @@ def settle(allocator: str, preloaded: bool = True, immortalize: Callable[[], int
     # The attribute cache's slots hold names the imports looked up; a fork's first lookups would drop those
     # (a write into a page of the image's, anywhere). Held by None instead, they drop None.
     sys._clear_type_cache()
-    if allocator == "malloc":
+    if fills_holes(allocator, preloaded):
         fill_heap_holes()
     return collapse()
+
+
+def fills_holes(allocator: str, preloaded: bool) -> bool:
+    """Whether :func:`settle` fills the heap's holes (and the forker, once set up, fills them again): a preloaded
+    image in glibc's heap."""
+    return preloaded and allocator == "malloc"
 
 
 def collapse(maps_path: str = "/proc/self/maps") -> Collapsed:

@@ -67,7 +67,7 @@ class Zygote(Reaping):
     def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int, *, warm: bool = True) -> None:
         self.sock = sock
         self.spec = spec
-        fill_holes = warm and spec.policy.runtime.allocator == "malloc"  # as hugepages.settle did here
+        fill_holes = hugepages.fills_holes(spec.policy.runtime.allocator, warm)  # as settle did here
         self.forker = Forker(spec, inherited=[sock], fill_holes=fill_holes)  # first: it holds nothing of the loop
         self.prefork = prefork
         """Workers to keep pre-forked (``runtime.prefork``; at most one in a cold zygote: see main)."""

@@ -11,10 +11,10 @@ import os
 from sandbox.inside import at_fork
 
 
-def _in_child(check) -> str:
-    """Run ``check()`` in a fork; its return text (or the exception's) comes back through a pipe."""
+def _in_child(check, fork=os.fork) -> str:
+    """Run ``check()`` in a child made by ``fork``; its return text (or the exception's) comes back through a pipe."""
     r, w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         os.close(r)
         try:
@@ -92,14 +92,8 @@ def test_fork_without_skips_one_callback_in_that_child_only():
         os.register_at_fork(after_in_child=skip)
         if not at_fork.find():
             return "not found"
-        r, w = os.pipe()
-        pid = at_fork.fork_without(skip)
-        if pid == 0:
-            os.write(w, f"{os.environ.get('KEPT_RAN')} {os.environ.get('AT_FORK_RAN')}".encode())
-            os._exit(0)
-        os.close(w)
-        child = os.read(r, 100).decode()
-        os.waitpid(pid, 0)
+        child = _in_child(lambda: f"{os.environ.get('KEPT_RAN')} {os.environ.get('AT_FORK_RAN')}",
+                          fork=lambda: at_fork.fork_without(skip))
         return f"{child} | later forks: {_callbacks_ran_at_fork()}"
 
     assert _in_child(check) == "1 None | later forks: True"
@@ -119,16 +113,9 @@ def test_the_zygote_runs_the_child_callbacks_itself_and_forks_the_forker_without
         at_fork.run_child_callbacks()
         steps = [f"zygote ran them: {os.environ.pop('AT_FORK_RAN', '')}"]
         ran.clear()
-        r, w = os.pipe()
-        pid = at_fork.fork_forker()
-        if pid == 0:  # the forker: it ran none, and its own forks (clones) run none
-            os.write(w, f"forker: {os.environ.get('AT_FORK_RAN', '-')} held {bool(at_fork._held)} "
-                        f"its forks {_callbacks_ran_at_fork()}".encode())
-            os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as fh:
-            steps.append(fh.read().decode())
-        os.waitpid(pid, 0)
+        # the forker: it ran none, and its own forks (clones) run none
+        steps.append(_in_child(lambda: f"forker: {os.environ.get('AT_FORK_RAN', '-')} held {bool(at_fork._held)} "
+                                       f"its forks {_callbacks_ran_at_fork()}", fork=at_fork.fork_forker))
         steps.append(f"zygote: {ran} held {bool(at_fork._held)} its forks {_callbacks_ran_at_fork()}")
         return " | ".join(steps)
 
@@ -148,16 +135,11 @@ def test_with_another_thread_the_forker_runs_them_at_its_fork_and_holds_them_aft
         try:
             at_fork.run_child_callbacks()  # a child's callbacks would stop that thread: not run here
             ran_here = os.environ.pop("AT_FORK_RAN", "-")
-            r, w = os.pipe()
-            pid = at_fork.fork_forker()
-            if pid == 0:
+            def in_forker() -> str:
                 at_birth = os.environ.pop("AT_FORK_RAN", "-")
-                os.write(w, f"forker: {at_birth} its forks {_callbacks_ran_at_fork()}".encode())
-                os._exit(0)
-            os.close(w)
-            with os.fdopen(r, "rb") as fh:
-                forker = fh.read().decode()
-            os.waitpid(pid, 0)
+                return f"forker: {at_birth} its forks {_callbacks_ran_at_fork()}"
+
+            forker = _in_child(in_forker, fork=at_fork.fork_forker)
         finally:
             stop.set()
             thread.join()
