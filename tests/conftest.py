@@ -8,12 +8,15 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
+import cloudpickle
 import psutil
+import pyseccomp
 import pytest
 
 import sandbox
-from sandbox import tempdirs
+from sandbox import Image, tempdirs
 from sandbox.inside import spare_dirs
 
 
@@ -167,3 +170,20 @@ def cpython(version: str) -> str | None:
         if ran.returncode == 0 and ran.stdout.strip() == str(tuple(map(int, version.split(".")))):
             return python
     return None
+
+
+#: An image that preloads standard library modules only: a zygote on another CPython needs nothing installed.
+STDLIB_IMAGE = Image.from_dict({"name": "stdlib", "preload": {"modules": ["json", "decimal", "email.parser"]}})
+
+
+def venv_without_packages(python: str, where: Path) -> str:
+    """A venv of ``python`` in ``where``, with no pip and only the pure-Python dependencies a zygote needs beside it
+    (pyseccomp, cloudpickle); returns its interpreter."""
+    subprocess.run([python, "-m", "venv", "--without-pip", str(where / "venv")], check=True, timeout=120)
+    pure = where / "pure"
+    pure.mkdir()
+    shutil.copy(pyseccomp.__file__, pure)
+    shutil.copytree(Path(cloudpickle.__file__).parent, pure / "cloudpickle")
+    site, = glob.glob(str(where / "venv" / "lib" / "python3.*" / "site-packages"))
+    (Path(site) / "sandbox-deps.pth").write_text(f"{pure}\n")
+    return str(where / "venv" / "bin" / "python")

@@ -6,6 +6,12 @@ On the service a failing snippet's traceback begins with
 snippet is compiled here under that name, at that line, with its source registered in
 ``linecache``: the error reads as the service's, and names no path of the host (where
 the package is installed, or this process's import root).
+
+Two things an interpreter newer than the service's would print otherwise: CPython 3.13
+keeps a ``-c`` command's source in ``linecache`` as ``"<string>"`` (the zygote's bootstrap:
+every snippet's frames, also ``"<string>"``, would print its lines and its import root's
+path), and marks a call's callee with ``~`` and its arguments with ``^`` where the
+service's marks the whole call ``exec(code, exec_scope)`` with ``^``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ def _run_python(code, exec_scope):
 '''
 
 
+#: The entry point's frame as the service's tracebacks print it.
+SERVICE_FRAME = (f'  File "{ENTRY_POINT}", line {_EXEC_LINE}, in _run_python\n'
+                 "    exec(code, exec_scope)  # pylint: disable=exec-used\n"
+                 "    ^^^^^^^^^^^^^^^^^^^^^^\n")
+
+
 def _compile_entry_point() -> Callable[[str, dict[str, Any]], BaseException | None]:
+    linecache.cache.pop("<string>", None)  # CPython 3.13+: the -c bootstrap's source, no snippet's
     # mtime None: linecache.checkcache keeps the entry (it has no file to compare with).
     linecache.cache[ENTRY_POINT] = (len(_SOURCE), None, _SOURCE.splitlines(True), ENTRY_POINT)
     namespace: dict[str, Any] = {}
@@ -38,6 +51,8 @@ def _compile_entry_point() -> Callable[[str, dict[str, Any]], BaseException | No
 
 
 _entry_point = _compile_entry_point()
+#: The same frame as this interpreter prints it (CPython 3.13+ marks the callee differently).
+_FRAME_HERE = "".join(traceback.format_tb(_entry_point("1/0", {}).__traceback__, limit=1))
 
 
 def run_python(code: str, scope: dict[str, Any]) -> tuple[str, str] | None:
@@ -51,4 +66,4 @@ def run_python(code: str, scope: dict[str, Any]) -> tuple[str, str] | None:
 def failure_text(exc: BaseException) -> str:
     """The service's format: ``str(exc)``, a newline, then the full traceback."""
     allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
-    return f"{exc}\n" + "".join(traceback.format_exception(exc))
+    return f"{exc}\n" + "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)

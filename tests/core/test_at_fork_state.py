@@ -72,7 +72,8 @@ def test_a_session_goes_on_with_its_random_sequence_as_a_notebook_does(box):
 
 
 FORKS = """
-import os, random, threading, time
+import os, random, threading, time, warnings
+warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)  # CPython 3.12+
 t = threading.Thread(target=time.sleep, args=(0.3,)); t.start()
 r, w = os.pipe()
 pids = []

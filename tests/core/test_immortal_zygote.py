@@ -9,35 +9,17 @@ for that version.
 
 from __future__ import annotations
 
-import glob
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import cloudpickle
-import pyseccomp
 import pytest
 
 import sandbox
-from sandbox import Image
 
-from tests.conftest import cpython
+from tests.conftest import STDLIB_IMAGE, cpython, venv_without_packages
 
-STDLIB_IMAGE = Image.from_dict({"name": "stdlib", "preload": {"modules": ["json", "decimal", "email.parser"]}})
 PROBE = ("import json, sys\n"
          "print(sys.version_info[:2], sys.getrefcount(json.dumps) >= 2 ** 32 - 1, sys.getrefcount(sys) >= 2 ** 32 - 1)")
-
-
-def venv_without_packages(python: str, where: Path) -> str:
-    subprocess.run([python, "-m", "venv", "--without-pip", str(where / "venv")], check=True, timeout=120)
-    pure = where / "pure"
-    pure.mkdir()
-    shutil.copy(pyseccomp.__file__, pure)
-    shutil.copytree(Path(cloudpickle.__file__).parent, pure / "cloudpickle")
-    site, = glob.glob(str(where / "venv" / "lib" / "python3.*" / "site-packages"))
-    (Path(site) / "sandbox-deps.pth").write_text(f"{pure}\n")
-    return str(where / "venv" / "bin" / "python")
 
 
 def test_a_zygote_on_cpython_3_12_runs_snippets_among_immortal_objects(tmp_path: Path) -> None:
