@@ -180,11 +180,18 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
     if pid:
         return pid, None
+    return 0, worker_in_namespaces(policy, template, detail, note)
+
+
+def worker_in_namespaces(policy: Policy, template: fstemplate.Template | None, detail: str, note: str) -> LayerStatus:
+    """In a worker just cloned into fresh namespaces (its handshake done: ``detail`` and its cgroups' ``note``, see
+    namespaces_clone.child_after_clone): the namespaces layer's status, once the steps that need no request are
+    done (also the second half of :func:`fork_worker` in its child; ``template``: the one it was cloned into)."""
     fstemplate.in_child(template)
     _stage_before_request(policy)
     pids, _, memory = note.partition(_NOTE_SEPARATOR)
-    return 0, LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),
-                          memory_cgroup=_joined("memory_cgroup", memory))
+    return LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),
+                       memory_cgroup=_joined("memory_cgroup", memory))
 
 
 _NOTE_SEPARATOR = "\x1e"

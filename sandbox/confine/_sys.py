@@ -106,10 +106,7 @@ def fork_like_clone(flags: int, name: str = "clone") -> int:
     if threads != 1 or threading.active_count() != 1:
         raise SyscallError(name, _errno.EDEADLK, f"not attempted: this process runs {threads} threads "
                            f"({threading.active_count()} Python threads); a raw clone is safe only single-threaded")
-    tid = threading.get_native_id()
-    tid_field = _tid_fields.get(tid)
-    if tid_field is None:
-        tid_field = _tid_fields[tid] = _own_tid_field()
+    tid_field = own_tid_field()
     args = [ctypes.c_ulong(flags | _SIGCHLD | (_CLONE_CHILD_SETTID if tid_field else 0)), None, None, None, None]
     args[tid_arg] = ctypes.c_void_p(tid_field or None)
     head, size = ctypes.c_void_p(), ctypes.c_size_t()
@@ -148,11 +145,23 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
-#: This thread's tid field (:func:`_own_tid_field`) by its tid, found once: a forker clones once per run.
+#: Each thread's tid field (:func:`own_tid_field`), by its tid.
 _tid_fields: dict[int, int] = {}
 
 
-def _own_tid_field() -> int:
+def own_tid_field() -> int:
+    """Address of this thread's tid in glibc's thread descriptor, or 0 if it cannot be verified (found once a
+    thread: a forker clones once per run). A fork-like clone's child has the kernel write its tid there
+    (``CLONE_CHILD_SETTID``), as glibc's ``fork()`` does.
+    """
+    tid = threading.get_native_id()
+    field = _tid_fields.get(tid)
+    if field is None:
+        field = _tid_fields[tid] = _find_tid_field()
+    return field
+
+
+def _find_tid_field() -> int:
     """Address of this thread's tid in glibc's thread descriptor, or 0 if it cannot be verified.
 
     glibc exports the field's place for libthread_db (``_thread_db_pthread_tid``:

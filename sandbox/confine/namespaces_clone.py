@@ -125,11 +125,11 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     if _setup_refused and not fresh:
         raise _setup_refused[0]
     wait = fresh or not _setup_worked
-    uid, gid, parent = os.geteuid(), os.getegid(), _host_pid("parent" if sibling else "self")
+    uid, gid, parent = os.geteuid(), os.getegid(), host_pid("parent" if sibling else "self")
     go_w, go_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # the note, with fds
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     try:
-        flags = _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS  # the forker's own, shared (netns.py)
+        flags = clone_flags()
         if template is not None:
             template.enter()
         try:
@@ -178,6 +178,18 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     return pid, "", note
 
 
+def clone_flags() -> int:
+    """The namespaces a worker is cloned into (without ``CLONE_PARENT``): all but the network's where the forker's
+    own empty one is shared (netns.py)."""
+    return _CLONE_NS & ~CLONE_NEWNET if netns.shared() else _CLONE_NS
+
+
+def setup_worked() -> bool:
+    """Whether a clone of this process already showed that its namespaces' setup works (later clones need not
+    wait for their child's report)."""
+    return bool(_setup_worked)
+
+
 def release(channel: socket.socket, note: str, fds: list[int]) -> None:
     """Send a clone waiting on ``channel`` its note and the cgroup files it joins itself (``fds``); close them
     all. Without a note (the sender fails or dies first) the child sees EOF and exits."""
@@ -224,7 +236,7 @@ def _check_report(pid: int, ack_r: int, fresh: bool) -> None:
     raise refused
 
 
-def _host_pid(which: str) -> int:
+def host_pid(which: str) -> int:
     """Our pid ("self") or our parent's, numbered by the host's ``/proc`` (in a new pid ns getppid() is 0)."""
     key = (os.getpid(), which)  # a forker asks before every clone; a parent that dies takes it along (pdeathsig)
     if key not in _host_pids:
@@ -232,7 +244,7 @@ def _host_pid(which: str) -> int:
     return _host_pids[key]
 
 
-#: :func:`_host_pid`'s answers, by (pid, which); emptied in a clone's child, whose pids may repeat cached ones.
+#: :func:`host_pid`'s answers, by (pid, which); emptied in a clone's child, whose pids may repeat cached ones.
 _host_pids: dict[tuple[int, str], int] = {}
 
 
@@ -265,21 +277,41 @@ def _init_child(go_r: socket.socket, ack_w: int, parent: int, uid: int, gid: int
     except OSError as exc:  # "<errno> <the step>": the zygote raises SetupRefused naming it (if it waits)
         _report(ack_w, f"{exc.errno or errno.EPERM} {getattr(exc, 'syscall', None) or exc}")
         os._exit(0)
-    notes = [n for n in (_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
-                         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                                "private /dev/shm", "size=64m,mode=1777"),
-                         _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
-                                "empty /run", "size=4k,mode=755")) if n]
+    notes = [n for n in (_mount(*mount) for mount in CHILD_MOUNTS) if n]
     _report(ack_w, "ok")
     parent_note = _wait_for_parent(go_r)
     try:  # only now: the cgroup the zygote put us in (or we joined) becomes the namespace's root
         _unshare(CLONE_NEWCGROUP)
     except OSError as exc:
         notes.append(f"cgroup namespace: {exc}")
+    return _detail(notes), parent_note
+
+
+#: The mounts every clone's child makes for itself (best effort), as ``_mount``'s arguments; inside/_forkloop.c
+#: makes the same (its ``init_child``).
+CHILD_MOUNTS = (("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
+                ("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "private /dev/shm",
+                 "size=64m,mode=1777"),
+                ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "empty /run",
+                 "size=4k,mode=755"))
+
+
+def _detail(notes: list[str]) -> str:
     net = "; the forker's empty network namespace, shared (netns.py)" if netns.shared() else ""
-    detail = (f"pid 1 of new user/pid/{'' if net else 'net/'}ipc/mount/uts/cgroup namespaces{net}"
-              + (f" ({'; '.join(notes)})" if notes else ""))
-    return detail, parent_note
+    return (f"pid 1 of new user/pid/{'' if net else 'net/'}ipc/mount/uts/cgroup namespaces{net}"
+            + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def detail_after_native_setup(mounts: tuple[int, int, int], cgroup_ns: int) -> str:
+    """In a worker whose namespaces' setup the forker's native loop made (inside/_forkloop.c: the steps of
+    ``_init_child``): the layer's detail, from what each of ``CHILD_MOUNTS`` met (0 done, -1 no such dir, else
+    its errno) and unshare(CLONE_NEWCGROUP)'s errno (0: done)."""
+    _host_pids.clear()  # a new pid namespace: our pid numbers may repeat a parent's
+    notes = [f"{mount[4]}: mount failed with {_sys.errno_name(err)}" for mount, err in zip(CHILD_MOUNTS, mounts)
+             if err > 0]
+    if cgroup_ns:
+        notes.append(f"cgroup namespace: {_sys.SyscallError(f'unshare({_flag_names(CLONE_NEWCGROUP)})', cgroup_ns)}")
+    return _detail(notes)
 
 
 def _report(ack_w: int, text: str) -> None:

@@ -6,9 +6,11 @@ the parent's next write to it is a fault and a 4 KiB copy. The zygote's event lo
 it forked the workers itself it paid those again after every fork, and its writes
 split the 2 MiB pages that keep forks cheap (hugepages.py). The forker is a copy of
 the zygote taken once, after preloading, whose loop does one thing: receive an order,
-clone, answer. Its loop writes ~360 pages a clone (its Python: each one a copy, ~3 µs), the
-rest of the image stays shared and mapped huge, and the zygote serves requests while a
-clone is under way. What need not happen here does not: the zygote, whose pages stay its
+clone, answer. Its Python loop wrote ~340 pages a clone (each one a copy, ~3 µs): so once
+its first clone showed that the namespaces' setup works, the loop is C (_forkloop.c), which
+writes its stack and a buffer (~12 pages), and hands back to Python only what it does not
+take (:class:`_NativeLoop`). The rest of the image stays shared and mapped huge, and the
+zygote serves requests while a clone is under way. What need not happen here does not: the zygote, whose pages stay its
 own, makes each worker's cgroups (the clone waits for them on a socket the answer hands
 over: ``confine.release_worker``). The old copy of a page the forker writes after a clone is
 left to that worker alone, but a worker writes most of those pages itself anyway (README,
@@ -25,17 +27,39 @@ import collections
 import os
 import signal
 import socket
+import struct
 import traceback
 from dataclasses import dataclass
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, fstemplate, landlock, netns
+from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns
 from ..errors import ProtocolError
 from . import at_fork, hugepages
 from .request import WorkerSpec
 from .worker import serve as serve_worker
 
+#: The ``serve()`` this module calls (_forkloop.c's ``INTERFACE``): a build left from another checkout is not used.
+_FORKLOOP_INTERFACE = 2
+try:
+    from . import _forkloop
+    _NOT_BUILT = "" if getattr(_forkloop, "INTERFACE", None) == _FORKLOOP_INTERFACE else (
+        f"the build at {_forkloop.__file__} is stale (interface {getattr(_forkloop, 'INTERFACE', 1)}, this code "
+        f"calls {_FORKLOOP_INTERFACE})")
+except ImportError as exc:  # not built (no compiler at install): the loop stays Python's
+    _forkloop = None
+    _NOT_BUILT = f"{type(exc).__name__}: {exc}"
+
 _PR_SET_PDEATHSIG = 1
+#: The head of every fork order's packet, before its frame (``commands.Fork``): the order's id and its kind, all the
+#: native loop (_forkloop.c) reads of an order.
+ORDER_HEAD = struct.Struct("<QB")
+#: Kinds: a worker for a run dir; anything else (a session root), which the Python loop takes.
+ORDER_RUN, ORDER_OTHER = 0, 1
+
+
+def native_loop_missing() -> str:
+    """Why this interpreter's forkers clone in Python ("" when their loop is _forkloop.c's)."""
+    return _NOT_BUILT
 
 
 @dataclass
@@ -73,7 +97,9 @@ class Forker:
         """Ask for a worker in ``run_dir`` (None: a session root); its answer comes from :meth:`answer`."""
         self._ids += 1
         dirs = {"path": run_dir.path, "workdir": run_dir.workdir, "tmpdir": run_dir.tmpdir} if run_dir else {}
-        frames.send(self.sock, commands.Fork(id=self._ids, session=session, **dirs))
+        kind = ORDER_RUN if run_dir is not None and not session else ORDER_OTHER
+        order = commands.Fork(id=self._ids, session=session, **dirs)
+        self.sock.sendall(ORDER_HEAD.pack(self._ids, kind) + frames.encode(order))
         self.orders.append((self._ids, run_dir))
 
     def answer(self) -> Clone:
@@ -126,8 +152,15 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
             # loop's new objects would take: each write splits a 2 MiB page of the image into 512 entries in this
             # process for good, which every clone then copies and every worker's exit frees (~0.03 ms a region).
             hugepages.fill_heap_holes()
-        while _fork_one(sock, spec):
-            pass
+        native: _NativeLoop | None = None
+        packet = _recv_order(sock)
+        while packet is not None:
+            order = _decode_order(packet)
+            if _fork_one(sock, spec, order) and native is None:
+                native = _NativeLoop.start(spec, order)
+            packet = native.serve(sock, spec) if native else _recv_order(sock)
+    except ProtocolError:
+        pass  # the zygote is out of step: only it sends orders
     except BaseException:  # noqa: BLE001 - never unwind into the zygote's code
         status = 70
         try:
@@ -138,26 +171,47 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
         os._exit(status)
 
 
-def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
-    """Answer one order; False once the zygote is gone."""
+def _recv_order(sock: socket.socket) -> bytes | None:
+    """The next order's packet; None once the zygote is gone."""
     try:
-        header, fds = protocol.recv_packet(sock, max_fds=0)
-        order = frames.decode(commands.FORKER_IN, header)
-    except (ProtocolError, OSError):
-        return False
-    protocol.close_fds(fds)
-    run_dir = rundirs.RunDir(order.path, order.workdir or "", order.tmpdir or "") if order.path else None
+        packet, _, flags, _ = sock.recvmsg(protocol.MAX_PACKET_BYTES)
+    except OSError:
+        return None
+    return packet if packet and not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
+
+
+def _decode_order(packet: bytes) -> commands.Fork:
+    """An order's packet (``ORDER_HEAD``, then the frame) as the typed order. Raises ``ProtocolError``."""
+    if len(packet) < ORDER_HEAD.size:
+        raise ProtocolError(f"a fork order of {len(packet)} bytes")
+    decoder = protocol.Decoder()
+    decoded = list(decoder.feed(packet[ORDER_HEAD.size:]))
+    if len(decoded) != 1 or decoder.pending:
+        raise ProtocolError("a fork order's packet holds no single frame")
+    order = frames.decode(commands.FORKER_IN, decoded[0][0])
+    if order.id != ORDER_HEAD.unpack_from(packet)[0]:
+        raise ProtocolError(f"a fork order's head and frame name different orders ({order.id})")
+    return order
+
+
+def _run_dir(order: commands.Fork) -> rundirs.RunDir | None:
+    return rundirs.RunDir(order.path, order.workdir or "", order.tmpdir or "") if order.path else None
+
+
+def _fork_one(sock: socket.socket, spec: WorkerSpec, order: commands.Fork) -> bool:
+    """Answer one order (in a new worker: become it, never returning). True when a worker was made."""
+    run_dir = _run_dir(order)
+    run_dirs = (run_dir.workdir, run_dir.tmpdir) if run_dir else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     waiting: list[socket.socket] = []  # the worker's wait for its cgroups, which the zygote makes (Forked)
     try:
         pid, ns_status = confine.fork_worker(spec.policy, session=order.session, zygote=spec.zygote_pid,
-                                             run_dirs=(run_dir.workdir, run_dir.tmpdir) if run_dir else None,
-                                             readable=spec.readable, deferred=waiting)
+                                             run_dirs=run_dirs, readable=spec.readable, deferred=waiting)
     except OSError as exc:
         parent_end.close()
         child_end.close()
         frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=str(exc)[:4096]))
-        return True
+        return False
     if pid == 0:
         sock.close()
         parent_end.close()
@@ -170,7 +224,7 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
         for channel in waiting:
             channel.close()
         frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=f"the new worker died: {exc}"))
-        return True
+        return False
     try:
         frames.send(sock, frames.Forked(id=order.id, pid=pid, awaits_cgroups=bool(waiting)),
                     fds=[parent_end.fileno(), pidfd, *(channel.fileno() for channel in waiting)])
@@ -180,3 +234,44 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec) -> bool:
         for channel in waiting:
             channel.close()
     return True
+
+
+@dataclass(frozen=True)
+class _NativeLoop:
+    """The loop of inside/_forkloop.c, for the orders it takes: what it needs, found once in Python."""
+
+    flags: int
+    template: fstemplate.Template | None
+    tid_field: int
+    uid: int
+    gid: int
+    zygote: int
+
+    @classmethod
+    def start(cls, spec: WorkerSpec, order: commands.Fork) -> _NativeLoop | None:
+        """The native loop, once the worker of ``order`` showed what every later run order needs: a worker for a run
+        dir, cloned into namespaces whose setup worked, its cgroups deferred to the zygote. None when any of that is
+        not so, or the module was not built: then Python clones."""
+        run_dir = _run_dir(order)
+        if (_NOT_BUILT or run_dir is None or order.session
+                or "namespaces" not in spec.policy.confinement.layers or not namespaces_clone.setup_worked()
+                or _sys.thread_count() != 1):
+            return None
+        template = fstemplate.for_run(spec.policy, spec.readable, (run_dir.workdir, run_dir.tmpdir))
+        return cls(flags=namespaces_clone.clone_flags() | _sys.CLONE_PARENT, template=template,
+                   tid_field=_sys.own_tid_field(), uid=os.geteuid(), gid=os.getegid(),
+                   zygote=namespaces_clone.host_pid("parent"))
+
+    def serve(self, sock: socket.socket, spec: WorkerSpec) -> bytes | None:
+        """Clone run orders in C until one needs Python: returns its packet, or None once the zygote is gone. In a
+        new worker it becomes the worker and never returns."""
+        ns, host = (self.template.namespace, self.template.host) if self.template else (-1, -1)
+        answer = _forkloop.serve(sock.fileno(), self.flags, ns, host, self.tid_field, protocol.VERSION, self.zygote,
+                                 self.uid, self.gid)
+        if answer is None or answer[0] == "order":
+            return answer and answer[1]
+        _, packet, priv, note, *mounts, cgroup_ns = answer
+        sock.close()
+        detail = namespaces_clone.detail_after_native_setup(tuple(mounts), cgroup_ns)
+        ns_status = confine.worker_in_namespaces(spec.policy, self.template, detail, note[1:].decode(errors="replace"))
+        serve_worker(socket.socket(fileno=priv), spec, _run_dir(_decode_order(packet)), ns_status)  # never returns

@@ -44,6 +44,14 @@ def test_doctor_says_whether_the_image_is_immortal_in_forks():
     assert ("3.12 or 3.13 makes them immortal" in line) != immortal.supported(), line
 
 
+def test_doctor_says_whether_forkers_clone_in_c():
+    from sandbox.inside import forker
+    report = doctor.diagnose("strict", use_sandbox=False)
+    line = next(line for line in doctor.render(report).splitlines() if line.startswith("forker: "))
+    assert ("clones workers in C" in line) == (forker.native_loop_missing() == ""), line
+    assert forker.native_loop_missing() == "", "the C loop (sandbox/inside/_forkloop.c) was not built: " + line
+
+
 def test_doctor_reports_refusal_with_fix():
     """A process that really cannot unshare (seccomp denies it, as in many containers)."""
     from sandbox.confine import no_new_privs, seccomp

@@ -1,0 +1,333 @@
+/* The forker's steady-state loop in C (forker.py): receive an order, clone a worker, answer. No Python runs here.
+ *
+ * Why: a clone write-protects every page the forker shares with its workers, so each page its Python loop writes
+ * after a clone (reference counts, frames, the objects of the order) is a fault and a 4 KiB copy: ~335 a clone, and
+ * with the interpreter's own work ~1/3 of the forker's CPU a run (perf). This loop writes its stack and one buffer.
+ *
+ * It takes only the common order: a worker for a run dir, cloned into fresh namespaces once the first clone of this
+ * forker showed they work, with its cgroups deferred to the zygote (confine.release_worker). Anything else (a session
+ * root, or a step that fails here: setns, clone) goes back to forker.py's Python loop as the packet it received,
+ * which handles it as it handles every order. The same sequence as _sys.fork_like_clone (CPython's os.fork with the
+ * raw system call) and namespaces_clone.fork_in_parent (the sockets and the pipe its child expects).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+#define ORDER_HEAD 9          /* forker.ORDER_HEAD: "<QB", the order's id and its kind */
+#define ORDER_RUN 0           /* forker.ORDER_RUN: a worker for a run dir */
+#define MAX_PACKET (64 << 10) /* protocol.MAX_PACKET_BYTES */
+#define CLONE_CHILD_SETTID_ 0x01000000
+
+typedef struct {
+    int sock;
+    unsigned long flags;
+    int template_ns;
+    int host_ns;
+    void *tid_field;
+    int version;
+    long zygote; /* the zygote's pid in the host's /proc: the workers' parent */
+    unsigned uid, gid;
+} Loop;
+
+/* What a worker's namespaces' setup met (namespaces_clone.native_detail turns it into the layer's detail): per
+ * optional mount, 0 (done), -1 (no such dir) or its errno; the note the zygote sent with its cgroups. */
+typedef struct {
+    int proc, shm, run, cgroup_ns;
+    char note[512];
+    Py_ssize_t note_len;
+} Setup;
+
+static long raw_clone(unsigned long flags, void *tid_field) {
+#if defined(__x86_64__)
+    return syscall(SYS_clone, flags, NULL, NULL, tid_field, NULL);
+#elif defined(__aarch64__)
+    return syscall(SYS_clone, flags, NULL, NULL, NULL, tid_field);
+#else
+#error "clone's argument order is only known for x86_64 and aarch64"
+#endif
+}
+
+static void close_all(const int *fds, int count) {
+    for (int i = 0; i < count; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* One frame as protocol.encode makes it: a 4-byte big-endian length, then the JSON header. */
+static int send_frame(int sock, const char *json, const int *fds, int nfds) {
+    char packet[4 + 512];
+    size_t len = strlen(json);
+    if (len > sizeof(packet) - 4)
+        return -1;
+    packet[0] = (char)(len >> 24);
+    packet[1] = (char)(len >> 16);
+    packet[2] = (char)(len >> 8);
+    packet[3] = (char)len;
+    memcpy(packet + 4, json, len);
+    struct iovec iov = {.iov_base = packet, .iov_len = len + 4};
+    union {
+        char buf[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
+    }
+    ssize_t sent;
+    do
+        sent = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);
+    return sent == (ssize_t)(len + 4) ? 0 : -1;
+}
+
+static int send_failed(const Loop *loop, uint64_t id, int err, const char *what) {
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"v\":%d,\"type\":\"fork-failed\",\"blobs\":[],\"id\":%llu,\"errno\":%d,\"error\":\"%s: [Errno %d] %s\"}",
+             loop->version, (unsigned long long)id, err, what, err, strerror(err));
+    return send_frame(loop->sock, json, NULL, 0);
+}
+
+static int write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    ssize_t done = write(fd, text, strlen(text));
+    int err = done == (ssize_t)strlen(text) ? 0 : (done < 0 ? errno : EIO);
+    close(fd);
+    return err;
+}
+
+static long host_parent(void) { /* our parent's pid, from /proc/self/stat (the host's /proc until we mount ours) */
+    char stat[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t got = read(fd, stat, sizeof(stat) - 1);
+    close(fd);
+    if (got <= 0)
+        return -1;
+    stat[got] = 0;
+    char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] && end[3] == ' ' ? strtol(end + 4, NULL, 10) : -1;
+}
+
+static void report(int ack_w, const char *text) {
+    ssize_t ignored = write(ack_w, text, strlen(text)); /* EPIPE: nobody reads reports past the first clone */
+    (void)ignored;
+    close(ack_w);
+}
+
+static int optional_mount(const char *src, const char *target, const char *fstype, unsigned long flags,
+                          const char *data) {
+    struct stat st;
+    if (stat(target, &st) != 0 || !S_ISDIR(st.st_mode))
+        return -1;
+    return mount(src, target, fstype, flags, data) == 0 ? 0 : errno;
+}
+
+/* In the child, as namespaces_clone._init_child does it: die with the zygote, map ids, make / private, name the
+ * host, the fresh /proc, /dev/shm and an empty /run, report, wait for the zygote's note and join the cgroups it
+ * opened, then a cgroup namespace of its own. A step that fails exits (its run fails, never less confined). */
+static void init_child(const Loop *loop, int go_r, int ack_w, Setup *out) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || host_parent() != loop->zygote)
+        _exit(0); /* the zygote died before the death signal was set */
+    char text[64], failed[128];
+    const char *step = NULL;
+    int err = 0;
+    if ((err = write_file("/proc/self/setgroups", "deny")))
+        step = "write /proc/self/setgroups";
+    if (!step) {
+        snprintf(text, sizeof(text), "%u %u 1\n", loop->uid, loop->uid);
+        if ((err = write_file("/proc/self/uid_map", text)))
+            step = "write /proc/self/uid_map";
+    }
+    if (!step) {
+        snprintf(text, sizeof(text), "%u %u 1\n", loop->gid, loop->gid);
+        if ((err = write_file("/proc/self/gid_map", text)))
+            step = "write /proc/self/gid_map";
+    }
+    if (!step && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        err = errno, step = "mount (make / private)";
+    if (!step && sethostname("sandbox", 7) != 0)
+        err = errno, step = "sethostname";
+    if (step) {
+        snprintf(failed, sizeof(failed), "%d %s", err ? err : EPERM, step);
+        report(ack_w, failed);
+        _exit(0);
+    }
+    out->proc = optional_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    out->shm = optional_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777");
+    out->run = optional_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                              "size=4k,mode=755");
+    report(ack_w, "ok");
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = out->note, .iov_len = sizeof(out->note)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof(control.buf)};
+    ssize_t got;
+    do
+        got = recvmsg(go_r, &msg, MSG_CMSG_CLOEXEC);
+    while (got < 0 && errno == EINTR);
+    close(go_r);
+    int joined = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (write(fd, "0", 1) != 1) /* "this thread" (our only one) into that cgroup's tasks: cgroup.enter */
+                joined = 0;
+            close(fd);
+        }
+    }
+    if (got <= 0 || !joined || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        _exit(0); /* no note (the zygote failed or died), or the note says we are in a cgroup we are not in */
+    out->note_len = got;
+    out->cgroup_ns = unshare(CLONE_NEWCGROUP) == 0 ? 0 : errno; /* only now: our cgroup becomes its root */
+}
+
+/* Clone the worker of one order. Returns 1 in the parent when answered, 0 in the parent when the order goes back to
+ * Python (nothing was answered), -1 when the zygote cannot be answered; in the child it returns 2 with `*child`
+ * filled (its ends: private socket, note socket, report pipe). */
+static int fork_one(const Loop *loop, uint64_t id, int *child, Setup *setup) {
+    int priv[2] = {-1, -1}, go[2] = {-1, -1}, ack[2] = {-1, -1};
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, priv) != 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, go) != 0 || pipe2(ack, O_CLOEXEC) != 0) {
+        int fds[6] = {priv[0], priv[1], go[0], go[1], ack[0], ack[1]};
+        close_all(fds, 6);
+        return 0;
+    }
+    if (loop->template_ns >= 0 && setns(loop->template_ns, CLONE_NEWNS) != 0) {
+        int fds[6] = {priv[0], priv[1], go[0], go[1], ack[0], ack[1]};
+        close_all(fds, 6);
+        return 0;
+    }
+    void *robust_head = NULL;
+    size_t robust_len = 0;
+    syscall(SYS_get_robust_list, 0, &robust_head, &robust_len);
+    if (PySys_Audit("os.fork", NULL) < 0)
+        PyErr_Clear();
+    PyOS_BeforeFork();
+    long pid = raw_clone(loop->flags | SIGCHLD | (loop->tid_field ? CLONE_CHILD_SETTID_ : 0), loop->tid_field);
+    if (pid == 0) {
+        syscall(SYS_set_robust_list, robust_head, robust_len); /* a clone leaves the child's list unregistered */
+        PyOS_AfterFork_Child();
+        int fds[3] = {priv[0], go[0], ack[0]}; /* the order socket is Python's object: forker.py closes it */
+        close_all(fds, 3);
+        init_child(loop, go[1], ack[1], setup);
+        *child = priv[1];
+        return 2;
+    }
+    int err = errno;
+    PyOS_AfterFork_Parent();
+    if (loop->template_ns >= 0 && setns(loop->host_ns, CLONE_NEWNS) != 0)
+        _exit(70); /* every later clone, and the zygote's cgroup work, would happen in the template */
+    int used[4] = {priv[1], go[1], ack[1], ack[0]}; /* ack[0]: a forker past its first clone reads no report */
+    close_all(used, 4);
+    if (pid < 0) {
+        int fds[2] = {priv[0], go[0]};
+        close_all(fds, 2);
+        errno = err;
+        return 0;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+    if (pidfd < 0) { /* already gone (its setup failed): the zygote reaps it */
+        err = errno;
+        int fds[2] = {priv[0], go[0]};
+        close_all(fds, 2);
+        return send_failed(loop, id, err, "the new worker died") == 0 ? 1 : -1;
+    }
+    char json[256];
+    snprintf(json, sizeof(json),
+             "{\"v\":%d,\"type\":\"forked\",\"blobs\":[],\"id\":%llu,\"pid\":%ld,\"awaits_cgroups\":true}",
+             loop->version, (unsigned long long)id, pid);
+    int answer[3] = {priv[0], pidfd, go[0]};
+    int sent = send_frame(loop->sock, json, answer, 3);
+    close_all(answer, 3);
+    return sent == 0 ? 1 : -1;
+}
+
+static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
+    Loop loop;
+    unsigned long long tid_field;
+    if (!PyArg_ParseTuple(args, "ikiiKilII:serve", &loop.sock, &loop.flags, &loop.template_ns, &loop.host_ns,
+                          &tid_field, &loop.version, &loop.zygote, &loop.uid, &loop.gid))
+        return NULL;
+    loop.tid_field = (void *)(uintptr_t)tid_field;
+    static char packet[MAX_PACKET];
+    for (;;) {
+        struct iovec iov = {.iov_base = packet, .iov_len = sizeof(packet)};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        ssize_t got = recvmsg(loop.sock, &msg, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+            Py_RETURN_NONE; /* the zygote is gone, or out of step: the forker exits */
+        uint64_t id = 0;
+        if (got >= ORDER_HEAD)
+            memcpy(&id, packet, sizeof(id)); /* little-endian, as forker.ORDER_HEAD packs it (x86_64, aarch64) */
+        if (got < ORDER_HEAD || packet[8] != ORDER_RUN)
+            return Py_BuildValue("(sy#)", "order", packet, (Py_ssize_t)got);
+        int child;
+        Setup setup;
+        int done = fork_one(&loop, id, &child, &setup);
+        if (done == 2)
+            return Py_BuildValue("(sy#iy#iiii)", "child", packet, (Py_ssize_t)got, child, setup.note,
+                                 setup.note_len, setup.proc, setup.shm, setup.run, setup.cgroup_ns);
+        if (done == 0)
+            return Py_BuildValue("(sy#)", "order", packet, (Py_ssize_t)got);
+        if (done < 0)
+            Py_RETURN_NONE;
+    }
+}
+
+static PyMethodDef methods[] = {
+    {"serve", serve, METH_VARARGS,
+     "serve(sock, clone_flags, template_ns, host_ns, tid_field, version, zygote, uid, gid): answer run orders\n"
+     "until one needs Python.\n\n"
+     "Returns None once the zygote is gone; ('order', packet) for an order Python must take (then call again);\n"
+     "in a new worker, its namespaces set up: ('child', packet, private_socket_fd, note, proc, shm, run,\n"
+     "cgroup_ns) (each mount 0, -1 for no such dir, or its errno; cgroup_ns: unshare's errno or 0)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_forkloop", .m_size = -1, .m_methods = methods};
+
+PyMODINIT_FUNC PyInit__forkloop(void) {
+    PyObject *made = PyModule_Create(&module);
+    /* forker.py uses this build only if it speaks the same serve(): a build left from an older checkout does not */
+    if (made && PyModule_AddIntConstant(made, "INTERFACE", 2) < 0)
+        Py_CLEAR(made);
+    return made;
+}

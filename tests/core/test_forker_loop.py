@@ -1,0 +1,132 @@
+"""The forker's clone loop: in C where it was built (inside/_forkloop.c), in Python where not, the same workers.
+
+What tells the loops apart from outside is the forker's page faults: every clone write-protects the pages it shares
+with the new worker, and the Python loop then writes ~340 of them before the next clone on CPython 3.11 (reference
+counts, frames, the order's objects; ~110 on 3.12 and 3.13, whose zygote makes the image's objects immortal), where
+the C loop writes its stack and one buffer (~12). The bound below sits ~3x from both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+import sandbox
+from sandbox.bench import common
+from sandbox.inside import forker
+
+RUNS = 20
+#: Page faults a clone, at most, of a forker whose loop runs no Python between clones.
+MAX_FAULTS_A_CLONE_IN_C = 40
+
+
+def _forker(box: sandbox.Sandbox) -> psutil.Process:
+    """The zygote's child that shares its pid namespace (its workers are pid 1 of their own)."""
+    zygote = box.zygote_pids[0]
+    own = os.readlink(f"/proc/{zygote}/ns/pid")
+    found = [child for child in psutil.Process(zygote).children() if os.readlink(f"/proc/{child.pid}/ns/pid") == own]
+    assert len(found) == 1, found
+    return found[0]
+
+
+#: What a worker is: pid 1 of its namespace, its confinement as the kernel reports it, its ids, host name, root and
+#: the mounts its namespaces' setup made (/proc, /dev/shm, /run).
+_WHAT_A_WORKER_IS = """
+import os, socket
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+print(os.getpid(), *(status[k].strip() for k in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd")))
+print(open("/proc/self/uid_map").read().split(), open("/proc/self/gid_map").read().split(), socket.gethostname())
+print(sorted(os.listdir("/")))
+print(*sorted(line for line in open("/proc/self/mounts") if line.split()[1] in ("/proc", "/dev/shm", "/run")))
+"""
+
+
+def _faults_a_clone(box: sandbox.Sandbox) -> tuple[float, str]:
+    """The forker's page faults a run, over RUNS runs (each run's refill is one clone), and what every one of those
+    workers was (all the same)."""
+    for _ in range(3):
+        box.run("print(1)")
+    process = _forker(box)
+    before = _minor_faults(process.pid)
+    seen = {box.run(_WHAT_A_WORKER_IS).stdout for _ in range(RUNS)}
+    faults = (_minor_faults(process.pid) - before) / RUNS
+    assert len(seen) == 1, seen
+    return faults, seen.pop()
+
+
+def _minor_faults(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[7])
+
+
+def test_the_c_loop_is_built_and_clones_without_running_python() -> None:
+    assert forker.native_loop_missing() == "", (
+        f"sandbox/inside/_forkloop.c was not built ({forker.native_loop_missing()}): reinstall with a C compiler")
+    with sandbox.Sandbox(policy="default", cold_start=False) as box:
+        faults, worker = _faults_a_clone(box)
+        assert faults < MAX_FAULTS_A_CLONE_IN_C, faults
+        # A session root is an order the C loop hands back to Python, which takes it and goes back to C.
+        with box.session() as session:
+            assert session.run("x = 41").outcome == sandbox.Outcome.OK
+            assert session.run("print(x + 1)").stdout == "42\n"
+        assert _faults_a_clone(box) == (pytest.approx(faults, abs=MAX_FAULTS_A_CLONE_IN_C), worker)
+
+
+_WITHOUT_C_LOOP = """
+import sys
+sys.modules["sandbox.inside._forkloop"] = None  # as if it had not been built: its import fails
+exec(compile(sys.argv[-1], "<string>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def test_without_the_c_loop_the_python_loop_makes_the_same_workers(tmp_path: Path) -> None:
+    inject = tmp_path / "without_c_loop.py"
+    inject.write_text(_WITHOUT_C_LOOP)
+    interpreter = common.zygote_wrapper(str(tmp_path), str(inject))
+    with sandbox.Sandbox(policy="default", cold_start=False) as box:
+        _, in_c = _faults_a_clone(box)
+    with sandbox.Sandbox(policy="default", interpreter=interpreter, cold_start=False) as box:
+        faults, in_python = _faults_a_clone(box)
+        assert faults > MAX_FAULTS_A_CLONE_IN_C, faults  # the bound of the test above tells the loops apart
+        assert in_python == in_c and in_c.startswith("1 1 2 0000000000000000 0000000000000000\n"), in_c
+        with box.session() as session:
+            assert session.run("x = 41").outcome == sandbox.Outcome.OK
+            assert session.run("print(x + 1)").stdout == "42\n"
+
+
+def test_an_unprivileged_uid_gets_the_c_loop_too() -> None:
+    """As uid 65534 the forker holds no template (it cannot setns) and clones into a user namespace it owns: the C
+    loop clones there too (and the Python loop, which answered the first order, handed over)."""
+    from tests.security.test_unprivileged import NOBODY, _readable_as
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: the test above covers this uid")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}: the zygote cannot be exec'd as that uid")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            tempfile.tempdir = None  # /tmp again, as this uid
+            with sandbox.Sandbox(policy="strict", cold_start=False) as box:
+                faults, worker = _faults_a_clone(box)
+            answer = {"faults": faults, "worker": worker}
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(write, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        answer = json.loads(fh.read() or '{"error": "the child died"}')
+    os.waitpid(pid, 0)
+    assert "error" not in answer, answer
+    assert answer["faults"] < MAX_FAULTS_A_CLONE_IN_C, answer
+    assert answer["worker"].startswith("1 1 2 0000000000000000 0000000000000000\n"), answer
