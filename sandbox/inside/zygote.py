@@ -107,7 +107,9 @@ class Zygote(Reaping):
                 self._tidy()  # one bounded step even when a refill is always due (steady runs)
                 self.cgroups.tidy()  # one due memory cgroup of a reaped, released worker
                 continue
-            for key, _ in events:
+            # A worker's exit and the host's commands before the forker's answers: an answer's cgroups (release_worker)
+            # and offer can wait, while a run's result waits for its worker's exit report.
+            for key, _ in sorted(events, key=lambda event: event[0].data == "forker"):
                 if key.data == "sigchld":
                     self._reap()
                 elif key.data == "forker":
