@@ -381,7 +381,7 @@ def _forker_line(system: dict[str, Any]) -> str:
     missing = system.get("forker_loop_not_built")
     if not missing:
         return "forker: clones workers in C (sandbox/inside/_forkloop.c: no Python runs between two clones)"
-    return (f"forker: clones workers in Python (~0.5 ms more CPU a run here): its C loop was not built for this "
+    return (f"forker: clones workers in Python (~0.7 ms more CPU a run here): its C loop was not built for this "
             f"interpreter ({missing}); fix: reinstall with a C compiler and the Python headers "
             "(e.g. apt-get install gcc python3-dev, then pip install -e .)")
 
