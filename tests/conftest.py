@@ -187,3 +187,13 @@ def venv_without_packages(python: str, where: Path) -> str:
     site, = glob.glob(str(where / "venv" / "lib" / "python3.*" / "site-packages"))
     (Path(site) / "sandbox-deps.pth").write_text(f"{pure}\n")
     return str(where / "venv" / "bin" / "python")
+
+
+def c_loop_expected() -> None:
+    """Skip, naming why, where this interpreter cannot build C extensions (no compiler or no Python headers: pip
+    installed the package without sandbox/inside/_forkloop.c's loop, as designed); elsewhere the loop must be built."""
+    import sysconfig
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    if shutil.which(compiler) is None or not os.path.exists(headers):
+        pytest.skip(f"no C compiler ({compiler}) or Python headers ({headers}) here: the forker's loop is Python's")

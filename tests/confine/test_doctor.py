@@ -12,6 +12,7 @@ import pytest
 
 import sandbox.confine as confine
 from sandbox.cli import doctor
+from tests.conftest import c_loop_expected
 
 
 @pytest.mark.parametrize("policy", ["default", "strict"])
@@ -49,6 +50,7 @@ def test_doctor_says_whether_forkers_clone_in_c():
     report = doctor.diagnose("strict", use_sandbox=False)
     line = next(line for line in doctor.render(report).splitlines() if line.startswith("forker: "))
     assert ("clones workers in C" in line) == (forker.native_loop_missing() == ""), line
+    c_loop_expected()
     assert forker.native_loop_missing() == "", "the C loop (sandbox/inside/_forkloop.c) was not built: " + line
 
 

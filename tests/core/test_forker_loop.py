@@ -20,6 +20,7 @@ import pytest
 import sandbox
 from sandbox.bench import common
 from sandbox.inside import forker
+from tests.conftest import c_loop_expected
 
 RUNS = 20
 #: Page faults a clone, at most, of a forker whose loop runs no Python between clones.
@@ -66,6 +67,7 @@ def _minor_faults(pid: int) -> int:
 
 
 def test_the_c_loop_is_built_and_clones_without_running_python() -> None:
+    c_loop_expected()
     assert forker.native_loop_missing() == "", (
         f"sandbox/inside/_forkloop.c was not built ({forker.native_loop_missing()}): reinstall with a C compiler")
     with sandbox.Sandbox(policy="default", cold_start=False) as box:
@@ -104,6 +106,7 @@ def test_an_unprivileged_uid_gets_the_c_loop_too() -> None:
     """As uid 65534 the forker holds no template (it cannot setns) and clones into a user namespace it owns: the C
     loop clones there too (and the Python loop, which answered the first order, handed over)."""
     from tests.security.test_unprivileged import NOBODY, _readable_as
+    c_loop_expected()
     if os.geteuid() != 0:
         pytest.skip("already unprivileged: the test above covers this uid")
     if not _readable_as(NOBODY, sys.executable):
