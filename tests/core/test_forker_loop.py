@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -133,3 +134,69 @@ def test_an_unprivileged_uid_gets_the_c_loop_too() -> None:
     assert "error" not in answer, answer
     assert answer["faults"] < MAX_FAULTS_A_CLONE_IN_C, answer
     assert answer["worker"].startswith("1 1 2 0000000000000000 0000000000000000\n"), answer
+
+
+def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
+    """_forkloop.serve driven directly, as a forker's loop is, by this process in the zygote's place: a run order is
+    answered with a ``Forked`` frame the zygote's typed decoder takes (its three fds), the worker is cloned as our
+    child (CLONE_PARENT), sets up its namespaces, waits for our note and returns to Python with it; an order of
+    another kind and a cut packet come back to Python as they were sent; EOF ends the loop."""
+    c_loop_expected()
+    from sandbox import commands, frames, protocol
+    from sandbox.confine import _sys, namespaces, namespaces_clone
+    from sandbox.inside import _forkloop
+    if not namespaces.probe()[0]:
+        pytest.skip("no user namespaces for this uid")
+    run_order = forker.ORDER_HEAD.pack(1, forker.ORDER_RUN) + frames.encode(
+        commands.Fork(id=1, path="/r", workdir="/r/work", tmpdir="/r/tmp"))
+    other_order = forker.ORDER_HEAD.pack(2, forker.ORDER_OTHER) + frames.encode(commands.Fork(id=2, session=True))
+    zygote_end, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forker (and, past the clone, the worker)
+        status = 0
+        try:
+            zygote_end.close()
+            os.close(report_r)
+            flags = namespaces_clone.clone_flags() | _sys.CLONE_PARENT  # our own network namespace too
+            while True:
+                answer = _forkloop.serve(forker_end.fileno(), flags, -1, -1, _sys.own_tid_field(), protocol.VERSION,
+                                         os.getppid(), os.geteuid(), os.getegid())
+                if answer is None:
+                    break
+                if answer[0] == "child":
+                    _, packet, priv, note, *mounts, cgroup_ns = answer
+                    seen = {"packet": packet.hex(), "note": note.hex(), "mounts": mounts, "cgroup_ns": cgroup_ns,
+                            "pid": os.getpid(), "uid_map": open("/proc/self/uid_map").read().split(),
+                            "hostname": socket.gethostname()}
+                    os.write(report_w, json.dumps({"child": seen}).encode() + b"\n")
+                    break
+                os.write(report_w, json.dumps({"order": answer[1].hex()}).encode() + b"\n")
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            os.write(report_w, json.dumps({"error": repr(exc)}).encode() + b"\n")
+            status = 70
+        os._exit(status)
+    forker_end.close()
+    os.close(report_w)
+    try:
+        zygote_end.sendall(run_order)
+        header, fds = protocol.recv_packet(zygote_end, max_fds=3)
+        forked = frames.decode(frames.FORKER, header)
+        assert forked == frames.Forked(id=1, pid=forked.pid, awaits_cgroups=True) and len(fds) == 3, (forked, fds)
+        namespaces_clone.release(socket.socket(fileno=fds[2]), "the note", [])
+        assert os.waitpid(forked.pid, 0) == (forked.pid, 0)  # our child, as the zygote's workers are its own
+        os.close(fds[0])
+        os.close(fds[1])
+        zygote_end.sendall(other_order)
+        zygote_end.sendall(b"cut")
+    finally:
+        zygote_end.close()  # EOF: the loop returns None
+    with os.fdopen(report_r) as fh:
+        reports = [json.loads(line) for line in fh]
+    assert os.waitpid(pid, 0)[1] == 0, reports
+    child = next(report["child"] for report in reports if "child" in report)
+    assert child == {"packet": run_order.hex(), "note": b".the note".hex(), "mounts": child["mounts"],
+                     "cgroup_ns": 0, "pid": 1, "uid_map": [str(os.geteuid()), str(os.geteuid()), "1"],
+                     "hostname": "sandbox"}, child
+    assert all(err in (0, -1) for err in child["mounts"]), child  # made, or no such dir here
+    assert [r["order"] for r in reports if "order" in r] == [other_order.hex(), b"cut".hex()], reports
