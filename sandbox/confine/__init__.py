@@ -184,9 +184,10 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
 
 
 def worker_in_namespaces(policy: Policy, template: fstemplate.Template | None, detail: str, note: str) -> LayerStatus:
-    """In a worker just cloned into fresh namespaces (its handshake done: ``detail`` and its cgroups' ``note``, see
-    namespaces_clone.child_after_clone): the namespaces layer's status, once the steps that need no request are
-    done (also the second half of :func:`fork_worker` in its child; ``template``: the one it was cloned into)."""
+    """In a worker just cloned into fresh namespaces, their setup and handshake done (by namespaces_clone's
+    ``_init_child``, or by inside/_forkloop.c: ``detail``, and its cgroups' ``note``): the namespaces layer's status,
+    once the steps that need no request are done (the second half of :func:`fork_worker` in its child, and of the
+    forker's native loop; ``template``: the one it was cloned into)."""
     fstemplate.in_child(template)
     _stage_before_request(policy)
     pids, _, memory = note.partition(_NOTE_SEPARATOR)

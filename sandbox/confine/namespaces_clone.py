@@ -11,7 +11,9 @@ steps) because this half runs on both sides of one ``clone(2)`` and talks across
 - in the child, :func:`_init_child`: die with the zygote, map ids, private mounts, a
   fresh ``/proc``, a private ``/dev/shm``, an empty ``/run``, the hostname; report "ok"
   or the step that failed (:class:`SetupRefused` in the zygote); wait for the note, join
-  the cgroups it names, and only then enter its own cgroup namespace.
+  the cgroups it names, and only then enter its own cgroup namespace. Past a forker's first
+  clone, its native loop (inside/_forkloop.c) clones and runs these child steps in C
+  (:func:`detail_after_native_setup` then tells the layer's detail).
 """
 
 from __future__ import annotations
@@ -307,8 +309,7 @@ def detail_after_native_setup(mounts: tuple[int, int, int], cgroup_ns: int) -> s
     ``_init_child``): the layer's detail, from what each of ``CHILD_MOUNTS`` met (0 done, -1 no such dir, else
     its errno) and unshare(CLONE_NEWCGROUP)'s errno (0: done)."""
     _host_pids.clear()  # a new pid namespace: our pid numbers may repeat a parent's
-    notes = [f"{mount[4]}: mount failed with {_sys.errno_name(err)}" for mount, err in zip(CHILD_MOUNTS, mounts)
-             if err > 0]
+    notes = [_mount_failed(mount[4], err) for mount, err in zip(CHILD_MOUNTS, mounts) if err > 0]
     if cgroup_ns:
         notes.append(f"cgroup namespace: {_sys.SyscallError(f'unshare({_flag_names(CLONE_NEWCGROUP)})', cgroup_ns)}")
     return _detail(notes)
@@ -352,5 +353,9 @@ def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: s
         err = ctypes.get_errno()
         if required:
             raise _sys.SyscallError(f"mount ({what})", err)
-        return f"{what}: mount failed with {_sys.errno_name(err)}"
+        return _mount_failed(what, err)
     return ""
+
+
+def _mount_failed(what: str, err: int) -> str:
+    return f"{what}: mount failed with {_sys.errno_name(err)}"
