@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 import sandbox  # noqa: E402
-from sandbox import bootstrap  # noqa: E402
+from sandbox import tempdirs  # noqa: E402
 from tests.conftest import settled_count  # noqa: E402
 from tests.reliability import mix  # noqa: E402
 from tests.reliability.hostcheck import HostState, settle  # noqa: E402
@@ -99,7 +99,7 @@ def percentile(values: list[float], q: float) -> float:
 def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> dict:
     """Run the soak; return the report as plain data."""
     canary = Canary()  # before tempfile points at the private dir: the canary is no leftover
-    bootstrap.import_root()  # once per process, removed at its exit: not a Sandbox's leftover either
+    tempdirs.import_root()  # once per process, removed at its exit: not a Sandbox's leftover either
     private_tmp = tempfile.mkdtemp(prefix="sandbox-soak-tmp-")
     tempfile.tempdir = private_tmp  # any temp dir the Sandbox leaves is ours to see
     found: list[str] = []

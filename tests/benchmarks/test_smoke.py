@@ -96,3 +96,16 @@ def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: py
     assert all(r["cpu_ms_per_run"] > 0 and r["runs_per_s"] > 0 and r["latency_ms_p50"] > 0
                for side in rounds.values() for r in side)
     assert (out / "ab.png").stat().st_size > 1000
+
+
+def test_the_soak_script_runs_a_few_runs(tmp_path: Path) -> None:
+    """benchmarks/soak.py (not in the suite: a script of its own) on a few runs: it runs, checks every result and the
+    host, and says so (a rename in the package once broke it unnoticed)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
+    report = tmp_path / "soak.json"
+    done = subprocess.run([sys.executable, str(script), "--runs", "40", "--json", str(report)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["wrong_results"] == 0 and data["leaks"] == [], data
+    assert sum(row["runs"] for row in data["kinds"].values()) == 40, data["kinds"]
