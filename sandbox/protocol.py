@@ -187,16 +187,21 @@ def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], 
     if not data:
         close_fds(fds)
         raise ProtocolError("connection closed")
-    decoder = Decoder()
     try:
-        frames = list(decoder.feed(data))
-        if len(frames) != 1 or decoder.pending:
-            cut = " and a cut one" if decoder.pending else ""
-            raise ProtocolError(f"control packet held {len(frames)} whole frames{cut}, expected 1")
+        return packet_header(data), fds
     except ProtocolError:
         close_fds(fds)
         raise
-    return frames[0][0], fds
+
+
+def packet_header(data: bytes) -> dict[str, Any]:
+    """The header of the one frame a control packet holds; raises ProtocolError if it holds anything else."""
+    decoder = Decoder()
+    frames = list(decoder.feed(data))
+    if len(frames) != 1 or decoder.pending:
+        cut = " and a cut one" if decoder.pending else ""
+        raise ProtocolError(f"control packet held {len(frames)} whole frames{cut}, expected 1")
+    return frames[0][0]
 
 
 def close_fds(fds: list[int]) -> None:

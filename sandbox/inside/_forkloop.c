@@ -223,12 +223,8 @@ static void init_child(const Loop *loop, int go_r, int ack_w, Setup *out) {
 static int fork_one(const Loop *loop, uint64_t id, int *child, Setup *setup) {
     int priv[2] = {-1, -1}, go[2] = {-1, -1}, ack[2] = {-1, -1};
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, priv) != 0 ||
-        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, go) != 0 || pipe2(ack, O_CLOEXEC) != 0) {
-        int fds[6] = {priv[0], priv[1], go[0], go[1], ack[0], ack[1]};
-        close_all(fds, 6);
-        return 0;
-    }
-    if (loop->template_ns >= 0 && setns(loop->template_ns, CLONE_NEWNS) != 0) {
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, go) != 0 || pipe2(ack, O_CLOEXEC) != 0 ||
+        (loop->template_ns >= 0 && setns(loop->template_ns, CLONE_NEWNS) != 0)) {
         int fds[6] = {priv[0], priv[1], go[0], go[1], ack[0], ack[1]};
         close_all(fds, 6);
         return 0;

@@ -184,11 +184,7 @@ def _decode_order(packet: bytes) -> commands.Fork:
     """An order's packet (``ORDER_HEAD``, then the frame) as the typed order. Raises ``ProtocolError``."""
     if len(packet) < ORDER_HEAD.size:
         raise ProtocolError(f"a fork order of {len(packet)} bytes")
-    decoder = protocol.Decoder()
-    decoded = list(decoder.feed(packet[ORDER_HEAD.size:]))
-    if len(decoded) != 1 or decoder.pending:
-        raise ProtocolError("a fork order's packet holds no single frame")
-    order = frames.decode(commands.FORKER_IN, decoded[0][0])
+    order = frames.decode(commands.FORKER_IN, protocol.packet_header(packet[ORDER_HEAD.size:]))
     if order.id != ORDER_HEAD.unpack_from(packet)[0]:
         raise ProtocolError(f"a fork order's head and frame name different orders ({order.id})")
     return order
