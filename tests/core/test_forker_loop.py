@@ -32,9 +32,17 @@ def _forker(box: sandbox.Sandbox) -> psutil.Process:
     """The zygote's child that shares its pid namespace (its workers are pid 1 of their own)."""
     zygote = box.zygote_pids[0]
     own = os.readlink(f"/proc/{zygote}/ns/pid")
-    found = [child for child in psutil.Process(zygote).children() if os.readlink(f"/proc/{child.pid}/ns/pid") == own]
+    found = [child for child in psutil.Process(zygote).children() if _pid_namespace(child.pid) == own]
     assert len(found) == 1, found
     return found[0]
+
+
+def _pid_namespace(pid: int) -> str | None:
+    """None for a worker that exited since it was listed (one may, any time)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except FileNotFoundError:
+        return None
 
 
 #: What a worker is: pid 1 of its namespace, its confinement as the kernel reports it, its ids, host name, root and
