@@ -20,15 +20,14 @@ inside is typed the same way in :mod:`sandbox.commands`.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Mapping
 
 from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
+from .records import fields_in_init, record
 from .typed import bounded as _bounded
 from .typed import build, plain, show
 from .typed import prepare as _prepare_checks
@@ -40,19 +39,9 @@ MAX_DENIAL_CHARS = 500
 #: Longest name of a returned file (a relative path in the work dir: PATH_MAX).
 MAX_NAME_CHARS = 4096
 
-_Cls = typing.TypeVar("_Cls", bound=type)
-
-
-@typing.dataclass_transform(frozen_default=True, eq_default=False, field_specifiers=(field,))
-def frame_type(cls: _Cls) -> _Cls:
-    """The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose
-    ``__init__``, equality, hash, repr and refusal to change are :class:`Frame`'s, defined once over the fields.
-
-    ``@dataclass(frozen=True)`` would compile five functions per class at import (~0.07 ms each here): for
-    ~50 classes that is ~15 ms of every new host and zygote, on a cold start's way to its first run."""
-    cls = dataclass(init=False, eq=False, repr=False)(cls)
-    cls.INIT_FIELDS = tuple((f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))
-    return cls
+#: The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose methods are
+#: shared, not compiled per class (records.py; ~50 frame classes: ~15 ms of every new host and zygote otherwise).
+frame_type = record
 
 
 @frame_type
@@ -64,8 +53,6 @@ class Frame:
     """Fields carried as raw blobs, in order."""
     MORE_BLOBS: ClassVar[str | None] = None
     """A ``tuple[bytes, ...]`` field that takes every blob after :attr:`BLOBS` (a run's input files)."""
-    INIT_FIELDS: ClassVar[tuple[tuple[str, Any, Any], ...]] = ()
-    """(name, default, default factory) of each field, in order (set by :func:`frame_type`)."""
 
     def check(self) -> None:
         """Rules across fields; raise ProtocolError. Types are already checked."""
@@ -73,58 +60,15 @@ class Frame:
     def wire(self) -> dict[str, Any]:
         """The header fields (blob fields excluded), JSON-ready."""
         blobs = (*self.BLOBS, self.MORE_BLOBS)
-        return {name: plain(getattr(self, name)) for name, _, _ in self.INIT_FIELDS if name not in blobs}
+        return {name: plain(getattr(self, name)) for name, _, _ in fields_in_init(type(self)) if name not in blobs}
 
     def blobs(self) -> tuple[bytes, ...]:
         more = getattr(self, self.MORE_BLOBS) if self.MORE_BLOBS else ()
         return (*(getattr(self, name) for name in self.BLOBS), *more)
 
-    # What ``@dataclass(frozen=True)`` would generate for each class (see frame_type).
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields = self.INIT_FIELDS
-        if len(args) > len(fields):
-            raise TypeError(f"{type(self).__name__}() takes {len(fields)} arguments, {len(args)} were given")
-        for index, (name, default, factory) in enumerate(fields):
-            if index < len(args):
-                if name in kwargs:
-                    raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
-                value = args[index]
-            elif name in kwargs:
-                value = kwargs.pop(name)
-            elif default is not dataclasses.MISSING:
-                value = default
-            elif factory is not dataclasses.MISSING:
-                value = factory()
-            else:
-                raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
-            object.__setattr__(self, name, value)
-        if kwargs:
-            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
-        return f"{self.__class__.__qualname__}({fields})"
-
 
 # -- values carried inside frames ---------------------------------------------------------
-@dataclass(frozen=True)
+@record
 class Usage:
     """Resources a run used, as the kernel counted them for the process that reports them."""
 
@@ -134,7 +78,7 @@ class Usage:
     """User + system CPU time, in seconds."""
 
 
-@dataclass(frozen=True)
+@record
 class LayerState:
     """One confinement layer as a worker applied it (reported with ``ready``)."""
 
@@ -150,7 +94,7 @@ class ReportsUsage:
         return Usage(self.maxrss_kb, self.cpu_s)  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
+@record
 class Held:
     """Session: the state a committed run started from, which the root holds until settle/undo."""
 

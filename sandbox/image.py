@@ -26,15 +26,14 @@ import keyword
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-from . import datafiles, schema
+from . import schema
 from .errors import ImageError
+from .records import record
 
-#: Shipped images: the repo's top-level folder in a checkout, package data in a wheel.
-IMAGE_DIR = datafiles.shipped_dir("images")
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _is_module(name: str) -> bool:
@@ -57,7 +56,7 @@ Module = Annotated[schema.NonEmptyStr, schema.Check("hold dotted module names", 
 Pin = Annotated[str, schema.Check("be a bare name / exact version", _is_pin)]
 
 
-@dataclass(frozen=True)
+@record
 class Library:
     """One pinned distribution of an image."""
 
@@ -75,7 +74,7 @@ class Library:
         return f"{self.distribution}=={self.version}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Image:
     """A named library set. Keys are in alphabetical order, as error messages list them."""
 
@@ -106,7 +105,7 @@ class Image:
         """Load ``images/<name>.toml`` or a manifest path; an Image is returned as is."""
         if isinstance(name_or_path, Image):
             return name_or_path
-        if not isinstance(name_or_path, (str, Path)):
+        if not isinstance(name_or_path, (str, os.PathLike)):
             raise ImageError(f"image must be a name, a path or an Image (got {type(name_or_path).__name__})")
         import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
@@ -139,11 +138,13 @@ class Image:
 
 def available_images() -> list[str]:
     """Names of the images shipped in ``images/``."""
-    return datafiles.names_in(IMAGE_DIR)
+    from . import datafiles  # here: files are the host's (the zygote gets dicts), and pathlib costs its start ~5 ms
+    return datafiles.names_in(datafiles.shipped_dir("images"))
 
 
 def _resolve(name_or_path: "str | Path") -> Path:
-    return datafiles.resolve(name_or_path, IMAGE_DIR, "image", ImageError)
+    from . import datafiles  # likewise
+    return datafiles.resolve(name_or_path, datafiles.shipped_dir("images"), "image", ImageError)
 
 
 def _normalize(distribution: str) -> str:
@@ -158,7 +159,7 @@ def _normalize(distribution: str) -> str:
 RUNTIME_REQUIREMENTS = ("pyseccomp>=0.1.2", "psutil>=5.9", "cloudpickle>=3.0")
 
 
-@dataclass(frozen=True)
+@record
 class LibraryStatus:
     """How one pinned library of an image stands in an environment."""
 
@@ -191,6 +192,7 @@ def interpreter_for(venv: Path | str | None) -> str:
     """
     if venv is None:
         return sys.executable
+    from pathlib import Path  # likewise
     root = Path(venv)
     python = root / "bin" / "python"
     if not (root / "pyvenv.cfg").is_file() or not python.exists():
@@ -261,6 +263,7 @@ def install(image: "Image | str | Path", venv: Path | str | None = None, *,
     image = Image.load(image)
     requirements = list(image.requirements)
     if venv is not None:
+        from pathlib import Path  # likewise
         root = Path(venv)
         if not (root / "pyvenv.cfg").is_file():
             if root.exists() and any(root.iterdir()):

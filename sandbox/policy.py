@@ -11,15 +11,16 @@ expected and what came.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Mapping
+import os
+from dataclasses import field
+from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-from . import datafiles, schema
+from . import schema
 from .errors import PolicyError
+from .records import record
 
-#: Shipped policies: the repo's top-level folder in a checkout, package data in a wheel.
-POLICY_DIR = datafiles.shipped_dir("policies")
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Confinement layers, in the order the worker applies them (see sandbox/confine).
 LAYERS: tuple[str, ...] = ("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp")
@@ -47,7 +48,7 @@ _ENV_OK = schema.Check("map non-empty names without '=' or NUL to values without
 ALLOCATORS = ("malloc", "pymalloc")
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     """Resource limits of one run. Units are in the names."""
 
@@ -85,7 +86,7 @@ class Limits:
     the host keeps no more and says how many it dropped (a ``limit`` entry of ``Result.denied``)."""
 
 
-@dataclass(frozen=True)
+@record
 class Confinement:
     """Which isolation layers to apply, and which must apply or the run is refused."""
 
@@ -110,7 +111,7 @@ class Confinement:
         return None
 
 
-@dataclass(frozen=True)
+@record
 class Runtime:
     """The process environment a snippet sees."""
 
@@ -127,7 +128,7 @@ class Runtime:
     faster). See the README's performance section."""
 
 
-@dataclass(frozen=True)
+@record
 class SessionLimits:
     """Limits of stateful sessions."""
 
@@ -144,7 +145,7 @@ class SessionLimits:
     """A session older than this is closed (a run in progress finishes first)."""
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     """A complete policy. Build one in code or load it with :meth:`Policy.load`."""
 
@@ -163,7 +164,7 @@ class Policy:
         """Load ``policies/<name>.toml`` or a TOML file path; a Policy is returned as is."""
         if isinstance(name_or_path, Policy):
             return name_or_path
-        if not isinstance(name_or_path, (str, Path)):
+        if not isinstance(name_or_path, (str, os.PathLike)):
             raise PolicyError(f"policy must be a name, a path or a Policy (got {type(name_or_path).__name__})")
         import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
@@ -198,8 +199,10 @@ class Policy:
 
 def available_policies() -> list[str]:
     """Names of the policies shipped in ``policies/``."""
-    return datafiles.names_in(POLICY_DIR)
+    from . import datafiles  # here: files are the host's (the zygote gets dicts), and pathlib costs its start ~5 ms
+    return datafiles.names_in(datafiles.shipped_dir("policies"))
 
 
 def _resolve(name_or_path: "str | Path") -> Path:
-    return datafiles.resolve(name_or_path, POLICY_DIR, "policy", PolicyError)
+    from . import datafiles  # likewise
+    return datafiles.resolve(name_or_path, datafiles.shipped_dir("policies"), "policy", PolicyError)

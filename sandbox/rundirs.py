@@ -37,15 +37,15 @@ import os
 import stat
 import tempfile
 import time
-from dataclasses import dataclass
 
 from .errors import temp_dir_unavailable
+from .records import record
 
 #: A directory opened for the walk: never through a symlink, never a FIFO's open.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-@dataclass(frozen=True)
+@record
 class RunDir:
     """Paths of one run's directory."""
 
@@ -84,7 +84,7 @@ def remove(path: str) -> bool:
     return Removal(path).run()
 
 
-@dataclass
+@record(frozen=False)
 class _Level:
     """One directory on the walk's path, from the root down."""
 

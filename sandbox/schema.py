@@ -25,7 +25,7 @@ the file, the dotted key, what was expected and what came::
 
 :func:`build` makes the dataclass from plain data (a parsed file, a wire dict),
 :func:`check` validates one built in code, :func:`to_dict` is the inverse of
-:func:`build`. A leaf module (stdlib and :mod:`sandbox.errors` only): the host and the
+:func:`build`. A leaf module (stdlib, :mod:`sandbox.errors` and :mod:`sandbox.records` only): the host and the
 zygote under ``sandbox/inside/`` both build policies and images with it.
 """
 
@@ -36,10 +36,10 @@ import functools
 import math
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from .errors import SandboxError
+from .records import record
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ def _same(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@record
 class Kind:
     """The type a value must have, named as messages say it (``a string`` / ``strings``)."""
 
@@ -79,7 +79,7 @@ _KINDS: dict[Any, Kind] = {
 NonEmptyStr = Annotated[str, Kind("a non-empty string", "non-empty strings", lambda v: isinstance(v, str) and v != "")]
 
 
-@dataclass(frozen=True)
+@record
 class Check:
     """A rule on a value of the right kind; the error reads ``<key> must <rule> (got <value>)``."""
 
@@ -91,7 +91,7 @@ class Check:
         return f"{key} must {self.rule} (got {value!r})"
 
 
-@dataclass(frozen=True)
+@record
 class OneOf:
     """A value from a fixed set; the error names the set, as for an unknown key."""
 
@@ -106,7 +106,7 @@ class OneOf:
         return f"{key} has unknown {self.noun} {value!r} (allowed: {', '.join(self.allowed)})"
 
 
-@dataclass(frozen=True)
+@record
 class InTable:
     """Metadata: the file holds this field as a table with the one key ``key``."""
 
@@ -173,7 +173,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@record
 class _Where:
     """Where the data came from, and the exception its errors are."""
 
@@ -186,7 +186,7 @@ class _Where:
         return self.error(f"{self.source}: {message}")
 
 
-@dataclass(frozen=True)
+@record
 class _Field:
     name: str
     tp: Any
@@ -207,7 +207,7 @@ def _fields(cls: type) -> tuple[_Field, ...]:
     return tuple(fields)
 
 
-@dataclass(frozen=True)
+@record
 class _Shape:
     """One annotation, analysed once: ``Annotated[int, positive]`` is ``int`` + ``(positive,)``."""
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
+from ..records import record
 from . import (_sys, caps, cgroup, disk, fstemplate, fsview, landlock, memcg, namespaces, namespaces_clone, netns,
                no_new_privs, rlimits, seccomp, state_scope)
 
@@ -61,7 +61,7 @@ FIXES = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class ConfineContext:
     """What a run may touch."""
 
@@ -83,7 +83,7 @@ class ConfineContext:
     """Paths writable besides the run's dirs (in a filesystem view: ``/tmp``, the run's private disk)."""
 
 
-@dataclass(frozen=True)
+@record
 class LayerStatus:
     """Whether one layer (or part, see :data:`PARTS`) is available on this kernel and active for this run."""
 

@@ -25,10 +25,10 @@ import errno
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..policy import Policy
+from ..records import record
 from . import _sys
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC = 2, 4, 8, 0x1000, 0x4000
@@ -50,7 +50,7 @@ EMPTY_IN_WORKER = "/run"
 Step = tuple[Callable[..., None], tuple[Any, ...]]
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     """The view's steps that do not depend on the run, and what the worker adds per run."""
 

@@ -30,10 +30,10 @@ import ctypes
 import errno
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Any
 
 from ..policy import Policy
+from ..records import record
 from . import _sys, disk, fsplan, fsview
 
 CLONE_NEWNS = 0x20000
@@ -41,7 +41,7 @@ MS_PRIVATE, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 0x40000, 0x4000, 2
 _READ_ONLY = fsplan.ATTR_RDONLY | fsplan.ATTR_NOSUID | fsplan.ATTR_NODEV
 
 
-@dataclass(frozen=True)
+@record
 class Template:
     """A built template, in the forker: its mount namespace and the forker's own (to return to), as fds."""
 

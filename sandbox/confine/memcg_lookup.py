@@ -16,12 +16,12 @@ where to make them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from ..records import record
 from . import _sys
 
 
-@dataclass(frozen=True)
+@record
 class Hierarchy:
     """A mounted cgroup hierarchy that has the memory controller."""
 
@@ -33,7 +33,7 @@ class Hierarchy:
     """The cgroup path the mount shows at its top (``/`` unless mounted from a subtree)."""
 
 
-@dataclass(frozen=True)
+@record
 class Facts:
     """What the host reads from a run's memory cgroup when the run ends (bytes)."""
 

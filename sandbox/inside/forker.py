@@ -29,11 +29,11 @@ import signal
 import socket
 import struct
 import traceback
-from dataclasses import dataclass
 
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns
 from ..errors import ProtocolError
+from ..records import record
 from . import at_fork, hugepages
 from .request import WorkerSpec
 from .worker import serve as serve_worker
@@ -62,7 +62,7 @@ def native_loop_missing() -> str:
     return _NOT_BUILT
 
 
-@dataclass
+@record(frozen=False)
 class Clone:
     """A worker the forker made for the zygote (or why it could not)."""
 
@@ -232,7 +232,7 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec, order: commands.Fork) -> bo
     return True
 
 
-@dataclass(frozen=True)
+@record
 class _NativeLoop:
     """The loop of inside/_forkloop.c, for the orders it takes: what it needs, found once in Python."""
 

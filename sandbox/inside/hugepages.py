@@ -33,8 +33,9 @@ import ctypes
 import gc
 import os
 import sys
-from dataclasses import dataclass
 from typing import Callable
+
+from ..records import record
 
 _MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
@@ -48,7 +49,7 @@ _libc.sbrk.argtypes = [ctypes.c_ssize_t]
 _libc.sbrk.restype = ctypes.c_void_p
 
 
-@dataclass(frozen=True)
+@record
 class Collapsed:
     """What one :func:`collapse` did: 2 MiB ranges now (or already) huge, and those the kernel refused."""
 

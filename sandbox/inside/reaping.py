@@ -19,12 +19,12 @@ import select
 import selectors
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .. import frames, rundirs
 from ..confine import cgroup, memcg, memcg_lookup
 from ..errors import ProtocolError
+from ..records import record
 from . import proc
 from .cgroups import WorkerCgroups
 from .forker import Forker
@@ -38,7 +38,7 @@ SWEEP_INTERVAL_S = 0.05
 _OOM_KILL_WAIT_S = 0.2
 
 
-@dataclass
+@record(frozen=False)
 class Worker:
     pid: int
     priv: socket.socket | None  # zygote's end of the worker's private control socket (None: offered to the host)

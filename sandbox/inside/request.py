@@ -19,12 +19,12 @@ import socket
 import stat
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import commands, frames, protocol, rundirs, streams
 from ..filetypes import IMAGE_EXTENSIONS
 from ..policy import Limits, Policy
+from ..records import record
 from . import call, harness
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -33,7 +33,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MAX_ERROR_CHARS = 100_000
 
 
-@dataclass(frozen=True)
+@record
 class WorkerSpec:
     """What the zygote hands every worker it forks (built once, in the zygote)."""
 
@@ -47,7 +47,7 @@ class WorkerSpec:
     """Where the zygote makes one-shot run dirs."""
 
 
-@dataclass(frozen=True)
+@record
 class Confined:
     """A process after its confinement: the spec, and each layer as applied (for ``ready``)."""
 

@@ -54,12 +54,13 @@ import select
 import selectors
 import signal
 import socket
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable
 
 from .. import commands, frames, protocol
 from ..confine import _sys, state_scope
 from ..errors import ProtocolError
+from ..records import record
 from . import proc, request
 from .request import Channel, Confined
 
@@ -69,7 +70,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 # -- root --------------------------------------------------------------------------
-@dataclass
+@record(frozen=False)
 class _Node:
     pid: int
     sock: socket.socket
@@ -78,7 +79,7 @@ class _Node:
     """Told to keep a standby runner (and has not handed it out since)."""
 
 
-@dataclass
+@record(frozen=False)
 class _Run:
     seq: int
     line: int
@@ -87,7 +88,7 @@ class _Run:
     runner_sock: socket.socket
 
 
-@dataclass
+@record(frozen=False)
 class _Root:
     ctl: socket.socket
     confined: Confined

@@ -141,12 +141,12 @@ def test_an_unsupported_annotation_is_a_programming_error():
         schema.build(Bad, {}, source="x", error=ToyError)
 
 
-def test_schema_is_a_leaf_of_the_stdlib_and_errors():
+def test_schema_is_a_leaf_of_the_stdlib_errors_and_records():
     root = Path(schema.__file__).resolve().parents[1]
     code = (f"import sys, json; sys.path.insert(0, {str(root)!r}); import sandbox.schema; "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sandbox'))))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == ["sandbox", "sandbox.errors", "sandbox.schema"]
+    assert json.loads(out) == ["sandbox", "sandbox.errors", "sandbox.records", "sandbox.schema"]
 
 
 # --------------------------------------------------------------------------- both file kinds
