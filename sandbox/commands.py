@@ -9,11 +9,12 @@ reads a wire dict by key. Tables name what each receiver accepts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar
 
 from .errors import ProtocolError
 from .frames import Exited, Frame, frame_type, table
+from .records import record
 from .typed import bounded
 
 
@@ -52,6 +53,8 @@ class ReleaseRun(Frame):
 
 @frame_type
 class Shutdown(Frame):
+    """End the zygote: its workers, its forker, then itself."""
+
     KIND: ClassVar[str] = "shutdown"
 
 
@@ -86,7 +89,7 @@ WORKER_SPAWN = table(Spawn)
 
 
 # -- host -> worker (a run's message socket) ----------------------------------------------------
-@dataclass(frozen=True)
+@record
 class InputMeta:
     """An input file of a run; its bytes travel as a blob."""
 
@@ -150,12 +153,16 @@ class Cancel(Frame):
 
 @frame_type
 class Checkpoint(Frame):
+    """Session: keep the state line ``line`` is at alive (its node pinned), for a later :class:`Restore`."""
+
     KIND: ClassVar[str] = "checkpoint"
     line: int
 
 
 @frame_type
 class Restore(Frame):
+    """Session: line ``line`` goes back to the state of checkpoint ``node``."""
+
     KIND: ClassVar[str] = "restore"
     line: int
     node: int
@@ -163,18 +170,24 @@ class Restore(Frame):
 
 @frame_type
 class Release(Frame):
+    """Session: checkpoint ``node`` is no longer needed (its process ends once no line uses it)."""
+
     KIND: ClassVar[str] = "release"
     node: int
 
 
 @frame_type
 class Branch(Frame):
+    """Session: a new line starting from the state line ``line`` is at."""
+
     KIND: ClassVar[str] = "branch"
     line: int
 
 
 @frame_type
 class Drop(Frame):
+    """Session: line ``line`` ends (what only it used is freed)."""
+
     KIND: ClassVar[str] = "drop"
     line: int
 

@@ -164,6 +164,8 @@ class Returned(Frame):
 
 @frame_type
 class ReturnedImage(Returned):
+    """An image the run returned (``image``): a figure it showed, or an image file it made."""
+
     KIND: ClassVar[str] = "image"
 
 

@@ -28,8 +28,13 @@ def record(cls: _Cls | None = None, /, *, frozen: bool = True, kw_only: bool = F
     """``@dataclass(frozen=True)``, or ``@dataclass`` with ``frozen=False``; ``kw_only`` as dataclass's."""
 
     def make(cls: _Cls) -> _Cls:
+        undocumented = cls.__doc__ is None
+        if undocumented:  # else dataclass writes one from inspect.signature: ~0.2 ms a class
+            cls.__doc__ = " "
         cls = dataclasses.dataclass(init=False, repr=False, eq=False, kw_only=kw_only)(cls)
         fields = dataclasses.fields(cls)
+        if undocumented:
+            cls.__doc__ = f"{cls.__name__}({', '.join(f.name for f in fields)})"
         refused = [f.name for f in fields if not f.init]
         if refused:
             raise TypeError(f"@record {cls.__qualname__}: fields outside __init__ ({refused})")

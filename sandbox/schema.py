@@ -188,6 +188,9 @@ class _Where:
 
 @record
 class _Field:
+    """One key of a schema: its name, its type, the one key of the table the file holds it as (if any: ``InTable``),
+    whether it is required."""
+
     name: str
     tp: Any
     in_table: str | None

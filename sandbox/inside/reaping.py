@@ -40,6 +40,8 @@ _OOM_KILL_WAIT_S = 0.2
 
 @record(frozen=False)
 class Worker:
+    """A worker of this zygote, until it is reaped."""
+
     pid: int
     priv: socket.socket | None  # zygote's end of the worker's private control socket (None: offered to the host)
     pidfd: int

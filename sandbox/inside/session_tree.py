@@ -72,6 +72,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 # -- root --------------------------------------------------------------------------
 @record(frozen=False)
 class _Node:
+    """A process holding one state of the session (a committed run's end, or the start)."""
+
     pid: int
     sock: socket.socket
     pinned: int = 0
@@ -81,6 +83,8 @@ class _Node:
 
 @record(frozen=False)
 class _Run:
+    """The run in progress: on which line, from which node, and its runner."""
+
     seq: int
     line: int
     node: _Node
@@ -90,6 +94,8 @@ class _Run:
 
 @record(frozen=False)
 class _Root:
+    """The session root's state: its channel to the host, its nodes and lines, the run in progress."""
+
     ctl: socket.socket
     confined: Confined
     nodes: dict[int, _Node] = field(default_factory=dict)

@@ -129,3 +129,12 @@ def test_records_is_a_leaf_of_the_stdlib():
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sandbox'))))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == '["sandbox", "sandbox.records"]'
+
+
+def test_an_undocumented_record_is_named_after_its_fields():
+    @record
+    class Bare:
+        a: int
+        b: str = ""
+
+    assert Bare.__doc__ == "Bare(a, b)"
