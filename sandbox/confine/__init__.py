@@ -119,9 +119,10 @@ def readable_paths() -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if p and os.path.exists(p)))
 
 
-def prepare_in_zygote(policy: Policy) -> None:
+def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
     """Precompute what every run reuses (the seccomp BPF program, the filesystem view's steps for
-    :func:`readable_paths`) and stop BLAS thread pools.
+    :func:`readable_paths`) and stop BLAS thread pools. ``sessions`` False: a zygote that makes no session
+    root (a cold one) skips their filters.
 
     Safe to skip: apply compiles lazily, and with another thread running fork_worker
     falls back to a plain fork (the namespaces layer then says why it is unavailable)."""
@@ -130,8 +131,10 @@ def prepare_in_zygote(policy: Policy) -> None:
         try:
             for deny_shmem in (False, True):  # a worker without a memory cgroup gets the filter refusing shmem
                 seccomp.prepare(policy, deny_shmem=deny_shmem)
-                seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
-            state_scope.prepare()  # a session's first node installs it
+                if sessions:
+                    seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
+            if sessions:
+                state_scope.prepare()  # a session's first node installs it
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run

@@ -59,9 +59,10 @@ def find() -> bool:
         pass
 
     os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
+    lists = [ref for ref in gc.get_referrers(before, in_parent, in_child) if type(ref) is list]  # one walk of the heap
     found = []
     for marker in (before, in_parent, in_child):
-        holding = [ref for ref in gc.get_referrers(marker) if type(ref) is list and marker in ref]
+        holding = [callbacks for callbacks in lists if any(entry is marker for entry in callbacks)]
         for callbacks in holding:
             callbacks.remove(marker)
         found.append(holding)

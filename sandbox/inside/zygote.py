@@ -311,13 +311,13 @@ def main(control_fd: int) -> None:
     _settle_environment(hello.environment)
     with _exit_if_host_goes(sock):  # the image's import takes seconds: the host may die meanwhile
         failures = preload(image)
-    confine.prepare_in_zygote(policy)
+    warm = bool(image.preload)
+    confine.prepare_in_zygote(policy, sessions=warm)  # a cold zygote serves one-shot runs only (pool.py)
     spec = WorkerSpec(policy=policy, allowed_roots=image.allowed_roots, readable=readable_paths(),
                       zygote_pid=os.getpid(), run_root=hello.run_root)
     allowlist.prepare(spec.allowed_roots)  # built once here, not in every worker (see prepare)
     frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
-    warm = bool(image.preload)
     at_fork.run_child_callbacks()  # here, before the heap settles: the forker's birth runs none (at_fork.py)
     request.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
