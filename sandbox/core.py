@@ -9,7 +9,6 @@ of ``run()``.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import threading
@@ -195,6 +194,7 @@ def shared_sandbox(policy: "str | Path | Policy" = "default",
     """The process-wide warm Sandbox for (policy, image), started on first use."""
     from .image import Image
     from .policy import Policy
+    import json  # here: a new host imports this module on its way to the cold zygote's exec (see Sandbox())
     pol, img = Policy.load(policy), Image.load(image)
     key = json.dumps([pol.to_dict(), img.to_dict()], sort_keys=True)
     with _shared_lock:

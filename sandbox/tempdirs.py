@@ -26,9 +26,8 @@ import stat
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 
-from . import bootstrap, rundirs
+from . import bootstrap
 
 MARKER = ".owner"
 """The file inside each dir whose ``flock`` says its owner lives."""
@@ -36,18 +35,21 @@ GRACE_S = 60.0
 """A dir younger than this is never swept: its owner may not have locked its marker yet."""
 
 
-@dataclass
 class OwnedDir:
     """A temp dir this process made and holds (see the module's docstring)."""
 
-    path: str
-    _lock_fd: int = field(repr=False)
-    _maker: int = field(default_factory=os.getpid, repr=False)
-    """The pid that made it: a fork of that process never removes it at its exit."""
+    def __init__(self, path: str, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+        self._maker = os.getpid()
+        """The pid that made it: a fork of that process never removes it at its exit."""
+
+    def __repr__(self) -> str:
+        return f"OwnedDir({self.path!r})"
 
     def remove(self) -> bool:
         """Remove the dir whole, then let its lock go. Idempotent; never raises; True when it is gone."""
-        gone = rundirs.remove(self.path)
+        gone = _remove_tree(self.path)
         with _held_lock:
             _held.pop(id(self), None)
             fd, self._lock_fd = self._lock_fd, -1
@@ -86,7 +88,7 @@ def make(prefix: str, mode: int = 0o700) -> OwnedDir:
             os.close(fd)
             raise
     except BaseException:
-        rundirs.remove(path)
+        _remove_tree(path)
         raise
     owned = OwnedDir(path, fd)
     with _held_lock:
@@ -107,6 +109,13 @@ def sweep(prefix: str, root: str | None = None) -> list[str]:
         if _abandoned(entry):
             removed.append(entry.path)
     return removed
+
+
+def _remove_tree(path: str) -> bool:
+    # rundirs (with dataclasses, ~5 ms) only once something is removed: a new host imports this module on its way
+    # to the cold zygote's exec (core.py), which a cold start's first run waits for.
+    from . import rundirs
+    return rundirs.remove(path)
 
 
 def _abandoned(entry: os.DirEntry[str]) -> bool:
@@ -137,7 +146,7 @@ def _remove_marker_last(path: str) -> bool:
         names = [name for name in os.listdir(path) if name != MARKER]
     except OSError:
         return False
-    if not all([rundirs.remove(os.path.join(path, name)) for name in names]):
+    if not all([_remove_tree(os.path.join(path, name)) for name in names]):
         return False
     marker = os.path.join(path, MARKER)
     try:
