@@ -33,9 +33,8 @@ import ctypes
 import gc
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable
-
-from ..records import record
 
 _MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
@@ -49,7 +48,7 @@ _libc.sbrk.argtypes = [ctypes.c_ssize_t]
 _libc.sbrk.restype = ctypes.c_void_p
 
 
-@record
+@dataclass(frozen=True)
 class Collapsed:
     """What one :func:`collapse` did: 2 MiB ranges now (or already) huge, and those the kernel refused."""
 
