@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -138,3 +139,22 @@ def test_an_undocumented_record_is_named_after_its_fields():
         b: str = ""
 
     assert Bare.__doc__ == "Bare(a, b)"
+
+
+def test_the_zygotes_imports_compile_no_dataclass_methods():
+    """What a cold start's first run waits for: the zygote's imports (sandbox.inside.zygote, in a fresh interpreter
+    as the zygote starts). Each plain ``@dataclass`` there compiles its methods (~0.45 ms a class); only the one
+    in hugepages.py stays (the floors' server loads that file alone, without the package)."""
+    root = Path(records.__file__).resolve().parents[1]
+    code = (f"import sys, json, dataclasses; sys.path.insert(0, {str(root)!r})\n"
+            "compiled = []\n"
+            "process = dataclasses._process_class\n"
+            "def spy(cls, init, *args, **kwargs):\n"
+            "    if init:\n"
+            "        compiled.append(cls.__module__ + '.' + cls.__qualname__)\n"
+            "    return process(cls, init, *args, **kwargs)\n"
+            "dataclasses._process_class = spy\n"
+            "import sandbox.inside.zygote\n"
+            "print(json.dumps(compiled))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == ["sandbox.inside.hugepages.Collapsed"]
