@@ -99,18 +99,23 @@ def run_dir_emptied(path: str) -> bool:
         return False
 
 
-def settled_count(sb: sandbox.Sandbox, timeout: float = 5.0) -> int:
-    """Number of processes under the zygotes once the pre-fork pool is refilled and idle."""
+def settled_count(sb: sandbox.Sandbox, timeout: float = 10.0) -> int:
+    """Number of processes under the zygotes once the pre-fork pool is refilled and idle: the warm zygotes up (the
+    image's import, seconds, is not part of ``timeout``), the cold one retired, and the same processes for 0.3 s,
+    at least one per pre-forked worker. (A count taken while the first pool still fills, or the cold zygote's
+    processes still go, is not a baseline: it made the orphan tests fail on a slow machine.)"""
+    sb.zygote_pids  # noqa: B018 - waits for the warm zygotes' hello
     expected = sb.policy.runtime.prefork
     deadline = time.monotonic() + timeout
-    count = len(descendants(sb))
+    seen, since = descendants(sb), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        now = len(descendants(sb))
-        if now == count and now >= expected:
-            return now
-        count = now
-    return count
+        now = descendants(sb)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif len(now) >= expected and sb._pool.cold_pid is None and time.monotonic() - since >= 0.3:
+            break
+    return len(seen)
 
 
 def standby_fds() -> set[int]:
