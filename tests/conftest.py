@@ -66,8 +66,10 @@ def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
     keeps for its later workers (at most ``spare_dirs.MAX_SPARE`` each: sandbox/inside/spare_dirs.py).
 
     Each pre-forked worker waits in a run dir the zygote made for it; a used one is
-    kept empty or removed by the zygote once it is idle, so this waits up to ``timeout`` for that.
+    kept empty or removed by the zygote once it is idle, so this waits up to ``timeout`` for that (once the warm
+    zygotes are up: the image's import is not part of it).
     """
+    sb.zygote_pids  # noqa: B018 - waits for the warm zygotes' hello
     deadline = time.monotonic() + timeout
     while True:
         in_use = set()
