@@ -28,7 +28,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-from . import schema
+from . import datafiles, schema
 from .errors import ImageError
 from .records import record
 
@@ -138,12 +138,10 @@ class Image:
 
 def available_images() -> list[str]:
     """Names of the images shipped in ``images/``."""
-    from . import datafiles  # here: files are the host's (the zygote gets dicts), and pathlib costs its start ~5 ms
     return datafiles.names_in(datafiles.shipped_dir("images"))
 
 
 def _resolve(name_or_path: "str | Path") -> Path:
-    from . import datafiles  # likewise
     return datafiles.resolve(name_or_path, datafiles.shipped_dir("images"), "image", ImageError)
 
 
@@ -192,7 +190,7 @@ def interpreter_for(venv: Path | str | None) -> str:
     """
     if venv is None:
         return sys.executable
-    from pathlib import Path  # likewise
+    from pathlib import Path  # here: the zygote imports this module, never this function, and no pathlib
     root = Path(venv)
     python = root / "bin" / "python"
     if not (root / "pyvenv.cfg").is_file() or not python.exists():
@@ -263,7 +261,7 @@ def install(image: "Image | str | Path", venv: Path | str | None = None, *,
     image = Image.load(image)
     requirements = list(image.requirements)
     if venv is not None:
-        from pathlib import Path  # likewise
+        from pathlib import Path  # here: the zygote imports this module, never this function, and no pathlib
         root = Path(venv)
         if not (root / "pyvenv.cfg").is_file():
             if root.exists() and any(root.iterdir()):

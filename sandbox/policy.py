@@ -15,7 +15,7 @@ import os
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-from . import schema
+from . import datafiles, schema
 from .errors import PolicyError
 from .records import record
 
@@ -199,10 +199,8 @@ class Policy:
 
 def available_policies() -> list[str]:
     """Names of the policies shipped in ``policies/``."""
-    from . import datafiles  # here: files are the host's (the zygote gets dicts), and pathlib costs its start ~5 ms
     return datafiles.names_in(datafiles.shipped_dir("policies"))
 
 
 def _resolve(name_or_path: "str | Path") -> Path:
-    from . import datafiles  # likewise
     return datafiles.resolve(name_or_path, datafiles.shipped_dir("policies"), "policy", PolicyError)
