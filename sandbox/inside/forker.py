@@ -121,8 +121,8 @@ class Forker:
                 rundirs.remove(run_dir.path)
             raise OSError(reply.errno, reply.error)
         if reply.awaits_cgroups:
-            confine.release_worker(self.spec.policy, reply.pid, run_dir is None, socket.socket(fileno=fds[2]))
-        return Clone(pid=reply.pid, priv=socket.socket(fileno=fds[0]), pidfd=fds[1], run_dir=run_dir)
+            confine.release_worker(self.spec.policy, reply.pid, run_dir is None, seqpacket(fds[2]))
+        return Clone(pid=reply.pid, priv=seqpacket(fds[0]), pidfd=fds[1], run_dir=run_dir)
 
     @property
     def pending(self) -> int:
@@ -169,6 +169,12 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
             pass
     finally:
         os._exit(status)
+
+
+def seqpacket(fd: int) -> socket.socket:
+    """The socket object of one of the SOCK_SEQPACKET ends a clone makes (socketpair here or in _forkloop.c). Named
+    outright: ``socket(fileno=fd)`` asks the kernel for the family, type and protocol, 3 system calls a socket."""
+    return socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
 
 
 def _recv_order(sock: socket.socket) -> bytes | None:
@@ -270,4 +276,4 @@ class _NativeLoop:
         sock.close()
         detail = namespaces_clone.detail_after_native_setup(tuple(mounts), cgroup_ns)
         ns_status = confine.worker_in_namespaces(spec.policy, self.template, detail, note[1:].decode(errors="replace"))
-        serve_worker(socket.socket(fileno=priv), spec, _run_dir(_decode_order(packet)), ns_status)  # never returns
+        serve_worker(seqpacket(priv), spec, _run_dir(_decode_order(packet)), ns_status)  # never returns

@@ -165,7 +165,7 @@ def attach(fds: list[int]) -> Channel:
     sys.stdout = sys.__stdout__ = out
     sys.stderr = sys.__stderr__ = err
     _prepared = None
-    _current = Channel(socket.socket(fileno=chan_fd), _tagged_fd)
+    _current = Channel(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, chan_fd), _tagged_fd)  # collect.py's
     return _current
 
 
