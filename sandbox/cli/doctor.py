@@ -177,7 +177,8 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
         entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
                  "detail": _detail(name, why, active), "fix": "" if ok or not _needed(name) else fix}
         if name == "namespaces" and ok:
-            shared = confine.netns.why_not(policy, confine.landlock.abi_version())
+            # ok: this uid may make user namespaces, so a forker that is not root makes one of its own (userns.py)
+            shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=True)
             entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "
                                 "them AF_UNIX only, Landlock scopes abstract sockets to each run)" if not shared else
                                 f"; a network namespace per worker ({shared})")
@@ -255,8 +256,10 @@ def _privileges() -> str:
                 "memory, shmem included, where a memory hierarchy is writable (row memory_cgroup)")
     return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
             "counts this uid's processes in the worker's user namespace, or host-wide without one); workers drop "
-            "the capabilities their user namespace gives them; no memory cgroup without a delegated subtree, so "
-            "memfd_create and SysV shared memory are refused (row memory_cgroup)")
+            "the capabilities their user namespace gives them; their forker makes a user namespace of its own, in "
+            "which it builds their root once and the network namespace they share, as root's does (rows namespaces, "
+            "fs_view); no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
+            "refused (row memory_cgroup)")
 
 
 def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:

@@ -19,9 +19,10 @@ disk then covers; the worker re-binds them from there), its ``/etc/passwd`` (hom
 work dir). Any step that fails raises :class:`fsview.Broken`: a worker in a copy of the
 template never runs a snippet with less than the whole view.
 
-Used where the forker may ``setns`` (CAP_SYS_ADMIN: root, or root of a container), for a
-worker whose run dirs lie under ``/tmp`` and fit the zygote's plan (fsplan.py); anywhere
-else the worker builds its root itself (fsview.py), as before.
+Used where the forker may ``setns`` (CAP_SYS_ADMIN: root, root of a container, or any uid whose
+forker entered a user namespace of its own: userns.py), for a worker whose run dirs lie under
+``/tmp`` and fit the zygote's plan (fsplan.py); anywhere else the worker builds its root itself
+(fsview.py), as before.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 
 from ..policy import Policy
 from ..records import record
-from . import _sys, disk, fsplan, fsview
+from . import _sys, disk, fsplan, fsview, userns
 
 CLONE_NEWNS = 0x20000
 MS_PRIVATE, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 0x40000, 0x4000, 2, 4, 8, 0x1000
@@ -77,8 +78,9 @@ def build(policy: Policy, readable: tuple[str, ...], scratch: str | None = None)
 def _build(policy: Policy, readable: tuple[str, ...], scratch: str | None) -> str:
     if "namespaces" not in policy.confinement.layers:
         return "namespaces is not in confinement.layers"
-    if os.geteuid() != 0:
-        return f"uid {os.geteuid()} is not root: setns into a mount namespace needs CAP_SYS_ADMIN"
+    if not userns.may_admin():
+        return (f"uid {os.geteuid()} is not root, and its forker has no user namespace of its own: setns into a mount "
+                "namespace needs CAP_SYS_ADMIN")
     plan = fsplan.prepared(policy, readable)
     if plan is None:
         return "the zygote resolved no plan of the view for these readable paths"

@@ -25,7 +25,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Callable
 
-from . import _sys, netns
+from . import _sys, netns, userns
 
 if TYPE_CHECKING:
     from .fstemplate import Template
@@ -62,21 +62,6 @@ def _flag_names(flags: int) -> str:
 
 #: The clone's name in its errors (made once: a forker clones once per run).
 _CLONE_NAME = f"clone({_flag_names(_CLONE_NS)})"
-
-
-def _map_ids(uid: int, gid: int) -> None:
-    """In a new user namespace: our uid/gid (read before it: inside they read 65534 until mapped) map
-    to themselves; setgroups is denied (an unprivileged process must, before writing gid_map)."""
-    for path, text in (("setgroups", b"deny"), ("uid_map", b"%d %d 1\n" % (uid, uid)),
-                       ("gid_map", b"%d %d 1\n" % (gid, gid))):
-        try:  # one open and one write each (these files take the whole text in one write)
-            fd = os.open(f"/proc/self/{path}", os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, text)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _sys.SyscallError(f"write /proc/self/{path}", exc.errno or 1) from exc
 
 
 def settle_threads_in_parent() -> int:
@@ -272,7 +257,7 @@ def _init_child(go_r: socket.socket, ack_w: int, parent: int, uid: int, gid: int
     if _read_host_pid("parent") != parent:  # the zygote died before prctl took effect (the host's /proc says so)
         os._exit(0)
     try:
-        _map_ids(uid, gid)
+        userns.map_ids(uid, gid)
         _mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private", required=True)
         if _sys.libc.sethostname(b"sandbox", 7) != 0:
             raise _sys.SyscallError("sethostname", ctypes.get_errno())

@@ -11,7 +11,8 @@ down) and owned by the forker's user namespace, in which a worker holds no capab
 So the forker enters one (``unshare(CLONE_NEWNET)``, before its first clone) only where every
 run is sure to have both layers (the policy requires ``seccomp`` and ``landlock``, and the
 kernel's Landlock scopes abstract sockets); where that does not hold, or ``unshare`` is refused
-(it needs CAP_SYS_ADMIN: root), each worker is cloned into a network namespace of its own.
+(it needs CAP_SYS_ADMIN: root, or a forker in a user namespace of its own, userns.py), each
+worker is cloned into a network namespace of its own.
 (A worker that could not get namespaces at all, a plain fork, is then in the empty shared one
 rather than in the host's.)
 """
@@ -19,10 +20,9 @@ rather than in the host's.)
 from __future__ import annotations
 
 import ctypes
-import os
 
 from ..policy import Policy
-from . import _sys
+from . import _sys, userns
 
 CLONE_NEWNET = 0x40000000
 #: Landlock ABI whose scoping covers abstract UNIX sockets.
@@ -31,23 +31,24 @@ SCOPED_ABI = 6
 _shared: list[bool] = []
 
 
-def why_not(policy: Policy, landlock_abi: int) -> str:
+def why_not(policy: Policy, landlock_abi: int, may_admin: bool) -> str:
     """Why a forker under this policy and kernel (its Landlock ABI, ``landlock.abi_version()``) gives each worker
-    a network namespace of its own; "" if it shares one (root)."""
+    a network namespace of its own; "" if it shares one. ``may_admin``: whether the forker holds CAP_SYS_ADMIN
+    (root, or a user namespace of its own: userns.py)."""
     required = set(policy.confinement.required) & set(policy.confinement.layers)
     if not {"seccomp", "landlock"} <= required:
         return "the policy does not require seccomp and landlock"
     if landlock_abi < SCOPED_ABI:
         return f"Landlock ABI {landlock_abi} does not scope abstract sockets (needs {SCOPED_ABI})"
-    if os.geteuid() != 0:
-        return "not root (making the shared one needs CAP_SYS_ADMIN)"
+    if not may_admin:
+        return "not root, and no user namespace of the forker's own (making the shared one needs CAP_SYS_ADMIN)"
     return ""
 
 
 def share_one(policy: Policy, landlock_abi: int) -> str:
     """In the forker, before its first clone: enter the shared namespace if :func:`why_not` has no reason.
     Returns why not ("" when entered); never raises."""
-    reason = why_not(policy, landlock_abi)
+    reason = why_not(policy, landlock_abi, userns.may_admin())
     if reason:
         return reason
     if _sys.libc.unshare(CLONE_NEWNET) != 0:

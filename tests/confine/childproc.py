@@ -115,8 +115,9 @@ def as_worker(pol: Policy, template_for: "confine.ConfineContext | None" = None,
     """
     run_dirs = None
     if template_for is not None:
-        from sandbox.confine import fsplan, fstemplate
+        from sandbox.confine import fsplan, fstemplate, userns
         fsplan.prepare(pol, template_for.readable)
+        userns.enter_own(pol)  # as the forker: not root, it builds the template in a user namespace of its own
         why_not = fstemplate.build(pol, template_for.readable)
         if why_not:
             raise RuntimeError(f"no template: {why_not}")

@@ -17,7 +17,7 @@ import tempfile
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import fsplan, fstemplate
+from sandbox.confine import fsplan, fstemplate, landlock, netns, userns
 from sandbox.errors import SandboxUnavailable
 
 from .childproc import as_worker, errnos, in_child, policy, skip_unless
@@ -62,6 +62,23 @@ def test_a_copy_s_mounts_stay_read_only_and_mounted_even_with_cap_sys_admin(dirs
         assert got["setup"] == {"writable_usr": errno.EPERM, "unmount_usr": errno.EINVAL}, got["setup"]
     else:
         assert got["setup"] == {"writable_usr": 0, "unmount_usr": 0}, got["setup"]
+
+
+def test_an_unprivileged_uid_s_copy_is_locked_as_root_s(dirs):
+    """uid 65534's forker builds the template in a user namespace of its own (confine/userns.py); a worker's user
+    namespace is a child of that one, so the copy's mounts come from a more privileged namespace and are locked."""
+    ctx = dirs.ctx()
+    pol = policy("default", **BARE)
+    for path in (dirs.root, ctx.workdir, ctx.tmpdir):
+        os.chown(path, 65534, 65534)
+
+    def setup():
+        as_worker(pol, template_for=ctx)
+        fstemplate.finish(pol, ctx)
+        return errnos([("writable_usr", lambda: _clear_read_only("/usr")), ("unmount_usr", lambda: _unmount("/usr"))])
+    got = in_child(lambda: None, setup, uid=65534)
+    assert got["ok"], got
+    assert got["setup"] == {"writable_usr": errno.EPERM, "unmount_usr": errno.EINVAL}, got["setup"]
 
 
 def _refuse_new_mounts():
@@ -161,6 +178,40 @@ def test_an_unprivileged_uid_builds_none(dirs):
     got = in_child(build, uid=65534)
     assert got["ok"], got
     assert "uid 65534 is not root" in got["value"], got["value"]
+
+
+@pytest.mark.parametrize("uid", [65534, 4242])
+def test_an_unprivileged_uid_in_a_user_namespace_of_its_own_builds_one_and_shares_a_network_namespace(dirs, uid):
+    """What an unprivileged uid's forker does before its first clone (confine/userns.py): in a user namespace of
+    its own it holds CAP_SYS_ADMIN there, so it builds the template (and may enter it and come back) and makes the
+    shared network namespace; its ids are still its own (65534 is also what an unmapped id reads as: 4242 too)."""
+    ctx = dirs.ctx()
+    pol = policy("default")
+    for path in (dirs.root, ctx.workdir, ctx.tmpdir):
+        os.chown(path, uid, uid)
+
+    def build():
+        host_user, host_net = os.readlink("/proc/self/ns/user"), os.readlink("/proc/self/ns/net")
+        fsplan.prepare(pol, ctx.readable)
+        entered = userns.enter_own(pol)
+        built = fstemplate.build(pol, ctx.readable)
+        shared = netns.share_one(pol, landlock.abi_version())
+        return {"entered": entered, "built": built, "shared": shared, "ids": [os.geteuid(), os.getegid()],
+                "own_user_ns": os.readlink("/proc/self/ns/user") != host_user,
+                "own_net_ns": os.readlink("/proc/self/ns/net") != host_net,
+                "held": fstemplate.for_run(pol, ctx.readable, (ctx.workdir, ctx.tmpdir)) is not None}
+    got = in_child(build, uid=uid)
+    assert got["ok"], got
+    v = got["value"]
+    assert v["entered"] == v["built"] == "" and v["held"] and v["own_user_ns"], v
+    assert v["ids"] == [uid, uid], v
+    scoped = landlock.abi_version() >= netns.SCOPED_ABI
+    assert (v["shared"] == "") == scoped == v["own_net_ns"], v
+
+
+def test_root_needs_no_user_namespace_of_its_own():
+    assert userns.enter_own(policy("default")) == "root: needs none"
+    assert not userns.entered()
 
 
 def test_runs_through_the_forker_get_copies_sessions_build_their_own():

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import namespaces, namespaces_clone
+from sandbox.confine import namespaces, namespaces_clone, userns
 
 from .childproc import as_worker, errnos, in_child, policy, skip_unless
 
@@ -243,7 +243,7 @@ def _no_user_namespaces_left():
     (user.max_user_namespaces is per user namespace: the host's setting is untouched.)"""
     uid, gid = os.geteuid(), os.getegid()
     namespaces_clone._unshare(namespaces_clone.CLONE_NEWUSER)
-    namespaces_clone._map_ids(uid, gid)
+    userns.map_ids(uid, gid)
     with open("/proc/sys/user/max_user_namespaces", "w") as fh:
         fh.write("0")
 

@@ -52,6 +52,14 @@ ATTACKS = {
 }
 
 
+#: A run's network namespace, its network devices, and whether its root is a copy of the forker's template
+#: (its /etc/passwd is a mount of its own over the template's file: test_fstemplate.py).
+NAMESPACES_PROBE = ("import os\n"
+                    "mounts = [line.split()[4] for line in open('/proc/self/mountinfo')]\n"
+                    "print(os.readlink('/proc/self/ns/net'), open('/proc/net/dev').read().count(':'), "
+                    "'/etc/passwd' in mounts)")
+
+
 def _readable_as(uid: int, path: str) -> bool:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -109,6 +117,7 @@ def _run_as_nobody(secret: str, root: str) -> dict:
                     res = sb.run(snippet(body, file=secret, dir=root, host=os.getppid()), timeout=8)
                     out[name] = {"text": res.stdout + res.stderr + (res.error or ""), "outcome": str(res.outcome)}
                 out["__uid__"] = sb.run("import os; print(os.getuid())").stdout
+                out["__namespaces__"] = [sb.run(NAMESPACES_PROBE).stdout for _ in range(3)]
                 with sb.session() as s:  # the states of a session, all of this uid, kept apart
                     s.run("x = 1")
                     mark = s.checkpoint()
@@ -126,6 +135,21 @@ def _run_as_nobody(secret: str, root: str) -> dict:
         data = fh.read()
     os.waitpid(pid, 0)
     return json.loads(data or '{"__error__": "child died"}')
+
+
+def test_unprivileged_workers_share_one_empty_network_namespace_and_copy_the_forkers_root(unprivileged_results):
+    """What root's forker does once instead of in every worker (confine/netns.py, fstemplate.py), uid 65534's does
+    too, in a user namespace of its own (confine/userns.py): its runs share one network namespace (only lo) and
+    start in a copy of the root it built."""
+    from sandbox.confine import landlock, namespaces
+    results, _planted = unprivileged_results
+    assert "__error__" not in results, results.get("__error__")
+    if not namespaces.probe()[0]:
+        pytest.skip("no user namespaces here")
+    seen = [line.split() for line in results["__namespaces__"]]
+    assert [(devices, copied) for _, devices, copied in seen] == [("1", "True")] * 3, seen
+    assert os.readlink("/proc/self/ns/net") not in {net for net, _, _ in seen}
+    assert len({net for net, _, _ in seen}) == (1 if landlock.abi_version() >= 6 else 3), seen
 
 
 def test_cant_signal_another_session_state_as_unprivileged_uid(unprivileged_results):
