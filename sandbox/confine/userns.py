@@ -38,9 +38,18 @@ def enter_own(policy: Policy) -> str:
     if "namespaces" not in policy.confinement.layers:
         return "namespaces is not in confinement.layers"
     ids = os.geteuid(), os.getegid()  # read before the unshare: inside, unmapped, they read 65534
-    trial = os.fork()  # the step below is for good: a child tries it first, as a kernel or an LSM may grant the
-    if trial == 0:  # namespace and then refuse its id maps or its capabilities  # pragma: no cover - the trial
-        os._exit(0 if _unshare() == "" and _map_and_own_mounts(*ids) == "" else 1)
+    # Entering is for good, and a kernel or an LSM may grant the namespace and then refuse its id maps or its
+    # capabilities: a child tries first.
+    try:
+        trial = os.fork()
+    except OSError as exc:
+        return f"no child to try it in: {exc}"
+    if trial == 0:  # pragma: no cover - the trial child
+        worked = False
+        try:
+            worked = _unshare() == "" and _map_and_own_mounts(*ids) == ""
+        finally:
+            os._exit(0 if worked else 1)
     if os.waitpid(trial, 0)[1] != 0:
         return "a user namespace of its own is refused here (unshare, its id maps or a mount in it)"
     reason = _unshare()

@@ -209,6 +209,38 @@ def test_an_unprivileged_uid_in_a_user_namespace_of_its_own_builds_one_and_share
     assert (v["shared"] == "") == scoped == v["own_net_ns"], v
 
 
+def _uid_65534_with_no_user_namespaces_left():
+    """Root, seen as uid 65534 from a user namespace of its own whose limit on nested ones is 0 (the limit is per
+    user namespace: the host's is untouched)."""
+    from sandbox.confine import namespaces_clone
+    namespaces_clone._unshare(namespaces_clone.CLONE_NEWUSER)
+    for path, text in (("setgroups", "deny"), ("uid_map", "65534 0 1\n"), ("gid_map", "65534 0 1\n")):
+        with open(f"/proc/self/{path}", "w") as fh:
+            fh.write(text)
+    with open("/proc/sys/user/max_user_namespaces", "w") as fh:
+        fh.write("0")
+
+
+def test_where_its_own_user_namespace_is_refused_the_forker_stays_as_it_was(dirs):
+    """The trial child is refused (no user namespace left to make): the forker enters nothing, and builds no
+    template and shares no network namespace, as before."""
+    ctx = dirs.ctx()
+    pol = policy("default")
+
+    def build():
+        mine = os.readlink("/proc/self/ns/user"), os.readlink("/proc/self/ns/mnt")
+        fsplan.prepare(pol, ctx.readable)
+        reason = userns.enter_own(pol)
+        return {"reason": reason, "entered": userns.entered(), "built": fstemplate.build(pol, ctx.readable),
+                "shared": netns.share_one(pol, landlock.abi_version()),
+                "same": (os.readlink("/proc/self/ns/user"), os.readlink("/proc/self/ns/mnt")) == mine}
+    got = in_child(build, _uid_65534_with_no_user_namespaces_left)
+    assert got["ok"], got
+    v = got["value"]
+    assert "refused" in v["reason"] and not v["entered"] and v["same"], v
+    assert "uid 65534 is not root" in v["built"] and "not root" in v["shared"], v
+
+
 def test_root_needs_no_user_namespace_of_its_own():
     assert userns.enter_own(policy("default")) == "root: needs none"
     assert not userns.entered()
