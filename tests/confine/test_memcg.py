@@ -282,3 +282,17 @@ def test_the_pids_cgroups_a_forker_made_go_with_their_workers_but_not_a_shared_m
     cgroup._sweep_made(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"w{pid}" for pid in (shared, busy, live))
     assert cgroup._made == [busy, live]  # the busy one is tried again at the next worker; the shared one is memcg's
+
+
+def test_the_mount_table_is_parsed_again_only_when_it_changes(monkeypatch):
+    """The host looks for a worker's memory cgroup at every run, also where there is none (an unprivileged uid):
+    the parse of /proc/self/mountinfo is kept while the table reads the same."""
+    parsed = []
+    real = memcg_lookup._parse
+    monkeypatch.setattr(memcg_lookup, "_parse", lambda table: parsed.append(table) or real(table))
+    monkeypatch.setattr(memcg_lookup, "_parsed", [])
+    first = memcg_lookup.hierarchies()
+    first.append("not the cache's")
+    assert memcg_lookup.hierarchies() == first[:-1] and len(parsed) == 1
+    monkeypatch.setattr(memcg_lookup, "_parsed", [("another table", ())])
+    assert memcg_lookup.hierarchies() == first[:-1] and len(parsed) == 2
