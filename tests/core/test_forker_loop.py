@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -112,8 +113,9 @@ def test_without_the_c_loop_the_python_loop_makes_the_same_workers(tmp_path: Pat
 
 
 def test_an_unprivileged_uid_gets_the_c_loop_too() -> None:
-    """As uid 65534 the forker holds no template (it cannot setns) and clones into a user namespace it owns: the C
-    loop clones there too (and the Python loop, which answered the first order, handed over)."""
+    """As uid 65534 the forker enters a user namespace of its own (confine/userns.py) and clones from there: the C
+    loop clones there too (and the Python loop, which answered the first order, handed over). The namespace keeps
+    its death signal: the forker and the workers end with the zygote."""
     from tests.security.test_unprivileged import NOBODY, _readable_as
     c_loop_expected()
     if os.geteuid() != 0:
@@ -130,7 +132,14 @@ def test_an_unprivileged_uid_gets_the_c_loop_too() -> None:
             tempfile.tempdir = None  # /tmp again, as this uid
             with sandbox.Sandbox(policy="strict", cold_start=False) as box:
                 faults, worker = _faults_a_clone(box)
-            answer = {"faults": faults, "worker": worker}
+                zygote = box.zygote_pids[0]
+                family = [c.pid for c in psutil.Process(zygote).children()]
+                forkers = [p for p in family if _pid_namespace(p) == _pid_namespace(zygote)]
+                own_user_namespace = [os.readlink(f"/proc/{p}/ns/user") != os.readlink(f"/proc/{zygote}/ns/user")
+                                      for p in forkers]
+                os.kill(zygote, 9)
+                left = _alive(family, within_s=10)
+            answer = {"faults": faults, "worker": worker, "own_user_namespace": own_user_namespace, "left": left}
         except BaseException as exc:  # noqa: BLE001 - reported to the test
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         os.write(write, json.dumps(answer).encode())
@@ -142,6 +151,23 @@ def test_an_unprivileged_uid_gets_the_c_loop_too() -> None:
     assert "error" not in answer, answer
     assert answer["faults"] < MAX_FAULTS_A_CLONE_IN_C, answer
     assert answer["worker"].startswith("1 1 2 0000000000000000 0000000000000000\n"), answer
+    assert answer["own_user_namespace"] == [True] and answer["left"] == [], answer
+
+
+def _alive(pids: list[int], within_s: float) -> list[int]:
+    """Which of ``pids`` still run (zombies do not) after waiting up to ``within_s`` for none to."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
