@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from typing import Any
 
 from ..policy import Policy
@@ -83,6 +84,12 @@ _baseline: list[int] = []
 _chosen: list[tuple[Hierarchy, str]] = []
 #: Optional control files, by name: present or not (the kernel's features do not change while we run).
 _optional: dict[str, bool] = {}
+#: This process's last refusal by every hierarchy for lack of permission (or of any memory hierarchy): (when, errno,
+#: why). Kept ``REFUSAL_KEPT_S``: an unprivileged uid's zygote would otherwise list and try each parent again for
+#: every worker (~20 system calls), and look for the cgroup it could not make twice more.
+_refused: list[tuple[float, int, str]] = []
+REFUSAL_KEPT_S = 30.0
+_PERMANENT = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def measure_baseline() -> int:
@@ -132,19 +139,33 @@ def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) 
             return _describe(mine, hierarchy, limit)
         except OSError:
             _chosen.clear()  # e.g. the zygote's cgroup removed from outside: look again
+    if refused():
+        _, err, why = _refused[0]
+        raise _sys.SyscallError("make a memory cgroup", err, why)
     errors: list[str] = []
     last = errno.ENOENT
+    permanent = True
     for hierarchy, parent in [(h, p) for h in memcg_lookup.hierarchies() for p in memcg_lookup.parents(h)]:
         try:
             mine = _make(hierarchy, parent, zygote, pid, limit, handover)
         except OSError as exc:
             errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
             last = exc.errno or last
+            permanent = permanent and exc.errno in _PERMANENT
             continue
         _chosen[:] = [(hierarchy, parent)]
+        _refused.clear()
         return _describe(mine, hierarchy, limit)
     why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
+    if permanent:
+        _refused[:] = [(time.monotonic(), last, why)]
     raise _sys.SyscallError("make a memory cgroup", last, why)
+
+
+def refused() -> bool:
+    """Whether this process was refused a memory cgroup by every hierarchy, for lack of permission (or of any
+    memory hierarchy), less than ``REFUSAL_KEPT_S`` ago: then none is tried, and none of its workers has one."""
+    return bool(_refused) and time.monotonic() - _refused[0][0] < REFUSAL_KEPT_S
 
 
 def _describe(mine: str, hierarchy: Hierarchy, limit: int) -> str:

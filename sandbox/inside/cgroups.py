@@ -35,6 +35,8 @@ class WorkerCgroups:
     def locate(self, pid: int) -> str | None:
         """The memory cgroup of worker ``pid``, if it has one."""
         if not self._dirs:
+            if memcg.refused():  # none could be made here (an unprivileged uid): no sandbox-<pid> dir to look for
+                return None
             self._dirs = memcg_lookup.zygote_dirs(os.getpid())
         return memcg_lookup.locate(os.getpid(), pid, self._dirs)
 

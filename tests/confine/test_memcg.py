@@ -179,6 +179,32 @@ def test_as_unprivileged_uid_there_is_none_and_the_probe_says_why():
     assert not ok and f"uid {NOBODY} cannot make a memory cgroup" in why and "memfd_create" in why, why
 
 
+def test_a_refusal_for_lack_of_permission_is_kept_for_a_while():
+    """uid 65534's zygote is refused a memory cgroup by every hierarchy: the next workers get the same refusal
+    without a hierarchy tried again (~20 system calls a worker), until REFUSAL_KEPT_S has passed."""
+    from sandbox.inside.cgroups import WorkerCgroups
+
+    def refuse_three():
+        pol = policy("default")
+        looked = []
+        real = memcg_lookup.hierarchies
+        memcg_lookup.hierarchies = lambda: looked.append(1) or real()
+        first = memcg.join_in_parent(pol, os.getpid())
+        kept = memcg.join_in_parent(pol, os.getpid()), len(looked), memcg.refused(), WorkerCgroups().locate(1)
+        memcg.REFUSAL_KEPT_S = 0.0
+        again = memcg.join_in_parent(pol, os.getpid()), len(looked)
+        return {"first": first, "kept": kept, "again": again}
+    got = in_child(refuse_three, uid=NOBODY)
+    assert got["ok"], got
+    v = got["value"]
+    if not memcg_lookup.hierarchies():
+        assert v["first"][0] is False and "no cgroup hierarchy" in v["first"][1], v
+        return
+    assert v["first"][0] is False and "Permission denied" in v["first"][1], v
+    assert v["kept"] == [v["first"], 1, True, None], v  # the same refusal, no hierarchy looked at again
+    assert v["again"] == [v["first"], 2], v  # once the time is up, tried again
+
+
 def test_cleanup_never_raises():
     assert memcg.remove("/nonexistent/cgroup") is True
     assert memcg.remove("/proc/self") is False  # not removable: False, not an exception
