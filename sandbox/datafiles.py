@@ -33,10 +33,11 @@ def resolve(name_or_path: str | os.PathLike[str], folder: Path, kind: str, error
     ``kind`` is what the caller calls the file ("policy", "image").
     """
     from pathlib import Path
-    text = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else str(name_or_path)
+    given_a_path = isinstance(name_or_path, os.PathLike)
+    text = os.fspath(name_or_path) if given_a_path else str(name_or_path)
     if "\0" in text:
         raise error(f"{kind} name contains a NUL byte")
-    if isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or "/" in text:
+    if given_a_path or text.endswith(".toml") or "/" in text:
         path = Path(text)
         if not path.is_file():
             raise error(f"{kind} file {text!r} does not exist")

@@ -67,6 +67,12 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return res
 
 
+def unshare(flags: int, name: str) -> None:
+    """``unshare(2)``; raise :class:`SyscallError` naming ``name`` (e.g. ``unshare(CLONE_NEWNS)``) on failure."""
+    if libc.unshare(flags) != 0:
+        raise SyscallError(name, ctypes.get_errno())
+
+
 def errno_name(err: int | None) -> str:
     """``EPERM`` for 1, etc."""
     return _errno.errorcode.get(err or 0, f"errno {err}")

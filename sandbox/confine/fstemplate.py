@@ -136,8 +136,7 @@ def _helper(plan: fsplan.Plan, staging: str, report_w: int, hold_r: int) -> None
     until the forker has opened it (EOF on ``hold_r``)."""
     msg = "ok"
     try:
-        if _sys.libc.unshare(CLONE_NEWNS) != 0:
-            raise _sys.SyscallError("unshare(CLONE_NEWNS)", ctypes.get_errno())
+        _sys.unshare(CLONE_NEWNS, "unshare(CLONE_NEWNS)")
         fsplan.mount(None, "/", None, MS_REC | MS_PRIVATE)
         fsplan.mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=1024,mode=755")
         os.chdir(staging)

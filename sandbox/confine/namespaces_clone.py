@@ -50,8 +50,7 @@ class SetupRefused(_sys.SyscallError):
 
 
 def _unshare(flags: int) -> None:
-    if _sys.libc.unshare(flags) != 0:
-        raise _sys.SyscallError(f"unshare({_flag_names(flags)})", ctypes.get_errno())
+    _sys.unshare(flags, f"unshare({_flag_names(flags)})")
 
 
 def _flag_names(flags: int) -> str:

@@ -19,8 +19,6 @@ rather than in the host's.)
 
 from __future__ import annotations
 
-import ctypes
-
 from ..policy import Policy
 from . import _sys, userns
 
@@ -51,8 +49,10 @@ def share_one(policy: Policy, landlock_abi: int) -> str:
     reason = why_not(policy, landlock_abi, userns.may_admin())
     if reason:
         return reason
-    if _sys.libc.unshare(CLONE_NEWNET) != 0:
-        return f"unshare(CLONE_NEWNET) failed with {_sys.errno_name(ctypes.get_errno())}"
+    try:
+        _sys.unshare(CLONE_NEWNET, "unshare(CLONE_NEWNET)")
+    except OSError as exc:
+        return str(exc)
     _shared[:] = [True]
     return ""
 

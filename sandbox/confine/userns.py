@@ -87,8 +87,10 @@ def map_ids(uid: int, gid: int) -> None:
 
 
 def _unshare() -> str:
-    if _sys.libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
-        return f"unshare(CLONE_NEWUSER | CLONE_NEWNS) failed with {_sys.errno_name(ctypes.get_errno())}"
+    try:
+        _sys.unshare(CLONE_NEWUSER | CLONE_NEWNS, "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+    except OSError as exc:
+        return str(exc)
     return ""
 
 

@@ -125,10 +125,8 @@ def test_the_methods_are_shared_not_compiled_per_class():
 
 
 def test_records_is_a_leaf_of_the_stdlib():
-    root = Path(records.__file__).resolve().parents[1]
-    code = (f"import sys, json; sys.path.insert(0, {str(root)!r}); import sandbox.records; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sandbox'))))")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    out = _in_a_fresh_interpreter("import sys, json; import sandbox.records; "
+                                  "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sandbox'))))")
     assert out.strip() == '["sandbox", "sandbox.records"]'
 
 
@@ -145,26 +143,31 @@ def test_the_zygotes_imports_compile_no_dataclass_methods():
     """What a cold start's first run waits for: the zygote's imports (sandbox.inside.zygote, in a fresh interpreter
     as the zygote starts). Each plain ``@dataclass`` there compiles its methods (~0.45 ms a class); only the one
     in hugepages.py stays (the floors' server loads that file alone, without the package)."""
-    root = Path(records.__file__).resolve().parents[1]
-    code = (f"import sys, json, dataclasses; sys.path.insert(0, {str(root)!r})\n"
-            "compiled = []\n"
-            "process = dataclasses._process_class\n"
-            "def spy(cls, init, *args, **kwargs):\n"
-            "    if init:\n"
-            "        compiled.append(cls.__module__ + '.' + cls.__qualname__)\n"
-            "    return process(cls, init, *args, **kwargs)\n"
-            "dataclasses._process_class = spy\n"
-            "import sandbox.inside.zygote\n"
-            "print(json.dumps(compiled))")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    out = _in_a_fresh_interpreter(
+        "import json, dataclasses\n"
+        "compiled = []\n"
+        "process = dataclasses._process_class\n"
+        "def spy(cls, init, *args, **kwargs):\n"
+        "    if init:\n"
+        "        compiled.append(cls.__module__ + '.' + cls.__qualname__)\n"
+        "    return process(cls, init, *args, **kwargs)\n"
+        "dataclasses._process_class = spy\n"
+        "import sandbox.inside.zygote\n"
+        "print(json.dumps(compiled))")
     assert json.loads(out) == ["sandbox.inside.hugepages.Collapsed"]
 
 
 def test_the_zygotes_imports_leave_out_pathlib():
     """The zygote gets policies and images as dicts: datafiles.py, imported with policy.py and image.py, imports
     pathlib (~5 ms of a cold start) only where a file is looked up."""
-    root = Path(records.__file__).resolve().parents[1]
-    code = (f"import sys; sys.path.insert(0, {str(root)!r}); import sandbox.inside.zygote, sandbox.datafiles; "
-            "print('pathlib' in sys.modules)")
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    out = _in_a_fresh_interpreter("import sys, sandbox.inside.zygote, sandbox.datafiles; "
+                                  "print('pathlib' in sys.modules)", "-S")
     assert out.strip() == "False"
+
+
+def _in_a_fresh_interpreter(code: str, *flags: str) -> str:
+    """The stdout of ``code`` in a new isolated interpreter (``-I``, and ``flags``) that imports this checkout."""
+    root = Path(records.__file__).resolve().parents[1]
+    code = f"import sys; sys.path.insert(0, {str(root)!r})\n{code}"
+    return subprocess.run([sys.executable, "-I", *flags, "-c", code], capture_output=True, text=True,
+                          check=True).stdout
