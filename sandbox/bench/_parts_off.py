@@ -50,7 +50,6 @@ from sandbox.confine import _sys, caps, cgroup, disk, fstemplate, fsview, memcg,
 from sandbox.inside import allowlist, request, telemetry, worker
 
 OFF = "switched off by sandbox bench confinement"
-_MS_BIND = 0x1000
 
 
 def _refuse(*_args: Any, **_kwargs: Any) -> Any:
@@ -63,7 +62,7 @@ def _not_joined(*_args: Any, **_kwargs: Any) -> tuple[bool, str]:
 
 def _host_tmp(target: str, _policy: Any) -> None:
     """In place of ``disk.mount``: the host's ``/tmp`` at ``target``, writable (the host tree is read-only here)."""
-    if _sys.libc.mount(b"/tmp", target.encode(), None, _MS_BIND, None) != 0:
+    if _sys.libc.mount(b"/tmp", target.encode(), None, _sys.MS_BIND, None) != 0:
         raise _sys.SyscallError(f"mount('/tmp', {target!r}, MS_BIND)", ctypes.get_errno(), OFF)
     namespaces._mount_setattr(target, 0, namespaces._MountAttr(0, namespaces._MOUNT_ATTR_RDONLY, 0, 0))
 

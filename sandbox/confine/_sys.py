@@ -87,6 +87,12 @@ _CLONE_ABI = {"x86_64": (56, 274, 273, 3), "aarch64": (220, 100, 99, 4)}
 _SIGCHLD, _CLONE_CHILD_SETTID = 17, 0x01000000
 #: The child is our parent's, not ours (the forker's workers are the zygote's children).
 CLONE_PARENT = 0x00008000
+#: clone(2) / unshare(2) flags (linux/sched.h): the namespaces, and a thread (seccomp tells one from a process).
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_THREAD = 0x10000000, 0x20000000, 0x40000000, 0x10000
+#: mount(2) flags (linux/mount.h), for every layer that mounts.
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 
 
 def fork_like_clone(flags: int, name: str = "clone") -> int:

@@ -30,8 +30,8 @@ from typing import Any
 
 from ..policy import Policy
 from . import _sys, _trial
+from ._sys import MS_NODEV, MS_NOEXEC, MS_NOSUID
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 #: Inodes the tmpfs needs beyond the snippet's own (its root, the run dir's path, mount points).
 RESERVED_INODES = 64
 

@@ -30,8 +30,8 @@ from typing import Any, Callable
 from ..policy import Policy
 from ..records import record
 from . import _sys
+from ._sys import MS_BIND, MS_NOEXEC, MS_NOSUID, MS_REC
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC = 2, 4, 8, 0x1000, 0x4000
 AT_RECURSIVE = 0x8000
 ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
 _NR_MOUNT_SETATTR = 442

@@ -36,9 +36,8 @@ from typing import Any
 from ..policy import Policy
 from ..records import record
 from . import _sys, disk, fsplan, fsview, userns
+from ._sys import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC
 
-CLONE_NEWNS = 0x20000
-MS_PRIVATE, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 0x40000, 0x4000, 2, 4, 8, 0x1000
 _READ_ONLY = fsplan.ATTR_RDONLY | fsplan.ATTR_NOSUID | fsplan.ATTR_NODEV
 
 

@@ -52,10 +52,10 @@ from typing import Any
 
 from ..policy import Policy
 from . import _sys, disk, fsplan
+from ._sys import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID
 from .fsplan import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, DEVICES,  # noqa: F401
                      ETC_FROM_HOST, SYS_DIRS, SYSTEM)
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 2, 4, 8, 0x1000
 _MNT_DETACH = 2
 _NR_PIVOT_ROOT = 155
 #: Where the run dirs go when they do not lie under /tmp (a rare host layout: TMPDIR outside /tmp).

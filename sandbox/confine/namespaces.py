@@ -152,7 +152,6 @@ class _MountAttr(ctypes.Structure):
 
 
 _AT_RECURSIVE, _MOUNT_ATTR_RDONLY, _AT_FDCWD = 0x8000, 0x1, -100
-_MS_BIND = 0x1000
 
 
 def make_host_read_only_early() -> None:
@@ -175,7 +174,7 @@ def reopen_run_dirs(ctx: Any) -> None:
     Must run before the capabilities are dropped (it needs CAP_SYS_ADMIN in the user ns).
     """
     for path in (ctx.workdir, ctx.tmpdir):
-        if _sys.libc.mount(path.encode(), path.encode(), None, _MS_BIND, None) != 0:
+        if _sys.libc.mount(path.encode(), path.encode(), None, _sys.MS_BIND, None) != 0:
             raise _sys.SyscallError(f"mount({path!r}, MS_BIND)", ctypes.get_errno())
         _mount_setattr(path, 0, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
     os.chdir(ctx.workdir)  # the old cwd still points into the read-only mount beneath the new one

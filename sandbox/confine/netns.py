@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from ..policy import Policy
 from . import _sys, userns
+from ._sys import CLONE_NEWNET
 
-CLONE_NEWNET = 0x40000000
 #: Landlock ABI whose scoping covers abstract UNIX sockets.
 SCOPED_ABI = 6
 

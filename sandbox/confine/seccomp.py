@@ -91,8 +91,8 @@ finally:
 FIX = "pip install pyseccomp and install libseccomp2 (apt-get install libseccomp2)"
 SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 AF_UNIX = 1
-CLONE_THREAD = 0x10000
-_CLONE_NS_FLAGS = (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
+_CLONE_NS_FLAGS = (_sys.CLONE_NEWNS, _sys.CLONE_NEWCGROUP, _sys.CLONE_NEWUTS, _sys.CLONE_NEWIPC, _sys.CLONE_NEWUSER,
+                   _sys.CLONE_NEWPID, _sys.CLONE_NEWNET)
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 _PERSONALITY_FLAGS = (0x0040000, 0x0100000, 0x0200000, 0x0400000, 0x0800000, 0x8000000)
 _LO32 = 0xFFFFFFFF
@@ -208,7 +208,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     for flag in _CLONE_NS_FLAGS:
         _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, flag, flag))
     if deny_fork:
-        _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, CLONE_THREAD, 0))
+        _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, _sys.CLONE_THREAD, 0))
     if deny_broadcast:  # pid_t is 32 bits: the kernel reads any value whose low half is -1 as -1
         _add(f, eperm, nr("kill"), s.Arg(0, s.MASKED_EQ, _LO32, _LO32))
     for request in (TIOCSTI, TIOCLINUX):

@@ -22,9 +22,8 @@ import os
 
 from ..policy import Policy
 from . import _sys
+from ._sys import CLONE_NEWNS, CLONE_NEWUSER, MS_PRIVATE, MS_REC
 
-CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x20000
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
 
 _entered: list[bool] = []
 
