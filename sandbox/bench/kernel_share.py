@@ -3,7 +3,7 @@
     sandbox bench kernel_share [--quick]
 
 Issue 13 asks for the kernel's share of a run's cost. While 4 clients run ``print(1)`` back to
-back (400 runs, in 3 rounds interleaved with the floor's: each cell is the median of its
+back (400 runs, in 3 rounds interleaved with the other runners': each cell is the median of its
 rounds, as one round's figures move by ~0.3 ms with the machine's load), ``perf record -a``
 samples every CPU (``cpu-clock``, 1 kHz, call chains). A sample counts only if it hit the
 runner's own process tree: the host (this process), what it started and what those forked,
@@ -16,8 +16,11 @@ the rest of the clone (``copy_process``: namespaces, ids, files), an exit's tear
 memory map (``exit_mmap``) and the rest of the exit (``do_exit``: namespaces, files), a page
 fault (copy-on-write copies, mostly), another system call, other kernel work (interrupts),
 Python (``libpython``) or other user code (libc, extension modules). A cell is ms of CPU per
-run. Ours next to the fork-per-run floor: the same image, and per run a fork, a print and an
-exit.
+run. Ours next to the fork-per-run floor (the same image, and per run a fork, a print and an
+exit) and to the targets benchmark's ``bare`` runner between them (ours with no layer, hook,
+reseeding, rehearsal or capability drop: the process model and its protocol alone), so each
+process's and activity's gap splits into what confinement and the worker's guards cost (ours -
+bare) and what the harness costs (bare - floor).
 
 Needs ``perf`` and the right to profile every CPU (root, ``CAP_PERFMON``, or
 ``kernel.perf_event_paranoid`` at most 0); without them it says why and measures nothing.
@@ -44,6 +47,7 @@ from . import common
 from .alternatives import Runner, SandboxRunner, close_all, start_all
 from .concurrency import hammer
 from .floors import ForkPerRunFloor
+from .targets import BareRunner
 from .workloads import PRINT
 
 ACTIVITIES = ("clone_memory", "clone_other", "exit_memory", "exit_other", "page_fault", "syscall", "other_kernel",
@@ -223,7 +227,7 @@ def run(settings: common.Settings) -> common.Record:
     runs, rounds = settings.n(400, 80) // CLIENTS * CLIENTS, settings.n(3, 1)
     record.extra.update(runs=runs, rounds=rounds, clients=CLIENTS, sample_hz=SAMPLE_HZ)
     runners: list[Runner] = [SandboxRunner("default", pool_size=2, max_concurrent=8, label="sandbox default"),
-                             ForkPerRunFloor()]
+                             BareRunner(), ForkPerRunFloor()]
     measured: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="sandbox-perf-") as workdir:
         started, record.extra["skipped"] = start_all(runners, settings)
@@ -262,7 +266,7 @@ def median_rows(measured: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def plot(record: common.Record, settings: common.Settings) -> None:
     plt = common.pyplot()
     rows = [r for r in record.rows if r["process"] not in ("all", _KERNEL_THREADS)]
-    labels = [f"{r['runner']}\n{r['process']}" for r in rows]
+    labels = [f"{r['runner'].split(' (')[0]}\n{r['process']}" for r in rows]  # "sandbox bare", not its gloss
     fig, ax = plt.subplots(figsize=(10, 4.8))
     left = [0.0] * len(rows)
     for name in ACTIVITIES:
@@ -271,7 +275,7 @@ def plot(record: common.Record, settings: common.Settings) -> None:
         left = [a + b for a, b in zip(left, widths)]
     ax.invert_yaxis()
     ax.set_xlabel("ms of CPU per print(1) run")
-    ax.set_title("Where a run's CPU goes: by process, and kernel (clone, exit, faults, syscalls) vs user")
+    ax.set_title("Where a run's CPU goes, by process: kernel (clone, exit, faults, syscalls) and user", fontsize=10)
     ax.legend(fontsize=7, ncol=4)
     common.save_figure(fig, settings, "kernel_share")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.bench import kernel_share, suite
+from sandbox.bench.targets import BARE
 
 #: The shape of ``perf script -F pid,period,ip,sym,dso --show-task-events`` (one fork event, two samples).
 SCRIPT = """\
@@ -47,14 +48,16 @@ def test_a_quick_profile_charges_clones_and_exits(tmp_path: Path, capsys: pytest
     assert suite.main(["kernel_share", "--quick", "--no-plots", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "kernel_share.json").read_text())
     rows = {(row["runner"], row["process"]): row for row in data["rows"]}
-    ours, floor = "sandbox default", "floor: fork per run"
-    assert [p for r, p in rows if r == ours] == ["host", "zygote", "forker", "workers", "all",
-                                                  "kernel threads"]
+    ours, bare, floor = "sandbox default", BARE, "floor: fork per run"
+    for runner in (ours, bare):
+        assert [p for r, p in rows if r == runner] == ["host", "zygote", "forker", "workers", "all",
+                                                        "kernel threads"]
     assert [p for r, p in rows if r == floor] == ["host", "server", "children", "all", "kernel threads"]
-    pairs = ((rows[ours, "forker"], rows[ours, "workers"]), (rows[floor, "server"], rows[floor, "children"]))
+    pairs = ((rows[ours, "forker"], rows[ours, "workers"]), (rows[bare, "forker"], rows[bare, "workers"]),
+             (rows[floor, "server"], rows[floor, "children"]))
     for forks, runs in pairs:
         assert forks["clone_memory"] > 0 and runs["exit_memory"] > 0 and runs["python"] > 0, (forks, runs)
-    for runner in (ours, floor):
+    for runner in (ours, bare, floor):
         parts = [row for (r, p), row in rows.items() if r == runner and p not in ("all", "kernel threads")]
         assert sum(row["samples"] for row in parts) == rows[runner, "all"]["samples"]
         assert sum(row["total_ms_per_run"] for row in parts) == pytest.approx(rows[runner, "all"]["total_ms_per_run"],
