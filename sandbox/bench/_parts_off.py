@@ -46,7 +46,7 @@ import errno
 import sys
 from typing import Any, Callable
 
-from sandbox.confine import _sys, caps, cgroup, disk, fstemplate, fsview, memcg, namespaces
+from sandbox.confine import _sys, caps, cgroup, disk, fstemplate, fsview, memcg
 from sandbox.inside import allowlist, request, telemetry, worker
 
 OFF = "switched off by sandbox bench confinement"
@@ -64,7 +64,7 @@ def _host_tmp(target: str, _policy: Any) -> None:
     """In place of ``disk.mount``: the host's ``/tmp`` at ``target``, writable (the host tree is read-only here)."""
     if _sys.libc.mount(b"/tmp", target.encode(), None, _sys.MS_BIND, None) != 0:
         raise _sys.SyscallError(f"mount('/tmp', {target!r}, MS_BIND)", ctypes.get_errno(), OFF)
-    namespaces._mount_setattr(target, 0, namespaces._MountAttr(0, namespaces._MOUNT_ATTR_RDONLY, 0, 0))
+    _sys.mount_setattr(target, 0, 0, clear=_sys.ATTR_RDONLY)
 
 
 def _memory_cgroup_off() -> None:

@@ -93,6 +93,23 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_THREAD = 0x10000000, 0x20000000
 #: mount(2) flags (linux/mount.h), for every layer that mounts.
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+#: mount_setattr(2): its flag for a whole subtree, and the attributes it sets or clears (MOUNT_ATTR_*).
+AT_RECURSIVE = 0x8000
+ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+_NR_MOUNT_SETATTR, _AT_FDCWD = 442, -100  # 442 on every architecture (numbers from 424 on are shared)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, flags: int, attrs: int, clear: int = 0, hint: str = "") -> None:
+    """Set ``attrs`` (and clear ``clear``) on the mount at ``path``, and on those beneath it with
+    :data:`AT_RECURSIVE`; raise :class:`SyscallError` (with ``hint``) on failure."""
+    attr = _MountAttr(attrs, clear, 0, 0)
+    if libc.syscall(_NR_MOUNT_SETATTR, _AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)):
+        raise SyscallError(f"mount_setattr({path!r})", ctypes.get_errno(), hint)
 
 
 def fork_like_clone(flags: int, name: str = "clone") -> int:

@@ -30,11 +30,10 @@ from typing import Any, Callable
 from ..policy import Policy
 from ..records import record
 from . import _sys
-from ._sys import MS_BIND, MS_NOEXEC, MS_NOSUID, MS_REC
+from ._sys import AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, MS_BIND, MS_NOEXEC, MS_NOSUID, MS_REC
 
-AT_RECURSIVE = 0x8000
-ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
-_NR_MOUNT_SETATTR = 442
+#: A bound tree's mount attributes in a run's root: read-only, no setuid, no device files.
+READ_ONLY = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV
 
 #: Top-level system dirs, bound (or, where the host has a symlink, the same symlink).
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -308,14 +307,6 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
         raise _sys.SyscallError(f"mount({source!r}, {target!r})", ctypes.get_errno(), "building the run's root")
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
-                ("userns_fd", ctypes.c_uint64)]
-
-
 def setattr_(path: str, flags: int, attrs: int, clear: int = 0) -> None:
-    """``mount_setattr``: set ``attrs`` (and clear ``clear``) on the mount at ``path`` (and those beneath it with
-    AT_RECURSIVE)."""
-    attr = _MountAttr(attrs, clear, 0, 0)
-    if _sys.libc.syscall(_NR_MOUNT_SETATTR, -100, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)):
-        raise _sys.SyscallError(f"mount_setattr({path!r})", ctypes.get_errno(), "building the run's root")
+    """``mount_setattr`` while building the run's root (:func:`_sys.mount_setattr`)."""
+    _sys.mount_setattr(path, flags, attrs, clear, hint="building the run's root")

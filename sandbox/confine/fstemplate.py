@@ -38,7 +38,6 @@ from ..records import record
 from . import _sys, disk, fsplan, fsview, userns
 from ._sys import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC
 
-_READ_ONLY = fsplan.ATTR_RDONLY | fsplan.ATTR_NOSUID | fsplan.ATTR_NODEV
 
 
 @record
@@ -165,8 +164,8 @@ def _lay_out(plan: fsplan.Plan) -> None:
         fsview.mkdirs(path)
         fsplan.bind(path, path[1:], path)
     fsplan.bind("/proc", "proc", "/proc")  # the clone's child maps its ids through it, then mounts its own over it
-    fsplan.setattr_(".", fsplan.AT_RECURSIVE, _READ_ONLY)
-    fsplan.setattr_("proc", fsplan.AT_RECURSIVE, 0, clear=fsplan.ATTR_RDONLY)  # uid_map is written through it
+    fsplan.setattr_(".", _sys.AT_RECURSIVE, fsplan.READ_ONLY)
+    fsplan.setattr_("proc", _sys.AT_RECURSIVE, 0, clear=_sys.ATTR_RDONLY)  # uid_map is written through it
     fsplan.run(plan.dev)
 
 
@@ -254,7 +253,7 @@ def _own_passwd(text: bytes) -> None:
     fsplan.write_new(_PASSWD_SOURCE, text)
     try:
         fsplan.mount(_PASSWD_SOURCE, "/etc/passwd", None, MS_BIND)
-        fsplan.setattr_("/etc/passwd", 0, _READ_ONLY)
+        fsplan.setattr_("/etc/passwd", 0, fsplan.READ_ONLY)
     finally:
         os.unlink(_PASSWD_SOURCE)
 

@@ -52,15 +52,14 @@ from typing import Any
 
 from ..policy import Policy
 from . import _sys, disk, fsplan
-from ._sys import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID
-from .fsplan import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, DEVICES,  # noqa: F401
-                     ETC_FROM_HOST, SYS_DIRS, SYSTEM)
+from ._sys import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC,
+                   MS_NOSUID)
+from .fsplan import DEVICES, ETC_FROM_HOST, READ_ONLY, SYS_DIRS, SYSTEM  # noqa: F401 - the tests read them here
 
 _MNT_DETACH = 2
 _NR_PIVOT_ROOT = 155
 #: Where the run dirs go when they do not lie under /tmp (a rare host layout: TMPDIR outside /tmp).
 OFF_TMP_RUN_DIRS = "/tmp/.run"
-_READ_ONLY = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV
 
 FIX = ("the worker's mount namespace refused to build its root (see the detail); drop 'namespaces' from "
        "confinement.required to run with the host tree read-only instead")
@@ -163,7 +162,7 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
     if own_proc():
         fsplan.bind("/proc", "proc", "/proc")
         binds += 1
-    fsplan.setattr_(".", AT_RECURSIVE, _READ_ONLY)
+    fsplan.setattr_(".", AT_RECURSIVE, READ_ONLY)
     fsplan.run(plan.dev)
     _dev_shm(ctx)
     disk.mount(top + "/tmp", policy)
@@ -204,7 +203,7 @@ def place_on_disk(in_tmp: tuple[str, ...], ctx: Any, sources: dict[str, str]) ->
     place_run_dirs(ctx)
     for path in in_tmp:
         fsplan.bind(sources[path], path[1:], path)
-        fsplan.setattr_(path[1:], AT_RECURSIVE, _READ_ONLY)
+        fsplan.setattr_(path[1:], AT_RECURSIVE, READ_ONLY)
 
 
 def place_run_dirs(ctx: Any) -> None:

@@ -144,16 +144,6 @@ def describe(policy: Policy) -> str:
             "mount (its own root: fs_view, private_disk), uts")
 
 
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
-                ("userns_fd", ctypes.c_uint64)]
-
-
-_AT_RECURSIVE, _MOUNT_ATTR_RDONLY, _AT_FDCWD = 0x8000, 0x1, -100
-
-
 def make_host_read_only_early() -> None:
     """Pre-request, in pid 1: every mount of this private mount namespace becomes read-only.
 
@@ -161,9 +151,9 @@ def make_host_read_only_early() -> None:
     worker could change the metadata of host files its uid owns (all of them, for root).
     The private ``/dev/shm`` stays writable; :func:`reopen_run_dirs` re-opens the run's dirs.
     """
-    _mount_setattr("/", _AT_RECURSIVE, _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
+    _sys.mount_setattr("/", _sys.AT_RECURSIVE, _sys.ATTR_RDONLY)
     try:
-        _mount_setattr("/dev/shm", 0, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
+        _sys.mount_setattr("/dev/shm", 0, 0, clear=_sys.ATTR_RDONLY)
     except OSError:
         pass  # no private /dev/shm was mounted: it stays read-only
 
@@ -176,13 +166,8 @@ def reopen_run_dirs(ctx: Any) -> None:
     for path in (ctx.workdir, ctx.tmpdir):
         if _sys.libc.mount(path.encode(), path.encode(), None, _sys.MS_BIND, None) != 0:
             raise _sys.SyscallError(f"mount({path!r}, MS_BIND)", ctypes.get_errno())
-        _mount_setattr(path, 0, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
+        _sys.mount_setattr(path, 0, 0, clear=_sys.ATTR_RDONLY)
     os.chdir(ctx.workdir)  # the old cwd still points into the read-only mount beneath the new one
-
-
-def _mount_setattr(path: str, flags: int, attr: _MountAttr) -> None:
-    if _sys.libc.syscall(442, _AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        raise _sys.SyscallError(f"mount_setattr({path!r})", ctypes.get_errno())
 
 
 def apply(policy: Policy, ctx: Any) -> None:
