@@ -41,7 +41,6 @@ no layer of any policy either). No library path runs without them, so each one i
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import sys
 from typing import Any, Callable
@@ -62,8 +61,7 @@ def _not_joined(*_args: Any, **_kwargs: Any) -> tuple[bool, str]:
 
 def _host_tmp(target: str, _policy: Any) -> None:
     """In place of ``disk.mount``: the host's ``/tmp`` at ``target``, writable (the host tree is read-only here)."""
-    if _sys.libc.mount(b"/tmp", target.encode(), None, _sys.MS_BIND, None) != 0:
-        raise _sys.SyscallError(f"mount('/tmp', {target!r}, MS_BIND)", ctypes.get_errno(), OFF)
+    _sys.mount("/tmp", target, None, _sys.MS_BIND, name=f"mount('/tmp', {target!r}, MS_BIND)", hint=OFF)
     _sys.mount_setattr(target, 0, 0, clear=_sys.ATTR_RDONLY)
 
 

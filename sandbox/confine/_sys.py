@@ -99,6 +99,15 @@ ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
 _NR_MOUNT_SETATTR, _AT_FDCWD = 442, -100  # 442 on every architecture (numbers from 424 on are shared)
 
 
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None, *,
+          name: str = "", hint: str = "") -> None:
+    """``mount(2)``; raise :class:`SyscallError` naming ``name`` (``mount(SOURCE, TARGET)`` by default), with
+    ``hint``, on failure."""
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        raise SyscallError(name or f"mount({source!r}, {target!r})", ctypes.get_errno(), hint)
+
+
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
                 ("userns_fd", ctypes.c_uint64)]

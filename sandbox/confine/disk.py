@@ -24,7 +24,6 @@ namespace), mounted by :mod:`.fsview` as the root it builds for the run has its
 
 from __future__ import annotations
 
-import ctypes
 import os
 from typing import Any
 
@@ -48,10 +47,8 @@ def options(policy: Policy) -> str:
 
 def mount(target: str, policy: Policy) -> None:
     """Mount the run's disk at ``target`` (needs CAP_SYS_ADMIN in the mount namespace's user namespace)."""
-    enc = target.encode()
-    if _sys.libc.mount(b"tmpfs", enc, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options(policy).encode()) != 0:
-        raise _sys.SyscallError(f"mount(tmpfs, {target!r}, {options(policy)})", ctypes.get_errno(),
-                                "the run's private disk (limits.max_disk_mb)")
+    _sys.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options(policy),
+               name=f"mount(tmpfs, {target!r}, {options(policy)})", hint="the run's private disk (limits.max_disk_mb)")
     _mounted.append(target)
 
 
@@ -103,9 +100,11 @@ def _probe_in_child() -> tuple[bool, str]:
     def trial() -> str:
         target = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
         _sys.libc.umount2(target.encode(), 2)  # the clone's private /dev/shm, if any
-        if _sys.libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                           b"size=1m,nr_inodes=16") != 0:
-            return f"mount(tmpfs) failed: {_sys.errno_name(ctypes.get_errno())}"
+        try:
+            _sys.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=16",
+                       name="mount(tmpfs)")
+        except OSError as exc:
+            return str(exc)
         st = os.statvfs(target)
         if st.f_blocks * st.f_frsize != 1 << 20 or st.f_files != 16:
             return f"the tmpfs is not size-limited ({st.f_blocks * st.f_frsize} bytes, {st.f_files} inodes)"

@@ -20,7 +20,6 @@ where nothing exists to bind: a path reached through ``/run`` is never bound.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -296,15 +295,12 @@ def write_new(path: str, data: bytes) -> None:
 
 def bind(source: str, target: str, inside: str = "") -> None:
     """Bind ``source`` with everything mounted beneath it at ``target`` (``inside``: its path in the view)."""
-    if _sys.libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None) != 0:
-        raise _sys.SyscallError(f"mount({source!r}, {inside or target!r}, MS_BIND)", ctypes.get_errno(),
-                                "building the run's root")
+    _sys.mount(source, target, None, MS_BIND | MS_REC, name=f"mount({source!r}, {inside or target!r}, MS_BIND)",
+               hint="building the run's root")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    if _sys.libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        raise _sys.SyscallError(f"mount({source!r}, {target!r})", ctypes.get_errno(), "building the run's root")
+    _sys.mount(source, target, fstype, flags, data, hint="building the run's root")
 
 
 def setattr_(path: str, flags: int, attrs: int, clear: int = 0) -> None:

@@ -39,7 +39,6 @@ from . import _sys, disk, fsplan, fsview, userns
 from ._sys import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC
 
 
-
 @record
 class Template:
     """A built template, in the forker: its mount namespace and the forker's own (to return to), as fds."""

@@ -32,7 +32,6 @@ comes from a plain fork as in the "unavailable" case, never from half-made names
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 from typing import Any
@@ -164,8 +163,7 @@ def reopen_run_dirs(ctx: Any) -> None:
     Must run before the capabilities are dropped (it needs CAP_SYS_ADMIN in the user ns).
     """
     for path in (ctx.workdir, ctx.tmpdir):
-        if _sys.libc.mount(path.encode(), path.encode(), None, _sys.MS_BIND, None) != 0:
-            raise _sys.SyscallError(f"mount({path!r}, MS_BIND)", ctypes.get_errno())
+        _sys.mount(path, path, None, _sys.MS_BIND, name=f"mount({path!r}, MS_BIND)")
         _sys.mount_setattr(path, 0, 0, clear=_sys.ATTR_RDONLY)
     os.chdir(ctx.workdir)  # the old cwd still points into the read-only mount beneath the new one
 

@@ -331,12 +331,12 @@ def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: s
     """Mount; on failure return a note naming the step and errno (best effort), or raise if ``required``."""
     if target != "/" and not os.path.isdir(target):
         return ""
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    if _sys.libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = ctypes.get_errno()
+    try:
+        _sys.mount(src, target, fstype, flags, data, name=f"mount ({what})")
+    except OSError as exc:
         if required:
-            raise _sys.SyscallError(f"mount ({what})", err)
-        return _mount_failed(what, err)
+            raise
+        return _mount_failed(what, exc.errno)
     return ""
 
 

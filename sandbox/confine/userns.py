@@ -17,7 +17,6 @@ root. Its ids are the same numbers (mapped to themselves at each level).
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 from ..policy import Policy
@@ -98,8 +97,7 @@ def _map_and_own_mounts(uid: int, gid: int) -> str:
     which needs CAP_SYS_ADMIN there). Returns what failed ("" when done)."""
     try:
         map_ids(uid, gid)
+        _sys.mount(None, "/", None, MS_REC | MS_PRIVATE, name="mount(MS_PRIVATE)")
     except OSError as exc:
         return str(exc)
-    if _sys.libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return f"mount(MS_PRIVATE) failed with {_sys.errno_name(ctypes.get_errno())}"
     return ""
