@@ -13,8 +13,8 @@ take (:class:`_NativeLoop`). The rest of the image stays shared and mapped huge,
 zygote serves requests while a clone is under way. What need not happen here does not: the zygote, whose pages stay its
 own, makes each worker's cgroups (the clone waits for them on a socket the answer hands
 over: ``confine.release_worker``). The old copy of a page the forker writes after a clone is
-left to that worker alone, but a worker writes most of those pages itself anyway (README,
-"Where the time goes": moving half of the loop's work to the zygote left USS unchanged).
+left to that worker alone, but a worker writes most of those pages itself anyway (benchmarks/README.md,
+"Performance log": moving half of the loop's work to the zygote left USS unchanged).
 
 Workers are cloned with ``CLONE_PARENT``: they are the zygote's children, which reaps
 them (``wait4`` status and rusage), puts its pid in their cgroups' names and is their

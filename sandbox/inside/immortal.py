@@ -3,7 +3,7 @@
 CPython writes an object's reference count whenever code uses the object, so a forked
 worker copies the 4 KiB page of each object its Python touches: ~900 copies a worker,
 ~300 more in the forker after each clone, ~3 µs each, and each one is memory the run
-holds (README, "Where the time goes"). PEP 683 (CPython 3.12) gives some objects an
+holds (benchmarks/README.md, "Performance log"). PEP 683 (CPython 3.12) gives some objects an
 *immortal* count, which ``Py_INCREF`` and ``Py_DECREF`` leave alone: on a 64-bit build,
 a count whose low 32 bits are all ones. :func:`immortalize` gives that count to the
 objects the zygote's modules hold once the image is preloaded, before it freezes them
