@@ -34,7 +34,7 @@ from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns, userns
 from ..errors import ProtocolError
 from ..records import record
-from . import at_fork, hugepages
+from . import at_fork, hugepages, proc
 from .request import WorkerSpec
 from .worker import serve as serve_worker
 
@@ -144,7 +144,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
     try:
         _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != spec.zygote_pid:  # the zygote died before prctl took effect
-            os._exit(0)
+            proc.exit_now(0)
         userns.enter_own(spec.policy)  # not root: where the two steps below may be taken
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root itself
@@ -169,7 +169,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
         except Exception:  # noqa: BLE001
             pass
     finally:
-        os._exit(status)
+        proc.exit_now(status)
 
 
 def seqpacket(fd: int) -> socket.socket:

@@ -8,6 +8,11 @@ from typing import Iterable, Iterator
 
 from ..confine import _sys
 
+#: ``os._exit`` as this package found it at import, in the zygote. A snippet may delete or replace ``os._exit`` in its
+#: process (or break what a worker's epilogue calls), and the worker, runner or node must still end with it: never
+#: unwind into the code of the zygote it was forked from (confined, that code could do no harm; it would still run).
+exit_now = os._exit
+
 #: Above every fd number a process can hold (close_range takes the whole range at once).
 _MAX_FD = 2**31 - 1
 

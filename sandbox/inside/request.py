@@ -25,7 +25,7 @@ from .. import commands, frames, protocol, rundirs, streams
 from ..filetypes import IMAGE_EXTENSIONS
 from ..policy import Limits, Policy
 from ..records import record
-from . import call, harness
+from . import call, harness, proc
 
 _libc = ctypes.CDLL(None, use_errno=True)
 #: Characters of a failure text sent to the host: its frame header stays well under
@@ -219,7 +219,7 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     handler(request, chan, scope)
     if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
         flush_std()
-        os._exit(0)
+        proc.exit_now(0)
     flush_std()
     _report_files(before, chan, confined.spec.policy.limits)
     chan.send(usage())
@@ -270,10 +270,12 @@ def _std_streams(tagged_fd: int) -> tuple[io.TextIOWrapper, io.TextIOWrapper, io
 
 
 def flush_std() -> None:
+    """Flush the run's ``sys.stdout`` and ``sys.stderr``, whatever they are now: the snippet may have closed them,
+    or replaced them with objects whose ``flush`` raises anything (``SystemExit`` included)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001 - the snippet may have closed or replaced them
+        except BaseException:  # noqa: BLE001 - the snippet's objects: nothing of theirs may end our report
             pass
 
 

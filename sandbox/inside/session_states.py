@@ -69,7 +69,7 @@ def _trampoline(step: Step | None) -> NoReturn:
             except _Continue as cont:
                 step = cont.step
     finally:
-        os._exit(0)
+        proc.exit_now(0)
 
 
 def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -> Step:
@@ -95,7 +95,7 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool
                 os.close(listener)
             except BaseException:  # noqa: BLE001 - no state runs unsupervised: the root sees EOF
                 traceback.print_exc()
-                os._exit(70)
+                proc.exit_now(70)
         _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
     if not scoped:
@@ -232,7 +232,9 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
         set_dumpable(False)  # a state again: no later run may read it
         frames.send(sock, commands.Committed(pid=me))
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
-        if os.getpid() == me:
-            traceback.print_exc()
-        os._exit(70)
+        try:
+            if os.getpid() == me:
+                traceback.print_exc()
+        finally:  # what the snippet left of `os` and `traceback` may raise too
+            proc.exit_now(70)
     return _node_step(sock, scope, confined)

@@ -16,7 +16,8 @@ Life of a one-shot worker (pre-forked by the zygote before any request exists):
    socket for framed messages, from which the worker reads the code and input files
    (:mod:`sandbox.inside.request` runs it).
 4. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
-   work-dir files, the error text and ``done`` follow; the streams close; ``os._exit``.
+   work-dir files, the error text and ``done`` follow; the streams close; ``os._exit`` (as the zygote found it:
+   ``proc.exit_now``, whatever the snippet did to ``os``).
 
 A session root is forked on demand instead: its request names a host-made run dir
 and brings a fifth fd, its control socket; it is confined once that arrives (with
@@ -37,7 +38,7 @@ import traceback
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, disk
 from ..errors import ProtocolError, SandboxUnavailable
-from . import allowlist, at_fork, request, session_tree, telemetry
+from . import allowlist, at_fork, proc, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -70,11 +71,13 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
         status = 70
         try:
             traceback.print_exc()
-        except Exception:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001 - the snippet's streams (or a traceback it replaced) may raise anything
             pass
     finally:
-        request.flush_std()
-        os._exit(status)
+        try:
+            request.flush_std()
+        finally:
+            proc.exit_now(status)
 
 
 def _receive_spawn(priv: socket.socket) -> tuple[commands.Spawn, list[int]]:
@@ -105,7 +108,7 @@ def _become_worker(zygote_pid: int) -> None:
     _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")  # die with the zygote
     ppid = os.getppid()  # 0: pid 1 of a new pid namespace, whose clone already checked (host's /proc)
     if ppid not in (zygote_pid, 0):  # the zygote died before prctl took effect
-        os._exit(0)
+        proc.exit_now(0)
 
 
 def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.LayerStatus | None, *,
