@@ -49,10 +49,13 @@ class WorkerSpec:
 
 @record
 class Confined:
-    """A process after its confinement: the spec, and each layer as applied (for ``ready``)."""
+    """A process after its confinement: the spec, each layer as applied (for ``ready``), and its work dir."""
 
     spec: WorkerSpec
     layers: tuple[frames.LayerState, ...]
+    workdir: str
+    """Where a run's input files are written and its new files are found, whatever the snippet's cwd is by then
+    (``os.chdir`` is the snippet's to call; a session keeps its cwd from run to run)."""
 
 
 class Channel:
@@ -64,6 +67,8 @@ class Channel:
         self.denials = 0
         self.figures = 0
         """Figures this run has shown: their names count per run, never per matplotlib number."""
+        self.workdir = os.curdir
+        """The run's work dir (:attr:`Confined.workdir`): a figure's name is not one of its files'."""
         self.done = False
         """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
         snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
@@ -210,18 +215,19 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     request = frames.decode(commands.REQUEST, *protocol.read_frame(chan.sock))  # not a request: ProtocolError
     handler = HANDLERS[type(request)]
     chan.send(frames.Ready(layers=confined.layers))
-    failure = _write_inputs(request.files, request.inputs) if isinstance(request, commands.Run) else None
+    workdir = chan.workdir = confined.workdir
+    failure = _write_inputs(request.files, request.inputs, workdir) if isinstance(request, commands.Run) else None
     if failure is not None:
         chan.fail(failure, "OSError")
         chan.send(usage())
         return
-    before = _snapshot()
+    before = _snapshot(workdir)
     handler(request, chan, scope)
     if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
         flush_std()
         proc.exit_now(0)
     flush_std()
-    _report_files(before, chan, confined.spec.policy.limits)
+    _report_files(before, chan, confined.spec.policy.limits, workdir)
     chan.send(usage())
 
 
@@ -236,7 +242,7 @@ def rehearse(confined: Confined) -> None:
     request = frames.decode(commands.REQUEST, header, blobs)
     frames.encode(frames.Ready(layers=confined.layers))
     harness.run_python(request.code.decode("utf-8"), new_scope())
-    _snapshot()
+    _snapshot(confined.workdir)
     frames.encode(usage())
 
 
@@ -247,15 +253,16 @@ def usage() -> frames.Done:
                        cpu_s=own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime)
 
 
-def _write_inputs(files: tuple[commands.InputMeta, ...], blobs: tuple[bytes, ...]) -> str | None:
+def _write_inputs(files: tuple[commands.InputMeta, ...], blobs: tuple[bytes, ...], workdir: str) -> str | None:
     """Write the input files into the work dir; the failure text if one cannot be written."""
     for meta, data in zip(files, blobs):
+        path = os.path.join(workdir, meta.name)
         try:
             # A session gets every input again with every run: whatever holds the name now (the
             # copy an earlier run got and maybe rewrote, or a symlink, FIFO, read-only file or
             # tree the snippet put there) goes, never followed, and the file is made afresh.
-            rundirs.remove(os.path.abspath(meta.name))
-            fd = os.open(meta.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            rundirs.remove(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with open(fd, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
@@ -318,7 +325,7 @@ def _patch_show(pyplot: Any) -> None:
             buffer = io.BytesIO()
             pyplot.figure(number).savefig(buffer, format="png")
             chan.figures += 1
-            while os.path.lexists(f"figure_{chan.figures}.png"):
+            while os.path.lexists(os.path.join(chan.workdir, f"figure_{chan.figures}.png")):
                 chan.figures += 1
             chan.send(frames.ReturnedImage(name=f"figure_{chan.figures}.png", mime_type="image/png",
                                            data=buffer.getvalue()))
@@ -328,9 +335,9 @@ def _patch_show(pyplot: Any) -> None:
     pyplot.show = show
 
 
-def _snapshot() -> dict[str, tuple[int, int]]:
+def _snapshot(workdir: str) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
-    for rel, st in _walk("."):
+    for rel, st in _walk(workdir):
         found[rel] = (st.st_size, st.st_mtime_ns)
     return found
 
@@ -356,16 +363,16 @@ def _walk(top: str, prefix: str = "", depth: int = 0) -> list[tuple[str, os.stat
     return entries
 
 
-def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits) -> None:
-    """Send new or changed regular files: images as ``image``, the rest as ``file``."""
+def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits, workdir: str) -> None:
+    """Send the work dir's new or changed regular files: images as ``image``, the rest as ``file``."""
     sent = 0
-    for rel, st in _walk("."):
+    for rel, st in _walk(workdir):
         if before.get(rel) == (st.st_size, st.st_mtime_ns):
             continue
         if sent >= limits.max_returned_files:
             chan.send(frames.Returned(name=rel, mime_type="", data=b"", skipped=True, size=st.st_size))
             continue
-        data, truncated = _read_capped(rel, limits.max_returned_file_bytes)
+        data, truncated = _read_capped(os.path.join(workdir, rel), limits.max_returned_file_bytes)
         if data is None:
             continue
         ext = os.path.splitext(rel)[1].lower()
@@ -375,9 +382,9 @@ def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Lim
         sent += 1
 
 
-def _read_capped(rel: str, cap: int) -> tuple[bytes | None, bool]:
+def _read_capped(path: str, cap: int) -> tuple[bytes | None, bool]:
     try:
-        fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None, False
     with open(fd, "rb") as fh:

@@ -131,7 +131,7 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     _reseed()
     telemetry.install(spec.policy, confine.run_context(ctx), request.deny)
     allowlist.install(spec.allowed_roots)
-    return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses))
+    return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses), workdir)
 
 
 def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: rundirs.RunDir) -> None:

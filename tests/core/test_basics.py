@@ -88,6 +88,18 @@ def test_new_files_are_returned(box):
     assert {f.mime_type for f in r.files} == {"text/plain", "text/csv"}
 
 
+def test_a_snippet_changing_directory_still_gets_its_work_dirs_files(box):
+    """Files are the work dir's, named from it, wherever the snippet's cwd ends: not those of the dir it moved to
+    (a system dir's files were returned as the run's, its own missing), nor named from there."""
+    r = box.run("import os\nopen('mine.txt', 'w').write('y')\nos.mkdir('out')\nos.chdir('out')\n"
+                "open('a.txt', 'w').write('x')\nos.chdir('/usr/lib')")
+    assert r.ok, r
+    assert {(f.name, f.data) for f in r.files} == {("mine.txt", b"y"), ("out/a.txt", b"x")}
+    r = box.run("import os, matplotlib.pyplot as plt\nopen('figure_1.png', 'wb').write(b'not a figure')\n"
+                "os.chdir('/tmp')\nplt.plot([1, 2])\nplt.show()")
+    assert [i.name for i in r.images] == ["figure_2.png", "figure_1.png"], r  # a figure never takes a file's name
+
+
 def test_returned_file_over_cap_is_truncated_and_marked():
     policy = sandbox.Policy.load("default").with_limits(max_returned_file_bytes=1000)
     with sandbox.Sandbox(policy=policy) as sb:

@@ -110,6 +110,14 @@ def test_images_and_files_in_sessions(session):
     assert len(r.images) == 1 and [f.name for f in r.files] == ["a.csv"]
 
 
+def test_a_session_that_changed_directory_keeps_its_cwd_and_its_work_dir(session):
+    session.run("import os\nos.mkdir('sub')\nos.chdir('sub')")
+    r = session.run("print(os.getcwd().rsplit('/', 1)[1])\nopen('b.txt', 'w').write('b')\n"
+                    "print(open('../in.txt').read())", files={"in.txt": "input"})
+    assert r.stdout == "sub\ninput\n", r  # its cwd stays; inputs go to the work dir
+    assert [f.name for f in r.files] == ["sub/b.txt"], r
+
+
 def test_closed_session_refuses(box):
     s = box.session()
     s.close()
