@@ -17,6 +17,7 @@ service's marks the whole call ``exec(code, exec_scope)`` with ``^``.
 from __future__ import annotations
 
 import linecache
+import sys
 import traceback
 from typing import Any, Callable
 
@@ -55,9 +56,21 @@ _entry_point = _compile_entry_point()
 _FRAME_HERE = "".join(traceback.format_tb(_entry_point("1/0", {}).__traceback__, limit=1))
 
 
+#: The recursion limit of the zygote's interpreter: what the code after a snippet gets back.
+_RECURSION_LIMIT = sys.getrecursionlimit()
+
+
 def run_python(code: str, scope: dict[str, Any]) -> tuple[str, str] | None:
-    """Run the snippet as the service does; return (failure text, exception type) or None."""
+    """Run the snippet as the service does; return (failure text, exception type) or None.
+
+    What the snippet set that would run the code after it its own way goes: its profiler and tracer (they saw its
+    code; formatting its failure and reporting its files is ours), and a recursion limit too low for our frames (a
+    session's later runs start from the zygote's again). Inline, not a call of ours: a call is an event they see."""
     exc = _entry_point(code, scope)
+    sys.setprofile(None)
+    sys.settrace(None)
+    if sys.getrecursionlimit() < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
     if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
         return None
     return failure_text(exc), type(exc).__name__

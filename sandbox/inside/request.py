@@ -263,7 +263,7 @@ def _write_inputs(files: tuple[commands.InputMeta, ...], blobs: tuple[bytes, ...
             # tree the snippet put there) goes, never followed, and the file is made afresh.
             rundirs.remove(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with open(fd, "wb") as fh:
+            with io.open(fd, "wb") as fh:  # not builtins.open: an earlier run of a session may have replaced it
                 fh.write(data)
         except OSError as exc:
             return f"cannot write input file {meta.name!r} into the work dir: {exc.strerror or exc}\n"
@@ -387,7 +387,7 @@ def _read_capped(path: str, cap: int) -> tuple[bytes | None, bool]:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None, False
-    with open(fd, "rb") as fh:
+    with io.open(fd, "rb") as fh:  # not builtins.open, which the snippet may have replaced
         data = fh.read(cap + 1)
     return data[:cap], len(data) > cap
 
@@ -395,4 +395,13 @@ def _read_capped(path: str, cap: int) -> tuple[bytes | None, bool]:
 def _guess_mime(name: str) -> str:
     import mimetypes
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def prepare_mime_types() -> None:
+    """In a warm zygote, once: the system's MIME types read for every worker. A worker reading them when its run
+    returns its first file of a kind not in :data:`IMAGE_EXTENSIONS` parses them on the run's clock, and opens them
+    with ``builtins.open``, which the snippet may have replaced. (A cold zygote leaves them to its workers: they
+    would add to every cold start.)"""
+    import mimetypes
+    mimetypes.init()
 

@@ -320,6 +320,8 @@ def main(control_fd: int) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     at_fork.run_child_callbacks()  # here, before the heap settles: the forker's birth runs none (at_fork.py)
     request.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
+    if warm:
+        request.prepare_mime_types()
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
     hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone

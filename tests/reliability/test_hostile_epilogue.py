@@ -1,5 +1,6 @@
 """A snippet that breaks what the worker's own code uses after it: ``os._exit`` deleted, stream objects whose
-``flush`` raises ``SystemExit``, ``traceback.print_exc`` replaced by one that raises.
+``flush`` raises ``SystemExit``, ``traceback.print_exc`` replaced by one that raises, a recursion limit too low for
+our frames, a profiler and a tracer left installed, ``builtins.open`` replaced.
 
 The worker (or a session's runner and node) still ends with ``_exit`` as the zygote found it: it never unwinds into
 the code of the zygote it was forked from (an unwound process ends with the interpreter's own status 1 after running
@@ -42,3 +43,33 @@ def test_a_session_without_os_exit_keeps_running(box):
         r = session.run(NO_REPORT, timeout=10)
         assert r.outcome == Outcome.FAILED, r
         assert session.run("print(x + 1)").stdout == "42\n"  # that run's line was rolled back
+
+
+def test_a_recursion_limit_too_low_for_the_report_is_raised_back(no_leaks):
+    r = no_leaks.run("import sys\nopen('kept.txt', 'w').write('x')\nsys.setrecursionlimit(30)\nprint('low')",
+                     timeout=10)
+    assert r.outcome == Outcome.OK and r.stdout == "low\n", r
+    assert [f.name for f in r.files] == ["kept.txt"], r
+    r = no_leaks.run("import sys\nsys.setrecursionlimit(30)\nraise ValueError('formatted')", timeout=10)
+    assert r.outcome == Outcome.FAILED and r.error.startswith("formatted\nTraceback"), r
+
+
+def test_the_snippets_profiler_and_tracer_stop_with_it(box):
+    with box.session() as session:
+        r = session.run("import sys\nlimit = sys.getrecursionlimit()\nseen = []\n"
+                        "def watch(frame, event, arg):\n    seen.append(event)\n"
+                        "sys.setprofile(watch)\nsys.settrace(watch)\nsys.setrecursionlimit(40)")
+        assert r.outcome == Outcome.OK, r
+        r = session.run("print(sys.getprofile(), sys.gettrace(), sys.getrecursionlimit() == limit)")
+        assert r.stdout == "None None True\n", r
+
+
+def test_builtins_open_replaced_does_not_reach_the_inputs_or_the_report(box):
+    with box.session() as session:
+        r = session.run("import builtins\nreal_open = builtins.open\nopened = []\n"
+                        "def logged(name, *args, **kwargs):\n    opened.append(name)\n"
+                        "    return real_open(name, *args, **kwargs)\nbuiltins.open = logged\n"
+                        "real_open('out.txt', 'w').write('x')")
+        assert [f.name for f in r.files] == ["out.txt"], r
+        r = session.run("print(opened, real_open('in.txt').read())", files={"in.txt": "data"})
+        assert r.stdout == "[] data\n", r  # neither our report nor the inputs went through the snippet's open
