@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import signal
 from typing import Iterable, Iterator
@@ -12,6 +14,27 @@ from ..confine import _sys
 #: process (or break what a worker's epilogue calls), and the worker, runner or node must still end with it: never
 #: unwind into the code of the zygote it was forked from (confined, that code could do no harm; it would still run).
 exit_now = os._exit
+
+#: libc through ctypes' PyDLL: a call through it keeps the GIL (CDLL's release it).
+_libc_keeping_gil = ctypes.PyDLL(None, use_errno=True)
+_POLLIN = 0x001
+
+
+class _PollFd(ctypes.Structure):
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+def wait_keeping_gil(fds: tuple[int, ...]) -> list[int]:
+    """Block until some of ``fds`` are readable or hung up (those are returned), or a signal arrives (none are),
+    without releasing the GIL: no other Python thread of this process runs meanwhile."""
+    polled = (_PollFd * len(fds))(*((fd, _POLLIN, 0) for fd in fds))
+    if _libc_keeping_gil.poll(polled, len(fds), -1) < 0:
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, f"poll: {os.strerror(err)}")
+        return []
+    return [entry.fd for entry in polled if entry.revents]
+
 
 #: Above every fd number a process can hold (close_range takes the whole range at once).
 _MAX_FD = 2**31 - 1

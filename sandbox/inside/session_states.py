@@ -3,7 +3,9 @@
 Part of the session tree (see :mod:`sandbox.inside.session_tree` for the whole process
 model and its isolation measures): a **node** holds one interpreter state and never
 runs code; to run, it forks a **runner** (or hands over its standby); a runner whose run
-ends normally becomes the line's next node. Every such process goes on from the bottom
+ends normally becomes the line's next node. A node waits for its root holding the GIL: the
+threads a run left behind stand still between runs (no runner has them: a fork copies only
+the thread that forks), where they would spin in the idle state until its CPU limit killed it. Every such process goes on from the bottom
 of :func:`_trampoline`, at the same stack depth, however many runs came before.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import selectors
 import signal
 import socket
 import traceback
@@ -116,14 +117,12 @@ class _NodeLoop:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
-        self.selector = selectors.DefaultSelector()
 
     def serve(self) -> None:
-        self.selector.register(self.sock, selectors.EVENT_READ, "root")
-        self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
+        watched = (self.wake_r, self.sock.fileno())
         while True:
-            for key, _ in self.selector.select():
-                if key.data == "sigchld":
+            for fd in proc.wait_keeping_gil(watched):
+                if fd == self.wake_r:
                     self._reap()
                     continue
                 try:
@@ -162,7 +161,6 @@ class _NodeLoop:
                 ours_id.add(proc.identity(self.standby[1].fileno()))
                 self.standby[1].close()
             ours.close()
-            self.selector.close()
             self.sock.close()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

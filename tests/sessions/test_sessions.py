@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 
 import sandbox
@@ -116,6 +117,32 @@ def test_a_session_that_changed_directory_keeps_its_cwd_and_its_work_dir(session
                     "print(open('../in.txt').read())", files={"in.txt": "input"})
     assert r.stdout == "sub\ninput\n", r  # its cwd stays; inputs go to the work dir
     assert [f.name for f in r.files] == ["sub/b.txt"], r
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def test_a_thread_a_run_leaves_behind_stands_still_between_runs(box):
+    """A state waits for its root holding the GIL: a spinning thread a run started does not burn a core while the
+    session is idle (it took ~1.5 s of CPU in the 1.5 s below, until the state's CPU limit killed the state and
+    closed the session). No later run has it: a fork copies only the thread that forks."""
+    with box.session() as session:
+        r = session.run("import threading\ndef spin():\n    while True:\n        pass\n"
+                        "threading.Thread(target=spin, daemon=True).start()\nx = 1")
+        assert r.outcome == Outcome.OK, r
+        processes = [child for zygote in box.zygote_pids for child in psutil.Process(zygote).children(recursive=True)]
+        before = _cpu_s(processes)
+        time.sleep(1.5)
+        assert _cpu_s(processes) - before < 0.3
+        assert session.run("print(x, threading.active_count())").stdout == "1 1\n"
 
 
 def test_closed_session_refuses(box):
