@@ -28,6 +28,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
 #: random's at-fork callback, taken before any snippet could rebind ``random.seed``.
 _RESEED = random.seed
+_INTERVAL_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
 
 def set_dumpable(on: bool) -> None:
@@ -117,6 +118,11 @@ class _NodeLoop:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
+        # A state runs none of its runs' code: the interval timers a run left armed (a forgotten `signal.alarm(5)`)
+        # go. No later run had them (a fork does not inherit them); here one would fire while the state waits, and
+        # kill it (SIGALRM's default action) or run the run's handler in it.
+        for timer in _INTERVAL_TIMERS:
+            signal.setitimer(timer, 0)
 
     def serve(self) -> None:
         watched = (self.wake_r, self.sock.fileno())

@@ -145,6 +145,19 @@ def test_a_thread_a_run_leaves_behind_stands_still_between_runs(box):
         assert session.run("print(x, threading.active_count())").stdout == "1 1\n"
 
 
+def test_a_timer_a_run_left_armed_does_not_reach_the_idle_state(box):
+    """A run's forgotten ``signal.alarm(1)`` fired in the idle state and killed it (the next run hung past its
+    timeout, then the session closed); a busy handler of the run's ran there. A state disarms the interval timers:
+    no later run had them anyway (a fork does not inherit them)."""
+    with box.session() as session:
+        assert session.run("import signal\nsignal.alarm(1)\nx = 1").outcome == Outcome.OK
+        assert session.run("def busy(*args):\n    while True:\n        pass\nsignal.signal(signal.SIGALRM, busy)\n"
+                           "signal.setitimer(signal.ITIMER_REAL, 1)").outcome == Outcome.OK
+        time.sleep(1.5)
+        r = session.run("print(x, signal.getitimer(signal.ITIMER_REAL))", timeout=10)
+        assert r.outcome == Outcome.OK and r.stdout == "1 (0.0, 0.0)\n", r
+
+
 def test_closed_session_refuses(box):
     s = box.session()
     s.close()
