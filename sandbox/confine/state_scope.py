@@ -30,6 +30,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 import struct
 from typing import Callable
 
@@ -188,6 +189,13 @@ class Supervisor:
 
     def close(self) -> None:
         os.close(self.listener)
+
+    def orphaned(self) -> bool:
+        """No process is under the filter any more (every state of the session died): the listener stays
+        readable (hung up) with nothing to receive, and a loop that answers it whenever it is readable spins."""
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        return any(events & select.POLLHUP for _, events in poller.poll(0))
 
     def answer(self) -> None:
         """Receive one pending notification (the listener was readable) and let it go on or refuse it."""

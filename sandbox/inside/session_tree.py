@@ -129,7 +129,10 @@ class _Root:
             elif key.data == "node":
                 self._node_message(key.fileobj)
             elif key.data == "scope":
-                self.supervisor.answer()
+                if self.supervisor.orphaned():  # the session's states are all gone: its runs answer "lost"
+                    self.selector.unregister(self.supervisor)
+                else:
+                    self.supervisor.answer()
             else:
                 self._runner_message()
             if self.run is None and self.held is None:  # not while the host weighs the session's memory

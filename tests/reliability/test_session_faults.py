@@ -60,6 +60,29 @@ def test_zygote_killed_while_a_session_is_idle():
             s.run("print(x)")
 
 
+def test_every_state_killed_while_a_session_is_idle():
+    """Its states gone (the OOM killer, a CPU limit, an admin's kill), nothing is left under the session's seccomp
+    filter, whose listener then stays readable: the root answered it in a loop at 100% CPU and never read the host's
+    next run, which ended past its deadline plus the reply timeout. Now the run fails at once, saying why."""
+    import psutil
+    with sandbox.Sandbox() as sb, sb.session() as s:
+        s.run("x = 41")
+        root = psutil.Process(s._container.spawned.pid)
+        for state in root.children(recursive=True):  # the held state of the last run too, and its standby
+            os.kill(state.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        cpu = root.cpu_times()
+        time.sleep(1)
+        spent = sum(root.cpu_times()[:2]) - sum(cpu[:2])
+        assert spent < 0.5, f"the session root spent {spent:.2f} s of CPU in 1 s with no state left"
+        started = time.monotonic()
+        r = s.run("print(x)", timeout=5)
+        assert time.monotonic() - started < 4, r
+        assert r.outcome == Outcome.FAILED and "its state process is gone" in r.error, r
+        with pytest.raises(sandbox.SandboxClosed):
+            s.run("print(x)")
+
+
 def test_close_while_a_session_run_is_in_flight():
     before = HostState.take()
     sb = sandbox.Sandbox()
