@@ -118,6 +118,9 @@ class _NodeLoop:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
+        # The signals a run blocked (pthread_sigmask) stay blocked in the runs forked from here, not in this loop,
+        # which learns of its runners' ends by SIGCHLD: blocked, a crashed run went unreported past its deadline.
+        self.run_mask = signal.pthread_sigmask(signal.SIG_SETMASK, ())
         # A state runs none of its runs' code: the interval timers a run left armed (a forgotten `signal.alarm(5)`)
         # go. No later run had them (a fork does not inherit them); here one would fire while the state waits, and
         # kill it (SIGALRM's default action) or run the run's handler in it.
@@ -170,6 +173,7 @@ class _NodeLoop:
             self.sock.close()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.run_mask)
             os.close(self.wake_r)
             os.close(self.wake_w)
             proc.close_copies(ours_id)

@@ -158,6 +158,19 @@ def test_a_timer_a_run_left_armed_does_not_reach_the_idle_state(box):
         assert r.outcome == Outcome.OK and r.stdout == "1 (0.0, 0.0)\n", r
 
 
+def test_signals_a_run_blocked_stay_blocked_for_runs_not_for_the_state(box):
+    """A run that blocked SIGCHLD left it blocked in the state, which learns of its runners' ends by it: the next
+    run that crashed went unreported until its deadline plus the reply timeout, and the session closed."""
+    with box.session() as session:
+        r = session.run("import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})\nx = 1")
+        assert r.outcome == Outcome.OK, r
+        started = time.monotonic()
+        r = session.run("import os\nos._exit(3)", timeout=5)
+        assert r.outcome == Outcome.FAILED and r.rolled_back and time.monotonic() - started < 4, r
+        r = session.run("print(x, signal.SIGCHLD in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
+        assert r.stdout == "1 True\n", r
+
+
 def test_closed_session_refuses(box):
     s = box.session()
     s.close()
