@@ -60,6 +60,13 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
     return Outcome.FAILED, "crashed", f"the process exited with status {code} before the run finished"
 
 
+def _ended_badly(got: Collected) -> str:
+    """How the run's process ended, if not cleanly ("" if it exited with 0, or its end is unknown)."""
+    if got.exit.signal is not None:
+        return f"was killed by {_signal_name(got.exit.signal)}"
+    return f"exited with status {got.exit.exitcode}" if got.exit.exitcode not in (0, None) else ""
+
+
 def _memory_cgroup_error(got: Collected, policy: Policy) -> str:
     return (f"memory limit of {policy.limits.memory_mb} MB exceeded (policy {policy.name!r}: limits.memory_mb; "
             f"the run's memory cgroup, {got.memory.limit_bytes >> 20} MiB with the image it was forked from, "
@@ -85,6 +92,10 @@ def to_result(got: Collected, policy: Policy, timeout_s: float, *, rolled_back: 
     outcome, reason, error = _decide(got, policy, timeout_s)
     if memory_error is not None:
         outcome, reason, error, rolled_back = Outcome.FAILED, "memory_limit", memory_error, True
+    elif rolled_back and outcome == Outcome.OK and got.reported.done and _ended_badly(got):
+        outcome, reason = Outcome.FAILED, "crashed"
+        error = (f"the run finished, but its process {_ended_badly(got)} before it could become the session's "
+                 "state: the session is back at its state before the run")
     stdout = b"".join(data for stream, data in got.chunks if stream == 1)
     stderr = b"".join(data for stream, data in got.chunks if stream == 2)
     output = b"".join(data for _stream, data in got.chunks)

@@ -238,11 +238,12 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
         proc.kill_descendants()  # nothing the snippet started outlives its run, nor sees the node's socket
         _sys.prctl(_PR_SET_CHILD_SUBREAPER, 0, name="prctl(PR_SET_CHILD_SUBREAPER)")
         set_dumpable(False)  # a state again: no later run may read it
-        frames.send(sock, commands.Committed(pid=me))
+        node = _NodeLoop(sock, scope, confined)  # before committing: a state that cannot serve (the run lowered
+        frames.send(sock, commands.Committed(pid=me))  # RLIMIT_NOFILE below its pipe) is rolled back, not lost
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         try:
             if os.getpid() == me:
                 traceback.print_exc()
         finally:  # what the snippet left of `os` and `traceback` may raise too
             proc.exit_now(70)
-    return _node_step(sock, scope, confined)
+    return node.serve

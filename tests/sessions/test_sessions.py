@@ -171,6 +171,17 @@ def test_signals_a_run_blocked_stay_blocked_for_runs_not_for_the_state(box):
         assert r.stdout == "1 True\n", r
 
 
+def test_a_run_whose_state_cannot_serve_is_rolled_back_and_says_so(box):
+    """A run that lowered RLIMIT_NOFILE below what a state needs (its wake pipe): it reported OK, and its state,
+    unable to serve, was gone: the next run found none of its variables. It is rolled back now, and fails."""
+    with box.session() as session:
+        session.run("x = 1")
+        r = session.run("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (6, 6))\ny = 2\nprint('ran')")
+        assert r.outcome == Outcome.FAILED and r.rolled_back and r.stdout == "ran\n", r
+        assert r.error.startswith("the run finished, but its process exited with status 70"), r
+        assert session.run("print(x, 'y' in globals())").stdout == "1 False\n"
+
+
 def test_closed_session_refuses(box):
     s = box.session()
     s.close()
