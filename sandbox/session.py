@@ -138,8 +138,10 @@ class _Container:
             finally:
                 io.close()
             over, rolled_back = None, got.exit.rolled_back
-            if got.exit.held is not None and got.killed:
-                rolled_back = self._undo()  # the host stopped it, yet it committed first (a race): never kept
+            if got.exit.held is not None and (got.killed or not got.reported.done):
+                # The host stopped it, yet it committed first (a race); or it committed without reporting `done`
+                # (a snippet can forge its runner's commit, and run on as a state): never kept.
+                rolled_back = self._undo()
             elif got.exit.held is not None:
                 over = self.memory.keep_or_undo(got.exit.held)
         result = to_result(got, self.policy, timeout_s, rolled_back=rolled_back,

@@ -57,6 +57,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
         return Outcome.OK, None, None  # os._exit(0): a clean exit without our epilogue
     if got.exit.lost is not None:
         return Outcome.FAILED, "crashed", f"the run was lost: {got.exit.lost}"
+    if code is None:  # a session's runner whose root reported the run's end with no `done` before it
+        return Outcome.FAILED, "crashed", "the run ended without reporting its end (no 'done' came from it)"
     return Outcome.FAILED, "crashed", f"the process exited with status {code} before the run finished"
 
 

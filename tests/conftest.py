@@ -204,3 +204,16 @@ def c_loop_expected() -> None:
     headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if shutil.which(compiler) is None or not os.path.exists(headers):
         pytest.skip(f"no C compiler ({compiler}) or Python headers ({headers}) here: the forker's loop is Python's")
+
+
+def cpu_seconds(processes: "list[psutil.Process]") -> float:
+    """The CPU time (user + system) of these processes; one that has ended since they were listed counts as 0 (it
+    spends nothing more, so a difference of two calls is an upper bound on what the listed ones spent between)."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total

@@ -14,6 +14,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
+from ..conftest import cpu_seconds
 from .hostcheck import HostState, running_worker, settle
 
 
@@ -71,9 +72,9 @@ def test_every_state_killed_while_a_session_is_idle():
         for state in root.children(recursive=True):  # the held state of the last run too, and its standby
             os.kill(state.pid, signal.SIGKILL)
         time.sleep(0.5)
-        cpu = root.cpu_times()
+        before = cpu_seconds([root])
         time.sleep(1)
-        spent = sum(root.cpu_times()[:2]) - sum(cpu[:2])
+        spent = cpu_seconds([root]) - before
         assert spent < 0.5, f"the session root spent {spent:.2f} s of CPU in 1 s with no state left"
         started = time.monotonic()
         r = s.run("print(x)", timeout=5)

@@ -11,7 +11,6 @@ its result or escape the policy's caps: each is a result, most with ``reason="pr
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -22,7 +21,7 @@ import sandbox
 import sandbox.batch as batch
 from sandbox import Outcome
 
-from ..conftest import host_fds, settled_fds
+from ..conftest import cpu_seconds, host_fds, settled_fds
 from ..reliability.hostcheck import run_processes
 from .conftest import checked_run
 
@@ -81,6 +80,40 @@ def test_a_forged_unavailable_in_a_session_run_rolls_back_that_run(default):
         assert_protocol(r, "after 'ready'")
         assert r.rolled_back
         assert s.run("print(x)").stdout == "1\n"
+
+
+#: A session runner's commit to its root, forged mid-run on the runner's own socket, then the snippet runs on.
+FORGED_COMMIT = r"""
+import json, os, socket, stat, struct, time
+for fd in range(3, 64):
+    try:
+        is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        continue
+    if is_socket and socket.socket(fileno=os.dup(fd)).type == socket.SOCK_SEQPACKET:
+        header = json.dumps({"v": 1, "type": "committed", "blobs": [], "pid": os.getpid()}).encode()
+        os.write(fd, struct.pack(">I", len(header)) + header)
+y = 2
+started = time.monotonic()
+while time.monotonic() - started < 20:
+    pass
+"""
+
+
+def test_a_forged_commit_in_a_session_run_is_rolled_back_and_stops(default):
+    """The root took the forged commit for the run's end: the host got a result at once, the snippet spun on as
+    the session's state (outliving its result, the host's cancel ignored: no run was in progress), and the next
+    run hung past its deadline, then closed the session. A commit without ``done`` is never kept now."""
+    with default.session() as s:
+        s.run("x = 1")
+        r = s.run(FORGED_COMMIT, timeout=5)
+        assert r.outcome == Outcome.FAILED and r.rolled_back, r
+        states = psutil.Process(s._container.spawned.pid).children(recursive=True)
+        before = cpu_seconds(states)
+        time.sleep(1)
+        spent = cpu_seconds(states) - before
+        assert spent < 0.5, f"the session's processes spent {spent:.2f} s of CPU in 1 s after the run"
+        assert s.run("print(x, 'y' in globals())", timeout=5).stdout == "1 False\n"
 
 
 # -- fields of the wrong type, headers too deep or too big ---------------------------------

@@ -10,7 +10,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
-from ..conftest import gone, leftover_run_dirs, settled_count
+from ..conftest import cpu_seconds, gone, leftover_run_dirs, settled_count
 
 
 @pytest.fixture
@@ -119,17 +119,6 @@ def test_a_session_that_changed_directory_keeps_its_cwd_and_its_work_dir(session
     assert [f.name for f in r.files] == ["sub/b.txt"], r
 
 
-def _cpu_s(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def test_a_thread_a_run_leaves_behind_stands_still_between_runs(box):
     """A state waits for its root holding the GIL: a spinning thread a run started does not burn a core while the
     session is idle (it took ~1.5 s of CPU in the 1.5 s below, until the state's CPU limit killed the state and
@@ -139,9 +128,9 @@ def test_a_thread_a_run_leaves_behind_stands_still_between_runs(box):
                         "threading.Thread(target=spin, daemon=True).start()\nx = 1")
         assert r.outcome == Outcome.OK, r
         processes = [child for zygote in box.zygote_pids for child in psutil.Process(zygote).children(recursive=True)]
-        before = _cpu_s(processes)
+        before = cpu_seconds(processes)
         time.sleep(1.5)
-        assert _cpu_s(processes) - before < 0.3
+        assert cpu_seconds(processes) - before < 0.3
         assert session.run("print(x, threading.active_count())").stdout == "1 1\n"
 
 
