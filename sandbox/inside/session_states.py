@@ -5,8 +5,9 @@ model and its isolation measures): a **node** holds one interpreter state and ne
 runs code; to run, it forks a **runner** (or hands over its standby); a runner whose run
 ends normally becomes the line's next node. A node waits for its root holding the GIL: the
 threads a run left behind stand still between runs (no runner has them: a fork copies only
-the thread that forks), where they would spin in the idle state until its CPU limit killed it. Every such process goes on from the bottom
-of :func:`_trampoline`, at the same stack depth, however many runs came before.
+the thread that forks), where they would spin in the idle state until its CPU limit killed
+it. Every such process goes on from the bottom of :func:`_trampoline`, at the same stack
+depth, however many runs came before.
 """
 
 from __future__ import annotations
