@@ -94,10 +94,10 @@ def to_result(got: Collected, policy: Policy, timeout_s: float, *, rolled_back: 
     outcome, reason, error = _decide(got, policy, timeout_s)
     if memory_error is not None:
         outcome, reason, error, rolled_back = Outcome.FAILED, "memory_limit", memory_error, True
-    elif rolled_back and outcome == Outcome.OK and got.reported.done and _ended_badly(got):
+    elif rolled_back and outcome == Outcome.OK and got.reported.done and (ended := _ended_badly(got)):
         outcome, reason = Outcome.FAILED, "crashed"
-        error = (f"the run finished, but its process {_ended_badly(got)} before it could become the session's "
-                 "state: the session is back at its state before the run")
+        error = (f"the run finished, but its process {ended} before it could become the session's state: the "
+                 "session is back at its state before the run")
     stdout = b"".join(data for stream, data in got.chunks if stream == 1)
     stderr = b"".join(data for stream, data in got.chunks if stream == 2)
     output = b"".join(data for _stream, data in got.chunks)

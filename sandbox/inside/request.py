@@ -404,4 +404,3 @@ def prepare_mime_types() -> None:
     would add to every cold start.)"""
     import mimetypes
     mimetypes.init()
-
