@@ -12,6 +12,7 @@ import atexit
 import os
 import sys
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InputError, SandboxClosed
@@ -98,6 +99,7 @@ class Sandbox:
             if cold is not None:  # a bad policy or image: the zygote started for nothing
                 cold.discard()
             raise
+        _open.add(self)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -112,6 +114,10 @@ class Sandbox:
             self._pool.close()
 
     def __del__(self) -> None:  # last resort: never leave a zygote behind
+        # Not once the interpreter finalizes: its daemon threads (the zygotes' readers) are stopped for good
+        # wherever they are, maybe holding a lock that close() waits for. The exit hook below closed it before.
+        if sys.is_finalizing():
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001
@@ -201,8 +207,6 @@ def shared_sandbox(policy: "str | Path | Policy" = "default",
         box = _shared.get(key)
         if box is None or box.closed:
             box = _shared[key] = Sandbox(pol, img)
-            if len(_shared) == 1:
-                atexit.register(close_shared)
         return box
 
 
@@ -221,3 +225,19 @@ def _check_count(name: str, value: Any, minimum: int) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")
+
+
+#: Every Sandbox of this process not collected yet, for the exit hook below.
+_open: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every Sandbox at interpreter exit, while its threads still run: past this point the interpreter stops
+    its daemon threads wherever they are, and a close waiting for a lock one of them held would wait forever."""
+    close_shared()
+    for box in list(_open):
+        try:
+            box.close()
+        except Exception:  # noqa: BLE001 - one box's failure must not keep the others open
+            pass

@@ -44,6 +44,7 @@ import dataclasses
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -318,6 +319,8 @@ class Session:
             reaper.forget(self)
 
     def __del__(self) -> None:  # a dropped branch must not keep its processes alive
+        if sys.is_finalizing():  # closed by its Sandbox's exit hook (core.py); a lock now may never be released
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001

@@ -120,3 +120,58 @@ def test_host_exit_mid_run_leaves_no_detached_daemon(how):
 def test_host_exit_mid_run_leaves_no_detached_daemon_without_pid_namespaces():
     procs, survivors = _host_exits("_exit", "daemon", wait_s=4.0, pidns=False)
     assert not survivors, f"outlived the host: {sorted(survivors)}"
+
+
+
+#: A host that ends by a normal interpreter exit, its Sandbox never closed, while a daemon thread holds a zygote
+#: launcher's lock (as the launcher's reader thread does for an instant when a run's exit report comes in). Once the
+#: interpreter finalizes it stops a daemon thread that wants the GIL back where it is: a lock it held stays held.
+#: Its own exit hook, registered before sandbox's and so run after it, says whether the Sandbox and its session were
+#: closed by then.
+EXIT_WHILE_LOCKED = textwrap.dedent("""
+    import atexit, json, sys
+    box = []
+    atexit.register(lambda: print(json.dumps({"closed": [o.closed for o in box]}), flush=True))
+    import threading, time, psutil, sandbox
+    box.append(sandbox.Sandbox())
+    assert box[0].run("print(1)").stdout == "1\\n"
+    box.append(box[0].session())
+    assert box[1].run("x = 1").ok
+    launcher = next(z for z in box[0]._pool._zygotes if z is not None)
+    holding = threading.Event()
+    def hold():
+        with launcher._lock:
+            holding.set()
+            time.sleep(1.0)
+    threading.Thread(target=hold, daemon=True).start()
+    holding.wait()
+    print(json.dumps([p.pid for p in psutil.Process().children(recursive=True)]), flush=True)
+""")
+
+
+def test_interpreter_exit_closes_every_sandbox_while_its_threads_run():
+    """An unclosed Sandbox (and its session) is closed by an exit hook, before the interpreter stops its daemon threads; ``__del__``
+    no longer closes it once they are stopped, where its close waited forever for the lock a stopped reader thread
+    held (a script that ran a snippet and ended hung in its exit, 5 times in 12 on a loaded machine)."""
+    child = subprocess.Popen([sys.executable, "-c", EXIT_WHILE_LOCKED], stdout=subprocess.PIPE, text=True)
+    procs: list[psutil.Process] = []
+    try:
+        line = child.stdout.readline()
+        assert line, f"the host child failed (status {child.wait()})"
+        procs = [psutil.Process(pid) for pid in json.loads(line)]
+        try:
+            status = child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the host hung in its interpreter's exit")
+        assert status == 0
+        assert json.loads(child.stdout.readline()) == {"closed": [True, True]}
+        assert not gone(procs, timeout=10.0), "a zygote or worker outlived the host"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
