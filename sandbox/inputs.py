@@ -119,10 +119,17 @@ def _encodable(text: str) -> bool:
 
 def extension_for(mime_type: str) -> str:
     """The input-file extension for a MIME type the service accepts."""
-    ext = MIME_EXTENSIONS.get(mime_type.split(";")[0].strip().lower())
+    ext = _extension(mime_type)
     if ext is None:
-        raise InputError(f"unsupported input MIME type {mime_type!r} (supported: {', '.join(sorted(set(MIME_EXTENSIONS)))})")
+        raise InputError(f"unsupported input MIME type {mime_type!r} (supported: {_SUPPORTED})")
     return ext
+
+
+def _extension(mime_type: str) -> str | None:
+    return MIME_EXTENSIONS.get(mime_type.split(";")[0].strip().lower())
+
+
+_SUPPORTED = ", ".join(sorted(set(MIME_EXTENSIONS)))
 
 
 def decode_base64(text: object, what: str) -> bytes:
@@ -138,7 +145,12 @@ def decode_base64(text: object, what: str) -> bytes:
 def _named(item: File, index: int) -> File:
     if item.name:
         return item
-    return File(name=f"input_file_{index}{extension_for(item.mime_type)}", data=item.data, mime_type=item.mime_type)
+    ext = _extension(item.mime_type)
+    if ext is None:
+        raise InputError(f"files[{index}] has no name, and an unsupported input MIME type {item.mime_type!r} to name "
+                         f"it by: give it a name like 'data.csv' (or one of the types the service names inline data "
+                         f"by: {_SUPPORTED})")
+    return File(name=f"input_file_{index}{ext}", data=item.data, mime_type=item.mime_type)
 
 
 def _as_bytes(data: object, name: object) -> bytes:

@@ -158,6 +158,13 @@ def test_unknown_mime_type(no_leaks):
     assert r.stdout == "b'\\x00\\xff'\n"
 
 
+def test_a_nameless_file_of_a_type_that_names_none_is_told_it_has_no_name(no_leaks):
+    """``{"": data}`` (no name, so no MIME type: application/octet-stream) was refused for its MIME type alone."""
+    with pytest.raises(InputError, match=r"files\[0\] has no name, and an unsupported input MIME type "
+                                         r"'application/octet-stream'.*give it a name like 'data.csv'"):
+        no_leaks.run("pass", files={"": b"x"})
+
+
 @pytest.mark.parametrize("mime", [None, 5, b"text/csv"])
 def test_non_string_mime_type_is_an_input_error(box, mime):
     with pytest.raises(InputError, match="MIME"):
