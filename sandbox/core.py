@@ -235,8 +235,7 @@ _open: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
 def _close_at_exit() -> None:
     """Close every Sandbox at interpreter exit, while its threads still run: past this point the interpreter stops
     its daemon threads wherever they are, and a close waiting for a lock one of them held would wait forever."""
-    close_shared()
-    for box in list(_open):
+    for box in list(_open):  # the shared ones (sandbox.run) too
         try:
             box.close()
         except Exception:  # noqa: BLE001 - one box's failure must not keep the others open
