@@ -7,11 +7,13 @@ exit. The test then checks each reported process (by pid and start time) is gone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from typing import Iterator
 
 import psutil
 import pytest
@@ -62,11 +64,11 @@ HOST = textwrap.dedent("""
 """)
 
 
-def _host_exits(how: str, inflight: str, wait_s: float = 10.0,
-                pidns: bool = True) -> tuple[list[psutil.Process], set[int]]:
-    child = subprocess.Popen([sys.executable, "-c", HOST, how, inflight, "pidns" if pidns else "flat"],
-                             stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+@contextlib.contextmanager
+def _host_child(script: str, *args: str, **popen: object) -> Iterator[tuple[subprocess.Popen, list[psutil.Process]]]:
+    """A child Python running ``script``, and the processes under it that its first line of output lists; neither it
+    nor any of them outlives the test."""
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True, **popen)
     procs: list[psutil.Process] = []
     try:
         line = child.stdout.readline()
@@ -76,10 +78,7 @@ def _host_exits(how: str, inflight: str, wait_s: float = 10.0,
                 procs.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
                 pass
-        child.stdin.write("\n")
-        child.stdin.flush()
-        child.wait(timeout=30)
-        return procs, gone(procs, timeout=wait_s)
+        yield child, procs
     finally:
         if child.poll() is None:
             child.kill()
@@ -89,6 +88,16 @@ def _host_exits(how: str, inflight: str, wait_s: float = 10.0,
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+def _host_exits(how: str, inflight: str, wait_s: float = 10.0,
+                pidns: bool = True) -> tuple[list[psutil.Process], set[int]]:
+    with _host_child(HOST, how, inflight, "pidns" if pidns else "flat", stdin=subprocess.PIPE,
+                     cwd=os.getcwd()) as (child, procs):
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=30)
+        return procs, gone(procs, timeout=wait_s)
 
 
 @pytest.mark.parametrize("how, inflight, pidns", [
@@ -129,7 +138,7 @@ def test_host_exit_mid_run_leaves_no_detached_daemon_without_pid_namespaces():
 #: Its own exit hook, registered before sandbox's and so run after it, says whether the Sandbox and its session were
 #: closed by then.
 EXIT_WHILE_LOCKED = textwrap.dedent("""
-    import atexit, json, sys
+    import atexit, json
     box = []
     atexit.register(lambda: print(json.dumps({"closed": [o.closed for o in box]}), flush=True))
     import threading, time, psutil, sandbox
@@ -150,15 +159,11 @@ EXIT_WHILE_LOCKED = textwrap.dedent("""
 
 
 def test_interpreter_exit_closes_every_sandbox_while_its_threads_run():
-    """An unclosed Sandbox (and its session) is closed by an exit hook, before the interpreter stops its daemon threads; ``__del__``
-    no longer closes it once they are stopped, where its close waited forever for the lock a stopped reader thread
-    held (a script that ran a snippet and ended hung in its exit, 5 times in 12 on a loaded machine)."""
-    child = subprocess.Popen([sys.executable, "-c", EXIT_WHILE_LOCKED], stdout=subprocess.PIPE, text=True)
-    procs: list[psutil.Process] = []
-    try:
-        line = child.stdout.readline()
-        assert line, f"the host child failed (status {child.wait()})"
-        procs = [psutil.Process(pid) for pid in json.loads(line)]
+    """An unclosed Sandbox (and its session) is closed by an exit hook, before the interpreter stops its daemon
+    threads; ``__del__`` no longer closes it once they are stopped, where its close waited forever for the lock a
+    stopped reader thread held (a script that ran a snippet and ended hung in its exit, 5 times in 12 on a loaded
+    machine)."""
+    with _host_child(EXIT_WHILE_LOCKED) as (child, procs):
         try:
             status = child.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -166,12 +171,3 @@ def test_interpreter_exit_closes_every_sandbox_while_its_threads_run():
         assert status == 0
         assert json.loads(child.stdout.readline()) == {"closed": [True, True]}
         assert not gone(procs, timeout=10.0), "a zygote or worker outlived the host"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        for proc in procs:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass

@@ -14,7 +14,7 @@ import pytest
 import sandbox
 from sandbox import Outcome
 
-from ..conftest import cpu_seconds
+from ..conftest import cpu_seconds, gone
 from .hostcheck import HostState, running_worker, settle
 
 
@@ -91,12 +91,10 @@ def _kill_every_state(root) -> None:
     quiet_since = time.monotonic()
     while time.monotonic() - quiet_since < 0.5:
         assert time.monotonic() < deadline, "states kept appearing under the session root"
-        alive = []
-        for state in root.children(recursive=True):
+        alive = [state for state in root.children(recursive=True) if not gone(state)]
+        for state in alive:
             try:
-                if state.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(state)
-                    state.kill()
+                state.kill()
             except psutil.NoSuchProcess:
                 pass
         if alive:
