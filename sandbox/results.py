@@ -46,7 +46,9 @@ class Denial:
     """Something the snippet tried that confinement refused (telemetry, not the boundary)."""
 
     kind: str
-    """Category, e.g. ``network``, ``filesystem``, ``process``, ``syscall``, ``import``."""
+    """Category, e.g. ``network``, ``filesystem``, ``process``, ``syscall``, ``import``; ``limit`` (a cap
+    dropped some of what the run made) and ``file`` (a work-dir file or dir the run made that could not be
+    returned) are the runtime's notes."""
     detail: str
     """What exactly, e.g. ``socket(AF_INET, SOCK_STREAM)``."""
 

@@ -19,7 +19,7 @@ import socket
 import stat
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .. import commands, frames, protocol, rundirs, streams
 from ..filetypes import IMAGE_EXTENSIONS
@@ -336,44 +336,65 @@ def _patch_show(pyplot: Any) -> None:
 
 
 def _snapshot(workdir: str) -> dict[str, tuple[int, int]]:
-    found: dict[str, tuple[int, int]] = {}
-    for rel, st in _walk(workdir):
-        found[rel] = (st.st_size, st.st_mtime_ns)
-    return found
+    return {entry.rel: (entry.st.st_size, entry.st.st_mtime_ns) for entry in _walk(workdir)}
 
 
-def _walk(top: str, prefix: str = "", depth: int = 0) -> list[tuple[str, os.stat_result]]:
-    entries: list[tuple[str, os.stat_result]] = []
-    if depth > 8:
-        return entries
+#: How deep the walk for a run's new files goes into the work dir (a dir below is named in the result, not walked).
+_MAX_WALK_DEPTH = 8
+
+
+class _Entry(NamedTuple):
+    """A regular file of the work dir, or a dir whose files the walk cannot see (``blind`` says why)."""
+
+    rel: str
+    st: os.stat_result
+    blind: str = ""
+
+
+def _walk(top: str, prefix: str = "", depth: int = 0) -> list[_Entry]:
     try:
         scan = sorted(os.scandir(top), key=lambda e: e.name)
-    except OSError:
-        return entries
+    except OSError as exc:
+        try:
+            st = os.stat(top, follow_symlinks=False)
+            return [_Entry(prefix or ".", st, f"cannot list it ({exc.strerror or exc})")]
+        except OSError:
+            return []
+    entries: list[_Entry] = []
     for entry in scan:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
-            continue
+            continue  # gone since the listing
         rel = prefix + entry.name
         if stat.S_ISDIR(st.st_mode):
-            entries.extend(_walk(entry.path, rel + "/", depth + 1))
+            if depth >= _MAX_WALK_DEPTH:
+                entries.append(_Entry(rel + "/", st, f"deeper than {_MAX_WALK_DEPTH} levels"))
+            else:
+                entries.extend(_walk(entry.path, rel + "/", depth + 1))
         elif stat.S_ISREG(st.st_mode):
-            entries.append((rel, st))
+            entries.append(_Entry(rel, st))
     return entries
 
 
 def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits, workdir: str) -> None:
-    """Send the work dir's new or changed regular files: images as ``image``, the rest as ``file``."""
+    """Send the work dir's new or changed regular files: images as ``image``, the rest as ``file``. One it cannot
+    read, or a new or changed dir it cannot look into, is named in a ``file`` denial: never dropped unsaid."""
     sent = 0
-    for rel, st in _walk(workdir):
+    for rel, st, blind in _walk(workdir):
         if before.get(rel) == (st.st_size, st.st_mtime_ns):
+            continue
+        if blind:
+            chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not searched for new files: {blind}"))
             continue
         if sent >= limits.max_returned_files:
             chan.send(frames.Returned(name=rel, mime_type="", data=b"", skipped=True, size=st.st_size))
             continue
-        data, truncated = _read_capped(os.path.join(workdir, rel), limits.max_returned_file_bytes)
-        if data is None:
+        try:
+            data, truncated = _read_capped(os.path.join(workdir, rel), limits.max_returned_file_bytes)
+        except OSError as exc:
+            chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not returned: cannot read it "
+                                                         f"({exc.strerror or exc})"))
             continue
         ext = os.path.splitext(rel)[1].lower()
         kind = frames.ReturnedImage if ext in IMAGE_EXTENSIONS and not truncated else frames.Returned
@@ -382,11 +403,14 @@ def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Lim
         sent += 1
 
 
-def _read_capped(path: str, cap: int) -> tuple[bytes | None, bool]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None, False
+def _quoted(rel: str) -> str:
+    """A work-dir name for a denial's text: the snippet's choice of bytes, so escaped and cut short."""
+    text = repr(rel)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _read_capped(path: str, cap: int) -> tuple[bytes, bool]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with io.open(fd, "rb") as fh:  # not builtins.open, which the snippet may have replaced
         data = fh.read(cap + 1)
     return data[:cap], len(data) > cap

@@ -100,6 +100,21 @@ def test_a_snippet_changing_directory_still_gets_its_work_dirs_files(box):
     assert [i.name for i in r.images] == ["figure_2.png", "figure_1.png"], r  # a figure never takes a file's name
 
 
+def test_a_new_file_that_cannot_be_returned_is_named_not_dropped(box):
+    """A file the worker cannot read, a dir it cannot list and one past the walk's depth were silently missing from
+    ``r.files``; each is named in a ``file`` denial, and what can be returned still is."""
+    r = box.run("import os\nopen('secret.txt', 'w').write('s')\nos.chmod('secret.txt', 0)\n"
+                "os.mkdir('shut')\nopen('shut/y.txt', 'w').write('y')\nos.chmod('shut', 0)\n"
+                "deep = '/'.join('abcdefghij')\nos.makedirs(deep)\nopen(deep + '/x.txt', 'w').write('x')\n"
+                "open('ok.txt', 'w').write('ok')")
+    assert r.ok, r
+    assert [(f.name, f.data) for f in r.files] == [("ok.txt", b"ok")]
+    assert sorted((d.kind, d.detail) for d in r.denied) == [
+        ("file", "'a/b/c/d/e/f/g/h/i/' was not searched for new files: deeper than 8 levels"),
+        ("file", "'secret.txt' was not returned: cannot read it (Permission denied)"),
+        ("file", "'shut/' was not searched for new files: cannot list it (Permission denied)")]
+
+
 def test_returned_file_over_cap_is_truncated_and_marked():
     policy = sandbox.Policy.load("default").with_limits(max_returned_file_bytes=1000)
     with sandbox.Sandbox(policy=policy) as sb:
