@@ -14,6 +14,10 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   loading, clock setting, swap, reboot, quotactl, open_by_handle_at, ...) and legacy
   calls nobody needs (modify_ldt, uselib, _sysctl, nfsservctl, lookup_dcookie, ustat,
   sysfs, vm86, ...) -> EPERM;
+- ``inotify_init``/``inotify_init1`` and ``fanotify_init`` -> EPERM: the kernel counts their instances
+  and watches per user across user namespaces (``fs.inotify.max_user_instances``, 128 by default), so
+  a run holding them all left the host's own user, root included, unable to make one while it lived
+  (a session's state holds them between runs);
 - ``clone`` with a namespace flag -> EPERM; ``clone3`` -> ENOSYS always (its flags live
   in memory a filter cannot read, so glibc falls back to ``clone`` where they can be
   checked; threads keep working);
@@ -107,7 +111,7 @@ DENIED_SYSCALLS = (
     "perf_event_open", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "ptrace",
     "quotactl", "quotactl_fd", "reboot", "setns", "unshare", "swapon", "swapoff", "sysfs", "_sysctl", "uselib",
     "userfaultfd", "ustat", "vhangup", "io_uring_setup", "io_uring_enter", "io_uring_register", "syslog",
-    "fanotify_init", "mbind", "set_mempolicy", "move_pages", "migrate_pages", "sethostname",
+    "fanotify_init", "inotify_init", "inotify_init1", "mbind", "set_mempolicy", "move_pages", "migrate_pages", "sethostname",
     "setdomainname", "vm86", "vm86old", "modify_ldt", "lsm_set_self_attr",
 )
 #: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).
@@ -128,8 +132,8 @@ RECENT = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427
 #: Denied calls that do not exist on an architecture (libseccomp knows them only elsewhere): nothing to deny.
 ABSENT = {
     "x86_64": frozenset({"vm86", "vm86old"}),  # i386 only (and i386 is refused by the architecture check)
-    "aarch64": frozenset({"_sysctl", "create_module", "fork", "get_kernel_syms", "ioperm", "iopl",  # never in
-                          "modify_ldt", "query_module", "sysfs", "uselib", "ustat", "vfork", "vm86",  # asm-generic
+    "aarch64": frozenset({"_sysctl", "create_module", "fork", "get_kernel_syms", "inotify_init", "ioperm",  # never
+                          "iopl", "modify_ldt", "query_module", "sysfs", "uselib", "ustat", "vfork", "vm86",  # asm-generic
                           "vm86old"}),
 }
 #: libseccomp's architecture token (the kernel's AUDIT_ARCH_*) -> our name for it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import re
 import time
 
@@ -82,3 +84,23 @@ def test_cant_exhaust_the_host(sb, name):
         assert r.outcome == sandbox.Outcome.FAILED or r.reason in ("timeout", "output_limit"), r
     if name in ("cpu_in_c_code", "sleep_ignoring_sigterm"):
         assert r.outcome == sandbox.Outcome.DEADLINE_EXCEEDED or r.reason == "cpu_limit", r
+
+
+INOTIFY_GRAB = ('import ctypes\n'
+                'libc = ctypes.CDLL(None, use_errno=True)\n'
+                'fds = [libc.inotify_init1(0) for _ in range(200)]\n'
+                'print("held", sum(fd >= 0 for fd in fds), os.strerror(ctypes.get_errno()))')
+
+
+@pytest.mark.parametrize("policy", ("default", "strict"))
+def test_cant_exhaust_the_host_users_inotify_instances(boxes, policy):
+    """The kernel counts inotify instances per user across user namespaces (fs.inotify.max_user_instances, 128 by
+    default): a run took all 128 (its RLIMIT_NOFILE allows 256), and while it held them the host's own user, root
+    included, could make none (systemd, file watchers, ``tail -f``); a session's state held them between runs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with boxes[policy].session() as s:
+        r = s.run(snippet(INOTIFY_GRAB))
+        assert r.stdout == "held 0 Operation not permitted\n", r
+        fd = libc.inotify_init1(os.O_CLOEXEC)  # the session's state is alive, holding whatever the run got
+        assert fd >= 0, f"the host cannot make an inotify instance: {os.strerror(ctypes.get_errno())}"
+        os.close(fd)
