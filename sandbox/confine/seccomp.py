@@ -22,6 +22,11 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   in memory a filter cannot read, so glibc falls back to ``clone`` where they can be
   checked; threads keep working);
 - ``ioctl(TIOCSTI)`` / ``ioctl(TIOCLINUX)`` (typing into a terminal) -> EPERM;
+- ``fcntl(F_SETPIPE_SZ)`` above a new pipe's 16 pages -> EPERM: the kernel counts pipe buffers per user across
+  namespaces, and once a user holds ``fs.pipe-user-pages-soft`` (64 MiB) every new pipe of that user gets 2
+  pages. One run growing its pipes to 1 MiB took all of it, and an unprivileged host's every pipe (other
+  runs' streams included) was 8 KiB for as long as the run or its session lived. At 16 pages it takes eight
+  processes with full fd tables (subprocesses, or eight session states) to get there;
 - ``personality`` with ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC or the other address
   layout flags -> EPERM;
 - in a session worker (``keep_fork``): ``kill(-1, ...)`` -> EPERM. The states of one
@@ -98,6 +103,9 @@ AF_UNIX = 1
 _CLONE_NS_FLAGS = (_sys.CLONE_NEWNS, _sys.CLONE_NEWCGROUP, _sys.CLONE_NEWUTS, _sys.CLONE_NEWIPC, _sys.CLONE_NEWUSER,
                    _sys.CLONE_NEWPID, _sys.CLONE_NEWNET)
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+F_SETPIPE_SZ = 1031
+#: A new pipe's buffer (16 pages): ``F_SETPIPE_SZ`` may shrink a pipe, not grow it past this.
+PIPE_DEFAULT_BYTES = 16 * os.sysconf("SC_PAGE_SIZE")
 _PERSONALITY_FLAGS = (0x0040000, 0x0100000, 0x0200000, 0x0400000, 0x0800000, 0x8000000)
 _LO32 = 0xFFFFFFFF
 
@@ -219,6 +227,8 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
         _add(f, eperm, nr("ioctl"), s.Arg(1, s.MASKED_EQ, _LO32, request))
     for flag in _PERSONALITY_FLAGS:
         _add(f, eperm, nr("personality"), s.Arg(0, s.MASKED_EQ, flag, flag))
+    # GT compares all 64 bits: a size whose low half the kernel would read as small is refused too, never let by
+    _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, _LO32, F_SETPIPE_SZ), s.Arg(2, s.GT, PIPE_DEFAULT_BYTES))
     program = export(f)
     if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
         raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "

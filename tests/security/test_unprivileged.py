@@ -8,6 +8,7 @@ with that reason; CI makes it readable (``chmod o+x /root``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -58,6 +59,26 @@ NAMESPACES_PROBE = ("import os\n"
                     "mounts = [line.split()[4] for line in open('/proc/self/mountinfo')]\n"
                     "print(os.readlink('/proc/self/ns/net'), open('/proc/net/dev').read().count(':'), "
                     "'/etc/passwd' in mounts)")
+
+
+#: Pipes grown to 1 MiB, as many as the run's fds allow: the kernel counts their pages against the uid's
+#: fs.pipe-user-pages-soft (64 MiB), past which every new pipe of that uid, the host's too, got 2 pages.
+PIPES_GROWN = ("import fcntl, os\n"
+               "pipes, grown, refused = [], 0, ''\n"
+               "while len(pipes) < 120:\n"
+               "    r, w = os.pipe(); pipes.append((r, w))\n"
+               "    try: fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20); grown += 1\n"
+               "    except OSError as e: refused = e.strerror\n"
+               "print(len(pipes), grown, refused)")
+
+
+def _new_pipe_bytes() -> int:
+    r, w = os.pipe()
+    try:
+        return fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _readable_as(uid: int, path: str) -> bool:
@@ -126,6 +147,11 @@ def _run_as_nobody(secret: str, root: str) -> dict:
                                       dir=root, host=os.getppid()))
                     s.restore(mark)
                     out["__session__"] = {"text": r.stdout + r.stderr, "restored": s.run("print(x)").stdout}
+            # default's 256 fds: enough pipes to pass the soft limit; its session's state holds them while the
+            # host makes a pipe of its own
+            with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
+                held = s.run(PIPES_GROWN).stdout
+                out["__pipes__"] = {"held": held, "host_pipe_bytes": _new_pipe_bytes()}
         except BaseException as exc:  # noqa: BLE001
             out["__error__"] = f"{type(exc).__name__}: {exc}"
         os.write(w, json.dumps(out).encode())
@@ -171,3 +197,13 @@ def test_cant_as_unprivileged_uid(unprivileged_results, name):
     assert not planted
     if name == "unix_socket_outside_run":
         assert not results.get("__contacted__"), "a run reached the host's socket"
+
+
+def test_cant_shrink_the_host_users_pipes_as_unprivileged_uid(unprivileged_results):
+    """A run grew 120 pipes to 1 MiB (and left them in its session's state): past 64 of them, uid 65534's every new
+    pipe, the host's own, got 8 KiB instead of 64 KiB. Growing a pipe is refused now."""
+    results, _planted = unprivileged_results
+    assert "__error__" not in results, results.get("__error__")
+    pipes = results["__pipes__"]
+    assert pipes["held"] == "120 0 Operation not permitted\n", pipes
+    assert pipes["host_pipe_bytes"] == 16 * os.sysconf("SC_PAGE_SIZE"), pipes
