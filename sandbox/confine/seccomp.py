@@ -119,7 +119,8 @@ DENIED_SYSCALLS = (
     "perf_event_open", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "ptrace",
     "quotactl", "quotactl_fd", "reboot", "setns", "unshare", "swapon", "swapoff", "sysfs", "_sysctl", "uselib",
     "userfaultfd", "ustat", "vhangup", "io_uring_setup", "io_uring_enter", "io_uring_register", "syslog",
-    "fanotify_init", "inotify_init", "inotify_init1", "mbind", "set_mempolicy", "move_pages", "migrate_pages", "sethostname",
+    "fanotify_init", "inotify_init", "inotify_init1", "mbind", "set_mempolicy", "move_pages", "migrate_pages",
+    "sethostname",
     "setdomainname", "vm86", "vm86old", "modify_ldt", "lsm_set_self_attr",
 )
 #: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).
@@ -140,9 +141,9 @@ RECENT = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427
 #: Denied calls that do not exist on an architecture (libseccomp knows them only elsewhere): nothing to deny.
 ABSENT = {
     "x86_64": frozenset({"vm86", "vm86old"}),  # i386 only (and i386 is refused by the architecture check)
-    "aarch64": frozenset({"_sysctl", "create_module", "fork", "get_kernel_syms", "inotify_init", "ioperm",  # never
-                          "iopl", "modify_ldt", "query_module", "sysfs", "uselib", "ustat", "vfork", "vm86",  # asm-generic
-                          "vm86old"}),
+    "aarch64": frozenset({"_sysctl", "create_module", "fork", "get_kernel_syms", "inotify_init",  # never in
+                          "ioperm", "iopl", "modify_ldt", "query_module", "sysfs", "uselib", "ustat",  # asm-generic
+                          "vfork", "vm86", "vm86old"}),
 }
 #: libseccomp's architecture token (the kernel's AUDIT_ARCH_*) -> our name for it.
 _ARCHES = {0xC000003E: "x86_64", 0xC00000B7: "aarch64"}
