@@ -212,21 +212,22 @@ SESSION_IN = table(Srun, Cancel, Checkpoint, Restore, Release, Branch, Drop, Set
 # -- inside a session tree (root <-> node <-> runner; see sandbox/inside/session_tree.py) ------------
 @frame_type
 class NodeRun(Frame):
-    """Root -> node: fork (or hand out the standby) a runner for the run whose fds are attached."""
+    """Root -> node: fork a runner for the run whose 4 fds and the runner's socket to the root are attached; with
+    no fds, hand out the standby (the root then sends it the run's fds: ``Go``)."""
 
     KIND: ClassVar[str] = "srun"
 
 
 @frame_type
 class NodeBranch(Frame):
-    """Root -> node: fork a copy of this state as a new node."""
+    """Root -> node: fork a copy of this state as a new node (its socket to the root attached)."""
 
     KIND: ClassVar[str] = "branch"
 
 
 @frame_type
 class Warm(Frame):
-    """Root -> node: keep a standby runner forked."""
+    """Root -> node: keep a standby runner forked (its socket to the root attached)."""
 
     KIND: ClassVar[str] = "warm"
 
@@ -240,14 +241,15 @@ class Cool(Frame):
 
 @frame_type
 class Go(Frame):
-    """Node -> standby runner: the run's fds are attached."""
+    """Root -> standby runner: the run's fds are attached."""
 
     KIND: ClassVar[str] = "go"
 
 
 @frame_type
 class Forked(Frame):
-    """Node -> root: the child it forked (a runner or a branch); the root's end of its socket is attached."""
+    """Node -> root: the child it forked, or the standby it handed out (pid 0: it had died). A node sends no fd:
+    the kernel checks each ``SCM_RIGHTS`` against its sender's fd limit, which a run can exhaust (rlimits.py)."""
 
     KIND: ClassVar[str] = "reply"
     pid: int

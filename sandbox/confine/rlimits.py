@@ -54,15 +54,35 @@ def describe(policy: Policy) -> str:
 
 
 def apply(policy: Policy, ctx: Any) -> None:
-    """Set every limit (soft == hard). Raises ``OSError`` naming the limit that refused."""
+    """Set every limit (soft == hard). Raises ``OSError`` naming the limit that refused.
+
+    A session root (``ctx.session``) keeps its inherited fd limit instead: it passes every fd between the session's
+    processes, and the kernel refuses a process's ``SCM_RIGHTS`` once its user's fds in flight outnumber its own
+    ``RLIMIT_NOFILE`` (a run holding ``max_open_files`` of them in a socket it never reads would stop the session).
+    Its first state lowers it to the policy's (:func:`lower_open_files`) before any snippet runs."""
     for which, value in limits_for(policy, ctx.base_address_space).items():
-        try:
-            resource.setrlimit(which, (value, value))
-        except ValueError:  # above an inherited hard limit: keep that tighter limit
-            hard = resource.getrlimit(which)[1]
-            resource.setrlimit(which, (hard, hard))
-        except OSError as exc:
-            raise OSError(exc.errno, f"setrlimit({_NAMES.get(which, which)}, {value}) failed: {exc}") from exc
+        if ctx.session and which == resource.RLIMIT_NOFILE:
+            value = max(value, min(resource.getrlimit(which)[1], _MAX_OPEN_FILES))
+        _set(which, value)
+
+
+def lower_open_files(policy: Policy) -> None:
+    """The policy's fd limit, where :func:`apply` kept a session root's."""
+    _set(resource.RLIMIT_NOFILE, policy.limits.max_open_files)
+
+
+#: The kernel's default ceiling for any fd limit (fs.nr_open); an inherited RLIM_INFINITY is read as it.
+_MAX_OPEN_FILES = 1 << 20
+
+
+def _set(which: int, value: int) -> None:
+    try:
+        resource.setrlimit(which, (value, value))
+    except ValueError:  # above an inherited hard limit: keep that tighter limit
+        hard = resource.getrlimit(which)[1]
+        resource.setrlimit(which, (hard, hard))
+    except OSError as exc:
+        raise OSError(exc.errno, f"setrlimit({_NAMES.get(which, which)}, {value}) failed: {exc}") from exc
 
 
 _NAMES = {getattr(resource, n): n for n in dir(resource) if n.startswith("RLIMIT_")}

@@ -20,7 +20,7 @@ import traceback
 from typing import Any, Callable, NoReturn
 
 from .. import commands, frames, protocol
-from ..confine import _sys, state_scope
+from ..confine import _sys, rlimits, state_scope
 from ..errors import ProtocolError
 from . import at_fork, proc, request
 from .request import Confined
@@ -91,14 +91,16 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool
         # The root's fds are all infrastructure (the host control socket first of all): keep none.
         proc.keep_only([*request.reserved_fds(), theirs.fileno()])
         _own_session()
-        if scoped:
-            try:
+        try:
+            if scoped:
                 listener = state_scope.install()
-                frames.send(theirs, commands.Supervise(), fds=[listener])
+                frames.send(theirs, commands.Supervise(), fds=[listener])  # the only fd a state ever sends
                 os.close(listener)
-            except BaseException:  # noqa: BLE001 - no state runs unsupervised: the root sees EOF
-                traceback.print_exc()
-                proc.exit_now(70)
+            if any(state.layer == "rlimits" and state.active for state in confined.layers):
+                rlimits.lower_open_files(confined.spec.policy)  # kept for the root's fd passing (rlimits.apply)
+        except BaseException:  # noqa: BLE001 - no state runs unsupervised: the root sees EOF
+            traceback.print_exc()
+            proc.exit_now(70)
         _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
     if not scoped:
@@ -114,8 +116,8 @@ class _NodeLoop:
     def __init__(self, sock: socket.socket, scope: dict[str, Any], confined: Confined) -> None:
         self.sock, self.scope, self.confined = sock, scope, confined
         self.runners: set[int] = set()
-        self.standby: tuple[int, socket.socket] | None = None
-        """(pid, its socket) of a runner forked in advance, waiting for a run's fds."""
+        self.standby: int | None = None
+        """The pid of a runner forked in advance; the root sends it a run's fds itself."""
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
@@ -142,35 +144,33 @@ class _NodeLoop:
                     return  # root gone
                 _NODE_COMMANDS[type(command)](self, fds)
 
+    # A node never sends an fd: the root makes every socket and sends every fd (see session_tree.py, "fds").
     def _branch(self, fds: list[int]) -> None:
-        pid, ours = self._forked(lambda sock: _node_step(sock, self.scope, self.confined)())
-        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
-        ours.close()
+        theirs = _one_socket(fds, "branch")
+        pid = self._forked(theirs, lambda: _node_step(theirs, self.scope, self.confined)())
+        frames.send(self.sock, commands.Forked(pid=pid))
 
     def _warm(self, fds: list[int]) -> None:
-        if self.standby is None:
-            self.standby = self._forked(lambda sock: _standby_main(sock, self.scope, self.confined))
+        theirs = _one_socket(fds, "warm")
+        if self.standby is not None:
+            theirs.close()
+            raise ProtocolError("'warm' came to a node that keeps a standby already")
+        self.standby = self._forked(theirs, lambda: _standby_main(theirs, self.scope, self.confined))
 
     def _cool(self, fds: list[int]) -> None:
+        protocol.close_fds(fds)
         if self.standby is not None:
-            pid, ours = self.standby
+            proc.kill(self.standby)
             self.standby = None
-            proc.kill(pid)
-            ours.close()
 
-    def _forked(self, child_main: Callable[[socket.socket], "Step | None"]) -> tuple[int, socket.socket]:
-        """Fork; the child drops this node's resources and goes on with ``child_main(its socket)``
-        from the bottom of its stack (see _Continue); the parent gets (pid, its end)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    def _forked(self, theirs: socket.socket, child_main: Step) -> int:
+        """Fork a child that holds ``theirs`` (its socket to the root) and none of this node's resources, and goes
+        on with ``child_main`` from the bottom of its stack (see _Continue); the parent closes ``theirs``."""
         pid = at_fork.fork_without(_RESEED)  # a state's `random` goes on in its runners, as a notebook's
         if pid == 0:
-            # This node's sockets, and any copy of them a snippet dup'ed into the state: else
-            # a run could speak for this node (or its standby) to the root.
-            ours_id = {proc.identity(s.fileno()) for s in (ours, self.sock)}
-            if self.standby is not None:  # not this child's: its EOF must reach the standby
-                ours_id.add(proc.identity(self.standby[1].fileno()))
-                self.standby[1].close()
-            ours.close()
+            # This node's socket, and any copy of it a snippet dup'ed into the state: else
+            # a run could speak for this node to the root.
+            ours_id = {proc.identity(self.sock.fileno())}
             self.sock.close()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -179,28 +179,44 @@ class _NodeLoop:
             os.close(self.wake_w)
             proc.close_copies(ours_id)
             _own_session()
-            raise _Continue(lambda: child_main(theirs))
+            raise _Continue(child_main)
         theirs.close()
-        return pid, ours
+        return pid
 
     def _start_runner(self, fds: list[int]) -> None:
-        if self.standby is not None:
-            (pid, ours), self.standby = self.standby, None
-            frames.send(ours, commands.Go(), fds=fds)  # then the root gets this socket: the runner's
+        """No fds: the standby runs it (the root sends it the run's fds once told its pid; 0: it has died); else
+        the run's 4 fds and the runner's socket to the root, for a runner forked now."""
+        if not fds:
+            pid, self.standby = self.standby or 0, None
+            if not pid:
+                frames.send(self.sock, commands.Forked(pid=0))
+                return
         else:
-            pid, ours = self._forked(lambda sock: _runner_main(sock, fds, self.scope, self.confined))
-        for fd in fds:
-            os.close(fd)
+            if len(fds) != 5:
+                protocol.close_fds(fds)
+                raise ProtocolError(f"'srun' carried {len(fds)} fds, expected 5")
+            self._cool([])  # a standby the root no longer counts on (it could not reach it)
+            run_fds, theirs = fds[:4], socket.socket(fileno=fds[4])
+            pid = self._forked(theirs, lambda: _runner_main(theirs, run_fds, self.scope, self.confined))
+            protocol.close_fds(run_fds)
         self.runners.add(pid)
-        frames.send(self.sock, commands.Forked(pid=pid), fds=[ours.fileno()])
-        ours.close()
+        frames.send(self.sock, commands.Forked(pid=pid))
 
     def _reap(self) -> None:
         proc.drain(self.wake_r)
         for pid, status in proc.reaped():
+            if pid == self.standby:
+                self.standby = None
             if pid in self.runners:
                 self.runners.discard(pid)
                 frames.send(self.sock, frames.Exited(pid=pid, **proc.exit_facts(status)))
+
+
+def _one_socket(fds: list[int], kind: str) -> socket.socket:
+    if len(fds) != 1:
+        protocol.close_fds(fds)
+        raise ProtocolError(f"{kind!r} carried {len(fds)} fds, expected 1 (the child's socket to the root)")
+    return socket.socket(fileno=fds[0])
 
 
 #: Root command -> the node's handler (fds attached to it).

@@ -26,7 +26,11 @@ and after confinement nothing may make a pid namespace or a further Landlock lay
 state: seccomp denies namespace flags, and Landlock stacks at most 16 domains, fewer
 than a long session's runs):
 
-- **fds**: only the root holds the host control socket. The first node keeps only
+- **fds**: only the root sends fds, the sockets of the children a node forks included (it makes
+  them): the kernel refuses a process's ``SCM_RIGHTS`` once its user's fds in flight outnumber its
+  own ``RLIMIT_NOFILE``, and a run can leave more than the policy's in a socket of its state. The
+  root keeps its inherited fd limit; its first node lowers it to the policy's (confine/rlimits.py).
+  Only the root holds the host control socket. The first node keeps only
   its socket to the root (and 0-2 and the tagged fd, all on /dev/null); every fork
   of a node closes the node's own sockets and every copy of them a snippet may have
   dup'ed into its state (by inode), so a runner holds only its run's 4 fds, its socket
@@ -79,6 +83,8 @@ class _Node:
     pinned: int = 0
     warm: bool = False
     """Told to keep a standby runner (and has not handed it out since)."""
+    standby: socket.socket | None = None
+    """Our end of the socket of its standby runner, while it is warm."""
 
 
 @record(frozen=False)
@@ -144,10 +150,30 @@ class _Root:
         for pid, node in self.nodes.items():
             if node.warm != (pid in current):
                 node.warm = pid in current
+                _close(node.standby)
+                node.standby = None
                 try:
-                    frames.send(node.sock, commands.Warm() if node.warm else commands.Cool())
+                    if node.warm:
+                        node.standby = self._send_with_socket(node, commands.Warm())
+                    else:
+                        frames.send(node.sock, commands.Cool())
                 except OSError:
                     pass  # the node is gone; its socket's EOF says so
+
+    def _send_with_socket(self, node: _Node, command: frames.Frame, fds: list[int] | tuple[int, ...] = ()
+                          ) -> socket.socket:
+        """Send ``command`` to ``node`` with ``fds`` and one end of a new socket, for the child it forks; return
+        the other end. Only the root sends fds (see the module's "fds"): its fd limit is the one the kernel checks
+        against every fd its user has in flight, which a run may fill up to its own."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            frames.send(node.sock, command, fds=[*fds, theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
 
     # host commands
     def _host_message(self) -> bool:
@@ -178,16 +204,28 @@ class _Root:
             frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
+        standby, node.standby = node.standby, None
+        runner_sock = None
         try:
-            forked, got = self._ask(node, commands.NodeRun(), fds)
-        except (OSError, ProtocolError, IndexError):  # the state was killed (by its pid) or answered nonsense
+            if standby is not None:  # the node names its standby (pid 0: it has died), which gets the fds from us
+                frames.send(node.sock, commands.NodeRun())
+                forked = self._ask(node)
+                if forked.pid:
+                    runner_sock, standby = standby, None
+                    _sent(runner_sock, commands.Go(), fds)  # if it died meanwhile, its node reports that
+            if runner_sock is None:
+                runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
+                forked = self._ask(node)
+                if not forked.pid:
+                    raise ProtocolError("a node forked no runner")
+        except (OSError, ProtocolError):  # the state was killed (by its pid) or answered nonsense
+            _close(runner_sock)
             self._lose(node)
             frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost="its state process is gone"))
             return
         finally:
-            for fd in fds:
-                os.close(fd)
-        runner_sock = socket.socket(fileno=got[0])
+            _close(standby)
+            protocol.close_fds(fds)
         self.run = _Run(command.seq, command.line, node, forked.pid, runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
 
@@ -251,10 +289,12 @@ class _Root:
 
     def _branch(self, command: commands.Branch, fds: list[int]) -> None:
         node = self.nodes[self.lines[command.line]]
+        child_sock = None
         try:
-            forked, got = self._ask(node, commands.NodeBranch())
-            child = self._add_node(forked.pid, socket.socket(fileno=got[0]))
-        except (OSError, ProtocolError, IndexError):
+            child_sock = self._send_with_socket(node, commands.NodeBranch())
+            child = self._add_node(self._ask(node).pid, child_sock)
+        except (OSError, ProtocolError):
+            _close(child_sock)
             self._lose(node)
             self._reply(error="the session's current state process is gone; it cannot be forked")
             return
@@ -269,20 +309,15 @@ class _Root:
         self._reply()
 
     # node and runner events
-    def _ask(self, node: _Node, command: frames.Frame, fds: list[int] | None = None
-             ) -> tuple[commands.Forked, list[int]]:
-        """Send a command to a node and wait for its reply; death notices that arrive first are handled."""
-        frames.send(node.sock, command, fds=fds or ())
+    def _ask(self, node: _Node) -> commands.Forked:
+        """Wait for a node's reply to the command just sent; death notices that arrive first are handled."""
         while True:
             self._await(node.sock)
             header, got = protocol.recv_packet(node.sock)
+            protocol.close_fds(got)  # a node sends none
             event = frames.decode(commands.FROM_NODE, header)
-            if isinstance(event, commands.Forked) and len(got) == 1:
-                return event, got
-            for fd in got:
-                os.close(fd)
             if isinstance(event, commands.Forked):
-                raise ProtocolError(f"a node's 'forked' carried {len(got)} fds, expected 1")
+                return event
             self._node_event(event)
 
     def _await(self, sock: socket.socket) -> None:
@@ -344,6 +379,7 @@ class _Root:
         for pid, node in list(self.nodes.items()):
             if node.sock is sock:
                 del self.nodes[pid]
+                _close(node.standby)
         _close_registered(self.selector, sock)
 
     def _collect_garbage(self, *candidates: int) -> list[int]:
@@ -358,6 +394,7 @@ class _Root:
                 continue
             proc.kill(pid)
             del self.nodes[pid]
+            _close(node.standby)
             _close_registered(self.selector, node.sock)
             freed.append(pid)
         if freed:
@@ -399,6 +436,19 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     root.lines[0] = root._add_node(pid, sock).pid
     root._sync_standbys()
     root.serve()
+
+
+def _sent(sock: socket.socket, command: frames.Frame, fds: list[int]) -> bool:
+    try:
+        frames.send(sock, command, fds=fds)
+    except OSError:
+        return False
+    return True
+
+
+def _close(sock: socket.socket | None) -> None:
+    if sock is not None:
+        sock.close()
 
 
 def _close_registered(selector: selectors.BaseSelector, sock: socket.socket) -> None:

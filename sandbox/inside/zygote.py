@@ -33,6 +33,7 @@ import collections
 import contextlib
 import fcntl
 import os
+import resource
 import select
 import selectors
 import signal
@@ -300,6 +301,15 @@ def _exit_if_host_goes(sock: socket.socket) -> Iterator[None]:
         signal.signal(signal.SIGIO, previous)
 
 
+def _raise_open_files() -> None:
+    """The soft fd limit up to the hard one. The zygote and its forker pass fds to workers and the host, and the
+    kernel refuses a process's ``SCM_RIGHTS`` once its user's fds in flight outnumber its soft ``RLIMIT_NOFILE``:
+    a run can hold ``limits.max_open_files`` + 253 of them (a login shell's soft limit is 1,024). Workers set
+    their own (confine/rlimits.py)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(control_fd: int) -> None:
     """Entry point: handshake, preload, serve until the host closes the socket."""
     sock = socket.socket(fileno=control_fd)
@@ -309,6 +319,7 @@ def main(control_fd: int) -> None:
     policy = Policy.from_dict(hello.policy)
     image = Image.from_dict(hello.image)
     _settle_environment(hello.environment)
+    _raise_open_files()
     with _exit_if_host_goes(sock):  # the image's import takes seconds: the host may die meanwhile
         failures = preload(image)
     warm = bool(image.preload)

@@ -104,3 +104,40 @@ def test_cant_exhaust_the_host_users_inotify_instances(boxes, policy):
         fd = libc.inotify_init1(os.O_CLOEXEC)  # the session's state is alive, holding whatever the run got
         assert fd >= 0, f"the host cannot make an inotify instance: {os.strerror(ctypes.get_errno())}"
         os.close(fd)
+
+
+#: Fds put in flight in a socket nobody reads (SCM_RIGHTS), until the kernel refuses: it counts them per user, across
+#: namespaces, and refuses a process's next SCM_RIGHTS once that count passes its own RLIMIT_NOFILE.
+FDS_IN_FLIGHT = ('import array, socket\n'
+                 'a, b = socket.socketpair()\n'
+                 'fds, sent = array.array("i", [os.open("/dev/null", os.O_RDONLY) for _ in range(20)]), 0\n'
+                 'try:\n'
+                 '    while True:\n'
+                 '        a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]); sent += len(fds)\n'
+                 'except OSError as e:\n'
+                 '    print("in flight", sent, e.strerror)')
+
+
+@pytest.mark.parametrize("policy", ("default", "strict"))
+def test_a_session_holding_fds_in_flight_cant_stop_other_sessions(boxes, policy):
+    """A session's processes pass fds to each other; the kernel checks each SCM_RIGHTS against its sender's
+    RLIMIT_NOFILE, comparing it with every fd the user has in flight. A run that left more than max_open_files in a
+    socket of its state's (so for as long as its session lived) closed every other session of its uid at its next
+    run, a checkpoint's and a branch's too: each state (the policy's fd limit) sent fds to the root. Now only the
+    session root sends them, with its inherited fd limit."""
+    box = boxes[policy]
+    limit = box.policy.limits.max_open_files
+    with box.session() as hostile:
+        r = hostile.run(snippet(FDS_IN_FLIGHT), timeout=20)
+        sent = int(r.stdout.split()[2]) if r.stdout.startswith("in flight") else 0
+        assert sent > limit and "Too many references" in r.stdout, r
+        with box.session() as other:
+            assert other.run("x = 1").ok
+            mark = other.checkpoint()
+            assert other.run("x = 2\nprint(x)").stdout == "2\n"
+            other.restore(mark)
+            assert other.run("print(x)").stdout == "1\n"
+            with other.fork() as branch:
+                assert branch.run("print(x + 1)").stdout == "2\n"
+        assert box.run("print('one-shot')").stdout == "one-shot\n"
+        assert hostile.run("print('still here')").stdout == "still here\n"
