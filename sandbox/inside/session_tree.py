@@ -209,10 +209,10 @@ class _Root:
         try:
             if standby is not None:  # the node names its standby (pid 0: it has died), which gets the fds from us
                 frames.send(node.sock, commands.NodeRun())
+                _sent(standby, commands.Go(), fds)  # not waiting for the node: if it died, the node says so
                 forked = self._ask(node)
                 if forked.pid:
                     runner_sock, standby = standby, None
-                    _sent(runner_sock, commands.Go(), fds)  # if it died meanwhile, its node reports that
             if runner_sock is None:
                 runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
                 forked = self._ask(node)
