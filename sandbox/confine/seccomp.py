@@ -18,6 +18,9 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   and watches per user across user namespaces (``fs.inotify.max_user_instances``, 128 by default), so
   a run holding them all left the host's own user, root included, unable to make one while it lived
   (a session's state holds them between runs);
+- ``io_setup`` -> EPERM: Linux AIO contexts come from one pool for the whole machine (``fs.aio-max-nr``,
+  65,536 events), which one run could take whole (16 contexts), failing every process's ``io_setup`` (databases'
+  native AIO) while it lived;
 - ``clone`` with a namespace flag -> EPERM; ``clone3`` -> ENOSYS always (its flags live
   in memory a filter cannot read, so glibc falls back to ``clone`` where they can be
   checked; threads keep working);
@@ -119,8 +122,8 @@ DENIED_SYSCALLS = (
     "perf_event_open", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "ptrace",
     "quotactl", "quotactl_fd", "reboot", "setns", "unshare", "swapon", "swapoff", "sysfs", "_sysctl", "uselib",
     "userfaultfd", "ustat", "vhangup", "io_uring_setup", "io_uring_enter", "io_uring_register", "syslog",
-    "fanotify_init", "inotify_init", "inotify_init1", "mbind", "set_mempolicy", "move_pages", "migrate_pages",
-    "sethostname",
+    "fanotify_init", "inotify_init", "inotify_init1", "io_setup", "mbind", "set_mempolicy", "move_pages",
+    "migrate_pages", "sethostname",
     "setdomainname", "vm86", "vm86old", "modify_ldt", "lsm_set_self_attr",
 )
 #: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).

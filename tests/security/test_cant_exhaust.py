@@ -141,3 +141,30 @@ def test_a_session_holding_fds_in_flight_cant_stop_other_sessions(boxes, policy)
                 assert branch.run("print(x + 1)").stdout == "2\n"
         assert box.run("print('one-shot')").stdout == "one-shot\n"
         assert hostile.run("print('still here')").stdout == "still here\n"
+
+
+#: Linux AIO contexts, as many events as the kernel gives: io_setup(2) draws on one pool for the whole machine.
+AIO_GRAB = ('import ctypes\n'
+            'libc = ctypes.CDLL(None, use_errno=True)\n'
+            'events, n, err = 0, 4096, ""\n'
+            'while n >= 1:\n'
+            '    ctx = ctypes.c_ulong(0)\n'
+            '    if libc.syscall(206, n, ctypes.byref(ctx)) == 0: events += n\n'
+            '    else: err = os.strerror(ctypes.get_errno()); n //= 2\n'
+            'print("events", events, err)')
+
+
+@pytest.mark.parametrize("policy", ("default", "strict"))
+def test_cant_take_the_machines_aio_contexts(boxes, policy):
+    """io_setup draws from one pool for the whole machine (fs.aio-max-nr, 65,536 events): a run took all of it in
+    16 contexts, and while it or its session's state lived every process of every user failed io_setup with
+    EAGAIN (a database's native AIO, fio)."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the snippet calls io_setup by its x86_64 number")
+    libc = ctypes.CDLL(None, use_errno=True)
+    with boxes[policy].session() as s:
+        r = s.run(snippet(AIO_GRAB))
+        assert r.stdout == "events 0 Operation not permitted\n", r
+        ctx = ctypes.c_ulong(0)
+        assert libc.syscall(206, 128, ctypes.byref(ctx)) == 0, os.strerror(ctypes.get_errno())
+        libc.syscall(207, ctx)  # io_destroy
