@@ -177,8 +177,9 @@ def describe(policy: Policy) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
-            f"(ptrace, bpf, mount, unshare, io_uring, modify_ldt, ...), TIOCSTI{extra} -> EPERM; without a memory "
-            "cgroup memfd_create, memfd_secret and shmget too; syscalls the filter does not know -> ENOSYS")
+            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe{extra} "
+            "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; syscalls the filter does "
+            "not know -> ENOSYS")
 
 
 def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False) -> "Program":

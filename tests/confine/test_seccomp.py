@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import socket
 import threading
@@ -19,7 +20,8 @@ _libc.syscall.restype = ctypes.c_long
 NR = {"ptrace": 101, "unshare": 272, "setns": 308, "mount": 165, "bpf": 321, "perf_event_open": 298,
       "io_uring_setup": 425, "userfaultfd": 323, "process_vm_readv": 310, "keyctl": 250, "add_key": 248,
       "kexec_load": 246, "init_module": 175, "chroot": 161, "pivot_root": 155, "umount2": 166, "clone3": 435,
-      "socket": 41, "personality": 135, "ioctl": 16, "getpid": 39, "clock_settime": 227, "open_tree": 428}
+      "socket": 41, "personality": 135, "ioctl": 16, "getpid": 39, "clock_settime": 227, "open_tree": 428,
+      "fcntl": 72}
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +73,24 @@ def test_tiocsti_and_personality():
                 "default": raw("personality", 0)}
     got = in_child(calls, _filtered())["value"]
     assert got == {"tiocsti": errno.EPERM, "tiocsti_high": errno.EPERM, "no_aslr": errno.EPERM, "default": 0}
+
+
+def test_a_pipe_may_shrink_not_grow():
+    """F_SETPIPE_SZ past a new pipe's 16 pages is refused, high garbage bits included (pipe buffers count against
+    the user's fs.pipe-user-pages-soft across namespaces); at or below it, and F_GETPIPE_SZ, work."""
+    default = seccomp.PIPE_DEFAULT_BYTES
+
+    def calls():
+        r, w = os.pipe()
+        return {"grow": raw("fcntl", w, fcntl.F_SETPIPE_SZ, default + 1),
+                "grow_high_bits": raw("fcntl", w, fcntl.F_SETPIPE_SZ, (1 << 32) | 4096),
+                "grow_1mib": raw("fcntl", w, fcntl.F_SETPIPE_SZ, 1 << 20),
+                "shrink": raw("fcntl", w, fcntl.F_SETPIPE_SZ, 4096),
+                "default": raw("fcntl", w, fcntl.F_SETPIPE_SZ, default),
+                "get": raw("fcntl", w, fcntl.F_GETPIPE_SZ, 0)}
+    got = in_child(calls, _filtered())["value"]
+    assert got == {"grow": errno.EPERM, "grow_high_bits": errno.EPERM, "grow_1mib": errno.EPERM,
+                   "shrink": 0, "default": 0, "get": 0}
 
 
 def test_foreign_abis_denied():
