@@ -180,7 +180,8 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
             # ok: this uid may make user namespaces, so a forker that is not root makes one of its own (userns.py)
             shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=True)
             entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "
-                                "them AF_UNIX only, Landlock scopes abstract sockets to each run)" if not shared else
+                                "them AF_UNIX only; Landlock keeps a run from connecting to another's abstract "
+                                "sockets, whose names they share)" if not shared else
                                 f"; a network namespace per worker ({shared})")
         if refusal and refusal.get("layer") == name:
             entry["fix"] = refusal.get("fix") or entry["fix"]
