@@ -62,17 +62,13 @@ def apply(policy: Policy, ctx: Any) -> None:
     Its first state lowers it to the policy's (:func:`lower_open_files`) before any snippet runs."""
     for which, value in limits_for(policy, ctx.base_address_space).items():
         if ctx.session and which == resource.RLIMIT_NOFILE:
-            value = max(value, min(resource.getrlimit(which)[1], _MAX_OPEN_FILES))
+            value = max(value, resource.getrlimit(which)[1])
         _set(which, value)
 
 
 def lower_open_files(policy: Policy) -> None:
     """The policy's fd limit, where :func:`apply` kept a session root's."""
     _set(resource.RLIMIT_NOFILE, policy.limits.max_open_files)
-
-
-#: The kernel's default ceiling for any fd limit (fs.nr_open); an inherited RLIM_INFINITY is read as it.
-_MAX_OPEN_FILES = 1 << 20
 
 
 def _set(which: int, value: int) -> None:

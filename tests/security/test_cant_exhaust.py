@@ -86,26 +86,6 @@ def test_cant_exhaust_the_host(sb, name):
         assert r.outcome == sandbox.Outcome.DEADLINE_EXCEEDED or r.reason == "cpu_limit", r
 
 
-INOTIFY_GRAB = ('import ctypes\n'
-                'libc = ctypes.CDLL(None, use_errno=True)\n'
-                'fds = [libc.inotify_init1(0) for _ in range(200)]\n'
-                'print("held", sum(fd >= 0 for fd in fds), os.strerror(ctypes.get_errno()))')
-
-
-@pytest.mark.parametrize("policy", ("default", "strict"))
-def test_cant_exhaust_the_host_users_inotify_instances(boxes, policy):
-    """The kernel counts inotify instances per user across user namespaces (fs.inotify.max_user_instances, 128 by
-    default): a run took all 128 (its RLIMIT_NOFILE allows 256), and while it held them the host's own user, root
-    included, could make none (systemd, file watchers, ``tail -f``); a session's state held them between runs."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with boxes[policy].session() as s:
-        r = s.run(snippet(INOTIFY_GRAB))
-        assert r.stdout == "held 0 Operation not permitted\n", r
-        fd = libc.inotify_init1(os.O_CLOEXEC)  # the session's state is alive, holding whatever the run got
-        assert fd >= 0, f"the host cannot make an inotify instance: {os.strerror(ctypes.get_errno())}"
-        os.close(fd)
-
-
 #: Fds put in flight in a socket nobody reads (SCM_RIGHTS), until the kernel refuses: it counts them per user, across
 #: namespaces, and refuses a process's next SCM_RIGHTS once that count passes its own RLIMIT_NOFILE.
 FDS_IN_FLIGHT = ('import array, socket\n'
@@ -143,7 +123,13 @@ def test_a_session_holding_fds_in_flight_cant_stop_other_sessions(boxes, policy)
         assert hostile.run("print('still here')").stdout == "still here\n"
 
 
-#: Linux AIO contexts, as many events as the kernel gives: io_setup(2) draws on one pool for the whole machine.
+#: Kernel pools that user namespaces do not split (fs.inotify.max_user_instances per user, 128 by default;
+#: fs.aio-max-nr for the whole machine, 65,536 events): a snippet taking as much as it can, what it must print, and
+#: the host's own try at one (0 or its errno).
+INOTIFY_GRAB = ('import ctypes\n'
+                'libc = ctypes.CDLL(None, use_errno=True)\n'
+                'fds = [libc.inotify_init1(0) for _ in range(200)]\n'
+                'print("held", sum(fd >= 0 for fd in fds), os.strerror(ctypes.get_errno()))')
 AIO_GRAB = ('import ctypes\n'
             'libc = ctypes.CDLL(None, use_errno=True)\n'
             'events, n, err = 0, 4096, ""\n'
@@ -154,17 +140,39 @@ AIO_GRAB = ('import ctypes\n'
             'print("events", events, err)')
 
 
+def _host_inotify(libc: ctypes.CDLL) -> int:
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return ctypes.get_errno()
+    os.close(fd)
+    return 0
+
+
+def _host_aio(libc: ctypes.CDLL) -> int:
+    ctx = ctypes.c_ulong(0)
+    if libc.syscall(206, 128, ctypes.byref(ctx)) != 0:  # io_setup
+        return ctypes.get_errno()
+    libc.syscall(207, ctx)  # io_destroy
+    return 0
+
+
+SHARED_POOLS = {"inotify": (INOTIFY_GRAB, "held 0 Operation not permitted\n", _host_inotify),
+                "aio": (AIO_GRAB, "events 0 Operation not permitted\n", _host_aio)}
+
+
 @pytest.mark.parametrize("policy", ("default", "strict"))
-def test_cant_take_the_machines_aio_contexts(boxes, policy):
-    """io_setup draws from one pool for the whole machine (fs.aio-max-nr, 65,536 events): a run took all of it in
-    16 contexts, and while it or its session's state lived every process of every user failed io_setup with
-    EAGAIN (a database's native AIO, fio)."""
-    if os.uname().machine != "x86_64":
+@pytest.mark.parametrize("pool", sorted(SHARED_POOLS))
+def test_cant_take_a_kernel_pool_the_host_shares(boxes, policy, pool):
+    """inotify: a run took all 128 instances (its RLIMIT_NOFILE allows 256), and while it held them the host's own
+    user, root included, could make none (systemd, file watchers, ``tail -f``). aio: a run took the machine's whole
+    pool in 16 contexts, and every process of every user failed io_setup with EAGAIN (a database's native AIO,
+    fio). A session's state held what its run got between runs, so the host tries while one is alive."""
+    grab, expected, host_try = SHARED_POOLS[pool]
+    if pool == "aio" and os.uname().machine != "x86_64":
         pytest.skip("the snippet calls io_setup by its x86_64 number")
     libc = ctypes.CDLL(None, use_errno=True)
     with boxes[policy].session() as s:
-        r = s.run(snippet(AIO_GRAB))
-        assert r.stdout == "events 0 Operation not permitted\n", r
-        ctx = ctypes.c_ulong(0)
-        assert libc.syscall(206, 128, ctypes.byref(ctx)) == 0, os.strerror(ctypes.get_errno())
-        libc.syscall(207, ctx)  # io_destroy
+        r = s.run(snippet(grab))
+        assert r.stdout == expected, r
+        err = host_try(libc)
+        assert err == 0, f"the host cannot take one from the {pool} pool: {os.strerror(err)}"
