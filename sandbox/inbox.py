@@ -47,6 +47,9 @@ class Reported:
     """A layer the worker could not apply, reported before ``ready``."""
     dropped: Counter[str] = field(default_factory=Counter)
     """Items past a cap, by kind (``images``, ``files``, ``denied``)."""
+    layers: tuple[frames.LayerState, ...] = ()
+    """The layers and parts the worker applied, in its own word (with ``ready``): ``sandbox doctor`` shows the
+    cpu cgroup's, which no process of the run can see."""
 
 
 #: Where a run is, by the frames it sent so far.
@@ -74,6 +77,7 @@ class Inbox:
     # -- handlers (see _RULES) ---------------------------------------------------------
     def _ready(self, frame: frames.Ready) -> None:
         self.reported.ready = True
+        self.reported.layers = frame.layers
         self.phase = _RUNNING
 
     def _unavailable(self, frame: frames.Unavailable) -> None:

@@ -18,6 +18,7 @@ Each switch takes the code path the library itself takes where the part is missi
 - ``memory_cgroup``: the worker joins none (as where no hierarchy is writable); its
   seccomp filter then refuses memfd_create and SysV shared memory.
 - ``pids_cgroup``: the worker joins none (as for root without a writable pids hierarchy).
+- ``cpu_cgroup``: the worker joins none (as where no cpu hierarchy is writable).
 - ``fs_view``: no root is built for the worker (nor the forker's template of it,
   fstemplate.py); it runs in the read-only host tree with its private disk over its run
   dir (``confine._Stack.filesystem``'s fallback, which a policy allows when it does not
@@ -45,7 +46,7 @@ import errno
 import sys
 from typing import Any, Callable
 
-from sandbox.confine import _sys, caps, cgroup, disk, fstemplate, fsview, memcg
+from sandbox.confine import _sys, caps, cgroup, cpushare, disk, fstemplate, fsview, memcg
 from sandbox.inside import allowlist, request, telemetry, worker
 
 OFF = "switched off by sandbox bench confinement"
@@ -73,6 +74,11 @@ def _memory_cgroup_off() -> None:
 def _pids_cgroup_off() -> None:
     cgroup.limit_pids_in_parent = _not_joined
     cgroup.apply = _refuse
+
+
+def _cpu_cgroup_off() -> None:
+    cpushare.join_in_parent = _not_joined
+    cpushare.apply = _refuse
 
 
 def _no_template(*_args: Any) -> str:
@@ -114,7 +120,8 @@ def _rehearsal_off() -> None:
 
 #: Part -> what switches it off in this process.
 SWITCHES: dict[str, Callable[[], None]] = {
-    "memory_cgroup": _memory_cgroup_off, "pids_cgroup": _pids_cgroup_off, "fs_view": _fs_view_off,
+    "memory_cgroup": _memory_cgroup_off, "pids_cgroup": _pids_cgroup_off, "cpu_cgroup": _cpu_cgroup_off,
+    "fs_view": _fs_view_off,
     "private_disk": _private_disk_off, "capabilities": _capabilities_off, "hooks": _hooks_off,
     "reseed": _reseed_off, "rehearsal": _rehearsal_off}
 

@@ -3,7 +3,7 @@
 Used by ``sandbox bench confinement`` (confinement.py). How each part is switched on
 today, and why the benchmark needs its own switch:
 
-- ``pids_cgroup`` and ``memory_cgroup`` (confine/cgroup.py, memcg.py; ``confine.PARTS``)
+- ``pids_cgroup``, ``memory_cgroup`` and ``cpu_cgroup`` (confine/cgroup.py, memcg.py, cpushare.py; ``confine.PARTS``)
   come with the ``rlimits`` layer wherever a cgroup can be made (root, as on the test
   VM). A policy can *require* the memory cgroup; nothing switches either one off alone.
 - ``fs_view`` (fsview.py: the worker's own root via pivot_root) and ``private_disk``
@@ -33,7 +33,7 @@ from sandbox import tempdirs
 from . import common
 
 #: The parts priced on their own, in the order confine.apply_all applies them.
-PARTS = ("pids_cgroup", "memory_cgroup", "fs_view", "private_disk", "capabilities")
+PARTS = ("pids_cgroup", "memory_cgroup", "cpu_cgroup", "fs_view", "private_disk", "capabilities")
 #: What the targets benchmark's "bare" runner switches off too: the worker's work around a snippet besides
 #: confinement (_parts_off.py says what each one leaves out).
 AROUND_THE_SNIPPET = ("hooks", "reseed", "rehearsal")
@@ -79,8 +79,9 @@ class ZygoteWithout:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-#: Prints the parts in force, seen from inside the snippet. ``memory_cgroup?``: in force or not, this snippet
-#: cannot tell (a cgroup namespace shows its cgroup as "/", and no seccomp filter refuses memfd_create without one).
+#: Prints the parts in force, seen from inside the snippet. ``memory_cgroup?`` (``cpu_cgroup?``): in force or not,
+#: this snippet cannot tell (a cgroup namespace shows its cgroup as "/", and no seccomp filter refuses memfd_create
+#: (setsid) without one).
 _PROBE = """\
 import os, threading
 def mount_of(path):
@@ -105,12 +106,14 @@ def threads_capped(tries=200):  # root: only a pids cgroup caps them (RLIMIT_NPR
     for thread in started:
         thread.join()
     return len(started) < tries
-def memory_capped(status):
+def cgroup_of(controller):
     paths = {}
     for line in open("/proc/self/cgroup").read().splitlines():
         _, controllers, path = line.split(":", 2)
         paths.update(dict.fromkeys(controllers.split(",") if controllers else ["unified"], path))
-    path = paths.get("memory", paths.get("unified", "/"))  # cgroup v1's memory controller, else v2
+    return paths.get(controller, paths.get("unified", "/"))  # cgroup v1's controller, else v2
+def memory_capped(status):
+    path = cgroup_of("memory")
     if path != "/":  # no cgroup namespace: the worker's own cgroup (memcg.py names it) shows
         return "/sandbox-" in path
     if status["Seccomp"].strip() != "2":
@@ -120,11 +123,26 @@ def memory_capped(status):
         return True
     except OSError:
         return False
+def cpu_grouped(status):
+    path = cgroup_of("cpu")
+    if path != "/":
+        return "/sandbox-" in path
+    if status["Seccomp"].strip() != "2":
+        return None
+    child = os.fork()  # the worker leads its session already; a child may start one
+    if child == 0:
+        try:  # the seccomp filter refuses it exactly when a one-shot worker has no cpu cgroup (confine.apply_all)
+            os.setsid()
+            os._exit(0)
+        except OSError:
+            os._exit(1)
+    return os.waitpid(child, 0)[1] == 0
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
 st = os.statvfs(os.getcwd())
-memory = memory_capped(status)
+memory, cpu = memory_capped(status), cpu_grouped(status)
 found = {"pids_cgroup": os.geteuid() == 0 and threads_capped(),
          "memory_cgroup" + ("?" if memory is None else ""): memory is not False,
+         "cpu_cgroup" + ("?" if cpu is None else ""): cpu is not False,
          "fs_view": mount_of("/")[1] == "tmpfs" and not os.path.exists("/run"),
          "private_disk": mount_of(os.getcwd())[1] == "tmpfs" and st.f_blocks * st.f_frsize == DISK_BYTES,
          "capabilities": int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0}

@@ -19,9 +19,12 @@ For each layer it reports three facts, each established for real:
   see (it is the root of its cgroup namespace); the host finds the probe's worker's
   cgroup and reads its limit from the kernel's files, as it does for every run. Where
   there is none, the probe reports whether ``memfd_create`` was refused (the fallback).
+  The cpu cgroup is neither: no process of the run can see it, and its effect (a fair
+  share under contention) takes seconds to show, so its row is the worker's own report
+  of joining it (the worker exits rather than run outside a cgroup it reports).
 
-Rows follow ``confine.ORDER``: the policy's layers, and three parts
-(``pids_cgroup`` and ``memory_cgroup``, indented under the rlimits layer they serve;
+Rows follow ``confine.ORDER``: the policy's layers, and four parts
+(``pids_cgroup``, ``memory_cgroup`` and ``cpu_cgroup``, indented under the rlimits layer they serve;
 ``capabilities``, dropped in every worker: required under any policy). No policy
 names the first; ``confinement.required`` may list ``memory_cgroup``. Under the
 namespaces row, what the worker's mount namespace gives it (``filesystem`` in the
@@ -135,6 +138,8 @@ print(json.dumps(facts))
 
 #: Parts the host observes from outside the run (see the module docstring), not the probe snippet.
 HOST_OBSERVED = ("memory_cgroup",)
+#: Parts whose row is the worker's own report of applying them (see the module docstring).
+WORKER_REPORTED = ("cpu_cgroup",)
 
 
 def probe_code(policy: Policy) -> str:
@@ -254,13 +259,15 @@ def _privileges() -> str:
     if os.geteuid() == 0:
         return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
                 "worker enforces limits.max_processes (row pids_cgroup); a memory cgroup per worker caps its "
-                "memory, shmem included, where a memory hierarchy is writable (row memory_cgroup)")
+                "memory, shmem included, where a memory hierarchy is writable (row memory_cgroup); a cpu cgroup "
+                "per worker makes each run one scheduling group, where a cpu hierarchy is writable (row cpu_cgroup)")
     return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
             "counts this uid's processes in the worker's user namespace, or host-wide without one); workers drop "
             "the capabilities their user namespace gives them; their forker makes a user namespace of its own, in "
             "which it builds their root once and the network namespace they share, as root's does (rows namespaces, "
             "fs_view); no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
-            "refused (row memory_cgroup)")
+            "refused (row memory_cgroup); no cpu cgroup either, so a one-shot run's setsid is refused, which keeps "
+            "its processes in one scheduling group under autogroup (row cpu_cgroup)")
 
 
 def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
@@ -297,7 +304,8 @@ def _verify_in_sandbox(policy: Policy, image: str) -> dict[str, Any]:
         apart = _states_kept_apart(sb) if result.outcome == sandbox.Outcome.OK else False
     if result.outcome != sandbox.Outcome.OK:
         raise ValueError(f"the probe snippet failed: {result.error}")
-    return {**json.loads(result.stdout), **_memory_cgroup_facts(got.memory), "state_scope": apart}
+    return {**json.loads(result.stdout), **_memory_cgroup_facts(got.memory), "state_scope": apart,
+            "cpu_cgroup": any(s.layer == "cpu_cgroup" and s.active for s in got.reported.layers)}
 
 
 def _states_kept_apart(sb: Any) -> bool:
@@ -338,9 +346,13 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
                         confine.memcg_lookup.locate(os.getpid(), worker))
                     print(json.dumps({"host": _memory_cgroup_facts(facts)}), flush=True)
                     confine.memcg.remove_zygote()
+                    confine.cpushare.remove_zygote()
                     os._exit(0)
                 os.chdir(work)
-                confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
+                applied = confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0),
+                                            ns)
+                print(json.dumps({"host": {"cpu_cgroup": any(s.layer == "cpu_cgroup" and s.active for s in applied)}}),
+                      flush=True)  # the worker's own report, as in a sandbox run (see the module docstring)
                 exec(probe_code(policy), {"__name__": "__main__"})
             except SandboxUnavailable as exc:
                 print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))

@@ -7,8 +7,8 @@ Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox
   (fsplan.py) for :func:`readable_paths`, and leaves the zygote single-threaded.
 - :func:`fork_worker` (zygote, in place of ``os.fork``, before any request): one
   fork-like clone whose child is pid 1 of fresh namespaces; the zygote caps a root
-  worker's processes with a pids cgroup and any worker's memory with a memory cgroup
-  before the child goes on, and reaps it itself.
+  worker's processes with a pids cgroup, any worker's memory with a memory cgroup and
+  its share of the CPU with a cpu cgroup before the child goes on, and reaps it itself.
   Where the kernel refuses namespaces, a plain fork, the layer reported unavailable.
 - :func:`apply_all` (worker, after chdir into the work dir, before any user byte):
   every layer in order, irreversibly; raises ``SandboxUnavailable`` naming the layer,
@@ -17,11 +17,13 @@ Contract with the zygote and the worker (``sandbox/inside/zygote.py``, ``sandbox
 - :func:`probe_all` (``sandbox doctor``): which layers this kernel and uid support.
 
 Layers, in order (``sandbox.policy.LAYERS``): rlimits, no_new_privs, namespaces,
-landlock, seccomp. Three more steps are no policy layer of their own (:data:`PARTS`):
+landlock, seccomp. Four more steps are no policy layer of their own (:data:`PARTS`):
 ``pids_cgroup`` (cgroup.py) serves rlimits for root workers, which RLIMIT_NPROC
 spares; ``memory_cgroup`` (memcg.py) serves rlimits for the memory RLIMIT_AS does not
 see (shmem, tmpfs, other processes: a policy may require it, and where none can be
 made the seccomp filter refuses memfd_create and SysV shared memory instead);
+``cpu_cgroup`` (cpushare.py) serves rlimits for the share of the CPU RLIMIT_CPU does not
+bound (a run is one scheduling group, however many processes it makes);
 ``capabilities`` (caps.py) are dropped in every worker. See each module's docstring.
 """
 
@@ -36,23 +38,25 @@ from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
 from ..records import record
-from . import (_sys, caps, cgroup, disk, fstemplate, fsview, landlock, memcg, namespaces, namespaces_clone, netns,
-               no_new_privs, rlimits, seccomp, state_scope)
+from . import (_sys, caps, cgroup, cpushare, disk, fstemplate, fsview, landlock, memcg, namespaces,
+               namespaces_clone, netns, no_new_privs, rlimits, seccomp, state_scope)
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
            "landlock": landlock, "seccomp": seccomp}
 #: Steps no policy lists by name -> (module, the layer they serve, None: every worker). Same interface.
-PARTS = {"pids_cgroup": (cgroup, "rlimits"), "memory_cgroup": (memcg, "rlimits"), "capabilities": (caps, None)}
+PARTS = {"pids_cgroup": (cgroup, "rlimits"), "memory_cgroup": (memcg, "rlimits"), "cpu_cgroup": (cpushare, "rlimits"),
+         "capabilities": (caps, None)}
 #: Everything :func:`apply_all` applies, in its order (the statuses it returns; doctor's rows).
-ORDER = ("rlimits", "pids_cgroup", "memory_cgroup", "no_new_privs", "namespaces", "capabilities", "landlock",
-         "seccomp")
+ORDER = ("rlimits", "pids_cgroup", "memory_cgroup", "cpu_cgroup", "no_new_privs", "namespaces", "capabilities",
+         "landlock", "seccomp")
 
 #: What to do when a layer is missing, for SandboxUnavailable and ``sandbox doctor``.
 FIXES = {
     "rlimits": "setrlimit refused: check the hard limits inherited from the parent (ulimit -H -a)",
     "pids_cgroup": cgroup.FIX,
     "memory_cgroup": memcg.FIX,
+    "cpu_cgroup": cpushare.FIX,
     "no_new_privs": "use Linux >= 3.5",
     "namespaces": namespaces.USERNS_FIX,
     "capabilities": caps.FIX,
@@ -100,6 +104,8 @@ class LayerStatus:
     was tried at the fork)."""
     memory_cgroup: "LayerStatus | None" = None
     """Likewise, the memory cgroup the zygote put it in (None: none was tried at the fork)."""
+    cpu_cgroup: "LayerStatus | None" = None
+    """Likewise, the cpu cgroup the zygote put it in (None: none was tried at the fork)."""
 
 
 def readable_paths() -> tuple[str, ...]:
@@ -130,7 +136,9 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
         try:
             for deny_shmem in (False, True):  # a worker without a memory cgroup gets the filter refusing shmem
-                seccomp.prepare(policy, deny_shmem=deny_shmem)
+                # and, as a rule, has no cpu cgroup either (root has both, an unprivileged uid neither): the filter
+                # refusing setsid too. Another pair compiles at its first worker.
+                seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem)
                 if sessions:
                     seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
             if sessions:
@@ -193,9 +201,9 @@ def worker_in_namespaces(policy: Policy, template: fstemplate.Template | None, d
     forker's native loop; ``template``: the one it was cloned into)."""
     fstemplate.in_child(template)
     _stage_before_request(policy)
-    pids, _, memory = note.partition(_NOTE_SEPARATOR)
+    pids, memory, cpu = (note.split(_NOTE_SEPARATOR) + ["", "", ""])[:3]
     return LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),
-                       memory_cgroup=_joined("memory_cgroup", memory))
+                       memory_cgroup=_joined("memory_cgroup", memory), cpu_cgroup=_joined("cpu_cgroup", cpu))
 
 
 _NOTE_SEPARATOR = "\x1e"
@@ -216,17 +224,21 @@ def release_worker(policy: Policy, pid: int, session: bool, channel: socket.sock
 
 def _cgroups_in_parent(policy: Policy, child: int, session: bool, zygote: int) -> tuple[str, list[int]]:
     """The note the clone's child gets: one per cgroup, "" (not tried), else "+" or "-" (joined or not) and what
-    happened (each short: the note travels in one packet); and the cgroup files it joins itself with
-    (``cgroup.enter``)."""
+    happened (each short: the note travels in one packet, namespaces_clone.NOTE_BYTES); and the cgroup files it
+    joins itself with (``cgroup.enter``)."""
     if "rlimits" not in policy.confinement.layers:
         return "", []
     pids = ""
     handover: list[int] = []
     if cgroup.needed():
-        joined, detail = cgroup.limit_pids_in_parent(policy, child, zygote, handover)
-        pids = ("+" if joined else "-") + detail[:240]
-    joined, detail = memcg.join_in_parent(policy, child, session, zygote, handover)
-    return pids + _NOTE_SEPARATOR + ("+" if joined else "-") + detail[:240], handover
+        pids = _noted(*cgroup.limit_pids_in_parent(policy, child, zygote, handover))
+    memory = _noted(*memcg.join_in_parent(policy, child, session, zygote, handover))
+    cpu = _noted(*cpushare.join_in_parent(policy, child, zygote, handover))
+    return _NOTE_SEPARATOR.join((pids, memory, cpu)), handover
+
+
+def _noted(joined: bool, detail: str) -> str:
+    return ("+" if joined else "-") + detail[:300]
 
 
 def _joined(part: str, note: str) -> LayerStatus | None:
@@ -275,12 +287,14 @@ def apply_all(policy: Policy, ctx: ConfineContext, ns_status: LayerStatus | None
     stack.layer("rlimits", rlimits.apply)  # first: bounds memory/CPU/fds even of our own setup below
     stack.pids_cgroup(ns_status)  # root only (RLIMIT_NPROC spares uid 0); joining needs root's rights: before caps
     stack.memory_cgroup(ns_status)  # likewise before caps; fails closed if required; decides seccomp's shmem rule
+    stack.cpu_cgroup(ns_status)  # likewise before caps; never fatal; decides seccomp's setsid rule
     stack.layer("no_new_privs", no_new_privs.apply)  # before landlock and seccomp: unprivileged they require it
     stack.namespaces(ns_status)  # the run's own root (fsview.py) needs CAP_SYS_ADMIN: before caps; and before Landlock
     stack.capabilities()  # every worker; after setrlimit (CAP_SYS_RESOURCE could raise a hard limit back)
     stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork,  # last: it denies calls the steps above make
-                                                      deny_shmem=not stack.memory_capped))
+                                                      deny_shmem=not stack.memory_capped,
+                                                      deny_setsid=not (keep_fork or stack.cpu_shared)))
     return stack.statuses
 
 
@@ -291,6 +305,7 @@ class _Stack:
         self.policy, self.ctx = policy, ctx
         self.statuses: list[LayerStatus] = []
         self.memory_capped = False
+        self.cpu_shared = False
 
     def layer(self, name: str, apply: Callable[[Any, ConfineContext], None]) -> None:
         if name not in self.policy.confinement.layers:
@@ -322,6 +337,20 @@ class _Stack:
                 self.statuses.append(LayerStatus("pids_cgroup", True, True, cgroup.apply(self.policy, self.ctx)))
             except OSError as exc:
                 self.statuses.append(LayerStatus("pids_cgroup", False, False, str(exc)))
+
+    def cpu_cgroup(self, ns_status: LayerStatus | None) -> None:
+        """Never fatal: no policy can require it (see cpushare.py); without one, a one-shot run's setsid is refused."""
+        if "rlimits" not in self.policy.confinement.layers:
+            status = LayerStatus("cpu_cgroup", True, False, "rlimits not in confinement.layers")
+        elif ns_status is not None and ns_status.cpu_cgroup is not None:
+            status = ns_status.cpu_cgroup  # the zygote did it at the clone
+        else:
+            try:
+                status = LayerStatus("cpu_cgroup", True, True, cpushare.apply(self.policy, self.ctx))
+            except OSError as exc:
+                status = LayerStatus("cpu_cgroup", False, False, str(exc))
+        self.cpu_shared = status.active
+        self.statuses.append(status)
 
     def memory_cgroup(self, ns_status: LayerStatus | None) -> None:
         """Fatal only if required; without one, seccomp refuses memfd_create and SysV shared memory."""

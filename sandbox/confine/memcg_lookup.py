@@ -23,14 +23,16 @@ from . import _sys
 
 @record
 class Hierarchy:
-    """A mounted cgroup hierarchy that has the memory controller."""
+    """A mounted cgroup hierarchy that has the memory controller (or ``controller``: cpushare.py asks for ``cpu``)."""
 
     version: int
-    """1 (the v1 ``memory`` controller) or 2 (unified)."""
+    """1 (a v1 hierarchy with the controller) or 2 (unified)."""
     mount: str
     """Where it is mounted."""
     root: str
     """The cgroup path the mount shows at its top (``/`` unless mounted from a subtree)."""
+    controller: str = "memory"
+    """The controller it was looked up for (``memory`` or ``cpu``); it names the line of /proc/self/cgroup to read."""
 
 
 @record
@@ -46,8 +48,8 @@ class Facts:
     """Processes the cgroup's OOM killer ended."""
 
 
-def hierarchies() -> list[Hierarchy]:
-    """Mounted hierarchies with the memory controller (v2 first), from /proc/self/mountinfo.
+def hierarchies(controller: str = "memory") -> list[Hierarchy]:
+    """Mounted hierarchies with the memory controller, or ``controller`` (v2 first), from /proc/self/mountinfo.
 
     Kept for as long as the mount table reads the same: a host with no memory cgroup for its workers (an
     unprivileged uid) looks for one at every run, and parsing the table cost ~0.1 ms of each."""
@@ -56,19 +58,21 @@ def hierarchies() -> list[Hierarchy]:
             table = fh.read()
     except OSError:
         return []
-    last = _parsed[0] if _parsed else None  # one read: another thread may replace it meanwhile
+    last = _parsed.get(controller)  # one read: another thread may replace it meanwhile
     if last is not None and last[0] == table:
         return list(last[1])
-    found = _parse(table)
-    _parsed[:] = [(table, tuple(found))]
+    found = _parse(table, controller)
+    _parsed[controller] = (table, tuple(found))
     return found
 
 
-#: The last mount table :func:`hierarchies` parsed, and what it found there.
-_parsed: list[tuple[str, tuple[Hierarchy, ...]]] = []
+#: By controller: the last mount table :func:`hierarchies` parsed, and what it found there.
+_parsed: dict[str, tuple[str, tuple[Hierarchy, ...]]] = {}
+#: A v1 hierarchy's file that shows the controller is there (not hidden by a mount over it).
+_V1_MARK = {"memory": "memory.limit_in_bytes", "cpu": "cpu.shares"}
 
 
-def _parse(table: str) -> list[Hierarchy]:
+def _parse(table: str, controller: str) -> list[Hierarchy]:
     found = []
     for line in table.splitlines():
         head, _, tail = line.partition(" - ")
@@ -76,11 +80,11 @@ def _parse(table: str) -> list[Hierarchy]:
         if len(fields) < 5 or len(kind) < 3:
             continue
         root, mount = _unescape(fields[3]), _unescape(fields[4])
-        if kind[0] == "cgroup2" and "memory" in read_text(os.path.join(mount, "cgroup.controllers")).split():
-            found.append(Hierarchy(2, mount, root))
-        elif kind[0] == "cgroup" and "memory" in kind[2].split(",") and os.path.exists(
-                os.path.join(mount, "memory.limit_in_bytes")):  # not hidden by a mount over it
-            found.append(Hierarchy(1, mount, root))
+        if kind[0] == "cgroup2" and controller in read_text(os.path.join(mount, "cgroup.controllers")).split():
+            found.append(Hierarchy(2, mount, root, controller))
+        elif kind[0] == "cgroup" and controller in kind[2].split(",") and os.path.exists(
+                os.path.join(mount, _V1_MARK[controller])):
+            found.append(Hierarchy(1, mount, root, controller))
     return sorted(set(found), key=lambda h: (-h.version, h.mount))
 
 
@@ -106,7 +110,7 @@ def _own_cgroup(hierarchy: Hierarchy, pid: int | str) -> str | None:
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if (hierarchy.version == 2 and controllers == "") or (
-                hierarchy.version == 1 and "memory" in controllers.split(",")):
+                hierarchy.version == 1 and hierarchy.controller in controllers.split(",")):
             return path
     return None
 

@@ -58,6 +58,9 @@ def _flag_names(flags: int) -> str:
     return "|".join(f"CLONE_NEW{v}" for k, v in names.items() if flags & k)
 
 
+#: Most bytes of the note a clone's child waits for (its cgroups' outcomes: confine._cgroups_in_parent), one packet;
+#: inside/_forkloop.c's ``Setup.note`` is as long.
+NOTE_BYTES = 1024
 #: The clone's name in its errors (made once: a forker clones once per run).
 _CLONE_NAME = f"clone({_flag_names(_CLONE_NS)})"
 
@@ -179,7 +182,7 @@ def release(channel: socket.socket, note: str, fds: list[int]) -> None:
     """Send a clone waiting on ``channel`` its note and the cgroup files it joins itself (``fds``); close them
     all. Without a note (the sender fails or dies first) the child sees EOF and exits."""
     try:
-        socket.send_fds(channel, [b"." + note.encode()[:510]], fds)  # one packet: the child reads it whole
+        socket.send_fds(channel, [b"." + note.encode()[:NOTE_BYTES - 2]], fds)  # one packet: the child reads it whole
     except OSError:
         pass  # the child gave up already (its report says why)
     finally:
@@ -310,7 +313,7 @@ def _report(ack_w: int, text: str) -> None:
 def _wait_for_parent(go_r: socket.socket) -> str:
     """Block until the zygote released us (its note), or exit if it died first; join the cgroups it opened for us."""
     try:
-        note, fds, _, _ = socket.recv_fds(go_r, 512, 4)
+        note, fds, _, _ = socket.recv_fds(go_r, NOTE_BYTES, 4)
     finally:
         go_r.close()
     try:

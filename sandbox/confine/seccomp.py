@@ -128,6 +128,10 @@ DENIED_SYSCALLS = (
 )
 #: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).
 SHMEM_SYSCALLS = ("memfd_create", "memfd_secret", "shmget")
+#: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
+#: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
+#: own session already; a session's states each make one, so their filter keeps it.
+SETSID_SYSCALLS = ("setsid",)
 #: Denied too when ``confinement.allow_subprocess`` is false.
 EXEC_SYSCALLS = ("execve", "execveat")
 FORK_SYSCALLS = ("fork", "vfork")
@@ -151,7 +155,7 @@ ABSENT = {
 #: libseccomp's architecture token (the kernel's AUDIT_ARCH_*) -> our name for it.
 _ARCHES = {0xC000003E: "x86_64", 0xC00000B7: "aarch64"}
 
-_programs: dict[tuple[bool, bool, bool], "Program"] = {}
+_programs: dict[tuple[bool, ...], "Program"] = {}
 
 
 def probe() -> tuple[bool, str]:
@@ -178,27 +182,29 @@ def describe(policy: Policy) -> str:
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
             f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe{extra} "
-            "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; syscalls the filter does "
-            "not know -> ENOSYS")
+            "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without a cpu cgroup a "
+            "one-shot run's setsid too; syscalls the filter does not know -> ENOSYS")
 
 
-def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False) -> "Program":
+def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, deny_setsid: bool = False) -> "Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
     without subprocesses it gets a filter that denies exec but not fork; every
     session filter also denies ``kill(-1)`` (see the module docstring).
-    ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`).
+    ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`). ``deny_setsid``: a one-shot worker
+    without a cpu cgroup (:data:`SETSID_SYSCALLS`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
-    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem)
+    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid)
     if key not in _programs:
-        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2]))
+        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2], deny_setsid=key[4]))
     return _programs[key]
 
 
 def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
+             deny_setsid: bool = False,
              denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
@@ -217,7 +223,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     f = s.SyscallFilter(s.ALLOW)
     f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
     for name in (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
-                 + (SHMEM_SYSCALLS if deny_shmem else ())):
+                 + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())):
         _add(f, eperm, nr(name))
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
@@ -352,8 +358,9 @@ class Program:
         self.ref = ctypes.byref(self.fprog)
 
 
-def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False) -> None:
+def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False,
+          deny_setsid: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
-    program = prepare(policy, keep_fork, deny_shmem)
+    program = prepare(policy, keep_fork, deny_shmem, deny_setsid)
     _sys.syscall("seccomp", SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")

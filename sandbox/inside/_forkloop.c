@@ -51,7 +51,7 @@ typedef struct {
  * optional mount, 0 (done), -1 (no such dir) or its errno; the note the zygote sent with its cgroups. */
 typedef struct {
     int proc, shm, run, cgroup_ns;
-    char note[512];
+    char note[1024]; /* namespaces_clone.NOTE_BYTES */
     Py_ssize_t note_len;
 } Setup;
 
@@ -323,7 +323,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_forkloop"
 PyMODINIT_FUNC PyInit__forkloop(void) {
     PyObject *made = PyModule_Create(&module);
     /* forker.py uses this build only if it speaks the same serve(): a build left from an older checkout does not */
-    if (made && PyModule_AddIntConstant(made, "INTERFACE", 2) < 0)
+    if (made && PyModule_AddIntConstant(made, "INTERFACE", 3) < 0)
         Py_CLEAR(made);
     return made;
 }

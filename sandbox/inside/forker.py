@@ -39,7 +39,7 @@ from .request import WorkerSpec
 from .worker import serve as serve_worker
 
 #: The ``serve()`` this module calls (_forkloop.c's ``INTERFACE``): a build left from another checkout is not used.
-_FORKLOOP_INTERFACE = 2
+_FORKLOOP_INTERFACE = 3
 try:
     from . import _forkloop
     _NOT_BUILT = "" if getattr(_forkloop, "INTERFACE", None) == _FORKLOOP_INTERFACE else (

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from .. import frames, rundirs
-from ..confine import cgroup, memcg, memcg_lookup
+from ..confine import cgroup, cpushare, memcg, memcg_lookup
 from ..errors import ProtocolError
 from ..records import record
 from . import proc
@@ -177,4 +177,5 @@ class Reaping:
             self._kill_orphans()
             time.sleep(SWEEP_INTERVAL_S)
         cgroup.remove_zygote()
+        cpushare.remove_zygote()
         memcg.remove_zygote()  # every worker's memory cgroup, read or not: the host is gone

@@ -13,7 +13,8 @@ import pytest
 import sandbox
 from sandbox.bench import _parts_off, common, confinement, confinement_parts
 
-FIVE = ("rlimits,no_new_privs,namespaces,landlock,seccomp", "pids_cgroup,memory_cgroup,fs_view,private_disk,capabilities")
+FIVE = ("rlimits,no_new_privs,namespaces,landlock,seccomp",
+        "pids_cgroup,memory_cgroup,cpu_cgroup,fs_view,private_disk,capabilities")
 
 
 def test_every_part_has_a_switch_and_one_configuration() -> None:
@@ -31,10 +32,11 @@ def test_every_part_has_a_switch_and_one_configuration() -> None:
 
 
 @pytest.mark.parametrize(("layers", "parts", "why"), [
-    (FIVE[0], "pids_cgroup,memory_cgroup,private_disk,capabilities", ""),
+    (FIVE[0], "pids_cgroup,memory_cgroup,cpu_cgroup,private_disk,capabilities", ""),
     (FIVE[0], FIVE[1], "parts in force"),  # the switch did nothing
-    (FIVE[0], "pids_cgroup,private_disk,capabilities", "parts in force"),  # it took another part with it
-    ("rlimits,no_new_privs,landlock,seccomp", "pids_cgroup,memory_cgroup,private_disk,capabilities", "layers"),
+    (FIVE[0], "pids_cgroup,cpu_cgroup,private_disk,capabilities", "parts in force"),  # it took another part with it
+    ("rlimits,no_new_privs,landlock,seccomp", "pids_cgroup,memory_cgroup,cpu_cgroup,private_disk,capabilities",
+     "layers"),
 ])
 def test_mismatch_names_what_differs(layers: str, parts: str, why: str) -> None:
     config = next(c for c in confinement.configurations() if c.off == "fs_view")

@@ -63,9 +63,9 @@ def test_full_stack_as_this_user(dirs, name):
     got = in_child(_attacks(dirs), _stack(dirs, policy(name)))
     assert got["ok"], got
     statuses = {s["layer"]: s for s in got["setup"]["statuses"]}
-    assert list(statuses) == ["rlimits", "pids_cgroup", "memory_cgroup", "no_new_privs", "namespaces", "capabilities",
-                              "landlock", "seccomp"] == list(confine.ORDER)
-    assert all(s["active"] for s in statuses.values()), statuses  # as root, both cgroups too
+    assert list(statuses) == ["rlimits", "pids_cgroup", "memory_cgroup", "cpu_cgroup", "no_new_privs", "namespaces",
+                              "capabilities", "landlock", "seccomp"] == list(confine.ORDER)
+    assert all(s["active"] for s in statuses.values()), statuses  # as root, every cgroup too
     assert _refused(got["value"])
     # Typically ~0.4 ms (tests/confine/bench_apply_all.py); the bound only catches gross regressions on a busy box.
     assert got["setup"]["seconds"] < 0.05
@@ -84,6 +84,8 @@ def test_full_stack_as_unprivileged_uid(dirs):
     assert not cgroup["active"] and "RLIMIT_NPROC" in cgroup["detail"], cgroup
     memory = statuses.pop("memory_cgroup")  # no delegated subtree for this uid: seccomp refuses memfds instead
     assert not memory["active"] and "memory cgroup" in memory["detail"], memory
+    cpu = statuses.pop("cpu_cgroup")  # likewise: runs share the CPU process by process
+    assert not cpu["active"] and "cpu cgroup" in cpu["detail"], cpu
     assert all(s["active"] for s in statuses.values()), statuses
     assert _refused(got["value"])
 

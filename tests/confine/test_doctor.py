@@ -93,7 +93,7 @@ def test_every_fact_reads_no_in_an_unconfined_process():
     assert got["ok"], got
     facts = got["value"]
     observed = facts.pop("observed")
-    assert set(facts) == set(confine.ORDER) - set(doctor.HOST_OBSERVED)
+    assert set(facts) == set(confine.ORDER) - set(doctor.HOST_OBSERVED) - set(doctor.WORKER_REPORTED)
     assert not any(facts.values()), facts
     assert not observed["memfd_refused"], observed
     # The memory cgroup is the host's observation: of this process (no worker of any zygote), it reads no.
@@ -104,7 +104,7 @@ def test_every_fact_reads_no_in_an_unconfined_process():
 
 
 #: Switching a layer off turns these rows to "no": the layer, and what cannot work without it.
-_OFF_WITH = {"rlimits": {"rlimits", "pids_cgroup", "memory_cgroup"},  # both cgroups serve rlimits' limits
+_OFF_WITH = {"rlimits": {"rlimits", "pids_cgroup", "memory_cgroup", "cpu_cgroup"},  # the cgroups serve rlimits
              "no_new_privs": {"no_new_privs", "landlock", "seccomp"},  # capabilities are gone by then: both need it
              "namespaces": {"namespaces"}, "landlock": {"landlock"}, "seccomp": {"seccomp"}}
 
@@ -121,6 +121,8 @@ def test_a_layer_switched_off_by_policy_reads_no(layer):
         expected.add("pids_cgroup")
     if not confine.memcg.probe()[0]:
         expected.add("memory_cgroup")
+    if not confine.cpushare.probe()[0]:
+        expected.add("cpu_cgroup")
     if not confine.namespaces.probe()[0]:
         expected.add("namespaces")
     assert {name for name, e in rows.items() if not e["active"]} == expected, rows
@@ -165,9 +167,16 @@ def _memory_hierarchy_hidden():
     hide_memory_hierarchies()
 
 
+def _cpu_hierarchy_hidden():
+    from .test_memcg import hide_memory_hierarchies
+    if not confine.cpushare.probe()[0]:
+        pytest.skip("no cpu cgroup here to hide")
+    hide_memory_hierarchies("cpu")
+
+
 UNAVAILABLE = {"landlock": (_landlock_missing, False), "seccomp": (_seccomp_refused, True),
                "namespaces": (_no_user_namespaces, False), "pids_cgroup": (_pids_hierarchy_hidden, False),
-               "memory_cgroup": (_memory_hierarchy_hidden, False)}
+               "memory_cgroup": (_memory_hierarchy_hidden, False), "cpu_cgroup": (_cpu_hierarchy_hidden, False)}
 
 
 @pytest.mark.parametrize("layer", sorted(UNAVAILABLE))
@@ -191,17 +200,18 @@ def test_an_unavailable_layer_reads_no(layer):
     others = {n for n, (_, active, _) in rows.items() if not active} - {layer}
     allowed = ({"pids_cgroup"} if not confine.cgroup.needed() else set()) | (
         {"namespaces"} if not confine.namespaces.probe()[0] else set()) | (
-        {"memory_cgroup"} if not confine.memcg.probe()[0] else set()) | _SHARED_HIERARCHY.get(layer, set())
+        {"memory_cgroup"} if not confine.memcg.probe()[0] else set()) | (
+        {"cpu_cgroup"} if not confine.cpushare.probe()[0] else set()) | _SHARED_HIERARCHY.get(layer, set())
     assert others <= allowed, rows
     assert ok  # nothing required is missing
 
 
 def _shared_hierarchy() -> dict[str, set[str]]:
-    """Hiding /sys/fs/cgroup hides the memory hierarchy too; on a pure cgroup v2 host hiding the memory hierarchy
-    hides the pids controller too (one hierarchy)."""
-    shared = {"pids_cgroup": {"memory_cgroup"}}
+    """Hiding /sys/fs/cgroup hides the memory and cpu hierarchies too; on a pure cgroup v2 host hiding the memory
+    (or cpu) hierarchy hides the other controllers too (one hierarchy)."""
+    shared = {"pids_cgroup": {"memory_cgroup", "cpu_cgroup"}}
     if any(h.mount in confine.cgroup.PIDS_ROOTS for h in confine.memcg_lookup.hierarchies() if h.version == 2):
-        shared["memory_cgroup"] = {"pids_cgroup"}
+        shared["memory_cgroup"] = shared["cpu_cgroup"] = {"pids_cgroup", "memory_cgroup", "cpu_cgroup"}
     return shared
 
 

@@ -22,16 +22,17 @@ MIB = 1 << 20
 NOBODY = 65534
 
 
-def hide_memory_hierarchies() -> None:
-    """Root, in this process only: an empty tmpfs over every memory hierarchy, in a private mount namespace."""
+def hide_memory_hierarchies(controller: str = "memory") -> None:
+    """Root, in this process only: an empty tmpfs over every memory hierarchy (or ``controller``'s), in a private
+    mount namespace."""
     libc = ctypes.CDLL(None, use_errno=True)
-    mounts = [h.mount for h in memcg_lookup.hierarchies()]
+    mounts = [h.mount for h in memcg_lookup.hierarchies(controller)]
     steps = [("unshare", (0x20000,)), ("mount", (None, b"/", None, 0x4000 | 0x40000, None))]
     steps += [("mount", (b"tmpfs", m.encode(), b"tmpfs", 0, b"size=4k")) for m in mounts]
     for call, args in steps:
         if getattr(libc, call)(*args) != 0:
             raise OSError(ctypes.get_errno(), f"{call}{args} failed")
-    assert memcg_lookup.hierarchies() == []
+    assert memcg_lookup.hierarchies(controller) == []
 
 
 def _needs_memcg() -> None:
@@ -315,10 +316,11 @@ def test_the_mount_table_is_parsed_again_only_when_it_changes(monkeypatch):
     the parse of /proc/self/mountinfo is kept while the table reads the same."""
     parsed = []
     real = memcg_lookup._parse
-    monkeypatch.setattr(memcg_lookup, "_parse", lambda table: parsed.append(table) or real(table))
-    monkeypatch.setattr(memcg_lookup, "_parsed", [])
+    monkeypatch.setattr(memcg_lookup, "_parse",
+                        lambda table, controller: parsed.append(table) or real(table, controller))
+    monkeypatch.setattr(memcg_lookup, "_parsed", {})
     first = memcg_lookup.hierarchies()
     first.append("not the cache's")
     assert memcg_lookup.hierarchies() == first[:-1] and len(parsed) == 1
-    monkeypatch.setattr(memcg_lookup, "_parsed", [("another table", ())])
+    monkeypatch.setattr(memcg_lookup, "_parsed", {"memory": ("another table", ())})
     assert memcg_lookup.hierarchies() == first[:-1] and len(parsed) == 2

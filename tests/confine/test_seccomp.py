@@ -35,12 +35,12 @@ def raw(name: str, *args: int) -> int:
     return ctypes.get_errno() if res == -1 else 0
 
 
-def _filtered(name="default", keep_fork=False):
+def _filtered(name="default", keep_fork=False, **denied):
     pol = policy(name)
 
     def setup():
         no_new_privs.apply(pol, None)
-        seccomp.apply(pol, None, keep_fork)
+        seccomp.apply(pol, None, keep_fork, **denied)
     return setup
 
 
@@ -91,6 +91,26 @@ def test_a_pipe_may_shrink_not_grow():
     got = in_child(calls, _filtered())["value"]
     assert got == {"grow": errno.EPERM, "grow_high_bits": errno.EPERM, "grow_1mib": errno.EPERM,
                    "shrink": 0, "default": 0, "get": 0}
+
+
+def _setsid_in_a_child() -> int:
+    """setsid() in a fresh child (not a group leader, so only the filter can refuse it): 0 or its errno."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setsid()
+        except OSError as exc:
+            os._exit(exc.errno)
+        os._exit(0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_setsid_is_refused_only_where_asked():
+    """Without a cpu cgroup a one-shot worker's filter refuses setsid (under autogroup each kernel session would be
+    a share of the CPU of its own: cpushare.py); with one, or in a session's states, it does not."""
+    refused = in_child(_setsid_in_a_child, _filtered(deny_setsid=True))["value"]
+    allowed = in_child(_setsid_in_a_child, _filtered())["value"]
+    assert (refused, allowed) == (errno.EPERM, 0)
 
 
 def test_foreign_abis_denied():

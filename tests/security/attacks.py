@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from string import Template
+from typing import Any
 
 PRELUDE = r'''
 import ctypes, errno, os, socket, sys
@@ -37,3 +40,51 @@ def snippet(body: str, **values: object) -> str:
 def host_values(sb) -> dict[str, object]:
     """Pids an attack aims at: the zygote and this test process (the host)."""
     return {"zygote": sb.zygote_pids[0], "host": os.getpid()}
+
+
+#: Busy processes, each trying to lead a kernel session of its own (under autogroup: a scheduling group of its own).
+SPINNERS = 48
+CPU_HOG = ('import os, time\n'
+           f'for _ in range({SPINNERS}):\n'
+           '    if os.fork() == 0:\n'
+           '        try: os.setsid()\n'
+           '        except OSError: pass\n'
+           '        while True: pass\n'
+           'time.sleep(60)')
+#: Pure CPU work; prints its own CPU time.
+CPU_WORK = 'import time\nt = time.process_time()\nsum(range(2 * 10**7))\nprint(time.process_time() - t)'
+#: Wall time over CPU time of work that wants one CPU, while the hog runs: about 1 with its fair share of a
+#: 2-core machine (more where the machine is loaded), about SPINNERS / 2 with one process's share.
+MOST_SLOWDOWN = 8
+
+
+def runnable() -> int:
+    """Tasks runnable on the machine now (/proc/loadavg's fourth field)."""
+    with open("/proc/loadavg") as fh:
+        return int(fh.read().split()[3].split("/")[0])
+
+
+def host_slowdown() -> float:
+    """Wall time over CPU time of 0.1 s of this thread's own work."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    while time.thread_time() - cpu < 0.1:
+        pass
+    return (time.perf_counter() - wall) / (time.thread_time() - cpu)
+
+
+async def slowdowns(hog_runs: Any, work_runs: Any) -> tuple[float, float]:
+    """CPU_HOG on ``hog_runs`` (a Sandbox or a Session), until its spinners are up; meanwhile the host's own
+    slowdown, and a CPU_WORK run's on ``work_runs``; then the hog is cancelled (its tree killed)."""
+    hog = asyncio.ensure_future(hog_runs.arun(CPU_HOG, timeout=30))
+    try:
+        deadline = time.monotonic() + 20
+        while runnable() < SPINNERS // 2 and time.monotonic() < deadline and not hog.done():
+            await asyncio.sleep(0.05)
+        assert not hog.done(), hog.result()
+        host = host_slowdown()
+        r = await work_runs.arun(CPU_WORK)
+        assert r.ok, r
+        return host, r.duration_s / float(r.stdout)
+    finally:
+        hog.cancel()
+        await asyncio.gather(hog, return_exceptions=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import os
 import re
@@ -11,7 +13,7 @@ import pytest
 
 import sandbox
 
-from .attacks import snippet
+from .attacks import MOST_SLOWDOWN, slowdowns, snippet
 from .conftest import checked_run
 
 EXHAUSTION = {
@@ -176,3 +178,20 @@ def test_cant_take_a_kernel_pool_the_host_shares(boxes, policy, pool):
         assert r.stdout == expected, r
         err = host_try(libc)
         assert err == 0, f"the host cannot take one from the {pool} pool: {os.strerror(err)}"
+
+
+
+@pytest.mark.parametrize("route", ("one-shot", "session"))
+def test_a_run_cant_take_the_cpu_from_other_runs_or_the_host(boxes, route):
+    """A run forks SPINNERS busy processes that each call setsid(). Each run was its own kernel session, so under
+    autogroup the runs shared the CPU fairly, until a run's processes made sessions of their own: then each was
+    a scheduling group, and this hog took 48 shares of the CPU to another run's one (a run of 0.3 s took 10 s)
+    and to the host's own threads' one. Each run (a session's whole tree) is now one cpu cgroup."""
+    from sandbox.confine import cpushare
+    ok, why = cpushare.probe()
+    if not ok:
+        pytest.skip(why)
+    box = boxes["default"]
+    with box.session() if route == "session" else contextlib.nullcontext(box) as runs:
+        host, run = asyncio.run(slowdowns(runs, box))
+    assert host < MOST_SLOWDOWN and run < MOST_SLOWDOWN, {"host": host, "run": run}

@@ -8,6 +8,8 @@ with that reason; CI makes it readable (``chmod o+x /root``).
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import fcntl
 import json
 import os
@@ -17,7 +19,7 @@ import tempfile
 
 import pytest
 
-from .attacks import snippet
+from .attacks import MOST_SLOWDOWN, slowdowns, snippet
 
 NOBODY = 65534
 ATTACKS = {
@@ -72,6 +74,15 @@ PIPES_GROWN = ("import fcntl, os\n"
                "print(len(pipes), grown, refused)")
 
 
+#: setsid() in a fresh child of the run (not a group leader: only the filter can refuse it): its errno, 0 if it led.
+SETSID_IN_A_CHILD = ("import os\n"
+                     "pid = os.fork()\n"
+                     "if pid == 0:\n"
+                     "    try: os.setsid(); os._exit(0)\n"
+                     "    except OSError as e: os._exit(e.errno)\n"
+                     "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
+
+
 def _new_pipe_bytes() -> int:
     r, w = os.pipe()
     try:
@@ -124,6 +135,7 @@ def unprivileged_results():
 
 def _run_as_nobody(secret: str, root: str) -> dict:
     import sandbox  # noqa: F401 - imported before dropping privileges
+    from sandbox.confine import cpushare
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -152,6 +164,10 @@ def _run_as_nobody(secret: str, root: str) -> dict:
             with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
                 held = s.run(PIPES_GROWN).stdout
                 out["__pipes__"] = {"held": held, "host_pipe_bytes": _new_pipe_bytes()}
+                out["__setsid__"] = {"one-shot": sb.run(SETSID_IN_A_CHILD).stdout,
+                                     "session": s.run(SETSID_IN_A_CHILD).stdout}
+                out["__cpu__"] = asyncio.run(slowdowns(sb, sb))
+            out["__cpu_cgroup__"] = cpushare.probe()[0]
         except BaseException as exc:  # noqa: BLE001
             out["__error__"] = f"{type(exc).__name__}: {exc}"
         os.write(w, json.dumps(out).encode())
@@ -207,3 +223,23 @@ def test_cant_shrink_the_host_users_pipes_as_unprivileged_uid(unprivileged_resul
     pipes = results["__pipes__"]
     assert pipes["held"] == "120 0 Operation not permitted\n", pipes
     assert pipes["host_pipe_bytes"] == 16 * os.sysconf("SC_PAGE_SIZE"), pipes
+
+
+def test_cant_take_the_cpu_with_new_kernel_sessions_as_unprivileged_uid(unprivileged_results):
+    """uid 65534 may make no cpu cgroup here, so a run is not one scheduling group by itself: where the kernel groups
+    processes by session (autogroup) a one-shot run's children could each make one and take that many shares of
+    the CPU (tests/security/test_cant_exhaust.py measured 20x). Its filter refuses setsid; a session's states each
+    lead one, so a session's run still may."""
+    results, _planted = unprivileged_results
+    assert "__error__" not in results, results.get("__error__")
+    one_shot = 0 if results["__cpu_cgroup__"] else errno.EPERM  # a delegated cpu subtree: the run is one group
+    assert results["__setsid__"] == {"one-shot": f"{one_shot}\n", "session": "0\n"}, results["__setsid__"]
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as fh:
+            autogroup = fh.read().strip() == "1"
+    except FileNotFoundError:
+        autogroup = False
+    if not autogroup and not results["__cpu_cgroup__"]:
+        pytest.skip("autogroup is off: the scheduler weighs processes, and only a cpu cgroup would weigh runs")
+    host, run = results["__cpu__"]
+    assert host < MOST_SLOWDOWN and run < MOST_SLOWDOWN, {"host": host, "run": run}
