@@ -16,20 +16,24 @@ group's share against the zygote's siblings: the host's own threads and every ot
 process of its kernel session (the zygote's ``sandbox-<zygote>`` is one group). A
 session's whole tree is one run. No quota: a lone run still gets every idle CPU.
 
-Where: ``<parent>/sandbox-<zygote pid>/w<worker pid>``, ``parent`` the zygote's own cgroup
-in the hierarchy with the ``cpu`` controller (so a service's CPU quota still holds over
-its runs), else that hierarchy's top (memcg_lookup.parents).
+Where: ``<parent>/sandbox-<zygote pid>/c<maker pid>.<n>``, ``parent`` the zygote's own
+cgroup in the hierarchy with the ``cpu`` controller (so a service's CPU quota still holds
+over its runs), else that hierarchy's top (memcg_lookup.parents).
 
-- cgroup v1 (a ``cpu`` hierarchy): made at the worker's clone, joined by the child itself
-  (``cgroup.enter``); ~15 µs to make, ~20 µs to join, ~8 µs to remove on the test VM.
+- cgroup v1 (a ``cpu`` hierarchy): joined by the child itself at its clone
+  (``cgroup.enter``: ~free).
 - cgroup v2: the controller is enabled in ``sandbox-<zygote>`` (and ``parent``), so the
-  worker's cgroup that cgroup.py or memcg.py made there gets it; made here only where
-  neither did.
+  worker's ``w<pid>`` that cgroup.py or memcg.py made there gets it; one is taken here
+  only where neither made one.
 
-Lifecycle: as the pids cgroups' (cgroup.py): the zygote removes the cgroups it made for
-workers that are gone when it makes the next one, and ``sandbox-<zygote>`` at its
-shutdown; the next zygote's first worker sweeps what a dead one left. A v2 cgroup this
-module did not make is left to its maker.
+Lifecycle: a cpu cgroup is reused, not made and removed per run: the kernel's making and
+freeing of a cpu cgroup's per-CPU scheduler state cost ~0.25 ms of CPU a fork here (a
+reused one ~0), and a cgroup keeps nothing of a run once its processes are gone (no
+quota, no limit; the accounting is not read). When the maker (the zygote or its forker)
+clones the next worker, the cgroups of workers that are gone wait until no process is
+left in them, then serve the next workers (at most ``IDLE_KEPT`` idle; more are removed);
+``sandbox-<zygote>`` goes whole at the zygote's shutdown, and the next zygote's first
+worker sweeps what a dead one left. A v2 cgroup this module did not make is its maker's.
 
 Where none can be made (a uid without a delegated subtree, no cpu hierarchy): never
 fatal, no policy can require it. A one-shot worker's seccomp filter then refuses
@@ -43,6 +47,7 @@ autogroup every run, shares the CPU as its processes do; ``sandbox doctor`` says
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from typing import Any
@@ -60,8 +65,14 @@ FIX = ("run the sandbox as root with a writable cpu cgroup hierarchy (cgroup v1 
 
 #: (hierarchy, parent) that took this process's last worker: the next one is made there directly.
 _chosen: list[tuple[Hierarchy, str]] = []
-#: Workers whose cgroups this process made, by pid -> path, until they are gone and removed (:func:`_sweep_made`).
+#: Live workers in a cgroup this process made: pid -> path (:func:`_sweep_made`).
 _made: dict[int, str] = {}
+#: Cgroups whose worker is gone, some process of its run maybe still in them (not reused until empty).
+_draining: list[str] = []
+#: Empty cgroups, ready for the next workers (LIFO: the last one used is the likeliest still in the CPU's caches).
+_idle: list[str] = []
+IDLE_KEPT = 16
+_numbers = itertools.count()
 #: This process's last refusal by every hierarchy for lack of permission (or of any cpu hierarchy): (when, errno,
 #: why).
 #: Kept ``REFUSAL_KEPT_S``, as memcg.py keeps its own: an unprivileged uid would otherwise try every parent per run.
@@ -88,7 +99,7 @@ def apply(policy: Policy, ctx: Any) -> str:
 
 
 def _join(zygote: int, pid: int, handover: list[int] | None = None) -> str:
-    _sweep_made()
+    _sweep_made(pid)
     if _chosen:  # the common case, once per worker: no mount table to parse, no controller to enable again
         hierarchy, zdir = _chosen[0]
         try:
@@ -137,14 +148,19 @@ def _zygote_dir(hierarchy: Hierarchy, parent: str, zygote: int) -> str:
 
 
 def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, handover: list[int] | None) -> str:
-    """``zdir/w<pid>`` with ``pid`` in it; on v2 one cgroup.py or memcg.py made already is joined, not made."""
-    mine = f"{zdir}/w{pid}"
-    try:
+    """A cgroup of ``zdir`` with ``pid`` in it: an idle one, else a new one; on v2 the worker's ``w<pid>`` that
+    cgroup.py or memcg.py made already is its cgroup (joined, not taken here)."""
+    if hierarchy.version == 2 and os.path.isdir(f"{zdir}/w{pid}"):
+        return f"{zdir}/w{pid}"
+    mine = ""
+    while _idle and not mine:
+        mine = _idle.pop()
+        if not mine.startswith(zdir + "/"):  # another zygote dir's (e.g. made again after a removal from outside)
+            _rmdir(mine)
+            mine = ""
+    if not mine:
+        mine = f"{zdir}/c{os.getpid()}.{next(_numbers)}"
         os.mkdir(mine)
-    except FileExistsError:
-        if hierarchy.version == 2:
-            return mine  # the worker's one cgroup, made and joined for another controller: its maker's to remove
-        # v1: a dead worker's whose pid was reused (its run's processes died with its pid namespace): ours now
     try:
         cgroup.enter(mine, pid, handover)
     except OSError:
@@ -160,12 +176,35 @@ def _enable(path: str) -> None:
         cgroup.write(control, f"+{CONTROLLER}")
 
 
-def _sweep_made() -> None:
-    """Remove the cgroups this process made for workers that are gone; one still busy (a process of the run
-    still exiting) is tried again at the next worker."""
-    for pid in [pid for pid in _made if not os.path.exists(f"/proc/{pid}")]:
-        if _rmdir(_made[pid]):
-            del _made[pid]
+def _sweep_made(new_pid: int | None = None) -> None:
+    """The cgroups of workers that are gone (``new_pid``'s, if listed, is a dead worker's whose pid came back)
+    become idle once empty; one still holding a process of its run (a plain fork's orphan, one still exiting) is
+    looked at again at the next worker."""
+    for pid in [pid for pid in _made if pid == new_pid or not os.path.exists(f"/proc/{pid}")]:
+        _draining.append(_made.pop(pid))
+    busy = []
+    for path in _draining:
+        left = _processes_in(path)
+        if left is None:
+            continue  # removed from outside
+        if left:
+            busy.append(path)
+        elif len(_idle) < IDLE_KEPT:
+            _idle.append(path)
+        else:
+            _rmdir(path)
+    _draining[:] = busy
+
+
+def _processes_in(path: str) -> bool | None:
+    """Whether a process is in the cgroup at ``path`` (None: no such cgroup)."""
+    for name in ("tasks", "cgroup.procs"):  # v1, v2
+        try:
+            with open(f"{path}/{name}", "rb") as listing:
+                return bool(listing.read(1))
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def _sweep_dead_zygotes(parent: str) -> None:
@@ -187,8 +226,8 @@ def remove_zygote(zygote: int | None = None) -> None:
             zdir = os.path.join(parent, f"sandbox-{zygote}")
             if os.path.isdir(zdir):
                 _remove_tree(zdir)
-    _made.clear()
-    _chosen.clear()
+    for state in (_made, _draining, _idle, _chosen):
+        state.clear()
 
 
 def _remove_tree(path: str) -> None:

@@ -28,42 +28,51 @@ def _cpu_cgroup_of(pid: int | str) -> str | None:
     return None
 
 
-def test_each_worker_gets_a_cpu_cgroup_of_its_own_and_the_dead_ones_go():
-    """Two workers in turn (the zygote's clone): each sits in its own ``sandbox-<zygote>/w<pid>`` (the kernel's
-    /proc/<pid>/cgroup says so), not in the zygote's; the first one's cgroup goes when the next is made, and the
-    zygote's whole dir at its shutdown."""
+def test_each_worker_gets_a_cpu_cgroup_of_its_own_reused_once_its_run_is_gone():
+    """Two workers at once (the zygote's clone): each sits in a cpu cgroup of its own under ``sandbox-<zygote>``
+    (the kernel's /proc/<pid>/cgroup says so), not in the zygote's; once both are gone the next worker takes one of
+    theirs instead of a new one, and the zygote's whole dir goes at its shutdown."""
     _needs_cpu_cgroups()
     if not confine.namespaces.probe()[0]:
         pytest.skip("the zygote's part needs namespaces")
     pol = policy("default")
 
+    def start_worker():
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid, status = confine.fork_worker(pol)
+        if pid == 0:  # pragma: no cover - the worker reports its status and waits to be looked at
+            os.write(w, (status.cpu_cgroup.detail if status.cpu_cgroup else "none").encode())
+            os.read(go_r, 1)
+            os._exit(0)
+        os.close(w)
+        os.close(go_r)
+        detail = os.read(r, 4096).decode()
+        os.close(r)
+        return pid, detail, _cpu_cgroup_of(pid), go_w
+
     def zygote():
-        seen = []
-        for _ in range(2):
-            r, w = os.pipe()
-            pid, status = confine.fork_worker(pol)
-            if pid == 0:  # pragma: no cover - the worker reports its status and waits to be looked at
-                os.write(w, (status.cpu_cgroup.detail if status.cpu_cgroup else "none").encode())
-                os.close(w)
-                time.sleep(0.5)
-                os._exit(0)
-            os.close(w)
-            detail = os.read(r, 4096).decode()
-            os.close(r)
-            seen.append((pid, detail, _cpu_cgroup_of(pid)))
+        together = [start_worker(), start_worker()]
+        for pid, _, _, go in together:  # a byte, not EOF: the second worker holds the first's pipe too
+            os.write(go, b"x")
             os.waitpid(pid, 0)
-        first_dir = seen[0][2]
-        left = os.path.isdir(first_dir)
+        later = start_worker()
+        os.write(later[3], b"x")
+        os.waitpid(later[0], 0)
+        seen = [worker[:3] for worker in (*together, later)]
+        cgroups_dir = os.path.dirname(seen[0][2])
         cpushare.remove_zygote()
-        return seen, left, _cpu_cgroup_of("self"), os.path.isdir(os.path.dirname(first_dir)), os.getpid()
+        return seen, _cpu_cgroup_of("self"), cgroups_dir, os.path.isdir(cgroups_dir), os.getpid()
     got = in_child(zygote)
     assert got["ok"], got
-    seen, first_left, own, zygote_dir_left, zygote_pid = got["value"]
+    seen, own, cgroups_dir, cgroups_dir_left, zygote_pid = got["value"]
+    assert cgroups_dir.endswith(f"/sandbox-{zygote_pid}"), seen
     for pid, detail, path in seen:
-        assert path.endswith(f"/sandbox-{zygote_pid}/w{pid}") and f"cpu cgroup {path}" in detail, seen
-    assert own not in (seen[0][2], seen[1][2]), (own, seen)
-    assert not first_left, seen  # the dead worker's cgroup went when the next one was made
-    assert not zygote_dir_left  # and the zygote's, at its shutdown
+        assert os.path.dirname(path) == cgroups_dir and f"cpu cgroup {path}" in detail, seen
+        assert path != own, (own, seen)
+    assert seen[0][2] != seen[1][2], seen  # two at once: one each
+    assert seen[2][2] in (seen[0][2], seen[1][2]), seen  # the next one reuses a gone worker's
+    assert not cgroups_dir_left  # and the zygote's went at its shutdown
 
 
 def test_a_plain_fork_worker_joins_one_itself_and_one_hidden_is_no_refusal(dirs):
@@ -117,7 +126,8 @@ def test_a_refusal_for_lack_of_permission_is_kept_for_a_while():
 def test_v2_enables_the_controller_and_joins_the_workers_one_cgroup(tmp_path, monkeypatch):
     """On a plain directory laid out like a cgroup2 hierarchy: the controller is enabled in the parent and in
     ``sandbox-<zygote>``; a worker's cgroup that cgroup.py or memcg.py made there is joined, not made, and is left
-    to its maker; one made here is joined through ``cgroup.procs`` and removed once its worker is gone."""
+    to its maker; one made here is joined through ``cgroup.procs``, and once its worker is gone and no process is
+left in it, the next worker gets it."""
     root = tmp_path / "cgroup2"
     root.mkdir()
     (root / "cgroup.controllers").write_text("cpu memory pids\n")
@@ -125,7 +135,8 @@ def test_v2_enables_the_controller_and_joins_the_workers_one_cgroup(tmp_path, mo
     hierarchy = memcg_lookup.Hierarchy(2, str(root), "/", "cpu")
     monkeypatch.setattr(memcg_lookup, "hierarchies", lambda controller="memory": [hierarchy])
     monkeypatch.setattr(cpushare, "_chosen", [])
-    monkeypatch.setattr(cpushare, "_made", {})
+    for state in ("_made", "_draining", "_idle"):
+        monkeypatch.setattr(cpushare, state, type(getattr(cpushare, state))())
     zygote, shared, own = 4242, 4343, 2**22 + 4444  # ``own``: above any pid, so it reads as gone
     zdir = root / f"sandbox-{zygote}"
     zdir.mkdir()
@@ -143,11 +154,16 @@ def test_v2_enables_the_controller_and_joins_the_workers_one_cgroup(tmp_path, mo
     monkeypatch.setattr(os, "mkdir", mkdir_as_cgroupfs)
     joined, detail = cpushare.join_in_parent(policy(), own, zygote)
     assert joined, detail
-    assert (zdir / f"w{own}" / "cgroup.procs").read_text() == str(own)
-    assert cpushare._made == {own: str(zdir / f"w{own}")}
-    (zdir / f"w{own}" / "cgroup.procs").unlink()  # empty, as rmdir finds a cgroupfs dir
+    mine = cpushare._made[own]
+    assert os.path.dirname(mine) == str(zdir) and (tmp_path / mine / "cgroup.procs").read_text() == str(own)
+    cpushare._sweep_made()  # ``own`` is gone, a process of its run still in its cgroup: not reused yet
+    assert cpushare._made == {} and cpushare._draining == [mine] and cpushare._idle == []
+    (tmp_path / mine / "cgroup.procs").write_text("")
     cpushare._sweep_made()
-    assert not (zdir / f"w{own}").exists() and (zdir / f"w{shared}").exists() and cpushare._made == {}
+    assert cpushare._draining == [] and cpushare._idle == [mine] and (zdir / f"w{shared}").exists()
+    assert cpushare.join_in_parent(policy(), own + 1, zygote)[0]
+    assert cpushare._made == {own + 1: mine} and cpushare._idle == []  # reused, no cgroup made
+    assert sorted(p.name for p in zdir.iterdir() if p.is_dir()) == sorted([f"w{shared}", os.path.basename(mine)])
 
 
 def test_a_closed_sandbox_leaves_no_cpu_cgroup():
