@@ -324,45 +324,34 @@ class _Stack:
                                      errno=getattr(exc, "errno", None)) from exc
         self.statuses.append(LayerStatus(name, False, False, reason))
 
+    def _cgroup_status(self, part: str, ns_status: LayerStatus | None) -> LayerStatus:
+        """A cgroup part serving rlimits: the one the zygote joined at the clone, else joined here (PARTS' module)."""
+        if "rlimits" not in self.policy.confinement.layers:
+            return LayerStatus(part, True, False, "rlimits not in confinement.layers")
+        joined = getattr(ns_status, part) if ns_status is not None else None
+        if joined is not None:
+            return joined  # the zygote did it at the clone
+        try:
+            return LayerStatus(part, True, True, PARTS[part][0].apply(self.policy, self.ctx))
+        except OSError as exc:
+            return LayerStatus(part, False, False, str(exc))
+
     def pids_cgroup(self, ns_status: LayerStatus | None) -> None:
         """Never fatal: no policy can require it (see cgroup.py); its status says what is missing."""
-        if "rlimits" not in self.policy.confinement.layers:
-            self.statuses.append(LayerStatus("pids_cgroup", True, False, "rlimits not in confinement.layers"))
-        elif not cgroup.needed():
+        if "rlimits" in self.policy.confinement.layers and not cgroup.needed():
             self.statuses.append(LayerStatus("pids_cgroup", False, False, cgroup.not_needed_reason()))
-        elif ns_status is not None and ns_status.pids_cgroup is not None:
-            self.statuses.append(ns_status.pids_cgroup)  # the zygote did it at the clone
         else:
-            try:
-                self.statuses.append(LayerStatus("pids_cgroup", True, True, cgroup.apply(self.policy, self.ctx)))
-            except OSError as exc:
-                self.statuses.append(LayerStatus("pids_cgroup", False, False, str(exc)))
+            self.statuses.append(self._cgroup_status("pids_cgroup", ns_status))
 
     def cpu_cgroup(self, ns_status: LayerStatus | None) -> None:
         """Never fatal: no policy can require it (see cpushare.py); without one, a one-shot run's setsid is refused."""
-        if "rlimits" not in self.policy.confinement.layers:
-            status = LayerStatus("cpu_cgroup", True, False, "rlimits not in confinement.layers")
-        elif ns_status is not None and ns_status.cpu_cgroup is not None:
-            status = ns_status.cpu_cgroup  # the zygote did it at the clone
-        else:
-            try:
-                status = LayerStatus("cpu_cgroup", True, True, cpushare.apply(self.policy, self.ctx))
-            except OSError as exc:
-                status = LayerStatus("cpu_cgroup", False, False, str(exc))
+        status = self._cgroup_status("cpu_cgroup", ns_status)
         self.cpu_shared = status.active
         self.statuses.append(status)
 
     def memory_cgroup(self, ns_status: LayerStatus | None) -> None:
         """Fatal only if required; without one, seccomp refuses memfd_create and SysV shared memory."""
-        if "rlimits" not in self.policy.confinement.layers:
-            status = LayerStatus("memory_cgroup", True, False, "rlimits not in confinement.layers")
-        elif ns_status is not None and ns_status.memory_cgroup is not None:
-            status = ns_status.memory_cgroup  # the zygote did it at the clone
-        else:
-            try:
-                status = LayerStatus("memory_cgroup", True, True, memcg.apply(self.policy, self.ctx))
-            except OSError as exc:
-                status = LayerStatus("memory_cgroup", False, False, str(exc))
+        status = self._cgroup_status("memory_cgroup", ns_status)
         if not status.active and "memory_cgroup" in self.policy.confinement.required:
             raise SandboxUnavailable("memory_cgroup", status.detail, FIXES["memory_cgroup"])
         self.memory_capped = status.active

@@ -61,7 +61,7 @@ def probe() -> tuple[bool, str]:
             errors.append(f"{root}: {exc}")
             continue
         finally:
-            _remove(probe_dir)
+            remove(probe_dir)
         return True, f"root: pids cgroups under {root} cap each worker's processes and threads"
     return False, (f"root, and no writable pids cgroup ({'; '.join(errors) or 'no pids hierarchy mounted'}): "
                    "RLIMIT_NPROC does not apply to uid 0, so limits.max_processes is not enforced")
@@ -205,7 +205,7 @@ def remove_zygote(zygote: int | None = None) -> None:
     for root in _candidates():
         path = os.path.join(root, f"sandbox-{zygote}")
         if os.path.isdir(path):
-            _remove(path)
+            remove(path)
 
 
 def _make_capped(parent: str, name: str, max_pids: int) -> str:
@@ -251,10 +251,10 @@ def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:
         if keep_memory and os.path.exists(os.path.join(path, "memory.max")):
             continue
         if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            _remove(path)
+            remove(path)
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
     """An empty cgroup and its empty children (cgroupfs dirs go with rmdir, files and all)."""
     try:
         children = [c for c in os.listdir(path) if os.path.isdir(os.path.join(path, c))]

@@ -156,7 +156,7 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, handover: list[int] 
     while _idle and not mine:
         mine = _idle.pop()
         if not mine.startswith(zdir + "/"):  # another zygote dir's (e.g. made again after a removal from outside)
-            _rmdir(mine)
+            cgroup.remove(mine)
             mine = ""
     if not mine:
         mine = f"{zdir}/c{os.getpid()}.{next(_numbers)}"
@@ -164,7 +164,7 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, handover: list[int] 
     try:
         cgroup.enter(mine, pid, handover)
     except OSError:
-        _rmdir(mine)
+        cgroup.remove(mine)
         raise
     _made[pid] = mine
     return mine
@@ -192,7 +192,7 @@ def _sweep_made(new_pid: int | None = None) -> None:
         elif len(_idle) < IDLE_KEPT:
             _idle.append(path)
         else:
-            _rmdir(path)
+            cgroup.remove(path)
     _draining[:] = busy
 
 
@@ -215,7 +215,7 @@ def _sweep_dead_zygotes(parent: str) -> None:
     for name in names:
         pid = name.removeprefix("sandbox-").removeprefix("probe-")
         if name.startswith("sandbox-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            _remove_tree(os.path.join(parent, name))
+            cgroup.remove(os.path.join(parent, name))
 
 
 def remove_zygote(zygote: int | None = None) -> None:
@@ -225,30 +225,9 @@ def remove_zygote(zygote: int | None = None) -> None:
         for parent in memcg_lookup.parents(hierarchy):
             zdir = os.path.join(parent, f"sandbox-{zygote}")
             if os.path.isdir(zdir):
-                _remove_tree(zdir)
+                cgroup.remove(zdir)
     for state in (_made, _draining, _idle, _chosen):
         state.clear()
-
-
-def _remove_tree(path: str) -> None:
-    try:
-        children = [c for c in os.listdir(path) if os.path.isdir(os.path.join(path, c))]
-    except OSError:
-        return
-    for child in children:
-        _rmdir(os.path.join(path, child))
-    _rmdir(path)
-
-
-def _rmdir(path: str) -> bool:
-    """rmdir one empty cgroup; True once it is gone. Never raises."""
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def probe() -> tuple[bool, str]:
@@ -268,7 +247,7 @@ def probe() -> tuple[bool, str]:
                 errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
                 continue
             finally:
-                _remove_tree(probe_dir)
+                cgroup.remove(probe_dir)
             return True, f"cpu cgroups (v{hierarchy.version}) under {parent} make each run one scheduling group"
     why = "; ".join(errors) or "no cgroup hierarchy with the cpu controller is mounted"
     return False, (f"uid {os.geteuid()} cannot make a cpu cgroup ({why}): a one-shot run's setsid is refused "

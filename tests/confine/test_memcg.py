@@ -290,7 +290,7 @@ def test_on_a_shared_v2_hierarchy_the_pids_sweep_leaves_memory_cgroups_to_memcg(
     (tmp_path / f"w{dead}" / "memory.max").write_text("max")
     (tmp_path / f"w{dead + 1}").mkdir()
     removed = []
-    monkeypatch.setattr(cgroup, "_remove", removed.append)
+    monkeypatch.setattr(cgroup, "remove", removed.append)
     cgroup._sweep(str(tmp_path), "w", keep_memory=True)
     assert removed == [str(tmp_path / f"w{dead + 1}")]
 
