@@ -4,7 +4,6 @@ tests/security/test_cant_exhaust.py (a run's setsid children taking the CPU from
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
