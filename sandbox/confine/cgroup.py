@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, Callable
 
 from ..policy import Policy
-from . import _sys
+from . import _sys, memcg_lookup
+from .memcg_lookup import Hierarchy
 
 #: The pids controller of cgroup v1 or v2 (the first writable one is used).
 PIDS_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
@@ -252,6 +253,53 @@ def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:
             continue
         if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             remove(path)
+
+
+def enable(path: str, controller: str) -> None:
+    """cgroup v2: delegate ``controller`` to the children of ``path`` (a child has its files only then)."""
+    control = os.path.join(path, "cgroup.subtree_control")
+    if controller not in memcg_lookup.read_text(control).split():
+        write(control, f"+{controller}")
+
+
+def sweep_dead_zygotes(parent: str) -> None:
+    """Remove the ``sandbox-<zygote>`` (and ``sandbox-probe-<pid>``) cgroups of ``parent`` whose process is gone,
+    with their empty children (rmdir refuses populated ones). Never raises."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name.removeprefix("sandbox-").removeprefix("probe-")  # a probe that died before removing its cgroup
+        if name.startswith("sandbox-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            remove(os.path.join(parent, name))
+
+
+def probe_parents(controller: str,
+                  check: Callable[[Hierarchy, str], None] | None = None) -> tuple[Hierarchy, str] | str:
+    """Can this uid make a ``controller`` cgroup here? Tried for real, parent by parent (memcg_lookup.parents):
+    ``sandbox-probe-<pid>/w0`` is made (the controller delegated on v2), ``check(hierarchy, w0)`` run, and both
+    removed, nobody moved in. The first (hierarchy, parent) that takes it, else why none did."""
+    errors = []
+    for hierarchy in memcg_lookup.hierarchies(controller):
+        for parent in memcg_lookup.parents(hierarchy):
+            probe_dir = os.path.join(parent, f"sandbox-probe-{os.getpid()}")
+            try:
+                if hierarchy.version == 2:
+                    enable(parent, controller)
+                os.mkdir(probe_dir)
+                if hierarchy.version == 2:
+                    enable(probe_dir, controller)
+                os.mkdir(os.path.join(probe_dir, "w0"))
+                if check is not None:
+                    check(hierarchy, os.path.join(probe_dir, "w0"))
+            except OSError as exc:
+                errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
+                continue
+            finally:
+                remove(probe_dir)
+            return hierarchy, parent
+    return "; ".join(errors) or f"no cgroup hierarchy with the {controller} controller is mounted"
 
 
 def remove(path: str) -> None:

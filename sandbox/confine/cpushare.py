@@ -138,12 +138,12 @@ def _zygote_dir(hierarchy: Hierarchy, parent: str, zygote: int) -> str:
     """``parent/sandbox-<zygote>``, made (dead zygotes' swept first) and, on v2, delegating the controller."""
     zdir = os.path.join(parent, f"sandbox-{zygote}")
     if hierarchy.version == 2:  # a child has cpu.* files only if every cgroup above delegates the controller
-        _enable(parent)
+        cgroup.enable(parent, CONTROLLER)
     if not os.path.isdir(zdir):
-        _sweep_dead_zygotes(parent)
+        cgroup.sweep_dead_zygotes(parent)
         os.makedirs(zdir, exist_ok=True)
     if hierarchy.version == 2:
-        _enable(zdir)
+        cgroup.enable(zdir, CONTROLLER)
     return zdir
 
 
@@ -168,12 +168,6 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, handover: list[int] 
         raise
     _made[pid] = mine
     return mine
-
-
-def _enable(path: str) -> None:
-    control = os.path.join(path, "cgroup.subtree_control")
-    if CONTROLLER not in memcg_lookup.read_text(control).split():
-        cgroup.write(control, f"+{CONTROLLER}")
 
 
 def _sweep_made(new_pid: int | None = None) -> None:
@@ -207,17 +201,6 @@ def _processes_in(path: str) -> bool | None:
     return None
 
 
-def _sweep_dead_zygotes(parent: str) -> None:
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        pid = name.removeprefix("sandbox-").removeprefix("probe-")
-        if name.startswith("sandbox-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            cgroup.remove(os.path.join(parent, name))
-
-
 def remove_zygote(zygote: int | None = None) -> None:
     """At the zygote's shutdown, its workers gone: remove its ``sandbox-<zygote>`` cpu cgroups. Never raises."""
     zygote = os.getpid() if zygote is None else zygote
@@ -232,25 +215,11 @@ def remove_zygote(zygote: int | None = None) -> None:
 
 def probe() -> tuple[bool, str]:
     """Can this uid make a cpu cgroup here? Tried for real: one is made and removed, nobody moved in."""
-    errors = []
-    for hierarchy in memcg_lookup.hierarchies(CONTROLLER):
-        for parent in memcg_lookup.parents(hierarchy):
-            probe_dir = os.path.join(parent, f"sandbox-probe-{os.getpid()}")
-            try:
-                if hierarchy.version == 2:
-                    _enable(parent)
-                os.mkdir(probe_dir)
-                if hierarchy.version == 2:
-                    _enable(probe_dir)
-                os.mkdir(os.path.join(probe_dir, "w0"))
-            except OSError as exc:
-                errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
-                continue
-            finally:
-                cgroup.remove(probe_dir)
-            return True, f"cpu cgroups (v{hierarchy.version}) under {parent} make each run one scheduling group"
-    why = "; ".join(errors) or "no cgroup hierarchy with the cpu controller is mounted"
-    return False, (f"uid {os.geteuid()} cannot make a cpu cgroup ({why}): a one-shot run's setsid is refused "
+    found = cgroup.probe_parents(CONTROLLER)
+    if isinstance(found, tuple):
+        hierarchy, parent = found
+        return True, f"cpu cgroups (v{hierarchy.version}) under {parent} make each run one scheduling group"
+    return False, (f"uid {os.geteuid()} cannot make a cpu cgroup ({found}): a one-shot run's setsid is refused "
                    "instead (under autogroup its worker's kernel session is then its share of the CPU); a session's "
                    "runs, and without autogroup every run, share the CPU process by process")
 

@@ -177,12 +177,12 @@ def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int,
     """``parent/sandbox-<zygote>/w<pid>`` with its limits set and ``pid`` in it."""
     zdir = os.path.join(parent, f"sandbox-{zygote}")
     if hierarchy.version == 2:  # a child has memory.* files only if every cgroup above delegates the controller
-        _enable_memory(parent)  # first: where that is refused (EBUSY: parent holds processes), make nothing
+        cgroup.enable(parent, "memory")  # first: where that is refused (EBUSY: parent holds processes), make nothing
     if not os.path.isdir(zdir):
-        _sweep(parent, "sandbox-")  # this zygote's first worker here: remove dead zygotes' cgroups
+        cgroup.sweep_dead_zygotes(parent)  # this zygote's first worker here: remove dead zygotes' cgroups
         os.makedirs(zdir, exist_ok=True)
     if hierarchy.version == 2:
-        _enable_memory(zdir)
+        cgroup.enable(zdir, "memory")
     return _make_worker(hierarchy, zdir, pid, limit, handover)
 
 
@@ -210,12 +210,6 @@ def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover
     return mine
 
 
-def _enable_memory(path: str) -> None:
-    control = os.path.join(path, "cgroup.subtree_control")
-    if "memory" not in memcg_lookup.read_text(control).split():
-        _write(path, "cgroup.subtree_control", "+memory")
-
-
 def _write(path: str, name: str, value: object, optional: bool = False) -> None:
     target = f"{path}/{name}"
     if optional:
@@ -224,18 +218,6 @@ def _write(path: str, name: str, value: object, optional: bool = False) -> None:
         if not _optional[name]:
             return
     cgroup.write(target, value)
-
-
-def _sweep(parent: str, prefix: str) -> None:
-    """Remove cgroups named ``<prefix><pid>`` whose process is gone (rmdir refuses populated ones)."""
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(prefix):].removeprefix("probe-")  # a probe that died before removing its cgroup
-        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            remove_tree(os.path.join(parent, name))
 
 
 def oom_eventfd(path: str) -> int | None:
@@ -292,28 +274,14 @@ def remove_zygote(zygote: int | None = None) -> None:
 # -- probe and describe ---------------------------------------------------------------------------------
 def probe() -> tuple[bool, str]:
     """Can this uid make a memory cgroup here? Tried for real: one is made, limited and removed, nobody moved in."""
-    errors = []
-    for hierarchy in memcg_lookup.hierarchies():
-        for parent in memcg_lookup.parents(hierarchy):
-            probe_dir = os.path.join(parent, f"sandbox-probe-{os.getpid()}")
-            try:
-                if hierarchy.version == 2:
-                    _enable_memory(parent)
-                os.mkdir(probe_dir)
-                if hierarchy.version == 2:
-                    _enable_memory(probe_dir)
-                os.mkdir(os.path.join(probe_dir, "w0"))
-                limit_file = "memory.max" if hierarchy.version == 2 else "memory.limit_in_bytes"
-                _write(os.path.join(probe_dir, "w0"), limit_file, 64 * MIB)
-            except OSError as exc:
-                errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
-                continue
-            finally:
-                remove_tree(probe_dir)
-            return True, (f"memory cgroups (v{hierarchy.version}) under {parent} cap each run's memory, "
-                          "shmem and tmpfs included")
-    why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
-    return False, (f"uid {os.geteuid()} cannot make a memory cgroup ({why}): memfd_create and SysV shared "
+    def limit(hierarchy: Hierarchy, w0: str) -> None:
+        _write(w0, "memory.max" if hierarchy.version == 2 else "memory.limit_in_bytes", 64 * MIB)
+    found = cgroup.probe_parents("memory", limit)
+    if isinstance(found, tuple):
+        hierarchy, parent = found
+        return True, (f"memory cgroups (v{hierarchy.version}) under {parent} cap each run's memory, "
+                      "shmem and tmpfs included")
+    return False, (f"uid {os.geteuid()} cannot make a memory cgroup ({found}): memfd_create and SysV shared "
                    "memory are refused instead (seccomp), and limits.memory_mb bounds each process only")
 
 
