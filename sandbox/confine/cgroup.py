@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from typing import Any, Callable
 
 from ..policy import Policy
@@ -273,6 +274,61 @@ def sweep_dead_zygotes(parent: str) -> None:
         pid = name.removeprefix("sandbox-").removeprefix("probe-")  # a probe that died before removing its cgroup
         if name.startswith("sandbox-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             remove(os.path.join(parent, name))
+
+
+#: How long :class:`Placement` keeps a refusal by every hierarchy.
+REFUSAL_KEPT_S = 30.0
+
+
+class Placement:
+    """Where one controller's worker cgroups go in this process (memcg.py, cpushare.py).
+
+    The (hierarchy, parent) that took the last worker is tried first: no mount table parsed, no controller
+    delegated again. Else each hierarchy's parents in turn (memcg_lookup.parents). A refusal by all of them with
+    one of ``permanent``'s errnos (no permission; or no hierarchy at all) is kept ``REFUSAL_KEPT_S``: an
+    unprivileged uid's zygote would otherwise list and try each parent again for every worker (~20 system calls).
+    """
+
+    def __init__(self, controller: str, permanent: frozenset[int]) -> None:
+        self.controller = controller
+        self.permanent = permanent
+        self.chosen: tuple[Hierarchy, str] | None = None
+        self.refusal: tuple[float, int, str] | None = None
+        """(when, errno, why) of the last refusal by every parent that is worth keeping."""
+
+    def refused(self) -> bool:
+        """Whether every parent refused, for a lasting reason, less than ``REFUSAL_KEPT_S`` ago."""
+        return self.refusal is not None and time.monotonic() - self.refusal[0] < REFUSAL_KEPT_S
+
+    def place(self, known: Callable[[Hierarchy, str], str], new: Callable[[Hierarchy, str], str]) -> str:
+        """A worker's cgroup: ``known(hierarchy, parent)`` where the last one went (its ``sandbox-<zygote>`` ready),
+        else ``new(hierarchy, parent)`` in the first parent that takes it. Raises ``OSError`` saying why none did."""
+        if self.chosen is not None:
+            try:
+                return known(*self.chosen)
+            except OSError:
+                self.chosen = None  # e.g. the zygote's cgroup removed from outside: look again
+        what = f"make a {self.controller} cgroup"
+        if self.refused():
+            _, err, why = self.refusal  # type: ignore[misc]
+            raise _sys.SyscallError(what, err, why)
+        errors: list[str] = []
+        last, permanent = errno.ENOENT, True
+        for hierarchy in memcg_lookup.hierarchies(self.controller):
+            for parent in memcg_lookup.parents(hierarchy):
+                try:
+                    mine = new(hierarchy, parent)
+                except OSError as exc:
+                    errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
+                    last = exc.errno or last
+                    permanent = permanent and exc.errno in self.permanent
+                    continue
+                self.chosen, self.refusal = (hierarchy, parent), None
+                return mine
+        why = "; ".join(errors) or f"no cgroup hierarchy with the {self.controller} controller is mounted"
+        if permanent:
+            self.refusal = (time.monotonic(), last, why)
+        raise _sys.SyscallError(what, last, why)
 
 
 def probe_parents(controller: str,

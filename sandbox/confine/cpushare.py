@@ -49,11 +49,10 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import time
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, cgroup, memcg_lookup
+from . import cgroup, memcg_lookup
 from .memcg_lookup import Hierarchy
 
 CONTROLLER = "cpu"
@@ -63,8 +62,8 @@ FIX = ("run the sandbox as root with a writable cpu cgroup hierarchy (cgroup v1 
        "--cgroupns=private with a writable /sys/fs/cgroup), or as a user with a delegated cgroup v2 subtree "
        "that includes the cpu controller")
 
-#: (hierarchy, parent) that took this process's last worker: the next one is made there directly.
-_chosen: list[tuple[Hierarchy, str]] = []
+#: Where this process makes its workers' cpu cgroups; an unprivileged uid's refusal is kept for a while.
+_placement = cgroup.Placement(CONTROLLER, frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT}))
 #: Live workers in a cgroup this process made: pid -> path (:func:`_sweep_made`).
 _made: dict[int, str] = {}
 #: Cgroups whose worker is gone, some process of its run maybe still in them (not reused until empty).
@@ -73,12 +72,6 @@ _draining: list[str] = []
 _idle: list[str] = []
 IDLE_KEPT = 16
 _numbers = itertools.count()
-#: This process's last refusal by every hierarchy for lack of permission (or of any cpu hierarchy): (when, errno,
-#: why).
-#: Kept ``REFUSAL_KEPT_S``, as memcg.py keeps its own: an unprivileged uid would otherwise try every parent per run.
-_refused: list[tuple[float, int, str]] = []
-REFUSAL_KEPT_S = 30.0
-_PERMANENT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT}
 
 
 def join_in_parent(policy: Policy, child: int, zygote: int | None = None,
@@ -100,34 +93,14 @@ def apply(policy: Policy, ctx: Any) -> str:
 
 def _join(zygote: int, pid: int, handover: list[int] | None = None) -> str:
     _sweep_made(pid)
-    if _chosen:  # the common case, once per worker: no mount table to parse, no controller to enable again
-        hierarchy, zdir = _chosen[0]
-        try:
-            return _describe(_make_worker(hierarchy, zdir, pid, handover))
-        except OSError:
-            _chosen.clear()  # e.g. removed from outside: look again
-    if _refused and time.monotonic() - _refused[0][0] < REFUSAL_KEPT_S:
-        _, err, why = _refused[0]
-        raise _sys.SyscallError("make a cpu cgroup", err, why)
-    errors: list[str] = []
-    last, permanent = errno.ENOENT, True
-    for hierarchy in memcg_lookup.hierarchies(CONTROLLER):
-        for parent in memcg_lookup.parents(hierarchy):
-            try:
-                zdir = _zygote_dir(hierarchy, parent, zygote)
-                mine = _make_worker(hierarchy, zdir, pid, handover)
-            except OSError as exc:
-                errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
-                last = exc.errno or last
-                permanent = permanent and exc.errno in _PERMANENT
-                continue
-            _chosen[:] = [(hierarchy, zdir)]
-            _refused.clear()
-            return _describe(mine)
-    why = "; ".join(errors) or "no cgroup hierarchy with the cpu controller is mounted"
-    if permanent:
-        _refused[:] = [(time.monotonic(), last, why)]
-    raise _sys.SyscallError("make a cpu cgroup", last, why)
+
+    def known(hierarchy: Hierarchy, parent: str) -> str:
+        return _make_worker(hierarchy, os.path.join(parent, f"sandbox-{zygote}"), pid, handover)
+
+    def new(hierarchy: Hierarchy, parent: str) -> str:
+        return _make_worker(hierarchy, _zygote_dir(hierarchy, parent, zygote), pid, handover)
+
+    return _describe(_placement.place(known, new))
 
 
 def _describe(mine: str) -> str:
@@ -209,8 +182,9 @@ def remove_zygote(zygote: int | None = None) -> None:
             zdir = os.path.join(parent, f"sandbox-{zygote}")
             if os.path.isdir(zdir):
                 cgroup.remove(zdir)
-    for state in (_made, _draining, _idle, _chosen):
+    for state in (_made, _draining, _idle):
         state.clear()
+    _placement.chosen = None
 
 
 def probe() -> tuple[bool, str]:

@@ -60,11 +60,10 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, cgroup, memcg_lookup
+from . import cgroup, memcg_lookup
 from .memcg_lookup import Hierarchy
 
 MIB = 1 << 20
@@ -79,17 +78,10 @@ FIX = ("run the sandbox as root with a writable memory cgroup hierarchy (cgroup 
 
 # -- the zygote's side: make, configure, join ------------------------------------------------------------
 _baseline: list[int] = []
-#: (hierarchy, parent) that took this process's last worker, its ``sandbox-<zygote>`` made and delegated the
-#: controller: the next worker's cgroup is made there directly.
-_chosen: list[tuple[Hierarchy, str]] = []
+#: Where this process makes its workers' memory cgroups; an unprivileged uid's refusal is kept for a while.
+_placement = cgroup.Placement("memory", frozenset({errno.EACCES, errno.EPERM, errno.EROFS}))
 #: Optional control files, by name: present or not (the kernel's features do not change while we run).
 _optional: dict[str, bool] = {}
-#: This process's last refusal by every hierarchy for lack of permission (or of any memory hierarchy): (when, errno,
-#: why). Kept ``REFUSAL_KEPT_S``: an unprivileged uid's zygote would otherwise list and try each parent again for
-#: every worker (~20 system calls), and look for the cgroup it could not make twice more.
-_refused: list[tuple[float, int, str]] = []
-REFUSAL_KEPT_S = 30.0
-_PERMANENT = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def measure_baseline() -> int:
@@ -132,40 +124,20 @@ def apply(policy: Policy, ctx: Any) -> str:
 
 
 def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) -> str:
-    if _chosen:  # the common case, once per worker: no mount table to parse, no controller to check again
-        hierarchy, parent = _chosen[0]
-        try:
-            mine = _make_worker(hierarchy, os.path.join(parent, f"sandbox-{zygote}"), pid, limit, handover)
-            return _describe(mine, hierarchy, limit)
-        except OSError:
-            _chosen.clear()  # e.g. the zygote's cgroup removed from outside: look again
-    if refused():
-        _, err, why = _refused[0]
-        raise _sys.SyscallError("make a memory cgroup", err, why)
-    errors: list[str] = []
-    last = errno.ENOENT
-    permanent = True
-    for hierarchy, parent in [(h, p) for h in memcg_lookup.hierarchies() for p in memcg_lookup.parents(h)]:
-        try:
-            mine = _make(hierarchy, parent, zygote, pid, limit, handover)
-        except OSError as exc:
-            errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
-            last = exc.errno or last
-            permanent = permanent and exc.errno in _PERMANENT
-            continue
-        _chosen[:] = [(hierarchy, parent)]
-        _refused.clear()
-        return _describe(mine, hierarchy, limit)
-    why = "; ".join(errors) or "no cgroup hierarchy with the memory controller is mounted"
-    if permanent:
-        _refused[:] = [(time.monotonic(), last, why)]
-    raise _sys.SyscallError("make a memory cgroup", last, why)
+    def known(hierarchy: Hierarchy, parent: str) -> str:
+        return _describe(_make_worker(hierarchy, os.path.join(parent, f"sandbox-{zygote}"), pid, limit, handover),
+                         hierarchy, limit)
+
+    def new(hierarchy: Hierarchy, parent: str) -> str:
+        return _describe(_make(hierarchy, parent, zygote, pid, limit, handover), hierarchy, limit)
+
+    return _placement.place(known, new)
 
 
 def refused() -> bool:
     """Whether this process was refused a memory cgroup by every hierarchy, for lack of permission (or of any
-    memory hierarchy), less than ``REFUSAL_KEPT_S`` ago: then none is tried, and none of its workers has one."""
-    return bool(_refused) and time.monotonic() - _refused[0][0] < REFUSAL_KEPT_S
+    memory hierarchy), less than ``cgroup.REFUSAL_KEPT_S`` ago: then none is tried, and none of its workers has one."""
+    return _placement.refused()
 
 
 def _describe(mine: str, hierarchy: Hierarchy, limit: int) -> str:
@@ -253,22 +225,11 @@ def remove(path: str) -> bool:
     return True
 
 
-def remove_tree(path: str) -> bool:
-    """An empty cgroup and its empty children. Never raises."""
-    try:
-        children = [c for c in os.listdir(path) if os.path.isdir(os.path.join(path, c))]
-    except Exception:  # noqa: BLE001
-        return remove(path)
-    for child in children:
-        remove(os.path.join(path, child))
-    return remove(path)
-
-
 def remove_zygote(zygote: int | None = None) -> None:
     """At the zygote's shutdown, its workers gone: remove ``sandbox-<zygote>`` wherever it is. Never raises."""
     zygote = os.getpid() if zygote is None else zygote
     for path in memcg_lookup.zygote_dirs(zygote):
-        remove_tree(path)
+        cgroup.remove(path)
 
 
 # -- probe and describe ---------------------------------------------------------------------------------

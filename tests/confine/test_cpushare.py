@@ -8,7 +8,7 @@ import os
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import cpushare, memcg_lookup
+from sandbox.confine import cgroup, cpushare, memcg_lookup
 
 from .childproc import as_worker, in_child, policy
 from .test_memcg import NOBODY, hide_memory_hierarchies
@@ -99,7 +99,7 @@ def test_a_plain_fork_worker_joins_one_itself_and_one_hidden_is_no_refusal(dirs)
 
 def test_a_refusal_for_lack_of_permission_is_kept_for_a_while():
     """uid 65534 may make no cpu cgroup here: its zygote's next workers get the same refusal without a hierarchy
-    tried again, until REFUSAL_KEPT_S has passed."""
+    tried again, until cgroup.REFUSAL_KEPT_S has passed."""
     def refuse_three():
         pol = policy("default")
         looked = []
@@ -107,7 +107,7 @@ def test_a_refusal_for_lack_of_permission_is_kept_for_a_while():
         memcg_lookup.hierarchies = lambda controller="memory": looked.append(controller) or real(controller)
         first = cpushare.join_in_parent(pol, os.getpid())
         kept = cpushare.join_in_parent(pol, os.getpid()), len(looked)
-        cpushare.REFUSAL_KEPT_S = 0.0
+        cgroup.REFUSAL_KEPT_S = 0.0
         again = cpushare.join_in_parent(pol, os.getpid()), len(looked)
         return {"first": first, "kept": kept, "again": again, "probe": cpushare.probe()}
     got = in_child(refuse_three, uid=NOBODY)
@@ -133,7 +133,7 @@ left in it, the next worker gets it."""
     (root / "cgroup.subtree_control").write_text("")
     hierarchy = memcg_lookup.Hierarchy(2, str(root), "/", "cpu")
     monkeypatch.setattr(memcg_lookup, "hierarchies", lambda controller="memory": [hierarchy])
-    monkeypatch.setattr(cpushare, "_chosen", [])
+    monkeypatch.setattr(cpushare._placement, "chosen", None)
     for state in ("_made", "_draining", "_idle"):
         monkeypatch.setattr(cpushare, state, type(getattr(cpushare, state))())
     zygote, shared, own = 4242, 4343, 2**22 + 4444  # ``own``: above any pid, so it reads as gone

@@ -14,7 +14,7 @@ import os
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import memcg, memcg_lookup
+from sandbox.confine import cgroup, memcg, memcg_lookup
 
 from .childproc import Dirs, errnos, in_child, policy
 
@@ -182,17 +182,17 @@ def test_as_unprivileged_uid_there_is_none_and_the_probe_says_why():
 
 def test_a_refusal_for_lack_of_permission_is_kept_for_a_while():
     """uid 65534's zygote is refused a memory cgroup by every hierarchy: the next workers get the same refusal
-    without a hierarchy tried again (~20 system calls a worker), until REFUSAL_KEPT_S has passed."""
+    without a hierarchy tried again (~20 system calls a worker), until cgroup.REFUSAL_KEPT_S has passed."""
     from sandbox.inside.cgroups import WorkerCgroups
 
     def refuse_three():
         pol = policy("default")
         looked = []
         real = memcg_lookup.hierarchies
-        memcg_lookup.hierarchies = lambda: looked.append(1) or real()
+        memcg_lookup.hierarchies = lambda controller="memory": looked.append(1) or real(controller)
         first = memcg.join_in_parent(pol, os.getpid())
         kept = memcg.join_in_parent(pol, os.getpid()), len(looked), memcg.refused(), WorkerCgroups().locate(1)
-        memcg.REFUSAL_KEPT_S = 0.0
+        cgroup.REFUSAL_KEPT_S = 0.0
         again = memcg.join_in_parent(pol, os.getpid()), len(looked)
         return {"first": first, "kept": kept, "again": again}
     got = in_child(refuse_three, uid=NOBODY)
@@ -209,7 +209,7 @@ def test_a_refusal_for_lack_of_permission_is_kept_for_a_while():
 def test_cleanup_never_raises():
     assert memcg.remove("/nonexistent/cgroup") is True
     assert memcg.remove("/proc/self") is False  # not removable: False, not an exception
-    memcg.remove_tree("/proc/1/no-such")
+    cgroup.remove("/proc/1/no-such")
     assert memcg_lookup.read("/nonexistent") is None and memcg_lookup.read(None) is None
     memcg.remove_zygote(2**22 + 12345)
 
