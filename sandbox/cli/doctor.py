@@ -266,8 +266,9 @@ def _privileges() -> str:
             "the capabilities their user namespace gives them; their forker makes a user namespace of its own, in "
             "which it builds their root once and the network namespace they share, as root's does (rows namespaces, "
             "fs_view); no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
-            "refused (row memory_cgroup); no cpu cgroup either, so a one-shot run's setsid is refused, which keeps "
-            "its processes in one scheduling group under autogroup (row cpu_cgroup)")
+            "refused (row memory_cgroup); no cpu cgroup either, so a run's setsid is refused (a one-shot run's by its "
+            "filter, a session's by its root), which keeps its processes in one scheduling group under autogroup "
+            "(row cpu_cgroup)")
 
 
 def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:

@@ -141,8 +141,9 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
                 seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem)
                 if sessions:
                     seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
-            if sessions:
-                state_scope.prepare()  # a session's first node installs it
+            if sessions:  # a session's first node installs one, the other where runs have no cpu cgroup
+                state_scope.prepare(sessions=False)
+                state_scope.prepare(sessions=True)
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run
@@ -344,7 +345,8 @@ class _Stack:
             self.statuses.append(self._cgroup_status("pids_cgroup", ns_status))
 
     def cpu_cgroup(self, ns_status: LayerStatus | None) -> None:
-        """Never fatal: no policy can require it (see cpushare.py); without one, a one-shot run's setsid is refused."""
+        """Never fatal: no policy can require it (see cpushare.py); without one, a run's setsid is refused (a one-shot
+        run's here, by seccomp; a session's by its root, state_scope.py)."""
         status = self._cgroup_status("cpu_cgroup", ns_status)
         self.cpu_shared = status.active
         self.statuses.append(status)

@@ -37,11 +37,11 @@ worker sweeps what a dead one left. A v2 cgroup this module did not make is its 
 
 Where none can be made (a uid without a delegated subtree, no cpu hierarchy): never
 fatal, no policy can require it. A one-shot worker's seccomp filter then refuses
-``setsid`` (seccomp.py, ``SETSID_SYSCALLS``), so that under autogroup its run stays the
-one kernel session, and scheduling group, its worker made: measured as uid 65534, the
-same 48 children left another run and the host ~1.2x slower instead of 15-23x. A
-session's states each lead a session of their own, so a session's run, and without
-autogroup every run, shares the CPU as its processes do; ``sandbox doctor`` says so.
+``setsid`` (seccomp.py, ``SETSID_SYSCALLS``), and a session's root refuses it to its runs'
+processes (state_scope.py, ``SESSION_CALL``), so that under autogroup a run stays the one
+kernel session, and scheduling group, its worker (or runner) made: measured as uid 65534,
+the same 48 children left another run and the host ~1.2x slower instead of 15-23x. Without
+autogroup every run shares the CPU as its processes do; ``sandbox doctor`` says so.
 """
 
 from __future__ import annotations
@@ -193,9 +193,9 @@ def probe() -> tuple[bool, str]:
     if isinstance(found, tuple):
         hierarchy, parent = found
         return True, f"cpu cgroups (v{hierarchy.version}) under {parent} make each run one scheduling group"
-    return False, (f"uid {os.geteuid()} cannot make a cpu cgroup ({found}): a one-shot run's setsid is refused "
-                   "instead (under autogroup its worker's kernel session is then its share of the CPU); a session's "
-                   "runs, and without autogroup every run, share the CPU process by process")
+    return False, (f"uid {os.geteuid()} cannot make a cpu cgroup ({found}): a run's setsid is refused instead "
+                   "(under autogroup its worker's kernel session is then its share of the CPU); without autogroup "
+                   "every run shares the CPU process by process")
 
 
 def describe(policy: Policy) -> str:

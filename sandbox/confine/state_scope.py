@@ -16,6 +16,13 @@ calls with a seccomp user notification:
   so a session id is one state's own tree); else ``EPERM``, as the kernel answers a
   process that may not signal another. A call against a whole uid (``PRIO_USER``) is
   refused.
+- where the session has no cpu cgroup (cpushare.py: an unprivileged uid without a delegated subtree), the filter
+  notifies for ``setsid`` too, and the root lets it go on only for a process still in the kernel session of a
+  process that was a node (a state a node forked, making its own session as every state does; by session, not
+  parent: a node freed meanwhile leaves its child to the root). A run's own processes are in its runner's
+  session, and a runner becomes a node only once they are all dead: they may not, so that under autogroup a run
+  stays the one kernel session, and scheduling group, its runner made (a one-shot worker's filter refuses
+  ``setsid`` outright: seccomp.py).
 
 Calls that read or write another process's memory or fds (ptrace, process_vm_*,
 pidfd_getfd, process_madvise) are denied outright by seccomp.py, and ``/proc/<pid>/mem``
@@ -104,35 +111,41 @@ TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[int, list[
 }
 
 
+#: The call that makes a kernel session: supervised only where runs do not share the CPU by cgroup.
+SESSION_CALL = "setsid"
+
+
 # -- the filter (in the first node) -----------------------------------------------------------
-_program: "seccomp.Program | None" = None
+_programs: dict[bool, "seccomp.Program"] = {}
 
 
-def prepare() -> "seccomp.Program":
-    """Compile the notifying filter once per process (the zygote does it ahead of any session)."""
-    global _program
-    if _program is None:
+def prepare(sessions: bool = False) -> "seccomp.Program":
+    """Compile the notifying filter once per process (the zygote does it ahead of any session). ``sessions``:
+    it notifies for :data:`SESSION_CALL` too."""
+    if sessions not in _programs:
         s = seccomp.pyseccomp
         if s is None:
             raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable; fix: {seccomp.FIX}")
         arch = s.system_arch()
         f = s.SyscallFilter(s.ALLOW)
         f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs
-        for name, (conditions, _target) in TARGETED.items():
+        rules = [(name, conditions) for name, (conditions, _target) in TARGETED.items()]
+        for name, conditions in rules + ([(SESSION_CALL, ())] if sessions else []):
             nr = s.resolve_syscall(arch, name)
             if nr < 0:
                 raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
                                         "libseccomp does not know it: the states of a session could not be kept apart")
             for arg, op, value in conditions or ((None, None, None),):
                 f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), value),)))
-        _program = seccomp.Program(seccomp.export(f))
-    return _program
+        _programs[sessions] = seccomp.Program(seccomp.export(f))
+    return _programs[sessions]
 
 
-def install() -> int:
-    """In a single-threaded process: add the notifying filter; returns its listener fd (for the root)."""
+def install(sessions: bool = False) -> int:
+    """In a single-threaded process: add the notifying filter (``sessions``: see :func:`prepare`); returns its
+    listener fd (for the root)."""
     return _sys.syscall("seccomp", seccomp.SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                        prepare().ref, hint="a second user-notification listener in one process tree?")
+                        prepare(sessions).ref, hint="a second user-notification listener in one process tree?")
 
 
 def probe() -> tuple[bool, str]:
@@ -174,15 +187,17 @@ def probe() -> tuple[bool, str]:
         return False, ("a seccomp filter with a user-notification listener was refused here (seccomp forbidden "
                        "to this process, or Linux before 5.5): sessions cannot open under a policy with seccomp")
     return True, ("seccomp user notification: the session root refuses a state's signals, rlimit and priority "
-                  "changes aimed outside its own tree")
+                  "changes aimed outside its own tree (and, without a cpu cgroup, a run's new kernel sessions)")
 
 
 # -- the supervisor (in the root) -------------------------------------------------------------
 class Supervisor:
     """The root's end of the listener: answers one notification per :meth:`answer`."""
 
-    def __init__(self, listener: int) -> None:
+    def __init__(self, listener: int, node_session: Callable[[int], bool] | None = None) -> None:
         self.listener = listener
+        self.node_session = node_session
+        """Whether a kernel session id is a node's (whose members may make one of their own: SESSION_CALL)."""
 
     def fileno(self) -> int:
         return self.listener
@@ -206,7 +221,7 @@ class Supervisor:
             return  # the caller died (or was signalled) before we read it
         notif_id, caller, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
         try:
-            refused = _refusal(caller, nr, list(args))
+            refused = _refusal(caller, nr, list(args), self.node_session)
         except OSError:
             refused = errno.EPERM  # a /proc entry we could not read: fail closed
         reply = _NOTIF_RESP.pack(notif_id, 0, -refused, 0 if refused else _SECCOMP_USER_NOTIF_FLAG_CONTINUE)
@@ -223,16 +238,18 @@ _NAMES: dict[int, str] = {}
 def _name(nr: int) -> str:
     if not _NAMES:
         arch = seccomp.pyseccomp.system_arch()
-        _NAMES.update((seccomp.pyseccomp.resolve_syscall(arch, name), name) for name in TARGETED)
+        _NAMES.update((seccomp.pyseccomp.resolve_syscall(arch, name), name) for name in (*TARGETED, SESSION_CALL))
     return _NAMES.get(nr, "")
 
 
-def _refusal(caller_tid: int, nr: int, args: list[int]) -> int:
+def _refusal(caller_tid: int, nr: int, args: list[int], node_session: Callable[[int], bool] | None = None) -> int:
     """0 if the call may go on, else the errno to answer (EPERM; ESRCH for a target that is gone)."""
     name = _name(nr)
+    caller = _tgid(caller_tid)
+    if name == SESSION_CALL:  # a state a node forked leads a session of its own; a run's processes may not
+        return 0 if node_session is not None and node_session(_stat(caller)[2]) else errno.EPERM
     if name not in TARGETED:
         return errno.EPERM
-    caller = _tgid(caller_tid)
     kind, who = TARGETED[name][1](caller_tid, args)
     if kind == "self":
         return 0

@@ -81,10 +81,12 @@ def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -
 
 
 # -- nodes -------------------------------------------------------------------------
-def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool
-              ) -> tuple[int, socket.socket, state_scope.Supervisor | None]:
+def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool,
+              node_session: Callable[[int], bool] | None) -> tuple[int, socket.socket, state_scope.Supervisor | None]:
     """Fork the session's first node with a copy of ``scope``; returns (pid, root's end, and when
-    ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py)."""
+    ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py). ``node_session``:
+    whether a kernel session is a node's, where the session's runs share no cpu cgroup (else None): the supervisor
+    then lets only a process in a node's session make one."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
@@ -93,7 +95,7 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool
         _own_session()
         try:
             if scoped:
-                listener = state_scope.install()
+                listener = state_scope.install(sessions=node_session is not None)
                 frames.send(theirs, commands.Supervise(), fds=[listener])  # the only fd a state ever sends
                 os.close(listener)
             if any(state.layer == "rlimits" and state.active for state in confined.layers):
@@ -109,7 +111,7 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool
     frames.decode(commands.FIRST_NODE, header)
     if len(fds) != 1:
         raise ProtocolError(f"the first node's 'supervise' carried {len(fds)} fds, expected 1")
-    return pid, ours, state_scope.Supervisor(fds[0])
+    return pid, ours, state_scope.Supervisor(fds[0], node_session)
 
 
 class _NodeLoop:

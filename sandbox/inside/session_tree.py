@@ -113,6 +113,8 @@ class _Root:
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     supervisor: state_scope.Supervisor | None = None
     """Answers the states' signals and the like to other processes (confine/state_scope.py)."""
+    were_nodes: set[int] = field(default_factory=set)
+    """Every pid that has been a node: each leads its own kernel session, so these are the node sessions."""
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -329,6 +331,7 @@ class _Root:
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
         self.nodes[pid] = node
+        self.were_nodes.add(pid)
         self.selector.register(sock, selectors.EVENT_READ, "node")
         return node
 
@@ -432,7 +435,9 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     root = _Root(ctl, confined)
     scoped = any(state.layer == "seccomp" and state.active for state in confined.layers)
-    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped)
+    one_group = any(state.layer == "cpu_cgroup" and state.active for state in confined.layers)
+    node_session = None if one_group else root.were_nodes.__contains__  # confine/state_scope.py, SESSION_CALL
+    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, node_session)
     root.lines[0] = root._add_node(pid, sock).pid
     root._sync_standbys()
     root.serve()

@@ -195,3 +195,34 @@ def test_a_run_cant_take_the_cpu_from_other_runs_or_the_host(boxes, route):
     with box.session() if route == "session" else contextlib.nullcontext(box) as runs:
         host, run = asyncio.run(slowdowns(runs, box))
     assert host < MOST_SLOWDOWN and run < MOST_SLOWDOWN, {"host": host, "run": run}
+
+
+SETSID_IN_A_CHILD = ("import os\npid = os.fork()\nif pid == 0:\n    try: os.setsid(); os._exit(0)\n"
+                     "    except OSError as e: os._exit(e.errno)\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
+
+
+def test_without_a_cpu_cgroup_a_session_run_makes_no_kernel_session():
+    """Where a session's runs share no cpu cgroup (an unprivileged uid without a delegated subtree; here root with a
+    policy without the rlimits layer, which the cgroup parts serve), a process of a run that made a kernel session
+    of its own would be a scheduling group of its own under autogroup (the test above: 48 shares). Its root lets
+    only a node's child make one (confine/state_scope.py): a run's own child is refused, and the states still fork
+    their runners, checkpoints and branches, each leading its session."""
+    import dataclasses
+    import errno
+    default = sandbox.Policy.load("default")
+    layers = tuple(layer for layer in default.confinement.layers if layer != "rlimits")
+    policy = default.replace(name="no-cgroups", confinement=dataclasses.replace(
+        default.confinement, layers=layers, required=tuple(r for r in default.confinement.required if r in layers)))
+    with sandbox.Sandbox(policy=policy) as box, box.session() as s:
+        assert s.run(SETSID_IN_A_CHILD).stdout == f"{errno.EPERM}\n"
+        assert box.run(SETSID_IN_A_CHILD).stdout == f"{errno.EPERM}\n"  # a one-shot worker's own filter
+        s.run("x = 1")
+        mark = s.checkpoint()
+        s.run("x = 2")
+        branch = s.fork()
+        s.restore(mark)
+        assert s.run("import os; print(x, os.getsid(0) == os.getpid())").stdout == "1 True\n"
+        r = branch.run("import os; print(x, os.getsid(0) == os.getpid())")
+        assert r.stdout == "2 True\n", r.error
+        assert not s.run("import os; os._exit(3)").ok  # a crashed run rolls back: its node forks the next runner
+        assert s.run("print(x)").stdout == "1\n"
