@@ -141,9 +141,8 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
                 seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem)
                 if sessions:
                     seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
-            if sessions:  # a session's first node installs one, the other where runs have no cpu cgroup
-                state_scope.prepare(sessions=False)
-                state_scope.prepare(sessions=True)
+            for no_cpu_cgroup in (False, True) if sessions else ():  # a session's first node installs one
+                state_scope.prepare(sessions=no_cpu_cgroup, forks=not policy.confinement.allow_subprocess)
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run

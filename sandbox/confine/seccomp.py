@@ -190,8 +190,9 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
-    without subprocesses it gets a filter that denies exec but not fork; every
-    session filter also denies ``kill(-1)`` (see the module docstring).
+    without subprocesses it gets a filter that denies exec but not fork (its root
+    refuses a run's forks instead: state_scope.py); every session filter also
+    denies ``kill(-1)`` (see the module docstring).
     ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`). ``deny_setsid``: a one-shot worker
     without a cpu cgroup (:data:`SETSID_SYSCALLS`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).

@@ -16,13 +16,14 @@ calls with a seccomp user notification:
   so a session id is one state's own tree); else ``EPERM``, as the kernel answers a
   process that may not signal another. A call against a whole uid (``PRIO_USER``) is
   refused.
-- where the session has no cpu cgroup (cpushare.py: an unprivileged uid without a delegated subtree), the filter
-  notifies for ``setsid`` too, and the root lets it go on only for a process still in the kernel session of a
-  process that was a node (a state a node forked, making its own session as every state does; by session, not
-  parent: a node freed meanwhile leaves its child to the root). A run's own processes are in its runner's
-  session, and a runner becomes a node only once they are all dead: they may not, so that under autogroup a run
-  stays the one kernel session, and scheduling group, its runner made (a one-shot worker's filter refuses
-  ``setsid`` outright: seccomp.py).
+- calls that make a process (:data:`FORK_CALLS`), under a policy without subprocesses, and ``setsid``, where the
+  session has no cpu cgroup (cpushare.py: an unprivileged uid without a delegated subtree): a state's own forks
+  (a node's runners, standbys and branches, each of which makes a kernel session of its own) go on, a run's are
+  refused. A fork goes on only when the caller is a node; a ``setsid`` only in a node's kernel session (by
+  session, not parent: a node freed meanwhile leaves its child to the root). A run's processes are its runner
+  and those in its session, and a runner becomes a node only once they are all dead. So a ``strict`` session's
+  run forks no more than a one-shot run may, and under autogroup a run stays the one kernel session, and
+  scheduling group, its runner made (a one-shot worker's own filter refuses both: seccomp.py).
 
 Calls that read or write another process's memory or fds (ptrace, process_vm_*,
 pidfd_getfd, process_madvise) are denied outright by seccomp.py, and ``/proc/<pid>/mem``
@@ -39,7 +40,7 @@ import fcntl
 import os
 import select
 import struct
-from typing import Callable
+from typing import Any, Callable
 
 from . import _sys, no_new_privs, seccomp
 
@@ -111,41 +112,59 @@ TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[int, list[
 }
 
 
-#: The call that makes a kernel session: supervised only where runs do not share the CPU by cgroup.
+#: The call that makes a kernel session: supervised where runs do not share the CPU by cgroup.
 SESSION_CALL = "setsid"
+#: Calls that make a process (not a thread), as their rule's condition: supervised under a policy without
+#: subprocesses. ``clone3`` is refused by the worker's own filter (seccomp.py); the architecture may lack the first two.
+FORK_CALLS: dict[str, tuple[tuple[int, str, int, int], ...]] = {
+    "fork": (), "vfork": (), "clone": ((0, "MASKED_EQ", _sys.CLONE_THREAD, 0),)}
 
 
 # -- the filter (in the first node) -----------------------------------------------------------
-_programs: dict[bool, "seccomp.Program"] = {}
+_programs: dict[tuple[bool, bool], "seccomp.Program"] = {}
 
 
-def prepare(sessions: bool = False) -> "seccomp.Program":
-    """Compile the notifying filter once per process (the zygote does it ahead of any session). ``sessions``:
-    it notifies for :data:`SESSION_CALL` too."""
-    if sessions not in _programs:
+def prepare(*, sessions: bool = False, forks: bool = False) -> "seccomp.Program":
+    """Compile the notifying filter once per process and setting (the zygote does it ahead of any session).
+    ``sessions``: it notifies for :data:`SESSION_CALL` too; ``forks``: for :data:`FORK_CALLS`."""
+    key = (sessions, forks)
+    if key not in _programs:
         s = seccomp.pyseccomp
         if s is None:
             raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable; fix: {seccomp.FIX}")
         arch = s.system_arch()
         f = s.SyscallFilter(s.ALLOW)
         f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs
-        rules = [(name, conditions) for name, (conditions, _target) in TARGETED.items()]
-        for name, conditions in rules + ([(SESSION_CALL, ())] if sessions else []):
-            nr = s.resolve_syscall(arch, name)
-            if nr < 0:
-                raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
-                                        "libseccomp does not know it: the states of a session could not be kept apart")
-            for arg, op, value in conditions or ((None, None, None),):
-                f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), value),)))
-        _programs[sessions] = seccomp.Program(seccomp.export(f))
-    return _programs[sessions]
+        for name, (conditions, _target) in TARGETED.items():
+            _notify(f, arch, name, [(arg, op, value) for arg, op, value in conditions])
+        if sessions:
+            _notify(f, arch, SESSION_CALL, [])
+        for name, conditions in FORK_CALLS.items() if forks else ():
+            if name == "clone" or s.resolve_syscall(arch, name) >= 0:  # aarch64 has no fork or vfork
+                _notify(f, arch, name, [(arg, op, (mask, value)) for arg, op, mask, value in conditions])
+        _programs[key] = seccomp.Program(seccomp.export(f))
+    return _programs[key]
 
 
-def install(sessions: bool = False) -> int:
-    """In a single-threaded process: add the notifying filter (``sessions``: see :func:`prepare`); returns its
-    listener fd (for the root)."""
+def _notify(f: "seccomp.pyseccomp.SyscallFilter", arch: int, name: str, conditions: list[tuple[int, str, Any]]
+            ) -> None:
+    """A NOTIFY rule for ``name`` per condition (argument, operator, operand(s)); none: always."""
+    s = seccomp.pyseccomp
+    nr = s.resolve_syscall(arch, name)
+    if nr < 0:
+        raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
+                                "libseccomp does not know it: the states of a session could not be kept apart")
+    for arg, op, operand in conditions or [(None, None, None)]:
+        operands = operand if isinstance(operand, tuple) else (operand,)
+        f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), *operands),)))
+
+
+def install(*, sessions: bool = False, forks: bool = False) -> int:
+    """In a single-threaded process: add the notifying filter (``sessions``, ``forks``: see :func:`prepare`);
+    returns its listener fd (for the root)."""
     return _sys.syscall("seccomp", seccomp.SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                        prepare(sessions).ref, hint="a second user-notification listener in one process tree?")
+                        prepare(sessions=sessions, forks=forks).ref,
+                        hint="a second user-notification listener in one process tree?")
 
 
 def probe() -> tuple[bool, str]:
@@ -194,10 +213,11 @@ def probe() -> tuple[bool, str]:
 class Supervisor:
     """The root's end of the listener: answers one notification per :meth:`answer`."""
 
-    def __init__(self, listener: int, node_session: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, listener: int, was_node: Callable[[int], bool] | None = None) -> None:
         self.listener = listener
-        self.node_session = node_session
-        """Whether a kernel session id is a node's (whose members may make one of their own: SESSION_CALL)."""
+        self.was_node = was_node
+        """Whether a pid is (or was) a node's: one may fork, and the processes of its kernel session may make one of
+        their own (FORK_CALLS, SESSION_CALL; None: the filter notifies for neither)."""
 
     def fileno(self) -> int:
         return self.listener
@@ -221,7 +241,7 @@ class Supervisor:
             return  # the caller died (or was signalled) before we read it
         notif_id, caller, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
         try:
-            refused = _refusal(caller, nr, list(args), self.node_session)
+            refused = _refusal(caller, nr, list(args), self.was_node)
         except OSError:
             refused = errno.EPERM  # a /proc entry we could not read: fail closed
         reply = _NOTIF_RESP.pack(notif_id, 0, -refused, 0 if refused else _SECCOMP_USER_NOTIF_FLAG_CONTINUE)
@@ -238,16 +258,19 @@ _NAMES: dict[int, str] = {}
 def _name(nr: int) -> str:
     if not _NAMES:
         arch = seccomp.pyseccomp.system_arch()
-        _NAMES.update((seccomp.pyseccomp.resolve_syscall(arch, name), name) for name in (*TARGETED, SESSION_CALL))
+        _NAMES.update((seccomp.pyseccomp.resolve_syscall(arch, name), name)
+                      for name in (*TARGETED, SESSION_CALL, *FORK_CALLS))
     return _NAMES.get(nr, "")
 
 
-def _refusal(caller_tid: int, nr: int, args: list[int], node_session: Callable[[int], bool] | None = None) -> int:
+def _refusal(caller_tid: int, nr: int, args: list[int], was_node: Callable[[int], bool] | None = None) -> int:
     """0 if the call may go on, else the errno to answer (EPERM; ESRCH for a target that is gone)."""
     name = _name(nr)
     caller = _tgid(caller_tid)
+    if name in FORK_CALLS:  # a node forks the session's states; a run may not fork
+        return 0 if was_node is not None and was_node(caller) else errno.EPERM
     if name == SESSION_CALL:  # a state a node forked leads a session of its own; a run's processes may not
-        return 0 if node_session is not None and node_session(_stat(caller)[2]) else errno.EPERM
+        return 0 if was_node is not None and was_node(_stat(caller)[2]) else errno.EPERM
     if name not in TARGETED:
         return errno.EPERM
     kind, who = TARGETED[name][1](caller_tid, args)

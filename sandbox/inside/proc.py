@@ -6,7 +6,7 @@ import ctypes
 import errno
 import os
 import signal
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..confine import _sys
 
@@ -109,18 +109,25 @@ def identity(fd: int) -> tuple[int, int]:
 
 def kill(pid: int) -> None:
     """SIGKILL ``pid``, quietly if it is already gone."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
+    _signal_until_sent(lambda: os.kill(pid, signal.SIGKILL))
 
 
 def kill_pidfd(pidfd: int) -> None:
     """SIGKILL the process ``pidfd`` refers to, quietly if it is already gone."""
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass
+    _signal_until_sent(lambda: signal.pidfd_send_signal(pidfd, signal.SIGKILL))
+
+
+def _signal_until_sent(send: Callable[[], None]) -> None:
+    """In a session's state a signal to another process waits for the root's answer (confine/state_scope.py), and a
+    signal to this one meanwhile ends the wait with EINTR, nothing sent: CPython does not retry it, so this does."""
+    while True:
+        try:
+            send()
+        except InterruptedError:
+            continue
+        except OSError:
+            pass
+        return
 
 
 def kill_group(pgid: int) -> None:

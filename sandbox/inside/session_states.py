@@ -17,7 +17,7 @@ import random
 import signal
 import socket
 import traceback
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 from .. import commands, frames, protocol
 from ..confine import _sys, rlimits, state_scope
@@ -30,6 +30,7 @@ _PR_SET_DUMPABLE = 4
 #: random's at-fork callback, taken before any snippet could rebind ``random.seed``.
 _RESEED = random.seed
 _INTERVAL_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+_T = TypeVar("_T")
 
 
 def set_dumpable(on: bool) -> None:
@@ -41,7 +42,19 @@ def _own_session() -> None:
     """Lead a kernel session (and process group) of our own: a run's kill(0)/killpg(0) reaches only
     its own tree, no process of it can join another state's group, and the root tells states
     apart by session (confine/state_scope.py)."""
-    os.setsid()
+    _uninterrupted(os.setsid)
+
+
+def _uninterrupted(call: Callable[[], _T]) -> _T:
+    """``call()``, made again when a signal interrupts it. A call the session root supervises (confine/state_scope.py:
+    a fork under a policy without subprocesses, a setsid without a cpu cgroup) waits for its answer, and a signal
+    meanwhile (a node's SIGCHLD, from a standby's end) ends that wait with EINTR, the call not made; CPython
+    retries neither call, and a node that raised would be gone."""
+    while True:
+        try:
+            return call()
+        except InterruptedError:
+            continue
 
 
 # -- process steps -----------------------------------------------------------------
@@ -81,12 +94,13 @@ def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -
 
 
 # -- nodes -------------------------------------------------------------------------
-def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool,
-              node_session: Callable[[int], bool] | None) -> tuple[int, socket.socket, state_scope.Supervisor | None]:
+def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool, was_node: Callable[[int], bool], *,
+              sessions: bool = False, forks: bool = False
+              ) -> tuple[int, socket.socket, state_scope.Supervisor | None]:
     """Fork the session's first node with a copy of ``scope``; returns (pid, root's end, and when
-    ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py). ``node_session``:
-    whether a kernel session is a node's, where the session's runs share no cpu cgroup (else None): the supervisor
-    then lets only a process in a node's session make one."""
+    ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py). ``sessions``,
+    ``forks``: the filter also supervises the calls that make a kernel session or a process, which only a state
+    may make (``was_node``: the root's knowledge of its nodes)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
@@ -95,7 +109,7 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool,
         _own_session()
         try:
             if scoped:
-                listener = state_scope.install(sessions=node_session is not None)
+                listener = state_scope.install(sessions=sessions, forks=forks)
                 frames.send(theirs, commands.Supervise(), fds=[listener])  # the only fd a state ever sends
                 os.close(listener)
             if any(state.layer == "rlimits" and state.active for state in confined.layers):
@@ -111,7 +125,7 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool,
     frames.decode(commands.FIRST_NODE, header)
     if len(fds) != 1:
         raise ProtocolError(f"the first node's 'supervise' carried {len(fds)} fds, expected 1")
-    return pid, ours, state_scope.Supervisor(fds[0], node_session)
+    return pid, ours, state_scope.Supervisor(fds[0], was_node if sessions or forks else None)
 
 
 class _NodeLoop:
@@ -168,7 +182,7 @@ class _NodeLoop:
     def _forked(self, theirs: socket.socket, child_main: Step) -> int:
         """Fork a child that holds ``theirs`` (its socket to the root) and none of this node's resources, and goes
         on with ``child_main`` from the bottom of its stack (see _Continue); the parent closes ``theirs``."""
-        pid = at_fork.fork_without(_RESEED)  # a state's `random` goes on in its runners, as a notebook's
+        pid = _uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runners
         if pid == 0:
             # This node's socket, and any copy of it a snippet dup'ed into the state: else
             # a run could speak for this node to the root.

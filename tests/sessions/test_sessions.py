@@ -225,3 +225,29 @@ def test_a_long_session_does_not_pile_up_file_descriptors(strict_box):
 def test_streams_kept_from_an_earlier_session_run_write_into_the_current_run(session):
     session.run("import sys\nkept = sys.stdout")
     assert session.run("kept.write('via the old stream\\n'); kept.flush()").stdout == "via the old stream\n"
+
+
+FORK_IN_A_RUN = ("import os\ntry:\n    pid = os.fork()\nexcept OSError as e:\n    print('refused', e.errno)\n"
+                 "else:\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    print('forked')")
+
+
+def test_a_strict_session_run_may_not_fork_while_its_states_do(strict_box, box):
+    """Under a policy without subprocesses a one-shot run may not fork, and neither may a session's run: its root
+    refuses the call to every process but a node (confine/state_scope.py, FORK_CALLS), which forks the session's
+    runners, standbys and branches. Threads still work; a policy with subprocesses forks as before."""
+    import errno
+    with strict_box.session() as s:
+        assert s.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
+        assert strict_box.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
+        assert s.run("import threading\nt = threading.Thread(target=print, args=('thread',))\n"
+                     "t.start(); t.join()").stdout == "thread\n"
+        s.run("x = 1")
+        mark = s.checkpoint()
+        s.run("x = 2")
+        branch = s.fork()
+        s.restore(mark)
+        assert (s.run("print(x)").stdout, branch.run("print(x)").stdout) == ("1\n", "2\n")
+        assert not s.run("import os; os._exit(3)").ok  # rolled back: its node forks the next runner
+        assert s.run("print(x)").stdout == "1\n"
+    with box.session() as s:
+        assert s.run(FORK_IN_A_RUN).stdout == "forked\n"
