@@ -136,26 +136,24 @@ def prepare(*, sessions: bool = False, forks: bool = False) -> "seccomp.Program"
         f = s.SyscallFilter(s.ALLOW)
         f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs
         for name, (conditions, _target) in TARGETED.items():
-            _notify(f, arch, name, [(arg, op, value) for arg, op, value in conditions])
+            _notify(f, arch, name, conditions)
         if sessions:
-            _notify(f, arch, SESSION_CALL, [])
+            _notify(f, arch, SESSION_CALL, ())
         for name, conditions in FORK_CALLS.items() if forks else ():
             if name == "clone" or s.resolve_syscall(arch, name) >= 0:  # aarch64 has no fork or vfork
-                _notify(f, arch, name, [(arg, op, (mask, value)) for arg, op, mask, value in conditions])
+                _notify(f, arch, name, conditions)
         _programs[key] = seccomp.Program(seccomp.export(f))
     return _programs[key]
 
 
-def _notify(f: "seccomp.pyseccomp.SyscallFilter", arch: int, name: str, conditions: list[tuple[int, str, Any]]
-            ) -> None:
-    """A NOTIFY rule for ``name`` per condition (argument, operator, operand(s)); none: always."""
+def _notify(f: Any, arch: int, name: str, conditions: tuple[tuple[Any, ...], ...]) -> None:
+    """A NOTIFY rule for ``name`` per condition (argument, operator's name, operands...); none: always."""
     s = seccomp.pyseccomp
     nr = s.resolve_syscall(arch, name)
     if nr < 0:
         raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
                                 "libseccomp does not know it: the states of a session could not be kept apart")
-    for arg, op, operand in conditions or [(None, None, None)]:
-        operands = operand if isinstance(operand, tuple) else (operand,)
+    for arg, op, *operands in conditions or ((None, None),):
         f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), *operands),)))
 
 
@@ -206,7 +204,8 @@ def probe() -> tuple[bool, str]:
         return False, ("a seccomp filter with a user-notification listener was refused here (seccomp forbidden "
                        "to this process, or Linux before 5.5): sessions cannot open under a policy with seccomp")
     return True, ("seccomp user notification: the session root refuses a state's signals, rlimit and priority "
-                  "changes aimed outside its own tree (and, without a cpu cgroup, a run's new kernel sessions)")
+                  "changes aimed outside its own tree (and a run's forks where the policy has no subprocesses, its "
+                  "new kernel sessions where runs have no cpu cgroup)")
 
 
 # -- the supervisor (in the root) -------------------------------------------------------------
