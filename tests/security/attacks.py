@@ -51,6 +51,13 @@ CPU_HOG = ('import os, time\n'
            '        except OSError: pass\n'
            '        while True: pass\n'
            'time.sleep(60)')
+#: A child of the run tries to lead a kernel session; prints its errno (0: it did).
+SETSID_IN_A_CHILD = ("import os\n"
+                     "pid = os.fork()\n"
+                     "if pid == 0:\n"
+                     "    try: os.setsid(); os._exit(0)\n"
+                     "    except OSError as e: os._exit(e.errno)\n"
+                     "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
 #: Pure CPU work; prints its own CPU time.
 CPU_WORK = 'import time\nt = time.process_time()\nsum(range(2 * 10**7))\nprint(time.process_time() - t)'
 #: Wall time over CPU time of work that wants one CPU, while the hog runs: about 1 with its fair share of a

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
+import errno
 import os
 import re
 import time
@@ -13,7 +15,7 @@ import pytest
 
 import sandbox
 
-from .attacks import MOST_SLOWDOWN, slowdowns, snippet
+from .attacks import MOST_SLOWDOWN, SETSID_IN_A_CHILD, slowdowns, snippet
 from .conftest import checked_run
 
 EXHAUSTION = {
@@ -197,9 +199,6 @@ def test_a_run_cant_take_the_cpu_from_other_runs_or_the_host(boxes, route):
     assert host < MOST_SLOWDOWN and run < MOST_SLOWDOWN, {"host": host, "run": run}
 
 
-SETSID_IN_A_CHILD = ("import os\npid = os.fork()\nif pid == 0:\n    try: os.setsid(); os._exit(0)\n"
-                     "    except OSError as e: os._exit(e.errno)\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
-
 
 def test_without_a_cpu_cgroup_a_session_run_makes_no_kernel_session():
     """Where a session's runs share no cpu cgroup (an unprivileged uid without a delegated subtree; here root with a
@@ -207,8 +206,6 @@ def test_without_a_cpu_cgroup_a_session_run_makes_no_kernel_session():
     of its own would be a scheduling group of its own under autogroup (the test above: 48 shares). Its root lets
     only a node's child make one (confine/state_scope.py): a run's own child is refused, and the states still fork
     their runners, checkpoints and branches, each leading its session."""
-    import dataclasses
-    import errno
     default = sandbox.Policy.load("default")
     layers = tuple(layer for layer in default.confinement.layers if layer != "rlimits")
     policy = default.replace(name="no-cgroups", confinement=dataclasses.replace(

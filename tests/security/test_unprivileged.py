@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from .attacks import MOST_SLOWDOWN, slowdowns, snippet
+from .attacks import MOST_SLOWDOWN, SETSID_IN_A_CHILD, slowdowns, snippet
 
 NOBODY = 65534
 ATTACKS = {
@@ -75,14 +75,6 @@ PIPES_GROWN = ("import fcntl, os\n"
 
 
 #: setsid() in a fresh child of the run (not a group leader: only the filter can refuse it): its errno, 0 if it led.
-SETSID_IN_A_CHILD = ("import os\n"
-                     "pid = os.fork()\n"
-                     "if pid == 0:\n"
-                     "    try: os.setsid(); os._exit(0)\n"
-                     "    except OSError as e: os._exit(e.errno)\n"
-                     "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
-
-
 def _new_pipe_bytes() -> int:
     r, w = os.pipe()
     try:

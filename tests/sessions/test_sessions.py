@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 
 import psutil
@@ -235,7 +236,6 @@ def test_a_strict_session_run_may_not_fork_while_its_states_do(strict_box, box):
     """Under a policy without subprocesses a one-shot run may not fork, and neither may a session's run: its root
     refuses the call to every process but a node (confine/state_scope.py, FORK_CALLS), which forks the session's
     runners, standbys and branches. Threads still work; a policy with subprocesses forks as before."""
-    import errno
     with strict_box.session() as s:
         assert s.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
         assert strict_box.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
