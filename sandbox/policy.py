@@ -97,7 +97,8 @@ class Confinement:
     ``memory_cgroup`` (a part of ``rlimits``): refuse to run where a run's memory cannot be capped as a whole,
     shmem and tmpfs included (without it, memfd_create and SysV shared memory are refused instead)."""
     allow_subprocess: bool = True
-    """Whether the snippet may fork/exec (False: execve and fork-type clone are denied by seccomp)."""
+    """Whether the snippet may fork/exec (False: execve and fork-type clone are denied by seccomp; a session's run
+    is refused its forks by the session's root, confine/state_scope.py, since the session itself forks)."""
     read_only_paths: tuple[str, ...] = ()
     """Extra host paths the snippet may read (the interpreter and image are always readable)."""
 
