@@ -276,6 +276,21 @@ def sweep_dead_zygotes(parent: str) -> None:
             remove(os.path.join(parent, name))
 
 
+def zygote_dir(hierarchy: Hierarchy, parent: str, zygote: int, controller: str) -> str:
+    """``parent/sandbox-<zygote>``, made (dead zygotes' swept first: this zygote's first worker there) and, on v2,
+    delegating ``controller``: a child has its files only if every cgroup above delegates it. The parent first:
+    where that is refused (EBUSY: the parent holds processes), nothing is made."""
+    zdir = os.path.join(parent, f"sandbox-{zygote}")
+    if hierarchy.version == 2:
+        enable(parent, controller)
+    if not os.path.isdir(zdir):
+        sweep_dead_zygotes(parent)
+        os.makedirs(zdir, exist_ok=True)
+    if hierarchy.version == 2:
+        enable(zdir, controller)
+    return zdir
+
+
 #: How long :class:`Placement` keeps a refusal by every hierarchy.
 REFUSAL_KEPT_S = 30.0
 

@@ -98,26 +98,13 @@ def _join(zygote: int, pid: int, handover: list[int] | None = None) -> str:
         return _make_worker(hierarchy, os.path.join(parent, f"sandbox-{zygote}"), pid, handover)
 
     def new(hierarchy: Hierarchy, parent: str) -> str:
-        return _make_worker(hierarchy, _zygote_dir(hierarchy, parent, zygote), pid, handover)
+        return _make_worker(hierarchy, cgroup.zygote_dir(hierarchy, parent, zygote, CONTROLLER), pid, handover)
 
     return _describe(_placement.place(known, new))
 
 
 def _describe(mine: str) -> str:
     return f"cpu cgroup {mine}: the run is one scheduling group, however many processes or sessions it makes"
-
-
-def _zygote_dir(hierarchy: Hierarchy, parent: str, zygote: int) -> str:
-    """``parent/sandbox-<zygote>``, made (dead zygotes' swept first) and, on v2, delegating the controller."""
-    zdir = os.path.join(parent, f"sandbox-{zygote}")
-    if hierarchy.version == 2:  # a child has cpu.* files only if every cgroup above delegates the controller
-        cgroup.enable(parent, CONTROLLER)
-    if not os.path.isdir(zdir):
-        cgroup.sweep_dead_zygotes(parent)
-        os.makedirs(zdir, exist_ok=True)
-    if hierarchy.version == 2:
-        cgroup.enable(zdir, CONTROLLER)
-    return zdir
 
 
 def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, handover: list[int] | None) -> str:

@@ -147,15 +147,7 @@ def _describe(mine: str, hierarchy: Hierarchy, limit: int) -> str:
 def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int,
           handover: list[int] | None = None) -> str:
     """``parent/sandbox-<zygote>/w<pid>`` with its limits set and ``pid`` in it."""
-    zdir = os.path.join(parent, f"sandbox-{zygote}")
-    if hierarchy.version == 2:  # a child has memory.* files only if every cgroup above delegates the controller
-        cgroup.enable(parent, "memory")  # first: where that is refused (EBUSY: parent holds processes), make nothing
-    if not os.path.isdir(zdir):
-        cgroup.sweep_dead_zygotes(parent)  # this zygote's first worker here: remove dead zygotes' cgroups
-        os.makedirs(zdir, exist_ok=True)
-    if hierarchy.version == 2:
-        cgroup.enable(zdir, "memory")
-    return _make_worker(hierarchy, zdir, pid, limit, handover)
+    return _make_worker(hierarchy, cgroup.zygote_dir(hierarchy, parent, zygote, "memory"), pid, limit, handover)
 
 
 def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover: list[int] | None = None) -> str:

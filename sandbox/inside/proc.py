@@ -6,9 +6,11 @@ import ctypes
 import errno
 import os
 import signal
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from ..confine import _sys
+
+_T = TypeVar("_T")
 
 #: ``os._exit`` as this package found it at import, in the zygote. A snippet may delete or replace ``os._exit`` in its
 #: process (or break what a worker's epilogue calls), and the worker, runner or node must still end with it: never
@@ -109,25 +111,30 @@ def identity(fd: int) -> tuple[int, int]:
 
 def kill(pid: int) -> None:
     """SIGKILL ``pid``, quietly if it is already gone."""
-    _signal_until_sent(lambda: os.kill(pid, signal.SIGKILL))
+    try:
+        uninterrupted(lambda: os.kill(pid, signal.SIGKILL))
+    except OSError:
+        pass
 
 
 def kill_pidfd(pidfd: int) -> None:
     """SIGKILL the process ``pidfd`` refers to, quietly if it is already gone."""
-    _signal_until_sent(lambda: signal.pidfd_send_signal(pidfd, signal.SIGKILL))
+    try:
+        uninterrupted(lambda: signal.pidfd_send_signal(pidfd, signal.SIGKILL))
+    except OSError:
+        pass
 
 
-def _signal_until_sent(send: Callable[[], None]) -> None:
-    """In a session's state a signal to another process waits for the root's answer (confine/state_scope.py), and a
-    signal to this one meanwhile ends the wait with EINTR, nothing sent: CPython does not retry it, so this does."""
+def uninterrupted(call: Callable[[], _T]) -> _T:
+    """``call()``, made again when a signal interrupts it. In a session's state a call the root supervises
+    (confine/state_scope.py: a signal to another process, a fork under a policy without subprocesses, a setsid
+    without a cpu cgroup) waits for its answer, and a signal meanwhile (a node's SIGCHLD) ends that wait with EINTR,
+    the call not made; CPython retries none of these calls."""
     while True:
         try:
-            send()
+            return call()
         except InterruptedError:
             continue
-        except OSError:
-            pass
-        return
 
 
 def kill_group(pgid: int) -> None:

@@ -17,7 +17,7 @@ import random
 import signal
 import socket
 import traceback
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn
 
 from .. import commands, frames, protocol
 from ..confine import _sys, rlimits, state_scope
@@ -30,7 +30,6 @@ _PR_SET_DUMPABLE = 4
 #: random's at-fork callback, taken before any snippet could rebind ``random.seed``.
 _RESEED = random.seed
 _INTERVAL_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
-_T = TypeVar("_T")
 
 
 def set_dumpable(on: bool) -> None:
@@ -42,19 +41,7 @@ def _own_session() -> None:
     """Lead a kernel session (and process group) of our own: a run's kill(0)/killpg(0) reaches only
     its own tree, no process of it can join another state's group, and the root tells states
     apart by session (confine/state_scope.py)."""
-    _uninterrupted(os.setsid)
-
-
-def _uninterrupted(call: Callable[[], _T]) -> _T:
-    """``call()``, made again when a signal interrupts it. A call the session root supervises (confine/state_scope.py:
-    a fork under a policy without subprocesses, a setsid without a cpu cgroup) waits for its answer, and a signal
-    meanwhile (a node's SIGCHLD, from a standby's end) ends that wait with EINTR, the call not made; CPython
-    retries neither call, and a node that raised would be gone."""
-    while True:
-        try:
-            return call()
-        except InterruptedError:
-            continue
+    proc.uninterrupted(os.setsid)  # supervised without a cpu cgroup
 
 
 # -- process steps -----------------------------------------------------------------
@@ -182,7 +169,7 @@ class _NodeLoop:
     def _forked(self, theirs: socket.socket, child_main: Step) -> int:
         """Fork a child that holds ``theirs`` (its socket to the root) and none of this node's resources, and goes
         on with ``child_main`` from the bottom of its stack (see _Continue); the parent closes ``theirs``."""
-        pid = _uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runners
+        pid = proc.uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runners
         if pid == 0:
             # This node's socket, and any copy of it a snippet dup'ed into the state: else
             # a run could speak for this node to the root.

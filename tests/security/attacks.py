@@ -51,7 +51,7 @@ CPU_HOG = ('import os, time\n'
            '        except OSError: pass\n'
            '        while True: pass\n'
            'time.sleep(60)')
-#: A child of the run tries to lead a kernel session; prints its errno (0: it did).
+#: setsid() in a fresh child of the run (not a group leader: only a filter can refuse it): its errno, 0 if it led.
 SETSID_IN_A_CHILD = ("import os\n"
                      "pid = os.fork()\n"
                      "if pid == 0:\n"

@@ -74,7 +74,6 @@ PIPES_GROWN = ("import fcntl, os\n"
                "print(len(pipes), grown, refused)")
 
 
-#: setsid() in a fresh child of the run (not a group leader: only the filter can refuse it): its errno, 0 if it led.
 def _new_pipe_bytes() -> int:
     r, w = os.pipe()
     try:
