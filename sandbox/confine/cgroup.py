@@ -141,7 +141,7 @@ def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = Non
             if os.path.isdir(parent):
                 _sweep(parent, "w", keep_memory=True)
             else:
-                _sweep(root, "sandbox-")  # first worker of this zygote: remove dead zygotes' cgroups
+                sweep_dead_zygotes(root)  # first worker of this zygote: remove dead zygotes' (and probes') cgroups
             mine = _make_worker(parent, pid, max_pids, handover)
         except OSError as exc:
             errors.append(exc)
@@ -219,7 +219,9 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         except FileNotFoundError:  # removed since (a probe's, or swept from outside): make it again below
             _delegating.discard(parent)
     if parent not in _delegating:
-        _delegate_pids(parent)
+        os.makedirs(parent, exist_ok=True)
+        if os.path.exists(os.path.join(parent, "cgroup.subtree_control")):  # v2: a child has pids.max only then
+            enable(parent, "pids")
         os.mkdir(mine)
         _delegating.add(parent)
     try:
@@ -228,18 +230,6 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         _rmdir(mine)
         raise
     return mine
-
-
-def _delegate_pids(parent: str) -> None:
-    """Make ``parent``; on cgroup v2 a child has pids.max only if its parent delegates the controller."""
-    os.makedirs(parent, exist_ok=True)
-    control = os.path.join(parent, "cgroup.subtree_control")
-    if os.path.exists(control):
-        with open(control) as fh:
-            enabled = fh.read().split()
-        if "pids" not in enabled:
-            with open(control, "w") as fh:
-                fh.write("+pids")
 
 
 def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:

@@ -119,9 +119,12 @@ def test_cgroups_of_dead_workers_and_zygotes_are_removed():
     (a, b), exists, zygote_pid = first["value"]
     assert a != b and a.endswith(f"/sandbox-{zygote_pid}/" + os.path.basename(a)), first
     assert exists == [False, True], first  # the dead worker's cgroup went when the next one was made
-    second = in_child(zygote)  # another zygote: its first worker sweeps the dead zygote's cgroup
+    dead_probe = os.path.join(os.path.dirname(os.path.dirname(b)), f"sandbox-probe-{in_child(os.getpid)['value']}")
+    os.mkdir(dead_probe)  # what a probe killed before its cleanup leaves
+    second = in_child(zygote)  # another zygote: its first worker sweeps the dead zygote's (and probe's) cgroups
     assert second["ok"], second
     assert not os.path.exists(os.path.dirname(b))
+    assert not os.path.exists(dead_probe)
 
 
 def test_probe_as_root_names_the_hierarchy():
