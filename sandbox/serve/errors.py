@@ -70,9 +70,10 @@ def invalid(message: str) -> ApiError:
     return ApiError("INVALID_ARGUMENT", message)
 
 
-def not_found_model(model: str) -> ApiError:
-    """404 NOT_FOUND for a model name this server does not serve (the service's wording)."""
-    return ApiError("NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not supported "
+def not_found_model(model: str, api_version: str = "v1beta") -> ApiError:
+    """404 NOT_FOUND for a model name this server does not serve (the service's wording, for the API version the
+    client called: google-genai 3 calls ``v1``, 2 ``v1beta``)."""
+    return ApiError("NOT_FOUND", f"models/{model} is not found for API version {api_version}, or is not supported "
                                  "for generateContent. Call ListModels to see the list of available models "
                                  "and their supported methods.")
 

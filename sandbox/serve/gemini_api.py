@@ -54,15 +54,16 @@ async def model_action(request: Request) -> Response:
     state = request.app.state
     check_key(request, state.config.api_key)
     model, _, method = request.path_params["rest"].partition(":")
+    api_version = request.url.path.split("/")[1]  # v1beta or v1: the routes app.py made
     if request.method == "GET" and not method:
         if not accepted(model, state):
-            raise not_found_model(model)
+            raise not_found_model(model, api_version)
         return JSONResponse(_model_json(model, state))
     if request.method != "POST" or method not in _METHODS:
         raise ApiError("NOT_FOUND", f"method {method or '(none)'!r} is not served here "
                                     f"(POST models/MODEL:{{{','.join(_METHODS)}}})")
     if not accepted(model, state):
-        raise not_found_model(model)
+        raise not_found_model(model, api_version)
     body = await read_json(request, state.config.max_request_bytes)
     parsed = parse_generate_request(body)
     request.scope["log"].update(model=model, code_execution=parsed.code_execution)

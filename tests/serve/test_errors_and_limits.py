@@ -63,6 +63,14 @@ def test_oversize_body_is_refused_before_reading_it(server):
     assert "Request payload size exceeds the limit: 3000000 bytes" in message and "--max-request-bytes" in message
 
 
+@pytest.mark.parametrize("version", ["v1beta", "v1"])
+def test_unknown_model_names_the_api_version_called(server, version):
+    for answer in (httpx.get(f"{server.url}/{version}/models/not-a-model", timeout=30),
+                   httpx.post(f"{server.url}/{version}/models/not-a-model:generateContent", json=HELLO, timeout=30)):
+        message = google_error(answer, 404, "NOT_FOUND")
+        assert f"models/not-a-model is not found for API version {version}," in message
+
+
 def test_unknown_path_is_a_google_not_found(server):
     google_error(httpx.get(f"{server.url}/v1beta/nothing", timeout=30), 404, "NOT_FOUND")
     google_error(httpx.post(f"{server.url}/v1beta/models/gemini-2.5-flash:embedContent", json=HELLO, timeout=30),
