@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
+from . import jsontext
 from .errors import InputError, SandboxUnavailable
 from .inputs import decode_base64
 from .outfiles import OutDir, extension
@@ -162,9 +163,12 @@ def read_items(lines: Iterable[str], skip_ids: Iterable[str] = ()) -> Iterator[B
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = jsontext.loads(text)
         except json.JSONDecodeError as exc:
             yield invalid(number, f"line {number}: not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except ValueError as exc:
+            yield invalid(number, f"line {number}: not valid JSON: {exc}")
             continue
         try:
             item = BatchItem.from_json(obj, number)

@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generator, Iterable, Mapping, TypeVar
 
+from .. import jsontext
 from ..errors import InputError
 from ..results import Result
 from ._common import TOOL_NAME, Runner
@@ -161,8 +162,8 @@ class Tools:
 def _keywords(name: str, args: Any) -> dict[str, Any]:
     if isinstance(args, (str, bytes)):
         try:
-            args = json.loads(args or "{}")
-        except json.JSONDecodeError as exc:
+            args = jsontext.loads(args or "{}")
+        except ValueError as exc:
             raise InputError(f"{name} arguments are not valid JSON: {exc}") from None
     if args is None:
         return {}

@@ -7,10 +7,10 @@ Responses API (:func:`responses_tool`, :func:`handle_function_call`). Public thr
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
+from .. import jsontext
 from ..core import Sandbox
 from ..errors import InputError
 from ..results import File, Result
@@ -61,9 +61,9 @@ def _code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None
     if name != tool_name:
         return "", f"unknown tool {name!r}; the only tool here is {tool_name!r}"
     try:
-        args = json.loads(arguments) if isinstance(arguments, (str, bytes)) else arguments
+        args = jsontext.loads(arguments) if isinstance(arguments, (str, bytes)) else arguments
         return code_argument(args), None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         return "", f"{tool_name} arguments are not valid JSON: {exc}"
     except InputError as exc:
         return "", f"InputError: {exc}"

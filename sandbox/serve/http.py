@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from .. import jsontext
 from .errors import ApiError, busy, invalid, too_large
 from .loop import Event, Stats
 
@@ -47,8 +47,8 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body.strip():
         raise invalid("Invalid JSON payload received. Expected a JSON object, got an empty body.")
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        return jsontext.loads(body)
+    except ValueError as exc:
         raise invalid(f"Invalid JSON payload received. {exc}.") from None
 
 

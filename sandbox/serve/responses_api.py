@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import jsontext
 from .errors import ApiError, invalid, not_found_model
 from .gemini_api import accepted
 from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
@@ -187,9 +188,9 @@ def _code_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Conte
 def _function_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
     name, call_id = str(item.get("name") or ""), str(item.get("call_id") or "")
     try:
-        args = json.loads(item.get("arguments") or "{}")
-    except json.JSONDecodeError:
-        raise invalid(f"{where}.arguments is not valid JSON") from None
+        args = jsontext.loads(item.get("arguments") or "{}")
+    except ValueError as exc:
+        raise invalid(f"{where}.arguments is not valid JSON: {exc}") from None
     names[call_id] = name
     return Content("model", (FunctionCall(name, args if isinstance(args, dict) else {}, call_id or None),))
 

@@ -63,6 +63,22 @@ def test_read_items_turns_bad_lines_into_records_and_keeps_going():
     assert bad[2].error == "line 5: duplicate id 'a' (first on line 1)"
 
 
+def test_read_items_turns_json_that_json_loads_takes_but_nothing_can_write_into_records():
+    """A line nested deeper than the parser's stack ended the whole batch with a RecursionError; NaN, a number
+    beyond a double and a lone surrogate escape are refused where read, not when the record is written."""
+    lines = ["[" * 100_000 + "]" * 100_000, '{"id": "n", "code": "x", "meta": {"k": NaN}}',
+             '{"id": "i", "code": "x", "timeout": 1e999}', '{"id": "s", "code": "print(\'\\udc80\')"}',
+             '{"id": "ok", "code": "print(\'\\ud83d\\ude00\')"}']
+    got = list(read_items(lines))
+    bad = [g for g in got if isinstance(g, BatchResult)]
+    assert [b.outcome for b in bad] == [INVALID] * 4 and [b.line for b in bad] == [1, 2, 3, 4]
+    assert bad[0].error == "line 1: not valid JSON: it nests deeper than can be read"
+    assert bad[1].error == "line 2: not valid JSON: NaN is not a JSON number"
+    assert bad[2].error == "line 3: not valid JSON: the number 1e999 is beyond a double's range"
+    assert "lone surrogate escape" in bad[3].error
+    assert got[-1].id == "ok" and got[-1].code == "print('\U0001f600')"
+
+
 def test_read_items_skips_done_ids():
     lines = ['{"id": "a", "code": ""}', '{"id": "b", "code": ""}']
     assert [i.id for i in read_items(lines, skip_ids={"a"})] == ["b"]

@@ -34,6 +34,21 @@ def test_bad_json_is_invalid_argument(server):
     assert "Invalid JSON payload received" in google_error(answer, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.parametrize("raw, words", [
+    (b'{"contents": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests deeper than can be read"),
+    (b'{"contents": [{"parts": [{"text": "SCRIPT:hello"}]}], "generationConfig": {"temperature": NaN}}',
+     "NaN is not a JSON number"),
+    (b'{"contents": [{"parts": [{"text": "SCRIPT:hello"}]}], "generationConfig": {"temperature": 1e999}}',
+     "the number 1e999 is beyond a double's range"),
+    (b'{"contents": [{"parts": [{"text": "SCRIPT:hello \\ud800"}]}]}', "lone surrogate escape"),
+])
+def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw, words):
+    """Each was a 500 INTERNAL (the surrogate's and NaN's when the backend's request was encoded)."""
+    answer = httpx.post(server.url + GENERATE, content=raw, timeout=60, headers={"content-type": "application/json"})
+    message = google_error(answer, 400, "INVALID_ARGUMENT")
+    assert message.startswith("Invalid JSON payload received.") and words in message
+
+
 @pytest.mark.parametrize("body, words", [
     ({"contents": []}, "contents is not specified"),
     ({"contents": [{"parts": [{"inlineData": {"mimeType": "text/csv", "data": "%%%"}}]}]},

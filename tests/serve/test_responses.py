@@ -65,6 +65,10 @@ def test_errors_are_in_openai_shape(oai):
     with pytest.raises(openai.BadRequestError) as info:
         oai.responses.create(model="scripted", input="hi", tools=[{"type": "web_search"}])
     assert "web_search" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:  # was a bare 500 "Internal Server Error" (RecursionError)
+        oai.responses.create(model="scripted", input=[
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "[" * 100_000 + "]" * 100_000}])
+    assert info.value.body["message"] == "input[0].arguments is not valid JSON: it nests deeper than can be read"
 
 
 def test_streaming_events_build_the_same_response(oai):

@@ -22,6 +22,7 @@ from typing import Any, Protocol, Sequence, Union
 
 import httpx
 
+from ... import jsontext
 from ..config import BackendConfig
 from ..errors import ApiError
 from ..transcript import Turn
@@ -111,15 +112,15 @@ async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any], h
         status, meaning = _REFUSALS.get(response.status_code, ("UNAVAILABLE", "the backend failed"))
         raise ApiError(status, f"{meaning}: HTTP {response.status_code} from {url}: {_error_text(response)}")
     try:
-        return response.json()
-    except ValueError:
-        raise ApiError("INTERNAL", f"the backend at {url} answered with invalid JSON: "
+        return jsontext.loads(response.content)
+    except ValueError as exc:
+        raise ApiError("INTERNAL", f"the backend at {url} answered with invalid JSON ({exc}): "
                                    f"{response.text[:200]!r}") from None
 
 
 def _error_text(response: httpx.Response) -> str:
     try:
-        error = response.json().get("error")
+        error = jsontext.loads(response.content).get("error")
         message = error.get("message") if isinstance(error, dict) else error
         if message:
             return str(message)[:500]

@@ -15,6 +15,7 @@ import base64
 import json
 from typing import Any
 
+from ... import jsontext
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
 from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
@@ -135,8 +136,8 @@ def _arguments(raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
-        value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-    except json.JSONDecodeError as exc:
+        value = jsontext.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+    except ValueError as exc:
         return {"_invalid_arguments": f"arguments are not valid JSON ({exc}): {str(raw)[:200]}"}
     return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {raw!r}"}
 
