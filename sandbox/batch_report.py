@@ -27,9 +27,9 @@ OUTCOME_ORDER = ("OUTCOME_OK", "OUTCOME_FAILED", "OUTCOME_DEADLINE_EXCEEDED", IN
 
 
 def load_results(path: str) -> list[BatchResult]:
-    """Read a result file; a line cut short (a crash mid-write) is skipped."""
+    """Read a result file; a line cut short (a crash mid-write, maybe inside a character) is skipped."""
     records = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for text in fh:
             try:
                 records.append(BatchResult.from_json(json.loads(text)))

@@ -121,7 +121,7 @@ def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
     if not resume:
         raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
     kept, done, dropped = [], set(), 0
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:  # a crash may cut a line inside a character
         for text in fh:
             try:
                 record = json.loads(text)

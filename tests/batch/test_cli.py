@@ -47,6 +47,20 @@ def test_resume_runs_only_what_is_missing_and_drops_a_cut_line(tmp_path):
     assert again.returncode == 0 and len(read_jsonl(out)) == 4 and "this session: 0 in" in again.stdout
 
 
+def test_resume_drops_a_line_cut_inside_a_character(tmp_path):
+    """Records are written as UTF-8 (not ASCII escapes): a crash can cut one between a character's bytes, which
+    ended the resume with a UnicodeDecodeError."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:2])
+    out = tmp_path / "out.jsonl"
+    first = {"id": "i0", "line": 1, "outcome": "OUTCOME_OK", "output": "café"}
+    out.write_bytes(json.dumps(first, ensure_ascii=False).encode() + b'\n{"id": "i1", "line": 2, "output": "caf\xc3')
+    done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["i0", "i1"] and records[0]["output"] == "café"
+    assert records[1]["outcome"] == "OUTCOME_OK" and records[1]["output"] == "1\n"
+
+
 def test_bad_lines_get_records_and_errors_and_exit_1(tmp_path):
     corpus = write_jsonl(tmp_path / "in.jsonl", [ITEMS[0], "{oops", {"id": "x", "code": "1", "expect": "yes"}])
     out = tmp_path / "out.jsonl"
