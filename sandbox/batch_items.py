@@ -151,16 +151,23 @@ def invalid(line: int, message: str, ident: str | None = None, meta: Any = None)
                        meta=meta if isinstance(meta, dict) else None)
 
 
-def read_items(lines: Iterable[str], skip_ids: Iterable[str] = ()) -> Iterator[BatchItem | BatchResult]:
+def read_items(lines: Iterable[str | bytes], skip_ids: Iterable[str] = ()) -> Iterator[BatchItem | BatchResult]:
     """Parse JSONL lines into items; a bad line yields an ``INVALID_INPUT`` record instead.
 
-    Blank lines are ignored. Items whose id is in ``skip_ids`` are left out (``--resume``);
+    Lines may be bytes (a file opened in binary mode): one that is not UTF-8 is a bad line, not the whole file's
+    end. Blank lines are ignored. Items whose id is in ``skip_ids`` are left out (``--resume``);
     a second line with an id already seen is invalid (ids key the results).
     """
     skip = set(skip_ids)
     seen: dict[str, int] = {}
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+        except UnicodeDecodeError as exc:
+            yield invalid(number, f"line {number}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at column "
+                                  f"{exc.start + 1})")
             continue
         try:
             obj = jsontext.loads(text)

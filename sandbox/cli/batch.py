@@ -146,11 +146,11 @@ def _read_input(path: str, done_ids: set[str]) -> list[Any]:
     from ..errors import InputError
 
     if path == "-":
-        return list(read_items(sys.stdin, skip_ids=done_ids))
+        return list(read_items(sys.stdin.buffer, skip_ids=done_ids))
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is an invalid line (read_items)
             return list(read_items(fh, skip_ids=done_ids))
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 from .conftest import cli, read_jsonl, write_jsonl
 
@@ -74,6 +78,21 @@ def test_bad_lines_get_records_and_errors_and_exit_1(tmp_path):
     done = cli(str(corpus), "--out", str(out), "--resume", "-q")
     assert done.returncode == 0, done.stderr
     assert sorted(r["id"] for r in read_jsonl(out)) == ["i0", "i1", "x"]
+
+
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_a_line_that_is_not_utf8_is_an_invalid_line_not_the_batch_s_end(tmp_path, from_stdin):
+    """It was "cannot read in.jsonl: 'utf-8' codec can't decode byte 0xff", exit 2, and nothing ran."""
+    raw = b'{"id": "a", "code": "print(1)"}\n{"id": "b", "code": "print(\xff)"}\n{"id": "c", "code": "print(3)"}\n'
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_bytes(raw)
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, "-m", "sandbox", "batch", "-" if from_stdin else str(corpus), "--out",
+                           str(out), "-q"], input=raw if from_stdin else None, capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert b"line 2: not UTF-8 text (byte 0xff at column 28)" in done.stderr
+    assert sorted((r["line"], r["outcome"]) for r in read_jsonl(out)) == [
+        (1, "OUTCOME_OK"), (2, "INVALID_INPUT"), (3, "OUTCOME_OK")]
 
 
 def test_unreadable_input_is_a_usage_error(tmp_path):
