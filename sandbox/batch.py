@@ -1,7 +1,7 @@
 """Batch runs: many snippets from JSONL in, one JSONL result record per snippet out.
 
     import sandbox.batch
-    for record in sandbox.batch.run(sandbox.batch.read_items(open("corpus.jsonl")), workers=2):
+    for record in sandbox.batch.run(sandbox.batch.read_items(open("corpus.jsonl", "rb")), workers=2):
         print(record.id, record.outcome, [d.kind for d in record.denied])
 
 Input, one JSON object a line (:class:`BatchItem` documents each key)::
