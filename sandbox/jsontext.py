@@ -8,7 +8,8 @@ them with the ``ValueError`` every caller already takes as "not JSON", naming wh
   for bad input (it ended a whole batch, and answered an HTTP request with a bare 500);
 - ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON, RFC 8259), and numbers that read as infinite (``1e400``):
   every encoder that must write JSON refuses them later (``allow_nan=False``);
-- a lone surrogate escape (``"\\ud800"`` outside a pair): it decodes to a ``str`` that no UTF-8 encoder takes.
+- a lone surrogate escape (``"\\ud800"`` outside a pair): it decodes to a ``str`` that no UTF-8 encoder takes
+  (so does a ``str`` given that holds one itself).
 
 The worker's frames have their own, stricter reader (protocol.py: a fixed depth limit, before any parsing).
 """
@@ -20,8 +21,8 @@ import math
 import re
 from typing import Any
 
-#: A ``\\u`` escape of a surrogate half: only text holding one can decode to a lone surrogate (strict UTF-8
-#: decoding refuses encoded ones), so only such text is checked once decoded.
+#: A ``\\u`` escape of a surrogate half: once the text itself is known to be UTF-8, only text holding one can
+#: decode to a lone surrogate, so only such text is checked once decoded.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _CHECK_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
@@ -47,12 +48,14 @@ def loads(text: str | bytes | bytearray) -> Any:
     try:
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode(json.detect_encoding(text))
+        else:
+            text.encode("utf-8")  # a str may hold a lone surrogate itself, not only as an escape
         value = _DECODER.decode(text)
         if _SURROGATE_ESCAPE.search(text):
             _CHECK_ENCODER.encode(value).encode("utf-8")
     except RecursionError:
         raise ValueError("it nests deeper than can be read") from None
     except UnicodeEncodeError:
-        raise ValueError("it holds a lone surrogate escape (\\ud800-\\udfff outside a pair), which is no text") \
-            from None
+        raise ValueError("it holds a lone surrogate (\\ud800-\\udfff outside a pair, escaped or not), which is no "
+                         "text") from None
     return value

@@ -40,7 +40,7 @@ def test_bad_json_is_invalid_argument(server):
      "NaN is not a JSON number"),
     (b'{"contents": [{"parts": [{"text": "SCRIPT:hello"}]}], "generationConfig": {"temperature": 1e999}}',
      "the number 1e999 is beyond a double's range"),
-    (b'{"contents": [{"parts": [{"text": "SCRIPT:hello \\ud800"}]}]}', "lone surrogate escape"),
+    (b'{"contents": [{"parts": [{"text": "SCRIPT:hello \\ud800"}]}]}', "lone surrogate ("),
 ])
 def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw, words):
     """Each was a 500 INTERNAL (the surrogate's and NaN's when the backend's request was encoded)."""

@@ -29,9 +29,10 @@ def test_takes_what_can_be_written_again(text, value):
     ("[NaN]", "NaN is not a JSON number"),
     ('{"a": -Infinity}', "-Infinity is not a JSON number"),
     ("[1e400]", "the number 1e400 is beyond a double's range"),
-    ('["\\udc80"]', "lone surrogate escape"),
-    ('{"\\ud83d": 1}', "lone surrogate escape"),                       # in a key too
+    ('["\\udc80"]', "lone surrogate ("),
+    ('{"\\ud83d": 1}', "lone surrogate ("),                       # in a key too
     (b'"\xed\xa0\x80"', "can't decode"),                               # an encoded surrogate, not UTF-8
+    ('{"code": "\udc80"}', "lone surrogate"),                          # a str holding one itself
     ("{not json", "Expecting property name"),
 ])
 def test_refuses_with_a_value_error_naming_what_is_wrong(text, words):
