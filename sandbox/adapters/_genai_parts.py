@@ -76,9 +76,11 @@ def _code_of(part_or_code: Any) -> tuple[str, str | None]:
     if isinstance(part_or_code, str):
         return part_or_code, None
     executable = part_or_code.executable_code if isinstance(part_or_code, types.Part) else part_or_code
-    if not isinstance(executable, types.ExecutableCode) or executable.code is None:
+    if not isinstance(executable, types.ExecutableCode):
         raise InputError("execute() takes code, an ExecutableCode or a Part with executable_code "
                          f"(got {type(part_or_code).__name__})")
+    if executable.code is None:
+        raise InputError(f"execute() got an ExecutableCode without code (in a {type(part_or_code).__name__})")
     if executable.language not in (None, types.Language.PYTHON, types.Language.LANGUAGE_UNSPECIFIED):
         raise InputError(f"only PYTHON code can run here (got language {executable.language})")
     return executable.code, getattr(executable, "id", None)

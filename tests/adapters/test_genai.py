@@ -76,8 +76,10 @@ def test_execute_refused_input_is_a_failed_part_and_wrong_type_raises(box):
     assert part.code_execution_result.outcome == types.Outcome.OUTCOME_FAILED
     assert "NUL byte" in part.code_execution_result.output
     import sandbox
-    with pytest.raises(sandbox.InputError):
+    with pytest.raises(sandbox.InputError, match=r"a Part with executable_code \(got Part\)"):
         adapter.execute(types.Part(text="print(1)"), sandbox=box)
+    with pytest.raises(sandbox.InputError, match="an ExecutableCode without code"):
+        adapter.execute(types.Part(executable_code=types.ExecutableCode(language="PYTHON")), sandbox=box)
 
 
 def test_function_declaration_describes_the_environment(box):
