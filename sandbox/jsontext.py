@@ -47,7 +47,7 @@ def loads(text: str | bytes | bytearray) -> Any:
     a BOM, or UTF-16/32), but strictly: no encoded surrogate either."""
     try:
         if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode(json.detect_encoding(text))
+            text = text.decode(json.detect_encoding(text))  # bytearray too (a serve body), without a copy
         else:
             text.encode("utf-8")  # a str may hold a lone surrogate itself, not only as an escape
         value = _DECODER.decode(text)
