@@ -114,8 +114,8 @@ class _Root:
     supervisor: state_scope.Supervisor | None = None
     """Answers the states' signals and the like to other processes (confine/state_scope.py)."""
     were_nodes: set[int] = field(default_factory=set)
-    """Every pid that has been a node (each leads its own kernel session): the processes that may fork, and the
-    sessions whose processes may make one of their own (confine/state_scope.py, FORK_CALLS and SESSION_CALL)."""
+    """Every pid that has been a node (each leads its own kernel session): the sessions whose processes may make
+    one of their own (confine/state_scope.py, SESSION_CALL). Only a live node (in ``nodes``) may fork."""
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -437,7 +437,8 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     root = _Root(ctl, confined)
     scoped = any(state.layer == "seccomp" and state.active for state in confined.layers)
     one_group = any(state.layer == "cpu_cgroup" and state.active for state in confined.layers)
-    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, root.were_nodes.__contains__,
+    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, root.nodes.__contains__,
+                                           root.were_nodes.__contains__,
                                            sessions=not one_group,  # a run's setsid would give it more CPU
                                            forks=not confined.spec.policy.confinement.allow_subprocess)
     root.lines[0] = root._add_node(pid, sock).pid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import time
 
 import psutil
@@ -251,3 +252,38 @@ def test_a_strict_session_run_may_not_fork_while_its_states_do(strict_box, box):
         assert s.run("print(x)").stdout == "1\n"
     with box.session() as s:
         assert s.run(FORK_IN_A_RUN).stdout == "forked\n"
+
+
+#: x86-64 code run as a thread's start routine, its argument a 32-byte block: a timespec, a result, an fd. It sleeps
+#: that long, calls clone(SIGCHLD) (a fork) and writes clone's return to the fd; the child exits at once. It needs no
+#: GIL, so it goes on after its run has ended and its runner has become the session's node.
+LATE_FORK = bytes.fromhex(
+    "53" "4889fb"                                  # push rbx; rbx = the block
+    "b823000000" "4889df" "31f6" "0f05"            # nanosleep(&block.timespec, NULL)
+    "b838000000" "bf11000000" "31f6" "31d2" "4d31d2" "4d31c0" "0f05"  # clone(SIGCHLD, 0, 0, 0, 0)
+    "4885c0" "741c"                                # the child: to the exit below
+    "48894310" "b801000000" "488b7b18" "488d7310" "ba08000000" "0f05"  # write(block.fd, &result, 8)
+    "5b" "31c0" "c3"                               # pop rbx; return NULL
+    "b83c000000" "31ff" "0f05")                    # exit(0)
+LATE_FORK_THREAD = f"""import ctypes, mmap, os, struct
+code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+code.write({LATE_FORK!r})
+results, sink = os.pipe()
+block = ctypes.create_string_buffer(struct.pack("qqqq", 1, 0, 0, sink), 32)
+libc = ctypes.CDLL(None)
+libc.pthread_create.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+thread = ctypes.c_ulong()
+print(libc.pthread_create(ctypes.byref(thread), None, ctypes.addressof(ctypes.c_char.from_buffer(code)), block))"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the attack's thread is x86-64 code")
+def test_a_thread_a_strict_run_leaves_behind_may_not_fork_from_its_node(strict_box):
+    """A run's native thread outlives the run: its runner becomes the session's node, which may fork, and the
+    thread, in that process, calls clone. The root lets only a node's own thread fork (its thread-group leader),
+    so the thread is refused as the run was."""
+    with strict_box.session() as s:
+        assert s.run(LATE_FORK_THREAD).stdout == "0\n"
+        r = s.run("import select, struct\nassert select.select([results], [], [], 10)[0], 'no answer'\n"
+                  "print(struct.unpack('q', os.read(results, 8))[0])")
+        assert r.stdout == f"{-errno.EPERM}\n", r
+        assert s.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
