@@ -19,10 +19,12 @@ calls with a seccomp user notification:
 - calls that make a process (:data:`FORK_CALLS`), under a policy without subprocesses, and ``setsid``, where the
   session has no cpu cgroup (cpushare.py: an unprivileged uid without a delegated subtree): a state's own forks
   (a node's runners, standbys and branches, each of which makes a kernel session of its own) go on, a run's are
-  refused. A fork goes on only when the caller is a live node's own thread (its thread-group leader: a native
-  thread a run started outlives the run, and its runner becomes a node once the run commits; a dead node's pid may
-  be a run's by now); a ``setsid`` only in a node's kernel session (by session, not parent: a node freed meanwhile
-  leaves its child to the root). A run's processes are its runner
+  refused. A fork goes on only when the root has asked that node for one (each command that makes a node fork
+  grants one fork; :class:`ForkGrants`) and the caller is the node's own thread (its thread-group leader: a
+  native thread a run started outlives the run, and its runner becomes a node once the run commits). A node runs
+  in the interpreter its runs left, so a snippet can rewrite what its node will do: the grants bound such a node
+  to the forks the session's protocol makes anyway. A ``setsid`` goes on only in a node's kernel session (by
+  session, not parent: a node freed meanwhile leaves its child to the root). A run's processes are its runner
   and those in its session, and a runner becomes a node only once they are all dead. So a ``strict`` session's
   run forks no more than a one-shot run may, and under autogroup a run stays the one kernel session, and
   scheduling group, its runner made (a one-shot worker's own filter refuses both: seccomp.py).
@@ -42,7 +44,7 @@ import fcntl
 import os
 import select
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from . import _sys, no_new_privs, seccomp
 
@@ -211,14 +213,24 @@ def probe() -> tuple[bool, str]:
 
 
 # -- the supervisor (in the root) -------------------------------------------------------------
+class ForkGrants(Protocol):
+    """The forks the root has asked its live nodes for (FORK_CALLS)."""
+
+    def take_fork(self, pid: int) -> bool:
+        """Whether the node ``pid`` has a fork due; if so, it is counted as made."""
+
+    def give_back_fork(self, pid: int) -> None:
+        """A fork taken that did not go on (the caller was interrupted, and asks again, or died)."""
+
+
 class Supervisor:
     """The root's end of the listener: answers one notification per :meth:`answer`."""
 
-    def __init__(self, listener: int, is_node: Callable[[int], bool] | None = None,
+    def __init__(self, listener: int, forks: ForkGrants | None = None,
                  was_node: Callable[[int], bool] | None = None) -> None:
         self.listener = listener
-        self.is_node = is_node
-        """Whether a pid is a live node's, which may fork (FORK_CALLS; None: the filter does not notify for it)."""
+        self.forks = forks
+        """The forks nodes may make (FORK_CALLS; None: the filter does not notify for them)."""
         self.was_node = was_node
         """Whether a pid is (or was) a node's, the processes of whose kernel session may make one of their own
         (SESSION_CALL; None: the filter does not notify for it)."""
@@ -245,13 +257,15 @@ class Supervisor:
             return  # the caller died (or was signalled) before we read it
         notif_id, caller, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
         try:
-            refused = _refusal(caller, nr, list(args), self.is_node, self.was_node)
+            refused = _refusal(caller, nr, list(args), self.forks, self.was_node)
         except OSError:
             refused = errno.EPERM  # a /proc entry we could not read: fail closed
         reply = _NOTIF_RESP.pack(notif_id, 0, -refused, 0 if refused else _SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         try:
             fcntl.ioctl(self.listener, _IOCTL_SEND, bytearray(reply), True)
-        except OSError as exc:  # ENOENT: the caller died meanwhile
+        except OSError as exc:  # ENOENT: the caller died meanwhile (or a signal interrupted it: it asks again)
+            if not refused and self.forks is not None and _name(nr) in FORK_CALLS:
+                self.forks.give_back_fork(caller)  # a granted fork's caller is its process's leader: tid == pid
             if exc.errno == errno.EINVAL and not refused:  # a kernel before 5.5 cannot let a call go on
                 fcntl.ioctl(self.listener, _IOCTL_SEND, bytearray(_NOTIF_RESP.pack(notif_id, 0, -errno.EPERM, 0)))
 
@@ -267,13 +281,13 @@ def _name(nr: int) -> str:
     return _NAMES.get(nr, "")
 
 
-def _refusal(caller_tid: int, nr: int, args: list[int], is_node: Callable[[int], bool] | None = None,
+def _refusal(caller_tid: int, nr: int, args: list[int], forks: ForkGrants | None = None,
              was_node: Callable[[int], bool] | None = None) -> int:
     """0 if the call may go on, else the errno to answer (EPERM; ESRCH for a target that is gone)."""
     name = _name(nr)
     caller = _tgid(caller_tid)
-    if name in FORK_CALLS:  # a node's own thread forks the session's states; a run (or a thread it left) may not
-        return 0 if is_node is not None and caller_tid == caller and is_node(caller) else errno.EPERM
+    if name in FORK_CALLS:  # a node's own thread makes the forks the root asked for; a run (or a thread it left) none
+        return 0 if forks is not None and caller_tid == caller and forks.take_fork(caller) else errno.EPERM
     if name == SESSION_CALL:  # a state a node forked leads a session of its own; a run's processes may not
         return 0 if was_node is not None and was_node(_stat(caller)[2]) else errno.EPERM
     if name not in TARGETED:

@@ -85,6 +85,8 @@ class _Node:
     """Told to keep a standby runner (and has not handed it out since)."""
     standby: socket.socket | None = None
     """Our end of the socket of its standby runner, while it is warm."""
+    forks_due: int = 0
+    """Forks asked of it and not yet made: the only ones the root lets it make (confine/state_scope.py)."""
 
 
 @record(frozen=False)
@@ -115,7 +117,7 @@ class _Root:
     """Answers the states' signals and the like to other processes (confine/state_scope.py)."""
     were_nodes: set[int] = field(default_factory=set)
     """Every pid that has been a node (each leads its own kernel session): the sessions whose processes may make
-    one of their own (confine/state_scope.py, SESSION_CALL). Only a live node (in ``nodes``) may fork."""
+    one of their own (confine/state_scope.py, SESSION_CALL). A node forks only what it is asked to (forks_due)."""
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -169,14 +171,29 @@ class _Root:
         the other end. Only the root sends fds (see the module's "fds"): its fd limit is the one the kernel checks
         against every fd its user has in flight, which a run may fill up to its own."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        node.forks_due += 1
         try:
             frames.send(node.sock, command, fds=[*fds, theirs.fileno()])
         except BaseException:
+            node.forks_due -= 1
             ours.close()
             raise
         finally:
             theirs.close()
         return ours
+
+    # state_scope.ForkGrants
+    def take_fork(self, pid: int) -> bool:
+        node = self.nodes.get(pid)
+        if node is None or node.forks_due <= 0:
+            return False
+        node.forks_due -= 1
+        return True
+
+    def give_back_fork(self, pid: int) -> None:
+        node = self.nodes.get(pid)
+        if node is not None:
+            node.forks_due += 1
 
     # host commands
     def _host_message(self) -> bool:
@@ -437,7 +454,7 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     root = _Root(ctl, confined)
     scoped = any(state.layer == "seccomp" and state.active for state in confined.layers)
     one_group = any(state.layer == "cpu_cgroup" and state.active for state in confined.layers)
-    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, root.nodes.__contains__,
+    pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, root,
                                            root.were_nodes.__contains__,
                                            sessions=not one_group,  # a run's setsid would give it more CPU
                                            forks=not confined.spec.policy.confinement.allow_subprocess)

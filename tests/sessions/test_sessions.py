@@ -254,36 +254,80 @@ def test_a_strict_session_run_may_not_fork_while_its_states_do(strict_box, box):
         assert s.run(FORK_IN_A_RUN).stdout == "forked\n"
 
 
-#: x86-64 code run as a thread's start routine, its argument a 32-byte block: a timespec, a result, an fd. It sleeps
-#: that long, calls clone(SIGCHLD) (a fork) and writes clone's return to the fd; the child exits at once. It needs no
-#: GIL, so it goes on after its run has ended and its runner has become the session's node.
-LATE_FORK = bytes.fromhex(
-    "53" "4889fb"                                  # push rbx; rbx = the block
-    "b823000000" "4889df" "31f6" "0f05"            # nanosleep(&block.timespec, NULL)
-    "b838000000" "bf11000000" "31f6" "31d2" "4d31d2" "4d31c0" "0f05"  # clone(SIGCHLD, 0, 0, 0, 0)
-    "4885c0" "741c"                                # the child: to the exit below
-    "48894310" "b801000000" "488b7b18" "488d7310" "ba08000000" "0f05"  # write(block.fd, &result, 8)
-    "5b" "31c0" "c3"                               # pop rbx; return NULL
-    "b83c000000" "31ff" "0f05")                    # exit(0)
-LATE_FORK_THREAD = f"""import ctypes, mmap, os, struct
+#: x86-64 code run as a thread's start routine, its argument a 32-byte block: a timespec, a count, an fd. It sleeps
+#: that long, then calls clone(SIGCHLD) (a fork) 20,000 times as fast as it can, and writes how many went on to the
+#: fd (their children exit at once). It needs no GIL, so it goes on after its run has ended and its runner has
+#: become the session's node, racing the node's own forks. Assembled from:
+#:   push rbx; push r12; push r13; mov rbx, rdi; nanosleep(rbx, 0); r12 = 0; r13 = 20000
+#:   1: rax = clone(17, 0, 0, 0, 0); if rax == 0: exit(0); if rax > 0: r12 += 1; if --r13: goto 1
+#:   [rbx+16] = r12; write([rbx+24], rbx+16, 8); pop r13; pop r12; pop rbx; return 0
+FORKING_THREAD_CODE = bytes.fromhex(
+    "53415441554889fbb8230000004889df31f60f054531e441bd204e0000b838000000bf1100000031f631d24531d24531c00f05"
+    "4885c0742a780349ffc441ffcd75db4c896310b801000000488b7b18488d7310ba080000000f05415d415c5b31c0c3b83c000000"
+    "31ff0f05")
+FORKING_THREAD = f"""import ctypes, mmap, os, struct
 code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-code.write({LATE_FORK!r})
+code.write({FORKING_THREAD_CODE!r})
 results, sink = os.pipe()
-block = ctypes.create_string_buffer(struct.pack("qqqq", 1, 0, 0, sink), 32)
+block = ctypes.create_string_buffer(struct.pack("qqqq", 0, 300_000_000, -1, sink), 32)
 libc = ctypes.CDLL(None)
 libc.pthread_create.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
 thread = ctypes.c_ulong()
 print(libc.pthread_create(ctypes.byref(thread), None, ctypes.addressof(ctypes.c_char.from_buffer(code)), block))"""
 
+#: Rewrites the node its runner becomes (the node runs in the interpreter its runs left): when the root tells it to
+#: drop its standby (it is no longer its line's current state), it tries to fork 5 times, each attempt's outcome
+#: going to a pipe kept in the state.
+HIJACKED_NODE = """import os, sys
+results, sink = os.pipe()
+states = sys.modules["sandbox.inside.session_states"]
+cool_command = sys.modules["sandbox.commands"].Cool
+def cool(self, fds, cool=states._NODE_COMMANDS[cool_command]):
+    for _ in range(5):
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.write(sink, b"refused %d\\n" % e.errno)
+        else:
+            if pid == 0:
+                os._exit(0)
+            os.write(sink, b"forked\\n")
+    return cool(self, fds)
+states._NODE_COMMANDS[cool_command] = cool"""
+
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the attack's thread is x86-64 code")
 def test_a_thread_a_strict_run_leaves_behind_may_not_fork_from_its_node(strict_box):
-    """A run's native thread outlives the run: its runner becomes the session's node, which may fork, and the
-    thread, in that process, calls clone. The root lets only a node's own thread fork (its thread-group leader),
-    so the thread is refused as the run was."""
+    """A run's native thread outlives the run: its runner becomes the session's node, which forks the session's next
+    runners (each of these runs crashes, so the line stays on it), and the thread, in that process, forks as fast as
+    it can meanwhile. The root lets only the node's own thread (its thread-group leader) fork: none of the thread's
+    forks goes on, and none takes a fork the root asked of the node (that run would be lost)."""
+    probe = "import os, select\nprint(bool(select.select([results], [], [], 0)[0]), flush=True)\nos._exit(3)"
     with strict_box.session() as s:
-        assert s.run(LATE_FORK_THREAD).stdout == "0\n"
-        r = s.run("import select, struct\nassert select.select([results], [], [], 10)[0], 'no answer'\n"
-                  "print(struct.unpack('q', os.read(results, 8))[0])")
-        assert r.stdout == f"{-errno.EPERM}\n", r
+        assert s.run(FORKING_THREAD).stdout == "0\n"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = s.run(probe)
+            assert r.rolled_back and r.stdout in ("False\n", "True\n"), r
+            if r.stdout == "True\n":
+                break
+        r = s.run("import struct\nprint(struct.unpack('q', os.read(results, 8))[0])")
+        assert r.stdout == "0\n", r
         assert s.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
+
+
+def test_a_strict_sessions_rewritten_node_forks_only_what_the_root_asks_of_it(strict_box):
+    """A snippet rewrites the node its runner becomes (same interpreter) to fork when told to drop its standby. The
+    root grants a node one fork per command that makes it fork (a runner, a standby, a branch), none for that one:
+    all 5 forks are refused, and the session goes on, from that state too."""
+    with strict_box.session() as s:
+        assert s.run(HIJACKED_NODE).ok
+        hijacked = s.checkpoint()
+        assert s.run("x = 1").ok
+        later = s.checkpoint()  # the state holding x: the root asks it for a standby (it may fork once)
+        s.restore(hijacked)  # the line leaves it: the root tells it to drop that standby, and it forks
+        r = s.run("import select\nseen = b''\nwhile seen.count(b'\\n') < 5 and select.select([results], [], [], 5)[0]:\n"
+                  "    seen += os.read(results, 4096)\nprint(sorted(set(seen.decode().split())))")
+        assert r.stdout == f"['{errno.EPERM}', 'refused']\n", r
+        s.restore(later)
+        assert s.run("print(x)").stdout == "1\n"
