@@ -221,7 +221,7 @@ def describe(item: BatchItem, result: Result, max_output_chars: int = DEFAULT_MA
     return BatchResult(
         id=item.id, line=item.line, outcome=outcome, reason=result.reason, expect=item.expect,
         matched=(outcome == item.expect) if item.expect else None,
-        output=_cap(result.output or "", max_output_chars), output_chars=len(result.output or ""),
+        output=_cap(result.output or "", max_output_chars), output_chars=len(result.output or ""),  # type: ignore[arg-type]  # _cap keeps a str a str
         error=_cap(result.error, max_output_chars) if result.error else None,
         denied=tuple(Denial(kind=d.kind, detail=d.detail) for d in result.denied),
         images=tuple(_describe_file(f) for f in result.images),

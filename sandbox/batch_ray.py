@@ -32,7 +32,7 @@ from .policy import Policy
 _CLOSE_TIMEOUT_S = 10.0
 
 
-@ray.remote(concurrency_groups={"control": 1}, max_restarts=3)
+@ray.remote(concurrency_groups={"control": 1}, max_restarts=3)  # type: ignore[call-overload]  # Ray's annotations lack concurrency_groups
 class SandboxActor:
     """Holds one warm Sandbox; runs items one at a time (the default concurrency group has one thread)."""
 
@@ -62,12 +62,12 @@ class RayEngine:
         self._started_ray = False
         if not ray.is_initialized():
             # A local Ray gets CPUs for every worker; on a cluster the cluster decides.
-            local = {"num_cpus": max(workers, os.cpu_count() or 1)} if address is None else {}
+            local: dict[str, Any] = {"num_cpus": max(workers, os.cpu_count() or 1)} if address is None else {}
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, **local)
             self._started_ray = True
         self._check_capacity(workers, cpus_per_worker)
-        actor = SandboxActor.options(num_cpus=cpus_per_worker)
+        actor = SandboxActor.options(num_cpus=cpus_per_worker)  # type: ignore[attr-defined]  # ray.remote made it an ActorClass
         self._actors = [actor.remote(policy, image, options) for _ in range(workers)]
         self._load = {index: 0 for index in range(workers)}
         self._owner: dict[Any, int] = {}

@@ -70,6 +70,8 @@ def summary(records: list[BatchResult], *, wall_s: float | None = None, ran: int
 
 def denied_by_kind(records: Iterable[BatchResult]) -> dict[str, tuple[int, int]]:
     """kind -> (denied actions, snippets with at least one), most frequent first."""
+    actions: Counter[str]
+    snippets: Counter[str]
     actions, snippets = Counter(), Counter()
     for record in records:
         kinds = [d.kind for d in record.denied]

@@ -297,7 +297,7 @@ class _Reader:
 
     def read(self, key: selectors.SelectorKey) -> None:
         try:
-            data = key.fileobj.recv(_READ_CHUNK) if key.data == 0 else os.read(key.fileobj, _READ_CHUNK)
+            data = key.fileobj.recv(_READ_CHUNK) if key.data == 0 else os.read(key.fileobj, _READ_CHUNK)  # type: ignore[union-attr, arg-type]  # a socket (data 0) or a pipe fd
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

@@ -10,12 +10,15 @@ reads a wire dict by key. Tables name what each receiver accepts.
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ProtocolError
 from .frames import Exited, Frame, frame_type, table
 from .records import record
 from .typed import bounded
+
+if TYPE_CHECKING:
+    from typing import Mapping
 
 
 # -- host -> zygote (its control socket) ------------------------------------------------------
@@ -84,7 +87,7 @@ class Claimed(Frame):
     id: int | None = None
 
 
-ZYGOTE_IN = table(Spawn, Claimed, ReleaseRun, Shutdown)
+ZYGOTE_IN: Mapping[str, type[Spawn | Claimed | ReleaseRun | Shutdown]] = table(Spawn, Claimed, ReleaseRun, Shutdown)
 WORKER_SPAWN = table(Spawn)
 
 
@@ -129,7 +132,7 @@ class OpenSession(Frame):
     KIND: ClassVar[str] = "session"
 
 
-REQUEST = table(Run, Call)
+REQUEST: Mapping[str, type[Run | Call]] = table(Run, Call)
 OPENING = table(OpenSession)
 
 
@@ -206,7 +209,8 @@ class Undo(Frame):
     KIND: ClassVar[str] = "undo"
 
 
-SESSION_IN = table(Srun, Cancel, Checkpoint, Restore, Release, Branch, Drop, Settle, Undo)
+SESSION_IN: Mapping[str, type[Srun | Cancel | Checkpoint | Restore | Release | Branch | Drop | Settle | Undo]] = table(
+    Srun, Cancel, Checkpoint, Restore, Release, Branch, Drop, Settle, Undo)
 
 
 # -- inside a session tree (root <-> node <-> runner; see sandbox/inside/session_tree.py) ------------
@@ -271,9 +275,9 @@ class Supervise(Frame):
     KIND: ClassVar[str] = "supervise"
 
 
-NODE_IN = table(NodeRun, NodeBranch, Warm, Cool)
+NODE_IN: Mapping[str, type[NodeRun | NodeBranch | Warm | Cool]] = table(NodeRun, NodeBranch, Warm, Cool)
 FIRST_NODE = table(Supervise)
 STANDBY_IN = table(Go)
 #: What a node tells the root: a child it forked, or that a runner of it died (frames.Exited).
-FROM_NODE = table(Forked, Exited)
+FROM_NODE: Mapping[str, type[Forked | Exited]] = table(Forked, Exited)
 FROM_RUNNER = table(Committed)

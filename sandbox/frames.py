@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import types
 from dataclasses import field
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
@@ -41,7 +41,10 @@ MAX_NAME_CHARS = 4096
 
 #: The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose methods are
 #: shared, not compiled per class (records.py; ~50 frame classes: ~15 ms of every new host and zygote otherwise).
-frame_type = record
+if TYPE_CHECKING:  # the same function, imported under this name so mypy sees its dataclass_transform
+    from .records import record as frame_type
+else:
+    frame_type = record
 
 
 @frame_type
@@ -316,20 +319,28 @@ class RunEnd(Frame, ReportsHeld):
     frees_previous: bool = False
 
 
-def table(*classes: type[Frame]) -> Mapping[str, type[Frame]]:
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _F = TypeVar("_F", bound=Frame)
+
+
+def table(*classes: type[_F]) -> Mapping[str, type[_F]]:
     """The frames a channel carries, by wire type."""
     return types.MappingProxyType({cls.KIND: cls for cls in classes})
 
 
-WORKER = table(Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
-ZYGOTE = table(Hello, Spawned, Standby, Exited, Failed, Unavailable)
-SESSION = table(Reply, RunEnd)
-FORKER = table(Forked, ForkFailed)
+WORKER: Mapping[str, type[Ready | Unavailable | ReturnedImage | Returned | Denied | Error | Value | Done]] = table(
+    Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
+ZYGOTE: Mapping[str, type[Hello | Spawned | Standby | Exited | Failed | Unavailable]] = table(
+    Hello, Spawned, Standby, Exited, Failed, Unavailable)
+SESSION: Mapping[str, type[Reply | RunEnd]] = table(Reply, RunEnd)
+FORKER: Mapping[str, type[Forked | ForkFailed]] = table(Forked, ForkFailed)
 
 
 # -- the one decoding place ---------------------------------------------------------------
-def decode(channel: Mapping[str, type[Frame]], header: dict[str, Any], blobs: list[bytes] | tuple[bytes, ...] = ()
-           ) -> Frame:
+def decode(channel: Mapping[str, type[_F]], header: dict[str, Any], blobs: list[bytes] | tuple[bytes, ...] = ()
+           ) -> _F:
     """The typed frame for a decoded ``(header, blobs)`` from ``channel``; ProtocolError if it does not fit."""
     kind = header.get("type")
     cls = channel.get(kind)  # type: ignore[arg-type]
@@ -340,7 +351,7 @@ def decode(channel: Mapping[str, type[Frame]], header: dict[str, Any], blobs: li
     if len(blobs) < fixed or (len(blobs) > fixed and cls.MORE_BLOBS is None):
         raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {fixed}"
                             f"{' or more' if cls.MORE_BLOBS else ''})")
-    taken = dict(zip(cls.BLOBS, blobs))
+    taken: dict[str, bytes | list[bytes]] = dict(zip(cls.BLOBS, blobs))
     if cls.MORE_BLOBS is not None:
         taken[cls.MORE_BLOBS] = list(blobs[fixed:])
     for name, blob in taken.items():

@@ -276,6 +276,7 @@ def install(image: "Image | str | Path", venv: Path | str | None = None, *,
 
 def _run(command: list[str], what: str, quiet: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # pip must see only the target env
+    proc: subprocess.CompletedProcess[Any]
     if quiet:
         proc = subprocess.run(command, capture_output=True, text=True, env=env)
         output = (proc.stdout + proc.stderr).strip()

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import frames
 from .errors import ProtocolError, SandboxUnavailable
 from .policy import Policy
 from .results import Denial, File
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Inbox:
         self.phase = _OVER
 
 
-_RULES: dict[type, tuple[tuple[str, ...], Callable[[Inbox, frames.Frame], None]]] = {
+_RULES: dict[type, tuple[tuple[str, ...], Callable[[Inbox, Any], None]]] = {  # Any: the frame of the key's type
     frames.Ready: ((_START,), Inbox._ready),
     frames.Unavailable: ((_START,), Inbox._unavailable),
     frames.ReturnedImage: ((_RUNNING,), Inbox._returned),

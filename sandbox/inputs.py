@@ -10,13 +10,16 @@ import base64
 import binascii
 import math
 import textwrap
-from typing import Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Union
 
 from . import commands, frames
 from .errors import InputError
 from .filetypes import MIME_EXTENSIONS
 from .policy import Policy
 from .results import File
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 FilesArg = Union[None, Iterable[File], Mapping[str, Union[bytes, str]]]
 
@@ -164,7 +167,7 @@ def _as_bytes(data: object, name: object) -> bytes:
     raise InputError(f"input file {name!r} data must be bytes or str (got {type(data).__name__})")
 
 
-def _bad_name(name: object) -> File:
+def _bad_name(name: object) -> NoReturn:
     raise InputError(f"input file name must be str (got {type(name).__name__}: {name!r})")
 
 

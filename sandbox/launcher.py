@@ -113,8 +113,8 @@ class ZygoteLauncher:
             with self._lock:
                 closed = self._dead is not None
             if not closed:  # not our own close(): the zygote crashed, timed out or spoke out of turn
-                self._proc.kill()
-                self._proc.wait()
+                self._proc.kill()  # type: ignore[union-attr]  # set before the reader starts
+                self._proc.wait()  # type: ignore[union-attr]  # likewise
                 self._mark_dead(f"the zygote failed to start: {exc}\n{self._log_tail()}")
             self.hello.set_exception(WorkerCrashed(self._dead or "the sandbox was closed"))
             return False
@@ -252,7 +252,7 @@ class ZygoteLauncher:
             try:
                 header, fds = protocol.recv_packet(self.sock)
             except (OSError, ProtocolError) as exc:
-                code = self._proc.poll()
+                code = self._proc.poll()  # type: ignore[union-attr]  # set before the reader starts
                 self._mark_dead(f"the sandbox zygote (pid {self.pid}) died"
                                 + (f" with status {code}" if code is not None else f": {exc}"))
                 return
@@ -374,7 +374,7 @@ class ZygoteLauncher:
 _HELLO = frames.table(frames.Hello)
 #: What the zygote may send on its control socket after ``hello``, and who handles it.
 _FROM_ZYGOTE = {kind: cls for kind, cls in frames.ZYGOTE.items() if cls is not frames.Hello}
-_DISPATCH: dict[type, Callable[[ZygoteLauncher, frames.Frame, list[int]], None]] = {
+_DISPATCH: dict[type, Callable[[ZygoteLauncher, Any, list[int]], None]] = {  # Any: the frame of the key's type
     frames.Spawned: ZygoteLauncher._spawned,
     frames.Standby: ZygoteLauncher._standby,
     frames.Exited: ZygoteLauncher._exited,

@@ -97,7 +97,7 @@ class ZygotePool:
             for index in range(size):
                 self._zygotes[index] = ZygoteLauncher(policy, image, interpreter, run_root=self.temp_root,
                                                       start=cold is None)
-                self._zygotes[index].hello.add_done_callback(self._said_hello)
+                self._zygotes[index].hello.add_done_callback(self._said_hello)  # type: ignore[union-attr]  # just made
             if self._cold is not None:  # the warm zygotes' exec waits for it (see above)
                 self._cold.hello.add_done_callback(self._cold_said_hello)
         except BaseException:

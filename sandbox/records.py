@@ -23,11 +23,19 @@ from typing import Any, Callable
 _Cls = typing.TypeVar("_Cls", bound=type)
 
 
+if typing.TYPE_CHECKING:  # the signatures mypy sees; at run time there is the one function below
+    @typing.overload
+    def record(cls: _Cls, /) -> _Cls: ...
+
+    @typing.overload
+    def record(cls: None = None, /, *, frozen: bool = True, kw_only: bool = False) -> Callable[[_Cls], _Cls]: ...
+
+
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 def record(cls: _Cls | None = None, /, *, frozen: bool = True, kw_only: bool = False) -> Any:
     """``@dataclass(frozen=True)``, or ``@dataclass`` with ``frozen=False``; ``kw_only`` as dataclass's."""
 
-    def make(cls: _Cls) -> _Cls:
+    def make(cls: Any) -> Any:  # Any: it sets attributes no type declares
         undocumented = cls.__doc__ is None
         if undocumented:  # else dataclass writes one from inspect.signature: ~0.2 ms a class
             cls.__doc__ = " "
@@ -39,7 +47,7 @@ def record(cls: _Cls | None = None, /, *, frozen: bool = True, kw_only: bool = F
         if refused:
             raise TypeError(f"@record {cls.__qualname__}: fields outside __init__ ({refused})")
         # __init__'s parameters in dataclass's order: the positional ones, then the keyword-only ones.
-        ordered = sorted(fields, key=lambda f: f.kw_only)
+        ordered = sorted(fields, key=lambda f: f.kw_only)  # type: ignore[arg-type, return-value]  # a bool by now
         cls._record_init = tuple((f.name, f.default, f.default_factory) for f in ordered)
         cls._record_positional = sum(not f.kw_only for f in fields)
         cls._record_compared = tuple(f.name for f in fields if f.compare)
@@ -93,7 +101,7 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
 def _eq(self: Any, other: object) -> bool:
     if other.__class__ is not self.__class__:
         return NotImplemented
-    names = self._record_compared
+    names = self._record_compared  # type: ignore[attr-defined]  # mypy narrows self to object by the test above
     return tuple(getattr(self, n) for n in names) == tuple(getattr(other, n) for n in names)
 
 

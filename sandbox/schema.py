@@ -146,18 +146,18 @@ def build(cls: type[T], data: Any, *, source: str, error: type[SandboxError], at
     ``at`` is the dotted key of ``data`` in its file, when it is a nested table
     (``"limits"``); lists become tuples and ints in float fields become floats.
     """
-    return _table(_shape(cls), data, at, _Where(source, error, in_code=False))
+    return _table(_shape(cls), data, at, _Where(source, error, in_code=False))  # type: ignore[arg-type]  # classes are hashable
 
 
 def check(obj: Any, *, source: str, error: type[SandboxError]) -> None:
     """Validate a schema dataclass built in code, by the rules :func:`build` applies."""
-    _table(_shape(type(obj)), obj, "", _Where(source, error, in_code=True))
+    _table(_shape(type(obj)), obj, "", _Where(source, error, in_code=True))  # type: ignore[arg-type]  # classes are hashable
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain JSON-able data in the file's shape; ``build(type(obj), to_dict(obj), ...) == obj``."""
     out = {}
-    for f in _fields(type(obj)):
+    for f in _fields(type(obj)):  # type: ignore[arg-type]  # classes are hashable
         plain = _plain(getattr(obj, f.name))
         out[f.name] = {f.in_table: plain} if f.in_table else plain
     return out
@@ -230,6 +230,7 @@ class _Shape:
 
 @functools.cache
 def _shape(tp: Any) -> _Shape:
+    meta: tuple[Any, ...]
     bare, meta = tp, ()
     if typing.get_origin(tp) is Annotated:
         bare, *rest = typing.get_args(tp)

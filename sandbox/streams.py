@@ -18,6 +18,10 @@ import os
 import select
 import struct
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 STDOUT, STDERR = 1, 2
 _HEADER = struct.Struct("!BH")
@@ -40,7 +44,7 @@ class TaggedWriter(io.RawIOBase):
         # Code that hands sys.stdout to a subprocess gets the stream's raw pipe.
         return self._raw_fd
 
-    def write(self, data: "bytes | bytearray | memoryview") -> int:
+    def write(self, data: Buffer) -> int:
         view = memoryview(data).cast("B")
         with self._lock:
             for start in range(0, len(view), _MAX_PAYLOAD):

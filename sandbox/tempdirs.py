@@ -100,7 +100,7 @@ def sweep(prefix: str, root: str | None = None) -> list[str]:
     """Remove the dirs of ``prefix`` under ``root`` (the temp dir) whose owner is gone; returns their paths.
     Never raises: a dir it cannot prove ours and abandoned stays (see the module's docstring)."""
     root = root or tempfile.gettempdir()
-    removed = []
+    removed: list[str] = []
     try:
         entries = [entry for entry in os.scandir(root) if entry.name.startswith(prefix)]
     except OSError:

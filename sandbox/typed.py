@@ -101,7 +101,7 @@ def _checker(hint: Any) -> Checker:
             return {key(k, where): val(v, f"{where}[{k[:40]!r}]") for k, v in value.items()}
         return mapping
     if dataclasses.is_dataclass(hint):
-        return lambda value, where: build(hint, value, where)
+        return lambda value, where: build(hint, value, where)  # type: ignore[arg-type]  # a dataclass type: an annotation
     raise TypeError(f"frames cannot check fields of type {hint!r}")  # a programming error in this module
 
 

@@ -71,7 +71,7 @@ def _ended_badly(got: Collected) -> str:
 
 def _memory_cgroup_error(got: Collected, policy: Policy) -> str:
     return (f"memory limit of {policy.limits.memory_mb} MB exceeded (policy {policy.name!r}: limits.memory_mb; "
-            f"the run's memory cgroup, {got.memory.limit_bytes >> 20} MiB with the image it was forked from, "
+            f"the run's memory cgroup, {got.memory.limit_bytes >> 20} MiB with the image it was forked from, "  # type: ignore[union-attr]  # the caller checked it
             "counts shared memory, memfd and tmpfs files too): the run was killed")
 
 

@@ -125,7 +125,7 @@ class ToolLoop:
         self.exhausted = True
         logger.warning("ToolLoop stopped after max_turns=%d model calls; its last calls are unanswered "
                        "(ToolLoop.pending; the next run() answers them)", self.max_turns)
-        return response
+        return response  # type: ignore[return-value]  # max_turns >= 1: set
 
     def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
         """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""

@@ -140,6 +140,7 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
     """:func:`handle_calls` for asyncio (the calls run one after the other, in order)."""
     check_images(images, save_dir)
     runner = pick_runner(sandbox, session)
+    answered: list[tuple[Any, Result | str | None]]
     answered = [await arun_chat_call(call, runner, timeout, name) for call in tool_calls or ()]
     return compose(answered, images, save_dir)
 
@@ -154,6 +155,7 @@ def check_images(images: Any, save_dir: str | None) -> None:
 def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
              save_dir: str | None) -> "list[ChatCompletionMessageParam]":
     """The tool messages of one turn, then (``images="message"``) one user message with their images."""
+    produced: list[tuple[Any, File]]
     messages, produced = [], []
     for message, result in answered:
         found = result.images if isinstance(result, Result) else []

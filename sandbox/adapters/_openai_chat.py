@@ -104,7 +104,7 @@ class _Chat:
             self.messages.extend(compose((yield from self._answers(calls)), self.images, self.save_dir))
         logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
                        "(the next run_chat with these messages answers them first)", self.max_turns)
-        return completion
+        return completion  # type: ignore[return-value]  # max_turns >= 1: set
 
     def _resume(self) -> "Steps[None]":
         """Answer the unanswered calls of the last assistant message (a handed-back turn) before going on."""
@@ -193,13 +193,13 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
             return client.chat.completions.create(model=model, messages=messages, **chat.create_kwargs)
-        return chat.answer(step.call, runner)
+        return chat.answer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
         return drive(chat.steps(), perform)
     finally:
         if own:
-            runner.close()  # type: ignore[attr-defined]
+            runner.close()  # type: ignore[union-attr]
 
 
 async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
@@ -220,10 +220,10 @@ async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sa
     async def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
             return await client.chat.completions.create(model=model, messages=messages, **chat.create_kwargs)
-        return await chat.aanswer(step.call, runner)
+        return await chat.aanswer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
         return await adrive(chat.steps(), perform)
     finally:
         if own:
-            runner.close()  # type: ignore[attr-defined]
+            runner.close()  # type: ignore[union-attr]

@@ -116,6 +116,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
             return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
         key = code_execution_input.execution_id
         run = functools.partial(self._arun, code_execution_input.code, files, key)
+        result: Optional[Result]
         try:
             if _on_event_loop():  # called synchronously on a loop's thread: cannot wait on a loop of our own
                 result = self._run(code_execution_input.code, files, key)

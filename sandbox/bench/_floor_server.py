@@ -117,7 +117,7 @@ def serve_prefork(host: socket.socket) -> None:
     for _ in range(READY):
         spawn()
     while True:
-        readable, _, _ = select.select([host, wake], [], [])
+        readable, _, _ = select.select([host, wake], [], [])  # type: ignore[type-var]  # a socket and an fd
         if host in readable:
             data, fds, _flags, _addr = socket.recv_fds(host, MAX_REQUEST, 1)
             if not data and not fds:
@@ -139,7 +139,7 @@ def serve_prefork(host: socket.socket) -> None:
 def serve_fork(host: socket.socket) -> None:
     wake = _wakeup_pipe()
     while True:
-        readable, _, _ = select.select([host, wake], [], [])
+        readable, _, _ = select.select([host, wake], [], [])  # type: ignore[type-var]  # a socket and an fd
         if wake in readable:
             os.read(wake, 4096)
             _reap()
@@ -190,7 +190,7 @@ def _inside_module(name: str) -> Any:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "inside", f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"_floor_{name}", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # type: ignore[union-attr] - a dataclass there looks its module up
+    sys.modules[spec.name] = module  # type: ignore[union-attr]  # a dataclass there looks its module up
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 

@@ -18,11 +18,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import psutil
 
 from .options import Settings, checkout  # noqa: F401 - Settings: every benchmark's ``common.Settings``
+
+if TYPE_CHECKING:
+    from typing import Mapping
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -52,7 +55,7 @@ def stats(samples_s: Sequence[float]) -> dict[str, float]:
     mean = sum(ordered) / len(ordered)
     return {"n": len(ordered), "p50_ms": _ms(percentile(ordered, 50)), "p90_ms": _ms(percentile(ordered, 90)),
             "p99_ms": _ms(percentile(ordered, 99)), "mean_ms": _ms(mean), "min_ms": _ms(ordered[0]),
-            "max_ms": _ms(ordered[-1]), "runs_per_s": round(1 / mean, 1) if mean > 0 else None}
+            "max_ms": _ms(ordered[-1]), "runs_per_s": round(1 / mean, 1) if mean > 0 else None}  # type: ignore[dict-item]  # runs_per_s: None when the mean is 0
 
 
 def percentile(ordered: Sequence[float], pct: float) -> float:
@@ -354,8 +357,8 @@ def save_figure(fig: Any, settings: Settings, name: str) -> Path | None:
     return path
 
 
-def grouped_bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[float | None]],
-                 errors: dict[str, Sequence[float | None]] | None = None, log: bool = True) -> None:
+def grouped_bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[float | None]],
+                 errors: Mapping[str, Sequence[float | None]] | None = None, log: bool = True) -> None:
     """Bars per group (x) and series (colour); ``errors``: upper whisker values (e.g. p90)."""
     width = 0.8 / max(1, len(series))
     for i, (label, values) in enumerate(series.items()):

@@ -187,7 +187,7 @@ def run(settings: common.Settings) -> common.Record:
     try:
         for runner in started:
             runner.run(PRINT.code)
-        measured, seen, bad = _checked(started, {c.label: c for c in configs}, record)
+        measured, seen, bad = _checked(started, {c.label: c for c in configs}, record)  # type: ignore[arg-type]  # all started from SandboxRunners
         times, failed = _interleaved(measured, settings.n(250, 3))
         cpu = cpu_per_run(measured, settings.n(CPU_ROUNDS, 1), settings.n(CPU_BLOCK_RUNS, 2),
                           SETTLE_S if not settings.quick else 0.2, IDLE_S if not settings.quick else 0.5)
@@ -256,6 +256,7 @@ def _references(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any, t
     """Each row, the row its cost counts from ("none"), and the two rows its step is the difference of."""
     by_label = {row["layers"]: row for row in rows}
     none, five = by_label.get("none"), by_label.get(ALL_FIVE)
+    out: list[tuple[dict[str, Any], Any, tuple[Any, Any]]]
     previous, out = None, []
     for row in rows:
         if row["layers"].startswith(ALL_FIVE + " - "):

@@ -142,15 +142,15 @@ def sandlock_unavailable() -> str | None:
 
 def _wait_ready(proc: subprocess.Popen) -> None:
     """Wait for the server's ``ready`` line (the image is imported)."""
-    ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT_S)
-    line = proc.stdout.readline() if ready else b""
+    ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT_S)  # type: ignore[type-var]  # stdout=PIPE
+    line = proc.stdout.readline() if ready else b""  # type: ignore[union-attr]  # stdout=PIPE
     if line.strip() != b"ready":
         raise RuntimeError(f"the {SERVER.name} server did not start (exit status {proc.poll()})")
 
 
 def _read_to_eof(fd: int, deadline: float) -> tuple[bytes, bool]:
     """Everything written to the pipe until its last writer exits; (bytes so far, True) past ``deadline``."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:

@@ -177,7 +177,7 @@ def charge(samples: Iterable[Sample], forks: list[tuple[int, int]], tree: Tree, 
             role = _KERNEL_THREADS
         else:
             continue
-        ms[role][activity(sample.frames)] += sample.period_ns / 1e6
+        ms[role][activity(sample.frames)] += sample.period_ns / 1e6  # type: ignore[assignment]  # float ms in a Counter
         counts[role] += 1
     order = [*dict.fromkeys(tree.roles.values()), tree.descendants]
     rows = [_row(role, ms[role], counts[role], runs) for role in order]
@@ -255,7 +255,7 @@ def median_rows(measured: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             cells.setdefault((row["runner"], row["process"]), []).append(row)
     merged = []
     for (runner, process), rows in cells.items():
-        row: dict[str, Any] = {"runner": runner, "process": process}
+        row = {"runner": runner, "process": process}
         for name in (*ACTIVITIES, "kernel", "total_ms_per_run"):
             row[name] = round(statistics.median(r[name] for r in rows), 3)
         row["samples"] = sum(r["samples"] for r in rows)

@@ -71,7 +71,7 @@ def measure(settings: common.Settings, started: list[Runner], workload: Workload
         times[runner.name].append(seconds)
         good = (not ran.ok) if workload.fails else (ran.ok and workload.check(ran.stdout, ran.png_bytes))
         bad[runner.name] += not good
-    rows = [{"workload": workload.name, "runner": name, **common.stats(ts), "bad": bad[name]}
+    rows: list[dict[str, Any]] = [{"workload": workload.name, "runner": name, **common.stats(ts), "bad": bad[name]}
             for name, ts in times.items()]
     ref = next((r["p50_ms"] for r in rows if r["runner"] == REFERENCE), None)
     for row in rows:
@@ -89,7 +89,7 @@ def run(settings: common.Settings) -> common.Record:
             record.rows += measure(settings, some, workload)
     finally:
         close_all(started)
-    record.extra["errors"] = {r.name: r.errors[:20] for r in started if getattr(r, "errors", None)}
+    record.extra["errors"] = {r.name: r.errors[:20] for r in started if getattr(r, "errors", None)}  # type: ignore[attr-defined]  # getattr checked it
     common.finish(record, COLUMNS, "Round-trip latency per snippet (x_sandbox: p50 / p50 of 'sandbox default')")
     return record
 

@@ -126,7 +126,7 @@ def fresh_python_rows(settings: common.Settings, preload: tuple[str, ...], label
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_scrubbed_env())
         try:
-            proc.stdout.readline()
+            proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE
             ready = time.perf_counter() - start
             rows.append({"item": "per-run interpreter", "runner": label, "ready_s": round(ready, 2),
                          "cpu_s": _cpu_s(proc.pid),

@@ -100,7 +100,7 @@ class Tally:
             self.bad[path.name] += not good
 
     def rows(self, scenario: Scenario, mode: str, clients: int) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, latencies in self.times.items():
             stats, (mine, server) = common.stats(latencies), self.cpu[name]
             through_server = name in (ServeGenai.name, ServeHttpx.name)

@@ -99,7 +99,7 @@ class RequestPath:
         self.local = threading.local()
         self.clients: list[Any] = []
         self.lock = threading.Lock()
-        self.env: Env | None = None
+        self.env: Env = None  # type: ignore[assignment]  # set by start(), before any request
 
     def start(self, env: Env) -> None:
         self.env = env
@@ -199,9 +199,9 @@ class EngineInProcess(RequestPath):
         from ..serve.gemini_api import response_json
         from ..serve.loop import Done, generate
         from ..serve.wire import parse_generate_request, part_json
-        parts = []
+        parts: list[dict[str, Any]] = []
         # Closed as the server closes it: the session's close is part of the request.
-        async with contextlib.aclosing(generate(parse_generate_request(gemini_body(scenario)), self.engine)) as events:
+        async with contextlib.aclosing(generate(parse_generate_request(gemini_body(scenario)), self.engine)) as events:  # type: ignore[type-var]  # an async generator: it has aclose()
             async for event in events:
                 if isinstance(event, Done):
                     return response_json(CLIENT_MODEL, parts, event)["candidates"][0]["content"]["parts"]
@@ -286,9 +286,9 @@ def spawn(args: list[str], what: str, log: Path) -> Process:
                                 stdin=subprocess.DEVNULL, env=env, text=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)  # type: ignore[type-var]  # stdout=PIPE
         if ready:
-            found = re.search(r"listening on (http://\S+)", proc.stdout.readline())
+            found = re.search(r"listening on (http://\S+)", proc.stdout.readline())  # type: ignore[union-attr]  # stdout=PIPE
             if found:
                 return Process(proc, found.group(1), log)
     Process(proc, "", log).stop()

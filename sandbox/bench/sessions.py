@@ -68,7 +68,7 @@ def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
     with sandbox.Sandbox(policy=policy, image="vertex") as box:
         box.session().close()  # warm-up
         opened: list[Any] = []
-        rows.append(_row(name, "open session", *_repeat(few, lambda: opened.append(box.session()) or True)))
+        rows.append(_row(name, "open session", *_repeat(few, lambda: opened.append(box.session()) or True)))  # type: ignore[func-returns-value]  # None: the lambda's value says done
         for s in opened:
             s.close()
         with box.session() as s:
@@ -76,11 +76,11 @@ def sandbox_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
             rows.append(_row(name, "run print(1)", *_repeat(n, lambda: s.run("print(1)").stdout == "1\n")))
             rows.append(_row(name, "run x += 1", *_repeat(n, lambda: s.run("x += 1").ok)))
             marks: list[Any] = []
-            rows.append(_row(name, "checkpoint", *_repeat(few, lambda: marks.append(s.checkpoint()) or True)))
+            rows.append(_row(name, "checkpoint", *_repeat(few, lambda: marks.append(s.checkpoint()) or True)))  # type: ignore[func-returns-value]  # None: the lambda's value says done
             for mark in marks[:-1]:
                 s.release(mark)
-            rows.append(_row(name, "restore", *_repeat(few, lambda: bool(marks) and s.restore(marks[-1]) is None)))
-            rows.append(_row(name, "fork", *_repeat(few, lambda: s.fork().close() is None)))
+            rows.append(_row(name, "restore", *_repeat(few, lambda: bool(marks) and s.restore(marks[-1]) is None)))  # type: ignore[func-returns-value]  # None: the lambda's value says done
+            rows.append(_row(name, "fork", *_repeat(few, lambda: s.fork().close() is None)))  # type: ignore[func-returns-value]  # None: the lambda's value says done
             rows.append(_row(name, "crash run (os._exit), rolled back",
                              *_repeat(few, lambda: s.run("import os\nos._exit(3)").rolled_back)))
             rows.append(_row(name, "crash run + next run sees old state",
@@ -118,7 +118,7 @@ def jupyter_rows(settings: common.Settings) -> list[dict[str, Any]]:
         n = settings.n(60, 3)
         rows = [_row(name, "run print(1)", *_repeat(n, lambda: kernel.run("print(1)").stdout == "1\n")),
                 _row(name, "run x += 1", *_repeat(n, lambda: kernel.run("x += 1").ok))]
-        rows.append(_row(name, "restart", *_repeat(settings.n(5, 1), lambda: kernel.restart_kernel() is None)))
+        rows.append(_row(name, "restart", *_repeat(settings.n(5, 1), lambda: kernel.restart_kernel() is None)))  # type: ignore[func-returns-value]  # None: the lambda's value says done
         rows.append(_row(name, f"restart + replay history ({len(HISTORY)} cells)",
                          *_repeat(settings.n(3, 1), lambda: _replay_jupyter(kernel))))
         late = []

@@ -159,10 +159,10 @@ def first_result_s(command: list[str], env: dict[str, str]) -> float | None:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/tmp",
                             stdin=subprocess.DEVNULL)
     try:
-        line = proc.stdout.readline()
+        line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE
         seconds = time.perf_counter() - start
     finally:
-        proc.stdout.close()
+        proc.stdout.close()  # type: ignore[union-attr]  # stdout=PIPE
         try:
             proc.wait(timeout=60)  # closing the host (its zygote) is not part of the first result
         except subprocess.TimeoutExpired:
@@ -250,7 +250,7 @@ def run(settings: common.Settings) -> common.Record:
     found["cold"] = cold_start(settings)  # nothing of ours is left running
     record.rows = table(found)
     record.extra.update({"details": found, "load_during": loads, "clients": CLIENTS, "pause_s": PAUSE_S,
-                         "errors": {r.name: r.errors[:20] for r in started if getattr(r, "errors", None)}})
+                         "errors": {r.name: r.errors[:20] for r in started if getattr(r, "errors", None)}})  # type: ignore[attr-defined]  # getattr checked it
     common.finish(record, COLUMNS, "Issue 13: ours vs the floor of our design vs sandlock (ratios: ours / theirs)")
     return record
 

@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
         results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
                             timeout=args.timeout, backend=args.backend, address=args.address,
                             images_dir=args.images_dir, max_output_chars=args.max_output_chars, stop=stop)
-        with closing(results):
+        with closing(results):  # type: ignore[type-var]  # a generator: it has close()
             for record in results:
                 _write(out, record, counts)
                 if record.outcome in (batch.INVALID, batch.SANDBOX_ERROR):
@@ -210,6 +210,7 @@ class _StopOnSignal:
     """First SIGINT/SIGTERM sets ``stop`` (finish writing, then exit); a second one aborts at once."""
 
     def __init__(self, stop: threading.Event, progress: _Progress) -> None:
+        self._saved: dict[int, Any]
         self._stop, self._progress, self._saved = stop, progress, {}
 
     def _handle(self, signum: int, _frame: Any) -> None:

@@ -343,7 +343,7 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
                 worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
                 if worker:
                     os.waitpid(worker, 0)
-                    facts = confine.memcg_lookup.read(  # as the host would
+                    facts: Any = confine.memcg_lookup.read(  # as the host would (Any: the name is reused below)
                         confine.memcg_lookup.locate(os.getpid(), worker))
                     print(json.dumps({"host": _memory_cgroup_facts(facts)}), flush=True)
                     confine.memcg.remove_zygote()

@@ -84,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         from ..preload_probe import preload_in_subprocess
 
         probe = preload_in_subprocess(image, python)
-        failures = dict(probe["failures"])  # type: ignore[arg-type]
+        failures = dict(probe["failures"])  # type: ignore[call-overload]
         if failures:
             print("preload failures:")
             for name, error in failures.items():

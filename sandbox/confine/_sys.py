@@ -145,6 +145,7 @@ def fork_like_clone(flags: int, name: str = "clone") -> int:
         raise SyscallError(name, _errno.EDEADLK, f"not attempted: this process runs {threads} threads "
                            f"({threading.active_count()} Python threads); a raw clone is safe only single-threaded")
     tid_field = own_tid_field()
+    args: list[ctypes.c_ulong | ctypes.c_void_p | None]
     args = [ctypes.c_ulong(flags | _SIGCHLD | (_CLONE_CHILD_SETTID if tid_field else 0)), None, None, None, None]
     args[tid_arg] = ctypes.c_void_p(tid_field or None)
     head, size = ctypes.c_void_p(), ctypes.c_size_t()

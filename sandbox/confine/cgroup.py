@@ -149,7 +149,7 @@ def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = Non
         _chosen[:] = [(zygote, parent)]
         return _describe(mine, max_pids)
     why = "; ".join(f"{exc.filename or ''}: {exc.strerror or exc}" for exc in errors) or "no pids hierarchy mounted"
-    raise _sys.SyscallError("join a pids cgroup", errors[-1].errno if errors else errno.ENOENT, why)
+    raise _sys.SyscallError("join a pids cgroup", errors[-1].errno if errors else errno.ENOENT, why)  # type: ignore[arg-type]  # has errno
 
 
 def _describe(mine: str, max_pids: int) -> str:

@@ -277,6 +277,7 @@ def _init_child(go_r: socket.socket, ack_w: int, parent: int, uid: int, gid: int
 
 #: The mounts every clone's child makes for itself (best effort), as ``_mount``'s arguments; inside/_forkloop.c
 #: makes the same (its ``init_child``).
+CHILD_MOUNTS: tuple[tuple[str, str, str, int, str] | tuple[str, str, str, int, str, str], ...]
 CHILD_MOUNTS = (("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "fresh /proc"),
                 ("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "private /dev/shm",
                  "size=64m,mode=1777"),
@@ -343,5 +344,5 @@ def _mount(src: str | None, target: str, fstype: str | None, flags: int, what: s
     return ""
 
 
-def _mount_failed(what: str, err: int) -> str:
+def _mount_failed(what: str, err: int | None) -> str:
     return f"{what}: mount failed with {_sys.errno_name(err)}"

@@ -139,8 +139,8 @@ def prepare(*, sessions: bool = False, forks: bool = False) -> "seccomp.Program"
         arch = s.system_arch()
         f = s.SyscallFilter(s.ALLOW)
         f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs
-        for name, (conditions, _target) in TARGETED.items():
-            _notify(f, arch, name, conditions)
+        for name, (targeted_when, _target) in TARGETED.items():
+            _notify(f, arch, name, targeted_when)
         if sessions:
             _notify(f, arch, SESSION_CALL, ())
         for name, conditions in FORK_CALLS.items() if forks else ():

@@ -41,7 +41,7 @@ from .worker import serve as serve_worker
 #: The ``serve()`` this module calls (_forkloop.c's ``INTERFACE``): a build left from another checkout is not used.
 _FORKLOOP_INTERFACE = 3
 try:
-    from . import _forkloop
+    from . import _forkloop  # type: ignore[attr-defined]  # a C extension (_forkloop.c), no stub
     _NOT_BUILT = "" if getattr(_forkloop, "INTERFACE", None) == _FORKLOOP_INTERFACE else (
         f"the build at {_forkloop.__file__} is stale (interface {getattr(_forkloop, 'INTERFACE', 1)}, this code "
         f"calls {_FORKLOOP_INTERFACE})")

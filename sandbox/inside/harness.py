@@ -53,7 +53,7 @@ def _compile_entry_point() -> Callable[[str, dict[str, Any]], BaseException | No
 
 _entry_point = _compile_entry_point()
 #: The same frame as this interpreter prints it (CPython 3.13+ marks the callee differently).
-_FRAME_HERE = "".join(traceback.format_tb(_entry_point("1/0", {}).__traceback__, limit=1))
+_FRAME_HERE = "".join(traceback.format_tb(_entry_point("1/0", {}).__traceback__, limit=1))  # type: ignore[union-attr]  # 1/0 raises
 
 
 #: The recursion limit of the zygote's interpreter: what the code after a snippet gets back.

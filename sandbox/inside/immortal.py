@@ -39,6 +39,7 @@ IMMORTAL_COUNT = 0xFFFFFFFF
 
 #: The interpreter's own types whose instances stay mortal: freeing them runs code (``finally`` blocks) or
 #: releases a buffer export (a memoryview's: its bytearray could not be resized while it lived).
+_BUILTINS_FREED_WITH_EFFECTS: frozenset[type]
 _BUILTINS_FREED_WITH_EFFECTS = frozenset({types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType,
                                           types.FrameType, memoryview})
 #: C types of the standard library (and Cython's functions) whose instances free only memory, by module and name:

@@ -34,7 +34,7 @@ def preload(image: Image) -> dict[str, str]:
     if any(_root(name) in ("matplotlib", "seaborn", "pylab") for name in image.preload):
         _attempt(failures, "matplotlib (Agg backend)", _force_agg)
     for name in image.preload:
-        _attempt(failures, name, lambda name=name: importlib.import_module(name))
+        _attempt(failures, name, lambda name=name: importlib.import_module(name))  # type: ignore[misc]  # name: str
     for module, step, warm in _WARMERS:
         if module in sys.modules:
             _attempt(failures, step, warm)

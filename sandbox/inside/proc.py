@@ -6,11 +6,18 @@ import ctypes
 import errno
 import os
 import signal
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 from ..confine import _sys
 
 _T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class ExitFacts(TypedDict):
+        signal: int | None
+        exitcode: int | None
 
 #: ``os._exit`` as this package found it at import, in the zygote. A snippet may delete or replace ``os._exit`` in its
 #: process (or break what a worker's epilogue calls), and the worker, runner or node must still end with it: never
@@ -29,7 +36,7 @@ class _PollFd(ctypes.Structure):
 def wait_keeping_gil(fds: tuple[int, ...]) -> list[int]:
     """Block until some of ``fds`` are readable or hung up (those are returned), or a signal arrives (none are),
     without releasing the GIL: no other Python thread of this process runs meanwhile."""
-    polled = (_PollFd * len(fds))(*((fd, _POLLIN, 0) for fd in fds))
+    polled = (_PollFd * len(fds))(*((fd, _POLLIN, 0) for fd in fds))  # type: ignore[misc]  # ctypes takes tuples
     if _libc_keeping_gil.poll(polled, len(fds), -1) < 0:
         err = ctypes.get_errno()
         if err != errno.EINTR:
@@ -166,7 +173,7 @@ def reaped() -> "Iterator[tuple[int, int]]":
         yield pid, status
 
 
-def exit_facts(status: int) -> dict[str, int | None]:
+def exit_facts(status: int) -> ExitFacts:
     """``{"signal": N or None, "exitcode": N or None}`` from a wait status."""
     return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}

@@ -121,7 +121,7 @@ class Reaping:
         worker = self.running.get(pid) or next((w for w in self.ready if w.pid == pid), None)
         if worker is None:
             return
-        proc.drain(worker.oom_fd)
+        proc.drain(worker.oom_fd)  # type: ignore[arg-type]  # set while its event is registered
         # The event comes as the OOM starts, before the kernel's kill is counted: let that kill happen (and be
         # counted) first. A few ms, only when a run ran out of memory.
         deadline = time.monotonic() + _OOM_KILL_WAIT_S

@@ -167,8 +167,8 @@ def attach(fds: list[int]) -> Channel:
     os.close(stdout_fd)
     os.close(stderr_fd)
     out, err, sys.stdin = _prepared or _std_streams(_tagged_fd)
-    sys.stdout = sys.__stdout__ = out
-    sys.stderr = sys.__stderr__ = err
+    sys.stdout = sys.__stdout__ = out  # type: ignore[misc]  # typeshed: Final; the snippet's streams, by design
+    sys.stderr = sys.__stderr__ = err  # type: ignore[misc]  # likewise
     _prepared = None
     _current = Channel(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, chan_fd), _tagged_fd)  # collect.py's
     return _current
@@ -241,7 +241,7 @@ def rehearse(confined: Confined) -> None:
     (header, blobs), = protocol.Decoder().feed(wire)
     request = frames.decode(commands.REQUEST, header, blobs)
     frames.encode(frames.Ready(layers=confined.layers))
-    harness.run_python(request.code.decode("utf-8"), new_scope())
+    harness.run_python(request.code.decode("utf-8"), new_scope())  # type: ignore[union-attr]  # the Run above
     _snapshot(confined.workdir)
     frames.encode(usage())
 
@@ -309,7 +309,7 @@ class _ShowOnImport:
             def exec_module(module: Any) -> None:
                 load(module)
                 _patch_show(module)
-            spec.loader.exec_module = exec_module  # this spec's own loader instance
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's own loader instance
         return spec
 
 

@@ -59,7 +59,7 @@ import selectors
 import signal
 import socket
 from dataclasses import field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from .. import commands, frames, protocol
 from ..confine import _sys, state_scope
@@ -138,12 +138,13 @@ class _Root:
                 if not self._host_message():
                     return
             elif key.data == "node":
-                self._node_message(key.fileobj)
+                self._node_message(key.fileobj)  # type: ignore[arg-type]  # registered as a socket
             elif key.data == "scope":
-                if self.supervisor.orphaned():  # the session's states are all gone: its runs answer "lost"
-                    self.selector.unregister(self.supervisor)
+                supervisor = cast(state_scope.Supervisor, self.supervisor)  # registered only when there is one
+                if supervisor.orphaned():  # the session's states are all gone: its runs answer "lost"
+                    self.selector.unregister(supervisor)
                 else:
-                    self.supervisor.answer()
+                    supervisor.answer()
             else:
                 self._runner_message()
             if self.run is None and self.held is None:  # not while the host weighs the session's memory
@@ -220,7 +221,8 @@ class _Root:
         if node is None or self.run is not None:
             for fd in fds:
                 os.close(fd)
-            why = "its state process is gone" if node is None else f"run {self.run.seq} is still in progress"
+            why = ("its state process is gone" if node is None
+                   else f"run {cast(_Run, self.run).seq} is still in progress")
             frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
@@ -343,7 +345,8 @@ class _Root:
     def _await(self, sock: socket.socket) -> None:
         """Block until ``sock`` is readable, answering the states' notifications meanwhile: the
         node we wait for may itself be waiting on one (killing its standby, its runner's leftovers)."""
-        while self.supervisor is not None and sock not in select.select([sock, self.supervisor], [], [])[0]:
+        watched: list[Any] = [sock, self.supervisor]
+        while self.supervisor is not None and sock not in select.select(watched, [], [])[0]:
             self.supervisor.answer()
 
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
@@ -354,7 +357,7 @@ class _Root:
         return node
 
     def _runner_message(self) -> None:
-        run = self.run
+        run = cast(_Run, self.run)  # its runner's socket is registered only while it runs
         try:
             header, _ = protocol.recv_packet(run.runner_sock)
             committed = frames.decode(commands.FROM_RUNNER, header)

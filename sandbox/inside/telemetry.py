@@ -20,10 +20,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..confine import ConfineContext, landlock
 from ..policy import Policy
+
+if TYPE_CHECKING:
+    import types
 
 #: Events recorded per worker process at most (a loop of failing opens stays cheap).
 MAX_EVENTS = 100
@@ -177,7 +180,7 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 
 def _called_from_sandbox() -> bool:
     """True when our own worker code (a session forking its runner) raised the event."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back  # skip the hook's own frames
     return frame is not None and frame.f_code.co_filename.startswith(_SANDBOX_DIR)

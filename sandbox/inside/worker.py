@@ -34,12 +34,16 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, disk
 from ..errors import ProtocolError, SandboxUnavailable
 from . import allowlist, at_fork, proc, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _PR_SET_PDEATHSIG = 1
 #: How long a worker spends emptying its run dir after its run, at most, and how deep it
@@ -50,7 +54,7 @@ _EMPTY_MAX_DEPTH = 32
 
 
 def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
-          ns_status: confine.LayerStatus | None) -> None:
+          ns_status: confine.LayerStatus | None) -> NoReturn:
     """Entry of a forked worker; never returns. ``run_dir`` None: a session root.
     ``ns_status``: the namespaces layer as ``confine.fork_worker`` entered it (None: not in the policy)."""
     status = 0

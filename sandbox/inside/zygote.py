@@ -166,20 +166,20 @@ class Zygote(Reaping):
                     break
                 self._discard(worker)  # died while waiting; take the next one
         except OSError as exc:
-            frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))
+            frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))  # type: ignore[arg-type]  # _control passes only a Spawn with an id
             protocol.close_fds(fds)
             return
         worker.run_id = request.id
         self.running[worker.pid] = worker
         # The host hears first: the hand-over wakes the worker, which often runs the whole snippet on this CPU
         # before the zygote runs again (~1 ms the host would otherwise wait for this reply).
-        frames.send(self.sock, frames.Spawned(id=request.id, pid=worker.pid), fds=[worker.pidfd])
+        frames.send(self.sock, frames.Spawned(id=request.id, pid=worker.pid), fds=[worker.pidfd])  # type: ignore[arg-type]  # likewise
         try:
-            frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)
+            frames.send(worker.priv, commands.Spawn(workdir=request.workdir, tmpdir=request.tmpdir), fds=fds)  # type: ignore[arg-type]  # a worker just adopted has its priv
         except OSError:  # it died in the instant since: the host sees it exit without a frame, a failed run
             proc.kill_pidfd(worker.pidfd)
         finally:
-            worker.priv.close()
+            worker.priv.close()  # type: ignore[union-attr]  # likewise
             protocol.close_fds(fds)
 
     def _claimed(self, command: commands.Claimed) -> None:
@@ -204,8 +204,8 @@ class Zygote(Reaping):
         self.cgroups.reaped(command.id, worker.pid)
 
     def _offer(self, worker: Worker) -> None:
-        frames.send(self.sock, frames.Standby(pid=worker.pid), fds=[worker.pidfd, worker.priv.fileno()])
-        worker.priv.close()
+        frames.send(self.sock, frames.Standby(pid=worker.pid), fds=[worker.pidfd, worker.priv.fileno()])  # type: ignore[union-attr]  # a worker offered is one just adopted
+        worker.priv.close()  # type: ignore[union-attr]  # likewise
         worker.priv = None
         self.ready.append(worker)
 
@@ -242,7 +242,7 @@ class Zygote(Reaping):
         try:
             return self.run_dirs.take()
         except OSError as exc:
-            exc.layer = "workdir"  # the host reports it as SandboxUnavailable("workdir"), not a crash
+            exc.layer = "workdir"  # type: ignore[attr-defined]  # the host reports it as SandboxUnavailable("workdir"), not a crash
             raise
 
     def _adopt(self, clone: Clone) -> Worker:

@@ -121,6 +121,7 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        extra: dict[str, Any]
         scope["log"] = extra = {}
         status: list[int] = []
         started = time.monotonic()

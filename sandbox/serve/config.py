@@ -199,7 +199,7 @@ def _boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-_PARSERS = {int: int, float: float, bool: _boolean, str: str}
+_PARSERS: dict[type, typing.Callable[[str], Any]] = {int: int, float: float, bool: _boolean, str: str}
 _WORDS = {int: "an int", float: "a number", bool: "true or false", str: "text"}
 
 

@@ -74,7 +74,7 @@ async def model_action(request: Request) -> Response:
             first = await first_event(events)  # errors before the first part are HTTP errors
             sse = request.query_params.get("alt") == "sse"
             stream = _stream(first, events, model, sse, request.scope["log"])
-            held, slot = slot, None  # the response releases it, however the stream ends
+            held, slot = slot, None  # type: ignore[assignment]  # the response releases it, however the stream ends
             cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
             media_type = "text/event-stream" if sse else "application/json"
             return CleanStreamingResponse(stream, cleanup, media_type=media_type)

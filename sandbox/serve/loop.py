@@ -138,6 +138,7 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
                 require_call=request.function_mode == "ANY" and bool(functions)))
             tokens.add(reply)
             calls = [part for part in reply.parts if isinstance(part, FunctionCall)]
+            part: Part
             for part in reply.parts:
                 if isinstance(part, Text):
                     turn.append(part)
@@ -203,7 +204,7 @@ class _Runner:
             try:
                 self.session = await asyncio.shield(opening)
             except asyncio.CancelledError:  # the session still opens in its thread: close it when it has
-                opening.add_done_callback(lambda task: task.cancelled() or task.exception() or task.result().close())
+                opening.add_done_callback(lambda task: task.cancelled() or task.exception() or task.result().close())  # type: ignore[func-returns-value]  # a callback: its value is unused
                 raise
         return self.session
 

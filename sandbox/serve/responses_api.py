@@ -55,7 +55,7 @@ async def create_response(request: Request) -> Response:
         events = watched(request, generate(parsed, state.engine), state.config.request_timeout_seconds)
         if body.get("stream"):
             stream = _stream(builder, await first_event(events), events, log)
-            held, slot = slot, None  # the response releases it, however the stream ends
+            held, slot = slot, None  # type: ignore[assignment]  # the response releases it, however the stream ends
             cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
             return CleanStreamingResponse(stream, cleanup, media_type="text/event-stream")
         async with contextlib.aclosing(events):  # type: ignore[type-var]

@@ -131,7 +131,7 @@ class ScriptedModel:
         self._remember(body, request.headers.get("authorization"))
         messages = body["messages"]
         start = max(i for i, m in enumerate(messages) if m["role"] == "user" and "SCRIPT:" in _text(m))
-        script = re.search(r"SCRIPT:(\w+)", _text(messages[start])).group(1)
+        script = re.search(r"SCRIPT:(\w+)", _text(messages[start])).group(1)  # type: ignore[union-attr]  # the test's prompt has one
         step = sum(1 for m in messages[start:] if m["role"] == "assistant")
         tools = [m["content"] for m in messages[start:] if m["role"] == "tool"]
         has_code = any(t["function"]["name"] == CODE_TOOL for t in body.get("tools", []))
@@ -157,7 +157,7 @@ class ScriptedModel:
         contents = body["contents"]
         start = max(i for i, c in enumerate(contents)
                     if c["role"] == "user" and any("SCRIPT:" in p.get("text", "") for p in c["parts"]))
-        script = re.search(r"SCRIPT:(\w+)", " ".join(p.get("text", "") for p in contents[start]["parts"])).group(1)
+        script = re.search(r"SCRIPT:(\w+)", " ".join(p.get("text", "") for p in contents[start]["parts"])).group(1)  # type: ignore[union-attr]  # the test's prompt has one
         step = sum(1 for c in contents[start:] if c["role"] == "model")
         tools = [str(p["functionResponse"]["response"].get("output")) for c in contents[start:]
                  for p in c["parts"] if "functionResponse" in p]
@@ -204,7 +204,7 @@ class ScriptedModel:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=10)  # type: ignore[union-attr]  # set with _server
 
 
 def _text(message: dict[str, Any]) -> str:

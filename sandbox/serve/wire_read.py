@@ -212,6 +212,7 @@ def _plain_text(content: Content) -> str:
 
 
 def _tools(tools: list[_Obj]) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
+    functions: list[FunctionDeclaration]
     code_execution, functions = False, []
     for tool in tools:
         for key in tool.data:

@@ -143,6 +143,7 @@ def _arguments(raw: Any) -> dict[str, Any]:
 
 
 def _sampling(generation: GenerationConfig) -> dict[str, Any]:
+    options: dict[str, Any]
     options = {"temperature": generation.temperature, "top_p": generation.top_p,
                "max_tokens": generation.max_output_tokens, "seed": generation.seed,
                "presence_penalty": generation.presence_penalty, "frequency_penalty": generation.frequency_penalty,
