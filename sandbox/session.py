@@ -88,6 +88,8 @@ class _Container:
         self.users = 0
         self.closed = False
         self.memory = MemoryBudget(self)
+        self.checkpoints: set[Checkpoint] = set()
+        """Every checkpoint made by the session or its branches: the only ones restore and release accept."""
         self.run_dir = pool.make_run_dir()
         self.ctl, ctl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         io = RunIO()
@@ -272,20 +274,31 @@ class Session:
             reply = self._container.request(commands.Checkpoint(line=self._line))
             mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
+            self._container.checkpoints.add(mark)
             return mark
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Go back to a state saved by ``checkpoint()`` (of this session or one of its branches)."""
-        if not isinstance(checkpoint, Checkpoint):
-            raise InputError(f"restore() takes a Checkpoint (got {type(checkpoint).__name__})")
+        self._check_own(checkpoint, "restore")
         with self._in_use():
             self._container.request(commands.Restore(line=self._line, node=checkpoint.node))
 
     def release(self, checkpoint: Checkpoint) -> None:
         """Free a checkpoint's process (its memory) when no line uses it."""
+        self._check_own(checkpoint, "release")
         with self._in_use():
             self._container.memory.unpin(checkpoint)
             self._container.request(commands.Release(node=checkpoint.node))
+
+    def _check_own(self, checkpoint: object, method: str) -> None:
+        """InputError unless ``checkpoint`` was made by this session or a branch of it: node numbers are pids in
+        each session's own pid namespace, so another session's checkpoint names some state of this one."""
+        if not isinstance(checkpoint, Checkpoint):
+            raise InputError(f"{method}() takes a Checkpoint (got {type(checkpoint).__name__})")
+        known = isinstance(checkpoint.session_id, str) and type(checkpoint.node) is int
+        if not (known and checkpoint in self._container.checkpoints):
+            raise InputError(f"{method}() takes a checkpoint made by this session or a branch of it; this one "
+                             f"(session {checkpoint.session_id!r:.40}, state {checkpoint.node!r:.40}) was not")
 
     def fork(self) -> "Session":
         """A new, independent session starting from a copy of this one's current state.

@@ -83,6 +83,36 @@ def test_checkpoints_are_bounded(box):
             s.restore(marks[1])
 
 
+def test_restore_and_release_take_only_this_sessions_checkpoints(box):
+    """Node numbers are pids in each session's own pid namespace: another session's first checkpoint names this one's
+    first state. A checkpoint from elsewhere, or forged, is an InputError at once, and nothing changes; a branch's
+    checkpoint is this session's to restore."""
+    with box.session() as s1, box.session() as s2:
+        s1.run("x = 's1'")
+        theirs = s1.checkpoint()
+        s2.run("x = 's2-a'")
+        ours = s2.checkpoint()
+        s2.run("x = 's2-b'")
+        forged = [sandbox.Checkpoint("zz", ours.node), sandbox.Checkpoint(ours.session_id, -1),
+                  sandbox.Checkpoint(ours.session_id, 2**70), sandbox.Checkpoint(ours.session_id, [ours.node])]
+        for method in (s2.restore, s2.release):
+            for wrong in (theirs, *forged):
+                with pytest.raises(sandbox.InputError, match=f"{method.__name__}\\(\\) takes a checkpoint made by"):
+                    method(wrong)
+            with pytest.raises(sandbox.InputError, match="takes a Checkpoint \\(got NoneType\\)"):
+                method(None)
+        assert s2.run("print(x)").stdout == "s2-b\n"
+        with s2.fork() as branch:
+            branch.run("x = 'branch'")
+            branched = branch.checkpoint()
+        s2.restore(branched)
+        assert s2.run("print(x)").stdout == "branch\n"
+        s2.restore(ours)
+        assert s2.run("print(x)").stdout == "s2-a\n"
+        s1.restore(theirs)
+        assert s1.run("print(x)").stdout == "s1\n"
+
+
 def test_fork_gives_independent_branches(session):
     session.run("x = ['root']")
     branch = session.fork()
