@@ -48,6 +48,8 @@ class RunExit:
     usage: frames.Usage = frames.Usage()
     lost: str | None = None
     """Why the run's end could not be learned (the zygote or session root is gone)."""
+    refused: str | None = None
+    """Sessions: why the run never started (its state could not fork it); the session is as it was."""
     rolled_back: bool = False
     """Sessions: the run's state was discarded; the session is at its state before it."""
     held: frames.Held | None = None

@@ -307,12 +307,14 @@ class Reply(Frame, ReportsHeld):
 
 @frame_type
 class RunEnd(Frame, ReportsHeld):
-    """A session run is over: committed (with the held state), rolled back, or lost."""
+    """A session run is over: committed (with the held state), rolled back, refused, or lost."""
 
     KIND: ClassVar[str] = "run_end"
     seq: int
     rolled_back: bool = False
     lost: str | None = field(default=None, metadata=_bounded(4096))
+    refused: str | None = field(default=None, metadata=_bounded(4096))
+    """The run never started (its state could not fork it): why. The session is as it was."""
     signal: int | None = None
     exitcode: int | None = None
     previous: int | None = None

@@ -88,8 +88,9 @@ class _Container:
         self.users = 0
         self.closed = False
         self.memory = MemoryBudget(self)
-        self.checkpoints: set[Checkpoint] = set()
-        """Every checkpoint made by the session or its branches: the only ones restore and release accept."""
+        self.checkpoints: set[tuple[str, int]] = set()
+        """(session id, node) of every checkpoint made by the session or its branches: the only ones restore and
+        release accept (not the handles: a dropped handle lets memory pressure free its state, session_memory.py)."""
         self.run_dir = pool.make_run_dir()
         self.ctl, ctl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         io = RunIO()
@@ -274,7 +275,7 @@ class Session:
             reply = self._container.request(commands.Checkpoint(line=self._line))
             mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
-            self._container.checkpoints.add(mark)
+            self._container.checkpoints.add((mark.session_id, mark.node))
             return mark
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -296,7 +297,7 @@ class Session:
         if not isinstance(checkpoint, Checkpoint):
             raise InputError(f"{method}() takes a Checkpoint (got {type(checkpoint).__name__})")
         known = isinstance(checkpoint.session_id, str) and type(checkpoint.node) is int
-        if not (known and checkpoint in self._container.checkpoints):
+        if not (known and (checkpoint.session_id, checkpoint.node) in self._container.checkpoints):
             raise InputError(f"{method}() takes a checkpoint made by this session or a branch of it; this one "
                              f"(session {checkpoint.session_id!r:.40}, state {checkpoint.node!r:.40}) was not")
 

@@ -59,6 +59,8 @@ class RunEnding(Ending):
         if not isinstance(end, frames.RunEnd):
             return RunExit(lost=f"the session worker did not report the run's end ({end or 'no answer'}); "
                                 "the session is closed")
+        if end.refused is not None and end.seq == self.seq:
+            return RunExit(refused=end.refused, rolled_back=True)
         if end.lost is not None or end.seq != self.seq:
             why = end.lost or f"it answered run {end.seq} instead of run {self.seq}"
             return RunExit(lost=f"the session cannot run: {why}; the session is closed")

@@ -37,6 +37,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
         return Outcome.FAILED, "cancelled", "the run was cancelled by the caller"
     if got.killed == "protocol":
         return Outcome.FAILED, "protocol", got.protocol_error
+    if got.exit.refused is not None:
+        return Outcome.FAILED, "process_limit", got.exit.refused
     if got.memory is not None and got.memory.oom_kills:  # the host read it from the cgroup: no frame says it
         return Outcome.FAILED, "memory_limit", _memory_cgroup_error(got, policy)
     if reported.error is not None:

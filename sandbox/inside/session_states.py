@@ -158,7 +158,7 @@ class _NodeLoop:
         if self.standby is not None:
             theirs.close()
             raise ProtocolError("'warm' came to a node that keeps a standby already")
-        self.standby = self._forked(theirs, lambda: _standby_main(theirs, self.scope, self.confined))
+        self.standby = self._forked(theirs, lambda: _standby_main(theirs, self.scope, self.confined)) or None
 
     def _cool(self, fds: list[int]) -> None:
         protocol.close_fds(fds)
@@ -168,8 +168,13 @@ class _NodeLoop:
 
     def _forked(self, theirs: socket.socket, child_main: Step) -> int:
         """Fork a child that holds ``theirs`` (its socket to the root) and none of this node's resources, and goes
-        on with ``child_main`` from the bottom of its stack (see _Continue); the parent closes ``theirs``."""
-        pid = proc.uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runners
+        on with ``child_main`` from the bottom of its stack (see _Continue); the parent closes ``theirs``. 0: the
+        fork failed (the session's processes at their limit, or no memory), and this state goes on."""
+        try:
+            pid = proc.uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runs
+        except OSError:
+            theirs.close()
+            return 0
         if pid == 0:
             # This node's socket, and any copy of it a snippet dup'ed into the state: else
             # a run could speak for this node to the root.
@@ -202,7 +207,8 @@ class _NodeLoop:
             run_fds, theirs = fds[:4], socket.socket(fileno=fds[4])
             pid = self._forked(theirs, lambda: _runner_main(theirs, run_fds, self.scope, self.confined))
             protocol.close_fds(run_fds)
-        self.runners.add(pid)
+        if pid:
+            self.runners.add(pid)
         frames.send(self.sock, commands.Forked(pid=pid))
 
     def _reap(self) -> None:

@@ -239,7 +239,10 @@ class _Root:
                 runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
                 forked = self._ask(node)
                 if not forked.pid:
-                    raise ProtocolError("a node forked no runner")
+                    _close(runner_sock)
+                    frames.send(self.ctl, frames.RunEnd(seq=command.seq, rolled_back=True,
+                                                        refused=self._not_forked("a runner")))
+                    return
         except (OSError, ProtocolError):  # the state was killed (by its pid) or answered nonsense
             _close(runner_sock)
             self._lose(node)
@@ -314,15 +317,26 @@ class _Root:
         child_sock = None
         try:
             child_sock = self._send_with_socket(node, commands.NodeBranch())
-            child = self._add_node(self._ask(node).pid, child_sock)
+            forked = self._ask(node)
         except (OSError, ProtocolError):
             _close(child_sock)
             self._lose(node)
             self._reply(error="the session's current state process is gone; it cannot be forked")
             return
+        if not forked.pid:
+            _close(child_sock)
+            self._reply(error=self._not_forked("a branch"))
+            return
+        child = self._add_node(forked.pid, child_sock)
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
+
+    def _not_forked(self, what: str) -> str:
+        policy = self.confined.spec.policy
+        return (f"the session's state could not fork {what}: the session's processes are at limits.max_processes "
+                f"({policy.limits.max_processes}, policy {policy.name!r}: each state kept, a branch's or a checkpoint's, "
+                "is one, and so is its standby runner), or memory ran out; close branches or release checkpoints")
 
     def _drop(self, command: commands.Drop, fds: list[int]) -> None:
         old = self.lines.pop(command.line, None)

@@ -142,3 +142,53 @@ def test_reaper_thread_ends_with_the_last_session():
     assert len(reapers()) == 1
     sb.close()  # closes the other session: the thread ends with it (if it was the last one open)
     assert reapers() == before
+
+
+def test_branching_past_the_process_limit_is_an_error_and_the_session_goes_on():
+    """Each state kept (a branch's, a checkpoint's) is a process, and so is its standby runner: past
+    limits.max_processes a fork() fails with SessionError naming the key, and a run that needs a new process is
+    refused (reason "process_limit", rolled back) instead of taking the session down (the state asked to fork used
+    to die of it, and the session and its branches with it). Once branches close, all of them go on."""
+    policy = sandbox.Policy.load("default").with_limits(max_processes=12)
+    with sandbox.Sandbox(policy=policy) as sb, sb.session() as s:
+        s.run("x = 'root'")
+        branches = []
+        with pytest.raises(sandbox.SessionError, match=r"could not fork a branch: .*limits.max_processes \(12"):
+            for _ in range(12):
+                branches.append(s.fork())
+        assert len(branches) >= 3
+        refused = []
+        for n, branch in enumerate(branches):
+            r = branch.run(f"x += ' {n}'; print(x)")
+            if r.reason == "process_limit":
+                assert r.rolled_back and "limits.max_processes (12" in r.error, r
+                refused.append(n)
+            else:
+                assert r.stdout == f"root {n}\n", r
+        closed = ([n for n in range(len(branches)) if n not in refused] + refused)[:3]
+        for n in closed:  # their states and standbys go (the root kills them: not at once)
+            branches[n].close()
+        for n in set(refused) - set(closed):
+            r = _once_processes_free(lambda: branches[n].run(f"x += ' {n}'; print(x)"))
+            assert r.stdout == f"root {n}\n", r
+        assert _once_processes_free(lambda: s.run("print(x)")).stdout == "root\n"
+        again = _once_processes_free(s.fork)
+        assert _once_processes_free(lambda: again.run("print(x)")).stdout == "root\n"
+        for n, branch in enumerate([*branches, again]):
+            if n not in closed:
+                branch.close()
+
+
+def _once_processes_free(call):
+    """``call()``'s first answer that is not the process limit's, within 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answer = call()
+        except sandbox.SessionError as exc:
+            if "limits.max_processes" not in str(exc) or time.monotonic() > deadline:
+                raise
+        else:
+            if getattr(answer, "reason", None) != "process_limit" or time.monotonic() > deadline:
+                return answer
+        time.sleep(0.05)
