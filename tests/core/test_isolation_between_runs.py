@@ -167,7 +167,9 @@ def test_closed_sandbox_refuses_and_leaves_nothing():
 
 
 def test_runs_with_an_empty_prefork_pool_do_not_hang():
-    """A worker forked while a request's fds are in flight must not inherit them (no EOF otherwise)."""
+    """A worker forked while a request's fds are in flight must not inherit them (no EOF otherwise): such a run
+    would wait for its deadline and come back without its output. The time bound only backs that up: each round
+    forks its workers cold (no pool), which took 10.9 s once on a loaded 2-core machine (the bound was 10 s)."""
     policy = sandbox.Policy.load("default")
     policy = policy.replace(runtime=type(policy.runtime)(prefork=0))
     with sandbox.Sandbox(policy=policy) as sb:
@@ -176,7 +178,7 @@ def test_runs_with_an_empty_prefork_pool_do_not_hang():
             assert sb.run("print('x')", timeout=20).stdout == "x\n"
             with sb.session() as s:  # a session worker lives on: inherited fds would block forever
                 assert s.run("print('y')").stdout == "y\n"
-            assert time.monotonic() - started < 10
+            assert time.monotonic() - started < 60
 
 
 #: A run's first look at the global Mersenne Twisters: a freshly seeded state (pos 624)
