@@ -53,6 +53,10 @@ from ._common import TOOL_NAME, SessionPool, decode_files, describe_environment,
 __all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
 
 _MAX_SESSION_ID = 128
+#: Bytes of images and files one tool result embeds at most (base64 makes them a third more): a run may leave
+#: limits.max_output_files files of limits.max_file_size_mb each, and the result is one JSON line that the server
+#: builds in memory and the client reads whole (the SDK's client slows down with the line's length).
+MAX_EMBEDDED_BYTES = 16 * 1024 * 1024
 #: MIME types whose files travel as text resources (if they are valid UTF-8); the rest as base64 blobs.
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/x-python")
 
@@ -184,18 +188,32 @@ async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[d
         return f"InputError: {exc}"
 
 
-def to_call_tool_result(result: Result | str, *, run: int | str = 0) -> CallToolResult:
+def to_call_tool_result(result: Result | str, *, run: int | str = 0,
+                        max_embedded_bytes: int = MAX_EMBEDDED_BYTES) -> CallToolResult:
     """The MCP result of one run (or of refused input, given as its error text).
 
-    ``run`` scopes the resource URIs (``sandbox://runs/<run>/<name>``) so two runs' files never share one.
+    ``run`` scopes the resource URIs (``sandbox://runs/<run>/<name>``) so two runs' files never share one. Images,
+    then files, are embedded in order while their bytes fit in ``max_embedded_bytes``; the text names the rest.
     """
-    content: list[Any] = [TextContent(type="text", text=result_text(result))]
+    text = result_text(result)
     if isinstance(result, str):
-        return CallToolResult(content=content, is_error=True)
-    content.extend(ImageContent(type="image", data=base64.b64encode(image.data).decode("ascii"),
-                                mime_type=image.mime_type) for image in result.images)
-    content.extend(_resource(f"sandbox://runs/{run}/{quote(f.name)}", f) for f in result.files)
-    return CallToolResult(content=content, is_error=result.outcome != Outcome.OK)
+        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+    embedded: list[Any] = []
+    left_out: list[File] = []
+    room = max_embedded_bytes
+    for is_image, item in [*((True, image) for image in result.images), *((False, f) for f in result.files)]:
+        if len(item.data) > room:
+            left_out.append(item)
+            continue
+        room -= len(item.data)
+        embedded.append(ImageContent(type="image", data=base64.b64encode(item.data).decode("ascii"),
+                                     mime_type=item.mime_type) if is_image
+                        else _resource(f"sandbox://runs/{run}/{quote(item.name)}", item))
+    if left_out:
+        text += (f"\n[not returned, over the {max_embedded_bytes / 2**20:g} MiB of files one result carries: "
+                 + ", ".join(f"{f.name} ({len(f.data) / 2**20:.1f} MiB)" for f in left_out) + "]")
+    return CallToolResult(content=[TextContent(type="text", text=text), *embedded],
+                          is_error=result.outcome != Outcome.OK)
 
 
 def _resource(uri: str, file: File) -> EmbeddedResource:

@@ -189,3 +189,21 @@ def test_a_failed_start_is_a_tool_error_and_is_retried(monkeypatch):
         server.backend.close()
     assert failed.is_error and "the sandbox could not start: confinement layer 'landlock'" in failed.content[0].text
     assert not ok.is_error and ok.content[0].text == "OUTCOME_OK\n2" and len(attempts) == 3
+
+
+def test_a_result_embeds_files_up_to_its_byte_budget_and_names_the_rest(box):
+    """A run may leave limits.max_output_files files of limits.max_file_size_mb each: 40 files of 16 MB made a
+    683 MB result line that the server built in ~2.9 GB and the SDK's client did not finish reading in 10 min.
+    What fits in the budget is embedded, images first; the text names what is left out, with its size."""
+    from sandbox.adapters.mcp import MAX_EMBEDDED_BYTES, to_call_tool_result
+    result = box.run(PLOT + "\nfor name in ('a.bin', 'b.bin', 'c.bin'):\n"
+                     "    open(name, 'wb').write(bytes(300_000))\nprint('saved')")
+    assert result.ok and len(result.images) == 1 and len(result.files) == 3
+    budget = len(result.images[0].data) + 2 * 300_000
+    call = to_call_tool_result(result, run=1, max_embedded_bytes=budget)
+    text, image, *resources = call.content
+    assert isinstance(image, ImageContent) and [str(r.resource.uri) for r in resources] == [
+        "sandbox://runs/1/a.bin", "sandbox://runs/1/b.bin"]
+    assert text.text.endswith(f"\n[not returned, over the {budget / 2**20:g} MiB of files one result carries: "
+                              "c.bin (0.3 MiB)]")
+    assert len(to_call_tool_result(result).content) == 5 and MAX_EMBEDDED_BYTES >= 16 << 20
