@@ -204,6 +204,9 @@ def _to_sandbox_file(file: AdkFile) -> File:
             content = base64.b64decode(content, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InputError(f"input file {file.name!r}: content is not valid base64 ({exc})") from None
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise InputError(f"input file {file.name!r}: content must be base64 text or bytes "
+                         f"(got {type(content).__name__})")
     return File(name=file.name, data=bytes(content), mime_type=file.mime_type)
 
 

@@ -172,6 +172,8 @@ def test_refused_input_is_an_error_not_a_crash(executor, ctx):
     assert run(executor, ctx, "print(1)", input_files=bad).stderr.startswith("InputError:")
     assert run(executor, ctx, "print(1)", input_files=[File(name="a.txt", content="%%%")]).stderr.startswith(
         "InputError: input file 'a.txt': content is not valid base64")
+    assert run(executor, ctx, "print(1)", input_files=[File(name="a.txt", content=None)]).stderr == (
+        "InputError: input file 'a.txt': content must be base64 text or bytes (got NoneType)")
 
 
 def test_policy_and_image_select_the_shared_sandbox(ctx):
