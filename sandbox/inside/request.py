@@ -416,9 +416,17 @@ def _read_capped(path: str, cap: int) -> tuple[bytes, bool]:
     return data[:cap], len(data) > cap
 
 
+#: ``mimetypes`` once imported (by a warm zygote, for all its workers): imported again in a session whose run
+#: emptied ``sys.modules``, it failed (on a fresh ``sys`` module), and the run with it.
+_mimetypes: Any = None
+
+
 def _guess_mime(name: str) -> str:
-    import mimetypes
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+    global _mimetypes
+    if _mimetypes is None:
+        import mimetypes
+        _mimetypes = mimetypes
+    return _mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def prepare_mime_types() -> None:
@@ -426,5 +434,7 @@ def prepare_mime_types() -> None:
     returns its first file of a kind not in :data:`IMAGE_EXTENSIONS` parses them on the run's clock, and opens them
     with ``builtins.open``, which the snippet may have replaced. (A cold zygote leaves them to its workers: they
     would add to every cold start.)"""
+    global _mimetypes
     import mimetypes
     mimetypes.init()
+    _mimetypes = mimetypes

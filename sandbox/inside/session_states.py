@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import socket
 import traceback
@@ -88,6 +89,9 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool, grants: s
     ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py). ``sessions``,
     ``forks``: the filter also supervises the calls that make a kernel session or a process, which only a state
     may make (``grants``: the forks the root asked its nodes for; ``was_node``: every node it had)."""
+    # The checks of the frames a state reads, built once here for every state: built at their first use, in a
+    # state whose run emptied `sys.modules`, typing.get_type_hints found no module to read their fields' types in.
+    frames.prepare(commands.NODE_IN, commands.STANDBY_IN)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
@@ -252,6 +256,33 @@ def _standby_main(sock: socket.socket, scope: dict[str, Any], confined: Confined
     return _runner_main(sock, fds, scope, confined)
 
 
+#: The fds a state must be able to take below its RLIMIT_NOFILE: its wake pipe, and a run's 4 fds with its runner's
+#: socket, which it receives from the root. The kernel drops, unsaid, the fds of an SCM_RIGHTS message its receiver
+#: cannot take: a state short of them died on its next command (the session closed), or its runs lost their streams
+#: (every later run said OK, and printed nothing).
+_STATE_FDS = 2 + 5
+
+
+def _fds_short(chan: request.Channel) -> str | None:
+    """Why this runner, once its run ended, could not serve as a state (None: it can): the run lowered its
+    RLIMIT_NOFILE, or kept its fds open, so far that a state could not take what it is sent."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    need = _STATE_FDS - (chan.sock.fileno() < soft)  # the run's channel is closed before the state opens any
+    taken: list[int] = []
+    try:
+        while len(taken) < need:
+            taken.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        pass
+    finally:
+        for fd in taken:
+            os.close(fd)
+    if len(taken) == need and max(request.reserved_fds()) < soft:  # the run's streams go back on their fds
+        return None
+    return (f"\n[the run is rolled back: it left RLIMIT_NOFILE at {soft} with fewer than {_STATE_FDS} file "
+            "descriptors free below it, and a session's state needs them to receive its next runs]\n")
+
+
 def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], confined: Confined) -> Step:
     """Run one snippet in this copy of the state; on a normal end, become the line's node."""
     me = os.getpid()
@@ -260,12 +291,18 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
         _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")  # what the snippet forks
         chan = request.attach(fds)
         request.perform(chan, confined, scope)
+        short = _fds_short(chan)
+        if short is not None:  # on the run's stderr, not as our traceback: ending now rolls the line back
+            try:
+                os.write(2, short.encode())
+            finally:
+                proc.exit_now(70)
         chan.close()
         proc.kill_descendants()  # nothing the snippet started outlives its run, nor sees the node's socket
         _sys.prctl(_PR_SET_CHILD_SUBREAPER, 0, name="prctl(PR_SET_CHILD_SUBREAPER)")
         set_dumpable(False)  # a state again: no later run may read it
-        node = _NodeLoop(sock, scope, confined)  # before committing: a state that cannot serve (the run lowered
-        frames.send(sock, commands.Committed(pid=me))  # RLIMIT_NOFILE below its pipe) is rolled back, not lost
+        node = _NodeLoop(sock, scope, confined)  # before committing: a state that cannot serve is rolled back
+        frames.send(sock, commands.Committed(pid=me))
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         try:
             if os.getpid() == me:

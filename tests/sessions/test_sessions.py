@@ -194,15 +194,51 @@ def test_signals_a_run_blocked_stay_blocked_for_runs_not_for_the_state(box):
         assert r.stdout == "1 True\n", r
 
 
-def test_a_run_whose_state_cannot_serve_is_rolled_back_and_says_so(box):
-    """A run that lowered RLIMIT_NOFILE below what a state needs (its wake pipe): it reported OK, and its state,
-    unable to serve, was gone: the next run found none of its variables. It is rolled back now, and fails."""
+FD_SHORTAGES = [pytest.param(f"import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, ({n}, {n}))",
+                             id=f"RLIMIT_NOFILE {n}") for n in range(13)]
+FD_SHORTAGES += [pytest.param("held = []\nwhile True:\n    try:\n        held.append(open('/dev/null'))\n"
+                              f"    except OSError:\n        break\nfor _ in range({n}):\n    held.pop().close()",
+                              id=f"all fds but {n} held") for n in (0, 4, 8)]
+
+
+@pytest.mark.parametrize("code", FD_SHORTAGES)
+def test_a_run_that_leaves_its_state_short_of_fds_is_kept_whole_or_rolled_back_saying_so(box, code):
+    """A state receives each run's fds from the root, and the kernel drops, unsaid, those a receiver cannot take:
+    a run that lowered RLIMIT_NOFILE (or kept most fds open) committed a state that then died on its next command
+    (the session closed), or forked runners without the run's streams (every later run said OK and printed
+    nothing); lower still, our traceback came out on the run's stderr. Such a run is rolled back now, and says why."""
     with box.session() as session:
         session.run("x = 1")
-        r = session.run("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (6, 6))\ny = 2\nprint('ran')")
-        assert r.outcome == Outcome.FAILED and r.rolled_back and r.stdout == "ran\n", r
-        assert r.error.startswith("the run finished, but its process exited with status 70"), r
-        assert session.run("print(x, 'y' in globals())").stdout == "1 False\n"
+        r = session.run(f"{code}\nx = 2\nprint('ran')")
+        assert r.stdout == "ran\n" and "Traceback" not in r.output, r
+        if r.rolled_back:
+            assert r.outcome == Outcome.FAILED, r
+            assert r.error.startswith("the run finished, but its process exited with status 70"), r
+            assert "RLIMIT_NOFILE" in r.stderr and "rolled back" in r.stderr, r
+        else:
+            assert r.outcome == Outcome.OK, r
+        kept = "1" if r.rolled_back else "2"
+        for _ in range(3):
+            r = session.run("print(x)")
+            assert r.outcome == Outcome.OK and r.stdout == f"{kept}\n" and not r.rolled_back, r
+        assert session.fork().run("print(x)").stdout == f"{kept}\n"
+        assert session.run("import os\nos._exit(3)").rolled_back
+        assert session.run("print(x)").stdout == f"{kept}\n" and not session.closed
+
+
+def test_a_run_that_empties_sys_modules_leaves_a_state_that_serves(session):
+    """A run's ``sys.modules.clear()`` took away what the state's own code looked up there (``typing.get_type_hints``
+    finds a frame's annotations through its module): the state died on its next command, and the session closed
+    after a run that said OK, with no reason given."""
+    assert session.run("import sys\nx = 1\nsys.modules.clear()").outcome == Outcome.OK
+    for i in range(3):  # a new file's type is looked up by our code (mimetypes), imported anew it failed too
+        r = session.run(f"import json\nopen('out{i}.json', 'w').write(json.dumps(x))\nprint(x)")
+        assert r.outcome == Outcome.OK and r.stdout == "1\n" and not r.rolled_back, r
+        assert [(f.name, f.mime_type) for f in r.files] == [(f"out{i}.json", "application/json")], r
+    branch = session.fork()
+    assert branch.run("print(x)").stdout == "1\n"
+    assert session.run("import os\nos._exit(3)").rolled_back  # its state forks its runners still
+    assert session.run("print(x)").stdout == "1\n" and not session.closed
 
 
 def test_closed_session_refuses(box):
