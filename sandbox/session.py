@@ -87,6 +87,8 @@ class _Container:
         self.seq = 0
         self.users = 0
         self.closed = False
+        self.closed_by: str | None = None
+        """Why a run's end closed the session (its states lost), for the calls after it."""
         self.memory = MemoryBudget(self)
         self.checkpoints: set[tuple[str, int]] = set()
         """(session id, node) of every checkpoint made by the session or its branches: the only ones restore and
@@ -151,9 +153,12 @@ class _Container:
         result = to_result(got, self.policy, timeout_s, rolled_back=rolled_back,
                            memory_error=self.memory.message(over, "this run") if over is not None else None)
         if got.memory is not None and got.memory.oom_kills:  # the cgroup's OOM killer ended the session's tree
-            self.close()
             result = dataclasses.replace(result, error=self._out_of_memory(got.memory))
+            self.closed_by = result.error
+            self.close()
         if got.exit.lost is not None:
+            # Said by the next call too: a run that reported `done` before its state was lost is OK, and says none.
+            self.closed_by = self.closed_by or got.exit.lost
             self.close()
         return result
 
@@ -193,7 +198,10 @@ class _Container:
 
     def check_open(self) -> None:
         if self.closed:
-            raise SandboxClosed("this session is closed")
+            raise self.closed_error()
+
+    def closed_error(self) -> SandboxClosed:
+        return SandboxClosed("this session is closed" + (f" ({self.closed_by})" if self.closed_by else ""))
         if not self.pool.made_here:
             raise self.pool.forked()
 
@@ -381,7 +389,8 @@ class Session:
         with self._lock:
             reason = self._closed_reason or (None if self.closed else self._expired(time.monotonic()))
             if reason is None and self.closed:
-                raise SandboxClosed("this session is closed")
+                raise self._container.closed_error() if self._container.closed else SandboxClosed(
+                    "this session is closed")
             if reason is None:
                 self._active += 1
             else:

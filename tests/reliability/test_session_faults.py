@@ -79,7 +79,8 @@ def test_every_state_killed_while_a_session_is_idle():
         r = s.run("print(x)", timeout=5)
         assert time.monotonic() - started < 4, r
         assert r.outcome == Outcome.FAILED and "its state process is gone" in r.error, r
-        with pytest.raises(sandbox.SandboxClosed):
+        with pytest.raises(sandbox.SandboxClosed, match=r"this session is closed \(the session cannot run: its state "
+                                                        "process is gone"):
             s.run("print(x)")
 
 

@@ -279,7 +279,7 @@ def test_cant_hold_a_memfd_in_a_session(box, via):
         if HAVE_MEMCG:
             assert "session.max_memory_mb" in result.error and "session is closed" in result.error, result.error
             for each in {id(s): s, id(line): line}.values():
-                with pytest.raises(sandbox.SandboxClosed):
+                with pytest.raises(sandbox.SandboxClosed, match=r"session is closed \(.*session\.max_memory_mb"):
                     each.run("print(x)")
     after = checked_run(box, "print('next')")
     assert after.stdout == "next\n"
