@@ -389,8 +389,7 @@ class Session:
         with self._lock:
             reason = self._closed_reason or (None if self.closed else self._expired(time.monotonic()))
             if reason is None and self.closed:
-                raise self._container.closed_error() if self._container.closed else SandboxClosed(
-                    "this session is closed")
+                raise self._container.closed_error()  # its reason, where a run's end closed the container
             if reason is None:
                 self._active += 1
             else:
