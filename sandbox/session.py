@@ -199,11 +199,11 @@ class _Container:
     def check_open(self) -> None:
         if self.closed:
             raise self.closed_error()
+        if not self.pool.made_here:
+            raise self.pool.forked()
 
     def closed_error(self) -> SandboxClosed:
         return SandboxClosed("this session is closed" + (f" ({self.closed_by})" if self.closed_by else ""))
-        if not self.pool.made_here:
-            raise self.pool.forked()
 
     def close(self) -> None:
         """Kill the session worker (every state and runner with it), then free its resources.
