@@ -227,13 +227,13 @@ class Supervisor:
     """The root's end of the listener: answers one notification per :meth:`answer`."""
 
     def __init__(self, listener: int, forks: ForkGrants | None = None,
-                 was_node: Callable[[int], bool] | None = None) -> None:
+                 is_node: Callable[[int], bool] | None = None) -> None:
         self.listener = listener
         self.forks = forks
         """The forks nodes may make (FORK_CALLS; None: the filter does not notify for them)."""
-        self.was_node = was_node
-        """Whether a pid is (or was) a node's, the processes of whose kernel session may make one of their own
-        (SESSION_CALL; None: the filter does not notify for it)."""
+        self.is_node = is_node
+        """Whether a kernel session is a live node's, whose processes (the children it forks) may make one of their
+        own (SESSION_CALL; None: the filter does not notify for it)."""
 
     def fileno(self) -> int:
         return self.listener
@@ -257,7 +257,7 @@ class Supervisor:
             return  # the caller died (or was signalled) before we read it
         notif_id, caller, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
         try:
-            refused = _refusal(caller, nr, list(args), self.forks, self.was_node)
+            refused = _refusal(caller, nr, list(args), self.forks, self.is_node)
         except OSError:
             refused = errno.EPERM  # a /proc entry we could not read: fail closed
         reply = _NOTIF_RESP.pack(notif_id, 0, -refused, 0 if refused else _SECCOMP_USER_NOTIF_FLAG_CONTINUE)
@@ -282,14 +282,14 @@ def _name(nr: int) -> str:
 
 
 def _refusal(caller_tid: int, nr: int, args: list[int], forks: ForkGrants | None = None,
-             was_node: Callable[[int], bool] | None = None) -> int:
+             is_node: Callable[[int], bool] | None = None) -> int:
     """0 if the call may go on, else the errno to answer (EPERM; ESRCH for a target that is gone)."""
     name = _name(nr)
     caller = _tgid(caller_tid)
     if name in FORK_CALLS:  # a node's own thread makes the forks the root asked for; a run (or a thread it left) none
         return 0 if forks is not None and caller_tid == caller and forks.take_fork(caller) else errno.EPERM
     if name == SESSION_CALL:  # a state a node forked leads a session of its own; a run's processes may not
-        return 0 if was_node is not None and was_node(_stat(caller)[2]) else errno.EPERM
+        return 0 if is_node is not None and is_node(_stat(caller)[2]) else errno.EPERM
     if name not in TARGETED:
         return errno.EPERM
     kind, who = TARGETED[name][1](caller_tid, args)

@@ -83,12 +83,13 @@ def _node_step(sock: socket.socket, scope: dict[str, Any], confined: Confined) -
 
 # -- nodes -------------------------------------------------------------------------
 def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool, grants: state_scope.ForkGrants,
-              was_node: Callable[[int], bool], *, sessions: bool = False, forks: bool = False
+              is_node: Callable[[int], bool], *, sessions: bool = False, forks: bool = False
               ) -> tuple[int, socket.socket, state_scope.Supervisor | None]:
     """Fork the session's first node with a copy of ``scope``; returns (pid, root's end, and when
     ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py). ``sessions``,
     ``forks``: the filter also supervises the calls that make a kernel session or a process, which only a state
-    may make (``grants``: the forks the root asked its nodes for; ``was_node``: every node it had)."""
+    may make (``grants``: the forks the root asked its nodes for; ``is_node``: whether a kernel session is a
+    live node's)."""
     # The checks of the frames a state reads, built once here for every state: built at their first use, in a
     # state whose run emptied `sys.modules`, typing.get_type_hints found no module to read their fields' types in.
     frames.prepare(commands.NODE_IN, commands.STANDBY_IN)
@@ -116,7 +117,7 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool, grants: s
     frames.decode(commands.FIRST_NODE, header)
     if len(fds) != 1:
         raise ProtocolError(f"the first node's 'supervise' carried {len(fds)} fds, expected 1")
-    return pid, ours, state_scope.Supervisor(fds[0], grants if forks else None, was_node if sessions else None)
+    return pid, ours, state_scope.Supervisor(fds[0], grants if forks else None, is_node if sessions else None)
 
 
 class _NodeLoop:

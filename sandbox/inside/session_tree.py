@@ -115,9 +115,6 @@ class _Root:
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     supervisor: state_scope.Supervisor | None = None
     """Answers the states' signals and the like to other processes (confine/state_scope.py)."""
-    were_nodes: set[int] = field(default_factory=set)
-    """Every pid that has been a node (each leads its own kernel session): the sessions whose processes may make
-    one of their own (confine/state_scope.py, SESSION_CALL). A node forks only what it is asked to (forks_due)."""
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -184,6 +181,12 @@ class _Root:
         return ours
 
     # state_scope.ForkGrants
+    def is_node(self, session: int) -> bool:
+        """Whether kernel session ``session`` is a live node's (each node leads its own): the sessions whose
+        processes, the children a node forks, may make one of their own (confine/state_scope.py, SESSION_CALL). Not a
+        dead node's: once reaped, its pid can be a later runner's, whose processes would then lead sessions too."""
+        return session in self.nodes
+
     def take_fork(self, pid: int) -> bool:
         node = self.nodes.get(pid)
         if node is None or node.forks_due <= 0:
@@ -366,7 +369,6 @@ class _Root:
     def _add_node(self, pid: int, sock: socket.socket) -> _Node:
         node = _Node(pid, sock)
         self.nodes[pid] = node
-        self.were_nodes.add(pid)
         self.selector.register(sock, selectors.EVENT_READ, "node")
         return node
 
@@ -472,7 +474,7 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     scoped = any(state.layer == "seccomp" and state.active for state in confined.layers)
     one_group = any(state.layer == "cpu_cgroup" and state.active for state in confined.layers)
     pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, root,
-                                           root.were_nodes.__contains__,
+                                           root.is_node,
                                            sessions=not one_group,  # a run's setsid would give it more CPU
                                            forks=not confined.spec.policy.confinement.allow_subprocess)
     root.lines[0] = root._add_node(pid, sock).pid

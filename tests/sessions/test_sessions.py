@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import subprocess
+import sys
 import time
 
 import psutil
@@ -399,3 +402,66 @@ def test_a_strict_sessions_rewritten_node_forks_only_what_the_root_asks_of_it(st
         assert r.stdout == f"['{errno.EPERM}', 'refused']\n", r
         s.restore(later)
         assert s.run("print(x)").stdout == "1\n"
+
+
+#: Run with the cpu cgroup's hierarchies hidden (a private mount namespace), so a session's root answers setsid
+#: (confine/state_scope.py, SESSION_CALL), as it does for a user without a cpu cgroup. The runner of the last run
+#: gets the pid of a node freed two runs before (the host sets the session's pid namespace's last pid, as ~4M of a
+#: snippet's spawns would wrap it), and a child of that runner calls setsid: its errno, 0 if it led a session.
+PID_OF_A_DEAD_NODE = """
+import ctypes, json, os, sys, time
+from tests.confine.test_memcg import hide_memory_hierarchies
+hide_memory_hierarchies("cpu")
+import sandbox
+libc = ctypes.CDLL(None, use_errno=True)
+
+def set_last_pid(member, value):
+    fd = os.open(f"/proc/{member}/ns/pid", os.O_RDONLY)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if libc.setns(fd, 0x20000000) == 0:  # CLONE_NEWPID: this process's children are born in it
+                inner = os.fork()
+                if inner == 0:
+                    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+                        fh.write(str(value))
+                    os._exit(0)
+                code = os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1])
+        finally:
+            os._exit(code)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+SETSID = ("import os\\nme = os.getpid()\\npid = os.fork()\\nif pid == 0:\\n    try:\\n        os.setsid()\\n"
+          "    except OSError as e:\\n        os._exit(e.errno)\\n    os._exit(0)\\n"
+          "print(me == a, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
+with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
+    assert s.run("import os\\na = os.getpid()").ok  # its runner becomes the session's node
+    for _ in range(5):
+        for _ in range(3):  # the line moves on: that node is freed, and reaped
+            assert s.run("pass").ok
+        a = int(s.run("print(a)").stdout)
+        time.sleep(0.5)  # the standby runner of the next run is forked (after the run) before the last pid is set
+        set_last_pid(s._container.spawned.pid, a - 1)
+        # The state this run leaves forks the next runner: pid `a` (or this run's, when its standby was not there).
+        assert s.run("pass").ok
+        got = s.run(SETSID).stdout.split()
+        if got[0] == "True":
+            break
+    print(json.dumps(got))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hides the cpu hierarchies and writes a pid namespace's last pid")
+def test_a_runner_with_the_pid_of_a_dead_node_may_not_lead_sessions(tmp_path):
+    """The root let the processes of any kernel session whose leader had ever been a node call setsid. Pids wrap: a
+    runner that got a freed node's pid led such a session, and each of its children could lead one of its own (where
+    the kernel groups processes by session, that many shares of the CPU). Only a live node's children may now."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", PID_OF_A_DEAD_NODE], capture_output=True, text=True, timeout=300,
+                         cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reused, setsid = json.loads(out.stdout.splitlines()[-1])
+    assert reused == "True", "the last runner did not get the dead node's pid: the test set nothing up"
+    assert setsid == str(errno.EPERM)
