@@ -69,6 +69,8 @@ class Collected:
     """Why the host killed the worker: ``timeout``, ``output_limit``, ``protocol`` or ``cancelled``."""
     protocol_error: str | None = None
     """With ``killed == "protocol"``: what was wrong with the message channel."""
+    cancelled_by: str | None = None
+    """With ``killed == "cancelled"``: what ended the run when no Cancel did (its Sandbox or session closed)."""
     exit: RunExit = RunExit()
     memory: "Facts | None" = None
     """The run's memory cgroup as the host read it when the run ended (None: it had none)."""
@@ -345,6 +347,13 @@ class _Reader:
             return
         self.got.killed = why
         self.ending.kill()
+
+
+def cut_short_by_close(got: Collected, what: str) -> None:
+    """A run whose end was lost because the caller closed what it ran in (``what``, on another thread) was
+    cancelled by that caller: it says so, not that its worker was lost."""
+    if got.exit.lost is not None and not got.killed and not got.reported.done:
+        got.killed, got.cancelled_by = "cancelled", what
 
 
 def kill_worker(spawned: Spawned) -> None:

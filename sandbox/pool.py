@@ -346,7 +346,10 @@ class ZygotePool:
     def _collect_once(self, request: bytes, timeout_s: float, cancel: Cancel | None,
                       returns_value: bool) -> Collected:
         got = self._attempt(request, timeout_s, cancel, returns_value)
-        if _zygote_died_before_the_run(got):  # nothing of the run happened: run it once more, elsewhere
+        if self._closed:
+            from .collect import cut_short_by_close
+            cut_short_by_close(got, "its Sandbox was closed while it ran")
+        elif _zygote_died_before_the_run(got):  # nothing of the run happened: run it once more, elsewhere
             got = self._attempt(request, timeout_s, cancel, returns_value)
         return got
 

@@ -68,8 +68,8 @@ class Result:
     error: str | None = None
     """None, or the failure text in the service's format: ``str(exc)`` + newline + traceback."""
     reason: str | None = None
-    """Finer cause: exception, timeout, memory_limit, cpu_limit, output_limit, killed, crashed, cancelled,
-    process_limit (a session's state could not fork the run: ``limits.max_processes``), or protocol (the run
+    """Finer cause: exception, timeout, memory_limit, cpu_limit, output_limit, killed, crashed, cancelled (by the
+    caller's cancel, or its Sandbox or session closed while the run ran), process_limit (a session's state could not fork the run: ``limits.max_processes``), or protocol (the run
     sent the host a malformed or out-of-place frame and was stopped); None when OK."""
     signal: int | None = None
     """Signal number that ended the worker, if one did."""

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import commands, frames, protocol, rundirs
-from .collect import Cancel, RunIO, collect, kill_worker, run_cancellable
+from .collect import Cancel, RunIO, collect, cut_short_by_close, kill_worker, run_cancellable
 from .confine import memcg_lookup
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
@@ -143,6 +143,8 @@ class _Container:
                 got.memory = window.close()  # the kernel's figures, never a frame's
             finally:
                 io.close()
+            if self.closed and self.closed_by is None:  # close() on another thread (no run's end closes it here)
+                cut_short_by_close(got, "its session was closed while it ran")
             over, rolled_back = None, got.exit.rolled_back
             if got.exit.held is not None and (got.killed or not got.reported.done):
                 # The host stopped it, yet it committed first (a race); or it committed without reporting `done`

@@ -34,7 +34,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
         return (Outcome.FAILED, "output_limit",
                 f"output limit of {policy.limits.max_output_bytes} bytes exceeded ({where}: limits.max_output_bytes)")
     if got.killed == "cancelled":
-        return Outcome.FAILED, "cancelled", "the run was cancelled by the caller"
+        return Outcome.FAILED, "cancelled", (f"the run was cancelled: {got.cancelled_by}" if got.cancelled_by
+                                             else "the run was cancelled by the caller")
     if got.killed == "protocol":
         return Outcome.FAILED, "protocol", got.protocol_error
     if got.exit.refused is not None:

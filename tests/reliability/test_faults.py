@@ -431,7 +431,30 @@ def test_runs_cut_short_by_close_say_the_sandbox_was_closed():
     sb.close()
     _join(threads, 15)
     r = results[0]
-    assert isinstance(r, sandbox.SandboxClosed) or "closed" in r.error and "died" not in r.error, r.error
+    if isinstance(r, sandbox.Result):  # else close() came before its spawn
+        assert (r.reason, r.error) == ("cancelled", "the run was cancelled: its Sandbox was closed while it ran"), r
+
+
+@pytest.mark.parametrize("closing", ["session", "sandbox"])
+def test_a_session_run_cut_short_by_close_says_it_was_cancelled(closing):
+    """It said the session worker "did not report the run's end (connection closed)", reason ``crashed``, as if
+    something had failed."""
+    with sandbox.Sandbox() as sb:
+        s = sb.session()
+        results: list = [None]
+
+        def go() -> None:
+            results[0] = s.run(SLEEPER.format(token="in-a-session"), timeout=60)
+        thread = threading.Thread(target=go)
+        thread.start()
+        _wait_for_runs(sb, 1, results=results)
+        (s if closing == "session" else sb).close()
+        _join([thread], 15)
+        r = results[0]
+        assert r.outcome == Outcome.FAILED and r.stdout == "in-a-session\n", r
+        assert (r.reason, r.error) == ("cancelled", "the run was cancelled: its session was closed while it ran"), r
+        with pytest.raises(sandbox.SandboxClosed):
+            s.run("print(1)")
 
 
 def test_caller_scheduled_after_close_gets_sandbox_closed():
