@@ -438,6 +438,9 @@ SETSID = ("import os\\nme = os.getpid()\\npid = os.fork()\\nif pid == 0:\\n    t
           "print(me == a, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
 with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
     assert s.run("import os\\na = os.getpid()").ok  # its runner becomes the session's node
+    if os.readlink(f"/proc/{s._container.spawned.pid}/ns/pid") == os.readlink("/proc/self/ns/pid"):
+        print(json.dumps(["no pid namespace"]))  # its last pid would be the host's
+        sys.exit(0)
     for _ in range(5):
         for _ in range(3):  # the line moves on: that node is freed, and reaped
             assert s.run("pass").ok
@@ -462,6 +465,9 @@ def test_a_runner_with_the_pid_of_a_dead_node_may_not_lead_sessions(tmp_path):
     out = subprocess.run([sys.executable, "-c", PID_OF_A_DEAD_NODE], capture_output=True, text=True, timeout=300,
                          cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
-    reused, setsid = json.loads(out.stdout.splitlines()[-1])
+    got = json.loads(out.stdout.splitlines()[-1])
+    if got == ["no pid namespace"]:
+        pytest.skip("the session has no pid namespace of its own here (namespaces layer not active)")
+    reused, setsid = got
     assert reused == "True", "the last runner did not get the dead node's pid: the test set nothing up"
     assert setsid == str(errno.EPERM)
