@@ -71,8 +71,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_INT32 = range(-2**31, 2**31)
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
+    """An int32 as proto JSON writes one: a number, or a decimal string (int64-style).
+
+    In range and ASCII digits only: ``int()`` of a 5,000-digit string raised (a 500), and
+    ``"٣".isdigit()`` is true.
+    """
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,10}", value):
+        value = int(value)
+    return isinstance(value, int) and not isinstance(value, bool) and value in _INT32
 
 
 _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -256,8 +266,8 @@ def json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
             value = json_schema(value)
         elif key == "anyOf" and isinstance(value, list):
             value = [json_schema(sub) for sub in value if isinstance(sub, Mapping)]
-        elif key in _SCHEMA_COUNTS and isinstance(value, str) and value.isdigit():
-            value = int(value)  # int64 fields arrive as strings in proto JSON
+        elif key in _SCHEMA_COUNTS and isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value):
+            value = int(value)  # int64 fields arrive as strings in proto JSON (longer: left as given, not a 500)
         elif key in ("nullable", "propertyOrdering"):
             continue
         out[key] = value

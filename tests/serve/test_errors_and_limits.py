@@ -58,10 +58,24 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
     ({**HELLO, "tools": [{"googleSearch": {}}]}, "the googleSearch tool is not supported"),
     ({"contents": [{"parts": [{"text": "x"}, {"inlineData": {"mimeType": "text/csv", "data": "YQ=="}}]}],
       "tools": [{"codeExecution": {}}, {"functionDeclarations": [{"name": "run_python"}]}]}, "rename it"),
+    # int32 fields: a 5,000-digit string was a bare 500 (int() refuses it), 2**40 went to the backend
+    ({**HELLO, "generationConfig": {"maxOutputTokens": "9" * 5000}},
+     "Invalid value at 'generationConfig.maxOutputTokens' (TYPE_INT32)"),
+    ({**HELLO, "generationConfig": {"seed": 2**40}}, "Invalid value at 'generationConfig.seed' (TYPE_INT32)"),
+    ({**HELLO, "generationConfig": {"candidateCount": "\u0663"}},  # ARABIC-INDIC DIGIT THREE: isdigit() is true
+     "Invalid value at 'generationConfig.candidateCount' (TYPE_INT32)"),
 ])
 def test_malformed_requests_name_the_field(server, body, words):
     answer = httpx.post(server.url + GENERATE, json=body, timeout=60)
     assert words in google_error(answer, 400, "INVALID_ARGUMENT")
+
+
+def test_int64_string_in_a_schema_is_passed_on_not_a_crash(server):
+    """A schema count as a 5,000-digit string was a bare 500 (int() refuses it); it goes to the backend as given."""
+    declaration = {"name": "f", "parameters": {"type": "ARRAY", "maxItems": "9" * 5000}}
+    answer = httpx.post(server.url + GENERATE, json={**HELLO, "tools": [{"functionDeclarations": [declaration]}]},
+                        timeout=60)
+    assert answer.status_code == 200, answer.text
 
 
 def test_sdk_raises_client_error_for_unknown_model(client):
