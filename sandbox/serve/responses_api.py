@@ -111,6 +111,8 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
         if not isinstance(item, dict):
             raise invalid(f"input[{index}] must be an object (got {type(item).__name__})")
         kind = item.get("type", "message")
+        if not isinstance(kind, str):  # a list or object here was a bare 500 (unhashable in _ITEMS)
+            raise invalid(f"input[{index}].type must be a string (got {type(kind).__name__})")
         if kind == "message" and item.get("role") in ("system", "developer"):
             system.append(_text_of(item.get("content"), f"input[{index}].content"))
         elif kind in _ITEMS:
@@ -176,7 +178,10 @@ def _file(part: dict[str, Any], where: str) -> InlineData:
 
 def _code_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
     parts: list[Part] = [ExecutableCode(str(item.get("code") or ""))]
-    for output in item.get("outputs") or ():
+    outputs = item.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise invalid(f"{where}.outputs must be a list of logs and image outputs (got {type(outputs).__name__})")
+    for output in outputs:
         if isinstance(output, dict) and output.get("type") == "logs":
             parts.append(CodeExecutionResult("OUTCOME_OK", str(output.get("logs") or "") or None))
         elif isinstance(output, dict) and output.get("type") == "image" and \
@@ -187,8 +192,11 @@ def _code_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Conte
 
 def _function_call(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
     name, call_id = str(item.get("name") or ""), str(item.get("call_id") or "")
+    arguments = item.get("arguments") or "{}"
+    if not isinstance(arguments, str):  # the API sends them as JSON text; anything else was a bare 500
+        raise invalid(f"{where}.arguments must be a string of JSON (got {type(arguments).__name__})")
     try:
-        args = jsontext.loads(item.get("arguments") or "{}")
+        args = jsontext.loads(arguments)
     except ValueError as exc:
         raise invalid(f"{where}.arguments is not valid JSON: {exc}") from None
     names[call_id] = name
@@ -224,6 +232,8 @@ def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
         if kind == "code_interpreter":
             code_execution = True
         elif kind == "function" and isinstance(tool.get("name"), str):
+            if not isinstance(tool.get("parameters") or {}, dict):  # was a 500 when the backend call was built
+                raise invalid(f"tools[{index}].parameters must be a JSON Schema object")
             functions.append(FunctionDeclaration(tool["name"], str(tool.get("description") or ""),
                                                  tool.get("parameters")))
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import httpx
 import openai
 import pytest
 
@@ -98,3 +99,20 @@ def test_streaming_sends_the_code_before_the_run_ends(oai, server):
             assert event.item.outputs[0].logs == "start\nend\n"
     assert seen["response.code_interpreter_call_code.done"].code.startswith("import time")
     assert seen["response.completed"].response.output_text == "streamed"
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"input": [{"type": ["message"]}]}, "input[0].type must be a string"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {"city": "Paris"}}]},
+     "input[0].arguments must be a string of JSON"),
+    ({"input": [{"type": "code_interpreter_call", "code": "print(1)", "outputs": 5}]},
+     "input[0].outputs must be a list"),
+    ({"input": "SCRIPT:hello", "tools": [{"type": "function", "name": "f", "parameters": "none"}]},
+     "tools[0].parameters must be a JSON Schema object"),
+])
+def test_wrong_types_are_invalid_request_errors(server, extra, words):
+    """Each was a 500: three a bare "Internal Server Error" from a TypeError, the last an internal error."""
+    answer = httpx.post(f"{server.url}/v1/responses", json={"model": "scripted", **extra}, timeout=60)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and words in error["message"]
