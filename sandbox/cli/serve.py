@@ -26,6 +26,7 @@ _FLAGS = {
     "host": "host", "port": "port", "api_key": "api_key", "models": "models", "policy": "policy", "image": "image",
     "max_request_bytes": "max_request_bytes", "max_concurrent_requests": "max_concurrent_requests",
     "max_executions": "max_executions", "request_timeout_seconds": "request_timeout_seconds",
+    "client_timeout_seconds": "client_timeout_seconds",
     "backend": "backend.kind", "backend_url": "backend.url", "backend_model": "backend.model",
     "backend_api_key": "backend.api_key", "backend_timeout_seconds": "backend.timeout_seconds",
     "backend_vision": "backend.vision",
@@ -49,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--max-concurrent-requests", type=int, help="requests at once; more get 429 (default 8)")
     add("--max-executions", type=int, help="code runs per request (default 10)")
     add("--request-timeout-seconds", type=float, help="longest request, runs included (default 600)")
+    add("--client-timeout-seconds", type=float,
+        help="longest a client may stall sending its request head, or between two pieces of its body (default 60)")
     add("--backend", choices=("openai", "gemini"), help="openai: an OpenAI-compatible chat endpoint; "
                                                        "gemini: the Gemini API through function calling")
     add("--backend-url", help="backend base URL (openai: ending in /v1)")
@@ -66,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
 
         from ..serve import config as serve_config
         from ..serve.app import create_app
+        from ..serve.http import head_deadline_protocol
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("starlette", "uvicorn", "httpx"):
             print(f"sandbox serve: {exc.name} is missing; install the extra: pip install 'sandbox[serve]'",
@@ -87,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
 
         app = create_app(config, box, on_ready=ready)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                               timeout_graceful_shutdown=5))
+                                               timeout_graceful_shutdown=5,
+                                               http=head_deadline_protocol(config.client_timeout_seconds)))
         server.run(sockets=[sock])
     return 0
 

@@ -91,6 +91,9 @@ class ServeConfig:
     """Code runs per request; then the model must answer in text (finishReason TOO_MANY_TOOL_CALLS if not)."""
     request_timeout_seconds: _Positive = 600.0
     """Longest a request may take, every backend call and run included (DEADLINE_EXCEEDED past it)."""
+    client_timeout_seconds: _Positive = 60.0
+    """Longest a client may stall while sending a request: its head (request line and headers) must all
+    come within this of connecting or of the previous answer, and no gap in its body may be longer."""
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def cross_check(self, prefix: str) -> str | None:

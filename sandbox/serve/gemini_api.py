@@ -64,7 +64,7 @@ async def model_action(request: Request) -> Response:
                                     f"(POST models/MODEL:{{{','.join(_METHODS)}}})")
     if not accepted(model, state):
         raise not_found_model(model, api_version)
-    body = await read_json(request, state.config.max_request_bytes)
+    body = await read_json(request, state.config.max_request_bytes, state.config.client_timeout_seconds)
     parsed = parse_generate_request(body)
     request.scope["log"].update(model=model, code_execution=parsed.code_execution)
     slot = Slot(state.engine.stats, state.config.max_concurrent_requests).take()

@@ -1,7 +1,10 @@
 """What every endpoint needs around the loop: the body under a cap, the key, a slot, the client.
 
 - :func:`read_json`: the body, refused past ``max_request_bytes`` before it is all read
-  (``Content-Length`` first, then counted while it streams), parsed as JSON.
+  (``Content-Length`` first, then counted while it streams), parsed as JSON; a body that
+  stalls longer than ``client_timeout_seconds`` is refused too.
+- :func:`head_deadline_protocol`: uvicorn's HTTP/1.1 protocol, closing a connection whose
+  request head does not all come within ``client_timeout_seconds`` (slowloris).
 - :func:`check_key`: the key as the service takes it (``x-goog-api-key`` or ``key=``),
   or ``Authorization: Bearer`` (OpenAI clients); compared in constant time.
 - :class:`Slot`: one of ``max_concurrent_requests``; none free is 429 RESOURCE_EXHAUSTED
@@ -34,13 +37,24 @@ class ClientGone(Exception):
     """The client disconnected; its runs were cancelled."""
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON; 400 INVALID_ARGUMENT if it is too large or not JSON."""
+async def read_json(request: Request, limit: int, idle_s: float) -> Any:
+    """The body as JSON; 400 INVALID_ARGUMENT if it is too large or not JSON, 504
+    DEADLINE_EXCEEDED if no byte of it came for ``idle_s`` (a stalled body held its
+    connection and its task for ever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), limit)
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise ApiError("DEADLINE_EXCEEDED", f"the request body stalled: no byte for {idle_s:g} s "
+                                                "(sandbox serve: --client-timeout-seconds)") from None
+        if chunk is None:
+            break
         body += chunk
         if len(body) > limit:
             raise too_large(None, limit)
@@ -50,6 +64,53 @@ async def read_json(request: Request, limit: int) -> Any:
         return jsontext.loads(body)
     except ValueError as exc:
         raise invalid(f"Invalid JSON payload received. {exc}.") from None
+
+
+def head_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request head has not all come within
+    ``seconds`` of connecting or of its previous answer.
+
+    uvicorn waits for a head for ever (its keep-alive timer stops at the first byte), so a
+    client sending one header line a minute (slowloris) held a connection and an fd for good.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadDeadline(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # a whole head came: the request runs on its own deadlines
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # keep-alive: the next head gets the same time
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._timer = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _expire(self) -> None:
+            self._timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadDeadline
 
 
 def given_key(request: Request) -> str | None:

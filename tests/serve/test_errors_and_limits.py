@@ -252,3 +252,38 @@ def test_backend_down_is_unavailable_not_a_hang(tmp_path):
             list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
     finally:
         stop_serve(served)
+
+
+def _closed_by_server(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sent before closing ``sock``; fails if it is still open after ``timeout``."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except socket.timeout:
+        pytest.fail(f"the server kept a stalled connection open for {timeout:g} s (got {received[:200]!r})")
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_stalled_clients_are_cut_off(server):
+    """A head that never ends (slowloris) and a body that stops were each held for ever.
+
+    The server fixture runs with --client-timeout-seconds 10; both must be closed well within 90 s.
+    """
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    head = socket.create_connection((host, int(port)), timeout=30)
+    body = socket.create_connection((host, int(port)), timeout=30)
+    try:
+        head.sendall(b"POST " + GENERATE.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        body.sendall(b"POST " + GENERATE.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"contents\": ")
+        assert _closed_by_server(head, 90) == b""
+        answer = _closed_by_server(body, 90)
+        assert answer.startswith(b"HTTP/1.1 504 ") and b"--client-timeout-seconds" in answer, answer[:500]
+    finally:
+        head.close()
+        body.close()
+    assert httpx.post(server.url + GENERATE, json=HELLO, timeout=60).status_code == 200
