@@ -16,10 +16,6 @@ from .wire_types import CodeExecutionResult, Content, ExecutableCode, FunctionCa
     FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text
 
 
-def _snake(camel: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
