@@ -39,6 +39,7 @@ Limits (``[session]`` in the policy):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -90,9 +91,11 @@ class _Container:
         self.closed_by: str | None = None
         """Why a run's end closed the session (its states lost), for the calls after it."""
         self.memory = MemoryBudget(self)
-        self.checkpoints: set[tuple[str, int]] = set()
-        """(session id, node) of every checkpoint made by the session or its branches: the only ones restore and
-        release accept (not the handles: a dropped handle lets memory pressure free its state, session_memory.py)."""
+        self.checkpoints: collections.Counter[tuple[str, int]] = collections.Counter()
+        """(session id, node) of every checkpoint made by the session or its branches: how many times checkpoint()
+        returned it, less the releases since (0: released). The only ones restore and release accept (not the
+        handles: a dropped handle lets memory pressure free its state, session_memory.py). Node numbers are pids,
+        which a later state may get once a released one is gone."""
         self.run_dir = pool.make_run_dir()
         self.ctl, ctl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         io = RunIO()
@@ -198,6 +201,12 @@ class _Container:
             if not self.closed:
                 self.ctl.settimeout(None)
 
+    def release(self, session_id: str, node: int) -> frames.Reply:
+        """Let go of one hold on a checkpoint's state (the root frees it when nothing else holds or uses it)."""
+        reply = self.request(commands.Release(node=node))
+        self.checkpoints[(session_id, node)] -= 1
+        return reply
+
     def check_open(self) -> None:
         if self.closed:
             raise self.closed_error()
@@ -285,7 +294,7 @@ class Session:
             reply = self._container.request(commands.Checkpoint(line=self._line))
             mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
-            self._container.checkpoints.add((mark.session_id, mark.node))
+            self._container.checkpoints[(mark.session_id, mark.node)] += 1
             return mark
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -295,21 +304,27 @@ class Session:
             self._container.request(commands.Restore(line=self._line, node=checkpoint.node))
 
     def release(self, checkpoint: Checkpoint) -> None:
-        """Free a checkpoint's process (its memory) when no line uses it."""
-        self._check_own(checkpoint, "release")
-        with self._in_use():
+        """Let go of ``checkpoint``: its state's process (its memory) is freed once no line uses it and no other
+        checkpoint() that returned the same state is unreleased. Once released, it is a SessionError to either."""
+        with self._in_use(), self._container.lock:  # two threads may not both release its last hold
+            self._check_own(checkpoint, "release")
             self._container.memory.unpin(checkpoint)
-            self._container.request(commands.Release(node=checkpoint.node))
+            self._container.release(checkpoint.session_id, checkpoint.node)
 
     def _check_own(self, checkpoint: object, method: str) -> None:
-        """InputError unless ``checkpoint`` was made by this session or a branch of it: node numbers are pids in
-        each session's own pid namespace, so another session's checkpoint names some state of this one."""
+        """InputError unless ``checkpoint`` was made by this session or a branch of it (node numbers are pids in
+        each session's own pid namespace, so another session's checkpoint names some state of this one);
+        SessionError if it was released."""
         if not isinstance(checkpoint, Checkpoint):
             raise InputError(f"{method}() takes a Checkpoint (got {type(checkpoint).__name__})")
         known = isinstance(checkpoint.session_id, str) and type(checkpoint.node) is int
-        if not (known and (checkpoint.session_id, checkpoint.node) in self._container.checkpoints):
+        holds = self._container.checkpoints.get((checkpoint.session_id, checkpoint.node)) if known else None
+        if holds is None:
             raise InputError(f"{method}() takes a checkpoint made by this session or a branch of it; this one "
                              f"(session {checkpoint.session_id!r:.40}, state {checkpoint.node!r:.40}) was not")
+        if holds <= 0:
+            raise SessionError(f"checkpoint {checkpoint.node} no longer exists: it was released (as many times as "
+                               "checkpoint() returned it)")
 
     def fork(self) -> "Session":
         """A new, independent session starting from a copy of this one's current state.

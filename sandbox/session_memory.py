@@ -100,7 +100,7 @@ class MemoryBudget:
 
     def __init__(self, container: "_Container") -> None:
         self.container = container
-        self.pins: list[tuple[weakref.ref[Checkpoint], int]] = []  # checkpoint handles, oldest first
+        self.pins: list[tuple[weakref.ref[Checkpoint], str, int]] = []  # (handle, session id, node), oldest first
         self.rollups = RollupCache()
 
     def refuse_if_over(self, action: str) -> None:
@@ -139,7 +139,7 @@ class MemoryBudget:
             return usage
         for pin in dropped:  # oldest first; no handle is left, so nothing could restore them
             self.pins.remove(pin)
-            held = self.container.request(commands.Release(node=pin[1])).held
+            held = self.container.release(pin[1], pin[2]).held
         previous = held.previous if held.frees_previous else None
         usage = measure(self.container.spawned.pid, limit, previous, self.rollups, self.container.spawned.cgroup)
         return usage if usage.held_kib > limit * 1024 else None
@@ -159,12 +159,12 @@ class MemoryBudget:
     def pin(self, checkpoint: "Checkpoint") -> None:
         """Remember a checkpoint handle: once it is garbage-collected, memory pressure may free its state."""
         with self.container.lock:
-            self.pins.append((weakref.ref(checkpoint), checkpoint.node))
+            self.pins.append((weakref.ref(checkpoint), checkpoint.session_id, checkpoint.node))
 
     def unpin(self, checkpoint: "Checkpoint") -> None:
         """Forget one handle on ``checkpoint``'s state (it is being released)."""
         with self.container.lock:
-            same = [pin for pin in self.pins if pin[1] == checkpoint.node]
+            same = [pin for pin in self.pins if pin[1:] == (checkpoint.session_id, checkpoint.node)]
             exact = [pin for pin in same if pin[0]() is checkpoint]
             if same:
                 self.pins.remove((exact or same)[0])

@@ -88,6 +88,25 @@ def test_checkpoints_are_bounded(box):
             s.restore(marks[1])
 
 
+def test_a_checkpoint_is_released_once(box):
+    """Each checkpoint() of a state is one hold on it, each release() lets go of one. A release past them was taken
+    silently, and a restore of a released checkpoint went to the state then holding its number (a pid, which a
+    later state may get once the released one is gone); both are refused at once now, and nothing changes."""
+    with box.session() as s:
+        s.run("x = 1")
+        first, second = s.checkpoint(), s.checkpoint()
+        assert first == second
+        s.release(first)
+        s.run("x = 2")
+        s.restore(second)
+        assert s.run("print(x)").stdout == "1\n"
+        s.release(second)
+        for method in (s.release, s.restore):
+            with pytest.raises(sandbox.SessionError, match="no longer exists: it was released"):
+                method(first)
+        assert s.run("print(x)").stdout == "1\n"
+
+
 def test_restore_and_release_take_only_this_sessions_checkpoints(box):
     """Node numbers are pids in each session's own pid namespace: another session's first checkpoint names this one's
     first state. A checkpoint from elsewhere, or forged, is an InputError at once, and nothing changes; a branch's
