@@ -30,6 +30,7 @@ apart from :data:`MEASURED_FIELDS`.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -72,11 +73,22 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "s
     after the results already finished have been yielded. Close the generator (or let it
     finish) to stop the sandboxes.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:
-        raise InputError(f"workers must be an int between 1 and 1024 (got {workers!r})")
+    _check_arguments(workers, timeout, max_output_chars)
     options = dict(timeout=timeout, max_output_chars=max_output_chars, keep_images=images_dir is not None)
     return _drive(_engine(backend, policy, image, workers, options, address), items, images_dir,
                   stop or threading.Event())
+
+
+def _check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
+    """Refuse bad batch-wide arguments up front: a bad ``timeout`` used to become an ``INVALID_INPUT``
+    record for every item, blamed on its line, and a negative ``max_output_chars`` cut text from the end."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:
+        raise InputError(f"workers must be an int between 1 and 1024 (got {workers!r})")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout <= 86_400 or not math.isfinite(timeout)):
+        raise InputError(f"timeout must be None or a number of seconds > 0 and <= 86400 (got {timeout!r})")
+    if not isinstance(max_output_chars, int) or isinstance(max_output_chars, bool) or max_output_chars < 0:
+        raise InputError(f"max_output_chars must be an int >= 0 (got {max_output_chars!r})")
 
 
 def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any], address: str | None) -> Any:

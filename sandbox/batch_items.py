@@ -57,7 +57,7 @@ class BatchItem:
         """Validate a decoded JSON line; raises :class:`InputError` naming the line and key."""
         where = f"line {line}: " if line else ""
         if not isinstance(obj, dict):
-            raise InputError(f"{where}expected a JSON object, got {type(obj).__name__}")
+            raise InputError(f"{where}expected a JSON object, got {_kind(obj)}")
         unknown = sorted(set(obj) - set(_ITEM_KEYS))
         if unknown:
             raise InputError(f"{where}unknown key {unknown[0]!r} (allowed: {', '.join(_ITEM_KEYS)})")
@@ -165,6 +165,8 @@ def read_items(lines: Iterable[str | bytes], skip_ids: Iterable[str] = ()) -> It
             continue
         try:
             text = line.decode("utf-8") if isinstance(line, bytes) else line
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark, as Windows editors save UTF-8
         except UnicodeDecodeError as exc:
             yield invalid(number, f"line {number}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at column "
                                   f"{exc.start + 1})")

@@ -103,13 +103,16 @@ def write_report(records: list[BatchResult], path: str) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     if path.endswith(".png"):
-        with open(path, "wb") as fh:
-            fh.write(buffer.getvalue())
+        content = buffer.getvalue()
     elif path.endswith(".html"):
-        with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:  # lone surrogates from inside
-            fh.write(_html(records, buffer.getvalue()))
+        content = _html(records, buffer.getvalue()).encode("utf-8", "backslashreplace")  # lone surrogates from inside
     else:
         raise InputError(f"report path must end in .html or .png (got {path!r})")
+    try:
+        with open(path, "wb") as fh:
+            fh.write(content)
+    except OSError as exc:  # written after the batch: its results are safe, say what went wrong with the report
+        raise InputError(f"cannot write the report {path}: {exc.strerror or exc}") from None
 
 
 def _plot(figure: Any, records: list[BatchResult]) -> None:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from contextlib import closing
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from ._term import shown
 
@@ -75,14 +75,14 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--address is for --backend ray")
     if args.report and not args.report.endswith((".html", ".png")):
         raise InputError(f"--report must end in .html or .png (got {args.report!r})")
+    _refuse_same_file(args.input, args.out)
     done_ids = _open_output(args.out, args.resume, args.overwrite)
     items = _read_input(args.input, done_ids)
     stop = threading.Event()
     started = time.monotonic()
     counts = {"written": 0, "problems": 0}
-    # backslashreplace: a lone surrogate (in a forged frame's name, or a corpus id) is written
-    # as its JSON escape (\udcff) instead of failing the write; the line reads back the same.
-    with open(args.out, "a", encoding="utf-8", errors="backslashreplace") as out, \
+    # Unbuffered bytes: _write puts each record down whole or (disk full) cuts its partial line off again.
+    with _opened(args.out, "ab", buffering=0) as out, \
             _Progress(len(items), args.progress) as bar, _StopOnSignal(stop, bar):
         results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
                             timeout=args.timeout, backend=args.backend, address=args.address,
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     records = load_results(args.out)
     if not args.quiet:
-        print(shown(summary(records, wall_s=elapsed, ran=counts["written"]), sys.stdout))
+        _print(shown(summary(records, wall_s=elapsed, ran=counts["written"]), sys.stdout))
     if args.report:
         write_report(records, args.report)
         print(f"report: {args.report}", file=sys.stderr)
@@ -115,30 +115,69 @@ def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
     from ..batch import INVALID
     from ..errors import InputError
 
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout: reading it back for the summary hung
+        raise InputError(f"--out {path} is not a regular file (the results are read back for the summary and "
+                         f"--resume)")
     if not os.path.exists(path) or overwrite:
-        open(path, "w").close()
+        _opened(path, "w").close()
         return set()
     if not resume:
         raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
     kept, done, dropped = [], set(), 0
-    with open(path, encoding="utf-8", errors="replace") as fh:  # a crash may cut a line inside a character
-        for text in fh:
-            try:
-                record = json.loads(text)
-                ok = isinstance(record, dict) and isinstance(record.get("id"), str) and text.endswith("\n")
-            except json.JSONDecodeError:
-                ok = False
-            if ok and record.get("outcome") != INVALID:
+    # errors="replace": a crash may cut a line inside a character
+    with _opened(path, "r", encoding="utf-8", errors="replace") as fh:
+        for number, text in enumerate(fh, start=1):
+            record = _record(text)
+            if record is None and text.endswith("\n") and text.strip():
+                # Only the last line can be cut by a crash: anything else means --out is some other file,
+                # and rewriting it below would delete the lines that are not records.
+                raise InputError(f"{path}: line {number} is not a sandbox batch result record; is --out the "
+                                 f"right file? (--overwrite replaces it)")
+            if record is not None and record.get("outcome") != INVALID and isinstance(record.get("id"), str):
                 kept.append(text)
                 done.add(record["id"])
             else:
                 dropped += 1  # a line cut by a crash, or an invalid line to validate again
     if dropped:
         tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with _opened(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(kept)
         os.replace(tmp, path)
     return done
+
+
+def _record(text: str) -> dict[str, Any] | None:
+    """The result record on a line of --out, or None (a line cut short, or not a record at all)."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not text.endswith("\n") or not isinstance(record, dict) or not isinstance(record.get("outcome"), str):
+        return None
+    return record
+
+
+def _refuse_same_file(input_path: str, out_path: str) -> None:
+    """--out must not be the corpus: --overwrite would empty it before it is read, --resume would take its
+    lines for results and run nothing."""
+    from ..errors import InputError
+
+    try:
+        same = input_path != "-" and os.path.samefile(input_path, out_path)
+    except OSError:  # one of them does not exist (yet): not the same file
+        same = False
+    if same:
+        raise InputError(f"--out {out_path} is the input corpus itself; write the results to another file")
+
+
+def _opened(path: str, mode: str, **kwargs: Any) -> Any:
+    """``open()`` for --out; an OS error (no such folder, a directory, read-only) is an InputError naming it."""
+    from ..errors import InputError
+
+    try:
+        return open(path, mode, **kwargs)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _read_input(path: str, done_ids: set[str]) -> list[Any]:
@@ -154,14 +193,38 @@ def _read_input(path: str, done_ids: set[str]) -> list[Any]:
         raise InputError(f"cannot read {path}: {exc}") from None
 
 
-def _write(out: TextIO, record: Any, counts: dict[str, int]) -> None:
+def _write(out: BinaryIO, record: Any, counts: dict[str, int]) -> None:
+    """Append one record as one line, straight to the file: whatever stops us, every finished record is a
+    whole line on disk. A failed write (disk full) is cut off again, so the file stays whole lines."""
     from ..batch import INVALID, SANDBOX_ERROR
+    from ..errors import InputError
 
-    # One write + flush per record: whatever stops us, every finished record is a whole line on disk.
-    out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
-    out.flush()
+    # backslashreplace: a lone surrogate (in a forged frame's name, or a corpus id) is written
+    # as its JSON escape (\udcff) instead of failing the write; the line reads back the same.
+    data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
+    start = out.seek(0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[out.write(view):]  # a raw write may take only part of it
+    except OSError as exc:
+        os.ftruncate(out.fileno(), start)
+        raise InputError(f"cannot write {out.name}: {exc.strerror or exc}; {counts['written']} results written "
+                         f"(make room, then continue with --resume)") from None
     counts["written"] += 1
     counts["problems"] += record.outcome in (INVALID, SANDBOX_ERROR)
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that went away (``| head -1``) is no error: the results are on disk and
+    the report is still to be written."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # As the Python docs advise: stdout to /dev/null, so the interpreter's last flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 class _Progress:

@@ -34,6 +34,7 @@ def test_files_are_base64_decoded():
 
 @pytest.mark.parametrize("obj, message", [
     ([1, 2], "line 3: expected a JSON object, got list"),
+    (None, "line 3: expected a JSON object, got null"),
     ({"id": "a", "code": "x", "expected": "ok"}, "line 3: unknown key 'expected' (allowed: id, code, files, expect, timeout, meta)"),
     ({"code": "x"}, "line 3: 'id' must be a non-empty string or an integer (got None)"),
     ({"id": True, "code": "x"}, "'id' must be a non-empty string or an integer (got True)"),

@@ -1,0 +1,140 @@
+"""`sandbox batch` pointed carelessly: --out on the corpus, in a missing folder, on a full disk; --report where it
+cannot go; stdout closed early; bad batch-wide options; a corpus saved with a BOM. Each is a clear error (exit 2, no
+traceback) or just works, and no result already written is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import sandbox.batch as batch
+
+from .conftest import cli, read_jsonl, write_jsonl
+
+ITEMS = [{"id": f"i{n}", "code": f"print({n})"} for n in range(3)]
+
+
+def assert_usage_error(done: subprocess.CompletedProcess, message: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["--overwrite", "--resume"])
+def test_out_on_the_corpus_itself_is_refused_and_the_corpus_kept(tmp_path, mode):
+    """--overwrite emptied the corpus before reading it (exit 0, "0 results"); --resume took its lines for
+    finished results and ran nothing (exit 0)."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    before = corpus.read_bytes()
+    done = cli(str(corpus), "--out", str(corpus), mode, "-q")
+    assert_usage_error(done, "is the input corpus itself")
+    assert corpus.read_bytes() == before
+
+
+@pytest.mark.parametrize("where, message", [("missing/out.jsonl", "cannot write {}: No such file or directory"),
+                                             ("folder", "--out {} is not a regular file")])
+def test_out_that_cannot_be_opened_is_a_usage_error(tmp_path, where, message):
+    """It was a FileNotFoundError / IsADirectoryError traceback, exit 1."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    (tmp_path / "folder").mkdir()
+    done = cli(str(corpus), "--out", str(tmp_path / where), "--overwrite", "-q")
+    assert_usage_error(done, message.format(tmp_path / where))
+
+
+def test_out_on_a_pipe_is_a_usage_error_not_a_hang(tmp_path):
+    """`--out /dev/stdout --overwrite` wrote the records, then hung reading its own pipe back for the summary."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    done = cli(str(corpus), "--out", "/dev/stdout", "--overwrite", "-q", timeout=60)
+    assert_usage_error(done, "--out /dev/stdout is not a regular file")
+
+
+def test_resume_refuses_an_out_that_is_not_a_result_file_and_leaves_it_alone(tmp_path):
+    """--resume rewrote --out without every line that was not a record: pointed at the wrong file, it deleted
+    that file's contents."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\nmore notes\n")
+    done = cli(str(corpus), "--out", str(notes), "--resume", "-q")
+    assert_usage_error(done, f"{notes}: line 1 is not a sandbox batch result record")
+    assert notes.read_text() == "my notes\nmore notes\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+def test_a_full_disk_stops_the_batch_with_whole_lines_and_resume_finishes(tmp_path):
+    """It was three chained ENOSPC tracebacks, exit 1, and a last line cut in the middle."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": f"m{n:02d}", "code": "print('x' * 3000)"} for n in range(40)])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = disk / "out.jsonl"
+        done = cli(str(corpus), "--out", str(out), "-j", "2", "-q")
+        assert_usage_error(done, f"cannot write {out}: No space left on device; ")
+        assert "continue with --resume" in done.stderr
+        records = read_jsonl(out)  # every line whole
+        assert 1 <= len(records) < 40
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+        assert done.returncode == 0, done.stderr
+        assert sorted(r["id"] for r in read_jsonl(out)) == [f"m{n:02d}" for n in range(40)]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_report_that_cannot_be_written_is_a_usage_error_after_the_results(tmp_path):
+    """It was a FileNotFoundError traceback once the whole batch had run."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    out = tmp_path / "out.jsonl"
+    done = cli(str(corpus), "--out", str(out), "--report", str(tmp_path / "missing" / "r.html"), "-q")
+    assert_usage_error(done, f"cannot write the report {tmp_path / 'missing' / 'r.html'}: No such file or directory")
+    assert sorted(r["id"] for r in read_jsonl(out)) == ["i0", "i1", "i2"]
+
+
+def test_stdout_closed_early_is_no_traceback_and_the_report_is_still_written(tmp_path):
+    """`sandbox batch ... | head -1`: the summary's print raised BrokenPipeError, so no report either."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "batch", str(corpus), "--out", str(tmp_path / "out.jsonl"),
+                             "--report", str(tmp_path / "r.png")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()  # the reader is gone before the summary comes
+    try:
+        stderr = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "report:" in stderr
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--timeout", "nan"], "timeout must be None or a number of seconds > 0 and <= 86400 (got nan)"),
+    (["--timeout", "0"], "timeout must be None or a number of seconds > 0 and <= 86400 (got 0.0)"),
+    (["--max-output-chars", "-3"], "max_output_chars must be an int >= 0 (got -3)"),
+])
+def test_bad_batch_wide_options_are_usage_errors(tmp_path, option, message):
+    """A bad --timeout made every line an INVALID_INPUT blamed on the line; a negative --max-output-chars cut
+    text from the end and said how many "more" characters it had cut."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    out = tmp_path / "out.jsonl"
+    assert_usage_error(cli(str(corpus), "--out", str(out), *option, "-q"), message)
+    assert out.read_text() == ""
+    with pytest.raises(batch.InputError, match=message.split(" (got")[0]):
+        batch.run([], timeout=float(option[1]) if option[0] == "--timeout" else None,
+                  max_output_chars=int(option[1]) if option[0] == "--max-output-chars" else 100)
+
+
+def test_a_corpus_saved_with_a_bom_and_crlf_runs_every_line(tmp_path):
+    """Its first line was "not valid JSON: Expecting value at column 1" (Notepad saves UTF-8 with a BOM)."""
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_bytes(b'\xef\xbb\xbf{"id": "a", "code": "print(1)"}\r\n{"id": "b", "code": "print(2)"}\r\n')
+    out = tmp_path / "out.jsonl"
+    done = cli(str(corpus), "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert sorted((r["id"], r["outcome"]) for r in read_jsonl(out)) == [("a", "OUTCOME_OK"), ("b", "OUTCOME_OK")]
