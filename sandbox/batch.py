@@ -36,14 +36,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
-                          OutputFile, describe, execute, invalid, read_items, safe_name, save_images)
+                          OutputFile, describe, execute, invalid, max_line_bytes, read_items, read_lines, safe_name,
+                          save_images)
 from .errors import InputError
 from .image import Image
 from .policy import Policy
 
 __all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "INVALID", "MEASURED_FIELDS", "SANDBOX_ERROR", "BatchItem", "BatchResult",
-           "LocalEngine", "OutputFile", "describe", "execute", "invalid", "read_items", "run", "safe_name",
-           "save_images"]
+           "LocalEngine", "OutputFile", "describe", "execute", "invalid", "max_line_bytes", "read_items", "read_lines",
+           "run", "safe_name", "save_images"]
 
 
 def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "str | Path | Policy" = "default",

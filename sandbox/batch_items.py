@@ -9,12 +9,13 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from . import jsontext
 from .errors import InputError, SandboxUnavailable
 from .inputs import decode_base64
 from .outfiles import OutDir, extension
+from .policy import Policy
 from .results import Denial, File, Outcome, Result
 
 INVALID = "INVALID_INPUT"
@@ -151,16 +152,41 @@ def invalid(line: int, message: str, ident: str | None = None, meta: Any = None)
                        meta=meta if isinstance(meta, dict) else None)
 
 
-def read_items(lines: Iterable[str | bytes], skip_ids: Iterable[str] = ()) -> Iterator[BatchItem | BatchResult]:
+def max_line_bytes(policy: Policy) -> int:
+    """The longest input line an item ``policy`` accepts can take: its code with every character escaped
+    (``\\u0001``: 6 bytes each), its input files in base64 with room for their names, and 1 MiB for id,
+    meta and keys. :func:`read_lines` refuses a longer line without holding it."""
+    limits = policy.limits
+    return 6 * limits.max_code_bytes + limits.max_input_files * (limits.max_input_file_bytes * 4 // 3 + 4096) + (1 << 20)
+
+
+def read_lines(fh: BinaryIO, limit: int) -> Iterator[bytes | None]:
+    """The lines of a binary file, holding at most ``limit`` bytes of one; None for a longer line, which is
+    skipped to its end a MiB at a time (a 2 GB line, or /dev/zero, took the host's memory with it)."""
+    while line := fh.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = fh.readline(1 << 20)
+        yield None
+
+
+def read_items(lines: Iterable[str | bytes | None], skip_ids: Iterable[str] = ()) -> Iterator[BatchItem | BatchResult]:
     """Parse JSONL lines into items; a bad line yields an ``INVALID_INPUT`` record instead.
 
     Lines may be bytes (a file opened in binary mode): one that is not UTF-8 is a bad line, not the whole file's
-    end. Blank lines are ignored. Items whose id is in ``skip_ids`` are left out (``--resume``);
-    a second line with an id already seen is invalid (ids key the results).
+    end. None stands for a line too long to read (:func:`read_lines`). Blank lines are ignored. Items whose id is
+    in ``skip_ids`` are left out (``--resume``); a second line with an id already seen is invalid (ids key the
+    results).
     """
     skip = set(skip_ids)
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
+        if line is None:
+            yield invalid(number, f"line {number}: too long: longer than any item the policy accepts (limits."
+                                  f"max_code_bytes, max_input_files, max_input_file_bytes)")
+            continue
         if not line.strip():
             continue
         try:

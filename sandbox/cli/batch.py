@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--report must end in .html or .png (got {args.report!r})")
     _refuse_same_file(args.input, args.out)
     done_ids = _open_output(args.out, args.resume, args.overwrite)
-    items = _read_input(args.input, done_ids)
+    items = _read_input(args.input, done_ids, args.policy)
     stop = threading.Event()
     started = time.monotonic()
     counts = {"written": 0, "problems": 0}
@@ -180,15 +180,17 @@ def _opened(path: str, mode: str, **kwargs: Any) -> Any:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _read_input(path: str, done_ids: set[str]) -> list[Any]:
-    from ..batch import read_items
+def _read_input(path: str, done_ids: set[str], policy: str) -> list[Any]:
+    from ..batch import max_line_bytes, read_items, read_lines
     from ..errors import InputError
+    from ..policy import Policy
 
+    limit = max_line_bytes(Policy.load(policy))
     if path == "-":
-        return list(read_items(sys.stdin.buffer, skip_ids=done_ids))
+        return list(read_items(read_lines(sys.stdin.buffer, limit), skip_ids=done_ids))
     try:
         with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is an invalid line (read_items)
-            return list(read_items(fh, skip_ids=done_ids))
+            return list(read_items(read_lines(fh, limit), skip_ids=done_ids))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
 

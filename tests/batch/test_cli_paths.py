@@ -138,3 +138,17 @@ def test_a_corpus_saved_with_a_bom_and_crlf_runs_every_line(tmp_path):
     done = cli(str(corpus), "--out", str(out), "-q")
     assert done.returncode == 0, done.stderr
     assert sorted((r["id"], r["outcome"]) for r in read_jsonl(out)) == [("a", "OUTCOME_OK"), ("b", "OUTCOME_OK")]
+
+
+def test_a_line_longer_than_any_item_the_policy_accepts_is_refused_unread(tmp_path):
+    """A line was read whole whatever its size (a 400 MB line took 1.2 GB; /dev/zero all memory), only to be
+    refused as code over the limit; it is now skipped a MiB at a time, past the policy's largest possible item."""
+    policy = tmp_path / "small.toml"
+    policy.write_text("[limits]\nmax_code_bytes = 1000\nmax_input_files = 1\nmax_input_file_bytes = 1000\n")
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": "huge", "code": "#" + "x" * (8 << 20)}, ITEMS[0]])
+    out = tmp_path / "out.jsonl"
+    done = cli(str(corpus), "--out", str(out), "--policy", str(policy), "-q")
+    assert done.returncode == 1, done.stderr
+    assert "line 1: too long: longer than any item the policy accepts" in done.stderr
+    assert sorted((r["line"], r["id"], r["outcome"]) for r in read_jsonl(out)) == [
+        (1, None, "INVALID_INPUT"), (2, "i0", "OUTCOME_OK")]
