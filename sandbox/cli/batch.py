@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 from typing import Any, BinaryIO
 
 from ._term import shown
@@ -76,8 +76,9 @@ def main(args: argparse.Namespace) -> int:
     if args.report and not args.report.endswith((".html", ".png")):
         raise InputError(f"--report must end in .html or .png (got {args.report!r})")
     _refuse_same_file(args.input, args.out)
-    done_ids = _open_output(args.out, args.resume, args.overwrite)
-    items = _read_input(args.input, done_ids, args.policy)
+    with _opened_input(args.input) as corpus:  # before --out: a mistyped corpus path left it emptied (--overwrite)
+        done_ids = _open_output(args.out, args.resume, args.overwrite)
+        items = _read_input(corpus, args.input, done_ids, args.policy)
     stop = threading.Event()
     started = time.monotonic()
     counts = {"written": 0, "problems": 0}
@@ -180,18 +181,27 @@ def _opened(path: str, mode: str, **kwargs: Any) -> Any:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _read_input(path: str, done_ids: set[str], policy: str) -> list[Any]:
+def _opened_input(path: str) -> Any:
+    """The corpus, in bytes (a line that is not UTF-8 is an invalid line, read_items); stdin for ``-``."""
+    from ..errors import InputError
+
+    if path == "-":
+        return nullcontext(sys.stdin.buffer)
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+
+
+def _read_input(corpus: BinaryIO, path: str, done_ids: set[str], policy: str) -> list[Any]:
     from ..batch import max_line_bytes, read_items, read_lines
     from ..errors import InputError
     from ..policy import Policy
 
     limit = max_line_bytes(Policy.load(policy))
-    if path == "-":
-        return list(read_items(read_lines(sys.stdin.buffer, limit), skip_ids=done_ids))
     try:
-        with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is an invalid line (read_items)
-            return list(read_items(read_lines(fh, limit), skip_ids=done_ids))
-    except OSError as exc:
+        return list(read_items(read_lines(corpus, limit), skip_ids=done_ids))
+    except OSError as exc:  # a read that fails (EIO), past the open
         raise InputError(f"cannot read {path}: {exc}") from None
 
 

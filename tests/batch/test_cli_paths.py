@@ -152,3 +152,18 @@ def test_a_line_longer_than_any_item_the_policy_accepts_is_refused_unread(tmp_pa
     assert "line 1: too long: longer than any item the policy accepts" in done.stderr
     assert sorted((r["line"], r["id"], r["outcome"]) for r in read_jsonl(out)) == [
         (1, None, "INVALID_INPUT"), (2, "i0", "OUTCOME_OK")]
+
+
+def test_a_corpus_that_cannot_be_read_leaves_the_results_as_they_were(tmp_path):
+    """--out was emptied (--overwrite) or made before the corpus was opened: a mistyped corpus path lost the results
+    of the last batch."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    out = tmp_path / "out.jsonl"
+    assert cli(str(corpus), "--out", str(out), "-q").returncode == 0
+    before = out.read_bytes()
+    for missing in (tmp_path / "typo.jsonl", tmp_path / "new-out.jsonl"):
+        target = out if missing.name == "typo.jsonl" else missing
+        done = cli(str(missing), "--out", str(target), "--overwrite", "-q")
+        assert_usage_error(done, f"cannot read {missing}")
+    assert out.read_bytes() == before
+    assert not (tmp_path / "new-out.jsonl").exists()
