@@ -223,7 +223,8 @@ def _tools(tools: list[_Obj]) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
     for tool in tools:
         for key in tool.data:
             if key == "codeExecution":
-                code_execution = True
+                # A CodeExecution message ({}): null is no tool, as in proto JSON; "yes" or 1 turned it on.
+                code_execution = code_execution or tool.obj(key) is not None
             elif key == "functionDeclarations":
                 functions.extend(_declaration(d) for d in tool.objs(key))
             else:
@@ -270,9 +271,16 @@ def json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_FUNCTION_MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
+
+
 def _function_mode(tool_config: _Obj | None) -> str:
     calling = tool_config.obj("functionCallingConfig") if tool_config is not None else None
     mode = (calling.get("mode", "str", "AUTO") if calling is not None else "AUTO").upper()
+    if mode not in _FUNCTION_MODES:  # taken for AUTO: a caller's typo of NONE let the model call its functions
+        raise invalid(f"Invalid value at 'toolConfig.functionCallingConfig.mode' (type.googleapis.com/"
+                      f"google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), {mode!r}: one of "
+                      f"{', '.join(_FUNCTION_MODES)}")
     return "AUTO" if mode in ("MODE_UNSPECIFIED", "VALIDATED") else mode
 
 

@@ -64,6 +64,10 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
     ({**HELLO, "generationConfig": {"seed": 2**40}}, "Invalid value at 'generationConfig.seed' (TYPE_INT32)"),
     ({**HELLO, "generationConfig": {"candidateCount": "\u0663"}},  # ARABIC-INDIC DIGIT THREE: isdigit() is true
      "Invalid value at 'generationConfig.candidateCount' (TYPE_INT32)"),
+    # taken for AUTO and for a code execution tool before
+    ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
+     "Invalid value at 'toolConfig.functionCallingConfig.mode'"),
+    ({**HELLO, "tools": [{"codeExecution": "yes"}]}, "Invalid value at 'tools[0].codeExecution': expected a JSON object"),
 ])
 def test_malformed_requests_name_the_field(server, body, words):
     answer = httpx.post(server.url + GENERATE, json=body, timeout=60)

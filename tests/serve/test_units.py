@@ -82,6 +82,13 @@ def test_both_spellings_and_both_base64_alphabets():
     assert call.args == {"snake_case_arg": 1}
 
 
+def test_a_null_code_execution_is_no_tool():
+    """Proto JSON reads null as a field not set: it turned code execution on."""
+    hello = {"contents": [{"parts": [{"text": "hi"}]}]}
+    assert not wire.parse_generate_request({**hello, "tools": [{"codeExecution": None}]}).code_execution
+    assert wire.parse_generate_request({**hello, "tools": [{"codeExecution": None}, {"codeExecution": {}}]}).code_execution
+
+
 def test_part_json_is_the_service_shape():
     assert wire.part_json(wire.CodeExecutionResult("OUTCOME_OK", None)) == \
         {"codeExecutionResult": {"outcome": "OUTCOME_OK"}}  # nothing printed: output absent
