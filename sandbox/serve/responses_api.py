@@ -44,8 +44,12 @@ async def create_response(request: Request) -> Response:
             raise invalid(f"{unsupported} is not supported by sandbox serve's /v1/responses (nothing is stored); "
                           "send the whole conversation as input")
     model = body.get("model")
-    if not isinstance(model, str) or not accepted(model, state):
-        raise not_found_model(str(model))
+    if model is None:  # as the OpenAI API words it; it was a Gemini 404 for "models/None"
+        raise invalid("Missing required parameter: 'model'.")
+    if not isinstance(model, str):
+        raise invalid(f"Invalid type for 'model': expected a string, but got {type(model).__name__} instead.")
+    if not accepted(model, state):
+        raise not_found_model(model)
     parsed = parse_request(body)
     log = request.scope["log"]
     log.update(model=model, code_execution=parsed.code_execution)
@@ -239,6 +243,10 @@ def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
         else:
             raise invalid(f"tools[{index}]: tool type {kind!r} is not supported by sandbox serve "
                           "(code_interpreter and function are)")
+    names = [function.name for function in functions]
+    for name in names:  # the backend and the model would see two tools of one name
+        if names.count(name) > 1:
+            raise invalid(f"tools: duplicate function name {name!r}")
     return code_execution, tuple(functions)
 
 

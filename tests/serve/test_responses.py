@@ -116,3 +116,17 @@ def test_wrong_types_are_invalid_request_errors(server, extra, words):
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["type"] == "invalid_request_error" and words in error["message"]
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"input": "SCRIPT:hello"}, "Missing required parameter: 'model'."),  # a Gemini 404 for "models/None"
+    ({"model": ["scripted"], "input": "SCRIPT:hello"}, "Invalid type for 'model'"),
+    ({"model": "scripted", "input": "SCRIPT:hello",  # taken, and sent on to the backend twice
+      "tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}]},
+     "duplicate function name 'f'"),
+])
+def test_a_missing_model_or_a_repeated_function_is_an_invalid_request(server, body, words):
+    answer = httpx.post(f"{server.url}/v1/responses", json=body, timeout=60)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and words in error["message"], error
