@@ -62,9 +62,10 @@ def _code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None
         return "", f"unknown tool {name!r}; the only tool here is {tool_name!r}"
     try:
         args = jsontext.loads(arguments) if isinstance(arguments, (str, bytes)) else arguments
-        return code_argument(args), None
     except ValueError as exc:
         return "", f"{tool_name} arguments are not valid JSON: {exc}"
+    try:  # apart from the parse: InputError is a ValueError, and valid JSON of the wrong shape is not bad JSON
+        return code_argument(args), None
     except InputError as exc:
         return "", f"InputError: {exc}"
 
@@ -127,7 +128,8 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     One ``tool`` message per call, in order, then (``images="message"``, the default)
     one ``user`` message with every image as an ``image_url`` data URL, since a tool
     message cannot hold images. ``images="save"`` writes the images to ``save_dir`` and
-    lists the paths in the tool message instead; ``images="none"`` drops them.
+    lists the paths in the tool message instead (the folder is made, or refused with
+    InputError, before any call runs); ``images="none"`` drops them.
     """
     check_images(images, save_dir)
     runner = pick_runner(sandbox, session)
@@ -148,8 +150,26 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
 def check_images(images: Any, save_dir: str | None) -> None:
     if images not in ("message", "save", "none"):
         raise InputError(f"images must be 'message', 'save' or 'none' (got {images!r})")
-    if images == "save" and not save_dir:
-        raise InputError("images='save' needs save_dir")
+    if images == "save":
+        if not save_dir:
+            raise InputError("images='save' needs save_dir")
+        _make_save_dir(save_dir)
+
+
+def _make_save_dir(save_dir: str) -> None:
+    """Make ``save_dir`` before any call runs, or InputError naming it.
+
+    Found unusable only when the first image is written, the folder's OSError came after the
+    code ran: its results were lost, and a resumed ``run_chat`` ran the calls a second time.
+    """
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise InputError(f"save_dir {save_dir!r} is not a folder")
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"save_dir {save_dir!r} cannot be made: {exc.strerror or exc}") from exc
+    if not os.access(save_dir, os.W_OK | os.X_OK):
+        raise InputError(f"save_dir {save_dir!r} is not writable")
 
 
 def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,

@@ -265,3 +265,59 @@ def test_ahandle_calls_and_function_call(box):
     calls, output, single = asyncio.run(both())
     assert [m["content"] for m in calls] == ["OUTCOME_OK", "OUTCOME_OK\n3"]
     assert output["output"] == "OUTCOME_OK\nr" and single["content"] == "OUTCOME_OK\n7"
+
+
+# -- what a broken or hostile model server sends, through the real client ---------------------------------------
+
+def completion(message: dict | None = None, **fields) -> dict:
+    """A chat.completion as a server sent it: one choice holding ``message``, or ``fields`` instead."""
+    body = {"id": "chatcmpl-raw", "object": "chat.completion", "created": 0, "model": "raw",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+    return {**body, **fields}
+
+
+def assistant_calling(*tool_calls: dict) -> dict:
+    return completion({"role": "assistant", "content": None, "tool_calls": list(tool_calls)})
+
+
+def function_call(arguments, call_id: str = "c1") -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": "run_python", "arguments": arguments}}
+
+
+def test_valid_json_of_the_wrong_shape_is_not_called_bad_json(box):
+    """The model is told what is wrong with its arguments: bad JSON only when the JSON is bad."""
+    script = [assistant_calling(function_call("[1]", "a"), function_call('{"src": "print(1)"}', "b"),
+                                function_call('{"code": 5}', "c"), function_call("{not json", "d")), reply("ok")]
+    with ScriptedModel(script) as model:
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    answers = {m["tool_call_id"]: m["content"] for m in sent(model, 1) if m["role"] == "tool"}
+    assert answers["a"] == ("OUTCOME_FAILED\nInputError: run_python arguments must be an object with a 'code' "
+                            "string (got list)")
+    assert answers["b"] == "OUTCOME_FAILED\nInputError: run_python needs a 'code' string argument (got NoneType)"
+    assert answers["c"] == "OUTCOME_FAILED\nInputError: run_python needs a 'code' string argument (got int)"
+    assert answers["d"].startswith("OUTCOME_FAILED\nrun_python arguments are not valid JSON: ")
+    output = adapter.handle_function_call({"type": "function_call", "call_id": "r", "name": "run_python",
+                                           "arguments": "[]"}, sandbox=box)["output"]
+    assert output == answers["a"]
+
+
+def test_save_dir_that_cannot_hold_images_is_refused_before_anything_runs(box, tmp_path):
+    """Found out at the first image, the folder's OSError came after the code ran (its results lost), with the
+    turn kept unanswered: a retried run_chat would run the calls again."""
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file")
+    script = [reply(calls=[run_python(PLOT)]), reply("done")]
+    with ScriptedModel(script) as model:
+        messages: list = [{"role": "user", "content": "plot"}]
+        with pytest.raises(sandbox.InputError, match="save_dir .*taken' is not a folder"):
+            adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box, images="save",
+                             save_dir=str(not_a_folder))
+        assert model.requests == [] and messages == [{"role": "user", "content": "plot"}]
+        with pytest.raises(sandbox.InputError, match="save_dir .* cannot be made"):
+            adapter.handle_calls([tool_call(PLOT)], sandbox=box, images="save", save_dir=str(not_a_folder / "sub"))
+        nested = tmp_path / "new" / "figures"  # a folder that does not exist yet is made
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box, images="save",
+                         save_dir=str(nested))
+    assert [p.name for p in nested.iterdir()] == ["figure_1.png"]
+
