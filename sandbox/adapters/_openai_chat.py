@@ -80,6 +80,9 @@ class _Chat:
                  save_dir: str | None) -> None:
         if not isinstance(messages, list):
             raise InputError(f"messages must be a list (it is extended in place; got {type(messages).__name__})")
+        if create_kwargs.get("stream"):  # a Stream has no choices: it failed after the request, left open
+            raise InputError("run_chat reads whole completions: stream=True is not supported (drop it, or write "
+                             "the loop yourself with handle_calls)")
         check_images(images, save_dir)
         self.messages, self.max_turns = messages, check_max_turns(max_turns)
         self.images, self.save_dir = images, save_dir
@@ -94,9 +97,9 @@ class _Chat:
         completion = None
         for turn in range(self.max_turns):
             completion = yield ModelCall()
-            message = completion.choices[0].message
+            message = _message_of(completion)
             self.messages.append(assistant_message(message))
-            calls = list(message.tool_calls or [])
+            calls = list(field_of(message, "tool_calls") or [])
             if not calls or any(self.tools.hands_back(_call_name(call)) for call in calls):
                 return completion
             if turn == self.max_turns - 1:
@@ -136,20 +139,41 @@ class _Chat:
 
     def answer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
         name = _call_name(call)
-        if name == TOOL_NAME:
+        if name == TOOL_NAME and field_of(call, "function") is not None:
             return run_chat_call(call, runner, None, TOOL_NAME)
         if name in self.tools.functions:
             return _function_message(call, *self.tools.call(name, field_of(field_of(call, "function"), "arguments")))
-        return _function_message(call, False, self.tools.unknown(name))
+        return _function_message(call, False, self._refusal(name))
 
     async def aanswer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
         name = _call_name(call)
-        if name == TOOL_NAME:
+        if name == TOOL_NAME and field_of(call, "function") is not None:
             return await arun_chat_call(call, runner, None, TOOL_NAME)
         if name in self.tools.functions:
             answer = await self.tools.acall(name, field_of(field_of(call, "function"), "arguments"))
             return _function_message(call, *answer)
-        return _function_message(call, False, self.tools.unknown(name))
+        return _function_message(call, False, self._refusal(name))
+
+    def _refusal(self, name: Any) -> str:
+        """Why a call has no answer. A model's custom-tool call to run_python is refused here, as text:
+        raised, it ended the loop after its turn was kept, and every resumed run_chat raised again."""
+        if name == TOOL_NAME:
+            return f"{TOOL_NAME} is a function tool: call it with JSON arguments {{\"code\": ...}}"
+        return self.tools.unknown(name)
+
+
+def _message_of(completion: Any) -> Any:
+    """The completion's first message, or InputError saying what the server sent instead.
+
+    Servers that answer an error with status 200 (``{"error": ...}``), or with no choices, get a
+    completion from the SDK all the same; read blindly, it ended the loop with a bare TypeError
+    or AttributeError (a choice without a message left an empty assistant message behind).
+    """
+    choices = field_of(completion, "choices")
+    message = field_of(choices[0], "message") if isinstance(choices, list) and choices else None
+    if message is None:
+        raise InputError(f"the model server answered without choices[0].message: {completion!r:.500}")
+    return message
 
 
 def _function_message(call: Any, ok: bool, value: Any) -> tuple[dict[str, Any], None]:
@@ -179,6 +203,10 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     After ``max_turns`` completions the last one is returned with its tool calls
     unanswered (a warning is logged); calling ``run_chat`` again with the same
     ``messages`` answers them first and goes on.
+
+    ``stream=True`` is refused (the loop reads whole completions); a completion without
+    ``choices[0].message`` (an error some servers send with status 200) raises InputError,
+    the conversation left as it was.
 
     Returns:
         the last ``ChatCompletion``.

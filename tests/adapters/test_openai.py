@@ -321,3 +321,44 @@ def test_save_dir_that_cannot_hold_images_is_refused_before_anything_runs(box, t
                          save_dir=str(nested))
     assert [p.name for p in nested.iterdir()] == ["figure_1.png"]
 
+
+def test_stream_true_is_refused_before_the_request(box):
+    """run_chat needs whole completions: a Stream has no choices (it was an AttributeError, the stream left open)."""
+    with ScriptedModel([reply("hi")]) as model:
+        with pytest.raises(sandbox.InputError, match="stream=True is not supported"):
+            adapter.run_chat(sync_client(model), model="m", messages=[{"role": "user", "content": "x"}],
+                             sandbox=box, stream=True)
+    assert model.requests == []
+
+
+@pytest.mark.parametrize("answer", [
+    {"error": {"message": "model overloaded", "type": "server_error"}},  # an error sent with status 200
+    completion(choices=[]),
+    completion(choices=None),
+    completion(None),
+], ids=["error-body", "no-choices", "null-choices", "null-message"])
+def test_completion_without_a_message_is_a_clear_error(box, answer):
+    """It was a bare TypeError / AttributeError, after an empty assistant message was added to the conversation."""
+    with ScriptedModel([answer]) as model:
+        messages: list = [{"role": "user", "content": "x"}]
+        with pytest.raises(sandbox.InputError, match=r"answered without choices\[0\]\.message"):
+            adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    assert messages == [{"role": "user", "content": "x"}]
+
+
+def test_custom_tool_call_to_run_python_is_an_error_for_the_model(box):
+    """It raised out of the loop after the turn was kept: every resumed run_chat raised again."""
+    custom = {"id": "k1", "type": "custom", "custom": {"name": "run_python", "input": "print(1)"}}
+    refusal = 'error: run_python is a function tool: call it with JSON arguments {"code": ...}'
+
+    async def converse(model):
+        return await adapter.arun_chat(async_client(model), model="m", messages=[{"role": "user", "content": "x"}],
+                                       sandbox=box)
+
+    with ScriptedModel([assistant_calling(custom), reply("sorry"), assistant_calling(custom), reply("ok")]) as model:
+        messages: list = [{"role": "user", "content": "x"}]
+        final = adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+        assert final.choices[0].message.content == "sorry"
+        assert messages[2] == {"role": "tool", "tool_call_id": "k1", "content": refusal}
+        assert asyncio.run(converse(model)).choices[0].message.content == "ok"
+    assert sent(model, 3)[2] == {"role": "tool", "tool_call_id": "k1", "content": refusal}
