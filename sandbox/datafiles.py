@@ -40,7 +40,7 @@ def resolve(name_or_path: str | os.PathLike[str], folder: Path, kind: str, error
     if given_a_path or text.endswith(".toml") or "/" in text:
         path = Path(text)
         if not path.is_file():
-            raise error(f"{kind} file {text!r} does not exist")
+            raise error(f"{kind} file {text!r} " + ("is not a regular file" if path.exists() else "does not exist"))
         return path
     path = folder / f"{text}.toml"
     if not path.is_file():

@@ -38,10 +38,19 @@ Requirable = Annotated[str, schema.one_of("layer or part", LAYERS + tuple(REQUIR
 _LIMIT = schema.Check("be a positive number", schema.is_positive)
 Limit = Annotated[int, _LIMIT]
 Seconds = Annotated[float, _LIMIT, schema.at_most(86_400)]
+#: A limit a worker sets with setrlimit (in MiB for the ``_mb`` keys): at most 2**30, far past any machine (1 PiB,
+#: 34 years of CPU, more processes than pid_max), so the value in bytes stays below the 2**63 that setrlimit takes
+#: (above it, every run of the policy crashed as it started).
+RLimit = Annotated[int, _LIMIT, schema.at_most(1 << 30)]
 
 #: Environment variables: names without "=" or NUL, values without NUL (execve's rules).
 _ENV_OK = schema.Check("map non-empty names without '=' or NUL to values without NUL",
                        lambda env: all(k and "=" not in k and "\0" not in k + v for k, v in env.items()))
+
+
+#: Host paths a policy may grant: absolute, without NUL (a relative path was skipped in silence, a NUL crashed
+#: every run).
+_ABSOLUTE_PATH = schema.Check("hold absolute paths without NUL", lambda path: path.startswith("/") and "\0" not in path)
 
 
 #: PYTHONMALLOC values a policy may pick (runtime.allocator).
@@ -54,15 +63,15 @@ class Limits:
 
     wall_seconds: Seconds = 30.0
     """Wall clock of one run, enforced by the host (SIGKILL of the whole tree)."""
-    cpu_seconds: Limit = 60
+    cpu_seconds: RLimit = 60
     """CPU time of the worker (RLIMIT_CPU); exceeding it ends the run with reason ``cpu_limit``."""
-    memory_mb: Limit = 2048
+    memory_mb: RLimit = 2048
     """Address space a run may add on top of the preloaded image (RLIMIT_AS)."""
-    max_processes: Limit = 64
+    max_processes: RLimit = 64
     """Processes/threads the snippet may have at once (RLIMIT_NPROC, per uid)."""
-    max_open_files: Limit = 256
+    max_open_files: RLimit = 256
     """Open file descriptors (RLIMIT_NOFILE)."""
-    max_file_size_mb: Limit = 256
+    max_file_size_mb: RLimit = 256
     """Largest file the snippet may write (RLIMIT_FSIZE)."""
     max_disk_mb: Annotated[int, _LIMIT, schema.at_most(1 << 20)] = 1024
     """All files of a run (or of a session, kept across its runs) together: its work dir, tmp and ``/tmp`` are
@@ -99,7 +108,7 @@ class Confinement:
     allow_subprocess: bool = True
     """Whether the snippet may fork/exec (False: execve and fork-type clone are denied by seccomp; a session's run
     is refused its forks by the session's root, confine/state_scope.py, since the session itself forks)."""
-    read_only_paths: tuple[str, ...] = ()
+    read_only_paths: tuple[Annotated[str, _ABSOLUTE_PATH], ...] = ()
     """Extra host paths the snippet may read (the interpreter and image are always readable)."""
 
     def cross_check(self, prefix: str) -> str | None:

@@ -41,6 +41,17 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"limits": {"max_disk_mb": 1 << 21}}, "limits.max_disk_mb must be at most 1048576"),
     ({"limits": {"max_disk_inodes": -5}}, "limits.max_disk_inodes must be a positive number (got -5)"),
     ({"limits": {"max_disk_inodes": 2.5}}, "limits.max_disk_inodes must be an int (got 2.5)"),
+    # setrlimit takes at most 2**63 - 1: past it, every run of the policy crashed as it started
+    ({"limits": {"memory_mb": 1 << 43}}, "limits.memory_mb must be at most 1073741824 (got 8796093022208)"),
+    ({"limits": {"max_file_size_mb": 1 << 43}}, "limits.max_file_size_mb must be at most 1073741824"),
+    ({"limits": {"cpu_seconds": 1 << 63}}, "limits.cpu_seconds must be at most 1073741824"),
+    ({"limits": {"max_open_files": 1 << 63}}, "limits.max_open_files must be at most 1073741824"),
+    ({"limits": {"max_processes": 1 << 63}}, "limits.max_processes must be at most 1073741824"),
+    # a relative path was skipped in silence, a NUL crashed every run
+    ({"confinement": {"read_only_paths": ["data"]}},
+     "confinement.read_only_paths must hold absolute paths without NUL (got 'data')"),
+    ({"confinement": {"read_only_paths": ["/opt", ""]}}, "must hold absolute paths without NUL (got '')"),
+    ({"confinement": {"read_only_paths": ["/opt\0x"]}}, "must hold absolute paths without NUL (got '/opt\\x00x')"),
 ])
 def test_bad_values_name_file_and_key(data, message):
     with pytest.raises(PolicyError) as info:
@@ -53,6 +64,20 @@ def test_malformed_toml_file(tmp_path):
     path.write_text("[limits\nwall_seconds = ")
     with pytest.raises(PolicyError, match="not valid TOML"):
         Policy.load(path)
+
+
+def test_a_policy_path_that_is_a_folder_is_named_as_such(tmp_path):
+    folder = tmp_path / "mine.toml"
+    folder.mkdir()
+    with pytest.raises(PolicyError, match=f"policy file '{folder}' is not a regular file"):
+        Policy.load(folder)
+    with pytest.raises(PolicyError, match="does not exist"):
+        Policy.load(tmp_path / "missing.toml")
+
+
+def test_rlimit_keys_are_bounded_in_code_too():
+    with pytest.raises(PolicyError, match="limits.memory_mb must be at most"):
+        Policy().with_limits(memory_mb=1 << 43)
 
 
 def test_unknown_policy_lists_available():
