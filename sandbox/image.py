@@ -44,6 +44,13 @@ def _is_pin(text: str) -> bool:
     return bool(text) and not any(c in text for c in " ;=<>!~,[]@")
 
 
+def _is_distribution(text: str) -> bool:
+    """A PEP 508 name: ASCII letters, digits, ``.``, ``_``, ``-``, starting and ending with a letter or digit (so
+    pip never takes one for an option, ``-e``, or a path or URL, ``./x``)."""
+    return text.isascii() and text[:1].isalnum() and text[-1:].isalnum() \
+        and all(c.isalnum() or c in "._-" for c in text)
+
+
 def _is_python_version(text: str) -> bool:
     parts = text.split(".")
     return not text or (len(parts) == 2 and all(p.isdigit() for p in parts))
@@ -55,12 +62,16 @@ Module = Annotated[schema.NonEmptyStr, schema.Check("hold dotted module names", 
 #: A distribution name or an exact version, as pip takes them after ``name==`` (no specifiers).
 Pin = Annotated[str, schema.Check("be a bare name / exact version", _is_pin)]
 
+#: A distribution name as on the package index (``scikit-learn``).
+Distribution = Annotated[Pin, schema.Check("be a distribution name (letters, digits, '.', '_' and '-', starting and "
+                                           "ending with a letter or digit)", _is_distribution)]
+
 
 @record
 class Library:
     """One pinned distribution of an image."""
 
-    distribution: Pin
+    distribution: Distribution
     """Name on the package index, e.g. ``scikit-learn``."""
     version: Pin
     """Pinned version, e.g. ``1.9.1``."""
@@ -264,6 +275,8 @@ def install(image: "Image | str | Path", venv: Path | str | None = None, *,
         from pathlib import Path  # here: the zygote imports this module, never this function, and no pathlib
         root = Path(venv)
         if not (root / "pyvenv.cfg").is_file():
+            if root.exists() and not root.is_dir():
+                raise ImageError(f"--venv {root}: exists and is not a directory")
             if root.exists() and any(root.iterdir()):
                 raise ImageError(f"--venv {root}: exists, is not empty and is not a virtual environment")
             _run([sys.executable, "-m", "venv", str(root)], f"python -m venv {root}", quiet)

@@ -62,6 +62,13 @@ def test_unknown_image_and_bad_venv_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "is not a virtual environment" in proc.stderr
 
 
+def test_install_into_a_venv_path_that_is_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "env").write_text("not a venv")
+    proc = cli("install", "vertex", "--venv", str(tmp_path / "env"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--venv {tmp_path / 'env'}: exists and is not a directory" in proc.stderr
+
+
 def test_install_into_a_new_venv_then_check_it(tmp_path):
     venv = tmp_path / "env"
     image = manifest(tmp_path, STRIPRTF)

@@ -74,6 +74,12 @@ def _lib(**overrides):
     ({"python": 3.11}, "python must be a string (got 3.11)"),
     ({"python": "3"}, "python must be a 'major.minor' version like '3.11' (got '3')"),
     ({"extra_imports": [1]}, "extra_imports must be a list of non-empty strings"),
+    # pip took these for an option, a path or a URL
+    ({"libraries": [_lib(distribution="-e")]}, "libraries[0].distribution must be a distribution name (letters, "
+                                               "digits, '.', '_' and '-', starting and ending with a letter or "
+                                               "digit) (got '-e')"),
+    ({"libraries": [_lib(distribution="./numpy")]}, "libraries[0].distribution must be a distribution name"),
+    ({"libraries": [_lib(distribution="git+https:x")]}, "libraries[0].distribution must be a distribution name"),
 ])
 def test_bad_manifest_values_are_named(data, message):
     with pytest.raises(ImageError) as info:
