@@ -75,6 +75,10 @@ class Sandbox:
         _check_count("max_waiting", max_waiting, minimum=0)
         if venv is not None and interpreter is not None:
             raise InputError("give venv or interpreter, not both")
+        for name, path, kinds in (("interpreter", interpreter, (str, bytes, os.PathLike)),
+                                  ("venv", venv, (str, os.PathLike))):
+            if path is not None and not isinstance(path, kinds):
+                raise InputError(f"{name} must be a path (got {type(path).__name__}: {path!r})")
         if not isinstance(cold_start, bool):
             raise InputError(f"cold_start must be True or False (got {cold_start!r})")
         if venv is not None:

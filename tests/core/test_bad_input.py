@@ -80,3 +80,19 @@ def test_bad_pool_size():
 
 def test_box_still_works_after_bad_input(box):
     assert box.run("print('fine')").stdout == "fine\n"
+
+
+@pytest.mark.parametrize("kwargs", [{"interpreter": 5}, {"venv": 5}, {"venv": b"/tmp/env"}])
+def test_interpreter_and_venv_must_be_paths(kwargs):
+    with pytest.raises(InputError, match=f"{next(iter(kwargs))} must be a path"):
+        sandbox.Sandbox(**kwargs)
+
+
+def test_a_policy_at_the_largest_rlimits_still_runs():
+    """The bounds on the setrlimit keys are safe: at each one, runs work (past them, every run crashed at start)."""
+    top = 1 << 30
+    policy = sandbox.Policy.load("default").with_limits(memory_mb=top, max_file_size_mb=top, cpu_seconds=top,
+                                                        max_open_files=top, max_processes=top)
+    with sandbox.Sandbox(policy=policy) as sb:
+        r = sb.run("print('ok')")
+    assert (r.outcome, r.stdout) == (sandbox.Outcome.OK, "ok\n"), r.error
