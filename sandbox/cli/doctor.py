@@ -171,8 +171,10 @@ def main(args: argparse.Namespace) -> int:
 def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sandbox: bool = True) -> dict[str, Any]:
     """The whole report as plain data (what ``--json`` prints). ``policy_name``: a name, TOML path or Policy."""
     from .. import confine
+    from ..image import Image
     from ..policy import Policy
     policy = Policy.load(policy_name)
+    Image.load(image)  # a misspelt image is the caller's error (ImageError), not a sandbox that cannot start
     probes = confine.probe_all()
     active, how, refusal = _verify(policy, image, use_sandbox)
     layers = []

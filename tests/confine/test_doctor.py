@@ -29,6 +29,14 @@ def test_doctor_in_a_real_run(policy):
     assert out.returncode == (0 if report["ok"] else 1)
 
 
+def test_doctor_with_an_unknown_image_is_a_usage_error():
+    """Refused up front, exit 2 (it was a full report blaming the uid: 'THE SANDBOX CANNOT START for uid 0', exit 1)."""
+    out = subprocess.run([sys.executable, "-m", "sandbox", "doctor", "--image", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    assert out.stderr == "sandbox: error: unknown image 'nope' (available: gemini, vertex)\n"
+
+
 def test_doctor_text_names_layers_and_uid():
     text = doctor.render(doctor.diagnose("strict", use_sandbox=False))
     for layer in confine.MODULES:
