@@ -19,7 +19,9 @@ policy's limits.max_returned_files images and as many files, each at most
 limits.max_returned_file_bytes. On a terminal, control characters in what the
 snippet printed are shown escaped (\\x1b...); in a pipe they pass unchanged. With
 --json, prints the Gemini-shaped result parts instead. Exit status: 0 when the
-outcome is OK, 1 otherwise."""
+outcome is OK, 1 otherwise, 2 when nothing ran (a bad argument, policy, image or
+input file: the snippet is at most limits.max_code_bytes of UTF-8 text, each
+--input file at most limits.max_input_file_bytes)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,30 +41,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=main)
 
 
-def _read_code(path: str) -> str:
+def _read_code(path: str, policy: Any) -> str:
+    """The snippet in ``path`` (``-``: stdin), as UTF-8 text of at most ``limits.max_code_bytes``; a leading
+    byte-order mark is dropped, as ``python FILE`` drops it (some editors write one)."""
     from ..errors import InputError
-    if path == "-":
-        return sys.stdin.read()
+    data = _read(path, "the snippet", policy, "max_code_bytes")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the snippet {path!r}: {exc}") from exc
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read the snippet {_shown_path(path)}: not UTF-8 text: {exc}") from None
+
+
+def _read(path: str, what: str, policy: Any, key: str) -> bytes:
+    """The bytes of ``path`` (``-``: stdin), refused past ``limits.<key>``: at most one byte more is read, so a huge
+    file, a pipe that never ends or /dev/zero is an InputError, not all the host's memory."""
+    from ..errors import InputError
+    limit = getattr(policy.limits, key)
+    try:
+        if path == "-":
+            if sys.stdin is None:
+                raise InputError(f"cannot read {what} from stdin: stdin is closed")
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {_shown_path(path)}: {exc}") from exc
+    if len(data) > limit:
+        raise InputError(f"{what} {_shown_path(path)} is over the limit of {limit} bytes "
+                         f"(policy {policy.name!r}: limits.{key})")
+    return data
+
+
+def _shown_path(path: str) -> str:
+    return "from stdin" if path == "-" else repr(path)
 
 
 def main(args: argparse.Namespace) -> int:
-    from .. import File, Sandbox
+    from .. import File, Policy, Sandbox
 
-    code = _read_code(args.file)
-    files = []
-    for path in args.input:
-        try:
-            with open(path, "rb") as fh:
-                files.append(File(name=os.path.basename(path), data=fh.read()))
-        except OSError as exc:
-            from ..errors import InputError
-            raise InputError(f"cannot read input file {path!r}: {exc}") from exc
-    with Sandbox(policy=args.policy, image=args.image, venv=args.venv) as box:
+    policy = Policy.load(args.policy)  # first: its limits bound what is read below
+    code = _read_code(args.file, policy)
+    files = [File(name=os.path.basename(path), data=_read(path, "input file", policy, "max_input_file_bytes"))
+             for path in args.input]
+    with Sandbox(policy=policy, image=args.image, venv=args.venv) as box:
         result = box.run(code, files=files, timeout=args.timeout)
         limits = box.policy.limits
     written = _write_outputs(result, args.out, limits)

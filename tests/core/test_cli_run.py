@@ -1,0 +1,81 @@
+"""``sandbox run FILE|-`` with what a careless user passes it: clear errors (exit 2), never a traceback or all memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sandbox_run(*args: str, cwd: Path, stdin: "bytes | int | None" = None) -> subprocess.CompletedProcess:
+    """``python -m sandbox run ARGS`` under a 2 GiB address space: an unbounded read fails fast, not the host."""
+    def cap_memory() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}
+    return subprocess.run([sys.executable, "-m", "sandbox", "run", *args], cwd=cwd, capture_output=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=cap_memory, **feed)
+
+
+def assert_refused(proc: subprocess.CompletedProcess, message: str) -> None:
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert err == f"sandbox: error: {message}\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/dev/zero"], "the snippet '/dev/zero' is over the limit of 1000000 bytes (policy 'default': "
+                    "limits.max_code_bytes)"),
+    (["ok.py", "--input", "/dev/zero"], "input file '/dev/zero' is over the limit of 2000000 bytes "
+                                        "(policy 'default': limits.max_input_file_bytes)"),
+    (["ok.py", "--input", "big.csv", "--policy", "strict"], "input file 'big.csv' is over the limit of "),
+])
+def test_an_endless_or_oversize_file_is_refused_unread(tmp_path, args, message):
+    (tmp_path / "ok.py").write_text("print(1)\n")
+    with open(tmp_path / "big.csv", "wb") as fh:
+        fh.truncate(3 << 30)  # sparse: 3 GiB read whole would not fit the 2 GiB cap
+    proc = sandbox_run(*args, cwd=tmp_path)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Traceback" not in err and message in err, err
+
+
+def test_endless_stdin_is_refused_unread(tmp_path):
+    with subprocess.Popen(["yes"], stdout=subprocess.PIPE) as yes:
+        proc = sandbox_run("-", cwd=tmp_path, stdin=yes.stdout.fileno())
+        yes.kill()
+    assert_refused(proc, "the snippet from stdin is over the limit of 1000000 bytes (policy 'default': "
+                         "limits.max_code_bytes)")
+
+
+def test_stdin_that_is_not_utf8_is_named(tmp_path):
+    proc = sandbox_run("-", cwd=tmp_path, stdin=b'print("\xe9")\n')
+    assert_refused(proc, "cannot read the snippet from stdin: not UTF-8 text: 'utf-8' codec can't decode byte 0xe9 "
+                         "in position 7: invalid continuation byte")
+
+
+def test_closed_stdin_is_named(tmp_path):
+    proc = subprocess.run(f"exec {sys.executable} -m sandbox run - <&-", shell=True, cwd=tmp_path,
+                          capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert_refused(proc, "cannot read the snippet from stdin: stdin is closed")
+
+
+def test_a_snippet_file_with_a_byte_order_mark_runs(tmp_path):
+    """As ``python FILE`` runs it (the mark was passed on: SyntaxError, invalid non-printable character U+FEFF)."""
+    (tmp_path / "bom.py").write_bytes(b'\xef\xbb\xbfprint("bom")\n')
+    proc = sandbox_run("bom.py", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, b"bom\n"), proc.stderr
+
+
+def test_missing_folder_and_non_utf8_files_are_named(tmp_path):
+    (tmp_path / "latin.py").write_bytes(b'print("\xe9")\n')
+    assert_refused(sandbox_run("missing.py", cwd=tmp_path),
+                   "cannot read the snippet 'missing.py': [Errno 2] No such file or directory: 'missing.py'")
+    assert_refused(sandbox_run(".", cwd=tmp_path), "cannot read the snippet '.': [Errno 21] Is a directory: '.'")
+    assert_refused(sandbox_run("latin.py", cwd=tmp_path),
+                   "cannot read the snippet 'latin.py': not UTF-8 text: 'utf-8' codec can't decode byte 0xe9 in "
+                   "position 7: invalid continuation byte")
