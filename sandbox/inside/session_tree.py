@@ -180,13 +180,13 @@ class _Root:
             theirs.close()
         return ours
 
-    # state_scope.ForkGrants
     def is_node(self, session: int) -> bool:
         """Whether kernel session ``session`` is a live node's (each node leads its own): the sessions whose
         processes, the children a node forks, may make one of their own (confine/state_scope.py, SESSION_CALL). Not a
         dead node's: once reaped, its pid can be a later runner's, whose processes would then lead sessions too."""
         return session in self.nodes
 
+    # state_scope.ForkGrants
     def take_fork(self, pid: int) -> bool:
         node = self.nodes.get(pid)
         if node is None or node.forks_due <= 0:
