@@ -247,7 +247,7 @@ def test_nan_limit_is_a_policy_error(tmp_path, section, key):
     ("default\n", PolicyError, "unknown policy"),
     ("no\0pe", PolicyError, "NUL byte"),
     ("/nonexistent/x.toml", PolicyError, "does not exist"),
-    ("/etc", PolicyError, "does not exist"),
+    ("/etc", PolicyError, "is not a regular file"),  # a folder: it said "does not exist"
     ("/etc/hostname", PolicyError, "not valid TOML"),
     (5, PolicyError, "got int"),
     (None, PolicyError, "got NoneType"),
