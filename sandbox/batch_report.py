@@ -25,6 +25,9 @@ _MAX_LABEL_CHARS = 40
 
 OUTCOME_ORDER = ("OUTCOME_OK", "OUTCOME_FAILED", "OUTCOME_DEADLINE_EXCEEDED", INVALID, "SANDBOX_ERROR")
 
+#: Line breaks and tabs in a cell (an id, a category, from the corpus) shown escaped: the table stays a table.
+_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v", "\f": "\\f"})
+
 
 def load_results(path: str) -> list[BatchResult]:
     """Read a result file; a line cut short (a crash mid-write, maybe inside a character) is skipped."""
@@ -47,7 +50,8 @@ def summary(records: list[BatchResult], *, wall_s: float | None = None, ran: int
     if expected:
         missed = [r for r in expected if not r.matched]
         lines += ["", f"expectations: {len(expected) - len(missed)} matched, {len(missed)} mismatched"
-                  + (": " + ", ".join(f"{r.id} ({_short(r.expect)}->{_short(r.outcome)})" for r in missed[:3])
+                  + (": " + ", ".join(f"{r.id.translate(_ONE_LINE)} ({_short(r.expect)}->{_short(r.outcome)})"
+                                      for r in missed[:3])
                      + (" ..." if len(missed) > 3 else "") if missed else "")]
     families = Counter((r.meta or {}).get("family") for r in expected if not r.matched)
     if families.keys() - {None}:
@@ -186,7 +190,7 @@ def _outcome_rows(records: list[BatchResult]) -> list[tuple[Any, ...]]:
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
-    cells = [tuple(str(c) for c in row) for row in [headers, *rows]]
+    cells = [tuple(str(c).translate(_ONE_LINE) for c in row) for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     numeric = [all(row[i].replace(".", "", 1).isdigit() for row in cells[1:]) for i in range(len(headers))]
     return ["  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)).rstrip()

@@ -30,6 +30,19 @@ def test_pipe_run_writes_records_and_prints_only_the_summary(tmp_path):
     assert all(r["outcome"] == "OUTCOME_OK" and r["matched"] for r in records)
 
 
+def test_ids_and_categories_with_line_breaks_keep_the_summary_a_table(tmp_path):
+    """An id or category with a newline broke the summary's tables into lines of no column."""
+    items = [{"id": "slow\nid", "code": "import time; time.sleep(0.3)", "meta": {"category": "two\nlines"},
+              "expect": "OUTCOME_FAILED"}]
+    done = cli(str(write_jsonl(tmp_path / "in.jsonl", items)), "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "expectations: 0 matched, 1 mismatched: slow\\nid (FAILED->OK)" in lines, done.stdout
+    assert any(line.startswith("two\\nlines ") for line in lines), done.stdout
+    assert any(line.startswith("slow\\nid ") for line in lines), done.stdout
+    assert not any(line.startswith(("id ", "lines ")) for line in lines), done.stdout
+
+
 def test_existing_output_needs_resume_or_overwrite(tmp_path):
     corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
     (tmp_path / "out.jsonl").write_text("")
