@@ -19,7 +19,7 @@ policy's limits.max_returned_files images and as many files, each at most
 limits.max_returned_file_bytes. On a terminal, control characters in what the
 snippet printed are shown escaped (\\x1b...); in a pipe they pass unchanged. With
 --json, prints the Gemini-shaped result parts instead. Exit status: 0 when the
-outcome is OK, 1 otherwise, 2 when nothing ran (a bad argument, policy, image or
+outcome is OK and every image and file it returned is in --out, 1 otherwise, 2 when nothing ran (a bad argument, policy, image or
 input file: the snippet is at most limits.max_code_bytes of UTF-8 text, each
 --input file at most limits.max_input_file_bytes)."""
 
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     with Sandbox(policy=policy, image=args.image, venv=args.venv) as box:
         result = box.run(code, files=files, timeout=args.timeout)
         limits = box.policy.limits
-    written = _write_outputs(result, args.out, limits)
+    written, unwritten = _write_outputs(result, args.out, limits)
     if args.json:
         print(json.dumps(result.parts(), indent=2))
     else:
@@ -99,11 +99,12 @@ def main(args: argparse.Namespace) -> int:
             print(shown(line, sys.stderr), file=sys.stderr)
         print(f"{result.outcome} ({result.duration_s * 1000:.0f} ms"
               + (f", reason: {result.reason}" if result.reason else "") + ")", file=sys.stderr)
-    return 0 if result.ok else 1
+    return 0 if result.ok and not unwritten else 1
 
 
-def _write_outputs(result: Any, out_dir: str, limits: Any) -> list[str]:
-    """Write the run's images and files into ``out_dir``; one line to report for each.
+def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], int]:
+    """Write the run's images and files into ``out_dir``; one line to report for each, and how many could not be
+    written (an OK run whose figure is not in --out exited 0).
 
     Names from inside are made safe and unique (:mod:`sandbox.outfiles`); a file that
     cannot be written is reported and the next one written. The policy's caps bound the
@@ -112,7 +113,7 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> list[str]:
     """
     from ..outfiles import OutDir, extension
 
-    lines = []
+    lines, unwritten = [], 0
     with OutDir(out_dir) as out:
         for kind, items in (("image", result.images), ("file", result.files)):
             for index, item in enumerate(items[:limits.max_returned_files]):
@@ -122,10 +123,11 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> list[str]:
                     path = out.write(item.name, data, fallback)
                 except OSError as exc:
                     lines.append(f"sandbox: cannot write {kind} {item.name!r} into {out_dir}: {exc.strerror or exc}")
+                    unwritten += 1
                     continue
                 cut = f" (cut to {len(data)} bytes: limits.max_returned_file_bytes)" if len(data) < len(item.data) else ""
                 lines.append(f"wrote {path}{cut}")
             if len(items) > limits.max_returned_files:
                 lines.append(f"sandbox: {len(items) - limits.max_returned_files} more {kind}s not written "
                              f"(limits.max_returned_files = {limits.max_returned_files})")
-    return lines
+    return lines, unwritten

@@ -79,3 +79,14 @@ def test_missing_folder_and_non_utf8_files_are_named(tmp_path):
     assert_refused(sandbox_run("latin.py", cwd=tmp_path),
                    "cannot read the snippet 'latin.py': not UTF-8 text: 'utf-8' codec can't decode byte 0xe9 in "
                    "position 7: invalid continuation byte")
+
+
+def test_a_figure_that_cannot_be_written_into_out_is_exit_status_1(tmp_path):
+    """An OK run whose figure could not be written (--out is a file) exited 0, as if it were in --out."""
+    (tmp_path / "plot.py").write_text("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('drawn')\n")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    proc = sandbox_run("plot.py", "--out", "taken", cwd=tmp_path)
+    err = proc.stderr.decode()
+    assert (proc.returncode, proc.stdout) == (1, b"drawn\n"), err
+    assert "sandbox: cannot write image 'figure_1.png' into taken" in err and "OUTCOME_OK" in err, err
+    assert sandbox_run("plot.py", "--out", "figures", cwd=tmp_path).returncode == 0
