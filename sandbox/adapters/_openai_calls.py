@@ -130,6 +130,10 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     message cannot hold images. ``images="save"`` writes the images to ``save_dir`` and
     lists the paths in the tool message instead (the folder is made, or refused with
     InputError, before any call runs); ``images="none"`` drops them.
+
+    A call to any other tool is answered "unknown tool" (the model sees that): in a turn
+    that mixes your own tools with ``name``, pass only the calls to ``name`` here and
+    answer the rest yourself, or let :func:`run_chat` do both (``functions=``).
     """
     check_images(images, save_dir)
     runner = pick_runner(sandbox, session)
