@@ -50,7 +50,7 @@ def summary(records: list[BatchResult], *, wall_s: float | None = None, ran: int
     if expected:
         missed = [r for r in expected if not r.matched]
         lines += ["", f"expectations: {len(expected) - len(missed)} matched, {len(missed)} mismatched"
-                  + (": " + ", ".join(f"{r.id.translate(_ONE_LINE)} ({_short(r.expect)}->{_short(r.outcome)})"
+                  + (": " + ", ".join(f"{str(r.id).translate(_ONE_LINE)} ({_short(r.expect)}->{_short(r.outcome)})"
                                       for r in missed[:3])
                      + (" ..." if len(missed) > 3 else "") if missed else "")]
     families = Counter((r.meta or {}).get("family") for r in expected if not r.matched)
