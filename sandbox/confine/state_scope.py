@@ -232,8 +232,9 @@ class Supervisor:
         self.forks = forks
         """The forks nodes may make (FORK_CALLS; None: the filter does not notify for them)."""
         self.is_node = is_node
-        """Whether a kernel session is a live node's, whose processes (the children it forks) may make one of their
-        own (SESSION_CALL; None: the filter does not notify for it)."""
+        """Whether a pid is a live node's: the processes of its kernel session (the children it forks, and itself
+        once a child is taken for a node) may make one of their own (SESSION_CALL; None: the filter does not notify
+        for it)."""
 
     def fileno(self) -> int:
         return self.listener
@@ -289,7 +290,9 @@ def _refusal(caller_tid: int, nr: int, args: list[int], forks: ForkGrants | None
     if name in FORK_CALLS:  # a node's own thread makes the forks the root asked for; a run (or a thread it left) none
         return 0 if forks is not None and caller_tid == caller and forks.take_fork(caller) else errno.EPERM
     if name == SESSION_CALL:  # a state a node forked leads a session of its own; a run's processes may not
-        return 0 if is_node is not None and is_node(_stat(caller)[2]) else errno.EPERM
+        # The child asks in its node's session, or once the root took it for a node (a branch whose node the root
+        # freed as soon as it answered); a node itself leads a session already, so the kernel refuses it anyway.
+        return 0 if is_node is not None and (is_node(caller) or is_node(_stat(caller)[2])) else errno.EPERM
     if name not in TARGETED:
         return errno.EPERM
     kind, who = TARGETED[name][1](caller_tid, args)

@@ -88,8 +88,8 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool, grants: s
     """Fork the session's first node with a copy of ``scope``; returns (pid, root's end, and when
     ``scoped`` the supervisor of the filter that keeps its states apart, confine/state_scope.py). ``sessions``,
     ``forks``: the filter also supervises the calls that make a kernel session or a process, which only a state
-    may make (``grants``: the forks the root asked its nodes for; ``is_node``: whether a kernel session is a
-    live node's)."""
+    may make (``grants``: the forks the root asked its nodes for; ``is_node``: whether a pid is a live
+    node's)."""
     # The checks of the frames a state reads, built once here for every state: built at their first use, in a
     # state whose run emptied `sys.modules`, typing.get_type_hints found no module to read their fields' types in.
     frames.prepare(commands.NODE_IN, commands.STANDBY_IN)

@@ -180,11 +180,11 @@ class _Root:
             theirs.close()
         return ours
 
-    def is_node(self, session: int) -> bool:
-        """Whether kernel session ``session`` is a live node's (each node leads its own): the sessions whose
-        processes, the children a node forks, may make one of their own (confine/state_scope.py, SESSION_CALL). Not a
-        dead node's: once reaped, its pid can be a later runner's, whose processes would then lead sessions too."""
-        return session in self.nodes
+    def is_node(self, pid: int) -> bool:
+        """Whether ``pid`` is a live node's (each leads its own kernel session): the processes of its session, the
+        children a node forks, may make one of their own (confine/state_scope.py, SESSION_CALL). Not a dead node's:
+        once reaped, its pid can be a later runner's, whose processes would then lead sessions too."""
+        return pid in self.nodes
 
     # state_scope.ForkGrants
     def take_fork(self, pid: int) -> bool:
