@@ -464,7 +464,7 @@ with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
         for _ in range(3):  # the line moves on: that node is freed, and reaped
             assert s.run("pass").ok
         a = int(s.run("print(a)").stdout)
-        time.sleep(0.5)  # the standby runner of the next run is forked (after the run) before the last pid is set
+        time.sleep(2)  # the standby runner of the next run is forked (after the run) before the last pid is set
         set_last_pid(s._container.spawned.pid, a - 1)
         # The state this run leaves forks the next runner: pid `a` (or this run's, when its standby was not there).
         assert s.run("pass").ok
