@@ -25,7 +25,8 @@ Needs Starlette, uvicorn and httpx: pip install 'sandbox[serve]'."""
 _FLAGS = {
     "host": "host", "port": "port", "api_key": "api_key", "models": "models", "policy": "policy", "image": "image",
     "max_request_bytes": "max_request_bytes", "max_concurrent_requests": "max_concurrent_requests",
-    "max_executions": "max_executions", "request_timeout_seconds": "request_timeout_seconds",
+    "max_executions": "max_executions", "max_response_image_bytes": "max_response_image_bytes",
+    "request_timeout_seconds": "request_timeout_seconds",
     "client_timeout_seconds": "client_timeout_seconds",
     "backend": "backend.kind", "backend_url": "backend.url", "backend_model": "backend.model",
     "backend_api_key": "backend.api_key", "backend_timeout_seconds": "backend.timeout_seconds",
@@ -49,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--max-request-bytes", type=int, help="largest request body (default 20000000)")
     add("--max-concurrent-requests", type=int, help="requests at once; more get 429 (default 8)")
     add("--max-executions", type=int, help="code runs per request (default 10)")
+    add("--max-response-image-bytes", type=int,
+        help="bytes of images one request may return, all its runs together; further images are left out "
+             "and the run's result says so (default 32000000)")
     add("--request-timeout-seconds", type=float, help="longest request, runs included (default 600)")
     add("--client-timeout-seconds", type=float,
         help="longest a client may stall sending its request head, or between two pieces of its body (default 60)")

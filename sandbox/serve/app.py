@@ -60,7 +60,7 @@ def create_app(config: ServeConfig, box: Sandbox, *, backend: Backend | None = N
             max_workers=2 * config.max_concurrent_requests + 4, thread_name_prefix="sandbox-serve"))
         model = backend if backend is not None else make_backend(config.backend)
         app.state.config = config
-        app.state.engine = Engine(box, model, config.max_executions)
+        app.state.engine = Engine(box, model, config.max_executions, config.max_response_image_bytes)
         if on_ready is not None:
             on_ready()
         try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Union
 
 from ..adapters._common import TOOL_NAME, describe_environment
@@ -36,10 +36,11 @@ from ..errors import InputError, SandboxError
 from ..inputs import prepare_files
 from ..results import File
 from .backends import Backend, BackendRequest, ModelReply
+from .config import ServeConfig
 from .errors import ApiError, invalid
 from .transcript import attachments, transcript
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, GenerateRequest,
-                   Part, Text, parts_from_result)
+                   InlineData, Part, Text, parts_from_result)
 
 CODE_TOOL = TOOL_NAME
 """Name of the function the backend calls to run code."""
@@ -96,6 +97,7 @@ class Engine:
     box: Sandbox
     backend: Backend
     max_executions: int
+    max_response_image_bytes: int = ServeConfig.max_response_image_bytes
     stats: Stats = field(default_factory=Stats)
     code_tool: FunctionDeclaration = field(init=False)
 
@@ -170,6 +172,7 @@ class _Runner:
         self.files = files
         self.session: Any = None
         self.executions = 0
+        self.image_bytes_left = engine.max_response_image_bytes
 
     async def execute(self, call: FunctionCall) -> AsyncIterator[Part]:
         code = call.args.get("code")
@@ -195,8 +198,36 @@ class _Runner:
             raise ApiError("INTERNAL", f"the sandbox could not run the code: {exc}") from exc
         finally:
             stats.active_runs -= 1
-        for part in parts_from_result(result.parts(), None):
+        for part in self.within_image_budget(parts_from_result(result.parts(), None)):
             yield part
+
+    def within_image_budget(self, parts: list[Part]) -> list[Part]:
+        """``parts`` without the images past the request's budget; its last result part says what was left out.
+
+        Every image a request returns is held in the server's memory until the answer is sent (twice over
+        in base64), so a snippet drawing many large figures must not decide how much that is.
+        """
+        kept: list[Part] = []
+        left_out = left_out_bytes = 0
+        for part in parts:
+            if isinstance(part, InlineData):
+                if len(part.data) > self.image_bytes_left:
+                    left_out += 1
+                    left_out_bytes += len(part.data)
+                    continue
+                self.image_bytes_left -= len(part.data)
+            kept.append(part)
+        if not left_out:
+            return kept
+        note = (f"[{left_out} image{'s' if left_out > 1 else ''} ({left_out_bytes} bytes) not returned: this "
+                f"request's images would pass {self.engine.max_response_image_bytes} bytes "
+                "(sandbox serve --max-response-image-bytes)]")
+        last = max(i for i, part in enumerate(kept) if isinstance(part, CodeExecutionResult))
+        result = kept[last]
+        if isinstance(result, CodeExecutionResult):  # always: a run's parts begin with its result
+            before = result.output or ""
+            kept[last] = replace(result, output=before + ("\n" if before and not before.endswith("\n") else "") + note)
+        return kept
 
     async def open(self) -> Any:
         if self.session is None:

@@ -31,6 +31,8 @@ from .fake_backend import FakeModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 180.0
+MAX_IMAGE_BYTES = 1_000_000
+"""The main server's budget of images per request: two of the ``noise`` script's five figures."""
 
 
 @dataclass
@@ -129,7 +131,7 @@ def server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> I
     served = start_serve(tmp_path_factory.mktemp("serve") / "serve.log",
                          "--backend", "openai", "--backend-url", f"{fake_model.url}/v1", "--backend-model", "scripted",
                          "--max-concurrent-requests", "2", "--max-request-bytes", "3000000", "--max-executions", "3",
-                         "--client-timeout-seconds", "10")
+                         "--client-timeout-seconds", "10", "--max-response-image-bytes", str(MAX_IMAGE_BYTES))
     yield served
     stop_serve(served)
 

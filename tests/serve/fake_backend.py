@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from sandbox.serve.scripted import HOLD, Reply, ScriptedModel, call, code, text
 
+NOISE_CODE = ("import numpy as np, matplotlib.pyplot as plt\nrng = np.random.default_rng(0)\n"
+              "for _ in range(5):\n    plt.figure()\n    plt.imshow(rng.random((400, 400)))\n    plt.show()\n"
+              "print('drew 5')")  # five PNGs of ~450 KB each: noise does not compress
 PLOT_CODE = ("x = 6 * 7\nprint('x is', x)\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\n")
 
 SCRIPTS = {
@@ -18,6 +21,7 @@ SCRIPTS = {
     "csv": [code("import os\nprint(sorted(f for f in os.listdir('.') if f.startswith('input_file')))\n"
                  "print(open('input_file_0.csv').read().strip().splitlines()[-1])"),
             text(lambda tools: "read: " + tools[-1].replace("\n", " | "))],
+    "noise": [code(NOISE_CODE), code(PLOT_CODE), text(lambda tools: f"I saw: {tools}")],
     "hello": [text("Hello from the scripted model.")],
     "weather": [call("get_weather", {"city": "Paris"}), text(lambda tools: f"Weather report: {tools[-1]}")],
     "fail": [code("print('before')\nraise ValueError('boom')"), text("It failed.")],

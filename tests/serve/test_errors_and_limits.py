@@ -13,7 +13,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from .conftest import REPO, Served, start_serve, stop_serve
+from .conftest import MAX_IMAGE_BYTES, REPO, Served, start_serve, stop_serve
 
 CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
 GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
@@ -291,3 +291,17 @@ def test_stalled_clients_are_cut_off(server):
         head.close()
         body.close()
     assert httpx.post(server.url + GENERATE, json=HELLO, timeout=60).status_code == 200
+
+
+def test_images_past_the_request_budget_are_left_out_and_the_result_says_so(client, fake_model):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:noise", config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    images = [p.inline_data.data for p in parts if p.inline_data]
+    results = [p.code_execution_result.output for p in parts if p.code_execution_result]
+    assert len(images) == 3 and sum(map(len, images)) <= MAX_IMAGE_BYTES
+    assert all(image.startswith(b"\x89PNG") for image in images)
+    assert results[0].startswith("drew 5\n[3 images (")
+    assert f"would pass {MAX_IMAGE_BYTES} bytes (sandbox serve --max-response-image-bytes)]" in results[0]
+    # the budget is the request's, in bytes: the second run's small figure fits in what the first left
+    assert len(images[2]) < MAX_IMAGE_BYTES - len(images[0]) - len(images[1]) and results[1] == "x is 42\n"
+    assert "3 images (" in fake_model.requests[1]["messages"][-1]["content"]  # the model is told too
