@@ -55,6 +55,18 @@ def test_check_reports_preload_failures(tmp_path):
     assert "preload failures:\n  no_such_module_q: ModuleNotFoundError: No module named 'no_such_module_q'" in proc.stdout
 
 
+def test_a_sandbox_whose_image_fails_to_preload_says_so_once(tmp_path):
+    image = manifest(tmp_path, STRIPRTF, '["striprtf", "no_such_module_q"]')
+    code = ("import sandbox\nfor _ in range(2):\n    with sandbox.Sandbox(image=IMAGE, pool_size=2) as box:\n"
+            "        print(box.run('import striprtf; print(2)').output, end='')\n"
+            "        assert len(box.zygote_pids) == 2\n").replace("IMAGE", repr(image))  # waits for both hellos
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0 and proc.stdout == "2\n2\n", proc.stderr
+    warning = ("sandbox: image 'tiny' did not preload 1 module(s) or step(s): no_such_module_q: ModuleNotFoundError: "
+               "No module named 'no_such_module_q'.")
+    assert proc.stderr.count(warning) == 1, proc.stderr  # two Sandboxes of two zygotes each: one warning
+
+
 def test_unknown_image_and_bad_venv_are_clear_errors(tmp_path):
     proc = cli("check", "nope")
     assert proc.returncode == 2 and "unknown image 'nope' (available: gemini, vertex)" in proc.stderr
