@@ -16,7 +16,8 @@ from ..core import Sandbox
 from ..errors import InputError
 from ._common import TOOL_NAME, box_of
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, ahandle, handle, tool
-from ._loop import Answer, ModelCall, Steps, Tools, adrive, check_max_turns, drive, is_async_method, jsonable
+from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
+    check_max_turns, drive, is_async_method, jsonable, not_run_text
 
 #: Named after the public module, which is what callers configure logging for.
 logger = logging.getLogger(f"{__package__}.genai")
@@ -58,12 +59,17 @@ class ToolLoop:
         functions: your own tools, name -> callable (async callables with ``arun()`` only;
             sync ones run in a thread there).
         images: where a ``run_python`` call's images go (see :func:`handle`).
+        max_calls_per_turn: function calls of one model turn run at most (default 16,
+            ``run_python`` and your functions alike; calls handed back to you do not
+            count). Each call past it is still answered, with ``{"error": "not run: ..."}``
+            saying why, so the model can make it again in a later turn; a warning is logged.
     """
 
     def __init__(self, client: Any, model: str, *, config: "types.GenerateContentConfig | dict | None" = None,
                  sandbox: Sandbox | None = None, max_turns: int = 10, functions: Any = None,
-                 images: ImagesMode = DEFAULT_IMAGES) -> None:
+                 images: ImagesMode = DEFAULT_IMAGES, max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN) -> None:
         self.client, self.model, self.max_turns = client, model, check_max_turns(max_turns)
+        self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self._sandbox = sandbox
         self.config = _with_tool(config, sandbox)
         self.tools = Tools(functions, _declared(self.config))
@@ -142,9 +148,14 @@ class ToolLoop:
         return [types.Content(role="user", parts=parts), *new]
 
     def _answers(self, calls: list[types.FunctionCall]) -> "Steps[list[types.Part]]":
-        parts: list[types.Part] = []
-        for call in calls:
+        """Answer a turn's calls in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
+        cap, parts = self.max_calls_per_turn, []
+        for call in calls[:cap]:
             parts.extend((yield Answer(call)))
+        if len(calls) > cap:
+            logger.warning("ToolLoop: the model made %d function calls in one turn; the last %d were not run "
+                           "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
+        parts.extend(_function_reply(call, False, not_run_text(len(calls), cap)) for call in calls[cap:])
         return parts
 
     @property

@@ -90,6 +90,23 @@ def check_max_turns(max_turns: Any) -> int:
     return max_turns
 
 
+#: Tool calls answered per model turn by default. Model output is hostile input: without a cap, one turn
+#: of 10,000 run_python calls ran 10,000 snippets (max_turns bounds only the number of turns).
+DEFAULT_MAX_CALLS_PER_TURN = 16
+
+
+def check_max_calls_per_turn(max_calls_per_turn: Any) -> int:
+    if isinstance(max_calls_per_turn, bool) or not isinstance(max_calls_per_turn, int) or max_calls_per_turn < 1:
+        raise InputError(f"max_calls_per_turn must be an int >= 1 (got {max_calls_per_turn!r})")
+    return max_calls_per_turn
+
+
+def not_run_text(total: int, cap: int) -> str:
+    """The answer to a call past the per-turn cap: it was not run, why, and what to do."""
+    return (f"not run: this turn made {total} tool calls and only the first {cap} are run "
+            f"(max_calls_per_turn={cap}); make this call again in a later turn")
+
+
 def is_async_method(obj: Any, *path: str) -> bool:
     """True when ``obj.<path>`` is a coroutine function (an async SDK client's method)."""
     for name in path:
@@ -185,5 +202,5 @@ async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: 
         return f"InputError: {exc}"
 
 
-__all__ = ["Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse", "check_max_turns", "drive", "is_async_method",
-           "jsonable"]
+__all__ = ["DEFAULT_MAX_CALLS_PER_TURN", "Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse",
+           "check_max_calls_per_turn", "check_max_turns", "drive", "is_async_method", "jsonable", "not_run_text"]

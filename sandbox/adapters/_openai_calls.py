@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse
-from ._loop import arun_or_refuse
+from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_max_calls_per_turn, not_run_text
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam, \
@@ -122,7 +122,8 @@ async def arun_chat_call(tool_call: Any, runner: Runner, timeout: float | None,
 
 def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None, session: Runner | None = None,
                  timeout: float | None = None, images: ImagesMode = "message", save_dir: str | None = None,
-                 name: str = TOOL_NAME) -> "list[ChatCompletionMessageParam]":
+                 name: str = TOOL_NAME,
+                 max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN) -> "list[ChatCompletionMessageParam]":
     """Run every tool call of an assistant message; returns the messages to append.
 
     One ``tool`` message per call, in order, then (``images="message"``, the default)
@@ -134,21 +135,40 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     A call to any other tool is answered "unknown tool" (the model sees that): in a turn
     that mixes your own tools with ``name``, pass only the calls to ``name`` here and
     answer the rest yourself, or let :func:`run_chat` do both (``functions=``).
+
+    Only the first ``max_calls_per_turn`` calls run (default 16); each call past it is
+    still answered (the API wants every ``tool_call_id`` answered), with an
+    ``OUTCOME_FAILED`` text saying it was not run and why, so the model can make it again.
     """
     check_images(images, save_dir)
+    cap = check_max_calls_per_turn(max_calls_per_turn)
     runner = pick_runner(sandbox, session)
-    return compose([run_chat_call(call, runner, timeout, name) for call in tool_calls or ()], images, save_dir)
+    calls = list(tool_calls or ())
+    answered: list[tuple[Any, Result | str | None]]
+    answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, len(calls), cap)
+                for index, call in enumerate(calls)]
+    return compose(answered, images, save_dir)
 
 
 async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None,
                         session: Runner | None = None, timeout: float | None = None, images: ImagesMode = "message",
-                        save_dir: str | None = None, name: str = TOOL_NAME) -> "list[ChatCompletionMessageParam]":
+                        save_dir: str | None = None, name: str = TOOL_NAME,
+                        max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN) -> "list[ChatCompletionMessageParam]":
     """:func:`handle_calls` for asyncio (the calls run one after the other, in order)."""
     check_images(images, save_dir)
+    cap = check_max_calls_per_turn(max_calls_per_turn)
     runner = pick_runner(sandbox, session)
+    calls = list(tool_calls or ())
     answered: list[tuple[Any, Result | str | None]]
-    answered = [await arun_chat_call(call, runner, timeout, name) for call in tool_calls or ()]
+    answered = [await arun_chat_call(call, runner, timeout, name) if index < cap
+                else not_run_call(call, len(calls), cap) for index, call in enumerate(calls)]
     return compose(answered, images, save_dir)
+
+
+def not_run_call(tool_call: Any, total: int, cap: int) -> tuple[Any, str]:
+    """The answer to a ``run_python`` call past the per-turn cap: not run, and why (``OUTCOME_FAILED``)."""
+    text = not_run_text(total, cap)
+    return _tool_message(tool_call, text), text
 
 
 def check_images(images: Any, save_dir: str | None) -> None:

@@ -16,9 +16,10 @@ from ..core import Sandbox
 from ..errors import InputError
 from ..results import Result
 from ._common import TOOL_NAME, Runner, box_of
-from ._loop import Answer, ModelCall, Steps, Tools, adrive, check_max_turns, drive, is_async_method, jsonable
+from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
+    check_max_turns, drive, is_async_method, jsonable, not_run_text
 from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, field_of, function_of, \
-    run_chat_call
+    not_run_call, run_chat_call
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletion, ChatCompletionAssistantMessageParam
@@ -77,7 +78,7 @@ class _Chat:
 
     def __init__(self, messages: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
                  functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ImagesMode,
-                 save_dir: str | None) -> None:
+                 save_dir: str | None, max_calls_per_turn: int) -> None:
         if not isinstance(messages, list):
             raise InputError(f"messages must be a list (it is extended in place; got {type(messages).__name__})")
         if create_kwargs.get("stream"):  # a Stream has no choices: it failed after the request, left open
@@ -85,6 +86,7 @@ class _Chat:
                              "the loop yourself with handle_calls)")
         check_images(images, save_dir)
         self.messages, self.max_turns = messages, check_max_turns(max_turns)
+        self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self.images, self.save_dir = images, save_dir
         tools = list(create_kwargs.pop("tools", None) or ())
         if TOOL_NAME not in _declared(tools):
@@ -132,10 +134,20 @@ class _Chat:
         self.messages[at:at] = compose(answered, self.images, self.save_dir)
 
     def _answers(self, calls: list[Any]) -> "Steps[list[tuple[Any, Result | str | None]]]":
-        answered = []
-        for call in calls:
+        """Answer a turn's calls in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
+        cap, answered = self.max_calls_per_turn, []
+        for call in calls[:cap]:
             answered.append((yield Answer(call)))
+        if len(calls) > cap:
+            logger.warning("run_chat: the model made %d tool calls in one turn; the last %d were not run "
+                           "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
+        answered.extend(self._not_run(call, len(calls)) for call in calls[cap:])
         return answered
+
+    def _not_run(self, call: Any, total: int) -> tuple[Any, Result | str | None]:
+        if _call_name(call) == TOOL_NAME and field_of(call, "function") is not None:
+            return not_run_call(call, total, self.max_calls_per_turn)
+        return _function_message(call, False, not_run_text(total, self.max_calls_per_turn))
 
     def answer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
         name = _call_name(call)
@@ -184,7 +196,7 @@ def _function_message(call: Any, ok: bool, value: Any) -> tuple[dict[str, Any], 
 def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
              session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
              save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
-             **create_kwargs: Any) -> "ChatCompletion":
+             max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
     """Call ``client.chat.completions.create`` until the model stops calling tools this loop answers.
 
     ``messages`` is extended in place with every assistant message (request fields only,
@@ -204,6 +216,12 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     unanswered (a warning is logged); calling ``run_chat`` again with the same
     ``messages`` answers them first and goes on.
 
+    At most ``max_calls_per_turn`` calls of one assistant message are run (default 16,
+    ``run_python`` and your functions alike; calls handed back to you do not count).
+    Each call past it still gets its tool message (the API wants every ``tool_call_id``
+    answered), saying it was not run and why, so the model can make it again in a later
+    turn; a warning is logged.
+
     ``stream=True`` is refused (the loop reads whole completions); a completion without
     ``choices[0].message`` (an error some servers send with status 200) raises InputError,
     the conversation left as it was.
@@ -213,7 +231,7 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     """
     if is_async_method(client, "chat", "completions", "create"):
         raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_chat(...)`")
-    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir)
+    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn)
     chat.tools.check_sync()
     own = session is None
     runner = box_of(sandbox).session() if own else session
@@ -233,7 +251,7 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
 async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
                     session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
                     save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
-                    **create_kwargs: Any) -> "ChatCompletion":
+                    max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
     """:func:`run_chat` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
 
     Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills a ``run_python`` call in
@@ -241,7 +259,7 @@ async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sa
     """
     if not is_async_method(client, "chat", "completions", "create"):
         raise InputError("arun_chat needs an async client (openai.AsyncOpenAI); use run_chat with this one")
-    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir)
+    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn)
     own = session is None
     runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
 

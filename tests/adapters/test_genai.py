@@ -316,3 +316,34 @@ def test_tool_loop_rejects_bad_arguments():
         adapter.ToolLoop(object(), "m", max_turns=0)
     with pytest.raises(sandbox.InputError, match="needs a google.genai.Client"):
         adapter.ToolLoop(object(), "m").run("hi")
+
+
+COUNT = "hits = globals().get('hits', 0) + 1\nprint(hits)"
+
+
+def test_tool_loop_calls_past_max_calls_per_turn_are_answered_not_run(box, caplog):
+    """One model turn of many run_python calls ran every one: now the first max_calls_per_turn run, and each
+    call past it gets an error response saying it was not run and why."""
+    script = [reply(calls=[run_python(COUNT)] * 5 + [("get_weather", {"city": "Oslo"})]),
+              reply(calls=[run_python("print(hits)")]), reply("done")]
+    weathered: list[str] = []
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [WEATHER]},
+                              functions={"get_weather": weathered.append, "book_flight": str},
+                              max_calls_per_turn=3) as loop, caplog.at_level(logging.WARNING):
+            assert loop.run("count").text == "done"
+    answers = [p["functionResponse"] for p in contents(model.requests[1])[-1]["parts"]]
+    assert [a["id"] for a in answers] == [f"call-run_python-{i}" for i in range(5)] + ["call-get_weather-5"]
+    assert [a["response"] for a in answers[:3]] == [{"output": f"{i}\n"} for i in (1, 2, 3)]
+    not_run = {"error": "not run: this turn made 6 tool calls and only the first 3 are run (max_calls_per_turn=3); "
+                        "make this call again in a later turn"}
+    assert [a["response"] for a in answers[3:]] == [not_run] * 3 and weathered == []
+    assert contents(model.requests[2])[-1]["parts"][0]["functionResponse"]["response"] == {"output": "3\n"}
+    assert "the last 3 were not run (max_calls_per_turn=3)" in caplog.text
+
+
+def test_tool_loop_default_max_calls_per_turn():
+    assert adapter.ToolLoop(object(), "m").max_calls_per_turn == 16
+    for bad in (0, True, "3", None):
+        with pytest.raises(sandbox.InputError, match=r"max_calls_per_turn must be an int >= 1 \(got "):
+            adapter.ToolLoop(object(), "m", max_calls_per_turn=bad)

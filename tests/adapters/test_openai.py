@@ -362,3 +362,62 @@ def test_custom_tool_call_to_run_python_is_an_error_for_the_model(box):
         assert messages[2] == {"role": "tool", "tool_call_id": "k1", "content": refusal}
         assert asyncio.run(converse(model)).choices[0].message.content == "ok"
     assert sent(model, 3)[2] == {"role": "tool", "tool_call_id": "k1", "content": refusal}
+
+
+COUNT = "hits = globals().get('hits', 0) + 1\nprint(hits)"
+
+
+def test_tool_calls_past_max_calls_per_turn_are_answered_not_run(box, caplog):
+    """One turn of many calls ran every snippet (only max_turns bounded a loop): now the first
+    max_calls_per_turn run and every other call still gets its tool message, saying why it was not run."""
+    def get_weather(city: str) -> str:
+        weathered.append(city)
+        return "sunny"
+
+    weathered: list[str] = []
+    flood = [reply(calls=[run_python(COUNT)] * 20 + [("get_weather", {"city": "Oslo"})]),
+             reply(calls=[run_python("print(hits)")]), reply("done")]
+    with ScriptedModel(flood) as model:
+        messages: list = [{"role": "user", "content": "go"}]
+        with caplog.at_level(logging.WARNING):
+            adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box, tools=[WEATHER],
+                             functions={"get_weather": get_weather})
+    answers = [m for m in sent(model, 1) if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in answers] == [f"call_run_python_{i}" for i in range(20)] + ["call_get_weather_20"]
+    assert [m["content"] for m in answers[:16]] == [f"OUTCOME_OK\n{i}" for i in range(1, 17)]
+    not_run = ("not run: this turn made 21 tool calls and only the first 16 are run (max_calls_per_turn=16); "
+               "make this call again in a later turn")
+    assert {m["content"] for m in answers[16:20]} == {"OUTCOME_FAILED\n" + not_run}
+    assert answers[20]["content"] == "error: " + not_run and weathered == []
+    assert sent(model, 2)[-1]["content"] == "OUTCOME_OK\n16"  # the calls past the cap never ran
+    assert "the last 5 were not run (max_calls_per_turn=16)" in caplog.text
+
+
+def test_max_calls_per_turn_applies_to_a_resumed_turn_and_handle_calls(box):
+    script = [reply(calls=[run_python(COUNT)] * 3), reply("ok")]
+    with ScriptedModel(script) as model, box.session() as session:
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, session=session, max_turns=1)
+        assert [m["role"] for m in messages] == ["user", "assistant"]  # unanswered: answered on resume
+        adapter.run_chat(sync_client(model), model="m", messages=messages, session=session, max_calls_per_turn=2)
+        assert [m["content"].split("\n")[0] for m in messages[2:5]] == ["OUTCOME_OK", "OUTCOME_OK", "OUTCOME_FAILED"]
+        assert "only the first 2 are run" in messages[4]["content"]
+        answered = adapter.handle_calls([tool_call(COUNT, "a"), tool_call(COUNT, "b")], session=session,
+                                        max_calls_per_turn=1)
+        assert [m["content"] for m in answered] == ["OUTCOME_OK\n3", "OUTCOME_FAILED\nnot run: this turn made 2 "
+                                                    "tool calls and only the first 1 are run (max_calls_per_turn=1); "
+                                                    "make this call again in a later turn"]
+        later = asyncio.run(adapter.ahandle_calls([tool_call(COUNT, "c"), tool_call(COUNT, "d")], session=session,
+                                                  max_calls_per_turn=1))
+        assert later[0]["content"] == "OUTCOME_OK\n4" and "not run" in later[1]["content"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "3", None])
+def test_max_calls_per_turn_is_validated_before_anything_runs(box, bad):
+    with ScriptedModel([reply("hi")]) as model:
+        with pytest.raises(sandbox.InputError, match=r"max_calls_per_turn must be an int >= 1 \(got "):
+            adapter.run_chat(sync_client(model), model="m", messages=[], sandbox=box, max_calls_per_turn=bad)
+        with pytest.raises(sandbox.InputError, match="max_calls_per_turn must be an int >= 1"):
+            adapter.handle_calls([tool_call("open('ran', 'w')")], sandbox=box, max_calls_per_turn=bad)
+    assert model.requests == []
+
