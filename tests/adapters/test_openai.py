@@ -421,3 +421,14 @@ def test_max_calls_per_turn_is_validated_before_anything_runs(box, bad):
             adapter.handle_calls([tool_call("open('ran', 'w')")], sandbox=box, max_calls_per_turn=bad)
     assert model.requests == []
 
+
+def test_assistant_message_with_calls_and_no_text_keeps_content_none(box):
+    """The Chat Completions schema: assistant ``content`` is "required unless tool_calls or function_call is
+    specified", and may be null. Our history keeps the server's null, and the real client sends it back as is."""
+    with ScriptedModel([reply(None, [run_python("print(1)")]), reply("done")]) as model:
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    assert messages[1]["content"] is None and messages[1]["tool_calls"]
+    MESSAGE.validate_python(messages[1])
+    echoed = sent(model, 1)[1]
+    assert "content" in echoed and echoed["content"] is None and echoed == messages[1]
