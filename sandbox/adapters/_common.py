@@ -13,7 +13,7 @@ import threading
 from typing import Any, Mapping, Protocol
 
 from ..core import DEFAULT_IMAGE, Sandbox, shared_sandbox
-from ..errors import InputError, SandboxClosed
+from ..errors import InputError, SandboxClosed, SessionError
 from ..inputs import decode_base64
 from ..image import Image
 from ..policy import Policy
@@ -109,7 +109,14 @@ def describe_environment(box: Sandbox | None = None) -> str:
 
 
 class SessionPool:
-    """Sessions keyed by a conversation id; the least recently used is closed beyond ``max_sessions``.
+    """Sessions keyed by a conversation id, ``max_sessions`` at most.
+
+    Opening one more closes the least recently used session that has no call in
+    progress (its variables are lost). A session running a call is never closed for
+    another key: that cut the other conversation's run short ("its session was closed
+    while it ran"). So when every kept session is running a call, a new key is refused
+    with SessionError naming ``max_sessions``, until one of those calls ends: a flood of
+    distinct keys holds at most ``max_sessions`` sessions (processes) at any time.
 
     A session the core closed (idle or lifetime limit) is replaced by a fresh one on the
     next ``get()`` (its variables are gone, as on the service after a long pause).
@@ -124,20 +131,45 @@ class SessionPool:
         self._max = max_sessions
         self._lock = threading.Lock()
         self._sessions: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
+        self._busy: "collections.Counter[str]" = collections.Counter()  # key -> calls in progress
 
     def get(self, key: str) -> Any:
-        """The live session for ``key``, opened on first use."""
+        """The live session for ``key``, opened on first use (SessionError: every kept session is busy)."""
+        return self._take(key, None)
+
+    def _take(self, key: str, claim: "_Claim | None") -> Any:
+        """``get()``; with a ``claim``, the session counts as busy until :meth:`_release` (unless abandoned)."""
         evicted = []
         with self._lock:
-            session = self._sessions.pop(key, None)
+            session = self._sessions.get(key)
             if session is None or session.closed:
+                idle = [other for other in self._sessions if other != key and not self._busy[other]]
+                excess = len(self._sessions) + (key not in self._sessions) - self._max
+                if excess > len(idle):
+                    raise SessionError(f"no session can be opened for {key!r:.60}: all {len(self._sessions)} "
+                                       f"sessions kept have a call in progress (max_sessions={self._max}); "
+                                       "call again when one of them ends")
+                evicted = [self._sessions.pop(other) for other in idle[:max(excess, 0)]]  # least recently used
                 session = box_of(self._box).session()
             self._sessions[key] = session
-            while len(self._sessions) > self._max:
-                evicted.append(self._sessions.popitem(last=False)[1])
+            self._sessions.move_to_end(key)
+            if claim is not None and not claim.abandoned:
+                self._busy[key] += 1
+                claim.held = True
         for old in evicted:
             _close_quietly(old)  # another conversation's session: its trouble is not this call's
         return session
+
+    def _release(self, key: str, claim: "_Claim | None" = None) -> None:
+        """End a call's hold on the session of ``key``; with ``claim``, only if it was taken (see _arun_once)."""
+        with self._lock:
+            if claim is not None:
+                claim.abandoned = True
+                if not claim.held:
+                    return
+            self._busy[key] -= 1
+            if self._busy[key] <= 0:
+                del self._busy[key]
 
     def run(self, key: str, code: str, files: list[File] | None = None, timeout: float | None = None) -> Result:
         """Run in the session of ``key``; a session the core just expired is reopened once."""
@@ -151,13 +183,31 @@ class SessionPool:
         """:meth:`run` for asyncio, through ``Session.arun``: cancelling the task kills the run at once.
 
         Every file given is sent (the adapters that await, MCP and ADK, send what the caller gives)."""
-        try:  # get() may open a session, which waits for the zygote: not on the event loop
-            return await (await asyncio.to_thread(self.get, key)).arun(code, files=files or [], timeout=timeout)
+        try:
+            return await self._arun_once(key, code, files or [], timeout)
         except SandboxClosed:  # expired between get() and arun(): one fresh session
-            return await (await asyncio.to_thread(self.get, key)).arun(code, files=files or [], timeout=timeout)
+            return await self._arun_once(key, code, files or [], timeout)
 
     def _run_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
-        return self.get(key).run(code, files=files, timeout=timeout)
+        session = self._take(key, _Claim())
+        try:
+            return session.run(code, files=files, timeout=timeout)
+        finally:
+            self._release(key)
+
+    async def _arun_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
+        # _take may open a session, which waits for the zygote: not on the event loop. A task cancelled while
+        # the thread takes it gives up its claim: the thread then holds nothing (else the key stayed busy for good).
+        claim = _Claim()
+        try:
+            session = await asyncio.to_thread(self._take, key, claim)
+        except BaseException:
+            self._release(key, claim)
+            raise
+        try:
+            return await session.arun(code, files=files, timeout=timeout)
+        finally:
+            self._release(key)
 
     def close(self) -> None:
         """Close every session. Idempotent."""
@@ -168,6 +218,14 @@ class SessionPool:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+class _Claim:
+    """One call's hold on its session, taken on another thread; changed under the pool's lock only."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.abandoned = False
 
 
 def _close_quietly(session: Any) -> None:

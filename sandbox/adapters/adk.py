@@ -13,7 +13,9 @@ subprocess of the agent, with the agent's environment):
 * confinement by a policy (rlimits, no_new_privs, namespaces, Landlock, seccomp) and
   a scrubbed environment; ``timeout_seconds`` (default: the policy's wall clock);
 * ``stateful=True``: one session per ADK ``execution_id`` (ADK passes the ADK
-  session's id), so variables persist between code blocks of a conversation;
+  session's id), so variables persist between code blocks of a conversation; an id
+  longer than 128 characters (ADK's database session services keep ids of 128 at
+  most) is refused, and at most ``max_sessions`` sessions are kept (see the class);
 * ``input_files`` (ADK ``File``, base64 text or raw bytes) land in the work dir under
   their names, so ``optimize_data_file=True`` works too;
 * ``output_files``: figures (``plt.show()``), saved images and other files the code
@@ -50,7 +52,7 @@ from google.adk.code_executors.code_execution_utils import File as AdkFile
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..core import Sandbox, shared_sandbox
-from ..errors import InputError
+from ..errors import InputError, SessionError
 from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
@@ -70,8 +72,11 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         image: image name, TOML path or ``sandbox.Image`` (ignored when ``sandbox`` is given).
         sandbox: a ``sandbox.Sandbox`` to run in; default: the process-wide shared one
             for (policy, image), started on first use.
-        max_sessions: live stateful sessions kept at most; the least recently used is
-            closed beyond it (its variables are lost).
+        max_sessions: live stateful sessions kept at most. A new ``execution_id`` closes
+            the least recently used session that is not running a block (its variables
+            are lost); a session running a block is never closed for another one, so
+            when all of them are, the new id's block fails (``SessionError`` in
+            ``stderr``, naming ``max_sessions``) until one ends.
         stateful, timeout_seconds, optimize_data_file, error_retry_attempts, ...: as in
             ``BaseCodeExecutor``; ``timeout_seconds=None`` means the policy's
             ``limits.wall_seconds``.
@@ -115,6 +120,11 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         except InputError as exc:
             return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
         key = code_execution_input.execution_id
+        if key is not None and (not isinstance(key, str) or len(key) > _MAX_EXECUTION_ID):
+            # It keys a session (and the block count of _prefix): a hostile id must not cost host memory.
+            got = f"{len(key)} characters" if isinstance(key, str) else type(key).__name__
+            return _result(stdout="", stderr=f"InputError: execution_id must be a str of at most "
+                           f"{_MAX_EXECUTION_ID} characters (got {got})", exit_code=1)
         run = functools.partial(self._arun, code_execution_input.code, files, key)
         result: Optional[Result]
         try:
@@ -122,8 +132,8 @@ class SandboxCodeExecutor(BaseCodeExecutor):
                 result = self._run(code_execution_input.code, files, key)
             else:
                 result = asyncio.run(_watched(run, waiter, invocation_context))
-        except InputError as exc:
-            return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
+        except (InputError, SessionError) as exc:
+            return _result(stdout="", stderr=f"{type(exc).__name__}: {exc}", exit_code=1)
         if result is None:
             return _result(stdout="", stderr="the run was cancelled: the ADK invocation was cancelled or aborted",
                            exit_code=1)
@@ -162,6 +172,9 @@ class SandboxCodeExecutor(BaseCodeExecutor):
 
 #: ADK sessions whose block count is kept (least recently used forgotten first).
 _MAX_TRACKED = 4096
+#: Longest execution_id taken, in characters: ADK's database session services keep ids of 128 at most
+#: (google.adk.sessions.schemas.shared.DEFAULT_MAX_KEY_LENGTH), the MCP server's session_id the same.
+_MAX_EXECUTION_ID = 128
 #: How often a run checks whether its ADK caller is gone, in seconds.
 _WATCH_SECONDS = 0.05
 

@@ -44,7 +44,7 @@ from mcp.types import BlobResourceContents, CallToolResult, EmbeddedResource, Im
 from pydantic import Field
 
 from ..core import Sandbox
-from ..errors import InputError, SandboxError
+from ..errors import InputError, SandboxError, SessionError
 from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
@@ -143,8 +143,10 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
             ``image``, closed by ``server.backend.close()``.
         policy, image: what that Sandbox uses (ignored when ``sandbox`` is given).
         name: the server name reported to clients (``serverInfo.name``; ``version`` is this package's).
-        max_sessions: live ``session_id`` sessions at most; the least recently used
-            one is closed beyond it (its variables are lost).
+        max_sessions: live ``session_id`` sessions at most; a new id closes the least
+            recently used one not running a call (its variables are lost). When every
+            one is running a call, the new id's call is refused (a ``SessionError`` text
+            naming ``max_sessions``) until one ends.
 
     The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
@@ -184,8 +186,8 @@ async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[d
         if not session_id or len(session_id) > _MAX_SESSION_ID:
             raise InputError(f"session_id must be 1 to {_MAX_SESSION_ID} characters (got {len(session_id)})")
         return await sessions.arun(session_id, code, files=inputs)
-    except InputError as exc:
-        return f"InputError: {exc}"
+    except (InputError, SessionError) as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def to_call_tool_result(result: Result | str, *, run: int | str = 0,

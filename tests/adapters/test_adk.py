@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 from typing import AsyncGenerator
 from unittest.mock import MagicMock
 
@@ -25,6 +26,8 @@ from google.adk.sessions.session import Session  # noqa: E402
 from google.genai import types  # noqa: E402
 
 from sandbox.adapters.adk import SandboxCodeExecutor  # noqa: E402
+
+from .conftest import sleeper_code, sleepers, wait_for  # noqa: E402
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
@@ -121,6 +124,44 @@ def test_stateful_sessions_are_bounded(box, ctx):
         run(ex, ctx, "x = 2", execution_id="b")  # closes a's session
         assert "not defined" in run(ex, ctx, "print(x)", execution_id="a").stderr
         assert len(ex._pool) == 1
+    finally:
+        ex.close()
+
+
+def test_stateful_session_running_a_block_is_never_closed_for_another_id(box, ctx):
+    """Past max_sessions, a new id closed the least recently used session even mid-block: that block was cut
+    short ("its session was closed while it ran"). Now only an idle session is closed; all busy, the new id
+    is refused until one ends, so endless distinct ids hold max_sessions sessions at most."""
+    ex = SandboxCodeExecutor(sandbox=box, stateful=True, max_sessions=1)
+    marker = 2.7
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as threads:
+            busy = threads.submit(run, ex, ctx, "x = 'a'\n" + sleeper_code(marker) + "print(x)", execution_id="a")
+            wait_for(lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+            refused = run(ex, ctx, "print('b')", execution_id="b")
+            done = busy.result(timeout=60)
+        assert (refused.stdout, refused.stderr) == ("", "SessionError: no session can be opened for 'b': all 1 "
+                                                        "sessions kept have a call in progress (max_sessions=1); "
+                                                        "call again when one of them ends")
+        assert (done.stdout, done.stderr) == ("started\na\n", "")  # a's block was not cut short
+        assert run(ex, ctx, "print('b')", execution_id="b").stdout == "b\n"  # a is idle now: closed for b
+        assert "not defined" in run(ex, ctx, "print(x)", execution_id="a").stderr
+        assert len(ex._pool) == 1
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("stateful", [True, False])
+def test_overlong_execution_id_is_refused(box, ctx, stateful):
+    """It keys a session and the block count: a hostile id of any length was kept as a key (4,096 of them)."""
+    ex = SandboxCodeExecutor(sandbox=box, stateful=stateful)
+    try:
+        for bad, got in (("x" * 129, "129 characters"), ("y" * 1_000_000, "1000000 characters"), (7, "int")):
+            result = run(ex, ctx, "print(1)", execution_id=bad)
+            assert (result.stdout, result.stderr) == ("", "InputError: execution_id must be a str of at most 128 "
+                                                          f"characters (got {got})")
+        assert ex._pool is None and not ex._runs  # nothing was kept for them
+        assert run(ex, ctx, "x = 1\nprint(x)", execution_id="z" * 128).stdout == "1\n"
     finally:
         ex.close()
 

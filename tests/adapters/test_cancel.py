@@ -122,6 +122,8 @@ def test_adk_cancelled_invocation_kills_its_run(box):
 
     try:
         assert asyncio.run(scenario()) < GONE_WITHIN
+        # the cancelled block's session is idle again: another id may have it closed (SessionPool's busy count)
+        wait_for(lambda: not executor._pool._busy, 10, "the cancelled block's session to be released")
     finally:
         executor.close()
 
@@ -148,6 +150,7 @@ def test_adk_aborted_invocation_kills_its_run(box):
 
     try:
         took, ended = asyncio.run(scenario())
+        wait_for(lambda: not executor._pool._busy, 10, "the aborted block's session to be released")
     finally:
         executor.close()
     assert took < GONE_WITHIN and ended < 20
@@ -193,3 +196,27 @@ def test_openai_arun_chat_cancelled_kills_its_run(box):
 
     with fake_model.ScriptedModel(script) as model:
         assert asyncio.run(scenario(model)) < GONE_WITHIN
+
+
+def test_session_pool_call_cancelled_while_its_session_opens_holds_nothing(box):
+    """A call holds its session (never closed for another key) while it runs. Cancelled while a worker thread
+    was still opening the session, it must not leave that hold behind: the key stayed busy for good, and
+    with max_sessions=1 every other key was refused from then on."""
+    from sandbox.adapters._common import SessionPool
+
+    pool = SessionPool(box, max_sessions=1)
+
+    async def scenario():
+        call = asyncio.ensure_future(pool.arun("a", "print('a')"))
+        await asyncio.sleep(0)  # the call is now waiting for the thread that opens its session
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    try:
+        asyncio.run(scenario())  # returns once the thread is done (the loop's executor is shut down)
+        assert not pool._busy
+        assert pool.run("b", "print('b')").stdout == "b\n"  # "a" was idle: closed for "b"
+        assert len(pool) == 1
+    finally:
+        pool.close()

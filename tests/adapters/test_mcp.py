@@ -17,7 +17,7 @@ from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, Text
 
 from sandbox.adapters.mcp import build_server  # noqa: E402
 
-from .conftest import server_env  # noqa: E402
+from .conftest import server_env, sleeper_code, sleepers, wait_for  # noqa: E402
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
@@ -97,6 +97,31 @@ def test_in_process_server_and_bad_session_id(box):
     finally:
         server.backend.close()
     assert result.is_error and "session_id must be 1 to 128 characters" in result.content[0].text
+
+
+def test_a_session_running_a_call_is_never_closed_for_another_session_id(box):
+    """Past max_sessions, a new session_id closed the least recently used session even mid-call (that call was cut
+    short); now a new id is refused while every kept session runs a call, and takes an idle one's place after."""
+    server = build_server(box, max_sessions=1)
+    marker = 2.3
+    slow = "x = 'a'\n" + sleeper_code(marker) + "print(x)"
+
+    async def session():
+        async with Client(server) as client:
+            busy = asyncio.ensure_future(client.call_tool("run_python", {"code": slow, "session_id": "a"}))
+            await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+            refused = await client.call_tool("run_python", {"code": "print('b')", "session_id": "b"})
+            return refused, await busy, await client.call_tool("run_python", {"code": "print('b')",
+                                                                              "session_id": "b"})
+
+    try:
+        refused, done, later = asyncio.run(session())
+    finally:
+        server.backend.close()
+    assert refused.is_error and refused.content[0].text == (
+        "OUTCOME_FAILED\nSessionError: no session can be opened for 'b': all 1 sessions kept have a call in "
+        "progress (max_sessions=1); call again when one of them ends")
+    assert done.content[0].text == "OUTCOME_OK\nstarted\na" and later.content[0].text == "OUTCOME_OK\nb"
 
 
 def test_cli_reports_a_bad_policy():
