@@ -179,8 +179,11 @@ def read_items(lines: Iterable[str | bytes | None], skip_ids: Iterable[str] = ()
     end. None stands for a line too long to read (:func:`read_lines`). Blank lines are ignored. Items whose id is
     in ``skip_ids`` are left out (``--resume``); a second line with an id already seen is invalid (ids key the
     results).
+
+    Lines are read one at a time, as the items are taken. What is kept from line to line is each id's first line
+    number (to name it in a duplicate's error): memory grows with the number of ids, not with the snippets.
     """
-    skip = set(skip_ids)
+    skip = skip_ids if isinstance(skip_ids, (set, frozenset)) else set(skip_ids)
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if line is None:

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import signal
+import stat
 import sys
+import tempfile
 import threading
 import time
-from contextlib import closing, nullcontext
-from typing import Any, BinaryIO
+from contextlib import closing, nullcontext, suppress
+from typing import Any, BinaryIO, Iterator
 
 from ._term import shown
 
@@ -68,23 +70,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from .. import batch
-    from ..batch_report import load_results, summary, write_report
+    from ..batch_report import summary, write_report
+    from ..batch_tally import tally_results
     from ..errors import InputError
+    from ..policy import Policy
 
     if args.address and args.backend != "ray":
         raise InputError("--address is for --backend ray")
     if args.report and not args.report.endswith((".html", ".png")):
         raise InputError(f"--report must end in .html or .png (got {args.report!r})")
     _refuse_same_file(args.input, args.out)
-    with _opened_input(args.input) as corpus:  # before --out: a mistyped corpus path left it emptied (--overwrite)
-        done_ids = _open_output(args.out, args.resume, args.overwrite)
-        items = _read_input(corpus, args.input, done_ids, args.policy)
+    limit = batch.max_line_bytes(Policy.load(args.policy))
     stop = threading.Event()
-    started = time.monotonic()
     counts = {"written": 0, "problems": 0}
+    # The corpus first, before --out: a mistyped corpus path left --out emptied (--overwrite). It stays open for
+    # the whole run: items are read as the batch takes them, so a corpus of any size runs in bounded memory.
+    # --resume's ids stay in a set: memory for each id, not for each snippet or result.
+    with _opened_input(args.input) as corpus:
+        done_ids = _open_output(args.out, args.resume, args.overwrite)
+        total = _count_items(corpus, args.input, limit, done_ids)
+        items = _read_items(corpus, args.input, limit, done_ids)
+        started = time.monotonic()
+        _run(args, items, total, stop, counts)
+    elapsed = time.monotonic() - started
+    tally = tally_results(args.out, samples=bool(args.report))  # counts as it reads: the records are not held
+    if not args.quiet:
+        _print(shown(summary(tally, wall_s=elapsed, ran=counts["written"]), sys.stdout))
+    if args.report:
+        write_report(tally, args.report)
+        print(f"report: {args.report}", file=sys.stderr)
+    if stop.is_set():
+        left = f"{max(total - counts['written'], 0)} not run" if total is not None else "the rest not run"
+        print(f"sandbox batch: interrupted; {counts['written']} results written to {args.out}, {left} "
+              f"(continue with --resume)", file=sys.stderr)
+        return 130
+    return 1 if counts["problems"] else 0
+
+
+def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop: threading.Event,
+         counts: dict[str, int]) -> None:
+    """Run ``items`` and append each record to --out as it finishes."""
+    from .. import batch
+
     # Unbuffered bytes: _write puts each record down whole or (disk full) cuts its partial line off again.
     with _opened(args.out, "ab", buffering=0) as out, \
-            _Progress(len(items), args.progress) as bar, _StopOnSignal(stop, bar):
+            _Progress(total, args.progress) as bar, _StopOnSignal(stop, bar):
         results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
                             timeout=args.timeout, backend=args.backend, address=args.address,
                             images_dir=args.images_dir, max_output_chars=args.max_output_chars, stop=stop)
@@ -97,23 +127,10 @@ def main(args: argparse.Namespace) -> int:
                 if unsaved:
                     bar.write(f"sandbox batch: {record.id}: {unsaved} image(s) not saved in {args.images_dir}")
                 bar.update(record)
-    elapsed = time.monotonic() - started
-    records = load_results(args.out)
-    if not args.quiet:
-        _print(shown(summary(records, wall_s=elapsed, ran=counts["written"]), sys.stdout))
-    if args.report:
-        write_report(records, args.report)
-        print(f"report: {args.report}", file=sys.stderr)
-    if stop.is_set():
-        print(f"sandbox batch: interrupted; {counts['written']} results written to {args.out}, "
-              f"{len(items) - counts['written']} not run (continue with --resume)", file=sys.stderr)
-        return 130
-    return 1 if counts["problems"] else 0
 
 
 def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
     """Prepare --out; with --resume return the ids already done (after dropping broken lines)."""
-    from ..batch import INVALID
     from ..errors import InputError
 
     if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout: reading it back for the summary hung
@@ -124,27 +141,69 @@ def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
         return set()
     if not resume:
         raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
-    kept, done, dropped = [], set(), 0
-    # errors="replace": a crash may cut a line inside a character
-    with _opened(path, "r", encoding="utf-8", errors="replace") as fh:
-        for number, text in enumerate(fh, start=1):
-            record = _record(text)
-            if record is None and text.endswith("\n") and text.strip():
-                # Only the last line can be cut by a crash: anything else means --out is some other file,
-                # and rewriting it below would delete the lines that are not records.
-                raise InputError(f"{path}: line {number} is not a sandbox batch result record; is --out the "
-                                 f"right file? (--overwrite replaces it)")
-            if record is not None and record.get("outcome") != INVALID and isinstance(record.get("id"), str):
-                kept.append(text)
-                done.add(record["id"])
-            else:
+    done, dropped = set(), 0
+    with _opened(path, "rb") as fh:
+        for _, record in _result_lines(fh, path):
+            if record is None:
                 dropped += 1  # a line cut by a crash, or an invalid line to validate again
+            else:
+                done.add(record["id"])
     if dropped:
-        tmp = f"{path}.tmp"
-        with _opened(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(kept)
-        os.replace(tmp, path)
+        _rewrite_results(path)
     return done
+
+
+def _result_lines(fh: BinaryIO, path: str) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """Each line of --out, with its record if --resume keeps it (None: to drop); refuses a file of other lines."""
+    from ..batch import INVALID
+    from ..errors import InputError
+
+    for number, raw in enumerate(fh, start=1):
+        text = raw.decode("utf-8", "replace")  # "replace": a crash may cut a line inside a character
+        record = _record(text)
+        if record is None and text.endswith("\n") and text.strip():
+            # Only the last line can be cut by a crash: anything else means --out is some other file,
+            # and rewriting it below would delete the lines that are not records.
+            raise InputError(f"{path}: line {number} is not a sandbox batch result record; is --out the "
+                             f"right file? (--overwrite replaces it)")
+        keep = record is not None and record.get("outcome") != INVALID and isinstance(record.get("id"), str)
+        yield raw, record if keep else None
+
+
+def _rewrite_results(path: str) -> None:
+    """Rewrite --out without the lines --resume drops. The new file is written beside the old one and renamed
+    over it once complete (synced first): until then the old file is whole, whatever stops us (a full disk,
+    a crash). A symlinked --out keeps its link: the file it points to is the one replaced."""
+    from ..errors import InputError
+
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot rewrite {path} for --resume: {exc.strerror or exc}") from None
+    try:
+        with open(fd, "wb") as new, open(target, "rb") as old:
+            _same_owner_and_mode(new.fileno(), old.fileno())
+            new.writelines(raw for raw, record in _result_lines(old, path) if record is not None)
+            new.flush()
+            os.fsync(new.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with suppress(OSError):
+            os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise
+        raise InputError(f"cannot rewrite {path} for --resume (it drops cut and invalid lines): "
+                         f"{exc.strerror or exc}; {path} is left as it was (make room, then resume again)") from None
+
+
+def _same_owner_and_mode(new: int, old: int) -> None:
+    """Give the rewritten file the old one's mode (mkstemp makes it 0600) and, when we may, its owner."""
+    info = os.fstat(old)
+    os.fchmod(new, stat.S_IMODE(info.st_mode))
+    with suppress(OSError):  # only root may give a file away; then it is ours, as any file we create
+        os.fchown(new, info.st_uid, info.st_gid)
 
 
 def _record(text: str) -> dict[str, Any] | None:
@@ -193,14 +252,36 @@ def _opened_input(path: str) -> Any:
         raise InputError(f"cannot read {path}: {exc}") from None
 
 
-def _read_input(corpus: BinaryIO, path: str, done_ids: set[str], policy: str) -> list[Any]:
-    from ..batch import max_line_bytes, read_items, read_lines
+def _count_items(corpus: BinaryIO, path: str, limit: int, done_ids: set[str]) -> int | None:
+    """The records this run should write, for the progress bar and the interrupt message: the corpus's non-blank
+    lines less the ids --resume skips (exact when --out came from this corpus). One pass over the bytes, a line at
+    a time, nothing parsed; None when the corpus can be read only once (a pipe: the bar has no total)."""
+    from ..batch import read_lines
     from ..errors import InputError
-    from ..policy import Policy
 
-    limit = max_line_bytes(Policy.load(policy))
     try:
-        return list(read_items(read_lines(corpus, limit), skip_ids=done_ids))
+        if not stat.S_ISREG(os.fstat(corpus.fileno()).st_mode):
+            return None
+        start = corpus.tell()
+    except (OSError, ValueError):  # no file descriptor, or not seekable
+        return None
+    try:
+        lines = sum(1 for line in read_lines(corpus, limit) if line is None or line.strip())
+        corpus.seek(start)
+    except OSError as exc:  # a read that fails (EIO), past the open
+        raise InputError(f"cannot read {path}: {exc}") from None
+    return max(lines - len(done_ids), 0)
+
+
+def _read_items(corpus: BinaryIO, path: str, limit: int, done_ids: set[str]) -> Iterator[Any]:
+    """The corpus's items, read as the batch takes them (a few at a time: it never holds the corpus).
+    ``read_items`` keeps every id it has seen, to refuse a second line with one: memory for each id, not for
+    each snippet."""
+    from ..batch import read_items, read_lines
+    from ..errors import InputError
+
+    try:
+        yield from read_items(read_lines(corpus, limit), skip_ids=done_ids)
     except OSError as exc:  # a read that fails (EIO), past the open
         raise InputError(f"cannot read {path}: {exc}") from None
 
@@ -242,7 +323,7 @@ def _print(text: str) -> None:
 class _Progress:
     """tqdm bar on stderr when it is a terminal (runs done, rate, ETA; failures as a postfix)."""
 
-    def __init__(self, total: int, enabled: bool | None) -> None:
+    def __init__(self, total: int | None, enabled: bool | None) -> None:
         self._bar = None
         self._failed = 0
         if enabled is None:
@@ -254,8 +335,11 @@ class _Progress:
         except ModuleNotFoundError:
             print("sandbox batch: install tqdm (pip install 'sandbox[batch]') for a progress bar", file=sys.stderr)
             return
+        # Without a total (a corpus from a pipe) there is no bar, no ETA: runs done and their rate.
+        layout = ("{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]" if total is not None
+                  else "{n_fmt} runs [{elapsed}, {rate_fmt}{postfix}]")
         self._bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+                         bar_format=layout)
         self._bar.set_postfix_str("failed=0", refresh=False)
 
     def update(self, record: Any) -> None:

@@ -86,6 +86,38 @@ def test_a_full_disk_stops_the_batch_with_whole_lines_and_resume_finishes(tmp_pa
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+def test_a_full_disk_during_resume_s_rewrite_is_a_usage_error_and_the_results_are_kept(tmp_path):
+    """--resume rewrites --out without its invalid and cut lines; on a full disk that was an ENOSPC traceback
+    (exit 1) that left a half-written copy beside --out. The copy is now a temp file renamed over --out only once
+    complete: --out is as it was, the temp file is gone, and with room the resume finishes."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{n:02d}", "code": f"print({n})"} for n in range(13)])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = disk / "out.jsonl"
+        kept = [{"id": f"r{n:02d}", "line": n + 1, "outcome": "OUTCOME_OK", "output": "x" * 4000} for n in range(12)]
+        write_jsonl(out, [*kept, {"id": "r12", "line": 13, "outcome": "INVALID_INPUT", "error": "typo"}])
+        with open(out, "a") as fh:
+            fh.write('{"id": "r12", "line": 13, "outc')  # and a line a crash cut: ~50 KB here, no room for a copy
+        before = out.read_bytes()
+        done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+        assert_usage_error(done, f"cannot rewrite {out} for --resume (it drops cut and invalid lines): No space "
+                                 f"left on device; {out} is left as it was")
+        assert out.read_bytes() == before
+        assert os.listdir(disk) == ["out.jsonl"]
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+        assert done.returncode == 0, done.stderr
+        records = read_jsonl(out)
+        assert records[:12] == kept and [(r["id"], r["output"]) for r in records[12:]] == [("r12", "12\n")]
+        assert os.listdir(disk) == ["out.jsonl"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 def test_a_report_that_cannot_be_written_is_a_usage_error_after_the_results(tmp_path):
     """It was a FileNotFoundError traceback once the whole batch had run."""
     corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)

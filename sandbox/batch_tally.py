@@ -1,0 +1,140 @@
+"""What :mod:`sandbox.batch_report` says about a result file, counted one record at a time.
+
+A result file may hold millions of records of a few KiB each (output, errors, denied actions): the summary
+must not hold them. :class:`Tally` keeps counts per outcome, reason, denied kind and ``meta.category``,
+the first mismatched expectations and the slowest runs, so its size depends on how many distinct
+outcomes, reasons, kinds and categories there are, not on how many records. Only a report's histograms
+need one value per run (:attr:`Tally.samples`): two floats a record, kept only when asked for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
+from .batch_items import INVALID, BatchResult
+
+#: Mismatched expectations kept with their text: the summary names 3, the HTML report's table shows 200.
+MAX_MISSES = 200
+#: Slowest runs kept: the summary shows 5 by default, the HTML report 10.
+MAX_SLOWEST = 10
+#: Characters of a mismatch's error or output kept for the HTML report.
+MISS_TEXT_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A record whose outcome was not the expected one, as much of it as the summary and report show."""
+
+    id: str | None
+    expect: str | None
+    outcome: str
+    reason: str | None
+    text: str
+    """The start of its error (else its output), at most :data:`MISS_TEXT_CHARS` characters."""
+
+
+@dataclass(frozen=True)
+class Slow:
+    """One of the slowest runs."""
+
+    id: str | None
+    duration_s: float
+    outcome: str
+    peak_memory_bytes: int
+
+
+class Tally:
+    """Counts over result records, fed one at a time (:meth:`add`); bounded memory (module docstring)."""
+
+    def __init__(self, samples: bool = False) -> None:
+        self.total = 0
+        self.invalid = 0
+        self.outcomes: Counter[str] = Counter()
+        self.reasons: dict[str, Counter[str]] = {}
+        self.expected = 0
+        self.missed = 0
+        self.misses: list[Miss] = []
+        """The first :data:`MAX_MISSES` mismatches, in file order."""
+        self.families: Counter[str | None] = Counter()
+        """``meta.family`` of the mismatches."""
+        self.actions: Counter[str] = Counter()
+        self.snippets: Counter[str] = Counter()
+        self.categories: dict[str, Counter[str]] = {}
+        self._slowest: list[tuple[float, int, Slow]] = []  # min-heap on (duration, -position)
+        self.samples: tuple[array, array] | None = (array("d"), array("d")) if samples else None
+        """With ``samples``: the duration (s) and peak memory (bytes) of every run, for the report's histograms."""
+
+    @classmethod
+    def of(cls, records: Iterable[BatchResult], samples: bool = False) -> "Tally":
+        tally = cls(samples)
+        for record in records:
+            tally.add(record)
+        return tally
+
+    def add(self, record: BatchResult) -> None:
+        self.total += 1
+        self.outcomes[record.outcome] += 1
+        if record.reason:
+            self.reasons.setdefault(record.outcome, Counter())[record.reason] += 1
+        self._add_expectation(record)
+        kinds = [d.kind for d in record.denied]
+        self.actions.update(kinds)
+        self.snippets.update(set(kinds))
+        category = (record.meta or {}).get("category")
+        if category is not None:
+            self.categories.setdefault(str(category), Counter())[record.outcome] += 1
+        if record.outcome == INVALID:
+            self.invalid += 1
+            return
+        # The position breaks ties as the old stable sort of all records did: the earlier record first.
+        entry = (record.duration_s, -self.total, Slow(record.id, record.duration_s, record.outcome,
+                                                      record.peak_memory_bytes))
+        if len(self._slowest) < MAX_SLOWEST:
+            heapq.heappush(self._slowest, entry)
+        elif entry[:2] > self._slowest[0][:2]:
+            heapq.heapreplace(self._slowest, entry)
+        if self.samples is not None:
+            self.samples[0].append(record.duration_s)
+            self.samples[1].append(record.peak_memory_bytes)
+
+    def _add_expectation(self, record: BatchResult) -> None:
+        if record.matched is None:
+            return
+        self.expected += 1
+        if record.matched:
+            return
+        self.missed += 1
+        self.families[(record.meta or {}).get("family")] += 1
+        if len(self.misses) < MAX_MISSES:
+            self.misses.append(Miss(record.id, record.expect, record.outcome, record.reason,
+                                    (record.error or record.output)[:MISS_TEXT_CHARS]))
+
+    def slowest(self, count: int) -> list[Slow]:
+        """The ``count`` slowest runs (at most :data:`MAX_SLOWEST`), slowest first."""
+        return [slow for _, _, slow in sorted(self._slowest, key=lambda e: (-e[0], -e[1]))][:count]
+
+    def denied_by_kind(self) -> dict[str, tuple[int, int]]:
+        """kind -> (denied actions, snippets with at least one), most frequent first."""
+        return {kind: (count, self.snippets[kind]) for kind, count in self.actions.most_common()}
+
+    def by_category(self) -> dict[str, Counter[str]]:
+        """``meta.category`` -> outcome counts (empty when no record has a category)."""
+        return dict(sorted(self.categories.items()))
+
+
+def tally_results(path: str, samples: bool = False) -> Tally:
+    """Count a result file as it is read, one line at a time; a line cut short (a crash mid-write, maybe
+    inside a character) is skipped, as :func:`sandbox.batch_report.load_results` skips it."""
+    tally = Tally(samples)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for text in fh:
+            try:
+                tally.add(BatchResult.from_json(json.loads(text)))
+            except (json.JSONDecodeError, TypeError):
+                continue
+    return tally
