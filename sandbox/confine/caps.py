@@ -46,7 +46,7 @@ def probe() -> tuple[bool, str]:
     try:
         eff, prm = capabilities()
     except OSError as exc:
-        return False, f"{exc}; fix: {FIX}"
+        return False, str(exc)  # FIX: in confine.FIXES, shown beside the reason
     held = "none held" if not (eff | prm) else f"this process holds effective {eff:#x}, permitted {prm:#x}"
     return True, f"capget/capset available ({held}); every worker drops them all"
 

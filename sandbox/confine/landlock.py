@@ -95,7 +95,7 @@ def probe() -> tuple[bool, str]:
     try:
         abi = _sys.syscall("landlock_create_ruleset", None, 0, _CREATE_RULESET_VERSION)
     except OSError as exc:
-        return False, f"{exc} ({'disabled at boot' if exc.errno == 95 else 'kernel too old'}); fix: {FIX}"
+        return False, f"{exc} ({'disabled at boot' if exc.errno == 95 else 'kernel too old'})"  # FIX: in confine.FIXES, shown beside the reason
     extras = [what for need, what in ((4, "TCP bind/connect denied"), (6, "abstract sockets and signals scoped"))
               if abi >= need]
     return True, f"Landlock ABI {abi}" + (f" ({', '.join(extras)})" if extras else " (filesystem only)")

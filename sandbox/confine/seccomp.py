@@ -100,6 +100,8 @@ except ImportError as _exc:  # reported by probe(); apply() fails closed
 finally:
     ctypes.util.find_library = _search_library
 
+#: The fix, carried beside a reason (SandboxUnavailable.fix, doctor's fix line: confine.FIXES), never inside one:
+#: a reason that held it too printed it twice.
 FIX = "pip install pyseccomp and install libseccomp2 (apt-get install libseccomp2)"
 SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 AF_UNIX = 1
@@ -161,7 +163,7 @@ _programs: dict[tuple[bool, ...], "Program"] = {}
 def probe() -> tuple[bool, str]:
     """Supported if pyseccomp/libseccomp import, the kernel has seccomp filters and the filter builds."""
     if pyseccomp is None:
-        return False, f"pyseccomp unavailable ({_IMPORT_ERROR}); fix: {FIX}"
+        return False, f"pyseccomp unavailable ({_IMPORT_ERROR})"
     try:
         with open("/proc/self/status") as fh:
             if not any(line.startswith("Seccomp:") for line in fh):
@@ -215,7 +217,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     ``SyscallError`` for a denied name that cannot be denied (never skips it).
     """
     if pyseccomp is None:
-        raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable ({_IMPORT_ERROR}); fix: {FIX}")
+        raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable ({_IMPORT_ERROR})")
     s = pyseccomp
     arch = s.system_arch()
     unknown = _unknown_numbers(arch, known_max)

@@ -135,7 +135,7 @@ def prepare(*, sessions: bool = False, forks: bool = False) -> "seccomp.Program"
     if key not in _programs:
         s = seccomp.pyseccomp
         if s is None:
-            raise _sys.SyscallError("seccomp", errno.ENOSYS, f"pyseccomp unavailable; fix: {seccomp.FIX}")
+            raise _sys.SyscallError("seccomp", errno.ENOSYS, "pyseccomp unavailable")  # its fix: seccomp's
         arch = s.system_arch()
         f = s.SyscallFilter(s.ALLOW)
         f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs

@@ -7,6 +7,8 @@ import errno
 import fcntl
 import os
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -280,3 +282,35 @@ def test_documented_absences_are_real(arch, token):
     assert absent - seccomp.ABSENT[arch] <= set(seccomp.RECENT), absent - seccomp.ABSENT[arch]
     for name, number in seccomp.RECENT.items():  # the common numbers, where this libseccomp knows them
         assert pyseccomp.resolve_syscall(token, name) in (number, -1), name
+
+
+# -- without pyseccomp: refused, the fix said once ------------------------------------------------
+NO_PYSECCOMP = 'raise ImportError("no pyseccomp in this test")\n'
+
+
+def test_a_zygote_without_pyseccomp_refuses_runs_naming_the_fix_once(tmp_path):
+    """The zygote's interpreter cannot import pyseccomp (a venv whose pyseccomp raises ImportError): a run is a
+    SandboxUnavailable for seccomp whose text gives the fix once (the reason carried it as well: twice)."""
+    import sandbox
+    from tests.conftest import STDLIB_IMAGE, venv_without_packages
+    python = venv_without_packages(sys.executable, tmp_path)
+    (tmp_path / "pure" / "pyseccomp.py").write_text(NO_PYSECCOMP)
+    with pytest.raises(sandbox.SandboxUnavailable) as info:
+        with sandbox.Sandbox(interpreter=python, image=STDLIB_IMAGE, cold_start=False) as box:
+            box.run("print(1)")
+    exc = info.value
+    assert exc.layer == "seccomp" and exc.fix == seccomp.FIX and "no pyseccomp in this test" in exc.reason, exc
+    assert str(exc).count(seccomp.FIX) == 1 and "fix:" not in exc.reason, str(exc)
+
+
+def test_doctor_without_pyseccomp_gives_each_fix_once(tmp_path):
+    """``sandbox doctor --fork`` where this interpreter cannot import pyseccomp: the fix follows the seccomp row
+    and the refusal, once each; no reason repeats it."""
+    (tmp_path / "pyseccomp.py").write_text(NO_PYSECCOMP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH"))))}
+    out = subprocess.run([sys.executable, "-m", "sandbox", "doctor", "--fork"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert "pyseccomp unavailable (no pyseccomp in this test)" in out.stdout, out.stdout + out.stderr
+    assert "RUNS ARE REFUSED under this policy: layer 'seccomp'" in out.stdout, out.stdout
+    assert out.stdout.count(seccomp.FIX) == 2, out.stdout
+    assert all(line.lstrip().startswith("fix: ") for line in out.stdout.splitlines() if seccomp.FIX in line), out.stdout
