@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
                           OutputFile, describe, execute, invalid, max_line_bytes, read_items, read_lines, safe_name,
                           save_images)
-from .errors import InputError
+from .errors import InputError, value_text
 from .image import Image
 from .policy import Policy
 
@@ -84,12 +84,12 @@ def _check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
     """Refuse bad batch-wide arguments up front: a bad ``timeout`` used to become an ``INVALID_INPUT``
     record for every item, blamed on its line, and a negative ``max_output_chars`` cut text from the end."""
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:
-        raise InputError(f"workers must be an int between 1 and 1024 (got {workers!r})")
+        raise InputError(f"workers must be an int between 1 and 1024 (got {value_text(workers)})")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout <= 86_400 or not math.isfinite(timeout)):
-        raise InputError(f"timeout must be None or a number of seconds > 0 and <= 86400 (got {timeout!r})")
+        raise InputError(f"timeout must be None or a number of seconds > 0 and <= 86400 (got {value_text(timeout)})")
     if not isinstance(max_output_chars, int) or isinstance(max_output_chars, bool) or max_output_chars < 0:
-        raise InputError(f"max_output_chars must be an int >= 0 (got {max_output_chars!r})")
+        raise InputError(f"max_output_chars must be an int >= 0 (got {value_text(max_output_chars)})")
 
 
 def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any], address: str | None) -> Any:
@@ -97,7 +97,7 @@ def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Im
     if backend == "local":
         return LocalEngine(policy, image, workers, options)
     if backend != "ray":
-        raise InputError(f"backend must be 'local' or 'ray' (got {backend!r})")
+        raise InputError(f"backend must be 'local' or 'ray' (got {value_text(backend)})")
     try:
         from .batch_ray import RayEngine
     except ModuleNotFoundError as exc:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from . import jsontext
-from .errors import InputError, SandboxUnavailable
+from .errors import InputError, SandboxUnavailable, value_text
 from .inputs import decode_base64
 from .outfiles import OutDir, extension
 from .policy import Policy
@@ -59,22 +59,23 @@ class BatchItem:
         where = f"line {line}: " if line else ""
         if not isinstance(obj, dict):
             raise InputError(f"{where}expected a JSON object, got {_kind(obj)}")
-        unknown = sorted(set(obj) - set(_ITEM_KEYS))
+        unknown = sorted(set(obj) - set(_ITEM_KEYS), key=_key_order)
         if unknown:
-            raise InputError(f"{where}unknown key {unknown[0]!r} (allowed: {', '.join(_ITEM_KEYS)})")
+            raise InputError(f"{where}unknown key {value_text(unknown[0])} (allowed: {', '.join(_ITEM_KEYS)})")
         ident = obj.get("id")
-        if isinstance(ident, bool) or not isinstance(ident, (str, int)) or ident == "":
-            raise InputError(f"{where}'id' must be a non-empty string or an integer (got {ident!r})")
+        text_id = _id_text(ident)
+        if text_id is None:
+            raise InputError(f"{where}'id' must be a non-empty string or an integer (got {value_text(ident)})")
         code = obj.get("code")
         if not isinstance(code, str):
             raise InputError(f"{where}'code' must be a string (got {_kind(code)})")
         timeout = obj.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InputError(f"{where}'timeout' must be a positive number of seconds (got {timeout!r})")
+            raise InputError(f"{where}'timeout' must be a positive number of seconds (got {value_text(timeout)})")
         meta = obj.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise InputError(f"{where}'meta' must be a JSON object (got {_kind(meta)})")
-        return cls(id=str(ident), code=code, files=_parse_files(obj.get("files"), where),
+        return cls(id=text_id, code=code, files=_parse_files(obj.get("files"), where),
                    expect=_parse_expect(obj.get("expect"), where),
                    timeout=float(timeout) if timeout is not None else None, meta=meta, line=line)
 
@@ -211,12 +212,11 @@ def read_items(lines: Iterable[str | bytes | None], skip_ids: Iterable[str] = ()
         try:
             item = BatchItem.from_json(obj, number)
         except InputError as exc:
-            ident = obj.get("id") if isinstance(obj, dict) else None
-            yield invalid(number, str(exc), str(ident) if isinstance(ident, (str, int)) and ident != "" else None,
+            yield invalid(number, str(exc), _id_text(obj.get("id")) if isinstance(obj, dict) else None,
                           obj.get("meta") if isinstance(obj, dict) else None)
             continue
         if item.id in seen:
-            yield invalid(number, f"line {number}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+            yield invalid(number, f"line {number}: duplicate id {value_text(item.id)} (first on line {seen[item.id]})")
             continue
         seen[item.id] = number
         if item.id not in skip:
@@ -301,9 +301,9 @@ def _parse_files(value: Any, where: str) -> tuple[File, ...]:
         key = f"files[{index}]"
         if not isinstance(entry, dict):
             raise InputError(f"{where}'{key}' must be an object with name, data, mime_type (got {_kind(entry)})")
-        unknown = sorted(set(entry) - set(_FILE_KEYS))
+        unknown = sorted(set(entry) - set(_FILE_KEYS), key=_key_order)
         if unknown:
-            raise InputError(f"{where}'{key}' has unknown key {unknown[0]!r} (allowed: {', '.join(_FILE_KEYS)})")
+            raise InputError(f"{where}'{key}' has unknown key {value_text(unknown[0])} (allowed: {', '.join(_FILE_KEYS)})")
         name, data, mime = entry.get("name", ""), entry.get("data"), entry.get("mime_type", "application/octet-stream")
         if not isinstance(name, str) or not isinstance(mime, str):
             raise InputError(f"{where}'{key}.name' and '{key}.mime_type' must be strings")
@@ -317,7 +317,7 @@ def _parse_expect(value: Any, where: str) -> str | None:
         return None
     outcome = _OUTCOMES.get(value.upper()) if isinstance(value, str) else None
     if outcome is None:
-        raise InputError(f"{where}'expect' must be one of {', '.join(str(o) for o in Outcome)} (got {value!r})")
+        raise InputError(f"{where}'expect' must be one of {', '.join(str(o) for o in Outcome)} (got {value_text(value)})")
     return outcome
 
 
@@ -330,6 +330,21 @@ def _cap(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
+
+
+def _key_order(key: Any) -> str:
+    """Unknown keys sort as text: a dict given in code may mix str and int keys, which do not compare."""
+    return key if isinstance(key, str) else value_text(key)
+
+
+def _id_text(ident: Any) -> str | None:
+    """A record's id from an item's ``id`` (a non-empty string or an integer); None if it is neither."""
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or ident == "":
+        return None
+    try:
+        return str(ident)
+    except ValueError:  # an int past str()'s digit limit (4300): items given as dicts in code can hold one
+        return None
 
 
 def _kind(value: Any) -> str:

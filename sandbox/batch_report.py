@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from .batch_items import INVALID, BatchResult
 from .batch_tally import Tally
-from .errors import InputError
+from .errors import InputError, value_text
 
 #: The denied-actions plot shows the most frequent kinds only, with labels this long at most.
 _MAX_BARS = 20
@@ -113,7 +113,7 @@ def write_report(records: "Iterable[BatchResult] | Tally", path: str) -> None:
     elif path.endswith(".html"):
         content = _html(tally, buffer.getvalue()).encode("utf-8", "backslashreplace")  # lone surrogates from inside
     else:
-        raise InputError(f"report path must end in .html or .png (got {path!r})")
+        raise InputError(f"report path must end in .html or .png (got {value_text(path)})")
     try:
         with open(path, "wb") as fh:
             fh.write(content)

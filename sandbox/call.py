@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import codec, commands, frames
-from .errors import CallError
+from .errors import CallError, value_text
 from .inputs import prepare_timeout
 from .verdict import to_result
 
@@ -27,7 +27,7 @@ def call(pool: "ZygotePool", fn: Callable[..., Any], args: tuple[Any, ...], kwar
     try:
         payload = cloudpickle.dumps((fn, args, kwargs))
     except Exception as exc:  # noqa: BLE001 - whatever cloudpickle cannot serialize
-        raise CallError(f"cannot ship {getattr(fn, '__qualname__', fn)!r} to the worker: {exc}") from exc
+        raise CallError(f"cannot ship {value_text(getattr(fn, '__qualname__', fn))} to the worker: {exc}") from exc
     timeout_s = prepare_timeout(timeout, pool.policy)
     got = pool.collect(frames.encode(commands.Call(payload=payload)), timeout_s, returns_value=True)
     if got.reported.value is not None and got.reported.done and got.killed is None:

@@ -15,7 +15,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import InputError, SandboxClosed
+from .errors import InputError, SandboxClosed, value_text
 from .zygote_env import startup_environment
 from .zygote_exec import start as exec_zygote
 
@@ -70,7 +70,7 @@ class Sandbox:
                  cold_start: bool = True) -> None:
         self._pool: ZygotePool | None = None
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 64:
-            raise InputError(f"pool_size must be an int between 1 and 64 (got {pool_size!r})")
+            raise InputError(f"pool_size must be an int between 1 and 64 (got {value_text(pool_size)})")
         _check_count("max_concurrent", max_concurrent, minimum=1)
         _check_count("max_waiting", max_waiting, minimum=0)
         if venv is not None and interpreter is not None:
@@ -78,9 +78,9 @@ class Sandbox:
         for name, path, kinds in (("interpreter", interpreter, (str, bytes, os.PathLike)),
                                   ("venv", venv, (str, os.PathLike))):
             if path is not None and not isinstance(path, kinds):
-                raise InputError(f"{name} must be a path (got {type(path).__name__}: {path!r})")
+                raise InputError(f"{name} must be a path (got {type(path).__name__}: {value_text(path)})")
         if not isinstance(cold_start, bool):
-            raise InputError(f"cold_start must be True or False (got {cold_start!r})")
+            raise InputError(f"cold_start must be True or False (got {value_text(cold_start)})")
         if venv is not None:
             from .image import interpreter_for
             interpreter = interpreter_for(venv)
@@ -228,7 +228,7 @@ def _check_count(name: str, value: Any, minimum: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be None or an int >= {minimum} (got {value!r})")
+        raise InputError(f"{name} must be None or an int >= {minimum} (got {value_text(value)})")
 
 
 #: Every Sandbox of this process not collected yet, for the exit hook below.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from .errors import os_error_text, value_text
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -39,10 +41,21 @@ def resolve(name_or_path: str | os.PathLike[str], folder: Path, kind: str, error
         raise error(f"{kind} name contains a NUL byte")
     if given_a_path or text.endswith(".toml") or "/" in text:
         path = Path(text)
-        if not path.is_file():
-            raise error(f"{kind} file {text!r} " + ("is not a regular file" if path.exists() else "does not exist"))
+        try:
+            problem = None if path.is_file() else "is not a regular file" if path.exists() else "does not exist"
+        except OSError as exc:  # a name the kernel refuses to look up (ENAMETOOLONG)
+            problem = f"cannot be looked up ({os_error_text(exc)})"
+        if problem:
+            raise error(f"{kind} file {value_text(text)} {problem}")
         return path
     path = folder / f"{text}.toml"
-    if not path.is_file():
-        raise error(f"unknown {kind} {text!r} (available: {', '.join(names_in(folder))})")
+    if not _is_file(path):
+        raise error(f"unknown {kind} {value_text(text)} (available: {', '.join(names_in(folder))})")
     return path
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long to look up (ENAMETOOLONG) names no shipped file either
+        return False

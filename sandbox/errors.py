@@ -21,6 +21,7 @@ give the confinement a policy requires, a broken zygote::
 from __future__ import annotations
 
 import errno as _errno
+import math
 import os
 
 
@@ -96,6 +97,41 @@ class SessionMemoryError(SessionError):
 
 class SandboxClosed(SandboxError, RuntimeError):
     """The ``Sandbox`` (or session) was used after ``close()``, or in a fork of the process that made it."""
+
+
+#: Most characters of a value's repr an error message shows: a caller's 100 MB string names itself, it is not copied.
+VALUE_TEXT_CHARS = 160
+
+
+def value_text(value: object, limit: int = VALUE_TEXT_CHARS) -> str:
+    """``repr(value)`` for an error message about a value from a caller, a file, a request or the
+    sandboxed side: at most about ``limit`` characters, and never an exception of its own.
+
+    A message that shows the value must not become a different error: ``repr`` of an int of
+    more than 4300 digits raises ValueError, a ``__repr__`` may raise anything, and a long
+    value would be copied whole into the message (and every log line that carries it)."""
+    try:
+        return _bounded_repr(value, limit)
+    except Exception:  # a failing __repr__ (or __len__ of a subclass), an int in a list, a container too deep
+        return f"<a {type(value).__name__} object>"
+
+
+def _bounded_repr(value: object, limit: int) -> str:
+    if isinstance(value, int) and value.bit_length() > limit * 10 // 3:  # log2(10) bits a digit: over ~limit digits
+        return f"an int of {_digits(value)} digits"
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > limit:  # cut before repr: no copy of it all
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{repr(value[:limit])[:limit]}... ({len(value)} {unit})"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _digits(value: int) -> str:
+    """How many decimal digits ``value`` has, without converting it (which raises past 4300 digits)."""
+    low = int(abs(value).bit_length() * math.log10(2))  # the count, or one less
+    if low > 100_000:  # 10**low costs ~0.2 s at a million digits: an estimate is enough there
+        return f"about {low}"
+    return str(low + 1 if abs(value) >= 10 ** low else low)
 
 
 def os_error_text(exc: OSError) -> str:

@@ -29,7 +29,7 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
 from . import datafiles, schema
-from .errors import ImageError
+from .errors import ImageError, value_text
 from .records import record
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ class Image:
         path = _resolve(name_or_path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        # ValueError: tomllib lets int()'s own out, for an integer of more than 4300 digits
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, ValueError) as exc:
             raise ImageError(f"{path}: cannot load: {exc}") from exc
         return cls.from_dict({"name": path.stem, **data}, source=str(path))
 
@@ -141,7 +142,7 @@ class Image:
         for i, lib in enumerate(self.libraries):
             norm = _normalize(lib.distribution)
             if norm in seen:
-                return (f"{prefix}libraries[{i}].distribution {lib.distribution!r} "
+                return (f"{prefix}libraries[{i}].distribution {value_text(lib.distribution)} "
                         f"repeats {prefix}libraries[{seen[norm]}]")
             seen[norm] = i
         return None

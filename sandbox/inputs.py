@@ -13,7 +13,7 @@ import textwrap
 from typing import TYPE_CHECKING, Iterable, Mapping, Union
 
 from . import commands, frames
-from .errors import InputError
+from .errors import InputError, value_text
 from .filetypes import MIME_EXTENSIONS
 from .policy import Policy
 from .results import File
@@ -47,9 +47,9 @@ def prepare_timeout(timeout: object, policy: Policy) -> float:
     if timeout is None:
         return policy.limits.wall_seconds
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise InputError(f"timeout must be a number of seconds (got {timeout!r})")
+        raise InputError(f"timeout must be a number of seconds (got {value_text(timeout)})")
     if not 0 < timeout <= 86_400 or not math.isfinite(timeout):  # comparisons first: huge ints
-        raise InputError(f"timeout must be > 0 and <= 86400 seconds (got {timeout!r})")
+        raise InputError(f"timeout must be > 0 and <= 86400 seconds (got {value_text(timeout)})")
     return float(timeout)
 
 
@@ -77,7 +77,7 @@ def prepare_files(files: FilesArg, policy: Policy) -> list[File]:
         if not isinstance(item, File):
             raise InputError(f"files[{index}] must be a sandbox.File (got {type(item).__name__})")
         if not isinstance(item.mime_type, str) or not _encodable(item.mime_type):
-            raise InputError(f"files[{index}] MIME type must be a str like 'text/csv' (got {item.mime_type!r})")
+            raise InputError(f"files[{index}] MIME type must be a str like 'text/csv' (got {value_text(item.mime_type)})")
         item = _named(item, index)
         check_file_name(item.name)
         if item.name in seen:
@@ -109,7 +109,7 @@ def check_file_name(name: object) -> None:
     elif len(name.encode("utf-8")) > 255:
         problem = "is longer than 255 bytes"
     if problem:
-        raise InputError(f"input file name {name!r} {problem}; use a plain file name like 'data.csv'")
+        raise InputError(f"input file name {value_text(name)} {problem}; use a plain file name like 'data.csv'")
 
 
 def _encodable(text: str) -> bool:
@@ -124,7 +124,7 @@ def extension_for(mime_type: str) -> str:
     """The input-file extension for a MIME type the service accepts."""
     ext = _extension(mime_type)
     if ext is None:
-        raise InputError(f"unsupported input MIME type {mime_type!r} (supported: {_SUPPORTED})")
+        raise InputError(f"unsupported input MIME type {value_text(mime_type)} (supported: {_SUPPORTED})")
     return ext
 
 
@@ -150,7 +150,7 @@ def _named(item: File, index: int) -> File:
         return item
     ext = _extension(item.mime_type)
     if ext is None:
-        raise InputError(f"files[{index}] has no name, and an unsupported input MIME type {item.mime_type!r} to name "
+        raise InputError(f"files[{index}] has no name, and an unsupported input MIME type {value_text(item.mime_type)} to name "
                          f"it by: give it a name like 'data.csv' (or one of the types the service names inline data "
                          f"by: {_SUPPORTED})")
     return File(name=f"input_file_{index}{ext}", data=item.data, mime_type=item.mime_type)
@@ -163,12 +163,12 @@ def _as_bytes(data: object, name: object) -> bytes:
         try:
             return data.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InputError(f"input file {name!r} is not valid Unicode text: {exc.reason}") from None
-    raise InputError(f"input file {name!r} data must be bytes or str (got {type(data).__name__})")
+            raise InputError(f"input file {value_text(name)} is not valid Unicode text: {exc.reason}") from None
+    raise InputError(f"input file {value_text(name)} data must be bytes or str (got {type(data).__name__})")
 
 
 def _bad_name(name: object) -> NoReturn:
-    raise InputError(f"input file name must be str (got {type(name).__name__}: {name!r})")
+    raise InputError(f"input file name must be str (got {type(name).__name__}: {value_text(name)})")
 
 
 def encode_run(code: object, files: FilesArg, timeout: object, policy: Policy) -> tuple[bytes, float]:

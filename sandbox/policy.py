@@ -16,7 +16,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
 from . import datafiles, schema
-from .errors import PolicyError
+from .errors import PolicyError, value_text
 from .records import record
 
 if TYPE_CHECKING:
@@ -116,8 +116,8 @@ class Confinement:
         for name in self.required:
             layer = REQUIRABLE_PARTS.get(name, name)
             if layer not in self.layers:
-                part = f" (a part of {layer!r})" if layer != name else ""
-                return f"{prefix}required lists {name!r}{part} which is not in {prefix}layers"
+                part = f" (a part of {value_text(layer)})" if layer != name else ""
+                return f"{prefix}required lists {value_text(name)}{part} which is not in {prefix}layers"
         return None
 
 
@@ -167,7 +167,7 @@ class Policy:
     session: SessionLimits = field(default_factory=SessionLimits)
 
     def __post_init__(self) -> None:
-        schema.check(self, source=f"policy {self.name!r}", error=PolicyError)
+        schema.check(self, source=f"policy {value_text(self.name)}", error=PolicyError)
 
     @classmethod
     def load(cls, name_or_path: "str | Path | Policy") -> "Policy":
@@ -184,6 +184,8 @@ class Policy:
             raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
+        except ValueError as exc:  # tomllib lets int()'s own out: an integer of more than 4300 digits
+            raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
         data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path))
 
@@ -203,7 +205,7 @@ class Policy:
     def with_limits(self, **limits: Any) -> "Policy":
         """A copy with some ``limits`` keys changed, e.g. ``p.with_limits(wall_seconds=5)``."""
         merged = {**schema.to_dict(self.limits), **limits}
-        return self.replace(limits=schema.build(Limits, merged, source=f"policy {self.name!r}", error=PolicyError,
+        return self.replace(limits=schema.build(Limits, merged, source=f"policy {value_text(self.name)}", error=PolicyError,
                                                 at="limits"))
 
 

@@ -34,11 +34,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
-from .errors import SandboxError
+from .errors import VALUE_TEXT_CHARS, SandboxError, value_text
 from .records import record
 
 T = TypeVar("T")
@@ -67,11 +68,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_float(value: Any) -> bool:
+    """A number a float can hold: ``float()`` of a larger int raises OverflowError."""
+    return _is_number(value) and (isinstance(value, float) or abs(value) <= sys.float_info.max)
+
+
 #: The kinds of the plain annotations (a dispatch table, not an isinstance ladder).
 _KINDS: dict[Any, Kind] = {
     bool: Kind("a boolean", "booleans", lambda v: isinstance(v, bool)),
     int: Kind("an int", "ints", _is_int),
-    float: Kind("a number", "numbers", _is_number, float),
+    float: Kind("a number", "numbers", _is_float, float),
     str: Kind("a string", "strings", lambda v: isinstance(v, str)),
 }
 
@@ -88,7 +94,7 @@ class Check:
     ok: Callable[[Any], bool]
 
     def message(self, key: str, value: Any) -> str:
-        return f"{key} must {self.rule} (got {value!r})"
+        return f"{key} must {self.rule} (got {value_text(value)})"
 
 
 @record
@@ -103,7 +109,7 @@ class OneOf:
         return value in self.allowed
 
     def message(self, key: str, value: Any) -> str:
-        return f"{key} has unknown {self.noun} {value!r} (allowed: {', '.join(self.allowed)})"
+        return f"{key} has unknown {self.noun} {value_text(value)} (allowed: {', '.join(self.allowed)})"
 
 
 @record
@@ -115,7 +121,7 @@ class InTable:
 
 def is_positive(value: Any) -> bool:
     """A finite number > 0 (NaN compares False with everything, so it is tested explicitly)."""
-    return _is_number(value) and value > 0 and math.isfinite(value)
+    return _is_number(value) and value > 0 and (isinstance(value, int) or math.isfinite(value))  # no float(): huge ints
 
 
 #: A finite number above zero.
@@ -277,7 +283,7 @@ def _value(tp: Any, value: Any, key: str, where: _Where) -> Any:
 def _scalar(shape: _Shape, value: Any, key: str, where: _Where) -> Any:
     assert shape.kind is not None
     if not shape.kind.accepts(value):
-        raise where.bad(f"{key} must be {shape.kind.name} (got {value!r})")
+        raise where.bad(f"{key} must be {shape.kind.name} (got {value_text(value)})")
     return shape.kind.canonical(value)
 
 
@@ -285,7 +291,7 @@ def _list(shape: _Shape, value: Any, key: str, where: _Where) -> tuple[Any, ...]
     """A list; scalar items are reported with the list's key, tables with their index."""
     item = shape.args[0]
     if not isinstance(value, (list, tuple)) or not all(_accepts(item, v) for v in value):
-        raise where.bad(f"{key} must be {_describe(shape.bare)} (got {value!r})")
+        raise where.bad(f"{key} must be {_describe(shape.bare)} (got {value_text(value)})")
     if _shape(item).check is _table:
         return tuple(_value(item, v, f"{key}[{i}]", where) for i, v in enumerate(value))
     return tuple(_value(item, v, key, where) for v in value)
@@ -294,7 +300,7 @@ def _list(shape: _Shape, value: Any, key: str, where: _Where) -> tuple[Any, ...]
 def _mapping(shape: _Shape, value: Any, key: str, where: _Where) -> dict[str, Any]:
     item = shape.args[1]
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and _accepts(item, v) for k, v in value.items()):
-        raise where.bad(f"{key} must be {_describe(shape.bare)} (got {value!r})")
+        raise where.bad(f"{key} must be {_describe(shape.bare)} (got {value_text(value)})")
     return {k: _value(item, v, f"{key}.{k}", where) for k, v in value.items()}
 
 
@@ -303,9 +309,9 @@ def _table(shape: _Shape, value: Any, key: str, where: _Where) -> Any:
     cls = shape.bare
     built = isinstance(value, cls)
     if where.in_code and not built:
-        raise where.bad(f"{key} must be a {cls.__name__} (got {value!r})")
+        raise where.bad(f"{key} must be a {cls.__name__} (got {value_text(value)})")
     if not built and not isinstance(value, Mapping):
-        raise where.bad(f"{key or 'the top level'} must be a table (got {value!r})")
+        raise where.bad(f"{key or 'the top level'} must be a table (got {value_text(value)})")
     prefix = f"{key}." if key else ""
     if not built:
         _refuse_unknown([f.name for f in _fields(cls)], value, prefix, where)
@@ -332,15 +338,20 @@ def _field_data(f: _Field, data: Mapping[str, Any], prefix: str, where: _Where) 
     if f.in_table is None:
         return True, raw
     if not isinstance(raw, Mapping):
-        raise where.bad(f"{prefix}{f.name} must be a table (got {raw!r})")
+        raise where.bad(f"{prefix}{f.name} must be a table (got {value_text(raw)})")
     _refuse_unknown([f.in_table], raw, f"{prefix}{f.name}.", where)
     return (f.in_table in raw), raw.get(f.in_table)
 
 
 def _refuse_unknown(allowed: list[str], data: Mapping[Any, Any], prefix: str, where: _Where) -> None:
-    unknown = sorted((k for k in data if k not in allowed), key=str)
+    unknown = sorted((k for k in data if k not in allowed), key=_key_text)  # not str(): a key built in code may be any
     if unknown:
-        raise where.bad(f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(allowed)})")
+        raise where.bad(f"unknown key {prefix}{_key_text(unknown[0])} (allowed: {', '.join(allowed)})")
+
+
+def _key_text(key: Any) -> str:
+    """An unknown key as its message names it: a string as it is written in the file, anything else as a value."""
+    return key if isinstance(key, str) and len(key) <= VALUE_TEXT_CHARS else value_text(key)
 
 
 #: How each container annotation is checked; anything else is a table or a scalar.

@@ -109,7 +109,8 @@ _SCALARS = {
     str: lambda v: type(v) is str,
     bool: lambda v: type(v) is bool,  # not 0/1: JSON says which it is
     int: lambda v: type(v) is int and 0 <= v <= _INT_MAX,
-    float: lambda v: type(v) in (int, float) and math.isfinite(v) and 0 <= v <= _INT_MAX,
+    # the range first: math.isfinite() of an int beyond a float's range (400 digits) raises OverflowError
+    float: lambda v: type(v) in (int, float) and 0 <= v <= _INT_MAX and math.isfinite(v),
     bytes: lambda v: type(v) is bytes,
 }
 

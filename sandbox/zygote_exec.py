@@ -14,7 +14,7 @@ import tempfile
 from typing import IO
 
 from . import tempdirs
-from .errors import WorkerCrashed, temp_dir_unavailable
+from .errors import WorkerCrashed, temp_dir_unavailable, value_text
 
 #: The interpreter flags of a zygote with full ``site`` (a cold one adds ``-S``): ``-I`` without its
 #: ``-E``, since the environment is wholly ours (zygote_env), PYTHONMALLOC included.
@@ -80,7 +80,7 @@ def start(environment: dict[str, str], interpreter: str, *, pth_imports: bool = 
     except OSError as exc:
         host_end.close()
         log.close()
-        raise WorkerCrashed(f"cannot start the zygote with {interpreter!r}: {exc}") from exc
+        raise WorkerCrashed(f"cannot start the zygote with {value_text(interpreter)}: {exc}") from exc
     finally:
         zygote_end.close()
     return ZygoteProcess(proc, host_end, log)

@@ -13,7 +13,7 @@ import threading
 from typing import Any, Mapping, Protocol
 
 from ..core import DEFAULT_IMAGE, Sandbox, shared_sandbox
-from ..errors import InputError, SandboxClosed, SessionError
+from ..errors import InputError, SandboxClosed, SessionError, value_text
 from ..inputs import decode_base64
 from ..image import Image
 from ..policy import Policy
@@ -65,7 +65,7 @@ def decode_files(files: Mapping[str, str] | None) -> list[File]:
         raise InputError(f"files must be an object mapping file names to base64 text (got {type(files).__name__})")
     decoded = []
     for name, text in files.items():
-        data = decode_base64(text, f"files[{name!r}]")
+        data = decode_base64(text, f"files[{value_text(name)}]")
         mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         decoded.append(File(name=name, data=data, mime_type=mime_type))
     return decoded
@@ -146,7 +146,7 @@ class SessionPool:
                 idle = [other for other in self._sessions if other != key and not self._busy[other]]
                 excess = len(self._sessions) + (key not in self._sessions) - self._max
                 if excess > len(idle):
-                    raise SessionError(f"no session can be opened for {key!r:.60}: all {len(self._sessions)} "
+                    raise SessionError(f"no session can be opened for {value_text(key, 60)}: all {len(self._sessions)} "
                                        f"sessions kept have a call in progress (max_sessions={self._max}); "
                                        "call again when one of them ends")
                 evicted = [self._sessions.pop(other) for other in idle[:max(excess, 0)]]  # least recently used

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from google.genai import types
 
 from ..core import Sandbox
-from ..errors import InputError
+from ..errors import InputError, value_text
 from ._common import TOOL_NAME, box_of
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, ahandle, handle, tool
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
@@ -74,7 +74,7 @@ class ToolLoop:
         self.config = _with_tool(config, sandbox)
         self.tools = Tools(functions, _declared(self.config))
         if images not in ("response", "sibling"):
-            raise InputError(f"images must be 'response' or 'sibling' (got {images!r})")
+            raise InputError(f"images must be 'response' or 'sibling' (got {value_text(images)})")
         self.images: ImagesMode = images
         self.history: list[types.Content] = []
         """Every turn so far: the contents sent, the model's replies, the function responses."""
@@ -139,7 +139,7 @@ class ToolLoop:
         ours = [call for call in pending if not any(_answers(response, call) for response in given)]
         missing = [call for call in ours if self.tools.hands_back(call.name)]
         if missing:
-            named = ", ".join(f"{call.name}(id={call.id!r})" for call in missing)
+            named = ", ".join(f"{call.name}(id={value_text(call.id)})" for call in missing)
             raise InputError(f"the model's calls to {named} are unanswered: pass a FunctionResponse for each "
                              "to run() (types.Part.from_function_response(name=..., response=...), with its id)")
         parts = yield from self._answers(ours)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from google.genai import types
 
 from ..core import Sandbox
-from ..errors import InputError
+from ..errors import InputError, value_text
 from ..results import Outcome, Result
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse
 from ._loop import arun_or_refuse
@@ -143,14 +143,14 @@ async def ahandle(function_call: "types.FunctionCall | types.Part", *, sandbox: 
 def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.FunctionCall, str, str | None]:
     """(the FunctionCall, its code, None), or (call, "", why it cannot run)."""
     if images not in ("response", "sibling"):
-        raise InputError(f"images must be 'response' or 'sibling' (got {images!r})")
+        raise InputError(f"images must be 'response' or 'sibling' (got {value_text(images)})")
     if images == "response" and not HAS_RESPONSE_PARTS:
         raise InputError("images='response' needs a google-genai whose FunctionResponse has parts; use 'sibling'")
     call = function_call.function_call if isinstance(function_call, types.Part) else function_call
     if not isinstance(call, types.FunctionCall):
         raise InputError(f"handle() takes a FunctionCall or a Part with one (got {type(function_call).__name__})")
     if call.name != name:
-        return call, "", f"unknown function {call.name!r}; the only function here is {name!r}"
+        return call, "", f"unknown function {value_text(call.name)}; the only function here is {name!r}"
     try:
         return call, code_argument(call.args), None
     except InputError as exc:

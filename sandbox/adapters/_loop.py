@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generator, Iterable, Mapping, TypeVar
 
 from .. import jsontext
-from ..errors import InputError
+from ..errors import InputError, value_text
 from ..results import Result
 from ._common import TOOL_NAME, Runner
 
@@ -86,7 +86,7 @@ async def adrive(steps: "Steps[T]", perform: Callable[[Any], Awaitable[Any]]) ->
 
 def check_max_turns(max_turns: Any) -> int:
     if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
-        raise InputError(f"max_turns must be an int >= 1 (got {max_turns!r})")
+        raise InputError(f"max_turns must be an int >= 1 (got {value_text(max_turns)})")
     return max_turns
 
 
@@ -97,7 +97,7 @@ DEFAULT_MAX_CALLS_PER_TURN = 16
 
 def check_max_calls_per_turn(max_calls_per_turn: Any) -> int:
     if isinstance(max_calls_per_turn, bool) or not isinstance(max_calls_per_turn, int) or max_calls_per_turn < 1:
-        raise InputError(f"max_calls_per_turn must be an int >= 1 (got {max_calls_per_turn!r})")
+        raise InputError(f"max_calls_per_turn must be an int >= 1 (got {value_text(max_calls_per_turn)})")
     return max_calls_per_turn
 
 
@@ -136,11 +136,11 @@ class Tools:
         self.declared = set(declared)
         for name, fn in functions.items():
             if not callable(fn):
-                raise InputError(f"functions[{name!r}] is not callable (got {type(fn).__name__})")
+                raise InputError(f"functions[{value_text(name)}] is not callable (got {type(fn).__name__})")
             if name == tool_name:
-                raise InputError(f"functions[{name!r}]: {tool_name!r} is the sandbox's own tool")
+                raise InputError(f"functions[{value_text(name)}]: {tool_name!r} is the sandbox's own tool")
             if name not in self.declared:
-                raise InputError(f"functions[{name!r}] has no declaration in tools: declare it so the model "
+                raise InputError(f"functions[{value_text(name)}] has no declaration in tools: declare it so the model "
                                  f"can call it (declared: {sorted(self.declared)})")
         self.functions = dict(functions)
 
@@ -152,7 +152,7 @@ class Tools:
         """A blocking loop cannot await: refuse async functions up front."""
         for name, fn in self.functions.items():
             if inspect.iscoroutinefunction(fn):
-                raise InputError(f"functions[{name!r}] is async: use the async loop (arun) with it")
+                raise InputError(f"functions[{value_text(name)}] is async: use the async loop (arun) with it")
 
     def call(self, name: str, args: Any) -> tuple[bool, Any]:
         """(True, value) of the caller's function, or (False, error text)."""
@@ -173,7 +173,7 @@ class Tools:
             return False, f"{type(exc).__name__}: {exc}"
 
     def unknown(self, name: Any) -> str:
-        return f"unknown tool {name!r}; the tools here are {sorted(self.declared)}"
+        return f"unknown tool {value_text(name)}; the tools here are {sorted(self.declared)}"
 
 
 def _keywords(name: str, args: Any) -> dict[str, Any]:

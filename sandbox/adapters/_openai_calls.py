@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from .. import jsontext
 from ..core import Sandbox
-from ..errors import InputError
+from ..errors import InputError, value_text
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse
@@ -59,7 +59,7 @@ def field_of(obj: Any, key: str) -> Any:
 def _code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None]:
     """(code, None), or ("", why the call cannot run)."""
     if name != tool_name:
-        return "", f"unknown tool {name!r}; the only tool here is {tool_name!r}"
+        return "", f"unknown tool {value_text(name)}; the only tool here is {tool_name!r}"
     try:
         args = jsontext.loads(arguments) if isinstance(arguments, (str, bytes)) else arguments
     except ValueError as exc:
@@ -73,7 +73,7 @@ def _code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None
 def function_of(tool_call: Any) -> Any:
     function = field_of(tool_call, "function")
     if function is None:
-        raise InputError(f"not a Chat Completions function tool call: {tool_call!r}")
+        raise InputError(f"not a Chat Completions function tool call: {value_text(tool_call)}")
     return function
 
 
@@ -173,7 +173,7 @@ def not_run_call(tool_call: Any, total: int, cap: int) -> tuple[Any, str]:
 
 def check_images(images: Any, save_dir: str | None) -> None:
     if images not in ("message", "save", "none"):
-        raise InputError(f"images must be 'message', 'save' or 'none' (got {images!r})")
+        raise InputError(f"images must be 'message', 'save' or 'none' (got {value_text(images)})")
     if images == "save":
         if not save_dir:
             raise InputError("images='save' needs save_dir")
@@ -187,13 +187,13 @@ def _make_save_dir(save_dir: str) -> None:
     code ran: its results were lost, and a resumed ``run_chat`` ran the calls a second time.
     """
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
-        raise InputError(f"save_dir {save_dir!r} is not a folder")
+        raise InputError(f"save_dir {value_text(save_dir)} is not a folder")
     try:
         os.makedirs(save_dir, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"save_dir {save_dir!r} cannot be made: {exc.strerror or exc}") from exc
+        raise InputError(f"save_dir {value_text(save_dir)} cannot be made: {exc.strerror or exc}") from exc
     if not os.access(save_dir, os.W_OK | os.X_OK):
-        raise InputError(f"save_dir {save_dir!r} is not writable")
+        raise InputError(f"save_dir {value_text(save_dir)} is not writable")
 
 
 def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
@@ -251,7 +251,7 @@ async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, se
 
 def _function_call_fields(item: Any) -> tuple[Any, Any]:
     if field_of(item, "type") != "function_call":
-        raise InputError(f"not a Responses API function_call item: {item!r}")
+        raise InputError(f"not a Responses API function_call item: {value_text(item)}")
     return field_of(item, "name"), field_of(item, "arguments")
 
 

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..core import Sandbox
-from ..errors import InputError
+from ..errors import InputError, value_text
 from ..results import Result
 from ._common import TOOL_NAME, Runner, box_of
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
@@ -122,7 +122,7 @@ class _Chat:
         open_calls = [call for call in field_of(self.messages[last], "tool_calls") if field_of(call, "id") not in done]
         missing = [call for call in open_calls if self.tools.hands_back(_call_name(call))]
         if missing:
-            named = ", ".join(f"{_call_name(call)} (id {field_of(call, 'id')!r})" for call in missing)
+            named = ", ".join(f"{_call_name(call)} (id {value_text(field_of(call, 'id'))})" for call in missing)
             raise InputError(f"tool calls to {named} are unanswered: append a tool message for each "
                              "({'role': 'tool', 'tool_call_id': ..., 'content': ...}) before calling again")
         if not open_calls:

@@ -52,7 +52,7 @@ from google.adk.code_executors.code_execution_utils import File as AdkFile
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..core import Sandbox, shared_sandbox
-from ..errors import InputError, SessionError
+from ..errors import InputError, SessionError, value_text
 from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
@@ -216,9 +216,9 @@ def _to_sandbox_file(file: AdkFile) -> File:
         try:
             content = base64.b64decode(content, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InputError(f"input file {file.name!r}: content is not valid base64 ({exc})") from None
+            raise InputError(f"input file {value_text(file.name)}: content is not valid base64 ({exc})") from None
     if not isinstance(content, (bytes, bytearray, memoryview)):
-        raise InputError(f"input file {file.name!r}: content must be base64 text or bytes "
+        raise InputError(f"input file {value_text(file.name)}: content must be base64 text or bytes "
                          f"(got {type(content).__name__})")
     return File(name=file.name, data=bytes(content), mime_type=file.mime_type)
 

@@ -72,13 +72,13 @@ def main(args: argparse.Namespace) -> int:
     from .. import batch
     from ..batch_report import summary, write_report
     from ..batch_tally import tally_results
-    from ..errors import InputError
+    from ..errors import InputError, value_text
     from ..policy import Policy
 
     if args.address and args.backend != "ray":
         raise InputError("--address is for --backend ray")
     if args.report and not args.report.endswith((".html", ".png")):
-        raise InputError(f"--report must end in .html or .png (got {args.report!r})")
+        raise InputError(f"--report must end in .html or .png (got {value_text(args.report)})")
     _refuse_same_file(args.input, args.out)
     limit = batch.max_line_bytes(Policy.load(args.policy))
     stop = threading.Event()

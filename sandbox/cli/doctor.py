@@ -275,10 +275,10 @@ def _privileges() -> str:
 
 def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """({layer: observed active}, how it was verified, SandboxUnavailable facts or None)."""
-    from ..errors import SandboxError, SandboxUnavailable
+    from ..errors import SandboxError, SandboxUnavailable, value_text
     if use_sandbox:
         try:
-            return _verify_in_sandbox(policy, image), f"a real run through sandbox.Sandbox (image {image!r})", None
+            return _verify_in_sandbox(policy, image), f"a real run through sandbox.Sandbox (image {value_text(image)})", None
         except SandboxUnavailable as exc:
             return {}, "a real run through sandbox.Sandbox", {"layer": exc.layer, "reason": exc.reason,
                                                              "fix": exc.fix, "syscall": exc.syscall,

@@ -74,7 +74,8 @@ def _read(path: str, what: str, policy: Any, key: str) -> bytes:
 
 
 def _shown_path(path: str) -> str:
-    return "from stdin" if path == "-" else repr(path)
+    from ..errors import value_text
+    return "from stdin" if path == "-" else value_text(path)
 
 
 def main(args: argparse.Namespace) -> int:

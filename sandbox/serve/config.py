@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Mapping
 
 from .. import schema
+from ..errors import value_text
 from .errors import ConfigError
 
 #: Where the gemini backend sends requests unless ``backend.url`` says otherwise.
@@ -102,7 +103,7 @@ class ServeConfig:
 
     def cross_check(self, prefix: str) -> str | None:
         if not self.api_key and not is_loopback(self.host):
-            return (f"{prefix}host {self.host!r} is not a loopback address: refusing to serve code execution "
+            return (f"{prefix}host {value_text(self.host)} is not a loopback address: refusing to serve code execution "
                     "to the network without a key; set api_key (--api-key or SANDBOX_SERVE_API_KEY)")
         return None
 
@@ -146,6 +147,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+    except ValueError as exc:  # tomllib lets int()'s own out: an integer of more than 4300 digits
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -153,7 +156,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     if rest:
         table = data.setdefault(head, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"sandbox serve: {head} must be a table (got {table!r})")
+            raise ConfigError(f"sandbox serve: {head} must be a table (got {value_text(table)})")
         _set(table, rest, value)
     else:
         data[head] = value
@@ -194,7 +197,7 @@ def _typed(text: str, annotation: Any, name: str) -> Any:
         return _PARSERS.get(base, str)(text)
     except ValueError:
         raise ConfigError(f"sandbox serve (environment): {name} must be {_WORDS.get(base, 'text')} "
-                          f"(got {text!r})") from None
+                          f"(got {value_text(text)})") from None
 
 
 def _boolean(text: str) -> bool:

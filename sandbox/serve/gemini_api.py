@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..errors import value_text
 from .errors import ApiError, not_found_model
 from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
 from .loop import Done, Event, Tokens, generate
@@ -60,7 +61,7 @@ async def model_action(request: Request) -> Response:
             raise not_found_model(model, api_version)
         return JSONResponse(_model_json(model, state))
     if request.method != "POST" or method not in _METHODS:
-        raise ApiError("NOT_FOUND", f"method {method or '(none)'!r} is not served here "
+        raise ApiError("NOT_FOUND", f"method {value_text(method or '(none)')} is not served here "
                                     f"(POST models/MODEL:{{{','.join(_METHODS)}}})")
     if not accepted(model, state):
         raise not_found_model(model, api_version)

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import jsontext
+from ..errors import value_text
 from .errors import ApiError, invalid, not_found_model
 from .gemini_api import accepted
 from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
@@ -122,7 +123,7 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
         elif kind in _ITEMS:
             contents.append(_ITEMS[kind](item, f"input[{index}]", names))
         elif kind not in _DROPPED:
-            raise invalid(f"input[{index}]: item type {kind!r} is not supported by sandbox serve")
+            raise invalid(f"input[{index}]: item type {value_text(kind)} is not supported by sandbox serve")
     code_execution, functions = _tools(body.get("tools") or [])
     choice = body.get("tool_choice")
     mode = {"none": "NONE", "required": "ANY"}.get(choice, "AUTO") if isinstance(choice, str) else "AUTO"
@@ -136,14 +137,14 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(f"{key} must be a number (got {value!r})")
+        raise invalid(f"{key} must be a number (got {value_text(value)})")
     return kind(value)
 
 
 def _message(item: dict[str, Any], where: str, names: dict[str, str]) -> Content:
     role = item.get("role", "user")
     if role not in ("user", "assistant"):
-        raise invalid(f"{where}.role must be user, assistant, system or developer (got {role!r})")
+        raise invalid(f"{where}.role must be user, assistant, system or developer (got {value_text(role)})")
     content = item.get("content")
     if isinstance(content, str):
         return Content("model" if role == "assistant" else "user", (Text(content),))
@@ -161,7 +162,7 @@ def _content_part(part: Any, where: str) -> Part:
         return _data_url(part["image_url"], f"{where}.image_url")
     if kind == "input_file" and isinstance(part.get("file_data"), str):
         return _file(part, where)
-    raise invalid(f"{where}: content of type {kind!r} is not supported here (inline text, images as data URLs "
+    raise invalid(f"{where}: content of type {value_text(kind)} is not supported here (inline text, images as data URLs "
                   "and files as file_data are; file ids and URLs are not)")
 
 
@@ -241,12 +242,12 @@ def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
             functions.append(FunctionDeclaration(tool["name"], str(tool.get("description") or ""),
                                                  tool.get("parameters")))
         else:
-            raise invalid(f"tools[{index}]: tool type {kind!r} is not supported by sandbox serve "
+            raise invalid(f"tools[{index}]: tool type {value_text(kind)} is not supported by sandbox serve "
                           "(code_interpreter and function are)")
     names = [function.name for function in functions]
     for name in names:  # the backend and the model would see two tools of one name
         if names.count(name) > 1:
-            raise invalid(f"tools: duplicate function name {name!r}")
+            raise invalid(f"tools: duplicate function name {value_text(name)}")
     return code_execution, tuple(functions)
 
 

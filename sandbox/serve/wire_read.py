@@ -11,6 +11,7 @@ import binascii
 import re
 from typing import Any, Callable, Mapping
 
+from ..errors import value_text
 from .errors import invalid
 from .wire_types import CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, \
     FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text
@@ -48,7 +49,7 @@ class _Obj:
             return default
         check, wire_type = _KINDS[kind]
         if not check(value):
-            raise invalid(f"Invalid value at '{self.at(name)}' ({wire_type}), {value!r}")
+            raise invalid(f"Invalid value at '{self.at(name)}' ({wire_type}), {value_text(value)}")
         return value
 
     def obj(self, name: str) -> "_Obj | None":
@@ -94,7 +95,7 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 def decode_bytes(text: Any, path: str) -> bytes:
     """Standard or URL-safe base64, padded or not (the service accepts both alphabets)."""
     if not isinstance(text, str):
-        raise invalid(f"Invalid value at '{path}' (TYPE_BYTES), {text!r}")
+        raise invalid(f"Invalid value at '{path}' (TYPE_BYTES), {value_text(text)}")
     cleaned = "".join(text.split()).translate(str.maketrans("-_", "+/")).rstrip("=")
     try:
         return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
@@ -186,7 +187,7 @@ def parse_content(data: Any, path: str, default_role: str = "user") -> Content:
     o.refuse_unknown(("role", "parts"))
     role = o.get("role", "str") or default_role
     if role not in ("user", "model", "function"):
-        raise invalid(f"Invalid value at '{o.at('role')}': role must be 'user' or 'model' (got {role!r})")
+        raise invalid(f"Invalid value at '{o.at('role')}': role must be 'user' or 'model' (got {value_text(role)})")
     parts = tuple(parse_part(item, f"{o.at('parts')}[{i}]") for i, item in enumerate(o.get("parts", "list", [])))
     return Content("user" if role == "function" else role, parts)
 
@@ -233,7 +234,7 @@ def _tools(tools: list[_Obj]) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
     names = [f.name for f in functions]
     for name in names:
         if names.count(name) > 1:
-            raise invalid(f"* GenerateContentRequest.tools: duplicate function declaration {name!r}")
+            raise invalid(f"* GenerateContentRequest.tools: duplicate function declaration {value_text(name)}")
     return code_execution, tuple(functions)
 
 
@@ -279,7 +280,7 @@ def _function_mode(tool_config: _Obj | None) -> str:
     mode = (calling.get("mode", "str", "AUTO") if calling is not None else "AUTO").upper()
     if mode not in _FUNCTION_MODES:  # taken for AUTO: a caller's typo of NONE let the model call its functions
         raise invalid(f"Invalid value at 'toolConfig.functionCallingConfig.mode' (type.googleapis.com/"
-                      f"google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), {mode!r}: one of "
+                      f"google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), {value_text(mode)}: one of "
                       f"{', '.join(_FUNCTION_MODES)}")
     return "AUTO" if mode in ("MODE_UNSPECIFIED", "VALIDATED") else mode
 

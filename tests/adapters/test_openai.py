@@ -115,6 +115,22 @@ def test_responses_api_function_call_output_with_input_image(box):
         adapter.handle_function_call({"type": "message"}, sandbox=box)
 
 
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("a __repr__ that fails")
+
+
+def test_a_malformed_call_is_named_not_copied_in_its_error(box):
+    """A model's megabyte of text, an object whose repr fails: the InputError names it, bounded, and stays one."""
+    with pytest.raises(sandbox.InputError) as info:
+        adapter.handle_function_call({"type": "message", "content": "x" * 1_000_000}, sandbox=box)
+    assert "function_call item" in str(info.value) and len(str(info.value)) < 1000, str(info.value)[:500]
+    with pytest.raises(sandbox.InputError, match="<a _ReprRaises object>"):
+        adapter.handle_calls([_ReprRaises()], sandbox=box)
+    with pytest.raises(sandbox.InputError, match="an int of 5001 digits"):
+        adapter.handle_calls([], sandbox=box, images=10**5000)
+
+
 # -- the real openai.OpenAI / AsyncOpenAI clients against a scripted model on 127.0.0.1 -------------------
 
 def sync_client(model) -> "openai.OpenAI":

@@ -45,6 +45,10 @@ def test_files_are_base64_decoded():
     ({"id": "a", "code": "x", "files": [{"name": "a", "data": "%%%"}]}, "'files[0].data' is not valid base64"),
     ({"id": "a", "code": "x", "files": [{"name": "a", "data": "", "size": 1}]}, "'files[0]' has unknown key 'size'"),
     ({"id": "a", "code": "x", "meta": [1]}, "'meta' must be a JSON object (got list)"),
+    # items given as dicts in code: keys of mixed types (sorting them raised TypeError), an id past str()'s limit
+    ({"id": "a", "code": "x", 1: 2, "z": 3}, "line 3: unknown key 1 (allowed"),
+    ({"id": "a", "code": "x", "files": [{"name": "a", "data": "", 1: 2, "z": 3}]}, "'files[0]' has unknown key 1"),
+    ({"id": 10**5000, "code": "x"}, "'id' must be a non-empty string or an integer (got an int of 5001 digits)"),
 ])
 def test_bad_items_name_line_and_key(obj, message):
     with pytest.raises(InputError) as info:

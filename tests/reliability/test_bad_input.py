@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import sandbox
+import sandbox.batch
 from sandbox import File, ImageError, InputError, Outcome, PolicyError
 
 
@@ -285,3 +286,64 @@ def test_bad_pool_size(kwargs):
 def test_bad_concurrency_arguments_are_input_errors(kwargs):
     with pytest.raises(InputError, match=next(iter(kwargs))):
         sandbox.Sandbox(**kwargs).close()
+
+
+# -- values shown in messages: bounded, and never an error of their own -------------------------------------
+class ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("a __repr__ that fails")
+
+
+HUGE = 10**5000  # str() of it raises ValueError (past 4300 digits): an f-string's {value!r} did
+LONG = "x" * 10_000_000
+
+SHOWN = {
+    # name: (the call, given a warm Sandbox; the error; what its message says)
+    "huge_int_timeout": (lambda box: box.run("pass", timeout=HUGE), InputError,
+                         "timeout must be > 0 and <= 86400 seconds (got an int of 5001 digits)"),
+    "long_str_timeout": (lambda box: box.run("pass", timeout=LONG), InputError, "(10000000 characters)"),
+    "timeout_whose_repr_raises": (lambda box: box.run("pass", timeout=ReprRaises()), InputError,
+                                  "(got <a ReprRaises object>)"),
+    "long_mime_type": (lambda box: box.run("pass", files=[File(name="", data=b"x", mime_type=LONG)]), InputError,
+                       "unsupported input MIME type 'xxx"),
+    "long_file_name_with_bad_data": (lambda box: box.run("pass", files={LONG: 5}), InputError,
+                                     "data must be bytes or str"),
+    "huge_pool_size": (lambda box: sandbox.Sandbox(pool_size=HUGE), InputError, "an int of 5001 digits"),
+    "max_concurrent_whose_repr_raises": (lambda box: sandbox.Sandbox(max_concurrent=ReprRaises()), InputError,
+                                         "<a ReprRaises object>"),
+    "long_policy_name": (lambda box: sandbox.Sandbox(policy=LONG), PolicyError, "unknown policy"),  # was ENAMETOOLONG
+    "long_policy_path": (lambda box: sandbox.Sandbox(policy="x/" * 3000), PolicyError, "ENAMETOOLONG"),
+    "long_image_name": (lambda box: sandbox.Sandbox(image=LONG), ImageError, "unknown image"),
+    "huge_limit_in_code": (lambda box: sandbox.Policy().with_limits(memory_mb=HUGE), PolicyError,
+                           "limits.memory_mb must be at most"),
+    "int_beyond_a_float": (lambda box: sandbox.Policy().with_limits(wall_seconds=10**400), PolicyError,
+                           "limits.wall_seconds must be a number (got an int of 401 digits)"),  # was OverflowError
+    "int_beyond_a_float_in_an_int_field": (lambda box: sandbox.Policy().with_limits(max_processes=10**400),
+                                           PolicyError, "limits.max_processes must be at most"),
+    "huge_policy_name": (lambda box: sandbox.Policy(name=HUGE), PolicyError, "policy an int of 5001 digits: name"),
+    "huge_unknown_key": (lambda box: sandbox.Policy.from_dict({"limits": {HUGE: 1, "b": 2}}), PolicyError,
+                         "unknown key limits.an int of 5001 digits"),
+    "batch_workers": (lambda box: list(sandbox.batch.run([], workers=HUGE)), InputError, "an int of 5001 digits"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHOWN))
+def test_a_value_shown_in_a_message_is_bounded_and_raises_nothing_else(box, name):
+    call, error, message = SHOWN[name]
+    with pytest.raises(error) as info:
+        call(box)
+    assert message in str(info.value) and len(str(info.value)) < 1000, str(info.value)[:2000]
+
+
+def test_a_policy_file_with_a_5000_digit_integer_is_a_policy_error(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text(f"[limits]\nmemory_mb = {'9' * 5000}\n")
+    with pytest.raises(PolicyError, match="huge.toml: not valid TOML: Exceeds the limit"):
+        sandbox.Policy.load(path)
+
+
+def test_a_batch_item_with_an_id_past_str_limit_is_an_invalid_record():
+    """Items given as dicts in code (a JSONL line cannot hold such an int: its parser refuses it)."""
+    record, = sandbox.batch.run([{"id": HUGE, "code": "print(1)"}])
+    assert record.outcome == "INVALID_INPUT" and record.id is None, record
+    assert "'id' must be a non-empty string or an integer (got an int of 5001 digits)" in record.error, record

@@ -133,6 +133,8 @@ WRONG = {
     "version_true": ('forge(raw(None, text=\'{"v": true, "type": "done", "blobs": []}\'))', "wrong version"),
     "huge_integer": ('forge(raw(None, text=\'{"v": 1, "type": "done", "blobs": [], "maxrss_kb": \' + "9" * 5000 + "}"))',
                      "not UTF-8 JSON"),
+    "cpu_beyond_a_double": ('forge(raw(None, text=\'{"v": 1, "type": "done", "blobs": [], "cpu_s": 1\' + "0" * 400 + "}"))',
+                            "field 'cpu_s' must be a number >= 0"),  # JSON reads it as an int float() refuses
     "nan": ('forge(raw(None, text=\'{"v": 1, "type": "done", "blobs": [], "cpu_s": NaN}\'))', "not UTF-8 JSON"),
     "zygote_frame": ('forge(raw({"type": "spawned", "id": 1, "pid": 1}))', "not expected here"),
     "deeply_nested": ('forge(raw(None, text=\'{"v": 1, "type": "denied", "blobs": [], "event": "x", "detail": \''

@@ -50,6 +50,20 @@ def test_bad_config_file_names_the_file(tmp_path):
         config.load(file=path, overrides=BACKEND)
 
 
+def test_a_config_file_with_a_5000_digit_integer_is_a_config_error(tmp_path):
+    path = tmp_path / "serve.toml"
+    path.write_text(f"port = {'9' * 5000}\n")  # tomllib lets int()'s ValueError out
+    with pytest.raises(ConfigError, match=r"serve.toml: not valid TOML"):
+        config.load(file=path, overrides=BACKEND)
+
+
+def test_config_values_in_messages_are_bounded():
+    with pytest.raises(ConfigError) as info:
+        config.load(overrides={**BACKEND, "host": "h" * 1_000_000})
+    assert "not a loopback address" in str(info.value) and "(1000000 characters)" in str(info.value)
+    assert len(str(info.value)) < 1000
+
+
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
                                             ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
                                             ("192.168.1.2", False), ("example.org", False)])
@@ -105,6 +119,21 @@ def test_bad_parts_are_invalid_argument(part):
         wire.parse_part(part, "contents[0].parts[0]")
     assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
     assert "contents[0].parts[0]" in info.value.message
+
+
+@pytest.mark.parametrize("request_json, where", [
+    ({"contents": [{"role": "r" * 1_000_000, "parts": [{"text": "hi"}]}]}, "role must be 'user' or 'model'"),
+    ({"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "a/b", "data": 10**4000}}]}]},
+     "TYPE_BYTES"),
+    ({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+      "toolConfig": {"functionCallingConfig": {"mode": "m" * 1_000_000}}}, "FunctionCallingConfig.Mode"),
+])
+def test_request_values_in_messages_are_bounded(request_json, where):
+    """A client's megabyte of text (or a 4000-digit number, as JSON can carry) is named, not copied, in the 400."""
+    with pytest.raises(ApiError) as info:
+        wire.parse_generate_request(request_json)
+    assert info.value.code == 400 and where in info.value.message, info.value.message[:500]
+    assert len(info.value.message) < 1000, info.value.message[:500]
 
 
 def test_transcript_turns_code_parts_into_calls_and_replies():

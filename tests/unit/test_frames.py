@@ -83,6 +83,7 @@ def test_one_shape_for_a_refused_layer():
     ({"type": "done", "maxrss_kb": -1}, (), "field 'maxrss_kb' must be an integer >= 0"),
     ({"type": "done", "maxrss_kb": True}, (), "field 'maxrss_kb' must be an integer"),
     ({"type": "done", "cpu_s": 1e300 * 10}, (), "field 'cpu_s' must be a number"),
+    ({"type": "done", "cpu_s": 10**400}, (), "field 'cpu_s' must be a number >= 0"),  # beyond a double: OverflowError
     ({"type": "image", "name": "a", "mime_type": "image/png", "truncated": 1}, (b"x",), "'truncated' must be true"),
     ({"type": "ready", "layers": [{"layer": "x"}]}, (), "lacks field 'active'"),
     ({"type": "ready", "layers": {"layer": "x"}}, (), "must be a list"),

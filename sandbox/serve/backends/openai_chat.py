@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from ... import jsontext
+from ...errors import value_text
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
 from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
@@ -139,7 +140,7 @@ def _arguments(raw: Any) -> dict[str, Any]:
         value = jsontext.loads(raw) if isinstance(raw, str) and raw.strip() else {}
     except ValueError as exc:
         return {"_invalid_arguments": f"arguments are not valid JSON ({exc}): {str(raw)[:200]}"}
-    return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {raw!r}"}
+    return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {value_text(raw)}"}
 
 
 def _sampling(generation: GenerationConfig) -> dict[str, Any]:
