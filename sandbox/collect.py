@@ -60,9 +60,12 @@ class RunExit:
 class Collected:
     """Everything one run sent back, before it becomes a public Result."""
 
-    chunks: list[tuple[int, bytes]] = field(default_factory=list)
-    """(stream, bytes) in arrival order; stream 1 = stdout, 2 = stderr."""
-    output_bytes: int = 0
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    output: bytearray = field(default_factory=bytearray)
+    """Both streams' bytes in arrival order. Three buffers, not a (stream, bytes) chunk per read or tagged
+    frame: a snippet alternating 1-byte frames between stdout and stderr made each byte a chunk of its own,
+    ~200 bytes of host memory (235 MB for the 1 MiB default cap)."""
     reported: Reported = field(default_factory=Reported)
     """What the worker sent on its message channel, checked and capped (sandbox/inbox.py)."""
     killed: str | None = None
@@ -321,12 +324,13 @@ class _Reader:
     def on_output(self, stream: int, data: bytes) -> None:
         if self.got.killed == "output_limit":
             return
-        room = self.policy.limits.max_output_bytes - self.got.output_bytes
+        got = self.got
+        room = self.policy.limits.max_output_bytes - len(got.output)
         if len(data) > room:
             data = data[:max(room, 0)]
             self.kill("output_limit")
-        self.got.chunks.append((stream, data))
-        self.got.output_bytes += len(data)
+        (got.stdout if stream == 1 else got.stderr).extend(data)
+        got.output.extend(data)
 
     def on_frames(self, data: bytes) -> None:
         if self.got.protocol_error is not None:

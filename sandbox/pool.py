@@ -381,5 +381,5 @@ def _zygote_died_before_the_run(got: Collected) -> bool:
     """The worker ended before it said ``ready`` (no code of the run ran, no output) and its zygote never
     reported the exit: the zygote died, and a standby it offered died with it as the run reached it."""
     return (got.exit.lost is not None and not got.reported.ready and got.killed is None
-            and got.reported.unavailable is None and not got.chunks)
+            and got.reported.unavailable is None and not got.output)
 

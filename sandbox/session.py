@@ -105,7 +105,7 @@ class _Container:
             ctl_worker.close()
             got = collect(OpenEnding(self), io, frames.encode(commands.OpenSession()), _OPEN_TIMEOUT_S, self.policy)
             if not got.reported.done:
-                stderr = b"".join(d for _s, d in got.chunks).decode("utf-8", "replace")
+                stderr = got.output.decode("utf-8", "replace")
                 why = got.reported.error or got.protocol_error or stderr or got.killed
                 raise WorkerCrashed(f"the session worker failed to start: {why}")
             if self.spawned.cgroup is None:  # after a plain fork, the root made its memory cgroup once confined

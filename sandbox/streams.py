@@ -74,14 +74,17 @@ class TaggedReader:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add bytes; return the complete chunks. Bytes that break the framing (the snippet
-        wrote to the pipe's fd directly) are kept as stdout from then on."""
+        wrote to the pipe's fd directly) are kept as stdout from then on. An empty frame breaks it
+        too: no writer of ours makes one, and a flood of them was output that never reached the cap
+        (each a chunk the host kept, a Python loop's turn the host spent: ~1 GB of host memory and a
+        host CPU for a 30 s run)."""
         if self.corrupt:
             return [(STDOUT, data)]
         self._buf += data
         chunks: list[tuple[int, bytes]] = []
         while len(self._buf) >= _HEADER.size:
             stream, length = _HEADER.unpack_from(self._buf)
-            if stream not in (STDOUT, STDERR) or length > _MAX_PAYLOAD:
+            if stream not in (STDOUT, STDERR) or not 0 < length <= _MAX_PAYLOAD:
                 self.corrupt = True
                 chunks.append((STDOUT, bytes(self._buf)))
                 self._buf.clear()

@@ -101,9 +101,7 @@ def to_result(got: Collected, policy: Policy, timeout_s: float, *, rolled_back: 
         outcome, reason = Outcome.FAILED, "crashed"
         error = (f"the run finished, but its process {ended} before it could become the session's state: the "
                  "session is back at its state before the run")
-    stdout = b"".join(data for stream, data in got.chunks if stream == 1)
-    stderr = b"".join(data for stream, data in got.chunks if stream == 2)
-    output = b"".join(data for _stream, data in got.chunks)
+    stdout, stderr, output = got.stdout, got.stderr, bytes(got.output)
     if reason == "output_limit":
         output += f"\n[output truncated at {policy.limits.max_output_bytes} bytes]\n".encode()
     reported = got.reported

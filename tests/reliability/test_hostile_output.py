@@ -7,6 +7,7 @@ process keeps its fds and memory and its next run works.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psutil
@@ -162,6 +163,56 @@ def test_one_gigabyte_line_is_capped_and_the_host_keeps_its_memory(no_leaks, nam
     assert elapsed < 15, f"stopping the flood took {elapsed:.1f} s"
     growth = psutil.Process().memory_info().rss - rss_before
     assert growth < 64 << 20, f"the host grew by {growth >> 20} MiB for a capped run"
+    _next_run_works(no_leaks)
+
+
+# -- frames forged on the tagged pipe: output that costs the host more than its bytes ------------
+TAGGED = ("import os, struct, sys\n"
+          "fd = sys.modules['sandbox.inside.request'].current().tagged_fd\n"
+          "frames = {frames}\n"
+          "while True:\n"
+          "    os.write(fd, frames)\n")
+TAGGED_FLOODS = {
+    # Empty frames: no byte of output, so never the cap; each was a chunk the host kept, to the deadline.
+    "empty_frames": "struct.pack('!BH', 1, 0) * 20000",
+    # 1-byte frames, stdout and stderr in turn: each byte a chunk of its own (~200 bytes of host memory).
+    "alternating_bytes": "(struct.pack('!BH', 1, 1) + b'a' + struct.pack('!BH', 2, 1) + b'b') * 5000",
+}
+
+
+class _PeakRss:
+    """The host's peak RSS while the block runs, sampled from a thread."""
+
+    def __enter__(self) -> "_PeakRss":
+        self.before = self.peak = psutil.Process().memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, me.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+
+@pytest.mark.parametrize("name", sorted(TAGGED_FLOODS))
+def test_forged_tagged_frames_keep_the_output_cap_and_the_hosts_memory(no_leaks, name):
+    cap = no_leaks.policy.limits.max_output_bytes
+    with _PeakRss() as rss:
+        r = no_leaks.run(TAGGED.format(frames=TAGGED_FLOODS[name]), timeout=10)
+    assert r.outcome == Outcome.FAILED and r.reason == "output_limit", r
+    assert len(r.stdout.encode()) + len(r.stderr.encode()) <= cap, r
+    _valid_text(r)
+    assert rss.growth < 64 << 20, f"the host grew by {rss.growth >> 20} MiB for a capped run"
     _next_run_works(no_leaks)
 
 
