@@ -71,12 +71,36 @@ def run_python(code: str, scope: dict[str, Any]) -> tuple[str, str] | None:
     sys.settrace(None)
     if sys.getrecursionlimit() < _RECURSION_LIMIT:
         sys.setrecursionlimit(_RECURSION_LIMIT)
-    if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+    if exc is None:
         return None
-    return failure_text(exc), type(exc).__name__
+    # The exception is the snippet's object: its code's __eq__, its __str__, a metaclass's __name__ or
+    # __qualname__, a __cause__ property all run here and may raise anything. Raised out of here, it ended the
+    # process (status 70, "crashed") with our own traceback, host paths in it, on the run's stderr.
+    try:
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            return None
+    except BaseException:  # noqa: BLE001 - a code whose comparison raises is no clean exit
+        pass
+    return failure_text(exc), _type_name(exc)
 
 
 def failure_text(exc: BaseException) -> str:
     """The service's format: ``str(exc)``, a newline, then the full traceback."""
-    allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
-    return f"{exc}\n" + "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - the snippet's __str__; CPython's traceback prints the same
+        text = "<exception str() failed>"
+    try:
+        allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
+        return f"{text}\n" + "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
+    except BaseException:  # noqa: BLE001 - the snippet's class breaks formatting: the type's own name, no traceback
+        return f"{text}\n{_type_name(exc)}: <traceback formatting failed>\n"
+
+
+def _type_name(exc: BaseException) -> str:
+    """The exception type's name as ``type`` keeps it (a metaclass's ``__name__`` is the snippet's code)."""
+    name: str = _TYPE_NAME.__get__(type(exc), type)
+    return name
+
+
+_TYPE_NAME: Any = type.__dict__["__name__"]

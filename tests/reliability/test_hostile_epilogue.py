@@ -9,6 +9,8 @@ that code). Its run gets a verdict from its own exit status, and the next run wo
 
 from __future__ import annotations
 
+import pytest
+
 from sandbox import Outcome
 
 #: The harness's epilogue then fails on ``os.getpid`` (ours: status 70), and its last resort, ``os._exit``, is gone.
@@ -73,3 +75,30 @@ def test_builtins_open_replaced_does_not_reach_the_inputs_or_the_report(box):
         assert [f.name for f in r.files] == ["out.txt"], r
         r = session.run("print(opened, real_open('in.txt').read())", files={"in.txt": "data"})
         assert r.stdout == "[] data\n", r  # neither our report nor the inputs went through the snippet's open
+
+
+#: Exceptions whose formatting runs the snippet's code, which raises: their text, their exit code's comparison,
+#: their chain. Each failed the worker's own report (status 70, "crashed", our traceback and the host's import root
+#: on the run's stderr) and lost the run's files; a session's state went back to before the run.
+HOSTILE_EXCEPTIONS = {
+    "str_raises": "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('no str')\nraise E()",
+    "str_not_a_str": "class E(Exception):\n    def __str__(self):\n        return 5\nraise E()",
+    "exit_code_eq_raises": ("class Code:\n    def __eq__(self, other):\n        raise SystemExit(0)\n"
+                            "    __hash__ = object.__hash__\nraise SystemExit(Code())"),
+    "cause_raises": ("class E(Exception):\n    @property\n    def __cause__(self):\n        raise KeyboardInterrupt\n"
+                     "raise E('chained')"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_EXCEPTIONS))
+def test_an_exception_that_breaks_its_own_formatting_is_a_failed_run(box, name):
+    code = HOSTILE_EXCEPTIONS[name]
+    with box.session() as session:
+        assert session.run("x = 41").outcome == Outcome.OK
+        r = session.run("open('kept.txt', 'w').write('x')\ny = 1\n" + code, timeout=10)
+        assert r.outcome == Outcome.FAILED and r.reason == "exception", r
+        assert "sandbox" not in r.stderr and "sandbox" not in r.error, r  # no frame or path of ours
+        assert [f.name for f in r.files] == ["kept.txt"], r
+        assert session.run("print(x + y)").stdout == "42\n"  # kept, as after any exception
+    r = box.run(code, timeout=10)
+    assert r.outcome == Outcome.FAILED and r.reason == "exception" and r.stderr == "", r
