@@ -19,7 +19,7 @@ from __future__ import annotations
 import linecache
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from . import allowlist
 
@@ -60,8 +60,17 @@ _FRAME_HERE = "".join(traceback.format_tb(_entry_point("1/0", {}).__traceback__,
 _RECURSION_LIMIT = sys.getrecursionlimit()
 
 
-def run_python(code: str, scope: dict[str, Any]) -> tuple[str, str] | None:
-    """Run the snippet as the service does; return (failure text, exception type) or None.
+class Failure(NamedTuple):
+    """A snippet's failure: the service's text, the exception type's name, and the traceback alone (what the
+    interpreter itself would print on stderr)."""
+
+    text: str
+    exc_type: str
+    traceback: str
+
+
+def run_python(code: str, scope: dict[str, Any]) -> Failure | None:
+    """Run the snippet as the service does; return its failure or None.
 
     What the snippet set that would run the code after it its own way goes: its profiler and tracer (they saw its
     code; formatting its failure and reporting its files is ours), and a recursion limit too low for our frames (a
@@ -81,20 +90,24 @@ def run_python(code: str, scope: dict[str, Any]) -> tuple[str, str] | None:
             return None
     except BaseException:  # noqa: BLE001 - a code whose comparison raises is no clean exit
         pass
-    return failure_text(exc), _type_name(exc)
+    formatted = traceback_text(exc)  # the service's text: ``str(exc)``, a newline, then the full traceback
+    return Failure(f"{_message(exc)}\n{formatted}", _type_name(exc), formatted)
 
 
-def failure_text(exc: BaseException) -> str:
-    """The service's format: ``str(exc)``, a newline, then the full traceback."""
+def _message(exc: BaseException) -> str:
     try:
-        text = str(exc)
+        return str(exc)
     except BaseException:  # noqa: BLE001 - the snippet's __str__; CPython's traceback prints the same
-        text = "<exception str() failed>"
+        return "<exception str() failed>"
+
+
+def traceback_text(exc: BaseException) -> str:
+    """The full traceback, its entry frame the service's."""
     try:
         allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
-        return f"{text}\n" + "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
+        return "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
     except BaseException:  # noqa: BLE001 - the snippet's class breaks formatting: the type's own name, no traceback
-        return f"{text}\n{_type_name(exc)}: <traceback formatting failed>\n"
+        return f"{_type_name(exc)}: <traceback formatting failed>\n"
 
 
 def _type_name(exc: BaseException) -> str:

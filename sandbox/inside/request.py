@@ -193,10 +193,22 @@ def new_scope() -> dict[str, Any]:
 
 
 def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> None:
-    error = harness.run_python(request.code.decode("utf-8"), scope)
-    if error is not None:
-        flush_std()
-        chan.fail(*error)
+    me = os.getpid()
+    failure = harness.run_python(request.code.decode("utf-8"), scope)
+    if failure is None:
+        return
+    flush_std()
+    if os.getpid() == me:
+        chan.fail(failure.text, failure.exc_type)
+        return
+    # A child the snippet forked ran on to the snippet's end and failed there: its traceback goes to its stderr, as
+    # the interpreter's would. Sent as the run's error, it failed a run whose own process succeeded (or, with the
+    # parent's error, made a second one: a protocol failure, and a session's run rolled back).
+    try:
+        sys.stderr.write(failure.traceback)
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - the snippet's stream objects: nothing of theirs may end the child's exit
+        pass
 
 
 def _run_call(request: commands.Call, chan: Channel, scope: dict[str, Any]) -> None:

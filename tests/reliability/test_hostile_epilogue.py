@@ -102,3 +102,23 @@ def test_an_exception_that_breaks_its_own_formatting_is_a_failed_run(box, name):
         assert session.run("print(x + y)").stdout == "42\n"  # kept, as after any exception
     r = box.run(code, timeout=10)
     assert r.outcome == Outcome.FAILED and r.reason == "exception" and r.stderr == "", r
+
+
+#: A child the snippet forks runs on to the snippet's end (as in CPython) and fails there: ``child`` is its exception.
+FORKED_CHILD_FAILS = ("import os\npid = os.fork()\nif pid == 0:\n    raise ValueError('child')\n"
+                      "os.waitpid(pid, 0)\nx = 2\n")
+
+
+def test_a_forked_child_failing_at_the_snippets_end_is_not_the_runs_failure(box):
+    """Its traceback is on the run's stderr, as the interpreter prints it; the run's outcome is its process's. The
+    child's error frame made a successful run FAILED, and with the parent's own a protocol failure (rolled back)."""
+    r = box.run(FORKED_CHILD_FAILS + "print('parent ok')", timeout=10)
+    assert r.outcome == Outcome.OK and r.stdout == "parent ok\n", r
+    assert r.stderr.startswith("Traceback (most recent call last):\n") and r.stderr.endswith("ValueError: child\n"), r
+    r = box.run(FORKED_CHILD_FAILS + "raise KeyError('parent')", timeout=10)
+    assert r.outcome == Outcome.FAILED and r.reason == "exception" and r.error.startswith("'parent'\n"), r
+    with box.session() as session:
+        session.run("x = 1")
+        r = session.run(FORKED_CHILD_FAILS + "raise KeyError('parent')", timeout=10)
+        assert r.reason == "exception" and not r.rolled_back, r
+        assert session.run("print(x)").stdout == "2\n"
