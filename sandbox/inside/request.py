@@ -69,6 +69,8 @@ class Channel:
         """Figures this run has shown: their names count per run, never per matplotlib number."""
         self.workdir = os.curdir
         """The run's work dir (:attr:`Confined.workdir`): a figure's name is not one of its files'."""
+        self.max_file_bytes: int | None = None
+        """``limits.max_returned_file_bytes`` of the run's policy (None: not known yet)."""
         self.done = False
         """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
         snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
@@ -228,6 +230,7 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     handler = HANDLERS[type(request)]
     chan.send(frames.Ready(layers=confined.layers))
     workdir = chan.workdir = confined.workdir
+    chan.max_file_bytes = confined.spec.policy.limits.max_returned_file_bytes
     failure = _write_inputs(request.files, request.inputs, workdir) if isinstance(request, commands.Run) else None
     if failure is not None:
         chan.fail(failure, "OSError")
@@ -331,7 +334,8 @@ def _patch_show(pyplot: Any) -> None:
 
         Names count the run's figures (``figure_1.png``, ``figure_2.png``, ...): matplotlib
         renumbers from 1 once ``show()`` has closed the figures, so its numbers repeat
-        within a run. A name a work-dir file already has is skipped."""
+        within a run. A name a work-dir file already has is skipped. A figure past the policy's file cap is cut
+        there and marked, as a file is (whole, one past the host's frame limit failed the run as a forgery)."""
         chan = current()
         for number in pyplot.get_fignums():
             buffer = io.BytesIO()
@@ -339,8 +343,11 @@ def _patch_show(pyplot: Any) -> None:
             chan.figures += 1
             while os.path.lexists(os.path.join(chan.workdir, f"figure_{chan.figures}.png")):
                 chan.figures += 1
-            chan.send(frames.ReturnedImage(name=f"figure_{chan.figures}.png", mime_type="image/png",
-                                           data=buffer.getvalue()))
+            data, cap = buffer.getvalue(), chan.max_file_bytes
+            truncated = cap is not None and len(data) > cap
+            kind = frames.Returned if truncated else frames.ReturnedImage
+            chan.send(kind(name=f"figure_{chan.figures}.png", mime_type="image/png", data=data[:cap],
+                           truncated=truncated, size=len(data)))
         pyplot.close("all")
 
     show.__wrapped__ = pyplot.show  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import time
 import psutil
 import pytest
 
+import sandbox
 from sandbox import Outcome
 
 
@@ -224,3 +225,18 @@ def test_a_run_holding_every_fd_gets_no_harness_traceback(no_leaks):
     assert r.outcome == Outcome.OK and r.stdout == "Too many open files\n", r
     assert r.stderr == "", r.stderr
     _next_run_works(no_leaks)
+
+
+# -- a figure past the file cap ------------------------------------------------------------------
+def test_a_figure_past_the_file_cap_is_cut_and_marked_not_a_protocol_failure():
+    """``plt.show()`` of a figure whose PNG is larger than the host's frame limit (the file cap + 16 MiB): cut at
+    the cap and marked, as a saved file is. Sent whole, it failed the run as a bad frame, its later output lost."""
+    policy = sandbox.Policy.load("default").with_limits(max_returned_file_bytes=1000)
+    code = ("import numpy as np, matplotlib.pyplot as plt\nplt.figure(figsize=(25, 25), dpi=100)\n"
+            "plt.figimage(np.random.default_rng(0).integers(0, 256, (2500, 2500, 3), dtype=np.uint8))\n"
+            "plt.show()\nprint('after')")
+    with sandbox.Sandbox(policy=policy) as sb:
+        r = sb.run(code, timeout=120)
+    assert r.outcome == Outcome.OK and r.stdout == "after\n", r
+    (f,) = r.images + r.files
+    assert f.name == "figure_1.png" and f.truncated and len(f.data) == 1000, f
