@@ -114,7 +114,9 @@ def test_a_session_holding_fds_in_flight_cant_stop_other_sessions(boxes, policy)
     with box.session() as hostile:
         r = hostile.run(snippet(FDS_IN_FLIGHT), timeout=20)
         sent = int(r.stdout.split()[2]) if r.stdout.startswith("in flight") else 0
-        assert sent > limit and "Too many references" in r.stdout, r
+        # The kernel refuses only once its user's count passes the limit; fds another process of that uid has in
+        # flight at that moment (a test run beside this one) count too, so the snippet's own share may stay below.
+        assert sent >= limit - 20 and "Too many references" in r.stdout, r
         with box.session() as other:
             assert other.run("x = 1").ok
             mark = other.checkpoint()
