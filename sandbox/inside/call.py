@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import codec
 from ..errors import CallError
+from .harness import message_of, type_name_of
 
 if TYPE_CHECKING:
     from .request import Channel
@@ -24,7 +25,7 @@ def execute(payload: bytes, chan: "Channel") -> None:
         fn, args, kwargs = cloudpickle.loads(payload)
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the function's failure is reported, not raised
-        chan.fail(f"{exc}\n" + "".join(traceback.format_exception(exc)), type(exc).__name__)
+        chan.fail(f"{message_of(exc)}\n{_traceback(exc)}", type_name_of(exc))
         return
     try:
         frame = codec.encode(value)
@@ -32,3 +33,12 @@ def execute(payload: bytes, chan: "Channel") -> None:
         chan.fail(str(exc), "CallError")
         return
     chan.send(frame)
+
+
+def _traceback(exc: BaseException) -> str:
+    # The exception is the function's object: its __str__ or a __cause__ property may raise anything, and raised
+    # out of here it ended the worker (status 70: "crashed") instead of failing the call with its text.
+    try:
+        return "".join(traceback.format_exception(exc))
+    except BaseException:  # noqa: BLE001
+        return f"{type_name_of(exc)}: <traceback formatting failed>\n"

@@ -91,10 +91,11 @@ def run_python(code: str, scope: dict[str, Any]) -> Failure | None:
     except BaseException:  # noqa: BLE001 - a code whose comparison raises is no clean exit
         pass
     formatted = traceback_text(exc)  # the service's text: ``str(exc)``, a newline, then the full traceback
-    return Failure(f"{_message(exc)}\n{formatted}", _type_name(exc), formatted)
+    return Failure(f"{message_of(exc)}\n{formatted}", type_name_of(exc), formatted)
 
 
-def _message(exc: BaseException) -> str:
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or CPython's placeholder when the exception's own ``__str__`` fails."""
     try:
         return str(exc)
     except BaseException:  # noqa: BLE001 - the snippet's __str__; CPython's traceback prints the same
@@ -107,10 +108,10 @@ def traceback_text(exc: BaseException) -> str:
         allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
         return "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
     except BaseException:  # noqa: BLE001 - the snippet's class breaks formatting: the type's own name, no traceback
-        return f"{_type_name(exc)}: <traceback formatting failed>\n"
+        return f"{type_name_of(exc)}: <traceback formatting failed>\n"
 
 
-def _type_name(exc: BaseException) -> str:
+def type_name_of(exc: BaseException) -> str:
     """The exception type's name as ``type`` keeps it (a metaclass's ``__name__`` is the snippet's code)."""
     name: str = _TYPE_NAME.__get__(type(exc), type)
     return name

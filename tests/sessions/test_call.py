@@ -58,3 +58,19 @@ def test_exceptions_and_non_callables(box):
         box.call(lambda: 1 / 0)
     with pytest.raises(sandbox.CallError, match="needs a callable"):
         box.call(42)
+
+
+
+def test_an_exception_that_breaks_its_own_formatting_fails_the_call_with_its_type(box):
+    """The function's exception is its object: its failing __str__ ended the worker (status 70, "crashed")."""
+    class Unprintable(Exception):  # defined here: cloudpickle ships it by value (the worker cannot import tests)
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    def raise_it() -> None:
+        raise Unprintable()
+
+    with pytest.raises(sandbox.CallError) as caught:
+        box.call(raise_it)
+    assert "(exception): <exception str() failed>" in str(caught.value)
+    assert "Unprintable: <exception str() failed>" in str(caught.value) and "crashed" not in str(caught.value)
