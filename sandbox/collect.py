@@ -253,7 +253,8 @@ class _Reader:
         got.reported = inbox.reported
         limits = policy.limits
         self.decoder = protocol.Decoder(max_frame_bytes=limits.max_returned_file_bytes + _FRAME_SLACK)
-        self.chan_budget = limits.max_returned_files * limits.max_returned_file_bytes + _FRAME_SLACK
+        self.chan_budget = min(limits.max_returned_files * limits.max_returned_file_bytes,
+                               limits.max_returned_bytes) + _FRAME_SLACK
         self.selector = selectors.DefaultSelector()
         self.selector.register(io.out_r, selectors.EVENT_READ, 1)
         self.selector.register(io.err_r, selectors.EVENT_READ, 2)

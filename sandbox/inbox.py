@@ -11,7 +11,7 @@ checks its place in the run and keeps what the policy allows:
   nothing after ``done``. A frame out of place is a :class:`~sandbox.errors.ProtocolError`:
   the host stops the run (``reason="protocol"``).
 - **Caps, while reading.** At most ``limits.max_returned_files`` images and as many
-  files, each cut at ``limits.max_returned_file_bytes``; at most
+  files, each cut at ``limits.max_returned_file_bytes``, all within ``limits.max_returned_bytes``; at most
   :data:`~sandbox.frames.MAX_DENIALS` denials, together within ``limits.max_output_bytes``;
   the error text within ``limits.max_output_bytes`` (cut and marked). Past a cap the host
   stops keeping and counts what it dropped (:attr:`Reported.dropped`); the result says so.
@@ -68,6 +68,8 @@ class Inbox:
         self.reported = Reported()
         self.phase = _START
         self.denied_chars = 0
+        self.returned_bytes = 0
+        """Bytes of the images and files kept so far (``limits.max_returned_bytes``)."""
 
     def take(self, header: dict, blobs: list[bytes]) -> None:
         """One decoded frame; ProtocolError if it is malformed or out of place."""
@@ -91,11 +93,16 @@ class Inbox:
         image = type(frame) is frames.ReturnedImage
         kind = "images" if image else "files"
         kept = self.reported.images if image else self.reported.files
-        if frame.skipped or len(kept) >= self.limits.max_returned_files:
-            self.reported.dropped[kind] += 1
-            return
         cap = self.limits.max_returned_file_bytes
-        kept.append(File(name=frame.name, data=frame.data[:cap], mime_type=frame.mime_type or "application/octet-stream",
+        data = frame.data[:cap]
+        over_bytes = self.returned_bytes + (min(frame.size, cap) if frame.skipped else len(data)) > \
+            self.limits.max_returned_bytes  # a worker skips an item past the count, or past this total
+        if len(kept) >= self.limits.max_returned_files or frame.skipped or over_bytes:
+            over_count = len(kept) >= self.limits.max_returned_files or (frame.skipped and not over_bytes)
+            self.reported.dropped[kind if over_count else f"{kind} bytes"] += 1
+            return
+        self.returned_bytes += len(data)
+        kept.append(File(name=frame.name, data=data, mime_type=frame.mime_type or "application/octet-stream",
                          truncated=frame.truncated or len(frame.data) > cap))
 
     def _denied(self, frame: frames.Denied) -> None:

@@ -93,6 +93,10 @@ class Limits:
     max_returned_files: Limit = 32
     """Images (figures and image files) returned per run, and as many other new/changed work-dir files;
     the host keeps no more and says how many it dropped (a ``limit`` entry of ``Result.denied``)."""
+    max_returned_bytes: Limit = 64_000_000
+    """Bytes of images and files returned per run, all together; past it the host keeps no more and says how many
+    it dropped, as past ``max_returned_files``. The host holds them in memory: without this, the caps above let
+    one run hand it ~1 GB (64 items of 16 MB)."""
 
 
 @record

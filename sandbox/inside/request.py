@@ -71,6 +71,8 @@ class Channel:
         """The run's work dir (:attr:`Confined.workdir`): a figure's name is not one of its files'."""
         self.max_file_bytes: int | None = None
         """``limits.max_returned_file_bytes`` of the run's policy (None: not known yet)."""
+        self.returned_bytes_left: int | None = None
+        """What is left of ``limits.max_returned_bytes`` for this run's images and files (None: not known yet)."""
         self.done = False
         """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
         snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
@@ -90,6 +92,15 @@ class Channel:
                 return
             self.sock.sendall(data)
             self.done = type(frame) is frames.Done
+
+    def take_return(self, size: int) -> bool:
+        """Whether an image or file of ``size`` bytes still fits in the run's total; it is counted if so."""
+        if self.returned_bytes_left is None:
+            return True
+        if size > self.returned_bytes_left:
+            return False
+        self.returned_bytes_left -= size
+        return True
 
     def fail(self, text: str, exc_type: str) -> None:
         """Report the run's failure (the text cut to what a frame carries)."""
@@ -231,6 +242,7 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     chan.send(frames.Ready(layers=confined.layers))
     workdir = chan.workdir = confined.workdir
     chan.max_file_bytes = confined.spec.policy.limits.max_returned_file_bytes
+    chan.returned_bytes_left = confined.spec.policy.limits.max_returned_bytes
     failure = _write_inputs(request.files, request.inputs, workdir) if isinstance(request, commands.Run) else None
     if failure is not None:
         chan.fail(failure, "OSError")
@@ -346,8 +358,9 @@ def _patch_show(pyplot: Any) -> None:
             data, cap = buffer.getvalue(), chan.max_file_bytes
             truncated = cap is not None and len(data) > cap
             kind = frames.Returned if truncated else frames.ReturnedImage
-            chan.send(kind(name=f"figure_{chan.figures}.png", mime_type="image/png", data=data[:cap],
-                           truncated=truncated, size=len(data)))
+            fits = chan.take_return(len(data[:cap]))
+            chan.send(kind(name=f"figure_{chan.figures}.png", mime_type="image/png", data=data[:cap] if fits else b"",
+                           truncated=truncated, skipped=not fits, size=len(data)))
         pyplot.close("all")
 
     show.__wrapped__ = pyplot.show  # type: ignore[attr-defined]
@@ -406,7 +419,7 @@ def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Lim
         if blind:
             chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not searched for new files: {blind}"))
             continue
-        if sent >= limits.max_returned_files:
+        if sent >= limits.max_returned_files or not chan.take_return(min(st.st_size, limits.max_returned_file_bytes)):
             chan.send(frames.Returned(name=rel, mime_type="", data=b"", skipped=True, size=st.st_size))
             continue
         try:

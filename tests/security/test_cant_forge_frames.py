@@ -335,6 +335,24 @@ def test_returned_files_keep_the_cap(default):
     assert any(d.kind == "limit" and d.detail.startswith("50 more files") for d in r.denied), r.denied
 
 
+def test_images_and_files_keep_the_total_bytes_cap_forged_or_made():
+    """64 items of 16 MB were the only bound: one run could hand the host ~1 GB to hold. Now their total is a cap
+    too, on the worker's side (what it sends) and the host's (what it keeps of forged frames)."""
+    from sandbox.policy import Policy
+    policy = Policy.load("default").with_limits(max_returned_bytes=1_000_000)
+    code = forged('forge(*[raw({"type": "image", "name": f"f{n}.png", "mime_type": "image/png"}, (b"x" * 300_000,)) '
+                  'for n in range(6)])\n'
+                  'for n in range(6):\n    open(f"made_{n}.bin", "wb").write(b"m" * 300_000)\n')
+    with sandbox.Sandbox(policy=policy) as box:
+        r = box.run(code)
+    assert r.outcome == Outcome.OK and r.stdout == "the snippet went on\n", r
+    assert sum(len(f.data) for f in [*r.images, *r.files]) <= 1_000_000
+    assert len(r.images) == 3 and r.files == []
+    notes = sorted(d.detail for d in r.denied if d.kind == "limit")
+    assert notes == ["3 more images were not returned (policy 'default': limits.max_returned_bytes)",
+                     "6 more files were not returned (policy 'default': limits.max_returned_bytes)"], r.denied
+
+
 def test_denials_are_capped_in_number_and_size(sb):
     r = checked_run(sb, forged('forge(*[raw({"type": "denied", "event": "network", "detail": "d" * 500})] * 5000)'))
     assert r.outcome == Outcome.OK, r

@@ -198,6 +198,23 @@ def test_images_files_and_denials_are_capped_while_reading():
     assert reported.dropped == {"images": 9_997, "files": 9_997, "denied": 9_990}
 
 
+def test_images_and_files_are_capped_in_total_bytes_while_reading():
+    box = inbox(max_returned_files=32, max_returned_file_bytes=1000, max_returned_bytes=2500)
+    feed(box, READY)
+    for n in range(5):
+        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=b"p" * 1000),
+             frames.Returned(name=f"{n}.csv", mime_type="text/csv", data=b"c" * 100))
+    reported = box.reported
+    kept = [*reported.images, *reported.files]
+    assert sum(len(f.data) for f in kept) <= 2500
+    assert len(reported.images) == 2 and len(reported.files) == 5  # small files still fit past the images
+    assert reported.dropped == {"images bytes": 3}
+    # a worker's own skip past the total is told from one past the count by its size
+    feed(box, frames.Returned(name="big.bin", mime_type="", data=b"", skipped=True, size=5000),
+         frames.Returned(name="empty.bin", mime_type="", data=b"", skipped=True, size=0))
+    assert reported.dropped == {"images bytes": 3, "files bytes": 1, "files": 1}
+
+
 def test_denials_are_capped_in_number():
     box = inbox()
     feed(box, READY, *[frames.Denied(event="e", detail="d")] * (frames.MAX_DENIALS + 5))
