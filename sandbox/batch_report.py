@@ -16,12 +16,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections import Counter
 from typing import Any, Iterable
 
 from .batch_items import INVALID, BatchResult
-from .batch_tally import Tally
+from .batch_tally import Tally, read_results
 from .errors import InputError, value_text
 
 #: The denied-actions plot shows the most frequent kinds only, with labels this long at most.
@@ -38,14 +37,7 @@ def load_results(path: str) -> list[BatchResult]:
     """Read a result file; a line cut short (a crash mid-write, maybe inside a character) is skipped.
 
     This holds every record: to summarize a large file, use :func:`sandbox.batch_tally.tally_results`."""
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for text in fh:
-            try:
-                records.append(BatchResult.from_json(json.loads(text)))
-            except (json.JSONDecodeError, TypeError):
-                continue
-    return records
+    return list(read_results(path))
 
 
 def summary(records: "Iterable[BatchResult] | Tally", *, wall_s: float | None = None, ran: int | None = None,

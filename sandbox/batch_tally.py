@@ -14,7 +14,7 @@ import json
 from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .batch_items import INVALID, BatchResult
 
@@ -127,14 +127,20 @@ class Tally:
         return dict(sorted(self.categories.items()))
 
 
-def tally_results(path: str, samples: bool = False) -> Tally:
-    """Count a result file as it is read, one line at a time; a line cut short (a crash mid-write, maybe
-    inside a character) is skipped, as :func:`sandbox.batch_report.load_results` skips it."""
-    tally = Tally(samples)
+def read_results(path: str) -> Iterator[BatchResult]:
+    """The records of a result file, one line at a time; a line cut short (a crash mid-write, maybe inside a
+    character) is skipped."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for text in fh:
             try:
-                tally.add(BatchResult.from_json(json.loads(text)))
+                yield BatchResult.from_json(json.loads(text))
             except (json.JSONDecodeError, TypeError):
                 continue
+
+
+def tally_results(path: str, samples: bool = False) -> Tally:
+    """Count a result file as it is read: no record is held."""
+    tally = Tally(samples)
+    for record in read_results(path):
+        tally.add(record)
     return tally
