@@ -63,59 +63,56 @@ def test_resume_refuses_an_out_that_is_not_a_result_file_and_leaves_it_alone(tmp
     assert notes.read_text() == "my notes\nmore notes\n"
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
-def test_a_full_disk_stops_the_batch_with_whole_lines_and_resume_finishes(tmp_path):
-    """It was three chained ENOSPC tracebacks, exit 1, and a last line cut in the middle."""
-    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": f"m{n:02d}", "code": "print('x' * 3000)"} for n in range(40)])
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (remount it larger to make room); skipped where mounting one is not allowed."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
-    try:
-        out = disk / "out.jsonl"
-        done = cli(str(corpus), "--out", str(out), "-j", "2", "-q")
-        assert_usage_error(done, f"cannot write {out}: No space left on device; ")
-        assert "continue with --resume" in done.stderr
-        records = read_jsonl(out)  # every line whole
-        assert 1 <= len(records) < 40
-        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
-        done = cli(str(corpus), "--out", str(out), "--resume", "-q")
-        assert done.returncode == 0, done.stderr
-        assert sorted(r["id"] for r in read_jsonl(out)) == [f"m{n:02d}" for n in range(40)]
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
-def test_a_full_disk_during_resume_s_rewrite_is_a_usage_error_and_the_results_are_kept(tmp_path):
-    """--resume rewrites --out without its invalid and cut lines; on a full disk that was an ENOSPC traceback
+def test_a_full_disk_stops_the_batch_with_whole_lines_and_resume_finishes(tmp_path, small_disk):
+    """It was three chained ENOSPC tracebacks, exit 1, and a last line cut in the middle."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": f"m{n:02d}", "code": "print('x' * 3000)"} for n in range(40)])
+    out = small_disk / "out.jsonl"
+    done = cli(str(corpus), "--out", str(out), "-j", "2", "-q")
+    assert_usage_error(done, f"cannot write {out}: No space left on device; ")
+    assert "continue with --resume" in done.stderr
+    records = read_jsonl(out)  # every line whole
+    assert 1 <= len(records) < 40
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["id"] for r in read_jsonl(out)) == [f"m{n:02d}" for n in range(40)]
+
+
+def test_a_full_disk_during_resume_s_rewrite_is_a_usage_error_and_the_results_are_kept(tmp_path, small_disk):
+    """--resume rewrites --out without its invalid and cut lines; on a full small_disk that was an ENOSPC traceback
     (exit 1) that left a half-written copy beside --out. The copy is now a temp file renamed over --out only once
     complete: --out is as it was, the temp file is gone, and with room the resume finishes."""
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{n:02d}", "code": f"print({n})"} for n in range(13)])
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        out = disk / "out.jsonl"
-        kept = [{"id": f"r{n:02d}", "line": n + 1, "outcome": "OUTCOME_OK", "output": "x" * 4000} for n in range(12)]
-        write_jsonl(out, [*kept, {"id": "r12", "line": 13, "outcome": "INVALID_INPUT", "error": "typo"}])
-        with open(out, "a") as fh:
-            fh.write('{"id": "r12", "line": 13, "outc')  # and a line a crash cut: ~50 KB here, no room for a copy
-        before = out.read_bytes()
-        done = cli(str(corpus), "--out", str(out), "--resume", "-q")
-        assert_usage_error(done, f"cannot rewrite {out} for --resume (it drops cut and invalid lines): No space "
-                                 f"left on device; {out} is left as it was")
-        assert out.read_bytes() == before
-        assert os.listdir(disk) == ["out.jsonl"]
-        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
-        done = cli(str(corpus), "--out", str(out), "--resume", "-q")
-        assert done.returncode == 0, done.stderr
-        records = read_jsonl(out)
-        assert records[:12] == kept and [(r["id"], r["output"]) for r in records[12:]] == [("r12", "12\n")]
-        assert os.listdir(disk) == ["out.jsonl"]
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+    out = small_disk / "out.jsonl"
+    kept = [{"id": f"r{n:02d}", "line": n + 1, "outcome": "OUTCOME_OK", "output": "x" * 4000} for n in range(12)]
+    write_jsonl(out, [*kept, {"id": "r12", "line": 13, "outcome": "INVALID_INPUT", "error": "typo"}])
+    with open(out, "a") as fh:
+        fh.write('{"id": "r12", "line": 13, "outc')  # and a line a crash cut: ~50 KB here, no room for a copy
+    before = out.read_bytes()
+    done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+    assert_usage_error(done, f"cannot rewrite {out} for --resume (it drops cut and invalid lines): No space "
+                             f"left on device; {out} is left as it was")
+    assert out.read_bytes() == before
+    assert os.listdir(small_disk) == ["out.jsonl"]
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    done = cli(str(corpus), "--out", str(out), "--resume", "-q")
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(out)
+    assert records[:12] == kept and [(r["id"], r["output"]) for r in records[12:]] == [("r12", "12\n")]
+    assert os.listdir(small_disk) == ["out.jsonl"]
 
 
 def test_a_report_that_cannot_be_written_is_a_usage_error_after_the_results(tmp_path):
