@@ -20,9 +20,11 @@ give the confinement a policy requires, a broken zygote::
 
 from __future__ import annotations
 
+import collections
 import errno as _errno
 import math
 import os
+import reprlib
 
 
 class SandboxError(Exception):
@@ -122,8 +124,45 @@ def _bounded_repr(value: object, limit: int) -> str:
     if isinstance(value, (str, bytes, bytearray)) and len(value) > limit:  # cut before repr: no copy of it all
         unit = "characters" if isinstance(value, str) else "bytes"
         return f"{repr(value[:limit])[:limit]}... ({len(value)} {unit})"
+    if isinstance(value, _CONTAINERS):
+        return _container_repr(value, limit)
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset, collections.deque)
+
+
+class _Spent(Exception):
+    """The repr being built is already longer than the limit."""
+
+
+class _BudgetedRepr(reprlib.Repr):
+    """``repr`` of nested built-in containers that stops once it has written ``budget`` characters, so a list of
+    a million items (or one hidden a few levels down) is never turned into text whole."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.maxlevel = self.maxstring = self.maxlong = self.maxother = budget
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = self.maxdeque = budget
+
+    def repr1(self, x: object, level: int) -> str:
+        text = super().repr1(x, level)
+        self.budget -= len(text)
+        if self.budget < 0:
+            raise _Spent
+        return text
+
+
+def _container_repr(value: object, limit: int) -> str:
+    try:
+        return _BudgetedRepr(limit).repr(value)  # within the limit, this is repr(value) exactly
+    except _Spent:
+        shown = reprlib.Repr()
+        shown.maxlevel = 3  # at most 6**3 items: bounded whatever the nesting
+        count = len(value)  # type: ignore[arg-type]
+        return f"{shown.repr(value)[:limit]}... (a {type(value).__name__} of {count} item{'' if count == 1 else 's'})"
 
 
 def _digits(value: int) -> str:

@@ -40,7 +40,6 @@ UNSAFE = {
     "repr_raises": (ReprRaises, "<a ReprRaises object>"),
     "repr_not_text": (ReprNotText, "<a ReprNotText object>"),
     "list_holding_a_huge_int": (lambda: [10**5000], "<a list object>"),
-    "nested_past_the_stack": (lambda: _nested(100_000), "<a list object>"),  # RecursionError
 }
 
 
@@ -51,13 +50,22 @@ def test_a_value_whose_repr_is_unsafe_is_named_by_its_kind(name):
 
 
 @pytest.mark.parametrize("value, unit", [("x" * 10**8, " (100000000 characters)"), (b"\0" * 10**6, " (1000000 bytes)"),
-                                         (bytearray(10**6), " (1000000 bytes)"), (list(range(10**5)), " characters)")],
+                                         (bytearray(10**6), " (1000000 bytes)"), (list(range(10**5)), " (a list of 100000 items)")],
                          ids=["str", "bytes", "bytearray", "list"])
 def test_a_long_value_is_cut_and_says_how_long_it_was(value, unit):
     text = value_text(value)
     assert len(text) < VALUE_TEXT_CHARS + 40 and text.endswith(unit), text
-    assert text.startswith(repr(value[:20])[:20])
+    assert text.startswith(repr(value[:5])[:6])
 
 
 def test_the_limit_can_be_chosen():
     assert value_text("y" * 50, limit=10) == "'yyyyyyyyy... (50 characters)"
+
+
+@pytest.mark.parametrize("value, text", [
+    (_nested(100_000), "[[[[...]]]]... (a list of 1 item)"),  # repr() would raise RecursionError
+    ([list(range(10**6))], "[[0, 1, 2, 3, 4, 5, ...]]... (a list of 1 item)"),  # repr() would write it all first
+    ({"k": {"j": tuple(range(10**6))}}, "{'k': {'j': (0, 1, 2, 3, 4, 5, ...)}}... (a dict of 1 item)"),
+], ids=["nested_past_the_stack", "long_list_inside_a_list", "long_tuple_two_levels_down"])
+def test_a_container_is_shown_from_its_first_items_and_says_how_many_it_holds(value, text):
+    assert value_text(value) == text
