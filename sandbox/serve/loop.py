@@ -222,11 +222,12 @@ class _Runner:
         note = (f"[{left_out} image{'s' if left_out > 1 else ''} ({left_out_bytes} bytes) not returned: this "
                 f"request's images would pass {self.engine.max_response_image_bytes} bytes "
                 "(sandbox serve --max-response-image-bytes)]")
-        last = max(i for i, part in enumerate(kept) if isinstance(part, CodeExecutionResult))
-        result = kept[last]
-        if isinstance(result, CodeExecutionResult):  # always: a run's parts begin with its result
-            before = result.output or ""
-            kept[last] = replace(result, output=before + ("\n" if before and not before.endswith("\n") else "") + note)
+        for index in reversed(range(len(kept))):  # a run's parts begin with its result: there is one
+            result = kept[index]
+            if isinstance(result, CodeExecutionResult):
+                before = result.output or ""
+                kept[index] = replace(result, output=before + ("\n" if before and not before.endswith("\n") else "") + note)
+                break
         return kept
 
     async def open(self) -> Any:
