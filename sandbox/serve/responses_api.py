@@ -29,7 +29,7 @@ from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_eve
 from .loop import Done, Event, generate
 from .responses_output import ResponseBuilder
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, FunctionResponse,
-                   GenerateRequest, GenerationConfig, InlineData, Part, Text, decode_bytes)
+                   GenerateRequest, GenerationConfig, InlineData, Part, Text, decode_bytes, duplicate_name)
 
 _DROPPED = ("reasoning", "item_reference")
 
@@ -244,10 +244,9 @@ def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
         else:
             raise invalid(f"tools[{index}]: tool type {value_text(kind)} is not supported by sandbox serve "
                           "(code_interpreter and function are)")
-    names = [function.name for function in functions]
-    for name in names:  # the backend and the model would see two tools of one name
-        if names.count(name) > 1:
-            raise invalid(f"tools: duplicate function name {value_text(name)}")
+    name = duplicate_name(functions)
+    if name is not None:  # the backend and the model would see two tools of one name
+        raise invalid(f"tools: duplicate function name {value_text(name)}")
     return code_execution, tuple(functions)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import value_text
 from .errors import invalid
@@ -231,11 +231,20 @@ def _tools(tools: list[_Obj]) -> tuple[bool, tuple[FunctionDeclaration, ...]]:
             else:
                 raise invalid(f"'{tool.at(key)}': the {key} tool is not supported by sandbox serve "
                               "(only codeExecution and functionDeclarations)")
-    names = [f.name for f in functions]
-    for name in names:
-        if names.count(name) > 1:
-            raise invalid(f"* GenerateContentRequest.tools: duplicate function declaration {value_text(name)}")
+    name = duplicate_name(functions)
+    if name is not None:
+        raise invalid(f"* GenerateContentRequest.tools: duplicate function declaration {value_text(name)}")
     return code_execution, tuple(functions)
+
+
+def duplicate_name(functions: Iterable[FunctionDeclaration]) -> str | None:
+    """The first function name declared twice, or None (one pass: a request may declare many thousands)."""
+    seen: set[str] = set()
+    for function in functions:
+        if function.name in seen:
+            return function.name
+        seen.add(function.name)
+    return None
 
 
 def _declaration(o: _Obj) -> FunctionDeclaration:
