@@ -30,7 +30,6 @@ apart from :data:`MEASURED_FIELDS`.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import math
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -40,6 +39,7 @@ from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SA
                           save_images)
 from .errors import InputError, value_text
 from .image import Image
+from .inputs import check_timeout
 from .policy import Policy
 
 __all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "INVALID", "MEASURED_FIELDS", "SANDBOX_ERROR", "BatchItem", "BatchResult",
@@ -85,9 +85,7 @@ def _check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
     record for every item, blamed on its line, and a negative ``max_output_chars`` cut text from the end."""
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:
         raise InputError(f"workers must be an int between 1 and 1024 (got {value_text(workers)})")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not 0 < timeout <= 86_400 or not math.isfinite(timeout)):
-        raise InputError(f"timeout must be None or a number of seconds > 0 and <= 86400 (got {value_text(timeout)})")
+    check_timeout(timeout)
     if not isinstance(max_output_chars, int) or isinstance(max_output_chars, bool) or max_output_chars < 0:
         raise InputError(f"max_output_chars must be an int >= 0 (got {value_text(max_output_chars)})")
 

@@ -44,8 +44,14 @@ def prepare_code(code: object, policy: Policy) -> str:
 
 def prepare_timeout(timeout: object, policy: Policy) -> float:
     """The wall clock of one run: the argument if given, else ``limits.wall_seconds``."""
+    seconds = check_timeout(timeout)
+    return policy.limits.wall_seconds if seconds is None else seconds
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A ``timeout`` argument: None (the policy's wall clock) or seconds in (0, 86400], else InputError."""
     if timeout is None:
-        return policy.limits.wall_seconds
+        return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise InputError(f"timeout must be a number of seconds (got {value_text(timeout)})")
     if not 0 < timeout <= 86_400 or not math.isfinite(timeout):  # comparisons first: huge ints

@@ -143,8 +143,8 @@ def test_stdout_closed_early_is_no_traceback_and_the_report_is_still_written(tmp
 
 
 @pytest.mark.parametrize("option, message", [
-    (["--timeout", "nan"], "timeout must be None or a number of seconds > 0 and <= 86400 (got nan)"),
-    (["--timeout", "0"], "timeout must be None or a number of seconds > 0 and <= 86400 (got 0.0)"),
+    (["--timeout", "nan"], "timeout must be > 0 and <= 86400 seconds (got nan)"),
+    (["--timeout", "0"], "timeout must be > 0 and <= 86400 seconds (got 0.0)"),
     (["--max-output-chars", "-3"], "max_output_chars must be an int >= 0 (got -3)"),
 ])
 def test_bad_batch_wide_options_are_usage_errors(tmp_path, option, message):
