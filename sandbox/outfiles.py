@@ -26,7 +26,7 @@ MAX_NAME_BYTES = 255
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: open() errors that mean "this name is taken by something we must not write through".
-_TAKEN_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ETXTBSY, errno.EACCES}
+_TAKEN_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ETXTBSY, errno.EACCES, errno.EEXIST}
 _MIME_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
                     "image/svg+xml": ".svg", "image/bmp": ".bmp", "image/tiff": ".tiff"}
 
@@ -58,12 +58,18 @@ def _unsafe(char: str) -> bool:
 
 
 class OutDir:
-    """One folder that receives one run's files. Names are made safe and unique here."""
+    """One folder that receives one run's files. Names are made safe and unique here.
 
-    def __init__(self, path: str) -> None:
+    With ``keep_existing``, a name already in the folder is taken too (a file written by an
+    earlier run, or anything else there): nothing is overwritten, the next free number is used.
+    """
+
+    def __init__(self, path: str, keep_existing: bool = False) -> None:
         self.path = path
         self._fd = -1
         self._taken: set[str] = set()
+        self._flags = _WRITE_FLAGS | (os.O_EXCL if keep_existing else 0)
+        self._tries = 100_000 if keep_existing else 999  # a folder kept across runs may hold many figure_1s
 
     def write(self, name: Any, data: bytes, fallback: str) -> str:
         """Write ``data`` as ``safe_name(name, fallback)`` (made unique within this run: ``stem_2.ext``, ...);
@@ -73,12 +79,12 @@ class OutDir:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         wanted = safe_name(name, fallback)
         error: OSError | None = None
-        for candidate in itertools.islice(numbered(wanted, MAX_NAME_BYTES), 999):
+        for candidate in itertools.islice(numbered(wanted, MAX_NAME_BYTES), self._tries):
             if candidate in self._taken:
                 continue
             self._taken.add(candidate)
             try:  # O_NONBLOCK: a FIFO of that name in the folder fails (ENXIO) instead of blocking
-                fd = os.open(candidate, _WRITE_FLAGS, 0o644, dir_fd=self._fd)
+                fd = os.open(candidate, self._flags, 0o644, dir_fd=self._fd)
             except OSError as exc:
                 if exc.errno not in _TAKEN_ERRNOS:
                     raise

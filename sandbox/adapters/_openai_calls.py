@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from .. import jsontext
 from ..core import Sandbox
-from ..errors import InputError, value_text
+from ..errors import InputError, os_error_text, value_text
+from ..outfiles import OutDir, safe_name
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse
@@ -217,15 +218,14 @@ def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
 
 
 def _save(image: File, folder: str) -> str:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, os.path.basename(image.name))
-    stem, ext = os.path.splitext(path)
-    index = 1
-    while os.path.exists(path):  # never overwrite an earlier call's figure_1.png
-        path, index = f"{stem}_{index}{ext}", index + 1
-    with open(path, "wb") as fh:
-        fh.write(image.data)
-    return path
+    """Where the image was written, or why it was not. Its name comes from inside the run (control
+    characters, a dangling symlink's name in the folder): written as ``sandbox run --out`` writes, and
+    never over an earlier call's ``figure_1.png``."""
+    try:
+        with OutDir(folder, keep_existing=True) as out:
+            return out.write(image.name, image.data, fallback="image.png")
+    except OSError as exc:
+        return f"{safe_name(image.name, 'image.png')} not saved ({os_error_text(exc)})"
 
 
 def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,

@@ -93,8 +93,8 @@ def test_handle_calls_puts_images_after_all_tool_messages(box, tmp_path):
     saved = adapter.handle_calls([tool_call(PLOT, "a"), tool_call(PLOT, "b")], sandbox=box, images="save",
                                  save_dir=str(tmp_path))
     assert [m["role"] for m in saved] == ["tool", "tool"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure_1.png", "figure_1_1.png"]
-    assert str(tmp_path / "figure_1_1.png") in saved[1]["content"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure_1.png", "figure_1_2.png"]
+    assert str(tmp_path / "figure_1_2.png") in saved[1]["content"]
     assert [m["role"] for m in adapter.handle_calls(calls, sandbox=box, images="none")] == ["tool", "tool"]
     with pytest.raises(sandbox.InputError, match="save_dir"):
         adapter.handle_calls(calls, sandbox=box, images="save")
@@ -316,6 +316,31 @@ def test_valid_json_of_the_wrong_shape_is_not_called_bad_json(box):
     output = adapter.handle_function_call({"type": "function_call", "call_id": "r", "name": "run_python",
                                            "arguments": "[]"}, sandbox=box)["output"]
     assert output == answers["a"]
+
+
+def test_saved_images_are_named_safely_and_never_written_through_a_link(box, tmp_path):
+    # The image's name is the run's choice: an escape sequence in it must not reach the host's file names, and a
+    # dangling symlink of that name in the folder must not be followed to write somewhere else.
+    folder, target = tmp_path / "images", tmp_path / "target.png"
+    folder.mkdir()
+    (folder / "figure_1.png").symlink_to(target)
+    code = ("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n"
+            "open('x\\x1b[2Jy.png', 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + bytes(64))")
+    saved = adapter.handle_calls([tool_call(code, "a")], sandbox=box, images="save", save_dir=str(folder))
+    assert not target.exists() and (folder / "figure_1.png").is_symlink()
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["figure_1.png", "figure_1_2.png", "x_[2Jy.png"], names
+    assert str(folder / "x_[2Jy.png") in saved[0]["content"], saved[0]["content"]
+
+
+def test_an_image_that_cannot_be_saved_is_said_in_the_message_not_raised(tmp_path):
+    from sandbox.adapters._openai_calls import compose
+    (tmp_path / "gone").write_text("a file where the folder was: the folder went after the check")
+    message = {"role": "tool", "tool_call_id": "a", "content": "OUTCOME_OK"}
+    image = sandbox.File(name="figure_1.png", data=b"\x89PNG", mime_type="image/png")
+    result = sandbox.Result(outcome=sandbox.Outcome.OK, stdout="", images=(image,))
+    [answer] = compose([(message, result)], "save", str(tmp_path / "gone"))
+    assert answer["content"].startswith("OUTCOME_OK\n[saved: figure_1.png not saved (EEXIST"), answer["content"]
 
 
 def test_save_dir_that_cannot_hold_images_is_refused_before_anything_runs(box, tmp_path):
