@@ -164,6 +164,14 @@ class Returned(Frame):
     size: int = 0
     """Its size in the work dir, in bytes."""
 
+    def check(self) -> None:
+        # A worker names a file by its path below the work dir, as its walk found it; a name that leaves the
+        # work dir, or is no file's, is forged (and Result.files' names are what callers join to their folders).
+        parts = self.name.split("/")
+        if self.name.startswith("/") or "\0" in self.name or any(part in ("", ".", "..") for part in parts):
+            raise ProtocolError(f"'{self.KIND}' frame: field 'name' must be a path below the work dir "
+                                f"(got {show(self.name)})")
+
 
 @frame_type
 class ReturnedImage(Returned):

@@ -28,7 +28,9 @@ class File:
     """A named blob: an input file for a run, or an image/file a run produced."""
 
     name: str
-    """File name in the work dir (no directories)."""
+    """File name in the work dir; a file the run made in a folder there is named by its path below the work
+    dir (``out/table.csv``). Never absolute, never with ``..``, ``.`` or empty parts (the host checks what
+    the run reports)."""
     data: bytes
     """Contents (raw bytes)."""
     mime_type: str = "application/octet-stream"

@@ -141,6 +141,13 @@ WRONG = {
                       ' + "[" * 200000 + "]" * 200000 + "}"))', "levels deep"),
     "oversize_header": ('forge(struct.pack("!I", (1 << 20) + 1) + b"{" * 100)', "exceeds"),
     "long_detail": ('forge(raw({"type": "denied", "event": "x", "detail": "d" * 501}))', "longer than 500"),
+    # Result.files' names are joined to callers' folders: none may leave the work dir or be no file's name.
+    **{f"name_{case}": (f'forge(raw({{"type": "{kind}", "name": {name!r}, "mime_type": "t"}}, (b"x",)))',
+                        "field 'name' must be a path below the work dir")
+       for case, kind, name in [("parent", "file", "../../home/user/.bashrc"), ("inner_parent", "image", "a/../../b"),
+                                ("absolute", "file", "/etc/cron.d/x"), ("empty", "file", ""),
+                                ("dot", "image", "./a.png"), ("trailing_slash", "file", "a/"),
+                                ("nul", "file", "a\x00b")]},
 }
 
 
