@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
+from .filetypes import IMAGE_EXTENSIONS
 from .records import fields_in_init, record
 from .typed import bounded as _bounded
 from .typed import build, plain, show
@@ -38,6 +39,8 @@ MAX_DENIALS = 200
 MAX_DENIAL_CHARS = 500
 #: Longest name of a returned file (a relative path in the work dir: PATH_MAX).
 MAX_NAME_CHARS = 4096
+#: What a returned image may be: a figure (PNG) or an image file of the work dir.
+IMAGE_MIME_TYPES = frozenset(IMAGE_EXTENSIONS.values())
 
 #: The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose methods are
 #: shared, not compiled per class (records.py; ~50 frame classes: ~15 ms of every new host and zygote otherwise).
@@ -178,6 +181,13 @@ class ReturnedImage(Returned):
     """An image the run returned (``image``): a figure it showed, or an image file it made."""
 
     KIND: ClassVar[str] = "image"
+
+    def check(self) -> None:
+        super().check()
+        # Clients show an image by its MIME type: a forged text/html or SVG "image" would be markup to them.
+        if self.mime_type not in IMAGE_MIME_TYPES:
+            raise ProtocolError(f"'image' frame: field 'mime_type' must be one of {sorted(IMAGE_MIME_TYPES)} "
+                                f"(got {show(self.mime_type)})")
 
 
 @frame_type

@@ -148,6 +148,10 @@ WRONG = {
                                 ("absolute", "file", "/etc/cron.d/x"), ("empty", "file", ""),
                                 ("dot", "image", "./a.png"), ("trailing_slash", "file", "a/"),
                                 ("nul", "file", "a\x00b")]},
+    # Clients show an image by its type: an "image" of another type would be markup (HTML, SVG) to them.
+    **{f"image_typed_{case}": (f'forge(raw({{"type": "image", "name": "a.png", "mime_type": "{mime}"}}, (b"x",)))',
+                               "field 'mime_type' must be one of")
+       for case, mime in [("html", "text/html"), ("svg", "image/svg+xml"), ("empty", "")]},
 }
 
 
