@@ -114,9 +114,15 @@ class SessionPool:
     Opening one more closes the least recently used session that has no call in
     progress (its variables are lost). A session running a call is never closed for
     another key: that cut the other conversation's run short ("its session was closed
-    while it ran"). So when every kept session is running a call, a new key is refused
-    with SessionError naming ``max_sessions``, until one of those calls ends: a flood of
-    distinct keys holds at most ``max_sessions`` sessions (processes) at any time.
+    while it ran"). So when every kept session is running a call or being opened, a new
+    key is refused with SessionError naming ``max_sessions``, until one of those calls
+    ends: a flood of distinct keys holds at most ``max_sessions`` sessions (processes)
+    at any time.
+
+    A session is opened outside the pool's lock (it starts processes, and the shared
+    Sandbox on first use): meanwhile every other key's ``get()`` goes on. A session being
+    opened takes a slot; the calls for its key wait for it and share it (one session per
+    key), and try again themselves if opening it failed.
 
     A session the core closed (idle or lifetime limit) is replaced by a fresh one on the
     next ``get()`` (its variables are gone, as on the service after a long pause).
@@ -132,6 +138,8 @@ class SessionPool:
         self._lock = threading.Lock()
         self._sessions: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
         self._busy: "collections.Counter[str]" = collections.Counter()  # key -> calls in progress
+        self._opening: dict[str, _Opening] = {}  # key -> its session being opened, outside the lock
+        self._closes = 0  # close() calls: a session whose opening spans one is closed, not kept
 
     def get(self, key: str) -> Any:
         """The live session for ``key``, opened on first use (SessionError: every kept session is busy)."""
@@ -139,26 +147,61 @@ class SessionPool:
 
     def _take(self, key: str, claim: "_Claim | None") -> Any:
         """``get()``; with a ``claim``, the session counts as busy until :meth:`_release` (unless abandoned)."""
-        evicted = []
-        with self._lock:
-            session = self._sessions.get(key)
-            if session is None or session.closed:
-                idle = [other for other in self._sessions if other != key and not self._busy[other]]
-                excess = len(self._sessions) + (key not in self._sessions) - self._max
-                if excess > len(idle):
-                    raise SessionError(f"no session can be opened for {value_text(key, 60)}: all {len(self._sessions)} "
-                                       f"sessions kept have a call in progress (max_sessions={self._max}); "
-                                       "call again when one of them ends")
-                evicted = [self._sessions.pop(other) for other in idle[:max(excess, 0)]]  # least recently used
-                session = box_of(self._box).session()
-            self._sessions[key] = session
-            self._sessions.move_to_end(key)
-            if claim is not None and not claim.abandoned:
-                self._busy[key] += 1
-                claim.held = True
+        while True:
+            with self._lock:
+                session = self._sessions.get(key)
+                if session is not None and not session.closed:
+                    self._hold(key, claim)
+                    return session
+                opening = self._opening.get(key)
+                if opening is None:  # this call opens it
+                    evicted = self._make_room(key)
+                    opening = self._opening[key] = _Opening(self._closes)
+                    break
+            opening.done.wait()  # then look again: kept by now, or this call opens it if that failed
         for old in evicted:
             _close_quietly(old)  # another conversation's session: its trouble is not this call's
+        return self._open(key, opening, claim)
+
+    def _make_room(self, key: str) -> list[Any]:
+        """Under the lock: free a slot for ``key``'s new session; the evicted sessions (for the caller to close)."""
+        self._sessions.pop(key, None)  # closed by the core: a fresh one replaces it
+        idle = [other for other in self._sessions if not self._busy[other]]
+        excess = len(self._sessions) + len(self._opening) + 1 - self._max
+        if excess > len(idle):
+            opening = " or are being opened" if self._opening else ""
+            raise SessionError(f"no session can be opened for {value_text(key, 60)}: all "
+                               f"{len(self._sessions) + len(self._opening)} sessions kept have a call in progress"
+                               f"{opening} (max_sessions={self._max}); call again when one of them ends")
+        return [self._sessions.pop(other) for other in idle[:max(excess, 0)]]  # least recently used
+
+    def _open(self, key: str, opening: "_Opening", claim: "_Claim | None") -> Any:
+        """Open ``key``'s session in the slot taken for it, outside the lock; free the slot if that fails."""
+        try:
+            session = box_of(self._box).session()
+        except BaseException:
+            with self._lock:
+                del self._opening[key]
+            opening.done.set()  # the calls waiting for it try for themselves
+            raise
+        with self._lock:
+            del self._opening[key]
+            kept = opening.closes == self._closes
+            if kept:
+                self._sessions[key] = session
+                self._hold(key, claim)
+        opening.done.set()
+        if not kept:  # close() ran meanwhile: it closes every session, this one too
+            _close_quietly(session)
+            raise SandboxClosed(f"the session pool was closed while the session for {value_text(key, 60)} opened")
         return session
+
+    def _hold(self, key: str, claim: "_Claim | None") -> None:
+        """Under the lock: ``key`` was just used; with a live ``claim``, its session is busy until released."""
+        self._sessions.move_to_end(key)
+        if claim is not None and not claim.abandoned:
+            self._busy[key] += 1
+            claim.held = True
 
     def _release(self, key: str, claim: "_Claim | None" = None) -> None:
         """End a call's hold on the session of ``key``; with ``claim``, only if it was taken (see _arun_once)."""
@@ -210,14 +253,23 @@ class SessionPool:
             self._release(key)
 
     def close(self) -> None:
-        """Close every session. Idempotent."""
+        """Close every session (one being opened, once open). Idempotent."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
+            self._closes += 1  # the sessions being opened are closed once open
         for session in sessions:
             _close_quietly(session)  # one session that cannot close must not keep the others open
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+class _Opening:
+    """A session being opened for one key: the calls for that key wait for ``done``."""
+
+    def __init__(self, closes: int) -> None:
+        self.closes = closes  # the pool's close() count when the opening began
+        self.done = threading.Event()
 
 
 class _Claim:
