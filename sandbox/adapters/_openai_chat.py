@@ -32,18 +32,23 @@ def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
     """A response's assistant message as a request message: only the fields the request schema has.
 
     ``message.to_dict()`` would echo response-only fields (``annotations``, a local reasoning
-    server's ``reasoning_content``) that strict OpenAI-compatible servers reject.
+    server's ``reasoning_content``) that strict OpenAI-compatible servers reject. A reply with
+    neither text nor calls keeps ``content: ""``: the request schema wants content "unless
+    tool_calls or function_call is specified", and servers refuse the next turn's null.
     """
-    param: dict[str, Any] = {"role": "assistant", "content": field_of(message, "content")}
+    calls = field_of(message, "tool_calls")
+    legacy = field_of(message, "function_call")
+    content = field_of(message, "content")
+    if content is None and not calls and legacy is None:
+        content = ""
+    param: dict[str, Any] = {"role": "assistant", "content": content}
     if field_of(message, "refusal") is not None:
         param["refusal"] = field_of(message, "refusal")
-    calls = field_of(message, "tool_calls")
     if calls:
         param["tool_calls"] = [_tool_call_param(call) for call in calls]
     audio = field_of(message, "audio")
     if audio is not None and field_of(audio, "id"):
         param["audio"] = {"id": field_of(audio, "id")}
-    legacy = field_of(message, "function_call")
     if legacy is not None:
         param["function_call"] = {"name": field_of(legacy, "name"), "arguments": field_of(legacy, "arguments")}
     return param  # type: ignore[return-value]

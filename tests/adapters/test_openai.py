@@ -473,3 +473,21 @@ def test_assistant_message_with_calls_and_no_text_keeps_content_none(box):
     MESSAGE.validate_python(messages[1])
     echoed = sent(model, 1)[1]
     assert "content" in echoed and echoed["content"] is None and echoed == messages[1]
+
+
+@pytest.mark.parametrize("empty", ["null", "missing"])
+def test_assistant_reply_with_neither_text_nor_calls_keeps_empty_content(box, empty):
+    """Without tool_calls, assistant ``content`` is required: a reply whose content was null (or absent) was kept
+    as ``content: None`` and sent back so on the next turn, which real servers reject. It is kept as ""."""
+    answer = reply(None)
+    if empty == "missing":
+        del answer["choices"][0]["message"]["content"]
+    with ScriptedModel([answer, reply("again")]) as model:
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+        assert messages[1] == {"role": "assistant", "content": ""}
+        MESSAGE.validate_python(messages[1])
+        messages.append({"role": "user", "content": "and?"})
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    assert sent(model, 1)[1] == {"role": "assistant", "content": ""}
+    assert messages[-1] == {"role": "assistant", "content": "again"}
