@@ -34,6 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .batch_feed import POLL_S, Feed
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
                           OutputFile, describe, execute, invalid, max_line_bytes, read_items, read_lines, safe_name,
                           save_images)
@@ -46,6 +47,9 @@ __all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "INVALID", "MEASURED_FIELDS", "SANDBOX_ER
            "LocalEngine", "OutputFile", "describe", "execute", "invalid", "max_line_bytes", "read_items", "read_lines",
            "run", "safe_name", "save_images"]
 
+#: Seconds between two looks at the source while runs are in flight and a slot is free.
+_SOURCE_POLL_S = 0.05
+
 
 def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "str | Path | Policy" = "default",
         image: "str | Path | Image" = "vertex", workers: int = 2, timeout: float | None = None, backend: str = "local",
@@ -57,7 +61,10 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "s
     Args:
         items: :class:`BatchItem`, or JSON dicts (validated like input lines, numbered by
             position; a bad one becomes an ``INVALID_INPUT`` record); records from
-            :func:`read_items` pass straight through.
+            :func:`read_items` pass straight through. They are taken on a thread of their own,
+            at most a window of runs ahead (:class:`sandbox.batch_feed.Feed`): a source that
+            pauses holds up neither finished results nor ``stop``; an exception it raises is
+            raised here, after the items before it.
         policy, image: as for :class:`sandbox.Sandbox` (names, paths or objects; on Ray,
             names resolve on each node).
         workers: runs in flight at once (local threads, or Ray actors).
@@ -106,17 +113,22 @@ def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Im
 
 
 def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: threading.Event) -> Iterator[BatchResult]:
-    """Keep ``engine.window`` runs in flight; yield each finished record; stop on ``stop``."""
+    """Keep ``engine.window`` runs in flight; yield each finished record; stop on ``stop``.
+
+    The items are read on a thread (:class:`~sandbox.batch_feed.Feed`, a window ahead at most): a source that
+    pauses (a pipe whose producer waits) holds up neither the finished records nor ``stop``."""
     pending: dict[Any, BatchItem] = {}
-    source = enumerate(items, start=1)
-    exhausted = False
+    feed = Feed(items, engine.window)
     try:
         while not stop.is_set():
-            while not exhausted and len(pending) < engine.window:
-                position, item = next(source, (0, None))
-                if item is None:
-                    exhausted = True
-                elif isinstance(item, BatchResult):
+            while len(pending) < engine.window:
+                # Nothing in flight: wait for the source (a while, then look at stop again); else only take
+                # what is already read, and go on to the finished runs.
+                entry = feed.take(POLL_S if not pending else 0)
+                if entry is None:
+                    break
+                position, item = entry
+                if isinstance(item, BatchResult):
                     yield item
                 elif isinstance(item, BatchItem):
                     pending[engine.submit(item)] = item
@@ -128,9 +140,14 @@ def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: thre
                         continue
                     pending[engine.submit(item)] = item
             if not pending:
-                return
+                if feed.ended:
+                    return
+                continue
+            # With a free slot and no item read yet, look at the source again soon: the next line should not
+            # wait for a run to end.
+            waiting = len(pending) < engine.window and not feed.ended
             try:
-                done = engine.wait(list(pending), 0.2)
+                done = engine.wait(list(pending), _SOURCE_POLL_S if waiting else POLL_S)
             except KeyboardInterrupt:
                 stop.set()
                 done = engine.wait(list(pending), 0)
@@ -138,6 +155,7 @@ def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: thre
                 raise
             yield from _finish(engine, done, pending, images_dir)
     finally:
+        feed.close()
         engine.close()
 
 

@@ -89,9 +89,10 @@ def main(args: argparse.Namespace) -> int:
     with _opened_input(args.input) as corpus:
         done_ids = _open_output(args.out, args.resume, args.overwrite)
         total = _count_items(corpus, args.input, limit, done_ids)
-        items = _read_items(corpus, args.input, limit, done_ids)
-        started = time.monotonic()
-        _run(args, items, total, stop, counts)
+        with _line_source(corpus) as lines:
+            items = _read_items(lines, args.input, limit, done_ids)
+            started = time.monotonic()
+            _run(args, items, total, stop, counts)
     elapsed = time.monotonic() - started
     tally = tally_results(args.out, samples=bool(args.report))  # counts as it reads: the records are not held
     if not args.quiet:
@@ -271,6 +272,20 @@ def _count_items(corpus: BinaryIO, path: str, limit: int, done_ids: set[str]) ->
     except OSError as exc:  # a read that fails (EIO), past the open
         raise InputError(f"cannot read {path}: {exc}") from None
     return max(lines - len(done_ids), 0)
+
+
+def _line_source(corpus: BinaryIO) -> Any:
+    """What the corpus's lines are read from: a regular file itself; a pipe, FIFO or terminal through a
+    :class:`~sandbox.batch_feed.PipeLines` over its descriptor. The batch reads the corpus on a thread of its own;
+    in a buffered file's ``readline`` that thread would hold the file's lock while the producer is silent, so
+    closing the file waited for the next line and the interpreter's exit aborted ("could not acquire lock")."""
+    from ..batch_feed import PipeLines
+
+    try:
+        regular = stat.S_ISREG(os.fstat(corpus.fileno()).st_mode)
+    except (OSError, ValueError):  # no descriptor: read it as it is
+        return nullcontext(corpus)
+    return nullcontext(corpus) if regular else PipeLines(corpus.fileno())
 
 
 def _read_items(corpus: BinaryIO, path: str, limit: int, done_ids: set[str]) -> Iterator[Any]:

@@ -57,3 +57,31 @@ def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProce
 @pytest.fixture
 def corpus_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def assert_results_come_while_the_source_pauses(**run_options) -> None:
+    """``sandbox.batch.run`` on a source that yields two items, then waits (up to 60 s) to be released: both results
+    must come while it waits (the driver used to wait inside ``next()`` for the third item), then the third."""
+    import threading
+
+    import sandbox.batch
+
+    released, gave_up = threading.Event(), threading.Event()
+
+    def source():
+        yield from ({"id": f"s{n}", "code": f"print({n})"} for n in range(2))
+        if not released.wait(60):
+            gave_up.set()
+        yield {"id": "s2", "code": "print(2)"}
+
+    results = sandbox.batch.run(source(), workers=1, **run_options)
+    try:
+        first = [next(results), next(results)]
+        assert not gave_up.is_set(), "the finished results came only when the source went on"
+        released.set()
+        rest = list(results)
+    finally:
+        released.set()
+        results.close()
+    assert sorted((r.id, r.output) for r in first) == [("s0", "0\n"), ("s1", "1\n")]
+    assert [(r.id, r.line, r.output) for r in rest] == [("s2", 3, "2\n")]

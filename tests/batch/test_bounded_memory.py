@@ -82,7 +82,8 @@ def test_the_summary_of_a_large_result_file_counts_as_it_reads(tmp_path, capsys)
 def test_a_corpus_from_a_pipe_runs_before_it_ends(tmp_path):
     """The corpus was read to its end before the first run: from a pipe (a generator of snippets feeding the batch),
     nothing ran until the writer closed it, and an endless one was held until memory ran out. With 2 workers the
-    batch takes 3 items ahead, so of 6 lines at least 4 have their result before the 7th is read."""
+    batch keeps 3 runs in flight and reads at most a window more ahead (batch_feed.Feed), so of 6 lines at least 3
+    have their result while the pipe is still open (test_stalled_pipe.py: all of them)."""
     fifo = tmp_path / "in.jsonl"
     os.mkfifo(fifo)
     out = tmp_path / "out.jsonl"

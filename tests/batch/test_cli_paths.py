@@ -169,14 +169,19 @@ def test_a_corpus_saved_with_a_bom_and_crlf_runs_every_line(tmp_path):
     assert sorted((r["id"], r["outcome"]) for r in read_jsonl(out)) == [("a", "OUTCOME_OK"), ("b", "OUTCOME_OK")]
 
 
-def test_a_line_longer_than_any_item_the_policy_accepts_is_refused_unread(tmp_path):
+@pytest.mark.parametrize("from_stdin", [False, True])
+def test_a_line_longer_than_any_item_the_policy_accepts_is_refused_unread(tmp_path, from_stdin):
     """A line was read whole whatever its size (a 400 MB line took 1.2 GB; /dev/zero all memory), only to be
-    refused as code over the limit; it is now skipped a MiB at a time, past the policy's largest possible item."""
+    refused as code over the limit; it is now skipped a MiB at a time, past the policy's largest possible item.
+    From stdin it is read through batch_feed.PipeLines, which bounds it the same way."""
     policy = tmp_path / "small.toml"
     policy.write_text("[limits]\nmax_code_bytes = 1000\nmax_input_files = 1\nmax_input_file_bytes = 1000\n")
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": "huge", "code": "#" + "x" * (8 << 20)}, ITEMS[0]])
     out = tmp_path / "out.jsonl"
-    done = cli(str(corpus), "--out", str(out), "--policy", str(policy), "-q")
+    if from_stdin:
+        done = cli("-", "--out", str(out), "--policy", str(policy), "-q", input=corpus.read_text())
+    else:
+        done = cli(str(corpus), "--out", str(out), "--policy", str(policy), "-q")
     assert done.returncode == 1, done.stderr
     assert "line 1: too long: longer than any item the policy accepts" in done.stderr
     assert sorted((r["line"], r["id"], r["outcome"]) for r in read_jsonl(out)) == [

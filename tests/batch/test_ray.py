@@ -12,7 +12,7 @@ import pytest
 import sandbox.batch as batch
 from sandbox.batch import MEASURED_FIELDS, read_items
 
-from .conftest import light_corpus, write_jsonl
+from .conftest import assert_results_come_while_the_source_pauses, light_corpus, write_jsonl
 
 ray = pytest.importorskip("ray")
 
@@ -98,3 +98,7 @@ def running(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_ray_yields_finished_results_while_the_source_pauses(local_ray):
+    assert_results_come_while_the_source_pauses(backend="ray")
