@@ -36,16 +36,16 @@ from typing import Any, Iterable, Iterator
 
 from .batch_feed import POLL_S, Feed
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
-                          OutputFile, describe, execute, invalid, max_line_bytes, read_items, read_lines, safe_name,
-                          save_images)
+                          OutputFile, describe, execute, invalid, max_line_bytes, max_record_bytes, read_items,
+                          read_lines, safe_name, save_images)
 from .errors import InputError, value_text
 from .image import Image
 from .inputs import check_timeout
 from .policy import Policy
 
 __all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "INVALID", "MEASURED_FIELDS", "SANDBOX_ERROR", "BatchItem", "BatchResult",
-           "LocalEngine", "OutputFile", "describe", "execute", "invalid", "max_line_bytes", "read_items", "read_lines",
-           "run", "safe_name", "save_images"]
+           "LocalEngine", "OutputFile", "describe", "execute", "invalid", "max_line_bytes", "max_record_bytes",
+           "read_items", "read_lines", "run", "safe_name", "save_images"]
 
 #: Seconds between two looks at the source while runs are in flight and a slot is free.
 _SOURCE_POLL_S = 0.05

@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .batch_items import INVALID, BatchResult
+from .batch_items import INVALID, BatchResult, max_record_bytes, read_lines
+from .policy import Policy
 
 #: Mismatched expectations kept with their text: the summary names 3, the HTML report's table shows 200.
 MAX_MISSES = 200
@@ -127,20 +128,26 @@ class Tally:
         return dict(sorted(self.categories.items()))
 
 
-def read_results(path: str) -> Iterator[BatchResult]:
-    """The records of a result file, one line at a time; a line cut short (a crash mid-write, maybe inside a
-    character) is skipped."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for text in fh:
+def read_results(path: str, limit: int | None = None) -> Iterator[BatchResult]:
+    """The records of a result file, one line at a time, holding at most ``limit`` bytes of one (None: the
+    longest record the default policy can write, :func:`sandbox.batch_items.max_record_bytes`). A corrupted
+    line is skipped: one cut short (a crash mid-write, maybe inside a character), one that is not a record, or
+    one longer than ``limit`` (a multi-GB line of garbage was read whole)."""
+    if limit is None:
+        limit = max_record_bytes(Policy())
+    with open(path, "rb") as fh:
+        for line in read_lines(fh, limit):
+            if line is None:
+                continue
             try:
-                yield BatchResult.from_json(json.loads(text))
-            except (json.JSONDecodeError, TypeError):
+                yield BatchResult.from_json(json.loads(line.decode("utf-8", "replace")))
+            except (ValueError, TypeError):  # not JSON (a JSONDecodeError), or JSON but not a record
                 continue
 
 
-def tally_results(path: str, samples: bool = False) -> Tally:
-    """Count a result file as it is read: no record is held."""
+def tally_results(path: str, samples: bool = False, limit: int | None = None) -> Tally:
+    """Count a result file as it is read: no record is held (``limit``: as for :func:`read_results`)."""
     tally = Tally(samples)
-    for record in read_results(path):
+    for record in read_results(path, limit):
         tally.add(record)
     return tally

@@ -80,21 +80,23 @@ def main(args: argparse.Namespace) -> int:
     if args.report and not args.report.endswith((".html", ".png")):
         raise InputError(f"--report must end in .html or .png (got {value_text(args.report)})")
     _refuse_same_file(args.input, args.out)
-    limit = batch.max_line_bytes(Policy.load(args.policy))
+    policy = Policy.load(args.policy)
+    limit, record_limit = batch.max_line_bytes(policy), batch.max_record_bytes(policy)
     stop = threading.Event()
     counts = {"written": 0, "problems": 0}
     # The corpus first, before --out: a mistyped corpus path left --out emptied (--overwrite). It stays open for
     # the whole run: items are read as the batch takes them, so a corpus of any size runs in bounded memory.
     # --resume's ids stay in a set: memory for each id, not for each snippet or result.
     with _opened_input(args.input) as corpus:
-        done_ids = _open_output(args.out, args.resume, args.overwrite)
+        done_ids = _open_output(args.out, args.resume, args.overwrite, record_limit)
         total = _count_items(corpus, args.input, limit, done_ids)
         with _line_source(corpus) as lines:
             items = _read_items(lines, args.input, limit, done_ids)
             started = time.monotonic()
             _run(args, items, total, stop, counts)
     elapsed = time.monotonic() - started
-    tally = tally_results(args.out, samples=bool(args.report))  # counts as it reads: the records are not held
+    # Counts as it reads: the records are not held, nor a line longer than a record can be.
+    tally = tally_results(args.out, samples=bool(args.report), limit=record_limit)
     if not args.quiet:
         _print(shown(summary(tally, wall_s=elapsed, ran=counts["written"]), sys.stdout))
     if args.report:
@@ -130,7 +132,7 @@ def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop
                 bar.update(record)
 
 
-def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
+def _open_output(path: str, resume: bool, overwrite: bool, limit: int) -> set[str]:
     """Prepare --out; with --resume return the ids already done (after dropping broken lines)."""
     from ..errors import InputError
 
@@ -144,22 +146,26 @@ def _open_output(path: str, resume: bool, overwrite: bool) -> set[str]:
         raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
     done, dropped = set(), 0
     with _opened(path, "rb") as fh:
-        for _, record in _result_lines(fh, path):
+        for _, record in _result_lines(fh, path, limit):
             if record is None:
                 dropped += 1  # a line cut by a crash, or an invalid line to validate again
             else:
                 done.add(record["id"])
     if dropped:
-        _rewrite_results(path)
+        _rewrite_results(path, limit)
     return done
 
 
-def _result_lines(fh: BinaryIO, path: str) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
-    """Each line of --out, with its record if --resume keeps it (None: to drop); refuses a file of other lines."""
-    from ..batch import INVALID
+def _result_lines(fh: BinaryIO, path: str, limit: int) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """Each line of --out, with its record if --resume keeps it (None: to drop); refuses a file of other lines,
+    and a line longer than ``limit`` (max_record_bytes) without holding it."""
+    from ..batch import INVALID, read_lines
     from ..errors import InputError
 
-    for number, raw in enumerate(fh, start=1):
+    for number, raw in enumerate(read_lines(fh, limit), start=1):
+        if raw is None:  # not even a crash's cut line: a record cut short is shorter than a whole one
+            raise InputError(f"{path}: line {number} is not a sandbox batch result record (longer than any record "
+                             f"can be: {limit} bytes); is --out the right file? (--overwrite replaces it)")
         text = raw.decode("utf-8", "replace")  # "replace": a crash may cut a line inside a character
         record = _record(text)
         if record is None and text.endswith("\n") and text.strip():
@@ -171,7 +177,7 @@ def _result_lines(fh: BinaryIO, path: str) -> Iterator[tuple[bytes, dict[str, An
         yield raw, record if keep else None
 
 
-def _rewrite_results(path: str) -> None:
+def _rewrite_results(path: str, limit: int) -> None:
     """Rewrite --out without the lines --resume drops. The new file is written beside the old one and renamed
     over it once complete (synced first): until then the old file is whole, whatever stops us (a full disk,
     a crash). A symlinked --out keeps its link: the file it points to is the one replaced."""
@@ -186,7 +192,7 @@ def _rewrite_results(path: str) -> None:
     try:
         with open(fd, "wb") as new, open(target, "rb") as old:
             _same_owner_and_mode(new.fileno(), old.fileno())
-            new.writelines(raw for raw, record in _result_lines(old, path) if record is not None)
+            new.writelines(raw for raw, record in _result_lines(old, path, limit) if record is not None)
             new.flush()
             os.fsync(new.fileno())
         os.replace(tmp, target)
