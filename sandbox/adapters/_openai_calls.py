@@ -131,7 +131,9 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     one ``user`` message with every image as an ``image_url`` data URL, since a tool
     message cannot hold images. ``images="save"`` writes the images to ``save_dir`` and
     lists the paths in the tool message instead (the folder is made, or refused with
-    InputError, before any call runs); ``images="none"`` drops them.
+    InputError, before any call runs; names made safe as ``sandbox run --out`` makes them,
+    an existing file never overwritten: ``figure_1_2.png`` after an earlier call's
+    ``figure_1.png``; an image that cannot be written is said there); ``images="none"`` drops them.
 
     A call to any other tool is answered "unknown tool" (the model sees that): in a turn
     that mixes your own tools with ``name``, pass only the calls to ``name`` here and
