@@ -68,6 +68,22 @@ def _surrogate_text(match: re.Match[str]) -> str:
     return f"\\\\u{ord(match.group(0)):04x}"  # an escaped backslash in JSON, then "u" and the code
 
 
+#: A ``\\u`` escape of a surrogate half in a header's raw bytes: only a header holding one can decode to a string
+#: with a lone surrogate (``encode`` never writes one: a forged frame does).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _surrogates_as_text(value: Any) -> Any:
+    """``value`` (decoded JSON) with each lone surrogate in its strings as the text ``encode`` sends for one."""
+    if type(value) is str:
+        return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group(0)):04x}", value)
+    if type(value) is list:
+        return [_surrogates_as_text(item) for item in value]
+    if type(value) is dict:
+        return {_surrogates_as_text(key): _surrogates_as_text(item) for key, item in value.items()}
+    return value
+
+
 def _check_header(raw: bytes) -> dict[str, Any]:
     depth = nesting_depth(raw)
     if depth > MAX_DEPTH:
@@ -76,6 +92,8 @@ def _check_header(raw: bytes) -> dict[str, Any]:
         header = _DECODER.decode(raw.decode("utf-8"))
     except ValueError as exc:  # not UTF-8, not JSON, NaN/Infinity, an integer of more than 4300 digits
         raise ProtocolError(f"frame header is not UTF-8 JSON: {str(exc)[:200]}") from exc
+    if _SURROGATE_ESCAPE.search(raw):  # forged: a lone surrogate in a name or text broke every UTF-8 encoder
+        header = _surrogates_as_text(header)  # downstream (the MCP server's reply killed the whole server)
     if not isinstance(header, dict) or type(header.get("v")) is not int or header["v"] != VERSION:
         got = header.get("v") if isinstance(header, dict) else type(header).__name__
         raise ProtocolError(f"frame has wrong version (want {VERSION}, got {str(got)[:40]!r})")

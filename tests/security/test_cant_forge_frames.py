@@ -11,6 +11,8 @@ its result or escape the policy's caps: each is a result, most with ``reason="pr
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 import time
 
@@ -380,3 +382,69 @@ def test_the_host_is_unharmed_by_forgeries(default):
         default.run(forged(code), timeout=30)
     assert default.run("print('ok')").stdout == "ok\n"
     assert settled_fds(fds) <= fds
+
+
+# -- strings no encoder takes ------------------------------------------------------------------
+#: JSON's "\ud800" escape decodes to a lone surrogate, a str no UTF-8 encoder takes; the worker never sends one
+#: (protocol.encode escapes it as text), a forged frame does: in a file's name and MIME type, an image's, an error
+#: text and type, a denial.
+LONE_SURROGATES = forged(r'''
+forge(raw({"type": "file", "name": "\ud800.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
+      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png\ud83d", "size": 4}, (b"\x89PNG",)),
+      raw({"type": "denied", "event": "network\ud800", "detail": "\udcff"}),
+      raw({"type": "error", "text": "forged \ud800", "exc_type": "Error\udcff"}))
+''')
+
+
+def strings_of(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in strings_of(item)]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in strings_of(key) + strings_of(item)]
+    return []
+
+
+def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
+    r = default.run(LONE_SURROGATES, timeout=30)
+    assert r.outcome == Outcome.FAILED and r.error.startswith("forged \\ud800"), r
+    assert [(f.name, f.mime_type) for f in r.files] == [("\\ud800.txt", "text/plain\\udfff")]
+    assert [(f.name, f.mime_type) for f in r.images] == [("\\udc00.png", "image/png\\ud83d")]
+    for text in strings_of(r.parts()) + [d.kind + d.detail for d in r.denied]:
+        text.encode("utf-8")  # strict: no lone surrogate reached the host
+
+
+#: What the MCP server embeds as it is: the names go through quote() (which raised: a failed call), the MIME types and
+#: the error text do not.
+MCP_SURROGATES = forged(r'''
+forge(raw({"type": "file", "name": "a.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
+      raw({"type": "image", "name": "a.png", "mime_type": "image/png\ud83d", "size": 4}, (b"\x89PNG",)),
+      raw({"type": "error", "text": "forged \ud800", "exc_type": "Error"}))
+''')
+
+
+def test_a_forged_lone_surrogate_cannot_end_the_mcp_server():
+    """The MCP server's reply to such a run could not be written (the SDK encodes it as UTF-8 JSON): the server
+    stopped answering, and every other conversation's session (here ``conv``'s ``x``) and call went with it."""
+    pytest.importorskip("mcp")
+    from mcp import Client, StdioServerParameters
+
+    from ..adapters.conftest import server_env
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "sandbox", "mcp"], env=server_env())
+
+    async def calls():
+        async with Client(params) as client:
+            await client.call_tool("run_python", {"code": "x = 41", "session_id": "conv"})
+            forged_call = await asyncio.wait_for(client.call_tool("run_python", {"code": MCP_SURROGATES}), 90)
+            after = await asyncio.wait_for(client.call_tool("run_python", {"code": "print(x + 1)",
+                                                                           "session_id": "conv"}), 90)
+            return forged_call, after
+
+    forged_call, after = asyncio.run(calls())
+    assert forged_call.is_error and forged_call.content[0].text.startswith("OUTCOME_FAILED\nthe snippet went on\n"
+                                                                          "forged \\ud800"), forged_call
+    assert [getattr(c, "mime_type", None) or c.resource.mime_type for c in forged_call.content[1:]] == \
+        ["image/png\\ud83d", "text/plain\\udfff"]
+    assert not after.is_error and after.content[0].text == "OUTCOME_OK\n42", after
