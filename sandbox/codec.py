@@ -43,8 +43,12 @@ def encode(value: Any) -> Value:
         return Value(codec="npy", data=buffer.getvalue())
     if module == "pandas" and type(value).__name__ in ("DataFrame", "Series"):
         return Value(codec=type(value).__name__.lower(), data=value.to_json(orient="table").encode("utf-8"))
-    text = json.dumps(_jsonable(value, "value", 1), ensure_ascii=False, separators=(",", ":"))
-    return Value(codec="json", data=text.encode("utf-8"))
+    plain = _jsonable(value, "value", 1)
+    try:
+        data = json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (os.listdir's name for bytes that are not UTF-8): JSON escapes it
+        data = json.dumps(plain, separators=(",", ":")).encode("ascii")
+    return Value(codec="json", data=data)
 
 
 def decode(value: Value) -> Any:

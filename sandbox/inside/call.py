@@ -32,6 +32,10 @@ def execute(payload: bytes, chan: "Channel") -> None:
     except CallError as exc:
         chan.fail(str(exc), "CallError")
         return
+    except BaseException as exc:  # noqa: BLE001 - the value is the function's: its own methods (a dict subclass's
+        # items()) or what json refuses (an int of 5000 digits, a DataFrame's lone surrogate) ended the worker
+        chan.fail(f"cannot return the value: {type_name_of(exc)}: {message_of(exc)}", "CallError")
+        return
     chan.send(frame)
 
 

@@ -74,3 +74,21 @@ def test_an_exception_that_breaks_its_own_formatting_fails_the_call_with_its_typ
         box.call(raise_it)
     assert "(exception): <exception str() failed>" in str(caught.value)
     assert "Unprintable: <exception str() failed>" in str(caught.value) and "crashed" not in str(caught.value)
+
+
+def test_a_value_json_or_its_own_methods_refuse_fails_the_call_naming_why(box):
+    """Encoding the value raised something other than CallError, which ended the worker (status 70, "crashed")."""
+    class Items(dict):  # defined here: cloudpickle ships it by value
+        def items(self):
+            raise RuntimeError("no items")
+
+    def series_named_with_a_lone_surrogate():
+        import pandas
+        return pandas.Series([1], name="\udcff")
+
+    for fn, why in [(lambda: Items(a=1), "RuntimeError: no items"), (lambda: 10 ** 5000, "ValueError: Exceeds"),
+                    (series_named_with_a_lone_surrogate, "UnicodeEncodeError")]:
+        with pytest.raises(sandbox.CallError) as caught:
+            box.call(fn)
+        assert f"(exception): cannot return the value: {why}" in str(caught.value), caught.value
+    assert box.call(lambda: {"name\udcff": ["\ud800"]}) == {"name\udcff": ["\ud800"]}  # as os.listdir gives such names
