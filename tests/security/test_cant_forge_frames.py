@@ -233,6 +233,43 @@ def test_a_pickled_npy_value_is_never_unpickled_by_the_host(default, tmp_path):
     assert not marker.exists(), "the host unpickled a value from inside"
 
 
+def forge_table_value(kind: str, fields: list[dict], data: list[dict], keys: list[str] | None = None):
+    """A function for ``call`` that sends a forged ``value`` frame of pandas' table format (schema + data)."""
+    def forge():
+        import json
+        import os
+        import sys
+
+        schema = {"fields": fields, "pandas_version": "1.4.0", **({"primaryKey": keys} if keys else {})}
+        blob = json.dumps({"schema": schema, "data": data}).encode()
+        protocol = sys.modules["sandbox.protocol"]
+        channel = sys.modules["sandbox.inside.request"].current()
+        channel.sock.sendall(protocol.encode("value", [blob], codec=kind) + protocol.encode("done"))
+        os._exit(0)
+    return forge
+
+
+@pytest.mark.parametrize("kind", ["dataframe", "series"])
+def test_a_table_value_repeating_a_column_name_costs_the_host_nothing(default, kind):
+    """pandas' reader takes a repeated name's columns once per repeat: 300 fields named "a" (10 KB) made 90,000
+    columns in the host (1,000 fields: a million columns, 2.7 GB, two minutes)."""
+    with pytest.raises(sandbox.CallError, match="columns repeat a name"):
+        default.call(forge_table_value(kind, [{"name": "a", "type": "integer"}] * 300, [{"a": 1}]))
+
+
+def test_a_table_value_keyed_by_thousands_of_columns_is_read_in_linear_time(default):
+    """pandas' reader deletes the key columns one by one, each a pass over every column: 4,000 keys (250 KB)
+    held the host's calling thread for about a minute of CPU (20,000: hours), after the run's deadline."""
+    names = [f"c{i}" for i in range(4000)]
+    forge = forge_table_value("dataframe", [{"name": n, "type": "integer"} for n in names] +
+                              [{"name": "value", "type": "integer"}],
+                              [{**{n: i for i, n in enumerate(names)}, "value": 7}], keys=names)
+    started = time.thread_time()  # the decoding is this thread's CPU: a loaded machine does not inflate it
+    frame = default.call(forge)
+    assert time.thread_time() - started < 15
+    assert frame.index.nlevels == 4000 and list(frame.index[0][:3]) == [0, 1, 2] and frame["value"].tolist() == [7]
+
+
 # -- a run that outlives its result ---------------------------------------------------------
 #: Forges ``done``, closes every stream and the channel (the host sees EOF everywhere), lives on.
 LINGER = FORGE + '''

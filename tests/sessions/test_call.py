@@ -92,3 +92,10 @@ def test_a_value_json_or_its_own_methods_refuse_fails_the_call_naming_why(box):
             box.call(fn)
         assert f"(exception): cannot return the value: {why}" in str(caught.value), caught.value
     assert box.call(lambda: {"name\udcff": ["\ud800"]}) == {"name\udcff": ["\ud800"]}  # as os.listdir gives such names
+
+
+def test_a_dataframe_repeating_a_column_name_is_refused_by_name(box):
+    """Its table format writes the name twice, and pandas' reader took each once per repeat (a, a: 4 columns)."""
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(sandbox.CallError, match="cannot return a DataFrame whose columns repeat a name"):
+        box.call(lambda: pd.DataFrame([[1, 2]], columns=["a", "a"]))
