@@ -423,11 +423,11 @@ def test_the_host_is_unharmed_by_forgeries(default):
 
 # -- strings no encoder takes ------------------------------------------------------------------
 #: JSON's "\ud800" escape decodes to a lone surrogate, a str no UTF-8 encoder takes; the worker never sends one
-#: (protocol.encode escapes it as text), a forged frame does: in a file's name and MIME type, an image's, an error
-#: text and type, a denial.
+#: (protocol.encode escapes it as text), a forged frame does: in a file's name and MIME type, an image's name, an
+#: error text and type, a denial (an image's MIME type is PNG or JPEG or the frame is refused).
 LONE_SURROGATES = forged(r'''
 forge(raw({"type": "file", "name": "\ud800.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png\ud83d", "size": 4}, (b"\x89PNG",)),
+      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png", "size": 4}, (b"\x89PNG",)),
       raw({"type": "denied", "event": "network\ud800", "detail": "\udcff"}),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error\udcff"}))
 ''')
@@ -447,16 +447,16 @@ def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
     r = default.run(LONE_SURROGATES, timeout=30)
     assert r.outcome == Outcome.FAILED and r.error.startswith("forged \\ud800"), r
     assert [(f.name, f.mime_type) for f in r.files] == [("\\ud800.txt", "text/plain\\udfff")]
-    assert [(f.name, f.mime_type) for f in r.images] == [("\\udc00.png", "image/png\\ud83d")]
+    assert [(f.name, f.mime_type) for f in r.images] == [("\\udc00.png", "image/png")]
     for text in strings_of(r.parts()) + [d.kind + d.detail for d in r.denied]:
         text.encode("utf-8")  # strict: no lone surrogate reached the host
 
 
-#: What the MCP server embeds as it is: the names go through quote() (which raised: a failed call), the MIME types and
-#: the error text do not.
+#: What the MCP server embeds as it is: the names go through quote() (which raised: a failed call), a file's MIME type
+#: and the error text do not.
 MCP_SURROGATES = forged(r'''
 forge(raw({"type": "file", "name": "a.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "a.png", "mime_type": "image/png\ud83d", "size": 4}, (b"\x89PNG",)),
+      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png", "size": 4}, (b"\x89PNG",)),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error"}))
 ''')
 
@@ -483,5 +483,5 @@ def test_a_forged_lone_surrogate_cannot_end_the_mcp_server():
     assert forged_call.is_error and forged_call.content[0].text.startswith("OUTCOME_FAILED\nthe snippet went on\n"
                                                                           "forged \\ud800"), forged_call
     assert [getattr(c, "mime_type", None) or c.resource.mime_type for c in forged_call.content[1:]] == \
-        ["image/png\\ud83d", "text/plain\\udfff"]
+        ["image/png", "text/plain\\udfff"]
     assert not after.is_error and after.content[0].text == "OUTCOME_OK\n42", after
