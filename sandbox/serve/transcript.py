@@ -20,6 +20,7 @@ file names the code can open.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
@@ -99,16 +100,22 @@ def code_reply_text(results: Sequence[CodeExecutionResult], images: int) -> str:
 
 
 class _Builder:
-    """Walks contents once; see the module docstring for the mapping."""
+    """Walks contents once; see the module docstring for the mapping.
+
+    Each part costs the same however many came before it: a request holds hundreds of thousands of parts
+    within the body limit, and a step that looked back over the turn (the last code call's results, the
+    pending call of a name, the text so far) held the server for minutes.
+    """
 
     def __init__(self, code_tool: str) -> None:
         self.code_tool = code_tool
         self.turns: list[Turn] = []
-        self.text = ""
+        self.text: list[str] = []  # joined when the turn is flushed
         self.calls: list[Call] = []
         self.results: dict[str, tuple[list[CodeExecutionResult], list[InlineData]]] = {}
         self.results_seen = False
         self.pending: dict[str, str] = {}  # function call id -> name, until its functionResponse
+        self.pending_by_name: dict[str, deque[str]] = {}  # name -> its call ids in order (some answered since)
         self.files = 0
 
     def model(self, content: Content, where: str) -> None:
@@ -116,14 +123,14 @@ class _Builder:
             if isinstance(part, Text) and not part.thought:
                 if self.calls:
                     self.flush()
-                self.text += part.text
+                self.text.append(part.text)
             elif isinstance(part, (ExecutableCode, FunctionCall)):
                 if self.results_seen:
                     self.flush()
                 self.call(part, part.id or f"call_{where}_{index}")
             elif isinstance(part, (CodeExecutionResult, InlineData)) and self.results:
                 self.results_seen = True
-                results, images = self.results[list(self.results)[-1]]
+                results, images = self.results[next(reversed(self.results))]  # the last code call's
                 (results if isinstance(part, CodeExecutionResult) else images).append(part)  # type: ignore[arg-type]
         self.flush()
 
@@ -134,15 +141,17 @@ class _Builder:
         else:
             self.calls.append(Call(call_id, part.name, dict(part.args), part.signature))
             self.pending[call_id] = part.name
+            self.pending_by_name.setdefault(part.name, deque()).append(call_id)
 
     def flush(self) -> None:
-        if not (self.text or self.calls):
+        text, self.text = "".join(self.text), []
+        if not (text or self.calls):
             return
-        self.turns.append(AssistantTurn(self.text, tuple(self.calls)))
+        self.turns.append(AssistantTurn(text, tuple(self.calls)))
         for call_id, (results, images) in self.results.items():
-            text = code_reply_text(results, len(images))
-            self.turns.append(ToolReply(call_id, self.code_tool, text, {"output": text}, tuple(images)))
-        self.text, self.calls, self.results, self.results_seen = "", [], {}, False
+            reply = code_reply_text(results, len(images))
+            self.turns.append(ToolReply(call_id, self.code_tool, reply, {"output": reply}, tuple(images)))
+        self.calls, self.results, self.results_seen = [], {}, False
 
     def user(self, content: Content) -> None:
         for part in content.parts:
@@ -160,19 +169,28 @@ class _Builder:
             self.turns.append(UserTurn(tuple(parts)))
 
     def reply(self, part: FunctionResponse) -> None:
-        call_id = part.id if part.id in self.pending else next(
-            (cid for cid, name in self.pending.items() if name == part.name), None)
+        call_id = part.id if part.id in self.pending else self.first_pending(part.name)
         if call_id is None:  # a response to no call: tell the model as text rather than drop it
             self.turns.append(UserTurn((Text(f"Result of {part.name}: {json.dumps(part.response)}"),)))
             return
         del self.pending[call_id]
         self.turns.append(ToolReply(call_id, part.name, json.dumps(part.response), part.response))
 
+    def first_pending(self, name: str) -> str | None:
+        """The earliest unanswered call of ``name``; ids answered since (or renamed) are dropped on the way."""
+        ids = self.pending_by_name.get(name)
+        while ids:
+            if self.pending.get(ids[0]) == name:
+                return ids[0]
+            ids.popleft()
+        return None
+
     def unanswered(self) -> None:
         """A function call the client never answered still needs a reply for chat APIs."""
         for call_id, name in self.pending.items():
             self.turns.append(ToolReply(call_id, name, "(no response)", {}))
         self.pending.clear()
+        self.pending_by_name.clear()
 
 
 def transcript(contents: Sequence[Content], code_tool: str) -> list[Turn]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -112,6 +113,37 @@ def test_many_function_declarations_are_checked_in_one_pass(server, path, reques
     took = time.monotonic() - started
     assert answer.status_code == 400 and words in answer.text, answer.text[:300]
     assert took < 20, f"{took:.1f} s to find one repeated name"
+
+
+@pytest.mark.parametrize("call, answer, history", [
+    ({"executableCode": {}}, {"codeExecutionResult": {}},  # a model turn: code calls, then their results
+     lambda calls, answers: [{"role": "model", "parts": calls + answers}]),
+    ({"functionCall": {"name": "f"}}, {"functionResponse": {"name": "g"}},  # the client's responses to no call
+     lambda calls, answers: [{"role": "model", "parts": calls}, {"role": "user", "parts": answers}]),
+], ids=["code-results", "function-responses"])
+def test_a_long_history_is_walked_in_one_pass(fake_model, tmp_path, call, answer, history):
+    # As many calls then as many answers as a 6 MB body holds (90,000-115,000 of each): each code result looked
+    # the last code call up by listing every call before it, each response to no call looked through every
+    # pending call for its name. At 3 MB (the main server's limit) they held the server 18-25 s and 45-58 s,
+    # at 6 MB four times that; the default 20 MB, many minutes. Walked in one pass, the answer takes a few
+    # seconds, most of them the scripted model reading the history.
+    limit = 6_000_000
+    served = start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
+                         "--backend-model", "scripted", "--max-request-bytes", str(limit))
+    try:
+        count = (limit - 100_000) // len(json.dumps([call, answer], separators=(",", ":")))
+        body = {"contents": [HELLO["contents"][0], *history([call] * count, [answer] * count),
+                             HELLO["contents"][0]]}
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        assert len(raw) < limit
+        started = time.monotonic()
+        reply = httpx.post(served.url + GENERATE, content=raw, headers={"content-type": "application/json"},
+                           timeout=180)
+        took = time.monotonic() - started
+    finally:
+        stop_serve(served)
+    assert reply.status_code == 200 and "Hello from the scripted model." in reply.text, reply.text[:300]
+    assert took < 20, f"{took:.1f} s for a history of {count} calls and {count} answers"
 
 
 @pytest.mark.parametrize("version", ["v1beta", "v1"])
