@@ -251,7 +251,11 @@ def _declaration(o: _Obj) -> FunctionDeclaration:
     name = _required_name(o)
     schema = o.get("parametersJsonSchema", "object")
     if schema is None and o.has("parameters"):
-        schema = json_schema(o.get("parameters", "object"))
+        try:
+            schema = json_schema(o.get("parameters", "object"))
+        except RecursionError:  # the body was read on a shallower stack: its last levels fit there, not here
+            raise invalid(f"Invalid value at '{o.at('parameters')}': the schema nests deeper than can be read") \
+                from None
     return FunctionDeclaration(name, o.get("description", "str", ""), schema)
 
 

@@ -146,6 +146,29 @@ def test_a_long_history_is_walked_in_one_pass(fake_model, tmp_path, call, answer
     assert took < 20, f"{took:.1f} s for a history of {count} calls and {count} answers"
 
 
+@pytest.mark.parametrize("nest, depths", [
+    (lambda inner: '{"type":"ARRAY","items":' + inner + "}", range(900, 1000)),
+    (lambda inner: '{"type":"OBJECT","properties":{"p":' + inner + "}}", range(440, 500)),
+], ids=["items", "properties"])
+def test_a_schema_nested_to_the_readers_limit_is_not_a_crash(server, nest, depths):
+    """The body is read on a shallower stack than its OpenAPI schema is converted on: at the one depth between
+    the two, the conversion ran out of stack, a bare 500 INTERNAL."""
+    statuses = set()
+    for depth in depths:
+        schema = '{"type":"STRING"}'
+        for _ in range(depth):
+            schema = nest(schema)
+        raw = '{"contents":[{"parts":[{"text":"SCRIPT:hello"}]}],"tools":[{"functionDeclarations":[{"name":"f",' \
+              '"parameters":' + schema + '}]}]}'
+        answer = httpx.post(server.url + GENERATE, content=raw, headers={"content-type": "application/json"},
+                            timeout=60)
+        assert answer.status_code in (200, 400), f"depth {depth}: {answer.status_code} {answer.text[:300]}"
+        if answer.status_code == 400:
+            assert "nests deeper than can be read" in google_error(answer, 400, "INVALID_ARGUMENT")
+        statuses.add(answer.status_code)
+    assert statuses == {200, 400}, "the depths tried must reach the reader's limit"
+
+
 @pytest.mark.parametrize("version", ["v1beta", "v1"])
 def test_unknown_model_names_the_api_version_called(server, version):
     for answer in (httpx.get(f"{server.url}/{version}/models/not-a-model", timeout=30),
