@@ -136,7 +136,10 @@ class ToolLoop:
     def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
         """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""
         given = [part.function_response for content in new for part in content.parts or [] if part.function_response]
-        ours = [call for call in pending if not any(_answers(response, call) for response in given)]
+        # A response answers the call of its id (of its name, for a call without one). Looked up, not compared
+        # pairwise: a model turn of 25,000 calls, each answered, took 50 s.
+        ids, names = {response.id for response in given}, {response.name for response in given}
+        ours = [call for call in pending if not (call.id in ids if call.id else call.name in names)]
         missing = [call for call in ours if self.tools.hands_back(call.name)]
         if missing:
             named = ", ".join(f"{call.name}(id={value_text(call.id)})" for call in missing)
@@ -228,11 +231,6 @@ def _function_reply(call: types.FunctionCall, ok: bool, value: Any) -> types.Par
     """The SDK's own shape for a function's answer: ``{"result": value}`` or ``{"error": text}``."""
     response = {"result": jsonable(value)} if ok else {"error": str(value)}
     return types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name, response=response))
-
-
-def _answers(response: types.FunctionResponse, call: types.FunctionCall) -> bool:
-    """Does this response answer this call? By id where the call has one, else by name."""
-    return response.id == call.id if call.id else response.name == call.name
 
 
 def _calls_of(content: types.Content) -> list[types.FunctionCall]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -347,3 +348,23 @@ def test_tool_loop_default_max_calls_per_turn():
     for bad in (0, True, "3", None):
         with pytest.raises(sandbox.InputError, match=r"max_calls_per_turn must be an int >= 1 \(got "):
             adapter.ToolLoop(object(), "m", max_calls_per_turn=bad)
+
+
+def test_a_turn_of_many_handed_back_calls_is_matched_to_its_answers_in_one_pass(box):
+    # The model's turn is hostile input: 25,000 calls of the app's own function, handed back, then answered by
+    # as many responses. Each call was compared with every response until its own (47-55 s here); looked up by
+    # id, the loop goes on at once (the 4-8 s below are the client writing and reading 25,000 parts twice).
+    count = 25_000
+    script = [reply(calls=[("book_flight", {"to": f"city {i}"}) for i in range(count)]), reply("All booked.")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [WEATHER]}) as loop:
+            loop.run("Book everything.")
+            answers = [types.Part(function_response=types.FunctionResponse(
+                id=call.id, name=call.name, response={"result": "booked"})) for call in loop.pending]
+            assert len(answers) == count
+            started = time.monotonic()
+            final = loop.run(answers)
+            took = time.monotonic() - started
+    assert final.text == "All booked." and loop.pending == []
+    assert len(contents(model.requests[1])[-1]["parts"]) == count  # the answers, none added by the loop
+    assert took < 25, f"{took:.1f} s to match {count} answers to their calls"
