@@ -30,6 +30,10 @@ from .loop import Done
 from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData, Part, Text
 
 
+#: The request fields a response repeats.
+_ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "metadata")
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
@@ -38,7 +42,8 @@ class ResponseBuilder:
     """The output items of one response, and the stream events of each change."""
 
     def __init__(self, body: dict[str, Any], model: str) -> None:
-        self.body, self.model = body, model
+        self.body = {key: body.get(key) for key in _ECHOED}  # not the input: held as long as the request
+        self.model = model
         self.id, self.created_at = _id("resp"), int(time.time())
         self.container = f"cntr_{uuid.uuid4().hex}"
         self.items: list[dict[str, Any]] = []
