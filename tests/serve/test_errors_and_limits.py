@@ -147,6 +147,28 @@ def test_a_long_history_is_walked_in_one_pass(fake_model, tmp_path, call, answer
     assert took < 20, f"{took:.1f} s for a history of {count} calls and {count} answers"
 
 
+def test_a_long_model_turn_of_text_is_joined_once(fake_model, tmp_path):
+    # 20 MB (the default limit) of one-letter text parts in the history's model turn: the turn's text was built
+    # by concatenation, one copy of it per part, again for each backend call (the "plot" script makes three):
+    # 115 s here. Joined once, the request takes 8-15 s, most of it reading the body and running the code.
+    served = start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
+                         "--backend-model", "scripted")
+    try:
+        prompt = {"role": "user", "parts": [{"text": "SCRIPT:plot"}]}
+        count = 1_530_000
+        raw = json.dumps({"contents": [prompt, {"role": "model", "parts": [{"text": "a"}] * count}, prompt],
+                          "tools": [{"codeExecution": {}}]}, separators=(",", ":")).encode()
+        assert len(raw) < 20_000_000
+        started = time.monotonic()
+        reply = httpx.post(served.url + GENERATE, content=raw, headers={"content-type": "application/json"},
+                           timeout=300)
+        took = time.monotonic() - started
+    finally:
+        stop_serve(served)
+    assert reply.status_code == 200 and "The answer is 43." in reply.text, reply.text[:300]
+    assert took < 45, f"{took:.1f} s for a model turn of {count} text parts"
+
+
 @pytest.mark.parametrize("path, head, ignored", [
     (GENERATE, b'{"contents":[{"parts":[{"text":"SCRIPT:hold"}]}]', b"safetySettings"),
     ("/v1/responses", b'{"model":"scripted","input":"SCRIPT:hold"', b"include"),
