@@ -353,7 +353,7 @@ def test_tool_loop_default_max_calls_per_turn():
 def test_a_turn_of_many_handed_back_calls_is_matched_to_its_answers_in_one_pass(box):
     # The model's turn is hostile input: 25,000 calls of the app's own function, handed back, then answered by
     # as many responses. Each call was compared with every response until its own (47-55 s here); looked up by
-    # id, the loop goes on at once (the 4-8 s below are the client writing and reading 25,000 parts twice).
+    # id, the loop goes on at once (what is left is the client writing and reading 25,000 parts twice).
     count = 25_000
     script = [reply(calls=[("book_flight", {"to": f"city {i}"}) for i in range(count)]), reply("All booked.")]
     with ScriptedModel(script) as model:
@@ -362,9 +362,9 @@ def test_a_turn_of_many_handed_back_calls_is_matched_to_its_answers_in_one_pass(
             answers = [types.Part(function_response=types.FunctionResponse(
                 id=call.id, name=call.name, response={"result": "booked"})) for call in loop.pending]
             assert len(answers) == count
-            started = time.monotonic()
+            started = time.thread_time()  # this thread's CPU (the loop and the client): load does not stretch it
             final = loop.run(answers)
-            took = time.monotonic() - started
+            took = time.thread_time() - started
     assert final.text == "All booked." and loop.pending == []
     assert len(contents(model.requests[1])[-1]["parts"]) == count  # the answers, none added by the loop
-    assert took < 25, f"{took:.1f} s to match {count} answers to their calls"
+    assert took < 25, f"{took:.1f} s of CPU to match {count} answers to their calls"
