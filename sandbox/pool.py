@@ -323,22 +323,25 @@ class ZygotePool:
         worker; what it sent back. The worker is dead or dying when this returns (or raises),
         before its slot is free: no run outlives its result or escapes ``max_concurrent``."""
         self.check_open()
-        self._take_slot()
+        self._take_slot(cancel)
         try:
             self.check_open()  # closed while this caller waited for its slot
             return self._collect_once(request, timeout_s, cancel, returns_value)
         finally:
             self.slots.release()
 
-    def _take_slot(self) -> None:
-        """A run slot; with ``max_waiting``, at most that many callers wait for one."""
+    def _take_slot(self, cancel: Cancel | None) -> None:
+        """A run slot; with ``max_waiting``, at most that many callers wait for one (a cancelled one stops)."""
         if self.slots.acquire(blocking=False):
             return
         if self._waiting is not None and not self._waiting.acquire(blocking=False):
             raise InputError(f"too many runs waiting (max_waiting={self._max_waiting}); retry later "
                              "or raise max_waiting/max_concurrent")
         try:
-            self.slots.acquire()
+            if cancel is None:
+                self.slots.acquire()
+            else:
+                cancel.acquire(self.slots)
         finally:
             if self._waiting is not None:
                 self._waiting.release()

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import commands, frames, protocol, rundirs
-from .collect import Cancel, RunIO, collect, cut_short_by_close, kill_worker, run_cancellable
+from .collect import Cancel, RunIO, collect, cut_short_by_close, holding, kill_worker, run_cancellable
 from .confine import memcg_lookup
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
@@ -134,7 +134,7 @@ class _Container:
         return reply
 
     def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> Result:
-        with self.lock:
+        with holding(self.lock, cancel):  # a cancelled call queued behind this session's earlier ones stops waiting
             self.check_open()
             self.seq += 1
             io = RunIO()

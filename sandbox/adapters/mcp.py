@@ -20,6 +20,10 @@ Start-up: the server answers ``initialize`` at once and starts its zygote in the
 background (importing the image takes seconds, longer than some hosts wait for a
 handshake); a call that comes before the zygote is ready waits for it.
 
+Calls in flight: at most ``max_calls`` (default 32) at once, counting those waiting for a run slot or for an
+earlier call of their ``session_id``; one more is a tool error naming ``max_calls``. A call waits only for what it
+needs: another conversation's session runs while one ``session_id`` has calls queued.
+
 Cancellation: a client that gives up on a call sends ``notifications/cancelled``; the
 SDK cancels the call's task, which cancels its ``Sandbox.arun``: the run's process tree
 is killed at once and its concurrency slot freed (a session run rolls back).
@@ -53,6 +57,9 @@ from ._common import TOOL_NAME, SessionPool, decode_files, describe_environment,
 __all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
 
 _MAX_SESSION_ID = 128
+#: run_python calls one server serves at once by default; one more is refused at once. Each holds a thread (its run
+#: waits there for a slot or its session's earlier calls) and its decoded input files.
+MAX_CALLS = 32
 #: Bytes of images and files one tool result embeds at most (base64 makes them a third more): a run may leave
 #: limits.max_output_files files of limits.max_file_size_mb each, and the result is one JSON line that the server
 #: builds in memory and the client reads whole (the SDK's client slows down with the line's length).
@@ -134,7 +141,8 @@ class Backend:
 
 
 def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
-                 image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = 16) -> MCPServer:
+                 image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = 16,
+                 max_calls: int = MAX_CALLS) -> MCPServer:
     """An ``MCPServer`` with the ``run_python`` tool.
 
     Args:
@@ -147,6 +155,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
             recently used one not running a call (its variables are lost). When every
             one is running a call, the new id's call is refused (a ``SessionError`` text
             naming ``max_sessions``) until one ends.
+        max_calls: ``run_python`` calls in progress at most; one more is a tool error at once.
 
     The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
@@ -154,6 +163,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
     server = MCPServer(name, version=_version(),
                        instructions="Use run_python to run Python code in a confined local sandbox.")
     runs = itertools.count(1)
+    in_flight = 0  # run_python calls in progress (changed on the event loop only: no lock needed)
 
     async def run_python(
         code: Annotated[str, Field(description="Python source code to run.")],
@@ -162,12 +172,20 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
         session_id: Annotated[Optional[str], Field(
             description="Any id of your choice; calls with the same id share variables and files.")] = None,
     ) -> CallToolResult:
+        nonlocal in_flight
+        if in_flight >= max_calls:
+            return to_call_tool_result(f"SandboxError: {in_flight} run_python calls are in progress already "
+                                       f"(max_calls={max_calls}); call again when one of them ends")
         run = next(runs)
+        in_flight += 1
         try:
-            box, sessions = await backend.ready()
-        except SandboxError as exc:
-            return to_call_tool_result(f"SandboxError: {exc}")
-        return to_call_tool_result(await _run(box, sessions, code, files, session_id), run=run)
+            try:
+                box, sessions = await backend.ready()
+            except SandboxError as exc:
+                return to_call_tool_result(f"SandboxError: {exc}")
+            return to_call_tool_result(await _run(box, sessions, code, files, session_id), run=run)
+        finally:
+            in_flight -= 1
 
     description = (describe_environment(backend) + " Without session_id every call starts fresh; "  # type: ignore[arg-type]
                    "with one, variables persist between calls.")

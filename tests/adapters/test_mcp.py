@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.metadata
+import os
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -232,3 +234,57 @@ def test_a_result_embeds_files_up_to_its_byte_budget_and_names_the_rest(box):
     assert text.text.endswith(f"\n[not returned, over the {budget / 2**20:g} MiB of files one result carries: "
                               "c.bin (0.3 MiB)]")
     assert len(to_call_tool_result(result).content) == 5 and MAX_EMBEDDED_BYTES >= 16 << 20
+
+
+def test_calls_queued_for_one_session_id_hold_up_no_other_conversation(fast_policy):
+    """Each call's run waited for its session's earlier calls on a thread of the event loop's default executor
+    (min(32, cpus + 4) threads): a client that queued that many calls for one session_id held up every other
+    conversation's call until they had all ended. Now a call waits only for its own session; the queued calls,
+    cancelled, end, and their session goes on."""
+    queued = min(32, (os.cpu_count() or 1) + 4) + 6  # 6 calls of 5 s past the executor's threads: 30 s
+    hog = "import time\ntime.sleep(5)\nn = n + 1 if 'n' in globals() else 1"
+
+    async def session():
+        async with Client(server_params("--policy", fast_policy)) as client:
+            await client.call_tool("run_python", {"code": "x = 41", "session_id": "other"})
+            hogs = [asyncio.ensure_future(client.call_tool("run_python", {"code": hog, "session_id": "hog"},
+                                                           read_timeout_seconds=600)) for _ in range(queued)]
+            await asyncio.sleep(2)  # every hog call reached the server
+            started = time.monotonic()
+            other = await client.call_tool("run_python", {"code": "print(x + 1)", "session_id": "other"},
+                                           read_timeout_seconds=600)
+            took = time.monotonic() - started
+            for call in hogs:
+                call.cancel()
+            await asyncio.gather(*hogs, return_exceptions=True)
+            after = await asyncio.wait_for(client.call_tool("run_python", {"code": "print(globals().get('n'))",
+                                                                           "session_id": "hog"}), 120)
+            return other, took, after
+
+    other, took, after = asyncio.run(session())
+    assert other.content[0].text == "OUTCOME_OK\n42" and took < 15, (other, took)
+    # The first call was cut short (rolled back) unless it ended first; the cancelled calls after it never ran.
+    assert after.content[0].text in ("OUTCOME_OK\nNone", "OUTCOME_OK\n1"), after
+
+
+def test_calls_in_flight_are_bounded_and_the_one_over_is_refused_naming_max_calls(box):
+    server = build_server(box, max_calls=2)
+    marker = 2.7
+
+    async def session():
+        async with Client(server) as client:
+            busy = [asyncio.ensure_future(client.call_tool("run_python", {"code": sleeper_code(marker)}))
+                    for _ in range(2)]
+            await asyncio.to_thread(wait_for, lambda: len(sleepers(marker)) == 2, 60, f"two `sleep {marker}`")
+            refused = await client.call_tool("run_python", {"code": "print('over')"})
+            done = await asyncio.gather(*busy)
+            return refused, done, await client.call_tool("run_python", {"code": "print('next')"})
+
+    try:
+        refused, done, later = asyncio.run(session())
+    finally:
+        server.backend.close()
+    assert refused.is_error and refused.content[0].text == (
+        "OUTCOME_FAILED\nSandboxError: 2 run_python calls are in progress already (max_calls=2); call again when "
+        "one of them ends")
+    assert [d.content[0].text for d in done] == ["OUTCOME_OK\nstarted"] * 2 and later.content[0].text == "OUTCOME_OK\nnext"

@@ -72,3 +72,48 @@ def test_cancelled_session_run_rolls_back():
 
         asyncio.run(scenario())
         assert s.run("print(x + 1)").stdout == "42\n"
+
+
+def arun_threads() -> int:
+    """Threads of this process serving an ``arun()`` (collect.run_cancellable names them)."""
+    import threading
+    return sum(thread.name == "sandbox-arun" for thread in threading.enumerate())
+
+
+async def queue_and_cancel(first: "asyncio.Future[sandbox.Result]", make_call) -> int:
+    """Queue 20 calls behind ``first`` (a run of SLEEPER_BRIEF), cancel them; the arun threads left meanwhile."""
+    await asyncio.sleep(1)
+    queued = [asyncio.ensure_future(make_call()) for _ in range(20)]
+    await asyncio.sleep(1)
+    for call in queued:
+        call.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)
+    deadline = time.monotonic() + 5
+    while arun_threads() > 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    left = arun_threads()
+    assert not first.done()  # the count was taken while the first run held its slot or session
+    return left
+
+
+SLEEPER_BRIEF = "import time\ntime.sleep(12)\nprint('slept')"
+
+
+def test_cancelled_calls_queued_for_a_slot_or_a_session_let_go_of_their_threads():
+    """A call waiting for a run slot (or for its session's earlier run) held its thread until its turn came, even
+    once cancelled: a caller that queued and cancelled calls piled up threads. Now a cancelled call stops waiting."""
+    with sandbox.Sandbox(max_concurrent=1) as sb:
+        async def slots() -> tuple[int, sandbox.Result]:
+            first = asyncio.ensure_future(sb.arun(SLEEPER_BRIEF))
+            return await queue_and_cancel(first, lambda: sb.arun("print(1)")), await first
+
+        async def session() -> tuple[int, sandbox.Result, sandbox.Result]:
+            with sb.session() as s:
+                first = asyncio.ensure_future(s.arun(SLEEPER_BRIEF + "\nx = 1"))
+                left = await queue_and_cancel(first, lambda: s.arun("x = 2"))
+                return left, await first, await s.arun("print(x)")
+
+        left, done = asyncio.run(slots())
+        assert left == 1 and done.stdout == "slept\n", (left, done)
+        left, done, after = asyncio.run(session())
+        assert left == 1 and done.stdout == "slept\n" and after.stdout == "1\n", (left, done, after)
