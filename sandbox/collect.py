@@ -203,13 +203,18 @@ async def run_cancellable(run: Callable[[Cancel], T]) -> T:
         raise
 
 
-@contextlib.contextmanager
-def holding(lock: "threading.Lock | threading.RLock", cancel: Cancel | None) -> Iterator[None]:
-    """``with lock:``, given up if ``cancel`` is set meanwhile (:meth:`Cancel.acquire`)."""
+def take(lock: "threading.Lock | threading.RLock | threading.Semaphore", cancel: Cancel | None) -> None:
+    """``lock.acquire()``, given up (Abandoned) if ``cancel`` is set meanwhile (:meth:`Cancel.acquire`)."""
     if cancel is None:
         lock.acquire()
     else:
         cancel.acquire(lock)
+
+
+@contextlib.contextmanager
+def holding(lock: "threading.Lock | threading.RLock", cancel: Cancel | None) -> Iterator[None]:
+    """``with lock:``, given up if ``cancel`` is set meanwhile (:func:`take`)."""
+    take(lock, cancel)
     try:
         yield
     finally:

@@ -338,10 +338,8 @@ class ZygotePool:
             raise InputError(f"too many runs waiting (max_waiting={self._max_waiting}); retry later "
                              "or raise max_waiting/max_concurrent")
         try:
-            if cancel is None:
-                self.slots.acquire()
-            else:
-                cancel.acquire(self.slots)
+            from .collect import take  # on first use: see core.py
+            take(self.slots, cancel)
         finally:
             if self._waiting is not None:
                 self._waiting.release()
