@@ -104,6 +104,19 @@ def server_cpu_s(served: Served) -> float:
     return times.user + times.system
 
 
+def scripted_server(fake_model, tmp_path, *options: str) -> Served:
+    """A server of this test's own (the shared one's body limit is 3 MB) in front of the scripted model."""
+    return start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
+                       "--backend-model", "scripted", *options)
+
+
+def post_counting_cpu(served: Served, raw: bytes) -> tuple[httpx.Response, float]:
+    """POST ``raw`` to generateContent: the answer, and the server's CPU seconds until it came."""
+    started = server_cpu_s(served)
+    reply = httpx.post(served.url + GENERATE, content=raw, headers={"content-type": "application/json"}, timeout=600)
+    return reply, server_cpu_s(served) - started
+
+
 @pytest.mark.parametrize("path, request_with, words", [
     (GENERATE, lambda names: {**HELLO, "tools": [{"functionDeclarations": [{"name": name} for name in names]}]},
      "duplicate function declaration 'f79999'"),
@@ -135,18 +148,14 @@ def test_a_long_history_is_walked_in_one_pass(fake_model, tmp_path, call, answer
     # at 6 MB four times that; the default 20 MB, many minutes. Walked in one pass, the server spends a few
     # seconds of CPU on it.
     limit = 6_000_000
-    served = start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
-                         "--backend-model", "scripted", "--max-request-bytes", str(limit))
+    served = scripted_server(fake_model, tmp_path, "--max-request-bytes", str(limit))
     try:
         count = (limit - 100_000) // len(json.dumps([call, answer], separators=(",", ":")))
         body = {"contents": [HELLO["contents"][0], *history([call] * count, [answer] * count),
                              HELLO["contents"][0]]}
         raw = json.dumps(body, separators=(",", ":")).encode()
         assert len(raw) < limit
-        started = server_cpu_s(served)
-        reply = httpx.post(served.url + GENERATE, content=raw, headers={"content-type": "application/json"},
-                           timeout=300)
-        took = server_cpu_s(served) - started
+        reply, took = post_counting_cpu(served, raw)
     finally:
         stop_serve(served)
     assert reply.status_code == 200 and "Hello from the scripted model." in reply.text, reply.text[:300]
@@ -157,18 +166,14 @@ def test_a_long_model_turn_of_text_is_joined_once(fake_model, tmp_path):
     # 20 MB (the default limit) of one-letter text parts in the history's model turn: the turn's text was built
     # by concatenation, one copy of it per part, again for each backend call (the "plot" script makes three):
     # 115 s here. Joined once, the server spends a few seconds of CPU on the request, most of it reading the body.
-    served = start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
-                         "--backend-model", "scripted")
+    served = scripted_server(fake_model, tmp_path)
     try:
         prompt = {"role": "user", "parts": [{"text": "SCRIPT:plot"}]}
         count = 1_530_000
         raw = json.dumps({"contents": [prompt, {"role": "model", "parts": [{"text": "a"}] * count}, prompt],
                           "tools": [{"codeExecution": {}}]}, separators=(",", ":")).encode()
         assert len(raw) < 20_000_000
-        started = server_cpu_s(served)
-        reply = httpx.post(served.url + GENERATE, content=raw, headers={"content-type": "application/json"},
-                           timeout=600)
-        took = server_cpu_s(served) - started
+        reply, took = post_counting_cpu(served, raw)
     finally:
         stop_serve(served)
     assert reply.status_code == 200 and "The answer is 43." in reply.text, reply.text[:300]
@@ -183,8 +188,7 @@ def test_a_body_is_not_held_while_its_request_runs(fake_model, tmp_path, path, h
     # 20 MB (the default limit) of empty objects in a field the server does not use: read, they are ~500 MB of
     # Python objects, which the handler (and the Responses builder) held until the answer, so a few requests
     # waiting on the model or on runs held gigabytes. Only what was parsed out of it is held now (~20-40 MB here).
-    served = start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
-                         "--backend-model", "scripted")
+    served = scripted_server(fake_model, tmp_path)
     answers: list[httpx.Response] = []
     try:
         process = psutil.Process(served.proc.pid)
