@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--policy", help="sandbox policy for every run (default: default)")
     add("--image", help="sandbox image for every run (default: vertex)")
     add("--max-request-bytes", type=int, help="largest request body (default 20000000)")
-    add("--max-concurrent-requests", type=int, help="requests at once; more get 429 (default 8)")
+    add("--max-concurrent-requests", type=int,
+        help="requests at once; more get 429, as does a body past this times --max-request-bytes of bodies "
+             "being read at once (default 8)")
     add("--max-executions", type=int, help="code runs per request (default 10)")
     add("--max-response-image-bytes", type=int,
         help="bytes of images one request may return, all its runs together; further images are left out "

@@ -38,7 +38,7 @@ from .backends import Backend, make_backend
 from .config import ServeConfig
 from .errors import ApiError
 from .gemini_api import client_gone_response, list_models, model_action
-from .http import ClientGone
+from .http import BodyBudget, ClientGone
 from .loop import Engine
 from .responses_api import create_response
 
@@ -60,6 +60,7 @@ def create_app(config: ServeConfig, box: Sandbox, *, backend: Backend | None = N
             max_workers=2 * config.max_concurrent_requests + 4, thread_name_prefix="sandbox-serve"))
         model = backend if backend is not None else make_backend(config.backend)
         app.state.config = config
+        app.state.bodies = BodyBudget(config.max_concurrent_requests * config.max_request_bytes)
         app.state.engine = Engine(box, model, config.max_executions, config.max_response_image_bytes)
         if on_ready is not None:
             on_ready()

@@ -88,6 +88,13 @@ def too_large(size: int | None, limit: int) -> ApiError:
     return invalid(f"Request payload size exceeds the limit: {limit} bytes{got} (sandbox serve: --max-request-bytes).")
 
 
+def bodies_busy(limit: int) -> ApiError:
+    """429 RESOURCE_EXHAUSTED when the bodies being read at once would hold more than ``limit`` bytes."""
+    return ApiError("RESOURCE_EXHAUSTED", f"Resource has been exhausted: the request bodies this server reads at once "
+                                          f"would hold more than {limit} bytes (sandbox serve: "
+                                          "--max-concurrent-requests x --max-request-bytes); retry later.")
+
+
 def busy(limit: int) -> ApiError:
     """429 RESOURCE_EXHAUSTED when every request slot is taken."""
     return ApiError("RESOURCE_EXHAUSTED", f"Resource has been exhausted: this server runs at most {limit} "

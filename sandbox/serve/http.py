@@ -2,7 +2,8 @@
 
 - :func:`read_json`: the body, refused past ``max_request_bytes`` before it is all read
   (``Content-Length`` first, then counted while it streams), parsed as JSON; a body that
-  stalls longer than ``client_timeout_seconds`` is refused too.
+  stalls longer than ``client_timeout_seconds`` is refused too. The bodies being read at
+  once hold at most :class:`BodyBudget`'s bytes together.
 - :func:`head_deadline_protocol`: uvicorn's HTTP/1.1 protocol, closing a connection whose
   request head does not all come within ``client_timeout_seconds`` (slowloris).
 - :func:`check_key`: the key as the service takes it (``x-goog-api-key`` or ``key=``),
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from .. import jsontext
-from .errors import ApiError, busy, invalid, too_large
+from .errors import ApiError, bodies_busy, busy, invalid, too_large
 from .loop import Event, Stats
 
 logger = logging.getLogger("sandbox.serve")
@@ -37,27 +38,59 @@ class ClientGone(Exception):
     """The client disconnected; its runs were cancelled."""
 
 
-async def read_json(request: Request, limit: int, idle_s: float) -> Any:
+class BodyBudget:
+    """Bytes of the request bodies being read at once, all requests together.
+
+    A body is read before its request takes a slot (the slot is for the run), so without a
+    budget N clients uploading at once made the server hold N bodies of ``max_request_bytes``.
+    A body counts its bytes as they come (a declared ``Content-Length`` with nothing sent holds
+    nothing); one that would pass the budget is 429 RESOURCE_EXHAUSTED. Changed on the event loop only.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+
+    def take(self, size: int) -> None:
+        if self.taken + size > self.limit:
+            raise bodies_busy(self.limit)
+        self.taken += size
+
+    def give_back(self, size: int) -> None:
+        self.taken -= size
+
+
+async def read_json(request: Request, limit: int, idle_s: float, budget: BodyBudget) -> Any:
     """The body as JSON; 400 INVALID_ARGUMENT if it is too large or not JSON, 504
     DEADLINE_EXCEEDED if no byte of it came for ``idle_s`` (a stalled body held its
-    connection and its task for ever)."""
+    connection and its task for ever), 429 RESOURCE_EXHAUSTED past ``budget``."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), limit)
-    body = bytearray()
-    chunks = request.stream()
-    while True:
-        try:
-            async with asyncio.timeout(idle_s):
-                chunk = await anext(chunks, None)
-        except TimeoutError:
-            raise ApiError("DEADLINE_EXCEEDED", f"the request body stalled: no byte for {idle_s:g} s "
-                                                "(sandbox serve: --client-timeout-seconds)") from None
-        if chunk is None:
-            break
-        body += chunk
-        if len(body) > limit:
-            raise too_large(None, limit)
+    reserved = 0
+    try:
+        body = bytearray()
+        chunks = request.stream()
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    chunk = await anext(chunks, None)
+            except TimeoutError:
+                raise ApiError("DEADLINE_EXCEEDED", f"the request body stalled: no byte for {idle_s:g} s "
+                                                    "(sandbox serve: --client-timeout-seconds)") from None
+            if chunk is None:
+                break
+            body += chunk
+            if len(body) > limit:
+                raise too_large(None, limit)
+            budget.take(len(chunk))
+            reserved += len(chunk)
+        return _parsed(body)
+    finally:
+        budget.give_back(reserved)
+
+
+def _parsed(body: bytearray) -> Any:
     if not body.strip():
         raise invalid("Invalid JSON payload received. Expected a JSON object, got an empty body.")
     try:

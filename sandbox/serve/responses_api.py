@@ -37,7 +37,8 @@ _DROPPED = ("reasoning", "item_reference")
 async def create_response(request: Request) -> Response:
     state = request.app.state
     check_key(request, state.config.api_key, openai=True)
-    body = await read_json(request, state.config.max_request_bytes, state.config.client_timeout_seconds)
+    body = await read_json(request, state.config.max_request_bytes, state.config.client_timeout_seconds,
+                           state.bodies)
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     for unsupported in ("previous_response_id", "conversation"):

@@ -233,6 +233,36 @@ def test_a_schema_nested_to_the_readers_limit_is_not_a_crash(server, nest, depth
     assert statuses == {200, 400}, "the depths tried must reach the reader's limit"
 
 
+def test_bodies_read_at_once_are_held_within_a_budget(fake_model, tmp_path):
+    # A body is read before its request takes a slot: N clients uploading at once made the server hold N bodies.
+    # Two bodies of ~900 KB held half sent fill this server's budget (2 requests x 1 MB); a third is refused at
+    # once (429, retried by SDKs), and taken again once the two have gone.
+    served = scripted_server(fake_model, tmp_path, "--max-request-bytes", "1000000", "--max-concurrent-requests", "2")
+    host, port = served.url.removeprefix("http://").rsplit(":", 1)
+    third = {"contents": [{"parts": [{"text": "SCRIPT:hello " + "x" * 500_000}]}]}
+
+    def post_third() -> httpx.Response:
+        return httpx.post(served.url + GENERATE, json=third, timeout=60)
+    held = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            sock.sendall(b"POST " + GENERATE.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000000\r\n\r\n" + b'{"contents": [{"parts": [{"text": "' + b"x" * 900_000)
+            held.append(sock)
+        refused = served.wait_for(lambda: (r := post_third()).status_code == 429 and r, "the third body refused")
+        message = google_error(refused, 429, "RESOURCE_EXHAUSTED")
+        assert "request bodies this server reads at once would hold more than 2000000 bytes" in message, message
+    finally:
+        for sock in held:
+            sock.close()
+    try:
+        taken = served.wait_for(lambda: (r := post_third()).status_code != 429 and r, "the budget given back")
+        assert taken.status_code == 200, taken.text[:300]
+    finally:
+        stop_serve(served)
+
+
 @pytest.mark.parametrize("version", ["v1beta", "v1"])
 def test_unknown_model_names_the_api_version_called(server, version):
     for answer in (httpx.get(f"{server.url}/{version}/models/not-a-model", timeout=30),
