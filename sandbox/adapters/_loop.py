@@ -84,10 +84,15 @@ async def adrive(steps: "Steps[T]", perform: Callable[[Any], Awaitable[Any]]) ->
         steps.close()
 
 
+def check_count(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 1, else InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be an int >= 1 (got {value_text(value)})")
+    return value
+
+
 def check_max_turns(max_turns: Any) -> int:
-    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
-        raise InputError(f"max_turns must be an int >= 1 (got {value_text(max_turns)})")
-    return max_turns
+    return check_count("max_turns", max_turns)
 
 
 #: Tool calls answered per model turn by default. Model output is hostile input: without a cap, one turn
@@ -96,9 +101,7 @@ DEFAULT_MAX_CALLS_PER_TURN = 16
 
 
 def check_max_calls_per_turn(max_calls_per_turn: Any) -> int:
-    if isinstance(max_calls_per_turn, bool) or not isinstance(max_calls_per_turn, int) or max_calls_per_turn < 1:
-        raise InputError(f"max_calls_per_turn must be an int >= 1 (got {value_text(max_calls_per_turn)})")
-    return max_calls_per_turn
+    return check_count("max_calls_per_turn", max_calls_per_turn)
 
 
 def not_run_text(total: int, cap: int) -> str:

@@ -53,6 +53,7 @@ from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
 from ._common import TOOL_NAME, SessionPool, decode_files, describe_environment, result_text
+from ._loop import check_count
 
 __all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
 
@@ -159,6 +160,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
 
     The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
+    max_sessions, max_calls = check_count("max_sessions", max_sessions), check_count("max_calls", max_calls)
     backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions)
     server = MCPServer(name, version=_version(),
                        instructions="Use run_python to run Python code in a confined local sandbox.")
@@ -255,13 +257,13 @@ def _version() -> str:
         return "0+unknown"
 
 
-def serve(policy: str = "default", image: str = "vertex") -> None:
+def serve(policy: str = "default", image: str = "vertex", max_sessions: int = 16, max_calls: int = MAX_CALLS) -> None:
     """Run the stdio server until the client disconnects; the Sandbox is closed on the way out.
 
     The policy and image are loaded first (a bad name fails here, before any MCP traffic);
     the zygote starts in the background while the handshake is answered.
     """
-    server = build_server(policy=policy, image=image)
+    server = build_server(policy=policy, image=image, max_sessions=max_sessions, max_calls=max_calls)
     try:
         server.run("stdio")
     finally:

@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
+    parser.add_argument("--max-sessions", type=int, default=16, metavar="N",
+                        help="session_id sessions kept at most; a new id closes the least recently used idle one "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-calls", type=int, default=32, metavar="N",
+                        help="run_python calls in progress at most, queued ones included; one more is a tool error "
+                             "(default: %(default)s)")
     parser.set_defaults(func=main)
 
 
@@ -30,5 +36,5 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         raise
-    adapter.serve(policy=args.policy, image=args.image)
+    adapter.serve(policy=args.policy, image=args.image, max_sessions=args.max_sessions, max_calls=args.max_calls)
     return 0

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import importlib.metadata
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -288,3 +289,26 @@ def test_calls_in_flight_are_bounded_and_the_one_over_is_refused_naming_max_call
         "OUTCOME_FAILED\nSandboxError: 2 run_python calls are in progress already (max_calls=2); call again when "
         "one of them ends")
     assert [d.content[0].text for d in done] == ["OUTCOME_OK\nstarted"] * 2 and later.content[0].text == "OUTCOME_OK\nnext"
+
+
+def test_sandbox_mcp_takes_max_calls_and_max_sessions_and_refuses_a_bad_one():
+    """The stdio server's caps come from its command line; one below 1 is a usage error before any MCP traffic."""
+    marker = 2.9
+
+    async def session():
+        async with Client(server_params("--max-calls", "1", "--max-sessions", "1")) as client:
+            busy = asyncio.ensure_future(client.call_tool("run_python", {"code": sleeper_code(marker),
+                                                                         "session_id": "a"}))
+            await asyncio.to_thread(wait_for, lambda: len(sleepers(marker)) == 1, 90, f"`sleep {marker}`")
+            refused = await client.call_tool("run_python", {"code": "print('over')"})
+            await busy
+            return refused, await client.call_tool("run_python", {"code": "print('b')", "session_id": "b"})
+
+    refused, other = asyncio.run(session())
+    assert refused.is_error and "(max_calls=1)" in refused.content[0].text, refused
+    assert other.content[0].text == "OUTCOME_OK\nb"  # a's session, idle, closed for b's (max_sessions=1)
+    for option in ("--max-calls", "--max-sessions"):
+        proc = subprocess.run([sys.executable, "-m", "sandbox", "mcp", option, "0"], env=server_env(),
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        name = option[2:].replace("-", "_")
+        assert proc.returncode == 2 and f"{name} must be an int >= 1 (got 0)" in proc.stderr, proc.stderr
