@@ -247,19 +247,19 @@ def test_bodies_read_at_once_are_held_within_a_budget(fake_model, tmp_path):
     try:
         for _ in range(2):
             sock = socket.create_connection((host, int(port)), timeout=30)
+            held.append(sock)
             sock.sendall(b"POST " + GENERATE.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 1000000\r\n\r\n" + b'{"contents": [{"parts": [{"text": "' + b"x" * 900_000)
-            held.append(sock)
         refused = served.wait_for(lambda: (r := post_third()).status_code == 429 and r, "the third body refused")
         message = google_error(refused, 429, "RESOURCE_EXHAUSTED")
         assert "request bodies this server reads at once would hold more than 2000000 bytes" in message, message
-    finally:
         for sock in held:
             sock.close()
-    try:
         taken = served.wait_for(lambda: (r := post_third()).status_code != 429 and r, "the budget given back")
         assert taken.status_code == 200, taken.text[:300]
     finally:
+        for sock in held:
+            sock.close()
         stop_serve(served)
 
 
