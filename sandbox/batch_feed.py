@@ -46,9 +46,7 @@ class Feed:
         """The source ended (or raised) and everything read from it was taken."""
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(capacity, 1))
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(iter(items),), name="sandbox-batch-corpus",
-                                         daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._read, args=(iter(items),), name="sandbox-batch-corpus", daemon=True).start()
 
     def take(self, timeout: float) -> tuple[int, Any] | None:
         """The next ``(position, item)``, waiting up to ``timeout`` seconds; None if none came or the source ended."""

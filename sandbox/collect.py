@@ -128,10 +128,7 @@ class Abandoned(Exception):
 class Cancel:
     """Cancels one run from another thread (an asyncio task that was cancelled): the run's
     collection wakes up at once, kills it as if its deadline had passed, and returns; a run
-    still waiting for its turn (:meth:`acquire`) stops waiting."""
-
-    #: Seconds between two looks at the cancellation while waiting for a lock (a lock cannot be polled with it).
-    WAIT_STEP_S = 0.1
+    still waiting for its turn (:func:`take`) stops waiting."""
 
     def __init__(self) -> None:
         self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -144,14 +141,6 @@ class Cancel:
             self.requested = True
             if not self._closed:
                 os.write(self._w, b"x")
-
-    def acquire(self, lock: "threading.Lock | threading.RLock | threading.Semaphore") -> None:
-        """Take ``lock`` for a run; raise Abandoned if the run is cancelled first. A cancelled call queued
-        behind others (one session's earlier calls, runs holding every slot) let go of its thread only
-        once its turn came: a client sending and cancelling calls piled up threads."""
-        while not lock.acquire(timeout=self.WAIT_STEP_S):
-            if self.requested:
-                raise Abandoned("cancelled while it waited for its turn")
 
     def close(self) -> None:
         with self._lock:
@@ -203,12 +192,20 @@ async def run_cancellable(run: Callable[[Cancel], T]) -> T:
         raise
 
 
+#: Seconds between two looks at a run's cancellation while it waits for a lock (a lock cannot be polled with it).
+_WAIT_STEP_S = 0.1
+
+
 def take(lock: "threading.Lock | threading.RLock | threading.Semaphore", cancel: Cancel | None) -> None:
-    """``lock.acquire()``, given up (Abandoned) if ``cancel`` is set meanwhile (:meth:`Cancel.acquire`)."""
+    """``lock.acquire()`` for a run; raise Abandoned if ``cancel`` is set first. A cancelled call queued behind
+    others (one session's earlier calls, runs holding every slot) let go of its thread only once its turn came:
+    a client sending and cancelling calls piled up threads."""
     if cancel is None:
         lock.acquire()
-    else:
-        cancel.acquire(lock)
+        return
+    while not lock.acquire(timeout=_WAIT_STEP_S):
+        if cancel.requested:
+            raise Abandoned("cancelled while it waited for its turn")
 
 
 @contextlib.contextmanager
