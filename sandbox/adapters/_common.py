@@ -108,6 +108,10 @@ def describe_environment(box: Sandbox | None = None) -> str:
     )
 
 
+#: Sessions a SessionPool keeps by default (ADK's executor, the MCP server).
+MAX_SESSIONS = 16
+
+
 class SessionPool:
     """Sessions keyed by a conversation id, ``max_sessions`` at most.
 
@@ -132,7 +136,7 @@ class SessionPool:
     file with every code block; writing it again costs what sending it costs).
     """
 
-    def __init__(self, box: Sandbox | None = None, max_sessions: int = 16) -> None:
+    def __init__(self, box: Sandbox | None = None, max_sessions: int = MAX_SESSIONS) -> None:
         self._box = box
         self._max = max_sessions
         self._lock = threading.Lock()

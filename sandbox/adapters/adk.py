@@ -56,7 +56,7 @@ from ..errors import InputError, SessionError, value_text
 from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
-from ._common import SessionPool
+from ._common import MAX_SESSIONS, SessionPool
 
 __all__ = ["SandboxCodeExecutor"]
 
@@ -87,7 +87,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
     policy: Union[str, Path, Policy] = "default"
     image: Union[str, Path, Image] = "vertex"
     sandbox: Optional[Sandbox] = Field(default=None, exclude=True)
-    max_sessions: int = Field(default=16, ge=1)
+    max_sessions: int = Field(default=MAX_SESSIONS, ge=1)
 
     _pool: Optional[SessionPool] = PrivateAttr(default=None)
     _runs: Any = PrivateAttr(default_factory=collections.OrderedDict)  # execution_id -> code blocks run

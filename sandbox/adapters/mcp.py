@@ -52,7 +52,7 @@ from ..errors import InputError, SandboxError, SessionError
 from ..image import Image
 from ..policy import Policy
 from ..results import File, Outcome, Result
-from ._common import TOOL_NAME, SessionPool, decode_files, describe_environment, result_text
+from ._common import MAX_SESSIONS, TOOL_NAME, SessionPool, decode_files, describe_environment, result_text
 from ._loop import check_count
 
 __all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
@@ -79,7 +79,7 @@ class Backend:
     """
 
     def __init__(self, sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
-                 image: "str | Path | Image" = "vertex", max_sessions: int = 16) -> None:
+                 image: "str | Path | Image" = "vertex", max_sessions: int = MAX_SESSIONS) -> None:
         # Loaded here, in the caller: a bad policy or image name fails before the server starts.
         self.policy = sandbox.policy if sandbox is not None else Policy.load(policy)
         self.image = sandbox.image if sandbox is not None else Image.load(image)
@@ -142,7 +142,7 @@ class Backend:
 
 
 def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
-                 image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = 16,
+                 image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = MAX_SESSIONS,
                  max_calls: int = MAX_CALLS) -> MCPServer:
     """An ``MCPServer`` with the ``run_python`` tool.
 
@@ -257,7 +257,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-def serve(policy: str = "default", image: str = "vertex", max_sessions: int = 16, max_calls: int = MAX_CALLS) -> None:
+def serve(policy: str = "default", image: str = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS) -> None:
     """Run the stdio server until the client disconnects; the Sandbox is closed on the way out.
 
     The policy and image are loaded first (a bad name fails here, before any MCP traffic);
