@@ -143,16 +143,19 @@ class SessionPool:
         self._sessions: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
         self._busy: "collections.Counter[str]" = collections.Counter()  # key -> calls in progress
         self._opening: dict[str, _Opening] = {}  # key -> its session being opened, outside the lock
-        self._closes = 0  # close() calls: a session whose opening spans one is closed, not kept
+        self._closed = False  # by close(), for good: a session whose opening spans it is closed, not kept
 
     def get(self, key: str) -> Any:
-        """The live session for ``key``, opened on first use (SessionError: every kept session is busy)."""
+        """The live session for ``key``, opened on first use (SessionError: every kept session is busy;
+        SandboxClosed: the pool was closed)."""
         return self._take(key, None)
 
     def _take(self, key: str, claim: "_Claim | None") -> Any:
         """``get()``; with a ``claim``, the session counts as busy until :meth:`_release` (unless abandoned)."""
         while True:
             with self._lock:
+                if self._closed:  # a session opened now would be kept by nobody: its processes outlived close()
+                    raise SandboxClosed("the session pool is closed")
                 session = self._sessions.get(key)
                 if session is not None and not session.closed:
                     self._hold(key, claim)
@@ -160,7 +163,7 @@ class SessionPool:
                 opening = self._opening.get(key)
                 if opening is None:  # this call opens it
                     evicted = self._make_room(key)
-                    opening = self._opening[key] = _Opening(self._closes)
+                    opening = self._opening[key] = _Opening()
                     break
             opening.done.wait()  # then look again: kept by now, or this call opens it if that failed
         for old in evicted:
@@ -190,7 +193,7 @@ class SessionPool:
             raise
         with self._lock:
             del self._opening[key]
-            kept = opening.closes == self._closes
+            kept = not self._closed
             if kept:
                 self._sessions[key] = session
                 self._hold(key, claim)
@@ -257,10 +260,10 @@ class SessionPool:
             self._release(key)
 
     def close(self) -> None:
-        """Close every session (one being opened, once open). Idempotent."""
+        """Close every session (one being opened, once open); later calls raise SandboxClosed. Idempotent."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
-            self._closes += 1  # the sessions being opened are closed once open
+            self._closed = True  # the sessions being opened are closed once open
         for session in sessions:
             _close_quietly(session)  # one session that cannot close must not keep the others open
 
@@ -271,8 +274,7 @@ class SessionPool:
 class _Opening:
     """A session being opened for one key: the calls for that key wait for ``done``."""
 
-    def __init__(self, closes: int) -> None:
-        self.closes = closes  # the pool's close() count when the opening began
+    def __init__(self) -> None:
         self.done = threading.Event()
 
 

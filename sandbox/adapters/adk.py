@@ -165,7 +165,8 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         return f"run{count}_"
 
     def close(self) -> None:
-        """Close the stateful sessions (the shared Sandbox stays for other users). Idempotent."""
+        """Close the stateful sessions (the shared Sandbox stays for other users); a stateful block after this
+        raises SandboxClosed. Idempotent."""
         if self._pool is not None:
             self._pool.close()
 

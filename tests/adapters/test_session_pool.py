@@ -158,3 +158,16 @@ def test_a_session_opened_while_the_pool_closes_is_closed_too(gated):
         with pytest.raises(SandboxClosed, match="pool was closed while the session for 'b' opened"):
             opening.result(timeout=60)
     assert [session.closed for session in gated.opened] == [True] and len(pool) == 0
+
+
+def test_a_closed_pool_opens_no_more_sessions(gated):
+    """After close(), get() and run() raise SandboxClosed: a session opened then was kept by nobody (its processes
+    stayed until the Sandbox closed), as the owner (ADK's executor, the MCP server) had already let the pool go."""
+    pool = SessionPool(gated, max_sessions=4)
+    assert pool.get("a").run("print(1)").stdout == "1\n"
+    pool.close()
+    with pytest.raises(SandboxClosed, match="session pool is closed"):
+        pool.get("a")
+    with pytest.raises(SandboxClosed, match="session pool is closed"):
+        pool.run("b", "print(2)")
+    assert gated.entered == 1 and [session.closed for session in gated.opened] == [True] and len(pool) == 0
