@@ -22,7 +22,10 @@ handshake); a call that comes before the zygote is ready waits for it.
 
 Calls in flight: at most ``max_calls`` (default 32) at once, counting those waiting for a run slot or for an
 earlier call of their ``session_id``; one more is a tool error naming ``max_calls``. A call waits only for what it
-needs: another conversation's session runs while one ``session_id`` has calls queued.
+needs: another conversation's session runs while one ``session_id`` has calls queued. Their input files together
+hold at most ``max_input_bytes`` (decoded; default 256 MiB, or one run's largest input under the policy if that is
+more): a call whose files would pass it is a tool error naming ``max_input_bytes``, refused before its files are
+decoded; a call's share is given back when it ends, however it ends (cancelled too).
 
 Cancellation: a client that gives up on a call sends ``notifications/cancelled``; the
 SDK cancels the call's task, which cancels its ``Sandbox.arun``: the run's process tree
@@ -59,8 +62,13 @@ __all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
 
 _MAX_SESSION_ID = 128
 #: run_python calls one server serves at once by default; one more is refused at once. Each holds a thread (its run
-#: waits there for a slot or its session's earlier calls) and its decoded input files.
+#: waits there for a slot or its session's earlier calls) and its decoded input files (see MAX_INPUT_BYTES).
 MAX_CALLS = 32
+#: Decoded input-file bytes the calls in progress hold at most, by default: a policy lets one run take
+#: limits.max_input_files x limits.max_input_file_bytes (128 MB under "default"), so MAX_CALLS queued calls could
+#: hold ~4 GB. Two such runs' worth; never less than one (a call the policy allows is never refused on an idle
+#: server). The SDK keeps each call's base64 arguments (4/3 of it) in memory while the call runs too.
+MAX_INPUT_BYTES = 256 * 1024 * 1024
 #: Bytes of images and files one tool result embeds at most (base64 makes them a third more): a run may leave
 #: limits.max_output_files files of limits.max_file_size_mb each, and the result is one JSON line that the server
 #: builds in memory and the client reads whole (the SDK's client slows down with the line's length).
@@ -143,7 +151,7 @@ class Backend:
 
 def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
                  image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = MAX_SESSIONS,
-                 max_calls: int = MAX_CALLS) -> MCPServer:
+                 max_calls: int = MAX_CALLS, max_input_bytes: int | None = None) -> MCPServer:
     """An ``MCPServer`` with the ``run_python`` tool.
 
     Args:
@@ -157,15 +165,22 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
             one is running a call, the new id's call is refused (a ``SessionError`` text
             naming ``max_sessions``) until one ends.
         max_calls: ``run_python`` calls in progress at most; one more is a tool error at once.
+        max_input_bytes: bytes of (decoded) input files the calls in progress hold at most; a call whose files
+            would pass it is a tool error at once, before they are decoded. Default: :data:`MAX_INPUT_BYTES`, or
+            one run's largest input under the policy if that is more; a smaller value is an ``InputError`` (that
+            run would be refused even alone).
 
     The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
     max_sessions, max_calls = check_count("max_sessions", max_sessions), check_count("max_calls", max_calls)
+    policy = sandbox.policy if sandbox is not None else Policy.load(policy)  # checked before a zygote starts
+    input_budget = _input_budget(policy, max_input_bytes)
     backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions)
     server = MCPServer(name, version=_version(),
                        instructions="Use run_python to run Python code in a confined local sandbox.")
     runs = itertools.count(1)
     in_flight = 0  # run_python calls in progress (changed on the event loop only: no lock needed)
+    input_held = 0  # bytes of their input files (the same)
 
     async def run_python(
         code: Annotated[str, Field(description="Python source code to run.")],
@@ -174,26 +189,54 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
         session_id: Annotated[Optional[str], Field(
             description="Any id of your choice; calls with the same id share variables and files.")] = None,
     ) -> CallToolResult:
-        nonlocal in_flight
+        nonlocal in_flight, input_held
         if in_flight >= max_calls:
             return to_call_tool_result(f"SandboxError: {in_flight} run_python calls are in progress already "
                                        f"(max_calls={max_calls}); call again when one of them ends")
+        input_bytes = _decoded_size(files)
+        if input_held + input_bytes > input_budget:
+            return to_call_tool_result(
+                f"SandboxError: this call's input files ({input_bytes} bytes) and those of the {in_flight} "
+                f"run_python calls in progress ({input_held} bytes) are over their budget "
+                f"(max_input_bytes={input_budget}); call again when one of them ends, or raise it "
+                f"(sandbox mcp --max-input-mb N)")
         run = next(runs)
         in_flight += 1
+        input_held += input_bytes
         try:
             try:
                 box, sessions = await backend.ready()
             except SandboxError as exc:
                 return to_call_tool_result(f"SandboxError: {exc}")
             return to_call_tool_result(await _run(box, sessions, code, files, session_id), run=run)
-        finally:
+        finally:  # however the call ends: a cancelled one too
             in_flight -= 1
+            input_held -= input_bytes
 
     description = (describe_environment(backend) + " Without session_id every call starts fresh; "  # type: ignore[arg-type]
                    "with one, variables persist between calls.")
     server.add_tool(run_python, name=TOOL_NAME, description=description, structured_output=False)
     server.backend = backend  # type: ignore[attr-defined]
     return server
+
+
+def _input_budget(policy: Policy, max_input_bytes: int | None) -> int:
+    """``max_input_bytes`` checked, or its default: never below one run's largest input under ``policy``."""
+    largest_run = policy.limits.max_input_files * policy.limits.max_input_file_bytes
+    if max_input_bytes is None:
+        return max(MAX_INPUT_BYTES, largest_run)
+    if check_count("max_input_bytes", max_input_bytes) < largest_run:
+        raise InputError(f"max_input_bytes must be at least one run's largest input under policy {policy.name!r}, "
+                         f"{largest_run} bytes (limits.max_input_files x limits.max_input_file_bytes; sandbox mcp "
+                         f"--max-input-mb {-(-largest_run >> 20)}), or that run would be refused even alone "
+                         f"(got {max_input_bytes})")
+    return max_input_bytes
+
+
+def _decoded_size(files: Optional[dict[str, str]]) -> int:
+    """Bytes ``decode_files`` would make of ``files``, from the base64 lengths: exact for valid base64, and never
+    less than what an accepted text decodes to (padding is at the end only), so a refused call decodes nothing."""
+    return sum((len(text) - text[-2:].count("=")) * 3 // 4 for text in (files or {}).values())
 
 
 async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[dict[str, str]],
@@ -257,13 +300,15 @@ def _version() -> str:
         return "0+unknown"
 
 
-def serve(policy: str = "default", image: str = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS) -> None:
+def serve(policy: str = "default", image: str = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS,
+          max_input_bytes: int | None = None) -> None:
     """Run the stdio server until the client disconnects; the Sandbox is closed on the way out.
 
     The policy and image are loaded first (a bad name fails here, before any MCP traffic);
     the zygote starts in the background while the handshake is answered.
     """
-    server = build_server(policy=policy, image=image, max_sessions=max_sessions, max_calls=max_calls)
+    server = build_server(policy=policy, image=image, max_sessions=max_sessions, max_calls=max_calls,
+                          max_input_bytes=max_input_bytes)
     try:
         server.run("stdio")
     finally:

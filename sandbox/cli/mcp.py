@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-calls", type=int, default=32, metavar="N",
                         help="run_python calls in progress at most, queued ones included; one more is a tool error "
                              "(default: %(default)s)")
+    parser.add_argument("--max-input-mb", type=int, metavar="N",
+                        help="MiB of input files the calls in progress hold at most; a call past it is a tool error "
+                             "(default: 256, or one run's largest input under the policy if that is more)")
     parser.set_defaults(func=main)
 
 
@@ -36,5 +39,8 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         raise
-    adapter.serve(policy=args.policy, image=args.image, max_sessions=args.max_sessions, max_calls=args.max_calls)
+    from ..adapters._loop import check_count
+    max_input_bytes = None if args.max_input_mb is None else check_count("max_input_mb", args.max_input_mb) << 20
+    adapter.serve(policy=args.policy, image=args.image, max_sessions=args.max_sessions, max_calls=args.max_calls,
+                  max_input_bytes=max_input_bytes)
     return 0

@@ -307,8 +307,125 @@ def test_sandbox_mcp_takes_max_calls_and_max_sessions_and_refuses_a_bad_one():
     refused, other = asyncio.run(session())
     assert refused.is_error and "(max_calls=1)" in refused.content[0].text, refused
     assert other.content[0].text == "OUTCOME_OK\nb"  # a's session, idle, closed for b's (max_sessions=1)
-    for option in ("--max-calls", "--max-sessions"):
+    for option in ("--max-calls", "--max-sessions", "--max-input-mb"):
         proc = subprocess.run([sys.executable, "-m", "sandbox", "mcp", option, "0"], env=server_env(),
                               capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         name = option[2:].replace("-", "_")
         assert proc.returncode == 2 and f"{name} must be an int >= 1 (got 0)" in proc.stderr, proc.stderr
+
+
+def input_files(count: int, size: int) -> dict[str, str]:
+    """``count`` files of ``size`` bytes, as run_python's ``files`` argument (base64, padded when size % 3)."""
+    return {f"in{i}.bin": base64.b64encode(bytes(size)).decode() for i in range(count)}
+
+
+@pytest.fixture
+def small_inputs_policy(tmp_path):
+    """The default policy, but one run takes at most 4 input files of 1000 bytes: 4000 bytes."""
+    path = tmp_path / "small-inputs.toml"
+    path.write_text("[limits]\nmax_input_file_bytes = 1000\nmax_input_files = 4\n")
+    return str(path)
+
+
+def test_input_files_of_the_calls_in_flight_hold_at_most_max_input_bytes(small_inputs_policy):
+    """Each call in flight held its decoded input files, up to one run's largest input (128 MB under "default"):
+    max_calls=32 queued calls could hold ~4 GB of the host's memory. Now a call whose files would put the calls in
+    flight over max_input_bytes is refused, naming it; a call's bytes are given back when it ends, cancelled too."""
+    server = build_server(policy=small_inputs_policy, max_input_bytes=6000)
+    marker, cancelled_marker = 3.1, 3.3
+
+    async def session():
+        async with Client(server) as client:
+            def call(code: str, files: dict[str, str]):
+                return client.call_tool("run_python", {"code": code, "files": files})
+
+            busy = asyncio.ensure_future(call(sleeper_code(marker), input_files(4, 1000)))  # 4000 of 6000 bytes
+            await asyncio.to_thread(wait_for, lambda: len(sleepers(marker)) == 1, 90, f"`sleep {marker}`")
+            refused = await call("print('over')", input_files(3, 1000))
+            undecoded = await call("print('over')", {"bad.bin": "%" * 4000})  # refused before it is decoded
+            fits = await call("print('fits')", input_files(2, 1000))  # 6000: the budget exactly
+            done = await busy
+            after_end = await call("print('after end')", input_files(3, 1000))
+
+            doomed = asyncio.ensure_future(call(sleeper_code(cancelled_marker), input_files(4, 1000)))
+            await asyncio.to_thread(wait_for, lambda: len(sleepers(cancelled_marker)) == 1, 90,
+                                    f"`sleep {cancelled_marker}`")
+            doomed.cancel()  # the client sends notifications/cancelled
+            await asyncio.gather(doomed, return_exceptions=True)
+            await asyncio.to_thread(wait_for, lambda: not sleepers(cancelled_marker), 30, "the cancelled run to end")
+            deadline = time.monotonic() + 30  # the server's task ends a moment after its run is killed
+            while (after_cancel := await call("print('after cancel')", input_files(3, 1000))).is_error \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            return refused, undecoded, fits, done, after_end, after_cancel
+
+    try:
+        refused, undecoded, fits, done, after_end, after_cancel = asyncio.run(session())
+    finally:
+        server.backend.close()
+    assert refused.is_error and refused.content[0].text == (
+        "OUTCOME_FAILED\nSandboxError: this call's input files (3000 bytes) and those of the 1 run_python calls in "
+        "progress (4000 bytes) are over their budget (max_input_bytes=6000); call again when one of them ends, or "
+        "raise it (sandbox mcp --max-input-mb N)")
+    assert "(3000 bytes)" in undecoded.content[0].text and "base64" not in undecoded.content[0].text
+    assert fits.content[0].text == "OUTCOME_OK\nfits" and done.content[0].text == "OUTCOME_OK\nstarted"
+    assert after_end.content[0].text == "OUTCOME_OK\nafter end"
+    assert after_cancel.content[0].text == "OUTCOME_OK\nafter cancel", after_cancel
+
+
+def test_a_call_the_policy_allows_is_never_refused_on_an_idle_server(small_inputs_policy, tmp_path):
+    """The budget is never below one run's largest input under the policy, and a call's bytes are counted exactly
+    (base64 padding is not data): the policy's largest call runs on an idle server at the smallest budget."""
+    from sandbox.adapters.mcp import MAX_INPUT_BYTES, _input_budget
+    from sandbox.errors import InputError
+    from sandbox.policy import Policy
+
+    code = "import os\nprint(sum(os.path.getsize(f'in{i}.bin') for i in range(4)))"
+    server = build_server(policy=small_inputs_policy, max_input_bytes=4000)
+
+    async def session():
+        async with Client(server) as client:
+            return await client.call_tool("run_python", {"code": code, "files": input_files(4, 1000)})
+
+    try:
+        largest = asyncio.run(session())
+    finally:
+        server.backend.close()
+    assert largest.content[0].text == "OUTCOME_OK\n4000", largest
+    with pytest.raises(InputError, match=r"max_input_bytes must be at least one run's largest input under policy "
+                                         r"'small-inputs', 4000 bytes \(limits.max_input_files x "
+                                         r"limits.max_input_file_bytes; sandbox mcp --max-input-mb 1\), or that "
+                                         r"run would be refused even alone \(got 3999\)"):
+        build_server(policy=small_inputs_policy, max_input_bytes=3999)
+    with pytest.raises(InputError, match=r"max_input_bytes must be an int >= 1 \(got 0\)"):
+        build_server(policy=small_inputs_policy, max_input_bytes=0)
+    big = tmp_path / "big-inputs.toml"  # one run may take 640 MB: the default budget makes room for it
+    big.write_text("[limits]\nmax_input_file_bytes = 10000000\nmax_input_files = 64\n")
+    assert _input_budget(Policy.load(big), None) == 640_000_000
+    assert _input_budget(Policy.load("default"), None) == MAX_INPUT_BYTES >= 2 * 128_000_000
+
+
+def test_sandbox_mcp_takes_max_input_mb(tmp_path):
+    """Over stdio: --max-input-mb 1 under a policy whose runs take at most 800 kB of input files; one below the
+    policy's largest run is a usage error before any MCP traffic."""
+    policy = tmp_path / "inputs.toml"
+    policy.write_text("[limits]\nmax_input_file_bytes = 400000\nmax_input_files = 2\n")
+    marker = 3.7
+
+    async def session():
+        async with Client(server_params("--policy", str(policy), "--max-input-mb", "1")) as client:
+            busy = asyncio.ensure_future(client.call_tool("run_python", {"code": sleeper_code(marker),
+                                                                         "files": input_files(2, 400_000)}))
+            await asyncio.to_thread(wait_for, lambda: len(sleepers(marker)) == 1, 90, f"`sleep {marker}`")
+            refused = await client.call_tool("run_python", {"code": "print(1)", "files": input_files(1, 400_000)})
+            await busy
+            return refused, await client.call_tool("run_python", {"code": "print(2)",
+                                                                   "files": input_files(1, 400_000)})
+
+    refused, later = asyncio.run(session())
+    assert refused.is_error and "(max_input_bytes=1048576)" in refused.content[0].text, refused
+    assert later.content[0].text == "OUTCOME_OK\n2"
+    proc = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--max-input-mb", "100"], env=server_env(),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "128000000 bytes" in proc.stderr and "--max-input-mb 123" in proc.stderr, \
+        proc.stderr
