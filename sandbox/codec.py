@@ -8,8 +8,11 @@ codec's name in the header and one raw blob:
   numbers) as UTF-8 JSON;
 - ``bytes`` as they are;
 - a numpy array as ``.npy`` bytes written and read with ``allow_pickle=False``;
-- a pandas DataFrame (columns of distinct names) or Series as pandas' JSON "table" format (schema + data),
-  read by the host in time linear in its size.
+- a pandas DataFrame (columns of distinct names, at most MAX_TABLE_FIELDS columns and index levels) or Series
+  as pandas' JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are
+  str, int or float come back as they were (pandas' own reader turned a column labelled 0 into NaNs), a Series'
+  name too; other labels come back as the format writes them (a Timestamp as its ISO text), and values of an
+  object column as JSON values. MultiIndex columns are refused (the format has none).
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec
@@ -25,6 +28,10 @@ from typing import Any
 from . import protocol
 from .errors import CallError
 from .frames import Value
+
+#: Columns and index levels a returned DataFrame or Series may have: pandas' table reader spends ~0.25 ms of the
+#: host's CPU on each (2.5 s per MB of a one-row frame: a 32 MB frame held the caller ~80 s); Excel's column limit.
+MAX_TABLE_FIELDS = 16_384
 
 SUPPORTED = "None, bool, int, float, str, list, tuple, dict (str keys), bytes, numpy.ndarray, pandas.DataFrame/Series"
 
@@ -43,10 +50,19 @@ def encode(value: Any) -> Value:
             raise CallError(f"cannot return a numpy array of dtype {value.dtype} without pickle: {exc}") from None
         return Value(codec="npy", data=buffer.getvalue())
     if module == "pandas" and type(value).__name__ in ("DataFrame", "Series"):
-        if type(value).__name__ == "DataFrame" and not value.columns.is_unique:
+        kind = type(value).__name__
+        if kind == "DataFrame" and not value.columns.is_unique:
             raise CallError("cannot return a DataFrame whose columns repeat a name (its table format cannot carry "
                             "that): rename them")
-        return Value(codec=type(value).__name__.lower(), data=value.to_json(orient="table").encode("utf-8"))
+        fields = (len(value.columns) if kind == "DataFrame" else 1) + value.index.nlevels
+        if fields > MAX_TABLE_FIELDS:
+            raise CallError(f"cannot return a {kind} of {fields} columns and index levels (limit {MAX_TABLE_FIELDS}):"
+                            " return fewer columns, or its .to_numpy()")
+        text = value.to_json(orient="table")
+        if kind == "Series" and (value.name is None or type(value.name) in _NAME_TYPES):
+            # pandas names a Series' column "values" when its name is None or 0: the name travels beside it
+            text = '{"seriesName":' + json.dumps(value.name) + "," + text[1:]
+        return Value(codec=kind.lower(), data=text.encode("utf-8"))
     plain = _jsonable(value, "value", 1)
     try:
         data = json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -83,31 +99,63 @@ def _from_table(kind: str) -> Any:
         if protocol.nesting_depth(data) > protocol.MAX_DEPTH:
             raise CallError(f"the worker returned a {kind} nested too deep")
         table = json.loads(data.decode("utf-8"))
-        names = [field["name"] for field in table["schema"]["fields"]]
-        if len(set(names)) < len(names):  # pandas' reader takes a repeated name's columns once per repeat: 1,000
+        fields = table["schema"]["fields"]
+        labels = [field["name"] for field in fields]  # as the worker's frame had them: 0, 1, ... stay ints
+        if len(labels) > MAX_TABLE_FIELDS:
+            raise CallError(f"the worker returned a {kind} of {len(labels)} columns and index levels "
+                            f"(limit {MAX_TABLE_FIELDS})")
+        columns = _row_keys(table["data"], labels)
+        if len(set(columns)) < len(labels):  # pandas' reader takes a repeated name's columns once per repeat: 1,000
             # fields named "a" (34 KB) made a million columns, 2.7 GB and two minutes of the host's
             raise CallError(f"the worker returned a {kind} whose columns repeat a name (its table format cannot "
                             "carry that)")
+        # pandas writes a label that is not a str (the 0, 1, ... of a frame made from an array, or transposed) as a
+        # number in the schema and as a string key in the rows, then reads each such column as all NaN: it is read
+        # here by its rows' key, and labelled as the worker had it after.
+        for field, column in zip(fields, columns):
+            field["name"] = column
+        column_of = dict(zip(labels, columns))
         # pandas' reader sets the index by deleting its columns one by one, each a pass over all the columns: a
         # schema keying 2,000 columns (120 KB) held the host for 19 s, 20,000 for hours. Here one drop removes them.
+        name = table.pop("seriesName", _UNNAMED) if kind == "series" else _UNNAMED
+        if not (name is _UNNAMED or name is None or type(name) in _NAME_TYPES):
+            raise CallError(f"the worker returned a series named by a {type(name).__name__}")
         keys = table["schema"].pop("primaryKey", None)
+        keys = [] if keys is None else [keys] if isinstance(keys, str) else keys
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
-        if keys is not None:
-            frame = _indexed(frame, [keys] if isinstance(keys, str) else keys)
-        return frame.iloc[:, 0] if kind == "series" else frame
+        if keys:
+            frame = _indexed(frame, [column_of[key] for key in keys], keys)
+        keyed = {column_of[key] for key in keys}
+        frame.columns = pandas.Index([label for label, column in zip(labels, columns) if column not in keyed])
+        if kind == "dataframe":
+            return frame
+        series = frame.iloc[:, 0]
+        if name is not _UNNAMED:
+            series.name = name
+        return series
     return read
 
 
-def _indexed(frame: Any, keys: list[Any]) -> Any:
-    """``frame`` indexed by its columns ``keys``, named as pandas' table reader names them ("index" and
-    "level_<n>" are its names for unnamed levels)."""
-    frame = frame.drop(columns=keys).set_index([frame[key] for key in keys])
-    if frame.index.nlevels == 1:
-        if frame.index.name == "index":
-            frame.index.name = None
-    else:
-        frame.index.names = [None if isinstance(name, str) and name.startswith("level_") else name
-                             for name in frame.index.names]
+#: The types of a Series name that travels as it is (others are pandas' own: their text).
+_NAME_TYPES = (str, int, float, bool)
+_UNNAMED = object()
+
+
+def _row_keys(rows: Any, labels: list[Any]) -> list[Any]:
+    """The keys pandas wrote in a table's rows for its fields ``labels``, in order: a label's JSON text as a str."""
+    first = rows[0] if isinstance(rows, list) and rows else None
+    if isinstance(first, dict) and len(first) == len(labels):
+        return list(first)
+    return [label if isinstance(label, str) else json.dumps(label) for label in labels]
+
+
+def _indexed(frame: Any, columns: list[Any], labels: list[Any]) -> Any:
+    """``frame`` indexed by its ``columns``, the levels named ``labels`` as pandas' table reader names them
+    ("index" and "level_<n>" are its names for unnamed levels)."""
+    frame = frame.drop(columns=columns).set_index([frame[column] for column in columns])
+    unnamed = (lambda label: label == "index") if len(labels) == 1 else \
+        (lambda label: isinstance(label, str) and label.startswith("level_"))
+    frame.index.names = [None if unnamed(label) else label for label in labels]
     return frame
 
 

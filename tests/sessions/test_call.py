@@ -23,6 +23,28 @@ def test_numpy_and_pandas(box):
     assert box.call(lambda: np.float64(2.5)) == 2.5
 
 
+def test_dataframes_come_back_as_they_were(box):
+    """Frames whose labels are not all str: pandas' own table reader turned every such column into NaN."""
+    pytest.importorskip("pandas")
+
+    def make_frames():  # nested: cloudpickle sends it by value (the worker cannot import this test module)
+        import numpy as np
+        import pandas as pd
+        df = pd.DataFrame({"a": [1, 2, 3], "b": [1.5, 2.5, 3.5], "c": list("xyz")})
+        return {"from an array": pd.DataFrame(np.arange(6.0).reshape(2, 3)), "transposed": df[["a", "b"]].T,
+                "crosstab": pd.crosstab(df.c, df.a), "float labels": pd.DataFrame([[1, 2]], columns=[1.5, 2.5]),
+                "int-named index": pd.DataFrame({"x": [1]}, index=pd.Index([7], name=3)),
+                "two index levels": df.set_index(["c", "a"]), "series named 0": pd.Series([4, 5], name=0),
+                "unnamed series": pd.Series([4.5]), "series named 'values'": pd.Series(["v"], name="values"),
+                "str labels": df, "empty, int labels": pd.DataFrame(columns=[0, 1])}
+
+    for name, sent in make_frames().items():
+        back = box.call(lambda name: make_frames()[name], name)  # a frame travels alone, not inside a container
+        assert back.equals(sent) and list(back.axes[-1]) == list(sent.axes[-1]), (name, back)
+        assert list(back.index.names) == list(sent.index.names), (name, back.index)
+        assert getattr(back, "name", None) == getattr(sent, "name", None), (name, back)
+
+
 def test_bytes(box):
     assert box.call(lambda: b"\x00\xff") == b"\x00\xff"
 
@@ -92,6 +114,16 @@ def test_a_value_json_or_its_own_methods_refuse_fails_the_call_naming_why(box):
             box.call(fn)
         assert f"(exception): cannot return the value: {why}" in str(caught.value), caught.value
     assert box.call(lambda: {"name\udcff": ["\ud800"]}) == {"name\udcff": ["\ud800"]}  # as os.listdir gives such names
+
+
+def test_a_dataframe_of_too_many_columns_is_refused_by_name(box):
+    """The host reads each column of a table on its own (~0.25 ms each): past MAX_TABLE_FIELDS, the call says so."""
+    pd = pytest.importorskip("pandas")
+    from sandbox.codec import MAX_TABLE_FIELDS
+    with pytest.raises(sandbox.CallError, match=f"cannot return a DataFrame of {MAX_TABLE_FIELDS + 1} columns and "
+                                                f"index levels \\(limit {MAX_TABLE_FIELDS}\\)"):
+        box.call(lambda n: pd.DataFrame([range(n)]), MAX_TABLE_FIELDS)
+    assert box.call(lambda n: pd.DataFrame([range(n)]), MAX_TABLE_FIELDS - 1).shape == (1, MAX_TABLE_FIELDS - 1)
 
 
 def test_a_dataframe_repeating_a_column_name_is_refused_by_name(box):
