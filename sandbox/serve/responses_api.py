@@ -37,24 +37,11 @@ _DROPPED = ("reasoning", "item_reference")
 async def create_response(request: Request) -> Response:
     state = request.app.state
     check_key(request, state.config.api_key, openai=True)
-    body = await read_json(request, state.config.max_request_bytes, state.config.client_timeout_seconds,
-                           state.bodies)
-    if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
-    for unsupported in ("previous_response_id", "conversation"):
-        if body.get(unsupported):
-            raise invalid(f"{unsupported} is not supported by sandbox serve's /v1/responses (nothing is stored); "
-                          "send the whole conversation as input")
-    model = body.get("model")
-    if model is None:  # as the OpenAI API words it; it was a Gemini 404 for "models/None"
-        raise invalid("Missing required parameter: 'model'.")
-    if not isinstance(model, str):
-        raise invalid(f"Invalid type for 'model': expected a string, but got {type(model).__name__} instead.")
-    if not accepted(model, state):
-        raise not_found_model(model)
-    parsed = parse_request(body)
-    builder, streamed = ResponseBuilder(body, model), bool(body.get("stream"))
-    del body  # its JSON tree is many times its size (a 20 MB body: 170-290 MB): not held while the request runs
+    # Read straight into the request: the JSON tree is many times the body's size (a 20 MB body: 170-290 MB),
+    # not held while the request runs.
+    model, parsed, builder, streamed = await read_json(
+        request, state.config.max_request_bytes, state.config.client_timeout_seconds, state.bodies,
+        lambda body: _read_request(body, state))
     log = request.scope["log"]
     log.update(model=model, code_execution=parsed.code_execution)
     slot = Slot(state.engine.stats, state.config.max_concurrent_requests).take()
@@ -75,6 +62,25 @@ async def create_response(request: Request) -> Response:
     finally:
         if slot is not None:
             slot.release()
+
+
+def _read_request(body: Any, state: Any) -> tuple[str, GenerateRequest, ResponseBuilder, bool]:
+    """The model, the loop's request, the answer's builder and whether to stream, from the JSON body
+    (may run in a thread: reads only the body and the config)."""
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    for unsupported in ("previous_response_id", "conversation"):
+        if body.get(unsupported):
+            raise invalid(f"{unsupported} is not supported by sandbox serve's /v1/responses (nothing is stored); "
+                          "send the whole conversation as input")
+    model = body.get("model")
+    if model is None:  # as the OpenAI API words it; it was a Gemini 404 for "models/None"
+        raise invalid("Missing required parameter: 'model'.")
+    if not isinstance(model, str):
+        raise invalid(f"Invalid type for 'model': expected a string, but got {type(model).__name__} instead.")
+    if not accepted(model, state):
+        raise not_found_model(model)
+    return model, parse_request(body), ResponseBuilder(body, model), bool(body.get("stream"))
 
 
 async def _stream(builder: ResponseBuilder, first: Event, events: AsyncIterator[Event],

@@ -180,6 +180,47 @@ def test_a_long_model_turn_of_text_is_joined_once(fake_model, tmp_path):
     assert took < 45, f"{took:.1f} s of the server's CPU for a model turn of {count} text parts"
 
 
+@pytest.mark.parametrize("path, raw, words", [
+    # 1.5 million one-letter parts (20 MB, the default limit), the last one bad: ~5 s of the server's CPU to
+    # read, then a 400, with no backend call (the scripted model shares this process's GIL).
+    (GENERATE, b'{"contents":[{"parts":[' + b'{"text":"a"},' * 1_530_000 + b'{"text":5}]}]}',
+     "Invalid value at 'contents[0].parts[1530000].text' (TYPE_STRING)"),
+    ("/v1/responses", b'{"model":"scripted","input":[' + b'{"content":"a"},' * 1_200_000 + b'{"type":"bogus"}]}',
+     "input[1200000]: item type 'bogus' is not supported"),
+], ids=["gemini", "responses"])
+def test_a_big_body_does_not_hold_other_requests(fake_model, tmp_path, path, raw, words):
+    # The body was parsed and read into its request on the event loop: ~7 s of CPU for the server's one loop,
+    # during which every other client's request (even a models list) waited. Read in a thread, the loop answers
+    # others meanwhile: a request sent once the server is busy reading the big one is answered before it.
+    assert len(raw) < 20_000_000
+    served = scripted_server(fake_model, tmp_path)
+    finished: list[tuple[str, httpx.Response]] = []
+
+    def post_big() -> None:
+        finished.append(("big", httpx.post(served.url + path, content=raw, timeout=600,
+                                           headers={"content-type": "application/json"})))
+    try:
+        assert httpx.get(served.url + "/v1beta/models", timeout=60).status_code == 200
+        started = server_cpu_s(served)
+        sender = threading.Thread(target=post_big)
+        sender.start()
+        try:
+            # Receiving 20 MB costs the server a small part of a CPU second: past one, it is reading the body into
+            # Python (json.loads ~0.3 s, then the walk, seconds more).
+            served.wait_for(lambda: server_cpu_s(served) - started > 1.0 or finished, "the server to read the body",
+                            timeout=300)
+            assert not finished, "the big body was answered before the server had spent 1 s of CPU on it"
+            finished.append(("small", httpx.get(served.url + "/v1beta/models", timeout=600)))
+        finally:
+            sender.join(timeout=600)
+    finally:
+        stop_serve(served)
+    assert [name for name, _ in finished] == ["small", "big"], "the small request waited for the big body's reading"
+    (_, small), (_, big) = finished
+    assert small.status_code == 200, small.text[:300]
+    assert words in big.text and big.status_code == 400, big.text[:300]
+
+
 @pytest.mark.parametrize("path, head, ignored", [
     (GENERATE, b'{"contents":[{"parts":[{"text":"SCRIPT:hold"}]}]', b"safetySettings"),
     ("/v1/responses", b'{"model":"scripted","input":"SCRIPT:hold"', b"include"),

@@ -252,3 +252,45 @@ def test_connections_get_tcp_nodelay(host):
 
     seen = asyncio.run(scenario())
     assert len(seen) == 1 and seen[0] != 0
+
+
+def test_large_bodies_are_read_in_a_thread_one_at_a_time():
+    """A large body was parsed and read into its request on the event loop (seconds at 20 MB, every other
+    request waiting); now in a thread, one at a time (so the bodies of the budget never all become JSON trees
+    at once), small ones still on the loop (not queued behind a large one). A caller that goes keeps its turn
+    until its thread ends."""
+    import threading
+
+    from sandbox.serve.http import INLINE_BODY_BYTES, BodyBudget
+
+    big = bytearray(b'["' + b"x" * INLINE_BODY_BYTES + b'"]')
+    release = threading.Event()
+    threads: list[int] = []
+    active, most = 0, 0
+
+    def convert(value):
+        nonlocal active, most
+        threads.append(threading.get_ident())
+        active += 1
+        most = max(most, active)
+        release.wait(60)
+        active -= 1
+        return len(value[0])
+
+    async def scenario():
+        budget = BodyBudget(10**9)
+        first = asyncio.ensure_future(budget.convert(big, convert))
+        second = asyncio.ensure_future(budget.convert(big, convert))
+        await asyncio.sleep(0.3)
+        small = await budget.convert(bytearray(b'["x"]'), lambda value: threading.get_ident())
+        first.cancel()  # its client went: its thread still holds a tree, and its turn
+        await asyncio.sleep(0.3)
+        waiting = len(threads)
+        release.set()
+        return threading.get_ident(), small, waiting, await asyncio.wait_for(second, 60), first.cancelled()
+
+    loop_thread, small, waiting, second, cancelled = asyncio.run(scenario())
+    assert small == loop_thread, "a small body is read on the loop, not queued behind a large one"
+    assert waiting == 1 and most == 1 and len(threads) == 2, (waiting, most, threads)
+    assert loop_thread not in threads and second == INLINE_BODY_BYTES and cancelled
+
