@@ -135,8 +135,11 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
             code_allowed = request.code_execution and runner.executions < engine.max_executions
             tools = (*functions, engine.code_tool) if code_allowed else functions
             contents = (*request.contents, Content("model", tuple(turn))) if turn else request.contents
+            # In a thread, as the backend's body is made (backends.post_json): a request of a million parts
+            # made the event loop wait ~0.1 s a call here.
+            turns = await asyncio.to_thread(transcript, contents, CODE_TOOL)
             reply = await engine.backend.complete(BackendRequest(
-                transcript(contents, CODE_TOOL), request.system_instruction, tools, request.generation,
+                turns, request.system_instruction, tools, request.generation,
                 require_call=request.function_mode == "ANY" and bool(functions)))
             tokens.add(reply)
             calls = [part for part in reply.parts if isinstance(part, FunctionCall)]

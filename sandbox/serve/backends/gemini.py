@@ -31,6 +31,10 @@ class Gemini:
         self.client = http_client(config)
 
     async def complete(self, request: BackendRequest) -> ModelReply:
+        data = await post_json(self.client, self.url, lambda: self.body(request), self.headers, self.timeout_s)
+        return self.reply(data)
+
+    def body(self, request: BackendRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"contents": contents(request.turns)}
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
@@ -43,8 +47,7 @@ class Gemini:
         generation = _generation(request.generation)
         if generation:
             body["generationConfig"] = generation
-        data = await post_json(self.client, self.url, body, self.headers, self.timeout_s)
-        return self.reply(data)
+        return body
 
     async def aclose(self) -> None:
         await self.client.aclose()

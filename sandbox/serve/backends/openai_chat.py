@@ -42,13 +42,16 @@ class OpenAIChat:
         self.client = http_client(config)
 
     async def complete(self, request: BackendRequest) -> ModelReply:
+        data = await post_json(self.client, self.url, lambda: self.body(request), self.headers, self.timeout_s)
+        return self.reply(data)
+
+    def body(self, request: BackendRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": self.messages(request),
                                 **_sampling(request.generation)}
         if request.tools:
             body["tools"] = [_tool(declaration) for declaration in request.tools]
             body["tool_choice"] = "required" if request.require_call else "auto"
-        data = await post_json(self.client, self.url, body, self.headers, self.timeout_s)
-        return self.reply(data)
+        return body
 
     async def aclose(self) -> None:
         await self.client.aclose()
