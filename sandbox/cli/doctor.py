@@ -12,7 +12,7 @@ For each layer it reports three facts, each established for real:
   (``NoNewPrivs``, ``Seccomp`` mode, every capability set empty, pid 1 in its own
   namespace with only a down ``lo`` and no route, whether ``/`` and AF_INET are
   refused, its rlimits, and whether a root
-  worker's threads stop short of ``limits.max_processes``: the pids cgroup). With
+  worker's threads stop short of ``limits.max_processes`` in the pids cgroup it reports joining). With
   ``--fork`` (or when the sandbox cannot start) a forked child of this process
   applies ``apply_all`` and runs the same probe instead. One part is observed by the
   host instead (:data:`HOST_OBSERVED`): the memory cgroup, which the worker cannot
@@ -307,8 +307,16 @@ def _verify_in_sandbox(policy: Policy, image: str) -> dict[str, Any]:
         apart = _states_kept_apart(sb) if result.outcome == sandbox.Outcome.OK else False
     if result.outcome != sandbox.Outcome.OK:
         raise ValueError(f"the probe snippet failed: {result.error}")
-    return {**json.loads(result.stdout), **_memory_cgroup_facts(got.memory), "state_scope": apart,
-            "cpu_cgroup": any(s.layer == "cpu_cgroup" and s.active for s in got.reported.layers)}
+    return _with_worker_report(json.loads(result.stdout), {s.layer: s.active for s in got.reported.layers}) | {
+        **_memory_cgroup_facts(got.memory), "state_scope": apart}
+
+
+def _with_worker_report(facts: dict[str, Any], joined: dict[str, bool]) -> dict[str, Any]:
+    """The probe's facts, the cgroups the worker reports joining taken in: the cpu cgroup's row is that report; the
+    pids cgroup's needs it as well as threads stopping short (they also stop short when the machine's own task limit
+    or memory refuses them: no cgroup of ours did that)."""
+    return {**facts, "cpu_cgroup": bool(joined.get("cpu_cgroup")),
+            "pids_cgroup": bool(facts.get("pids_cgroup")) and bool(joined.get("pids_cgroup"))}
 
 
 def _states_kept_apart(sb: Any) -> bool:
@@ -354,7 +362,7 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
                 os.chdir(work)
                 applied = confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0),
                                             ns)
-                print(json.dumps({"host": {"cpu_cgroup": any(s.layer == "cpu_cgroup" and s.active for s in applied)}}),
+                print(json.dumps({"joined": {s.layer: s.active for s in applied}}),
                       flush=True)  # the worker's own report, as in a sandbox run (see the module docstring)
                 exec(probe_code(policy), {"__name__": "__main__"})
             except SandboxUnavailable as exc:
@@ -369,15 +377,18 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
             out = fh.read()
         os.waitpid(pid, 0)
     lines = [json.loads(line) for line in out.splitlines() if line.strip()] or [{"error": "the probe child died"}]
-    facts = next((line for line in lines if "host" not in line), {"error": "the probe printed nothing"})
+    facts = next((line for line in lines if not {"host", "joined"} & line.keys()),
+                 {"error": "the probe printed nothing"})
+    joined: dict[str, bool] = {}
     for line in lines:
         facts.update(line.get("host", {}))
+        joined.update(line.get("joined", {}))
     if "error" in facts:
         raise ValueError(f"the probe failed in the forked child: {facts['error']}")
     if "unavailable" in facts:
         layer, reason, fix, syscall, err = facts["unavailable"]
         raise SandboxUnavailable(layer, reason, fix, syscall=syscall, errno=err)
-    return facts
+    return _with_worker_report(facts, joined)
 
 
 #: Layer -> the report's section of parts rendered under its row.

@@ -214,6 +214,35 @@ def test_an_unavailable_layer_reads_no(layer):
     assert ok  # nothing required is missing
 
 
+def test_threads_refused_by_the_machine_do_not_read_as_our_pids_cgroup():
+    """The probe's threads stop short of max_processes under a task limit of the machine's own (a container's
+    pids.max: emulated by a real pids cgroup the child is put in), while the worker joins no pids cgroup of ours
+    (the hierarchy hidden from it): the row must read "no" (it read "yes" on a loaded CI machine)."""
+    from .childproc import in_child, policy
+    from .test_cgroup import hide_cgroups
+    if os.geteuid() != 0 or not confine.cgroup.probe()[0]:
+        pytest.skip("root with a writable pids hierarchy only")
+    pol = policy("default", required=("rlimits", "no_new_privs", "landlock", "seccomp"))
+    outer = confine.cgroup._make_capped(confine.cgroup._candidates()[0], f"doctor-outer-{os.getpid()}", 24)
+
+    def inside_the_machines_limit():
+        confine.cgroup.write(f"{outer}/cgroup.procs", os.getpid())
+        hide_cgroups()
+
+    def run():
+        report = doctor.diagnose(pol, use_sandbox=False)
+        return {e["layer"]: e["active"] for e in report["layers"]}, report["observed"]
+    try:
+        got = in_child(run, inside_the_machines_limit)
+    finally:
+        confine.cgroup.remove(outer)
+    assert got["ok"], got
+    active, observed = got["value"]
+    assert observed["threads_started"] < observed["threads_tried"], observed  # the machine's limit stopped them
+    assert active["pids_cgroup"] is False, active
+    assert active["seccomp"] and active["landlock"], active
+
+
 def _shared_hierarchy() -> dict[str, set[str]]:
     """Hiding /sys/fs/cgroup hides the memory and cpu hierarchies too; on a pure cgroup v2 host hiding the memory
     (or cpu) hierarchy hides the other controllers too (one hierarchy)."""
