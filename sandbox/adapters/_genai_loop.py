@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from google.genai import types
+from google.genai._transformers import t_contents  # private: pinned by the tests (see _as_contents)
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
@@ -83,8 +84,15 @@ class ToolLoop:
         self._session: Any = None
 
     # -- the two faces ----------------------------------------------------------------
-    def run(self, contents: "str | types.Content | Iterable[Any]") -> types.GenerateContentResponse:
-        """Send ``contents`` and loop until the model answers without calling a tool we answer."""
+    def run(self, contents: "types.ContentListUnion | types.ContentListUnionDict | Iterable[Any]"
+            ) -> types.GenerateContentResponse:
+        """Send ``contents`` and loop until the model answers without calling a tool we answer.
+
+        ``contents`` is anything ``generate_content(contents=...)`` takes (a str, a Part, a
+        Content, dicts of them, a list of those), read as the SDK reads it: a list of parts
+        is one user turn. A turn without parts is refused (InputError): the API would refuse
+        it in every later request of the conversation.
+        """
         models = _models(self.client, asynchronous=False)
         self.tools.check_sync()
 
@@ -95,7 +103,8 @@ class ToolLoop:
 
         return drive(self._steps(contents), perform)
 
-    async def arun(self, contents: "str | types.Content | Iterable[Any]") -> types.GenerateContentResponse:
+    async def arun(self, contents: "types.ContentListUnion | types.ContentListUnionDict | Iterable[Any]"
+                   ) -> types.GenerateContentResponse:
         """:meth:`run` with the async client; cancelling the task kills a ``run_python`` call in flight."""
         models = _models(self.client, asynchronous=True)
 
@@ -251,13 +260,25 @@ def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox
 
 
 def _as_contents(contents: Any) -> list[types.Content]:
-    if isinstance(contents, str):
-        return [types.Content(role="user", parts=[types.Part(text=contents)])]
-    if isinstance(contents, types.Content):
-        return [contents]
-    if isinstance(contents, types.Part):
-        return [types.Content(role="user", parts=[contents])]
-    items = list(contents)
-    if items and all(isinstance(item, types.Part) for item in items):  # parts of one user turn
-        return [types.Content(role="user", parts=items)]
-    return [types.Content.model_validate(item) for item in items]
+    """``contents`` as the turns it stands for, read as ``generate_content(contents=...)`` reads it.
+
+    The SDK's own converter reads it (``t_contents``: private, so tests/adapters/test_genai.py
+    compares what the loop sends with what ``generate_content`` sends for each shape): a str, a
+    Part, a dict of either or a list of them is one user turn (a run of function-call parts a
+    model turn), Contents and their dicts stay as they are. Read by hand, a list of str, a dict
+    or a str beside a Part raised pydantic's error out of ``run()``.
+    """
+    if isinstance(contents, (tuple, Iterator)):  # our signature takes any iterable; the SDK lists only
+        contents = list(contents)
+    if isinstance(contents, list) and not contents:
+        return []  # nothing new: the loop answers what is pending and calls the model again
+    try:
+        turns = t_contents(contents)
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        raise InputError(f"ToolLoop cannot read these contents as google-genai does: {exc}") from None
+    for number, turn in enumerate(turns, 1):
+        if not turn.parts:  # the API refuses a turn without parts, and every later request holding it
+            raise InputError(f"contents turn {number} has no parts: {value_text(turn)}")
+    # The SDK's UserContent / ModelContent as plain Contents: the history holds one type.
+    return [turn if type(turn) is types.Content else types.Content(role=turn.role, parts=turn.parts)
+            for turn in turns]

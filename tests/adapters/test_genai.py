@@ -368,3 +368,61 @@ def test_a_turn_of_many_handed_back_calls_is_matched_to_its_answers_in_one_pass(
     assert final.text == "All booked." and loop.pending == []
     assert len(contents(model.requests[1])[-1]["parts"]) == count  # the answers, none added by the loop
     assert took < 25, f"{took:.1f} s of CPU to match {count} answers to their calls"
+
+
+# What google-genai's own generate_content(contents=...) takes. The loop reads each as the SDK does (through the
+# SDK's private google.genai._transformers.t_contents): what the model is sent is compared with what the SDK
+# itself sends for the same value, so a change of that private converter shows here.
+CONTENTS_SHAPES = {
+    "str": "What is 6 * 7?",
+    "Part": types.Part(text="one part"),
+    "list of str": ["first line", "second line"],
+    "str and Part": ["look at this", types.Part.from_bytes(data=b"a,b\n1,2\n", mime_type="text/csv")],
+    "Part dict": {"text": "a part as a dict"},
+    "list of Part dicts": [{"text": "a"}, {"text": "b"}, {"inline_data": {"data": "YWI=", "mime_type": "text/plain"}}],
+    "Content dict": {"role": "user", "parts": [{"text": "a content as a dict"}]},
+    "Content": types.Content(role="user", parts=[types.Part(text="a content")]),
+    "list of Contents": [types.Content(role="user", parts=[types.Part(text="q")]),
+                         types.Content(role="model", parts=[types.Part(text="a")]),
+                         types.Content(role="user", parts=[types.Part(text="q2")])],
+    "list of Content dicts": [{"role": "user", "parts": [{"text": "q"}]}],
+    "nested list": [["a", "b"], "c"],
+}
+
+
+@pytest.mark.parametrize("shape", list(CONTENTS_SHAPES))
+def test_tool_loop_reads_contents_as_generate_content_does(box, shape):
+    """Only a str, a Content, a Part or a list of Parts was read: a list of str, a dict, a str beside a Part raised
+    pydantic's ValidationError out of run(), though generate_content(contents=...) takes each."""
+    given = CONTENTS_SHAPES[shape]
+    with ScriptedModel([reply("direct"), reply("looped")]) as model:
+        client = client_for(model)
+        client.models.generate_content(model="m", contents=given)
+        with adapter.ToolLoop(client, "m", sandbox=box) as loop:
+            assert loop.run(given).text == "looped"
+    direct, looped = contents(model.requests[0]), contents(model.requests[1])
+    assert looped == direct
+    assert all(type(turn) is types.Content for turn in loop.history)
+
+
+def test_tool_loop_parts_of_one_turn_are_one_user_content(box):
+    """A list of parts (objects, dicts, str) is one user turn, not one Content per part."""
+    given = ["describe", {"text": "this"}, types.Part(text="table"), {"inline_data": {"data": "YQ==",
+                                                                                      "mime_type": "text/csv"}}]
+    with ScriptedModel([reply("one turn")]) as model, adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+        loop.run(given)
+    (turn,) = contents(model.requests[0])
+    assert turn["role"] == "user" and len(turn["parts"]) == 4
+    assert [c.role for c in loop.history] == ["user", "model"]
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (42, "Unsupported content"), ([42], "Unsupported content"), ({"bogus": 1}, "bogus"),
+    ({"role": "user"}, "turn 1 has no parts"), ([{}], "turn 1 has no parts"), (None, "contents are required"),
+])
+def test_tool_loop_refuses_contents_the_sdk_cannot_read_or_the_api_refuses(box, bad, expected):
+    with ScriptedModel([reply("never")]) as model, adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+        with pytest.raises(sandbox.InputError, match=expected):
+            loop.run(bad)
+        assert loop.history == []
+    assert model.requests == []
