@@ -28,7 +28,8 @@ class ToolLoop:
     """Drives a model until it stops calling tools: one conversation, ``run_python`` in one session.
 
     Every turn goes into :attr:`history`: what you send, each model reply (the final
-    answer too), the function responses. Every ``run_python`` call of the conversation
+    answer too; a reply without parts, stopped before it said anything, is left out:
+    the API refuses a turn without parts), the function responses. Every ``run_python`` call of the conversation
     runs in one session (variables persist), closed by :meth:`close`::
 
         with ToolLoop(client, "gemini-2.5-flash") as loop:
@@ -128,7 +129,9 @@ class ToolLoop:
         for turn in range(self.max_turns):
             response = yield ModelCall()
             reply = response.candidates[0].content if response.candidates else None
-            if reply is None:
+            if reply is None or not reply.parts:
+                # Stopped before it said anything (SAFETY, MAX_TOKENS...): kept, the partless turn went back in
+                # every later request, which the API refuses. The response still says why it stopped.
                 return response
             self.history.append(reply if reply.role else reply.model_copy(update={"role": "model"}))
             calls = _calls_of(reply)

@@ -426,3 +426,23 @@ def test_tool_loop_refuses_contents_the_sdk_cannot_read_or_the_api_refuses(box, 
             loop.run(bad)
         assert loop.history == []
     assert model.requests == []
+
+
+@pytest.mark.parametrize("empty", ["no parts", "parts: []"])
+def test_a_model_reply_without_parts_stays_out_of_the_history(box, empty):
+    """A reply stopped before it said anything (finishReason SAFETY, MAX_TOKENS...) has a content without parts. Kept
+    in the history, it went back in every later request, which the API refuses ("contents.parts must not be empty")."""
+    silent = reply()
+    silent["candidates"][0]["finishReason"] = "MAX_TOKENS"
+    if empty == "no parts":
+        del silent["candidates"][0]["content"]["parts"]
+    with ScriptedModel([silent, reply("second try")]) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+            first = loop.run("say something")
+            assert first.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS and not loop.pending
+            assert [c.role for c in loop.history] == ["user"]
+            assert loop.run("try again").text == "second try"
+    sent = contents(model.requests[1])
+    assert all(turn.get("parts") for turn in sent), sent
+    assert [turn["parts"] for turn in sent] == [[{"text": "say something"}], [{"text": "try again"}]]
+    assert [c.role for c in loop.history] == ["user", "user", "model"]
