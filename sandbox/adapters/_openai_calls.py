@@ -107,18 +107,42 @@ async def ahandle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Ru
 
 
 def run_chat_call(tool_call: Any, runner: Runner, timeout: float | None, name: str) -> tuple[Any, Result | str]:
-    function = function_of(tool_call)
-    code, refusal = _code_of(field_of(function, "name"), field_of(function, "arguments"), name)
+    code, refusal = _chat_call_code(tool_call, name)
     result = refusal if refusal is not None else run_or_refuse(runner, code, timeout=timeout)
     return _tool_message(tool_call, result), result
 
 
 async def arun_chat_call(tool_call: Any, runner: Runner, timeout: float | None,
                           name: str) -> tuple[Any, Result | str]:
-    function = function_of(tool_call)
-    code, refusal = _code_of(field_of(function, "name"), field_of(function, "arguments"), name)
+    code, refusal = _chat_call_code(tool_call, name)
     result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
     return _tool_message(tool_call, result), result
+
+
+def _chat_call_code(tool_call: Any, tool_name: str) -> tuple[str, str | None]:
+    """(code, None) of a Chat Completions call, or ("", why it cannot run) for the model.
+
+    A call of another kind (a custom tool's, type ``"custom"``; a newer API's) is answered too:
+    raised, it ended ``handle_calls`` after the turn's run_python calls had run, their answers
+    lost and the turn left unanswered. Only what has no id to answer is refused (InputError).
+    """
+    function = field_of(tool_call, "function")
+    if function is not None:
+        return _code_of(field_of(function, "name"), field_of(function, "arguments"), tool_name)
+    if not isinstance(field_of(tool_call, "id"), str):
+        raise InputError(f"not a Chat Completions tool call: {value_text(tool_call)}")
+    kind, custom = field_of(tool_call, "type"), field_of(tool_call, "custom")
+    if kind == "custom" and custom is not None:
+        custom_name = field_of(custom, "name")
+        if custom_name == tool_name:
+            return "", custom_call_refusal(tool_name)
+        return "", f"unknown tool {value_text(custom_name)} (a custom tool); the only tool here is {tool_name!r}"
+    return "", f"not a function tool call (type {value_text(kind)}); the only tool here is {tool_name!r}"
+
+
+def custom_call_refusal(tool_name: str) -> str:
+    """The answer to a custom-tool call (free text input) of ``tool_name``, a function tool."""
+    return f"{tool_name} is a function tool: call it with JSON arguments {{\"code\": ...}}"
 
 
 def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None, session: Runner | None = None,
@@ -135,9 +159,11 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     an existing file never overwritten: ``figure_1_2.png`` after an earlier call's
     ``figure_1.png``; an image that cannot be written is said there); ``images="none"`` drops them.
 
-    A call to any other tool is answered "unknown tool" (the model sees that): in a turn
+    A call to any other tool is answered "unknown tool" (the model sees that), a custom
+    tool's call (type ``"custom"``) or a call of another type too, never raised: in a turn
     that mixes your own tools with ``name``, pass only the calls to ``name`` here and
-    answer the rest yourself, or let :func:`run_chat` do both (``functions=``).
+    answer the rest yourself, or let :func:`run_chat` do both (``functions=``). Only a
+    call without an id (nothing a tool message could answer) raises InputError.
 
     Only the first ``max_calls_per_turn`` calls run (default 16); each call past it is
     still answered (the API wants every ``tool_call_id`` answered), with an

@@ -18,8 +18,8 @@ from ..results import Result
 from ._common import TOOL_NAME, Runner, box_of
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_turns, drive, is_async_method, jsonable, not_run_text
-from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, field_of, function_of, \
-    not_run_call, run_chat_call
+from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
+    field_of, function_of, not_run_call, run_chat_call
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletion, ChatCompletionAssistantMessageParam
@@ -175,7 +175,7 @@ class _Chat:
         """Why a call has no answer. A model's custom-tool call to run_python is refused here, as text:
         raised, it ended the loop after its turn was kept, and every resumed run_chat raised again."""
         if name == TOOL_NAME:
-            return f"{TOOL_NAME} is a function tool: call it with JSON arguments {{\"code\": ...}}"
+            return custom_call_refusal(TOOL_NAME)
         return self.tools.unknown(name)
 
 

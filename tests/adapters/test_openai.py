@@ -491,3 +491,39 @@ def test_assistant_reply_with_neither_text_nor_calls_keeps_empty_content(box, em
         adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
     assert sent(model, 1)[1] == {"role": "assistant", "content": ""}
     assert messages[-1] == {"role": "assistant", "content": "again"}
+
+
+def test_handle_calls_answers_custom_and_other_tool_calls_instead_of_raising(box):
+    """A turn mixing run_python with a custom tool's call (type "custom": the SDK's ChatCompletionMessageCustomToolCall)
+    raised InputError out of handle_calls after run_python had run: its answer was lost and the turn stayed
+    unanswered. Every call now gets its tool message, so the caller's loop goes on."""
+    mixed = assistant_calling(
+        {"id": "f1", "type": "function", "function": {"name": "run_python", "arguments": '{"code": "print(6 * 7)"}'}},
+        {"id": "k1", "type": "custom", "custom": {"name": "grammar_tool", "input": "SELECT 1"}},
+        {"id": "k2", "type": "custom", "custom": {"name": "run_python", "input": "print(1)"}})
+    with ScriptedModel([mixed, reply("done")]) as model:
+        client = sync_client(model)
+        messages: list = [{"role": "user", "content": "go"}]
+        message = client.chat.completions.create(model="m", messages=messages).choices[0].message
+        assert [type(call).__name__ for call in message.tool_calls] == ["ChatCompletionMessageFunctionToolCall",
+                                                                        "ChatCompletionMessageCustomToolCall"] + \
+            ["ChatCompletionMessageCustomToolCall"]
+        answers = adapter.handle_calls(message.tool_calls, sandbox=box)
+        messages += [adapter.assistant_message(message), *answers]
+        for answer in answers:
+            MESSAGE.validate_python(answer)
+        assert client.chat.completions.create(model="m", messages=messages).choices[0].message.content == "done"
+    assert [(m["tool_call_id"], m["content"]) for m in answers] == [
+        ("f1", "OUTCOME_OK\n42"),
+        ("k1", "OUTCOME_FAILED\nunknown tool 'grammar_tool' (a custom tool); the only tool here is 'run_python'"),
+        ("k2", 'OUTCOME_FAILED\nrun_python is a function tool: call it with JSON arguments {"code": ...}')]
+    assert [m["role"] for m in sent(model, 1)] == ["user", "assistant", "tool", "tool", "tool"]
+    # a call of a type this package does not know (a newer API's), with an id: answered too, sync and async
+    other = {"id": "x1", "type": "mcp", "mcp": {"server": "s"}}
+    (answer,) = adapter.handle_calls([other], sandbox=box)
+    assert answer == {"role": "tool", "tool_call_id": "x1", "content": "OUTCOME_FAILED\nnot a function tool call "
+                      "(type 'mcp'); the only tool here is 'run_python'"}
+    assert asyncio.run(adapter.ahandle_calls([other], sandbox=box)) == [answer]
+    assert adapter.handle(mixed["choices"][0]["message"]["tool_calls"][1], sandbox=box)["tool_call_id"] == "k1"
+    with pytest.raises(sandbox.InputError, match="not a Chat Completions tool call"):
+        adapter.handle_calls([{"type": "custom"}], sandbox=box)  # no id: no tool message can answer it
