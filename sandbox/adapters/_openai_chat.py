@@ -125,6 +125,7 @@ class _Chat:
         after = self.messages[last + 1:]
         done = {field_of(m, "tool_call_id") for m in after if field_of(m, "role") == "tool"}
         open_calls = [call for call in field_of(self.messages[last], "tool_calls") if field_of(call, "id") not in done]
+        open_calls = self._match_by_name(last + 1, open_calls)
         missing = [call for call in open_calls if self.tools.hands_back(_call_name(call))]
         if missing:
             named = ", ".join(f"{_call_name(call)} (id {value_text(field_of(call, 'id'))})" for call in missing)
@@ -137,6 +138,32 @@ class _Chat:
         while at < len(self.messages) and field_of(self.messages[at], "role") == "tool":
             at += 1  # after the caller's own tool messages, before anything else: tool messages come first
         self.messages[at:at] = compose(answered, self.images, self.save_dir)
+
+    def _match_by_name(self, start: int, open_calls: list[Any]) -> list[Any]:
+        """The open calls left once the caller's tool messages without an id, from ``start`` on, are matched by name.
+
+        A tool message with a ``name`` and no ``tool_call_id`` (the older cookbook shape, what
+        some local servers take) answered nothing: run_chat raised "unanswered" for the very
+        call it answers. It answers the one open call of its name and gets that call's id (the
+        API wants one); with two open calls of the name, or two such answers, it says nothing.
+        """
+        calls_named: dict[str, list[Any]] = {}
+        for call in open_calls:
+            if isinstance(_call_name(call), str):
+                calls_named.setdefault(_call_name(call), []).append(call)
+        answers_named: dict[str, list[int]] = {}
+        for at in range(start, len(self.messages)):
+            message = self.messages[at]
+            if isinstance(message, Mapping) and message.get("role") == "tool" and \
+                    message.get("tool_call_id") is None and isinstance(message.get("name"), str):
+                answers_named.setdefault(message["name"], []).append(at)
+        matched = set()
+        for name, places in answers_named.items():
+            calls = calls_named.get(name, [])
+            if len(calls) == 1 and len(places) == 1:
+                self.messages[places[0]] = {**self.messages[places[0]], "tool_call_id": field_of(calls[0], "id")}
+                matched.add(id(calls[0]))
+        return [call for call in open_calls if id(call) not in matched]
 
     def _answers(self, calls: list[Any]) -> "Steps[list[tuple[Any, Result | str | None]]]":
         """Answer a turn's calls in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
@@ -215,7 +242,9 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     becomes the tool message (``"error: ..."`` if it raised). A tool declared without a
     function ends the loop: the last completion is returned with that turn's calls
     unanswered. Append a tool message for each of yours and call ``run_chat`` again
-    with the same ``messages``: it answers the turn's other calls, then goes on.
+    with the same ``messages``: it answers the turn's other calls, then goes on. A tool
+    message without ``tool_call_id`` but with the function's ``name`` answers the one
+    open call of that name (and is given its id); with two open calls of the name, give ids.
 
     After ``max_turns`` completions the last one is returned with its tool calls
     unanswered (a warning is logged); calling ``run_chat`` again with the same

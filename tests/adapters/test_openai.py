@@ -527,3 +527,31 @@ def test_handle_calls_answers_custom_and_other_tool_calls_instead_of_raising(box
     assert adapter.handle(mixed["choices"][0]["message"]["tool_calls"][1], sandbox=box)["tool_call_id"] == "k1"
     with pytest.raises(sandbox.InputError, match="not a Chat Completions tool call"):
         adapter.handle_calls([{"type": "custom"}], sandbox=box)  # no id: no tool message can answer it
+
+
+def test_an_answer_without_an_id_is_matched_to_the_handed_back_call_by_its_name(box):
+    """A tool message without tool_call_id but naming its function (the older cookbook shape, what some local servers
+    take) answered nothing: run_chat raised "unanswered" for the call it answers. Matched by the name when one open
+    call has it, it gets that call's id, and the loop goes on."""
+    script = [reply(calls=[("book_flight", {"to": "Oslo"}), run_python("print('checked')")]), reply("Booked."),
+              reply(calls=[("book_flight", {"to": "Rome"}), ("book_flight", {"to": "Pisa"})])]
+    with ScriptedModel(script) as model:
+        client = sync_client(model)
+        messages: list = [{"role": "user", "content": "Book Oslo."}]
+        adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[BOOK])
+        messages.append({"role": "tool", "name": "book_flight", "content": "booked SK42"})
+        assert adapter.run_chat(client, model="m", messages=messages, sandbox=box,
+                                tools=[BOOK]).choices[0].message.content == "Booked."
+        second = sent(model, 1)
+        assert second[2] == {"role": "tool", "name": "book_flight", "content": "booked SK42",
+                             "tool_call_id": "call_book_flight_0"}
+        assert second[3] == {"role": "tool", "tool_call_id": "call_run_python_1", "content": "OUTCOME_OK\nchecked"}
+        assert messages[:len(second)] == second
+        # two open calls of one name: an answer without an id cannot say which it answers
+        messages.append({"role": "user", "content": "Now Rome and Pisa."})
+        adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[BOOK])
+        messages.append({"role": "tool", "name": "book_flight", "content": "booked"})
+        with pytest.raises(sandbox.InputError, match=r"book_flight \(id 'call_book_flight_0'\), book_flight \(id "
+                                                     r"'call_book_flight_1'\) are unanswered"):
+            adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[BOOK])
+    assert "tool_call_id" not in messages[-1] and len(model.requests) == 3
