@@ -7,6 +7,7 @@ the conversation's session. Public through :mod:`sandbox.adapters.genai` (see it
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any, Iterable, Iterator
 
@@ -44,8 +45,10 @@ class ToolLoop:
     call's arguments and answers ``{"result": value}`` (``{"error": ...}`` if they raise).
     A declared tool without a function ends the loop: the model's turn is handed back
     with its calls unanswered (:attr:`pending`). Answer those calls in the next
-    ``run()`` (``types.Part.from_function_response(...)``, with ``id`` where the call
-    has one); the loop answers the rest of that turn itself and goes on.
+    ``run()`` (``types.Part.from_function_response(...)``); the loop answers the rest
+    of that turn itself and goes on. An answer without an ``id`` answers the one
+    pending call of its name (and is sent with that call's id); where calls of one
+    name share a turn, give each answer its call's ``id`` (``types.FunctionResponse(id=...)``).
 
     Args:
         client: a ``google.genai.Client``: ``run()`` uses ``client.models``, ``arun()``
@@ -147,6 +150,7 @@ class ToolLoop:
 
     def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
         """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""
+        new = _ids_by_name(pending, new)
         given = [part.function_response for content in new for part in content.parts or [] if part.function_response]
         # A response answers the call of its id (of its name, for a call without one). Looked up, not compared
         # pairwise: a model turn of 25,000 calls, each answered, took 50 s.
@@ -156,7 +160,8 @@ class ToolLoop:
         if missing:
             named = ", ".join(f"{call.name}(id={value_text(call.id)})" for call in missing)
             raise InputError(f"the model's calls to {named} are unanswered: pass a FunctionResponse for each "
-                             "to run() (types.Part.from_function_response(name=..., response=...), with its id)")
+                             "to run() (types.Part.from_function_response(name=..., response=...); with the "
+                             "call's id where calls share a name)")
         parts = yield from self._answers(ours)
         if new and new[0].role == "user":
             return [types.Content(role="user", parts=[*parts, *(new[0].parts or [])]), *new[1:]]
@@ -243,6 +248,37 @@ def _function_reply(call: types.FunctionCall, ok: bool, value: Any) -> types.Par
     """The SDK's own shape for a function's answer: ``{"result": value}`` or ``{"error": text}``."""
     response = {"result": jsonable(value)} if ok else {"error": str(value)}
     return types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name, response=response))
+
+
+def _ids_by_name(pending: list[types.FunctionCall], new: list[types.Content]) -> list[types.Content]:
+    """``new``, each function response without an id that answers the one pending call of its name given that id.
+
+    The SDK's own ``Part.from_function_response(name=..., response=...)`` takes no id: such an
+    answer to a call that has one answered nothing ("unanswered" was raised). With two pending
+    calls of the name, or two answers without an id, it cannot say which: left as it is.
+    """
+    responses = [part.function_response for content in new for part in content.parts or [] if part.function_response]
+    given_ids = {response.id for response in responses if response.id}
+    open_calls: dict[Any, list[types.FunctionCall]] = {}
+    for call in pending:
+        if call.id and call.id not in given_ids:
+            open_calls.setdefault(call.name, []).append(call)
+    idless = collections.Counter(response.name for response in responses if not response.id)
+    ids = {name: calls[0].id for name, calls in open_calls.items() if len(calls) == 1 and idless[name] == 1}
+    return [_with_ids(content, ids) for content in new] if ids else new
+
+
+def _with_ids(content: types.Content, ids: dict[Any, Any]) -> types.Content:
+    """``content``, or a copy whose function responses without an id named in ``ids`` have that id (the caller's
+    own parts are left as they are)."""
+    parts, changed = [], False
+    for part in content.parts or []:
+        response = part.function_response
+        if response is not None and not response.id and response.name in ids:
+            part = part.model_copy(update={"function_response": response.model_copy(update={"id": ids[response.name]})})
+            changed = True
+        parts.append(part)
+    return content.model_copy(update={"parts": parts}) if changed else content
 
 
 def _calls_of(content: types.Content) -> list[types.FunctionCall]:

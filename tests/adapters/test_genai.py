@@ -466,3 +466,28 @@ def test_a_turn_of_many_parts_is_read_in_one_pass(box):
     (turn,) = contents(model.requests[0])
     assert turn["role"] == "user" and len(turn["parts"]) == count and turn["parts"][-1] == {"text": f"row {count - 1}"}
     assert took < 20, f"{took:.1f} s of CPU to read a turn of {count} parts"
+
+
+def test_an_answer_without_an_id_is_matched_to_the_handed_back_call_by_its_name(box):
+    """The SDK's own Part.from_function_response(name=..., response=...) takes no id: answering a handed-back call that
+    has one, it answered nothing ("unanswered" was raised). Matched by the name when one pending call has it, it gets
+    that call's id; with two pending calls of the name it cannot say which."""
+    script = [reply(calls=[("book_flight", {"to": "Oslo"}), run_python("print('checked')")]), reply("Booked."),
+              reply(calls=[("book_flight", {"to": "Rome"}), ("book_flight", {"to": "Pisa"})])]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [WEATHER]}) as loop:
+            loop.run("Book Oslo.")
+            answer = types.Part.from_function_response(name="book_flight", response={"result": "booked SK42"})
+            assert loop.run([answer, "thanks"]).text == "Booked."
+            assert answer.function_response.id is None  # the caller's part is left as it was
+            loop.run("Now Rome and Pisa.")
+            with pytest.raises(sandbox.InputError, match=r"book_flight\(id='call-book_flight-0'\), "
+                                                         r"book_flight\(id='call-book_flight-1'\) are unanswered"):
+                loop.run([types.Part.from_function_response(name="book_flight", response={"result": "booked"})])
+    last = contents(model.requests[1])[-1]
+    assert last["role"] == "user"
+    assert [p.get("functionResponse") or p for p in last["parts"]] == [
+        {"id": "call-run_python-1", "name": "run_python", "response": {"output": "checked\n"}},
+        {"id": "call-book_flight-0", "name": "book_flight", "response": {"result": "booked SK42"}},
+        {"text": "thanks"}]
+    assert len(model.requests) == 3
