@@ -22,7 +22,9 @@ subprocess of the agent, with the agent's environment):
   wrote, as ADK ``File`` objects (base64 content, MIME type), which ADK saves as
   artifacts. Artifacts outlive a code block, so each block's names carry its number
   in the ADK session: ``run1_figure_1.png``, ``run2_figure_1.png``, ``run2_out.csv``
-  (two blocks' figures never become two versions of one artifact);
+  (two blocks' figures never become two versions of one artifact). The number follows
+  the code execution results stored in the ADK session, so it goes on across turns,
+  rebuilt executors and restarts on a persistent session service;
 * cancellation: a block whose ADK invocation is cancelled or aborted is killed at once
   (see :attr:`SandboxCodeExecutor.execute_code`).
 
@@ -137,7 +139,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         if result is None:
             return _result(stdout="", stderr="the run was cancelled: the ADK invocation was cancelled or aborted",
                            exit_code=1)
-        return _from_result(result, self._prefix(key))
+        return _from_result(result, self._prefix(key, invocation_context))
 
     def _run(self, code: str, files: list[File], execution_id: Optional[str]) -> Result:
         if self.stateful and execution_id:
@@ -155,10 +157,18 @@ class SandboxCodeExecutor(BaseCodeExecutor):
                 self._pool = SessionPool(self._box(), self.max_sessions)
             return self._pool
 
-    def _prefix(self, execution_id: Optional[str]) -> str:
-        """``run<N>_`` for the N-th block of this ADK session: artifact names never repeat across its blocks."""
+    def _prefix(self, execution_id: Optional[str], invocation_context: Any) -> str:
+        """``run<N>_`` for the N-th block of this ADK session: artifact names never repeat across its blocks.
+
+        N follows the code execution results the ADK session already holds. Counted here alone,
+        it restarted with the executor: an app that builds its agent per request, or a restarted
+        server on a persistent session, named the next turn's figure ``run1_figure_1.png`` again
+        and ADK saved it over the first turn's. The count kept here covers calls without a
+        readable ADK session (and never goes back).
+        """
+        stored = _blocks_stored(invocation_context)
         with self._lock:
-            count = self._runs.pop(execution_id, 0) + 1
+            count = max(self._runs.pop(execution_id, 0), stored) + 1
             self._runs[execution_id] = count
             while len(self._runs) > _MAX_TRACKED:
                 self._runs.popitem(last=False)
@@ -178,6 +188,20 @@ _MAX_TRACKED = 4096
 _MAX_EXECUTION_ID = 128
 #: How often a run checks whether its ADK caller is gone, in seconds.
 _WATCH_SECONDS = 0.05
+
+
+def _blocks_stored(invocation_context: Any) -> int:
+    """Code blocks the invocation's ADK session has run: its events holding a code execution result
+    (ADK appends one per block before the next block runs); 0 without a readable session."""
+    events = getattr(getattr(invocation_context, "session", None), "events", None)
+    if not isinstance(events, list):  # no session, or a stand-in's (a test's mock)
+        return 0
+    return sum(1 for event in events if _holds_result(getattr(event, "content", None)))
+
+
+def _holds_result(content: Any) -> bool:
+    parts = getattr(content, "parts", None)
+    return isinstance(parts, list) and any(getattr(part, "code_execution_result", None) is not None for part in parts)
 
 
 def _on_event_loop() -> bool:

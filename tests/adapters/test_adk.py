@@ -319,3 +319,42 @@ def test_artifacts_of_two_blocks_never_share_a_name(box):
 
     versions = asyncio.run(converse())
     assert versions == {"run1_figure_1.png": [0], "run1_figure_2.png": [0], "run2_figure_1.png": [0]}
+
+
+def test_artifact_names_are_unique_across_turns_of_a_rebuilt_executor(box):
+    """Blocks were numbered by a count kept in the executor: an app that builds its agent (and executor) per request,
+    or a restarted server on a persistent session, numbered the next turn's block run1_ again and its figure_1.png
+    overwrote the first turn's artifact (a second version of run1_figure_1.png). The number now comes from the code
+    execution results already stored in the ADK session."""
+    from google.adk.artifacts import InMemoryArtifactService
+    from google.adk.runners import Runner
+    from google.adk.sessions import InMemorySessionService
+
+    sessions, artifacts = InMemorySessionService(), InMemoryArtifactService()
+
+    async def turn(session_id: str, script: list[str]) -> None:
+        executor = SandboxCodeExecutor(sandbox=box, stateful=True)  # rebuilt for every request
+        agent = LlmAgent(name="plotter", model=ScriptedLlm(model="scripted", script=script), code_executor=executor)
+        runner = Runner(app_name="sandbox-test", agent=agent, session_service=sessions, artifact_service=artifacts)
+        message = types.Content(role="user", parts=[types.Part(text="Plot.")])
+        try:
+            _ = [e async for e in runner.run_async(user_id="u", session_id=session_id, new_message=message)]
+        finally:
+            executor.close()
+
+    async def converse():
+        session = await sessions.create_session(app_name="sandbox-test", user_id="u")
+        await turn(session.id, ["```python\n" + PLOT + "\n```", "```python\nprint('no plot')\n```", "One plot."])
+        await turn(session.id, ["```python\n" + PLOT + "\n" + PLOT + "\n```", "Two more."])
+        other = await sessions.create_session(app_name="sandbox-test", user_id="u")
+        await turn(other.id, ["```python\n" + PLOT + "\n```", "Another session."])
+        found = {}
+        for sid in (session.id, other.id):
+            where = {"app_name": "sandbox-test", "user_id": "u", "session_id": sid}
+            keys = await artifacts.list_artifact_keys(**where)
+            found[sid] = {key: await artifacts.list_versions(filename=key, **where) for key in keys}
+        return found[session.id], found[other.id]
+
+    first, other = asyncio.run(converse())
+    assert first == {"run1_figure_1.png": [0], "run3_figure_1.png": [0], "run3_figure_2.png": [0]}
+    assert other == {"run1_figure_1.png": [0]}  # each ADK session counts its own blocks
