@@ -12,7 +12,9 @@ codec's name in the header and one raw blob:
   as pandas' JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are
   str, int or float come back as they were (pandas' own reader turned a column labelled 0 into NaNs), a Series'
   name too; other labels come back as the format writes them (a Timestamp as its ISO text), and values of an
-  object column as JSON values. MultiIndex columns are refused (the format has none).
+  object column as JSON values. MultiIndex columns are refused (the format has none). Columns and index levels
+  of numbers, booleans, datetimes (tz-aware too), timedeltas and periods travel as raw bytes beside the table and
+  come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec
@@ -25,7 +27,7 @@ import io
 import json
 from typing import Any
 
-from . import protocol
+from . import codec_columns, protocol
 from .errors import CallError
 from .frames import Value
 
@@ -58,10 +60,14 @@ def encode(value: Any) -> Value:
         if fields > MAX_TABLE_FIELDS:
             raise CallError(f"cannot return a {kind} of {fields} columns and index levels (limit {MAX_TABLE_FIELDS}):"
                             " return fewer columns, or its .to_numpy()")
-        text = value.to_json(orient="table")
+        table, byte_columns = codec_columns.split(value, kind)
+        beside = {"byteColumns": byte_columns} if byte_columns else {}
         if kind == "Series" and (value.name is None or type(value.name) in _NAME_TYPES):
             # pandas names a Series' column "values" when its name is None or 0: the name travels beside it
-            text = '{"seriesName":' + json.dumps(value.name) + "," + text[1:]
+            beside["seriesName"] = value.name
+        text = table.to_json(orient="table")
+        if beside:
+            text = json.dumps(beside)[:-1] + "," + text[1:]
         return Value(codec=kind.lower(), data=text.encode("utf-8"))
     plain = _jsonable(value, "value", 1)
     try:
@@ -120,9 +126,15 @@ def _from_table(kind: str) -> Any:
         name = table.pop("seriesName", _UNNAMED) if kind == "series" else _UNNAMED
         if not (name is _UNNAMED or name is None or type(name) in _NAME_TYPES):
             raise CallError(f"the worker returned a series named by a {type(name).__name__}")
+        for field in fields:  # pandas' reader opened the file a zone "dateutil//etc/passwd" names, as a zone
+            if "tz" in field:
+                codec_columns.check_zone(field["tz"])
+        byte_columns = table.pop("byteColumns", None)
         keys = table["schema"].pop("primaryKey", None)
         keys = [] if keys is None else [keys] if isinstance(keys, str) else keys
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
+        if byte_columns is not None:
+            frame = codec_columns.restored(frame, byte_columns, len(fields))
         if keys:
             frame = _indexed(frame, [column_of[key] for key in keys], keys)
         keyed = {column_of[key] for key in keys}

@@ -12,6 +12,7 @@ its result or escape the policy's caps: each is a result, most with ``reason="pr
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import threading
 import time
@@ -274,6 +275,30 @@ def test_a_series_named_by_a_container_is_refused(default):
     forge = forge_table_value("series", [{"name": "values", "type": "integer"}], [{"values": 1}],
                               seriesName={"a": [1]})
     with pytest.raises(sandbox.CallError, match="returned a series named by a dict"):
+        default.call(forge)
+
+
+def test_a_table_value_cannot_make_the_host_open_a_file_as_a_time_zone(default, tmp_path):
+    """pandas' reader looks a "dateutil/<path>" zone up by opening and parsing the host's file at that path."""
+    zone = tmp_path / "zone"
+    zone.write_bytes(b"TZif" + bytes(100))
+    forge = forge_table_value("series", [{"name": "index", "type": "integer"},
+                                         {"name": "values", "type": "datetime", "tz": f"dateutil/{zone}"}],
+                              [{"index": 0, "values": "2020-01-01T00:00:00.000Z"}], keys=["index"])
+    with pytest.raises(sandbox.CallError, match="the worker returned a table with the time zone 'dateutil//"):
+        default.call(forge)
+
+
+@pytest.mark.parametrize("column, why", [
+    ({"at": 1, "dtype": "<f8", "data": "AAAA"}, "byte column of 3 bytes for 1 rows of float64"),
+    ({"at": 1, "dtype": "|O", "data": ""}, "byte column of dtype '|O'"),
+    ({"at": 7, "dtype": "<f8", "data": "AAAAAAAAAAA="}, "byte column at position 7"),
+    ({"at": 1, "dtype": "<M8[ns]", "data": "AAAAAAAAAAA=", "tz": "/etc/localtime"}, "time zone '/etc/localtime'"),
+])
+def test_a_forged_byte_column_is_refused_by_what_is_wrong(default, column, why):
+    forge = forge_table_value("series", [{"name": "index", "type": "integer"}, {"name": "values", "type": "integer"}],
+                              [{"index": 0, "values": 0}], keys=["index"], byteColumns=[column])
+    with pytest.raises(sandbox.CallError, match=re.escape(why)):
         default.call(forge)
 
 

@@ -1,0 +1,168 @@
+"""The columns of a returned DataFrame or Series that travel as raw bytes beside pandas' JSON table format.
+
+pandas' table format loses what it writes of them: floats keep 10 digits and infinities become null, datetimes keep
+milliseconds and lose their unit, every integer is read back as int64 (a uint64 past 2**63 came back negative, an
+int8 as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level
+and column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
+tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its
+dtype; the table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and
+category is refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
+
+Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
+exactly rows x item size, a time zone that names no file) and the frame is rebuilt in one pass, in time linear in its
+size.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from .errors import CallError
+
+#: numpy dtypes whose values travel as raw bytes, by their ``dtype.str``: what pandas holds in a column.
+BYTE_DTYPES = frozenset(["|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8", "<c8",
+                         "<c16"] + [f"<{kind}8[{unit}]" for kind in "Mm" for unit in ("s", "ms", "us", "ns")])
+
+#: A time zone's name as pandas writes it ("Europe/Paris", "UTC+01:00", "dateutil/Europe/Paris"): no leading "/",
+#: no ".", so no path: pandas' reader opened and parsed any regular file a "dateutil//<path>" zone named.
+_ZONE = re.compile(r"[A-Za-z0-9_+:\-]{1,40}(/[A-Za-z0-9_+:\-]{1,40}){0,4}")
+#: A period's frequency ("M", "Q-DEC", "2D", "W-SUN").
+_FREQ = re.compile(r"[A-Za-z0-9\-]{1,20}")
+
+
+def split(value: Any, kind: str) -> tuple[Any, list[dict[str, Any]]]:
+    """``value`` (a DataFrame or Series) with its byte-carried fields replaced by zeros, and their entries.
+
+    Fields are numbered as the table format orders them: the index levels, then the columns (a Series: its values).
+    """
+    import pandas
+
+    levels = [value.index.get_level_values(i) for i in range(value.index.nlevels)]
+    columns = [value] if kind == "Series" else [value.iloc[:, i] for i in range(value.shape[1])]
+    names = [f"index level {name!r:.80}" for name in value.index.names] + \
+        (["values"] if kind == "Series" else [f"column {label!r:.80}" for label in value.columns])
+    entries = []
+    arrays = []
+    for position, (field, name) in enumerate(zip(levels + columns, names)):
+        entry = _entry(field, f"{kind}'s {name}")
+        if entry is None:
+            arrays.append(field.array)
+            continue
+        entries.append({"at": position, **entry})
+        # an index level's stand-in is unique: pandas writes a repeating index as a column, not a key
+        arrays.append(_stand_in(len(value), unique=position < len(levels)))
+    if not entries:
+        return value, []
+    levels, columns = arrays[:len(levels)], arrays[len(levels):]
+    index = (pandas.Index(levels[0], name=value.index.name) if len(levels) == 1 else
+             pandas.MultiIndex.from_arrays(levels, names=value.index.names))
+    if kind == "Series":
+        return pandas.Series(columns[0], index=index, name=value.name), entries
+    table = pandas.DataFrame(dict(enumerate(columns)), index=index)
+    table.columns = value.columns
+    return table, entries
+
+
+def _entry(field: Any, where: str) -> dict[str, Any] | None:
+    """How ``field`` (a Series or an index level) travels as bytes, or None if the table itself carries it;
+    CallError if nothing can."""
+    import numpy
+    import pandas
+
+    dtype, array = field.dtype, field.array
+    if isinstance(dtype, numpy.dtype):
+        if dtype.str in BYTE_DTYPES:
+            return {"dtype": dtype.str, "data": _text(array.to_numpy())}
+    elif isinstance(dtype, pandas.DatetimeTZDtype):
+        naive = pandas.DatetimeIndex(array).tz_convert(None).to_numpy()
+        return {"dtype": naive.dtype.str, "data": _text(naive), "tz": _zone_name(dtype)}
+    elif isinstance(dtype, pandas.PeriodDtype):
+        return {"dtype": "<i8", "data": _text(array.asi8), "freq": str(dtype)[len("period["):-1]}
+    elif isinstance(dtype, (pandas.Int8Dtype, pandas.Int16Dtype, pandas.Int32Dtype, pandas.Int64Dtype,
+                            pandas.UInt8Dtype, pandas.UInt16Dtype, pandas.UInt32Dtype, pandas.UInt64Dtype,
+                            pandas.Float32Dtype, pandas.Float64Dtype, pandas.BooleanDtype)):
+        values = array.to_numpy(dtype=dtype.numpy_dtype, na_value=dtype.numpy_dtype.type(0))
+        return {"dtype": values.dtype.str, "data": _text(values), "mask": _text(numpy.asarray(field.isna()))}
+    if dtype == object or isinstance(dtype, (pandas.StringDtype, pandas.CategoricalDtype)):
+        return None
+    raise CallError(f"cannot return a {where}: its dtype {dtype} has no table format; convert it, e.g. with "
+                    ".astype(str)")
+
+
+def restored(frame: Any, entries: Any, count: int) -> Any:
+    """``frame`` (as pandas read the table: its ``count`` fields as columns) with the byte-carried ones put back."""
+    import pandas
+
+    if not isinstance(entries, list) or len(entries) > count:
+        raise CallError("the worker returned a table whose byte columns are not a list of at most its fields")
+    arrays: dict[int, Any] = {}
+    for entry in entries:
+        position = entry["at"]
+        if type(position) is not int or not 0 <= position < count or position in arrays:
+            raise CallError(f"the worker returned a table with a byte column at position {str(position)[:20]}")
+        arrays[position] = _array(entry, len(frame))
+    columns = {i: arrays[i] if i in arrays else frame.iloc[:, i].array for i in range(count)}
+    rebuilt = pandas.DataFrame(columns, index=frame.index)
+    rebuilt.columns = frame.columns
+    return rebuilt
+
+
+def check_zone(zone: Any) -> None:
+    """Refuses a time zone name that is not one pandas writes (a file's path is not)."""
+    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
+        raise CallError(f"the worker returned a table with the time zone {str(zone)[:80]!r}")
+
+
+def _array(entry: dict[str, Any], rows: int) -> Any:
+    import numpy
+    import pandas
+
+    if set(entry) - {"at", "dtype", "data", "tz", "freq", "mask"}:
+        raise CallError(f"the worker returned a byte column with keys {sorted(entry)!r:.200}")
+    if entry["dtype"] not in BYTE_DTYPES:
+        raise CallError(f"the worker returned a byte column of dtype {str(entry['dtype'])[:40]!r}")
+    values = _bytes(entry["data"], numpy.dtype(entry["dtype"]), rows)
+    if "tz" in entry:
+        check_zone(entry["tz"])
+        return pandas.DatetimeIndex(values).tz_localize("UTC").tz_convert(entry["tz"]).array
+    if "freq" in entry:
+        if not (isinstance(entry["freq"], str) and _FREQ.fullmatch(entry["freq"])):
+            raise CallError(f"the worker returned a period column of frequency {str(entry['freq'])[:40]!r}")
+        return pandas.arrays.PeriodArray(values, dtype=pandas.PeriodDtype(entry["freq"]))
+    if "mask" in entry:
+        masked = {"b": pandas.arrays.BooleanArray, "i": pandas.arrays.IntegerArray, "u": pandas.arrays.IntegerArray,
+                  "f": pandas.arrays.FloatingArray}[values.dtype.kind]
+        return masked(values, _bytes(entry["mask"], numpy.dtype("|b1"), rows))
+    return values
+
+
+def _bytes(text: Any, dtype: Any, rows: int) -> Any:
+    import numpy
+
+    data = bytearray(base64.b64decode(text, validate=True))  # writable: the caller may change the frame
+    if len(data) != rows * dtype.itemsize:
+        raise CallError(f"the worker returned a byte column of {len(data)} bytes for {rows} rows of {dtype}")
+    return numpy.frombuffer(data, dtype)
+
+
+def _text(values: Any) -> str:
+    import numpy
+    return base64.b64encode(numpy.ascontiguousarray(values).tobytes()).decode("ascii")
+
+
+def _stand_in(rows: int, unique: bool) -> Any:
+    import numpy
+    return numpy.arange(rows) if unique else numpy.zeros(rows, dtype=numpy.int8)
+
+
+def _zone_name(dtype: Any) -> str:
+    """The time zone's name as pandas' own table schema writes it (and its reader reads)."""
+    import pandas
+    from pandas.io.json import build_table_schema
+    zone = build_table_schema(pandas.Series([], dtype=dtype), index=False)["fields"][0]["tz"]
+    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
+        raise CallError(f"cannot return the time zone {zone!r:.80} (only named zones and UTC offsets travel)")
+    return zone
+
