@@ -10,8 +10,9 @@ codec's name in the header and one raw blob:
 - a numpy array as ``.npy`` bytes written and read with ``allow_pickle=False``;
 - a pandas DataFrame (columns of distinct names, at most MAX_TABLE_FIELDS columns and index levels) or Series
   as pandas' JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are
-  str, int or float come back as they were (pandas' own reader turned a column labelled 0 into NaNs), a Series'
-  name too; other labels come back as the format writes them (a Timestamp as its ISO text), and values of an
+  None, str, int, float or bool travel beside the table and come back as they were (pandas' own reader turned a
+  column labelled 0 into NaNs, its writer named a column None "values" and refused one named as an index level),
+  a Series' name and the index's names too; other labels come back as the format writes them (a Timestamp as its ISO text), and values of an
   object column as JSON values. MultiIndex columns are refused (the format has none). Columns and index levels
   of numbers, booleans, datetimes (tz-aware too), timedeltas and periods travel as raw bytes beside the table and
   come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
@@ -61,14 +62,12 @@ def encode(value: Any) -> Value:
             raise CallError(f"cannot return a {kind} of {fields} columns and index levels (limit {MAX_TABLE_FIELDS}):"
                             " return fewer columns, or its .to_numpy()")
         table, byte_columns = codec_columns.split(value, kind)
-        beside = {"byteColumns": byte_columns} if byte_columns else {}
-        if kind == "Series" and (value.name is None or type(value.name) in _NAME_TYPES):
-            # pandas names a Series' column "values" when its name is None or 0: the name travels beside it
-            beside["seriesName"] = value.name
+        table, labels = _plainly_named(table, kind)
+        beside = {"labels": labels, "indexLevels": value.index.nlevels}
+        if byte_columns:
+            beside["byteColumns"] = byte_columns
         text = table.to_json(orient="table")
-        if beside:
-            text = json.dumps(beside)[:-1] + "," + text[1:]
-        return Value(codec=kind.lower(), data=text.encode("utf-8"))
+        return Value(codec=kind.lower(), data=(json.dumps(beside)[:-1] + "," + text[1:]).encode("utf-8"))
     plain = _jsonable(value, "value", 1)
     try:
         data = json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -121,6 +120,7 @@ def _from_table(kind: str) -> Any:
         for field, column in zip(fields, columns):
             field["name"] = column
         column_of = dict(zip(labels, columns))
+        named = _labels_beside(table.pop("labels", {}), len(labels))
         # pandas' reader sets the index by deleting its columns one by one, each a pass over all the columns: a
         # schema keying 2,000 columns (120 KB) held the host for 19 s, 20,000 for hours. Here one drop removes them.
         name = table.pop("seriesName", _UNNAMED) if kind == "series" else _UNNAMED
@@ -132,13 +132,22 @@ def _from_table(kind: str) -> Any:
         byte_columns = table.pop("byteColumns", None)
         keys = table["schema"].pop("primaryKey", None)
         keys = [] if keys is None else [keys] if isinstance(keys, str) else keys
+        levels = table.pop("indexLevels", None)
+        if not keys and levels is not None:  # pandas writes a repeating index without a key: as the first columns
+            if type(levels) is not int or not 0 <= levels <= len(labels):
+                raise CallError(f"the worker returned a {kind} of {str(levels)[:20]} index levels")
+            keys = labels[:levels]
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
         if byte_columns is not None:
             frame = codec_columns.restored(frame, byte_columns, len(fields))
         if keys:
-            frame = _indexed(frame, [column_of[key] for key in keys], keys)
+            position_of = {label: position for position, label in enumerate(labels)}
+            names = [named[position_of[key]] if position_of[key] in named else _level_name(key, len(keys))
+                     for key in keys]
+            frame = _indexed(frame, [column_of[key] for key in keys], names)
         keyed = {column_of[key] for key in keys}
-        frame.columns = pandas.Index([label for label, column in zip(labels, columns) if column not in keyed])
+        frame.columns = pandas.Index([named[i] if i in named else label
+                                      for i, (label, column) in enumerate(zip(labels, columns)) if column not in keyed])
         if kind == "dataframe":
             return frame
         series = frame.iloc[:, 0]
@@ -161,14 +170,48 @@ def _row_keys(rows: Any, labels: list[Any]) -> list[Any]:
     return [label if isinstance(label, str) else json.dumps(label) for label in labels]
 
 
-def _indexed(frame: Any, columns: list[Any], labels: list[Any]) -> Any:
-    """``frame`` indexed by its ``columns``, the levels named ``labels`` as pandas' table reader names them
-    ("index" and "level_<n>" are its names for unnamed levels)."""
+def _indexed(frame: Any, columns: list[Any], names: list[Any]) -> Any:
+    """``frame`` indexed by its ``columns``, the levels named ``names``."""
     frame = frame.drop(columns=columns).set_index([frame[column] for column in columns])
-    unnamed = (lambda label: label == "index") if len(labels) == 1 else \
-        (lambda label: isinstance(label, str) and label.startswith("level_"))
-    frame.index.names = [None if unnamed(label) else label for label in labels]
+    frame.index.names = names
     return frame
+
+
+def _level_name(label: Any, levels: int) -> Any:
+    """An index level's name as pandas' table reader names it ("index" and "level_<n>": no name)."""
+    unnamed = label == "index" if levels == 1 else isinstance(label, str) and label.startswith("level_")
+    return None if unnamed else label
+
+
+def _plainly_named(table: Any, kind: str) -> tuple[Any, dict[int, Any]]:
+    """``table`` with each field labelled None, str, int, float or bool renamed "_field<position>", and those labels.
+
+    pandas' table writer named a column None "values", refused a column or Series named as an index level (or
+    "index", an unnamed index's name there) and wrote a repeating index as columns: the labels travel beside."""
+    index_names, labels = list(table.index.names), [table.name] if kind == "Series" else list(table.columns)
+    plain = {position: label for position, label in enumerate(index_names + labels)
+             if label is None or type(label) in _NAME_TYPES}
+    renamed = [f"_field{position}" if position in plain else label
+               for position, label in enumerate(index_names + labels)]
+    table = table.copy(deep=False)
+    table.index = table.index.set_names(renamed[:len(index_names)])
+    if kind == "Series":
+        table.name = renamed[-1]
+    else:
+        table.columns = renamed[len(index_names):]
+    return table, plain
+
+
+def _labels_beside(labels: Any, count: int) -> dict[int, Any]:
+    """The labels the worker sent beside the table (position -> label), checked."""
+    if not isinstance(labels, dict) or len(labels) > count:
+        raise CallError("the worker returned table labels that are not a map of at most its fields")
+    named = {}
+    for key, label in labels.items():
+        if not (key.isdigit() and int(key) < count) or not (label is None or type(label) in _NAME_TYPES):
+            raise CallError(f"the worker returned a table label {str(label)[:80]!r} at {key[:20]!r}")
+        named[int(key)] = label
+    return named
 
 
 #: codec -> how the host reads its blob. Nothing here unpickles or evaluates.

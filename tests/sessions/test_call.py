@@ -104,16 +104,17 @@ def test_a_value_json_or_its_own_methods_refuse_fails_the_call_naming_why(box):
         def items(self):
             raise RuntimeError("no items")
 
-    def series_named_with_a_lone_surrogate():
+    def series_holding_a_lone_surrogate():
         import pandas
-        return pandas.Series([1], name="\udcff")
+        return pandas.Series(["\udcff"])
 
     for fn, why in [(lambda: Items(a=1), "RuntimeError: no items"), (lambda: 10 ** 5000, "ValueError: Exceeds"),
-                    (series_named_with_a_lone_surrogate, "UnicodeEncodeError")]:
+                    (series_holding_a_lone_surrogate, "UnicodeEncodeError")]:
         with pytest.raises(sandbox.CallError) as caught:
             box.call(fn)
         assert f"(exception): cannot return the value: {why}" in str(caught.value), caught.value
     assert box.call(lambda: {"name\udcff": ["\ud800"]}) == {"name\udcff": ["\ud800"]}  # as os.listdir gives such names
+    assert box.call(lambda: __import__("pandas").Series([1], name="\udcff")).name == "\udcff"  # travels beside
 
 
 def test_a_dataframe_of_too_many_columns_is_refused_by_name(box):
@@ -183,3 +184,25 @@ def test_a_column_no_table_carries_is_refused_naming_it_and_its_dtype(box):
         box.call(lambda: pd.DataFrame({"spans": pd.arrays.IntervalArray.from_breaks([0, 1, 2])}))
     assert "cannot return a DataFrame's column 'spans': its dtype interval[int64, right]" in str(caught.value)
     assert "malformed" not in str(caught.value)
+
+
+def test_labels_that_collide_in_the_table_format_come_back_as_they_were(box):
+    """pandas' table writer named a column None "values", refused a Series named as its index (or "index", an
+    unnamed index's name there) and wrote a repeating str index as a column: the Series came back as its index."""
+    pytest.importorskip("pandas")
+
+    def make_frames():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        return {"column None": pd.DataFrame({None: [1], "values": [2]}),
+                "series named as its index": pd.Series([1], name="x", index=pd.Index([0], name="x")),
+                "index named 'values'": pd.Series([1], index=pd.Index(["a"], name="values")),
+                "series named 'index'": pd.Series([1.5], name="index"),
+                "column 'index'": pd.DataFrame({"index": [1], "level_0": [2]}),
+                "repeating str index": pd.Series([1, 2], index=["a", "a"]),
+                "repeating levels": pd.DataFrame({"v": [1, 2]}, index=pd.MultiIndex.from_tuples([("a", 1)] * 2))}
+
+    for name, sent in make_frames().items():
+        back = box.call(lambda name: make_frames()[name], name)
+        assert back.equals(sent) and list(back.axes[-1]) == list(sent.axes[-1]), (name, back)
+        assert list(back.index.names) == list(sent.index.names) and back.index.equals(sent.index), (name, back)
+        assert getattr(back, "name", None) == getattr(sent, "name", None), (name, back)
