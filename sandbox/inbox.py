@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import frames
 from .errors import ProtocolError, SandboxUnavailable
+from .filetypes import image_type
 from .policy import Policy
 from .results import Denial, File
 
@@ -91,6 +92,12 @@ class Inbox:
 
     def _returned(self, frame: frames.Returned) -> None:
         image = type(frame) is frames.ReturnedImage
+        mime_type = frame.mime_type or "application/octet-stream"
+        if image and not frame.skipped:
+            # Clients show an image part as one: only bytes that are a PNG or JPEG image are (a forged or junk
+            # "figure.png" comes back as a plain file, under no image's MIME type).
+            sniffed = image_type(frame.data)
+            image, mime_type = sniffed is not None, sniffed or "application/octet-stream"
         kind = "images" if image else "files"
         kept = self.reported.images if image else self.reported.files
         cap = self.limits.max_returned_file_bytes
@@ -102,7 +109,7 @@ class Inbox:
             self.reported.dropped[kind if over_count else f"{kind} bytes"] += 1
             return
         self.returned_bytes += len(data)
-        kept.append(File(name=frame.name, data=data, mime_type=frame.mime_type or "application/octet-stream",
+        kept.append(File(name=frame.name, data=data, mime_type=mime_type,
                          truncated=frame.truncated or len(frame.data) > cap))
 
     def _denied(self, frame: frames.Denied) -> None:

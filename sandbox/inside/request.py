@@ -22,7 +22,7 @@ import threading
 from typing import Any, Callable, NamedTuple
 
 from .. import commands, frames, protocol, rundirs, streams
-from ..filetypes import IMAGE_EXTENSIONS
+from ..filetypes import IMAGE_EXTENSIONS, image_type
 from ..policy import Limits, Policy
 from ..records import record
 from . import call, harness, proc
@@ -429,10 +429,16 @@ def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Lim
                                                          f"({exc.strerror or exc})"))
             continue
         ext = os.path.splitext(rel)[1].lower()
-        kind = frames.ReturnedImage if ext in IMAGE_EXTENSIONS and not truncated else frames.Returned
-        mime = IMAGE_EXTENSIONS.get(ext) or _guess_mime(rel)
+        # An image only if its bytes are one (the host checks them too): a figure.png of text is a plain file.
+        sniffed = image_type(data) if ext in IMAGE_EXTENSIONS else None
+        kind = frames.ReturnedImage if sniffed and not truncated else frames.Returned
+        mime = sniffed or (_NOT_AN_IMAGE if ext in IMAGE_EXTENSIONS else _guess_mime(rel))
         chan.send(kind(name=rel, mime_type=mime, data=data, truncated=truncated, size=st.st_size))
         sent += 1
+
+
+#: The MIME type of a file named as an image whose bytes are no image's.
+_NOT_AN_IMAGE = "application/octet-stream"
 
 
 def _quoted(rel: str) -> str:

@@ -82,6 +82,24 @@ def test_savefig_and_show_give_two_images(box):
     assert len(r.parts()) == 3
 
 
+def test_an_image_file_is_an_image_only_when_its_bytes_are_one(box):
+    """A file named as an image came back as an image part (inline PNG/JPEG that clients render) whatever it held;
+    now its bytes decide: text or junk in ``figure.png`` is a plain file, of no image's MIME type."""
+    r = box.run("import cv2, numpy as np, matplotlib.pyplot as plt\n"
+                "open('figure.png', 'w').write('<svg onload=alert(1)>')\nopen('photo.jpg', 'wb').write(b'\\0junk')\n"
+                "plt.plot([1, 2])\nplt.savefig('real.png')\ncv2.imwrite('real.jpeg', np.zeros((4, 4, 3), np.uint8))\n"
+                "plt.savefig('png_named.jpg', format='png')")
+    assert r.ok, r
+    assert [(i.name, i.mime_type) for i in r.images] == [
+        ("png_named.jpg", "image/png"), ("real.jpeg", "image/jpeg"), ("real.png", "image/png")], r
+    assert [(f.name, f.mime_type, f.data) for f in r.files] == [
+        ("figure.png", "application/octet-stream", b"<svg onload=alert(1)>"),
+        ("photo.jpg", "application/octet-stream", b"\0junk")], r
+    assert [p for p in r.parts() if "inlineData" in p] and all(
+        p["inlineData"]["mimeType"] in ("image/png", "image/jpeg") for p in r.parts() if "inlineData" in p)
+    assert len(r.parts()) == 4
+
+
 def test_new_files_are_returned(box):
     r = box.run("open('out.txt', 'w').write('hi')\nimport os\nos.mkdir('d')\nopen('d/x.csv','w').write('a,b')")
     assert {(f.name, f.data) for f in r.files} == {("out.txt", b"hi"), ("d/x.csv", b"a,b")}
@@ -97,7 +115,8 @@ def test_a_snippet_changing_directory_still_gets_its_work_dirs_files(box):
     assert {(f.name, f.data) for f in r.files} == {("mine.txt", b"y"), ("out/a.txt", b"x")}
     r = box.run("import os, matplotlib.pyplot as plt\nopen('figure_1.png', 'wb').write(b'not a figure')\n"
                 "os.chdir('/tmp')\nplt.plot([1, 2])\nplt.show()")
-    assert [i.name for i in r.images] == ["figure_2.png", "figure_1.png"], r  # a figure never takes a file's name
+    assert [i.name for i in r.images] == ["figure_2.png"], r  # a figure never takes a file's name
+    assert [(f.name, f.data) for f in r.files] == [("figure_1.png", b"not a figure")], r
 
 
 def test_a_new_file_that_cannot_be_returned_is_named_not_dropped(box):

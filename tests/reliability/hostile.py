@@ -193,7 +193,7 @@ os.closerange(0, 1 << 16)
 time.sleep(600)
 '''
 FORGED_IMAGES = FORGE + '''
-forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (b"x",)) * 10_000)
+forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (b"\\x89PNG\\r\\n\\x1a\\n",)) * 10_000)
 print("went on")
 '''
 #: The files HOSTILE_NAMES writes in its work dir: name in the run -> (name in the Result, content).

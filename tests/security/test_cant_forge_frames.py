@@ -39,6 +39,8 @@ def raw(header, blobs=(), text=None):
 
 def forge(*frames):
     _channel.sock.sendall(b"".join(frames))
+
+PNG = b"\\x89PNG\\r\\n\\x1a\\n"  # what an image's bytes begin with (else the host keeps it as a plain file)
 '''
 
 
@@ -409,7 +411,7 @@ def test_forged_done_runs_stay_within_max_concurrent(one_at_a_time):
 # -- caps the host enforces while reading ----------------------------------------------------
 def test_100k_tiny_images_keep_the_cap_and_end_promptly(sb):
     cap = sb.policy.limits.max_returned_files
-    code = forged('forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (b"x",)) * 100_000)')
+    code = forged('forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (PNG,)) * 100_000)')
     started = time.monotonic()
     r = checked_run(sb, code, timeout=120)
     elapsed = time.monotonic() - started
@@ -419,6 +421,22 @@ def test_100k_tiny_images_keep_the_cap_and_end_promptly(sb):
     notes = [d.detail for d in r.denied if d.kind == "limit"]
     assert notes == [f"{100_000 - cap} more images were not returned "
                      f"(policy {sb.policy.name!r}: limits.max_returned_files)"], r.denied
+
+
+def test_a_forged_image_that_is_no_image_comes_back_as_a_plain_file(default):
+    """The host showed any ``image`` frame as an image part, whatever its bytes: markup or junk under
+    ``image/png`` reached clients that render it. Its bytes decide now, on the host too: a real PNG or JPEG is
+    an image (of the type its bytes are), anything else a plain file of no image's MIME type."""
+    r = default.run(forged(
+        'forge(raw({"type": "image", "name": "a.png", "mime_type": "image/png"}, (b"<svg onload=alert(1)>",)),\n'
+        '      raw({"type": "image", "name": "b.png", "mime_type": "image/png"}, (b"",)),\n'
+        '      raw({"type": "image", "name": "c.png", "mime_type": "image/png"}, (b"\\xff\\xd8\\xff\\xe0 jpeg",)),\n'
+        '      raw({"type": "image", "name": "d.jpg", "mime_type": "image/jpeg"}, (PNG + b"png",)))'))
+    assert r.outcome == Outcome.OK, r
+    assert [(i.name, i.mime_type) for i in r.images] == [("c.png", "image/jpeg"), ("d.jpg", "image/png")], r
+    assert [(f.name, f.mime_type, f.data) for f in r.files] == [
+        ("a.png", "application/octet-stream", b"<svg onload=alert(1)>"), ("b.png", "application/octet-stream", b"")]
+    assert [p["inlineData"]["mimeType"] for p in r.parts() if "inlineData" in p] == ["image/jpeg", "image/png"]
 
 
 def test_returned_files_keep_the_cap(default):
@@ -435,7 +453,7 @@ def test_images_and_files_keep_the_total_bytes_cap_forged_or_made():
     too, on the worker's side (what it sends) and the host's (what it keeps of forged frames)."""
     from sandbox.policy import Policy
     policy = Policy.load("default").with_limits(max_returned_bytes=1_000_000)
-    code = forged('forge(*[raw({"type": "image", "name": f"f{n}.png", "mime_type": "image/png"}, (b"x" * 300_000,)) '
+    code = forged('forge(*[raw({"type": "image", "name": f"f{n}.png", "mime_type": "image/png"}, (PNG + b"x" * 299_992,)) '
                   'for n in range(6)])\n'
                   'for n in range(6):\n    open(f"made_{n}.bin", "wb").write(b"m" * 300_000)\n')
     with sandbox.Sandbox(policy=policy) as box:
@@ -472,7 +490,7 @@ def test_the_host_is_unharmed_by_forgeries(default):
 #: error text and type, a denial (an image's MIME type is PNG or JPEG or the frame is refused).
 LONE_SURROGATES = forged(r'''
 forge(raw({"type": "file", "name": "\ud800.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png", "size": 4}, (b"\x89PNG",)),
+      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png", "size": 8}, (b"\x89PNG\r\n\x1a\n",)),
       raw({"type": "denied", "event": "network\ud800", "detail": "\udcff"}),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error\udcff"}))
 ''')
@@ -501,7 +519,7 @@ def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
 #: and the error text do not.
 MCP_SURROGATES = forged(r'''
 forge(raw({"type": "file", "name": "a.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png", "size": 4}, (b"\x89PNG",)),
+      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png", "size": 8}, (b"\x89PNG\r\n\x1a\n",)),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error"}))
 ''')
 

@@ -100,7 +100,7 @@ def test_run_out_is_bounded_by_the_policy_caps(tmp_path):
     policy.write_text("[limits]\nmax_returned_files = 3\nmax_returned_file_bytes = 1000\n")
     (tmp_path / "snippet.py").write_text(FORGE + r'''
 for index in range(50):  # past the worker's caps: straight onto the channel
-    forge("image", b"i" * 5000, name=f"forged_{index}.png", mime_type="image/png")
+    forge("image", PNG + b"i" * 5000, name=f"forged_{index}.png", mime_type="image/png")
 for index in range(10):
     open(f"file_{index}.txt", "w").write("f" * 5000)
 ''')
