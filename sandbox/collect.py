@@ -23,7 +23,7 @@ from .errors import ProtocolError
 from .inbox import Inbox, Reported
 from .workers import Spawned
 from .policy import Policy
-from .streams import TaggedReader
+from .streams import TaggedReader, incomplete_utf8_tail
 
 if TYPE_CHECKING:
     import asyncio
@@ -391,11 +391,17 @@ class _Reader:
             return
         got = self.got
         room = self.policy.limits.max_output_bytes - len(got.output)
-        if len(data) > room:
-            data = data[:max(room, 0)]
-            self.kill("output_limit")
-        (got.stdout if stream == 1 else got.stderr).extend(data)
-        got.output.extend(data)
+        kept = got.stdout if stream == 1 else got.stderr
+        if len(data) <= room:
+            kept.extend(data)
+            got.output.extend(data)
+            return
+        self.kill("output_limit")
+        kept.extend(data[:max(room, 0)])
+        got.output.extend(data[:max(room, 0)])
+        # The cut is at a byte count: a character it split would end the text as U+FFFD. Its bytes go.
+        for buffer in (kept, got.output):
+            del buffer[len(buffer) - incomplete_utf8_tail(buffer):]
 
     def on_frames(self, data: bytes) -> None:
         if self.got.protocol_error is not None:

@@ -62,7 +62,8 @@ class Result:
     outcome: Outcome
     """OK, FAILED or DEADLINE_EXCEEDED (``str()`` gives the service's ``OUTCOME_*`` name)."""
     stdout: str = ""
-    """What the snippet printed to stdout (capped by ``limits.max_output_bytes``)."""
+    """What the snippet printed to stdout (capped by ``limits.max_output_bytes``; a cut drops the bytes of a
+    character it split)."""
     stderr: str = ""
     """What the snippet printed to stderr (capped)."""
     output: str = ""

@@ -94,3 +94,14 @@ class TaggedReader:
             chunks.append((stream, bytes(self._buf[_HEADER.size:_HEADER.size + length])))
             del self._buf[:_HEADER.size + length]
         return chunks
+
+
+def incomplete_utf8_tail(data: bytes | bytearray) -> int:
+    """How many bytes at the end of ``data`` are the start of a UTF-8 character cut short (0 if none): what a cut
+    at a byte count leaves, and what would decode to U+FFFD, or break a strict decoder, at the text's end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a character's first byte: does the character fit in what follows it?
+            needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+            return back if needed > back else 0
+    return 0  # only continuation bytes: invalid already, not a character the cut split

@@ -167,6 +167,26 @@ def test_one_gigabyte_line_is_capped_and_the_host_keeps_its_memory(no_leaks, nam
     _next_run_works(no_leaks)
 
 
+def test_output_cut_at_its_cap_ends_on_a_whole_character():
+    """The cap cut a character's bytes apart: the text ended in U+FFFD (or, for a consumer decoding strictly, was
+    no UTF-8 at all). The incomplete character's bytes are dropped; every whole one before the cut is kept."""
+    policy = sandbox.Policy.load("default").with_limits(max_output_bytes=1001)
+    cases = {  # code -> (stream, the character it repeats); 1001 bytes end 1, 1 or 3 bytes into a character
+        "print('é' * 1000)": ("stdout", "é"),
+        "import sys\nsys.stderr.write('€' * 1000)": ("stderr", "€"),
+        "import os\nos.write(1, 'x🙂'.encode() * 1000)": ("stdout", "x🙂"),
+    }
+    with sandbox.Sandbox(policy=policy) as box:
+        for code, (stream, text) in cases.items():
+            r = box.run(code)
+            assert r.reason == "output_limit", r
+            kept = getattr(r, stream)
+            assert "\ufffd" not in kept and "\ufffd" not in r.output, (code, kept[-5:])
+            whole = 1001 // len(text.encode())
+            assert kept == (text * 1000)[:len(kept)] and len(kept.encode()) > 1001 - 4, (code, kept[-5:])
+            assert whole * len(text) <= len(kept), code
+
+
 # -- frames forged on the tagged pipe: output that costs the host more than its bytes ------------
 TAGGED = ("import os, struct, sys\n"
           "fd = sys.modules['sandbox.inside.request'].current().tagged_fd\n"
