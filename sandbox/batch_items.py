@@ -169,12 +169,13 @@ def max_record_bytes(policy: Policy) -> int:
     A record's ``id`` and ``meta`` come from its input line, written again: at most 4 times its bytes (a float
     ``9e15,`` is written ``9000000000000000.0, ``). Its ``output``, ``error`` and denial details are each at
     most ``limits.max_output_bytes`` characters, 6 bytes each when escaped (``\\u0001``). Images are saved as
-    files of their own: the record describes them and the other files (``limits.max_returned_files`` of each)
+    files of their own: the record describes them and the other files (``limits.max_returned_images`` and
+    ``limits.max_returned_files``)
     with a name and a path of up to 4096 characters each. 1 MiB more for keys, numbers and our own messages.
     For the default policy that is ~740 MB, nearly all of it the theoretical ``meta`` of a line of 64 input
     files' size; records are a few KiB in practice."""
     limits = policy.limits
-    described = 2 * limits.max_returned_files * 6 * (2 * MAX_NAME_CHARS + 512)
+    described = (limits.max_returned_images + limits.max_returned_files) * 6 * (2 * MAX_NAME_CHARS + 512)
     return 4 * max_line_bytes(policy) + 3 * 6 * limits.max_output_bytes + described + (1 << 20)
 
 

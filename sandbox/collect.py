@@ -317,7 +317,8 @@ class _Reader:
         got.reported = inbox.reported
         limits = policy.limits
         self.decoder = protocol.Decoder(max_frame_bytes=limits.max_returned_file_bytes + _FRAME_SLACK)
-        self.chan_budget = min(limits.max_returned_files * limits.max_returned_file_bytes,
+        items = limits.max_returned_files + limits.max_returned_images
+        self.chan_budget = min(items * limits.max_returned_file_bytes,
                                limits.max_returned_bytes) + _FRAME_SLACK
         self.selector = selectors.DefaultSelector()
         self.selector.register(io.out_r, selectors.EVENT_READ, 1)

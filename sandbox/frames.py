@@ -163,7 +163,8 @@ class Returned(Frame):
     truncated: bool = False
     """The worker cut it at ``limits.max_returned_file_bytes``."""
     skipped: bool = False
-    """Not sent: past ``limits.max_returned_files`` (``data`` is empty)."""
+    """Not sent: past ``limits.max_returned_files`` (an image: ``max_returned_images``) or ``max_returned_bytes``
+    (``data`` is empty)."""
     size: int = 0
     """Its size in the work dir, in bytes."""
 

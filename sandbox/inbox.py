@@ -10,8 +10,9 @@ checks its place in the run and keeps what the policy allows:
   denials, at most one ``error`` or (``call`` only) one ``value``, then ``done``;
   nothing after ``done``. A frame out of place is a :class:`~sandbox.errors.ProtocolError`:
   the host stops the run (``reason="protocol"``).
-- **Caps, while reading.** At most ``limits.max_returned_files`` images and as many
-  files, each cut at ``limits.max_returned_file_bytes``, all within ``limits.max_returned_bytes``; at most
+- **Caps, while reading.** At most ``limits.max_returned_images`` images and, counted apart,
+  ``limits.max_returned_files`` other files, each cut at ``limits.max_returned_file_bytes``, all within
+  ``limits.max_returned_bytes``; at most
   :data:`~sandbox.frames.MAX_DENIALS` denials, together within ``limits.max_output_bytes``;
   the error text within ``limits.max_output_bytes`` (cut and marked). Past a cap the host
   stops keeping and counts what it dropped (:attr:`Reported.dropped`); the result says so.
@@ -100,12 +101,13 @@ class Inbox:
             image, mime_type = sniffed is not None, sniffed or "application/octet-stream"
         kind = "images" if image else "files"
         kept = self.reported.images if image else self.reported.files
+        most = self.limits.max_returned_images if image else self.limits.max_returned_files
         cap = self.limits.max_returned_file_bytes
         data = frame.data[:cap]
         over_bytes = self.returned_bytes + (min(frame.size, cap) if frame.skipped else len(data)) > \
             self.limits.max_returned_bytes  # a worker skips an item past the count, or past this total
-        if len(kept) >= self.limits.max_returned_files or frame.skipped or over_bytes:
-            over_count = len(kept) >= self.limits.max_returned_files or (frame.skipped and not over_bytes)
+        if len(kept) >= most or frame.skipped or over_bytes:
+            over_count = len(kept) >= most or (frame.skipped and not over_bytes)
             self.reported.dropped[kind if over_count else f"{kind} bytes"] += 1
             return
         self.returned_bytes += len(data)

@@ -91,8 +91,11 @@ class Limits:
     max_returned_file_bytes: Limit = 16_000_000
     """Largest output file or image returned to the host; bigger ones are truncated and marked."""
     max_returned_files: Limit = 32
-    """Images (figures and image files) returned per run, and as many other new/changed work-dir files;
-    the host keeps no more and says how many it dropped (a ``limit`` entry of ``Result.denied``)."""
+    """New/changed work-dir files returned per run (``Result.files``), images not counted; the host keeps no more
+    and says how many it dropped (a ``limit`` entry of ``Result.denied``)."""
+    max_returned_images: Limit = 32
+    """Images returned per run (``Result.images``: figures and image files), counted apart from the files above,
+    so many data files never crowd out a run's figures, nor many figures its files; past it, as there."""
     max_returned_bytes: Limit = 64_000_000
     """Bytes of images and files returned per run, all together; past it the host keeps no more and says how many
     it dropped, as past ``max_returned_files``. The host holds them in memory: without this, the caps above let

@@ -78,7 +78,8 @@ class Result:
     """Signal number that ended the worker, if one did."""
     denied: list[Denial] = field(default_factory=list)
     """What the snippet tried that confinement refused; entries of kind ``limit`` say what the host did
-    not return because of a cap (images or files past ``limits.max_returned_files``, denials past their cap)."""
+    not return because of a cap (images past ``limits.max_returned_images``, files past ``max_returned_files``,
+    denials past their cap)."""
     images: list[File] = field(default_factory=list)
     """Figures (one per ``plt.show()``) then image files saved in the work dir, PNG/JPEG bytes."""
     files: list[File] = field(default_factory=list)

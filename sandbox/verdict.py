@@ -150,7 +150,7 @@ def unique_names(images: list[File], files: list[File]) -> tuple[list[File], lis
 
 
 #: kind of dropped item -> (what it is, the policy key that capped it)
-_CAPS = {"images": ("images", "limits.max_returned_files"),
+_CAPS = {"images": ("images", "limits.max_returned_images"),
          "files": ("files", "limits.max_returned_files"),
          "images bytes": ("images", "limits.max_returned_bytes"),
          "files bytes": ("files", "limits.max_returned_bytes"),

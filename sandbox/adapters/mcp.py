@@ -10,7 +10,7 @@ variables, imports and files). It returns a ``TextContent`` (the outcome line, t
 output, the error, the names of what the run produced), one ``ImageContent`` per
 figure or saved image (PNG/JPEG) and one embedded resource per other file the run
 wrote (text or base64 blob with its MIME type, within the policy's
-``limits.max_returned_files`` / ``max_returned_file_bytes``; a file cut at the byte cap
+``limits.max_returned_images`` / ``max_returned_files`` / ``max_returned_file_bytes``; a file cut at the byte cap
 is marked ``(truncated)`` in the text). Resource URIs are unique per call:
 ``sandbox://runs/<n>/<name>``. A failed or timed-out run, or input the sandbox refuses,
 sets ``isError`` so the model sees it as a tool error. The tool description names the

@@ -15,7 +15,7 @@ HELP = """Run a Python snippet (a file, or - for stdin) in the sandbox.
 Prints the snippet's output, then its outcome (OUTCOME_OK / OUTCOME_FAILED /
 OUTCOME_DEADLINE_EXCEEDED) on stderr; figures from plt.show() and image files the
 snippet saves are written to --out, under names made safe and unique, at most the
-policy's limits.max_returned_files images and as many files, each at most
+policy's limits.max_returned_images images and limits.max_returned_files files, each at most
 limits.max_returned_file_bytes. On a terminal, control characters in what the
 snippet printed are shown escaped (\\x1b...); in a pipe they pass unchanged. With
 --json, prints the Gemini-shaped result parts instead. Exit status: 0 when the
@@ -109,15 +109,17 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], i
 
     Names from inside are made safe and unique (:mod:`sandbox.outfiles`); a file that
     cannot be written is reported and the next one written. The policy's caps bound the
-    writes: at most ``limits.max_returned_files`` images and as many files, each cut to
+    writes: at most ``limits.max_returned_images`` images and ``limits.max_returned_files`` files, each cut to
     ``limits.max_returned_file_bytes``, whatever the run sent back.
     """
     from ..outfiles import OutDir, extension
 
     lines, unwritten = [], 0
     with OutDir(out_dir) as out:
-        for kind, items in (("image", result.images), ("file", result.files)):
-            for index, item in enumerate(items[:limits.max_returned_files]):
+        for kind, items, key in (("image", result.images, "max_returned_images"),
+                                 ("file", result.files, "max_returned_files")):
+            most = getattr(limits, key)
+            for index, item in enumerate(items[:most]):
                 data = item.data[:limits.max_returned_file_bytes]
                 fallback = f"{kind}_{index}{extension(item.name, item.mime_type)}"
                 try:
@@ -128,7 +130,6 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], i
                     continue
                 cut = f" (cut to {len(data)} bytes: limits.max_returned_file_bytes)" if len(data) < len(item.data) else ""
                 lines.append(f"wrote {path}{cut}")
-            if len(items) > limits.max_returned_files:
-                lines.append(f"sandbox: {len(items) - limits.max_returned_files} more {kind}s not written "
-                             f"(limits.max_returned_files = {limits.max_returned_files})")
+            if len(items) > most:
+                lines.append(f"sandbox: {len(items) - most} more {kind}s not written (limits.{key} = {most})")
     return lines, unwritten

@@ -22,7 +22,7 @@ import threading
 from typing import Any, Callable, NamedTuple
 
 from .. import commands, frames, protocol, rundirs, streams
-from ..filetypes import IMAGE_EXTENSIONS, image_type
+from ..filetypes import IMAGE_EXTENSIONS, IMAGE_SIGNATURE_BYTES, image_type
 from ..policy import Limits, Policy
 from ..records import record
 from . import call, harness, proc
@@ -73,6 +73,9 @@ class Channel:
         """``limits.max_returned_file_bytes`` of the run's policy (None: not known yet)."""
         self.returned_bytes_left: int | None = None
         """What is left of ``limits.max_returned_bytes`` for this run's images and files (None: not known yet)."""
+        self.returns_left: dict[bool, int] = {}
+        """How many more images (key True: figures and image files) and other files (False) the run may return:
+        ``limits.max_returned_images`` and ``max_returned_files``, counted apart (empty: not known yet)."""
         self.done = False
         """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
         snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
@@ -93,13 +96,16 @@ class Channel:
             self.sock.sendall(data)
             self.done = type(frame) is frames.Done
 
-    def take_return(self, size: int) -> bool:
-        """Whether an image or file of ``size`` bytes still fits in the run's total; it is counted if so."""
-        if self.returned_bytes_left is None:
-            return True
-        if size > self.returned_bytes_left:
+    def take_return(self, size: int, image: bool) -> bool:
+        """Whether an image (or, ``image`` false, another file) of ``size`` bytes still fits in the run's caps, in
+        number and in total bytes; it is counted if so."""
+        left = self.returns_left.get(image)
+        if left == 0 or (self.returned_bytes_left is not None and size > self.returned_bytes_left):
             return False
-        self.returned_bytes_left -= size
+        if left is not None:
+            self.returns_left[image] = left - 1
+        if self.returned_bytes_left is not None:
+            self.returned_bytes_left -= size
         return True
 
     def fail(self, text: str, exc_type: str) -> None:
@@ -243,6 +249,8 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     workdir = chan.workdir = confined.workdir
     chan.max_file_bytes = confined.spec.policy.limits.max_returned_file_bytes
     chan.returned_bytes_left = confined.spec.policy.limits.max_returned_bytes
+    chan.returns_left = {True: confined.spec.policy.limits.max_returned_images,
+                         False: confined.spec.policy.limits.max_returned_files}
     failure = _write_inputs(request.files, request.inputs, workdir) if isinstance(request, commands.Run) else None
     if failure is not None:
         chan.fail(failure, "OSError")
@@ -358,7 +366,7 @@ def _patch_show(pyplot: Any) -> None:
             data, cap = buffer.getvalue(), chan.max_file_bytes
             truncated = cap is not None and len(data) > cap
             kind = frames.Returned if truncated else frames.ReturnedImage
-            fits = chan.take_return(len(data[:cap]))
+            fits = chan.take_return(len(data[:cap]), image=not truncated)  # a cut figure returns as a file
             chan.send(kind(name=f"figure_{chan.figures}.png", mime_type="image/png", data=data[:cap] if fits else b"",
                            truncated=truncated, skipped=not fits, size=len(data)))
         pyplot.close("all")
@@ -410,31 +418,36 @@ def _walk(top: str, prefix: str = "", depth: int = 0) -> list[_Entry]:
 
 
 def _report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits, workdir: str) -> None:
-    """Send the work dir's new or changed regular files: images as ``image``, the rest as ``file``. One it cannot
-    read, or a new or changed dir it cannot look into, is named in a ``file`` denial: never dropped unsaid."""
-    sent = 0
+    """Send the work dir's new or changed regular files: images as ``image``, the rest as ``file``, each kind
+    within its own cap. One it cannot read, or a new or changed dir it cannot look into, is named in a ``file``
+    denial: never dropped unsaid."""
+    cap = limits.max_returned_file_bytes
     for rel, st, blind in _walk(workdir):
         if before.get(rel) == (st.st_size, st.st_mtime_ns):
             continue
         if blind:
             chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not searched for new files: {blind}"))
             continue
-        if sent >= limits.max_returned_files or not chan.take_return(min(st.st_size, limits.max_returned_file_bytes)):
-            chan.send(frames.Returned(name=rel, mime_type="", data=b"", skipped=True, size=st.st_size))
-            continue
+        path, ext = os.path.join(workdir, rel), os.path.splitext(rel)[1].lower()
         try:
-            data, truncated = _read_capped(os.path.join(workdir, rel), limits.max_returned_file_bytes)
+            # Which cap it counts against: an image's, when its first bytes are one's and it is not cut (a cut
+            # image returns as a file).
+            first = image_type(_read_capped(path, IMAGE_SIGNATURE_BYTES)[0]) if ext in IMAGE_EXTENSIONS else None
+            image = first is not None and st.st_size <= cap
+            if not chan.take_return(min(st.st_size, cap), image):
+                kind = frames.ReturnedImage if image else frames.Returned
+                chan.send(kind(name=rel, mime_type=first or "", data=b"", skipped=True, size=st.st_size))
+                continue
+            data, truncated = _read_capped(path, cap)
         except OSError as exc:
             chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not returned: cannot read it "
                                                          f"({exc.strerror or exc})"))
             continue
-        ext = os.path.splitext(rel)[1].lower()
         # An image only if its bytes are one (the host checks them too): a figure.png of text is a plain file.
         sniffed = image_type(data) if ext in IMAGE_EXTENSIONS else None
         kind = frames.ReturnedImage if sniffed and not truncated else frames.Returned
         mime = sniffed or (_NOT_AN_IMAGE if ext in IMAGE_EXTENSIONS else _guess_mime(rel))
         chan.send(kind(name=rel, mime_type=mime, data=data, truncated=truncated, size=st.st_size))
-        sent += 1
 
 
 #: The MIME type of a file named as an image whose bytes are no image's.

@@ -24,7 +24,7 @@ def small_policy(tmp_path: Path) -> Path:
     """A policy with tiny input and output caps, so that max_record_bytes is a few MB."""
     path = tmp_path / "small.toml"
     path.write_text("[limits]\nmax_code_bytes = 1000\nmax_input_files = 1\nmax_input_file_bytes = 1000\n"
-                    "max_output_bytes = 1000\nmax_returned_files = 1\n")
+                    "max_output_bytes = 1000\nmax_returned_files = 1\nmax_returned_images = 1\n")
     return path
 
 

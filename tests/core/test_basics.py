@@ -134,6 +134,30 @@ def test_a_new_file_that_cannot_be_returned_is_named_not_dropped(box):
         ("file", "'shut/' was not searched for new files: cannot list it (Permission denied)")]
 
 
+def test_many_files_do_not_crowd_out_images_nor_images_files():
+    """The worker counted image files and other files against one ``limits.max_returned_files``: 40 data files
+    left no room for the chart saved after them, and the note called the dropped chart a file. Images (figures and
+    image files) have their own cap, ``limits.max_returned_images``; other files keep ``max_returned_files``."""
+    policy = sandbox.Policy.load("default").with_limits(max_returned_files=5, max_returned_images=3)
+    many_files = ("import matplotlib.pyplot as plt\nfor i in range(40):\n    open(f'data_{i:02}.txt', 'w').write('x')\n"
+                  "plt.plot([1, 2])\nplt.show()\nplt.plot([1, 2])\nplt.savefig('zz_chart.png')")
+    many_images = ("import matplotlib.pyplot as plt\nfor i in range(4):\n    plt.figure()\n    plt.plot([1, i])\n"
+                   "plt.show()\nplt.plot([1, 2])\nplt.savefig('chart.png')\nopen('a.txt', 'w').write('x')")
+    with sandbox.Sandbox(policy=policy) as sb:
+        r = sb.run(many_files)
+        assert r.ok, r
+        assert [i.name for i in r.images] == ["figure_1.png", "zz_chart.png"], r
+        assert [f.name for f in r.files] == [f"data_{i:02}.txt" for i in range(5)]
+        assert [d.detail for d in r.denied] == [
+            "35 more files were not returned (policy 'default': limits.max_returned_files)"]
+        r = sb.run(many_images)
+        assert r.ok, r
+        assert [i.name for i in r.images] == ["figure_1.png", "figure_2.png", "figure_3.png"], r
+        assert [f.name for f in r.files] == ["a.txt"]
+        assert [d.detail for d in r.denied] == [
+            "2 more images were not returned (policy 'default': limits.max_returned_images)"]
+
+
 def test_returned_file_over_cap_is_truncated_and_marked():
     policy = sandbox.Policy.load("default").with_limits(max_returned_file_bytes=1000)
     with sandbox.Sandbox(policy=policy) as sb:

@@ -264,7 +264,7 @@ def _flood(token: str, env: Env) -> Check:
 
 
 def _forged_images(token: str, env: Env) -> Check:
-    cap = env.limits.max_returned_files
+    cap = env.limits.max_returned_images
     note = f"{10_000 - cap} more images were not returned"
 
     def noted(r) -> str | None:

@@ -410,7 +410,7 @@ def test_forged_done_runs_stay_within_max_concurrent(one_at_a_time):
 
 # -- caps the host enforces while reading ----------------------------------------------------
 def test_100k_tiny_images_keep_the_cap_and_end_promptly(sb):
-    cap = sb.policy.limits.max_returned_files
+    cap = sb.policy.limits.max_returned_images
     code = forged('forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (PNG,)) * 100_000)')
     started = time.monotonic()
     r = checked_run(sb, code, timeout=120)
@@ -420,7 +420,7 @@ def test_100k_tiny_images_keep_the_cap_and_end_promptly(sb):
     assert elapsed < 60, f"100,000 image frames took {elapsed:.0f} s"
     notes = [d.detail for d in r.denied if d.kind == "limit"]
     assert notes == [f"{100_000 - cap} more images were not returned "
-                     f"(policy {sb.policy.name!r}: limits.max_returned_files)"], r.denied
+                     f"(policy {sb.policy.name!r}: limits.max_returned_images)"], r.denied
 
 
 def test_a_forged_image_that_is_no_image_comes_back_as_a_plain_file(default):

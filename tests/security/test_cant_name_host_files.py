@@ -97,7 +97,7 @@ def test_cant_crash_run_out_or_write_outside_it(tmp_path):
 
 def test_run_out_is_bounded_by_the_policy_caps(tmp_path):
     policy = tmp_path / "small.toml"
-    policy.write_text("[limits]\nmax_returned_files = 3\nmax_returned_file_bytes = 1000\n")
+    policy.write_text("[limits]\nmax_returned_files = 3\nmax_returned_images = 3\nmax_returned_file_bytes = 1000\n")
     (tmp_path / "snippet.py").write_text(FORGE + r'''
 for index in range(50):  # past the worker's caps: straight onto the channel
     forge("image", PNG + b"i" * 5000, name=f"forged_{index}.png", mime_type="image/png")

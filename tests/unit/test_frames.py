@@ -184,11 +184,27 @@ def test_a_call_takes_one_value():
     assert codec.decode(box.reported.value) == [1]
 
 
+#: How a PNG image begins: the host keeps an image frame as an image only with it.
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_images_and_files_are_capped_apart():
+    """One cap counted both kinds in the worker: many files left no room for a run's images. Each has its own."""
+    box = inbox(max_returned_files=2, max_returned_images=3)
+    feed(box, READY)
+    for n in range(5):
+        feed(box, frames.Returned(name=f"{n}.csv", mime_type="text/csv", data=b"c"))
+    for n in range(5):
+        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=PNG))
+    assert len(box.reported.files) == 2 and len(box.reported.images) == 3
+    assert box.reported.dropped == {"files": 3, "images": 2}
+
+
 def test_images_files_and_denials_are_capped_while_reading():
-    box = inbox(max_returned_files=3, max_returned_file_bytes=10, max_output_bytes=1000)
+    box = inbox(max_returned_files=3, max_returned_images=3, max_returned_file_bytes=10, max_output_bytes=1000)
     feed(box, READY)
     for n in range(10_000):
-        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=b"p" * 50),
+        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=PNG + b"p" * 42),
              frames.Returned(name=f"{n}.csv", mime_type="text/csv", data=b"c"),
              frames.Denied(event="network", detail="d" * 90))
     reported = box.reported
@@ -202,7 +218,7 @@ def test_images_and_files_are_capped_in_total_bytes_while_reading():
     box = inbox(max_returned_files=32, max_returned_file_bytes=1000, max_returned_bytes=2500)
     feed(box, READY)
     for n in range(5):
-        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=b"p" * 1000),
+        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=PNG + b"p" * 992),
              frames.Returned(name=f"{n}.csv", mime_type="text/csv", data=b"c" * 100))
     reported = box.reported
     kept = [*reported.images, *reported.files]

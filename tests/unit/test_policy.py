@@ -21,6 +21,9 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     assert set(strict.confinement.required) == set(LAYERS) and not strict.confinement.allow_subprocess
     assert (default.limits.max_disk_mb, default.limits.max_disk_inodes) == (1024, 65536)
     assert (strict.limits.max_disk_mb, strict.limits.max_disk_inodes) == (64, 4096)
+    # images and other files are capped apart: many data files never crowd out a run's figures
+    assert (default.limits.max_returned_images, default.limits.max_returned_files) == (32, 32)
+    assert (strict.limits.max_returned_images, strict.limits.max_returned_files) == (8, 8)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -41,6 +44,8 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"limits": {"max_disk_mb": 1 << 21}}, "limits.max_disk_mb must be at most 1048576"),
     ({"limits": {"max_disk_inodes": -5}}, "limits.max_disk_inodes must be a positive number (got -5)"),
     ({"limits": {"max_disk_inodes": 2.5}}, "limits.max_disk_inodes must be an int (got 2.5)"),
+    ({"limits": {"max_returned_images": 0}}, "limits.max_returned_images must be a positive number (got 0)"),
+    ({"limits": {"max_returned_images": "32"}}, "limits.max_returned_images must be an int (got '32')"),
     # setrlimit takes at most 2**63 - 1: past it, every run of the policy crashed as it started
     ({"limits": {"memory_mb": 1 << 43}}, "limits.memory_mb must be at most 1073741824 (got 8796093022208)"),
     ({"limits": {"max_file_size_mb": 1 << 43}}, "limits.max_file_size_mb must be at most 1073741824"),
