@@ -19,6 +19,7 @@ import socket
 import stat
 import sys
 import threading
+import types
 from typing import Any, Callable, NamedTuple
 
 from .. import commands, frames, protocol, rundirs, streams
@@ -206,13 +207,37 @@ def prepare_streams() -> None:
     _prepared = _std_streams(_tagged_fd)
 
 
+#: The module whose globals the snippets of this process run in (:func:`new_scope`).
+_main: types.ModuleType | None = None
+
+
 def new_scope() -> dict[str, Any]:
-    """The globals a snippet starts with, as ``python -c`` would give it."""
-    return {"__name__": "__main__", "__builtins__": builtins}
+    """The globals a snippet starts with, as ``python script.py`` gives them: those of a fresh module that is
+    ``sys.modules["__main__"]`` (not the zygote's own). What the snippet defines is then found where pickle (and
+    multiprocessing, concurrent.futures, ...) look for ``__main__.f``: pickling its functions and classes failed
+    with "attribute lookup f on __main__ failed"."""
+    global _main
+    _main = _fresh_main()
+    sys.modules["__main__"] = _main
+    return _main.__dict__
+
+
+def _fresh_main() -> types.ModuleType:
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    return main
+
+
+def _as_main(scope: dict[str, Any]) -> None:
+    """Make ``scope``'s module ``sys.modules["__main__"]`` again: an earlier run of a session may have replaced or
+    deleted it (``sys.modules.clear()``), and its variables are the session's."""
+    if _main is not None and _main.__dict__ is scope:
+        sys.modules["__main__"] = _main
 
 
 def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> None:
     me = os.getpid()
+    _as_main(scope)
     failure = harness.run_python(request.code.decode("utf-8"), scope)
     if failure is None:
         return
@@ -276,7 +301,8 @@ def rehearse(confined: Confined) -> None:
     (header, blobs), = protocol.Decoder().feed(wire)
     request = frames.decode(commands.REQUEST, header, blobs)
     frames.encode(frames.Ready(layers=confined.layers))
-    harness.run_python(request.code.decode("utf-8"), new_scope())  # type: ignore[union-attr]  # the Run above
+    # Not new_scope(): a session's standby rehearses too, and its state's module stays the snippets' __main__.
+    harness.run_python(request.code.decode("utf-8"), _fresh_main().__dict__)  # type: ignore[union-attr]  # the Run above
     _snapshot(confined.workdir)
     frames.encode(usage())
 

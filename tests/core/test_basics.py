@@ -63,6 +63,30 @@ def test_sys_exit_zero_is_ok_nonzero_failed(box):
     assert r.outcome == Outcome.FAILED and r.error.startswith("3\n")
 
 
+MAIN_PICKLES = """
+import multiprocessing, pickle, sys
+def square(x):
+    return x * x
+class Point:
+    def __init__(self, x):
+        self.x = x
+print(__name__, sys.modules["__main__"].__dict__ is globals())
+print(pickle.loads(pickle.dumps(square))(3), pickle.loads(pickle.dumps(Point(4))).x)
+if __name__ == "__main__":
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        print(pool.map(square, [1, 2, 3]))
+"""
+
+
+def test_the_snippet_is_main_and_what_it_defines_pickles(box):
+    """The snippet ran in globals named ``__main__`` that were not ``sys.modules["__main__"]``'s (the zygote's own
+    module): pickle, multiprocessing and the like, which find ``__main__.square`` there, failed with "attribute
+    lookup square on __main__ failed". It runs in a fresh module registered as ``__main__``, as ``python script.py``."""
+    r = box.run(MAIN_PICKLES)
+    assert r.ok, r
+    assert r.stdout == "__main__ True\n9 4\n[1, 4, 9]\n"
+
+
 def test_plt_show_gives_one_png(box):
     r = box.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
     assert r.ok and len(r.images) == 1

@@ -263,6 +263,17 @@ def test_a_run_that_empties_sys_modules_leaves_a_state_that_serves(session):
     assert session.run("print(x)").stdout == "1\n" and not session.closed
 
 
+def test_what_a_session_defines_pickles_in_its_later_runs(session):
+    """A session's runs share one ``__main__`` module, its variables: what an earlier run defined pickles in a
+    later one, also after a run took ``__main__`` out of ``sys.modules`` (pickle, multiprocessing look it up there)."""
+    assert session.run("import pickle, sys\ndef square(x):\n    return x * x\nclass Point:\n    x = 4").ok
+    for code in ("pass", "del sys.modules['__main__']", "sys.modules['__main__'] = sys"):
+        assert session.run(code).ok
+        r = session.run("print(pickle.loads(pickle.dumps(square))(3), pickle.loads(pickle.dumps(Point())).x)")
+        assert r.outcome == Outcome.OK and r.stdout == "9 4\n", (code, r)
+    assert session.fork().run("print(pickle.loads(pickle.dumps(square))(5))").stdout == "25\n"
+
+
 def test_closed_session_refuses(box):
     s = box.session()
     s.close()
