@@ -239,6 +239,7 @@ def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> No
     me = os.getpid()
     _as_main(scope)
     failure = harness.run_python(request.code.decode("utf-8"), scope)
+    _join_threads()
     if failure is None:
         return
     flush_std()
@@ -252,6 +253,23 @@ def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> No
         sys.stderr.write(failure.traceback)
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001 - the snippet's stream objects: nothing of theirs may end the child's exit
+        pass
+
+
+#: ``threading.enumerate`` as this package found it: the snippet may replace the module's.
+_threads = threading.enumerate
+
+
+def _join_threads() -> None:
+    """Wait for the threads the snippet started and left running (not its daemon threads), as the interpreter does
+    before ``python script.py`` exits: what they print or write after the snippet's last line is the run's, not
+    lost. A thread that never ends holds the run to its wall clock, as it holds that script."""
+    me = threading.current_thread()
+    try:
+        for thread in _threads():
+            if thread is not me and not thread.daemon:
+                thread.join()
+    except BaseException:  # noqa: BLE001 - the snippet's Thread subclasses (join, daemon): nothing of theirs ends our report
         pass
 
 

@@ -87,6 +87,20 @@ def test_the_snippet_is_main_and_what_it_defines_pickles(box):
     assert r.stdout == "__main__ True\n9 4\n[1, 4, 9]\n"
 
 
+LATE_THREAD = ("import threading, time\ndef later():\n    time.sleep(0.2)\n    print('from thread')\n"
+               "    open('late.txt', 'w').write('late')\nthreading.Thread(target=later).start()\nprint('main done')")
+
+
+def test_a_thread_left_running_ends_before_the_run_reports(box):
+    """What a (non-daemon) thread printed or wrote after the snippet's last line was lost: the run reported and
+    ended at once. It is waited for, as ``python script.py`` waits for it before exiting."""
+    r = box.run(LATE_THREAD)
+    assert r.ok and r.stdout == "main done\nfrom thread\n" and [f.name for f in r.files] == ["late.txt"], r
+    with box.session() as session:
+        r = session.run(LATE_THREAD)
+        assert r.ok and r.stdout == "main done\nfrom thread\n" and [f.name for f in r.files] == ["late.txt"], r
+
+
 def test_plt_show_gives_one_png(box):
     r = box.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
     assert r.ok and len(r.images) == 1
