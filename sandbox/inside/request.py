@@ -258,19 +258,33 @@ def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> No
 
 #: ``threading.enumerate`` as this package found it: the snippet may replace the module's.
 _threads = threading.enumerate
+#: What the interpreter calls before it joins a script's threads (``threading._register_atexit``): the list itself,
+#: which concurrent.futures appends to when the snippet imports it.
+_before_join: list[Callable[[], Any]] = getattr(threading, "_threading_atexits", [])
+#: The flags those callbacks set, by module: a session's next run may make executors again.
+_SHUT_FLAGS = (("concurrent.futures.thread", "_shutdown"), ("concurrent.futures.process", "_global_shutdown"))
 
 
 def _join_threads() -> None:
     """Wait for the threads the snippet started and left running (not its daemon threads), as the interpreter does
     before ``python script.py`` exits: what they print or write after the snippet's last line is the run's, not
-    lost. A thread that never ends holds the run to its wall clock, as it holds that script."""
+    lost. A thread that never ends holds the run to its wall clock, as it holds that script. First, as there, the
+    callbacks that tell an executor's idle workers to end (a ThreadPoolExecutor never shut down: without them its
+    workers waited for work until the wall clock)."""
     me = threading.current_thread()
     try:
+        for callback in reversed(list(_before_join)):
+            callback()
         for thread in _threads():
             if thread is not me and not thread.daemon:
                 thread.join()
     except BaseException:  # noqa: BLE001 - the snippet's Thread subclasses (join, daemon): nothing of theirs ends our report
         pass
+    finally:
+        for name, flag in _SHUT_FLAGS:
+            module = sys.modules.get(name)
+            if module is not None:
+                setattr(module, flag, False)
 
 
 def _run_call(request: commands.Call, chan: Channel, scope: dict[str, Any]) -> None:

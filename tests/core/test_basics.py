@@ -101,6 +101,23 @@ def test_a_thread_left_running_ends_before_the_run_reports(box):
         assert r.ok and r.stdout == "main done\nfrom thread\n" and [f.name for f in r.files] == ["late.txt"], r
 
 
+IDLE_EXECUTOR = ("from concurrent.futures import ThreadPoolExecutor\n"
+                 "pool = ThreadPoolExecutor(2)\nprint(pool.submit(sum, [1, 2]).result())")
+
+
+def test_an_executor_left_open_does_not_hold_the_run(box):
+    """An executor never shut down keeps idle non-daemon workers: ``python script.py`` tells them to end before it
+    joins threads (threading's exit callbacks), so must a run, or it waits for them until its wall clock. A
+    session's next run makes executors again (the callbacks' shutdown flags are not kept)."""
+    r = box.run(IDLE_EXECUTOR, timeout=10)
+    assert r.ok and r.stdout == "3\n", r
+    with box.session() as session:
+        r = session.run(IDLE_EXECUTOR, timeout=10)
+        assert r.ok and r.stdout == "3\n", r
+        r = session.run("print(ThreadPoolExecutor(2).submit(sum, [3, 4]).result())", timeout=10)
+        assert r.ok and r.stdout == "7\n", r
+
+
 def test_plt_show_gives_one_png(box):
     r = box.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
     assert r.ok and len(r.images) == 1
