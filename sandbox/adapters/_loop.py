@@ -124,7 +124,8 @@ class Tools:
     """Who answers which call: the sandbox, one of the caller's functions, or the caller (handed back).
 
     Args:
-        functions: the caller's tools, name -> callable (sync, or async for the async loops).
+        functions: the caller's tools, name -> callable (sync, or async for the async loops: an async
+            function or an object whose ``__call__`` is one).
         declared: every function name the model was given (run_python's included).
         tool_name: the name run_python is declared under.
     """
@@ -154,29 +155,46 @@ class Tools:
     def check_sync(self) -> None:
         """A blocking loop cannot await: refuse async functions up front."""
         for name, fn in self.functions.items():
-            if inspect.iscoroutinefunction(fn):
+            if _is_async(fn):
                 raise InputError(f"functions[{value_text(name)}] is async: use the async loop (arun) with it")
 
     def call(self, name: str, args: Any) -> tuple[bool, Any]:
         """(True, value) of the caller's function, or (False, error text)."""
         fn = self.functions[name]
         try:
-            return True, fn(**_keywords(name, args))
+            value = fn(**_keywords(name, args))
         except Exception as exc:  # noqa: BLE001 - the model sees the error, as with the SDKs' own function calling
             return False, f"{type(exc).__name__}: {exc}"
+        if inspect.isawaitable(value):  # async all the same (a lambda around an async call): check_sync missed it
+            getattr(value, "close", lambda: None)()  # never started: nothing of it ran
+            # Answered, not raised: raised, it lost the answers of the turn's earlier calls, run again on resume.
+            return False, f"{name} returned an awaitable, which this blocking loop cannot await (use the async loop)"
+        return True, value
 
     async def acall(self, name: str, args: Any) -> tuple[bool, Any]:
         """:meth:`call` for the async loops: async functions are awaited, sync ones run in a thread."""
         fn = self.functions[name]
         try:
-            if inspect.iscoroutinefunction(fn):
+            if _is_async(fn):
                 return True, await fn(**_keywords(name, args))
-            return True, await asyncio.to_thread(fn, **_keywords(name, args))
+            value = await asyncio.to_thread(fn, **_keywords(name, args))
+            if inspect.isawaitable(value):  # a sync function handing back a coroutine: its answer is what that gives
+                value = await value
+            return True, value
         except Exception as exc:  # noqa: BLE001
             return False, f"{type(exc).__name__}: {exc}"
 
     def unknown(self, name: Any) -> str:
         return f"unknown tool {value_text(name)}; the tools here are {sorted(self.declared)}"
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """True for an async function, and for an object whose ``__call__`` is one.
+
+    ``inspect.iscoroutinefunction`` is False for such an object: taken for a sync function, it ran
+    in a thread and its coroutine went to the model unawaited, as its repr.
+    """
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
 
 
 def _keywords(name: str, args: Any) -> dict[str, Any]:

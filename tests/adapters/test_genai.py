@@ -491,3 +491,31 @@ def test_an_answer_without_an_id_is_matched_to_the_handed_back_call_by_its_name(
         {"id": "call-book_flight-0", "name": "book_flight", "response": {"result": "booked SK42"}},
         {"text": "thanks"}]
     assert len(model.requests) == 3
+
+
+class _AsyncWeather:
+    """A callable object whose ``__call__`` is async: ``inspect.iscoroutinefunction`` is False for the object."""
+
+    def __init__(self) -> None:
+        self.cities: list[str] = []
+
+    async def __call__(self, city: str) -> dict:
+        await asyncio.sleep(0)
+        self.cities.append(city)
+        return {"city": city, "sky": "clear"}
+
+
+def test_tool_loop_awaits_a_callable_object_with_an_async_call(box):
+    """Taken for a sync function, it ran in a thread and its coroutine went to the model unawaited (as its repr)."""
+    weather = _AsyncWeather()
+    script = [reply(calls=[("get_weather", {"city": "Oslo"})]), reply("Clear.")]
+    with ScriptedModel(script) as model:
+        loop = adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [WEATHER]},
+                                functions={"get_weather": weather})
+        with pytest.raises(sandbox.InputError, match=r"functions\['get_weather'\] is async"):
+            loop.run("sync loop, async callable")
+        assert asyncio.run(loop.arun("Weather in Oslo?")).text == "Clear."
+        loop.close()
+    assert weather.cities == ["Oslo"]
+    (answer,) = contents(model.requests[1])[-1]["parts"]
+    assert answer["functionResponse"]["response"] == {"result": {"city": "Oslo", "sky": "clear"}}

@@ -555,3 +555,43 @@ def test_an_answer_without_an_id_is_matched_to_the_handed_back_call_by_its_name(
                                                      r"'call_book_flight_1'\) are unanswered"):
             adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[BOOK])
     assert "tool_call_id" not in messages[-1] and len(model.requests) == 3
+
+
+class _AsyncWeather:
+    """A callable object whose ``__call__`` is async: ``inspect.iscoroutinefunction`` is False for the object."""
+
+    def __init__(self) -> None:
+        self.cities: list[str] = []
+
+    async def __call__(self, city: str) -> str:
+        await asyncio.sleep(0)
+        self.cities.append(city)
+        return f"sunny in {city}"
+
+
+def test_a_callable_object_with_an_async_call_is_awaited_and_refused_by_the_sync_loop(box):
+    """Taken for a sync function, it ran in a thread and its coroutine went to the model unawaited (as its repr)."""
+    weather = _AsyncWeather()
+    script = [reply(calls=[("get_weather", {"city": "Oslo"})]), reply("Sunny."),
+              reply(calls=[("get_weather", {"city": "Rome"})]), reply("Sunny too."),
+              reply(calls=[("get_weather", {"city": "Pisa"})]), reply("No idea.")]
+    with ScriptedModel(script) as model:
+        messages: list = [{"role": "user", "content": "Weather in Oslo?"}]
+        asyncio.run(adapter.arun_chat(async_client(model), model="m", messages=messages, sandbox=box, tools=[WEATHER],
+                                      functions={"get_weather": weather}))
+        assert messages[2] == {"role": "tool", "tool_call_id": "call_get_weather_0", "content": "sunny in Oslo"}
+        with pytest.raises(sandbox.InputError, match=r"functions\['get_weather'\] is async"):
+            adapter.run_chat(sync_client(model), model="m", messages=[], sandbox=box, tools=[WEATHER],
+                             functions={"get_weather": weather})
+        assert len(model.requests) == 2  # refused before any request
+        # a sync function handing back an awaitable: awaited by the async loop; the sync loop says it cannot
+        messages = [{"role": "user", "content": "Weather in Rome?"}]
+        asyncio.run(adapter.arun_chat(async_client(model), model="m", messages=messages, sandbox=box, tools=[WEATHER],
+                                      functions={"get_weather": lambda city: weather(city)}))
+        assert messages[2] == {"role": "tool", "tool_call_id": "call_get_weather_0", "content": "sunny in Rome"}
+        messages = [{"role": "user", "content": "Weather in Pisa?"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box, tools=[WEATHER],
+                         functions={"get_weather": lambda city: weather(city)})
+    assert messages[2]["content"] == ("error: get_weather returned an awaitable, which this blocking loop cannot "
+                                      "await (use the async loop)")
+    assert weather.cities == ["Oslo", "Rome"]  # the coroutine the sync loop could not await never ran
