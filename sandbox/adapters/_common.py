@@ -108,6 +108,17 @@ def describe_environment(box: Sandbox | None = None) -> str:
     )
 
 
+def state_text(stateful: bool) -> str:
+    """The sentence of a tool description that says whether variables persist: true for how calls are answered.
+
+    Told they persist where every call starts fresh (``handle()`` without a session), a model
+    used its earlier variables and got a NameError for each.
+    """
+    if stateful:
+        return "Variables persist between calls in one conversation."
+    return "Every call starts fresh: nothing defined by an earlier call is kept, so define what you use in each call."
+
+
 #: Sessions a SessionPool keeps by default (ADK's executor, the MCP server).
 MAX_SESSIONS = 16
 

@@ -295,7 +295,7 @@ def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox
     base = types.GenerateContentConfig.model_validate(config or {})
     if TOOL_NAME in _declared(base):
         return base
-    return base.model_copy(update={"tools": [*(base.tools or []), tool(sandbox=box)]})
+    return base.model_copy(update={"tools": [*(base.tools or []), tool(sandbox=box, stateful=True)]})  # one session
 
 
 def _as_contents(contents: Any) -> list[types.Content]:

@@ -15,7 +15,7 @@ from google.genai import types
 from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import Outcome, Result
-from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse
+from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
 from ._loop import arun_or_refuse
 
 #: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
@@ -86,11 +86,17 @@ def _code_of(part_or_code: Any) -> tuple[str, str | None]:
     return executable.code, getattr(executable, "id", None)
 
 
-def function_declaration(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> types.FunctionDeclaration:
-    """The ``run_python(code)`` function, described with the sandbox's libraries and limits."""
+def function_declaration(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
+                         stateful: bool = False) -> types.FunctionDeclaration:
+    """The ``run_python(code)`` function, described with the sandbox's libraries and limits.
+
+    ``stateful``: the calls run in one session (``handle(session=...)``, :class:`ToolLoop`), so the
+    description tells the model variables persist; by default it says every call starts fresh,
+    as it does with ``handle(sandbox=...)``.
+    """
     return types.FunctionDeclaration(
         name=name,
-        description=describe_environment(sandbox) + " Variables persist between calls in one conversation.",
+        description=describe_environment(sandbox) + " " + state_text(stateful),
         parameters_json_schema={
             "type": "object",
             "properties": {"code": {"type": "string", "description": "Python source code to run."}},
@@ -99,9 +105,9 @@ def function_declaration(*, sandbox: Sandbox | None = None, name: str = TOOL_NAM
     )
 
 
-def tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> types.Tool:
+def tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME, stateful: bool = False) -> types.Tool:
     """A ``Tool`` holding :func:`function_declaration`, for ``GenerateContentConfig(tools=[...])``."""
-    return types.Tool(function_declarations=[function_declaration(sandbox=sandbox, name=name)])
+    return types.Tool(function_declarations=[function_declaration(sandbox=sandbox, name=name, stateful=stateful)])
 
 
 def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,

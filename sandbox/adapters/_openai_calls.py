@@ -16,7 +16,7 @@ from ..errors import InputError, os_error_text, value_text
 from ..outfiles import OutDir, safe_name
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
-    run_or_refuse
+    run_or_refuse, state_text
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_max_calls_per_turn, not_run_text
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
@@ -35,20 +35,28 @@ _PARAMETERS = {
 }
 
 
-def _description(box: Sandbox | None) -> str:
-    return describe_environment(box) + " Variables persist between calls in one conversation."
+def _description(box: Sandbox | None, stateful: bool) -> str:
+    return describe_environment(box) + " " + state_text(stateful)
 
 
-def chat_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> "ChatCompletionFunctionToolParam":
-    """The tool for ``client.chat.completions.create(tools=[...])`` (a ``ChatCompletionFunctionToolParam``)."""
+def chat_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
+              stateful: bool = False) -> "ChatCompletionFunctionToolParam":
+    """The tool for ``client.chat.completions.create(tools=[...])`` (a ``ChatCompletionFunctionToolParam``).
+
+    ``stateful``: the calls run in one session (``handle*(session=...)``, :func:`run_chat`), so the
+    description tells the model variables persist; by default it says every call starts fresh,
+    as it does with ``handle*(sandbox=...)``.
+    """
     return {"type": "function",
-            "function": {"name": name, "description": _description(sandbox), "parameters": _PARAMETERS}}
+            "function": {"name": name, "description": _description(sandbox, stateful), "parameters": _PARAMETERS}}
 
 
-def responses_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME) -> "FunctionToolParam":
-    """The tool for ``client.responses.create(tools=[...])`` (a ``FunctionToolParam``)."""
-    return {"type": "function", "name": name, "description": _description(sandbox), "parameters": _PARAMETERS,
-            "strict": True}
+def responses_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
+                   stateful: bool = False) -> "FunctionToolParam":
+    """The tool for ``client.responses.create(tools=[...])`` (a ``FunctionToolParam``); ``stateful`` as in
+    :func:`chat_tool`."""
+    return {"type": "function", "name": name, "description": _description(sandbox, stateful),
+            "parameters": _PARAMETERS, "strict": True}
 
 
 def field_of(obj: Any, key: str) -> Any:

@@ -95,7 +95,7 @@ class _Chat:
         self.images, self.save_dir = images, save_dir
         tools = list(create_kwargs.pop("tools", None) or ())
         if TOOL_NAME not in _declared(tools):
-            tools.append(chat_tool(sandbox=sandbox))
+            tools.append(chat_tool(sandbox=sandbox, stateful=True))  # every call runs in one session
         self.create_kwargs = {**create_kwargs, "tools": tools}
         self.tools = Tools(functions, _declared(tools))
 

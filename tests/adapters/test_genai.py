@@ -519,3 +519,17 @@ def test_tool_loop_awaits_a_callable_object_with_an_async_call(box):
     assert weather.cities == ["Oslo"]
     (answer,) = contents(model.requests[1])[-1]["parts"]
     assert answer["functionResponse"]["response"] == {"result": {"city": "Oslo", "sky": "clear"}}
+
+
+def test_the_declaration_says_whether_variables_persist(box):
+    """handle() without a session runs every call fresh: a description saying variables persist misled the model."""
+    fresh = adapter.function_declaration(sandbox=box).description
+    assert "Every call starts fresh" in fresh and "persist between calls" not in fresh
+    (part,) = adapter.handle(call("print(x)"), sandbox=box)
+    assert "NameError" in part.function_response.response["error"]
+    stateful = adapter.tool(sandbox=box, stateful=True).function_declarations[0].description
+    assert "Variables persist between calls" in stateful and "fresh" not in stateful
+    with ScriptedModel([reply("hi")]) as model, adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+        loop.run("hi")  # the loop answers in one session: its own declaration says so
+    (declared,) = model.requests[0]["body"]["tools"][0]["functionDeclarations"]
+    assert declared["description"] == stateful

@@ -220,7 +220,7 @@ def test_run_chat_mixes_the_callers_own_tools(box):
     with ScriptedModel(script) as model:
         client = sync_client(model)
         messages: list = [{"role": "user", "content": "Weather in Paris, then book."}]
-        tools = [adapter.chat_tool(sandbox=box), WEATHER, BOOK]  # run_python declared by the caller: sent once
+        tools = [adapter.chat_tool(sandbox=box, stateful=True), WEATHER, BOOK]  # declared by the caller: sent once
         handed = adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=tools,
                                   functions={"get_weather": get_weather})
         assert [c.function.name for c in handed.choices[0].message.tool_calls] == ["book_flight", "run_python"]
@@ -595,3 +595,18 @@ def test_a_callable_object_with_an_async_call_is_awaited_and_refused_by_the_sync
     assert messages[2]["content"] == ("error: get_weather returned an awaitable, which this blocking loop cannot "
                                       "await (use the async loop)")
     assert weather.cities == ["Oslo", "Rome"]  # the coroutine the sync loop could not await never ran
+
+
+def test_the_tool_description_says_whether_variables_persist(box):
+    """handle() without a session runs every call fresh: a description saying variables persist misled the model."""
+    fresh = adapter.chat_tool(sandbox=box)["function"]["description"]
+    assert "Every call starts fresh" in fresh and "persist between calls" not in fresh
+    assert adapter.handle(tool_call("x = 1"), sandbox=box)["content"] == "OUTCOME_OK"
+    assert "NameError" in adapter.handle(tool_call("print(x)"), sandbox=box)["content"]  # what the text says
+    assert adapter.responses_tool(sandbox=box)["description"] == fresh
+    stateful = adapter.chat_tool(sandbox=box, stateful=True)["function"]["description"]
+    assert "Variables persist between calls" in stateful and "fresh" not in stateful
+    assert adapter.responses_tool(sandbox=box, stateful=True)["description"] == stateful
+    with ScriptedModel([reply("hi")]) as model:  # run_chat answers in one session: its own tool says so
+        adapter.run_chat(sync_client(model), model="m", messages=[{"role": "user", "content": "hi"}], sandbox=box)
+    assert model.requests[0]["body"]["tools"][0]["function"]["description"] == stateful
