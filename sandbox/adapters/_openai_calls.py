@@ -184,7 +184,7 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     answered: list[tuple[Any, Result | str | None]]
     answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, len(calls), cap)
                 for index, call in enumerate(calls)]
-    return compose(answered, images, save_dir)
+    return compose(answered, images, save_dir, name)
 
 
 async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None,
@@ -199,7 +199,7 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
     answered: list[tuple[Any, Result | str | None]]
     answered = [await arun_chat_call(call, runner, timeout, name) if index < cap
                 else not_run_call(call, len(calls), cap) for index, call in enumerate(calls)]
-    return compose(answered, images, save_dir)
+    return compose(answered, images, save_dir, name)
 
 
 def not_run_call(tool_call: Any, total: int, cap: int) -> tuple[Any, str]:
@@ -233,9 +233,10 @@ def _make_save_dir(save_dir: str) -> None:
         raise InputError(f"save_dir {value_text(save_dir)} is not writable")
 
 
-def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
-             save_dir: str | None) -> "list[ChatCompletionMessageParam]":
-    """The tool messages of one turn, then (``images="message"``) one user message with their images."""
+def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode, save_dir: str | None,
+            tool_name: str) -> "list[ChatCompletionMessageParam]":
+    """The tool messages of one turn, then (``images="message"``) one user message with their images,
+    introduced by the name the tool is declared under (``tool_name``)."""
     produced: list[tuple[Any, File]]
     messages, produced = [], []
     for message, result in answered:
@@ -245,7 +246,7 @@ def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
         produced.extend((message["tool_call_id"], image) for image in found)
         messages.append(message)
     if images == "message" and produced:
-        content: list[dict[str, Any]] = [{"type": "text", "text": "Images produced by " + TOOL_NAME + ":"}]
+        content: list[dict[str, Any]] = [{"type": "text", "text": f"Images produced by {tool_name}:"}]
         for call_id, image in produced:
             content.append({"type": "text", "text": f"{image.name} (tool call {call_id})"})
             content.append({"type": "image_url", "image_url": {"url": data_url(image)}})

@@ -111,7 +111,8 @@ class _Chat:
                 return completion
             if turn == self.max_turns - 1:
                 break
-            self.messages.extend(compose((yield from self._answers(calls)), self.images, self.save_dir))
+            answered = yield from self._answers(calls)
+            self.messages.extend(compose(answered, self.images, self.save_dir, TOOL_NAME))
         logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
                        "(the next run_chat with these messages answers them first)", self.max_turns)
         return completion  # type: ignore[return-value]  # max_turns >= 1: set
@@ -137,7 +138,7 @@ class _Chat:
         at = last + 1
         while at < len(self.messages) and field_of(self.messages[at], "role") == "tool":
             at += 1  # after the caller's own tool messages, before anything else: tool messages come first
-        self.messages[at:at] = compose(answered, self.images, self.save_dir)
+        self.messages[at:at] = compose(answered, self.images, self.save_dir, TOOL_NAME)
 
     def _match_by_name(self, start: int, open_calls: list[Any]) -> list[Any]:
         """The open calls left once the caller's tool messages without an id, from ``start`` on, are matched by name.

@@ -339,7 +339,7 @@ def test_an_image_that_cannot_be_saved_is_said_in_the_message_not_raised(tmp_pat
     message = {"role": "tool", "tool_call_id": "a", "content": "OUTCOME_OK"}
     image = sandbox.File(name="figure_1.png", data=b"\x89PNG", mime_type="image/png")
     result = sandbox.Result(outcome=sandbox.Outcome.OK, stdout="", images=(image,))
-    [answer] = compose([(message, result)], "save", str(tmp_path / "gone"))
+    [answer] = compose([(message, result)], "save", str(tmp_path / "gone"), "run_python")
     assert answer["content"].startswith("OUTCOME_OK\n[saved: figure_1.png not saved (EEXIST"), answer["content"]
 
 
@@ -610,3 +610,12 @@ def test_the_tool_description_says_whether_variables_persist(box):
     with ScriptedModel([reply("hi")]) as model:  # run_chat answers in one session: its own tool says so
         adapter.run_chat(sync_client(model), model="m", messages=[{"role": "user", "content": "hi"}], sandbox=box)
     assert model.requests[0]["body"]["tools"][0]["function"]["description"] == stateful
+
+
+def test_the_image_message_names_the_declared_tool(box):
+    calls = [tool_call(PLOT, "a", name="python")]
+    messages = adapter.handle_calls(calls, sandbox=box, name="python")
+    assert messages[0]["content"].startswith("OUTCOME_OK")
+    assert messages[1]["content"][0] == {"type": "text", "text": "Images produced by python:"}
+    again = asyncio.run(adapter.ahandle_calls(calls, sandbox=box, name="python"))
+    assert again[1]["content"][0] == messages[1]["content"][0]
