@@ -27,12 +27,16 @@ if TYPE_CHECKING:  # the openai package is only needed for these annotations
 
 ImagesMode = Literal["message", "save", "none"]
 
-_PARAMETERS = {
-    "type": "object",
-    "properties": {"code": {"type": "string", "description": "Python source code to run."}},
-    "required": ["code"],
-    "additionalProperties": False,
-}
+
+def _parameters() -> dict[str, Any]:
+    """The tool's JSON schema, a new dict each call: one module-level dict, handed to every caller,
+    carried one caller's edit of its tool (an added property) into every tool made after."""
+    return {
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "Python source code to run."}},
+        "required": ["code"],
+        "additionalProperties": False,
+    }
 
 
 def _description(box: Sandbox | None, stateful: bool) -> str:
@@ -48,7 +52,7 @@ def chat_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
     as it does with ``handle*(sandbox=...)``.
     """
     return {"type": "function",
-            "function": {"name": name, "description": _description(sandbox, stateful), "parameters": _PARAMETERS}}
+            "function": {"name": name, "description": _description(sandbox, stateful), "parameters": _parameters()}}
 
 
 def responses_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
@@ -56,7 +60,7 @@ def responses_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
     """The tool for ``client.responses.create(tools=[...])`` (a ``FunctionToolParam``); ``stateful`` as in
     :func:`chat_tool`."""
     return {"type": "function", "name": name, "description": _description(sandbox, stateful),
-            "parameters": _PARAMETERS, "strict": True}
+            "parameters": _parameters(), "strict": True}
 
 
 def field_of(obj: Any, key: str) -> Any:

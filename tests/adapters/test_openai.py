@@ -619,3 +619,16 @@ def test_the_image_message_names_the_declared_tool(box):
     assert messages[1]["content"][0] == {"type": "text", "text": "Images produced by python:"}
     again = asyncio.run(adapter.ahandle_calls(calls, sandbox=box, name="python"))
     assert again[1]["content"][0] == messages[1]["content"][0]
+
+
+def test_changing_a_returned_tool_changes_no_later_one(box):
+    """The JSON schema was one module-level dict handed to every caller: one caller's edit reached every later tool."""
+    chat = adapter.chat_tool(sandbox=box)
+    chat["function"]["parameters"]["properties"]["timeout"] = {"type": "number"}
+    chat["function"]["parameters"]["required"].append("timeout")
+    responses = adapter.responses_tool(sandbox=box)
+    responses["parameters"]["properties"]["code"]["description"] = "changed"
+    for schema in (adapter.chat_tool(sandbox=box)["function"]["parameters"],
+                   adapter.responses_tool(sandbox=box)["parameters"]):
+        assert schema == {"type": "object", "required": ["code"], "additionalProperties": False,
+                          "properties": {"code": {"type": "string", "description": "Python source code to run."}}}
