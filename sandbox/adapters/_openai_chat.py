@@ -29,12 +29,16 @@ logger = logging.getLogger(f"{__package__}.openai")
 
 
 def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
-    """A response's assistant message as a request message: only the fields the request schema has.
+    """A response's assistant message as a request message: the fields the request schema has, and
+    ``reasoning_content`` as the server sent it.
 
-    ``message.to_dict()`` would echo response-only fields (``annotations``, a local reasoning
-    server's ``reasoning_content``) that strict OpenAI-compatible servers reject. A reply with
-    neither text nor calls keeps ``content: ""``: the request schema wants content "unless
-    tool_calls or function_call is specified", and servers refuse the next turn's null.
+    ``message.to_dict()`` would echo response-only fields (``annotations``) that strict
+    OpenAI-compatible servers reject. ``reasoning_content`` (what vLLM, llama.cpp and DeepSeek send
+    for reasoning models) goes back to the server that sent it, as appending the SDK's message
+    would send it: DeepSeek's thinking mode refuses the request after a tool call whose assistant
+    message lacks it (400), and a model that reasoned before a tool call keeps that reasoning.
+    A reply with neither text nor calls keeps ``content: ""``: the request schema wants content
+    "unless tool_calls or function_call is specified", and servers refuse the next turn's null.
     """
     calls = field_of(message, "tool_calls")
     legacy = field_of(message, "function_call")
@@ -44,6 +48,8 @@ def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
     param: dict[str, Any] = {"role": "assistant", "content": content}
     if field_of(message, "refusal") is not None:
         param["refusal"] = field_of(message, "refusal")
+    if field_of(message, "reasoning_content") is not None:
+        param["reasoning_content"] = field_of(message, "reasoning_content")
     if calls:
         param["tool_calls"] = [_tool_call_param(call) for call in calls]
     audio = field_of(message, "audio")
@@ -232,8 +238,8 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
              max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
     """Call ``client.chat.completions.create`` until the model stops calling tools this loop answers.
 
-    ``messages`` is extended in place with every assistant message (request fields only,
-    see :func:`assistant_message`), tool message and image message. ``run_python`` calls
+    ``messages`` is extended in place with every assistant message (request fields and
+    ``reasoning_content`` only, see :func:`assistant_message`), tool message and image message. ``run_python`` calls
     run in ``session`` (default: one opened for this call and closed after; pass your own
     to keep variables across calls). Other ``create`` arguments pass through; ``tools``
     gets the ``run_python`` tool added unless it is declared already.

@@ -177,8 +177,11 @@ def test_real_client_runs_a_tool_loop_over_loopback_http(box):
     assert messages == third + [{"role": "assistant", "content": "10! = 3628800"}]
 
 
-def test_only_request_fields_are_sent_back(box):
-    """A local reasoning server adds reasoning_content and annotations: they never go back to it."""
+def test_only_request_fields_and_reasoning_content_are_sent_back(box):
+    """A reasoning server adds reasoning_content and annotations: only reasoning_content goes back, as it came.
+
+    Dropped, DeepSeek's thinking mode refused the request after a tool call (400: reasoning_content
+    "must be passed back"), and the model lost the reasoning it did before the call."""
     script = [reply(None, [run_python("print(1)")], reasoning_content="I should run code.",
                     annotations=[], refusal=None),
               reply("done", reasoning_content="Done thinking.", annotations=[])]
@@ -186,10 +189,11 @@ def test_only_request_fields_are_sent_back(box):
         messages: list = [{"role": "user", "content": "go"}]
         adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
     echoed = sent(model, 1)[1]
-    assert set(echoed) <= ASSISTANT_KEYS and "reasoning_content" not in echoed and "annotations" not in echoed
+    assert set(echoed) - {"reasoning_content"} <= ASSISTANT_KEYS and "annotations" not in echoed
+    assert echoed["reasoning_content"] == "I should run code."
     MESSAGE.validate_python(echoed)
     assert echoed["tool_calls"][0]["function"] == {"name": "run_python", "arguments": '{"code": "print(1)"}'}
-    assert messages[-1] == {"role": "assistant", "content": "done"}
+    assert messages[-1] == {"role": "assistant", "content": "done", "reasoning_content": "Done thinking."}
 
 
 def test_run_chat_max_turns_leaves_the_last_calls_unanswered(box, caplog):
