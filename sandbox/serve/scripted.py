@@ -41,9 +41,10 @@ class Reply:
     """One step of a script."""
 
     kind: str
-    """``code``, ``call``, ``text`` or ``hold``."""
+    """``code``, ``call``, ``text``, ``hold`` or ``response``."""
     value: Any = None
-    """code/call: the arguments; text: a string, or a function of the tool replies so far (list of str)."""
+    """code/call: the arguments; text: a string, or a function of the tool replies so far (list of str);
+    response: a function of the request body returning the HTTP response itself (a backend that misbehaves)."""
     name: str = CODE_TOOL
     """call: the function called."""
     without_code_tool: "Reply | None" = None
@@ -136,6 +137,8 @@ class ScriptedModel:
         tools = [m["content"] for m in messages[start:] if m["role"] == "tool"]
         has_code = any(t["function"]["name"] == CODE_TOOL for t in body.get("tools", []))
         reply = await self.next_reply(script, step, has_code)
+        if reply.kind == "response":
+            return reply.value(body)
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if reply.kind == "text":
             message["content"] = reply.value(tools) if callable(reply.value) else reply.value
@@ -163,6 +166,8 @@ class ScriptedModel:
                  for p in c["parts"] if "functionResponse" in p]
         declared = [d["name"] for t in body.get("tools", []) for d in t.get("functionDeclarations", [])]
         reply = await self.next_reply(script, step, CODE_TOOL in declared)
+        if reply.kind == "response":
+            return reply.value(body)
         if reply.kind == "text":
             part = {"text": reply.value(tools) if callable(reply.value) else reply.value}
         else:

@@ -8,7 +8,43 @@ the tests' own.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+from starlette.responses import Response, StreamingResponse
+
 from sandbox.serve.scripted import HOLD, Reply, ScriptedModel, call, code, text
+
+RUNAWAY_BYTES = 48 * 1024 * 1024
+"""What the ``runaway`` backend sends: past the server's cap on a backend answer (32 MiB)."""
+
+
+def _chat_answer(message: dict[str, Any]) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
+
+
+def _runaway(body: dict[str, Any]) -> Response:
+    """A valid answer after ``RUNAWAY_BYTES`` of JSON whitespace, sent as fast as it is read."""
+    async def chunks() -> AsyncIterator[bytes]:
+        blank = b" " * (1024 * 1024)
+        for _ in range(RUNAWAY_BYTES // len(blank)):
+            yield blank
+            await asyncio.sleep(0)
+        yield _chat_answer({"role": "assistant", "content": "all read"})
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
+def raw(answer: Any) -> Reply:
+    """A step answering with ``answer`` as the JSON body, whatever its shape."""
+    return Reply("response", lambda body: Response(json.dumps(answer), media_type="application/json"))
+
+
+def chat_calls(*calls: tuple[str, Any]) -> Reply:
+    """A Chat Completions answer whose tool calls hold these (name, raw arguments) as given."""
+    return raw({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        for i, (name, arguments) in enumerate(calls)]}}]})
 
 NOISE_CODE = ("import numpy as np, matplotlib.pyplot as plt\nrng = np.random.default_rng(0)\n"
               "for _ in range(5):\n    plt.figure()\n    plt.imshow(rng.random((400, 400)))\n    plt.show()\n"
@@ -32,6 +68,8 @@ SCRIPTS = {
     "hold": [HOLD, text("released")],
     "loop": [code("print(1)", without_code_tool=text("no more code"))] * 50,
     "badargs": [Reply("code", {"source": "print(1)"}), text("fixed")],  # not the 'code' argument
+    "runaway": [Reply("response", _runaway)],
+    "argsnotobject": [chat_calls(("run_python", "[1, 2]"))],  # every turn, however often it is told
 }
 
 

@@ -86,6 +86,11 @@ def http_client(config: BackendConfig) -> httpx.AsyncClient:
                              trust_env=False)  # a local model must not go through a host-wide proxy
 
 
+#: The most bytes a backend's answer may hold. A model turn is text and tool calls (a 128k-token answer is
+#: ~0.5 MB), a Gemini one maybe a few generated images: this is far past both, and bounds what one stuck or
+#: hostile backend makes the server hold per request.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+
 #: Backend HTTP status -> (our status, what it means for the client).
 _REFUSALS: dict[int, tuple[str, str]] = {
     400: ("INVALID_ARGUMENT", "the backend refused the request"),
@@ -109,7 +114,9 @@ async def post_json(client: httpx.AsyncClient, url: str, make_body: Callable[[],
     """
     content = await asyncio.to_thread(_encoded, make_body)
     try:
-        response = await client.post(url, content=content, headers={**headers, "content-type": "application/json"})
+        async with client.stream("POST", url, content=content,
+                                 headers={**headers, "content-type": "application/json"}) as response:
+            body = await _capped_body(response, url)
     except httpx.TimeoutException:
         raise ApiError("DEADLINE_EXCEEDED", f"the backend at {url} did not answer within {timeout_s:g} s "
                                             "(backend.timeout_seconds)") from None
@@ -118,12 +125,34 @@ async def post_json(client: httpx.AsyncClient, url: str, make_body: Callable[[],
                                       "(is it running? backend.url)") from None
     if response.status_code != 200:
         status, meaning = _REFUSALS.get(response.status_code, ("UNAVAILABLE", "the backend failed"))
-        raise ApiError(status, f"{meaning}: HTTP {response.status_code} from {url}: {_error_text(response)}")
+        raise ApiError(status, f"{meaning}: HTTP {response.status_code} from {url}: {_error_text(body)}")
     try:
-        return jsontext.loads(response.content)
+        return jsontext.loads(body)
     except ValueError as exc:
         raise ApiError("INTERNAL", f"the backend at {url} answered with invalid JSON ({exc}): "
-                                   f"{response.text[:200]!r}") from None
+                                   f"{bytes(body[:200]).decode('utf-8', 'replace')!r}") from None
+
+
+async def _capped_body(response: httpx.Response, url: str) -> bytearray:
+    """The answer's bytes, refused past :data:`MAX_REPLY_BYTES` while they come.
+
+    Read whole, a backend that kept sending (a runaway or hostile server) grew this process by
+    hundreds of MB a second until the request's deadline: the read timeout only bounds a pause.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+        raise _too_large(url)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_REPLY_BYTES:
+            raise _too_large(url)
+    return body
+
+
+def _too_large(url: str) -> ApiError:
+    return ApiError("INTERNAL", f"the backend at {url} answered with more than {MAX_REPLY_BYTES} bytes, "
+                                "far more than a model turn holds; its answer was not read")
 
 
 def _encoded(make_body: Callable[[], dict[str, Any]]) -> bytes:
@@ -131,15 +160,15 @@ def _encoded(make_body: Callable[[], dict[str, Any]]) -> bytes:
     return json.dumps(make_body(), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(body: bytearray) -> str:
     try:
-        error = jsontext.loads(response.content).get("error")
+        error = jsontext.loads(body).get("error")
         message = error.get("message") if isinstance(error, dict) else error
         if message:
             return str(message)[:500]
     except (ValueError, AttributeError):
         pass
-    return response.text[:500] or "(empty body)"
+    return bytes(body[:500]).decode("utf-8", "replace") or "(empty body)"
 
 
 def malformed(url: str, what: str) -> ApiError:
