@@ -180,6 +180,9 @@ class _Runner:
     async def execute(self, call: FunctionCall) -> AsyncIterator[Part]:
         code = call.args.get("code")
         if not isinstance(code, str):
+            # Counted as a run: a model that answers "invalid" with the same call again was otherwise asked
+            # again and again until the request's deadline.
+            self.executions += 1
             problem = call.args.get("_invalid_arguments") or \
                 f"{CODE_TOOL} needs a 'code' string argument (got {json.dumps(dict(call.args))[:200]})"
             yield ExecutableCode(json.dumps(dict(call.args)), signature=call.signature)

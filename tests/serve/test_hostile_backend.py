@@ -7,6 +7,7 @@ within the request, never a hang, a bare 500 or a server that grows without boun
 from __future__ import annotations
 
 import pytest
+from google import genai
 from google.genai import errors, types
 
 CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
@@ -18,3 +19,17 @@ def test_a_backend_answer_past_the_cap_is_refused_while_it_streams(client):
         client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:runaway", config=CODE_TOOL)
     assert info.value.code == 500 and info.value.status == "INTERNAL"
     assert "answered with more than 33554432 bytes" in info.value.message
+
+
+def test_calls_with_arguments_that_are_no_object_count_against_the_execution_limit(server, fake_model):
+    """Told its call was invalid, a model that made the same call again was asked again, for ever (a request
+    held until its deadline, 600 s by default, and as many backend calls): such calls did not count."""
+    client = genai.Client(api_key="unused", http_options=types.HttpOptions(base_url=server.url, timeout=90_000))
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:argsnotobject",
+                                              config=CODE_TOOL)
+    candidate = response.candidates[0]
+    assert candidate.finish_reason == types.FinishReason.TOO_MANY_TOOL_CALLS
+    results = [p.code_execution_result for p in candidate.content.parts if p.code_execution_result]
+    assert len(results) == 3  # the server's --max-executions
+    assert all(r.outcome == types.Outcome.OUTCOME_FAILED and "must be a JSON object" in r.output for r in results)
+    assert len(fake_model.requests) == 4  # then once more without the code tool, as after 3 runs
