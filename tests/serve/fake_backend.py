@@ -46,6 +46,11 @@ def chat_calls(*calls: tuple[str, Any]) -> Reply:
         {"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
         for i, (name, arguments) in enumerate(calls)]}}]})
 
+def gemini_parts(*parts: Any) -> Reply:
+    """A Gemini answer whose one candidate holds these parts as given."""
+    return raw({"candidates": [{"content": {"role": "model", "parts": list(parts)}, "finishReason": "STOP"}]})
+
+
 NOISE_CODE = ("import numpy as np, matplotlib.pyplot as plt\nrng = np.random.default_rng(0)\n"
               "for _ in range(5):\n    plt.figure()\n    plt.imshow(rng.random((400, 400)))\n    plt.show()\n"
               "print('drew 5')")  # five PNGs of ~450 KB each: noise does not compress
@@ -70,6 +75,8 @@ SCRIPTS = {
     "badargs": [Reply("code", {"source": "print(1)"}), text("fixed")],  # not the 'code' argument
     "runaway": [Reply("response", _runaway)],
     "argsnotobject": [chat_calls(("run_python", "[1, 2]"))],  # every turn, however often it is told
+    "gargsnotobject": [gemini_parts({"functionCall": {"name": "run_python", "args": "print(1)"}}),
+                       text(lambda tools: f"told: {tools[-1]}")],
 }
 
 

@@ -33,3 +33,15 @@ def test_calls_with_arguments_that_are_no_object_count_against_the_execution_lim
     assert len(results) == 3  # the server's --max-executions
     assert all(r.outcome == types.Outcome.OUTCOME_FAILED and "must be a JSON object" in r.output for r in results)
     assert len(fake_model.requests) == 4  # then once more without the code tool, as after 3 runs
+
+
+def test_gemini_backend_args_that_are_no_object_are_reported_to_the_model(keyed_server, fake_model):
+    """A Gemini backend's functionCall.args that was a string or a list was a 500 ("'str' object has no
+    attribute 'get'"); as from a Chat Completions backend, the model is told and may try again."""
+    client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:gargsnotobject",
+                                              config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    result = parts[1].code_execution_result
+    assert result.outcome == types.Outcome.OUTCOME_FAILED and "arguments must be a JSON object" in result.output
+    assert response.text.startswith("told: OUTCOME_FAILED\nInputError: arguments must be a JSON object")

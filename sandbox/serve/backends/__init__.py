@@ -25,6 +25,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 import httpx
 
 from ... import jsontext
+from ...errors import value_text
 from ..config import BackendConfig
 from ..errors import ApiError
 from ..transcript import Turn
@@ -174,3 +175,23 @@ def _error_text(body: bytearray) -> str:
 def malformed(url: str, what: str) -> ApiError:
     """500 INTERNAL for an answer that is JSON but not the shape the API promises."""
     return ApiError("INTERNAL", f"the backend at {url} answered without {what}")
+
+
+def call_arguments(raw: Any, *, as_text: bool) -> dict[str, Any]:
+    """A tool call's arguments: a JSON object, or (``as_text``: Chat Completions) its JSON text; anything
+    else is kept for the loop to report.
+
+    Either backend may send what is no object (a string, a list, a number): the loop and the writers
+    of the answer read arguments as a dict, and a Gemini backend's ``"args": "x"`` was a bare 500.
+    """
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or (as_text and isinstance(raw, str) and not raw.strip()):
+        return {}
+    if not (as_text and isinstance(raw, str)):
+        return {"_invalid_arguments": f"arguments must be a JSON object: {value_text(raw)}"}
+    try:
+        value = jsontext.loads(raw)
+    except ValueError as exc:
+        return {"_invalid_arguments": f"arguments are not valid JSON ({exc}): {raw[:200]}"}
+    return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {value_text(raw)}"}

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import GEMINI_URL, BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, Turn, UserTurn
 from ..wire import FunctionCall, GenerationConfig, Text
-from . import BackendRequest, ModelReply, Usage, http_client, malformed, post_json
+from . import BackendRequest, ModelReply, Usage, call_arguments, http_client, malformed, post_json
 
 
 class Gemini:
@@ -66,7 +66,7 @@ class Gemini:
                 parts.append(Text(part["text"]))
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
-                parts.append(FunctionCall(str(call.get("name", "")), call.get("args") or {}, call.get("id"),
+                parts.append(FunctionCall(str(call.get("name", "")), call_arguments(call.get("args"), as_text=False), call.get("id"),
                                           part.get("thoughtSignature")))
         return ModelReply(tuple(parts), _usage(data), str(candidate.get("finishReason") or "STOP"))
 

@@ -15,12 +15,10 @@ import base64
 import json
 from typing import Any
 
-from ... import jsontext
-from ...errors import value_text
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
 from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
-from . import BackendRequest, ModelReply, Usage, http_client, malformed, post_json
+from . import BackendRequest, ModelReply, Usage, call_arguments, http_client, malformed, post_json
 
 #: OpenAI finish_reason -> Gemini FinishReason.
 FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
@@ -104,7 +102,7 @@ class OpenAIChat:
             parts.append(Text(content))
         for call in message.get("tool_calls") or ():
             function = call.get("function") or {}
-            parts.append(FunctionCall(str(function.get("name", "")), _arguments(function.get("arguments")),
+            parts.append(FunctionCall(str(function.get("name", "")), call_arguments(function.get("arguments"), as_text=True),
                                       call.get("id")))
         usage = data.get("usage") or {}
         return ModelReply(tuple(parts), Usage(int(usage.get("prompt_tokens") or 0),
@@ -133,17 +131,6 @@ def _tool(declaration: FunctionDeclaration) -> dict[str, Any]:
     parameters = dict(declaration.parameters) if declaration.parameters else {"type": "object", "properties": {}}
     return {"type": "function", "function": {"name": declaration.name, "description": declaration.description,
                                              "parameters": parameters}}
-
-
-def _arguments(raw: Any) -> dict[str, Any]:
-    """Tool-call arguments; text that is not a JSON object is kept for the loop to report."""
-    if isinstance(raw, dict):
-        return raw
-    try:
-        value = jsontext.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-    except ValueError as exc:
-        return {"_invalid_arguments": f"arguments are not valid JSON ({exc}): {str(raw)[:200]}"}
-    return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {value_text(raw)}"}
 
 
 def _sampling(generation: GenerationConfig) -> dict[str, Any]:
