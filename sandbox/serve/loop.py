@@ -7,6 +7,8 @@ One request = one loop::
       code tool call  -> executableCode part, run it in the request's session,
                          codeExecutionResult part(s), one inlineData part per image
       client function -> functionCall part; the turn ends (the client runs it)
+      a function the client did not offer, or arguments no JSON object -> the turn ends
+                      (MALFORMED_FUNCTION_CALL, or UNEXPECTED_TOOL_CALL when none was offered)
     until the model answers without calling code, or after ``max_executions`` runs
     (then it is asked once more without the code tool; still calling: TOO_MANY_TOOL_CALLS)
 
@@ -150,6 +152,10 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
                     yield part
             code_calls = [c for c in calls if c.name == CODE_TOOL and request.code_execution]
             client_calls = [c for c in calls if c not in code_calls]
+            refused = _unrunnable(client_calls, functions)
+            if refused:
+                yield Done(refused, tokens, runner.executions)
+                return
             for call in code_calls:
                 if runner.executions >= engine.max_executions:
                     yield Done("TOO_MANY_TOOL_CALLS", tokens, runner.executions)
@@ -165,6 +171,19 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
                 return
     finally:
         await runner.close()
+
+
+def _unrunnable(calls: list[FunctionCall], offered: tuple[FunctionDeclaration, ...]) -> str | None:
+    """The service's finish reason for a turn whose calls the client cannot run, or None.
+
+    A call to a function the client did not offer (none, mode NONE, or a name it never declared) or with
+    arguments that are no JSON object was passed on as a functionCall: google-genai's automatic function
+    calling raised KeyError in the application. The service ends such a turn without the call.
+    """
+    names = {function.name for function in offered}
+    if all(call.name in names and "_invalid_arguments" not in call.args for call in calls):
+        return None
+    return "MALFORMED_FUNCTION_CALL" if names else "UNEXPECTED_TOOL_CALL"
 
 
 class _Runner:

@@ -75,6 +75,8 @@ SCRIPTS = {
     "badargs": [Reply("code", {"source": "print(1)"}), text("fixed")],  # not the 'code' argument
     "runaway": [Reply("response", _runaway)],
     "argsnotobject": [chat_calls(("run_python", "[1, 2]"))],  # every turn, however often it is told
+    "undeclared": [chat_calls(("get_weather", '{"city": "Paris"}'), ("rm_rf", "{}"))],  # a function never declared
+    "clientargs": [chat_calls(("get_weather", "{city: Paris"))],
     "gargsnotobject": [gemini_parts({"functionCall": {"name": "run_python", "args": "print(1)"}}),
                        text(lambda tools: f"told: {tools[-1]}")],
 }

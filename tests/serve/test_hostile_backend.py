@@ -45,3 +45,32 @@ def test_gemini_backend_args_that_are_no_object_are_reported_to_the_model(keyed_
     result = parts[1].code_execution_result
     assert result.outcome == types.Outcome.OUTCOME_FAILED and "arguments must be a JSON object" in result.output
     assert response.text.startswith("told: OUTCOME_FAILED\nInputError: arguments must be a JSON object")
+
+
+def get_weather(city: str) -> str:
+    """The weather in ``city``."""
+    return f"sunny in {city}"
+
+
+def test_a_call_to_a_function_never_declared_is_a_malformed_call_not_passed_on(client):
+    """It was passed to the client as a functionCall: google-genai's automatic function calling then raised
+    KeyError('rm_rf') in the application. The service ends such a turn with MALFORMED_FUNCTION_CALL."""
+    config = types.GenerateContentConfig(tools=[get_weather, types.Tool(code_execution=types.ToolCodeExecution())])
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:undeclared", config=config)
+    candidate = response.candidates[0]
+    assert candidate.finish_reason == types.FinishReason.MALFORMED_FUNCTION_CALL
+    assert not response.function_calls and not response.automatic_function_calling_history
+
+
+@pytest.mark.parametrize("script, config, reason", [
+    ("clientargs", types.GenerateContentConfig(tools=[types.Tool(function_declarations=[
+        types.FunctionDeclaration(name="get_weather")])]), "MALFORMED_FUNCTION_CALL"),  # arguments no JSON object
+    ("undeclared", types.GenerateContentConfig(tools=[types.Tool(function_declarations=[
+        types.FunctionDeclaration(name="get_weather")])], tool_config=types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(mode="NONE"))), "UNEXPECTED_TOOL_CALL"),
+    ("undeclared", None, "UNEXPECTED_TOOL_CALL"),  # no tools at all
+])
+def test_calls_the_client_cannot_run_end_the_turn(client, script, config, reason):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=f"SCRIPT:{script}", config=config)
+    assert response.candidates[0].finish_reason == reason
+    assert not response.function_calls
