@@ -256,8 +256,8 @@ def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> No
         pass
 
 
-#: ``threading.enumerate`` as this package found it: the snippet may replace the module's.
-_threads = threading.enumerate
+#: ``threading.enumerate`` and ``active_count`` as this package found them: the snippet may replace the module's.
+_threads, _thread_count = threading.enumerate, threading.active_count
 #: What the interpreter calls before it joins a script's threads (``threading._register_atexit``): the list itself,
 #: which concurrent.futures appends to when the snippet imports it.
 _before_join: list[Callable[[], Any]] = getattr(threading, "_threading_atexits", [])
@@ -271,10 +271,12 @@ def _join_threads() -> None:
     lost. A thread that never ends holds the run to its wall clock, as it holds that script. First, as there, the
     callbacks that tell an executor's idle workers to end (a ThreadPoolExecutor never shut down: without them its
     workers waited for work until the wall clock)."""
-    me = threading.current_thread()
+    if not _before_join and _thread_count() == 1:
+        return  # the common run: nothing to end or wait for
     try:
         for callback in reversed(list(_before_join)):
             callback()
+        me = threading.current_thread()
         for thread in _threads():
             if thread is not me and not thread.daemon:
                 thread.join()
