@@ -51,6 +51,98 @@ def gemini_parts(*parts: Any) -> Reply:
     return raw({"candidates": [{"content": {"role": "model", "parts": list(parts)}, "finishReason": "STOP"}]})
 
 
+def _chat(message: Any = None, **fields: Any) -> dict[str, Any]:
+    """A Chat Completions answer: ``message`` (a text one by default) and ``fields`` over the defaults."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": "hi"} if message is None else message,
+              "finish_reason": "stop"}
+    return {"choices": [{**choice, **fields.pop("choice", {})}], **fields}
+
+
+def _gemini(parts: Any = None, **fields: Any) -> dict[str, Any]:
+    """A Gemini answer: one candidate holding ``parts`` (one text part by default), ``fields`` over the defaults."""
+    candidate = {"content": {"role": "model", "parts": [{"text": "hi"}] if parts is None else parts},
+                 "finishReason": "STOP"}
+    return {"candidates": [{**candidate, **fields.pop("candidate", {})}], **fields}
+
+
+#: backend kind -> {script: (an answer of the wrong shape, the field the error must name)}.
+MALFORMED: dict[str, dict[str, tuple[Any, str]]] = {
+    "openai": {
+        "cnotobject": ([_chat()], "JSON that is not an object"),
+        "cchoices": ({"choices": {"0": _chat()["choices"][0]}}, "choices that is not a list"),
+        "cnochoices": ({"choices": []}, "no choices[0]"),
+        "cmessagestr": (_chat("hi"), "choices[0].message that is not an object"),
+        "cnomessage": (_chat(choice={"message": None}), "no choices[0].message"),
+        "ccontent": (_chat({"role": "assistant", "content": 42}), "choices[0].message.content that is not text"),
+        "ccontentparts": (_chat({"role": "assistant", "content": ["hi"]}),
+                          "choices[0].message.content[0] that is not an object"),
+        "ccontenttext": (_chat({"role": "assistant", "content": [{"type": "text", "text": ["hi"]}]}),
+                         "choices[0].message.content[0].text that is not text"),
+        "cfinishlist": (_chat(choice={"finish_reason": ["stop"]}), "choices[0].finish_reason that is not text"),
+        "ccallsdict": (_chat({"role": "assistant", "tool_calls": {"id": "c0"}}),
+                       "choices[0].message.tool_calls that is not a list"),
+        "ccallsstr": (_chat({"role": "assistant", "tool_calls": ["run_python"]}),
+                      "choices[0].message.tool_calls[0] that is not an object"),
+        "cfunction": (_chat({"role": "assistant", "tool_calls": [{"id": "c0", "function": "run_python"}]}),
+                      "choices[0].message.tool_calls[0].function that is not an object"),
+        "cfunctionname": (_chat({"role": "assistant", "tool_calls": [{"id": "c0", "function": {"name": 7}}]}),
+                          "choices[0].message.tool_calls[0].function.name that is not text"),
+        "ccallid": (_chat({"role": "assistant", "tool_calls": [{"id": [0], "function": {"name": "run_python"}}]}),
+                    "choices[0].message.tool_calls[0].id that is not text"),
+        "cusage": (_chat(usage=12), "usage that is not an object"),
+        "cusagestr": (_chat(usage={"prompt_tokens": "many", "completion_tokens": 7}),
+                      "usage.prompt_tokens that is not a count"),
+        "cusagefloat": (_chat(usage={"prompt_tokens": 10, "completion_tokens": 1.5}),
+                        "usage.completion_tokens that is not a count"),
+    },
+    "gemini": {
+        "gnotobject": ("candidates", "JSON that is not an object"),
+        "gcandidates": ({"candidates": {"content": {}}}, "candidates that is not a list"),
+        "gcandidate": ({"candidates": ["hi"]}, "candidates[0] that is not an object"),
+        "gcontent": (_gemini(candidate={"content": "hi"}), "candidates[0].content that is not an object"),
+        "gparts": (_gemini({"0": {"text": "hi"}}), "candidates[0].content.parts that is not a list"),
+        "gpartstr": (_gemini(["hi"]), "candidates[0].content.parts[0] that is not an object"),
+        "gtext": (_gemini([{"text": 42}]), "candidates[0].content.parts[0].text that is not text"),
+        "gthought": (_gemini([{"text": "hm", "thought": "yes"}]),
+                     "candidates[0].content.parts[0].thought that is not true or false"),
+        "gcall": (_gemini([{"functionCall": "run_python"}]),
+                  "candidates[0].content.parts[0].functionCall that is not an object"),
+        "gcallname": (_gemini([{"functionCall": {"name": ["run_python"], "args": {}}}]),
+                      "candidates[0].content.parts[0].functionCall.name that is not text"),
+        "gcallid": (_gemini([{"functionCall": {"name": "run_python", "args": {}, "id": 3}}]),
+                    "candidates[0].content.parts[0].functionCall.id that is not text"),
+        "gsignature": (_gemini([{"functionCall": {"name": "run_python", "args": {}}, "thoughtSignature": 1}]),
+                       "candidates[0].content.parts[0].thoughtSignature that is not text"),
+        "gfinishlist": (_gemini(candidate={"finishReason": ["STOP"]}), "candidates[0].finishReason that is not text"),
+        "gusage": (_gemini(usageMetadata=[]), "usageMetadata that is not an object"),
+        "gusagestr": (_gemini(usageMetadata={"promptTokenCount": "ten"}),
+                      "usageMetadata.promptTokenCount that is not a count"),
+        "gthoughtsstr": (_gemini(usageMetadata={"promptTokenCount": 3, "thoughtsTokenCount": "2"}),
+                         "usageMetadata.thoughtsTokenCount that is not a count"),
+        "gfeedback": ({"promptFeedback": "SAFETY"}, "promptFeedback that is not an object"),
+        "gblockreason": ({"promptFeedback": {"blockReason": ["SAFETY"]}},
+                         "promptFeedback.blockReason that is not text"),
+        "gnocandidates": ({"candidates": []}, "no candidates"),
+    },
+}
+"""Each is its own script, answering every request with that answer."""
+
+#: backend kind -> {script: an answer in a shape real servers send, which must read as the text "fine"}.
+TOLERATED: dict[str, dict[str, Any]] = {
+    "openai": {  # no usage, a null finish_reason (some local servers), fields we do not read
+        "cnulls": _chat({"role": "assistant", "content": "fine", "refusal": None, "reasoning_content": "hmm",
+                         "tool_calls": None},
+                        choice={"finish_reason": None, "logprobs": None}, system_fingerprint=None),
+        "cparts": _chat({"role": "assistant", "content": [{"type": "text", "text": "fi"}, {"text": "ne"}]},
+                        usage={"prompt_tokens": 3, "completion_tokens": None, "total_tokens": 3}),
+    },
+    "gemini": {  # no usageMetadata, a thought part, a null finishReason, fields we do not read
+        "gnulls": {**_gemini([{"text": "hmm", "thought": True}, {"text": "fine"}],
+                             candidate={"finishReason": None, "safetyRatings": [], "index": 0}), "modelVersion": "x"},
+        "gusagesome": _gemini([{"text": "fine"}], usageMetadata={"promptTokenCount": 3, "totalTokenCount": 3}),
+    },
+}
+
 NOISE_CODE = ("import numpy as np, matplotlib.pyplot as plt\nrng = np.random.default_rng(0)\n"
               "for _ in range(5):\n    plt.figure()\n    plt.imshow(rng.random((400, 400)))\n    plt.show()\n"
               "print('drew 5')")  # five PNGs of ~450 KB each: noise does not compress
@@ -80,6 +172,8 @@ SCRIPTS = {
     "gargsnotobject": [gemini_parts({"functionCall": {"name": "run_python", "args": "print(1)"}}),
                        text(lambda tools: f"told: {tools[-1]}")],
 }
+SCRIPTS.update({script: [raw(answer)] for cases in MALFORMED.values() for script, (answer, _) in cases.items()})
+SCRIPTS.update({script: [raw(answer)] for cases in TOLERATED.values() for script, answer in cases.items()})
 
 
 class FakeModel(ScriptedModel):

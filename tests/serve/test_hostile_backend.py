@@ -6,9 +6,13 @@ within the request, never a hang, a bare 500 or a server that grows without boun
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google import genai
 from google.genai import errors, types
+
+from .fake_backend import MALFORMED, TOLERATED
 
 CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
 
@@ -74,3 +78,35 @@ def test_calls_the_client_cannot_run_end_the_turn(client, script, config, reason
     response = client.models.generate_content(model="gemini-2.5-flash", contents=f"SCRIPT:{script}", config=config)
     assert response.candidates[0].finish_reason == reason
     assert not response.function_calls
+
+
+def _client_of(request: pytest.FixtureRequest, kind: str) -> tuple[genai.Client, Any]:
+    """A client of the server whose backend is of ``kind`` (openai: ``server``; gemini: ``keyed_server``), and it."""
+    served = request.getfixturevalue("server" if kind == "openai" else "keyed_server")
+    key = "unused" if kind == "openai" else "s3cret"
+    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=served.url, timeout=180_000)), served
+
+
+@pytest.mark.parametrize("kind, script, field", [(kind, script, field) for kind, cases in MALFORMED.items()
+                                                 for script, (_, field) in cases.items()])
+def test_an_answer_of_the_wrong_shape_is_a_500_naming_the_field(request, kind, script, field):
+    """A message that was a string, usage counts that were text, a finish_reason that was a list, parts that
+    were no objects...: each was "internal error: AttributeError: 'str' object has no attribute 'get'" (or a
+    ValueError, a TypeError) with a traceback in the server log, as if the server had a bug."""
+    client, served = _client_of(request, kind)
+    logged = len(served.log.read_bytes())
+    with pytest.raises(errors.ServerError) as info:
+        client.models.generate_content(model="gemini-2.5-flash", contents=f"SCRIPT:{script}", config=CODE_TOOL)
+    assert info.value.code == 500 and info.value.status == "INTERNAL"
+    assert f"answered with {field}" in info.value.message
+    assert "internal error" not in info.value.message
+    log = served.log.read_bytes()[logged:].decode(errors="replace")
+    assert "Traceback" not in log and "request failed" not in log
+
+
+@pytest.mark.parametrize("kind, script", [(kind, script) for kind, cases in TOLERATED.items() for script in cases])
+def test_what_real_servers_send_is_read(request, kind, script):
+    """No usage, null content or finish_reason, thought parts, fields we do not know: the checks refuse none."""
+    client, _ = _client_of(request, kind)
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=f"SCRIPT:{script}", config=CODE_TOOL)
+    assert response.text == "fine"

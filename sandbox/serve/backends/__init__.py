@@ -173,8 +173,44 @@ def _error_text(body: bytearray) -> str:
 
 
 def malformed(url: str, what: str) -> ApiError:
-    """500 INTERNAL for an answer that is JSON but not the shape the API promises."""
-    return ApiError("INTERNAL", f"the backend at {url} answered without {what}")
+    """500 INTERNAL for an answer that is JSON but not the shape the API promises; ``what`` says what came
+    (``no candidates``, ``choices[0].message that is not an object: 'hi'``)."""
+    return ApiError("INTERNAL", f"the backend at {url} answered with {what}")
+
+
+#: The shapes a field of a backend's answer is checked for (:func:`expect`): how a message names it -> the test.
+OBJECT, LIST, TEXT, COUNT, FLAG = "an object", "a list", "text", "a count", "true or false"
+_SHAPES: dict[str, Callable[[Any], bool]] = {
+    OBJECT: lambda value: isinstance(value, dict),
+    LIST: lambda value: isinstance(value, list),
+    TEXT: lambda value: isinstance(value, str),
+    COUNT: lambda value: type(value) is int and value >= 0,  # not a bool, a float or a numeric string
+    FLAG: lambda value: isinstance(value, bool),
+}
+
+
+def expect(url: str, value: Any, where: str, shape: str, *, required: bool = False) -> Any:
+    """``value`` if it has ``shape``, or is null (absent) and not ``required``; else the :func:`malformed`
+    error naming ``where``, its path in the answer (``choices[0].message``).
+
+    Each backend checks its answer with this before reading it: a field of the wrong shape (a message
+    that was a string, token counts that were words) was an AttributeError or ValueError deep in the
+    reading, a 500 "internal error" with a traceback in the log, as if the bug were ours.
+    """
+    if value is None:
+        if required:
+            raise malformed(url, f"no {where}")
+        return None
+    if not _SHAPES[shape](value):
+        raise malformed(url, f"{where} that is not {shape}: {value_text(value, 100)}")
+    return value
+
+
+def expect_object(url: str, data: Any) -> dict[str, Any]:
+    """The answer itself, which must be a JSON object."""
+    if not isinstance(data, dict):
+        raise malformed(url, f"JSON that is not an object: {value_text(data, 100)}")
+    return data
 
 
 def call_arguments(raw: Any, *, as_text: bool) -> dict[str, Any]:

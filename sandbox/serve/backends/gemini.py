@@ -17,7 +17,8 @@ from typing import Any
 from ..config import GEMINI_URL, BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, Turn, UserTurn
 from ..wire import FunctionCall, GenerationConfig, Text
-from . import BackendRequest, ModelReply, Usage, call_arguments, http_client, malformed, post_json
+from . import (COUNT, FLAG, LIST, OBJECT, TEXT, BackendRequest, ModelReply, Usage, call_arguments, expect,
+               expect_object, http_client, malformed, post_json)
 
 
 class Gemini:
@@ -53,12 +54,13 @@ class Gemini:
         await self.client.aclose()
 
     def reply(self, data: Any) -> ModelReply:
-        candidates = data.get("candidates") if isinstance(data, dict) else None
+        check_answer(self.url, data)
+        candidates = data.get("candidates")
         if not candidates:
-            feedback = data.get("promptFeedback") if isinstance(data, dict) else None
+            feedback = data.get("promptFeedback")
             if feedback:
-                return ModelReply((), _usage(data), str(feedback.get("blockReason", "OTHER")))
-            raise malformed(self.url, "candidates")
+                return ModelReply((), _usage(data), feedback.get("blockReason") or "OTHER")
+            raise malformed(self.url, "no candidates")
         candidate = candidates[0]
         parts: list[Text | FunctionCall] = []
         for part in (candidate.get("content") or {}).get("parts") or ():
@@ -66,9 +68,38 @@ class Gemini:
                 parts.append(Text(part["text"]))
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
-                parts.append(FunctionCall(str(call.get("name", "")), call_arguments(call.get("args"), as_text=False), call.get("id"),
-                                          part.get("thoughtSignature")))
-        return ModelReply(tuple(parts), _usage(data), str(candidate.get("finishReason") or "STOP"))
+                parts.append(FunctionCall(call.get("name") or "", call_arguments(call.get("args"), as_text=False),
+                                          call.get("id"), part.get("thoughtSignature")))
+        return ModelReply(tuple(parts), _usage(data), candidate.get("finishReason") or "STOP")
+
+
+#: The token counts of ``usageMetadata`` that :func:`_usage` reads.
+_TOKEN_COUNTS = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
+
+
+def check_answer(url: str, data: Any) -> None:
+    """Raise :func:`malformed` naming the first field :meth:`Gemini.reply` reads that has the wrong shape.
+
+    What the API leaves out may be absent or null: usageMetadata (or any count), promptFeedback, a
+    candidate's content (a blocked one) and finishReason, any field of a part; fields not read are not looked at.
+    """
+    usage = expect(url, expect_object(url, data).get("usageMetadata"), "usageMetadata", OBJECT) or {}
+    for key in _TOKEN_COUNTS:
+        expect(url, usage.get(key), f"usageMetadata.{key}", COUNT)
+    feedback = expect(url, data.get("promptFeedback"), "promptFeedback", OBJECT) or {}
+    expect(url, feedback.get("blockReason"), "promptFeedback.blockReason", TEXT)
+    candidates = expect(url, data.get("candidates"), "candidates", LIST) or [{}]  # none: reply() says why
+    candidate = expect(url, candidates[0], "candidates[0]", OBJECT, required=True)
+    expect(url, candidate.get("finishReason"), "candidates[0].finishReason", TEXT)
+    content = expect(url, candidate.get("content"), "candidates[0].content", OBJECT) or {}
+    for i, part in enumerate(expect(url, content.get("parts"), "candidates[0].content.parts", LIST) or ()):
+        where = f"candidates[0].content.parts[{i}]"
+        expect(url, part, where, OBJECT, required=True)
+        for key, shape in (("text", TEXT), ("thought", FLAG), ("thoughtSignature", TEXT), ("functionCall", OBJECT)):
+            expect(url, part.get(key), f"{where}.{key}", shape)
+        call = part.get("functionCall") or {}
+        expect(url, call.get("name"), f"{where}.functionCall.name", TEXT)
+        expect(url, call.get("id"), f"{where}.functionCall.id", TEXT)
 
 
 def contents(turns: list[Turn] | Any) -> list[dict[str, Any]]:
@@ -120,5 +151,5 @@ def _generation(generation: GenerationConfig) -> dict[str, Any]:
 
 def _usage(data: Any) -> Usage:
     usage = data.get("usageMetadata") or {}
-    completion = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
-    return Usage(int(usage.get("promptTokenCount") or 0), completion)
+    completion = (usage.get("candidatesTokenCount") or 0) + (usage.get("thoughtsTokenCount") or 0)
+    return Usage(usage.get("promptTokenCount") or 0, completion)

@@ -18,7 +18,8 @@ from typing import Any
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
 from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
-from . import BackendRequest, ModelReply, Usage, call_arguments, http_client, malformed, post_json
+from . import (COUNT, LIST, OBJECT, TEXT, BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object,
+               http_client, post_json)
 
 #: OpenAI finish_reason -> Gemini FinishReason.
 FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
@@ -89,25 +90,50 @@ class OpenAIChat:
 
     # -- completion -> reply --------------------------------------------------------
     def reply(self, data: Any) -> ModelReply:
-        try:
-            choice = data["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError):
-            raise malformed(self.url, "choices[0].message") from None
+        check_answer(self.url, data)
+        choice = data["choices"][0]
+        message = choice["message"]
         parts: list[Text | FunctionCall] = []
         content = message.get("content")
         if isinstance(content, list):  # some servers return content parts
-            content = "".join(item.get("text", "") for item in content if isinstance(item, dict))
+            content = "".join(item.get("text") or "" for item in content)
         if content:
             parts.append(Text(content))
         for call in message.get("tool_calls") or ():
             function = call.get("function") or {}
-            parts.append(FunctionCall(str(function.get("name", "")), call_arguments(function.get("arguments"), as_text=True),
-                                      call.get("id")))
+            arguments = call_arguments(function.get("arguments"), as_text=True)
+            parts.append(FunctionCall(function.get("name") or "", arguments, call.get("id")))
         usage = data.get("usage") or {}
-        return ModelReply(tuple(parts), Usage(int(usage.get("prompt_tokens") or 0),
-                                              int(usage.get("completion_tokens") or 0)),
+        return ModelReply(tuple(parts), Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
                           FINISH_REASONS.get(choice.get("finish_reason") or "stop", "OTHER"))
+
+
+def check_answer(url: str, data: Any) -> None:
+    """Raise :func:`malformed` naming the first field :meth:`OpenAIChat.reply` reads that has the wrong shape.
+
+    What real servers leave out or send as null may be: usage (or either count), content (a tool call),
+    tool_calls, finish_reason (some local servers), a call's id or function; fields not read are not looked at.
+    """
+    choices = expect(url, expect_object(url, data).get("choices"), "choices", LIST) or [None]
+    choice = expect(url, choices[0], "choices[0]", OBJECT, required=True)
+    expect(url, choice.get("finish_reason"), "choices[0].finish_reason", TEXT)
+    message = expect(url, choice.get("message"), "choices[0].message", OBJECT, required=True)
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        for i, item in enumerate(content):
+            expect(url, item, f"choices[0].message.content[{i}]", OBJECT, required=True)
+            expect(url, item.get("text"), f"choices[0].message.content[{i}].text", TEXT)
+    else:
+        expect(url, content, "choices[0].message.content", TEXT)
+    for i, call in enumerate(expect(url, message.get("tool_calls"), "choices[0].message.tool_calls", LIST) or ()):
+        where = f"choices[0].message.tool_calls[{i}]"
+        expect(url, call, where, OBJECT, required=True)
+        expect(url, call.get("id"), f"{where}.id", TEXT)
+        function = expect(url, call.get("function"), f"{where}.function", OBJECT) or {}
+        expect(url, function.get("name"), f"{where}.function.name", TEXT)
+    usage = expect(url, data.get("usage"), "usage", OBJECT) or {}
+    for key in ("prompt_tokens", "completion_tokens"):
+        expect(url, usage.get(key), f"usage.{key}", COUNT)
 
 
 def _assistant(turn: AssistantTurn) -> dict[str, Any]:
