@@ -7,7 +7,6 @@ the conversation's session. Public through :mod:`sandbox.adapters.genai` (see it
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from typing import Any, Iterable, Iterator
 
@@ -19,7 +18,7 @@ from ..errors import InputError, value_text
 from ._common import TOOL_NAME, box_of
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, ahandle, handle, tool
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
-    check_max_turns, drive, is_async_method, jsonable, not_run_text
+    check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
 
 #: Named after the public module, which is what callers configure logging for.
 logger = logging.getLogger(f"{__package__}.genai")
@@ -259,12 +258,9 @@ def _ids_by_name(pending: list[types.FunctionCall], new: list[types.Content]) ->
     """
     responses = [part.function_response for content in new for part in content.parts or [] if part.function_response]
     given_ids = {response.id for response in responses if response.id}
-    open_calls: dict[Any, list[types.FunctionCall]] = {}
-    for call in pending:
-        if call.id and call.id not in given_ids:
-            open_calls.setdefault(call.name, []).append(call)
-    idless = collections.Counter(response.name for response in responses if not response.id)
-    ids = {name: calls[0].id for name, calls in open_calls.items() if len(calls) == 1 and idless[name] == 1}
+    open_calls = ((call.name, call) for call in pending if call.id and call.id not in given_ids)
+    idless = ((response.name, response) for response in responses if not response.id)
+    ids = {response.name: call.id for call, response in pair_by_name(open_calls, idless)}
     return [_with_ids(content, ids) for content in new] if ids else new
 
 

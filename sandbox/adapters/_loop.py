@@ -35,6 +35,8 @@ from ..results import Result
 from ._common import TOOL_NAME, Runner
 
 T = TypeVar("T")
+C = TypeVar("C")
+A = TypeVar("A")
 
 #: A loop body: yields steps, is sent each step's result, returns the loop's result.
 Steps = Generator[Any, Any, T]
@@ -186,6 +188,23 @@ class Tools:
 
     def unknown(self, name: Any) -> str:
         return f"unknown tool {value_text(name)}; the tools here are {sorted(self.declared)}"
+
+
+def pair_by_name(calls: Iterable[tuple[Any, C]], answers: Iterable[tuple[Any, A]]) -> list[tuple[C, A]]:
+    """(call, answer) for each name with exactly one open call and one answer without an id.
+
+    ``calls``: (name, call) of the calls still open; ``answers``: (name, answer) of the answers that name their
+    call by function only (what the SDKs' helpers and the older OpenAI cookbook shape make). Where a name has two
+    open calls or two such answers, nothing says which goes with which: they stay unpaired.
+    """
+    calls_named: dict[Any, list[C]] = {}
+    for name, call in calls:
+        calls_named.setdefault(name, []).append(call)
+    answers_named: dict[Any, list[A]] = {}
+    for name, answer in answers:
+        answers_named.setdefault(name, []).append(answer)
+    return [(calls_named[name][0], found[0]) for name, found in answers_named.items()
+            if len(found) == 1 and len(calls_named.get(name, ())) == 1]
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

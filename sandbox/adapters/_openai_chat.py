@@ -17,7 +17,7 @@ from ..errors import InputError, value_text
 from ..results import Result
 from ._common import TOOL_NAME, Runner, box_of
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
-    check_max_turns, drive, is_async_method, jsonable, not_run_text
+    check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
 from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
     field_of, function_of, not_run_call, run_chat_call
 
@@ -154,22 +154,14 @@ class _Chat:
         call it answers. It answers the one open call of its name and gets that call's id (the
         API wants one); with two open calls of the name, or two such answers, it says nothing.
         """
-        calls_named: dict[str, list[Any]] = {}
-        for call in open_calls:
-            if isinstance(_call_name(call), str):
-                calls_named.setdefault(_call_name(call), []).append(call)
-        answers_named: dict[str, list[int]] = {}
-        for at in range(start, len(self.messages)):
-            message = self.messages[at]
-            if isinstance(message, Mapping) and message.get("role") == "tool" and \
-                    message.get("tool_call_id") is None and isinstance(message.get("name"), str):
-                answers_named.setdefault(message["name"], []).append(at)
+        idless = ((message["name"], at) for at, message in enumerate(self.messages[start:], start)
+                  if isinstance(message, Mapping) and message.get("role") == "tool"
+                  and message.get("tool_call_id") is None and isinstance(message.get("name"), str))
         matched = set()
-        for name, places in answers_named.items():
-            calls = calls_named.get(name, [])
-            if len(calls) == 1 and len(places) == 1:
-                self.messages[places[0]] = {**self.messages[places[0]], "tool_call_id": field_of(calls[0], "id")}
-                matched.add(id(calls[0]))
+        named = ((_call_name(call), call) for call in open_calls if isinstance(_call_name(call), str))
+        for call, at in pair_by_name(named, idless):
+            self.messages[at] = {**self.messages[at], "tool_call_id": field_of(call, "id")}
+            matched.add(id(call))
         return [call for call in open_calls if id(call) not in matched]
 
     def _answers(self, calls: list[Any]) -> "Steps[list[tuple[Any, Result | str | None]]]":
