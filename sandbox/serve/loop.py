@@ -37,7 +37,7 @@ from ..core import Sandbox
 from ..errors import InputError, SandboxError
 from ..inputs import prepare_files
 from ..results import File
-from .backends import Backend, BackendRequest, ModelReply
+from .backends import INVALID_ARGUMENTS, Backend, BackendRequest, ModelReply
 from .config import ServeConfig
 from .errors import ApiError, invalid
 from .transcript import attachments, transcript
@@ -181,7 +181,7 @@ def _unrunnable(calls: list[FunctionCall], offered: tuple[FunctionDeclaration, .
     calling raised KeyError in the application. The service ends such a turn without the call.
     """
     names = {function.name for function in offered}
-    if all(call.name in names and "_invalid_arguments" not in call.args for call in calls):
+    if all(call.name in names and INVALID_ARGUMENTS not in call.args for call in calls):
         return None
     return "MALFORMED_FUNCTION_CALL" if names else "UNEXPECTED_TOOL_CALL"
 
@@ -202,7 +202,7 @@ class _Runner:
             # Counted as a run: a model that answers "invalid" with the same call again was otherwise asked
             # again and again until the request's deadline.
             self.executions += 1
-            problem = call.args.get("_invalid_arguments") or \
+            problem = call.args.get(INVALID_ARGUMENTS) or \
                 f"{CODE_TOOL} needs a 'code' string argument (got {json.dumps(dict(call.args))[:200]})"
             yield ExecutableCode(json.dumps(dict(call.args)), signature=call.signature)
             yield CodeExecutionResult("OUTCOME_FAILED", f"InputError: {problem}")

@@ -213,6 +213,10 @@ def expect_object(url: str, data: Any) -> dict[str, Any]:
     return data
 
 
+#: The key under which :func:`call_arguments` keeps why a call's arguments are no JSON object (the loop reports it).
+INVALID_ARGUMENTS = "_invalid_arguments"
+
+
 def call_arguments(raw: Any, *, as_text: bool) -> dict[str, Any]:
     """A tool call's arguments: a JSON object, or (``as_text``: Chat Completions) its JSON text; anything
     else is kept for the loop to report.
@@ -224,10 +228,10 @@ def call_arguments(raw: Any, *, as_text: bool) -> dict[str, Any]:
         return raw
     if raw is None or (as_text and isinstance(raw, str) and not raw.strip()):
         return {}
-    if not (as_text and isinstance(raw, str)):
-        return {"_invalid_arguments": f"arguments must be a JSON object: {value_text(raw)}"}
-    try:
-        value = jsontext.loads(raw)
-    except ValueError as exc:
-        return {"_invalid_arguments": f"arguments are not valid JSON ({exc}): {raw[:200]}"}
-    return value if isinstance(value, dict) else {"_invalid_arguments": f"arguments must be a JSON object: {value_text(raw)}"}
+    value = raw
+    if as_text and isinstance(raw, str):
+        try:
+            value = jsontext.loads(raw)
+        except ValueError as exc:
+            return {INVALID_ARGUMENTS: f"arguments are not valid JSON ({exc}): {raw[:200]}"}
+    return value if isinstance(value, dict) else {INVALID_ARGUMENTS: f"arguments must be a JSON object: {value_text(raw)}"}
