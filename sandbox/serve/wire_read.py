@@ -198,9 +198,20 @@ def parse_content(data: Any, path: str, default_role: str = "user") -> Content:
     role = o.get("role", "str") or default_role
     if role not in ("user", "model", "function"):
         raise invalid(f"Invalid value at '{o.at('role')}': role must be 'user' or 'model' (got {value_text(role)})")
+    return Content("user" if role == "function" else role, _parts(o))
+
+
+def _parts(o: _Obj) -> tuple[Part, ...]:
     where = o.at("parts")
-    parts = tuple(parse_part(item, f"{where}[{i}]") for i, item in enumerate(o.get("parts", "list", [])))
-    return Content("user" if role == "function" else role, parts)
+    return tuple(parse_part(item, f"{where}[{i}]") for i, item in enumerate(o.get("parts", "list", [])))
+
+
+def _system_instruction(o: _Obj) -> str:
+    o.refuse_unknown(("role", "parts"))
+    # The service ignores this Content's role (LangChain and LiteLLM send "system" or "user"); a role
+    # that is no string is still refused, as its parser refuses one.
+    o.get("role", "str")
+    return "\n".join(part.text for part in _parts(o) if isinstance(part, Text))
 
 
 def parse_generate_request(data: Any) -> GenerateRequest:
@@ -217,16 +228,12 @@ def parse_generate_request(data: Any) -> GenerateRequest:
     code_execution, functions = _tools(o.objs("tools"))
     return GenerateRequest(
         contents=contents,
-        system_instruction=_plain_text(parse_content(system.data, system.path)) if system is not None else None,
+        system_instruction=_system_instruction(system) if system is not None else None,
         code_execution=code_execution,
         functions=functions,
         function_mode=_function_mode(o.obj("toolConfig")),
         generation=_generation(o.obj("generationConfig")),
     )
-
-
-def _plain_text(content: Content) -> str:
-    return "\n".join(part.text for part in content.parts if isinstance(part, Text))
 
 
 def _tools(tools: list[_Obj]) -> tuple[bool, tuple[FunctionDeclaration, ...]]:

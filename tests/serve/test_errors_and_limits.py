@@ -66,6 +66,9 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
     ({**HELLO, "generationConfig": {"seed": 2**40}}, "Invalid value at 'generationConfig.seed' (TYPE_INT32)"),
     ({**HELLO, "generationConfig": {"candidateCount": "\u0663"}},  # ARABIC-INDIC DIGIT THREE: isdigit() is true
      "Invalid value at 'generationConfig.candidateCount' (TYPE_INT32)"),
+    # any string role of a system instruction is ignored, as by the service; a role of another type is not
+    ({**HELLO, "systemInstruction": {"role": 1, "parts": [{"text": "x"}]}},
+     "Invalid value at 'systemInstruction.role' (TYPE_STRING), 1"),
     # taken for AUTO and for a code execution tool before
     ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
      "Invalid value at 'toolConfig.functionCallingConfig.mode'"),

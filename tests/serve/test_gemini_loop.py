@@ -155,6 +155,16 @@ def test_plain_generation_without_the_tool(client, fake_model):
     assert sent["temperature"] == 0.1
 
 
+@pytest.mark.parametrize("role", ["system", "user", "model", None])
+def test_a_system_instruction_role_is_ignored(server, fake_model, role):
+    """The service ignores it (LangChain and LiteLLM send "system" or "user"); "system" was a 400."""
+    system = {"parts": [{"text": "Be brief."}, {"text": "Be kind."}], **({"role": role} if role else {})}
+    body = {"contents": [{"parts": [{"text": "SCRIPT:hello"}]}], "systemInstruction": system}
+    answer = httpx.post(f"{server.url}/v1beta/models/gemini-2.5-flash:generateContent", json=body, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert fake_model.requests[0]["messages"][0] == {"role": "system", "content": "Be brief.\nBe kind."}
+
+
 def test_client_functions_come_back_as_function_calls(client, fake_model):
     weather = types.FunctionDeclaration(name="get_weather", description="Weather of a city.",
                                         parameters=types.Schema(type="OBJECT", properties={
