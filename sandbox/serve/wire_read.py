@@ -76,12 +76,15 @@ _INT32 = range(-2**31, 2**31)
 
 
 def _is_int(value: Any) -> bool:
-    """An int32 as proto JSON writes one: a number, or a decimal string (int64-style).
+    """An int32 as proto JSON reads one: a whole number (``40.0`` too, not ``40.5``), or a decimal string
+    (int64-style).
 
     In range and ASCII digits only: ``int()`` of a 5,000-digit string raised (a 500), and
     ``"٣".isdigit()`` is true.
     """
     if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,10}", value):
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
         value = int(value)
     return isinstance(value, int) and not isinstance(value, bool) and value in _INT32
 
@@ -323,7 +326,7 @@ def _generation(o: _Obj | None) -> GenerationConfig:
     if candidates != 1:
         raise invalid(f"Invalid value at '{o.at('candidateCount')}': only 1 candidate is supported by sandbox serve")
     max_tokens = o.get("maxOutputTokens", "int")
-    top_k = o.get("topK", "number")
+    top_k = o.get("topK", "int")
     seed = o.get("seed", "int")
     return GenerationConfig(
         temperature=o.get("temperature", "number"),

@@ -69,6 +69,12 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
     # any string role of a system instruction is ignored, as by the service; a role of another type is not
     ({**HELLO, "systemInstruction": {"role": 1, "parts": [{"text": "x"}]}},
      "Invalid value at 'systemInstruction.role' (TYPE_STRING), 1"),
+    # topK was read as any number: 40.5 went to the backend as 40 (the service: a 400 naming top_k)
+    ({**HELLO, "generationConfig": {"topK": 40.5}}, "Invalid value at 'generationConfig.topK' (TYPE_INT32), 40.5"),
+    ({**HELLO, "generationConfig": {"topK": True}}, "Invalid value at 'generationConfig.topK' (TYPE_INT32), True"),
+    ({**HELLO, "generationConfig": {"topK": "40.5"}}, "Invalid value at 'generationConfig.topK' (TYPE_INT32)"),
+    ({**HELLO, "generationConfig": {"maxOutputTokens": 64.5}},
+     "Invalid value at 'generationConfig.maxOutputTokens' (TYPE_INT32), 64.5"),
     # taken for AUTO and for a code execution tool before
     ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
      "Invalid value at 'toolConfig.functionCallingConfig.mode'"),
@@ -77,6 +83,15 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
 def test_malformed_requests_name_the_field(server, body, words):
     answer = httpx.post(server.url + GENERATE, json=body, timeout=60)
     assert words in google_error(answer, 400, "INVALID_ARGUMENT")
+
+
+def test_whole_floats_in_int32_fields_are_read_as_ints(server, fake_model):
+    """Proto JSON reads 64.0 as 64 in an int32 field, as the service does: maxOutputTokens 64.0 was a 400."""
+    config = {"topK": 40.0, "maxOutputTokens": 64.0, "seed": 7.0, "candidateCount": 1.0}
+    answer = httpx.post(server.url + GENERATE, json={**HELLO, "generationConfig": config}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    sent = fake_model.requests[0]
+    assert (sent["max_tokens"], sent["seed"]) == (64, 7) and type(sent["max_tokens"]) is type(sent["seed"]) is int
 
 
 def test_int64_string_in_a_schema_is_passed_on_not_a_crash(server):
