@@ -333,9 +333,18 @@ def _generation(o: _Obj | None) -> GenerationConfig:
         top_p=o.get("topP", "number"),
         top_k=int(top_k) if top_k is not None else None,
         max_output_tokens=int(max_tokens) if max_tokens is not None else None,
-        stop_sequences=tuple(str(s) for s in o.get("stopSequences", "list", [])),
+        stop_sequences=_strings(o, "stopSequences"),
         seed=int(seed) if seed is not None else None,
         presence_penalty=o.get("presencePenalty", "number"),
         frequency_penalty=o.get("frequencyPenalty", "number"),
         response_mime_type=o.get("responseMimeType", "str"),
     )
+
+
+def _strings(o: _Obj, name: str) -> tuple[str, ...]:
+    """A repeated string field; an entry of another type is refused as the service refuses it, not stringified."""
+    values = o.get(name, "list", [])
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise invalid(f"Invalid value at '{o.at(name)}[{i}]' (TYPE_STRING), {value_text(value)}")
+    return tuple(values)

@@ -75,6 +75,11 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
     ({**HELLO, "generationConfig": {"topK": "40.5"}}, "Invalid value at 'generationConfig.topK' (TYPE_INT32)"),
     ({**HELLO, "generationConfig": {"maxOutputTokens": 64.5}},
      "Invalid value at 'generationConfig.maxOutputTokens' (TYPE_INT32), 64.5"),
+    # stop sequences were stringified: 5 stopped the backend at "5"
+    ({**HELLO, "generationConfig": {"stopSequences": ["END", 5]}},
+     "Invalid value at 'generationConfig.stopSequences[1]' (TYPE_STRING), 5"),
+    ({**HELLO, "generationConfig": {"stop_sequences": [None]}},
+     "Invalid value at 'generationConfig.stopSequences[0]' (TYPE_STRING), None"),
     # taken for AUTO and for a code execution tool before
     ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
      "Invalid value at 'toolConfig.functionCallingConfig.mode'"),
