@@ -11,7 +11,7 @@ does not stream ignores them)::
     text:  output_item.added -> content_part.added -> output_text.delta ...
            -> output_text.done -> content_part.done -> output_item.done
     call:  output_item.added -> function_call_arguments.delta / .done -> output_item.done
-    response.completed (or response.failed)
+    response.completed (response.incomplete for a turn cut short, see _INCOMPLETE; or response.failed)
 
 A code item is completed when the next item starts or the loop ends: its outputs
 (``logs``, then ``image`` data URLs) arrive with its ``output_item.done``.
@@ -30,6 +30,11 @@ from .loop import Done
 from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData, Part, Text
 
 
+#: The loop's finish reasons of a turn cut short -> the response's incomplete_details.reason. A call the
+#: client cannot run (a function it did not offer, arguments no JSON object) ended the turn without an answer
+#: or the call: OpenAI has no reason for it, so it keeps the Gemini front end's name, in lower case.
+_INCOMPLETE = {"MAX_TOKENS": "max_output_tokens", "MALFORMED_FUNCTION_CALL": "malformed_function_call",
+               "UNEXPECTED_TOOL_CALL": "unexpected_tool_call"}
 #: The request fields a response repeats.
 _ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "metadata")
 
@@ -52,7 +57,7 @@ class ResponseBuilder:
 
     # -- the response object ---------------------------------------------------------
     def response(self, status: str, done: Done | None = None, error: ApiError | None = None) -> dict[str, Any]:
-        incomplete = done is not None and done.finish_reason == "MAX_TOKENS"
+        incomplete = _INCOMPLETE.get(done.finish_reason) if done is not None else None
         body = self.body
         usage = None
         if done is not None:
@@ -63,7 +68,7 @@ class ResponseBuilder:
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "model": self.model,
             "status": "incomplete" if incomplete else status,
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
             "error": {"code": "server_error", "message": error.message} if error is not None else None,
             "instructions": body.get("instructions"), "output": list(self.items),
             "parallel_tool_calls": True, "tool_choice": body.get("tool_choice") or "auto",

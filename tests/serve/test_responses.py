@@ -59,6 +59,24 @@ def test_function_tools_come_back_as_function_call_items(oai):
     assert followup.output_text == 'Weather report: {"output": "rainy"}'
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("tools, reason", [
+    ([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}], "malformed_function_call"),
+    ([], "unexpected_tool_call"),
+])
+def test_a_call_the_client_cannot_run_leaves_the_response_incomplete(oai, stream, tools, reason):
+    """The loop ends such a turn (MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL on the Gemini front end)
+    with neither the call nor an answer; it was a response.completed of status completed."""
+    if stream:
+        events = list(oai.responses.create(model="scripted", input="SCRIPT:undeclared", tools=tools, stream=True))
+        assert events[-1].type == "response.incomplete"
+        response = events[-1].response
+    else:
+        response = oai.responses.create(model="scripted", input="SCRIPT:undeclared", tools=tools)
+    assert response.status == "incomplete" and response.incomplete_details.reason == reason
+    assert not [item for item in response.output if item.type == "function_call"]
+
+
 def test_errors_are_in_openai_shape(oai):
     with pytest.raises(openai.NotFoundError) as info:
         oai.responses.create(model="no-such-model", input="hi")
