@@ -28,15 +28,20 @@ if TYPE_CHECKING:  # the openai package is only needed for these annotations
 logger = logging.getLogger(f"{__package__}.openai")
 
 
+#: The fields servers hold a message's reasoning in, kept in the history as they came (see :func:`assistant_message`).
+_REASONING_KEYS = ("reasoning_content", "reasoning")
+
+
 def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
     """A response's assistant message as a request message: the fields the request schema has, and
-    ``reasoning_content`` as the server sent it.
+    ``reasoning_content`` / ``reasoning`` as the server sent them.
 
     ``message.to_dict()`` would echo response-only fields (``annotations``) that strict
     OpenAI-compatible servers reject. ``reasoning_content`` (what vLLM, llama.cpp and DeepSeek send
-    for reasoning models) goes back to the server that sent it, as appending the SDK's message
-    would send it: DeepSeek's thinking mode refuses the request after a tool call whose assistant
-    message lacks it (400), and a model that reasoned before a tool call keeps that reasoning.
+    for reasoning models) and ``reasoning`` (its name in newer vLLM and OpenRouter) go back to the
+    server that sent them, as appending the SDK's message would send them: DeepSeek's thinking mode
+    refuses the request after a tool call whose assistant message lacks it (400), and a model that
+    reasoned before a tool call keeps that reasoning.
     A reply with neither text nor calls keeps ``content: ""``: the request schema wants content
     "unless tool_calls or function_call is specified", and servers refuse the next turn's null.
     """
@@ -48,8 +53,9 @@ def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
     param: dict[str, Any] = {"role": "assistant", "content": content}
     if field_of(message, "refusal") is not None:
         param["refusal"] = field_of(message, "refusal")
-    if field_of(message, "reasoning_content") is not None:
-        param["reasoning_content"] = field_of(message, "reasoning_content")
+    for key in _REASONING_KEYS:
+        if field_of(message, key) is not None:
+            param[key] = field_of(message, key)
     if calls:
         param["tool_calls"] = [_tool_call_param(call) for call in calls]
     audio = field_of(message, "audio")
@@ -231,9 +237,9 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     """Call ``client.chat.completions.create`` until the model stops calling tools this loop answers.
 
     ``messages`` is extended in place with every assistant message (request fields and
-    ``reasoning_content`` only, see :func:`assistant_message`), tool message and image message. ``run_python`` calls
-    run in ``session`` (default: one opened for this call and closed after; pass your own
-    to keep variables across calls). Other ``create`` arguments pass through; ``tools``
+    ``reasoning_content`` / ``reasoning`` only, see :func:`assistant_message`), tool message and image
+    message. ``run_python`` calls run in ``session`` (default: one opened for this call and closed after;
+    pass your own to keep variables across calls). Other ``create`` arguments pass through; ``tools``
     gets the ``run_python`` tool added unless it is declared already.
 
     Your own tools: declare them in ``tools`` and give ``functions={name: callable}``;

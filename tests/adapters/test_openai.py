@@ -196,6 +196,25 @@ def test_only_request_fields_and_reasoning_content_are_sent_back(box):
     assert messages[-1] == {"role": "assistant", "content": "done", "reasoning_content": "Done thinking."}
 
 
+def test_reasoning_is_sent_back_as_reasoning_content_is(box):
+    """Newer vLLM and OpenRouter name the field ``reasoning``: it was dropped from the history, so the model lost the
+    reasoning it did before a tool call. It goes back as it came, only when the server sent it."""
+    script = [reply(None, [run_python("print(1)")], reasoning="I should run code."),
+              reply("done", reasoning="Done thinking.", reasoning_content="Done thinking."),
+              reply("plain", reasoning=None)]
+    with ScriptedModel(script) as model:
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+        echoed = sent(model, 1)[1]
+        assert echoed["reasoning"] == "I should run code." and "reasoning_content" not in echoed
+        assert echoed["tool_calls"][0]["function"] == {"name": "run_python", "arguments": '{"code": "print(1)"}'}
+        assert messages[-1] == {"role": "assistant", "content": "done", "reasoning_content": "Done thinking.",
+                                "reasoning": "Done thinking."}
+        messages.append({"role": "user", "content": "again"})
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    assert messages[-1] == {"role": "assistant", "content": "plain"}
+
+
 def test_run_chat_max_turns_leaves_the_last_calls_unanswered(box, caplog):
     script = [reply(calls=[run_python(f"print({i})")]) for i in range(2)] + [reply("stopped")]
     with ScriptedModel(script) as model, box.session() as session:
