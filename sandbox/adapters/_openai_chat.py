@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import Result
+from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
@@ -212,17 +213,47 @@ class _Chat:
 
 
 def _message_of(completion: Any) -> Any:
-    """The completion's first message, or InputError saying what the server sent instead.
+    """The completion's first message, checked (:func:`_check_message`), or InputError saying what the server sent.
 
     Servers that answer an error with status 200 (``{"error": ...}``), or with no choices, get a
     completion from the SDK all the same; read blindly, it ended the loop with a bare TypeError
     or AttributeError (a choice without a message left an empty assistant message behind).
     """
-    choices = field_of(completion, "choices")
-    message = field_of(choices[0], "message") if isinstance(choices, list) and choices else None
+    choices = _expect(field_of(completion, "choices"), "choices", LIST)
+    choice = _expect(choices[0], "choices[0]", OBJECT) if choices else None
+    message = _expect(field_of(choice, "message"), "choices[0].message", OBJECT) if choice is not None else None
     if message is None:
         raise InputError(f"the model server answered without choices[0].message: {completion!r:.500}")
+    _check_message(message)
     return message
+
+
+def _check_message(message: Any) -> None:
+    """InputError naming the first field of ``message`` that :func:`assistant_message` and the loop read and that
+    has the wrong shape. The SDK keeps what it cannot parse as it came: a function that was a string was read as a
+    call to no name, arguments that were an object were run and sent back as one, a name that was a list a
+    TypeError. Nulls are absent fields, as servers send them."""
+    where = "choices[0].message"
+    for i, call in enumerate(_expect(field_of(message, "tool_calls"), f"{where}.tool_calls", LIST) or ()):
+        at = f"{where}.tool_calls[{i}]"
+        _expect(call, at, OBJECT, required=True)
+        _expect(field_of(call, "id"), f"{at}.id", TEXT)
+        custom = field_of(call, "custom")
+        if field_of(call, "type") == "custom" and custom is not None:
+            _expect(field_of(_expect(custom, f"{at}.custom", OBJECT), "name"), f"{at}.custom.name", TEXT)
+            continue
+        function = _expect(field_of(call, "function"), f"{at}.function", OBJECT, required=True)
+        _expect(field_of(function, "name"), f"{at}.function.name", TEXT)
+        _expect(field_of(function, "arguments"), f"{at}.function.arguments", TEXT)
+    _expect(field_of(message, "function_call"), f"{where}.function_call", OBJECT)
+    _expect(field_of(message, "audio"), f"{where}.audio", OBJECT)
+
+
+def _expect(value: Any, where: str, shape: str, *, required: bool = False) -> Any:
+    problem = shape_problem(value, where, shape, required=required)
+    if problem is not None:
+        raise InputError(f"the model server answered with {problem}")
+    return value
 
 
 def _function_message(call: Any, ok: bool, value: Any) -> tuple[dict[str, Any], None]:
@@ -262,8 +293,8 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     turn; a warning is logged.
 
     ``stream=True`` is refused (the loop reads whole completions); a completion without
-    ``choices[0].message`` (an error some servers send with status 200) raises InputError,
-    the conversation left as it was.
+    ``choices[0].message`` (an error some servers send with status 200), or with a field the
+    loop reads of the wrong shape, raises InputError naming it, the conversation left as it was.
 
     Returns:
         the last ``ChatCompletion``.

@@ -410,6 +410,62 @@ def test_completion_without_a_message_is_a_clear_error(box, answer):
     assert messages == [{"role": "user", "content": "x"}]
 
 
+def call_of(**fields) -> dict:
+    return {"id": "a", "type": "function", "function": {"name": "run_python", "arguments": '{"code": "print(1)"}'},
+            **fields}
+
+
+def message_with(**fields) -> dict:
+    return completion({"role": "assistant", "content": None, **fields})
+
+
+@pytest.mark.parametrize("answer, field", [
+    (completion(choices="abc"), "choices that is not a list: 'abc'"),
+    (completion(choices=["hi"]), "choices[0] that is not an object: 'hi'"),
+    (completion("hi"), "choices[0].message that is not an object: 'hi'"),
+    (completion([1]), "choices[0].message that is not an object: [1]"),
+    (message_with(tool_calls="abc"), "choices[0].message.tool_calls that is not a list: 'abc'"),
+    (message_with(tool_calls={"id": "a"}), "choices[0].message.tool_calls that is not a list: {'id': 'a'}"),
+    (assistant_calling("abc"), "choices[0].message.tool_calls[0] that is not an object: 'abc'"),
+    (assistant_calling({"id": "a", "type": "function"}), "no choices[0].message.tool_calls[0].function"),
+    (assistant_calling(call_of(function="run_python")),
+     "choices[0].message.tool_calls[0].function that is not an object: 'run_python'"),
+    (assistant_calling(function_call({"code": "print(1)"})),
+     "choices[0].message.tool_calls[0].function.arguments that is not text: {'code': 'print(1)'}"),
+    (assistant_calling(function_call(5)), "choices[0].message.tool_calls[0].function.arguments that is not text: 5"),
+    (assistant_calling(call_of(function={"name": ["run_python"], "arguments": "{}"})),
+     "choices[0].message.tool_calls[0].function.name that is not text: ['run_python']"),
+    (assistant_calling(call_of(id=5)), "choices[0].message.tool_calls[0].id that is not text: 5"),
+    (assistant_calling(call_of(type="custom", function=None, custom="run_python")),
+     "choices[0].message.tool_calls[0].custom that is not an object: 'run_python'"),
+    (message_with(function_call="run_python"), "choices[0].message.function_call that is not an object"),
+    (message_with(content="hi", audio="a1"), "choices[0].message.audio that is not an object: 'a1'"),
+], ids=["choices-text", "choice-text", "message-text", "message-list", "tool_calls-text", "tool_calls-object",
+        "call-text", "call-without-function", "function-text", "arguments-object", "arguments-number", "name-list",
+        "id-number", "custom-text", "function_call-text", "audio-text"])
+def test_a_completion_of_the_wrong_shape_is_an_input_error_naming_the_field(box, answer, field):
+    """The real client keeps what it cannot parse as it came: a message that was a string became an empty assistant
+    message, a function that was a string a call to no name, arguments that were an object were run and sent back
+    as one, a list for a name was a TypeError. Each is an InputError naming the field; nothing is kept or run."""
+    with ScriptedModel([answer, reply("ok")]) as model:
+        messages: list = [{"role": "user", "content": "x"}]
+        with pytest.raises(sandbox.InputError) as info:
+            adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    assert str(info.value).startswith(f"the model server answered with {field}"), str(info.value)
+    assert messages == [{"role": "user", "content": "x"}] and len(model.requests) == 1
+
+
+def test_what_real_servers_leave_null_in_a_completion_is_read(box):
+    """Nulls are absent fields: a call's id, a function's name or arguments, function_call and audio may be null."""
+    script = [message_with(tool_calls=[call_of(id=None, function={"name": None, "arguments": None})],
+                           function_call=None, audio=None), reply("ok")]
+    with ScriptedModel(script) as model:
+        messages: list = [{"role": "user", "content": "x"}]
+        adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
+    assert messages[2]["content"].startswith("error: unknown tool None")
+    assert messages[-1] == {"role": "assistant", "content": "ok"}
+
+
 def test_custom_tool_call_to_run_python_is_an_error_for_the_model(box):
     """It raised out of the loop after the turn was kept: every resumed run_chat raised again."""
     custom = {"id": "k1", "type": "custom", "custom": {"name": "run_python", "input": "print(1)"}}

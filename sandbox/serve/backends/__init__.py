@@ -26,6 +26,7 @@ import httpx
 
 from ... import jsontext
 from ...errors import value_text
+from ...shapes import shape_problem
 from ..config import BackendConfig
 from ..errors import ApiError
 from ..transcript import Turn
@@ -178,31 +179,17 @@ def malformed(url: str, what: str) -> ApiError:
     return ApiError("INTERNAL", f"the backend at {url} answered with {what}")
 
 
-#: The shapes a field of a backend's answer is checked for (:func:`expect`): how a message names it -> the test.
-OBJECT, LIST, TEXT, COUNT, FLAG = "an object", "a list", "text", "a count", "true or false"
-_SHAPES: dict[str, Callable[[Any], bool]] = {
-    OBJECT: lambda value: isinstance(value, dict),
-    LIST: lambda value: isinstance(value, list),
-    TEXT: lambda value: isinstance(value, str),
-    COUNT: lambda value: type(value) is int and value >= 0,  # not a bool, a float or a numeric string
-    FLAG: lambda value: isinstance(value, bool),
-}
-
-
 def expect(url: str, value: Any, where: str, shape: str, *, required: bool = False) -> Any:
-    """``value`` if it has ``shape``, or is null (absent) and not ``required``; else the :func:`malformed`
-    error naming ``where``, its path in the answer (``choices[0].message``).
+    """``value`` if it has ``shape`` (:mod:`sandbox.shapes`), or is null (absent) and not ``required``; else
+    the :func:`malformed` error naming ``where``, its path in the answer (``choices[0].message``).
 
     Each backend checks its answer with this before reading it: a field of the wrong shape (a message
     that was a string, token counts that were words) was an AttributeError or ValueError deep in the
     reading, a 500 "internal error" with a traceback in the log, as if the bug were ours.
     """
-    if value is None:
-        if required:
-            raise malformed(url, f"no {where}")
-        return None
-    if not _SHAPES[shape](value):
-        raise malformed(url, f"{where} that is not {shape}: {value_text(value, 100)}")
+    problem = shape_problem(value, where, shape, required=required)
+    if problem is not None:
+        raise malformed(url, problem)
     return value
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from ...shapes import COUNT, FLAG, LIST, OBJECT, TEXT
 from ..config import GEMINI_URL, BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, Turn, UserTurn
 from ..wire import FunctionCall, GenerationConfig, Text
-from . import (COUNT, FLAG, LIST, OBJECT, TEXT, BackendRequest, ModelReply, Usage, call_arguments, expect,
-               expect_object, http_client, malformed, post_json)
+from . import (BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object, http_client, malformed,
+               post_json)
 
 
 class Gemini:

@@ -15,11 +15,11 @@ import base64
 import json
 from typing import Any
 
+from ...shapes import COUNT, LIST, OBJECT, TEXT
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
 from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
-from . import (COUNT, LIST, OBJECT, TEXT, BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object,
-               http_client, post_json)
+from . import BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object, http_client, post_json
 
 #: OpenAI finish_reason -> Gemini FinishReason.
 FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
