@@ -29,8 +29,9 @@ class ToolLoop:
 
     Every turn goes into :attr:`history`: what you send, each model reply (the final
     answer too; a reply without parts, stopped before it said anything, is left out:
-    the API refuses a turn without parts), the function responses. Every ``run_python`` call of the conversation
-    runs in one session (variables persist), closed by :meth:`close`::
+    the API refuses a turn without parts, and what the next ``run()`` sends joins the
+    user turn before it), the function responses. Every ``run_python`` call of the
+    conversation runs in one session (variables persist), closed by :meth:`close`::
 
         with ToolLoop(client, "gemini-2.5-flash") as loop:
             print(loop.run("What is the 20th Fibonacci number? Compute it.").text)
@@ -126,7 +127,7 @@ class ToolLoop:
         pending = self.pending
         if pending:
             new = yield from self._resume(pending, new)
-        self.history.extend(new)
+        self._extend(new)
         response = None
         for turn in range(self.max_turns):
             response = yield ModelCall()
@@ -146,6 +147,18 @@ class ToolLoop:
         logger.warning("ToolLoop stopped after max_turns=%d model calls; its last calls are unanswered "
                        "(ToolLoop.pending; the next run() answers them)", self.max_turns)
         return response  # type: ignore[return-value]  # max_turns >= 1: set
+
+    def _extend(self, new: list[types.Content]) -> None:
+        """Add ``new`` to the history, its first user turn joined to a user turn the history ends with.
+
+        A reply without parts is left out, so the turn before it (what was sent, or function responses)
+        is still the last: added as a turn of its own, the next run sent two user turns in a row.
+        """
+        last = self.history[-1] if self.history else None
+        if new and last is not None and last.role == "user" and new[0].role == "user":
+            self.history[-1] = types.Content(role="user", parts=[*(last.parts or []), *(new[0].parts or [])])
+            new = new[1:]
+        self.history.extend(new)
 
     def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
         """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""

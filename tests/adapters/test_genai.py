@@ -450,8 +450,31 @@ def test_a_model_reply_without_parts_stays_out_of_the_history(box, empty):
             assert loop.run("try again").text == "second try"
     sent = contents(model.requests[1])
     assert all(turn.get("parts") for turn in sent), sent
-    assert [turn["parts"] for turn in sent] == [[{"text": "say something"}], [{"text": "try again"}]]
-    assert [c.role for c in loop.history] == ["user", "user", "model"]
+    assert [turn["parts"] for turn in sent] == [[{"text": "say something"}, {"text": "try again"}]]
+    assert [c.role for c in loop.history] == ["user", "model"]
+
+
+def test_after_a_reply_without_parts_the_next_run_joins_the_last_user_turn(box):
+    """The partless reply is left out, so the history ends with a user turn (here the function responses): the next
+    run added its own, and the request carried two user turns in a row. Its parts now join that turn, all kept."""
+    silent = reply()
+    silent["candidates"][0]["finishReason"] = "MAX_TOKENS"
+    script = [reply("Computing.", [run_python("print(6 * 7)")]), silent, reply("done"), reply("again")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+            assert loop.run("compute").candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+            loop.run(["go on", types.Part.from_bytes(data=b"\x89PNG", mime_type="image/png")])
+            loop.run([types.Content(role="user", parts=[types.Part(text="one")]),
+                      types.Content(role="model", parts=[types.Part(text="two")]), "three"])
+    sent = contents(model.requests[2])
+    assert [turn["role"] for turn in sent] == ["user", "model", "user"], sent
+    answer = sent[2]["parts"]
+    assert [next(iter(part)) for part in answer] == ["functionResponse", "text", "inlineData"], answer
+    assert answer[0]["functionResponse"]["response"]["output"] == "42\n" and answer[1] == {"text": "go on"}
+    assert roles(model.requests[3]) == ["user", "model", "user", "model", "user", "model", "user"]
+    assert contents(model.requests[3])[4:] == [{"role": "user", "parts": [{"text": "one"}]},
+                                               {"role": "model", "parts": [{"text": "two"}]},
+                                               {"role": "user", "parts": [{"text": "three"}]}]
 
 
 def test_a_turn_of_many_parts_is_read_in_one_pass(box):
