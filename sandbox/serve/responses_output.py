@@ -30,11 +30,16 @@ from .loop import Done
 from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData, Part, Text
 
 
-#: The loop's finish reasons of a turn cut short -> the response's incomplete_details.reason. A call the
-#: client cannot run (a function it did not offer, arguments no JSON object) ended the turn without an answer
-#: or the call: OpenAI has no reason for it, so it keeps the Gemini front end's name, in lower case.
+#: The loop's finish reasons of a turn cut short -> the response's incomplete_details.reason. A Gemini
+#: backend's content-policy stops (candidate finishReason, or a prompt's blockReason) are OpenAI's
+#: content_filter. A call the client cannot run (a function it did not offer, arguments no JSON object) and
+#: the cap on code runs (--max-executions) ended the turn without an answer: OpenAI has no reason for them,
+#: so they keep the Gemini front end's name, in lower case.
 _INCOMPLETE = {"MAX_TOKENS": "max_output_tokens", "MALFORMED_FUNCTION_CALL": "malformed_function_call",
-               "UNEXPECTED_TOOL_CALL": "unexpected_tool_call"}
+               "UNEXPECTED_TOOL_CALL": "unexpected_tool_call", "TOO_MANY_TOOL_CALLS": "too_many_tool_calls",
+               **dict.fromkeys(("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+                                "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"),
+                               "content_filter")}
 #: The request fields a response repeats.
 _ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "metadata")
 

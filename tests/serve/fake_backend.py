@@ -171,7 +171,14 @@ SCRIPTS = {
     "clientargs": [chat_calls(("get_weather", "{city: Paris"))],
     "gargsnotobject": [gemini_parts({"functionCall": {"name": "run_python", "args": "print(1)"}}),
                        text(lambda tools: f"told: {tools[-1]}")],
+    "cfiltered": [raw(_chat({"role": "assistant", "content": None}, choice={"finish_reason": "content_filter"}))],
+    "gpromptblocked": [raw({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})],
 }
+#: Gemini finish reasons of a content-policy stop, each the script ``gstop_<REASON>``: a blocked candidate, as the
+#: service sends one (no content).
+CONTENT_POLICY = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")
+SCRIPTS.update({f"gstop_{reason}": [raw({"candidates": [{"finishReason": reason, "index": 0}]})]
+                for reason in CONTENT_POLICY})
 SCRIPTS.update({script: [raw(answer)] for cases in MALFORMED.values() for script, (answer, _) in cases.items()})
 SCRIPTS.update({script: [raw(answer)] for cases in TOLERATED.values() for script, answer in cases.items()})
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from .fake_backend import PLOT_CODE
+from .fake_backend import CONTENT_POLICY, PLOT_CODE
 
 CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
@@ -75,6 +75,47 @@ def test_a_call_the_client_cannot_run_leaves_the_response_incomplete(oai, stream
         response = oai.responses.create(model="scripted", input="SCRIPT:undeclared", tools=tools)
     assert response.status == "incomplete" and response.incomplete_details.reason == reason
     assert not [item for item in response.output if item.type == "function_call"]
+
+
+def _final(client, stream, **request):
+    """The response ``request`` ends with, and the type of the last event (streamed) or None."""
+    if not stream:
+        return client.responses.create(**request), None
+    events = list(client.responses.create(**request, stream=True))
+    return events[-1].response, events[-1].type
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_turn_the_execution_limit_ended_is_incomplete(oai, stream):
+    """The loop's cap on code runs (TOO_MANY_TOOL_CALLS on the Gemini front end) ended the turn without an
+    answer; it was a response.completed of status completed."""
+    response, last = _final(oai, stream, model="scripted", input="SCRIPT:argsnotobject", tools=CODE_INTERPRETER)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "too_many_tool_calls"
+    assert last in (None, "response.incomplete")
+    assert [item.type for item in response.output] == ["code_interpreter_call"] * 3  # the server's --max-executions
+
+
+@pytest.fixture
+def keyed_oai(keyed_server):
+    """A client of the server whose backend is the scripted model through the Gemini API."""
+    return openai.OpenAI(api_key="s3cret", base_url=f"{keyed_server.url}/v1", max_retries=0, timeout=180)
+
+
+@pytest.mark.parametrize("script, stream", [*((f"gstop_{reason}", False) for reason in CONTENT_POLICY),
+                                            ("gstop_SAFETY", True), ("gpromptblocked", False),
+                                            ("gpromptblocked", True)])
+def test_a_content_policy_stop_is_incomplete_content_filter(keyed_oai, script, stream):
+    """A Gemini backend that stopped for SAFETY, RECITATION, BLOCKLIST... (or blocked the prompt) gave a
+    response of status completed with no output, as if the model had nothing to say."""
+    response, last = _final(keyed_oai, stream, model="gemini-2.5-flash", input=f"SCRIPT:{script}", tools=CODE_INTERPRETER)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "content_filter"
+    assert last in (None, "response.incomplete")
+
+
+def test_a_chat_backends_content_filter_stays_content_filter(oai):
+    """A Chat Completions backend's finish_reason content_filter (SAFETY to the loop) comes back as it was."""
+    response = oai.responses.create(model="scripted", input="SCRIPT:cfiltered")
+    assert response.status == "incomplete" and response.incomplete_details.reason == "content_filter"
 
 
 def test_errors_are_in_openai_shape(oai):
