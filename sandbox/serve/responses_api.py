@@ -145,7 +145,9 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(f"{key} must be a number (got {value_text(value)})")
+        raise invalid(f"{key} must be {'an integer' if kind is int else 'a number'} (got {value_text(value)})")
+    if kind is int and isinstance(value, float) and not value.is_integer():  # int() cut 10.5 to 10; OpenAI refuses it
+        raise invalid(f"{key} must be an integer (got {value_text(value)})")
     return kind(value)
 
 

@@ -176,6 +176,23 @@ def test_wrong_types_are_invalid_request_errors(server, extra, words):
     error = answer.json()["error"]
     assert error["type"] == "invalid_request_error" and words in error["message"]
 
+@pytest.mark.parametrize("value", [10.5, True, "10"])
+def test_max_output_tokens_that_is_no_integer_is_an_invalid_request(server, fake_model, value):
+    """10.5 was taken and sent to the backend as 10 (true was refused as 'must be a number')."""
+    answer = httpx.post(f"{server.url}/v1/responses", timeout=60,
+                        json={"model": "scripted", "input": "SCRIPT:hello", "max_output_tokens": value})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"] == f"max_output_tokens must be an integer (got {value!r})"
+    assert not fake_model.requests
+
+
+def test_a_whole_float_max_output_tokens_is_read_as_its_int(oai, fake_model):
+    oai.responses.create(model="scripted", input="SCRIPT:hello", max_output_tokens=64.0)
+    assert fake_model.requests[0]["max_tokens"] == 64
+
+
 
 @pytest.mark.parametrize("body, words", [
     ({"input": "SCRIPT:hello"}, "Missing required parameter: 'model'."),  # a Gemini 404 for "models/None"
