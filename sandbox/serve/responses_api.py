@@ -167,7 +167,7 @@ def _message(item: dict[str, Any], where: str, names: dict[str, str]) -> Content
 def _content_part(part: Any, where: str) -> Part:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind in ("input_text", "output_text", "text"):
-        return Text(str(part.get("text", "")))
+        return Text(_text_field(part, where))
     if kind == "input_image" and isinstance(part.get("image_url"), str):
         return _data_url(part["image_url"], f"{where}.image_url")
     if kind == "input_file" and isinstance(part.get("file_data"), str):
@@ -234,8 +234,15 @@ def _text_of(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return "\n".join(_text_field(p, f"{where}[{i}]") for i, p in enumerate(content) if isinstance(p, dict))
     raise invalid(f"{where} must be a string or a list of text items")
+
+
+def _text_field(part: dict[str, Any], where: str) -> str:
+    text = part.get("text")
+    if not isinstance(text, str):  # str() sent 5 on as '5' and a null or missing text as 'None' or ''
+        raise invalid(f"{where}.text must be a string (got {value_text(text)})")
+    return text
 
 
 def _tools(tools: Any) -> tuple[bool, tuple[FunctionDeclaration, ...]]:

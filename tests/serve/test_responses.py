@@ -193,6 +193,20 @@ def test_a_whole_float_max_output_tokens_is_read_as_its_int(oai, fake_model):
     assert fake_model.requests[0]["max_tokens"] == 64
 
 
+@pytest.mark.parametrize("role", ["user", "assistant", "developer"])
+@pytest.mark.parametrize("text", [5, None, ["SCRIPT:hello"]])
+def test_a_text_part_whose_text_is_no_string_is_an_invalid_request(server, fake_model, role, text):
+    """It was made a string and sent to the model: 5 as '5', null as 'None', a list as its repr."""
+    content = [{"type": "input_text", "text": "SCRIPT:hello"}, {"type": "input_text", "text": text}]
+    answer = httpx.post(f"{server.url}/v1/responses", timeout=60, json={
+        "model": "scripted", "input": [{"role": "user", "content": "SCRIPT:hello"}, {"role": role, "content": content}]})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"] == f"input[1].content[1].text must be a string (got {text!r})"
+    assert not fake_model.requests
+
+
 
 @pytest.mark.parametrize("body, words", [
     ({"input": "SCRIPT:hello"}, "Missing required parameter: 'model'."),  # a Gemini 404 for "models/None"
