@@ -110,6 +110,21 @@ def test_inline_csv_lands_as_the_service_names_it(client):
     assert result.output == "['input_file_0.csv', 'input_file_1.py']\n3,4\n"
 
 
+def test_an_inline_pdf_goes_to_the_model_not_the_work_dir(client, fake_model):
+    """The service's code-execution docs list no PDF among the input file types: it is the model's input only
+    (the README says so); the CSV after it keeps its number."""
+    contents = [types.Content(role="user", parts=[
+        types.Part.from_bytes(data=b"%PDF-1.4\n%%EOF\n", mime_type="application/pdf"),
+        types.Part.from_bytes(data=b"a,b\n1,2\n3,4\n", mime_type="text/csv"),
+        types.Part(text="SCRIPT:csv")])]
+    client.models.generate_content(model="gemini-2.5-flash", contents=contents, config=CODE_TOOL)
+    seen = fake_model.requests[0]["messages"][0]["content"]
+    assert seen[0] == {"type": "text", "text": "[an attached file (application/pdf, 15 bytes)]"}
+    assert seen[1]["text"].startswith("[file input_file_1.csv in the working directory (text/csv):]")
+    tool_reply = [m for m in fake_model.requests[1]["messages"] if m["role"] == "tool"][-1]
+    assert tool_reply["content"].startswith("OUTCOME_OK\n['input_file_1.csv']\n")
+
+
 def test_raw_rest_camel_or_snake_case_and_both_base64_alphabets(server, fake_model):
     data = b"a,b\n1,2\n3,4\n\xff\xfe>>"  # bytes whose base64 differs between the alphabets
     for blob in ({"mimeType": "text/csv", "data": base64.b64encode(data).decode()},
