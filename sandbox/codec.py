@@ -10,8 +10,9 @@ codec's name in the header and one raw blob:
 - a numpy array as ``.npy`` bytes written and read with ``allow_pickle=False``;
 - a pandas DataFrame (columns of distinct names, at most MAX_TABLE_FIELDS columns and index levels) or Series
   as pandas' JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are
-  None, str, int, float or bool travel beside the table and come back as they were (pandas' own reader turned a
-  column labelled 0 into NaNs, its writer named a column None "values" and refused one named as an index level),
+  None, str (of at most MAX_LABEL_CHARS), int (of 64 bits), float or bool travel beside the table and come back as
+  they were (pandas' own reader turned a column labelled 0 into NaNs, its writer named a column None "values" and
+  refused one named as an index level),
   a Series' name and the index's names too; other labels come back as the format writes them (a Timestamp as its ISO text), and values of an
   object column as JSON values. MultiIndex columns are refused (the format has none). Columns and index levels
   of numbers, booleans, datetimes (tz-aware too), timedeltas and periods travel as raw bytes beside the table and
@@ -35,6 +36,9 @@ from .frames import Value
 #: Columns and index levels a returned DataFrame or Series may have: pandas' table reader spends ~0.25 ms of the
 #: host's CPU on each (2.5 s per MB of a one-row frame: a 32 MB frame held the caller ~80 s); Excel's column limit.
 MAX_TABLE_FIELDS = 16_384
+#: The longest str label (a column's, an index level's or a Series' name) a returned table may have: the host keeps
+#: and shows labels whole.
+MAX_LABEL_CHARS = 4096
 
 SUPPORTED = "None, bool, int, float, str, list, tuple, dict (str keys), bytes, numpy.ndarray, pandas.DataFrame/Series"
 
@@ -109,6 +113,9 @@ def _from_table(kind: str) -> Any:
         if len(labels) > MAX_TABLE_FIELDS:
             raise CallError(f"the worker returned a {kind} of {len(labels)} columns and index levels "
                             f"(limit {MAX_TABLE_FIELDS})")
+        for label in labels:
+            if (fault := _label_fault(label)) is not None:
+                raise CallError(f"the worker returned a {kind} with a field named by {fault}")
         columns = _row_keys(table["data"], labels)
         if len(set(columns)) < len(labels):  # pandas' reader takes a repeated name's columns once per repeat: 1,000
             # fields named "a" (34 KB) made a million columns, 2.7 GB and two minutes of the host's
@@ -130,24 +137,16 @@ def _from_table(kind: str) -> Any:
             if "tz" in field:
                 codec_columns.check_zone(field["tz"])
         byte_columns = table.pop("byteColumns", None)
-        keys = table["schema"].pop("primaryKey", None)
-        keys = [] if keys is None else [keys] if isinstance(keys, str) else keys
-        levels = table.pop("indexLevels", None)
-        if not keys and levels is not None:  # pandas writes a repeating index without a key: as the first columns
-            if type(levels) is not int or not 0 <= levels <= len(labels):
-                raise CallError(f"the worker returned a {kind} of {str(levels)[:20]} index levels")
-            keys = labels[:levels]
+        keys = _index_keys(kind, table["schema"].pop("primaryKey", None), table.pop("indexLevels", None), labels)
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
         if byte_columns is not None:
             frame = codec_columns.restored(frame, byte_columns, len(fields))
-        if keys:
-            position_of = {label: position for position, label in enumerate(labels)}
-            names = [named[position_of[key]] if position_of[key] in named else _level_name(key, len(keys))
-                     for key in keys]
+        if keys:  # the index levels are the first fields
+            names = [named[i] if i in named else _level_name(key, len(keys)) for i, key in enumerate(keys)]
             frame = _indexed(frame, [column_of[key] for key in keys], names)
-        keyed = {column_of[key] for key in keys}
-        frame.columns = pandas.Index([named[i] if i in named else label
-                                      for i, (label, column) in enumerate(zip(labels, columns)) if column not in keyed])
+        frame.columns = pandas.Index([named[i] if i in named else labels[i] for i in range(len(keys), len(labels))])
+        if not frame.columns.is_unique:  # labels beside may repeat one (or be equal: 1 and 1.0), as no frame sent can
+            raise CallError(f"the worker returned a {kind} whose columns repeat a name")
         if kind == "dataframe":
             return frame
         series = frame.iloc[:, 0]
@@ -160,6 +159,23 @@ def _from_table(kind: str) -> Any:
 #: The types of a Series name that travels as it is (others are pandas' own: their text).
 _NAME_TYPES = (str, int, float, bool)
 _UNNAMED = object()
+
+
+def _index_keys(kind: str, keys: Any, levels: Any, labels: list[Any]) -> list[Any]:
+    """The fields that make the index: the first ``levels``, named by the schema's primary key if it has one."""
+    if levels is not None and (type(levels) is not int or not 0 <= levels <= len(labels)):
+        raise CallError(f"the worker returned a {kind} of {str(levels)[:20]} index levels ({len(labels)} fields)")
+    keys = [] if keys is None else [keys] if isinstance(keys, str) else keys
+    if not keys and levels is not None:  # pandas writes a repeating index without a key: as the first columns
+        keys = labels[:levels]
+    # pandas writes the index's fields first, its key naming each once: any other key would index the frame by a
+    # column, or by one column twice
+    if not isinstance(keys, list) or keys != labels[:len(keys)] or levels is not None and len(keys) != levels:
+        raise CallError(f"the worker returned a {kind} keyed by {str(keys)[:80]}, not its first "
+                        f"{len(keys) if levels is None else levels} fields")
+    if kind == "series" and len(labels) - len(keys) != 1:
+        raise CallError(f"the worker returned a series of {len(labels) - len(keys)} value columns")
+    return keys
 
 
 def _row_keys(rows: Any, labels: list[Any]) -> list[Any]:
@@ -191,6 +207,9 @@ def _plainly_named(table: Any, kind: str) -> tuple[Any, dict[int, Any]]:
     index_names, labels = list(table.index.names), [table.name] if kind == "Series" else list(table.columns)
     plain = {position: label for position, label in enumerate(index_names + labels)
              if label is None or type(label) in _NAME_TYPES}
+    for label in plain.values():
+        if (fault := _label_fault(label)) is not None:
+            raise CallError(f"cannot return a {kind} labelled by {fault}")
     renamed = [f"_field{position}" if position in plain else label
                for position, label in enumerate(index_names + labels)]
     table = table.copy(deep=False)
@@ -208,10 +227,27 @@ def _labels_beside(labels: Any, count: int) -> dict[int, Any]:
         raise CallError("the worker returned table labels that are not a map of at most its fields")
     named = {}
     for key, label in labels.items():
-        if not (key.isdigit() and int(key) < count) or not (label is None or type(label) in _NAME_TYPES):
-            raise CallError(f"the worker returned a table label {str(label)[:80]!r} at {key[:20]!r}")
+        # only the digits str(position) writes: "01" would name field 1 twice, and int() reads "١" (Arabic-Indic)
+        if not (key.isascii() and key.isdigit() and len(key) <= len(str(count)) and str(int(key)) == key
+                and int(key) < count):
+            raise CallError(f"the worker returned a table label at {key[:20]!r}, not a field's position "
+                            f"(0 to {count - 1})")
+        if (fault := _label_fault(label)) is not None:
+            raise CallError(f"the worker returned a table whose label at {key} is {fault}")
         named[int(key)] = label
     return named
+
+
+def _label_fault(label: Any) -> str | None:
+    """What makes ``label`` no plain label (None, a str of at most MAX_LABEL_CHARS, a 64-bit int, a float, a
+    bool), or None if it is one."""
+    if label is None or type(label) in (float, bool):
+        return None
+    if type(label) is str:
+        return None if len(label) <= MAX_LABEL_CHARS else f"a str of {len(label)} characters (limit {MAX_LABEL_CHARS})"
+    if type(label) is int:
+        return None if -2 ** 63 <= label < 2 ** 64 else "an int past 64 bits"
+    return f"a {type(label).__name__}"
 
 
 #: codec -> how the host reads its blob. Nothing here unpickles or evaluates.

@@ -1,0 +1,106 @@
+"""The host's decoding of forged table values (sandbox/codec.py): what travels beside pandas' table format.
+
+A compromised worker writes the ``labels`` and ``indexLevels`` beside the table as it likes; each is refused with a
+CallError that says what is wrong, never another exception or a frame unlike any the encoder sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from sandbox import codec
+from sandbox.errors import CallError
+from sandbox.frames import Value
+
+pandas = pytest.importorskip("pandas")
+
+
+def table(kind: str = "dataframe", **beside) -> Value:
+    """A value frame as the worker sends a frame of an unnamed index and columns "a" and "b" (``kind``
+    "dataframe"), or a Series named "a" (``kind`` "series"); ``beside`` replaces the entries around the table."""
+    names = ["_field0", "_field1", "_field2"][:3 if kind == "dataframe" else 2]
+    fields = [{"name": name, "type": "integer"} for name in names]
+    rows = [dict.fromkeys(names, i) for i in range(2)]
+    keys = beside.pop("primaryKey", ["_field0"])
+    schema = {"fields": fields, **({} if keys is None else {"primaryKey": keys}), "pandas_version": "1.4.0"}
+    sent = {"labels": {"0": None, "1": "a", "2": "b"} if kind == "dataframe" else {"0": None, "1": "a"},
+            "indexLevels": 1, **beside, "schema": schema, "data": rows}
+    return Value(codec=kind, data=json.dumps(sent).encode())
+
+
+def test_the_hand_made_table_is_what_the_encoder_sends():
+    assert codec.decode(table()).equals(pandas.DataFrame({"a": [0, 1], "b": [0, 1]}))
+    assert codec.decode(table("series")).equals(pandas.Series([0, 1], name="a"))
+
+
+@pytest.mark.parametrize("labels, why", [
+    (["a", "b"], "table labels that are not a map of at most its fields"),
+    ("ab", "table labels that are not a map of at most its fields"),
+    ({str(i): "x" for i in range(4)}, "table labels that are not a map of at most its fields"),
+    ({"a": "x"}, "a table label at 'a', not a field's position (0 to 2)"),
+    ({"3": "x"}, "a table label at '3', not a field's position (0 to 2)"),
+    ({"-1": "x"}, "a table label at '-1', not a field's position (0 to 2)"),
+    ({"01": "x"}, "a table label at '01', not a field's position (0 to 2)"),  # would name field 1 beside "1"
+    ({"²": "x"}, "a table label at '²', not a field's position (0 to 2)"),  # str.isdigit, yet no int
+    ({"١": "x"}, "a table label at '١', not a field's position (0 to 2)"),  # an Arabic-Indic 1: int() reads it
+    ({"9" * 5000: "x"}, "a table label at '99999999999999999999', not a field's position (0 to 2)"),
+    ({"1": ["a"]}, "a table whose label at 1 is a list"),
+    ({"1": {"a": 1}}, "a table whose label at 1 is a dict"),
+    ({"1": "x" * (codec.MAX_LABEL_CHARS + 1)}, f"a table whose label at 1 is a str of {codec.MAX_LABEL_CHARS + 1} "
+                                               f"characters (limit {codec.MAX_LABEL_CHARS})"),
+    ({"1": 2 ** 64}, "a table whose label at 1 is an int past 64 bits"),
+    ({"1": "a", "2": "a"}, "columns repeat a name"),
+    ({"1": 1, "2": 1.0}, "columns repeat a name"),  # equal labels: pandas made one float column 1.0 twice
+])
+def test_forged_labels_are_refused_by_what_is_wrong(labels, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(labels=labels))
+
+
+@pytest.mark.parametrize("kind, beside, why", [
+    ("dataframe", {"indexLevels": -1}, "dataframe of -1 index levels (3 fields)"),
+    ("dataframe", {"indexLevels": 4}, "dataframe of 4 index levels (3 fields)"),
+    ("dataframe", {"indexLevels": 10 ** 30}, "dataframe of 10000000000000000000 index levels"),
+    ("dataframe", {"indexLevels": True}, "dataframe of True index levels"),
+    ("dataframe", {"indexLevels": 1.0}, "dataframe of 1.0 index levels"),
+    ("dataframe", {"indexLevels": "1"}, "dataframe of 1 index levels"),
+    ("dataframe", {"indexLevels": [1]}, "dataframe of [1] index levels"),
+    ("dataframe", {"indexLevels": 2}, "dataframe keyed by ['_field0'], not its first 2 fields"),
+    ("dataframe", {"indexLevels": 0}, "dataframe keyed by ['_field0'], not its first 0 fields"),
+    ("dataframe", {"primaryKey": ["_field1"]}, "dataframe keyed by ['_field1'], not its first 1 fields"),
+    ("dataframe", {"primaryKey": ["_field0", "_field0"], "indexLevels": 2}, "keyed by ['_field0', '_field0']"),
+    ("dataframe", {"primaryKey": ["nothing"]}, "dataframe keyed by ['nothing'], not its first 1 fields"),
+    ("dataframe", {"primaryKey": ["_field1"], "indexLevels": None}, "keyed by ['_field1'], not its first 1 fields"),
+    ("dataframe", {"primaryKey": [["_field0"]]}, "dataframe keyed by [['_field0']]"),
+    ("dataframe", {"primaryKey": 5}, "dataframe keyed by 5"),
+    ("series", {"indexLevels": 2, "primaryKey": None}, "series of 0 value columns"),
+    ("series", {"indexLevels": 0, "primaryKey": None}, "series of 2 value columns"),
+])
+def test_forged_index_levels_are_refused_by_what_is_wrong(kind, beside, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(kind, **beside))
+
+
+def test_forged_field_names_are_refused_by_what_is_wrong():
+    """The schema names the fields whose labels do not travel beside: the same labels, checked alike."""
+    for name, why in [(["a", 1], "a field named by a list"), ({"a": 1}, "a field named by a dict"),
+                      ("x" * (codec.MAX_LABEL_CHARS + 1), f"a field named by a str of {codec.MAX_LABEL_CHARS + 1}")]:
+        sent = json.loads(table().data)
+        sent["schema"]["fields"][2]["name"] = name
+        for row in sent["data"]:
+            row[json.dumps(name) if not isinstance(name, str) else name] = row.pop("_field2")
+        sent["labels"].pop("2")
+        with pytest.raises(CallError, match=re.escape(why)):
+            codec.decode(Value(codec="dataframe", data=json.dumps(sent).encode()))
+
+
+def test_labels_past_the_bounds_are_refused_when_sent():
+    for label, why in [("x" * (codec.MAX_LABEL_CHARS + 1), f"a str of {codec.MAX_LABEL_CHARS + 1} characters"),
+                       (2 ** 64, "an int past 64 bits"), (-2 ** 63 - 1, "an int past 64 bits")]:
+        with pytest.raises(CallError, match=f"cannot return a DataFrame labelled by {why}"):
+            codec.encode(pandas.DataFrame({label: [1]}))
+    sent = pandas.DataFrame({"x" * codec.MAX_LABEL_CHARS: [1], 2 ** 64 - 1: [2], -2 ** 63: [3]})
+    assert list(codec.decode(codec.encode(sent)).columns) == list(sent.columns)
