@@ -12,9 +12,9 @@ codec's name in the header and one raw blob:
   as pandas' JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are
   None, str (of at most MAX_LABEL_CHARS), int (of 64 bits), float or bool travel beside the table and come back as
   they were (pandas' own reader turned a column labelled 0 into NaNs, its writer named a column None "values" and
-  refused one named as an index level),
-  a Series' name and the index's names too; other labels come back as the format writes them (a Timestamp as its ISO text), and values of an
-  object column as JSON values. MultiIndex columns are refused (the format has none). Columns and index levels
+  refused one named as an index level), a Series' name and the index's and the columns' names too; other labels
+  come back as the format writes them (a Timestamp as its ISO text; a column level's name: None), and values of
+  an object column as JSON values. MultiIndex columns are refused (the format has none). Columns and index levels
   of numbers, booleans, datetimes (tz-aware too), timedeltas and periods travel as raw bytes beside the table and
   come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
@@ -68,6 +68,9 @@ def encode(value: Any) -> Value:
         table, byte_columns = codec_columns.split(value, kind)
         table, labels = _plainly_named(table, kind)
         beside = {"labels": labels, "indexLevels": value.index.nlevels}
+        if kind == "DataFrame" and (value.columns.nlevels > 1 or value.columns.name is not None):
+            sent = [_label_out(name, kind) for name in value.columns.names]
+            beside["columnNames"] = [None if name is _UNSENT else name for name in sent]  # as it was: dropped
         if byte_columns:
             beside["byteColumns"] = byte_columns
         text = table.to_json(orient="table")
@@ -144,7 +147,9 @@ def _from_table(kind: str) -> Any:
         if keys:  # the index levels are the first fields
             names = [named[i] if i in named else _level_name(key, len(keys)) for i, key in enumerate(keys)]
             frame = _indexed(frame, [column_of[key] for key in keys], names)
-        frame.columns = pandas.Index([named[i] if i in named else labels[i] for i in range(len(keys), len(labels))])
+        frame.columns = pandas.Index([named[i] if i in named else labels[i] for i in range(len(keys), len(labels))],
+                                     tupleize_cols=False)
+        frame.columns.names = _column_names(table.pop("columnNames", [None]), frame.columns.nlevels)
         if not frame.columns.is_unique:  # labels beside may repeat one (or be equal: 1 and 1.0), as no frame sent can
             raise CallError(f"the worker returned a {kind} whose columns repeat a name")
         if kind == "dataframe":
@@ -159,6 +164,7 @@ def _from_table(kind: str) -> Any:
 #: The types of a Series name that travels as it is (others are pandas' own: their text).
 _NAME_TYPES = (str, int, float, bool)
 _UNNAMED = object()
+_UNSENT = object()
 
 
 def _index_keys(kind: str, keys: Any, levels: Any, labels: list[Any]) -> list[Any]:
@@ -205,11 +211,8 @@ def _plainly_named(table: Any, kind: str) -> tuple[Any, dict[int, Any]]:
     pandas' table writer named a column None "values", refused a column or Series named as an index level (or
     "index", an unnamed index's name there) and wrote a repeating index as columns: the labels travel beside."""
     index_names, labels = list(table.index.names), [table.name] if kind == "Series" else list(table.columns)
-    plain = {position: label for position, label in enumerate(index_names + labels)
-             if label is None or type(label) in _NAME_TYPES}
-    for label in plain.values():
-        if (fault := _label_fault(label)) is not None:
-            raise CallError(f"cannot return a {kind} labelled by {fault}")
+    sent = [_label_out(label, kind) for label in index_names + labels]
+    plain = {position: label for position, label in enumerate(sent) if label is not _UNSENT}
     renamed = [f"_field{position}" if position in plain else label
                for position, label in enumerate(index_names + labels)]
     table = table.copy(deep=False)
@@ -232,10 +235,31 @@ def _labels_beside(labels: Any, count: int) -> dict[int, Any]:
                 and int(key) < count):
             raise CallError(f"the worker returned a table label at {key[:20]!r}, not a field's position "
                             f"(0 to {count - 1})")
-        if (fault := _label_fault(label)) is not None:
-            raise CallError(f"the worker returned a table whose label at {key} is {fault}")
-        named[int(key)] = label
+        named[int(key)] = _label_in(label, f"label at {key}")
     return named
+
+
+def _label_out(label: Any, kind: str) -> Any:
+    """``label`` as it travels beside the table; _UNSENT for a label of a type that does not."""
+    if not (label is None or type(label) in _NAME_TYPES):
+        return _UNSENT
+    if (fault := _label_fault(label)) is not None:
+        raise CallError(f"cannot return a {kind} labelled by {fault}")
+    return label
+
+
+def _label_in(sent: Any, where: str) -> Any:
+    """The label the worker sent beside the table ``where``, checked."""
+    if (fault := _label_fault(sent)) is not None:
+        raise CallError(f"the worker returned a table whose {where} is {fault}")
+    return sent
+
+
+def _column_names(names: Any, levels: int) -> list[Any]:
+    """The names of the columns' ``levels`` levels the worker sent, checked."""
+    if not isinstance(names, list) or len(names) != levels:
+        raise CallError(f"the worker returned column names {str(names)[:80]} for {levels} column levels")
+    return [_label_in(name, f"column level {i}'s name") for i, name in enumerate(names)]
 
 
 def _label_fault(label: Any) -> str | None:

@@ -206,3 +206,18 @@ def test_labels_that_collide_in_the_table_format_come_back_as_they_were(box):
         assert back.equals(sent) and list(back.axes[-1]) == list(sent.axes[-1]), (name, back)
         assert list(back.index.names) == list(sent.index.names) and back.index.equals(sent.index), (name, back)
         assert getattr(back, "name", None) == getattr(sent, "name", None), (name, back)
+
+
+def test_frames_with_named_columns_come_back_equal(box):
+    """The columns' name (a crosstab's, a pivot's: the column it spread) was dropped on the way."""
+    pytest.importorskip("pandas")
+
+    def make_frames():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        df = pd.DataFrame({"k": ["a", "a", "b"], "w": [4, 5, 4], "v": [1.0, 2.0, 3.0]})
+        return {"crosstab": pd.crosstab(df.k, df.w), "pivot": df.pivot_table(index="k", columns="w", values="v"),
+                "columns named None and 0": pd.DataFrame({"x": [1]}).rename_axis(columns=0)}
+
+    for name, sent in make_frames().items():
+        back = box.call(lambda name: make_frames()[name], name)
+        pytest.importorskip("pandas").testing.assert_frame_equal(back, sent)

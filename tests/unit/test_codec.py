@@ -104,3 +104,16 @@ def test_labels_past_the_bounds_are_refused_when_sent():
             codec.encode(pandas.DataFrame({label: [1]}))
     sent = pandas.DataFrame({"x" * codec.MAX_LABEL_CHARS: [1], 2 ** 64 - 1: [2], -2 ** 63: [3]})
     assert list(codec.decode(codec.encode(sent)).columns) == list(sent.columns)
+
+
+@pytest.mark.parametrize("names, why", [
+    ("c", "column names c for 1 column levels"),
+    (["c", "d"], "column names ['c', 'd'] for 1 column levels"),
+    ([], "column names [] for 1 column levels"),
+    ([["c"]], "whose column level 0's name is a list"),
+    (["x" * (codec.MAX_LABEL_CHARS + 1)], "whose column level 0's name is a str of"),
+])
+def test_forged_column_names_are_refused_by_what_is_wrong(names, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(columnNames=names))
+    assert codec.decode(table(columnNames=[7])).columns.name == 7
