@@ -10,13 +10,14 @@ codec's name in the header and one raw blob:
 - a numpy array as ``.npy`` bytes written and read with ``allow_pickle=False``;
 - a pandas DataFrame (columns of distinct names, at most MAX_TABLE_FIELDS columns and index levels) or Series
   as pandas' JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are
-  None, str (of at most MAX_LABEL_CHARS), int (of 64 bits), float or bool travel beside the table and come back as
-  they were (pandas' own reader turned a column labelled 0 into NaNs, its writer named a column None "values" and
-  refused one named as an index level), a Series' name and the index's and the columns' names too; other labels
-  come back as the format writes them (a Timestamp as its ISO text; a column level's name: None), and values of
-  an object column as JSON values. MultiIndex columns are refused (the format has none). Columns and index levels
-  of numbers, booleans, datetimes (tz-aware too), timedeltas and periods travel as raw bytes beside the table and
-  come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
+  None, str (of at most MAX_LABEL_CHARS), int (of 64 bits), float, bool or a pandas Timestamp (as its ISO text,
+  unit and zone) travel beside the table and come back as they were (pandas' own reader turned a column labelled 0
+  into NaNs, its writer named a column None "values", refused one named as an index level and wrote a Timestamp
+  as text), a Series' name and the index's and the columns' names too; other labels come back as the format writes
+  them (a column level's name: None), and values of an object column as JSON values. MultiIndex columns are
+  refused (the format has none). Columns and index levels of numbers, booleans, datetimes (tz-aware too),
+  timedeltas and periods travel as raw bytes beside the table and come back exact, dtype and all
+  (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 from . import codec_columns, protocol
@@ -206,7 +208,8 @@ def _level_name(label: Any, levels: int) -> Any:
 
 
 def _plainly_named(table: Any, kind: str) -> tuple[Any, dict[int, Any]]:
-    """``table`` with each field labelled None, str, int, float or bool renamed "_field<position>", and those labels.
+    """``table`` with each field whose label travels beside (see _label_out) renamed "_field<position>", and those
+    labels as they travel.
 
     pandas' table writer named a column None "values", refused a column or Series named as an index level (or
     "index", an unnamed index's name there) and wrote a repeating index as columns: the labels travel beside."""
@@ -241,6 +244,8 @@ def _labels_beside(labels: Any, count: int) -> dict[int, Any]:
 
 def _label_out(label: Any, kind: str) -> Any:
     """``label`` as it travels beside the table; _UNSENT for a label of a type that does not."""
+    if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
+        return _timestamp_out(label, kind)
     if not (label is None or type(label) in _NAME_TYPES):
         return _UNSENT
     if (fault := _label_fault(label)) is not None:
@@ -250,9 +255,45 @@ def _label_out(label: Any, kind: str) -> Any:
 
 def _label_in(sent: Any, where: str) -> Any:
     """The label the worker sent beside the table ``where``, checked."""
+    if isinstance(sent, dict):
+        return _timestamp_in(sent, where)
     if (fault := _label_fault(sent)) is not None:
         raise CallError(f"the worker returned a table whose {where} is {fault}")
     return sent
+
+
+def _timestamp_out(stamp: Any, kind: str) -> dict[str, str]:
+    """A Timestamp label as it travels: its (UTC if it has a zone) ISO text, its unit and its zone."""
+    naive = stamp if stamp.tz is None else stamp.tz_convert(None)
+    sent = {"timestamp": naive.isoformat(), "unit": stamp.unit}
+    if stamp.tz is not None:
+        import pandas
+        sent["tz"] = codec_columns.zone_name(pandas.DatetimeTZDtype(unit=stamp.unit, tz=stamp.tz))
+    if not _ISO_TIME.fullmatch(sent["timestamp"]):
+        raise CallError(f"cannot return a {kind} labelled by the Timestamp {sent['timestamp'][:40]} (years 0 to "
+                        "9999 travel)")
+    return sent
+
+
+def _timestamp_in(sent: dict[str, Any], where: str) -> Any:
+    """The Timestamp label the worker sent (see _timestamp_out), checked."""
+    import pandas
+    text, unit, zone = sent.get("timestamp"), sent.get("unit"), sent.get("tz")
+    if set(sent) - {"timestamp", "unit", "tz"} or not (isinstance(text, str) and _ISO_TIME.fullmatch(text)) \
+            or unit not in ("s", "ms", "us", "ns"):
+        raise CallError(f"the worker returned a table whose {where} is no timestamp: {str(sent)[:120]}")
+    try:  # the pattern lets a 13th month through
+        stamp = pandas.Timestamp(text).as_unit(unit)
+    except ValueError:
+        raise CallError(f"the worker returned a table whose {where} is the timestamp {text!r}") from None
+    if zone is None:
+        return stamp
+    codec_columns.check_zone(zone)
+    return stamp.tz_localize("UTC").tz_convert(zone)
+
+
+#: A Timestamp's ISO text as pandas writes one without a zone.
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?")
 
 
 def _column_names(names: Any, levels: int) -> list[Any]:

@@ -77,7 +77,7 @@ def _entry(field: Any, where: str) -> dict[str, Any] | None:
             return {"dtype": dtype.str, "data": _text(array.to_numpy())}
     elif isinstance(dtype, pandas.DatetimeTZDtype):
         naive = pandas.DatetimeIndex(array).tz_convert(None).to_numpy()
-        return {"dtype": naive.dtype.str, "data": _text(naive), "tz": _zone_name(dtype)}
+        return {"dtype": naive.dtype.str, "data": _text(naive), "tz": zone_name(dtype)}
     elif isinstance(dtype, pandas.PeriodDtype):
         return {"dtype": "<i8", "data": _text(array.asi8), "freq": str(dtype)[len("period["):-1]}
     elif isinstance(dtype, (pandas.Int8Dtype, pandas.Int16Dtype, pandas.Int32Dtype, pandas.Int64Dtype,
@@ -157,7 +157,7 @@ def _stand_in(rows: int, unique: bool) -> Any:
     return numpy.arange(rows) if unique else numpy.zeros(rows, dtype=numpy.int8)
 
 
-def _zone_name(dtype: Any) -> str:
+def zone_name(dtype: Any) -> str:
     """The time zone's name as pandas' own table schema writes it (and its reader reads)."""
     import pandas
     from pandas.io.json import build_table_schema

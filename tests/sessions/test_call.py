@@ -221,3 +221,29 @@ def test_frames_with_named_columns_come_back_equal(box):
     for name, sent in make_frames().items():
         back = box.call(lambda name: make_frames()[name], name)
         pytest.importorskip("pandas").testing.assert_frame_equal(back, sent)
+
+
+def test_frames_labelled_by_timestamps_come_back_equal(box):
+    """A pivot on a date column has Timestamps for columns: they came back as their ISO text."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        df = pd.DataFrame({"d": pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-01"]), "k": ["a", "a", "b"],
+                          "v": [1.0, 2.0, 3.0]})
+        paris = pd.date_range("2020-03-29 00:30", periods=2, freq="h", tz="Europe/Paris", unit="ns")
+        day = pd.Timestamp("2021-06-01 12:00:00.123456789")
+        return {"pivot": df.pivot_table(index="k", columns="d", values="v"),
+                "zoned nanoseconds": pd.DataFrame([[1, 2]], columns=pd.DatetimeIndex(list(paris))),
+                "series named by a day": pd.Series([1.5], name=day),
+                "index named by a day": pd.DataFrame({"x": [1]}, index=pd.Index([0], name=day.as_unit("s"))),
+                "columns named by a day": pd.DataFrame({"x": [1]}).rename_axis(columns=day)}
+
+    for name, sent in make_values().items():
+        back = box.call(lambda name: make_values()[name], name)
+        if isinstance(sent, pd.Series):
+            pd.testing.assert_series_equal(back, sent)
+            assert back.name.unit == sent.name.unit
+        else:
+            pd.testing.assert_frame_equal(back, sent)
+            assert list(back.index.names) == list(sent.index.names)

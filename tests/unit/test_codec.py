@@ -48,7 +48,7 @@ def test_the_hand_made_table_is_what_the_encoder_sends():
     ({"١": "x"}, "a table label at '١', not a field's position (0 to 2)"),  # an Arabic-Indic 1: int() reads it
     ({"9" * 5000: "x"}, "a table label at '99999999999999999999', not a field's position (0 to 2)"),
     ({"1": ["a"]}, "a table whose label at 1 is a list"),
-    ({"1": {"a": 1}}, "a table whose label at 1 is a dict"),
+    ({"1": {"a": 1}}, "a table whose label at 1 is no timestamp: {'a': 1}"),
     ({"1": "x" * (codec.MAX_LABEL_CHARS + 1)}, f"a table whose label at 1 is a str of {codec.MAX_LABEL_CHARS + 1} "
                                                f"characters (limit {codec.MAX_LABEL_CHARS})"),
     ({"1": 2 ** 64}, "a table whose label at 1 is an int past 64 bits"),
@@ -117,3 +117,28 @@ def test_forged_column_names_are_refused_by_what_is_wrong(names, why):
     with pytest.raises(CallError, match=re.escape(why)):
         codec.decode(table(columnNames=names))
     assert codec.decode(table(columnNames=[7])).columns.name == 7
+
+
+@pytest.mark.parametrize("label, why", [
+    ({"timestamp": "2020-01-01T00:00:00", "unit": "ns", "more": 1}, "no timestamp"),
+    ({"timestamp": "2020-01-01", "unit": "ns"}, "no timestamp"),
+    ({"timestamp": "2020-01-01T00:00:00 " + "x" * 10_000, "unit": "ns"}, "no timestamp"),
+    ({"timestamp": 1577836800, "unit": "s"}, "no timestamp"),
+    ({"timestamp": "2020-01-01T00:00:00", "unit": "D"}, "no timestamp"),
+    ({"timestamp": "2020-01-01T00:00:00"}, "no timestamp"),
+    ({"timestamp": "2020-13-01T00:00:00", "unit": "s"}, "the timestamp '2020-13-01T00:00:00'"),
+    ({"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": "dateutil//etc/passwd"}, "time zone 'dateutil//"),
+    ({"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": ["UTC"]}, "time zone \"['UTC']\""),
+])
+def test_forged_timestamp_labels_are_refused_by_what_is_wrong(label, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(labels={"1": label}))
+    for where in ("columnNames", "seriesName"):
+        with pytest.raises(CallError):
+            codec.decode(table({"columnNames": "dataframe", "seriesName": "series"}[where], **{where: [label]}))
+
+
+def test_timestamp_labels_come_back_as_timestamps():
+    stamp = {"timestamp": "2020-01-01T01:00:00.5", "unit": "ms", "tz": "Europe/Paris"}
+    assert codec.decode(table(labels={"1": stamp})).columns[0] == pandas.Timestamp("2020-01-01 02:00:00.5+01:00")
+    assert str(codec.decode(table(labels={"1": stamp})).columns[0].tz) == "Europe/Paris"
