@@ -14,10 +14,11 @@ codec's name in the header and one raw blob:
   unit and zone) travel beside the table and come back as they were (pandas' own reader turned a column labelled 0
   into NaNs, its writer named a column None "values", refused one named as an index level and wrote a Timestamp
   as text), a Series' name and the index's and the columns' names too; other labels come back as the format writes
-  them (a column level's name: None), and values of an object column as JSON values. MultiIndex columns are
-  refused (the format has none). Columns and index levels of numbers, booleans, datetimes (tz-aware too),
-  timedeltas and periods travel as raw bytes beside the table and come back exact, dtype and all
-  (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
+  them (a column level's name: None), and values of an object column as JSON values. A tuple label (MultiIndex
+  columns') travels as a list of those labels, its levels' names beside, and comes back a tuple. Columns and index
+  levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods travel as raw bytes beside the
+  table and come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by
+  name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec
@@ -149,9 +150,8 @@ def _from_table(kind: str) -> Any:
         if keys:  # the index levels are the first fields
             names = [named[i] if i in named else _level_name(key, len(keys)) for i, key in enumerate(keys)]
             frame = _indexed(frame, [column_of[key] for key in keys], names)
-        frame.columns = pandas.Index([named[i] if i in named else labels[i] for i in range(len(keys), len(labels))],
-                                     tupleize_cols=False)
-        frame.columns.names = _column_names(table.pop("columnNames", [None]), frame.columns.nlevels)
+        frame.columns = _columns([named[i] if i in named else labels[i] for i in range(len(keys), len(labels))],
+                                 table.pop("columnNames", [None]))
         if not frame.columns.is_unique:  # labels beside may repeat one (or be equal: 1 and 1.0), as no frame sent can
             raise CallError(f"the worker returned a {kind} whose columns repeat a name")
         if kind == "dataframe":
@@ -246,6 +246,12 @@ def _label_out(label: Any, kind: str) -> Any:
     """``label`` as it travels beside the table; _UNSENT for a label of a type that does not."""
     if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
         return _timestamp_out(label, kind)
+    if type(label) is tuple:  # a label of MultiIndex columns: one part per level
+        parts = [_label_out(part, kind) for part in label]
+        if any(part is _UNSENT or isinstance(part, list) for part in parts):
+            raise CallError(f"cannot return a {kind} labelled by the tuple {label!r:.80}: its parts may be labels of "
+                            "the types a column's label may be, no tuple")
+        return parts
     if not (label is None or type(label) in _NAME_TYPES):
         return _UNSENT
     if (fault := _label_fault(label)) is not None:
@@ -253,10 +259,12 @@ def _label_out(label: Any, kind: str) -> Any:
     return label
 
 
-def _label_in(sent: Any, where: str) -> Any:
-    """The label the worker sent beside the table ``where``, checked."""
+def _label_in(sent: Any, where: str, part: bool = False) -> Any:
+    """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label), checked."""
     if isinstance(sent, dict):
         return _timestamp_in(sent, where)
+    if isinstance(sent, list) and not part:
+        return tuple(_label_in(item, f"{where}'s part {i}", part=True) for i, item in enumerate(sent))
     if (fault := _label_fault(sent)) is not None:
         raise CallError(f"the worker returned a table whose {where} is {fault}")
     return sent
@@ -296,11 +304,18 @@ def _timestamp_in(sent: dict[str, Any], where: str) -> Any:
 _ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?")
 
 
-def _column_names(names: Any, levels: int) -> list[Any]:
-    """The names of the columns' ``levels`` levels the worker sent, checked."""
-    if not isinstance(names, list) or len(names) != levels:
-        raise CallError(f"the worker returned column names {str(names)[:80]} for {levels} column levels")
-    return [_label_in(name, f"column level {i}'s name") for i, name in enumerate(names)]
+def _columns(labels: list[Any], names: Any) -> Any:
+    """The columns labelled ``labels``, their levels named ``names``: MultiIndex columns if more than one."""
+    import pandas
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_TABLE_FIELDS:
+        raise CallError(f"the worker returned column names {str(names)[:80]}")
+    names = [_label_in(name, f"column level {i}'s name") for i, name in enumerate(names)]
+    if len(names) == 1:  # tuples stay labels of one level, as in the worker's (MultiIndex columns send names)
+        return pandas.Index(labels, tupleize_cols=False, name=names[0])
+    if not all(type(label) is tuple and len(label) == len(names) for label in labels):
+        raise CallError(f"the worker returned columns of {len(names)} levels not all labelled by tuples of "
+                        f"{len(names)} parts")
+    return pandas.MultiIndex.from_tuples(labels, names=names)
 
 
 def _label_fault(label: Any) -> str | None:

@@ -247,3 +247,33 @@ def test_frames_labelled_by_timestamps_come_back_equal(box):
         else:
             pd.testing.assert_frame_equal(back, sent)
             assert list(back.index.names) == list(sent.index.names)
+
+
+def test_frames_with_multiindex_columns_come_back_equal(box):
+    """pandas' table format has no MultiIndex columns: it wrote each label as a list, and the host called the value
+    "malformed" (unhashable type: 'list'). A groupby with several aggregations, a pivot of several values make them."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        df = pd.DataFrame({"d": pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-01"]), "k": ["a", "a", "b"],
+                          "v": [1.0, 2.0, 3.0], "w": [4, 5, 6]})
+        columns = pd.MultiIndex.from_tuples([("x", 1), ("x", 2), (None, 2.5)], names=["top", 0])
+        return {"pivot of two values": df.pivot_table(index="k", columns="d", values=["v", "w"]),
+                "aggregations": df.groupby("k").agg({"v": ["mean", "sum"], "w": ["max"]}),
+                "named levels, mixed parts": pd.DataFrame([[1, 2.5, "z"]], columns=columns),
+                "a MultiIndex on both axes": df.set_index(["k", "d"]).unstack("d"),
+                "no rows": pd.DataFrame(columns=columns),
+                "flat columns of tuples": pd.DataFrame([[1, 2]], columns=pd.Index([("a", 1), ("b", 2)],
+                                                                                  tupleize_cols=False)),
+                "series named by a tuple": df.pivot_table(index="k", columns="d", values=["v"]).iloc[:, 0]}
+
+    for name, sent in make_values().items():
+        back = box.call(lambda name: make_values()[name], name)
+        if isinstance(sent, pd.Series):
+            pd.testing.assert_series_equal(back, sent)
+        else:
+            pd.testing.assert_frame_equal(back, sent)
+            assert back.columns.nlevels == sent.columns.nlevels, name
+    with pytest.raises(sandbox.CallError, match=r"labelled by the tuple \('a', \('b', 1\)\): its parts may be"):
+        box.call(lambda: pd.DataFrame([[1]], columns=pd.Index([("a", ("b", 1))], tupleize_cols=False)))

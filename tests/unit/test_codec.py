@@ -47,7 +47,7 @@ def test_the_hand_made_table_is_what_the_encoder_sends():
     ({"²": "x"}, "a table label at '²', not a field's position (0 to 2)"),  # str.isdigit, yet no int
     ({"١": "x"}, "a table label at '١', not a field's position (0 to 2)"),  # an Arabic-Indic 1: int() reads it
     ({"9" * 5000: "x"}, "a table label at '99999999999999999999', not a field's position (0 to 2)"),
-    ({"1": ["a"]}, "a table whose label at 1 is a list"),
+    ({"1": ["a", ["b"]]}, "a table whose label at 1's part 1 is a list"),
     ({"1": {"a": 1}}, "a table whose label at 1 is no timestamp: {'a': 1}"),
     ({"1": "x" * (codec.MAX_LABEL_CHARS + 1)}, f"a table whose label at 1 is a str of {codec.MAX_LABEL_CHARS + 1} "
                                                f"characters (limit {codec.MAX_LABEL_CHARS})"),
@@ -107,10 +107,11 @@ def test_labels_past_the_bounds_are_refused_when_sent():
 
 
 @pytest.mark.parametrize("names, why", [
-    ("c", "column names c for 1 column levels"),
-    (["c", "d"], "column names ['c', 'd'] for 1 column levels"),
-    ([], "column names [] for 1 column levels"),
-    ([["c"]], "whose column level 0's name is a list"),
+    ("c", "column names c"),
+    (["c", "d"], "columns of 2 levels not all labelled by tuples of 2 parts"),
+    ([], "column names []"),
+    ([None] * (codec.MAX_TABLE_FIELDS + 1), "column names [None, None"),
+    ([["c", ["d"]]], "whose column level 0's name's part 1 is a list"),
     (["x" * (codec.MAX_LABEL_CHARS + 1)], "whose column level 0's name is a str of"),
 ])
 def test_forged_column_names_are_refused_by_what_is_wrong(names, why):
@@ -142,3 +143,26 @@ def test_timestamp_labels_come_back_as_timestamps():
     stamp = {"timestamp": "2020-01-01T01:00:00.5", "unit": "ms", "tz": "Europe/Paris"}
     assert codec.decode(table(labels={"1": stamp})).columns[0] == pandas.Timestamp("2020-01-01 02:00:00.5+01:00")
     assert str(codec.decode(table(labels={"1": stamp})).columns[0].tz) == "Europe/Paris"
+
+
+@pytest.mark.parametrize("labels, names, why", [
+    ({"1": ["a", ["b"]], "2": ["a", "c"]}, [None, None], "whose label at 1's part 1 is a list"),
+    ({"1": ["a", {"x": 1}], "2": ["a", "c"]}, [None, None], "whose label at 1's part 1 is no timestamp"),
+    ({"1": ["a", "x" * (codec.MAX_LABEL_CHARS + 1)]}, [None, None], "at 1's part 1 is a str of 4097 characters"),
+    ({"1": ["a", 1], "2": ["a", 1, 2]}, [None, None], "columns of 2 levels not all labelled by tuples of 2 parts"),
+    ({"1": ["a", 1], "2": "b"}, [None, None], "columns of 2 levels not all labelled by tuples of 2 parts"),
+    ({"1": ["a", 1], "2": ["a", 1]}, [None, None], "columns repeat a name"),
+    ({"1": ["a", 1], "2": ["a", 2]}, [["n", ["m"]], None], "whose column level 0's name's part 1 is a list"),
+])
+def test_forged_tuple_labels_are_refused_by_what_is_wrong(labels, names, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(labels={"0": None, **labels}, columnNames=names))
+
+
+def test_tuple_labels_come_back_as_multiindex_columns():
+    stamp = {"timestamp": "2020-01-01T00:00:00", "unit": "s"}
+    back = codec.decode(table(labels={"1": ["a", stamp], "2": ["b", 7]}, columnNames=["top", stamp]))
+    assert list(back.columns) == [("a", pandas.Timestamp("2020-01-01")), ("b", 7)]
+    assert list(back.columns.names) == ["top", pandas.Timestamp("2020-01-01")]
+    flat = codec.decode(table(labels={"1": ["a", 1], "2": ["b"]}))  # one level: tuples of any length stay labels
+    assert flat.columns.nlevels == 1 and list(flat.columns) == [("a", 1), ("b",)]
