@@ -5,12 +5,14 @@ milliseconds and lose their unit, every integer is read back as int64 (a uint64 
 int8 as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level
 and column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
 tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its
-dtype; the table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and
-category is refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
+dtype; so does a categorical one whose categories are such numpy values (its codes, and its categories as bytes:
+the format wrote int8 categories back as int64, bool ones as no categorical). The table holds a column of zeros (an
+index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and category is
+refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
-exactly rows x item size, a time zone that names no file) and the frame is rebuilt in one pass, in time linear in its
-size.
+exactly rows x item size, a time zone that names no file, codes that are a category's) and the frame is rebuilt in
+one pass, in time linear in its size.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ def _entry(field: Any, where: str) -> dict[str, Any] | None:
                             pandas.Float32Dtype, pandas.Float64Dtype, pandas.BooleanDtype)):
         values = array.to_numpy(dtype=dtype.numpy_dtype, na_value=dtype.numpy_dtype.type(0))
         return {"dtype": values.dtype.str, "data": _text(values), "mask": _text(numpy.asarray(field.isna()))}
+    elif isinstance(dtype, pandas.CategoricalDtype) and isinstance(dtype.categories.dtype, numpy.dtype) \
+            and dtype.categories.dtype.str in BYTE_DTYPES:
+        # the table format writes categories as JSON: int8 ones came back int64, bool ones as a bool column
+        return {"dtype": array.codes.dtype.str, "data": _text(array.codes), "ordered": bool(dtype.ordered),
+                "categories": _text(dtype.categories.to_numpy()), "categoriesDtype": dtype.categories.dtype.str}
     if dtype == object or isinstance(dtype, (pandas.StringDtype, pandas.CategoricalDtype)):
         return None
     raise CallError(f"cannot return a {where}: its dtype {dtype} has no table format; convert it, e.g. with "
@@ -119,7 +126,7 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
     import numpy
     import pandas
 
-    if set(entry) - {"at", "dtype", "data", "tz", "freq", "mask"}:
+    if set(entry) - {"at", "dtype", "data", "tz", "freq", "mask", "categories", "categoriesDtype", "ordered"}:
         raise CallError(f"the worker returned a byte column with keys {sorted(entry)!r:.200}")
     if entry["dtype"] not in BYTE_DTYPES:
         raise CallError(f"the worker returned a byte column of dtype {str(entry['dtype'])[:40]!r}")
@@ -135,7 +142,27 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
         masked = {"b": pandas.arrays.BooleanArray, "i": pandas.arrays.IntegerArray, "u": pandas.arrays.IntegerArray,
                   "f": pandas.arrays.FloatingArray}[values.dtype.kind]
         return masked(values, _bytes(entry["mask"], numpy.dtype("|b1"), rows))
+    if "categories" in entry:
+        return _categorical(values, entry)
     return values
+
+
+def _categorical(codes: Any, entry: dict[str, Any]) -> Any:
+    import numpy
+    import pandas
+
+    if codes.dtype.kind != "i" or entry.get("categoriesDtype") not in BYTE_DTYPES or type(entry.get("ordered")) \
+            is not bool:
+        raise CallError(f"the worker returned a categorical column of codes {codes.dtype}, categories "
+                        f"{str(entry.get('categoriesDtype'))[:40]!r} and ordered {str(entry.get('ordered'))[:20]}")
+    dtype = numpy.dtype(entry["categoriesDtype"])
+    data = bytearray(base64.b64decode(entry["categories"], validate=True))
+    if len(data) % dtype.itemsize:
+        raise CallError(f"the worker returned {len(data)} bytes of categories of {dtype}")
+    try:  # pandas checks each code is a category's (or -1) and the categories are distinct and not NaN
+        return pandas.Categorical.from_codes(codes, numpy.frombuffer(data, dtype), ordered=entry["ordered"])
+    except ValueError as exc:
+        raise CallError(f"the worker returned a categorical column pandas refuses: {str(exc)[:120]}") from None
 
 
 def _bytes(text: Any, dtype: Any, rows: int) -> Any:

@@ -277,3 +277,28 @@ def test_frames_with_multiindex_columns_come_back_equal(box):
             assert back.columns.nlevels == sent.columns.nlevels, name
     with pytest.raises(sandbox.CallError, match=r"labelled by the tuple \('a', \('b', 1\)\): its parts may be"):
         box.call(lambda: pd.DataFrame([[1]], columns=pd.Index([("a", ("b", 1))], tupleize_cols=False)))
+
+
+def test_categorical_columns_come_back_with_their_categories(box):
+    """pandas' table format writes categories as JSON: int8 categories came back int64, bool ones as a plain bool
+    column, Timestamp ones as text. Categories of a numpy dtype travel as bytes beside the table now."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import numpy as np
+        import pandas as pd
+        return {"ints": pd.DataFrame({"c": pd.Categorical([3, 1, None, 3], categories=[3, 1, 2])}),
+                "int8": pd.Series(pd.Categorical(np.array([1, 2], dtype="int8"))),
+                "floats, ordered": pd.Series(pd.Categorical([1.5, None], categories=[2.5, 1.5, 0.5], ordered=True)),
+                "bools": pd.Series(pd.Categorical([True, False, True])),
+                "timestamps": pd.Series(pd.Categorical(pd.to_datetime(["2020-01-01", "2020-01-01"]))),
+                "an index": pd.DataFrame({"v": [1, 2]}, index=pd.CategoricalIndex([10, 20], categories=[20, 10])),
+                "no rows": pd.Series(pd.Categorical([], categories=np.array([1, 2], dtype="uint16"))),
+                "strs": pd.Series(pd.Categorical(["x", "y"], categories=["y", "x"]))}
+
+    for name, sent in make_values().items():
+        back = box.call(lambda name: make_values()[name], name)
+        if isinstance(sent, pd.Series):
+            pd.testing.assert_series_equal(back, sent)
+        else:
+            pd.testing.assert_frame_equal(back, sent)

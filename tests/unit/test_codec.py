@@ -166,3 +166,23 @@ def test_tuple_labels_come_back_as_multiindex_columns():
     assert list(back.columns.names) == ["top", pandas.Timestamp("2020-01-01")]
     flat = codec.decode(table(labels={"1": ["a", 1], "2": ["b"]}))  # one level: tuples of any length stay labels
     assert flat.columns.nlevels == 1 and list(flat.columns) == [("a", 1), ("b",)]
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"data": "AAU="}, "categorical column pandas refuses: codes need to be between -1 and len(categories)-1"),
+    ({"categories": "AQE="}, "categorical column pandas refuses: Categorical categories must be unique"),
+    ({"categories": "AAAAAAAA+H8AAAAAAADwPw==", "categoriesDtype": "<f8"}, "Categorical categories cannot be null"),
+    ({"categoriesDtype": "|O"}, "categorical column of codes int8, categories '|O'"),
+    ({"ordered": 1}, "categorical column of codes int8, categories '|i1' and ordered 1"),
+    ({"dtype": "<f2", "data": "AAAAAA=="}, "categorical column of codes float16"),
+    ({"categories": "AAEC", "categoriesDtype": "<i2"}, "3 bytes of categories of int16"),
+    ({"categories": "a"}, "malformed 'dataframe' value"),
+])
+def test_forged_categorical_columns_are_refused_by_what_is_wrong(change, why):
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": "AAE=",
+              "categoriesDtype": "|i1", **change}
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(byteColumns=[column]))
+    column.update({"data": "AQA=", "categories": "BwM=", "categoriesDtype": "|i1", "dtype": "|i1", "ordered": True})
+    back = codec.decode(table(byteColumns=[column]))["a"]
+    assert back.tolist() == [3, 7] and back.cat.categories.dtype == "int8" and back.cat.ordered
