@@ -15,6 +15,7 @@ back from here: frames, names, sizes, exits and resource figures are hostile inp
 - ``session_tree``: a session's root (talks to the host, keeps the lines); ``session_states``: its frozen
   states and the runners they fork, one per run.
 - ``call``: the worker side of ``Sandbox.call``.
+- ``hard_exit``: ``os._exit`` in a run's process reports the run's output and files before it ends it.
 - ``preload``, ``allowlist``, ``telemetry``, ``proc``, ``at_fork`` (the zygote runs the at-fork callbacks, its
   forker and clones skip them): what those use.
 """

@@ -152,13 +152,15 @@ _HOOK_CODES: frozenset[Any] = frozenset({_guarded_import.__code__, _guarded_impo
                                       _check_fromlist.__code__})
 
 
-def strip_hook_frames(exc: BaseException) -> BaseException:
-    """Remove this module's frames from ``exc``'s traceback (and its chained ones), in place.
+def strip_hook_frames(exc: BaseException, also: frozenset[Any] = frozenset()) -> BaseException:
+    """Remove this module's frames, and those of the code objects in ``also`` (other stand-ins of ours a snippet
+    calls), from ``exc``'s traceback (and its chained ones), in place.
 
     Call before formatting a snippet's failure so a refused import reads exactly as
     on the service: ``File "<string>", line 1, in <module>`` then the error line.
     Returns ``exc`` for chaining.
     """
+    codes = _HOOK_CODES | also
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -166,18 +168,18 @@ def strip_hook_frames(exc: BaseException) -> BaseException:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        current.__traceback__ = _strip(current.__traceback__)
+        current.__traceback__ = _strip(current.__traceback__, codes)
         todo += [current.__cause__, current.__context__]
     return exc
 
 
-def _strip(tb: TracebackType | None) -> TracebackType | None:
-    while tb is not None and tb.tb_frame.f_code in _HOOK_CODES:
+def _strip(tb: TracebackType | None, codes: frozenset[Any]) -> TracebackType | None:
+    while tb is not None and tb.tb_frame.f_code in codes:
         tb = tb.tb_next
     head = tb
     while tb is not None:
         nxt = tb.tb_next
-        while nxt is not None and nxt.tb_frame.f_code in _HOOK_CODES:
+        while nxt is not None and nxt.tb_frame.f_code in codes:
             nxt = nxt.tb_next
         tb.tb_next = nxt
         tb = nxt

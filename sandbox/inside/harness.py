@@ -21,7 +21,7 @@ import sys
 import traceback
 from typing import Any, Callable, NamedTuple
 
-from . import allowlist
+from . import allowlist, hard_exit
 
 #: What the service's tracebacks call their entry point.
 ENTRY_POINT = "/usr/bin/entry/entry_point"
@@ -105,7 +105,7 @@ def message_of(exc: BaseException) -> str:
 def traceback_text(exc: BaseException) -> str:
     """The full traceback, its entry frame the service's."""
     try:
-        allowlist.strip_hook_frames(exc)  # a refused import reads exactly as on the service
+        allowlist.strip_hook_frames(exc, hard_exit.CODES)  # a refused import, or os._exit('x'), reads as on the service
         return "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
     except BaseException:  # noqa: BLE001 - the snippet's class breaks formatting: the type's own name, no traceback
         return f"{type_name_of(exc)}: <traceback formatting failed>\n"

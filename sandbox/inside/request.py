@@ -26,7 +26,7 @@ from .. import commands, frames, protocol, rundirs, streams
 from ..filetypes import IMAGE_EXTENSIONS, IMAGE_SIGNATURE_BYTES, image_type
 from ..policy import Limits, Policy
 from ..records import record
-from . import call, harness, proc
+from . import call, hard_exit, harness, proc
 
 _libc = ctypes.CDLL(None, use_errno=True)
 #: Characters of a failure text sent to the host: its frame header stays well under
@@ -315,14 +315,21 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
         chan.fail(failure, "OSError")
         chan.send(usage())
         return
-    before = _snapshot(workdir)
+    before, limits = _snapshot(workdir), confined.spec.policy.limits
+    hard_exit.arm(lambda: _report_end(before, chan, limits, workdir))  # made by os._exit too, if the snippet calls it
     handler(request, chan, scope)
     if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
         flush_std()
         proc.exit_now(0)
-    flush_std()
-    _report_files(before, chan, confined.spec.policy.limits, workdir)
+    hard_exit.report()
     chan.send(usage())
+
+
+def _report_end(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits, workdir: str) -> None:
+    """What the run printed, then its new or changed work-dir files: after the snippet, or in its ``os._exit``."""
+    flush_std()
+    _libc.fflush(None)  # C-level printf output of extensions, which os._exit drops
+    _report_files(before, chan, limits, workdir)
 
 
 def rehearse(confined: Confined) -> None:

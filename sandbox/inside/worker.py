@@ -17,7 +17,8 @@ Life of a one-shot worker (pre-forked by the zygote before any request exists):
    (:mod:`sandbox.inside.request` runs it).
 4. The snippet runs; figures from ``plt.show()`` stream out as they are made; new
    work-dir files, the error text and ``done`` follow; the streams close; ``os._exit`` (as the zygote found it:
-   ``proc.exit_now``, whatever the snippet did to ``os``).
+   ``proc.exit_now``, whatever the snippet did to ``os``). A snippet that calls ``os._exit`` itself gets its
+   output and files reported first, and no ``done`` (hard_exit.py).
 
 A session root is forked on demand instead: its request names a host-made run dir
 and brings a fifth fd, its control socket; it is confined once that arrives (with

@@ -46,7 +46,7 @@ from ..confine import _sys, readable_paths
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import allowlist, at_fork, hugepages, immortal, proc, request
+from . import allowlist, at_fork, hard_exit, hugepages, immortal, proc, request
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
@@ -331,6 +331,7 @@ def main(control_fd: int) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     at_fork.run_child_callbacks()  # here, before the heap settles: the forker's birth runs none (at_fork.py)
     request.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
+    hard_exit.install()  # likewise: os._exit reports a run's files before it ends the run's process
     if warm:
         request.prepare_mime_types()
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.

@@ -129,9 +129,7 @@ def _program(ops: list[tuple], ending: str) -> tuple[str, str, dict[str, bytes],
                   "exit1": "raise SystemExit(1)", "hard_exit3": "import os; os._exit(3)"}[ending])
     outcome, reason = {"normal": (Outcome.OK, None), "raise": (Outcome.FAILED, "exception"),
                        "exit0": (Outcome.OK, None), "exit1": (Outcome.FAILED, "exception"),
-                       "hard_exit3": (Outcome.FAILED, "crashed")}[ending]
-    if ending == "hard_exit3":
-        files = {}  # os._exit skips the report of the work dir
+                       "hard_exit3": (Outcome.FAILED, "crashed")}[ending]  # os._exit reports its files too
     return "\n".join(lines), stdout, files, outcome, reason
 
 

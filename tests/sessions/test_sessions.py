@@ -51,6 +51,37 @@ def test_hard_failure_rolls_back(session, crash, reason):
     assert session.run("print(x, items)").stdout == "1 [1, 2]\n"
 
 
+#: A session run's os._exit, in its own process or a thread of it: the run's process is gone, so the run is rolled
+#: back as before (its outcome its exit status's), but what it printed and the files it wrote come back.
+HARD_EXITS = {
+    "exit 0": ("os._exit(0)", Outcome.OK, None),
+    "exit 3": ("os._exit(3)", Outcome.FAILED, "crashed"),
+    "thread": ("threading.Thread(target=os._exit, args=(0,)).start()\ntime.sleep(20)", Outcome.OK, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HARD_EXITS))
+def test_os_exit_rolls_back_and_returns_what_the_run_printed_and_wrote(session, name):
+    ending, outcome, reason = HARD_EXITS[name]
+    session.run("x = 1")
+    r = session.run("import os, threading, time\nx = 2\nopen('made.txt', 'w').write('m')\nprint('before', end='')\n"
+                    + ending, timeout=10)
+    assert (r.outcome, r.reason, r.rolled_back) == (outcome, reason, True), r
+    assert r.stdout == "before" and [(f.name, f.data) for f in r.files] == [("made.txt", b"m")], r
+    assert session.run("print(x, open('made.txt').read())").stdout == "1 m\n"  # files are not rolled back
+    assert not session.closed
+
+
+def test_os_exit_of_a_child_a_session_run_forked_reports_nothing(session):
+    session.run("x = 1")
+    r = session.run("import os\nx = 2\npid = os.fork()\nif pid == 0:\n    open('child.txt', 'w').write('c')\n"
+                    "    os._exit(0)\nos.waitpid(pid, 0)\nos.remove('child.txt')\nopen('parent.txt', 'w').write('p')",
+                    timeout=10)
+    assert r.outcome == Outcome.OK and not r.rolled_back, r
+    assert [f.name for f in r.files] == ["parent.txt"], r  # the child's report would have named child.txt
+    assert session.run("print(x)").stdout == "2\n"
+
+
 def test_memory_bomb_rolls_back_or_fails_cleanly(session):
     session.run("keep = 'safe'")
     r = session.run("blob = bytearray(50 * 1024**3)", timeout=10)
