@@ -5,10 +5,11 @@ milliseconds and lose their unit, every integer is read back as int64 (a uint64 
 int8 as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level
 and column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
 tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its
-dtype; so does a categorical one whose categories are such numpy values (its codes, and its categories as bytes:
-the format wrote int8 categories back as int64, bool ones as no categorical). The table holds a column of zeros (an
-index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and category is
-refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
+dtype; so does a categorical one whose categories are such numpy values or tz-aware Timestamps (its codes, and its
+categories as bytes, zoned ones as UTC with their zone: the format wrote int8 categories back as int64, bool ones as
+no categorical, Timestamps as text). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place.
+A column of any other dtype than those, object, str and category is refused by name: the table format cannot carry
+it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
 exactly rows x item size, a time zone that names no file, codes that are a category's) and the frame is rebuilt in
@@ -87,15 +88,30 @@ def _entry(field: Any, where: str) -> dict[str, Any] | None:
                             pandas.Float32Dtype, pandas.Float64Dtype, pandas.BooleanDtype)):
         values = array.to_numpy(dtype=dtype.numpy_dtype, na_value=dtype.numpy_dtype.type(0))
         return {"dtype": values.dtype.str, "data": _text(values), "mask": _text(numpy.asarray(field.isna()))}
-    elif isinstance(dtype, pandas.CategoricalDtype) and isinstance(dtype.categories.dtype, numpy.dtype) \
-            and dtype.categories.dtype.str in BYTE_DTYPES:
-        # the table format writes categories as JSON: int8 ones came back int64, bool ones as a bool column
+    elif isinstance(dtype, pandas.CategoricalDtype) and (categories := _categories(dtype.categories)):
+        # the table format writes categories as JSON: int8 ones came back int64, bool ones as a bool column,
+        # Timestamps as text
         return {"dtype": array.codes.dtype.str, "data": _text(array.codes), "ordered": bool(dtype.ordered),
-                "categories": _text(dtype.categories.to_numpy()), "categoriesDtype": dtype.categories.dtype.str}
+                **categories}
     if dtype == object or isinstance(dtype, (pandas.StringDtype, pandas.CategoricalDtype)):
         return None
     raise CallError(f"cannot return a {where}: its dtype {dtype} has no table format; convert it, e.g. with "
                     ".astype(str)")
+
+
+def _categories(categories: Any) -> dict[str, str]:
+    """How a categorical's ``categories`` travel as bytes (tz-aware ones as UTC, with their zone), or {} if the
+    table carries them."""
+    import numpy
+    import pandas
+
+    if isinstance(categories.dtype, pandas.DatetimeTZDtype):
+        naive = categories.tz_convert(None).to_numpy()
+        return {"categories": _text(naive), "categoriesDtype": naive.dtype.str,
+                "categoriesTz": zone_name(categories.dtype)}
+    if isinstance(categories.dtype, numpy.dtype) and categories.dtype.str in BYTE_DTYPES:
+        return {"categories": _text(categories.to_numpy()), "categoriesDtype": categories.dtype.str}
+    return {}
 
 
 def restored(frame: Any, entries: Any, count: int) -> Any:
@@ -126,7 +142,8 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
     import numpy
     import pandas
 
-    if set(entry) - {"at", "dtype", "data", "tz", "freq", "mask", "categories", "categoriesDtype", "ordered"}:
+    if set(entry) - {"at", "dtype", "data", "tz", "freq", "mask", "categories", "categoriesDtype", "categoriesTz",
+                         "ordered"}:
         raise CallError(f"the worker returned a byte column with keys {sorted(entry)!r:.200}")
     if entry["dtype"] not in BYTE_DTYPES:
         raise CallError(f"the worker returned a byte column of dtype {str(entry['dtype'])[:40]!r}")
@@ -159,8 +176,14 @@ def _categorical(codes: Any, entry: dict[str, Any]) -> Any:
     data = bytearray(base64.b64decode(entry["categories"], validate=True))
     if len(data) % dtype.itemsize:
         raise CallError(f"the worker returned {len(data)} bytes of categories of {dtype}")
+    categories = numpy.frombuffer(data, dtype)
+    if "categoriesTz" in entry:  # tz-aware Timestamps, sent as UTC
+        if dtype.kind != "M":
+            raise CallError(f"the worker returned categories of {dtype} with a time zone")
+        check_zone(entry["categoriesTz"])
+        categories = pandas.DatetimeIndex(categories).tz_localize("UTC").tz_convert(entry["categoriesTz"])
     try:  # pandas checks each code is a category's (or -1) and the categories are distinct and not NaN
-        return pandas.Categorical.from_codes(codes, numpy.frombuffer(data, dtype), ordered=entry["ordered"])
+        return pandas.Categorical.from_codes(codes, categories, ordered=entry["ordered"])
     except ValueError as exc:
         raise CallError(f"the worker returned a categorical column pandas refuses: {str(exc)[:120]}") from None
 

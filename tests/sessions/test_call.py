@@ -302,3 +302,26 @@ def test_categorical_columns_come_back_with_their_categories(box):
             pd.testing.assert_series_equal(back, sent)
         else:
             pd.testing.assert_frame_equal(back, sent)
+
+
+def test_categorical_columns_of_zoned_timestamps_come_back_with_their_zone(box):
+    """Categories that are tz-aware Timestamps came back as ISO text: they travel as bytes with their zone now."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        days = pd.to_datetime(["2020-01-01 00:30", "2020-07-01 00:00"])
+        return {"Paris, s": pd.DataFrame({"x": pd.Categorical(days.tz_localize("Europe/Paris").as_unit("s"))}),
+                "UTC+01:00, ordered": pd.Series(pd.Categorical(days.tz_localize("UTC+01:00"),
+                                                               categories=days[::-1].tz_localize("UTC+01:00"),
+                                                               ordered=True)),
+                "an index": pd.DataFrame({"v": [1, 2]}, index=pd.CategoricalIndex(days.tz_localize("UTC"))),
+                "a missing one, Tokyo": pd.Series(pd.Categorical(
+                    pd.DatetimeIndex([days[0], None]).tz_localize("Asia/Tokyo")))}
+
+    for name, sent in make_values().items():
+        back = box.call(lambda name: make_values()[name], name)
+        if isinstance(sent, pd.Series):
+            pd.testing.assert_series_equal(back, sent)
+        else:
+            pd.testing.assert_frame_equal(back, sent)

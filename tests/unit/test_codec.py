@@ -6,6 +6,7 @@ CallError that says what is wrong, never another exception or a frame unlike any
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -186,3 +187,21 @@ def test_forged_categorical_columns_are_refused_by_what_is_wrong(change, why):
     column.update({"data": "AQA=", "categories": "BwM=", "categoriesDtype": "|i1", "dtype": "|i1", "ordered": True})
     back = codec.decode(table(byteColumns=[column]))["a"]
     assert back.tolist() == [3, 7] and back.cat.categories.dtype == "int8" and back.cat.ordered
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"categoriesTz": "dateutil//etc/passwd"}, "the time zone 'dateutil//etc/passwd'"),
+    ({"categoriesTz": 1}, "the time zone '1'"),
+    ({"categoriesDtype": "|i1", "categories": "AAE="}, "categories of int8 with a time zone"),
+    ({"categoriesDtype": "<m8[s]"}, "categories of timedelta64[s] with a time zone"),
+])
+def test_forged_zoned_categories_are_refused_by_what_is_wrong(change, why):
+    seconds = pandas.DatetimeIndex(["2020-01-01", "2020-07-01"]).as_unit("s").asi8
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categoriesDtype": "<M8[s]",
+              "categories": base64.b64encode(seconds.tobytes()).decode(), "categoriesTz": "Europe/Paris"}
+    back = codec.decode(table(byteColumns=[column]))["a"]
+    assert back.cat.categories.dtype == "datetime64[s, Europe/Paris]"
+    assert back.tolist() == [pandas.Timestamp("2020-01-01 01:00", tz="Europe/Paris"),
+                             pandas.Timestamp("2020-07-01 02:00", tz="Europe/Paris")]
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(byteColumns=[{**column, **change}]))
