@@ -8,8 +8,8 @@ tz-aware or period arrays) travels as its values' little-endian bytes, base64 in
 dtype; so does a categorical one whose categories are such numpy values or tz-aware Timestamps (its codes, and its
 categories as bytes, zoned ones as UTC with their zone: the format wrote int8 categories back as int64, bool ones as
 no categorical, Timestamps as text). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place.
-A column of any other dtype than those, object, str and category is refused by name: the table format cannot carry
-it, and the host would call the worker's value malformed.
+A column of any other dtype than those, object, str and category (of object, str or nullable numbers or booleans)
+is refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
 exactly rows x item size, a time zone that names no file, codes that are a category's) and the frame is rebuilt in
@@ -93,9 +93,16 @@ def _entry(field: Any, where: str) -> dict[str, Any] | None:
         # Timestamps as text
         return {"dtype": array.codes.dtype.str, "data": _text(array.codes), "ordered": bool(dtype.ordered),
                 **categories}
-    if dtype == object or isinstance(dtype, (pandas.StringDtype, pandas.CategoricalDtype)):
+    if dtype == object or isinstance(dtype, pandas.StringDtype):
         return None
-    raise CallError(f"cannot return a {where}: its dtype {dtype} has no table format; convert it, e.g. with "
+    name = dtype
+    if isinstance(dtype, pandas.CategoricalDtype):
+        kept = dtype.categories.dtype
+        # pandas' table writer cannot write Periods, and writes Intervals as objects its reader cannot read back
+        if kept == object or isinstance(kept, pandas.StringDtype) or pandas.api.types.is_numeric_dtype(kept):
+            return None
+        name = f"category (of {kept})"
+    raise CallError(f"cannot return a {where}: its dtype {name} has no table format; convert it, e.g. with "
                     ".astype(str)")
 
 

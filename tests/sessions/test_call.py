@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -325,3 +326,22 @@ def test_categorical_columns_of_zoned_timestamps_come_back_with_their_zone(box):
             pd.testing.assert_series_equal(back, sent)
         else:
             pd.testing.assert_frame_equal(back, sent)
+
+
+def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
+    """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
+    ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""
+    pytest.importorskip("pandas")
+
+    def make_value(name):  # nested: cloudpickle sends it by value
+        import pandas as pd
+        return {"periods": pd.DataFrame({"x": pd.Categorical(pd.period_range("2020-01", periods=2, freq="M"))}),
+                "intervals": pd.Series(pd.Categorical(pd.interval_range(0, 2))),
+                "a cut's counts": pd.cut(pd.Series([1, 5, 9]), 3).value_counts()}[name]
+
+    for name, why in [("periods", "a DataFrame's column 'x': its dtype category (of period[M]) has no table format"),
+                      ("intervals", "a Series's values: its dtype category (of interval[int64, right]) has no table"),
+                      ("a cut's counts", "a Series's index level None: its dtype category (of interval[float64, "
+                                         "right]) has no table format; convert it, e.g. with .astype(str)")]:
+        with pytest.raises(sandbox.CallError, match=re.escape(f"cannot return {why}")):
+            box.call(make_value, name)
