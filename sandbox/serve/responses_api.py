@@ -32,6 +32,8 @@ from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, F
                    GenerateRequest, GenerationConfig, InlineData, Part, Text, decode_bytes, duplicate_name)
 
 _DROPPED = ("reasoning", "item_reference")
+#: The least max_output_tokens the OpenAI API accepts.
+_MIN_OUTPUT_TOKENS = 16
 
 
 async def create_response(request: Request) -> Response:
@@ -135,8 +137,12 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
     code_execution, functions = _tools(body.get("tools") or [])
     choice = body.get("tool_choice")
     mode = {"none": "NONE", "required": "ANY"}.get(choice, "AUTO") if isinstance(choice, str) else "AUTO"
+    max_tokens = _number(body, "max_output_tokens", int)
+    if max_tokens is not None and max_tokens < _MIN_OUTPUT_TOKENS:  # was sent on to the backend; in OpenAI's words
+        raise invalid(f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
+                      f"{_MIN_OUTPUT_TOKENS}, but got {max_tokens} instead.")
     generation = GenerationConfig(temperature=_number(body, "temperature"), top_p=_number(body, "top_p"),
-                                  max_output_tokens=_number(body, "max_output_tokens", int))
+                                  max_output_tokens=max_tokens)
     return GenerateRequest(tuple(contents), "\n\n".join(system) or None, code_execution, functions, mode, generation)
 
 

@@ -193,6 +193,19 @@ def test_a_whole_float_max_output_tokens_is_read_as_its_int(oai, fake_model):
     assert fake_model.requests[0]["max_tokens"] == 64
 
 
+@pytest.mark.parametrize("value", [15, 5, 0, -1])
+def test_max_output_tokens_below_16_is_an_invalid_request(oai, fake_model, value):
+    """It was sent on to the backend; the OpenAI API refuses it with these words."""
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.responses.create(model="scripted", input="SCRIPT:hello", max_output_tokens=value)
+    assert info.value.body["type"] == "invalid_request_error"
+    assert info.value.body["message"] == ("Invalid 'max_output_tokens': integer below minimum value. Expected a value "
+                                          f">= 16, but got {value} instead.")
+    assert not fake_model.requests
+    oai.responses.create(model="scripted", input="SCRIPT:hello", max_output_tokens=16)
+    assert fake_model.requests[0]["max_tokens"] == 16
+
+
 @pytest.mark.parametrize("role", ["user", "assistant", "developer"])
 @pytest.mark.parametrize("text", [5, None, ["SCRIPT:hello"]])
 def test_a_text_part_whose_text_is_no_string_is_an_invalid_request(server, fake_model, role, text):
