@@ -240,7 +240,10 @@ def _text_of(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(_text_field(p, f"{where}[{i}]") for i, p in enumerate(content) if isinstance(p, dict))
+        for i, part in enumerate(content):
+            if not isinstance(part, dict):  # was skipped: the instructions went on to the model without it
+                raise invalid(f"{where}[{i}] must be an object (got {type(part).__name__})")
+        return "\n".join(_text_field(part, f"{where}[{i}]") for i, part in enumerate(content))
     raise invalid(f"{where} must be a string or a list of text items")
 
 

@@ -221,6 +221,19 @@ def test_a_text_part_whose_text_is_no_string_is_an_invalid_request(server, fake_
 
 
 
+@pytest.mark.parametrize("role", ["system", "developer"])
+@pytest.mark.parametrize("entry", ["be brief", 5, None, [{"type": "input_text", "text": "x"}]])
+def test_an_instruction_content_entry_that_is_no_object_is_an_invalid_request(oai, fake_model, role, entry):
+    """It was skipped: the instructions went to the model without it."""
+    content = [{"type": "input_text", "text": "Answer."}, entry]
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.responses.create(model="scripted", input=[{"role": role, "content": content},
+                                                      {"role": "user", "content": "SCRIPT:hello"}])
+    assert info.value.body["type"] == "invalid_request_error"
+    assert info.value.body["message"] == f"input[0].content[1] must be an object (got {type(entry).__name__})"
+    assert not fake_model.requests
+
+
 @pytest.mark.parametrize("body, words", [
     ({"input": "SCRIPT:hello"}, "Missing required parameter: 'model'."),  # a Gemini 404 for "models/None"
     ({"model": ["scripted"], "input": "SCRIPT:hello"}, "Invalid type for 'model'"),
