@@ -20,6 +20,7 @@ import stat
 import sys
 import threading
 import types
+import weakref
 from typing import Any, Callable, NamedTuple
 
 from .. import commands, frames, protocol, rundirs, streams
@@ -256,8 +257,9 @@ def _run_code(request: commands.Run, chan: Channel, scope: dict[str, Any]) -> No
         pass
 
 
-#: ``threading.enumerate`` and ``active_count`` as this package found them: the snippet may replace the module's.
-_threads, _thread_count = threading.enumerate, threading.active_count
+#: ``threading.enumerate``, ``active_count`` and ``Semaphore`` as this package found them: the snippet may replace
+#: the module's.
+_threads, _thread_count, _Semaphore = threading.enumerate, threading.active_count, threading.Semaphore
 #: What the interpreter calls before it joins a script's threads (``threading._register_atexit``): the list itself,
 #: which concurrent.futures appends to when the snippet imports it.
 _before_join: list[Callable[[], Any]] = getattr(threading, "_threading_atexits", [])
@@ -269,10 +271,15 @@ def _join_threads() -> None:
     """Wait for the threads the snippet started and left running (not its daemon threads), as the interpreter does
     before ``python script.py`` exits: what they print or write after the snippet's last line is the run's, not
     lost. A thread that never ends holds the run to its wall clock, as it holds that script. First, as there, the
-    callbacks that tell an executor's idle workers to end (a ThreadPoolExecutor never shut down: without them its
-    workers waited for work until the wall clock)."""
+    callbacks that tell an executor's idle workers to end once its queued work is done (a ThreadPoolExecutor never
+    shut down: without them its workers waited for work until the wall clock).
+
+    A session's run ends the same way: its process becomes the state the next run is forked from, and a fork
+    copies no thread, so work left to a thread would be lost half done. The thread pools the snippet did not shut
+    down are then open again (:func:`_reopen`): as in a notebook, a later run submits to them."""
     if not _before_join and _thread_count() == 1:
         return  # the common run: nothing to end or wait for
+    pools = _open_pools()
     try:
         for callback in reversed(list(_before_join)):
             callback()
@@ -287,6 +294,46 @@ def _join_threads() -> None:
             module = sys.modules.get(name)
             if module is not None:
                 setattr(module, flag, False)
+        _reopen(pools)
+
+
+def _open_pools() -> list[Any]:
+    """The ThreadPoolExecutors not shut down whose workers still run (an ended thread drops its arguments). Found
+    through concurrent.futures' private table of workers (CPython's: worker thread -> work queue, the thread's first
+    argument a weakref to its executor); an entry of another shape is skipped."""
+    module = sys.modules.get("concurrent.futures.thread")
+    pools: dict[int, Any] = {}
+    try:
+        for thread in list(getattr(module, "_threads_queues", {})):
+            args = getattr(thread, "_args", None)
+            pool = args[0]() if type(args) is tuple and args and isinstance(args[0], weakref.ref) else None
+            if isinstance(pool, module.ThreadPoolExecutor) and pool._shutdown is False:  # type: ignore[union-attr]
+                pools[id(pool)] = pool
+    except Exception:  # noqa: BLE001 - private API of another version: its pools stay shut, as before
+        return []
+    return list(pools.values())
+
+
+def _reopen(pools: list[Any]) -> None:
+    """Open again the pools the exit callbacks shut, once all their workers have ended: a later submit starts new
+    workers. Their dead workers are forgotten (a full ``_threads`` started none, a stale ``_idle_semaphore`` said
+    one was idle) and the wake-ups (None) left in the queue dropped; a work item left there stays for them."""
+    table = getattr(sys.modules.get("concurrent.futures.thread"), "_threads_queues", None)
+    for pool in pools:
+        try:
+            workers, work = pool._threads, pool._work_queue
+            if pool._broken or any(worker.is_alive() for worker in workers):
+                continue
+            left = [work.get_nowait() for _ in range(work.qsize())]  # no worker is left to race with
+            for item in left:
+                if item is not None:
+                    work.put(item)
+            if table is not None:
+                for worker in workers:
+                    table.pop(worker, None)
+            pool._threads, pool._idle_semaphore, pool._shutdown = set(), _Semaphore(0), False
+        except Exception:  # noqa: BLE001 - private API of another version: this pool stays shut, as before
+            pass
 
 
 def _run_call(request: commands.Call, chan: Channel, scope: dict[str, Any]) -> None:
