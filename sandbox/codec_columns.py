@@ -5,15 +5,17 @@ milliseconds and lose their unit, every integer is read back as int64 (a uint64 
 int8 as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level
 and column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
 tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its
-dtype; so does a categorical one whose categories are such numpy values or tz-aware Timestamps (its codes, and its
-categories as bytes, zoned ones as UTC with their zone: the format wrote int8 categories back as int64, bool ones as
-no categorical, Timestamps as text). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place.
-A column of any other dtype than those, object, str and category (of object, str or nullable numbers or booleans)
-is refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
+dtype; so does a categorical one whose categories are such numpy values, tz-aware Timestamps or of pandas' nullable
+numbers, booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable
+ones with their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as
+int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str). The table holds a column of zeros
+(an index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and category (of
+object, str or other numbers) is refused by name: the table format cannot carry it, and the host would call the
+worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
-exactly rows x item size, a time zone that names no file, codes that are a category's) and the frame is rebuilt in
-one pass, in time linear in its size.
+exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, codes that
+are a category's) and the frame is rebuilt in one pass, in time linear in its size.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ BYTE_DTYPES = frozenset(["|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4",
 _ZONE = re.compile(r"[A-Za-z0-9_+:\-]{1,40}(/[A-Za-z0-9_+:\-]{1,40}){0,4}")
 #: A period's frequency ("M", "Q-DEC", "2D", "W-SUN").
 _FREQ = re.compile(r"[A-Za-z0-9\-]{1,20}")
+#: pandas' nullable dtypes a categorical's categories may have, by name: the ``dtype.str`` of the numpy values they
+#: travel as (categories hold no NA, so no mask travels).
+NULLABLE_CATEGORIES = {"Int8": "|i1", "Int16": "<i2", "Int32": "<i4", "Int64": "<i8", "UInt8": "|u1", "UInt16": "<u2",
+                       "UInt32": "<u4", "UInt64": "<u8", "Float32": "<f4", "Float64": "<f8", "boolean": "|b1"}
 
 
 def split(value: Any, kind: str) -> tuple[Any, list[dict[str, Any]]]:
@@ -106,12 +112,20 @@ def _entry(field: Any, where: str) -> dict[str, Any] | None:
                     ".astype(str)")
 
 
-def _categories(categories: Any) -> dict[str, str]:
-    """How a categorical's ``categories`` travel as bytes (tz-aware ones as UTC, with their zone), or {} if the
+def _categories(categories: Any) -> dict[str, Any]:
+    """How a categorical's ``categories`` travel beside the table: as bytes (tz-aware ones as UTC, with their zone;
+    nullable ones as their numpy values, with their dtype's name), ``string`` ones as a list of str; or {} if the
     table carries them."""
     import numpy
     import pandas
 
+    if categories.dtype == pandas.StringDtype("python"):  # the table wrote them as text: they came back str
+        return {"categories": [str(category) for category in categories], "categoriesExtDtype": "string"}
+    if isinstance(categories.dtype, pandas.api.extensions.ExtensionDtype) and \
+            categories.dtype.name in NULLABLE_CATEGORIES:  # the table wrote them as JSON: they came back numpy's
+        values = categories.array.to_numpy(dtype=categories.dtype.numpy_dtype)
+        return {"categories": _text(values), "categoriesDtype": values.dtype.str,
+                "categoriesExtDtype": categories.dtype.name}
     if isinstance(categories.dtype, pandas.DatetimeTZDtype):
         naive = categories.tz_convert(None).to_numpy()
         return {"categories": _text(naive), "categoriesDtype": naive.dtype.str,
@@ -150,7 +164,7 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
     import pandas
 
     if set(entry) - {"at", "dtype", "data", "tz", "freq", "mask", "categories", "categoriesDtype", "categoriesTz",
-                         "ordered"}:
+                         "categoriesExtDtype", "ordered"}:
         raise CallError(f"the worker returned a byte column with keys {sorted(entry)!r:.200}")
     if entry["dtype"] not in BYTE_DTYPES:
         raise CallError(f"the worker returned a byte column of dtype {str(entry['dtype'])[:40]!r}")
@@ -172,27 +186,53 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
 
 
 def _categorical(codes: Any, entry: dict[str, Any]) -> Any:
+    import pandas
+
+    marker = entry.get("categoriesExtDtype")
+    if marker is not None and not (isinstance(marker, str) and (marker in NULLABLE_CATEGORIES or marker == "string")):
+        raise CallError(f"the worker returned categories of the unknown dtype {str(marker)[:40]!r}")
+    strs = marker == "string"
+    if codes.dtype.kind != "i" or not (strs or entry.get("categoriesDtype") in BYTE_DTYPES) or \
+            type(entry.get("ordered")) is not bool:
+        raise CallError(f"the worker returned a categorical column of codes {codes.dtype}, categories "
+                        f"{str(entry.get('categoriesDtype'))[:40]!r} and ordered {str(entry.get('ordered'))[:20]}")
+    categories = _string_categories(entry) if strs else _category_values(entry)
+    try:  # pandas checks each code is a category's (or -1) and the categories are distinct and not NaN
+        return pandas.Categorical.from_codes(codes, categories, ordered=entry["ordered"])
+    except ValueError as exc:
+        raise CallError(f"the worker returned a categorical column pandas refuses: {str(exc)[:120]}") from None
+
+
+def _string_categories(entry: dict[str, Any]) -> Any:
+    import pandas
+
+    categories = entry["categories"]
+    if "categoriesDtype" in entry or "categoriesTz" in entry or not isinstance(categories, list) or \
+            not all(type(category) is str for category in categories):
+        raise CallError("the worker returned string categories that are not a list of str alone")
+    return pandas.array(categories, dtype=pandas.StringDtype("python"))
+
+
+def _category_values(entry: dict[str, Any]) -> Any:
+    """The categories the worker sent as bytes, their zone or nullable dtype restored."""
     import numpy
     import pandas
 
-    if codes.dtype.kind != "i" or entry.get("categoriesDtype") not in BYTE_DTYPES or type(entry.get("ordered")) \
-            is not bool:
-        raise CallError(f"the worker returned a categorical column of codes {codes.dtype}, categories "
-                        f"{str(entry.get('categoriesDtype'))[:40]!r} and ordered {str(entry.get('ordered'))[:20]}")
     dtype = numpy.dtype(entry["categoriesDtype"])
     data = bytearray(base64.b64decode(entry["categories"], validate=True))
     if len(data) % dtype.itemsize:
         raise CallError(f"the worker returned {len(data)} bytes of categories of {dtype}")
     categories = numpy.frombuffer(data, dtype)
+    marker = entry.get("categoriesExtDtype")
+    if marker is not None and NULLABLE_CATEGORIES[marker] != dtype.str:
+        raise CallError(f"the worker returned categories of {dtype} as {marker}, whose values are "
+                        f"{numpy.dtype(NULLABLE_CATEGORIES[marker])}")
     if "categoriesTz" in entry:  # tz-aware Timestamps, sent as UTC
         if dtype.kind != "M":
             raise CallError(f"the worker returned categories of {dtype} with a time zone")
         check_zone(entry["categoriesTz"])
-        categories = pandas.DatetimeIndex(categories).tz_localize("UTC").tz_convert(entry["categoriesTz"])
-    try:  # pandas checks each code is a category's (or -1) and the categories are distinct and not NaN
-        return pandas.Categorical.from_codes(codes, categories, ordered=entry["ordered"])
-    except ValueError as exc:
-        raise CallError(f"the worker returned a categorical column pandas refuses: {str(exc)[:120]}") from None
+        return pandas.DatetimeIndex(categories).tz_localize("UTC").tz_convert(entry["categoriesTz"])
+    return categories if marker is None else pandas.array(categories, dtype=marker)
 
 
 def _bytes(text: Any, dtype: Any, rows: int) -> Any:

@@ -328,6 +328,33 @@ def test_categorical_columns_of_zoned_timestamps_come_back_with_their_zone(box):
             pd.testing.assert_frame_equal(back, sent)
 
 
+def test_categorical_columns_of_nullable_categories_come_back_with_their_dtype(box):
+    """Categories of pandas' nullable dtypes came back as numpy's (Int64 as int64, Float32 as float64), boolean ones
+    as a plain bool column, string ones as str: they travel as their values with their dtype's name now."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        return {"Int64": pd.DataFrame({"c": pd.Categorical([3, 1, None, 3], categories=pd.array([3, 1, 2], "Int64"))}),
+                "Int8, ordered": pd.Series(pd.Categorical([-1, 2], categories=pd.array([2, -1], "Int8"), ordered=True)),
+                "UInt64 past 2**63": pd.Series(pd.Categorical([2 ** 64 - 1], categories=pd.array([2 ** 64 - 1, 0],
+                                                                                                  "UInt64"))),
+                "Float32": pd.Series(pd.Categorical([1.5, None], categories=pd.array([2.5, 1.5], "Float32"))),
+                "boolean": pd.Series(pd.Categorical([True, False, True], categories=pd.array([True, False],
+                                                                                             "boolean"))),
+                "string": pd.Series(pd.Categorical(["x", "y", None], categories=pd.array(["y", "x"], "string"))),
+                "an index of Int16": pd.DataFrame({"v": [1, 2]}, index=pd.CategoricalIndex(
+                    pd.array([10, 20], "Int16"), categories=pd.array([20, 10], "Int16"))),
+                "no rows, UInt8": pd.Series(pd.Categorical([], categories=pd.array([1, 2], "UInt8")))}
+
+    for name, sent in make_values().items():
+        back = box.call(lambda name: make_values()[name], name)
+        if isinstance(sent, pd.Series):
+            pd.testing.assert_series_equal(back, sent)
+        else:
+            pd.testing.assert_frame_equal(back, sent)
+
+
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
     """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
     ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""

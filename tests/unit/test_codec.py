@@ -205,3 +205,41 @@ def test_forged_zoned_categories_are_refused_by_what_is_wrong(change, why):
                              pandas.Timestamp("2020-07-01 02:00", tz="Europe/Paris")]
     with pytest.raises(CallError, match=re.escape(why)):
         codec.decode(table(byteColumns=[{**column, **change}]))
+
+
+def test_nullable_categories_come_back_with_their_dtype():
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": "BwAAAAMAAAA=",
+              "categoriesDtype": "<i4", "categoriesExtDtype": "Int32"}
+    back = codec.decode(table(byteColumns=[column]))["a"]
+    assert back.tolist() == [7, 3] and back.cat.categories.dtype == "Int32"
+    column.update({"categories": ["y", "x"], "categoriesExtDtype": "string"})
+    del column["categoriesDtype"]
+    back = codec.decode(table(byteColumns=[column]))["a"]
+    assert back.tolist() == ["y", "x"] and back.cat.categories.dtype == pandas.StringDtype("python")
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"categoriesExtDtype": "Int128"}, "categories of the unknown dtype 'Int128'"),
+    ({"categoriesExtDtype": "category"}, "categories of the unknown dtype 'category'"),
+    ({"categoriesExtDtype": ["Int32"]}, "categories of the unknown dtype \"['Int32']\""),
+    ({"categoriesExtDtype": "Int64"}, "categories of int32 as Int64, whose values are int64"),
+    ({"categoriesExtDtype": "boolean"}, "categories of int32 as boolean, whose values are bool"),
+    ({"categoriesExtDtype": "UInt32"}, "categories of int32 as UInt32, whose values are uint32"),
+    ({"categoriesDtype": "<M8[s]", "categoriesTz": "UTC", "categoriesExtDtype": "Int64"},
+     "categories of datetime64[s] as Int64"),
+    ({"categoriesTz": "UTC", "categoriesExtDtype": "Int32"}, "categories of int32 with a time zone"),
+    ({"categoriesDtype": "<f8", "categories": "AAAAAAAA+H8AAAAAAADwPw==", "categoriesExtDtype": "Float64"},
+     "Categorical categories cannot be null"),
+    ({"categoriesExtDtype": "string"}, "string categories that are not a list of str alone"),
+    ({"categoriesExtDtype": "string", "categories": ["a", "b"]}, "string categories that are not a list of str"),
+    ({"categoriesExtDtype": "string", "categoriesDtype": None, "categories": ["a", None]},
+     "string categories that are not a list of str alone"),
+    ({"categoriesExtDtype": "string", "categoriesDtype": None, "categories": ["a", "a"]},
+     "Categorical categories must be unique"),
+])
+def test_forged_nullable_categories_are_refused_by_what_is_wrong(change, why):
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": "BwAAAAMAAAA=",
+              "categoriesDtype": "<i4", **change}
+    column = {key: value for key, value in column.items() if value is not None}
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(byteColumns=[column]))
