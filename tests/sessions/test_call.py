@@ -240,13 +240,10 @@ def test_frames_labelled_by_timestamps_come_back_equal(box):
                 "index named by a day": pd.DataFrame({"x": [1]}, index=pd.Index([0], name=day.as_unit("s"))),
                 "columns named by a day": pd.DataFrame({"x": [1]}).rename_axis(columns=day)}
 
-    for name, sent in make_values().items():
-        back = box.call(lambda name: make_values()[name], name)
+    for name, sent, back in _assert_round_trips(box, make_values):
         if isinstance(sent, pd.Series):
-            pd.testing.assert_series_equal(back, sent)
             assert back.name.unit == sent.name.unit
         else:
-            pd.testing.assert_frame_equal(back, sent)
             assert list(back.index.names) == list(sent.index.names)
 
 
@@ -269,12 +266,8 @@ def test_frames_with_multiindex_columns_come_back_equal(box):
                                                                                   tupleize_cols=False)),
                 "series named by a tuple": df.pivot_table(index="k", columns="d", values=["v"]).iloc[:, 0]}
 
-    for name, sent in make_values().items():
-        back = box.call(lambda name: make_values()[name], name)
-        if isinstance(sent, pd.Series):
-            pd.testing.assert_series_equal(back, sent)
-        else:
-            pd.testing.assert_frame_equal(back, sent)
+    for name, sent, back in _assert_round_trips(box, make_values):
+        if not isinstance(sent, pd.Series):
             assert back.columns.nlevels == sent.columns.nlevels, name
     with pytest.raises(sandbox.CallError, match=r"labelled by the tuple \('a', \('b', 1\)\): its parts may be"):
         box.call(lambda: pd.DataFrame([[1]], columns=pd.Index([("a", ("b", 1))], tupleize_cols=False)))
@@ -283,7 +276,7 @@ def test_frames_with_multiindex_columns_come_back_equal(box):
 def test_categorical_columns_come_back_with_their_categories(box):
     """pandas' table format writes categories as JSON: int8 categories came back int64, bool ones as a plain bool
     column, Timestamp ones as text. Categories of a numpy dtype travel as bytes beside the table now."""
-    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pandas")
 
     def make_values():  # nested: cloudpickle sends it by value
         import numpy as np
@@ -297,17 +290,12 @@ def test_categorical_columns_come_back_with_their_categories(box):
                 "no rows": pd.Series(pd.Categorical([], categories=np.array([1, 2], dtype="uint16"))),
                 "strs": pd.Series(pd.Categorical(["x", "y"], categories=["y", "x"]))}
 
-    for name, sent in make_values().items():
-        back = box.call(lambda name: make_values()[name], name)
-        if isinstance(sent, pd.Series):
-            pd.testing.assert_series_equal(back, sent)
-        else:
-            pd.testing.assert_frame_equal(back, sent)
+    _assert_round_trips(box, make_values)
 
 
 def test_categorical_columns_of_zoned_timestamps_come_back_with_their_zone(box):
     """Categories that are tz-aware Timestamps came back as ISO text: they travel as bytes with their zone now."""
-    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pandas")
 
     def make_values():  # nested: cloudpickle sends it by value
         import pandas as pd
@@ -320,18 +308,13 @@ def test_categorical_columns_of_zoned_timestamps_come_back_with_their_zone(box):
                 "a missing one, Tokyo": pd.Series(pd.Categorical(
                     pd.DatetimeIndex([days[0], None]).tz_localize("Asia/Tokyo")))}
 
-    for name, sent in make_values().items():
-        back = box.call(lambda name: make_values()[name], name)
-        if isinstance(sent, pd.Series):
-            pd.testing.assert_series_equal(back, sent)
-        else:
-            pd.testing.assert_frame_equal(back, sent)
+    _assert_round_trips(box, make_values)
 
 
 def test_categorical_columns_of_nullable_categories_come_back_with_their_dtype(box):
     """Categories of pandas' nullable dtypes came back as numpy's (Int64 as int64, Float32 as float64), boolean ones
     as a plain bool column, string ones as str: they travel as their values with their dtype's name now."""
-    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pandas")
 
     def make_values():  # nested: cloudpickle sends it by value
         import pandas as pd
@@ -347,12 +330,7 @@ def test_categorical_columns_of_nullable_categories_come_back_with_their_dtype(b
                     pd.array([10, 20], "Int16"), categories=pd.array([20, 10], "Int16"))),
                 "no rows, UInt8": pd.Series(pd.Categorical([], categories=pd.array([1, 2], "UInt8")))}
 
-    for name, sent in make_values().items():
-        back = box.call(lambda name: make_values()[name], name)
-        if isinstance(sent, pd.Series):
-            pd.testing.assert_series_equal(back, sent)
-        else:
-            pd.testing.assert_frame_equal(back, sent)
+    _assert_round_trips(box, make_values)
 
 
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
@@ -372,3 +350,16 @@ def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
                                          "right]) has no table format; convert it, e.g. with .astype(str)")]:
         with pytest.raises(sandbox.CallError, match=re.escape(f"cannot return {why}")):
             box.call(make_value, name)
+
+
+def _assert_round_trips(box, make_values):
+    """Each value of ``make_values()`` (a nested function: cloudpickle sends it by value), made by a call and
+    returned: equal to what was sent, by pandas' own comparison. Returns (name, sent, back) of each."""
+    import pandas as pd
+    trips = []
+    for name, sent in make_values().items():
+        back = box.call(lambda name: make_values()[name], name)
+        compare = pd.testing.assert_series_equal if isinstance(sent, pd.Series) else pd.testing.assert_frame_equal
+        compare(back, sent, obj=name)
+        trips.append((name, sent, back))
+    return trips
