@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from typing import Any
 
-from . import codec_columns, protocol
+from . import codec_columns, codec_labels, protocol
+from .codec_labels import NAME_TYPES, UNSENT, check_zone, label_fault, label_in, label_out
 from .errors import CallError
 from .frames import Value
 
 #: Columns and index levels a returned DataFrame or Series may have: pandas' table reader spends ~0.25 ms of the
 #: host's CPU on each (2.5 s per MB of a one-row frame: a 32 MB frame held the caller ~80 s); Excel's column limit.
 MAX_TABLE_FIELDS = 16_384
-#: The longest str label (a column's, an index level's or a Series' name) a returned table may have: the host keeps
-#: and shows labels whole.
-MAX_LABEL_CHARS = 4096
+#: The longest str label a returned table may have (kept in :mod:`sandbox.codec_labels`, which checks it).
+MAX_LABEL_CHARS = codec_labels.MAX_LABEL_CHARS
 
 SUPPORTED = "None, bool, int, float, str, list, tuple, dict (str keys), bytes, numpy.ndarray, pandas.DataFrame/Series"
 
@@ -72,8 +71,8 @@ def encode(value: Any) -> Value:
         table, labels = _plainly_named(table, kind)
         beside = {"labels": labels, "indexLevels": value.index.nlevels}
         if kind == "DataFrame" and (value.columns.nlevels > 1 or value.columns.name is not None):
-            sent = [_label_out(name, kind) for name in value.columns.names]
-            beside["columnNames"] = [None if name is _UNSENT else name for name in sent]  # as it was: dropped
+            sent = [label_out(name, kind) for name in value.columns.names]
+            beside["columnNames"] = [None if name is UNSENT else name for name in sent]  # as it was: dropped
         if byte_columns:
             beside["byteColumns"] = byte_columns
         text = table.to_json(orient="table")
@@ -120,7 +119,7 @@ def _from_table(kind: str) -> Any:
             raise CallError(f"the worker returned a {kind} of {len(labels)} columns and index levels "
                             f"(limit {MAX_TABLE_FIELDS})")
         for label in labels:
-            if (fault := _label_fault(label)) is not None:
+            if (fault := label_fault(label)) is not None:
                 raise CallError(f"the worker returned a {kind} with a field named by {fault}")
         columns = _row_keys(table["data"], labels)
         if len(set(columns)) < len(labels):  # pandas' reader takes a repeated name's columns once per repeat: 1,000
@@ -137,11 +136,11 @@ def _from_table(kind: str) -> Any:
         # pandas' reader sets the index by deleting its columns one by one, each a pass over all the columns: a
         # schema keying 2,000 columns (120 KB) held the host for 19 s, 20,000 for hours. Here one drop removes them.
         name = table.pop("seriesName", _UNNAMED) if kind == "series" else _UNNAMED
-        if not (name is _UNNAMED or name is None or type(name) in _NAME_TYPES):
+        if not (name is _UNNAMED or name is None or type(name) in NAME_TYPES):
             raise CallError(f"the worker returned a series named by a {type(name).__name__}")
         for field in fields:  # pandas' reader opened the file a zone "dateutil//etc/passwd" names, as a zone
             if "tz" in field:
-                codec_columns.check_zone(field["tz"])
+                check_zone(field["tz"])
         byte_columns = table.pop("byteColumns", None)
         keys = _index_keys(kind, table["schema"].pop("primaryKey", None), table.pop("indexLevels", None), labels)
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
@@ -163,10 +162,7 @@ def _from_table(kind: str) -> Any:
     return read
 
 
-#: The types of a Series name that travels as it is (others are pandas' own: their text).
-_NAME_TYPES = (str, int, float, bool)
 _UNNAMED = object()
-_UNSENT = object()
 
 
 def _index_keys(kind: str, keys: Any, levels: Any, labels: list[Any]) -> list[Any]:
@@ -208,14 +204,14 @@ def _level_name(label: Any, levels: int) -> Any:
 
 
 def _plainly_named(table: Any, kind: str) -> tuple[Any, dict[int, Any]]:
-    """``table`` with each field whose label travels beside (see _label_out) renamed "_field<position>", and those
+    """``table`` with each field whose label travels beside (see label_out) renamed "_field<position>", and those
     labels as they travel.
 
     pandas' table writer named a column None "values", refused a column or Series named as an index level (or
     "index", an unnamed index's name there) and wrote a repeating index as columns: the labels travel beside."""
     index_names, labels = list(table.index.names), [table.name] if kind == "Series" else list(table.columns)
-    sent = [_label_out(label, kind) for label in index_names + labels]
-    plain = {position: label for position, label in enumerate(sent) if label is not _UNSENT}
+    sent = [label_out(label, kind) for label in index_names + labels]
+    plain = {position: label for position, label in enumerate(sent) if label is not UNSENT}
     renamed = [f"_field{position}" if position in plain else label
                for position, label in enumerate(index_names + labels)]
     table = table.copy(deep=False)
@@ -238,70 +234,8 @@ def _labels_beside(labels: Any, count: int) -> dict[int, Any]:
                 and int(key) < count):
             raise CallError(f"the worker returned a table label at {key[:20]!r}, not a field's position "
                             f"(0 to {count - 1})")
-        named[int(key)] = _label_in(label, f"label at {key}")
+        named[int(key)] = label_in(label, f"label at {key}")
     return named
-
-
-def _label_out(label: Any, kind: str) -> Any:
-    """``label`` as it travels beside the table; _UNSENT for a label of a type that does not."""
-    if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
-        return _timestamp_out(label, kind)
-    if type(label) is tuple:  # a label of MultiIndex columns: one part per level
-        parts = [_label_out(part, kind) for part in label]
-        if any(part is _UNSENT or isinstance(part, list) for part in parts):
-            raise CallError(f"cannot return a {kind} labelled by the tuple {label!r:.80}: its parts may be labels of "
-                            "the types a column's label may be, no tuple")
-        return parts
-    if not (label is None or type(label) in _NAME_TYPES):
-        return _UNSENT
-    if (fault := _label_fault(label)) is not None:
-        raise CallError(f"cannot return a {kind} labelled by {fault}")
-    return label
-
-
-def _label_in(sent: Any, where: str, part: bool = False) -> Any:
-    """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label), checked."""
-    if isinstance(sent, dict):
-        return _timestamp_in(sent, where)
-    if isinstance(sent, list) and not part:
-        return tuple(_label_in(item, f"{where}'s part {i}", part=True) for i, item in enumerate(sent))
-    if (fault := _label_fault(sent)) is not None:
-        raise CallError(f"the worker returned a table whose {where} is {fault}")
-    return sent
-
-
-def _timestamp_out(stamp: Any, kind: str) -> dict[str, str]:
-    """A Timestamp label as it travels: its (UTC if it has a zone) ISO text, its unit and its zone."""
-    naive = stamp if stamp.tz is None else stamp.tz_convert(None)
-    sent = {"timestamp": naive.isoformat(), "unit": stamp.unit}
-    if stamp.tz is not None:
-        import pandas
-        sent["tz"] = codec_columns.zone_name(pandas.DatetimeTZDtype(unit=stamp.unit, tz=stamp.tz))
-    if not _ISO_TIME.fullmatch(sent["timestamp"]):
-        raise CallError(f"cannot return a {kind} labelled by the Timestamp {sent['timestamp'][:40]} (years 0 to "
-                        "9999 travel)")
-    return sent
-
-
-def _timestamp_in(sent: dict[str, Any], where: str) -> Any:
-    """The Timestamp label the worker sent (see _timestamp_out), checked."""
-    import pandas
-    text, unit, zone = sent.get("timestamp"), sent.get("unit"), sent.get("tz")
-    if set(sent) - {"timestamp", "unit", "tz"} or not (isinstance(text, str) and _ISO_TIME.fullmatch(text)) \
-            or unit not in ("s", "ms", "us", "ns"):
-        raise CallError(f"the worker returned a table whose {where} is no timestamp: {str(sent)[:120]}")
-    try:  # the pattern lets a 13th month through
-        stamp = pandas.Timestamp(text).as_unit(unit)
-    except ValueError:
-        raise CallError(f"the worker returned a table whose {where} is the timestamp {text!r}") from None
-    if zone is None:
-        return stamp
-    codec_columns.check_zone(zone)
-    return stamp.tz_localize("UTC").tz_convert(zone)
-
-
-#: A Timestamp's ISO text as pandas writes one without a zone.
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?")
 
 
 def _columns(labels: list[Any], names: Any) -> Any:
@@ -309,25 +243,13 @@ def _columns(labels: list[Any], names: Any) -> Any:
     import pandas
     if not isinstance(names, list) or not 1 <= len(names) <= MAX_TABLE_FIELDS:
         raise CallError(f"the worker returned column names {str(names)[:80]}")
-    names = [_label_in(name, f"column level {i}'s name") for i, name in enumerate(names)]
+    names = [label_in(name, f"column level {i}'s name") for i, name in enumerate(names)]
     if len(names) == 1:  # tuples stay labels of one level, as in the worker's (MultiIndex columns send names)
         return pandas.Index(labels, tupleize_cols=False, name=names[0])
     if not all(type(label) is tuple and len(label) == len(names) for label in labels):
         raise CallError(f"the worker returned columns of {len(names)} levels not all labelled by tuples of "
                         f"{len(names)} parts")
     return pandas.MultiIndex.from_tuples(labels, names=names)
-
-
-def _label_fault(label: Any) -> str | None:
-    """What makes ``label`` no plain label (None, a str of at most MAX_LABEL_CHARS, a 64-bit int, a float, a
-    bool), or None if it is one."""
-    if label is None or type(label) in (float, bool):
-        return None
-    if type(label) is str:
-        return None if len(label) <= MAX_LABEL_CHARS else f"a str of {len(label)} characters (limit {MAX_LABEL_CHARS})"
-    if type(label) is int:
-        return None if -2 ** 63 <= label < 2 ** 64 else "an int past 64 bits"
-    return f"a {type(label).__name__}"
 
 
 #: codec -> how the host reads its blob. Nothing here unpickles or evaluates.

@@ -24,15 +24,13 @@ import base64
 import re
 from typing import Any
 
+from .codec_labels import check_zone, zone_name
 from .errors import CallError
 
 #: numpy dtypes whose values travel as raw bytes, by their ``dtype.str``: what pandas holds in a column.
 BYTE_DTYPES = frozenset(["|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8", "<c8",
                          "<c16"] + [f"<{kind}8[{unit}]" for kind in "Mm" for unit in ("s", "ms", "us", "ns")])
 
-#: A time zone's name as pandas writes it ("Europe/Paris", "UTC+01:00", "dateutil/Europe/Paris"): no leading "/",
-#: no ".", so no path: pandas' reader opened and parsed any regular file a "dateutil//<path>" zone named.
-_ZONE = re.compile(r"[A-Za-z0-9_+:\-]{1,40}(/[A-Za-z0-9_+:\-]{1,40}){0,4}")
 #: A period's frequency ("M", "Q-DEC", "2D", "W-SUN").
 _FREQ = re.compile(r"[A-Za-z0-9\-]{1,20}")
 #: pandas' nullable dtypes a categorical's categories may have, by name: the ``dtype.str`` of the numpy values they
@@ -153,12 +151,6 @@ def restored(frame: Any, entries: Any, count: int) -> Any:
     return rebuilt
 
 
-def check_zone(zone: Any) -> None:
-    """Refuses a time zone name that is not one pandas writes (a file's path is not)."""
-    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
-        raise CallError(f"the worker returned a table with the time zone {str(zone)[:80]!r}")
-
-
 def _array(entry: dict[str, Any], rows: int) -> Any:
     import numpy
     import pandas
@@ -252,14 +244,3 @@ def _text(values: Any) -> str:
 def _stand_in(rows: int, unique: bool) -> Any:
     import numpy
     return numpy.arange(rows) if unique else numpy.zeros(rows, dtype=numpy.int8)
-
-
-def zone_name(dtype: Any) -> str:
-    """The time zone's name as pandas' own table schema writes it (and its reader reads)."""
-    import pandas
-    from pandas.io.json import build_table_schema
-    zone = build_table_schema(pandas.Series([], dtype=dtype), index=False)["fields"][0]["tz"]
-    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
-        raise CallError(f"cannot return the time zone {zone!r:.80} (only named zones and UTC offsets travel)")
-    return zone
-

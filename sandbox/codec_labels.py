@@ -1,0 +1,118 @@
+"""Labels and time zones as they travel beside a table, checked: what :mod:`sandbox.codec` and
+:mod:`sandbox.codec_columns` both send and read.
+
+A label (a column's, an index level's or a Series' name) that is None, a str of at most MAX_LABEL_CHARS, an int of 64
+bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a tuple of those
+(MultiIndex columns') as a list; a time zone travels by the name pandas' table schema writes, one that names no file.
+The host reads each as hostile input. Both codec modules import this one, which imports neither.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import CallError
+
+#: The longest str label (a column's, an index level's or a Series' name) a returned table may have: the host keeps
+#: and shows labels whole.
+MAX_LABEL_CHARS = 4096
+
+#: The types of a Series name that travels as it is (others are pandas' own: their text).
+NAME_TYPES = (str, int, float, bool)
+#: What label_out returns for a label of a type that does not travel.
+UNSENT = object()
+
+#: A time zone's name as pandas writes it ("Europe/Paris", "UTC+01:00", "dateutil/Europe/Paris"): no leading "/",
+#: no ".", so no path: pandas' reader opened and parsed any regular file a "dateutil//<path>" zone named.
+_ZONE = re.compile(r"[A-Za-z0-9_+:\-]{1,40}(/[A-Za-z0-9_+:\-]{1,40}){0,4}")
+
+
+def label_out(label: Any, kind: str) -> Any:
+    """``label`` as it travels beside the table; UNSENT for a label of a type that does not."""
+    if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
+        return _timestamp_out(label, kind)
+    if type(label) is tuple:  # a label of MultiIndex columns: one part per level
+        parts = [label_out(part, kind) for part in label]
+        if any(part is UNSENT or isinstance(part, list) for part in parts):
+            raise CallError(f"cannot return a {kind} labelled by the tuple {label!r:.80}: its parts may be labels of "
+                            "the types a column's label may be, no tuple")
+        return parts
+    if not (label is None or type(label) in NAME_TYPES):
+        return UNSENT
+    if (fault := label_fault(label)) is not None:
+        raise CallError(f"cannot return a {kind} labelled by {fault}")
+    return label
+
+
+def label_in(sent: Any, where: str, part: bool = False) -> Any:
+    """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label), checked."""
+    if isinstance(sent, dict):
+        return _timestamp_in(sent, where)
+    if isinstance(sent, list) and not part:
+        return tuple(label_in(item, f"{where}'s part {i}", part=True) for i, item in enumerate(sent))
+    if (fault := label_fault(sent)) is not None:
+        raise CallError(f"the worker returned a table whose {where} is {fault}")
+    return sent
+
+
+def _timestamp_out(stamp: Any, kind: str) -> dict[str, str]:
+    """A Timestamp label as it travels: its (UTC if it has a zone) ISO text, its unit and its zone."""
+    naive = stamp if stamp.tz is None else stamp.tz_convert(None)
+    sent = {"timestamp": naive.isoformat(), "unit": stamp.unit}
+    if stamp.tz is not None:
+        import pandas
+        sent["tz"] = zone_name(pandas.DatetimeTZDtype(unit=stamp.unit, tz=stamp.tz))
+    if not _ISO_TIME.fullmatch(sent["timestamp"]):
+        raise CallError(f"cannot return a {kind} labelled by the Timestamp {sent['timestamp'][:40]} (years 0 to "
+                        "9999 travel)")
+    return sent
+
+
+def _timestamp_in(sent: dict[str, Any], where: str) -> Any:
+    """The Timestamp label the worker sent (see _timestamp_out), checked."""
+    import pandas
+    text, unit, zone = sent.get("timestamp"), sent.get("unit"), sent.get("tz")
+    if set(sent) - {"timestamp", "unit", "tz"} or not (isinstance(text, str) and _ISO_TIME.fullmatch(text)) \
+            or unit not in ("s", "ms", "us", "ns"):
+        raise CallError(f"the worker returned a table whose {where} is no timestamp: {str(sent)[:120]}")
+    try:  # the pattern lets a 13th month through
+        stamp = pandas.Timestamp(text).as_unit(unit)
+    except ValueError:
+        raise CallError(f"the worker returned a table whose {where} is the timestamp {text!r}") from None
+    if zone is None:
+        return stamp
+    check_zone(zone)
+    return stamp.tz_localize("UTC").tz_convert(zone)
+
+
+#: A Timestamp's ISO text as pandas writes one without a zone.
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?")
+
+
+def label_fault(label: Any) -> str | None:
+    """What makes ``label`` no plain label (None, a str of at most MAX_LABEL_CHARS, a 64-bit int, a float, a
+    bool), or None if it is one."""
+    if label is None or type(label) in (float, bool):
+        return None
+    if type(label) is str:
+        return None if len(label) <= MAX_LABEL_CHARS else f"a str of {len(label)} characters (limit {MAX_LABEL_CHARS})"
+    if type(label) is int:
+        return None if -2 ** 63 <= label < 2 ** 64 else "an int past 64 bits"
+    return f"a {type(label).__name__}"
+
+
+def check_zone(zone: Any) -> None:
+    """Refuses a time zone name that is not one pandas writes (a file's path is not)."""
+    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
+        raise CallError(f"the worker returned a table with the time zone {str(zone)[:80]!r}")
+
+
+def zone_name(dtype: Any) -> str:
+    """The time zone's name as pandas' own table schema writes it (and its reader reads)."""
+    import pandas
+    from pandas.io.json import build_table_schema
+    zone = build_table_schema(pandas.Series([], dtype=dtype), index=False)["fields"][0]["tz"]
+    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
+        raise CallError(f"cannot return the time zone {zone!r:.80} (only named zones and UTC offsets travel)")
+    return zone
