@@ -17,8 +17,8 @@ codec's name in the header and one raw blob:
   them (a column level's name: None), and values of an object column as JSON values. A tuple label (MultiIndex
   columns') travels as a list of those labels, its levels' names beside, and comes back a tuple. Columns and index
   levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and categoricals of those (nullable
-  ones and ``string`` too), travel as raw bytes beside the table and come back exact, dtype and all
-  (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
+  ones and ``string`` too, and object ones of labels), travel as raw bytes beside the table and come back exact,
+  dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec

@@ -8,14 +8,17 @@ tz-aware or period arrays) travels as its values' little-endian bytes, base64 in
 dtype; so does a categorical one whose categories are such numpy values, tz-aware Timestamps or of pandas' nullable
 numbers, booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable
 ones with their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as
-int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str). The table holds a column of zeros
-(an index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and category (of
-object, str or other numbers) is refused by name: the table format cannot carry it, and the host would call the
+int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories
+that are all str, int, float, bool or Timestamps (as a list of labels, see :mod:`sandbox.codec_labels`: the format
+wrote Timestamps back as str, object strs as str and object ints as int64). The table holds a column of zeros (an
+index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and category (of other
+objects, str or other numbers) is refused by name: the table format cannot carry it, and the host would call the
 worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
-exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, codes that
-are a category's) and the frame is rebuilt in one pass, in time linear in its size.
+exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, object
+categories that are labels, codes that are a category's) and the frame is rebuilt in one pass, in time linear in its
+size.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import base64
 import re
 from typing import Any
 
-from .codec_labels import check_zone, zone_name
+from .codec_labels import check_zone, label_in, label_out, zone_name
 from .errors import CallError
 
 #: numpy dtypes whose values travel as raw bytes, by their ``dtype.str``: what pandas holds in a column.
@@ -112,13 +115,15 @@ def _entry(field: Any, where: str) -> dict[str, Any] | None:
 
 def _categories(categories: Any) -> dict[str, Any]:
     """How a categorical's ``categories`` travel beside the table: as bytes (tz-aware ones as UTC, with their zone;
-    nullable ones as their numpy values, with their dtype's name), ``string`` ones as a list of str; or {} if the
-    table carries them."""
+    nullable ones as their numpy values, with their dtype's name), ``string`` ones as a list of str, object ones
+    as a list of labels; or {} if the table carries them."""
     import numpy
     import pandas
 
     if categories.dtype == pandas.StringDtype("python"):  # the table wrote them as text: they came back str
         return {"categories": [str(category) for category in categories], "categoriesExtDtype": "string"}
+    if categories.dtype == object:  # the table wrote them as JSON: Timestamps came back as str, ints as int64
+        return _object_categories(categories)
     if isinstance(categories.dtype, pandas.api.extensions.ExtensionDtype) and \
             categories.dtype.name in NULLABLE_CATEGORIES:  # the table wrote them as JSON: they came back numpy's
         values = categories.array.to_numpy(dtype=categories.dtype.numpy_dtype)
@@ -131,6 +136,25 @@ def _categories(categories: Any) -> dict[str, Any]:
     if isinstance(categories.dtype, numpy.dtype) and categories.dtype.str in BYTE_DTYPES:
         return {"categories": _text(categories.to_numpy()), "categoriesDtype": categories.dtype.str}
     return {}
+
+
+def _object_categories(categories: Any) -> dict[str, Any]:
+    """Object categories as a list of labels, or {} if one is of another type (a Decimal, a date): the table carries
+    them."""
+    import pandas
+
+    if not all(type(category) in _LISTED_TYPES or type(category) is pandas.Timestamp for category in categories):
+        return {}
+    try:
+        return {"categories": [label_out(category, "categorical") for category in categories],
+                "categoriesExtDtype": "object"}
+    except CallError:  # a label past its bounds (a long str, a year past 9999): the table carries it, as before
+        return {}
+
+
+#: The types of object categories that travel as labels (and pandas' Timestamp); a subclass (numpy's float64) does
+#: not.
+_LISTED_TYPES = (str, int, float, bool)
 
 
 def restored(frame: Any, entries: Any, count: int) -> Any:
@@ -181,28 +205,39 @@ def _categorical(codes: Any, entry: dict[str, Any]) -> Any:
     import pandas
 
     marker = entry.get("categoriesExtDtype")
-    if marker is not None and not (isinstance(marker, str) and (marker in NULLABLE_CATEGORIES or marker == "string")):
+    if marker is not None and not (isinstance(marker, str) and (marker in NULLABLE_CATEGORIES or marker in _LISTED)):
         raise CallError(f"the worker returned categories of the unknown dtype {str(marker)[:40]!r}")
-    strs = marker == "string"
-    if codes.dtype.kind != "i" or not (strs or entry.get("categoriesDtype") in BYTE_DTYPES) or \
+    listed = marker in _LISTED
+    if codes.dtype.kind != "i" or not (listed or entry.get("categoriesDtype") in BYTE_DTYPES) or \
             type(entry.get("ordered")) is not bool:
         raise CallError(f"the worker returned a categorical column of codes {codes.dtype}, categories "
                         f"{str(entry.get('categoriesDtype'))[:40]!r} and ordered {str(entry.get('ordered'))[:20]}")
-    categories = _string_categories(entry) if strs else _category_values(entry)
+    categories = _listed_categories(entry) if listed else _category_values(entry)
     try:  # pandas checks each code is a category's (or -1) and the categories are distinct and not NaN
         return pandas.Categorical.from_codes(codes, categories, ordered=entry["ordered"])
     except ValueError as exc:
         raise CallError(f"the worker returned a categorical column pandas refuses: {str(exc)[:120]}") from None
 
 
-def _string_categories(entry: dict[str, Any]) -> Any:
+#: The markers of categories that travel as a JSON list: ``string`` ones as str, object ones as labels.
+_LISTED = ("string", "object")
+
+
+def _listed_categories(entry: dict[str, Any]) -> Any:
+    """The categories the worker sent as a list: str of ``string`` ones, labels of object ones, checked."""
     import pandas
 
-    categories = entry["categories"]
+    categories, marker = entry["categories"], entry["categoriesExtDtype"]
+    strs = marker == "string"
     if "categoriesDtype" in entry or "categoriesTz" in entry or not isinstance(categories, list) or \
-            not all(type(category) is str for category in categories):
-        raise CallError("the worker returned string categories that are not a list of str alone")
-    return pandas.array(categories, dtype=pandas.StringDtype("python"))
+            strs and not all(type(category) is str for category in categories):
+        raise CallError(f"the worker returned {marker} categories that are not a list{' of str' if strs else ''} "
+                        "alone")
+    if strs:
+        return pandas.array(categories, dtype=pandas.StringDtype("python"))
+    # part: a list (a tuple label) is no category the worker sends
+    return pandas.Index([label_in(category, f"category {i}", part=True) for i, category in enumerate(categories)],
+                        dtype=object, tupleize_cols=False)
 
 
 def _category_values(entry: dict[str, Any]) -> Any:

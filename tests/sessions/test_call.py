@@ -333,6 +333,31 @@ def test_categorical_columns_of_nullable_categories_come_back_with_their_dtype(b
     _assert_round_trips(box, make_values)
 
 
+def test_categorical_columns_of_object_categories_come_back_as_objects(box):
+    """Object categories came back as pandas' table reader read their JSON: Timestamps as ISO text in str categories,
+    object strs as str ones, object ints as int64 ones. Those all of str, int, float, bool or Timestamps travel as a
+    list of labels now and come back objects."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        day, paris = pd.Timestamp("2020-01-01"), pd.Timestamp("2020-07-01 12:00", tz="Europe/Paris").as_unit("s")
+        objects = lambda *values: pd.Index(list(values), dtype=object)  # noqa: E731
+        return {"strs": pd.Series(pd.Categorical(["x", None, "y"], categories=objects("y", "x"))),
+                "ints": pd.DataFrame({"c": pd.Categorical([3, 1, 3], categories=objects(1, 3, -2 ** 63))}),
+                "Timestamps, ordered": pd.DataFrame({"t": pd.Categorical(
+                    [paris, day], categories=objects(paris, day), ordered=True)}),
+                "Timestamps and a str": pd.Series(pd.Categorical([day, "a", day], categories=objects(day, "a"))),
+                "strs and ints": pd.Series(pd.Categorical(["a", 1, 2, "a"], categories=objects("a", 2, 1))),
+                "an index of ints": pd.DataFrame({"v": [1, 2]}, index=pd.CategoricalIndex(
+                    [2, 1], categories=objects(1, 2))),
+                "bools, floats, a uint64": pd.Series(pd.Categorical([1.5, True, 2 ** 64 - 1],
+                                                                    categories=objects(True, 2 ** 64 - 1, 1.5))),
+                "no rows": pd.Series(pd.Categorical([], categories=objects("a", "b")))}
+
+    _assert_round_trips(box, make_values)
+
+
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
     """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
     ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""

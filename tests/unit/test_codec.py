@@ -243,3 +243,51 @@ def test_forged_nullable_categories_are_refused_by_what_is_wrong(change, why):
     column = {key: value for key, value in column.items() if value is not None}
     with pytest.raises(CallError, match=re.escape(why)):
         codec.decode(table(byteColumns=[column]))
+
+
+def test_object_categories_come_back_as_objects():
+    stamp = {"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": "Europe/Paris"}
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": [stamp, "a", 2 ** 64 - 1],
+              "categoriesExtDtype": "object"}
+    back = codec.decode(table(byteColumns=[column]))["a"]
+    assert back.tolist() == [pandas.Timestamp("2020-01-01 01:00", tz="Europe/Paris"), "a"]
+    assert back.cat.categories.dtype == object and back.cat.categories[2] == 2 ** 64 - 1
+
+
+def test_object_categories_of_other_types_still_travel_in_the_table():
+    """Only categories of labels' types travel as a list: a Decimal or a date is left to the table format."""
+    import datetime
+    import decimal
+
+    for category in (decimal.Decimal("1.5"), datetime.date(2020, 1, 1)):
+        sent = pandas.Series(pandas.Categorical([category], categories=pandas.Index([category], dtype=object)))
+        sent = json.loads(codec.encode(sent).data)
+        assert [entry["at"] for entry in sent["byteColumns"]] == [0]  # the index alone: the values are in the table
+        assert "enum" in sent["schema"]["fields"][1]["constraints"]
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"categories": "AAE="}, "object categories that are not a list alone"),
+    ({"categories": {"0": "a", "1": "b"}}, "object categories that are not a list alone"),
+    ({"categoriesDtype": "|i1"}, "object categories that are not a list alone"),
+    ({"categoriesTz": "UTC"}, "object categories that are not a list alone"),
+    ({"categories": ["a", ["b"]]}, "a table whose category 1 is a list"),
+    ({"categories": [[["a"]], "b"]}, "a table whose category 0 is a list"),
+    ({"categories": ["a", 2 ** 64]}, "a table whose category 1 is an int past 64 bits"),
+    ({"categories": ["a", {"a": {"b": [1]}}]}, "a table whose category 1 is no timestamp: {'a': {'b': [1]}}"),
+    ({"categories": ["a", {"timestamp": ["2020-01-01T00:00:00"], "unit": "s"}]}, "category 1 is no timestamp"),
+    ({"categories": ["a", {"timestamp": "2020-13-01T00:00:00", "unit": "s"}]}, "category 1 is the timestamp"),
+    ({"categories": ["a", {"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": "dateutil//etc/passwd"}]},
+     "the time zone 'dateutil//etc/passwd'"),
+    ({"categories": ["a", "x" * (codec.MAX_LABEL_CHARS + 1)]},
+     f"a table whose category 1 is a str of {codec.MAX_LABEL_CHARS + 1} characters (limit {codec.MAX_LABEL_CHARS})"),
+    ({"categories": ["a", None]}, "Categorical categories cannot be null"),
+    ({"categories": ["a", "a"]}, "Categorical categories must be unique"),
+    ({"categories": [1, 1.0]}, "Categorical categories must be unique"),
+    ({"categories": ["a"]}, "pandas refuses"),  # a code (1) past the categories
+])
+def test_forged_object_categories_are_refused_by_what_is_wrong(change, why):
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": ["a", "b"],
+              "categoriesExtDtype": "object", **change}
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(byteColumns=[column]))
