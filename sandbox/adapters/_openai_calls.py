@@ -8,7 +8,8 @@ Responses API (:func:`responses_tool`, :func:`handle_function_call`). Public thr
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
+import uuid
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, MutableMapping
 
 from .. import jsontext
 from ..core import Sandbox
@@ -90,8 +91,33 @@ def function_of(tool_call: Any) -> Any:
     return function
 
 
+def given_id(tool_call: Any) -> Any:
+    """The call's id; a function or custom tool call that came without one (null, absent or "") is given
+    ``call_<uuid4 hex>``, set on the call itself.
+
+    Older llama.cpp, some Ollama versions and small local servers send no id: answered with a null
+    ``tool_call_id``, the next request was refused by strict servers, and a model could not tell whose
+    answer is which. Set on the call, the id is the same wherever the call is read: the assistant
+    message kept (:func:`~sandbox.adapters._openai_chat.assistant_message`), its tool message, and the
+    completion ``run_chat`` returns, in whatever order they are made.
+    """
+    current = field_of(tool_call, "id")
+    if current not in (None, "") or (field_of(tool_call, "function") is None and field_of(tool_call, "custom") is None):
+        return current
+    made = f"call_{uuid.uuid4().hex}"
+    try:
+        if isinstance(tool_call, MutableMapping):
+            tool_call["id"] = made
+        else:
+            setattr(tool_call, "id", made)
+    except (AttributeError, TypeError, ValueError) as exc:  # a frozen object, a read-only mapping
+        raise InputError(f"tool call {value_text(tool_call)} has no id, and a {type(tool_call).__name__} "
+                         "cannot be given one: give it an 'id'") from exc
+    return made
+
+
 def _tool_message(tool_call: Any, result: Result | str) -> "ChatCompletionToolMessageParam":
-    return {"role": "tool", "tool_call_id": field_of(tool_call, "id"), "content": result_text(result)}
+    return {"role": "tool", "tool_call_id": given_id(tool_call), "content": result_text(result)}
 
 
 def handle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
@@ -136,12 +162,14 @@ def _chat_call_code(tool_call: Any, tool_name: str) -> tuple[str, str | None]:
 
     A call of another kind (a custom tool's, type ``"custom"``; a newer API's) is answered too:
     raised, it ended ``handle_calls`` after the turn's run_python calls had run, their answers
-    lost and the turn left unanswered. Only what has no id to answer is refused (InputError).
+    lost and the turn left unanswered. Only what has no id to answer, and is neither a function nor a
+    custom tool call (which are given one, :func:`given_id`), is refused (InputError).
     """
+    call_id = given_id(tool_call)  # before the code runs: a call that cannot take an id is refused unrun
     function = field_of(tool_call, "function")
     if function is not None:
         return _code_of(field_of(function, "name"), field_of(function, "arguments"), tool_name)
-    if not isinstance(field_of(tool_call, "id"), str):
+    if not isinstance(call_id, str):
         raise InputError(f"not a Chat Completions tool call: {value_text(tool_call)}")
     kind, custom = field_of(tool_call, "type"), field_of(tool_call, "custom")
     if kind == "custom" and custom is not None:
@@ -174,8 +202,10 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     A call to any other tool is answered "unknown tool" (the model sees that), a custom
     tool's call (type ``"custom"``) or a call of another type too, never raised: in a turn
     that mixes your own tools with ``name``, pass only the calls to ``name`` here and
-    answer the rest yourself, or let :func:`run_chat` do both (``functions=``). Only a
-    call without an id (nothing a tool message could answer) raises InputError.
+    answer the rest yourself, or let :func:`run_chat` do both (``functions=``). A function
+    or custom tool call without an id (some local servers send null) is given one,
+    ``call_<uuid4 hex>``, set on the call, so :func:`assistant_message` of the same message
+    carries it too; any other call without an id raises InputError.
 
     Only the first ``max_calls_per_turn`` calls run (default 16); each call past it is
     still answered (the API wants every ``tool_call_id`` answered), with an

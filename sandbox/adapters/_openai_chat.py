@@ -20,7 +20,7 @@ from ._common import TOOL_NAME, Runner, box_of
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
 from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
-    field_of, function_of, not_run_call, run_chat_call
+    field_of, function_of, given_id, not_run_call, run_chat_call
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletion, ChatCompletionAssistantMessageParam
@@ -45,6 +45,8 @@ def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
     reasoned before a tool call keeps that reasoning.
     A reply with neither text nor calls keeps ``content: ""``: the request schema wants content
     "unless tool_calls or function_call is specified", and servers refuse the next turn's null.
+    A tool call without an id is given one (:func:`~sandbox.adapters._openai_calls.given_id`), set on
+    the call, so the tool message that answers it (:func:`handle_calls`) has the same.
     """
     calls = field_of(message, "tool_calls")
     legacy = field_of(message, "function_call")
@@ -70,10 +72,10 @@ def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
 def _tool_call_param(call: Any) -> dict[str, Any]:
     custom = field_of(call, "custom")
     if field_of(call, "type") == "custom" and custom is not None:
-        return {"id": field_of(call, "id"), "type": "custom",
+        return {"id": given_id(call), "type": "custom",
                 "custom": {"name": field_of(custom, "name"), "input": field_of(custom, "input")}}
     function = function_of(call)
-    return {"id": field_of(call, "id"), "type": "function",
+    return {"id": given_id(call), "type": "function",
             "function": {"name": field_of(function, "name"), "arguments": field_of(function, "arguments")}}
 
 
@@ -258,7 +260,7 @@ def _expect(value: Any, where: str, shape: str, *, required: bool = False) -> An
 
 def _function_message(call: Any, ok: bool, value: Any) -> tuple[dict[str, Any], None]:
     content = (value if isinstance(value, str) else json.dumps(jsonable(value))) if ok else f"error: {value}"
-    return {"role": "tool", "tool_call_id": field_of(call, "id"), "content": content}, None
+    return {"role": "tool", "tool_call_id": given_id(call), "content": content}, None
 
 
 def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
@@ -269,7 +271,9 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
 
     ``messages`` is extended in place with every assistant message (request fields and
     ``reasoning_content`` / ``reasoning`` only, see :func:`assistant_message`), tool message and image
-    message. ``run_python`` calls run in ``session`` (default: one opened for this call and closed after;
+    message. A tool call that came without an id (null, as some local servers send) is given one,
+    ``call_<uuid4 hex>``, in the assistant message kept, its tool message and the returned completion
+    alike. ``run_python`` calls run in ``session`` (default: one opened for this call and closed after;
     pass your own to keep variables across calls). Other ``create`` arguments pass through; ``tools``
     gets the ``run_python`` tool added unless it is declared already.
 

@@ -21,7 +21,8 @@ or write the loop yourself with :func:`chat_tool` and :func:`handle_calls`
   ``input_image`` items, so :func:`handle_function_call` puts the images there.
 
 Tool calls are taken as the ``openai`` package's objects or as plain dicts of the same
-JSON shape. Bad arguments and code the sandbox refuses become an error text for the
+JSON shape; one without an id (some local servers send null) is given ``call_<uuid4 hex>``,
+set on the call, so its assistant message and tool message match. Bad arguments and code the sandbox refuses become an error text for the
 model, never an exception.
 """
 

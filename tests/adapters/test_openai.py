@@ -6,6 +6,8 @@ import asyncio
 import base64
 import json
 import logging
+import re
+from types import MappingProxyType
 
 import pytest
 
@@ -464,6 +466,79 @@ def test_what_real_servers_leave_null_in_a_completion_is_read(box):
         adapter.run_chat(sync_client(model), model="m", messages=messages, sandbox=box)
     assert messages[2]["content"].startswith("error: unknown tool None")
     assert messages[-1] == {"role": "assistant", "content": "ok"}
+
+
+def weather_call(city: str, **fields) -> dict:
+    return {"type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+            **fields}
+
+
+GIVEN_ID = re.compile(r"call_[0-9a-f]{32}")
+
+
+def assert_paired(history: list[dict], kept: dict[str, str], outputs: list[str]) -> None:
+    """The assistant message's call ids and the tool messages' tool_call_id: given where they were null or missing,
+    kept where they came, distinct and pairwise equal, each answer its own call's output."""
+    (assistant,) = [m for m in history if m["role"] == "assistant" and m.get("tool_calls")]
+    answers = [m for m in history if m["role"] == "tool"]
+    ids = [call["id"] for call in assistant["tool_calls"]]
+    assert [m["tool_call_id"] for m in answers] == ids and len(set(ids)) == len(ids), (ids, answers)
+    assert [m["content"] for m in answers] == outputs
+    for call_id, call in zip(ids, assistant["tool_calls"]):
+        expected = kept.get(call["function"]["arguments"])
+        assert call_id == expected if expected else GIVEN_ID.fullmatch(call_id), call_id
+
+
+def test_tool_calls_without_an_id_are_given_one_that_their_answers_carry(box):
+    """Older llama.cpp, some Ollama versions and small local servers send a call's id as null, or none: the loop
+    kept the null in the history and answered with tool_call_id null, which strict servers refuse on the next
+    request, and which leaves a model unable to tell whose answer is which. Each such call is given
+    call_<uuid4 hex>, in the assistant message kept and in its tool message alike; a call's own id is kept."""
+    def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    calls = (function_call('{"code": "print(1)"}', None), weather_call("Oslo", id=None),
+             {k: v for k, v in function_call('{"code": "print(2)"}').items() if k != "id"},
+             function_call('{"code": "print(3)"}', "call_kept"))
+    kept = {'{"code": "print(3)"}': "call_kept"}
+    outputs = ["OUTCOME_OK\n1", "sunny in Oslo", "OUTCOME_OK\n2", "OUTCOME_OK\n3"]
+    script = [assistant_calling(*calls), reply("done"), assistant_calling(*calls), reply("done"),
+              assistant_calling(weather_call("Rome", id=None), weather_call("Pisa", id="c1")), reply("done")]
+    with ScriptedModel(script) as model:
+        client = sync_client(model)
+        messages: list = [{"role": "user", "content": "go"}]
+        adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[WEATHER],
+                         functions={"get_weather": get_weather})
+        assert_paired(sent(model, 1), kept, outputs)
+        assert messages[:-1] == sent(model, 1)
+        # a loop of one's own: handle_calls and assistant_message, in either order, give a call the same id
+        mine: list = [{"role": "user", "content": "go"}]
+        message = client.chat.completions.create(model="m", messages=mine).choices[0].message
+        answers = adapter.handle_calls(message.tool_calls, sandbox=box)
+        mine += [adapter.assistant_message(message), *answers]
+        client.chat.completions.create(model="m", messages=mine)
+        unknown = "OUTCOME_FAILED\nunknown tool 'get_weather'; the only tool here is 'run_python'"
+        assert_paired(sent(model, 3), kept, [outputs[0], unknown, *outputs[2:]])
+        # a call handed back to the caller: the returned completion has the id the history has, to answer it by
+        handed = adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[WEATHER])
+        rome, pisa = handed.choices[0].message.tool_calls
+        assert GIVEN_ID.fullmatch(rome.id) and pisa.id == "c1"
+        assert [call["id"] for call in messages[-1]["tool_calls"]] == [rome.id, "c1"]
+        messages += [{"role": "tool", "tool_call_id": rome.id, "content": "rain"},
+                     {"role": "tool", "tool_call_id": pisa.id, "content": "sun"}]
+        adapter.run_chat(client, model="m", messages=messages, sandbox=box, tools=[WEATHER])
+    assert [m.get("tool_call_id") for m in sent(model, 5)[-2:]] == [rome.id, "c1"]
+    # the async helpers alike; a call that cannot be given one (read-only) is refused before it runs
+    raw = [function_call('{"code": "print(4)"}', None), function_call('{"code": "print(5)"}', "")]
+    answers = asyncio.run(adapter.ahandle_calls(raw, sandbox=box))
+    assert answers == [{"role": "tool", "tool_call_id": raw[0]["id"], "content": "OUTCOME_OK\n4"},
+                       {"role": "tool", "tool_call_id": raw[1]["id"], "content": "OUTCOME_OK\n5"}]
+    assert all(GIVEN_ID.fullmatch(call["id"]) for call in raw) and raw[0]["id"] != raw[1]["id"]
+    frozen = MappingProxyType(function_call('{"code": "ran = 1"}', None))
+    with box.session() as session:
+        with pytest.raises(sandbox.InputError, match=r"has no id, and a mappingproxy cannot be given one"):
+            adapter.handle(frozen, session=session)
+        assert "NameError" in adapter.handle(tool_call("print(ran)"), session=session)["content"]
 
 
 def test_custom_tool_call_to_run_python_is_an_error_for_the_model(box):
