@@ -171,6 +171,13 @@ SCRIPTS = {
     "clientargs": [chat_calls(("get_weather", "{city: Paris"))],
     "gargsnotobject": [gemini_parts({"functionCall": {"name": "run_python", "args": "print(1)"}}),
                        text(lambda tools: f"told: {tools[-1]}")],
+    # a call to the client's function without an id (Gemini sends none; so do some local Chat Completions servers)
+    "gweathernoid": [gemini_parts({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}),
+                     text(lambda tools: f"Weather report: {tools[-1]}")],
+    "cweathernoid": [raw(_chat({"role": "assistant", "content": None, "tool_calls": [
+                         {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+                               choice={"finish_reason": "tool_calls"})),
+                     text(lambda tools: f"Weather report: {tools[-1]}")],
     "cfiltered": [raw(_chat({"role": "assistant", "content": None}, choice={"finish_reason": "content_filter"}))],
     "gpromptblocked": [raw({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})],
 }

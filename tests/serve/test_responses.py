@@ -59,6 +59,49 @@ def test_function_tools_come_back_as_function_call_items(oai):
     assert followup.output_text == 'Weather report: {"output": "rainy"}'
 
 
+@pytest.fixture
+def keyed_oai(keyed_server):
+    """A client of the server whose backend is the scripted model through the Gemini API."""
+    return openai.OpenAI(api_key="s3cret", base_url=f"{keyed_server.url}/v1", max_retries=0, timeout=180)
+
+
+def _pair_sent(backend, request):
+    """(the call's id, the id its answer names) as the backend got them."""
+    if backend == "gemini":
+        parts = [part for content in request["contents"] for part in content["parts"]]
+        (call,) = [part["functionCall"] for part in parts if "functionCall" in part]
+        (answer,) = [part["functionResponse"] for part in parts if "functionResponse" in part]
+        assert answer["response"] == {"output": "rainy"}
+        return call["id"], answer["id"]
+    (assistant,) = [m for m in request["messages"] if m["role"] == "assistant"]
+    (answer,) = [m for m in request["messages"] if m["role"] == "tool"]
+    assert answer["content"] == '{"output": "rainy"}'
+    return assistant["tool_calls"][0]["id"], answer["tool_call_id"]
+
+
+@pytest.mark.parametrize("backend, stream", [("gemini", False), ("gemini", True), ("openai", False)])
+def test_a_call_that_came_without_an_id_gets_a_call_id_its_output_is_paired_with(oai, keyed_oai, fake_model,
+                                                                                  backend, stream):
+    """The Responses API always gives a function_call a call_id, which the client's function_call_output
+    names on the next request: a backend call without an id (Gemini sends none) must not come back with a null
+    one, and the generated call_<uuid4 hex> must tie the client's answer to the call the backend is sent."""
+    client, script, model = ((keyed_oai, "gweathernoid", "gemini-2.5-flash") if backend == "gemini"
+                             else (oai, "cweathernoid", "scripted"))
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    request = {"model": model, "tools": tools}
+    response, _ = _final(client, stream, **request, input=f"SCRIPT:{script}")
+    (call,) = response.output
+    assert call.type == "function_call" and call.call_id.startswith("call_") and len(call.call_id) == 37
+    fake_model.requests.clear()
+    followup = client.responses.create(**request, input=[
+        {"role": "user", "content": f"SCRIPT:{script}"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "rainy"}])
+    assert followup.output_text.startswith("Weather report: ") and "rainy" in followup.output_text
+    (sent,) = fake_model.requests
+    assert _pair_sent(backend, sent) == (call.call_id, call.call_id)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("tools, reason", [
     ([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}], "malformed_function_call"),
@@ -93,12 +136,6 @@ def test_a_turn_the_execution_limit_ended_is_incomplete(oai, stream):
     assert response.status == "incomplete" and response.incomplete_details.reason == "too_many_tool_calls"
     assert last in (None, "response.incomplete")
     assert [item.type for item in response.output] == ["code_interpreter_call"] * 3  # the server's --max-executions
-
-
-@pytest.fixture
-def keyed_oai(keyed_server):
-    """A client of the server whose backend is the scripted model through the Gemini API."""
-    return openai.OpenAI(api_key="s3cret", base_url=f"{keyed_server.url}/v1", max_retries=0, timeout=180)
 
 
 @pytest.mark.parametrize("script, stream", [*((f"gstop_{reason}", False) for reason in CONTENT_POLICY),
