@@ -34,9 +34,12 @@ from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData,
 #: backend's content-policy stops (candidate finishReason, or a prompt's blockReason) are OpenAI's
 #: content_filter. A call the client cannot run (a function it did not offer, arguments no JSON object) and
 #: the cap on code runs (--max-executions) ended the turn without an answer: OpenAI has no reason for them,
-#: so they keep the Gemini front end's name, in lower case.
+#: so they keep the Gemini front end's name, in lower case. So do the Gemini backend's other stops, which it
+#: passes on as sent (OTHER is also a Chat Completions backend's unknown finish_reason and a prompt blocked for
+#: no named reason): an unsupported language, an image model that made no image, the catch-alls.
 _INCOMPLETE = {"MAX_TOKENS": "max_output_tokens", "MALFORMED_FUNCTION_CALL": "malformed_function_call",
                "UNEXPECTED_TOOL_CALL": "unexpected_tool_call", "TOO_MANY_TOOL_CALLS": "too_many_tool_calls",
+               **{reason: reason.lower() for reason in ("LANGUAGE", "OTHER", "NO_IMAGE", "IMAGE_OTHER")},
                **dict.fromkeys(("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                                 "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"),
                                "content_filter")}

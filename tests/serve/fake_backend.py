@@ -184,8 +184,11 @@ SCRIPTS = {
 #: Gemini finish reasons of a content-policy stop, each the script ``gstop_<REASON>``: a blocked candidate, as the
 #: service sends one (no content).
 CONTENT_POLICY = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")
+#: Gemini finish reasons of a turn cut short for no content policy and no limit: an unsupported language, an
+#: image model that made no image, and the catch-alls.
+CUT_SHORT = ("LANGUAGE", "OTHER", "NO_IMAGE", "IMAGE_OTHER")
 SCRIPTS.update({f"gstop_{reason}": [raw({"candidates": [{"finishReason": reason, "index": 0}]})]
-                for reason in CONTENT_POLICY})
+                for reason in (*CONTENT_POLICY, *CUT_SHORT)})
 SCRIPTS.update({script: [raw(answer)] for cases in MALFORMED.values() for script, (answer, _) in cases.items()})
 SCRIPTS.update({script: [raw(answer)] for cases in TOLERATED.values() for script, answer in cases.items()})
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from .fake_backend import CONTENT_POLICY, PLOT_CODE
+from .fake_backend import CONTENT_POLICY, CUT_SHORT, PLOT_CODE
 
 CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
@@ -146,6 +146,17 @@ def test_a_content_policy_stop_is_incomplete_content_filter(keyed_oai, script, s
     response of status completed with no output, as if the model had nothing to say."""
     response, last = _final(keyed_oai, stream, model="gemini-2.5-flash", input=f"SCRIPT:{script}", tools=CODE_INTERPRETER)
     assert response.status == "incomplete" and response.incomplete_details.reason == "content_filter"
+    assert last in (None, "response.incomplete")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reason", CUT_SHORT)
+def test_a_gemini_stop_of_its_own_is_incomplete_under_its_name(keyed_oai, reason, stream):
+    """LANGUAGE, OTHER, NO_IMAGE and IMAGE_OTHER, which OpenAI has no reason for, gave a response of status
+    completed, as if the turn had ended well; they keep the Gemini name, in lower case."""
+    response, last = _final(keyed_oai, stream, model="gemini-2.5-flash", input=f"SCRIPT:gstop_{reason}",
+                            tools=CODE_INTERPRETER)
+    assert response.status == "incomplete" and response.incomplete_details.reason == reason.lower()
     assert last in (None, "response.incomplete")
 
 
