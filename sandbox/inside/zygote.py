@@ -331,6 +331,7 @@ def main(control_fd: int) -> None:
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     at_fork.run_child_callbacks()  # here, before the heap settles: the forker's birth runs none (at_fork.py)
     request.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
+    request.install_thread_flag()  # likewise: the run's thread join reads a flag it sets, nothing of threading
     hard_exit.install()  # likewise: os._exit reports a run's files before it ends the run's process
     if warm:
         request.prepare_mime_types()

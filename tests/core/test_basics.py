@@ -101,6 +101,33 @@ def test_a_thread_left_running_ends_before_the_run_reports(box):
         assert r.ok and r.stdout == "main done\nfrom thread\n" and [f.name for f in r.files] == ["late.txt"], r
 
 
+#: Threads started every way the interpreter joins: a subclass's start calling super's, a Timer, and a start the
+#: snippet wrapped itself; each writes a file after the snippet's last line.
+THREADS_EVERY_WAY = (
+    "import threading, time\n"
+    "def late(name):\n    time.sleep(0.2)\n    open(name, 'w').write(name)\n"
+    "class Mine(threading.Thread):\n    def start(self):\n        print('mine starts')\n        super().start()\n"
+    "Mine(target=late, args=('subclass.txt',)).start()\n"
+    "threading.Timer(0.1, late, args=('timer.txt',)).start()\n"
+    "original = threading.Thread.start\n"
+    "threading.Thread.start = lambda self: (print('wrapped'), original(self))[1]\n"
+    "threading.Thread(target=late, args=('wrapped.txt',)).start()\n")
+
+
+def test_threads_started_every_way_are_waited_for(box):
+    """The join's gate reads a flag the zygote's Thread.start sets, not threading's own state: every way a snippet
+    starts a thread the interpreter would join goes through it, in a one-shot run and in a session's runs after."""
+    expected = ["subclass.txt", "timer.txt", "wrapped.txt"]
+    r = box.run(THREADS_EVERY_WAY, timeout=10)
+    assert r.ok and r.stdout == "mine starts\nwrapped\n" and sorted(f.name for f in r.files) == expected, r
+    with box.session() as session:
+        r = session.run(THREADS_EVERY_WAY, timeout=10)
+        assert r.ok and sorted(f.name for f in r.files) == expected, r
+        # the flag is cleared at each join: a later run's thread (through the start the state kept) is waited for too
+        r = session.run("threading.Thread(target=late, args=('again.txt',)).start()", timeout=10)
+        assert r.ok and r.stdout == "wrapped\n" and [f.name for f in r.files] == ["again.txt"], r
+
+
 IDLE_EXECUTOR = ("from concurrent.futures import ThreadPoolExecutor\n"
                  "pool = ThreadPoolExecutor(2)\nprint(pool.submit(sum, [1, 2]).result())")
 
