@@ -155,7 +155,7 @@ class ToolLoop:
         is still the last: added as a turn of its own, the next run sent two user turns in a row.
         """
         last = self.history[-1] if self.history else None
-        if new and last is not None and last.role == "user" and new[0].role == "user":
+        if new and last is not None and last.role == "user" and _from_user(new[0]):
             self.history[-1] = types.Content(role="user", parts=[*(last.parts or []), *(new[0].parts or [])])
             new = new[1:]
         self.history.extend(new)
@@ -175,7 +175,7 @@ class ToolLoop:
                              "to run() (types.Part.from_function_response(name=..., response=...); with the "
                              "call's id where calls share a name)")
         parts = yield from self._answers(ours)
-        if new and new[0].role == "user":
+        if new and _from_user(new[0]):
             return [types.Content(role="user", parts=[*parts, *(new[0].parts or [])]), *new[1:]]
         return [types.Content(role="user", parts=parts), *new]
 
@@ -305,6 +305,11 @@ def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox
     if TOOL_NAME in _declared(base):
         return base
     return base.model_copy(update={"tools": [*(base.tools or []), tool(sandbox=box, stateful=True)]})  # one session
+
+
+def _from_user(turn: types.Content) -> bool:
+    """A caller's turn the API reads as the user's: its role "user", or none (the API's default)."""
+    return turn.role in ("user", None)
 
 
 def _as_contents(contents: Any) -> list[types.Content]:

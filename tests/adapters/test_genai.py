@@ -477,6 +477,25 @@ def test_after_a_reply_without_parts_the_next_run_joins_the_last_user_turn(box):
                                                {"role": "user", "parts": [{"text": "three"}]}]
 
 
+def test_a_turn_without_a_role_joins_the_user_turn_before_it(box):
+    """The API reads a turn without a role as the user's. Such a turn after the history's last user turn (a partless
+    reply left out) or after the answers to pending calls was added as a turn of its own: two user turns in a row."""
+    silent = reply()
+    silent["candidates"][0]["finishReason"] = "MAX_TOKENS"
+    script = [silent, reply("Computing.", [run_python("print(6 * 7)")]), reply("done")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, max_turns=1) as loop:
+            loop.run("start")
+            loop.run(types.Content(parts=[types.Part(text="no role")]))
+            assert loop.pending
+            loop.run([types.Content(parts=[types.Part(text="again no role")])])
+    assert contents(model.requests[1]) == [{"role": "user", "parts": [{"text": "start"}, {"text": "no role"}]}]
+    last = contents(model.requests[2])
+    assert [turn["role"] for turn in last] == ["user", "model", "user"], last
+    assert [next(iter(part)) for part in last[2]["parts"]] == ["functionResponse", "text"]
+    assert last[2]["parts"][1] == {"text": "again no role"}
+
+
 def test_a_turn_of_many_parts_is_read_in_one_pass(box):
     """The SDK's converter checks every part gathered so far for each part it adds: 20,000 parts took ~10 s of CPU
     here, 40,000 ~40 s. The loop lets the SDK read each item and gathers a turn's parts itself, in one pass."""
