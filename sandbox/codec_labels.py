@@ -2,13 +2,17 @@
 :mod:`sandbox.codec_columns` both send and read.
 
 A label (a column's, an index level's or a Series' name) that is None, a str of at most MAX_LABEL_CHARS, an int of 64
-bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a tuple of those
-(MultiIndex columns') as a list; a time zone travels by the name pandas' table schema writes, one that names no file.
+bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a datetime.date
+as its ISO text, a Decimal as its text (of at most MAX_LABEL_CHARS), a pandas Timedelta as its count of its unit and
+that unit, each of those last four in an object keyed by its kind; a tuple of those (MultiIndex columns') as a list; a
+time zone travels by the name pandas' table schema writes, one that names no file.
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import re
 from typing import Any
 
@@ -32,6 +36,12 @@ def label_out(label: Any, kind: str) -> Any:
     """``label`` as it travels beside the table; UNSENT for a label of a type that does not."""
     if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
         return _timestamp_out(label, kind)
+    if type(label).__name__ == "Timedelta" and type(label).__module__.startswith("pandas"):
+        return {"timedelta": int(label.to_timedelta64().view("i8")), "unit": label.unit}
+    if type(label) is datetime.date:  # not a datetime: its time and zone would be lost
+        return {"date": label.isoformat()}
+    if type(label) is decimal.Decimal:
+        return _decimal_out(label, kind)
     if type(label) is tuple:  # a label of MultiIndex columns: one part per level
         parts = [label_out(part, kind) for part in label]
         if any(part is UNSENT or isinstance(part, list) for part in parts):
@@ -48,7 +58,8 @@ def label_out(label: Any, kind: str) -> Any:
 def label_in(sent: Any, where: str, part: bool = False) -> Any:
     """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label), checked."""
     if isinstance(sent, dict):
-        return _timestamp_in(sent, where)
+        kind = next((kind for kind in _KINDS if kind in sent), None)
+        return _timestamp_in(sent, where) if kind is None else _KINDS[kind](sent, where)
     if isinstance(sent, list) and not part:
         return tuple(label_in(item, f"{where}'s part {i}", part=True) for i, item in enumerate(sent))
     if (fault := label_fault(sent)) is not None:
@@ -88,6 +99,54 @@ def _timestamp_in(sent: dict[str, Any], where: str) -> Any:
 
 #: A Timestamp's ISO text as pandas writes one without a zone.
 _ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?")
+
+
+def _decimal_out(number: decimal.Decimal, kind: str) -> dict[str, str]:
+    text = str(number)
+    if len(text) > MAX_LABEL_CHARS or not _DECIMAL.fullmatch(text):  # sNaN: pandas cannot hash it on the host
+        raise CallError(f"cannot return a {kind} labelled by the Decimal {text[:40]} (finite ones of at most "
+                        f"{MAX_LABEL_CHARS} characters, infinities and quiet NaNs travel)")
+    return {"decimal": text}
+
+
+def _decimal_in(sent: dict[str, Any], where: str) -> decimal.Decimal:
+    text = sent["decimal"]
+    if set(sent) != {"decimal"} or not isinstance(text, str) or len(text) > MAX_LABEL_CHARS or \
+            not _DECIMAL.fullmatch(text):
+        raise CallError(f"the worker returned a table whose {where} is no decimal: {str(sent)[:120]}")
+    try:  # the pattern lets an exponent past the one decimal can hold through
+        return decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise CallError(f"the worker returned a table whose {where} is the decimal {text[:40]!r}") from None
+
+
+def _date_in(sent: dict[str, Any], where: str) -> datetime.date:
+    text = sent["date"]
+    if set(sent) != {"date"} or not (isinstance(text, str) and _ISO_DATE.fullmatch(text)):
+        raise CallError(f"the worker returned a table whose {where} is no date: {str(sent)[:120]}")
+    try:  # the pattern lets a 13th month through
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise CallError(f"the worker returned a table whose {where} is the date {text!r}") from None
+
+
+def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
+    import numpy
+    import pandas
+    count, unit = sent["timedelta"], sent.get("unit")
+    # -2**63 is NaT's: no Timedelta has it
+    if set(sent) != {"timedelta", "unit"} or type(count) is not int or not -2 ** 63 < count < 2 ** 63 or \
+            unit not in ("s", "ms", "us", "ns"):
+        raise CallError(f"the worker returned a table whose {where} is no timedelta: {str(sent)[:120]}")
+    return pandas.Timedelta(numpy.timedelta64(count, unit))
+
+
+#: A Decimal's text as str() writes it, in ASCII (Decimal() also reads "1_000", " 1" and other scripts' digits).
+_DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]+)?(E[+-][0-9]+)?|Infinity|NaN[0-9]*)")
+#: A date's ISO text.
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
+_KINDS = {"date": _date_in, "decimal": _decimal_in, "timedelta": _timedelta_in}
 
 
 def label_fault(label: Any) -> str | None:

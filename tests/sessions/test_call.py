@@ -273,6 +273,41 @@ def test_frames_with_multiindex_columns_come_back_equal(box):
         box.call(lambda: pd.DataFrame([[1]], columns=pd.Index([("a", ("b", 1))], tupleize_cols=False)))
 
 
+def test_frames_labelled_by_dates_decimals_or_timedeltas_come_back_equal(box):
+    """Columns, index levels and Series named by a datetime.date, a Decimal or a pandas Timedelta came back as the
+    table format wrote them: ISO text (a date as a midnight's), the Decimal's text, an ISO duration ('P0DT0H1M30S')."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import decimal
+        import pandas as pd
+        day, price = datetime.date(2020, 1, 2), decimal.Decimal("1.50")
+        wait = pd.Timedelta(90, "s").as_unit("s")
+        return {"columns of dates": pd.DataFrame([[1, 2]], columns=[day, datetime.date(1, 12, 31)]),
+                "columns of decimals": pd.DataFrame([[1, 2, 3]], columns=[price, decimal.Decimal("-0E-7"),
+                                                                         decimal.Decimal("Infinity")]),
+                "columns of timedeltas, ms": pd.DataFrame([[1, 2]], columns=pd.TimedeltaIndex(
+                    [wait, -wait]).as_unit("ms")),
+                "series named by a date": pd.Series([1.5], name=day),
+                "series named by a timedelta": pd.Series([1.5], name=wait),
+                "index named by a decimal": pd.DataFrame({"x": [1]}, index=pd.Index([0], name=price)),
+                "columns named by a timedelta": pd.DataFrame({"x": [1]}).rename_axis(columns=wait),
+                "multiindex columns": pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples(
+                    [(day, price), (day, wait)], names=[price, day]))}
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert list(back.index.names) == list(sent.index.names), name
+        if isinstance(sent, pd.Series):
+            assert type(back.name) is type(sent.name) and back.name == sent.name, name
+        else:
+            assert [type(label) for label in back.columns] == [type(label) for label in sent.columns], name
+    assert str(box.call(lambda: make_values()["columns of decimals"]).columns[0]) == "1.50"
+    assert box.call(lambda: make_values()["series named by a timedelta"]).name.unit == "s"
+    with pytest.raises(sandbox.CallError, match=r"labelled by the Decimal 1111111111\d* \(finite ones of at most 4096"):
+        box.call(lambda: pd.DataFrame([[1]], columns=[__import__("decimal").Decimal("1" * 5000)]))
+
+
 def test_categorical_columns_come_back_with_their_categories(box):
     """pandas' table format writes categories as JSON: int8 categories came back int64, bool ones as a plain bool
     column, Timestamp ones as text. Categories of a numpy dtype travel as bytes beside the table now."""

@@ -146,6 +146,73 @@ def test_timestamp_labels_come_back_as_timestamps():
     assert str(codec.decode(table(labels={"1": stamp})).columns[0].tz) == "Europe/Paris"
 
 
+@pytest.mark.parametrize("label, why", [
+    ({"date": "2020-01-02", "unit": "s"}, "no date: {'date': '2020-01-02', 'unit': 's'}"),
+    ({"date": 737426}, "no date"),
+    ({"date": "20200102"}, "no date"),  # date.fromisoformat reads it, and '2020-W01-1'
+    ({"date": "2020-01-0\u0662"}, "no date"),  # an Arabic-Indic 2
+    ({"date": "2020-01-02" + "x" * 10_000}, "no date"),
+    ({"date": "2020-02-30"}, "the date '2020-02-30'"),
+    ({"date": "0000-01-01"}, "the date '0000-01-01'"),
+    ({"decimal": 1.5}, "no decimal: {'decimal': 1.5}"),
+    ({"decimal": "1.5", "date": "2020-01-02"}, "no date"),
+    ({"decimal": "sNaN"}, "no decimal"),  # pandas cannot hash it
+    ({"decimal": " 1"}, "no decimal"),
+    ({"decimal": "1_000"}, "no decimal"),
+    ({"decimal": "\u0661"}, "no decimal"),  # Decimal() reads an Arabic-Indic 1
+    ({"decimal": "1e5"}, "no decimal"),  # not as str() writes it
+    ({"decimal": "1" * (codec.MAX_LABEL_CHARS + 1)}, "no decimal"),
+    ({"decimal": "1E+" + "9" * 30}, "the decimal '1E+999999999999999999999999999999'"),  # past Decimal's exponent
+    ({"timedelta": 90}, "no timedelta: {'timedelta': 90}"),
+    ({"timedelta": 90, "unit": "m"}, "no timedelta"),
+    ({"timedelta": 90, "unit": ["s"]}, "no timedelta"),
+    ({"timedelta": "90", "unit": "s"}, "no timedelta"),
+    ({"timedelta": 90.0, "unit": "s"}, "no timedelta"),
+    ({"timedelta": True, "unit": "s"}, "no timedelta"),
+    ({"timedelta": 2 ** 63, "unit": "s"}, "no timedelta"),
+    ({"timedelta": -2 ** 63, "unit": "ns"}, "no timedelta"),  # NaT's value
+    ({"timedelta": 10 ** 400, "unit": "ns"}, "no timedelta"),
+    ({"timedelta": 1, "unit": "s", "tz": "UTC"}, "no timedelta"),
+])
+def test_forged_date_decimal_and_timedelta_labels_are_refused_by_what_is_wrong(label, why):
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is {why}")):
+        codec.decode(table(labels={"1": label}))
+    for where in ("columnNames", "seriesName"):
+        with pytest.raises(CallError):
+            codec.decode(table({"columnNames": "dataframe", "seriesName": "series"}[where], **{where: [label]}))
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1's part 1 is {why}")):
+        codec.decode(table(labels={"1": ["a", label], "2": ["b", 1]}, columnNames=[None, None]))
+
+
+def test_date_decimal_and_timedelta_labels_come_back_as_they_were():
+    import datetime
+    import decimal
+
+    import numpy
+
+    labels = {"1": {"date": "0001-12-31"}, "2": {"decimal": "-1.50E-7"}}
+    back = codec.decode(table(labels=labels, columnNames=[{"timedelta": -2 ** 63 + 1, "unit": "s"}]))
+    assert [type(label) for label in back.columns] == [datetime.date, decimal.Decimal]
+    assert list(back.columns) == [datetime.date(1, 12, 31), decimal.Decimal("-1.50E-7")]
+    assert str(back.columns[1]) == "-1.50E-7"
+    assert back.columns.name.to_timedelta64() == numpy.timedelta64(-2 ** 63 + 1, "s")
+    assert back.columns.name.unit == "s"
+    series = codec.decode(table("series", labels={"1": {"decimal": "NaN"}}))
+    assert series.name.is_nan()
+    for sent in ("Infinity", "-0", "NaN123"):
+        assert str(codec.decode(table("series", labels={"1": {"decimal": sent}})).name) == sent
+
+
+def test_decimal_labels_past_the_bounds_are_refused_when_sent():
+    import decimal
+
+    long = decimal.Decimal("1" * (codec.MAX_LABEL_CHARS + 1))
+    with pytest.raises(CallError, match=r"cannot return a Series labelled by the Decimal 1111111111\d* \(finite ones "):
+        codec.encode(pandas.Series([1], index=pandas.Index([0], name=long)))
+    sent = pandas.Series([1], name=decimal.Decimal("1" * codec.MAX_LABEL_CHARS))
+    assert codec.decode(codec.encode(sent)).name == sent.name
+
+
 @pytest.mark.parametrize("labels, names, why", [
     ({"1": ["a", ["b"]], "2": ["a", "c"]}, [None, None], "whose label at 1's part 1 is a list"),
     ({"1": ["a", {"x": 1}], "2": ["a", "c"]}, [None, None], "whose label at 1's part 1 is no timestamp"),
