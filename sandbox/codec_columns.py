@@ -9,11 +9,11 @@ dtype; so does a categorical one whose categories are such numpy values, tz-awar
 numbers, booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable
 ones with their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as
 int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories
-that are all str, int, float, bool or Timestamps (as a list of labels, see :mod:`sandbox.codec_labels`: the format
-wrote Timestamps back as str, object strs as str and object ints as int64). The table holds a column of zeros (an
-index level: 0, 1, 2, ...) in its place. A column of any other dtype than those, object, str and category (of other
-objects, str or other numbers) is refused by name: the table format cannot carry it, and the host would call the
-worker's value malformed.
+that are all labels (str, int, float, bool, Timestamps, dates, Decimals, Timedeltas: as a list, see
+:mod:`sandbox.codec_labels`; the format wrote Timestamps, dates and Decimals back as str, object strs as str and object
+ints as int64). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A column of any other
+dtype than those, object, str and category (of other objects, str or other numbers) is refused by name: the table
+format cannot carry it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
 exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, object
@@ -27,7 +27,7 @@ import base64
 import re
 from typing import Any
 
-from .codec_labels import check_zone, label_in, label_out, zone_name
+from .codec_labels import UNSENT, check_zone, label_in, label_out, zone_name
 from .errors import CallError
 
 #: numpy dtypes whose values travel as raw bytes, by their ``dtype.str``: what pandas holds in a column.
@@ -139,22 +139,15 @@ def _categories(categories: Any) -> dict[str, Any]:
 
 
 def _object_categories(categories: Any) -> dict[str, Any]:
-    """Object categories as a list of labels, or {} if one is of another type (a Decimal, a date): the table carries
-    them."""
-    import pandas
-
-    if not all(type(category) in _LISTED_TYPES or type(category) is pandas.Timestamp for category in categories):
-        return {}
+    """Object categories as a list of labels, or {} if one is no label (a time, a tuple): the table carries them."""
     try:
-        return {"categories": [label_out(category, "categorical") for category in categories],
-                "categoriesExtDtype": "object"}
+        sent = [label_out(category, "categorical") for category in categories]
     except CallError:  # a label past its bounds (a long str, a year past 9999): the table carries it, as before
         return {}
-
-
-#: The types of object categories that travel as labels (and pandas' Timestamp); a subclass (numpy's float64) does
-#: not.
-_LISTED_TYPES = (str, int, float, bool)
+    # a tuple (a list here) is no category the host reads: a label's part
+    if any(category is UNSENT or isinstance(category, list) for category in sent):
+        return {}
+    return {"categories": sent, "categoriesExtDtype": "object"}
 
 
 def restored(frame: Any, entries: Any, count: int) -> Any:

@@ -393,6 +393,39 @@ def test_categorical_columns_of_object_categories_come_back_as_objects(box):
     _assert_round_trips(box, make_values)
 
 
+def test_categorical_columns_of_decimal_date_or_timedelta_categories_come_back_as_objects(box):
+    """Categories that are Decimals or datetime.dates (held as objects: pandas infers no dtype for them) came back
+    as the table format's text, in str categories: they travel as labels now, Timedelta objects too."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import decimal
+        import pandas as pd
+        prices = [decimal.Decimal("1.50"), decimal.Decimal("-2E+3"), decimal.Decimal("Infinity")]
+        days = [datetime.date(2020, 1, 2), datetime.date(1, 1, 1)]
+        objects = lambda values: pd.Index(values, dtype=object)  # noqa: E731
+        return {"decimals": pd.DataFrame({"p": pd.Categorical(prices[:2] * 2, categories=objects(prices))}),
+                "dates, ordered": pd.Series(pd.Categorical([days[1], None, days[0]], categories=objects(days),
+                                                           ordered=True)),
+                "an index of dates": pd.DataFrame({"v": [1, 2]}, index=pd.CategoricalIndex(
+                    days, categories=objects(days))),
+                "timedeltas, a str and a Timestamp": pd.Series(pd.Categorical(
+                    ["a", pd.Timedelta(1, "ms").as_unit("ms")],
+                    categories=objects([pd.Timedelta(1, "ms").as_unit("ms"), "a", pd.Timestamp("2020-01-01")]))),
+                "a groupby's keys": pd.DataFrame({"d": days * 2, "v": range(4)}).astype({"d": "category"})
+                .groupby("d", observed=True).sum()}
+
+    def categories(value):
+        field = value.index if isinstance(value.index, pd.CategoricalIndex) else \
+            value if isinstance(value, pd.Series) else value.iloc[:, 0]
+        return list(field.dtype.categories)
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert [type(c) for c in categories(back)] == [type(c) for c in categories(sent)], name
+    assert str(categories(box.call(lambda: make_values()["decimals"]))[0]) == "1.50"
+
+
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
     """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
     ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""

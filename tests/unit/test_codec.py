@@ -321,13 +321,28 @@ def test_object_categories_come_back_as_objects():
     assert back.cat.categories.dtype == object and back.cat.categories[2] == 2 ** 64 - 1
 
 
-def test_object_categories_of_other_types_still_travel_in_the_table():
-    """Only categories of labels' types travel as a list: a Decimal or a date is left to the table format."""
+def test_object_categories_of_dates_decimals_and_timedeltas_come_back_as_objects():
     import datetime
     import decimal
 
-    for category in (decimal.Decimal("1.5"), datetime.date(2020, 1, 1)):
-        sent = pandas.Series(pandas.Categorical([category], categories=pandas.Index([category], dtype=object)))
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": True, "categoriesExtDtype": "object",
+              "categories": [{"decimal": "1.50"}, {"date": "2020-01-02"}, {"timedelta": 90, "unit": "s"}]}
+    back = codec.decode(table(byteColumns=[column]))["a"]
+    assert back.tolist() == [decimal.Decimal("1.50"), datetime.date(2020, 1, 2)] and back.cat.ordered
+    assert [type(category) for category in back.cat.categories] == [decimal.Decimal, datetime.date, pandas.Timedelta]
+    assert back.cat.categories.dtype == object and back.cat.categories[2].unit == "s"
+    assert str(back.cat.categories[0]) == "1.50"
+
+
+def test_object_categories_of_other_types_still_travel_in_the_table():
+    """Only categories of labels' types travel as a list: a time (beside a Decimal, which alone would travel) is left
+    to the table format."""
+    import datetime
+    import decimal
+
+    for categories in ([datetime.time(12, 0)], [decimal.Decimal("1.5"), datetime.time(12, 0)]):
+        category = categories[0]
+        sent = pandas.Series(pandas.Categorical([category], categories=pandas.Index(categories, dtype=object)))
         sent = json.loads(codec.encode(sent).data)
         assert [entry["at"] for entry in sent["byteColumns"]] == [0]  # the index alone: the values are in the table
         assert "enum" in sent["schema"]["fields"][1]["constraints"]
@@ -352,6 +367,18 @@ def test_object_categories_of_other_types_still_travel_in_the_table():
     ({"categories": ["a", "a"]}, "Categorical categories must be unique"),
     ({"categories": [1, 1.0]}, "Categorical categories must be unique"),
     ({"categories": ["a"]}, "pandas refuses"),  # a code (1) past the categories
+    ({"categories": ["a", {"date": "2020-02-30"}]}, "a table whose category 1 is the date '2020-02-30'"),
+    ({"categories": ["a", {"date": "2020-01-02", "unit": "s"}]}, "a table whose category 1 is no date"),
+    ({"categories": ["a", {"decimal": "1_000"}]}, "a table whose category 1 is no decimal: {'decimal': '1_000'}"),
+    ({"categories": ["a", {"decimal": "1" * (codec.MAX_LABEL_CHARS + 1)}]}, "a table whose category 1 is no decimal"),
+    ({"categories": ["a", {"decimal": "NaN"}]}, "Categorical categories cannot be null"),
+    ({"categories": [{"decimal": "1.0"}, {"decimal": "1"}]}, "Categorical categories must be unique"),
+    ({"categories": [{"decimal": "1"}, 1]}, "Categorical categories must be unique"),
+    ({"categories": ["a", {"timedelta": -2 ** 63, "unit": "s"}]}, "a table whose category 1 is no timedelta"),
+    ({"categories": ["a", {"timedelta": 2 ** 64, "unit": "s"}]}, "a table whose category 1 is no timedelta"),
+    ({"categories": ["a", {"timedelta": 1, "unit": "D"}]}, "a table whose category 1 is no timedelta"),
+    ({"categories": [{"timedelta": 1, "unit": "s"}, {"timedelta": 1000, "unit": "ms"}]},
+     "Categorical categories must be unique"),
 ])
 def test_forged_object_categories_are_refused_by_what_is_wrong(change, why):
     column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": ["a", "b"],
