@@ -15,11 +15,11 @@ codec's name in the header and one raw blob:
   back as they were (pandas' own reader turned a column labelled 0 into NaNs, its writer named a column None "values",
   refused one named as an index level and wrote a Timestamp, a date, a Decimal or a Timedelta as text), a Series' name
   and the index's and the columns' names too; other labels come back as the format writes them (a column level's name:
-  None), and values of an object column as JSON values. A tuple label (MultiIndex columns') travels as a list of those
-  labels, its levels' names beside, and comes back a tuple. Columns and index levels of numbers, booleans, datetimes
-  (tz-aware too), timedeltas and periods, and categoricals of those (nullable ones and ``string`` too, and object ones
-  of labels), travel as raw bytes beside the table and come back exact, dtype and all (:mod:`sandbox.codec_columns`);
-  a dtype neither carries is refused by name.
+  None), and values of an object column as JSON values (an index level's that are all labels travel as labels). A
+  tuple label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes back a
+  tuple. Columns and index levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and
+  categoricals of those (nullable ones and ``string`` too, and object ones of labels), travel as raw bytes beside the
+  table and come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec
@@ -146,7 +146,7 @@ def _from_table(kind: str) -> Any:
         keys = _index_keys(kind, table["schema"].pop("primaryKey", None), table.pop("indexLevels", None), labels)
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
         if byte_columns is not None:
-            frame = codec_columns.restored(frame, byte_columns, len(fields))
+            frame = codec_columns.restored(frame, byte_columns, len(fields), len(keys))
         if keys:  # the index levels are the first fields
             names = [named[i] if i in named else _level_name(key, len(keys)) for i, key in enumerate(keys)]
             frame = _indexed(frame, [column_of[key] for key in keys], names)

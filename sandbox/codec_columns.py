@@ -1,24 +1,25 @@
 """The columns of a returned DataFrame or Series that travel as raw bytes beside pandas' JSON table format.
 
 pandas' table format loses what it writes of them: floats keep 10 digits and infinities become null, datetimes keep
-milliseconds and lose their unit, every integer is read back as int64 (a uint64 past 2**63 came back negative, an
-int8 as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level
-and column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
+milliseconds and lose their unit, every integer is read back as int64 (a uint64 past 2**63 came back negative, an int8
+as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level and
+column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
 tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its
 dtype; so does a categorical one whose categories are such numpy values, tz-aware Timestamps or of pandas' nullable
 numbers, booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable
 ones with their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as
 int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories
 that are all labels (str, int, float, bool, Timestamps, dates, Decimals, Timedeltas: as a list, see
-:mod:`sandbox.codec_labels`; the format wrote Timestamps, dates and Decimals back as str, object strs as str and object
-ints as int64). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A column of any other
-dtype than those, object, str and category (of other objects, str or other numbers) is refused by name: the table
-format cannot carry it, and the host would call the worker's value malformed.
+:mod:`sandbox.codec_labels`; the format wrote Timestamps, dates and Decimals back as str, object strs as str and
+object ints as int64); so does an index level of objects that are all labels, as the list of them (the format wrote
+them back as it writes those categories). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its
+place. A column of any other dtype than those, object, str and category (of other objects, str or other numbers) is
+refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
 exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, object
-categories that are labels, codes that are a category's) and the frame is rebuilt in one pass, in time linear in its
-size.
+categories and index levels that are labels, one for each row of a level, codes that are a category's) and the frame
+is rebuilt in one pass, in time linear in its size.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def split(value: Any, kind: str) -> tuple[Any, list[dict[str, Any]]]:
     arrays = []
     for position, (field, name) in enumerate(zip(levels + columns, names)):
         entry = _entry(field, f"{kind}'s {name}")
+        if entry is None and position < len(levels) and field.dtype == object:
+            entry = _object_level(field)
         if entry is None:
             arrays.append(field.array)
             continue
@@ -140,18 +143,32 @@ def _categories(categories: Any) -> dict[str, Any]:
 
 def _object_categories(categories: Any) -> dict[str, Any]:
     """Object categories as a list of labels, or {} if one is no label (a time, a tuple): the table carries them."""
+    sent = _as_labels(categories)
+    return {} if sent is None else {"categories": sent, "categoriesExtDtype": "object"}
+
+
+def _object_level(level: Any) -> dict[str, Any] | None:
+    """An object index level's values as a list of labels, or None if one is no label: the table carries them."""
+    # the table format wrote dates and Timestamps as ISO text, Decimals as text: they came back as str, as did strs
+    sent = _as_labels(level)
+    return None if sent is None else {"objects": sent}
+
+
+def _as_labels(values: Any) -> list[Any] | None:
+    """``values`` as the labels they travel as, or None if one is no label, or a tuple, or past a label's bounds."""
     try:
-        sent = [label_out(category, "categorical") for category in categories]
+        sent = [label_out(value, "categorical") for value in values]
     except CallError:  # a label past its bounds (a long str, a year past 9999): the table carries it, as before
-        return {}
-    # a tuple (a list here) is no category the host reads: a label's part
-    if any(category is UNSENT or isinstance(category, list) for category in sent):
-        return {}
-    return {"categories": sent, "categoriesExtDtype": "object"}
+        return None
+    # a tuple (a list here) is no value the host reads: a label's part
+    if any(value is UNSENT or isinstance(value, list) for value in sent):
+        return None
+    return sent
 
 
-def restored(frame: Any, entries: Any, count: int) -> Any:
-    """``frame`` (as pandas read the table: its ``count`` fields as columns) with the byte-carried ones put back."""
+def restored(frame: Any, entries: Any, count: int, levels: int) -> Any:
+    """``frame`` (as pandas read the table: its ``count`` fields as columns, the first ``levels`` its index's) with
+    the byte-carried ones put back."""
     import pandas
 
     if not isinstance(entries, list) or len(entries) > count:
@@ -161,6 +178,11 @@ def restored(frame: Any, entries: Any, count: int) -> Any:
         position = entry["at"]
         if type(position) is not int or not 0 <= position < count or position in arrays:
             raise CallError(f"the worker returned a table with a byte column at position {str(position)[:20]}")
+        if "objects" in entry:
+            if position >= levels:  # the worker sends an object column's values in the table
+                raise CallError(f"the worker returned the column at {position} as an index level's objects")
+            arrays[position] = _objects(entry, len(frame))
+            continue
         arrays[position] = _array(entry, len(frame))
     columns = {i: arrays[i] if i in arrays else frame.iloc[:, i].array for i in range(count)}
     rebuilt = pandas.DataFrame(columns, index=frame.index)
@@ -192,6 +214,18 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
     if "categories" in entry:
         return _categorical(values, entry)
     return values
+
+
+def _objects(entry: dict[str, Any], rows: int) -> Any:
+    """An object index level's values, sent as a list of labels, checked."""
+    import pandas
+
+    values = entry["objects"]
+    if set(entry) != {"at", "objects"} or not isinstance(values, list) or len(values) != rows:
+        raise CallError(f"the worker returned an index level's objects that are not a list of its {rows} rows alone")
+    # an Index: a DataFrame made of a list or an object array of strs holds them as str
+    return pandas.Index([label_in(value, f"index level {entry['at']}'s row {i}", part=True)
+                         for i, value in enumerate(values)], dtype=object, tupleize_cols=False)
 
 
 def _categorical(codes: Any, entry: dict[str, Any]) -> Any:

@@ -308,6 +308,34 @@ def test_frames_labelled_by_dates_decimals_or_timedeltas_come_back_equal(box):
         box.call(lambda: pd.DataFrame([[1]], columns=[__import__("decimal").Decimal("1" * 5000)]))
 
 
+def test_frames_indexed_by_objects_come_back_equal(box):
+    """An index of objects (a groupby on a column's .dt.date, Decimals, strs held as objects) came back as the table
+    format wrote it: dates as a midnight's ISO text and Decimals as text, all str, object strs as str, object ints as
+    int64. Its values travel as a list of labels now, and come back objects."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import decimal
+        import pandas as pd
+        df = pd.DataFrame({"ts": pd.to_datetime(["2020-01-01 10:00", "2020-01-02 11:00", "2020-01-02 12:00"]),
+                           "v": [1, 2, 3]})
+        objects = lambda values: pd.Index(values, dtype=object)  # noqa: E731
+        return {"a groupby on dates": df.groupby(df.ts.dt.date).v.sum(),
+                "decimals and None": pd.DataFrame({"v": [1.5, 2.5, 3.5]}, index=objects(
+                    [decimal.Decimal("1.10"), None, decimal.Decimal("-Infinity")])),
+                "strs": pd.DataFrame({"v": [1, 2]}, index=objects(["x", "y"])),
+                "ints": pd.Series([1.5, 2.5], index=objects([1, 2 ** 64 - 1]), name="v"),
+                "a Timestamp, a Timedelta, a str": pd.Series([1, 2, 3], index=objects(
+                    [pd.Timestamp("2020-01-01", tz="UTC"), pd.Timedelta(1, "s").as_unit("s"), "a"])),
+                "two levels, dates": pd.DataFrame({"v": [1, 2]}, index=pd.MultiIndex.from_arrays(
+                    [[datetime.date(2020, 1, 1), datetime.date(1, 1, 1)], ["a", "b"]], names=["d", "k"])),
+                "no rows": pd.DataFrame({"v": []}, index=objects([]))}
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert [type(label) for label in back.index] == [type(label) for label in sent.index], name
+
+
 def test_categorical_columns_come_back_with_their_categories(box):
     """pandas' table format writes categories as JSON: int8 categories came back int64, bool ones as a plain bool
     column, Timestamp ones as text. Categories of a numpy dtype travel as bytes beside the table now."""

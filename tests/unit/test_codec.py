@@ -385,3 +385,38 @@ def test_forged_object_categories_are_refused_by_what_is_wrong(change, why):
               "categoriesExtDtype": "object", **change}
     with pytest.raises(CallError, match=re.escape(why)):
         codec.decode(table(byteColumns=[column]))
+
+
+def test_object_index_levels_come_back_as_objects():
+    import datetime
+    import decimal
+
+    level = {"at": 0, "objects": [{"date": "2020-01-02"}, {"decimal": "1.50"}]}
+    back = codec.decode(table(byteColumns=[level]))
+    assert back.index.dtype == object and list(back["a"]) == [0, 1]
+    assert list(back.index) == [datetime.date(2020, 1, 2), decimal.Decimal("1.50")]
+    assert [type(label) for label in back.index] == [datetime.date, decimal.Decimal]
+    strs = codec.decode(table("series", byteColumns=[{"at": 0, "objects": ["a", None]}]))
+    assert strs.index.dtype == object and list(strs.index) == ["a", None]  # a DataFrame would make them str
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"objects": "ab"}, "an index level's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a"]}, "an index level's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a", "b", "c"]}, "an index level's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a"] * 10 ** 5}, "an index level's objects that are not a list of its 2 rows alone"),
+    ({"dtype": "|i1"}, "an index level's objects that are not a list of its 2 rows alone"),
+    ({"categories": ["a", "b"]}, "an index level's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a", ["b", 1]]}, "a table whose index level 0's row 1 is a list"),
+    ({"objects": ["a", {"b": 1}]}, "a table whose index level 0's row 1 is no timestamp: {'b': 1}"),
+    ({"objects": ["a", {"date": "2020-02-30"}]}, "a table whose index level 0's row 1 is the date '2020-02-30'"),
+    ({"objects": ["a", {"decimal": "sNaN"}]}, "a table whose index level 0's row 1 is no decimal"),
+    ({"objects": ["a", {"timedelta": -2 ** 63, "unit": "ns"}]}, "a table whose index level 0's row 1 is no timedelta"),
+    ({"objects": ["a", 2 ** 64]}, "a table whose index level 0's row 1 is an int past 64 bits"),
+    ({"objects": ["a", "x" * (codec.MAX_LABEL_CHARS + 1)]}, "index level 0's row 1 is a str of 4097 characters"),
+    ({"at": 1}, "the column at 1 as an index level's objects"),  # an object column travels in the table
+    ({"at": 2}, "the column at 2 as an index level's objects"),
+])
+def test_forged_object_index_levels_are_refused_by_what_is_wrong(change, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(byteColumns=[{"at": 0, "objects": ["a", "b"], **change}]))
