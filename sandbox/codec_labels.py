@@ -97,8 +97,8 @@ def _timestamp_in(sent: dict[str, Any], where: str) -> Any:
     return stamp.tz_localize("UTC").tz_convert(zone)
 
 
-#: A Timestamp's ISO text as pandas writes one without a zone.
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?")
+#: A Timestamp's ISO text as pandas writes one without a zone, in ASCII (``\d`` takes any script's digits).
+_ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?")
 
 
 def _decimal_out(number: decimal.Decimal, kind: str) -> dict[str, str]:

@@ -129,6 +129,7 @@ def test_forged_column_names_are_refused_by_what_is_wrong(names, why):
     ({"timestamp": "2020-01-01T00:00:00", "unit": "D"}, "no timestamp"),
     ({"timestamp": "2020-01-01T00:00:00"}, "no timestamp"),
     ({"timestamp": "2020-13-01T00:00:00", "unit": "s"}, "the timestamp '2020-13-01T00:00:00'"),
+    ({"timestamp": "\u0662\u0660\u0662\u0660-01-01T00:00:00", "unit": "s"}, "no timestamp"),
     ({"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": "dateutil//etc/passwd"}, "time zone 'dateutil//"),
     ({"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": ["UTC"]}, "time zone \"['UTC']\""),
 ])
