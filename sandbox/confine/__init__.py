@@ -30,6 +30,7 @@ bound (a run is one scheduling group, however many processes it makes);
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
 from typing import Any, Callable
@@ -135,12 +136,15 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
     memcg.measure_baseline()  # the image's copy-on-write pages a worker may be charged for
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
         try:
-            for deny_shmem in (False, True):  # a worker without a memory cgroup gets the filter refusing shmem
-                # and, as a rule, has no cpu cgroup either (root has both, an unprivileged uid neither): the filter
-                # refusing setsid too. Another pair compiles at its first worker.
-                seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem)
+            # A worker whose clone made no namespaces shares the host's IPC namespace: its filter refuses that.
+            host_ipc = (False, True) if "namespaces" in policy.confinement.layers else (True,)
+            for deny_shmem, deny_host_ipc in itertools.product((False, True), host_ipc):
+                # A worker without a memory cgroup gets the filter refusing shmem and, as a rule, has no cpu cgroup
+                # either (root has both, an unprivileged uid neither): the filter refusing setsid too. Another pair
+                # compiles at its first worker.
+                seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem, deny_host_ipc=deny_host_ipc)
                 if sessions:
-                    seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem)
+                    seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem, deny_host_ipc=deny_host_ipc)
             for no_cpu_cgroup in (False, True) if sessions else ():  # a session's first node installs one
                 state_scope.prepare(sessions=no_cpu_cgroup, forks=not policy.confinement.allow_subprocess)
         except OSError:
@@ -250,6 +254,11 @@ def private_dev_shm(ns_status: LayerStatus | None) -> bool:
     return ns_status is not None and ns_status.active and "private /dev/shm" not in ns_status.detail
 
 
+def _private_ipc(ns_status: LayerStatus | None) -> bool:
+    """Whether :func:`fork_worker`'s clone gave the worker an IPC namespace of its own (it makes all or none)."""
+    return ns_status is not None and ns_status.active
+
+
 def land_in(workdir: str) -> None:
     """The worker's first step: its cwd becomes its work dir. In a copy of its forker's root (fstemplate.py) that
     dir exists only once the namespaces layer has mounted its disk: that layer lands it there then."""
@@ -294,7 +303,8 @@ def apply_all(policy: Policy, ctx: ConfineContext, ns_status: LayerStatus | None
     stack.layer("landlock", landlock.apply)  # after chdir into workdir (already done); needs no_new_privs
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork,  # last: it denies calls the steps above make
                                                       deny_shmem=not stack.memory_capped,
-                                                      deny_setsid=not (keep_fork or stack.cpu_shared)))
+                                                      deny_setsid=not (keep_fork or stack.cpu_shared),
+                                                      deny_host_ipc=not _private_ipc(ns_status)))
     return stack.statuses
 
 

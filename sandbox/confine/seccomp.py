@@ -40,6 +40,10 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
 - in a worker without a memory cgroup (memcg.py): ``memfd_create``, ``memfd_secret`` and
   ``shmget`` -> EPERM, since the memory they hold is outside RLIMIT_AS and nothing else
   would bound it (with a memory cgroup it is charged there, and they are allowed);
+- in a worker without an IPC namespace of its own (no namespaces layer): System V shared memory, message queues
+  and semaphores and POSIX message queues -> EPERM. Those of the host's IPC namespace are named by small ids a
+  run can guess: as the host's uid it attached the host's own segments (PostgreSQL's, X11's) and read them, and
+  what it made outlived the run, its memory held by nobody and read by the next run;
 - every native system call number the filter does not know -> ENOSYS: above the
   highest one it knows and in the unassigned ranges below it. "Knows" means named in
   libseccomp's table *and* not above :data:`REVIEWED_MAX`, the highest number these
@@ -130,6 +134,10 @@ DENIED_SYSCALLS = (
 )
 #: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).
 SHMEM_SYSCALLS = ("memfd_create", "memfd_secret", "shmget")
+#: Denied too in a worker that shares the host's IPC namespace: every call that makes or reaches an object of it
+#: (``shmdt`` only detaches what was attached).
+HOST_IPC_SYSCALLS = ("shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop",
+                     "semtimedop", "semctl", "mq_open", "mq_unlink")
 #: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
 #: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
 #: own session already; a session's states each make one, so their filter keeps it.
@@ -184,11 +192,13 @@ def describe(policy: Policy) -> str:
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
             f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe{extra} "
-            "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without a cpu cgroup a "
-            "one-shot run's setsid too; syscalls the filter does not know -> ENOSYS")
+            "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without an IPC namespace "
+            "System V IPC and POSIX message queues too; without a cpu cgroup a one-shot run's setsid too; syscalls "
+            "the filter does not know -> ENOSYS")
 
 
-def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, deny_setsid: bool = False) -> "Program":
+def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, deny_setsid: bool = False,
+            deny_host_ipc: bool = False) -> "Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
@@ -196,18 +206,20 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     refuses a run's forks instead: state_scope.py); every session filter also
     denies ``kill(-1)`` (see the module docstring).
     ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`). ``deny_setsid``: a one-shot worker
-    without a cpu cgroup (:data:`SETSID_SYSCALLS`).
+    without a cpu cgroup (:data:`SETSID_SYSCALLS`). ``deny_host_ipc``: the worker shares the host's IPC namespace
+    (:data:`HOST_IPC_SYSCALLS`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
-    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid)
+    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, deny_host_ipc)
     if key not in _programs:
-        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2], deny_setsid=key[4]))
+        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2], deny_setsid=key[4],
+                                          deny_host_ipc=key[5]))
     return _programs[key]
 
 
 def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
-             deny_setsid: bool = False,
+             deny_setsid: bool = False, deny_host_ipc: bool = False,
              denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
@@ -225,8 +237,10 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     eperm = s.ERRNO(errno.EPERM)
     f = s.SyscallFilter(s.ALLOW)
     f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
-    for name in (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
-                 + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())):
+    names = (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
+             + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())
+             + (HOST_IPC_SYSCALLS if deny_host_ipc else ()))
+    for name in names:
         _add(f, eperm, nr(name))
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
@@ -362,8 +376,8 @@ class Program:
 
 
 def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False,
-          deny_setsid: bool = False) -> None:
+          deny_setsid: bool = False, deny_host_ipc: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
-    program = prepare(policy, keep_fork, deny_shmem, deny_setsid)
+    program = prepare(policy, keep_fork, deny_shmem, deny_setsid, deny_host_ipc)
     _sys.syscall("seccomp", SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")
