@@ -36,13 +36,28 @@ from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData,
 #: the cap on code runs (--max-executions) ended the turn without an answer: OpenAI has no reason for them,
 #: so they keep the Gemini front end's name, in lower case. So do the Gemini backend's other stops, which it
 #: passes on as sent (OTHER is also a Chat Completions backend's unknown finish_reason and a prompt blocked for
-#: no named reason): an unsupported language, an image model that made no image, the catch-alls.
+#: no named reason): an unsupported language, an image model that made no image, the catch-alls. A reason not
+#: here and not STOP is 'other' (:func:`_incomplete_reason`).
 _INCOMPLETE = {"MAX_TOKENS": "max_output_tokens", "MALFORMED_FUNCTION_CALL": "malformed_function_call",
                "UNEXPECTED_TOOL_CALL": "unexpected_tool_call", "TOO_MANY_TOOL_CALLS": "too_many_tool_calls",
                **{reason: reason.lower() for reason in ("LANGUAGE", "OTHER", "NO_IMAGE", "IMAGE_OTHER")},
                **dict.fromkeys(("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                                 "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"),
                                "content_filter")}
+
+
+def _incomplete_reason(finish_reason: str) -> str | None:
+    """incomplete_details.reason for the loop's finish reason, None for a turn that ended well.
+
+    A reason the map does not know (the Gemini backend's FINISH_REASON_UNSPECIFIED, or one newer than this
+    code) is no STOP either: the turn did not say it ended well, so it is incomplete with OTHER's name, the
+    catch-all a Chat Completions backend's unknown finish_reason already becomes.
+    """
+    if finish_reason == "STOP":
+        return None
+    return _INCOMPLETE.get(finish_reason, "other")
+
+
 #: The request fields a response repeats.
 _ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "metadata")
 
@@ -65,7 +80,7 @@ class ResponseBuilder:
 
     # -- the response object ---------------------------------------------------------
     def response(self, status: str, done: Done | None = None, error: ApiError | None = None) -> dict[str, Any]:
-        incomplete = _INCOMPLETE.get(done.finish_reason) if done is not None else None
+        incomplete = _incomplete_reason(done.finish_reason) if done is not None else None
         body = self.body
         usage = None
         if done is not None:

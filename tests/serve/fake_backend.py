@@ -187,8 +187,12 @@ CONTENT_POLICY = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SP
 #: Gemini finish reasons of a turn cut short for no content policy and no limit: an unsupported language, an
 #: image model that made no image, and the catch-alls.
 CUT_SHORT = ("LANGUAGE", "OTHER", "NO_IMAGE", "IMAGE_OTHER")
+#: Gemini finish reasons the server has no meaning for: the enum's default, and one newer than the server.
+UNKNOWN_STOP = ("FINISH_REASON_UNSPECIFIED", "SOME_NEWER_REASON")
 SCRIPTS.update({f"gstop_{reason}": [raw({"candidates": [{"finishReason": reason, "index": 0}]})]
                 for reason in (*CONTENT_POLICY, *CUT_SHORT)})
+SCRIPTS.update({f"gtext_{reason}": [raw(_gemini([{"text": "partly"}], candidate={"finishReason": reason}))]
+                for reason in UNKNOWN_STOP})
 SCRIPTS.update({script: [raw(answer)] for cases in MALFORMED.values() for script, (answer, _) in cases.items()})
 SCRIPTS.update({script: [raw(answer)] for cases in TOLERATED.values() for script, answer in cases.items()})
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from .fake_backend import CONTENT_POLICY, CUT_SHORT, PLOT_CODE
+from .fake_backend import CONTENT_POLICY, CUT_SHORT, PLOT_CODE, UNKNOWN_STOP
 
 CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
@@ -158,6 +158,19 @@ def test_a_gemini_stop_of_its_own_is_incomplete_under_its_name(keyed_oai, reason
                             tools=CODE_INTERPRETER)
     assert response.status == "incomplete" and response.incomplete_details.reason == reason.lower()
     assert last in (None, "response.incomplete")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reason", UNKNOWN_STOP)
+def test_a_gemini_stop_the_server_does_not_know_is_incomplete_other(keyed_oai, reason, stream):
+    """FINISH_REASON_UNSPECIFIED, or a reason newer than the server, gave status completed: a turn that never
+    said it ended well. It is the catch-all OTHER's, as a Chat Completions backend's unknown finish_reason is;
+    the text the candidate held is kept."""
+    response, last = _final(keyed_oai, stream, model="gemini-2.5-flash", input=f"SCRIPT:gtext_{reason}",
+                            tools=CODE_INTERPRETER)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "other"
+    assert last in (None, "response.incomplete")
+    assert response.output_text == "partly"
 
 
 def test_a_chat_backends_content_filter_stays_content_filter(oai):
