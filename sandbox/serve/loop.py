@@ -9,8 +9,9 @@ One request = one loop::
       client function -> functionCall part; the turn ends (the client runs it)
       a function the client did not offer, or arguments no JSON object -> the turn ends
                       (MALFORMED_FUNCTION_CALL, or UNEXPECTED_TOOL_CALL when none was offered)
-    until the model answers without calling code, or after ``max_executions`` runs
-    (then it is asked once more without the code tool; still calling: TOO_MANY_TOOL_CALLS)
+    until the model answers without calling code, or after ``max_executions`` runs, or the
+    fewer a request asks for (then it is asked once more without the code tool; still
+    calling: TOO_MANY_TOOL_CALLS)
 
 Parts are yielded as they happen, so a streaming front end sends the code before it
 runs and the result when the run ends. All runs of one request share one session
@@ -132,9 +133,11 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
     functions = request.functions if request.function_mode != "NONE" else ()
     turn: list[Part] = []
     tokens = Tokens()
+    limit = engine.max_executions if request.max_executions is None else min(request.max_executions,
+                                                                             engine.max_executions)
     try:
         while True:
-            code_allowed = request.code_execution and runner.executions < engine.max_executions
+            code_allowed = request.code_execution and runner.executions < limit
             tools = (*functions, engine.code_tool) if code_allowed else functions
             contents = (*request.contents, Content("model", tuple(turn))) if turn else request.contents
             # In a thread, as the backend's body is made (backends.post_json): a request of a million parts
@@ -157,7 +160,7 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
                 yield Done(refused, tokens, runner.executions)
                 return
             for call in code_calls:
-                if runner.executions >= engine.max_executions:
+                if runner.executions >= limit:
                     yield Done("TOO_MANY_TOOL_CALLS", tokens, runner.executions)
                     return
                 async for part in runner.execute(call):

@@ -143,7 +143,13 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
                       f"{_MIN_OUTPUT_TOKENS}, but got {max_tokens} instead.")
     generation = GenerationConfig(temperature=_number(body, "temperature"), top_p=_number(body, "top_p"),
                                   max_output_tokens=max_tokens)
-    return GenerateRequest(tuple(contents), "\n\n".join(system) or None, code_execution, functions, mode, generation)
+    # The code tool is the one built-in tool here: its runs are the calls OpenAI caps.
+    max_tool_calls = _number(body, "max_tool_calls", int)
+    if max_tool_calls is not None and max_tool_calls < 0:
+        raise invalid(f"Invalid 'max_tool_calls': integer below minimum value. Expected a value >= 0, but got "
+                      f"{max_tool_calls} instead.")
+    return GenerateRequest(tuple(contents), "\n\n".join(system) or None, code_execution, functions, mode, generation,
+                           max_tool_calls)
 
 
 def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:

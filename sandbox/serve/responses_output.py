@@ -59,7 +59,8 @@ def _incomplete_reason(finish_reason: str) -> str | None:
 
 
 #: The request fields a response repeats.
-_ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "metadata")
+_ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "max_tool_calls",
+           "metadata")
 
 
 def _id(prefix: str) -> str:
@@ -96,7 +97,8 @@ class ResponseBuilder:
             "instructions": body.get("instructions"), "output": list(self.items),
             "parallel_tool_calls": True, "tool_choice": body.get("tool_choice") or "auto",
             "tools": body.get("tools") or [], "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-            "max_output_tokens": body.get("max_output_tokens"), "metadata": body.get("metadata") or {},
+            "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": body.get("max_tool_calls"),
+            "metadata": body.get("metadata") or {},
             "text": {"format": {"type": "text"}}, "usage": usage,
         }
 

@@ -93,3 +93,5 @@ class GenerateRequest:
     function_mode: str = "AUTO"
     """``functionCallingConfig.mode``: AUTO, ANY or NONE (NONE hides the client's functions)."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    max_executions: int | None = None
+    """The client's cap on code runs in this response (/v1/responses ``max_tool_calls``), within the server's."""

@@ -138,6 +138,54 @@ def test_a_turn_the_execution_limit_ended_is_incomplete(oai, stream):
     assert [item.type for item in response.output] == ["code_interpreter_call"] * 3  # the server's --max-executions
 
 
+def _offered(request):
+    """The names of the functions a Chat Completions backend request declared."""
+    return [tool["function"]["name"] for tool in request.get("tools") or ()]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("max_tool_calls", [0, 1, 2])
+def test_max_tool_calls_caps_the_code_runs_then_the_model_answers_without_the_tool(oai, fake_model, stream,
+                                                                                    max_tool_calls):
+    """OpenAI's cap on built-in tool calls was accepted and ignored: the loop ran code up to the server's
+    --max-executions (3). Now the code tool is taken away after max_tool_calls runs (never offered for 0),
+    as after --max-executions: the model answers in text and the response is completed."""
+    response, last = _final(oai, stream, model="scripted", input="SCRIPT:loop", tools=CODE_INTERPRETER,
+                            max_tool_calls=max_tool_calls)
+    assert response.status == "completed" and last in (None, "response.completed")
+    assert [item.type for item in response.output] == ["code_interpreter_call"] * max_tool_calls + ["message"]
+    assert response.output_text == "no more code" and response.max_tool_calls == max_tool_calls
+    assert [_offered(sent) for sent in fake_model.requests] == [["run_python"]] * max_tool_calls + [[]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("max_tool_calls, runs", [(0, 0), (2, 2), (10, 3)])
+def test_a_model_that_calls_code_past_max_tool_calls_leaves_the_response_incomplete(oai, stream, max_tool_calls,
+                                                                                     runs):
+    """A model that calls the code tool once it is gone has that call ignored and the turn ends as at
+    --max-executions: too_many_tool_calls. The server's cap (3) still bounds a larger max_tool_calls."""
+    response, last = _final(oai, stream, model="scripted", input="SCRIPT:argsnotobject", tools=CODE_INTERPRETER,
+                            max_tool_calls=max_tool_calls)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "too_many_tool_calls"
+    assert last in (None, "response.incomplete")
+    assert [item.type for item in response.output] == ["code_interpreter_call"] * runs
+
+
+@pytest.mark.parametrize("value, words", [
+    (-1, "Invalid 'max_tool_calls': integer below minimum value. Expected a value >= 0, but got -1 instead."),
+    (1.5, "max_tool_calls must be an integer (got 1.5)"),
+    (True, "max_tool_calls must be an integer (got True)"),
+    ("2", "max_tool_calls must be an integer (got '2')"),
+])
+def test_max_tool_calls_that_is_no_whole_number_from_zero_is_an_invalid_request(server, fake_model, value, words):
+    answer = httpx.post(f"{server.url}/v1/responses", timeout=60, json={
+        "model": "scripted", "input": "SCRIPT:loop", "tools": CODE_INTERPRETER, "max_tool_calls": value})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"] == words
+    assert not fake_model.requests
+
+
 @pytest.mark.parametrize("script, stream", [*((f"gstop_{reason}", False) for reason in CONTENT_POLICY),
                                             ("gstop_SAFETY", True), ("gpromptblocked", False),
                                             ("gpromptblocked", True)])
