@@ -14,7 +14,7 @@ from typing import Any, Callable
 from .errors import value_text
 
 #: How a message names a shape -> its test.
-OBJECT, LIST, TEXT, COUNT, FLAG = "an object", "a list", "text", "a count", "true or false"
+OBJECT, LIST, TEXT, COUNT, FLAG, NUMBER = "an object", "a list", "text", "a count", "true or false", "a number"
 _SHAPES: dict[str, Callable[[Any], bool]] = {
     # An SDK's parsed object (a pydantic model) is an object too: anything but what JSON has besides objects.
     OBJECT: lambda value: isinstance(value, Mapping) or not isinstance(value, (str, bytes, int, float, list, tuple)),
@@ -22,6 +22,7 @@ _SHAPES: dict[str, Callable[[Any], bool]] = {
     TEXT: lambda value: isinstance(value, str),
     COUNT: lambda value: type(value) is int and value >= 0,  # not a bool, a float or a numeric string
     FLAG: lambda value: isinstance(value, bool),
+    NUMBER: lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
 }
 
 

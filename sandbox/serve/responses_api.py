@@ -142,7 +142,7 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
         raise invalid(f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
                       f"{_MIN_OUTPUT_TOKENS}, but got {max_tokens} instead.")
     generation = GenerationConfig(temperature=_number(body, "temperature"), top_p=_number(body, "top_p"),
-                                  max_output_tokens=max_tokens)
+                                  max_output_tokens=max_tokens, **_logprobs(body))
     # The code tool is the one built-in tool here: its runs are the calls OpenAI caps.
     max_tool_calls = _number(body, "max_tool_calls", int)
     if max_tool_calls is not None and max_tool_calls < 0:
@@ -150,6 +150,26 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
                       f"{max_tool_calls} instead.")
     return GenerateRequest(tuple(contents), "\n\n".join(system) or None, code_execution, functions, mode, generation,
                            max_tool_calls)
+
+
+#: The include entry that asks for the text's logprobs (top_logprobs alone asks for none, as on the OpenAI API).
+_LOGPROBS = "message.output_text.logprobs"
+_MAX_TOP_LOGPROBS = 20
+
+
+def _logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """The generation options of ``include`` and ``top_logprobs``."""
+    include = body.get("include") or []
+    if not isinstance(include, list) or not all(isinstance(entry, str) for entry in include):
+        raise invalid(f"include must be a list of strings (got {value_text(include)})")
+    top = _number(body, "top_logprobs", int)
+    if top is not None and not 0 <= top <= _MAX_TOP_LOGPROBS:  # in OpenAI's words
+        words, bound = ("below minimum", ">= 0") if top < 0 else ("above maximum", f"<= {_MAX_TOP_LOGPROBS}")
+        raise invalid(f"Invalid 'top_logprobs': integer {words} value. Expected a value {bound}, but got {top} "
+                      "instead.")
+    if _LOGPROBS not in include:
+        return {}
+    return {"response_logprobs": True, "logprobs": top}
 
 
 def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:

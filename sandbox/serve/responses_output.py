@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import ApiError
 from .loop import Done
-from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData, Part, Text
+from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData, Part, Text, TokenLogprob
 
 
 #: The loop's finish reasons of a turn cut short -> the response's incomplete_details.reason. A Gemini
@@ -60,7 +60,20 @@ def _incomplete_reason(finish_reason: str) -> str | None:
 
 #: The request fields a response repeats.
 _ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "max_tool_calls",
-           "metadata")
+           "top_logprobs", "metadata")
+
+
+def _logprob_json(token: TokenLogprob) -> dict[str, Any]:
+    """A token as output_text.logprobs holds it (its alternatives with their bytes too)."""
+    return {"token": token.token, "bytes": list(token.utf8), "logprob": token.logprob,
+            "top_logprobs": [{"token": top.token, "bytes": list(top.utf8), "logprob": top.logprob}
+                             for top in token.top]}
+
+
+def _event_logprob(token: dict[str, Any]) -> dict[str, Any]:
+    """An output_text.logprobs entry as the text events carry it: no bytes."""
+    return {"token": token["token"], "logprob": token["logprob"],
+            "top_logprobs": [{"token": top["token"], "logprob": top["logprob"]} for top in token["top_logprobs"]]}
 
 
 def _id(prefix: str) -> str:
@@ -98,6 +111,7 @@ class ResponseBuilder:
             "parallel_tool_calls": True, "tool_choice": body.get("tool_choice") or "auto",
             "tools": body.get("tools") or [], "temperature": body.get("temperature"), "top_p": body.get("top_p"),
             "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": body.get("max_tool_calls"),
+            "top_logprobs": body.get("top_logprobs"),
             "metadata": body.get("metadata") or {},
             "text": {"format": {"type": "text"}}, "usage": usage,
         }
@@ -151,12 +165,15 @@ class ResponseBuilder:
         if item is None or item["type"] != "message":
             item = {"type": "message", "id": _id("msg"), "role": "assistant", "status": "in_progress", "content": []}
             events = self._begin(item)
-            item["content"].append({"type": "output_text", "text": "", "annotations": []})
+            item["content"].append({"type": "output_text", "text": "", "annotations": [], "logprobs": []})
             events.append(self.event("response.content_part.added", **self._where(item), content_index=0,
-                                     part={"type": "output_text", "text": "", "annotations": []}))
-        item["content"][0]["text"] += part.text
+                                     part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
+        text_part = item["content"][0]
+        text_part["text"] += part.text
+        logprobs = [_logprob_json(token) for token in part.logprobs or ()]
+        text_part["logprobs"] += logprobs
         return [*events, self.event("response.output_text.delta", **self._where(item), content_index=0,
-                                    delta=part.text, logprobs=[])]
+                                    delta=part.text, logprobs=[_event_logprob(token) for token in logprobs])]
 
     def _code(self, part: ExecutableCode) -> list[dict[str, Any]]:
         item = {"type": "code_interpreter_call", "id": _id("ci"), "code": "", "container_id": self.container,
@@ -202,7 +219,7 @@ class ResponseBuilder:
         if item["type"] == "message":
             text_part = item["content"][0]
             events += [self.event("response.output_text.done", **where, content_index=0, text=text_part["text"],
-                                  logprobs=[]),
+                                  logprobs=[_event_logprob(token) for token in text_part["logprobs"]]),
                        self.event("response.content_part.done", **where, content_index=0, part=text_part)]
         if item["status"] == "in_progress":
             item["status"] = "completed"

@@ -17,9 +17,9 @@ from __future__ import annotations
 # The values, the reading of request JSON into them, and the writing of parts back, one module each.
 from .wire_read import decode_bytes, duplicate_name, json_schema, parse_content, parse_generate_request, parse_part
 from .wire_types import CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, \
-    FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text
+    FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text, TokenLogprob
 from .wire_write import part_json, parts_from_result
 
 __all__ = ["CodeExecutionResult", "Content", "ExecutableCode", "FunctionCall", "FunctionDeclaration",
-           "FunctionResponse", "GenerateRequest", "GenerationConfig", "InlineData", "Part", "Text", "decode_bytes",
-           "duplicate_name", "json_schema", "parse_content", "parse_generate_request", "parse_part", "part_json", "parts_from_result"]
+           "FunctionResponse", "GenerateRequest", "GenerationConfig", "InlineData", "Part", "Text", "TokenLogprob",
+           "decode_bytes", "duplicate_name", "json_schema", "parse_content", "parse_generate_request", "parse_part", "part_json", "parts_from_result"]

@@ -11,9 +11,24 @@ from typing import Any, Mapping, Union
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token the model chose, or an alternative to it, with its log probability."""
+
+    token: str
+    logprob: float
+    utf8: tuple[int, ...]
+    """The token's UTF-8 bytes (a token may be part of a character)."""
+    top: tuple["TokenLogprob", ...] = ()
+    """The most likely tokens at this position (for a chosen token; as many as were asked for)."""
+
+
+@dataclass(frozen=True)
 class Text:
     text: str
     thought: bool = False
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False, compare=False)
+    """The tokens of a model's text with their log probabilities, when the backend was asked for them and sent
+    them (the Gemini wire format has no place for them on a part: only /v1/responses returns them)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,10 @@ class GenerationConfig:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     response_mime_type: str | None = None
+    response_logprobs: bool = False
+    """Ask the backend for the log probability of each token of the text."""
+    logprobs: int | None = None
+    """With ``response_logprobs``: how many of the most likely tokens to return at each position (0 to 20)."""
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,15 @@ MALFORMED: dict[str, dict[str, tuple[Any, str]]] = {
                       "usage.prompt_tokens that is not a count"),
         "cusagefloat": (_chat(usage={"prompt_tokens": 10, "completion_tokens": 1.5}),
                         "usage.completion_tokens that is not a count"),
+        "clogprobsobj": (_chat(choice={"logprobs": [{"token": "hi", "logprob": -1}]}),
+                         "choices[0].logprobs that is not an object"),
+        "clogprob": (_chat(choice={"logprobs": {"content": [{"token": "hi", "logprob": "low"}]}}),
+                     "choices[0].logprobs.content[0].logprob that is not a number"),
+        "ctoplogprob": (_chat(choice={"logprobs": {"content": [{"token": "hi", "logprob": -1,
+                                                                "top_logprobs": [{"logprob": -1}]}]}}),
+                        "no choices[0].logprobs.content[0].top_logprobs[0].token"),
+        "clogprobbytes": (_chat(choice={"logprobs": {"content": [{"token": "hi", "logprob": -1, "bytes": [104, 300]}]}}),
+                          "choices[0].logprobs.content[0].bytes that is not a list of byte values"),
     },
     "gemini": {
         "gnotobject": ("candidates", "JSON that is not an object"),
@@ -123,6 +132,11 @@ MALFORMED: dict[str, dict[str, tuple[Any, str]]] = {
         "gblockreason": ({"promptFeedback": {"blockReason": ["SAFETY"]}},
                          "promptFeedback.blockReason that is not text"),
         "gnocandidates": ({"candidates": []}, "no candidates"),
+        "glogprobtoken": (_gemini(candidate={"logprobsResult": {"chosenCandidates": [{"token": 5}]}}),
+                          "candidates[0].logprobsResult.chosenCandidates[0].token that is not text"),
+        "gtoplogprob": (_gemini(candidate={"logprobsResult": {"topCandidates": [
+                            {"candidates": [{"token": "hi", "logProbability": "-1"}]}]}}),
+                        "candidates[0].logprobsResult.topCandidates[0].candidates[0].logProbability that is not a number"),
     },
 }
 """Each is its own script, answering every request with that answer."""
@@ -181,6 +195,47 @@ SCRIPTS = {
     "cfiltered": [raw(_chat({"role": "assistant", "content": None}, choice={"finish_reason": "content_filter"}))],
     "gpromptblocked": [raw({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})],
 }
+#: The tokens the logprobs scripts' backends send, as /v1/responses returns them in output_text.logprobs: the
+#: first message (before a code run) then the second. Chat Completions bytes come as sent (null: the token's UTF-8);
+#: Gemini sends none, and leaves out a logProbability of 0, as proto JSON leaves out a default.
+LOGPROBS = (
+    [{"token": "Let", "bytes": [76, 101, 116], "logprob": -0.25,
+      "top_logprobs": [{"token": "Let", "bytes": [76, 101, 116], "logprob": -0.25},
+                       {"token": "I", "bytes": [73], "logprob": -1.5}]},
+     {"token": " us", "bytes": [32, 117, 115], "logprob": 0.0, "top_logprobs": []}],
+    [{"token": "Caf", "bytes": [67, 97, 102], "logprob": -0.5, "top_logprobs": []},
+     {"token": "é", "bytes": [195, 169], "logprob": -2.0,
+      "top_logprobs": [{"token": "é", "bytes": [195, 169], "logprob": -2.0},
+                       {"token": "e", "bytes": [101], "logprob": -2.25}]}],
+)
+
+
+def _chat_logprobs(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    sent = [{**token, "bytes": None} if token["token"] == "é" else token for token in tokens]
+    return {"content": sent}
+
+
+def _gemini_logprobs(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    def candidate(token: dict[str, Any]) -> dict[str, Any]:
+        return {"token": token["token"], "tokenId": 7,
+                **({"logProbability": token["logprob"]} if token["logprob"] else {})}
+    return {"chosenCandidates": [candidate(token) for token in tokens],
+            "topCandidates": [{"candidates": [candidate(top) for top in token["top_logprobs"]]} for token in tokens],
+            "logProbabilitySum": sum(token["logprob"] for token in tokens)}
+
+
+SCRIPTS.update({
+    "clogprobs": [raw(_chat({"role": "assistant", "content": "Let us", "tool_calls": [
+                      {"id": "c0", "type": "function", "function": {"name": "run_python", "arguments":
+                                                                    '{"code": "print(1)"}'}}]},
+                            choice={"finish_reason": "tool_calls", "logprobs": _chat_logprobs(LOGPROBS[0])})),
+                  raw(_chat({"role": "assistant", "content": "Café"},
+                            choice={"logprobs": _chat_logprobs(LOGPROBS[1])}))],
+    "glogprobs": [raw(_gemini([{"text": "Let"}, {"text": " us"},
+                               {"functionCall": {"name": "run_python", "args": {"code": "print(1)"}}}],
+                              candidate={"logprobsResult": _gemini_logprobs(LOGPROBS[0])})),
+                  raw(_gemini([{"text": "Café"}], candidate={"logprobsResult": _gemini_logprobs(LOGPROBS[1])}))],
+})
 #: Gemini finish reasons of a content-policy stop, each the script ``gstop_<REASON>``: a blocked candidate, as the
 #: service sends one (no content).
 CONTENT_POLICY = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from .fake_backend import CONTENT_POLICY, CUT_SHORT, PLOT_CODE, UNKNOWN_STOP
+from .fake_backend import CONTENT_POLICY, CUT_SHORT, LOGPROBS, PLOT_CODE, UNKNOWN_STOP
 
 CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
@@ -180,6 +180,94 @@ def test_a_model_that_calls_code_past_max_tool_calls_leaves_the_response_incompl
 def test_max_tool_calls_that_is_no_whole_number_from_zero_is_an_invalid_request(server, fake_model, value, words):
     answer = httpx.post(f"{server.url}/v1/responses", timeout=60, json={
         "model": "scripted", "input": "SCRIPT:loop", "tools": CODE_INTERPRETER, "max_tool_calls": value})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"] == words
+    assert not fake_model.requests
+
+
+def _without_bytes(tokens):
+    """output_text.logprobs entries as the text events carry them."""
+    return [{"token": t["token"], "logprob": t["logprob"],
+             "top_logprobs": [{"token": top["token"], "logprob": top["logprob"]} for top in t["top_logprobs"]]}
+            for t in tokens]
+
+
+_LOGPROBS_SCRIPT = {"openai": "SCRIPT:clogprobs", "gemini": "SCRIPT:glogprobs"}
+
+
+def _asked_logprobs(backend, request):
+    if backend == "gemini":
+        config = request.get("generationConfig") or {}
+        return {key: config[key] for key in ("responseLogprobs", "logprobs") if key in config}
+    return {key: request[key] for key in ("logprobs", "top_logprobs") if key in request}
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_output_text_logprobs_are_the_backends(oai, keyed_oai, fake_model, backend, stream):
+    """include message.output_text.logprobs with top_logprobs was accepted and ignored: the backend was never
+    asked and output_text had no logprobs. The backend is asked (Chat Completions logprobs/top_logprobs, Gemini
+    responseLogprobs/logprobs) and each message's output_text holds the tokens of its text as the backend sent
+    them, with their alternatives; streamed, each delta carries its own and output_text.done all of them."""
+    client, model = (keyed_oai, "gemini-2.5-flash") if backend == "gemini" else (oai, "scripted")
+    request = dict(model=model, input=_LOGPROBS_SCRIPT[backend], tools=CODE_INTERPRETER,
+                   include=["message.output_text.logprobs"], top_logprobs=2)
+    if stream:
+        events = list(client.responses.create(**request, stream=True))
+        response = events[-1].response
+        deltas = [event.model_dump()["logprobs"] for event in events if event.type == "response.output_text.delta"]
+        done = [event.model_dump()["logprobs"] for event in events if event.type == "response.output_text.done"]
+        assert [token for delta in deltas for token in delta] == _without_bytes(LOGPROBS[0] + LOGPROBS[1])
+        assert done == [_without_bytes(LOGPROBS[0]), _without_bytes(LOGPROBS[1])]
+    else:
+        response = client.responses.create(**request)
+    assert response.status == "completed" and response.top_logprobs == 2
+    assert [item.type for item in response.output] == ["message", "code_interpreter_call", "message"]
+    first, _, second = response.output
+    assert first.content[0].text == "Let us" and second.content[0].text == "Café"
+    assert [token.model_dump() for token in first.content[0].logprobs] == LOGPROBS[0]
+    assert [token.model_dump() for token in second.content[0].logprobs] == LOGPROBS[1]
+    assert len(fake_model.requests) == 2
+    expected = {"responseLogprobs": True, "logprobs": 2} if backend == "gemini" else {"logprobs": True,
+                                                                                      "top_logprobs": 2}
+    assert [_asked_logprobs(backend, sent) for sent in fake_model.requests] == [expected] * 2
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("top_logprobs", [None, 0])
+def test_logprobs_without_alternatives(oai, keyed_oai, fake_model, backend, top_logprobs):
+    """include alone (or top_logprobs 0) asks for the chosen tokens: Gemini gets no logprobs count."""
+    client, model = (keyed_oai, "gemini-2.5-flash") if backend == "gemini" else (oai, "scripted")
+    extra = {} if top_logprobs is None else {"top_logprobs": top_logprobs}
+    client.responses.create(model=model, input=_LOGPROBS_SCRIPT[backend], tools=CODE_INTERPRETER,
+                            include=["message.output_text.logprobs"], **extra)
+    expected = {"responseLogprobs": True} if backend == "gemini" else {"logprobs": True, "top_logprobs": top_logprobs}
+    expected = {key: value for key, value in expected.items() if value is not None}
+    assert _asked_logprobs(backend, fake_model.requests[0]) == expected
+
+
+def test_top_logprobs_without_the_include_asks_for_none(oai, fake_model):
+    """As on the OpenAI API, logprobs come back only with include message.output_text.logprobs."""
+    response = oai.responses.create(model="scripted", input="SCRIPT:hello", top_logprobs=3)
+    assert response.output[0].content[0].logprobs == []
+    assert _asked_logprobs("openai", fake_model.requests[0]) == {}
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"top_logprobs": 21}, "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, but got 21 "
+                           "instead."),
+    ({"top_logprobs": -1}, "Invalid 'top_logprobs': integer below minimum value. Expected a value >= 0, but got -1 "
+                           "instead."),
+    ({"top_logprobs": 2.5}, "top_logprobs must be an integer (got 2.5)"),
+    ({"include": "message.output_text.logprobs"},
+     "include must be a list of strings (got 'message.output_text.logprobs')"),
+    ({"include": [["message.output_text.logprobs"]]},
+     "include must be a list of strings (got [['message.output_text.logprobs']])"),
+])
+def test_logprobs_options_out_of_range_are_invalid_requests(server, fake_model, extra, words):
+    answer = httpx.post(f"{server.url}/v1/responses", timeout=60, json={
+        "model": "scripted", "input": "SCRIPT:hello", "include": ["message.output_text.logprobs"], **extra})
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"] == words

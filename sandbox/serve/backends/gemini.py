@@ -14,10 +14,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from ...shapes import COUNT, FLAG, LIST, OBJECT, TEXT
+from ...shapes import COUNT, FLAG, LIST, NUMBER, OBJECT, TEXT
 from ..config import GEMINI_URL, BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, Turn, UserTurn
-from ..wire import FunctionCall, GenerationConfig, Text
+from ..wire import FunctionCall, GenerationConfig, Text, TokenLogprob
 from . import (BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object, http_client, malformed,
                post_json)
 
@@ -64,9 +64,12 @@ class Gemini:
             raise malformed(self.url, "no candidates")
         candidate = candidates[0]
         parts: list[Text | FunctionCall] = []
+        logprobs = _logprobs(candidate.get("logprobsResult"))
         for part in (candidate.get("content") or {}).get("parts") or ():
             if part.get("text") and not part.get("thought"):
-                parts.append(Text(part["text"]))
+                # The candidate's, on its first text: its texts go out one after the other, in one message.
+                parts.append(Text(part["text"], logprobs=logprobs))
+                logprobs = None
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
                 parts.append(FunctionCall(call.get("name") or "", call_arguments(call.get("args"), as_text=False),
@@ -101,6 +104,40 @@ def check_answer(url: str, data: Any) -> None:
         call = part.get("functionCall") or {}
         expect(url, call.get("name"), f"{where}.functionCall.name", TEXT)
         expect(url, call.get("id"), f"{where}.functionCall.id", TEXT)
+    result = expect(url, candidate.get("logprobsResult"), "candidates[0].logprobsResult", OBJECT) or {}
+    where = "candidates[0].logprobsResult"
+    for i, chosen in enumerate(expect(url, result.get("chosenCandidates"), f"{where}.chosenCandidates", LIST) or ()):
+        _check_token(url, chosen, f"{where}.chosenCandidates[{i}]")
+    for i, step in enumerate(expect(url, result.get("topCandidates"), f"{where}.topCandidates", LIST) or ()):
+        expect(url, step, f"{where}.topCandidates[{i}]", OBJECT, required=True)
+        tops = expect(url, step.get("candidates"), f"{where}.topCandidates[{i}].candidates", LIST) or ()
+        for j, top in enumerate(tops):
+            _check_token(url, top, f"{where}.topCandidates[{i}].candidates[{j}]")
+
+
+def _check_token(url: str, entry: Any, where: str) -> None:
+    """A LogprobsResult.Candidate; proto JSON leaves out a field at its default ("", 0)."""
+    expect(url, entry, where, OBJECT, required=True)
+    expect(url, entry.get("token"), f"{where}.token", TEXT)
+    expect(url, entry.get("logProbability"), f"{where}.logProbability", NUMBER)
+
+
+def _logprobs(result: Any) -> tuple[TokenLogprob, ...] | None:
+    """A candidate's ``logprobsResult`` (checked): the chosen token of each step, with that step's top
+    candidates; None when the API sent none."""
+    if not result or result.get("chosenCandidates") is None:
+        return None
+    steps = result.get("topCandidates") or []
+    tokens = []
+    for i, chosen in enumerate(result["chosenCandidates"]):
+        tops = (steps[i].get("candidates") or ()) if i < len(steps) else ()
+        tokens.append(_token(chosen, tuple(_token(top, ()) for top in tops)))
+    return tuple(tokens)
+
+
+def _token(entry: dict[str, Any], top: tuple[TokenLogprob, ...]) -> TokenLogprob:
+    token = entry.get("token") or ""
+    return TokenLogprob(token, float(entry.get("logProbability") or 0.0), tuple(token.encode("utf-8")), top)
 
 
 def contents(turns: list[Turn] | Any) -> list[dict[str, Any]]:
@@ -146,7 +183,10 @@ def _generation(generation: GenerationConfig) -> dict[str, Any]:
                "maxOutputTokens": generation.max_output_tokens, "seed": generation.seed,
                "presencePenalty": generation.presence_penalty, "frequencyPenalty": generation.frequency_penalty,
                "stopSequences": list(generation.stop_sequences) or None,
-               "responseMimeType": generation.response_mime_type}
+               "responseMimeType": generation.response_mime_type,
+               "responseLogprobs": generation.response_logprobs or None,
+               # 0 alternatives is what leaving it out asks for.
+               "logprobs": (generation.logprobs or None) if generation.response_logprobs else None}
     return {key: value for key, value in options.items() if value is not None}
 
 

@@ -15,11 +15,12 @@ import base64
 import json
 from typing import Any
 
-from ...shapes import COUNT, LIST, OBJECT, TEXT
+from ...shapes import COUNT, LIST, NUMBER, OBJECT, TEXT
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
-from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text
-from . import BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object, http_client, post_json
+from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text, TokenLogprob
+from . import (BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object, http_client, malformed,
+               post_json)
 
 #: OpenAI finish_reason -> Gemini FinishReason.
 FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
@@ -98,7 +99,7 @@ class OpenAIChat:
         if isinstance(content, list):  # some servers return content parts
             content = "".join(item.get("text") or "" for item in content)
         if content:
-            parts.append(Text(content))
+            parts.append(Text(content, logprobs=_logprobs(choice.get("logprobs"))))
         for call in message.get("tool_calls") or ():
             function = call.get("function") or {}
             arguments = call_arguments(function.get("arguments"), as_text=True)
@@ -134,6 +135,36 @@ def check_answer(url: str, data: Any) -> None:
     usage = expect(url, data.get("usage"), "usage", OBJECT) or {}
     for key in ("prompt_tokens", "completion_tokens"):
         expect(url, usage.get(key), f"usage.{key}", COUNT)
+    logprobs = expect(url, choice.get("logprobs"), "choices[0].logprobs", OBJECT) or {}
+    for i, entry in enumerate(expect(url, logprobs.get("content"), "choices[0].logprobs.content", LIST) or ()):
+        where = f"choices[0].logprobs.content[{i}]"
+        _check_token(url, entry, where)
+        for j, top in enumerate(expect(url, entry.get("top_logprobs"), f"{where}.top_logprobs", LIST) or ()):
+            _check_token(url, top, f"{where}.top_logprobs[{j}]")
+
+
+def _check_token(url: str, entry: Any, where: str) -> None:
+    expect(url, entry, where, OBJECT, required=True)
+    expect(url, entry.get("token"), f"{where}.token", TEXT, required=True)
+    expect(url, entry.get("logprob"), f"{where}.logprob", NUMBER, required=True)
+    utf8 = expect(url, entry.get("bytes"), f"{where}.bytes", LIST) or ()
+    if not all(type(byte) is int and 0 <= byte < 256 for byte in utf8):
+        raise malformed(url, f"{where}.bytes that is not a list of byte values")
+
+
+def _logprobs(logprobs: Any) -> tuple[TokenLogprob, ...] | None:
+    """``choices[0].logprobs`` (checked), or None when the server sent none (it was not asked, or cannot)."""
+    content = (logprobs or {}).get("content")
+    if content is None:
+        return None
+    return tuple(_token(entry, tuple(_token(top, ()) for top in entry.get("top_logprobs") or ()))
+                 for entry in content)
+
+
+def _token(entry: dict[str, Any], top: tuple[TokenLogprob, ...]) -> TokenLogprob:
+    utf8 = entry.get("bytes")
+    return TokenLogprob(entry["token"], float(entry["logprob"]),
+                        tuple(utf8) if utf8 is not None else tuple(entry["token"].encode("utf-8")), top)
 
 
 def _assistant(turn: AssistantTurn) -> dict[str, Any]:
@@ -167,4 +198,7 @@ def _sampling(generation: GenerationConfig) -> dict[str, Any]:
                "stop": list(generation.stop_sequences) or None}
     if generation.response_mime_type == "application/json":
         options["response_format"] = {"type": "json_object"}
+    if generation.response_logprobs:
+        options["logprobs"] = True
+        options["top_logprobs"] = generation.logprobs
     return {key: value for key, value in options.items() if value is not None}
