@@ -21,7 +21,7 @@ import sys
 import traceback
 from typing import Any, Callable, NamedTuple
 
-from . import allowlist, hard_exit
+from . import allowlist, hard_exit, process_pools
 
 #: What the service's tracebacks call their entry point.
 ENTRY_POINT = "/usr/bin/entry/entry_point"
@@ -105,7 +105,8 @@ def message_of(exc: BaseException) -> str:
 def traceback_text(exc: BaseException) -> str:
     """The full traceback, its entry frame the service's."""
     try:
-        allowlist.strip_hook_frames(exc, hard_exit.CODES)  # a refused import, or os._exit('x'), reads as on the service
+        # A refused import, os._exit('x'), a submit to a pool shut down: each reads as on the service.
+        allowlist.strip_hook_frames(exc, hard_exit.CODES | process_pools.CODES)
         return "".join(traceback.format_exception(exc)).replace(_FRAME_HERE, SERVICE_FRAME)
     except BaseException:  # noqa: BLE001 - the snippet's class breaks formatting: the type's own name, no traceback
         return f"{type_name_of(exc)}: <traceback formatting failed>\n"

@@ -27,7 +27,7 @@ from .. import commands, frames, protocol, rundirs, streams
 from ..filetypes import IMAGE_EXTENSIONS, IMAGE_SIGNATURE_BYTES, image_type
 from ..policy import Limits, Policy
 from ..records import record
-from . import call, hard_exit, harness, proc
+from . import call, hard_exit, harness, proc, process_pools
 
 _libc = ctypes.CDLL(None, use_errno=True)
 #: Characters of a failure text sent to the host: its frame header stays well under
@@ -275,12 +275,13 @@ def _join_threads() -> None:
 
     A session's run ends the same way: its process becomes the state the next run is forked from, and a fork
     copies no thread, so work left to a thread would be lost half done. The thread pools the snippet did not shut
-    down are then open again (:func:`_reopen`): as in a notebook, a later run submits to them."""
+    down are then open again (:func:`_reopen`): as in a notebook, a later run submits to them. So are its
+    ProcessPoolExecutors, whose workers end here too, their work done (:mod:`.process_pools`)."""
     global _thread_started
     if not _thread_started:  # the common run: nothing to end or wait for (an exit callback without a thread ends none)
         return
     _thread_started = False
-    pools = _open_pools()
+    pools, process_executors = _open_pools(), process_pools.open_pools()
     try:
         for callback in reversed(list(_before_join)):
             callback()
@@ -296,6 +297,7 @@ def _join_threads() -> None:
             if module is not None:
                 setattr(module, flag, False)
         _reopen(pools)
+        process_pools.reopen(process_executors)
 
 
 #: Whether the snippet started a thread since the last join (install_thread_flag): the join's gate reads this flag

@@ -23,7 +23,7 @@ from typing import Any, Callable, NoReturn
 from .. import commands, frames, protocol
 from ..confine import _sys, rlimits, state_scope
 from ..errors import ProtocolError
-from . import at_fork, proc, request
+from . import at_fork, proc, process_pools, request
 from .request import Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -292,6 +292,7 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
         _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")  # what the snippet forks
         chan = request.attach(fds)
         request.perform(chan, confined, scope)
+        process_pools.install()  # from the next run on, a pool made in this state is rebuilt where it works
         short = _fds_short(chan)
         if short is not None:  # on the run's stderr, not as our traceback: ending now rolls the line back
             try:
