@@ -23,7 +23,7 @@ from typing import Any, Callable, NoReturn
 from .. import commands, frames, protocol
 from ..confine import _sys, rlimits, state_scope
 from ..errors import ProtocolError
-from . import at_fork, proc, process_pools, request
+from . import at_fork, mp_helpers, proc, process_pools, request
 from .request import Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -301,6 +301,7 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
                 proc.exit_now(70)
         chan.close()
         proc.kill_descendants()  # nothing the snippet started outlives its run, nor sees the node's socket
+        mp_helpers.forget()  # multiprocessing's helpers were among them: a later run starts its own
         _sys.prctl(_PR_SET_CHILD_SUBREAPER, 0, name="prctl(PR_SET_CHILD_SUBREAPER)")
         set_dumpable(False)  # a state again: no later run may read it
         node = _NodeLoop(sock, scope, confined)  # before committing: a state that cannot serve is rolled back

@@ -179,3 +179,18 @@ def test_a_process_pool_subclass_keeps_its_attributes_and_works_in_later_runs(se
     _ok(session.run(USE_POOL + "\nprint(pool.note, id(pool) == first, type(pool).__name__)", timeout=10),
         USED + "kept True Pool\n")
     _ok(session.run(USE_POOL, timeout=10), USED)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_spawn_or_forkserver_process_pool_works_in_later_runs(session, method):
+    """Their helper processes (the fork server, the resource tracker) end with the run that started them, as every
+    process of a run does, and a later run starts its own: multiprocessing still counted on the first run's, so a
+    'forkserver' pool failed in every later run (ChildProcessError, its fork server being no child of the new run)
+    and a 'spawn' one warned on stderr that its resource tracker had died. Their workers import the functions they
+    run (none of the snippet's: a spawned process has no __main__ of the snippet's, as in a notebook)."""
+    make = (f"import multiprocessing as mp\nfrom concurrent.futures import ProcessPoolExecutor\n"
+            f"pool = ProcessPoolExecutor(2, mp_context=mp.get_context({method!r}))\n")
+    use = "print(pool.submit(pow, 2, 5).result(), list(pool.map(abs, [-1, -2, -3])))"
+    for code in (make + use, use, use):
+        run = session.run(code, timeout=10)
+        assert run.outcome == Outcome.OK and run.stdout == "32 [1, 2, 3]\n" and run.stderr == "", run
