@@ -10,7 +10,7 @@ import base64
 import collections
 import mimetypes
 import threading
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Hashable, Mapping, Protocol
 
 from ..core import DEFAULT_IMAGE, Sandbox, shared_sandbox
 from ..errors import InputError, SandboxClosed, SessionError, value_text
@@ -151,17 +151,17 @@ class SessionPool:
         self._box = box
         self._max = max_sessions
         self._lock = threading.Lock()
-        self._sessions: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
-        self._busy: "collections.Counter[str]" = collections.Counter()  # key -> calls in progress
-        self._opening: dict[str, _Opening] = {}  # key -> its session being opened, outside the lock
+        self._sessions: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
+        self._busy: "collections.Counter[Hashable]" = collections.Counter()  # key -> calls in progress
+        self._opening: dict[Hashable, _Opening] = {}  # key -> its session being opened, outside the lock
         self._closed = False  # by close(), for good: a session whose opening spans it is closed, not kept
 
-    def get(self, key: str) -> Any:
+    def get(self, key: Hashable) -> Any:
         """The live session for ``key``, opened on first use (SessionError: every kept session is busy;
         SandboxClosed: the pool was closed)."""
         return self._take(key, None)
 
-    def _take(self, key: str, claim: "_Claim | None") -> Any:
+    def _take(self, key: Hashable, claim: "_Claim | None") -> Any:
         """``get()``; with a ``claim``, the session counts as busy until :meth:`_release` (unless abandoned)."""
         while True:
             with self._lock:
@@ -181,7 +181,7 @@ class SessionPool:
             _close_quietly(old)  # another conversation's session: its trouble is not this call's
         return self._open(key, opening, claim)
 
-    def _make_room(self, key: str) -> list[Any]:
+    def _make_room(self, key: Hashable) -> list[Any]:
         """Under the lock: free a slot for ``key``'s new session; the evicted sessions (for the caller to close)."""
         self._sessions.pop(key, None)  # closed by the core: a fresh one replaces it
         idle = [other for other in self._sessions if not self._busy[other]]
@@ -193,7 +193,7 @@ class SessionPool:
                                f"{opening} (max_sessions={self._max}); call again when one of them ends")
         return [self._sessions.pop(other) for other in idle[:max(excess, 0)]]  # least recently used
 
-    def _open(self, key: str, opening: "_Opening", claim: "_Claim | None") -> Any:
+    def _open(self, key: Hashable, opening: "_Opening", claim: "_Claim | None") -> Any:
         """Open ``key``'s session in the slot taken for it, outside the lock; free the slot if that fails."""
         try:
             session = box_of(self._box).session()
@@ -214,14 +214,14 @@ class SessionPool:
             raise SandboxClosed(f"the session pool was closed while the session for {value_text(key, 60)} opened")
         return session
 
-    def _hold(self, key: str, claim: "_Claim | None") -> None:
+    def _hold(self, key: Hashable, claim: "_Claim | None") -> None:
         """Under the lock: ``key`` was just used; with a live ``claim``, its session is busy until released."""
         self._sessions.move_to_end(key)
         if claim is not None and not claim.abandoned:
             self._busy[key] += 1
             claim.held = True
 
-    def _release(self, key: str, claim: "_Claim | None" = None) -> None:
+    def _release(self, key: Hashable, claim: "_Claim | None" = None) -> None:
         """End a call's hold on the session of ``key``; with ``claim``, only if it was taken (see _arun_once)."""
         with self._lock:
             if claim is not None:
@@ -232,14 +232,14 @@ class SessionPool:
             if self._busy[key] <= 0:
                 del self._busy[key]
 
-    def run(self, key: str, code: str, files: list[File] | None = None, timeout: float | None = None) -> Result:
+    def run(self, key: Hashable, code: str, files: list[File] | None = None, timeout: float | None = None) -> Result:
         """Run in the session of ``key``; a session the core just expired is reopened once."""
         try:
             return self._run_once(key, code, files or [], timeout)
         except SandboxClosed:  # expired between get() and run(): one fresh session (a closed Sandbox raises again)
             return self._run_once(key, code, files or [], timeout)
 
-    async def arun(self, key: str, code: str, files: list[File] | None = None,
+    async def arun(self, key: Hashable, code: str, files: list[File] | None = None,
                    timeout: float | None = None) -> Result:
         """:meth:`run` for asyncio, through ``Session.arun``: cancelling the task kills the run at once.
 
@@ -249,14 +249,14 @@ class SessionPool:
         except SandboxClosed:  # expired between get() and arun(): one fresh session
             return await self._arun_once(key, code, files or [], timeout)
 
-    def _run_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
+    def _run_once(self, key: Hashable, code: str, files: list[File], timeout: float | None) -> Result:
         session = self._take(key, _Claim())
         try:
             return session.run(code, files=files, timeout=timeout)
         finally:
             self._release(key)
 
-    async def _arun_once(self, key: str, code: str, files: list[File], timeout: float | None) -> Result:
+    async def _arun_once(self, key: Hashable, code: str, files: list[File], timeout: float | None) -> Result:
         # _take may open a session, which waits for the zygote: not on the event loop. A task cancelled while
         # the thread takes it gives up its claim: the thread then holds nothing (else the key stayed busy for good).
         claim = _Claim()
@@ -269,6 +269,20 @@ class SessionPool:
             return await session.arun(code, files=files, timeout=timeout)
         finally:
             self._release(key)
+
+    def close_matching(self, match: Callable[[Hashable], bool]) -> None:
+        """Close the sessions whose key ``match`` accepts, for keys no call will use again (an MCP client that went
+        away): those being opened for such a key are waited for and closed once open. Blocks; the pool stays open."""
+        while True:
+            with self._lock:
+                doomed = [self._sessions.pop(key) for key in [k for k in self._sessions if match(k)]]
+                opening = [o for key, o in self._opening.items() if match(key)]
+            for session in doomed:
+                _close_quietly(session)
+            if not opening:
+                return
+            for pending in opening:  # a cancelled call's thread goes on opening it: the next pass closes it
+                pending.done.wait()
 
     def close(self) -> None:
         """Close every session (one being opened, once open); later calls raise SandboxClosed. Idempotent."""

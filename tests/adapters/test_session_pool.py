@@ -171,3 +171,29 @@ def test_a_closed_pool_opens_no_more_sessions(gated):
     with pytest.raises(SandboxClosed, match="session pool is closed"):
         pool.run("b", "print(2)")
     assert gated.entered == 1 and [session.closed for session in gated.opened] == [True] and len(pool) == 0
+
+
+def test_close_matching_closes_those_keys_sessions_and_one_being_opened_for_them(gated):
+    """An MCP client that went away: its keys' sessions are closed, one still being opened (a cancelled call's thread
+    goes on opening it) once open, so no process of that client is kept; other keys' sessions and the pool go on."""
+    pool = SessionPool(gated, max_sessions=4)
+    try:
+        gone_a, kept = pool.get(("gone", "a")), pool.get(("kept", "a"))
+        gated.gate.clear()
+        with concurrent.futures.ThreadPoolExecutor(2) as threads:
+            opening = threads.submit(pool.get, ("gone", "b"))
+            try:
+                wait_for(lambda: gated.entered == 3, 60, "('gone', 'b')'s session to start opening")
+                closing = threads.submit(pool.close_matching, lambda key: key[0] == "gone")
+                wait_for(lambda: gone_a.closed, 60, "the open session of the client gone to close")
+                time.sleep(0.5)
+                waited = not closing.done()  # for the session being opened
+            finally:
+                gated.gate.set()  # else the executor waits for the held opening for good
+            closing.result(timeout=60)
+            late = opening.result(timeout=60)
+        assert waited
+        assert late.closed and gone_a.closed and not kept.closed and len(pool) == 1
+        assert pool.get(("kept", "a")) is kept and pool.run(("gone", "a"), "print(1)").stdout == "1\n"
+    finally:
+        pool.close()
