@@ -1,4 +1,5 @@
-"""MCP adapter: a ``run_python`` tool served over stdio with the official ``mcp`` SDK (2.x).
+"""MCP adapter: a ``run_python`` tool served over stdio (or Streamable HTTP: :mod:`.mcp_http`) with the official
+``mcp`` SDK (2.x).
 
 Start it with ``sandbox mcp [--policy P] [--image I]``, e.g. in a client's config::
 
@@ -31,21 +32,27 @@ Cancellation: a client that gives up on a call sends ``notifications/cancelled``
 SDK cancels the call's task, which cancels its ``Sandbox.arun``: the run's process tree
 is killed at once and its concurrency slot freed (a session run rolls back).
 
+Several clients (``build_server(shared=True)``, what ``sandbox mcp --http`` serves): a ``session_id`` belongs to
+the MCP session that used it (its transport's Mcp-Session-Id; a call without one may not use a ``session_id``), and
+an MCP session's sandbox sessions are closed when it ends. The limits above are the server's, all clients' together.
+
 Written for ``mcp`` 2.x (``MCPServer``, formerly ``FastMCP``).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import importlib.metadata
 import itertools
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Hashable, Optional
 from urllib.parse import quote
 
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import BlobResourceContents, CallToolResult, EmbeddedResource, ImageContent, TextContent, \
     TextResourceContents
 from pydantic import Field
@@ -61,6 +68,8 @@ from ._loop import check_count
 __all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
 
 _MAX_SESSION_ID = 128
+#: Key of Connection.state saying the MCP session's sandbox sessions are closed when it ends.
+_SCOPE_CLOSER = "sandbox.close_scope"
 #: run_python calls one server serves at once by default; one more is refused at once. Each holds a thread (its run
 #: waits there for a slot or its session's earlier calls) and its decoded input files (see MAX_INPUT_BYTES).
 MAX_CALLS = 32
@@ -138,6 +147,14 @@ class Backend:
                 raise SandboxError(f"the sandbox could not start: {error}") from error
             return self._box, self._sessions
 
+    async def close_scope(self, mcp_session: str) -> None:
+        """Close the ``session_id`` sessions of one MCP session (it ended: no call of it comes again)."""
+        with self._lock:
+            sessions = self._sessions
+        if sessions is not None:  # else none was opened: its calls waited for the zygote, and were cancelled
+            await anyio.to_thread.run_sync(sessions.close_matching, lambda key: isinstance(key, _ScopedId) and
+                                           key.mcp_session == mcp_session)
+
     def close(self) -> None:
         """Close the sessions, and the Sandbox if the backend started it. Idempotent."""
         with self._lock:
@@ -149,9 +166,22 @@ class Backend:
             box.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class _ScopedId:
+    """A ``session_id`` as one MCP session (its transport's Mcp-Session-Id) uses it: two clients' "a" are two
+    sandbox sessions."""
+
+    mcp_session: str
+    session_id: str
+
+    def __repr__(self) -> str:  # what the pool's messages show: the id the client chose, not the transport's
+        return repr(self.session_id)
+
+
 def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
                  image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = MAX_SESSIONS,
-                 max_calls: int = MAX_CALLS, max_input_bytes: int | None = None) -> MCPServer:
+                 max_calls: int = MAX_CALLS, max_input_bytes: int | None = None,
+                 shared: bool = False) -> MCPServer:
     """An ``MCPServer`` with the ``run_python`` tool.
 
     Args:
@@ -169,6 +199,10 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
             would pass it is a tool error at once, before they are decoded. Default: :data:`MAX_INPUT_BYTES`, or
             one run's largest input under the policy if that is more; a smaller value is an ``InputError`` (that
             run would be refused even alone).
+        shared: several clients share the server (Streamable HTTP): a call's ``session_id`` must then come in an
+            MCP session, or it is refused (ids outside one would be every client's). Whatever this says, a call
+            made in an MCP session with a transport session id uses ``session_id`` within it, and that MCP
+            session's sandbox sessions are closed when it ends.
 
     The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
@@ -188,6 +222,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
             description="Input files: file name -> base64 content; they appear in the working directory.")] = None,
         session_id: Annotated[Optional[str], Field(
             description="Any id of your choice; calls with the same id share variables and files.")] = None,
+        ctx: Context | None = None,
     ) -> CallToolResult:
         nonlocal in_flight, input_held
         if in_flight >= max_calls:
@@ -208,7 +243,8 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
                 box, sessions = await backend.ready()
             except SandboxError as exc:
                 return to_call_tool_result(f"SandboxError: {exc}")
-            return to_call_tool_result(await _run(box, sessions, code, files, session_id), run=run)
+            key_of = functools.partial(_session_key, ctx=ctx, shared=shared, backend=backend)
+            return to_call_tool_result(await _run(box, sessions, code, files, session_id, key_of), run=run)
         finally:  # however the call ends: a cancelled one too
             in_flight -= 1
             input_held -= input_bytes
@@ -240,7 +276,7 @@ def _decoded_size(files: Optional[dict[str, str]]) -> int:
 
 
 async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[dict[str, str]],
-               session_id: Optional[str]) -> Result | str:
+               session_id: Optional[str], key_of: Callable[[str], Hashable]) -> Result | str:
     """One run_python call through ``arun`` (a cancelled call kills its run); refused input is its error text."""
     try:
         inputs = decode_files(files)
@@ -248,9 +284,28 @@ async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[d
             return await box.arun(code, files=inputs)
         if not session_id or len(session_id) > _MAX_SESSION_ID:
             raise InputError(f"session_id must be 1 to {_MAX_SESSION_ID} characters (got {len(session_id)})")
-        return await sessions.arun(session_id, code, files=inputs)
+        return await sessions.arun(key_of(session_id), code, files=inputs)
     except (InputError, SessionError) as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+def _session_key(session_id: str, *, ctx: Context | None, shared: bool, backend: Backend) -> Hashable:
+    """The pool key of ``session_id``: scoped to the MCP session that made the call when it has a transport session
+    id (Streamable HTTP), whose end then closes the key's sandbox session; the id alone over stdio."""
+    # mcp 2.3 gives a tool no public way to its Connection (ServerRequestContext has no `connection` yet); the
+    # Connection holds the session id and the exit stack the SDK unwinds when the MCP session ends.
+    connection = getattr(ctx.request_context.session, "_connection", None) if ctx is not None else None
+    mcp_session = getattr(connection, "session_id", None)
+    if connection is None or mcp_session is None:
+        if shared:
+            raise InputError("session_id needs an MCP session on a server several clients share: this call came "
+                             "without one (the 2026-07-28 protocol has none; connect with the initialize handshake, "
+                             "e.g. mcp's Client(url, mode='legacy')), so its variables would be every client's")
+        return session_id
+    if not connection.state.get(_SCOPE_CLOSER):  # once per MCP session
+        connection.state[_SCOPE_CLOSER] = True
+        connection.exit_stack.push_async_callback(backend.close_scope, mcp_session)
+    return _ScopedId(mcp_session, session_id)
 
 
 def to_call_tool_result(result: Result | str, *, run: int | str = 0,

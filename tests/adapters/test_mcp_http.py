@@ -1,0 +1,354 @@
+"""MCP over Streamable HTTP: ``python -m sandbox mcp --http 127.0.0.1:0`` in a subprocess, driven by the mcp SDK's
+own streamable HTTP client (``Client(url, mode="legacy")``: the initialize handshake, so an Mcp-Session-Id)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+import select
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import psutil
+import pytest
+
+pytest.importorskip("mcp")
+from mcp import Client  # noqa: E402
+from mcp.types import ImageContent  # noqa: E402
+
+from .conftest import server_env, sleeper_code, sleepers, wait_for  # noqa: E402
+
+PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
+
+
+class Server:
+    """A ``sandbox mcp --http`` subprocess: its URL once it listens, its processes, and a teardown that kills it."""
+
+    def __init__(self, *argv: str, timeout: float = 60) -> None:
+        self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=server_env(), text=True)
+        self.seen: dict[int, psutil.Process] = {}  # every process seen under it, for the teardown
+        ready, deadline = "", time.monotonic() + timeout
+        while not ready.endswith("\n") and time.monotonic() < deadline and self.proc.poll() is None:
+            if select.select([self.proc.stdout], [], [], 0.2)[0]:
+                ready += self.proc.stdout.readline()
+        if "/mcp" not in ready:
+            self.kill()
+            raise AssertionError(f"the server did not say where it listens: {ready!r} {self.proc.stderr.read()!r}")
+        self.url = ready.split(" at ", 1)[1].strip()
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's live descendants (zygote, workers, sessions), remembered for the teardown."""
+        found = []
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        for proc in children:
+            self.seen.setdefault(proc.pid, proc)
+            found.append(proc)
+        return [p for p in found if _alive(p)]
+
+    def kill(self) -> None:
+        self.processes()
+        self.proc.kill()
+        self.proc.wait(30)
+        for proc in self.seen.values():  # only what this server started
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture
+def serve():
+    """``serve(*args)``: a ``sandbox mcp --http 127.0.0.1:0 *args`` server, killed at the end of the test."""
+    servers: list[Server] = []
+
+    def start(*args: str, argv: list[str] | None = None, host: str = "127.0.0.1") -> Server:
+        server = Server(*(argv or [sys.executable, "-m", "sandbox", "mcp", "--http", f"{host}:0", *args]))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+def named(server: Server, name: str) -> list[psutil.Process]:
+    """The server's processes a snippet renamed ``name`` (prctl PR_SET_NAME: a session's later states inherit it)."""
+    found = []
+    for proc in server.processes():
+        try:
+            if proc.name() == name:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def rename(name: str) -> str:
+    return f"import ctypes\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)\n"
+
+
+def call(client: Client, code: str, **arguments):
+    return client.call_tool("run_python", {"code": code, **arguments})
+
+
+def test_a_run_prints_and_plots_and_session_id_needs_an_mcp_session(serve):
+    """Text and image content come back over HTTP. A 2026-07-28 client (the SDK's default, mode "auto") has no MCP
+    session: its calls run, but a session_id, which no MCP session could scope, is refused."""
+    server = serve()
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client:
+            tools = (await client.list_tools()).tools
+            plotted = await call(client, "print('plot')\n" + PLOT)
+            files = await call(client, "print(open('in.txt').read())",
+                               files={"in.txt": base64.b64encode(b"from the client").decode()})
+        async with Client(server.url) as modern:
+            return tools, plotted, files, await call(modern, "print(6 * 7)"), await call(modern, "x = 1",
+                                                                                         session_id="a")
+
+    tools, plotted, files, stateless, refused = asyncio.run(session())
+    assert [tool.name for tool in tools] == ["run_python"]
+    text, image = plotted.content
+    assert not plotted.is_error and text.text == "OUTCOME_OK\nplot\n[files: figure_1.png]"
+    assert isinstance(image, ImageContent) and base64.b64decode(image.data).startswith(b"\x89PNG")
+    assert files.content[0].text == "OUTCOME_OK\nfrom the client"
+    assert stateless.content[0].text == "OUTCOME_OK\n42"
+    assert refused.is_error and "InputError: session_id needs an MCP session" in refused.content[0].text
+
+
+def test_two_clients_with_the_same_session_id_keep_separate_state(serve):
+    """Both clients call session_id "a" at once: each sees its own variables and files, never the other's."""
+    server = serve()
+
+    async def conversation(name: str, both_set: asyncio.Barrier):
+        async with Client(server.url, mode="legacy") as client:
+            await call(client, f"x = {name!r}\nopen('mine.txt', 'w').write({name!r})", session_id="a")
+            await both_set.wait()  # the other client's "a" has its x and file too
+            return await call(client, "import os\nprint(x, open('mine.txt').read(), sorted(os.listdir('.')))",
+                              session_id="a")
+
+    async def both():
+        both_set = asyncio.Barrier(2)
+        return await asyncio.gather(conversation("first", both_set), conversation("second", both_set))
+
+    first, second = asyncio.run(both())
+    assert first.content[0].text == "OUTCOME_OK\nfirst first ['mine.txt']", first
+    assert second.content[0].text == "OUTCOME_OK\nsecond second ['mine.txt']", second
+
+
+def test_a_client_whose_mcp_session_ends_leaves_no_sandbox_session_behind(serve):
+    """A client's DELETE (leaving ``async with Client``) closes the sandbox sessions of its MCP session: their
+    processes go. Another client's session of the same session_id lives on, its variables kept."""
+    server = serve()
+    gone, kept = f"g{uuid.uuid4().hex[:10]}", f"k{uuid.uuid4().hex[:10]}"
+
+    async def session():
+        async with Client(server.url, mode="legacy") as staying:
+            await call(staying, rename(kept) + "x = 'kept'", session_id="a")
+            async with Client(server.url, mode="legacy") as leaving:
+                for code in (rename(gone) + "y = 1", "y += 1"):  # the second run's state inherits the name
+                    assert not (await call(leaving, code, session_id="a")).is_error
+                assert named(server, gone), "the leaving client's session has no process"
+            await asyncio.to_thread(wait_for, lambda: not named(server, gone), 30,
+                                    "the ended MCP session's sandbox processes to go")
+            return await call(staying, "print(x)", session_id="a")
+
+    assert asyncio.run(session()).content[0].text == "OUTCOME_OK\nkept"
+    assert named(server, kept)
+
+
+def test_the_limits_are_the_servers_for_all_clients_together(serve):
+    """--max-calls 1: while one client's call runs, another client's is refused naming max_calls. --max-sessions 1:
+    a second client's session_id then takes the first client's idle session's place (its variables are lost)."""
+    server = serve("--max-calls", "1", "--max-sessions", "1")
+    marker = 4.3
+
+    async def session():
+        async with Client(server.url, mode="legacy") as first, Client(server.url, mode="legacy") as second:
+            busy = asyncio.ensure_future(call(first, "x = 1\n" + sleeper_code(marker), session_id="a"))
+            await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+            refused = await call(second, "print('over')")
+            await busy
+            taken = await call(second, "print('second')", session_id="a")
+            return refused, taken, await call(first, "print(x)", session_id="a")
+
+    refused, taken, lost = asyncio.run(session())
+    assert refused.is_error and "(max_calls=1)" in refused.content[0].text, refused
+    assert taken.content[0].text == "OUTCOME_OK\nsecond"
+    assert "name 'x' is not defined" in lost.content[0].text, lost
+
+
+def _post(address: str, port: int, host: str, origin: str | None = None) -> int:
+    """The status of an initialize POST to the server, sent with these Host and Origin headers."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    headers = {"Host": host, "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if origin:
+        headers["Origin"] = origin
+    conn = http.client.HTTPConnection(address, port, timeout=30)
+    try:
+        conn.request("POST", "/mcp", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2"])
+def test_a_host_or_origin_that_is_not_loopback_is_refused(serve, address):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host evil.example. The SDK's
+    check, on for a loopback bind, refuses it (421) and a foreign Origin (403); loopback names pass, and so does the
+    address bound (the SDK sets the check up by itself for 127.0.0.1, localhost and ::1 only)."""
+    port = serve(host=address).port
+    assert _post(address, port, f"evil.example:{port}") == 421
+    assert _post(address, port, f"{address}:{port}", origin="http://evil.example") == 403
+    assert _post(address, port, f"{address}:{port}", origin=f"http://{address}:{port}") == 200
+    assert _post(address, port, f"localhost:{port}", origin=f"http://localhost:{port}") == 200
+
+
+def test_a_public_bind_takes_the_names_its_clients_use():
+    """Bound to a public address there is no Host check (the names clients use are not known). In-process, no
+    socket: the SDK's app, told no host, took 127.0.0.1 and refused every Host but a loopback one."""
+    from starlette.testclient import TestClient
+
+    from sandbox.adapters.mcp import build_server
+    from sandbox.adapters.mcp_http import http_app
+
+    server = build_server(shared=True)
+    try:
+        with TestClient(http_app(server, "0.0.0.0"), base_url="http://sandbox.example:8000") as client:
+            response = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+                headers={"Accept": "application/json, text/event-stream"})
+    finally:
+        server.backend.close()
+    assert response.status_code == 200 and "mcp-session-id" in response.headers, response.text
+
+
+def test_a_call_with_the_largest_input_the_policy_allows_fits_in_a_request(serve):
+    """Three files of 2 MB (the default policy's largest file) are 8 MB of base64: the SDK's default 4 MiB cap
+    on a request body refused them (413) where stdio runs them. The cap makes room for one call the policy allows."""
+    server = serve()
+    files = {f"in{i}.bin": base64.b64encode(bytes(2_000_000)).decode() for i in range(3)}
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client:
+            return await call(client, "import os\nprint(sum(os.path.getsize(f'in{i}.bin') for i in range(3)))",
+                              files=files)
+
+    assert asyncio.run(session()).content[0].text == "OUTCOME_OK\n6000000"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_server_stops_on_a_signal_with_nothing_left_behind(serve, signum):
+    """SIGTERM (or Ctrl-C) while a client is connected and a session lives: the server exits 0 and its zygote,
+    workers and sessions are gone. (uvicorn raises the signal again once stopped: SIGTERM's default action killed
+    the process before its Sandbox was closed.)"""
+    server = serve()
+
+    async def session():
+        client = Client(server.url, mode="legacy")
+        await client.__aenter__()
+        assert (await call(client, "x = 1", session_id="a")).content[0].text == "OUTCOME_OK"
+        return client
+
+    async def run():
+        client = await session()
+        before = server.processes()
+        server.proc.send_signal(signum)
+        code = await asyncio.to_thread(server.proc.wait, 30)
+        try:
+            await client.__aexit__(None, None, None)
+        except Exception:  # noqa: BLE001 - its DELETE finds no server
+            pass
+        return before, code
+
+    before, code = asyncio.run(run())
+    assert before and code == 0, (code, server.proc.stderr.read())
+    wait_for(lambda: not any(_alive(p) for p in before), 10, "the server's processes to go")
+
+
+def test_the_handshake_is_answered_before_the_sandbox_is_ready(serve, tmp_path):
+    """Over HTTP as over stdio: the zygote cannot start until the test says so, yet the server listens and
+    initialize and list_tools answer; the first call waits for the sandbox."""
+    gate = tmp_path / "start-the-zygote"
+    bootstrap = textwrap.dedent(f"""
+        import os, time
+        import sandbox.adapters.mcp as server
+        from sandbox.adapters.mcp_http import serve_http
+        real = server.Sandbox
+        def gated(*args, **kwargs):
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.05)
+            return real(*args, **kwargs)
+        server.Sandbox = gated
+        serve_http("127.0.0.1", 0, on_ready=lambda url, loopback: print("listening at", url, flush=True))
+    """)
+    server = serve(argv=[sys.executable, "-c", bootstrap])
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client:
+            (tool,) = (await client.list_tools()).tools
+            first = asyncio.ensure_future(call(client, "print('first')"))
+            await asyncio.sleep(1.0)
+            waiting = not first.done()
+            gate.touch()
+            return tool.name, waiting, await asyncio.wait_for(first, 120)
+
+    name, waiting, result = asyncio.run(session())
+    assert name == "run_python" and waiting and result.content[0].text == "OUTCOME_OK\nfirst"
+
+
+@pytest.mark.parametrize(("address", "message"), [
+    ("8000x", "'8000x': the port must be a number from 0 to 65535"),
+    ("127.0.0.1:70000", "the port must be a number from 0 to 65535"),
+    ("::1:8000", "an IPv6 host goes in brackets, e.g. [::1]:8000"),
+    ("[nope]:8000", "'nope' in brackets is not an IPv6 address"),
+    (":8000", "no host before ':'"),
+    ("bad_host:8000", "'bad_host' is not a host name or address"),
+])
+def test_a_bad_http_address_is_a_usage_error(address, message):
+    done = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--http", address], env=server_env(),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "sandbox mcp: error: argument --http: " in done.stderr, done.stderr
+    assert message in done.stderr and done.stdout == "", done.stderr
+
+
+def test_an_address_that_cannot_be_bound_is_named():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--http", f"127.0.0.1:{port}"],
+                              env=server_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and f"cannot bind 127.0.0.1:{port} (sandbox mcp --http): Address already in use" \
+        in done.stderr, done.stderr
+
+
+def test_help_explains_http():
+    done = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--help"], env=server_env(),
+                          capture_output=True, text=True, timeout=60)
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0 and "--http [HOST:]PORT" in text and "no authentication" in text, done.stdout
