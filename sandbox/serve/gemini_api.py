@@ -7,6 +7,11 @@ model wrote it, its result when the run ends), then a last event with the finish
 reason and the usage; without ``alt=sse`` the same chunks come as one JSON array,
 written as they happen. An error before the first part is an HTTP error; after it,
 an ``{"error": ...}`` event (which the SDK raises).
+
+With ``responseLogprobs`` the candidate carries ``logprobsResult`` and ``avgLogprobs``: the tokens of
+the texts the model wrote, each model call's after the previous one's, as the backend sent them (no
+code the model wrote through the code tool: a backend's logprobs cover its text only), and their mean.
+Streamed, each text chunk's candidate carries its own tokens and their mean; the other chunks none.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import fnmatch
 import json
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +30,7 @@ from ..errors import value_text
 from .errors import ApiError, not_found_model
 from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
 from .loop import Done, Event, Tokens, generate
-from .wire import parse_generate_request, part_json
+from .wire import Text, TokenLogprob, logprobs_json, parse_generate_request, part_json
 
 _METHODS = {"generateContent": False, "streamGenerateContent": True}
 
@@ -76,30 +81,38 @@ async def model_action(request: Request) -> Response:
         if _METHODS[method]:
             first = await first_event(events)  # errors before the first part are HTTP errors
             sse = request.query_params.get("alt") == "sse"
-            stream = _stream(first, events, model, sse, request.scope["log"])
+            stream = _stream(first, events, model, sse, request.scope["log"], parsed.generation.response_logprobs)
             held, slot = slot, None  # type: ignore[assignment]  # the response releases it, however the stream ends
             cleanup = [stream.aclose, events.aclose, held.release]  # type: ignore[attr-defined]
             media_type = "text/event-stream" if sse else "application/json"
             return CleanStreamingResponse(stream, cleanup, media_type=media_type)
         async with contextlib.aclosing(events):  # type: ignore[type-var]
-            return JSONResponse(await _whole(events, model, request.scope["log"]))
+            return JSONResponse(await _whole(events, model, request.scope["log"],
+                                             parsed.generation.response_logprobs))
     finally:
         if slot is not None:
             slot.release()
 
 
-async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any]) -> dict[str, Any]:
+def _tokens(event: Event, logprobs: bool) -> tuple[TokenLogprob, ...]:
+    """The tokens of a text the model wrote, when the request asked for them (responseLogprobs)."""
+    return (event.logprobs or ()) if logprobs and isinstance(event, Text) else ()
+
+
+async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any], logprobs: bool) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
+    tokens: list[TokenLogprob] = []
     async for event in events:
         if isinstance(event, Done):
             log.update(executions=event.executions, finish=event.finish_reason)
-            return response_json(model, parts, event)
+            return response_json(model, parts, event, tokens=tokens)
         parts.append(part_json(event))
+        tokens += _tokens(event, logprobs)  # each model call's text in turn: the candidate's tokens in order
     raise ApiError("INTERNAL", "the loop ended without a result")
 
 
 async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: bool,
-                  log: dict[str, Any]) -> AsyncIterator[str]:
+                  log: dict[str, Any], logprobs: bool) -> AsyncIterator[str]:
     response_id = uuid.uuid4().hex[:22]
     count = 0
 
@@ -116,7 +129,7 @@ async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: b
                 log.update(executions=event.executions, finish=event.finish_reason)
                 yield frame(response_json(model, [], event, response_id))
                 break
-            yield frame(response_json(model, [part_json(event)], None, response_id))
+            yield frame(response_json(model, [part_json(event)], None, response_id, _tokens(event, logprobs)))
             event = await events.__anext__()
     except ApiError as exc:
         log.update(error=exc.status)
@@ -133,9 +146,12 @@ async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: b
 
 
 def response_json(model: str, parts: list[dict[str, Any]], done: Done | None,
-                  response_id: str | None = None) -> dict[str, Any]:
-    """A ``GenerateContentResponse`` (one chunk of a stream when ``done`` is None)."""
+                  response_id: str | None = None, tokens: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+    """A ``GenerateContentResponse`` (one chunk of a stream when ``done`` is None), with the candidate's
+    ``logprobsResult`` and ``avgLogprobs`` for ``tokens`` when there are any."""
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if tokens:
+        candidate.update(logprobs_json(tokens))
     body: dict[str, Any] = {"candidates": [candidate]}
     if done is not None:
         candidate["finishReason"] = done.finish_reason

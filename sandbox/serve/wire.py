@@ -18,8 +18,9 @@ from __future__ import annotations
 from .wire_read import decode_bytes, duplicate_name, json_schema, parse_content, parse_generate_request, parse_part
 from .wire_types import CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, \
     FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text, TokenLogprob
-from .wire_write import part_json, parts_from_result
+from .wire_write import logprobs_json, part_json, parts_from_result
 
 __all__ = ["CodeExecutionResult", "Content", "ExecutableCode", "FunctionCall", "FunctionDeclaration",
            "FunctionResponse", "GenerateRequest", "GenerationConfig", "InlineData", "Part", "Text", "TokenLogprob",
-           "decode_bytes", "duplicate_name", "json_schema", "parse_content", "parse_generate_request", "parse_part", "part_json", "parts_from_result"]
+           "decode_bytes", "duplicate_name", "json_schema", "logprobs_json", "parse_content", "parse_generate_request", "parse_part",
+           "part_json", "parts_from_result"]

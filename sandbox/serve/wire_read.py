@@ -328,6 +328,7 @@ def _generation(o: _Obj | None) -> GenerationConfig:
     max_tokens = o.get("maxOutputTokens", "int")
     top_k = o.get("topK", "int")
     seed = o.get("seed", "int")
+    response_logprobs = bool(o.get("responseLogprobs", "bool", False))
     return GenerationConfig(
         temperature=o.get("temperature", "number"),
         top_p=o.get("topP", "number"),
@@ -338,7 +339,28 @@ def _generation(o: _Obj | None) -> GenerationConfig:
         presence_penalty=o.get("presencePenalty", "number"),
         frequency_penalty=o.get("frequencyPenalty", "number"),
         response_mime_type=o.get("responseMimeType", "str"),
+        response_logprobs=response_logprobs,
+        logprobs=_logprobs(o, response_logprobs),
     )
+
+
+#: The API reference's range of GenerationConfig.logprobs (the SDK does not check it).
+_MAX_LOGPROBS = 20
+
+
+def _logprobs(o: _Obj, response_logprobs: bool) -> int | None:
+    """``logprobs``, the alternatives at each step: only valid with ``responseLogprobs``, in [0, 20]."""
+    value = o.get("logprobs", "int")
+    if value is None:
+        return None
+    value = int(value)
+    if not response_logprobs:
+        raise invalid(f"Invalid value at '{o.at('logprobs')}': logprobs is only valid with responseLogprobs true "
+                      f"(got logprobs {value} without it)")
+    if not 0 <= value <= _MAX_LOGPROBS:
+        raise invalid(f"Invalid value at '{o.at('logprobs')}': the number must be in the range of "
+                      f"[0, {_MAX_LOGPROBS}] (got {value})")
+    return value
 
 
 def _strings(o: _Obj, name: str) -> tuple[str, ...]:

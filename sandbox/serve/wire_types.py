@@ -28,7 +28,8 @@ class Text:
     thought: bool = False
     logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False, compare=False)
     """The tokens of a model's text with their log probabilities, when the backend was asked for them and sent
-    them (the Gemini wire format has no place for them on a part: only /v1/responses returns them)."""
+    them (the Gemini wire format has no place for them on a part: its front end returns them on the candidate,
+    ``logprobsResult``; /v1/responses on ``output_text``)."""
 
 
 @dataclass(frozen=True)

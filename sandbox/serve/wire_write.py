@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .wire_read import parse_part
-from .wire_types import CodeExecutionResult, ExecutableCode, FunctionCall, FunctionResponse, InlineData, Part, Text
+from .wire_types import CodeExecutionResult, ExecutableCode, FunctionCall, FunctionResponse, InlineData, Part, Text, \
+    TokenLogprob
 
 
 def _with_id(body: dict[str, Any], part_id: str | None) -> dict[str, Any]:
@@ -44,6 +45,24 @@ _WRITERS: dict[type, Callable[[Any], dict[str, Any]]] = {
 def part_json(part: Part) -> dict[str, Any]:
     """A part as response JSON (camelCase, standard base64)."""
     return _WRITERS[type(part)](part)
+
+
+def _candidate_token(token: TokenLogprob) -> dict[str, Any]:
+    return {"token": token.token, "logProbability": token.logprob}
+
+
+def logprobs_json(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """A candidate's ``logprobsResult`` and ``avgLogprobs`` for these tokens (the mean of their log probabilities).
+
+    ``topCandidates`` has one entry per chosen token when the backend sent alternatives for any of them (it was
+    asked for ``logprobs`` above 0), none otherwise; there is no ``tokenId``: a Chat Completions backend sends none.
+    """
+    result: dict[str, Any] = {"chosenCandidates": [_candidate_token(token) for token in tokens]}
+    if any(token.top for token in tokens):
+        result["topCandidates"] = [{"candidates": [_candidate_token(top) for top in token.top]} for token in tokens]
+    total = sum(token.logprob for token in tokens)
+    result["logProbabilitySum"] = total
+    return {"logprobsResult": result, "avgLogprobs": total / len(tokens) if tokens else 0.0}
 
 
 def parts_from_result(dicts: list[dict[str, Any]], code_id: str | None) -> list[Part]:

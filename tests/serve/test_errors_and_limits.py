@@ -80,6 +80,13 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
      "Invalid value at 'generationConfig.stopSequences[1]' (TYPE_STRING), 5"),
     ({**HELLO, "generationConfig": {"stop_sequences": [None]}},
      "Invalid value at 'generationConfig.stopSequences[0]' (TYPE_STRING), None"),
+    # read now that the front end returns logprobsResult: they were ignored whatever they held
+    ({**HELLO, "generationConfig": {"responseLogprobs": "yes"}},
+     "Invalid value at 'generationConfig.responseLogprobs' (TYPE_BOOL), 'yes'"),
+    ({**HELLO, "generationConfig": {"responseLogprobs": True, "logprobs": 2.5}},
+     "Invalid value at 'generationConfig.logprobs' (TYPE_INT32), 2.5"),
+    ({**HELLO, "generationConfig": {"response_logprobs": True, "logprobs": 21}},
+     "Invalid value at 'generationConfig.logprobs': the number must be in the range of [0, 20] (got 21)"),
     # taken for AUTO and for a code execution tool before
     ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
      "Invalid value at 'toolConfig.functionCallingConfig.mode'"),

@@ -10,9 +10,10 @@ import time
 
 import httpx
 import pytest
-from google.genai import types
+from google import genai
+from google.genai import errors, types
 
-from .fake_backend import PLOT_CODE
+from .fake_backend import LOGPROBS, PLOT_CODE
 
 CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
 
@@ -256,3 +257,115 @@ def test_concurrent_requests_each_get_their_own_session(client):
 def test_backend_model_name_and_models_prefix_work(client, model):
     assert client.models.generate_content(model=model, contents="SCRIPT:hello").text == \
         "Hello from the scripted model."
+
+
+_LOGPROBS_SCRIPT = {"openai": "SCRIPT:clogprobs", "gemini": "SCRIPT:glogprobs"}
+_ALL_TOKENS = LOGPROBS[0] + LOGPROBS[1]
+
+
+def _client_of(request, backend):
+    """The google-genai client of the server whose backend is of ``backend`` kind."""
+    if backend == "openai":
+        return request.getfixturevalue("client")
+    served = request.getfixturevalue("keyed_server")
+    return genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=served.url, timeout=180_000))
+
+
+def _chosen(result):
+    return [(c.token, c.log_probability) for c in result.chosen_candidates]
+
+
+def _tops(result):
+    return [[(c.token, c.log_probability) for c in step.candidates or ()] for step in result.top_candidates]
+
+
+def _expected_tops(tokens):
+    return [[(top["token"], top["logprob"]) for top in token["top_logprobs"]] for token in tokens]
+
+
+def _asked(backend, sent):
+    if backend == "gemini":
+        config = sent.get("generationConfig") or {}
+        return {key: config[key] for key in ("responseLogprobs", "logprobs") if key in config}
+    return {key: sent[key] for key in ("logprobs", "top_logprobs") if key in sent}
+
+
+LOGPROBS_CONFIG = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())],
+                                              response_logprobs=True, logprobs=3)
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_logprobs_result_holds_every_model_calls_text_tokens(request, fake_model, backend):
+    """generationConfig responseLogprobs and logprobs were ignored: the backend was never asked and the
+    candidate had no logprobsResult. The backend is asked, and the candidate's logprobsResult holds the tokens
+    of the text of each model call in order (the text before the code, then the answer), with their
+    alternatives; avgLogprobs is their mean."""
+    client = _client_of(request, backend)
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=_LOGPROBS_SCRIPT[backend],
+                                              config=LOGPROBS_CONFIG)
+    candidate = response.candidates[0]
+    assert kinds(candidate.content.parts)[-3:] == ["executable_code", "code_execution_result", "text"]
+    assert response.text.endswith("Café")
+    result = candidate.logprobs_result
+    assert _chosen(result) == [(token["token"], token["logprob"]) for token in _ALL_TOKENS]
+    assert _tops(result) == _expected_tops(_ALL_TOKENS)
+    assert result.log_probability_sum == pytest.approx(-2.75)
+    assert candidate.avg_logprobs == pytest.approx(-2.75 / 4)
+    expected = {"responseLogprobs": True, "logprobs": 3} if backend == "gemini" else {"logprobs": True,
+                                                                                      "top_logprobs": 3}
+    assert [_asked(backend, sent) for sent in fake_model.requests] == [expected] * 2
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_streamed_text_chunks_carry_their_own_tokens(request, backend):
+    """Streamed, each text chunk's candidate carries the tokens of its text and their mean; the code and
+    result chunks, and the last one, carry none."""
+    client = _client_of(request, backend)
+    chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents=_LOGPROBS_SCRIPT[backend],
+                                                        config=LOGPROBS_CONFIG))
+    tokens = []
+    for chunk in chunks:
+        candidate = chunk.candidates[0]
+        result = candidate.logprobs_result
+        if result is None:
+            assert candidate.avg_logprobs is None
+            continue
+        assert [part.text is not None for part in candidate.content.parts] == [True]
+        chosen = _chosen(result)
+        assert candidate.avg_logprobs == pytest.approx(sum(logprob for _, logprob in chosen) / len(chosen))
+        tokens += chosen
+    assert tokens == [(token["token"], token["logprob"]) for token in _ALL_TOKENS]
+    assert chunks[-1].candidates[0].logprobs_result is None
+
+
+def test_logprobs_alone_asks_for_the_chosen_tokens_only(client, fake_model):
+    """responseLogprobs without logprobs: the backend is asked for no alternatives, and there are none."""
+    config = types.GenerateContentConfig(tools=CODE_TOOL.tools, response_logprobs=True)
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:clogprobs", config=config)
+    assert _asked("openai", fake_model.requests[0]) == {"logprobs": True}
+    assert len(response.candidates[0].logprobs_result.chosen_candidates) == 4
+
+
+def test_no_logprobs_result_unless_asked(client, fake_model):
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:clogprobs", config=CODE_TOOL)
+    assert response.candidates[0].logprobs_result is None and response.candidates[0].avg_logprobs is None
+    assert _asked("openai", fake_model.requests[0]) == {}
+
+
+@pytest.mark.parametrize("config, words", [
+    (types.GenerateContentConfig(response_logprobs=True, logprobs=21),
+     "Invalid value at 'generationConfig.logprobs': the number must be in the range of [0, 20] (got 21)"),
+    (types.GenerateContentConfig(response_logprobs=True, logprobs=-1),
+     "Invalid value at 'generationConfig.logprobs': the number must be in the range of [0, 20] (got -1)"),
+    (types.GenerateContentConfig(logprobs=3),
+     "Invalid value at 'generationConfig.logprobs': logprobs is only valid with responseLogprobs true "
+     "(got logprobs 3 without it)"),
+])
+def test_logprobs_out_of_range_is_invalid_argument(client, fake_model, config, words):
+    """The API reference's range, [0, 20], and only with responseLogprobs: such a request was answered, the
+    option dropped."""
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello", config=config)
+    assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+    assert info.value.message == words
+    assert not fake_model.requests
