@@ -36,9 +36,11 @@ from .wire import CodeExecutionResult, ExecutableCode, FunctionCall, InlineData,
 #: the cap on code runs (--max-executions) ended the turn without an answer: OpenAI has no reason for them,
 #: so they keep the Gemini front end's name, in lower case. So do the Gemini backend's other stops, which it
 #: passes on as sent (OTHER is also a Chat Completions backend's unknown finish_reason and a prompt blocked for
-#: no named reason): an unsupported language, an image model that made no image, the catch-alls. A reason not
-#: here and not STOP is 'other' (:func:`_incomplete_reason`).
-_INCOMPLETE = {"MAX_TOKENS": "max_output_tokens", "MALFORMED_FUNCTION_CALL": "malformed_function_call",
+#: no named reason): an unsupported language, an image model that made no image, the catch-alls. CONTINUATION is
+#: the per-request token limit reached before the answer was done (google-genai's FinishReason says so): a
+#: token limit, as MAX_TOKENS. A reason not here and not STOP is 'other' (:func:`_incomplete_reason`).
+_INCOMPLETE = {"MAX_TOKENS": "max_output_tokens", "CONTINUATION": "max_output_tokens",
+               "MALFORMED_FUNCTION_CALL": "malformed_function_call",
                "UNEXPECTED_TOOL_CALL": "unexpected_tool_call", "TOO_MANY_TOOL_CALLS": "too_many_tool_calls",
                **{reason: reason.lower() for reason in ("LANGUAGE", "OTHER", "NO_IMAGE", "IMAGE_OTHER")},
                **dict.fromkeys(("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",

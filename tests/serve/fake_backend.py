@@ -247,7 +247,7 @@ UNKNOWN_STOP = ("FINISH_REASON_UNSPECIFIED", "SOME_NEWER_REASON")
 SCRIPTS.update({f"gstop_{reason}": [raw({"candidates": [{"finishReason": reason, "index": 0}]})]
                 for reason in (*CONTENT_POLICY, *CUT_SHORT)})
 SCRIPTS.update({f"gtext_{reason}": [raw(_gemini([{"text": "partly"}], candidate={"finishReason": reason}))]
-                for reason in UNKNOWN_STOP})
+                for reason in (*UNKNOWN_STOP, "CONTINUATION")})
 SCRIPTS.update({script: [raw(answer)] for cases in MALFORMED.values() for script, (answer, _) in cases.items()})
 SCRIPTS.update({script: [raw(answer)] for cases in TOLERATED.values() for script, answer in cases.items()})
 

@@ -309,6 +309,17 @@ def test_a_gemini_stop_the_server_does_not_know_is_incomplete_other(keyed_oai, r
     assert response.output_text == "partly"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_gemini_continuation_stop_is_incomplete_max_output_tokens(keyed_oai, stream):
+    """CONTINUATION, Gemini's stop at the per-request token limit before the answer was done, was 'other'; it is
+    the token limit's reason, as MAX_TOKENS is, and the text the candidate held is kept."""
+    response, last = _final(keyed_oai, stream, model="gemini-2.5-flash", input="SCRIPT:gtext_CONTINUATION",
+                            tools=CODE_INTERPRETER)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert last in (None, "response.incomplete")
+    assert response.output_text == "partly"
+
+
 def test_a_chat_backends_content_filter_stays_content_filter(oai):
     """A Chat Completions backend's finish_reason content_filter (SAFETY to the loop) comes back as it was."""
     response = oai.responses.create(model="scripted", input="SCRIPT:cfiltered")
