@@ -14,7 +14,6 @@ no authentication: whoever reaches the port runs code in the sandbox.
 from __future__ import annotations
 
 import ipaddress
-import signal
 import socket
 from pathlib import Path
 from typing import Callable
@@ -27,6 +26,7 @@ from starlette.applications import Starlette
 from ..errors import SandboxError
 from ..image import Image
 from ..policy import Policy
+from ..uvicorn_stop import serve_until_stopped
 from ._common import MAX_SESSIONS
 from .mcp import MAX_CALLS, build_server
 
@@ -59,7 +59,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
             app = http_app(server, address)
             if on_ready is not None:
                 on_ready(f"http://{_url_host(address)}:{bound_port}{PATH}", _is_loopback(address))
-            _run(uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+            serve_until_stopped(uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
                                                timeout_graceful_shutdown=_GRACEFUL_STOP_SECONDS)), sock)
         finally:
             server.backend.close()  # type: ignore[attr-defined]
@@ -75,19 +75,6 @@ def http_app(server: MCPServer, address: str) -> Starlette:
     return server.streamable_http_app(
         streamable_http_path=PATH, host=address, transport_security=_rebinding_protection(address),
         max_request_body_size=_body_cap(server.backend.policy))  # type: ignore[attr-defined]
-
-
-def _run(server: uvicorn.Server, sock: socket.socket) -> None:
-    """Run uvicorn until a signal stops it. uvicorn raises the signal again once it has stopped; SIGTERM's default
-    action would then kill this process before the Sandbox is closed (its zygote and sessions left running)."""
-    stopped: list[int] = []
-    saved = {signum: signal.signal(signum, lambda signum, frame: stopped.append(signum))
-             for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.run(sockets=[sock])
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
 
 
 def _bind(host: str, port: int) -> socket.socket:

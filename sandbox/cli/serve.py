@@ -83,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         raise
     from ..core import Sandbox
+    from ..uvicorn_stop import serve_until_stopped
 
     overrides = {dotted: getattr(args, flag) for flag, dotted in _FLAGS.items()}
     config = serve_config.load(file=args.config, env=os.environ, overrides=overrides)
@@ -99,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                                timeout_graceful_shutdown=5,
                                                http=head_deadline_protocol(config.client_timeout_seconds)))
-        server.run(sockets=[sock])
+        serve_until_stopped(server, sock)  # SIGTERM too: the Sandbox is closed on the way out
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -543,3 +544,26 @@ def test_images_past_the_request_budget_are_left_out_and_the_result_says_so(clie
     # the budget is the request's, in bytes: the second run's small figure fits in what the first left
     assert len(images[2]) < MAX_IMAGE_BYTES - len(images[0]) - len(images[1]) and results[1] == "x is 42\n"
     assert "3 images (" in fake_model.requests[1]["messages"][-1]["content"]  # the model is told too
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_closes_the_sandbox_and_exits_0(fake_model, tmp_path, signum):
+    """uvicorn raises a stop signal again once it has stopped: SIGTERM's default action then killed the server before
+    its Sandbox closed (exit -15; its temp dirs left for a later host to sweep), and Ctrl-C exited 130."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    served = start_serve(tmp_path / "serve.log", "--backend", "openai", "--backend-url", f"{fake_model.url}/v1",
+                         "--backend-model", "scripted", env={"TMPDIR": str(temp)})
+    try:
+        client = genai.Client(api_key="x", http_options=types.HttpOptions(base_url=served.url))
+        reply = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:plot", config=CODE_TOOL)
+        assert "The answer is 43." in reply.text  # its code ran in the sandbox
+        below = psutil.Process(served.proc.pid).children(recursive=True)
+        assert below and any(temp.iterdir())  # its zygote, and the dirs the Sandbox made
+        served.proc.send_signal(signum)
+        assert served.proc.wait(timeout=60) == 0, served.log.read_text()[-3000:]
+        _, alive = psutil.wait_procs(below, timeout=30)
+        assert not alive, alive
+        assert not list(temp.iterdir()), list(temp.iterdir())
+    finally:
+        stop_serve(served)
