@@ -9,7 +9,7 @@ dtype; so does a categorical one whose categories are such numpy values, tz-awar
 numbers, booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable
 ones with their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as
 int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories
-that are all labels (str, int, float, bool, Timestamps, dates, Decimals, Timedeltas: as a list, see
+that are all labels (str, int, float, bool, Timestamps, dates, Decimals, Timedeltas, tuples of them: as a list, see
 :mod:`sandbox.codec_labels`; the format wrote Timestamps, dates and Decimals back as str, object strs as str and
 object ints as int64); so does an index level of objects that are all labels, as the list of them (the format wrote
 them back as it writes those categories). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its
@@ -142,7 +142,7 @@ def _categories(categories: Any) -> dict[str, Any]:
 
 
 def _object_categories(categories: Any) -> dict[str, Any]:
-    """Object categories as a list of labels, or {} if one is no label (a time, a tuple): the table carries them."""
+    """Object categories as a list of labels, or {} if one is no label (a time, a tuple of other things): the table carries them."""
     sent = _as_labels(categories)
     return {} if sent is None else {"categories": sent, "categoriesExtDtype": "object"}
 
@@ -155,15 +155,13 @@ def _object_level(level: Any) -> dict[str, Any] | None:
 
 
 def _as_labels(values: Any) -> list[Any] | None:
-    """``values`` as the labels they travel as, or None if one is no label, or a tuple, or past a label's bounds."""
+    """``values`` as the labels they travel as (a tuple of labels as a list), or None if one is no label or past a
+    label's bounds."""
     try:
         sent = [label_out(value, "categorical") for value in values]
     except CallError:  # a label past its bounds (a long str, a year past 9999): the table carries it, as before
         return None
-    # a tuple (a list here) is no value the host reads: a label's part
-    if any(value is UNSENT or isinstance(value, list) for value in sent):
-        return None
-    return sent
+    return None if any(value is UNSENT for value in sent) else sent
 
 
 def restored(frame: Any, entries: Any, count: int, levels: int) -> Any:
@@ -224,8 +222,8 @@ def _objects(entry: dict[str, Any], rows: int) -> Any:
     if set(entry) != {"at", "objects"} or not isinstance(values, list) or len(values) != rows:
         raise CallError(f"the worker returned an index level's objects that are not a list of its {rows} rows alone")
     # an Index: a DataFrame made of a list or an object array of strs holds them as str
-    return pandas.Index([label_in(value, f"index level {entry['at']}'s row {i}", part=True)
-                         for i, value in enumerate(values)], dtype=object, tupleize_cols=False)
+    return pandas.Index([label_in(value, f"index level {entry['at']}'s row {i}") for i, value in enumerate(values)],
+                        dtype=object, tupleize_cols=False)
 
 
 def _categorical(codes: Any, entry: dict[str, Any]) -> Any:
@@ -262,8 +260,7 @@ def _listed_categories(entry: dict[str, Any]) -> Any:
                         "alone")
     if strs:
         return pandas.array(categories, dtype=pandas.StringDtype("python"))
-    # part: a list (a tuple label) is no category the worker sends
-    return pandas.Index([label_in(category, f"category {i}", part=True) for i, category in enumerate(categories)],
+    return pandas.Index([label_in(category, f"category {i}") for i, category in enumerate(categories)],
                         dtype=object, tupleize_cols=False)
 
 

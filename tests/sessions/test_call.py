@@ -308,6 +308,23 @@ def test_frames_labelled_by_dates_decimals_or_timedeltas_come_back_equal(box):
         box.call(lambda: pd.DataFrame([[1]], columns=[__import__("decimal").Decimal("1" * 5000)]))
 
 
+def test_tuples_in_an_object_index_or_categories_come_back_tuples(box):
+    """An index of tuples (held as objects) came back as lists, and categories of tuples were a 'malformed value'
+    error: they went to pandas' table writer, which wrote them as lists. They travel as lists of labels beside the
+    table now, and come back tuples."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        return {"an index of tuples": pd.DataFrame({"v": [1, 2]}, index=pd.Index([(1, "a"), (2, None)],
+                                                                                 tupleize_cols=False)),
+                "categories of tuples": pd.Series(pd.Categorical([(1, 2), (3, "x"), (1, 2)]), name="t")}
+
+    trips = _assert_round_trips(box, make_values)
+    assert [type(label) for label in trips[0][2].index] == [tuple, tuple]
+    assert [type(category) for category in trips[1][2].cat.categories] == [tuple, tuple]
+
+
 def test_frames_indexed_by_objects_come_back_equal(box):
     """An index of objects (a groupby on a column's .dt.date, Decimals, strs held as objects) came back as the table
     format wrote it: dates as a midnight's ISO text and Decimals as text, all str, object strs as str, object ints as
