@@ -136,15 +136,17 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
     memcg.measure_baseline()  # the image's copy-on-write pages a worker may be charged for
     if "seccomp" in policy.confinement.layers and seccomp.pyseccomp is not None:
         try:
-            # A worker whose clone made no namespaces shares the host's IPC namespace: its filter refuses that.
-            host_ipc = (False, True) if "namespaces" in policy.confinement.layers else (True,)
-            for deny_shmem, deny_host_ipc in itertools.product((False, True), host_ipc):
+            # A worker whose clone made no namespaces shares the host's IPC and pid namespaces: its filter refuses
+            # what reaches the host's objects and processes there.
+            shared = (False, True) if "namespaces" in policy.confinement.layers else (True,)
+            for deny_shmem, host_namespaces in itertools.product((False, True), shared):
                 # A worker without a memory cgroup gets the filter refusing shmem and, as a rule, has no cpu cgroup
                 # either (root has both, an unprivileged uid neither): the filter refusing setsid too. Another pair
                 # compiles at its first worker.
-                seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem, deny_host_ipc=deny_host_ipc)
+                seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem,
+                                host_namespaces=host_namespaces)
                 if sessions:
-                    seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem, deny_host_ipc=deny_host_ipc)
+                    seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem, host_namespaces=host_namespaces)
             for no_cpu_cgroup in (False, True) if sessions else ():  # a session's first node installs one
                 state_scope.prepare(sessions=no_cpu_cgroup, forks=not policy.confinement.allow_subprocess)
         except OSError:
@@ -304,7 +306,7 @@ def apply_all(policy: Policy, ctx: ConfineContext, ns_status: LayerStatus | None
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork,  # last: it denies calls the steps above make
                                                       deny_shmem=not stack.memory_capped,
                                                       deny_setsid=not (keep_fork or stack.cpu_shared),
-                                                      deny_host_ipc=not _private_ipc(ns_status)))
+                                                      host_namespaces=not _private_ipc(ns_status)))
     return stack.statuses
 
 

@@ -44,6 +44,14 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   and semaphores and POSIX message queues -> EPERM. Those of the host's IPC namespace are named by small ids a
   run can guess: as the host's uid it attached the host's own segments (PostgreSQL's, X11's) and read them, and
   what it made outlived the run, its memory held by nobody and read by the next run;
+- in a worker that shares the host's pid namespace too (the same case: its clone made no namespaces), the calls
+  that change another process's limits or scheduling by pid (``prlimit64`` with a new limit,
+  ``sched_setaffinity``, ``sched_setscheduler``, ``sched_setparam``, ``sched_setattr``) or another's or a uid's
+  priority (``setpriority``, ``ioprio_set``) -> EPERM; on the caller itself (pid 0) they go on. The kernel lets a
+  process of the same uid make them, and Landlock does not scope them: a run read the host's pid in ``/proc``
+  and set the host's ``RLIMIT_NOFILE`` to 5 (its next run failed with EMFILE), pinned it to one CPU, niced it
+  to 19, made it ``SCHED_IDLE``, and could do the same to the zygote and concurrent runs. (A session's states
+  are supervised by state_scope.py as well);
 - every native system call number the filter does not know -> ENOSYS: above the
   highest one it knows and in the unassigned ranges below it. "Knows" means named in
   libseccomp's table *and* not above :data:`REVIEWED_MAX`, the highest number these
@@ -138,6 +146,14 @@ SHMEM_SYSCALLS = ("memfd_create", "memfd_secret", "shmget")
 #: (``shmdt`` only detaches what was attached).
 HOST_IPC_SYSCALLS = ("shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop",
                      "semtimedop", "semctl", "mq_open", "mq_unlink")
+#: Denied too in a worker that shares the host's pid namespace: (call, conditions on its arguments, all of which
+#: hold): the calls that act on another process named by pid (0: the caller), or on a whole uid. A pid is 32 bits,
+#: but NE compares all 64: a value the kernel would read as 0 with garbage above is refused, never let by.
+HOST_PID_RULES = (("prlimit64", ((0, "NE", 0), (2, "NE", 0))),  # reading another's limits (new == NULL) goes on
+                  ("sched_setaffinity", ((0, "NE", 0),)), ("sched_setscheduler", ((0, "NE", 0),)),
+                  ("sched_setparam", ((0, "NE", 0),)), ("sched_setattr", ((0, "NE", 0),)),
+                  ("setpriority", ((0, "NE", 0),)), ("setpriority", ((1, "NE", 0),)),  # only PRIO_PROCESS, 0
+                  ("ioprio_set", ((0, "NE", 1),)), ("ioprio_set", ((1, "NE", 0),)))  # only IOPRIO_WHO_PROCESS, 0
 #: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
 #: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
 #: own session already; a session's states each make one, so their filter keeps it.
@@ -193,12 +209,13 @@ def describe(policy: Policy) -> str:
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
             f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe{extra} "
             "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without an IPC namespace "
-            "System V IPC and POSIX message queues too; without a cpu cgroup a one-shot run's setsid too; syscalls "
+            "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
+            "scheduling too; without a cpu cgroup a one-shot run's setsid too; syscalls "
             "the filter does not know -> ENOSYS")
 
 
 def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, deny_setsid: bool = False,
-            deny_host_ipc: bool = False) -> "Program":
+            host_namespaces: bool = False) -> "Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
@@ -206,20 +223,20 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     refuses a run's forks instead: state_scope.py); every session filter also
     denies ``kill(-1)`` (see the module docstring).
     ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`). ``deny_setsid``: a one-shot worker
-    without a cpu cgroup (:data:`SETSID_SYSCALLS`). ``deny_host_ipc``: the worker shares the host's IPC namespace
-    (:data:`HOST_IPC_SYSCALLS`).
+    without a cpu cgroup (:data:`SETSID_SYSCALLS`). ``host_namespaces``: the worker shares the host's IPC namespace
+    and pid namespace (:data:`HOST_IPC_SYSCALLS`, :data:`HOST_PID_RULES`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
-    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, deny_host_ipc)
+    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, host_namespaces)
     if key not in _programs:
         _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2], deny_setsid=key[4],
-                                          deny_host_ipc=key[5]))
+                                          host_namespaces=key[5]))
     return _programs[key]
 
 
 def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
-             deny_setsid: bool = False, deny_host_ipc: bool = False,
+             deny_setsid: bool = False, host_namespaces: bool = False,
              denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
@@ -239,9 +256,11 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
     names = (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
              + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())
-             + (HOST_IPC_SYSCALLS if deny_host_ipc else ()))
+             + (HOST_IPC_SYSCALLS if host_namespaces else ()))
     for name in names:
         _add(f, eperm, nr(name))
+    for name, conditions in HOST_PID_RULES if host_namespaces else ():
+        _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), value) for arg, op, value in conditions))
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
     _add(f, eperm, nr("socket"), s.Arg(0, s.NE, AF_UNIX))
@@ -376,8 +395,8 @@ class Program:
 
 
 def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False,
-          deny_setsid: bool = False, deny_host_ipc: bool = False) -> None:
+          deny_setsid: bool = False, host_namespaces: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
-    program = prepare(policy, keep_fork, deny_shmem, deny_setsid, deny_host_ipc)
+    program = prepare(policy, keep_fork, deny_shmem, deny_setsid, host_namespaces)
     _sys.syscall("seccomp", SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")
