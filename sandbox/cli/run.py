@@ -107,7 +107,8 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], i
     """Write the run's images and files into ``out_dir``; one line to report for each, and how many could not be
     written (an OK run whose figure is not in --out exited 0).
 
-    Names from inside are made safe and unique (:mod:`sandbox.outfiles`); a file that
+    Names from inside are made safe and unique (:mod:`sandbox.outfiles`), also against what ``out_dir`` already
+    holds; a file that
     cannot be written is reported and the next one written. The policy's caps bound the
     writes: at most ``limits.max_returned_images`` images and ``limits.max_returned_files`` files, each cut to
     ``limits.max_returned_file_bytes``, whatever the run sent back.
@@ -115,7 +116,9 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], i
     from ..outfiles import OutDir, extension
 
     lines, unwritten = [], 0
-    with OutDir(out_dir) as out:
+    # The run picks the names: a file already in --out (the user's own, an earlier run's figure) is never written
+    # over; the next free name is used and reported
+    with OutDir(out_dir, keep_existing=True) as out:
         for kind, items, key in (("image", result.images, "max_returned_images"),
                                  ("file", result.files, "max_returned_files")):
             most = getattr(limits, key)

@@ -90,3 +90,21 @@ def test_a_figure_that_cannot_be_written_into_out_is_exit_status_1(tmp_path):
     assert (proc.returncode, proc.stdout) == (1, b"drawn\n"), err
     assert "sandbox: cannot write image 'figure_1.png' into taken" in err and "OUTCOME_OK" in err, err
     assert sandbox_run("plot.py", "--out", "figures", cwd=tmp_path).returncode == 0
+
+
+def test_a_run_cannot_write_over_what_out_already_holds(tmp_path):
+    """The run names its files: with --out at a project's folder it wrote its 'pyproject.toml' and 'notes.txt' over
+    the user's own, silently (and a second run over the first's figure). What is there stays; the run's copies get
+    the next free name, which the report gives."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("precious")
+    (tmp_path / "out" / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "s.py").write_text("open('notes.txt', 'w').write('from the run')\n"
+                                   "open('pyproject.toml', 'w').write('evil')\n")
+    proc = sandbox_run("s.py", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "notes.txt").read_text() == "precious"
+    assert (tmp_path / "out" / "pyproject.toml").read_text() == "[project]\n"
+    assert (tmp_path / "out" / "notes_2.txt").read_text() == "from the run"
+    assert (tmp_path / "out" / "pyproject_2.toml").read_text() == "evil"
+    assert "wrote out/notes_2.txt\nwrote out/pyproject_2.toml\n" in proc.stderr.decode()
