@@ -22,7 +22,9 @@ subprocess of the agent, with the agent's environment):
   wrote, as ADK ``File`` objects (base64 content, MIME type), which ADK saves as
   artifacts. Artifacts outlive a code block, so each block's names carry its number
   in the ADK session: ``run1_figure_1.png``, ``run2_figure_1.png``, ``run2_out.csv``
-  (two blocks' figures never become two versions of one artifact). The number follows
+  (two blocks' figures never become two versions of one artifact); a name ADK's file
+  artifact service would refuse is made plain (a backslash becomes ``_``, a
+  ``metadata.json`` or ``versions`` part gets a ``_`` in front). The number follows
   the code execution results stored in the ADK session, so it goes on across turns,
   rebuilt executors and restarts on a persistent session service;
 * cancellation: a block whose ADK invocation is cancelled or aborted is killed at once
@@ -56,6 +58,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError, SessionError, value_text
 from ..image import Image
+from ..names import numbered
 from ..policy import Policy
 from ..results import File, Outcome, Result
 from ._common import MAX_SESSIONS, SessionPool
@@ -248,9 +251,31 @@ def _to_sandbox_file(file: AdkFile) -> File:
     return File(name=file.name, data=bytes(content), mime_type=file.mime_type)
 
 
+#: Path parts ADK's FileArtifactService keeps for itself (compared as it does: case and trailing dots and spaces
+#: aside); a name holding one is refused with InputValidationError.
+_ADK_RESERVED_PARTS = ("metadata.json", "versions")
+
+
+def _artifact_names(prefix: str, files: list[File]) -> list[str]:
+    """The artifact name of each file: ``prefix`` + its path, made one ADK accepts, unique within the block.
+
+    ADK saves output files after the executor returns, outside any call of ours, and an artifact service that
+    refuses a name fails the agent's whole turn. The snippet picks the names: a backslash (ADK reads it as a
+    Windows separator, so ``a\\..\\x`` is a parent reference) becomes ``_``, and a part ADK reserves gets a
+    ``_`` in front."""
+    names: list[str] = []
+    for item in files:
+        parts = [part.replace("\\", "_") for part in item.name.split("/")]
+        parts = ["_" + part if part.rstrip(" .").casefold() in _ADK_RESERVED_PARTS else part for part in parts]
+        wanted = prefix + "/".join(parts)
+        names.append(next(name for name in numbered(wanted) if name not in names))
+    return names
+
+
 def _from_result(result: Result, prefix: str = "") -> CodeExecutionResult:
-    produced = [AdkFile(name=prefix + f.name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
-                for f in (*result.images, *result.files)]
+    files = [*result.images, *result.files]
+    produced = [AdkFile(name=name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
+                for name, f in zip(_artifact_names(prefix, files), files)]
     if result.outcome == Outcome.OK:
         return _result(stdout=result.output, stderr="", output_files=produced, exit_code=0)
     error = result.error or str(result.outcome)

@@ -358,3 +358,41 @@ def test_artifact_names_are_unique_across_turns_of_a_rebuilt_executor(box):
     first, other = asyncio.run(converse())
     assert first == {"run1_figure_1.png": [0], "run3_figure_1.png": [0], "run3_figure_2.png": [0]}
     assert other == {"run1_figure_1.png": [0]}  # each ADK session counts its own blocks
+
+
+#: Files a snippet names as it likes: ADK's FileArtifactService refuses such artifact names (a Windows parent
+#: reference, its own per-version 'metadata.json' and 'versions' names, in any casing) with InputValidationError.
+HOSTILE_NAMES = ("a\\..\\..\\up.txt", "sub/x\\y.txt", "sub/x_y.txt", "sub/metadata.json", "sub/Metadata.JSON. ",
+                 "c/versions/x.txt", "c/VERSIONS/y.txt", "metadata.json")
+
+
+def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path):
+    """ADK saves a block's output files as artifacts after the executor returns, and an artifact service may refuse a
+    name: the file service raised InputValidationError out of runner.run_async for a file the snippet named
+    'sub/metadata.json' or 'a\\..\\up.txt', ending the agent's turn with an exception (a snippet's doing is never
+    one in the host). Each name now reaches ADK with those parts made plain; every file is saved, under the root."""
+    from google.adk.artifacts import FileArtifactService
+    from google.adk.runners import Runner
+    from google.adk.sessions import InMemorySessionService
+
+    writes = "".join(f"os.makedirs(os.path.dirname({name!r}) or '.', exist_ok=True)\n"
+                     f"open({name!r}, 'w').write({name!r})\n" for name in HOSTILE_NAMES)
+    model = ScriptedLlm(model="scripted", script=["```python\nimport os\n" + writes + "print('written')\n```", "Done."])
+    executor = SandboxCodeExecutor(sandbox=box)
+    sessions, artifacts = InMemorySessionService(), FileArtifactService(root_dir=tmp_path / "artifacts")
+
+    async def converse():
+        runner = Runner(app_name="sandbox-test", agent=LlmAgent(name="writer", model=model, code_executor=executor),
+                        session_service=sessions, artifact_service=artifacts)
+        session = await sessions.create_session(app_name="sandbox-test", user_id="u")
+        message = types.Content(role="user", parts=[types.Part(text="Write.")])
+        _ = [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+        where = {"app_name": "sandbox-test", "user_id": "u", "session_id": session.id}
+        keys = await artifacts.list_artifact_keys(**where)
+        return {key: (await artifacts.load_artifact(filename=key, **where)).inline_data.data.decode() for key in keys}
+
+    saved = asyncio.run(converse())
+    executor.close()
+    assert sorted(saved.values()) == sorted(HOSTILE_NAMES), saved
+    assert all(path.resolve().is_relative_to((tmp_path / "artifacts").resolve()) for path in tmp_path.rglob("*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
