@@ -95,8 +95,13 @@ def network_empty():
         except FileNotFoundError:
             pass
     return not flags & 1 and not any(int(f, 16) & 0x201 == 1 for f in routes)
+def bounding_kept():
+    """Not root and no_new_privs: no execve can grant a capability, whatever the bounding set holds. A worker
+    without a user namespace of its own holds no CAP_SETPCAP to empty it (confine/caps.py)."""
+    return os.geteuid() != 0 and st.get("NoNewPrivs", "").strip() == "1" and int(st.get("CapBnd", "0"), 16) != 0
 def caps_empty():
-    return all(int(st.get(k, "1").strip(), 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))
+    sets = ("CapInh", "CapPrm", "CapEff", "CapAmb") + (() if bounding_kept() else ("CapBnd",))
+    return all(int(st.get(k, "1").strip(), 16) == 0 for k in sets)
 def fact(check):
     """A check that fails to run reads as "no"."""
     try:
@@ -130,7 +135,7 @@ facts = {
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
     "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most,
                  "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe"))),
-                 "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk)},
+                 "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk)},
 }
 print(json.dumps(facts))
 '''
@@ -229,7 +234,11 @@ def _role(policy: Policy, name: str) -> dict[str, Any]:
 
 
 def _detail(name: str, why: str, active: dict[str, Any]) -> str:
-    """The probe's reason, and for the memory cgroup what the run showed: its cgroup, or the fallback."""
+    """The probe's reason, and for the memory cgroup what the run showed: its cgroup, or the fallback; for the
+    capabilities a bounding set the run could not empty."""
+    if name == "capabilities" and active.get("observed", {}).get("bounding_kept"):
+        return (f"{why}; this run's bounding set is full (an unprivileged worker without a user namespace holds "
+                "no CAP_SETPCAP to empty it): no_new_privs keeps any execve from granting one")
     if name != "memory_cgroup" or not active:
         return why
     if active.get(name):

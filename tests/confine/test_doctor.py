@@ -381,3 +381,42 @@ def test_state_scope_probe_reads_no_where_the_filter_cannot_be_installed():
     assert got["ok"], got
     available, why = got["value"]
     assert not available and "refused" in why, why
+
+
+def test_doctor_as_an_unprivileged_uid_without_namespaces_is_ok():
+    """What users in containers that forbid user namespaces get: uid 65534 and no namespaces layer. The probe asked
+    for an empty bounding set, which such a worker cannot make (no CAP_SETPCAP) nor needs (no_new_privs: no execve
+    grants a capability), so doctor printed 'capabilities ... active no' and 'NOT OK' for runs that worked. It now
+    says the layer is active and why the bounding set is full."""
+    import dataclasses
+    import tempfile
+
+    from sandbox.policy import Policy
+    from tests.security.test_unprivileged import NOBODY, _readable_as
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to uid 65534")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+    policy = Policy.load("default")
+    policy = policy.replace(name="default-no-namespaces", confinement=dataclasses.replace(
+        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            tempfile.tempdir = None
+            report = doctor.diagnose(policy)
+            os.write(w, json.dumps({"ok": report["ok"], "rows": report["layers"]}).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    report = json.loads(data or '{"ok": "child died"}')
+    caps = next(row for row in report["rows"] if row["layer"] == "capabilities")
+    assert caps["active"] and "bounding set is full" in caps["detail"], caps
+    assert report["ok"] is True, [row for row in report["rows"] if row["required"] and not row["active"]]
