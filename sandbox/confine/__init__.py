@@ -142,11 +142,14 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
             for deny_shmem, host_namespaces in itertools.product((False, True), shared):
                 # A worker without a memory cgroup gets the filter refusing shmem and, as a rule, has no cpu cgroup
                 # either (root has both, an unprivileged uid neither): the filter refusing setsid too. Another pair
-                # compiles at its first worker.
-                seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem,
-                                host_namespaces=host_namespaces)
-                if sessions:
-                    seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem, host_namespaces=host_namespaces)
+                # compiles at its first worker. Without namespaces its forker may still share an empty network
+                # namespace (netns.py, decided after this): both filters, ~0.5 ms each.
+                for host_network in (False, True) if host_namespaces else (False,):
+                    seccomp.prepare(policy, deny_shmem=deny_shmem, deny_setsid=deny_shmem,
+                                    host_namespaces=host_namespaces, host_network=host_network)
+                    if sessions:
+                        seccomp.prepare(policy, keep_fork=True, deny_shmem=deny_shmem,
+                                        host_namespaces=host_namespaces, host_network=host_network)
             for no_cpu_cgroup in (False, True) if sessions else ():  # a session's first node installs one
                 state_scope.prepare(sessions=no_cpu_cgroup, forks=not policy.confinement.allow_subprocess)
         except OSError:
@@ -261,6 +264,11 @@ def _private_ipc(ns_status: LayerStatus | None) -> bool:
     return ns_status is not None and ns_status.active
 
 
+def _host_network(ns_status: LayerStatus | None) -> bool:
+    """Whether the worker is in the host's network namespace: its clone made none, and its forker shares none."""
+    return not _private_ipc(ns_status) and not netns.shared()
+
+
 def land_in(workdir: str) -> None:
     """The worker's first step: its cwd becomes its work dir. In a copy of its forker's root (fstemplate.py) that
     dir exists only once the namespaces layer has mounted its disk: that layer lands it there then."""
@@ -306,7 +314,8 @@ def apply_all(policy: Policy, ctx: ConfineContext, ns_status: LayerStatus | None
     stack.layer("seccomp", lambda p, c: seccomp.apply(p, c, keep_fork,  # last: it denies calls the steps above make
                                                       deny_shmem=not stack.memory_capped,
                                                       deny_setsid=not (keep_fork or stack.cpu_shared),
-                                                      host_namespaces=not _private_ipc(ns_status)))
+                                                      host_namespaces=not _private_ipc(ns_status),
+                                                      host_network=_host_network(ns_status)))
     return stack.statuses
 
 

@@ -44,6 +44,10 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   and semaphores and POSIX message queues -> EPERM. Those of the host's IPC namespace are named by small ids a
   run can guess: as the host's uid it attached the host's own segments (PostgreSQL's, X11's) and read them, and
   what it made outlived the run, its memory held by nobody and read by the next run;
+- in a worker in the host's network namespace (no namespaces, and no empty one its forker shares: an unprivileged
+  uid without user namespaces): ``bind`` -> EPERM. The abstract unix names there are the host's: a run held the
+  name a host service binds (the service then failed with EADDRINUSE) and would take its clients' connections
+  (pathname sockets in the work dir are refused alike: seccomp cannot tell the two apart);
 - in a worker that shares the host's pid namespace too (the same case: its clone made no namespaces), the calls
   that change another process's limits or scheduling by pid (``prlimit64`` with a new limit,
   ``sched_setaffinity``, ``sched_setscheduler``, ``sched_setparam``, ``sched_setattr``) or another's or a uid's
@@ -154,6 +158,12 @@ HOST_PID_RULES = (("prlimit64", ((0, "NE", 0), (2, "NE", 0))),  # reading anothe
                   ("sched_setparam", ((0, "NE", 0),)), ("sched_setattr", ((0, "NE", 0),)),
                   ("setpriority", ((0, "NE", 0),)), ("setpriority", ((1, "NE", 0),)),  # only PRIO_PROCESS, 0
                   ("ioprio_set", ((0, "NE", 1),)), ("ioprio_set", ((1, "NE", 0),)))  # only IOPRIO_WHO_PROCESS, 0
+#: Denied too in a worker in the host's network namespace (an unprivileged uid without namespaces: no namespace of
+#: its own, and no shared empty one, netns.py): the abstract unix names there are the host's, and any process may
+#: bind a free one. A run bound the name a host service listens on (its bind then failed EADDRINUSE while the run or
+#: its session lived) and would take the connections host clients meant for it (Landlock scopes a run's connects,
+#: not connects into it). bind is one call for abstract and pathname names alike: both are refused.
+HOST_NETWORK_SYSCALLS = ("bind",)
 #: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
 #: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
 #: own session already; a session's states each make one, so their filter keeps it.
@@ -210,12 +220,12 @@ def describe(policy: Policy) -> str:
             f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe{extra} "
             "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without an IPC namespace "
             "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
-            "scheduling too; without a cpu cgroup a one-shot run's setsid too; syscalls "
+            "scheduling too, in the host's network namespace bind too; without a cpu cgroup a one-shot run's setsid too; syscalls "
             "the filter does not know -> ENOSYS")
 
 
 def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, deny_setsid: bool = False,
-            host_namespaces: bool = False) -> "Program":
+            host_namespaces: bool = False, host_network: bool = False) -> "Program":
     """Compile (once per process and setting) the BPF program, ready to load.
 
     ``keep_fork``: a session root forks one runner per run, so under a policy
@@ -224,19 +234,20 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     denies ``kill(-1)`` (see the module docstring).
     ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`). ``deny_setsid``: a one-shot worker
     without a cpu cgroup (:data:`SETSID_SYSCALLS`). ``host_namespaces``: the worker shares the host's IPC namespace
-    and pid namespace (:data:`HOST_IPC_SYSCALLS`, :data:`HOST_PID_RULES`).
+    and pid namespace (:data:`HOST_IPC_SYSCALLS`, :data:`HOST_PID_RULES`); ``host_network``: its network namespace
+    (:data:`HOST_NETWORK_SYSCALLS`).
     Raises ``OSError`` naming what cannot be denied (see :func:`_compile`).
     """
     deny_exec = not policy.confinement.allow_subprocess
-    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, host_namespaces)
+    key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, host_namespaces, host_network)
     if key not in _programs:
         _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2], deny_setsid=key[4],
-                                          host_namespaces=key[5]))
+                                          host_namespaces=key[5], host_network=key[6]))
     return _programs[key]
 
 
 def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
-             deny_setsid: bool = False, host_namespaces: bool = False,
+             deny_setsid: bool = False, host_namespaces: bool = False, host_network: bool = False,
              denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
@@ -256,7 +267,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
     names = (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
              + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())
-             + (HOST_IPC_SYSCALLS if host_namespaces else ()))
+             + (HOST_IPC_SYSCALLS if host_namespaces else ()) + (HOST_NETWORK_SYSCALLS if host_network else ()))
     for name in names:
         _add(f, eperm, nr(name))
     for name, conditions in HOST_PID_RULES if host_namespaces else ():
@@ -395,8 +406,8 @@ class Program:
 
 
 def apply(policy: Policy, ctx: Any, keep_fork: bool = False, deny_shmem: bool = False,
-          deny_setsid: bool = False, host_namespaces: bool = False) -> None:
+          deny_setsid: bool = False, host_namespaces: bool = False, host_network: bool = False) -> None:
     """Install the (precompiled) filter on every thread of this process. Needs no_new_privs."""
-    program = prepare(policy, keep_fork, deny_shmem, deny_setsid, host_namespaces)
+    program = prepare(policy, keep_fork, deny_shmem, deny_setsid, host_namespaces, host_network)
     _sys.syscall("seccomp", SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, program.ref,
                  hint="is no_new_privs set?")
