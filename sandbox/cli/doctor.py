@@ -188,7 +188,14 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
         fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
         entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
                  "detail": _detail(name, why, active), "fix": "" if ok or not _needed(name) else fix}
-        if name == "namespaces" and ok:
+        if name == "namespaces" and not (ok and name in policy.confinement.layers):
+            # a forker that is not root makes a user namespace of its own only for a policy that lists them
+            shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=os.geteuid() == 0)
+            net = ("the host's network namespace" if shared else
+                   "an empty network namespace its forker shares (where it may make one)")
+            entry["detail"] += (f"; without them a run is in {net} and the host's pid and IPC namespaces, and sees "
+                                "the host's whole tree (README, 'What it does not do yet')")
+        elif name == "namespaces":
             # ok: this uid may make user namespaces, so a forker that is not root makes one of its own (userns.py)
             shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=True)
             entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "

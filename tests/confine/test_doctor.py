@@ -420,3 +420,6 @@ def test_doctor_as_an_unprivileged_uid_without_namespaces_is_ok():
     caps = next(row for row in report["rows"] if row["layer"] == "capabilities")
     assert caps["active"] and "bounding set is full" in caps["detail"], caps
     assert report["ok"] is True, [row for row in report["rows"] if row["required"] and not row["active"]]
+    namespaces = next(row for row in report["rows"] if row["layer"] == "namespaces")
+    assert "a run is in the host's network namespace" in namespaces["detail"], namespaces
+    assert "shared by its workers" not in namespaces["detail"], namespaces
