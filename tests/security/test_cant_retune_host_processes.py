@@ -12,6 +12,7 @@ those calls on any pid but the caller's own (seccomp.py); a session's states are
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -27,7 +28,7 @@ import sandbox
 from .attacks import snippet
 
 NOBODY = 65534
-IOPRIO_WHO_PROCESS, IOPRIO_CLASS_IDLE = 1, 3
+IOPRIO_GET, IOPRIO_WHO_PROCESS = 252, 1  # x86_64
 RETUNE = '''
 import resource
 attempt("lower its open files", lambda: resource.prlimit($pid, resource.RLIMIT_NOFILE, (7, 7)))
@@ -53,7 +54,7 @@ def _no_namespaces() -> sandbox.Policy:
 
 
 def _state(pid: int) -> list:
-    ioprio = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    ioprio = ctypes.CDLL(None, use_errno=True).syscall(IOPRIO_GET, IOPRIO_WHO_PROCESS, pid)
     return [list(resource.prlimit(pid, resource.RLIMIT_NOFILE)), list(resource.prlimit(pid, resource.RLIMIT_NPROC)),
             os.getpriority(os.PRIO_PROCESS, pid), sorted(os.sched_getaffinity(pid)), os.sched_getscheduler(pid),
             ioprio]
