@@ -70,7 +70,7 @@ def field_of(obj: Any, key: str) -> Any:
 
 
 # -- one call ------------------------------------------------------------------------------
-def _code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None]:
+def code_of(name: Any, arguments: Any, tool_name: str) -> tuple[str, str | None]:
     """(code, None), or ("", why the call cannot run)."""
     if name != tool_name:
         return "", f"unknown tool {value_text(name)}; the only tool here is {tool_name!r}"
@@ -168,7 +168,7 @@ def _chat_call_code(tool_call: Any, tool_name: str) -> tuple[str, str | None]:
     call_id = given_id(tool_call)  # before the code runs: a call that cannot take an id is refused unrun
     function = field_of(tool_call, "function")
     if function is not None:
-        return _code_of(field_of(function, "name"), field_of(function, "arguments"), tool_name)
+        return code_of(field_of(function, "name"), field_of(function, "arguments"), tool_name)
     if not isinstance(call_id, str):
         raise InputError(f"not a Chat Completions tool call: {value_text(tool_call)}")
     kind, custom = field_of(tool_call, "type"), field_of(tool_call, "custom")
@@ -306,31 +306,36 @@ def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: 
     The output is the text alone, or, when the code produced images, a list of one
     ``input_text`` and one ``input_image`` (data URL) per image.
     """
-    code, refusal = _code_of(*_function_call_fields(item), name)
+    code, refusal = code_of(*function_call_fields(item), name)
     result = refusal if refusal is not None else run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout)
-    return _function_call_output(item, result)
+    return function_call_output(item, result)
 
 
 async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
                                 timeout: float | None = None, name: str = TOOL_NAME) -> "FunctionCallOutput":
     """:func:`handle_function_call` for asyncio; cancelling the task kills the run at once."""
-    code, refusal = _code_of(*_function_call_fields(item), name)
+    code, refusal = code_of(*function_call_fields(item), name)
     runner = pick_runner(sandbox, session)
     result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
-    return _function_call_output(item, result)
+    return function_call_output(item, result)
 
 
-def _function_call_fields(item: Any) -> tuple[Any, Any]:
+def function_call_fields(item: Any) -> tuple[Any, Any]:
     if field_of(item, "type") != "function_call":
         raise InputError(f"not a Responses API function_call item: {value_text(item)}")
     return field_of(item, "name"), field_of(item, "arguments")
 
 
-def _function_call_output(item: Any, result: Result | str) -> "FunctionCallOutput":
+def function_call_output(item: Any, result: Result | str, images: ImagesMode = "message",
+                          save_dir: str | None = None) -> "FunctionCallOutput":
+    """The item's ``function_call_output``: its images as ``input_image`` items (``"message"``), written to
+    ``save_dir`` and named in the text (``"save"``), or left out (``"none"``)."""
     text = result_text(result)
     found = result.images if isinstance(result, Result) else []
+    if images == "save" and found:
+        text += "\n[saved: " + ", ".join(_save(image, save_dir or ".") for image in found) + "]"
     output: Any = text
-    if found:
+    if found and images == "message":
         output = [{"type": "input_text", "text": text},
                   *({"type": "input_image", "image_url": data_url(image)} for image in found)]
     return {"type": "function_call_output", "call_id": field_of(item, "call_id"), "output": output}

@@ -8,9 +8,13 @@ For any OpenAI-compatible backend (llama.cpp, vLLM, Ollama, ...)::
     final = await sbx.arun_chat(async_client, model=m, messages=messages)    # openai.AsyncOpenAI
     final = sbx.run_chat(client, model=m, messages=messages, tools=[weather_tool],
                          functions={"get_weather": get_weather})             # your tools too
+    final = sbx.run_responses(client, model=m, input=items)                  # the Responses API
+    final = await sbx.arun_responses(async_client, model=m, input=items)
+    final = sbx.run_responses(client, model=m, input=items, chain=True)      # previous_response_id
 
 or write the loop yourself with :func:`chat_tool` and :func:`handle_calls`
-(:func:`ahandle_calls`). What the APIs accept decides where images go:
+(:func:`ahandle_calls`), :func:`responses_tool` and :func:`handle_function_call`.
+What the APIs accept decides where images go:
 
 * Chat Completions: a ``tool`` message holds text only, so :func:`handle` returns the
   text (outcome, output, error, names of produced files) and :func:`handle_calls`
@@ -18,7 +22,7 @@ or write the loop yourself with :func:`chat_tool` and :func:`handle_calls`
   ``user`` message with the images as ``image_url`` data URLs. ``images="save"``
   writes them to a folder and names the paths instead; ``images="none"`` drops them.
 * Responses API: a ``function_call_output`` may hold ``input_text`` and
-  ``input_image`` items, so :func:`handle_function_call` puts the images there.
+  ``input_image`` items, so :func:`handle_function_call` and :func:`run_responses` put the images there.
 
 Tool calls are taken as the ``openai`` package's objects or as plain dicts of the same
 JSON shape; one without an id (some local servers send null) is given ``call_<uuid4 hex>``,
@@ -32,6 +36,8 @@ from __future__ import annotations
 from ._openai_calls import ImagesMode, ahandle, ahandle_calls, ahandle_function_call, chat_tool, handle, \
     handle_calls, handle_function_call, responses_tool  # noqa: F401 - ImagesMode: public here before the split
 from ._openai_chat import arun_chat, assistant_message, run_chat
+from ._openai_responses import arun_responses, run_responses
 
-__all__ = ["ahandle", "ahandle_calls", "ahandle_function_call", "arun_chat", "assistant_message", "chat_tool",
-           "handle", "handle_calls", "handle_function_call", "responses_tool", "run_chat"]
+__all__ = ["ahandle", "ahandle_calls", "ahandle_function_call", "arun_chat", "arun_responses", "assistant_message",
+           "chat_tool", "handle", "handle_calls", "handle_function_call", "responses_tool", "run_chat",
+           "run_responses"]

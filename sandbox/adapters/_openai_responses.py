@@ -1,0 +1,332 @@
+"""Responses API loop: :func:`run_responses` calls ``client.responses.create`` until the model stops calling tools.
+
+The conversation is the caller's ``input`` list; each ``run_python`` ``function_call`` item is
+answered as :func:`~sandbox.adapters._openai_calls.handle_function_call` answers it. Public through
+:mod:`sandbox.adapters.openai` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Mapping, MutableMapping
+
+from ..core import Sandbox
+from ..errors import InputError, value_text
+from ..results import Result
+from ..shapes import LIST, OBJECT, TEXT, shape_problem
+from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
+from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
+    check_max_calls_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text
+from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
+    responses_tool
+
+if TYPE_CHECKING:  # the openai package is only needed for these annotations
+    from openai.types.responses import Response
+
+logger = logging.getLogger(f"{__package__}.openai")
+
+#: Items that answer a call, by the call's item type.
+_OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
+#: Input item types the caller (or this loop) writes; every other item came out of a response.
+_CALLER_ITEMS = {"message", "function_call_output", "custom_tool_call_output", "item_reference", None}
+
+
+def _is_model_item(item: Any) -> bool:
+    """True for an item a response produced (reasoning, a call, the assistant's message), kept as it came."""
+    kind = field_of(item, "type")
+    if kind == "message" or (kind is None and field_of(item, "role") is not None):
+        return field_of(item, "role") == "assistant"
+    return kind not in _CALLER_ITEMS
+
+
+def _input_item(item: Any) -> dict[str, Any]:
+    """A response's output item as an input item, every field it came with (reasoning's ``encrypted_content``
+    and ``id`` included: the API wants a reasoning item replayed before the call that followed it)."""
+    if isinstance(item, Mapping):
+        return dict(item)
+    return item.to_dict(mode="json", exclude_none=True)  # type: ignore[no-any-return]
+
+
+def _declared(tools: list[Any]) -> set[str]:
+    return {field_of(tool, "name") for tool in tools
+            if field_of(tool, "type") in ("function", "custom") and isinstance(field_of(tool, "name"), str)}
+
+
+def _call_id(item: Any) -> Any:
+    """The call's ``call_id``; one that came without (null or "", as some local servers send) is given
+    ``call_<uuid4 hex>``, set on the item, so the call kept in ``input`` and its output match."""
+    current = field_of(item, "call_id")
+    if current not in (None, ""):
+        return current
+    made = f"call_{uuid.uuid4().hex}"
+    try:
+        if isinstance(item, MutableMapping):
+            item["call_id"] = made
+        else:
+            setattr(item, "call_id", made)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputError(f"{field_of(item, 'type')} item {value_text(item)} has no call_id, and a "
+                         f"{type(item).__name__} cannot be given one: give it a 'call_id'") from exc
+    return made
+
+
+def _output_of(item: Any) -> list[Any]:
+    """``response.output`` checked: InputError naming the first field the loop reads that has the wrong shape
+    (the SDK keeps what it cannot parse as it came: a name that was a list ended the loop with a TypeError)."""
+    output = field_of(item, "output")
+    problem = shape_problem(output, "output", LIST, required=True)
+    for i, entry in enumerate(output if problem is None else ()):
+        at = f"output[{i}]"
+        problem = problem or shape_problem(entry, at, OBJECT, required=True)
+        if problem is None and field_of(entry, "type") in _OUTPUT_OF:
+            for key in ("name", "call_id"):
+                problem = problem or shape_problem(field_of(entry, key), f"{at}.{key}", TEXT)
+            key = "arguments" if field_of(entry, "type") == "function_call" else "input"
+            problem = problem or shape_problem(field_of(entry, key), f"{at}.{key}", TEXT)
+    if problem is not None:
+        raise InputError(f"the model server answered with {problem}: {value_text(item, 300)}")
+    return list(output)
+
+
+class _Responses:
+    """One ``run_responses`` / ``arun_responses`` call: the conversation, its tools, and the loop body."""
+
+    def __init__(self, items: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
+                 functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ImagesMode,
+                 save_dir: str | None, max_calls_per_turn: int, chain: bool) -> None:
+        if not isinstance(items, list):
+            raise InputError(f"input must be a list of input items (it is extended in place; got "
+                             f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")
+        if create_kwargs.get("stream"):  # a Stream has no output: it failed after the request, left open
+            raise InputError("run_responses reads whole responses: stream=True is not supported (drop it, or write "
+                             "the loop yourself with handle_function_call)")
+        if not isinstance(chain, bool):
+            raise InputError(f"chain must be True or False (got {value_text(chain)})")
+        if chain and create_kwargs.get("store") is False:
+            raise InputError("chain=True sends previous_response_id, which needs the responses stored: "
+                             "drop store=False, or leave chain off (the whole input is sent each time)")
+        if not chain and create_kwargs.get("previous_response_id") is not None:
+            raise InputError("previous_response_id is given but chain is off: every request would send the whole "
+                             "input on top of the stored one; pass chain=True to chain from it")
+        check_images(images, save_dir)
+        self.items, self.chain = items, chain
+        self.max_turns = check_max_turns(max_turns)
+        self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
+        self.images, self.save_dir = images, save_dir
+        self.previous_id = create_kwargs.pop("previous_response_id", None)
+        tools = list(create_kwargs.pop("tools", None) or ())
+        if TOOL_NAME not in _declared(tools):
+            tools.append(responses_tool(sandbox=sandbox, stateful=True))  # every call runs in one session
+        self.create_kwargs = {**create_kwargs, "tools": tools}
+        self.tools = Tools(functions, _declared(tools))
+        # What the next request sends: with chain, only what the stored response (previous_id) has not seen,
+        # the items after the last one a response produced; else the whole list.
+        model_items = [at for at, item in enumerate(items) if _is_model_item(item)]
+        self.unsent = model_items[-1] + 1 if chain and self.previous_id is not None and model_items else 0
+
+    def request(self) -> dict[str, Any]:
+        """The ``create`` arguments of the next request (``model`` aside)."""
+        if not self.chain:
+            return {**self.create_kwargs, "input": list(self.items)}
+        sent = {**self.create_kwargs, "input": self.items[self.unsent:]}
+        if self.previous_id is not None:
+            sent["previous_response_id"] = self.previous_id
+        return sent
+
+    def steps(self) -> "Steps[Response]":
+        yield from self._resume()
+        response = None
+        for turn in range(self.max_turns):
+            response = yield ModelCall()
+            output = _output_of(response)
+            calls = [item for item in output if field_of(item, "type") in _OUTPUT_OF]
+            for call in calls:
+                _call_id(call)  # before the items are kept: the call kept and its output carry the same id
+            if self.chain:
+                response_id = field_of(response, "id")
+                if not isinstance(response_id, str) or not response_id:
+                    raise InputError(f"chain=True needs the response's id, and the model server sent "
+                                     f"{value_text(response_id)}")
+                self.previous_id = response_id
+            self.items.extend(_input_item(item) for item in output)
+            self.unsent = len(self.items)
+            if not calls or any(self.tools.hands_back(field_of(call, "name")) for call in calls):
+                return response
+            if turn == self.max_turns - 1:
+                break
+            self.items.extend((yield from self._answers(calls)))
+        logger.warning("run_responses stopped after max_turns=%d responses; the last one's calls are unanswered "
+                       "(the next run_responses with this input answers them first)", self.max_turns)
+        return response  # type: ignore[return-value]  # max_turns >= 1: set
+
+    def _resume(self) -> "Steps[None]":
+        """Answer the calls in ``input`` that have no output yet (a handed-back turn) before going on."""
+        answered = {field_of(item, "call_id") for item in self.items
+                    if field_of(item, "type") in _OUTPUT_OF.values()}
+        open_at = [at for at, item in enumerate(self.items)
+                   if field_of(item, "type") in _OUTPUT_OF and field_of(item, "call_id") not in answered]
+        if not open_at:
+            return
+        open_calls = [self.items[at] for at in open_at]
+        missing = [call for call in open_calls if self.tools.hands_back(field_of(call, "name"))]
+        if missing:
+            named = ", ".join(f"{field_of(call, 'name')} (call_id {value_text(field_of(call, 'call_id'))})"
+                              for call in missing)
+            raise InputError(f"calls to {named} are unanswered: append a function_call_output item for each "
+                             "({'type': 'function_call_output', 'call_id': ..., 'output': ...}) before calling again")
+        outputs = yield from self._answers(open_calls)
+        at = open_at[-1] + 1
+        while at < len(self.items) and field_of(self.items[at], "role") not in ("user", "system", "developer"):
+            at += 1  # after the turn and the caller's outputs to it, before the caller's next message
+        self.items[at:at] = outputs
+
+    def _answers(self, calls: list[Any]) -> "Steps[list[Any]]":
+        """The outputs of a turn's calls, in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
+        cap, outputs = self.max_calls_per_turn, []
+        for call in calls[:cap]:
+            outputs.append((yield Answer(call)))
+        if len(calls) > cap:
+            logger.warning("run_responses: the model made %d calls in one turn; the last %d were not run "
+                           "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
+            text = not_run_text(len(calls), cap)
+            outputs.extend(self._output(call, text) if _runs_code(call) else _function_output(call, False, text)
+                           for call in calls[cap:])
+        return outputs
+
+    def _output(self, call: Any, result: Result | str) -> Any:
+        return function_call_output(call, result, self.images, self.save_dir)
+
+    def answer(self, call: Any, runner: Runner) -> Any:
+        if _runs_code(call):
+            code, refusal = code_of(TOOL_NAME, field_of(call, "arguments"), TOOL_NAME)
+            return self._output(call, refusal if refusal is not None else run_or_refuse(runner, code))
+        name = field_of(call, "name")
+        if name in self.tools.functions:
+            return _function_output(call, *self.tools.call(name, _arguments(call)))
+        return _function_output(call, False, self._refusal(name))
+
+    async def aanswer(self, call: Any, runner: Runner) -> Any:
+        if _runs_code(call):
+            code, refusal = code_of(TOOL_NAME, field_of(call, "arguments"), TOOL_NAME)
+            return self._output(call, refusal if refusal is not None else await arun_or_refuse(runner, code))
+        name = field_of(call, "name")
+        if name in self.tools.functions:
+            return _function_output(call, *(await self.tools.acall(name, _arguments(call))))
+        return _function_output(call, False, self._refusal(name))
+
+    def _refusal(self, name: Any) -> str:
+        if name == TOOL_NAME:  # a custom_tool_call to run_python: free text, not the JSON arguments it takes
+            return custom_call_refusal(TOOL_NAME)
+        return self.tools.unknown(name)
+
+
+def _runs_code(call: Any) -> bool:
+    return field_of(call, "type") == "function_call" and field_of(call, "name") == TOOL_NAME
+
+
+def _arguments(call: Any) -> Any:
+    """A function call's JSON arguments; a custom tool call's text is the one keyword ``input``."""
+    if field_of(call, "type") == "custom_tool_call":
+        return {"input": field_of(call, "input")}
+    return field_of(call, "arguments")
+
+
+def _function_output(call: Any, ok: bool, value: Any) -> dict[str, Any]:
+    text = (value if isinstance(value, str) else json.dumps(jsonable(value))) if ok else f"error: {value}"
+    return {"type": _OUTPUT_OF[field_of(call, "type")], "call_id": _call_id(call), "output": text}
+
+
+def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
+                  session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
+                  save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
+                  max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, chain: bool = False,
+                  **create_kwargs: Any) -> "Response":
+    """Call ``client.responses.create`` until the model stops calling tools this loop answers.
+
+    ``input`` (a list of input items) is extended in place with every response's output items
+    (reasoning, ``function_call`` and message items, every field as it came: reasoning items must
+    precede their calls when replayed) and the ``function_call_output`` items that answer the calls.
+    ``run_python`` calls run in ``session`` (default: one opened for this call and closed after, so
+    variables persist from call to call; pass your own to keep them across ``run_responses`` calls).
+    A call's images are ``input_image`` items in its output (``images="message"``), or written to
+    ``save_dir`` and named in its text (``"save"``), or dropped (``"none"``). A call that came without
+    a ``call_id`` is given ``call_<uuid4 hex>``. Other ``create`` arguments pass through; ``tools``
+    gets the ``run_python`` tool added unless it is declared already.
+
+    History, two ways:
+
+    * ``chain=False`` (default, stateless): every request sends the whole ``input``, so ``store=False``
+      works (with a reasoning model and ``store=False``, ask for
+      ``include=["reasoning.encrypted_content"]``: the API cannot find a reasoning item it did not store).
+    * ``chain=True``: each request after the first sends only the new items (the calls' outputs) with
+      ``previous_response_id`` of the response before; ``input`` still gets every item. To go on from a
+      returned response, append your items and pass ``previous_response_id=response.id``: only the items
+      after the last one a response produced are sent. Needs stored responses (``store=False`` is refused).
+
+    Your own tools: declare them in ``tools`` (``{"type": "function", "name": ...}``) and give
+    ``functions={name: callable}``; a call runs ``fn(**arguments)`` (a custom tool's call ``fn(input=text)``)
+    and its value (a str as is, anything else as JSON) becomes the output (``"error: ..."`` if it raised).
+    A tool declared without a function ends the loop: the response is returned with its calls
+    unanswered. Append a ``function_call_output`` for each of yours and call again with the same
+    ``input``: the turn's other calls are answered, then the loop goes on. A call to an undeclared
+    tool is answered "unknown tool".
+
+    After ``max_turns`` responses the last one is returned with its calls unanswered (a warning is
+    logged); calling again with the same ``input`` answers them first. At most ``max_calls_per_turn``
+    calls of one response run (default 16); each one past it is answered that it was not run and why.
+    ``stream=True`` is refused; a response whose ``output`` or a call's fields have the wrong shape
+    raise InputError naming the field.
+
+    Returns:
+        the last ``Response``.
+    """
+    if is_async_method(client, "responses", "create"):
+        raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_responses(...)`")
+    loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
+                      chain)
+    loop.tools.check_sync()
+    own = session is None
+    runner = box_of(sandbox).session() if own else session
+
+    def perform(step: Any) -> Any:
+        if isinstance(step, ModelCall):
+            return client.responses.create(model=model, **loop.request())
+        return loop.answer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
+
+    try:
+        return drive(loop.steps(), perform)
+    finally:
+        if own:
+            runner.close()  # type: ignore[union-attr]
+
+
+async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
+                         session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
+                         save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
+                         max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, chain: bool = False,
+                         **create_kwargs: Any) -> "Response":
+    """:func:`run_responses` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
+
+    Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills a ``run_python`` call in
+    flight at once. Your functions may be async (awaited) or sync (run in a thread).
+    """
+    if not is_async_method(client, "responses", "create"):
+        raise InputError("arun_responses needs an async client (openai.AsyncOpenAI); use run_responses with this one")
+    loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
+                      chain)
+    own = session is None
+    runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
+
+    async def perform(step: Any) -> Any:
+        if isinstance(step, ModelCall):
+            return await client.responses.create(model=model, **loop.request())
+        return await loop.aanswer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
+
+    try:
+        return await adrive(loop.steps(), perform)
+    finally:
+        if own:
+            runner.close()  # type: ignore[union-attr]

@@ -1,0 +1,279 @@
+"""run_responses / arun_responses: the real openai clients against a scripted Responses-API model on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+
+import pytest
+
+openai = pytest.importorskip("openai")
+from openai.types.responses import Response  # noqa: E402
+from openai.types.responses.response_input_param import ResponseInputItemParam  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
+
+import sandbox  # noqa: E402
+from sandbox.adapters import openai as adapter  # noqa: E402
+
+from .conftest import fake_model, sleeper_code, sleepers, wait_for  # noqa: E402
+
+PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\n"
+INPUT_ITEM = TypeAdapter(ResponseInputItemParam)
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather of a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+BOOK = {"type": "function", "name": "book_flight", "description": "Books a flight.",
+        "parameters": {"type": "object", "properties": {"to": {"type": "string"}}}}
+
+
+class ResponsesModel(fake_model.ScriptedModel):
+    """The scripted loopback server, answering ``POST /v1/responses`` with ``response`` objects: the n-th
+    request gets the n-th script entry (a list of output items), as ``resp_<n>``; every request is recorded."""
+
+    def __init__(self, turns: list[list[dict]]) -> None:
+        super().__init__([response(f"resp_{n}", output) for n, output in enumerate(turns)])
+
+
+def response(response_id: str, output: list[dict]) -> dict:
+    return {"id": response_id, "object": "response", "created_at": 0, "model": "scripted", "status": "completed",
+            "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+
+
+def call(name: str, arguments: dict, call_id: str) -> dict:
+    return {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id, "name": name,
+            "arguments": json.dumps(arguments), "status": "completed"}
+
+
+def code(source: str, call_id: str) -> dict:
+    return call("run_python", {"code": source}, call_id)
+
+
+def reasoning(text: str, item_id: str = "rs_1") -> dict:
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}],
+            "encrypted_content": f"enc:{text}"}
+
+
+def message(text: str) -> dict:
+    return {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def sync_client(model) -> "openai.OpenAI":
+    return openai.OpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
+
+
+def async_client(model) -> "openai.AsyncOpenAI":
+    return openai.AsyncOpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
+
+
+def sent(model, index: int) -> dict:
+    return model.requests[index]["body"]
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def test_print_and_plot_reach_the_next_request_and_state_is_kept_across_calls(box):
+    turns = [[reasoning("compute first"), code("import math\nn = math.factorial(10)", "c1")],
+             [code("print(n)\n" + PLOT, "c2")],
+             [message("10! = 3628800")]]
+    with ResponsesModel(turns) as model:
+        items: list = [user("What is 10!? Plot something too.")]
+        final = adapter.run_responses(sync_client(model), model="m", input=items, sandbox=box, temperature=0)
+    assert isinstance(final, Response) and final.output_text == "10! = 3628800"
+    assert [r["path"] for r in model.requests] == ["/v1/responses"] * 3
+    first = sent(model, 0)
+    assert [t["name"] for t in first["tools"]] == ["run_python"] and first["temperature"] == 0
+    assert first["input"] == [user("What is 10!? Plot something too.")]
+    second = sent(model, 1)["input"]
+    # the reasoning item goes back before the call it led to, as it came (encrypted_content included)
+    assert [i.get("type") for i in second] == [None, "reasoning", "function_call", "function_call_output"]
+    assert second[1]["encrypted_content"] == "enc:compute first" and second[1]["id"] == "rs_1"
+    assert second[3] == {"type": "function_call_output", "call_id": "c1", "output": "OUTCOME_OK"}
+    third = sent(model, 2)["input"]
+    text, image = third[-1]["output"]  # the second call's n: the same session
+    assert text == {"type": "input_text", "text": "OUTCOME_OK\n3628800\n[files: figure_1.png]"}
+    assert image["type"] == "input_image" and image["image_url"].startswith("data:image/png;base64,")
+    assert "previous_response_id" not in sent(model, 2)
+    for item in third:
+        INPUT_ITEM.validate_python(item)
+    assert items == third + [message("10! = 3628800")]
+
+
+def test_a_callers_function_runs_beside_run_python_and_a_declared_tool_is_handed_back(box):
+    def get_weather(city: str) -> dict:
+        return {"city": city, "celsius": 21}
+
+    turns = [[call("get_weather", {"city": "Paris"}, "w"), code("x = 21 * 9 / 5 + 32\nprint(x)", "c1"),
+              call("nope", {}, "n")],
+             [call("book_flight", {"to": "Paris"}, "b"), code("print('checked', x)", "c2")],
+             [message("Booked.")]]
+    with ResponsesModel(turns) as model:
+        client = sync_client(model)
+        items: list = [user("Weather in Paris, then book.")]
+        tools = [WEATHER, BOOK]
+        handed = adapter.run_responses(client, model="m", input=items, sandbox=box, tools=tools,
+                                       functions={"get_weather": get_weather})
+        assert [i.name for i in handed.output] == ["book_flight", "run_python"] and len(model.requests) == 2
+        assert items[-1]["type"] == "function_call"  # handed back unanswered, never "unknown tool"
+        with pytest.raises(sandbox.InputError, match="book_flight.*unanswered"):
+            adapter.run_responses(client, model="m", input=items, sandbox=box, tools=tools)
+        items.append({"type": "function_call_output", "call_id": "b", "output": "booked AF123"})
+        with box.session() as session:
+            session.run("x = 69.8")  # the handed-back turn's run_python call runs in the caller's session
+            final = adapter.run_responses(client, model="m", input=items, session=session, tools=tools,
+                                          functions={"get_weather": get_weather})
+    assert final.output_text == "Booked."
+    assert [t["name"] for t in sent(model, 0)["tools"]] == ["get_weather", "book_flight", "run_python"]
+    outputs = [i for i in sent(model, 1)["input"] if i.get("type") == "function_call_output"]
+    assert outputs == [
+        {"type": "function_call_output", "call_id": "w", "output": '{"city": "Paris", "celsius": 21}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "OUTCOME_OK\n69.8"},
+        {"type": "function_call_output", "call_id": "n", "output": "error: unknown tool 'nope'; the tools here are "
+                                                                   "['book_flight', 'get_weather', 'run_python']"}]
+    third = sent(model, 2)["input"]
+    assert [i.get("call_id") for i in third[-4:]] == ["b", "c2", "b", "c2"]
+    assert third[-1] == {"type": "function_call_output", "call_id": "c2", "output": "OUTCOME_OK\nchecked 69.8"}
+    with pytest.raises(sandbox.InputError, match="no declaration"):
+        adapter.run_responses(client, model="m", input=[], functions={"get_time": lambda: 0})
+
+
+def test_stateless_replay_sends_everything_and_chain_sends_only_the_new_outputs(box):
+    turns = [[reasoning("think"), code("print(1)", "c1")], [message("one")]]
+    with ResponsesModel(turns) as model:
+        items: list = [user("go")]
+        adapter.run_responses(sync_client(model), model="m", input=items, sandbox=box, store=False,
+                              include=["reasoning.encrypted_content"])
+    second = sent(model, 1)
+    assert second["store"] is False and "previous_response_id" not in second
+    assert [i.get("type") for i in second["input"]] == [None, "reasoning", "function_call", "function_call_output"]
+
+    turns = [[reasoning("think"), code("y = 2", "c1")], [code("print(y * 3)", "c2")], [message("six")],
+             [message("again")]]
+    with ResponsesModel(turns) as model:
+        client = sync_client(model)
+        items = [user("go")]
+        final = adapter.run_responses(client, model="m", input=items, sandbox=box, chain=True)
+        assert final.id == "resp_2" and final.output_text == "six"
+        assert "previous_response_id" not in sent(model, 0) and sent(model, 0)["input"] == [user("go")]
+        assert sent(model, 1)["previous_response_id"] == "resp_0"
+        assert sent(model, 1)["input"] == [{"type": "function_call_output", "call_id": "c1", "output": "OUTCOME_OK"}]
+        assert sent(model, 2)["previous_response_id"] == "resp_1"
+        assert sent(model, 2)["input"] == [{"type": "function_call_output", "call_id": "c2",
+                                            "output": "OUTCOME_OK\n6"}]
+        # the caller's list still holds the whole conversation; going on from the last response sends the new turn
+        assert [i.get("type") for i in items] == [None, "reasoning", "function_call", "function_call_output",
+                                                  "function_call", "function_call_output", "message"]
+        items.append(user("and again?"))
+        adapter.run_responses(client, model="m", input=items, sandbox=box, chain=True,
+                              previous_response_id=final.id)
+        assert sent(model, 3)["previous_response_id"] == "resp_2" and sent(model, 3)["input"] == [user("and again?")]
+        with pytest.raises(sandbox.InputError, match="store=False"):
+            adapter.run_responses(client, model="m", input=items, chain=True, store=False)
+        with pytest.raises(sandbox.InputError, match="chain=True"):
+            adapter.run_responses(client, model="m", input=items, previous_response_id=final.id)
+    assert len(model.requests) == 4
+
+
+def test_max_turns_returns_the_last_calls_unanswered_and_the_next_run_answers_them(box, caplog):
+    turns = [[code("print(0)", "c0")], [code("print(1)", "c1")], [message("stopped")]]
+    with ResponsesModel(turns) as model, box.session() as session:
+        client = sync_client(model)
+        items: list = [user("go")]
+        with caplog.at_level(logging.WARNING):
+            last = adapter.run_responses(client, model="m", input=items, session=session, max_turns=2)
+        assert len(model.requests) == 2 and last.output[0].call_id == "c1" and "max_turns=2" in caplog.text
+        assert items[-1]["type"] == "function_call"
+        items.append(user("please finish"))
+        again = adapter.run_responses(client, model="m", input=items, session=session)
+    assert again.output_text == "stopped"
+    # the pending call answered right after its turn, before the user's message
+    assert [i.get("type") or i["role"] for i in sent(model, 2)["input"]] == [
+        "user", "function_call", "function_call_output", "function_call", "function_call_output", "user"]
+    assert sent(model, 2)["input"][4] == {"type": "function_call_output", "call_id": "c1", "output": "OUTCOME_OK\n1"}
+
+
+def test_arun_responses_with_the_async_client(box):
+    async def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    turns = [[call("get_weather", {"city": "Oslo"}, "w"), code("x = 5\nprint(x * x)", "c1")],
+             [code("print(x + 1)", "c2")], [message("25, sunny.")]]
+
+    async def converse(model):
+        items: list = [user("go")]
+        final = await adapter.arun_responses(async_client(model), model="m", input=items, sandbox=box,
+                                             tools=[WEATHER], functions={"get_weather": get_weather})
+        return final, items
+
+    with ResponsesModel(turns) as model:
+        final, items = asyncio.run(converse(model))
+        with pytest.raises(sandbox.InputError, match="is async"):
+            adapter.run_responses(async_client(model), model="m", input=[])
+        with pytest.raises(sandbox.InputError, match="needs an async client"):
+            asyncio.run(adapter.arun_responses(sync_client(model), model="m", input=[]))
+    assert final.output_text == "25, sunny."
+    assert [i["output"] for i in items if i.get("type") == "function_call_output"] == [
+        "sunny in Oslo", "OUTCOME_OK\n25", "OUTCOME_OK\n6"]
+
+
+def test_arun_responses_cancelled_kills_its_run_and_leaves_nothing(no_leaks):
+    marker = 7107
+    turns = [[code(sleeper_code(marker), "c1")]]
+
+    async def scenario(model):
+        task = asyncio.ensure_future(adapter.arun_responses(async_client(model), model="m", input=[user("x")],
+                                                            sandbox=no_leaks))
+        await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(wait_for, lambda: not sleepers(marker), 10, f"`sleep {marker}` to be killed")
+
+    with ResponsesModel(turns) as model:
+        asyncio.run(scenario(model))
+    assert len(model.requests) == 1
+
+
+def test_images_saved_or_dropped_and_calls_without_an_id_are_given_one(box, tmp_path):
+    no_id = {**code(PLOT, "x"), "call_id": None}
+    turns = [[no_id], [message("saved")], [code(PLOT, "c2")], [message("dropped")]]
+    with ResponsesModel(turns) as model:
+        client = sync_client(model)
+        items: list = [user("plot")]
+        adapter.run_responses(client, model="m", input=items, sandbox=box, images="save", save_dir=str(tmp_path))
+        kept_call, output = sent(model, 1)["input"][1:]
+        assert kept_call["call_id"].startswith("call_") and output["call_id"] == kept_call["call_id"]
+        assert output["output"] == f"OUTCOME_OK\n[files: figure_1.png]\n[saved: {tmp_path / 'figure_1.png'}]"
+        items = [user("plot")]
+        adapter.run_responses(client, model="m", input=items, sandbox=box, images="none")
+        assert sent(model, 3)["input"][-1]["output"] == "OUTCOME_OK\n[files: figure_1.png]"
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"input": "hi"}, "input must be a list"),
+    ({"input": [], "stream": True}, "stream=True is not supported"),
+    ({"input": [], "max_turns": 0}, "max_turns must be an int >= 1"),
+    ({"input": [], "chain": "yes"}, "chain must be True or False"),
+    ({"input": [], "images": "save"}, "images='save' needs save_dir"),
+])
+def test_bad_arguments_are_refused_before_any_request(box, kwargs, expected):
+    with ResponsesModel([]) as model:
+        with pytest.raises(sandbox.InputError, match=expected):
+            adapter.run_responses(sync_client(model), model="m", sandbox=box, **kwargs)
+    assert model.requests == []
+
+
+@pytest.mark.parametrize("output, field", [
+    ({"not": "a list"}, "output that is not a list"),
+    ([{**code("print(1)", "c"), "name": ["run_python"]}], "output[0].name that is not text"),
+    ([{**code("print(1)", "c"), "arguments": {"code": "print(1)"}}], "output[0].arguments that is not text"),
+])
+def test_a_response_of_the_wrong_shape_is_an_input_error_naming_the_field(box, output, field):
+    with fake_model.ScriptedModel([response("r", output)]) as model:
+        items: list = [user("go")]
+        with pytest.raises(sandbox.InputError, match=re.escape(field)):
+            adapter.run_responses(sync_client(model), model="m", input=items, sandbox=box)
+    assert items == [user("go")]
