@@ -30,16 +30,15 @@ logger = logging.getLogger(f"{__package__}.openai")
 
 #: Items that answer a call, by the call's item type.
 _OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
-#: Input item types the caller (or this loop) writes; every other item came out of a response.
-_CALLER_ITEMS = {"message", "function_call_output", "custom_tool_call_output", "item_reference", None}
-
-
 def _is_model_item(item: Any) -> bool:
-    """True for an item a response produced (reasoning, a call, the assistant's message), kept as it came."""
+    """True for an item a response produced (reasoning, a call, the assistant's message), kept as it came;
+    False for what the caller writes: messages of other roles, item references, and the answers to calls
+    (``function_call_output``, ``computer_call_output``, ... and ``mcp_approval_response``)."""
     kind = field_of(item, "type")
-    if kind == "message" or (kind is None and field_of(item, "role") is not None):
+    if kind in ("message", None):
         return field_of(item, "role") == "assistant"
-    return kind not in _CALLER_ITEMS
+    return not (kind == "item_reference" or kind == "mcp_approval_response"
+                or (isinstance(kind, str) and kind.endswith("_call_output")))
 
 
 def _input_item(item: Any) -> dict[str, Any]:

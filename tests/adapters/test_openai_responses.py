@@ -277,3 +277,21 @@ def test_a_response_of_the_wrong_shape_is_an_input_error_naming_the_field(box, o
         with pytest.raises(sandbox.InputError, match=re.escape(field)):
             adapter.run_responses(sync_client(model), model="m", input=items, sandbox=box)
     assert items == [user("go")]
+
+
+def test_chain_after_a_handed_back_turn_sends_the_callers_and_the_loops_outputs(box):
+    turns = [[call("book_flight", {"to": "Oslo"}, "b"), code("print('checked')", "c1")], [message("Booked.")]]
+    with ResponsesModel(turns) as model:
+        client = sync_client(model)
+        items: list = [user("book")]
+        handed = adapter.run_responses(client, model="m", input=items, sandbox=box, tools=[BOOK], chain=True)
+        items.append({"type": "computer_call_output", "call_id": "other", "output": {"type": "computer_screenshot"}})
+        items.append({"type": "function_call_output", "call_id": "b", "output": "booked"})
+        final = adapter.run_responses(client, model="m", input=items, sandbox=box, tools=[BOOK], chain=True,
+                                      previous_response_id=handed.id)
+    assert final.output_text == "Booked."
+    second = sent(model, 1)
+    assert second["previous_response_id"] == "resp_0"
+    assert second["input"] == [items[3], items[4], {"type": "function_call_output", "call_id": "c1",
+                                                    "output": "OUTCOME_OK\nchecked"}]
+
