@@ -295,3 +295,28 @@ def test_chain_after_a_handed_back_turn_sends_the_callers_and_the_loops_outputs(
     assert second["input"] == [items[3], items[4], {"type": "function_call_output", "call_id": "c1",
                                                     "output": "OUTCOME_OK\nchecked"}]
 
+
+def test_calls_past_max_calls_per_turn_are_answered_not_run(box, caplog):
+    turns = [[code(f"print({i})", f"c{i}") for i in range(3)] + [call("get_weather", {"city": "x"}, "w")],
+             [message("ok")]]
+    with ResponsesModel(turns) as model, caplog.at_level(logging.WARNING):
+        adapter.run_responses(sync_client(model), model="m", input=[user("go")], sandbox=box, tools=[WEATHER],
+                              functions={"get_weather": lambda city: "sunny"}, max_calls_per_turn=2)
+    outputs = [i["output"] for i in sent(model, 1)["input"] if i.get("type") == "function_call_output"]
+    assert outputs[:2] == ["OUTCOME_OK\n0", "OUTCOME_OK\n1"]
+    assert outputs[2].startswith("OUTCOME_FAILED\nnot run: this turn made 4 tool calls")
+    assert outputs[3].startswith("error: not run: this turn made 4 tool calls") and "max_calls_per_turn=2" in caplog.text
+
+
+def test_custom_tool_calls_are_answered_with_custom_tool_call_outputs(box):
+    grammar = {"type": "custom", "name": "shout", "description": "Shouts the text."}
+    turns = [[{"type": "custom_tool_call", "call_id": "k", "name": "shout", "input": "hi"},
+              {"type": "custom_tool_call", "call_id": "r", "name": "run_python", "input": "print(1)"}],
+             [message("HI")]]
+    with ResponsesModel(turns) as model:
+        adapter.run_responses(sync_client(model), model="m", input=[user("go")], sandbox=box, tools=[grammar],
+                              functions={"shout": lambda input: input.upper()})
+    assert sent(model, 1)["input"][-2:] == [
+        {"type": "custom_tool_call_output", "call_id": "k", "output": "HI"},
+        {"type": "custom_tool_call_output", "call_id": "r",
+         "output": "error: run_python is a function tool: call it with JSON arguments {\"code\": ...}"}]
