@@ -30,6 +30,8 @@ logger = logging.getLogger(f"{__package__}.openai")
 
 #: Items that answer a call, by the call's item type.
 _OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
+
+
 def _is_model_item(item: Any) -> bool:
     """True for an item a response produced (reasoning, a call, the assistant's message), kept as it came;
     False for what the caller writes: messages of other roles, item references, and the answers to calls
