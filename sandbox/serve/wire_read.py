@@ -319,9 +319,32 @@ def _function_mode(tool_config: _Obj | None) -> str:
     return "AUTO" if mode in ("MODE_UNSPECIFIED", "VALIDATED") else mode
 
 
+#: The Gemini API's GenerationConfig fields (google-genai's, less those it refuses outside Vertex AI); another
+#: name is refused as the API refuses it.
+_GENERATION_FIELDS = frozenset((
+    "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema", "responseModalities",
+    "candidateCount", "maxOutputTokens", "temperature", "topP", "topK", "seed", "presencePenalty",
+    "frequencyPenalty", "responseLogprobs", "logprobs", "enableEnhancedCivicAnswers", "speechConfig",
+    "thinkingConfig", "imageConfig", "mediaResolution", "audioTranscriptionConfig"))
+#: Fields the API has whose answer the loop cannot give (audio, generated images): refused by name rather than
+#: answered in text as if they had been honoured.
+_UNSUPPORTED_GENERATION = {"speechConfig": "speech output", "audioTranscriptionConfig": "audio transcription",
+                           "imageConfig": "image generation"}
+_MEDIA_RESOLUTIONS = ("MEDIA_RESOLUTION_UNSPECIFIED", "MEDIA_RESOLUTION_LOW", "MEDIA_RESOLUTION_MEDIUM",
+                      "MEDIA_RESOLUTION_HIGH")
+#: The MIME types a response schema may go with (the API refuses a schema with another).
+_SCHEMA_MIME_TYPES = ("application/json", "text/x.enum")
+
+
 def _generation(o: _Obj | None) -> GenerationConfig:
     if o is None:
         return GenerationConfig()
+    o.refuse_unknown(_GENERATION_FIELDS)
+    for name, what in _UNSUPPORTED_GENERATION.items():
+        if o.has(name):
+            raise invalid(f"'{o.at(name)}': {what} is not supported by sandbox serve (its answers are text, code "
+                          "and the code's results)")
+    _modalities(o)
     candidates = int(o.get("candidateCount", "int", 1))
     if candidates != 1:
         raise invalid(f"Invalid value at '{o.at('candidateCount')}': only 1 candidate is supported by sandbox serve")
@@ -341,7 +364,48 @@ def _generation(o: _Obj | None) -> GenerationConfig:
         response_mime_type=o.get("responseMimeType", "str"),
         response_logprobs=response_logprobs,
         logprobs=_logprobs(o, response_logprobs),
+        **_schema(o),
+        media_resolution=_enum(o, "mediaResolution", _MEDIA_RESOLUTIONS, "MediaResolution"),
+        enable_enhanced_civic_answers=o.get("enableEnhancedCivicAnswers", "bool"),
     )
+
+
+def _enum(o: _Obj, name: str, values: tuple[str, ...], enum: str) -> str | None:
+    """An enum field, upper-cased as proto JSON reads it; a name not in the enum is refused, not passed on."""
+    value = o.get(name, "str")
+    if value is None:
+        return None
+    if value.upper() not in values:
+        raise invalid(f"Invalid value at '{o.at(name)}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
+                      f"{enum}), {value_text(value)}: one of {', '.join(values)}")
+    return str(value.upper())
+
+
+def _modalities(o: _Obj) -> None:
+    """``responseModalities``: TEXT is what the loop answers in; IMAGE or AUDIO it cannot give."""
+    for i, value in enumerate(_strings(o, "responseModalities")):
+        if value.upper() not in ("TEXT", "MODALITY_UNSPECIFIED"):
+            raise invalid(f"'{o.at('responseModalities')}[{i}]': response modality {value_text(value)} is not "
+                          "supported by sandbox serve (only TEXT)")
+
+
+def _schema(o: _Obj) -> dict[str, Any]:
+    """``responseSchema`` or ``responseJsonSchema``: one, with a responseMimeType a schema goes with."""
+    schema, json_schema_ = o.get("responseSchema", "object"), o.get("responseJsonSchema", "object")
+    if schema is None and json_schema_ is None:
+        return {}
+    if schema is not None and json_schema_ is not None:
+        raise invalid(f"'{o.at('responseSchema')}' and '{o.at('responseJsonSchema')}': set only one of them")
+    name = "responseSchema" if schema is not None else "responseJsonSchema"
+    if o.get("responseMimeType", "str") not in _SCHEMA_MIME_TYPES:
+        raise invalid(f"'{o.at(name)}': a response schema requires responseMimeType "
+                      f"{' or '.join(_SCHEMA_MIME_TYPES)} (got {value_text(o.get('responseMimeType', 'str'))})")
+    if schema is not None:
+        try:
+            json_schema(schema)  # what a Chat Completions backend gets: a schema too deep to convert is a 400 here
+        except RecursionError:
+            raise invalid(f"Invalid value at '{o.at(name)}': the schema nests deeper than can be read") from None
+    return {"response_schema": schema, "response_json_schema": json_schema_}
 
 
 #: The API reference's range of GenerationConfig.logprobs (the SDK does not check it).

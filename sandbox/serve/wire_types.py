@@ -102,6 +102,16 @@ class GenerationConfig:
     """Ask the backend for the log probability of each token of the text."""
     logprobs: int | None = None
     """With ``response_logprobs``: how many of the most likely tokens to return at each position (0 to 20)."""
+    response_schema: Mapping[str, Any] | None = None
+    """``responseSchema`` as the client sent it (the Gemini API's OpenAPI subset)."""
+    response_json_schema: Mapping[str, Any] | None = None
+    """``responseJsonSchema`` (JSON Schema) as the client sent it; at most one of the two is set."""
+    schema_name: str = "response"
+    """The schema's name where a backend wants one (Chat Completions ``json_schema.name``)."""
+    schema_strict: bool | None = None
+    """/v1/responses ``text.format.strict``, passed to a Chat Completions backend."""
+    media_resolution: str | None = None
+    enable_enhanced_civic_answers: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,7 @@ SCRIPTS = {
                          {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
                                choice={"finish_reason": "tool_calls"})),
                      text(lambda tools: f"Weather report: {tools[-1]}")],
+    "json": [text('{"city": "Paris", "degrees": 21}')],
     "cfiltered": [raw(_chat({"role": "assistant", "content": None}, choice={"finish_reason": "content_filter"}))],
     "gpromptblocked": [raw({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})],
 }

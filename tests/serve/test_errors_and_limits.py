@@ -88,6 +88,11 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
      "Invalid value at 'generationConfig.logprobs' (TYPE_INT32), 2.5"),
     ({**HELLO, "generationConfig": {"response_logprobs": True, "logprobs": 21}},
      "Invalid value at 'generationConfig.logprobs': the number must be in the range of [0, 20] (got 21)"),
+    # a field the API does not have was ignored; it is refused as the API refuses one, as at the top level
+    ({**HELLO, "generationConfig": {"foo": 1}},
+     "Invalid JSON payload received. Unknown name \"foo\" at 'generationConfig': Cannot find field."),
+    ({**HELLO, "generationConfig": {"response_schemma": {"type": "STRING"}}},
+     "Unknown name \"responseSchemma\" at 'generationConfig'"),
     # taken for AUTO and for a code execution tool before
     ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
      "Invalid value at 'toolConfig.functionCallingConfig.mode'"),

@@ -9,6 +9,7 @@ import threading
 import time
 
 import httpx
+import pydantic
 import pytest
 from google import genai
 from google.genai import errors, types
@@ -368,4 +369,96 @@ def test_logprobs_out_of_range_is_invalid_argument(client, fake_model, config, w
         client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello", config=config)
     assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
     assert info.value.message == words
+    assert not fake_model.requests
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    degrees: int
+
+
+_WEATHER_JSON_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "degrees": {"type": "integer"}},
+                        "required": ["city", "degrees"]}
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("field", ["response_schema", "response_json_schema"])
+def test_structured_output_schema_reaches_the_backend(request, fake_model, backend, field):
+    """responseSchema and responseJsonSchema were ignored: the model was never given the schema (a Chat
+    Completions backend only json_object). A Gemini backend gets the field as sent, a Chat Completions one its
+    JSON Schema as response_format json_schema; the client parses the model's JSON into its class."""
+    client = _client_of(request, backend)
+    schema = Weather if field == "response_schema" else _WEATHER_JSON_SCHEMA
+    config = types.GenerateContentConfig(response_mime_type="application/json", **{field: schema})
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:json", config=config)
+    assert json.loads(response.text) == {"city": "Paris", "degrees": 21}
+    if field == "response_schema":
+        assert response.parsed == Weather(city="Paris", degrees=21)
+    sent = fake_model.requests[0]
+    if backend == "gemini":
+        config_sent = sent["generationConfig"]
+        wire_name = "responseSchema" if field == "response_schema" else "responseJsonSchema"
+        assert config_sent["responseMimeType"] == "application/json"
+        assert set(config_sent) & {"responseSchema", "responseJsonSchema"} == {wire_name}
+        if field == "response_json_schema":
+            assert config_sent[wire_name] == _WEATHER_JSON_SCHEMA
+        else:
+            assert config_sent[wire_name]["type"] == "OBJECT"
+            assert config_sent[wire_name]["properties"]["degrees"]["type"] == "INTEGER"
+    else:
+        format_sent = sent["response_format"]
+        assert format_sent["type"] == "json_schema" and format_sent["json_schema"]["name"] == "response"
+        schema_sent = format_sent["json_schema"]["schema"]
+        assert schema_sent["type"] == "object" and schema_sent["required"] == ["city", "degrees"]
+        assert {name: p["type"] for name, p in schema_sent["properties"].items()} == \
+            {"city": "string", "degrees": "integer"}
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_sampling_and_media_fields_reach_the_backend(request, fake_model, backend):
+    """topK went to a Gemini backend only; a Chat Completions one gets top_k (vLLM, llama.cpp take it).
+    mediaResolution and enableEnhancedCivicAnswers, ignored before, go to a Gemini backend as sent."""
+    client = _client_of(request, backend)
+    config = types.GenerateContentConfig(top_k=12, media_resolution="MEDIA_RESOLUTION_LOW",
+                                         enable_enhanced_civic_answers=True)
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello", config=config).text
+    sent = fake_model.requests[0]
+    if backend == "gemini":
+        assert {key: sent["generationConfig"].get(key) for key in ("topK", "mediaResolution",
+                                                                  "enableEnhancedCivicAnswers")} == \
+            {"topK": 12, "mediaResolution": "MEDIA_RESOLUTION_LOW", "enableEnhancedCivicAnswers": True}
+    else:
+        assert sent["top_k"] == 12
+        assert not {"media_resolution", "mediaResolution", "enable_enhanced_civic_answers"} & set(sent)
+
+
+@pytest.mark.parametrize("config, words", [
+    (types.GenerateContentConfig(response_modalities=["IMAGE"]),
+     "'generationConfig.responseModalities[0]': response modality 'IMAGE' is not supported by sandbox serve "
+     "(only TEXT)"),
+    (types.GenerateContentConfig(response_modalities=["TEXT", "AUDIO"]),
+     "'generationConfig.responseModalities[1]': response modality 'AUDIO' is not supported"),
+    (types.GenerateContentConfig(speech_config="Kore"),
+     "'generationConfig.speechConfig': speech output is not supported by sandbox serve"),
+    (types.GenerateContentConfig(image_config=types.ImageConfig(aspect_ratio="16:9")),
+     "'generationConfig.imageConfig': image generation is not supported by sandbox serve"),
+    (types.GenerateContentConfig(candidate_count=2),
+     "Invalid value at 'generationConfig.candidateCount': only 1 candidate is supported by sandbox serve"),
+    (types.GenerateContentConfig(response_schema=Weather),
+     "'generationConfig.responseSchema': a response schema requires responseMimeType application/json or "
+     "text/x.enum (got None)"),
+    (types.GenerateContentConfig(response_mime_type="application/json", response_schema=Weather,
+                                 response_json_schema=_WEATHER_JSON_SCHEMA),
+     "'generationConfig.responseSchema' and 'generationConfig.responseJsonSchema': set only one of them"),
+    (types.GenerateContentConfig(media_resolution="MEDIA_RESOLUTION_HUGE"),
+     "Invalid value at 'generationConfig.mediaResolution'"),
+])
+def test_generation_fields_the_loop_cannot_honour_are_invalid_argument(client, fake_model, config, words):
+    """Fields the real API has but whose answer the loop cannot give (audio, images, several candidates) were
+    ignored, the client answered in text as if they had been honoured: a 400 names them, before any backend
+    call."""
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello", config=config)
+    assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+    assert words in info.value.message
     assert not fake_model.requests

@@ -186,8 +186,16 @@ def _generation(generation: GenerationConfig) -> dict[str, Any]:
                "responseMimeType": generation.response_mime_type,
                "responseLogprobs": generation.response_logprobs or None,
                # 0 alternatives is what leaving it out asks for.
-               "logprobs": (generation.logprobs or None) if generation.response_logprobs else None}
+               "logprobs": (generation.logprobs or None) if generation.response_logprobs else None,
+               "responseSchema": _plain(generation.response_schema),
+               "responseJsonSchema": _plain(generation.response_json_schema),
+               "mediaResolution": generation.media_resolution,
+               "enableEnhancedCivicAnswers": generation.enable_enhanced_civic_answers}
     return {key: value for key, value in options.items() if value is not None}
+
+
+def _plain(schema: Any) -> dict[str, Any] | None:
+    return dict(schema) if schema is not None else None
 
 
 def _usage(data: Any) -> Usage:

@@ -18,7 +18,7 @@ from typing import Any
 from ...shapes import COUNT, LIST, NUMBER, OBJECT, TEXT
 from ..config import BackendConfig
 from ..transcript import AssistantTurn, Attachment, ToolReply, UserTurn
-from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text, TokenLogprob
+from ..wire import FunctionCall, FunctionDeclaration, GenerationConfig, Text, TokenLogprob, json_schema
 from . import (BackendRequest, ModelReply, Usage, call_arguments, expect, expect_object, http_client, malformed,
                post_json)
 
@@ -192,13 +192,26 @@ def _tool(declaration: FunctionDeclaration) -> dict[str, Any]:
 
 def _sampling(generation: GenerationConfig) -> dict[str, Any]:
     options: dict[str, Any]
-    options = {"temperature": generation.temperature, "top_p": generation.top_p,
+    options = {"temperature": generation.temperature, "top_p": generation.top_p, "top_k": generation.top_k,
                "max_tokens": generation.max_output_tokens, "seed": generation.seed,
                "presence_penalty": generation.presence_penalty, "frequency_penalty": generation.frequency_penalty,
                "stop": list(generation.stop_sequences) or None}
     if generation.response_mime_type == "application/json":
-        options["response_format"] = {"type": "json_object"}
+        options["response_format"] = _response_format(generation)
     if generation.response_logprobs:
         options["logprobs"] = True
         options["top_logprobs"] = generation.logprobs
     return {key: value for key, value in options.items() if value is not None}
+
+
+def _response_format(generation: GenerationConfig) -> dict[str, Any]:
+    """JSON output: with the client's schema (a Gemini ``responseSchema`` as JSON Schema), else any JSON object."""
+    schema = generation.response_json_schema
+    if schema is None and generation.response_schema is not None:
+        schema = json_schema(generation.response_schema)
+    if schema is None:
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": generation.schema_name, "schema": dict(schema)}
+    if generation.schema_strict is not None:
+        spec["strict"] = generation.schema_strict
+    return {"type": "json_schema", "json_schema": spec}
