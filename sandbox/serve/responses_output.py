@@ -130,7 +130,8 @@ class ResponseBuilder:
     def add(self, part: Part) -> list[dict[str, Any]]:
         """Apply one loop event; returns the stream events it makes."""
         if isinstance(part, Text):
-            return self._text(part)
+            # The model's thoughts (Gemini thought parts) are not its answer: not asked for here, never shown.
+            return [] if part.thought else self._text(part)
         if isinstance(part, ExecutableCode):
             return self._code(part)
         if isinstance(part, (CodeExecutionResult, InlineData)):

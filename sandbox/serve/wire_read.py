@@ -365,6 +365,7 @@ def _generation(o: _Obj | None) -> GenerationConfig:
         response_logprobs=response_logprobs,
         logprobs=_logprobs(o, response_logprobs),
         **_schema(o),
+        **_thinking(o.obj("thinkingConfig")),
         media_resolution=_enum(o, "mediaResolution", _MEDIA_RESOLUTIONS, "MediaResolution"),
         enable_enhanced_civic_answers=o.get("enableEnhancedCivicAnswers", "bool"),
     )
@@ -379,6 +380,24 @@ def _enum(o: _Obj, name: str, values: tuple[str, ...], enum: str) -> str | None:
         raise invalid(f"Invalid value at '{o.at(name)}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
                       f"{enum}), {value_text(value)}: one of {', '.join(values)}")
     return str(value.upper())
+
+
+_THINKING_LEVELS = ("THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH")
+
+
+def _thinking(o: _Obj | None) -> dict[str, Any]:
+    """``thinkingConfig``: a budget or a level (the API refuses both), and whether thoughts come back."""
+    if o is None:
+        return {}
+    o.refuse_unknown(("includeThoughts", "thinkingBudget", "thinkingLevel"))
+    budget = o.get("thinkingBudget", "int")
+    level = _enum(o, "thinkingLevel", _THINKING_LEVELS, "ThinkingLevel")
+    if level == "THINKING_LEVEL_UNSPECIFIED":
+        level = None
+    if budget is not None and level is not None:
+        raise invalid(f"'{o.at('thinkingBudget')}' and '{o.at('thinkingLevel')}': set only one of them")
+    return {"thinking_budget": int(budget) if budget is not None else None, "thinking_level": level,
+            "include_thoughts": bool(o.get("includeThoughts", "bool", False))}
 
 
 def _modalities(o: _Obj) -> None:

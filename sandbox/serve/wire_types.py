@@ -110,6 +110,12 @@ class GenerationConfig:
     """The schema's name where a backend wants one (Chat Completions ``json_schema.name``)."""
     schema_strict: bool | None = None
     """/v1/responses ``text.format.strict``, passed to a Chat Completions backend."""
+    thinking_budget: int | None = None
+    """``thinkingConfig.thinkingBudget``: thinking tokens (0 none, -1 as the model decides)."""
+    thinking_level: str | None = None
+    """``thinkingConfig.thinkingLevel``: MINIMAL, LOW, MEDIUM or HIGH."""
+    include_thoughts: bool = False
+    """``thinkingConfig.includeThoughts``: the model's thoughts go to the client as thought parts."""
     media_resolution: str | None = None
     enable_enhanced_civic_answers: bool | None = None
 

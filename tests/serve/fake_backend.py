@@ -237,6 +237,19 @@ SCRIPTS.update({
                               candidate={"logprobsResult": _gemini_logprobs(LOGPROBS[0])})),
                   raw(_gemini([{"text": "Café"}], candidate={"logprobsResult": _gemini_logprobs(LOGPROBS[1])}))],
 })
+#: The thoughts the thoughts scripts' backends send beside each answer: before the code, then before the text.
+THOUGHTS = ("I should compute it.", "It printed 1.")
+_RUN_ONE = {"name": "run_python", "arguments": '{"code": "print(1)"}'}
+SCRIPTS.update({
+    "gthoughts": [gemini_parts({"text": THOUGHTS[0], "thought": True, "thoughtSignature": "c2ln"},
+                               {"functionCall": {"name": "run_python", "args": {"code": "print(1)"}}}),
+                  gemini_parts({"text": THOUGHTS[1], "thought": True}, {"text": "The answer is 1."})],
+    # vLLM and llama.cpp send reasoning_content, OpenRouter and newer vLLM reasoning
+    "cthoughts": [raw(_chat({"role": "assistant", "content": None, "reasoning_content": THOUGHTS[0],
+                             "tool_calls": [{"id": "c0", "type": "function", "function": _RUN_ONE}]},
+                            choice={"finish_reason": "tool_calls"})),
+                  raw(_chat({"role": "assistant", "content": "The answer is 1.", "reasoning": THOUGHTS[1]}))],
+})
 #: Gemini finish reasons of a content-policy stop, each the script ``gstop_<REASON>``: a blocked candidate, as the
 #: service sends one (no content).
 CONTENT_POLICY = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")

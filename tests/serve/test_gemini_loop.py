@@ -14,7 +14,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from .fake_backend import LOGPROBS, PLOT_CODE
+from .fake_backend import LOGPROBS, PLOT_CODE, THOUGHTS
 
 CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
 
@@ -461,4 +461,87 @@ def test_generation_fields_the_loop_cannot_honour_are_invalid_argument(client, f
         client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello", config=config)
     assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
     assert words in info.value.message
+    assert not fake_model.requests
+
+
+_THOUGHTS_SCRIPT = {"openai": "SCRIPT:cthoughts", "gemini": "SCRIPT:gthoughts"}
+
+
+def _thinking_asked(backend, sent):
+    if backend == "gemini":
+        return (sent.get("generationConfig") or {}).get("thinkingConfig")
+    return sent.get("reasoning_effort")
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_thoughts_come_back_as_thought_parts(request, fake_model, backend, stream):
+    """thinkingConfig was ignored and the model's thoughts dropped (a Gemini backend's thought parts, a Chat
+    Completions one's reasoning_content / reasoning). With includeThoughts they come back as thought parts,
+    where the model had them, before its code and before its answer; the answer's text is without them. A
+    Gemini backend gets thinkingConfig as sent, a Chat Completions one reasoning_effort."""
+    client = _client_of(request, backend)
+    config = types.GenerateContentConfig(tools=CODE_TOOL.tools, thinking_config=types.ThinkingConfig(
+        include_thoughts=True, thinking_budget=2048))
+    if stream:
+        chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash",
+                                                            contents=_THOUGHTS_SCRIPT[backend], config=config))
+        parts = [part for chunk in chunks for part in chunk.candidates[0].content.parts or ()]
+    else:
+        response = client.models.generate_content(model="gemini-2.5-flash", contents=_THOUGHTS_SCRIPT[backend],
+                                                  config=config)
+        parts = response.candidates[0].content.parts
+        assert response.text == "The answer is 1."
+    assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text", "text"]
+    assert [(part.text, part.thought) for part in parts if part.text] == \
+        [(THOUGHTS[0], True), (THOUGHTS[1], True), ("The answer is 1.", None)]
+    expected = {"thinkingBudget": 2048, "includeThoughts": True} if backend == "gemini" else "medium"
+    assert [_thinking_asked(backend, sent) for sent in fake_model.requests] == [expected] * 2
+    if backend == "openai":  # the thoughts are not sent back to the model as its answer
+        assert THOUGHTS[0] not in json.dumps(fake_model.requests[1]["messages"])
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_thoughts_are_left_out_unless_asked(request, fake_model, backend):
+    client = _client_of(request, backend)
+    response = client.models.generate_content(model="gemini-2.5-flash", contents=_THOUGHTS_SCRIPT[backend],
+                                              config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert kinds(parts) == ["executable_code", "code_execution_result", "text"]
+    assert not any(part.thought for part in parts)
+    assert [_thinking_asked(backend, sent) for sent in fake_model.requests] == [None] * 2
+
+
+@pytest.mark.parametrize("thinking, effort, gemini", [
+    (types.ThinkingConfig(thinking_level="LOW"), "low", {"thinkingLevel": "LOW"}),
+    (types.ThinkingConfig(thinking_level="minimal"), "minimal", {"thinkingLevel": "MINIMAL"}),
+    (types.ThinkingConfig(thinking_budget=0), "none", {"thinkingBudget": 0}),
+    (types.ThinkingConfig(thinking_budget=1024), "low", {"thinkingBudget": 1024}),
+    (types.ThinkingConfig(thinking_budget=24576), "high", {"thinkingBudget": 24576}),
+    (types.ThinkingConfig(thinking_budget=-1), None, {"thinkingBudget": -1}),
+])
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_thinking_level_or_budget_reach_the_backend(request, fake_model, backend, thinking, effort, gemini):
+    """A budget is the least reasoning_effort whose budget in Google's OpenAI compatibility layer holds it
+    (low 1024, medium 8192, high above); 0 is none, -1 (the model decides) none sent."""
+    client = _client_of(request, backend)
+    config = types.GenerateContentConfig(thinking_config=thinking)
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello", config=config).text
+    assert _thinking_asked(backend, fake_model.requests[0]) == (gemini if backend == "gemini" else effort)
+
+
+@pytest.mark.parametrize("thinking, words", [
+    ({"thinkingBudget": 100, "thinkingLevel": "LOW"},
+     "'generationConfig.thinkingConfig.thinkingBudget' and 'generationConfig.thinkingConfig.thinkingLevel': set "
+     "only one of them"),
+    ({"thinkingLevel": "EXTREME"}, "Invalid value at 'generationConfig.thinkingConfig.thinkingLevel'"),
+    ({"thinkingBudget": "many"}, "Invalid value at 'generationConfig.thinkingConfig.thinkingBudget' (TYPE_INT32)"),
+    ({"include_thoughts": "yes"}, "Invalid value at 'generationConfig.thinkingConfig.includeThoughts' (TYPE_BOOL)"),
+    ({"budget": 5}, "Unknown name \"budget\" at 'generationConfig.thinkingConfig'"),
+])
+def test_bad_thinking_config_is_invalid_argument(server, fake_model, thinking, words):
+    body = {"contents": [{"parts": [{"text": "SCRIPT:hello"}]}], "generationConfig": {"thinkingConfig": thinking}}
+    answer = httpx.post(f"{server.url}/v1beta/models/gemini-2.5-flash:generateContent", json=body, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert words in answer.json()["error"]["message"]
     assert not fake_model.requests

@@ -34,7 +34,7 @@ class Gemini:
 
     async def complete(self, request: BackendRequest) -> ModelReply:
         data = await post_json(self.client, self.url, lambda: self.body(request), self.headers, self.timeout_s)
-        return self.reply(data)
+        return self.reply(data, request.generation.include_thoughts)
 
     def body(self, request: BackendRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"contents": contents(request.turns)}
@@ -54,7 +54,7 @@ class Gemini:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def reply(self, data: Any) -> ModelReply:
+    def reply(self, data: Any, include_thoughts: bool = False) -> ModelReply:
         check_answer(self.url, data)
         candidates = data.get("candidates")
         if not candidates:
@@ -66,7 +66,10 @@ class Gemini:
         parts: list[Text | FunctionCall] = []
         logprobs = _logprobs(candidate.get("logprobsResult"))
         for part in (candidate.get("content") or {}).get("parts") or ():
-            if part.get("text") and not part.get("thought"):
+            if part.get("text") and part.get("thought"):
+                if include_thoughts:  # the API sends them only when asked; a backend that sends them anyway: not
+                    parts.append(Text(part["text"], thought=True))
+            elif part.get("text"):
                 # The candidate's, on its first text: its texts go out one after the other, in one message.
                 parts.append(Text(part["text"], logprobs=logprobs))
                 logprobs = None
@@ -189,9 +192,16 @@ def _generation(generation: GenerationConfig) -> dict[str, Any]:
                "logprobs": (generation.logprobs or None) if generation.response_logprobs else None,
                "responseSchema": _plain(generation.response_schema),
                "responseJsonSchema": _plain(generation.response_json_schema),
+               "thinkingConfig": _thinking(generation),
                "mediaResolution": generation.media_resolution,
                "enableEnhancedCivicAnswers": generation.enable_enhanced_civic_answers}
     return {key: value for key, value in options.items() if value is not None}
+
+
+def _thinking(generation: GenerationConfig) -> dict[str, Any] | None:
+    config = {"thinkingBudget": generation.thinking_budget, "thinkingLevel": generation.thinking_level,
+              "includeThoughts": generation.include_thoughts or None}
+    return {key: value for key, value in config.items() if value is not None} or None
 
 
 def _plain(schema: Any) -> dict[str, Any] | None:

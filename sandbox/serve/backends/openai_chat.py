@@ -43,7 +43,7 @@ class OpenAIChat:
 
     async def complete(self, request: BackendRequest) -> ModelReply:
         data = await post_json(self.client, self.url, lambda: self.body(request), self.headers, self.timeout_s)
-        return self.reply(data)
+        return self.reply(data, request.generation.include_thoughts)
 
     def body(self, request: BackendRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": self.messages(request),
@@ -90,11 +90,15 @@ class OpenAIChat:
         return {"type": "text", "text": f"[{where} ({part.mime_type}, {len(part.data)} bytes)]"}
 
     # -- completion -> reply --------------------------------------------------------
-    def reply(self, data: Any) -> ModelReply:
+    def reply(self, data: Any, include_thoughts: bool = False) -> ModelReply:
         check_answer(self.url, data)
         choice = data["choices"][0]
         message = choice["message"]
         parts: list[Text | FunctionCall] = []
+        # What reasoning servers (vLLM, llama.cpp, DeepSeek, OpenRouter) send beside the answer: the model's thoughts.
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if include_thoughts and isinstance(reasoning, str) and reasoning:
+            parts.append(Text(reasoning, thought=True))
         content = message.get("content")
         if isinstance(content, list):  # some servers return content parts
             content = "".join(item.get("text") or "" for item in content)
@@ -198,6 +202,9 @@ def _sampling(generation: GenerationConfig) -> dict[str, Any]:
                "stop": list(generation.stop_sequences) or None}
     if generation.response_mime_type == "application/json":
         options["response_format"] = _response_format(generation)
+    effort = _reasoning_effort(generation)
+    if effort is not None:
+        options["reasoning_effort"] = effort
     if generation.response_logprobs:
         options["logprobs"] = True
         options["top_logprobs"] = generation.logprobs
@@ -215,3 +222,21 @@ def _response_format(generation: GenerationConfig) -> dict[str, Any]:
     if generation.schema_strict is not None:
         spec["strict"] = generation.schema_strict
     return {"type": "json_schema", "json_schema": spec}
+
+
+#: The thinking budgets Google's OpenAI compatibility layer gives each reasoning_effort: a budget is read as the
+#: least effort whose budget holds it.
+_EFFORT_BUDGETS = (("low", 1024), ("medium", 8192))
+
+
+def _reasoning_effort(generation: GenerationConfig) -> str | None:
+    """``reasoning_effort`` for thinkingConfig: its level in lower case, or its budget's (0 none; -1, the model
+    decides, and no budget: nothing)."""
+    if generation.thinking_level is not None:
+        return generation.thinking_level.lower()
+    budget = generation.thinking_budget
+    if budget is None or budget < 0:
+        return None
+    if budget == 0:
+        return "none"
+    return next((effort for effort, most in _EFFORT_BUDGETS if budget <= most), "high")
