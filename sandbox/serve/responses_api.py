@@ -142,7 +142,8 @@ def parse_request(body: dict[str, Any]) -> GenerateRequest:
         raise invalid(f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
                       f"{_MIN_OUTPUT_TOKENS}, but got {max_tokens} instead.")
     generation = GenerationConfig(temperature=_number(body, "temperature"), top_p=_number(body, "top_p"),
-                                  max_output_tokens=max_tokens, **_logprobs(body))
+                                  max_output_tokens=max_tokens, **_logprobs(body), **_text_format(body),
+                                  **_reasoning(body))
     # The code tool is the one built-in tool here: its runs are the calls OpenAI caps.
     max_tool_calls = _number(body, "max_tool_calls", int)
     if max_tool_calls is not None and max_tool_calls < 0:
@@ -170,6 +171,70 @@ def _logprobs(body: dict[str, Any]) -> dict[str, Any]:
     if _LOGPROBS not in include:
         return {}
     return {"response_logprobs": True, "logprobs": top}
+
+
+def _object(body: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"Invalid type for '{where}': expected an object, but got {_json_type(value)} instead.")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a decimal", list: "an array"}.get(
+        type(value), "an object")
+
+
+_FORMATS = ("text", "json_object", "json_schema")
+
+
+def _text_format(body: dict[str, Any]) -> dict[str, Any]:
+    """``text.format``: JSON output, with a schema (Structured Outputs) or without (JSON mode)."""
+    text_format = _object(_object(body, "text", "text"), "format", "text.format")
+    kind = text_format.get("type", "text")
+    if kind not in _FORMATS:  # in OpenAI's words
+        raise invalid(f"Invalid value: {value_text(kind)}. Supported values are: 'text', 'json_object', and "
+                      "'json_schema'. (text.format.type)")
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"response_mime_type": "application/json"}
+    name, schema, strict = text_format.get("name"), text_format.get("schema"), text_format.get("strict")
+    if name is None:
+        raise invalid("Missing required parameter: 'text.format.name'.")
+    if not isinstance(name, str):
+        raise invalid(f"Invalid type for 'text.format.name': expected a string, but got {_json_type(name)} instead.")
+    if schema is None:
+        raise invalid("Missing required parameter: 'text.format.schema'.")
+    if not isinstance(schema, dict):
+        raise invalid(f"Invalid type for 'text.format.schema': expected an object, but got {_json_type(schema)} "
+                      "instead.")
+    if strict is not None and not isinstance(strict, bool):
+        raise invalid(f"Invalid type for 'text.format.strict': expected a boolean, but got {_json_type(strict)} "
+                      "instead.")
+    return {"response_mime_type": "application/json", "response_json_schema": schema, "schema_name": name,
+            "schema_strict": strict}
+
+
+#: reasoning.effort -> the Gemini thinkingLevel nearest it (none is a thinkingBudget of 0; Gemini has no level
+#: above HIGH).
+_EFFORT_LEVELS = {"minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH", "xhigh": "HIGH",
+                  "max": "HIGH"}
+
+
+def _reasoning(body: dict[str, Any]) -> dict[str, Any]:
+    """``reasoning.effort``: as sent to a Chat Completions backend, as thinkingConfig to a Gemini one."""
+    effort = _object(body, "reasoning", "reasoning").get("effort")
+    if effort is None:
+        return {}
+    if effort != "none" and effort not in _EFFORT_LEVELS:
+        raise invalid(f"Invalid value: {value_text(effort)}. Supported values are: 'none', "
+                      f"{', '.join(repr(e) for e in _EFFORT_LEVELS)}. (reasoning.effort)")
+    if effort == "none":
+        return {"reasoning_effort": effort, "thinking_budget": 0}
+    return {"reasoning_effort": effort, "thinking_level": _EFFORT_LEVELS[effort]}
 
 
 def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:

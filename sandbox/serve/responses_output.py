@@ -62,7 +62,7 @@ def _incomplete_reason(finish_reason: str) -> str | None:
 
 #: The request fields a response repeats.
 _ECHOED = ("instructions", "tool_choice", "tools", "temperature", "top_p", "max_output_tokens", "max_tool_calls",
-           "top_logprobs", "metadata")
+           "top_logprobs", "metadata", "text", "reasoning")
 
 
 def _logprob_json(token: TokenLogprob) -> dict[str, Any]:
@@ -115,7 +115,8 @@ class ResponseBuilder:
             "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": body.get("max_tool_calls"),
             "top_logprobs": body.get("top_logprobs"),
             "metadata": body.get("metadata") or {},
-            "text": {"format": {"type": "text"}}, "usage": usage,
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None}, "usage": usage,
         }
 
     # -- events ----------------------------------------------------------------------

@@ -116,6 +116,10 @@ class GenerationConfig:
     """``thinkingConfig.thinkingLevel``: MINIMAL, LOW, MEDIUM or HIGH."""
     include_thoughts: bool = False
     """``thinkingConfig.includeThoughts``: the model's thoughts go to the client as thought parts."""
+    reasoning_effort: str | None = None
+    """/v1/responses ``reasoning.effort`` as sent, for a Chat Completions backend (a Gemini one gets the
+    thinking level or budget made of it)."""
+    """``thinkingConfig.includeThoughts``: the model's thoughts go to the client as thought parts."""
     media_resolution: str | None = None
     enable_enhanced_civic_answers: bool | None = None
 

@@ -6,6 +6,7 @@ import base64
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from .fake_backend import CONTENT_POLICY, CUT_SHORT, LOGPROBS, PLOT_CODE, UNKNOWN_STOP
@@ -454,3 +455,83 @@ def test_a_missing_model_or_a_repeated_function_is_an_invalid_request(server, bo
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["type"] == "invalid_request_error" and words in error["message"], error
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    degrees: int
+
+
+def _client_and_model(backend, oai, keyed_oai):
+    return (keyed_oai, "gemini-2.5-flash") if backend == "gemini" else (oai, "scripted")
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_text_format_json_schema_reaches_the_backend(oai, keyed_oai, fake_model, backend):
+    """text.format was ignored: the model was never given the schema, and the response said format text. A Chat
+    Completions backend gets it as response_format json_schema (name, schema, strict), a Gemini one as
+    responseJsonSchema with responseMimeType application/json; the client's parse reads the model's JSON into
+    its class, and the response repeats the format."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    response = client.responses.parse(model=model, input="SCRIPT:json", text_format=Weather)
+    assert response.output_parsed == Weather(city="Paris", degrees=21)
+    assert response.text.format.type == "json_schema" and response.text.format.name == "Weather"
+    sent = fake_model.requests[0]
+    if backend == "gemini":
+        config = sent["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        assert config["responseJsonSchema"] == Weather.model_json_schema() | {"additionalProperties": False}
+    else:
+        assert sent["response_format"] == {"type": "json_schema", "json_schema": {
+            "name": "Weather", "schema": Weather.model_json_schema() | {"additionalProperties": False},
+            "strict": True}}
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_text_format_json_object_asks_for_json(oai, keyed_oai, fake_model, backend):
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    response = client.responses.create(model=model, input="SCRIPT:json", text={"format": {"type": "json_object"}})
+    assert response.text.format.type == "json_object"
+    sent = fake_model.requests[0]
+    if backend == "gemini":
+        assert sent["generationConfig"]["responseMimeType"] == "application/json"
+        assert not {"responseSchema", "responseJsonSchema"} & set(sent["generationConfig"])
+    else:
+        assert sent["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize("effort, chat, gemini", [
+    ("low", "low", {"thinkingLevel": "LOW"}),
+    ("minimal", "minimal", {"thinkingLevel": "MINIMAL"}),
+    ("none", "none", {"thinkingBudget": 0}),
+    ("xhigh", "xhigh", {"thinkingLevel": "HIGH"}),  # Gemini has no level above HIGH
+])
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_reasoning_effort_reaches_the_backend(oai, keyed_oai, fake_model, backend, effort, chat, gemini):
+    """reasoning.effort was ignored: a Chat Completions backend gets it as reasoning_effort, as sent; a Gemini
+    one the nearest thinkingConfig. The response repeats it."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    response = client.responses.create(model=model, input="SCRIPT:hello", reasoning={"effort": effort})
+    assert response.reasoning.effort == effort
+    sent = fake_model.requests[0]
+    if backend == "gemini":
+        assert sent["generationConfig"]["thinkingConfig"] == gemini
+    else:
+        assert sent["reasoning_effort"] == chat
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"text": {"format": {"type": "xml"}}},
+     "Invalid value: 'xml'. Supported values are: 'text', 'json_object', and 'json_schema'. (text.format.type)"),
+    ({"text": {"format": {"type": "json_schema", "name": "w"}}}, "Missing required parameter: 'text.format.schema'."),
+    ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "Missing required parameter: 'text.format.name'."),
+    ({"text": {"format": {"type": "json_schema", "name": "w", "schema": []}}},
+     "Invalid type for 'text.format.schema': expected an object, but got an array instead."),
+    ({"text": "json"}, "Invalid type for 'text': expected an object, but got a string instead."),
+    ({"reasoning": {"effort": "extreme"}}, "Invalid value: 'extreme'. Supported values are: 'none', 'minimal'"),
+])
+def test_bad_text_format_or_reasoning_is_a_400(oai, fake_model, fields, words):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.responses.create(model="scripted", input="SCRIPT:hello", **fields)
+    assert words in info.value.message
+    assert not fake_model.requests

@@ -232,6 +232,8 @@ _EFFORT_BUDGETS = (("low", 1024), ("medium", 8192))
 def _reasoning_effort(generation: GenerationConfig) -> str | None:
     """``reasoning_effort`` for thinkingConfig: its level in lower case, or its budget's (0 none; -1, the model
     decides, and no budget: nothing)."""
+    if generation.reasoning_effort is not None:
+        return generation.reasoning_effort
     if generation.thinking_level is not None:
         return generation.thinking_level.lower()
     budget = generation.thinking_budget
