@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
+import tempfile
 import time
 from string import Template
-from typing import Any
+from typing import Any, Callable
 
 PRELUDE = r'''
 import ctypes, errno, os, socket, sys
@@ -95,3 +98,43 @@ async def slowdowns(hog_runs: Any, work_runs: Any) -> tuple[float, float]:
     finally:
         hog.cancel()
         await asyncio.gather(hog, return_exceptions=True)
+
+
+#: The uid the attack tests drop to when run as root (what most users are).
+NOBODY = 65534
+
+
+def no_namespaces(name: str = "default") -> Any:
+    """Policy ``name`` without its namespaces layer: what a host that refuses user namespaces runs (a run then
+    shares the host's pid, IPC and, unprivileged, network namespaces)."""
+    import sandbox
+
+    policy = sandbox.Policy.load(name)
+    return policy.replace(name=f"{name}-no-namespaces", confinement=dataclasses.replace(
+        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
+
+
+def in_child_as_nobody(work: Callable[[dict], None]) -> dict:
+    """``work(out)`` in a forked child, as uid :data:`NOBODY` when the test is root (its processes then hold no
+    capability a worker lacks); ``out`` comes back through a pipe as JSON, with ``"error"`` set to what the child
+    raised, if anything."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        out: dict = {}
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+                tempfile.tempdir = None
+            work(out)
+        except BaseException as exc:  # noqa: BLE001
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(data or '{"error": "child died"}')

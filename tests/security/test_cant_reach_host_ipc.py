@@ -11,7 +11,6 @@ refuses those calls there (confine/seccomp.py); under namespaces they still work
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import os
 import subprocess
 
@@ -19,7 +18,7 @@ import pytest
 
 import sandbox
 
-from .attacks import snippet
+from .attacks import no_namespaces, snippet
 from .conftest import checked_run
 
 IPC_PRIVATE, IPC_CREAT, IPC_RMID, IPC_NOWAIT = 0, 0o1000, 0, 0o4000
@@ -52,12 +51,6 @@ def mq():
     return fd
 attempt("make a POSIX queue", mq)
 '''
-
-
-def _no_namespaces(name: str) -> sandbox.Policy:
-    policy = sandbox.Policy.load(name)
-    return policy.replace(name=f"{name}-no-namespaces", confinement=dataclasses.replace(
-        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
 
 
 def _ipc_ids() -> list[str]:
@@ -96,7 +89,7 @@ def test_cant_reach_the_hosts_ipc_without_namespaces(host_objects):
         pytest.skip("no ipcs here to list the host's IPC objects")
     before = _ipc_ids()
     code = snippet(REACH, **host_objects)
-    with sandbox.Sandbox(policy=_no_namespaces("default")) as box:
+    with sandbox.Sandbox(policy=no_namespaces("default")) as box:
         runs = [checked_run(box, code)]
         with box.session() as s:
             runs.append(s.run(code))

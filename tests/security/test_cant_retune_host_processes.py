@@ -13,21 +13,16 @@ those calls on any pid but the caller's own (seccomp.py); a session's states are
 from __future__ import annotations
 
 import ctypes
-import dataclasses
-import json
 import os
 import resource
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 import sandbox
 
-from .attacks import snippet
-
-NOBODY = 65534
+from .attacks import NOBODY, in_child_as_nobody, no_namespaces, snippet
 IOPRIO_GET, IOPRIO_WHO_PROCESS = 252, 1  # x86_64
 RETUNE = '''
 import resource
@@ -47,12 +42,6 @@ RETUNED = ("lower its open files", "lower its processes", "nice it", "nice its g
            "make it idle", "idle its I/O")
 
 
-def _no_namespaces() -> sandbox.Policy:
-    policy = sandbox.Policy.load("default")
-    return policy.replace(name="default-no-namespaces", confinement=dataclasses.replace(
-        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
-
-
 def _state(pid: int) -> list:
     ioprio = ctypes.CDLL(None, use_errno=True).syscall(IOPRIO_GET, IOPRIO_WHO_PROCESS, pid)
     return [list(resource.prlimit(pid, resource.RLIMIT_NOFILE)), list(resource.prlimit(pid, resource.RLIMIT_NPROC)),
@@ -61,43 +50,26 @@ def _state(pid: int) -> list:
 
 
 def _attack_as_runs_uid() -> dict:
-    """In a child (as uid 65534 when the test is root: its processes hold no capability a worker lacks): a
-    Sandbox and a target process of that uid; the target's state before and after a one-shot run and a session's."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        out: dict = {}
+    """In a child (as uid 65534 when the test is root): a Sandbox and a target process of that uid; the target's
+    state before and after a one-shot run and a session's."""
+    def attack(out: dict) -> None:
+        target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
         try:
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setresgid(NOBODY, NOBODY, NOBODY)
-                os.setresuid(NOBODY, NOBODY, NOBODY)
-                tempfile.tempdir = None
-            target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-            try:
-                out["before"] = _state(target.pid)
-                code = snippet(RETUNE, pid=target.pid)
-                with sandbox.Sandbox(policy=_no_namespaces()) as box:
-                    one_shot = box.run(code, timeout=15)
-                    out["one-shot"] = [one_shot.stdout, one_shot.stderr, one_shot.error]
-                    out["after one-shot"] = _state(target.pid)
-                    with box.session() as s:
-                        s.run("x = 1")
-                        run = s.run(code, timeout=15)
-                        out["session"] = [run.stdout, run.stderr, run.error]
-                    out["after session"] = _state(target.pid)
-            finally:
-                target.kill()
-                target.wait()
-        except BaseException as exc:  # noqa: BLE001
-            out["error"] = f"{type(exc).__name__}: {exc}"
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data or '{"error": "child died"}')
+            out["before"] = _state(target.pid)
+            code = snippet(RETUNE, pid=target.pid)
+            with sandbox.Sandbox(policy=no_namespaces()) as box:
+                one_shot = box.run(code, timeout=15)
+                out["one-shot"] = [one_shot.stdout, one_shot.stderr, one_shot.error]
+                out["after one-shot"] = _state(target.pid)
+                with box.session() as s:
+                    s.run("x = 1")
+                    run = s.run(code, timeout=15)
+                    out["session"] = [run.stdout, run.stderr, run.error]
+                out["after session"] = _state(target.pid)
+        finally:
+            target.kill()
+            target.wait()
+    return in_child_as_nobody(attack)
 
 
 def test_cant_retune_a_host_process_without_a_pid_namespace():

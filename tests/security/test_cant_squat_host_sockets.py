@@ -10,19 +10,16 @@ run (Landlock scopes a run's own connects, not connects into it). The filter ref
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import socket
 import sys
-import tempfile
 import time
 
 import pytest
 
 import sandbox
 
-from .attacks import snippet
-from .test_cant_retune_host_processes import NOBODY, _no_namespaces
+from .attacks import NOBODY, in_child_as_nobody, no_namespaces, snippet
 from .test_unprivileged import _readable_as
 
 NAME = f"\0sandbox-test-host-service-{os.getpid()}"
@@ -45,39 +42,24 @@ def _host_binds() -> str:
 
 
 def _squat_as_runs_uid() -> dict:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        out: dict = {}
-        try:
-            if os.geteuid() == 0:  # root's forker shares an empty network namespace: the runs' uid is not root here
-                os.setgroups([])
-                os.setresgid(NOBODY, NOBODY, NOBODY)
-                os.setresuid(NOBODY, NOBODY, NOBODY)
-                tempfile.tempdir = None
-            code = snippet(SQUAT, name=repr(NAME))
-            with sandbox.Sandbox(policy=_no_namespaces()) as box:
-                with box.session() as s:
-                    run = s.run(code, timeout=15)
-                    out["session"] = [run.stdout, run.error, _host_binds()]  # while the session holds it
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the host binds while the run holds it
-                    running = pool.submit(box.run, code + "\nimport time\ntime.sleep(3)", timeout=15)
-                    seen = set()
-                    while not running.done():
-                        seen.add(_host_binds())
-                        time.sleep(0.05)
-                    run = running.result()
-                out["one-shot"] = [run.stdout, run.error, sorted(seen)]
-                out["pathname"] = box.run("import socket\nsocket.socket(socket.AF_UNIX).bind('here.sock')").error
-        except BaseException as exc:  # noqa: BLE001
-            out["error"] = f"{type(exc).__name__}: {exc}"
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data or '{"error": "child died"}')
+    """As uid 65534 when the test is root (root's forker shares an empty network namespace: the runs' uid is not
+    root here): a session's run and a one-shot run bind the host's name while the host tries to."""
+    def squat(out: dict) -> None:
+        code = snippet(SQUAT, name=repr(NAME))
+        with sandbox.Sandbox(policy=no_namespaces()) as box:
+            with box.session() as s:
+                run = s.run(code, timeout=15)
+                out["session"] = [run.stdout, run.error, _host_binds()]  # while the session holds it
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the host binds while the run holds it
+                running = pool.submit(box.run, code + "\nimport time\ntime.sleep(3)", timeout=15)
+                seen = set()
+                while not running.done():
+                    seen.add(_host_binds())
+                    time.sleep(0.05)
+                run = running.result()
+            out["one-shot"] = [run.stdout, run.error, sorted(seen)]
+            out["pathname"] = box.run("import socket\nsocket.socket(socket.AF_UNIX).bind('here.sock')").error
+    return in_child_as_nobody(squat)
 
 
 def test_cant_take_an_abstract_name_of_the_host_without_namespaces():
