@@ -104,15 +104,21 @@ def given_id(tool_call: Any) -> Any:
     current = field_of(tool_call, "id")
     if current not in (None, "") or (field_of(tool_call, "function") is None and field_of(tool_call, "custom") is None):
         return current
+    return set_made_id(tool_call, "id", f"tool call {value_text(tool_call)}")
+
+
+def set_made_id(call: Any, key: str, named: str) -> str:
+    """``call_<uuid4 hex>`` set as ``call[key]`` (or its attribute), for a call that came without an id; InputError
+    naming the call (``named``) where it cannot be set (a frozen object, a read-only mapping)."""
     made = f"call_{uuid.uuid4().hex}"
     try:
-        if isinstance(tool_call, MutableMapping):
-            tool_call["id"] = made
+        if isinstance(call, MutableMapping):
+            call[key] = made
         else:
-            setattr(tool_call, "id", made)
-    except (AttributeError, TypeError, ValueError) as exc:  # a frozen object, a read-only mapping
-        raise InputError(f"tool call {value_text(tool_call)} has no id, and a {type(tool_call).__name__} "
-                         "cannot be given one: give it an 'id'") from exc
+            setattr(call, key, made)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputError(f"{named} has no {key}, and a {type(call).__name__} cannot be given one: give it "
+                         f"{'an' if key == 'id' else 'a'} '{key}'") from exc
     return made
 
 

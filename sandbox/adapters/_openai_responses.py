@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
-from typing import TYPE_CHECKING, Any, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
@@ -21,7 +20,7 @@ from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
     check_max_calls_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text
 from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
-    responses_tool
+    responses_tool, set_made_id
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.responses import Response
@@ -62,16 +61,7 @@ def _call_id(item: Any) -> Any:
     current = field_of(item, "call_id")
     if current not in (None, ""):
         return current
-    made = f"call_{uuid.uuid4().hex}"
-    try:
-        if isinstance(item, MutableMapping):
-            item["call_id"] = made
-        else:
-            setattr(item, "call_id", made)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise InputError(f"{field_of(item, 'type')} item {value_text(item)} has no call_id, and a "
-                         f"{type(item).__name__} cannot be given one: give it a 'call_id'") from exc
-    return made
+    return set_made_id(item, "call_id", f"{field_of(item, 'type')} item {value_text(item)}")
 
 
 def _output_of(item: Any) -> list[Any]:
