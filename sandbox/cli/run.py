@@ -13,8 +13,9 @@ from ._term import shown
 HELP = """Run a Python snippet (a file, or - for stdin) in the sandbox.
 
 Prints the snippet's output, then its outcome (OUTCOME_OK / OUTCOME_FAILED /
-OUTCOME_DEADLINE_EXCEEDED) on stderr; figures from plt.show() and image files the
-snippet saves are written to --out, under names made safe and unique, at most the
+OUTCOME_DEADLINE_EXCEEDED) on stderr; figures from plt.show() and the files the
+snippet saves are written to --out, under names made safe and unique, never over a
+file already there (the next free name, figure_1_2.png, on its 'wrote' line), at most the
 policy's limits.max_returned_images images and limits.max_returned_files files, each at most
 limits.max_returned_file_bytes. On a terminal, control characters in what the
 snippet printed are shown escaped (\\x1b...); in a pipe they pass unchanged. With
@@ -36,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", "-i", action="append", default=[], metavar="PATH",
                         help="put this file in the snippet's work dir (repeatable)")
     parser.add_argument("--out", default="sandbox-out", metavar="DIR",
-                        help="where to write images and files the snippet produced (default: %(default)s)")
+                        help="where to write images and files the snippet produced, never over a file already there "
+                             "(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the Gemini-shaped result parts as JSON")
     parser.set_defaults(func=main)
 

@@ -108,3 +108,15 @@ def test_a_run_cannot_write_over_what_out_already_holds(tmp_path):
     assert (tmp_path / "out" / "notes_2.txt").read_text() == "from the run"
     assert (tmp_path / "out" / "pyproject_2.toml").read_text() == "evil"
     assert "wrote out/notes_2.txt\nwrote out/pyproject_2.toml\n" in proc.stderr.decode()
+
+
+def test_help_says_out_is_never_written_over(tmp_path):
+    """README says --out never takes a file already there (the next free name); --help said only 'safe and unique'
+    and 'image files', so a user reading it could not tell that the run's other files land there, renamed."""
+    proc = subprocess.run([sys.executable, "-m", "sandbox", "run", "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "1000"})
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "figures from plt.show() and the files the snippet saves are written to --out" in text
+    assert "never over a file already there (the next free name, figure_1_2.png, on its 'wrote' line)" in text
+    assert "images and files the snippet produced, never over a file already there" in text
