@@ -224,7 +224,7 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
     return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(), "observed": observed, "layers": layers, "filesystem": filesystem,
+            "system": _system(policy), "observed": observed, "layers": layers, "filesystem": filesystem,
             "sessions": sessions}
 
 
@@ -259,7 +259,7 @@ def _needed(name: str) -> bool:
     return name != "pids_cgroup" or cgroup.needed()
 
 
-def _system() -> dict[str, Any]:
+def _system(policy: Policy) -> dict[str, Any]:
     from ..confine import landlock, namespaces
     from ..inside import forker, immortal
     return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
@@ -268,22 +268,31 @@ def _system() -> dict[str, Any]:
             "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
             "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
-            "privileges": _privileges(),
+            "privileges": _privileges(policy),
             "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
 
 
-def _privileges() -> str:
-    """What being root, or not, changes for the workers of this uid."""
+def _privileges(policy: Policy) -> str:
+    """What being root, or not, changes for the workers of this uid (under ``policy``)."""
     if os.geteuid() == 0:
         return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
                 "worker enforces limits.max_processes (row pids_cgroup); a memory cgroup per worker caps its "
                 "memory, shmem included, where a memory hierarchy is writable (row memory_cgroup); a cpu cgroup "
                 "per worker makes each run one scheduling group, where a cpu hierarchy is writable (row cpu_cgroup)")
+    from ..confine import namespaces
+    # the forker enters a user namespace of its own only where the workers get theirs (confine/userns.py)
+    if "namespaces" not in policy.confinement.layers or not namespaces.probe()[0]:
+        why = ("the policy leaves namespaces out" if "namespaces" not in policy.confinement.layers else
+               "this uid may not make user namespaces here")
+        userns = (f"no user namespace ({why}): workers and their forker hold no capability, and each run is in "
+                  "the host's namespaces (row namespaces)")
+    else:
+        userns = ("workers drop the capabilities their user namespace gives them; their forker makes a user "
+                  "namespace of its own, in which it builds their root once and the network namespace they share, "
+                  "as root's does (rows namespaces, fs_view)")
     return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
-            "counts this uid's processes in the worker's user namespace, or host-wide without one); workers drop "
-            "the capabilities their user namespace gives them; their forker makes a user namespace of its own, in "
-            "which it builds their root once and the network namespace they share, as root's does (rows namespaces, "
-            "fs_view); no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
+            f"counts this uid's processes in the worker's user namespace, or host-wide without one); {userns}; "
+            "no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
             "refused (row memory_cgroup); no cpu cgroup either, so a run's setsid is refused (a one-shot run's by its "
             "filter, a session's by its root), which keeps its processes in one scheduling group under autogroup "
             "(row cpu_cgroup)")

@@ -409,7 +409,8 @@ def test_doctor_as_an_unprivileged_uid_without_namespaces_is_ok():
             os.setresuid(NOBODY, NOBODY, NOBODY)
             tempfile.tempdir = None
             report = doctor.diagnose(policy)
-            os.write(w, json.dumps({"ok": report["ok"], "rows": report["layers"]}).encode())
+            os.write(w, json.dumps({"ok": report["ok"], "rows": report["layers"],
+                                    "privileges": report["system"]["privileges"]}).encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -423,3 +424,8 @@ def test_doctor_as_an_unprivileged_uid_without_namespaces_is_ok():
     namespaces = next(row for row in report["rows"] if row["layer"] == "namespaces")
     assert "a run is in the host's network namespace" in namespaces["detail"], namespaces
     assert "shared by its workers" not in namespaces["detail"], namespaces
+    # The privileges line said the forker makes a user namespace and builds the shared network namespace in it,
+    # whatever the policy: this forker makes none
+    assert "makes a user namespace of its own" not in report["privileges"], report["privileges"]
+    assert ("no user namespace (the policy leaves namespaces out): workers and their forker hold no capability, "
+            "and each run is in the host's namespaces") in report["privileges"], report["privileges"]
