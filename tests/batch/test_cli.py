@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import cli, read_jsonl, write_jsonl
+from .conftest import ROOT, cli, read_jsonl, write_jsonl
 
 ITEMS = [{"id": f"i{n}", "code": f"print({n})", "expect": "ok"} for n in range(4)]
 
@@ -125,3 +126,22 @@ def test_reports_and_images_dir(tmp_path):
     assert "data:image/png;base64," in page and "3 results" in page
     done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--resume", "--report", str(tmp_path / "r.png"), "-q")
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _fields(text: str) -> list[str]:
+    """The field names of a schema line: 'id, line, output (capped), denied [{kind, detail}], ...'."""
+    text = re.sub(r"\[[^\]]*\]|\(capped\)|`", "", " ".join(text.split()))
+    return [name.strip() for name in text.rstrip(".").split(",")]
+
+
+def test_readme_and_help_list_every_field_of_a_record(tmp_path):
+    """README's list of a record's fields had no output_chars (the number of characters before the cap), which
+    --help and every record have."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
+    assert cli(str(corpus), "--out", str(tmp_path / "out.jsonl")).returncode == 0
+    record = list(read_jsonl(tmp_path / "out.jsonl")[0])
+    readme = (ROOT / "README.md").read_text()
+    listed = readme.split("Output, one record a line in completion order:", 1)[1].split("\n\n", 1)[0]
+    assert _fields(listed) == record
+    shown = cli("--help").stdout.split("Output line:", 1)[1].split("\n\n", 1)[0]
+    assert _fields(shown) == record
