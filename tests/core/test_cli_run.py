@@ -120,3 +120,12 @@ def test_help_says_out_is_never_written_over(tmp_path):
     assert "figures from plt.show() and the files the snippet saves are written to --out" in text
     assert "never over a file already there (the next free name, figure_1_2.png, on its 'wrote' line)" in text
     assert "images and files the snippet produced, never over a file already there" in text
+
+
+def test_the_readme_first_command_prints_a_table_and_writes_its_figure(tmp_path):
+    """README's set-up line ends with 'sandbox run examples/demo.py --out demo-out': a table, demo-out/figure_1.png."""
+    proc = sandbox_run(str(ROOT / "examples" / "demo.py"), "--out", "demo-out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["x", "y", "mean", "4.5", "28.5", "max", "9.0", "81.0"]
+    assert (tmp_path / "demo-out" / "figure_1.png").read_bytes().startswith(b"\x89PNG")
+    assert proc.stderr.decode().splitlines()[0] == "wrote demo-out/figure_1.png"
