@@ -39,6 +39,7 @@ from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SA
                           OutputFile, describe, execute, invalid, max_line_bytes, max_record_bytes, read_items,
                           read_lines, safe_name, save_images)
 from .errors import InputError, value_text
+from .install_hint import install_command
 from .image import Image
 from .inputs import check_timeout
 from .policy import Policy
@@ -108,7 +109,7 @@ def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Im
     except ModuleNotFoundError as exc:
         if exc.name != "ray":
             raise
-        raise InputError("backend 'ray' needs Ray: pip install 'sandbox[ray]'") from None
+        raise InputError(f"backend 'ray' needs Ray: {install_command('ray')}") from None
     return RayEngine(policy, image, workers, options, address)
 
 

@@ -26,7 +26,7 @@ DESCRIPTION = (
     "writes NAME.json and NAME.png into --out; a full (non --quick) run of the whole suite, or 'report', also "
     "renders the tables into a README: the checkout's benchmarks/README.md when --out is its "
     "benchmarks/results, else OUT/README.md. Alternatives that cannot run here are skipped and named: "
-    "Jupyter, sandlock and the plots need the 'bench' extra (pip install 'sandbox[bench]'), bubblewrap comes from the "
+    "Jupyter, sandlock and the plots need the 'bench' extra (pip install -e '.[bench]' in the checkout), bubblewrap comes from the "
     "OS (apt-get install bubblewrap), the serve benchmark needs the 'serve', 'genai' and 'openai' extras.")
 
 

@@ -37,6 +37,8 @@ from typing import Any
 
 import psutil
 
+from ..install_hint import install_command
+
 #: The model name clients ask ``sandbox serve`` for (answered by the backend model).
 CLIENT_MODEL = "gemini-2.5-flash"
 BACKEND_MODEL = "scripted"
@@ -80,7 +82,7 @@ def _missing(*modules: str) -> str | None:
         try:
             __import__(module)
         except ImportError as exc:
-            return f"{exc.name} not installed (pip install 'sandbox[serve,genai,openai]')"
+            return f"{exc.name} not installed ({install_command('serve,genai,openai')})"
     return None
 
 

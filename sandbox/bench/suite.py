@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from ..install_hint import install_command
 from . import APART, SUITE, options
 
 
@@ -75,7 +76,7 @@ def _plot(module: Any, record: Any, settings: options.Settings) -> bool:
     except ModuleNotFoundError as exc:
         if exc.name != "matplotlib":
             raise
-        print("the plots need matplotlib: pip install 'sandbox[bench]', or pass --no-plots", file=sys.stderr)
+        print(f"the plots need matplotlib: {install_command('bench')}, or pass --no-plots", file=sys.stderr)
         return False
     return True
 

@@ -14,6 +14,7 @@ import time
 from contextlib import closing, nullcontext, suppress
 from typing import Any, BinaryIO, Iterator
 
+from ..install_hint import install_command
 from ._term import shown
 
 HELP = """Run every snippet of a JSONL corpus in the sandbox and write one JSON result
@@ -354,7 +355,7 @@ class _Progress:
         try:
             from tqdm import tqdm
         except ModuleNotFoundError:
-            print("sandbox batch: install tqdm (pip install 'sandbox[batch]') for a progress bar", file=sys.stderr)
+            print(f"sandbox batch: install tqdm ({install_command('batch')}) for a progress bar", file=sys.stderr)
             return
         # Without a total (a corpus from a pipe) there is no bar, no ETA: runs done and their rate.
         layout = ("{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]" if total is not None

@@ -7,6 +7,8 @@ import ipaddress
 import re
 import sys
 
+from ..install_hint import install_command
+
 HELP = """Serve a run_python tool over the Model Context Protocol on stdin/stdout, or over
 Streamable HTTP with --http.
 
@@ -22,7 +24,7 @@ meet), closed when that MCP session ends; --max-calls, --max-sessions and
 requests whose Host or Origin is not a loopback name are refused (DNS rebinding).
 Any other address has no such check and no authentication: anyone who can reach
 the port runs code in the sandbox.
-Needs the mcp package: pip install 'sandbox[mcp]'."""
+Needs the 'mcp' extra: pip install -e '.[mcp]' in the project's checkout."""
 
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
@@ -81,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
             from ..adapters import mcp_http
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("mcp", "mcp_types", "uvicorn", "starlette"):
-            print(f"sandbox mcp: the mcp package is missing ({exc}); install it with: pip install 'sandbox[mcp]'",
+            print(f"sandbox mcp: the mcp package is missing ({exc}); install it with: {install_command('mcp')}",
                   file=sys.stderr)
             return 2
         raise

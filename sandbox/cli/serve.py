@@ -8,6 +8,8 @@ import os
 import socket
 import sys
 
+from ..install_hint import install_command
+
 HELP = """Serve the Gemini REST API (generateContent, streamGenerateContent, models) and an
 OpenAI Responses-style /v1/responses, resolving code execution here: a backend model
 writes the code through function calling, this sandbox runs it, the answer carries the
@@ -19,7 +21,7 @@ service's executableCode / codeExecutionResult / inlineData parts.
 Every option can also come from a TOML file (--config; keys as the long options with
 underscores, backend ones in a [backend] table) or the environment (SANDBOX_SERVE_PORT,
 SANDBOX_SERVE_BACKEND_URL, ...). Binding anything but loopback needs --api-key.
-Needs Starlette, uvicorn and httpx: pip install 'sandbox[serve]'."""
+Needs Starlette, uvicorn and httpx: the 'serve' extra (pip install -e '.[serve]' in the project's checkout)."""
 
 #: Long option -> dotted config key (the rest map by replacing '-' with '_').
 _FLAGS = {
@@ -78,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         from ..serve.http import head_deadline_protocol
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("starlette", "uvicorn", "httpx"):
-            print(f"sandbox serve: {exc.name} is missing; install the extra: pip install 'sandbox[serve]'",
+            print(f"sandbox serve: {exc.name} is missing; install the extra: {install_command('serve')}",
                   file=sys.stderr)
             return 2
         raise
