@@ -162,13 +162,16 @@ def response_json(model: str, parts: list[dict[str, Any]], done: Done | None,
 
 
 def usage_json(tokens: Tokens) -> dict[str, Any]:
-    """``usageMetadata``: the first prompt, the tool-use prompts (intermediate tokens), the completions."""
+    """``usageMetadata``: the first prompt, the tool-use prompts (intermediate tokens), the completions, the
+    thoughts (apart from the completions, as the service counts them)."""
     usage: dict[str, Any] = {"promptTokenCount": tokens.prompt, "candidatesTokenCount": tokens.candidates,
                              "totalTokenCount": tokens.total,
                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens.prompt}]}
     if tokens.tool_use_prompt:
         usage["toolUsePromptTokenCount"] = tokens.tool_use_prompt
         usage["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": tokens.tool_use_prompt}]
+    if tokens.thoughts:
+        usage["thoughtsTokenCount"] = tokens.thoughts
     return usage
 
 

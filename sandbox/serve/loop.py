@@ -23,7 +23,9 @@ kills the run at once (``Session.arun``), and the session is closed in every cas
 Token usage follows the service's split: ``promptTokenCount`` is the first backend
 call's prompt; ``toolUsePromptTokenCount`` the prompts of the later calls (the
 conversation re-read with the code results: the intermediate tokens);
-``candidatesTokenCount`` every completion.
+``candidatesTokenCount`` every completion but the model's thoughts, which are
+``thoughtsTokenCount`` (a Chat Completions backend counts them in its completion
+tokens, as ``reasoning_tokens``; a Gemini one apart).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Tokens:
     prompt: int = 0
     tool_use_prompt: int = 0
     candidates: int = 0
+    thoughts: int = 0
     calls: int = 0
 
     def add(self, reply: ModelReply) -> None:
@@ -73,12 +76,18 @@ class Tokens:
             self.prompt += reply.usage.prompt_tokens
         else:
             self.tool_use_prompt += reply.usage.prompt_tokens
-        self.candidates += reply.usage.completion_tokens
+        self.candidates += max(reply.usage.completion_tokens - reply.usage.thoughts_tokens, 0)
+        self.thoughts += reply.usage.thoughts_tokens
         self.calls += 1
 
     @property
+    def output(self) -> int:
+        """Every token the model wrote, thoughts included (OpenAI's output_tokens)."""
+        return self.candidates + self.thoughts
+
+    @property
     def total(self) -> int:
-        return self.prompt + self.tool_use_prompt + self.candidates
+        return self.prompt + self.tool_use_prompt + self.output
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class ResponseBuilder:
         usage = None
         if done is not None:
             tokens = done.tokens
-            usage = {"input_tokens": tokens.prompt + tokens.tool_use_prompt, "output_tokens": tokens.candidates,
+            usage = {"input_tokens": tokens.prompt + tokens.tool_use_prompt, "output_tokens": tokens.output,
                      "total_tokens": tokens.total, "input_tokens_details": {"cached_tokens": 0},
                      "output_tokens_details": {"reasoning_tokens": 0}}
         return {

@@ -94,6 +94,9 @@ MALFORMED: dict[str, dict[str, tuple[Any, str]]] = {
                       "usage.prompt_tokens that is not a count"),
         "cusagefloat": (_chat(usage={"prompt_tokens": 10, "completion_tokens": 1.5}),
                         "usage.completion_tokens that is not a count"),
+        "creasoningtokens": (_chat(usage={"prompt_tokens": 3, "completion_tokens": 7,
+                                          "completion_tokens_details": {"reasoning_tokens": "some"}}),
+                             "usage.completion_tokens_details.reasoning_tokens that is not a count"),
         "clogprobsobj": (_chat(choice={"logprobs": [{"token": "hi", "logprob": -1}]}),
                          "choices[0].logprobs that is not an object"),
         "clogprob": (_chat(choice={"logprobs": {"content": [{"token": "hi", "logprob": "low"}]}}),
@@ -240,15 +243,35 @@ SCRIPTS.update({
 #: The thoughts the thoughts scripts' backends send beside each answer: before the code, then before the text.
 THOUGHTS = ("I should compute it.", "It printed 1.")
 _RUN_ONE = {"name": "run_python", "arguments": '{"code": "print(1)"}'}
+#: The tokens of each thoughts script's two answers: (prompt, answer, thoughts); a Gemini backend counts the
+#: thoughts apart (thoughtsTokenCount), a Chat Completions one within completion_tokens (reasoning_tokens).
+THOUGHTS_USAGE = ((100, 5, 11), (120, 6, 13))
+
+
+def _gemini_usage(step: int) -> dict[str, int]:
+    prompt, answer, thoughts = THOUGHTS_USAGE[step]
+    return {"promptTokenCount": prompt, "candidatesTokenCount": answer, "thoughtsTokenCount": thoughts,
+            "totalTokenCount": prompt + answer + thoughts}
+
+
+def _chat_usage(step: int) -> dict[str, Any]:
+    prompt, answer, thoughts = THOUGHTS_USAGE[step]
+    return {"prompt_tokens": prompt, "completion_tokens": answer + thoughts, "total_tokens": prompt + answer + thoughts,
+            "completion_tokens_details": {"reasoning_tokens": thoughts}}
+
+
 SCRIPTS.update({
-    "gthoughts": [gemini_parts({"text": THOUGHTS[0], "thought": True, "thoughtSignature": "c2ln"},
-                               {"functionCall": {"name": "run_python", "args": {"code": "print(1)"}}}),
-                  gemini_parts({"text": THOUGHTS[1], "thought": True}, {"text": "The answer is 1."})],
+    "gthoughts": [raw(_gemini([{"text": THOUGHTS[0], "thought": True, "thoughtSignature": "c2ln"},
+                               {"functionCall": {"name": "run_python", "args": {"code": "print(1)"}}}],
+                              usageMetadata=_gemini_usage(0))),
+                  raw(_gemini([{"text": THOUGHTS[1], "thought": True}, {"text": "The answer is 1."}],
+                              usageMetadata=_gemini_usage(1)))],
     # vLLM and llama.cpp send reasoning_content, OpenRouter and newer vLLM reasoning
     "cthoughts": [raw(_chat({"role": "assistant", "content": None, "reasoning_content": THOUGHTS[0],
                              "tool_calls": [{"id": "c0", "type": "function", "function": _RUN_ONE}]},
-                            choice={"finish_reason": "tool_calls"})),
-                  raw(_chat({"role": "assistant", "content": "The answer is 1.", "reasoning": THOUGHTS[1]}))],
+                            choice={"finish_reason": "tool_calls"}, usage=_chat_usage(0))),
+                  raw(_chat({"role": "assistant", "content": "The answer is 1.", "reasoning": THOUGHTS[1]},
+                            usage=_chat_usage(1)))],
 })
 #: Gemini finish reasons of a content-policy stop, each the script ``gstop_<REASON>``: a blocked candidate, as the
 #: service sends one (no content).

@@ -14,7 +14,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from .fake_backend import LOGPROBS, PLOT_CODE, THOUGHTS
+from .fake_backend import LOGPROBS, PLOT_CODE, THOUGHTS, THOUGHTS_USAGE
 
 CODE_TOOL = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
 
@@ -499,6 +499,31 @@ def test_thoughts_come_back_as_thought_parts(request, fake_model, backend, strea
     assert [_thinking_asked(backend, sent) for sent in fake_model.requests] == [expected] * 2
     if backend == "openai":  # the thoughts are not sent back to the model as its answer
         assert THOUGHTS[0] not in json.dumps(fake_model.requests[1]["messages"])
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_thoughts_tokens_are_counted_apart_from_the_candidates(request, backend, stream):
+    """The thoughts' tokens were folded into candidatesTokenCount; the service reports them as
+    thoughtsTokenCount (total the sum of all four), over the loop's model calls. A Gemini backend sends them
+    apart, a Chat Completions one within completion_tokens as completion_tokens_details.reasoning_tokens."""
+    client = _client_of(request, backend)
+    config = types.GenerateContentConfig(tools=CODE_TOOL.tools, thinking_config=types.ThinkingConfig(
+        include_thoughts=True))
+    if stream:
+        chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash",
+                                                            contents=_THOUGHTS_SCRIPT[backend], config=config))
+        usage = chunks[-1].usage_metadata
+    else:
+        usage = client.models.generate_content(model="gemini-2.5-flash", contents=_THOUGHTS_SCRIPT[backend],
+                                               config=config).usage_metadata
+    (first_prompt, first_answer, first_thoughts), (second_prompt, second_answer, second_thoughts) = THOUGHTS_USAGE
+    assert usage.prompt_token_count == first_prompt
+    assert usage.tool_use_prompt_token_count == second_prompt
+    assert usage.candidates_token_count == first_answer + second_answer
+    assert usage.thoughts_token_count == first_thoughts + second_thoughts
+    assert usage.total_token_count == first_prompt + second_prompt + first_answer + second_answer + \
+        first_thoughts + second_thoughts
 
 
 @pytest.mark.parametrize("backend", ["openai", "gemini"])

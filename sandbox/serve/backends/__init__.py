@@ -39,6 +39,10 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    """Every token the model wrote, its thoughts included (as Chat Completions counts them)."""
+    thoughts_tokens: int = 0
+    """Of ``completion_tokens``, the model's thoughts (Gemini ``thoughtsTokenCount``, Chat Completions
+    ``completion_tokens_details.reasoning_tokens``)."""
 
 
 @dataclass(frozen=True)

@@ -210,5 +210,5 @@ def _plain(schema: Any) -> dict[str, Any] | None:
 
 def _usage(data: Any) -> Usage:
     usage = data.get("usageMetadata") or {}
-    completion = (usage.get("candidatesTokenCount") or 0) + (usage.get("thoughtsTokenCount") or 0)
-    return Usage(usage.get("promptTokenCount") or 0, completion)
+    thoughts = usage.get("thoughtsTokenCount") or 0
+    return Usage(usage.get("promptTokenCount") or 0, (usage.get("candidatesTokenCount") or 0) + thoughts, thoughts)

@@ -109,7 +109,9 @@ class OpenAIChat:
             arguments = call_arguments(function.get("arguments"), as_text=True)
             parts.append(FunctionCall(function.get("name") or "", arguments, call.get("id")))
         usage = data.get("usage") or {}
-        return ModelReply(tuple(parts), Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
+        reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        return ModelReply(tuple(parts), Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                                              reasoning_tokens),
                           FINISH_REASONS.get(choice.get("finish_reason") or "stop", "OTHER"))
 
 
@@ -139,6 +141,8 @@ def check_answer(url: str, data: Any) -> None:
     usage = expect(url, data.get("usage"), "usage", OBJECT) or {}
     for key in ("prompt_tokens", "completion_tokens"):
         expect(url, usage.get(key), f"usage.{key}", COUNT)
+    details = expect(url, usage.get("completion_tokens_details"), "usage.completion_tokens_details", OBJECT) or {}
+    expect(url, details.get("reasoning_tokens"), "usage.completion_tokens_details.reasoning_tokens", COUNT)
     logprobs = expect(url, choice.get("logprobs"), "choices[0].logprobs", OBJECT) or {}
     for i, entry in enumerate(expect(url, logprobs.get("content"), "choices[0].logprobs.content", LIST) or ()):
         where = f"choices[0].logprobs.content[{i}]"
