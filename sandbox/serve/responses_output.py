@@ -103,7 +103,7 @@ class ResponseBuilder:
             tokens = done.tokens
             usage = {"input_tokens": tokens.prompt + tokens.tool_use_prompt, "output_tokens": tokens.output,
                      "total_tokens": tokens.total, "input_tokens_details": {"cached_tokens": 0},
-                     "output_tokens_details": {"reasoning_tokens": 0}}
+                     "output_tokens_details": {"reasoning_tokens": tokens.thoughts}}
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "model": self.model,
             "status": "incomplete" if incomplete else status,

@@ -9,7 +9,7 @@ import openai
 import pydantic
 import pytest
 
-from .fake_backend import CONTENT_POLICY, CUT_SHORT, LOGPROBS, PLOT_CODE, UNKNOWN_STOP
+from .fake_backend import CONTENT_POLICY, CUT_SHORT, LOGPROBS, PLOT_CODE, THOUGHTS_USAGE, UNKNOWN_STOP
 
 CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
@@ -535,3 +535,21 @@ def test_bad_text_format_or_reasoning_is_a_400(oai, fake_model, fields, words):
         oai.responses.create(model="scripted", input="SCRIPT:hello", **fields)
     assert words in info.value.message
     assert not fake_model.requests
+
+
+_THOUGHTS_SCRIPT = {"openai": "SCRIPT:cthoughts", "gemini": "SCRIPT:gthoughts"}
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_tokens_are_the_backends_thoughts(oai, keyed_oai, backend, stream):
+    """usage.output_tokens_details.reasoning_tokens was always 0: it is the thoughts' tokens of every model call
+    (a Gemini backend's thoughtsTokenCount, a Chat Completions one's completion_tokens_details.reasoning_tokens),
+    part of output_tokens as on the OpenAI API."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    response, _ = _final(client, stream, model=model, input=_THOUGHTS_SCRIPT[backend], tools=CODE_INTERPRETER)
+    prompts, answers, thoughts = (sum(counts) for counts in zip(*THOUGHTS_USAGE))
+    assert response.usage.output_tokens_details.reasoning_tokens == thoughts
+    assert response.usage.output_tokens == answers + thoughts
+    assert response.usage.input_tokens == prompts
+    assert response.usage.total_tokens == prompts + answers + thoughts
