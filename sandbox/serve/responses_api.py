@@ -31,6 +31,8 @@ from .responses_output import ResponseBuilder
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, FunctionResponse,
                    GenerateRequest, GenerationConfig, InlineData, Part, Text, decode_bytes, duplicate_name)
 
+#: Input items read as nothing: a reasoning item is the model's thoughts of an earlier turn, which the backends are
+#: never sent back (their thoughts are not the model's answer), an item_reference names a stored item.
 _DROPPED = ("reasoning", "item_reference")
 #: The least max_output_tokens the OpenAI API accepts.
 _MIN_OUTPUT_TOKENS = 16
@@ -224,17 +226,27 @@ _EFFORT_LEVELS = {"minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high"
                   "max": "HIGH"}
 
 
+_SUMMARIES = ("auto", "concise", "detailed")
+
+
 def _reasoning(body: dict[str, Any]) -> dict[str, Any]:
-    """``reasoning.effort``: as sent to a Chat Completions backend, as thinkingConfig to a Gemini one."""
-    effort = _object(body, "reasoning", "reasoning").get("effort")
+    """``reasoning.effort``: as sent to a Chat Completions backend, as thinkingConfig to a Gemini one;
+    ``reasoning.summary``: the model's thoughts are asked for, to come back as reasoning items."""
+    reasoning = _object(body, "reasoning", "reasoning")
+    summary, effort = reasoning.get("summary"), reasoning.get("effort")
+    if summary is not None and summary not in _SUMMARIES:  # in OpenAI's words
+        raise invalid(f"Invalid value: {value_text(summary)}. Supported values are: 'auto', 'concise', and "
+                      "'detailed'. (reasoning.summary)")
+    # The backend's thoughts as they are: there is no model here to summarize them, so every summary is that.
+    thoughts = {"include_thoughts": True} if summary is not None else {}
     if effort is None:
-        return {}
+        return thoughts
     if effort != "none" and effort not in _EFFORT_LEVELS:
         raise invalid(f"Invalid value: {value_text(effort)}. Supported values are: 'none', "
                       f"{', '.join(repr(e) for e in _EFFORT_LEVELS)}. (reasoning.effort)")
     if effort == "none":
-        return {"reasoning_effort": effort, "thinking_budget": 0}
-    return {"reasoning_effort": effort, "thinking_level": _EFFORT_LEVELS[effort]}
+        return {**thoughts, "reasoning_effort": effort, "thinking_budget": 0}
+    return {**thoughts, "reasoning_effort": effort, "thinking_level": _EFFORT_LEVELS[effort]}
 
 
 def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:

@@ -10,6 +10,9 @@ does not stream ignores them)::
            ... result and images ... -> code_interpreter_call.completed -> output_item.done
     text:  output_item.added -> content_part.added -> output_text.delta ...
            -> output_text.done -> content_part.done -> output_item.done
+    thoughts (with reasoning.summary):
+           output_item.added -> reasoning_summary_part.added -> reasoning_summary_text.delta ...
+           -> reasoning_summary_text.done -> reasoning_summary_part.done -> output_item.done
     call:  output_item.added -> function_call_arguments.delta / .done -> output_item.done
     response.completed (response.incomplete for a turn cut short, see _INCOMPLETE; or response.failed)
 
@@ -87,6 +90,8 @@ class ResponseBuilder:
 
     def __init__(self, body: dict[str, Any], model: str) -> None:
         self.body = {key: body.get(key) for key in _ECHOED}  # not the input: held as long as the request
+        # OpenAI returns reasoning items only with a summary asked for; the backend's thoughts are that summary.
+        self.summaries = bool((body.get("reasoning") or {}).get("summary"))
         self.model = model
         self.id, self.created_at = _id("resp"), int(time.time())
         self.container = f"cntr_{uuid.uuid4().hex}"
@@ -131,8 +136,9 @@ class ResponseBuilder:
     def add(self, part: Part) -> list[dict[str, Any]]:
         """Apply one loop event; returns the stream events it makes."""
         if isinstance(part, Text):
-            # The model's thoughts (Gemini thought parts) are not its answer: not asked for here, never shown.
-            return [] if part.thought else self._text(part)
+            if part.thought:  # never in a message: the model's thoughts are not its answer
+                return self._thought(part) if self.summaries else []
+            return self._text(part)
         if isinstance(part, ExecutableCode):
             return self._code(part)
         if isinstance(part, (CodeExecutionResult, InlineData)):
@@ -178,6 +184,19 @@ class ResponseBuilder:
         text_part["logprobs"] += logprobs
         return [*events, self.event("response.output_text.delta", **self._where(item), content_index=0,
                                     delta=part.text, logprobs=[_event_logprob(token) for token in logprobs])]
+
+    def _thought(self, part: Text) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        item = self.open
+        if item is None or item["type"] != "reasoning":
+            item = {"type": "reasoning", "id": _id("rs"), "summary": []}
+            events = self._begin(item)
+            item["summary"].append({"type": "summary_text", "text": ""})
+            events.append(self.event("response.reasoning_summary_part.added", **self._where(item), summary_index=0,
+                                     part={"type": "summary_text", "text": ""}))
+        item["summary"][0]["text"] += part.text
+        return [*events, self.event("response.reasoning_summary_text.delta", **self._where(item), summary_index=0,
+                                    delta=part.text)]
 
     def _code(self, part: ExecutableCode) -> list[dict[str, Any]]:
         item = {"type": "code_interpreter_call", "id": _id("ci"), "code": "", "container_id": self.container,
@@ -225,7 +244,12 @@ class ResponseBuilder:
             events += [self.event("response.output_text.done", **where, content_index=0, text=text_part["text"],
                                   logprobs=[_event_logprob(token) for token in text_part["logprobs"]]),
                        self.event("response.content_part.done", **where, content_index=0, part=text_part)]
-        if item["status"] == "in_progress":
+        if item["type"] == "reasoning":
+            summary = item["summary"][0]
+            events += [self.event("response.reasoning_summary_text.done", **where, summary_index=0,
+                                  text=summary["text"]),
+                       self.event("response.reasoning_summary_part.done", **where, summary_index=0, part=summary)]
+        if item.get("status") == "in_progress":
             item["status"] = "completed"
         if item["type"] == "code_interpreter_call":
             events.append(self.event("response.code_interpreter_call.completed", **where))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import openai
 import pydantic
 import pytest
 
-from .fake_backend import CONTENT_POLICY, CUT_SHORT, LOGPROBS, PLOT_CODE, THOUGHTS_USAGE, UNKNOWN_STOP
+from .fake_backend import CONTENT_POLICY, CUT_SHORT, LOGPROBS, PLOT_CODE, THOUGHTS, THOUGHTS_USAGE, UNKNOWN_STOP
 
 CODE_INTERPRETER = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
@@ -529,6 +530,8 @@ def test_reasoning_effort_reaches_the_backend(oai, keyed_oai, fake_model, backen
      "Invalid type for 'text.format.schema': expected an object, but got an array instead."),
     ({"text": "json"}, "Invalid type for 'text': expected an object, but got a string instead."),
     ({"reasoning": {"effort": "extreme"}}, "Invalid value: 'extreme'. Supported values are: 'none', 'minimal'"),
+    ({"reasoning": {"summary": "brief"}},
+     "Invalid value: 'brief'. Supported values are: 'auto', 'concise', and 'detailed'. (reasoning.summary)"),
 ])
 def test_bad_text_format_or_reasoning_is_a_400(oai, fake_model, fields, words):
     with pytest.raises(openai.BadRequestError) as info:
@@ -553,3 +556,71 @@ def test_reasoning_tokens_are_the_backends_thoughts(oai, keyed_oai, backend, str
     assert response.usage.output_tokens == answers + thoughts
     assert response.usage.input_tokens == prompts
     assert response.usage.total_tokens == prompts + answers + thoughts
+
+
+_SUMMARY_EVENTS = ["response.output_item.added", "response.reasoning_summary_part.added",
+                   "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+                   "response.reasoning_summary_part.done", "response.output_item.done"]
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_summary_returns_the_thoughts_as_reasoning_items(oai, keyed_oai, fake_model, backend, stream):
+    """/v1/responses produced no reasoning items: with reasoning.summary the backend is asked for the model's
+    thoughts (a Gemini one includeThoughts) and each comes back as a reasoning item whose summary_text is
+    the thought, before the code or the message it preceded; streamed, with OpenAI's reasoning summary
+    events, which the client reads as its typed events."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    request = dict(model=model, input=_THOUGHTS_SCRIPT[backend], tools=CODE_INTERPRETER,
+                   reasoning={"summary": "auto"})
+    if stream:
+        events = list(client.responses.create(**request, stream=True))
+        response = events[-1].response
+        first_item = [event.type for event in events if getattr(event, "output_index", None) == 0]
+        assert first_item == _SUMMARY_EVENTS
+        deltas = [event for event in events if event.type == "response.reasoning_summary_text.delta"]
+        assert [(type(event).__name__, event.delta) for event in deltas] == \
+            [("ResponseReasoningSummaryTextDeltaEvent", thought) for thought in THOUGHTS]
+        done = [event.part.text for event in events if event.type == "response.reasoning_summary_part.done"]
+        assert done == list(THOUGHTS)
+    else:
+        response = client.responses.create(**request)
+    assert response.status == "completed" and response.reasoning.summary == "auto"
+    assert [item.type for item in response.output] == ["reasoning", "code_interpreter_call", "reasoning", "message"]
+    reasoning = [item for item in response.output if item.type == "reasoning"]
+    assert [[(s.type, s.text) for s in item.summary] for item in reasoning] == \
+        [[("summary_text", thought)] for thought in THOUGHTS]
+    assert all(item.id.startswith("rs_") for item in reasoning)
+    assert response.output_text == "The answer is 1."  # no thought in the message
+    if backend == "gemini":
+        assert [sent["generationConfig"]["thinkingConfig"] for sent in fake_model.requests] == \
+            [{"includeThoughts": True}] * 2
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_no_reasoning_items_without_a_summary(oai, keyed_oai, fake_model, backend):
+    """As on the OpenAI API: an effort alone returns no reasoning items (a Gemini backend is not asked for the
+    thoughts)."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    response = client.responses.create(model=model, input=_THOUGHTS_SCRIPT[backend], tools=CODE_INTERPRETER,
+                                       reasoning={"effort": "low"})
+    assert [item.type for item in response.output] == ["code_interpreter_call", "message"]
+    if backend == "gemini":
+        assert "includeThoughts" not in fake_model.requests[0]["generationConfig"]["thinkingConfig"]
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_reasoning_items_sent_back_in_input_stay_out_of_the_backends_turns(oai, keyed_oai, fake_model, backend):
+    """A client managing the conversation sends the output back as input, reasoning items included: the request
+    is answered, and the thoughts are not sent to the model as its words."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    first = client.responses.create(model=model, input=_THOUGHTS_SCRIPT[backend], tools=CODE_INTERPRETER,
+                                    reasoning={"summary": "auto"})
+    assert first.output[0].type == "reasoning"
+    fake_model.requests.clear()
+    items = [{"role": "user", "content": "SCRIPT:weather"}, *(item.model_dump(exclude_none=True) for item in first.output),
+             {"role": "user", "content": "SCRIPT:hello"}]
+    second = client.responses.create(model=model, input=items, tools=CODE_INTERPRETER, reasoning={"summary": "auto"})
+    assert second.output_text == "Hello from the scripted model."
+    (sent,) = fake_model.requests
+    assert not any(thought in json.dumps(sent) for thought in THOUGHTS)
