@@ -81,6 +81,12 @@ def _event_logprob(token: dict[str, Any]) -> dict[str, Any]:
             "top_logprobs": [{"token": top["token"], "logprob": top["logprob"]} for top in token["top_logprobs"]]}
 
 
+def _reasoning_json(reasoning: dict[str, Any] | None) -> dict[str, Any]:
+    """The response's ``reasoning``: one shape, effort and summary, null when not given (as OpenAI's)."""
+    reasoning = reasoning or {}
+    return {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
@@ -121,7 +127,7 @@ class ResponseBuilder:
             "top_logprobs": body.get("top_logprobs"),
             "metadata": body.get("metadata") or {},
             "text": body.get("text") or {"format": {"type": "text"}},
-            "reasoning": body.get("reasoning") or {"effort": None, "summary": None}, "usage": usage,
+            "reasoning": _reasoning_json(body.get("reasoning")), "usage": usage,
         }
 
     # -- events ----------------------------------------------------------------------

@@ -624,3 +624,18 @@ def test_reasoning_items_sent_back_in_input_stay_out_of_the_backends_turns(oai, 
     assert second.output_text == "Hello from the scripted model."
     (sent,) = fake_model.requests
     assert not any(thought in json.dumps(sent) for thought in THOUGHTS)
+
+
+@pytest.mark.parametrize("reasoning, echoed", [
+    (None, {"effort": None, "summary": None}),
+    ({"effort": "xhigh"}, {"effort": "xhigh", "summary": None}),
+    ({"summary": "concise"}, {"effort": None, "summary": "concise"}),
+    ({"effort": "low", "summary": "detailed"}, {"effort": "low", "summary": "detailed"}),
+])
+def test_reasoning_is_echoed_in_one_shape(oai, reasoning, echoed):
+    """The response repeated reasoning as sent ({"effort": "xhigh"}, no summary) but with both keys when none was
+    sent: it has effort and summary, null when not given, as OpenAI's Response.reasoning does."""
+    extra = {} if reasoning is None else {"reasoning": reasoning}
+    raw = oai.responses.with_raw_response.create(model="scripted", input="SCRIPT:hello", **extra)
+    assert raw.http_response.json()["reasoning"] == echoed
+    assert raw.parse().reasoning.model_fields_set >= {"effort", "summary"}
