@@ -190,19 +190,26 @@ def _json_type(value: Any) -> str:
 
 
 _FORMATS = ("text", "json_object", "json_schema")
+_VERBOSITIES = ("low", "medium", "high")
 
 
 def _text_format(body: dict[str, Any]) -> dict[str, Any]:
-    """``text.format``: JSON output, with a schema (Structured Outputs) or without (JSON mode)."""
-    text_format = _object(_object(body, "text", "text"), "format", "text.format")
+    """``text.format``: JSON output, with a schema (Structured Outputs) or without (JSON mode); ``text.verbosity``."""
+    text = _object(body, "text", "text")
+    verbosity = text.get("verbosity")
+    if verbosity is not None and verbosity not in _VERBOSITIES:  # in OpenAI's words
+        raise invalid(f"Invalid value: {value_text(verbosity)}. Supported values are: 'low', 'medium', and 'high'. "
+                      "(text.verbosity)")
+    options = {"verbosity": verbosity} if verbosity is not None else {}
+    text_format = _object(text, "format", "text.format")
     kind = text_format.get("type", "text")
     if kind not in _FORMATS:  # in OpenAI's words
         raise invalid(f"Invalid value: {value_text(kind)}. Supported values are: 'text', 'json_object', and "
                       "'json_schema'. (text.format.type)")
     if kind == "text":
-        return {}
+        return options
     if kind == "json_object":
-        return {"response_mime_type": "application/json"}
+        return {**options, "response_mime_type": "application/json"}
     name, schema, strict = text_format.get("name"), text_format.get("schema"), text_format.get("strict")
     if name is None:
         raise invalid("Missing required parameter: 'text.format.name'.")
@@ -216,7 +223,7 @@ def _text_format(body: dict[str, Any]) -> dict[str, Any]:
     if strict is not None and not isinstance(strict, bool):
         raise invalid(f"Invalid type for 'text.format.strict': expected a boolean, but got {_json_type(strict)} "
                       "instead.")
-    return {"response_mime_type": "application/json", "response_json_schema": schema, "schema_name": name,
+    return {**options, "response_mime_type": "application/json", "response_json_schema": schema, "schema_name": name,
             "schema_strict": strict}
 
 

@@ -119,7 +119,8 @@ class GenerationConfig:
     reasoning_effort: str | None = None
     """/v1/responses ``reasoning.effort`` as sent, for a Chat Completions backend (a Gemini one gets the
     thinking level or budget made of it)."""
-    """``thinkingConfig.includeThoughts``: the model's thoughts go to the client as thought parts."""
+    verbosity: str | None = None
+    """/v1/responses ``text.verbosity`` (low, medium, high), for a Chat Completions backend (Gemini has none)."""
     media_resolution: str | None = None
     enable_enhanced_civic_answers: bool | None = None
 

@@ -532,6 +532,8 @@ def test_reasoning_effort_reaches_the_backend(oai, keyed_oai, fake_model, backen
     ({"reasoning": {"effort": "extreme"}}, "Invalid value: 'extreme'. Supported values are: 'none', 'minimal'"),
     ({"reasoning": {"summary": "brief"}},
      "Invalid value: 'brief'. Supported values are: 'auto', 'concise', and 'detailed'. (reasoning.summary)"),
+    ({"text": {"verbosity": "verbose"}},
+     "Invalid value: 'verbose'. Supported values are: 'low', 'medium', and 'high'. (text.verbosity)"),
 ])
 def test_bad_text_format_or_reasoning_is_a_400(oai, fake_model, fields, words):
     with pytest.raises(openai.BadRequestError) as info:
@@ -639,3 +641,19 @@ def test_reasoning_is_echoed_in_one_shape(oai, reasoning, echoed):
     raw = oai.responses.with_raw_response.create(model="scripted", input="SCRIPT:hello", **extra)
     assert raw.http_response.json()["reasoning"] == echoed
     assert raw.parse().reasoning.model_fields_set >= {"effort", "summary"}
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_text_verbosity_reaches_a_chat_completions_backend(oai, keyed_oai, fake_model, backend):
+    """text.verbosity was echoed but never passed on: a Chat Completions backend gets it as verbosity, its
+    parameter of that name; a Gemini backend has none and gets nothing. It goes with a text.format too."""
+    client, model = _client_and_model(backend, oai, keyed_oai)
+    response = client.responses.create(model=model, input="SCRIPT:json",
+                                       text={"verbosity": "low", "format": {"type": "json_object"}})
+    assert response.text.verbosity == "low"
+    sent = fake_model.requests[0]
+    if backend == "gemini":
+        assert "verbosity" not in json.dumps(sent)
+        assert sent["generationConfig"]["responseMimeType"] == "application/json"
+    else:
+        assert sent["verbosity"] == "low" and sent["response_format"] == {"type": "json_object"}

@@ -203,7 +203,7 @@ def _sampling(generation: GenerationConfig) -> dict[str, Any]:
     options = {"temperature": generation.temperature, "top_p": generation.top_p, "top_k": generation.top_k,
                "max_tokens": generation.max_output_tokens, "seed": generation.seed,
                "presence_penalty": generation.presence_penalty, "frequency_penalty": generation.frequency_penalty,
-               "stop": list(generation.stop_sequences) or None}
+               "stop": list(generation.stop_sequences) or None, "verbosity": generation.verbosity}
     if generation.response_mime_type == "application/json":
         options["response_format"] = _response_format(generation)
     effort = _reasoning_effort(generation)
