@@ -345,8 +345,9 @@ def _generation(o: _Obj | None) -> GenerationConfig:
             raise invalid(f"'{o.at(name)}': {what} is not supported by sandbox serve (its answers are text, code "
                           "and the code's results)")
     _modalities(o)
+    # 0 is proto JSON's default, which the API reads as leaving the field out: one candidate.
     candidates = int(o.get("candidateCount", "int", 1))
-    if candidates != 1:
+    if candidates not in (0, 1):
         raise invalid(f"Invalid value at '{o.at('candidateCount')}': only 1 candidate is supported by sandbox serve")
     max_tokens = o.get("maxOutputTokens", "int")
     top_k = o.get("topK", "int")

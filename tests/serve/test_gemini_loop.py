@@ -464,6 +464,15 @@ def test_generation_fields_the_loop_cannot_honour_are_invalid_argument(client, f
     assert not fake_model.requests
 
 
+@pytest.mark.parametrize("count", [0, 1])
+def test_candidate_count_0_is_the_default_one_candidate(client, count):
+    """candidateCount 0 was refused as 'only 1 candidate is supported', though in the API's JSON 0 is the field's
+    default, as leaving it out: one candidate."""
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:hello",
+                                              config=types.GenerateContentConfig(candidate_count=count))
+    assert len(response.candidates) == 1 and response.text == "Hello from the scripted model."
+
+
 _THOUGHTS_SCRIPT = {"openai": "SCRIPT:cthoughts", "gemini": "SCRIPT:gthoughts"}
 
 
