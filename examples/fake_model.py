@@ -55,7 +55,7 @@ class ScriptedModel:
     def __init__(self, script: list[Reply]) -> None:
         self.script = list(script)
         self.requests: list[dict[str, Any]] = []
-        """Every request: ``{"path": ..., "body": <parsed JSON>}``, in order."""
+        """Every request: ``{"path": ..., "body": <parsed JSON>}`` (a GET's body is None), in order."""
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-model", daemon=True)
@@ -65,7 +65,12 @@ class ScriptedModel:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                self._reply(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}"))
+
+            def do_GET(self) -> None:  # noqa: N802 - e.g. the Responses API's retrieve, GET /v1/responses/<id>
+                self._reply(None)
+
+            def _reply(self, body: Any) -> None:
                 status, reply = model._answer(self.path, body)
                 data = json.dumps(reply).encode()
                 self.send_response(status)
@@ -79,7 +84,7 @@ class ScriptedModel:
 
         return Handler
 
-    def _answer(self, path: str, body: dict) -> tuple[int, dict]:
+    def _answer(self, path: str, body: dict | None) -> tuple[int, dict]:
         with self._lock:
             self.requests.append({"path": path, "body": body})
             index = len(self.requests) - 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..core import Sandbox
@@ -82,6 +83,67 @@ def _output_of(item: Any) -> list[Any]:
     return list(output)
 
 
+#: A response's statuses before it is done: a background one's (``background=True``), polled until it is not.
+_PENDING = ("queued", "in_progress")
+#: Seconds between polls: soon at first (a short turn is done in a moment), then doubling up to the 2 s of
+#: OpenAI's own background-mode example.
+_FIRST_POLL_SECONDS, _MAX_POLL_SECONDS = 0.25, 2.0
+
+
+def _pending_id(response: Any) -> str | None:
+    """The id to retrieve ``response`` by while it is queued or in progress; None once it is done."""
+    status = field_of(response, "status")
+    if status not in _PENDING:
+        return None
+    response_id = field_of(response, "id")
+    if not isinstance(response_id, str) or not response_id:
+        raise InputError(f"the model server answered a response {status} without an id to retrieve it by: "
+                         f"{value_text(response, 300)}")
+    return response_id
+
+
+def _settled(client: Any, response: Any) -> Any:
+    """``response`` once done: a queued or in-progress one is retrieved until it is not (cancelled if the wait
+    ends otherwise, Ctrl-C or an error: nobody would read it)."""
+    delay = _FIRST_POLL_SECONDS
+    try:
+        while (response_id := _pending_id(response)) is not None:
+            time.sleep(delay)
+            delay = min(2 * delay, _MAX_POLL_SECONDS)
+            response = client.responses.retrieve(response_id)
+    except BaseException:
+        if field_of(response, "status") in _PENDING and field_of(response, "id"):
+            try:
+                client.responses.cancel(field_of(response, "id"), timeout=10)
+            except Exception as exc:  # noqa: BLE001 - best effort: the error being raised is the one to see
+                _not_cancelled(response, exc)
+        raise
+    return response
+
+
+async def _asettled(client: Any, response: Any) -> Any:
+    """:func:`_settled` awaited: cancelling the task cancels the background response too."""
+    delay = _FIRST_POLL_SECONDS
+    try:
+        while (response_id := _pending_id(response)) is not None:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _MAX_POLL_SECONDS)
+            response = await client.responses.retrieve(response_id)
+    except BaseException:
+        if field_of(response, "status") in _PENDING and field_of(response, "id"):
+            try:
+                await client.responses.cancel(field_of(response, "id"), timeout=10)
+            except Exception as exc:  # noqa: BLE001 - best effort: the error being raised is the one to see
+                _not_cancelled(response, exc)
+        raise
+    return response
+
+
+def _not_cancelled(response: Any, exc: Exception) -> None:
+    logger.warning("run_responses: the background response %s could not be cancelled (%s: %s); it may run on",
+                   field_of(response, "id"), type(exc).__name__, exc)
+
+
 class _Responses:
     """One ``run_responses`` / ``arun_responses`` call: the conversation, its tools, and the loop body."""
 
@@ -99,6 +161,9 @@ class _Responses:
         if chain and create_kwargs.get("store") is False:
             raise InputError("chain=True sends previous_response_id, which needs the responses stored: "
                              "drop store=False, or leave chain off (the whole input is sent each time)")
+        if create_kwargs.get("background") and create_kwargs.get("store") is False:
+            raise InputError("background=True needs the response stored (it is retrieved by id until done): "
+                             "drop store=False")
         if not chain and create_kwargs.get("previous_response_id") is not None:
             raise InputError("previous_response_id is given but chain is off: every request would send the whole "
                              "input on top of the stored one; pass chain=True to chain from it")
@@ -268,6 +333,14 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     After ``max_turns`` responses the last one is returned with its calls unanswered (a warning is
     logged); calling again with the same ``input`` answers them first. At most ``max_calls_per_turn``
     calls of one response run (default 16); each one past it is answered that it was not run and why.
+    ``background=True`` works as OpenAI's background mode describes: a response that comes back
+    ``queued`` or ``in_progress`` is retrieved (``client.responses.retrieve``) until it is not, every
+    0.25 s at first then every 2 s, and the loop goes on with it as with any other. Waited for, not
+    refused: a long turn without the HTTP request held open is what the option is for, and the loop
+    needs the finished output to answer its calls. If the wait ends otherwise (Ctrl-C, an error, the
+    task of ``arun_responses`` cancelled) the response is cancelled (``client.responses.cancel``,
+    best effort: a warning if that fails). It needs stored responses (``store=False`` is refused).
+
     ``stream=True`` is refused; a response whose ``output`` or a call's fields have the wrong shape
     raise InputError naming the field.
 
@@ -284,7 +357,7 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
 
     def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
-            return client.responses.create(model=model, **loop.request())
+            return _settled(client, client.responses.create(model=model, **loop.request()))
         return loop.answer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
@@ -302,7 +375,8 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
     """:func:`run_responses` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
 
     Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills a ``run_python`` call in
-    flight at once. Your functions may be async (awaited) or sync (run in a thread).
+    flight at once, and cancels a background response being waited for. Your functions may be async
+    (awaited) or sync (run in a thread).
     """
     if not is_async_method(client, "responses", "create"):
         raise InputError("arun_responses needs an async client (openai.AsyncOpenAI); use run_responses with this one")
@@ -313,7 +387,7 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
 
     async def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
-            return await client.responses.create(model=model, **loop.request())
+            return await _asettled(client, await client.responses.create(model=model, **loop.request()))
         return await loop.aanswer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:

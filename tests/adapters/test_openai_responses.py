@@ -35,9 +35,9 @@ class ResponsesModel(fake_model.ScriptedModel):
         super().__init__([response(f"resp_{n}", output) for n, output in enumerate(turns)])
 
 
-def response(response_id: str, output: list[dict]) -> dict:
-    return {"id": response_id, "object": "response", "created_at": 0, "model": "scripted", "status": "completed",
-            "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+def response(response_id: str, output: list[dict], status: str = "completed", **extra) -> dict:
+    return {"id": response_id, "object": "response", "created_at": 0, "model": "scripted", "status": status,
+            "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], **extra}
 
 
 def call(name: str, arguments: dict, call_id: str) -> dict:
@@ -320,3 +320,39 @@ def test_custom_tool_calls_are_answered_with_custom_tool_call_outputs(box):
         {"type": "custom_tool_call_output", "call_id": "k", "output": "HI"},
         {"type": "custom_tool_call_output", "call_id": "r",
          "output": "error: run_python is a function tool: call it with JSON arguments {\"code\": ...}"}]
+
+
+def test_background_responses_are_retrieved_until_done(box):
+    script = [response("resp_0", [], "queued"), response("resp_0", [], "in_progress"),
+              response("resp_0", [code("print(6 * 7)", "c1")]),
+              response("resp_1", [], "queued"), response("resp_1", [message("42")])]
+    with fake_model.ScriptedModel(script) as model:
+        items: list = [user("go")]
+        final = adapter.run_responses(sync_client(model), model="m", input=items, sandbox=box, background=True)
+        assert final.output_text == "42" and final.status == "completed"
+        assert [r["path"] for r in model.requests] == ["/v1/responses", "/v1/responses/resp_0",
+                                                       "/v1/responses/resp_0", "/v1/responses", "/v1/responses/resp_1"]
+        assert sent(model, 0)["background"] is True and model.requests[1]["body"] is None
+        assert sent(model, 3)["input"][-1] == {"type": "function_call_output", "call_id": "c1",
+                                               "output": "OUTCOME_OK\n42"}
+        assert items[-1] == message("42")
+        with pytest.raises(sandbox.InputError, match="background=True needs the response stored"):
+            adapter.run_responses(sync_client(model), model="m", input=items, background=True, store=False)
+    assert len(model.requests) == 5
+
+
+def test_arun_responses_cancelled_while_polling_cancels_the_background_response(box):
+    script = [response("resp_0", [], "queued")] + [response("resp_0", [], "in_progress")] * 20
+
+    async def scenario(model):
+        task = asyncio.ensure_future(adapter.arun_responses(async_client(model), model="m", input=[user("x")],
+                                                            sandbox=box, background=True))
+        await asyncio.to_thread(wait_for, lambda: len(model.requests) >= 2, 10, "a poll")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with fake_model.ScriptedModel(script) as model:
+        asyncio.run(scenario(model))
+    assert model.requests[-1]["path"] == "/v1/responses/resp_0/cancel"
+    assert {r["path"] for r in model.requests[1:-1]} == {"/v1/responses/resp_0"}
