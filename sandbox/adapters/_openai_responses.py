@@ -197,10 +197,12 @@ class _Responses:
         response = None
         for turn in range(self.max_turns):
             response = yield ModelCall()
+            _check_ended(response)
             output = _output_of(response)
             calls = [item for item in output if field_of(item, "type") in _OUTPUT_OF]
             for call in calls:
                 _call_id(call)  # before the items are kept: the call kept and its output carry the same id
+            cut = _cut_off(response, output)
             if self.chain:
                 response_id = field_of(response, "id")
                 if not isinstance(response_id, str) or not response_id:
@@ -209,6 +211,8 @@ class _Responses:
                 self.previous_id = response_id
             self.items.extend(_input_item(item) for item in output)
             self.unsent = len(self.items)
+            if field_of(response, "status") == "incomplete":
+                calls = self._incomplete(response, calls, cut)
             if not calls or any(self.tools.hands_back(field_of(call, "name")) for call in calls):
                 return response
             if turn == self.max_turns - 1:
@@ -217,6 +221,19 @@ class _Responses:
         logger.warning("run_responses stopped after max_turns=%d responses; the last one's calls are unanswered "
                        "(the next run_responses with this input answers them first)", self.max_turns)
         return response  # type: ignore[return-value]  # max_turns >= 1: set
+
+    def _incomplete(self, response: Any, calls: list[Any], cut: list[Any]) -> list[Any]:
+        """The calls of an incomplete response to answer as any; those ``cut`` off are answered at once, not run
+        (their arguments may be truncated: a truncated command is another command), whoever's tool they call."""
+        reason = field_of(field_of(response, "incomplete_details"), "reason") or "no reason given"
+        text = (f"not run: the response was cut off (incomplete: {reason}) before this call was complete; "
+                "make it again")
+        self.items.extend(self._output(call, text) if _runs_code(call) else _function_output(call, False, text)
+                          for call in cut)
+        left = [call for call in calls if all(call is not other for other in cut)]
+        logger.warning("run_responses: response %s is incomplete (%s)%s", field_of(response, "id"), reason,
+                       f"; {len(cut)} call(s) cut off were answered not run" if cut else "")
+        return left
 
     def _resume(self) -> "Steps[None]":
         """Answer the calls in ``input`` that have no output yet (a handed-back turn) before going on."""
@@ -277,6 +294,33 @@ class _Responses:
         if name == TOOL_NAME:  # a custom_tool_call to run_python: free text, not the JSON arguments it takes
             return custom_call_refusal(TOOL_NAME)
         return self.tools.unknown(name)
+
+
+def _check_ended(response: Any) -> None:
+    """InputError for a response that failed (or carries an error) or was cancelled: its output is not the
+    model's turn, and nothing of it is kept."""
+    status, error = field_of(response, "status"), field_of(response, "error")
+    if status == "failed" or error is not None:
+        what = (f"{field_of(error, 'code')}: {field_of(error, 'message')}" if error is not None
+                else "no error given")
+        raise InputError(f"the model server's response {field_of(response, 'id')} failed ({what}); "
+                         "input is left as it was")
+    if status == "cancelled":
+        raise InputError(f"the model server's response {field_of(response, 'id')} was cancelled (by "
+                         "client.responses.cancel); input is left as it was")
+
+
+def _cut_off(response: Any, output: list[Any]) -> list[Any]:
+    """The calls of an incomplete response that may be cut short: any whose status says so, and the last output
+    item if it is a call not marked completed (a custom tool call has no status)."""
+    if field_of(response, "status") != "incomplete":
+        return []
+    cut = [item for item in output if field_of(item, "type") in _OUTPUT_OF and field_of(item, "status") == "incomplete"]
+    last = output[-1] if output else None
+    if (last is not None and field_of(last, "type") in _OUTPUT_OF and field_of(last, "status") != "completed"
+            and all(last is not item for item in cut)):
+        cut.append(last)
+    return cut
 
 
 def _runs_code(call: Any) -> bool:
@@ -340,6 +384,15 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     needs the finished output to answer its calls. If the wait ends otherwise (Ctrl-C, an error, the
     task of ``arun_responses`` cancelled) the response is cancelled (``client.responses.cancel``,
     best effort: a warning if that fails). It needs stored responses (``store=False`` is refused).
+
+    A response's ``status``: ``failed`` (or any response with an ``error``) raises InputError naming
+    ``error.code`` and ``error.message``, and ``cancelled`` one saying so, ``input`` left as it was.
+    ``incomplete`` (``max_output_tokens``, ``content_filter``) is kept as ``run_chat`` keeps a
+    completion cut at ``finish_reason`` "length": its whole calls are answered and the loop goes on;
+    a call it may have cut short (its status ``incomplete``, or the last item, not marked
+    ``completed``) is not run, whoever's tool it calls, but answered that it was cut off, to be
+    made again. With nothing left to run the incomplete response is returned (read its
+    ``incomplete_details``). A warning is logged either way.
 
     ``stream=True`` is refused; a response whose ``output`` or a call's fields have the wrong shape
     raise InputError naming the field.

@@ -356,3 +356,61 @@ def test_arun_responses_cancelled_while_polling_cancels_the_background_response(
         asyncio.run(scenario(model))
     assert model.requests[-1]["path"] == "/v1/responses/resp_0/cancel"
     assert {r["path"] for r in model.requests[1:-1]} == {"/v1/responses/resp_0"}
+
+
+@pytest.mark.parametrize("status, error, expected", [
+    ("failed", {"code": "server_error", "message": "The model crashed."},
+     "response resp_0 failed (server_error: The model crashed.)"),
+    ("failed", None, "response resp_0 failed (no error given)"),
+    ("completed", {"code": "rate_limit_exceeded", "message": "Slow down."},
+     "response resp_0 failed (rate_limit_exceeded: Slow down.)"),
+    ("cancelled", None, "response resp_0 was cancelled"),
+])
+def test_a_failed_or_cancelled_response_is_an_error_and_nothing_of_it_is_kept(box, status, error, expected):
+    script = [response("resp_0", [code("print(1)", "c1")], status, error=error)]
+    with fake_model.ScriptedModel(script) as model:
+        items: list = [user("go")]
+        with pytest.raises(sandbox.InputError, match=re.escape(expected)):
+            adapter.run_responses(sync_client(model), model="m", input=items, sandbox=box, chain=True)
+    assert items == [user("go")] and len(model.requests) == 1
+
+
+def test_an_incomplete_response_runs_its_whole_calls_and_answers_the_cut_ones_not_run(box, caplog):
+    shouted = []
+    shout = {"type": "custom", "name": "shout", "description": "Shouts the text."}
+    cut_code = {**code("print(1)", "c2"), "arguments": '{"code": "import shutil; shutil.rmtree(\'/tmp/', "status":
+                "incomplete"}
+    turns = [[code("print(6 * 7)", "c1"), cut_code, {"type": "custom_tool_call", "call_id": "k", "name": "shout",
+                                                     "input": "rm -rf /tmp/w"}],
+             [message("42")]]
+    script = [response("resp_0", turns[0], "incomplete", incomplete_details={"reason": "max_output_tokens"}),
+              response("resp_1", turns[1])]
+    not_run = "not run: the response was cut off (incomplete: max_output_tokens) before this call was complete; " \
+              "make it again"
+    with fake_model.ScriptedModel(script) as model, caplog.at_level(logging.WARNING):
+        final = adapter.run_responses(sync_client(model), model="m", input=[user("go")], sandbox=box,
+                                      tools=[shout], functions={"shout": shouted.append}, max_output_tokens=64)
+    assert final.output_text == "42" and shouted == []
+    assert sent(model, 1)["input"][-3:] == [
+        {"type": "function_call_output", "call_id": "c2", "output": f"OUTCOME_FAILED\n{not_run}"},
+        {"type": "custom_tool_call_output", "call_id": "k", "output": f"error: {not_run}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "OUTCOME_OK\n42"}]
+    assert "response resp_0 is incomplete (max_output_tokens); 2 call(s) cut off" in caplog.text
+
+
+def test_an_incomplete_response_with_nothing_left_to_run_is_returned(box, caplog):
+    cut_call = {**call("book_flight", {"to": "Oslo"}, "b"), "arguments": '{"to": "Os', "status": "incomplete"}
+    script = [response("resp_0", [reasoning("long thought")], "incomplete",
+                       incomplete_details={"reason": "max_output_tokens"}),
+              response("resp_1", [cut_call], "incomplete", incomplete_details={"reason": "content_filter"})]
+    with fake_model.ScriptedModel(script) as model, caplog.at_level(logging.WARNING):
+        client = sync_client(model)
+        items: list = [user("go")]
+        first = adapter.run_responses(client, model="m", input=items, sandbox=box)
+        assert first.status == "incomplete" and first.incomplete_details.reason == "max_output_tokens"
+        assert "response resp_0 is incomplete (max_output_tokens)" in caplog.text and len(items) == 2
+        # a cut call to the caller's own tool is not handed back half written: answered not run, returned
+        second = adapter.run_responses(client, model="m", input=items, sandbox=box, tools=[BOOK])
+    assert second.status == "incomplete" and len(model.requests) == 2
+    assert items[-1] == {"type": "function_call_output", "call_id": "b", "output": "error: not run: the response "
+                         "was cut off (incomplete: content_filter) before this call was complete; make it again"}
