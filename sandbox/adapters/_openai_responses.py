@@ -164,11 +164,16 @@ class _Responses:
         if create_kwargs.get("background") and create_kwargs.get("store") is False:
             raise InputError("background=True needs the response stored (it is retrieved by id until done): "
                              "drop store=False")
+        conversation = create_kwargs.get("conversation")
+        if conversation is not None and (chain or create_kwargs.get("previous_response_id") is not None):
+            raise InputError("conversation= keeps the history on the server, and so does chain=True "
+                             "(previous_response_id); the API takes one of them: drop chain and previous_response_id")
         if not chain and create_kwargs.get("previous_response_id") is not None:
             raise InputError("previous_response_id is given but chain is off: every request would send the whole "
                              "input on top of the stored one; pass chain=True to chain from it")
         check_images(images, save_dir)
         self.items, self.chain = items, chain
+        self.stored = chain or conversation is not None  # the server keeps what it was sent: send only new items
         self.max_turns = check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self.images, self.save_dir = images, save_dir
@@ -178,14 +183,16 @@ class _Responses:
             tools.append(responses_tool(sandbox=sandbox, stateful=True))  # every call runs in one session
         self.create_kwargs = {**create_kwargs, "tools": tools}
         self.tools = Tools(functions, _declared(tools))
-        # What the next request sends: with chain, only what the stored response (previous_id) has not seen,
-        # the items after the last one a response produced; else the whole list.
+        # What the next request sends: with chain or a conversation, only what the server (the stored response
+        # previous_id, or the conversation) has not seen, the items after the last one a response produced;
+        # else the whole list.
         model_items = [at for at, item in enumerate(items) if _is_model_item(item)]
-        self.unsent = model_items[-1] + 1 if chain and self.previous_id is not None and model_items else 0
+        going_on = self.previous_id is not None or conversation is not None
+        self.unsent = model_items[-1] + 1 if self.stored and going_on and model_items else 0
 
     def request(self) -> dict[str, Any]:
         """The ``create`` arguments of the next request (``model`` aside)."""
-        if not self.chain:
+        if not self.stored:
             return {**self.create_kwargs, "input": list(self.items)}
         sent = {**self.create_kwargs, "input": self.items[self.unsent:]}
         if self.previous_id is not None:
@@ -365,6 +372,11 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
       ``previous_response_id`` of the response before; ``input`` still gets every item. To go on from a
       returned response, append your items and pass ``previous_response_id=response.id``: only the items
       after the last one a response produced are sent. Needs stored responses (``store=False`` is refused).
+    * ``conversation=`` (the Conversations API: the server keeps the history): as ``chain=True``, each
+      request sends only the new items, with the conversation and no ``previous_response_id`` (the API
+      takes one of the two: with ``chain=True`` or ``previous_response_id`` it is refused). Going on
+      with the same ``input`` sends the items after the last one a response produced; a new list is
+      sent whole.
 
     Your own tools: declare them in ``tools`` (``{"type": "function", "name": ...}``) and give
     ``functions={name: callable}``; a call runs ``fn(**arguments)`` (a custom tool's call ``fn(input=text)``)

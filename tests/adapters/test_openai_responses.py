@@ -414,3 +414,21 @@ def test_an_incomplete_response_with_nothing_left_to_run_is_returned(box, caplog
     assert second.status == "incomplete" and len(model.requests) == 2
     assert items[-1] == {"type": "function_call_output", "call_id": "b", "output": "error: not run: the response "
                          "was cut off (incomplete: content_filter) before this call was complete; make it again"}
+
+
+def test_a_conversation_is_sent_only_the_new_items(box):
+    turns = [[code("y = 2", "c1")], [message("two")], [message("again")]]
+    with ResponsesModel(turns) as model:
+        client = sync_client(model)
+        items: list = [user("go")]
+        adapter.run_responses(client, model="m", input=items, sandbox=box, conversation="conv_1")
+        assert sent(model, 0)["input"] == [user("go")] and sent(model, 0)["conversation"] == "conv_1"
+        assert sent(model, 1)["input"] == [{"type": "function_call_output", "call_id": "c1", "output": "OUTCOME_OK"}]
+        assert "previous_response_id" not in sent(model, 1) and sent(model, 1)["conversation"] == "conv_1"
+        items.append(user("and again?"))
+        adapter.run_responses(client, model="m", input=items, sandbox=box, conversation={"id": "conv_1"})
+        assert sent(model, 2)["input"] == [user("and again?")]
+        for refused in ({"chain": True}, {"previous_response_id": "resp_1"}):
+            with pytest.raises(sandbox.InputError, match="conversation= keeps the history on the server"):
+                adapter.run_responses(client, model="m", input=items, conversation="conv_1", **refused)
+    assert len(model.requests) == 3 and len(items) == 6
