@@ -34,11 +34,13 @@ _OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "cust
 
 def _is_model_item(item: Any) -> bool:
     """True for an item a response produced (reasoning, a call, the assistant's message), kept as it came;
-    False for what the caller writes: messages of other roles, item references, and the answers to calls
-    (``function_call_output``, ``computer_call_output``, ... and ``mcp_approval_response``)."""
+    False for what the caller writes: messages of other roles, item references, the answers to calls
+    (``function_call_output``, ``computer_call_output``, ... and ``mcp_approval_response``), and an assistant
+    message without an ``id``: a response's message has one (the API's output message requires it), the
+    assistant words a caller writes (an easy input message) have none."""
     kind = field_of(item, "type")
     if kind in ("message", None):
-        return field_of(item, "role") == "assistant"
+        return field_of(item, "role") == "assistant" and field_of(item, "id") not in (None, "")
     return not (kind == "item_reference" or kind == "mcp_approval_response"
                 or (isinstance(kind, str) and kind.endswith("_call_output")))
 
@@ -371,7 +373,9 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     * ``chain=True``: each request after the first sends only the new items (the calls' outputs) with
       ``previous_response_id`` of the response before; ``input`` still gets every item. To go on from a
       returned response, append your items and pass ``previous_response_id=response.id``: only the items
-      after the last one a response produced are sent. Needs stored responses (``store=False`` is refused).
+      after the last one a response produced are sent (an assistant message counts as one only with the
+      ``id`` a response gave it: your own assistant words, written without, are sent). Needs stored
+      responses (``store=False`` is refused).
     * ``conversation=`` (the Conversations API: the server keeps the history): as ``chain=True``, each
       request sends only the new items, with the conversation and no ``previous_response_id`` (the API
       takes one of the two: with ``chain=True`` or ``previous_response_id`` it is refused). Going on

@@ -432,3 +432,23 @@ def test_a_conversation_is_sent_only_the_new_items(box):
             with pytest.raises(sandbox.InputError, match="conversation= keeps the history on the server"):
                 adapter.run_responses(client, model="m", input=items, conversation="conv_1", **refused)
     assert len(model.requests) == 3 and len(items) == 6
+
+
+@pytest.mark.parametrize("mode", [{"chain": True}, {"conversation": "conv_1"}])
+def test_going_on_after_a_handed_back_turn_sends_every_item_the_caller_appended(box, mode):
+    turns = [[reasoning("plan"), call("book_flight", {"to": "Oslo"}, "b"), code("print('checked')", "c1")],
+             [message("Booked, and noted.")]]
+    with ResponsesModel(turns) as model:
+        client = sync_client(model)
+        items: list = [user("book")]
+        handed = adapter.run_responses(client, model="m", input=items, sandbox=box, tools=[BOOK], **mode)
+        appended = [{"type": "function_call_output", "call_id": "b", "output": "booked"},
+                    user("I also need a hotel."),
+                    {"role": "assistant", "content": "(the agent noted: hotel wanted)"},  # the caller's own words
+                    {"type": "message", "role": "assistant", "content": [{"type": "input_text", "text": "noted"}]},
+                    user("And a taxi.")]
+        items.extend(appended)
+        going_on = {"previous_response_id": handed.id} if "chain" in mode else {}
+        adapter.run_responses(client, model="m", input=items, sandbox=box, tools=[BOOK], **mode, **going_on)
+    assert sent(model, 1)["input"] == [appended[0], {"type": "function_call_output", "call_id": "c1",
+                                                     "output": "OUTCOME_OK\nchecked"}, *appended[1:]]
