@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.responses import Response
 
 logger = logging.getLogger(f"{__package__}.openai")
+
+#: Where a call's images go: in its output as ``input_image`` items (``"output"``; ``"message"``, run_chat's name
+#: for its own default, is the same here), written to ``save_dir`` (``"save"``) or dropped (``"none"``).
+ResponsesImagesMode = Literal["output", "message", "save", "none"]
 
 #: Items that answer a call, by the call's item type.
 _OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
@@ -150,7 +154,7 @@ class _Responses:
     """One ``run_responses`` / ``arun_responses`` call: the conversation, its tools, and the loop body."""
 
     def __init__(self, items: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
-                 functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ImagesMode,
+                 functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ResponsesImagesMode,
                  save_dir: str | None, max_calls_per_turn: int, chain: bool) -> None:
         if not isinstance(items, list):
             raise InputError(f"input must be a list of input items (it is extended in place; got "
@@ -173,12 +177,16 @@ class _Responses:
         if not chain and create_kwargs.get("previous_response_id") is not None:
             raise InputError("previous_response_id is given but chain is off: every request would send the whole "
                              "input on top of the stored one; pass chain=True to chain from it")
-        check_images(images, save_dir)
+        if images not in ("output", "message", "save", "none"):
+            raise InputError(f"images must be 'output' (or its older name 'message'), 'save' or 'none' "
+                             f"(got {value_text(images)})")
+        mode: ImagesMode = "message" if images == "output" else images
+        check_images(mode, save_dir)
         self.items, self.chain = items, chain
         self.stored = chain or conversation is not None  # the server keeps what it was sent: send only new items
         self.max_turns = check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
-        self.images, self.save_dir = images, save_dir
+        self.images, self.save_dir = mode, save_dir
         self.previous_id = create_kwargs.pop("previous_response_id", None)
         tools = list(create_kwargs.pop("tools", None) or ())
         if TOOL_NAME not in _declared(tools):
@@ -349,7 +357,7 @@ def _function_output(call: Any, ok: bool, value: Any) -> dict[str, Any]:
 
 
 def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
-                  session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
+                  session: Runner | None = None, max_turns: int = 10, images: ResponsesImagesMode = "output",
                   save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
                   max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, chain: bool = False,
                   **create_kwargs: Any) -> "Response":
@@ -360,7 +368,8 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     precede their calls when replayed) and the ``function_call_output`` items that answer the calls.
     ``run_python`` calls run in ``session`` (default: one opened for this call and closed after, so
     variables persist from call to call; pass your own to keep them across ``run_responses`` calls).
-    A call's images are ``input_image`` items in its output (``images="message"``), or written to
+    A call's images are ``input_image`` items in its output (``images="output"``, the default;
+    ``"message"``, the name run_chat gives its own default, is taken for it too), or written to
     ``save_dir`` and named in its text (``"save"``), or dropped (``"none"``). A call that came without
     a ``call_id`` is given ``call_<uuid4 hex>``. Other ``create`` arguments pass through; ``tools``
     gets the ``run_python`` tool added unless it is declared already.
@@ -437,7 +446,7 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
 
 
 async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
-                         session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
+                         session: Runner | None = None, max_turns: int = 10, images: ResponsesImagesMode = "output",
                          save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
                          max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, chain: bool = False,
                          **create_kwargs: Any) -> "Response":

@@ -258,6 +258,7 @@ def test_images_saved_or_dropped_and_calls_without_an_id_are_given_one(box, tmp_
     ({"input": [], "max_turns": 0}, "max_turns must be an int >= 1"),
     ({"input": [], "chain": "yes"}, "chain must be True or False"),
     ({"input": [], "images": "save"}, "images='save' needs save_dir"),
+    ({"input": [], "images": "inline"}, "images must be 'output' .or its older name 'message'., 'save' or 'none'"),
 ])
 def test_bad_arguments_are_refused_before_any_request(box, kwargs, expected):
     with ResponsesModel([]) as model:
@@ -452,3 +453,12 @@ def test_going_on_after_a_handed_back_turn_sends_every_item_the_caller_appended(
         adapter.run_responses(client, model="m", input=items, sandbox=box, tools=[BOOK], **mode, **going_on)
     assert sent(model, 1)["input"] == [appended[0], {"type": "function_call_output", "call_id": "c1",
                                                      "output": "OUTCOME_OK\nchecked"}, *appended[1:]]
+
+
+@pytest.mark.parametrize("images", ["output", "message"])
+def test_images_output_puts_them_in_the_calls_output_as_message_did(box, images):
+    with ResponsesModel([[code(PLOT, "c1")], [message("plotted")]]) as model:
+        adapter.run_responses(sync_client(model), model="m", input=[user("plot")], sandbox=box, images=images)
+    text, image = sent(model, 1)["input"][-1]["output"]
+    assert text == {"type": "input_text", "text": "OUTCOME_OK\n[files: figure_1.png]"}
+    assert image["type"] == "input_image" and image["image_url"].startswith("data:image/png;base64,")
