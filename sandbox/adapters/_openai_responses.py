@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from ..core import Sandbox
@@ -20,6 +19,7 @@ from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
     check_max_calls_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text
+from ._openai_background import asettled, settled
 from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
     responses_tool, set_made_id
 
@@ -87,67 +87,6 @@ def _output_of(item: Any) -> list[Any]:
     if problem is not None:
         raise InputError(f"the model server answered with {problem}: {value_text(item, 300)}")
     return list(output)
-
-
-#: A response's statuses before it is done: a background one's (``background=True``), polled until it is not.
-_PENDING = ("queued", "in_progress")
-#: Seconds between polls: soon at first (a short turn is done in a moment), then doubling up to the 2 s of
-#: OpenAI's own background-mode example.
-_FIRST_POLL_SECONDS, _MAX_POLL_SECONDS = 0.25, 2.0
-
-
-def _pending_id(response: Any) -> str | None:
-    """The id to retrieve ``response`` by while it is queued or in progress; None once it is done."""
-    status = field_of(response, "status")
-    if status not in _PENDING:
-        return None
-    response_id = field_of(response, "id")
-    if not isinstance(response_id, str) or not response_id:
-        raise InputError(f"the model server answered a response {status} without an id to retrieve it by: "
-                         f"{value_text(response, 300)}")
-    return response_id
-
-
-def _settled(client: Any, response: Any) -> Any:
-    """``response`` once done: a queued or in-progress one is retrieved until it is not (cancelled if the wait
-    ends otherwise, Ctrl-C or an error: nobody would read it)."""
-    delay = _FIRST_POLL_SECONDS
-    try:
-        while (response_id := _pending_id(response)) is not None:
-            time.sleep(delay)
-            delay = min(2 * delay, _MAX_POLL_SECONDS)
-            response = client.responses.retrieve(response_id)
-    except BaseException:
-        if field_of(response, "status") in _PENDING and field_of(response, "id"):
-            try:
-                client.responses.cancel(field_of(response, "id"), timeout=10)
-            except Exception as exc:  # noqa: BLE001 - best effort: the error being raised is the one to see
-                _not_cancelled(response, exc)
-        raise
-    return response
-
-
-async def _asettled(client: Any, response: Any) -> Any:
-    """:func:`_settled` awaited: cancelling the task cancels the background response too."""
-    delay = _FIRST_POLL_SECONDS
-    try:
-        while (response_id := _pending_id(response)) is not None:
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, _MAX_POLL_SECONDS)
-            response = await client.responses.retrieve(response_id)
-    except BaseException:
-        if field_of(response, "status") in _PENDING and field_of(response, "id"):
-            try:
-                await client.responses.cancel(field_of(response, "id"), timeout=10)
-            except Exception as exc:  # noqa: BLE001 - best effort: the error being raised is the one to see
-                _not_cancelled(response, exc)
-        raise
-    return response
-
-
-def _not_cancelled(response: Any, exc: Exception) -> None:
-    logger.warning("run_responses: the background response %s could not be cancelled (%s: %s); it may run on",
-                   field_of(response, "id"), type(exc).__name__, exc)
 
 
 class _Responses:
@@ -435,7 +374,7 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
 
     def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
-            return _settled(client, client.responses.create(model=model, **loop.request()))
+            return settled(client, client.responses.create(model=model, **loop.request()))
         return loop.answer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
@@ -465,7 +404,7 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
 
     async def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
-            return await _asettled(client, await client.responses.create(model=model, **loop.request()))
+            return await asettled(client, await client.responses.create(model=model, **loop.request()))
         return await loop.aanswer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
