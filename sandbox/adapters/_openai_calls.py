@@ -222,7 +222,7 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     runner = pick_runner(sandbox, session)
     calls = list(tool_calls or ())
     answered: list[tuple[Any, Result | str | None]]
-    answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, len(calls), cap)
+    answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, not_run_text(len(calls), cap))
                 for index, call in enumerate(calls)]
     return compose(answered, images, save_dir, name)
 
@@ -238,13 +238,13 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
     calls = list(tool_calls or ())
     answered: list[tuple[Any, Result | str | None]]
     answered = [await arun_chat_call(call, runner, timeout, name) if index < cap
-                else not_run_call(call, len(calls), cap) for index, call in enumerate(calls)]
+                else not_run_call(call, not_run_text(len(calls), cap)) for index, call in enumerate(calls)]
     return compose(answered, images, save_dir, name)
 
 
-def not_run_call(tool_call: Any, total: int, cap: int) -> tuple[Any, str]:
-    """The answer to a ``run_python`` call past the per-turn cap: not run, and why (``OUTCOME_FAILED``)."""
-    text = not_run_text(total, cap)
+def not_run_call(tool_call: Any, text: str) -> tuple[Any, str]:
+    """The answer to a ``run_python`` call not run (past the per-turn cap, cut off): ``text`` says why
+    (``OUTCOME_FAILED``)."""
     return _tool_message(tool_call, text), text
 
 

@@ -126,7 +126,7 @@ class _Chat:
                 return completion
             if turn == self.max_turns - 1:
                 break
-            answered = yield from self._answers(calls)
+            answered = yield from self._answers(calls, _cut_off(completion, calls))
             self.messages.extend(compose(answered, self.images, self.save_dir, TOOL_NAME))
         logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
                        "(the next run_chat with these messages answers them first)", self.max_turns)
@@ -173,21 +173,28 @@ class _Chat:
             matched.add(id(call))
         return [call for call in open_calls if id(call) not in matched]
 
-    def _answers(self, calls: list[Any]) -> "Steps[list[tuple[Any, Result | str | None]]]":
-        """Answer a turn's calls in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
+    def _answers(self, calls: list[Any],
+                 cut: list[Any] | None = None) -> "Steps[list[tuple[Any, Result | str | None]]]":
+        """Answer a turn's calls in order; the calls past ``max_calls_per_turn``, and those ``cut`` off, are
+        answered "not run"."""
         cap, answered = self.max_calls_per_turn, []
         for call in calls[:cap]:
-            answered.append((yield Answer(call)))
+            if any(call is other for other in cut or ()):
+                logger.warning("run_chat: the completion was cut off (finish_reason 'length') in its last tool "
+                               "call; it was not run")
+                answered.append(self._not_run(call, _CUT_OFF))
+            else:
+                answered.append((yield Answer(call)))
         if len(calls) > cap:
             logger.warning("run_chat: the model made %d tool calls in one turn; the last %d were not run "
                            "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
-        answered.extend(self._not_run(call, len(calls)) for call in calls[cap:])
+        answered.extend(self._not_run(call, not_run_text(len(calls), cap)) for call in calls[cap:])
         return answered
 
-    def _not_run(self, call: Any, total: int) -> tuple[Any, Result | str | None]:
+    def _not_run(self, call: Any, text: str) -> tuple[Any, Result | str | None]:
         if _call_name(call) == TOOL_NAME and field_of(call, "function") is not None:
-            return not_run_call(call, total, self.max_calls_per_turn)
-        return _function_message(call, False, not_run_text(total, self.max_calls_per_turn))
+            return not_run_call(call, text)
+        return _function_message(call, False, text)
 
     def answer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
         name = _call_name(call)
@@ -212,6 +219,18 @@ class _Chat:
         if name == TOOL_NAME:
             return custom_call_refusal(TOOL_NAME)
         return self.tools.unknown(name)
+
+
+#: The answer to a call a completion cut at its token limit may have cut short.
+_CUT_OFF = ("not run: the completion was cut off (finish_reason 'length') in this call, whose arguments may be "
+            "incomplete; make it again")
+
+
+def _cut_off(completion: Any, calls: list[Any]) -> list[Any]:
+    """The call a completion stopped at its token limit may have cut short: its last (a truncated argument is
+    another argument: a custom tool's free text is not even checked as JSON), whoever's tool it calls."""
+    choice = field_of(completion, "choices")[0]  # checked by _message_of
+    return calls[-1:] if field_of(choice, "finish_reason") == "length" else []
 
 
 def _message_of(completion: Any) -> Any:
@@ -294,7 +313,9 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     ``run_python`` and your functions alike; calls handed back to you do not count).
     Each call past it still gets its tool message (the API wants every ``tool_call_id``
     answered), saying it was not run and why, so the model can make it again in a later
-    turn; a warning is logged.
+    turn; a warning is logged. So does the last call of a completion cut off at its token
+    limit (``finish_reason`` "length"): its arguments may be cut short, and a truncated
+    argument is another one, so it is not run, whoever's tool it calls.
 
     ``stream=True`` is refused (the loop reads whole completions); a completion without
     ``choices[0].message`` (an error some servers send with status 200), or with a field the

@@ -343,6 +343,25 @@ def test_valid_json_of_the_wrong_shape_is_not_called_bad_json(box):
     assert output == answers["a"]
 
 
+def test_a_call_a_completion_cut_off_at_its_token_limit_is_not_run(box, caplog):
+    """finish_reason 'length': the last call's arguments may be cut short, and a truncated argument is another one
+    (a path, a command). It was run; it is answered not run, whoever's tool it calls, and the whole calls run."""
+    called = []
+    cut = assistant_calling(function_call('{"code": "print(6 * 7)"}', "whole"),
+                            {"id": "cut", "type": "function",
+                             "function": {"name": "remove", "arguments": '{"path": "/data/old"}'}})
+    cut["choices"][0]["finish_reason"] = "length"
+    remove = {"type": "function", "function": {"name": "remove", "parameters": {"type": "object"}}}
+    with ScriptedModel([cut, reply("ok")]) as model:
+        final = adapter.run_chat(sync_client(model), model="m", messages=[{"role": "user", "content": "go"}],
+                                 sandbox=box, tools=[remove], functions={"remove": lambda path: called.append(path)})
+    assert final.choices[0].message.content == "ok" and called == []
+    answers = {m["tool_call_id"]: m["content"] for m in sent(model, 1) if m["role"] == "tool"}
+    assert answers["whole"] == "OUTCOME_OK\n42"
+    assert answers["cut"].startswith("error: not run: the completion was cut off (finish_reason 'length')")
+    assert "cut off" in caplog.text
+
+
 def test_saved_images_are_named_safely_and_never_written_through_a_link(box, tmp_path):
     # The image's name is the run's choice: an escape sequence in it must not reach the host's file names, and a
     # dangling symlink of that name in the folder must not be followed to write somewhere else.
