@@ -6,6 +6,10 @@ cleanly. What differs from stdio is in :func:`sandbox.adapters.mcp.build_server`
 ``session_id`` is scoped to its MCP session (Mcp-Session-Id), and an MCP session's sandbox sessions are closed
 when it ends (the client's DELETE, the SDK's idle timeout, the server stopping).
 
+The SDK reads a request body whole, and keeps it until the request is answered (a call's POST: until its run ends),
+before our tool sees it; :class:`_BodyBudget` bounds the bytes all those bodies hold together, and how long a body
+may take to arrive (the approach of ``sandbox serve``'s own ``BodyBudget``).
+
 Bound to a loopback address, the server refuses a request whose Host or Origin header names anything but a loopback
 name (a web page the user opens cannot reach it through DNS rebinding). Bound elsewhere there is no such check and
 no authentication: whoever reaches the port runs code in the sandbox.
@@ -14,21 +18,26 @@ no authentication: whoever reaches the port runs code in the sandbox.
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from pathlib import Path
 from typing import Callable
 
+import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from mcp.types import INTERNAL_ERROR
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import SandboxError
+from ..errors import InputError, SandboxError
 from ..image import Image
 from ..policy import Policy
 from ..uvicorn_stop import serve_until_stopped
 from ._common import MAX_SESSIONS
-from .mcp import MAX_CALLS, build_server
+from ._loop import check_count
+from .mcp import MAX_CALLS, _input_budget, build_server
 
 __all__ = ["PATH", "http_app", "serve_http"]
 
@@ -38,17 +47,22 @@ PATH = "/mcp"
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 #: Seconds a stop waits for open requests (a client's event stream stays open) before cancelling them.
 _GRACEFUL_STOP_SECONDS = 3
+#: Seconds a request body may take to come whole (``--body-timeout-seconds``): the largest call under ``default``
+#: (~180 MB) needs 3 MB/s, far less than loopback or a LAN give.
+BODY_TIMEOUT_SECONDS = 60.0
 
 
 def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path | Policy" = "default",
                image: "str | Path | Image" = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS,
-               max_input_bytes: int | None = None, on_ready: Callable[[str, bool], None] | None = None) -> None:
+               max_input_bytes: int | None = None, max_body_bytes: int | None = None,
+               body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+               on_ready: Callable[[str, bool], None] | None = None) -> None:
     """Serve ``run_python`` at ``http://HOST:PORT/mcp`` until SIGINT or SIGTERM; the Sandbox is closed on the way out.
 
     ``port`` 0 picks a free one; ``on_ready`` gets the URL once the socket listens (the zygote starts meanwhile:
     the first call waits for it), and whether the address is loopback (else nothing guards the port). The limits
-    are the server's, shared by every client (see ``build_server``). A host or port that cannot be bound is a
-    SandboxError naming it.
+    are the server's, shared by every client (see ``build_server``), and so are ``max_body_bytes`` (see
+    :func:`http_app`) and ``body_timeout_seconds``. A host or port that cannot be bound is a SandboxError naming it.
     """
     sock = _bind(host, port)
     try:
@@ -56,7 +70,8 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
                               max_input_bytes=max_input_bytes, shared=True)
         try:
             address, bound_port = sock.getsockname()[:2]
-            app = http_app(server, address)
+            app = http_app(server, address, max_body_bytes=max_body_bytes, max_input_bytes=max_input_bytes,
+                           body_timeout_seconds=body_timeout_seconds)
             if on_ready is not None:
                 on_ready(f"http://{_url_host(address)}:{bound_port}{PATH}", _is_loopback(address))
             serve_until_stopped(uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
@@ -67,14 +82,108 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
         sock.close()
 
 
-def http_app(server: MCPServer, address: str) -> Starlette:
+def http_app(server: MCPServer, address: str, *, max_body_bytes: int | None = None,
+             max_input_bytes: int | None = None, body_timeout_seconds: float = BODY_TIMEOUT_SECONDS) -> Starlette:
     """The SDK's Streamable HTTP app of ``server`` (from ``build_server(shared=True)``) for a socket bound to
-    ``address``, at :data:`PATH`."""
+    ``address``, at :data:`PATH`.
+
+    ``max_body_bytes``: bytes of request bodies held at once, all clients' together; one more is refused (503).
+    Default: the bodies of calls whose files fill ``max_input_bytes`` (as given to ``build_server``), so this never
+    refuses calls the tool's own input budget takes. Less than one call the policy allows is an InputError.
+    """
+    policy = server.backend.policy  # type: ignore[attr-defined]
+    cap = _body_cap(policy)
+    budget = _body_bytes(policy, _input_budget(policy, max_input_bytes))
+    if max_body_bytes is not None:
+        if check_count("max_body_bytes", max_body_bytes) < cap:
+            raise InputError(f"max_body_bytes must be at least one call's largest request body under policy "
+                             f"{policy.name!r}, {cap} bytes (sandbox mcp --max-body-mb {-(-cap >> 20)}), or that "
+                             f"call would be refused even alone (got {max_body_bytes})")
+        budget = max_body_bytes
+    if not 0 < body_timeout_seconds < float("inf"):
+        raise InputError(f"body_timeout_seconds must be a positive number of seconds (got {body_timeout_seconds})")
     # host=: told none, the SDK assumes 127.0.0.1 and turns its loopback-only Host check on, which refused every
     # client of a public bind (they send the public name).
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=PATH, host=address, transport_security=_rebinding_protection(address),
-        max_request_body_size=_body_cap(server.backend.policy))  # type: ignore[attr-defined]
+        max_request_body_size=cap)
+    app.add_middleware(_BodyBudget, limit=budget, timeout=body_timeout_seconds)
+    return app
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _BodyBudget:
+    """Bytes of the request bodies the SDK holds, all requests together, and how long one may take to come.
+
+    The SDK reads a body whole before handling it and keeps it until its request is answered, so N clients posting
+    large calls at once made the server hold N bodies of up to one call each. A body counts its bytes as they
+    come (a declared Content-Length with nothing sent holds nothing) until its request ends; a byte that would pass
+    ``limit`` refuses the request (503), one still coming ``timeout`` seconds after it started too (408: a client
+    trickling a large body held its bytes as long as it liked). Refused, the bytes read are let go and the rest of
+    the body is never read into memory (uvicorn drops it). The answer is a JSON-RPC error, which the SDK's client
+    raises as such to the caller (its message, not a status-derived stand-in). Changed on the event loop only.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
+        self.taken = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held = 0
+        deadline: float | None = None
+        body_done = started = False
+
+        async def counted() -> Message:
+            nonlocal held, deadline, body_done
+            if body_done:  # the body is in; what comes now is a disconnect, which may take as long as it likes
+                return await receive()
+            if deadline is None:
+                deadline = anyio.current_time() + self.timeout
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+                size = len(message.get("body", b""))
+                if self.taken + size > self.limit:
+                    raise _Refused(503, f"the request bodies this server holds at once would pass "
+                                        f"{self.limit} bytes (sandbox mcp --max-body-mb); send this "
+                                        f"request again once other calls have ended")
+                self.taken += size
+                held += size
+                body_done = message["type"] != "http.request" or not message.get("more_body", False)
+                return message
+            raise _Refused(408, f"the request body did not all come within {self.timeout:g} s "
+                                f"(sandbox mcp --body-timeout-seconds)")
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _Refused as refused:
+            if started:  # cannot happen: the SDK answers once the body is in
+                raise
+            await _json_rpc_error(send, refused.status, str(refused))
+        finally:
+            self.taken -= held
+
+
+async def _json_rpc_error(send: Send, status: int, message: str) -> None:
+    """A JSON-RPC error without a request id (the body was never parsed), as the SDK's own refusals are."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": INTERNAL_ERROR, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 408:  # a slow client: the rest of its body is not waited for
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -113,9 +222,13 @@ def _body_cap(policy: Policy) -> int:
     """Largest request body: one call the policy allows (its input files in base64, its code JSON-escaped) and the
     SDK's default for the rest. The SDK reads a body whole before the tool sees it, and its 4 MiB refused a call
     of two 2 MB files that stdio takes."""
-    limits = policy.limits
-    files = 4 * -(-limits.max_input_files * limits.max_input_file_bytes // 3)
-    return files + 6 * limits.max_code_bytes + DEFAULT_MAX_REQUEST_BODY_SIZE
+    return _body_bytes(policy, policy.limits.max_input_files * policy.limits.max_input_file_bytes)
+
+
+def _body_bytes(policy: Policy, file_bytes: int) -> int:
+    """A request body carrying ``file_bytes`` of input files (in base64), the policy's largest code JSON-escaped and
+    the SDK's default cap for the rest."""
+    return 4 * -(-file_bytes // 3) + 6 * policy.limits.max_code_bytes + DEFAULT_MAX_REQUEST_BODY_SIZE
 
 
 def _is_loopback(address: str) -> bool:

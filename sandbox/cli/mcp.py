@@ -19,9 +19,10 @@ e.g. {"command": "sandbox", "args": ["mcp", "--policy", "strict"]}.
 With --http [HOST:]PORT (host 127.0.0.1 unless given; port 0 picks a free one) it
 serves http://HOST:PORT/mcp to any number of clients until Ctrl-C or SIGTERM. Each
 client's session_id names a session of its own MCP session (two clients' "a" never
-meet), closed when that MCP session ends; --max-calls, --max-sessions and
---max-input-mb are the server's, shared by all clients. On a loopback address,
-requests whose Host or Origin is not a loopback name are refused (DNS rebinding).
+meet), closed when that MCP session ends; --max-calls, --max-sessions,
+--max-input-mb and --max-body-mb are the server's, shared by all clients. On a
+loopback address, requests whose Host or Origin is not a loopback name are refused
+(DNS rebinding).
 Any other address has no such check and no authentication: anyone who can reach
 the port runs code in the sandbox.
 Needs the 'mcp' extra: pip install -e '.[mcp]' in the project's checkout."""
@@ -46,7 +47,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-input-mb", type=int, metavar="N",
                         help="MiB of input files the calls in progress hold at most; a call past it is a tool error "
                              "(default: 256, or one run's largest input under the policy if that is more)")
+    parser.add_argument("--max-body-mb", type=int, metavar="N",
+                        help="with --http: MiB of request bodies held at once, all clients' together (the SDK keeps "
+                             "a call's body until it ends); one more is refused with HTTP 503 (default: the bodies "
+                             "of calls whose files fill --max-input-mb)")
+    parser.add_argument("--body-timeout-seconds", type=_positive, default=60.0, metavar="S",
+                        help="with --http: a request body still coming after S seconds is refused (HTTP 408) and "
+                             "its bytes let go (default: %(default)g)")
     parser.set_defaults(func=main)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def http_address(text: str) -> tuple[str, int]:
@@ -92,7 +110,9 @@ def main(args: argparse.Namespace) -> int:
     limits = {"policy": args.policy, "image": args.image, "max_sessions": args.max_sessions,
               "max_calls": args.max_calls, "max_input_bytes": max_input_bytes}
     if args.http:
-        mcp_http.serve_http(*args.http, on_ready=_say_ready, **limits)
+        max_body_bytes = None if args.max_body_mb is None else check_count("max_body_mb", args.max_body_mb) << 20
+        mcp_http.serve_http(*args.http, on_ready=_say_ready, max_body_bytes=max_body_bytes,
+                            body_timeout_seconds=args.body_timeout_seconds, **limits)
     else:
         adapter.serve(**limits)
     return 0

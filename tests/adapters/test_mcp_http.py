@@ -13,14 +13,18 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import psutil
 import pytest
 
 pytest.importorskip("mcp")
 from mcp import Client  # noqa: E402
+from mcp import MCPError  # noqa: E402
 from mcp.types import ImageContent  # noqa: E402
 
 from .conftest import server_env, sleeper_code, sleepers, wait_for  # noqa: E402
@@ -259,6 +263,104 @@ def test_a_call_with_the_largest_input_the_policy_allows_fits_in_a_request(serve
                               files=files)
 
     assert asyncio.run(session()).content[0].text == "OUTCOME_OK\n6000000"
+
+
+INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+@pytest.fixture
+def small_calls_policy(tmp_path):
+    """The default policy, but a call's body is at most 5,242,304 bytes (4 input files of 84 kB in base64, 100 kB
+    of code JSON-escaped and the SDK's 4 MiB for the rest), just under --max-body-mb 5, which holds one of them."""
+    path = tmp_path / "small-calls.toml"
+    path.write_text("[limits]\nmax_input_file_bytes = 84000\nmax_input_files = 4\nmax_code_bytes = 100000\n")
+    return str(path)
+
+
+def test_request_bodies_held_at_once_stay_within_the_budget(serve, small_calls_policy):
+    """48 clients each send all but the last byte of a 4.5 MB initialize (padded with spaces) and wait: the SDK read
+    each whole into memory first, so the server held them all (~216 MB). Now bytes count against --max-body-mb 5 as
+    they come: one body is held, the others are refused at once with a JSON-RPC error (503) and the rest of their
+    bytes dropped unread, so the server's RSS grows by a few MB. Then the held one is answered."""
+    server = serve("--policy", small_calls_policy, "--max-body-mb", "5")
+    size, clients = 4_500_000, 48
+    release, sent = threading.Event(), threading.Semaphore(0)
+    process = psutil.Process(server.proc.pid)
+
+    def post() -> httpx.Response:
+        def body():
+            yield INITIALIZE
+            for _ in range(9):
+                yield b" " * ((size - len(INITIALIZE) - 1) // 9)
+            yield b" " * ((size - len(INITIALIZE) - 1) % 9)
+            sent.release()
+            release.wait(60)
+            yield b" "
+        return httpx.post(server.url, content=body(), headers={**HEADERS, "Content-Length": str(size)}, timeout=60)
+
+    assert httpx.post(server.url, content=INITIALIZE, headers=HEADERS, timeout=30).status_code == 200
+    before = peak = process.memory_info().rss
+    with ThreadPoolExecutor(clients) as pool:
+        answers = [pool.submit(post) for _ in range(clients)]
+        deadline = time.monotonic() + 25
+        for _ in range(clients):
+            while not sent.acquire(timeout=0.05):
+                peak = max(peak, process.memory_info().rss)
+                assert time.monotonic() < deadline, "the clients did not all send their bodies"
+        for _ in range(10):  # the last bytes read
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.05)
+        release.set()
+        answers = [answer.result() for answer in answers]
+    assert peak - before < 100 << 20, f"the server grew by {(peak - before) >> 20} MiB"
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] + [503] * (clients - 1), statuses
+    refused = next(answer for answer in answers if answer.status_code == 503).json()
+    assert refused["id"] is None and refused["error"]["message"].startswith(
+        f"the request bodies this server holds at once would pass {5 << 20} bytes (sandbox mcp --max-body-mb)"), refused
+
+
+def test_a_body_that_trickles_in_is_cut_off_and_its_bytes_let_go(serve, small_calls_policy):
+    """A client sends all but 60 kB of a 5,242,000-byte body, then a byte every 0.3 s. While it does, a call of
+    90 kB of code is past the budget (the SDK's client raises the JSON-RPC error, naming --max-body-mb); after
+    --body-timeout-seconds 3 the trickler gets 408 and its connection closes, and the same call runs."""
+    server = serve("--policy", small_calls_policy, "--max-body-mb", "5", "--body-timeout-seconds", "3")
+    code = "# " + "x" * 90_000 + "\nprint('ran')"
+
+    def trickle() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+                         f"Accept: application/json, text/event-stream\r\nContent-Length: 5242000\r\n\r\n"
+                         .encode() + INITIALIZE + b" " * (5_242_000 - 60_000 - len(INITIALIZE)))
+            started = time.monotonic()
+            while not select.select([sock], [], [], 0.3)[0]:
+                assert time.monotonic() - started < 20, "the trickling body was never cut off"
+                sock.sendall(b" ")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client:
+            await call(client, "print('warm')")
+            trickler = asyncio.ensure_future(asyncio.to_thread(trickle))
+            await asyncio.sleep(1.0)
+            try:
+                await call(client, code)
+            except MCPError as exc:
+                refused = exc
+            else:
+                refused = None
+            return refused, await trickler, await call(client, code)
+
+    refused, answer, ran = asyncio.run(session())
+    assert refused is not None and "would pass 5242880 bytes (sandbox mcp --max-body-mb)" in str(refused), refused
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower(), answer
+    assert b"did not all come within 3 s (sandbox mcp --body-timeout-seconds)" in answer, answer
+    assert ran.content[0].text == "OUTCOME_OK\nran"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
