@@ -26,6 +26,7 @@ from typing import Callable
 import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import DEFAULT_SESSION_IDLE_TIMEOUT
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from mcp.types import INTERNAL_ERROR
 from starlette.applications import Starlette
@@ -50,19 +51,22 @@ _GRACEFUL_STOP_SECONDS = 3
 #: Seconds a request body may take to come whole (``--body-timeout-seconds``): the largest call under ``default``
 #: (~180 MB) needs 3 MB/s, far less than loopback or a LAN give.
 BODY_TIMEOUT_SECONDS = 60.0
+#: The SDK's: an MCP session with no request in flight (a connected client keeps its GET stream open) this long ends.
+SESSION_IDLE_SECONDS = float(DEFAULT_SESSION_IDLE_TIMEOUT)
 
 
 def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path | Policy" = "default",
                image: "str | Path | Image" = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS,
                max_input_bytes: int | None = None, max_body_bytes: int | None = None,
-               body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+               body_timeout_seconds: float = BODY_TIMEOUT_SECONDS, session_idle_seconds: float = SESSION_IDLE_SECONDS,
                on_ready: Callable[[str, bool], None] | None = None) -> None:
     """Serve ``run_python`` at ``http://HOST:PORT/mcp`` until SIGINT or SIGTERM; the Sandbox is closed on the way out.
 
     ``port`` 0 picks a free one; ``on_ready`` gets the URL once the socket listens (the zygote starts meanwhile:
     the first call waits for it), and whether the address is loopback (else nothing guards the port). The limits
     are the server's, shared by every client (see ``build_server``), and so are ``max_body_bytes`` (see
-    :func:`http_app`) and ``body_timeout_seconds``. A host or port that cannot be bound is a SandboxError naming it.
+    :func:`http_app`) and ``body_timeout_seconds``; an MCP session with no request for ``session_idle_seconds``
+    ends, and its sandbox sessions are closed. A host or port that cannot be bound is a SandboxError naming it.
     """
     sock = _bind(host, port)
     try:
@@ -71,7 +75,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
         try:
             address, bound_port = sock.getsockname()[:2]
             app = http_app(server, address, max_body_bytes=max_body_bytes, max_input_bytes=max_input_bytes,
-                           body_timeout_seconds=body_timeout_seconds)
+                           body_timeout_seconds=body_timeout_seconds, session_idle_seconds=session_idle_seconds)
             if on_ready is not None:
                 on_ready(f"http://{_url_host(address)}:{bound_port}{PATH}", _is_loopback(address))
             serve_until_stopped(uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
@@ -83,7 +87,8 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
 
 
 def http_app(server: MCPServer, address: str, *, max_body_bytes: int | None = None,
-             max_input_bytes: int | None = None, body_timeout_seconds: float = BODY_TIMEOUT_SECONDS) -> Starlette:
+             max_input_bytes: int | None = None, body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+             session_idle_seconds: float = SESSION_IDLE_SECONDS) -> Starlette:
     """The SDK's Streamable HTTP app of ``server`` (from ``build_server(shared=True)``) for a socket bound to
     ``address``, at :data:`PATH`.
 
@@ -100,13 +105,15 @@ def http_app(server: MCPServer, address: str, *, max_body_bytes: int | None = No
                              f"{policy.name!r}, {cap} bytes (sandbox mcp --max-body-mb {-(-cap >> 20)}), or that "
                              f"call would be refused even alone (got {max_body_bytes})")
         budget = max_body_bytes
-    if not 0 < body_timeout_seconds < float("inf"):
-        raise InputError(f"body_timeout_seconds must be a positive number of seconds (got {body_timeout_seconds})")
+    for name, seconds in (("body_timeout_seconds", body_timeout_seconds),
+                          ("session_idle_seconds", session_idle_seconds)):
+        if not 0 < seconds < float("inf"):
+            raise InputError(f"{name} must be a positive number of seconds (got {seconds})")
     # host=: told none, the SDK assumes 127.0.0.1 and turns its loopback-only Host check on, which refused every
     # client of a public bind (they send the public name).
     app = server.streamable_http_app(
         streamable_http_path=PATH, host=address, transport_security=_rebinding_protection(address),
-        max_request_body_size=cap)
+        max_request_body_size=cap, session_idle_timeout=session_idle_seconds)
     app.add_middleware(_BodyBudget, limit=budget, timeout=body_timeout_seconds)
     return app
 

@@ -19,10 +19,10 @@ e.g. {"command": "sandbox", "args": ["mcp", "--policy", "strict"]}.
 With --http [HOST:]PORT (host 127.0.0.1 unless given; port 0 picks a free one) it
 serves http://HOST:PORT/mcp to any number of clients until Ctrl-C or SIGTERM. Each
 client's session_id names a session of its own MCP session (two clients' "a" never
-meet), closed when that MCP session ends; --max-calls, --max-sessions,
---max-input-mb and --max-body-mb are the server's, shared by all clients. On a
-loopback address, requests whose Host or Origin is not a loopback name are refused
-(DNS rebinding).
+meet), closed when that MCP session ends (its DELETE, or no request for
+--session-idle-seconds); --max-calls, --max-sessions, --max-input-mb and
+--max-body-mb are the server's, shared by all clients. On a loopback address,
+requests whose Host or Origin is not a loopback name are refused (DNS rebinding).
 Any other address has no such check and no authentication: anyone who can reach
 the port runs code in the sandbox.
 Needs the 'mcp' extra: pip install -e '.[mcp]' in the project's checkout."""
@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--body-timeout-seconds", type=_positive, default=60.0, metavar="S",
                         help="with --http: a request body still coming after S seconds is refused (HTTP 408) and "
                              "its bytes let go (default: %(default)g)")
+    parser.add_argument("--session-idle-seconds", type=_positive, default=1800.0, metavar="S",
+                        help="with --http: an MCP session with no request for S seconds ends and its sandbox "
+                             "sessions are closed (a connected client's open event stream counts as a request; "
+                             "default: %(default)g, the SDK's)")
     parser.set_defaults(func=main)
 
 
@@ -112,7 +116,8 @@ def main(args: argparse.Namespace) -> int:
     if args.http:
         max_body_bytes = None if args.max_body_mb is None else check_count("max_body_mb", args.max_body_mb) << 20
         mcp_http.serve_http(*args.http, on_ready=_say_ready, max_body_bytes=max_body_bytes,
-                            body_timeout_seconds=args.body_timeout_seconds, **limits)
+                            body_timeout_seconds=args.body_timeout_seconds,
+                            session_idle_seconds=args.session_idle_seconds, **limits)
     else:
         adapter.serve(**limits)
     return 0

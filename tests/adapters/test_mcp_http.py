@@ -363,6 +363,25 @@ def test_a_body_that_trickles_in_is_cut_off_and_its_bytes_let_go(serve, small_ca
     assert ran.content[0].text == "OUTCOME_OK\nran"
 
 
+def test_an_mcp_session_left_idle_closes_its_sandbox_sessions(serve):
+    """A client that goes without a DELETE: with --session-idle-seconds 2 its MCP session ends 2 s after its last
+    request, and the sandbox session it made is closed (its processes go). Raw HTTP: the SDK's client always
+    sends a DELETE on the way out."""
+    server = serve("--session-idle-seconds", "2")
+    marker = f"i{uuid.uuid4().hex[:10]}"
+    with httpx.Client(timeout=60, headers=HEADERS) as http:
+        opened = http.post(server.url, content=INITIALIZE)
+        headers = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-06-18"}
+        assert http.post(server.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                         headers=headers).status_code == 202
+        ran = http.post(server.url, headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                        "params": {"name": "run_python",
+                                   "arguments": {"code": rename(marker) + "x = 1", "session_id": "a"}}})
+        assert '"OUTCOME_OK' in ran.text, ran.text
+    assert named(server, marker), "the session has no process"
+    wait_for(lambda: not named(server, marker), 20, "the idle MCP session's sandbox processes to go")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_server_stops_on_a_signal_with_nothing_left_behind(serve, signum):
     """SIGTERM (or Ctrl-C) while a client is connected and a session lives: the server exits 0 and its zygote,
