@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InputError, SandboxError
 from ..image import Image
 from ..policy import Policy
-from ..uvicorn_stop import serve_until_stopped
+from ..uvicorn_serving import head_deadline_protocol, serve_until_stopped
 from ._common import MAX_SESSIONS
 from ._loop import check_count
 from .mcp import MAX_CALLS, _input_budget, build_server
@@ -65,7 +65,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
     ``port`` 0 picks a free one; ``on_ready`` gets the URL once the socket listens (the zygote starts meanwhile:
     the first call waits for it), and whether the address is loopback (else nothing guards the port). The limits
     are the server's, shared by every client (see ``build_server``), and so are ``max_body_bytes`` (see
-    :func:`http_app`) and ``body_timeout_seconds``; an MCP session with no request for ``session_idle_seconds``
+    :func:`http_app`) and ``body_timeout_seconds`` (a request's head has as long); an MCP session with no request for ``session_idle_seconds``
     ends, and its sandbox sessions are closed. A host or port that cannot be bound is a SandboxError naming it.
     """
     sock = _bind(host, port)
@@ -78,8 +78,10 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
                            body_timeout_seconds=body_timeout_seconds, session_idle_seconds=session_idle_seconds)
             if on_ready is not None:
                 on_ready(f"http://{_url_host(address)}:{bound_port}{PATH}", _is_loopback(address))
-            serve_until_stopped(uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                               timeout_graceful_shutdown=_GRACEFUL_STOP_SECONDS)), sock)
+            # A request head gets the body's time too: uvicorn waited for one for ever (slowloris)
+            serve_until_stopped(uvicorn.Server(uvicorn.Config(
+                app, log_level="warning", lifespan="on", timeout_graceful_shutdown=_GRACEFUL_STOP_SECONDS,
+                http=head_deadline_protocol(body_timeout_seconds))), sock)
         finally:
             server.backend.close()  # type: ignore[attr-defined]
     finally:

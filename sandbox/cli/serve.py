@@ -77,7 +77,6 @@ def main(args: argparse.Namespace) -> int:
 
         from ..serve import config as serve_config
         from ..serve.app import create_app
-        from ..serve.http import head_deadline_protocol
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("starlette", "uvicorn", "httpx"):
             print(f"sandbox serve: {exc.name} is missing; install the extra: {install_command('serve')}",
@@ -85,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         raise
     from ..core import Sandbox
-    from ..uvicorn_stop import serve_until_stopped
+    from ..uvicorn_serving import head_deadline_protocol, serve_until_stopped
 
     overrides = {dotted: getattr(args, flag) for flag, dotted in _FLAGS.items()}
     config = serve_config.load(file=args.config, env=os.environ, overrides=overrides)

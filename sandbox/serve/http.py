@@ -5,8 +5,6 @@
   the endpoint's request (off the event loop when large, one at a time); a body that
   stalls longer than ``client_timeout_seconds`` is refused too. The bodies being read at
   once hold at most :class:`BodyBudget`'s bytes together.
-- :func:`head_deadline_protocol`: uvicorn's HTTP/1.1 protocol, closing a connection whose
-  request head does not all come within ``client_timeout_seconds`` (slowloris).
 - :func:`check_key`: the key as the service takes it (``x-goog-api-key`` or ``key=``),
   or ``Authorization: Bearer`` (OpenAI clients); compared in constant time.
 - :class:`Slot`: one of ``max_concurrent_requests``; none free is 429 RESOURCE_EXHAUSTED
@@ -140,51 +138,6 @@ def _parsed(body: bytearray) -> Any:
         raise invalid(f"Invalid JSON payload received. {exc}.") from None
 
 
-def head_deadline_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request head has not all come within
-    ``seconds`` of connecting or of its previous answer.
-
-    uvicorn waits for a head for ever (its keep-alive timer stops at the first byte), so a
-    client sending one header line a minute (slowloris) held a connection and an fd for good.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeadDeadline(H11Protocol):
-        _timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # a whole head came: the request runs on its own deadlines
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm()  # keep-alive: the next head gets the same time
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._timer = self.loop.call_later(seconds, self._expire)
-
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-        def _expire(self) -> None:
-            self._timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()
-
-    return HeadDeadline
 
 
 def given_key(request: Request) -> str | None:

@@ -322,6 +322,19 @@ def test_request_bodies_held_at_once_stay_within_the_budget(serve, small_calls_p
         f"the request bodies this server holds at once would pass {5 << 20} bytes (sandbox mcp --max-body-mb)"), refused
 
 
+def test_a_request_head_that_never_ends_is_cut_off(serve):
+    """uvicorn waits for a request head for ever: a client sending header lines slowly (slowloris) held a connection
+    and an fd for good. The head gets --body-timeout-seconds too."""
+    server = serve("--body-timeout-seconds", "2")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
+        started = time.monotonic()
+        while not select.select([sock], [], [], 0.5)[0]:
+            assert time.monotonic() - started < 30, "the unending head was never cut off"
+            sock.sendall(b"X-Slow: 1\r\n")
+        assert sock.recv(65536) == b""  # closed, no answer: no request came
+
+
 def test_a_body_that_trickles_in_is_cut_off_and_its_bytes_let_go(serve, small_calls_policy):
     """A client sends all but 60 kB of a 5,242,000-byte body, then a byte every 0.3 s. While it does, a call of
     90 kB of code is past the budget (the SDK's client raises the JSON-RPC error, naming --max-body-mb); after

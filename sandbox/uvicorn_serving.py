@@ -1,0 +1,74 @@
+"""What ``sandbox serve`` and ``sandbox mcp --http`` both need of uvicorn (which both extras bring).
+
+:func:`serve_until_stopped` runs a server until SIGINT or SIGTERM, then returns, so the caller's cleanup runs:
+uvicorn handles both signals while it serves and, once stopped, raises the signal again. SIGTERM's default action
+then killed the process before the caller's ``finally`` and ``with`` blocks (the Sandbox's close: its zygote and
+sessions were left to notice on their own), and Ctrl-C exited 130 from a clean stop.
+:func:`head_deadline_protocol` closes a connection whose request head does not come in time (slowloris).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from typing import Any
+
+
+def serve_until_stopped(server: Any, sock: socket.socket) -> None:
+    """``server.run(sockets=[sock])`` (a ``uvicorn.Server``) with the signal it raises again once stopped caught."""
+    stopped: list[int] = []
+    saved = {signum: signal.signal(signum, lambda signum, frame: stopped.append(signum))
+             for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def head_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request head has not all come within
+    ``seconds`` of connecting or of its previous answer.
+
+    uvicorn waits for a head for ever (its keep-alive timer stops at the first byte), so a
+    client sending one header line a minute (slowloris) held a connection and an fd for good.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadDeadline(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # a whole head came: the request runs on its own deadlines
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # keep-alive: the next head gets the same time
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._timer = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _expire(self) -> None:
+            self._timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadDeadline
