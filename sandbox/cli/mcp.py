@@ -51,13 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --http: MiB of request bodies held at once, all clients' together (the SDK keeps "
                              "a call's body until it ends); one more is refused with HTTP 503 (default: the bodies "
                              "of calls whose files fill --max-input-mb)")
-    parser.add_argument("--body-timeout-seconds", type=_positive, default=60.0, metavar="S",
+    parser.add_argument("--body-timeout-seconds", type=_positive, metavar="S",
                         help="with --http: a request body still coming after S seconds is refused (HTTP 408) and "
-                             "its bytes let go (default: %(default)g)")
-    parser.add_argument("--session-idle-seconds", type=_positive, default=1800.0, metavar="S",
+                             "its bytes let go; a request head not all come by then closes its connection "
+                             f"(default: {_BODY_TIMEOUT_S:g})")
+    parser.add_argument("--session-idle-seconds", type=_positive, metavar="S",
                         help="with --http: an MCP session with no request for S seconds ends and its sandbox "
                              "sessions are closed (a connected client's open event stream counts as a request; "
-                             "default: %(default)g, the SDK's)")
+                             f"default: {_SESSION_IDLE_S:g}, the SDK's)")
     parser.set_defaults(func=main)
 
 
@@ -98,7 +99,17 @@ def _is_ip(text: str, version: int) -> bool:
         return False
 
 
+#: --http's defaults, here so that `sandbox mcp --help` imports no SDK (mcp_http's own match them).
+_BODY_TIMEOUT_S, _SESSION_IDLE_S = 60.0, 1800.0
+#: The options only --http reads.
+_HTTP_ONLY = ("max_body_mb", "body_timeout_seconds", "session_idle_seconds")
+
+
 def main(args: argparse.Namespace) -> int:
+    given = [f"--{name.replace('_', '-')}" for name in _HTTP_ONLY if getattr(args, name) is not None]
+    if given and not args.http:  # over stdio they would be ignored: say so rather than serve without them
+        print(f"sandbox mcp: --http is needed for {', '.join(given)}", file=sys.stderr)
+        return 2
     try:
         from ..adapters import mcp as adapter
         if args.http:
@@ -116,8 +127,8 @@ def main(args: argparse.Namespace) -> int:
     if args.http:
         max_body_bytes = None if args.max_body_mb is None else check_count("max_body_mb", args.max_body_mb) << 20
         mcp_http.serve_http(*args.http, on_ready=_say_ready, max_body_bytes=max_body_bytes,
-                            body_timeout_seconds=args.body_timeout_seconds,
-                            session_idle_seconds=args.session_idle_seconds, **limits)
+                            body_timeout_seconds=args.body_timeout_seconds or _BODY_TIMEOUT_S,
+                            session_idle_seconds=args.session_idle_seconds or _SESSION_IDLE_S, **limits)
     else:
         adapter.serve(**limits)
     return 0

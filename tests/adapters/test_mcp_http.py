@@ -486,3 +486,19 @@ def test_help_explains_http():
                           capture_output=True, text=True, timeout=60)
     text = " ".join(done.stdout.split())
     assert done.returncode == 0 and "--http [HOST:]PORT" in text and "no authentication" in text, done.stdout
+
+
+def test_http_options_without_http_are_refused_not_ignored():
+    """Over stdio nothing reads them: a server started with them and without --http ran without them, silently."""
+    done = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--max-body-mb", "5", "--session-idle-seconds", "9"],
+                          env=server_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert "--http is needed for --max-body-mb, --session-idle-seconds" in done.stderr, done.stderr
+
+
+def test_the_clis_defaults_are_the_servers():
+    """The CLI keeps its own copy of --http's defaults (its --help imports no SDK): they must not drift."""
+    from sandbox.adapters import mcp_http
+    from sandbox.cli import mcp as cli
+
+    assert (cli._BODY_TIMEOUT_S, cli._SESSION_IDLE_S) == (mcp_http.BODY_TIMEOUT_SECONDS, mcp_http.SESSION_IDLE_SECONDS)
