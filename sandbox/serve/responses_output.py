@@ -87,6 +87,13 @@ def _reasoning_json(reasoning: dict[str, Any] | None) -> dict[str, Any]:
     return {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
 
 
+def _text_json(text: dict[str, Any] | None) -> dict[str, Any]:
+    """The response's ``text``: one shape, its format (plain text when not given) and verbosity (OpenAI's default,
+    medium, when not given), and what else the request's had."""
+    text = text or {}
+    return {**text, "format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"}
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
@@ -126,7 +133,7 @@ class ResponseBuilder:
             "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": body.get("max_tool_calls"),
             "top_logprobs": body.get("top_logprobs"),
             "metadata": body.get("metadata") or {},
-            "text": body.get("text") or {"format": {"type": "text"}},
+            "text": _text_json(body.get("text")),
             "reasoning": _reasoning_json(body.get("reasoning")), "usage": usage,
         }
 

@@ -643,6 +643,19 @@ def test_reasoning_is_echoed_in_one_shape(oai, reasoning, echoed):
     assert raw.parse().reasoning.model_fields_set >= {"effort", "summary"}
 
 
+@pytest.mark.parametrize("text, echoed", [
+    (None, {"format": {"type": "text"}, "verbosity": "medium"}),
+    ({"verbosity": "low"}, {"format": {"type": "text"}, "verbosity": "low"}),
+    ({"format": {"type": "json_object"}}, {"format": {"type": "json_object"}, "verbosity": "medium"}),
+])
+def test_text_is_echoed_in_one_shape(oai, text, echoed):
+    """The response repeated text as sent (a verbosity alone had no format) or a format alone when none was sent:
+    it has both, as OpenAI's Response.text does, the defaults where not given."""
+    extra = {} if text is None else {"text": text}
+    raw = oai.responses.with_raw_response.create(model="scripted", input="SCRIPT:hello", **extra)
+    assert raw.http_response.json()["text"] == echoed
+
+
 @pytest.mark.parametrize("backend", ["openai", "gemini"])
 def test_text_verbosity_reaches_a_chat_completions_backend(oai, keyed_oai, fake_model, backend):
     """text.verbosity was echoed but never passed on: a Chat Completions backend gets it as verbosity, its
