@@ -35,6 +35,16 @@ def _runaway(body: dict[str, Any]) -> Response:
     return StreamingResponse(chunks(), media_type="application/json")
 
 
+def _trickle(body: dict[str, Any]) -> Response:
+    """A valid answer after a minute of JSON whitespace, one byte a second: never a pause as long as a read timeout."""
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(60):
+            yield b" "
+            await asyncio.sleep(1)
+        yield _chat_answer({"role": "assistant", "content": "all read"})
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
 def raw(answer: Any) -> Reply:
     """A step answering with ``answer`` as the JSON body, whatever its shape."""
     return Reply("response", lambda body: Response(json.dumps(answer), media_type="application/json"))
@@ -183,6 +193,9 @@ SCRIPTS = {
     "loop": [code("print(1)", without_code_tool=text("no more code"))] * 50,
     "badargs": [Reply("code", {"source": "print(1)"}), text("fixed")],  # not the 'code' argument
     "runaway": [Reply("response", _runaway)],
+    "trickle": [Reply("response", _trickle)],
+    # a run printing at the output cap (1 MiB), three times: an answer of some MB for a client that reads none of it
+    "bigout": [code("print('x' * (1 << 20), end='')")] * 3 + [text("printed")],
     "argsnotobject": [chat_calls(("run_python", "[1, 2]"))],  # every turn, however often it is told
     "undeclared": [chat_calls(("get_weather", '{"city": "Paris"}'), ("rm_rf", "{}"))],  # a function never declared
     "clientargs": [chat_calls(("get_weather", "{city: Paris"))],

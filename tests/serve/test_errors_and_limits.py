@@ -468,6 +468,16 @@ def test_slow_backend_is_deadline_exceeded_not_a_hang(keyed_server, fake_model):
     assert time.monotonic() - started < 60
 
 
+def test_a_backend_that_trickles_its_answer_is_deadline_exceeded_at_its_timeout(keyed_server):
+    """The trickle backend sends a byte a second for a minute: each read came within the 3 s of
+    --backend-timeout-seconds, so the one answer took the minute (up to --request-timeout-seconds, 600 s)."""
+    started = time.monotonic()
+    answer = httpx.post(keyed_server.url + GENERATE, json={"contents": [{"parts": [{"text": "SCRIPT:trickle"}]}]},
+                        headers={"x-goog-api-key": "s3cret"}, timeout=120)
+    assert "did not answer within 3 s (backend.timeout_seconds)" in google_error(answer, 504, "DEADLINE_EXCEEDED")
+    assert time.monotonic() - started < 30
+
+
 def test_error_after_the_first_part_is_an_error_event(keyed_server, fake_model):
     client = genai.Client(api_key="s3cret", http_options=types.HttpOptions(base_url=keyed_server.url))
     parts = []

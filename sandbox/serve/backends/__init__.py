@@ -120,10 +120,12 @@ async def post_json(client: httpx.AsyncClient, url: str, make_body: Callable[[],
     """
     content = await asyncio.to_thread(_encoded, make_body)
     try:
-        async with client.stream("POST", url, content=content,
-                                 headers={**headers, "content-type": "application/json"}) as response:
+        # httpx's timeouts bound each wait for a byte: a backend sending one every few seconds took the
+        # whole request's time (--request-timeout-seconds), not backend.timeout_seconds, for one answer.
+        async with asyncio.timeout(timeout_s), client.stream(
+                "POST", url, content=content, headers={**headers, "content-type": "application/json"}) as response:
             body = await _capped_body(response, url)
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         raise ApiError("DEADLINE_EXCEEDED", f"the backend at {url} did not answer within {timeout_s:g} s "
                                             "(backend.timeout_seconds)") from None
     except httpx.HTTPError as exc:
