@@ -284,13 +284,16 @@ def save_images(record: BatchResult, blobs: list[bytes], images_dir: str) -> Bat
 
     Image names come from inside: only a short alphanumeric extension of theirs is used
     (else one for the MIME type). An image that cannot be written keeps ``path`` None;
-    the batch goes on.
+    the batch goes on. A name the folder already holds is never written over (the next free
+    one is taken: ``<id>_<n>_2.png``): it may be a file of the user's, or another record's image
+    (an id may be another's made-safe stem: ``a/b`` and ``a_b-<its hash>``), whose path would then
+    hold an image its record's sha256 does not describe.
     """
     if not blobs or record.id is None:
         return record
     stem = safe_name(record.id)
     saved = []
-    with OutDir(images_dir) as out:
+    with OutDir(images_dir, keep_existing=True) as out:
         for index, (image, data) in enumerate(zip(record.images, blobs)):
             try:
                 path = out.write(f"{stem}_{index}{extension(image.name, image.mime_type, '.png')}", data,

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="append to --out, skipping ids already there (INVALID_INPUT records are retried)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--images-dir", metavar="DIR",
-                        help="save images as DIR/<id>_<n>.png (records always carry their sizes and hashes)")
+                        help="save images as DIR/<id>_<n>.png, never over a file already there (then DIR/<id>_<n>_2.png; "
+                             "records always carry their paths, sizes and hashes)")
     parser.add_argument("--max-output-chars", type=int, default=4000, metavar="N",
                         help="cap on output and error text kept per record (default: %(default)s)")
     parser.add_argument("--report", metavar="PATH", help="also write a report with plots: PATH.html or PATH.png")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
 
 import pytest
+
+from sandbox import batch
 
 from .conftest import ROOT, cli, read_jsonl, write_jsonl
 
@@ -126,6 +130,32 @@ def test_reports_and_images_dir(tmp_path):
     assert "data:image/png;base64," in page and "3 results" in page
     done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--resume", "--report", str(tmp_path / "r.png"), "-q")
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_images_dir_never_writes_over_a_file_already_there(tmp_path):
+    """Images were opened with O_TRUNC: a user's own file of an image's name was replaced (--images-dir at a folder
+    of theirs), and so was another record's image when an id is another's made-safe stem ('a/b' is saved as
+    a_b-<hash>_0.png, which the id 'a_b-<hash>' names too): the first record's path then held the second's image."""
+    draw = "import matplotlib.pyplot as plt\nplt.plot({})\nplt.title({!r})\nplt.show()"
+    first = {"id": "a/b", "code": draw.format([1, 2, 3], "first")}
+    stem = batch.safe_name("a/b")
+    second = {"id": stem, "code": draw.format([3, 2, 1], "second")}
+    mine = {"id": "mine", "code": draw.format([1, 1], "mine")}
+    images = tmp_path / "img"
+    images.mkdir()
+    (images / "mine_0.png").write_bytes(b"the user's own file")
+    done = cli(str(write_jsonl(tmp_path / "in.jsonl", [first, second, mine])), "--out", str(tmp_path / "out.jsonl"),
+               "--images-dir", str(images), "--workers", "1", "-q")
+    assert done.returncode == 0, done.stderr
+    assert (images / "mine_0.png").read_bytes() == b"the user's own file"
+    paths = []
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        [image] = record["images"]
+        with open(image["path"], "rb") as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == image["sha256"], record["id"]
+        paths.append(image["path"])
+    assert len(set(paths)) == 3 and str(images / "mine_0_2.png") in paths
+    assert sorted(p.name for p in images.iterdir()) == sorted([*(os.path.basename(p) for p in paths), "mine_0.png"])
 
 
 def _fields(text: str) -> list[str]:
