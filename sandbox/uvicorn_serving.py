@@ -4,15 +4,20 @@
 uvicorn handles both signals while it serves and, once stopped, raises the signal again. SIGTERM's default action
 then killed the process before the caller's ``finally`` and ``with`` blocks (the Sandbox's close: its zygote and
 sessions were left to notice on their own), and Ctrl-C exited 130 from a clean stop.
-:func:`head_deadline_protocol` closes a connection whose request head does not come in time (slowloris).
+:func:`client_deadline_protocol` closes a connection whose request head does not come in time (slowloris), or
+whose client reads nothing of its answer for as long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 from typing import Any
+
+#: The servers' own logger (``sandbox serve`` shows it on stderr; ``sandbox mcp --http`` warnings reach stderr too).
+logger = logging.getLogger("sandbox.serve")
 
 
 def serve_until_stopped(server: Any, sock: socket.socket) -> None:
@@ -27,18 +32,26 @@ def serve_until_stopped(server: Any, sock: socket.socket) -> None:
             signal.signal(signum, handler)
 
 
-def head_deadline_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request head has not all come within
-    ``seconds`` of connecting or of its previous answer.
+def client_deadline_protocol(seconds: float, option: str) -> type:
+    """uvicorn's h11 protocol, closing a connection whose client stalls for ``seconds``: its request
+    head has not all come within ``seconds`` of connecting or of its previous answer, or it has read
+    nothing of its answer for ``seconds`` (the transport's buffer stayed past its high-water mark).
+    ``option`` is the setting a warning names.
 
     uvicorn waits for a head for ever (its keep-alive timer stops at the first byte), so a
     client sending one header line a minute (slowloris) held a connection and an fd for good.
+    It also waits for ever for a client to read (``send`` awaits the buffer's drain): a client that
+    asked for a stream and read none of it held its request slot for good, and
+    ``--max-concurrent-requests`` such clients made ``sandbox serve`` refuse everyone else.
+    The connection is aborted, not closed: closing waits for the unread buffer to be sent.
+    Its request then sees the client gone (its loop cancelled, its session closed, its slot freed).
     """
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeadDeadline(H11Protocol):
+    class ClientDeadline(H11Protocol):
         _timer: asyncio.TimerHandle | None = None
+        _write_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -53,8 +66,22 @@ def head_deadline_protocol(seconds: float) -> type:
             super().on_response_complete()
             self._arm()  # keep-alive: the next head gets the same time
 
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(seconds, self._unread)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
             super().connection_lost(exc)
 
         def _arm(self) -> None:
@@ -71,4 +98,9 @@ def head_deadline_protocol(seconds: float) -> type:
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
                 self.transport.close()
 
-    return HeadDeadline
+        def _unread(self) -> None:
+            self._write_timer = None
+            logger.warning("a client read nothing of its answer for %g s: connection closed (%s)", seconds, option)
+            self.transport.abort()
+
+    return ClientDeadline

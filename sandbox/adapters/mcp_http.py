@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InputError, SandboxError
 from ..image import Image
 from ..policy import Policy
-from ..uvicorn_serving import head_deadline_protocol, serve_until_stopped
+from ..uvicorn_serving import client_deadline_protocol, serve_until_stopped
 from ._common import MAX_SESSIONS
 from ._loop import check_count
 from .mcp import MAX_CALLS, _input_budget, build_server
@@ -81,7 +81,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
             # A request head gets the body's time too: uvicorn waited for one for ever (slowloris)
             serve_until_stopped(uvicorn.Server(uvicorn.Config(
                 app, log_level="warning", lifespan="on", timeout_graceful_shutdown=_GRACEFUL_STOP_SECONDS,
-                http=head_deadline_protocol(body_timeout_seconds))), sock)
+                http=client_deadline_protocol(body_timeout_seconds, "sandbox mcp --body-timeout-seconds"))), sock)
         finally:
             server.backend.close()  # type: ignore[attr-defined]
     finally:

@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "and the run's result says so (default 32000000)")
     add("--request-timeout-seconds", type=float, help="longest request, runs included (default 600)")
     add("--client-timeout-seconds", type=float,
-        help="longest a client may stall sending its request head, or between two pieces of its body (default 60)")
+        help="longest a client may stall sending its request head, or between two pieces of its body, "
+             "or reading its answer (default 60)")
     add("--backend", choices=("openai", "gemini"), help="openai: an OpenAI-compatible chat endpoint; "
                                                        "gemini: the Gemini API through function calling")
     add("--backend-url", help="backend base URL (openai: ending in /v1)")
@@ -84,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         raise
     from ..core import Sandbox
-    from ..uvicorn_serving import head_deadline_protocol, serve_until_stopped
+    from ..uvicorn_serving import client_deadline_protocol, serve_until_stopped
 
     overrides = {dotted: getattr(args, flag) for flag, dotted in _FLAGS.items()}
     config = serve_config.load(file=args.config, env=os.environ, overrides=overrides)
@@ -98,9 +99,9 @@ def main(args: argparse.Namespace) -> int:
                   f"{config.backend.model!r}, policy {config.policy!r}, image {config.image!r})", flush=True)
 
         app = create_app(config, box, on_ready=ready)
+        protocol = client_deadline_protocol(config.client_timeout_seconds, "sandbox serve --client-timeout-seconds")
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                               timeout_graceful_shutdown=5,
-                                               http=head_deadline_protocol(config.client_timeout_seconds)))
+                                               timeout_graceful_shutdown=5, http=protocol))
         serve_until_stopped(server, sock)  # SIGTERM too: the Sandbox is closed on the way out
     return 0
 

@@ -547,6 +547,41 @@ def test_stalled_clients_are_cut_off(server):
     assert httpx.post(server.url + GENERATE, json=HELLO, timeout=60).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "/v1/responses"])
+def test_clients_that_read_none_of_their_answer_are_cut_off_and_free_their_slots(server, path):
+    """A client asking for a stream of some MB and reading none of it held its request slot for ever (uvicorn
+    waits for the write buffer to drain): two such clients made the server (--max-concurrent-requests 2) refuse
+    everyone with 429 for good. Each must be cut off within --client-timeout-seconds (10) of its last read."""
+    script = {"contents": [{"parts": [{"text": "SCRIPT:bigout"}]}], "tools": [{"codeExecution": {}}]}
+    if path == "/v1/responses":
+        script = {"model": "gemini-2.5-flash", "input": "SCRIPT:bigout", "stream": True,
+                  "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}
+    body = json.dumps(script).encode()
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    stalled = []
+    try:
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answer backs up into the server soon
+            sock.connect((host, int(port)))
+            sock.sendall(b"POST " + path.split("?")[0].encode() + (b"?alt=sse" if "?" in path else b"") +
+                         b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                         str(len(body)).encode() + b"\r\n\r\n" + body)
+            stalled.append(sock)
+        server.wait_for(lambda: server.health()["activeRequests"] == 2,
+                        "both requests to run", 120)
+        # Neither client reads a byte: the server must give their slots back by itself.
+        server.wait_for(lambda: server.health()["activeRequests"] == 0, "the stalled readers' slots to be freed", 90)
+        assert httpx.post(server.url + GENERATE, json=HELLO, timeout=60).status_code == 200
+        for sock in stalled:
+            received = _closed_by_server(sock, 30)
+            assert received.startswith(b"HTTP/1.1 200 ") and len(received) < 3 << 20  # cut well before the end
+        assert "read nothing of its answer for 10 s" in server.log.read_text()
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 def test_images_past_the_request_budget_are_left_out_and_the_result_says_so(client, fake_model):
     response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:noise", config=CODE_TOOL)
     parts = response.candidates[0].content.parts
