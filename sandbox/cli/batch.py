@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -13,10 +12,11 @@ import tempfile
 import threading
 import time
 from contextlib import closing, nullcontext, suppress
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from ..install_hint import install_command
 from ._term import shown
+from .batch_old_images import OldImages
 
 HELP = """Run every snippet of a JSONL corpus in the sandbox and write one JSON result
 record per snippet to --out, as each run finishes (completion order).
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop
 
 def _open_output(path: str, resume: bool, overwrite: bool, limit: int, images_dir: str | None = None) -> set[str]:
     """Prepare --out; with --resume return the ids already done (after dropping broken lines). The images of the
-    records replaced (--overwrite: all; --resume: those it runs again) are removed (:class:`_OldImages`)."""
+    records replaced (--overwrite: all; --resume: those it runs again) are removed (:class:`OldImages`)."""
     from ..batch import read_lines
     from ..errors import InputError
 
@@ -152,7 +152,7 @@ def _open_output(path: str, resume: bool, overwrite: bool, limit: int, images_di
     if overwrite:
         # Opened for writing first: an --out we may not empty loses none of its images. Removed as read, so a
         # file of millions of records is not held; the records go right after.
-        with _opened(path, "r+b") as fh, _OldImages(images_dir) as old:
+        with _opened(path, "r+b") as fh, OldImages(images_dir) as old:
             for raw in read_lines(fh, limit) if images_dir else ():
                 old.remove(_record(raw.decode("utf-8", "replace")) if raw is not None else None)
             fh.seek(0)
@@ -161,7 +161,7 @@ def _open_output(path: str, resume: bool, overwrite: bool, limit: int, images_di
     if not resume:
         raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
     done, dropped = set(), 0
-    with _OldImages(images_dir) as old:
+    with OldImages(images_dir) as old:
         with _opened(path, "rb") as fh:
             for raw, record in _result_lines(fh, path, limit):
                 if record is None:
@@ -176,96 +176,6 @@ def _open_output(path: str, resume: bool, overwrite: bool, limit: int, images_di
                     old.keep(record for _, record in _result_lines(fh, path, limit))
                 old.remove_pending()
     return done
-
-
-class _OldImages:
-    """Removes the images of the records a run replaces from --images-dir, so that the new ones take their plain
-    names again (save_images never writes over a file) and the folder keeps no image that no record names.
-
-    The old records are untrusted input (a forged or hand-edited --out): an image is considered only when its
-    ``path`` is DIR/<one name> as this --images-dir writes it (no ``..``, no other folder, nothing absolute
-    elsewhere), it is a regular file there (a symlink is never followed), and its size and sha256 are the
-    record's: a file of the user's that took the name since is kept. Everything else in DIR stays."""
-
-    def __init__(self, images_dir: str | None) -> None:
-        self._dir = images_dir
-        self._fd: int | None = None
-        self._kept: set[str] = set()
-        self.pending: list[tuple[str, str, str, int]] = []
-
-    def _images(self, record: Any) -> Iterator[tuple[str, str, str, int]]:
-        """(path, name in DIR, sha256, size) of each image of ``record`` this --images-dir may have written."""
-        images = record.get("images") if isinstance(record, dict) and self._dir else None
-        if not self._dir or not isinstance(images, list):
-            return
-        prefix = os.path.join(self._dir, "")
-        for image in images:
-            if not isinstance(image, dict):
-                continue
-            path, digest, size = image.get("path"), image.get("sha256"), image.get("size_bytes")
-            if not (isinstance(path, str) and isinstance(digest, str) and type(size) is int
-                    and path.startswith(prefix)):
-                continue
-            name = path[len(prefix):]
-            if name not in ("", ".", "..") and "/" not in name and "\0" not in name:
-                yield path, name, digest.lower(), size
-
-    def keep(self, records: Iterable[Any]) -> None:
-        """Never remove an image one of ``records`` names (they stay in --out)."""
-        paths = {path for path, *_ in self.pending}
-        for record in records:
-            self._kept.update(path for path, *_ in self._images(record) if path in paths)
-
-    def remove(self, record: Any) -> None:
-        for image in self._images(record):
-            self._remove(*image)
-
-    def remove_later(self, record: Any) -> None:
-        """Note ``record``'s images, for :meth:`remove_pending` once the records that stay are known."""
-        self.pending.extend(self._images(record))
-
-    def remove_pending(self) -> None:
-        for image in self.pending:
-            if image[0] not in self._kept:
-                self._remove(*image)
-        self.pending.clear()
-
-    def _remove(self, path: str, name: str, digest: str, size: int) -> None:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self._dir or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
-                self._fd = -1  # no folder (yet): no old image to remove
-        if self._fd < 0:
-            return
-        try:
-            # lstat first: a FIFO or a device of that name is not even opened
-            if not stat.S_ISREG(os.stat(name, dir_fd=self._fd, follow_symlinks=False).st_mode):
-                return
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._fd)
-        except (OSError, ValueError):  # gone, unreadable, or a name no file can have (a lone surrogate)
-            return
-        try:
-            with open(fd, "rb") as fh:
-                info = os.fstat(fh.fileno())
-                if (not stat.S_ISREG(info.st_mode) or info.st_size != size
-                        or hashlib.file_digest(fh, "sha256").hexdigest() != digest):
-                    return
-                # the name must still be this file (not swapped for another since it was hashed)
-                now = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
-                if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
-                    os.unlink(name, dir_fd=self._fd)
-        except OSError as exc:
-            print(shown(f"sandbox batch: could not remove the replaced image {path}: {exc.strerror or exc}",
-                        sys.stderr), file=sys.stderr)
-
-    def __enter__(self) -> "_OldImages":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None and self._fd >= 0:
-            os.close(self._fd)
-        self._fd = None
 
 
 def _result_lines(fh: BinaryIO, path: str, limit: int) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
