@@ -8,7 +8,7 @@ when it ends (the client's DELETE, the SDK's idle timeout, the server stopping).
 
 The SDK reads a request body whole, and keeps it until the request is answered (a call's POST: until its run ends),
 before our tool sees it; :class:`_BodyBudget` bounds the bytes all those bodies hold together, and how long a body
-may take to arrive (the approach of ``sandbox serve``'s own ``BodyBudget``).
+may take to arrive (its count of bytes is :mod:`sandbox.body_budget`'s, which ``sandbox serve`` uses too).
 
 Bound to a loopback address, the server refuses a request whose Host or Origin header names anything but a loopback
 name (a web page the user opens cannot reach it through DNS rebinding). Bound elsewhere there is no such check and
@@ -32,6 +32,7 @@ from mcp.types import INTERNAL_ERROR
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..body_budget import BodyBudget, Held
 from ..errors import InputError, SandboxError
 from ..image import Image
 from ..policy import Policy
@@ -139,32 +140,29 @@ class _BodyBudget:
     """
 
     def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
-        self.app, self.limit, self.timeout = app, limit, timeout
-        self.taken = 0
+        self.app, self.timeout = app, timeout
+        self.budget = BodyBudget(limit, _bodies_busy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        held = 0
+        with self.budget.held() as held:
+            await self._counted(scope, receive, send, held)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, held: Held) -> None:
         deadline: float | None = None
         body_done = started = False
 
         async def counted() -> Message:
-            nonlocal held, deadline, body_done
+            nonlocal deadline, body_done
             if body_done:  # the body is in; what comes now is a disconnect, which may take as long as it likes
                 return await receive()
             if deadline is None:
                 deadline = anyio.current_time() + self.timeout
             with anyio.move_on_after(deadline - anyio.current_time()):
                 message = await receive()
-                size = len(message.get("body", b""))
-                if self.taken + size > self.limit:
-                    raise _Refused(503, f"the request bodies this server holds at once would pass "
-                                        f"{self.limit} bytes (sandbox mcp --max-body-mb); send this "
-                                        f"request again once other calls have ended")
-                self.taken += size
-                held += size
+                held.take(len(message.get("body", b"")))
                 body_done = message["type"] != "http.request" or not message.get("more_body", False)
                 return message
             raise _Refused(408, f"the request body did not all come within {self.timeout:g} s "
@@ -181,8 +179,11 @@ class _BodyBudget:
             if started:  # cannot happen: the SDK answers once the body is in
                 raise
             await _json_rpc_error(send, refused.status, str(refused))
-        finally:
-            self.taken -= held
+
+
+def _bodies_busy(limit: int) -> _Refused:
+    return _Refused(503, f"the request bodies this server holds at once would pass {limit} bytes "
+                         f"(sandbox mcp --max-body-mb); send this request again once other calls have ended")
 
 
 async def _json_rpc_error(send: Send, status: int, message: str) -> None:

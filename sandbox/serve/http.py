@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from .. import jsontext
+from .. import body_budget, jsontext
 from .errors import ApiError, bodies_busy, busy, invalid, too_large
 from .loop import Event, Stats
 
@@ -44,29 +44,16 @@ class ClientGone(Exception):
     """The client disconnected; its runs were cancelled."""
 
 
-class BodyBudget:
-    """Bytes of the request bodies being read at once, all requests together.
+class BodyBudget(body_budget.BodyBudget):
+    """Bytes of the request bodies being read at once, all requests together (:mod:`sandbox.body_budget`).
 
-    A body is read before its request takes a slot (the slot is for the run), so without a
-    budget N clients uploading at once made the server hold N bodies of ``max_request_bytes``.
-    A body counts its bytes as they come (a declared ``Content-Length`` with nothing sent holds
-    nothing); one that would pass the budget is 429 RESOURCE_EXHAUSTED. Changed on the event loop only.
-
-    It also reads the large bodies into Python, one at a time (:meth:`convert`).
+    A body is read before its request takes a slot (the slot is for the run); one that would pass the budget is
+    429 RESOURCE_EXHAUSTED. It also reads the large bodies into Python, one at a time (:meth:`convert`).
     """
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.taken = 0
+        super().__init__(limit, bodies_busy)
         self.converting = asyncio.Semaphore(1)
-
-    def take(self, size: int) -> None:
-        if self.taken + size > self.limit:
-            raise bodies_busy(self.limit)
-        self.taken += size
-
-    def give_back(self, size: int) -> None:
-        self.taken -= size
 
     async def convert(self, body: bytearray, convert: Callable[[Any], T]) -> T:
         """``convert`` of ``body``'s JSON; a large body's in a thread, one such body at a time.
@@ -106,8 +93,7 @@ async def read_json(request: Request, limit: int, idle_s: float, budget: BodyBud
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), limit)
-    reserved = 0
-    try:
+    with budget.held() as held:
         body = bytearray()
         chunks = request.stream()
         while True:
@@ -122,11 +108,8 @@ async def read_json(request: Request, limit: int, idle_s: float, budget: BodyBud
             body += chunk
             if len(body) > limit:
                 raise too_large(None, limit)
-            budget.take(len(chunk))
-            reserved += len(chunk)
+            held.take(len(chunk))
         return await budget.convert(body, convert)
-    finally:
-        budget.give_back(reserved)
 
 
 def _parsed(body: bytearray) -> Any:
