@@ -114,27 +114,41 @@ def no_namespaces(name: str = "default") -> Any:
         policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces")))
 
 
-def in_child_as_nobody(work: Callable[[dict], None]) -> dict:
-    """``work(out)`` in a forked child, as uid :data:`NOBODY` when the test is root (its processes then hold no
-    capability a worker lacks); ``out`` comes back through a pipe as JSON, with ``"error"`` set to what the child
-    raised, if anything."""
+def in_child(work: Callable[[dict], None], *, error_key: str = "error") -> dict:
+    """``work(out)`` in a forked child; ``out`` comes back through a pipe as JSON, with ``error_key`` set to what the
+    child raised, if anything (what ``work`` put in ``out`` before that stays), or to ``"child died"`` alone if the
+    child sent nothing."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         out: dict = {}
         try:
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setresgid(NOBODY, NOBODY, NOBODY)
-                os.setresuid(NOBODY, NOBODY, NOBODY)
-                tempfile.tempdir = None
             work(out)
         except BaseException as exc:  # noqa: BLE001
-            out["error"] = f"{type(exc).__name__}: {exc}"
+            out[error_key] = f"{type(exc).__name__}: {exc}"
         os.write(w, json.dumps(out).encode())
         os._exit(0)
     os.close(w)
     with os.fdopen(r) as fh:
         data = fh.read()
     os.waitpid(pid, 0)
-    return json.loads(data or '{"error": "child died"}')
+    return json.loads(data) if data else {error_key: "child died"}
+
+
+def become(uid: int) -> None:
+    """Drop this (root) process to ``uid``, its gid and no supplementary groups: root's gid would select a file's
+    (stricter) group bits."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    tempfile.tempdir = None  # pick /tmp again as this uid
+
+
+def in_child_as_nobody(work: Callable[[dict], None], *, error_key: str = "error") -> dict:
+    """:func:`in_child`, as uid :data:`NOBODY` when the test is root (its processes then hold no capability a
+    worker lacks)."""
+    def as_nobody(out: dict) -> None:
+        if os.geteuid() == 0:
+            become(NOBODY)
+        work(out)
+    return in_child(as_nobody, error_key=error_key)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import json
 import os
 import socket
 import sys
@@ -19,9 +18,8 @@ import tempfile
 
 import pytest
 
-from .attacks import MOST_SLOWDOWN, SETSID_IN_A_CHILD, slowdowns, snippet
+from .attacks import MOST_SLOWDOWN, NOBODY, SETSID_IN_A_CHILD, become, in_child_as_nobody, slowdowns, snippet
 
-NOBODY = 65534
 ATTACKS = {
     "read_canary": 'attempt("read", lambda: open("$file").read())',
     "write_outside": 'attempt("write", lambda: open("$dir/planted", "w").write("x"))',
@@ -86,9 +84,7 @@ def _new_pipe_bytes() -> int:
 def _readable_as(uid: int, path: str) -> bool:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
-        os.setgroups([])  # as that user: root's gid would select the (stricter) group bits
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+        become(uid)
         os._exit(0 if os.access(path, os.R_OK | os.X_OK) else 1)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
@@ -127,48 +123,35 @@ def unprivileged_results():
 def _run_as_nobody(secret: str, root: str) -> dict:
     import sandbox  # noqa: F401 - imported before dropping privileges
     from sandbox.confine import cpushare
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        out = {}
-        try:
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            tempfile.tempdir = None  # pick /tmp again as this uid
-            with sandbox.Sandbox(policy="strict") as sb:
-                for name, body in ATTACKS.items():
-                    res = sb.run(snippet(body, file=secret, dir=root, host=os.getppid()), timeout=8)
-                    out[name] = {"text": res.stdout + res.stderr + (res.error or ""), "outcome": str(res.outcome)}
-                out["__uid__"] = sb.run("import os; print(os.getuid())").stdout
-                out["__namespaces__"] = [sb.run(NAMESPACES_PROBE).stdout for _ in range(3)]
-                with sb.session() as s:  # the states of a session, all of this uid, kept apart
-                    s.run("x = 1")
-                    mark = s.checkpoint()
-                    s.run("x = 2")
-                    r = s.run(snippet(f'attempt("kill_state", lambda: os.kill({mark.node}, 9))', file=secret,
-                                      dir=root, host=os.getppid()))
-                    s.restore(mark)
-                    out["__session__"] = {"text": r.stdout + r.stderr, "restored": s.run("print(x)").stdout}
-            # default's 256 fds: enough pipes to pass the soft limit; its session's state holds them while the
-            # host makes a pipe of its own
-            with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
-                held = s.run(PIPES_GROWN).stdout
-                out["__pipes__"] = {"held": held, "host_pipe_bytes": _new_pipe_bytes()}
-                out["__setsid__"] = {"one-shot": sb.run(SETSID_IN_A_CHILD).stdout,
-                                     "session": s.run(SETSID_IN_A_CHILD).stdout}
-                out["__cpu__"] = asyncio.run(slowdowns(sb, sb))
-                out["__cpu_session__"] = asyncio.run(slowdowns(s, sb))
-            out["__cpu_cgroup__"] = cpushare.probe()[0]
-        except BaseException as exc:  # noqa: BLE001
-            out["__error__"] = f"{type(exc).__name__}: {exc}"
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data or '{"__error__": "child died"}')
+
+    def attacks(out: dict) -> None:
+        with sandbox.Sandbox(policy="strict") as sb:
+            for name, body in ATTACKS.items():
+                res = sb.run(snippet(body, file=secret, dir=root, host=os.getppid()), timeout=8)
+                out[name] = {"text": res.stdout + res.stderr + (res.error or ""), "outcome": str(res.outcome)}
+            out["__uid__"] = sb.run("import os; print(os.getuid())").stdout
+            out["__namespaces__"] = [sb.run(NAMESPACES_PROBE).stdout for _ in range(3)]
+            with sb.session() as s:  # the states of a session, all of this uid, kept apart
+                s.run("x = 1")
+                mark = s.checkpoint()
+                s.run("x = 2")
+                r = s.run(snippet(f'attempt("kill_state", lambda: os.kill({mark.node}, 9))', file=secret,
+                                  dir=root, host=os.getppid()))
+                s.restore(mark)
+                out["__session__"] = {"text": r.stdout + r.stderr, "restored": s.run("print(x)").stdout}
+        # default's 256 fds: enough pipes to pass the soft limit; its session's state holds them while the
+        # host makes a pipe of its own
+        with sandbox.Sandbox(policy="default") as sb, sb.session() as s:
+            held = s.run(PIPES_GROWN).stdout
+            out["__pipes__"] = {"held": held, "host_pipe_bytes": _new_pipe_bytes()}
+            out["__setsid__"] = {"one-shot": sb.run(SETSID_IN_A_CHILD).stdout,
+                                 "session": s.run(SETSID_IN_A_CHILD).stdout}
+            out["__cpu__"] = asyncio.run(slowdowns(sb, sb))
+            out["__cpu_session__"] = asyncio.run(slowdowns(s, sb))
+        out["__cpu_cgroup__"] = cpushare.probe()[0]
+
+    # the fixture runs only as root: the child drops to NOBODY
+    return in_child_as_nobody(attacks, error_key="__error__")
 
 
 def test_unprivileged_workers_share_one_empty_network_namespace_and_copy_the_forkers_root(unprivileged_results):
