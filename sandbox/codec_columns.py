@@ -4,17 +4,17 @@ pandas' table format loses what it writes of them: floats keep 10 digits and inf
 milliseconds and lose their unit, every integer is read back as int64 (a uint64 past 2**63 came back negative, an int8
 as int64), and timedeltas, complex numbers and periods cannot be written or read back at all. So each index level and
 column whose values are numpy numbers, booleans, datetimes or timedeltas (held by numpy, or by pandas' nullable,
-tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its
-dtype; so does a categorical one whose categories are such numpy values, tz-aware Timestamps or of pandas' nullable
-numbers, booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable
-ones with their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as
-int64, bool and boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories
-that are all labels (str, int, float, bool, Timestamps, dates, Decimals, Timedeltas, tuples of them: as a list, see
-:mod:`sandbox.codec_labels`; the format wrote Timestamps, dates and Decimals back as str, object strs as str and
-object ints as int64); so does an index level of objects that are all labels, as the list of them (the format wrote
-them back as it writes those categories). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its
-place. A column of any other dtype than those, object, str and category (of other objects, str or other numbers) is
-refused by name: the table format cannot carry it, and the host would call the worker's value malformed.
+tz-aware or period arrays) travels as its values' little-endian bytes, base64 in the JSON, with what rebuilds its dtype;
+so does a categorical one whose categories are such numpy values, tz-aware Timestamps or of pandas' nullable numbers,
+booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable ones with
+their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as int64, bool and
+boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories that are all labels
+(str, int, float, bool, Timestamps, dates, times, Decimals, Timedeltas, tuples of them: as a list, see
+:mod:`sandbox.codec_labels`; the format wrote Timestamps, dates, times and Decimals back as str, object strs as str and
+object ints as int64); so does an index level of objects that are all labels, as the list of them (the format wrote them
+back as it writes those categories). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A
+column of any other dtype than those, object, str and category (of other objects, str or other numbers) is refused by
+name: the table format cannot carry it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
 exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, object
@@ -142,7 +142,8 @@ def _categories(categories: Any) -> dict[str, Any]:
 
 
 def _object_categories(categories: Any) -> dict[str, Any]:
-    """Object categories as a list of labels, or {} if one is no label (a time, a tuple of other things): the table carries them."""
+    """Object categories as a list of labels, or {} if one is no label (a zoned time, a tuple of other things): the
+    table carries them."""
     sent = _as_labels(categories)
     return {} if sent is None else {"categories": sent, "categoriesExtDtype": "object"}
 

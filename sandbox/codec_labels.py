@@ -3,8 +3,9 @@
 
 A label (a column's, an index level's or a Series' name) that is None, a str of at most MAX_LABEL_CHARS, an int of 64
 bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a datetime.date
-as its ISO text, a Decimal as its text (of at most MAX_LABEL_CHARS), a pandas Timedelta as its count of its unit and
-that unit, each of those last four in an object keyed by its kind; a tuple of those (MultiIndex columns') as a list; a
+as its ISO text, a datetime.time without a zone (or fold) as its ISO text, a Decimal as its text (of at most
+MAX_LABEL_CHARS), a pandas Timedelta as its count of its unit and that unit, each of those last five in an object
+keyed by its kind; a tuple of those (MultiIndex columns') as a list; a
 time zone travels by the name pandas' table schema writes, one that names no file.
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
@@ -40,6 +41,9 @@ def label_out(label: Any, kind: str) -> Any:
         return {"timedelta": int(label.to_timedelta64().view("i8")), "unit": label.unit}
     if type(label) is datetime.date:  # not a datetime: its time and zone would be lost
         return {"date": label.isoformat()}
+    if type(label) is datetime.time:
+        # a zone's offset (and a zoneinfo's name) or a fold is not in the ISO text: such a time does not travel
+        return {"time": label.isoformat()} if label.tzinfo is None and not label.fold else UNSENT
     if type(label) is decimal.Decimal:
         return _decimal_out(label, kind)
     if type(label) is tuple:  # a label of MultiIndex columns: one part per level
@@ -130,6 +134,16 @@ def _date_in(sent: dict[str, Any], where: str) -> datetime.date:
         raise CallError(f"the worker returned a table whose {where} is the date {text!r}") from None
 
 
+def _time_in(sent: dict[str, Any], where: str) -> datetime.time:
+    text = sent["time"]
+    if set(sent) != {"time"} or not (isinstance(text, str) and _ISO_CLOCK.fullmatch(text)):
+        raise CallError(f"the worker returned a table whose {where} is no time: {str(sent)[:120]}")
+    try:  # the pattern lets a 25th hour through
+        return datetime.time.fromisoformat(text)
+    except ValueError:
+        raise CallError(f"the worker returned a table whose {where} is the time {text!r}") from None
+
+
 def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
     import numpy
     import pandas
@@ -145,8 +159,11 @@ def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
 _DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]+)?(E[+-][0-9]+)?|Infinity|NaN[0-9]*)")
 #: A date's ISO text.
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: A naive time's ISO text as isoformat() writes it, in ASCII (fromisoformat() also reads "1030", "10:30" and
+#: "10:30:01,5", and a zone's offset).
+_ISO_CLOCK = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?")
 #: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
-_KINDS = {"date": _date_in, "decimal": _decimal_in, "timedelta": _timedelta_in}
+_KINDS = {"date": _date_in, "time": _time_in, "decimal": _decimal_in, "timedelta": _timedelta_in}
 
 
 def label_fault(label: Any) -> str | None:

@@ -471,6 +471,34 @@ def test_categorical_columns_of_decimal_date_or_timedelta_categories_come_back_a
     assert str(categories(box.call(lambda: make_values()["decimals"]))[0]) == "1.50"
 
 
+def test_times_as_labels_categories_or_index_values_come_back_as_times(box):
+    """datetime.time values (a column's .dt.time) as categories, index values or labels came back as the table
+    format's text, str: they travel as labels now, their ISO text checked by the host."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import pandas as pd
+        noon, late = datetime.time(12), datetime.time(23, 59, 59, 999999)
+        stamps = pd.Series(pd.to_datetime(["2020-01-01 12:00:00", "2020-01-02 23:59:59.999999",
+                                           "2020-01-03 12:00:00"], format="ISO8601"))
+        objects = lambda values: pd.Index(values, dtype=object)  # noqa: E731
+        return {"categories": pd.Series(pd.Categorical([late, noon, None], categories=objects([noon, late]),
+                                                       ordered=True)),
+                "a groupby on .dt.time": pd.DataFrame({"v": [1, 2, 3]}).groupby(stamps.dt.time).v.sum(),
+                "an index of times and None": pd.DataFrame({"v": [1, 2]}, index=objects([late, None])),
+                "columns of times": pd.DataFrame([[1, 2]], columns=[noon, late]),
+                "a series named by a time": pd.Series([1.5], name=datetime.time(0, 0, 1))}
+
+    def times(value):
+        field = value.index if value.index.dtype == object else value.columns if isinstance(value, pd.DataFrame) \
+            else value.cat.categories if value.dtype == "category" else [value.name]
+        return [type(item) for item in field if item is not None]
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert times(back) == times(sent) and set(times(back)) == {__import__("datetime").time}, name
+
+
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
     """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
     ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""

@@ -174,8 +174,21 @@ def test_timestamp_labels_come_back_as_timestamps():
     ({"timedelta": -2 ** 63, "unit": "ns"}, "no timedelta"),  # NaT's value
     ({"timedelta": 10 ** 400, "unit": "ns"}, "no timedelta"),
     ({"timedelta": 1, "unit": "s", "tz": "UTC"}, "no timedelta"),
+    ({"time": "10:30:01", "unit": "s"}, "no time: {'time': '10:30:01', 'unit': 's'}"),
+    ({"time": 37801}, "no time: {'time'"),
+    ({"time": "103001"}, "no time: {'time'"),  # time.fromisoformat reads it, and "10:30"
+    ({"time": "10:30"}, "no time: {'time'"),
+    ({"time": "10:30:01,5"}, "no time: {'time'"),
+    ({"time": "10:30:01.5"}, "no time: {'time'"),  # isoformat() writes microseconds' six digits
+    ({"time": "10:30:01+01:00"}, "no time: {'time'"),  # a zone's offset: only naive times travel
+    ({"time": "1\u0660:30:01"}, "no time: {'time'"),  # an Arabic-Indic 0
+    ({"time": "10:30:01" + "0" * 10_000}, "no time: {'time'"),
+    ({"time": "10:30:01", "date": "2020-01-02"}, "no date"),
+    ({"time": "24:00:00"}, "the time '24:00:00'"),
+    ({"time": "10:60:00"}, "the time '10:60:00'"),
+    ({"time": "10:30:61"}, "the time '10:30:61'"),
 ])
-def test_forged_date_decimal_and_timedelta_labels_are_refused_by_what_is_wrong(label, why):
+def test_forged_date_time_decimal_and_timedelta_labels_are_refused_by_what_is_wrong(label, why):
     with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is {why}")):
         codec.decode(table(labels={"1": label}))
     for where in ("columnNames", "seriesName"):
@@ -202,6 +215,29 @@ def test_date_decimal_and_timedelta_labels_come_back_as_they_were():
     assert series.name.is_nan()
     for sent in ("Infinity", "-0", "NaN123"):
         assert str(codec.decode(table("series", labels={"1": {"decimal": sent}})).name) == sent
+
+
+def test_time_labels_come_back_as_times():
+    import datetime
+
+    back = codec.decode(table(labels={"1": {"time": "23:59:59.999999"}, "2": {"time": "00:00:00"}},
+                              columnNames=[{"time": "10:30:01.000005"}]))
+    assert list(back.columns) == [datetime.time(23, 59, 59, 999999), datetime.time(0)]
+    assert [type(label) for label in back.columns] == [datetime.time, datetime.time]
+    assert back.columns.name == datetime.time(10, 30, 1, 5)
+    level = {"at": 0, "objects": [{"time": "12:00:00"}, None]}
+    assert list(codec.decode(table(byteColumns=[level])).index) == [datetime.time(12), None]
+
+
+def test_times_with_a_zone_or_a_fold_do_not_travel_as_labels():
+    """Their ISO text would lose the zone's name (or the fold): the table format carries them, as before."""
+    import datetime
+
+    for odd in (datetime.time(12, tzinfo=datetime.timezone.utc), datetime.time(1, fold=1)):
+        sent = json.loads(codec.encode(pandas.Series([1], name=odd)).data)
+        assert "1" not in sent["labels"], odd
+    sent = json.loads(codec.encode(pandas.Series([1], name=datetime.time(1, 2, 3))).data)
+    assert sent["labels"]["1"] == {"time": "01:02:03"}
 
 
 def test_decimal_labels_past_the_bounds_are_refused_when_sent():
@@ -336,12 +372,13 @@ def test_object_categories_of_dates_decimals_and_timedeltas_come_back_as_objects
 
 
 def test_object_categories_of_other_types_still_travel_in_the_table():
-    """Only categories of labels' types travel as a list: a time (beside a Decimal, which alone would travel) is left
-    to the table format."""
+    """Only categories of labels' types travel as a list: a zoned time (beside a Decimal, which alone would travel)
+    is left to the table format."""
     import datetime
     import decimal
 
-    for categories in ([datetime.time(12, 0)], [decimal.Decimal("1.5"), datetime.time(12, 0)]):
+    zoned = datetime.time(12, 0, tzinfo=datetime.timezone.utc)
+    for categories in ([zoned], [decimal.Decimal("1.5"), zoned]):
         category = categories[0]
         sent = pandas.Series(pandas.Categorical([category], categories=pandas.Index(categories, dtype=object)))
         sent = json.loads(codec.encode(sent).data)
@@ -373,6 +410,10 @@ def test_object_categories_of_other_types_still_travel_in_the_table():
     ({"categories": ["a", {"decimal": "1_000"}]}, "a table whose category 1 is no decimal: {'decimal': '1_000'}"),
     ({"categories": ["a", {"decimal": "1" * (codec.MAX_LABEL_CHARS + 1)}]}, "a table whose category 1 is no decimal"),
     ({"categories": ["a", {"decimal": "NaN"}]}, "Categorical categories cannot be null"),
+    ({"categories": ["a", {"time": "10:30:01.5"}]}, "a table whose category 1 is no time: {'time'"),
+    ({"categories": ["a", {"time": "10:30:0\u0661"}]}, "a table whose category 1 is no time: {'time'"),
+    ({"categories": ["a", {"time": "10:30:60"}]}, "a table whose category 1 is the time '10:30:60'"),
+    ({"categories": [{"time": "10:30:00"}, {"time": "10:30:00.000000"}]}, "Categorical categories must be unique"),
     ({"categories": [{"decimal": "1.0"}, {"decimal": "1"}]}, "Categorical categories must be unique"),
     ({"categories": [{"decimal": "1"}, 1]}, "Categorical categories must be unique"),
     ({"categories": ["a", {"timedelta": -2 ** 63, "unit": "s"}]}, "a table whose category 1 is no timedelta"),
@@ -412,6 +453,8 @@ def test_object_index_levels_come_back_as_objects():
     ({"objects": ["a", {"b": 1}]}, "a table whose index level 0's row 1 is no timestamp: {'b': 1}"),
     ({"objects": ["a", {"date": "2020-02-30"}]}, "a table whose index level 0's row 1 is the date '2020-02-30'"),
     ({"objects": ["a", {"decimal": "sNaN"}]}, "a table whose index level 0's row 1 is no decimal"),
+    ({"objects": ["a", {"time": "10:30"}]}, "a table whose index level 0's row 1 is no time: {'time'"),
+    ({"objects": ["a", {"time": "24:00:00"}]}, "a table whose index level 0's row 1 is the time '24:00:00'"),
     ({"objects": ["a", {"timedelta": -2 ** 63, "unit": "ns"}]}, "a table whose index level 0's row 1 is no timedelta"),
     ({"objects": ["a", 2 ** 64]}, "a table whose index level 0's row 1 is an int past 64 bits"),
     ({"objects": ["a", "x" * (codec.MAX_LABEL_CHARS + 1)]}, "index level 0's row 1 is a str of 4097 characters"),
