@@ -11,15 +11,16 @@ their dtype's name, ``string`` ones as a list of str: the format wrote int8 and 
 boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories that are all labels
 (str, int, float, bool, Timestamps, dates, times, Decimals, Timedeltas, tuples of them: as a list, see
 :mod:`sandbox.codec_labels`; the format wrote Timestamps, dates, times and Decimals back as str, object strs as str and
-object ints as int64); so does an index level of objects that are all labels, as the list of them (the format wrote them
-back as it writes those categories). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A
-column of any other dtype than those, object, str and category (of other objects, str or other numbers) is refused by
-name: the table format cannot carry it, and the host would call the worker's value malformed.
+object ints as int64); so does an index level or column of objects that are all labels, as the list of them (the format
+wrote them back as it writes those categories; beside None, ints as floats and None as NaN; Timedeltas it could not read
+back). The table holds a column of zeros (an index level: 0, 1, 2, ...) in its place. A column of any other dtype than
+those, object, str and category (of other objects, str or other numbers) is refused by name: the table format cannot
+carry it, and the host would call the worker's value malformed.
 
 Decoding reads hostile JSON: every entry is checked (its position, a dtype from :data:`BYTE_DTYPES`, a byte count of
 exactly rows x item size, a time zone that names no file, a nullable dtype whose values the bytes are, object
-categories and index levels that are labels, one for each row of a level, codes that are a category's) and the frame
-is rebuilt in one pass, in time linear in its size.
+categories, index levels and columns that are labels, one for each row of a level or column, codes that are a
+category's) and the frame is rebuilt in one pass, in time linear in its size.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def split(value: Any, kind: str) -> tuple[Any, list[dict[str, Any]]]:
     arrays = []
     for position, (field, name) in enumerate(zip(levels + columns, names)):
         entry = _entry(field, f"{kind}'s {name}")
-        if entry is None and position < len(levels) and field.dtype == object:
-            entry = _object_level(field)
+        if entry is None and field.dtype == object:
+            entry = _object_field(field)
         if entry is None:
             arrays.append(field.array)
             continue
@@ -148,10 +149,12 @@ def _object_categories(categories: Any) -> dict[str, Any]:
     return {} if sent is None else {"categories": sent, "categoriesExtDtype": "object"}
 
 
-def _object_level(level: Any) -> dict[str, Any] | None:
-    """An object index level's values as a list of labels, or None if one is no label: the table carries them."""
-    # the table format wrote dates and Timestamps as ISO text, Decimals as text: they came back as str, as did strs
-    sent = _as_labels(level)
+def _object_field(field: Any) -> dict[str, Any] | None:
+    """An object index level's or column's values as a list of labels, or None if one is no label: the table carries
+    them."""
+    # the table format wrote dates, times and Timestamps as ISO text, Decimals as text: they came back as str, as did
+    # strs; ints (and ints beside None) as int64 (float64), tuples as lists
+    sent = _as_labels(field)
     return None if sent is None else {"objects": sent}
 
 
@@ -178,9 +181,7 @@ def restored(frame: Any, entries: Any, count: int, levels: int) -> Any:
         if type(position) is not int or not 0 <= position < count or position in arrays:
             raise CallError(f"the worker returned a table with a byte column at position {str(position)[:20]}")
         if "objects" in entry:
-            if position >= levels:  # the worker sends an object column's values in the table
-                raise CallError(f"the worker returned the column at {position} as an index level's objects")
-            arrays[position] = _objects(entry, len(frame))
+            arrays[position] = _objects(entry, len(frame), level=position < levels)
             continue
         arrays[position] = _array(entry, len(frame))
     columns = {i: arrays[i] if i in arrays else frame.iloc[:, i].array for i in range(count)}
@@ -215,15 +216,17 @@ def _array(entry: dict[str, Any], rows: int) -> Any:
     return values
 
 
-def _objects(entry: dict[str, Any], rows: int) -> Any:
-    """An object index level's values, sent as a list of labels, checked."""
+def _objects(entry: dict[str, Any], rows: int, level: bool) -> Any:
+    """An object index ``level``'s or column's values, sent as a list of labels, checked."""
     import pandas
 
     values = entry["objects"]
     if set(entry) != {"at", "objects"} or not isinstance(values, list) or len(values) != rows:
-        raise CallError(f"the worker returned an index level's objects that are not a list of its {rows} rows alone")
+        raise CallError(f"the worker returned {'an index level' if level else 'a column'}'s objects that are not a "
+                        f"list of its {rows} rows alone")
+    where = f"{'index level' if level else 'column at'} {entry['at']}"
     # an Index: a DataFrame made of a list or an object array of strs holds them as str
-    return pandas.Index([label_in(value, f"index level {entry['at']}'s row {i}") for i, value in enumerate(values)],
+    return pandas.Index([label_in(value, f"{where}'s row {i}") for i, value in enumerate(values)],
                         dtype=object, tupleize_cols=False)
 
 

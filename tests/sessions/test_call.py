@@ -499,6 +499,42 @@ def test_times_as_labels_categories_or_index_values_come_back_as_times(box):
         assert times(back) == times(sent) and set(times(back)) == {__import__("datetime").time}, name
 
 
+def test_object_columns_of_labels_come_back_as_they_were(box):
+    """Object columns went to pandas' table format, which wrote dates, times, Timestamps and Decimals as text (str
+    came back), tuples as lists, ints as int64 (beside None: float64, None a NaN), strs as str, and could not read
+    Timedeltas back (a 'malformed value' error). Those whose values are all labels travel as a list of labels now, as
+    an object index level's do, and come back objects: mixed ones (dates and None, NaN or a str) as they were."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import decimal
+        import pandas as pd
+        day, noon, price = datetime.date(2020, 1, 2), datetime.time(12, 0, 0, 5), decimal.Decimal("1.50")
+        stamps = pd.Series(pd.to_datetime(["2020-01-01 10:00", "2020-01-02 12:00"]))
+        objects = lambda *values: pd.Series(list(values), dtype=object)  # noqa: E731
+        return {"dates, times, Decimals": pd.DataFrame({"d": [day, datetime.date(1, 12, 31)], "t": [noon, noon],
+                                                        "p": [price, decimal.Decimal("-Infinity")], "n": [1, 2]}),
+                ".dt.date and .dt.time": pd.DataFrame({"d": stamps.dt.date, "t": stamps.dt.time, "ts": stamps}),
+                "dates and None": pd.DataFrame({"d": [day, None], "v": [1.5, 2.5]}),
+                "dates and NaN": objects(day, float("nan")),
+                "dates and a str": objects(day, "x"),
+                "Decimals and None": objects(price, None, decimal.Decimal("NaN")),
+                "strs held as objects, None and NaN": objects("a", None, float("nan")),
+                "ints and None": objects(1, None, 2 ** 64 - 1),
+                "bools and None": objects(True, None),
+                "tuples": objects((1, "a"), (day, None)),
+                "Timedeltas and Timestamps": objects(pd.Timedelta(1, "s").as_unit("s"), pd.Timestamp("2020-01-01")),
+                "indexed by dates": pd.DataFrame({"p": [price, None]}, index=pd.Index([day, None], dtype=object)),
+                "no rows": pd.DataFrame({"d": objects()})}
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        frame = back.to_frame() if back.ndim == 1 else back
+        for label in frame.columns:
+            column = sent[label] if sent.ndim == 2 else sent
+            assert [type(value) for value in frame[label]] == [type(value) for value in column], (name, label)
+
+
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
     """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
     ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""

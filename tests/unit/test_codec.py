@@ -458,9 +458,49 @@ def test_object_index_levels_come_back_as_objects():
     ({"objects": ["a", {"timedelta": -2 ** 63, "unit": "ns"}]}, "a table whose index level 0's row 1 is no timedelta"),
     ({"objects": ["a", 2 ** 64]}, "a table whose index level 0's row 1 is an int past 64 bits"),
     ({"objects": ["a", "x" * (codec.MAX_LABEL_CHARS + 1)]}, "index level 0's row 1 is a str of 4097 characters"),
-    ({"at": 1}, "the column at 1 as an index level's objects"),  # an object column travels in the table
-    ({"at": 2}, "the column at 2 as an index level's objects"),
 ])
 def test_forged_object_index_levels_are_refused_by_what_is_wrong(change, why):
     with pytest.raises(CallError, match=re.escape(why)):
         codec.decode(table(byteColumns=[{"at": 0, "objects": ["a", "b"], **change}]))
+
+
+def test_object_columns_come_back_as_objects():
+    import datetime
+    import decimal
+
+    column = {"at": 1, "objects": [{"date": "2020-01-02"}, None]}
+    times = {"at": 2, "objects": [{"time": "10:30:01.000005"}, {"decimal": "-1.50"}]}
+    back = codec.decode(table(byteColumns=[column, times]))
+    assert list(back.dtypes) == [object, object] and list(back.index) == [0, 1]
+    assert back["a"].tolist() == [datetime.date(2020, 1, 2), None]
+    assert back["b"].tolist() == [datetime.time(10, 30, 1, 5), decimal.Decimal("-1.50")]
+    assert [type(value) for value in back["b"]] == [datetime.time, decimal.Decimal]
+    strs = codec.decode(table("series", byteColumns=[{"at": 1, "objects": ["a", float("nan")]}]))
+    assert strs.dtype == object and strs[0] == "a" and type(strs[1]) is float  # a DataFrame would make them str
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"objects": "ab"}, "a column's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a"]}, "a column's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a"] * 10 ** 5}, "a column's objects that are not a list of its 2 rows alone"),
+    ({"dtype": "|i1"}, "a column's objects that are not a list of its 2 rows alone"),
+    ({"objects": ["a", ["b", [1]]]}, "a table whose column at 1's row 1's part 1 is a list"),
+    ({"objects": ["a", {"b": 1}]}, "a table whose column at 1's row 1 is no timestamp: {'b': 1}"),
+    ({"objects": ["a", {"date": "2020-02-30"}]}, "a table whose column at 1's row 1 is the date '2020-02-30'"),
+    ({"objects": ["a", {"date": "2020-01-0\u0662"}]}, "a table whose column at 1's row 1 is no date"),
+    ({"objects": ["a", {"time": "10:30:01+01:00"}]}, "a table whose column at 1's row 1 is no time: {'time'"),
+    ({"objects": ["a", {"time": "\u0661\u0660:30:01"}]}, "a table whose column at 1's row 1 is no time: {'time'"),
+    ({"objects": ["a", {"time": "10:30:60"}]}, "a table whose column at 1's row 1 is the time '10:30:60'"),
+    ({"objects": ["a", {"decimal": "1_000"}]}, "a table whose column at 1's row 1 is no decimal"),
+    ({"objects": ["a", {"decimal": "1e5"}]}, "a table whose column at 1's row 1 is no decimal"),
+    ({"objects": ["a", {"decimal": "sNaN"}]}, "a table whose column at 1's row 1 is no decimal"),
+    ({"objects": ["a", {"decimal": "1E+" + "9" * 30}]}, "a table whose column at 1's row 1 is the decimal '1E+99"),
+    ({"objects": ["a", {"timedelta": -2 ** 63, "unit": "ns"}]}, "a table whose column at 1's row 1 is no timedelta"),
+    ({"objects": ["a", {"timestamp": "2020-01-01T00:00:00", "unit": "s", "tz": "dateutil//etc/passwd"}]},
+     "the time zone 'dateutil//etc/passwd'"),
+    ({"objects": ["a", 2 ** 64]}, "a table whose column at 1's row 1 is an int past 64 bits"),
+    ({"objects": ["a", "x" * (codec.MAX_LABEL_CHARS + 1)]}, "column at 1's row 1 is a str of 4097 characters"),
+])
+def test_forged_object_columns_are_refused_by_what_is_wrong(change, why):
+    with pytest.raises(CallError, match=re.escape(why)):
+        codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", "b"], **change}]))
