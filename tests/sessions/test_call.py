@@ -535,6 +535,28 @@ def test_object_columns_of_labels_come_back_as_they_were(box):
             assert [type(value) for value in frame[label]] == [type(value) for value in column], (name, label)
 
 
+def test_dates_and_times_of_missing_datetimes_come_back_as_nat(box):
+    """.dt.date and .dt.time give NaT for a missing datetime: such a column (or index) went to pandas' table format
+    and came back str, dates and times as text, NaT as NaN. NaT travels as a label now, beside the dates and times."""
+    pd = pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        stamps = pd.Series(pd.to_datetime(["2020-01-01 10:00", None, "2020-01-03 12:30"]))
+        return {"dates and times": pd.DataFrame({"d": stamps.dt.date, "t": stamps.dt.time, "ts": stamps}),
+                "Timestamps and NaT held as objects": stamps.astype(object),
+                "an index of dates": pd.Series([1, 2, 3], index=pd.Index(stamps.dt.date, dtype=object)),
+                "a series named NaT": pd.Series([1.5], name=pd.NaT)}
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        frame = back.to_frame() if back.ndim == 1 else back
+        for label in frame.columns:
+            column = sent[label] if sent.ndim == 2 else sent
+            assert [type(value) for value in frame[label]] == [type(value) for value in column], (name, label)
+        assert [type(value) for value in back.index] == [type(value) for value in sent.index], name
+    assert box.call(lambda: make_values()["a series named NaT"]).name is pd.NaT
+
+
 def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
     """The table format cannot write Period categories (a bare pandas ValueError in the worker) nor read Interval
     ones back (the host called the value malformed: 'unhashable type: dict'): both are refused when sent."""

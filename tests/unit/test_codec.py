@@ -504,3 +504,30 @@ def test_object_columns_come_back_as_objects():
 def test_forged_object_columns_are_refused_by_what_is_wrong(change, why):
     with pytest.raises(CallError, match=re.escape(why)):
         codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", "b"], **change}]))
+
+
+def test_nat_labels_come_back_as_nat():
+    import datetime
+
+    column = {"at": 1, "objects": [{"date": "2020-01-02"}, {"nat": True}]}
+    back = codec.decode(table(byteColumns=[column], labels={"0": None, "1": "a", "2": {"nat": True}}))
+    assert back["a"].tolist()[0] == datetime.date(2020, 1, 2) and back["a"].tolist()[1] is pandas.NaT
+    assert back.columns[1] is pandas.NaT
+
+
+@pytest.mark.parametrize("label", [{"nat": False}, {"nat": 1}, {"nat": "NaT"}, {"nat": None}, {"nat": True, "x": 1},
+                                   {"nat": True, "unit": "s"}])
+def test_forged_nat_labels_are_refused_by_what_is_wrong(label):
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is no NaT: {str(label)}")):
+        codec.decode(table(labels={"1": label}))
+    with pytest.raises(CallError, match=re.escape("a table whose column at 1's row 1 is no NaT")):
+        codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", label]}]))
+    with pytest.raises(CallError, match=re.escape("a table whose index level 0's row 1 is no NaT")):
+        codec.decode(table(byteColumns=[{"at": 0, "objects": ["a", label]}]))
+
+
+def test_nat_categories_are_refused():
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": ["a", {"nat": True}],
+              "categoriesExtDtype": "object"}
+    with pytest.raises(CallError, match="Categorical categories cannot be null"):
+        codec.decode(table(byteColumns=[column]))
