@@ -11,7 +11,7 @@ codec's name in the header and one raw blob:
 - a pandas DataFrame (columns of distinct names, at most MAX_TABLE_FIELDS columns and index levels) or Series as pandas'
   JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are None, str (of at
   most MAX_LABEL_CHARS), int (of 64 bits), float, bool, a pandas Timestamp (as its ISO text, unit and zone), a
-  datetime.date, a datetime.time (without a zone), a Decimal, a pandas Timedelta or NaT (see
+  datetime.date, a datetime.time (without a zone), a Decimal, a pandas Timedelta, NaT or NA (see
   :mod:`sandbox.codec_labels`) travel beside the table and come back as they were (pandas' own reader turned a column
   labelled 0 into NaNs, its writer named a column None "values", refused one named as an index level and wrote a
   Timestamp, a date, a time, a Decimal or a Timedelta as text), a Series' name and the index's and the columns' names

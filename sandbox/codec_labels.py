@@ -4,9 +4,9 @@
 A label (a column's, an index level's or a Series' name) that is None, a str of at most MAX_LABEL_CHARS, an int of 64
 bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a datetime.date as
 its ISO text, a datetime.time without a zone (or fold) as its ISO text, a Decimal as its text (of at most
-MAX_LABEL_CHARS), a pandas Timedelta as its count of its unit and that unit, pandas' NaT as true, each of those last six
-in an object keyed by its kind; a tuple of those (MultiIndex columns') as a list; a time zone travels by the name
-pandas' table schema writes, one that names no file.
+MAX_LABEL_CHARS), a pandas Timedelta as its count of its unit and that unit, pandas' NaT and NA as true, each of those
+last six in an object keyed by its kind; a tuple of those (MultiIndex columns') as a list; a time zone travels by the
+name pandas' table schema writes, one that names no file.
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
 
@@ -37,8 +37,9 @@ def label_out(label: Any, kind: str) -> Any:
     """``label`` as it travels beside the table; UNSENT for a label of a type that does not."""
     if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
         return _timestamp_out(label, kind)
-    if type(label).__name__ == "NaTType" and type(label).__module__.startswith("pandas"):
-        return {"nat": True}  # what .dt.date and .dt.time give for a missing datetime, beside dates and times
+    if type(label).__name__ in _MISSING_TYPES and type(label).__module__.startswith("pandas"):
+        # NaT: what .dt.date and .dt.time give for a missing datetime; NA: a nullable array's missing value
+        return {_MISSING_TYPES[type(label).__name__]: True}
     if type(label).__name__ == "Timedelta" and type(label).__module__.startswith("pandas"):
         return {"timedelta": int(label.to_timedelta64().view("i8")), "unit": label.unit}
     if type(label) is datetime.date:  # not a datetime: its time and zone would be lost
@@ -146,11 +147,13 @@ def _time_in(sent: dict[str, Any], where: str) -> datetime.time:
         raise CallError(f"the worker returned a table whose {where} is the time {text!r}") from None
 
 
-def _nat_in(sent: dict[str, Any], where: str) -> Any:
+def _missing_in(sent: dict[str, Any], where: str) -> Any:
     import pandas
-    if set(sent) != {"nat"} or sent["nat"] is not True:
-        raise CallError(f"the worker returned a table whose {where} is no NaT: {str(sent)[:120]}")
-    return pandas.NaT
+    kind = "nat" if "nat" in sent else "na"
+    if set(sent) != {kind} or sent[kind] is not True:
+        raise CallError(f"the worker returned a table whose {where} is no {'NaT' if kind == 'nat' else 'NA'}: "
+                        f"{str(sent)[:120]}")
+    return pandas.NaT if kind == "nat" else pandas.NA
 
 
 def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
@@ -172,7 +175,10 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: "10:30:01,5", and a zone's offset).
 _ISO_CLOCK = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?")
 #: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
-_KINDS = {"date": _date_in, "time": _time_in, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _nat_in}
+_KINDS = {"date": _date_in, "time": _time_in, "decimal": _decimal_in, "timedelta": _timedelta_in,
+          "nat": _missing_in, "na": _missing_in}
+#: The types of pandas' missing values that travel as labels -> the key they travel under (``{key: true}``).
+_MISSING_TYPES = {"NaTType": "nat", "NAType": "na"}
 
 
 def label_fault(label: Any) -> str | None:

@@ -535,17 +535,19 @@ def test_object_columns_of_labels_come_back_as_they_were(box):
             assert [type(value) for value in frame[label]] == [type(value) for value in column], (name, label)
 
 
-def test_dates_and_times_of_missing_datetimes_come_back_as_nat(box):
+def test_dates_and_times_of_missing_datetimes_come_back_as_nat_or_na(box):
     """.dt.date and .dt.time give NaT for a missing datetime: such a column (or index) went to pandas' table format
-    and came back str, dates and times as text, NaT as NaN. NaT travels as a label now, beside the dates and times."""
+    and came back str, dates and times as text, NaT (or pd.NA) as NaN. NaT and NA travel as labels now."""
     pd = pytest.importorskip("pandas")
 
     def make_values():  # nested: cloudpickle sends it by value
+        import datetime
         import pandas as pd
         stamps = pd.Series(pd.to_datetime(["2020-01-01 10:00", None, "2020-01-03 12:30"]))
         return {"dates and times": pd.DataFrame({"d": stamps.dt.date, "t": stamps.dt.time, "ts": stamps}),
                 "Timestamps and NaT held as objects": stamps.astype(object),
                 "an index of dates": pd.Series([1, 2, 3], index=pd.Index(stamps.dt.date, dtype=object)),
+                "dates and NA": pd.Series([datetime.date(2020, 1, 1), pd.NA], dtype=object),
                 "a series named NaT": pd.Series([1.5], name=pd.NaT)}
 
     for name, sent, back in _assert_round_trips(box, make_values):

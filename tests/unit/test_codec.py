@@ -506,28 +506,35 @@ def test_forged_object_columns_are_refused_by_what_is_wrong(change, why):
         codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", "b"], **change}]))
 
 
-def test_nat_labels_come_back_as_nat():
+def test_nat_and_na_labels_come_back_as_nat_and_na():
     import datetime
 
     column = {"at": 1, "objects": [{"date": "2020-01-02"}, {"nat": True}]}
     back = codec.decode(table(byteColumns=[column], labels={"0": None, "1": "a", "2": {"nat": True}}))
     assert back["a"].tolist()[0] == datetime.date(2020, 1, 2) and back["a"].tolist()[1] is pandas.NaT
     assert back.columns[1] is pandas.NaT
+    level = {"at": 0, "objects": [{"na": True}, "x"]}
+    back = codec.decode(table("series", byteColumns=[level], labels={"0": None, "1": {"na": True}}))
+    assert back.index[0] is pandas.NA and back.name is pandas.NA
 
 
-@pytest.mark.parametrize("label", [{"nat": False}, {"nat": 1}, {"nat": "NaT"}, {"nat": None}, {"nat": True, "x": 1},
-                                   {"nat": True, "unit": "s"}])
-def test_forged_nat_labels_are_refused_by_what_is_wrong(label):
-    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is no NaT: {str(label)}")):
+@pytest.mark.parametrize("label, why", [
+    ({"nat": False}, "no NaT"), ({"nat": 1}, "no NaT"), ({"nat": "NaT"}, "no NaT"), ({"nat": None}, "no NaT"),
+    ({"nat": True, "x": 1}, "no NaT"), ({"nat": True, "unit": "s"}, "no NaT"), ({"nat": True, "na": True}, "no NaT"),
+    ({"na": False}, "no NA"), ({"na": 1}, "no NA"), ({"na": "<NA>"}, "no NA"), ({"na": True, "x": 1}, "no NA"),
+])
+def test_forged_nat_and_na_labels_are_refused_by_what_is_wrong(label, why):
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is {why}: {str(label)}")):
         codec.decode(table(labels={"1": label}))
-    with pytest.raises(CallError, match=re.escape("a table whose column at 1's row 1 is no NaT")):
+    with pytest.raises(CallError, match=re.escape(f"a table whose column at 1's row 1 is {why}: {{")):
         codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", label]}]))
-    with pytest.raises(CallError, match=re.escape("a table whose index level 0's row 1 is no NaT")):
+    with pytest.raises(CallError, match=re.escape(f"a table whose index level 0's row 1 is {why}: {{")):
         codec.decode(table(byteColumns=[{"at": 0, "objects": ["a", label]}]))
 
 
-def test_nat_categories_are_refused():
-    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": ["a", {"nat": True}],
+@pytest.mark.parametrize("missing", [{"nat": True}, {"na": True}])
+def test_nat_and_na_categories_are_refused(missing):
+    column = {"at": 1, "dtype": "|i1", "data": "AAE=", "ordered": False, "categories": ["a", missing],
               "categoriesExtDtype": "object"}
     with pytest.raises(CallError, match="Categorical categories cannot be null"):
         codec.decode(table(byteColumns=[column]))
