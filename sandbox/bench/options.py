@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,18 @@ def default_out() -> Path:
     """``benchmarks/results`` of the checkout this package runs from, else ``./bench-results``."""
     root = checkout()
     return root / "benchmarks" / "results" if root else OUTSIDE_CHECKOUT
+
+
+def out_problem(out: Path) -> str | None:
+    """Why the results cannot be written to ``out``, or None. Checked before anything is measured: a user who
+    cannot write the default (a checkout someone else installed) lost every figure to a traceback at the end."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot write the results to {out}: {exc.strerror or exc} (choose a folder you can write: --out DIR)"
+    return None
 
 
 @dataclass(frozen=True)

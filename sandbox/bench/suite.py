@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join((*SUITE, *APART))}, report)",
               file=sys.stderr)
         return 2
-    problem = _cannot_run_apart(names, args)
+    problem = _cannot_run_apart(names, args) or options.out_problem(args.out)
     if problem:
         print(problem, file=sys.stderr)
         return 2
