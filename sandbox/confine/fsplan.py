@@ -39,7 +39,8 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 #: Host paths beyond the run's own that the C library and numpy read (CPU counts), bound read-only.
 SYS_DIRS = ("/sys/devices/system/cpu", "/sys/devices/system/node")
 #: Files of the host's /etc a run reads (measured with strace over the image's libraries): bound read-only.
-ETC_FROM_HOST = ("ld.so.cache", "localtime", "timezone", "mime.types", "os-release", "alternatives")
+#: ``fonts``: fontconfig's configuration, which fc-list (matplotlib's font list) reads (Landlock allows it too).
+ETC_FROM_HOST = ("ld.so.cache", "localtime", "timezone", "mime.types", "os-release", "alternatives", "fonts")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 #: Empty in every worker (namespaces.py mounts an empty tmpfs there): nothing below it is bound.
 EMPTY_IN_WORKER = "/run"

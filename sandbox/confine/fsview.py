@@ -16,7 +16,7 @@ imports find their files where the zygote found them):
 - ``/etc``: ``passwd``, ``group``, ``hosts`` and ``nsswitch.conf`` written for the run
   (root, the worker's uid, nobody; localhost), and from the host only what a measured
   run reads: ``ld.so.cache``, ``localtime``, ``timezone``, ``mime.types``,
-  ``os-release``, ``alternatives``;
+  ``os-release``, ``alternatives``, ``fonts``;
 - ``/dev``: a read-only tmpfs with ``null``, ``zero``, ``full``, ``random``, ``urandom``
   (bound from the host), ``fd``/``stdin``/``stdout``/``stderr`` symlinks and a private
   ``/dev/shm`` (a tmpfs of 64 MiB, as the namespaces layer gives every worker);

@@ -180,8 +180,11 @@ def _report_refusal(chan: Channel, exc: SandboxUnavailable) -> None:
 
 def _reset_environment(workdir: str, tmpdir: str) -> None:
     # The zygote's environment is already the scrubbed one the policy allows
-    # (zygote_env.scrubbed_environment); only the run's own paths change.
-    for name, value in (("HOME", workdir), ("TMPDIR", tmpdir), ("PWD", workdir)):
+    # (zygote_env.scrubbed_environment); only the run's own paths change. Caches that tools keep under the
+    # home (fontconfig's, when matplotlib rebuilds its font list and asks fc-list) go to the run's tmp: in the
+    # work dir they came back as the run's files.
+    for name, value in (("HOME", workdir), ("TMPDIR", tmpdir), ("PWD", workdir),
+                        ("XDG_CACHE_HOME", os.path.join(tmpdir, ".cache"))):
         os.environ[name] = value  # not update(): its Mapping check walks the ABC machinery in every worker
     tempfile.tempdir = None  # re-read TMPDIR: the zygote's choice is not this run's
 
