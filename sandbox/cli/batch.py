@@ -93,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
     # the whole run: items are read as the batch takes them, so a corpus of any size runs in bounded memory.
     # --resume's ids stay in a set: memory for each id, not for each snippet or result.
     with _opened_input(args.input) as corpus:
+        if args.images_dir:
+            _check_images_dir(args.images_dir)  # before --out, which --overwrite empties
         done_ids = _open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
         total = _count_items(corpus, args.input, limit, done_ids)
         with _line_source(corpus) as lines:
@@ -257,6 +259,19 @@ def _refuse_same_file(input_path: str, out_path: str) -> None:
         same = False
     if same:
         raise InputError(f"--out {out_path} is the input corpus itself; write the results to another file")
+
+
+def _check_images_dir(path: str) -> None:
+    """--images-dir can take files (made if missing). A folder the user may not write saved no image and said
+    only "not saved", record after record, to the end of a corpus that may take hours."""
+    from ..errors import InputError
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write images into {path} (--images-dir): {exc.strerror or exc}") from None
 
 
 def _opened(path: str, mode: str, **kwargs: Any) -> Any:

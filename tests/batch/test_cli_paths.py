@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,35 @@ def test_a_corpus_that_cannot_be_read_leaves_the_results_as_they_were(tmp_path):
         assert_usage_error(done, f"cannot read {missing}")
     assert out.read_bytes() == before
     assert not (tmp_path / "new-out.jsonl").exists()
+
+
+def test_images_dir_the_user_cannot_write_is_refused_before_anything_runs():
+    """As uid 65534 with --images-dir in a folder of root's: every snippet ran, every record said only "1 image(s)
+    not saved" (never why) and --overwrite had emptied --out first. Now nothing runs and --out is as it was."""
+    import tempfile
+
+    from tests.security.attacks import NOBODY
+    from tests.security.test_unprivileged import _readable_as
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to uid 65534")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+    top = tempfile.mkdtemp(prefix="batch-images-")  # root's, 0755: uid 65534 reaches it, cannot write in it
+    try:
+        os.chmod(top, 0o755)
+        work = os.path.join(top, "work")
+        os.mkdir(work)
+        os.chown(work, NOBODY, NOBODY)
+        corpus = write_jsonl(Path(work) / "in.jsonl", [{"id": "plot", "code": "import matplotlib.pyplot as plt\n"
+                                                                               "plt.plot([1, 2]); plt.show()"}])
+        out = Path(work) / "out.jsonl"
+        out.write_text('{"id": "kept"}\n')
+        os.chown(out, NOBODY, NOBODY)
+        images = os.path.join(top, "images")
+        done = cli(str(corpus), "--out", str(out), "--images-dir", images, "--overwrite", "-q",
+                   user=NOBODY, group=NOBODY, extra_groups=[], cwd=work)
+        assert_usage_error(done, f"cannot write images into {images} (--images-dir): Permission denied")
+        assert out.read_text() == '{"id": "kept"}\n'
+    finally:
+        shutil.rmtree(top)
