@@ -4,8 +4,10 @@ A session is a process tree: the worker the zygote spawned, the session root, it
 frozen states (nodes, checkpoints) and the runner of a run in progress, plus anything
 a snippet left running. The host reads ``/proc`` for that tree, because enforcement
 lives outside the confined processes (a snippet cannot fake what the kernel reports
-about it). As root, and as the same uid in a user namespace the host created (it
-owns that namespace), the host may read these files; pids are host pids.
+about it). Pids are host pids. ``status`` is readable by any uid; ``smaps_rollup`` of a
+non-dumpable process (every session process) only with ``CAP_SYS_PTRACE`` over the user
+namespace its memory was made in, the host's own (the zygote's exec): root reads it, an
+unprivileged host does not, and counts those processes by RSS (:attr:`Usage.unreadable`).
 
 What is counted, and why:
 
@@ -86,6 +88,9 @@ class Usage:
     """PSS (anon + shmem) of the session's processes, or the RSS bound when ``precise`` is False."""
     precise: bool
     """True when read from smaps_rollup; False: the cheap upper bound was already under the limit."""
+    unreadable: int = 0
+    """Processes whose smaps_rollup the host may not read, counted by their RSS (an over-estimate): all of them
+    for an unprivileged host, which holds no CAP_SYS_PTRACE over the non-dumpable states."""
 
     @property
     def held_mb(self) -> float:
@@ -153,8 +158,8 @@ class MemoryBudget:
         else:
             held, outcome = f"the session holds {usage.held_mb:.0f} MB", f"{action} refused"
         return (f"{held}, more than {policy.session.max_memory_mb} MB (policy {policy.name!r}: "
-                f"session.max_memory_mb); {outcome}. Release checkpoints (Session.release) or close "
-                "branches to free memory")
+                f"session.max_memory_mb){_estimate_note(usage)}; {outcome}. Release checkpoints (Session.release) "
+                "or close branches to free memory")
 
     def pin(self, checkpoint: "Checkpoint") -> None:
         """Remember a checkpoint handle: once it is garbage-collected, memory pressure may free its state."""
@@ -168,6 +173,16 @@ class MemoryBudget:
             exact = [pin for pin in same if pin[0]() is checkpoint]
             if same:
                 self.pins.remove((exact or same)[0])
+
+
+def _estimate_note(usage: Usage) -> str:
+    """Why the figure is above what the session holds, when it is: a user reading "1046 MB" for one 320 MB
+    array had no way to tell it from a leak."""
+    if not usage.unreadable:
+        return ""
+    return (f", counted as RSS for {usage.unreadable} of its processes, whose smaps_rollup this uid "
+            f"({os.geteuid()}) may not read (they are non-dumpable): the image's heap and the pages its states "
+            "share count once per process, so this is an upper bound")
 
 
 class RollupCache:
@@ -237,16 +252,17 @@ def measure(top: int, limit_mb: int, previous_nspid: int | None = None,
     bound = sum(anon + (shmem if shmem_kib is None else 0) for anon, shmem, _ns in status.values()) + (shmem_kib or 0)
     if bound <= limit_mb * 1024:
         return Usage(bound, precise=False)
-    total = shmem_kib or 0
+    total, unreadable = shmem_kib or 0, 0
     for pid, started in found:
         rollup = rollups.read(pid, started) if rollups is not None else _smaps_rollup(pid)
         if rollup is None:  # unreadable: fall back to its RSS, an over-estimate
             total += status[pid][0] + (status[pid][1] if shmem_kib is None else 0)
+            unreadable += 1
             continue
         total += _held(rollup, shmem=shmem_kib is None)
         if previous_nspid is not None and pid != top and status[pid][2] == previous_nspid:
             total -= rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
-    return Usage(max(total, 0), precise=True)
+    return Usage(max(total, 0), precise=True, unreadable=unreadable)
 
 
 def _held(rollup: dict[str, int], shmem: bool = True) -> int:

@@ -192,3 +192,28 @@ def _once_processes_free(call):
             if getattr(answer, "reason", None) != "process_limit" or time.monotonic() > deadline:
                 return answer
         time.sleep(0.05)
+
+
+def test_an_unprivileged_host_says_its_session_memory_figure_is_an_rss_upper_bound():
+    """uid 65534 may not read the session's smaps_rollup (its processes are non-dumpable), so the host counts their
+    RSS, where the image's heap and the pages states share count once per process: one 320 MB array read
+    "would hold 1046 MB" (418 MB as root), with nothing saying the figure was not the PSS the README describes."""
+    import os
+    import sys
+
+    from tests.security.attacks import NOBODY, in_child_as_nobody
+    from tests.security.test_unprivileged import _readable_as
+
+    if os.geteuid() == 0 and not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+
+    def over_the_limit(out: dict) -> None:
+        with sandbox.Sandbox(policy=_policy(max_memory_mb=1)) as sb, sb.session() as s:
+            r = s.run("x = 1")
+            out.update(reason=r.reason, error=r.error)
+
+    got = in_child_as_nobody(over_the_limit)
+    assert got.get("reason") == "memory_limit", got
+    assert "session.max_memory_mb" in got["error"], got
+    assert f"whose smaps_rollup this uid ({NOBODY}) may not read" in got["error"], got
+    assert "so this is an upper bound" in got["error"], got
