@@ -198,14 +198,19 @@ def interpreter_for(venv: Path | str | None) -> str:
     """The Python executable for an environment: ``venv``'s, or this interpreter's when None.
 
     Raises :class:`ImageError` when ``venv`` is not a virtual environment (no
-    ``pyvenv.cfg`` or no ``bin/python``).
+    ``pyvenv.cfg`` or no ``bin/python``) or this uid may not read it.
     """
     if venv is None:
         return sys.executable
     from pathlib import Path  # here: the zygote imports this module, never this function, and no pathlib
     root = Path(venv)
     python = root / "bin" / "python"
-    if not (root / "pyvenv.cfg").is_file() or not python.exists():
+    try:
+        found = (root / "pyvenv.cfg").is_file() and python.exists()
+    except OSError as exc:  # a venv of another user's (0700): a PermissionError traceback, before
+        raise ImageError(f"cannot use the virtual environment {root}: {exc.strerror or exc} ({exc.filename}); "
+                         f"uid {os.geteuid()} needs to read it and run its bin/python") from None
+    if not found:
         raise ImageError(f"{root} is not a virtual environment (expected {root / 'pyvenv.cfg'} and {python}; "
                          f"create it with: sandbox image install NAME --venv {root})")
     return str(python)

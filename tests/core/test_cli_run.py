@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,29 @@ def test_the_readme_first_command_prints_a_table_and_writes_its_figure(tmp_path)
     assert proc.stdout.decode().split() == ["x", "y", "mean", "4.5", "28.5", "max", "9.0", "81.0"]
     assert (tmp_path / "demo-out" / "figure_1.png").read_bytes().startswith(b"\x89PNG")
     assert proc.stderr.decode().splitlines()[0] == "wrote demo-out/figure_1.png"
+
+
+def test_a_venv_this_uid_cannot_read_is_a_usage_error_naming_it():
+    """``sandbox run --venv DIR`` as uid 65534 with DIR another user's (0700) ended in a PermissionError traceback
+    from ``pyvenv.cfg``'s stat (exit 1); it is an error naming the venv, the file and the uid (exit 2)."""
+    import tempfile
+
+    from tests.security.attacks import NOBODY
+    from tests.security.test_unprivileged import _readable_as
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to uid 65534")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+    venv = Path(tempfile.mkdtemp(prefix="root-venv-"))  # root's, 0700
+    try:
+        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        (venv / "bin").mkdir()
+        (venv / "bin" / "python").symlink_to(sys.executable)
+        proc = subprocess.run([sys.executable, "-m", "sandbox", "run", "--venv", str(venv), "-"], input=b"print(1)\n",
+                              capture_output=True, timeout=120, cwd="/", env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              user=NOBODY, group=NOBODY, extra_groups=[])
+        assert_refused(proc, f"cannot use the virtual environment {venv}: Permission denied ({venv}/pyvenv.cfg); "
+                             f"uid {NOBODY} needs to read it and run its bin/python")
+    finally:
+        shutil.rmtree(venv)
