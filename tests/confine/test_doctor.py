@@ -328,6 +328,8 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
     assert n["observed"]["memfd_refused"] and "memfd_create was refused" in nobody_mem["detail"], nobody_mem
     nobody_mem_line = next(line for line in n_text.splitlines() if line.lstrip().startswith("memory_cgroup"))
     assert nobody_mem_line.split()[1:4] == ["no", "optional", "no"], nobody_mem_line
+    # What an unprivileged user can do about it, as cpu_cgroup's fix says: its fix named only "run as root".
+    assert "as a user with a delegated cgroup v2 subtree that includes the memory controller" in nobody_mem["fix"]
 
     # Everything else reads the same for both uids.
     for layer in ("rlimits", "no_new_privs", "capabilities", "landlock", "seccomp"):
