@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import frames
 from .errors import ProtocolError, SandboxUnavailable
-from .filetypes import image_type
+from .filetypes import file_type, image_type
 from .policy import Policy
 from .results import Denial, File
 
@@ -93,12 +93,13 @@ class Inbox:
 
     def _returned(self, frame: frames.Returned) -> None:
         image = type(frame) is frames.ReturnedImage
-        mime_type = frame.mime_type or "application/octet-stream"
         if image and not frame.skipped:
             # Clients show an image part as one: only bytes that are a PNG or JPEG image are (a forged or junk
             # "figure.png" comes back as a plain file, under no image's MIME type).
             sniffed = image_type(frame.data)
             image, mime_type = sniffed is not None, sniffed or "application/octet-stream"
+        else:  # the worker's MIME type is the snippet's word (see filetypes.file_type)
+            mime_type = frame.mime_type if image else file_type(frame.name, frame.data)
         kind = "images" if image else "files"
         kept = self.reported.images if image else self.reported.files
         most = self.limits.max_returned_images if image else self.limits.max_returned_files

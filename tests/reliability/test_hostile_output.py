@@ -260,3 +260,27 @@ def test_a_figure_past_the_file_cap_is_cut_and_marked_not_a_protocol_failure():
     assert r.outcome == Outcome.OK and r.stdout == "after\n", r
     (f,) = r.images + r.files
     assert f.name == "figure_1.png" and f.truncated and len(f.data) == 1000, f
+
+
+# -- a file's MIME type ----------------------------------------------------------------------------
+LYING_TYPES = r'''
+import sys
+lies = {"page.txt": "image/png", "notes.txt": "text/html\r\nX-Injected: 1\x1b]0;owned\x07", "data.csv": "x" * 255,
+        "shot.png": "image/png"}
+sys.modules["sandbox.inside.request"]._guess_mime = lambda name: lies.get(name, "application/octet-stream")
+for name in lies:
+    with open(name, "w") as fh:
+        fh.write("<script>alert(1)</script>")
+'''
+
+
+def test_a_files_mime_type_is_the_hosts_guess_not_the_snippets_word(no_leaks):
+    """The worker names a returned file's MIME type, and the snippet shares its process: it replaced the guess and
+    its files came back as ``image/png`` (a text file), ``text/html`` + CRLF + an escape sequence, or 255 x's, which
+    the MCP server and the ADK executor pass on as the resource's or artifact's type. The host now types a file by
+    its own guess from the name, and a name with an image's extension by its bytes."""
+    r = no_leaks.run(LYING_TYPES)
+    assert r.outcome == Outcome.OK and not r.images, r
+    assert {f.name: f.mime_type for f in r.files} == {
+        "page.txt": "text/plain", "notes.txt": "text/plain", "data.csv": "text/csv",
+        "shot.png": "application/octet-stream"}, r.files

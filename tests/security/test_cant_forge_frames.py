@@ -509,7 +509,8 @@ def strings_of(value) -> list[str]:
 def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
     r = default.run(LONE_SURROGATES, timeout=30)
     assert r.outcome == Outcome.FAILED and r.error.startswith("forged \\ud800"), r
-    assert [(f.name, f.mime_type) for f in r.files] == [("\\ud800.txt", "text/plain\\udfff")]
+    # The forged MIME type is not kept at all: the host types a file by its name (filetypes.file_type).
+    assert [(f.name, f.mime_type) for f in r.files] == [("\\ud800.txt", "text/plain")]
     assert [(f.name, f.mime_type) for f in r.images] == [("\\udc00.png", "image/png")]
     for text in strings_of(r.parts()) + [d.kind + d.detail for d in r.denied]:
         text.encode("utf-8")  # strict: no lone surrogate reached the host
@@ -546,5 +547,5 @@ def test_a_forged_lone_surrogate_cannot_end_the_mcp_server():
     assert forged_call.is_error and forged_call.content[0].text.startswith("OUTCOME_FAILED\nthe snippet went on\n"
                                                                           "forged \\ud800"), forged_call
     assert [getattr(c, "mime_type", None) or c.resource.mime_type for c in forged_call.content[1:]] == \
-        ["image/png", "text/plain\\udfff"]
+        ["image/png", "text/plain"]  # the host's type for a.txt, not the forged one (filetypes.file_type)
     assert not after.is_error and after.content[0].text == "OUTCOME_OK\n42", after
