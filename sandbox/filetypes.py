@@ -45,6 +45,11 @@ def image_type(data: bytes) -> str | None:
     return None
 
 
+def has_image_extension(name: str) -> bool:
+    """True when ``name`` ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
 #: ``mimetypes``, imported on the first file a run returns (the host's own table, read once).
 _mimetypes: Any = None
 
@@ -57,7 +62,7 @@ def file_type(name: str, data: bytes) -> str:
     anything; callers pass it on as MCP resources' and ADK artifacts' types. A name with an image's extension is
     that image's type only when its bytes begin as one does."""
     global _mimetypes
-    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+    if has_image_extension(name):
         return image_type(data) or "application/octet-stream"
     if _mimetypes is None:
         import mimetypes

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import frames
 from .errors import ProtocolError, SandboxUnavailable
-from .filetypes import file_type, image_type
+from .filetypes import file_type, has_image_extension, image_type
 from .policy import Policy
 from .results import Denial, File
 
@@ -95,9 +95,12 @@ class Inbox:
         image = type(frame) is frames.ReturnedImage
         if image and not frame.skipped:
             # Clients show an image part as one: only bytes that are a PNG or JPEG image are (a forged or junk
-            # "figure.png" comes back as a plain file, under no image's MIME type).
-            sniffed = image_type(frame.data)
-            image, mime_type = sniffed is not None, sniffed or "application/octet-stream"
+            # "figure.png" comes back as a plain file, under no image's MIME type). Its name is an image's too:
+            # the worker's list of image extensions is the snippet's to change, and a "page.html" of PNG magic
+            # and markup was saved by `sandbox batch --images-dir` as <id>_0.html.
+            sniffed = image_type(frame.data) if has_image_extension(frame.name) else None
+            image = sniffed is not None
+            mime_type = sniffed or file_type(frame.name, frame.data)
         else:  # the worker's MIME type is the snippet's word (see filetypes.file_type)
             mime_type = frame.mime_type if image else file_type(frame.name, frame.data)
         kind = "images" if image else "files"
