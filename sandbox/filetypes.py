@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
 
 #: Inline MIME types the service documents, and the extension each input file gets.
 MIME_EXTENSIONS: dict[str, str] = {
@@ -44,27 +42,3 @@ def image_type(data: bytes) -> str | None:
             return mime_type
     return None
 
-
-def has_image_extension(name: str) -> bool:
-    """True when ``name`` ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-#: ``mimetypes``, imported on the first file a run returns (the host's own table, read once).
-_mimetypes: Any = None
-
-
-def file_type(name: str, data: bytes) -> str:
-    """The MIME type of a returned file, from its name and bytes alone: never a run's word for it.
-
-    A worker's MIME type is the snippet's to choose (it shares the worker's process and can replace the guess):
-    ``image/png`` on a text file, ``text/html`` with a line break and an escape sequence in it, 255 characters of
-    anything; callers pass it on as MCP resources' and ADK artifacts' types. A name with an image's extension is
-    that image's type only when its bytes begin as one does."""
-    global _mimetypes
-    if has_image_extension(name):
-        return image_type(data) or "application/octet-stream"
-    if _mimetypes is None:
-        import mimetypes
-        _mimetypes = mimetypes
-    return _mimetypes.guess_type(name)[0] or "application/octet-stream"

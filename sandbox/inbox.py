@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Callable
 
 from . import frames
 from .errors import ProtocolError, SandboxUnavailable
-from .filetypes import file_type, has_image_extension, image_type
+from .filetypes import image_type
+from .returned_types import file_type, has_image_extension, is_whole
 from .policy import Policy
 from .results import Denial, File
 
@@ -92,22 +93,23 @@ class Inbox:
         self.phase = _OVER
 
     def _returned(self, frame: frames.Returned) -> None:
+        cap = self.limits.max_returned_file_bytes
+        data = frame.data[:cap]
         image = type(frame) is frames.ReturnedImage
         if image and not frame.skipped:
-            # Clients show an image part as one: only bytes that are a PNG or JPEG image are (a forged or junk
-            # "figure.png" comes back as a plain file, under no image's MIME type). Its name is an image's too:
-            # the worker's list of image extensions is the snippet's to change, and a "page.html" of PNG magic
-            # and markup was saved by `sandbox batch --images-dir` as <id>_0.html.
-            sniffed = image_type(frame.data) if has_image_extension(frame.name) else None
-            image = sniffed is not None
-            mime_type = sniffed or file_type(frame.name, frame.data)
-        else:  # the worker's MIME type is the snippet's word (see filetypes.file_type)
-            mime_type = frame.mime_type if image else file_type(frame.name, frame.data)
+            # Clients show an image part as one: only bytes that are a whole PNG or JPEG image are (a forged, junk
+            # or cut "figure.png", one the cap above cut too, comes back as a plain file, under no image's MIME
+            # type: returned_types.py). Its name is an image's too: the worker's list of image extensions is the
+            # snippet's to change, and a "page.html" of PNG magic and markup was saved by `sandbox batch
+            # --images-dir` as <id>_0.html.
+            sniffed = image_type(data) if has_image_extension(frame.name) else None
+            image = sniffed is not None and is_whole(data, sniffed)
+            mime_type = sniffed if sniffed is not None and image else file_type(frame.name, data)
+        else:  # the worker's MIME type is the snippet's word (see returned_types.file_type)
+            mime_type = frame.mime_type if image else file_type(frame.name, data)
         kind = "images" if image else "files"
         kept = self.reported.images if image else self.reported.files
         most = self.limits.max_returned_images if image else self.limits.max_returned_files
-        cap = self.limits.max_returned_file_bytes
-        data = frame.data[:cap]
         over_bytes = self.returned_bytes + (min(frame.size, cap) if frame.skipped else len(data)) > \
             self.limits.max_returned_bytes  # a worker skips an item past the count, or past this total
         if len(kept) >= most or frame.skipped or over_bytes:

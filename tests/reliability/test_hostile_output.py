@@ -284,3 +284,29 @@ def test_a_files_mime_type_is_the_hosts_guess_not_the_snippets_word(no_leaks):
     assert {f.name: f.mime_type for f in r.files} == {
         "page.txt": "text/plain", "notes.txt": "text/plain", "data.csv": "text/csv",
         "shot.png": "application/octet-stream"}, r.files
+
+
+# -- images that only begin as one ----------------------------------------------------------------
+PARTIAL_IMAGES = r'''
+import io
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3])
+png = io.BytesIO(); plt.savefig(png, format="png"); png = png.getvalue()
+jpeg = io.BytesIO(); plt.savefig(jpeg, format="jpeg"); jpeg = jpeg.getvalue()
+files = {"whole.png": png, "whole.jpg": jpeg, "cut.png": png[:len(png) // 2], "cut.jpg": jpeg[:len(jpeg) // 2],
+         "signature.png": png[:8] + b"junk" * 100, "no_pixels.png": png[:33] + png[-12:]}
+for name, data in files.items():
+    with open(name, "wb") as fh:
+        fh.write(data)
+'''
+
+
+def test_an_image_cut_short_or_of_junk_comes_back_as_a_file(no_leaks):
+    """A file that only began as a PNG or JPEG does (a write cut short, a signature then junk, a PNG of no pixels)
+    came back as an image: an image part the Gemini API cannot decode, which fails the request that carries it
+    (HTTP 400) and every later one of the conversation that keeps it. Only whole images are images now."""
+    r = no_leaks.run(PARTIAL_IMAGES, timeout=60)
+    assert r.outcome == Outcome.OK, r
+    assert sorted((i.name, i.mime_type) for i in r.images) == [("whole.jpg", "image/jpeg"), ("whole.png", "image/png")]
+    assert sorted((f.name, f.mime_type) for f in r.files) == [
+        (name, "application/octet-stream") for name in ("cut.jpg", "cut.png", "no_pixels.png", "signature.png")]

@@ -29,7 +29,7 @@ from ..reliability.hostcheck import run_processes
 from .conftest import checked_run
 
 FORGE = '''
-import json, os, struct, sys, time
+import json, os, struct, sys, time, zlib
 _channel = sys.modules["sandbox.inside.request"].current()
 
 def raw(header, blobs=(), text=None):
@@ -40,7 +40,12 @@ def raw(header, blobs=(), text=None):
 def forge(*frames):
     _channel.sock.sendall(b"".join(frames))
 
-PNG = b"\\x89PNG\\r\\n\\x1a\\n"  # what an image's bytes begin with (else the host keeps it as a plain file)
+def _chunk(kind, body):
+    return struct.pack("!I", len(body)) + kind + body + struct.pack("!I", zlib.crc32(kind + body))
+
+# A whole 1x1 PNG: the host keeps an image frame as an image only when its bytes are one (else a plain file).
+PNG = (b"\\x89PNG\\r\\n\\x1a\\n" + _chunk(b"IHDR", struct.pack("!IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+       + _chunk(b"IDAT", zlib.compress(b"\\x00\\x00")) + _chunk(b"IEND", b""))
 '''
 
 
@@ -430,7 +435,7 @@ def test_a_forged_image_that_is_no_image_comes_back_as_a_plain_file(default):
     r = default.run(forged(
         'forge(raw({"type": "image", "name": "a.png", "mime_type": "image/png"}, (b"<svg onload=alert(1)>",)),\n'
         '      raw({"type": "image", "name": "b.png", "mime_type": "image/png"}, (b"",)),\n'
-        '      raw({"type": "image", "name": "c.png", "mime_type": "image/png"}, (b"\\xff\\xd8\\xff\\xe0 jpeg",)),\n'
+        '      raw({"type": "image", "name": "c.png", "mime_type": "image/png"}, (b"\\xff\\xd8\\xff\\xe0 jpeg\\xff\\xd9",)),\n'
         '      raw({"type": "image", "name": "d.jpg", "mime_type": "image/jpeg"}, (PNG + b"png",)))'))
     assert r.outcome == Outcome.OK, r
     assert [(i.name, i.mime_type) for i in r.images] == [("c.png", "image/jpeg"), ("d.jpg", "image/png")], r
@@ -490,7 +495,7 @@ def test_the_host_is_unharmed_by_forgeries(default):
 #: error text and type, a denial (an image's MIME type is PNG or JPEG or the frame is refused).
 LONE_SURROGATES = forged(r'''
 forge(raw({"type": "file", "name": "\ud800.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png", "size": 8}, (b"\x89PNG\r\n\x1a\n",)),
+      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png", "size": 8}, (PNG,)),
       raw({"type": "denied", "event": "network\ud800", "detail": "\udcff"}),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error\udcff"}))
 ''')
@@ -509,7 +514,7 @@ def strings_of(value) -> list[str]:
 def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
     r = default.run(LONE_SURROGATES, timeout=30)
     assert r.outcome == Outcome.FAILED and r.error.startswith("forged \\ud800"), r
-    # The forged MIME type is not kept at all: the host types a file by its name (filetypes.file_type).
+    # The forged MIME type is not kept at all: the host types a file by its name (returned_types.file_type).
     assert [(f.name, f.mime_type) for f in r.files] == [("\\ud800.txt", "text/plain")]
     assert [(f.name, f.mime_type) for f in r.images] == [("\\udc00.png", "image/png")]
     for text in strings_of(r.parts()) + [d.kind + d.detail for d in r.denied]:
@@ -520,7 +525,7 @@ def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
 #: and the error text do not.
 MCP_SURROGATES = forged(r'''
 forge(raw({"type": "file", "name": "a.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png", "size": 8}, (b"\x89PNG\r\n\x1a\n",)),
+      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png", "size": 8}, (PNG,)),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error"}))
 ''')
 
@@ -547,5 +552,5 @@ def test_a_forged_lone_surrogate_cannot_end_the_mcp_server():
     assert forged_call.is_error and forged_call.content[0].text.startswith("OUTCOME_FAILED\nthe snippet went on\n"
                                                                           "forged \\ud800"), forged_call
     assert [getattr(c, "mime_type", None) or c.resource.mime_type for c in forged_call.content[1:]] == \
-        ["image/png", "text/plain"]  # the host's type for a.txt, not the forged one (filetypes.file_type)
+        ["image/png", "text/plain"]  # the host's type for a.txt, not the forged one (returned_types.file_type)
     assert not after.is_error and after.content[0].text == "OUTCOME_OK\n42", after

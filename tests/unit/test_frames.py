@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import pytest
 
@@ -184,8 +185,13 @@ def test_a_call_takes_one_value():
     assert codec.decode(box.reported.value) == [1]
 
 
-#: How a PNG image begins: the host keeps an image frame as an image only with it.
-PNG = b"\x89PNG\r\n\x1a\n"
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack("!I", len(body)) + kind + body + struct.pack("!I", zlib.crc32(kind + body))
+
+
+#: A whole 1x1 PNG: the host keeps an image frame as an image only when its bytes are one (returned_types.py).
+PNG = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack("!IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+       + _chunk(b"IDAT", zlib.compress(b"\x00\x00")) + _chunk(b"IEND", b""))
 
 
 def test_images_and_files_are_capped_apart():
@@ -201,7 +207,8 @@ def test_images_and_files_are_capped_apart():
 
 
 def test_images_files_and_denials_are_capped_while_reading():
-    box = inbox(max_returned_files=3, max_returned_images=3, max_returned_file_bytes=10, max_output_bytes=1000)
+    box = inbox(max_returned_files=3, max_returned_images=3, max_returned_file_bytes=len(PNG) + 10,
+                max_output_bytes=1000)
     feed(box, READY)
     for n in range(10_000):
         feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=PNG + b"p" * 42),
@@ -209,7 +216,8 @@ def test_images_files_and_denials_are_capped_while_reading():
              frames.Denied(event="network", detail="d" * 90))
     reported = box.reported
     assert len(reported.images) == 3 and len(reported.files) == 3
-    assert all(len(i.data) == 10 and i.truncated for i in reported.images)
+    # An image cut at the cap stays one only if what is kept is still whole: a PNG's trailing bytes may go.
+    assert all(len(i.data) == len(PNG) + 10 and i.truncated for i in reported.images)
     assert sum(len(d.kind) + len(d.detail) for d in reported.denied) <= 1000 and len(reported.denied) == 10
     assert reported.dropped == {"images": 9_997, "files": 9_997, "denied": 9_990}
 
@@ -218,7 +226,7 @@ def test_images_and_files_are_capped_in_total_bytes_while_reading():
     box = inbox(max_returned_files=32, max_returned_file_bytes=1000, max_returned_bytes=2500)
     feed(box, READY)
     for n in range(5):
-        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=PNG + b"p" * 992),
+        feed(box, frames.ReturnedImage(name=f"{n}.png", mime_type="image/png", data=PNG + b"p" * (1000 - len(PNG))),
              frames.Returned(name=f"{n}.csv", mime_type="text/csv", data=b"c" * 100))
     reported = box.reported
     kept = [*reported.images, *reported.files]
@@ -276,3 +284,14 @@ def test_codec_refuses_values_nested_past_the_bound():
     with pytest.raises(CallError, match="nested deeper"):
         codec.encode(deep)
     assert codec.decode(codec.encode({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}
+
+
+def test_an_image_the_host_cuts_at_the_cap_is_kept_as_one_only_while_it_is_whole():
+    """A forged image frame past the file cap was cut by the host and kept as an image part: one no decoder reads
+    (the Gemini API refuses a request holding it). Cut into its chunks, it is a plain file now."""
+    box = inbox(max_returned_file_bytes=len(PNG) - 1)
+    feed(box, READY, frames.ReturnedImage(name="cut.png", mime_type="image/png", data=PNG))
+    assert box.reported.images == []
+    [kept] = box.reported.files
+    assert (kept.name, kept.mime_type, kept.truncated, len(kept.data)) == \
+        ("cut.png", "application/octet-stream", True, len(PNG) - 1)

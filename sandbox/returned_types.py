@@ -1,0 +1,88 @@
+"""What a file a run returned is, by the host's own look (host side): its MIME type from its name, and for an
+image, whether it is whole (its structure checked, without decoding it). Never the worker's word: the snippet
+shares the worker's process.
+
+A run's image goes to clients and to models as an image part, and an application keeps the part in its
+conversation. The Gemini API refuses a request holding an image it cannot decode (HTTP 400 "Unable to process
+input image"), so a file that only begins as an image does (a write an exception cut short, a signature then junk)
+failed the next request of ``sandbox serve``'s gemini backend and of the genai tool loop, and every later one of
+the conversation. Such a file comes back as a plain file.
+
+What is checked: a PNG is its signature, an IHDR chunk of 13 bytes with a non-zero width and height first, at least
+one IDAT, chunks whose lengths fit and whose CRCs match, up to an IEND; a JPEG begins with SOI and ends with EOI.
+The compressed pixels are not decoded: that would cost the host CPU for every figure (a hostile run would pick
+how much), and a run that forges a PNG's CRCs on purpose only spoils its own images.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Any
+
+from .filetypes import IMAGE_EXTENSIONS, image_type
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHUNK_HEAD = struct.Struct("!I4s")
+_CRC = struct.Struct("!I")
+_IHDR_SIZE = struct.Struct("!II")
+
+
+def is_whole(data: bytes, mime_type: str) -> bool:
+    """True when ``data`` is a whole image of ``mime_type`` (``image/png`` or ``image/jpeg``) by its structure."""
+    check = _CHECKS.get(mime_type)
+    return check is not None and check(data)
+
+
+def _whole_png(data: bytes) -> bool:
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    view = memoryview(data)
+    pos, chunks, pixels = len(_PNG_SIGNATURE), 0, False
+    while pos + _CHUNK_HEAD.size + _CRC.size <= len(data):
+        length, kind = _CHUNK_HEAD.unpack_from(data, pos)
+        end = pos + _CHUNK_HEAD.size + length
+        if end + _CRC.size > len(data) or zlib.crc32(view[pos + 4:end]) != _CRC.unpack_from(data, end)[0]:
+            return False
+        if chunks == 0 and (kind != b"IHDR" or length != 13 or 0 in _IHDR_SIZE.unpack_from(data, pos + 8)):
+            return False
+        chunks += 1
+        pixels = pixels or kind == b"IDAT"
+        if kind == b"IEND":
+            return pixels
+        pos = end + _CRC.size
+    return False  # cut short: no IEND
+
+
+def _whole_jpeg(data: bytes) -> bool:
+    return data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")
+
+
+_CHECKS = {"image/png": _whole_png, "image/jpeg": _whole_jpeg}
+
+
+def has_image_extension(name: str) -> bool:
+    """True when ``name`` ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+#: ``mimetypes``, imported on the first file a run returns (the host's own table, read once).
+_mimetypes: Any = None
+
+
+def file_type(name: str, data: bytes) -> str:
+    """The MIME type of a returned file, from its name and bytes alone: never a run's word for it.
+
+    A worker's MIME type is the snippet's to choose (it shares the worker's process and can replace the guess):
+    ``image/png`` on a text file, ``text/html`` with a line break and an escape sequence in it, 255 characters of
+    anything; callers pass it on as MCP resources' and ADK artifacts' types. A name with an image's extension is
+    that image's type only when its bytes are a whole one."""
+    global _mimetypes
+    if has_image_extension(name):
+        sniffed = image_type(data)
+        return sniffed if sniffed is not None and is_whole(data, sniffed) else "application/octet-stream"
+    if _mimetypes is None:
+        import mimetypes
+        _mimetypes = mimetypes
+    return _mimetypes.guess_type(name)[0] or "application/octet-stream"
