@@ -24,7 +24,7 @@ subprocess of the agent, with the agent's environment):
   in the ADK session: ``run1_figure_1.png``, ``run2_figure_1.png``, ``run2_out.csv``
   (two blocks' figures never become two versions of one artifact); a name ADK's file
   artifact service would refuse is made plain (a backslash becomes ``_``, a
-  ``metadata.json`` or ``versions`` part gets a ``_`` in front). The number follows
+  ``metadata.json`` or ``versions`` part gets a ``_`` in front, a part is cut to 255 bytes). The number follows
   the code execution results stored in the ADK session, so it goes on across turns,
   rebuilt executors and restarts on a persistent session service;
 * cancellation: a block whose ADK invocation is cancelled or aborted is killed at once
@@ -58,7 +58,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError, SessionError, value_text
 from ..image import Image
-from ..names import numbered
+from ..names import fit, numbered
 from ..policy import Policy
 from ..results import File, Outcome, Result
 from ._common import MAX_SESSIONS, SessionPool
@@ -251,6 +251,9 @@ def _to_sandbox_file(file: AdkFile) -> File:
     return File(name=file.name, data=bytes(content), mime_type=file.mime_type)
 
 
+#: Longest path part, in bytes of UTF-8, that ADK's FileArtifactService can make (Linux file systems' NAME_MAX).
+_NAME_MAX_BYTES = 255
+
 #: Path parts ADK's FileArtifactService keeps for itself (compared as it does: case and trailing dots and spaces
 #: aside); a name holding one is refused with InputValidationError.
 _ADK_RESERVED_PARTS = ("metadata.json", "versions")
@@ -267,8 +270,12 @@ def _artifact_names(prefix: str, files: list[File]) -> list[str]:
     for item in files:
         parts = [part.replace("\\", "_") for part in item.name.split("/")]
         parts = ["_" + part if part.rstrip(" .").casefold() in _ADK_RESERVED_PARTS else part for part in parts]
-        wanted = prefix + "/".join(parts)
-        names.append(next(name for name in numbered(wanted) if name not in names))
+        parts[0] = prefix + parts[0]
+        # Each part within NAME_MAX bytes, the prefix, a "_" and a number included: a file name of 255 bytes is the
+        # file system's own limit, and the file service raised ENAMETOOLONG for "run1_" + it.
+        folders = "".join(fit(part, _NAME_MAX_BYTES) + "/" for part in parts[:-1])
+        names.append(next(name for name in (folders + last for last in numbered(parts[-1], _NAME_MAX_BYTES))
+                          if name not in names))
     return names
 
 

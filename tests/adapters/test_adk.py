@@ -366,17 +366,23 @@ HOSTILE_NAMES = ("a\\..\\..\\up.txt", "sub/x\\y.txt", "sub/x_y.txt", "sub/metada
                  "c/versions/x.txt", "c/VERSIONS/y.txt", "metadata.json")
 
 
-def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path):
+#: Names of 255 bytes, the file system's own limit: ADK's file service raised ENAMETOOLONG for 'run1_' + one.
+LONG_NAMES = ("x" * 251 + ".txt", "d" * 255 + "/a.txt", "é" * 125 + ".csv")
+
+
+@pytest.mark.parametrize("names", [HOSTILE_NAMES, LONG_NAMES], ids=["reserved", "long"])
+def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
     """ADK saves a block's output files as artifacts after the executor returns, and an artifact service may refuse a
     name: the file service raised InputValidationError out of runner.run_async for a file the snippet named
     'sub/metadata.json' or 'a\\..\\up.txt', ending the agent's turn with an exception (a snippet's doing is never
-    one in the host). Each name now reaches ADK with those parts made plain; every file is saved, under the root."""
+    one in the host), and raised ENAMETOOLONG for a file of a 255-byte name ('run1_' made it 260). Each name now
+    reaches ADK with those parts made plain and cut to 255 bytes; every file is saved, under the root."""
     from google.adk.artifacts import FileArtifactService
     from google.adk.runners import Runner
     from google.adk.sessions import InMemorySessionService
 
     writes = "".join(f"os.makedirs(os.path.dirname({name!r}) or '.', exist_ok=True)\n"
-                     f"open({name!r}, 'w').write({name!r})\n" for name in HOSTILE_NAMES)
+                     f"open({name!r}, 'w').write({name!r})\n" for name in names)
     model = ScriptedLlm(model="scripted", script=["```python\nimport os\n" + writes + "print('written')\n```", "Done."])
     executor = SandboxCodeExecutor(sandbox=box)
     sessions, artifacts = InMemorySessionService(), FileArtifactService(root_dir=tmp_path / "artifacts")
@@ -393,6 +399,6 @@ def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path):
 
     saved = asyncio.run(converse())
     executor.close()
-    assert sorted(saved.values()) == sorted(HOSTILE_NAMES), saved
+    assert sorted(saved.values()) == sorted(names), saved
     assert all(path.resolve().is_relative_to((tmp_path / "artifacts").resolve()) for path in tmp_path.rglob("*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
