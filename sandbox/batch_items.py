@@ -15,7 +15,7 @@ from . import jsontext
 from .errors import InputError, SandboxUnavailable, value_text
 from .frames import MAX_NAME_CHARS
 from .inputs import decode_base64
-from .outfiles import OutDir, extension
+from .outfiles import OutDir, extension, image_file_name
 from .policy import Policy
 from .results import Denial, File, Outcome, Result
 
@@ -282,8 +282,9 @@ def describe(item: BatchItem, result: Result, max_output_chars: int = DEFAULT_MA
 def save_images(record: BatchResult, blobs: list[bytes], images_dir: str) -> BatchResult:
     """Write a record's image bytes under ``images_dir`` as ``<id>_<n>.<ext>``; fill in their paths.
 
-    Image names come from inside: only a short alphanumeric extension of theirs is used
-    (else one for the MIME type). An image that cannot be written keeps ``path`` None;
+    Image names come from inside: only a short alphanumeric extension of theirs is used, and only one of
+    the image's type (else the type's own: outfiles.image_file_name). An image that cannot be written keeps
+    ``path`` None;
     the batch goes on. A name the folder already holds is never written over (the next free
     one is taken: ``<id>_<n>_2.png``): it may be a file of the user's, or another record's image
     (an id may be another's made-safe stem: ``a/b`` and ``a_b-<its hash>``), whose path would then
@@ -296,7 +297,8 @@ def save_images(record: BatchResult, blobs: list[bytes], images_dir: str) -> Bat
     with OutDir(images_dir, keep_existing=True) as out:
         for index, (image, data) in enumerate(zip(record.images, blobs)):
             try:
-                path = out.write(f"{stem}_{index}{extension(image.name, image.mime_type, '.png')}", data,
+                name = image_file_name(image.name, image.mime_type)
+                path = out.write(f"{stem}_{index}{extension(name, image.mime_type, '.png')}", data,
                                  fallback=f"image_{index}.png")
             except OSError:
                 path = None

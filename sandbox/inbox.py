@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from . import frames
 from .errors import ProtocolError, SandboxUnavailable
 from .filetypes import image_type
-from .returned_types import file_type, has_image_extension, is_whole
+from .returned_types import file_type, is_whole
 from .policy import Policy
 from .results import Denial, File
 
@@ -99,10 +99,9 @@ class Inbox:
         if image and not frame.skipped:
             # Clients show an image part as one: only bytes that are a whole PNG or JPEG image are (a forged, junk
             # or cut "figure.png", one the cap above cut too, comes back as a plain file, under no image's MIME
-            # type: returned_types.py). Its name is an image's too: the worker's list of image extensions is the
-            # snippet's to change, and a "page.html" of PNG magic and markup was saved by `sandbox batch
-            # --images-dir` as <id>_0.html.
-            sniffed = image_type(data) if has_image_extension(frame.name) else None
+            # type: returned_types.py). Its name is still the run's: writers give it its type's extension
+            # (outfiles.image_file_name).
+            sniffed = image_type(data)
             image = sniffed is not None and is_whole(data, sniffed)
             mime_type = sniffed if sniffed is not None and image else file_type(frame.name, data)
         else:  # the worker's MIME type is the snippet's word (see returned_types.file_type)

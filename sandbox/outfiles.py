@@ -27,6 +27,8 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: open() errors that mean "this name is taken by something we must not write through".
 _TAKEN_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ETXTBSY, errno.EACCES, errno.EEXIST}
+#: The extensions a file of each image type a run returns may have; the first is the one given.
+_IMAGE_TYPE_EXTENSIONS = {"image/png": (".png",), "image/jpeg": (".jpg", ".jpeg")}
 _MIME_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
                     "image/svg+xml": ".svg", "image/bmp": ".bmp", "image/tiff": ".tiff"}
 
@@ -50,6 +52,16 @@ def extension(name: Any, mime_type: Any = "", default: str = ".bin") -> str:
     if found:
         return found.group(0)
     return _MIME_EXTENSIONS.get(mime_type if isinstance(mime_type, str) else "", default)
+
+
+def image_file_name(name: Any, mime_type: str) -> str:
+    """``name`` ending in an extension of its image type (``.png``; ``.jpg`` or ``.jpeg``), the type's own appended
+    when it does not. A run names its images as it likes (the worker's list of image extensions is the snippet's to
+    change): a PNG named ``page.html``, its bytes PNG magic then markup, was saved as ``<id>_0.html``, a page a
+    browser runs, in a folder of images."""
+    text = name if isinstance(name, str) else ""
+    allowed = _IMAGE_TYPE_EXTENSIONS.get(mime_type, ())
+    return text + allowed[0] if allowed and not text.lower().endswith(allowed) else text
 
 
 def _unsafe(char: str) -> bool:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, MutableMappin
 from .. import jsontext
 from ..core import Sandbox
 from ..errors import InputError, os_error_text, value_text
-from ..outfiles import OutDir, safe_name
+from ..outfiles import OutDir, image_file_name, safe_name
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse, state_text
@@ -300,7 +300,7 @@ def _save(image: File, folder: str) -> str:
     never over an earlier call's ``figure_1.png``."""
     try:
         with OutDir(folder, keep_existing=True) as out:
-            return out.write(image.name, image.data, fallback="image.png")
+            return out.write(image_file_name(image.name, image.mime_type), image.data, fallback="image.png")
     except OSError as exc:
         return f"{safe_name(image.name, 'image.png')} not saved ({os_error_text(exc)})"
 

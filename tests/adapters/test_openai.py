@@ -369,7 +369,7 @@ def test_saved_images_are_named_safely_and_never_written_through_a_link(box, tmp
     folder.mkdir()
     (folder / "figure_1.png").symlink_to(target)
     code = ("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n"
-            "open('x\\x1b[2Jy.png', 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + bytes(64))")
+            "plt.savefig('x\\x1b[2Jy.png')")
     saved = adapter.handle_calls([tool_call(code, "a")], sandbox=box, images="save", save_dir=str(folder))
     assert not target.exists() and (folder / "figure_1.png").is_symlink()
     names = sorted(p.name for p in folder.iterdir())
@@ -805,3 +805,14 @@ def test_changing_a_returned_tool_changes_no_later_one(box):
                    adapter.responses_tool(sandbox=box)["parameters"]):
         assert schema == {"type": "object", "required": ["code"], "additionalProperties": False,
                           "properties": {"code": {"type": "string", "description": "Python source code to run."}}}
+
+
+def test_a_saved_image_gets_its_types_extension_whatever_the_run_named_it(box, tmp_path):
+    """The run names its images (the worker's list of image extensions is the snippet's to change): a PNG named
+    ``page.html``, its markup after the PNG's end, was saved in ``save_dir`` as ``page.html``, a page a browser runs."""
+    code = ("import io, sys\nimport matplotlib.pyplot as plt\n"
+            "sys.modules['sandbox.filetypes'].IMAGE_EXTENSIONS['.html'] = 'image/png'\n"
+            "png = io.BytesIO()\nplt.plot([1, 2])\nplt.savefig(png, format='png')\n"
+            "open('page.html', 'wb').write(png.getvalue() + b'<script>alert(1)</script>')")
+    adapter.handle_calls([tool_call(code, "a")], sandbox=box, images="save", save_dir=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html.png"]

@@ -179,17 +179,18 @@ def test_readme_and_help_list_every_field_of_a_record(tmp_path):
 
 def test_images_dir_holds_only_images_named_as_images(tmp_path):
     """The worker's list of image extensions is the snippet's to change: a ``page.html`` of PNG magic and markup came
-    back as an image, and --images-dir saved it as ``page_0.html``, a page a browser runs. It comes back as the
-    plain file it is; the folder holds no image of it."""
-    code = ("import sys\n"
+    back as an image (a whole PNG then the markup after its end), and --images-dir saved it as ``page_0.html``, a
+    page a browser runs. An image is saved under its type's extension now."""
+    code = ("import io, sys\n"
+            "import matplotlib.pyplot as plt\n"
             "sys.modules['sandbox.filetypes'].IMAGE_EXTENSIONS['.html'] = 'image/png'\n"
+            "png = io.BytesIO()\nplt.plot([1, 2])\nplt.savefig(png, format='png')\n"
             "with open('page.html', 'wb') as fh:\n"
-            "    fh.write(b'\\x89PNG\\r\\n\\x1a\\n<html><script>alert(document.cookie)</script></html>')\n")
+            "    fh.write(png.getvalue() + b'<html><script>alert(document.cookie)</script></html>')\n")
     images = tmp_path / "img"
     done = cli(str(write_jsonl(tmp_path / "in.jsonl", [{"id": "page", "code": code}])), "--out",
                str(tmp_path / "out.jsonl"), "--images-dir", str(images), "-q")
     assert done.returncode == 0, done.stderr
     [record] = read_jsonl(tmp_path / "out.jsonl")
-    assert record["images"] == [] and [(f["name"], f["mime_type"]) for f in record["files"]] == \
-        [("page.html", "text/html")], record
-    assert not images.exists() or not any(images.iterdir())
+    assert [(i["name"], i["mime_type"]) for i in record["images"]] == [("page.html", "image/png")], record
+    assert sorted(p.name for p in images.iterdir()) == ["page_0.png"]

@@ -166,13 +166,18 @@ while True:
 '''
 # -- frames forged on the run's own message channel --------------------------------------------
 FORGE = '''
-import json, struct, time
+import json, struct, time, zlib
 _channel = sys.modules["sandbox.inside.request"].current()
 def raw(header, blobs=(), text=None):
     data = (text or json.dumps({"v": 1, "blobs": [len(b) for b in blobs], **header})).encode()
     return struct.pack("!I", len(data)) + data + b"".join(blobs)
 def forge(*frames):
     _channel.sock.sendall(b"".join(frames))
+def _chunk(kind, body):
+    return struct.pack("!I", len(body)) + kind + body + struct.pack("!I", zlib.crc32(kind + body))
+# A whole 1x1 PNG: the host keeps an image frame as an image only when its bytes are one (returned_types.py).
+WHOLE_PNG = (b"\\x89PNG\\r\\n\\x1a\\n" + _chunk(b"IHDR", struct.pack("!IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+             + _chunk(b"IDAT", zlib.compress(b"\\x00\\x00")) + _chunk(b"IEND", b""))
 '''
 #: kind -> (forgery, what the error names). The run then sleeps: the host must stop it.
 BAD_FRAMES = {
@@ -193,7 +198,7 @@ os.closerange(0, 1 << 16)
 time.sleep(600)
 '''
 FORGED_IMAGES = FORGE + '''
-forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (b"\\x89PNG\\r\\n\\x1a\\n",)) * 10_000)
+forge(raw({"type": "image", "name": "i.png", "mime_type": "image/png"}, (WHOLE_PNG,)) * 10_000)
 print("went on")
 '''
 #: The files HOSTILE_NAMES writes in its work dir: name in the run -> (name in the Result, content).
@@ -203,7 +208,7 @@ NAMED = {"...": ("...", "dots"), "x." + "e" * 250: ("x." + "e" * 250, "long exte
 #: 7 forged images whose names are too long, repeat, hold a lone surrogate or escape sequences (one that leaves the
 #: work dir, is empty or holds NUL fails the run: forged_escaping_name).
 HOSTILE_NAMES = FORGE + r'''
-PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
+PNG = WHOLE_PNG + b"x" * 100
 for name in ["\ud800.png", "x." + "e" * 250, "n" * 400 + ".png", "\x1b]0;pwned\x07.png", "dup.png", "dup.png",
              "sub/..png"]:
     forge(raw({"type": "image", "name": name, "mime_type": "image/png"}, (PNG,)))

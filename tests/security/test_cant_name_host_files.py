@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import pty
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import sandbox
@@ -27,6 +29,13 @@ import sandbox
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Forge frames on the worker's own channel (the snippet runs in the worker's process).
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack("!I", len(body)) + kind + body + struct.pack("!I", zlib.crc32(kind + body))
+
+
+#: A whole 1x1 PNG: the host keeps an image frame as an image only when its bytes are one (returned_types.py).
+WHOLE_PNG = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack("!IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+             + _chunk(b"IDAT", zlib.compress(b"\x00\x00")) + _chunk(b"IEND", b""))
 FORGE = r'''
 import json, os, sys
 _proto = sys.modules["sandbox.protocol"]
@@ -35,8 +44,8 @@ def forge(kind, blob=b"", **fields):
     header = {"v": _proto.VERSION, "type": kind, "blobs": [len(blob)] if blob else [], **fields}
     raw = json.dumps(header).encode()  # ASCII JSON: a lone surrogate travels as \ud800
     _chan.sock.sendall(_proto._LEN.pack(len(raw)) + raw + blob)
-PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
-'''
+PNG = bytes.fromhex("%s") + b"x" * 100
+''' % WHOLE_PNG.hex()
 HOSTILE_NAMES = FORGE + r'''
 for name in ["\ud800.png", "x." + "e" * 250, "n" * 400 + ".png", "\x1b]0;pwned\x07.png", "dup.png", "dup.png",
              "sub/..png", "sub/" + "d" * 300 + "/x.png"]:
@@ -90,7 +99,7 @@ def test_cant_crash_run_out_or_write_outside_it(tmp_path):
     long_names = [n for n in names if "eeeee" in n]  # the forged image's and the work-dir file's, both kept
     assert len(long_names) == 2 and all(len(n.encode()) <= 255 for n in long_names), long_names
     assert sorted((out / n).read_bytes() for n in long_names) == \
-        sorted([b"\x89PNG\r\n\x1a\n" + b"x" * 100, b"long extension"])
+        sorted([WHOLE_PNG + b"x" * 100, b"long extension"])
     assert sorted(line.split(" ", 1)[1] for line in stderr.splitlines() if line.startswith("wrote ")) == \
         sorted(str(out / n) for n in names)
 
