@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 #: Inline MIME types the service documents, and the extension each input file gets.
 MIME_EXTENSIONS: dict[str, str] = {
     "image/png": ".png",
@@ -41,4 +40,3 @@ def image_type(data: bytes) -> str | None:
         if data.startswith(signature):
             return mime_type
     return None
-

@@ -62,11 +62,6 @@ def _whole_jpeg(data: bytes) -> bool:
 _CHECKS = {"image/png": _whole_png, "image/jpeg": _whole_jpeg}
 
 
-def has_image_extension(name: str) -> bool:
-    """True when ``name`` ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 #: ``mimetypes``, imported on the first file a run returns (the host's own table, read once).
 _mimetypes: Any = None
 
@@ -79,7 +74,7 @@ def file_type(name: str, data: bytes) -> str:
     anything; callers pass it on as MCP resources' and ADK artifacts' types. A name with an image's extension is
     that image's type only when its bytes are a whole one."""
     global _mimetypes
-    if has_image_extension(name):
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
         sniffed = image_type(data)
         return sniffed if sniffed is not None and is_whole(data, sniffed) else "application/octet-stream"
     if _mimetypes is None:
