@@ -37,7 +37,8 @@ than a long session's runs):
   to the root, and the files its own line opened (state, as globals are).
 - **nothing of a run outlives it**: a runner is a subreaper while it runs and kills
   every process the snippet left before it commits; a dead runner's orphans are
-  killed by the root; states a line no longer uses are killed with their orphans.
+  killed by the root, each generation as it comes to it (on its parent's SIGCHLD); states
+  a line no longer uses are killed with their orphans.
 - **memory**: the root and every node are non-dumpable (``PR_SET_DUMPABLE`` 0, set
   again when a runner becomes a node), so ``/proc/<pid>/mem``, ``environ``, ``maps``
   and ptrace of another state fail for a same-uid run; seccomp denies ptrace and
@@ -442,14 +443,20 @@ class _Root:
         return freed
 
     def _sweep(self) -> None:
-        """Kill what a dead runner left behind (reparented to us), but no node."""
+        """Kill what a dead runner left behind (reparented to us), but no node and not the run's runner (ours once
+        its node is gone: its run ends lost)."""
+        runner = self.run.runner_pid if self.run is not None else None
         for pid in proc.children():
-            if pid not in self.nodes:
+            if pid not in self.nodes and pid != runner:
                 proc.kill(pid)
 
     def _reap(self) -> None:
         for _pid, _status in proc.reaped():
             pass  # orphans and freed states: nothing to report, only zombies to clear
+        # A dead runner's processes come to us one generation at a time: the children of each one _sweep killed
+        # are ours once it has exited, which its SIGCHLD says. Swept only then, a chain of forks ran on past its
+        # rolled-back run, until a state was freed or the session closed.
+        self._sweep()
 
 
 #: Host command -> the root's handler (command, fds attached to it).
