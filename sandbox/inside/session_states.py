@@ -23,7 +23,7 @@ from typing import Any, Callable, NoReturn
 from .. import commands, frames, protocol
 from ..confine import _sys, rlimits, state_scope
 from ..errors import ProtocolError
-from . import at_fork, mp_helpers, proc, process_pools, request
+from . import at_fork, mp_helpers, proc, process_pools, request, state_signals
 from .request import Confined
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -126,6 +126,7 @@ class _NodeLoop:
         self.runners: set[int] = set()
         self.standby: int | None = None
         """The pid of a runner forked in advance; the root sends it a run's fds itself."""
+        self.run_actions = state_signals.quiet()  # the run's handlers are its forks', never run here
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
@@ -187,6 +188,7 @@ class _NodeLoop:
             self.sock.close()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            state_signals.restore(self.run_actions)
             signal.pthread_sigmask(signal.SIG_SETMASK, self.run_mask)
             os.close(self.wake_r)
             os.close(self.wake_w)

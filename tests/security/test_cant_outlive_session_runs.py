@@ -66,3 +66,40 @@ def test_a_rolled_back_runs_processes_all_die_with_it(box, ending):
             time.sleep(0.05)
         assert not _lingerers(box)
         assert s.run("print(x)").stdout == "1\n"
+
+
+#: A handler for SIGUSR1 that notes where it runs and forks a ``lingerer``; a pipe whose owner (F_SETOWN) is this
+#: process, which once the run commits is the session's state, signalled (F_SETSIG) when a later run writes to it.
+SIGNAL_THE_STATE = """import ctypes, faulthandler, fcntl, os, signal, time
+faulthandler.enable()
+def handler(*_):
+    open('handled.txt', 'a').write(f'{os.getpid()}\\n')
+    if os.fork() == 0:
+        ctypes.CDLL(None).prctl(15, b"lingerer", 0, 0, 0)
+        while True:
+            time.sleep(1)
+signal.signal(signal.SIGUSR1, handler)
+r, w = os.pipe()
+fcntl.fcntl(r, fcntl.F_SETOWN, os.getpid())
+fcntl.fcntl(r, 10, signal.SIGUSR1)  # F_SETSIG
+fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+state = os.getpid()"""
+
+
+def test_a_state_runs_no_signal_handler_of_its_runs(box):
+    """A signal the kernel sends a state (F_SETOWN: no kill() the root could refuse) ran the run's handler in the
+    state, outside any run: it forked a process no run's end killed, alive while the state was (a checkpoint's
+    state: for good). The state ignores every caught signal; its runs still have their handlers, Python's and C's
+    (faulthandler)."""
+    with box.session() as s:
+        assert s.run(SIGNAL_THE_STATE).ok
+        mark = s.checkpoint()  # keeps the signalled state alive whatever the runs after do
+        r = s.run("os.write(w, b'x')\ntime.sleep(1)\nprint(os.path.exists('handled.txt'))")
+        assert r.ok and r.stdout == "False\n", r
+        time.sleep(1)
+        assert not _lingerers(box)
+        s.restore(mark)
+        r = s.run("os.kill(os.getpid(), signal.SIGUSR1)\nprint(open('handled.txt').read() == f'{os.getpid()}\\n')\n"
+                  "caught = int(next(l for l in open('/proc/self/status') if l.startswith('SigCgt')).split()[1], 16)\n"
+                  "print(bool(caught >> (signal.SIGSEGV - 1) & 1))")
+        assert r.stdout == "True\nTrue\n", r  # the run's handler and faulthandler's, both in the run
