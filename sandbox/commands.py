@@ -252,7 +252,8 @@ class Go(Frame):
 
 @frame_type
 class Forked(Frame):
-    """Node -> root: the child it forked, or the standby it handed out (pid 0: it had died). A node sends no fd:
+    """Node -> root: the child it forked, or the standby it handed out (pid 0: none; one reaped before it was asked
+    for is named, and its ``exited`` follows: the root may have sent it a run, which ended at once). A node sends no fd:
     the kernel checks each ``SCM_RIGHTS`` against its sender's fd limit, which a run can exhaust (rlimits.py)."""
 
     KIND: ClassVar[str] = "reply"

@@ -126,6 +126,9 @@ class _NodeLoop:
         self.runners: set[int] = set()
         self.standby: int | None = None
         """The pid of a runner forked in advance; the root sends it a run's fds itself."""
+        self.standby_end: tuple[int, int] | None = None
+        """(pid, wait status) of the standby, once reaped before the root asked for it: the root may have sent it a
+        run already (it ends first, when the run ends at once), so this is that run's end."""
         self.run_actions = state_signals.quiet()  # the run's handlers are its forks', never run here
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -164,10 +167,12 @@ class _NodeLoop:
         if self.standby is not None:
             theirs.close()
             raise ProtocolError("'warm' came to a node that keeps a standby already")
+        self.standby_end = None
         self.standby = self._forked(theirs, lambda: _standby_main(theirs, self.scope, self.confined)) or None
 
     def _cool(self, fds: list[int]) -> None:
         protocol.close_fds(fds)
+        self.standby_end = None
         if self.standby is not None:
             proc.kill(self.standby)
             self.standby = None
@@ -203,6 +208,11 @@ class _NodeLoop:
         the run's 4 fds and the runner's socket to the root, for a runner forked now."""
         if not fds:
             pid, self.standby = self.standby or 0, None
+            ended, self.standby_end = self.standby_end, None
+            if not pid and ended is not None:  # named with its end: if the root reached it, that was its run's
+                frames.send(self.sock, commands.Forked(pid=ended[0]))
+                frames.send(self.sock, frames.Exited(pid=ended[0], **proc.exit_facts(ended[1])))
+                return
             if not pid:
                 frames.send(self.sock, commands.Forked(pid=0))
                 return
@@ -222,7 +232,7 @@ class _NodeLoop:
         proc.drain(self.wake_r)
         for pid, status in proc.reaped():
             if pid == self.standby:
-                self.standby = None
+                self.standby, self.standby_end = None, (pid, status)
             if pid in self.runners:
                 self.runners.discard(pid)
                 frames.send(self.sock, frames.Exited(pid=pid, **proc.exit_facts(status)))

@@ -235,9 +235,12 @@ class _Root:
         try:
             if standby is not None:  # the node names its standby (pid 0: it has died), which gets the fds from us
                 frames.send(node.sock, commands.NodeRun())
-                _sent(standby, commands.Go(), fds)  # not waiting for the node: if it died, the node says so
+                delivered = _sent(standby, commands.Go(), fds)  # not waiting for the node: if it died, it says so
                 forked = self._ask(node)
-                if forked.pid:
+                # Delivered, the fds are the standby's, alive or not: a run that ended at once (its standby reaped
+                # before the node read our command) is reported by its node, never run again by a new runner, which
+                # waited for the request the standby had read until the deadline.
+                if forked.pid and delivered:
                     runner_sock, standby = standby, None
             if runner_sock is None:
                 runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)

@@ -6,6 +6,8 @@ import time
 
 import psutil
 
+import sandbox
+
 from ..conftest import gone
 
 #: The snippet's process age in seconds, from its own /proc/self/stat (fresh /proc of its pid namespace).
@@ -69,3 +71,41 @@ def test_the_stack_does_not_deepen_run_after_run(box):
         assert int(s.run(DEPTH).stdout) == first
         for _ in range(200):
             assert s.run("print(1)").stdout == "1\n"
+
+
+#: Pipes whose reader, once a run made it their owner (F_SETOWN), the kernel signals with SIGSTOP or SIGCONT when
+#: a process of the session writes to them: a branch's run stops a state, the state's own run wakes it.
+STOPPABLE = """import fcntl, os, signal, time
+def signalling_pipe(sig):
+    r, w = os.pipe()
+    fcntl.fcntl(r, 10, sig)  # F_SETSIG
+    fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+    return r, w
+stop_r, stop_w = signalling_pipe(signal.SIGSTOP)
+cont_r, cont_w = signalling_pipe(signal.SIGCONT)"""
+OWN = "for fd in (stop_r, cont_r):\n    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())\nx = 2"
+#: Ends at once; the state wakes only once the run's process is gone (a child of it waits for that).
+EXIT_BEFORE_THE_STATE_WAKES = """me = os.getpid()
+if os.fork() == 0:
+    while os.getppid() == me:
+        time.sleep(0.01)
+    os.write(cont_w, b'x')
+    os._exit(0)
+os._exit(3)"""
+
+
+def test_a_run_that_ends_before_its_state_hands_out_the_standby_is_reported_at_once(box):
+    """The root sends the state "hand out your standby" and the standby the run; a run that ended before the state
+    read that (a busy machine, here a stopped state) left the state with no standby to name, and the root had a new
+    runner forked for the same run: it waited for the request the standby had already read, and a crash at once came
+    back as a timeout at the run's deadline (the suite's kill(0) test failed so now and then)."""
+    with box.session() as s:
+        assert s.run(STOPPABLE).ok
+        with s.fork() as branch:
+            assert s.run(OWN).ok  # this run's process is now the line's state
+            assert branch.run("os.write(stop_w, b'x')").ok
+            started = time.monotonic()
+            r = s.run(EXIT_BEFORE_THE_STATE_WAKES, timeout=20)
+            assert (r.outcome, r.reason, r.rolled_back) == (sandbox.Outcome.FAILED, "crashed", True), r
+            assert time.monotonic() - started < 10, r
+            assert s.run("print(x)").stdout == "2\n"
