@@ -408,6 +408,9 @@ class _Root:
         """A node reports that a child of it died: if it was the running runner, roll back."""
         run = self.run
         if isinstance(event, frames.Exited) and run is not None and event.pid == run.runner_pid:
+            # Made sure of: a node can be made to say it (a thread a run left in its state, its socket at hand), and
+            # a runner we no longer count as running is one no cancel reaches, free to run past its deadline.
+            proc.kill(run.runner_pid)
             self.run = None
             _close_registered(self.selector, run.runner_sock)
             self._sweep()

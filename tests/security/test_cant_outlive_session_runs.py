@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 import sandbox
+from sandbox import frames
 
 #: Fork a chain of ``depth`` processes below the run, each renamed ``lingerer``, and wait for
 #: the last one to start; then the run ends as its parameter says.
@@ -103,3 +104,66 @@ def test_a_state_runs_no_signal_handler_of_its_runs(box):
                   "caught = int(next(l for l in open('/proc/self/status') if l.startswith('SigCgt')).split()[1], 16)\n"
                   "print(bool(caught >> (signal.SIGSEGV - 1) & 1))")
         assert r.stdout == "True\nTrue\n", r  # the run's handler and faulthandler's, both in the run
+
+
+#: A daemon thread left in the state (a run's threads stay in the state it commits): each time the state lets it
+#: run (it waits holding the GIL, and lets go of it to talk to the root), it writes the frame a state sends when its
+#: runner has died, naming any runner of it already running the snippet (readable /proc/<pid>/fd: dumpable). A pipe
+#: the state owns signals it SIGCHLD on every write (F_SETOWN, F_SETSIG): a run wakes its state at will.
+FORGE_THE_RUNNERS_END = r"""import fcntl, os, signal, socket, threading, time
+state = os.getpid()
+poke_r, poke_w = os.pipe()
+fcntl.fcntl(poke_r, fcntl.F_SETOWN, state)
+fcntl.fcntl(poke_r, 10, signal.SIGCHLD)  # F_SETSIG
+fcntl.fcntl(poke_r, fcntl.F_SETFL, fcntl.fcntl(poke_r, fcntl.F_GETFL) | os.O_ASYNC)
+def running_children():
+    found = []
+    for pid in map(int, open(f'/proc/{state}/task/{state}/children').read().split()):
+        try:
+            os.listdir(f'/proc/{pid}/fd')
+            found.append(pid)
+        except OSError:
+            pass
+    return found
+def send_everywhere(data):
+    for fd in map(int, os.listdir('/proc/self/fd')):
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        try:
+            if s.type == socket.SOCK_SEQPACKET:
+                s.send(data)
+        except OSError:
+            pass
+        s.close()
+def forge():
+    while True:
+        time.sleep(0.001)
+        for pid in running_children():
+            send_everywhere(%r.replace(b'999999', str(pid).encode().rjust(6)))
+threading.Thread(target=forge, daemon=True).start()"""
+#: Wakes its state a few times, and writes a dot to a file every 0.1 s for 20 s.
+KEEP_WRITING = """import time
+for i in range(200):
+    if i < 20:
+        os.write(poke_w, b'x')
+    open('dots.txt', 'a').write('.')
+    time.sleep(0.1)"""
+#: How many dots were written in 2 s (killed at its first poke, the run wrote none).
+GROWTH = ("import os, time\nsize = lambda: os.path.exists('dots.txt') and os.path.getsize('dots.txt')\n"
+          "before = size()\ntime.sleep(2)\nprint(size() - before)")
+
+
+def test_a_forged_end_of_a_run_does_not_free_its_runner(box):
+    """Code of a run's left in its state (a daemon thread, here) can speak for the state to the root: it said the
+    running runner had died. The root reported the run rolled back, the host returned, and the runner, which no
+    cancel could reach any more (the root no longer counted it as running), wrote on past its 4 s deadline and into
+    the next runs. The root now kills the runner it is told has ended, whoever says so."""
+    template = frames.encode(frames.Exited(pid=999999, exitcode=0))
+    with box.session() as s, s.fork() as watcher:  # the branch's state has no such thread: its runs are its own
+        assert s.run(FORGE_THE_RUNNERS_END % template).ok
+        r = s.run(KEEP_WRITING, timeout=4)
+        assert r.rolled_back, r
+        time.sleep(1)
+        assert watcher.run(GROWTH).stdout == "0\n"
