@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
-from typing import Any
+from typing import Any, Callable
 
 from .errors import CallError
 
@@ -127,24 +127,18 @@ def _decimal_in(sent: dict[str, Any], where: str) -> decimal.Decimal:
         raise CallError(f"the worker returned a table whose {where} is the decimal {text[:40]!r}") from None
 
 
-def _date_in(sent: dict[str, Any], where: str) -> datetime.date:
-    text = sent["date"]
-    if set(sent) != {"date"} or not (isinstance(text, str) and _ISO_DATE.fullmatch(text)):
-        raise CallError(f"the worker returned a table whose {where} is no date: {str(sent)[:120]}")
-    try:  # the pattern lets a 13th month through
-        return datetime.date.fromisoformat(text)
-    except ValueError:
-        raise CallError(f"the worker returned a table whose {where} is the date {text!r}") from None
-
-
-def _time_in(sent: dict[str, Any], where: str) -> datetime.time:
-    text = sent["time"]
-    if set(sent) != {"time"} or not (isinstance(text, str) and _ISO_CLOCK.fullmatch(text)):
-        raise CallError(f"the worker returned a table whose {where} is no time: {str(sent)[:120]}")
-    try:  # the pattern lets a 25th hour through
-        return datetime.time.fromisoformat(text)
-    except ValueError:
-        raise CallError(f"the worker returned a table whose {where} is the time {text!r}") from None
+def _iso_reader(kind: str, pattern: re.Pattern[str], parse: Callable[[str], Any]) -> Callable[[dict[str, Any], str], Any]:
+    """How a date's or a time's ISO text is read: exactly as ``isoformat()`` writes it (``pattern``), then ``parse``
+    (the pattern lets out-of-range fields through: a 13th month, a 25th hour)."""
+    def read(sent: dict[str, Any], where: str) -> Any:
+        text = sent[kind]
+        if set(sent) != {kind} or not (isinstance(text, str) and pattern.fullmatch(text)):
+            raise CallError(f"the worker returned a table whose {where} is no {kind}: {str(sent)[:120]}")
+        try:
+            return parse(text)
+        except ValueError:
+            raise CallError(f"the worker returned a table whose {where} is the {kind} {text!r}") from None
+    return read
 
 
 def _missing_in(sent: dict[str, Any], where: str) -> Any:
@@ -175,8 +169,9 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: "10:30:01,5", and a zone's offset).
 _ISO_CLOCK = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?")
 #: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
-_KINDS = {"date": _date_in, "time": _time_in, "decimal": _decimal_in, "timedelta": _timedelta_in,
-          "nat": _missing_in, "na": _missing_in}
+_KINDS = {"date": _iso_reader("date", _ISO_DATE, datetime.date.fromisoformat),
+          "time": _iso_reader("time", _ISO_CLOCK, datetime.time.fromisoformat),
+          "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in}
 #: The types of pandas' missing values that travel as labels -> the key they travel under (``{key: true}``).
 _MISSING_TYPES = {"NaTType": "nat", "NAType": "na"}
 
