@@ -16,9 +16,10 @@ from google.genai._transformers import t_contents  # private: pinned by the test
 from ..core import Sandbox
 from ..errors import InputError, value_text
 from ._common import TOOL_NAME, box_of
-from ._genai_parts import DEFAULT_IMAGES, ImagesMode, ahandle, handle, tool
+from ._genai_parts import DEFAULT_IMAGES, ImagesMode, aanswer, answer, tool
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
-    check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
+    check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
 
 #: Named after the public module, which is what callers configure logging for.
 logger = logging.getLogger(f"{__package__}.genai")
@@ -68,13 +69,22 @@ class ToolLoop:
             ``run_python`` and your functions alike; calls handed back to you do not
             count). Each call past it is still answered, with ``{"error": "not run: ..."}``
             saying why, so the model can make it again in a later turn; a warning is logged.
+        max_image_bytes_per_turn: image bytes the ``run_python`` answers of one model turn carry at most
+            (default 10,000,000; base64 makes them a third more on the wire). Every image goes into the
+            history, sent again with each later request, and the Gemini API docs put a request with inline
+            data at 20 MB at most. Images are kept in order while they fit; a call whose images were left
+            out says how many after its ``output`` (``[2 images (9000000 bytes) not returned: this turn's
+            images would pass 10000000 bytes (max_image_bytes_per_turn)]``), and its ``images`` names only
+            those sent. Its text, and the names of its files, are never left out.
     """
 
     def __init__(self, client: Any, model: str, *, config: "types.GenerateContentConfig | dict | None" = None,
                  sandbox: Sandbox | None = None, max_turns: int = 10, functions: Any = None,
-                 images: ImagesMode = DEFAULT_IMAGES, max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN) -> None:
+                 images: ImagesMode = DEFAULT_IMAGES, max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+                 max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN) -> None:
         self.client, self.model, self.max_turns = client, model, check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
+        self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
         self._sandbox = sandbox
         self.config = _with_tool(config, sandbox)
         self.tools = Tools(functions, _declared(self.config))
@@ -103,7 +113,7 @@ class ToolLoop:
         def perform(step: Any) -> Any:
             if isinstance(step, ModelCall):
                 return models.generate_content(model=self.model, contents=list(self.history), config=self.config)
-            return self._answer(step.call)
+            return self._answer(step)
 
         return drive(self._steps(contents), perform)
 
@@ -116,7 +126,7 @@ class ToolLoop:
             if isinstance(step, ModelCall):
                 return await models.generate_content(model=self.model, contents=list(self.history),
                                                      config=self.config)
-            return await self._aanswer(step.call)
+            return await self._aanswer(step)
 
         return await adrive(self._steps(contents), perform)
 
@@ -180,10 +190,12 @@ class ToolLoop:
         return [types.Content(role="user", parts=parts), *new]
 
     def _answers(self, calls: list[types.FunctionCall]) -> "Steps[list[types.Part]]":
-        """Answer a turn's calls in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
+        """Answer a turn's calls in order, their images within the turn's budget; the calls past
+        ``max_calls_per_turn`` are answered "not run"."""
         cap, parts = self.max_calls_per_turn, []
+        budget = ImageBudget(self.max_image_bytes_per_turn)
         for call in calls[:cap]:
-            parts.extend((yield Answer(call)))
+            parts.extend((yield Answer(call, budget)))
         if len(calls) > cap:
             logger.warning("ToolLoop: the model made %d function calls in one turn; the last %d were not run "
                            "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
@@ -198,17 +210,19 @@ class ToolLoop:
         return _calls_of(self.history[-1])
 
     # -- answering one call ---------------------------------------------------------------
-    def _answer(self, call: types.FunctionCall) -> list[types.Part]:
+    def _answer(self, step: Answer) -> list[types.Part]:
+        call = step.call
         if call.name == TOOL_NAME:
-            return handle(call, session=self.session, images=self.images)
+            return answer(call, session=self.session, images=self.images, budget=step.image_budget)
         if call.name in self.tools.functions:
             return [_function_reply(call, *self.tools.call(call.name, call.args))]
         return [_function_reply(call, False, self.tools.unknown(call.name))]
 
-    async def _aanswer(self, call: types.FunctionCall) -> list[types.Part]:
+    async def _aanswer(self, step: Answer) -> list[types.Part]:
+        call = step.call
         if call.name == TOOL_NAME:
             session = await asyncio.to_thread(lambda: self.session)  # opening one may wait for the zygote
-            return await ahandle(call, session=session, images=self.images)
+            return await aanswer(call, session=session, images=self.images, budget=step.image_budget)
         if call.name in self.tools.functions:
             return [_function_reply(call, *(await self.tools.acall(call.name, call.args)))]
         return [_function_reply(call, False, self.tools.unknown(call.name))]

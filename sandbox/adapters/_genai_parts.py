@@ -14,8 +14,9 @@ from google.genai import types
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
-from ..results import Outcome, Result
+from ..results import File, Outcome, Result
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
+from ._image_budget import ImageBudget, with_note
 from ._loop import arun_or_refuse
 
 #: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
@@ -130,20 +131,36 @@ def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox
         images: ``"response"`` (default where the SDK has ``FunctionResponse.parts``): images
             inside the function response; ``"sibling"``: one ``inline_data`` part each after it.
     """
-    call, code, refusal = _call_and_code(function_call, name, images)
-    if refusal is not None:
-        return _reply(call, refusal, images)
-    return _reply(call, run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images)
+    return answer(function_call, sandbox=sandbox, session=session, name=name, timeout=timeout, images=images)
 
 
 async def ahandle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
                   session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
                   images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
     """:func:`handle` for asyncio; cancelling the task kills the run at once."""
+    return await aanswer(function_call, sandbox=sandbox, session=session, name=name, timeout=timeout,
+                         images=images)
+
+
+def answer(function_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None, name: str = TOOL_NAME,
+           timeout: float | None = None, images: ImagesMode = DEFAULT_IMAGES,
+           budget: ImageBudget | None = None) -> list[types.Part]:
+    """:func:`handle`; with a ``budget`` (the turn's, :class:`ToolLoop`), the images past it are left
+    out and the response's ``output`` says so."""
     call, code, refusal = _call_and_code(function_call, name, images)
     if refusal is not None:
-        return _reply(call, refusal, images)
-    return _reply(call, await arun_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images)
+        return _reply(call, refusal, images, budget)
+    return _reply(call, run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images, budget)
+
+
+async def aanswer(function_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+                  name: str = TOOL_NAME, timeout: float | None = None, images: ImagesMode = DEFAULT_IMAGES,
+                  budget: ImageBudget | None = None) -> list[types.Part]:
+    """:func:`answer` for asyncio; cancelling the task kills the run at once."""
+    call, code, refusal = _call_and_code(function_call, name, images)
+    if refusal is not None:
+        return _reply(call, refusal, images, budget)
+    return _reply(call, await arun_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images, budget)
 
 
 def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.FunctionCall, str, str | None]:
@@ -163,9 +180,13 @@ def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.Fu
         return call, "", f"InputError: {exc}"
 
 
-def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode) -> list[types.Part]:
-    response = _response_body(result, images)
+def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode,
+           budget: ImageBudget | None) -> list[types.Part]:
     found = result.images if isinstance(result, Result) else []
+    note = None
+    if budget is not None:
+        found, note = budget.keep(found)
+    response = _response_body(result, images, found, note)
     if images == "sibling":
         reply = types.FunctionResponse(id=call.id, name=call.name, response=response)
         siblings = [types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in found]
@@ -176,14 +197,16 @@ def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode) -
     return [types.Part(function_response=reply)]
 
 
-def _response_body(result: Result | str, images: ImagesMode) -> dict[str, Any]:
+def _response_body(result: Result | str, images: ImagesMode, sent: list[File], note: str | None) -> dict[str, Any]:
+    """The response: ``images`` names the images ``sent`` (a ``$ref`` to each of its parts); ``note``, what says
+    which were left out, follows the output, as ``sandbox serve`` puts it."""
     if isinstance(result, str):
         return {"error": result}
-    body: dict[str, Any] = {"output": result.output}
+    body: dict[str, Any] = {"output": with_note(result.output, note)}
     if result.outcome != Outcome.OK:
         body["error"] = f"{result.outcome}: {result.error or ''}".rstrip()
-    if result.images:
-        names = [image.name for image in result.images]
+    if sent:
+        names = [image.name for image in sent]
         body["images"] = [{"$ref": name} for name in names] if images == "response" else names
     if result.files:
         body["files"] = [f.name + (" (truncated)" if f.truncated else "") for f in result.files]

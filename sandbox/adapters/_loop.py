@@ -33,6 +33,7 @@ from .. import jsontext
 from ..errors import InputError, value_text
 from ..results import Result
 from ._common import TOOL_NAME, Runner
+from ._image_budget import ImageBudget
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -53,6 +54,8 @@ class Answer:
 
     call: Any
     """The adapter's call object (a google-genai ``FunctionCall``, an OpenAI tool call)."""
+    image_budget: ImageBudget | None = None
+    """The image bytes the turn's answers may still carry (see :mod:`._image_budget`)."""
 
 
 def drive(steps: "Steps[T]", perform: Callable[[Any], Any]) -> T:
@@ -104,6 +107,10 @@ DEFAULT_MAX_CALLS_PER_TURN = 16
 
 def check_max_calls_per_turn(max_calls_per_turn: Any) -> int:
     return check_count("max_calls_per_turn", max_calls_per_turn)
+
+
+def check_max_image_bytes_per_turn(max_image_bytes_per_turn: Any) -> int:
+    return check_count("max_image_bytes_per_turn", max_image_bytes_per_turn)
 
 
 def not_run_text(total: int, cap: int) -> str:
@@ -243,4 +250,5 @@ async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: 
 
 
 __all__ = ["DEFAULT_MAX_CALLS_PER_TURN", "Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse",
-           "check_max_calls_per_turn", "check_max_turns", "drive", "is_async_method", "jsonable", "not_run_text"]
+           "check_max_calls_per_turn", "check_max_image_bytes_per_turn", "check_max_turns", "drive", "is_async_method",
+           "jsonable", "not_run_text"]

@@ -18,7 +18,9 @@ from ..outfiles import OutDir, image_file_name, safe_name
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse, state_text
-from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_max_calls_per_turn, not_run_text
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, with_note
+from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_max_calls_per_turn, \
+    check_max_image_bytes_per_turn, not_run_text
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam, \
@@ -193,8 +195,8 @@ def custom_call_refusal(tool_name: str) -> str:
 
 def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None, session: Runner | None = None,
                  timeout: float | None = None, images: ImagesMode = "message", save_dir: str | None = None,
-                 name: str = TOOL_NAME,
-                 max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN) -> "list[ChatCompletionMessageParam]":
+                 name: str = TOOL_NAME, max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+                 max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN) -> "list[ChatCompletionMessageParam]":
     """Run every tool call of an assistant message; returns the messages to append.
 
     One ``tool`` message per call, in order, then (``images="message"``, the default)
@@ -216,30 +218,39 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     Only the first ``max_calls_per_turn`` calls run (default 16); each call past it is
     still answered (the API wants every ``tool_call_id`` answered), with an
     ``OUTCOME_FAILED`` text saying it was not run and why, so the model can make it again.
+
+    The user message carries at most ``max_image_bytes_per_turn`` bytes of images (default 10,000,000;
+    base64 makes them a third more): they stay in the conversation, sent with every later request, and
+    model APIs refuse a request past their size limit. Images are kept in order while they fit; the tool
+    message of a call whose images were left out says so (``[1 image (6000000 bytes) not returned: this
+    turn's images would pass 10000000 bytes (max_image_bytes_per_turn)]``). Saved images are not counted.
     """
     check_images(images, save_dir)
     cap = check_max_calls_per_turn(max_calls_per_turn)
+    image_bytes = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
     runner = pick_runner(sandbox, session)
     calls = list(tool_calls or ())
     answered: list[tuple[Any, Result | str | None]]
     answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, not_run_text(len(calls), cap))
                 for index, call in enumerate(calls)]
-    return compose(answered, images, save_dir, name)
+    return compose(answered, images, save_dir, name, image_bytes)
 
 
 async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None,
                         session: Runner | None = None, timeout: float | None = None, images: ImagesMode = "message",
                         save_dir: str | None = None, name: str = TOOL_NAME,
-                        max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN) -> "list[ChatCompletionMessageParam]":
+                        max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+                        max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN) -> "list[ChatCompletionMessageParam]":
     """:func:`handle_calls` for asyncio (the calls run one after the other, in order)."""
     check_images(images, save_dir)
     cap = check_max_calls_per_turn(max_calls_per_turn)
+    image_bytes = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
     runner = pick_runner(sandbox, session)
     calls = list(tool_calls or ())
     answered: list[tuple[Any, Result | str | None]]
     answered = [await arun_chat_call(call, runner, timeout, name) if index < cap
                 else not_run_call(call, not_run_text(len(calls), cap)) for index, call in enumerate(calls)]
-    return compose(answered, images, save_dir, name)
+    return compose(answered, images, save_dir, name, image_bytes)
 
 
 def not_run_call(tool_call: Any, text: str) -> tuple[Any, str]:
@@ -274,15 +285,20 @@ def _make_save_dir(save_dir: str) -> None:
 
 
 def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode, save_dir: str | None,
-            tool_name: str) -> "list[ChatCompletionMessageParam]":
-    """The tool messages of one turn, then (``images="message"``) one user message with their images,
-    introduced by the name the tool is declared under (``tool_name``)."""
+            tool_name: str, max_image_bytes: int = MAX_IMAGE_BYTES_PER_TURN) -> "list[ChatCompletionMessageParam]":
+    """The tool messages of one turn, then (``images="message"``) one user message with their images, at most
+    ``max_image_bytes`` of them (the tool message of a call whose images were left out says so), introduced by
+    the name the tool is declared under (``tool_name``)."""
     produced: list[tuple[Any, File]]
     messages, produced = [], []
+    budget = ImageBudget(max_image_bytes)
     for message, result in answered:
         found = result.images if isinstance(result, Result) else []
         if images == "save" and found:
             message["content"] += "\n[saved: " + ", ".join(_save(image, save_dir or ".") for image in found) + "]"
+        if images == "message":
+            found, note = budget.keep(found)
+            message["content"] = with_note(message["content"], note)
         produced.extend((message["tool_call_id"], image) for image in found)
         messages.append(message)
     if images == "message" and produced:
@@ -333,13 +349,17 @@ def function_call_fields(item: Any) -> tuple[Any, Any]:
 
 
 def function_call_output(item: Any, result: Result | str, images: ImagesMode = "message",
-                          save_dir: str | None = None) -> "FunctionCallOutput":
-    """The item's ``function_call_output``: its images as ``input_image`` items (``"message"``), written to
-    ``save_dir`` and named in the text (``"save"``), or left out (``"none"``)."""
+                          save_dir: str | None = None, budget: ImageBudget | None = None) -> "FunctionCallOutput":
+    """The item's ``function_call_output``: its images as ``input_image`` items (``"message"``; with a ``budget``,
+    those that fit it, the text naming the rest), written to ``save_dir`` and named in the text (``"save"``), or
+    left out (``"none"``)."""
     text = result_text(result)
     found = result.images if isinstance(result, Result) else []
     if images == "save" and found:
         text += "\n[saved: " + ", ".join(_save(image, save_dir or ".") for image in found) + "]"
+    if images == "message" and budget is not None:
+        found, note = budget.keep(found)
+        text = with_note(text, note)
     output: Any = text
     if found and images == "message":
         output = [{"type": "input_text", "text": text},

@@ -17,8 +17,9 @@ from ..errors import InputError, value_text
 from ..results import Result
 from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
-    check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
+    check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
 from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
     field_of, function_of, given_id, not_run_call, run_chat_call
 
@@ -98,7 +99,7 @@ class _Chat:
 
     def __init__(self, messages: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
                  functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ImagesMode,
-                 save_dir: str | None, max_calls_per_turn: int) -> None:
+                 save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int) -> None:
         if not isinstance(messages, list):
             raise InputError(f"messages must be a list (it is extended in place; got {type(messages).__name__})")
         if create_kwargs.get("stream"):  # a Stream has no choices: it failed after the request, left open
@@ -107,6 +108,7 @@ class _Chat:
         check_images(images, save_dir)
         self.messages, self.max_turns = messages, check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
+        self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
         self.images, self.save_dir = images, save_dir
         tools = list(create_kwargs.pop("tools", None) or ())
         if TOOL_NAME not in _declared(tools):
@@ -127,7 +129,7 @@ class _Chat:
             if turn == self.max_turns - 1:
                 break
             answered = yield from self._answers(calls, _cut_off(completion, calls))
-            self.messages.extend(compose(answered, self.images, self.save_dir, TOOL_NAME))
+            self.messages.extend(self._compose(answered))
         logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
                        "(the next run_chat with these messages answers them first)", self.max_turns)
         return completion  # type: ignore[return-value]  # max_turns >= 1: set
@@ -153,7 +155,11 @@ class _Chat:
         at = last + 1
         while at < len(self.messages) and field_of(self.messages[at], "role") == "tool":
             at += 1  # after the caller's own tool messages, before anything else: tool messages come first
-        self.messages[at:at] = compose(answered, self.images, self.save_dir, TOOL_NAME)
+        self.messages[at:at] = self._compose(answered)
+
+    def _compose(self, answered: list[tuple[Any, Result | str | None]]) -> list[Any]:
+        """The messages of a turn's answers, its images within the turn's budget."""
+        return compose(answered, self.images, self.save_dir, TOOL_NAME, self.max_image_bytes_per_turn)
 
     def _match_by_name(self, start: int, open_calls: list[Any]) -> list[Any]:
         """The open calls left once the caller's tool messages without an id, from ``start`` on, are matched by name.
@@ -285,7 +291,8 @@ def _function_message(call: Any, ok: bool, value: Any) -> tuple[dict[str, Any], 
 def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
              session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
              save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
-             max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
+             max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+             max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
     """Call ``client.chat.completions.create`` until the model stops calling tools this loop answers.
 
     ``messages`` is extended in place with every assistant message (request fields and
@@ -317,6 +324,13 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     limit (``finish_reason`` "length"): its arguments may be cut short, and a truncated
     argument is another one, so it is not run, whoever's tool it calls.
 
+    The images of one turn's calls (one user message) hold at most ``max_image_bytes_per_turn`` bytes
+    (default 10,000,000; a third more as base64 data URLs): ``messages`` is sent whole with every
+    request, and servers refuse a request past their size limit, this one and every later one. Images
+    are kept in order while they fit; a call whose images were left out says so in its tool message
+    (``[2 images (9000000 bytes) not returned: this turn's images would pass 10000000 bytes
+    (max_image_bytes_per_turn)]``). Nothing else is left out.
+
     ``stream=True`` is refused (the loop reads whole completions); a completion without
     ``choices[0].message`` (an error some servers send with status 200), or with a field the
     loop reads of the wrong shape, raises InputError naming it, the conversation left as it was.
@@ -326,7 +340,8 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     """
     if is_async_method(client, "chat", "completions", "create"):
         raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_chat(...)`")
-    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn)
+    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
+                 max_image_bytes_per_turn)
     chat.tools.check_sync()
     own = session is None
     runner = box_of(sandbox).session() if own else session
@@ -346,7 +361,8 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
 async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
                     session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
                     save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
-                    max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
+                    max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+                    max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
     """:func:`run_chat` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
 
     Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills a ``run_python`` call in
@@ -354,7 +370,8 @@ async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sa
     """
     if not is_async_method(client, "chat", "completions", "create"):
         raise InputError("arun_chat needs an async client (openai.AsyncOpenAI); use run_chat with this one")
-    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn)
+    chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
+                 max_image_bytes_per_turn)
     own = session is None
     runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
 

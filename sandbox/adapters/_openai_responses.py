@@ -17,8 +17,10 @@ from ..errors import InputError, value_text
 from ..results import Result
 from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
-    check_max_calls_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text
+    check_max_calls_per_turn, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, jsonable, \
+    not_run_text
 from ._openai_background import asettled, settled
 from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
     responses_tool, set_made_id
@@ -94,7 +96,7 @@ class _Responses:
 
     def __init__(self, items: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
                  functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ResponsesImagesMode,
-                 save_dir: str | None, max_calls_per_turn: int, chain: bool) -> None:
+                 save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int, chain: bool) -> None:
         if not isinstance(items, list):
             raise InputError(f"input must be a list of input items (it is extended in place; got "
                              f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")
@@ -125,6 +127,7 @@ class _Responses:
         self.stored = chain or conversation is not None  # the server keeps what it was sent: send only new items
         self.max_turns = check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
+        self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
         self.images, self.save_dir = mode, save_dir
         self.previous_id = create_kwargs.pop("previous_response_id", None)
         tools = list(create_kwargs.pop("tools", None) or ())
@@ -213,10 +216,12 @@ class _Responses:
         self.items[at:at] = outputs
 
     def _answers(self, calls: list[Any]) -> "Steps[list[Any]]":
-        """The outputs of a turn's calls, in order; the calls past ``max_calls_per_turn`` are answered "not run"."""
+        """The outputs of a turn's calls, in order, their images within the turn's budget; the calls past
+        ``max_calls_per_turn`` are answered "not run"."""
         cap, outputs = self.max_calls_per_turn, []
+        budget = ImageBudget(self.max_image_bytes_per_turn)
         for call in calls[:cap]:
-            outputs.append((yield Answer(call)))
+            outputs.append((yield Answer(call, budget)))
         if len(calls) > cap:
             logger.warning("run_responses: the model made %d calls in one turn; the last %d were not run "
                            "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
@@ -225,22 +230,26 @@ class _Responses:
                            for call in calls[cap:])
         return outputs
 
-    def _output(self, call: Any, result: Result | str) -> Any:
-        return function_call_output(call, result, self.images, self.save_dir)
+    def _output(self, call: Any, result: Result | str, budget: ImageBudget | None = None) -> Any:
+        return function_call_output(call, result, self.images, self.save_dir, budget)
 
-    def answer(self, call: Any, runner: Runner) -> Any:
+    def answer(self, step: Answer, runner: Runner) -> Any:
+        call = step.call
         if _runs_code(call):
             code, refusal = code_of(TOOL_NAME, field_of(call, "arguments"), TOOL_NAME)
-            return self._output(call, refusal if refusal is not None else run_or_refuse(runner, code))
+            result = refusal if refusal is not None else run_or_refuse(runner, code)
+            return self._output(call, result, step.image_budget)
         name = field_of(call, "name")
         if name in self.tools.functions:
             return _function_output(call, *self.tools.call(name, _arguments(call)))
         return _function_output(call, False, self._refusal(name))
 
-    async def aanswer(self, call: Any, runner: Runner) -> Any:
+    async def aanswer(self, step: Answer, runner: Runner) -> Any:
+        call = step.call
         if _runs_code(call):
             code, refusal = code_of(TOOL_NAME, field_of(call, "arguments"), TOOL_NAME)
-            return self._output(call, refusal if refusal is not None else await arun_or_refuse(runner, code))
+            result = refusal if refusal is not None else await arun_or_refuse(runner, code)
+            return self._output(call, result, step.image_budget)
         name = field_of(call, "name")
         if name in self.tools.functions:
             return _function_output(call, *(await self.tools.acall(name, _arguments(call))))
@@ -298,7 +307,8 @@ def _function_output(call: Any, ok: bool, value: Any) -> dict[str, Any]:
 def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
                   session: Runner | None = None, max_turns: int = 10, images: ResponsesImagesMode = "output",
                   save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
-                  max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, chain: bool = False,
+                  max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+                  max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, chain: bool = False,
                   **create_kwargs: Any) -> "Response":
     """Call ``client.responses.create`` until the model stops calling tools this loop answers.
 
@@ -341,6 +351,12 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     After ``max_turns`` responses the last one is returned with its calls unanswered (a warning is
     logged); calling again with the same ``input`` answers them first. At most ``max_calls_per_turn``
     calls of one response run (default 16); each one past it is answered that it was not run and why.
+    The outputs of one response's calls carry at most ``max_image_bytes_per_turn`` bytes of images
+    (default 10,000,000; a third more as base64 data URLs): they stay in ``input``, sent whole with every
+    request unless the server keeps the history, and servers refuse a request past their size limit,
+    this one and every later one. Images are kept in order while they fit; a call whose images were
+    left out says so in its ``input_text`` (``[1 image (6000000 bytes) not returned: this turn's images
+    would pass 10000000 bytes (max_image_bytes_per_turn)]``). Nothing else is left out.
     ``background=True`` works as OpenAI's background mode describes: a response that comes back
     ``queued`` or ``in_progress`` is retrieved (``client.responses.retrieve``) until it is not, every
     0.25 s at first then every 2 s, and the loop goes on with it as with any other. Waited for, not
@@ -367,7 +383,7 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     if is_async_method(client, "responses", "create"):
         raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_responses(...)`")
     loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
-                      chain)
+                      max_image_bytes_per_turn, chain)
     loop.tools.check_sync()
     own = session is None
     runner = box_of(sandbox).session() if own else session
@@ -375,7 +391,7 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
             return settled(client, client.responses.create(model=model, **loop.request()))
-        return loop.answer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
+        return loop.answer(step, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
         return drive(loop.steps(), perform)
@@ -387,7 +403,8 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
 async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
                          session: Runner | None = None, max_turns: int = 10, images: ResponsesImagesMode = "output",
                          save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
-                         max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN, chain: bool = False,
+                         max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+                         max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, chain: bool = False,
                          **create_kwargs: Any) -> "Response":
     """:func:`run_responses` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
 
@@ -398,14 +415,14 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
     if not is_async_method(client, "responses", "create"):
         raise InputError("arun_responses needs an async client (openai.AsyncOpenAI); use run_responses with this one")
     loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
-                      chain)
+                      max_image_bytes_per_turn, chain)
     own = session is None
     runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
 
     async def perform(step: Any) -> Any:
         if isinstance(step, ModelCall):
             return await asettled(client, await client.responses.create(model=model, **loop.request()))
-        return await loop.aanswer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
+        return await loop.aanswer(step, runner)  # type: ignore[arg-type]  # own or the caller's session
 
     try:
         return await adrive(loop.steps(), perform)

@@ -22,7 +22,10 @@ Images of a ``run_python`` call travel inside its ``FunctionResponse`` (its ``pa
 field, each image a ``FunctionResponsePart`` whose ``display_name`` the response's
 ``images`` list refers to as ``{"$ref": name}``), the SDK's form for multimodal function
 responses. ``images="sibling"`` puts them as ``inline_data`` parts after the function
-response instead, for models that do not read function response parts.
+response instead, for models that do not read function response parts. :class:`ToolLoop` sends at
+most ``max_image_bytes_per_turn`` bytes of images (default 10,000,000) in one turn's answers: the
+Gemini API takes 20 MB of inline data in a request, and the history keeps every image; a call whose
+images were left out says so in its ``output``.
 
 Without google-genai installed, use ``Result.parts()``: the same parts as plain dicts.
 """

@@ -24,6 +24,10 @@ What the APIs accept decides where images go:
 * Responses API: a ``function_call_output`` may hold ``input_text`` and
   ``input_image`` items, so :func:`handle_function_call` and :func:`run_responses` put the images there.
 
+The loops and :func:`handle_calls` send at most ``max_image_bytes_per_turn`` bytes of images (default
+10,000,000) for one turn's calls: they stay in the conversation, sent with every later request, and a
+request past the server's size limit fails. A call whose images were left out says so in its text.
+
 Tool calls are taken as the ``openai`` package's objects or as plain dicts of the same
 JSON shape; one without an id (some local servers send null) is given ``call_<uuid4 hex>``,
 set on the call, so its assistant message and tool message match. Bad arguments and code the sandbox refuses become an error text for the

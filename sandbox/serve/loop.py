@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Union
 
 from ..adapters._common import TOOL_NAME, describe_environment
+from ..adapters._image_budget import left_out_note, with_note
 from ..core import Sandbox
 from ..errors import InputError, SandboxError
 from ..inputs import prepare_files
@@ -256,14 +257,12 @@ class _Runner:
             kept.append(part)
         if not left_out:
             return kept
-        note = (f"[{left_out} image{'s' if left_out > 1 else ''} ({left_out_bytes} bytes) not returned: this "
-                f"request's images would pass {self.engine.max_response_image_bytes} bytes "
-                "(sandbox serve --max-response-image-bytes)]")
+        note = left_out_note(left_out, left_out_bytes, self.engine.max_response_image_bytes, "this request's",
+                             "sandbox serve --max-response-image-bytes")
         for index in reversed(range(len(kept))):  # a run's parts begin with its result: there is one
             result = kept[index]
             if isinstance(result, CodeExecutionResult):
-                before = result.output or ""
-                kept[index] = replace(result, output=before + ("\n" if before and not before.endswith("\n") else "") + note)
+                kept[index] = replace(result, output=with_note(result.output, note))
                 break
         return kept
 
