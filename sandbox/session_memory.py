@@ -6,8 +6,10 @@ a snippet left running. The host reads ``/proc`` for that tree, because enforcem
 lives outside the confined processes (a snippet cannot fake what the kernel reports
 about it). Pids are host pids. ``status`` is readable by any uid; ``smaps_rollup`` of a
 non-dumpable process (every session process) only with ``CAP_SYS_PTRACE`` over the user
-namespace its memory was made in, the host's own (the zygote's exec): root reads it, an
-unprivileged host does not, and counts those processes by RSS (:attr:`Usage.unreadable`).
+namespace its memory was made in (the zygote's exec): root's zygote is exec'd in the host's
+own, an unprivileged host's in one that host's uid owns (zygote_userns.py), so both read
+it. Where the kernel refuses that namespace, an unprivileged host may not, and counts
+those processes by RSS (:attr:`Usage.unreadable`).
 
 What is counted, and why:
 
@@ -90,7 +92,8 @@ class Usage:
     """True when read from smaps_rollup; False: the cheap upper bound was already under the limit."""
     unreadable: int = 0
     """Processes whose smaps_rollup the host may not read, counted by their RSS (an over-estimate): all of them
-    for an unprivileged host, which holds no CAP_SYS_PTRACE over the non-dumpable states."""
+    for an unprivileged host whose zygote could get no user namespace of its own (zygote_userns.py), as it then
+    holds no CAP_SYS_PTRACE over the non-dumpable states."""
 
     @property
     def held_mb(self) -> float:

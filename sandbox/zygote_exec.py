@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from typing import IO
 
-from . import tempdirs
+from . import tempdirs, zygote_userns
 from .errors import WorkerCrashed, temp_dir_unavailable, value_text
 
 #: The interpreter flags of a zygote with full ``site`` (a cold one adds ``-S``): ``-I`` without its
@@ -74,7 +74,8 @@ def start(environment: dict[str, str], interpreter: str, *, pth_imports: bool = 
              f"main({zygote_end.fileno()})")
     flags = FLAGS if pth_imports else ("-S", *FLAGS)
     try:
-        proc = subprocess.Popen([interpreter, *flags, "-c", entry], pass_fds=[zygote_end.fileno()],
+        command = zygote_userns.command(interpreter, [interpreter, *flags, "-c", entry])
+        proc = subprocess.Popen(command, pass_fds=[zygote_end.fileno()],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                                 env=environment, start_new_session=True, cwd="/")
     except OSError as exc:

@@ -9,7 +9,8 @@ one (with a mount namespace it owns, ``unshare(CLONE_NEWUSER | CLONE_NEWNS)``, i
 mapped to themselves) before its first clone, and does both there.
 
 What a worker gets from it: its own user namespace becomes a child of the forker's instead of
-the host's, which changes nothing it can do: it holds no capability in the forker's namespace,
+the one the zygote was exec'd in (for this uid, one of its own: sandbox/zygote_userns.py), which
+changes nothing it can do: it holds no capability in the forker's namespace,
 nor in any it owns (the shared network namespace, the template's mount namespace), and the
 template's mounts reach it from a more privileged namespace, so the kernel locks them as for
 root. Its ids are the same numbers (mapped to themselves at each level).

@@ -431,3 +431,33 @@ def test_doctor_as_an_unprivileged_uid_without_namespaces_is_ok():
     assert "makes a user namespace of its own" not in report["privileges"], report["privileges"]
     assert ("no user namespace (the policy leaves namespaces out): workers and their forker hold no capability, "
             "and each run is in the host's namespaces") in report["privileges"], report["privileges"]
+
+
+def test_doctor_says_how_an_unprivileged_host_counts_session_memory():
+    """uid 65534's zygote is exec'd in a user namespace that uid owns where the kernel allows one
+    (sandbox/zygote_userns.py), so its sessions are counted by PSS as root's; where the kernel refuses it (here:
+    unshare refused by a seccomp filter on the host), by RSS, an upper bound. The privileges line says which."""
+    from tests.security.attacks import in_child_as_nobody
+    from tests.security.test_unprivileged import NOBODY, _readable_as
+    from tests.sessions.test_session_limits import _may_make_user_namespace, _refuse_user_namespaces
+    if os.geteuid() == 0 and not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+
+    def privileges(refuse: bool):
+        def work(out: dict) -> None:
+            import tempfile
+            tempfile.tempdir = None
+            confine.namespaces._probe_cache.clear()
+            if refuse:
+                _refuse_user_namespaces()
+            out["may"] = _may_make_user_namespace()
+            out["privileges"] = doctor.diagnose("default", use_sandbox=False)["system"]["privileges"]
+        return in_child_as_nobody(work)
+
+    allowed, refused = privileges(False), privileges(True)
+    pss = "session.max_memory_mb counts their PSS, as root's does"
+    rss = "session.max_memory_mb counts their RSS, an upper bound"
+    assert not refused["may"] and rss in refused["privileges"] and pss not in refused["privileges"], refused
+    if not allowed["may"]:
+        pytest.skip("this uid may not make a user namespace here")
+    assert pss in allowed["privileges"] and rss not in allowed["privileges"], allowed

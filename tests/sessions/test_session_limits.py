@@ -194,20 +194,58 @@ def _once_processes_free(call):
         time.sleep(0.05)
 
 
-def test_an_unprivileged_host_says_its_session_memory_figure_is_an_rss_upper_bound():
-    """uid 65534 may not read the session's smaps_rollup (its processes are non-dumpable), so the host counts their
-    RSS, where the image's heap and the pages states share count once per process: one 320 MB array read
-    "would hold 1046 MB" (418 MB as root), with nothing saying the figure was not the PSS the README describes."""
+def _skip_unless_nobody_may_run_python() -> None:
     import os
     import sys
 
-    from tests.security.attacks import NOBODY, in_child_as_nobody
+    from tests.security.attacks import NOBODY
     from tests.security.test_unprivileged import _readable_as
 
     if os.geteuid() == 0 and not _readable_as(NOBODY, sys.executable):
         pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
 
+
+def _refuse_user_namespaces() -> None:
+    """This process and all it starts get EPERM from unshare(2), as from a kernel that refuses user namespaces
+    (the zygote's first stage and the forker make theirs with it; workers clone theirs, and go on)."""
+    import errno
+
+    import pyseccomp
+
+    refusal = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    refusal.add_rule(pyseccomp.ERRNO(errno.EPERM), "unshare")
+    refusal.load()
+
+
+def _may_make_user_namespace() -> bool:
+    """Whether this uid may make a user namespace and map its ids in it (tried in a child)."""
+    import ctypes
+    import os
+
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the trial child
+        uid = os.geteuid()
+        try:
+            made = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
+            if made:
+                with open("/proc/self/uid_map", "w") as fh:
+                    fh.write(f"{uid} {uid} 1\n")
+        finally:
+            os._exit(0 if made else 1)
+    return os.waitpid(child, 0)[1] == 0
+
+
+def test_an_unprivileged_host_says_its_session_memory_figure_is_an_rss_upper_bound():
+    """Where the kernel refuses user namespaces, uid 65534 may not read the session's smaps_rollup (its processes
+    are non-dumpable, exec'd in the host's user namespace), so the host counts their RSS, where the image's heap
+    and the pages states share count once per process: one 320 MB array read "would hold 1046 MB" (418 MB as
+    root), with nothing saying the figure was not the PSS the README describes."""
+    from tests.security.attacks import NOBODY, in_child_as_nobody
+
+    _skip_unless_nobody_may_run_python()
+
     def over_the_limit(out: dict) -> None:
+        _refuse_user_namespaces()
         with sandbox.Sandbox(policy=_policy(max_memory_mb=1)) as sb, sb.session() as s:
             r = s.run("x = 1")
             out.update(reason=r.reason, error=r.error)
@@ -217,3 +255,35 @@ def test_an_unprivileged_host_says_its_session_memory_figure_is_an_rss_upper_bou
     assert "session.max_memory_mb" in got["error"], got
     assert f"whose smaps_rollup this uid ({NOBODY}) may not read" in got["error"], got
     assert "so this is an upper bound" in got["error"], got
+
+
+def test_an_unprivileged_host_counts_its_sessions_by_pss_in_a_user_namespace_it_owns():
+    """The zygote of a uid that is not root is exec'd in a user namespace that uid owns (zygote_userns.py), so the
+    host reads its sessions' smaps_rollup. Before, uid 65534 counted them by RSS: a session holding nothing read
+    ~743 MB, and a strict session of one int with three checkpoints ~1014 MB of its 1024 (third checkpoint's run:
+    memory_limit, as the README said); now ~170 MB."""
+    from sandbox import session_memory
+    from tests.security.attacks import in_child_as_nobody
+
+    _skip_unless_nobody_may_run_python()
+
+    def three_checkpoints(out: dict) -> None:
+        if not _may_make_user_namespace():
+            out["no_userns"] = True
+            return
+        with sandbox.Sandbox(policy="strict") as sb, sb.session() as s:
+            out["runs"] = [s.run("x = 1").reason]
+            for i in range(3):
+                s.checkpoint()
+                out["runs"].append(s.run(f"x += {i}").reason)
+            time.sleep(0.5)  # the states the runs replaced are gone
+            usage = session_memory.measure(s._container.spawned.pid, 0)
+            out.update(unreadable=usage.unreadable, held_mb=usage.held_mb,
+                       limit_mb=sb.policy.session.max_memory_mb)
+
+    got = in_child_as_nobody(three_checkpoints)
+    if got.get("no_userns"):
+        pytest.skip("this uid may not make a user namespace here: its sessions are counted by RSS")
+    assert got.get("runs") == [None] * 4, got
+    assert got["unreadable"] == 0, got
+    assert got["held_mb"] < got["limit_mb"] / 2, got  # RSS said more than the whole limit
