@@ -204,6 +204,31 @@ def send_packet(sock: socket.socket, kind: str, fds: list[int] | tuple[int, ...]
 def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], list[int]]:
     """Receive one control message and the fds attached to it. EOF raises ProtocolError."""
     data, fds, flags, _addr = socket.recv_fds(sock, MAX_PACKET_BYTES, max_fds)
+    return _packet(data, fds, flags), fds
+
+
+#: ``struct ucred`` (pid, uid, gid), what ``SCM_CREDENTIALS`` carries.
+_UCRED = struct.Struct("iII")
+_FD = array.array("i")
+
+
+def recv_packet_from(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], list[int], int]:
+    """:func:`recv_packet` on a socket with ``SO_PASSCRED`` set: also the pid of the process that sent it, as the
+    kernel saw it (its thread-group id, in our pid namespace; 0 if none came). Not the sender's word: a process
+    can claim no other pid in ``SCM_CREDENTIALS`` without ``CAP_SYS_ADMIN``, which a confined process has not."""
+    fd_space = socket.CMSG_SPACE(max_fds * _FD.itemsize)
+    data, ancillary, flags, _addr = sock.recvmsg(MAX_PACKET_BYTES, fd_space + socket.CMSG_SPACE(_UCRED.size))
+    fds: list[int] = []
+    sender = 0
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += array.array("i", payload[:len(payload) - len(payload) % _FD.itemsize])
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
+            sender = _UCRED.unpack_from(payload)[0]
+    return _packet(data, fds, flags), fds, sender
+
+
+def _packet(data: bytes, fds: list[int], flags: int) -> dict[str, Any]:
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         close_fds(fds)
         raise ProtocolError("control packet was truncated (too large, or too many fds)")
@@ -211,7 +236,7 @@ def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], 
         close_fds(fds)
         raise ProtocolError("connection closed")
     try:
-        return packet_header(data), fds
+        return packet_header(data)
     except ProtocolError:
         close_fds(fds)
         raise

@@ -32,6 +32,8 @@ the zygote as it starts (the collector searches every object it tracks: ~1 ms th
 
 from __future__ import annotations
 
+import _imp
+import errno
 import gc
 import os
 import threading
@@ -101,6 +103,26 @@ def fork_forker() -> int:
         if pid != 0:
             restore()
     return pid
+
+
+def fork_bare() -> int:
+    """``os.fork()`` that runs no at-fork callback in either process (the lists are emptied around it): the fork
+    that turns a runner whose run left threads into its single-threaded copy, where a callback a run registered
+    would be the run's code running in the state. The import lock is taken first: ``os.fork`` takes it too and,
+    were another thread holding it, would release the GIL meanwhile, and that thread could register a callback
+    into the emptied lists. Raises OSError where the lists are unknown (the callbacks cannot be held back)."""
+    if len(_lists) != 3:
+        raise OSError(errno.ENOTSUP, "the interpreter's at-fork callback lists are unknown")
+    _imp.acquire_lock()
+    kept = [list(callbacks) for callbacks in _lists]
+    try:
+        for callbacks in _lists:
+            callbacks.clear()
+        return os.fork()
+    finally:
+        for callbacks, saved in zip(_lists, kept):
+            callbacks[:] = saved
+        _imp.release_lock()  # in the child too: the interpreter re-made it held by this thread (_PyImport_ReInitLock)
 
 
 def hold() -> None:

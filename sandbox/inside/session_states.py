@@ -3,11 +3,10 @@
 Part of the session tree (see :mod:`sandbox.inside.session_tree` for the whole process
 model and its isolation measures): a **node** holds one interpreter state and never
 runs code; to run, it forks a **runner** (or hands over its standby); a runner whose run
-ends normally becomes the line's next node. A node waits for its root holding the GIL: the
-threads a run left behind stand still between runs (no runner has them: a fork copies only
-the thread that forks), where they would spin in the idle state until its CPU limit killed
-it. Every such process goes on from the bottom of :func:`_trampoline`, at the same stack
-depth, however many runs came before.
+ends normally becomes the line's next node, or, if the run left threads running, a fork of
+it does (:func:`_single_threaded_copy`): a node holds no thread but its own. A node waits for
+its root holding the GIL. Every such process goes on from the bottom of :func:`_trampoline`,
+at the same stack depth, however many runs came before.
 """
 
 from __future__ import annotations
@@ -112,17 +111,24 @@ def fork_node(scope: dict[str, Any], confined: Confined, scoped: bool, grants: s
         _trampoline(_node_step(theirs, scope, confined))
     theirs.close()
     if not scoped:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the root knows who sent each frame (session_tree)
         return pid, ours, None
     header, fds = protocol.recv_packet(ours)  # EOF (the node failed): ProtocolError, the session fails
     frames.decode(commands.FIRST_NODE, header)
     if len(fds) != 1:
         raise ProtocolError(f"the first node's 'supervise' carried {len(fds)} fds, expected 1")
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # after 'supervise', read without room for credentials
     return pid, ours, state_scope.Supervisor(fds[0], grants if forks else None, is_node if sessions else None)
 
 
 class _NodeLoop:
-    def __init__(self, sock: socket.socket, scope: dict[str, Any], confined: Confined) -> None:
+    def __init__(self, sock: socket.socket, scope: dict[str, Any], confined: Confined, *,
+                 session_due: bool = False) -> None:
         self.sock, self.scope, self.confined = sock, scope, confined
+        self.session_due = session_due
+        """A runner's single-threaded copy (_single_threaded_copy) shares its runner's kernel session: it makes its
+        own before it first forks, once the root counts it as a node (a state's setsid is supervised:
+        confine/state_scope.py); the children it forks could make none of their own in a runner's session."""
         self.runners: set[int] = set()
         self.standby: int | None = None
         """The pid of a runner forked in advance; the root sends it a run's fds itself."""
@@ -181,6 +187,9 @@ class _NodeLoop:
         """Fork a child that holds ``theirs`` (its socket to the root) and none of this node's resources, and goes
         on with ``child_main`` from the bottom of its stack (see _Continue); the parent closes ``theirs``. 0: the
         fork failed (the session's processes at their limit, or no memory), and this state goes on."""
+        if self.session_due:
+            _own_session()
+            self.session_due = False
         try:
             pid = proc.uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runs
         except OSError:
@@ -296,6 +305,39 @@ def _fds_short(chan: request.Channel) -> str | None:
             "descriptors free below it, and a session's state needs them to receive its next runs]\n")
 
 
+def _single_threaded_copy() -> None:
+    """Return in a fork of this runner, which holds only this thread, to be the state in its place; the runner waits
+    for the root to kill it (or for the copy's end, then ends: its run is rolled back).
+
+    A thread a run leaves (a daemon thread, a native one) would live on in the state it committed, running whenever
+    the state releases the GIL: it could fork processes that outlive the run, speak for the state to the root, and
+    change the state after its checkpoint. A fork copies only the thread that forks. The root takes the copy for
+    the state only on the kernel's word (session_tree.py, _Root._committed_state), not on this process's, whose
+    other threads run on until it is killed."""
+    # The run's processes first (this runner is their subreaper): the copy is no parent of theirs, and a helper that
+    # saw the runner's fds close (multiprocessing's resource tracker) would write its farewell on the run's stderr.
+    proc.kill_descendants()
+    try:
+        pid = proc.uninterrupted(at_fork.fork_bare)  # no at-fork callback a run registered runs in the state
+    except OSError as exc:  # on the run's stderr; ending now rolls the line back
+        os.write(2, (f"\n[the run is rolled back: it left threads running, and its state could not be made without "
+                     f"them: fork failed ({exc.strerror}; limits.max_processes, or a policy without "
+                     "subprocesses, refuses it)]\n").encode())
+        proc.exit_now(70)
+    if pid == 0:
+        return
+    # The runner's fds go, its copies of the run's streams and of the socket to the root among them: its threads,
+    # which share its fd table, can then neither speak to the root nor keep the run's streams open.
+    os.closerange(0, _MAX_FD)
+    try:
+        proc.uninterrupted(lambda: os.waitpid(pid, 0))
+    finally:
+        proc.exit_now(70)
+
+
+_MAX_FD = 2**31 - 1
+
+
 def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], confined: Confined) -> Step:
     """Run one snippet in this copy of the state; on a normal end, become the line's node."""
     me = os.getpid()
@@ -311,13 +353,16 @@ def _runner_main(sock: socket.socket, fds: list[int], scope: dict[str, Any], con
                 os.write(2, short.encode())
             finally:
                 proc.exit_now(70)
+        if _sys.thread_count() > 1:  # one stat; only the runner's own thread is left in the common case
+            _single_threaded_copy()  # returns in the copy, which goes on to be the state
         chan.close()
         proc.kill_descendants()  # nothing the snippet started outlives its run, nor sees the node's socket
         mp_helpers.forget()  # multiprocessing's helpers were among them: a later run starts its own
         _sys.prctl(_PR_SET_CHILD_SUBREAPER, 0, name="prctl(PR_SET_CHILD_SUBREAPER)")
         set_dumpable(False)  # a state again: no later run may read it
-        node = _NodeLoop(sock, scope, confined)  # before committing: a state that cannot serve is rolled back
-        frames.send(sock, commands.Committed(pid=me))
+        # Before committing: a state that cannot serve is rolled back.
+        node = _NodeLoop(sock, scope, confined, session_due=os.getpid() != me)
+        frames.send(sock, commands.Committed(pid=os.getpid()))  # the root checks it against the kernel's facts
     except BaseException:  # noqa: BLE001 - our own failure: the node rolls the line back
         try:
             if os.getpid() == me:

@@ -36,7 +36,9 @@ than a long session's runs):
   dup'ed into its state (by inode), so a runner holds only its run's 4 fds, its socket
   to the root, and the files its own line opened (state, as globals are).
 - **nothing of a run outlives it**: a runner is a subreaper while it runs and kills
-  every process the snippet left before it commits; a dead runner's orphans are
+  every process the snippet left before it commits; a runner whose run left threads commits a
+  single-threaded fork of itself instead, and the root kills the runner (threads and all) and
+  what they forked (``_retire``); a dead runner's orphans are
   killed by the root, each generation as it comes to it (on its parent's SIGCHLD); states
   a line no longer uses are killed with their orphans.
 - **memory**: the root and every node are non-dumpable (``PR_SET_DUMPABLE`` 0, set
@@ -170,6 +172,7 @@ class _Root:
         the other end. Only the root sends fds (see the module's "fds"): its fd limit is the one the kernel checks
         against every fd its user has in flight, which a run may fill up to its own."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # see _from_node
         node.forks_due += 1
         try:
             frames.send(node.sock, command, fds=[*fds, theirs.fileno()])
@@ -356,12 +359,11 @@ class _Root:
         """Wait for a node's reply to the command just sent; death notices that arrive first are handled."""
         while True:
             self._await(node.sock)
-            header, got = protocol.recv_packet(node.sock)
-            protocol.close_fds(got)  # a node sends none
-            event = frames.decode(commands.FROM_NODE, header)
+            event = _from_node(node)
             if isinstance(event, commands.Forked):
                 return event
-            self._node_event(event)
+            if event is not None:
+                self._node_event(event)
 
     def _await(self, sock: socket.socket) -> None:
         """Block until ``sock`` is readable, answering the states' notifications meanwhile: the
@@ -379,30 +381,58 @@ class _Root:
     def _runner_message(self) -> None:
         run = cast(_Run, self.run)  # its runner's socket is registered only while it runs
         try:
-            header, _ = protocol.recv_packet(run.runner_sock)
-            committed = frames.decode(commands.FROM_RUNNER, header)
+            header, got, sender = protocol.recv_packet_from(run.runner_sock)
         except (ProtocolError, OSError):
             self.selector.unregister(run.runner_sock)
             return  # the runner died; its node reports how
-        if committed.pid != run.runner_pid:  # not what a runner says: stop it; its node reports the death
-            self.selector.unregister(run.runner_sock)
+        protocol.close_fds(got)  # a runner sends none
+        try:
+            committed = frames.decode(commands.FROM_RUNNER, header)
+        except ProtocolError:
+            # Dropped: a thread the run left may write anything on its runner's socket until the runner is killed,
+            # its copy's commit still to come (it forged a node's 'exited' naming the copy, which it saw forked).
+            return
+        state = _committed_state(run.runner_pid, committed.pid, sender)
+        self.selector.unregister(run.runner_sock)
+        if not state:  # not what a runner says: stop it; its node reports the death
             proc.kill(run.runner_pid)
             return
-        self.selector.unregister(run.runner_sock)
-        self._add_node(run.runner_pid, run.runner_sock)
-        self.lines[run.line] = run.runner_pid
+        self._add_node(state, run.runner_sock)
+        self.lines[run.line] = state
         self.run = None
-        self.held = (run.line, run.node.pid, run.runner_pid)  # freed on settle, restored on undo
+        self.held = (run.line, run.node.pid, state)  # freed on settle, restored on undo
+        if state != run.runner_pid:
+            self._retire(run.runner_pid)
         frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=False, **self._held_facts()))
 
-    def _node_message(self, sock: socket.socket) -> None:
+    def _retire(self, runner: int) -> None:
+        """Kill a runner whose single-threaded copy is the state now, and, once all its threads are gone, what they
+        forked (ours then, as orphans): its node reports the death, to no run."""
         try:
-            header, _ = protocol.recv_packet(sock)
-            event = frames.decode(commands.FROM_NODE, header)
+            pidfd = os.pidfd_open(runner)
+        except OSError:
+            pidfd = -1  # gone already
+        proc.kill(runner)
+        if pidfd >= 0:
+            try:  # readable once the whole process has exited; its threads may wait on a notification meanwhile
+                watched: list[Any] = [pidfd] if self.supervisor is None else [pidfd, self.supervisor]
+                while pidfd not in select.select(watched, [], [])[0]:
+                    cast(state_scope.Supervisor, self.supervisor).answer()
+            finally:
+                os.close(pidfd)
+        self._sweep()
+
+    def _node_message(self, sock: socket.socket) -> None:
+        node = next((node for node in self.nodes.values() if node.sock is sock), None)
+        try:
+            if node is None:
+                raise ProtocolError("a socket no node holds")
+            event = _from_node(node)
         except (ProtocolError, OSError):
             self._forget(sock)
             return
-        self._node_event(event)
+        if event is not None:
+            self._node_event(event)
 
     def _node_event(self, event: frames.Frame) -> None:
         """A node reports that a child of it died: if it was the running runner, roll back."""
@@ -493,6 +523,51 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     root.lines[0] = root._add_node(pid, sock).pid
     root._sync_standbys()
     root.serve()
+
+
+def _from_node(node: _Node) -> frames.Frame | None:
+    """The next frame on a node's socket, or None for one the node's own process did not send (dropped).
+
+    A node is single-threaded (a runner that left threads commits a fork of itself: session_states.py), but others
+    may hold its socket: the runner it is a copy of, and what that runner's threads forked, until the root has killed
+    them. Such a process could answer for the node: a forged ``forked`` naming a decoy, then its ``exited``, and
+    the real runner ran on unsupervised. The kernel names each frame's sender (``SO_PASSCRED``)."""
+    header, got, sender = protocol.recv_packet_from(node.sock)
+    protocol.close_fds(got)  # a node sends none
+    if sender != node.pid:
+        return None
+    return frames.decode(commands.FROM_NODE, header)
+
+
+def _committed_state(runner: int, claimed: int, sender: int) -> int:
+    """The pid that becomes the line's state after its runner ``runner`` reported ``committed`` naming ``claimed``,
+    the kernel naming ``sender``; 0 if none does (the runner is stopped, the run rolled back).
+
+    The state must be single-threaded and have sent the frame itself: the runner, or its copy (session_states.py,
+    _single_threaded_copy), which the runner's own thread forked. Told by the kernel, not by the runner, whose
+    other threads could say anything: a thread's fork is a child of that thread (``/proc/R/task/T/children``), not
+    of the runner's own thread, and a process with a thread left is refused."""
+    if sender != claimed or _threads(claimed) != 1:
+        return 0
+    if claimed == runner or claimed in _children_of_thread(runner):
+        return claimed
+    return 0
+
+
+def _threads(pid: int) -> int:
+    """Threads of process ``pid`` (procfs counts them in /proc/<pid>/task's link count, 2 + threads); 0: gone."""
+    try:
+        return os.stat(f"/proc/{pid}/task").st_nlink - 2
+    except OSError:
+        return 0
+
+
+def _children_of_thread(pid: int) -> list[int]:
+    """The children forked by the thread-group leader of ``pid`` (its own thread), not by its other threads."""
+    try:
+        return [int(child) for child in _sys.read_file(f"/proc/{pid}/task/{pid}/children").split()]
+    except OSError:
+        return []
 
 
 def _sent(sock: socket.socket, command: frames.Frame, fds: list[int]) -> bool:

@@ -167,3 +167,66 @@ def test_a_forged_end_of_a_run_does_not_free_its_runner(box):
         assert r.rolled_back, r
         time.sleep(1)
         assert watcher.run(GROWTH).stdout == "0\n"
+
+
+#: A daemon thread that outlives its run: every 0.02 s it appends a dot to a file and, whenever its ``lingerer`` is
+#: gone (a run's end kills its processes), forks a new one. Left in the state its run commits, it ran whenever the
+#: state let go of the GIL (each fork of a runner, each frame to the root).
+ACT_AS_THE_STATE = """import ctypes, os, threading, time
+x = 1
+def act():
+    mine = None
+    while True:
+        with open('beats.txt', 'a') as beats:
+            beats.write('.')
+        try:
+            gone = mine is None or os.waitpid(mine, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            gone = True
+        if gone:
+            mine = os.fork()
+            if mine == 0:
+                ctypes.CDLL(None).prctl(15, b"lingerer", 0, 0, 0)
+                while True:
+                    time.sleep(1)
+        time.sleep(0.02)
+threading.Thread(target=act, daemon=True).start()
+time.sleep(0.2)"""
+BEATS = "import os\nprint(os.path.getsize('beats.txt'))\nos._exit(0)"  # rolled back: the line stays on that state
+
+
+def test_a_thread_a_run_leaves_does_not_act_as_its_state(box):
+    """A daemon thread left in a committed state acted as that state between runs: it forked a process that outlived
+    the runs after it (rolled back, or not), for as long as the state lived, and wrote to the work dir whenever the
+    state forked a runner. A runner that leaves threads now commits a single-threaded fork of itself, and the
+    runner, its threads and what they forked are killed at the commit."""
+    with box.session() as s:
+        assert s.run(ACT_AS_THE_STATE, timeout=10).ok
+        sizes = []
+        for _ in range(6):  # each run forks a runner from that state, and its end a standby: the thread's chances
+            r = s.run(BEATS, timeout=10)
+            assert r.rolled_back and r.stdout.strip().isdigit(), r
+            sizes.append(int(r.stdout))
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while _lingerers(box) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _lingerers(box)
+        assert len(set(sizes)) == 1, sizes  # no dot written after the commit
+        assert s.run("print(x, threading.active_count())").stdout == "1 1\n"
+
+
+def test_a_thread_a_run_leaves_does_not_change_its_committed_state(box):
+    """A checkpoint's content changed over time: a daemon thread kept changing the globals of the state its run had
+    committed, so two runs from one state saw different values (and a rollback went back to neither)."""
+    with box.session() as s:
+        assert s.run("import os, threading, time\nx = 0\ndef bump():\n    global x\n    while True:\n"
+                     "        x += 1\n        time.sleep(0.001)\n"
+                     "threading.Thread(target=bump, daemon=True).start()\ntime.sleep(0.1)").ok
+        seen = []
+        for _ in range(5):
+            r = s.run("print(x, flush=True)\nos._exit(0)", timeout=10)  # rolled back: each from that same state
+            assert r.rolled_back and r.stdout.strip().isdigit(), r
+            seen.append(int(r.stdout))
+            time.sleep(0.2)
+        assert len(set(seen)) == 1 and seen[0] > 0, seen
