@@ -21,8 +21,8 @@ back only when its snippet forks (:func:`restore_when_forking`: from a ``before`
 callback of its own, which also runs the held ones), so a snippet's ``os.fork``
 (multiprocessing) reseeds its children and drops their dead threads as CPython's does; a
 session root gets them back at once (:func:`restore`), and forks its states with
-:func:`fork_without` ``random``'s reseed: its states go on with their sequence, as a
-notebook's do.
+:func:`fork_in_state`: only the after-in-child callbacks, but ``random``'s reseed (its states go on with
+their sequence, as a notebook's do).
 
 The lists are the interpreter's own (``PyInterpreterState``): no API returns them, so
 :func:`find` registers a marker in each and asks the collector which lists hold it, in
@@ -166,15 +166,22 @@ def _run(callbacks: Iterable[Callable[[], Any]]) -> None:
             traceback.print_exc()
 
 
-def fork_without(callback: Callable[[], Any]) -> int:
-    """``os.fork()`` whose child does not run ``callback`` (compared with ``==``: a bound method is a new
-    object at every lookup); both processes keep it registered for later forks."""
-    places = [(callbacks, i) for callbacks in _lists for i, registered in enumerate(callbacks)
-              if registered == callback]
-    for callbacks, i in reversed(places):
-        del callbacks[i]
+def fork_in_state(skip: Callable[[], Any]) -> int:
+    """``os.fork()`` of a session's state: only the after-fork-in-child callbacks run, in the child (a runner), all but
+    ``skip`` (compared with ``==``: a bound method is a new object at every lookup). The state runs none of the
+    ``before`` and after-in-parent ones: a run may register its own (``os.register_at_fork(before=...)``), which ran
+    in the state at every fork of a runner, the run's code outside any run. The state is single-threaded
+    (session_states.py), so no lock needs holding across its fork. Every process keeps them all registered for
+    later forks (a run's own ``os.fork`` runs them). Where the lists are unknown, a plain ``os.fork()``."""
+    if len(_lists) != 3:
+        return os.fork()
+    kept = [list(callbacks) for callbacks in _lists]
+    before, in_parent, in_child = _lists
+    before.clear()
+    in_parent.clear()
+    in_child[:] = [callback for callback in kept[2] if callback != skip]
     try:
         return os.fork()
     finally:
-        for callbacks, i in places:
-            callbacks.insert(i, callback)
+        for callbacks, saved in zip(_lists, kept):
+            callbacks[:] = saved

@@ -191,7 +191,7 @@ class _NodeLoop:
             _own_session()
             self.session_due = False
         try:
-            pid = proc.uninterrupted(lambda: at_fork.fork_without(_RESEED))  # a state's `random` goes on in its runs
+            pid = proc.uninterrupted(lambda: at_fork.fork_in_state(_RESEED))  # a state's `random` goes on in its runs
         except OSError:
             theirs.close()
             return 0

@@ -106,6 +106,28 @@ def test_a_state_runs_no_signal_handler_of_its_runs(box):
         assert r.stdout == "True\nTrue\n", r  # the run's handler and faulthandler's, both in the run
 
 
+#: Callbacks a run registers for the forks of the process it runs in; each writes which process ran it.
+AT_FORK_CALLBACKS = """import os
+def mark(kind):
+    with open('at_fork.txt', 'a') as f:
+        f.write(f'{kind} {os.getpid()}\\n')
+os.register_at_fork(before=lambda: mark('before'), after_in_parent=lambda: mark('parent'))"""
+
+
+def test_a_state_runs_no_at_fork_callback_of_its_runs(box):
+    """A run's ``os.register_at_fork(before=...)`` ran in its state each time the state forked a runner (its standby
+    right after the commit, then one for every run): the run's code, outside any run, in the state. The state runs
+    none of them; a run that forks runs them, in its own process."""
+    with box.session() as s:
+        assert s.run(AT_FORK_CALLBACKS).ok
+        for _ in range(3):
+            r = s.run("print(os.path.exists('at_fork.txt'))")
+            assert r.ok and r.stdout == "False\n", r
+        r = s.run("pid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+                  "print(open('at_fork.txt').read() == f'before {os.getpid()}\\nparent {os.getpid()}\\n')")
+        assert r.stdout == "True\n", r
+
+
 #: A daemon thread left in the state (a run's threads stay in the state it commits): each time the state lets it
 #: run (it waits holding the GIL, and lets go of it to talk to the root), it writes the frame a state sends when its
 #: runner has died, naming any runner of it already running the snippet (readable /proc/<pid>/fd: dumpable). A pipe

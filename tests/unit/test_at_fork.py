@@ -80,7 +80,7 @@ def test_frozen_lists_are_not_found():
     assert _in_child(check) == "False"
 
 
-def test_fork_without_skips_one_callback_in_that_child_only():
+def test_fork_in_state_skips_one_callback_in_that_child_only():
     def check() -> str:
         def keep() -> None:
             os.environ["KEPT_RAN"] = "1"
@@ -93,10 +93,28 @@ def test_fork_without_skips_one_callback_in_that_child_only():
         if not at_fork.find():
             return "not found"
         child = _in_child(lambda: f"{os.environ.get('KEPT_RAN')} {os.environ.get('AT_FORK_RAN')}",
-                          fork=lambda: at_fork.fork_without(skip))
+                          fork=lambda: at_fork.fork_in_state(skip))
         return f"{child} | later forks: {_callbacks_ran_at_fork()}"
 
     assert _in_child(check) == "1 None | later forks: True"
+
+
+def test_fork_in_state_runs_no_before_or_parent_callback_in_the_state():
+    """A session's state forks its runners running none of the callbacks that run in the forking process: a run's
+    ``os.register_at_fork(before=...)`` ran in the state, the run's code outside any run. Later forks run them."""
+    def check() -> str:
+        ran: list[str] = []
+        _register_markers(ran)
+        if not at_fork.find():
+            return "not found"
+        child = _in_child(lambda: os.environ.get("AT_FORK_RAN", "-"), fork=lambda: at_fork.fork_in_state(print))
+        steps = [f"child ran its callbacks: {child}", f"state ran: {ran}"]
+        ran.clear()
+        steps.append(f"later forks: {_callbacks_ran_at_fork()} {ran}")
+        return " | ".join(steps)
+
+    assert _in_child(check) == ("child ran its callbacks: 1 | state ran: [] | "
+                                "later forks: True ['before', 'parent']")
 
 
 def _register_markers(ran: list[str]) -> None:
