@@ -5,7 +5,7 @@ The tool loops (:class:`~sandbox.adapters.genai.ToolLoop`, :func:`~sandbox.adapt
 request. A run may return up to the policy's ``limits.max_returned_bytes`` of images (64 MB under "default"),
 a turn up to ``max_calls_per_turn`` runs: without a budget one turn put hundreds of MB in the history, and a
 request past what the model API takes inline failed, and every later request of the conversation with it.
-``sandbox serve`` says what it left out with :func:`left_out_note` too.
+``sandbox serve`` budgets each request's images with :class:`ImageBudget` too (its own scope and knob in the note).
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ def left_out_note(count: int, nbytes: int, budget: int, scope: str, knob: str) -
 
 
 class ImageBudget:
-    """The image bytes one model turn's tool results may still carry; one per turn, shared by its calls.
+    """The image bytes one model turn's tool results may still carry; one per turn, shared by its calls (``sandbox
+    serve``: one per request; ``scope`` and ``knob`` name them in the note).
 
     An image that does not fit is left out and a later, smaller one may still go (as ``sandbox serve`` does);
     nothing but images is ever left out.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, scope: str = "this turn's", knob: str = "max_image_bytes_per_turn") -> None:
         self.limit = limit
         self.left = limit
+        self.scope, self.knob = scope, knob
 
     def keep(self, images: Sequence[File]) -> tuple[list[File], str | None]:
         """(the images of one call that fit, in order, each taken from the budget; the note naming the rest, or
@@ -55,7 +57,7 @@ class ImageBudget:
             kept.append(image)
         if not left_out:
             return kept, None
-        return kept, left_out_note(left_out, left_out_bytes, self.limit, "this turn's", "max_image_bytes_per_turn")
+        return kept, left_out_note(left_out, left_out_bytes, self.limit, self.scope, self.knob)
 
 
 @overload

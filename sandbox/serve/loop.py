@@ -36,17 +36,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Union
 
 from ..adapters._common import TOOL_NAME, describe_environment
-from ..adapters._image_budget import left_out_note, with_note
+from ..adapters._image_budget import ImageBudget, with_note
 from ..core import Sandbox
 from ..errors import InputError, SandboxError
 from ..inputs import prepare_files
-from ..results import File
+from ..results import File, Result
 from .backends import INVALID_ARGUMENTS, Backend, BackendRequest, ModelReply
 from .config import ServeConfig
 from .errors import ApiError, invalid
 from .transcript import attachments, transcript
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, GenerateRequest,
-                   InlineData, Part, Text, parts_from_result)
+                   Part, Text, parts_from_result)
 
 CODE_TOOL = TOOL_NAME
 """Name of the function the backend calls to run code."""
@@ -207,7 +207,8 @@ class _Runner:
         self.files = files
         self.session: Any = None
         self.executions = 0
-        self.image_bytes_left = engine.max_response_image_bytes
+        self.image_budget = ImageBudget(engine.max_response_image_bytes, scope="this request's",
+                                        knob="sandbox serve --max-response-image-bytes")
 
     async def execute(self, call: FunctionCall) -> AsyncIterator[Part]:
         code = call.args.get("code")
@@ -236,35 +237,27 @@ class _Runner:
             raise ApiError("INTERNAL", f"the sandbox could not run the code: {exc}") from exc
         finally:
             stats.active_runs -= 1
-        for part in self.within_image_budget(parts_from_result(result.parts(), None)):
+        for part in self.within_image_budget(result):
             yield part
 
-    def within_image_budget(self, parts: list[Part]) -> list[Part]:
-        """``parts`` without the images past the request's budget; its last result part says what was left out.
+    def within_image_budget(self, result: Result) -> list[Part]:
+        """``result``'s parts without the images past the request's budget; its last result part says what was left
+        out.
 
-        Every image a request returns is held in the server's memory until the answer is sent (twice over
-        in base64), so a snippet drawing many large figures must not decide how much that is.
+        Every image a request returns is held in the server's memory until the answer is sent (twice over in base64),
+        so a snippet drawing many large figures must not decide how much that is; those past the budget are left
+        out before they are encoded.
         """
-        kept: list[Part] = []
-        left_out = left_out_bytes = 0
-        for part in parts:
-            if isinstance(part, InlineData):
-                if len(part.data) > self.image_bytes_left:
-                    left_out += 1
-                    left_out_bytes += len(part.data)
-                    continue
-                self.image_bytes_left -= len(part.data)
-            kept.append(part)
-        if not left_out:
-            return kept
-        note = left_out_note(left_out, left_out_bytes, self.engine.max_response_image_bytes, "this request's",
-                             "sandbox serve --max-response-image-bytes")
-        for index in reversed(range(len(kept))):  # a run's parts begin with its result: there is one
-            result = kept[index]
-            if isinstance(result, CodeExecutionResult):
-                kept[index] = replace(result, output=with_note(result.output, note))
+        images, note = self.image_budget.keep(result.images)
+        parts = parts_from_result(replace(result, images=images).parts(), None)
+        if note is None:
+            return parts
+        for index in reversed(range(len(parts))):  # a run's parts begin with its result: there is one
+            part = parts[index]
+            if isinstance(part, CodeExecutionResult):
+                parts[index] = replace(part, output=with_note(part.output, note))
                 break
-        return kept
+        return parts
 
     async def open(self) -> Any:
         if self.session is None:
