@@ -97,11 +97,15 @@ def serve():
 
 
 def named(server: Server, name: str) -> list[psutil.Process]:
-    """The server's processes a snippet renamed ``name`` (prctl PR_SET_NAME: a session's later states inherit it)."""
+    """The processes a snippet of ``server``'s renamed ``name`` (prctl PR_SET_NAME: a session's later states inherit
+    it; each test's names are its own uuids). Looked for among all processes, not by a walk of the server's tree: a
+    walk reads each process's parent at its own moment, and a state freed while its successor moved to the session's
+    root hid the successor (seen once in CI)."""
+    server.processes()  # remembered for the teardown
     found = []
-    for proc in server.processes():
+    for proc in psutil.process_iter():
         try:
-            if proc.name() == name:
+            if proc.name() == name and _alive(proc):
                 found.append(proc)
         except psutil.Error:
             pass
