@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import re
+import tempfile
 import unicodedata
 from typing import Any
 
@@ -52,6 +53,18 @@ def extension(name: Any, mime_type: Any = "", default: str = ".bin") -> str:
     if found:
         return found.group(0)
     return _MIME_EXTENSIONS.get(mime_type if isinstance(mime_type, str) else "", default)
+
+
+def unwritable(folder: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written into ``folder`` (made if missing), or None: checked with a file made and removed
+    there, before work whose results would go there (a batch's images, a benchmark's figures) is done for nothing."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def image_file_name(name: Any, mime_type: str) -> str:

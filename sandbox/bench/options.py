@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..outfiles import unwritable
 from . import SUITE
 
 #: Results folder outside a checkout, relative to the current directory.
@@ -53,13 +53,8 @@ def default_out() -> Path:
 def out_problem(out: Path) -> str | None:
     """Why the results cannot be written to ``out``, or None. Checked before anything is measured: a user who
     cannot write the default (a checkout someone else installed) lost every figure to a traceback at the end."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        return f"cannot write the results to {out}: {exc.strerror or exc} (choose a folder you can write: --out DIR)"
-    return None
+    why = unwritable(out)
+    return None if why is None else f"cannot write the results to {out}: {why} (choose a folder you can write: --out DIR)"
 
 
 @dataclass(frozen=True)

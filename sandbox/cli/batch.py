@@ -265,13 +265,11 @@ def _check_images_dir(path: str) -> None:
     """--images-dir can take files (made if missing). A folder the user may not write saved no image and said
     only "not saved", record after record, to the end of a corpus that may take hours."""
     from ..errors import InputError
+    from ..outfiles import unwritable
 
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write images into {path} (--images-dir): {exc.strerror or exc}") from None
+    why = unwritable(path)
+    if why is not None:
+        raise InputError(f"cannot write images into {path} (--images-dir): {why}")
 
 
 def _opened(path: str, mode: str, **kwargs: Any) -> Any:
