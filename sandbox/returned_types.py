@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Any
 
 from .filetypes import IMAGE_EXTENSIONS, image_type
 
@@ -62,10 +61,6 @@ def _whole_jpeg(data: bytes) -> bool:
 _CHECKS = {"image/png": _whole_png, "image/jpeg": _whole_jpeg}
 
 
-#: ``mimetypes``, imported on the first file a run returns (the host's own table, read once).
-_mimetypes: Any = None
-
-
 def file_type(name: str, data: bytes) -> str:
     """The MIME type of a returned file, from its name and bytes alone: never a run's word for it.
 
@@ -73,11 +68,8 @@ def file_type(name: str, data: bytes) -> str:
     ``image/png`` on a text file, ``text/html`` with a line break and an escape sequence in it, 255 characters of
     anything; callers pass it on as MCP resources' and ADK artifacts' types. A name with an image's extension is
     that image's type only when its bytes are a whole one."""
-    global _mimetypes
     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
         sniffed = image_type(data)
         return sniffed if sniffed is not None and is_whole(data, sniffed) else "application/octet-stream"
-    if _mimetypes is None:
-        import mimetypes
-        _mimetypes = mimetypes
-    return _mimetypes.guess_type(name)[0] or "application/octet-stream"
+    import mimetypes  # here: on the first file a run returns, not at the host's start (its table is read once)
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"

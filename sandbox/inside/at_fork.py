@@ -33,12 +33,13 @@ the zygote as it starts (the collector searches every object it tracks: ~1 ms th
 from __future__ import annotations
 
 import _imp
+import contextlib
 import errno
 import gc
 import os
 import threading
 import traceback
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 #: The three lists (before, after in the parent, after in the child), once :func:`find` has run; and their
 #: callbacks while they are held.
@@ -114,15 +115,27 @@ def fork_bare() -> int:
     if len(_lists) != 3:
         raise OSError(errno.ENOTSUP, "the interpreter's at-fork callback lists are unknown")
     _imp.acquire_lock()
-    kept = [list(callbacks) for callbacks in _lists]
     try:
-        for callbacks in _lists:
-            callbacks.clear()
-        return os.fork()
+        with _child_callbacks_only([]):
+            return os.fork()
+    finally:
+        _imp.release_lock()  # in the child too: the interpreter re-made it held by this thread (_PyImport_ReInitLock)
+
+
+@contextlib.contextmanager
+def _child_callbacks_only(in_child: list[Callable[[], Any]]) -> Iterator[None]:
+    """Around a fork: no ``before`` or after-in-parent callback, and ``in_child`` as the after-in-child ones; every
+    list as it was afterwards, in both processes."""
+    kept = [list(callbacks) for callbacks in _lists]
+    before, in_parent, child = _lists
+    before.clear()
+    in_parent.clear()
+    child[:] = in_child
+    try:
+        yield
     finally:
         for callbacks, saved in zip(_lists, kept):
             callbacks[:] = saved
-        _imp.release_lock()  # in the child too: the interpreter re-made it held by this thread (_PyImport_ReInitLock)
 
 
 def hold() -> None:
@@ -175,13 +188,5 @@ def fork_in_state(skip: Callable[[], Any]) -> int:
     later forks (a run's own ``os.fork`` runs them). Where the lists are unknown, a plain ``os.fork()``."""
     if len(_lists) != 3:
         return os.fork()
-    kept = [list(callbacks) for callbacks in _lists]
-    before, in_parent, in_child = _lists
-    before.clear()
-    in_parent.clear()
-    in_child[:] = [callback for callback in kept[2] if callback != skip]
-    try:
+    with _child_callbacks_only([callback for callback in _lists[2] if callback != skip]):
         return os.fork()
-    finally:
-        for callbacks, saved in zip(_lists, kept):
-            callbacks[:] = saved
