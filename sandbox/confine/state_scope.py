@@ -15,7 +15,9 @@ calls with a seccomp user notification:
   descendant of it, or in its kernel session (each node and runner calls ``setsid()``,
   so a session id is one state's own tree); else ``EPERM``, as the kernel answers a
   process that may not signal another. A call against a whole uid (``PRIO_USER``) is
-  refused.
+  refused. A file's owner (``fcntl(F_SETOWN)``) counts as a target: the kernel signals it
+  when anyone writes to the file, with no call the root could refuse then; the calls that
+  name an owner through a pointer (:data:`OWNER_BY_POINTER`) are refused outright.
 - calls that make a process (:data:`FORK_CALLS`), under a policy without subprocesses, and ``setsid``, where the
   session has no cpu cgroup (cpushare.py: an unprivileged uid without a delegated subtree): a state's own forks
   (a node's runners, standbys and branches, each of which makes a kernel session of its own) go on, a run's are
@@ -58,6 +60,9 @@ _IOCTL_RECV = ((_IOC_READ | _IOC_WRITE) << 30) | (_NOTIF.size << 16) | (ord("!")
 _IOCTL_SEND = ((_IOC_READ | _IOC_WRITE) << 30) | (_NOTIF_RESP.size << 16) | (ord("!") << 8) | 1
 _PIDFD_SIGNAL_PROCESS_GROUP = 4
 _WALK_LIMIT = 256  # ancestors followed from a target to its caller (a session's tree is far shallower)
+_LO32 = 0xFFFFFFFF  # fcntl's and ioctl's commands are 32 bits: the kernel ignores the rest
+_F_SETOWN, _F_SETOWN_EX = 8, 15
+_FIOSETOWN, _SIOCSPGRP = 0x8901, 0x8902
 
 
 def _int32(value: int) -> int:
@@ -97,9 +102,15 @@ def _own_or(_caller_tid: int, args: list[int]) -> Target:
     return ("self", 0) if pid == 0 else ("process", pid)
 
 
+def _file_owner(_caller_tid: int, args: list[int]) -> Target:
+    """fcntl(F_SETOWN): > 0 a process, < 0 the group -pid, 0 no owner (the kernel then signals nobody)."""
+    pid = _int32(args[2])
+    return ("self", 0) if pid == 0 else ("process", pid) if pid > 0 else ("group", -pid)
+
+
 #: Call -> (the rule's condition on its arguments (seccomp Arg triples) for a notification: any one
 #: suffices, none = always; its target, from the caller's tid and the arguments).
-TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[int, list[int]], Target]]] = {
+TARGETED: dict[str, tuple[tuple[tuple[int | str, ...], ...], Callable[[int, list[int]], Target]]] = {
     "kill": (((0, "NE", 0),), _pid_or_group),
     "tkill": ((), _process),
     "tgkill": ((), _process),
@@ -113,6 +124,16 @@ TARGETED: dict[str, tuple[tuple[tuple[int, str, int], ...], Callable[[int, list[
     "setpriority": (((0, "NE", 0), (1, "NE", 0)), _which_who(process=0, group=1, user=2)),
     "ioprio_set": (((0, "NE", 1), (1, "NE", 0)), _which_who(process=1, group=2, user=3)),
     "pidfd_send_signal": ((), lambda caller_tid, args: _pidfd_target(caller_tid, args)),  # defined below
+    # A file's owner is signalled by the kernel (SIGIO, or F_SETSIG's signal) when the file is written to, its
+    # lease broken or its directory changed: a later write by anyone reaches the owner with no kill() to refuse.
+    "fcntl": (((1, "MASKED_EQ", _LO32, _F_SETOWN),), _file_owner),
+}
+
+#: Calls that name a file's owner through a pointer (its struct or int in the caller's memory, which neither a
+#: filter nor the root reads): refused in every state. ``fcntl(F_SETOWN)`` sets any owner the others do.
+OWNER_BY_POINTER: dict[str, tuple[tuple[int, str, int, int], ...]] = {
+    "fcntl": ((1, "MASKED_EQ", _LO32, _F_SETOWN_EX),),
+    "ioctl": ((1, "MASKED_EQ", _LO32, _FIOSETOWN), (1, "MASKED_EQ", _LO32, _SIOCSPGRP)),
 }
 
 
@@ -141,6 +162,8 @@ def prepare(*, sessions: bool = False, forks: bool = False) -> "seccomp.Program"
         f.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)  # the worker's own filter refuses foreign ABIs
         for name, (targeted_when, _target) in TARGETED.items():
             _notify(f, arch, name, targeted_when)
+        for name, conditions in OWNER_BY_POINTER.items():
+            _rules(f, arch, name, conditions, s.ERRNO(errno.EPERM))
         if sessions:
             _notify(f, arch, SESSION_CALL, ())
         for name, conditions in FORK_CALLS.items() if forks else ():
@@ -152,13 +175,18 @@ def prepare(*, sessions: bool = False, forks: bool = False) -> "seccomp.Program"
 
 def _notify(f: Any, arch: int, name: str, conditions: tuple[tuple[Any, ...], ...]) -> None:
     """A NOTIFY rule for ``name`` per condition (argument, operator's name, operands...); none: always."""
+    _rules(f, arch, name, conditions, seccomp.pyseccomp.NOTIFY)
+
+
+def _rules(f: Any, arch: int, name: str, conditions: tuple[tuple[Any, ...], ...], action: Any) -> None:
+    """A rule with ``action`` for ``name`` per condition (argument, operator's name, operands...); none: always."""
     s = seccomp.pyseccomp
     nr = s.resolve_syscall(arch, name)
     if nr < 0:
         raise _sys.SyscallError(f"seccomp rule for {name!r}", errno.EINVAL,
                                 "libseccomp does not know it: the states of a session could not be kept apart")
     for arg, op, *operands in conditions or ((None, None),):
-        f.add_rule(s.NOTIFY, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), *operands),)))
+        f.add_rule(action, nr, *(() if arg is None else (s.Arg(arg, getattr(s, op), *operands),)))
 
 
 def install(*, sessions: bool = False, forks: bool = False) -> int:

@@ -188,8 +188,19 @@ def test_broadcast_signals_leave_checkpoints_and_branches_usable(box, attack):
 
 #: Every way to signal, limit or reschedule another process by pid or group (x86_64 numbers for the
 #: calls Python does not wrap); each prints the call and the errno name it got, or "allowed".
-AT_STATE = """import ctypes, os, resource, signal
+AT_STATE = """import ctypes, fcntl, os, resource, signal, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
+def signal_on_write(set_owner, sock=False):
+    # the kernel signals a file's owner (SIGIO: its default action ends a process) when the file is written to
+    r, w = socket.socketpair() if sock else os.pipe()
+    r, w = (r.detach(), w.detach()) if sock else (r, w)
+    try:
+        fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+        set_owner(r)
+        os.write(w, b"x")
+    finally:
+        os.close(r)
+        os.close(w)
 def raw(nr, *args):
     if libc.syscall(nr, *args) < 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
@@ -207,7 +218,13 @@ for pid in %s:
             ("setpriority_pgrp", lambda: os.setpriority(os.PRIO_PGRP, pid, 19)),
             ("setpriority_user", lambda: os.setpriority(os.PRIO_USER, 0, 19)),
             ("sched_setaffinity", lambda: os.sched_setaffinity(pid, {0})),
-            ("ioprio_set", lambda: raw(251, 1, pid, (3 << 13)))]:
+            ("ioprio_set", lambda: raw(251, 1, pid, (3 << 13))),
+            ("F_SETOWN", lambda: signal_on_write(lambda fd: fcntl.fcntl(fd, fcntl.F_SETOWN, pid))),
+            ("F_SETOWN_pgrp", lambda: signal_on_write(lambda fd: fcntl.fcntl(fd, fcntl.F_SETOWN, -pid))),
+            ("F_SETOWN_EX", lambda: signal_on_write(
+                lambda fd: fcntl.fcntl(fd, 15, struct.pack("ii", 1, pid)))),  # F_OWNER_PID
+            ("FIOSETOWN", lambda: signal_on_write(lambda fd: fcntl.ioctl(fd, 0x8901, struct.pack("i", pid)), True)),
+            ("SIOCSPGRP", lambda: signal_on_write(lambda fd: fcntl.ioctl(fd, 0x8902, struct.pack("i", pid)), True))]:
         try:
             call()
             print(what, pid, "allowed")
@@ -218,7 +235,8 @@ for pid in %s:
 
 def test_a_run_cannot_signal_limit_or_reschedule_another_state(box):
     """A checkpoint, a branch's state and the run's own node, by pid and by group, through every
-    call that names another process: all refused (EPERM), and every state still works after."""
+    call that names another process (a file's owner too, whom the kernel signals when the file is
+    written to): all refused (EPERM), and every state still works after."""
     with box.session() as s:
         s.run("x = 1")
         mark = s.checkpoint()
@@ -230,7 +248,7 @@ def test_a_run_cannot_signal_limit_or_reschedule_another_state(box):
             r = s.run(AT_STATE % targets)
             assert r.outcome == sandbox.Outcome.OK, r
             lines = r.stdout.splitlines()
-            assert len(lines) == 3 * 13, r.stdout
+            assert len(lines) == 3 * 18, r.stdout
             assert all(line.endswith(" EPERM") for line in lines), r.stdout
             assert branch.run("print(y)").stdout == "branch\n"
         assert s.run("print(x)").stdout == "2\n"
@@ -238,7 +256,7 @@ def test_a_run_cannot_signal_limit_or_reschedule_another_state(box):
         assert s.run("print(x)").stdout == "1\n"
 
 
-OWN_TREE = """import os, signal, threading
+OWN_TREE = """import fcntl, os, signal, threading
 got = []
 signal.signal(signal.SIGUSR1, lambda *_: got.append("handler"))
 signal.raise_signal(signal.SIGUSR1)
@@ -246,6 +264,11 @@ signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
 os.kill(os.getpid(), signal.SIGUSR1)
 os.kill(0, 0)
 os.setpriority(os.PRIO_PROCESS, 0, 1)
+r, w = os.pipe()
+fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+fcntl.fcntl(r, fcntl.F_SETOWN, os.getpid())
+fcntl.fcntl(r, 10, signal.SIGUSR1)  # F_SETSIG
+os.write(w, b"x")
 print(len(got), "signals to itself")
 """
 
@@ -267,7 +290,7 @@ def test_a_run_still_signals_itself_and_its_own_children(box):
     with box.session() as s:
         s.run("x = 1")
         r = s.run(OWN_TREE)
-        assert r.outcome == sandbox.Outcome.OK and r.stdout == "3 signals to itself\n", r
+        assert r.outcome == sandbox.Outcome.OK and r.stdout == "4 signals to itself\n", r
         if box.policy.confinement.allow_subprocess:
             r = s.run(OWN_CHILDREN)
             assert r.outcome == sandbox.Outcome.OK and r.stdout == "child -15\nforked 9\n", r
