@@ -11,7 +11,7 @@ For each layer it reports three facts, each established for real:
   ``sandbox.Sandbox`` (zygote, worker, full stack) and reports what it sees
   (``NoNewPrivs``, ``Seccomp`` mode, every capability set empty, pid 1 in its own
   namespace with only a down ``lo`` and no route, whether ``/`` and AF_INET are
-  refused, its rlimits, and whether a root
+  refused, whether it may signal the doctor's own process, its rlimits, and whether a root
   worker's threads stop short of ``limits.max_processes`` in the pids cgroup it reports joining). With
   ``--fork`` (or when the sandbox cannot start) a forked child of this process
   applies ``apply_all`` and runs the same probe instead. One part is observed by the
@@ -120,6 +120,14 @@ def private_disk():
     """The work dir is on a filesystem of exactly limits.max_disk_mb and the inodes the policy gives it."""
     disk = os.statvfs(".")
     return disk.f_blocks * disk.f_frsize == $DISK_BYTES and disk.f_files == $DISK_INODES
+def outside_unsignalled():
+    """A signal to the doctor's own process, outside the run (0: none is sent), is refused, or its pid is not
+    in the run's own pid namespace."""
+    try:
+        os.kill($DOCTOR_PID, 0)
+    except (PermissionError, ProcessLookupError):
+        return True
+    return False
 uid_map = open("/proc/self/uid_map").read().split()
 most = $MAX_TASKS
 started = threads_started(most)
@@ -135,7 +143,8 @@ facts = {
     "seccomp": st.get("Seccomp", "").strip() == "2" and refused(lambda: socket.socket(socket.AF_INET)),
     "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most,
                  "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe"))),
-                 "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk)},
+                 "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk),
+                 "outside_unsignalled": fact(outside_unsignalled)},
 }
 print(json.dumps(facts))
 '''
@@ -151,7 +160,7 @@ def probe_code(policy: Policy) -> str:
     """The probe snippet for ``policy``: it tries to start more threads than ``limits.max_processes`` allows."""
     from ..confine import disk
     limits = policy.limits
-    return (PROBE.replace("$MAX_TASKS", str(limits.max_processes + 16))
+    return (PROBE.replace("$MAX_TASKS", str(limits.max_processes + 16)).replace("$DOCTOR_PID", str(os.getpid()))
             .replace("$DISK_BYTES", str(limits.max_disk_mb << 20))
             .replace("$DISK_INODES", str(limits.max_disk_inodes + disk.RESERVED_INODES)))
 
@@ -246,6 +255,12 @@ def _detail(name: str, why: str, active: dict[str, Any]) -> str:
     if name == "capabilities" and active.get("observed", {}).get("bounding_kept"):
         return (f"{why}; this run's bounding set is full (an unprivileged worker without a user namespace holds "
                 "no CAP_SETPCAP to empty it): no_new_privs keeps any execve from granting one")
+    if name == "landlock" and active.get("observed", {}).get("outside_unsignalled") is False:
+        return (f"{why}; signals NOT scoped for this run: it signalled this doctor's process, outside it (it has "
+                "no pid namespace of its own, and no Landlock domain that scopes signals: the landlock layer on "
+                f"Linux >= 6.12, ABI 6): a run may signal any process of uid {os.geteuid()} (README, 'What it does "
+                "not do yet'); fix: let this uid make user namespaces (row namespaces), or run the landlock layer "
+                "on Linux >= 6.12")
     if name != "memory_cgroup" or not active:
         return why
     if active.get(name):

@@ -104,6 +104,7 @@ def test_every_fact_reads_no_in_an_unconfined_process():
     assert set(facts) == set(confine.ORDER) - set(doctor.HOST_OBSERVED) - set(doctor.WORKER_REPORTED)
     assert not any(facts.values()), facts
     assert not observed["memfd_refused"], observed
+    assert not observed["outside_unsignalled"], observed
     # The memory cgroup is the host's observation: of this process (no worker of any zygote), it reads no.
     assert not doctor._memory_cgroup_facts(
         confine.memcg_lookup.read(confine.memcg_lookup.locate(os.getppid(), os.getpid())))["memory_cgroup"]
@@ -461,3 +462,22 @@ def test_doctor_says_how_an_unprivileged_host_counts_session_memory():
     if not allowed["may"]:
         pytest.skip("this uid may not make a user namespace here")
     assert pss in allowed["privileges"] and rss not in allowed["privileges"], allowed
+
+
+@pytest.mark.parametrize("layers, scoped", [
+    (("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp"), True),  # its own pid namespace
+    (("rlimits", "no_new_privs", "landlock", "seccomp"), None),  # the host's: Landlock ABI 6 scopes signals
+    (("rlimits", "no_new_privs", "seccomp"), False)])  # the host's, nothing scopes them: what ABI < 6 gives
+def test_doctor_says_whether_a_run_may_signal_processes_outside_it(layers, scoped):
+    """A real run signals (0: no signal is sent) the doctor's own process; where it may, the landlock row says
+    that signals are not scoped, with the fix. Before Linux 6.12 (Landlock ABI < 6) a run without a pid
+    namespace of its own (namespaces refused, as Ubuntu 24.04 restricts them) may signal any process of its uid."""
+    from .childproc import policy
+    if scoped is None:
+        scoped = confine.landlock.abi_version() >= 6
+    report = doctor.diagnose(policy("default", layers=layers, required=()))
+    assert report["verified_by"].startswith("a real run"), report["verified_by"]
+    assert report["observed"]["outside_unsignalled"] is scoped, report["observed"]
+    row = next(e for e in report["layers"] if e["layer"] == "landlock")
+    assert ("signals NOT scoped" in row["detail"]) is (not scoped), row
+    assert ("signals NOT scoped" in doctor.render(report)) is (not scoped)
