@@ -291,13 +291,15 @@ class Failed(Frame):
 @frame_type
 class Forked(Frame):
     """Fork order ``id`` done: worker ``pid`` (the zygote's child); the packet carries the zygote's end of the
-    worker's private socket and its pidfd, and, when ``awaits_cgroups``, the socket on which the worker waits
-    for the zygote to make its cgroups (``confine.release_worker``)."""
+    worker's private socket and its pidfd, when ``awaits_cgroups`` the socket on which the worker waits
+    for the zygote to make its cgroups (``confine.release_worker``), and last, when ``supervised``, the listener
+    of its signal-scope filter (``confine/signal_scope.py``)."""
 
     KIND: ClassVar[str] = "forked"
     id: int
     pid: int
     awaits_cgroups: bool = False
+    supervised: bool = False
 
 
 @frame_type

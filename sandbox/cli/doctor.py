@@ -144,7 +144,8 @@ facts = {
     "observed": {"euid": os.geteuid(), "threads_started": started, "threads_tried": most,
                  "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe"))),
                  "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk),
-                 "outside_unsignalled": fact(outside_unsignalled)},
+                 "outside_unsignalled": fact(outside_unsignalled),
+                 "seccomp_filters": int(st.get("Seccomp_filters", "0").strip() or 0)},
 }
 print(json.dumps(facts))
 '''
@@ -191,6 +192,11 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     Image.load(image)  # a misspelt image is the caller's error (ImageError), not a sandbox that cannot start
     probes = confine.probe_all()
     active, how, refusal = _verify(policy, image, use_sandbox)
+    observed = active.get("observed", {})
+    if observed:  # a second filter, answered by the zygote (signal_scope.py), where nothing else scopes signals
+        observed["signals_supervised"] = bool(
+            observed.get("outside_unsignalled") and observed.get("seccomp_filters", 0) >= 2
+            and not active.get("namespaces") and confine.signal_scope.needed(policy))
     layers = []
     for name in confine.ORDER:
         ok, why = probes[name]
@@ -215,7 +221,6 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
             entry["fix"] = refusal.get("fix") or entry["fix"]
             entry["detail"] = refusal.get("reason") or why
         layers.append(entry)
-    observed = active.get("observed", {})
     filesystem = {name: {"part_of": "namespaces", **_role(policy, "namespaces"), "available": module.probe()[0],
                          "active": bool(observed.get(name)), "detail": module.probe()[1]}
                   for name, module in (("fs_view", confine.fsview), ("private_disk", confine.disk))}
@@ -255,12 +260,17 @@ def _detail(name: str, why: str, active: dict[str, Any]) -> str:
     if name == "capabilities" and active.get("observed", {}).get("bounding_kept"):
         return (f"{why}; this run's bounding set is full (an unprivileged worker without a user namespace holds "
                 "no CAP_SETPCAP to empty it): no_new_privs keeps any execve from granting one")
-    if name == "landlock" and active.get("observed", {}).get("outside_unsignalled") is False:
+    observed = active.get("observed", {})
+    if name == "landlock" and observed.get("outside_unsignalled") is False:
         return (f"{why}; signals NOT scoped for this run: it signalled this doctor's process, outside it (it has "
-                "no pid namespace of its own, and no Landlock domain that scopes signals: the landlock layer on "
-                f"Linux >= 6.12, ABI 6): a run may signal any process of uid {os.geteuid()} (README, 'What it does "
-                "not do yet'); fix: let this uid make user namespaces (row namespaces), or run the landlock layer "
-                "on Linux >= 6.12")
+                "no pid namespace of its own, no Landlock domain that scopes signals, ABI 6, and no seccomp layer "
+                f"for its zygote to answer them): a run may signal any process of uid {os.geteuid()}; fix: let this "
+                "uid make user namespaces (row namespaces), or run the landlock layer on Linux >= 6.12, or the "
+                "seccomp layer")
+    if name == "seccomp" and observed.get("signals_supervised"):
+        return (f"{why}; this run shares the host's pid namespace and no Landlock domain scopes its signals: its "
+                "zygote answers its signals (refused outside the run's own processes, observed: "
+                "confine/signal_scope.py)")
     if name != "memory_cgroup" or not active:
         return why
     if active.get(name):

@@ -40,7 +40,7 @@ from ..policy import Policy
 from ..errors import SandboxUnavailable
 from ..records import record
 from . import (_sys, caps, cgroup, cpushare, disk, fstemplate, fsview, landlock, memcg, namespaces,
-               namespaces_clone, netns, no_new_privs, rlimits, seccomp, state_scope)
+               namespaces_clone, netns, no_new_privs, rlimits, seccomp, signal_scope, state_scope)
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -152,6 +152,7 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
                                         host_namespaces=host_namespaces, host_network=host_network)
             for no_cpu_cgroup in (False, True) if sessions else ():  # a session's first node installs one
                 state_scope.prepare(sessions=no_cpu_cgroup, forks=not policy.confinement.allow_subprocess)
+            signal_scope.prepare(policy)  # a one-shot worker in the host's pid namespace installs it
         except OSError:
             pass  # a filter that cannot be built: each worker's apply_all reports it (fail closed if required)
     landlock.abi_version()  # cached: one syscall fewer per run
@@ -163,7 +164,8 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
 
 def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = None,
                 run_dirs: tuple[str, str] | None = None, readable: tuple[str, ...] = (),
-                deferred: list[socket.socket] | None = None) -> tuple[int, LayerStatus | None]:
+                deferred: list[socket.socket] | None = None,
+                plain: list[int] | None = None) -> tuple[int, LayerStatus | None]:
     """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
 
     Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
@@ -180,11 +182,18 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     the worker's root that fits them (fstemplate.py), the worker is cloned into a copy of it. ``deferred``: its
     cgroups are not made here; the socket on which the worker waits for them is appended there, for the zygote
     to make them and let it go (:func:`release_worker`). Not for a plain fork (nothing is appended then).
+    ``plain``: the parent appends the child's pid there when it is a plain fork (it shares our pid namespace).
     """
     plain_fork = functools.partial(_sys.fork_like_clone, _sys.CLONE_PARENT, "clone(CLONE_PARENT)") \
         if zygote else os.fork
+    def plain_child() -> int:
+        pid = plain_fork()
+        if pid and plain is not None:
+            plain.append(pid)
+        return pid
+
     if "namespaces" not in policy.confinement.layers:
-        return plain_fork(), None
+        return plain_child(), None
     owner = zygote or os.getpid()
     template = fstemplate.for_run(policy, readable, run_dirs)
     try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
@@ -194,7 +203,7 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces_clone.REFUSED and not isinstance(exc, namespaces_clone.SetupRefused):
             raise
-        pid = plain_fork()
+        pid = plain_child()
         if pid == 0:
             fstemplate.in_child(None)
         return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))

@@ -34,7 +34,9 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   layout flags -> EPERM;
 - in a session worker (``keep_fork``): ``kill(-1, ...)`` -> EPERM. The states of one
   session share uid and Landlock domain; a broadcast signal from a run would end every
-  checkpoint and branch (and the root). A run signals its own process group instead;
+  checkpoint and branch (and the root). A run signals its own process group instead.
+  Likewise in a worker that shares the host's pid namespace, where it would reach every
+  process of the uid that no Landlock domain keeps out (signal_scope.py);
 - with ``allow_subprocess = false``: ``execve``, ``execveat``, ``fork``, ``vfork`` and
   ``clone`` without ``CLONE_THREAD`` -> EPERM (threads still work);
 - in a worker without a memory cgroup (memcg.py): ``memfd_create``, ``memfd_secret`` and
@@ -231,7 +233,7 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     ``keep_fork``: a session root forks one runner per run, so under a policy
     without subprocesses it gets a filter that denies exec but not fork (its root
     refuses a run's forks instead: state_scope.py); every session filter also
-    denies ``kill(-1)`` (see the module docstring).
+    denies ``kill(-1)`` (see the module docstring), as does every ``host_namespaces`` one.
     ``deny_shmem``: the worker has no memory cgroup (:data:`SHMEM_SYSCALLS`). ``deny_setsid``: a one-shot worker
     without a cpu cgroup (:data:`SETSID_SYSCALLS`). ``host_namespaces``: the worker shares the host's IPC namespace
     and pid namespace (:data:`HOST_IPC_SYSCALLS`, :data:`HOST_PID_RULES`); ``host_network``: its network namespace
@@ -241,7 +243,8 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     deny_exec = not policy.confinement.allow_subprocess
     key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, host_namespaces, host_network)
     if key not in _programs:
-        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=key[2], deny_setsid=key[4],
+        _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=keep_fork or host_namespaces,
+                                          deny_setsid=key[4],
                                           host_namespaces=key[5], host_network=key[6]))
     return _programs[key]
 

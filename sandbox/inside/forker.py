@@ -31,7 +31,7 @@ import struct
 import traceback
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns, userns
+from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns, signal_scope, userns
 from ..errors import ProtocolError
 from ..records import record
 from . import at_fork, hugepages, proc
@@ -71,6 +71,8 @@ class Clone:
     """The zygote's end of the worker's private control socket."""
     pidfd: int
     run_dir: rundirs.RunDir | None
+    signals: int | None = None
+    """The listener of the worker's signal-scope filter, for the zygote to answer (confine/signal_scope.py)."""
 
 
 class Forker:
@@ -107,9 +109,10 @@ class Forker:
         run dir is removed then) and ``ProtocolError`` when the forker is gone."""
         order, run_dir = self.orders.popleft()
         try:
-            header, fds = protocol.recv_packet(self.sock, max_fds=3)
+            header, fds = protocol.recv_packet(self.sock, max_fds=4)
             reply = frames.decode(frames.FORKER, header)
-            if reply.id != order or len(fds) != (2 + reply.awaits_cgroups if isinstance(reply, frames.Forked) else 0):
+            expected = 2 + reply.awaits_cgroups + reply.supervised if isinstance(reply, frames.Forked) else 0
+            if reply.id != order or len(fds) != expected:
                 protocol.close_fds(fds)
                 raise ProtocolError(f"the forker answered order {reply.id} with {len(fds)} fds (expected {order})")
         except (ProtocolError, OSError):
@@ -122,7 +125,8 @@ class Forker:
             raise OSError(reply.errno, reply.error)
         if reply.awaits_cgroups:
             confine.release_worker(self.spec.policy, reply.pid, run_dir is None, seqpacket(fds[2]))
-        return Clone(pid=reply.pid, priv=seqpacket(fds[0]), pidfd=fds[1], run_dir=run_dir)
+        return Clone(pid=reply.pid, priv=seqpacket(fds[0]), pidfd=fds[1], run_dir=run_dir,
+                     signals=fds[-1] if reply.supervised else None)
 
     @property
     def pending(self) -> int:
@@ -207,9 +211,12 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec, order: commands.Fork) -> bo
     run_dirs = (run_dir.workdir, run_dir.tmpdir) if run_dir else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     waiting: list[socket.socket] = []  # the worker's wait for its cgroups, which the zygote makes (Forked)
+    plain: list[int] = []  # the worker shares our pid namespace (a plain fork)
+    supervised = run_dir is not None and signal_scope.needed(spec.policy)  # a one-shot worker, if plain
     try:
         pid, ns_status = confine.fork_worker(spec.policy, session=order.session, zygote=spec.zygote_pid,
-                                             run_dirs=run_dirs, readable=spec.readable, deferred=waiting)
+                                             run_dirs=run_dirs, readable=spec.readable, deferred=waiting,
+                                             plain=plain)
     except OSError as exc:
         parent_end.close()
         child_end.close()
@@ -218,22 +225,34 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec, order: commands.Fork) -> bo
     if pid == 0:
         sock.close()
         parent_end.close()
+        if supervised and (ns_status is None or not ns_status.active):  # a plain fork: the host's pid namespace
+            try:
+                signal_scope.install_in_worker(child_end)
+            except BaseException:  # noqa: BLE001 - never unwind into the forker's code; unsupervised, never run
+                proc.exit_now(71)
         serve_worker(child_end, spec, run_dir, ns_status)  # never returns
     child_end.close()
+    fds: list[int] = []
     try:
-        pidfd = os.pidfd_open(pid)
+        fds.append(os.pidfd_open(pid))
+        if supervised and plain:
+            fds.append(signal_scope.receive(parent_end))
     except OSError as exc:  # already gone (its setup failed): the zygote reaps it
         parent_end.close()
+        if fds:
+            proc.kill_pidfd(fds[0])  # alive but unsupervised: it must not run
+        protocol.close_fds(fds)
         for channel in waiting:
             channel.close()
         frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=f"the new worker died: {exc}"))
         return False
     try:
-        frames.send(sock, frames.Forked(id=order.id, pid=pid, awaits_cgroups=bool(waiting)),
-                    fds=[parent_end.fileno(), pidfd, *(channel.fileno() for channel in waiting)])
+        frames.send(sock, frames.Forked(id=order.id, pid=pid, awaits_cgroups=bool(waiting),
+                                        supervised=len(fds) == 2),
+                    fds=[parent_end.fileno(), fds[0], *(channel.fileno() for channel in waiting), *fds[1:]])
     finally:
         parent_end.close()
-        os.close(pidfd)
+        protocol.close_fds(fds)
         for channel in waiting:
             channel.close()
     return True

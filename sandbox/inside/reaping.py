@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from .. import frames, rundirs
-from ..confine import cgroup, cpushare, memcg, memcg_lookup
+from ..confine import cgroup, cpushare, memcg, memcg_lookup, state_scope
 from ..errors import ProtocolError
 from ..records import record
 from . import proc
@@ -50,6 +50,7 @@ class Worker:
     own_pid_ns: bool = False  # pid 1 of its own pid namespace: nothing of its run outlives it (see spare_dirs)
     oom_fd: int | None = None  # cgroup v1: readable when the worker's memory cgroup ran out (memcg.oom_eventfd)
     cgroup: str | None = None  # its memory cgroup, when oom_fd is set
+    signals: state_scope.Supervisor | None = None  # its signal-scope listener (confine/signal_scope.py)
 
 
 class Reaping:
@@ -114,6 +115,11 @@ class Reaping:
             self.selector.unregister(worker.oom_fd)
             os.close(worker.oom_fd)
             worker.oom_fd = None
+        if worker.signals is not None:  # what the run left asks no more: the kernel fails it (ENOSYS)
+            if worker.signals.listener in self.selector.get_map():
+                self.selector.unregister(worker.signals.listener)
+            worker.signals.close()
+            worker.signals = None
 
     def _out_of_memory(self, pid: int) -> None:
         """cgroup v1: the worker's memory cgroup ran out. Once the kernel's OOM killer has ended a process (maybe

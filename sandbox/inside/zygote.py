@@ -42,7 +42,7 @@ import time
 from typing import Any, Iterator
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, readable_paths
+from ..confine import _sys, readable_paths, state_scope
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
@@ -117,6 +117,8 @@ class Zygote(Reaping):
                     self._forker_readable()
                 elif isinstance(key.data, int):
                     self._out_of_memory(key.data)
+                elif isinstance(key.data, state_scope.Supervisor):
+                    self._answer(key.data)
                 elif not self._control():
                     return
             if len(self.to_remove) > _TIDY_BACKLOG:  # a steady stream of runs leaves no idle turn
@@ -252,7 +254,18 @@ class Zygote(Reaping):
         worker.cgroup, worker.oom_fd = self.cgroups.watch(clone.pid)
         if worker.oom_fd is not None:
             self.selector.register(worker.oom_fd, selectors.EVENT_READ, clone.pid)
+        if clone.signals is not None:
+            worker.signals = state_scope.Supervisor(clone.signals)
+            self.selector.register(clone.signals, selectors.EVENT_READ, worker.signals)
         return worker
+
+    def _answer(self, supervisor: state_scope.Supervisor) -> None:
+        """A supervised worker's process asks to signal (or limit, or own a file for) a process: its own, or EPERM
+        (confine/signal_scope.py). A listener whose every process is gone stays readable: dropped until the reap."""
+        if supervisor.orphaned():
+            self.selector.unregister(supervisor.listener)
+            return
+        supervisor.answer()
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

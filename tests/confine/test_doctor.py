@@ -464,20 +464,22 @@ def test_doctor_says_how_an_unprivileged_host_counts_session_memory():
     assert pss in allowed["privileges"] and rss not in allowed["privileges"], allowed
 
 
-@pytest.mark.parametrize("layers, scoped", [
-    (("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp"), True),  # its own pid namespace
-    (("rlimits", "no_new_privs", "landlock", "seccomp"), None),  # the host's: Landlock ABI 6 scopes signals
-    (("rlimits", "no_new_privs", "seccomp"), False)])  # the host's, nothing scopes them: what ABI < 6 gives
-def test_doctor_says_whether_a_run_may_signal_processes_outside_it(layers, scoped):
+@pytest.mark.parametrize("layers, scoped, supervised", [
+    (("rlimits", "no_new_privs", "namespaces", "landlock", "seccomp"), True, False),  # its own pid namespace
+    (("rlimits", "no_new_privs", "landlock", "seccomp"), True, None),  # the host's: Landlock ABI 6 scopes signals
+    (("rlimits", "no_new_privs", "seccomp"), True, True),  # the host's, no Landlock: its zygote supervises them
+    (("rlimits", "no_new_privs"), False, False)])  # the host's, and nothing scopes them
+def test_doctor_says_whether_a_run_may_signal_processes_outside_it(layers, scoped, supervised):
     """A real run signals (0: no signal is sent) the doctor's own process; where it may, the landlock row says
-    that signals are not scoped, with the fix. Before Linux 6.12 (Landlock ABI < 6) a run without a pid
-    namespace of its own (namespaces refused, as Ubuntu 24.04 restricts them) may signal any process of its uid."""
+    that signals are not scoped, with the fix; where its zygote answers them (Landlock ABI < 6 or off, and no
+    pid namespace: confine/signal_scope.py), the seccomp row says so."""
     from .childproc import policy
-    if scoped is None:
-        scoped = confine.landlock.abi_version() >= 6
+    if supervised is None:
+        supervised = confine.landlock.abi_version() < 6
     report = doctor.diagnose(policy("default", layers=layers, required=()))
     assert report["verified_by"].startswith("a real run"), report["verified_by"]
     assert report["observed"]["outside_unsignalled"] is scoped, report["observed"]
-    row = next(e for e in report["layers"] if e["layer"] == "landlock")
-    assert ("signals NOT scoped" in row["detail"]) is (not scoped), row
+    rows = {e["layer"]: e for e in report["layers"]}
+    assert ("signals NOT scoped" in rows["landlock"]["detail"]) is (not scoped), rows["landlock"]
     assert ("signals NOT scoped" in doctor.render(report)) is (not scoped)
+    assert ("its zygote answers its signals" in rows["seccomp"]["detail"]) is supervised, rows["seccomp"]
