@@ -16,8 +16,8 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
-from ._image_budget import ImageBudget, with_note
-from ._loop import arun_or_refuse
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
+from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
 #: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
 ImagesMode = Literal["response", "sibling"]
@@ -113,7 +113,8 @@ def tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME, stateful: boo
 
 def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
            session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
-           images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
+           images: ImagesMode = DEFAULT_IMAGES,
+           max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part]:
     """Answer one ``run_python`` call: a ``function_response`` part (then, with ``images="sibling"``, the images).
 
     The response holds ``output`` (what the code printed) and, when the run failed or
@@ -130,23 +131,35 @@ def handle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox
         timeout: wall clock in seconds (default: the policy's).
         images: ``"response"`` (default where the SDK has ``FunctionResponse.parts``): images
             inside the function response; ``"sibling"``: one ``inline_data`` part each after it.
+        max_image_bytes_per_call: image bytes the answer carries at most (default 10,000,000, as
+            :class:`ToolLoop`'s ``max_image_bytes_per_turn``; base64 makes them a third more). A run may
+            return 64 MB of images (policy "default": ``limits.max_returned_bytes``) and the Gemini API
+            takes at most 20 MB of inline data in one request. Images are kept in order while they fit;
+            the rest are named after ``output`` (``[1 image (3500000 bytes) not returned: this call's images
+            would pass 10000000 bytes (max_image_bytes_per_call)]``) and left out of ``images``. The bound is
+            per call: the answers of a turn of several calls, and the history you resend, carry one each.
+            An int >= 1, or InputError before the code runs.
     """
-    return answer(function_call, sandbox=sandbox, session=session, name=name, timeout=timeout, images=images)
+    budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
+    return answer(function_call, sandbox=sandbox, session=session, name=name, timeout=timeout, images=images,
+                  budget=budget)
 
 
 async def ahandle(function_call: "types.FunctionCall | types.Part", *, sandbox: Sandbox | None = None,
                   session: Runner | None = None, name: str = TOOL_NAME, timeout: float | None = None,
-                  images: ImagesMode = DEFAULT_IMAGES) -> list[types.Part]:
+                  images: ImagesMode = DEFAULT_IMAGES,
+                  max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part]:
     """:func:`handle` for asyncio; cancelling the task kills the run at once."""
+    budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     return await aanswer(function_call, sandbox=sandbox, session=session, name=name, timeout=timeout,
-                         images=images)
+                         images=images, budget=budget)
 
 
 def answer(function_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None, name: str = TOOL_NAME,
            timeout: float | None = None, images: ImagesMode = DEFAULT_IMAGES,
            budget: ImageBudget | None = None) -> list[types.Part]:
-    """:func:`handle`; with a ``budget`` (the turn's, :class:`ToolLoop`), the images past it are left
-    out and the response's ``output`` says so."""
+    """:func:`handle` with the ``budget`` its images are kept within (the call's; the turn's, :class:`ToolLoop`;
+    None: every image), the response's ``output`` naming those left out."""
     call, code, refusal = _call_and_code(function_call, name, images)
     if refusal is not None:
         return _reply(call, refusal, images, budget)

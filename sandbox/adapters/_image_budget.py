@@ -5,6 +5,8 @@ The tool loops (:class:`~sandbox.adapters.genai.ToolLoop`, :func:`~sandbox.adapt
 request. A run may return up to the policy's ``limits.max_returned_bytes`` of images (64 MB under "default"),
 a turn up to ``max_calls_per_turn`` runs: without a budget one turn put hundreds of MB in the history, and a
 request past what the model API takes inline failed, and every later request of the conversation with it.
+The single-call helpers (google-genai ``handle``, OpenAI ``handle_function_call``) budget one call's images the
+same way (:func:`call_budget`): a run's 64 MB in one answer failed the request of a hand-written loop as surely.
 ``sandbox serve`` budgets each request's images with :class:`ImageBudget` too (its own scope and knob in the note).
 """
 
@@ -60,6 +62,11 @@ class ImageBudget:
         return kept, left_out_note(left_out, left_out_bytes, self.limit, self.scope, self.knob)
 
 
+def call_budget(limit: int) -> ImageBudget:
+    """The budget of one call answered on its own (``handle``, ``handle_function_call``), named in its note."""
+    return ImageBudget(limit, scope="this call's", knob="max_image_bytes_per_call")
+
+
 @overload
 def with_note(text: str, note: str | None) -> str: ...
 
@@ -75,4 +82,4 @@ def with_note(text: str | None, note: str | None) -> str | None:
     return note if not text else text + ("" if text.endswith("\n") else "\n") + note
 
 
-__all__ = ["MAX_IMAGE_BYTES_PER_TURN", "ImageBudget", "left_out_note", "with_note"]
+__all__ = ["MAX_IMAGE_BYTES_PER_TURN", "ImageBudget", "call_budget", "left_out_note", "with_note"]

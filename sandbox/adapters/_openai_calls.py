@@ -18,9 +18,9 @@ from ..outfiles import OutDir, image_file_name, safe_name
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse, state_text
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, with_note
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_max_calls_per_turn, \
-    check_max_image_bytes_per_turn, not_run_text
+    check_max_image_bytes_per_call, check_max_image_bytes_per_turn, not_run_text
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam, \
@@ -322,24 +322,36 @@ def _save(image: File, folder: str) -> str:
 
 
 def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
-                         timeout: float | None = None, name: str = TOOL_NAME) -> "FunctionCallOutput":
+                         timeout: float | None = None, name: str = TOOL_NAME,
+                         max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> "FunctionCallOutput":
     """Run one Responses API ``function_call`` item; returns its ``function_call_output`` input item.
 
     The output is the text alone, or, when the code produced images, a list of one
     ``input_text`` and one ``input_image`` (data URL) per image.
+
+    The images hold at most ``max_image_bytes_per_call`` bytes (default 10,000,000, as the loops'
+    ``max_image_bytes_per_turn``; a third more as data URLs): a run may return 64 MB of them (policy
+    "default": ``limits.max_returned_bytes``), and servers refuse a request past their size limit. Images
+    are kept in order while they fit; the text names the rest (``[1 image (3500000 bytes) not returned:
+    this call's images would pass 10000000 bytes (max_image_bytes_per_call)]``). The bound is per call:
+    a turn of several calls, and the history you resend, carry one each. An int >= 1, or InputError
+    before the code runs.
     """
+    budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     code, refusal = code_of(*function_call_fields(item), name)
     result = refusal if refusal is not None else run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout)
-    return function_call_output(item, result)
+    return function_call_output(item, result, budget=budget)
 
 
 async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
-                                timeout: float | None = None, name: str = TOOL_NAME) -> "FunctionCallOutput":
+                                timeout: float | None = None, name: str = TOOL_NAME,
+                                max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> "FunctionCallOutput":
     """:func:`handle_function_call` for asyncio; cancelling the task kills the run at once."""
+    budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     code, refusal = code_of(*function_call_fields(item), name)
     runner = pick_runner(sandbox, session)
     result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
-    return function_call_output(item, result)
+    return function_call_output(item, result, budget=budget)
 
 
 def function_call_fields(item: Any) -> tuple[Any, Any]:

@@ -27,6 +27,8 @@ What the APIs accept decides where images go:
 The loops and :func:`handle_calls` send at most ``max_image_bytes_per_turn`` bytes of images (default
 10,000,000) for one turn's calls: they stay in the conversation, sent with every later request, and a
 request past the server's size limit fails. A call whose images were left out says so in its text.
+:func:`handle_function_call` answers with at most ``max_image_bytes_per_call`` bytes of them (default
+10,000,000 too), naming the rest the same way.
 
 Tool calls are taken as the ``openai`` package's objects or as plain dicts of the same
 JSON shape; one without an id (some local servers send null) is given ``call_<uuid4 hex>``,
