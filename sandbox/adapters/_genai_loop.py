@@ -17,9 +17,10 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ._common import TOOL_NAME, box_of
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, aanswer, answer, tool
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget
+from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
-    check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
+    check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
+    jsonable, not_run_text, pair_by_name
 
 #: Named after the public module, which is what callers configure logging for.
 logger = logging.getLogger(f"{__package__}.genai")
@@ -76,15 +77,24 @@ class ToolLoop:
             out says how many after its ``output`` (``[2 images (9000000 bytes) not returned: this turn's
             images would pass 10000000 bytes (max_image_bytes_per_turn)]``), and its ``images`` names only
             those sent. Its text, and the names of its files, are never left out.
+        max_image_bytes_per_request: inline data bytes one request carries at most, the history's included
+            (default 10,000,000): each request resends the whole history, so turns that each fit their own
+            budget still added up past the API's limit, and that request failed, and every later one. A
+            ``run_python`` answer's image that would take the next request past it is left out as above
+            (``[1 image (3500000 bytes) not returned: this request's images would pass 10000000 bytes
+            (max_image_bytes_per_request)]``); what the history holds already (your own images and files
+            too) is counted, never rewritten. Trim :attr:`history` to make room again.
     """
 
     def __init__(self, client: Any, model: str, *, config: "types.GenerateContentConfig | dict | None" = None,
                  sandbox: Sandbox | None = None, max_turns: int = 10, functions: Any = None,
                  images: ImagesMode = DEFAULT_IMAGES, max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
-                 max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN) -> None:
+                 max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN,
+                 max_image_bytes_per_request: int = MAX_IMAGE_BYTES_PER_REQUEST) -> None:
         self.client, self.model, self.max_turns = client, model, check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
+        self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
         self._sandbox = sandbox
         self.config = _with_tool(config, sandbox)
         self.tools = Tools(functions, _declared(self.config))
@@ -184,16 +194,19 @@ class ToolLoop:
             raise InputError(f"the model's calls to {named} are unanswered: pass a FunctionResponse for each "
                              "to run() (types.Part.from_function_response(name=..., response=...); with the "
                              "call's id where calls share a name)")
-        parts = yield from self._answers(ours)
+        parts = yield from self._answers(ours, new)
         if new and _from_user(new[0]):
             return [types.Content(role="user", parts=[*parts, *(new[0].parts or [])]), *new[1:]]
         return [types.Content(role="user", parts=parts), *new]
 
-    def _answers(self, calls: list[types.FunctionCall]) -> "Steps[list[types.Part]]":
-        """Answer a turn's calls in order, their images within the turn's budget; the calls past
+    def _answers(self, calls: list[types.FunctionCall],
+                 unsent: list[types.Content] | None = None) -> "Steps[list[types.Part]]":
+        """Answer a turn's calls in order, their images within the turn's budget and what the request leaves
+        once it resends the history (and ``unsent``, the caller's turns the answers go with); the calls past
         ``max_calls_per_turn`` are answered "not run"."""
         cap, parts = self.max_calls_per_turn, []
-        budget = ImageBudget(self.max_image_bytes_per_turn)
+        resent = _inline_bytes(self.history) + _inline_bytes(unsent or [])
+        budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request, resent)
         for call in calls[:cap]:
             parts.extend((yield Answer(call, budget)))
         if len(calls) > cap:
@@ -302,6 +315,20 @@ def _with_ids(content: types.Content, ids: dict[Any, Any]) -> types.Content:
             changed = True
         parts.append(part)
     return content.model_copy(update={"parts": parts}) if changed else content
+
+
+def _inline_bytes(contents: list[types.Content]) -> int:
+    """The inline data bytes ``contents`` send: ``inline_data`` parts and function response parts (a caller's
+    images and files as much as run_python's)."""
+    total = 0
+    for content in contents:
+        for part in content.parts or []:
+            if part.inline_data is not None:
+                total += len(part.inline_data.data or b"")
+            # getattr: a part without a function response, or an SDK whose FunctionResponse has no parts
+            for inner in getattr(part.function_response, "parts", None) or []:
+                total += len(inner.inline_data.data or b"") if inner.inline_data is not None else 0
+    return total
 
 
 def _calls_of(content: types.Content) -> list[types.FunctionCall]:

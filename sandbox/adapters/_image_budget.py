@@ -1,4 +1,4 @@
-"""How many image bytes the tool results of one model turn carry back to the model, and the note for the rest.
+"""How many image bytes tool results carry back to the model (per turn, request, call), and the note for the rest.
 
 The tool loops (:class:`~sandbox.adapters.genai.ToolLoop`, :func:`~sandbox.adapters.openai.run_chat`,
 :func:`~sandbox.adapters.openai.run_responses`) put a run's images into the history they send with every later
@@ -8,11 +8,18 @@ request past what the model API takes inline failed, and every later request of 
 The single-call helpers (google-genai ``handle``, OpenAI ``handle_function_call``) budget one call's images the
 same way (:func:`call_budget`): a run's 64 MB in one answer failed the request of a hand-written loop as surely.
 ``sandbox serve`` budgets each request's images with :class:`ImageBudget` too (its own scope and knob in the note).
+
+A turn's budget alone did not bound a request: each one resends the history, so turns of 8 MB of images each made
+the third request 16 MB, the fourth 24 MB (past the Gemini API's 20 MB), and the conversation failed from there on.
+:func:`turn_budget` also holds a turn's images within what ``max_image_bytes_per_request`` leaves once the request
+resends the inline data already in the history (the caller's own images and files included): an image that would
+take the request past it is left out with the note, never an image already sent (the history is not rewritten).
 """
 
 from __future__ import annotations
 
-from typing import Sequence, overload
+from collections.abc import Mapping
+from typing import Any, Sequence, overload
 
 from ..results import File
 
@@ -21,6 +28,9 @@ from ..results import File
 #: included; past it, its docs send you to the File API); OpenAI's image inputs allow more. 10 MB of images is
 #: ~13.3 MB on the wire, leaving room for the conversation around it.
 MAX_IMAGE_BYTES_PER_TURN = 10_000_000
+#: Inline data bytes one request to the model carries by default, the history it resends included (same units,
+#: same reason: the Gemini API's 20 MB a request).
+MAX_IMAGE_BYTES_PER_REQUEST = 10_000_000
 
 
 def left_out_note(count: int, nbytes: int, budget: int, scope: str, knob: str) -> str:
@@ -40,9 +50,10 @@ class ImageBudget:
     nothing but images is ever left out.
     """
 
-    def __init__(self, limit: int, *, scope: str = "this turn's", knob: str = "max_image_bytes_per_turn") -> None:
+    def __init__(self, limit: int, *, scope: str = "this turn's", knob: str = "max_image_bytes_per_turn",
+                 left: int | None = None) -> None:
         self.limit = limit
-        self.left = limit
+        self.left = limit if left is None else left
         self.scope, self.knob = scope, knob
 
     def keep(self, images: Sequence[File]) -> tuple[list[File], str | None]:
@@ -60,6 +71,54 @@ class ImageBudget:
         if not left_out:
             return kept, None
         return kept, left_out_note(left_out, left_out_bytes, self.limit, self.scope, self.knob)
+
+
+def turn_budget(per_turn: int, per_request: int, resent: int) -> ImageBudget:
+    """One turn's budget: ``per_turn``, or what ``per_request`` leaves once the request resends ``resent`` bytes of
+    inline data, whichever is less; its note names the bound that holds (``max_image_bytes_per_turn`` or
+    ``max_image_bytes_per_request``). Each image taken lowers both by its size, so the lesser stays the lesser."""
+    room = max(per_request - resent, 0)
+    if room < per_turn:
+        return ImageBudget(per_request, scope="this request's", knob="max_image_bytes_per_request", left=room)
+    return ImageBudget(per_turn)
+
+
+def encoded_bytes(value: Any) -> int:
+    """The bytes of the base64 data a JSON-shaped request value holds (what a request sends inline): every
+    ``data:...;base64,`` URL (``image_url``, ``input_image``, a file's ``file_data``), and the bare base64 of
+    ``data`` and ``file_data`` fields (``input_audio``, files). Mappings and lists are walked, an SDK object
+    (pydantic) through its dump; a URL the server fetches costs nothing here."""
+    total, stack, seen = 0, [value], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:  # a list that holds itself: the client refuses it, but it must not hang us first
+            continue
+        seen.add(id(item))
+        if isinstance(item, Mapping):
+            for key, inner in item.items():
+                if isinstance(inner, str):
+                    total += _base64_bytes(inner, bare=key in ("data", "file_data"))
+                elif isinstance(inner, (Mapping, list, tuple)) or hasattr(inner, "model_dump"):
+                    stack.append(inner)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(inner for inner in item if not isinstance(inner, (str, bytes, int, float)))
+        elif hasattr(item, "model_dump"):
+            stack.append(item.model_dump(exclude_none=True))
+    return total
+
+
+def _base64_bytes(text: str, *, bare: bool) -> int:
+    """The decoded size of a data URL's base64 (of ``text`` itself when ``bare``); 0 for any other text."""
+    if text.startswith("data:"):
+        marker = text.find(";base64,", 0, 256)  # a media type and its parameters: short
+        if marker < 0:
+            return 0
+        payload = len(text) - marker - len(";base64,")
+    elif bare:
+        payload = len(text)
+    else:
+        return 0
+    return payload * 3 // 4
 
 
 def call_budget(limit: int) -> ImageBudget:
@@ -82,4 +141,5 @@ def with_note(text: str | None, note: str | None) -> str | None:
     return note if not text else text + ("" if text.endswith("\n") else "\n") + note
 
 
-__all__ = ["MAX_IMAGE_BYTES_PER_TURN", "ImageBudget", "call_budget", "left_out_note", "with_note"]
+__all__ = ["MAX_IMAGE_BYTES_PER_REQUEST", "MAX_IMAGE_BYTES_PER_TURN", "ImageBudget", "call_budget", "encoded_bytes",
+           "left_out_note", "turn_budget", "with_note"]

@@ -113,6 +113,10 @@ def check_max_image_bytes_per_turn(max_image_bytes_per_turn: Any) -> int:
     return check_count("max_image_bytes_per_turn", max_image_bytes_per_turn)
 
 
+def check_max_image_bytes_per_request(max_image_bytes_per_request: Any) -> int:
+    return check_count("max_image_bytes_per_request", max_image_bytes_per_request)
+
+
 def check_max_image_bytes_per_call(max_image_bytes_per_call: Any) -> int:
     return check_count("max_image_bytes_per_call", max_image_bytes_per_call)
 
@@ -254,5 +258,5 @@ async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: 
 
 
 __all__ = ["DEFAULT_MAX_CALLS_PER_TURN", "Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse",
-           "check_max_calls_per_turn", "check_max_image_bytes_per_call", "check_max_image_bytes_per_turn",
-           "check_max_turns", "drive", "is_async_method", "jsonable", "not_run_text"]
+           "check_max_calls_per_turn", "check_max_image_bytes_per_call", "check_max_image_bytes_per_request",
+           "check_max_image_bytes_per_turn", "check_max_turns", "drive", "is_async_method", "jsonable", "not_run_text"]

@@ -224,6 +224,8 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     model APIs refuse a request past their size limit. Images are kept in order while they fit; the tool
     message of a call whose images were left out says so (``[1 image (6000000 bytes) not returned: this
     turn's images would pass 10000000 bytes (max_image_bytes_per_turn)]``). Saved images are not counted.
+    The bound is the turn's: the images your loop resends from earlier turns are not counted here
+    (:func:`run_chat` counts them, ``max_image_bytes_per_request``), so leave room for them.
     """
     check_images(images, save_dir)
     cap = check_max_calls_per_turn(max_calls_per_turn)
@@ -233,7 +235,7 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     answered: list[tuple[Any, Result | str | None]]
     answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, not_run_text(len(calls), cap))
                 for index, call in enumerate(calls)]
-    return compose(answered, images, save_dir, name, image_bytes)
+    return compose(answered, images, save_dir, name, ImageBudget(image_bytes))
 
 
 async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = None,
@@ -250,7 +252,7 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
     answered: list[tuple[Any, Result | str | None]]
     answered = [await arun_chat_call(call, runner, timeout, name) if index < cap
                 else not_run_call(call, not_run_text(len(calls), cap)) for index, call in enumerate(calls)]
-    return compose(answered, images, save_dir, name, image_bytes)
+    return compose(answered, images, save_dir, name, ImageBudget(image_bytes))
 
 
 def not_run_call(tool_call: Any, text: str) -> tuple[Any, str]:
@@ -285,13 +287,13 @@ def _make_save_dir(save_dir: str) -> None:
 
 
 def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode, save_dir: str | None,
-            tool_name: str, max_image_bytes: int = MAX_IMAGE_BYTES_PER_TURN) -> "list[ChatCompletionMessageParam]":
-    """The tool messages of one turn, then (``images="message"``) one user message with their images, at most
-    ``max_image_bytes`` of them (the tool message of a call whose images were left out says so), introduced by
-    the name the tool is declared under (``tool_name``)."""
+            tool_name: str, budget: ImageBudget | None = None) -> "list[ChatCompletionMessageParam]":
+    """The tool messages of one turn, then (``images="message"``) one user message with their images, those that
+    fit ``budget`` (default: a turn's, ``MAX_IMAGE_BYTES_PER_TURN``; the tool message of a call whose images were
+    left out says so), introduced by the name the tool is declared under (``tool_name``)."""
     produced: list[tuple[Any, File]]
     messages, produced = [], []
-    budget = ImageBudget(max_image_bytes)
+    budget = budget if budget is not None else ImageBudget(MAX_IMAGE_BYTES_PER_TURN)
     for message, result in answered:
         found = result.images if isinstance(result, Result) else []
         if images == "save" and found:

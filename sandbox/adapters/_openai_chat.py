@@ -17,9 +17,10 @@ from ..errors import InputError, value_text
 from ..results import Result
 from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN
+from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, encoded_bytes, turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
-    check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, jsonable, not_run_text, pair_by_name
+    check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
+    jsonable, not_run_text, pair_by_name
 from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
     field_of, function_of, given_id, not_run_call, run_chat_call
 
@@ -99,7 +100,8 @@ class _Chat:
 
     def __init__(self, messages: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
                  functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ImagesMode,
-                 save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int) -> None:
+                 save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int,
+                 max_image_bytes_per_request: int) -> None:
         if not isinstance(messages, list):
             raise InputError(f"messages must be a list (it is extended in place; got {type(messages).__name__})")
         if create_kwargs.get("stream"):  # a Stream has no choices: it failed after the request, left open
@@ -109,6 +111,7 @@ class _Chat:
         self.messages, self.max_turns = messages, check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
+        self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
         self.images, self.save_dir = images, save_dir
         tools = list(create_kwargs.pop("tools", None) or ())
         if TOOL_NAME not in _declared(tools):
@@ -158,8 +161,11 @@ class _Chat:
         self.messages[at:at] = self._compose(answered)
 
     def _compose(self, answered: list[tuple[Any, Result | str | None]]) -> list[Any]:
-        """The messages of a turn's answers, its images within the turn's budget."""
-        return compose(answered, self.images, self.save_dir, TOOL_NAME, self.max_image_bytes_per_turn)
+        """The messages of a turn's answers, its images within the turn's budget and what the request leaves once
+        it resends ``messages`` (every one, whole: the answers go in among them)."""
+        budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request,
+                             encoded_bytes(self.messages))
+        return compose(answered, self.images, self.save_dir, TOOL_NAME, budget)
 
     def _match_by_name(self, start: int, open_calls: list[Any]) -> list[Any]:
         """The open calls left once the caller's tool messages without an id, from ``start`` on, are matched by name.
@@ -292,7 +298,8 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
              session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
              save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
              max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
-             max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
+             max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN,
+             max_image_bytes_per_request: int = MAX_IMAGE_BYTES_PER_REQUEST, **create_kwargs: Any) -> "ChatCompletion":
     """Call ``client.chat.completions.create`` until the model stops calling tools this loop answers.
 
     ``messages`` is extended in place with every assistant message (request fields and
@@ -331,6 +338,14 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     (``[2 images (9000000 bytes) not returned: this turn's images would pass 10000000 bytes
     (max_image_bytes_per_turn)]``). Nothing else is left out.
 
+    Each request resends ``messages`` whole, so turns that each fit their own budget still added up past the
+    server's limit, and that request failed, and every later one: a turn's images are also held within what
+    ``max_image_bytes_per_request`` (default 10,000,000) leaves once the request resends the base64 data
+    ``messages`` already holds (data URLs, your own images and files too; a URL the server fetches costs
+    nothing). An image past it is left out the same way (``[1 image (3500000 bytes) not returned: this
+    request's images would pass 10000000 bytes (max_image_bytes_per_request)]``); nothing already in
+    ``messages`` is rewritten. Remove old messages to make room again.
+
     ``stream=True`` is refused (the loop reads whole completions); a completion without
     ``choices[0].message`` (an error some servers send with status 200), or with a field the
     loop reads of the wrong shape, raises InputError naming it, the conversation left as it was.
@@ -341,7 +356,7 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     if is_async_method(client, "chat", "completions", "create"):
         raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_chat(...)`")
     chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
-                 max_image_bytes_per_turn)
+                 max_image_bytes_per_turn, max_image_bytes_per_request)
     chat.tools.check_sync()
     own = session is None
     runner = box_of(sandbox).session() if own else session
@@ -362,7 +377,9 @@ async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sa
                     session: Runner | None = None, max_turns: int = 10, images: ImagesMode = "message",
                     save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
                     max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
-                    max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, **create_kwargs: Any) -> "ChatCompletion":
+                    max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN,
+                    max_image_bytes_per_request: int = MAX_IMAGE_BYTES_PER_REQUEST,
+                    **create_kwargs: Any) -> "ChatCompletion":
     """:func:`run_chat` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
 
     Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills a ``run_python`` call in
@@ -371,7 +388,7 @@ async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sa
     if not is_async_method(client, "chat", "completions", "create"):
         raise InputError("arun_chat needs an async client (openai.AsyncOpenAI); use run_chat with this one")
     chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
-                 max_image_bytes_per_turn)
+                 max_image_bytes_per_turn, max_image_bytes_per_request)
     own = session is None
     runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
 

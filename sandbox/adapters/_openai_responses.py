@@ -17,10 +17,11 @@ from ..errors import InputError, value_text
 from ..results import Result
 from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget
+from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, ImageBudget, encoded_bytes, \
+    turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
-    check_max_calls_per_turn, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, jsonable, \
-    not_run_text
+    check_max_calls_per_turn, check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, \
+    drive, is_async_method, jsonable, not_run_text
 from ._openai_background import asettled, settled
 from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
     responses_tool, set_made_id
@@ -96,7 +97,8 @@ class _Responses:
 
     def __init__(self, items: list[Any], create_kwargs: dict[str, Any], sandbox: Sandbox | None,
                  functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ResponsesImagesMode,
-                 save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int, chain: bool) -> None:
+                 save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int,
+                 max_image_bytes_per_request: int, chain: bool) -> None:
         if not isinstance(items, list):
             raise InputError(f"input must be a list of input items (it is extended in place; got "
                              f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")
@@ -128,6 +130,7 @@ class _Responses:
         self.max_turns = check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
+        self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
         self.images, self.save_dir = mode, save_dir
         self.previous_id = create_kwargs.pop("previous_response_id", None)
         tools = list(create_kwargs.pop("tools", None) or ())
@@ -144,12 +147,15 @@ class _Responses:
 
     def request(self) -> dict[str, Any]:
         """The ``create`` arguments of the next request (``model`` aside)."""
-        if not self.stored:
-            return {**self.create_kwargs, "input": list(self.items)}
-        sent = {**self.create_kwargs, "input": self.items[self.unsent:]}
-        if self.previous_id is not None:
+        sent = {**self.create_kwargs, "input": self._to_send()}
+        if self.stored and self.previous_id is not None:
             sent["previous_response_id"] = self.previous_id
         return sent
+
+    def _to_send(self) -> list[Any]:
+        """The items the next request sends: all of them, or, where the server keeps the history (``chain``, a
+        conversation), those it has not seen."""
+        return self.items[self.unsent:] if self.stored else list(self.items)
 
     def steps(self) -> "Steps[Response]":
         yield from self._resume()
@@ -216,10 +222,12 @@ class _Responses:
         self.items[at:at] = outputs
 
     def _answers(self, calls: list[Any]) -> "Steps[list[Any]]":
-        """The outputs of a turn's calls, in order, their images within the turn's budget; the calls past
-        ``max_calls_per_turn`` are answered "not run"."""
+        """The outputs of a turn's calls, in order, their images within the turn's budget and what the request
+        leaves once it sends the items it sends with them (all of ``input``, or, where the server keeps the
+        history, the ones it has not seen); the calls past ``max_calls_per_turn`` are answered "not run"."""
         cap, outputs = self.max_calls_per_turn, []
-        budget = ImageBudget(self.max_image_bytes_per_turn)
+        budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request,
+                             encoded_bytes(self._to_send()))
         for call in calls[:cap]:
             outputs.append((yield Answer(call, budget)))
         if len(calls) > cap:
@@ -308,7 +316,8 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
                   session: Runner | None = None, max_turns: int = 10, images: ResponsesImagesMode = "output",
                   save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
                   max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
-                  max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, chain: bool = False,
+                  max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN,
+                  max_image_bytes_per_request: int = MAX_IMAGE_BYTES_PER_REQUEST, chain: bool = False,
                   **create_kwargs: Any) -> "Response":
     """Call ``client.responses.create`` until the model stops calling tools this loop answers.
 
@@ -357,6 +366,14 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     this one and every later one. Images are kept in order while they fit; a call whose images were
     left out says so in its ``input_text`` (``[1 image (6000000 bytes) not returned: this turn's images
     would pass 10000000 bytes (max_image_bytes_per_turn)]``). Nothing else is left out.
+    A turn's images are also held within what ``max_image_bytes_per_request`` (default 10,000,000) leaves
+    once the request sends the base64 data of the items it sends with them: turns that each fit their own
+    budget still added up past the server's limit when every request resent them all, and that request
+    failed, and every later one. Stateless, that is all of ``input`` (data URLs, your own images and files
+    too; a URL the server fetches costs nothing); with ``chain=True`` or a conversation, the server keeps
+    the history and a request sends only the items it has not seen, so only those count. An image past it
+    is left out the same way (``[1 image (3500000 bytes) not returned: this request's images would pass
+    10000000 bytes (max_image_bytes_per_request)]``); nothing already in ``input`` is rewritten.
     ``background=True`` works as OpenAI's background mode describes: a response that comes back
     ``queued`` or ``in_progress`` is retrieved (``client.responses.retrieve``) until it is not, every
     0.25 s at first then every 2 s, and the loop goes on with it as with any other. Waited for, not
@@ -383,7 +400,7 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     if is_async_method(client, "responses", "create"):
         raise InputError("this client is async (openai.AsyncOpenAI): use `await arun_responses(...)`")
     loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
-                      max_image_bytes_per_turn, chain)
+                      max_image_bytes_per_turn, max_image_bytes_per_request, chain)
     loop.tools.check_sync()
     own = session is None
     runner = box_of(sandbox).session() if own else session
@@ -404,7 +421,8 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
                          session: Runner | None = None, max_turns: int = 10, images: ResponsesImagesMode = "output",
                          save_dir: str | None = None, functions: Mapping[str, Callable[..., Any]] | None = None,
                          max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
-                         max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN, chain: bool = False,
+                         max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN,
+                         max_image_bytes_per_request: int = MAX_IMAGE_BYTES_PER_REQUEST, chain: bool = False,
                          **create_kwargs: Any) -> "Response":
     """:func:`run_responses` with an ``openai.AsyncOpenAI`` client, on top of ``Session.arun``.
 
@@ -415,7 +433,7 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
     if not is_async_method(client, "responses", "create"):
         raise InputError("arun_responses needs an async client (openai.AsyncOpenAI); use run_responses with this one")
     loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
-                      max_image_bytes_per_turn, chain)
+                      max_image_bytes_per_turn, max_image_bytes_per_request, chain)
     own = session is None
     runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
 

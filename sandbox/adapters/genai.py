@@ -25,7 +25,9 @@ responses. ``images="sibling"`` puts them as ``inline_data`` parts after the fun
 response instead, for models that do not read function response parts. :class:`ToolLoop` sends at
 most ``max_image_bytes_per_turn`` bytes of images (default 10,000,000) in one turn's answers: the
 Gemini API takes 20 MB of inline data in a request, and the history keeps every image; a call whose
-images were left out says so in its ``output``. :func:`handle` answers with at most
+images were left out says so in its ``output``. Every request resends the history, so a turn's images
+also fit what ``max_image_bytes_per_request`` (default 10,000,000) leaves once the request resends the
+inline data the history holds. :func:`handle` answers with at most
 ``max_image_bytes_per_call`` bytes of them (default 10,000,000 too), naming the rest the same way.
 
 Without google-genai installed, use ``Result.parts()``: the same parts as plain dicts.

@@ -27,6 +27,9 @@ What the APIs accept decides where images go:
 The loops and :func:`handle_calls` send at most ``max_image_bytes_per_turn`` bytes of images (default
 10,000,000) for one turn's calls: they stay in the conversation, sent with every later request, and a
 request past the server's size limit fails. A call whose images were left out says so in its text.
+The loops also hold a turn's images within what ``max_image_bytes_per_request`` (default 10,000,000)
+leaves once the request resends the base64 data of the history (all of it, or with ``chain=True`` or a
+conversation only the items the server has not seen).
 :func:`handle_function_call` answers with at most ``max_image_bytes_per_call`` bytes of them (default
 10,000,000 too), naming the rest the same way.
 
