@@ -46,6 +46,8 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   and semaphores and POSIX message queues -> EPERM. Those of the host's IPC namespace are named by small ids a
   run can guess: as the host's uid it attached the host's own segments (PostgreSQL's, X11's) and read them, and
   what it made outlived the run, its memory held by nobody and read by the next run;
+- in a worker without a mount namespace of its own (no namespaces): ``connect`` and unix datagram sockets
+  (:data:`HOST_TREE_SOCKET_RULES`): a run reached the host's pathname sockets, a user's D-Bus session bus among them;
 - in a worker in the host's network namespace (no namespaces, and no empty one its forker shares: an unprivileged
   uid without user namespaces): ``bind`` -> EPERM. The abstract unix names there are the host's: a run held the
   name a host service binds (the service then failed with EADDRINUSE) and would take its clients' connections
@@ -123,6 +125,7 @@ finally:
 FIX = "pip install pyseccomp and install libseccomp2 (apt-get install libseccomp2)"
 SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 AF_UNIX = 1
+_SOCK_TYPE_MASK = 0xF  # socket()'s type, without SOCK_NONBLOCK and SOCK_CLOEXEC
 _CLONE_NS_FLAGS = (_sys.CLONE_NEWNS, _sys.CLONE_NEWCGROUP, _sys.CLONE_NEWUTS, _sys.CLONE_NEWIPC, _sys.CLONE_NEWUSER,
                    _sys.CLONE_NEWPID, _sys.CLONE_NEWNET)
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
@@ -166,6 +169,15 @@ HOST_PID_RULES = (("prlimit64", ((0, "NE", 0), (2, "NE", 0))),  # reading anothe
 #: its session lived) and would take the connections host clients meant for it (Landlock scopes a run's connects,
 #: not connects into it). bind is one call for abstract and pathname names alike: both are refused.
 HOST_NETWORK_SYSCALLS = ("bind",)
+#: Denied too in a worker without a mount namespace of its own (its clone made none: the host's whole tree is
+#: visible): ``connect``, and unix datagram sockets (``socket``/``socketpair`` of ``SOCK_DGRAM``, or ``SOCK_RAW``,
+#: which the kernel makes a datagram one), whose ``sendto``/``sendmsg`` may name any address. Landlock has no rule
+#: for reaching a pathname socket: a run connected to the host's, e.g. a user's D-Bus session bus
+#: (``/run/user/UID/bus``), through which systemd starts any command outside the sandbox. No run can make a
+#: socket to connect to there either (its ``bind`` is refused where the network namespace is the host's); pairs
+#: of connected sockets (``socketpair`` of streams, what multiprocessing uses) still work.
+HOST_TREE_SOCKET_RULES = (("connect", ()),) + tuple(
+    (call, ((1, "MASKED_EQ", _SOCK_TYPE_MASK, kind),)) for call in ("socket", "socketpair") for kind in (2, 3))
 #: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
 #: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
 #: own session already; a session's states each make one, so their filter keeps it.
@@ -275,6 +287,8 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
         _add(f, eperm, nr(name))
     for name, conditions in HOST_PID_RULES if host_namespaces else ():
         _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), value) for arg, op, value in conditions))
+    for name, checks in HOST_TREE_SOCKET_RULES if host_namespaces else ():
+        _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), *operands) for arg, op, *operands in checks))
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
     _add(f, eperm, nr("socket"), s.Arg(0, s.NE, AF_UNIX))
