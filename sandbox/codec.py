@@ -11,14 +11,14 @@ codec's name in the header and one raw blob:
 - a pandas DataFrame (columns of distinct names, at most MAX_TABLE_FIELDS columns and index levels) or Series as pandas'
   JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are None, str (of at
   most MAX_LABEL_CHARS), int (of 64 bits), float, bool, a pandas Timestamp (as its ISO text, unit and zone), a
-  datetime.date, a datetime.time (without a zone), a Decimal, a pandas Timedelta, NaT or NA (see
-  :mod:`sandbox.codec_labels`) travel beside the table and come back as they were (pandas' own reader turned a column
-  labelled 0 into NaNs, its writer named a column None "values", refused one named as an index level and wrote a
-  Timestamp, a date, a time, a Decimal or a Timedelta as text), a Series' name and the index's and the columns' names
-  too; other labels come back as the format writes them (a column level's name: None). The values of an object column or
-  index level that are all labels travel as labels too, and come back objects, as they were (None and NaN beside them
-  included); those of one that holds anything else (a list, a dict, a zoned time, a str past MAX_LABEL_CHARS) as JSON
-  values. A tuple label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes
+  datetime.date, a datetime.datetime or a datetime.time (naive, or zoned by a ZoneInfo or a datetime.timezone; a fold
+  too), a Decimal, a pandas Timedelta, NaT or NA (see :mod:`sandbox.codec_labels`) travel beside the table and come
+  back as they were (pandas' own reader turned a column labelled 0 into NaNs, its writer named a column None
+  "values", refused one named as an index level and wrote a Timestamp, a date, a datetime, a time, a Decimal or a
+  Timedelta as text), a Series' name and the index's and the columns' names too; other labels come back as the format
+  writes them (a column level's name: None). The values of an object column or index level that are all labels travel
+  as labels too, and come back objects, as they were (None and NaN beside them included); those of one that holds
+  anything else (a list, a dict, a time of a dateutil zone, a str past MAX_LABEL_CHARS) as JSON values. A tuple label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes
   back a tuple. Columns and index levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and
   categoricals of those (nullable ones and ``string`` too, and object ones of labels), travel as raw bytes beside the
   table and come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
@@ -35,7 +35,8 @@ import json
 from typing import Any
 
 from . import codec_columns, codec_labels, protocol
-from .codec_labels import NAME_TYPES, UNSENT, check_zone, label_fault, label_in, label_out
+from .codec_labels import NAME_TYPES, UNSENT, label_fault, label_in, label_out
+from .codec_times import check_zone
 from .errors import CallError
 from .frames import Value
 
@@ -248,7 +249,11 @@ def _columns(labels: list[Any], names: Any) -> Any:
         raise CallError(f"the worker returned column names {str(names)[:80]}")
     names = [label_in(name, f"column level {i}'s name") for i, name in enumerate(names)]
     if len(names) == 1:  # tuples stay labels of one level, as in the worker's (MultiIndex columns send names)
-        return pandas.Index(labels, tupleize_cols=False, name=names[0])
+        columns = pandas.Index(labels, tupleize_cols=False, name=names[0])
+        if any(type(got) is not type(label) for got, label in zip(columns, labels)):
+            # pandas made datetime.datetime labels Timestamps: an object Index keeps what the worker's held
+            columns = pandas.Index(labels, tupleize_cols=False, name=names[0], dtype=object)
+        return columns
     if not all(type(label) is tuple and len(label) == len(names) for label in labels):
         raise CallError(f"the worker returned columns of {len(names)} levels not all labelled by tuples of "
                         f"{len(names)} parts")

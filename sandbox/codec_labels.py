@@ -2,11 +2,12 @@
 :mod:`sandbox.codec_columns` both send and read.
 
 A label (a column's, an index level's or a Series' name) that is None, a str of at most MAX_LABEL_CHARS, an int of 64
-bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a datetime.date as
-its ISO text, a datetime.time without a zone (or fold) as its ISO text, a Decimal as its text (of at most
-MAX_LABEL_CHARS), a pandas Timedelta as its count of its unit and that unit, pandas' NaT and NA as true, each of those
-last six in an object keyed by its kind; a tuple of those (MultiIndex columns') as a list; a time zone travels by the
-name pandas' table schema writes, one that names no file.
+bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a datetime.date,
+a datetime.datetime and a datetime.time (zoned by a ZoneInfo or a datetime.timezone, a fold too) as their ISO text
+(see :mod:`sandbox.codec_times`), a Decimal as its text (of at most MAX_LABEL_CHARS), a pandas Timedelta as its
+count of its unit and that unit, pandas' NaT and NA as true, each of those last seven in an object keyed by its kind;
+a tuple of those (MultiIndex columns') as a list; a time zone travels by the name pandas' table schema writes, one
+that names no file.
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
-from typing import Any, Callable
+from typing import Any
 
+from .codec_times import READERS as _TIME_READERS
+from .codec_times import check_zone, clock_out, date_out, is_zone_name
 from .errors import CallError
 
 #: The longest str label (a column's, an index level's or a Series' name) a returned table may have: the host keeps
@@ -28,11 +31,6 @@ NAME_TYPES = (str, int, float, bool)
 #: What label_out returns for a label of a type that does not travel.
 UNSENT = object()
 
-#: A time zone's name as pandas writes it ("Europe/Paris", "UTC+01:00", "dateutil/Europe/Paris"): no leading "/",
-#: no ".", so no path: pandas' reader opened and parsed any regular file a "dateutil//<path>" zone named.
-_ZONE = re.compile(r"[A-Za-z0-9_+:\-]{1,40}(/[A-Za-z0-9_+:\-]{1,40}){0,4}")
-
-
 def label_out(label: Any, kind: str) -> Any:
     """``label`` as it travels beside the table; UNSENT for a label of a type that does not."""
     if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
@@ -42,11 +40,12 @@ def label_out(label: Any, kind: str) -> Any:
         return {_MISSING_TYPES[type(label).__name__]: True}
     if type(label).__name__ == "Timedelta" and type(label).__module__.startswith("pandas"):
         return {"timedelta": int(label.to_timedelta64().view("i8")), "unit": label.unit}
-    if type(label) is datetime.date:  # not a datetime: its time and zone would be lost
-        return {"date": label.isoformat()}
-    if type(label) is datetime.time:
-        # a zone's offset (and a zoneinfo's name) or a fold is not in the ISO text: such a time does not travel
-        return {"time": label.isoformat()} if label.tzinfo is None and not label.fold else UNSENT
+    if type(label) is datetime.date:
+        return date_out(label)
+    if type(label) in (datetime.datetime, datetime.time):  # one of another zone than zoneinfo's or a fixed offset's
+        # does not travel
+        sent = clock_out(label)
+        return UNSENT if sent is None else sent
     if type(label) is decimal.Decimal:
         return _decimal_out(label, kind)
     if type(label) is tuple:  # a label of MultiIndex columns: one part per level
@@ -127,20 +126,6 @@ def _decimal_in(sent: dict[str, Any], where: str) -> decimal.Decimal:
         raise CallError(f"the worker returned a table whose {where} is the decimal {text[:40]!r}") from None
 
 
-def _iso_reader(kind: str, pattern: re.Pattern[str], parse: Callable[[str], Any]) -> Callable[[dict[str, Any], str], Any]:
-    """How a date's or a time's ISO text is read: exactly as ``isoformat()`` writes it (``pattern``), then ``parse``
-    (the pattern lets out-of-range fields through: a 13th month, a 25th hour)."""
-    def read(sent: dict[str, Any], where: str) -> Any:
-        text = sent[kind]
-        if set(sent) != {kind} or not (isinstance(text, str) and pattern.fullmatch(text)):
-            raise CallError(f"the worker returned a table whose {where} is no {kind}: {str(sent)[:120]}")
-        try:
-            return parse(text)
-        except ValueError:
-            raise CallError(f"the worker returned a table whose {where} is the {kind} {text!r}") from None
-    return read
-
-
 def _missing_in(sent: dict[str, Any], where: str) -> Any:
     import pandas
     kind = "nat" if "nat" in sent else "na"
@@ -163,15 +148,8 @@ def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
 
 #: A Decimal's text as str() writes it, in ASCII (Decimal() also reads "1_000", " 1" and other scripts' digits).
 _DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]+)?(E[+-][0-9]+)?|Infinity|NaN[0-9]*)")
-#: A date's ISO text.
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-#: A naive time's ISO text as isoformat() writes it, in ASCII (fromisoformat() also reads "1030", "10:30" and
-#: "10:30:01,5", and a zone's offset).
-_ISO_CLOCK = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?")
 #: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
-_KINDS = {"date": _iso_reader("date", _ISO_DATE, datetime.date.fromisoformat),
-          "time": _iso_reader("time", _ISO_CLOCK, datetime.time.fromisoformat),
-          "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in}
+_KINDS = {**_TIME_READERS, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in}
 #: The types of pandas' missing values that travel as labels -> the key they travel under (``{key: true}``).
 _MISSING_TYPES = {"NaTType": "nat", "NAType": "na"}
 
@@ -188,17 +166,11 @@ def label_fault(label: Any) -> str | None:
     return f"a {type(label).__name__}"
 
 
-def check_zone(zone: Any) -> None:
-    """Refuses a time zone name that is not one pandas writes (a file's path is not)."""
-    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
-        raise CallError(f"the worker returned a table with the time zone {str(zone)[:80]!r}")
-
-
 def zone_name(dtype: Any) -> str:
     """The time zone's name as pandas' own table schema writes it (and its reader reads)."""
     import pandas
     from pandas.io.json import build_table_schema
     zone = build_table_schema(pandas.Series([], dtype=dtype), index=False)["fields"][0]["tz"]
-    if not (isinstance(zone, str) and _ZONE.fullmatch(zone)):
+    if not is_zone_name(zone):
         raise CallError(f"cannot return the time zone {zone!r:.80} (only named zones and UTC offsets travel)")
     return zone

@@ -3,7 +3,7 @@
 The rule: nothing in this folder imports the host side of the package (the
 ``Sandbox`` and ``Session`` classes, ``collect``, ``launcher``, ``verdict``,
 ``inputs``, adapters, cli, batch). It may import the shared leaves both sides use
-(``protocol``, ``codec``, ``codec_columns`` and ``codec_labels``, ``streams``, ``rundirs``, ``errors``, ``records``,
+(``protocol``, ``codec``, ``codec_columns``, ``codec_labels`` and ``codec_times``, ``streams``, ``rundirs``, ``errors``, ``records``,
 ``policy``, ``image``, ``filetypes``, ``bootstrap``) and ``confine``. ``tests/unit/
 test_boundary.py`` proves the rule. The host, in turn, trusts nothing that comes
 back from here: frames, names, sizes, exits and resource figures are hostile input.

@@ -535,6 +535,40 @@ def test_object_columns_of_labels_come_back_as_they_were(box):
             assert [type(value) for value in frame[label]] == [type(value) for value in column], (name, label)
 
 
+def test_datetimes_and_zoned_or_folded_times_come_back_as_they_were(box):
+    """Object columns, index levels, categories and labels of datetime.datetime values came back as the table
+    format made them (a datetime64 column cut to milliseconds, a label as text), times with a zone or a fold as str.
+    They travel as labels now: ISO text, fold, and a ZoneInfo's key or a fixed offset (and its name)."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import zoneinfo
+        import pandas as pd
+        paris = zoneinfo.ZoneInfo("Europe/Paris")
+        india = datetime.timezone(datetime.timedelta(hours=5, minutes=30), "IST")
+        naive, zoned = datetime.datetime(2020, 1, 2, 3, 4, 5, 6), datetime.datetime(2021, 10, 31, 2, 30, fold=1,
+                                                                                    tzinfo=paris)
+        objects = lambda *values: pd.Series(list(values), dtype=object)  # noqa: E731
+        return {"naive datetimes and None": objects(naive, None),
+                "zoned datetimes": objects(zoned, datetime.datetime(2020, 1, 1, tzinfo=india),
+                                           datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)),
+                "zoned and folded times": objects(datetime.time(12, tzinfo=paris), datetime.time(1, fold=1),
+                                                  datetime.time(0, 0, 1, 5, tzinfo=india)),
+                "indexed by datetimes": pd.Series([1, 2], index=pd.Index([zoned, naive], dtype=object, name=naive)),
+                "datetime categories": pd.Series(pd.Categorical([zoned], categories=pd.Index([naive, zoned],
+                                                                                             dtype=object))),
+                "a series named by a datetime": pd.Series([1.5], name=zoned)}
+
+    def clocks(value):
+        values = list(value.cat.categories if value.dtype == "category" else value) + list(value.index) + [value.name]
+        return [(type(item), item, item.tzinfo, item.fold) for item in values if hasattr(item, "fold")]
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert clocks(back) == clocks(sent) and clocks(sent), name
+    assert box.call(lambda: make_values()["zoned datetimes"])[1].tzname() == "IST"
+
+
 def test_dates_and_times_of_missing_datetimes_come_back_as_nat_or_na(box):
     """.dt.date and .dt.time give NaT for a missing datetime: such a column (or index) went to pandas' table format
     and came back str, dates and times as text, NaT (or pd.NA) as NaN. NaT and NA travel as labels now."""

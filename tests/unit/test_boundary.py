@@ -16,7 +16,7 @@ from pathlib import Path
 import sandbox.inside
 
 #: Modules both sides may use: data schemas, the wire, and the confinement layers.
-SHARED = {"sandbox", "sandbox.bootstrap", "sandbox.codec", "sandbox.codec_columns", "sandbox.codec_labels", "sandbox.datafiles", "sandbox.errors", "sandbox.filetypes",
+SHARED = {"sandbox", "sandbox.bootstrap", "sandbox.codec", "sandbox.codec_columns", "sandbox.codec_labels", "sandbox.codec_times", "sandbox.datafiles", "sandbox.errors", "sandbox.filetypes",
           "sandbox.image", "sandbox.policy", "sandbox.protocol", "sandbox.rundirs", "sandbox.schema",
           "sandbox.streams", "sandbox.frames", "sandbox.typed", "sandbox.commands", "sandbox.records"}
 INSIDE = sorted(f"sandbox.inside.{m.name}" for m in pkgutil.iter_modules(sandbox.inside.__path__))

@@ -229,15 +229,80 @@ def test_time_labels_come_back_as_times():
     assert list(codec.decode(table(byteColumns=[level])).index) == [datetime.time(12), None]
 
 
-def test_times_with_a_zone_or_a_fold_do_not_travel_as_labels():
-    """Their ISO text would lose the zone's name (or the fold): the table format carries them, as before."""
+def test_times_of_a_zone_that_does_not_travel_are_no_labels():
+    """A dateutil zone has no name the host could read back: the table format carries such a time, as before."""
     import datetime
 
-    for odd in (datetime.time(12, tzinfo=datetime.timezone.utc), datetime.time(1, fold=1)):
+    from dateutil import tz
+
+    for odd in (datetime.time(12, tzinfo=tz.tzlocal()), datetime.datetime(2020, 1, 1, tzinfo=tz.tzlocal())):
         sent = json.loads(codec.encode(pandas.Series([1], name=odd)).data)
         assert "1" not in sent["labels"], odd
     sent = json.loads(codec.encode(pandas.Series([1], name=datetime.time(1, 2, 3))).data)
     assert sent["labels"]["1"] == {"time": "01:02:03"}
+
+
+def test_datetimes_and_zoned_or_folded_times_come_back_as_they_were():
+    """datetime.datetime values (naive or zoned) and times with a zone or a fold came back as the table format's
+    text (a datetime's microseconds cut to milliseconds) or were no labels: they travel as their ISO text, fold and
+    zone now."""
+    import datetime
+    import zoneinfo
+
+    paris, india = zoneinfo.ZoneInfo("Europe/Paris"), datetime.timezone(datetime.timedelta(hours=5, minutes=30), "IST")
+    values = [datetime.datetime(2020, 1, 2, 3, 4, 5, 6), datetime.datetime(2021, 10, 31, 2, 30, fold=1, tzinfo=paris),
+              datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc),
+              datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=india),
+              datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(microseconds=-1))),
+              datetime.time(1, fold=1), datetime.time(12, tzinfo=paris), datetime.time(0, 0, 1, 5, tzinfo=india)]
+    sent = pandas.DataFrame({"v": pandas.Series(values, dtype=object).to_numpy()},
+                            index=pandas.Index(values[::-1], dtype=object, name=values[1]))
+    back = codec.decode(codec.encode(sent))
+    for got, want in [(list(back["v"]), values), (list(back.index), values[::-1]), ([back.index.name], [values[1]])]:
+        assert [(value, value.tzinfo, value.fold) for value in got] == \
+            [(value, value.tzinfo, value.fold) for value in want]
+        assert [type(value) for value in got] == [type(value) for value in want]
+    assert back["v"].iloc[3].tzname() == "IST" and back["v"].iloc[2].tzinfo is datetime.timezone.utc
+    assert back.index.name.tzinfo is paris  # zoneinfo keeps one object per key
+    categories = pandas.Index(values[:2], dtype=object)
+    back = codec.decode(codec.encode(pandas.Series(pandas.Categorical(values[1:2], categories=categories))))
+    assert list(back.cat.categories) == values[:2] and back[0].fold == 1 and back[0].tzinfo is paris
+
+
+@pytest.mark.parametrize("label, why", [
+    ({"datetime": "2020-01-02"}, "no datetime"),
+    ({"datetime": "2020-01-02 03:04:05"}, "no datetime"),
+    ({"datetime": "2020-01-02T03:04:05+01:00"}, "no datetime"),  # the offset travels apart
+    ({"datetime": "2020-01-02T03:04:05.5"}, "no datetime"),
+    ({"datetime": "2020-01-0\u0662T03:04:05"}, "no datetime"),
+    ({"datetime": "2020-01-02T03:04:05", "fold": 0}, "no datetime"),
+    ({"datetime": "2020-01-02T03:04:05", "fold": True}, "no datetime"),
+    ({"datetime": "2020-01-02T03:04:05", "fold": 2}, "no datetime"),
+    ({"datetime": "2020-01-02T03:04:05", "unit": "s"}, "no datetime"),
+    ({"datetime": "2020-01-02T03:04:05", "tzname": "IST"}, "no datetime"),  # a name without an offset
+    ({"datetime": "2020-02-30T03:04:05"}, "the datetime '2020-02-30T03:04:05'"),
+    ({"datetime": "0000-01-01T00:00:00"}, "the datetime '0000-01-01T00:00:00'"),
+    ({"datetime": "2020-01-02T24:00:00"}, "the datetime '2020-01-02T24:00:00'"),
+    ({"datetime": "2020-01-02T03:04:05", "zone": "../../etc/passwd"}, "a datetime of the zone '../../etc/passwd'"),
+    ({"datetime": "2020-01-02T03:04:05", "zone": "/etc/localtime"}, "a datetime of the zone '/etc/localtime'"),
+    ({"datetime": "2020-01-02T03:04:05", "zone": ["UTC"]}, "a datetime of the zone \"['UTC']\""),
+    ({"datetime": "2020-01-02T03:04:05", "zone": "UTC", "offset": 0}, "a datetime of the zone 'UTC'"),
+    ({"datetime": "2020-01-02T03:04:05", "zone": "Nowhere/Atlantis"}, "a datetime of the unknown zone 'Nowhere/"),
+    ({"datetime": "2020-01-02T03:04:05", "offset": 86_400 * 10 ** 6}, "a datetime of the offset 86400000000"),
+    ({"datetime": "2020-01-02T03:04:05", "offset": 1.5}, "a datetime of the offset 1.5"),
+    ({"datetime": "2020-01-02T03:04:05", "offset": "+01:00"}, "a datetime of the offset +01:00"),
+    ({"datetime": "2020-01-02T03:04:05", "offset": 0, "tzname": "x" * 65}, "a datetime of the offset 0 named 'xxx"),
+    ({"datetime": "2020-01-02T03:04:05", "offset": 0, "tzname": 1}, "a datetime of the offset 0 named '1'"),
+    ({"time": "10:30:01", "fold": "1"}, "no time"),
+    ({"time": "10:30:01", "zone": "dateutil//etc/passwd"}, "a time of the zone 'dateutil//etc/passwd'"),
+    ({"time": "10:30:01", "offset": -86_400 * 10 ** 6}, "a time of the offset -86400000000"),
+    ({"time": "10:30:01+01:00", "offset": 3_600_000_000}, "no time"),
+])
+def test_forged_datetime_and_zoned_time_labels_are_refused_by_what_is_wrong(label, why):
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is {why}")):
+        codec.decode(table(labels={"1": label}))
+    with pytest.raises(CallError, match=re.escape(f"a table whose column at 1's row 1 is {why}")):
+        codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", label]}]))
 
 
 def test_decimal_labels_past_the_bounds_are_refused_when_sent():
@@ -372,12 +437,14 @@ def test_object_categories_of_dates_decimals_and_timedeltas_come_back_as_objects
 
 
 def test_object_categories_of_other_types_still_travel_in_the_table():
-    """Only categories of labels' types travel as a list: a zoned time (beside a Decimal, which alone would travel)
-    is left to the table format."""
+    """Only categories of labels' types travel as a list: a time of a dateutil zone (beside a Decimal, which alone
+    would travel) is left to the table format."""
     import datetime
     import decimal
 
-    zoned = datetime.time(12, 0, tzinfo=datetime.timezone.utc)
+    from dateutil import tz
+
+    zoned = datetime.time(12, 0, tzinfo=tz.tzlocal())
     for categories in ([zoned], [decimal.Decimal("1.5"), zoned]):
         category = categories[0]
         sent = pandas.Series(pandas.Categorical([category], categories=pandas.Index(categories, dtype=object)))
