@@ -161,10 +161,12 @@ def _object_field(field: Any) -> dict[str, Any] | None:
 
 def _as_labels(values: Any) -> list[Any] | None:
     """``values`` as the labels they travel as (a tuple of labels as a list), or None if one is no label or past a
-    label's bounds."""
+    label's bounds. A str of any length is a value (one of 5,000 characters sent its whole column to the table format,
+    dates beside it coming back as text)."""
     try:
-        sent = [label_out(value, "categorical") for value in values]
-    except CallError:  # a label past its bounds (a long str, a year past 9999): the table carries it, as before
+        sent = [label_out(value, "categorical", value=True) for value in values]
+    except CallError:  # a label past its bounds (a year past 9999, a Decimal of 5,000 digits): the table carries it,
+        # as before
         return None
     return None if any(value is UNSENT for value in sent) else sent
 
@@ -227,7 +229,7 @@ def _objects(entry: dict[str, Any], rows: int, level: bool) -> Any:
                         f"list of its {rows} rows alone")
     where = f"{'index level' if level else 'column at'} {entry['at']}"
     # an Index: a DataFrame made of a list or an object array of strs holds them as str
-    return pandas.Index([label_in(value, f"{where}'s row {i}") for i, value in enumerate(values)],
+    return pandas.Index([label_in(value, f"{where}'s row {i}", value=True) for i, value in enumerate(values)],
                         dtype=object, tupleize_cols=False)
 
 
@@ -265,7 +267,7 @@ def _listed_categories(entry: dict[str, Any]) -> Any:
                         "alone")
     if strs:
         return pandas.array(categories, dtype=pandas.StringDtype("python"))
-    return pandas.Index([label_in(category, f"category {i}") for i, category in enumerate(categories)],
+    return pandas.Index([label_in(category, f"category {i}", value=True) for i, category in enumerate(categories)],
                         dtype=object, tupleize_cols=False)
 
 

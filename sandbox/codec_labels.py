@@ -8,6 +8,8 @@ a datetime.datetime and a datetime.time (zoned by a ZoneInfo or a datetime.timez
 count of its unit and that unit, pandas' NaT and NA as true, each of those last seven in an object keyed by its kind;
 a tuple of those (MultiIndex columns') as a list; a time zone travels by the name pandas' table schema writes, one
 that names no file.
+The same forms carry the values of object columns, index levels and categories (``value=True``), whose str may be
+longer: one past MAX_LABEL_CHARS travels as ``{"str": ...}`` (the frame's size bounds it).
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
-from typing import Any
+from typing import Any, Callable
 
 from .codec_times import READERS as _TIME_READERS
 from .codec_times import check_zone, clock_out, date_out, is_zone_name
@@ -31,8 +33,9 @@ NAME_TYPES = (str, int, float, bool)
 #: What label_out returns for a label of a type that does not travel.
 UNSENT = object()
 
-def label_out(label: Any, kind: str) -> Any:
-    """``label`` as it travels beside the table; UNSENT for a label of a type that does not."""
+def label_out(label: Any, kind: str, value: bool = False) -> Any:
+    """``label`` as it travels beside the table; UNSENT for a label of a type that does not. A ``value`` (of an
+    object column, index level or categorical) is no label: its str may be longer."""
     if type(label).__name__ == "Timestamp" and type(label).__module__.startswith("pandas"):
         return _timestamp_out(label, kind)
     if type(label).__name__ in _MISSING_TYPES and type(label).__module__.startswith("pandas"):
@@ -49,25 +52,30 @@ def label_out(label: Any, kind: str) -> Any:
     if type(label) is decimal.Decimal:
         return _decimal_out(label, kind)
     if type(label) is tuple:  # a label of MultiIndex columns: one part per level
-        parts = [label_out(part, kind) for part in label]
+        parts = [label_out(part, kind, value) for part in label]
         if any(part is UNSENT or isinstance(part, list) for part in parts):
             raise CallError(f"cannot return a {kind} labelled by the tuple {label!r:.80}: its parts may be labels of "
                             "the types a column's label may be, no tuple")
         return parts
     if not (label is None or type(label) in NAME_TYPES):
         return UNSENT
+    if value and type(label) is str and len(label) > MAX_LABEL_CHARS:
+        return {"str": label}
     if (fault := label_fault(label)) is not None:
         raise CallError(f"cannot return a {kind} labelled by {fault}")
     return label
 
 
-def label_in(sent: Any, where: str, part: bool = False) -> Any:
-    """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label), checked."""
+def label_in(sent: Any, where: str, part: bool = False, value: bool = False) -> Any:
+    """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label; a ``value``, see
+    label_out), checked."""
     if isinstance(sent, dict):
+        if "str" in sent:
+            return _long_str_in(sent, where, value)
         kind = next((kind for kind in _KINDS if kind in sent), None)
         return _timestamp_in(sent, where) if kind is None else _KINDS[kind](sent, where)
     if isinstance(sent, list) and not part:
-        return tuple(label_in(item, f"{where}'s part {i}", part=True) for i, item in enumerate(sent))
+        return tuple(label_in(item, f"{where}'s part {i}", part=True, value=value) for i, item in enumerate(sent))
     if (fault := label_fault(sent)) is not None:
         raise CallError(f"the worker returned a table whose {where} is {fault}")
     return sent
@@ -126,6 +134,14 @@ def _decimal_in(sent: dict[str, Any], where: str) -> decimal.Decimal:
         raise CallError(f"the worker returned a table whose {where} is the decimal {text[:40]!r}") from None
 
 
+def _long_str_in(sent: dict[str, Any], where: str, value: bool) -> str:
+    """A value's str past MAX_LABEL_CHARS (a shorter one travels as it is; a label has none this long)."""
+    text = sent["str"]
+    if not value or set(sent) != {"str"} or not isinstance(text, str) or len(text) <= MAX_LABEL_CHARS:
+        raise CallError(f"the worker returned a table whose {where} is no long str: {str(sent)[:120]}")
+    return text
+
+
 def _missing_in(sent: dict[str, Any], where: str) -> Any:
     import pandas
     kind = "nat" if "nat" in sent else "na"
@@ -149,7 +165,8 @@ def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
 #: A Decimal's text as str() writes it, in ASCII (Decimal() also reads "1_000", " 1" and other scripts' digits).
 _DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]+)?(E[+-][0-9]+)?|Infinity|NaN[0-9]*)")
 #: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
-_KINDS = {**_TIME_READERS, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in}
+_KINDS: dict[str, Callable[[dict[str, Any], str], Any]] = {
+    **_TIME_READERS, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in}
 #: The types of pandas' missing values that travel as labels -> the key they travel under (``{key: true}``).
 _MISSING_TYPES = {"NaTType": "nat", "NAType": "na"}
 

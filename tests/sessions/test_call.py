@@ -569,6 +569,31 @@ def test_datetimes_and_zoned_or_folded_times_come_back_as_they_were(box):
     assert box.call(lambda: make_values()["zoned datetimes"])[1].tzname() == "IST"
 
 
+def test_long_strs_leave_the_values_beside_them_as_they_were(box):
+    """A str past 4,096 characters (a label's bound) in an object column, index or categorical sent it whole to the
+    table format: the dates, Decimals and ints beside it came back as text or int64. Values have no label's bound."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import datetime
+        import decimal
+        import pandas as pd
+        long, day = "long text " * 1000, datetime.date(2020, 1, 2)
+        objects = lambda *values: pd.Series(list(values), dtype=object)  # noqa: E731
+        return {"a long str beside dates": pd.DataFrame({"note": objects(long, day, None),
+                                                         "price": objects(decimal.Decimal("1.50"), long, 7)}),
+                "an index of long strs": pd.Series([1, 2], index=pd.Index([long, day], dtype=object)),
+                "long categories": pd.Series(pd.Categorical([long], categories=pd.Index([long, day], dtype=object)))}
+
+    def kinds(value):
+        values = list(value.cat.categories if value.ndim == 1 and value.dtype == "category" else
+                      value.to_numpy().ravel())
+        return [type(item) for item in values + list(value.index)]
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert kinds(back) == kinds(sent), name
+
+
 def test_dates_and_times_of_missing_datetimes_come_back_as_nat_or_na(box):
     """.dt.date and .dt.time give NaT for a missing datetime: such a column (or index) went to pandas' table format
     and came back str, dates and times as text, NaT (or pd.NA) as NaN. NaT and NA travel as labels now."""

@@ -573,6 +573,43 @@ def test_forged_object_columns_are_refused_by_what_is_wrong(change, why):
         codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", "b"], **change}]))
 
 
+def test_long_strs_beside_other_values_come_back_as_they_were():
+    """A str past MAX_LABEL_CHARS in an object column, index level or categorical sent it whole to the table format
+    (dates beside it came back as text): as a value, not a label, it travels as {"str": ...}."""
+    import datetime
+
+    long, day = "x" * (codec.MAX_LABEL_CHARS + 1), datetime.date(2020, 1, 2)
+    sent = pandas.DataFrame({"v": pandas.Series([long, day], dtype=object).to_numpy(),
+                             "c": pandas.Categorical([long, "a"], categories=pandas.Index([long, "a"], dtype=object))},
+                            index=pandas.Index([day, long * 2], dtype=object))
+    back = codec.decode(codec.encode(sent))
+    assert back["v"].tolist() == [long, day] and list(back.index) == [day, long * 2]
+    assert back["c"].tolist() == [long, "a"] and list(back["c"].cat.categories) == [long, "a"]
+    assert json.loads(codec.encode(sent).data)["byteColumns"][1]["objects"] == [{"str": long}, {"date": "2020-01-02"}]
+
+
+@pytest.mark.parametrize("sent, why", [
+    ({"str": "x"}, "no long str: {'str': 'x'}"),  # one this short travels as it is
+    ({"str": "x" * codec.MAX_LABEL_CHARS}, "no long str"),
+    ({"str": ["x" * (codec.MAX_LABEL_CHARS + 1)]}, "no long str"),
+    ({"str": 5}, "no long str"),
+    ({"str": "x" * (codec.MAX_LABEL_CHARS + 1), "date": "2020-01-02"}, "no long str"),
+])
+def test_forged_long_strs_are_refused_by_what_is_wrong(sent, why):
+    with pytest.raises(CallError, match=re.escape(f"a table whose column at 1's row 1 is {why}")):
+        codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", sent]}]))
+    with pytest.raises(CallError, match=re.escape(f"a table whose index level 0's row 1 is {why}")):
+        codec.decode(table(byteColumns=[{"at": 0, "objects": ["a", sent]}]))
+
+
+def test_long_strs_are_no_labels():
+    long = {"str": "x" * (codec.MAX_LABEL_CHARS + 1)}
+    with pytest.raises(CallError, match="a table whose label at 1 is no long str"):
+        codec.decode(table(labels={"1": long}))
+    with pytest.raises(CallError, match="a table whose label at 1's part 0 is no long str"):
+        codec.decode(table(labels={"1": [long, "a"], "2": ["b", "c"]}, columnNames=[None, None]))
+
+
 def test_nat_and_na_labels_come_back_as_nat_and_na():
     import datetime
 
