@@ -12,17 +12,18 @@ codec's name in the header and one raw blob:
   JSON "table" format (schema + data), read by the host in time linear in its size. Labels that are None, str (of at
   most MAX_LABEL_CHARS), int (of 64 bits), float, bool, a pandas Timestamp (as its ISO text, unit and zone), a
   datetime.date, a datetime.datetime or a datetime.time (naive, or zoned by a ZoneInfo or a datetime.timezone; a fold
-  too), a Decimal, a pandas Timedelta, NaT or NA (see :mod:`sandbox.codec_labels`) travel beside the table and come
-  back as they were (pandas' own reader turned a column labelled 0 into NaNs, its writer named a column None
-  "values", refused one named as an index level and wrote a Timestamp, a date, a datetime, a time, a Decimal or a
-  Timedelta as text), a Series' name and the index's and the columns' names too; other labels come back as the format
-  writes them (a column level's name: None). The values of an object column or index level that are all labels travel
-  as labels too (a str of them of any length: a value is no label), and come back objects, as they were (None and NaN
-  beside them included); those of one that holds anything else (a list, a dict, a time of a dateutil zone) as JSON
-  values. A tuple label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes
-  back a tuple. Columns and index levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and
-  categoricals of those (nullable ones and ``string`` too, and object ones of labels), travel as raw bytes beside the
-  table and come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
+  too), a Decimal, a pandas Timedelta, NaT or NA, bytes, a numpy scalar (a number, a bool, a datetime64 or a
+  timedelta64; see :mod:`sandbox.codec_labels`) travel beside the table and come back as they were (pandas' own reader
+  turned a column labelled 0 into NaNs, its writer named a column None "values", refused one named as an index level
+  and wrote a Timestamp, a date, a datetime, a time, a Decimal or a Timedelta as text), a Series' name and the index's
+  and the columns' names too; other labels come back as the format writes them (a column level's name: None). The
+  values of an object column or index level that are all labels travel as labels too (a str of them of any length: a
+  value is no label), and come back objects, as they were (None and NaN beside them included); those of one that holds
+  anything else (a list, a dict, a time of a dateutil zone) as JSON values. A tuple label (MultiIndex columns')
+  travels as a list of those labels, its levels' names beside, and comes back a tuple. Columns and index levels of
+  numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and categoricals of those (nullable ones and
+  ``string`` too, and object ones of labels), travel as raw bytes beside the table and come back exact, dtype and all
+  (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec

@@ -9,7 +9,8 @@ so does a categorical one whose categories are such numpy values, tz-aware Times
 booleans or ``string`` (its codes, and its categories as bytes, zoned ones as UTC with their zone, nullable ones with
 their dtype's name, ``string`` ones as a list of str: the format wrote int8 and Int8 categories back as int64, bool and
 boolean ones as no categorical, Timestamps and ``string`` as str); so does one of object categories that are all labels
-(str, int, float, bool, Timestamps, dates, datetimes, times, Decimals, Timedeltas, tuples of them: as a list, see
+(str, int, float, bool, Timestamps, dates, datetimes, times, Decimals, Timedeltas, bytes, numpy scalars, tuples of
+them: as a list, see
 :mod:`sandbox.codec_labels`; the format wrote Timestamps, dates, times and Decimals back as str, object strs as str and
 object ints as int64); so does an index level or column of objects that are all labels, as the list of them (the format
 wrote them back as it writes those categories; beside None, ints as floats and None as NaN; Timedeltas it could not read

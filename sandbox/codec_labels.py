@@ -5,16 +5,20 @@ A label (a column's, an index level's or a Series' name) that is None, a str of 
 bits, a float or a bool travels as JSON as it is, a pandas Timestamp as its ISO text, unit and zone, a datetime.date,
 a datetime.datetime and a datetime.time (zoned by a ZoneInfo or a datetime.timezone, a fold too) as their ISO text
 (see :mod:`sandbox.codec_times`), a Decimal as its text (of at most MAX_LABEL_CHARS), a pandas Timedelta as its
-count of its unit and that unit, pandas' NaT and NA as true, each of those last seven in an object keyed by its kind;
+count of its unit and that unit, pandas' NaT and NA as true, bytes (at most MAX_LABEL_CHARS) as base64, a numpy scalar
+of a dtype in SCALAR_DTYPES as its dtype and its bytes in base64, each of those last nine in an object keyed by its
+kind;
 a tuple of those (MultiIndex columns') as a list; a time zone travels by the name pandas' table schema writes, one
 that names no file.
 The same forms carry the values of object columns, index levels and categories (``value=True``), whose str may be
-longer: one past MAX_LABEL_CHARS travels as ``{"str": ...}`` (the frame's size bounds it).
+longer: one past MAX_LABEL_CHARS travels as ``{"str": ...}``, and so may bytes (the frame's size bounds them).
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import decimal
 import re
@@ -32,6 +36,11 @@ MAX_LABEL_CHARS = 4096
 NAME_TYPES = (str, int, float, bool)
 #: What label_out returns for a label of a type that does not travel.
 UNSENT = object()
+#: The numpy dtypes (by ``dtype.str``) of the numpy scalars that travel as labels: numbers, booleans, datetimes and
+#: timedeltas of any unit.
+SCALAR_DTYPES = frozenset(["|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8", "<c8",
+                           "<c16"] + [f"<{kind}8{unit}" for kind in "Mm" for unit in
+                                      ["", "[Y]", "[M]", "[W]", "[D]", "[h]", "[m]", "[s]", "[ms]", "[us]", "[ns]"]])
 
 def label_out(label: Any, kind: str, value: bool = False) -> Any:
     """``label`` as it travels beside the table; UNSENT for a label of a type that does not. A ``value`` (of an
@@ -51,6 +60,12 @@ def label_out(label: Any, kind: str, value: bool = False) -> Any:
         return UNSENT if sent is None else sent
     if type(label) is decimal.Decimal:
         return _decimal_out(label, kind)
+    if type(label) is bytes:
+        if not value and len(label) > MAX_LABEL_CHARS:
+            raise CallError(f"cannot return a {kind} labelled by bytes of {len(label)} (limit {MAX_LABEL_CHARS})")
+        return {"bytes": base64.b64encode(label).decode("ascii")}
+    if type(label).__module__ == "numpy":  # held as an object: a numpy number alone comes back a Python one
+        return _scalar_out(label)
     if type(label) is tuple:  # a label of MultiIndex columns: one part per level
         parts = [label_out(part, kind, value) for part in label]
         if any(part is UNSENT or isinstance(part, list) for part in parts):
@@ -70,8 +85,8 @@ def label_in(sent: Any, where: str, part: bool = False, value: bool = False) -> 
     """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label; a ``value``, see
     label_out), checked."""
     if isinstance(sent, dict):
-        if "str" in sent:
-            return _long_str_in(sent, where, value)
+        if (sized := next((kind for kind in _SIZED_KINDS if kind in sent), None)) is not None:
+            return _SIZED_KINDS[sized](sent, where, value)
         kind = next((kind for kind in _KINDS if kind in sent), None)
         return _timestamp_in(sent, where) if kind is None else _KINDS[kind](sent, where)
     if isinstance(sent, list) and not part:
@@ -142,6 +157,41 @@ def _long_str_in(sent: dict[str, Any], where: str, value: bool) -> str:
     return text
 
 
+def _bytes_in(sent: dict[str, Any], where: str, value: bool) -> bytes:
+    """Bytes, at most MAX_LABEL_CHARS of them unless a ``value``'s."""
+    text = sent["bytes"]
+    try:
+        data = base64.b64decode(text, validate=True) if set(sent) == {"bytes"} and isinstance(text, str) else None
+    except binascii.Error:
+        data = None
+    if data is None or not value and len(data) > MAX_LABEL_CHARS:
+        raise CallError(f"the worker returned a table whose {where} is no bytes: {str(sent)[:120]}")
+    return data
+
+
+def _scalar_out(scalar: Any) -> Any:
+    import numpy
+
+    if not (isinstance(scalar, numpy.generic) and scalar.dtype.str in SCALAR_DTYPES):  # a numpy str, a void
+        return UNSENT
+    return {"numpy": scalar.dtype.str, "data": base64.b64encode(scalar.tobytes()).decode("ascii")}
+
+
+def _scalar_in(sent: dict[str, Any], where: str) -> Any:
+    """A numpy scalar: exactly its dtype's item size of bytes (a bool's 0 or 1)."""
+    import numpy
+
+    dtype, text = sent["numpy"], sent.get("data")
+    try:
+        data = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except binascii.Error:
+        data = None
+    if set(sent) != {"numpy", "data"} or not (isinstance(dtype, str) and dtype in SCALAR_DTYPES) or data is None or \
+            len(data) != numpy.dtype(dtype).itemsize or dtype == "|b1" and data not in (b"\0", b"\1"):
+        raise CallError(f"the worker returned a table whose {where} is no numpy scalar: {str(sent)[:120]}")
+    return numpy.frombuffer(data, numpy.dtype(dtype))[0]
+
+
 def _missing_in(sent: dict[str, Any], where: str) -> Any:
     import pandas
     kind = "nat" if "nat" in sent else "na"
@@ -166,7 +216,10 @@ def _timedelta_in(sent: dict[str, Any], where: str) -> Any:
 _DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]+)?(E[+-][0-9]+)?|Infinity|NaN[0-9]*)")
 #: The key naming the kind of a label the worker sent as an object (other than a Timestamp) -> how it is read.
 _KINDS: dict[str, Callable[[dict[str, Any], str], Any]] = {
-    **_TIME_READERS, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in}
+    **_TIME_READERS, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in,
+    "numpy": _scalar_in}
+#: The same, for kinds a value's may be longer than a label's (see label_out).
+_SIZED_KINDS: dict[str, Callable[[dict[str, Any], str, bool], Any]] = {"str": _long_str_in, "bytes": _bytes_in}
 #: The types of pandas' missing values that travel as labels -> the key they travel under (``{key: true}``).
 _MISSING_TYPES = {"NaTType": "nat", "NAType": "na"}
 

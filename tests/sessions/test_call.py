@@ -594,6 +594,30 @@ def test_long_strs_leave_the_values_beside_them_as_they_were(box):
         assert kinds(back) == kinds(sent), name
 
 
+def test_bytes_and_numpy_scalars_held_as_objects_come_back_as_they_were(box):
+    """An object column of bytes failed the call (UnicodeDecodeError in the worker's to_json) or came back as str;
+    numpy scalars held as objects came back Python numbers, datetime64 ones as text. Both travel as labels now."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import numpy as np
+        import pandas as pd
+        objects = lambda *values: pd.Series(list(values), dtype=object)  # noqa: E731
+        return {"bytes and None": objects(b"\x89PNG\r\n\x1a\n\xff", None, b"x" * 10_000),
+                "numpy scalars": objects(np.int64(3), np.float32(1.5), np.bool_(True), np.datetime64("2020-01-01"),
+                                         np.uint64(2 ** 64 - 1), np.timedelta64(5, "ms")),
+                "indexed by bytes": pd.Series([1, 2], index=pd.Index([b"a", b"\xff"], dtype=object), name=b"n"),
+                "byte categories": pd.Series(pd.Categorical([b"\xff"], categories=pd.Index([b"\xff", b"a"],
+                                                                                             dtype=object)))}
+
+    def kinds(value):
+        values = list(value.cat.categories if value.dtype == "category" else value) + list(value.index) + [value.name]
+        return [(type(item), str(item)) for item in values]
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert kinds(back) == kinds(sent), name
+
+
 def test_dates_and_times_of_missing_datetimes_come_back_as_nat_or_na(box):
     """.dt.date and .dt.time give NaT for a missing datetime: such a column (or index) went to pandas' table format
     and came back str, dates and times as text, NaT (or pd.NA) as NaN. NaT and NA travel as labels now."""

@@ -610,6 +610,55 @@ def test_long_strs_are_no_labels():
         codec.decode(table(labels={"1": [long, "a"], "2": ["b", "c"]}, columnNames=[None, None]))
 
 
+def test_bytes_and_numpy_scalars_come_back_as_they_were():
+    """Bytes in an object column went to the table format, which failed on bytes that are not UTF-8 and gave the rest
+    back as str; numpy scalars held as objects came back Python numbers, datetime64 ones as text."""
+    numpy = pytest.importorskip("numpy")
+
+    scalars = [numpy.int64(-3), numpy.uint64(2 ** 64 - 1), numpy.float32(1.5), numpy.float16(-0.0), numpy.bool_(True),
+               numpy.complex128(1 - 2j), numpy.datetime64("2020-01-02", "D"), numpy.datetime64("NaT"),
+               numpy.timedelta64(5, "ms"), numpy.int8(7)]
+    values = [b"\x00\xff", b"", b"x" * (codec.MAX_LABEL_CHARS + 1), None] + scalars
+    sent = pandas.DataFrame({"v": pandas.Series(values, dtype=object).to_numpy()},
+                            index=pandas.Index(values[::-1], dtype=object, name=b"name"))
+    back = codec.decode(codec.encode(sent))
+    for got, want in [(list(back["v"]), values), (list(back.index), values[::-1])]:
+        assert [type(value) for value in got] == [type(value) for value in want]
+        assert [str(value) for value in got] == [str(value) for value in want]
+    assert back.index.name == b"name" and back["v"].iloc[10].dtype == numpy.dtype("<M8[D]")
+    named = codec.decode(codec.encode(pandas.Series([1], name=numpy.int16(3))))
+    assert type(named.name) is numpy.int16 and named.name == 3
+    with pytest.raises(CallError, match=f"cannot return a Series labelled by bytes of {codec.MAX_LABEL_CHARS + 1} "):
+        codec.encode(pandas.Series([1], name=b"x" * (codec.MAX_LABEL_CHARS + 1)))
+
+
+@pytest.mark.parametrize("sent, why", [
+    ({"bytes": "AP8"}, "no bytes"),  # unpadded
+    ({"bytes": "AP8=\n"}, "no bytes"),
+    ({"bytes": "A-8="}, "no bytes"),
+    ({"bytes": ["AP8="]}, "no bytes"),
+    ({"bytes": "AP8=", "str": "x"}, "no long str"),
+    ({"bytes": "AP8=", "numpy": "|u1"}, "no bytes"),
+    ({"numpy": "|O", "data": "AAAAAAAAAAA="}, "no numpy scalar"),
+    ({"numpy": "<U1", "data": "YQAAAA=="}, "no numpy scalar"),
+    ({"numpy": ">i8", "data": "AAAAAAAAAAE="}, "no numpy scalar"),
+    ({"numpy": "<i8", "data": "AAAA"}, "no numpy scalar"),
+    ({"numpy": "<i8", "data": "AAAAAAAAAAAAAAAAAAAAAA=="}, "no numpy scalar"),
+    ({"numpy": "|b1", "data": "Ag=="}, "no numpy scalar"),  # a bool of 2
+    ({"numpy": "<i8"}, "no numpy scalar"),
+    ({"numpy": "<i8", "data": "AAAAAAAAAAE=", "unit": "s"}, "no numpy scalar"),
+    ({"numpy": ["<i8"], "data": "AAAAAAAAAAE="}, "no numpy scalar"),
+])
+def test_forged_bytes_and_numpy_scalars_are_refused_by_what_is_wrong(sent, why):
+    with pytest.raises(CallError, match=re.escape(f"a table whose column at 1's row 1 is {why}")):
+        codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", sent]}]))
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is {why}")):
+        codec.decode(table(labels={"1": sent}))
+    long = {"bytes": base64.b64encode(b"x" * (codec.MAX_LABEL_CHARS + 1)).decode()}
+    with pytest.raises(CallError, match="a table whose label at 1 is no bytes"):
+        codec.decode(table(labels={"1": long}))
+
+
 def test_nat_and_na_labels_come_back_as_nat_and_na():
     import datetime
 
