@@ -17,13 +17,13 @@ codec's name in the header and one raw blob:
   turned a column labelled 0 into NaNs, its writer named a column None "values", refused one named as an index level
   and wrote a Timestamp, a date, a datetime, a time, a Decimal or a Timedelta as text), a Series' name and the index's
   and the columns' names too; other labels come back as the format writes them (a column level's name: None). The
-  values of an object column or index level that are all labels travel as labels too (a str of them of any length: a
-  value is no label), and come back objects, as they were (None and NaN beside them included); those of one that holds
-  anything else (a list, a dict, a time of a dateutil zone) as JSON values. A tuple label (MultiIndex columns')
-  travels as a list of those labels, its levels' names beside, and comes back a tuple. Columns and index levels of
-  numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and categoricals of those (nullable ones and
-  ``string`` too, and object ones of labels), travel as raw bytes beside the table and come back exact, dtype and all
-  (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
+  values of an object column or index level that are all labels travel as labels too (a str of them of any length, an
+  int of up to 4,096 digits: a value is no label), and come back objects, as they were (None and NaN beside them
+  included); those of one that holds anything else (a list, a dict, a time of a dateutil zone) as JSON values. A tuple
+  label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes back a tuple.
+  Columns and index levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and categoricals of
+  those (nullable ones and ``string`` too, and object ones of labels), travel as raw bytes beside the table and come
+  back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec

@@ -11,7 +11,8 @@ kind;
 a tuple of those (MultiIndex columns') as a list; a time zone travels by the name pandas' table schema writes, one
 that names no file.
 The same forms carry the values of object columns, index levels and categories (``value=True``), whose str may be
-longer: one past MAX_LABEL_CHARS travels as ``{"str": ...}``, and so may bytes (the frame's size bounds them).
+longer: one past MAX_LABEL_CHARS travels as ``{"str": ...}``, and so may bytes (the frame's size bounds them); an int
+past 64 bits (of at most MAX_LABEL_CHARS digits) travels there as its digits, ``{"int": ...}``.
 The host reads each as hostile input. Both codec modules import this one, which imports neither.
 """
 
@@ -76,6 +77,8 @@ def label_out(label: Any, kind: str, value: bool = False) -> Any:
         return UNSENT
     if value and type(label) is str and len(label) > MAX_LABEL_CHARS:
         return {"str": label}
+    if value and type(label) is int and not -2 ** 63 <= label < 2 ** 64 and label.bit_length() <= _MAX_INT_BITS:
+        return {"int": str(label)}
     if (fault := label_fault(label)) is not None:
         raise CallError(f"cannot return a {kind} labelled by {fault}")
     return label
@@ -85,8 +88,8 @@ def label_in(sent: Any, where: str, part: bool = False, value: bool = False) -> 
     """The label the worker sent beside the table ``where`` (a ``part`` of a tuple label; a ``value``, see
     label_out), checked."""
     if isinstance(sent, dict):
-        if (sized := next((kind for kind in _SIZED_KINDS if kind in sent), None)) is not None:
-            return _SIZED_KINDS[sized](sent, where, value)
+        if (sized := next((kind for kind in _VALUE_KINDS if kind in sent), None)) is not None:
+            return _VALUE_KINDS[sized](sent, where, value)
         kind = next((kind for kind in _KINDS if kind in sent), None)
         return _timestamp_in(sent, where) if kind is None else _KINDS[kind](sent, where)
     if isinstance(sent, list) and not part:
@@ -157,6 +160,20 @@ def _long_str_in(sent: dict[str, Any], where: str, value: bool) -> str:
     return text
 
 
+def _long_int_in(sent: dict[str, Any], where: str, value: bool) -> int:
+    """A value's int past 64 bits (a smaller one travels as it is; a label has none this large)."""
+    text = sent["int"]
+    number = None
+    if value and set(sent) == {"int"} and isinstance(text, str) and _LONG_INT.fullmatch(text):
+        try:
+            number = int(text)
+        except ValueError:  # past the digits this interpreter reads (sys.set_int_max_str_digits)
+            number = None
+    if number is None or -2 ** 63 <= number < 2 ** 64:
+        raise CallError(f"the worker returned a table whose {where} is no int past 64 bits: {str(sent)[:120]}")
+    return number
+
+
 def _bytes_in(sent: dict[str, Any], where: str, value: bool) -> bytes:
     """Bytes, at most MAX_LABEL_CHARS of them unless a ``value``'s."""
     text = sent["bytes"]
@@ -218,8 +235,14 @@ _DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]+)?(E[+-][0-9]+)?|Infinity|NaN[0-9]*)")
 _KINDS: dict[str, Callable[[dict[str, Any], str], Any]] = {
     **_TIME_READERS, "decimal": _decimal_in, "timedelta": _timedelta_in, "nat": _missing_in, "na": _missing_in,
     "numpy": _scalar_in}
-#: The same, for kinds a value's may be longer than a label's (see label_out).
-_SIZED_KINDS: dict[str, Callable[[dict[str, Any], str, bool], Any]] = {"str": _long_str_in, "bytes": _bytes_in}
+#: The same, for kinds a value may be and a label may not (see label_out): past a label's bounds.
+_VALUE_KINDS: dict[str, Callable[[dict[str, Any], str, bool], Any]] = {"str": _long_str_in, "bytes": _bytes_in,
+                                                                        "int": _long_int_in}
+#: An int's digits as str() writes them, in ASCII (int() also reads "1_000", " 1" and other scripts' digits), at most
+#: MAX_LABEL_CHARS of them: int() takes time quadratic in their count.
+_LONG_INT = re.compile(r"-?[1-9][0-9]{0,%d}" % (MAX_LABEL_CHARS - 1))
+#: The most bits of an int that travels as a value: at most MAX_LABEL_CHARS digits.
+_MAX_INT_BITS = int((MAX_LABEL_CHARS - 1) * 3.32)
 #: The types of pandas' missing values that travel as labels -> the key they travel under (``{key: true}``).
 _MISSING_TYPES = {"NaTType": "nat", "NAType": "na"}
 

@@ -618,6 +618,21 @@ def test_bytes_and_numpy_scalars_held_as_objects_come_back_as_they_were(box):
         assert kinds(back) == kinds(sent), name
 
 
+def test_ints_past_64_bits_held_as_objects_come_back_as_they_were(box):
+    """pandas' table format wrote an object column's int past 64 bits as a JSON number its reader could not read back:
+    the call failed ("malformed 'series' value: Value is too big!"). They travel as their digits now."""
+    pytest.importorskip("pandas")
+
+    def make_values():  # nested: cloudpickle sends it by value
+        import pandas as pd
+        objects = lambda *values: pd.Series(list(values), dtype=object)  # noqa: E731
+        return {"big ints and None": objects(2 ** 70, None, -3 ** 200, 5),
+                "indexed by big ints": pd.Series([1.5, 2.5], index=pd.Index([2 ** 64, 1], dtype=object))}
+
+    for name, sent, back in _assert_round_trips(box, make_values):
+        assert list(back.to_numpy()) + list(back.index) == list(sent.to_numpy()) + list(sent.index), name
+
+
 def test_dates_and_times_of_missing_datetimes_come_back_as_nat_or_na(box):
     """.dt.date and .dt.time give NaT for a missing datetime: such a column (or index) went to pandas' table format
     and came back str, dates and times as text, NaT (or pd.NA) as NaN. NaT and NA travel as labels now."""

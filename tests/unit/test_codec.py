@@ -659,6 +659,37 @@ def test_forged_bytes_and_numpy_scalars_are_refused_by_what_is_wrong(sent, why):
         codec.decode(table(labels={"1": long}))
 
 
+def test_ints_past_64_bits_held_as_objects_come_back_as_they_were():
+    """pandas' table format wrote them as JSON numbers its reader could not read back ("Value is too big!"): the host
+    called the value malformed. As values (not labels) they travel as their digits."""
+    values = [2 ** 64, -2 ** 63 - 1, 10 ** 4000, -(10 ** 4092), None, 2 ** 64 - 1]
+    sent = pandas.DataFrame({"v": pandas.Series(values, dtype=object).to_numpy()},
+                            index=pandas.Index(values[::-1], dtype=object))
+    back = codec.decode(codec.encode(sent))
+    assert back["v"].tolist() == values and list(back.index) == values[::-1]
+    assert json.loads(codec.encode(sent).data)["byteColumns"][1]["objects"][:2] == \
+        [{"int": str(2 ** 64)}, {"int": str(-2 ** 63 - 1)}]
+
+
+@pytest.mark.parametrize("sent, why", [
+    ({"int": str(2 ** 64 - 1)}, "no int past 64 bits"),  # one within 64 bits travels as it is
+    ({"int": str(-2 ** 63)}, "no int past 64 bits"),
+    ({"int": "0"}, "no int past 64 bits"),
+    ({"int": "0" + str(2 ** 64)}, "no int past 64 bits"),
+    ({"int": "1_" + str(2 ** 64)}, "no int past 64 bits"),
+    ({"int": " " + str(2 ** 64)}, "no int past 64 bits"),
+    ({"int": "\u0661" + str(2 ** 64)}, "no int past 64 bits"),  # an Arabic-Indic 1: int() reads it
+    ({"int": "1" * (codec.MAX_LABEL_CHARS + 1)}, "no int past 64 bits"),
+    ({"int": 2 ** 64}, "no int past 64 bits"),
+    ({"int": str(2 ** 64), "unit": "s"}, "no int past 64 bits"),
+])
+def test_forged_long_ints_are_refused_by_what_is_wrong(sent, why):
+    with pytest.raises(CallError, match=re.escape(f"a table whose column at 1's row 1 is {why}")):
+        codec.decode(table(byteColumns=[{"at": 1, "objects": ["a", sent]}]))
+    with pytest.raises(CallError, match=re.escape(f"a table whose label at 1 is {why}")):
+        codec.decode(table(labels={"1": {"int": str(2 ** 64)}}))
+
+
 def test_nat_and_na_labels_come_back_as_nat_and_na():
     import datetime
 
