@@ -19,11 +19,12 @@ codec's name in the header and one raw blob:
   and the columns' names too; other labels come back as the format writes them (a column level's name: None). The
   values of an object column or index level that are all labels travel as labels too (a str of them of any length, an
   int of up to 4,096 digits: a value is no label), and come back objects, as they were (None and NaN beside them
-  included); those of one that holds anything else (a list, a dict, a time of a dateutil zone) as JSON values. A tuple
-  label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes back a tuple.
-  Columns and index levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and categoricals of
-  those (nullable ones and ``string`` too, and object ones of labels), travel as raw bytes beside the table and come
-  back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
+  included); those of one that holds anything else (a list, a dict, a time of a dateutil zone) as JSON values, and one
+  holding what neither carries (a Decimal sNaN, a pandas Period or Interval, an int past 4,096 digits) is refused by
+  name. A tuple label (MultiIndex columns') travels as a list of those labels, its levels' names beside, and comes
+  back a tuple. Columns and index levels of numbers, booleans, datetimes (tz-aware too), timedeltas and periods, and
+  categoricals of those (nullable ones and ``string`` too, and object ones of labels), travel as raw bytes beside the
+  table and come back exact, dtype and all (:mod:`sandbox.codec_columns`); a dtype neither carries is refused by name.
 
 Anything else is refused with an error naming the type: the host never unpickles
 or evals bytes that came from a worker, and a blob that does not decode as its codec

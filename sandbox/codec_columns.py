@@ -27,6 +27,7 @@ category's) and the frame is rebuilt in one pass, in time linear in its size.
 from __future__ import annotations
 
 import base64
+import decimal
 import re
 from typing import Any
 
@@ -62,7 +63,7 @@ def split(value: Any, kind: str) -> tuple[Any, list[dict[str, Any]]]:
     for position, (field, name) in enumerate(zip(levels + columns, names)):
         entry = _entry(field, f"{kind}'s {name}")
         if entry is None and field.dtype == object:
-            entry = _object_field(field)
+            entry = _object_field(field, f"{kind}'s {name}")
         if entry is None:
             arrays.append(field.array)
             continue
@@ -151,13 +152,32 @@ def _object_categories(categories: Any) -> dict[str, Any]:
     return {} if sent is None else {"categories": sent, "categoriesExtDtype": "object"}
 
 
-def _object_field(field: Any) -> dict[str, Any] | None:
+def _object_field(field: Any, where: str) -> dict[str, Any] | None:
     """An object index level's or column's values as a list of labels, or None if one is no label: the table carries
-    them."""
+    them; CallError naming ``where`` if it cannot either."""
     # the table format wrote dates, times and Timestamps as ISO text, Decimals as text: they came back as str, as did
     # strs; ints (and ints beside None) as int64 (float64), tuples as lists
     sent = _as_labels(field)
-    return None if sent is None else {"objects": sent}
+    if sent is not None:
+        return {"objects": sent}
+    for value in field:
+        if (fault := _untabled(value)) is not None:
+            raise CallError(f"cannot return a {where}: it holds {fault}, which travels neither as a label nor in "
+                            "pandas' table format; convert it, e.g. with .astype(str)")
+    return None
+
+
+def _untabled(value: Any) -> str | None:
+    """What makes ``value`` one pandas' table format cannot carry, or None. Its writer failed on a Decimal sNaN
+    (InvalidOperation) and on a Period ("Unable to serialize object"); it wrote an Interval as an object and an int past
+    64 bits as a number that its reader could not read back, and the host called the worker's value malformed."""
+    if type(value) is decimal.Decimal and value.is_snan():
+        return "the Decimal sNaN"
+    if type(value) is int and not -2 ** 63 <= value < 2 ** 64:
+        return f"an int of {value.bit_length()} bits (one of at most 4,096 digits travels)"
+    if type(value).__name__ in ("Period", "Interval") and type(value).__module__.startswith("pandas"):
+        return f"a pandas {type(value).__name__} held as an object"
+    return None
 
 
 def _as_labels(values: Any) -> list[Any] | None:

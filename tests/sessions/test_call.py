@@ -676,6 +676,35 @@ def test_categoricals_of_periods_or_intervals_are_refused_by_name(box):
             box.call(make_value, name)
 
 
+def test_objects_neither_form_carries_are_refused_naming_the_column_and_the_type(box):
+    """A Decimal sNaN in an object column failed the call with "cannot return the value: InvalidOperation:
+    [<class 'decimal.InvalidOperation'>]" (the worker's to_json), Period objects with pandas' "Unable to serialize
+    object to JSON", and Interval objects or an int of 5,000 digits as a malformed value, as if the worker had forged
+    it. Each is refused by name now, naming the column."""
+    pytest.importorskip("pandas")
+
+    def make_value(name):  # nested: cloudpickle sends it by value
+        import decimal
+        import pandas as pd
+        objects = lambda *values: pd.Series(list(values), dtype=object)  # noqa: E731
+        return {"sNaN": pd.DataFrame({"price": objects(decimal.Decimal("1.5"), decimal.Decimal("sNaN"))}),
+                "sNaN beside a list": pd.DataFrame({"price": objects([1], decimal.Decimal("-sNaN1"))}),
+                "periods": pd.Series([1], index=pd.Index([pd.Period("2020-01", "M")], dtype=object, name="month")),
+                "intervals": pd.DataFrame({"bin": objects(pd.Interval(0, 1), "x")}),
+                "an int of 5,000 digits": objects(10 ** 4999, 1)}[name]
+
+    for name, why in [("sNaN", "a DataFrame's column 'price': it holds the Decimal sNaN"),
+                      ("sNaN beside a list", "a DataFrame's column 'price': it holds the Decimal sNaN"),
+                      ("periods", "a Series's index level 'month': it holds a pandas Period held as an object"),
+                      ("intervals", "a DataFrame's column 'bin': it holds a pandas Interval held as an object"),
+                      ("an int of 5,000 digits", "a Series's values: it holds an int of 16607 bits (one of at most "
+                                                 "4,096 digits travels)")]:
+        with pytest.raises(sandbox.CallError) as caught:
+            box.call(make_value, name)
+        assert f"(exception): cannot return {why}, which travels neither as a label nor in pandas' table format; " \
+               "convert it, e.g. with .astype(str)" in str(caught.value), (name, caught.value)
+
+
 def _assert_round_trips(box, make_values):
     """Each value of ``make_values()`` (a nested function: cloudpickle sends it by value), made by a call and
     returned: equal to what was sent, by pandas' own comparison. Returns (name, sent, back) of each."""
