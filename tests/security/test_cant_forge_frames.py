@@ -309,6 +309,23 @@ def test_a_forged_byte_column_is_refused_by_what_is_wrong(default, column, why):
         default.call(forge)
 
 
+@pytest.mark.parametrize("value, why", [
+    ({"datetime": "2020-01-01T00:00:00", "zone": "../../../etc/passwd"}, "a datetime of the zone '../../../etc/passwd'"),
+    ({"time": "10:00:00", "zone": "Europe"}, "a time of the unknown zone 'Europe'"),  # a folder of zones
+    ({"numpy": "|O", "data": "AAAAAAAAAAA="}, "no numpy scalar"),  # numpy would build an object from an address
+    ({"bytes": "not base64"}, "no bytes"),
+    ({"int": "\u0661" * 20}, "no int past 64 bits"),
+    ({"str": "short"}, "no long str"),
+])
+def test_a_forged_object_value_is_refused_by_what_is_wrong(default, value, why):
+    """The forms an object column's values travel in (datetimes, zoned times, numpy scalars, bytes, big ints, long
+    strs), forged by a real worker over its channel."""
+    forge = forge_table_value("series", [{"name": "index", "type": "integer"}, {"name": "values", "type": "integer"}],
+                              [{"index": 0, "values": 0}], keys=["index"], byteColumns=[{"at": 1, "objects": [value]}])
+    with pytest.raises(sandbox.CallError, match=re.escape(f"a table whose column at 1's row 0 is {why}")):
+        default.call(forge)
+
+
 def test_a_table_value_keyed_by_thousands_of_columns_is_read_in_linear_time(default):
     """pandas' reader deletes the key columns one by one, each a pass over every column: 4,000 keys (250 KB)
     held the host's calling thread for about a minute of CPU (20,000: hours), after the run's deadline."""
