@@ -31,6 +31,7 @@ import decimal
 import re
 from typing import Any
 
+from . import protocol
 from .codec_labels import UNSENT, label_in, label_out, zone_name
 from .codec_times import check_zone
 from .errors import CallError
@@ -167,10 +168,15 @@ def _object_field(field: Any, where: str) -> dict[str, Any] | None:
     return None
 
 
-def _untabled(value: Any) -> str | None:
-    """What makes ``value`` one pandas' table format cannot carry, or None. Its writer failed on a Decimal sNaN
-    (InvalidOperation) and on a Period ("Unable to serialize object"); it wrote an Interval as an object and an int past
-    64 bits as a number that its reader could not read back, and the host called the worker's value malformed."""
+def _untabled(value: Any, depth: int = 0) -> str | None:
+    """What makes ``value`` (or a value in it, a list's, a dict's) one pandas' table format cannot carry, or None. Its
+    writer failed on a Decimal sNaN (InvalidOperation) and on a Period ("Unable to serialize object"); it wrote an
+    Interval as an object and an int past 64 bits as a number that its reader could not read back, and the host called
+    the worker's value malformed."""
+    if type(value) in (list, tuple, set, frozenset, dict) and depth < protocol.MAX_DEPTH:  # deeper: the writer's
+        # own depth limit fails it
+        items = value.values() if type(value) is dict else value
+        return next((fault for item in items if (fault := _untabled(item, depth + 1)) is not None), None)
     if type(value) is decimal.Decimal and value.is_snan():
         return "the Decimal sNaN"
     if type(value) is int and not -2 ** 63 <= value < 2 ** 64:

@@ -680,7 +680,7 @@ def test_objects_neither_form_carries_are_refused_naming_the_column_and_the_type
     """A Decimal sNaN in an object column failed the call with "cannot return the value: InvalidOperation:
     [<class 'decimal.InvalidOperation'>]" (the worker's to_json), Period objects with pandas' "Unable to serialize
     object to JSON", and Interval objects or an int of 5,000 digits as a malformed value, as if the worker had forged
-    it. Each is refused by name now, naming the column."""
+    it; so did such values inside a list or a dict. Each is refused by name now, naming the column."""
     pytest.importorskip("pandas")
 
     def make_value(name):  # nested: cloudpickle sends it by value
@@ -691,14 +691,20 @@ def test_objects_neither_form_carries_are_refused_naming_the_column_and_the_type
                 "sNaN beside a list": pd.DataFrame({"price": objects([1], decimal.Decimal("-sNaN1"))}),
                 "periods": pd.Series([1], index=pd.Index([pd.Period("2020-01", "M")], dtype=object, name="month")),
                 "intervals": pd.DataFrame({"bin": objects(pd.Interval(0, 1), "x")}),
-                "an int of 5,000 digits": objects(10 ** 4999, 1)}[name]
+                "an int of 5,000 digits": objects(10 ** 4999, 1),
+                "big ints in lists": pd.DataFrame({"ids": objects([1, 2 ** 70], {"a": [3]})}),
+                "a Period in a dict": pd.DataFrame({"meta": objects({"month": pd.Period("2020-01", "M")})})}[name]
 
     for name, why in [("sNaN", "a DataFrame's column 'price': it holds the Decimal sNaN"),
                       ("sNaN beside a list", "a DataFrame's column 'price': it holds the Decimal sNaN"),
                       ("periods", "a Series's index level 'month': it holds a pandas Period held as an object"),
                       ("intervals", "a DataFrame's column 'bin': it holds a pandas Interval held as an object"),
                       ("an int of 5,000 digits", "a Series's values: it holds an int of 16607 bits (one of at most "
-                                                 "4,096 digits travels)")]:
+                                                 "4,096 digits travels)"),
+                      ("big ints in lists", "a DataFrame's column 'ids': it holds an int of 71 bits (one of at most "
+                                            "4,096 digits travels)"),
+                      ("a Period in a dict",
+                       "a DataFrame's column 'meta': it holds a pandas Period held as an object")]:
         with pytest.raises(sandbox.CallError) as caught:
             box.call(make_value, name)
         assert f"(exception): cannot return {why}, which travels neither as a label nor in pandas' table format; " \
