@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import os
 
-_PR_SET_DUMPABLE = 4
-
 #: The first stage: argv[1:] is the zygote's real command. A trial child tries the namespace first (a kernel
 #: or an LSM may grant it and refuse the maps; entering it is for good); only where it worked does this process
 #: enter one, and it execs either way (a refused fork too: the zygote then starts as before). Exit 70: the maps
@@ -86,16 +84,14 @@ def command(interpreter: str, argv: list[str]) -> list[str]:
 
 def available() -> bool:
     """Whether this uid (not root) may make the zygote's user namespace here: the first stage's trial, in a child."""
-    from .confine import _sys, userns
+    from .confine import _sys, _trial, userns
 
     uid, gid = os.geteuid(), os.getegid()
     child = os.fork()  # single-threaded, it may unshare whatever threads this process runs
     if child == 0:  # pragma: no cover - the trial child
         made = False
         try:
-            # Dumpable, as the first stage is (a fresh exec): in a host that dropped root by setuid, which is not,
-            # /proc/self/setgroups is root's.
-            _sys.prctl(_PR_SET_DUMPABLE, 1, name="prctl(PR_SET_DUMPABLE)")
+            _trial.dumpable_as_after_exec()  # as the first stage is
             _sys.unshare(_sys.CLONE_NEWUSER, "unshare(CLONE_NEWUSER)")
             userns.map_ids(uid, gid)
             made = True

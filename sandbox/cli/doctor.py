@@ -400,6 +400,7 @@ def _memory_cgroup_facts(facts: Any) -> dict[str, Any]:
 def _verify_in_fork(policy: Policy) -> dict[str, Any]:
     import tempfile
     from .. import confine
+    from ..confine import _trial
     from ..errors import SandboxUnavailable
     confine.prepare_in_zygote(policy)
     with tempfile.TemporaryDirectory(prefix="sandbox-doctor-") as root:
@@ -412,6 +413,7 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
             os.close(r)
             sys.stdout = os.fdopen(w, "w")  # not fd 1: the caller may have replaced sys.stdout (pytest does)
             try:
+                _trial.dumpable_as_after_exec()  # as the zygote it plays is
                 worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
                 if worker:
                     os.waitpid(worker, 0)

@@ -37,7 +37,7 @@ import sys
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, namespaces_clone
+from . import _sys, _trial, namespaces_clone
 
 USERNS_FIX = ("allow unprivileged user namespaces: sysctl -w user.max_user_namespaces=15000; on Debian/Ubuntu "
               "also kernel.unprivileged_userns_clone=1 and kernel.apparmor_restrict_unprivileged_userns=0; in "
@@ -80,6 +80,7 @@ def _probe_in_child() -> tuple[bool, str, str]:
     if pid == 0:  # pragma: no cover - runs in the child, which plays the zygote, and in its clone
         msg = "unavailable the probe failed"
         try:
+            _trial.dumpable_as_after_exec()
             if namespaces_clone.fork_in_parent(lambda _pid: ("", []),
                                                fresh=True)[0] == 0:  # the clone, set up as a worker's is
                 empty = network_is_empty()

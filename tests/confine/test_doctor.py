@@ -483,3 +483,43 @@ def test_doctor_says_whether_a_run_may_signal_processes_outside_it(layers, scope
     assert ("signals NOT scoped" in rows["landlock"]["detail"]) is (not scoped), rows["landlock"]
     assert ("signals NOT scoped" in doctor.render(report)) is (not scoped)
     assert ("its zygote answers its signals" in rows["seccomp"]["detail"]) is supervised, rows["seccomp"]
+
+
+def test_a_host_that_dropped_root_by_setuid_reads_the_namespaces_its_runs_get():
+    """A process that dropped root by setuid() without an exec is non-dumpable, and so was the probe's throwaway
+    child: its /proc/self/setgroups and uid_map were root's, the user namespace it made could not write them
+    (EACCES), and doctor said 'NO (restricted)', 'this uid may not make user namespaces here' and told the user to
+    change an AppArmor sysctl, while every real run of that uid had its namespaces (its zygote is exec'd, so
+    dumpable). The probes' children now stand for an exec'd zygote; the host itself stays non-dumpable."""
+    from tests.security.attacks import NOBODY, become, in_child
+    from tests.security.test_unprivileged import _readable_as
+
+    from .childproc import in_child as in_dumpable_child
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to uid 65534 by setuid")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+    reference = in_dumpable_child(confine.namespaces.probe, uid=NOBODY)  # a process of that uid from an exec
+    if not reference["ok"] or not reference["value"][0]:
+        pytest.skip(f"uid {NOBODY} may not make user namespaces here: {reference}")
+
+    def work(out: dict) -> None:
+        import ctypes
+        become(NOBODY)  # setresuid, no exec and no PR_SET_DUMPABLE: what a host that drops root does
+        out["dumpable"] = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+        confine.namespaces._probe_cache.clear()
+        out["probe"] = confine.namespaces.probe()
+        report = doctor.diagnose("default", use_sandbox=False)
+        rows = report["layers"] + [{"layer": k, **v} for k, v in report["filesystem"].items()]
+        out["rows"] = {row["layer"]: [row["available"], row["active"]] for row in rows
+                       if row["layer"] in ("namespaces", "fs_view", "private_disk")}
+        out["system"] = report["system"]
+        out["dumpable_after"] = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)
+
+    got = in_child(work)
+    assert got["dumpable"] == 0, got  # the case under test: the kernel cleared it at setresuid
+    assert got["probe"][0], got["probe"]
+    assert got["rows"] == {"namespaces": [True, True], "fs_view": [True, True], "private_disk": [True, True]}, got
+    assert got["system"]["user_namespaces"] == "available", got["system"]
+    assert "may not make user namespaces" not in got["system"]["privileges"], got["system"]["privileges"]
+    assert got["dumpable_after"] == 0, got  # only the throwaway children were made dumpable
