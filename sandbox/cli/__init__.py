@@ -38,3 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # whoever read our output stopped reading (| head): nothing more to say to it
+        from ._pipes import stdout_to_devnull
+        stdout_to_devnull()
+        return 1

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Iterator
 
 from ..install_hint import install_command
 from ._term import shown
+from ._pipes import stdout_to_devnull
 from .batch_old_images import OldImages
 
 HELP = """Run every snippet of a JSONL corpus in the sandbox and write one JSON result
@@ -370,10 +371,7 @@ def _print(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        # As the Python docs advise: stdout to /dev/null, so the interpreter's last flush does not fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        stdout_to_devnull()
 
 
 class _Progress:

@@ -156,3 +156,21 @@ def test_a_venv_this_uid_cannot_read_is_a_usage_error_naming_it():
                              f"uid {NOBODY} needs to read it and run its bin/python")
     finally:
         shutil.rmtree(venv)
+
+
+@pytest.mark.parametrize("args", [["run", "-"], ["run", "-", "--json"], ["image", "list"]])
+def test_a_reader_that_went_away_is_no_traceback(tmp_path, args):
+    """``sandbox run x.py | head -1``, ``sandbox image list | head -1``: the reader closes the pipe. Each printed a
+    BrokenPipeError traceback (only ``batch`` caught it); now they exit 1 with nothing on stderr. The read end is
+    closed before the command starts, so every write of it fails, whatever the timing."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=tmp_path, input=b"print(1)\n",
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 1, (proc.returncode, err)
