@@ -62,13 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="longest a client may stall sending its request head, or between two pieces of its body, "
              "or reading its answer (default 60)")
     add("--backend", choices=("openai", "gemini"), help="openai: an OpenAI-compatible chat endpoint; "
-                                                       "gemini: the Gemini API through function calling")
-    add("--backend-url", help="backend base URL (openai: ending in /v1)")
-    add("--backend-model", help="model name the backend is asked for")
+                                                       "gemini: the Gemini API through function calling "
+                                                       "(default openai)")
+    add("--backend-url", help="backend base URL (openai: ending in /v1, needed; gemini: default the Gemini API's)")
+    add("--backend-model", help="model name the backend is asked for (needed)")
     add("--backend-api-key", help="backend key (default: OPENAI_API_KEY, or GEMINI_API_KEY / GOOGLE_API_KEY)")
     add("--backend-timeout-seconds", type=float, help="longest wait for one backend answer (default 300)")
     add("--backend-vision", action=argparse.BooleanOptionalAction, default=None,
-        help="send figures back to an openai backend as images (needs a vision model)")
+        help="send figures back to an openai backend as images (needs a vision model; default no: "
+             "its tool message says how many there were; a gemini backend always gets them)")
     parser.set_defaults(func=main)
 
 

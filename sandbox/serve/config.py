@@ -93,7 +93,7 @@ class ServeConfig:
     max_response_image_bytes: Annotated[int, schema.positive] = 32_000_000
     """Bytes of images one request may return, every run's together (before base64); a run's images past it
     are left out, and its result says so to the model and the client. The policy alone allows far more
-    (max_output_files x max_output_file_mb per run, times max_executions), all held in the server's memory."""
+    (limits.max_returned_images x max_returned_file_bytes per run, times max_executions), all held in the server's memory."""
     request_timeout_seconds: _Positive = 600.0
     """Longest a request may take, every backend call and run included (DEADLINE_EXCEEDED past it)."""
     client_timeout_seconds: _Positive = 60.0

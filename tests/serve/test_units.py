@@ -29,6 +29,29 @@ def test_config_sources_in_priority_order(tmp_path):
     assert "sk-env" not in repr(loaded)  # keys stay out of logs
 
 
+def test_serve_help_says_every_default():
+    """Each option whose setting has a default says it in ``sandbox serve --help``, and the two a user must give
+    say so: ``--backend`` (openai) and ``--backend-vision`` (off) said nothing, so a user left to guess which
+    backend a bare ``sandbox serve`` expects (it then fails asking for --backend-url)."""
+    import argparse
+
+    from sandbox.cli import build_parser
+    from sandbox.cli.serve import _FLAGS
+    serve = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["serve"]
+    defaults = config.ServeConfig()
+    for action in serve._actions:
+        key = _FLAGS.get(action.dest)
+        if key is None:
+            continue
+        value = defaults
+        for part in key.split("."):
+            value = getattr(value, part)
+        if key in ("backend.url", "backend.model"):
+            assert "needed" in action.help, (action.option_strings, action.help)
+        elif value not in ("", None):
+            assert "default" in action.help, (action.option_strings, value, action.help)
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"env": {"SANDBOX_SERVE_PORT": "eighty"}}, "SANDBOX_SERVE_PORT must be an int (got 'eighty')"),
     ({"overrides": {**BACKEND, "port": 70000}}, "(command line): port must be between 0 and 65535"),
