@@ -87,7 +87,9 @@ class Result:
     duration_s: float = 0.0
     """Wall time of the run as seen by the host, in seconds."""
     peak_memory_bytes: int = 0
-    """Peak resident set size of the worker (kernel's ru_maxrss), in bytes."""
+    """Peak memory of the run, in bytes: its memory cgroup's peak where it had one (the pages the run charged:
+    what it allocated and the image's pages it copied), else the peak resident set size of its worker (the
+    kernel's ru_maxrss, which counts the preloaded image's pages the worker touched: hundreds of MB)."""
     cpu_s: float = 0.0
     """User + system CPU time of the worker and its children, in seconds."""
     rolled_back: bool = False

@@ -40,3 +40,15 @@ def test_a_failure_reads_as_the_service_on_every_cpython(version: str, tmp_path:
         failed = box.run(SNIPPET)
     assert failed.outcome == sandbox.Outcome.FAILED and failed.stdout == "ok\n", failed
     assert failed.error == SERVICE
+
+
+def test_the_readme_names_the_entry_frame_a_run_prints() -> None:
+    """Every frame in ``_run_python`` the README quotes is the one a failing run prints: it said our harness's
+    (``_worker.py ... in _run_python`` under "Images", ``request.py ... in _run_python`` in the ADK table), which
+    no traceback has shown since the frame reads as the service's."""
+    import re
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"`([^`\n]*) in _run_python`", readme)
+    assert quoted, "the README quotes no entry frame"
+    assert all("/usr/bin/entry/entry_point" in frame for frame in quoted), quoted
+    assert SERVICE.splitlines()[2] in sandbox.run(SNIPPET).error
