@@ -41,6 +41,8 @@ import threading
 import traceback
 from typing import Any, Callable, Iterable, Iterator
 
+from ..confine import _sys
+
 #: The three lists (before, after in the parent, after in the child), once :func:`find` has run; and their
 #: callbacks while they are held.
 _lists: list[list[Callable[[], Any]]] = []
@@ -183,10 +185,23 @@ def fork_in_state(skip: Callable[[], Any]) -> int:
     """``os.fork()`` of a session's state: only the after-fork-in-child callbacks run, in the child (a runner), all but
     ``skip`` (compared with ``==``: a bound method is a new object at every lookup). The state runs none of the
     ``before`` and after-in-parent ones: a run may register its own (``os.register_at_fork(before=...)``), which ran
-    in the state at every fork of a runner, the run's code outside any run. The state is single-threaded
-    (session_states.py), so no lock needs holding across its fork. Every process keeps them all registered for
-    later forks (a run's own ``os.fork`` runs them). Where the lists are unknown, a plain ``os.fork()``."""
+    in the state at every fork of a runner, the run's code outside any run. Nor any C ``pthread_atfork`` handler,
+    which a run may register too (ctypes): the fork is a raw clone (``_sys.fork_like_clone``: CPython's steps around
+    the system call, none of glibc's). The state is single-threaded (session_states.py), so no lock needs holding
+    across its fork, and a raw clone is safe. Every process keeps them all registered for later forks (a run's own
+    ``os.fork`` runs them). Where the lists are unknown, the Python callbacks all run."""
     if len(_lists) != 3:
-        return os.fork()
+        return _fork_without_c_handlers()
     with _child_callbacks_only([callback for callback in _lists[2] if callback != skip]):
-        return os.fork()
+        return _fork_without_c_handlers()
+
+
+def _fork_without_c_handlers() -> int:
+    """A fork that runs no ``pthread_atfork`` handler; ``os.fork()`` only where the architecture's clone is unknown.
+    Raises OSError as ``os.fork`` does (EDEADLK, not attempted, if another thread exists)."""
+    try:
+        return _sys.fork_like_clone(0, "fork")
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+    return os.fork()

@@ -128,6 +128,36 @@ def test_a_state_runs_no_at_fork_callback_of_its_runs(box):
         assert r.stdout == "True\n", r
 
 
+#: C handlers a run registers for the forks of the process it runs in (``pthread_atfork``, through ctypes); each
+#: writes which process ran it.
+C_AT_FORK_HANDLERS = """import ctypes, os
+def c_mark(kind):
+    def handler():
+        with open('c_at_fork.txt', 'a') as f:
+            f.write(f'{kind} {os.getpid()}\\n')
+    return ctypes.CFUNCTYPE(None)(handler)
+c_handlers = [c_mark('prepare'), c_mark('parent'), c_mark('child')]  # kept alive: the state holds them
+# pthread_atfork itself is in libc_nonshared.a: what it calls, with no DSO (the handlers never unload)
+assert ctypes.CDLL(None).__register_atfork(*c_handlers, None) == 0"""
+
+
+def test_a_state_runs_no_c_at_fork_handler_of_its_runs(box):
+    """A run's C ``pthread_atfork`` handlers ran in its state each time the state forked a runner (the prepare and
+    parent ones, glibc's ``fork()`` running them): the run's code, outside any run, in the state. The state forks
+    by a raw clone now, which runs none; a run that forks itself runs them all, in its own processes."""
+    with box.session() as s:
+        assert s.run(C_AT_FORK_HANDLERS).ok
+        for _ in range(3):
+            r = s.run("print(os.path.exists('c_at_fork.txt'))")
+            assert r.ok and r.stdout == "False\n", r
+        if not box.policy.confinement.allow_subprocess:
+            return
+        r = s.run("pid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+                  "print(sorted(l.split()[0] for l in open('c_at_fork.txt')), "
+                  "all(int(l.split()[1]) == os.getpid() for l in open('c_at_fork.txt') if l.startswith('p')))")
+        assert r.stdout == "['child', 'parent', 'prepare'] True\n", r
+
+
 #: A daemon thread left in the state (a run's threads stay in the state it commits): each time the state lets it
 #: run (it waits holding the GIL, and lets go of it to talk to the root), it writes the frame a state sends when its
 #: runner has died, naming any runner of it already running the snippet (readable /proc/<pid>/fd: dumpable). A pipe
