@@ -121,7 +121,7 @@ def mount_setattr(path: str, flags: int, attrs: int, clear: int = 0, hint: str =
         raise SyscallError(f"mount_setattr({path!r})", ctypes.get_errno(), hint)
 
 
-def fork_like_clone(flags: int, name: str = "clone") -> int:
+def fork_like_clone(flags: int, name: str = "clone", *, python_threads: bool = True) -> int:
     """``os.fork()`` made with ``clone(flags | SIGCHLD)``: 0 in the child, the child's pid in the parent.
 
     The sequence of CPython 3.11's ``os.fork`` (audit event, ``PyOS_BeforeFork``,
@@ -135,13 +135,15 @@ def fork_like_clone(flags: int, name: str = "clone") -> int:
     run (libraries use them to stop or reset thread pools, which a single-threaded
     process has none of). So it is not even tried in a process with another thread.
     Raises :class:`SyscallError` naming ``name``: the kernel's errno, ENOSYS on an
-    unknown architecture, EDEADLK (not attempted) if another thread exists.
+    unknown architecture, EDEADLK (not attempted) if another thread exists. ``python_threads`` False: only the
+    kernel's count matters, where ``threading``'s table may still list the threads of the process this one was
+    forked from without its after-fork callbacks (a session's single-threaded copy of a runner).
     """
     if MACHINE not in _CLONE_ABI:
         raise SyscallError(name, _errno.ENOSYS, f"clone numbers are only known for {', '.join(_CLONE_ABI)}")
     nr_clone, nr_get_robust, nr_set_robust, tid_arg = _CLONE_ABI[MACHINE]
     threads = thread_count()
-    if threads != 1 or threading.active_count() != 1:
+    if threads != 1 or python_threads and threading.active_count() != 1:
         raise SyscallError(name, _errno.EDEADLK, f"not attempted: this process runs {threads} threads "
                            f"({threading.active_count()} Python threads); a raw clone is safe only single-threaded")
     tid_field = own_tid_field()

@@ -200,7 +200,7 @@ def _fork_without_c_handlers() -> int:
     """A fork that runs no ``pthread_atfork`` handler; ``os.fork()`` only where the architecture's clone is unknown.
     Raises OSError as ``os.fork`` does (EDEADLK, not attempted, if another thread exists)."""
     try:
-        return _sys.fork_like_clone(0, "fork")
+        return _sys.fork_like_clone(0, "fork", python_threads=False)  # a copy's table lists its runner's threads
     except OSError as exc:
         if exc.errno != errno.ENOSYS:
             raise
