@@ -30,6 +30,12 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   pages. One run growing its pipes to 1 MiB took all of it, and an unprivileged host's every pipe (other
   runs' streams included) was 8 KiB for as long as the run or its session lived. At 16 pages it takes eight
   processes with full fd tables (subprocesses, or eight session states) to get there;
+- ``fcntl(F_SETLEASE)`` -> EPERM: the kernel lets a file's owner take a lease from a read-only fd, and a run's uid
+  owns much of what it may only read (as root the interpreter and ``/etc/passwd``; unprivileged, the user's venv and
+  ``read_only_paths``; under a user namespace whatever maps to its root), which Landlock does not look at. A run's
+  read lease made the host's open of such a file for writing wait, its write lease (a read-only fd may take one
+  where nobody else has the file open) every open, up to ``fs.lease-break-time`` (45 s) each, for as long as the
+  run or its session's state held it (``F_GETLEASE`` still answers: none);
 - ``personality`` with ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC or the other address
   layout flags -> EPERM;
 - in a session worker (``keep_fork``): ``kill(-1, ...)`` -> EPERM. The states of one
@@ -130,6 +136,7 @@ _CLONE_NS_FLAGS = (_sys.CLONE_NEWNS, _sys.CLONE_NEWCGROUP, _sys.CLONE_NEWUTS, _s
                    _sys.CLONE_NEWPID, _sys.CLONE_NEWNET)
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 F_SETPIPE_SZ = 1031
+F_SETLEASE = 1024
 #: A new pipe's buffer (16 pages): ``F_SETPIPE_SZ`` may shrink a pipe, not grow it past this.
 PIPE_DEFAULT_BYTES = 16 * os.sysconf("SC_PAGE_SIZE")
 _PERSONALITY_FLAGS = (0x0040000, 0x0100000, 0x0200000, 0x0400000, 0x0800000, 0x8000000)
@@ -231,7 +238,7 @@ def describe(policy: Policy) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
-            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe{extra} "
+            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases{extra} "
             "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without an IPC namespace "
             "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
             "scheduling too, in the host's network namespace bind too; without a cpu cgroup a one-shot run's setsid too; syscalls "
@@ -304,6 +311,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
         _add(f, eperm, nr("personality"), s.Arg(0, s.MASKED_EQ, flag, flag))
     # GT compares all 64 bits: a size whose low half the kernel would read as small is refused too, never let by
     _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, _LO32, F_SETPIPE_SZ), s.Arg(2, s.GT, PIPE_DEFAULT_BYTES))
+    _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, _LO32, F_SETLEASE))  # the kernel reads cmd as 32 bits
     program = export(f)
     if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
         raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "
