@@ -14,6 +14,12 @@ What each limit stops:
   gets a pids cgroup where one is writable (cgroup.py, applied along with this layer).
 - ``RLIMIT_CORE = 0``: no core dumps of the snippet's memory on the host disk.
 - ``RLIMIT_RTPRIO = 0``: no real-time scheduling to starve the host.
+- ``RLIMIT_SIGPENDING =`` :data:`PENDING_SIGNALS`: the kernel counts queued signals per uid (and user namespace,
+  charging every parent namespace too) and refuses a real-time signal once the receiver's uid holds its
+  ``RLIMIT_SIGPENDING``. A run that inherited the host's (~96,000 on 23 GiB) queued that many to itself, blocked:
+  while it lived, a real-time signal to any process of its uid, root's or the host user's, by ``sigqueue`` or
+  ``tgkill`` (``pthread_kill``; glibc's ``pthread_cancel`` sends one) failed with ``EAGAIN``, with namespaces or
+  without. At this limit the run's own signals never take its uid's count past it: the host keeps the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Any
 from ..policy import Policy
 
 _MIB = 1024 * 1024
+#: Queued signals a run may add to its uid's count (standard signals sent by kill() are never refused).
+PENDING_SIGNALS = 1024
 
 
 def limits_for(policy: Policy, base_address_space: int) -> dict[int, int]:
@@ -37,6 +45,7 @@ def limits_for(policy: Policy, base_address_space: int) -> dict[int, int]:
         resource.RLIMIT_NPROC: lim.max_processes,
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_RTPRIO: 0,
+        resource.RLIMIT_SIGPENDING: PENDING_SIGNALS,
     }
 
 
@@ -50,7 +59,7 @@ def describe(policy: Policy) -> str:
     lim = policy.limits
     return (f"address space +{lim.memory_mb} MiB (limits.memory_mb), CPU {lim.cpu_seconds} s "
             f"(limits.cpu_seconds), file size {lim.max_file_size_mb} MiB, {lim.max_open_files} fds, "
-            f"{lim.max_processes} processes, no core dumps")
+            f"{lim.max_processes} processes, {PENDING_SIGNALS} queued signals, no core dumps")
 
 
 def apply(policy: Policy, ctx: Any) -> None:
