@@ -54,6 +54,8 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   what it made outlived the run, its memory held by nobody and read by the next run;
 - in a worker without a mount namespace of its own (no namespaces): ``connect`` and unix datagram sockets
   (:data:`HOST_TREE_SOCKET_RULES`): a run reached the host's pathname sockets, a user's D-Bus session bus among them;
+  and a mode with a setuid, setgid, group- or other-write bit, and extended attributes (:data:`HOST_TREE_METADATA_RULES`):
+  a run changed the mode of host files its uid owns, as root making one setuid root;
 - in a worker in the host's network namespace (no namespaces, and no empty one its forker shares: an unprivileged
   uid without user namespaces): ``bind`` -> EPERM. The abstract unix names there are the host's: a run held the
   name a host service binds (the service then failed with EADDRINUSE) and would take its clients' connections
@@ -185,6 +187,19 @@ HOST_NETWORK_SYSCALLS = ("bind",)
 #: of connected sockets (``socketpair`` of streams, what multiprocessing uses) still work.
 HOST_TREE_SOCKET_RULES = (("connect", ()),) + tuple(
     (call, ((1, "MASKED_EQ", _SOCK_TYPE_MASK, kind),)) for call in ("socket", "socketpair") for kind in (2, 3))
+#: Denied too there: a mode with a setuid, setgid, group- or other-write bit (the ``chmod`` family, the mode's
+#: argument by call), and setting or removing extended attributes (ACLs grant what a mode does). Landlock has no rule
+#: for a file's metadata, and the kernel lets a file's owner change it: a run without a mount namespace reached every
+#: host file its uid owns by path; as root it made a root-owned file setuid root, and could make ``/etc/passwd``
+#: writable to all. A run's own files keep ``chmod`` to the usual modes (``shutil.copy``'s copy of one, ``0o755``);
+#: ``shutil.copy2`` skips the attributes it may not copy.
+_ESCALATING_MODE_BITS = (0o4000, 0o2000, 0o0020, 0o0002)
+HOST_TREE_METADATA_RULES = tuple(
+    (call, ((mode_arg, "MASKED_EQ", bit, bit),))
+    for call, mode_arg in (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2))
+    for bit in _ESCALATING_MODE_BITS) + tuple(
+    (call, ()) for call in ("setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+                            "removexattr", "lremovexattr", "fremovexattr", "removexattrat"))
 #: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
 #: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
 #: own session already; a session's states each make one, so their filter keeps it.
@@ -201,11 +216,12 @@ REVIEWED_MAX = 469
 RECENT = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
           "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435,
           "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442, "quotactl_fd": 443,
-          "memfd_secret": 447, "lsm_set_self_attr": 460, "open_tree_attr": 467}
+          "memfd_secret": 447, "fchmodat2": 452, "lsm_set_self_attr": 460, "setxattrat": 463, "removexattrat": 466,
+          "open_tree_attr": 467}
 #: Denied calls that do not exist on an architecture (libseccomp knows them only elsewhere): nothing to deny.
 ABSENT = {
     "x86_64": frozenset({"vm86", "vm86old"}),  # i386 only (and i386 is refused by the architecture check)
-    "aarch64": frozenset({"_sysctl", "create_module", "fork", "get_kernel_syms", "inotify_init",  # never in
+    "aarch64": frozenset({"_sysctl", "chmod", "create_module", "fork", "get_kernel_syms", "inotify_init",  # never in
                           "ioperm", "iopl", "modify_ldt", "query_module", "sysfs", "uselib", "ustat",  # asm-generic
                           "vfork", "vm86", "vm86old"}),
 }
@@ -294,7 +310,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
         _add(f, eperm, nr(name))
     for name, conditions in HOST_PID_RULES if host_namespaces else ():
         _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), value) for arg, op, value in conditions))
-    for name, checks in HOST_TREE_SOCKET_RULES if host_namespaces else ():
+    for name, checks in HOST_TREE_SOCKET_RULES + HOST_TREE_METADATA_RULES if host_namespaces else ():
         _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), *operands) for arg, op, *operands in checks))
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
