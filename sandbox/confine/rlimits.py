@@ -14,6 +14,9 @@ What each limit stops:
   gets a pids cgroup where one is writable (cgroup.py, applied along with this layer).
 - ``RLIMIT_CORE = 0``: no core dumps of the snippet's memory on the host disk.
 - ``RLIMIT_RTPRIO = 0``: no real-time scheduling to starve the host.
+- ``RLIMIT_NICE = 0``: no nice value below the one a run starts with, whatever the host was allowed (PAM's
+  ``nice`` limit, systemd's ``LimitNICE=``, ``docker --ulimit nice``): a run inheriting 30 made itself nice -10 and
+  took the CPU from the host's own processes.
 - ``RLIMIT_SIGPENDING =`` :data:`PENDING_SIGNALS`: the kernel counts queued signals per uid (and user namespace,
   charging every parent namespace too) and refuses a real-time signal once the receiver's uid holds its
   ``RLIMIT_SIGPENDING``. A run that inherited the host's (~96,000 on 23 GiB) queued that many to itself, blocked:
@@ -45,6 +48,7 @@ def limits_for(policy: Policy, base_address_space: int) -> dict[int, int]:
         resource.RLIMIT_NPROC: lim.max_processes,
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_RTPRIO: 0,
+        resource.RLIMIT_NICE: 0,
         resource.RLIMIT_SIGPENDING: PENDING_SIGNALS,
     }
 
