@@ -336,12 +336,14 @@ def _refusal(caller_tid: int, nr: int, args: list[int], forks: ForkGrants | None
         if target is None:
             return errno.ESRCH
         return 0 if target[2] == session or _descends(who, caller) else errno.EPERM
-    members = {pid: found for pid in _pids() if (found := _stat_or_none(pid)) is not None and found[1] == who}
-    if not members:
-        return errno.ESRCH
-    # A process group never spans two kernel sessions: one member's session is the group's.
-    group_session = next(iter(members.values()))[2]
-    return 0 if group_session == session or all(_descends(pid, caller) for pid in members) else errno.EPERM
+    # A group is named by its leader's pid, and never spans two kernel sessions: the leader's session is the
+    # group's, and a leader the caller made leads only processes born in its tree. No scan of /proc: where the
+    # supervised processes share the host's (signal_scope.py), a flood of group signals made the zygote read every
+    # host process's stat per call. A group whose leader is gone is refused (its members may still be the run's).
+    leader = _stat_or_none(who)
+    if leader is None or leader[1] != who:
+        return errno.EPERM
+    return 0 if leader[2] == session or _descends(who, caller) else errno.EPERM
 
 
 def _pidfd_target(caller_tid: int, args: list[int]) -> Target:
@@ -398,6 +400,3 @@ def _descends(pid: int, ancestor: int) -> bool:
         pid = found[0]
     return False
 
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]

@@ -50,7 +50,9 @@ fcntl.fcntl(r, 10, signal.SIGUSR1)  # F_SETSIG
 os.write(w, b"x")
 child = subprocess.Popen(["sleep", "30"])
 child.terminate()
-print("own", len(got), child.wait())
+group = subprocess.Popen(["sleep", "30"], process_group=0)  # a group of its own, led by its child
+os.killpg(group.pid, signal.SIGTERM)
+print("own", len(got), child.wait(), group.wait())
 '''
 
 SIGNALLED = ("kill it", "kill its group", "tgkill it", "tkill it", "queue it a signal", "signal it by pidfd",
@@ -102,6 +104,6 @@ def test_cant_signal_a_host_process_without_a_pid_namespace(policy):
             if label == "own a file for it" and policy is no_namespaces:
                 continue  # Landlock lets the owner be set and drops the signal (SIGIO ends a process: it is alive)
             assert f"blocked {label}: [Errno 1] Operation not permitted" in stdout, (label, out[route])
-        assert f"own 3 -{signal.SIGTERM}" in stdout, out[route]  # its own process and children: as ever
+        assert f"own 3 -{signal.SIGTERM} -{signal.SIGTERM}" in stdout, out[route]  # its own and its children's
         assert out[f"alive after {route}"], out
     assert out["next run"] == "1\n", out
