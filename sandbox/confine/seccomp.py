@@ -54,8 +54,9 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   what it made outlived the run, its memory held by nobody and read by the next run;
 - in a worker without a mount namespace of its own (no namespaces): ``connect`` and unix datagram sockets
   (:data:`HOST_TREE_SOCKET_RULES`): a run reached the host's pathname sockets, a user's D-Bus session bus among them;
-  and a mode with a setuid, setgid, group- or other-write bit, and extended attributes (:data:`HOST_TREE_METADATA_RULES`):
-  a run changed the mode of host files its uid owns, as root making one setuid root;
+  and a mode with a setuid, setgid, group- or other-write bit, a new file's with a setuid or setgid one, and extended
+  attributes (:data:`HOST_TREE_METADATA_RULES`): a run changed the mode of host files its uid owns, as root making one
+  setuid root;
 - in a worker in the host's network namespace (no namespaces, and no empty one its forker shares: an unprivileged
   uid without user namespaces): ``bind`` -> EPERM. The abstract unix names there are the host's: a run held the
   name a host service binds (the service then failed with EADDRINUSE) and would take its clients' connections
@@ -193,12 +194,19 @@ HOST_TREE_SOCKET_RULES = (("connect", ()),) + tuple(
 #: host file its uid owns by path; as root it made a root-owned file setuid root, and could make ``/etc/passwd``
 #: writable to all. A run's own files keep ``chmod`` to the usual modes (``shutil.copy``'s copy of one, ``0o755``);
 #: ``shutil.copy2`` skips the attributes it may not copy.
+#: A new file's mode may not carry the setuid or setgid bit there either (``open``'s mode, ignored without
+#: ``O_CREAT``, is 0o666 or 0o777 in practice; ``openat2`` passes it in a struct: refused there, nobody needs it): as
+#: root, a run's own dirs (which it may open to others) are the host's too.
 _ESCALATING_MODE_BITS = (0o4000, 0o2000, 0o0020, 0o0002)
+_SET_ID_BITS = (0o4000, 0o2000)
 HOST_TREE_METADATA_RULES = tuple(
     (call, ((mode_arg, "MASKED_EQ", bit, bit),))
     for call, mode_arg in (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2))
     for bit in _ESCALATING_MODE_BITS) + tuple(
-    (call, ()) for call in ("setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+    (call, ((mode_arg, "MASKED_EQ", bit, bit),))
+    for call, mode_arg in (("open", 2), ("openat", 3), ("creat", 1), ("mknod", 1), ("mknodat", 2))
+    for bit in _SET_ID_BITS) + tuple(
+    (call, ()) for call in ("openat2", "setxattr", "lsetxattr", "fsetxattr", "setxattrat",
                             "removexattr", "lremovexattr", "fremovexattr", "removexattrat"))
 #: Denied too in a one-shot worker without a cpu cgroup: where the scheduler groups processes by kernel session
 #: (autogroup), each new session would be a share of the CPU of its own (see cpushare.py). The worker leads its
@@ -221,7 +229,8 @@ RECENT = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427
 #: Denied calls that do not exist on an architecture (libseccomp knows them only elsewhere): nothing to deny.
 ABSENT = {
     "x86_64": frozenset({"vm86", "vm86old"}),  # i386 only (and i386 is refused by the architecture check)
-    "aarch64": frozenset({"_sysctl", "chmod", "create_module", "fork", "get_kernel_syms", "inotify_init",  # never in
+    "aarch64": frozenset({"_sysctl", "chmod", "creat", "mknod", "open", "create_module", "fork", "get_kernel_syms",
+                          "inotify_init",  # never in
                           "ioperm", "iopl", "modify_ldt", "query_module", "sysfs", "uselib", "ustat",  # asm-generic
                           "vfork", "vm86", "vm86old"}),
 }

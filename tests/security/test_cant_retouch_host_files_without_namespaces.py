@@ -31,6 +31,8 @@ attempt("make it writable to its group", lambda: os.chmod($path, 0o664))
 attempt("make it writable by fd", lambda: os.fchmod(os.open($path, os.O_RDONLY), 0o666))
 attempt("give it an attribute", lambda: os.setxattr($path, "user.sandbox", b"run"))
 attempt("take an attribute away", lambda: os.removexattr($path, "user.host"))
+attempt("make a new file setuid", lambda: os.open("new-setuid", os.O_CREAT | os.O_WRONLY, 0o4755))
+attempt("make a new file setgid", lambda: os.open("new-setgid", os.O_CREAT | os.O_WRONLY, 0o2755))
 with open("own.txt", "w") as f:
     f.write("own")
 os.chmod("own.txt", 0o755)
@@ -41,7 +43,7 @@ print("own", oct(stat.S_IMODE(os.stat("own.txt").st_mode)), open("copy2.txt").re
 '''
 
 REFUSED = ("make it setuid", "make it setgid", "make it writable to all", "make it writable to its group",
-           "give it an attribute", "take an attribute away")
+           "give it an attribute", "take an attribute away", "make a new file setuid", "make a new file setgid")
 
 
 def _retouch() -> dict:
