@@ -89,6 +89,7 @@ class ZygotePool:
         self.temp_root = self._temp.path
         """Every run dir of this pool lives under it; :meth:`close` removes it whole (or, if this process ends
         without closing the pool, the next pool made on this machine: tempdirs.py)."""
+        self._modes = rundirs.Modes(self.temp_root)
         try:
             if cold is not None:  # first: its start is what the first run waits for
                 cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
@@ -311,7 +312,7 @@ class ZygotePool:
     def make_run_dir(self) -> rundirs.RunDir:
         """A private run dir (work and tmp) under :attr:`temp_root` (for sessions)."""
         try:
-            return rundirs.make(self.temp_root)
+            return rundirs.make(self.temp_root, self._modes)
         except OSError as exc:
             if self._closed:
                 raise SandboxClosed("this Sandbox is closed") from exc

@@ -54,8 +54,45 @@ class RunDir:
     tmpdir: str
 
 
-def make(root: str) -> RunDir:
-    """A fresh run dir under ``root``; raises ``OSError`` (nothing left behind) when it cannot."""
+class Modes:
+    """The modes of a run root's parent and of the root, as found when a ``Sandbox`` (or its zygote) started."""
+
+    def __init__(self, root: str) -> None:
+        self.found: list[tuple[str, int]] = []
+        for path in (os.path.dirname(root), root):  # the parent first: a parent of mode 0 hides the root's
+            try:
+                self.found.append((path, stat.S_IMODE(os.stat(path).st_mode)))
+            except OSError:
+                pass
+
+    def put_back(self) -> bool:
+        """Give each the mode it was found with where that changed; True if one did. Never raises, never widens a
+        mode past the one found."""
+        changed = False
+        for path, mode in self.found:
+            try:
+                if stat.S_IMODE(os.stat(path).st_mode) != mode:
+                    os.chmod(path, mode)
+                    changed = True
+            except OSError:
+                pass
+        return changed
+
+
+def make(root: str, modes: Modes | None = None) -> RunDir:
+    """A fresh run dir under ``root``; raises ``OSError`` (nothing left behind) when it cannot. ``modes``: where the
+    making is refused because a run that shares the host's tree (no mount namespace) changed the mode of the run
+    root or its parent (its uid owns them: a mode of 0 kept every later run of its ``Sandbox`` out), they get their
+    modes back and the making is tried once more."""
+    try:
+        return _make(root)
+    except PermissionError:
+        if modes is None or not modes.put_back():
+            raise
+    return _make(root)
+
+
+def _make(root: str) -> RunDir:
     path = tempfile.mkdtemp(prefix="run-", dir=root)
     run_dir = RunDir(path, os.path.join(path, "work"), os.path.join(path, "tmp"))
     try:

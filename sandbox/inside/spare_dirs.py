@@ -42,6 +42,7 @@ class RunDirs:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._modes = rundirs.Modes(root)
         self._spare: list[rundirs.RunDir] = []
         self._made: dict[str, _Signature] = {}  # path -> the dirs as made, for every dir given out or spare
 
@@ -51,7 +52,7 @@ class RunDirs:
             return self._spare.pop()
         if len(self._made) > _MAX_KNOWN:  # dirs a failed fork removed (forker.py) are never retired here
             self._made = {path: made for path, made in self._made.items() if os.path.lexists(path)}
-        run_dir = rundirs.make(self.root)
+        run_dir = rundirs.make(self.root, self._modes)
         signature = _signature(run_dir)
         if signature is not None:
             self._made[run_dir.path] = signature
