@@ -183,7 +183,9 @@ def test_a_client_whose_mcp_session_ends_leaves_no_sandbox_session_behind(serve)
             return await call(staying, "print(x)", session_id="a")
 
     assert asyncio.run(session()).content[0].text == "OUTCOME_OK\nkept"
-    assert named(server, kept)
+    # The kept session's state after its last run: the runner that committed it, its predecessor freed (a moment
+    # may show neither as alive: seen once in CI).
+    wait_for(lambda: named(server, kept), 10, "the staying client's session's process")
 
 
 def test_the_limits_are_the_servers_for_all_clients_together(serve):

@@ -417,14 +417,18 @@ states = sys.modules["sandbox.inside.session_states"]
 cool_command = sys.modules["sandbox.commands"].Cool
 def cool(self, fds, cool=states._NODE_COMMANDS[cool_command]):
     for _ in range(5):
-        try:
-            pid = os.fork()
-        except OSError as e:
-            os.write(sink, b"refused %d\\n" % e.errno)
-        else:
-            if pid == 0:
-                os._exit(0)
-            os.write(sink, b"forked\\n")
+        while True:
+            try:
+                pid = os.fork()
+            except InterruptedError:  # a signal came while the root answered (its SIGCHLD): ask again
+                continue
+            except OSError as e:
+                os.write(sink, b"refused %d\\n" % e.errno)
+            else:
+                if pid == 0:
+                    os._exit(0)
+                os.write(sink, b"forked\\n")
+            break
     return cool(self, fds)
 states._NODE_COMMANDS[cool_command] = cool"""
 
