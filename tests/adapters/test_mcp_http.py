@@ -180,12 +180,14 @@ def test_a_client_whose_mcp_session_ends_leaves_no_sandbox_session_behind(serve)
                 assert named(server, gone), "the leaving client's session has no process"
             await asyncio.to_thread(wait_for, lambda: not named(server, gone), 30,
                                     "the ended MCP session's sandbox processes to go")
-            return await call(staying, "print(x)", session_id="a")
+            result = await call(staying, "print(x)", session_id="a")
+            # While the staying client is still in: leaving `async with` ends its MCP session too, whose sandbox
+            # processes then go (the check once ran after that, and raced with it).
+            await asyncio.to_thread(wait_for, lambda: bool(named(server, kept)), 10,
+                                    "the staying client's session's process")
+            return result
 
     assert asyncio.run(session()).content[0].text == "OUTCOME_OK\nkept"
-    # The kept session's state after its last run: the runner that committed it, its predecessor freed (a moment
-    # may show neither as alive: seen once in CI).
-    wait_for(lambda: named(server, kept), 10, "the staying client's session's process")
 
 
 def test_the_limits_are_the_servers_for_all_clients_together(serve):
