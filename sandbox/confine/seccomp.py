@@ -143,7 +143,8 @@ F_SETLEASE = 1024
 #: A new pipe's buffer (16 pages): ``F_SETPIPE_SZ`` may shrink a pipe, not grow it past this.
 PIPE_DEFAULT_BYTES = 16 * os.sysconf("SC_PAGE_SIZE")
 _PERSONALITY_FLAGS = (0x0040000, 0x0100000, 0x0200000, 0x0400000, 0x0800000, 0x8000000)
-_LO32 = 0xFFFFFFFF
+#: fcntl's and ioctl's commands (and kill's pid) are 32 bits: the kernel ignores the rest of the register.
+LOW_32_BITS = 0xFFFFFFFF
 
 #: Denied with EPERM in every policy (Docker's default-deny list, legacy calls nobody needs, a few newer calls).
 DENIED_SYSCALLS = (
@@ -197,8 +198,8 @@ HOST_TREE_SOCKET_RULES = (("connect", ()),) + tuple(
 #: A new file's mode may not carry the setuid or setgid bit there either (``open``'s mode, ignored without
 #: ``O_CREAT``, is 0o666 or 0o777 in practice; ``openat2`` passes it in a struct: refused there, nobody needs it): as
 #: root, a run's own dirs (which it may open to others) are the host's too.
-_ESCALATING_MODE_BITS = (0o4000, 0o2000, 0o0020, 0o0002)
 _SET_ID_BITS = (0o4000, 0o2000)
+_ESCALATING_MODE_BITS = _SET_ID_BITS + (0o0020, 0o0002)  # and group- or other-write
 HOST_TREE_METADATA_RULES = tuple(
     (call, ((mode_arg, "MASKED_EQ", bit, bit),))
     for call, mode_arg in (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2))
@@ -329,14 +330,14 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     if deny_fork:
         _add(f, eperm, nr("clone"), s.Arg(0, s.MASKED_EQ, _sys.CLONE_THREAD, 0))
     if deny_broadcast:  # pid_t is 32 bits: the kernel reads any value whose low half is -1 as -1
-        _add(f, eperm, nr("kill"), s.Arg(0, s.MASKED_EQ, _LO32, _LO32))
+        _add(f, eperm, nr("kill"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, LOW_32_BITS))
     for request in (TIOCSTI, TIOCLINUX):
-        _add(f, eperm, nr("ioctl"), s.Arg(1, s.MASKED_EQ, _LO32, request))
+        _add(f, eperm, nr("ioctl"), s.Arg(1, s.MASKED_EQ, LOW_32_BITS, request))
     for flag in _PERSONALITY_FLAGS:
         _add(f, eperm, nr("personality"), s.Arg(0, s.MASKED_EQ, flag, flag))
     # GT compares all 64 bits: a size whose low half the kernel would read as small is refused too, never let by
-    _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, _LO32, F_SETPIPE_SZ), s.Arg(2, s.GT, PIPE_DEFAULT_BYTES))
-    _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, _LO32, F_SETLEASE))  # the kernel reads cmd as 32 bits
+    _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, LOW_32_BITS, F_SETPIPE_SZ), s.Arg(2, s.GT, PIPE_DEFAULT_BYTES))
+    _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, LOW_32_BITS, F_SETLEASE))
     program = export(f)
     if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
         raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "

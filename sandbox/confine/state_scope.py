@@ -60,7 +60,6 @@ _IOCTL_RECV = ((_IOC_READ | _IOC_WRITE) << 30) | (_NOTIF.size << 16) | (ord("!")
 _IOCTL_SEND = ((_IOC_READ | _IOC_WRITE) << 30) | (_NOTIF_RESP.size << 16) | (ord("!") << 8) | 1
 _PIDFD_SIGNAL_PROCESS_GROUP = 4
 _WALK_LIMIT = 256  # ancestors followed from a target to its caller (a session's tree is far shallower)
-_LO32 = 0xFFFFFFFF  # fcntl's and ioctl's commands are 32 bits: the kernel ignores the rest
 _F_SETOWN, _F_SETOWN_EX = 8, 15
 _FIOSETOWN, _SIOCSPGRP = 0x8901, 0x8902
 
@@ -126,14 +125,14 @@ TARGETED: dict[str, tuple[tuple[tuple[int | str, ...], ...], Callable[[int, list
     "pidfd_send_signal": ((), lambda caller_tid, args: _pidfd_target(caller_tid, args)),  # defined below
     # A file's owner is signalled by the kernel (SIGIO, or F_SETSIG's signal) when the file is written to, its
     # lease broken or its directory changed: a later write by anyone reaches the owner with no kill() to refuse.
-    "fcntl": (((1, "MASKED_EQ", _LO32, _F_SETOWN),), _file_owner),
+    "fcntl": (((1, "MASKED_EQ", seccomp.LOW_32_BITS, _F_SETOWN),), _file_owner),
 }
 
 #: Calls that name a file's owner through a pointer (its struct or int in the caller's memory, which neither a
 #: filter nor the root reads): refused in every state. ``fcntl(F_SETOWN)`` sets any owner the others do.
 OWNER_BY_POINTER: dict[str, tuple[tuple[int, str, int, int], ...]] = {
-    "fcntl": ((1, "MASKED_EQ", _LO32, _F_SETOWN_EX),),
-    "ioctl": ((1, "MASKED_EQ", _LO32, _FIOSETOWN), (1, "MASKED_EQ", _LO32, _SIOCSPGRP)),
+    "fcntl": ((1, "MASKED_EQ", seccomp.LOW_32_BITS, _F_SETOWN_EX),),
+    "ioctl": ((1, "MASKED_EQ", seccomp.LOW_32_BITS, _FIOSETOWN), (1, "MASKED_EQ", seccomp.LOW_32_BITS, _SIOCSPGRP)),
 }
 
 
