@@ -19,6 +19,7 @@ from . import APART, SUITE, options
 def build_parser(prog: str = "python -m sandbox.bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=options.DESCRIPTION)
     options.add_arguments(parser)
+    parser.set_defaults(prog=prog)
     return parser
 
 
@@ -32,13 +33,10 @@ def run(args: argparse.Namespace) -> int:
     names = list(args.names) or list(SUITE)
     unknown = [n for n in names if n not in (*SUITE, *APART, "report")]
     if unknown:
-        print(f"unknown benchmark {unknown[0]!r} (choose from: {', '.join((*SUITE, *APART))}, report)",
-              file=sys.stderr)
-        return 2
+        return _refuse(args, f"unknown benchmark {unknown[0]!r} (choose from: {', '.join((*SUITE, *APART))}, report)")
     problem = _cannot_run_apart(names, args) or options.out_problem(args.out)
     if problem:
-        print(problem, file=sys.stderr)
-        return 2
+        return _refuse(args, problem)
     settings = options.settings_from(args)
     for name in [n for n in names if n != "report"]:
         module = importlib.import_module(f"{__package__}.{name}")
@@ -53,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
         from . import report
         report.main(settings.out)
     return 0
+
+
+def _refuse(args: argparse.Namespace, problem: str) -> int:
+    """Say why the command cannot run as asked, as argparse and the other commands do; its exit status."""
+    print(f"{args.prog}: error: {problem}", file=sys.stderr)
+    return 2
 
 
 def _cannot_run_apart(names: list[str], args: argparse.Namespace) -> str | None:

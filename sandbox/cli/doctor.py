@@ -166,9 +166,31 @@ def probe_code(policy: Policy) -> str:
             .replace("$DISK_INODES", str(limits.max_disk_inodes + disk.RESERVED_INODES)))
 
 
+#: ``sandbox doctor --help``: what a user reads (the module's docstring above says how each fact is found).
+HELP = """\
+Which isolation layers work on this machine, which the policy requires, and how to fix what is missing.
+
+One row per layer (rlimits and the pids/memory/cpu cgroups under it, no_new_privs,
+namespaces with fs_view and private_disk, capabilities, landlock, seccomp with state_scope),
+each with three columns:
+  available  the layer works on this kernel for this user (tried for real, not guessed)
+  required   the policy lists it in confinement.required (a run is refused without it)
+  active     seen from inside a real run: a probe snippet runs through a Sandbox and
+             reports what it finds (its seccomp mode, capabilities, pid namespace,
+             network, rlimits, whether it may signal this process, ...)
+A required layer that is not active gets a line saying what to change on this machine.
+The lines above the table say who you are (root or not), whether user namespaces are
+allowed here (Ubuntu 24.04 and many containers restrict them: runs then go without) and
+what that changes. Run it as the user who will run the sandbox: root and a normal user get
+different rows.
+
+Exit status: 0 when every required layer is active, 1 otherwise.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("doctor", help="which isolation layers are active here, and how to fix",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image for the test run (default: %(default)s)")
     parser.add_argument("--fork", action="store_true",

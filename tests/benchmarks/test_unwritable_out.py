@@ -36,4 +36,5 @@ def test_an_unwritable_out_is_refused_before_anything_runs() -> None:
         shutil.rmtree(top)
     assert "error" not in got, got
     assert got["status"] == 2, got
+    assert got["stderr"].startswith("python -m sandbox.bench: error: "), got  # as argparse words a refusal
     assert f"cannot write the results to {top}/results" in got["stderr"] and "--out DIR" in got["stderr"], got
