@@ -12,8 +12,10 @@ back from here: frames, names, sizes, exits and resource figures are hostile inp
   when a worker ends.
 - ``worker``: a forked worker's life: confine, then serve one request or a session.
 - ``request``: one request in a confined process (run, call), and what it reports.
-- ``session_tree``: a session's root (talks to the host, keeps the lines); ``session_states``: its frozen
-  states and the runners they fork, one per run.
+- ``session_tree``: a session's root (talks to the host, keeps the lines): its entry point and process model;
+  ``session_root`` its loop and answers to the host, ``session_root_state`` what it keeps and what its states
+  report, ``session_nodes`` its records of them; ``session_states``: its frozen states and the runners they fork,
+  one per run.
 - ``call``: the worker side of ``Sandbox.call``.
 - ``hard_exit``: ``os._exit`` in a run's process reports the run's output and files before it ends it.
 - ``preload``, ``allowlist``, ``telemetry``, ``proc``, ``at_fork`` (the zygote runs the at-fork callbacks, its
