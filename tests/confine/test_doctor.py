@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import sandbox.confine as confine
-from sandbox.cli import doctor
+from sandbox.cli import doctor, doctor_verify
 from tests.conftest import c_loop_expected
 
 
@@ -106,7 +106,7 @@ def test_every_fact_reads_no_in_an_unconfined_process():
     assert not observed["memfd_refused"], observed
     assert not observed["outside_unsignalled"], observed
     # The memory cgroup is the host's observation: of this process (no worker of any zygote), it reads no.
-    assert not doctor._memory_cgroup_facts(
+    assert not doctor_verify._memory_cgroup_facts(
         confine.memcg_lookup.read(confine.memcg_lookup.locate(os.getppid(), os.getpid())))["memory_cgroup"]
     if observed["euid"] == 0:  # nothing bounds a root process's threads here: the cgroup fact can tell
         assert observed["threads_started"] == observed["threads_tried"], observed

@@ -1,0 +1,65 @@
+"""``sandbox doctor``'s table for a terminal, from the report :mod:`sandbox.cli.doctor_report` builds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+#: Layer -> the report's section of parts rendered under its row.
+_PARTS_UNDER = {"namespaces": "filesystem", "seccomp": "sessions"}
+
+
+def _memory_line(system: dict[str, Any]) -> str:
+    """What the interpreter's reference counts cost every run (inside/immortal.py)."""
+    version = system.get("python_version", "?")
+    if system.get("immortal_objects"):
+        return (f"memory: CPython {version}: the zygote makes the image's objects immortal, so a worker copies only "
+                "the pages it changes (inside/immortal.py)")
+    return (f"memory: CPython {version}: a worker copies the page of every image object its Python uses (reference "
+            "counts); a zygote on CPython 3.12 or 3.13 makes them immortal: ~450 fewer copies and ~11% less CPU "
+            "a run here (README, 'Performance')")
+
+
+def _forker_line(system: dict[str, Any]) -> str:
+    """Whether forkers clone in C (inside/_forkloop.c) or, where it was not built, in Python."""
+    missing = system.get("forker_loop_not_built")
+    if not missing:
+        return "forker: clones workers in C (sandbox/inside/_forkloop.c: no Python runs between two clones)"
+    return (f"forker: clones workers in Python (~0.7 ms more CPU a run here): its C loop was not built for this "
+            f"interpreter ({missing}); fix: reinstall with a C compiler and the Python headers "
+            "(e.g. apt-get install gcc python3-dev, then pip install -e .)")
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human-readable table."""
+    s = report["system"]
+    lines = [f"sandbox doctor: policy {report['policy']!r}, uid {s['uid']} (euid {s['euid']}), Linux {s['kernel']} "
+             f"{s['machine']}, Landlock ABI {s['landlock_abi']}, user namespaces for this uid: "
+             + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
+                "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
+             .get(s["user_namespaces"], s["user_namespaces"]),
+             f"privileges: {s['privileges']}", _memory_line(s), _forker_line(s),
+             f"active = observed inside {report['verified_by']}", "",
+             f"{'layer':<15} {'available':<10} {'required':<9} {'active':<7} detail"]
+    yn = {True: "yes", False: "no"}
+    for e in report["layers"]:
+        required = "yes" if e["required"] else ("optional" if e["in_policy"] else "off")
+        name = f"{e['layer']}" if not e["part_of"] else f" {e['layer']}"  # a part is indented under its layer
+        lines.append(f"{name:<15} {yn[e['available']]:<10} {required:<9} {yn[e['active']]:<7} {e['detail']}")
+        if e["fix"] and (not e["available"] or (e["required"] and not e["active"])):
+            lines.append(f"{'':<15} fix: {e['fix']}")
+        # Under namespaces what the worker's mount namespace gives it (fsview.py, disk.py); under seccomp
+        # whether the states of one session are kept apart (state_scope.py).
+        for part, f in report.get(_PARTS_UNDER.get(e["layer"], ""), {}).items():
+            required = "yes" if f["required"] else ("optional" if f["in_policy"] else "off")
+            lines.append(f" {part:<14} {yn[f['available']]:<10} {required:<9} {yn[f['active']]:<7} {f['detail']}")
+    if report["refused"]:
+        r = report["refused"]
+        lines += ["", f"RUNS ARE REFUSED under this policy: layer {r['layer']!r}: {r['reason']}", f"fix: {r['fix']}"]
+    if report["start_error"]:
+        lines += ["", f"THE SANDBOX CANNOT START for uid {s['uid']}: {report['start_error']}"]
+        if not s["python_readable_by_this_uid"]:
+            lines.append(f"fix: make {s['python']} (and every directory above it) readable/traversable by uid "
+                         f"{s['uid']}, or install Python where this user can read it")
+    lines += ["", "OK: every required layer is active" if report["ok"] else "NOT OK: see above"]
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""``sandbox doctor``'s ``system`` section: this machine, this interpreter, what this uid's privileges change."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+from ..policy import Policy
+
+
+def _system(policy: Policy) -> dict[str, Any]:
+    from ..confine import landlock, namespaces
+    from ..inside import forker, immortal
+    return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
+            "python": sys.executable, "python_version": platform.python_version(),
+            "immortal_objects": immortal.supported(), "forker_loop_not_built": forker.native_loop_missing(),
+            "landlock_abi": landlock.abi_version(),
+            "user_namespaces_for_this_uid": namespaces.probe()[0],
+            "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
+            "privileges": _privileges(policy),
+            "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
+
+
+def _privileges(policy: Policy) -> str:
+    """What being root, or not, changes for the workers of this uid (under ``policy``)."""
+    if os.geteuid() == 0:
+        return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
+                "worker enforces limits.max_processes (row pids_cgroup); a memory cgroup per worker caps its "
+                "memory, shmem included, where a memory hierarchy is writable (row memory_cgroup); a cpu cgroup "
+                "per worker makes each run one scheduling group, where a cpu hierarchy is writable (row cpu_cgroup)")
+    from .. import zygote_userns
+    from ..confine import namespaces
+    own_zygote_ns = zygote_userns.available()
+    # the forker enters a user namespace of its own only where the workers get theirs (confine/userns.py)
+    if "namespaces" not in policy.confinement.layers or not namespaces.probe()[0]:
+        why = ("the policy leaves namespaces out" if "namespaces" not in policy.confinement.layers else
+               "this uid may not make user namespaces here")
+        userns = (f"no user namespace ({why}): workers and their forker hold no capability, and each run is in "
+                  "the host's namespaces (row namespaces" + ("; its user namespace is its zygote's, below)"
+                                                            if own_zygote_ns else ")"))
+    else:
+        userns = ("workers drop the capabilities their user namespace gives them; their forker makes a user "
+                  "namespace of its own, in which it builds their root once and the network namespace they share, "
+                  "as root's does (rows namespaces, fs_view)")
+    if own_zygote_ns:
+        sessions = ("its zygote is exec'd in a user namespace this uid owns (and holds no capability in it), so the "
+                    "host reads its sessions' smaps_rollup: session.max_memory_mb counts their PSS, as root's does "
+                    "(sandbox/zygote_userns.py)")
+    else:
+        sessions = ("its zygote is exec'd in the host's user namespace (this uid may not make one here), whose "
+                    "non-dumpable session processes this uid may not read: session.max_memory_mb counts their RSS, "
+                    "an upper bound (README, 'Sessions')")
+    without = "its zygote's" if own_zygote_ns else "host-wide"
+    return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
+            f"counts this uid's processes in the worker's user namespace, or {without} without one); {userns}; "
+            "no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
+            "refused (row memory_cgroup); no cpu cgroup either, so a run's setsid is refused (a one-shot run's by its "
+            "filter, a session's by its root), which keeps its processes in one scheduling group under autogroup "
+            f"(row cpu_cgroup); {sessions}")
