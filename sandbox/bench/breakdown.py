@@ -80,7 +80,7 @@ wrap(allowlist, "install", "worker.allowlist.install")
 for name in ("_fork", "_spawn", "_reap"):
     wrap(zygote.Zygote, name, "zygote." + name)
 wrap(session_states._NodeLoop, "_forked", "session.node_fork_runner")
-wrap(session_tree._Root, "_srun", "session.root_srun")
+wrap(session_tree.SessionRoot, "_srun", "session.root_srun")
 exec(sys.argv[3])
 '''
 #: Steps whose thread CPU time means nothing (the timer spans a fork: it ends in another process).

@@ -15,7 +15,7 @@ For each layer it reports three facts, each established for real:
   worker's threads stop short of ``limits.max_processes`` in the pids cgroup it reports joining). With
   ``--fork`` (or when the sandbox cannot start) a forked child of this process
   applies ``apply_all`` and runs the same probe instead. One part is observed by the
-  host instead (:data:`HOST_OBSERVED`): the memory cgroup, which the worker cannot
+  host instead (:data:`.doctor_probe.HOST_OBSERVED`): the memory cgroup, which the worker cannot
   see (it is the root of its cgroup namespace); the host finds the probe's worker's
   cgroup and reads its limit from the kernel's files, as it does for every run. Where
   there is none, the probe reports whether ``memfd_create`` was refused (the fallback).
@@ -49,10 +49,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .doctor_probe import HOST_OBSERVED, PROBE, WORKER_REPORTED, probe_code  # noqa: F401 - public here; the tests read them
 from .doctor_render import render
 from .doctor_report import diagnose
-
 
 #: ``sandbox doctor --help``: what a user reads (the module's docstring above says how each fact is found).
 HELP = """\

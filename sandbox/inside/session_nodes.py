@@ -18,7 +18,7 @@ from ..records import record
 
 
 @record(frozen=False)
-class _Node:
+class Node:
     """A process holding one state of the session (a committed run's end, or the start)."""
 
     pid: int
@@ -33,17 +33,17 @@ class _Node:
 
 
 @record(frozen=False)
-class _Run:
+class RunInProgress:
     """The run in progress: on which line, from which node, and its runner."""
 
     seq: int
     line: int
-    node: _Node
+    node: Node
     runner_pid: int
     runner_sock: socket.socket
 
 
-def _from_node(node: _Node) -> frames.Frame | None:
+def frame_from_node(node: Node) -> frames.Frame | None:
     """The next frame on a node's socket, or None for one the node's own process did not send (dropped).
 
     A node is single-threaded (a runner that left threads commits a fork of itself: session_states.py), but others
@@ -57,7 +57,7 @@ def _from_node(node: _Node) -> frames.Frame | None:
     return frames.decode(commands.FROM_NODE, header)
 
 
-def _committed_state(runner: int, claimed: int, sender: int) -> int:
+def committed_state(runner: int, claimed: int, sender: int) -> int:
     """The pid that becomes the line's state after its runner ``runner`` reported ``committed`` naming ``claimed``,
     the kernel naming ``sender``; 0 if none does (the runner is stopped, the run rolled back).
 
@@ -88,7 +88,7 @@ def _children_of_thread(pid: int) -> list[int]:
         return []
 
 
-def _sent(sock: socket.socket, command: frames.Frame, fds: list[int]) -> bool:
+def sent(sock: socket.socket, command: frames.Frame, fds: list[int]) -> bool:
     try:
         frames.send(sock, command, fds=fds)
     except OSError:
@@ -96,12 +96,12 @@ def _sent(sock: socket.socket, command: frames.Frame, fds: list[int]) -> bool:
     return True
 
 
-def _close(sock: socket.socket | None) -> None:
+def close_quietly(sock: socket.socket | None) -> None:
     if sock is not None:
         sock.close()
 
 
-def _close_registered(selector: selectors.BaseSelector, sock: socket.socket) -> None:
+def close_registered(selector: selectors.BaseSelector, sock: socket.socket) -> None:
     try:
         selector.unregister(sock)
     except (KeyError, ValueError):

@@ -17,11 +17,11 @@ from .. import commands, frames, protocol
 from ..confine import state_scope
 from ..errors import ProtocolError
 from . import proc
-from .session_nodes import _Run, _close, _sent
-from .session_root_state import _RootState
+from .session_nodes import RunInProgress, close_quietly, sent
+from .session_root_state import RootState
 
 
-class _Root(_RootState):
+class SessionRoot(RootState):
     """The session root: serves the host's commands and its states' events until the host leaves."""
 
     def serve(self) -> None:
@@ -81,7 +81,7 @@ class _Root(_RootState):
             for fd in fds:
                 os.close(fd)
             why = ("its state process is gone" if node is None
-                   else f"run {cast(_Run, self.run).seq} is still in progress")
+                   else f"run {cast(RunInProgress, self.run).seq} is still in progress")
             frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
@@ -90,7 +90,7 @@ class _Root(_RootState):
         try:
             if standby is not None:  # the node names its standby (pid 0: it has died), which gets the fds from us
                 frames.send(node.sock, commands.NodeRun())
-                delivered = _sent(standby, commands.Go(), fds)  # not waiting for the node: if it died, it says so
+                delivered = sent(standby, commands.Go(), fds)  # not waiting for the node: if it died, it says so
                 forked = self._ask(node)
                 # Delivered, the fds are the standby's, alive or not: a run that ended at once (its standby reaped
                 # before the node read our command) is reported by its node, never run again by a new runner, which
@@ -101,19 +101,19 @@ class _Root(_RootState):
                 runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
                 forked = self._ask(node)
                 if not forked.pid:
-                    _close(runner_sock)
+                    close_quietly(runner_sock)
                     frames.send(self.ctl, frames.RunEnd(seq=command.seq, rolled_back=True,
                                                         refused=self._not_forked("a runner")))
                     return
         except (OSError, ProtocolError):  # the state was killed (by its pid) or answered nonsense
-            _close(runner_sock)
+            close_quietly(runner_sock)
             self._lose(node)
             frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost="its state process is gone"))
             return
         finally:
-            _close(standby)
+            close_quietly(standby)
             protocol.close_fds(fds)
-        self.run = _Run(command.seq, command.line, node, forked.pid, runner_sock)
+        self.run = RunInProgress(command.seq, command.line, node, forked.pid, runner_sock)
         self.selector.register(runner_sock, selectors.EVENT_READ, "runner")
 
     def _cancel(self, command: commands.Cancel, fds: list[int]) -> None:
@@ -172,12 +172,12 @@ class _Root(_RootState):
             child_sock = self._send_with_socket(node, commands.NodeBranch())
             forked = self._ask(node)
         except (OSError, ProtocolError):
-            _close(child_sock)
+            close_quietly(child_sock)
             self._lose(node)
             self._reply(error="the session's current state process is gone; it cannot be forked")
             return
         if not forked.pid:
-            _close(child_sock)
+            close_quietly(child_sock)
             self._reply(error=self._not_forked("a branch"))
             return
         child = self._add_node(forked.pid, child_sock)
@@ -199,8 +199,8 @@ class _Root(_RootState):
 
 
 #: Host command -> the root's handler (command, fds attached to it).
-_HOST_COMMANDS: dict[type, Callable[[_Root, Any, list[int]], None]] = {
-    commands.Srun: _Root._srun, commands.Cancel: _Root._cancel, commands.Checkpoint: _Root._checkpoint,
-    commands.Restore: _Root._restore, commands.Release: _Root._release, commands.Branch: _Root._branch,
-    commands.Drop: _Root._drop, commands.Settle: _Root._settle, commands.Undo: _Root._undo,
+_HOST_COMMANDS: dict[type, Callable[[SessionRoot, Any, list[int]], None]] = {
+    commands.Srun: SessionRoot._srun, commands.Cancel: SessionRoot._cancel, commands.Checkpoint: SessionRoot._checkpoint,
+    commands.Restore: SessionRoot._restore, commands.Release: SessionRoot._release, commands.Branch: SessionRoot._branch,
+    commands.Drop: SessionRoot._drop, commands.Settle: SessionRoot._settle, commands.Undo: SessionRoot._undo,
 }

@@ -22,18 +22,18 @@ from ..errors import ProtocolError
 from ..records import record
 from . import proc
 from .request import Confined
-from .session_nodes import _Node, _Run, _close, _close_registered, _committed_state, _from_node
+from .session_nodes import Node, RunInProgress, close_quietly, close_registered, committed_state, frame_from_node
 
 
 @record(frozen=False)
-class _RootState:
+class RootState:
     """The session root's state: its channel to the host, its nodes and lines, the run in progress."""
 
     ctl: socket.socket
     confined: Confined
-    nodes: dict[int, _Node] = field(default_factory=dict)
+    nodes: dict[int, Node] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
-    run: _Run | None = None
+    run: RunInProgress | None = None
     held: tuple[int, int, int] | None = None
     """(line, previous node, committed node) of the last committed run, until settle or undo."""
     next_line: int = 1
@@ -47,7 +47,7 @@ class _RootState:
         for pid, node in self.nodes.items():
             if node.warm != (pid in current):
                 node.warm = pid in current
-                _close(node.standby)
+                close_quietly(node.standby)
                 node.standby = None
                 try:
                     if node.warm:
@@ -57,13 +57,13 @@ class _RootState:
                 except OSError:
                     pass  # the node is gone; its socket's EOF says so
 
-    def _send_with_socket(self, node: _Node, command: frames.Frame, fds: list[int] | tuple[int, ...] = ()
+    def _send_with_socket(self, node: Node, command: frames.Frame, fds: list[int] | tuple[int, ...] = ()
                           ) -> socket.socket:
         """Send ``command`` to ``node`` with ``fds`` and one end of a new socket, for the child it forks; return
         the other end. Only the root sends fds (see session_tree.py, "fds"): its fd limit is the one the kernel checks
         against every fd its user has in flight, which a run may fill up to its own."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # see _from_node
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # see frame_from_node
         node.forks_due += 1
         try:
             frames.send(node.sock, command, fds=[*fds, theirs.fileno()])
@@ -104,11 +104,11 @@ class _RootState:
         return {"previous": self.held[1], "frees_previous": frees}
 
     # node and runner events
-    def _ask(self, node: _Node) -> commands.Forked:
+    def _ask(self, node: Node) -> commands.Forked:
         """Wait for a node's reply to the command just sent; death notices that arrive first are handled."""
         while True:
             self._await(node.sock)
-            event = _from_node(node)
+            event = frame_from_node(node)
             if isinstance(event, commands.Forked):
                 return event
             if event is not None:
@@ -121,14 +121,14 @@ class _RootState:
         while self.supervisor is not None and sock not in select.select(watched, [], [])[0]:
             self.supervisor.answer()
 
-    def _add_node(self, pid: int, sock: socket.socket) -> _Node:
-        node = _Node(pid, sock)
+    def _add_node(self, pid: int, sock: socket.socket) -> Node:
+        node = Node(pid, sock)
         self.nodes[pid] = node
         self.selector.register(sock, selectors.EVENT_READ, "node")
         return node
 
     def _runner_message(self) -> None:
-        run = cast(_Run, self.run)  # its runner's socket is registered only while it runs
+        run = cast(RunInProgress, self.run)  # its runner's socket is registered only while it runs
         try:
             header, got, sender = protocol.recv_packet_from(run.runner_sock)
         except (ProtocolError, OSError):
@@ -141,7 +141,7 @@ class _RootState:
             # Dropped: a thread the run left may write anything on its runner's socket until the runner is killed,
             # its copy's commit still to come (it forged a node's 'exited' naming the copy, which it saw forked).
             return
-        state = _committed_state(run.runner_pid, committed.pid, sender)
+        state = committed_state(run.runner_pid, committed.pid, sender)
         self.selector.unregister(run.runner_sock)
         if not state:  # not what a runner says: stop it; its node reports the death
             proc.kill(run.runner_pid)
@@ -176,7 +176,7 @@ class _RootState:
         try:
             if node is None:
                 raise ProtocolError("a socket no node holds")
-            event = _from_node(node)
+            event = frame_from_node(node)
         except (ProtocolError, OSError):
             self._forget(sock)
             return
@@ -191,12 +191,12 @@ class _RootState:
             # a runner we no longer count as running is one no cancel reaches, free to run past its deadline.
             proc.kill(run.runner_pid)
             self.run = None
-            _close_registered(self.selector, run.runner_sock)
+            close_registered(self.selector, run.runner_sock)
             self._sweep()
             frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
                                                 exitcode=event.exitcode))
 
-    def _lose(self, node: _Node) -> None:
+    def _lose(self, node: Node) -> None:
         """A node that cannot be asked any more: kill and forget it (its line then reports it gone)."""
         proc.kill(node.pid)
         self._forget(node.sock)
@@ -205,8 +205,8 @@ class _RootState:
         for pid, node in list(self.nodes.items()):
             if node.sock is sock:
                 del self.nodes[pid]
-                _close(node.standby)
-        _close_registered(self.selector, sock)
+                close_quietly(node.standby)
+        close_registered(self.selector, sock)
 
     def _collect_garbage(self, *candidates: int) -> list[int]:
         """Kill nodes no line uses, no checkpoint pins and no undo may need; return their pids."""
@@ -220,8 +220,8 @@ class _RootState:
                 continue
             proc.kill(pid)
             del self.nodes[pid]
-            _close(node.standby)
-            _close_registered(self.selector, node.sock)
+            close_quietly(node.standby)
+            close_registered(self.selector, node.sock)
             freed.append(pid)
         if freed:
             self._sweep()  # what the freed states left (their standbys and orphans come to us)

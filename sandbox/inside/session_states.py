@@ -312,7 +312,7 @@ def _single_threaded_copy() -> None:
     A thread a run leaves (a daemon thread, a native one) would live on in the state it committed, running whenever
     the state releases the GIL: it could fork processes that outlive the run, speak for the state to the root, and
     change the state after its checkpoint. A fork copies only the thread that forks. The root takes the copy for
-    the state only on the kernel's word (session_nodes.py, _committed_state), not on this process's, whose
+    the state only on the kernel's word (session_nodes.py, committed_state), not on this process's, whose
     other threads run on until it is killed."""
     # The run's processes first (this runner is their subreaper): the copy is no parent of theirs, and a helper that
     # saw the runner's fds close (multiprocessing's resource tracker) would write its farewell on the run's stderr.

@@ -62,7 +62,7 @@ from .. import commands, frames, protocol
 from ..confine import _sys
 from . import request
 from .request import Channel, Confined
-from .session_root import _Root
+from .session_root import SessionRoot
 from .session_states import fork_node, set_dumpable
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -78,7 +78,7 @@ def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     # Orphans (states whose parent state was freed, what a dead runner left) come to
     # us, not to the zygote: we are pid 1 of our namespace, or else a subreaper.
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
-    root = _Root(ctl, confined)
+    root = SessionRoot(ctl, confined)
     scoped = any(state.layer == "seccomp" and state.active for state in confined.layers)
     one_group = any(state.layer == "cpu_cgroup" and state.active for state in confined.layers)
     pid, sock, root.supervisor = fork_node(request.new_scope(), confined, scoped, root,

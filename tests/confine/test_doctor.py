@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import sandbox.confine as confine
-from sandbox.cli import doctor, doctor_verify
+from sandbox.cli import doctor, doctor_probe, doctor_verify
 from tests.conftest import c_loop_expected
 
 
@@ -90,7 +90,7 @@ def _probe_facts(pol):
     import io
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(doctor.probe_code(pol), {"__name__": "__main__"})
+        exec(doctor_probe.probe_code(pol), {"__name__": "__main__"})
     return json.loads(out.getvalue())
 
 
@@ -101,7 +101,7 @@ def test_every_fact_reads_no_in_an_unconfined_process():
     assert got["ok"], got
     facts = got["value"]
     observed = facts.pop("observed")
-    assert set(facts) == set(confine.ORDER) - set(doctor.HOST_OBSERVED) - set(doctor.WORKER_REPORTED)
+    assert set(facts) == set(confine.ORDER) - set(doctor_probe.HOST_OBSERVED) - set(doctor_probe.WORKER_REPORTED)
     assert not any(facts.values()), facts
     assert not observed["memfd_refused"], observed
     assert not observed["outside_unsignalled"], observed

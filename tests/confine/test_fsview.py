@@ -297,12 +297,12 @@ def test_doctor_reads_no_in_an_unconfined_process():
     import io
     import json
 
-    from sandbox.cli import doctor
+    from sandbox.cli import doctor_probe
 
     def facts():
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(doctor.probe_code(policy()), {"__name__": "__main__"})
+            exec(doctor_probe.probe_code(policy()), {"__name__": "__main__"})
         return json.loads(out.getvalue())["observed"]
     got = in_child(facts)
     assert got["value"]["fs_view"] is False and got["value"]["private_disk"] is False, got
