@@ -62,9 +62,9 @@ def wrap(owner, name, label):
                 pass
     setattr(owner, name, timed)
 
-from sandbox import confine
+from sandbox import commands, confine
 from sandbox.confine import namespaces_clone
-from sandbox.inside import allowlist, harness, request, session_states, session_tree, telemetry, worker, zygote
+from sandbox.inside import allowlist, harness, request, session_root, session_states, telemetry, worker, zygote
 for name in ("_reset_environment", "_address_space", "_reseed", "_prepare", "_run_once"):
     wrap(worker, name, "worker." + name)
 for name in ("attach", "install_show", "perform", "_snapshot", "_report_files"):
@@ -80,7 +80,8 @@ wrap(allowlist, "install", "worker.allowlist.install")
 for name in ("_fork", "_spawn", "_reap"):
     wrap(zygote.Zygote, name, "zygote." + name)
 wrap(session_states._NodeLoop, "_forked", "session.node_fork_runner")
-wrap(session_tree.SessionRoot, "_srun", "session.root_srun")
+wrap(session_root.SessionRoot, "_srun", "session.root_srun")
+session_root._HOST_COMMANDS[commands.Srun] = session_root.SessionRoot._srun  # the table held the unwrapped one
 exec(sys.argv[3])
 '''
 #: Steps whose thread CPU time means nothing (the timer spans a fork: it ends in another process).
