@@ -461,6 +461,31 @@ def test_a_forged_image_that_is_no_image_comes_back_as_a_plain_file(default):
     assert [p["inlineData"]["mimeType"] for p in r.parts() if "inlineData" in p] == ["image/jpeg", "image/png"]
 
 
+#: A whole PNG of 1.3 M empty chunks, 16 MB (limits.max_returned_file_bytes): 12 bytes a chunk, each one a step of
+#: the host's walk (returned_types.py). Four of them are a run's limits.max_returned_bytes.
+CHUNKY_PNG = """
+_empty = _chunk(b"tEXt", b"")
+_head = PNG[:-len(_chunk(b"IEND", b""))]
+CHUNKY = _head + _empty * ((16_000_000 - len(PNG)) // len(_empty)) + _chunk(b"IEND", b"")
+"""
+
+
+def test_a_png_of_a_million_chunks_costs_the_host_little(default):
+    """The host walks a returned PNG's chunks to tell a whole image from junk, ~0.6 us of Python each: four 16 MB
+    PNGs of empty chunks (0.06 s of the run's CPU to make and send) held the reading thread 3-4 s, every run. Past
+    returned_types.MAX_PNG_CHUNKS chunks (no encoder writes so many) the walk stops: such a PNG is a plain file."""
+    from sandbox.returned_types import MAX_PNG_CHUNKS
+    count = 4
+    started = time.thread_time()  # the reading is this thread's CPU: a loaded machine does not inflate it
+    r = default.run(forged(CHUNKY_PNG + f'forge(*[raw({{"type": "image", "name": f"{{n}}.png", "mime_type": "image/png"}}, '
+                                        f'(CHUNKY,)) for n in range({count})])'), timeout=120)
+    spent = time.thread_time() - started
+    assert r.outcome == Outcome.OK, r
+    assert r.images == [] and [(f.name, f.mime_type, len(f.data) // 12 > MAX_PNG_CHUNKS) for f in r.files] == \
+        [(f"{n}.png", "application/octet-stream", True) for n in range(count)], r
+    assert spent < 1.5, f"the host spent {spent:.2f} s of CPU reading the run's {count} PNGs"
+
+
 def test_returned_files_keep_the_cap(default):
     cap = default.policy.limits.max_returned_files
     r = default.run(forged(f'forge(*[raw({{"type": "file", "name": f"{{n}}.csv", "mime_type": "text/csv"}}, (b"c",)) '
