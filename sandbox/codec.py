@@ -111,7 +111,14 @@ def _from_json(data: bytes) -> Any:
 
 def _from_npy(data: bytes) -> Any:
     import numpy
-    return numpy.load(io.BytesIO(data), allow_pickle=False)
+    array = numpy.load(io.BytesIO(data), allow_pickle=False)
+    # An item of a dtype of no bytes ("|V0", a structured dtype of no fields) needs no data: a 100-byte header
+    # came back as 2**62 items, and the first loop over them (tolist, iteration, numpy.save) held the host for good.
+    # Every other item takes at least one of the blob's bytes (numpy.load refuses fewer than the shape needs).
+    if array.size > len(data):
+        raise CallError(f"the worker returned a numpy array of {array.size} items of dtype {array.dtype} in "
+                        f"{len(data)} bytes (items of no bytes; one byte per item at least is kept)")
+    return array
 
 
 def _from_table(kind: str) -> Any:

@@ -241,6 +241,34 @@ def test_a_pickled_npy_value_is_never_unpickled_by_the_host(default, tmp_path):
     assert not marker.exists(), "the host unpickled a value from inside"
 
 
+@pytest.mark.parametrize("descr", ["|V0", [], [("a", "|V0")]], ids=["void", "no_fields", "void_field"])
+def test_an_npy_value_of_items_of_no_bytes_is_refused(default, descr):
+    """A dtype of no bytes needs no data: a 100-byte header came back as an array of 2**62 items, and the first loop
+    over it in the host (tolist, iteration, numpy.save) never ended."""
+    def forge_zero_size_items():
+        import io
+        import os
+        import sys
+
+        import numpy
+
+        buffer = io.BytesIO()
+        numpy.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": (2**62,)})
+        protocol = sys.modules["sandbox.protocol"]
+        channel = sys.modules["sandbox.inside.request"].current()
+        channel.sock.sendall(protocol.encode("value", [buffer.getvalue()], codec="npy") + protocol.encode("done"))
+        os._exit(0)
+
+    with pytest.raises(sandbox.CallError, match="numpy array of 4611686018427387904 items"):
+        default.call(forge_zero_size_items)
+
+
+def test_an_npy_value_of_a_few_items_of_no_bytes_still_comes_back(default):
+    import numpy
+    value = default.call(lambda: numpy.zeros(3, dtype="V0"))
+    assert value.shape == (3,) and value.dtype == numpy.dtype("V0")
+
+
 def forge_table_value(kind: str, fields: list[dict], data: list[dict], keys: list[str] | None = None, **extra):
     """A function for ``call`` that sends a forged ``value`` frame of pandas' table format (schema + data), with
     ``extra`` top-level keys."""
