@@ -5,6 +5,10 @@ must not hold them. :class:`Tally` keeps counts per outcome, reason, denied kind
 the first mismatched expectations and the slowest runs, so its size depends on how many distinct
 outcomes, reasons, kinds and categories there are, not on how many records. Only a report's histograms
 need one value per run (:attr:`Tally.samples`): two floats a record, kept only when asked for.
+
+The denied kinds are a run's word (a snippet can forge its worker's frames: 200 denials of kinds of its
+choosing a run), so at most :data:`MAX_DENIED_KINDS` are counted by name, the first seen; the rest together
+under :data:`OTHER_KINDS`. The worker's own kinds are a handful (sandbox/inside/telemetry.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ MAX_MISSES = 200
 MAX_SLOWEST = 10
 #: Characters of a mismatch's error or output kept for the HTML report.
 MISS_TEXT_CHARS = 300
+#: Denied kinds counted by name (the worker's own are a handful): forged kinds, each run's 200 new ones, grew the
+#: tally by ~50 KB a record and the summary by 200 lines, so 100,000 hostile runs made a 5 GB tally and a summary
+#: of 20 million lines.
+MAX_DENIED_KINDS = 50
+#: Where the kinds past :data:`MAX_DENIED_KINDS` are counted.
+OTHER_KINDS = "(other kinds)"
 
 
 @dataclass(frozen=True)
@@ -83,9 +93,12 @@ class Tally:
         if record.reason:
             self.reasons.setdefault(record.outcome, Counter())[record.reason] += 1
         self._add_expectation(record)
-        kinds = [d.kind for d in record.denied]
-        self.actions.update(kinds)
-        self.snippets.update(set(kinds))
+        kinds: set[str] = set()
+        for denial in record.denied:
+            kind = self._kind(denial.kind)
+            self.actions[kind] += 1
+            kinds.add(kind)
+        self.snippets.update(kinds)
         category = (record.meta or {}).get("category")
         if category is not None:
             self.categories.setdefault(str(category), Counter())[record.outcome] += 1
@@ -102,6 +115,10 @@ class Tally:
         if self.samples is not None:
             self.samples[0].append(record.duration_s)
             self.samples[1].append(record.peak_memory_bytes)
+
+    def _kind(self, kind: str) -> str:
+        """``kind`` as counted: by name while fewer than MAX_DENIED_KINDS names are, else OTHER_KINDS."""
+        return kind if kind in self.actions or len(self.actions) < MAX_DENIED_KINDS else OTHER_KINDS
 
     def _add_expectation(self, record: BatchResult) -> None:
         if record.matched is None:

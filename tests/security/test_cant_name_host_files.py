@@ -9,7 +9,8 @@ leaves the work dir, ``..``, ``''`` or one with NUL fails the run: tests/securit
 "done" frames whose fields have the wrong type; denied actions whose kind is a
 malformed mathtext formula. ``--out`` and ``--images-dir`` must write every file under
 a safe, unique name inside their folder (or report it), within the policy's caps;
-a batch must give every item a record and still write its report.
+a batch must give every item a record and still write its report, whose summary stays bounded
+whatever kinds of denials the runs forge.
 """
 
 from __future__ import annotations
@@ -211,3 +212,25 @@ def test_a_name_or_text_that_is_not_utf8_is_reported_not_a_crash(boxes):
     assert r.error.startswith("bad \\udcff\n") and [f.name for f in r.files] == ["\\udcff.txt"]
     for text in (r.error, r.output, r.files[0].name):
         text.encode("utf-8")  # no lone surrogate reached the host
+
+
+def test_forged_denied_kinds_keep_the_batch_summary_bounded(tmp_path):
+    """A run chooses the kinds of its denials (200 a run, forged on its worker's channel): the batch's tally kept
+    each new one by name (~50 KB a record: 100,000 such runs, a 5 GB tally) and printed a summary line for each.
+    Past batch_tally.MAX_DENIED_KINDS names, kinds are counted together; the records keep every one."""
+    from sandbox.batch_tally import MAX_DENIED_KINDS, OTHER_KINDS
+    runs, per_run = 3, 200
+    items = [{"id": f"forger-{n}", "code": FORGE + f'for i in range({per_run}):\n'
+                                                    f'    forge("denied", event=f"forged-kind-{n}-{{i}}", detail="x")\n'}
+             for n in range(runs)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(item) + "\n" for item in items))
+    proc = sandbox_cli("batch", str(corpus), "--out", "results.jsonl", "-j", "2", cwd=tmp_path, timeout=300)
+    assert proc.returncode in (0, 1) and b"Traceback" not in proc.stderr, proc.stderr.decode()[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(len({d["kind"] for d in r["denied"]}) for r in records) == [per_run] * runs  # the records keep them
+    summary = proc.stdout.decode().splitlines()
+    named = [line for line in summary if "forged-kind-" in line]
+    assert len(named) == MAX_DENIED_KINDS, summary
+    other = [line.split() for line in summary if line.startswith(OTHER_KINDS)]
+    assert other == [[*OTHER_KINDS.split(), str(runs * per_run - MAX_DENIED_KINDS), str(runs)]], summary
