@@ -37,13 +37,21 @@ _MIME_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gi
 def safe_name(name: Any, fallback: str) -> str:
     """``name`` as one plain file name: its last path component, with control, format and
     separator characters (NUL, escape sequences, bidi overrides, backslash, lone
-    surrogates) replaced by ``_``, cut to 255 bytes with a short extension kept;
+    surrogates) and a leading ``-`` replaced by ``_``, cut to 255 bytes with a short extension kept;
     ``fallback`` when nothing usable is left (empty, ``.``, ``..``, only dots)."""
-    text = name.rsplit("/", 1)[-1] if isinstance(name, str) else ""
-    text = "".join("_" if _unsafe(char) else char for char in text)
+    text = plain(name.rsplit("/", 1)[-1] if isinstance(name, str) else "")
     if not text.strip(". "):
         return fit(fallback, MAX_NAME_BYTES)
     return fit(text, MAX_NAME_BYTES)
+
+
+def plain(text: str) -> str:
+    """``text`` (one part of a path from inside) with control, format and separator characters and a leading
+    ``-`` replaced by ``_``: a name a terminal that lists it, or a command run on its folder's glob, takes as it is."""
+    text = "".join("_" if _unsafe(char) else char for char in text)
+    # A name that begins with "-" is an option to the commands a user runs on the folder's glob: files a run
+    # named "--checkpoint=1" and "--checkpoint-action=exec=sh s.sh" made `tar cf x.tar *` run its s.sh on the host.
+    return "_" + text[1:] if text.startswith("-") else text
 
 
 def extension(name: Any, mime_type: Any = "", default: str = ".bin") -> str:

@@ -234,3 +234,23 @@ def test_forged_denied_kinds_keep_the_batch_summary_bounded(tmp_path):
     assert len(named) == MAX_DENIED_KINDS, summary
     other = [line.split() for line in summary if line.startswith(OTHER_KINDS)]
     assert other == [[*OTHER_KINDS.split(), str(runs * per_run - MAX_DENIED_KINDS), str(runs)]], summary
+
+
+def test_no_written_name_is_an_option_to_a_command_on_the_folder(tmp_path):
+    """The files a run names are written into --out under their own names: a run that saved "--checkpoint=1",
+    "--checkpoint-action=exec=sh s.sh" and "s.sh" made `tar cf x.tar *` in that folder run s.sh on the host (and
+    "-rf" is `rm *`'s). No name written begins with "-"."""
+    (tmp_path / "snippet.py").write_text(FORGE + r'''
+open("--checkpoint=1", "w").write("")
+open("--checkpoint-action=exec=sh s.sh", "w").write("")
+open("s.sh", "w").write("touch ../escaped\n")
+open("-rf", "w").write("")
+forge("image", PNG, name="sub/-figure.png", mime_type="image/png")
+''')
+    out = tmp_path / "out"
+    proc = sandbox_cli("run", "snippet.py", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    names = assert_plain_files(out)
+    assert sorted(names) == ["_-checkpoint-action=exec=sh s.sh", "_-checkpoint=1", "_figure.png", "_rf", "s.sh"]
+    subprocess.run(["tar", "cf", str(tmp_path / "x.tar"), *names], cwd=out, check=True, capture_output=True)
+    assert not (tmp_path / "escaped").exists()
