@@ -59,6 +59,7 @@ from ..core import Sandbox, shared_sandbox
 from ..errors import InputError, SessionError, value_text
 from ..image import Image
 from ..names import fit, numbered
+from ..outfiles import plain
 from ..policy import Policy
 from ..results import File, Outcome, Result
 from ._common import MAX_SESSIONS, SessionPool
@@ -265,10 +266,12 @@ def _artifact_names(prefix: str, files: list[File]) -> list[str]:
     ADK saves output files after the executor returns, outside any call of ours, and an artifact service that
     refuses a name fails the agent's whole turn. The snippet picks the names: a backslash (ADK reads it as a
     Windows separator, so ``a\\..\\x`` is a parent reference) becomes ``_``, and a part ADK reserves gets a
-    ``_`` in front."""
+    ``_`` in front. ADK's FileArtifactService makes each part a file or folder on the host's disk: control
+    characters (escape sequences for the terminal that lists them) and a leading ``-`` (an option to a command on
+    the folder's ``*``) become ``_`` too, as in ``sandbox run --out`` (outfiles.plain)."""
     names: list[str] = []
     for item in files:
-        parts = [part.replace("\\", "_") for part in item.name.split("/")]
+        parts = [plain(part) for part in item.name.split("/")]  # a backslash too
         parts = ["_" + part if part.rstrip(" .").casefold() in _ADK_RESERVED_PARTS else part for part in parts]
         parts[0] = prefix + parts[0]
         # Each part within NAME_MAX bytes, the prefix, a "_" and a number included: a file name of 255 bytes is the

@@ -368,9 +368,11 @@ HOSTILE_NAMES = ("a\\..\\..\\up.txt", "sub/x\\y.txt", "sub/x_y.txt", "sub/metada
 
 #: Names of 255 bytes, the file system's own limit: ADK's file service raised ENAMETOOLONG for 'run1_' + one.
 LONG_NAMES = ("x" * 251 + ".txt", "d" * 255 + "/a.txt", "é" * 125 + ".csv")
+#: Names a terminal that lists them obeys, and names that are options to a command run on their folder's '*'.
+CONTROL_NAMES = ("\x1b]0;retitled\x07.txt", "sub/\x1b[2J.txt", "a\nb.txt", "\u202eevil.txt", "c/-rf", "--x/y.txt")
 
 
-@pytest.mark.parametrize("names", [HOSTILE_NAMES, LONG_NAMES], ids=["reserved", "long"])
+@pytest.mark.parametrize("names", [HOSTILE_NAMES, LONG_NAMES, CONTROL_NAMES], ids=["reserved", "long", "control"])
 def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
     """ADK saves a block's output files as artifacts after the executor returns, and an artifact service may refuse a
     name: the file service raised InputValidationError out of runner.run_async for a file the snippet named
@@ -402,3 +404,6 @@ def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
     assert sorted(saved.values()) == sorted(names), saved
     assert all(path.resolve().is_relative_to((tmp_path / "artifacts").resolve()) for path in tmp_path.rglob("*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
+    # Every file and folder ADK made on the host's disk is named plainly: no escape sequence, no option.
+    assert all(p.name.isprintable() and not p.name.startswith("-") for p in tmp_path.rglob("*")), \
+        sorted(p.name for p in tmp_path.rglob("*"))
