@@ -501,17 +501,15 @@ CHUNKY = _head + _empty * ((16_000_000 - len(PNG)) // len(_empty)) + _chunk(b"IE
 def test_a_png_of_a_million_chunks_costs_the_host_little(default):
     """The host walks a returned PNG's chunks to tell a whole image from junk, ~0.6 us of Python each: four 16 MB
     PNGs of empty chunks (0.06 s of the run's CPU to make and send) held the reading thread 3-4 s, every run. Past
-    returned_types.MAX_PNG_CHUNKS chunks (no encoder writes so many) the walk stops: such a PNG is a plain file."""
+    returned_types.MAX_PNG_CHUNKS chunks (no encoder writes so many) the walk stops: such a PNG is a plain file
+    (walked to its end, as before, it was a whole PNG and came back as an image)."""
     from sandbox.returned_types import MAX_PNG_CHUNKS
     count = 4
-    started = time.thread_time()  # the reading is this thread's CPU: a loaded machine does not inflate it
     r = default.run(forged(CHUNKY_PNG + f'forge(*[raw({{"type": "image", "name": f"{{n}}.png", "mime_type": "image/png"}}, '
                                         f'(CHUNKY,)) for n in range({count})])'), timeout=120)
-    spent = time.thread_time() - started
     assert r.outcome == Outcome.OK, r
     assert r.images == [] and [(f.name, f.mime_type, len(f.data) // 12 > MAX_PNG_CHUNKS) for f in r.files] == \
         [(f"{n}.png", "application/octet-stream", True) for n in range(count)], r
-    assert spent < 1.5, f"the host spent {spent:.2f} s of CPU reading the run's {count} PNGs"
 
 
 def test_returned_files_keep_the_cap(default):
