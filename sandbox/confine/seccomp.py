@@ -36,6 +36,14 @@ Default action ALLOW; what is denied returns an errno so Python raises a normal
   read lease made the host's open of such a file for writing wait, its write lease (a read-only fd may take one
   where nobody else has the file open) every open, up to ``fs.lease-break-time`` (45 s) each, for as long as the
   run or its session's state held it (``F_GETLEASE`` still answers: none);
+- a seccomp filter of the run's own (``seccomp`` with ``SECCOMP_SET_MODE_STRICT`` or ``SECCOMP_SET_MODE_FILTER``,
+  ``prctl(PR_SET_SECCOMP)``) -> EPERM: a filter's ``SECCOMP_RET_LOG`` (and its kill actions, and any action under
+  ``SECCOMP_FILTER_FLAG_LOG``) makes an audit record of each call it matches, wherever audit is on (auditd), and its
+  actions live in memory a filter cannot read. The audit queue is one for the whole machine: a run's filter logging
+  ``getppid`` made one record per call, at the rate of the calls, and the kernel drops everyone's records past
+  its backlog (auditd would write the rest to the host's disk). A session's first state still adds its
+  notifying filter (state_scope.py: ``SECCOMP_FILTER_FLAG_NEW_LISTENER`` alone, which the kernel refuses (EBUSY)
+  to any process below a filter with a listener: every run of a session);
 - ``personality`` with ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC or the other address
   layout flags -> EPERM;
 - in a session worker (``keep_fork``): ``kill(-1, ...)`` -> EPERM. The states of one
@@ -140,6 +148,9 @@ _CLONE_NS_FLAGS = (_sys.CLONE_NEWNS, _sys.CLONE_NEWCGROUP, _sys.CLONE_NEWUTS, _s
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 F_SETPIPE_SZ = 1031
 F_SETLEASE = 1024
+SET_MODE_STRICT, PR_SET_SECCOMP = 0, 22
+#: The only flags a session's filter may be added with: its notifying filter (state_scope.py).
+_NEW_LISTENER = 1 << 3
 #: A new pipe's buffer (16 pages): ``F_SETPIPE_SZ`` may shrink a pipe, not grow it past this.
 PIPE_DEFAULT_BYTES = 16 * os.sysconf("SC_PAGE_SIZE")
 _PERSONALITY_FLAGS = (0x0040000, 0x0100000, 0x0200000, 0x0400000, 0x0800000, 0x8000000)
@@ -264,7 +275,7 @@ def describe(policy: Policy) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
-            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases{extra} "
+            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases, a seccomp filter of the run's own{extra} "
             "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without an IPC namespace "
             "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
             "scheduling too, in the host's network namespace bind too; without a cpu cgroup a one-shot run's setsid too; syscalls "
@@ -289,18 +300,19 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     key = (deny_exec, deny_exec and not keep_fork, keep_fork, deny_shmem, deny_setsid, host_namespaces, host_network)
     if key not in _programs:
         _programs[key] = Program(_compile(key[0], key[1], key[3], deny_broadcast=keep_fork or host_namespaces,
-                                          deny_setsid=key[4],
-                                          host_namespaces=key[5], host_network=key[6]))
+                                          deny_setsid=key[4], host_namespaces=key[5], host_network=key[6],
+                                          session_listener=keep_fork))
     return _programs[key]
 
 
 def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
              deny_setsid: bool = False, host_namespaces: bool = False, host_network: bool = False,
-             denied: tuple[str, ...] = DENIED_SYSCALLS,
+             session_listener: bool = False, denied: tuple[str, ...] = DENIED_SYSCALLS,
              absent: dict[str, frozenset[str]] = ABSENT, known_max: int = REVIEWED_MAX,
              extra_holes: tuple[tuple[int, int], ...] = ()) -> bytes:
     """The filter as BPF bytes: our prefix for unknown numbers, then libseccomp's program.
 
+    ``session_listener``: a session's filter, under which its first state adds the notifying one (state_scope.py).
     ``denied``, ``absent``, ``known_max``, ``extra_holes``: for tests. Raises
     ``SyscallError`` for a denied name that cannot be denied (never skips it).
     """
@@ -338,6 +350,11 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     # GT compares all 64 bits: a size whose low half the kernel would read as small is refused too, never let by
     _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, LOW_32_BITS, F_SETPIPE_SZ), s.Arg(2, s.GT, PIPE_DEFAULT_BYTES))
     _add(f, eperm, nr("fcntl"), s.Arg(1, s.MASKED_EQ, LOW_32_BITS, F_SETLEASE))
+    # seccomp's op and flags and prctl's option are 32 bits too; NE compares 64: high garbage gets refused, never let by
+    _add(f, eperm, nr("seccomp"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, SET_MODE_STRICT))
+    _add(f, eperm, nr("seccomp"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, SET_MODE_FILTER),
+         *((s.Arg(1, s.NE, _NEW_LISTENER),) if session_listener else ()))
+    _add(f, eperm, nr("prctl"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, PR_SET_SECCOMP))
     program = export(f)
     if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
         raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "

@@ -1,4 +1,4 @@
-"""A run may not fill the kernel's audit log with its Landlock denials.
+"""A run may not fill the kernel's audit log: not with its Landlock denials, nor through a seccomp filter of its own.
 
 Since Linux 6.15 (Landlock ABI 7) each denial of a Landlock domain becomes audit records (``LANDLOCK_ACCESS`` with
 the caller's ``SYSCALL``, ``PROCTITLE`` and ``EOE``: four per denial) wherever audit is on, as it is under auditd
@@ -10,6 +10,11 @@ of 300 denials each), and through auditd they would fill the host's ``/var/log/a
 which no disk bound of a run covers, and rotate the host's own trail away. Workers' domains are now made with
 ``LANDLOCK_RESTRICT_SELF_LOG_SAME_EXEC_OFF`` and ``LOG_SUBDOMAINS_OFF`` (landlock.py): nothing of theirs, nor of a
 domain a run stacks on its own (which a run may make with logging on), is logged.
+
+A seccomp filter of the run's own did the same: its ``SECCOMP_RET_LOG`` action made a record of each of 300
+``getppid`` calls (its kill actions log too, and its actions are in memory no filter can read). Runs may no longer
+add one (seccomp.py): ``prctl(PR_SET_SECCOMP)`` and ``seccomp()`` answer EPERM, and below a session's notifying
+filter the kernel refuses another listener (EBUSY).
 
 The test registers itself as the audit daemon (root in the initial namespaces, and only where no daemon is
 registered: it never takes auditd's place), turns audit on, and puts back what it found afterwards. A denial of a
@@ -64,6 +69,31 @@ if pid == 0:
         except OSError: pass
     os._exit(0)
 print("denied", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+'''
+
+#: In a run: a seccomp filter of its own whose action for ``getppid`` is ``SECCOMP_RET_LOG`` (one audit record per
+#: call), added by each route there is (``prctl(PR_SET_SECCOMP)``, ``seccomp()`` plain, and with the flag a
+#: session's notifying filter uses), then that many calls. Prints how each try was answered.
+OWN_FILTER = '''
+import struct
+class fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+def insn(code, jt, jf, k): return struct.pack("=HBBI", code, jt, jf, k)
+code = ctypes.create_string_buffer(insn(0x20, 0, 0, 0) + insn(0x15, 0, 1, 110)  # nr == getppid?
+                                   + insn(0x06, 0, 0, 0x7ffc0000) + insn(0x06, 0, 0, 0x7fff0000))  # LOG : ALLOW
+prog = fprog(4, ctypes.addressof(code))
+libc.prctl($pr_set_name, b"$comm", 0, 0, 0)
+answers = []
+for label, args in (("prctl", (157, 22, 2, ctypes.addressof(prog))), ("seccomp", (317, 1, 0, ctypes.addressof(prog))),
+                    ("listener", (317, 1, 8, ctypes.addressof(prog)))):
+    try:
+        raw(*args)
+        answers.append(label + " added")
+    except OSError as e:
+        answers.append(label + " " + errno.errorcode[e.errno])
+for _ in range($denials):
+    os.getppid()
+print(", ".join(answers))
 '''
 
 
@@ -183,6 +213,9 @@ def _attack(policy: "str | sandbox.Policy", comms: dict[str, str], out: dict) ->
                            comm_stacked=comms[f"{route} stacked"])
             r = runs.run(code, timeout=30)
             out[route] = [r.stdout, r.error]
+            r = runs.run(snippet(OWN_FILTER, pr_set_name=PR_SET_NAME, denials=DENIALS, comm=comms[f"{route} filter"]),
+                         timeout=30)
+            out[f"{route} filter"] = [r.stdout, r.error]
 
 
 @pytest.mark.parametrize("mode", ["default", "no-namespaces-uid-65534"])
@@ -195,7 +228,7 @@ def test_cant_flood_the_audit_log_with_denials(mode):
         pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}: the zygote cannot be exec'd as that uid")
     tag = f"fl{os.getpid() % 100000}"
     comms = {f"{route} {part}": f"{tag}{route[0]}{part[0]}" for route in ("one-shot", "session")
-             for part in ("own", "stacked")}
+             for part in ("own", "stacked", "filter")}
     with AuditDaemon() as audit:
         if mode == "default":
             out: dict = {}
@@ -213,3 +246,8 @@ def test_cant_flood_the_audit_log_with_denials(mode):
     assert out["one-shot"] == ["denied 0\n", None] and out["session"] == ["denied 0\n", None], out
     assert seen_control >= 1, "the test's own denial never reached it: the audit channel does not work"
     assert logged == dict.fromkeys(comms, 0), logged
+    for route in ("one-shot", "session"):
+        # A run below a notifying filter (every run of a session) is refused a second listener by the kernel
+        answers = out[f"{route} filter"]
+        assert answers[1] is None and answers[0].startswith("prctl EPERM, seccomp EPERM, listener E"), out
+        assert answers[0].strip().rsplit(" ", 1)[1] in ({"EBUSY"} if route == "session" else {"EPERM", "EBUSY"}), out
