@@ -95,7 +95,7 @@ started = threads_started(most)
 limited = lambda which: resource.getrlimit(which)[0] != resource.RLIM_INFINITY
 facts = {
     "rlimits": fact(lambda: limited(resource.RLIMIT_AS) and limited(resource.RLIMIT_NPROC)
-                    and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)),
+                    and resource.getrlimit(resource.RLIMIT_CORE)[1] <= 1),  # 1: no core, no pipe (rlimits.py)
     "pids_cgroup": os.geteuid() == 0 and started < most,
     "no_new_privs": st.get("NoNewPrivs", "").strip() == "1",
     "namespaces": fact(lambda: os.getpid() == 1 and uid_map != ["0", "0", "4294967295"] and network_empty()),

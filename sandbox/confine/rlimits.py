@@ -12,7 +12,14 @@ What each limit stops:
 - ``RLIMIT_NOFILE``: fd exhaustion; ``RLIMIT_NPROC``: fork and thread bombs. The
   kernel does not apply RLIMIT_NPROC to global uid 0, so a root worker additionally
   gets a pids cgroup where one is writable (cgroup.py, applied along with this layer).
-- ``RLIMIT_CORE = 0``: no core dumps of the snippet's memory on the host disk.
+- ``RLIMIT_CORE =`` :data:`NO_CORE_DUMP` (1 byte): no core dumps of the snippet's memory on the host disk (an ELF
+  core needs a page at least), and no core dump handler started on the host. Where ``kernel.core_pattern`` pipes
+  cores to a program (systemd-coredump, Ubuntu's apport), the kernel ignores the limit and starts that program, as
+  root in the host's namespaces and outside every cgroup of the run, for each process that dies of a core-dumping
+  signal; it skips it only at exactly 1, the kernel's own mark for "never pipe" (it gives its helpers that). At 0,
+  one run's ten forked children and one exec'd program calling ``os.abort()`` started eleven; a run may fork and
+  crash hundreds a second. (The kernel notes each one it skips in its log, rate-limited: "coredump_pipe: 14
+  callbacks suppressed" here.)
 - ``RLIMIT_RTPRIO = 0``: no real-time scheduling to starve the host.
 - ``RLIMIT_NICE = 0``: no nice value below the one a run starts with, whatever the host was allowed (PAM's
   ``nice`` limit, systemd's ``LimitNICE=``, ``docker --ulimit nice``): a run inheriting 30 made itself nice -10 and
@@ -35,6 +42,8 @@ from ..policy import Policy
 _MIB = 1024 * 1024
 #: Queued signals a run may add to its uid's count (standard signals sent by kill() are never refused).
 PENDING_SIGNALS = 1024
+#: RLIMIT_CORE of every worker: no core file (smaller than any), and no core-dump pipe program (the kernel's mark).
+NO_CORE_DUMP = 1
 
 
 def limits_for(policy: Policy, base_address_space: int) -> dict[int, int]:
@@ -46,7 +55,7 @@ def limits_for(policy: Policy, base_address_space: int) -> dict[int, int]:
         resource.RLIMIT_FSIZE: lim.max_file_size_mb * _MIB,
         resource.RLIMIT_NOFILE: lim.max_open_files,
         resource.RLIMIT_NPROC: lim.max_processes,
-        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_CORE: NO_CORE_DUMP,
         resource.RLIMIT_RTPRIO: 0,
         resource.RLIMIT_NICE: 0,
         resource.RLIMIT_SIGPENDING: PENDING_SIGNALS,

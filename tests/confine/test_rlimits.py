@@ -25,7 +25,7 @@ def test_limits_are_set_soft_equals_hard(dirs):
     assert v["RLIMIT_FSIZE"] == [lim.max_file_size_mb * 2**20] * 2
     assert v["RLIMIT_NOFILE"] == [lim.max_open_files] * 2
     assert v["RLIMIT_NPROC"] == [lim.max_processes] * 2
-    assert v["RLIMIT_CORE"] == [0, 0]
+    assert v["RLIMIT_CORE"] == [rlimits.NO_CORE_DUMP] * 2  # 1 byte: no core file, no core-dump pipe program
 
 
 def test_memory_bomb_gets_memory_error(dirs):
