@@ -30,6 +30,8 @@ class Start(Frame):
     policy: dict[str, Any]
     image: dict[str, Any]
     run_root: str
+    flat_run_prefix: str
+    """Where run dirs go instead when the workers get no mount namespace (rundirs.flat_prefix)."""
     environment: dict[str, str]
     """``os.environ`` for snippets, whole (zygote_env.scrubbed_environment)."""
 

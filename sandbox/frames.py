@@ -245,6 +245,8 @@ class Hello(Frame):
     KIND: ClassVar[str] = "hello"
     pid: int
     preload_failures: dict[str, str] = field(default_factory=dict)
+    flat_run_dirs: bool = False
+    """Its workers share the host's tree (no mount namespace): their run dirs, sessions' too, are flat (rundirs.py)."""
 
 
 @frame_type
@@ -288,6 +290,16 @@ class Failed(Frame):
 
 
 # -- forker -> zygote (inside/forker.py) -------------------------------------------------------
+@frame_type
+class ForkerReady(Frame):
+    """The forker's first message, once set up: whether its clones get a root of their own (it built the template of
+    their mount namespace's view, fstemplate.py); else they share the host's tree, and their run dirs are flat
+    (rundirs.py)."""
+
+    KIND: ClassVar[str] = "forker-ready"
+    own_root: bool
+
+
 @frame_type
 class Forked(Frame):
     """Fork order ``id`` done: worker ``pid`` (the zygote's child); the packet carries the zygote's end of the
@@ -359,6 +371,7 @@ ZYGOTE: Mapping[str, type[Hello | Spawned | Standby | Exited | Failed | Unavaila
     Hello, Spawned, Standby, Exited, Failed, Unavailable)
 SESSION: Mapping[str, type[Reply | RunEnd]] = table(Reply, RunEnd)
 FORKER: Mapping[str, type[Forked | ForkFailed]] = table(Forked, ForkFailed)
+FORKER_READY: Mapping[str, type[ForkerReady]] = table(ForkerReady)
 
 
 # -- the one decoding place ---------------------------------------------------------------

@@ -51,12 +51,15 @@ class ZygoteLauncher:
     """One zygote process and the thread that reads its control socket."""
 
     def __init__(self, policy: Policy, image: Image, interpreter: str | None = None, *, run_root: str,
-                 start: bool = True, process: ZygoteProcess | None = None) -> None:
-        """``start`` False: the zygote's exec waits for :meth:`start` (spawns wait for its hello meanwhile).
-        ``process``: its interpreter, exec'd already (``zygote_exec.start``); the launcher owns it from now."""
+                 flat_run_prefix: str, start: bool = True, process: ZygoteProcess | None = None) -> None:
+        """``run_root``: where its run dirs go; ``flat_run_prefix``: where they go instead when its workers get no
+        mount namespace (rundirs.py). ``start`` False: the zygote's exec waits for :meth:`start` (spawns wait for
+        its hello meanwhile). ``process``: its interpreter, exec'd already (``zygote_exec.start``); the launcher
+        owns it from now."""
         self.policy = policy
         self.image = image
         self.run_root = run_root
+        self.flat_run_prefix = flat_run_prefix
         self.interpreter = interpreter or sys.executable
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -101,7 +104,7 @@ class ZygoteLauncher:
         self.sock.settimeout(START_TIMEOUT_S)  # for the hello only (see _read_hello)
         try:  # the policy, image and run root; the socket's buffer takes it at once
             frames.send(self.sock, commands.Start(policy=self.policy.to_dict(), image=self.image.to_dict(),
-                                                  run_root=self.run_root,
+                                                  run_root=self.run_root, flat_run_prefix=self.flat_run_prefix,
                                                   environment=scrubbed_environment(self.policy)))
         except OSError:
             pass  # it exited already: the reader reports the failed start, with the zygote's log

@@ -94,10 +94,11 @@ class ZygotePool:
             if cold is not None:  # first: its start is what the first run waits for
                 cold_root = tempfile.mkdtemp(prefix="cold-", dir=self.temp_root)
                 self._cold = ZygoteLauncher(policy, dataclasses.replace(image, preload=()), interpreter,
-                                            run_root=cold_root, process=cold)
+                                            run_root=cold_root, flat_run_prefix=self._flat_prefix(cold_root),
+                                            process=cold)
             for index in range(size):
                 self._zygotes[index] = ZygoteLauncher(policy, image, interpreter, run_root=self.temp_root,
-                                                      start=cold is None)
+                                                      flat_run_prefix=self._flat_prefix(), start=cold is None)
                 self._zygotes[index].hello.add_done_callback(self._said_hello)  # type: ignore[union-attr]  # just made
             if self._cold is not None:  # the warm zygotes' exec waits for it (see above)
                 self._cold.hello.add_done_callback(self._cold_said_hello)
@@ -247,6 +248,12 @@ class ZygotePool:
     def _close_cold(self, cold: ZygoteLauncher) -> None:
         cold.close()
         rundirs.remove(cold.run_root)  # the run dirs of its pre-forked workers
+        rundirs.remove_flat(cold.flat_run_prefix)  # or there, where its workers shared the host's tree
+
+    def _flat_prefix(self, run_root: str | None = None) -> str:
+        """Where a zygote whose run root is ``run_root`` (the temp root: None) makes its run dirs when its workers
+        get no mount namespace (rundirs.py)."""
+        return rundirs.flat_prefix(self.temp_root, run_root or self.temp_root)
 
     def _zygote(self, index: int) -> ZygoteLauncher:
         """The zygote of slot ``index``, restarted transparently if it died."""
@@ -260,7 +267,8 @@ class ZygotePool:
             self._zygotes[index] = None
         if zygote is not None:
             zygote.close(timeout=1.0)
-        fresh = ZygoteLauncher(self.policy, self.image, self.interpreter, run_root=self.temp_root)
+        fresh = ZygoteLauncher(self.policy, self.image, self.interpreter, run_root=self.temp_root,
+                               flat_run_prefix=self._flat_prefix())
         with self._lock:
             if self._closed:
                 fresh.close()
@@ -310,8 +318,12 @@ class ZygotePool:
         return self._spawn_warm(index, fds, None), False
 
     def make_run_dir(self) -> rundirs.RunDir:
-        """A private run dir (work and tmp) under :attr:`temp_root` (for sessions)."""
+        """A private run dir (work and tmp) for a session: under :attr:`temp_root`, or beside it where the zygotes'
+        workers get no mount namespace (rundirs.py; known from their hello)."""
+        flat = self._zygote(0).wait_hello().flat_run_dirs  # the same for every zygote of the pool
         try:
+            if flat:
+                return rundirs.make_flat(self._flat_prefix())
             return rundirs.make(self.temp_root, self._modes)
         except OSError as exc:
             if self._closed:

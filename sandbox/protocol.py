@@ -43,7 +43,7 @@ MAX_BLOB_BYTES = 1 << 30
 HOST_TO_WORKER = frozenset({"run", "call", "session"})
 WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value", "unavailable", "done"})
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "standby", "claimed", "exited", "shutdown", "failed", "fork",
-                            "forked", "fork-failed"})
+                            "forker-ready", "forked", "fork-failed"})
 #: Session control (host <-> session root <-> nodes), see sandbox/inside/session_tree.py.
 SESSION_CONTROL = frozenset({"srun", "cancel", "checkpoint", "restore", "release", "branch", "drop", "settle", "undo",
                              "reply", "committed", "run_end", "warm", "cool", "go", "supervise"})

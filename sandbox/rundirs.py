@@ -28,6 +28,16 @@ Where the worker has a mount namespace, its work and tmp dirs are on its private
 (confine/disk.py) at these same paths, and the host's dirs stay empty mount points: the
 host never reads a run's files from here (the worker reports them).
 
+Where it has none (namespaces off by policy, or refused by the kernel), it shares the host's tree, and its uid owns
+every dir the host made: the kernel lets it change their mode, and Landlock has no rule for that. A run that kept
+narrowing the mode of the dirs above its work dir (``chmod`` of an ``O_PATH`` fd's ``/proc/self/fd`` link, in a
+loop) kept every concurrent run of its ``Sandbox`` out of its own: their workers failed to land ("exited with status
+70"), new run dirs could not be made. So such runs' dirs are *flat* (:func:`make_flat`): in the system's temp dir
+itself (root's, sticky), beside the ``Sandbox``'s temp root and named after it (``<temp root>.run-XXXX``), where
+the only dir of its uid above a run's work dir is its own run dir. A run cannot list the temp dir (Landlock) nor
+guess another's random name. The ``Sandbox`` removes them with its temp root (:func:`remove_flat`), and so does
+the next host when their owner died (tempdirs.py).
+
 Imported by both sides (zygote, worker, host): stdlib and ``sandbox.errors`` only.
 """
 
@@ -92,8 +102,32 @@ def make(root: str, modes: Modes | None = None) -> RunDir:
     return _make(root)
 
 
-def _make(root: str) -> RunDir:
-    path = tempfile.mkdtemp(prefix="run-", dir=root)
+def flat_prefix(temp_root: str, run_root: str) -> str:
+    """The path prefix of the flat run dirs (see the module's docstring) of a zygote whose run root is ``run_root``,
+    under ``temp_root``: ``<temp_root>.run-`` for the temp root itself, ``<temp_root>.cold-XXXX.run-`` for a dir in
+    it."""
+    inner = os.path.relpath(run_root, temp_root)
+    return temp_root + ("" if inner == "." else "." + inner.replace(os.sep, ".")) + ".run-"
+
+
+def make_flat(prefix: str) -> RunDir:
+    """A fresh run dir whose path begins with ``prefix`` (:func:`flat_prefix`); raises ``OSError`` (nothing left
+    behind) when it cannot."""
+    return _make(os.path.dirname(prefix), os.path.basename(prefix))
+
+
+def remove_flat(prefix: str) -> bool:
+    """Remove every dir whose path begins with ``prefix``. Never raises; True when all went."""
+    parent, name = os.path.split(prefix)
+    try:
+        entries = [entry.path for entry in os.scandir(parent) if entry.name.startswith(name)]
+    except OSError:
+        return False
+    return all([remove(path) for path in entries])
+
+
+def _make(root: str, prefix: str = "run-") -> RunDir:
+    path = tempfile.mkdtemp(prefix=prefix, dir=root)
     run_dir = RunDir(path, os.path.join(path, "work"), os.path.join(path, "tmp"))
     try:
         os.mkdir(run_dir.workdir, 0o700)

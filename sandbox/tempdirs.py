@@ -15,6 +15,9 @@ Anything else under that prefix (another program's, a dir from before markers) s
 The marker's fd is close-on-exec: exec'd zygotes never hold it, a fork of the host
 (sharing the lock) keeps the dir until it ends too. A host that exits normally removes
 the dirs it still holds itself (an exit handler; not its forks), closed or not.
+
+A dir's siblings named after it (``<dir>.<anything>``: the flat run dirs of runs that share the host's tree,
+rundirs.py) are its too: they go with it, whoever removes it.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ class OwnedDir:
         return f"OwnedDir({self.path!r})"
 
     def remove(self) -> bool:
-        """Remove the dir whole, then let its lock go. Idempotent; never raises; True when it is gone."""
-        gone = _remove_tree(self.path)
+        """Remove the dir whole and its siblings named after it, then let its lock go. Idempotent; never raises;
+        True when it is gone."""
+        gone = _remove_siblings(self.path) & _remove_tree(self.path)
         with _held_lock:
             _held.pop(id(self), None)
             fd, self._lock_fd = self._lock_fd, -1
@@ -118,6 +122,12 @@ def _remove_tree(path: str) -> bool:
     return rundirs.remove(path)
 
 
+def _remove_siblings(path: str) -> bool:
+    """Remove the dirs named ``<path>.<anything>`` (see the module's docstring); True when none is left."""
+    from . import rundirs  # as _remove_tree
+    return rundirs.remove_flat(path + ".")
+
+
 def _abandoned(entry: os.DirEntry[str]) -> bool:
     """Remove ``entry`` if it is a dir of ours whose marker nobody holds; True if it went."""
     try:
@@ -146,7 +156,7 @@ def _remove_marker_last(path: str) -> bool:
         names = [name for name in os.listdir(path) if name != MARKER]
     except OSError:
         return False
-    if not all([_remove_tree(os.path.join(path, name)) for name in names]):
+    if not all([_remove_tree(os.path.join(path, name)) for name in names]) or not _remove_siblings(path):
         return False
     marker = os.path.join(path, MARKER)
     try:

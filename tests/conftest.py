@@ -82,6 +82,8 @@ def leftover_run_dirs(sb: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
         idle = sorted(d for d in os.listdir(root) if os.path.join(root, d) not in in_use and d != tempdirs.MARKER)
         spare = [d for d in idle if d.startswith("run-") and run_dir_emptied(os.path.join(root, d))]
         left = [d for d in idle if d not in spare]
+        parent, name = os.path.split(root)  # flat run dirs (no mount namespace, rundirs.py) are never kept spare
+        left += sorted(d for d in os.listdir(parent) if d.startswith(name + ".") and os.path.join(parent, d) not in in_use)
         if len(spare) > spare_dirs.MAX_SPARE * len(sb.zygote_pids):
             left += spare
         if not left or time.monotonic() >= deadline:

@@ -94,6 +94,16 @@ class Forker:
             _serve(forker_end, spec, fill_holes)  # never returns
         forker_end.close()
         self.pid = pid
+        self._own_root: bool | None = None
+
+    def clones_get_own_root(self) -> bool:
+        """Whether the workers it clones get a root of their own (a mount namespace) or share the host's tree: its
+        first message, waited for the first time (raises ``ProtocolError`` if it died first)."""
+        if self._own_root is None:
+            header, fds = protocol.recv_packet(self.sock)
+            protocol.close_fds(fds)
+            self._own_root = frames.decode(frames.FORKER_READY, header).own_root
+        return self._own_root
 
     def order(self, run_dir: rundirs.RunDir | None, *, session: bool = False) -> None:
         """Ask for a worker in ``run_dir`` (None: a session root); its answer comes from :meth:`answer`."""
@@ -151,7 +161,8 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
             proc.exit_now(0)
         userns.enter_own(spec.policy)  # not root: where the two steps below may be taken
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
-        fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root itself
+        unbuilt = fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root
+        frames.send(sock, frames.ForkerReady(own_root=not unbuilt))
         if fill_holes:
             # What its setup (and the zygote's, since its own fill) freed left holes all over the image, which the
             # loop's new objects would take: each write splits a 2 MiB page of the image into 512 entries in this

@@ -19,6 +19,9 @@ after a worker is reaped its run dir is kept for a later worker when both hold:
 
 Anything else goes to the zygote's removal as before (``rundirs.Removal``). At most
 :data:`MAX_SPARE` dirs wait; the ``Sandbox``'s temp root, removed whole at close, holds them.
+
+A zygote whose workers get no mount namespace makes *flat* run dirs instead, beside the temp root (see rundirs.py:
+a run there shares the host's tree and could change the mode of the dirs above the others' work dirs).
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ _Signature = tuple[tuple[int, int, int, int, int, int], ...]
 
 
 class RunDirs:
-    """Run dirs under ``root`` for the zygote's one-shot workers."""
+    """Run dirs under ``root`` for the zygote's one-shot workers; with ``flat_prefix``, beside the temp root at that
+    prefix (rundirs.flat_prefix)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, flat_prefix: str | None = None) -> None:
         self.root = root
+        self.flat_prefix = flat_prefix
         self._modes = rundirs.Modes(root)
         self._spare: list[rundirs.RunDir] = []
         self._made: dict[str, _Signature] = {}  # path -> the dirs as made, for every dir given out or spare
@@ -52,7 +57,7 @@ class RunDirs:
             return self._spare.pop()
         if len(self._made) > _MAX_KNOWN:  # dirs a failed fork removed (forker.py) are never retired here
             self._made = {path: made for path, made in self._made.items() if os.path.lexists(path)}
-        run_dir = rundirs.make(self.root, self._modes)
+        run_dir = rundirs.make_flat(self.flat_prefix) if self.flat_prefix else rundirs.make(self.root, self._modes)
         signature = _signature(run_dir)
         if signature is not None:
             self._made[run_dir.path] = signature
@@ -68,6 +73,11 @@ class RunDirs:
             return None
         self._made.pop(run_dir.path, None)
         return run_dir.path
+
+    @property
+    def parent(self) -> str:
+        """The dir the fresh run dirs are made in."""
+        return os.path.dirname(self.flat_prefix) if self.flat_prefix else self.root
 
     @property
     def spare(self) -> int:

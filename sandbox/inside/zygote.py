@@ -65,7 +65,10 @@ _TIDY_BACKLOG = 4
 class Zygote(Reaping):
     """The zygote's event loop: control socket, SIGCHLD, pre-fork refill (what ends workers: :class:`Reaping`)."""
 
-    def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int, *, warm: bool = True) -> None:
+    def __init__(self, sock: socket.socket, spec: WorkerSpec, prefork: int, *, warm: bool = True,
+                 flat_run_prefix: str | None = None) -> None:
+        """``flat_run_prefix``: where run dirs go when the workers share the host's tree (None: under the run root
+        anyway)."""
         self.sock = sock
         self.spec = spec
         fill_holes = hugepages.fills_holes(spec.policy.runtime.allocator, warm)  # as settle did here
@@ -77,7 +80,8 @@ class Zygote(Reaping):
         self.unclaimed_exits: dict[int, tuple[Worker, int, Any]] = {}
         """Offered workers reaped before their ``claimed`` came: (worker, status, rusage) by pid."""
         self.running: dict[int, Worker] = {}
-        self.run_dirs = RunDirs(spec.run_root)
+        # Where workers share the host's tree, their run dirs are flat (rundirs.py): the forker says, once set up.
+        self.run_dirs = RunDirs(spec.run_root, None if self.forker.clones_get_own_root() else flat_run_prefix)
         self.to_remove: collections.deque[str] = collections.deque()  # run dirs of reaped workers, not kept
         self.cgroups = WorkerCgroups()
         self.removal: rundirs.Removal | None = None  # the one being removed, step by step
@@ -168,7 +172,7 @@ class Zygote(Reaping):
                     break
                 self._discard(worker)  # died while waiting; take the next one
         except OSError as exc:
-            frames.send(self.sock, _refusal(request.id, exc, self.spec.run_root))  # type: ignore[arg-type]  # _control passes only a Spawn with an id
+            frames.send(self.sock, _refusal(request.id, exc, self.run_dirs.parent))  # type: ignore[arg-type]  # _control passes only a Spawn with an id
             protocol.close_fds(fds)
             return
         worker.run_id = request.id
@@ -352,8 +356,10 @@ def main(control_fd: int) -> None:
     hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone
     # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.
-    zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork), warm=warm)
-    frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures))
+    zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork), warm=warm,
+                    flat_run_prefix=hello.flat_run_prefix)
+    frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures,
+                                   flat_run_dirs=zygote.run_dirs.flat_prefix is not None))
     try:
         zygote.loop()
     finally:

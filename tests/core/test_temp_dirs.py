@@ -82,14 +82,22 @@ def test_a_killed_hosts_temp_root_goes_with_the_next_sandbox():
 
 def test_a_live_owners_dir_stays_until_it_ends(tmp_path):
     proc, path = _start(HOLDER, "sandbox-test-holder-")
+    flat = [path + ".run-a", path + ".cold-b.run-c"]  # the flat run dirs of runs that share the host's tree
+    for sibling in flat:
+        os.makedirs(os.path.join(sibling, "work", "deep"))
+    unrelated = tempfile.mkdtemp(prefix=os.path.basename(path) + "x")  # named after it, but not "<dir>.": not its
     try:
         _age(path)
         assert tempdirs.sweep("sandbox-test-holder-") == []
-        assert os.path.isdir(path)
+        assert os.path.isdir(path) and all(map(os.path.isdir, flat))
     finally:
         _kill(proc)
-    assert tempdirs.sweep("sandbox-test-holder-") == [path]
-    assert not os.path.exists(path)
+    try:
+        assert tempdirs.sweep("sandbox-test-holder-") == [path]
+        assert not os.path.exists(path) and not any(map(os.path.lexists, flat))
+        assert os.path.isdir(unrelated)
+    finally:
+        os.rmdir(unrelated)
 
 
 def test_what_is_not_provably_an_abandoned_dir_of_ours_stays(tmp_path):
@@ -153,8 +161,9 @@ def test_a_dir_that_cannot_go_whole_keeps_its_marker_for_the_next_sweep(tmp_path
 def test_a_dir_made_here_is_removed_whole_and_idempotently():
     owned = tempdirs.make("sandbox-test-own-")
     os.makedirs(os.path.join(owned.path, "run-a", "work"))
+    os.makedirs(os.path.join(owned.path + ".run-b", "work"))  # a flat run dir (rundirs.py) goes with it
     assert owned.remove() and owned.remove()
-    assert not os.path.exists(owned.path)
+    assert not os.path.exists(owned.path) and not os.path.exists(owned.path + ".run-b")
 
 
 def test_without_a_writable_home_one_matplotlib_dir_per_uid_is_reused(tmp_path, monkeypatch):

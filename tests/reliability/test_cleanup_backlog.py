@@ -36,7 +36,10 @@ def _host_disk() -> sandbox.Policy:
 def test_run_dirs_stay_bounded_under_a_steady_stream(policy):
     chosen = _host_disk() if policy == "host_disk" else policy
     with sandbox.Sandbox(policy=chosen, cold_start=False) as sb:  # the warm zygote's (a cold zygote has its own)
-        root = os.path.dirname(os.path.dirname(sb.run("import os; print(os.getcwd())").stdout.strip()))
+        run_dir = os.path.dirname(sb.run("import os; print(os.getcwd())").stdout.strip())
+        # <run root>/run-XXXX, or (no mount namespace) flat in the temp dir: <temp root>.run-XXXX (rundirs.py)
+        root, name = os.path.split(run_dir)
+        prefix = name[:name.rindex("run-") + len("run-")]
         counts: list[int] = []
         done = threading.Event()
 
@@ -46,7 +49,7 @@ def test_run_dirs_stay_bounded_under_a_steady_stream(policy):
 
         def sample() -> None:
             while not done.wait(0.02):
-                counts.append(len(os.listdir(root)))
+                counts.append(sum(entry.startswith(prefix) for entry in os.listdir(root)))
 
         sampler = threading.Thread(target=sample)
         sampler.start()
