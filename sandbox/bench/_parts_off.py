@@ -47,7 +47,7 @@ import sys
 from typing import Any, Callable
 
 from sandbox.confine import _sys, caps, cgroup, cpushare, disk, fstemplate, fsview, memcg
-from sandbox.inside import allowlist, request, telemetry, worker
+from sandbox.inside import allowlist, request, show_hook, telemetry, worker
 
 OFF = "switched off by sandbox bench confinement"
 
@@ -106,7 +106,7 @@ def _nothing(*_args: Any) -> None:
 
 def _hooks_off() -> None:
     telemetry.install = _nothing  # type: ignore[assignment]  # a stand-in: the part is off
-    request.install_show = _nothing
+    show_hook.install_show = _nothing
     allowlist.install = _nothing  # type: ignore[assignment]  # a stand-in: the part is off
 
 

@@ -64,11 +64,13 @@ def wrap(owner, name, label):
 
 from sandbox import commands, confine
 from sandbox.confine import namespaces_clone
-from sandbox.inside import allowlist, harness, request, session_root, session_states, telemetry, worker, zygote
+from sandbox.inside import allowlist, harness, request, session_root, session_states, show_hook, telemetry, worker, zygote
 for name in ("_reset_environment", "_address_space", "_reseed", "_prepare", "_run_once"):
     wrap(worker, name, "worker." + name)
-for name in ("attach", "install_show", "perform", "_snapshot", "_report_files"):
+# snapshot and report_files live in workdir_files; request.py calls them by its own names for them, so those are wrapped.
+for name in ("attach", "perform", "snapshot", "report_files"):
     wrap(request, name, "worker." + name)
+wrap(show_hook, "install_show", "worker.install_show")
 wrap(harness, "run_python", "worker.run_python")
 wrap(telemetry, "install", "worker.telemetry.install")
 wrap(request.Channel, "close", "worker.Channel.close")

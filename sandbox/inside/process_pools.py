@@ -1,7 +1,7 @@
 """A session's ProcessPoolExecutors across its runs: a pool the snippet left open takes work in its later runs.
 
 A run's end shuts a pool that has worked as the interpreter's exit does (``_python_exit``, one of the callbacks
-``request._join_threads`` runs): its manager thread waits for the work submitted, sends each worker its sentinel,
+``thread_join.join_threads`` runs): its manager thread waits for the work submitted, sends each worker its sentinel,
 joins them, closes the queues and marks the pool shut. In a one-shot run that is the end. In a session the next run
 is a fork of this process, which copies no thread and in which no process of this run lives on (the runner kills
 what is left): nothing of the pool's machinery can be kept. :func:`reopen` marks such a pool open again; the next

@@ -46,7 +46,7 @@ from ..confine import _sys, readable_paths, state_scope
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import allowlist, at_fork, hard_exit, hugepages, immortal, proc, request
+from . import allowlist, at_fork, hard_exit, hugepages, immortal, proc, show_hook, thread_join, workdir_files
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
@@ -347,11 +347,11 @@ def main(control_fd: int) -> None:
     frames.prepare(commands.FORKER_IN, frames.FORKER, commands.WORKER_SPAWN, commands.REQUEST)  # likewise
     _sys.prctl(_PR_SET_CHILD_SUBREAPER, 1, name="prctl(PR_SET_CHILD_SUBREAPER)")
     at_fork.run_child_callbacks()  # here, before the heap settles: the forker's birth runs none (at_fork.py)
-    request.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
-    request.install_thread_flag()  # likewise: the run's thread join reads a flag it sets, nothing of threading
+    show_hook.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
+    thread_join.install_thread_flag()  # likewise: the run's thread join reads a flag it sets, nothing of threading
     hard_exit.install()  # likewise: os._exit reports a run's files before it ends the run's process
     if warm:
-        request.prepare_mime_types()
+        workdir_files.prepare_mime_types()
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
     hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone

@@ -214,7 +214,7 @@ def test_a_worker_finds_the_image_heap_without_holes(box) -> None:
 
 
 def test_plt_show_is_patched_once_in_the_zygote(box) -> None:
-    """``plt.show`` streams figures in every run, patched once in the zygote (``request.install_show``, before
+    """``plt.show`` streams figures in every run, patched once in the zygote (``show_hook.install_show``, before
     its heap is frozen): the function a run finds is one of the image's frozen objects, not one its worker
     made (which the collector would list)."""
     box.zygote_pids

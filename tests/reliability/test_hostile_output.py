@@ -267,7 +267,7 @@ LYING_TYPES = r'''
 import sys
 lies = {"page.txt": "image/png", "notes.txt": "text/html\r\nX-Injected: 1\x1b]0;owned\x07", "data.csv": "x" * 255,
         "shot.png": "image/png"}
-sys.modules["sandbox.inside.request"]._guess_mime = lambda name: lies.get(name, "application/octet-stream")
+sys.modules["sandbox.inside.workdir_files"]._guess_mime = lambda name: lies.get(name, "application/octet-stream")
 for name in lies:
     with open(name, "w") as fh:
         fh.write("<script>alert(1)</script>")

@@ -1,7 +1,7 @@
 """Thread and process pools across a session's runs: an executor made in one run serves the later ones, as in a
 notebook.
 
-Each run's end ends the run's threads, executor workers included (inside/request.py, _join_threads): the next
+Each run's end ends the run's threads, executor workers included (inside/thread_join.py, join_threads): the next
 run is a fork of that state, and a fork copies no thread. An executor its user did not shut down is open again
 for the next run, which starts its own workers."""
 
