@@ -25,7 +25,7 @@ from .zygote_exec import start as exec_zygote
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .collect import Cancel
+    from .cancellation import Cancel
     from .image import Image
     from .policy import Policy
     from .pool import ZygotePool
@@ -155,7 +155,7 @@ class Sandbox:
 
         Cancelling the task (``task.cancel()``, ``asyncio.wait_for``) kills the run's
         process tree at once and frees its slot; the cancellation then propagates."""
-        from .collect import run_cancellable
+        from .cancellation import run_cancellable
         return await run_cancellable(lambda cancel: self._run(code, files, timeout, cancel))
 
     def _run(self, code: str, files: FilesArg, timeout: float | None, cancel: Cancel | None) -> Result:

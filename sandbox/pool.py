@@ -43,7 +43,8 @@ from .workers import Spawned
 from .zygote_exec import ZygoteProcess
 
 if TYPE_CHECKING:
-    from .collect import Cancel, Collected
+    from .cancellation import Cancel
+    from .collect import Collected
     from .session import Session
 
 
@@ -351,7 +352,7 @@ class ZygotePool:
             raise InputError(f"too many runs waiting (max_waiting={self._max_waiting}); retry later "
                              "or raise max_waiting/max_concurrent")
         try:
-            from .collect import take  # on first use: see core.py
+            from .cancellation import take  # on first use: see core.py
             take(self.slots, cancel)
         finally:
             if self._waiting is not None:

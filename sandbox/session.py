@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import commands, frames, protocol, rundirs
-from .collect import Cancel, RunIO, collect, cut_short_by_close, holding, kill_worker, run_cancellable
+from .cancellation import Cancel, holding, run_cancellable
+from .collect import RunIO, collect, cut_short_by_close, kill_worker
 from .confine import memcg_lookup
 from .errors import InputError, ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run

@@ -75,7 +75,7 @@ def test_cancelled_session_run_rolls_back():
 
 
 def arun_threads() -> int:
-    """Threads of this process serving an ``arun()`` (collect.run_cancellable names them)."""
+    """Threads of this process serving an ``arun()`` (cancellation.run_cancellable names them)."""
     import threading
     return sum(thread.name == "sandbox-arun" for thread in threading.enumerate())
 

@@ -321,7 +321,7 @@ def test_slow_zygote_reader_thread_delays_but_never_loses_runs(box, monkeypatch)
 # (2) a host whose time.time() jumps by days mid-run gets correct results and
 # deadlines, (3) a snippet cannot step the machine's clock (checked without stepping it).
 
-_DEADLINE_MODULES = ("collect.py", "core.py", "launcher.py", "session.py", "verdict.py")
+_DEADLINE_MODULES = ("cancellation.py", "collect.py", "core.py", "launcher.py", "session.py", "verdict.py")
 
 
 def test_deadline_code_reads_only_the_monotonic_clock():
