@@ -37,7 +37,7 @@ worker sweeps what a dead one left. A v2 cgroup this module did not make is its 
 
 Where none can be made (a uid without a delegated subtree, no cpu hierarchy): never
 fatal, no policy can require it. A one-shot worker's seccomp filter then refuses
-``setsid`` (seccomp.py, ``SETSID_SYSCALLS``), and a session's root refuses it to its runs'
+``setsid`` (seccomp_rules.py, ``SETSID_SYSCALLS``), and a session's root refuses it to its runs'
 processes (state_scope.py, ``SESSION_CALL``), so that under autogroup a run stays the one
 kernel session, and scheduling group, its worker (or runner) made: measured as uid 65534,
 the same 48 children left another run and the host ~1.2x slower instead of 15-23x. Without
