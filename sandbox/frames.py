@@ -35,6 +35,11 @@ from .typed import prepare as _prepare_checks
 
 #: ``denied`` frames a worker sends per run at most; the host keeps no more either.
 MAX_DENIALS = 200
+#: Frames a run may send. A worker sends one per image and file it returns, denial, outcome and count of what it
+#: dropped (a few hundred under any sane policy); a snippet writing its own tiny frames to the socket cost the host
+#: ~7.5 us of CPU each, ~7 s a run within its byte budget. Past this many the host stops the run as a forgery
+#: (~1 s of host CPU at most).
+MAX_FRAMES_PER_RUN = 1 << 17
 #: Characters of one denial's detail (and, /8, its kind) a worker sends; the host cuts there too.
 MAX_DENIAL_CHARS = 500
 #: Longest name of a returned file (a relative path in the work dir: PATH_MAX).
@@ -162,11 +167,6 @@ class Returned(Frame):
     data: bytes
     truncated: bool = False
     """The worker cut it at ``limits.max_returned_file_bytes``."""
-    skipped: bool = False
-    """Not sent: past ``limits.max_returned_files`` (an image: ``max_returned_images``) or ``max_returned_bytes``
-    (``data`` is empty)."""
-    size: int = 0
-    """Its size in the work dir, in bytes."""
 
     def check(self) -> None:
         # A worker names a file by its path below the work dir, as its walk found it; a name that leaves the
@@ -189,6 +189,29 @@ class ReturnedImage(Returned):
         if self.mime_type not in IMAGE_MIME_TYPES:
             raise ProtocolError(f"'image' frame: field 'mime_type' must be one of {sorted(IMAGE_MIME_TYPES)} "
                                 f"(got {show(self.mime_type)})")
+
+
+#: What a worker did not send, past which cap: the kinds of :attr:`Dropped.items`.
+DROPPED_ITEMS = ("images", "files", "images bytes", "files bytes", "denied")
+
+
+@frame_type
+class Dropped(Frame):
+    """Items the worker did not send: ``count`` of them, past one cap. ``images``, ``files``: past
+    ``limits.max_returned_images`` / ``max_returned_files``; ``images bytes``, ``files bytes``: past
+    ``max_returned_bytes``; ``denied``: past :data:`MAX_DENIALS`. One frame per kind, sent just before ``done``,
+    not one per item: a work dir of a million files past the caps costs the host a frame, not a million."""
+
+    KIND: ClassVar[str] = "dropped"
+    items: str = field(metadata=_bounded(16))
+    count: int
+
+    def check(self) -> None:
+        if self.items not in DROPPED_ITEMS:
+            raise ProtocolError(f"'dropped' frame: field 'items' must be one of {list(DROPPED_ITEMS)} "
+                                f"(got {show(self.items)})")
+        if self.count == 0:
+            raise ProtocolError("'dropped' frame: field 'count' must be at least 1 (got 0)")
 
 
 @frame_type
@@ -365,8 +388,8 @@ def table(*classes: type[_F]) -> Mapping[str, type[_F]]:
     return types.MappingProxyType({cls.KIND: cls for cls in classes})
 
 
-WORKER: Mapping[str, type[Ready | Unavailable | ReturnedImage | Returned | Denied | Error | Value | Done]] = table(
-    Ready, Unavailable, ReturnedImage, Returned, Denied, Error, Value, Done)
+WORKER: Mapping[str, type[Ready | Unavailable | ReturnedImage | Returned | Dropped | Denied | Error | Value | Done]] = \
+    table(Ready, Unavailable, ReturnedImage, Returned, Dropped, Denied, Error, Value, Done)
 ZYGOTE: Mapping[str, type[Hello | Spawned | Standby | Exited | Failed | Unavailable]] = table(
     Hello, Spawned, Standby, Exited, Failed, Unavailable)
 SESSION: Mapping[str, type[Reply | RunEnd]] = table(Reply, RunEnd)

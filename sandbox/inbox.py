@@ -9,13 +9,15 @@ checks its place in the run and keeps what the policy allows:
   byte runs, so an ``unavailable`` after ``ready`` is a forgery. Then images, files,
   denials, at most one ``error`` or (``call`` only) one ``value``, then ``done``;
   nothing after ``done``. A frame out of place is a :class:`~sandbox.errors.ProtocolError`:
-  the host stops the run (``reason="protocol"``).
+  the host stops the run (``reason="protocol"``); so is a frame past
+  :data:`~sandbox.frames.MAX_FRAMES_PER_RUN`.
 - **Caps, while reading.** At most ``limits.max_returned_images`` images and, counted apart,
   ``limits.max_returned_files`` other files, each cut at ``limits.max_returned_file_bytes``, all within
   ``limits.max_returned_bytes``; at most
   :data:`~sandbox.frames.MAX_DENIALS` denials, together within ``limits.max_output_bytes``;
   the error text within ``limits.max_output_bytes`` (cut and marked). Past a cap the host
-  stops keeping and counts what it dropped (:attr:`Reported.dropped`); the result says so.
+  stops keeping and counts what it dropped (:attr:`Reported.dropped`), adding what the worker says it dropped
+  (``dropped`` frames); the result says so.
 """
 
 from __future__ import annotations
@@ -70,12 +72,17 @@ class Inbox:
         self.returns_value = returns_value
         self.reported = Reported()
         self.phase = _START
+        self.frames = 0
         self.denied_chars = 0
         self.returned_bytes = 0
         """Bytes of the images and files kept so far (``limits.max_returned_bytes``)."""
 
     def take(self, header: dict, blobs: list[bytes]) -> None:
         """One decoded frame; ProtocolError if it is malformed or out of place."""
+        self.frames += 1
+        if self.frames > frames.MAX_FRAMES_PER_RUN:
+            raise ProtocolError(f"the run sent more than {frames.MAX_FRAMES_PER_RUN} frames (a worker sends far "
+                                f"fewer: one per returned file, denial and outcome)")
         frame = frames.decode(frames.WORKER, header, blobs)
         phases, handler = _RULES[type(frame)]
         if self.phase not in phases:
@@ -95,29 +102,26 @@ class Inbox:
     def _returned(self, frame: frames.Returned) -> None:
         cap = self.limits.max_returned_file_bytes
         data = frame.data[:cap]
-        image = type(frame) is frames.ReturnedImage
-        if image and not frame.skipped:
-            # Clients show an image part as one: only bytes that are a whole PNG or JPEG image are (a forged, junk
-            # or cut "figure.png", one the cap above cut too, comes back as a plain file, under no image's MIME
-            # type: returned_types.py). Its name is still the run's: writers give it its type's extension
-            # (outfiles.image_file_name).
-            sniffed = image_type(data)
-            image = sniffed is not None and is_whole(data, sniffed)
-            mime_type = sniffed if sniffed is not None and image else file_type(frame.name, data)
-        else:  # the worker's MIME type is the snippet's word (see returned_types.file_type)
-            mime_type = frame.mime_type if image else file_type(frame.name, data)
+        # Clients show an image part as one: only bytes that are a whole PNG or JPEG image are (a forged, junk or
+        # cut "figure.png", one the cap above cut too, comes back as a plain file, under no image's MIME type:
+        # returned_types.py). Its name is still the run's: writers give it its type's extension
+        # (outfiles.image_file_name). The worker's MIME type is the snippet's word: never used.
+        sniffed = image_type(data) if type(frame) is frames.ReturnedImage else None
+        image = sniffed is not None and is_whole(data, sniffed)
+        mime_type = sniffed if sniffed is not None and image else file_type(frame.name, data)
         kind = "images" if image else "files"
         kept = self.reported.images if image else self.reported.files
         most = self.limits.max_returned_images if image else self.limits.max_returned_files
-        over_bytes = self.returned_bytes + (min(frame.size, cap) if frame.skipped else len(data)) > \
-            self.limits.max_returned_bytes  # a worker skips an item past the count, or past this total
-        if len(kept) >= most or frame.skipped or over_bytes:
-            over_count = len(kept) >= most or (frame.skipped and not over_bytes)
+        over_count = len(kept) >= most
+        if over_count or self.returned_bytes + len(data) > self.limits.max_returned_bytes:
             self.reported.dropped[kind if over_count else f"{kind} bytes"] += 1
             return
         self.returned_bytes += len(data)
         kept.append(File(name=frame.name, data=data, mime_type=mime_type,
                          truncated=frame.truncated or len(frame.data) > cap))
+
+    def _dropped(self, frame: frames.Dropped) -> None:
+        self.reported.dropped[frame.items] += frame.count
 
     def _denied(self, frame: frames.Denied) -> None:
         size = len(frame.event) + len(frame.detail)
@@ -154,6 +158,7 @@ _RULES: dict[type, tuple[tuple[str, ...], Callable[[Inbox, Any], None]]] = {  # 
     frames.Unavailable: ((_START,), Inbox._unavailable),
     frames.ReturnedImage: ((_RUNNING,), Inbox._returned),
     frames.Returned: ((_RUNNING,), Inbox._returned),
+    frames.Dropped: ((_RUNNING,), Inbox._dropped),
     # A session root's own setup may trip the telemetry hook before it says ready.
     frames.Denied: ((_START, _RUNNING), Inbox._denied),
     frames.Error: ((_RUNNING,), Inbox._error),

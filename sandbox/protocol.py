@@ -9,7 +9,7 @@ the header lists::
 
 JSON plus raw bytes only: the host never unpickles or evals bytes that came from a
 worker. Frame types host -> worker: ``run``, ``call``; worker -> host: ``ready``,
-``image``, ``file``, ``denied``, ``error``, ``value``, ``unavailable``, ``done``.
+``image``, ``file``, ``dropped``, ``denied``, ``error``, ``value``, ``unavailable``, ``done``.
 stdout and stderr never travel here: they have their own pipes, so user output can
 never forge a control message.
 """
@@ -41,7 +41,7 @@ MAX_PACKET_BYTES = 64 << 10
 MAX_BLOB_BYTES = 1 << 30
 
 HOST_TO_WORKER = frozenset({"run", "call", "session"})
-WORKER_TO_HOST = frozenset({"ready", "image", "file", "denied", "error", "value", "unavailable", "done"})
+WORKER_TO_HOST = frozenset({"ready", "image", "file", "dropped", "denied", "error", "value", "unavailable", "done"})
 ZYGOTE_CONTROL = frozenset({"hello", "spawn", "spawned", "standby", "claimed", "exited", "shutdown", "failed", "fork",
                             "forker-ready", "forked", "fork-failed"})
 #: Session control (host <-> session root <-> nodes), see sandbox/inside/session_tree.py.

@@ -78,6 +78,8 @@ class Channel:
         self.returns_left: dict[bool, int] = {}
         """How many more images (key True: figures and image files) and other files (False) the run may return:
         ``limits.max_returned_images`` and ``max_returned_files``, counted apart (empty: not known yet)."""
+        self.dropped: dict[str, int] = {}
+        """Items not sent, by :data:`~sandbox.frames.DROPPED_ITEMS` kind: told in ``dropped`` frames before ``done``."""
         self.done = False
         """``done`` was sent: the host takes nothing after it, so nothing more is sent (a
         snippet's thread still plotting, the epilogue's own actions tripping telemetry)."""
@@ -92,6 +94,9 @@ class Channel:
 
     def send(self, frame: frames.Frame) -> None:
         data = frames.encode(frame)
+        if type(frame) is frames.Done:
+            data = b"".join([*(frames.encode(frames.Dropped(items=items, count=count))
+                               for items, count in self.dropped.items()), data])
         with self._lock:
             if self.done:
                 return
@@ -100,9 +105,12 @@ class Channel:
 
     def take_return(self, size: int, image: bool) -> bool:
         """Whether an image (or, ``image`` false, another file) of ``size`` bytes still fits in the run's caps, in
-        number and in total bytes; it is counted if so."""
+        number and in total bytes; it is counted as sent if so, as dropped (past which cap) if not."""
         left = self.returns_left.get(image)
-        if left == 0 or (self.returned_bytes_left is not None and size > self.returned_bytes_left):
+        over_bytes = self.returned_bytes_left is not None and size > self.returned_bytes_left
+        if left == 0 or over_bytes:
+            items = ("images" if image else "files") + (" bytes" if over_bytes and left != 0 else "")
+            self.dropped[items] = self.dropped.get(items, 0) + 1
             return False
         if left is not None:
             self.returns_left[image] = left - 1
@@ -118,7 +126,10 @@ class Channel:
 
     def deny(self, kind: str, detail: str) -> None:
         """Record a refused action (bounded, never raises into user code)."""
-        if self.denials >= frames.MAX_DENIALS or self.done:
+        if self.done:
+            return
+        if self.denials >= frames.MAX_DENIALS:
+            self.dropped["denied"] = self.dropped.get("denied", 0) + 1
             return
         self.denials += 1
         try:

@@ -61,9 +61,9 @@ def _patch_show(pyplot: Any) -> None:
             data, cap = buffer.getvalue(), chan.max_file_bytes
             truncated = cap is not None and len(data) > cap
             kind = frames.Returned if truncated else frames.ReturnedImage
-            fits = chan.take_return(len(data[:cap]), image=not truncated)  # a cut figure returns as a file
-            chan.send(kind(name=f"figure_{chan.figures}.png", mime_type="image/png", data=data[:cap] if fits else b"",
-                           truncated=truncated, skipped=not fits, size=len(data)))
+            if chan.take_return(len(data[:cap]), image=not truncated):  # a cut figure returns as a file
+                chan.send(kind(name=f"figure_{chan.figures}.png", mime_type="image/png", data=data[:cap],
+                               truncated=truncated))
         pyplot.close("all")
 
     show.__wrapped__ = pyplot.show  # type: ignore[attr-defined]

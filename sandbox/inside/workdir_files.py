@@ -89,7 +89,7 @@ def report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limi
         if before.get(rel) == (st.st_size, st.st_mtime_ns):
             continue
         if blind:
-            chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not searched for new files: {blind}"))
+            chan.deny("file", f"{_quoted(rel)} was not searched for new files: {blind}")
             continue
         path, ext = os.path.join(workdir, rel), os.path.splitext(rel)[1].lower()
         try:
@@ -98,19 +98,16 @@ def report_files(before: dict[str, tuple[int, int]], chan: Channel, limits: Limi
             first = image_type(_read_capped(path, IMAGE_SIGNATURE_BYTES)[0]) if ext in IMAGE_EXTENSIONS else None
             image = first is not None and st.st_size <= cap
             if not chan.take_return(min(st.st_size, cap), image):
-                kind = frames.ReturnedImage if image else frames.Returned
-                chan.send(kind(name=rel, mime_type=first or "", data=b"", skipped=True, size=st.st_size))
                 continue
             data, truncated = _read_capped(path, cap)
         except OSError as exc:
-            chan.send(frames.Denied(event="file", detail=f"{_quoted(rel)} was not returned: cannot read it "
-                                                         f"({exc.strerror or exc})"))
+            chan.deny("file", f"{_quoted(rel)} was not returned: cannot read it ({exc.strerror or exc})")
             continue
         # An image only if its bytes are one (the host checks them too): a figure.png of text is a plain file.
         sniffed = image_type(data) if ext in IMAGE_EXTENSIONS else None
         kind = frames.ReturnedImage if sniffed and not truncated else frames.Returned
         mime = sniffed or (_NOT_AN_IMAGE if ext in IMAGE_EXTENSIONS else _guess_mime(rel))
-        chan.send(kind(name=rel, mime_type=mime, data=data, truncated=truncated, size=st.st_size))
+        chan.send(kind(name=rel, mime_type=mime, data=data, truncated=truncated))
 
 
 #: The MIME type of a file named as an image whose bytes are no image's.

@@ -240,6 +240,29 @@ def test_many_files_do_not_crowd_out_images_nor_images_files():
             "2 more images were not returned (policy 'default': limits.max_returned_images)"]
 
 
+def test_what_a_run_could_not_return_is_counted_in_a_frame_per_kind(monkeypatch):
+    """The worker sent a frame per file past the caps and per unsearchable dir (a work dir of a million files made
+    a million frames for the host to read), and dropped denials past 200 unsaid. It counts them and says so before
+    ``done``: the host, held here to 300 frames a run, reads a few hundred and still tells every count."""
+    from sandbox import frames
+    monkeypatch.setattr(frames, "MAX_FRAMES_PER_RUN", 300)  # the host's: the worker sends no fewer for it
+    policy = sandbox.Policy.load("default").with_limits(max_returned_files=5, max_returned_images=2)
+    code = ("import os, matplotlib.pyplot as plt\nfor i in range(300):\n    open(f'data_{i:03}.txt', 'w').write('x')\n"
+            "    os.mkdir(f'shut_{i:03}')\n    os.chmod(f'shut_{i:03}', 0)\n"
+            "for i in range(3):\n    plt.figure()\n    plt.plot([1, i])\nplt.show()")
+    with sandbox.Sandbox(policy=policy) as sb:
+        r = sb.run(code)
+    assert r.ok, r
+    assert len(r.images) == 2 and len(r.files) == 5
+    denials = [d.detail for d in r.denied if d.kind == "file"]
+    assert len(denials) == 200 and all(d.endswith("was not searched for new files: cannot list it "
+                                                  "(Permission denied)") for d in denials), denials[:3]
+    assert [d.detail for d in r.denied if d.kind == "limit"] == [
+        "100 more denied actions were not returned (policy 'default': limits.max_output_bytes; 200 entries at most)",
+        "295 more files were not returned (policy 'default': limits.max_returned_files)",
+        "1 more images were not returned (policy 'default': limits.max_returned_images)"]
+
+
 def test_returned_file_over_cap_is_truncated_and_marked():
     policy = sandbox.Policy.load("default").with_limits(max_returned_file_bytes=1000)
     with sandbox.Sandbox(policy=policy) as sb:

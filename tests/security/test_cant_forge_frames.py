@@ -489,6 +489,16 @@ def test_a_forged_image_that_is_no_image_comes_back_as_a_plain_file(default):
     assert [p["inlineData"]["mimeType"] for p in r.parts() if "inlineData" in p] == ["image/jpeg", "image/png"]
 
 
+def test_a_flood_of_tiny_frames_is_stopped_at_the_frame_cap(default):
+    """~930k 71-byte frames fit in a run's byte budget; the host spent ~7.5 us of CPU on each (~7 s a run for
+    0.07 s of the run's). A worker sends a few hundred: past frames.MAX_FRAMES_PER_RUN the run is a forgery."""
+    from sandbox.frames import MAX_FRAMES_PER_RUN
+    r = default.run(forged('tiny = raw({"type": "denied", "event": "e", "detail": ""}) * 1000\n'
+                           'for _ in range(1000):\n    forge(tiny)'), timeout=120)
+    assert_protocol(r, f"more than {MAX_FRAMES_PER_RUN} frames")
+    assert default.run("print('ok')").stdout == "ok\n"
+
+
 #: A whole PNG of 1.3 M empty chunks, 16 MB (limits.max_returned_file_bytes): 12 bytes a chunk, each one a step of
 #: the host's walk (returned_types.py). Four of them are a run's limits.max_returned_bytes.
 CHUNKY_PNG = """
@@ -562,8 +572,8 @@ def test_the_host_is_unharmed_by_forgeries(default):
 #: (protocol.encode escapes it as text), a forged frame does: in a file's name and MIME type, an image's name, an
 #: error text and type, a denial (an image's MIME type is PNG or JPEG or the frame is refused).
 LONE_SURROGATES = forged(r'''
-forge(raw({"type": "file", "name": "\ud800.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png", "size": 8}, (PNG,)),
+forge(raw({"type": "file", "name": "\ud800.txt", "mime_type": "text/plain\udfff"}, (b"text",)),
+      raw({"type": "image", "name": "\udc00.png", "mime_type": "image/png"}, (PNG,)),
       raw({"type": "denied", "event": "network\ud800", "detail": "\udcff"}),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error\udcff"}))
 ''')
@@ -592,8 +602,8 @@ def test_a_forged_lone_surrogate_reaches_the_host_as_text(default):
 #: What the MCP server embeds as it is: the names go through quote() (which raised: a failed call), a file's MIME type
 #: and the error text do not.
 MCP_SURROGATES = forged(r'''
-forge(raw({"type": "file", "name": "a.txt", "mime_type": "text/plain\udfff", "size": 4}, (b"text",)),
-      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png", "size": 8}, (PNG,)),
+forge(raw({"type": "file", "name": "a.txt", "mime_type": "text/plain\udfff"}, (b"text",)),
+      raw({"type": "image", "name": "a\ud83d.png", "mime_type": "image/png"}, (PNG,)),
       raw({"type": "error", "text": "forged \ud800", "exc_type": "Error"}))
 ''')
 

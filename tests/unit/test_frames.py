@@ -38,7 +38,8 @@ def decode_raw(channel, header: dict, blobs: tuple[bytes, ...] = ()) -> frames.F
     frames.Unavailable(layer="landlock", reason="ENOSYS", fix="a newer kernel", syscall="landlock_create_ruleset",
                        errno=38),
     frames.ReturnedImage(name="figure_1.png", mime_type="image/png", data=b"\x89PNG"),
-    frames.Returned(name="sub/a.csv", mime_type="text/csv", data=b"", skipped=True, size=10),
+    frames.Returned(name="sub/a.csv", mime_type="text/csv", data=b"a,b\n", truncated=True),
+    frames.Dropped(items="files bytes", count=10),
     frames.Denied(event="network", detail="socket(AF_INET)"),
     frames.Error(text="boom\nTraceback", exc_type="ValueError"),
     frames.Value(codec="bytes", data=b"\x00"),
@@ -96,6 +97,9 @@ def test_one_shape_for_a_refused_layer():
     ({"type": "denied", "event": "network", "detail": "x" * (frames.MAX_DENIAL_CHARS + 1)}, (), "longer than"),
     ({"type": "value", "codec": "pickle"}, (b"\x80\x04",), "must be one of"),
     ({"type": "spawned", "id": 1, "pid": 2}, (), "not expected here"),
+    ({"type": "dropped", "items": "figures", "count": 1}, (), "field 'items' must be one of"),
+    ({"type": "dropped", "items": "files", "count": 0}, (), "field 'count' must be at least 1"),
+    ({"type": "file", "name": "a", "mime_type": "", "skipped": True, "size": 9}, (b"",), "unknown fields"),
 ])
 def test_malformed_worker_frames_name_what_is_wrong(header, blobs, message):
     with pytest.raises(ProtocolError, match=message):
@@ -233,10 +237,22 @@ def test_images_and_files_are_capped_in_total_bytes_while_reading():
     assert sum(len(f.data) for f in kept) <= 2500
     assert len(reported.images) == 2 and len(reported.files) == 5  # small files still fit past the images
     assert reported.dropped == {"images bytes": 3}
-    # a worker's own skip past the total is told from one past the count by its size
-    feed(box, frames.Returned(name="big.bin", mime_type="", data=b"", skipped=True, size=5000),
-         frames.Returned(name="empty.bin", mime_type="", data=b"", skipped=True, size=0))
-    assert reported.dropped == {"images bytes": 3, "files bytes": 1, "files": 1}
+    # what the worker itself did not send, past the total or the count, it counts in 'dropped' frames
+    feed(box, frames.Dropped(items="files bytes", count=1), frames.Dropped(items="files", count=4),
+         frames.Dropped(items="files", count=1))
+    assert reported.dropped == {"images bytes": 3, "files bytes": 1, "files": 5}
+
+
+def test_a_run_sends_a_bounded_number_of_frames():
+    """~930k forged 71-byte frames fit in a run's byte budget and cost the host ~7 s of CPU; a worker's own
+    frames are a few hundred (one per returned item, denial, outcome, count of what it dropped)."""
+    box = inbox()
+    feed(box, READY)
+    denial = wire(frames.Denied(event="e", detail="d"))
+    for _ in range(frames.MAX_FRAMES_PER_RUN - 1):
+        box.take(*denial)
+    with pytest.raises(ProtocolError, match=f"more than {frames.MAX_FRAMES_PER_RUN} frames"):
+        box.take(*denial)
 
 
 def test_denials_are_capped_in_number():
