@@ -317,21 +317,26 @@ class Removal:
 
 
 def _open_dir(parent_fd: int | None, name: str) -> int:
-    """Open subdirectory ``name`` of ``parent_fd`` (None: ``name`` is a path) for the walk,
-    restoring its owner's permissions first when it refuses (mode 000, without root's
-    CAP_DAC_OVERRIDE)."""
+    """Open subdirectory ``name`` of ``parent_fd`` (None: ``name`` is a path) for the walk."""
+    return open_as_owner(name, _DIR_FLAGS, stat.S_IRWXU, dir_fd=parent_fd)
+
+
+def open_as_owner(name: str, flags: int, mode: int, *, dir_fd: int | None = None) -> int:
+    """``os.open(name, flags, dir_fd=dir_fd)`` (``flags`` with O_NOFOLLOW), restoring ``mode`` first when the
+    entry's own mode refuses it: a run of our uid may set a dir or file of ours to mode 000 (without root's
+    CAP_DAC_OVERRIDE that locks its owner out too)."""
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        return os.open(name, flags, dir_fd=dir_fd)
     except PermissionError:
         pass
-    # O_PATH needs no permission on the directory itself, and O_NOFOLLOW|O_DIRECTORY makes
-    # sure it is that directory, not a symlink; chmod through /proc/self/fd touches exactly it.
-    path_fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    # O_PATH needs no permission on the entry itself, and O_NOFOLLOW (O_DIRECTORY for a dir) makes sure it is that
+    # entry, not a symlink; chmod through /proc/self/fd touches exactly it.
+    path_fd = os.open(name, os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)), dir_fd=dir_fd)
     try:
-        os.chmod(f"/proc/self/fd/{path_fd}", stat.S_IRWXU)
+        os.chmod(f"/proc/self/fd/{path_fd}", mode)
     finally:
         _close(path_fd)
-    return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    return os.open(name, flags, dir_fd=dir_fd)
 
 
 def _rmdir_if_empty(dir_fd: int, name: str) -> bool:

@@ -135,7 +135,7 @@ def _abandoned(entry: os.DirEntry[str]) -> bool:
         if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid()
                 or time.time() - info.st_mtime < GRACE_S):
             return False
-        fd = os.open(os.path.join(entry.path, MARKER), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_marker(entry.path)
     except OSError:  # gone meanwhile, not ours, no marker
         return False
     try:
@@ -147,6 +147,23 @@ def _abandoned(entry: os.DirEntry[str]) -> bool:
         return False
     finally:
         os.close(fd)  # the lock stays ours until here, the marker unlinked or not
+
+
+def _open_marker(path: str) -> int:
+    """The marker of the dir at ``path``, open to lock. A run may have set the dir or the marker to mode 000 (the
+    import root is on its worker's ``sys.path``; without a mount namespace it is its uid's): their owner's rights
+    are restored first, or the dir of a host that died without its exit handler stayed for good."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(os.path.join(path, MARKER), flags)
+    except PermissionError:
+        pass
+    from . import rundirs  # as _remove_tree
+    dir_fd = rundirs.open_as_owner(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IRWXU)
+    try:
+        return rundirs.open_as_owner(MARKER, flags, stat.S_IRUSR | stat.S_IWUSR, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _remove_marker_last(path: str) -> bool:

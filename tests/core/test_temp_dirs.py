@@ -17,7 +17,9 @@ import psutil
 import pytest
 
 import sandbox
-from sandbox import tempdirs, zygote_env
+from sandbox import rundirs, tempdirs, zygote_env
+
+from ..security.attacks import in_child_as_nobody
 
 HOST = """
 import sys, time
@@ -138,6 +140,26 @@ def test_what_is_not_provably_an_abandoned_dir_of_ours_stays(tmp_path):
     os.mkdir(os.path.join(path, "run-x"))
     _age(path)
     assert tempdirs.sweep("sandbox-", root) == [path]
+
+
+def test_a_dead_owners_dir_that_a_run_locked_out_still_goes():
+    """A run may set the host's import root (on its worker's sys.path; without a mount namespace its uid's) and the
+    marker inside to mode 000. Without root's CAP_DAC_OVERRIDE the next host's sweep could not open the marker, and
+    the dir of a host that then died without its exit handler stayed for good. Done as uid 65534 (when root)."""
+    def sweep_locked_out(out: dict) -> None:
+        root = tempfile.mkdtemp()
+        path = os.path.join(root, "sandbox-locked-out")
+        os.makedirs(os.path.join(path, "sandbox"))
+        open(os.path.join(path, tempdirs.MARKER), "w").close()
+        for locked in (os.path.join(path, "sandbox"), os.path.join(path, tempdirs.MARKER), path):
+            os.chmod(locked, 0)
+        _age(path)
+        out["removed"] = tempdirs.sweep("sandbox-", root)
+        out["path"], out["left"] = path, os.listdir(root)
+        rundirs.remove(root)
+    out = in_child_as_nobody(sweep_locked_out)
+    assert "error" not in out, out
+    assert out["removed"] == [out["path"]] and out["left"] == [], out
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a mount point (what no removal can take) needs root")
