@@ -219,6 +219,28 @@ def test_a_failed_start_is_a_tool_error_and_is_retried(monkeypatch):
     assert not ok.is_error and ok.content[0].text == "OUTCOME_OK\n2" and len(attempts) == 3
 
 
+def test_a_text_file_costs_the_result_line_no_more_than_its_base64():
+    """A run chooses its files' bytes: control characters in a .txt went out as a text resource, each escaped as
+    \\u0001 in the result's JSON line, six bytes a byte (16 MB made a 96 MB line that the SDK's stdio client took
+    110 s to read, against 7 s for the same bytes as base64). Such a file travels as a blob; text stays text."""
+    code = ("open('controls.txt', 'wb').write(b'\\x01' * 1_000_000)\n"
+            "open('quotes.json', 'w').write('\"' * 999 + 'x')\n"
+            "open('notes.txt', 'w').write('line one\\nline \"two\"\\n')")
+
+    async def session():
+        async with Client(server_params()) as client:
+            return await client.call_tool("run_python", {"code": code})
+
+    result = asyncio.run(session())
+    assert not result.is_error, result.content[0].text
+    by_name = {str(r.resource.uri).rsplit("/", 1)[1]: r.resource for r in result.content[1:]}
+    controls, quotes, notes = by_name["controls.txt"], by_name["quotes.json"], by_name["notes.txt"]
+    assert isinstance(controls, BlobResourceContents) and base64.b64decode(controls.blob) == b"\x01" * 1_000_000
+    assert isinstance(quotes, BlobResourceContents) and controls.mime_type == "text/plain"
+    assert isinstance(notes, TextResourceContents) and notes.text == 'line one\nline "two"\n'
+    assert len(result.model_dump_json(by_alias=True, exclude_none=True)) < 1_400_000  # base64: 1,333,336
+
+
 def test_a_result_embeds_files_up_to_its_byte_budget_and_names_the_rest(box):
     """A run may leave limits.max_output_files files of limits.max_file_size_mb each: 40 files of 16 MB made a
     683 MB result line that the server built in ~2.9 GB and the SDK's client did not finish reading in 10 min.
