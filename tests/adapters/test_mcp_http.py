@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 import select
@@ -271,6 +272,44 @@ def test_a_call_with_the_largest_input_the_policy_allows_fits_in_a_request(serve
                               files=files)
 
     assert asyncio.run(session()).content[0].text == "OUTCOME_OK\n6000000"
+
+
+def test_a_result_past_the_clients_event_cap_is_still_a_tool_result(serve):
+    """The SDK's HTTP client refuses a server-sent event over 1 MiB (max_sse_event_size) and raises MCPError from
+    call_tool: answered as an event stream, a run that saved a 2 MB file (or printed 1 MiB of control characters,
+    6 MB escaped) turned its call into an exception in the caller's loop, not a result, while the same call over
+    stdio, and a result up to MAX_EMBEDDED_BYTES, comes back. Answered as one JSON body, it is read whole."""
+    server = serve()
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client, Client(server.url) as modern:
+            saved = await call(client, "open('big.bin', 'wb').write(bytes(2_000_000))")
+            printed = await call(modern, "import sys\nsys.stdout.write('\\x01' * 1_000_000)")
+            return saved, printed
+
+    saved, printed = asyncio.run(session())
+    assert not saved.is_error and saved.content[0].text == "OUTCOME_OK\n[files: big.bin]"
+    assert base64.b64decode(saved.content[1].resource.blob) == bytes(2_000_000)
+    assert not printed.is_error and printed.content[0].text == "OUTCOME_OK\n" + "\x01" * 1_000_000
+
+
+def test_a_call_the_client_cancels_has_its_run_killed(serve):
+    """Calls are answered with one JSON body (above): a client that gives up on one still sends
+    notifications/cancelled, and its run is killed at once; the client's next call runs."""
+    server = serve()
+    marker = 424243
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client:
+            task = asyncio.ensure_future(call(client, sleeper_code(marker)))
+            await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(wait_for, lambda: not sleepers(marker), 10, f"`sleep {marker}` to be killed")
+            return await call(client, "print(6 * 7)")
+
+    assert asyncio.run(session()).content[0].text == "OUTCOME_OK\n42"
 
 
 INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
