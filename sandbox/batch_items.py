@@ -97,6 +97,12 @@ class OutputFile:
     """Where the batch saved it (images only, with ``images_dir``), else None (also when writing it failed)."""
 
 
+#: Characters str.splitlines() breaks a line at that JSON writes as they are with ensure_ascii=False (it escapes
+#: the controls below U+0020): a run that printed U+2028 split its record in two for a reader of the file by
+#: splitlines(). Only strings hold them, where their escapes read back the same.
+_LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """One line of the output JSONL: what one snippet did."""
@@ -137,6 +143,16 @@ class BatchResult:
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (key order is the field order)."""
         return asdict(self)
+
+    def to_line(self) -> bytes:
+        """The record as one line of a result file, UTF-8, ``\\n`` at its end (and nowhere else, whichever way it
+        is split)."""
+        text = json.dumps(self.to_json(), ensure_ascii=False)
+        for char, escape in _LINE_BREAKS:
+            text = text.replace(char, escape)
+        # backslashreplace: a lone surrogate (in a forged frame's name, or a corpus id) is written as its JSON escape
+        # (\udcff) instead of failing the write; the line reads back the same.
+        return (text + "\n").encode("utf-8", "backslashreplace")
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "BatchResult":

@@ -349,9 +349,7 @@ def _write(out: BinaryIO, record: Any, counts: dict[str, int]) -> None:
     from ..batch import INVALID, SANDBOX_ERROR
     from ..errors import InputError
 
-    # backslashreplace: a lone surrogate (in a forged frame's name, or a corpus id) is written
-    # as its JSON escape (\udcff) instead of failing the write; the line reads back the same.
-    data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
+    data = record.to_line()
     start = out.seek(0, os.SEEK_END)
     try:
         view = memoryview(data)

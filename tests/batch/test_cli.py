@@ -48,6 +48,23 @@ def test_ids_and_categories_with_line_breaks_keep_the_summary_a_table(tmp_path):
     assert not any(line.startswith(("id ", "lines ")) for line in lines), done.stdout
 
 
+def test_a_record_is_one_line_however_its_reader_splits_lines(tmp_path):
+    """JSON written with ensure_ascii=False keeps U+2028, U+2029 and U+0085 as they are, and str.splitlines() breaks
+    a line at each: a run that printed one (or named a file with one) split its record in two for such a reader
+    (json.loads failed on both halves). They are written escaped; the record reads back the same."""
+    text = "a\u2028b\x85c\u2029d"
+    code = f"print({text!r})\nopen({text!r} + '.txt', 'w').write('x')\nraise ValueError({text!r})"
+    items = [{"id": "breaks", "code": code}]
+    done = cli(str(write_jsonl(tmp_path / "in.jsonl", items)), "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1, lines
+    (record,) = [json.loads(line) for line in lines]
+    assert record["output"] == text + "\n" and record["error"].startswith(text + "\n")
+    assert [f["name"] for f in record["files"]] == [text + ".txt"]
+    assert record == read_jsonl(tmp_path / "out.jsonl")[0]
+
+
 def test_existing_output_needs_resume_or_overwrite(tmp_path):
     corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
     (tmp_path / "out.jsonl").write_text("")
