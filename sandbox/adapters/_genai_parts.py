@@ -7,6 +7,7 @@ Public through :mod:`sandbox.adapters.genai` (see its docstring).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Literal
 
@@ -27,7 +28,8 @@ DEFAULT_IMAGES: ImagesMode = "response" if HAS_RESPONSE_PARTS else "sibling"
 
 
 def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
-            session: Runner | None = None, files: Any = None, timeout: float | None = None) -> list[types.Part]:
+            session: Runner | None = None, files: Any = None, timeout: float | None = None,
+            max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part]:
     """Run an ``ExecutableCode`` part (or a code string) and return the result parts.
 
     Args:
@@ -36,6 +38,11 @@ def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox:
         session: a session (``Sandbox.session()``) to run in instead, for state between blocks.
         files: input files, as for ``Sandbox.run``.
         timeout: wall clock in seconds (default: the policy's).
+        max_image_bytes_per_call: image bytes the parts carry at most, as :func:`handle`'s (default 10,000,000):
+            a run may return 64 MB of images, which the history you send them in carries to every later
+            request, and the Gemini API takes 20 MB inline. Images are kept in order while they fit; the last
+            result part's output names the rest (``[1 image (3500000 bytes) not returned: this call's images would
+            pass 10000000 bytes (max_image_bytes_per_call)]``). An int >= 1, or InputError before the code runs.
 
     Returns:
         ``code_execution_result`` part(s) (output printed before a failure is its own
@@ -46,24 +53,31 @@ def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox:
     Raises:
         InputError: ``part_or_code`` is not code, or its language is not Python.
     """
+    budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     code, code_id = _code_of(part_or_code)
-    return _result_parts(run_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout), code_id)
+    result = run_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
+    return _result_parts(result, code_id, budget)
 
 
 async def aexecute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
-                   session: Runner | None = None, files: Any = None,
-                   timeout: float | None = None) -> list[types.Part]:
+                   session: Runner | None = None, files: Any = None, timeout: float | None = None,
+                   max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part]:
     """:func:`execute` for asyncio; cancelling the task kills the run at once."""
+    budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     code, code_id = _code_of(part_or_code)
     result = await arun_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
-    return _result_parts(result, code_id)
+    return _result_parts(result, code_id, budget)
 
 
-def _result_parts(result: Result | str, code_id: str | None) -> list[types.Part]:
+def _result_parts(result: Result | str, code_id: str | None, budget: ImageBudget) -> list[types.Part]:
     if isinstance(result, str):
         dicts: list[dict[str, Any]] = [{"codeExecutionResult": {"outcome": str(Outcome.FAILED), "output": result}}]
     else:
-        dicts = result.parts()
+        images, note = budget.keep(result.images)
+        dicts = dataclasses.replace(result, images=images).parts()
+        if note is not None:  # the last result part says what was left out, as sandbox serve's does
+            body = [item for item in dicts if "codeExecutionResult" in item][-1]["codeExecutionResult"]
+            body["output"] = with_note(body.get("output"), note)
     if code_id is not None:
         for item in dicts:
             if "codeExecutionResult" in item:

@@ -5,8 +5,9 @@ The tool loops (:class:`~sandbox.adapters.genai.ToolLoop`, :func:`~sandbox.adapt
 request. A run may return up to the policy's ``limits.max_returned_bytes`` of images (64 MB under "default"),
 a turn up to ``max_calls_per_turn`` runs: without a budget one turn put hundreds of MB in the history, and a
 request past what the model API takes inline failed, and every later request of the conversation with it.
-The single-call helpers (google-genai ``handle``, OpenAI ``handle_function_call``) budget one call's images the
-same way (:func:`call_budget`): a run's 64 MB in one answer failed the request of a hand-written loop as surely.
+The single-call helpers (google-genai ``handle`` and ``execute``, OpenAI ``handle_function_call``) budget one call's
+images the same way (:func:`call_budget`): a run's 64 MB in one answer failed the request of a hand-written loop as
+surely.
 ``sandbox serve`` budgets each request's images with :class:`ImageBudget` too (its own scope and knob in the note).
 
 A turn's budget alone did not bound a request: each one resends the history, so turns of 8 MB of images each made

@@ -1,10 +1,10 @@
 """The single-call helpers' image budget: what one answer, put in a hand-written loop's history, carries.
 
-google-genai ``handle`` / ``ahandle`` and OpenAI ``handle_function_call`` / ``ahandle_function_call`` returned every
-image of a run: up to the policy's ``limits.max_returned_bytes`` (64 MB under "default"). A user answering one call
-in their own loop sent it to the model, and a request past what the API takes inline (20 MB for Gemini) failed,
-with every later one of the conversation. The real clients send the answer to a scripted model on 127.0.0.1
-(examples/fake_model.py), and the tests read the images in the request it received.
+google-genai ``handle`` / ``ahandle`` (and ``execute`` / ``aexecute``) and OpenAI ``handle_function_call`` /
+``ahandle_function_call`` returned every image of a run: up to the policy's ``limits.max_returned_bytes`` (64 MB under
+"default"). A user answering one call in their own loop sent it to the model, and a request past what the API takes
+inline (20 MB for Gemini) failed, with every later one of the conversation. The real clients send the answer to a
+scripted model on 127.0.0.1 (examples/fake_model.py), and the tests read the images in the request it received.
 """
 
 from __future__ import annotations
@@ -77,6 +77,40 @@ def test_genai_ahandle_takes_the_budget_parameter(box):
     for bad in (0, True, "8MB", None):
         with pytest.raises(sandbox.InputError, match=r"max_image_bytes_per_call must be an int >= 1 \(got "):
             genai_adapter.handle(gemini_call("print(1)"), sandbox=box, max_image_bytes_per_call=bad)
+
+
+def test_genai_execute_keeps_one_blocks_images_within_the_default_budget(box):
+    """execute() answers a model's ExecutableCode part with result and inline_data parts for its history: it returned
+    every image of the run (64 MB under "default"), and every later request of the conversation resent them. Now
+    it keeps what fits, as handle() does, and the last result part's output names the rest."""
+    code = types.ExecutableCode(code=noise("a", 3, 1000), language="PYTHON", id="x1")
+    parts = genai_adapter.execute(code, sandbox=box)
+    with fake_model.ScriptedModel([fake_model.gemini_reply("seen")]) as model:
+        contents = [types.Content(role="user", parts=[types.Part(text="draw")]),
+                    types.Content(role="model", parts=[types.Part(executable_code=code), *parts])]
+        assert genai_client(model).models.generate_content(model="m", contents=contents).text == "seen"
+    answer = model.requests[0]["body"]["contents"][-1]["parts"]
+    sent = [blob_bytes(image) for image in inline_images(answer)]
+    assert len(sent) == 2 and sum(sent) <= DEFAULT, sent
+    (result,) = [part["codeExecutionResult"] for part in answer if "codeExecutionResult" in part]
+    assert result["output"].startswith("drawn\n") and result["id"] == "x1"
+    left, left_bytes, budget = note_of(result["output"])
+    assert (left, budget) == (1, DEFAULT) and sum(sent) + left_bytes > DEFAULT
+
+
+def test_genai_aexecute_takes_the_budget_parameter(box):
+    budget = 1_400_000  # two ~0.56 MB images of 400 px fit, a third does not
+    first, *images = asyncio.run(genai_adapter.aexecute(noise("a", 3, 400) + "1 / 0", sandbox=box,
+                                                        max_image_bytes_per_call=budget))
+    failed = images.pop(0)  # output printed before a failure is its own part; the note follows the failure
+    assert first.code_execution_result.output == "drawn\n" and failed.code_execution_result.outcome == "OUTCOME_FAILED"
+    sizes = [len(part.inline_data.data) for part in images]
+    assert len(sizes) == 2 and sum(sizes) <= budget and note_of(failed.code_execution_result.output)[::2] == (1, budget)
+    small = genai_adapter.execute(noise("s", 2, 100), sandbox=box)  # well within: all go, no note
+    assert len(small) == 3 and "not returned" not in small[0].code_execution_result.output
+    for bad in (0, True, None):
+        with pytest.raises(sandbox.InputError, match=r"max_image_bytes_per_call must be an int >= 1 \(got "):
+            genai_adapter.execute("print(1)", sandbox=box, max_image_bytes_per_call=bad)
 
 
 def function_call_item(source: str) -> dict:
