@@ -63,7 +63,7 @@ def wrap(owner, name, label):
     setattr(owner, name, timed)
 
 from sandbox import commands, confine
-from sandbox.confine import namespaces_clone
+from sandbox.confine import namespaces_clone, worker_fork
 from sandbox.inside import allowlist, harness, request, session_root, session_states, show_hook, telemetry, worker, zygote
 for name in ("_reset_environment", "_address_space", "_reseed", "_prepare", "_run_once"):
     wrap(worker, name, "worker." + name)
@@ -77,7 +77,7 @@ wrap(request.Channel, "close", "worker.Channel.close")
 wrap(request.Channel, "send", "worker.Channel.send")
 wrap(confine, "apply_all", "worker.confine.apply_all")
 wrap(namespaces_clone, "_init_child", "prefork.namespaces._init_child")
-wrap(confine, "_stage_before_request", "prefork.confine._stage_before_request")
+wrap(worker_fork, "_stage_before_request", "prefork.confine._stage_before_request")
 wrap(allowlist, "install", "worker.allowlist.install")
 for name in ("_fork", "_spawn", "_reap"):
     wrap(zygote.Zygote, name, "zygote." + name)

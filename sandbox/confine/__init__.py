@@ -25,22 +25,25 @@ made the seccomp filter refuses memfd_create and SysV shared memory instead);
 ``cpu_cgroup`` (cpushare.py) serves rlimits for the share of the CPU RLIMIT_CPU does not
 bound (a run is one scheduling group, however many processes it makes);
 ``capabilities`` (caps.py) are dropped in every worker. See each module's docstring.
+
+Here: the layer tables, :func:`prepare_in_zygote` and :func:`apply_all` with its stack. Apart: the worker's fork
+(worker_fork.py: :func:`fork_worker`, :func:`release_worker`, :func:`worker_in_namespaces`) and the two values
+both pass around (context.py: :class:`ConfineContext`, :class:`LayerStatus`), re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
-import socket
 from typing import Any, Callable
 
 from .. import bootstrap
 from ..policy import Policy
 from ..errors import SandboxUnavailable
-from ..records import record
-from . import (_sys, caps, cgroup, cpushare, disk, fstemplate, fsview, landlock, memcg, namespaces,
+from . import (caps, cgroup, cpushare, disk, fstemplate, fsview, landlock, memcg, namespaces,
                namespaces_clone, netns, no_new_privs, rlimits, seccomp, signal_scope, state_scope)
+from .context import ConfineContext, LayerStatus
+from .worker_fork import fork_worker, release_worker, worker_in_namespaces
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -64,49 +67,6 @@ FIXES = {
     "landlock": landlock.FIX,
     "seccomp": seccomp.FIX,
 }
-
-
-@record
-class ConfineContext:
-    """What a run may touch."""
-
-    workdir: str
-    """The run's private work dir (read-write)."""
-    tmpdir: str
-    """The run's private tmp dir (read-write)."""
-    readable: tuple[str, ...]
-    """Host paths readable by the snippet (interpreter, stdlib, site-packages, image)."""
-    base_address_space: int
-    """Bytes of address space already mapped when the run starts; memory_mb is added on top."""
-    session: bool = False
-    """A session root (its memory cgroup holds the whole session: see memcg.py)."""
-    private_shm: bool = False
-    """``/dev/shm`` is this worker's own tmpfs (:func:`private_dev_shm`): Landlock lets it write there. Else it
-    is the host's, shared by every run and the host: memory no limit of the run bounds, and a channel from
-    one run to the next. In a filesystem view (fsview.py) it always is: the view mounts a fresh tmpfs there."""
-    writable: tuple[str, ...] = ()
-    """Paths writable besides the run's dirs (in a filesystem view: ``/tmp``, the run's private disk)."""
-
-
-@record
-class LayerStatus:
-    """Whether one layer (or part, see :data:`PARTS`) is available on this kernel and active for this run."""
-
-    layer: str
-    """Layer name, one of :data:`ORDER`."""
-    available: bool
-    """The kernel (and this uid) support the layer."""
-    active: bool
-    """The layer was applied to this run."""
-    detail: str = ""
-    """Why not, or what exactly was applied."""
-    pids_cgroup: "LayerStatus | None" = None
-    """Only in the status :func:`fork_worker` gives its child: the pids cgroup the zygote put it in (None: none
-    was tried at the fork)."""
-    memory_cgroup: "LayerStatus | None" = None
-    """Likewise, the memory cgroup the zygote put it in (None: none was tried at the fork)."""
-    cpu_cgroup: "LayerStatus | None" = None
-    """Likewise, the cpu cgroup the zygote put it in (None: none was tried at the fork)."""
 
 
 def readable_paths() -> tuple[str, ...]:
@@ -162,107 +122,6 @@ def prepare_in_zygote(policy: Policy, *, sessions: bool = True) -> None:
         namespaces_clone.settle_threads_in_parent()  # fork_worker's clone needs a single-threaded zygote
 
 
-def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = None,
-                run_dirs: tuple[str, str] | None = None, readable: tuple[str, ...] = (),
-                deferred: list[socket.socket] | None = None,
-                plain: list[int] | None = None) -> tuple[int, LayerStatus | None]:
-    """In the zygote: fork a worker, as pid 1 of fresh namespaces when the policy lists them.
-
-    Like ``os.fork``: the parent gets ``(pid, None)``, the child ``(0, status)`` of
-    the namespaces layer (None when the policy does not list it) and never raises.
-    If the kernel refuses the namespaces (see ``namespaces_clone.REFUSED``) or refuses to
-    set them up (restricted user namespaces: ``namespaces_clone.SetupRefused``), the child
-    is a plain fork whose status says why; :func:`apply_all` (given that status)
-    refuses the run if the policy requires them. Other clone failures raise, as
-    os.fork's do. ``session``: the worker will be a session root (the limit of its
-    memory cgroup covers the whole session). ``zygote``: our parent's pid, when we are the
-    forker (inside/forker.py): the worker is cloned as our sibling (``CLONE_PARENT``), the
-    zygote's child, and its cgroups are named after the zygote. ``run_dirs`` (its work and tmp
-    dirs) and ``readable`` (its ``ConfineContext.readable``): where this process holds a template of
-    the worker's root that fits them (fstemplate.py), the worker is cloned into a copy of it. ``deferred``: its
-    cgroups are not made here; the socket on which the worker waits for them is appended there, for the zygote
-    to make them and let it go (:func:`release_worker`). Not for a plain fork (nothing is appended then).
-    ``plain``: the parent appends the child's pid there when it is a plain fork (it shares our pid namespace).
-    """
-    plain_fork = functools.partial(_sys.fork_like_clone, _sys.CLONE_PARENT, "clone(CLONE_PARENT)") \
-        if zygote else os.fork
-    def plain_child() -> int:
-        pid = plain_fork()
-        if pid and plain is not None:
-            plain.append(pid)
-        return pid
-
-    if "namespaces" not in policy.confinement.layers:
-        return plain_child(), None
-    owner = zygote or os.getpid()
-    template = fstemplate.for_run(policy, readable, run_dirs)
-    try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
-        pid, detail, note = namespaces_clone.fork_in_parent(
-            lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None,
-            template=template, deferred=deferred)
-    except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
-        if exc.errno not in namespaces_clone.REFUSED and not isinstance(exc, namespaces_clone.SetupRefused):
-            raise
-        pid = plain_child()
-        if pid == 0:
-            fstemplate.in_child(None)
-        return pid, (None if pid else LayerStatus("namespaces", False, False, str(exc)))
-    if pid:
-        return pid, None
-    return 0, worker_in_namespaces(policy, template, detail, note)
-
-
-def worker_in_namespaces(policy: Policy, template: fstemplate.Template | None, detail: str, note: str) -> LayerStatus:
-    """In a worker just cloned into fresh namespaces, their setup and handshake done (by namespaces_clone's
-    ``_init_child``, or by inside/_forkloop.c: ``detail``, and its cgroups' ``note``): the namespaces layer's status,
-    once the steps that need no request are done (the second half of :func:`fork_worker` in its child, and of the
-    forker's native loop; ``template``: the one it was cloned into)."""
-    fstemplate.in_child(template)
-    _stage_before_request(policy)
-    pids, memory, cpu = (note.split(_NOTE_SEPARATOR) + ["", "", ""])[:3]
-    return LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),
-                       memory_cgroup=_joined("memory_cgroup", memory), cpu_cgroup=_joined("cpu_cgroup", cpu))
-
-
-_NOTE_SEPARATOR = "\x1e"
-
-
-def release_worker(policy: Policy, pid: int, session: bool, channel: socket.socket) -> None:
-    """In the zygote: make the cgroups of worker ``pid``, which its forker cloned with ``deferred`` (see
-    :func:`fork_worker`), and send it their note on ``channel`` (closed). Why here: the zygote forks nothing, so
-    its pages stay its own, while every Python object the forker touches between two clones is a page it copies
-    (~120 for this work, ~0.3 ms a worker). Never raises."""
-    try:
-        note, fds = _cgroups_in_parent(policy, pid, session, os.getpid())
-    except Exception:  # noqa: BLE001 - no note: the worker sees EOF and exits (its run fails, never less confined)
-        channel.close()
-        return
-    namespaces_clone.release(channel, note, fds)
-
-
-def _cgroups_in_parent(policy: Policy, child: int, session: bool, zygote: int) -> tuple[str, list[int]]:
-    """The note the clone's child gets: one per cgroup, "" (not tried), else "+" or "-" (joined or not) and what
-    happened (each short: the note travels in one packet, namespaces_clone.NOTE_BYTES); and the cgroup files it
-    joins itself with (``cgroup.enter``)."""
-    if "rlimits" not in policy.confinement.layers:
-        return "", []
-    pids = ""
-    handover: list[int] = []
-    if cgroup.needed():
-        pids = _noted(*cgroup.limit_pids_in_parent(policy, child, zygote, handover))
-    memory = _noted(*memcg.join_in_parent(policy, child, session, zygote, handover))
-    cpu = _noted(*cpushare.join_in_parent(policy, child, zygote, handover))
-    return _NOTE_SEPARATOR.join((pids, memory, cpu)), handover
-
-
-def _noted(joined: bool, detail: str) -> str:
-    return ("+" if joined else "-") + detail[:300]
-
-
-def _joined(part: str, note: str) -> LayerStatus | None:
-    return None if not note else LayerStatus(part, note[0] == "+", note[0] == "+", note[1:])
-
-
 def private_dev_shm(ns_status: LayerStatus | None) -> bool:
     """Whether :func:`fork_worker` gave the worker a private tmpfs on ``/dev/shm`` (its mount namespace)."""
     return ns_status is not None and ns_status.active and "private /dev/shm" not in ns_status.detail
@@ -283,23 +142,6 @@ def land_in(workdir: str) -> None:
     dir exists only once the namespaces layer has mounted its disk: that layer lands it there then."""
     if not fstemplate.copied():
         os.chdir(workdir)
-
-
-def _stage_before_request(policy: Policy) -> None:
-    """Work that restricts nothing yet but makes apply_all cheap, done while no request waits.
-
-    Makes every host mount read-only (in the private mount namespace), empties the
-    capability bounding set, pre-builds the Landlock ruleset's static rules
-    and pays ctypes' first-call costs. Failures are left for apply_all to report.
-    """
-    try:
-        namespaces.make_host_read_only_early()
-        caps.drop_bounding_set_early()
-        if "landlock" in policy.confinement.layers:
-            landlock.prebuild(policy)
-        no_new_privs.probe()
-    except Exception:  # noqa: BLE001 - in a fresh child: nothing may unwind into the zygote's code
-        pass
 
 
 def apply_all(policy: Policy, ctx: ConfineContext, ns_status: LayerStatus | None = None, *,
@@ -454,4 +296,4 @@ def describe_all(policy: Policy) -> dict[str, str]:
 
 __all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "ORDER", "PARTS", "apply_all", "describe_all",
            "fork_worker", "land_in", "module", "prepare_in_zygote", "private_dev_shm", "probe_all", "readable_paths",
-           "run_context"]
+           "release_worker", "run_context", "worker_in_namespaces"]

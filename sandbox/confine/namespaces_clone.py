@@ -58,7 +58,7 @@ def _flag_names(flags: int) -> str:
     return "|".join(f"CLONE_NEW{v}" for k, v in names.items() if flags & k)
 
 
-#: Most bytes of the note a clone's child waits for (its cgroups' outcomes: confine._cgroups_in_parent), one packet;
+#: Most bytes of the note a clone's child waits for (its cgroups' outcomes: worker_fork._cgroups_in_parent), one packet;
 #: inside/_forkloop.c's ``Setup.note`` is as long.
 NOTE_BYTES = 1024
 #: The clone's name in its errors (made once: a forker clones once per run).
