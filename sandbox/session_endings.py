@@ -15,7 +15,7 @@ from .collect import Collected, Ending, RunExit, kill_worker
 from .errors import ProtocolError
 
 if TYPE_CHECKING:
-    from .session import _Container
+    from .session_container import SessionContainer
 
 #: How long the root may take to answer a command, or to report a run's end once it is due.
 REPLY_TIMEOUT_S = 10.0
@@ -24,7 +24,7 @@ REPLY_TIMEOUT_S = 10.0
 class OpenEnding(Ending):
     """Opening a session: over once the root said ``done``; its pidfd fires only if it dies."""
 
-    def __init__(self, container: "_Container") -> None:
+    def __init__(self, container: "SessionContainer") -> None:
         self.container = container
         self.fd = container.spawned.pidfd  # only fires if the worker dies while opening
 
@@ -41,7 +41,7 @@ class RunEnding(Ending):
     The root, not the host, owns the runner: a runner that closed its streams (or forged
     ``done``) and kept running is cancelled when the run's deadline passes without its end."""
 
-    def __init__(self, container: "_Container", seq: int) -> None:
+    def __init__(self, container: "SessionContainer", seq: int) -> None:
         self.container, self.seq = container, seq
         self.fd = container.ctl.fileno()
 

@@ -74,7 +74,8 @@ from .errors import SandboxClosed, SessionMemoryError
 from .frames import Held
 
 if TYPE_CHECKING:
-    from .session import Checkpoint, _Container
+    from .session import Checkpoint
+    from .session_container import SessionContainer
 
 _PF_EXITING = 0x4  # task flag (include/linux/sched.h): do_exit() has started
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
@@ -106,7 +107,7 @@ class MemoryBudget:
     Every method runs under the container's lock, so checks never race a run.
     """
 
-    def __init__(self, container: "_Container") -> None:
+    def __init__(self, container: "SessionContainer") -> None:
         self.container = container
         self.pins: list[tuple[weakref.ref[Checkpoint], str, int]] = []  # (handle, session id, node), oldest first
         self.rollups = RollupCache()
