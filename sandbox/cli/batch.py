@@ -1,23 +1,24 @@
-"""``sandbox batch INPUT.jsonl --out RESULTS.jsonl``: run a corpus of snippets, write one record each."""
+"""``sandbox batch INPUT.jsonl --out RESULTS.jsonl``: run a corpus of snippets, write one record each.
+
+Here: the command's options, reading the corpus, the run, its progress bar and its stop on a signal. The --out
+file (--resume, --overwrite, whole record lines) is batch_out.py."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import time
-from contextlib import closing, nullcontext, suppress
+from contextlib import closing, nullcontext
 from typing import Any, BinaryIO, Iterator
 
 from ..install_hint import install_command
 from ._term import shown
 from ._pipes import stdout_to_devnull
-from .batch_old_images import OldImages
+from .batch_out import open_output, opened, refuse_same_file, write_record
 
 HELP = """Run every snippet of a JSONL corpus in the sandbox and write one JSON result
 record per snippet to --out, as each run finishes (completion order).
@@ -85,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--address is for --backend ray")
     if args.report and not args.report.endswith((".html", ".png")):
         raise InputError(f"--report must end in .html or .png (got {value_text(args.report)})")
-    _refuse_same_file(args.input, args.out)
+    refuse_same_file(args.input, args.out)
     policy = Policy.load(args.policy)
     limit, record_limit = batch.max_line_bytes(policy), batch.max_record_bytes(policy)
     stop = threading.Event()
@@ -96,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     with _opened_input(args.input) as corpus:
         if args.images_dir:
             _check_images_dir(args.images_dir)  # before --out, which --overwrite empties
-        done_ids = _open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
+        done_ids = open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
         total = _count_items(corpus, args.input, limit, done_ids)
         with _line_source(corpus) as lines:
             items = _read_items(lines, args.input, limit, done_ids)
@@ -123,143 +124,21 @@ def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop
     """Run ``items`` and append each record to --out as it finishes."""
     from .. import batch
 
-    # Unbuffered bytes: _write puts each record down whole or (disk full) cuts its partial line off again.
-    with _opened(args.out, "ab", buffering=0) as out, \
+    # Unbuffered bytes: write_record puts each record down whole or (disk full) cuts its partial line off again.
+    with opened(args.out, "ab", buffering=0) as out, \
             _Progress(total, args.progress) as bar, _StopOnSignal(stop, bar):
         results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
                             timeout=args.timeout, backend=args.backend, address=args.address,
                             images_dir=args.images_dir, max_output_chars=args.max_output_chars, stop=stop)
         with closing(results):  # type: ignore[type-var]  # a generator: it has close()
             for record in results:
-                _write(out, record, counts)
+                write_record(out, record, counts)
                 if record.outcome in (batch.INVALID, batch.SANDBOX_ERROR):
                     bar.write(f"sandbox batch: {record.error.splitlines()[0] if record.error else record.outcome}")
                 unsaved = sum(image.path is None for image in record.images) if args.images_dir else 0
                 if unsaved:
                     bar.write(f"sandbox batch: {record.id}: {unsaved} image(s) not saved in {args.images_dir}")
                 bar.update(record)
-
-
-def _open_output(path: str, resume: bool, overwrite: bool, limit: int, images_dir: str | None = None) -> set[str]:
-    """Prepare --out; with --resume return the ids already done (after dropping broken lines). The images of the
-    records replaced (--overwrite: all; --resume: those it runs again) are removed (:class:`OldImages`)."""
-    from ..batch import read_lines
-    from ..errors import InputError
-
-    if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout: reading it back for the summary hung
-        raise InputError(f"--out {path} is not a regular file (the results are read back for the summary and "
-                         f"--resume)")
-    if not os.path.exists(path):
-        _opened(path, "w").close()
-        return set()
-    if overwrite:
-        # Opened for writing first: an --out we may not empty loses none of its images. Removed as read, so a
-        # file of millions of records is not held; the records go right after.
-        with _opened(path, "r+b") as fh, OldImages(images_dir) as old:
-            for raw in read_lines(fh, limit) if images_dir else ():
-                old.remove(_record(raw.decode("utf-8", "replace")) if raw is not None else None)
-            fh.seek(0)
-            fh.truncate()
-        return set()
-    if not resume:
-        raise InputError(f"{path} exists; use --resume to continue it or --overwrite to replace it")
-    done, dropped = set(), 0
-    with OldImages(images_dir) as old:
-        with _opened(path, "rb") as fh:
-            for raw, record in _result_lines(fh, path, limit):
-                if record is None:
-                    dropped += 1  # a line cut by a crash, or an invalid line to validate again
-                    old.remove_later(_record(raw.decode("utf-8", "replace")))
-                else:
-                    done.add(record["id"])
-        if dropped:
-            _rewrite_results(path, limit)
-            if old.pending:
-                with _opened(path, "rb") as fh:  # the records kept: an image one of them names stays
-                    old.keep(record for _, record in _result_lines(fh, path, limit))
-                old.remove_pending()
-    return done
-
-
-def _result_lines(fh: BinaryIO, path: str, limit: int) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
-    """Each line of --out, with its record if --resume keeps it (None: to drop); refuses a file of other lines,
-    and a line longer than ``limit`` (max_record_bytes) without holding it."""
-    from ..batch import INVALID, read_lines
-    from ..errors import InputError
-
-    for number, raw in enumerate(read_lines(fh, limit), start=1):
-        if raw is None:  # not even a crash's cut line: a record cut short is shorter than a whole one
-            raise InputError(f"{path}: line {number} is not a sandbox batch result record (longer than any record "
-                             f"can be: {limit} bytes); is --out the right file? (--overwrite replaces it)")
-        text = raw.decode("utf-8", "replace")  # "replace": a crash may cut a line inside a character
-        record = _record(text)
-        if record is None and text.endswith("\n") and text.strip():
-            # Only the last line can be cut by a crash: anything else means --out is some other file,
-            # and rewriting it below would delete the lines that are not records.
-            raise InputError(f"{path}: line {number} is not a sandbox batch result record; is --out the "
-                             f"right file? (--overwrite replaces it)")
-        keep = record is not None and record.get("outcome") != INVALID and isinstance(record.get("id"), str)
-        yield raw, record if keep else None
-
-
-def _rewrite_results(path: str, limit: int) -> None:
-    """Rewrite --out without the lines --resume drops. The new file is written beside the old one and renamed
-    over it once complete (synced first): until then the old file is whole, whatever stops us (a full disk,
-    a crash). A symlinked --out keeps its link: the file it points to is the one replaced."""
-    from ..errors import InputError
-
-    target = os.path.realpath(path)
-    folder, name = os.path.split(target)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"cannot rewrite {path} for --resume: {exc.strerror or exc}") from None
-    try:
-        with open(fd, "wb") as new, open(target, "rb") as old:
-            _same_owner_and_mode(new.fileno(), old.fileno())
-            new.writelines(raw for raw, record in _result_lines(old, path, limit) if record is not None)
-            new.flush()
-            os.fsync(new.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with suppress(OSError):
-            os.unlink(tmp)
-        if not isinstance(exc, OSError):
-            raise
-        raise InputError(f"cannot rewrite {path} for --resume (it drops cut and invalid lines): "
-                         f"{exc.strerror or exc}; {path} is left as it was (make room, then resume again)") from None
-
-
-def _same_owner_and_mode(new: int, old: int) -> None:
-    """Give the rewritten file the old one's mode (mkstemp makes it 0600) and, when we may, its owner."""
-    info = os.fstat(old)
-    os.fchmod(new, stat.S_IMODE(info.st_mode))
-    with suppress(OSError):  # only root may give a file away; then it is ours, as any file we create
-        os.fchown(new, info.st_uid, info.st_gid)
-
-
-def _record(text: str) -> dict[str, Any] | None:
-    """The result record on a line of --out, or None (a line cut short, or not a record at all)."""
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not text.endswith("\n") or not isinstance(record, dict) or not isinstance(record.get("outcome"), str):
-        return None
-    return record
-
-
-def _refuse_same_file(input_path: str, out_path: str) -> None:
-    """--out must not be the corpus: --overwrite would empty it before it is read, --resume would take its
-    lines for results and run nothing."""
-    from ..errors import InputError
-
-    try:
-        same = input_path != "-" and os.path.samefile(input_path, out_path)
-    except OSError:  # one of them does not exist (yet): not the same file
-        same = False
-    if same:
-        raise InputError(f"--out {out_path} is the input corpus itself; write the results to another file")
 
 
 def _check_images_dir(path: str) -> None:
@@ -271,16 +150,6 @@ def _check_images_dir(path: str) -> None:
     why = unwritable(path)
     if why is not None:
         raise InputError(f"cannot write images into {path} (--images-dir): {why}")
-
-
-def _opened(path: str, mode: str, **kwargs: Any) -> Any:
-    """``open()`` for --out; an OS error (no such folder, a directory, read-only) is an InputError naming it."""
-    from ..errors import InputError
-
-    try:
-        return open(path, mode, **kwargs)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _opened_input(path: str) -> Any:
@@ -341,26 +210,6 @@ def _read_items(corpus: BinaryIO, path: str, limit: int, done_ids: set[str]) -> 
         yield from read_items(read_lines(corpus, limit), skip_ids=done_ids)
     except OSError as exc:  # a read that fails (EIO), past the open
         raise InputError(f"cannot read {path}: {exc}") from None
-
-
-def _write(out: BinaryIO, record: Any, counts: dict[str, int]) -> None:
-    """Append one record as one line, straight to the file: whatever stops us, every finished record is a
-    whole line on disk. A failed write (disk full) is cut off again, so the file stays whole lines."""
-    from ..batch import INVALID, SANDBOX_ERROR
-    from ..errors import InputError
-
-    data = record.to_line()
-    start = out.seek(0, os.SEEK_END)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[out.write(view):]  # a raw write may take only part of it
-    except OSError as exc:
-        os.ftruncate(out.fileno(), start)
-        raise InputError(f"cannot write {out.name}: {exc.strerror or exc}; {counts['written']} results written "
-                         f"(make room, then continue with --resume)") from None
-    counts["written"] += 1
-    counts["problems"] += record.outcome in (INVALID, SANDBOX_ERROR)
 
 
 def _print(text: str) -> None:
