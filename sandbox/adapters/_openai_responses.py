@@ -3,28 +3,32 @@
 The conversation is the caller's ``input`` list; each ``run_python`` ``function_call`` item is
 answered as :func:`~sandbox.adapters._openai_calls.handle_function_call` answers it. Public through
 :mod:`sandbox.adapters.openai` (see its docstring).
+
+Here: the arguments' checks, the loop's steps (one response a turn, its calls answered) and the two entry points.
+Reading a response's items and writing the answers to calls of the caller's own tools is
+_openai_response_items.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import Result
-from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, ImageBudget, encoded_bytes, \
     turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
     check_max_calls_per_turn, check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, \
-    drive, is_async_method, jsonable, not_run_text
+    drive, is_async_method, not_run_text
 from ._openai_background import asettled, settled
 from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
-    responses_tool, set_made_id
+    responses_tool
+from ._openai_response_items import OUTPUT_OF, as_input_item, call_arguments, call_id_of, check_ended, \
+    checked_output, cut_off_calls, declared_tools, function_output, is_model_item, runs_code
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.responses import Response
@@ -35,61 +39,38 @@ logger = logging.getLogger(f"{__package__}.openai")
 #: for its own default, is the same here), written to ``save_dir`` (``"save"``) or dropped (``"none"``).
 ResponsesImagesMode = Literal["output", "message", "save", "none"]
 
-#: Items that answer a call, by the call's item type.
-_OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
 
-
-def _is_model_item(item: Any) -> bool:
-    """True for an item a response produced (reasoning, a call, the assistant's message), kept as it came;
-    False for what the caller writes: messages of other roles, item references, the answers to calls
-    (``function_call_output``, ``computer_call_output``, ... and ``mcp_approval_response``), and an assistant
-    message without an ``id``: a response's message has one (the API's output message requires it), the
-    assistant words a caller writes (an easy input message) have none."""
-    kind = field_of(item, "type")
-    if kind in ("message", None):
-        return field_of(item, "role") == "assistant" and field_of(item, "id") not in (None, "")
-    return not (kind == "item_reference" or kind == "mcp_approval_response"
-                or (isinstance(kind, str) and kind.endswith("_call_output")))
-
-
-def _input_item(item: Any) -> dict[str, Any]:
-    """A response's output item as an input item, every field it came with (reasoning's ``encrypted_content``
-    and ``id`` included: the API wants a reasoning item replayed before the call that followed it)."""
-    if isinstance(item, Mapping):
-        return dict(item)
-    return item.to_dict(mode="json", exclude_none=True)  # type: ignore[no-any-return]
-
-
-def _declared(tools: list[Any]) -> set[str]:
-    return {field_of(tool, "name") for tool in tools
-            if field_of(tool, "type") in ("function", "custom") and isinstance(field_of(tool, "name"), str)}
-
-
-def _call_id(item: Any) -> Any:
-    """The call's ``call_id``; one that came without (null or "", as some local servers send) is given
-    ``call_<uuid4 hex>``, set on the item, so the call kept in ``input`` and its output match."""
-    current = field_of(item, "call_id")
-    if current not in (None, ""):
-        return current
-    return set_made_id(item, "call_id", f"{field_of(item, 'type')} item {value_text(item)}")
-
-
-def _output_of(item: Any) -> list[Any]:
-    """``response.output`` checked: InputError naming the first field the loop reads that has the wrong shape
-    (the SDK keeps what it cannot parse as it came: a name that was a list ended the loop with a TypeError)."""
-    output = field_of(item, "output")
-    problem = shape_problem(output, "output", LIST, required=True)
-    for i, entry in enumerate(output if problem is None else ()):
-        at = f"output[{i}]"
-        problem = problem or shape_problem(entry, at, OBJECT, required=True)
-        if problem is None and field_of(entry, "type") in _OUTPUT_OF:
-            for key in ("name", "call_id"):
-                problem = problem or shape_problem(field_of(entry, key), f"{at}.{key}", TEXT)
-            key = "arguments" if field_of(entry, "type") == "function_call" else "input"
-            problem = problem or shape_problem(field_of(entry, key), f"{at}.{key}", TEXT)
-    if problem is not None:
-        raise InputError(f"the model server answered with {problem}: {value_text(item, 300)}")
-    return list(output)
+def _checked_arguments(items: list[Any], create_kwargs: dict[str, Any], images: ResponsesImagesMode,
+                       save_dir: str | None, chain: bool) -> ImagesMode:
+    """InputError for arguments of ``run_responses`` that cannot work together (or at all); else the images mode
+    the call outputs are made with (``"output"`` is _openai_calls.py's ``"message"``)."""
+    if not isinstance(items, list):
+        raise InputError(f"input must be a list of input items (it is extended in place; got "
+                         f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")
+    if create_kwargs.get("stream"):  # a Stream has no output: it failed after the request, left open
+        raise InputError("run_responses reads whole responses: stream=True is not supported (drop it, or write "
+                         "the loop yourself with handle_function_call)")
+    if not isinstance(chain, bool):
+        raise InputError(f"chain must be True or False (got {value_text(chain)})")
+    if chain and create_kwargs.get("store") is False:
+        raise InputError("chain=True sends previous_response_id, which needs the responses stored: "
+                         "drop store=False, or leave chain off (the whole input is sent each time)")
+    if create_kwargs.get("background") and create_kwargs.get("store") is False:
+        raise InputError("background=True needs the response stored (it is retrieved by id until done): "
+                         "drop store=False")
+    conversation = create_kwargs.get("conversation")
+    if conversation is not None and (chain or create_kwargs.get("previous_response_id") is not None):
+        raise InputError("conversation= keeps the history on the server, and so does chain=True "
+                         "(previous_response_id); the API takes one of them: drop chain and previous_response_id")
+    if not chain and create_kwargs.get("previous_response_id") is not None:
+        raise InputError("previous_response_id is given but chain is off: every request would send the whole "
+                         "input on top of the stored one; pass chain=True to chain from it")
+    if images not in ("output", "message", "save", "none"):
+        raise InputError(f"images must be 'output' (or its older name 'message'), 'save' or 'none' "
+                         f"(got {value_text(images)})")
+    mode: ImagesMode = "message" if images == "output" else images
+    check_images(mode, save_dir)
+    return mode
 
 
 class _Responses:
@@ -99,32 +80,8 @@ class _Responses:
                  functions: Mapping[str, Callable[..., Any]] | None, max_turns: int, images: ResponsesImagesMode,
                  save_dir: str | None, max_calls_per_turn: int, max_image_bytes_per_turn: int,
                  max_image_bytes_per_request: int, chain: bool) -> None:
-        if not isinstance(items, list):
-            raise InputError(f"input must be a list of input items (it is extended in place; got "
-                             f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")
-        if create_kwargs.get("stream"):  # a Stream has no output: it failed after the request, left open
-            raise InputError("run_responses reads whole responses: stream=True is not supported (drop it, or write "
-                             "the loop yourself with handle_function_call)")
-        if not isinstance(chain, bool):
-            raise InputError(f"chain must be True or False (got {value_text(chain)})")
-        if chain and create_kwargs.get("store") is False:
-            raise InputError("chain=True sends previous_response_id, which needs the responses stored: "
-                             "drop store=False, or leave chain off (the whole input is sent each time)")
-        if create_kwargs.get("background") and create_kwargs.get("store") is False:
-            raise InputError("background=True needs the response stored (it is retrieved by id until done): "
-                             "drop store=False")
+        mode = _checked_arguments(items, create_kwargs, images, save_dir, chain)
         conversation = create_kwargs.get("conversation")
-        if conversation is not None and (chain or create_kwargs.get("previous_response_id") is not None):
-            raise InputError("conversation= keeps the history on the server, and so does chain=True "
-                             "(previous_response_id); the API takes one of them: drop chain and previous_response_id")
-        if not chain and create_kwargs.get("previous_response_id") is not None:
-            raise InputError("previous_response_id is given but chain is off: every request would send the whole "
-                             "input on top of the stored one; pass chain=True to chain from it")
-        if images not in ("output", "message", "save", "none"):
-            raise InputError(f"images must be 'output' (or its older name 'message'), 'save' or 'none' "
-                             f"(got {value_text(images)})")
-        mode: ImagesMode = "message" if images == "output" else images
-        check_images(mode, save_dir)
         self.items, self.chain = items, chain
         self.stored = chain or conversation is not None  # the server keeps what it was sent: send only new items
         self.max_turns = check_max_turns(max_turns)
@@ -134,14 +91,14 @@ class _Responses:
         self.images, self.save_dir = mode, save_dir
         self.previous_id = create_kwargs.pop("previous_response_id", None)
         tools = list(create_kwargs.pop("tools", None) or ())
-        if TOOL_NAME not in _declared(tools):
+        if TOOL_NAME not in declared_tools(tools):
             tools.append(responses_tool(sandbox=sandbox, stateful=True))  # every call runs in one session
         self.create_kwargs = {**create_kwargs, "tools": tools}
-        self.tools = Tools(functions, _declared(tools))
+        self.tools = Tools(functions, declared_tools(tools))
         # What the next request sends: with chain or a conversation, only what the server (the stored response
         # previous_id, or the conversation) has not seen, the items after the last one a response produced;
         # else the whole list.
-        model_items = [at for at, item in enumerate(items) if _is_model_item(item)]
+        model_items = [at for at, item in enumerate(items) if is_model_item(item)]
         going_on = self.previous_id is not None or conversation is not None
         self.unsent = model_items[-1] + 1 if self.stored and going_on and model_items else 0
 
@@ -162,19 +119,19 @@ class _Responses:
         response = None
         for turn in range(self.max_turns):
             response = yield ModelCall()
-            _check_ended(response)
-            output = _output_of(response)
-            calls = [item for item in output if field_of(item, "type") in _OUTPUT_OF]
+            check_ended(response)
+            output = checked_output(response)
+            calls = [item for item in output if field_of(item, "type") in OUTPUT_OF]
             for call in calls:
-                _call_id(call)  # before the items are kept: the call kept and its output carry the same id
-            cut = _cut_off(response, output)
+                call_id_of(call)  # before the items are kept: the call kept and its output carry the same id
+            cut = cut_off_calls(response, output)
             if self.chain:
                 response_id = field_of(response, "id")
                 if not isinstance(response_id, str) or not response_id:
                     raise InputError(f"chain=True needs the response's id, and the model server sent "
                                      f"{value_text(response_id)}")
                 self.previous_id = response_id
-            self.items.extend(_input_item(item) for item in output)
+            self.items.extend(as_input_item(item) for item in output)
             self.unsent = len(self.items)
             if field_of(response, "status") == "incomplete":
                 calls = self._incomplete(response, calls, cut)
@@ -193,7 +150,7 @@ class _Responses:
         reason = field_of(field_of(response, "incomplete_details"), "reason") or "no reason given"
         text = (f"not run: the response was cut off (incomplete: {reason}) before this call was complete; "
                 "make it again")
-        self.items.extend(self._output(call, text) if _runs_code(call) else _function_output(call, False, text)
+        self.items.extend(self._output(call, text) if runs_code(call) else function_output(call, False, text)
                           for call in cut)
         left = [call for call in calls if all(call is not other for other in cut)]
         logger.warning("run_responses: response %s is incomplete (%s)%s", field_of(response, "id"), reason,
@@ -203,9 +160,9 @@ class _Responses:
     def _resume(self) -> "Steps[None]":
         """Answer the calls in ``input`` that have no output yet (a handed-back turn) before going on."""
         answered = {field_of(item, "call_id") for item in self.items
-                    if field_of(item, "type") in _OUTPUT_OF.values()}
+                    if field_of(item, "type") in OUTPUT_OF.values()}
         open_at = [at for at, item in enumerate(self.items)
-                   if field_of(item, "type") in _OUTPUT_OF and field_of(item, "call_id") not in answered]
+                   if field_of(item, "type") in OUTPUT_OF and field_of(item, "call_id") not in answered]
         if not open_at:
             return
         open_calls = [self.items[at] for at in open_at]
@@ -234,7 +191,7 @@ class _Responses:
             logger.warning("run_responses: the model made %d calls in one turn; the last %d were not run "
                            "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
             text = not_run_text(len(calls), cap)
-            outputs.extend(self._output(call, text) if _runs_code(call) else _function_output(call, False, text)
+            outputs.extend(self._output(call, text) if runs_code(call) else function_output(call, False, text)
                            for call in calls[cap:])
         return outputs
 
@@ -243,73 +200,30 @@ class _Responses:
 
     def answer(self, step: Answer, runner: Runner) -> Any:
         call = step.call
-        if _runs_code(call):
+        if runs_code(call):
             code, refusal = code_of(TOOL_NAME, field_of(call, "arguments"), TOOL_NAME)
             result = refusal if refusal is not None else run_or_refuse(runner, code)
             return self._output(call, result, step.image_budget)
         name = field_of(call, "name")
         if name in self.tools.functions:
-            return _function_output(call, *self.tools.call(name, _arguments(call)))
-        return _function_output(call, False, self._refusal(name))
+            return function_output(call, *self.tools.call(name, call_arguments(call)))
+        return function_output(call, False, self._refusal(name))
 
     async def aanswer(self, step: Answer, runner: Runner) -> Any:
         call = step.call
-        if _runs_code(call):
+        if runs_code(call):
             code, refusal = code_of(TOOL_NAME, field_of(call, "arguments"), TOOL_NAME)
             result = refusal if refusal is not None else await arun_or_refuse(runner, code)
             return self._output(call, result, step.image_budget)
         name = field_of(call, "name")
         if name in self.tools.functions:
-            return _function_output(call, *(await self.tools.acall(name, _arguments(call))))
-        return _function_output(call, False, self._refusal(name))
+            return function_output(call, *(await self.tools.acall(name, call_arguments(call))))
+        return function_output(call, False, self._refusal(name))
 
     def _refusal(self, name: Any) -> str:
         if name == TOOL_NAME:  # a custom_tool_call to run_python: free text, not the JSON arguments it takes
             return custom_call_refusal(TOOL_NAME)
         return self.tools.unknown(name)
-
-
-def _check_ended(response: Any) -> None:
-    """InputError for a response that failed (or carries an error) or was cancelled: its output is not the
-    model's turn, and nothing of it is kept."""
-    status, error = field_of(response, "status"), field_of(response, "error")
-    if status == "failed" or error is not None:
-        what = (f"{field_of(error, 'code')}: {field_of(error, 'message')}" if error is not None
-                else "no error given")
-        raise InputError(f"the model server's response {field_of(response, 'id')} failed ({what}); "
-                         "input is left as it was")
-    if status == "cancelled":
-        raise InputError(f"the model server's response {field_of(response, 'id')} was cancelled (by "
-                         "client.responses.cancel); input is left as it was")
-
-
-def _cut_off(response: Any, output: list[Any]) -> list[Any]:
-    """The calls of an incomplete response that may be cut short: any whose status says so, and the last output
-    item if it is a call not marked completed (a custom tool call has no status)."""
-    if field_of(response, "status") != "incomplete":
-        return []
-    cut = [item for item in output if field_of(item, "type") in _OUTPUT_OF and field_of(item, "status") == "incomplete"]
-    last = output[-1] if output else None
-    if (last is not None and field_of(last, "type") in _OUTPUT_OF and field_of(last, "status") != "completed"
-            and all(last is not item for item in cut)):
-        cut.append(last)
-    return cut
-
-
-def _runs_code(call: Any) -> bool:
-    return field_of(call, "type") == "function_call" and field_of(call, "name") == TOOL_NAME
-
-
-def _arguments(call: Any) -> Any:
-    """A function call's JSON arguments; a custom tool call's text is the one keyword ``input``."""
-    if field_of(call, "type") == "custom_tool_call":
-        return {"input": field_of(call, "input")}
-    return field_of(call, "arguments")
-
-
-def _function_output(call: Any, ok: bool, value: Any) -> dict[str, Any]:
-    text = (value if isinstance(value, str) else json.dumps(jsonable(value))) if ok else f"error: {value}"
-    return {"type": _OUTPUT_OF[field_of(call, "type")], "call_id": _call_id(call), "output": text}
 
 
 def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
