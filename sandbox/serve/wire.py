@@ -8,14 +8,17 @@ rewritten. Errors are 400 INVALID_ARGUMENT worded as the service words them and
 naming the field: ``Invalid value at 'contents[0].parts[1].inlineData.data'
 (TYPE_BYTES), Base64 decoding failed``.
 
-Nothing outside :mod:`~sandbox.serve.wire_read` reads a request dict by key; the loop and
+Nothing outside :mod:`~sandbox.serve.wire_read` (and the two it reads through, wire_object.py and
+wire_generation.py) reads a request dict by key; the loop and
 the backends see only the frozen values of :mod:`~sandbox.serve.wire_types` (STYLE 15).
 """
 
 from __future__ import annotations
 
-# The values, the reading of request JSON into them, and the writing of parts back, one module each.
-from .wire_read import decode_bytes, duplicate_name, json_schema, parse_content, parse_generate_request, parse_part
+# The values, the reading of request JSON into them (wire_read, through wire_object and wire_generation), and the
+# writing of parts back.
+from .wire_generation import json_schema
+from .wire_read import decode_bytes, duplicate_name, parse_content, parse_generate_request, parse_part
 from .wire_types import CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, \
     FunctionResponse, GenerateRequest, GenerationConfig, InlineData, Part, Text, TokenLogprob
 from .wire_write import logprobs_json, part_json, parts_from_result
