@@ -39,7 +39,7 @@ def _tree(pid: int | None) -> list[psutil.Process]:
 
 
 def test_first_run_is_served_cold_then_runs_switch_to_the_warm_zygote():
-    before = HostState.take()
+    before = HostState.baseline()
     with sandbox.Sandbox() as sb:
         r = sb.run("import sys, numpy\nprint(int(numpy.arange(4).sum()), 'pandas' in sys.modules)")
         assert r.outcome == Outcome.OK and r.stdout == "6 False\n", r  # numpy imported by the snippet itself
@@ -107,7 +107,7 @@ def test_a_zygote_that_fails_to_start_says_why(tmp_path, cold_start):
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'no interpreter here: broken-on-purpose' >&2\nexit 3\n")
     broken.chmod(broken.stat().st_mode | stat.S_IXUSR)
-    before = HostState.take()
+    before = HostState.baseline()
     with sandbox.Sandbox(interpreter=str(broken), cold_start=cold_start) as sb:
         for _ in range(2):  # and again: a restart fails alike
             with pytest.raises(sandbox.WorkerCrashed, match="the zygote failed to start") as info:
@@ -120,7 +120,7 @@ def test_a_zygote_that_fails_to_start_says_why(tmp_path, cold_start):
 
 @pytest.mark.parametrize("after_a_run", [False, True])
 def test_closing_during_cold_start_leaks_nothing(after_a_run):
-    before = HostState.take()
+    before = HostState.baseline()
     others = {p.pid for p in _tree(os.getpid())}  # e.g. the zygotes of the session-wide fixtures
     sb = sandbox.Sandbox()
     temp_root = sb._pool.temp_root
@@ -166,7 +166,7 @@ def test_cold_run_sees_the_policys_environment():
 @pytest.mark.parametrize("bad", [{"policy": "no-such-policy"}, {"image": "no-such-image"}])
 def test_a_bad_policy_or_image_stops_the_cold_zygote_started_before_it_was_read(bad):
     """Sandbox() execs the cold zygote before it loads the policy and image: a refusal of either kills it."""
-    before = HostState.take()
+    before = HostState.baseline()
     with pytest.raises(sandbox.SandboxError, match="no-such"):
         sandbox.Sandbox(**bad)
     _, found = settle(before, count_processes=True)

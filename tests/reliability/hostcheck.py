@@ -71,6 +71,20 @@ class HostState:
             temp_entries=frozenset(os.listdir(temp_dir)) if temp_dir else frozenset(),
         )
 
+    @classmethod
+    def baseline(cls, temp_dir: str | None = None, *, quiet_s: float = 0.3, timeout: float = 10.0) -> "HostState":
+        """A snapshot to compare a test's end with, taken once this process's descendants have not changed for
+        ``quiet_s`` (or ``timeout`` passed): a Sandbox still open from an earlier test refills its pool a moment
+        after its last run, and a standby forked after the snapshot read as this test's process left."""
+        deadline = time.monotonic() + timeout
+        seen, since = _descendants(os.getpid()), time.monotonic()
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = _descendants(os.getpid())
+            if now != seen:
+                seen, since = now, time.monotonic()
+        return cls.take(temp_dir)
+
 
 def _live_rss() -> int:
     """RSS after the collector ran and glibc returned its free pages (malloc_trim): what is

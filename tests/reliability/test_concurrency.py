@@ -64,7 +64,7 @@ def _hammer(sb: sandbox.Sandbox, threads: int, runs: int) -> list[str]:
 
 def test_threads_times_runs_without_cross_talk(box):
     settled_count(box)  # the pre-fork pool is full before the baseline
-    before = HostState.take()
+    before = HostState.baseline()
     assert _hammer(box, threads=8, runs=12) == []
     _, found = settle(before, count_processes=True)
     assert found == [], found

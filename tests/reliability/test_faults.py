@@ -75,7 +75,7 @@ def _join(threads: list[threading.Thread], timeout: float) -> None:
 
 # -- the zygote dies ---------------------------------------------------------------------
 def test_zygote_killed_with_runs_in_flight_fails_each_clearly_and_restarts():
-    before = HostState.take()
+    before = HostState.baseline()
     with sandbox.Sandbox() as sb:
         (zygote,) = sb.zygote_pids
         old_tree = tree(zygote)
@@ -100,7 +100,7 @@ def test_zygote_killed_with_runs_in_flight_fails_each_clearly_and_restarts():
 
 
 def test_zygote_killed_between_runs_is_restarted_every_time():
-    before = HostState.take()
+    before = HostState.baseline()
     with sandbox.Sandbox() as sb:
         for round_ in range(2):
             (zygote,) = sb.zygote_pids
@@ -406,7 +406,7 @@ def test_close_with_runs_in_flight_and_waiting_from_threads():
 
 
 def test_close_with_asyncio_runs_in_flight():
-    before = HostState.take()
+    before = HostState.baseline()
 
     async def main() -> list:
         sb = sandbox.Sandbox()

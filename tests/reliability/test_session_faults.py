@@ -32,7 +32,7 @@ def _run_in_thread(session, code: str, timeout: float = 30) -> tuple[dict, threa
 
 
 def test_zygote_killed_during_a_session_run():
-    before = HostState.take()
+    before = HostState.baseline()
     with sandbox.Sandbox() as sb, sb.session() as s:
         s.run("x = 41")
         out, thread = _run_in_thread(s, "print('started', flush=True)\nopen('running', 'w').close()\n"
@@ -104,7 +104,7 @@ def _kill_every_state(root) -> None:
 
 
 def test_close_while_a_session_run_is_in_flight():
-    before = HostState.take()
+    before = HostState.baseline()
     sb = sandbox.Sandbox()
     s = sb.session()
     s.run("x = 1")
