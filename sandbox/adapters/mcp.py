@@ -41,31 +41,30 @@ Written for ``mcp`` 2.x (``MCPServer``, formerly ``FastMCP``).
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import dataclasses
 import functools
 import importlib.metadata
 import itertools
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Callable, Hashable, Optional
-from urllib.parse import quote
+from typing import Annotated, Any, Callable, Hashable, Iterator, Optional
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import BlobResourceContents, CallToolResult, EmbeddedResource, ImageContent, TextContent, \
-    TextResourceContents
+from mcp.types import CallToolResult
 from pydantic import Field
 
 from ..core import Sandbox
 from ..errors import InputError, SandboxError, SessionError
 from ..image import Image
 from ..policy import Policy
-from ..results import File, Outcome, Result
-from ._common import MAX_SESSIONS, TOOL_NAME, SessionPool, decode_files, describe_environment, result_text
+from ..results import Result
+from ._common import MAX_SESSIONS, TOOL_NAME, SessionPool, decode_files, describe_environment
 from ._loop import check_count
+from ._mcp_results import MAX_EMBEDDED_BYTES, to_call_tool_result  # built in a module of its own
 
-__all__ = ["Backend", "build_server", "serve", "to_call_tool_result"]
+__all__ = ["Backend", "MAX_EMBEDDED_BYTES", "build_server", "serve", "to_call_tool_result"]
 
 _MAX_SESSION_ID = 128
 #: Key of Connection.state saying the MCP session's sandbox sessions are closed when it ends.
@@ -78,12 +77,6 @@ MAX_CALLS = 32
 #: hold ~4 GB. Two such runs' worth; never less than one (a call the policy allows is never refused on an idle
 #: server). The SDK keeps each call's base64 arguments (4/3 of it) in memory while the call runs too.
 MAX_INPUT_BYTES = 256 * 1024 * 1024
-#: Bytes of images and files one tool result embeds at most (base64 makes them a third more): a run may leave
-#: limits.max_output_files files of limits.max_file_size_mb each, and the result is one JSON line that the server
-#: builds in memory and the client reads whole (the SDK's client slows down with the line's length).
-MAX_EMBEDDED_BYTES = 16 * 1024 * 1024
-#: MIME types whose files travel as text resources (if they are valid UTF-8); the rest as base64 blobs.
-_TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/x-python")
 
 
 class Backend:
@@ -208,13 +201,56 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
     """
     max_sessions, max_calls = check_count("max_sessions", max_sessions), check_count("max_calls", max_calls)
     policy = sandbox.policy if sandbox is not None else Policy.load(policy)  # checked before a zygote starts
-    input_budget = _input_budget(policy, max_input_bytes)
+    admission = _CallAdmission(max_calls, _input_budget(policy, max_input_bytes))
     backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions)
     server = MCPServer(name, version=_version(),
                        instructions="Use run_python to run Python code in a confined local sandbox.")
-    runs = itertools.count(1)
-    in_flight = 0  # run_python calls in progress (changed on the event loop only: no lock needed)
-    input_held = 0  # bytes of their input files (the same)
+    description = (describe_environment(backend) + " Without session_id every call starts fresh; "  # type: ignore[arg-type]
+                   "with one, variables persist between calls.")
+    server.add_tool(_run_python_tool(backend, admission, shared), name=TOOL_NAME, description=description,
+                    structured_output=False)
+    server.backend = backend  # type: ignore[attr-defined]
+    return server
+
+
+class _CallAdmission:
+    """The server's limits on the run_python calls in progress: how many (``max_calls``) and the bytes of their
+    input files (``input_budget``). Counted on the event loop only: no lock needed."""
+
+    def __init__(self, max_calls: int, input_budget: int) -> None:
+        self.max_calls = max_calls
+        self.input_budget = input_budget
+        self.in_flight = 0
+        self.input_held = 0
+        self._runs = itertools.count(1)
+
+    def refusal(self, input_bytes: int) -> str | None:
+        """Why a call with ``input_bytes`` of input files is refused now (its error text), or None."""
+        if self.in_flight >= self.max_calls:
+            return (f"SandboxError: {self.in_flight} run_python calls are in progress already "
+                    f"(max_calls={self.max_calls}); call again when one of them ends")
+        if self.input_held + input_bytes > self.input_budget:
+            return (f"SandboxError: this call's input files ({input_bytes} bytes) and those of the {self.in_flight} "
+                    f"run_python calls in progress ({self.input_held} bytes) are over their budget "
+                    f"(max_input_bytes={self.input_budget}); call again when one of them ends, or raise it "
+                    f"(sandbox mcp --max-input-mb N)")
+        return None
+
+    @contextlib.contextmanager
+    def admitted(self, input_bytes: int) -> Iterator[int]:
+        """Count one call and its input bytes until it ends; yields its run number (scopes its resource URIs)."""
+        run = next(self._runs)
+        self.in_flight += 1
+        self.input_held += input_bytes
+        try:
+            yield run
+        finally:  # however the call ends: a cancelled one too
+            self.in_flight -= 1
+            self.input_held -= input_bytes
+
+
+def _run_python_tool(backend: Backend, admission: _CallAdmission, shared: bool) -> Callable[..., Any]:
+    """The ``run_python`` tool function; the SDK reads its parameters' annotations as the tool's input schema."""
 
     async def run_python(
         code: Annotated[str, Field(description="Python source code to run.")],
@@ -224,36 +260,19 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
             description="Any id of your choice; calls with the same id share variables and files.")] = None,
         ctx: Context | None = None,
     ) -> CallToolResult:
-        nonlocal in_flight, input_held
-        if in_flight >= max_calls:
-            return to_call_tool_result(f"SandboxError: {in_flight} run_python calls are in progress already "
-                                       f"(max_calls={max_calls}); call again when one of them ends")
         input_bytes = _decoded_size(files)
-        if input_held + input_bytes > input_budget:
-            return to_call_tool_result(
-                f"SandboxError: this call's input files ({input_bytes} bytes) and those of the {in_flight} "
-                f"run_python calls in progress ({input_held} bytes) are over their budget "
-                f"(max_input_bytes={input_budget}); call again when one of them ends, or raise it "
-                f"(sandbox mcp --max-input-mb N)")
-        run = next(runs)
-        in_flight += 1
-        input_held += input_bytes
-        try:
+        refusal = admission.refusal(input_bytes)
+        if refusal is not None:
+            return to_call_tool_result(refusal)
+        with admission.admitted(input_bytes) as run:
             try:
                 box, sessions = await backend.ready()
             except SandboxError as exc:
                 return to_call_tool_result(f"SandboxError: {exc}")
             key_of = functools.partial(_session_key, ctx=ctx, shared=shared, backend=backend)
             return to_call_tool_result(await _run(box, sessions, code, files, session_id, key_of), run=run)
-        finally:  # however the call ends: a cancelled one too
-            in_flight -= 1
-            input_held -= input_bytes
 
-    description = (describe_environment(backend) + " Without session_id every call starts fresh; "  # type: ignore[arg-type]
-                   "with one, variables persist between calls.")
-    server.add_tool(run_python, name=TOOL_NAME, description=description, structured_output=False)
-    server.backend = backend  # type: ignore[attr-defined]
-    return server
+    return run_python
 
 
 def _input_budget(policy: Policy, max_input_bytes: int | None) -> int:
@@ -306,67 +325,6 @@ def _session_key(session_id: str, *, ctx: Context | None, shared: bool, backend:
         connection.state[_SCOPE_CLOSER] = True
         connection.exit_stack.push_async_callback(backend.close_scope, mcp_session)
     return _ScopedId(mcp_session, session_id)
-
-
-def to_call_tool_result(result: Result | str, *, run: int | str = 0,
-                        max_embedded_bytes: int = MAX_EMBEDDED_BYTES) -> CallToolResult:
-    """The MCP result of one run (or of refused input, given as its error text).
-
-    ``run`` scopes the resource URIs (``sandbox://runs/<run>/<name>``) so two runs' files never share one. Images,
-    then files, are embedded in order while their bytes fit in ``max_embedded_bytes``; the text names the rest.
-    """
-    text = result_text(result)
-    if isinstance(result, str):
-        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
-    embedded: list[Any] = []
-    left_out: list[File] = []
-    room = max_embedded_bytes
-    for is_image, item in [*((True, image) for image in result.images), *((False, f) for f in result.files)]:
-        if len(item.data) > room:
-            left_out.append(item)
-            continue
-        room -= len(item.data)
-        embedded.append(ImageContent(type="image", data=base64.b64encode(item.data).decode("ascii"),
-                                     mime_type=item.mime_type) if is_image
-                        else _resource(f"sandbox://runs/{run}/{quote(item.name)}", item))
-    if left_out:
-        text += (f"\n[not returned, over the {max_embedded_bytes / 2**20:g} MiB of files one result carries: "
-                 + ", ".join(f"{f.name} ({len(f.data) / 2**20:.1f} MiB)" for f in left_out) + "]")
-    return CallToolResult(content=[TextContent(type="text", text=text), *embedded],
-                          is_error=result.outcome != Outcome.OK)
-
-
-def _resource(uri: str, file: File) -> EmbeddedResource:
-    """A run's file as an embedded resource: text where it is text and costs no more in JSON than its base64 would,
-    else a base64 blob."""
-    if (file.mime_type.startswith("text/") or file.mime_type in _TEXT_TYPES) and \
-            _json_text_size(file.data) <= _base64_size(file.data):
-        try:
-            return EmbeddedResource(type="resource", resource=TextResourceContents(
-                uri=uri, mime_type=file.mime_type, text=file.data.decode("utf-8")))
-        except UnicodeDecodeError:
-            pass
-    return EmbeddedResource(type="resource", resource=BlobResourceContents(
-        uri=uri, mime_type=file.mime_type, blob=base64.b64encode(file.data).decode("ascii")))
-
-
-#: Bytes JSON writes as a two-byte escape (``\"``, ``\n``...), and the other control bytes, as six (``\u0001``).
-_TWO_BYTE_ESCAPES = b'"\\\b\f\n\r\t'
-_SIX_BYTE_ESCAPES = bytes(c for c in range(0x20) if c not in _TWO_BYTE_ESCAPES)
-
-
-def _json_text_size(data: bytes) -> int:
-    """Bytes ``data`` (UTF-8) takes as a JSON string's content. A run chooses its files' bytes: 16 MB of control
-    characters in a ``.txt`` made a 96 MB result line (``\\u0001`` each), which the SDK's stdio client took 110 s
-    to read (its line buffer grows by copying); as base64 it is 21 MB, read in 7 s. Counted on bytes: a UTF-8
-    sequence of more than one byte holds none of these."""
-    two = len(data) - len(data.translate(None, _TWO_BYTE_ESCAPES))
-    six = len(data) - len(data.translate(None, _SIX_BYTE_ESCAPES))
-    return len(data) + two + 5 * six
-
-
-def _base64_size(data: bytes) -> int:
-    return -(-len(data) // 3) * 4
 
 
 def _version() -> str:
