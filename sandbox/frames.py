@@ -12,26 +12,33 @@ Which frame may follow which is the reader's rule (``sandbox/inbox.py``: e.g.
 
 Inside code builds the same classes and sends them (:func:`encode`, :func:`send`), so each
 frame is defined once. This is not the public result shape (:mod:`sandbox.results`).
+The :class:`Frame` base, :func:`decode`, :func:`encode`, :func:`send` and :func:`table` are
+:mod:`sandbox.frame_base`'s, re-exported here; this module is the frames and their channels.
 
 Channels: :data:`WORKER` (a run's message socket), :data:`ZYGOTE` (the zygote's control
-socket), :data:`SESSION` (a session root's control socket). What the host asks of
+socket), :data:`SESSION` (a session root's control socket), :data:`FORKER_READY` and
+:data:`FORKER` (the forker's socket to the zygote). What the host asks of
 inside is typed the same way in :mod:`sandbox.commands`.
 """
 
 from __future__ import annotations
 
-import socket
-import types
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
-from . import protocol
 from .errors import ProtocolError, SandboxUnavailable
 from .filetypes import IMAGE_EXTENSIONS
-from .records import fields_in_init, record
+from .frame_base import Frame, decode, encode, frame_type, prepare, send, table
+from .records import record
 from .typed import bounded as _bounded
-from .typed import build, plain, show
-from .typed import prepare as _prepare_checks
+from .typed import show
+
+__all__ = [
+    "DROPPED_ITEMS", "Denied", "Done", "Dropped", "Error", "Exited", "FORKER", "FORKER_READY", "Failed", "ForkFailed",
+    "Forked", "ForkerReady", "Frame", "Held", "Hello", "IMAGE_MIME_TYPES", "LayerState", "MAX_DENIALS",
+    "MAX_DENIAL_CHARS", "MAX_FRAMES_PER_RUN", "MAX_NAME_CHARS", "Ready", "Reply", "ReportsHeld", "ReportsUsage",
+    "Returned", "ReturnedImage", "RunEnd", "SESSION", "Spawned", "Standby", "Unavailable", "Usage", "VALUE_CODECS",
+    "Value", "WORKER", "ZYGOTE", "decode", "encode", "frame_type", "prepare", "send", "table"]
 
 #: ``denied`` frames a worker sends per run at most; the host keeps no more either.
 MAX_DENIALS = 200
@@ -46,36 +53,6 @@ MAX_DENIAL_CHARS = 500
 MAX_NAME_CHARS = 4096
 #: What a returned image may be: a figure (PNG) or an image file of the work dir.
 IMAGE_MIME_TYPES = frozenset(IMAGE_EXTENSIONS.values())
-
-#: The decorator of every frame class (here and in :mod:`sandbox.commands`): a frozen dataclass whose methods are
-#: shared, not compiled per class (records.py; ~50 frame classes: ~15 ms of every new host and zygote otherwise).
-if TYPE_CHECKING:  # the same function, imported under this name so mypy sees its dataclass_transform
-    from .records import record as frame_type
-else:
-    frame_type = record
-
-
-@frame_type
-class Frame:
-    """Base of every typed frame: its wire type and which fields travel as raw blobs."""
-
-    KIND: ClassVar[str] = ""
-    BLOBS: ClassVar[tuple[str, ...]] = ()
-    """Fields carried as raw blobs, in order."""
-    MORE_BLOBS: ClassVar[str | None] = None
-    """A ``tuple[bytes, ...]`` field that takes every blob after :attr:`BLOBS` (a run's input files)."""
-
-    def check(self) -> None:
-        """Rules across fields; raise ProtocolError. Types are already checked."""
-
-    def wire(self) -> dict[str, Any]:
-        """The header fields (blob fields excluded), JSON-ready."""
-        blobs = (*self.BLOBS, self.MORE_BLOBS)
-        return {name: plain(getattr(self, name)) for name, _, _ in fields_in_init(type(self)) if name not in blobs}
-
-    def blobs(self) -> tuple[bytes, ...]:
-        more = getattr(self, self.MORE_BLOBS) if self.MORE_BLOBS else ()
-        return (*(getattr(self, name) for name in self.BLOBS), *more)
 
 
 # -- values carried inside frames ---------------------------------------------------------
@@ -377,17 +354,7 @@ class RunEnd(Frame, ReportsHeld):
     frees_previous: bool = False
 
 
-if TYPE_CHECKING:
-    from typing import TypeVar
-
-    _F = TypeVar("_F", bound=Frame)
-
-
-def table(*classes: type[_F]) -> Mapping[str, type[_F]]:
-    """The frames a channel carries, by wire type."""
-    return types.MappingProxyType({cls.KIND: cls for cls in classes})
-
-
+# -- the channels: which frames each one carries, by wire type ----------------------------
 WORKER: Mapping[str, type[Ready | Unavailable | ReturnedImage | Returned | Dropped | Denied | Error | Value | Done]] = \
     table(Ready, Unavailable, ReturnedImage, Returned, Dropped, Denied, Error, Value, Done)
 ZYGOTE: Mapping[str, type[Hello | Spawned | Standby | Exited | Failed | Unavailable]] = table(
@@ -395,48 +362,3 @@ ZYGOTE: Mapping[str, type[Hello | Spawned | Standby | Exited | Failed | Unavaila
 SESSION: Mapping[str, type[Reply | RunEnd]] = table(Reply, RunEnd)
 FORKER: Mapping[str, type[Forked | ForkFailed]] = table(Forked, ForkFailed)
 FORKER_READY: Mapping[str, type[ForkerReady]] = table(ForkerReady)
-
-
-# -- the one decoding place ---------------------------------------------------------------
-def decode(channel: Mapping[str, type[_F]], header: dict[str, Any], blobs: list[bytes] | tuple[bytes, ...] = ()
-           ) -> _F:
-    """The typed frame for a decoded ``(header, blobs)`` from ``channel``; ProtocolError if it does not fit."""
-    kind = header.get("type")
-    cls = channel.get(kind)  # type: ignore[arg-type]
-    if cls is None:
-        raise ProtocolError(f"a {show(kind)} frame is not expected here (expected one of {sorted(channel)})")
-    values = {k: v for k, v in header.items() if k not in ("v", "type")}
-    fixed = len(cls.BLOBS)
-    if len(blobs) < fixed or (len(blobs) > fixed and cls.MORE_BLOBS is None):
-        raise ProtocolError(f"{kind!r} frame carries {len(blobs)} blobs (expected {fixed}"
-                            f"{' or more' if cls.MORE_BLOBS else ''})")
-    taken: dict[str, bytes | list[bytes]] = dict(zip(cls.BLOBS, blobs))
-    if cls.MORE_BLOBS is not None:
-        taken[cls.MORE_BLOBS] = list(blobs[fixed:])
-    for name, blob in taken.items():
-        if name in values:
-            raise ProtocolError(f"{kind!r} frame: field {name!r} travels as a blob, not in the header")
-        values[name] = blob
-    frame = build(cls, values, f"{kind!r} frame")
-    frame.check()
-    return frame
-
-
-def prepare(*channels: Mapping[str, type[Frame]]) -> None:
-    """Build the field checks of every frame ``channels`` carry (:func:`decode` builds each at its first use).
-
-    For the zygote, before it forks the readers of these channels: built once there, not by
-    ``typing.get_type_hints`` in every worker (~0.3 ms, and ~0.35 MiB of the image's pages copied into each)."""
-    for channel in channels:
-        for cls in channel.values():
-            _prepare_checks(cls)
-
-
-def encode(frame: Frame) -> bytes:
-    """``frame`` as bytes on a stream socket (inside -> host)."""
-    return protocol.encode(frame.KIND, frame.blobs(), **frame.wire())
-
-
-def send(sock: socket.socket, frame: Frame, fds: list[int] | tuple[int, ...] = ()) -> None:
-    """``frame`` as one control packet (SOCK_SEQPACKET), with ``fds`` attached."""
-    protocol.send_packet(sock, frame.KIND, fds=fds, **frame.wire())

@@ -18,7 +18,8 @@ import sandbox.inside
 #: Modules both sides may use: data schemas, the wire, and the confinement layers.
 SHARED = {"sandbox", "sandbox.bootstrap", "sandbox.codec", "sandbox.codec_columns", "sandbox.codec_labels", "sandbox.codec_times", "sandbox.datafiles", "sandbox.errors", "sandbox.filetypes",
           "sandbox.image", "sandbox.policy", "sandbox.protocol", "sandbox.rundirs", "sandbox.schema",
-          "sandbox.streams", "sandbox.frames", "sandbox.typed", "sandbox.commands", "sandbox.records"}
+          "sandbox.streams", "sandbox.frames", "sandbox.frame_base", "sandbox.typed", "sandbox.commands",
+          "sandbox.records"}
 INSIDE = sorted(f"sandbox.inside.{m.name}" for m in pkgutil.iter_modules(sandbox.inside.__path__))
 ROOT = Path(sandbox.__file__).resolve().parent.parent
 
