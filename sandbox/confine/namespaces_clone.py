@@ -115,55 +115,85 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     wait = fresh or not _setup_worked
     uid, gid, parent = os.geteuid(), os.getegid(), host_pid("parent" if sibling else "self")
     go_w, go_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # the note, with fds
-    ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
+    ack_r, ack_w = os.pipe2(os.O_CLOEXEC)  # the child's report
     try:
-        flags = clone_flags()
-        if template is not None:
-            template.enter()
-        try:
-            pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _CLONE_NAME)
-        except OSError:
-            if template is not None:
-                _leave(template)
-            raise
+        pid = _clone(sibling, template)
     except OSError:
         go_r.close()
         go_w.close()
         for fd in (ack_r, ack_w):
             os.close(fd)
         raise
-    if pid and template is not None:
-        _leave(template)
     if pid == 0:
-        _host_pids.clear()  # a new pid namespace: our pid numbers may repeat a parent's
-        try:
-            go_w.close()
-            os.close(ack_r)
-            return (0, *_init_child(go_r, ack_w, parent, uid, gid))
-        except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
-            os._exit(70)
+        return (0, *_start_child(go_r, go_w, ack_r, ack_w, parent, uid, gid))
     go_r.close()
     os.close(ack_w)
     if not wait:
         os.close(ack_r)
+    report = ack_r if wait else None
     if deferred is not None:  # the child reports before it waits for its note: no need to wait for it here
-        if wait:
-            try:
-                _check_report(pid, ack_r, fresh)
-            except BaseException:
-                go_w.close()
-                raise
-        deferred.append(go_w)
+        _defer_release(pid, go_w, report, fresh, deferred)
         return pid, "", ""
+    return pid, "", _release_now(pid, prepare_child, go_w, report, fresh)
+
+
+def _clone(sibling: bool, template: Template | None) -> int:
+    """The fork-like clone (as our parent's child if ``sibling``), from ``template``'s mount namespace if given:
+    the parent goes back to its own right after."""
+    flags = clone_flags()
+    if template is not None:
+        template.enter()
+    try:
+        pid = _sys.fork_like_clone(flags | (_sys.CLONE_PARENT if sibling else 0), _CLONE_NAME)
+    except OSError:
+        if template is not None:
+            _leave(template)
+        raise
+    if pid and template is not None:
+        _leave(template)
+    return pid
+
+
+def _start_child(go_r: socket.socket, go_w: socket.socket, ack_r: int, ack_w: int, parent: int, uid: int,
+                 gid: int) -> tuple[str, str]:
+    """In the clone's child: keep its ends of the channels and set up its namespaces (:func:`_init_child`'s
+    ``(detail, note)``). Never raises: a child that cannot become a worker exits, not unwind into the zygote's
+    code."""
+    _host_pids.clear()  # a new pid namespace: our pid numbers may repeat a parent's
+    try:
+        go_w.close()
+        os.close(ack_r)
+        return _init_child(go_r, ack_w, parent, uid, gid)
+    except BaseException:  # noqa: BLE001 - e.g. no /proc: this child cannot become a worker
+        os._exit(70)
+
+
+def _defer_release(pid: int, channel: socket.socket, report: int | None, fresh: bool,
+                   deferred: list[socket.socket]) -> None:
+    """Check the child's ``report`` (when waited for), then leave its note's ``channel`` in ``deferred`` for
+    whoever holds it to :func:`release` the child."""
+    if report is not None:
+        try:
+            _check_report(pid, report, fresh)
+        except BaseException:
+            channel.close()
+            raise
+    deferred.append(channel)
+
+
+def _release_now(pid: int, prepare_child: Callable[[int], tuple[str, list[int]]], channel: socket.socket,
+                 report: int | None, fresh: bool) -> str:
+    """Make the child's cgroups (``prepare_child``), send it their note on ``channel``, then check its ``report``
+    (when waited for); returns the note."""
     try:
         note, fds = prepare_child(pid)
     except BaseException:
-        go_w.close()
+        channel.close()
         raise
-    release(go_w, note, fds)
-    if wait:
-        _check_report(pid, ack_r, fresh)
-    return pid, "", note
+    release(channel, note, fds)
+    if report is not None:
+        _check_report(pid, report, fresh)
+    return note
 
 
 def clone_flags() -> int:
