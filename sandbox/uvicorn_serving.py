@@ -14,7 +14,7 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 #: The servers' own logger (``sandbox serve`` shows it on stderr; ``sandbox mcp --http`` warnings reach stderr too).
 logger = logging.getLogger("sandbox.serve")
@@ -49,58 +49,78 @@ def client_deadline_protocol(seconds: float, option: str) -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class ClientDeadline(H11Protocol):
-        _timer: asyncio.TimerHandle | None = None
-        _write_timer: asyncio.TimerHandle | None = None
+    return type("ClientDeadline", (_ClientDeadlines, H11Protocol), {"seconds": seconds, "option": option,
+                                                                     "idle": h11.IDLE})
 
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # a whole head came: the request runs on its own deadlines
-                self._disarm()
+# mypy checks the mixin against H11Protocol; at run time its base is object, and client_deadline_protocol puts
+# H11Protocol after it (uvicorn comes with an extra: imported only there).
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
+else:
+    _H11Protocol = object
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm()  # keep-alive: the next head gets the same time
 
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            if self._write_timer is None:
-                self._write_timer = self.loop.call_later(seconds, self._unread)
+class _ClientDeadlines(_H11Protocol):
+    """The two deadlines of :func:`client_deadline_protocol`, mixed in before uvicorn's ``H11Protocol`` (imported
+    there, with the uvicorn extra): the request head's (``_timer``) and the client's reading (``_write_timer``)."""
 
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            if self._write_timer is not None:
-                self._write_timer.cancel()
-                self._write_timer = None
+    seconds: ClassVar[float]
+    """How long a client may stall."""
+    option: ClassVar[str]
+    """The setting a warning names."""
+    idle: ClassVar[Any]
+    """h11's IDLE state: no request head (or not all of it) came yet."""
+    _timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
 
-        def connection_lost(self, exc: Exception | None) -> None:
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not self.idle:  # a whole head came: the request runs on its own deadlines
             self._disarm()
-            if self._write_timer is not None:
-                self._write_timer.cancel()
-                self._write_timer = None
-            super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._timer = self.loop.call_later(seconds, self._expire)
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()  # keep-alive: the next head gets the same time
 
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.seconds, self._unread)
 
-        def _expire(self) -> None:
-            self._timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()
-
-        def _unread(self) -> None:
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
             self._write_timer = None
-            logger.warning("a client read nothing of its answer for %g s: connection closed (%s)", seconds, option)
-            self.transport.abort()
 
-    return ClientDeadline
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(self.seconds, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.conn.their_state is self.idle and not self.transport.is_closing():
+            self.transport.close()
+
+    def _unread(self) -> None:
+        self._write_timer = None
+        logger.warning("a client read nothing of its answer for %g s: connection closed (%s)", self.seconds,
+                       self.option)
+        self.transport.abort()
