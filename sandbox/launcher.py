@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import os
 import select
 import socket
@@ -35,13 +34,10 @@ from . import commands, frames, protocol, rundirs, zygote_exec
 from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
+from .preload_warning import warn_of_preload_failures
 from .workers import Spawned, Standby, sigkill
 from .zygote_env import interpreter_environment, scrubbed_environment
 from .zygote_exec import ZygoteProcess
-
-logger = logging.getLogger("sandbox")
-_warned_preloads: set[tuple[str, tuple[str, ...]]] = set()
-"""(image, failed modules) already warned about in this process: every zygote of every Sandbox says it."""
 
 #: How long the zygote may take to import the image and say hello.
 START_TIMEOUT_S = 180.0
@@ -128,7 +124,7 @@ class ZygoteLauncher:
             return False
         self.sock.settimeout(None)  # before any spawn: they all wait for the hello
         self.hello.set_result(hello)
-        _warn_of_preload_failures(self.image, hello.preload_failures)
+        warn_of_preload_failures(self.image, hello.preload_failures)
         return True
 
     def wait_hello(self) -> frames.Hello:
@@ -390,16 +386,3 @@ _DISPATCH: dict[type, Callable[[ZygoteLauncher, Any, list[int]], None]] = {  # A
     frames.Failed: ZygoteLauncher._failed,
     frames.Unavailable: ZygoteLauncher._unavailable,
 }
-
-
-def _warn_of_preload_failures(image: Image, failures: dict[str, str]) -> None:
-    """Say once that the image did not preload: its runs then pay the import, or fail on it, with no other sign."""
-    key = (image.name, tuple(sorted(failures)))
-    if not failures or key in _warned_preloads:
-        return
-    _warned_preloads.add(key)
-    shown = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items())[:5])
-    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-    logger.warning("sandbox: image %r did not preload %d module(s) or step(s): %s%s. Runs import them when they "
-                   "need them, or fail where they are not installed (`sandbox image check` tells what is missing)",
-                   image.name, len(failures), shown, more)
