@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import mimetypes
 import threading
-from typing import Any, Callable, Hashable, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Hashable, Iterator, Mapping, Protocol
 
 from ..core import DEFAULT_IMAGE, Sandbox, shared_sandbox
 from ..errors import InputError, SandboxClosed, SessionError, value_text
@@ -32,6 +33,33 @@ class Runner(Protocol):
 def box_of(sandbox: Sandbox | None) -> Sandbox:
     """The given Sandbox, or the shared default one (started on first use)."""
     return sandbox if sandbox is not None else shared_sandbox()
+
+
+@contextlib.contextmanager
+def loop_session(sandbox: Sandbox | None, session: Runner | None) -> Iterator[Runner]:
+    """A tool loop's ``run_python`` runner: ``session`` if given (the caller's, left open), else a session of
+    :func:`box_of` ``sandbox`` opened for the loop and closed after it."""
+    if session is not None:
+        yield session
+        return
+    own = box_of(sandbox).session()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+@contextlib.asynccontextmanager
+async def aloop_session(sandbox: Sandbox | None, session: Runner | None) -> AsyncIterator[Runner]:
+    """:func:`loop_session` for an async loop: its own session is opened in a thread."""
+    if session is not None:
+        yield session
+        return
+    own = await asyncio.to_thread(lambda: box_of(sandbox).session())
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def pick_runner(sandbox: Sandbox | None, session: Runner | None) -> Runner:

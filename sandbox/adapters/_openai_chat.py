@@ -7,7 +7,7 @@ as :func:`~sandbox.adapters._openai_calls.handle_calls` answers it. Public throu
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -16,7 +16,7 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import Result
 from ..shapes import LIST, OBJECT, TEXT, shape_problem
-from ._common import TOOL_NAME, Runner, box_of
+from ._common import TOOL_NAME, Runner, aloop_session, loop_session
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, encoded_bytes, turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
@@ -208,6 +208,18 @@ class _Chat:
             return not_run_call(call, text)
         return _function_message(call, False, text)
 
+    def perform(self, client: Any, model: str, runner: Runner, step: Any) -> Any:
+        """One step of :meth:`steps`, done: a completion requested (with ``messages`` whole), or a call answered."""
+        if isinstance(step, ModelCall):
+            return client.chat.completions.create(model=model, messages=self.messages, **self.create_kwargs)
+        return self.answer(step.call, runner)
+
+    async def aperform(self, client: Any, model: str, runner: Runner, step: Any) -> Any:
+        """:meth:`perform` with an async client; calls are answered by :meth:`aanswer`."""
+        if isinstance(step, ModelCall):
+            return await client.chat.completions.create(model=model, messages=self.messages, **self.create_kwargs)
+        return await self.aanswer(step.call, runner)
+
     def answer(self, call: Any, runner: Runner) -> tuple[Any, Result | str | None]:
         name = _call_name(call)
         if name == TOOL_NAME and field_of(call, "function") is not None:
@@ -358,19 +370,8 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
                  max_image_bytes_per_turn, max_image_bytes_per_request)
     chat.tools.check_sync()
-    own = session is None
-    runner = box_of(sandbox).session() if own else session
-
-    def perform(step: Any) -> Any:
-        if isinstance(step, ModelCall):
-            return client.chat.completions.create(model=model, messages=messages, **chat.create_kwargs)
-        return chat.answer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
-
-    try:
-        return drive(chat.steps(), perform)
-    finally:
-        if own:
-            runner.close()  # type: ignore[union-attr]
+    with loop_session(sandbox, session) as runner:
+        return drive(chat.steps(), functools.partial(chat.perform, client, model, runner))
 
 
 async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox | None = None,
@@ -389,16 +390,5 @@ async def arun_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sa
         raise InputError("arun_chat needs an async client (openai.AsyncOpenAI); use run_chat with this one")
     chat = _Chat(messages, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
                  max_image_bytes_per_turn, max_image_bytes_per_request)
-    own = session is None
-    runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
-
-    async def perform(step: Any) -> Any:
-        if isinstance(step, ModelCall):
-            return await client.chat.completions.create(model=model, messages=messages, **chat.create_kwargs)
-        return await chat.aanswer(step.call, runner)  # type: ignore[arg-type]  # own or the caller's session
-
-    try:
-        return await adrive(chat.steps(), perform)
-    finally:
-        if own:
-            runner.close()  # type: ignore[union-attr]
+    async with aloop_session(sandbox, session) as runner:
+        return await adrive(chat.steps(), functools.partial(chat.aperform, client, model, runner))
