@@ -201,7 +201,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
     """
     max_sessions, max_calls = check_count("max_sessions", max_sessions), check_count("max_calls", max_calls)
     policy = sandbox.policy if sandbox is not None else Policy.load(policy)  # checked before a zygote starts
-    admission = _CallAdmission(max_calls, _input_budget(policy, max_input_bytes))
+    admission = _CallAdmission(max_calls, input_budget(policy, max_input_bytes))
     backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions)
     server = MCPServer(name, version=_version(),
                        instructions="Use run_python to run Python code in a confined local sandbox.")
@@ -215,11 +215,11 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
 
 class _CallAdmission:
     """The server's limits on the run_python calls in progress: how many (``max_calls``) and the bytes of their
-    input files (``input_budget``). Counted on the event loop only: no lock needed."""
+    input files (``max_input_bytes``). Counted on the event loop only: no lock needed."""
 
-    def __init__(self, max_calls: int, input_budget: int) -> None:
+    def __init__(self, max_calls: int, max_input_bytes: int) -> None:
         self.max_calls = max_calls
-        self.input_budget = input_budget
+        self.max_input_bytes = max_input_bytes
         self.in_flight = 0
         self.input_held = 0
         self._runs = itertools.count(1)
@@ -229,10 +229,10 @@ class _CallAdmission:
         if self.in_flight >= self.max_calls:
             return (f"SandboxError: {self.in_flight} run_python calls are in progress already "
                     f"(max_calls={self.max_calls}); call again when one of them ends")
-        if self.input_held + input_bytes > self.input_budget:
+        if self.input_held + input_bytes > self.max_input_bytes:
             return (f"SandboxError: this call's input files ({input_bytes} bytes) and those of the {self.in_flight} "
                     f"run_python calls in progress ({self.input_held} bytes) are over their budget "
-                    f"(max_input_bytes={self.input_budget}); call again when one of them ends, or raise it "
+                    f"(max_input_bytes={self.max_input_bytes}); call again when one of them ends, or raise it "
                     f"(sandbox mcp --max-input-mb N)")
         return None
 
@@ -275,7 +275,7 @@ def _run_python_tool(backend: Backend, admission: _CallAdmission, shared: bool) 
     return run_python
 
 
-def _input_budget(policy: Policy, max_input_bytes: int | None) -> int:
+def input_budget(policy: Policy, max_input_bytes: int | None) -> int:
     """``max_input_bytes`` checked, or its default: never below one run's largest input under ``policy``."""
     largest_run = policy.limits.max_input_files * policy.limits.max_input_file_bytes
     if max_input_bytes is None:

@@ -40,7 +40,7 @@ from ..policy import Policy
 from ..uvicorn_serving import client_deadline_protocol, serve_until_stopped
 from ._common import MAX_SESSIONS
 from ._loop import check_count
-from .mcp import MAX_CALLS, _input_budget, build_server
+from .mcp import MAX_CALLS, input_budget, build_server
 
 __all__ = ["PATH", "http_app", "serve_http"]
 
@@ -102,7 +102,7 @@ def http_app(server: MCPServer, address: str, *, max_body_bytes: int | None = No
     """
     policy = server.backend.policy  # type: ignore[attr-defined]
     cap = _body_cap(policy)
-    budget = _body_bytes(policy, _input_budget(policy, max_input_bytes))
+    budget = _body_bytes(policy, input_budget(policy, max_input_bytes))
     if max_body_bytes is not None:
         if check_count("max_body_bytes", max_body_bytes) < cap:
             raise InputError(f"max_body_bytes must be at least one call's largest request body under policy "

@@ -398,7 +398,7 @@ def test_input_files_of_the_calls_in_flight_hold_at_most_max_input_bytes(small_i
 def test_a_call_the_policy_allows_is_never_refused_on_an_idle_server(small_inputs_policy, tmp_path):
     """The budget is never below one run's largest input under the policy, and a call's bytes are counted exactly
     (base64 padding is not data): the policy's largest call runs on an idle server at the smallest budget."""
-    from sandbox.adapters.mcp import MAX_INPUT_BYTES, _input_budget
+    from sandbox.adapters.mcp import MAX_INPUT_BYTES, input_budget
     from sandbox.errors import InputError
     from sandbox.policy import Policy
 
@@ -423,8 +423,8 @@ def test_a_call_the_policy_allows_is_never_refused_on_an_idle_server(small_input
         build_server(policy=small_inputs_policy, max_input_bytes=0)
     big = tmp_path / "big-inputs.toml"  # one run may take 640 MB: the default budget makes room for it
     big.write_text("[limits]\nmax_input_file_bytes = 10000000\nmax_input_files = 64\n")
-    assert _input_budget(Policy.load(big), None) == 640_000_000
-    assert _input_budget(Policy.load("default"), None) == MAX_INPUT_BYTES >= 2 * 128_000_000
+    assert input_budget(Policy.load(big), None) == 640_000_000
+    assert input_budget(Policy.load("default"), None) == MAX_INPUT_BYTES >= 2 * 128_000_000
 
 
 def test_sandbox_mcp_takes_max_input_mb(tmp_path):
