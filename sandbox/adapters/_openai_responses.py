@@ -11,14 +11,13 @@ _openai_response_items.py.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import Result
-from ._common import TOOL_NAME, Runner, box_of, run_or_refuse
+from ._common import TOOL_NAME, Runner, aloop_session, loop_session, run_or_refuse
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, ImageBudget, encoded_bytes, \
     turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
@@ -316,19 +315,13 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
                       max_image_bytes_per_turn, max_image_bytes_per_request, chain)
     loop.tools.check_sync()
-    own = session is None
-    runner = box_of(sandbox).session() if own else session
+    with loop_session(sandbox, session) as runner:
+        def perform(step: Any) -> Any:
+            if isinstance(step, ModelCall):
+                return settled(client, client.responses.create(model=model, **loop.request()))
+            return loop.answer(step, runner)
 
-    def perform(step: Any) -> Any:
-        if isinstance(step, ModelCall):
-            return settled(client, client.responses.create(model=model, **loop.request()))
-        return loop.answer(step, runner)  # type: ignore[arg-type]  # own or the caller's session
-
-    try:
         return drive(loop.steps(), perform)
-    finally:
-        if own:
-            runner.close()  # type: ignore[union-attr]
 
 
 async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox | None = None,
@@ -348,16 +341,10 @@ async def arun_responses(client: Any, *, model: str, input: list[Any], sandbox: 
         raise InputError("arun_responses needs an async client (openai.AsyncOpenAI); use run_responses with this one")
     loop = _Responses(input, create_kwargs, sandbox, functions, max_turns, images, save_dir, max_calls_per_turn,
                       max_image_bytes_per_turn, max_image_bytes_per_request, chain)
-    own = session is None
-    runner = await asyncio.to_thread(lambda: box_of(sandbox).session()) if own else session
+    async with aloop_session(sandbox, session) as runner:
+        async def perform(step: Any) -> Any:
+            if isinstance(step, ModelCall):
+                return await asettled(client, await client.responses.create(model=model, **loop.request()))
+            return await loop.aanswer(step, runner)
 
-    async def perform(step: Any) -> Any:
-        if isinstance(step, ModelCall):
-            return await asettled(client, await client.responses.create(model=model, **loop.request()))
-        return await loop.aanswer(step, runner)  # type: ignore[arg-type]  # own or the caller's session
-
-    try:
         return await adrive(loop.steps(), perform)
-    finally:
-        if own:
-            runner.close()  # type: ignore[union-attr]
