@@ -29,30 +29,45 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
         observed["signals_supervised"] = bool(
             observed.get("outside_unsignalled") and observed.get("seccomp_filters", 0) >= 2
             and not active.get("namespaces") and confine.signal_scope.needed(policy))
-    layers = []
-    for name in confine.ORDER:
-        ok, why = probes[name]
-        fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
-        entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
-                 "detail": _detail(name, why, active), "fix": "" if ok or not _needed(name) else fix}
-        if name == "namespaces" and not (ok and name in policy.confinement.layers):
-            # a forker that is not root makes a user namespace of its own only for a policy that lists them
-            shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=os.geteuid() == 0)
-            net = ("the host's network namespace" if shared else
-                   "an empty network namespace its forker shares (where it may make one)")
-            entry["detail"] += (f"; without them a run is in {net} and the host's pid and IPC namespaces, and sees "
-                                "the host's whole tree (README, 'What it does not do yet')")
-        elif name == "namespaces":
-            # ok: this uid may make user namespaces, so a forker that is not root makes one of its own (userns.py)
-            shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=True)
-            entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "
-                                "them AF_UNIX only; Landlock keeps a run from connecting to another's abstract "
-                                "sockets, whose names they share)" if not shared else
-                                f"; a network namespace per worker ({shared})")
-        if refusal and refusal.get("layer") == name:
-            entry["fix"] = refusal.get("fix") or entry["fix"]
-            entry["detail"] = refusal.get("reason") or why
-        layers.append(entry)
+    layers = [_layer(policy, name, probes[name], active, refusal) for name in confine.ORDER]
+    start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
+    ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
+    return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
+            "system": _system(policy), "observed": observed, "layers": layers,
+            "filesystem": _filesystem(policy, observed), "sessions": _sessions(policy, active)}
+
+
+def _layer(policy: Policy, name: str, probed: tuple[bool, str], active: dict[str, Any],
+           refusal: dict[str, Any] | None) -> dict[str, Any]:
+    """One layer's entry: what the probe says, what a run showed, and the fix where it is needed."""
+    from .. import confine
+    ok, why = probed
+    fix = confine.namespaces.fix() if name == "namespaces" else confine.FIXES[name]
+    entry = {"layer": name, **_role(policy, name), "available": ok, "active": bool(active.get(name)),
+             "detail": _detail(name, why, active), "fix": "" if ok or not _needed(name) else fix}
+    if name == "namespaces" and not (ok and name in policy.confinement.layers):
+        # a forker that is not root makes a user namespace of its own only for a policy that lists them
+        shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=os.geteuid() == 0)
+        net = ("the host's network namespace" if shared else
+               "an empty network namespace its forker shares (where it may make one)")
+        entry["detail"] += (f"; without them a run is in {net} and the host's pid and IPC namespaces, and sees "
+                            "the host's whole tree (README, 'What it does not do yet')")
+    elif name == "namespaces":
+        # ok: this uid may make user namespaces, so a forker that is not root makes one of its own (userns.py)
+        shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=True)
+        entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "
+                            "them AF_UNIX only; Landlock keeps a run from connecting to another's abstract "
+                            "sockets, whose names they share)" if not shared else
+                            f"; a network namespace per worker ({shared})")
+    if refusal and refusal.get("layer") == name:
+        entry["fix"] = refusal.get("fix") or entry["fix"]
+        entry["detail"] = refusal.get("reason") or why
+    return entry
+
+
+def _filesystem(policy: Policy, observed: dict[str, Any]) -> dict[str, Any]:
+    """The namespaces layer's file-system parts: the run's view of the tree and its private disk."""
+    from .. import confine
     filesystem = {name: {"part_of": "namespaces", **_role(policy, "namespaces"), "available": module.probe()[0],
                          "active": bool(observed.get(name)), "detail": module.probe()[1]}
                   for name, module in (("fs_view", confine.fsview), ("private_disk", confine.disk))}
@@ -61,17 +76,18 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
                                             "(confine/fstemplate.py)" if observed.get("fs_copied") else
                                             "; this run's root: built by its worker (its forker holds no template: "
                                             "confine/fstemplate.py)")
+    return filesystem
+
+
+def _sessions(policy: Policy, active: dict[str, Any]) -> dict[str, Any]:
+    """The seccomp layer's part for sessions: whether a session's states are kept from signalling each other."""
+    from .. import confine
     scope_ok, scope_why = confine.state_scope.probe() if "seccomp" in policy.confinement.layers else (
         False, "the seccomp layer is off: the states of a session may signal each other")
-    sessions = {"state_scope": {"part_of": "seccomp", **_role(policy, "seccomp"), "available": scope_ok,
-                                "active": bool(active.get("state_scope")),
-                                "detail": scope_why if "state_scope" in active else
-                                f"{scope_why} (not observed: only a real sandbox runs a session)"}}
-    start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
-    ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
-    return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(policy), "observed": observed, "layers": layers, "filesystem": filesystem,
-            "sessions": sessions}
+    return {"state_scope": {"part_of": "seccomp", **_role(policy, "seccomp"), "available": scope_ok,
+                            "active": bool(active.get("state_scope")),
+                            "detail": scope_why if "state_scope" in active else
+                            f"{scope_why} (not observed: only a real sandbox runs a session)"}}
 
 
 def _role(policy: Policy, name: str) -> dict[str, Any]:
