@@ -82,8 +82,6 @@ def _memory_cgroup_facts(facts: Any) -> dict[str, Any]:
 def _verify_in_fork(policy: Policy) -> dict[str, Any]:
     import tempfile
     from .. import confine
-    from ..confine import _trial
-    from ..errors import SandboxUnavailable
     confine.prepare_in_zygote(policy)
     with tempfile.TemporaryDirectory(prefix="sandbox-doctor-") as root:
         work, tmp = os.path.join(root, "work"), os.path.join(root, "tmp")
@@ -94,37 +92,51 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
         if pid == 0:  # pragma: no cover - child
             os.close(r)
             sys.stdout = os.fdopen(w, "w")  # not fd 1: the caller may have replaced sys.stdout (pytest does)
-            try:
-                _trial.dumpable_as_after_exec()  # as the zygote it plays is
-                worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
-                if worker:
-                    os.waitpid(worker, 0)
-                    facts: Any = confine.memcg_lookup.read(  # as the host would (Any: the name is reused below)
-                        confine.memcg_lookup.locate(os.getpid(), worker))
-                    print(json.dumps({"host": _memory_cgroup_facts(facts)}), flush=True)
-                    confine.memcg.remove_zygote()
-                    confine.cpushare.remove_zygote()
-                    os._exit(0)
-                os.chdir(work)
-                applied = confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0),
-                                            ns)
-                print(json.dumps({"joined": {s.layer: s.active for s in applied}}),
-                      flush=True)  # the worker's own report, as in a sandbox run (see doctor.py's docstring)
-                exec(probe_code(policy), {"__name__": "__main__"})
-            except SandboxUnavailable as exc:
-                print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))
-            except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
-                print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-            finally:
-                sys.stdout.flush()
-                os._exit(0)
+            _play_zygote_and_worker(policy, work, tmp)
         os.close(w)
         with os.fdopen(r) as fh:
             out = fh.read()
         os.waitpid(pid, 0)
+    return _read_probe(out)
+
+
+def _play_zygote_and_worker(policy: Policy, work: str, tmp: str) -> None:  # pragma: no cover - a forked child
+    """In the forked child: play the zygote (fork a worker as it does, report the worker's memory cgroup as the host
+    would see it), and in that worker apply every layer and run the probe; each prints JSON lines. Never returns."""
+    from .. import confine
+    from ..confine import _trial
+    from ..errors import SandboxUnavailable
+    try:
+        _trial.dumpable_as_after_exec()  # as the zygote it plays is
+        worker, ns = confine.fork_worker(policy)  # this single-threaded child plays the zygote
+        if worker:
+            os.waitpid(worker, 0)
+            facts = confine.memcg_lookup.read(confine.memcg_lookup.locate(os.getpid(), worker))  # as the host would
+            print(json.dumps({"host": _memory_cgroup_facts(facts)}), flush=True)
+            confine.memcg.remove_zygote()
+            confine.cpushare.remove_zygote()
+            os._exit(0)
+        os.chdir(work)
+        applied = confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
+        print(json.dumps({"joined": {s.layer: s.active for s in applied}}),
+              flush=True)  # the worker's own report, as in a sandbox run (see doctor.py's docstring)
+        exec(probe_code(policy), {"__name__": "__main__"})
+    except SandboxUnavailable as exc:
+        print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))
+    except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+    finally:
+        sys.stdout.flush()
+        os._exit(0)
+
+
+def _read_probe(out: str) -> dict[str, Any]:
+    """The facts the probe's processes printed (one JSON object a line), merged; the layer a worker could not apply
+    raised as SandboxUnavailable, a probe that failed as ValueError."""
+    from ..errors import SandboxUnavailable
     lines = [json.loads(line) for line in out.splitlines() if line.strip()] or [{"error": "the probe child died"}]
-    facts = next((line for line in lines if not {"host", "joined"} & line.keys()),
-                 {"error": "the probe printed nothing"})
+    facts: dict[str, Any] = next((line for line in lines if not {"host", "joined"} & line.keys()),
+                                 {"error": "the probe printed nothing"})
     joined: dict[str, bool] = {}
     for line in lines:
         facts.update(line.get("host", {}))
