@@ -55,6 +55,14 @@ MAX_NAME_CHARS = 4096
 IMAGE_MIME_TYPES = frozenset(IMAGE_EXTENSIONS.values())
 
 
+def _one_of(frame: Frame, name: str, allowed: "frozenset[str] | tuple[str, ...]") -> None:
+    """ProtocolError unless ``frame``'s field ``name`` is one of ``allowed``."""
+    value = getattr(frame, name)
+    if value not in allowed:
+        raise ProtocolError(f"{frame.KIND!r} frame: field {name!r} must be one of {sorted(allowed)} "
+                            f"(got {show(value)})")
+
+
 # -- values carried inside frames ---------------------------------------------------------
 @record
 class Usage:
@@ -163,9 +171,7 @@ class ReturnedImage(Returned):
     def check(self) -> None:
         super().check()
         # Clients show an image by its MIME type: a forged text/html or SVG "image" would be markup to them.
-        if self.mime_type not in IMAGE_MIME_TYPES:
-            raise ProtocolError(f"'image' frame: field 'mime_type' must be one of {sorted(IMAGE_MIME_TYPES)} "
-                                f"(got {show(self.mime_type)})")
+        _one_of(self, "mime_type", IMAGE_MIME_TYPES)
 
 
 #: What a worker did not send, past which cap: the kinds of :attr:`Dropped.items`.
@@ -184,9 +190,7 @@ class Dropped(Frame):
     count: int
 
     def check(self) -> None:
-        if self.items not in DROPPED_ITEMS:
-            raise ProtocolError(f"'dropped' frame: field 'items' must be one of {list(DROPPED_ITEMS)} "
-                                f"(got {show(self.items)})")
+        _one_of(self, "items", DROPPED_ITEMS)
         if self.count == 0:
             raise ProtocolError("'dropped' frame: field 'count' must be at least 1 (got 0)")
 
@@ -223,9 +227,7 @@ class Value(Frame):
     data: bytes
 
     def check(self) -> None:
-        if self.codec not in VALUE_CODECS:
-            raise ProtocolError(f"'value' frame: field 'codec' must be one of {sorted(VALUE_CODECS)} "
-                                f"(got {show(self.codec)})")
+        _one_of(self, "codec", VALUE_CODECS)
 
 
 @frame_type
