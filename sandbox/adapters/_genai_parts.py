@@ -7,7 +7,6 @@ Public through :mod:`sandbox.adapters.genai` (see its docstring).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Literal
 
@@ -17,7 +16,7 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, parts_within, with_note
 from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
 #: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
@@ -73,11 +72,7 @@ def _result_parts(result: Result | str, code_id: str | None, budget: ImageBudget
     if isinstance(result, str):
         dicts: list[dict[str, Any]] = [{"codeExecutionResult": {"outcome": str(Outcome.FAILED), "output": result}}]
     else:
-        images, note = budget.keep(result.images)
-        dicts = dataclasses.replace(result, images=images).parts()
-        if note is not None:  # the last result part says what was left out, as sandbox serve's does
-            body = [item for item in dicts if "codeExecutionResult" in item][-1]["codeExecutionResult"]
-            body["output"] = with_note(body.get("output"), note)
+        dicts = parts_within(result, budget)
     if code_id is not None:
         for item in dicts:
             if "codeExecutionResult" in item:

@@ -19,10 +19,11 @@ take the request past it is left out with the note, never an image already sent 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Sequence, overload
 
-from ..results import File
+from ..results import File, Result
 
 #: Image bytes one model turn's tool results carry by default (decimal, before base64, which makes them a third
 #: more). The Gemini API takes a request of at most 20 MB with inline data (base64 and the rest of the history
@@ -122,6 +123,17 @@ def _base64_bytes(text: str, *, bare: bool) -> int:
     return payload * 3 // 4
 
 
+def parts_within(result: Result, budget: ImageBudget) -> list[dict[str, Any]]:
+    """``result.parts()`` without the images past ``budget``; its last result part's output says what was left out
+    (a run's parts hold one result part at least)."""
+    images, note = budget.keep(result.images)
+    parts = dataclasses.replace(result, images=images).parts()
+    if note is not None:
+        body = [part for part in parts if "codeExecutionResult" in part][-1]["codeExecutionResult"]
+        body["output"] = with_note(body.get("output"), note)
+    return parts
+
+
 def call_budget(limit: int) -> ImageBudget:
     """The budget of one call answered on its own (``handle``, ``handle_function_call``), named in its note."""
     return ImageBudget(limit, scope="this call's", knob="max_image_bytes_per_call")
@@ -143,4 +155,4 @@ def with_note(text: str | None, note: str | None) -> str | None:
 
 
 __all__ = ["MAX_IMAGE_BYTES_PER_REQUEST", "MAX_IMAGE_BYTES_PER_TURN", "ImageBudget", "call_budget", "encoded_bytes",
-           "left_out_note", "turn_budget", "with_note"]
+           "left_out_note", "parts_within", "turn_budget", "with_note"]

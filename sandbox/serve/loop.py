@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Union
 
 from ..adapters._common import TOOL_NAME, describe_environment
-from ..adapters._image_budget import ImageBudget, with_note
+from ..adapters._image_budget import ImageBudget, parts_within
 from ..core import Sandbox
 from ..errors import InputError, SandboxError
 from ..inputs import prepare_files
@@ -248,16 +248,7 @@ class _Runner:
         so a snippet drawing many large figures must not decide how much that is; those past the budget are left
         out before they are encoded.
         """
-        images, note = self.image_budget.keep(result.images)
-        parts = parts_from_result(replace(result, images=images).parts(), None)
-        if note is None:
-            return parts
-        for index in reversed(range(len(parts))):  # a run's parts begin with its result: there is one
-            part = parts[index]
-            if isinstance(part, CodeExecutionResult):
-                parts[index] = replace(part, output=with_note(part.output, note))
-                break
-        return parts
+        return parts_from_result(parts_within(result, self.image_budget), None)
 
     async def open(self) -> Any:
         if self.session is None:
