@@ -38,6 +38,7 @@ from __future__ import annotations
 # The one-call API (code parts, run_python calls) and the conversation loop live in modules of their own.
 from ._genai_loop import ToolLoop
 from ._genai_parts import DEFAULT_IMAGES, HAS_RESPONSE_PARTS, ImagesMode, aexecute, ahandle, execute, \
-    function_declaration, handle, tool  # noqa: F401 - the first three: public here before the split
+    function_declaration, handle, tool
 
-__all__ = ["ToolLoop", "aexecute", "ahandle", "execute", "function_declaration", "handle", "tool"]
+__all__ = ["DEFAULT_IMAGES", "HAS_RESPONSE_PARTS", "ImagesMode", "ToolLoop", "aexecute", "ahandle", "execute",
+           "function_declaration", "handle", "tool"]

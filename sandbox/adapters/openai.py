@@ -43,10 +43,10 @@ from __future__ import annotations
 
 # One tool call at a time, and the chat loop, live in modules of their own.
 from ._openai_calls import ImagesMode, ahandle, ahandle_calls, ahandle_function_call, chat_tool, handle, \
-    handle_calls, handle_function_call, responses_tool  # noqa: F401 - ImagesMode: public here before the split
+    handle_calls, handle_function_call, responses_tool
 from ._openai_chat import arun_chat, assistant_message, run_chat
 from ._openai_responses import arun_responses, run_responses
 
-__all__ = ["ahandle", "ahandle_calls", "ahandle_function_call", "arun_chat", "arun_responses", "assistant_message",
-           "chat_tool", "handle", "handle_calls", "handle_function_call", "responses_tool", "run_chat",
-           "run_responses"]
+__all__ = ["ImagesMode", "ahandle", "ahandle_calls", "ahandle_function_call", "arun_chat", "arun_responses",
+           "assistant_message", "chat_tool", "handle", "handle_calls", "handle_function_call", "responses_tool",
+           "run_chat", "run_responses"]

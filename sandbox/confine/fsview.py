@@ -54,7 +54,7 @@ from ..policy import Policy
 from . import _sys, disk, fsplan
 from ._sys import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC,
                    MS_NOSUID)
-from .fsplan import DEVICES, ETC_FROM_HOST, READ_ONLY, SYS_DIRS, SYSTEM  # noqa: F401 - the tests read them here
+from .fsplan import READ_ONLY
 
 _MNT_DETACH = 2
 _NR_PIVOT_ROOT = 155

@@ -4,7 +4,7 @@ Usage: python tests/confine/bench_apply_all.py [POLICY] [N]. Mirrors the real pa
 prepare_in_zygote in the parent, fork_worker (the clone into namespaces) for the
 pre-forked child, a pause (the request arrives later), then apply_all timed alone.
 """
-import os, sys, time, tempfile, json, statistics
+import os, sys, time, tempfile, statistics
 import numpy, pandas, matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot
 import sandbox.confine as c
 from sandbox.policy import Policy

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import disk, fstemplate, fsview
+from sandbox.confine import disk, fsplan, fstemplate, fsview
 from sandbox.errors import SandboxUnavailable
 
 from .childproc import as_worker, errnos, in_child, policy, skip_unless
@@ -82,8 +82,8 @@ def test_the_root_holds_only_what_a_run_needs(dirs, made):
     v = got["value"]
     assert set(v["root"]) <= MINIMAL | _tops(ctx), v["root"]
     assert {"usr", "etc", "dev", "proc", "tmp"} <= set(v["root"])
-    assert set(v["etc"]) <= {"passwd", "group", "hosts", "nsswitch.conf", *fsview.ETC_FROM_HOST}, v["etc"]
-    assert set(v["dev"]) == {*fsview.DEVICES, "fd", "stdin", "stdout", "stderr", "shm"}, v["dev"]
+    assert set(v["etc"]) <= {"passwd", "group", "hosts", "nsswitch.conf", *fsplan.ETC_FROM_HOST}, v["etc"]
+    assert set(v["dev"]) == {*fsplan.DEVICES, "fd", "stdin", "stdout", "stderr", "shm"}, v["dev"]
     assert set(v["tmp"]) <= {os.path.basename(dirs.root)} | {p.split("/")[2] for p in sys.path
                                                             if p.startswith("/tmp/")}, v["tmp"]
     assert v["proc"] == ["1"]
@@ -94,8 +94,8 @@ def test_the_root_holds_only_what_a_run_needs(dirs, made):
     assert set(names) <= {"root", "nobody", pwd.getpwuid(os.getuid()).pw_name} and len(names) <= 3, names
     assert next(m for m in v["mounts"] if m[1] == "/")[2] == "tmpfs"
     from_host = [(src, dst) for src, dst, fs in v["mounts"] if fs not in ("tmpfs", "proc", "devtmpfs")]
-    allowed = {"/usr", *(os.path.realpath(p) for p in ctx.readable), *fsview.SYS_DIRS,
-               *(f"/etc/{n}" for n in fsview.ETC_FROM_HOST),
+    allowed = {"/usr", *(os.path.realpath(p) for p in ctx.readable), *fsplan.SYS_DIRS,
+               *(f"/etc/{n}" for n in fsplan.ETC_FROM_HOST),
                *(os.path.realpath(p) for p in sys.path if os.path.isdir(p))}
     assert {dst for _, dst in from_host} <= allowed, from_host
     assert all(src == dst for src, dst in from_host if not dst.startswith("/sys/")), from_host  # at their own path

@@ -9,7 +9,6 @@ import threading
 import time
 
 import psutil
-import pytest
 
 import sandbox
 from sandbox import Outcome
@@ -86,7 +85,7 @@ def test_sessions_in_parallel_keep_their_own_state(box):
         with box.session() as s:
             s.run(f"x = {n}")
             for step in range(5):
-                r = s.run(f"x += 1000\nprint(x)")
+                r = s.run("x += 1000\nprint(x)")
                 if r.stdout != f"{n + 1000 * (step + 1)}\n":
                     problems.append(f"session {n} step {step}: {r.stdout!r}")
     pool = [threading.Thread(target=user, args=(n,)) for n in range(4)]

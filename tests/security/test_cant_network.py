@@ -95,8 +95,6 @@ def test_concurrent_runs_cannot_reach_each_others_abstract_sockets(boxes, policy
     import threading
     import time
 
-    from sandbox.confine import landlock
-
     box, tag = boxes[policy], f"{os.getpid()}-{policy}"
     got = {}
     listener = threading.Thread(target=lambda: got.update(a=box.run(PEER_LISTENER.format(tag=tag))))

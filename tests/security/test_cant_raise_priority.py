@@ -7,7 +7,6 @@ run made itself nice -10, ahead of the host's own processes, with no capability.
 
 from __future__ import annotations
 
-import os
 import resource
 
 import pytest

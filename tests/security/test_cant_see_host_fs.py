@@ -20,7 +20,7 @@ import pytest
 
 import sandbox
 from sandbox import bootstrap, tempdirs
-from sandbox.confine import fsview, namespaces
+from sandbox.confine import fsplan, namespaces
 
 from .attacks import snippet
 from .conftest import blocked, checked_run
@@ -128,7 +128,7 @@ def _bound(sb) -> set[str]:
     from sandbox.zygote_env import matplotlib_cache_dir
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, bootstrap.package_dir(), tempdirs.import_root(),
              matplotlib_cache_dir(), *site.getsitepackages(), *sysconfig.get_paths().values(),
-             *sb.policy.confinement.read_only_paths, *fsview.SYS_DIRS}
+             *sb.policy.confinement.read_only_paths, *fsplan.SYS_DIRS}
     return {os.path.realpath(p) for p in paths if os.path.exists(p)}
 
 
@@ -141,7 +141,7 @@ def test_only_the_minimal_root_exists(sb, runner):
     # dirs above it: nothing else of them.
     on_the_way = {p for p in HOST_ONLY if any(b == p or b.startswith(p + "/") for b in bound)}
     assert not set(seen["exists"]) & (set(HOST_ONLY) - on_the_way), seen["exists"]
-    assert set(seen["etc"]) <= {"passwd", "group", "hosts", "nsswitch.conf", *fsview.ETC_FROM_HOST}, seen["etc"]
+    assert set(seen["etc"]) <= {"passwd", "group", "hosts", "nsswitch.conf", *fsplan.ETC_FROM_HOST}, seen["etc"]
     run_dirs = sb._pool.temp_root.split("/")[2] if sb._pool.temp_root.startswith("/tmp/") else None
     import_root = os.path.basename(tempdirs.import_root())
     bound_in_tmp = {b.split("/")[2] for b in bound if b.startswith("/tmp/")}
@@ -156,8 +156,8 @@ def test_cant_read_the_hosts_cgroup_tree(sb, runner):
 
 def test_mountinfo_shows_only_the_bound_paths(sb, runner):
     seen = _inside(runner)
-    allowed = {"/", "/usr", "/proc", "/dev", "/dev/shm", "/tmp", *(f"/dev/{d}" for d in fsview.DEVICES),
-               *(f"/etc/{n}" for n in fsview.ETC_FROM_HOST), *_bound(sb),
+    allowed = {"/", "/usr", "/proc", "/dev", "/dev/shm", "/tmp", *(f"/dev/{d}" for d in fsplan.DEVICES),
+               *(f"/etc/{n}" for n in fsplan.ETC_FROM_HOST), *_bound(sb),
                "/etc/passwd"}  # in a copy of the forker's root (fstemplate.py): the run's own, a file of its disk
     for source, point, fstype in seen["mounts"]:
         assert point in allowed or point == sb._pool.temp_root or point.startswith(sb._pool.temp_root + "/"), (
