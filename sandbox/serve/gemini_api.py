@@ -30,7 +30,7 @@ from ..errors import value_text
 from .errors import ApiError, not_found_model
 from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
 from .loop import Done, Event, Tokens, generate
-from .wire import Text, TokenLogprob, logprobs_json, parse_generate_request, part_json
+from .wire import Part, Text, TokenLogprob, logprobs_json, parse_generate_request, part_json
 
 _METHODS = {"generateContent": False, "streamGenerateContent": True}
 
@@ -87,8 +87,7 @@ async def model_action(request: Request) -> Response:
             media_type = "text/event-stream" if sse else "application/json"
             return CleanStreamingResponse(stream, cleanup, media_type=media_type)
         async with contextlib.aclosing(events):  # type: ignore[type-var]
-            return JSONResponse(await _whole(events, model, request.scope["log"],
-                                             parsed.generation.response_logprobs))
+            return await _whole(events, model, request.scope["log"], parsed.generation.response_logprobs)
     finally:
         if slot is not None:
             slot.release()
@@ -99,16 +98,21 @@ def _tokens(event: Event, logprobs: bool) -> tuple[TokenLogprob, ...]:
     return (event.logprobs or ()) if logprobs and isinstance(event, Text) else ()
 
 
-async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any], logprobs: bool) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = []
-    tokens: list[TokenLogprob] = []
+async def _whole(events: AsyncIterator[Event], model: str, log: dict[str, Any], logprobs: bool) -> Response:
+    parts: list[Part] = []
     async for event in events:
         if isinstance(event, Done):
             log.update(executions=event.executions, finish=event.finish_reason)
-            return response_json(model, parts, event, tokens=tokens)
-        parts.append(part_json(event))
-        tokens += _tokens(event, logprobs)  # each model call's text in turn: the candidate's tokens in order
+            return await asyncio.to_thread(_whole_response, model, parts, event, logprobs)
+        parts.append(event)
     raise ApiError("INTERNAL", "the loop ended without a result")
+
+
+def _whole_response(model: str, parts: list[Part], done: Done, logprobs: bool) -> Response:
+    """The one JSON answer, rendered (in a thread: a run's images are tens of MB of base64 and JSON, ~0.3 s for
+    32 MB, which every other request's turn on the event loop waited for)."""
+    tokens = [token for part in parts for token in _tokens(part, logprobs)]  # each model call's text in turn
+    return JSONResponse(response_json(model, [part_json(part) for part in parts], done, tokens=tokens))
 
 
 async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: bool,
@@ -129,7 +133,9 @@ async def _stream(first: Event, events: AsyncIterator[Event], model: str, sse: b
                 log.update(executions=event.executions, finish=event.finish_reason)
                 yield frame(response_json(model, [], event, response_id))
                 break
-            yield frame(response_json(model, [part_json(event)], None, response_id, _tokens(event, logprobs)))
+            part = event  # rendered in a thread, as a whole answer is (_whole_response)
+            yield await asyncio.to_thread(
+                lambda: frame(response_json(model, [part_json(part)], None, response_id, _tokens(part, logprobs))))
             event = await events.__anext__()
     except ApiError as exc:
         log.update(error=exc.status)

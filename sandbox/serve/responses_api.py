@@ -58,10 +58,13 @@ async def create_response(request: Request) -> Response:
             return CleanStreamingResponse(stream, cleanup, media_type="text/event-stream")
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for event in events:
+                # In a thread, what holds a run's images (their base64 and the answer's JSON): tens of MB, which
+                # every other request's turn on the event loop waited for.
                 if isinstance(event, Done):
                     log.update(executions=event.executions, finish=event.finish_reason)
-                    return JSONResponse(builder.finish(event)[-1]["response"])
-                builder.add(event)
+                    done = event
+                    return await asyncio.to_thread(lambda: JSONResponse(builder.finish(done)[-1]["response"]))
+                await asyncio.to_thread(builder.add, event)
         raise ApiError("INTERNAL", "the loop ended without a result")
     finally:
         if slot is not None:
@@ -97,10 +100,12 @@ async def _stream(builder: ResponseBuilder, first: Event, events: AsyncIterator[
     event = first
     try:
         while not isinstance(event, Done):
-            yield frames(builder.add(event))
+            part = event  # in a thread, as a whole answer is (create_response)
+            yield await asyncio.to_thread(lambda: frames(builder.add(part)))
             event = await events.__anext__()
         log.update(executions=event.executions, finish=event.finish_reason)
-        yield frames(builder.finish(event))
+        done = event
+        yield await asyncio.to_thread(lambda: frames(builder.finish(done)))
     except ApiError as exc:
         log.update(error=exc.status, message=exc.message[:300])
         yield frames(builder.fail(exc))
