@@ -13,9 +13,13 @@ file it wrote for this run, and lets the caller decide what a failed file means
 from __future__ import annotations
 
 import errno
+import functools
+import importlib.machinery
+import importlib.metadata
 import itertools
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from typing import Any
@@ -30,6 +34,10 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONB
 _TAKEN_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ETXTBSY, errno.EACCES, errno.EEXIST}
 #: The extensions a file of each image type a run returns may have; the first is the one given.
 _IMAGE_TYPE_EXTENSIONS = {"image/png": (".png",), "image/jpeg": (".jpg", ".jpeg")}
+#: Endings of a file Python imports from a folder on sys.path (a script's own, or the working directory).
+_MODULE_SUFFIXES = tuple(importlib.machinery.all_suffixes())
+#: Modules that pytest and Python's startup load from a folder by this name, whatever else is installed.
+_AUTO_LOADED = frozenset({"conftest", "sitecustomize", "usercustomize"})
 _MIME_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
                     "image/svg+xml": ".svg", "image/bmp": ".bmp", "image/tiff": ".tiff"}
 
@@ -42,7 +50,31 @@ def safe_name(name: Any, fallback: str) -> str:
     text = plain(name.rsplit("/", 1)[-1] if isinstance(name, str) else "")
     if not text.strip(". "):
         return fit(fallback, MAX_NAME_BYTES)
-    return fit(text, MAX_NAME_BYTES)
+    return fit(inert(text), MAX_NAME_BYTES)
+
+
+def inert(name: str) -> str:
+    """``name`` with a ``_`` in front (as often as it takes) when a tool would load a file of that name from the
+    folder on its own: a hidden file (``.envrc``, ``.pdbrc``, ``.npmrc``: direnv, pdb and npm read them from the
+    working directory), pytest's ``conftest.py``, Python's ``sitecustomize.py``, and a module of the standard library
+    or of this environment (``json.py``, ``numpy.so``), which a script or ``python -m`` run in the folder imports in
+    place of the real one. A run picks its files' names: with ``--out .`` in a project, a run's ``conftest.py`` ran
+    on the host at the user's next ``pytest``."""
+    while name.startswith(".") or _loaded_as_module(name):
+        name = "_" + name
+    return name
+
+
+def _loaded_as_module(name: str) -> bool:
+    stems = {name[:-len(ending)] for ending in _MODULE_SUFFIXES if name.endswith(ending)}
+    return any(stem in _AUTO_LOADED or stem in sys.stdlib_module_names or stem in sys.builtin_module_names
+               or stem in _installed_modules() for stem in stems)
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_modules() -> frozenset[str]:
+    """The top-level modules of the distributions installed here (numpy, pandas, sandbox, ...)."""
+    return frozenset(importlib.metadata.packages_distributions())
 
 
 def plain(text: str) -> str:

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="put this file in the snippet's work dir (repeatable)")
     parser.add_argument("--out", default="sandbox-out", metavar="DIR",
                         help="where to write images and files the snippet produced, never over a file already there "
-                             "(default: %(default)s)")
+                             "(names that tools load from a folder on their own, such as .envrc, conftest.py or "
+                             "json.py, get a '_' in front; default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the Gemini-shaped result parts as JSON")
     parser.set_defaults(func=main)
 

@@ -111,6 +111,25 @@ def test_a_run_cannot_write_over_what_out_already_holds(tmp_path):
     assert "wrote out/notes_2.txt\nwrote out/pyproject_2.toml\n" in proc.stderr.decode()
 
 
+def test_a_run_cannot_plant_files_that_tools_load_from_out(tmp_path):
+    """With --out at a project's folder, a run's conftest.py ran on the host at the user's next pytest there, and its
+    json.py at the next script that imported json; its hidden .envrc and .pdbrc went unseen. Such names get a '_' in
+    front; the run's other files keep theirs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_x.py").write_text("import json\ndef test_x():\n    assert json.dumps(1) == '1'\n")
+    (tmp_path / "s.py").write_text(
+        "for name in ('conftest.py', 'json.py', 'sitecustomize.py', '.envrc', '.pdbrc', 'analysis.py', 'notes.txt'):\n"
+        "    open(name, 'w').write(\"open('/tmp/planted-' + __name__, 'w')\\nraise SystemExit('planted')\\n\")\n")
+    proc = sandbox_run(str(tmp_path / "s.py"), "--out", ".", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(project)) == ["_.envrc", "_.pdbrc", "__json.py", "_conftest.py", "_sitecustomize.py",
+                                           "analysis.py", "notes.txt", "test_x.py"]
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py"], cwd=project,
+                           capture_output=True, text=True, timeout=120)
+    assert tests.returncode == 0 and "1 passed" in tests.stdout, tests.stdout + tests.stderr
+
+
 def test_help_says_out_is_never_written_over(tmp_path):
     """README says --out never takes a file already there (the next free name); --help said only 'safe and unique'
     and 'image files', so a user reading it could not tell that the run's other files land there, renamed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from importlib.machinery import EXTENSION_SUFFIXES
 
 import pytest
 
@@ -27,6 +28,18 @@ def test_safe_name_keeps_what_it_can():
     assert safe_name("n" * 400 + ".png", "f").endswith(".png")  # a short extension survives the cut
     assert safe_name("x." + "e" * 250, "f") == "x." + "e" * 250  # 252 bytes: fits as it is
     assert extension("x." + "e" * 250, "image/png") == ".png" and extension("a.JPG") == ".JPG"
+
+
+@pytest.mark.parametrize("name, safe", [
+    (".envrc", "_.envrc"), ("sub/.bashrc", "_.bashrc"), ("...x", "_...x"), ("conftest.py", "_conftest.py"),
+    ("sitecustomize.py", "_sitecustomize.py"), ("usercustomize.pyc", "_usercustomize.pyc"),
+    ("json.py", "__json.py"),  # _json is a module of the standard library too
+    ("os.pyc", "_os.pyc"), ("numpy.py", "_numpy.py"), ("numpy.abi3.so", "_numpy.abi3.so"),
+    (f"pandas{EXTENSION_SUFFIXES[0]}", f"_pandas{EXTENSION_SUFFIXES[0]}"),
+    ("analysis.py", "analysis.py"), ("json.txt", "json.txt"), ("numpy.foo.py", "numpy.foo.py"), ("plot.png", "plot.png"),
+])
+def test_a_name_that_a_tool_loads_from_the_folder_gets_an_underscore(name, safe):
+    assert safe_name(name, "f") == safe
 
 
 def test_outdir_names_are_unique_and_inside(tmp_path):
