@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from .batch_items import INVALID, BatchResult
 from .batch_tally import Tally, read_results
+from .controls import escape_controls
 from .errors import InputError, value_text
 
 #: The denied-actions plot shows the most frequent kinds only, with labels this long at most.
@@ -154,17 +155,23 @@ def _label(text: str) -> str:
 
 
 def _html(tally: Tally, png: bytes) -> str:
-    rows = "".join(f"<tr><td>{html.escape(str(m.id))}</td><td>{m.expect}</td><td>{m.outcome}</td>"
-                   f"<td>{html.escape(m.reason or '')}</td><td><pre>{html.escape(m.text)}</pre></td></tr>"
+    rows = "".join(f"<tr><td>{_shown(str(m.id))}</td><td>{m.expect}</td><td>{m.outcome}</td>"
+                   f"<td>{_shown(m.reason or '')}</td><td><pre>{_shown(m.text)}</pre></td></tr>"
                    for m in tally.misses[:200])
     return ("<!doctype html><meta charset='utf-8'><title>sandbox batch report</title>"
             "<style>body{font-family:sans-serif;margin:2em}pre{white-space:pre-wrap;margin:0}"
             "td{border-top:1px solid #ddd;padding:4px;vertical-align:top}</style>"
             "<h1>sandbox batch report</h1>"
-            f"<pre>{html.escape(summary(tally, slowest=10))}</pre>"
+            f"<pre>{_shown(summary(tally, slowest=10))}</pre>"
             f"<img alt='plots' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
             f"<h2>mismatched expectations ({tally.missed})</h2>"
             f"<table><tr><th>id</th><th>expected</th><th>outcome</th><th>reason</th><th>error / output</th></tr>{rows}</table>")
+
+
+def _shown(text: str) -> str:
+    """Text from inside (a denied action's kind, a run's output) as HTML that shows it: markup escaped, and the
+    bidi overrides that would reorder the rest of its line shown as ``\\u202e``."""
+    return html.escape(escape_controls(text))
 
 
 def _headline(tally: Tally, wall_s: float | None, ran: int | None) -> str:

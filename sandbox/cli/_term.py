@@ -9,23 +9,14 @@ lone surrogates, which no encoding can write, are escaped either way).
 
 from __future__ import annotations
 
-import re
 from typing import TextIO
 
-# C0 controls but newline and tab, DEL, C1 controls, and the bidi overrides that reorder what is shown.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+from ..controls import SURROGATES, escape, escape_controls
 
 
 def shown(text: str, stream: TextIO) -> str:
     """``text`` as it may be written to ``stream``: controls escaped when it is a terminal."""
-    text = _SURROGATES.sub(_escape, text)
-    return _CONTROLS.sub(_escape, text) if _isatty(stream) else text
+    return escape_controls(text) if _isatty(stream) else SURROGATES.sub(escape, text)
 
 
 def _isatty(stream: TextIO) -> bool:
