@@ -73,14 +73,30 @@ def build(policy: Policy, readable: tuple[str, ...], scratch: str | None = None)
 
 
 def _build(policy: Policy, readable: tuple[str, ...], scratch: str | None) -> str:
+    why_not = _unavailable(policy)
+    if why_not:
+        return why_not
+    plan = fsplan.prepared(policy, readable)
+    if plan is None:
+        return "the zygote resolved no plan of the view for these readable paths"
+    namespace, report = _namespace_from_helper(plan, scratch)
+    if namespace < 0:
+        return report or "the helper died building the template"
+    return _hold(namespace, plan)
+
+
+def _unavailable(policy: Policy) -> str:
+    """Why this forker may not build a template at all ("" when it may)."""
     if "namespaces" not in policy.confinement.layers:
         return "namespaces is not in confinement.layers"
     if not userns.may_admin():
         return (f"uid {os.geteuid()} is not root, and its forker has no user namespace of its own: setns into a mount "
                 "namespace needs CAP_SYS_ADMIN")
-    plan = fsplan.prepared(policy, readable)
-    if plan is None:
-        return "the zygote resolved no plan of the view for these readable paths"
+    return ""
+
+
+def _namespace_from_helper(plan: fsplan.Plan, scratch: str | None) -> tuple[int, str]:
+    """Forks the helper that builds the template's root: an fd on its mount namespace (-1 if it failed), its report."""
     staging = tempfile.mkdtemp(prefix="root-", dir=scratch)  # the helper mounts over it, in its namespace only
     pipes: list[int] = []
     namespace, pid = -1, 0
@@ -109,8 +125,11 @@ def _build(policy: Policy, readable: tuple[str, ...], scratch: str | None) -> st
             os.rmdir(staging)
         except OSError:
             pass
-    if namespace < 0:
-        return report or "the helper died building the template"
+    return namespace, report
+
+
+def _hold(namespace: int, plan: fsplan.Plan) -> str:
+    """Checks the forker can enter the template and come back, then holds it for its clones ("" when held)."""
     host = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     template = Template(namespace, host, plan)
     try:  # setns needs CAP_SYS_ADMIN over each namespace's owner: the way back first (a root in a user namespace
