@@ -124,34 +124,11 @@ def _from_npy(data: bytes) -> Any:
 def _from_table(kind: str) -> Any:
     def read(data: bytes) -> Any:
         import pandas
-        if protocol.nesting_depth(data) > protocol.MAX_DEPTH:
-            raise CallError(f"the worker returned a {kind} nested too deep")
-        table = json.loads(data.decode("utf-8"))
-        fields = table["schema"]["fields"]
-        labels = [field["name"] for field in fields]  # as the worker's frame had them: 0, 1, ... stay ints
-        if len(labels) > MAX_TABLE_FIELDS:
-            raise CallError(f"the worker returned a {kind} of {len(labels)} columns and index levels "
-                            f"(limit {MAX_TABLE_FIELDS})")
-        for label in labels:
-            if (fault := label_fault(label)) is not None:
-                raise CallError(f"the worker returned a {kind} with a field named by {fault}")
-        columns = _row_keys(table["data"], labels)
-        if len(set(columns)) < len(labels):  # pandas' reader takes a repeated name's columns once per repeat: 1,000
-            # fields named "a" (34 KB) made a million columns, 2.7 GB and two minutes of the host's
-            raise CallError(f"the worker returned a {kind} whose columns repeat a name (its table format cannot "
-                            "carry that)")
-        # pandas writes a label that is not a str (the 0, 1, ... of a frame made from an array, or transposed) as a
-        # number in the schema and as a string key in the rows, then reads each such column as all NaN: it is read
-        # here by its rows' key, and labelled as the worker had it after.
-        for field, column in zip(fields, columns):
-            field["name"] = column
+        table, fields, labels = _fields(kind, data)
+        columns = _keyed_by_rows(kind, table, fields, labels)
         column_of = dict(zip(labels, columns))
         named = _labels_beside(table.pop("labels", {}), len(labels))
-        # pandas' reader sets the index by deleting its columns one by one, each a pass over all the columns: a
-        # schema keying 2,000 columns (120 KB) held the host for 19 s, 20,000 for hours. Here one drop removes them.
-        name = table.pop("seriesName", _UNNAMED) if kind == "series" else _UNNAMED
-        if not (name is _UNNAMED or name is None or type(name) in NAME_TYPES):
-            raise CallError(f"the worker returned a series named by a {type(name).__name__}")
+        name = _series_name(kind, table)
         for field in fields:  # pandas' reader opened the file a zone "dateutil//etc/passwd" names, as a zone
             if "tz" in field:
                 check_zone(field["tz"])
@@ -160,6 +137,8 @@ def _from_table(kind: str) -> Any:
         frame = pandas.read_json(io.StringIO(json.dumps(table)), orient="table")
         if byte_columns is not None:
             frame = codec_columns.restored(frame, byte_columns, len(fields), len(keys))
+        # pandas' reader sets the index by deleting its columns one by one, each a pass over all the columns: a
+        # schema keying 2,000 columns (120 KB) held the host for 19 s, 20,000 for hours. Here one drop removes them.
         if keys:  # the index levels are the first fields
             names = [named[i] if i in named else _level_name(key, len(keys)) for i, key in enumerate(keys)]
             frame = _indexed(frame, [column_of[key] for key in keys], names)
@@ -167,16 +146,60 @@ def _from_table(kind: str) -> Any:
                                  table.pop("columnNames", [None]))
         if not frame.columns.is_unique:  # labels beside may repeat one (or be equal: 1 and 1.0), as no frame sent can
             raise CallError(f"the worker returned a {kind} whose columns repeat a name")
-        if kind == "dataframe":
-            return frame
-        series = frame.iloc[:, 0]
-        if name is not _UNNAMED:
-            series.name = name
-        return series
+        return _as_kind(frame, kind, name)
     return read
 
 
 _UNNAMED = object()
+
+
+def _fields(kind: str, data: bytes) -> tuple[Any, Any, list[Any]]:
+    """The table the worker sent, its schema's fields and their labels: checked before pandas reads any of it."""
+    if protocol.nesting_depth(data) > protocol.MAX_DEPTH:
+        raise CallError(f"the worker returned a {kind} nested too deep")
+    table = json.loads(data.decode("utf-8"))
+    fields = table["schema"]["fields"]
+    labels = [field["name"] for field in fields]  # as the worker's frame had them: 0, 1, ... stay ints
+    if len(labels) > MAX_TABLE_FIELDS:
+        raise CallError(f"the worker returned a {kind} of {len(labels)} columns and index levels "
+                        f"(limit {MAX_TABLE_FIELDS})")
+    for label in labels:
+        if (fault := label_fault(label)) is not None:
+            raise CallError(f"the worker returned a {kind} with a field named by {fault}")
+    return table, fields, labels
+
+
+def _keyed_by_rows(kind: str, table: Any, fields: Any, labels: list[Any]) -> list[Any]:
+    """Renames each of the schema's ``fields`` by the key its rows hold it under (distinct ones); returns those."""
+    columns = _row_keys(table["data"], labels)
+    if len(set(columns)) < len(labels):  # pandas' reader takes a repeated name's columns once per repeat: 1,000
+        # fields named "a" (34 KB) made a million columns, 2.7 GB and two minutes of the host's
+        raise CallError(f"the worker returned a {kind} whose columns repeat a name (its table format cannot "
+                        "carry that)")
+    # pandas writes a label that is not a str (the 0, 1, ... of a frame made from an array, or transposed) as a
+    # number in the schema and as a string key in the rows, then reads each such column as all NaN: it is read
+    # here by its rows' key, and labelled as the worker had it after.
+    for field, column in zip(fields, columns):
+        field["name"] = column
+    return columns
+
+
+def _series_name(kind: str, table: Any) -> Any:
+    """A series' name the worker sent (taken out of ``table``), checked; _UNNAMED for none or a dataframe."""
+    name = table.pop("seriesName", _UNNAMED) if kind == "series" else _UNNAMED
+    if not (name is _UNNAMED or name is None or type(name) in NAME_TYPES):
+        raise CallError(f"the worker returned a series named by a {type(name).__name__}")
+    return name
+
+
+def _as_kind(frame: Any, kind: str, name: Any) -> Any:
+    """The frame read, or for a series its one column, named ``name`` unless _UNNAMED."""
+    if kind == "dataframe":
+        return frame
+    series = frame.iloc[:, 0]
+    if name is not _UNNAMED:
+        series.name = name
+    return series
 
 
 def _index_keys(kind: str, keys: Any, levels: Any, labels: list[Any]) -> list[Any]:
