@@ -29,6 +29,7 @@ import signal
 import socket
 import struct
 import traceback
+from typing import NoReturn
 
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns, signal_scope, userns
@@ -234,15 +235,29 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec, order: commands.Fork) -> bo
         frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=str(exc)[:4096]))
         return False
     if pid == 0:
-        sock.close()
-        parent_end.close()
-        if supervised and (ns_status is None or not ns_status.active):  # a plain fork: the host's pid namespace
-            try:
-                signal_scope.install_in_worker(child_end)
-            except BaseException:  # noqa: BLE001 - never unwind into the forker's code; unsupervised, never run
-                proc.exit_now(71)
-        serve_worker(child_end, spec, run_dir, ns_status)  # never returns
+        _become_worker(sock, spec, run_dir, ns_status, parent_end, child_end, supervised)  # never returns
     child_end.close()
+    return _answer_forked(sock, order, pid, parent_end, waiting, supervised, plain)
+
+
+def _become_worker(sock: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
+                   ns_status: confine.LayerStatus | None, parent_end: socket.socket, child_end: socket.socket,
+                   supervised: bool) -> NoReturn:
+    """In the new worker: drops the forker's ends, installs its signal-scope filter if it needs one, serves."""
+    sock.close()
+    parent_end.close()
+    if supervised and (ns_status is None or not ns_status.active):  # a plain fork: the host's pid namespace
+        try:
+            signal_scope.install_in_worker(child_end)
+        except BaseException:  # noqa: BLE001 - never unwind into the forker's code; unsupervised, never run
+            proc.exit_now(71)
+    serve_worker(child_end, spec, run_dir, ns_status)  # never returns
+
+
+def _answer_forked(sock: socket.socket, order: commands.Fork, pid: int, parent_end: socket.socket,
+                   waiting: list[socket.socket], supervised: bool, plain: list[int]) -> bool:
+    """In the forker, after a clone: sends the zygote the worker's fds (Forked), or ForkFailed if it is gone.
+    True when it was sent Forked; closes this process's copies either way."""
     fds: list[int] = []
     try:
         fds.append(os.pidfd_open(pid))
