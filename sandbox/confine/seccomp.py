@@ -21,6 +21,7 @@ import ctypes.util
 import errno
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from ..policy import Policy
@@ -144,12 +145,32 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     names = (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
              + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())
              + (HOST_IPC_SYSCALLS if host_namespaces else ()) + (HOST_NETWORK_SYSCALLS if host_network else ()))
+    _deny_names(f, eperm, nr, names, host_namespaces)
+    _deny_arguments(f, eperm, nr, deny_fork, deny_broadcast, session_listener)
+    program = export(f)
+    if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
+        raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "
+                                "architecture: cannot put the unknown-number rule in front of it")
+    top, holes = unknown
+    return _unknown_prefix(arch, top, sorted(holes + list(extra_holes))) + program
+
+
+def _deny_names(f: Any, eperm: int, nr: Callable[[str], int | None], names: tuple[str, ...],
+                host_namespaces: bool) -> None:
+    """The rules by name alone, then (sharing the host's namespaces) those on the host's processes and tree."""
+    s = pyseccomp
     for name in names:
         _add(f, eperm, nr(name))
     for name, conditions in HOST_PID_RULES if host_namespaces else ():
         _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), value) for arg, op, value in conditions))
     for name, checks in HOST_TREE_SOCKET_RULES + HOST_TREE_METADATA_RULES if host_namespaces else ():
         _add(f, eperm, nr(name), *(s.Arg(arg, getattr(s, op), *operands) for arg, op, *operands in checks))
+
+
+def _deny_arguments(f: Any, eperm: int, nr: Callable[[str], int | None], deny_fork: bool, deny_broadcast: bool,
+                    session_listener: bool) -> None:
+    """The rules on calls allowed but for some of their arguments (and clone3, refused with ENOSYS)."""
+    s = pyseccomp
     _add(f, s.ERRNO(errno.ENOSYS), nr("clone3"))  # glibc then falls back to clone(), whose flags we can see
     # NE compares all 64 bits: only exactly 1 passes, and the kernel reads that int as AF_UNIX
     _add(f, eperm, nr("socket"), s.Arg(0, s.NE, AF_UNIX))
@@ -171,12 +192,6 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     _add(f, eperm, nr("seccomp"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, SET_MODE_FILTER),
          *((s.Arg(1, s.NE, NEW_LISTENER),) if session_listener else ()))
     _add(f, eperm, nr("prctl"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, PR_SET_SECCOMP))
-    program = export(f)
-    if program[:8] != _insn(_LD_ABS, 0, 0, _OFFSET_ARCH):  # our prefix falls through into it with A loaded
-        raise _sys.SyscallError("seccomp", errno.EINVAL, "libseccomp's program does not start by loading the "
-                                "architecture: cannot put the unknown-number rule in front of it")
-    top, holes = unknown
-    return _unknown_prefix(arch, top, sorted(holes + list(extra_holes))) + program
 
 
 def export(f: Any) -> bytes:
