@@ -143,28 +143,17 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
     functions = request.functions if request.function_mode != "NONE" else ()
     turn: list[Part] = []
     tokens = Tokens()
-    limit = engine.max_executions if request.max_executions is None else min(request.max_executions,
-                                                                             engine.max_executions)
+    limit = _execution_limit(request, engine)
     try:
         while True:
-            code_allowed = request.code_execution and runner.executions < limit
-            tools = (*functions, engine.code_tool) if code_allowed else functions
-            contents = (*request.contents, Content("model", tuple(turn))) if turn else request.contents
-            # In a thread, as the backend's body is made (backends.post_json): a request of a million parts
-            # made the event loop wait ~0.1 s a call here.
-            turns = await asyncio.to_thread(transcript, contents, CODE_TOOL)
-            reply = await engine.backend.complete(BackendRequest(
-                turns, request.system_instruction, tools, request.generation,
-                require_call=request.function_mode == "ANY" and bool(functions)))
+            reply = await _ask(request, engine, functions, turn, request.code_execution and runner.executions < limit)
             tokens.add(reply)
-            calls = [part for part in reply.parts if isinstance(part, FunctionCall)]
+            code_calls, client_calls = _calls(request, reply)
             part: Part
             for part in reply.parts:
                 if isinstance(part, Text):
                     turn.append(part)
                     yield part
-            code_calls = [c for c in calls if c.name == CODE_TOOL and request.code_execution]
-            client_calls = [c for c in calls if c not in code_calls]
             refused = _unrunnable(client_calls, functions)
             if refused:
                 yield Done(refused, tokens, runner.executions)
@@ -184,6 +173,33 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
                 return
     finally:
         await runner.close()
+
+
+def _execution_limit(request: GenerateRequest, engine: Engine) -> int:
+    """The runs this request may make: the server's limit, or the fewer the request asks for."""
+    return engine.max_executions if request.max_executions is None else min(request.max_executions,
+                                                                            engine.max_executions)
+
+
+async def _ask(request: GenerateRequest, engine: Engine, functions: tuple[FunctionDeclaration, ...],
+               turn: list[Part], code_allowed: bool) -> ModelReply:
+    """One backend call: the request's conversation and the turn so far, the code tool offered if ``code_allowed``."""
+    tools = (*functions, engine.code_tool) if code_allowed else functions
+    contents = (*request.contents, Content("model", tuple(turn))) if turn else request.contents
+    # In a thread, as the backend's body is made (backends.post_json): a request of a million parts
+    # made the event loop wait ~0.1 s a call here.
+    turns = await asyncio.to_thread(transcript, contents, CODE_TOOL)
+    return await engine.backend.complete(BackendRequest(
+        turns, request.system_instruction, tools, request.generation,
+        require_call=request.function_mode == "ANY" and bool(functions)))
+
+
+def _calls(request: GenerateRequest, reply: ModelReply) -> tuple[list[FunctionCall], list[FunctionCall]]:
+    """The reply's calls: those of the code tool (if the request enabled it) and those for the client."""
+    calls = [part for part in reply.parts if isinstance(part, FunctionCall)]
+    code_calls = [c for c in calls if c.name == CODE_TOOL and request.code_execution]
+    client_calls = [c for c in calls if c not in code_calls]
+    return code_calls, client_calls
 
 
 def _unrunnable(calls: list[FunctionCall], offered: tuple[FunctionDeclaration, ...]) -> str | None:
