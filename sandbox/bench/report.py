@@ -68,6 +68,12 @@ def _target(label: str, value: float | None, goal: float, unit: str, higher_is_b
 
 def targets(results: Results) -> list[dict[str, Any]]:
     """Each target of issue 7 with its measurement (from whatever results exist)."""
+    return (_speed_targets(results) + _memory_targets(results) + [_confinement_target(results)]
+            + _session_targets(results) + issue13(results))
+
+
+def _speed_targets(results: Results) -> list[dict[str, Any]]:
+    """The targets on a run's latency and throughput."""
     rows = []
     for policy in ("default", "strict"):
         runner = f"sandbox {policy}"
@@ -88,6 +94,12 @@ def targets(results: Results) -> list[dict[str, Any]]:
     rows.append(_target("plot to PNG within 2x of in-process (p50)",
                         plot_ours / plot_floor if plot_ours and plot_floor else None, 2, "x", False,
                         f"{plot_ours} ms vs {plot_floor} ms" if plot_ours and plot_floor else ""))
+    return rows
+
+
+def _memory_targets(results: Results) -> list[dict[str, Any]]:
+    """The targets on a worker's memory and the zygote's start."""
+    rows = []
     uss = _find(results, "memory", item="print(1) then sleep", runner="sandbox default")
     rows.append(_target("per-run USS <= 10 MB (print(1) worker)", uss and uss.get("uss_mb"), 10, "MiB",  # type: ignore[arg-type]  # uss: a row, never empty
                         detail="the worker running the snippet"))
@@ -97,12 +109,23 @@ def targets(results: Results) -> list[dict[str, Any]]:
             if r.get("item") == "zygote" and r.get("runner") == "sandbox default" and r.get("cpu_s") is not None]
     rows.append(_target("zygote ready <= 2 s (median of starts)", statistics.median(starts) if starts else None,
                         2, "s", detail=(f"starts: {starts}; zygote CPU until ready: {cpus} s" if starts else "")))
+    return rows
+
+
+def _confinement_target(results: Results) -> dict[str, Any]:
+    """The target on what confinement costs a run."""
     conf = _find(results, "confinement", layers="all five")
-    rows.append(_target("confinement cost <= 0.5 ms per run (p50 all five - p50 none)",
-                        conf and conf.get("cost_p50_ms"), 0.5, "ms"))  # type: ignore[arg-type]  # conf: a row, never empty
+    row = _target("confinement cost <= 0.5 ms per run (p50 all five - p50 none)",
+                  conf and conf.get("cost_p50_ms"), 0.5, "ms")  # type: ignore[arg-type]  # conf: a row, never empty
     if conf and conf.get("cost_p50_ms") is not None and conf["cost_p50_ms"] < 0:
-        rows[-1]["verdict"] = "inconclusive"
-        rows[-1]["detail"] = "negative: the interleaved difference is below this machine's noise (see the text)"
+        row["verdict"] = "inconclusive"
+        row["detail"] = "negative: the interleaved difference is below this machine's noise (see the text)"
+    return row
+
+
+def _session_targets(results: Results) -> list[dict[str, Any]]:
+    """The targets on a session's runs and rollback, against a Jupyter kernel's restart and replay."""
+    rows = []
     rollback = _find(results, "sessions", runner="sandbox default", operation="crash run + next run sees old state")
     replay = next((r for r in (results.get("sessions") or {}).get("rows", [])
                    if r["runner"] == "jupyter kernel" and r["operation"].startswith("restart + replay")), None)
@@ -114,7 +137,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
                         replay["p50_ms"] / rollback["p50_ms"] if rollback and replay and rollback.get("p50_ms")
                         else None, 1, "x", True,
                         f"{rollback['p50_ms']} ms vs {replay['p50_ms']} ms" if rollback and replay else ""))
-    return rows + issue13(results)
+    return rows
 
 
 def _figure(value: Any) -> Any:
