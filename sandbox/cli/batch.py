@@ -79,30 +79,14 @@ def main(args: argparse.Namespace) -> int:
     from .. import batch
     from ..batch_report import summary, write_report
     from ..batch_tally import tally_results
-    from ..errors import InputError, value_text
     from ..policy import Policy
 
-    if args.address and args.backend != "ray":
-        raise InputError("--address is for --backend ray")
-    if args.report and not args.report.endswith((".html", ".png")):
-        raise InputError(f"--report must end in .html or .png (got {value_text(args.report)})")
-    refuse_same_file(args.input, args.out)
+    _check_options(args)
     policy = Policy.load(args.policy)
     limit, record_limit = batch.max_line_bytes(policy), batch.max_record_bytes(policy)
     stop = threading.Event()
     counts = {"written": 0, "problems": 0}
-    # The corpus first, before --out: a mistyped corpus path left --out emptied (--overwrite). It stays open for
-    # the whole run: items are read as the batch takes them, so a corpus of any size runs in bounded memory.
-    # --resume's ids stay in a set: memory for each id, not for each snippet or result.
-    with _opened_input(args.input) as corpus:
-        if args.images_dir:
-            _check_images_dir(args.images_dir)  # before --out, which --overwrite empties
-        done_ids = open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
-        total = _count_items(corpus, args.input, limit, done_ids)
-        with _line_source(corpus) as lines:
-            items = _read_items(lines, args.input, limit, done_ids)
-            started = time.monotonic()
-            _run(args, items, total, stop, counts)
+    total, started = _run_corpus(args, limit, record_limit, stop, counts)
     elapsed = time.monotonic() - started
     # Counts as it reads: the records are not held, nor a line longer than a record can be.
     tally = tally_results(args.out, samples=bool(args.report), limit=record_limit)
@@ -117,6 +101,36 @@ def main(args: argparse.Namespace) -> int:
               f"(continue with --resume)", file=sys.stderr)
         return 130
     return 1 if counts["problems"] else 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together, before anything is read or written."""
+    from ..errors import InputError, value_text
+
+    if args.address and args.backend != "ray":
+        raise InputError("--address is for --backend ray")
+    if args.report and not args.report.endswith((".html", ".png")):
+        raise InputError(f"--report must end in .html or .png (got {value_text(args.report)})")
+    refuse_same_file(args.input, args.out)
+
+
+def _run_corpus(args: argparse.Namespace, limit: int, record_limit: int, stop: threading.Event,
+                counts: dict[str, int]) -> tuple[int | None, float]:
+    """Open the corpus and --out, then run it: the records the run should write (None: unknown), and when it
+    started (``time.monotonic``)."""
+    # The corpus first, before --out: a mistyped corpus path left --out emptied (--overwrite). It stays open for
+    # the whole run: items are read as the batch takes them, so a corpus of any size runs in bounded memory.
+    # --resume's ids stay in a set: memory for each id, not for each snippet or result.
+    with _opened_input(args.input) as corpus:
+        if args.images_dir:
+            _check_images_dir(args.images_dir)  # before --out, which --overwrite empties
+        done_ids = open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
+        total = _count_items(corpus, args.input, limit, done_ids)
+        with _line_source(corpus) as lines:
+            items = _read_items(lines, args.input, limit, done_ids)
+            started = time.monotonic()
+            _run(args, items, total, stop, counts)
+    return total, started
 
 
 def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop: threading.Event,
