@@ -130,7 +130,11 @@ def _namespace_from_helper(plan: fsplan.Plan, scratch: str | None) -> tuple[int,
 
 def _hold(namespace: int, plan: fsplan.Plan) -> str:
     """Checks the forker can enter the template and come back, then holds it for its clones ("" when held)."""
-    host = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        host = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:  # the template's fd goes too, or every later clone inherits it
+        os.close(namespace)
+        return f"{exc}: each worker builds its own root"
     template = Template(namespace, host, plan)
     try:  # setns needs CAP_SYS_ADMIN over each namespace's owner: the way back first (a root in a user namespace
         _enter(template.host)  # of its own may enter the template, which it owns, but not return to the host's)
