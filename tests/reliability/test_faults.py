@@ -398,6 +398,7 @@ def test_close_with_runs_in_flight_and_waiting_from_threads():
             assert r.outcome == Outcome.FAILED and r.error, r
             kinds["result"] += 1
     assert kinds["result"] >= 3 or kinds["closed"] == 7, kinds
+    assert kinds["result"] >= 3, kinds  # three were seen running: close() came after their spawns
     with pytest.raises(sandbox.SandboxClosed):
         sb.run("print(1)")
     assert not gone(zygote_tree)
