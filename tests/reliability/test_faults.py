@@ -421,6 +421,8 @@ def test_close_with_asyncio_runs_in_flight():
         assert isinstance(r, (sandbox.Result, sandbox.SandboxClosed)), repr(r)
         if isinstance(r, sandbox.Result):
             assert r.outcome == Outcome.FAILED, r
+    results = [r for r in outcomes if isinstance(r, sandbox.Result)]
+    assert len(results) >= 4, outcomes  # four were seen running: close() came after their spawns
     _, found = settle(before)
     assert found == [], found
 
