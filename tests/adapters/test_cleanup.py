@@ -47,6 +47,8 @@ def test_mcp_sessions_close_leaves_nothing(no_leaks):
         async with Client(server) as client:
             for key in ("a", "b"):
                 await client.call_tool("run_python", {"code": "x = 1", "session_id": key})
+                held = await client.call_tool("run_python", {"code": "print(x)", "session_id": key})
+                assert not held.is_error and held.content[0].text == "OUTCOME_OK\n1", held  # a session was open
 
     asyncio.run(calls())
     server.backend.close()
