@@ -21,6 +21,9 @@ def test_genai_tool_loop_close_leaves_nothing(no_leaks):
     client.models = type("Models", (), {"generate_content": lambda self, **kw: script.pop(0)})()
     with adapter.ToolLoop(client, "m", sandbox=no_leaks) as loop:
         assert loop.run("go").text == "done"
+        answered = [part.function_response for turn in loop.history for part in turn.parts or []
+                    if part.function_response]
+        assert [(r.name, r.response) for r in answered] == [("run_python", {"output": ""})], answered  # it ran
 
 
 def test_adk_executor_close_leaves_nothing(no_leaks):
