@@ -4,8 +4,10 @@ made serves a later worker; any change to it, or a run that may live on, sends i
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
+import psutil
 import pytest
 
 from sandbox.inside import spare_dirs
@@ -63,3 +65,15 @@ def test_spare_dirs_are_bounded(tmp_path):
 def test_only_a_process_in_another_pid_namespace_counts_as_its_own():
     assert not spare_dirs.own_pid_namespace(os.getpid())
     assert not spare_dirs.own_pid_namespace(2**22 + 1)  # no such process: never "its own"
+    # and one that is: unshare's child is pid 1 of a pid namespace of its own (unshare itself stays in ours)
+    as_user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    with subprocess.Popen(["unshare", *as_user, "--pid", "--kill-child", "sleep", "60"]) as outer:
+        try:
+            deadline = time.monotonic() + 10
+            while not (inner := psutil.Process(outer.pid).children()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert inner, "unshare started no child"
+            assert spare_dirs.own_pid_namespace(inner[0].pid)
+            assert not spare_dirs.own_pid_namespace(outer.pid)
+        finally:
+            outer.kill()
