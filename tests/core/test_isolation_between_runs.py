@@ -74,6 +74,7 @@ def test_randomness_differs_between_runs(box):
     code = "import random, numpy as np, os\nprint(random.random(), np.random.rand(), os.urandom(8).hex())"
     first, second = box.run(code).stdout, box.run(code).stdout
     a, b = first.split(), second.split()
+    assert len(a) == len(b) == 3, (first, second)  # zip of two empty outputs would compare nothing
     assert all(x != y for x, y in zip(a, b)), (first, second)
 
 
