@@ -287,13 +287,16 @@ def test_slow_host_reader_still_enforces_the_deadline(box, monkeypatch):
     original = collect._Reader.read
 
     def slower(self, key):
-        time.sleep(0.05)
+        # 0.1 s a read of at most 64 KiB: under 1 MiB (the output cap) in the 1 s deadline, so the deadline ends the
+        # run (at 0.05 s a read the cap came first, every time, and the deadline went untested)
+        time.sleep(0.1)
         return original(self, key)
     monkeypatch.setattr(collect._Reader, "read", slower)
     started = time.monotonic()
     r = box.run("while True: print('y' * 200)", timeout=1.0)
     elapsed = time.monotonic() - started
     assert r.outcome in (Outcome.DEADLINE_EXCEEDED, Outcome.FAILED) and r.reason in ("timeout", "output_limit"), r
+    assert r.reason == "timeout", r
     assert elapsed < 1.0 + 3.0, f"took {elapsed:.1f} s"
 
 
