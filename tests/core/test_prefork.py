@@ -7,6 +7,7 @@ import time
 
 import psutil
 
+import sandbox
 from tests.conftest import descendants, leftover_run_dirs
 
 
@@ -108,8 +109,14 @@ def test_long_runs_in_flight_do_not_leave_the_pool_empty(box):
     deadline = time.monotonic() + 30
     while _standbys(box) < box.policy.runtime.prefork and time.monotonic() < deadline:
         time.sleep(0.05)
-    long_runs = [threading.Thread(target=box.run, args=("import time; time.sleep(4)",), kwargs={"timeout": 20})
-                 for _ in range(box.policy.runtime.prefork * len(box.zygote_pids))]
+    ended: list = []  # each long run's Result, or what it raised (in its thread, a raise would only warn)
+
+    def long_run() -> None:
+        try:
+            ended.append(box.run("import time; time.sleep(4)", timeout=20))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            ended.append(exc)
+    long_runs = [threading.Thread(target=long_run) for _ in range(box.policy.runtime.prefork * len(box.zygote_pids))]
     for thread in long_runs:
         thread.start()
     try:
@@ -120,6 +127,8 @@ def test_long_runs_in_flight_do_not_leave_the_pool_empty(box):
     finally:
         for thread in long_runs:
             thread.join()
+    # they ran their 4 s: in flight while the pool was looked at (a run that failed at once took no standby)
+    assert len(ended) == len(long_runs) and all(isinstance(r, sandbox.Result) and r.ok for r in ended), ended
 
 
 def _fds(pid: int) -> dict[int, str]:
