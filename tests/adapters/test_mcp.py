@@ -273,6 +273,8 @@ def test_calls_queued_for_one_session_id_hold_up_no_other_conversation(fast_poli
             hogs = [asyncio.ensure_future(client.call_tool("run_python", {"code": hog, "session_id": "hog"},
                                                            read_timeout_seconds=600)) for _ in range(queued)]
             await asyncio.sleep(2)  # every hog call reached the server
+            # the first still runs its 5 s, the others wait for it: none has an answer yet
+            assert not any(call.done() for call in hogs), [call.result() for call in hogs if call.done()][:2]
             started = time.monotonic()
             other = await client.call_tool("run_python", {"code": "print(x + 1)", "session_id": "other"},
                                            read_timeout_seconds=600)
