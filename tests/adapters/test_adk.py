@@ -6,13 +6,11 @@ import asyncio
 import base64
 import concurrent.futures
 from typing import AsyncGenerator
-from unittest.mock import MagicMock
 
 import pytest
 
 pytest.importorskip("google.adk")
 from google.adk.agents import LlmAgent  # noqa: E402
-from google.adk.agents.base_agent import BaseAgent  # noqa: E402
 from google.adk.agents.invocation_context import InvocationContext  # noqa: E402
 from google.adk.code_executors.base_code_executor import BaseCodeExecutor  # noqa: E402
 from google.adk.code_executors.code_execution_utils import (CodeExecutionInput, CodeExecutionResult,  # noqa: E402
@@ -21,8 +19,7 @@ from google.adk.models.base_llm import BaseLlm  # noqa: E402
 from google.adk.models.llm_request import LlmRequest  # noqa: E402
 from google.adk.models.llm_response import LlmResponse  # noqa: E402
 from google.adk.runners import InMemoryRunner  # noqa: E402
-from google.adk.sessions.base_session_service import BaseSessionService  # noqa: E402
-from google.adk.sessions.session import Session  # noqa: E402
+from google.adk.sessions import InMemorySessionService  # noqa: E402
 from google.genai import types  # noqa: E402
 
 from sandbox.adapters.adk import SandboxCodeExecutor  # noqa: E402
@@ -34,9 +31,12 @@ PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
 @pytest.fixture
 def ctx() -> InvocationContext:
-    """The mock InvocationContext ADK's own executor tests use."""
-    return InvocationContext(invocation_id="test_invocation", agent=MagicMock(spec=BaseAgent),
-                             session=MagicMock(spec=Session), session_service=MagicMock(spec=BaseSessionService))
+    """An InvocationContext of ADK's own parts (ADK's executor tests use mocks of them): an agent that is never
+    asked (the executor is called directly), a session, the in-memory session service."""
+    service = InMemorySessionService()
+    session = asyncio.run(service.create_session(app_name="sandbox-test", user_id="user"))
+    return InvocationContext(invocation_id="test_invocation", agent=LlmAgent(name="coder", model="gemini-2.0-flash"),
+                             session=session, session_service=service)
 
 
 @pytest.fixture
