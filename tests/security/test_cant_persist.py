@@ -45,6 +45,12 @@ def test_cant_persist_between_runs(sb, name):
     b = checked_run(sb, snippet(look))
     text = b.stdout + b.stderr + (b.error or "")
     assert "ESCAPED" not in text, text
+    # Both snippets ran their steps (a refusal or a KeyError is the attack failing; a NameError or a SyntaxError is a
+    # broken snippet that planted or looked at nothing, and passed).
+    both = text + a.stdout + a.stderr + (a.error or "")
+    assert not any(broken in both for broken in ("NameError", "SyntaxError", "IndentationError")), both
+    if name == "monkeypatch_stdlib":
+        assert b.stdout == "clean\n", b.stdout
     if name == "rng_state_shared":
         assert a.stdout != b.stdout  # every run is reseeded
     if name == "file_in_workdir":
