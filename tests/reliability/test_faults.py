@@ -370,20 +370,8 @@ def test_snippet_cannot_step_the_machine_clock(box):
 
 
 # -- close() racing runs -------------------------------------------------------------------
-def _quiet_host_state() -> HostState:
-    """A snapshot once other sandboxes (shared fixtures) have finished refilling their pools."""
-    previous = HostState.take()
-    for _ in range(50):
-        time.sleep(0.1)
-        now = HostState.take()
-        if now.processes == previous.processes:
-            return now
-        previous = now
-    return previous
-
-
 def test_close_with_runs_in_flight_and_waiting_from_threads():
-    before = _quiet_host_state()
+    before = HostState.baseline()
     sb = sandbox.Sandbox(max_concurrent=3)
     results, threads = _in_threads(sb, [SLEEPER.format(token=f"c{i}") for i in range(7)])
     _wait_for_runs(sb, 3, results=results)
