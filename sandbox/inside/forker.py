@@ -235,12 +235,12 @@ def _fork_one(sock: socket.socket, spec: WorkerSpec, order: commands.Fork) -> bo
         frames.send(sock, frames.ForkFailed(id=order.id, errno=exc.errno or 0, error=str(exc)[:4096]))
         return False
     if pid == 0:
-        _become_worker(sock, spec, run_dir, ns_status, parent_end, child_end, supervised)  # never returns
+        _serve_in_child(sock, spec, run_dir, ns_status, parent_end, child_end, supervised)  # never returns
     child_end.close()
     return _answer_forked(sock, order, pid, parent_end, waiting, supervised, plain)
 
 
-def _become_worker(sock: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
+def _serve_in_child(sock: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
                    ns_status: confine.LayerStatus | None, parent_end: socket.socket, child_end: socket.socket,
                    supervised: bool) -> NoReturn:
     """In the new worker: drops the forker's ends, installs its signal-scope filter if it needs one, serves."""
