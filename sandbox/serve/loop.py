@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Union
 
 from ..adapters._common import TOOL_NAME, describe_environment
-from ..adapters._image_budget import ImageBudget, parts_within
+from ..adapters._image_budget import ImageBudget, result_parts_within
 from ..core import Sandbox
 from ..errors import InputError, SandboxError
 from ..inputs import prepare_files
@@ -46,7 +46,7 @@ from .config import ServeConfig
 from .errors import ApiError, invalid
 from .transcript import attachments, transcript
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, GenerateRequest,
-                   Part, Text, parts_from_result)
+                   InlineData, Part, Text, parts_from_result)
 
 CODE_TOOL = TOOL_NAME
 """Name of the function the backend calls to run code."""
@@ -264,9 +264,11 @@ class _Runner:
 
         Every image a request returns is held in the server's memory until the answer is sent (twice over in base64),
         so a snippet drawing many large figures must not decide how much that is; those past the budget are left
-        out before they are encoded.
+        out before they are encoded. The images kept go into typed parts as the run returned their bytes: the answer
+        encodes them once (before, they were encoded, decoded back and encoded again).
         """
-        return parts_from_result(parts_within(result, self.image_budget), None)
+        dicts, images = result_parts_within(result, self.image_budget)
+        return [*parts_from_result(dicts, None), *(InlineData(image.mime_type, image.data) for image in images)]
 
     async def open(self) -> Any:
         if self.session is None:
