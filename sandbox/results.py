@@ -116,13 +116,10 @@ class Result:
             parts.append(_result_part(self.outcome, self.error))
         else:
             parts.append(_result_part(self.outcome, self.output or self.error))
-        parts.extend(image_part(image) for image in self.images)
+        for image in self.images:
+            parts.append({"inlineData": {"mimeType": image.mime_type,
+                                         "data": base64.b64encode(image.data).decode("ascii")}})
         return parts
-
-
-def image_part(image: File) -> dict[str, Any]:
-    """An image as a Gemini-shaped ``inlineData`` part (standard base64)."""
-    return {"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}}
 
 
 def _result_part(outcome: Outcome, output: str | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, parts_within, with_note
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, result_parts_within, with_note
 from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
 #: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
@@ -69,16 +69,18 @@ async def aexecute(part_or_code: "types.Part | types.ExecutableCode | str", *, s
 
 
 def _result_parts(result: Result | str, code_id: str | None, budget: ImageBudget) -> list[types.Part]:
+    images: list[File] = []
     if isinstance(result, str):
         dicts: list[dict[str, Any]] = [{"codeExecutionResult": {"outcome": str(Outcome.FAILED), "output": result}}]
     else:
-        dicts = parts_within(result, budget)
+        dicts, images = result_parts_within(result, budget)
     if code_id is not None:
         for item in dicts:
-            if "codeExecutionResult" in item:
-                item["codeExecutionResult"]["id"] = code_id
-    # Through JSON, so base64 image data is decoded exactly as the SDK decodes a response.
-    return [types.Part.model_validate_json(json.dumps(item)) for item in dicts]
+            item["codeExecutionResult"]["id"] = code_id
+    # The result parts through JSON, as the SDK reads a response; the images as the bytes the SDK decodes a
+    # response's base64 into, which the run returned (not encoded and decoded back: tens of MB).
+    return [*(types.Part.model_validate_json(json.dumps(item)) for item in dicts),
+            *(types.Part(inline_data=types.Blob(mime_type=image.mime_type, data=image.data)) for image in images)]
 
 
 def _code_of(part_or_code: Any) -> tuple[str, str | None]:

@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Sequence, overload
 
-from ..results import File, Result, image_part
+from ..results import File, Result
 
 #: Image bytes one model turn's tool results carry by default (decimal, before base64, which makes them a third
 #: more). The Gemini API takes a request of at most 20 MB with inline data (base64 and the rest of the history
@@ -123,16 +123,10 @@ def _base64_bytes(text: str, *, bare: bool) -> int:
     return payload * 3 // 4
 
 
-def parts_within(result: Result, budget: ImageBudget) -> list[dict[str, Any]]:
-    """``result.parts()`` without the images past ``budget``; its last result part's output says what was left out
-    (a run's parts hold one result part at least)."""
-    parts, images = result_parts_within(result, budget)
-    return parts + [image_part(image) for image in images]
-
-
 def result_parts_within(result: Result, budget: ImageBudget) -> tuple[list[dict[str, Any]], list[File]]:
-    """:func:`parts_within` before its images are encoded: the result parts (the last one's output says what was
-    left out) and the images kept, which ``result.parts()`` puts after them."""
+    """``result.parts()`` without the images past ``budget``, and before its images are encoded: the result parts
+    (the last one's output says what was left out; a run's parts hold one at least) and the images kept, which
+    ``result.parts()`` puts after them."""
     images, note = budget.keep(result.images)
     parts = dataclasses.replace(result, images=[]).parts()
     if note is not None:
@@ -161,4 +155,4 @@ def with_note(text: str | None, note: str | None) -> str | None:
 
 
 __all__ = ["MAX_IMAGE_BYTES_PER_REQUEST", "MAX_IMAGE_BYTES_PER_TURN", "ImageBudget", "call_budget", "encoded_bytes",
-           "left_out_note", "parts_within", "result_parts_within", "turn_budget", "with_note"]
+           "left_out_note", "result_parts_within", "turn_budget", "with_note"]
