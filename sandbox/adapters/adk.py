@@ -255,6 +255,13 @@ def _to_sandbox_file(file: AdkFile) -> File:
 #: Longest path part, in bytes of UTF-8, that ADK's FileArtifactService can make (Linux file systems' NAME_MAX).
 _NAME_MAX_BYTES = 255
 
+#: Most bytes of UTF-8 the folders of an artifact's name take. ADK's FileArtifactService makes the name a path under
+#: its root, followed by ``/versions/<n>/`` and the file's own name again: a returned name is checked only to be a
+#: path below the work dir (4,096 characters at most), and one of 30 folders of 254 bytes made a path past PATH_MAX
+#: (4,096 bytes), for which the service raised ENAMETOOLONG. With the file's own part (255 bytes at most) a name
+#: takes at most 2 KiB: the root may take the other half.
+_MAX_FOLDER_BYTES = 2048 - _NAME_MAX_BYTES
+
 #: Path parts ADK's FileArtifactService keeps for itself (compared as it does: case and trailing dots and spaces
 #: aside); a name holding one is refused with InputValidationError.
 _ADK_RESERVED_PARTS = ("metadata.json", "versions")
@@ -268,7 +275,8 @@ def _artifact_names(prefix: str, files: list[File]) -> list[str]:
     Windows separator, so ``a\\..\\x`` is a parent reference) becomes ``_``, and a part ADK reserves gets a
     ``_`` in front. ADK's FileArtifactService makes each part a file or folder on the host's disk: control
     characters (escape sequences for the terminal that lists them) and a leading ``-`` (an option to a command on
-    the folder's ``*``) become ``_`` too, as in ``sandbox run --out`` (outfiles.plain)."""
+    the folder's ``*``) become ``_`` too, as in ``sandbox run --out`` (outfiles.plain). The folders past
+    :data:`_MAX_FOLDER_BYTES` are left out of the name (its path on the host's disk would pass PATH_MAX)."""
     names: list[str] = []
     for item in files:
         parts = [plain(part) for part in item.name.split("/")]  # a backslash too
@@ -276,7 +284,13 @@ def _artifact_names(prefix: str, files: list[File]) -> list[str]:
         parts[0] = prefix + parts[0]
         # Each part within NAME_MAX bytes, the prefix, a "_" and a number included: a file name of 255 bytes is the
         # file system's own limit, and the file service raised ENAMETOOLONG for "run1_" + it.
-        folders = "".join(fit(part, _NAME_MAX_BYTES) + "/" for part in parts[:-1])
+        # The first folder (the prefix's) always fits: one takes NAME_MAX + 1 bytes at most.
+        folders = ""
+        for part in parts[:-1]:
+            folder = fit(part, _NAME_MAX_BYTES) + "/"
+            if len((folders + folder).encode("utf-8", "surrogatepass")) > _MAX_FOLDER_BYTES:
+                break
+            folders += folder
         names.append(next(name for name in (folders + last for last in numbered(parts[-1], _NAME_MAX_BYTES))
                           if name not in names))
     return names

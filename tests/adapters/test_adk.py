@@ -411,3 +411,50 @@ def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
     # Every file and folder ADK made on the host's disk is named plainly: no escape sequence, no option.
     assert all(p.name.isprintable() and not p.name.startswith("-") for p in tmp_path.rglob("*")), \
         sorted(p.name for p in tmp_path.rglob("*"))
+
+
+#: A file frame forged on the worker's own channel (the snippet runs in the worker's process), named by a path of 30
+#: folders of 254 bytes each: within the host's cap on a returned name (4,096 characters), 7.7 KB of UTF-8.
+FORGED_DEEP_NAME = r'''
+import json, sys
+_proto = sys.modules["sandbox.protocol"]
+_chan = sys.modules["sandbox.inside.request"].current()
+name = "/".join(["\u00e9" * 127] * 30) + "/deep.txt"
+header = json.dumps({"v": _proto.VERSION, "type": "file", "blobs": [4], "name": name, "mime_type": "text/plain"})
+_chan.sock.sendall(_proto._LEN.pack(len(header.encode())) + header.encode() + b"deep")
+open("plain.txt", "w").write("plain")
+print("forged")
+'''
+
+
+def test_a_forged_name_past_path_max_never_fails_the_agents_turn(box, tmp_path):
+    """ADK's FileArtifactService makes an artifact's name a path under its root: a returned name of 30 folders
+    (each part within NAME_MAX, the whole 7.7 KB) made one past PATH_MAX, and the service raised ENAMETOOLONG out of
+    runner.run_async, ending the agent's turn with an exception. Past the executor's cap on a name's bytes, the folders
+    that do not fit are left out of it; the file is saved, under the root."""
+    from google.adk.artifacts import FileArtifactService
+    from google.adk.runners import Runner
+    from google.adk.sessions import InMemorySessionService
+
+    model = ScriptedLlm(model="scripted", script=["```python\n" + FORGED_DEEP_NAME + "\n```", "Done."])
+    executor = SandboxCodeExecutor(sandbox=box)
+    sessions, artifacts = InMemorySessionService(), FileArtifactService(root_dir=tmp_path / "artifacts")
+
+    async def converse():
+        runner = Runner(app_name="sandbox-test", agent=LlmAgent(name="writer", model=model, code_executor=executor),
+                        session_service=sessions, artifact_service=artifacts)
+        session = await sessions.create_session(app_name="sandbox-test", user_id="u")
+        message = types.Content(role="user", parts=[types.Part(text="Write.")])
+        _ = [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+        where = {"app_name": "sandbox-test", "user_id": "u", "session_id": session.id}
+        keys = await artifacts.list_artifact_keys(**where)
+        return {key: (await artifacts.load_artifact(filename=key, **where)).inline_data.data for key in keys}
+
+    try:
+        saved = asyncio.run(converse())
+    finally:
+        executor.close()
+    assert sorted(saved.values()) == [b"deep", b"plain"], saved
+    deep = next(key for key, data in saved.items() if data == b"deep")
+    assert deep.startswith("run1_\u00e9") and deep.endswith("/deep.txt"), deep
+    assert all(path.resolve().is_relative_to((tmp_path / "artifacts").resolve()) for path in tmp_path.rglob("*"))
