@@ -12,6 +12,12 @@ What is checked: a PNG is its signature, an IHDR chunk of 13 bytes with a non-ze
 one IDAT, chunks whose lengths fit and whose CRCs match, up to an IEND, at most :data:`MAX_PNG_CHUNKS` of them; a JPEG
 begins with SOI and ends with EOI. The compressed pixels are not decoded: that would cost the host CPU for every
 figure (a hostile run would pick how much), and a run that forges a PNG's CRCs on purpose only spoils its own images.
+
+A PNG may not claim more than :data:`MAX_IMAGE_PIXELS` pixels in its IHDR. The header alone decides what a decoder
+allocates: a PNG of 20,000 x 20,000 blank pixels (a few hundred KB, a few lines of zlib in a snippet), or 70 bytes
+whose IHDR claims 100,000 x 100,000, came back as an image, which every client that shows it, and every later
+request of the conversation that carries it, decodes: gigabytes, or a DecompressionBombError from Pillow. Such a
+file comes back as a plain file. (A JPEG's frame header is not read: its check is SOI and EOI only.)
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ _IHDR_SIZE = struct.Struct("!II")
 #: them (a run's limits.max_returned_bytes) 3-4 s of the host's CPU for 0.06 s of the run's. Encoders write far
 #: fewer: libpng cuts IDAT at 8 KiB (~2,000 chunks in 16 MB), Pillow (matplotlib) at 64 KiB.
 MAX_PNG_CHUNKS = 16384
+#: Most pixels a returned image may claim: Pillow's own bound (twice ``PIL.Image.MAX_IMAGE_PIXELS``), past which its
+#: ``open`` raises DecompressionBombError. A matplotlib figure this large (13,000 x 13,000) needs a 680 MB canvas.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
 
 
 def is_whole(data: bytes, mime_type: str) -> bool:
@@ -49,7 +58,7 @@ def _whole_png(data: bytes) -> bool:
         end = pos + _CHUNK_HEAD.size + length
         if end + _CRC.size > len(data) or zlib.crc32(view[pos + 4:end]) != _CRC.unpack_from(data, end)[0]:
             return False
-        if chunks == 0 and (kind != b"IHDR" or length != 13 or 0 in _IHDR_SIZE.unpack_from(data, pos + 8)):
+        if chunks == 0 and (kind != b"IHDR" or length != 13 or not 0 < _pixels(data, pos + 8) <= MAX_IMAGE_PIXELS):
             return False
         chunks += 1
         pixels = pixels or kind == b"IDAT"
@@ -57,6 +66,12 @@ def _whole_png(data: bytes) -> bool:
             return pixels
         pos = end + _CRC.size
     return False  # cut short (no IEND), or past MAX_PNG_CHUNKS
+
+
+def _pixels(data: bytes, pos: int) -> int:
+    """Width x height of the IHDR whose data begins at ``pos`` (0 if either is 0)."""
+    width, height = _IHDR_SIZE.unpack_from(data, pos)
+    return int(width * height)
 
 
 def _whole_jpeg(data: bytes) -> bool:

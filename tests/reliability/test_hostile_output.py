@@ -7,6 +7,7 @@ process keeps its fds and memory and its next run works.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
@@ -310,3 +311,48 @@ def test_an_image_cut_short_or_of_junk_comes_back_as_a_file(no_leaks):
     assert sorted((i.name, i.mime_type) for i in r.images) == [("whole.jpg", "image/jpeg"), ("whole.png", "image/png")]
     assert sorted((f.name, f.mime_type) for f in r.files) == [
         (name, "application/octet-stream") for name in ("cut.jpg", "cut.png", "no_pixels.png", "signature.png")]
+
+
+# -- images whose header claims more pixels than decoders take ------------------------------------
+PIXEL_BOMBS = r'''
+import struct, zlib
+import matplotlib.pyplot as plt
+
+def chunk(kind, body):
+    return struct.pack("!I", len(body)) + kind + body + struct.pack("!I", zlib.crc32(kind + body))
+
+def blank_png(width, height, rows):
+    """A whole 1-bit grayscale PNG of ``width`` x ``height`` blank pixels, ``rows`` of them in its IDAT."""
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (width + 7) // 8)
+    pixels = b"".join(packer.compress(row) for _ in range(rows)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+files = {"bomb.png": blank_png(20000, 20000, 20000),  # 400 M pixels, every row there: ~100 KB
+         "liar.png": blank_png(100000, 100000, 1),    # an IHDR of 10 G pixels over one row: ~100 bytes
+         "largest.png": blank_png(13000, 13000, 13000)}
+for name, data in files.items():
+    with open(name, "wb") as fh:
+        fh.write(data)
+plt.plot([1, 2, 3])
+plt.savefig("figure.png")
+'''
+
+
+def test_an_image_claiming_more_pixels_than_decoders_take_comes_back_as_a_file(no_leaks):
+    """A PNG's IHDR decides what its decoder allocates: a blank 20,000 x 20,000 PNG (~100 KB) or one whose IHDR claims
+    100,000 x 100,000 came back as an image part, which each client that shows it (an MCP client, a serve client, the
+    genai loop's next request) decodes: 400 MB to 10 GB, or Pillow's DecompressionBombError. Past
+    returned_types.MAX_IMAGE_PIXELS (Pillow's bound) such a PNG is a plain file; one within it is still an image."""
+    from PIL import Image
+
+    from sandbox.returned_types import MAX_IMAGE_PIXELS
+    r = no_leaks.run(PIXEL_BOMBS, timeout=60)
+    assert r.outcome == Outcome.OK, r
+    assert sorted((i.name, i.mime_type) for i in r.images) == [("figure.png", "image/png"), ("largest.png", "image/png")]
+    assert sorted((f.name, f.mime_type) for f in r.files) == [("bomb.png", "application/octet-stream"),
+                                                             ("liar.png", "application/octet-stream")], r.files
+    assert 13000 ** 2 <= MAX_IMAGE_PIXELS < 20000 ** 2
+    bomb = next(f.data for f in r.files if f.name == "bomb.png")
+    with pytest.raises(Image.DecompressionBombError):  # what a client decoding it with Pillow would have met
+        Image.open(io.BytesIO(bomb))
