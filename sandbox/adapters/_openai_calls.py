@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, MutableMappin
 from .. import jsontext
 from ..core import Sandbox
 from ..errors import InputError, os_error_text, value_text
-from ..outfiles import OutDir, image_file_name, safe_name
+from ..outfiles import OutDir, image_file_name, plain, safe_name
 from ..results import File, Result
 from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
     run_or_refuse, state_text
@@ -306,10 +306,23 @@ def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode,
     if images == "message" and produced:
         content: list[dict[str, Any]] = [{"type": "text", "text": f"Images produced by {tool_name}:"}]
         for call_id, image in produced:
-            content.append({"type": "text", "text": f"{image.name} (tool call {call_id})"})
+            content.append({"type": "text", "text": f"{_shown_name(image.name)} (tool call {call_id})"})
             content.append({"type": "image_url", "image_url": {"url": data_url(image)}})
         messages.append({"role": "user", "content": content})
     return messages
+
+
+#: Characters of an image's name the user message of :func:`compose` shows at most.
+_MAX_SHOWN_NAME = 100
+
+
+def _shown_name(name: str) -> str:
+    """An image's name as the ``user`` message shows it: one line of plain text (:func:`sandbox.outfiles.plain`: line
+    breaks, other controls and bidi overrides as ``_``), at most :data:`_MAX_SHOWN_NAME` characters. The run picks its
+    images' names, and that message speaks in the user's voice: a name of several lines wrote a turn there
+    ("\n\nUser: ...") that the run's output, in the tool's message, cannot. The tool message lists the names whole."""
+    text = plain(name)
+    return text if len(text) <= _MAX_SHOWN_NAME else text[:_MAX_SHOWN_NAME - 3] + "..."
 
 
 def _save(image: File, folder: str) -> str:
