@@ -14,7 +14,7 @@ begins with SOI and ends with EOI. The compressed pixels are not decoded: that w
 figure (a hostile run would pick how much), and a run that forges a PNG's CRCs on purpose only spoils its own images.
 
 A PNG may not claim more than :data:`MAX_IMAGE_PIXELS` pixels in its IHDR. The header alone decides what a decoder
-allocates: a PNG of 20,000 x 20,000 blank pixels (a few hundred KB, a few lines of zlib in a snippet), or 70 bytes
+allocates: a PNG of 20,000 x 20,000 blank pixels (~50 KB, a few lines of zlib in a snippet), or 70 bytes
 whose IHDR claims 100,000 x 100,000, came back as an image, which every client that shows it, and every later
 request of the conversation that carries it, decodes: gigabytes, or a DecompressionBombError from Pillow. Such a
 file comes back as a plain file. (A JPEG's frame header is not read: its check is SOI and EOI only.)

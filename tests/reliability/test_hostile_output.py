@@ -328,7 +328,7 @@ def blank_png(width, height, rows):
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 1, 0, 0, 0, 0))
             + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
-files = {"bomb.png": blank_png(20000, 20000, 20000),  # 400 M pixels, every row there: ~100 KB
+files = {"bomb.png": blank_png(20000, 20000, 20000),  # 400 M pixels, every row there: ~50 KB
          "liar.png": blank_png(100000, 100000, 1),    # an IHDR of 10 G pixels over one row: ~100 bytes
          "largest.png": blank_png(13000, 13000, 13000)}
 for name, data in files.items():
@@ -340,7 +340,7 @@ plt.savefig("figure.png")
 
 
 def test_an_image_claiming_more_pixels_than_decoders_take_comes_back_as_a_file(no_leaks):
-    """A PNG's IHDR decides what its decoder allocates: a blank 20,000 x 20,000 PNG (~100 KB) or one whose IHDR claims
+    """A PNG's IHDR decides what its decoder allocates: a blank 20,000 x 20,000 PNG (~50 KB) or one whose IHDR claims
     100,000 x 100,000 came back as an image part, which each client that shows it (an MCP client, a serve client, the
     genai loop's next request) decodes: 400 MB to 10 GB, or Pillow's DecompressionBombError. Past
     returned_types.MAX_IMAGE_PIXELS (Pillow's bound) such a PNG is a plain file; one within it is still an image."""
