@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import re
 
-# C0 controls but newline and tab, DEL, C1 controls, and the bidi overrides that reorder what is shown.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 controls but newline and tab, DEL, C1 controls, the bidi marks and overrides that reorder what is shown
+# (the Arabic letter mark U+061C among them), and the tag characters (U+E0000-E007F), which show as nothing and
+# can spell a hidden text.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                       "\U000e0000-\U000e007f]")
 SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def escape(match: "re.Match[str]") -> str:
-    """The escaped form of one matched character: ``\\x1b``, ``\\u202e``."""
+    """The escaped form of one matched character: ``\\x1b``, ``\\u202e``, ``\\U000e0041``."""
     code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escape_controls(text: str) -> str:

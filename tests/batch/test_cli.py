@@ -151,18 +151,23 @@ def test_reports_and_images_dir(tmp_path):
 
 def test_the_html_report_shows_bidi_overrides_from_inside_escaped(tmp_path):
     """A run's output and its (forged) denied action's kind held U+202E, which reversed the rest of their lines
-    in the report's page: the summary's table of denied actions and the mismatched run's output."""
+    in the report's page: the summary's table of denied actions and the mismatched run's output. The output's
+    Arabic letter mark (U+061C) and tag characters (U+E0000-E007F, invisible) are escaped too."""
     forge = ("import json, struct, sys\n"
              "header = json.dumps({'v': 1, 'blobs': [], 'type': 'denied', 'event': '\\u202eevil', 'detail': 'x'})\n"
              "body = header.encode()\n"
              "sys.modules['sandbox.inside.request'].current().sock.sendall(struct.pack('!I', len(body)) + body)\n"
-             "print('\\u202eoutput')\n")
+             "print('\\u202eoutput')\n"
+             "print('mark\\u061c tags\\U000e0041')\n")
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": "bidi", "code": forge, "expect": "OUTCOME_FAILED"}])
     done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--report", str(tmp_path / "r.html"), "-q")
     assert done.returncode == 0, done.stderr
     assert [d["kind"] for d in read_jsonl(tmp_path / "out.jsonl")[0]["denied"]] == ["\u202eevil"]
     page = (tmp_path / "r.html").read_text()
     assert "\u202e" not in page and page.count("\\u202eevil") == 1 and page.count("\\u202eoutput") == 1, page
+    # The Arabic letter mark reorders like the other bidi marks; tag characters show as nothing.
+    assert "\u061c" not in page and "\U000e0041" not in page, page
+    assert page.count("mark\\u061c tags\\U000e0041") == 1, page
 
 
 def test_images_dir_never_writes_over_a_file_already_there(tmp_path):
