@@ -10,14 +10,16 @@ the conversation. Such a file comes back as a plain file.
 
 What is checked: a PNG is its signature, an IHDR chunk of 13 bytes with a non-zero width and height first, at least
 one IDAT, chunks whose lengths fit and whose CRCs match, up to an IEND, at most :data:`MAX_PNG_CHUNKS` of them; a JPEG
-begins with SOI and ends with EOI. The compressed pixels are not decoded: that would cost the host CPU for every
+begins with SOI, its segments' lengths fit up to a frame header with a non-zero width and height (before any scan),
+and it ends with EOI. The compressed pixels are not decoded: that would cost the host CPU for every
 figure (a hostile run would pick how much), and a run that forges a PNG's CRCs on purpose only spoils its own images.
 
-A PNG may not claim more than :data:`MAX_IMAGE_PIXELS` pixels in its IHDR. The header alone decides what a decoder
+Neither may claim more than :data:`MAX_IMAGE_PIXELS` pixels (a PNG in its IHDR, a JPEG in its frame header). The header alone decides what a decoder
 allocates: a PNG of 20,000 x 20,000 blank pixels (~50 KB, a few lines of zlib in a snippet), or 70 bytes
 whose IHDR claims 100,000 x 100,000, came back as an image, which every client that shows it, and every later
 request of the conversation that carries it, decodes: gigabytes, or a DecompressionBombError from Pillow. Such a
-file comes back as a plain file. (A JPEG's frame header is not read: its check is SOI and EOI only.)
+file comes back as a plain file; so does a JPEG whose frame header claims 65,535 x 65,535 (a few bytes of a real
+figure's JPEG changed).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ MAX_PNG_CHUNKS = 16384
 #: Most pixels a returned image may claim: Pillow's own bound (twice ``PIL.Image.MAX_IMAGE_PIXELS``), past which its
 #: ``open`` raises DecompressionBombError. A matplotlib figure this large (13,000 x 13,000) needs a 680 MB canvas.
 MAX_IMAGE_PIXELS = 2 * 89_478_485
+#: Most segments (and fill bytes) a JPEG may have before its frame header. Encoders write a few (APPn, DQT, DHT;
+#: an ICC profile in APP2 parts of 64 KiB): each one a step of Python for the host, and a fill byte is one byte.
+MAX_JPEG_SEGMENTS = 1024
+_JPEG_LENGTH = struct.Struct("!H")
+_JPEG_FRAME_SIZE = struct.Struct("!BHH")  # a frame header's sample precision, lines (height), samples per line
+#: Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic coded): not DHT (C4),
+#: JPG (C8) or DAC (CC).
+_JPEG_FRAMES = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))  # TEM, RST0-7
+_JPEG_SCAN_OR_END = frozenset((0xDA, 0xD8, 0xD9))  # SOS, a second SOI, EOI
 
 
 def is_whole(data: bytes, mime_type: str) -> bool:
@@ -75,7 +87,30 @@ def _pixels(data: bytes, pos: int) -> int:
 
 
 def _whole_jpeg(data: bytes) -> bool:
-    return data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")
+    """SOI, then segments whose lengths fit up to a frame header of at most :data:`MAX_IMAGE_PIXELS` pixels, before
+    any scan, and EOI at the end; at most :data:`MAX_JPEG_SEGMENTS` segments (fill bytes count) are walked."""
+    if not data.startswith(b"\xff\xd8") or not data.endswith(b"\xff\xd9"):
+        return False
+    pos = 2
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if pos + 4 > len(data) or data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF or marker in _JPEG_STANDALONE:  # a fill byte, or a marker with no segment
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if marker in _JPEG_SCAN_OR_END:
+            return False  # pixels (or the end) before any frame header: no size to check
+        (length,) = _JPEG_LENGTH.unpack_from(data, pos + 2)
+        if length < 2 or pos + 2 + length > len(data):
+            return False
+        if marker in _JPEG_FRAMES:
+            if length < 2 + _JPEG_FRAME_SIZE.size:
+                return False
+            _, height, width = _JPEG_FRAME_SIZE.unpack_from(data, pos + 4)
+            return 0 < width * height <= MAX_IMAGE_PIXELS
+        pos += 2 + length
+    return False
 
 
 _CHECKS = {"image/png": _whole_png, "image/jpeg": _whole_jpeg}

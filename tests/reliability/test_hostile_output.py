@@ -356,3 +356,35 @@ def test_an_image_claiming_more_pixels_than_decoders_take_comes_back_as_a_file(n
     bomb = next(f.data for f in r.files if f.name == "bomb.png")
     with pytest.raises(Image.DecompressionBombError):  # what a client decoding it with Pillow would have met
         Image.open(io.BytesIO(bomb))
+
+
+JPEG_BOMBS = r'''
+import io, struct
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3])
+figure = io.BytesIO(); plt.savefig(figure, format="jpeg"); figure = figure.getvalue()
+frame = figure.index(b"\xff\xc0")  # the frame header: marker, length, precision, height, width
+bomb = figure[:frame + 5] + struct.pack("!HH", 65535, 65535) + figure[frame + 9:]
+files = {"figure.jpg": figure, "bomb.jpg": bomb, "junk.jpg": b"\xff\xd8\xff<html>not a jpeg</html>\xff\xd9",
+         "no_frame.jpg": figure[:2] + figure[figure.index(b"\xff\xda"):]}
+for name, data in files.items():
+    with open(name, "wb") as fh:
+        fh.write(data)
+'''
+
+
+def test_a_jpeg_claiming_more_pixels_than_decoders_take_or_of_junk_comes_back_as_a_file(no_leaks):
+    """A JPEG was whole when it began with SOI and ended with EOI: a real figure whose frame header was changed to
+    claim 65,535 x 65,535 pixels (4.3 G: Pillow's DecompressionBombError, gigabytes for other decoders), markup
+    between the two markers, or a scan with no frame header came back as image parts. The host walks the segments
+    to the frame header now and bounds its size as a PNG's."""
+    from PIL import Image
+
+    r = no_leaks.run(JPEG_BOMBS, timeout=60)
+    assert r.outcome == Outcome.OK, r
+    assert [(i.name, i.mime_type) for i in r.images] == [("figure.jpg", "image/jpeg")], r.images
+    assert sorted((f.name, f.mime_type) for f in r.files) == [
+        (name, "application/octet-stream") for name in ("bomb.jpg", "junk.jpg", "no_frame.jpg")], r.files
+    bomb = next(f.data for f in r.files if f.name == "bomb.jpg")
+    with pytest.raises(Image.DecompressionBombError):  # what a client decoding it with Pillow would have met
+        Image.open(io.BytesIO(bomb))

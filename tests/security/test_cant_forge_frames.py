@@ -478,9 +478,11 @@ def test_a_forged_image_that_is_no_image_comes_back_as_a_plain_file(default):
     ``image/png`` reached clients that render it. Its bytes decide now, on the host too: a real PNG or JPEG is
     an image (of the type its bytes are), anything else a plain file of no image's MIME type."""
     r = default.run(forged(
+        'import io\nimport matplotlib.pyplot as plt\nJPEG = io.BytesIO()\nplt.figure(figsize=(0.1, 0.1))\n'
+        'plt.savefig(JPEG, format="jpeg")\nplt.close()\nJPEG = JPEG.getvalue()\n'
         'forge(raw({"type": "image", "name": "a.png", "mime_type": "image/png"}, (b"<svg onload=alert(1)>",)),\n'
         '      raw({"type": "image", "name": "b.png", "mime_type": "image/png"}, (b"",)),\n'
-        '      raw({"type": "image", "name": "c.png", "mime_type": "image/png"}, (b"\\xff\\xd8\\xff\\xe0 jpeg\\xff\\xd9",)),\n'
+        '      raw({"type": "image", "name": "c.png", "mime_type": "image/png"}, (JPEG,)),\n'
         '      raw({"type": "image", "name": "d.jpg", "mime_type": "image/jpeg"}, (PNG + b"png",)))'))
     assert r.outcome == Outcome.OK, r
     assert [(i.name, i.mime_type) for i in r.images] == [("c.png", "image/jpeg"), ("d.jpg", "image/png")], r
