@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Sequence, overload
+from typing import Any, Callable, Sequence, overload
 
 from ..results import File, Result
 
@@ -123,12 +123,19 @@ def _base64_bytes(text: str, *, bare: bool) -> int:
     return payload * 3 // 4
 
 
-def result_parts_within(result: Result, budget: ImageBudget) -> tuple[list[dict[str, Any]], list[File]]:
+def result_parts_within(result: Result, budget: ImageBudget, keep_output: Callable[[str], str] | None = None
+                        ) -> tuple[list[dict[str, Any]], list[File]]:
     """``result.parts()`` without the images past ``budget``, and before its images are encoded: the result parts
     (the last one's output says what was left out; a run's parts hold one at least) and the images kept, which
-    ``result.parts()`` puts after them."""
+    ``result.parts()`` puts after them. ``keep_output``: what of each result part's output to keep (``sandbox
+    serve``'s output budget), applied before the note is added."""
     images, note = budget.keep(result.images)
     parts = dataclasses.replace(result, images=[]).parts()
+    if keep_output is not None:
+        for part in parts:
+            body = part["codeExecutionResult"]
+            if body.get("output"):
+                body["output"] = keep_output(body["output"])
     if note is not None:
         parts[-1]["codeExecutionResult"]["output"] = with_note(parts[-1]["codeExecutionResult"].get("output"), note)
     return parts, images

@@ -28,6 +28,7 @@ _FLAGS = {
     "host": "host", "port": "port", "api_key": "api_key", "models": "models", "policy": "policy", "image": "image",
     "max_request_bytes": "max_request_bytes", "max_concurrent_requests": "max_concurrent_requests",
     "max_executions": "max_executions", "max_response_image_bytes": "max_response_image_bytes",
+    "max_response_output_bytes": "max_response_output_bytes",
     "request_timeout_seconds": "request_timeout_seconds",
     "client_timeout_seconds": "client_timeout_seconds",
     "backend": "backend.kind", "backend_url": "backend.url", "backend_model": "backend.model",
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--max-response-image-bytes", type=int,
         help="bytes of images one request may return, all its runs together; further images are left out "
              "and the run's result says so (default 32000000)")
+    add("--max-response-output-bytes", type=int,
+        help="bytes of run output one request may return, all its runs together, as the answer's JSON writes them "
+             "(a control character takes 6); the output past it is cut and the run's result says so (default 16000000)")
     add("--request-timeout-seconds", type=float, help="longest request, runs included (default 600)")
     add("--client-timeout-seconds", type=float,
         help="longest a client may stall sending its request head, or between two pieces of its body, "

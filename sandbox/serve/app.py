@@ -61,7 +61,8 @@ def create_app(config: ServeConfig, box: Sandbox, *, backend: Backend | None = N
         model = backend if backend is not None else make_backend(config.backend)
         app.state.config = config
         app.state.bodies = BodyBudget(config.max_concurrent_requests * config.max_request_bytes)
-        app.state.engine = Engine(box, model, config.max_executions, config.max_response_image_bytes)
+        app.state.engine = Engine(box, model, config.max_executions, config.max_response_image_bytes,
+                                  config.max_response_output_bytes)
         if on_ready is not None:
             on_ready()
         try:

@@ -94,6 +94,11 @@ class ServeConfig:
     """Bytes of images one request may return, every run's together (before base64); a run's images past it
     are left out, and its result says so to the model and the client. The policy alone allows far more
     (limits.max_returned_images x max_returned_file_bytes per run, times max_executions), all held in the server's memory."""
+    max_response_output_bytes: Annotated[int, schema.positive] = 16_000_000
+    """Bytes of run output one request may return, all its runs together, counted as the answer's JSON writes them
+    (a control character takes 6, a character past ASCII 6 or 12); a run's output past it is cut, and its result says
+    so to the model and the client. The policy's limits.max_output_bytes per run, times max_executions, would make
+    up to 6 times as much JSON, held in the server's memory several times over."""
     request_timeout_seconds: _Positive = 600.0
     """Longest a request may take, every backend call and run included (DEADLINE_EXCEEDED past it)."""
     client_timeout_seconds: _Positive = 60.0

@@ -44,6 +44,7 @@ from ..results import File, Result
 from .backends import INVALID_ARGUMENTS, Backend, BackendRequest, ModelReply
 from .config import ServeConfig
 from .errors import ApiError, invalid
+from .output_budget import OutputBudget
 from .transcript import attachments, transcript
 from .wire import (CodeExecutionResult, Content, ExecutableCode, FunctionCall, FunctionDeclaration, GenerateRequest,
                    InlineData, Part, Text, parts_from_result)
@@ -111,6 +112,7 @@ class Engine:
     backend: Backend
     max_executions: int
     max_response_image_bytes: int = ServeConfig.max_response_image_bytes
+    max_response_output_bytes: int = ServeConfig.max_response_output_bytes
     stats: Stats = field(default_factory=Stats)
     code_tool: FunctionDeclaration = field(init=False)
 
@@ -225,6 +227,7 @@ class _Runner:
         self.executions = 0
         self.image_budget = ImageBudget(engine.max_response_image_bytes, scope="this request's",
                                         knob="sandbox serve --max-response-image-bytes")
+        self.output_budget = OutputBudget(engine.max_response_output_bytes)
 
     async def execute(self, call: FunctionCall) -> AsyncIterator[Part]:
         code = call.args.get("code")
@@ -255,19 +258,19 @@ class _Runner:
             stats.active_runs -= 1
         # In a thread: a run's images are tens of MB of base64 to check and decode, which every other request's
         # turn on the event loop waited for (~0.4 s for 32 MB).
-        for part in await asyncio.to_thread(self.within_image_budget, result):
+        for part in await asyncio.to_thread(self.within_budgets, result):
             yield part
 
-    def within_image_budget(self, result: Result) -> list[Part]:
-        """``result``'s parts without the images past the request's budget; its last result part says what was left
-        out.
+    def within_budgets(self, result: Result) -> list[Part]:
+        """``result``'s parts without the images past the request's budget and with its output cut where it would
+        pass the request's output budget (output_budget.py); its result parts say what was left out.
 
         Every image a request returns is held in the server's memory until the answer is sent (twice over in base64),
         so a snippet drawing many large figures must not decide how much that is; those past the budget are left
         out before they are encoded. The images kept go into typed parts as the run returned their bytes: the answer
         encodes them once (before, they were encoded, decoded back and encoded again).
         """
-        dicts, images = result_parts_within(result, self.image_budget)
+        dicts, images = result_parts_within(result, self.image_budget, self.output_budget.keep)
         return [*parts_from_result(dicts, None), *(InlineData(image.mime_type, image.data) for image in images)]
 
     async def open(self) -> Any:

@@ -196,6 +196,8 @@ SCRIPTS = {
     "trickle": [Reply("response", _trickle)],
     # a run printing at the output cap (1 MiB), three times: an answer of some MB for a client that reads none of it
     "bigout": [code("print('x' * (1 << 20), end='')")] * 3 + [text("printed")],
+    # three runs of 1 MiB of a control character each: 6 MiB of JSON a run (\u0001), past the default output budget
+    "controls": [code("import sys\nsys.stdout.write('\\x01' * (1 << 20))")] * 3 + [text(lambda tools: "printed")],
     "argsnotobject": [chat_calls(("run_python", "[1, 2]"))],  # every turn, however often it is told
     "undeclared": [chat_calls(("get_weather", '{"city": "Paris"}'), ("rm_rf", "{}"))],  # a function never declared
     "clientargs": [chat_calls(("get_weather", "{city: Paris"))],

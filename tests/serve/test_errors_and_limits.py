@@ -596,6 +596,28 @@ def test_images_past_the_request_budget_are_left_out_and_the_result_says_so(clie
     assert "3 images (" in fake_model.requests[1]["messages"][-1]["content"]  # the model is told too
 
 
+def test_run_output_past_the_request_budget_is_cut_and_the_result_says_so(server, fake_model):
+    """A run's output is capped (1 MiB), but in the answer's JSON a control character takes six bytes: ten runs of
+    a megabyte of them made a 63 MB answer, which the server held several times over (~0.5 GB a request). Past
+    --max-response-output-bytes (16 MB of JSON by default) of a request's outputs, the output is cut, and the run's
+    result says so, to the model and the client."""
+    from sandbox.serve.output_budget import encoded_size
+    script = {"contents": [{"parts": [{"text": "SCRIPT:controls"}]}], "tools": [{"codeExecution": {}}]}
+    answer = httpx.post(server.url + GENERATE, json=script, timeout=120)
+    assert answer.status_code == 200, answer.text[:500]
+    parts = answer.json()["candidates"][0]["content"]["parts"]
+    outputs = [p["codeExecutionResult"]["output"] for p in parts if "codeExecutionResult" in p]
+    whole = "\x01" * (1 << 20)
+    assert len(outputs) == 3 and outputs[0] == outputs[1] == whole  # 12.6 MB of JSON: within the budget
+    kept, note = outputs[2].split("\n", 1)
+    assert set(kept) == {"\x01"} and 0 < len(kept) < len(whole)
+    assert note == (f"[output cut after {len(kept)} of {len(whole)} characters: this request's run output would pass "
+                    "16000000 bytes of JSON (sandbox serve --max-response-output-bytes)]")
+    assert 2 * encoded_size(whole) + encoded_size(kept) <= 16_000_000 < 3 * encoded_size(whole)
+    assert len(answer.content) < 16_500_000  # 18.9 MB before
+    assert note in fake_model.requests[-1]["messages"][-1]["content"]  # the model is told too
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_closes_the_sandbox_and_exits_0(fake_model, tmp_path, signum):
     """uvicorn raises a stop signal again once it has stopped: SIGTERM's default action then killed the server before
