@@ -376,22 +376,16 @@ LONG_NAMES = ("x" * 251 + ".txt", "d" * 255 + "/a.txt", "é" * 125 + ".csv")
 CONTROL_NAMES = ("\x1b]0;retitled\x07.txt", "sub/\x1b[2J.txt", "a\nb.txt", "\u202eevil.txt", "c/-rf", "--x/y.txt")
 
 
-@pytest.mark.parametrize("names", [HOSTILE_NAMES, LONG_NAMES, CONTROL_NAMES], ids=["reserved", "long", "control"])
-def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
-    """ADK saves a block's output files as artifacts after the executor returns, and an artifact service may refuse a
-    name: the file service raised InputValidationError out of runner.run_async for a file the snippet named
-    'sub/metadata.json' or 'a\\..\\up.txt', ending the agent's turn with an exception (a snippet's doing is never
-    one in the host), and raised ENAMETOOLONG for a file of a 255-byte name ('run1_' made it 260). Each name now
-    reaches ADK with those parts made plain and cut to 255 bytes; every file is saved, under the root."""
+def _saved_artifacts(box, code: str, root) -> dict[str, bytes]:
+    """The artifacts ADK's FileArtifactService (at ``root``) saved, by key, after an agent whose model answers with
+    ``code`` as a block ran it through the executor (real Runner and LlmAgent)."""
     from google.adk.artifacts import FileArtifactService
     from google.adk.runners import Runner
     from google.adk.sessions import InMemorySessionService
 
-    writes = "".join(f"os.makedirs(os.path.dirname({name!r}) or '.', exist_ok=True)\n"
-                     f"open({name!r}, 'w').write({name!r})\n" for name in names)
-    model = ScriptedLlm(model="scripted", script=["```python\nimport os\n" + writes + "print('written')\n```", "Done."])
+    model = ScriptedLlm(model="scripted", script=["```python\n" + code + "\n```", "Done."])
     executor = SandboxCodeExecutor(sandbox=box)
-    sessions, artifacts = InMemorySessionService(), FileArtifactService(root_dir=tmp_path / "artifacts")
+    sessions, artifacts = InMemorySessionService(), FileArtifactService(root_dir=root)
 
     async def converse():
         runner = Runner(app_name="sandbox-test", agent=LlmAgent(name="writer", model=model, code_executor=executor),
@@ -401,11 +395,25 @@ def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
         _ = [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
         where = {"app_name": "sandbox-test", "user_id": "u", "session_id": session.id}
         keys = await artifacts.list_artifact_keys(**where)
-        return {key: (await artifacts.load_artifact(filename=key, **where)).inline_data.data.decode() for key in keys}
+        return {key: (await artifacts.load_artifact(filename=key, **where)).inline_data.data for key in keys}
 
-    saved = asyncio.run(converse())
-    executor.close()
-    assert sorted(saved.values()) == sorted(names), saved
+    try:
+        return asyncio.run(converse())
+    finally:
+        executor.close()
+
+
+@pytest.mark.parametrize("names", [HOSTILE_NAMES, LONG_NAMES, CONTROL_NAMES], ids=["reserved", "long", "control"])
+def test_files_a_snippet_names_never_fail_the_agents_turn(box, tmp_path, names):
+    """ADK saves a block's output files as artifacts after the executor returns, and an artifact service may refuse a
+    name: the file service raised InputValidationError out of runner.run_async for a file the snippet named
+    'sub/metadata.json' or 'a\\..\\up.txt', ending the agent's turn with an exception (a snippet's doing is never
+    one in the host), and raised ENAMETOOLONG for a file of a 255-byte name ('run1_' made it 260). Each name now
+    reaches ADK with those parts made plain and cut to 255 bytes; every file is saved, under the root."""
+    writes = "".join(f"os.makedirs(os.path.dirname({name!r}) or '.', exist_ok=True)\n"
+                     f"open({name!r}, 'w').write({name!r})\n" for name in names)
+    saved = _saved_artifacts(box, "import os\n" + writes + "print('written')\n", tmp_path / "artifacts")
+    assert sorted(data.decode() for data in saved.values()) == sorted(names), saved
     assert all(path.resolve().is_relative_to((tmp_path / "artifacts").resolve()) for path in tmp_path.rglob("*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
     # Every file and folder ADK made on the host's disk is named plainly: no escape sequence, no option.
@@ -432,28 +440,7 @@ def test_a_forged_name_past_path_max_never_fails_the_agents_turn(box, tmp_path):
     (each part within NAME_MAX, the whole 7.7 KB) made one past PATH_MAX, and the service raised ENAMETOOLONG out of
     runner.run_async, ending the agent's turn with an exception. Past the executor's cap on a name's bytes, the folders
     that do not fit are left out of it; the file is saved, under the root."""
-    from google.adk.artifacts import FileArtifactService
-    from google.adk.runners import Runner
-    from google.adk.sessions import InMemorySessionService
-
-    model = ScriptedLlm(model="scripted", script=["```python\n" + FORGED_DEEP_NAME + "\n```", "Done."])
-    executor = SandboxCodeExecutor(sandbox=box)
-    sessions, artifacts = InMemorySessionService(), FileArtifactService(root_dir=tmp_path / "artifacts")
-
-    async def converse():
-        runner = Runner(app_name="sandbox-test", agent=LlmAgent(name="writer", model=model, code_executor=executor),
-                        session_service=sessions, artifact_service=artifacts)
-        session = await sessions.create_session(app_name="sandbox-test", user_id="u")
-        message = types.Content(role="user", parts=[types.Part(text="Write.")])
-        _ = [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
-        where = {"app_name": "sandbox-test", "user_id": "u", "session_id": session.id}
-        keys = await artifacts.list_artifact_keys(**where)
-        return {key: (await artifacts.load_artifact(filename=key, **where)).inline_data.data for key in keys}
-
-    try:
-        saved = asyncio.run(converse())
-    finally:
-        executor.close()
+    saved = _saved_artifacts(box, FORGED_DEEP_NAME, tmp_path / "artifacts")
     assert sorted(saved.values()) == [b"deep", b"plain"], saved
     deep = next(key for key, data in saved.items() if data == b"deep")
     assert deep.startswith("run1_\u00e9") and deep.endswith("/deep.txt"), deep
