@@ -16,7 +16,7 @@ import pytest
 import sandbox
 
 from .attacks import MOST_SLOWDOWN, SETSID_IN_A_CHILD, slowdowns, snippet
-from .conftest import checked_run
+from .conftest import blocked, checked_run
 
 EXHAUSTION = {
     # (code, timeout_s, check(result))
@@ -183,6 +183,70 @@ def test_cant_take_a_kernel_pool_the_host_shares(boxes, policy, pool):
         err = host_try(libc)
         assert err == 0, f"the host cannot take one from the {pool} pool: {os.strerror(err)}"
 
+
+
+#: Files of the interpreter's that every run may read and no process maps: the host reads them into the page cache.
+CACHED = ("pydoc_data/topics.py", "_pydecimal.py")
+#: Drops the host's cached pages of $fadvised (posix_fadvise DONTNEED) and of $paged (MADV_PAGEOUT on a mapping of it,
+#: every page faulted in first).
+EVICT = '''
+libc.mmap.restype = ctypes.c_void_p
+def fadvise(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+def page_out(path):
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    addr = libc.mmap(None, ctypes.c_size_t(size), 1, 2, fd, ctypes.c_long(0))  # PROT_READ, MAP_PRIVATE
+    os.close(fd)
+    ctypes.string_at(addr, size)
+    if libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), 21) != 0:  # MADV_PAGEOUT
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+attempt("dropping the host's cached pages", lambda: fadvise($fadvised))
+attempt("paging the host's cached pages out", lambda: page_out($paged))
+'''
+
+
+def _cached_pages(path: str) -> tuple[int, int]:
+    """(pages of ``path`` in the page cache, pages of it), by ``mincore`` on a mapping of it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    size = os.path.getsize(path)
+    pages = -(-size // os.sysconf("SC_PAGE_SIZE"))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, ctypes.c_size_t(size), 1, 2, fd, ctypes.c_long(0))
+    finally:
+        os.close(fd)
+    vec = (ctypes.c_ubyte * pages)()
+    try:
+        assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0, os.strerror(ctypes.get_errno())
+    finally:
+        libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+    return sum(v & 1 for v in vec), pages
+
+
+def test_cant_drop_the_hosts_page_cache(sb):
+    """The page cache is the whole machine's: a run dropped the cached pages of files it may only read (the
+    interpreter's tree, the image, ``/usr``), by ``posix_fadvise(DONTNEED)`` or by ``MADV_PAGEOUT`` on a mapping of its
+    own, and every process reading them (the host, other runs, a zygote starting) read them from disk again, at the
+    rate the run dropped them: a host's imports of the image's libraries took 5.0 s instead of 2.2 s while a run
+    looped over the venv. The filter refuses both advices (seccomp_rules.py)."""
+    import sysconfig
+    paths = [os.path.join(sysconfig.get_paths()["stdlib"], name) for name in CACHED]
+    for path in paths:
+        with open(path, "rb") as fh:
+            fh.read()
+    assert all(cached == pages for cached, pages in map(_cached_pages, paths))
+    r = checked_run(sb, snippet(EVICT, fadvised=repr(paths[0]), paged=repr(paths[1])))
+    blocked(r, "blocked dropping the host's cached pages", "blocked paging")
+    assert r.stdout.count("blocked") == 2, r
+    for path in paths:  # without memory pressure nothing else drops them
+        cached, pages = _cached_pages(path)
+        assert cached == pages, f"{pages - cached} of the {pages} cached pages of {path} were dropped"
 
 
 @pytest.mark.parametrize("route", ("one-shot", "session"))
