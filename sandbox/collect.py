@@ -212,7 +212,9 @@ class _Reader:
         items = limits.max_returned_files + limits.max_returned_images
         self.chan_budget = min(items * limits.max_returned_file_bytes,
                                limits.max_returned_bytes) + _FRAME_SLACK
-        self.selector = selectors.DefaultSelector()
+        # poll, not epoll: the kernel counts epoll watches per uid (fs.epoll.max_user_watches), and a run of that
+        # uid may hold them all (test_cant_take_the_users_epoll_watches): every later run's register failed
+        self.selector = selectors.PollSelector()
         self.selector.register(io.out_r, selectors.EVENT_READ, 1)
         self.selector.register(io.err_r, selectors.EVENT_READ, 2)
         self.selector.register(io.tagged_r, selectors.EVENT_READ, 3)

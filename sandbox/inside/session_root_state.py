@@ -37,7 +37,8 @@ class RootState:
     held: tuple[int, int, int] | None = None
     """(line, previous node, committed node) of the last committed run, until settle or undo."""
     next_line: int = 1
-    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    selector: selectors.BaseSelector = field(default_factory=selectors.PollSelector)
+    """poll, not epoll: a run of the session's uid may hold every epoll watch the kernel gives that uid (collect.py)."""
     supervisor: state_scope.Supervisor | None = None
     """Answers the states' signals and the like to other processes (confine/state_scope.py)."""
 
