@@ -29,8 +29,9 @@ from . import _sys
 from .seccomp_rules import (
     ABSENT, AF_UNIX, ARCHES, CLONE_NS_FLAGS, DENIED_SYSCALLS, EXEC_SYSCALLS, FORK_SYSCALLS, F_SETLEASE,
     F_SETPIPE_SZ, HOST_IPC_SYSCALLS, HOST_NETWORK_SYSCALLS, HOST_PID_RULES, HOST_TREE_METADATA_RULES,
-    HOST_TREE_SOCKET_RULES, LOW_32_BITS, MADV_PAGEOUT, NEW_LISTENER, PERSONALITY_FLAGS, PIPE_DEFAULT_BYTES,
-    POSIX_FADV_DONTNEED, PR_SET_SECCOMP, RECENT, REVIEWED_MAX, SETSID_SYSCALLS, SET_MODE_STRICT, SHMEM_SYSCALLS, TIOCLINUX, TIOCSTI
+    HOST_TREE_SOCKET_RULES, LOW_32_BITS, MADV_PAGEOUT, MAP_HUGETLB, MFD_HUGETLB, NEW_LISTENER, PERSONALITY_FLAGS,
+    PIPE_DEFAULT_BYTES, POSIX_FADV_DONTNEED, PR_SET_SECCOMP, RECENT, REVIEWED_MAX, SETSID_SYSCALLS, SET_MODE_STRICT,
+    SHM_HUGETLB, SHMEM_SYSCALLS, TIOCLINUX, TIOCSTI
 )
 
 #: The sonames pyseccomp looks up at import, where the dynamic loader finds them under that name.
@@ -92,7 +93,8 @@ def describe(policy: Policy) -> str:
     """One line: what the filter denies."""
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
-            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases, dropping pages from the page cache, a seccomp filter of the run's own{extra} "
+            f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases, "
+            f"dropping pages from the page cache, hugetlb pages, a seccomp filter of the run's own{extra} "
             "-> EPERM; without a memory cgroup memfd_create, memfd_secret and shmget too; without an IPC namespace "
             "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
             "scheduling too, in the host's network namespace bind too; without a cpu cgroup a one-shot run's setsid too; syscalls "
@@ -190,6 +192,9 @@ def _deny_arguments(f: Any, eperm: int, nr: Callable[[str], int | None], deny_fo
     # the advice is an int: the kernel ignores the register's high half
     _add(f, eperm, nr("fadvise64"), s.Arg(3, s.MASKED_EQ, LOW_32_BITS, POSIX_FADV_DONTNEED))
     _add(f, eperm, nr("madvise"), s.Arg(2, s.MASKED_EQ, LOW_32_BITS, MADV_PAGEOUT))
+    for call, flags_arg, flag in (("mmap", 3, MAP_HUGETLB), ("memfd_create", 1, MFD_HUGETLB),
+                                  ("shmget", 2, SHM_HUGETLB)):  # one bit each: the rest of the register is moot
+        _add(f, eperm, nr(call), s.Arg(flags_arg, s.MASKED_EQ, flag, flag))
     # seccomp's op and flags and prctl's option are 32 bits too; NE compares 64: high garbage gets refused, never let by
     _add(f, eperm, nr("seccomp"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, SET_MODE_STRICT))
     _add(f, eperm, nr("seccomp"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, SET_MODE_FILTER),

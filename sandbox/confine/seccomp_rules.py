@@ -42,6 +42,13 @@ Each item is refused with an errno (a normal ``PermissionError`` in Python; the 
   looped, a host process's ``import pandas, matplotlib, scipy, sklearn, statsmodels`` took 5.0 s instead of 2.2 s:
   every process reading those files (the host, other runs, a zygote starting) read them from disk again, at the
   rate the run dropped them. (Its own pages and its tmpfs files it can drop by unmapping or deleting them);
+- huge pages of the machine's hugetlb pool (``vm.nr_hugepages``, what a database or a VM host reserves): ``mmap``
+  with ``MAP_HUGETLB``, ``memfd_create`` with ``MFD_HUGETLB`` and ``shmget`` with ``SHM_HUGETLB`` -> EPERM. The pool
+  is one for the machine, no memory cgroup charges it (cgroup v1; v2 only when mounted with
+  ``memory_hugetlb_accounting``), and any process may map its pages (a run's gid 0 passes ``shmget``'s
+  ``vm.hugetlb_shm_group`` check as well): a run under ``strict`` took all of it, and every other process's
+  ``MAP_HUGETLB`` failed ENOMEM for as long as the run or its session's state lived. (Transparent huge pages are
+  ordinary memory: untouched);
 - a seccomp filter of the run's own (``seccomp`` with ``SECCOMP_SET_MODE_STRICT`` or ``SECCOMP_SET_MODE_FILTER``,
   ``prctl(PR_SET_SECCOMP)``) -> EPERM: a filter's ``SECCOMP_RET_LOG`` (and its kill actions, and any action under
   ``SECCOMP_FILTER_FLAG_LOG``) makes an audit record of each call it matches, wherever audit is on (auditd), and its
@@ -109,6 +116,8 @@ F_SETPIPE_SZ = 1031
 F_SETLEASE = 1024
 #: Advice that drops a file's pages from the machine's page cache (fadvise64's and madvise's).
 POSIX_FADV_DONTNEED, MADV_PAGEOUT = 4, 21
+#: The flags that take pages from the machine's hugetlb pool (mmap's, memfd_create's, shmget's).
+MAP_HUGETLB, MFD_HUGETLB, SHM_HUGETLB = 0x40000, 0x4, 0o4000
 SET_MODE_STRICT, PR_SET_SECCOMP = 0, 22
 #: The only flags a session's filter may be added with: its notifying filter (state_scope.py).
 NEW_LISTENER = 1 << 3

@@ -133,6 +133,79 @@ def test_without_namespaces_the_hosts_dev_shm_is_not_writable():
     assert set(os.listdir("/dev/shm")) == before
 
 
+#: Huge pages of the machine's hugetlb pool by each way a process may take them, each held until the run ends.
+HUGETLB = '''
+import mmap
+HUGE = 2 << 20
+libc.mmap.restype = ctypes.c_void_p
+held = []
+def mapped(fd=-1, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40000):  # MAP_HUGETLB
+    m = mmap.mmap(fd, HUGE, flags=flags)
+    m[0] = 1  # faulted: the page is the run's now
+    held.append(m)
+    return "a huge page"
+def memfd():
+    fd = os.memfd_create("huge", 0x4)  # MFD_HUGETLB
+    os.ftruncate(fd, HUGE)
+    return mapped(fd, mmap.MAP_SHARED)
+def shm():
+    shmid = raw(29, 0, HUGE, 0o1600 | 0o4000)  # shmget(IPC_PRIVATE, IPC_CREAT | 0600 | SHM_HUGETLB)
+    addr = libc.shmat(shmid, None, 0)
+    raw(31, shmid, 0, 0)  # IPC_RMID: gone once detached
+    ctypes.memset(addr, 1, 1)
+    return "a huge page"
+attempt("mmap(MAP_HUGETLB)", mapped)
+attempt("memfd_create(MFD_HUGETLB)", memfd)
+attempt("shmget(SHM_HUGETLB)", shm)
+print("done")
+'''
+
+
+@pytest.fixture
+def hugetlb_pool() -> Iterator[int]:
+    """A pool of 4 huge pages on the machine (vm.nr_hugepages), as a database's host reserves; put back after."""
+    path = "/proc/sys/vm/nr_hugepages"
+    if os.geteuid() != 0 or not os.path.exists(path):
+        pytest.skip("setting up a hugetlb pool needs root and a kernel with hugetlb")
+    with open(path) as fh:
+        before = fh.read()
+    try:
+        with open(path, "w") as fh:
+            fh.write(str(int(before) + 4))
+        yield int(before) + 4
+    finally:
+        with open(path, "w") as fh:
+            fh.write(before)
+
+
+def _host_huge_pages(count: int) -> str:
+    """This (the host's) process maps and touches ``count`` huge pages: "ok", or the error."""
+    import mmap
+    try:
+        held = [mmap.mmap(-1, 2 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40000) for _ in range(count)]
+        for m in held:
+            m[0] = 1
+            m.close()
+        return "ok"
+    except OSError as exc:
+        return str(exc)
+
+
+def test_cant_take_the_machines_huge_pages(box, hugetlb_pool):
+    """The hugetlb pool is one for the machine and no memory cgroup charges it (v1; v2 only under
+    ``memory_hugetlb_accounting``): a run under either policy took every page of it, by ``mmap(MAP_HUGETLB)``, a
+    ``MFD_HUGETLB`` memfd or a ``SHM_HUGETLB`` segment (its gid 0 passes ``vm.hugetlb_shm_group``), and every
+    other process's ``MAP_HUGETLB`` failed ENOMEM for as long as the run or its session's state lived. The filter
+    refuses all three (seccomp_rules.py); the host gets the whole pool while a session's state lives."""
+    assert _host_huge_pages(hugetlb_pool) == "ok"
+    with box.session() as s:
+        r = s.run(snippet(HUGETLB))
+        assert "ESCAPED" not in r.stdout and r.stdout.endswith("done\n"), r
+        for label in ("mmap(MAP_HUGETLB)", "memfd_create(MFD_HUGETLB)", "shmget(SHM_HUGETLB)"):
+            assert f"blocked {label}: [Errno 1] Operation not permitted" in r.stdout, (label, r.stdout)
+        assert _host_huge_pages(hugetlb_pool) == "ok"
+
+
 def test_cant_hold_memory_in_more_processes(small_boxes):
     """RLIMIT_AS is per process: four children each stay under it and together hold 3.6 x memory_mb. The cgroup
     holds them all; its OOM ends the whole tree (v2: memory.oom.group; v1: the zygote, on the OOM event)."""
