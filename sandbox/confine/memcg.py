@@ -49,8 +49,8 @@ remove what is left. Removal never raises. Cost on the test VM: making and joini
 lookup and reading ~0.25 ms when a run ends.
 
 Where none can be made (not root and no delegated subtree, no memory hierarchy
-mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``,
-``memfd_secret`` and ``shmget`` (seccomp_rules.py, ``SHMEM_SYSCALLS``); ``/dev/shm`` is a
+mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``
+and ``shmget`` (seccomp_rules.py, ``SHMEM_SYSCALLS``; ``memfd_secret`` is refused everywhere); ``/dev/shm`` is a
 64 MiB private tmpfs under namespaces, and unwritable without them (Landlock);
 ``limits.memory_mb`` then bounds each process's address space only. A policy that
 lists ``memory_cgroup`` in ``confinement.required`` refuses to run instead.
@@ -243,5 +243,5 @@ def describe(policy: Policy) -> str:
     """One line: what is capped."""
     return (f"memory_cgroup: a run's memory, shmem and tmpfs included, capped at {policy.limits.memory_mb} MiB "
             "(limits.memory_mb) plus the image it was forked from; a session's at session.max_memory_mb more; "
-            "without one: memfd_create, memfd_secret and shmget refused")
+            "without one: memfd_create and shmget refused")
 

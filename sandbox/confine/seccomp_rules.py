@@ -42,6 +42,13 @@ Each item is refused with an errno (a normal ``PermissionError`` in Python; the 
   looped, a host process's ``import pandas, matplotlib, scipy, sklearn, statsmodels`` took 5.0 s instead of 2.2 s:
   every process reading those files (the host, other runs, a zygote starting) read them from disk again, at the
   rate the run dropped them. (Its own pages and its tmpfs files it can drop by unmapping or deleting them);
+- ``memfd_secret`` -> EPERM: the kernel takes each page of a secret memfd out of its own direct map of all memory,
+  splitting the 1 GiB and 2 MiB mappings it lies in into 4 KiB ones, and nothing merges them back when it is freed:
+  one 0.1 s run of 8 processes, each taking some 250 secret pages (until its fds ran out), split a third of this
+  machine's 1 GiB mappings for good (``DirectMap1G`` 24 GiB -> 16 GiB, ``direct_map_level3_splits`` 0 -> 8, no
+  collapse since), every kernel access to that memory costing more TLB entries until the host reboots, and each
+  run may split more. (Why Linux had it off by default at first, ``secretmem.enable``; a memory cgroup charges the
+  pages but cannot undo a split);
 - huge pages of the machine's hugetlb pool (``vm.nr_hugepages``, what a database or a VM host reserves): ``mmap``
   with ``MAP_HUGETLB``, ``memfd_create`` with ``MFD_HUGETLB`` and ``shmget`` with ``SHM_HUGETLB`` -> EPERM. The pool
   is one for the machine, no memory cgroup charges it (cgroup v1; v2 only when mounted with
@@ -66,7 +73,7 @@ Each item is refused with an errno (a normal ``PermissionError`` in Python; the 
   process of the uid that no Landlock domain keeps out (signal_scope.py);
 - with ``allow_subprocess = false``: ``execve``, ``execveat``, ``fork``, ``vfork`` and
   ``clone`` without ``CLONE_THREAD`` -> EPERM (threads still work);
-- in a worker without a memory cgroup (memcg.py): ``memfd_create``, ``memfd_secret`` and
+- in a worker without a memory cgroup (memcg.py): ``memfd_create`` and
   ``shmget`` -> EPERM, since the memory they hold is outside RLIMIT_AS and nothing else
   would bound it (with a memory cgroup it is charged there, and they are allowed);
 - in a worker without an IPC namespace of its own (no namespaces layer): System V shared memory, message queues
@@ -138,11 +145,11 @@ DENIED_SYSCALLS = (
     "quotactl", "quotactl_fd", "reboot", "setns", "unshare", "swapon", "swapoff", "sysfs", "_sysctl", "uselib",
     "userfaultfd", "ustat", "vhangup", "io_uring_setup", "io_uring_enter", "io_uring_register", "syslog",
     "fanotify_init", "inotify_init", "inotify_init1", "io_setup", "mbind", "set_mempolicy", "move_pages",
-    "migrate_pages", "sethostname",
+    "migrate_pages", "memfd_secret", "sethostname",
     "setdomainname", "vm86", "vm86old", "modify_ldt", "lsm_set_self_attr",
 )
 #: Denied too in a worker without a memory cgroup: memory no mapping holds, outside RLIMIT_AS (see memcg.py).
-SHMEM_SYSCALLS = ("memfd_create", "memfd_secret", "shmget")
+SHMEM_SYSCALLS = ("memfd_create", "shmget")
 #: Denied too in a worker that shares the host's IPC namespace: every call that makes or reaches an object of it
 #: (``shmdt`` only detaches what was attached).
 HOST_IPC_SYSCALLS = ("shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop",

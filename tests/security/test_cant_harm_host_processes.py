@@ -35,6 +35,15 @@ HOST_ATTACKS = {
     "io_uring_setup": 'attempt("io_uring", lambda: raw(425, 8, ctypes.addressof(ctypes.create_string_buffer(120))))',
     "userfaultfd": 'attempt("userfaultfd", lambda: raw(323, 0))',
     "perf_event_open": 'attempt("perf", lambda: raw(298, ctypes.addressof(ctypes.create_string_buffer(128)), 0, -1, -1, 0))',
+    # each secret page is taken out of the kernel's direct map, splitting the 1 GiB / 2 MiB mapping around it for good
+    "memfd_secret": ('import mmap\n'
+                     'def secret_page():\n'
+                     '    fd = raw(447, 0)\n'
+                     '    os.ftruncate(fd, 4096)\n'
+                     '    m = mmap.mmap(fd, 4096)\n'
+                     '    m[0] = 1\n'
+                     '    return "a page out of the kernel\'s direct map"\n'
+                     'attempt("memfd_secret", secret_page)'),
     "x32_syscall": 'attempt("x32 getpid", lambda: raw(0x40000000 | 39))',
     # reading the LDT returns 0 (bytes) wherever modify_ldt reaches the kernel: the filter must stop it first
     "modify_ldt": 'attempt("modify_ldt", lambda: raw(154, 0, ctypes.addressof(ctypes.create_string_buffer(16)), 16))',
