@@ -19,7 +19,7 @@ imports find their files where the zygote found them):
   ``os-release``, ``alternatives``, ``fonts``;
 - ``/dev``: a read-only tmpfs with ``null``, ``zero``, ``full``, ``random``, ``urandom``
   (bound from the host), ``fd``/``stdin``/``stdout``/``stderr`` symlinks and a private
-  ``/dev/shm`` (a tmpfs of 64 MiB, as the namespaces layer gives every worker);
+  ``/dev/shm`` (a tmpfs of 64 MiB and 4,096 files, as the namespaces layer gives every worker);
 - ``/proc``: the worker's own (only the processes of its pid namespace);
 - ``/tmp``: the run's private disk (:mod:`.disk`); the run's work and tmp dirs are on it
   at their host paths (made there when they lie under ``/tmp``, as ``rundirs`` makes
@@ -51,7 +51,7 @@ import stat
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, disk, fsplan
+from . import _sys, disk, fsplan, namespaces_clone
 from ._sys import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC,
                    MS_NOSUID)
 from .fsplan import READ_ONLY
@@ -178,7 +178,7 @@ def _dev_shm(ctx: Any) -> None:
         fsplan.bind("/dev/shm", "dev/shm", "/dev/shm")
         fsplan.setattr_("dev/shm", 0, ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, clear=ATTR_RDONLY)  # rw, as mounted
     else:
-        fsplan.mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777")
+        fsplan.mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, namespaces_clone.DEV_SHM_OPTIONS)
 
 
 def mkdirs(inside: str, mode: int = 0o755) -> None:

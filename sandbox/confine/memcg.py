@@ -51,7 +51,7 @@ lookup and reading ~0.25 ms when a run ends.
 Where none can be made (not root and no delegated subtree, no memory hierarchy
 mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``
 and ``shmget`` (seccomp_rules.py, ``SHMEM_SYSCALLS``; ``memfd_secret`` is refused everywhere); ``/dev/shm`` is a
-64 MiB private tmpfs under namespaces, and unwritable without them (Landlock);
+64 MiB private tmpfs of 4,096 files under namespaces, and unwritable without them (Landlock);
 ``limits.memory_mb`` then bounds each process's address space only. A policy that
 lists ``memory_cgroup`` in ``confinement.required`` refuses to run instead.
 """

@@ -182,7 +182,9 @@ static void init_child(const Loop *loop, int go_r, int ack_w, Setup *out) {
         _exit(0);
     }
     out->proc = optional_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    out->shm = optional_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=1777");
+    /* namespaces_clone.DEV_SHM_OPTIONS */
+    out->shm = optional_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                              "size=64m,nr_inodes=4096,mode=1777");
     out->run = optional_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
                               "size=4k,mode=755");
     report(ack_w, "ok");

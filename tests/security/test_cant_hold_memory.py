@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import time
 from typing import Iterator
 
@@ -263,6 +264,43 @@ if n >= 3 * $mb:
     written = int(result.stdout.split("blocked after", 1)[1].split()[0])
     if HAVE_MEMCG and written:
         assert result.peak_memory_bytes >= idle_peak + written * MIB, (written, idle_peak, result.peak_memory_bytes)
+
+
+#: Empty files in /dev/shm, as many as the tmpfs lets it make (up to 200,000), each one's inode and dentry kernel
+#: memory (about 1 KiB) that the tmpfs's size does not count.
+SHM_FILES = '''
+n = 0
+try:
+    while n < 200000:
+        os.close(os.open(f"/dev/shm/{n}", os.O_CREAT | os.O_WRONLY, 0o600))
+        n += 1
+    print("ESCAPED made", n, "files in /dev/shm")
+except OSError as exc:
+    print("blocked after", n, "files:", exc.strerror)
+'''
+
+
+def test_dev_shm_bounds_its_files_without_a_memory_cgroup():
+    """As uid 65534 (no memory cgroup: nothing charges a run's kernel memory). /dev/shm was a tmpfs of 64 MiB with
+    the default ``nr_inodes``, half the machine's pages (3 million here): a run made 500,000 empty files in 3.4 s,
+    400 MiB of unreclaimable slab outside every limit of the run, and could go on to 3 GiB, a session's for as long
+    as it lived. Its tmpfs now holds 4,096 files; a one-shot run and a session's run stop there."""
+    from .attacks import NOBODY, in_child_as_nobody
+    from .test_unprivileged import _readable_as
+    if os.geteuid() == 0 and not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}: the zygote cannot be exec'd as that uid")
+
+    def attack(out: dict) -> None:
+        with sandbox.Sandbox(policy="default") as box:
+            out["one-shot"] = box.run(snippet(SHM_FILES), timeout=30).stdout
+            with box.session() as s:
+                s.run("x = 1")
+                out["session"] = s.run(snippet(SHM_FILES), timeout=30).stdout
+    out = in_child_as_nobody(attack)
+    assert "error" not in out, out["error"]
+    for route in ("one-shot", "session"):
+        assert out[route].startswith("blocked after"), (route, out[route])
+        assert int(out[route].split()[2]) < 5000 and "No space left on device" in out[route], (route, out[route])
 
 
 def test_a_benign_numpy_run_near_the_limit_still_works(box):
