@@ -50,7 +50,8 @@ lookup and reading ~0.25 ms when a run ends.
 
 Where none can be made (not root and no delegated subtree, no memory hierarchy
 mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``
-and ``shmget`` (seccomp_rules.py, ``SHMEM_SYSCALLS``; ``memfd_secret`` is refused everywhere); ``/dev/shm`` is a
+and ``shmget``, and ``semget`` and ``msgget`` (kernel memory only a memory cgroup charges) (seccomp_rules.py,
+``SHMEM_SYSCALLS``; ``memfd_secret`` is refused everywhere); ``/dev/shm`` is a
 64 MiB private tmpfs of 4,096 files under namespaces, and unwritable without them (Landlock);
 ``limits.memory_mb`` then bounds each process's address space only. A policy that
 lists ``memory_cgroup`` in ``confinement.required`` refuses to run instead.
@@ -243,5 +244,5 @@ def describe(policy: Policy) -> str:
     """One line: what is capped."""
     return (f"memory_cgroup: a run's memory, shmem and tmpfs included, capped at {policy.limits.memory_mb} MiB "
             "(limits.memory_mb) plus the image it was forked from; a session's at session.max_memory_mb more; "
-            "without one: memfd_create and shmget refused")
+            "without one: memfd_create, shmget, semget and msgget refused")
 

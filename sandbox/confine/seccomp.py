@@ -95,7 +95,7 @@ def describe(policy: Policy) -> str:
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
             f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases, "
             f"dropping pages from the page cache, hugetlb pages, a seccomp filter of the run's own{extra} "
-            "-> EPERM; without a memory cgroup memfd_create and shmget too; without an IPC namespace "
+            "-> EPERM; without a memory cgroup memfd_create, shmget, semget and msgget too; without an IPC namespace "
             "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
             "scheduling too, in the host's network namespace bind too; without a cpu cgroup a one-shot run's setsid too; syscalls "
             "the filter does not know -> ENOSYS")
