@@ -30,8 +30,8 @@ from .seccomp_rules import (
     ABSENT, AF_UNIX, ARCHES, CLONE_NS_FLAGS, DENIED_SYSCALLS, EXEC_SYSCALLS, FORK_SYSCALLS, F_SETLEASE,
     F_SETPIPE_SZ, HOST_IPC_SYSCALLS, HOST_NETWORK_SYSCALLS, HOST_PID_RULES, HOST_TREE_METADATA_RULES,
     HOST_TREE_SOCKET_RULES, LOW_32_BITS, MADV_PAGEOUT, MAP_HUGETLB, MFD_HUGETLB, NEW_LISTENER, PERSONALITY_FLAGS,
-    PIPE_DEFAULT_BYTES, POSIX_FADV_DONTNEED, PR_SET_SECCOMP, RECENT, REVIEWED_MAX, SETSID_SYSCALLS, SET_MODE_STRICT,
-    SHM_HUGETLB, SHMEM_SYSCALLS, TIOCLINUX, TIOCSTI
+    PIPE_DEFAULT_BYTES, POSIX_FADV_DONTNEED, PR_FUTEX_HASH, PR_SET_SECCOMP, RECENT, REVIEWED_MAX, SETSID_SYSCALLS,
+    SET_MODE_STRICT, SHM_HUGETLB, SHMEM_SYSCALLS, TIOCLINUX, TIOCSTI
 )
 
 #: The sonames pyseccomp looks up at import, where the dynamic loader finds them under that name.
@@ -94,7 +94,8 @@ def describe(policy: Policy) -> str:
     extra = "" if policy.confinement.allow_subprocess else ", execve and fork (threads allowed)"
     return (f"seccomp: non-native ABIs, non-AF_UNIX sockets, {len(DENIED_SYSCALLS)} dangerous or legacy syscalls "
             f"(ptrace, bpf, mount, unshare, io_uring, inotify, io_setup, ...), TIOCSTI, growing a pipe, file leases, "
-            f"dropping pages from the page cache, hugetlb pages, a seccomp filter of the run's own{extra} "
+            f"dropping pages from the page cache, hugetlb pages, a private futex hash, "
+            f"a seccomp filter of the run's own{extra} "
             "-> EPERM; without a memory cgroup memfd_create, shmget, semget and msgget too; without an IPC namespace "
             "System V IPC and POSIX message queues too, without a pid namespace another process's limits and "
             "scheduling too, in the host's network namespace bind too; without a cpu cgroup a one-shot run's setsid too; syscalls "
@@ -200,6 +201,7 @@ def _deny_arguments(f: Any, eperm: int, nr: Callable[[str], int | None], deny_fo
     _add(f, eperm, nr("seccomp"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, SET_MODE_FILTER),
          *((s.Arg(1, s.NE, NEW_LISTENER),) if session_listener else ()))
     _add(f, eperm, nr("prctl"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, PR_SET_SECCOMP))
+    _add(f, eperm, nr("prctl"), s.Arg(0, s.MASKED_EQ, LOW_32_BITS, PR_FUTEX_HASH))
 
 
 def export(f: Any) -> bytes:

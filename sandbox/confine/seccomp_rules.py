@@ -49,6 +49,11 @@ Each item is refused with an errno (a normal ``PermissionError`` in Python; the 
   collapse since), every kernel access to that memory costing more TLB entries until the host reboots, and each
   run may split more. (Why Linux had it off by default at first, ``secretmem.enable``; a memory cgroup charges the
   pages but cannot undo a split);
+- ``prctl(PR_FUTEX_HASH)`` -> EPERM: its ``PR_FUTEX_HASH_SET_SLOTS`` (Linux 6.16) gives the process a private futex
+  hash of up to 2^24 slots, about 1 GiB of vmalloc'd kernel memory, outside RLIMIT_AS and charged to a memory
+  cgroup only where there is one: without one, one process of a run held 970 MiB that no limit of the run saw (its
+  ``peak_memory_bytes`` said 16 MiB), and ``default``'s 64 processes may hold 64 GiB. The kernel sizes the hash it
+  makes itself (at a process's first thread) by the CPUs; nothing a snippet runs asks for another;
 - huge pages of the machine's hugetlb pool (``vm.nr_hugepages``, what a database or a VM host reserves): ``mmap``
   with ``MAP_HUGETLB``, ``memfd_create`` with ``MFD_HUGETLB`` and ``shmget`` with ``SHM_HUGETLB`` -> EPERM. The pool
   is one for the machine, no memory cgroup charges it (cgroup v1; v2 only when mounted with
@@ -129,7 +134,7 @@ F_SETLEASE = 1024
 POSIX_FADV_DONTNEED, MADV_PAGEOUT = 4, 21
 #: The flags that take pages from the machine's hugetlb pool (mmap's, memfd_create's, shmget's).
 MAP_HUGETLB, MFD_HUGETLB, SHM_HUGETLB = 0x40000, 0x4, 0o4000
-SET_MODE_STRICT, PR_SET_SECCOMP = 0, 22
+SET_MODE_STRICT, PR_SET_SECCOMP, PR_FUTEX_HASH = 0, 22, 78
 #: The only flags a session's filter may be added with: its notifying filter (state_scope.py).
 NEW_LISTENER = 1 << 3
 #: A new pipe's buffer (16 pages): ``F_SETPIPE_SZ`` may shrink a pipe, not grow it past this.

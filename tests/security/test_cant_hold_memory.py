@@ -507,6 +507,31 @@ def test_without_a_memory_cgroup_a_run_cant_hold_kernel_memory_in_system_v_ipc(n
         assert "blocked msgget: [Errno 1] Operation not permitted" in run["text"], got
 
 
+#: A private futex hash of 2^22 slots (``prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS)``, Linux 6.16): ~250 MiB of
+#: vmalloc'd kernel memory, which no mapping holds.
+FUTEX_HASH = '''
+def futex_hash():
+    raw(157, 78, 1, 1 << 22, 0, 0)  # prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, 2^22)
+    return f"{raw(157, 78, 2, 0, 0, 0)} slots"  # PR_FUTEX_HASH_GET_SLOTS
+attempt("futex hash", futex_hash)
+'''
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_without_a_memory_cgroup_a_run_cant_hold_kernel_memory_in_a_futex_hash(name):
+    """A process may ask for a private futex hash of up to 2^24 slots (~1 GiB of vmalloc, outside RLIMIT_AS,
+    charged to a memory cgroup only where there is one): without one, one process of a run held 970 MiB that no
+    limit of the run saw (its ``peak_memory_bytes`` said 16 MiB), and default's 64 processes may hold 64 GiB; a
+    session's state keeps its own. The filter refuses ``PR_FUTEX_HASH`` (seccomp_rules.py)."""
+    if os.geteuid() != 0 or not HAVE_MEMCG:
+        pytest.skip("root with a memory hierarchy to hide (uid 65534: test_unprivileged.py)")
+    got = _hidden_run(_policy(name), snippet(FUTEX_HASH))
+    assert "error" not in got, got
+    for run in (got, got["session"]):  # a one-shot run, and a session's
+        assert run["outcome"] == "OUTCOME_OK" and "ESCAPED" not in run["text"], got
+        assert "blocked futex hash: [Errno 1] Operation not permitted" in run["text"], got
+
+
 #: Landlock rules of the run's own: 100 rulesets (fds), each given a rule for each of 10,000 files of the stdlib
 #: (O_PATH fds): 1,000,000 rules, ~70 MiB of unreclaimable slab in 5 s; nothing but the run's fds bounds the rulesets.
 LANDLOCK_RULES = '''
