@@ -195,7 +195,7 @@ class ZygoteLauncher:
                     return None
                 standby = self._standbys.popleft()
                 run_id = next(self._ids)
-            if select.select([standby.pidfd], [], [], 0)[0]:  # it died waiting: the next one
+            if _readable(standby.pidfd):  # it died waiting: the next one
                 self._claim(standby.pid, None)
                 standby.close()
                 continue
@@ -386,3 +386,12 @@ _DISPATCH: dict[type, Callable[[ZygoteLauncher, Any, list[int]], None]] = {  # A
     frames.Failed: ZygoteLauncher._failed,
     frames.Unavailable: ZygoteLauncher._unavailable,
 }
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` (a pidfd: its process has exited) is readable now. poll(), not select(): select() refuses an fd
+    numbered 1,024 or more (``ValueError: filedescriptor out of range``), and a host holding that many fds (a
+    server's connections) got that from every run handed to a standby whose pidfd was numbered past it."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

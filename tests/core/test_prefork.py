@@ -232,3 +232,22 @@ def test_plt_show_is_patched_once_in_the_zygote(box) -> None:
     seen = box.run("import gc, matplotlib.pyplot as plt\n"
                    "print(hasattr(plt.show, '__wrapped__'), any(o is plt.show for o in gc.get_objects()))")
     assert seen.stdout == "True False\n", seen
+
+
+def test_a_host_holding_over_1024_fds_gets_its_runs():
+    """The host looked at a standby's pidfd with select(), which refuses an fd numbered 1,024 or more: a host holding
+    that many fds (a server's connections) got ``ValueError: filedescriptor out of range in select()`` from
+    ``Sandbox.run`` whenever the standby's pidfd was numbered past them."""
+    import resource
+
+    from tests.security.attacks import in_child
+
+    def runs(out: dict) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+        held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+        with sandbox.Sandbox(policy="default") as sb:
+            out["stdout"] = [sb.run(f"print({i})").stdout for i in range(4)]
+        for fd in held:
+            os.close(fd)
+    out = in_child(runs)
+    assert out == {"stdout": ["0\n", "1\n", "2\n", "3\n"]}, out
