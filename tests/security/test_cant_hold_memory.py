@@ -164,7 +164,8 @@ print("done")
 
 @pytest.fixture
 def hugetlb_pool() -> Iterator[int]:
-    """A pool of 4 huge pages on the machine (vm.nr_hugepages), as a database's host reserves; put back after."""
+    """4 more huge pages in the machine's pool (vm.nr_hugepages), as a database's host reserves; put back after.
+    Yields how many are free then."""
     path = "/proc/sys/vm/nr_hugepages"
     if os.geteuid() != 0 or not os.path.exists(path):
         pytest.skip("setting up a hugetlb pool needs root and a kernel with hugetlb")
@@ -173,7 +174,8 @@ def hugetlb_pool() -> Iterator[int]:
     try:
         with open(path, "w") as fh:
             fh.write(str(int(before) + 4))
-        yield int(before) + 4
+        with open("/proc/meminfo") as fh:
+            yield next(int(line.split()[1]) for line in fh if line.startswith("HugePages_Free:"))
     finally:
         with open(path, "w") as fh:
             fh.write(before)
