@@ -9,7 +9,6 @@ run from another thread, and a run's wait for its turn, are :mod:`.cancellation`
 from __future__ import annotations
 
 import os
-import select
 import selectors
 import signal
 import socket
@@ -21,7 +20,7 @@ from . import frames, protocol
 from .cancellation import Cancel  # annotations only, yet imported: it loads with this module, as when it was part of it
 from .errors import ProtocolError
 from .inbox import Inbox, Reported
-from .workers import Spawned
+from .workers import Spawned, has_exited
 from .policy import Policy
 from .streams import TaggedReader, incomplete_utf8_tail
 
@@ -176,7 +175,7 @@ class ProcessEnding(Ending):
         # a `done` frame or EOF is the worker's word, and the snippet shares its process.
         # After a real `done` the worker is in _exit already: SIGKILL costs nothing there,
         # and waiting for its exit would cost the mm teardown (ms) on every run.
-        if not _readable(self.fd):
+        if not has_exited(self.fd):
             _sigkill_tree(self.spawned)
 
     def outcome(self, got: "Collected", deadline: float) -> RunExit:
@@ -342,12 +341,6 @@ def _sigkill_tree(spawned: Spawned) -> None:
         os.killpg(spawned.pid, signal.SIGKILL)
     except OSError:
         pass
-
-
-def _readable(fd: int) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _close(fd: int) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
 from .preload_warning import warn_of_preload_failures
-from .workers import Spawned, Standby, sigkill
+from .workers import Spawned, Standby, has_exited, sigkill
 from .zygote_env import interpreter_environment, scrubbed_environment
 from .zygote_exec import ZygoteProcess
 
@@ -195,7 +194,7 @@ class ZygoteLauncher:
                     return None
                 standby = self._standbys.popleft()
                 run_id = next(self._ids)
-            if _readable(standby.pidfd):  # it died waiting: the next one
+            if has_exited(standby.pidfd):  # it died waiting: the next one
                 self._claim(standby.pid, None)
                 standby.close()
                 continue
@@ -387,11 +386,3 @@ _DISPATCH: dict[type, Callable[[ZygoteLauncher, Any, list[int]], None]] = {  # A
     frames.Unavailable: ZygoteLauncher._unavailable,
 }
 
-
-def _readable(fd: int) -> bool:
-    """Whether ``fd`` (a pidfd: its process has exited) is readable now. poll(), not select(): select() refuses an fd
-    numbered 1,024 or more (``ValueError: filedescriptor out of range``), and a host holding that many fds (a
-    server's connections) got that from every run handed to a standby whose pidfd was numbered past it."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import signal
 from concurrent.futures import Future
@@ -46,6 +47,15 @@ class Standby:
     def close(self) -> None:
         self.sock.close()
         os.close(self.pidfd)
+
+
+def has_exited(pidfd: int) -> bool:
+    """Whether the process ``pidfd`` refers to has exited (its pidfd is readable). poll(), not select(): select()
+    refuses an fd numbered 1,024 or more (``ValueError: filedescriptor out of range``), and a host holding that many
+    fds (a server's connections) got that from every run handed to a standby whose pidfd was numbered past it."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def sigkill(pidfd: int) -> None:
