@@ -160,6 +160,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
         _sys.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, name="prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != spec.zygote_pid:  # the zygote died before prctl took effect
             proc.exit_now(0)
+        proc.first_to_go_out_of_memory()
         userns.enter_own(spec.policy)  # not root: where the two steps below may be taken
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         unbuilt = fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root

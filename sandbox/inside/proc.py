@@ -1,4 +1,4 @@
-"""Small process helpers shared by the zygote and the session root (both reap children)."""
+"""Small process helpers shared by the zygote, its forker and the session root."""
 
 from __future__ import annotations
 
@@ -177,3 +177,25 @@ def exit_facts(status: int) -> ExitFacts:
     """``{"signal": N or None, "exitcode": N or None}`` from a wait status."""
     return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
+
+
+def first_to_go_out_of_memory() -> None:
+    """The kernel's OOM killer takes this process, and what it clones, before any other (``oom_score_adj`` 1000).
+
+    A run's memory cgroup bounds its pages, but kernel memory a run holds outside one (file locks, its own Landlock
+    rules, epoll watches: without a memory cgroup nothing of the run's counts them) can run the machine short, and
+    the killer then picks by size: the host's application or the zygote, not the run that did it. Called in the
+    forker, so its workers get the score at their clone (no cost a run); the forker may go too, which ends its
+    zygote (restarted at the next run), never the host. Raising one's own score needs no privilege. A run cannot
+    lower it: its /proc is read-only to it (the view, Landlock), and under root the kernel holds it at the
+    forker's value too (lowering it then needs CAP_SYS_RESOURCE, which workers drop)."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no /proc: the killer picks by size, as before
+    try:
+        os.write(fd, b"1000")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -618,3 +618,33 @@ def test_a_policy_requiring_a_memory_cgroup_refuses_to_run_without_one():
     assert got.get("unavailable") == "memory_cgroup", got
     assert "confinement.required" in got["text"] and "memory cgroup" in got["text"], got
 
+
+
+#: What the kernel's OOM killer makes of a run: its score, and whether the run could lower it.
+OOM_SCORE = '''
+import os
+def lower():
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+    return open("/proc/self/oom_score_adj").read().strip()
+attempt("lowering oom_score_adj", lower)
+print("score", open("/proc/self/oom_score_adj").read().strip())
+'''
+
+
+def test_the_oom_killer_takes_a_run_before_the_host_or_the_zygote(box):
+    """Kernel memory a run holds outside a memory cgroup (the xfail tests above, epoll watches) can run the machine
+    short, and the OOM killer picks by size: the host's application or the zygote rather than the run that did it.
+    Workers (clones of a forker that raised its own score) have ``oom_score_adj`` 1000, which a run cannot lower;
+    the host and the zygote keep theirs."""
+    host = open("/proc/self/oom_score_adj").read().strip()
+    r = box.run(snippet(OOM_SCORE))
+    assert r.outcome == sandbox.Outcome.OK and "ESCAPED" not in r.stdout, r
+    assert "blocked lowering oom_score_adj" in r.stdout and r.stdout.endswith("score 1000\n"), r.stdout
+    with box.session() as s:
+        assert s.run(snippet(OOM_SCORE)).stdout.endswith("score 1000\n")
+    assert open("/proc/self/oom_score_adj").read().strip() == host
+    assert {open(f"/proc/{pid}/oom_score_adj").read().strip() for pid in box.zygote_pids} == {host}
