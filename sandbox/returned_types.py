@@ -14,12 +14,12 @@ begins with SOI, its segments' lengths fit up to a frame header with a non-zero 
 and it ends with EOI. The compressed pixels are not decoded: that would cost the host CPU for every
 figure (a hostile run would pick how much), and a run that forges a PNG's CRCs on purpose only spoils its own images.
 
-Neither may claim more than :data:`MAX_IMAGE_PIXELS` pixels (a PNG in its IHDR, a JPEG in its frame header). The header alone decides what a decoder
-allocates: a PNG of 20,000 x 20,000 blank pixels (~50 KB, a few lines of zlib in a snippet), or 70 bytes
-whose IHDR claims 100,000 x 100,000, came back as an image, which every client that shows it, and every later
-request of the conversation that carries it, decodes: gigabytes, or a DecompressionBombError from Pillow. Such a
-file comes back as a plain file; so does a JPEG whose frame header claims 65,535 x 65,535 (a few bytes of a real
-figure's JPEG changed).
+Neither may claim more than :data:`MAX_IMAGE_PIXELS` pixels (a PNG in its IHDR, a JPEG in its frame header). The
+header alone decides what a decoder allocates: a PNG of 20,000 x 20,000 blank pixels (~50 KB, a few lines of zlib in
+a snippet), or 70 bytes whose IHDR claims 100,000 x 100,000, came back as an image, which every client that shows
+it, and every later request of the conversation that carries it, decodes: gigabytes, or a DecompressionBombError
+from Pillow. Such a file comes back as a plain file; so does a JPEG whose frame header claims 65,535 x 65,535 (a few
+bytes of a real figure's JPEG changed).
 """
 
 from __future__ import annotations
