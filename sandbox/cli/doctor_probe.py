@@ -89,6 +89,12 @@ def outside_unsignalled():
     except (PermissionError, ProcessLookupError):
         return True
     return False
+def oom_score():
+    """This process's oom_score_adj (None: unreadable)."""
+    try:
+        return int(open("/proc/self/oom_score_adj").read())
+    except (OSError, ValueError):
+        return None
 uid_map = open("/proc/self/uid_map").read().split()
 most = $MAX_TASKS
 started = threads_started(most)
@@ -106,7 +112,8 @@ facts = {
                  "memfd_refused": refused(lambda: os.close(os.memfd_create("doctor-probe"))),
                  "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk),
                  "outside_unsignalled": fact(outside_unsignalled),
-                 "seccomp_filters": int(st.get("Seccomp_filters", "0").strip() or 0)},
+                 "seccomp_filters": int(st.get("Seccomp_filters", "0").strip() or 0),
+                 "oom_score_adj": oom_score()},
 }
 print(json.dumps(facts))
 '''

@@ -30,6 +30,17 @@ def _forker_line(system: dict[str, Any]) -> str:
             "(e.g. apt-get install gcc python3-dev, then pip install -e .)")
 
 
+def _oom_line(report: dict[str, Any]) -> str:
+    """Whom the kernel's OOM killer takes first, as a real run showed (inside/proc.first_to_go_out_of_memory)."""
+    score = report["observed"].get("oom_score_adj")
+    if score is None or not report["verified_by"].startswith("a real run"):
+        return "out of memory: not observed (only a real run's worker gets its forker's oom_score_adj)"
+    if score >= 1000:
+        return ("out of memory: the kernel's OOM killer takes a run before the host or the zygote (oom_score_adj "
+                "1000, observed in a run; it cannot lower it)")
+    return f"out of memory: a run's oom_score_adj is {score} (observed): the OOM killer picks by size, the host maybe"
+
+
 def render(report: dict[str, Any]) -> str:
     """The human-readable table."""
     s = report["system"]
@@ -38,7 +49,7 @@ def render(report: dict[str, Any]) -> str:
              + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
                 "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
              .get(s["user_namespaces"], s["user_namespaces"]),
-             f"privileges: {s['privileges']}", _memory_line(s), _forker_line(s),
+             f"privileges: {s['privileges']}", _memory_line(s), _forker_line(s), _oom_line(report),
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<15} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}

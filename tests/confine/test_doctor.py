@@ -523,3 +523,13 @@ def test_a_host_that_dropped_root_by_setuid_reads_the_namespaces_its_runs_get():
     assert got["system"]["user_namespaces"] == "available", got["system"]
     assert "may not make user namespaces" not in got["system"]["privileges"], got["system"]["privileges"]
     assert got["dumpable_after"] == 0, got  # only the throwaway children were made dumpable
+
+
+def test_doctor_says_the_oom_killer_takes_a_run_first():
+    """Observed in a real run: its worker's oom_score_adj (the forker's, inside/proc.first_to_go_out_of_memory);
+    a forked child applying the layers is no worker, and the line says it observed nothing."""
+    text = doctor.render(doctor.diagnose("default"))
+    line = next(line for line in text.splitlines() if line.startswith("out of memory: "))
+    assert "takes a run before the host or the zygote (oom_score_adj 1000, observed in a run" in line, line
+    forked = doctor.render(doctor.diagnose("default", use_sandbox=False))
+    assert "out of memory: not observed" in forked
