@@ -8,13 +8,14 @@ run from another thread, and a run's wait for its turn, are :mod:`.cancellation`
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import frames, protocol
 from .cancellation import Cancel  # annotations only, yet imported: it loads with this module, as when it was part of it
@@ -211,16 +212,8 @@ class _Reader:
         items = limits.max_returned_files + limits.max_returned_images
         self.chan_budget = min(items * limits.max_returned_file_bytes,
                                limits.max_returned_bytes) + _FRAME_SLACK
-        # poll, not epoll: the kernel counts epoll watches per uid (fs.epoll.max_user_watches), and a run of that
-        # uid may hold them all (test_cant_take_the_users_epoll_watches): every later run's register failed
-        self.selector = selectors.PollSelector()
-        self.selector.register(io.out_r, selectors.EVENT_READ, 1)
-        self.selector.register(io.err_r, selectors.EVENT_READ, 2)
-        self.selector.register(io.tagged_r, selectors.EVENT_READ, 3)
-        self.selector.register(io.chan, selectors.EVENT_READ, 0)
-        self.selector.register(ending.fd, selectors.EVENT_READ, -1)
-        if cancel is not None:
-            self.selector.register(cancel.fd, selectors.EVENT_READ, -2)
+        watched = [(io.out_r, 1), (io.err_r, 2), (io.tagged_r, 3), (io.chan, 0), (ending.fd, -1)]
+        self.selector = _watching(watched + ([(cancel.fd, -2)] if cancel is not None else []))
         self.open_streams = 4
         self.ended = False
         """The ending fd fired: the process exited (or the session root reported the run's end)."""
@@ -341,6 +334,29 @@ def _sigkill_tree(spawned: Spawned) -> None:
         os.killpg(spawned.pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _watching(watched: list[tuple[Any, int]]) -> selectors.BaseSelector:
+    """A selector reading ``(file, key)`` pairs: epoll, which reports the streams in the order they became readable
+    (a slow reader still gets a run's raw write after the prints it followed), or poll where epoll cannot: the
+    kernel counts epoll watches per uid (fs.epoll.max_user_watches), and a run of that uid may hold them all
+    (test_cant_take_the_users_epoll_watches), which made every later run's register fail with ENOSPC."""
+    try:
+        return _registered(selectors.DefaultSelector(), watched)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    return _registered(selectors.PollSelector(), watched)
+
+
+def _registered(selector: selectors.BaseSelector, watched: list[tuple[Any, int]]) -> selectors.BaseSelector:
+    try:
+        for fileobj, key in watched:
+            selector.register(fileobj, selectors.EVENT_READ, key)
+    except BaseException:
+        selector.close()
+        raise
+    return selector
 
 
 def _close(fd: int) -> None:
