@@ -458,19 +458,24 @@ def _one_shot_and_session(policy: sandbox.Policy, code: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("name", ["default", "strict"])
-def test_without_a_memory_cgroup_memfd_and_shmget_are_refused(name):
+def _refused_without_a_memory_cgroup(name: str, code: str, *labels: str) -> None:
+    """Under policy ``name`` with the memory hierarchy hidden, a one-shot run and a session's run of ``code`` each
+    had every attempt named in ``labels`` refused with EPERM, and nothing escaped."""
     if os.geteuid() != 0 or not HAVE_MEMCG:
         pytest.skip("root with a memory hierarchy to hide (uid 65534: test_unprivileged.py)")
-    code = snippet('attempt("memfd", lambda: os.memfd_create("x"))\n'
-                   'attempt("shmget", lambda: raw(29, 0, 1 << 20, 0o1600))\n')
     got = _hidden_run(_policy(name), code)
     assert "error" not in got, got
-    assert got["outcome"] == "OUTCOME_OK" and "ESCAPED" not in got["text"], got
     for run in (got, got["session"]):  # a one-shot run, and a session's
         assert run["outcome"] == "OUTCOME_OK" and "ESCAPED" not in run["text"], got
-        assert "blocked memfd: [Errno 1] Operation not permitted" in run["text"], got
-        assert "blocked shmget: [Errno 1] Operation not permitted" in run["text"], got
+        for label in labels:
+            assert f"blocked {label}: [Errno 1] Operation not permitted" in run["text"], got
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_without_a_memory_cgroup_memfd_and_shmget_are_refused(name):
+    _refused_without_a_memory_cgroup(name, snippet('attempt("memfd", lambda: os.memfd_create("x"))\n'
+                                                    'attempt("shmget", lambda: raw(29, 0, 1 << 20, 0o1600))\n'),
+                                     "memfd", "shmget")
 
 
 #: System V semaphore arrays and message queues in the run's own IPC namespace: kernel memory no mapping holds, that
@@ -502,14 +507,7 @@ def test_without_a_memory_cgroup_a_run_cant_hold_kernel_memory_in_system_v_ipc(n
     run's IPC namespace allows 32,000 of each: only a memory cgroup charges them. Without one a run made 100 arrays
     in 1.3 s, 200 MiB of unreclaimable slab outside every limit of the run, and could go on to 64 GiB (a session's
     state keeping them between runs). ``semget`` and ``msgget`` are refused there now, as ``shmget`` was."""
-    if os.geteuid() != 0 or not HAVE_MEMCG:
-        pytest.skip("root with a memory hierarchy to hide (uid 65534: test_unprivileged.py)")
-    got = _hidden_run(_policy(name), snippet(SYSV_KERNEL_MEMORY))
-    assert "error" not in got, got
-    for run in (got, got["session"]):  # a one-shot run, and a session's
-        assert run["outcome"] == "OUTCOME_OK" and "ESCAPED" not in run["text"], got
-        assert "blocked semget: [Errno 1] Operation not permitted" in run["text"], got
-        assert "blocked msgget: [Errno 1] Operation not permitted" in run["text"], got
+    _refused_without_a_memory_cgroup(name, snippet(SYSV_KERNEL_MEMORY), "semget", "msgget")
 
 
 #: A private futex hash of 2^22 slots (``prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS)``, Linux 6.16): ~250 MiB of
@@ -528,13 +526,7 @@ def test_without_a_memory_cgroup_a_run_cant_hold_kernel_memory_in_a_futex_hash(n
     charged to a memory cgroup only where there is one): without one, one process of a run held 970 MiB that no
     limit of the run saw (its ``peak_memory_bytes`` said 16 MiB), and default's 64 processes may hold 64 GiB; a
     session's state keeps its own. The filter refuses ``PR_FUTEX_HASH`` (seccomp_rules.py)."""
-    if os.geteuid() != 0 or not HAVE_MEMCG:
-        pytest.skip("root with a memory hierarchy to hide (uid 65534: test_unprivileged.py)")
-    got = _hidden_run(_policy(name), snippet(FUTEX_HASH))
-    assert "error" not in got, got
-    for run in (got, got["session"]):  # a one-shot run, and a session's
-        assert run["outcome"] == "OUTCOME_OK" and "ESCAPED" not in run["text"], got
-        assert "blocked futex hash: [Errno 1] Operation not permitted" in run["text"], got
+    _refused_without_a_memory_cgroup(name, snippet(FUTEX_HASH), "futex hash")
 
 
 #: Landlock rules of the run's own: 100 rulesets (fds), each given a rule for each of 10,000 files of the stdlib
