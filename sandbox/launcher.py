@@ -385,4 +385,3 @@ _DISPATCH: dict[type, Callable[[ZygoteLauncher, Any, list[int]], None]] = {  # A
     frames.Failed: ZygoteLauncher._failed,
     frames.Unavailable: ZygoteLauncher._unavailable,
 }
-
