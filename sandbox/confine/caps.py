@@ -99,6 +99,18 @@ def drop_bounding_set_early() -> None:
     _staged.append(True)
 
 
+def bounding_drop_plan() -> tuple[int, int, int]:
+    """What :func:`drop_bounding_set_early` does, for a clone of the forker's native loop to do it in C
+    (inside/_forkloop.c): the securebits it locks, the last capability it drops, and CAP_SETPCAP's number (without
+    that capability nothing is done)."""
+    return _SECURE_ALL_LOCKED, cap_last(), CAP_SETPCAP
+
+
+def staged_natively() -> None:
+    """The bounding set was emptied and the securebits locked before any request, by the native loop's clone."""
+    _staged.append(True)
+
+
 def apply(policy: Policy, ctx: Any) -> None:
     """Drop every capability for good; raises ``OSError`` naming the call if any remain."""
     if not _staged:

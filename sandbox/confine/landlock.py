@@ -171,6 +171,24 @@ def prebuild(policy: Policy) -> None:
         _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
 
 
+def prebuild_plan(policy: Policy) -> tuple[bytes, tuple[tuple[bytes, int], ...], int]:
+    """What :func:`prebuild` does, for a clone of the forker's native loop to do it in C (inside/_forkloop.c): the
+    ruleset's attribute struct as ``landlock_create_ruleset`` takes it (b"": no ruleset on this kernel), each
+    static rule's path and rights (masked by the ABI), and the rights a rule on a file (not a directory) keeps."""
+    abi = abi_version()
+    if abi < 1:
+        return b"", (), 0
+    fs, net, scope = handled(abi)
+    rules = tuple((path.encode(), rights & fs) for path, rights in _static_rules(policy, in_view=True))
+    return bytes(_RulesetAttr(fs, net, scope))[:_ruleset_attr_size(abi)], rules, _FILE_RIGHTS
+
+
+def prebuilt_natively(policy: Policy, ruleset: int) -> None:
+    """Take the ruleset of the static rules that the native loop's clone built (what :func:`prebuild` builds)."""
+    _prebuilt["fd"] = ruleset
+    _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
+
+
 def apply(policy: Policy, ctx: Any) -> None:
     """Restrict this process to the ruleset (irreversible). Needs no_new_privs first."""
     abi = abi_version()
@@ -199,14 +217,18 @@ def restrict_flags(abi: int) -> int:
 def _new_ruleset(abi: int, rules: list[tuple[str, int]]) -> int:
     fs, net, scope = handled(abi)
     attr = _RulesetAttr(fs, net, scope)
-    size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
-    ruleset = _sys.syscall("landlock_create_ruleset", ctypes.byref(attr), size, 0)
+    ruleset = _sys.syscall("landlock_create_ruleset", ctypes.byref(attr), _ruleset_attr_size(abi), 0)
     try:
         _add_paths(ruleset, rules, fs)
     except BaseException:
         os.close(ruleset)
         raise
     return ruleset
+
+
+def _ruleset_attr_size(abi: int) -> int:
+    """How much of the attribute struct this ABI reads (an older kernel refuses fields it does not know)."""
+    return ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
 
 
 #: What a rule on a file (not a directory) may grant.

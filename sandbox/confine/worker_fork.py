@@ -13,6 +13,7 @@ import os
 import socket
 
 from ..policy import Policy
+from ..records import record
 from . import _sys, caps, cgroup, cpushare, fstemplate, landlock, memcg, namespaces, namespaces_clone, no_new_privs
 from .context import LayerStatus
 
@@ -67,13 +68,34 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     return 0, worker_in_namespaces(policy, template, detail, note)
 
 
-def worker_in_namespaces(policy: Policy, template: fstemplate.Template | None, detail: str, note: str) -> LayerStatus:
+@record
+class NativeStage:
+    """What the native loop's clone did of :func:`_stage_before_request` (inside/_forkloop.c, ``prelude``): for
+    making the host's mounts read-only and emptying the bounding set, 0 (done) or the errno that stopped it; the fd
+    of the static rules' Landlock ruleset, or -1 (not built)."""
+
+    read_only: int
+    bounding: int
+    ruleset: int
+
+
+def native_prelude(policy: Policy) -> tuple[int, int, int, bytes, tuple[tuple[bytes, int], ...], int]:
+    """The plan of the steps a clone of the forker's native loop takes before it returns to Python (its
+    ``prelude`` argument): the bounding set's drop (caps.py) and, under Landlock, its static rules (landlock.py)."""
+    securebits, last_cap, setpcap = caps.bounding_drop_plan()
+    attr, rules, file_rights = landlock.prebuild_plan(policy) if "landlock" in policy.confinement.layers \
+        else (b"", (), 0)
+    return securebits, last_cap, setpcap, attr, rules, file_rights
+
+
+def worker_in_namespaces(policy: Policy, template: fstemplate.Template | None, detail: str, note: str,
+                         staged: NativeStage | None = None) -> LayerStatus:
     """In a worker just cloned into fresh namespaces, their setup and handshake done (by namespaces_clone's
     ``_init_child``, or by inside/_forkloop.c: ``detail``, and its cgroups' ``note``): the namespaces layer's status,
     once the steps that need no request are done (the second half of :func:`fork_worker` in its child, and of the
-    forker's native loop; ``template``: the one it was cloned into)."""
+    forker's native loop; ``template``: the one it was cloned into; ``staged``: what the native loop did of them)."""
     fstemplate.in_child(template)
-    _stage_before_request(policy)
+    _stage_before_request(policy, staged)
     pids, memory, cpu = (note.split(_NOTE_SEPARATOR) + ["", "", ""])[:3]
     return LayerStatus("namespaces", True, True, detail, pids_cgroup=_joined("pids_cgroup", pids),
                        memory_cgroup=_joined("memory_cgroup", memory), cpu_cgroup=_joined("cpu_cgroup", cpu))
@@ -118,19 +140,28 @@ def _joined(part: str, note: str) -> LayerStatus | None:
     return None if not note else LayerStatus(part, note[0] == "+", note[0] == "+", note[1:])
 
 
-def _stage_before_request(policy: Policy) -> None:
+def _stage_before_request(policy: Policy, staged: NativeStage | None = None) -> None:
     """Work that restricts nothing yet but makes apply_all cheap, done while no request waits.
 
     Makes every host mount read-only (in the private mount namespace), empties the
     capability bounding set, pre-builds the Landlock ruleset's static rules
-    and pays ctypes' first-call costs. Failures are left for apply_all to report.
+    and pays ctypes' first-call costs. What the native loop's clone did (``staged``) is not done again; what it
+    could not do is done here. Failures are left for apply_all to report.
     """
     try:
-        namespaces.make_host_read_only_early()
-        caps.drop_bounding_set_early()
+        if staged is None or staged.read_only:
+            namespaces.make_host_read_only_early()
+        if staged is None or staged.bounding:
+            caps.drop_bounding_set_early()
+        else:
+            caps.staged_natively()
         if "landlock" in policy.confinement.layers:
-            landlock.prebuild(policy)
-        no_new_privs.probe()
+            if staged is not None and staged.ruleset >= 0:
+                landlock.prebuilt_natively(policy, staged.ruleset)
+            else:
+                landlock.prebuild(policy)
+        if staged is None:
+            no_new_privs.probe()
     except Exception:  # noqa: BLE001 - in a fresh child: nothing may unwind into the zygote's code
         pass
 

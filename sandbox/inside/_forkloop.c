@@ -9,6 +9,10 @@
  * root, or a step that fails here: setns, clone) goes back to forker.py's Python loop as the packet it received,
  * which handles it as it handles every order. The same sequence as _sys.fork_like_clone (CPython's os.fork with the
  * raw system call) and namespaces_clone.fork_in_parent (the sockets and the pipe its child expects).
+ *
+ * A clone it makes also takes the steps of its worker that need no request and are system calls only (prelude()):
+ * in Python each was a few ctypes calls a step and ~30 for the Landlock rules, and every object they touched a page
+ * copied. What a step could not do here is left to Python, which takes it as it always did.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,6 +34,16 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+/* Numbers from 424 on are the same on every architecture (confine/_sys.py: NR, _NR_MOUNT_SETATTR). */
+#define NR_MOUNT_SETATTR 442
+#define NR_LANDLOCK_CREATE_RULESET 444
+#define NR_LANDLOCK_ADD_RULE 445
+#define LANDLOCK_RULE_PATH_BENEATH 1
+#define MOUNT_ATTR_RDONLY_ 0x1
+#define AT_RECURSIVE_ 0x8000
+#define CAP_V3 0x20080522
+#define MAX_RULES 256
+#define MAX_RULESET_ATTR 64
 
 #define ORDER_HEAD 9          /* forker.ORDER_HEAD: "<QB", the order's id and its kind */
 #define ORDER_RUN 0           /* forker.ORDER_RUN: a worker for a run dir */
@@ -46,6 +60,27 @@ typedef struct {
     long zygote; /* the zygote's pid in the host's /proc: the workers' parent */
     unsigned uid, gid;
 } Loop;
+
+/* The steps of a worker's prelude(), as Python planned them (worker_fork.native_prelude): the securebits to lock
+ * and the capabilities to drop from the bounding set (caps.drop_bounding_set_early), and the Landlock ruleset of
+ * the static rules (landlock.prebuild): its attribute struct (none: no ruleset) and each rule's path and rights,
+ * a file's rights masked by file_rights. The paths point into the bytes objects of the plan, which forker.py holds
+ * while serve() runs; the child only reads them. */
+typedef struct {
+    unsigned long securebits;
+    int last_cap, setpcap;
+    const char *ruleset_attr;
+    Py_ssize_t ruleset_attr_size;
+    int rules;
+    const char *paths[MAX_RULES];
+    unsigned long long rights[MAX_RULES];
+    unsigned long long file_rights;
+} Prelude;
+
+/* What prelude() did: 0 for a step done, else its errno; the ruleset's fd, or -1. */
+typedef struct {
+    int read_only, bounding, ruleset;
+} Staged;
 
 /* What a worker's namespaces' setup met (namespaces_clone.native_detail turns it into the layer's detail): per
  * optional mount, 0 (done), -1 (no such dir) or its errno; the note the zygote sent with its cgroups. */
@@ -219,10 +254,82 @@ static void init_child(const Loop *loop, int go_r, int ack_w, Setup *out) {
     out->cgroup_ns = unshare(CLONE_NEWCGROUP) == 0 ? 0 : errno; /* only now: our cgroup becomes its root */
 }
 
+/* namespaces.make_host_read_only_early: every mount of this private mount namespace read-only, but a private
+ * /dev/shm (none mounted: it stays read-only). */
+static int host_read_only(void) {
+    uint64_t set_rdonly[4] = {MOUNT_ATTR_RDONLY_, 0, 0, 0}, clear_rdonly[4] = {0, MOUNT_ATTR_RDONLY_, 0, 0};
+    if (syscall(NR_MOUNT_SETATTR, AT_FDCWD, "/", AT_RECURSIVE_, set_rdonly, sizeof(set_rdonly)) != 0)
+        return errno;
+    syscall(NR_MOUNT_SETATTR, AT_FDCWD, "/dev/shm", 0, clear_rdonly, sizeof(clear_rdonly));
+    return 0;
+}
+
+/* caps.drop_bounding_set_early: lock the securebits and empty the bounding set, where CAP_SETPCAP allows it
+ * (without it there is nothing to drop). */
+static int drop_bounding_set(const Prelude *plan) {
+    struct {
+        uint32_t version;
+        int pid;
+    } header = {CAP_V3, 0};
+    struct {
+        uint32_t effective, permitted, inheritable;
+    } data[2];
+    if (syscall(SYS_capget, &header, data) != 0)
+        return errno;
+    if (!(data[plan->setpcap / 32].effective & (1u << (plan->setpcap % 32))))
+        return 0;
+    if (prctl(PR_SET_SECUREBITS, plan->securebits, 0, 0, 0) != 0)
+        return errno;
+    for (int cap = 0; cap <= plan->last_cap; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+            return errno;
+    return 0;
+}
+
+/* landlock.prebuild: a ruleset holding the static rules (a path that does not exist is skipped); -1 if any call
+ * fails, and Python builds it. */
+static int static_ruleset(const Prelude *plan) {
+    int ruleset = (int)syscall(NR_LANDLOCK_CREATE_RULESET, plan->ruleset_attr, (size_t)plan->ruleset_attr_size, 0);
+    if (ruleset < 0)
+        return -1;
+    struct __attribute__((packed)) {
+        uint64_t allowed_access;
+        int32_t parent_fd;
+    } rule;
+    for (int i = 0; i < plan->rules; i++) {
+        int fd = open(plan->paths[i], O_PATH | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        int failed = fstat(fd, &st) != 0;
+        if (!failed) {
+            rule.allowed_access = S_ISDIR(st.st_mode) ? plan->rights[i] : plan->rights[i] & plan->file_rights;
+            rule.parent_fd = fd;
+            failed = syscall(NR_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0) != 0;
+        }
+        close(fd);
+        if (failed) {
+            close(ruleset);
+            return -1;
+        }
+    }
+    return ruleset;
+}
+
+/* In the child, its namespaces set up: what worker.serve's _become_worker did (the death signal and the parent's
+ * check were init_child's) and the work of worker_fork._stage_before_request that is system calls only. */
+static void prelude(const Prelude *plan, Staged *out) {
+    if (setsid() < 0)
+        _exit(70); /* its own session and process group, which the host kills */
+    out->read_only = host_read_only();
+    out->bounding = drop_bounding_set(plan);
+    out->ruleset = plan->ruleset_attr_size ? static_ruleset(plan) : -1;
+}
+
 /* Clone the worker of one order. Returns 1 in the parent when answered, 0 in the parent when the order goes back to
  * Python (nothing was answered), -1 when the zygote cannot be answered; in the child it returns 2 with `*child`
  * filled (its ends: private socket, note socket, report pipe). */
-static int fork_one(const Loop *loop, uint64_t id, int *child, Setup *setup) {
+static int fork_one(const Loop *loop, const Prelude *plan, uint64_t id, int *child, Setup *setup, Staged *staged) {
     int priv[2] = {-1, -1}, go[2] = {-1, -1}, ack[2] = {-1, -1};
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, priv) != 0 ||
         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, go) != 0 || pipe2(ack, O_CLOEXEC) != 0 ||
@@ -244,6 +351,7 @@ static int fork_one(const Loop *loop, uint64_t id, int *child, Setup *setup) {
         int fds[3] = {priv[0], go[0], ack[0]}; /* the order socket is Python's object: forker.py closes it */
         close_all(fds, 3);
         init_child(loop, go[1], ack[1], setup);
+        prelude(plan, staged);
         *child = priv[1];
         return 2;
     }
@@ -276,11 +384,47 @@ static int fork_one(const Loop *loop, uint64_t id, int *child, Setup *setup) {
     return sent == 0 ? 1 : -1;
 }
 
+/* The plan's tuple (securebits, last_cap, setpcap, ruleset_attr, ((path, rights), ...), file_rights) into `plan`. */
+static int read_plan(PyObject *tuple, Prelude *plan) {
+    PyObject *rules;
+    if (!PyArg_ParseTuple(tuple, "kiiy#O!K:prelude", &plan->securebits, &plan->last_cap, &plan->setpcap,
+                          &plan->ruleset_attr, &plan->ruleset_attr_size, &PyTuple_Type, &rules, &plan->file_rights))
+        return -1;
+    Py_ssize_t count = PyTuple_GET_SIZE(rules);
+    if (count > MAX_RULES) {
+        PyErr_Format(PyExc_ValueError, "a prelude of %zd rules (at most %d)", count, MAX_RULES);
+        return -1;
+    }
+    if (plan->ruleset_attr_size > MAX_RULESET_ATTR) {
+        PyErr_Format(PyExc_ValueError, "a ruleset attribute of %zd bytes (at most %d)", plan->ruleset_attr_size,
+                     MAX_RULESET_ATTR);
+        return -1;
+    }
+    if (plan->setpcap < 0 || plan->setpcap >= 64) {
+        PyErr_Format(PyExc_ValueError, "CAP_SETPCAP numbered %d (capget reports 0-63)", plan->setpcap);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t length;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(rules, i), "y#K:rule", &plan->paths[i], &length, &plan->rights[i]))
+            return -1;
+        if ((Py_ssize_t)strlen(plan->paths[i]) != length) {
+            PyErr_SetString(PyExc_ValueError, "a rule's path holds a NUL byte");
+            return -1;
+        }
+    }
+    plan->rules = (int)count;
+    return 0;
+}
+
 static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
     Loop loop;
     unsigned long long tid_field;
-    if (!PyArg_ParseTuple(args, "ikiiKilII:serve", &loop.sock, &loop.flags, &loop.template_ns, &loop.host_ns,
-                          &tid_field, &loop.version, &loop.zygote, &loop.uid, &loop.gid))
+    PyObject *plan_tuple;
+    static Prelude plan;
+    if (!PyArg_ParseTuple(args, "ikiiKilIIO!:serve", &loop.sock, &loop.flags, &loop.template_ns, &loop.host_ns,
+                          &tid_field, &loop.version, &loop.zygote, &loop.uid, &loop.gid, &PyTuple_Type, &plan_tuple) ||
+        read_plan(plan_tuple, &plan) < 0)
         return NULL;
     loop.tid_field = (void *)(uintptr_t)tid_field;
     static char packet[MAX_PACKET];
@@ -299,10 +443,12 @@ static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
             return Py_BuildValue("(sy#)", "order", packet, (Py_ssize_t)got);
         int child;
         Setup setup;
-        int done = fork_one(&loop, id, &child, &setup);
+        Staged staged;
+        int done = fork_one(&loop, &plan, id, &child, &setup, &staged);
         if (done == 2)
-            return Py_BuildValue("(sy#iy#iiii)", "child", packet, (Py_ssize_t)got, child, setup.note,
-                                 setup.note_len, setup.proc, setup.shm, setup.run, setup.cgroup_ns);
+            return Py_BuildValue("(sy#iy#iiiiiii)", "child", packet, (Py_ssize_t)got, child, setup.note,
+                                 setup.note_len, setup.proc, setup.shm, setup.run, setup.cgroup_ns, staged.read_only,
+                                 staged.bounding, staged.ruleset);
         if (done == 0)
             return Py_BuildValue("(sy#)", "order", packet, (Py_ssize_t)got);
         if (done < 0)
@@ -312,11 +458,14 @@ static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"serve", serve, METH_VARARGS,
-     "serve(sock, clone_flags, template_ns, host_ns, tid_field, version, zygote, uid, gid): answer run orders\n"
-     "until one needs Python.\n\n"
+     "serve(sock, clone_flags, template_ns, host_ns, tid_field, version, zygote, uid, gid, prelude): answer run\n"
+     "orders until one needs Python.\n\n"
+     "prelude: (securebits, last_cap, setpcap, ruleset_attr, ((path, rights), ...), file_rights), the steps each\n"
+     "new worker takes before it returns to Python (ruleset_attr b'': no Landlock ruleset).\n"
      "Returns None once the zygote is gone; ('order', packet) for an order Python must take (then call again);\n"
      "in a new worker, its namespaces set up: ('child', packet, private_socket_fd, note, proc, shm, run,\n"
-     "cgroup_ns) (each mount 0, -1 for no such dir, or its errno; cgroup_ns: unshare's errno or 0)."},
+     "cgroup_ns, read_only, bounding, ruleset) (each mount 0, -1 for no such dir, or its errno; cgroup_ns,\n"
+     "read_only, bounding: the step's errno or 0; ruleset: the static rules' ruleset fd, or -1)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -325,7 +474,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_forkloop"
 PyMODINIT_FUNC PyInit__forkloop(void) {
     PyObject *made = PyModule_Create(&module);
     /* forker.py uses this build only if it speaks the same serve(): a build left from an older checkout does not */
-    if (made && PyModule_AddIntConstant(made, "INTERFACE", 3) < 0)
+    if (made && PyModule_AddIntConstant(made, "INTERFACE", 4) < 0)
         Py_CLEAR(made);
     return made;
 }

@@ -9,7 +9,9 @@ the zygote taken once, after preloading, whose loop does one thing: receive an o
 clone, answer. Its Python loop wrote ~340 pages a clone (each one a copy, ~3 µs): so once
 its first clone showed that the namespaces' setup works, the loop is C (_forkloop.c), which
 writes its stack and a buffer (~12 pages), and hands back to Python only what it does not
-take (:class:`_NativeLoop`). The rest of the image stays shared and mapped huge, and the
+take (:class:`_NativeLoop`). Its clones also take, in C, the steps of their own that are system calls only (their
+session, the host's mounts made read-only, the bounding set emptied, the static Landlock rules: the ``prelude`` of
+``confine.native_prelude``) before Python runs in them. The rest of the image stays shared and mapped huge, and the
 zygote serves requests while a clone is under way. What need not happen here does not: the zygote, whose pages stay its
 own, makes each worker's cgroups (the clone waits for them on a socket the answer hands
 over: ``confine.release_worker``). The old copy of a page the forker writes after a clone is
@@ -40,7 +42,7 @@ from .request import WorkerSpec
 from .worker import serve as serve_worker
 
 #: The ``serve()`` this module calls (_forkloop.c's ``INTERFACE``): a build left from another checkout is not used.
-_FORKLOOP_INTERFACE = 3
+_FORKLOOP_INTERFACE = 4
 try:
     from . import _forkloop  # type: ignore[attr-defined]  # a C extension (_forkloop.c), no stub
     _NOT_BUILT = "" if getattr(_forkloop, "INTERFACE", None) == _FORKLOOP_INTERFACE else (
@@ -295,6 +297,9 @@ class _NativeLoop:
     uid: int
     gid: int
     zygote: int
+    prelude: tuple[int, int, int, bytes, tuple[tuple[bytes, int], ...], int]
+    """What each clone does before it returns to Python (confine.native_prelude); held here while the loop runs,
+    which reads its paths in place."""
 
     @classmethod
     def start(cls, spec: WorkerSpec, order: commands.Fork) -> _NativeLoop | None:
@@ -309,18 +314,19 @@ class _NativeLoop:
         template = fstemplate.for_run(spec.policy, spec.readable, (run_dir.workdir, run_dir.tmpdir))
         return cls(flags=namespaces_clone.clone_flags() | _sys.CLONE_PARENT, template=template,
                    tid_field=_sys.own_tid_field(), uid=os.geteuid(), gid=os.getegid(),
-                   zygote=namespaces_clone.host_pid("parent"))
+                   zygote=namespaces_clone.host_pid("parent"), prelude=confine.native_prelude(spec.policy))
 
     def serve(self, sock: socket.socket, spec: WorkerSpec) -> bytes | None:
         """Clone run orders in C until one needs Python: returns its packet, or None once the zygote is gone. In a
         new worker it becomes the worker and never returns."""
         ns, host = (self.template.namespace, self.template.host) if self.template else (-1, -1)
         answer = _forkloop.serve(sock.fileno(), self.flags, ns, host, self.tid_field, protocol.VERSION, self.zygote,
-                                 self.uid, self.gid)
+                                 self.uid, self.gid, self.prelude)
         if answer is None or answer[0] == "order":
             return answer and answer[1]
-        _, packet, priv, note, *mounts, cgroup_ns = answer
+        _, packet, priv, note, proc_mount, shm_mount, run_mount, cgroup_ns, read_only, bounding, ruleset = answer
         sock.close()
-        detail = namespaces_clone.detail_after_native_setup(tuple(mounts), cgroup_ns)
-        ns_status = confine.worker_in_namespaces(spec.policy, self.template, detail, note[1:].decode(errors="replace"))
-        serve_worker(seqpacket(priv), spec, _run_dir(_decode_order(packet)), ns_status)  # never returns
+        detail = namespaces_clone.detail_after_native_setup((proc_mount, shm_mount, run_mount), cgroup_ns)
+        ns_status = confine.worker_in_namespaces(spec.policy, self.template, detail, note[1:].decode(errors="replace"),
+                                                 confine.NativeStage(read_only, bounding, ruleset))
+        serve_worker(seqpacket(priv), spec, _run_dir(_decode_order(packet)), ns_status, became=True)  # never returns

@@ -55,12 +55,14 @@ _EMPTY_MAX_DEPTH = 32
 
 
 def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
-          ns_status: confine.LayerStatus | None) -> NoReturn:
+          ns_status: confine.LayerStatus | None, *, became: bool = False) -> NoReturn:
     """Entry of a forked worker; never returns. ``run_dir`` None: a session root.
-    ``ns_status``: the namespaces layer as ``confine.fork_worker`` entered it (None: not in the policy)."""
+    ``ns_status``: the namespaces layer as ``confine.fork_worker`` entered it (None: not in the policy).
+    ``became``: a clone of the forker's native loop, which took the steps of :func:`_become_worker` already."""
     status = 0
     try:
-        _become_worker(spec.zygote_pid)
+        if not became:
+            _become_worker(spec.zygote_pid)
         if run_dir is None:
             at_fork.restore()  # the forker's clone skipped them; the session's states are forks that run them
             spawn, fds = _receive_spawn(priv)

@@ -170,20 +170,25 @@ def _alive(pids: list[int], within_s: float) -> list[int]:
         time.sleep(0.05)
 
 
-def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
-    """_forkloop.serve driven directly, as a forker's loop is, by this process in the zygote's place: a run order is
-    answered with a ``Forked`` frame the zygote's typed decoder takes (its three fds), the worker is cloned as our
-    child (CLONE_PARENT), sets up its namespaces, waits for our note and returns to Python with it; an order of
-    another kind and a cut packet come back to Python as they were sent; EOF ends the loop."""
-    c_loop_expected()
-    from sandbox import commands, frames, protocol
-    from sandbox.confine import _sys, namespaces, namespaces_clone
+#: What a clone of the C loop reports of itself once its prelude is done: the prelude's answers, and what the kernel
+#: says of the process (its session, bounding set, the mount of "/", the ruleset fd's kind).
+_PRELUDE_SEEN = """
+import os
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+root = [line.split()[3].split(",") for line in open("/proc/self/mounts") if line.split()[1] == "/"][-1]
+seen["staged"] = {"read_only": read_only, "bounding": bounding, "session_leader": os.getsid(0) == os.getpid(),
+                  "bounding_set": status["CapBnd"].strip(), "root_read_only": "ro" in root,
+                  "ruleset": os.readlink(f"/proc/self/fd/{ruleset}") if ruleset >= 0 else ruleset}
+"""
+
+
+def _drive_the_c_loop(prelude: tuple, orders: list[bytes], after_clone: str = "") -> list[dict]:
+    """_forkloop.serve driven directly by this process in the zygote's place, with ``prelude``: each of ``orders``
+    sent in turn (a run order's clone released with a note, then reaped), then EOF. In the clone, ``after_clone``
+    runs (with ``seen`` and the answer's names) before it reports. Returns the forker's and the clone's reports."""
+    from sandbox import frames, protocol
+    from sandbox.confine import _sys, namespaces_clone
     from sandbox.inside import _forkloop
-    if not namespaces.probe()[0]:
-        pytest.skip("no user namespaces for this uid")
-    run_order = forker.ORDER_HEAD.pack(1, forker.ORDER_RUN) + frames.encode(
-        commands.Fork(id=1, path="/r", workdir="/r/work", tmpdir="/r/tmp"))
-    other_order = forker.ORDER_HEAD.pack(2, forker.ORDER_OTHER) + frames.encode(commands.Fork(id=2, session=True))
     zygote_end, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     report_r, report_w = os.pipe()
     pid = os.fork()
@@ -195,14 +200,15 @@ def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
             flags = namespaces_clone.clone_flags() | _sys.CLONE_PARENT  # our own network namespace too
             while True:
                 answer = _forkloop.serve(forker_end.fileno(), flags, -1, -1, _sys.own_tid_field(), protocol.VERSION,
-                                         os.getppid(), os.geteuid(), os.getegid())
+                                         os.getppid(), os.geteuid(), os.getegid(), prelude)
                 if answer is None:
                     break
                 if answer[0] == "child":
-                    _, packet, priv, note, *mounts, cgroup_ns = answer
+                    _, packet, priv, note, *mounts, cgroup_ns, read_only, bounding, ruleset = answer
                     seen = {"packet": packet.hex(), "note": note.hex(), "mounts": mounts, "cgroup_ns": cgroup_ns,
                             "pid": os.getpid(), "uid_map": open("/proc/self/uid_map").read().split(),
                             "hostname": socket.gethostname()}
+                    exec(_PRELUDE_SEEN + after_clone)
                     os.write(report_w, json.dumps({"child": seen}).encode() + b"\n")
                     break
                 os.write(report_w, json.dumps({"order": answer[1].hex()}).encode() + b"\n")
@@ -213,24 +219,112 @@ def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
     forker_end.close()
     os.close(report_w)
     try:
-        zygote_end.sendall(run_order)
-        header, fds = protocol.recv_packet(zygote_end, max_fds=3)
-        forked = frames.decode(frames.FORKER, header)
-        assert forked == frames.Forked(id=1, pid=forked.pid, awaits_cgroups=True) and len(fds) == 3, (forked, fds)
-        namespaces_clone.release(socket.socket(fileno=fds[2]), "the note", [])
-        assert os.waitpid(forked.pid, 0) == (forked.pid, 0)  # our child, as the zygote's workers are its own
-        os.close(fds[0])
-        os.close(fds[1])
-        zygote_end.sendall(other_order)
-        zygote_end.sendall(b"cut")
+        for order in orders:
+            zygote_end.sendall(order)
+            if order[forker.ORDER_HEAD.size - 1:forker.ORDER_HEAD.size] != bytes([forker.ORDER_RUN]):
+                continue
+            header, fds = protocol.recv_packet(zygote_end, max_fds=3)
+            forked = frames.decode(frames.FORKER, header)
+            assert forked == frames.Forked(id=forked.id, pid=forked.pid, awaits_cgroups=True) and len(fds) == 3, \
+                (forked, fds)
+            namespaces_clone.release(socket.socket(fileno=fds[2]), "the note", [])
+            assert os.waitpid(forked.pid, 0) == (forked.pid, 0)  # our child, as the zygote's workers are its own
+            os.close(fds[0])
+            os.close(fds[1])
     finally:
         zygote_end.close()  # EOF: the loop returns None
     with os.fdopen(report_r) as fh:
         reports = [json.loads(line) for line in fh]
     assert os.waitpid(pid, 0)[1] == 0, reports
+    assert not any("error" in report for report in reports), reports
+    return reports
+
+
+def _run_order(order_id: int) -> bytes:
+    from sandbox import commands, frames
+    return forker.ORDER_HEAD.pack(order_id, forker.ORDER_RUN) + frames.encode(
+        commands.Fork(id=order_id, path="/r", workdir="/r/work", tmpdir="/r/tmp"))
+
+
+def _user_namespaces_or_skip() -> None:
+    from sandbox.confine import namespaces
+    c_loop_expected()
+    if not namespaces.probe()[0]:
+        pytest.skip("no user namespaces for this uid")
+
+
+def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
+    """_forkloop.serve driven directly, as a forker's loop is, by this process in the zygote's place: a run order is
+    answered with a ``Forked`` frame the zygote's typed decoder takes (its three fds), the worker is cloned as our
+    child (CLONE_PARENT), sets up its namespaces, waits for our note, takes its prelude's steps (its own session,
+    the host's mounts read-only, an empty bounding set, the static rules' Landlock ruleset) and returns to Python
+    with it all; an order of another kind and a cut packet come back to Python as they were sent; EOF ends the
+    loop."""
+    _user_namespaces_or_skip()
+    from sandbox import commands, confine, frames
+    from sandbox.confine import landlock
+    from sandbox.policy import Policy
+    run_order = _run_order(1)
+    other_order = forker.ORDER_HEAD.pack(2, forker.ORDER_OTHER) + frames.encode(commands.Fork(id=2, session=True))
+    reports = _drive_the_c_loop(confine.native_prelude(Policy.load("default")), [run_order, other_order, b"cut"])
     child = next(report["child"] for report in reports if "child" in report)
+    staged = child.pop("staged")
     assert child == {"packet": run_order.hex(), "note": b".the note".hex(), "mounts": child["mounts"],
                      "cgroup_ns": 0, "pid": 1, "uid_map": [str(os.geteuid()), str(os.geteuid()), "1"],
                      "hostname": "sandbox"}, child
     assert all(err in (0, -1) for err in child["mounts"]), child  # made, or no such dir here
+    assert staged == {"read_only": 0, "bounding": 0, "session_leader": True, "bounding_set": "0" * 16,
+                      "root_read_only": True,
+                      "ruleset": "anon_inode:[landlock-ruleset]" if landlock.abi_version() >= 1 else -1}, staged
     assert [r["order"] for r in reports if "order" in r] == [other_order.hex(), b"cut".hex()], reports
+
+
+#: In the clone: the steps of worker_fork._stage_before_request, given what the prelude did; whether Python built the
+#: ruleset the prelude could not, and took the bounding set's drop as done.
+_PYTHON_TAKES_WHAT_IS_LEFT = """
+from sandbox import confine
+from sandbox.confine import caps, landlock, worker_fork
+from sandbox.policy import Policy
+worker_fork._stage_before_request(Policy.load("default"), confine.NativeStage(read_only, bounding, ruleset))
+built = landlock._prebuilt.get("fd", -1)
+seen["python"] = {"staged_caps": caps._staged, "ruleset": os.readlink(f"/proc/self/fd/{built}") if built >= 0 else -1}
+"""
+
+
+def test_what_the_prelude_cannot_do_python_does() -> None:
+    """A prelude whose ruleset the kernel refuses (no access handled: ENOMSG) answers -1 for it and still takes its
+    other steps; a rule whose path does not exist is skipped, as Python skips it. Python then builds the ruleset
+    itself (landlock.prebuild) and takes the bounding set's drop as done."""
+    _user_namespaces_or_skip()
+    from sandbox import confine
+    from sandbox.confine import landlock
+    from sandbox.policy import Policy
+    if landlock.abi_version() < 1:
+        pytest.skip("no Landlock here: there is no ruleset to build")
+    securebits, last_cap, setpcap, attr, rules, file_rights = confine.native_prelude(Policy.load("default"))
+    refused = (securebits, last_cap, setpcap, bytes(len(attr)), rules, file_rights)
+    reports = _drive_the_c_loop(refused, [_run_order(1)], after_clone=_PYTHON_TAKES_WHAT_IS_LEFT)
+    child = next(report["child"] for report in reports if "child" in report)
+    assert child["staged"]["ruleset"] == -1 and child["staged"]["bounding_set"] == "0" * 16, child
+    assert child["staged"]["read_only"] == 0 and child["staged"]["root_read_only"], child
+    assert child["python"] == {"staged_caps": [True], "ruleset": "anon_inode:[landlock-ruleset]"}, child
+    missing = (securebits, last_cap, setpcap, attr, ((b"/no/such/path", 1), *rules), file_rights)
+    child = next(r["child"] for r in _drive_the_c_loop(missing, [_run_order(1)]) if "child" in r)
+    assert child["staged"]["ruleset"] == "anon_inode:[landlock-ruleset]", child
+
+
+@pytest.mark.parametrize(("prelude", "error"), [
+    ((0x2F, 40, 8, b"", ((b"/a\0b", 1),), 0), "a rule's path holds a NUL byte"),
+    ((0x2F, 40, 8, b"", ((b"/", 1),) * 257, 0), "a prelude of 257 rules (at most 256)"),
+    ((0x2F, 40, 8, bytes(65), (), 0), "a ruleset attribute of 65 bytes (at most 64)"),
+    ((0x2F, 40, 64, b"", (), 0), "CAP_SETPCAP numbered 64 (capget reports 0-63)"),
+    ((0x2F, 40, 8, b"", [(b"/", 1)], 0), "must be tuple"),
+    ((0x2F, 40, 8, b"", (("/", 1),), 0), "a bytes-like object is required"),
+])
+def test_a_prelude_that_does_not_fit_is_refused_before_any_clone(prelude: tuple, error: str) -> None:
+    c_loop_expected()
+    from sandbox import protocol
+    from sandbox.inside import _forkloop
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs, pytest.raises((ValueError, TypeError), match=error.replace("(", r"\(").replace(")", r"\)")):
+        _forkloop.serve(theirs.fileno(), 0, -1, -1, 0, protocol.VERSION, os.getpid(), 0, 0, prelude)
