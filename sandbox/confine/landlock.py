@@ -139,6 +139,8 @@ def rules_for(policy: Policy, ctx: Any) -> list[tuple[str, int]]:
 
 
 _prebuilt: dict[str, int] = {}
+#: The ``ConfineContext.readable`` paths whose rules the prebuilt ruleset holds already (:func:`prebuilt_natively`).
+_prebuilt_readable: list[str] = []
 
 
 def _static_rules(policy: Policy, private_shm: bool = True, in_view: bool = False) -> list[tuple[str, int]]:
@@ -150,11 +152,11 @@ def _static_rules(policy: Policy, private_shm: bool = True, in_view: bool = Fals
     return rules + ([("/dev/shm", _READ | _WRITE)] if private_shm else []) + [(d, _DEVICE) for d in DEVICES]
 
 
-def _run_rules(policy: Policy, ctx: Any) -> list[tuple[str, int]]:
-    """Rules of this run: the image/interpreter paths and the run's own dirs."""
+def _run_rules(policy: Policy, ctx: Any, in_ruleset: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    """Rules of this run: the image/interpreter paths (but those ``in_ruleset`` already) and the run's own dirs."""
     ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
     writable = (ctx.workdir, ctx.tmpdir, *ctx.writable)  # in a filesystem view also /tmp: the run's private disk
-    return [(p, ro) for p in ctx.readable] + [(p, _READ | _WRITE) for p in writable]
+    return [(p, ro) for p in ctx.readable if p not in in_ruleset] + [(p, _READ | _WRITE) for p in writable]
 
 
 def prebuild(policy: Policy) -> None:
@@ -171,22 +173,27 @@ def prebuild(policy: Policy) -> None:
         _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
 
 
-def prebuild_plan(policy: Policy) -> tuple[bytes, tuple[tuple[bytes, int], ...], int]:
-    """What :func:`prebuild` does, for a clone of the forker's native loop to do it in C (inside/_forkloop.c): the
-    ruleset's attribute struct as ``landlock_create_ruleset`` takes it (b"": no ruleset on this kernel), each
-    static rule's path and rights (masked by the ABI), and the rights a rule on a file (not a directory) keeps."""
+def prebuild_plan(policy: Policy, readable: tuple[str, ...]) -> tuple[bytes, tuple[tuple[bytes, int], ...], int]:
+    """What :func:`prebuild` does, and the rules of ``readable`` (every run's ``ConfineContext.readable``), for a
+    clone of the forker's native loop to do it in C (inside/_forkloop.c): the ruleset's attribute struct as
+    ``landlock_create_ruleset`` takes it (b"": no ruleset on this kernel), each rule's path and rights (masked by
+    the ABI), and the rights a rule on a file (not a directory) keeps."""
     abi = abi_version()
     if abi < 1:
         return b"", (), 0
     fs, net, scope = handled(abi)
-    rules = tuple((path.encode(), rights & fs) for path, rights in _static_rules(policy, in_view=True))
-    return bytes(_RulesetAttr(fs, net, scope))[:_ruleset_attr_size(abi)], rules, _FILE_RIGHTS
+    ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
+    rules = [*_static_rules(policy, in_view=True), *((path, ro) for path in readable)]
+    return (bytes(_RulesetAttr(fs, net, scope))[:_ruleset_attr_size(abi)],
+            tuple((path.encode(), rights & fs) for path, rights in rules), _FILE_RIGHTS)
 
 
-def prebuilt_natively(policy: Policy, ruleset: int) -> None:
-    """Take the ruleset of the static rules that the native loop's clone built (what :func:`prebuild` builds)."""
+def prebuilt_natively(policy: Policy, ruleset: int, readable: tuple[str, ...]) -> None:
+    """Take the ruleset that the native loop's clone built: the static rules (what :func:`prebuild` builds) and
+    those of ``readable``, which :func:`apply` then does not add again."""
     _prebuilt["fd"] = ruleset
     _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
+    _prebuilt_readable[:] = readable
 
 
 def apply(policy: Policy, ctx: Any) -> None:
@@ -195,14 +202,16 @@ def apply(policy: Policy, ctx: Any) -> None:
     if abi < 1:
         raise _sys.SyscallError("landlock_create_ruleset", 38, FIX)
     ruleset = _prebuilt.pop("fd", None)  # prebuilt in a worker with namespaces, for its own root and /dev/shm
+    in_ruleset = tuple(_prebuilt_readable)
+    _prebuilt_readable.clear()
     private_shm, in_view = getattr(ctx, "private_shm", False), fsview.entered()
     if ruleset is None or _prebuilt.pop("exec") != int(policy.confinement.allow_subprocess) or not private_shm \
             or not in_view:
         if ruleset is not None:
             os.close(ruleset)
-        ruleset = _new_ruleset(abi, _static_rules(policy, private_shm, in_view))
+        ruleset, in_ruleset = _new_ruleset(abi, _static_rules(policy, private_shm, in_view)), ()
     try:
-        _add_paths(ruleset, _run_rules(policy, ctx), handled(abi)[0])
+        _add_paths(ruleset, _run_rules(policy, ctx, in_ruleset), handled(abi)[0])
         _sys.syscall("landlock_restrict_self", ruleset, restrict_flags(abi), hint="is no_new_privs set?")
     finally:
         os.close(ruleset)

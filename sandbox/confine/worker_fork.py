@@ -72,19 +72,22 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
 class NativeStage:
     """What the native loop's clone did of :func:`_stage_before_request` (inside/_forkloop.c, ``prelude``): for
     making the host's mounts read-only and emptying the bounding set, 0 (done) or the errno that stopped it; the fd
-    of the static rules' Landlock ruleset, or -1 (not built)."""
+    of the Landlock ruleset of the static rules and those of ``readable``, or -1 (not built)."""
 
     read_only: int
     bounding: int
     ruleset: int
+    readable: tuple[str, ...]
 
 
-def native_prelude(policy: Policy) -> tuple[int, int, int, bytes, tuple[tuple[bytes, int], ...], int]:
+def native_prelude(policy: Policy, readable: tuple[str, ...]) -> tuple[int, int, int, bytes,
+                                                                        tuple[tuple[bytes, int], ...], int]:
     """The plan of the steps a clone of the forker's native loop takes before it returns to Python (its
-    ``prelude`` argument): the bounding set's drop (caps.py) and, under Landlock, its static rules (landlock.py)."""
+    ``prelude`` argument): the bounding set's drop (caps.py) and, under Landlock, its static rules and those of
+    ``readable``, every run's ``ConfineContext.readable`` (landlock.py)."""
     securebits, last_cap, setpcap = caps.bounding_drop_plan()
-    attr, rules, file_rights = landlock.prebuild_plan(policy) if "landlock" in policy.confinement.layers \
-        else (b"", (), 0)
+    attr, rules, file_rights = landlock.prebuild_plan(policy, readable) \
+        if "landlock" in policy.confinement.layers else (b"", (), 0)
     return securebits, last_cap, setpcap, attr, rules, file_rights
 
 
@@ -157,7 +160,7 @@ def _stage_before_request(policy: Policy, staged: NativeStage | None = None) -> 
             caps.staged_natively()
         if "landlock" in policy.confinement.layers:
             if staged is not None and staged.ruleset >= 0:
-                landlock.prebuilt_natively(policy, staged.ruleset)
+                landlock.prebuilt_natively(policy, staged.ruleset, staged.readable)
             else:
                 landlock.prebuild(policy)
         if staged is None:

@@ -63,8 +63,8 @@ typedef struct {
 
 /* The steps of a worker's prelude(), as Python planned them (worker_fork.native_prelude): the securebits to lock
  * and the capabilities to drop from the bounding set (caps.drop_bounding_set_early), and the Landlock ruleset of
- * the static rules (landlock.prebuild): its attribute struct (none: no ruleset) and each rule's path and rights,
- * a file's rights masked by file_rights. The paths point into the bytes objects of the plan, which forker.py holds
+ * the static rules and every run's readable paths (landlock.prebuild_plan): its attribute struct (none: no
+ * ruleset) and each rule's path and rights, a file's rights masked by file_rights. The paths point into the bytes objects of the plan, which forker.py holds
  * while serve() runs; the child only reads them. */
 typedef struct {
     unsigned long securebits;
@@ -286,8 +286,8 @@ static int drop_bounding_set(const Prelude *plan) {
     return 0;
 }
 
-/* landlock.prebuild: a ruleset holding the static rules (a path that does not exist is skipped); -1 if any call
- * fails, and Python builds it. */
+/* landlock.prebuild (and the rules of the readable paths): a ruleset holding the plan's rules (a path that does not
+ * exist is skipped); -1 if any call fails, and Python builds it. */
 static int static_ruleset(const Prelude *plan) {
     int ruleset = (int)syscall(NR_LANDLOCK_CREATE_RULESET, plan->ruleset_attr, (size_t)plan->ruleset_attr_size, 0);
     if (ruleset < 0)
@@ -465,7 +465,7 @@ static PyMethodDef methods[] = {
      "Returns None once the zygote is gone; ('order', packet) for an order Python must take (then call again);\n"
      "in a new worker, its namespaces set up: ('child', packet, private_socket_fd, note, proc, shm, run,\n"
      "cgroup_ns, read_only, bounding, ruleset) (each mount 0, -1 for no such dir, or its errno; cgroup_ns,\n"
-     "read_only, bounding: the step's errno or 0; ruleset: the static rules' ruleset fd, or -1)."},
+     "read_only, bounding: the step's errno or 0; ruleset: the fd of the plan's ruleset, or -1)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -314,7 +314,7 @@ class _NativeLoop:
         template = fstemplate.for_run(spec.policy, spec.readable, (run_dir.workdir, run_dir.tmpdir))
         return cls(flags=namespaces_clone.clone_flags() | _sys.CLONE_PARENT, template=template,
                    tid_field=_sys.own_tid_field(), uid=os.geteuid(), gid=os.getegid(),
-                   zygote=namespaces_clone.host_pid("parent"), prelude=confine.native_prelude(spec.policy))
+                   zygote=namespaces_clone.host_pid("parent"), prelude=confine.native_prelude(spec.policy, spec.readable))
 
     def serve(self, sock: socket.socket, spec: WorkerSpec) -> bytes | None:
         """Clone run orders in C until one needs Python: returns its packet, or None once the zygote is gone. In a
@@ -328,5 +328,5 @@ class _NativeLoop:
         sock.close()
         detail = namespaces_clone.detail_after_native_setup((proc_mount, shm_mount, run_mount), cgroup_ns)
         ns_status = confine.worker_in_namespaces(spec.policy, self.template, detail, note[1:].decode(errors="replace"),
-                                                 confine.NativeStage(read_only, bounding, ruleset))
+                                                 confine.NativeStage(read_only, bounding, ruleset, spec.readable))
         serve_worker(seqpacket(priv), spec, _run_dir(_decode_order(packet)), ns_status, became=True)  # never returns

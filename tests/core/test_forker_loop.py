@@ -266,7 +266,8 @@ def test_the_c_loop_speaks_the_zygotes_protocol() -> None:
     from sandbox.policy import Policy
     run_order = _run_order(1)
     other_order = forker.ORDER_HEAD.pack(2, forker.ORDER_OTHER) + frames.encode(commands.Fork(id=2, session=True))
-    reports = _drive_the_c_loop(confine.native_prelude(Policy.load("default")), [run_order, other_order, b"cut"])
+    prelude = confine.native_prelude(Policy.load("default"), confine.readable_paths())
+    reports = _drive_the_c_loop(prelude, [run_order, other_order, b"cut"])
     child = next(report["child"] for report in reports if "child" in report)
     staged = child.pop("staged")
     assert child == {"packet": run_order.hex(), "note": b".the note".hex(), "mounts": child["mounts"],
@@ -285,7 +286,8 @@ _PYTHON_TAKES_WHAT_IS_LEFT = """
 from sandbox import confine
 from sandbox.confine import caps, landlock, worker_fork
 from sandbox.policy import Policy
-worker_fork._stage_before_request(Policy.load("default"), confine.NativeStage(read_only, bounding, ruleset))
+worker_fork._stage_before_request(Policy.load("default"),
+                                  confine.NativeStage(read_only, bounding, ruleset, confine.readable_paths()))
 built = landlock._prebuilt.get("fd", -1)
 seen["python"] = {"staged_caps": caps._staged, "ruleset": os.readlink(f"/proc/self/fd/{built}") if built >= 0 else -1}
 """
@@ -301,7 +303,8 @@ def test_what_the_prelude_cannot_do_python_does() -> None:
     from sandbox.policy import Policy
     if landlock.abi_version() < 1:
         pytest.skip("no Landlock here: there is no ruleset to build")
-    securebits, last_cap, setpcap, attr, rules, file_rights = confine.native_prelude(Policy.load("default"))
+    prelude = confine.native_prelude(Policy.load("default"), confine.readable_paths())
+    securebits, last_cap, setpcap, attr, rules, file_rights = prelude
     refused = (securebits, last_cap, setpcap, bytes(len(attr)), rules, file_rights)
     reports = _drive_the_c_loop(refused, [_run_order(1)], after_clone=_PYTHON_TAKES_WHAT_IS_LEFT)
     child = next(report["child"] for report in reports if "child" in report)
