@@ -42,7 +42,6 @@
 #define MOUNT_ATTR_RDONLY_ 0x1
 #define AT_RECURSIVE_ 0x8000
 #define CAP_V3 0x20080522
-#define MAX_RULES 256
 #define MAX_RULESET_ATTR 64
 
 #define ORDER_HEAD 9          /* forker.ORDER_HEAD: "<QB", the order's id and its kind */
@@ -71,9 +70,9 @@ typedef struct {
     int last_cap, setpcap;
     const char *ruleset_attr;
     Py_ssize_t ruleset_attr_size;
-    int rules;
-    const char *paths[MAX_RULES];
-    unsigned long long rights[MAX_RULES];
+    Py_ssize_t rules;
+    const char **paths;
+    unsigned long long *rights;
     unsigned long long file_rights;
 } Prelude;
 
@@ -296,7 +295,7 @@ static int static_ruleset(const Prelude *plan) {
         uint64_t allowed_access;
         int32_t parent_fd;
     } rule;
-    for (int i = 0; i < plan->rules; i++) {
+    for (Py_ssize_t i = 0; i < plan->rules; i++) {
         int fd = open(plan->paths[i], O_PATH | O_CLOEXEC);
         if (fd < 0)
             continue;
@@ -384,17 +383,13 @@ static int fork_one(const Loop *loop, const Prelude *plan, uint64_t id, int *chi
     return sent == 0 ? 1 : -1;
 }
 
-/* The plan's tuple (securebits, last_cap, setpcap, ruleset_attr, ((path, rights), ...), file_rights) into `plan`. */
+/* The plan's tuple (securebits, last_cap, setpcap, ruleset_attr, ((path, rights), ...), file_rights) into `plan`,
+ * whose arrays free_plan() frees. */
 static int read_plan(PyObject *tuple, Prelude *plan) {
     PyObject *rules;
     if (!PyArg_ParseTuple(tuple, "kiiy#O!K:prelude", &plan->securebits, &plan->last_cap, &plan->setpcap,
                           &plan->ruleset_attr, &plan->ruleset_attr_size, &PyTuple_Type, &rules, &plan->file_rights))
         return -1;
-    Py_ssize_t count = PyTuple_GET_SIZE(rules);
-    if (count > MAX_RULES) {
-        PyErr_Format(PyExc_ValueError, "a prelude of %zd rules (at most %d)", count, MAX_RULES);
-        return -1;
-    }
     if (plan->ruleset_attr_size > MAX_RULESET_ATTR) {
         PyErr_Format(PyExc_ValueError, "a ruleset attribute of %zd bytes (at most %d)", plan->ruleset_attr_size,
                      MAX_RULESET_ATTR);
@@ -404,7 +399,14 @@ static int read_plan(PyObject *tuple, Prelude *plan) {
         PyErr_Format(PyExc_ValueError, "CAP_SETPCAP numbered %d (capget reports 0-63)", plan->setpcap);
         return -1;
     }
-    for (Py_ssize_t i = 0; i < count; i++) {
+    plan->rules = PyTuple_GET_SIZE(rules);
+    plan->paths = PyMem_RawCalloc((size_t)plan->rules + 1, sizeof(*plan->paths));
+    plan->rights = PyMem_RawCalloc((size_t)plan->rules + 1, sizeof(*plan->rights));
+    if (!plan->paths || !plan->rights) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < plan->rules; i++) {
         Py_ssize_t length;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(rules, i), "y#K:rule", &plan->paths[i], &length, &plan->rights[i]))
             return -1;
@@ -413,25 +415,21 @@ static int read_plan(PyObject *tuple, Prelude *plan) {
             return -1;
         }
     }
-    plan->rules = (int)count;
     return 0;
 }
 
-static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
-    Loop loop;
-    unsigned long long tid_field;
-    PyObject *plan_tuple;
-    static Prelude plan;
-    if (!PyArg_ParseTuple(args, "ikiiKilIIO!:serve", &loop.sock, &loop.flags, &loop.template_ns, &loop.host_ns,
-                          &tid_field, &loop.version, &loop.zygote, &loop.uid, &loop.gid, &PyTuple_Type, &plan_tuple) ||
-        read_plan(plan_tuple, &plan) < 0)
-        return NULL;
-    loop.tid_field = (void *)(uintptr_t)tid_field;
+static void free_plan(Prelude *plan) {
+    PyMem_RawFree(plan->paths);
+    PyMem_RawFree(plan->rights);
+}
+
+/* serve()'s loop, its arguments read. */
+static PyObject *answer_orders(const Loop *loop, const Prelude *plan) {
     static char packet[MAX_PACKET];
     for (;;) {
         struct iovec iov = {.iov_base = packet, .iov_len = sizeof(packet)};
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-        ssize_t got = recvmsg(loop.sock, &msg, MSG_CMSG_CLOEXEC);
+        ssize_t got = recvmsg(loop->sock, &msg, MSG_CMSG_CLOEXEC);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
@@ -444,7 +442,7 @@ static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
         int child;
         Setup setup;
         Staged staged;
-        int done = fork_one(&loop, &plan, id, &child, &setup, &staged);
+        int done = fork_one(loop, plan, id, &child, &setup, &staged);
         if (done == 2)
             return Py_BuildValue("(sy#iy#iiiiiii)", "child", packet, (Py_ssize_t)got, child, setup.note,
                                  setup.note_len, setup.proc, setup.shm, setup.run, setup.cgroup_ns, staged.read_only,
@@ -454,6 +452,20 @@ static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
         if (done < 0)
             Py_RETURN_NONE;
     }
+}
+
+static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
+    Loop loop;
+    unsigned long long tid_field;
+    PyObject *plan_tuple;
+    if (!PyArg_ParseTuple(args, "ikiiKilIIO!:serve", &loop.sock, &loop.flags, &loop.template_ns, &loop.host_ns,
+                          &tid_field, &loop.version, &loop.zygote, &loop.uid, &loop.gid, &PyTuple_Type, &plan_tuple))
+        return NULL;
+    loop.tid_field = (void *)(uintptr_t)tid_field;
+    Prelude plan = {0};
+    PyObject *answer = read_plan(plan_tuple, &plan) == 0 ? answer_orders(&loop, &plan) : NULL;
+    free_plan(&plan);
+    return answer;
 }
 
 static PyMethodDef methods[] = {

@@ -295,8 +295,8 @@ seen["python"] = {"staged_caps": caps._staged, "ruleset": os.readlink(f"/proc/se
 
 def test_what_the_prelude_cannot_do_python_does() -> None:
     """A prelude whose ruleset the kernel refuses (no access handled: ENOMSG) answers -1 for it and still takes its
-    other steps; a rule whose path does not exist is skipped, as Python skips it. Python then builds the ruleset
-    itself (landlock.prebuild) and takes the bounding set's drop as done."""
+    other steps; Python then builds the ruleset itself (landlock.prebuild) and takes the bounding set's drop as
+    done. A rule whose path does not exist is skipped, as Python skips it, however many rules there are."""
     _user_namespaces_or_skip()
     from sandbox import confine
     from sandbox.confine import landlock
@@ -311,14 +311,13 @@ def test_what_the_prelude_cannot_do_python_does() -> None:
     assert child["staged"]["ruleset"] == -1 and child["staged"]["bounding_set"] == "0" * 16, child
     assert child["staged"]["read_only"] == 0 and child["staged"]["root_read_only"], child
     assert child["python"] == {"staged_caps": [True], "ruleset": "anon_inode:[landlock-ruleset]"}, child
-    missing = (securebits, last_cap, setpcap, attr, ((b"/no/such/path", 1), *rules), file_rights)
+    missing = (securebits, last_cap, setpcap, attr, ((b"/no/such/path", 1),) * 300 + rules, file_rights)
     child = next(r["child"] for r in _drive_the_c_loop(missing, [_run_order(1)]) if "child" in r)
     assert child["staged"]["ruleset"] == "anon_inode:[landlock-ruleset]", child
 
 
 @pytest.mark.parametrize(("prelude", "error"), [
     ((0x2F, 40, 8, b"", ((b"/a\0b", 1),), 0), "a rule's path holds a NUL byte"),
-    ((0x2F, 40, 8, b"", ((b"/", 1),) * 257, 0), "a prelude of 257 rules (at most 256)"),
     ((0x2F, 40, 8, bytes(65), (), 0), "a ruleset attribute of 65 bytes (at most 64)"),
     ((0x2F, 40, 64, b"", (), 0), "CAP_SETPCAP numbered 64 (capget reports 0-63)"),
     ((0x2F, 40, 8, b"", [(b"/", 1)], 0), "must be tuple"),
