@@ -24,7 +24,8 @@ def _forker_line(system: dict[str, Any]) -> str:
     """Whether forkers clone in C (inside/_forkloop.c) or, where it was not built, in Python."""
     missing = system.get("forker_loop_not_built")
     if not missing:
-        return "forker: clones workers in C (sandbox/inside/_forkloop.c: no Python runs between two clones)"
+        return ("forker: clones workers in C (sandbox/inside/_forkloop.c: no Python runs between two clones, and each "
+                "clone's system calls that need no request are C too)")
     return (f"forker: clones workers in Python (~0.7 ms more CPU a run here): its C loop was not built for this "
             f"interpreter ({missing}); fix: reinstall with a C compiler and the Python headers "
             "(e.g. apt-get install gcc python3-dev, then pip install -e .)")
