@@ -151,18 +151,18 @@ def _stage_before_request(policy: Policy, staged: NativeStage | None = None) -> 
     and pays ctypes' first-call costs. What the native loop's clone did (``staged``) is not done again; what it
     could not do is done here. Failures are left for apply_all to report.
     """
+    if staged is not None:  # taken first: a step that fails below must not leave them unknown (the ruleset's fd open)
+        if not staged.bounding:
+            caps.staged_natively()
+        if staged.ruleset >= 0:
+            landlock.prebuilt_natively(policy, staged.ruleset, staged.readable)
     try:
         if staged is None or staged.read_only:
             namespaces.make_host_read_only_early()
         if staged is None or staged.bounding:
             caps.drop_bounding_set_early()
-        else:
-            caps.staged_natively()
-        if "landlock" in policy.confinement.layers:
-            if staged is not None and staged.ruleset >= 0:
-                landlock.prebuilt_natively(policy, staged.ruleset, staged.readable)
-            else:
-                landlock.prebuild(policy)
+        if "landlock" in policy.confinement.layers and (staged is None or staged.ruleset < 0):
+            landlock.prebuild(policy)
         if staged is None:
             no_new_privs.probe()
     except Exception:  # noqa: BLE001 - in a fresh child: nothing may unwind into the zygote's code
