@@ -43,7 +43,7 @@ from ..errors import SandboxUnavailable
 from . import (caps, cgroup, cpushare, disk, fstemplate, fsview, landlock, memcg, namespaces,
                namespaces_clone, netns, no_new_privs, rlimits, seccomp, signal_scope, state_scope)
 from .context import ConfineContext, LayerStatus
-from .worker_fork import NativeStage, fork_worker, native_prelude, release_worker, worker_in_namespaces
+from .worker_fork import NativeStage, Prelude, fork_worker, native_prelude, release_worker, worker_in_namespaces
 
 #: Layer name -> module; every module has probe(), describe(policy), apply(policy, ctx).
 MODULES = {"rlimits": rlimits, "no_new_privs": no_new_privs, "namespaces": namespaces,
@@ -294,6 +294,6 @@ def describe_all(policy: Policy) -> dict[str, str]:
     return {name: module(name).describe(policy) for name in ORDER}
 
 
-__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "NativeStage", "ORDER", "PARTS", "apply_all",
-           "describe_all", "fork_worker", "land_in", "module", "native_prelude", "prepare_in_zygote", "private_dev_shm",
-           "probe_all", "readable_paths", "release_worker", "run_context", "worker_in_namespaces"]
+__all__ = ["ConfineContext", "FIXES", "LayerStatus", "MODULES", "NativeStage", "ORDER", "PARTS", "Prelude",
+           "apply_all", "describe_all", "fork_worker", "land_in", "module", "native_prelude", "prepare_in_zygote",
+           "private_dev_shm", "probe_all", "readable_paths", "release_worker", "run_context", "worker_in_namespaces"]

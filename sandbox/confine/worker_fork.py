@@ -68,6 +68,10 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     return 0, worker_in_namespaces(policy, template, detail, note)
 
 
+#: The plan of a native clone's prelude, as inside/_forkloop.c's ``serve`` takes it (:func:`native_prelude`).
+Prelude = tuple[int, int, int, bytes, tuple[tuple[bytes, int], ...], int]
+
+
 @record
 class NativeStage:
     """What the native loop's clone did of :func:`_stage_before_request` (inside/_forkloop.c, ``prelude``): for
@@ -80,8 +84,7 @@ class NativeStage:
     readable: tuple[str, ...]
 
 
-def native_prelude(policy: Policy, readable: tuple[str, ...]) -> tuple[int, int, int, bytes,
-                                                                        tuple[tuple[bytes, int], ...], int]:
+def native_prelude(policy: Policy, readable: tuple[str, ...]) -> Prelude:
     """The plan of the steps a clone of the forker's native loop takes before it returns to Python (its
     ``prelude`` argument): the bounding set's drop (caps.py) and, under Landlock, its static rules and those of
     ``readable``, every run's ``ConfineContext.readable`` (landlock.py)."""

@@ -63,8 +63,8 @@ typedef struct {
 /* The steps of a worker's prelude(), as Python planned them (worker_fork.native_prelude): the securebits to lock
  * and the capabilities to drop from the bounding set (caps.drop_bounding_set_early), and the Landlock ruleset of
  * the static rules and every run's readable paths (landlock.prebuild_plan): its attribute struct (none: no
- * ruleset) and each rule's path and rights, a file's rights masked by file_rights. The paths point into the bytes objects of the plan, which forker.py holds
- * while serve() runs; the child only reads them. */
+ * ruleset) and each rule's path and rights, a file's rights masked by file_rights. The paths point into the bytes
+ * objects of the plan, which forker.py holds while serve() runs; the child only reads them. */
 typedef struct {
     unsigned long securebits;
     int last_cap, setpcap;

@@ -297,7 +297,7 @@ class _NativeLoop:
     uid: int
     gid: int
     zygote: int
-    prelude: tuple[int, int, int, bytes, tuple[tuple[bytes, int], ...], int]
+    prelude: confine.Prelude
     """What each clone does before it returns to Python (confine.native_prelude); held here while the loop runs,
     which reads its paths in place."""
 
@@ -314,7 +314,8 @@ class _NativeLoop:
         template = fstemplate.for_run(spec.policy, spec.readable, (run_dir.workdir, run_dir.tmpdir))
         return cls(flags=namespaces_clone.clone_flags() | _sys.CLONE_PARENT, template=template,
                    tid_field=_sys.own_tid_field(), uid=os.geteuid(), gid=os.getegid(),
-                   zygote=namespaces_clone.host_pid("parent"), prelude=confine.native_prelude(spec.policy, spec.readable))
+                   zygote=namespaces_clone.host_pid("parent"),
+                   prelude=confine.native_prelude(spec.policy, spec.readable))
 
     def serve(self, sock: socket.socket, spec: WorkerSpec) -> bytes | None:
         """Clone run orders in C until one needs Python: returns its packet, or None once the zygote is gone. In a
