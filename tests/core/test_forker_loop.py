@@ -322,6 +322,7 @@ def test_what_the_prelude_cannot_do_python_does() -> None:
     ((0x2F, 40, 64, b"", (), 0), "CAP_SETPCAP numbered 64 (capget reports 0-63)"),
     ((0x2F, 40, 8, b"", [(b"/", 1)], 0), "must be tuple"),
     ((0x2F, 40, 8, b"", (("/", 1),), 0), "a bytes-like object is required"),
+    ((0x2F, 40, 8, b"", ([b"/", 1],), 0), "a rule must be a (path, rights) tuple, not list"),
 ])
 def test_a_prelude_that_does_not_fit_is_refused_before_any_clone(prelude: tuple, error: str) -> None:
     c_loop_expected()
