@@ -143,10 +143,15 @@ _prebuilt: dict[str, int] = {}
 _prebuilt_readable: list[str] = []
 
 
+def _read_only_rights(policy: Policy) -> int:
+    """What a rule grants a path the run may read: read, and execute where the policy allows subprocesses."""
+    return _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
+
+
 def _static_rules(policy: Policy, private_shm: bool = True, in_view: bool = False) -> list[tuple[str, int]]:
     """Rules that do not depend on the run: system paths, policy paths, devices, a private ``/dev/shm``.
     ``in_view``: for a run in its own root (fsview.py), without the host paths it does not hold."""
-    ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
+    ro = _read_only_rights(policy)
     system = _SYSTEM_IN_VIEW if in_view else SYSTEM_READ_ONLY
     rules = [(p, ro) for p in (*policy.confinement.read_only_paths, *system)]
     return rules + ([("/dev/shm", _READ | _WRITE)] if private_shm else []) + [(d, _DEVICE) for d in DEVICES]
@@ -154,7 +159,7 @@ def _static_rules(policy: Policy, private_shm: bool = True, in_view: bool = Fals
 
 def _run_rules(policy: Policy, ctx: Any, in_ruleset: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     """Rules of this run: the image/interpreter paths (but those ``in_ruleset`` already) and the run's own dirs."""
-    ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
+    ro = _read_only_rights(policy)
     writable = (ctx.workdir, ctx.tmpdir, *ctx.writable)  # in a filesystem view also /tmp: the run's private disk
     return [(p, ro) for p in ctx.readable if p not in in_ruleset] + [(p, _READ | _WRITE) for p in writable]
 
@@ -182,7 +187,7 @@ def prebuild_plan(policy: Policy, readable: tuple[str, ...]) -> tuple[bytes, tup
     if abi < 1:
         return b"", (), 0
     fs, net, scope = handled(abi)
-    ro = _READ | (EXECUTE if policy.confinement.allow_subprocess else 0)
+    ro = _read_only_rights(policy)
     rules = [*_static_rules(policy, in_view=True), *((path, ro) for path in readable)]
     return (bytes(_RulesetAttr(fs, net, scope))[:_ruleset_attr_size(abi)],
             tuple((path.encode(), rights & fs) for path, rights in rules), _FILE_RIGHTS)
