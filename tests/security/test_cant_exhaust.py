@@ -246,9 +246,11 @@ def test_cant_drop_the_hosts_page_cache(sb):
     r = checked_run(sb, snippet(EVICT, fadvised=repr(paths[0]), paged=repr(paths[1])))
     blocked(r, "blocked dropping the host's cached pages", "blocked paging")
     assert r.stdout.count("blocked") == 2, r
-    for path in paths:  # without memory pressure nothing else drops them
+    for path in paths:
+        # Either advice drops every page of the file; the kernel's own reclaim, under a loaded machine's memory
+        # pressure, took 5 of 185 in one CI run. So a quarter of them gone is an attack, a few are reclaim.
         cached, pages = _cached_pages(path)
-        assert cached == pages, f"{pages - cached} of the {pages} cached pages of {path} were dropped"
+        assert cached > pages * 3 // 4, f"{pages - cached} of the {pages} cached pages of {path} were dropped"
 
 
 #: Epoll watches, as many as the kernel gives: it counts them per user (``fs.epoll.max_user_watches``, ~5.5 million
