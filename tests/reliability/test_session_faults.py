@@ -76,8 +76,8 @@ def test_every_state_killed_while_a_session_is_idle():
         spent = cpu_seconds([root]) - before
         assert spent < 0.5, f"the session root spent {spent:.2f} s of CPU in 1 s with no state left"
         started = time.monotonic()
-        r = s.run("print(x)", timeout=5)
-        assert time.monotonic() - started < 4, r
+        r = s.run("print(x)", timeout=30)
+        assert time.monotonic() - started < 15, r  # not its deadline: the loss is seen, on a loaded machine too
         assert r.outcome == Outcome.FAILED and "its state process is gone" in r.error, r
         with pytest.raises(sandbox.SandboxClosed, match=r"this session is closed \(the session cannot run: its state "
                                                         "process is gone"):
