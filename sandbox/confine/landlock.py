@@ -44,7 +44,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..policy import Policy
 from . import _sys, fsview
@@ -138,9 +138,18 @@ def rules_for(policy: Policy, ctx: Any) -> list[tuple[str, int]]:
     return _static_rules(policy, getattr(ctx, "private_shm", False)) + _run_rules(policy, ctx)
 
 
-_prebuilt: dict[str, int] = {}
-#: The ``ConfineContext.readable`` paths whose rules the prebuilt ruleset holds already (:func:`prebuilt_natively`).
-_prebuilt_readable: list[str] = []
+class _Prebuilt(NamedTuple):
+    """A ruleset built before the request, for :func:`apply`: its fd, whether its read-only rules grant execute
+    (the policy's ``allow_subprocess`` then), and the ``ConfineContext.readable`` paths whose rules it holds already
+    (:func:`prebuilt_natively`)."""
+
+    fd: int
+    executes: bool
+    readable: tuple[str, ...] = ()
+
+
+#: The ruleset :func:`prebuild` or :func:`prebuilt_natively` left for :func:`apply`, if any.
+_prebuilt: list[_Prebuilt] = []
 
 
 def _read_only_rights(policy: Policy) -> int:
@@ -173,9 +182,9 @@ def prebuild(policy: Policy) -> None:
     cannot, :func:`apply` starts a ruleset for the host tree instead.
     """
     abi = abi_version()
-    if abi >= 1 and "fd" not in _prebuilt:
-        _prebuilt["fd"] = _new_ruleset(abi, _static_rules(policy, in_view=True))
-        _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
+    if abi >= 1 and not _prebuilt:
+        _prebuilt.append(_Prebuilt(_new_ruleset(abi, _static_rules(policy, in_view=True)),
+                                   policy.confinement.allow_subprocess))
 
 
 def prebuild_plan(policy: Policy, readable: tuple[str, ...]) -> tuple[bytes, tuple[tuple[bytes, int], ...], int]:
@@ -196,9 +205,7 @@ def prebuild_plan(policy: Policy, readable: tuple[str, ...]) -> tuple[bytes, tup
 def prebuilt_natively(policy: Policy, ruleset: int, readable: tuple[str, ...]) -> None:
     """Take the ruleset that the native loop's clone built: the static rules (what :func:`prebuild` builds) and
     those of ``readable``, which :func:`apply` then does not add again."""
-    _prebuilt["fd"] = ruleset
-    _prebuilt["exec"] = int(policy.confinement.allow_subprocess)
-    _prebuilt_readable[:] = readable
+    _prebuilt[:] = [_Prebuilt(ruleset, policy.confinement.allow_subprocess, readable)]
 
 
 def apply(policy: Policy, ctx: Any) -> None:
@@ -206,20 +213,18 @@ def apply(policy: Policy, ctx: Any) -> None:
     abi = abi_version()
     if abi < 1:
         raise _sys.SyscallError("landlock_create_ruleset", 38, FIX)
-    ruleset = _prebuilt.pop("fd", None)  # prebuilt in a worker with namespaces, for its own root and /dev/shm
-    in_ruleset = tuple(_prebuilt_readable)
-    _prebuilt_readable.clear()
+    built = _prebuilt.pop() if _prebuilt else None  # in a worker with namespaces, for its own root and /dev/shm
     private_shm, in_view = getattr(ctx, "private_shm", False), fsview.entered()
-    if ruleset is None or _prebuilt.pop("exec") != int(policy.confinement.allow_subprocess) or not private_shm \
-            or not in_view:
-        if ruleset is not None:
-            os.close(ruleset)
-        ruleset, in_ruleset = _new_ruleset(abi, _static_rules(policy, private_shm, in_view)), ()
+    if built is None or built.executes != policy.confinement.allow_subprocess or not private_shm or not in_view:
+        if built is not None:
+            os.close(built.fd)
+        built = _Prebuilt(_new_ruleset(abi, _static_rules(policy, private_shm, in_view)),
+                          policy.confinement.allow_subprocess)
     try:
-        _add_paths(ruleset, _run_rules(policy, ctx, in_ruleset), handled(abi)[0])
-        _sys.syscall("landlock_restrict_self", ruleset, restrict_flags(abi), hint="is no_new_privs set?")
+        _add_paths(built.fd, _run_rules(policy, ctx, built.readable), handled(abi)[0])
+        _sys.syscall("landlock_restrict_self", built.fd, restrict_flags(abi), hint="is no_new_privs set?")
     finally:
-        os.close(ruleset)
+        os.close(built.fd)
 
 
 def restrict_flags(abi: int) -> int:

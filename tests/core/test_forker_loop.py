@@ -289,7 +289,7 @@ from sandbox.confine import caps, landlock, worker_fork
 from sandbox.policy import Policy
 worker_fork._stage_before_request(Policy.load("default"),
                                   confine.NativeStage(read_only, bounding, ruleset, confine.readable_paths()))
-built = landlock._prebuilt.get("fd", -1)
+built = landlock._prebuilt[0].fd if landlock._prebuilt else -1
 seen["python"] = {"staged_caps": caps._staged, "ruleset": os.readlink(f"/proc/self/fd/{built}") if built >= 0 else -1}
 """
 
