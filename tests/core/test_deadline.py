@@ -38,9 +38,7 @@ def test_deadline_ends_everything(no_leaks, name):
     r = box.run("print('before', flush=True)\n" + SNIPPETS[name], timeout=1.5)
     elapsed = time.monotonic() - started
     assert r.outcome == Outcome.DEADLINE_EXCEEDED and r.reason == "timeout"
-    # every snippet runs 60 s or forever: a run that waited for it would take that long, one a loaded 2-core machine
-    # slowed down does not
-    assert elapsed < 1.5 + 5.0, f"took {elapsed:.2f}s"
+    assert elapsed < 1.5 + 1.0, f"took {elapsed:.2f}s"
     assert r.stdout == "before\n"  # partial output is kept
     assert "limits.wall_seconds" in r.error
     assert r.parts()[0] == {"codeExecutionResult": {"outcome": "OUTCOME_DEADLINE_EXCEEDED", "output": "before\n"}}

@@ -297,7 +297,7 @@ def test_slow_host_reader_still_enforces_the_deadline(box, monkeypatch):
     elapsed = time.monotonic() - started
     assert r.outcome in (Outcome.DEADLINE_EXCEEDED, Outcome.FAILED) and r.reason in ("timeout", "output_limit"), r
     assert r.reason == "timeout", r
-    assert elapsed < 1.0 + 9.0, f"took {elapsed:.1f} s"  # the snippet never ends: any bound far under forever
+    assert elapsed < 1.0 + 3.0, f"took {elapsed:.1f} s"
 
 
 def test_slow_zygote_reader_thread_delays_but_never_loses_runs(box, monkeypatch):

@@ -184,7 +184,7 @@ def test_session_runs_are_confined_and_timed_like_one_shot_runs(session):
     started = time.monotonic()
     r = session.run("import time\nprint('going', flush=True)\ntime.sleep(30)", timeout=1)
     assert r.outcome == Outcome.DEADLINE_EXCEEDED and r.stdout == "going\n"
-    assert time.monotonic() - started < 10  # the snippet sleeps 30 s: a margin no loaded machine crosses
+    assert time.monotonic() - started < 2.5
 
 
 def test_background_process_does_not_block_the_run(session):
