@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import fcntl
 import io
 import os
 import resource
@@ -294,8 +295,9 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
         chan.fail(failure, "OSError")
         chan.send(usage())
         return
-    before, limits = snapshot(workdir), confined.spec.policy.limits
-    hard_exit.arm(lambda: _report_end(before, chan, limits, workdir))  # made by os._exit too, if the snippet calls it
+    before, limits, spare = snapshot(workdir), confined.spec.policy.limits, SpareFd.hold()
+    # Made by os._exit too, if the snippet calls it.
+    hard_exit.arm(lambda: _report_end(before, chan, limits, workdir, spare))
     handler(request, chan, scope)
     if os.getpid() != me:  # a child the snippet forked finished the snippet too: it reports nothing
         flush_std()
@@ -304,11 +306,59 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     chan.send(usage())
 
 
-def _report_end(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits, workdir: str) -> None:
+def _report_end(before: dict[str, tuple[int, int]], chan: Channel, limits: Limits, workdir: str,
+                spare: SpareFd | None) -> None:
     """What the run printed, then its new or changed work-dir files: after the snippet, or in its ``os._exit``."""
     flush_std()
     _libc.fflush(None)  # C-level printf output of extensions, which os._exit drops
+    if spare is not None:
+        spare.release()
     report_files(before, chan, limits, workdir)
+
+
+@record
+class SpareFd:
+    """A descriptor held through the snippet and given back for its report.
+
+    A snippet that used up RLIMIT_NOFILE (files opened and never closed) left the report no descriptor to list the
+    work dir with, and every file the run wrote was lost (named in a denial). The report opens one at a time (the
+    walk consumes each listing before it goes deeper), so one held back is enough. It sits at the top of the limit,
+    where the snippet's own opens come last; it is closed only if it is still the one held (the snippet may have
+    closed that number and put a descriptor of its own there)."""
+
+    fd: int
+    device: int
+    inode: int
+
+    @classmethod
+    def hold(cls) -> SpareFd | None:
+        """One held now, or None when there is no room for one (the report then does without, as before)."""
+        try:
+            low = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, soft - 1) if 0 < soft <= _MAX_SPARE_FD else low
+        except OSError:  # the top slot is taken: the low one serves
+            fd = low
+        if fd != low:
+            os.close(low)
+        st = os.fstat(fd)
+        return cls(fd, st.st_dev, st.st_ino)
+
+    def release(self) -> None:
+        try:
+            st = os.fstat(self.fd)
+            if (st.st_dev, st.st_ino) == (self.device, self.inode):
+                os.close(self.fd)
+        except OSError:  # the snippet closed it: its number is free already
+            pass
+
+
+#: The highest fd the spare moves to: the kernel grows a process's fd table to its highest fd (8 bytes each and
+#: more), so under a larger RLIMIT_NOFILE the spare stays where it was opened.
+_MAX_SPARE_FD = 4096
 
 
 def rehearse(confined: Confined) -> None:
@@ -324,6 +374,9 @@ def rehearse(confined: Confined) -> None:
     # Not new_scope(): a session's standby rehearses too, and its state's module stays the snippets' __main__.
     harness.run_python(request.code.decode("utf-8"), _fresh_main().__dict__)  # type: ignore[union-attr]  # the Run above
     snapshot(confined.workdir)
+    spare = SpareFd.hold()
+    if spare is not None:
+        spare.release()
     frames.encode(usage())
 
 

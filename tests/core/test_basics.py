@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import struct
 
+import pytest
+
 import sandbox
 from sandbox import Outcome
 
@@ -214,6 +216,36 @@ def test_a_new_file_that_cannot_be_returned_is_named_not_dropped(box):
         ("file", "'a/b/c/d/e/f/g/h/i/' was not searched for new files: deeper than 8 levels"),
         ("file", "'secret.txt' was not returned: cannot read it (Permission denied)"),
         ("file", "'shut/' was not searched for new files: cannot list it (Permission denied)")]
+
+
+USE_UP_FDS = ("import os\nheld = []\ntry:\n    while True:\n        held.append(os.open('/dev/null', os.O_RDONLY))\n"
+              "except OSError as exc:\n    print(exc.errno == 24, flush=True)\n")
+
+
+@pytest.mark.parametrize("end", ["", "os._exit(0)\n"], ids=["returns", "os_exit"])
+def test_a_run_that_used_up_its_file_descriptors_still_gets_its_files(box, end):
+    """A snippet holding every descriptor RLIMIT_NOFILE allows (files opened, never closed) left the report none to
+    list the work dir with: every file it wrote was lost, named only in a denial. The worker holds one back for it."""
+    r = box.run("open('kept.txt', 'w').write('kept')\nos = __import__('os')\nos.mkdir('sub')\n"
+                "open('sub/deeper.csv', 'w').write('a,b')\n" + USE_UP_FDS + end)
+    assert r.ok, r
+    assert r.stdout == "True\n", r
+    assert sorted((f.name, f.data) for f in r.files) == [("kept.txt", b"kept"), ("sub/deeper.csv", b"a,b")], r
+    assert not r.denied, r.denied
+
+
+def test_a_descriptor_the_snippet_put_where_the_spare_was_stays_its_own(box):
+    """The spare is closed for the report only if it is still the one the worker held: a session's snippet that put a
+    file of its own at that number keeps it open in the session's state (a later run writes to it)."""
+    with box.session() as session:
+        r = session.run("import os, resource\ntop = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1\n"
+                        "print(os.readlink(f'/proc/self/fd/{top}'))\n"
+                        "mine = os.open('mine.txt', os.O_WRONLY | os.O_CREAT)\nos.dup2(mine, top)\nos.close(mine)\n"
+                        "os.write(top, b'first ')", timeout=10)
+        assert r.ok and r.stdout == "/dev/null\n", r
+        r = session.run("os.write(top, b'second')", timeout=10)
+        assert r.ok, r
+        assert [(f.name, f.data) for f in r.files] == [("mine.txt", b"first second")], r
 
 
 def test_many_files_do_not_crowd_out_images_nor_images_files():
