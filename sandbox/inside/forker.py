@@ -11,12 +11,12 @@ its first clone showed that the namespaces' setup works, the loop is C (_forkloo
 writes its stack and a buffer (~12 pages), and hands back to Python only what it does not
 take (:class:`_NativeLoop`). Its clones also take, in C, the steps of their own that are system calls only (their
 session, the host's mounts made read-only, the bounding set emptied, the static Landlock rules: the ``prelude`` of
-``confine.native_prelude``) before Python runs in them. The rest of the image stays shared and mapped huge, and the
-zygote serves requests while a clone is under way. What need not happen here does not: the zygote, whose pages stay its
-own, makes each worker's cgroups (the clone waits for them on a socket the answer hands
-over: ``confine.release_worker``). The old copy of a page the forker writes after a clone is
-left to that worker alone, but a worker writes most of those pages itself anyway (benchmarks/README.md,
-"Performance log": moving half of the loop's work to the zygote left USS unchanged).
+``confine.native_prelude``) before Python runs in them. The rest of the image stays shared and mapped huge, its
+libraries in fewer mappings than the zygote's (mappings.py), and the zygote serves requests while a clone is under
+way. What need not happen here does not: the zygote, whose pages stay its own, makes each worker's cgroups (the
+clone waits for them on a socket the answer hands over: ``confine.release_worker``). The old copy of a page the forker
+writes after a clone is left to that worker alone, but a worker writes most of those pages itself anyway
+(benchmarks/README.md, "Performance log": moving half of the loop's work to the zygote left USS unchanged).
 
 Workers are cloned with ``CLONE_PARENT``: they are the zygote's children, which reaps
 them (``wait4`` status and rusage), puts its pid in their cgroups' names and is their
@@ -37,7 +37,7 @@ from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns, signal_scope, userns
 from ..errors import ProtocolError
 from ..records import record
-from . import at_fork, hugepages, proc
+from . import at_fork, hugepages, mappings, proc
 from .request import WorkerSpec
 from .worker import serve as serve_worker
 
@@ -89,12 +89,18 @@ class Forker:
         self.sock, forker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.orders: collections.deque[tuple[int, rundirs.RunDir | None]] = collections.deque()
         self._ids = 0
-        pid = at_fork.fork_forker()
+        lifted = mappings.lift_relro()  # for the forker's copy of the image only: see mappings.py
+        try:
+            pid = at_fork.fork_forker()
+        except BaseException:
+            mappings.restore_relro(lifted)
+            raise
         if pid == 0:
             self.sock.close()
             for sock in inherited:
                 sock.close()
             _serve(forker_end, spec, fill_holes)  # never returns
+        mappings.restore_relro(lifted)
         forker_end.close()
         self.pid = pid
         self._own_root: bool | None = None
@@ -167,6 +173,7 @@ def _serve(sock: socket.socket, spec: WorkerSpec, fill_holes: bool) -> None:
         netns.share_one(spec.policy, landlock.abi_version())  # else each worker gets a network namespace of its own
         unbuilt = fstemplate.build(spec.policy, spec.readable, spec.run_root)  # else each worker builds its root
         frames.send(sock, frames.ForkerReady(own_root=not unbuilt))
+        mappings.merge_code()  # each clone copies ~1,000 fewer mappings, and its exit tears down as many fewer
         if fill_holes:
             # What its setup (and the zygote's, since its own fill) freed left holes all over the image, which the
             # loop's new objects would take: each write splits a 2 MiB page of the image into 512 entries in this

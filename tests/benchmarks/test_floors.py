@@ -19,6 +19,7 @@ import pytest
 
 from sandbox.bench import floors, suite, targets, workloads
 from sandbox.bench.alternatives import start_all
+from sandbox.inside import mappings
 
 
 def alive(procs: list[psutil.Process]) -> list[int]:
@@ -115,3 +116,18 @@ def test_floor_lays_the_image_out_as_the_zygote_does() -> None:
     if "[never]" in thp or release < (6, 1):
         pytest.skip("no transparent huge pages, or no MADV_COLLAPSE (Linux 6.1+), on this kernel")
     assert huge_kb >= 2048 * 16, f"the floor server maps only {huge_kb} KiB by 2 MiB pages"
+
+
+def test_floor_children_are_forked_from_joined_mappings() -> None:
+    """As our workers are (inside/mappings.py): without it a floor child would fork and end ~1,000 more mappings."""
+    runner = floors.ForkPerRunFloor()
+    runner.start()
+    try:
+        ran = runner.run("print(open('/proc/self/maps').read(), end='')")
+    finally:
+        runner.close()
+    assert ran.ok, ran
+    parts = [mappings._parse(line.encode()) for line in ran.stdout.splitlines()]
+    joinable = [(a[2], b[2]) for a, b in zip(parts, parts[1:]) if mappings._borders(a, b)
+                and ({a[2], b[2]} == {b"r--p", b"r-xp"} or (a[2], b[2]) == (b"r--p", b"rw-p"))]
+    assert len(parts) > 500 and not joinable, (len(parts), joinable[:5])
