@@ -180,7 +180,7 @@ def settle_as_the_zygote() -> None:
     """The memory layout our forker clones from (inside/hugepages.py, inside/immortal.py, inside/mappings.py),
     without importing the package: a floor of our design forks an image laid out as our workers' is (without 2 MiB
     pages, each fork and exit here cost ~9 ms more CPU; on CPython 3.12+, without immortal objects each child copies
-    more pages; without the libraries' mappings merged, each fork and exit handles ~800 more)."""
+    more pages; without the libraries' mappings joined, each fork and exit handles ~1,000 more)."""
     hugepages, immortal = _inside_module("hugepages"), _inside_module("immortal")
     mappings = _inside_module("mappings")  # first: the holes its objects leave in the heap are filled next
     mappings.lift_relro()  # for good: this process forks the children, as our forker does

@@ -52,15 +52,18 @@ def _borders(first: tuple[int, int, bytes, int, bytes], second: tuple[int, int, 
 
 def lift_relro() -> list[tuple[int, int]]:
     """Make each library's RELRO part writable, joined with the data it borders; the (start, end) of each one."""
-    lifted = []
+    lifted: list[tuple[int, int]] = []
     previous = None
-    with open("/proc/self/maps", "rb") as lines:
-        for line in lines:
-            part = _parse(line)
-            if previous is not None and previous[2] == b"r--p" and part[2] == b"rw-p" and _borders(previous, part):
-                if _libc.mprotect(previous[0], previous[1] - previous[0], mmap.PROT_READ | mmap.PROT_WRITE) == 0:
-                    lifted.append((previous[0], previous[1]))
-            previous = part
+    try:
+        with open("/proc/self/maps", "rb") as lines:
+            for line in lines:
+                part = _parse(line)
+                if previous is not None and previous[2] == b"r--p" and part[2] == b"rw-p" and _borders(previous, part):
+                    if _libc.mprotect(previous[0], previous[1] - previous[0], mmap.PROT_READ | mmap.PROT_WRITE) == 0:
+                        lifted.append((previous[0], previous[1]))
+                previous = part
+    except OSError:  # no /proc here: nothing more is lifted
+        pass
     return lifted
 
 
@@ -73,12 +76,15 @@ def restore_relro(lifted: list[tuple[int, int]]) -> None:
 def merge_code() -> None:
     """Join each library's code with the read-only parts (headers, read-only data) that border it."""
     previous = current = None
-    with open("/proc/self/maps", "rb") as lines:
-        for line in lines:
-            following = _parse(line)
-            if current is not None:
-                _join(previous, current, following)
-            previous, current = current, following
+    try:
+        with open("/proc/self/maps", "rb") as lines:
+            for line in lines:
+                following = _parse(line)
+                if current is not None:
+                    _join(previous, current, following)
+                previous, current = current, following
+    except OSError:  # no /proc here: the mappings stay as they are
+        return
     if current is not None:
         _join(previous, current, None)
 
