@@ -31,20 +31,34 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from typing import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mprotect.restype = ctypes.c_int
 
 
-def _parse(line: bytes) -> tuple[int, int, bytes, int, bytes]:
-    """A line of ``/proc/self/maps``: start, end, permissions, file offset, and device + inode (``b""``: anonymous)."""
+#: A line of ``/proc/self/maps``: start, end, permissions, file offset, and device + inode (``b""``: anonymous).
+_Part = tuple[int, int, bytes, int, bytes]
+
+
+def _parts() -> Iterator[_Part]:
+    """This process's mappings in address order, parsed a line at a time (none where /proc cannot be read)."""
+    try:
+        with open("/proc/self/maps", "rb") as lines:
+            for line in lines:
+                yield _parse(line)
+    except OSError:  # no /proc here: the mappings stay as they are
+        return
+
+
+def _parse(line: bytes) -> _Part:
     span, perms, offset, device, inode = line.split(maxsplit=5)[:5]
     start, end = span.split(b"-")
     return int(start, 16), int(end, 16), perms, int(offset, 16), b"" if inode == b"0" else device + b" " + inode
 
 
-def _borders(first: tuple[int, int, bytes, int, bytes], second: tuple[int, int, bytes, int, bytes]) -> bool:
+def _borders(first: _Part, second: _Part) -> bool:
     """Whether ``second`` maps the same file as ``first`` from where ``first`` ends, at the address where it ends."""
     return (bool(first[4]) and first[4] == second[4] and first[1] == second[0]
             and second[3] == first[3] + first[1] - first[0])
@@ -54,16 +68,11 @@ def lift_relro() -> list[tuple[int, int]]:
     """Make each library's RELRO part writable, joined with the data it borders; the (start, end) of each one."""
     lifted: list[tuple[int, int]] = []
     previous = None
-    try:
-        with open("/proc/self/maps", "rb") as lines:
-            for line in lines:
-                part = _parse(line)
-                if previous is not None and previous[2] == b"r--p" and part[2] == b"rw-p" and _borders(previous, part):
-                    if _libc.mprotect(previous[0], previous[1] - previous[0], mmap.PROT_READ | mmap.PROT_WRITE) == 0:
-                        lifted.append((previous[0], previous[1]))
-                previous = part
-    except OSError:  # no /proc here: nothing more is lifted
-        pass
+    for part in _parts():
+        if previous is not None and previous[2] == b"r--p" and part[2] == b"rw-p" and _borders(previous, part):
+            if _libc.mprotect(previous[0], previous[1] - previous[0], mmap.PROT_READ | mmap.PROT_WRITE) == 0:
+                lifted.append((previous[0], previous[1]))
+        previous = part
     return lifted
 
 
@@ -76,27 +85,20 @@ def restore_relro(lifted: list[tuple[int, int]]) -> None:
 def merge_code() -> None:
     """Join each library's code with the read-only parts (headers, read-only data) that border it."""
     previous = current = None
-    try:
-        with open("/proc/self/maps", "rb") as lines:
-            for line in lines:
-                following = _parse(line)
-                if current is not None:
-                    _join(previous, current, following)
-                previous, current = current, following
-    except OSError:  # no /proc here: the mappings stay as they are
-        return
+    for following in _parts():
+        if current is not None:
+            _join(previous, current, following)
+        previous, current = current, following
     if current is not None:
         _join(previous, current, None)
 
 
 def count() -> int:
     """How many mappings this process has."""
-    with open("/proc/self/maps", "rb") as lines:
-        return sum(1 for _ in lines)
+    return sum(1 for _ in _parts())
 
 
-def _join(previous: tuple[int, int, bytes, int, bytes] | None, part: tuple[int, int, bytes, int, bytes],
-          following: tuple[int, int, bytes, int, bytes] | None) -> None:
+def _join(previous: _Part | None, part: _Part, following: _Part | None) -> None:
     if part[2] != b"r--p" or not part[4]:
         return
     if (previous is not None and previous[2] == b"r-xp" and _borders(previous, part)) or (
