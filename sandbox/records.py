@@ -73,6 +73,11 @@ def fields_in_init(cls: type) -> tuple[tuple[str, Any, Any], ...]:
     return cls._record_init  # type: ignore[attr-defined, no-any-return]
 
 
+def record_fields(cls: type) -> tuple[tuple[str, Any, Any], ...] | None:
+    """:func:`fields_in_init` of a record class; None for any other class."""
+    return getattr(cls, "_record_init", None)
+
+
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     cls = type(self)
     if len(args) > cls._record_positional:

@@ -19,6 +19,7 @@ import typing
 from typing import Any
 
 from .errors import ProtocolError
+from .records import record_fields
 
 _INT_MAX = (1 << 63) - 1
 
@@ -139,10 +140,14 @@ _JSON_READY = frozenset({str, int, float, bool, type(None)})
 
 def plain(value: Any) -> Any:
     """A dataclass value as JSON-ready data (tuples become lists)."""
-    if type(value) in _JSON_READY:  # most values: no call into dataclasses (see protocol._ENCODER for why it matters)
+    kind = type(value)
+    if kind in _JSON_READY:  # most values: no call into dataclasses (see protocol._ENCODER for why it matters)
         return value
+    if kind is tuple:
+        return [plain(v) for v in value]
+    fields = record_fields(kind)  # a frame's parts are records: their field table, not dataclasses' (~3x slower)
+    if fields is not None:
+        return {name: plain(getattr(value, name)) for name, _, _ in fields}
     if dataclasses.is_dataclass(value):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if type(value) is tuple:
-        return [plain(v) for v in value]
     return value

@@ -19,6 +19,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.prctl.restype = ctypes.c_int
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+#: Looked up now, in the zygote: a function ctypes first finds in a worker is a new object and a write into
+#: ``libc``'s dict there, pages every worker would copy.
+libc.mount.restype = libc.umount2.restype = ctypes.c_int
 
 #: x86_64 system call numbers of calls glibc/Python do not wrap.
 NR: dict[str, int] = {

@@ -30,7 +30,8 @@ from . import call, hard_exit, harness, proc
 from .thread_join import join_threads
 from .workdir_files import report_files, snapshot, write_inputs
 
-_libc = ctypes.CDLL(None, use_errno=True)
+#: libc's ``fflush``, looked up in the zygote once (found in each worker, it was an object made there: _sys.libc).
+_fflush = ctypes.CDLL(None, use_errno=True).fflush
 #: Characters of a failure text sent to the host: its frame header stays well under
 #: protocol.MAX_HEADER_BYTES even when every character is escaped (6 bytes in JSON).
 _MAX_ERROR_CHARS = 100_000
@@ -59,6 +60,8 @@ class Confined:
     workdir: str
     """Where a run's input files are written and its new files are found, whatever the snippet's cwd is by then
     (``os.chdir`` is the snippet's to call; a session keeps its cwd from run to run)."""
+    ready: bytes
+    """The ``ready`` frame (``layers``) as sent at every run: encoded once, before any request."""
 
 
 class Channel:
@@ -89,7 +92,7 @@ class Channel:
     def close(self) -> None:
         """End this run's streams: the host sees EOF even though the process lives on."""
         flush_std()
-        _libc.fflush(None)  # C-level printf output of extensions, which os._exit would drop
+        _fflush(None)  # C-level printf output of extensions, which os._exit would drop
         _end_streams((1, 2, self.tagged_fd))
         self.sock.close()
 
@@ -98,11 +101,15 @@ class Channel:
         if type(frame) is frames.Done:
             data = b"".join([*(frames.encode(frames.Dropped(items=items, count=count))
                                for items, count in self.dropped.items()), data])
+        self.send_encoded(data, done=type(frame) is frames.Done)
+
+    def send_encoded(self, data: bytes, *, done: bool = False) -> None:
+        """Whole frames, encoded already (``Confined.ready``); ``done``: they end with the ``done`` frame."""
         with self._lock:
             if self.done:
                 return
             self.sock.sendall(data)
-            self.done = type(frame) is frames.Done
+            self.done = done
 
     def take_return(self, size: int, image: bool) -> bool:
         """Whether an image (or, ``image`` false, another file) of ``size`` bytes still fits in the run's caps, in
@@ -208,11 +215,14 @@ def attach(fds: list[int]) -> Channel:
 
 
 def prepare_streams() -> None:
-    """Pre-request, in a one-shot worker: make its run's ``sys.stdout``, ``stderr`` and ``stdin`` now, off the
-    run's clock (~0.1 ms of objects and copy-on-write faults). They write to the fd number the tagged pipe will
+    """Make the next run's ``sys.stdout``, ``stderr`` and ``stdin`` now, off the run's clock: once in the zygote,
+    for every worker it forks (each then has its own copy, as of its other objects; ~0.15 ms of a worker's CPU
+    when each made them), else pre-request in a one-shot worker. They write to the fd number the tagged pipe will
     take (:func:`attach` puts it there), held by ``/dev/null`` meanwhile; until the run attaches, this process
     keeps its own streams (a traceback still reaches the zygote's log)."""
     global _tagged_fd, _prepared
+    if _prepared is not None:
+        return
     try:
         _tagged_fd = os.open(os.devnull, os.O_WRONLY)
     except OSError:
@@ -284,7 +294,7 @@ def perform(chan: Channel, confined: Confined, scope: dict[str, Any]) -> None:
     me = os.getpid()
     request = frames.decode(commands.REQUEST, *protocol.read_frame(chan.sock))  # not a request: ProtocolError
     handler = HANDLERS[type(request)]
-    chan.send(frames.Ready(layers=confined.layers))
+    chan.send_encoded(confined.ready)
     workdir = chan.workdir = confined.workdir
     chan.max_file_bytes = confined.spec.policy.limits.max_returned_file_bytes
     chan.returned_bytes_left = confined.spec.policy.limits.max_returned_bytes
@@ -310,7 +320,7 @@ def _report_end(before: dict[str, tuple[int, int]], chan: Channel, limits: Limit
                 spare: SpareFd | None) -> None:
     """What the run printed, then its new or changed work-dir files: after the snippet, or in its ``os._exit``."""
     flush_std()
-    _libc.fflush(None)  # C-level printf output of extensions, which os._exit drops
+    _fflush(None)  # C-level printf output of extensions, which os._exit drops
     if spare is not None:
         spare.release()
     report_files(before, chan, limits, workdir)
@@ -370,7 +380,6 @@ def rehearse(confined: Confined) -> None:
     wire = frames.encode(commands.Run(code=b"pass"))
     (header, blobs), = protocol.Decoder().feed(wire)
     request = frames.decode(commands.REQUEST, header, blobs)
-    frames.encode(frames.Ready(layers=confined.layers))
     # Not new_scope(): a session's standby rehearses too, and its state's module stays the snippets' __main__.
     harness.run_python(request.code.decode("utf-8"), _fresh_main().__dict__)  # type: ignore[union-attr]  # the Run above
     snapshot(confined.workdir)

@@ -71,7 +71,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 def serve_root(chan: Channel, ctl: socket.socket, confined: Confined) -> None:
     """Become a session root: answer the open request, then serve the host until it leaves."""
     frames.decode(commands.OPENING, *protocol.read_frame(chan.sock))  # anything else: ProtocolError
-    chan.send(frames.Ready(layers=confined.layers))
+    chan.send_encoded(confined.ready)
     chan.send(frames.Done())
     chan.close()  # before any fork: the host's streams must reach EOF
     set_dumpable(False)  # inherited by every node: no run reads a state's memory through /proc

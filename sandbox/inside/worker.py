@@ -138,7 +138,8 @@ def _prepare(workdir: str, tmpdir: str, spec: WorkerSpec, ns_status: confine.Lay
     _reseed()
     telemetry.install(spec.policy, confine.run_context(ctx), request.deny)
     allowlist.install(spec.allowed_roots)
-    return Confined(spec, tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses), workdir)
+    layers = tuple(frames.LayerState(layer=s.layer, active=s.active) for s in statuses)
+    return Confined(spec, layers, workdir, frames.encode(frames.Ready(layers=layers)))
 
 
 def _run_once(fds: list[int], confined: Confined | SandboxUnavailable, run_dir: rundirs.RunDir) -> None:

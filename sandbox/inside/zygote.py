@@ -46,7 +46,8 @@ from ..confine import _sys, readable_paths, state_scope
 from ..errors import ProtocolError
 from ..image import Image
 from ..policy import Policy
-from . import allowlist, at_fork, hard_exit, hugepages, immortal, proc, show_hook, thread_join, workdir_files
+from . import (allowlist, at_fork, hard_exit, hugepages, immortal, proc, request, show_hook, thread_join,
+               workdir_files)
 from .cgroups import WorkerCgroups
 from .forker import Clone, Forker
 from .preload import preload
@@ -351,6 +352,7 @@ def main(control_fd: int) -> None:
     show_hook.install_show()  # once, for every worker: patched in each one, it split two of the image's 2 MiB pages
     thread_join.install_thread_flag()  # likewise: the run's thread join reads a flag it sets, nothing of threading
     hard_exit.install()  # likewise: os._exit reports a run's files before it ends the run's process
+    request.prepare_streams()  # likewise: each worker's run streams, made once
     if warm:
         workdir_files.prepare_mime_types()
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
