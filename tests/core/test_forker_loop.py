@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 import sandbox
+from sandbox import rundirs
 from sandbox.bench import common
 from sandbox.inside import forker
 from tests.conftest import c_loop_expected
@@ -245,6 +246,23 @@ def _run_order(order_id: int) -> bytes:
     from sandbox import commands, frames
     return forker.ORDER_HEAD.pack(order_id, forker.ORDER_RUN) + frames.encode(
         commands.Fork(id=order_id, path="/r", workdir="/r/work", tmpdir="/r/tmp"))
+
+
+def test_a_worker_of_the_c_loop_reads_its_run_dir_from_its_order() -> None:
+    """The worker the native loop cloned reads its run dir from its order's header (not the typed build of the whole
+    frame, ~0.2 ms of its CPU); any order that is not its one-shot run's is refused."""
+    from sandbox import commands, frames
+    from sandbox.errors import ProtocolError
+    assert forker._run_order_dir(_run_order(7)) == rundirs.RunDir("/r", "/r/work", "/r/tmp")
+    head = forker.ORDER_HEAD.pack(7, forker.ORDER_RUN)
+    refused = [head + frames.encode(commands.Fork(id=7, session=True)),  # a session root's
+               head + frames.encode(commands.Fork(id=8, path="/r", workdir="/r/work", tmpdir="/r/tmp")),  # another's
+               head + frames.encode(commands.Fork(id=7, path="/r")),  # no work dir
+               head + frames.encode(commands.Claimed(pid=1, id=7)),  # not a fork order
+               head[:4]]
+    for packet in refused:
+        with pytest.raises(ProtocolError):
+            forker._run_order_dir(packet)
 
 
 def _user_namespaces_or_skip() -> None:
