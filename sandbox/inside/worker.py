@@ -27,10 +27,12 @@ fork kept, for its runners: see session_tree.py).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -227,20 +229,50 @@ def _reseed() -> None:
     Both generators get a full state of OS entropy (624 words each), not a 32-bit
     seed, so one run's draws say nothing of another's. ``random.seed()`` reads its
     624 words from the OS itself (in C: no Python-level hashing of a seed, whose
-    objects are pages of the image written in every run); numpy's global
-    ``RandomState`` takes words of ``os.urandom`` as its state (``set_state``,
-    position 624, no cached Gaussian: what ``seed`` leaves, minus the mixing). As
-    unpredictable as ``seed(array)``, whose first call after a fork cost ~0.3 ms more
-    in numpy's array and ufunc checks. What a fork cannot change is documented in the
-    README ("Randomness"): the address-space layout, the stack canary and ``hash()``'s
-    secret are the zygote's in every run."""
+    objects are pages of the image written in every run). numpy's global
+    ``RandomState`` gets words of ``os.urandom`` as its state at position 624 with no
+    cached Gaussian, what ``set_state`` would give it (and ``seed`` does, minus the
+    mixing): written straight into the generator's state where the zygote found and
+    checked its layout (:func:`prepare_reseed`; ``set_state`` itself, first run in a
+    fresh worker, cost ~0.18 ms of its CPU), else through ``set_state``. What a fork
+    cannot change is documented in the README ("Randomness"): the address-space
+    layout, the stack canary and ``hash()``'s secret are the zygote's in every run."""
     random.seed()
+    if _numpy_state_at:
+        ctypes.memmove(_numpy_state_at[0], os.urandom(_MT_STATE_BYTES) + _MT_FRESH_POSITION, len(_NUMPY_PROBE))
+        return
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         words = memoryview(os.urandom(_MT_STATE_BYTES)).cast("I")
         numpy.random.set_state(("MT19937", words, _MT_STATE_WORDS, 0, 0.0))
 
 
+def prepare_reseed() -> None:
+    """In the zygote, once the image is loaded: find where numpy's global generator keeps its Mersenne Twister state
+    (624 key words, then the position) and check that layout by setting a known state through ``set_state`` and
+    reading it back there. That ``set_state`` also leaves no cached Gaussian, which workers then inherit. Where any
+    of it differs (another numpy), workers reseed through ``set_state``."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return
+    try:
+        generator = numpy.random.mtrand._rand
+        address = generator._bit_generator.ctypes.state_address
+        generator.set_state(("MT19937", memoryview(_NUMPY_PROBE[:_MT_STATE_BYTES]).cast("I"), _MT_STATE_WORDS, 0,
+                             0.0))
+        matches = type(address) is int and ctypes.string_at(address, len(_NUMPY_PROBE)) == _NUMPY_PROBE
+    except Exception:  # noqa: BLE001 - any numpy without this layout: set_state it is
+        return
+    if matches:
+        _numpy_state_at[:] = [address]
+
+
 #: Mersenne Twister state: 624 32-bit words.
 _MT_STATE_WORDS = 624
 _MT_STATE_BYTES = _MT_STATE_WORDS * 4
+#: The position after a fresh state (``pos`` as numpy's C struct holds it: a native int after the key).
+_MT_FRESH_POSITION = struct.pack("i", _MT_STATE_WORDS)
+#: A known state (key words 1..624, position 624) as those bytes: what prepare_reseed expects to read back.
+_NUMPY_PROBE = struct.pack(f"{_MT_STATE_WORDS}I", *range(1, _MT_STATE_WORDS + 1)) + _MT_FRESH_POSITION
+#: The address of numpy's global generator's state, once the zygote checked it (empty: reseed by ``set_state``).
+_numpy_state_at: list[int] = []

@@ -54,6 +54,7 @@ from .preload import preload
 from .reaping import SWEEP_INTERVAL_S, Reaping, Worker
 from .request import WorkerSpec
 from .spare_dirs import RunDirs, own_pid_namespace
+from .worker import prepare_reseed
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: Entries of a reaped worker's run dir removed per idle turn of the loop: a run that
@@ -355,6 +356,7 @@ def main(control_fd: int) -> None:
     request.prepare_streams()  # likewise: each worker's run streams, made once
     if warm:
         workdir_files.prepare_mime_types()
+        prepare_reseed()  # likewise: where each worker writes numpy's fresh state
     # The image as workers will share it: immortal (on CPython 3.12+), frozen, mapped huge.
     hugepages.settle(policy.runtime.allocator, warm, immortal.immortalize)
     # A cold zygote (nothing preloaded) serves runs only while the warm ones preload: a second standby's clone

@@ -71,10 +71,13 @@ def test_module_state_does_not_persist(box):
 
 
 def test_randomness_differs_between_runs(box):
-    code = "import random, numpy as np, os\nprint(random.random(), np.random.rand(), os.urandom(8).hex())"
+    box.zygote_pids  # noqa: B018 - the warm zygote's workers (a cold one's runs import numpy afresh)
+    # A first Gaussian too: a cached one the zygote drew would be every run's first.
+    code = ("import random, numpy as np, os\n"
+            "print(random.random(), np.random.rand(), np.random.standard_normal(), os.urandom(8).hex())")
     first, second = box.run(code).stdout, box.run(code).stdout
     a, b = first.split(), second.split()
-    assert len(a) == len(b) == 3, (first, second)  # zip of two empty outputs would compare nothing
+    assert len(a) == len(b) == 4, (first, second)  # zip of two empty outputs would compare nothing
     assert all(x != y for x, y in zip(a, b)), (first, second)
 
 
@@ -202,8 +205,29 @@ def test_rngs_are_seeded_from_full_entropy_not_32_bits(box):
     import json
 
     import numpy as np
+    box.zygote_pids  # noqa: B018 - waits for the warm zygote: a cold one's run imports numpy afresh (its own seeding)
     state = json.loads(box.run(MT_STATE).stdout)
     assert state["numpy_pos"] == 624 and state["random_pos"] == 624  # untouched since the reseed
     assert not _from_one_32_bit_seed(state["numpy"]) and not _from_one_32_bit_seed(state["random"])
     np.random.seed(12345)  # the check itself sees what a 32-bit seed gives
     assert _from_one_32_bit_seed(np.random.get_state()[1].tolist())
+
+
+def test_workers_write_numpys_fresh_state_where_the_zygote_found_it():
+    """The zygote finds numpy's Mersenne Twister state in memory and checks its layout (prepare_reseed); a worker's
+    reseed then writes a full state of OS entropy there, at position 624 with no cached Gaussian: what set_state
+    gives, without its cost. Here in this process, with the real numpy."""
+    import numpy as np
+
+    from sandbox.inside import worker
+    worker.prepare_reseed()
+    assert worker._numpy_state_at, "the layout check failed: workers would reseed through set_state"
+    states = []
+    for _ in range(2):
+        worker._reseed()
+        name, key, pos, has_gauss, cached = np.random.get_state()
+        assert (name, pos, has_gauss, cached) == ("MT19937", 624, 0, 0.0)
+        assert not _from_one_32_bit_seed(key.tolist())
+        states.append(key.tolist())
+    assert states[0] != states[1]
+    assert states[0] != list(range(1, 625))  # not the probe's state
