@@ -322,6 +322,8 @@ class _NativeLoop:
     prelude: confine.Prelude
     """What each clone does before it returns to Python (confine.native_prelude); held here while the loop runs,
     which reads its paths in place."""
+    clean_detail: str
+    """The namespaces layer's detail for a clone whose setup had no failure, made once here."""
 
     @classmethod
     def start(cls, spec: WorkerSpec, order: commands.Fork) -> _NativeLoop | None:
@@ -337,7 +339,8 @@ class _NativeLoop:
         return cls(flags=namespaces_clone.clone_flags() | _sys.CLONE_PARENT, template=template,
                    tid_field=_sys.own_tid_field(), uid=os.geteuid(), gid=os.getegid(),
                    zygote=namespaces_clone.host_pid("parent"),
-                   prelude=confine.native_prelude(spec.policy, spec.readable))
+                   prelude=confine.native_prelude(spec.policy, spec.readable),
+                   clean_detail=namespaces_clone.clean_setup_detail())
 
     def serve(self, sock: socket.socket, spec: WorkerSpec) -> bytes | None:
         """Clone run orders in C until one needs Python: returns its packet, or None once the zygote is gone. In a
@@ -349,7 +352,8 @@ class _NativeLoop:
             return answer and answer[1]
         _, packet, priv, note, proc_mount, shm_mount, run_mount, cgroup_ns, read_only, bounding, ruleset = answer
         sock.close()
-        detail = namespaces_clone.detail_after_native_setup((proc_mount, shm_mount, run_mount), cgroup_ns)
+        detail = namespaces_clone.detail_after_native_setup((proc_mount, shm_mount, run_mount), cgroup_ns,
+                                                            self.clean_detail)
         ns_status = confine.worker_in_namespaces(spec.policy, self.template, detail, note[1:].decode(errors="replace"),
                                                  confine.NativeStage(read_only, bounding, ruleset, spec.readable))
         serve_worker(seqpacket(priv), spec, _run_order_dir(packet), ns_status, became=True)  # never returns

@@ -377,8 +377,7 @@ def rehearse(confined: Confined) -> None:
     Its first touch of each copy-on-write page it shares with the zygote is a page fault
     and a copy (~1,500 for a small run): taken here, they are off the run's critical
     path. Nothing is sent, written or kept."""
-    wire = frames.encode(commands.Run(code=b"pass"))
-    (header, blobs), = protocol.Decoder().feed(wire)
+    (header, blobs), = protocol.Decoder().feed(_REHEARSED_REQUEST)
     request = frames.decode(commands.REQUEST, header, blobs)
     # Not new_scope(): a session's standby rehearses too, and its state's module stays the snippets' __main__.
     harness.run_python(request.code.decode("utf-8"), _fresh_main().__dict__)  # type: ignore[union-attr]  # the Run above
@@ -387,6 +386,10 @@ def rehearse(confined: Confined) -> None:
     if spare is not None:
         spare.release()
     frames.encode(usage())
+
+
+#: The request :func:`rehearse` decodes, encoded once here (the zygote): a worker never encodes a request itself.
+_REHEARSED_REQUEST = frames.encode(commands.Run(code=b"pass"))
 
 
 def usage() -> frames.Done:
