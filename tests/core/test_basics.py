@@ -333,3 +333,29 @@ def test_arun(box):
 def test_one_shot_run_uses_shared_sandbox():
     assert sandbox.run("print(6 * 7)").stdout == "42\n"
     assert sandbox.run("print(7 * 6)").stdout == "42\n"
+
+
+_LIMITS = """
+import json, resource
+print(json.dumps({name: resource.getrlimit(getattr(resource, name)) for name in dir(resource)
+                  if name.startswith("RLIMIT_")}))
+"""
+
+
+def test_every_run_has_the_policys_resource_limits(box):
+    """Each run's limits are the policy's, soft == hard, the address space's on top of the image, whichever way its
+    worker was made (several runs of the warm zygote: its forker clones the first in Python, the rest in C)."""
+    import json
+    import resource
+
+    from sandbox.confine import rlimits
+    from sandbox.policy import Policy
+    policy = Policy.load("default")
+    box.zygote_pids  # noqa: B018 - the warm zygote's workers
+    expected = {rlimits._NAMES[which]: [value, value] for which, value in rlimits.limits_for(policy, 0).items()
+                if which != resource.RLIMIT_AS}
+    for _ in range(4):
+        got = json.loads(box.run(_LIMITS).stdout)
+        assert {name: got[name] for name in expected} == expected, got
+        soft, hard = got["RLIMIT_AS"]
+        assert soft == hard > policy.limits.memory_mb << 20, got
