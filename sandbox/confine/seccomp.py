@@ -125,6 +125,18 @@ def prepare(policy: Policy, keep_fork: bool = False, deny_shmem: bool = False, d
     return _programs[key]
 
 
+def _sorted_by_number(f: Any) -> None:
+    """Ask libseccomp for a binary tree of the system call numbers (its optimization level 2) instead of a chain.
+
+    The kernel walks the program for every system call number when the filter is attached (to cache the calls it
+    always allows): along a chain of ~200 instructions that took ~150 us of every worker's CPU, ~85 along the tree.
+    The filter allows and denies the same calls either way. A libseccomp without the attribute keeps the chain."""
+    try:
+        f.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
+    except (AttributeError, OSError):  # no such attribute in this pyseccomp, or libseccomp refuses it (EINVAL)
+        pass
+
+
 def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny_broadcast: bool = False,
              deny_setsid: bool = False, host_namespaces: bool = False, host_network: bool = False,
              session_listener: bool = False, denied: tuple[str, ...] = DENIED_SYSCALLS,
@@ -145,6 +157,7 @@ def _compile(deny_exec: bool, deny_fork: bool, deny_shmem: bool = False, *, deny
     eperm = s.ERRNO(errno.EPERM)
     f = s.SyscallFilter(s.ALLOW)
     f.set_attr(s.Attr.ACT_BADARCH, eperm)  # i386 via int 0x80, other foreign ABIs: refused, not run
+    _sorted_by_number(f)
     names = (denied + (EXEC_SYSCALLS if deny_exec else ()) + (FORK_SYSCALLS if deny_fork else ())
              + (SHMEM_SYSCALLS if deny_shmem else ()) + (SETSID_SYSCALLS if deny_setsid else ())
              + (HOST_IPC_SYSCALLS if host_namespaces else ()) + (HOST_NETWORK_SYSCALLS if host_network else ()))
