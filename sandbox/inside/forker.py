@@ -213,11 +213,16 @@ def _recv_order(sock: socket.socket) -> bytes | None:
     return packet if packet and not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
 
 
-def _decode_order(packet: bytes) -> commands.Fork:
-    """An order's packet (``ORDER_HEAD``, then the frame) as the typed order. Raises ``ProtocolError``."""
+def _order_header(packet: bytes) -> dict[str, Any]:
+    """The frame header of an order's packet (``ORDER_HEAD``, then the frame). Raises ``ProtocolError``."""
     if len(packet) < ORDER_HEAD.size:
         raise ProtocolError(f"a fork order of {len(packet)} bytes")
-    order = frames.decode(commands.FORKER_IN, protocol.packet_header(packet[ORDER_HEAD.size:]))
+    return protocol.packet_header(packet[ORDER_HEAD.size:])
+
+
+def _decode_order(packet: bytes) -> commands.Fork:
+    """An order's packet as the typed order. Raises ``ProtocolError``."""
+    order = frames.decode(commands.FORKER_IN, _order_header(packet))
     if order.id != ORDER_HEAD.unpack_from(packet)[0]:
         raise ProtocolError(f"a fork order's head and frame name different orders ({order.id})")
     return order
@@ -232,9 +237,7 @@ def _run_order_dir(packet: bytes) -> rundirs.RunDir:
     three paths, read from its header. Not :func:`_decode_order`: the typed build of a ``fork`` frame, first run
     in a fresh worker, cost ~0.2 ms of each run's CPU (the copy-on-write faults of that class's field checks);
     the order is the zygote's own (the native loop took only its head), and any other content is refused."""
-    if len(packet) < ORDER_HEAD.size:
-        raise ProtocolError(f"a fork order of {len(packet)} bytes")
-    header = protocol.packet_header(packet[ORDER_HEAD.size:])
+    header = _order_header(packet)
     dirs: list[Any] = [header.get(name) for name in ("path", "workdir", "tmpdir")]
     if (header["type"] != commands.Fork.KIND or header.get("id") != ORDER_HEAD.unpack_from(packet)[0]
             or header.get("session") or not all(type(p) is str and p for p in dirs)):
