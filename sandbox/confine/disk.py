@@ -28,7 +28,7 @@ import os
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, _trial, fssteps
+from . import _sys, _trial
 from ._sys import MS_NODEV, MS_NOEXEC, MS_NOSUID
 
 #: Inodes the tmpfs needs beyond the snippet's own (its root, the run dir's path, mount points).
@@ -47,17 +47,8 @@ def options(policy: Policy) -> str:
 
 def mount(target: str, policy: Policy) -> None:
     """Mount the run's disk at ``target`` (needs CAP_SYS_ADMIN in the mount namespace's user namespace)."""
-    fssteps.run((mount_step(target, policy),), hint="the run's private disk (limits.max_disk_mb)")
-    note_mounted(target)
-
-
-def mount_step(target: str, policy: Policy) -> fssteps.Step:
-    """:func:`mount` as a step (fssteps.py); once taken, :func:`note_mounted`."""
-    return (fssteps.MOUNT, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options(policy))
-
-
-def note_mounted(target: str) -> None:
-    """The run's disk is mounted at ``target`` (:func:`holds_run_dirs`)."""
+    _sys.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options(policy),
+               name=f"mount(tmpfs, {target!r}, {options(policy)})", hint="the run's private disk (limits.max_disk_mb)")
     _mounted.append(target)
 
 

@@ -278,10 +278,6 @@ def _under(path: str, top: str) -> bool:
 
 # --- the steps: each one system call, relative to the worker's cwd (the new root) ------------------------------
 
-#: The hint of a failed step's error.
-BUILDING = "building the run's root"
-
-
 def run(steps: tuple[Step, ...]) -> None:
     """Execute ``steps`` in order; the first that fails raises ``OSError``."""
     for fn, args in steps:
@@ -301,13 +297,13 @@ def write_new(path: str, data: bytes) -> None:
 def bind(source: str, target: str, inside: str = "") -> None:
     """Bind ``source`` with everything mounted beneath it at ``target`` (``inside``: its path in the view)."""
     _sys.mount(source, target, None, MS_BIND | MS_REC, name=f"mount({source!r}, {inside or target!r}, MS_BIND)",
-               hint=BUILDING)
+               hint="building the run's root")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _sys.mount(source, target, fstype, flags, data, hint=BUILDING)
+    _sys.mount(source, target, fstype, flags, data, hint="building the run's root")
 
 
 def setattr_(path: str, flags: int, attrs: int, clear: int = 0) -> None:
     """``mount_setattr`` while building the run's root (:func:`_sys.mount_setattr`)."""
-    _sys.mount_setattr(path, flags, attrs, clear, hint=BUILDING)
+    _sys.mount_setattr(path, flags, attrs, clear, hint="building the run's root")

@@ -35,9 +35,8 @@ from typing import Any
 
 from ..policy import Policy
 from ..records import record
-from . import _sys, disk, fsplan, fssteps, fsview, userns
+from . import _sys, disk, fsplan, fsview, userns
 from ._sys import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC
-from .fssteps import CHDIR, MOUNT, SETATTR, UNLINK, WRITE_NEW
 
 
 @record
@@ -184,7 +183,7 @@ def _lay_out(plan: fsplan.Plan) -> None:
     if plan.users is not None:
         fsplan.write_new("etc/passwd", b"")  # each worker binds its own over it
     for path in plan.in_tmp:
-        fssteps.mkdirs(path)
+        fsview.mkdirs(path)
         fsplan.bind(path, path[1:], path)
     fsplan.bind("/proc", "proc", "/proc")  # the clone's child maps its ids through it, then mounts its own over it
     fsplan.setattr_(".", _sys.AT_RECURSIVE, fsplan.READ_ONLY)
@@ -244,8 +243,7 @@ def copied() -> bool:
 
 
 def finish(policy: Policy, ctx: Any) -> str:
-    """In a worker cloned into a copy of the template, before its capabilities go: its own parts of the root, as
-    steps taken by one call (fssteps.py).
+    """In a worker cloned into a copy of the template, before its capabilities go: its own parts of the root.
 
     Raises :class:`fsview.Broken` when any step fails: no snippet may run in a partial view."""
     plan = _copied[0]
@@ -253,30 +251,33 @@ def finish(policy: Policy, ctx: Any) -> str:
         if not fsview.own_proc():  # the host's /proc would show through
             raise _sys.SyscallError("mount(proc) over the template's /proc", errno.EPERM,
                                     "the clone's child did not mount its own /proc")
+        os.chdir("/")
         held = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC) for path in plan.in_tmp}
-        sources = {path: f"/proc/self/fd/{fd}" for path, fd in held.items()}  # under the disk, reachable by fd
         try:
-            fssteps.run(((CHDIR, "/"),
-                         disk.mount_step("/tmp", policy),  # covers the template's /tmp
-                         *fsview.disk_steps(plan.in_tmp, ctx, sources),
-                         *(() if plan.users is None else _passwd_steps(plan.passwd(ctx.workdir))),
-                         (CHDIR, ctx.workdir)), hint="the worker's part of its root")
+            disk.mount("/tmp", policy)  # covers the template's /tmp, where these binds stay reachable by fd
+            fsview.place_on_disk(plan.in_tmp, ctx, {path: f"/proc/self/fd/{fd}" for path, fd in held.items()})
         finally:
             for fd in held.values():
                 os.close(fd)
+        if plan.users is not None:
+            _own_passwd(plan.passwd(ctx.workdir))
     except OSError as exc:
         raise fsview.Broken(getattr(exc, "syscall", None) or "the worker's part of its root",
                             exc.errno or errno.EIO, str(exc)) from exc
-    disk.note_mounted("/tmp")
     fsview.note_entered("/")
+    os.chdir(ctx.workdir)
     return (f"a copy of the root its forker built once ({plan.binds} read-only binds, locked); "
             f"{disk.describe_mounted(policy, '/tmp')}")
 
 
-def _passwd_steps(text: bytes) -> tuple[fssteps.Step, ...]:
+def _own_passwd(text: bytes) -> None:
     """The run's ``/etc/passwd``: a file on its fresh disk bound read-only over the template's, then unlinked."""
-    return ((WRITE_NEW, _PASSWD_SOURCE, text), (MOUNT, _PASSWD_SOURCE, "/etc/passwd", None, MS_BIND, None),
-            (SETATTR, "/etc/passwd", 0, fsplan.READ_ONLY), (UNLINK, _PASSWD_SOURCE))
+    fsplan.write_new(_PASSWD_SOURCE, text)
+    try:
+        fsplan.mount(_PASSWD_SOURCE, "/etc/passwd", None, MS_BIND)
+        fsplan.setattr_("/etc/passwd", 0, fsplan.READ_ONLY)
+    finally:
+        os.unlink(_PASSWD_SOURCE)
 
 
 _PASSWD_SOURCE = "/tmp/.passwd"

@@ -45,14 +45,15 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import os
+import stat
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, disk, fsplan, fssteps, namespaces_clone
+from . import _sys, disk, fsplan, namespaces_clone
 from ._sys import (AT_RECURSIVE, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC,
-                   MS_NOSUID, MS_REC)
-from .fssteps import MKDIRS, MOUNT, SETATTR
+                   MS_NOSUID)
 from .fsplan import READ_ONLY
 
 _MNT_DETACH = 2
@@ -156,7 +157,7 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
         fsplan.write_new("etc/passwd", plan.passwd(ctx.workdir))
     for path in (ctx.workdir, ctx.tmpdir):
         if not under(path, "/tmp"):
-            fssteps.mkdirs(path)  # mount points for run dirs off /tmp (run_dirs)
+            mkdirs(path)  # mount points for run dirs off /tmp (run_dirs)
     binds = plan.binds
     if own_proc():
         fsplan.bind("/proc", "proc", "/proc")
@@ -165,7 +166,7 @@ def _build(top: str, policy: Policy, ctx: Any, run: tuple[str, ...]) -> int:
     fsplan.run(plan.dev)
     _dev_shm(ctx)
     disk.mount(top + "/tmp", policy)
-    fssteps.run(tuple(disk_steps(plan.in_tmp, ctx, {path: path for path in plan.in_tmp})), hint=fsplan.BUILDING)
+    place_on_disk(plan.in_tmp, ctx, {path: path for path in plan.in_tmp})
     return binds
 
 
@@ -180,19 +181,32 @@ def _dev_shm(ctx: Any) -> None:
         fsplan.mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, namespaces_clone.DEV_SHM_OPTIONS)
 
 
-def disk_steps(in_tmp: tuple[str, ...], ctx: Any, sources: dict[str, str]) -> list[fssteps.Step]:
-    """On the run's disk (mounted at ``tmp`` of the cwd): its run dirs (:func:`_run_dir_steps`) and the paths under
+def mkdirs(inside: str, mode: int = 0o755) -> None:
+    """Make ``inside`` and its parents as directories in the view (relative to the cwd), never through a symlink
+    (which would lead to the host)."""
+    path = ""
+    for part in inside.strip("/").split("/"):
+        path = f"{path}/{part}" if path else part
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise _sys.SyscallError(f"mkdir({'/' + path!r}) in the view", errno.ENOTDIR) from None
+
+
+def place_on_disk(in_tmp: tuple[str, ...], ctx: Any, sources: dict[str, str]) -> None:
+    """On the run's disk (mounted at ``tmp`` of the cwd): its run dirs (:func:`place_run_dirs`) and the paths under
     ``/tmp`` the view binds read-only, each from ``sources[path]``. Their mount points are made first: one may lie
-    beside the run dirs, in the dir that leads to them, which then goes read-only. Steps: fssteps.py."""
-    steps: list[fssteps.Step] = [(MKDIRS, path, 0o755) for path in in_tmp]
-    steps += _run_dir_steps(ctx)
+    beside the run dirs, in the dir that leads to them, which then goes read-only."""
     for path in in_tmp:
-        steps += [(MOUNT, sources[path], path[1:], None, MS_BIND | MS_REC, None),
-                  (SETATTR, path[1:], AT_RECURSIVE, READ_ONLY)]
-    return steps
+        mkdirs(path)
+    place_run_dirs(ctx)
+    for path in in_tmp:
+        fsplan.bind(sources[path], path[1:], path)
+        fsplan.setattr_(path[1:], AT_RECURSIVE, READ_ONLY)
 
 
-def _run_dir_steps(ctx: Any) -> list[fssteps.Step]:
+def place_run_dirs(ctx: Any) -> None:
     """The run's work and tmp dirs on its disk, at their own paths; the dirs that lead to them read-only.
 
     ``/tmp`` is writable, but the path to the run's dirs (``/tmp/sandbox-X/run-Y``)
@@ -200,20 +214,21 @@ def _run_dir_steps(ctx: Any) -> list[fssteps.Step]:
     writable inside it, so the snippet can neither write beside them nor move them.
     """
     dirs = (ctx.workdir, ctx.tmpdir)
-    steps: list[fssteps.Step] = []
     for path in dirs:
         if under(path, "/tmp"):
-            steps.append((MKDIRS, path, 0o700))
+            mkdirs(path, 0o700)
             continue
         spare = f"{OFF_TMP_RUN_DIRS}/{'work' if path == ctx.workdir else 'tmp'}"
-        steps += [(MKDIRS, spare, 0o700), (MOUNT, spare[1:], path[1:], None, MS_BIND, None)]
+        mkdirs(spare, 0o700)
+        fsplan.mount(spare[1:], path[1:], None, MS_BIND)
     tops = {"/tmp/" + p[len("/tmp/"):].split("/", 1)[0] for p in dirs if under(p, "/tmp") and p != "/tmp"}
     for top in sorted(tops):
         if any(p != top and under(p, top) for p in dirs):
-            steps.append((MOUNT, top[1:], top[1:], None, MS_BIND, None))
-            steps += [(MOUNT, path[1:], path[1:], None, MS_BIND, None) for path in dirs if under(path, top)]
-            steps.append((SETATTR, top[1:], 0, ATTR_RDONLY))
-    return steps
+            fsplan.mount(top[1:], top[1:], None, MS_BIND)
+            for path in dirs:
+                if under(path, top):
+                    fsplan.mount(path[1:], path[1:], None, MS_BIND)
+            fsplan.setattr_(top[1:], 0, ATTR_RDONLY)
 
 
 def own_proc() -> bool:

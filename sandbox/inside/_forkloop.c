@@ -473,118 +473,6 @@ static PyObject *serve(PyObject *Py_UNUSED(module), PyObject *args) {
     return answer;
 }
 
-/* run_steps(): the steps of a worker's own part of its root (confine/fssteps.py plans them), each one system call
- * or two, with no Python object touched between them. Each step is a tuple, its first item its kind:
- *   (MKDIRS, path, mode)                                    every missing directory of a relative path, never through a
- *                                                           symlink (an existing non-directory: ENOTDIR)
- *   (MOUNT, source|None, target, fstype|None, flags, data|None)
- *   (SETATTR, path, at_flags, attr_set)                     mount_setattr
- *   (WRITE_NEW, path, bytes)                                a new file (O_EXCL, O_NOFOLLOW), 0644
- *   (UNLINK, path), (CHDIR, path) */
-enum { STEP_MKDIRS = 1, STEP_MOUNT, STEP_SETATTR, STEP_WRITE_NEW, STEP_UNLINK, STEP_CHDIR };
-
-struct mount_attr_ { unsigned long long attr_set, attr_clr, propagation, userns_fd; };
-
-static int mkdirs(const char *path, unsigned mode) {
-    char buf[4096];
-    while (*path == '/') /* relative to the cwd, as fssteps.mkdirs takes it */
-        path++;
-    size_t len = strlen(path);
-    if (len >= sizeof buf)
-        return ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (size_t end = 0; end <= len; end++) {
-        if (buf[end] != '/' && buf[end] != '\0')
-            continue;
-        if (end == 0 || buf[end - 1] == '/') /* an empty path, a doubled or a trailing slash: no part ends here */
-            continue;
-        char kept = buf[end];
-        buf[end] = '\0';
-        if (mkdir(buf, mode) != 0) {
-            struct stat st;
-            if (errno != EEXIST)
-                return errno;
-            if (lstat(buf, &st) != 0)
-                return errno;
-            if (!S_ISDIR(st.st_mode))
-                return ENOTDIR;
-        }
-        buf[end] = kept;
-    }
-    return 0;
-}
-
-static const char *text_or_null(PyObject *item) {
-    return item == Py_None ? NULL : PyUnicode_AsUTF8(item);
-}
-
-/* One step; 0, or its errno. -1 with a Python exception set: a step of the wrong shape. */
-static int run_step(PyObject *step) {
-    if (!PyTuple_Check(step) || PyTuple_GET_SIZE(step) < 2) {
-        PyErr_SetString(PyExc_TypeError, "a step is a tuple: (kind, ...)");
-        return -1;
-    }
-    Py_ssize_t size = PyTuple_GET_SIZE(step);
-    long kind = PyLong_AsLong(PyTuple_GET_ITEM(step, 0));
-    const char *path = text_or_null(PyTuple_GET_ITEM(step, 1));
-    if (PyErr_Occurred())
-        return -1;
-    int done = -2;
-    if (kind == STEP_MKDIRS && size == 3 && path) {
-        unsigned long mode = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(step, 2));
-        if (!PyErr_Occurred())
-            done = mkdirs(path, (unsigned)mode);
-    } else if (kind == STEP_MOUNT && size == 6) {
-        const char *target = text_or_null(PyTuple_GET_ITEM(step, 2));
-        const char *fstype = text_or_null(PyTuple_GET_ITEM(step, 3));
-        unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(step, 4));
-        const char *data = text_or_null(PyTuple_GET_ITEM(step, 5));
-        if (!PyErr_Occurred() && target)
-            done = mount(path, target, fstype, flags, data) == 0 ? 0 : errno;
-    } else if (kind == STEP_SETATTR && size == 4 && path) {
-        unsigned long at_flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(step, 2));
-        struct mount_attr_ attr = {.attr_set = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(step, 3))};
-        if (!PyErr_Occurred())
-            done = syscall(NR_MOUNT_SETATTR, AT_FDCWD, path, at_flags, &attr, sizeof attr) == 0 ? 0 : errno;
-    } else if (kind == STEP_WRITE_NEW && size == 3 && path && PyBytes_Check(PyTuple_GET_ITEM(step, 2))) {
-        PyObject *data = PyTuple_GET_ITEM(step, 2);
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0)
-            done = errno;
-        else {
-            ssize_t wrote = write(fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
-            done = wrote == PyBytes_GET_SIZE(data) ? 0 : wrote < 0 ? errno : ENOSPC;
-            close(fd);
-        }
-    } else if (kind == STEP_UNLINK && size == 2 && path) {
-        done = unlink(path) == 0 ? 0 : errno;
-    } else if (kind == STEP_CHDIR && size == 2 && path) {
-        done = chdir(path) == 0 ? 0 : errno;
-    }
-    if (PyErr_Occurred())
-        return -1;
-    if (done == -2) {
-        PyErr_Format(PyExc_TypeError, "step %zd items long of kind %ld is not one run_steps() takes", size, kind);
-        return -1;
-    }
-    return done;
-}
-
-static PyObject *run_steps(PyObject *Py_UNUSED(module), PyObject *steps) {
-    if (!PyTuple_Check(steps)) {
-        PyErr_SetString(PyExc_TypeError, "run_steps() takes a tuple of steps");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(steps); i++) {
-        int err = run_step(PyTuple_GET_ITEM(steps, i));
-        if (err < 0)
-            return NULL;
-        if (err > 0)
-            return Py_BuildValue("(ni)", i, err);
-    }
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
     {"serve", serve, METH_VARARGS,
      "serve(sock, clone_flags, template_ns, host_ns, tid_field, version, zygote, uid, gid, prelude): answer run\n"
@@ -595,9 +483,6 @@ static PyMethodDef methods[] = {
      "in a new worker, its namespaces set up: ('child', packet, private_socket_fd, note, proc, shm, run,\n"
      "cgroup_ns, read_only, bounding, ruleset) (each mount 0, -1 for no such dir, or its errno; cgroup_ns,\n"
      "read_only, bounding: the step's errno or 0; ruleset: the fd of the plan's ruleset, or -1)."},
-    {"run_steps", run_steps, METH_O,
-     "run_steps(steps): take each step (confine/fssteps.py) in order; None when all were done, else\n"
-     "(index, errno) of the first that failed (the steps after it not taken)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -606,7 +491,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_forkloop"
 PyMODINIT_FUNC PyInit__forkloop(void) {
     PyObject *made = PyModule_Create(&module);
     /* forker.py uses this build only if it speaks the same serve(): a build left from an older checkout does not */
-    if (made && PyModule_AddIntConstant(made, "INTERFACE", 5) < 0)
+    if (made && PyModule_AddIntConstant(made, "INTERFACE", 4) < 0)
         Py_CLEAR(made);
     return made;
 }

@@ -34,7 +34,7 @@ import traceback
 from typing import Any, NoReturn
 
 from .. import commands, confine, frames, protocol, rundirs
-from ..confine import _sys, fssteps, fstemplate, landlock, namespaces_clone, netns, signal_scope, userns
+from ..confine import _sys, fstemplate, landlock, namespaces_clone, netns, signal_scope, userns
 from ..errors import ProtocolError
 from ..records import record
 from . import at_fork, hugepages, mappings, proc
@@ -42,7 +42,7 @@ from .request import WorkerSpec
 from .worker import serve as serve_worker
 
 #: The ``serve()`` this module calls (_forkloop.c's ``INTERFACE``): a build left from another checkout is not used.
-_FORKLOOP_INTERFACE = 5
+_FORKLOOP_INTERFACE = 4
 try:
     from . import _forkloop  # type: ignore[attr-defined]  # a C extension (_forkloop.c), no stub
     _NOT_BUILT = "" if getattr(_forkloop, "INTERFACE", None) == _FORKLOOP_INTERFACE else (
@@ -51,8 +51,6 @@ try:
 except ImportError as exc:  # not built (no compiler at install): the loop stays Python's
     _forkloop = None
     _NOT_BUILT = f"{type(exc).__name__}: {exc}"
-if not _NOT_BUILT:  # a worker's own part of its root, taken in C too (whichever loop cloned it)
-    fssteps.use_native(_forkloop.run_steps)
 
 _PR_SET_PDEATHSIG = 1
 #: The head of every fork order's packet, before its frame (``commands.Fork``): the order's id and its kind, all the
