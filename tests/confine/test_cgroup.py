@@ -183,3 +183,41 @@ def test_a_worker_whose_cgroups_are_deferred_waits_for_them_and_never_runs_witho
     released, status, dropped, dropped_status = got["value"]
     assert f"caps processes and threads at {policy().limits.max_processes}" in released and status == 0, got
     assert dropped == "" and dropped_status == 0, got  # no note: it exited before anything of its own ran
+
+
+BOMB = '''
+import os
+r, w = os.pipe()
+made = 0
+try:
+    for _ in range(40):
+        if os.fork() == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        made += 1
+except OSError as exc:
+    print(made, exc.errno)
+'''
+
+
+def test_a_pids_cgroup_serves_later_runs_and_caps_each_alike():
+    """cgroup v1: the empty pids cgroup of a dead worker is renamed for a later worker (cgroup.Spares) instead of
+    removed and made again; every run in one is capped at max_processes as in a new one, whatever the run before
+    it forked."""
+    import sandbox
+    pol = sandbox.Policy.load("default").with_limits(max_processes=MAX)
+    with sandbox.Sandbox(policy=pol, cold_start=False) as sb:
+        assert sb.run("print(1)").stdout == "1\n"  # the zygote's first workers made its cgroups
+        zdirs = [os.path.join(root, f"sandbox-{sb.zygote_pids[0]}") for root in cgroup.PIDS_ROOTS]
+        zdir = next(path for path in zdirs if os.path.isdir(path))
+        if os.path.exists(os.path.join(zdir, "cgroup.subtree_control")):
+            pytest.skip("cgroup v2 renames no cgroup: each worker's is made and removed")
+        inodes, caps = set(), []
+        for _ in range(10):
+            inodes |= {os.stat(os.path.join(zdir, n)).st_ino for n in os.listdir(zdir) if n.startswith("w")}
+            result = sb.run(BOMB, timeout=20)
+            caps.append(result.stdout)
+        made, refused = caps[0].split()
+        assert caps == [caps[0]] * 10 and int(made) < MAX and refused == str(errno.EAGAIN), caps
+        assert len(inodes) <= 6, f"{len(inodes)} pids cgroups made for 10 runs: none was reused"
