@@ -12,10 +12,7 @@ writable, a root worker still runs: its status, :func:`probe` and ``sandbox doct
 say that ``max_processes`` is not enforced, and how to fix it.
 
 Each worker gets ``<pids root>/sandbox-<zygote pid>/w<worker pid>``; empty cgroups of
-dead workers and dead zygotes are removed when the next ones are made, except that on
-cgroup v1 a dead worker's empty one is kept (:class:`Spares`) and renamed for the next
-worker: making and freeing a pids cgroup cost the kernel ~0.2 ms of CPU a run here, a
-rename next to nothing. cgroup v1
+dead workers and dead zygotes are removed when the next ones are made. cgroup v1
 (the ``pids`` hierarchy) and v2 (the pids controller is enabled below
 ``sandbox-<zygote>``) both work. Two entry points, by where the worker is made:
 
@@ -28,7 +25,6 @@ rename next to nothing. cgroup v1
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import time
 from typing import Any, Callable
@@ -134,7 +130,7 @@ def _join(max_pids: int, zygote: int, pid: int, handover: list[int] | None = Non
     if _chosen and _chosen[0][0] == zygote:  # the common case, once per worker: straight to the last parent
         parent = _chosen[0][1]
         try:
-            _sweep_made(parent, max_pids)
+            _sweep_made(parent)
             return _describe(_make_worker(parent, pid, max_pids, handover), max_pids)
         except OSError:
             _chosen.clear()  # e.g. removed from outside: look again
@@ -178,17 +174,14 @@ def _make_worker(parent: str, pid: int, max_pids: int, handover: list[int] | Non
     return mine
 
 
-def _sweep_made(parent: str, max_pids: int) -> None:
-    """Keep as spares (cgroup v1) or remove the cgroups this process made for workers that are gone (their pids no
-    longer exist), without listing ``parent``; one still busy (a process of the run still exiting) is tried again
-    at the next worker. A pids cgroup that also holds the worker's memory controller (cgroup v2) is memcg.py's to
-    remove, once the host has read it."""
+def _sweep_made(parent: str) -> None:
+    """Remove the cgroups this process made for workers that are gone (their pids no longer exist), without
+    listing ``parent``; one still busy (a process of the run still exiting) is tried again at the next worker.
+    A pids cgroup that also holds the worker's memory controller (cgroup v2) is memcg.py's to remove, once the
+    host has read it."""
     for pid in [pid for pid in _made if not os.path.exists(f"/proc/{pid}")]:
         mine = f"{parent}/w{pid}"
         if not os.path.exists(f"{mine}/memory.max"):
-            if _holds_none(mine) and _spares.keep(mine, max_pids):
-                _made.remove(pid)
-                continue
             try:
                 os.rmdir(mine)
             except FileNotFoundError:
@@ -196,14 +189,6 @@ def _sweep_made(parent: str, max_pids: int) -> None:
             except OSError:
                 continue
         _made.remove(pid)
-
-
-def _holds_none(path: str) -> bool:
-    """Whether the pids cgroup at ``path`` counts no process (an exiting one counts until it is reaped)."""
-    try:
-        return _sys.read_file(f"{path}/pids.current").strip() == b"0"
-    except OSError:
-        return False
 
 
 def write(path: str, value: object) -> None:
@@ -223,15 +208,10 @@ def remove_zygote(zygote: int | None = None) -> None:
         path = os.path.join(root, f"sandbox-{zygote}")
         if os.path.isdir(path):
             remove(path)
-    _spares.clear()
 
 
 def _make_capped(parent: str, name: str, max_pids: int) -> str:
-    """``parent/name`` with ``pids.max`` (a spare of ``parent`` capped alike, renamed, where one is kept); on cgroup
-    v2 the controller is enabled in ``parent`` first."""
-    spare = _spares.take(parent, name, max_pids)
-    if spare is not None:
-        return spare
+    """``parent/name`` with ``pids.max``; on cgroup v2 the controller is enabled in ``parent`` first."""
     mine = f"{parent}/{name}"
     if parent in _delegating:
         try:
@@ -250,68 +230,6 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         _rmdir(mine)
         raise
     return mine
-
-
-#: How many empty cgroups a :class:`Spares` keeps: a zygote has a few workers at once (``runtime.prefork`` waiting,
-#: the runs in flight), and a spare nobody takes costs the kernel a cgroup's memory until the zygote's shutdown.
-SPARES_KEPT = 8
-
-
-class Spares:
-    """Empty cgroups of this process's dead workers, kept to be renamed for its next workers.
-
-    Why: the kernel's making of a cgroup and its freeing after ``rmdir`` (its per-CPU state, the controllers'
-    offlining in kernel threads) cost ~0.2 ms of machine CPU a pids cgroup and ~0.4 ms a memory cgroup a run
-    here, a ``rename`` next to nothing. A spare is renamed ``spare<n>`` in its parent, so no name of a live
-    worker's points at it, and back to the next worker's name there; it keeps what it was set to (a limit), which
-    the caller names, so it serves only a worker set alike. Only cgroup v1 renames a cgroup (v2 refuses: the
-    caller removes it as before). The caller keeps only an empty cgroup, whose charges say nothing about its last
-    run that the next one would read; the zygote's shutdown removes the spares with ``sandbox-<zygote>``.
-    """
-
-    def __init__(self, kept: int = SPARES_KEPT) -> None:
-        self.kept = kept
-        self.spares: list[tuple[str, object]] = []
-        """(path, setting), the last kept last."""
-        self._numbers = itertools.count()
-
-    def keep(self, path: str, setting: object) -> bool:
-        """Rename the empty cgroup ``path`` to a spare beside it, set as ``setting``; False (left as it was) when
-        ``kept`` are kept already or the kernel refuses the rename (cgroup v2)."""
-        if len(self.spares) >= self.kept:
-            return False
-        spare = os.path.join(os.path.dirname(path), f"spare{next(self._numbers)}")
-        try:
-            os.rename(path, spare)
-        except OSError:
-            return False
-        self.spares.append((spare, setting))
-        return True
-
-    def take(self, parent: str, name: str, setting: object) -> str | None:
-        """A spare of ``parent`` set as ``setting``, renamed ``parent/name`` (its path); None where none is (one
-        the kernel no longer renames, e.g. removed from outside, is dropped)."""
-        for i in range(len(self.spares) - 1, -1, -1):
-            spare, kept_as = self.spares[i]
-            if kept_as != setting or os.path.dirname(spare) != parent:
-                continue
-            del self.spares[i]
-            mine = os.path.join(parent, name)
-            try:
-                os.rename(spare, mine)
-            except OSError:
-                _rmdir(spare)
-                return None
-            return mine
-        return None
-
-    def clear(self) -> None:
-        """Forget them (their ``sandbox-<zygote>`` removed whole)."""
-        self.spares.clear()
-
-
-#: This process's spare pids cgroups (:func:`_sweep_made` keeps them, :func:`_make_capped` takes them).
-_spares = Spares()
 
 
 def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:

@@ -42,14 +42,11 @@ the child goes on: :func:`join_in_parent`, from the clone's callback or, for its
 clones, from ``confine.release_worker``; or, after a plain fork,
 the worker itself before it drops capabilities: :func:`apply`). Read by the host,
 from the cgroup's own files, when the run ends (memcg_lookup.py: ``locate``, ``read``):
-never from a frame. Retired by the zygote once the worker is reaped *and* the host has
-read it (:func:`retire`): on cgroup v1 an empty one that counted no OOM kill and holds
-little charge is kept as a spare (cgroup.Spares) and renamed for the next worker alike
-limited, its peak reset (making one and freeing it cost the kernel ~0.4 ms of CPU a run
-here); any other is removed (:func:`remove`). The zygote's shutdown and the next zygote's
-first worker remove what is left. Removal never raises. Cost on the test VM: making and
-joining one ~0.7 ms at the fork, removing one ~0.04 ms in the zygote's idle time, the
-host's lookup and reading ~0.25 ms when a run ends.
+never from a frame. Removed by the zygote once the worker is reaped *and* the host has
+read it (:func:`remove`); the zygote's shutdown and the next zygote's first worker
+remove what is left. Removal never raises. Cost on the test VM: making and joining one
+~0.7 ms at the fork, removing one ~0.04 ms in the zygote's idle time, the host's
+lookup and reading ~0.25 ms when a run ends.
 
 Where none can be made (not root and no delegated subtree, no memory hierarchy
 mounted, or a read-only one), the worker's seccomp filter refuses ``memfd_create``
@@ -67,7 +64,7 @@ import os
 from typing import Any
 
 from ..policy import Policy
-from . import _sys, cgroup, memcg_lookup
+from . import cgroup, memcg_lookup
 from .memcg_lookup import Hierarchy
 
 MIB = 1 << 20
@@ -87,12 +84,6 @@ _baseline: list[int] = []
 _placement = cgroup.Placement("memory", frozenset({errno.EACCES, errno.EPERM, errno.EROFS}))
 #: Optional control files, by name: present or not (the kernel's features do not change while we run).
 _optional: dict[str, bool] = {}
-#: This process's spare memory cgroups (cgroup v1), by limit: :func:`retire` keeps them, :func:`_make_worker`
-#: takes them.
-_spares = cgroup.Spares()
-#: The most a spare may hold charged (page cache its last run read in, kernel memory not yet freed): the next run
-#: would start with it counted against its limit and in its peak.
-SPARE_CHARGE_MAX = 4 * MIB
 
 
 def measure_baseline() -> int:
@@ -164,15 +155,6 @@ def _make(hierarchy: Hierarchy, parent: str, zygote: int, pid: int, limit: int,
 def _make_worker(hierarchy: Hierarchy, zdir: str, pid: int, limit: int, handover: list[int] | None = None) -> str:
     """``zdir/w<pid>`` (``zdir`` ready: made, the controller delegated to it) with its limits set and ``pid`` in it."""
     mine = f"{zdir}/w{pid}"
-    spare = _spares.take(zdir, f"w{pid}", limit) if hierarchy.version == 1 else None
-    if spare is not None:
-        try:  # limited alike already; the peak restarts here, as it would in a new cgroup
-            _write(mine, "memory.max_usage_in_bytes", 0)
-            cgroup.enter(mine, pid, handover)
-        except OSError:
-            remove(mine)
-            raise
-        return mine
     try:
         os.mkdir(mine)
         made = True
@@ -226,30 +208,6 @@ def oom_eventfd(path: str) -> int | None:
 
 
 # -- cleanup (zygote) -----------------------------------------------------------------------------------
-def retire(path: str) -> bool:
-    """Once the host has read the cgroup of a reaped worker: keep it as a spare where it can serve the next worker
-    as a new one would (cgroup v1: no process left, no OOM kill counted, at most ``SPARE_CHARGE_MAX`` charged),
-    else remove it. False if it is still there (a process still exiting). Never raises."""
-    limit = _reusable_limit(path)
-    if limit is not None and _spares.keep(path, limit):
-        return True
-    return remove(path)
-
-
-def _reusable_limit(path: str) -> int | None:
-    """A v1 cgroup's limit if it may serve another run, else None."""
-    try:
-        if _sys.read_file(f"{path}/tasks"):
-            return None  # a process still in it
-        charged = int(_sys.read_file(f"{path}/memory.usage_in_bytes"))  # v2 has no such file (nor renames)
-    except (OSError, ValueError):
-        return None
-    facts = memcg_lookup.read(path)
-    if facts is None or facts.oom_kills or charged > SPARE_CHARGE_MAX:
-        return None
-    return facts.limit_bytes
-
-
 def remove(path: str) -> bool:
     """rmdir one empty cgroup (its files go with it); False if it is still there. Never raises."""
     try:
@@ -266,7 +224,6 @@ def remove_zygote(zygote: int | None = None) -> None:
     zygote = os.getpid() if zygote is None else zygote
     for path in memcg_lookup.zygote_dirs(zygote):
         cgroup.remove(path)
-    _spares.clear()
 
 
 # -- probe and describe ---------------------------------------------------------------------------------

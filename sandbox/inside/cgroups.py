@@ -1,11 +1,9 @@
 """The zygote's book of its workers' memory cgroups (confine/memcg.py), from fork to removal.
 
 Each worker's memory cgroup is made at its clone. The host reads it when the run ends,
-then says ``release``; the cgroup is retired once the worker is reaped and released (a
-pre-forked worker that never ran: once reaped), off the request path, one per turn of
-the zygote's loop (a steady stream of runs leaves it no idle turn, and a cgroup kept for
-a next worker must be kept before that worker is made): removed, or kept (memcg.retire).
-On cgroup v1 it also holds the OOM eventfd the zygote watches.
+then says ``release``; the cgroup is removed once the worker is reaped and released (a
+pre-forked worker that never ran: once reaped), off the request path, one per idle turn
+of the zygote's loop. On cgroup v1 it also holds the OOM eventfd the zygote watches.
 """
 
 from __future__ import annotations
@@ -70,11 +68,11 @@ class WorkerCgroups:
         return max(0.0, self.to_remove[0][0] - time.monotonic()) if self.to_remove else None
 
     def tidy(self) -> None:
-        """Retire one due cgroup (memcg.retire: kept or removed; off the request path); one still busy (a process
-        still exiting) is retried every ``RETRY_S`` for a while; what is left then goes at shutdown."""
+        """Remove one due cgroup (off the request path); one still busy (a process still exiting) is retried
+        every ``RETRY_S`` for a while; what is left then goes at shutdown."""
         if not self.to_remove or self.to_remove[0][0] > time.monotonic():
             return
         _, pid, tries = heapq.heappop(self.to_remove)
         path = self.locate(pid)
-        if path is not None and not memcg.retire(path) and tries < 100:
+        if path is not None and not memcg.remove(path) and tries < 100:
             heapq.heappush(self.to_remove, (time.monotonic() + RETRY_S, pid, tries + 1))

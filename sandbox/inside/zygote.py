@@ -130,7 +130,6 @@ class Zygote(Reaping):
                     return
             if len(self.to_remove) > _TIDY_BACKLOG:  # a steady stream of runs leaves no idle turn
                 self._tidy()
-            self.cgroups.tidy()  # likewise, and a memory cgroup kept by it may serve the next worker (memcg.retire)
 
     def _tidy(self) -> None:
         """One bounded step of removing reaped workers' run dirs. Whatever a run left

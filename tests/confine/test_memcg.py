@@ -306,7 +306,7 @@ def test_the_pids_cgroups_a_forker_made_go_with_their_workers_but_not_a_shared_m
     (tmp_path / f"w{shared}" / "memory.max").write_text("max")
     (tmp_path / f"w{busy}" / "tasks").write_text("")  # rmdir refuses it, as it refuses a populated cgroup
     monkeypatch.setattr(cgroup, "_made", [dead, shared, busy, live])
-    cgroup._sweep_made(str(tmp_path), 64)  # no pids.current in a plain dir: none is kept as a spare
+    cgroup._sweep_made(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"w{pid}" for pid in (shared, busy, live))
     assert cgroup._made == [busy, live]  # the busy one is tried again at the next worker; the shared one is memcg's
 

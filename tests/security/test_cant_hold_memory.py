@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import sandbox
-from sandbox.confine import cgroup, memcg, memcg_lookup
+from sandbox.confine import memcg, memcg_lookup
 
 from .attacks import in_child, snippet
 from .conftest import checked_run
@@ -334,51 +334,6 @@ def _cgroups_left(box: sandbox.Sandbox, timeout: float = 5.0) -> list[str]:
         time.sleep(0.05)
 
 
-def _spares(box: sandbox.Sandbox) -> dict[str, tuple[int, str]]:
-    """The spare memory cgroups the sandbox's zygotes keep (memcg.retire): path -> (inode, its tasks)."""
-    found = {}
-    for zygote in box.zygote_pids:
-        for zdir in memcg_lookup.zygote_dirs(zygote):
-            for name in os.listdir(zdir):
-                if name.startswith("spare"):
-                    path = os.path.join(zdir, name)
-                    found[path] = (os.stat(path).st_ino, memcg_lookup.read_text(os.path.join(path, "tasks")))
-    return found
-
-
-def _worker_cgroup_inodes(box: sandbox.Sandbox) -> set[int]:
-    """The inodes of the memory cgroups of the sandbox's live workers (``w<pid>``)."""
-    return {os.stat(os.path.join(zdir, name)).st_ino for zygote in box.zygote_pids
-            for zdir in memcg_lookup.zygote_dirs(zygote) for name in os.listdir(zdir) if name.startswith("w")}
-
-
-def test_a_memory_cgroup_serves_later_runs_and_each_reads_only_its_own_run():
-    """cgroup v1: an empty memory cgroup of a finished run is renamed for a later worker instead of removed and made
-    again (memcg.retire): a few cgroups serve many runs. Each run still reads only itself from it: its peak
-    restarts, and a cgroup that counted an OOM kill is never kept (the count cannot restart on v1), so the runs
-    after one that ran out are not reported as out of memory."""
-    if not HAVE_MEMCG or memcg_lookup.hierarchies()[0].version != 1:
-        pytest.skip(WHY if not HAVE_MEMCG else "cgroup v2 renames no cgroup: each run's is made and removed")
-    with sandbox.Sandbox(policy=_policy("default", max_file_size_mb=4 * MEMORY_MB), cold_start=False) as box:
-        seen: set[int] = set()
-        for _ in range(12):
-            seen |= _worker_cgroup_inodes(box)
-            assert box.run("print(1)").stdout == "1\n"
-        seen |= _worker_cgroup_inodes(box)
-        assert len(seen) <= 8, f"{len(seen)} memory cgroups made for 12 runs: none was reused"
-        big = box.run("import numpy as np; a = np.ones(200 * 2**20 // 8); print(a.nbytes >> 20)", timeout=30)
-        assert big.stdout == "200\n" and big.peak_memory_bytes >= 200 * MIB, big
-        out_of_memory = checked_run(box, snippet(ATTACKS["memfd"], mb=MEMORY_MB), timeout=30)
-        _expect_memory_limit(out_of_memory, box)
-        for _ in range(6):
-            small = box.run("print(2)")
-            assert small.ok and small.reason is None and small.stdout == "2\n", small
-            assert small.peak_memory_bytes < 64 * MIB, small  # not the 200 MiB nor the OOM of a run before
-        spares = _spares(box)
-        assert spares and len(spares) <= cgroup.SPARES_KEPT, spares
-        assert all(tasks == "" for _, tasks in spares.values()), spares  # no process of any run in a spare
-
-
 def _leads_session(pid: int) -> bool:
     try:
         return os.getsid(pid) == pid
@@ -398,7 +353,6 @@ def test_no_cgroup_outlives_its_run_or_its_sandbox():
         with box.session() as s:
             s.run("x = 1")
         assert _cgroups_left(box) == []
-        assert all(tasks == "" for _, tasks in _spares(box).values()), _spares(box)  # kept empty for later runs
         zdirs = memcg_lookup.zygote_dirs(zygote)
         assert zdirs, "no memory cgroup was made"
         # The pre-forked workers (each leads its own session); not the forker (inside/forker.py), the zygote's
