@@ -9,8 +9,16 @@ step. Here both run at once: one host process per side (this package, and the on
 ``Sandbox`` of the default policy, take turns running a batch of ``print(1)`` runs from 4
 client threads, the order swapped every round. A side's figure for a batch is the CPU of
 its own process tree (host, zygote, forker and workers, reaped or alive) per run, and its
-runs/s; a step is the median of the per-round differences, and "lower in" counts the
-rounds where this checkout spent less. Not part of the suite: it needs ``--against``.
+runs/s, and the minor page faults of that tree per run; a step is the median of the
+per-round differences, and "lower in" counts the rounds where this checkout spent less.
+
+The rounds are split over several *instances*: both sides' Sandboxes are closed and started
+again between them. One Sandbox's zygote keeps the memory layout it preloaded into (which of
+its pages the kernel could map by 2 MiB, where its objects lie), and that layout alone moved a
+side's copy-on-write faults by ~10-150 a run and its CPU by up to ~0.5 ms a run for the same
+code (2026-12-06): rounds of one pair of instances share that offset, rounds of several do
+not. The faults are the figure with little noise (the same code: ~1% apart; the CPU: ~5%), so a
+step in them shows with few rounds. Not part of the suite: it needs ``--against``.
 """
 
 from __future__ import annotations
@@ -24,16 +32,17 @@ from typing import Any
 from . import common
 from .options import Settings
 
-COLUMNS = ("side", "package", "commit", "rounds", "cpu_ms_per_run_p50", "cpu_ms_per_run_min", "cpu_ms_per_run_max",
-           "runs_per_s_p50", "step_cpu_ms", "lower_in", "latency_ms_p50", "step_latency_ms", "lower_latency_in")
+COLUMNS = ("side", "package", "commit", "instances", "rounds", "cpu_ms_per_run_p50", "cpu_ms_per_run_min",
+           "cpu_ms_per_run_max", "runs_per_s_p50", "step_cpu_ms", "lower_in", "faults_per_run_p50", "step_faults",
+           "fewer_faults_in", "latency_ms_p50", "step_latency_ms", "lower_latency_in")
 CLIENTS = 4
 #: The pause before each timed run of the latency leg, as in ``bench latency`` and ``bench targets``.
 GAP_S = 0.05
 
 #: One side: a host process with a warm Sandbox; a line "cpu N" on stdin runs N print(1) from CLIENTS threads and
-#: answers "<tree CPU ms per run> <runs/s>", a line "latency N" runs N print(1) one at a time, GAP apart, and answers
-#: their median round trip in ms. Standard library and psutil only (its tree CPU is common.tree_cpu_s
-#: written again): the side imports the other checkout's package, whose bench may not have that helper.
+#: answers "<tree CPU ms per run> <runs/s> <tree minor faults per run>", a line "latency N" runs N print(1) one at a
+#: time, GAP apart, and answers their median round trip in ms. Standard library and psutil only (its tree CPU is
+#: common.tree_cpu_s written again): the side imports the other checkout's package, whose bench may not have it.
 _SIDE = r'''
 import os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
@@ -58,6 +67,20 @@ def tree(sb):  # this host, its zygotes, what they reaped, their live children (
                 pass  # reaped meanwhile: in the zygote's children_* at the next reading
     return total
 
+def faults(sb):  # the same tree's minor page faults (/proc/PID/stat: minflt, and cminflt of what it reaped)
+    def counts(pid, reaped):
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[7]) + (int(fields[8]) if reaped else 0)
+    total = counts(os.getpid(), False)
+    for pid in sb.zygote_pids:
+        total += counts(pid, True)
+        for child in psutil.Process(pid).children():
+            try:
+                total += counts(child.pid, False)
+            except OSError:
+                pass
+    return total
+
 with sandbox.Sandbox("default") as sb:
     for _ in range(20):
         sb.run("print(1)")
@@ -76,13 +99,13 @@ with sandbox.Sandbox("default") as sb:
             continue
         threads = [threading.Thread(target=lambda k=runs // clients: [sb.run("print(1)") for _ in range(k)])
                    for _ in range(clients)]
-        before, start = tree(sb), time.perf_counter()
+        before, faulted, start = tree(sb), faults(sb), time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        elapsed, used = time.perf_counter() - start, tree(sb) - before
-        print(f"{used / runs * 1000:.4f} {runs / elapsed:.2f}", flush=True)
+        elapsed, used, faulted = time.perf_counter() - start, tree(sb) - before, faults(sb) - faulted
+        print(f"{used / runs * 1000:.4f} {runs / elapsed:.2f} {faulted / runs:.2f}", flush=True)
 '''
 
 
@@ -99,43 +122,62 @@ def run(settings: Settings) -> common.Record:
     if problem or against is None:
         raise ValueError(problem)
     record = common.Record("ab", settings)
-    rounds, runs, timed = settings.n(10, 2), settings.n(200, 20), settings.n(40, 4)
+    instances, rounds_each = settings.n(4, 1), settings.n(3, 2)
+    rounds, runs, timed = instances * rounds_each, settings.n(200, 20), settings.n(40, 4)
     ours = Path(__file__).resolve().parents[2]
-    sides = {"this": _start(ours), "against": _start(against.resolve())}
-    figures: dict[str, list[tuple[float, float]]] = {"this": [], "against": []}
+    folders = {"this": ours, "against": against.resolve()}
+    figures: dict[str, list[tuple[float, float, float]]] = {"this": [], "against": []}
     latency: dict[str, list[float]] = {"this": [], "against": []}
-    try:
-        for index in common.progress(range(rounds), total=rounds, desc="ab rounds"):
+    for index in common.progress(range(rounds), total=rounds, desc="ab rounds"):
+        if index % rounds_each == 0:  # both sides' Sandboxes new: a zygote's memory layout is its instance's
+            sides = _start_all(folders, reverse=index // rounds_each % 2 == 1)
+        try:
             order = ("this", "against") if index % 2 == 0 else ("against", "this")
             for name in order:
                 figures[name].append(_batch(sides[name], runs))
             for name in order:
                 latency[name].append(_latency(sides[name], timed))
-    finally:
-        for proc in sides.values():
-            _stop(proc)
-    steps = [a[0] - b[0] for a, b in zip(figures["this"], figures["against"])]
-    latency_steps = [a - b for a, b in zip(latency["this"], latency["against"])]
-    for name, folder in (("this", ours), ("against", against.resolve())):
-        cpu = [c for c, _ in figures[name]]
-        record.rows.append({
-            "side": name, "package": str(folder), "commit": _commit(folder), "rounds": rounds,
-            "cpu_ms_per_run_p50": round(statistics.median(cpu), 3), "cpu_ms_per_run_min": round(min(cpu), 3),
-            "cpu_ms_per_run_max": round(max(cpu), 3),
-            "runs_per_s_p50": round(statistics.median(r for _, r in figures[name]), 1),
-            "latency_ms_p50": round(statistics.median(latency[name]), 3),
-            **({"step_cpu_ms": round(statistics.median(steps), 3),
-                "lower_in": f"{sum(s < 0 for s in steps)} of {rounds}",
-                "step_latency_ms": round(statistics.median(latency_steps), 3),
-                "lower_latency_in": f"{sum(s < 0 for s in latency_steps)} of {rounds}"} if name == "this" else {})})
+        except BaseException:
+            _stop_all(sides)
+            raise
+        if index % rounds_each == rounds_each - 1:
+            _stop_all(sides)
+    record.rows = [_row(name, folder, instances, figures, latency) for name, folder in folders.items()]
     record.extra = {"runs_per_round": runs, "clients": CLIENTS, "timed_runs_per_round": timed, "gap_s": GAP_S,
-                    "per_round": {name: [{"cpu_ms_per_run": c, "runs_per_s": r, "latency_ms_p50": lat}
-                                         for (c, r), lat in zip(rows, latency[name])]
+                    "rounds_per_instance": rounds_each,
+                    "per_round": {name: [{"cpu_ms_per_run": c, "runs_per_s": r, "faults_per_run": f,
+                                          "latency_ms_p50": lat}
+                                         for (c, r, f), lat in zip(rows, latency[name])]
                                   for name, rows in figures.items()}}
-    common.finish(record, COLUMNS, f"this checkout vs {against}: {rounds} interleaved rounds of {runs} print(1), "
-                                   f"{CLIENTS} clients (CPU: each side's own process tree), then {timed} print(1) "
-                                   f"one at a time, {GAP_S * 1000:g} ms apart (latency: the round's p50)")
+    common.finish(record, COLUMNS, f"this checkout vs {against}: {rounds} interleaved rounds of {runs} print(1) "
+                                   f"({instances} instances of both sides' Sandboxes, {rounds_each} rounds each), "
+                                   f"{CLIENTS} clients (CPU and minor faults: each side's own process tree), then "
+                                   f"{timed} print(1) one at a time, {GAP_S * 1000:g} ms apart (latency: the round's "
+                                   "p50)")
     return record
+
+
+def _row(name: str, folder: Path, instances: int, figures: dict[str, list[tuple[float, float, float]]],
+         latency: dict[str, list[float]]) -> dict[str, Any]:
+    """One side's row; this checkout's also holds the steps (its figure minus the other's, round by round)."""
+    mine = figures[name]
+    cpu = [c for c, _, _ in mine]
+    row: dict[str, Any] = {
+        "side": name, "package": str(folder), "commit": _commit(folder), "instances": instances, "rounds": len(mine),
+        "cpu_ms_per_run_p50": round(statistics.median(cpu), 3), "cpu_ms_per_run_min": round(min(cpu), 3),
+        "cpu_ms_per_run_max": round(max(cpu), 3), "runs_per_s_p50": round(statistics.median(r for _, r, _ in mine), 1),
+        "faults_per_run_p50": round(statistics.median(f for _, _, f in mine), 1),
+        "latency_ms_p50": round(statistics.median(latency[name]), 3)}
+    if name == "this":
+        for key, column, count, ours, theirs in (
+                ("cpu", "step_cpu_ms", "lower_in", cpu, [c for c, _, _ in figures["against"]]),
+                ("faults", "step_faults", "fewer_faults_in", [f for _, _, f in mine],
+                 [f for _, _, f in figures["against"]]),
+                ("latency", "step_latency_ms", "lower_latency_in", latency["this"], latency["against"])):
+            steps = [a - b for a, b in zip(ours, theirs)]
+            row[column] = round(statistics.median(steps), 1 if key == "faults" else 3)
+            row[count] = f"{sum(s < 0 for s in steps)} of {len(steps)}"
+    return row
 
 
 def _start(folder: Path) -> subprocess.Popen:
@@ -148,9 +190,10 @@ def _start(folder: Path) -> subprocess.Popen:
     return proc
 
 
-def _batch(proc: subprocess.Popen, runs: int) -> tuple[float, float]:
-    cpu, rate = _ask(proc, f"cpu {runs}").split()
-    return float(cpu), float(rate)
+def _batch(proc: subprocess.Popen, runs: int) -> tuple[float, float, float]:
+    """(tree CPU ms per run, runs/s, tree minor faults per run) of one batch."""
+    cpu, rate, faults = _ask(proc, f"cpu {runs}").split()
+    return float(cpu), float(rate), float(faults)
 
 
 def _latency(proc: subprocess.Popen, runs: int) -> float:
@@ -162,6 +205,23 @@ def _ask(proc: subprocess.Popen, line: str) -> str:
     proc.stdin.write(line + "\n")
     proc.stdin.flush()
     return proc.stdout.readline()
+
+
+def _start_all(folders: dict[str, Path], reverse: bool) -> dict[str, subprocess.Popen]:
+    """Both sides started, one after the other (which one first alternates between instances)."""
+    sides: dict[str, subprocess.Popen] = {}
+    try:
+        for name, folder in sorted(folders.items(), reverse=reverse):
+            sides[name] = _start(folder)
+    except BaseException:
+        _stop_all(sides)
+        raise
+    return sides
+
+
+def _stop_all(sides: dict[str, subprocess.Popen]) -> None:
+    for proc in sides.values():
+        _stop(proc)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -178,16 +238,19 @@ def _commit(folder: Path) -> str:
 def plot(record: Any, settings: Settings) -> None:
     plt = common.pyplot()
     per_round = record.extra["per_round"]
-    fig, (cpu_ax, rate_ax, latency_ax) = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, (cpu_ax, faults_ax, rate_ax, latency_ax) = plt.subplots(1, 4, figsize=(18, 3.8))
     for name, rows in per_round.items():
         rounds = range(1, len(rows) + 1)
         cpu_ax.plot(rounds, [r["cpu_ms_per_run"] for r in rows], marker="o", label=name)
+        faults_ax.plot(rounds, [r.get("faults_per_run", 0) for r in rows], marker="o", label=name)
         rate_ax.plot(rounds, [r["runs_per_s"] for r in rows], marker="o", label=name)
         latency_ax.plot(rounds, [r["latency_ms_p50"] for r in rows], marker="o", label=name)
     cpu_ax.set(title="CPU of each side's process tree per run", xlabel="round", ylabel="ms")
+    faults_ax.set(title="its minor page faults per run", xlabel="round (Sandboxes new every "
+                  f"{record.extra.get('rounds_per_instance', 1)})", ylabel="faults")
     rate_ax.set(title="throughput", xlabel="round", ylabel="runs/s")
     latency_ax.set(title=f"print(1) round trip, runs {GAP_S * 1000:g} ms apart (p50)", xlabel="round", ylabel="ms")
-    for ax in (cpu_ax, rate_ax, latency_ax):
+    for ax in (cpu_ax, faults_ax, rate_ax, latency_ax):
         ax.legend()
         ax.grid(alpha=0.3)
     common.save_figure(fig, settings, "ab")

@@ -93,10 +93,14 @@ def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: py
     assert this["lower_in"].endswith(f"of {this['rounds']}") and this["step_cpu_ms"] is not None
     assert this["lower_latency_in"].endswith(f"of {this['rounds']}") and this["step_latency_ms"] is not None
     assert this["latency_ms_p50"] > 0 and against["latency_ms_p50"] > 0
+    assert this["fewer_faults_in"].endswith(f"of {this['rounds']}") and this["step_faults"] is not None
+    assert this["rounds"] == this["instances"] * data["rounds_per_instance"]
     rounds = data["per_round"]
     assert len(rounds["this"]) == len(rounds["against"]) == this["rounds"]
     assert all(r["cpu_ms_per_run"] > 0 and r["runs_per_s"] > 0 and r["latency_ms_p50"] > 0
                for side in rounds.values() for r in side)
+    # A worker is a new process that copies pages it writes: its tree faults at every run (a count it cannot fake).
+    assert all(r["faults_per_run"] > 10 for side in rounds.values() for r in side), rounds
     assert (out / "ab.png").stat().st_size > 1000
 
 
