@@ -122,7 +122,7 @@ def run(settings: Settings) -> common.Record:
     if problem or against is None:
         raise ValueError(problem)
     record = common.Record("ab", settings)
-    instances, rounds_each = settings.n(4, 1), settings.n(3, 2)
+    instances, rounds_each = settings.n(4, 2), settings.n(3, 1)
     rounds, runs, timed = instances * rounds_each, settings.n(200, 20), settings.n(40, 4)
     ours = Path(__file__).resolve().parents[2]
     folders = {"this": ours, "against": against.resolve()}
@@ -169,13 +169,12 @@ def _row(name: str, folder: Path, instances: int, figures: dict[str, list[tuple[
         "faults_per_run_p50": round(statistics.median(f for _, _, f in mine), 1),
         "latency_ms_p50": round(statistics.median(latency[name]), 3)}
     if name == "this":
-        for key, column, count, ours, theirs in (
-                ("cpu", "step_cpu_ms", "lower_in", cpu, [c for c, _, _ in figures["against"]]),
-                ("faults", "step_faults", "fewer_faults_in", [f for _, _, f in mine],
-                 [f for _, _, f in figures["against"]]),
-                ("latency", "step_latency_ms", "lower_latency_in", latency["this"], latency["against"])):
+        for column, count, ours, theirs in (
+                ("step_cpu_ms", "lower_in", cpu, [c for c, _, _ in figures["against"]]),
+                ("step_faults", "fewer_faults_in", [f for _, _, f in mine], [f for _, _, f in figures["against"]]),
+                ("step_latency_ms", "lower_latency_in", latency["this"], latency["against"])):
             steps = [a - b for a, b in zip(ours, theirs)]
-            row[column] = round(statistics.median(steps), 1 if key == "faults" else 3)
+            row[column] = round(statistics.median(steps), 1 if column == "step_faults" else 3)
             row[count] = f"{sum(s < 0 for s in steps)} of {len(steps)}"
     return row
 

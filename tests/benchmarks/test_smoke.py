@@ -79,7 +79,8 @@ def test_cli_lists_the_suite() -> None:
 
 def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``ab`` against a copy of this package: each side runs its own folder's package (the side checks
-    ``sandbox.__file__``), in alternating rounds; without ``--against`` it refuses before starting anything."""
+    ``sandbox.__file__``), in alternating rounds, both sides started anew for each instance (two in --quick);
+    without ``--against`` it refuses before starting anything."""
     import shutil
     assert suite.main(["ab", "--quick", "--out", str(out)]) == 2
     assert "needs --against" in capsys.readouterr().err
@@ -94,7 +95,7 @@ def test_ab_runs_both_packages_interleaved(out: Path, tmp_path: Path, capsys: py
     assert this["lower_latency_in"].endswith(f"of {this['rounds']}") and this["step_latency_ms"] is not None
     assert this["latency_ms_p50"] > 0 and against["latency_ms_p50"] > 0
     assert this["fewer_faults_in"].endswith(f"of {this['rounds']}") and this["step_faults"] is not None
-    assert this["rounds"] == this["instances"] * data["rounds_per_instance"]
+    assert this["instances"] == 2 and this["rounds"] == this["instances"] * data["rounds_per_instance"]
     rounds = data["per_round"]
     assert len(rounds["this"]) == len(rounds["against"]) == this["rounds"]
     assert all(r["cpu_ms_per_run"] > 0 and r["runs_per_s"] > 0 and r["latency_ms_p50"] > 0
