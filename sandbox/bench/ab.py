@@ -55,31 +55,22 @@ def live(pid):  # a live process's CPU to the nanosecond (its threads' schedstat
     return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
                for t in os.listdir(f"/proc/{pid}/task")) / 1e9
 
-def tree(sb):  # this host, its zygotes, what they reaped, their live children (forker, workers)
-    total = sum(psutil.Process().cpu_times()[:2])
+def faults(pid, reaped):  # minor page faults (/proc/PID/stat: minflt, and cminflt of what it reaped)
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[7]) + (int(fields[8]) if reaped else 0)
+
+def tree(sb):  # (CPU s, minor faults) of this host, its zygotes, what they reaped, their live children
+    cpu, faulted = sum(psutil.Process().cpu_times()[:2]), faults(os.getpid(), False)
     for pid in sb.zygote_pids:
         times = psutil.Process(pid).cpu_times()
-        total += times.user + times.system + times.children_user + times.children_system
-        for child in psutil.Process(pid).children():
+        cpu += times.user + times.system + times.children_user + times.children_system
+        faulted += faults(pid, True)
+        for child in psutil.Process(pid).children():  # forker, workers
             try:
-                total += live(child.pid)
+                cpu, faulted = cpu + live(child.pid), faulted + faults(child.pid, False)
             except OSError:
-                pass  # reaped meanwhile: in the zygote's children_* at the next reading
-    return total
-
-def faults(sb):  # the same tree's minor page faults (/proc/PID/stat: minflt, and cminflt of what it reaped)
-    def counts(pid, reaped):
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return int(fields[7]) + (int(fields[8]) if reaped else 0)
-    total = counts(os.getpid(), False)
-    for pid in sb.zygote_pids:
-        total += counts(pid, True)
-        for child in psutil.Process(pid).children():
-            try:
-                total += counts(child.pid, False)
-            except OSError:
-                pass
-    return total
+                pass  # reaped meanwhile: in the zygote's children_* and cminflt at the next reading
+    return cpu, faulted
 
 with sandbox.Sandbox("default") as sb:
     for _ in range(20):
@@ -99,13 +90,14 @@ with sandbox.Sandbox("default") as sb:
             continue
         threads = [threading.Thread(target=lambda k=runs // clients: [sb.run("print(1)") for _ in range(k)])
                    for _ in range(clients)]
-        before, faulted, start = tree(sb), faults(sb), time.perf_counter()
+        (cpu, faulted), start = tree(sb), time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        elapsed, used, faulted = time.perf_counter() - start, tree(sb) - before, faults(sb) - faulted
-        print(f"{used / runs * 1000:.4f} {runs / elapsed:.2f} {faulted / runs:.2f}", flush=True)
+        elapsed, (cpu_after, faulted_after) = time.perf_counter() - start, tree(sb)
+        print(f"{(cpu_after - cpu) / runs * 1000:.4f} {runs / elapsed:.2f} {(faulted_after - faulted) / runs:.2f}",
+              flush=True)
 '''
 
 
