@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -256,9 +257,14 @@ class ZygoteLauncher:
             try:
                 header, fds = protocol.recv_packet(self.sock)
             except (OSError, ProtocolError) as exc:
-                code = self._proc.poll()  # type: ignore[union-attr]  # set before the reader starts
+                died = self._dead is None  # else close() ended it: it ended its runs itself
+                proc = self._proc
+                assert proc is not None  # set before the reader starts
+                code = _exit_status(self.pid, _EXIT_WAIT_S) if died else proc.poll()
                 self._mark_dead(f"the sandbox zygote (pid {self.pid}) died"
                                 + (f" with status {code}" if code is not None else f": {exc}"))
+                if died and code is not None:
+                    self._end_what_its_runs_left()
                 return
             try:
                 self._dispatch(header, fds)
@@ -326,6 +332,13 @@ class ZygoteLauncher:
         except OSError:
             pass  # the zygote is gone: its shutdown removed the cgroup
 
+    def _end_what_its_runs_left(self) -> None:
+        """The zygote exited without its shutdown (killed, crashed) and is not reaped yet: kill what its runs left
+        that nothing else ends, and reap it (dead_zygote.py)."""
+        from . import dead_zygote  # on this path only
+        dead_zygote.kill_runs_of(self.pid)
+        self._proc.poll()  # type: ignore[union-attr]  # a zygote that exited was started
+
     def _mark_dead(self, reason: str) -> None:
         with self._lock:
             if self._dead:
@@ -364,6 +377,8 @@ class ZygoteLauncher:
             self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
+            if _exit_status(self.pid, timeout) is not None:
+                self._end_what_its_runs_left()
             self._proc.wait()
         self._mark_dead("the sandbox was closed")
         try:
@@ -374,6 +389,25 @@ class ZygoteLauncher:
         self.sock.close()
         self._log.close()
 
+
+def _exit_status(pid: int, timeout: float) -> int | None:
+    """Child ``pid``'s exit status once it has exited, as ``Popen.returncode`` gives it (-N: killed by signal N),
+    without reaping it (its pid stays its own); None if it is still running after ``timeout`` seconds, or reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        if exited is not None:
+            return exited.si_status if exited.si_code == os.CLD_EXITED else -exited.si_status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.005)
+
+
+#: How long the reader waits for a zygote that closed its control socket to exit.
+_EXIT_WAIT_S = 2.0
 
 _HELLO = frames.table(frames.Hello)
 #: What the zygote may send on its control socket after ``hello``, and who handles it.
