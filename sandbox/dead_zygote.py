@@ -40,12 +40,12 @@ def kill_runs_of(zygote: int) -> int:
     returns how many processes were killed. Never raises. Call it only once the zygote has exited and before it is
     reaped (its pid, and so the cgroups' names, cannot be another zygote's until then)."""
     dirs = cgroup_dirs(zygote)
-    killed = 0
+    killed: set[int] = set()
     for _ in range(_ROUNDS):
         listed = {pid for path in dirs for pid in _processes_below(path)}
         if not listed:
             break
-        killed += sum(_kill_if_in(pid, f"/sandbox-{zygote}/") for pid in listed)
+        killed.update(pid for pid in listed if _kill_if_in(pid, f"/sandbox-{zygote}/"))  # again: one still exiting
         time.sleep(_PAUSE_S)
     for _ in range(_ROUNDS):  # a killed process holds its cgroup until it has exited and been reaped (by init)
         for path in dirs:
@@ -54,7 +54,7 @@ def kill_runs_of(zygote: int) -> int:
         if not dirs:
             break
         time.sleep(_PAUSE_S * 2)
-    return killed  # what is left still (a process that would not exit) is removed by the next zygote's sweep
+    return len(killed)  # what is left still (a process that would not exit) is removed by the next zygote's sweep
 
 
 def _processes_below(path: str) -> set[int]:
