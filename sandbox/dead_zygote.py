@@ -23,6 +23,9 @@ from .confine import cgroup, cpushare, memcg_lookup
 #: pids cgroup caps how many it can make), so a cgroup is listed again until it is empty.
 _ROUNDS = 50
 _PAUSE_S = 0.01
+#: How long the emptied cgroups are tried: init reaps the killed processes at its own pace on a loaded machine
+#: (a dead zygote's reader thread waits here, on no run's path).
+_REMOVAL_WAIT_S = 5.0
 
 
 def cgroup_dirs(zygote: int) -> list[str]:
@@ -47,11 +50,12 @@ def kill_runs_of(zygote: int) -> int:
             break
         killed.update(pid for pid in listed if _kill_if_in(pid, f"/sandbox-{zygote}/"))  # again: one still exiting
         time.sleep(_PAUSE_S)
-    for _ in range(_ROUNDS):  # a killed process holds its cgroup until it has exited and been reaped (by init)
+    deadline = time.monotonic() + _REMOVAL_WAIT_S
+    while True:  # a killed process holds its cgroup until it has exited and been reaped (by init)
         for path in dirs:
             cgroup.remove(path)
         dirs = [path for path in dirs if os.path.isdir(path)]
-        if not dirs:
+        if not dirs or time.monotonic() >= deadline:
             break
         time.sleep(_PAUSE_S * 2)
     return len(killed)  # what is left still (a process that would not exit) is removed by the next zygote's sweep
