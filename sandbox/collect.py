@@ -45,6 +45,8 @@ class RunExit:
 
     signal: int | None = None
     exitcode: int | None = None
+    cpu_limit: bool = False
+    """Its CPU time limit ended it (the kernel's count, read by the process that reaped it)."""
     usage: frames.Usage = frames.Usage()
     lost: str | None = None
     """Why the run's end could not be learned (the zygote or session root is gone)."""
@@ -187,7 +189,7 @@ class ProcessEnding(Ending):
             exited = self.spawned.exited.result(timeout=_REAP_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - zygote died or never reported: the run still ends
             return RunExit(lost=str(exc))
-        return RunExit(signal=exited.signal, exitcode=exited.exitcode, usage=exited.usage)
+        return RunExit(signal=exited.signal, exitcode=exited.exitcode, cpu_limit=exited.cpu_limit, usage=exited.usage)
 
 
 def _send_request(chan: socket.socket, request: bytes | memoryview, deadline: float) -> None:

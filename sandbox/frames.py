@@ -277,6 +277,8 @@ class Exited(Frame, ReportsUsage):
     pid: int
     signal: int | None = None
     exitcode: int | None = None
+    cpu_limit: bool = False
+    """Its ``RLIMIT_CPU`` ended it, as the kernel counted its CPU time (inside/proc.py)."""
     id: int | None = None
     maxrss_kb: int = 0
     cpu_s: float = 0.0
@@ -352,6 +354,8 @@ class RunEnd(Frame, ReportsHeld):
     """The run never started (its state could not fork it): why. The session is as it was."""
     signal: int | None = None
     exitcode: int | None = None
+    cpu_limit: bool = False
+    """The runner's ``RLIMIT_CPU`` ended it (its node's :class:`Exited` said so)."""
     previous: int | None = None
     frees_previous: bool = False
 

@@ -47,7 +47,7 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
         return Outcome.FAILED, reason, reported.error
     if reported.done:
         return Outcome.OK, None, None
-    if signum == _signal.SIGXCPU or (signum == _signal.SIGKILL and got.exit.usage.cpu_s >= policy.limits.cpu_seconds):
+    if signum == _signal.SIGXCPU or got.exit.cpu_limit:
         return (Outcome.FAILED, "cpu_limit",
                 f"CPU time limit of {policy.limits.cpu_seconds} s exceeded ({where}: limits.cpu_seconds)")
     if signum == _signal.SIGKILL:

@@ -7,7 +7,8 @@ What each limit stops:
   Python raises ``MemoryError`` (reason ``memory_limit``).
 - ``RLIMIT_CPU``: CPU burnt in C code that no Python-level timer could interrupt.
   Soft == hard, so the kernel sends SIGKILL at the limit (a pid-namespace init
-  ignores SIGXCPU); the verdict reads ``cpu_s >= cpu_seconds`` as ``cpu_limit``.
+  ignores SIGXCPU); the process that reaps it reads its CPU clock as the kernel counts it
+  against the limit (inside/proc.py), and the verdict says ``cpu_limit``.
 - ``RLIMIT_FSIZE``: disk fill; a write past it fails with ``EFBIG`` (Python ignores SIGXFSZ).
 - ``RLIMIT_NOFILE``: fd exhaustion; ``RLIMIT_NPROC``: fork and thread bombs. The
   kernel does not apply RLIMIT_NPROC to global uid 0, so a root worker additionally

@@ -19,7 +19,6 @@ import select
 import selectors
 import socket
 import time
-from typing import Any
 
 from .. import frames, rundirs
 from ..confine import cgroup, cpushare, memcg, memcg_lookup, state_scope
@@ -60,7 +59,7 @@ class Reaping:
     sock: socket.socket
     forker: Forker
     ready: collections.deque[Worker]
-    unclaimed_exits: dict[int, tuple[Worker, int, Any]]
+    unclaimed_exits: dict[int, tuple[Worker, proc.Ended]]
     running: dict[int, Worker]
     run_dirs: RunDirs
     to_remove: collections.deque[str]
@@ -78,36 +77,32 @@ class Reaping:
 
     def _reap(self) -> None:
         proc.drain(self.wake_r)
-        while True:
-            try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for ended in proc.reaped():
+            pid = ended.pid
             if pid == self.forker.pid:
-                raise ProtocolError(f"the forker died (wait status {status})")
+                raise ProtocolError(f"the forker died (wait status {ended.status})")
             worker = self.running.pop(pid, None)
             if worker is not None:
                 self._unwatch(worker)
-                self._report_exit(worker, status, usage)
+                self._report_exit(worker, ended)
                 self.cgroups.reaped(worker.run_id, pid)
             else:
                 offered = self._take_offered(pid)
                 if offered is not None:  # the host may have handed it a run: its `claimed` says
                     self._unwatch(offered)
-                    self.unclaimed_exits[pid] = (offered, status, usage)
+                    self.unclaimed_exits[pid] = (offered, ended)
                 else:
                     self.cgroups.reaped(None, pid)  # discarded: no host reads it
 
-    def _report_exit(self, worker: Worker, status: int, usage: Any) -> None:
+    def _report_exit(self, worker: Worker, ended: proc.Ended) -> None:
         proc.kill_group(worker.pid)  # anything the snippet left in its process group
         self._kill_orphans()
         # A daemon whose detached parent is still exiting reaches us only later.
         self.sweep_until = time.monotonic() + _SWEEP_SECONDS
         os.close(worker.pidfd)
         self._retire_run_dir(worker, reaped=True)
-        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(status),
+        usage = ended.usage
+        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(ended),
                                              maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
 
     def _unwatch(self, worker: Worker) -> None:

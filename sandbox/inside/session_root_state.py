@@ -195,7 +195,7 @@ class RootState:
             close_registered(self.selector, run.runner_sock)
             self._sweep()
             frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
-                                                exitcode=event.exitcode))
+                                                exitcode=event.exitcode, cpu_limit=event.cpu_limit))
 
     def _lose(self, node: Node) -> None:
         """A node that cannot be asked any more: kill and forget it (its line then reports it gone)."""
@@ -237,7 +237,7 @@ class RootState:
                 proc.kill(pid)
 
     def _reap(self) -> None:
-        for _pid, _status in proc.reaped():
+        for _ in proc.reaped():
             pass  # orphans and freed states: nothing to report, only zombies to clear
         # A dead runner's processes come to us one generation at a time: the children of each one _sweep killed
         # are ours once it has exited, which its SIGCHLD says. Swept only then, a chain of forks ran on past its

@@ -132,7 +132,7 @@ class _NodeLoop:
         self.runners: set[int] = set()
         self.standby: int | None = None
         """The pid of a runner forked in advance; the root sends it a run's fds itself."""
-        self.standby_end: tuple[int, int] | None = None
+        self.standby_end: proc.Ended | None = None
         """(pid, wait status) of the standby, once reaped before the root asked for it: the root may have sent it a
         run already (it ends first, when the run ends at once), so this is that run's end."""
         self.run_actions = state_signals.quiet()  # the run's handlers are its forks', never run here
@@ -219,8 +219,8 @@ class _NodeLoop:
             pid, self.standby = self.standby or 0, None
             ended, self.standby_end = self.standby_end, None
             if not pid and ended is not None:  # named with its end: if the root reached it, that was its run's
-                frames.send(self.sock, commands.Forked(pid=ended[0]))
-                frames.send(self.sock, frames.Exited(pid=ended[0], **proc.exit_facts(ended[1])))
+                frames.send(self.sock, commands.Forked(pid=ended.pid))
+                frames.send(self.sock, frames.Exited(pid=ended.pid, **proc.exit_facts(ended)))
                 return
             if not pid:
                 frames.send(self.sock, commands.Forked(pid=0))
@@ -239,12 +239,12 @@ class _NodeLoop:
 
     def _reap(self) -> None:
         proc.drain(self.wake_r)
-        for pid, status in proc.reaped():
-            if pid == self.standby:
-                self.standby, self.standby_end = None, (pid, status)
-            if pid in self.runners:
-                self.runners.discard(pid)
-                frames.send(self.sock, frames.Exited(pid=pid, **proc.exit_facts(status)))
+        for ended in proc.reaped():
+            if ended.pid == self.standby:
+                self.standby, self.standby_end = None, ended
+            if ended.pid in self.runners:
+                self.runners.discard(ended.pid)
+                frames.send(self.sock, frames.Exited(pid=ended.pid, **proc.exit_facts(ended)))
 
 
 def _one_socket(fds: list[int], kind: str) -> socket.socket:

@@ -39,7 +39,7 @@ import selectors
 import signal
 import socket
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, readable_paths, state_scope
@@ -79,8 +79,8 @@ class Zygote(Reaping):
         """Workers to keep pre-forked (``runtime.prefork``; at most one in a cold zygote: see main)."""
         self.ready: collections.deque[Worker] = collections.deque()
         """Pre-forked workers offered to the host (``standby``), not claimed yet."""
-        self.unclaimed_exits: dict[int, tuple[Worker, int, Any]] = {}
-        """Offered workers reaped before their ``claimed`` came: (worker, status, rusage) by pid."""
+        self.unclaimed_exits: dict[int, tuple[Worker, proc.Ended]] = {}
+        """Offered workers reaped before their ``claimed`` came, by pid."""
         self.running: dict[int, Worker] = {}
         # Where workers share the host's tree, their run dirs are flat (rundirs.py): the forker says, once set up.
         self.run_dirs = RunDirs(spec.run_root, None if self.forker.clones_get_own_root() else flat_run_prefix)
@@ -204,12 +204,12 @@ class Zygote(Reaping):
         exited = self.unclaimed_exits.pop(command.pid, None)
         if exited is None:
             raise ProtocolError(f"the host claimed worker {command.pid}, which was never offered")
-        worker, status, usage = exited
+        worker, ended = exited
         worker.run_id = command.id
         if command.id is None:
             self._discard(worker)
         else:
-            self._report_exit(worker, status, usage)
+            self._report_exit(worker, ended)
         self.cgroups.reaped(command.id, worker.pid)
 
     def _offer(self, worker: Worker) -> None:
