@@ -8,15 +8,17 @@ Public through :mod:`sandbox.adapters.genai` (see its docstring).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, overload
 
 from google.genai import types
 
 from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
+from . import _genai_dicts
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, result_parts_within, with_note
+from ._genai_dicts import result_dicts
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
 from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
 #: Where a function response's images go: inside it (``FunctionResponse.parts``) or after it.
@@ -26,13 +28,27 @@ HAS_RESPONSE_PARTS = "parts" in types.FunctionResponse.model_fields
 DEFAULT_IMAGES: ImagesMode = "response" if HAS_RESPONSE_PARTS else "sibling"
 
 
+@overload
+def execute(part_or_code: Mapping[str, Any], *, sandbox: Sandbox | None = None, session: Runner | None = None,
+            files: Any = None, timeout: float | None = None, max_image_bytes_per_call: int = ...
+            ) -> list[dict[str, Any]]: ...
+
+
+@overload
 def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
             session: Runner | None = None, files: Any = None, timeout: float | None = None,
-            max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part]:
+            max_image_bytes_per_call: int = ...) -> list[types.Part]: ...
+
+
+def execute(part_or_code: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
+            files: Any = None, timeout: float | None = None,
+            max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part] | list[dict[str, Any]]:
     """Run an ``ExecutableCode`` part (or a code string) and return the result parts.
 
     Args:
-        part_or_code: a ``Part`` with ``executable_code``, an ``ExecutableCode``, or code.
+        part_or_code: a ``Part`` with ``executable_code``, an ``ExecutableCode``, or code; or the part as
+            the REST API's JSON, a dict (``{"executableCode": {"language": "PYTHON", "code": ...}}``), which
+            gets dicts back (:meth:`sandbox.Result.parts`' shape, each result part with the code's ``id``).
         sandbox: the Sandbox to run in (default: the shared default one).
         session: a session (``Sandbox.session()``) to run in instead, for state between blocks.
         files: input files, as for ``Sandbox.run``.
@@ -52,16 +68,35 @@ def execute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox:
     Raises:
         InputError: ``part_or_code`` is not code, or its language is not Python.
     """
+    if isinstance(part_or_code, Mapping):
+        return _genai_dicts.execute(part_or_code, sandbox=sandbox, session=session, files=files, timeout=timeout,
+                                    max_image_bytes_per_call=max_image_bytes_per_call)
     budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     code, code_id = _code_of(part_or_code)
     result = run_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
     return _result_parts(result, code_id, budget)
 
 
+@overload
+async def aexecute(part_or_code: Mapping[str, Any], *, sandbox: Sandbox | None = None, session: Runner | None = None,
+                   files: Any = None, timeout: float | None = None, max_image_bytes_per_call: int = ...
+                   ) -> list[dict[str, Any]]: ...
+
+
+@overload
 async def aexecute(part_or_code: "types.Part | types.ExecutableCode | str", *, sandbox: Sandbox | None = None,
                    session: Runner | None = None, files: Any = None, timeout: float | None = None,
-                   max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> list[types.Part]:
+                   max_image_bytes_per_call: int = ...) -> list[types.Part]: ...
+
+
+async def aexecute(part_or_code: Any, *, sandbox: Sandbox | None = None,
+                   session: Runner | None = None, files: Any = None, timeout: float | None = None,
+                   max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN
+                   ) -> list[types.Part] | list[dict[str, Any]]:
     """:func:`execute` for asyncio; cancelling the task kills the run at once."""
+    if isinstance(part_or_code, Mapping):
+        return await _genai_dicts.aexecute(part_or_code, sandbox=sandbox, session=session, files=files,
+                                           timeout=timeout, max_image_bytes_per_call=max_image_bytes_per_call)
     budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
     code, code_id = _code_of(part_or_code)
     result = await arun_or_refuse(pick_runner(sandbox, session), code, files=files, timeout=timeout)
@@ -69,14 +104,7 @@ async def aexecute(part_or_code: "types.Part | types.ExecutableCode | str", *, s
 
 
 def _result_parts(result: Result | str, code_id: str | None, budget: ImageBudget) -> list[types.Part]:
-    images: list[File] = []
-    if isinstance(result, str):
-        dicts: list[dict[str, Any]] = [{"codeExecutionResult": {"outcome": str(Outcome.FAILED), "output": result}}]
-    else:
-        dicts, images = result_parts_within(result, budget)
-    if code_id is not None:
-        for item in dicts:
-            item["codeExecutionResult"]["id"] = code_id
+    dicts, images = result_dicts(result, code_id, budget)
     # The result parts through JSON, as the SDK reads a response; the images as the bytes the SDK decodes a
     # response's base64 into, which the run returned (not encoded and decoded back: tens of MB).
     return [*(types.Part.model_validate_json(json.dumps(item)) for item in dicts),

@@ -30,15 +30,40 @@ also fit what ``max_image_bytes_per_request`` (default 10,000,000) leaves once t
 inline data the history holds. :func:`handle` answers with at most
 ``max_image_bytes_per_call`` bytes of them (default 10,000,000 too), naming the rest the same way.
 
-Without google-genai installed, use ``Result.parts()``: the same parts as plain dicts.
+Code parts as the REST API's JSON work too, with google-genai installed or not: :func:`execute`
+given a dict (``{"executableCode": {"language": "PYTHON", "code": "..."}}``) returns dicts,
+the ``codeExecutionResult`` and ``inlineData`` parts of :meth:`sandbox.Result.parts`. Without
+google-genai, this module has only :func:`execute` and :func:`aexecute`, for dicts and code strings
+(dicts back); the function-calling names say what to install when used.
 """
 
 from __future__ import annotations
 
-# The one-call API (code parts, run_python calls) and the conversation loop live in modules of their own.
-from ._genai_loop import ToolLoop
-from ._genai_parts import DEFAULT_IMAGES, HAS_RESPONSE_PARTS, ImagesMode, aexecute, ahandle, execute, \
-    function_declaration, handle, tool
+from typing import Any
 
-__all__ = ["DEFAULT_IMAGES", "HAS_RESPONSE_PARTS", "ImagesMode", "ToolLoop", "aexecute", "ahandle", "execute",
-           "function_declaration", "handle", "tool"]
+try:  # The one-call API (code parts, run_python calls) and the conversation loop live in modules of their own.
+    from ._genai_loop import ToolLoop
+    from ._genai_parts import DEFAULT_IMAGES, HAS_RESPONSE_PARTS, ImagesMode, aexecute, ahandle, execute, \
+        function_declaration, handle, tool
+    _MISSING = None
+except ImportError as exc:
+    if not (exc.name or "").startswith("google"):
+        raise
+    from ._genai_dicts import aexecute, execute  # type: ignore[no-redef]  # dicts and code strings only
+    _MISSING = exc
+
+__all__ = ["aexecute", "execute"]
+_NEEDS_THE_SDK = ["DEFAULT_IMAGES", "HAS_RESPONSE_PARTS", "ImagesMode", "ToolLoop", "ahandle", "function_declaration",
+                  "handle", "tool"]
+if _MISSING is None:
+    __all__ += ["DEFAULT_IMAGES", "HAS_RESPONSE_PARTS", "ImagesMode", "ToolLoop", "ahandle", "function_declaration",
+                "handle", "tool"]
+
+
+def __getattr__(name: str) -> Any:
+    """Without google-genai, what needs it: an ImportError that says what to install."""
+    if _MISSING is not None and name in _NEEDS_THE_SDK:
+        from ..install_hint import install_command
+        raise ImportError(f"sandbox.adapters.genai.{name} needs google-genai ({_MISSING}); install it with: "
+                          f"{install_command('genai')} (execute() and aexecute() take dicts without it)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
