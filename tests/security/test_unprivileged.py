@@ -149,6 +149,10 @@ def _run_as_nobody(secret: str, root: str) -> dict:
             out["__cpu__"] = asyncio.run(slowdowns(sb, sb))
             out["__cpu_session__"] = asyncio.run(slowdowns(s, sb))
         out["__cpu_cgroup__"] = cpushare.probe()[0]
+        # the kernel's CPU count of a worker and of a session's runner, read by a reaper of this uid
+        with sandbox.Sandbox(policy=sandbox.Policy.load("strict").with_limits(cpu_seconds=1)) as sb, \
+                sb.session() as s:
+            out["__cpu_limit__"] = [sb.run("while True: pass").reason, s.run("while True: pass").reason]
 
     # the fixture runs only as root: the child drops to NOBODY
     return in_child_as_nobody(attacks, error_key="__error__")
@@ -221,3 +225,10 @@ def test_cant_take_the_cpu_with_new_kernel_sessions_as_unprivileged_uid(unprivil
     for route in ("__cpu__", "__cpu_session__"):
         host, run = results[route]
         assert host < MOST_SLOWDOWN and run < MOST_SLOWDOWN, {"route": route, "host": host, "run": run}
+
+
+def test_a_run_past_its_cpu_time_says_so_as_unprivileged_uid(unprivileged_results):
+    """The reaper reads the ended process's CPU clock and its limit (inside/proc.py) as the run's uid, one-shot
+    (the zygote) and in a session (the runner's state process)."""
+    results, _ = unprivileged_results
+    assert results["__cpu_limit__"] == ["cpu_limit", "cpu_limit"], results.get("__error__")
