@@ -343,7 +343,7 @@ class Reply(Frame, ReportsHeld):
 
 
 @frame_type
-class RunEnd(Frame, ReportsHeld):
+class RunEnd(Frame, ReportsHeld, ReportsUsage):
     """A session run is over: committed (with the held state), rolled back, refused, or lost."""
 
     KIND: ClassVar[str] = "run_end"
@@ -356,6 +356,9 @@ class RunEnd(Frame, ReportsHeld):
     exitcode: int | None = None
     cpu_limit: bool = False
     """The runner's ``RLIMIT_CPU`` ended it (its node's :class:`Exited` said so)."""
+    maxrss_kb: int = 0
+    cpu_s: float = 0.0
+    """A runner that died: what it used (its node's :class:`Exited`); a committed run's usage is its ``done``'s."""
     previous: int | None = None
     frees_previous: bool = False
 

@@ -64,7 +64,9 @@ class RunEnding(Ending):
         if end.lost is not None or end.seq != self.seq:
             why = end.lost or f"it answered run {end.seq} instead of run {self.seq}"
             return RunExit(lost=f"the session cannot run: {why}; the session is closed")
-        return RunExit(signal=end.signal, exitcode=end.exitcode, cpu_limit=end.cpu_limit, usage=got.reported.usage,
+        died = end.signal is not None or end.exitcode is not None  # then the kernel's usage, not its `done`'s
+        return RunExit(signal=end.signal, exitcode=end.exitcode, cpu_limit=end.cpu_limit,
+                       usage=end.usage if died else got.reported.usage,
                        rolled_back=end.rolled_back, held=None if end.rolled_back else end.held)
 
     def _run_end(self, timeout: float) -> frames.RunEnd | str | None:

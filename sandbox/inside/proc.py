@@ -21,6 +21,8 @@ if TYPE_CHECKING:
         signal: int | None
         exitcode: int | None
         cpu_limit: bool
+        maxrss_kb: int
+        cpu_s: float
 
 #: ``os._exit`` as this package found it at import, in the zygote. A snippet may delete or replace ``os._exit`` in its
 #: process (or break what a worker's epilogue calls), and the worker, runner or node must still end with it: never
@@ -209,11 +211,11 @@ def _used_its_cpu_time(pid: int) -> bool:
 
 
 def exit_facts(ended: Ended) -> ExitFacts:
-    """``{"signal": N or None, "exitcode": N or None, "cpu_limit": bool}`` of a child that has ended."""
-    status = ended.status
+    """How a child ended and what it used, as :class:`~sandbox.frames.Exited`'s fields."""
+    status, usage = ended.status, ended.usage
     return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-            "cpu_limit": ended.cpu_limit}
+            "cpu_limit": ended.cpu_limit, "maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def first_to_go_out_of_memory() -> None:

@@ -101,9 +101,7 @@ class Reaping:
         self.sweep_until = time.monotonic() + _SWEEP_SECONDS
         os.close(worker.pidfd)
         self._retire_run_dir(worker, reaped=True)
-        usage = ended.usage
-        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(ended),
-                                             maxrss_kb=usage.ru_maxrss, cpu_s=usage.ru_utime + usage.ru_stime))
+        frames.send(self.sock, frames.Exited(id=worker.run_id, pid=worker.pid, **proc.exit_facts(ended)))
 
     def _unwatch(self, worker: Worker) -> None:
         if worker.oom_fd is not None:

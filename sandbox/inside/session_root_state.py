@@ -195,7 +195,8 @@ class RootState:
             close_registered(self.selector, run.runner_sock)
             self._sweep()
             frames.send(self.ctl, frames.RunEnd(seq=run.seq, rolled_back=True, signal=event.signal,
-                                                exitcode=event.exitcode, cpu_limit=event.cpu_limit))
+                                                exitcode=event.exitcode, cpu_limit=event.cpu_limit,
+                                                maxrss_kb=event.maxrss_kb, cpu_s=event.cpu_s))
 
     def _lose(self, node: Node) -> None:
         """A node that cannot be asked any more: kill and forget it (its line then reports it gone)."""

@@ -37,7 +37,7 @@ def test_one_shot_run_past_its_cpu_time_says_cpu_limit(one_cpu_second, code):
     r = one_cpu_second.run("print('before', flush=True)\n" + code)
     assert r.outcome == Outcome.FAILED and r.reason == "cpu_limit", (r.reason, r.cpu_s, r.error)
     assert "CPU time limit of 1 s exceeded" in r.error and "limits.cpu_seconds" in r.error
-    assert r.stdout == "before\n"
+    assert r.stdout == "before\n" and r.cpu_s > 0.5
     assert time.monotonic() - started < 20  # the CPU limit ended it, not the wall clock
 
 
@@ -46,6 +46,7 @@ def test_session_run_past_its_cpu_time_says_cpu_limit_and_rolls_back(one_cpu_sec
         assert s.run("x = 41").ok
         r = s.run("x = 0\n" + SPIN)
         assert r.outcome == Outcome.FAILED and r.reason == "cpu_limit", (r.reason, r.error)
+        assert r.cpu_s > 0.5 and r.peak_memory_bytes > 0  # the kernel's usage of the runner that died
         after = s.run("print(x + 1)")
         assert after.ok and after.stdout == "42\n"
 
@@ -93,7 +94,7 @@ def sleep_limited():
 
 found = {}
 ended = reap(child(spin_limited))
-found["spun"] = [proc.exit_facts(ended), ended.usage.ru_utime + ended.usage.ru_stime]
+found["spun"] = proc.exit_facts(ended)
 for name, then in (("killed", lambda: time.sleep(30)), ("killed_limited", sleep_limited)):
     pid = child(then)
     time.sleep(0.2)
@@ -108,9 +109,12 @@ def test_reaped_says_which_child_its_cpu_limit_ended():
     done = subprocess.run([sys.executable, "-c", _REAPER], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
-    assert found["spun"][0] == {"signal": signal.SIGKILL, "exitcode": None, "cpu_limit": True}
-    assert found["spun"][1] > 0.5
-    killed = {"signal": signal.SIGKILL, "exitcode": None, "cpu_limit": False}
-    assert found["killed"] == killed  # SIGKILL from another process, no CPU limit
-    assert found["killed_limited"] == killed  # a CPU limit, not used up
-    assert found["exited"] == {"signal": None, "exitcode": 0, "cpu_limit": False}
+    spun = found["spun"]
+    assert (spun["signal"], spun["exitcode"], spun["cpu_limit"]) == (signal.SIGKILL, None, True)
+    assert spun["cpu_s"] > 0.5 and spun["maxrss_kb"] > 0
+    for name in ("killed", "killed_limited"):  # SIGKILL from another process, with no CPU limit or one not used up
+        killed = found[name]
+        assert (killed["signal"], killed["exitcode"], killed["cpu_limit"]) == (signal.SIGKILL, None, False), name
+        assert killed["cpu_s"] < 0.5
+    exited = found["exited"]
+    assert (exited["signal"], exited["exitcode"], exited["cpu_limit"]) == (None, 0, False)
