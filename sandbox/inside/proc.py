@@ -8,7 +8,7 @@ import os
 import resource
 import signal
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from ..confine import _sys
 
@@ -172,8 +172,8 @@ class Ended(NamedTuple):
     pid: int
     status: int
     """Its wait status."""
-    usage: Any
-    """Its resource usage (``resource.struct_rusage``, from ``wait4``)."""
+    usage: resource.struct_rusage
+    """Its resource usage, from ``wait4``."""
     cpu_limit: bool
     """Its ``RLIMIT_CPU`` ended it (see :func:`_used_its_cpu_time`)."""
 
