@@ -89,9 +89,11 @@ class Result:
     peak_memory_bytes: int = 0
     """Peak memory of the run, in bytes: its memory cgroup's peak where it had one (the pages the run charged:
     what it allocated and the image's pages it copied), else the peak resident set size of its worker (the
-    kernel's ru_maxrss, which counts the preloaded image's pages the worker touched: hundreds of MB)."""
+    kernel's ru_maxrss, which counts the preloaded image's pages the worker touched: hundreds of MB). A session
+    run's is its session's memory cgroup's peak while it ran: what the session's states hold counts too."""
     cpu_s: float = 0.0
-    """User + system CPU time of the worker and its children, in seconds."""
+    """User + system CPU time of the worker and of the children it waited for, in seconds (the kernel's rusage: a
+    child still running when the run ended, or never waited for, is not counted)."""
     rolled_back: bool = False
     """Sessions only: the run failed hard and the session went back to its state before the run."""
 

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 STDOUT, STDERR = 1, 2
+#: How a session's runner says on the run's stderr why its run is rolled back (a line of its own, last), where it has
+#: no channel left to say it on; the host quotes it in the run's error (:func:`rollback_note`).
+ROLLBACK_NOTE = "[the run is rolled back: "
+
+
+def rollback_note(text: str) -> str:
+    """The reason a runner's last :data:`ROLLBACK_NOTE` line in ``text`` gives ("" if it ends with none). The
+    snippet could print such a line too: it only words its own run's error."""
+    last = text.rstrip("\n").rpartition("\n")[2]
+    return last[len(ROLLBACK_NOTE):-1] if last.startswith(ROLLBACK_NOTE) and last.endswith("]") else ""
 _HEADER = struct.Struct("!BH")
 _MAX_PAYLOAD = select.PIPE_BUF - _HEADER.size
 

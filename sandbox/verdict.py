@@ -14,6 +14,7 @@ from .frames import MAX_DENIALS
 from .names import numbered
 from .policy import Policy
 from .results import Denial, File, Outcome, Result
+from .streams import rollback_note
 
 
 def _signal_name(signum: int) -> str:
@@ -99,8 +100,9 @@ def to_result(got: Collected, policy: Policy, timeout_s: float, *, rolled_back: 
         outcome, reason, error, rolled_back = Outcome.FAILED, "memory_limit", memory_error, True
     elif rolled_back and outcome == Outcome.OK and got.reported.done and (ended := _ended_badly(got)):
         outcome, reason = Outcome.FAILED, "crashed"
-        error = (f"the run finished, but its process {ended} before it could become the session's state: the "
-                 "session is back at its state before the run")
+        why = rollback_note(got.stderr.decode("utf-8", "replace"))
+        error = (f"the run finished, but its process {ended} before it could become the session's state"
+                 f"{f' ({why})' if why else ''}: the session is back at its state before the run")
     stdout, stderr, output = got.stdout, got.stderr, bytes(got.output)
     if reason == "output_limit":
         output += f"\n[output truncated at {policy.limits.max_output_bytes} bytes]\n".encode()

@@ -22,6 +22,7 @@ from typing import Any, Callable, NoReturn
 from .. import commands, frames, protocol
 from ..confine import _sys, rlimits, state_scope
 from ..errors import ProtocolError
+from ..streams import ROLLBACK_NOTE
 from . import at_fork, mp_helpers, proc, process_pools, request, state_signals
 from .request import Confined
 
@@ -301,7 +302,7 @@ def _fds_short(chan: request.Channel) -> str | None:
             os.close(fd)
     if len(taken) == need and max(request.reserved_fds()) < soft:  # the run's streams go back on their fds
         return None
-    return (f"\n[the run is rolled back: it left RLIMIT_NOFILE at {soft} with fewer than {_STATE_FDS} file "
+    return (f"\n{ROLLBACK_NOTE}it left RLIMIT_NOFILE at {soft} with fewer than {_STATE_FDS} file "
             "descriptors free below it, and a session's state needs them to receive its next runs]\n")
 
 
@@ -320,7 +321,7 @@ def _single_threaded_copy() -> None:
     try:
         pid = proc.uninterrupted(at_fork.fork_bare)  # no at-fork callback a run registered runs in the state
     except OSError as exc:  # on the run's stderr; ending now rolls the line back
-        os.write(2, (f"\n[the run is rolled back: it left threads running, and its state could not be made without "
+        os.write(2, (f"\n{ROLLBACK_NOTE}it left threads running, and its state could not be made without "
                      f"them: fork failed ({exc.strerror}; limits.max_processes, or a policy without "
                      "subprocesses, refuses it)]\n").encode())
         proc.exit_now(70)

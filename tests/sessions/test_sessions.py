@@ -269,6 +269,7 @@ def test_a_run_that_leaves_its_state_short_of_fds_is_kept_whole_or_rolled_back_s
             assert r.outcome == Outcome.FAILED, r
             assert r.error.startswith("the run finished, but its process exited with status 70"), r
             assert "RLIMIT_NOFILE" in r.stderr and "rolled back" in r.stderr, r
+            assert "state (it left RLIMIT_NOFILE at " in r.error, r  # the runner's note, quoted
         else:
             assert r.outcome == Outcome.OK, r
         kept = "1" if r.rolled_back else "2"
@@ -442,6 +443,8 @@ def test_a_thread_a_strict_run_leaves_behind_may_not_fork_from_its_node(strict_b
     with strict_box.session() as s:
         r = s.run(FORKING_THREAD)
         assert r.rolled_back and r.stdout == "0\n" and "it left threads running" in r.stderr, r
+        assert r.reason == "crashed" and "state (it left threads running, and its state could not be made without " \
+            "them: fork failed (" in r.error, r
         assert s.run("print('results' in globals())").stdout == "False\n"
         assert s.run(FORK_IN_A_RUN).stdout == f"refused {errno.EPERM}\n"
 
