@@ -11,14 +11,21 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
+import time
 from typing import Any, Callable, cast
 
 from .. import commands, frames, protocol
 from ..confine import state_scope
 from ..errors import ProtocolError
 from . import proc
-from .session_nodes import RunInProgress, close_quietly, sent
+from .session_nodes import Node, RunInProgress, close_quietly, sent
 from .session_root_state import RootState
+
+
+#: How long a refused runner fork waits for the states the session freed to exit (a state with the image mapped
+#: exits in a few ms; a loaded machine may take longer).
+_FREED_WAIT_S = 1.0
 
 
 class SessionRoot(RootState):
@@ -98,8 +105,7 @@ class SessionRoot(RootState):
                 if forked.pid and delivered:
                     runner_sock, standby = standby, None
             if runner_sock is None:
-                runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
-                forked = self._ask(node)
+                runner_sock, forked = self._fork_runner(node, fds)
                 if not forked.pid:
                     close_quietly(runner_sock)
                     frames.send(self.ctl, frames.RunEnd(seq=command.seq, rolled_back=True,
@@ -184,6 +190,33 @@ class SessionRoot(RootState):
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
+
+    def _fork_runner(self, node: Node, fds: list[int]) -> tuple[socket.socket, commands.Forked]:
+        """Ask ``node`` to fork the run's runner; a fork refused while states this session freed are still exiting
+        (the state the last run started from, settled just now: its processes count against
+        ``limits.max_processes`` until reaped) is asked again once they are gone."""
+        runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
+        forked = self._ask(node)
+        if not forked.pid and self._await_freed():
+            close_quietly(runner_sock)
+            runner_sock = self._send_with_socket(node, commands.NodeRun(), fds)
+            forked = self._ask(node)
+        return runner_sock, forked
+
+    def _await_freed(self) -> bool:
+        """Whether processes of ours other than the live states were left (exiting, or zombies); if so, wait until
+        they are gone (at most :data:`_FREED_WAIT_S`)."""
+        if self._only_states_left():
+            return False
+        deadline = time.monotonic() + _FREED_WAIT_S
+        while True:
+            self._reap()  # zombies, and what a freed state left (reparented to us): swept, then reaped here
+            if self._only_states_left() or time.monotonic() > deadline:
+                return True
+            time.sleep(0.002)
+
+    def _only_states_left(self) -> bool:
+        return all(pid in self.nodes for pid in proc.children())
 
     def _not_forked(self, what: str) -> str:
         policy = self.confined.spec.policy

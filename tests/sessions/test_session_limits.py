@@ -179,6 +179,17 @@ def test_branching_past_the_process_limit_is_an_error_and_the_session_goes_on():
                 branch.close()
 
 
+def test_runs_back_to_back_near_the_process_limit_are_not_refused_for_the_state_just_freed():
+    """Each run frees the state the run before started from (settled as the next run comes) just before its state
+    forks the new runner: killed, not yet reaped, that state still counted against limits.max_processes, and one run
+    in two was refused ("process_limit", blaming branches and checkpoints the session did not have). The root now
+    asks again once what it freed is gone."""
+    policy = sandbox.Policy.load("default").with_limits(max_processes=3)  # the root, the state, its runner
+    with sandbox.Sandbox(policy=policy, cold_start=False) as sb, sb.session() as s:
+        results = [s.run(f"x = {n}") for n in range(8)]
+        assert [r.reason for r in results] == [None] * 8, [r.error for r in results if r.reason]
+        assert s.run("print(x)").stdout == "7\n"
+
 def _once_processes_free(call):
     """``call()``'s first answer that is not the process limit's, within 10 s."""
     deadline = time.monotonic() + 10

@@ -103,6 +103,10 @@ def test_a_run_that_ends_before_its_state_hands_out_the_standby_is_reported_at_o
         assert s.run(STOPPABLE).ok
         with s.fork() as branch:
             assert s.run(OWN).ok  # this run's process is now the line's state
+            # A model's turn: the host's settle frees the state before, then the new one forks its standby. Sent
+            # right before the branch's run, the root took both in one turn and warmed the state only after that run
+            # had stopped it: no standby ever came, and the run waited for its deadline (1 in ~20 under load).
+            time.sleep(0.8)
             assert branch.run("os.write(stop_w, b'x')").ok
             started = time.monotonic()
             r = s.run(EXIT_BEFORE_THE_STATE_WAKES, timeout=20)
