@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .pool import ZygotePool
 
 _OPEN_TIMEOUT_S = 60.0
+SESSION_PROCESSES = 3
+"""What a session needs of ``limits.max_processes`` to run at all: its root, one state and the state's runner."""
 
 
 class SessionContainer:
@@ -37,6 +39,11 @@ class SessionContainer:
     def __init__(self, pool: "ZygotePool") -> None:
         self.pool = pool
         self.policy: Policy = pool.policy
+        if self.policy.limits.max_processes < SESSION_PROCESSES:
+            raise SessionError(
+                f"policy {self.policy.name!r} cannot hold a session: limits.max_processes is "
+                f"{self.policy.limits.max_processes}, and a session needs at least {SESSION_PROCESSES} (its root, its "
+                "state and the run's process), one more for each checkpoint or branch it keeps")
         self.lock = threading.RLock()  # close() may run inside a request that found the worker gone
         self.seq = 0
         self.users = 0

@@ -190,6 +190,17 @@ def test_runs_back_to_back_near_the_process_limit_are_not_refused_for_the_state_
         assert [r.reason for r in results] == [None] * 8, [r.error for r in results if r.reason]
         assert s.run("print(x)").stdout == "7\n"
 
+
+@pytest.mark.parametrize("max_processes", [1, 2])
+def test_a_session_the_process_limit_cannot_hold_is_refused_when_opened(max_processes):
+    """Below three processes (root, state, runner) no session run can happen: max_processes=1 lost its first run to
+    "connection reset" and 2 refused every run; opening it now says why, and one-shot runs still work."""
+    policy = sandbox.Policy.load("default").with_limits(max_processes=max_processes)
+    with sandbox.Sandbox(policy=policy, cold_start=False) as sb:
+        with pytest.raises(sandbox.SessionError, match=rf"limits.max_processes is {max_processes}.* at least 3"):
+            sb.session()
+        assert sb.run("print(1)").stdout == "1\n"
+
 def _once_processes_free(call):
     """``call()``'s first answer that is not the process limit's, within 10 s."""
     deadline = time.monotonic() + 10
