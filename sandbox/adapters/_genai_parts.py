@@ -17,7 +17,6 @@ from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
 from . import _genai_dicts
 from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
-from ._genai_dicts import result_dicts
 from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
 from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
@@ -104,7 +103,7 @@ async def aexecute(part_or_code: Any, *, sandbox: Sandbox | None = None,
 
 
 def _result_parts(result: Result | str, code_id: str | None, budget: ImageBudget) -> list[types.Part]:
-    dicts, images = result_dicts(result, code_id, budget)
+    dicts, images = _genai_dicts.result_dicts(result, code_id, budget)
     # The result parts through JSON, as the SDK reads a response; the images as the bytes the SDK decodes a
     # response's base64 into, which the run returned (not encoded and decoded back: tens of MB).
     return [*(types.Part.model_validate_json(json.dumps(item)) for item in dicts),

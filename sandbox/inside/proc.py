@@ -178,8 +178,9 @@ class Ended(NamedTuple):
     """Its ``RLIMIT_CPU`` ended it (see :func:`_used_its_cpu_time`)."""
 
 
-def reaped() -> Iterator[Ended]:
-    """Every child that has ended, reaped, without blocking."""
+def reaped(cpu_facts: bool = True) -> Iterator[Ended]:
+    """Every child that has ended, reaped, without blocking; ``cpu_facts=False`` for a caller that discards
+    ``Ended.cpu_limit`` (always False then), sparing a SIGKILLed child's two reads of its clock and limit."""
     while True:
         try:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # a look first: it is still there
@@ -188,7 +189,8 @@ def reaped() -> Iterator[Ended]:
         if info is None:
             return
         pid = info.si_pid
-        cpu_limit = info.si_code == os.CLD_KILLED and info.si_status == signal.SIGKILL and _used_its_cpu_time(pid)
+        cpu_limit = (cpu_facts and info.si_code == os.CLD_KILLED and info.si_status == signal.SIGKILL
+                     and _used_its_cpu_time(pid))
         try:
             pid, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:  # reaped meanwhile by another thread of ours (a thread a run left in a state)

@@ -238,7 +238,7 @@ class RootState:
                 proc.kill(pid)
 
     def _reap(self) -> None:
-        for _ in proc.reaped():
+        for _ in proc.reaped(cpu_facts=False):
             pass  # orphans and freed states: nothing to report, only zombies to clear
         # A dead runner's processes come to us one generation at a time: the children of each one _sweep killed
         # are ours once it has exited, which its SIGCHLD says. Swept only then, a chain of forks ran on past its
