@@ -31,6 +31,16 @@ def _forker_line(system: dict[str, Any]) -> str:
             "(e.g. apt-get install gcc python3-dev, then pip install -e .)")
 
 
+def _own_signals_line(system: dict[str, Any]) -> str:
+    """Whether a one-shot run dies of the signals it sends itself (inside/pid1_signals.py)."""
+    if system.get("own_signals_handled", True):
+        return ("own signals: a one-shot run (its pid namespace's pid 1) dies of the signals it sends itself, "
+                "SIGKILL aside (sandbox/inside/_pid1_signals.c)")
+    return ("own signals: a one-shot run ignores the default-action signals it sends itself (os.kill(os.getpid(), "
+            "SIGTERM), signal.alarm, os.abort() reads as SIGSEGV): sandbox/inside/_pid1_signals.c was not built; "
+            "fix: reinstall with a C compiler and the Python headers")
+
+
 def _oom_line(report: dict[str, Any]) -> str:
     """Whom the kernel's OOM killer takes first, as a real run showed (inside/proc.first_to_go_out_of_memory)."""
     score = report["observed"].get("oom_score_adj")
@@ -50,7 +60,8 @@ def render(report: dict[str, Any]) -> str:
              + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
                 "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
              .get(s["user_namespaces"], s["user_namespaces"]),
-             f"privileges: {s['privileges']}", _memory_line(s), _forker_line(s), _oom_line(report),
+             f"privileges: {s['privileges']}", _memory_line(s), _forker_line(s),
+             _own_signals_line(s), _oom_line(report),
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<15} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}

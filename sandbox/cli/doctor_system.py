@@ -12,10 +12,11 @@ from ..policy import Policy
 
 def _system(policy: Policy) -> dict[str, Any]:
     from ..confine import landlock, namespaces
-    from ..inside import forker, immortal
+    from ..inside import forker, immortal, pid1_signals
     return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
             "python": sys.executable, "python_version": platform.python_version(),
             "immortal_objects": immortal.supported(), "forker_loop_not_built": forker.native_loop_missing(),
+            "own_signals_handled": pid1_signals.available(),
             "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
             "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)

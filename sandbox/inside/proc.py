@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from ..confine import _sys
+from . import pid1_signals
 
 _T = TypeVar("_T")
 
@@ -176,11 +177,13 @@ class Ended(NamedTuple):
     """Its resource usage, from ``wait4``."""
     cpu_limit: bool
     """Its ``RLIMIT_CPU`` ended it (see :func:`_used_its_cpu_time`)."""
+    died_of: int | None = None
+    """The signal a one-shot worker's handler ended it for (pid1_signals.py); its status is an exit's then."""
 
 
 def reaped(cpu_facts: bool = True) -> Iterator[Ended]:
     """Every child that has ended, reaped, without blocking; ``cpu_facts=False`` for a caller that discards
-    ``Ended.cpu_limit`` (always False then), sparing a SIGKILLed child's two reads of its clock and limit."""
+    ``Ended.cpu_limit`` and ``died_of`` (always unset then), sparing the reads that find them."""
     while True:
         try:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # a look first: it is still there
@@ -191,12 +194,14 @@ def reaped(cpu_facts: bool = True) -> Iterator[Ended]:
         pid = info.si_pid
         cpu_limit = (cpu_facts and info.si_code == os.CLD_KILLED and info.si_status == signal.SIGKILL
                      and _used_its_cpu_time(pid))
+        died_of = (pid1_signals.died_of(pid, info.si_status)
+                   if cpu_facts and info.si_code == os.CLD_EXITED and info.si_status > 128 else None)
         try:
             pid, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:  # reaped meanwhile by another thread of ours (a thread a run left in a state)
             continue
         if pid:
-            yield Ended(pid, status, usage, cpu_limit)
+            yield Ended(pid, status, usage, cpu_limit, died_of)
 
 
 def _used_its_cpu_time(pid: int) -> bool:
@@ -215,8 +220,14 @@ def _used_its_cpu_time(pid: int) -> bool:
 def exit_facts(ended: Ended) -> ExitFacts:
     """How a child ended and what it used, as :class:`~sandbox.frames.Exited`'s fields."""
     status, usage = ended.status, ended.usage
-    return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-            "exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+    signum: int | None
+    exitcode: int | None
+    if ended.died_of is not None:
+        signum, exitcode = ended.died_of, None
+    else:
+        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        exitcode = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    return {"signal": signum, "exitcode": exitcode,
             "cpu_limit": ended.cpu_limit, "maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 

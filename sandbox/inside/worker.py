@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from .. import commands, confine, frames, protocol, rundirs
 from ..confine import _sys, disk
 from ..errors import ProtocolError, SandboxUnavailable
-from . import allowlist, at_fork, proc, request, session_tree, telemetry
+from . import allowlist, at_fork, pid1_signals, proc, request, session_tree, telemetry
 from .request import Channel, Confined, WorkerSpec
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def serve(priv: socket.socket, spec: WorkerSpec, run_dir: rundirs.RunDir | None,
             _serve_session(spawn, fds, spec, ns_status)
         else:
             at_fork.restore_when_forking()  # likewise, but for the snippet's forks, if it makes any
+            pid1_signals.install()
             confined = _prepare(run_dir.workdir, run_dir.tmpdir, spec, ns_status, keep_fork=False)
             request.prepare_streams()
             if not isinstance(confined, SandboxUnavailable):

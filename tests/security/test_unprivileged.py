@@ -12,6 +12,7 @@ import asyncio
 import errno
 import fcntl
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -153,6 +154,8 @@ def _run_as_nobody(secret: str, root: str) -> dict:
         with sandbox.Sandbox(policy=sandbox.Policy.load("strict").with_limits(cpu_seconds=1)) as sb, \
                 sb.session() as s:
             out["__cpu_limit__"] = [sb.run("while True: pass").reason, s.run("while True: pass").reason]
+            died = sb.run("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nimport time; time.sleep(9)")
+            out["__own_signal__"] = [died.reason, died.signal]
 
     # the fixture runs only as root: the child drops to NOBODY
     return in_child_as_nobody(attacks, error_key="__error__")
@@ -232,3 +235,9 @@ def test_a_run_past_its_cpu_time_says_so_as_unprivileged_uid(unprivileged_result
     (the zygote) and in a session (the runner's state process)."""
     results, _ = unprivileged_results
     assert results["__cpu_limit__"] == ["cpu_limit", "cpu_limit"], results.get("__error__")
+
+
+def test_a_run_dies_of_its_own_signal_as_unprivileged_uid(unprivileged_results):
+    """The zygote of this uid reads the name the dead worker kept (inside/pid1_signals.py) before reaping it."""
+    results, _ = unprivileged_results
+    assert results["__own_signal__"] == ["crashed", signal.SIGTERM], results.get("__error__")
