@@ -55,11 +55,20 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"models": [_model_json(name, state) for name in dict.fromkeys(names)]})
 
 
+def model_and_method(rest: str, http_method: str) -> tuple[str, str]:
+    """``models/{rest}``'s model and method: the method follows the last colon, since a model's own name may have
+    colons (Ollama's ``qwen2.5:7b``); a GET names a model alone unless what follows its last colon is a method."""
+    model, colon, method = rest.rpartition(":")
+    if not colon or (http_method == "GET" and method not in _METHODS):
+        return rest, ""
+    return model, method
+
+
 async def model_action(request: Request) -> Response:
     """``GET models/{model}`` or ``POST models/{model}:{method}``."""
     state = request.app.state
     check_key(request, state.config.api_key)
-    model, _, method = request.path_params["rest"].partition(":")
+    model, method = model_and_method(request.path_params["rest"], request.method)
     api_version = request.url.path.split("/")[1]  # v1beta or v1: the routes app.py made
     if request.method == "GET" and not method:
         if not accepted(model, state):

@@ -148,7 +148,8 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
     limit = _execution_limit(request, engine)
     try:
         while True:
-            reply = await _ask(request, engine, functions, turn, request.code_execution and runner.executions < limit)
+            code_offered = request.code_execution and runner.executions < limit
+            reply = await _ask(request, engine, functions, turn, code_offered)
             tokens.add(reply)
             code_calls, client_calls = _calls(request, reply)
             part: Part
@@ -162,8 +163,10 @@ async def generate(request: GenerateRequest, engine: Engine) -> AsyncIterator[Ev
                 return
             for call in code_calls:
                 if runner.executions >= limit:
-                    yield Done("TOO_MANY_TOOL_CALLS", tokens, runner.executions)
-                    return
+                    if not code_offered:  # asked once more without the tool, it still calls it
+                        yield Done("TOO_MANY_TOOL_CALLS", tokens, runner.executions)
+                        return
+                    break  # the turn's calls past the limit are dropped; the model is asked once more without it
                 async for part in runner.execute(call):
                     turn.append(part)
                     yield part

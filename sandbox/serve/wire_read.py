@@ -150,12 +150,13 @@ def parse_generate_request(data: Any) -> GenerateRequest:
         raise invalid("* GenerateContentRequest.contents: contents is not specified")
     system = o.obj("systemInstruction")
     code_execution, functions = _tools(o.objs("tools"))
+    mode, functions = _function_calling(o.obj("toolConfig"), functions)
     return GenerateRequest(
         contents=contents,
         system_instruction=_system_instruction(system) if system is not None else None,
         code_execution=code_execution,
         functions=functions,
-        function_mode=_function_mode(o.obj("toolConfig")),
+        function_mode=mode,
         generation=parse_generation(o.obj("generationConfig")),
     )
 
@@ -167,7 +168,10 @@ def _tools(tools: list[WireObject]) -> tuple[bool, tuple[FunctionDeclaration, ..
         for key in tool.data:
             if key == "codeExecution":
                 # A CodeExecution message ({}): null is no tool, as in proto JSON; "yes" or 1 turned it on.
-                code_execution = code_execution or tool.obj(key) is not None
+                settings = tool.obj(key)
+                if settings is not None:
+                    settings.refuse_unknown(())
+                code_execution = code_execution or settings is not None
             elif key == "functionDeclarations":
                 functions.extend(_declaration(d) for d in tool.objs(key))
             else:
@@ -189,7 +193,12 @@ def duplicate_name(functions: Iterable[FunctionDeclaration]) -> str | None:
     return None
 
 
+_DECLARATION_FIELDS = ("name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema",
+                       "behavior")
+
+
 def _declaration(o: WireObject) -> FunctionDeclaration:
+    o.refuse_unknown(_DECLARATION_FIELDS)
     name = _required_name(o)
     schema = o.get("parametersJsonSchema", "object")
     if schema is None and o.has("parameters"):
@@ -204,9 +213,32 @@ def _declaration(o: WireObject) -> FunctionDeclaration:
 _FUNCTION_MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
 
 
-def _function_mode(tool_config: WireObject | None) -> str:
-    calling = tool_config.obj("functionCallingConfig") if tool_config is not None else None
-    mode = (calling.get("mode", "str", "AUTO") if calling is not None else "AUTO").upper()
+def _function_calling(tool_config: WireObject | None, functions: tuple[FunctionDeclaration, ...]
+                      ) -> tuple[str, tuple[FunctionDeclaration, ...]]:
+    """``toolConfig``'s function calling mode, and the functions the model may call: ``allowedFunctionNames``, if
+    given, of those declared (each must be one)."""
+    if tool_config is None:
+        return "AUTO", functions
+    tool_config.refuse_unknown(("functionCallingConfig", "retrievalConfig", "includeServerSideToolInvocations"))
+    calling = tool_config.obj("functionCallingConfig")
+    if calling is None:
+        return "AUTO", functions
+    calling.refuse_unknown(("mode", "allowedFunctionNames", "streamFunctionCallArguments"))
+    mode = _function_mode(calling)
+    allowed = calling.get("allowedFunctionNames", "list")
+    if allowed is None:
+        return mode, functions
+    declared = {function.name for function in functions}
+    for i, name in enumerate(allowed):
+        if not isinstance(name, str) or name not in declared:
+            raise invalid(f"Invalid value at '{calling.at('allowedFunctionNames')}[{i}]': {value_text(name)} is not "
+                          "the name of a declared function")
+    names = set(allowed)
+    return mode, tuple(function for function in functions if function.name in names)
+
+
+def _function_mode(calling: WireObject) -> str:
+    mode = calling.get("mode", "str", "AUTO").upper()
     if mode not in _FUNCTION_MODES:  # taken for AUTO: a caller's typo of NONE let the model call its functions
         raise invalid(f"Invalid value at 'toolConfig.functionCallingConfig.mode' (type.googleapis.com/"
                       f"google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), {value_text(mode)}: one of "

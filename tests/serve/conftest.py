@@ -130,7 +130,7 @@ def server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> I
     """The main server: openai backend = the scripted model, small limits to test them."""
     served = start_serve(tmp_path_factory.mktemp("serve") / "serve.log",
                          "--backend", "openai", "--backend-url", f"{fake_model.url}/v1", "--backend-model", "scripted",
-                         "--max-concurrent-requests", "2", "--max-request-bytes", "3000000", "--max-executions", "3",
+                         "--models", "gemini-*,local:*", "--max-concurrent-requests", "2", "--max-request-bytes", "3000000", "--max-executions", "3",
                          "--client-timeout-seconds", "10", "--max-response-image-bytes", str(MAX_IMAGE_BYTES))
     yield served
     stop_serve(served)

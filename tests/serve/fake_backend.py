@@ -198,6 +198,9 @@ SCRIPTS = {
     "bigout": [code("print('x' * (1 << 20), end='')")] * 3 + [text("printed")],
     # three runs of 1 MiB of a control character each: 6 MiB of JSON a run (\u0001), past the default output budget
     "controls": [code("import sys\nsys.stdout.write('\\x01' * (1 << 20))")] * 3 + [text(lambda tools: "printed")],
+    # five code calls in one turn, past --max-executions 3; then, asked without the tool, an answer
+    "manycalls": [chat_calls(*(("run_python", json.dumps({"code": f"print({n})"})) for n in range(5))),
+                  text(lambda tools: f"answered after {len(tools)} runs")],
     "argsnotobject": [chat_calls(("run_python", "[1, 2]"))],  # every turn, however often it is told
     "undeclared": [chat_calls(("get_weather", '{"city": "Paris"}'), ("rm_rf", "{}"))],  # a function never declared
     "clientargs": [chat_calls(("get_weather", "{city: Paris"))],

@@ -97,6 +97,19 @@ def test_json_that_python_reads_but_cannot_write_is_invalid_argument(server, raw
     ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "NONNE"}}},
      "Invalid value at 'toolConfig.functionCallingConfig.mode'"),
     ({**HELLO, "tools": [{"codeExecution": "yes"}]}, "Invalid value at 'tools[0].codeExecution': expected a JSON object"),
+    # unknown names below the top level were ignored in the tools and their config
+    ({**HELLO, "tools": [{"codeExecution": {"foo": 1}}]}, "Unknown name \"foo\" at 'tools[0].codeExecution'"),
+    ({**HELLO, "tools": [{"functionDeclarations": [{"name": "f", "paramters": {}}]}]},
+     "Unknown name \"paramters\" at 'tools[0].functionDeclarations[0]'"),
+    ({**HELLO, "toolConfig": {"functionCallingConfg": {}}}, "Unknown name \"functionCallingConfg\" at 'toolConfig'"),
+    ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowed": ["f"]}}},
+     "Unknown name \"allowed\" at 'toolConfig.functionCallingConfig'"),
+    # allowedFunctionNames was ignored: each must name a declared function
+    ({**HELLO, "tools": [{"functionDeclarations": [{"name": "f"}]}],
+      "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f", "g"]}}},
+     "Invalid value at 'toolConfig.functionCallingConfig.allowedFunctionNames[1]': 'g' is not the name of a declared"),
+    ({**HELLO, "toolConfig": {"functionCallingConfig": {"allowedFunctionNames": [["f"]]}}},
+     "allowedFunctionNames[0]': ['f'] is not the name"),
 ])
 def test_malformed_requests_name_the_field(server, body, words):
     answer = httpx.post(server.url + GENERATE, json=body, timeout=60)

@@ -205,6 +205,21 @@ def test_client_functions_come_back_as_function_calls(client, fake_model):
     assert followup.text == 'Weather report: {"sky": "sunny"}'
 
 
+def test_allowed_function_names_limit_what_the_model_is_offered_and_may_call(client, fake_model):
+    """``allowedFunctionNames`` was ignored: the backend was offered every declared function and a call to one left
+    out came back to the client."""
+    weather, clock = (types.FunctionDeclaration(name=name, description=f"{name}.") for name in ("get_weather", "now"))
+    config = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[weather, clock])],
+        tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(
+            mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=["now"])),
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:weather", config=config)
+    assert [t["function"]["name"] for t in fake_model.requests[0]["tools"]] == ["now"]
+    assert response.candidates[0].finish_reason == types.FinishReason.MALFORMED_FUNCTION_CALL
+    assert not response.function_calls
+
+
 def test_failure_splits_into_ok_and_failed_parts(client):
     response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:fail", config=CODE_TOOL)
     parts = response.candidates[0].content.parts
@@ -220,6 +235,18 @@ def test_execution_limit_then_text_answer(client, fake_model):
     assert kinds(parts) == ["executable_code", "code_execution_result"] * 3 + ["text"]  # --max-executions 3
     assert response.text == "no more code"
     assert "tools" not in fake_model.requests[-1]  # asked once more without the code tool
+
+
+def test_execution_limit_within_one_turn_then_text_answer(client, fake_model):
+    """Five code calls in one model turn, three runs allowed: the three run, the rest are dropped, and the model is
+    asked once more without the tool (the request ended TOO_MANY_TOOL_CALLS with no answer before)."""
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:manycalls", config=CODE_TOOL)
+    parts = response.candidates[0].content.parts
+    assert kinds(parts) == ["executable_code", "code_execution_result"] * 3 + ["text"]
+    assert [p.code_execution_result.output for p in parts[1:6:2]] == ["0\n", "1\n", "2\n"]
+    assert response.text == "answered after 3 runs"
+    assert response.candidates[0].finish_reason == types.FinishReason.STOP
+    assert "tools" not in fake_model.requests[-1]
 
 
 def test_bad_tool_arguments_are_reported_to_the_model(client, fake_model):
@@ -238,6 +265,16 @@ def test_list_and_get_models(client, server):
         "models/gemini-2.5-pro"
 
 
+def test_a_model_name_with_colons_is_one_model(client, server):
+    """Ollama names its models ``name:tag``: the method follows the last colon (the first was taken, so
+    ``models/local:7b`` was method '7b')."""
+    assert httpx.get(f"{server.url}/v1beta/models/local:q4:0", timeout=30).json()["name"] == "models/local:q4:0"
+    assert client.models.get(model="local:7b").name == "models/local:7b"
+    assert httpx.get(f"{server.url}/v1beta/models/other:7b", timeout=30).status_code == 404
+    bad = httpx.post(f"{server.url}/v1beta/models/local:7b:nothing", json={}, timeout=30)
+    assert bad.status_code == 404 and "'nothing' is not served" in bad.json()["error"]["message"]
+
+
 def test_concurrent_requests_each_get_their_own_session(client):
     results: list[str] = []
 
@@ -254,7 +291,7 @@ def test_concurrent_requests_each_get_their_own_session(client):
     assert results == ["The answer is 43."] * 2
 
 
-@pytest.mark.parametrize("model", ["scripted", "models/gemini-2.5-flash"])
+@pytest.mark.parametrize("model", ["scripted", "models/gemini-2.5-flash", "local:7b", "models/local:q4:0"])
 def test_backend_model_name_and_models_prefix_work(client, model):
     assert client.models.generate_content(model=model, contents="SCRIPT:hello").text == \
         "Hello from the scripted model."
