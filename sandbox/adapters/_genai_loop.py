@@ -106,6 +106,10 @@ class ToolLoop:
         self.exhausted = False
         """True when the last :meth:`run` stopped at ``max_turns``."""
         self._session: Any = None
+        self._answered: tuple[types.Content, dict[int, list[types.Part]]] | None = None
+        """The model turn being answered, and the answers made so far to its calls (by the call object's id): a
+        run cancelled or failed mid-turn leaves them for the next one, which sends them instead of running those
+        calls again."""
 
     # -- the two faces ----------------------------------------------------------------
     def run(self, contents: "types.ContentListUnion | types.ContentListUnionDict | Iterable[Any]"
@@ -144,9 +148,8 @@ class ToolLoop:
     def _steps(self, contents: Any) -> "Steps[types.GenerateContentResponse]":
         new = _as_contents(contents)
         self.exhausted = False
-        pending = self.pending
-        if pending:
-            new = yield from self._resume(pending, new)
+        if self.history and self.history[-1].role == "model" and (calls := _calls_of(self.history[-1])):
+            new = yield from self._resume(calls, new)
         self._extend(new)
         response = None
         for turn in range(self.max_turns):
@@ -157,7 +160,7 @@ class ToolLoop:
                 # every later request, which the API refuses. The response still says why it stopped.
                 return response
             self.history.append(reply if reply.role else reply.model_copy(update={"role": "model"}))
-            calls = _calls_of(reply)
+            calls = _calls_of(self.history[-1])  # the objects the history holds: a cut-short turn's answers key on them
             if not calls or any(self.tools.hands_back(call.name) for call in calls):
                 return response
             if turn == self.max_turns - 1:
@@ -181,7 +184,8 @@ class ToolLoop:
         self.history.extend(new)
 
     def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
-        """Answer the calls of the handed-back turn the caller did not; merge them into one user turn."""
+        """Answer the calls of the handed-back (or cut short) turn the caller did not; merge them into one user
+        turn."""
         new = _ids_by_name(pending, new)
         given = [part.function_response for content in new for part in content.parts or [] if part.function_response]
         # A response answers the call of its id (of its name, for a call without one). Looked up, not compared
@@ -204,23 +208,38 @@ class ToolLoop:
         """Answer a turn's calls in order, their images within the turn's budget and what the request leaves
         once it resends the history (and ``unsent``, the caller's turns the answers go with); the calls past
         ``max_calls_per_turn`` are answered "not run"."""
-        cap, parts = self.max_calls_per_turn, []
+        cap, parts = self.max_calls_per_turn, list[types.Part]()
+        made = self._answers_made()
         resent = _inline_bytes(self.history) + _inline_bytes(unsent or [])
         budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request, resent)
+        budget.left = max(budget.left - _inline_bytes([types.Content(parts=[p for a in made.values() for p in a])]), 0)
         for call in calls[:cap]:
-            parts.extend((yield Answer(call, budget)))
+            answer = made.get(id(call))
+            if answer is None:
+                answer = made[id(call)] = (yield Answer(call, budget))
+            parts.extend(answer)
+        self._answered = None  # the caller adds them to the history now
         if len(calls) > cap:
             logger.warning("ToolLoop: the model made %d function calls in one turn; the last %d were not run "
                            "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
         parts.extend(_function_reply(call, False, not_run_text(len(calls), cap)) for call in calls[cap:])
         return parts
 
+    def _answers_made(self) -> dict[int, list[types.Part]]:
+        """The answers made so far to the calls of the model turn the history ends with (see ``_answered``)."""
+        turn = self.history[-1]
+        if self._answered is None or self._answered[0] is not turn:
+            self._answered = (turn, {})
+        return self._answered[1]
+
     @property
     def pending(self) -> list[types.FunctionCall]:
-        """The function calls of the model's last turn, when it was handed back unanswered."""
+        """The function calls of the model's last turn still unanswered, when it was handed back, stopped at
+        ``max_turns``, or cut short (a cancelled ``arun``: the calls it had answered are not run again)."""
         if not self.history or self.history[-1].role != "model":
             return []
-        return _calls_of(self.history[-1])
+        made = self._answered[1] if self._answered is not None and self._answered[0] is self.history[-1] else {}
+        return [call for call in _calls_of(self.history[-1]) if id(call) not in made]
 
     # -- answering one call ---------------------------------------------------------------
     def _answer(self, step: Answer) -> list[types.Part]:

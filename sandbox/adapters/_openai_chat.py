@@ -131,8 +131,7 @@ class _Chat:
                 return completion
             if turn == self.max_turns - 1:
                 break
-            answered = yield from self._answers(calls, _cut_off(completion, calls))
-            self.messages.extend(self._compose(answered))
+            yield from self._answers(calls, _cut_off(completion, calls))
         logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
                        "(the next run_chat with these messages answers them first)", self.max_turns)
         return completion  # type: ignore[return-value]  # max_turns >= 1: set
@@ -152,20 +151,22 @@ class _Chat:
             named = ", ".join(f"{_call_name(call)} (id {value_text(field_of(call, 'id'))})" for call in missing)
             raise InputError(f"tool calls to {named} are unanswered: append a tool message for each "
                              "({'role': 'tool', 'tool_call_id': ..., 'content': ...}) before calling again")
-        if not open_calls:
-            return
-        answered = yield from self._answers(open_calls)
-        at = last + 1
-        while at < len(self.messages) and field_of(self.messages[at], "role") == "tool":
-            at += 1  # after the caller's own tool messages, before anything else: tool messages come first
-        self.messages[at:at] = self._compose(answered)
+        if open_calls:
+            yield from self._answers(open_calls)
 
-    def _compose(self, answered: list[tuple[Any, Result | str | None]]) -> list[Any]:
-        """The messages of a turn's answers, its images within the turn's budget and what the request leaves once
-        it resends ``messages`` (every one, whole: the answers go in among them)."""
+    def _add_answers(self, answered: list[tuple[Any, Result | str | None]]) -> None:
+        """Put the messages of a turn's answers after its assistant message and the tool messages after it, before
+        anything else (tool messages come first); its images within the turn's budget and what the request leaves
+        once it resends ``messages`` (every one, whole: the answers go in among them)."""
+        if not answered:
+            return
+        at = next(i for i in range(len(self.messages) - 1, -1, -1) if field_of(self.messages[i], "role") == "assistant")
+        at += 1
+        while at < len(self.messages) and field_of(self.messages[at], "role") == "tool":
+            at += 1
         budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request,
                              encoded_bytes(self.messages))
-        return compose(answered, self.images, self.save_dir, TOOL_NAME, budget)
+        self.messages[at:at] = compose(answered, self.images, self.save_dir, TOOL_NAME, budget)
 
     def _match_by_name(self, start: int, open_calls: list[Any]) -> list[Any]:
         """The open calls left once the caller's tool messages without an id, from ``start`` on, are matched by name.
@@ -185,23 +186,25 @@ class _Chat:
             matched.add(id(call))
         return [call for call in open_calls if id(call) not in matched]
 
-    def _answers(self, calls: list[Any],
-                 cut: list[Any] | None = None) -> "Steps[list[tuple[Any, Result | str | None]]]":
-        """Answer a turn's calls in order; the calls past ``max_calls_per_turn``, and those ``cut`` off, are
-        answered "not run"."""
+    def _answers(self, calls: list[Any], cut: list[Any] | None = None) -> "Steps[None]":
+        """Answer a turn's calls in order, into ``messages``; the calls past ``max_calls_per_turn``, and those
+        ``cut`` off, are answered "not run". A turn cut short (a cancelled ``arun_chat``, a failed call) keeps the
+        answers made: the next call answers only the rest (they were all run again)."""
         cap, answered = self.max_calls_per_turn, []
-        for call in calls[:cap]:
-            if any(call is other for other in cut or ()):
-                logger.warning("run_chat: the completion was cut off (finish_reason 'length') in its last tool "
-                               "call; it was not run")
-                answered.append(self._not_run(call, _CUT_OFF))
-            else:
-                answered.append((yield Answer(call)))
-        if len(calls) > cap:
-            logger.warning("run_chat: the model made %d tool calls in one turn; the last %d were not run "
-                           "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
-        answered.extend(self._not_run(call, not_run_text(len(calls), cap)) for call in calls[cap:])
-        return answered
+        try:
+            for call in calls[:cap]:
+                if any(call is other for other in cut or ()):
+                    logger.warning("run_chat: the completion was cut off (finish_reason 'length') in its last tool "
+                                   "call; it was not run")
+                    answered.append(self._not_run(call, _CUT_OFF))
+                else:
+                    answered.append((yield Answer(call)))
+            if len(calls) > cap:
+                logger.warning("run_chat: the model made %d tool calls in one turn; the last %d were not run "
+                               "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
+            answered.extend(self._not_run(call, not_run_text(len(calls), cap)) for call in calls[cap:])
+        finally:
+            self._add_answers(answered)
 
     def _not_run(self, call: Any, text: str) -> tuple[Any, Result | str | None]:
         if _call_name(call) == TOOL_NAME and field_of(call, "function") is not None:

@@ -138,7 +138,7 @@ class _Responses:
                 return response
             if turn == self.max_turns - 1:
                 break
-            self.items.extend((yield from self._answers(calls)))
+            yield from self._answers(calls, self.items.extend)
         logger.warning("run_responses stopped after max_turns=%d responses; the last one's calls are unanswered "
                        "(the next run_responses with this input answers them first)", self.max_turns)
         return response  # type: ignore[return-value]  # max_turns >= 1: set
@@ -171,28 +171,35 @@ class _Responses:
                               for call in missing)
             raise InputError(f"calls to {named} are unanswered: append a function_call_output item for each "
                              "({'type': 'function_call_output', 'call_id': ..., 'output': ...}) before calling again")
-        outputs = yield from self._answers(open_calls)
         at = open_at[-1] + 1
         while at < len(self.items) and field_of(self.items[at], "role") not in ("user", "system", "developer"):
             at += 1  # after the turn and the caller's outputs to it, before the caller's next message
-        self.items[at:at] = outputs
 
-    def _answers(self, calls: list[Any]) -> "Steps[list[Any]]":
-        """The outputs of a turn's calls, in order, their images within the turn's budget and what the request
-        leaves once it sends the items it sends with them (all of ``input``, or, where the server keeps the
-        history, the ones it has not seen); the calls past ``max_calls_per_turn`` are answered "not run"."""
+        def insert(outputs: list[Any]) -> None:
+            self.items[at:at] = outputs
+
+        yield from self._answers(open_calls, insert)
+
+    def _answers(self, calls: list[Any], add: Callable[[list[Any]], None]) -> "Steps[None]":
+        """The outputs of a turn's calls, in order, given to ``add``; their images within the turn's budget and
+        what the request leaves once it sends the items it sends with them (all of ``input``, or, where the server
+        keeps the history, the ones it has not seen); the calls past ``max_calls_per_turn`` are answered "not
+        run". A turn cut short (a cancelled ``arun_responses``, a failed call) keeps the outputs made: the next
+        call answers only the rest (they were all run again)."""
         cap, outputs = self.max_calls_per_turn, []
         budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request,
                              encoded_bytes(self._to_send()))
-        for call in calls[:cap]:
-            outputs.append((yield Answer(call, budget)))
-        if len(calls) > cap:
-            logger.warning("run_responses: the model made %d calls in one turn; the last %d were not run "
-                           "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
-            text = not_run_text(len(calls), cap)
-            outputs.extend(self._output(call, text) if runs_code(call) else function_output(call, False, text)
-                           for call in calls[cap:])
-        return outputs
+        try:
+            for call in calls[:cap]:
+                outputs.append((yield Answer(call, budget)))
+            if len(calls) > cap:
+                logger.warning("run_responses: the model made %d calls in one turn; the last %d were not run "
+                               "(max_calls_per_turn=%d)", len(calls), len(calls) - cap, cap)
+                text = not_run_text(len(calls), cap)
+                outputs.extend(self._output(call, text) if runs_code(call) else function_output(call, False, text)
+                               for call in calls[cap:])
+        finally:
+            add(outputs)
 
     def _output(self, call: Any, result: Result | str, budget: ImageBudget | None = None) -> Any:
         return function_call_output(call, result, self.images, self.save_dir, budget)

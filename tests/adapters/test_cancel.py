@@ -8,6 +8,7 @@ gone within a few seconds of the cancellation, through ``Sandbox.arun`` task can
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from typing import AsyncGenerator
@@ -177,6 +178,78 @@ def test_genai_async_tool_loop_cancelled_kills_its_run(box):
         took, follow, pending = asyncio.run(scenario(model))
     assert took < GONE_WITHIN and follow.stdout == "session still usable\n"
     assert [call.name for call in pending] == ["run_python"]  # unanswered: the next arun() would answer it
+
+
+#: A call whose second run would show: it counts its runs in the session.
+COUNT = "runs = globals().get('runs', 0) + 1\nprint('runs:', runs)"
+
+
+def test_genai_tool_loop_cancelled_mid_turn_keeps_the_calls_it_answered(box):
+    """A turn of two calls, cancelled in the second: the next arun() ran the first again (its effects twice, the
+    model shown only the second run). It now sends the answer it made; only the cancelled call is pending."""
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    from sandbox.adapters import genai as adapter
+
+    marker = 7107
+    script = [fake_model.gemini_reply(calls=[("run_python", {"code": COUNT}),
+                                             ("run_python", {"code": sleeper_code(marker)})]),
+              fake_model.gemini_reply(text="fine")]
+
+    async def scenario(model):
+        client = genai.Client(api_key="offline", http_options={"base_url": model.url})
+        async with adapter.ToolLoop(client, "m", sandbox=box) as loop:
+            task = asyncio.ensure_future(loop.arun("go"))
+            await until_running(marker)
+            await cancel(task)
+            await until_gone(marker)
+            pending = [call.id for call in loop.pending]
+            (slow,) = loop.pending
+            stopped = types.Part.from_function_response(name="run_python", response={"error": "stopped by the user"})
+            stopped.function_response.id = slow.id
+            final = await loop.arun([stopped])
+            runs = await loop.session.arun("print(runs)")
+            return pending, final.text, runs.stdout
+
+    with fake_model.ScriptedModel(script) as model:
+        pending, text, runs = asyncio.run(scenario(model))
+        sent = model.requests[-1]["body"]["contents"][-1]["parts"]
+    assert pending == ["call-run_python-1"] and text == "fine" and runs == "1\n"
+    answers = [part["functionResponse"] for part in sent]
+    assert [a["id"] for a in answers] == ["call-run_python-0", "call-run_python-1"]
+    assert "runs: 1" in json.dumps(answers[0]["response"]) and answers[1]["response"] == {"error": "stopped by the user"}
+
+
+def test_openai_arun_chat_cancelled_mid_turn_keeps_the_calls_it_answered(box):
+    """As above for arun_chat: the tool message of the call that ran is in ``messages``; the next call answers only
+    the cancelled one (here the caller does)."""
+    openai = pytest.importorskip("openai")
+    from sandbox.adapters import openai as adapter
+
+    marker = 7108
+    script = [fake_model.openai_reply(calls=[("run_python", {"code": COUNT}),
+                                             ("run_python", {"code": sleeper_code(marker)})]),
+              fake_model.openai_reply("fine")]
+    messages: list = [{"role": "user", "content": "go"}]
+
+    async def scenario(model):
+        client = openai.AsyncOpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
+        with box.session() as session:
+            task = asyncio.ensure_future(adapter.arun_chat(client, model="m", messages=messages, session=session))
+            await until_running(marker)
+            await cancel(task)
+            await until_gone(marker)
+            answered = [m["tool_call_id"] for m in messages if m.get("role") == "tool"]
+            messages.append({"role": "tool", "tool_call_id": "call_run_python_1", "content": "stopped by the user"})
+            final = await adapter.arun_chat(client, model="m", messages=messages, session=session)
+            return answered, final.choices[0].message.content, (await session.arun("print(runs)")).stdout
+
+    with fake_model.ScriptedModel(script) as model:
+        answered, text, runs = asyncio.run(scenario(model))
+    assert answered == ["call_run_python_0"] and text == "fine" and runs == "1\n"
+    assert [m.get("tool_call_id") for m in messages if m.get("role") == "tool"] == \
+        ["call_run_python_0", "call_run_python_1"]
 
 
 def test_openai_arun_chat_cancelled_kills_its_run(box):

@@ -237,6 +237,35 @@ def test_arun_responses_cancelled_kills_its_run_and_leaves_nothing(no_leaks):
     assert len(model.requests) == 1
 
 
+def test_arun_responses_cancelled_mid_turn_keeps_the_outputs_it_made(box):
+    """A turn of two calls cancelled in the second: the next call ran the first again. Its output is kept in
+    ``input``; the next call answers only the open one (here the caller does)."""
+    marker = 7109
+    count = "runs = globals().get('runs', 0) + 1\nprint('runs:', runs)"
+    turns = [[code(count, "c1"), code(sleeper_code(marker), "c2")], [message("fine")]]
+    items: list = [user("go")]
+
+    async def scenario(model):
+        with box.session() as session:
+            task = asyncio.ensure_future(adapter.arun_responses(async_client(model), model="m", input=items,
+                                                                session=session))
+            await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            answered = [item["call_id"] for item in items if item.get("type") == "function_call_output"]
+            items.append({"type": "function_call_output", "call_id": "c2", "output": "stopped by the user"})
+            await adapter.arun_responses(async_client(model), model="m", input=items, session=session)
+            return answered, (await session.arun("print(runs)")).stdout
+
+    with ResponsesModel(turns) as model:
+        answered, runs = asyncio.run(scenario(model))
+        last = sent(model, 1)["input"]
+    assert answered == ["c1"] and runs == "1\n"
+    outputs = [item for item in last if item.get("type") == "function_call_output"]
+    assert [o["call_id"] for o in outputs] == ["c1", "c2"] and "runs: 1" in outputs[0]["output"]
+
+
 def test_images_saved_or_dropped_and_calls_without_an_id_are_given_one(box, tmp_path):
     no_id = {**code(PLOT, "x"), "call_id": None}
     turns = [[no_id], [message("saved")], [code(PLOT, "c2")], [message("dropped")]]
