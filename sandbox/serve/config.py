@@ -107,6 +107,9 @@ class ServeConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def cross_check(self, prefix: str) -> str | None:
+        if self.api_key != self.api_key.strip():  # a blank key was a key: '?key=%20' let anyone in
+            return (f"{prefix}api_key has blank characters at its start or end (or is blank): no client can send "
+                    "those in a header; give a key without them, or none")
         if not self.api_key and not is_loopback(self.host):
             return (f"{prefix}host {value_text(self.host)} is not a loopback address: refusing to serve code execution "
                     "to the network without a key; set api_key (--api-key or SANDBOX_SERVE_API_KEY)")

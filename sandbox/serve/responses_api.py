@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import jsontext
 from ..errors import value_text
-from .errors import ApiError, invalid, not_found_model
+from .errors import ApiError, invalid
 from .gemini_api import accepted
 from .http import CleanStreamingResponse, ClientGone, Slot, check_key, first_event, read_json, watched
 from .loop import Done, Event, generate
@@ -85,8 +85,8 @@ def _read_request(body: Any, state: Any) -> tuple[str, GenerateRequest, Response
         raise invalid("Missing required parameter: 'model'.")
     if not isinstance(model, str):
         raise invalid(f"Invalid type for 'model': expected a string, but got {type(model).__name__} instead.")
-    if not accepted(model, state):
-        raise not_found_model(model)
+    if not accepted(model, state):  # as the OpenAI API words it (the Gemini API's wording named generateContent)
+        raise ApiError("NOT_FOUND", f"The model `{model}` does not exist or you do not have access to it.")
     return model, parse_request(body), ResponseBuilder(body, model), bool(body.get("stream"))
 
 

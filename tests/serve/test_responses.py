@@ -458,6 +458,12 @@ def test_a_missing_model_or_a_repeated_function_is_an_invalid_request(server, bo
     assert error["type"] == "invalid_request_error" and words in error["message"], error
 
 
+def test_an_unknown_model_is_worded_as_the_openai_api_words_it(server):
+    answer = httpx.post(f"{server.url}/v1/responses", json={"model": "gpt-none", "input": "hi"}, timeout=60)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["message"] == "The model `gpt-none` does not exist or you do not have access to it."
+
+
 class Weather(pydantic.BaseModel):
     city: str
     degrees: int

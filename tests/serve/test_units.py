@@ -58,6 +58,8 @@ def test_serve_help_says_every_default():
     ({"overrides": {"backend.model": "m"}}, "backend.url must be set for the openai backend (--backend-url"),
     ({"overrides": {**BACKEND, "backend.kind": "llama"}}, "backend.kind has unknown backend 'llama'"),
     ({"overrides": {**BACKEND, "host": "0.0.0.0"}}, "not a loopback address"),
+    ({"overrides": {**BACKEND, "host": "0.0.0.0", "api_key": " "}}, "api_key has blank characters"),
+    ({"overrides": {**BACKEND, "api_key": "s3cret\n"}}, "api_key has blank characters"),
     ({"overrides": {**BACKEND, "max_concurrent_requests": 0}}, "max_concurrent_requests must be between 1"),
 ])
 def test_config_errors_name_the_key(kwargs, words):
