@@ -192,7 +192,7 @@ def test_genai_tool_loop_cancelled_mid_turn_keeps_the_calls_it_answered(box):
 
     from sandbox.adapters import genai as adapter
 
-    marker = 7107
+    marker = 7110
     script = [fake_model.gemini_reply(calls=[("run_python", {"code": COUNT}),
                                              ("run_python", {"code": sleeper_code(marker)})]),
               fake_model.gemini_reply(text="fine")]
