@@ -117,10 +117,12 @@ class Sandbox:
         if self._pool is not None:
             self._pool.close()
 
-    def __del__(self) -> None:  # last resort: never leave a zygote behind
+    # last resort: never leave a zygote behind. ``_finalizing`` bound here: late in the interpreter's exit the
+    # module's globals (``sys``) are None, and a Sandbox collected then printed an AttributeError.
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         # Not once the interpreter finalizes: its daemon threads (the zygotes' readers) are stopped for good
         # wherever they are, maybe holding a lock that close() waits for. The exit hook below closed it before.
-        if sys.is_finalizing():
+        if _finalizing():
             return
         try:
             self.close()

@@ -50,7 +50,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import commands
 from .cancellation import Cancel, run_cancellable
@@ -191,8 +191,9 @@ class Session:
         finally:
             reaper.forget(self)
 
-    def __del__(self) -> None:  # a dropped branch must not keep its processes alive
-        if sys.is_finalizing():  # closed by its Sandbox's exit hook (core.py); a lock now may never be released
+    # A dropped branch must not keep its processes alive. ``_finalizing`` bound here, as in core.Sandbox.__del__.
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        if _finalizing():  # closed by its Sandbox's exit hook (core.py); a lock now may never be released
             return
         try:
             self.close()

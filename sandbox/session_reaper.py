@@ -12,10 +12,13 @@ is busy, not idle) or sees the session closed with the usual clear error.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 5.0
 
@@ -32,7 +35,7 @@ class Reaper:
         """Start watching ``session`` (it has ``expires_at()`` and ``expire_if_due()``)."""
         with self._cond:
             self._sessions.add(session)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="sandbox-session-reaper", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -60,11 +63,14 @@ class Reaper:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._sessions:
+                # One strong list first: the collector may empty the weak set at any point (sessions dropped in a
+                # cycle), and a check of the set then a listing of it left min() an empty list once: the thread
+                # died, and no idle or lifetime limit was kept again in this process.
+                sessions = list(self._sessions)
+                if not sessions:
                     self._thread = None
                     return
                 now = time.monotonic()
-                sessions = list(self._sessions)
                 due = [s for s in sessions if s.expires_at() <= now]
                 if not due:
                     wake = min(s.expires_at() for s in sessions)
@@ -73,7 +79,10 @@ class Reaper:
                     continue
                 del sessions
             for session in due:  # outside the lock: closing talks to the session worker
-                session.expire_if_due()
+                try:
+                    session.expire_if_due()
+                except Exception:  # noqa: BLE001 - one session's failure to close must not end the others' limits
+                    logger.exception("closing an expired session failed")
             del due
 
 
