@@ -82,13 +82,13 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "s
     after the results already finished have been yielded. Close the generator (or let it
     finish) to stop the sandboxes.
     """
-    _check_arguments(workers, timeout, max_output_chars)
+    check_arguments(workers, timeout, max_output_chars)
     options = dict(timeout=timeout, max_output_chars=max_output_chars, keep_images=images_dir is not None)
     return _drive(_engine(backend, policy, image, workers, options, address), items, images_dir,
                   stop or threading.Event())
 
 
-def _check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
+def check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
     """Refuse bad batch-wide arguments up front: a bad ``timeout`` used to become an ``INVALID_INPUT``
     record for every item, blamed on its line, and a negative ``max_output_chars`` cut text from the end."""
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:

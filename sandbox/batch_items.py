@@ -28,6 +28,9 @@ MEASURED_FIELDS = ("duration_s", "cpu_s", "peak_memory_bytes")
 DEFAULT_MAX_OUTPUT_CHARS = 4000
 
 _ITEM_KEYS = ("id", "code", "files", "expect", "timeout", "meta")
+#: An item's timeout beyond a year is a mistake, and an integer of hundreds of digits is no float at all (float()
+#: raised OverflowError, which ended the whole batch).
+_MAX_TIMEOUT_S = 365 * 86400.0
 _FILE_KEYS = ("name", "data", "mime_type")
 _OUTCOMES = {str(o): str(o) for o in Outcome} | {o.name: str(o) for o in Outcome}
 
@@ -71,8 +74,10 @@ class BatchItem:
         if not isinstance(code, str):
             raise InputError(f"{where}'code' must be a string (got {_kind(code)})")
         timeout = obj.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InputError(f"{where}'timeout' must be a positive number of seconds (got {value_text(timeout)})")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+                                    or timeout > _MAX_TIMEOUT_S):
+            raise InputError(f"{where}'timeout' must be a positive number of seconds, at most {_MAX_TIMEOUT_S:g} "
+                             f"(got {value_text(timeout)})")
         meta = obj.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise InputError(f"{where}'meta' must be a JSON object (got {_kind(meta)})")

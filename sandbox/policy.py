@@ -36,7 +36,9 @@ Requirable = Annotated[str, schema.one_of("layer or part", LAYERS + tuple(REQUIR
 
 #: A resource limit: a finite number above zero (a limit of 0 would refuse every run).
 _LIMIT = schema.Check("be a positive number", schema.is_positive)
-Limit = Annotated[int, _LIMIT]
+#: A size or count the host holds in memory (bytes of code, output, files): at most 2**31, 2 GiB. Unbounded, 10**20
+#: loaded and then every run failed (a read of limit + 1 bytes overflowed, or asked for 2**50 bytes at once).
+Limit = Annotated[int, _LIMIT, schema.at_most(1 << 31)]
 Seconds = Annotated[float, _LIMIT, schema.at_most(86_400)]
 #: A limit a worker sets with setrlimit (in MiB for the ``_mb`` keys): at most 2**30, far past any machine (1 PiB,
 #: 34 years of CPU, more processes than pid_max), so the value in bytes stays below the 2**63 that setrlimit takes

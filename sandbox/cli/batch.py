@@ -122,8 +122,9 @@ def _run_corpus(args: argparse.Namespace, limit: int, record_limit: int, stop: t
     # the whole run: items are read as the batch takes them, so a corpus of any size runs in bounded memory.
     # --resume's ids stay in a set: memory for each id, not for each snippet or result.
     with _opened_input(args.input) as corpus:
+        _check_arguments(args)  # before --out, which --overwrite empties
         if args.images_dir:
-            _check_images_dir(args.images_dir)  # before --out, which --overwrite empties
+            _check_images_dir(args.images_dir)
         done_ids = open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
         total = _count_items(corpus, args.input, limit, done_ids)
         with _line_source(corpus) as lines:
@@ -155,6 +156,18 @@ def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop
                 bar.update(record)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """What ``batch.run`` refuses, refused before --out is touched: a mistyped image name with --overwrite emptied
+    the results it was to replace."""
+    from ..batch import check_arguments
+    from ..image import Image
+    from ..policy import Policy
+
+    check_arguments(args.workers, args.timeout, args.max_output_chars)
+    Policy.load(args.policy)
+    Image.load(args.image)
+
+
 def _check_images_dir(path: str) -> None:
     """--images-dir can take files (made if missing). A folder the user may not write saved no image and said
     only "not saved", record after record, to the end of a corpus that may take hours."""
@@ -171,6 +184,8 @@ def _opened_input(path: str) -> Any:
     from ..errors import InputError
 
     if path == "-":
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise InputError("cannot read the corpus from stdin: stdin is closed")
         return nullcontext(sys.stdin.buffer)
     try:
         return open(path, "rb")

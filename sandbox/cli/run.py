@@ -55,6 +55,16 @@ def _read_code(path: str, policy: Any) -> str:
         raise InputError(f"cannot read the snippet {_shown_path(path)}: not UTF-8 text: {exc}") from None
 
 
+def _read_at_most(fh: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``fh``, a MiB at a time: one read of ``size`` takes that much memory at once, whatever
+    the file holds."""
+    chunks = []
+    while size > 0 and (chunk := fh.read(min(size, 1 << 20))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def _read(path: str, what: str, policy: Any, key: str) -> bytes:
     """The bytes of ``path`` (``-``: stdin), refused past ``limits.<key>``: at most one byte more is read, so a huge
     file, a pipe that never ends or /dev/zero is an InputError, not all the host's memory."""
@@ -64,10 +74,10 @@ def _read(path: str, what: str, policy: Any, key: str) -> bytes:
         if path == "-":
             if sys.stdin is None:
                 raise InputError(f"cannot read {what} from stdin: stdin is closed")
-            data = sys.stdin.buffer.read(limit + 1)
+            data = _read_at_most(sys.stdin.buffer, limit + 1)
         else:
             with open(path, "rb") as fh:
-                data = fh.read(limit + 1)
+                data = _read_at_most(fh, limit + 1)
     except OSError as exc:
         raise InputError(f"cannot read {what} {_shown_path(path)}: {exc}") from exc
     if len(data) > limit:

@@ -72,6 +72,32 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path):
     assert done.returncode == 2 and "exists; use --resume to continue it or --overwrite" in done.stderr
 
 
+@pytest.mark.parametrize("mistake, words", [
+    (["--image", "vertx"], "unknown image 'vertx'"),
+    (["--policy", "strcit"], "strcit"),
+    (["--workers", "0"], "workers must be an int between 1 and 1024 (got 0)"),
+    (["--max-output-chars", "-1"], "max_output_chars must be an int >= 0"),
+])
+def test_a_mistyped_argument_leaves_the_results_it_was_to_overwrite(tmp_path, mistake, words):
+    """--out was opened (with --overwrite: emptied) before batch.run checked its arguments: the results it was to
+    replace were gone, and nothing had run; without --overwrite an empty --out was left, refusing the rerun."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n')
+    done = cli(str(corpus), "--out", str(out), "--overwrite", *mistake)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert out.read_text() == '{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n'
+    fresh = cli(str(corpus), "--out", str(tmp_path / "new.jsonl"), *mistake)
+    assert fresh.returncode == 2 and not (tmp_path / "new.jsonl").exists()
+
+
+def test_a_closed_stdin_is_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sandbox", "batch", "-", "--out", str(tmp_path / "out.jsonl")],
+                          stdin=None, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(0))
+    assert done.returncode == 2 and "stdin is closed" in done.stderr, done.stderr
+
+
 def test_resume_runs_only_what_is_missing_and_drops_a_cut_line(tmp_path):
     corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
     out = tmp_path / "out.jsonl"

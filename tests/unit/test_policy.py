@@ -52,6 +52,9 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"limits": {"cpu_seconds": 1 << 63}}, "limits.cpu_seconds must be at most 1073741824"),
     ({"limits": {"max_open_files": 1 << 63}}, "limits.max_open_files must be at most 1073741824"),
     ({"limits": {"max_processes": 1 << 63}}, "limits.max_processes must be at most 1073741824"),
+    # sizes the host holds in memory: 10**20 loaded, then every run failed reading limit + 1 bytes
+    ({"limits": {"max_code_bytes": 10**20}}, "limits.max_code_bytes must be at most 2147483648"),
+    ({"limits": {"max_output_bytes": 1 << 50}}, "limits.max_output_bytes must be at most 2147483648"),
     # a relative path was skipped in silence, a NUL crashed every run
     ({"confinement": {"read_only_paths": ["data"]}},
      "confinement.read_only_paths must hold absolute paths without NUL (got 'data')"),
