@@ -125,7 +125,12 @@ def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: thre
             while len(pending) < engine.window:
                 # Nothing in flight: wait for the source (a while, then look at stop again); else only take
                 # what is already read, and go on to the finished runs.
-                entry = feed.take(POLL_S if not pending else 0)
+                try:
+                    entry = feed.take(POLL_S if not pending else 0)
+                except Exception:  # the source failed: the runs of the items before it finish first, as promised
+                    while pending and not stop.is_set():
+                        yield from _finish(engine, engine.wait(list(pending), POLL_S), pending, images_dir)
+                    raise
                 if entry is None:
                     break
                 position, item = entry

@@ -95,6 +95,20 @@ def test_stop_event_ends_the_batch_early_and_cleans_up():
     assert zygotes() <= before
 
 
+def test_a_source_that_fails_raises_after_the_records_of_the_items_before_it():
+    """The source's exception ended the batch at once: of three items read before it, one record came back."""
+    def items():
+        for i in range(3):
+            yield {"id": f"i{i}", "code": f"import time; time.sleep(0.3); print({i})"}
+        raise RuntimeError("source broke")
+
+    got = []
+    with pytest.raises(RuntimeError, match="source broke"):
+        for record in batch.run(items(), workers=2):
+            got.append(record)
+    assert sorted((r.id, r.output) for r in got) == [("i0", "0\n"), ("i1", "1\n"), ("i2", "2\n")]
+
+
 def test_bad_arguments_raise():
     with pytest.raises(batch.InputError, match="workers must be an int"):
         batch.run([], workers=0)
