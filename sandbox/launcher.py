@@ -35,12 +35,18 @@ from .errors import ProtocolError, WorkerCrashed
 from .image import Image
 from .policy import Policy
 from .preload_warning import warn_of_preload_failures
-from .workers import Spawned, Standby, has_exited, sigkill
+from .workers import Spawned, Standby, abandon, hand_over, has_exited, sigkill
 from .zygote_env import interpreter_environment, scrubbed_environment
 from .zygote_exec import ZygoteProcess
 
 #: How long the zygote may take to import the image and say hello.
 START_TIMEOUT_S = 180.0
+
+
+def _abandon_when_spawned(future: "Future[Spawned]") -> None:
+    """A worker asked for by a caller that gave up waiting: it holds that run's fds, so it ends at once."""
+    if not future.cancelled() and future.exception() is None:
+        abandon(future.result())
 
 
 class ZygoteLauncher:
@@ -178,12 +184,18 @@ class ZygoteLauncher:
             self._mark_dead(f"the zygote is gone ({exc})")
             raise WorkerCrashed(self._dead or "zygote gone") from exc
         try:
-            return future.result(timeout=START_TIMEOUT_S)
+            spawned = future.result(timeout=START_TIMEOUT_S)
         except TimeoutError as exc:
             with self._lock:
                 self._spawns.pop(run_id, None)
             raise WorkerCrashed(f"the zygote (pid {self.pid}) did not hand out a worker within "
                                 f"{START_TIMEOUT_S:g} s") from exc
+        except BaseException:  # interrupted waiting (Ctrl-C): the worker asked for gets the run's fds all the same
+            future.add_done_callback(_abandon_when_spawned)
+            raise
+        if run_dir is None:
+            hand_over(spawned)
+        return spawned
 
     def _hand_to_standby(self, fds: list[int]) -> Spawned | None:
         """Hand ``fds`` to the next live standby worker; None when none is left."""
@@ -207,6 +219,7 @@ class ZygoteLauncher:
                     spawned.exited.set_exception(WorkerCrashed(self._dead))
                 else:
                     self._runs[run_id] = spawned  # before `claimed`: the zygote's `exited` may follow at once
+            hand_over(spawned)
             try:
                 frames.send(standby.sock, commands.Spawn(), fds=fds)
             except OSError:  # it died in the instant since: it exits without a frame, a failed run

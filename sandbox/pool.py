@@ -39,7 +39,7 @@ from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import ZygoteLauncher
 from .policy import Policy
-from .workers import Spawned
+from .workers import Spawned, abandon, handed_over
 from .zygote_exec import ZygoteProcess
 
 if TYPE_CHECKING:
@@ -369,20 +369,34 @@ class ZygotePool:
         return got
 
     def _attempt(self, request: bytes, timeout_s: float, cancel: Cancel | None, returns_value: bool) -> Collected:
-        from .collect import ProcessEnding, RunIO, collect  # on first use: see core.py
+        from .collect import ProcessEnding, RunIO, collect, kill_worker  # on first use: see core.py
         from .confine import memcg_lookup
         io = RunIO()
         try:
             sent = io.send_early(request)
-            spawned, cold = self._spawn_one_shot(io.worker_fds())  # its run dir is the zygote's to make and remove
-            io.close_worker_ends()
+            handed_over()  # none of an earlier call's is left to take for this one's
+            try:
+                spawned, cold = self._spawn_one_shot(io.worker_fds())  # its run dir is the zygote's to make and remove
+            except BaseException:
+                orphan = handed_over()
+                if orphan is not None:  # interrupted once the worker had the run's fds: nobody would end it
+                    abandon(orphan)
+                raise
+            handed_over()
+            collecting = False
             try:  # collect() kills the worker's tree on every path unless the kernel says it exited
+                io.close_worker_ends()
+                collecting = True
                 got = collect(ProcessEnding(spawned), io, memoryview(request)[sent:], timeout_s, self.policy,
                               cancel, returns_value=returns_value)
                 # The kernel's figures, never a frame's. After a plain fork the worker makes its cgroup itself
                 # while confining, which may still have been under way when the zygote handed it the request.
                 got.memory = memcg_lookup.read(spawned.cgroup or memcg_lookup.locate(spawned.zygote_pid, spawned.pid))
                 return got
+            except BaseException:
+                if not collecting:
+                    kill_worker(spawned)
+                raise
             finally:
                 os.close(spawned.pidfd)
                 spawned.release()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import signal
+import socket
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
@@ -64,3 +65,33 @@ def sigkill(pidfd: int) -> None:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except OSError:
         pass
+
+
+def abandon(spawned: Spawned) -> None:
+    """End a worker holding a run's fds that nobody will collect: SIGKILL it and its process group (its pid namespace
+    dies with it), then let the zygote reap and clean up after it."""
+    sigkill(spawned.pidfd)
+    try:
+        os.killpg(spawned.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    os.close(spawned.pidfd)
+    spawned.release()
+
+
+#: The worker this thread's last hand-over gave a run's fds to, until the run's caller holds it (:func:`handed_over`).
+_handed = threading.local()
+
+
+def hand_over(spawned: Spawned) -> None:
+    """Note ``spawned`` as this thread's: it holds a run's fds from now on."""
+    _handed.spawned = spawned
+
+
+def handed_over() -> Spawned | None:
+    """The worker this thread handed a run's fds to and its caller does not hold yet, taken (None: none). An
+    exception between the hand-over and the caller's ``collect`` (Ctrl-C, a signal handler's) left that run going
+    with nobody to read it or end it at its deadline: the caller abandons it instead."""
+    spawned, _handed.spawned = getattr(_handed, "spawned", None), None
+    return spawned
+
