@@ -102,7 +102,12 @@ class SessionContainer:
                 window = CgroupWindow(self.spawned.cgroup)
                 self.send(commands.Srun(line=line, seq=self.seq), fds=io.worker_fds())
                 io.close_worker_ends()
-                got = collect(RunEnding(self, self.seq), io, request, timeout_s, self.policy, cancel)
+                ending = RunEnding(self, self.seq)
+                try:
+                    got = collect(ending, io, request, timeout_s, self.policy, cancel)
+                except BaseException:
+                    self._settle_interrupted(ending)
+                    raise
                 got.memory = window.close()  # the kernel's figures, never a frame's
             finally:
                 io.close()
@@ -126,6 +131,17 @@ class SessionContainer:
             self.closed_by = self.closed_by or got.exit.lost
             self.close()
         return result
+
+    def _settle_interrupted(self, ending: RunEnding) -> None:
+        """After a run the host gave up on by an exception (Ctrl-C in ``collect``, which asked the root to cancel
+        the run): read its end, as a cancelled run's, so the next run is in step, and undo it if it committed
+        first. Left unread, the next run read this one's end and the session was closed, its state lost."""
+        end = ending.run_end(REPLY_TIMEOUT_S)
+        if not isinstance(end, frames.RunEnd) or end.seq != ending.seq or end.lost is not None:
+            self.closed_by = "a run was interrupted and its end could not be read; the session is closed"
+            self.close()
+        elif end.held is not None and not end.rolled_back:
+            self._undo()
 
     def _out_of_memory(self, facts: memcg_lookup.Facts) -> str:
         policy = self.policy

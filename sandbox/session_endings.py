@@ -52,10 +52,10 @@ class RunEnding(Ending):
             pass
 
     def outcome(self, got: Collected, deadline: float) -> RunExit:
-        end = self._run_end(deadline - time.monotonic())
+        end = self.run_end(deadline - time.monotonic())
         if end is None:  # no end by the deadline although the streams are closed: stop the runner
             self.kill()
-            end = self._run_end(REPLY_TIMEOUT_S)
+            end = self.run_end(REPLY_TIMEOUT_S)
         if not isinstance(end, frames.RunEnd):
             return RunExit(lost=f"the session worker did not report the run's end ({end or 'no answer'}); "
                                 "the session is closed")
@@ -69,7 +69,7 @@ class RunEnding(Ending):
                        usage=end.usage if died else got.reported.usage,
                        rolled_back=end.rolled_back, held=None if end.rolled_back else end.held)
 
-    def _run_end(self, timeout: float) -> frames.RunEnd | str | None:
+    def run_end(self, timeout: float) -> frames.RunEnd | str | None:
         """The root's ``run_end`` within ``timeout`` s: None if none came, the reason text if the
         root is gone or sent something else."""
         ctl = self.container.ctl
