@@ -258,10 +258,19 @@ class ZygoteLauncher:
             raise ProtocolError(f"a 'standby' packet carries {len(fds)} fds (expected a pidfd and a socket)")
         standby = Standby(frame.pid, fds[0], socket.socket(fileno=fds[1]), self._locate(frame.pid))
         with self._lock:
-            if not self._dead:
+            if self._dead:
+                dead = [standby]
+            else:
+                # The ones that died waiting go now, not at the next run: killed as they came (an OOM killer, an
+                # admin), an idle host held each one's pidfd and socket, ~870 of them in 10 s.
+                dead = [waiting for waiting in self._standbys if has_exited(waiting.pidfd)]
+                for waiting in dead:
+                    self._standbys.remove(waiting)
                 self._standbys.append(standby)
-                return
-        standby.close()
+        for gone in dead:
+            if gone is not standby:
+                self._claim(gone.pid, None)
+            gone.close()
 
     def _read_loop(self) -> None:
         if not self._read_hello():
