@@ -161,12 +161,25 @@ class BatchResult:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "BatchResult":
-        """Rebuild a record from :meth:`to_json` output (e.g. a line of a result file)."""
+        """Rebuild a record from :meth:`to_json` output (e.g. a line of a result file). Raises TypeError for a field
+        of the wrong type: a hand-edited line (``"meta": "oops"``, ``"duration_s": "slow"``) read by ``--resume``
+        ended the summary with a traceback once every run was done."""
         data = dict(obj)
+        for name, kinds in _RECORD_FIELD_TYPES.items():
+            if name in data and not isinstance(data[name], kinds):
+                raise TypeError(f"a record's {name!r} must be of {kinds} (got {type(data[name]).__name__})")
         data["denied"] = tuple(Denial(**d) for d in data.get("denied") or ())
         data["images"] = tuple(OutputFile(**f) for f in data.get("images") or ())
         data["files"] = tuple(OutputFile(**f) for f in data.get("files") or ())
         return cls(**data)
+
+
+#: The types of a record's scalar fields, as :meth:`BatchResult.to_json` writes them.
+_RECORD_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": (str, type(None)), "line": int, "outcome": str, "reason": (str, type(None)), "expect": (str, type(None)),
+    "matched": (bool, type(None)), "output": str, "output_chars": int, "error": (str, type(None)),
+    "duration_s": (int, float), "cpu_s": (int, float), "peak_memory_bytes": int, "meta": (dict, type(None)),
+    "denied": (list, tuple), "images": (list, tuple), "files": (list, tuple)}
 
 
 def invalid(line: int, message: str, ident: str | None = None, meta: Any = None) -> BatchResult:

@@ -7,6 +7,8 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 import sandbox.batch_tally
 import sandbox.cli
 import sandbox.cli.batch  # noqa: F401 - imported before the measure, as are the modules it imports later
@@ -77,3 +79,14 @@ def test_resume_refuses_an_overlong_line_naming_it(tmp_path, capsys):
     assert (f"{out}: line 3 is not a sandbox batch result record (longer than any record can be: {limit} bytes); "
             f"is --out the right file? (--overwrite replaces it)") in err, err
     assert out.stat().st_size == size  # left as it was
+
+
+@pytest.mark.parametrize("forged", [{"meta": "oops"}, {"duration_s": "slow"}, {"line": "1"}, {"images": "x.png"}])
+def test_a_record_with_a_field_of_the_wrong_type_is_skipped_not_a_crash(tmp_path, forged):
+    """A hand-edited line (or another tool's) read by --resume ended the summary with a traceback once every run
+    was done."""
+    out = tmp_path / "out.jsonl"
+    good = {"id": "ok", "line": 2, "outcome": "OUTCOME_OK", "duration_s": 1.0}
+    out.write_text(json.dumps({"id": "bad", "line": 1, "outcome": "OUTCOME_OK", **forged}) + "\n" + json.dumps(good) + "\n")
+    assert [record.id for record in sandbox.batch_tally.read_results(str(out))] == ["ok"]
+    assert sandbox.batch_tally.tally_results(str(out)).total == 1
