@@ -130,7 +130,9 @@ class Image:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Image":
         """Build from plain data, validating every key."""
-        return schema.build(cls, data, source=source, error=ImageError)
+        image = schema.build(cls, data, source=source, error=ImageError)
+        schema.check_size(image, schema.MAX_DATA_BYTES, what="image", source=source, error=ImageError)
+        return image
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; ``Image.from_dict(i.to_dict()) == i``."""

@@ -201,7 +201,9 @@ class Policy:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Policy":
         """Build from plain data (as in a TOML file), validating every key."""
-        return schema.build(cls, data, source=source, error=PolicyError)
+        policy = schema.build(cls, data, source=source, error=PolicyError)
+        schema.check_size(policy, schema.MAX_DATA_BYTES, what="policy", source=source, error=PolicyError)
+        return policy
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; ``Policy.from_dict(p.to_dict()) == p``."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import sys
 import typing
@@ -153,6 +154,26 @@ def build(cls: type[T], data: Any, *, source: str, error: type[SandboxError], at
     (``"limits"``); lists become tuples and ints in float fields become floats.
     """
     return _table(_shape(cls), data, at, _Where(source, error, in_code=False))  # type: ignore[arg-type]  # classes are hashable
+
+
+#: A policy's or an image's data at most, as JSON: both go to every zygote in one control packet (64 KiB).
+MAX_DATA_BYTES = 24 << 10
+
+
+def check_size(obj: Any, limit: int, *, what: str, source: str, error: type[SandboxError]) -> None:
+    """Refuse ``obj`` whose data (:func:`to_dict`, as JSON) is over ``limit`` bytes, naming its largest keys: it
+    goes to every zygote in one control packet, and a policy or image past it loaded, then could never start."""
+    data = to_dict(obj)
+    size = len(json.dumps(data))
+    if size <= limit:
+        return
+    keys = [(len(json.dumps(value)), f"{key}.{inner}")
+            for key, section in data.items() if isinstance(section, dict)
+            for inner, value in section.items()]
+    keys += [(len(json.dumps(value)), key) for key, value in data.items() if not isinstance(value, dict)]
+    largest = ", ".join(f"{key} ({n} bytes)" for n, key in sorted(keys, reverse=True)[:3])
+    raise error(f"{source}: the {what} takes {size} bytes as JSON, more than the {limit} a zygote is sent; "
+                f"its largest keys: {largest}")
 
 
 def check(obj: Any, *, source: str, error: type[SandboxError]) -> None:

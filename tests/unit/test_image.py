@@ -138,3 +138,12 @@ def test_installed_versions_in_a_venv_reads_that_environment(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True)
     assert interpreter_for(tmp_path / "env") == str(tmp_path / "env" / "bin" / "python")
     assert installed_versions(["numpy"], tmp_path / "env") == {"numpy": None}
+
+
+def test_an_image_too_big_to_send_to_a_zygote_is_refused_naming_the_key(tmp_path):
+    """70 KB of description loaded, then every run failed: "control packet 'hello' of 70114 bytes exceeds 65536"."""
+    path = tmp_path / "big.toml"
+    path.write_text('description = "' + "x" * 70_000 + '"\n')
+    with pytest.raises(ImageError, match=r"big.toml: the image takes 70\d+ bytes as JSON, more than the 24576 .*"
+                                         r"largest keys: description \(70002 bytes\)"):
+        Image.load(str(path))

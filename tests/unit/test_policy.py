@@ -98,3 +98,13 @@ def test_policy_built_in_code():
     assert policy.limits.wall_seconds == 5.0 and policy.limits.memory_mb == 256
     with pytest.raises(PolicyError, match="limits.memory_mb must be an int"):
         policy.with_limits(memory_mb="lots")
+
+
+def test_a_policy_too_big_to_send_to_a_zygote_is_refused_naming_the_key(tmp_path):
+    """4,000 read_only_paths loaded, then every run failed: "control packet 'hello' of 78487 bytes exceeds 65536"."""
+    path = tmp_path / "big.toml"
+    paths = ", ".join(f'"/srv/data/p{i:05d}"' for i in range(4000))
+    path.write_text(f"[confinement]\nread_only_paths = [{paths}]\n")
+    with pytest.raises(PolicyError, match=r"big.toml: the policy takes \d+ bytes as JSON, more than the 24576 .*"
+                                          r"largest keys: confinement.read_only_paths \(80000 bytes\)"):
+        Policy.load(str(path))
