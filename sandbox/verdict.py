@@ -29,8 +29,9 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
     where = f"policy {policy.name!r}"
     signum, code, reported = got.exit.signal, got.exit.exitcode, got.reported
     if got.killed == "timeout":
-        return (Outcome.DEADLINE_EXCEEDED, "timeout",
-                f"wall time limit of {timeout_s:g} s exceeded ({where}: limits.wall_seconds)")
+        set_by = (f"{where}: limits.wall_seconds" if timeout_s == policy.limits.wall_seconds
+                  else "the run's timeout")  # a caller's timeout= (a batch item's, --timeout) is not the policy's
+        return Outcome.DEADLINE_EXCEEDED, "timeout", f"wall time limit of {timeout_s:g} s exceeded ({set_by})"
     if got.killed == "output_limit":
         return (Outcome.FAILED, "output_limit",
                 f"output limit of {policy.limits.max_output_bytes} bytes exceeded ({where}: limits.max_output_bytes)")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+import sandbox
 from sandbox import Outcome
 
 SNIPPETS = {
@@ -40,8 +41,16 @@ def test_deadline_ends_everything(no_leaks, name):
     assert r.outcome == Outcome.DEADLINE_EXCEEDED and r.reason == "timeout"
     assert elapsed < 1.5 + 1.0, f"took {elapsed:.2f}s"
     assert r.stdout == "before\n"  # partial output is kept
-    assert "limits.wall_seconds" in r.error
+    assert "wall time limit of 1.5 s exceeded (the run's timeout)" in r.error  # the caller's, not the policy's
     assert r.parts()[0] == {"codeExecutionResult": {"outcome": "OUTCOME_DEADLINE_EXCEEDED", "output": "before\n"}}
+
+
+def test_the_policy_s_own_deadline_names_its_key():
+    policy = sandbox.Policy.load("default").with_limits(wall_seconds=1)
+    with sandbox.Sandbox(policy=policy, cold_start=False) as sb:
+        r = sb.run("import time\ntime.sleep(10)")
+    assert r.reason == "timeout" and "wall time limit of 1 s exceeded (policy 'default': limits.wall_seconds)" \
+        in r.error, r.error
 
 
 def test_daemon_left_after_normal_exit_is_killed(no_leaks):
