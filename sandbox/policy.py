@@ -211,6 +211,10 @@ class Policy:
 
     def replace(self, **sections: Any) -> "Policy":
         """A copy with whole sections or top-level fields replaced."""
+        unknown = sorted(set(sections) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise PolicyError(f"policy {value_text(self.name)}: replace() got unknown field {value_text(unknown[0])} "
+                              f"(fields: {', '.join(f.name for f in dataclasses.fields(self))})")
         return dataclasses.replace(self, **sections)
 
     def with_limits(self, **limits: Any) -> "Policy":

@@ -109,6 +109,8 @@ def _check_options(args: argparse.Namespace) -> None:
 
     if args.address and args.backend != "ray":
         raise InputError("--address is for --backend ray")
+    if args.resume and args.overwrite:  # --overwrite won, silently: the results --resume was to keep were gone
+        raise InputError("--resume keeps --out's records and --overwrite empties it: give one of them")
     if args.report and not args.report.endswith((".html", ".png")):
         raise InputError(f"--report must end in .html or .png (got {value_text(args.report)})")
     refuse_same_file(args.input, args.out)

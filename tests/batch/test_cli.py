@@ -91,6 +91,15 @@ def test_a_mistyped_argument_leaves_the_results_it_was_to_overwrite(tmp_path, mi
     assert fresh.returncode == 2 and not (tmp_path / "new.jsonl").exists()
 
 
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n')
+    done = cli(str(corpus), "--out", str(out), "--resume", "--overwrite")
+    assert done.returncode == 2 and "give one of them" in done.stderr, done.stderr
+    assert out.read_text() == '{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n'
+
+
 def test_a_closed_stdin_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "sandbox", "batch", "-", "--out", str(tmp_path / "out.jsonl")],
                           stdin=None, capture_output=True, text=True, timeout=120,

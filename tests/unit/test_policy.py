@@ -108,3 +108,8 @@ def test_a_policy_too_big_to_send_to_a_zygote_is_refused_naming_the_key(tmp_path
     with pytest.raises(PolicyError, match=r"big.toml: the policy takes \d+ bytes as JSON, more than the 24576 .*"
                                           r"largest keys: confinement.read_only_paths \(80000 bytes\)"):
         Policy.load(str(path))
+
+
+def test_replace_with_an_unknown_field_names_it():
+    with pytest.raises(PolicyError, match=r"replace\(\) got unknown field .bogus. \(fields: name, description, limits"):
+        Policy().replace(bogus=1)
