@@ -95,6 +95,9 @@ def main(args: argparse.Namespace) -> int:
     from .. import File, Policy, Sandbox
 
     policy = Policy.load(args.policy)  # first: its limits bound what is read below
+    if os.path.exists(args.out) and not os.path.isdir(args.out):  # else the run ran, and its files were lost
+        from ..errors import InputError
+        raise InputError(f"--out {_shown_path(args.out)} is a file, not a folder for the run's figures and files")
     code = _read_code(args.file, policy)
     files = [File(name=os.path.basename(path), data=_read(path, "input file", policy, "max_input_file_bytes"))
              for path in args.input]

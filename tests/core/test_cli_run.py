@@ -83,14 +83,24 @@ def test_missing_folder_and_non_utf8_files_are_named(tmp_path):
 
 
 def test_a_figure_that_cannot_be_written_into_out_is_exit_status_1(tmp_path):
-    """An OK run whose figure could not be written (--out is a file) exited 0, as if it were in --out."""
+    """An OK run whose figure could not be written (--out cannot be made: a file is in its path) exited 0, as if
+    it were in --out."""
     (tmp_path / "plot.py").write_text("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('drawn')\n")
     (tmp_path / "taken").write_text("a file, not a folder")
-    proc = sandbox_run("plot.py", "--out", "taken", cwd=tmp_path)
+    proc = sandbox_run("plot.py", "--out", "taken/figures", cwd=tmp_path)
     err = proc.stderr.decode()
     assert (proc.returncode, proc.stdout) == (1, b"drawn\n"), err
-    assert "sandbox: cannot write image 'figure_1.png' into taken" in err and "OUTCOME_OK" in err, err
+    assert "sandbox: cannot write image 'figure_1.png' into taken/figures" in err and "OUTCOME_OK" in err, err
     assert sandbox_run("plot.py", "--out", "figures", cwd=tmp_path).returncode == 0
+
+
+def test_out_that_is_a_file_is_refused_before_the_run(tmp_path):
+    """It ran, and its figures and files were lost, blamed on the first figure ("File exists")."""
+    (tmp_path / "plot.py").write_text("print('ran')\n")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    proc = sandbox_run("plot.py", "--out", "taken", cwd=tmp_path)
+    assert_refused(proc, "--out 'taken' is a file, not a folder for the run's figures and files")
+    assert proc.stdout == b""
 
 
 def test_a_run_cannot_write_over_what_out_already_holds(tmp_path):
