@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import selectors
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from . import frames, protocol
 from .cancellation import Cancel  # annotations only, yet imported: it loads with this module, as when it was part of it
 from .errors import ProtocolError
 from .inbox import Inbox, Reported
-from .workers import Spawned, has_exited
+from .workers import Spawned, has_exited, kill_worker
 from .policy import Policy
 from .streams import TaggedReader, incomplete_utf8_tail
 
@@ -179,7 +178,7 @@ class ProcessEnding(Ending):
         # After a real `done` the worker is in _exit already: SIGKILL costs nothing there,
         # and waiting for its exit would cost the mm teardown (ms) on every run.
         if not has_exited(self.fd):
-            _sigkill_tree(self.spawned)
+            kill_worker(self.spawned)
 
     def outcome(self, got: "Collected", deadline: float) -> RunExit:
         self.spawned.claim()  # the run is over: the zygote may refill now, and report how it ended
@@ -320,22 +319,6 @@ def cut_short_by_close(got: Collected, what: str) -> None:
         got.killed, got.cancelled_by = "cancelled", what
 
 
-def kill_worker(spawned: Spawned) -> None:
-    """SIGKILL the worker and its process group; its pid namespace dies with it."""
-    _sigkill_tree(spawned)
-
-
-def _sigkill_tree(spawned: Spawned) -> None:
-    try:
-        signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        return  # reaped already: its pid, and so its group id, may be someone else's now
-    except OSError:
-        pass
-    try:
-        os.killpg(spawned.pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _watching(watched: list[tuple[Any, int]]) -> selectors.BaseSelector:

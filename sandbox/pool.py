@@ -39,7 +39,7 @@ from .errors import InputError, SandboxClosed, WorkerCrashed
 from .image import Image
 from .launcher import ZygoteLauncher
 from .policy import Policy
-from .workers import Spawned, abandon, handed_over
+from .workers import Spawned, abandon, handed_over, kill_worker
 from .zygote_exec import ZygoteProcess
 
 if TYPE_CHECKING:
@@ -369,7 +369,7 @@ class ZygotePool:
         return got
 
     def _attempt(self, request: bytes, timeout_s: float, cancel: Cancel | None, returns_value: bool) -> Collected:
-        from .collect import ProcessEnding, RunIO, collect, kill_worker  # on first use: see core.py
+        from .collect import ProcessEnding, RunIO, collect  # on first use: see core.py
         from .confine import memcg_lookup
         io = RunIO()
         try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import commands, frames, protocol, rundirs
 from .cancellation import Cancel, holding
-from .collect import RunIO, collect, cut_short_by_close, kill_worker
+from .collect import RunIO, collect, cut_short_by_close
 from .confine import memcg_lookup
 from .errors import ProtocolError, SandboxClosed, SessionError, WorkerCrashed
 from .policy import Policy
@@ -24,6 +24,7 @@ from .results import Result
 from .session_endings import REPLY, REPLY_TIMEOUT_S, OpenEnding, RunEnding
 from .session_memory import CgroupWindow, MemoryBudget
 from .verdict import to_result
+from .workers import kill_worker
 
 if TYPE_CHECKING:
     from .pool import ZygotePool

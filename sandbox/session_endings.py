@@ -11,8 +11,9 @@ import time
 from typing import TYPE_CHECKING
 
 from . import commands, frames, protocol
-from .collect import Collected, Ending, RunExit, kill_worker
+from .collect import Collected, Ending, RunExit
 from .errors import ProtocolError
+from .workers import kill_worker
 
 if TYPE_CHECKING:
     from .session_container import SessionContainer

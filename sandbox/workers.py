@@ -67,14 +67,24 @@ def sigkill(pidfd: int) -> None:
         pass
 
 
-def abandon(spawned: Spawned) -> None:
-    """End a worker holding a run's fds that nobody will collect: SIGKILL it and its process group (its pid namespace
-    dies with it), then let the zygote reap and clean up after it."""
-    sigkill(spawned.pidfd)
+def kill_worker(spawned: Spawned) -> None:
+    """SIGKILL the worker and its process group; its pid namespace dies with it."""
+    try:
+        signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # reaped already: its pid, and so its group id, may be someone else's now
+    except OSError:
+        pass
     try:
         os.killpg(spawned.pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def abandon(spawned: Spawned) -> None:
+    """End a worker holding a run's fds that nobody will collect (:func:`kill_worker`), then let the zygote reap and
+    clean up after it."""
+    kill_worker(spawned)
     os.close(spawned.pidfd)
     spawned.release()
 
