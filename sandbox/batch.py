@@ -36,8 +36,8 @@ from typing import Any, Iterable, Iterator
 
 from .batch_feed import POLL_S, Feed
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
-                          OutputFile, describe, execute, invalid, max_line_bytes, max_record_bytes, read_items,
-                          read_lines, safe_name, save_images)
+                          OutputFile, check_meta, describe, execute, invalid, max_line_bytes,
+                          max_record_bytes, read_items, read_lines, safe_name, save_images)
 from .errors import InputError, value_text
 from .install_hint import install_command
 from .image import Image
@@ -119,6 +119,7 @@ def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: thre
     The items are read on a thread (:class:`~sandbox.batch_feed.Feed`, a window ahead at most): a source that
     pauses (a pipe whose producer waits) holds up neither the finished records nor ``stop``."""
     pending: dict[Any, BatchItem] = {}
+    ids = _Ids()
     feed = Feed(items, engine.window)
     try:
         while not stop.is_set():
@@ -136,15 +137,13 @@ def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: thre
                 position, item = entry
                 if isinstance(item, BatchResult):
                     yield item
-                elif isinstance(item, BatchItem):
-                    pending[engine.submit(item)] = item
-                else:  # a dict: validate it like a JSONL line, numbered by its position
-                    try:
-                        item = BatchItem.from_json(item, position)
-                    except InputError as exc:
-                        yield invalid(position, str(exc))
-                        continue
-                    pending[engine.submit(item)] = item
+                    continue
+                try:
+                    item = ids.check(item, position)
+                except InputError as exc:
+                    yield invalid(getattr(item, "line", 0) or position, str(exc))
+                    continue
+                pending[engine.submit(item)] = item
             if not pending:
                 if feed.ended:
                     return
@@ -163,6 +162,25 @@ def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: thre
     finally:
         feed.close()
         engine.close()
+
+
+class _Ids:
+    """Checks the items given in code as :func:`~sandbox.batch_items.read_items` checks lines: dicts validated, a
+    second item with an id already seen invalid (ids key the results), a ``meta`` JSON can write."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, int] = {}
+
+    def check(self, item: Any, position: int) -> BatchItem:
+        if isinstance(item, BatchItem):
+            check_meta(item.meta, f"line {item.line or position}: ")
+        else:  # a dict: validated like a JSONL line, numbered by its position
+            item = BatchItem.from_json(item, position)
+        line = item.line or position
+        first = self._first.setdefault(item.id, line)
+        if first != line:
+            raise InputError(f"line {line}: duplicate id {value_text(item.id)} (first on line {first})")
+        return item
 
 
 def _finish(engine: Any, done: list[Any], pending: dict[Any, BatchItem], images_dir: str | None) -> Iterator[BatchResult]:

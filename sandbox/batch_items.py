@@ -81,6 +81,7 @@ class BatchItem:
         meta = obj.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise InputError(f"{where}'meta' must be a JSON object (got {_kind(meta)})")
+        check_meta(meta, where)
         return cls(id=text_id, code=code, files=_parse_files(obj.get("files"), where),
                    expect=_parse_expect(obj.get("expect"), where),
                    timeout=float(timeout) if timeout is not None else None, meta=meta, line=line)
@@ -180,6 +181,15 @@ _RECORD_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "matched": (bool, type(None)), "output": str, "output_chars": int, "error": (str, type(None)),
     "duration_s": (int, float), "cpu_s": (int, float), "peak_memory_bytes": int, "meta": (dict, type(None)),
     "denied": (list, tuple), "images": (list, tuple), "files": (list, tuple)}
+
+
+def check_meta(meta: dict[str, Any] | None, where: str = "") -> None:
+    """Refuse a ``meta`` that JSON cannot write (a dict given in code may hold a ``date``): its record could not
+    be written."""
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{where}'meta' must hold only JSON data ({exc})") from None
 
 
 def invalid(line: int, message: str, ident: str | None = None, meta: Any = None) -> BatchResult:

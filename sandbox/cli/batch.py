@@ -127,6 +127,8 @@ def _run_corpus(args: argparse.Namespace, limit: int, record_limit: int, stop: t
         _check_arguments(args)  # before --out, which --overwrite empties
         if args.images_dir:
             _check_images_dir(args.images_dir)
+        if args.report:
+            _check_report(args.report)
         done_ids = open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
         total = _count_items(corpus, args.input, limit, done_ids)
         with _line_source(corpus) as lines:
@@ -179,6 +181,18 @@ def _check_images_dir(path: str) -> None:
     why = unwritable(path)
     if why is not None:
         raise InputError(f"cannot write images into {path} (--images-dir): {why}")
+
+
+def _check_report(path: str) -> None:
+    """--report is written after the runs: a path it could not take was found only then, hours later."""
+    from ..errors import InputError
+    from ..outfiles import unwritable
+
+    folder = os.path.dirname(path) or "."
+    why = ("Is a directory" if os.path.isdir(path) else "No such file or directory" if not os.path.isdir(folder)
+           else unwritable(folder))
+    if why is not None:
+        raise InputError(f"cannot write the report {path}: {why}")
 
 
 def _opened_input(path: str) -> Any:

@@ -1,4 +1,4 @@
-"""``sandbox run FILE|-``: run one snippet and print what it did."""
+"""``sandbox run FILE|-`` or ``sandbox run -c CODE``: run one snippet and print what it did."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from ._term import shown
 
-HELP = """Run a Python snippet (a file, or - for stdin) in the sandbox.
+HELP = """Run a Python snippet (a file, - for stdin, or -c CODE) in the sandbox.
 
 Prints the snippet's output, then its outcome (OUTCOME_OK / OUTCOME_FAILED /
 OUTCOME_DEADLINE_EXCEEDED) on stderr; figures from plt.show() and the files the
@@ -28,7 +28,9 @@ input file: the snippet is at most limits.max_code_bytes of UTF-8 text, each
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run a snippet and print its result", description=HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", metavar="FILE|-", help="Python file to run, or - to read the code from stdin")
+    parser.add_argument("file", metavar="FILE|-", nargs="?",
+                        help="Python file to run, or - to read the code from stdin")
+    parser.add_argument("-c", dest="code", metavar="CODE", help="the code to run, given here instead of a FILE")
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
     parser.add_argument("--venv", default=None, metavar="DIR",
@@ -42,6 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "json.py, get a '_' in front; default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the Gemini-shaped result parts as JSON")
     parser.set_defaults(func=main)
+
+
+def _code(args: argparse.Namespace, policy: Any) -> str:
+    """The snippet from -c, or from FILE (one of them)."""
+    from ..errors import InputError
+    if (args.code is None) == (args.file is None):
+        raise InputError("give the snippet as FILE, - (stdin) or -c CODE: one of them"
+                         + (f" (got both: {_shown_path(args.file)} and -c)" if args.file is not None else ""))
+    return _read_code(args.file, policy) if args.code is None else args.code
 
 
 def _read_code(path: str, policy: Any) -> str:
@@ -98,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):  # else the run ran, and its files were lost
         from ..errors import InputError
         raise InputError(f"--out {_shown_path(args.out)} is a file, not a folder for the run's figures and files")
-    code = _read_code(args.file, policy)
+    code = _code(args, policy)
     files = [File(name=os.path.basename(path), data=_read(path, "input file", policy, "max_input_file_bytes"))
              for path in args.input]
     with Sandbox(policy=policy, image=args.image, venv=args.venv) as box:

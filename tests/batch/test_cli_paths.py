@@ -116,13 +116,16 @@ def test_a_full_disk_during_resume_s_rewrite_is_a_usage_error_and_the_results_ar
     assert os.listdir(small_disk) == ["out.jsonl"]
 
 
-def test_a_report_that_cannot_be_written_is_a_usage_error_after_the_results(tmp_path):
-    """It was a FileNotFoundError traceback once the whole batch had run."""
+@pytest.mark.parametrize("where, why", [("missing/r.html", "No such file or directory"), ("a-dir.html", "Is a directory")])
+def test_a_report_that_cannot_be_written_is_a_usage_error_before_the_runs(tmp_path, where, why):
+    """It was a FileNotFoundError traceback once the whole batch had run; then a usage error, still only after
+    the runs (hours, for a large corpus)."""
     corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    (tmp_path / "a-dir.html").mkdir()
     out = tmp_path / "out.jsonl"
-    done = cli(str(corpus), "--out", str(out), "--report", str(tmp_path / "missing" / "r.html"), "-q")
-    assert_usage_error(done, f"cannot write the report {tmp_path / 'missing' / 'r.html'}: No such file or directory")
-    assert sorted(r["id"] for r in read_jsonl(out)) == ["i0", "i1", "i2"]
+    done = cli(str(corpus), "--out", str(out), "--report", str(tmp_path / where), "-q")
+    assert_usage_error(done, f"cannot write the report {tmp_path / where}: {why}")
+    assert not out.exists()
 
 
 def test_stdout_closed_early_is_no_traceback_and_the_report_is_still_written(tmp_path):
@@ -204,7 +207,7 @@ def test_a_corpus_that_cannot_be_read_leaves_the_results_as_they_were(tmp_path):
     assert not (tmp_path / "new-out.jsonl").exists()
 
 
-def test_images_dir_the_user_cannot_write_is_refused_before_anything_runs():
+def test_images_dir_or_report_the_user_cannot_write_is_refused_before_anything_runs():
     """As uid 65534 with --images-dir in a folder of root's: every snippet ran, every record said only "1 image(s)
     not saved" (never why) and --overwrite had emptied --out first. Now nothing runs and --out is as it was."""
     import tempfile
@@ -231,6 +234,11 @@ def test_images_dir_the_user_cannot_write_is_refused_before_anything_runs():
         done = cli(str(corpus), "--out", str(out), "--images-dir", images, "--overwrite", "-q",
                    user=NOBODY, group=NOBODY, extra_groups=[], cwd=work)
         assert_usage_error(done, f"cannot write images into {images} (--images-dir): Permission denied")
+        assert out.read_text() == '{"id": "kept"}\n'
+        report = os.path.join(top, "r.html")  # so was a --report there, found once every run was done
+        done = cli(str(corpus), "--out", str(out), "--report", report, "--overwrite", "-q",
+                   user=NOBODY, group=NOBODY, extra_groups=[], cwd=work)
+        assert_usage_error(done, f"cannot write the report {report}: Permission denied")
         assert out.read_text() == '{"id": "kept"}\n'
     finally:
         shutil.rmtree(top)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import os
 import threading
 
@@ -107,6 +108,22 @@ def test_a_source_that_fails_raises_after_the_records_of_the_items_before_it():
         for record in batch.run(items(), workers=2):
             got.append(record)
     assert sorted((r.id, r.output) for r in got) == [("i0", "0\n"), ("i1", "1\n"), ("i2", "2\n")]
+
+
+def test_items_given_in_code_are_checked_like_lines():
+    """Dicts and BatchItems were not checked for a repeated id (two records keyed alike), and a ``meta`` holding a
+    ``date`` was run, then its record could not be written (``to_line`` raised TypeError)."""
+    items = [{"id": "a", "code": "print('a')"}, {"id": "a", "code": "print('again')"},
+             BatchItem(id="b", code="print('b')"), BatchItem(id="b", code="print('b again')"),
+             {"id": "c", "code": "print('c')", "meta": {"when": datetime.date(2026, 1, 1)}},
+             BatchItem(id="d", code="print('d')", meta={"when": datetime.date(2026, 1, 1)})]
+    records = list(batch.run(items, workers=1))
+    for record in records:
+        record.to_line()
+    assert sorted(r.output for r in records if r.outcome == "OUTCOME_OK") == ["a\n", "b\n"]
+    assert sorted((r.line, r.error.split(" (Object")[0]) for r in records if r.outcome == INVALID) == [
+        (2, "line 2: duplicate id 'a' (first on line 1)"), (4, "line 4: duplicate id 'b' (first on line 3)"),
+        (5, "line 5: 'meta' must hold only JSON data"), (6, "line 6: 'meta' must hold only JSON data")]
 
 
 def test_bad_arguments_raise():

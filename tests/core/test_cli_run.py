@@ -203,3 +203,13 @@ def test_a_reader_that_went_away_is_no_traceback(tmp_path, args):
     err = proc.stderr.decode()
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert proc.returncode == 1, (proc.returncode, err)
+
+
+def test_code_given_with_c_runs_and_the_snippet_is_given_once(tmp_path):
+    """``python -c`` habits: `sandbox run -c CODE` was a usage error showing the top-level usage."""
+    proc = sandbox_run("-c", "import sys; print(6 * 7); sys.exit(3)", cwd=tmp_path)
+    assert proc.stdout == b"42\n" and proc.returncode == 1, proc.stderr
+    assert b"OUTCOME_FAILED" in proc.stderr
+    assert_refused(sandbox_run(cwd=tmp_path), "give the snippet as FILE, - (stdin) or -c CODE: one of them")
+    assert_refused(sandbox_run("s.py", "-c", "1", cwd=tmp_path),
+                   "give the snippet as FILE, - (stdin) or -c CODE: one of them (got both: 's.py' and -c)")
