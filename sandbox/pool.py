@@ -148,6 +148,11 @@ class ZygotePool:
         if not self.made_here:
             raise self.forked()
 
+    def _raise_if_closed(self, crash: WorkerCrashed) -> None:
+        """A zygote that close() stopped under a caller (its hello or spawn failed) is no crash: SandboxClosed."""
+        if self._closed:
+            raise SandboxClosed("this Sandbox is closed") from crash
+
     def forked(self) -> SandboxClosed:
         """The error for a use of this pool in a fork of the process that made it (see :attr:`made_here`)."""
         return SandboxClosed(
@@ -298,7 +303,8 @@ class ZygotePool:
             zygote = self._zygote(index)
             try:
                 return zygote.spawn(fds, run_dir)
-            except WorkerCrashed:
+            except WorkerCrashed as exc:
+                self._raise_if_closed(exc)
                 if attempt == 2 or zygote.failed_to_start:
                     raise  # a zygote that failed to start: say why (its restart would fail alike)
         raise AssertionError("unreachable")
@@ -321,7 +327,11 @@ class ZygotePool:
     def make_run_dir(self) -> rundirs.RunDir:
         """A private run dir (work and tmp) for a session: under :attr:`temp_root`, or beside it where the zygotes'
         workers get no mount namespace (rundirs.py; known from their hello)."""
-        flat = self._zygote(0).wait_hello().flat_run_dirs  # the same for every zygote of the pool
+        try:
+            flat = self._zygote(0).wait_hello().flat_run_dirs  # the same for every zygote of the pool
+        except WorkerCrashed as exc:
+            self._raise_if_closed(exc)
+            raise
         try:
             if flat:
                 return rundirs.make_flat(self._flat_prefix())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 import time
 
 import psutil
@@ -171,3 +172,26 @@ def test_a_bad_policy_or_image_stops_the_cold_zygote_started_before_it_was_read(
         sandbox.Sandbox(**bad)
     _, found = settle(before, count_processes=True)
     assert found == [], found
+
+
+def test_closing_while_sessions_wait_for_the_preload_is_sandbox_closed():
+    """A session opening waits for the warm zygote's hello (its run dirs' kind); close() then stopped that zygote and
+    the caller got WorkerCrashed("the sandbox was closed"), a crash to retry, instead of SandboxClosed."""
+    errors: list[BaseException] = []
+
+    def open_session(sb: sandbox.Sandbox) -> None:
+        try:
+            with sb.session() as session:
+                session.run("x = 1")
+        except BaseException as exc:  # noqa: BLE001 - the test sorts them below
+            errors.append(exc)
+
+    sb = sandbox.Sandbox()
+    threads = [threading.Thread(target=open_session, args=(sb,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # the warm zygote takes seconds to preload: the sessions are still waiting for it
+    sb.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [type(exc) for exc in errors] == [sandbox.SandboxClosed] * 3, errors
