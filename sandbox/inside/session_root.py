@@ -28,6 +28,14 @@ from .session_root_state import RootState
 _FREED_WAIT_S = 1.0
 
 
+def _first(events: list[tuple[selectors.SelectorKey, int]]) -> selectors.SelectorKey:
+    """The one event to handle from a select(): a handler may read other sockets (a node's reply and the notices
+    queued before it), so the rest of a batch can be stale. The state-scope listener comes last: a run's processes
+    can keep it readable (a loop of kill(1, 0) in each of 40 forks), and taken in its turn it held back the host's
+    cancel and the node's report of the killed runner past the host's patience, which closed the session."""
+    return next((key for key, _ in events if key.data != "scope"), events[0][0])
+
+
 class SessionRoot(RootState):
     """The session root: serves the host's commands and its states' events until the host leaves."""
 
@@ -40,9 +48,7 @@ class SessionRoot(RootState):
         if self.supervisor is not None:
             self.selector.register(self.supervisor, selectors.EVENT_READ, "scope")
         while True:
-            # One event per select(): a handler may read other sockets (a node's reply
-            # and the notices queued before it), so the rest of a batch can be stale.
-            key, _ = self.selector.select()[0]
+            key = _first(self.selector.select())
             if key.data == "sigchld":
                 proc.drain(wake_r)
                 self._reap()

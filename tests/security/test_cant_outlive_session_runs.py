@@ -282,3 +282,32 @@ def test_a_thread_a_run_leaves_does_not_change_its_committed_state(box):
             seen.append(int(r.stdout))
             time.sleep(0.2)
         assert len(set(seen)) == 1 and seen[0] > 0, seen
+
+
+#: 50 processes that each call what the session root supervises (a signal, a priority, aimed at pid 1) without end.
+FLOOD = """import os
+x = 2
+for _ in range(50):
+    try:
+        if os.fork() == 0:
+            break
+    except OSError:
+        break
+while True:
+    for call in (lambda: os.kill(1, 0), lambda: os.setpriority(os.PRIO_PROCESS, 1, 0)):
+        try:
+            call()
+        except OSError:
+            pass
+"""
+
+
+def test_a_run_flooding_the_roots_supervisor_ends_at_its_deadline_and_keeps_the_session(box):
+    """The root took one event a turn, the supervisor's first whenever it had one: under the flood the host's cancel
+    and the node's report of the killed runner waited behind it, the run came back after ~14.5 s for a 3 s deadline,
+    and the host, its patience for the end gone, closed the session with every state."""
+    with box.session() as session:
+        session.run("x = 1")
+        flooded = session.run(FLOOD, timeout=3)
+        assert (flooded.reason, flooded.rolled_back) == ("timeout", True), flooded
+        assert session.run("print(x)").stdout == "1\n"
