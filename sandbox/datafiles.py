@@ -26,7 +26,7 @@ def shipped_dir(name: str) -> Path:
 
 def names_in(folder: Path) -> list[str]:
     """The names (file stems) of the TOML files in ``folder``."""
-    return sorted(p.stem for p in folder.glob("*.toml"))
+    return sorted(p.stem for p in folder.glob("*.toml") if _is_file(p))
 
 
 def resolve(name_or_path: str | os.PathLike[str], folder: Path, kind: str, error: type[Exception]) -> Path:

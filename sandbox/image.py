@@ -44,6 +44,12 @@ def _is_pin(text: str) -> bool:
     return bool(text) and not any(c in text for c in " ;=<>!~,[]@")
 
 
+def _is_version(text: str) -> bool:
+    """An exact PEP 440 version (``1.26.4``, ``2.0rc1``): a wildcard or a word (``3.1.*``, ``latest``) was loaded,
+    then pip installed some version and every check said it was the wrong one."""
+    return "*" not in text and text.lower().removeprefix("v").split("!")[-1][:1].isdigit()
+
+
 def _is_distribution(text: str) -> bool:
     """A PEP 508 name: ASCII letters, digits, ``.``, ``_``, ``-``, starting and ending with a letter or digit (so
     pip never takes one for an option, ``-e``, or a path or URL, ``./x``)."""
@@ -73,7 +79,7 @@ class Library:
 
     distribution: Distribution
     """Name on the package index, e.g. ``scikit-learn``."""
-    version: Pin
+    version: Annotated[Pin, schema.Check("be an exact version, like '1.26.4'", _is_version)]
     """Pinned version, e.g. ``1.9.1``."""
     imports: tuple[Module, ...]
     """Import roots a snippet may use, e.g. ``("sklearn",)``; a dotted root names a part of
@@ -121,7 +127,7 @@ class Image:
         import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors save
         # ValueError: tomllib lets int()'s own out, for an integer of more than 4300 digits
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, ValueError) as exc:
             raise ImageError(f"{path}: cannot load: {exc}") from exc
@@ -215,7 +221,7 @@ def interpreter_for(venv: Path | str | None) -> str:
     if not found:
         raise ImageError(f"{root} is not a virtual environment (expected {root / 'pyvenv.cfg'} and {python}; "
                          f"create it with: sandbox image install NAME --venv {root})")
-    return str(python)
+    return os.path.abspath(python)  # the zygote starts in / (zygote_exec.py): a relative path found nothing there
 
 
 def check(image: "Image | str | Path", venv: Path | str | None = None) -> list[LibraryStatus]:
@@ -280,19 +286,34 @@ def install(image: "Image | str | Path", venv: Path | str | None = None, *,
     image = Image.load(image)
     requirements = list(image.requirements)
     if venv is not None:
-        from pathlib import Path  # here: the zygote imports this module, never this function, and no pathlib
-        root = Path(venv)
-        if not (root / "pyvenv.cfg").is_file():
-            if root.exists() and not root.is_dir():
-                raise ImageError(f"--venv {root}: exists and is not a directory")
-            if root.exists() and any(root.iterdir()):
-                raise ImageError(f"--venv {root}: exists, is not empty and is not a virtual environment")
-            _run([sys.executable, "-m", "venv", str(root)], f"python -m venv {root}", quiet)
+        root = os.fspath(venv)
+        # A venv without pip is one whose making was cut short (Ctrl-C): made again over itself, it gets pip.
+        if not check_venv_target(root) or not _has_pip(root):
+            _run([sys.executable, "-m", "venv", root], f"python -m venv {root}", quiet)
         requirements += RUNTIME_REQUIREMENTS
     python = interpreter_for(venv)
     command = [python, "-m", "pip", "install", *pip_args, *requirements]
     _run(command, f"pip install for image {image.name!r}", quiet)
     return python
+
+
+def check_venv_target(venv: "Path | str") -> bool:
+    """Whether ``venv`` is a virtual environment already (else it is missing or an empty folder, for
+    :func:`install` to make one there); :class:`ImageError` for a path that can be neither."""
+    root = os.fspath(venv)
+    if os.path.isfile(os.path.join(root, "pyvenv.cfg")):
+        return True
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise ImageError(f"--venv {root}: exists and is not a directory")
+    if os.path.isdir(root) and os.listdir(root):
+        raise ImageError(f"--venv {root}: exists, is not empty and is not a virtual environment")
+    return False
+
+
+def _has_pip(root: str) -> bool:
+    python = os.path.join(root, "bin", "python")
+    return subprocess.run([python, "-I", "-m", "pip", "--version"], capture_output=True).returncode == 0 \
+        if os.path.exists(python) else False
 
 
 def _run(command: list[str], what: str, quiet: bool) -> None:

@@ -129,8 +129,9 @@ class ZygoteLauncher:
             self.hello.set_exception(WorkerCrashed(self._dead or "the sandbox was closed"))
             return False
         self.sock.settimeout(None)  # before any spawn: they all wait for the hello
-        self.hello.set_result(hello)
+        # Warned first: a caller woken by the hello may run and exit before this daemon thread runs again.
         warn_of_preload_failures(self.image, hello.preload_failures)
+        self.hello.set_result(hello)
         return True
 
     def wait_hello(self) -> frames.Hello:

@@ -71,8 +71,8 @@ class Limits:
     """Address space a run may add on top of the preloaded image (RLIMIT_AS)."""
     max_processes: RLimit = 64
     """Processes/threads the snippet may have at once (RLIMIT_NPROC, per uid)."""
-    max_open_files: RLimit = 256
-    """Open file descriptors (RLIMIT_NOFILE)."""
+    max_open_files: Annotated[int, _LIMIT, schema.between(16, 1 << 30)] = 256
+    """Open file descriptors (RLIMIT_NOFILE): at least 16 (below 8 no run started, and said only "crashed")."""
     max_file_size_mb: RLimit = 256
     """Largest file the snippet may write (RLIMIT_FSIZE)."""
     max_disk_mb: Annotated[int, _LIMIT, schema.at_most(1 << 20)] = 1024
@@ -188,7 +188,7 @@ class Policy:
         import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors save
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
         except (OSError, UnicodeDecodeError) as exc:

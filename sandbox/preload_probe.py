@@ -20,8 +20,11 @@ start = time.perf_counter()
 failures = preload(image)
 seconds = time.perf_counter() - start
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"failures": failures, "seconds": seconds, "peak_rss_mb": rss_mb, "modules": len(sys.modules)}))
+report = {"failures": failures, "seconds": seconds, "peak_rss_mb": rss_mb, "modules": len(sys.modules)}
+print(sys.argv[3] + json.dumps(report), flush=True)
 """
+#: Marks the probe's report in its stdout, which the image's modules may print to as well (at import, at exit).
+_REPORT_MARK = "\x1esandbox-preload-report:"
 
 
 def preload_in_subprocess(image: Image, interpreter: str | None = None, timeout: float = 300.0) -> dict[str, object]:
@@ -40,14 +43,15 @@ def preload_in_subprocess(image: Image, interpreter: str | None = None, timeout:
     if os.environ.get("HOME"):
         env["HOME"] = os.environ["HOME"]
     command = [interpreter or sys.executable, "-I", "-c", _PROBE_SCRIPT, tempdirs.import_root(),
-               json.dumps(image.to_dict())]
+               json.dumps(image.to_dict()), _REPORT_MARK]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"failures": {"<preload>": f"{type(exc).__name__}: {exc}"}, "seconds": 0.0,
                 "peak_rss_mb": 0.0, "modules": 0}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+    _, marked, report = proc.stdout.rpartition(_REPORT_MARK)
+    if proc.returncode != 0 or not marked:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode} before the preload's "
+                                                         f"report (a preloaded module ended the interpreter?)"]
         return {"failures": {"<preload>": tail[0]}, "seconds": 0.0, "peak_rss_mb": 0.0, "modules": 0}
-    return json.loads(lines[-1])
+    return json.loads(report.splitlines()[0])

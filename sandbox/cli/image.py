@@ -57,15 +57,22 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print one line per shipped image."""
+    """Print one line per shipped image; one that does not load is named on stderr, and the others still listed."""
     from ..core import DEFAULT_IMAGE
+    from ..errors import ImageError
     from ..image import Image, available_images
 
+    broken = 0
     for name in available_images():
-        image = Image.load(name)
+        try:
+            image = Image.load(name)
+        except ImageError as exc:
+            print(f"sandbox: error: {exc}", file=sys.stderr)
+            broken += 1
+            continue
         mark = " (default)" if name == DEFAULT_IMAGE else ""
         print(f"{name}{mark}: {len(image.libraries)} libraries, {len(image.preload)} preloaded - {image.description}")
-    return 0
+    return 2 if broken else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -104,9 +111,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Install the pinned set, then report the check."""
-    from ..image import Image, check, install
+    from ..image import Image, check, check_venv_target, install
 
     image = Image.load(args.name)
+    if args.venv is not None:
+        check_venv_target(args.venv)  # before "installing": a --venv that is a file was announced, then refused
     target = f"virtual environment {args.venv}" if args.venv else "the current environment"
     print(f"installing image {image.name} ({len(image.libraries)} libraries) into {target}", flush=True)
     python = install(image, args.venv)

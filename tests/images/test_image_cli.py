@@ -79,6 +79,7 @@ def test_install_into_a_venv_path_that_is_a_file_is_a_clear_error(tmp_path):
     proc = cli("install", "vertex", "--venv", str(tmp_path / "env"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"--venv {tmp_path / 'env'}: exists and is not a directory" in proc.stderr
+    assert proc.stdout == ""  # it said "installing image vertex ... into virtual environment" first
 
 
 def test_install_into_a_new_venv_then_check_it(tmp_path):
@@ -95,6 +96,16 @@ def test_install_into_a_new_venv_then_check_it(tmp_path):
     assert out.stdout == "ok\n", out.stderr
 
 
+def test_install_mends_a_venv_whose_making_was_cut_short(tmp_path):
+    """Ctrl-C while `python -m venv` ran left pyvenv.cfg and no pip; every install after took it for a finished venv
+    and failed: "No module named pip"."""
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    proc = cli("install", manifest(tmp_path, STRIPRTF), "--venv", str(venv))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok             striprtf==0.0.35" in cli("check", manifest(tmp_path, STRIPRTF), "--venv", str(venv)).stdout
+
+
 def test_install_failure_names_the_image(tmp_path):
     proc = cli("install", manifest(tmp_path, STRIPRTF.replace("0.0.35", "999.0.0")), "--venv", str(tmp_path / "e"))
     assert proc.returncode == 2
@@ -106,3 +117,4 @@ def test_install_refuses_a_non_venv_folder(tmp_path):
     (tmp_path / "stuff" / "file").write_text("x")
     proc = cli("install", manifest(tmp_path, STRIPRTF), "--venv", str(tmp_path / "stuff"))
     assert proc.returncode == 2 and "exists, is not empty and is not a virtual environment" in proc.stderr
+

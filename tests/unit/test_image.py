@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import sandbox
+from sandbox import datafiles
 from sandbox.core import DEFAULT_IMAGE
 from sandbox.errors import ImageError
 from sandbox.image import (Image, Library, LibraryStatus, available_images, check,
@@ -66,6 +68,10 @@ def _lib(**overrides):
     ({"libraries": [_lib(version=2)]}, "libraries[0].version must be a string (got 2)"),
     ({"libraries": [_lib(version=">=2")]}, "libraries[0].version must be a bare name / exact version (got '>=2')"),
     ({"libraries": [_lib(pin="x")]}, "unknown key libraries[0].pin"),
+    # loaded, then pip installed some version and every check said it was the wrong one
+    ({"libraries": [_lib(version="3.1.*")]},
+     "libraries[0].version must be an exact version, like '1.26.4' (got '3.1.*')"),
+    ({"libraries": [_lib(version="latest")]}, "libraries[0].version must be an exact version, like '1.26.4'"),
     ({"libraries": [_lib(imports="numpy")]}, "libraries[0].imports must be a list of non-empty strings (got 'numpy')"),
     ({"libraries": [_lib(imports=["num-py"])]}, "libraries[0].imports must hold dotted module names (got 'num-py')"),
     ({"libraries": [_lib(), _lib(distribution="NumPy")]}, "libraries[1].distribution 'NumPy' repeats libraries[0]"),
@@ -140,6 +146,34 @@ def test_installed_versions_in_a_venv_reads_that_environment(tmp_path):
     assert installed_versions(["numpy"], tmp_path / "env") == {"numpy": None}
 
 
+def test_a_relative_venv_starts_a_sandbox(tmp_path, monkeypatch):
+    """``--venv env`` installed, then no zygote started: the relative interpreter was looked up from "/", the zygote's
+    working directory ("cannot start the zygote with 'env/bin/python'")."""
+    venv = Path(sys.prefix)
+    if not (venv / "pyvenv.cfg").is_file():
+        pytest.skip("the tests run outside a virtual environment")
+    (tmp_path / "env").symlink_to(venv)
+    monkeypatch.chdir(tmp_path)
+    assert interpreter_for("env") == str(tmp_path / "env" / "bin" / "python")
+    with sandbox.Sandbox(venv="env", cold_start=False) as box:
+        assert box.run("print(1)").stdout == "1\n"
+
+
+def test_a_manifest_with_a_byte_order_mark_loads(tmp_path):
+    """As Windows editors save UTF-8: it was "not valid TOML: Invalid statement (at line 1, column 1)"."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'description = "saved with a BOM"\n')
+    assert Image.load(path).description == "saved with a BOM"
+
+
+def test_the_image_list_skips_what_is_no_manifest_file(tmp_path):
+    """A folder or a dangling link named x.toml was listed: "unknown image 'adir' (available: adir, ...)"."""
+    (tmp_path / "real.toml").write_text("")
+    (tmp_path / "adir.toml").mkdir()
+    (tmp_path / "broken.toml").symlink_to(tmp_path / "nowhere")
+    assert datafiles.names_in(tmp_path) == ["real"]
+
+
 def test_an_image_too_big_to_send_to_a_zygote_is_refused_naming_the_key(tmp_path):
     """70 KB of description loaded, then every run failed: "control packet 'hello' of 70114 bytes exceeds 65536"."""
     path = tmp_path / "big.toml"
@@ -147,3 +181,24 @@ def test_an_image_too_big_to_send_to_a_zygote_is_refused_naming_the_key(tmp_path
     with pytest.raises(ImageError, match=r"big.toml: the image takes 70\d+ bytes as JSON, more than the 24576 .*"
                                          r"largest keys: description \(70002 bytes\)"):
         Image.load(str(path))
+
+
+def test_a_preloaded_module_that_prints_or_exits_is_reported_not_a_traceback(tmp_path):
+    """`image check` parsed the probe's last line of stdout as its report: a module that printed without a newline
+    or at exit made it a JSONDecodeError traceback, and one that ended the interpreter "exit status 0"."""
+    import subprocess
+
+    from sandbox.preload_probe import preload_in_subprocess
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True)
+    python = str(tmp_path / "env" / "bin" / "python")
+    site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "noisy.py").write_text("import atexit, sys\nsys.stdout.write('partial')\n"
+                                      "atexit.register(print, 'bye')\n")
+    Path(site, "quitter.py").write_text("import os\nos._exit(0)\n")
+    noisy = preload_in_subprocess(Image(name="n", preload=("noisy", "json")), python)
+    assert noisy["failures"] == {} and noisy["modules"] > 0
+    quitter = preload_in_subprocess(Image(name="q", preload=("quitter",)), python)
+    assert quitter["failures"] == {"<preload>": "exit status 0 before the preload's report (a preloaded module "
+                                                "ended the interpreter?)"}

@@ -50,8 +50,10 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"limits": {"memory_mb": 1 << 43}}, "limits.memory_mb must be at most 1073741824 (got 8796093022208)"),
     ({"limits": {"max_file_size_mb": 1 << 43}}, "limits.max_file_size_mb must be at most 1073741824"),
     ({"limits": {"cpu_seconds": 1 << 63}}, "limits.cpu_seconds must be at most 1073741824"),
-    ({"limits": {"max_open_files": 1 << 63}}, "limits.max_open_files must be at most 1073741824"),
+    ({"limits": {"max_open_files": 1 << 63}}, "limits.max_open_files must be between 16 and 1073741824"),
     ({"limits": {"max_processes": 1 << 63}}, "limits.max_processes must be at most 1073741824"),
+    # below 8 no run started ("crashed", nothing named the limit); at 8 a plot ran out of them
+    ({"limits": {"max_open_files": 8}}, "limits.max_open_files must be between 16 and 1073741824 (got 8)"),
     # sizes the host holds in memory: 10**20 loaded, then every run failed reading limit + 1 bytes
     ({"limits": {"max_code_bytes": 10**20}}, "limits.max_code_bytes must be at most 2147483648"),
     ({"limits": {"max_output_bytes": 1 << 50}}, "limits.max_output_bytes must be at most 2147483648"),
@@ -65,6 +67,13 @@ def test_bad_values_name_file_and_key(data, message):
     with pytest.raises(PolicyError) as info:
         Policy.from_dict(data, source="policies/broken.toml")
     assert "policies/broken.toml" in str(info.value) and message in str(info.value)
+
+
+def test_a_policy_file_with_a_byte_order_mark_loads(tmp_path):
+    """As Windows editors save UTF-8: it was "not valid TOML: Invalid statement (at line 1, column 1)"."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[limits]\nwall_seconds = 5\n")
+    assert Policy.load(path).limits.wall_seconds == 5
 
 
 def test_malformed_toml_file(tmp_path):
