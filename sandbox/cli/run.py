@@ -159,7 +159,11 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], i
                     unwritten += 1
                     continue
                 cut = f" (cut to {len(data)} bytes: limits.max_returned_file_bytes)" if len(data) < len(item.data) else ""
+                if item.truncated and not cut:  # cut by the host as it took the run's files in
+                    cut = f" (cut to {len(data)} bytes by the sandbox)"
                 lines.append(f"wrote {path}{cut}")
             if len(items) > most:
                 lines.append(f"sandbox: {len(items) - most} more {kind}s not written (limits.{key} = {most})")
+    # What the host's caps dropped before the CLI saw it: the run made it, and --out lacks it without a word
+    lines += [f"sandbox: {denial.detail}" for denial in result.denied if denial.kind == "limit"]
     return lines, unwritten
