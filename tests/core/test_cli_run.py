@@ -218,7 +218,8 @@ def test_code_given_with_c_runs_and_the_snippet_is_given_once(tmp_path):
 def test_files_the_sandbox_cut_or_dropped_are_named(tmp_path):
     """The host's caps cut a 17 MB file to 16 MB and dropped the files past 32 before the CLI saw them: --out had
     the cut file and lacked the rest without a word, where the API's Result says both (File.truncated, denied)."""
-    code = "open('big.bin', 'wb').write(b'x' * (17 << 20))\nfor i in range(40):\n    open(f'f{i:02}.txt', 'w').write('1')\n"
+    code = ("open('big.bin', 'wb').write(b'x' * (17 << 20))\n"
+            "for i in range(40):\n    open(f'f{i:02}.txt', 'w').write('1')\n")
     proc = sandbox_run("-c", code, "--out", "out", cwd=tmp_path)
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
