@@ -84,5 +84,8 @@ def render(report: dict[str, Any]) -> str:
         if not s["python_readable_by_this_uid"]:
             lines.append(f"fix: make {s['python']} (and every directory above it) readable/traversable by uid "
                          f"{s['uid']}, or install Python where this user can read it")
-    lines += ["", "OK: every required layer is active" if report["ok"] else "NOT OK: see above"]
+    unseen = [part for part, f in report.get("sessions", {}).items() if f["required"] and not f["active"]]
+    # --fork runs no session: its row reads "no" for what only a real sandbox shows, which the OK must not hide
+    caveat = f" (not observed: {', '.join(unseen)}; only a real sandbox runs a session)" if unseen else ""
+    lines += ["", f"OK: every required layer is active{caveat}" if report["ok"] else "NOT OK: see above"]
     return "\n".join(lines)

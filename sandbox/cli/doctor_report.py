@@ -111,7 +111,7 @@ def _detail(name: str, why: str, active: dict[str, Any]) -> str:
     observed = active.get("observed", {})
     if name == "landlock" and observed.get("outside_unsignalled") is False:
         return (f"{why}; signals NOT scoped for this run: it signalled this doctor's process, outside it (it has "
-                "no pid namespace of its own, no Landlock domain that scopes signals, ABI 6, and no seccomp layer "
+                "no pid namespace of its own, no Landlock domain that scopes signals (ABI >= 6), and no seccomp layer "
                 f"for its zygote to answer them): a run may signal any process of uid {os.geteuid()}; fix: let this "
                 "uid make user namespaces (row namespaces), or run the landlock layer on Linux >= 6.12, or the "
                 "seccomp layer")

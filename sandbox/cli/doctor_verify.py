@@ -87,12 +87,13 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
         work, tmp = os.path.join(root, "work"), os.path.join(root, "tmp")
         os.mkdir(work)
         os.mkdir(tmp)
+        code = probe_code(policy)  # here: it names this process as the one outside the run to try to signal
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             os.close(r)
             sys.stdout = os.fdopen(w, "w")  # not fd 1: the caller may have replaced sys.stdout (pytest does)
-            _play_zygote_and_worker(policy, work, tmp)
+            _play_zygote_and_worker(policy, work, tmp, code)
         os.close(w)
         with os.fdopen(r) as fh:
             out = fh.read()
@@ -100,7 +101,7 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
     return _read_probe(out)
 
 
-def _play_zygote_and_worker(policy: Policy, work: str, tmp: str) -> None:  # pragma: no cover - a forked child
+def _play_zygote_and_worker(policy: Policy, work: str, tmp: str, code: str) -> None:  # pragma: no cover - a forked child
     """In the forked child: play the zygote (fork a worker as it does, report the worker's memory cgroup as the host
     would see it), and in that worker apply every layer and run the probe; each prints JSON lines. Never returns."""
     from .. import confine
@@ -120,7 +121,7 @@ def _play_zygote_and_worker(policy: Policy, work: str, tmp: str) -> None:  # pra
         applied = confine.apply_all(policy, confine.ConfineContext(work, tmp, (sys.prefix, sys.base_prefix), 0), ns)
         print(json.dumps({"joined": {s.layer: s.active for s in applied}}),
               flush=True)  # the worker's own report, as in a sandbox run (see doctor.py's docstring)
-        exec(probe_code(policy), {"__name__": "__main__"})
+        exec(code, {"__name__": "__main__"})
     except SandboxUnavailable as exc:
         print(json.dumps({"unavailable": [exc.layer, exc.reason, exc.fix, exc.syscall, exc.errno]}))
     except BaseException as exc:  # noqa: BLE001 - never unwind into the caller's code in a fork

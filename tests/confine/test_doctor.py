@@ -485,6 +485,19 @@ def test_doctor_says_whether_a_run_may_signal_processes_outside_it(layers, scope
     assert ("its zygote answers its signals" in rows["seccomp"]["detail"]) is supervised, rows["seccomp"]
 
 
+def test_doctor_fork_signals_the_doctor_not_the_probe_itself():
+    """With --fork the probe named its own pid as the doctor's (it was built in the forked worker), signalled itself,
+    and the landlock row said "signals NOT scoped" where a real run showed them scoped. Its OK line also hid that
+    the session row it cannot observe read "no"."""
+    report = doctor.diagnose("default", use_sandbox=False)
+    assert report["verified_by"].endswith("(--fork)"), report["verified_by"]
+    assert report["observed"]["outside_unsignalled"] is True, report["observed"]
+    text = doctor.render(report)
+    assert "signals NOT scoped" not in text
+    assert text.endswith("OK: every required layer is active (not observed: state_scope; only a real sandbox runs "
+                         "a session)"), text[-300:]
+
+
 def test_a_host_that_dropped_root_by_setuid_reads_the_namespaces_its_runs_get():
     """A process that dropped root by setuid() without an exec is non-dumpable, and so was the probe's throwaway
     child: its /proc/self/setgroups and uid_map were root's, the user namespace it made could not write them
