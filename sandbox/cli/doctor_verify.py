@@ -101,7 +101,7 @@ def _verify_in_fork(policy: Policy) -> dict[str, Any]:
     return _read_probe(out)
 
 
-def _play_zygote_and_worker(policy: Policy, work: str, tmp: str, code: str) -> None:  # pragma: no cover - a forked child
+def _play_zygote_and_worker(policy: Policy, work: str, tmp: str, code: str) -> None:  # pragma: no cover - forked
     """In the forked child: play the zygote (fork a worker as it does, report the worker's memory cgroup as the host
     would see it), and in that worker apply every layer and run the probe; each prints JSON lines. Never returns."""
     from .. import confine
