@@ -53,6 +53,14 @@ _ENV_OK = schema.Check("map non-empty names without '=' or NUL to values without
 #: Host paths a policy may grant: absolute, without NUL (a relative path was skipped in silence, a NUL crashed
 #: every run).
 _ABSOLUTE_PATH = schema.Check("hold absolute paths without NUL", lambda path: path.startswith("/") and "\0" not in path)
+#: What a run has its own of in its root (confine/fsplan.py): a grant of "/" or "/tmp" (which would hide the run's
+#: own /tmp) or of a path in /dev, /proc or /run was dropped where runs get a root of their own, and granted by
+#: Landlock where they do not ("/" let a run read /etc/shadow there): one policy meant opposite things on two hosts.
+_RUNS_OWN = ("/dev", "/proc", "/run")
+_NOT_THE_RUNS_OWN = schema.Check(
+    f"name neither '/' nor '/tmp' nor a path in {', '.join(_RUNS_OWN)} (a run has its own of those)",
+    lambda path: os.path.normpath(path) not in ("/", "//", "/tmp") and not any(
+        os.path.normpath(path) == top or os.path.normpath(path).startswith(top + "/") for top in _RUNS_OWN))
 
 
 #: PYTHONMALLOC values a policy may pick (runtime.allocator).
@@ -117,8 +125,9 @@ class Confinement:
     allow_subprocess: bool = True
     """Whether the snippet may fork/exec (False: execve and fork-type clone are denied by seccomp; a session's run
     is refused its forks by the session's root, confine/state_scope.py, since the session itself forks)."""
-    read_only_paths: tuple[Annotated[str, _ABSOLUTE_PATH], ...] = ()
-    """Extra host paths the snippet may read (the interpreter and image are always readable)."""
+    read_only_paths: tuple[Annotated[str, _ABSOLUTE_PATH, _NOT_THE_RUNS_OWN], ...] = ()
+    """Extra host paths the snippet may read (the interpreter and image are always readable); one missing on this
+    machine is skipped."""
 
     def cross_check(self, prefix: str) -> str | None:
         """Every required layer is also applied (:mod:`sandbox.schema` calls this after the keys)."""

@@ -62,6 +62,14 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
      "confinement.read_only_paths must hold absolute paths without NUL (got 'data')"),
     ({"confinement": {"read_only_paths": ["/opt", ""]}}, "must hold absolute paths without NUL (got '')"),
     ({"confinement": {"read_only_paths": ["/opt\0x"]}}, "must hold absolute paths without NUL (got '/opt\\x00x')"),
+    # dropped where a run has a root of its own, granted by Landlock where it has not ("/": /etc/shadow)
+    ({"confinement": {"read_only_paths": ["/opt", "/"]}},
+     "confinement.read_only_paths must name neither '/' nor '/tmp' nor a path in /dev, /proc, /run (a run has its "
+     "own of those) (got '/')"),
+    ({"confinement": {"read_only_paths": ["/tmp/"]}}, "(a run has its own of those) (got '/tmp/')"),
+    ({"confinement": {"read_only_paths": ["/dev/shm"]}}, "(a run has its own of those) (got '/dev/shm')"),
+    ({"confinement": {"read_only_paths": ["/proc/1/root"]}}, "(a run has its own of those) (got '/proc/1/root')"),
+    ({"confinement": {"read_only_paths": ["/run/secrets"]}}, "(a run has its own of those) (got '/run/secrets')"),
 ])
 def test_bad_values_name_file_and_key(data, message):
     with pytest.raises(PolicyError) as info:
