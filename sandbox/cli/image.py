@@ -87,6 +87,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     python = interpreter_for(args.venv)
     statuses = check(image, args.venv)
     print(f"image {image.name} ({python}):")
+    running = _python_version(python)
+    if image.python and running and running != image.python:  # a pin may not exist, or behave alike, elsewhere
+        print(f"note: the image's pins were verified on Python {image.python}; {python} is Python {running}",
+              file=sys.stderr)
     for status in statuses:
         print(f"  {status.describe()}")
     bad = [s for s in statuses if not s.ok]
@@ -111,6 +115,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(summary)
     return 1 if bad or failures else 0
+
+
+def _python_version(python: str) -> str | None:
+    """``major.minor`` of the interpreter ``python`` (None if it cannot say)."""
+    import subprocess
+    if python == sys.executable:
+        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        proc = subprocess.run([python, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -118,3 +118,15 @@ def test_install_refuses_a_non_venv_folder(tmp_path):
     proc = cli("install", manifest(tmp_path, STRIPRTF), "--venv", str(tmp_path / "stuff"))
     assert proc.returncode == 2 and "exists, is not empty and is not a virtual environment" in proc.stderr
 
+
+
+def test_check_notes_an_image_verified_on_another_python(tmp_path):
+    """The manifest's `python` was never compared with the interpreter: a 3.12 venv passed without a word."""
+    path = tmp_path / "other.toml"
+    path.write_text(f'python = "3.99"\n{STRIPRTF}')
+    proc = cli("check", str(path), "--no-preload")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: the image's pins were verified on Python 3.99; " in proc.stderr
+    assert f" is Python {sys.version_info[0]}.{sys.version_info[1]}" in proc.stderr
+    path.write_text(f'python = "{sys.version_info[0]}.{sys.version_info[1]}"\n{STRIPRTF}')
+    assert "note:" not in cli("check", str(path), "--no-preload").stderr
