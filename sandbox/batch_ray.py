@@ -38,11 +38,19 @@ class SandboxActor:
 
     def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", options: dict[str, Any]) -> None:
         from .core import Sandbox
-        self._box = Sandbox(policy=policy, image=image, max_concurrent=1, cold_start=False)  # see batch.py
         self._options = options
+        # Kept for ready() to raise: raised here, Ray keeps only its text (ActorDiedError), and restarts the actor.
+        self._failed: SandboxError | None = None
+        try:
+            self._box = Sandbox(policy=policy, image=image, max_concurrent=1, cold_start=False)  # see batch.py
+        except SandboxError as exc:
+            self._failed = exc
 
     def ready(self) -> int:
-        """The actor's pid, once its Sandbox is warm."""
+        """The actor's pid, once its Sandbox is warm; the error that kept it from starting (an unknown image name on
+        this node), as itself."""
+        if self._failed is not None:
+            raise self._failed
         return os.getpid()
 
     def run(self, item: BatchItem) -> tuple[BatchResult, list[bytes]]:
@@ -51,7 +59,8 @@ class SandboxActor:
     @ray.method(concurrency_group="control")
     def close(self) -> None:
         """Stop the Sandbox; a run in flight is killed (its own thread is in the other group)."""
-        self._box.close()
+        if self._failed is None:
+            self._box.close()
 
 
 class RayEngine:

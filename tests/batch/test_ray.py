@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+import sandbox
 import sandbox.batch as batch
 from sandbox.batch import MEASURED_FIELDS, read_items
 
@@ -62,6 +63,13 @@ def test_ray_and_local_give_identical_records(local_ray, tmp_path):
 def test_ray_engine_refuses_more_workers_than_cpus(local_ray):
     with pytest.raises(batch.InputError, match="workers=3 needs 3 CPUs but the Ray cluster has 2"):
         batch.run([], backend="ray", workers=3)
+
+
+def test_a_sandbox_an_actor_cannot_start_is_the_sandbox_error_itself(local_ray):
+    """An image name unknown on the node was Ray's ActorDiedError with a traceback as its text, after three restarts;
+    `sandbox batch` printed it as a crash."""
+    with pytest.raises(sandbox.ImageError, match=r"unknown image 'no-such-image' \(available: "):
+        batch.run([], backend="ray", workers=1, image="no-such-image")
 
 
 def test_stop_on_ray_closes_the_actors_and_their_sandboxes(local_ray):
