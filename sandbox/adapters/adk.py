@@ -12,10 +12,11 @@ subprocess of the agent, with the agent's environment):
 
 * confinement by a policy (rlimits, no_new_privs, namespaces, Landlock, seccomp) and
   a scrubbed environment; ``timeout_seconds`` (default: the policy's wall clock);
-* ``stateful=True``: one session per ADK ``execution_id`` (ADK passes the ADK
-  session's id), so variables persist between code blocks of a conversation; an id
-  longer than 128 characters (ADK's database session services keep ids of 128 at
-  most) is refused, and at most ``max_sessions`` sessions are kept (see the class);
+* ``stateful=True``: one session per ADK app, user and ``execution_id`` (ADK passes the
+  ADK session's id, unique only within one app and user: two users' sessions of one id
+  never share variables or files), so variables persist between code blocks of a
+  conversation; an id longer than 128 characters (ADK's database session services keep
+  ids of 128 at most) is refused, and at most ``max_sessions`` sessions are kept (see the class);
 * ``input_files`` (ADK ``File``, base64 text or raw bytes) land in the work dir under
   their names, so ``optimize_data_file=True`` works too;
 * ``output_files``: figures (``plt.show()``), saved images and other files the code
@@ -48,7 +49,7 @@ import dataclasses
 import functools
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Hashable, Optional, Union
 
 from google.adk.code_executors.base_code_executor import BaseCodeExecutor
 from google.adk.code_executors.code_execution_utils import CodeExecutionInput, CodeExecutionResult
@@ -96,7 +97,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
     max_sessions: int = Field(default=MAX_SESSIONS, ge=1)
 
     _pool: Optional[SessionPool] = PrivateAttr(default=None)
-    _runs: Any = PrivateAttr(default_factory=collections.OrderedDict)  # execution_id -> code blocks run
+    _runs: Any = PrivateAttr(default_factory=collections.OrderedDict)  # _conversation() -> code blocks run
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _box(self) -> Sandbox:
@@ -131,11 +132,12 @@ class SandboxCodeExecutor(BaseCodeExecutor):
             got = f"{len(key)} characters" if isinstance(key, str) else type(key).__name__
             return _result(stdout="", stderr=f"InputError: execution_id must be a str of at most "
                            f"{_MAX_EXECUTION_ID} characters (got {got})", exit_code=1)
-        run = functools.partial(self._arun, code_execution_input.code, files, key)
+        conversation = _conversation(key, invocation_context)
+        run = functools.partial(self._arun, code_execution_input.code, files, conversation)
         result: Optional[Result]
         try:
             if _on_event_loop():  # called synchronously on a loop's thread: cannot wait on a loop of our own
-                result = self._run(code_execution_input.code, files, key)
+                result = self._run(code_execution_input.code, files, conversation)
             else:
                 result = asyncio.run(_watched(run, waiter, invocation_context))
         except (InputError, SessionError) as exc:
@@ -143,16 +145,16 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         if result is None:
             return _result(stdout="", stderr="the run was cancelled: the ADK invocation was cancelled or aborted",
                            exit_code=1)
-        return _from_result(result, self._prefix(key, invocation_context))
+        return _from_result(result, self._prefix(conversation, invocation_context))
 
-    def _run(self, code: str, files: list[File], execution_id: Optional[str]) -> Result:
-        if self.stateful and execution_id:
-            return self._sessions().run(execution_id, code, files=files, timeout=self.timeout_seconds)
+    def _run(self, code: str, files: list[File], conversation: Optional[Hashable]) -> Result:
+        if self.stateful and conversation:
+            return self._sessions().run(conversation, code, files=files, timeout=self.timeout_seconds)
         return self._box().run(code, files=files, timeout=self.timeout_seconds)
 
-    async def _arun(self, code: str, files: list[File], execution_id: Optional[str]) -> Result:
-        if self.stateful and execution_id:
-            return await self._sessions().arun(execution_id, code, files=files, timeout=self.timeout_seconds)
+    async def _arun(self, code: str, files: list[File], conversation: Optional[Hashable]) -> Result:
+        if self.stateful and conversation:
+            return await self._sessions().arun(conversation, code, files=files, timeout=self.timeout_seconds)
         return await self._box().arun(code, files=files, timeout=self.timeout_seconds)
 
     def _sessions(self) -> SessionPool:
@@ -161,7 +163,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
                 self._pool = SessionPool(self._box(), self.max_sessions)
             return self._pool
 
-    def _prefix(self, execution_id: Optional[str], invocation_context: Any) -> str:
+    def _prefix(self, conversation: Optional[Hashable], invocation_context: Any) -> str:
         """``run<N>_`` for the N-th block of this ADK session: artifact names never repeat across its blocks.
 
         N follows the code execution results the ADK session already holds. Counted here alone,
@@ -172,8 +174,8 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         """
         stored = _blocks_stored(invocation_context)
         with self._lock:
-            count = max(self._runs.pop(execution_id, 0), stored) + 1
-            self._runs[execution_id] = count
+            count = max(self._runs.pop(conversation, 0), stored) + 1
+            self._runs[conversation] = count
             while len(self._runs) > _MAX_TRACKED:
                 self._runs.popitem(last=False)
         return f"run{count}_"
@@ -192,6 +194,20 @@ _MAX_TRACKED = 4096
 _MAX_EXECUTION_ID = 128
 #: How often a run checks whether its ADK caller is gone, in seconds.
 _WATCH_SECONDS = 0.05
+
+
+def _conversation(execution_id: Optional[str], invocation_context: Any) -> Optional[Hashable]:
+    """What keys a stateful session and the block count: (app, user, execution_id) when the context names them.
+
+    ADK passes the ADK session's id as ``execution_id``, and a session id is unique only within one (app, user):
+    keyed by the id alone, two users' sessions of one id ran in one sandbox session, and each saw the other's
+    variables and work-dir files. A call without such a context (a plain call, a stand-in) keys by the id."""
+    if not execution_id:
+        return None
+    app, user = getattr(invocation_context, "app_name", None), getattr(invocation_context, "user_id", None)
+    if isinstance(app, str) and isinstance(user, str):
+        return (app, user, execution_id)
+    return execution_id
 
 
 def _blocks_stored(invocation_context: Any) -> int:

@@ -140,9 +140,10 @@ def test_stateful_session_running_a_block_is_never_closed_for_another_id(box, ct
             wait_for(lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
             refused = run(ex, ctx, "print('b')", execution_id="b")
             done = busy.result(timeout=60)
-        assert (refused.stdout, refused.stderr) == ("", "SessionError: no session can be opened for 'b': all 1 "
-                                                        "sessions kept have a call in progress (max_sessions=1); "
-                                                        "call again when one of them ends")
+        assert (refused.stdout, refused.stderr) == ("", "SessionError: no session can be opened for "
+                                                        "('sandbox-test', 'user', 'b'): all 1 sessions kept have a "
+                                                        "call in progress (max_sessions=1); call again when one of "
+                                                        "them ends")  # keyed by (app, user, execution_id)
         assert (done.stdout, done.stderr) == ("started\na\n", "")  # a's block was not cut short
         assert run(ex, ctx, "print('b')", execution_id="b").stdout == "b\n"  # a is idle now: closed for b
         assert "not defined" in run(ex, ctx, "print(x)", execution_id="a").stderr
@@ -445,3 +446,43 @@ def test_a_forged_name_past_path_max_never_fails_the_agents_turn(box, tmp_path):
     deep = next(key for key, data in saved.items() if data == b"deep")
     assert deep.startswith("run1_\u00e9") and deep.endswith("/deep.txt"), deep
     assert all(path.resolve().is_relative_to((tmp_path / "artifacts").resolve()) for path in tmp_path.rglob("*"))
+
+
+def _results(events) -> list[types.CodeExecutionResult]:
+    return [p.code_execution_result for e in events if e.content for p in e.content.parts or []
+            if p.code_execution_result]
+
+
+def test_two_users_with_one_session_id_never_share_a_sandbox_session(box):
+    """ADK's execution_id is the ADK session's id, unique only within one (app, user): keyed by it alone, bob's
+    session 'chat1' ran in alice's sandbox session, and his block printed her variable and read her file. The
+    executor now keys by (app, user, session id); alice's own next turn still finds her state."""
+    model = ScriptedLlm(model="scripted", script=[
+        "```python\nsecret = 'alice-secret'\nopen('notes.txt', 'w').write('alice private')\nprint('kept')\n```",
+        "Kept.",
+        "```python\nimport os\nprint(globals().get('secret'), os.path.exists('notes.txt'))\n```",
+        "Looked.",
+        "```python\nprint(secret, open('notes.txt').read())\n```",
+        "Still there.",
+    ])
+    executor = SandboxCodeExecutor(sandbox=box, stateful=True)
+    runner = InMemoryRunner(agent=LlmAgent(name="analyst", model=model, code_executor=executor),
+                            app_name="sandbox-test")
+
+    async def turn(user: str) -> list[types.CodeExecutionResult]:
+        message = types.Content(role="user", parts=[types.Part(text="Go.")])
+        return _results([e async for e in runner.run_async(user_id=user, session_id="chat1", new_message=message)])
+
+    async def converse():
+        for user in ("alice", "bob"):
+            await runner.session_service.create_session(app_name="sandbox-test", user_id=user, session_id="chat1")
+        return await turn("alice"), await turn("bob"), await turn("alice")
+
+    try:
+        alice, bob, alice_again = asyncio.run(converse())
+    finally:
+        executor.close()
+    assert [r.output.split("\n\n")[0] for r in alice] == ["Code execution result:\nkept"]  # and the file saved
+    assert [r.output for r in bob] == ["Code execution result:\nNone False\n\n"]
+    assert [r.output for r in alice_again] == ["Code execution result:\nalice-secret alice private\n\n"]
+
