@@ -32,10 +32,12 @@ subprocess of the agent, with the agent's environment):
   (see :attr:`SandboxCodeExecutor.execute_code`).
 
 Result mapping follows ADK's reading of a ``CodeExecutionResult``: any ``stderr``
-marks the block failed and counts toward ``error_retry_attempts``. So a successful
-run has an empty ``stderr`` and ``stdout`` is the interleaved output, warnings
-included (what the Gemini service returns); a failed run keeps what it printed in
-``stdout`` and has the traceback (or the limit that stopped it) in ``stderr``.
+marks the block failed and counts toward ``error_retry_attempts``, and is then all the
+model is shown of the block. So a successful run has an empty ``stderr`` and ``stdout``
+is the interleaved output, warnings included (what the Gemini service returns); a
+failed run keeps what it printed in ``stdout``, and its ``stderr`` holds that output,
+then the traceback (or the limit that stopped it), as the service shows a failed run,
+then a ``Saved artifacts:`` line naming the files ADK saves.
 """
 
 from __future__ import annotations
@@ -318,11 +320,25 @@ def _from_result(result: Result, prefix: str = "") -> CodeExecutionResult:
                 for name, f in zip(_artifact_names(prefix, files), files)]
     if result.outcome == Outcome.OK:
         return _result(stdout=result.output, stderr="", output_files=produced, exit_code=0)
+    status = -result.signal if result.signal else 1
+    return _result(stdout=result.output, stderr=_failure_text(result, produced), output_files=produced,
+                   exit_code=status)
+
+
+def _failure_text(result: Result, produced: list[AdkFile]) -> str:
+    """``stderr`` of a failed block: the output printed before the failure, the error, then the artifacts saved.
+
+    It is all the model sees of the block: ADK's ``build_code_execution_result_part`` shows ``stderr`` alone when
+    it is not empty, and names saved artifacts only on success. With the error alone there, the output printed
+    before an exception or the deadline, and the figures ADK saved all the same, were hidden from the model. The
+    service shows a failed run the same way: its output, then the traceback."""
     error = result.error or str(result.outcome)
     if result.outcome == Outcome.DEADLINE_EXCEEDED:
         error = f"{Outcome.DEADLINE_EXCEEDED}: {error}"
-    status = -result.signal if result.signal else 1
-    return _result(stdout=result.output, stderr=error, output_files=produced, exit_code=status)
+    lines = [text.rstrip("\n") for text in (result.output, error) if text]
+    if produced:
+        lines.append("Saved artifacts: " + ", ".join(f"`{f.name}`" for f in produced))
+    return "\n".join(lines)
 
 
 def _result(*, stdout: str, stderr: str, exit_code: int, output_files: list[AdkFile] | None = None) -> CodeExecutionResult:

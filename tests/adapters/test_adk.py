@@ -199,7 +199,7 @@ def test_timeout_seconds(box, ctx):
     ex = SandboxCodeExecutor(sandbox=box, timeout_seconds=1)
     result = run(ex, ctx, "import time\nprint('started', flush=True)\ntime.sleep(10)")
     assert result.stdout == "started\n"
-    assert result.stderr.startswith("OUTCOME_DEADLINE_EXCEEDED: wall time limit of 1 s exceeded")
+    assert result.stderr.startswith("started\nOUTCOME_DEADLINE_EXCEEDED: wall time limit of 1 s exceeded")  # all ADK shows
     assert result.exit_code != 0
 
 
@@ -486,3 +486,30 @@ def test_two_users_with_one_session_id_never_share_a_sandbox_session(box):
     assert [r.output for r in bob] == ["Code execution result:\nNone False\n\n"]
     assert [r.output for r in alice_again] == ["Code execution result:\nalice-secret alice private\n\n"]
 
+
+def test_a_failed_block_shows_the_model_its_output_and_saved_files(box):
+    """ADK shows the model only stderr of a failed block (and names saved artifacts only on success): the output
+    printed before an exception or the deadline, and the figures ADK saved, were hidden from it. stderr now holds
+    the output, then the error (the service's order), then the artifacts saved."""
+    model = ScriptedLlm(model="scripted", script=[
+        "```python\nprint('before the deadline', flush=True)\nimport time\ntime.sleep(30)\n```",
+        "```python\nprint('partial')\n" + PLOT + "\n1/0\n```",
+        "Both failed.",
+    ])
+    executor = SandboxCodeExecutor(sandbox=box, timeout_seconds=2)
+
+    async def converse():
+        runner = InMemoryRunner(agent=LlmAgent(name="analyst", model=model, code_executor=executor),
+                                app_name="sandbox-test")
+        session = await runner.session_service.create_session(app_name="sandbox-test", user_id="u")
+        message = types.Content(role="user", parts=[types.Part(text="Go.")])
+        return [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+
+    deadline, exception = _results(asyncio.run(converse()))
+    assert deadline.outcome == exception.outcome == types.Outcome.OUTCOME_FAILED
+    assert deadline.output.startswith("before the deadline\nOUTCOME_DEADLINE_EXCEEDED: wall time limit of 2 s")
+    assert exception.output.startswith("partial\ndivision by zero\nTraceback")
+    assert exception.output.endswith("ZeroDivisionError: division by zero\nSaved artifacts: `run2_figure_1.png`")
+    seen = "\n".join(p.text or "" for c in model.requests[2].contents for p in c.parts or [])
+    assert "before the deadline\nOUTCOME_DEADLINE_EXCEEDED" in seen
+    assert "partial\ndivision by zero" in seen and "`run2_figure_1.png`" in seen
