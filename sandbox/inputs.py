@@ -80,21 +80,28 @@ def prepare_files(files: FilesArg, policy: Policy) -> list[File]:
     result: list[File] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        if not isinstance(item, File):
-            raise InputError(f"files[{index}] must be a sandbox.File (got {type(item).__name__})")
-        if not isinstance(item.mime_type, str) or not _encodable(item.mime_type):
-            raise InputError(f"files[{index}] MIME type must be a str like 'text/csv' (got {value_text(item.mime_type)})")
-        item = _named(item, index)
-        check_file_name(item.name)
-        if item.name in seen:
-            raise InputError(f"duplicate input file name {item.name!r}")
-        seen.add(item.name)
-        data = _as_bytes(item.data, item.name)
-        if len(data) > policy.limits.max_input_file_bytes:
-            raise InputError(f"input file {item.name!r} is {len(data)} bytes, over the limit of "
-                             f"{policy.limits.max_input_file_bytes} (policy {policy.name!r}: limits.max_input_file_bytes)")
-        result.append(File(name=item.name, data=data, mime_type=item.mime_type))
+        checked = check_input_file(item, index, policy)
+        if checked.name in seen:
+            raise InputError(f"duplicate input file name {checked.name!r}")
+        seen.add(checked.name)
+        result.append(checked)
     return result
+
+
+def check_input_file(item: object, index: int, policy: Policy) -> File:
+    """One input file, ``files[index]``, checked on its own (MIME type, name, size), as :func:`prepare_files` does
+    each; an empty name becomes ``input_file_<index>.ext``. The ADK adapter leaves out the files this refuses."""
+    if not isinstance(item, File):
+        raise InputError(f"files[{index}] must be a sandbox.File (got {type(item).__name__})")
+    if not isinstance(item.mime_type, str) or not _encodable(item.mime_type):
+        raise InputError(f"files[{index}] MIME type must be a str like 'text/csv' (got {value_text(item.mime_type)})")
+    item = _named(item, index)
+    check_file_name(item.name)
+    data = _as_bytes(item.data, item.name)
+    if len(data) > policy.limits.max_input_file_bytes:
+        raise InputError(f"input file {item.name!r} is {len(data)} bytes, over the limit of "
+                         f"{policy.limits.max_input_file_bytes} (policy {policy.name!r}: limits.max_input_file_bytes)")
+    return File(name=item.name, data=data, mime_type=item.mime_type)
 
 
 def check_file_name(name: object) -> None:

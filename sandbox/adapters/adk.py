@@ -18,7 +18,10 @@ subprocess of the agent, with the agent's environment):
   conversation; an id longer than 128 characters (ADK's database session services keep
   ids of 128 at most) is refused, and at most ``max_sessions`` sessions are kept (see the class);
 * ``input_files`` (ADK ``File``, base64 text or raw bytes) land in the work dir under
-  their names, so ``optimize_data_file=True`` works too;
+  their names, so ``optimize_data_file=True`` works too; a file the policy refuses (over
+  ``limits.max_input_file_bytes``, past ``max_input_files``, a bad name) is left out and
+  named, with the limit, at the end of the block's result: ADK resends every file with
+  every block, and one such file failed them all;
 * ``output_files``: figures (``plt.show()``), saved images and other files the code
   wrote, as ADK ``File`` objects (base64 content, MIME type), which ADK saves as
   artifacts. Artifacts outlive a code block, so each block's names carry its number
@@ -51,7 +54,7 @@ import dataclasses
 import functools
 import threading
 from pathlib import Path
-from typing import Any, Callable, Hashable, Optional, Union
+from typing import Any, Callable, Hashable, Optional, Sequence, Union
 
 from google.adk.code_executors.base_code_executor import BaseCodeExecutor
 from google.adk.code_executors.code_execution_utils import CodeExecutionInput, CodeExecutionResult
@@ -61,6 +64,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ..core import Sandbox, shared_sandbox
 from ..errors import InputError, SessionError, value_text
 from ..image import Image
+from ..inputs import check_input_file
 from ..names import fit, numbered
 from ..outfiles import plain
 from ..policy import Policy
@@ -124,16 +128,13 @@ class SandboxCodeExecutor(BaseCodeExecutor):
 
     def _execute_code(self, waiter: Optional["asyncio.Task[Any]"], invocation_context: Any,
                       code_execution_input: CodeExecutionInput) -> CodeExecutionResult:
-        try:
-            files = [_to_sandbox_file(f) for f in code_execution_input.input_files]
-        except InputError as exc:
-            return _result(stdout="", stderr=f"InputError: {exc}", exit_code=1)
         key = code_execution_input.execution_id
         if key is not None and (not isinstance(key, str) or len(key) > _MAX_EXECUTION_ID):
             # It keys a session (and the block count of _prefix): a hostile id must not cost host memory.
             got = f"{len(key)} characters" if isinstance(key, str) else type(key).__name__
             return _result(stdout="", stderr=f"InputError: execution_id must be a str of at most "
                            f"{_MAX_EXECUTION_ID} characters (got {got})", exit_code=1)
+        files, left_out = _admitted(code_execution_input.input_files, self._box().policy)
         conversation = _conversation(key, invocation_context)
         run = functools.partial(self._arun, code_execution_input.code, files, conversation)
         result: Optional[Result]
@@ -147,7 +148,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         if result is None:
             return _result(stdout="", stderr="the run was cancelled: the ADK invocation was cancelled or aborted",
                            exit_code=1)
-        return _from_result(result, self._prefix(conversation, invocation_context))
+        return _from_result(result, self._prefix(conversation, invocation_context), left_out)
 
     def _run(self, code: str, files: list[File], conversation: Optional[Hashable]) -> Result:
         if self.stateful and conversation:
@@ -256,6 +257,30 @@ def _abandoned(waiter: Optional["asyncio.Task[Any]"], ctx: Any) -> bool:
     return waiter is not None and (waiter.done() or waiter.cancelling() > 0)
 
 
+def _admitted(files: list[AdkFile], policy: Policy) -> tuple[list[File], list[str]]:
+    """The input files the policy lets a run take, and a one-line note for each file left out.
+
+    ADK sends every data file of its session with every block (``optimize_data_file``): one file the core refuses
+    (over ``limits.max_input_file_bytes``, a bad name, content that is not base64) failed every later block of the
+    conversation whole. Such a file is left out and the block's result names it and why; the others are given."""
+    kept: list[File] = []
+    notes: list[str] = []
+    for index, item in enumerate(files):
+        try:
+            file = check_input_file(_to_sandbox_file(item), index, policy)
+            if any(file.name == other.name for other in kept):
+                raise InputError(f"duplicate input file name {value_text(file.name)}")
+        except InputError as exc:
+            notes.append(f"[left out: {exc}]")
+            continue
+        kept.append(file)
+    most = policy.limits.max_input_files
+    if len(kept) > most:
+        notes.append(f"[left out: {', '.join(value_text(f.name) for f in kept[most:])}: past the {most} input files "
+                     f"a run takes (policy {policy.name!r}: limits.max_input_files)]")
+    return kept[:most], notes
+
+
 def _to_sandbox_file(file: AdkFile) -> File:
     """An ADK File (content: base64 text, or raw bytes in newer ADK) as a sandbox File."""
     content = file.content
@@ -314,15 +339,17 @@ def _artifact_names(prefix: str, files: list[File]) -> list[str]:
     return names
 
 
-def _from_result(result: Result, prefix: str = "") -> CodeExecutionResult:
+def _from_result(result: Result, prefix: str = "", notes: Sequence[str] = ()) -> CodeExecutionResult:
+    """The block's CodeExecutionResult; ``notes`` (lines naming what the run was not given) end what the model sees."""
     files = [*result.images, *result.files]
     produced = [AdkFile(name=name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
                 for name, f in zip(_artifact_names(prefix, files), files)]
     if result.outcome == Outcome.OK:
-        return _result(stdout=result.output, stderr="", output_files=produced, exit_code=0)
+        stdout = result.output + "".join(note + "\n" for note in notes)
+        return _result(stdout=stdout, stderr="", output_files=produced, exit_code=0)
     status = -result.signal if result.signal else 1
-    return _result(stdout=result.output, stderr=_failure_text(result, produced), output_files=produced,
-                   exit_code=status)
+    return _result(stdout=result.output, stderr="\n".join([_failure_text(result, produced), *notes]),
+                   output_files=produced, exit_code=status)
 
 
 def _failure_text(result: Result, produced: list[AdkFile]) -> str:

@@ -199,7 +199,7 @@ def test_timeout_seconds(box, ctx):
     ex = SandboxCodeExecutor(sandbox=box, timeout_seconds=1)
     result = run(ex, ctx, "import time\nprint('started', flush=True)\ntime.sleep(10)")
     assert result.stdout == "started\n"
-    assert result.stderr.startswith("started\nOUTCOME_DEADLINE_EXCEEDED: wall time limit of 1 s exceeded")  # all ADK shows
+    assert result.stderr.startswith("started\nOUTCOME_DEADLINE_EXCEEDED: wall time limit of 1 s exceeded")
     assert result.exit_code != 0
 
 
@@ -214,12 +214,26 @@ def test_policy_confines_the_code(executor, ctx):
 
 def test_refused_input_is_an_error_not_a_crash(executor, ctx):
     assert run(executor, ctx, "print(1)\0").stderr.startswith("InputError: code contains a NUL byte")
-    bad = [File(name="../escape.txt", content=b"x")]
-    assert run(executor, ctx, "print(1)", input_files=bad).stderr.startswith("InputError:")
-    assert run(executor, ctx, "print(1)", input_files=[File(name="a.txt", content="%%%")]).stderr.startswith(
-        "InputError: input file 'a.txt': content is not valid base64")
-    assert run(executor, ctx, "print(1)", input_files=[File(name="a.txt", content=None)]).stderr == (
-        "InputError: input file 'a.txt': content must be base64 text or bytes (got NoneType)")
+
+
+def test_input_files_the_core_refuses_are_left_out_with_a_note(executor, ctx):
+    """ADK resends every input file with every block: one the core refuses failed each block whole. Each such file
+    is left out (the others are given) and named, with why, after the output, or after the error of a failed block."""
+    good = File(name="ok.txt", content=b"fine", mime_type="text/plain")
+    bad = [File(name="../escape.txt", content=b"x"), File(name="a.txt", content="%%%"),
+           File(name="b.txt", content=None), File(name="ok.txt", content=b"again")]
+    result = run(executor, ctx, "print(open('ok.txt').read())", input_files=[good, *bad])
+    assert result.stderr == "" and result.stdout.splitlines() == [
+        "fine",
+        "[left out: input file name '../escape.txt' contains a directory separator; use a plain file name like "
+        "'data.csv']",
+        "[left out: input file 'a.txt': content is not valid base64 (Only base64 data is allowed)]",
+        "[left out: input file 'b.txt': content must be base64 text or bytes (got NoneType)]",
+        "[left out: duplicate input file name 'ok.txt']"]
+    many = [File(name=f"f{i}.txt", content=b"x", mime_type="text/plain") for i in range(66)]
+    failed = run(executor, ctx, "1/0", input_files=many)
+    assert failed.stderr.endswith("ZeroDivisionError: division by zero\n[left out: 'f64.txt', 'f65.txt': past the "
+                                  "64 input files a run takes (policy 'default': limits.max_input_files)]")
 
 
 def test_policy_and_image_select_the_shared_sandbox(ctx):
@@ -485,6 +499,37 @@ def test_two_users_with_one_session_id_never_share_a_sandbox_session(box):
     assert [r.output.split("\n\n")[0] for r in alice] == ["Code execution result:\nkept"]  # and the file saved
     assert [r.output for r in bob] == ["Code execution result:\nNone False\n\n"]
     assert [r.output for r in alice_again] == ["Code execution result:\nalice-secret alice private\n\n"]
+
+
+def test_an_input_file_over_the_policy_limit_is_left_out_with_a_note(box):
+    """ADK sends every data file of the session with every block (optimize_data_file): one CSV over
+    limits.max_input_file_bytes made the core refuse each later block whole. That file is now left out, and the
+    block's result names it and the limit; the other files are there."""
+    big = b"a,b\n" + b"1,2\n" * 600_000  # 2.4 MB, over the default policy's 2,000,000 bytes
+    model = ScriptedLlm(model="scripted", script=["```python\nprint(data_1_2.b.sum())\n```", "The sum of b is 6."])
+    executor = SandboxCodeExecutor(sandbox=box, stateful=True, optimize_data_file=True)
+    agent = LlmAgent(name="analyst", model=model, code_executor=executor)
+
+    async def converse():
+        runner = InMemoryRunner(agent=agent, app_name="sandbox-test")
+        session = await runner.session_service.create_session(app_name="sandbox-test", user_id="u")
+        small = types.Part.from_bytes(data=b"a,b\n1,2\n3,4\n", mime_type="text/csv")
+        message = types.Content(role="user", parts=[types.Part(text="Sum column b."), small,
+                                                    types.Part.from_bytes(data=big, mime_type="text/csv")])
+        return [e async for e in runner.run_async(user_id="u", session_id=session.id, new_message=message)]
+
+    try:
+        explore_small, explore_big, block = _results(asyncio.run(converse()))
+    finally:
+        executor.close()
+    note = (f"[left out: input file 'data_1_3.csv' is {len(big)} bytes, over the limit of 2000000 "
+            "(policy 'default': limits.max_input_file_bytes)]")
+    assert explore_small.outcome == types.Outcome.OUTCOME_OK and "Total rows: 2" in explore_small.output
+    assert explore_big.outcome == types.Outcome.OUTCOME_FAILED  # ADK's explore_df of the file left out
+    assert "FileNotFoundError" in explore_big.output and explore_big.output.endswith(note)
+    assert block.outcome == types.Outcome.OUTCOME_OK
+    assert block.output == f"Code execution result:\n6\n{note}\n\n"
+    assert "data_1_3.csv" in "\n".join(p.text or "" for c in model.requests[-1].contents for p in c.parts or [])
 
 
 def test_a_failed_block_shows_the_model_its_output_and_saved_files(box):
