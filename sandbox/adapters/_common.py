@@ -105,7 +105,8 @@ def data_url(file: File) -> str:
 
 
 def result_text(result: Result | str) -> str:
-    """Plain text for a tool message: the outcome line, the output, then the error if any."""
+    """Plain text for a tool message: the outcome line, the output, the error if any, what the run produced, then
+    one line per cap that dropped some of it (:func:`limit_notes`)."""
     if isinstance(result, str):  # refused input
         return f"{Outcome.FAILED}\n{result}"
     lines = [str(result.outcome)]
@@ -116,7 +117,13 @@ def result_text(result: Result | str) -> str:
     produced = [f.name + (" (truncated)" if f.truncated else "") for f in (*result.images, *result.files)]
     if produced:
         lines.append("[files: " + ", ".join(produced) + "]")
-    return "\n".join(lines)
+    return "\n".join([*lines, *limit_notes(result)])
+
+
+def limit_notes(result: Result) -> list[str]:
+    """One line per ``limit`` entry of ``result.denied``: ``[9 more files were not returned (policy 'default':
+    limits.max_returned_files)]``. Without it a model took the files and images it got for all the run made."""
+    return [f"[{denial.detail}]" for denial in result.denied if denial.kind == "limit"]
 
 
 def describe_environment(box: Sandbox | None = None) -> str:

@@ -16,7 +16,8 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
 from . import _genai_dicts
-from ._common import TOOL_NAME, Runner, code_argument, describe_environment, pick_runner, run_or_refuse, state_text
+from ._common import TOOL_NAME, Runner, code_argument, describe_environment, limit_notes, pick_runner, run_or_refuse, \
+    state_text
 from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
 from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
@@ -250,10 +251,12 @@ def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode,
 
 def _response_body(result: Result | str, images: ImagesMode, sent: list[File], note: str | None) -> dict[str, Any]:
     """The response: ``images`` names the images ``sent`` (a ``$ref`` to each of its parts); ``note``, what says
-    which were left out, follows the output, as ``sandbox serve`` puts it."""
+    which were left out, follows the output, as ``sandbox serve`` puts it, then a line per cap of the policy that
+    dropped some of what the run made (:func:`limit_notes`)."""
     if isinstance(result, str):
         return {"error": result}
-    body: dict[str, Any] = {"output": with_note(result.output, note)}
+    notes = "\n".join([*([note] if note else []), *limit_notes(result)])
+    body: dict[str, Any] = {"output": with_note(result.output, notes or None)}
     if result.outcome != Outcome.OK:
         body["error"] = f"{result.outcome}: {result.error or ''}".rstrip()
     if sent:

@@ -40,7 +40,9 @@ model is shown of the block. So a successful run has an empty ``stderr`` and ``s
 is the interleaved output, warnings included (what the Gemini service returns); a
 failed run keeps what it printed in ``stdout``, and its ``stderr`` holds that output,
 then the traceback (or the limit that stopped it), as the service shows a failed run,
-then a ``Saved artifacts:`` line naming the files ADK saves.
+then a ``Saved artifacts:`` line naming the files ADK saves. Either ends with a line per
+input file left out and per cap of the policy that dropped some of the block's images or
+files (``limits.max_returned_files``...).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from ..names import fit, numbered
 from ..outfiles import plain
 from ..policy import Policy
 from ..results import File, Outcome, Result
-from ._common import MAX_SESSIONS, SessionPool
+from ._common import MAX_SESSIONS, SessionPool, limit_notes
 
 __all__ = ["SandboxCodeExecutor"]
 
@@ -148,7 +150,7 @@ class SandboxCodeExecutor(BaseCodeExecutor):
         if result is None:
             return _result(stdout="", stderr="the run was cancelled: the ADK invocation was cancelled or aborted",
                            exit_code=1)
-        return _from_result(result, self._prefix(conversation, invocation_context), left_out)
+        return _from_result(result, self._prefix(conversation, invocation_context), [*left_out, *limit_notes(result)])
 
     def _run(self, code: str, files: list[File], conversation: Optional[Hashable]) -> Result:
         if self.stateful and conversation:
@@ -340,7 +342,8 @@ def _artifact_names(prefix: str, files: list[File]) -> list[str]:
 
 
 def _from_result(result: Result, prefix: str = "", notes: Sequence[str] = ()) -> CodeExecutionResult:
-    """The block's CodeExecutionResult; ``notes`` (lines naming what the run was not given) end what the model sees."""
+    """The block's CodeExecutionResult; ``notes`` (lines naming what the run was not given, or did not give back)
+    end what the model sees."""
     files = [*result.images, *result.files]
     produced = [AdkFile(name=name, content=base64.b64encode(f.data).decode("ascii"), mime_type=f.mime_type)
                 for name, f in zip(_artifact_names(prefix, files), files)]

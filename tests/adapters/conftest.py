@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+
+import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,3 +56,19 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+#: A run of this writes 5 files and shows 2 figures: past the caps of :func:`capped_box`'s policy.
+PAST_THE_CAPS = ("import matplotlib.pyplot as plt\nfor _ in range(2):\n    plt.plot([1, 2])\n    plt.show()\n"
+                 "for i in range(5):\n    open(f'f{i}.txt', 'w').write(str(i))\nprint('wrote')")
+#: What the text of such a run ends with, one line per cap (the core's limit entries of Result.denied).
+CAPS_NOTES = ["[3 more files were not returned (policy 'default': limits.max_returned_files)]",
+              "[1 more images were not returned (policy 'default': limits.max_returned_images)]"]
+
+
+@pytest.fixture(scope="module")
+def capped_box():
+    """A Sandbox whose policy returns at most 1 image and 2 files of a run."""
+    policy = sandbox.Policy.load("default").with_limits(max_returned_images=1, max_returned_files=2)
+    with sandbox.Sandbox(policy=policy) as box:
+        yield box

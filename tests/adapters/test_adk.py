@@ -24,7 +24,7 @@ from google.genai import types  # noqa: E402
 
 from sandbox.adapters.adk import SandboxCodeExecutor  # noqa: E402
 
-from .conftest import sleeper_code, sleepers, wait_for  # noqa: E402
+from .conftest import CAPS_NOTES, PAST_THE_CAPS, sleeper_code, sleepers, wait_for  # noqa: E402
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
@@ -193,6 +193,18 @@ def test_output_files_are_adk_files_named_per_block(executor, ctx):
     assert [f.name for f in two.output_files] == ["run2_figure_1.png", "run2_figure_2.png"]
     other = run(executor, ctx, PLOT, execution_id="another-adk-session")
     assert [f.name for f in other.output_files] == ["run1_figure_1.png"]
+
+
+def test_what_the_policy_caps_dropped_is_named_after_the_output(capped_box, ctx):
+    """The core returns limits.max_returned_images images and max_returned_files files and notes how many more it
+    dropped; the result said nothing of them, and the model took the artifacts for all the block made."""
+    ex = SandboxCodeExecutor(sandbox=capped_box)
+    ok = run(ex, ctx, PAST_THE_CAPS)
+    assert ok.stdout.splitlines() == ["wrote", *CAPS_NOTES] and ok.stderr == ""
+    assert [f.name for f in ok.output_files] == ["run1_figure_1.png", "run1_f0.txt", "run1_f1.txt"]
+    failed = run(ex, ctx, PAST_THE_CAPS + "\n1/0")
+    assert failed.stderr.splitlines()[-3:] == [
+        "Saved artifacts: `run2_figure_1.png`, `run2_f0.txt`, `run2_f1.txt`", *CAPS_NOTES]
 
 
 def test_timeout_seconds(box, ctx):

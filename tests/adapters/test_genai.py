@@ -15,7 +15,7 @@ from google.genai import types  # noqa: E402
 import sandbox  # noqa: E402
 from sandbox.adapters import genai as adapter  # noqa: E402
 
-from .conftest import fake_model  # noqa: E402
+from .conftest import CAPS_NOTES, PAST_THE_CAPS, fake_model  # noqa: E402
 
 ScriptedModel, reply = fake_model.ScriptedModel, fake_model.gemini_reply
 
@@ -113,6 +113,16 @@ def test_handle_in_a_session_output_error_and_images(box):
     (image,) = inside.function_response.parts
     assert image.inline_data.mime_type == "image/png" and image.inline_data.display_name == "figure_1.png"
     assert image.inline_data.data.startswith(b"\x89PNG")
+
+
+def test_handle_names_what_the_policy_caps_dropped_after_the_output(capped_box):
+    """The core returns limits.max_returned_images images and max_returned_files files and notes how many more it
+    dropped; the response said nothing of them. A line per cap now follows the output (the service's execute()
+    parts stay as the service makes them)."""
+    (reply,) = adapter.handle(call(PAST_THE_CAPS), sandbox=capped_box)
+    body = reply.function_response.response
+    assert body["output"].splitlines() == ["wrote", *CAPS_NOTES]
+    assert body["images"] == [{"$ref": "figure_1.png"}] and body["files"] == ["f0.txt", "f1.txt"]
 
 
 def test_handle_sibling_images_by_option(box):

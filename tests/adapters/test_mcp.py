@@ -20,7 +20,7 @@ from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, Text
 
 from sandbox.adapters.mcp import build_server  # noqa: E402
 
-from .conftest import server_env, sleeper_code, sleepers, wait_for  # noqa: E402
+from .conftest import CAPS_NOTES, PAST_THE_CAPS, server_env, sleeper_code, sleepers, wait_for  # noqa: E402
 
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
@@ -453,3 +453,21 @@ def test_sandbox_mcp_takes_max_input_mb(tmp_path):
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and "128000000 bytes" in proc.stderr and "--max-input-mb 123" in proc.stderr, \
         proc.stderr
+
+
+
+def test_files_and_images_past_the_caps_are_named_in_the_text(tmp_path):
+    """The core keeps limits.max_returned_files files and max_returned_images images and notes how many more it
+    dropped (a 'limit' entry of Result.denied); the tool's text said nothing of them, so the model took the files
+    it got for all there were. Each such note is now a line of the text."""
+    policy = tmp_path / "caps.toml"
+    policy.write_text("[limits]\nmax_returned_files = 2\nmax_returned_images = 1\n")
+
+    async def call():
+        async with Client(server_params("--policy", str(policy))) as client:
+            return await client.call_tool("run_python", {"code": PAST_THE_CAPS})
+
+    result = asyncio.run(call())
+    assert not result.is_error and len(result.content) == 1 + 1 + 2  # the text, 1 image, 2 files
+    assert result.content[0].text.splitlines()[-3:] == ["[files: figure_1.png, f0.txt, f1.txt]", *(
+        note.replace("'default'", "'caps'") for note in CAPS_NOTES)]
