@@ -30,7 +30,9 @@ decoded; a call's share is given back when it ends, however it ends (cancelled t
 
 Cancellation: a client that gives up on a call sends ``notifications/cancelled``; the
 SDK cancels the call's task, which cancels its ``Sandbox.arun``: the run's process tree
-is killed at once and its concurrency slot freed (a session run rolls back).
+is killed at once and its concurrency slot freed (a session run rolls back). Over HTTP a call is cancelled so too
+when its client is gone (its POST's connection closed): a 2026-07-28 client gives up that way, without a
+notification, and a client killed mid-call sends nothing.
 
 Several clients (``build_server(shared=True)``, what ``sandbox mcp --http`` serves): a ``session_id`` belongs to
 the MCP session that used it (its transport's Mcp-Session-Id; a call without one may not use a ``session_id``), and
@@ -41,6 +43,7 @@ Written for ``mcp`` 2.x (``MCPServer``, formerly ``FastMCP``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -48,12 +51,13 @@ import importlib.metadata
 import itertools
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Callable, Hashable, Iterator, Optional
+from typing import Annotated, Any, Awaitable, Callable, Hashable, Iterator, Optional
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
+from starlette.types import Receive
 
 from ..core import Sandbox
 from ..errors import InputError, SandboxError, SessionError
@@ -265,14 +269,61 @@ def _run_python_tool(backend: Backend, admission: _CallAdmission, shared: bool) 
         if refusal is not None:
             return to_call_tool_result(refusal)
         with admission.admitted(input_bytes) as run:
-            try:
-                box, sessions = await backend.ready()
-            except SandboxError as exc:
-                return to_call_tool_result(f"SandboxError: {exc}")
             key_of = functools.partial(_session_key, ctx=ctx, shared=shared, backend=backend)
-            return to_call_tool_result(await _run(box, sessions, code, files, session_id, key_of), run=run)
+            return await _unless_client_gone(ctx, lambda: _admitted_call(backend, run, code, files, session_id,
+                                                                         key_of))
 
     return run_python
+
+
+async def _admitted_call(backend: Backend, run: int, code: str, files: Optional[dict[str, str]],
+                         session_id: Optional[str], key_of: Callable[[str], Hashable]) -> CallToolResult:
+    """One admitted call: it waits for the sandbox, then runs (its number ``run`` scopes its resource URIs)."""
+    try:
+        box, sessions = await backend.ready()
+    except SandboxError as exc:
+        return to_call_tool_result(f"SandboxError: {exc}")
+    return to_call_tool_result(await _run(box, sessions, code, files, session_id, key_of), run=run)
+
+
+async def _unless_client_gone(ctx: Context | None, call: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
+    """``call()``, cancelled (its run killed) if it came over HTTP and its client goes first.
+
+    The SDK cancels a call on ``notifications/cancelled`` only. Over HTTP a 2026-07-28 client gives up on a call
+    (its read timeout, its task cancelled) by closing the POST, and a client killed mid-call sends nothing; the
+    SDK, answering with one JSON body, never looks at the connection, so the run went on to its wall limit holding
+    a max_calls slot and a run slot. A plain asyncio task watches it (the server runs under uvicorn's asyncio
+    loop): in an anyio task group, an error of the call would reach the SDK wrapped in an ExceptionGroup.
+    """
+    receive = _http_receive(ctx)
+    if receive is None:  # stdio: the client's end is the server's
+        return await call()
+    with anyio.CancelScope() as gone:
+        watcher = asyncio.ensure_future(_cancel_when_gone(receive, gone))
+        try:
+            return await call()
+        finally:
+            watcher.cancel()
+    return to_call_tool_result("SandboxError: the call was cancelled: its client is gone (its connection closed)")
+
+
+def _http_receive(ctx: Context | None) -> Receive | None:
+    """The ASGI ``receive`` of the HTTP request that brought the call (the SDK's transports give the tool the
+    Starlette request), or None (stdio)."""
+    try:
+        request = ctx.request_context.request if ctx is not None else None
+    except ValueError:  # no request (MCPServer.call_tool called in process): no client to watch
+        return None
+    return getattr(request, "receive", None)
+
+
+async def _cancel_when_gone(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` once the client is gone. The SDK has read the request's body whole before any tool runs,
+    so what ``receive`` gives now is ``http.disconnect``: the client closed the connection (or the request was
+    answered, after the call)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 def input_budget(policy: Policy, max_input_bytes: int | None) -> int:

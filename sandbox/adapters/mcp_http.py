@@ -5,7 +5,8 @@ checks) under uvicorn; this module binds the socket, picks those checks and the 
 cleanly. What differs from stdio is in :func:`sandbox.adapters.mcp.build_server` (``shared=True``): a call's
 ``session_id`` is scoped to its MCP session (Mcp-Session-Id), and an MCP session's sandbox sessions are closed
 when it ends (the client's DELETE, the SDK's idle timeout, the server stopping). Each call is answered with one
-JSON body, not an event stream (what a run returns may pass the SDK client's 1 MiB cap on an event).
+JSON body, not an event stream (what a run returns may pass the SDK client's 1 MiB cap on an event); the SDK then
+never looks at the connection, so the tool watches it: a client gone mid-call has its run killed.
 
 The SDK reads a request body whole, and keeps it until the request is answered (a call's POST: until its run ends),
 before our tool sees it; :class:`_BodyBudget` bounds the bytes all those bodies hold together, and how long a body
@@ -116,7 +117,8 @@ def http_app(server: MCPServer, address: str, *, max_body_bytes: int | None = No
     # host=: told none, the SDK assumes 127.0.0.1 and turns its loopback-only Host check on, which refused every
     # client of a public bind (they send the public name). json_response: the SDK's client refuses a server-sent
     # event over 1 MiB (max_sse_event_size) and raised MCPError for a run that saved a 2 MB file; it reads a JSON
-    # body whole. The tool sends no progress or request during a call, which only an event stream could carry.
+    # body whole. The tool sends no progress or request during a call, which only an event stream could carry. On
+    # this path the SDK ignores a client gone mid-call (2026-07-28 clients give up so): the tool watches for it.
     app = server.streamable_http_app(
         streamable_http_path=PATH, host=address, transport_security=_rebinding_protection(address),
         max_request_body_size=cap, session_idle_timeout=session_idle_seconds, json_response=True)

@@ -312,6 +312,76 @@ def test_a_call_the_client_cancels_has_its_run_killed(serve):
     assert asyncio.run(session()).content[0].text == "OUTCOME_OK\n42"
 
 
+#: Seconds a killed run's max_calls slot may take to come free: far less than the run's own 30 s (limits.wall_seconds),
+#: which it kept running for when its client was gone without a word.
+FREED_WITHIN = 15
+
+
+async def admitted(client: Client, seconds: float):
+    """The first call of ``client`` that --max-calls 1 does not refuse, within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = await call(client, "print('next')")
+        if "(max_calls=1)" not in result.content[0].text or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
+def test_a_call_the_client_drops_without_a_word_has_its_run_killed(serve):
+    """The SDK's default client (the 2026-07-28 protocol, no MCP session) gives up on a call (its read timeout) by
+    closing its POST, and sends no notifications/cancelled: the run is killed all the same and its max_calls slot
+    freed (the run went on to its 30 s wall limit, and the next call was refused)."""
+    server = serve("--max-calls", "1")
+    marker = 424251
+
+    async def session():
+        async with Client(server.url) as client:
+            assert (await call(client, "print(1)")).content[0].text == "OUTCOME_OK\n1"  # the zygote is up
+            with pytest.raises(MCPError):
+                await client.call_tool("run_python", {"code": sleeper_code(marker)}, read_timeout_seconds=5)
+            started = time.monotonic()
+            await asyncio.to_thread(wait_for, lambda: not sleepers(marker), FREED_WITHIN,
+                                    f"`sleep {marker}` to be killed")
+            return await admitted(client, FREED_WITHIN - (time.monotonic() - started))
+
+    assert asyncio.run(session()).content[0].text == "OUTCOME_OK\nnext"
+
+
+CLIENT = textwrap.dedent("""
+    import asyncio, sys
+    from mcp import Client
+
+    async def main():
+        async with Client(sys.argv[1], mode=sys.argv[2]) as client:
+            await client.call_tool("run_python", {"code": sys.argv[3]})
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_a_client_killed_during_a_call_has_its_run_killed(serve, mode):
+    """A client SIGKILLed while its call runs sends nothing more; its connection closes, and the run is killed and
+    its max_calls slot freed (with an MCP session too, where the call runs apart from its POST)."""
+    server = serve("--max-calls", "1")
+    marker = {"legacy": 424252, "auto": 424253}[mode]
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, server.url, mode, sleeper_code(marker)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+    finally:
+        client.kill()
+        client.wait(30)
+    started = time.monotonic()
+    wait_for(lambda: not sleepers(marker), FREED_WITHIN, f"`sleep {marker}` to be killed")
+
+    async def next_call():
+        async with Client(server.url, mode="legacy") as other:
+            return await admitted(other, FREED_WITHIN - (time.monotonic() - started))
+
+    assert asyncio.run(next_call()).content[0].text == "OUTCOME_OK\nnext"
+
+
 INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
