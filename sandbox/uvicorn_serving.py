@@ -3,7 +3,8 @@
 :func:`serve_until_stopped` runs a server until SIGINT or SIGTERM, then returns, so the caller's cleanup runs:
 uvicorn handles both signals while it serves and, once stopped, raises the signal again. SIGTERM's default action
 then killed the process before the caller's ``finally`` and ``with`` blocks (the Sandbox's close: its zygote and
-sessions were left to notice on their own), and Ctrl-C exited 130 from a clean stop.
+sessions were left to notice on their own), and Ctrl-C exited 130 from a clean stop. A request still running when
+the stop's grace ends is cancelled: uvicorn says so in one line, and no longer with a CancelledError traceback too.
 :func:`client_deadline_protocol` closes a connection whose request head does not come in time (slowloris), or
 whose client reads nothing of its answer for as long.
 """
@@ -21,15 +22,31 @@ logger = logging.getLogger("sandbox.serve")
 
 
 def serve_until_stopped(server: Any, sock: socket.socket) -> None:
-    """``server.run(sockets=[sock])`` (a ``uvicorn.Server``) with the signal it raises again once stopped caught."""
+    """``server.run(sockets=[sock])`` (a ``uvicorn.Server``) with the signal it raises again once stopped caught,
+    and the stop's cancellations not logged as the application's errors (:class:`_StopCancellations`)."""
     stopped: list[int] = []
     saved = {signum: signal.signal(signum, lambda signum, frame: stopped.append(signum))
              for signum in (signal.SIGINT, signal.SIGTERM)}
+    quiet = _StopCancellations()
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    uvicorn_logger.addFilter(quiet)
     try:
         server.run(sockets=[sock])
     finally:
+        uvicorn_logger.removeFilter(quiet)
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+class _StopCancellations(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" record of a CancelledError, with its traceback.
+
+    Only uvicorn cancels a request's task: at a stop, once ``timeout_graceful_shutdown`` is over, after its own
+    "Cancel N running task(s)" line. A call still running then (its run is killed) is expected, not a failure,
+    yet each one dumped a CancelledError traceback through the SDK's and the sandbox's frames on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 def client_deadline_protocol(seconds: float, option: str) -> type:

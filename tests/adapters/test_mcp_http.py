@@ -541,6 +541,34 @@ def test_the_server_stops_on_a_signal_with_nothing_left_behind(serve, signum):
     wait_for(lambda: not any(_alive(p) for p in before), 10, "the server's processes to go")
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_a_stop_during_a_call_kills_it_without_a_traceback(serve, mode):
+    """SIGTERM while a call runs: once the stop's grace is over the call is cancelled, its run killed, and the
+    server exits 0. That cancellation is the stop's own, not a failure: uvicorn logged it with a CancelledError
+    traceback ("Exception in ASGI application"); only its one line saying it cancelled the call is left."""
+    server = serve()
+    marker = {"legacy": 424254, "auto": 424255}[mode]
+
+    async def run():
+        client = Client(server.url, mode=mode)
+        await client.__aenter__()
+        task = asyncio.ensure_future(call(client, sleeper_code(marker)))
+        await asyncio.to_thread(wait_for, lambda: sleepers(marker), 60, f"`sleep {marker}` to start")
+        server.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.proc.wait, 30)
+        with contextlib.suppress(Exception):  # the call lost its server
+            await task
+        with contextlib.suppress(Exception):  # and so does a legacy client's DELETE
+            await client.__aexit__(None, None, None)
+        return code
+
+    code = asyncio.run(run())
+    stderr = server.proc.stderr.read()
+    assert code == 0 and "Traceback" not in stderr and "CancelledError" not in stderr, (code, stderr)
+    assert "graceful shutdown exceeded" in stderr, stderr
+    wait_for(lambda: not sleepers(marker), 10, f"`sleep {marker}` to be killed")
+
+
 def test_the_handshake_is_answered_before_the_sandbox_is_ready(serve, tmp_path):
     """Over HTTP as over stdio: the zygote cannot start until the test says so, yet the server listens and
     initialize and list_tools answer; the first call waits for the sandbox."""
