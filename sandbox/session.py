@@ -140,7 +140,7 @@ class Session:
     def release(self, checkpoint: Checkpoint) -> None:
         """Let go of ``checkpoint``: its state's process (its memory) is freed once no line uses it and no other
         checkpoint() that returned the same state is unreleased. Once released, it is a SessionError to either."""
-        with self._in_use(), self._container.lock:  # two threads may not both release its last hold
+        with self._in_use(), self._container.exclusive():  # two threads may not both release its last hold
             self._check_own(checkpoint, "release")
             self._container.memory.unpin(checkpoint)
             self._container.release(checkpoint.session_id, checkpoint.node)
@@ -173,6 +173,9 @@ class Session:
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent."""
+        self._close(send_now=True)
+
+    def _close(self, send_now: bool) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -183,11 +186,13 @@ class Session:
             container.users -= 1
             if container.users <= 0:
                 container.close()
-            elif not container.closed:
+            elif not container.closed and send_now:
                 try:
                     container.request(commands.Drop(line=self._line))
                 except SandboxClosed:
                     pass
+            elif not container.closed:
+                container.drop(self._line)
         finally:
             reaper.forget(self)
 
@@ -196,7 +201,10 @@ class Session:
         if _finalizing():  # closed by its Sandbox's exit hook (core.py); a lock now may never be released
             return
         try:
-            self.close()
+            # No socket work: the collector may run this inside a run of the same worker, on the thread that holds
+            # its lock, and a Drop's reply read there took the run's end (the run failed, the session closed).
+            # Its drop is sent by the next call.
+            self._close(send_now=False)
         except Exception:  # noqa: BLE001
             pass
 

@@ -8,11 +8,12 @@ How a command's reply or a run's end is read is session_endings.py; what its sta
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import commands, frames, protocol, rundirs
 from .cancellation import Cancel, holding
@@ -46,6 +47,12 @@ class SessionContainer:
                 f"{self.policy.limits.max_processes}, and a session needs at least {SESSION_PROCESSES} (its root, its "
                 "state and the run's process), one more for each checkpoint or branch it keeps")
         self.lock = threading.RLock()  # close() may run inside a request that found the worker gone
+        self._owner: int | None = None
+        """The thread in a call to the root (under ``exclusive()``), if any: a call of its own nested in it sends
+        no queued drop (see :meth:`drop`)."""
+        self._drops: collections.deque[int] = collections.deque()
+        """Lines of closed branches whose ``Drop`` is still to be sent (appended without a lock: the collector may
+        queue one on a thread that holds any lock)."""
         self.seq = 0
         self.users = 0
         self.closed = False
@@ -77,9 +84,41 @@ class SessionContainer:
         finally:
             io.close()
 
+    @contextlib.contextmanager
+    def exclusive(self, cancel: Cancel | None = None) -> Iterator[None]:
+        """The lock, for one call to the root; the outermost call sends the drops queued before it and during it
+        (a call nested in another, such as a run's undo, sends none: the root would settle a held state)."""
+        with holding(self.lock, cancel):  # a cancelled call queued behind this session's earlier ones stops waiting
+            if self._owner is not None:  # nested in this thread's own call (only the owner gets the lock now)
+                yield
+                return
+            self._owner = threading.get_ident()
+            try:
+                self._send_drops()
+                yield
+                self._send_drops()
+            finally:
+                self._owner = None
+
+    def drop(self, line: int) -> None:
+        """Let go of a closed branch's ``line`` (its states go once nothing else uses them) later, for ``__del__``,
+        which must do no socket work: the collector runs it at any allocation, even in a thread that is inside a
+        run, whose reply it would take. Queued, then sent by whichever call holds the lock next (or the one holding
+        it now, when it ends)."""
+        self._drops.append(line)
+
+    def _send_drops(self) -> None:
+        """Send the queued drops (under the lock, between two calls). A worker gone meanwhile closes the session,
+        which the next call says; the one that sends them goes on."""
+        while self._drops and not self.closed:
+            try:
+                self.request(commands.Drop(line=self._drops.popleft()))
+            except (SandboxClosed, WorkerCrashed):
+                return
+
     def request(self, command: frames.Frame) -> frames.Reply:
         """One command to the session root and its reply."""
-        with self.lock:
+        with self.exclusive():
             self.check_open()
             self.send(command)
             header, fds = self._receive()
@@ -95,7 +134,7 @@ class SessionContainer:
         return reply
 
     def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> Result:
-        with holding(self.lock, cancel):  # a cancelled call queued behind this session's earlier ones stops waiting
+        with self.exclusive(cancel):
             self.check_open()
             self.seq += 1
             io = RunIO()

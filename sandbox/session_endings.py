@@ -7,6 +7,7 @@ control socket; a kill is a ``cancel`` the root carries out.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -74,15 +75,16 @@ class RunEnding(Ending):
         """The root's ``run_end`` within ``timeout`` s: None if none came, the reason text if the
         root is gone or sent something else."""
         ctl = self.container.ctl
-        ctl.settimeout(max(timeout, 0.001))
-        try:
+        try:  # the socket too: closed under the run (its worker gone), settimeout raised a bare EBADF
+            ctl.settimeout(max(timeout, 0.001))
             header, fds = protocol.recv_packet(ctl)
         except TimeoutError:
             return None
         except (OSError, ProtocolError) as exc:
             return str(exc)
         finally:
-            ctl.settimeout(None)
+            with contextlib.suppress(OSError):
+                ctl.settimeout(None)
         protocol.close_fds(fds)
         try:
             return frames.decode(_RUN_END, header)

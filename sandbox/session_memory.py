@@ -114,7 +114,7 @@ class MemoryBudget:
 
     def refuse_if_over(self, action: str) -> None:
         """Raise SessionMemoryError if the session is over the limit (before ``action``)."""
-        with self.container.lock:
+        with self.container.exclusive():
             self.container.check_open()
             usage = self._over_limit(None)
         if usage is not None:
@@ -167,12 +167,12 @@ class MemoryBudget:
 
     def pin(self, checkpoint: "Checkpoint") -> None:
         """Remember a checkpoint handle: once it is garbage-collected, memory pressure may free its state."""
-        with self.container.lock:
+        with self.container.exclusive():
             self.pins.append((weakref.ref(checkpoint), checkpoint.session_id, checkpoint.node))
 
     def unpin(self, checkpoint: "Checkpoint") -> None:
         """Forget one handle on ``checkpoint``'s state (it is being released)."""
-        with self.container.lock:
+        with self.container.exclusive():
             same = [pin for pin in self.pins if pin[1:] == (checkpoint.session_id, checkpoint.node)]
             exact = [pin for pin in same if pin[0]() is checkpoint]
             if same:
