@@ -335,6 +335,8 @@ class Reply(Frame, ReportsHeld):
 
     KIND: ClassVar[str] = "reply"
     error: str | None = field(default=None, metadata=_bounded(4096))
+    lost: str | None = field(default=None, metadata=_bounded(4096))
+    """The command's line has no state any more (its process is gone): why. The host closes that line."""
     node: int | None = None
     line: int | None = None
     freed: tuple[int, ...] = ()

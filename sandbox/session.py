@@ -52,7 +52,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import commands
+from . import commands, frames
 from .cancellation import Cancel, run_cancellable
 from .errors import InputError, SandboxClosed, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
@@ -125,7 +125,7 @@ class Session:
         """
         with self._in_use():
             self._container.memory.refuse_if_over("checkpoint()")
-            reply = self._container.request(commands.Checkpoint(line=self._line))
+            reply = self._ask(commands.Checkpoint(line=self._line))
             mark = Checkpoint(self.id, _answered(reply.node, "checkpoint"))
             self._container.memory.pin(mark)
             self._container.checkpoints[(mark.session_id, mark.node)] += 1
@@ -168,8 +168,21 @@ class Session:
         """
         with self._in_use():
             self._container.memory.refuse_if_over("fork()")
-            reply = self._container.request(commands.Branch(line=self._line))
+            reply = self._ask(commands.Branch(line=self._line))
             return Session(self._pool, _container=self._container, _line=_answered(reply.line, "branch"))
+
+    def _ask(self, command: frames.Frame) -> frames.Reply:
+        """A command on this session's line. A line whose state process is gone (killed from outside, or by a
+        snippet that rewrote its state to exit) is closed, as a lost run closes its session; its branches and
+        other checkpoints go on (the root used to die of it, and every branch with it)."""
+        reply = self._container.request(command)
+        if reply.lost is None:
+            return reply
+        with self._lock:
+            self._closed_reason = (f"this session's current state is lost ({reply.lost}); the session is closed "
+                                   "(its branches and the session it was forked from are not)")
+        self.close()
+        raise SandboxClosed(self._closed_reason)
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent."""

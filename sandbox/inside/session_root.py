@@ -133,7 +133,9 @@ class SessionRoot(RootState):
             proc.kill(self.run.runner_pid)  # the node reports the death; the line stays on the node
 
     def _checkpoint(self, command: commands.Checkpoint, fds: list[int]) -> None:
-        node = self.nodes[self.lines[command.line]]
+        node = self._current(command.line)
+        if node is None:
+            return
         pinned = sum(1 for n in self.nodes.values() if n.pinned)
         if not node.pinned and pinned >= self.confined.spec.policy.session.max_checkpoints:
             self._reply(error=f"too many live checkpoints ({pinned}); release one first "
@@ -178,15 +180,17 @@ class SessionRoot(RootState):
         self._reply()
 
     def _branch(self, command: commands.Branch, fds: list[int]) -> None:
-        node = self.nodes[self.lines[command.line]]
+        node = self._current(command.line)
+        if node is None:
+            return
         child_sock = None
         try:
             child_sock = self._send_with_socket(node, commands.NodeBranch())
             forked = self._ask(node)
-        except (OSError, ProtocolError):
+        except (OSError, ProtocolError):  # it died when asked (a snippet can rewrite what its state does)
             close_quietly(child_sock)
             self._lose(node)
-            self._reply(error="the session's current state process is gone; it cannot be forked")
+            self._reply(lost="its state process died when asked to fork")
             return
         if not forked.pid:
             close_quietly(child_sock)
@@ -196,6 +200,14 @@ class SessionRoot(RootState):
         line, self.next_line = self.next_line, self.next_line + 1
         self.lines[line] = child.pid
         self._reply(line=line)
+
+    def _current(self, line: int) -> Node | None:
+        """The node of ``line``'s current state; None once its process is gone (a failed fork, killed from outside),
+        which the host is told (``lost``): a missing one raised KeyError here, and the root died with every branch."""
+        node = self.nodes.get(self.lines.get(line, -1))
+        if node is None:
+            self._reply(lost="its state process is gone")
+        return node
 
     def _fork_runner(self, node: Node, fds: list[int]) -> tuple[socket.socket, commands.Forked]:
         """Ask ``node`` to fork the run's runner; a fork refused while states this session freed are still exiting

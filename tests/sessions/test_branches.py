@@ -6,6 +6,7 @@ import gc
 import time
 
 import psutil
+import pytest
 
 import sandbox
 from sandbox import session_endings
@@ -68,3 +69,52 @@ def test_a_branch_collected_during_a_run_leaves_the_run_and_the_session_whole(bo
         assert r.ok and r.stdout == "b\n" and not r.rolled_back, r
         assert s.run("print(x)").stdout == "1\n"
         assert _gone_within(state, timeout=30), "the collected branch's state outlived its drop"
+
+
+#: Rewrites the state its runner becomes (it runs in the interpreter its runs left) to exit when asked to fork.
+EXIT_WHEN_FORKED = """import os, sys
+states = sys.modules["sandbox.inside.session_states"]
+branch = sys.modules["sandbox.commands"].NodeBranch
+states._NODE_COMMANDS[branch] = lambda self, fds: os._exit(0)"""
+
+
+def _kill_and_wait_for_the_root_to_see(s: sandbox.Session) -> sandbox.SandboxClosed:
+    """Kill ``s``'s current state by its pid, then checkpoint() it until that fails, and return the error (the root
+    learns of the death from the state's socket, at its own pace; a checkpoint asks nothing of the state, so until
+    then it is given, and released here)."""
+    _current_state(s).kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            mark = s.checkpoint()
+        except sandbox.SandboxClosed as exc:
+            return exc
+        s.release(mark)
+        time.sleep(0.1)
+    raise AssertionError("the session root never saw its killed state go")
+
+
+@pytest.mark.parametrize("how", ["a failed fork", "killed from outside"])
+def test_a_line_whose_state_is_lost_is_closed_and_its_branches_go_on(box, how):
+    """A line whose current state process was gone (its state died when forked, or was killed by its pid): the next
+    checkpoint() or fork() raised KeyError in the session root, which died, and every branch with it. That line is
+    now closed, saying so, and the rest of the session goes on."""
+    with box.session() as s:
+        s.run("x = 1")
+        other = s.fork()
+        mark = s.checkpoint()
+        if how == "a failed fork":
+            assert s.run(EXIT_WHEN_FORKED).ok
+            with pytest.raises(sandbox.SandboxClosed, match="current state is lost .*died when asked to fork"):
+                s.fork()
+        else:
+            assert "current state is lost (its state process is gone)" in str(_kill_and_wait_for_the_root_to_see(s))
+        for call in (s.checkpoint, s.fork, lambda: s.run("print(x)")):
+            with pytest.raises(sandbox.SandboxClosed, match="current state is lost .*branches .* are not"):
+                call()
+        assert s.closed and not other.closed
+        assert other.run("print(x)").stdout == "1\n"
+        assert other.fork().run("print(x + 1)").stdout == "2\n"
+        if how == "a failed fork":  # what the line's checkpoints hold is still there
+            other.restore(mark)
+            assert other.run("print(x)").stdout == "1\n"
