@@ -87,7 +87,7 @@ class Session:
         self._closed_reason: str | None = None
         self.id = uuid.uuid4().hex
         """Opaque id, for adapters that key sessions by conversation."""
-        self.created = self.last_used = time.monotonic()
+        self.last_used = time.monotonic()
         pool.track(self)
         reaper.watch(self)
 
@@ -231,14 +231,14 @@ class Session:
         if self._active or self._closed:
             return math.inf
         limits = self._policy.session
-        return min(self.last_used + limits.idle_seconds, self.created + limits.max_lifetime_seconds)
+        return min(self.last_used + limits.idle_seconds, self._container.created + limits.max_lifetime_seconds)
 
     def _expired(self, now: float) -> str | None:
         """Why the session must close now (the message its next use raises), or None."""
         limits, name = self._policy.session, self._policy.name
         if now - self.last_used > limits.idle_seconds:
             return f"session closed after {limits.idle_seconds:g} s idle (policy {name!r}: session.idle_seconds)"
-        if now - self.created > limits.max_lifetime_seconds:
+        if now - self._container.created > limits.max_lifetime_seconds:
             return (f"session closed after its lifetime of {limits.max_lifetime_seconds:g} s "
                     f"(policy {name!r}: session.max_lifetime_seconds)")
         return None

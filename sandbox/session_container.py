@@ -13,6 +13,7 @@ import dataclasses
 import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import commands, frames, protocol, rundirs
@@ -83,6 +84,8 @@ class SessionContainer:
             raise
         finally:
             io.close()
+        self.created = time.monotonic()
+        """When the session started: ``session.max_lifetime_seconds`` counts from here for it and every branch."""
 
     @contextlib.contextmanager
     def exclusive(self, cancel: Cancel | None = None) -> Iterator[None]:

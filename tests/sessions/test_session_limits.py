@@ -124,6 +124,22 @@ def test_lifetime_expiry_is_reaped_and_waits_for_the_run_in_progress():
             s.run("print(1)")
 
 
+def test_a_branch_lives_no_longer_than_its_session():
+    """Each Session counted its lifetime from its own start, a branch from its fork: a chain of forks outlived
+    session.max_lifetime_seconds ("counted from the session's start"). A branch's lifetime is its session's."""
+    with sandbox.Sandbox(policy=_policy(max_lifetime_seconds=6)) as sb:
+        s = sb.session()
+        time.sleep(3)
+        branch = s.fork()
+        assert branch.fork().expires_at() == branch.expires_at() == s.expires_at() < time.monotonic() + 6
+        deadline = time.monotonic() + 60
+        while not s.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.closed, "the reaper did not close the session at its lifetime"
+        with pytest.raises(sandbox.SandboxClosed, match=r"session\.max_lifetime_seconds"):
+            branch.run("print(1)")
+
+
 def test_a_run_in_progress_is_not_idle():
     with sandbox.Sandbox(policy=_policy(idle_seconds=1)) as sb, sb.session() as s:
         r = s.run("import time\ntime.sleep(2.5)\nx = 'kept'", timeout=10)
