@@ -185,7 +185,8 @@ class Session:
         raise SandboxClosed(self._closed_reason)
 
     def close(self) -> None:
-        """End this session; its processes go when no branch uses them. Idempotent."""
+        """End this session; its processes go when no branch uses them. Idempotent. Never waits for a run of a
+        branch (or of the session this one was forked from): what this one held is let go when that run ends."""
         self._close(send_now=True)
 
     def _close(self, send_now: bool) -> None:
@@ -199,13 +200,8 @@ class Session:
             container.users -= 1
             if container.users <= 0:
                 container.close()
-            elif not container.closed and send_now:
-                try:
-                    container.request(commands.Drop(line=self._line))
-                except SandboxClosed:
-                    pass
             elif not container.closed:
-                container.drop(self._line)
+                container.drop(self._line, now=send_now)
         finally:
             reaper.forget(self)
 

@@ -103,12 +103,21 @@ class SessionContainer:
             finally:
                 self._owner = None
 
-    def drop(self, line: int) -> None:
-        """Let go of a closed branch's ``line`` (its states go once nothing else uses them) later, for ``__del__``,
-        which must do no socket work: the collector runs it at any allocation, even in a thread that is inside a
-        run, whose reply it would take. Queued, then sent by whichever call holds the lock next (or the one holding
-        it now, when it ends)."""
+    def drop(self, line: int, *, now: bool) -> None:
+        """Let go of a closed branch's ``line`` (its states go once nothing else uses them) without waiting for
+        the lock: a sibling's run may hold it for minutes, and the reaper closing an idle branch waited that long
+        before it reaped any other session. Queued, then sent by whichever call holds the lock next (or the one
+        holding it now, when it ends); sent at once if ``now`` and no one holds it. Never ``now`` from ``__del__``:
+        the collector runs it at any allocation, even in a thread that is inside a run, whose reply it would take."""
         self._drops.append(line)
+        if not now or not self.lock.acquire(blocking=False):
+            return
+        try:
+            if self._owner is None:  # else this thread is in a call of its own, which sends it when it ends
+                with self.exclusive():
+                    pass
+        finally:
+            self.lock.release()
 
     def _send_drops(self) -> None:
         """Send the queued drops (under the lock, between two calls). A worker gone meanwhile closes the session,

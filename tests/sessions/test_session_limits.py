@@ -3,6 +3,7 @@ reads), and idle / lifetime expiry by the background reaper (processes gone with
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -14,6 +15,7 @@ import sandbox
 from sandbox import Outcome
 
 from ..conftest import gone
+from .test_branches import _current_state, _gone_within
 
 MB = 1024 * 1024
 # A fresh 60 MB per state, every page written so it is really resident (not the zero page).
@@ -325,3 +327,48 @@ def test_an_unprivileged_host_counts_its_sessions_by_pss_in_a_user_namespace_it_
     assert got.get("runs") == [None] * 4, got
     assert got["unreadable"] == 0, got
     assert got["held_mb"] < got["limit_mb"] / 2, got  # RSS said more than the whole limit
+
+
+def _until(condition, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _held(lock: threading.RLock) -> bool:
+    """Whether another thread holds ``lock`` (a run, here)."""
+    if not lock.acquire(blocking=False):
+        return True
+    lock.release()
+    return False
+
+
+def test_closing_a_branch_waits_for_no_run_of_another():
+    """A branch's close() (by hand, or by the reaper at its idle limit) waited for its container's lock, behind a
+    sibling's run: the reaper, stuck there, closed no other session of the process until that run ended. A branch
+    is now closed at once, and what it held is freed when the run ends."""
+    with sandbox.Sandbox(policy=_policy(idle_seconds=5)) as sb:
+        s = sb.session()
+        by_hand, by_reaper = s.fork(), s.fork()
+        states = [_current_state(by_hand), _current_state(by_reaper)]
+
+        async def while_s_runs() -> None:
+            running = asyncio.create_task(s.arun("import time\ntime.sleep(300)", timeout=400))
+            assert await asyncio.to_thread(_until, lambda: _held(s._container.lock)), "the run never began"
+            closing = asyncio.ensure_future(asyncio.to_thread(by_hand.close))
+            await asyncio.wait([closing], timeout=60)  # the run sleeps for 300 s
+            assert closing.done() and not running.done(), "close() waited for the other line's run"
+            assert await asyncio.to_thread(_until, lambda: by_reaper.closed), "the idle branch was not reaped"
+            unrelated = await asyncio.to_thread(sb.session)  # idle from now: due after the branch
+            assert await asyncio.to_thread(_until, lambda: unrelated.closed), "the reaper was held by the branch"
+            assert not running.done()
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+
+        asyncio.run(while_s_runs())
+        assert all(_gone_within(state, timeout=30) for state in states), "a closed branch's state outlived the run"
+        assert not s.closed and s.run("print(1)").stdout == "1\n"
