@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .core import Sandbox, close_shared, run
     from .errors import (CallError, ImageError, InputError, PolicyError, ProtocolError, SandboxClosed, SandboxError,
-                         SandboxUnavailable, SessionError, SessionMemoryError, WorkerCrashed)
+                         SandboxUnavailable, SessionCopyError, SessionError, SessionMemoryError,
+                         WorkerCrashed)
     from .image import Image
     from .policy import Policy
     from .results import Denial, File, Outcome, Result
@@ -42,6 +43,7 @@ _EXPORTS = {
     "SandboxError": ".errors",
     "SandboxUnavailable": ".errors",
     "Session": ".session",
+    "SessionCopyError": ".errors",
     "SessionError": ".errors",
     "SessionMemoryError": ".errors",
     "WorkerCrashed": ".errors",
@@ -67,6 +69,7 @@ __all__ = [
     "SandboxError",
     "SandboxUnavailable",
     "Session",
+    "SessionCopyError",
     "SessionError",
     "SessionMemoryError",
     "WorkerCrashed",

@@ -14,7 +14,8 @@ give the confinement a policy requires, a broken zygote::
     ├── ProtocolError(RuntimeError)      a malformed frame crossed the wire
     ├── CallError(RuntimeError)          Sandbox.call(): the function raised or returned an unsupported type
     ├── SessionError(RuntimeError)       a session command was refused (unknown checkpoint, too many)
-    │   └── SessionMemoryError           the session holds more than session.max_memory_mb
+    │   ├── SessionMemoryError           the session holds more than session.max_memory_mb
+    │   └── SessionCopyError(TypeError)  a Session was copied or pickled (fork() it instead)
     └── SandboxClosed(RuntimeError)      the Sandbox was used after close(), or in a fork of its maker
 """
 
@@ -95,6 +96,11 @@ class SessionMemoryError(SessionError):
         super().__init__(message)
         self.held_mb = held_mb
         self.limit_mb = limit_mb
+
+
+class SessionCopyError(SessionError, TypeError):
+    """A ``Session`` was copied (``copy.copy``, ``copy.deepcopy``) or pickled: it is a handle on live processes.
+    A ``TypeError`` too, as pickle's own refusals are; ``Session.fork()`` makes a new session from its state."""
 
 
 class SandboxClosed(SandboxError, RuntimeError):

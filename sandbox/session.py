@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import commands, frames
 from .cancellation import Cancel, run_cancellable
-from .errors import InputError, SandboxClosed, SessionError, WorkerCrashed
+from .errors import InputError, SandboxClosed, SessionCopyError, SessionError, WorkerCrashed
 from .inputs import FilesArg, encode_run
 from .results import Result
 from .session_container import SessionContainer
@@ -217,6 +217,17 @@ class Session:
         except Exception:  # noqa: BLE001
             pass
 
+    # A copy shared the processes: closing it closed the original and every branch. A pickle could only name
+    # processes of this host. A new line of states is fork().
+    def __copy__(self) -> "Session":
+        raise _not_copied("copied")
+
+    def __deepcopy__(self, memo: object) -> "Session":
+        raise _not_copied("copied")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise _not_copied("pickled")
+
     @property
     def closed(self) -> bool:
         return self._closed or self._container.closed
@@ -273,6 +284,12 @@ class Session:
                 self._active -= 1
                 self.last_used = time.monotonic()
             reaper.changed()  # the idle clock restarted (or a lifetime passed during the call)
+
+
+def _not_copied(done: str) -> SessionCopyError:
+    return SessionCopyError(f"a Session cannot be {done}: it is a handle on live processes of this host (a copy's "
+                            "close() closed the original and its branches); fork() makes a new session from its "
+                            "current state")
 
 
 def _answered(value: int | None, command: str) -> int:

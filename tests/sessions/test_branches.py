@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import gc
+import pickle
 import time
 
 import psutil
@@ -118,3 +120,16 @@ def test_a_line_whose_state_is_lost_is_closed_and_its_branches_go_on(box, how):
         if how == "a failed fork":  # what the line's checkpoints hold is still there
             other.restore(mark)
             assert other.run("print(x)").stdout == "1\n"
+
+
+@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy, pickle.dumps])
+def test_a_session_is_not_copied_or_pickled(box, duplicate):
+    """A copy shared the original's processes and line: closing it closed the original and every branch; pickling
+    failed with a bare TypeError about a lock. Both are refused, naming fork()."""
+    with box.session() as s:
+        s.run("x = 1")
+        branch = s.fork()
+        with pytest.raises(sandbox.SessionCopyError, match=r"cannot be (copied|pickled).*fork\(\)") as refused:
+            duplicate(s)
+        assert isinstance(refused.value, TypeError) and isinstance(refused.value, sandbox.SessionError)
+        assert s.run("print(x)").stdout == "1\n" and branch.run("print(x)").stdout == "1\n"
