@@ -6,7 +6,7 @@
         mark = s.checkpoint()
         s.run("x = 0")
         s.restore(mark)                    # x is 41 again
-        branch = s.fork()                  # an independent copy of the current state
+        branch = s.fork()                  # its own variables from here; work dir, budget and runs shared
 
 Each run is confined exactly like a one-shot run and has its own deadline. Every
 state is a frozen process; a run happens in a fork of it (see sandbox/inside/session_tree.py).
@@ -161,10 +161,13 @@ class Session:
                                "checkpoint() returned it)")
 
     def fork(self) -> "Session":
-        """A new, independent session starting from a copy of this one's current state.
+        """A branch: a new session starting from a copy of this one's current state (its globals and imports).
 
-        The branch shares this session's ``session.max_memory_mb`` budget (one process
-        tree); refused with SessionMemoryError when the session is already over it.
+        Its variables are its own; the rest it shares with this session: the work dir and its files (not copied),
+        the ``session.max_memory_mb`` budget (refused with SessionMemoryError when already over it; a memory
+        failure that closes the session closes its branches), the ``session.max_lifetime_seconds`` counted from
+        this session's start, one run at a time (a run in one waits for the other's to end), and the offsets of
+        files opened before the fork (as after ``os.fork``: a read or write in one moves the other's position).
         """
         with self._in_use():
             self._container.memory.refuse_if_over("fork()")

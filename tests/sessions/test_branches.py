@@ -133,3 +133,13 @@ def test_a_session_is_not_copied_or_pickled(box, duplicate):
             duplicate(s)
         assert isinstance(refused.value, TypeError) and isinstance(refused.value, sandbox.SessionError)
         assert s.run("print(x)").stdout == "1\n" and branch.run("print(x)").stdout == "1\n"
+
+
+def test_a_branch_shares_the_work_dir_and_the_offsets_of_files_open_before_it(box):
+    """What README's "Sessions" says a branch shares with its session (not an independent copy): the work dir's
+    files, and the offset of a file opened before the fork (fork semantics: one open file, two fds)."""
+    with box.session() as s:
+        s.run("import os\nopen('data.txt', 'w').write('abcdef')\nfd = os.open('data.txt', os.O_RDONLY)")
+        branch = s.fork()
+        assert branch.run("print(os.read(fd, 2))\nopen('from_branch.txt', 'w').write('hi')").stdout == "b'ab'\n"
+        assert s.run("print(os.read(fd, 2), open('from_branch.txt').read())").stdout == "b'cd' hi\n"
