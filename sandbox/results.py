@@ -102,6 +102,12 @@ class Result:
         """True when the outcome is OK."""
         return self.outcome == Outcome.OK
 
+    @property
+    def limit_notes(self) -> list[str]:
+        """The details of the ``limit`` entries of :attr:`denied`: what the host's caps kept out of this result,
+        e.g. ``9 more files were not returned (policy 'default': limits.max_returned_files)``."""
+        return [denial.detail for denial in self.denied if denial.kind == "limit"]
+
     def parts(self) -> list[dict[str, Any]]:
         """Gemini-shaped result parts (camelCase JSON shape, as the service returns them).
 

@@ -152,12 +152,12 @@ def unique_names(images: list[File], files: list[File]) -> tuple[list[File], lis
     return named[:len(images)], named[len(images):]
 
 
-#: kind of dropped item -> (what it is, the policy key that capped it)
-_CAPS = {"images": ("images", "limits.max_returned_images"),
-         "files": ("files", "limits.max_returned_files"),
-         "images bytes": ("images", "limits.max_returned_bytes"),
-         "files bytes": ("files", "limits.max_returned_bytes"),
-         "denied": ("denied actions", f"limits.max_output_bytes; {MAX_DENIALS} entries at most")}
+#: kind of dropped item -> (what one is, the policy key that capped it)
+_CAPS = {"images": ("image", "limits.max_returned_images"),
+         "files": ("file", "limits.max_returned_files"),
+         "images bytes": ("image", "limits.max_returned_bytes"),
+         "files bytes": ("file", "limits.max_returned_bytes"),
+         "denied": ("denied action", f"limits.max_output_bytes; {MAX_DENIALS} entries at most")}
 
 
 def _dropped_notes(got: Collected, policy: Policy) -> list[Denial]:
@@ -165,6 +165,6 @@ def _dropped_notes(got: Collected, policy: Policy) -> list[Denial]:
     notes = []
     for kind, count in sorted(got.reported.dropped.items()):
         what, key = _CAPS[kind]
-        notes.append(Denial(kind="limit", detail=f"{count} more {what} were not returned "
-                                                 f"(policy {policy.name!r}: {key})"))
+        was = f"{what} was" if count == 1 else f"{what}s were"
+        notes.append(Denial(kind="limit", detail=f"{count} more {was} not returned (policy {policy.name!r}: {key})"))
     return notes

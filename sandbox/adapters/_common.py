@@ -123,7 +123,7 @@ def result_text(result: Result | str) -> str:
 def limit_notes(result: Result) -> list[str]:
     """One line per ``limit`` entry of ``result.denied``: ``[9 more files were not returned (policy 'default':
     limits.max_returned_files)]``. Without it a model took the files and images it got for all the run made."""
-    return [f"[{denial.detail}]" for denial in result.denied if denial.kind == "limit"]
+    return [f"[{note}]" for note in result.limit_notes]
 
 
 def describe_environment(box: Sandbox | None = None) -> str:

@@ -165,5 +165,5 @@ def _write_outputs(result: Any, out_dir: str, limits: Any) -> tuple[list[str], i
             if len(items) > most:
                 lines.append(f"sandbox: {len(items) - most} more {kind}s not written (limits.{key} = {most})")
     # What the host's caps dropped before the CLI saw it: the run made it, and --out lacks it without a word
-    lines += [f"sandbox: {denial.detail}" for denial in result.denied if denial.kind == "limit"]
+    lines += [f"sandbox: {note}" for note in result.limit_notes]
     return lines, unwritten

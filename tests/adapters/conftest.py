@@ -63,7 +63,7 @@ PAST_THE_CAPS = ("import matplotlib.pyplot as plt\nfor _ in range(2):\n    plt.p
                  "for i in range(5):\n    open(f'f{i}.txt', 'w').write(str(i))\nprint('wrote')")
 #: What the text of such a run ends with, one line per cap (the core's limit entries of Result.denied).
 CAPS_NOTES = ["[3 more files were not returned (policy 'default': limits.max_returned_files)]",
-              "[1 more images were not returned (policy 'default': limits.max_returned_images)]"]
+              "[1 more image was not returned (policy 'default': limits.max_returned_images)]"]
 
 
 @pytest.fixture(scope="module")

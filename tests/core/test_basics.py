@@ -289,10 +289,10 @@ def test_what_a_run_could_not_return_is_counted_in_a_frame_per_kind(monkeypatch)
     denials = [d.detail for d in r.denied if d.kind == "file"]
     assert len(denials) == 200 and all(d.endswith("was not searched for new files: cannot list it "
                                                   "(Permission denied)") for d in denials), denials[:3]
-    assert [d.detail for d in r.denied if d.kind == "limit"] == [
+    assert r.limit_notes == [
         "100 more denied actions were not returned (policy 'default': limits.max_output_bytes; 200 entries at most)",
         "295 more files were not returned (policy 'default': limits.max_returned_files)",
-        "1 more images were not returned (policy 'default': limits.max_returned_images)"]
+        "1 more image was not returned (policy 'default': limits.max_returned_images)"]
 
 
 def test_returned_file_over_cap_is_truncated_and_marked():
