@@ -312,8 +312,9 @@ def check_venv_target(venv: "Path | str") -> bool:
 
 def _has_pip(root: str) -> bool:
     python = os.path.join(root, "bin", "python")
-    return subprocess.run([python, "-I", "-m", "pip", "--version"], capture_output=True).returncode == 0 \
-        if os.path.exists(python) else False
+    if not os.path.exists(python):
+        return False
+    return subprocess.run([python, "-I", "-m", "pip", "--version"], capture_output=True).returncode == 0
 
 
 def _run(command: list[str], what: str, quiet: bool) -> None:

@@ -57,10 +57,13 @@ _ABSOLUTE_PATH = schema.Check("hold absolute paths without NUL", lambda path: pa
 #: own /tmp) or of a path in /dev, /proc or /run was dropped where runs get a root of their own, and granted by
 #: Landlock where they do not ("/" let a run read /etc/shadow there): one policy meant opposite things on two hosts.
 _RUNS_OWN = ("/dev", "/proc", "/run")
+def _not_the_runs_own(path: str) -> bool:
+    path = os.path.normpath(path)
+    return path not in ("/", "//", "/tmp") and not any(path == top or path.startswith(top + "/") for top in _RUNS_OWN)
+
+
 _NOT_THE_RUNS_OWN = schema.Check(
-    f"name neither '/' nor '/tmp' nor a path in {', '.join(_RUNS_OWN)} (a run has its own of those)",
-    lambda path: os.path.normpath(path) not in ("/", "//", "/tmp") and not any(
-        os.path.normpath(path) == top or os.path.normpath(path).startswith(top + "/") for top in _RUNS_OWN))
+    f"name neither '/' nor '/tmp' nor a path in {', '.join(_RUNS_OWN)} (a run has its own of those)", _not_the_runs_own)
 
 
 #: PYTHONMALLOC values a policy may pick (runtime.allocator).
