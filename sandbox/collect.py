@@ -49,6 +49,8 @@ class RunExit:
     usage: frames.Usage = frames.Usage()
     lost: str | None = None
     """Why the run's end could not be learned (the zygote or session root is gone)."""
+    line_lost: bool = False
+    """Sessions: ``lost`` concerns the run's line alone (its state is gone; the run never started)."""
     refused: str | None = None
     """Sessions: why the run never started (its state could not fork it); the session is as it was."""
     rolled_back: bool = False

@@ -352,6 +352,8 @@ class RunEnd(Frame, ReportsHeld, ReportsUsage):
     seq: int
     rolled_back: bool = False
     lost: str | None = field(default=None, metadata=_bounded(4096))
+    line_lost: bool = False
+    """``lost`` concerns the run's line alone: its state process is gone, the root and the other lines go on."""
     refused: str | None = field(default=None, metadata=_bounded(4096))
     """The run never started (its state could not fork it): why. The session is as it was."""
     signal: int | None = None

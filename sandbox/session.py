@@ -58,6 +58,7 @@ from .errors import InputError, SandboxClosed, SessionCopyError, SessionError, W
 from .inputs import FilesArg, encode_run
 from .results import Result
 from .session_container import SessionContainer
+from .session_endings import line_lost_text
 from .session_reaper import reaper
 
 if TYPE_CHECKING:
@@ -113,7 +114,10 @@ class Session:
     def _run(self, code: str, files: FilesArg, timeout: float | None, cancel: Cancel | None) -> Result:
         with self._in_use():
             request, timeout_s = encode_run(code, files, timeout, self._policy)
-            return self._container.run(self._line, request, timeout_s, cancel)
+            result, lost = self._container.run(self._line, request, timeout_s, cancel)
+        if lost is not None:
+            self._close_lost(lost)
+        return result
 
     def checkpoint(self) -> Checkpoint:
         """Keep the current state alive and return a handle on it.
@@ -181,11 +185,13 @@ class Session:
         reply = self._container.request(command)
         if reply.lost is None:
             return reply
+        raise SandboxClosed(self._close_lost(line_lost_text(reply.lost)))
+
+    def _close_lost(self, reason: str) -> str:
         with self._lock:
-            self._closed_reason = (f"this session's current state is lost ({reply.lost}); the session is closed "
-                                   "(its branches and the session it was forked from are not)")
+            self._closed_reason = reason
         self.close()
-        raise SandboxClosed(self._closed_reason)
+        return reason
 
     def close(self) -> None:
         """End this session; its processes go when no branch uses them. Idempotent. Never waits for a run of a

@@ -145,7 +145,9 @@ class SessionContainer:
             raise SessionError(reply.error)
         return reply
 
-    def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> Result:
+    def run(self, line: int, request: bytes, timeout_s: float, cancel: Cancel | None) -> tuple[Result, str | None]:
+        """Run ``request`` on ``line``: the result, and why the line is lost if its state was gone (the rest of the
+        session goes on; the caller closes that line's Session)."""
         with self.exclusive(cancel):
             self.check_open()
             self.seq += 1
@@ -178,11 +180,13 @@ class SessionContainer:
             result = dataclasses.replace(result, error=self._out_of_memory(got.memory))
             self.closed_by = result.error
             self.close()
+        if got.exit.line_lost:
+            return result, got.exit.lost
         if got.exit.lost is not None:
             # Said by the next call too: a run that reported `done` before its state was lost is OK, and says none.
             self.closed_by = self.closed_by or got.exit.lost
             self.close()
-        return result
+        return result, None
 
     def _settle_interrupted(self, ending: RunEnding) -> None:
         """After a run the host gave up on by an exception (Ctrl-C in ``collect``, which asked the root to cancel

@@ -63,6 +63,8 @@ class RunEnding(Ending):
                                 "the session is closed")
         if end.refused is not None and end.seq == self.seq:
             return RunExit(refused=end.refused, rolled_back=True)
+        if end.lost is not None and end.line_lost and end.seq == self.seq:
+            return RunExit(lost=line_lost_text(end.lost), line_lost=True)
         if end.lost is not None or end.seq != self.seq:
             why = end.lost or f"it answered run {end.seq} instead of run {self.seq}"
             return RunExit(lost=f"the session cannot run: {why}; the session is closed")
@@ -90,6 +92,12 @@ class RunEnding(Ending):
             return frames.decode(_RUN_END, header)
         except ProtocolError as exc:
             return str(exc)
+
+
+def line_lost_text(why: str) -> str:
+    """Why a line whose state process is gone is closed, and what goes on."""
+    return (f"this session's current state is lost ({why}); the session is closed (its branches and the session "
+            "it was forked from are not)")
 
 
 REPLY = {"reply": frames.Reply}

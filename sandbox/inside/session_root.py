@@ -95,7 +95,7 @@ class SessionRoot(RootState):
                 os.close(fd)
             why = ("its state process is gone" if node is None
                    else f"run {cast(RunInProgress, self.run).seq} is still in progress")
-            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why))
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost=why, line_lost=node is None))
             return
         node.warm = False  # it hands out its standby (if it had one): ask again after the run
         standby, node.standby = node.standby, None
@@ -120,7 +120,7 @@ class SessionRoot(RootState):
         except (OSError, ProtocolError):  # the state was killed (by its pid) or answered nonsense
             close_quietly(runner_sock)
             self._lose(node)
-            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost="its state process is gone"))
+            frames.send(self.ctl, frames.RunEnd(seq=command.seq, lost="its state process is gone", line_lost=True))
             return
         finally:
             close_quietly(standby)

@@ -122,6 +122,27 @@ def test_a_line_whose_state_is_lost_is_closed_and_its_branches_go_on(box, how):
             assert other.run("print(x)").stdout == "1\n"
 
 
+def test_a_run_on_a_line_whose_state_is_lost_closes_that_line_alone(box):
+    """A run on a line whose state process was killed by its pid (the root may or may not have seen it go): the run
+    was lost and closed the whole session, every branch with it. It fails now, closing its line only. (The state's
+    standby, a runner it forked ahead, is killed too: it would serve the run, and be the state after it.)"""
+    with box.session() as s:
+        s.run("x = 1")
+        other = s.fork()
+        state, others = _current_state(s), _current_state(other)
+        spared = {others.pid, *(p.pid for p in others.children(recursive=True))}  # the branch's, forked from s's
+        for process in (*state.children(recursive=True), state):
+            if process.pid not in spared:
+                process.kill()
+        r = s.run("print(x)")
+        assert not r.ok and r.reason == "crashed" and "current state is lost" in r.error, r
+        assert s.closed and not other.closed
+        with pytest.raises(sandbox.SandboxClosed, match="current state is lost .*branches .* are not"):
+            s.run("print(x)")
+        assert other.run("print(x)").stdout == "1\n"
+        assert other.fork().run("print(x + 1)").stdout == "2\n"
+
+
 @pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy, pickle.dumps])
 def test_a_session_is_not_copied_or_pickled(box, duplicate):
     """A copy shared the original's processes and line: closing it closed the original and every branch; pickling
