@@ -89,7 +89,7 @@ _setup_refused: list[SetupRefused] = []
 
 def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fresh: bool = False,
                    sibling: bool = False, template: Template | None = None,
-                   deferred: list[socket.socket] | None = None) -> tuple[int, str, str]:
+                   deferred: list[socket.socket] | None = None, own_network: bool = False) -> tuple[int, str, str]:
     """In the zygote, instead of ``os.fork``: clone a child that is pid 1 of fresh namespaces.
 
     The parent gets ``(pid, "", note)`` once ``prepare_child(pid)`` returned ``(note, fds)``
@@ -108,7 +108,8 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     child's mount namespace is a copy of that one (fstemplate.py), not of ours: this process enters it for the
     clone and returns right after. ``deferred`` (then ``prepare_child`` is not called): the socket on which the
     child waits for its note is appended there instead, for whoever holds it to :func:`release` the child (the
-    parent gets ``(pid, "", "")``).
+    parent gets ``(pid, "", "")``). ``own_network``: a network namespace of its own even where the forker's is
+    shared (a session root: netns.py).
     """
     if _setup_refused and not fresh:
         raise _setup_refused[0]
@@ -117,7 +118,7 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     go_w, go_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # the note, with fds
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)  # the child's report
     try:
-        pid = _clone(sibling, template)
+        pid = _clone(sibling, template, own_network)
     except OSError:
         go_r.close()
         go_w.close()
@@ -137,10 +138,10 @@ def fork_in_parent(prepare_child: Callable[[int], tuple[str, list[int]]], *, fre
     return pid, "", _release_now(pid, prepare_child, go_w, report, fresh)
 
 
-def _clone(sibling: bool, template: Template | None) -> int:
+def _clone(sibling: bool, template: Template | None, own_network: bool) -> int:
     """The fork-like clone (as our parent's child if ``sibling``), from ``template``'s mount namespace if given:
     the parent goes back to its own right after."""
-    flags = clone_flags()
+    flags = clone_flags() | (CLONE_NEWNET if own_network else 0)
     if template is not None:
         template.enter()
     try:

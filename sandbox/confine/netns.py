@@ -15,6 +15,12 @@ kernel's Landlock scopes abstract sockets); where that does not hold, or ``unsha
 worker is cloned into a network namespace of its own.
 (A worker that could not get namespaces at all, a plain fork, is then in the empty shared one
 rather than in the host's.)
+
+What the shared one still shows: ``/proc/net/unix`` lists every unix socket in it, so a run reads the names the
+runs beside it bound (abstract names, and pathname sockets with their paths), without guessing them. A session
+root is therefore cloned into a network namespace of its own (once per session, not per run): a session's
+sockets, which live as long as its states, are never listed to one-shot runs or to other sessions, nor theirs
+to it. Concurrent one-shot runs still see each other's.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def fork_worker(policy: Policy, *, session: bool = False, zygote: int | None = N
     try:  # it joins its cgroups before it can fork (RLIMIT_NPROC spares root) or allocate
         pid, detail, note = namespaces_clone.fork_in_parent(
             lambda child: _cgroups_in_parent(policy, child, session, owner), sibling=zygote is not None,
-            template=template, deferred=deferred)
+            template=template, deferred=deferred, own_network=session)
     except OSError as exc:  # refused by the kernel, or restricted (SetupRefused): no namespaces here
         if exc.errno not in namespaces_clone.REFUSED and not isinstance(exc, namespaces_clone.SetupRefused):
             raise

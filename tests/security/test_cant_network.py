@@ -126,3 +126,32 @@ def test_workers_of_a_zygote_share_one_empty_network_namespace():
     assert os.readlink("/proc/self/ns/net") not in nets
     shared = os.geteuid() == 0 and landlock.abi_version() >= 6
     assert len(nets) == (1 if shared else 3), [r.stdout for r in seen]
+
+
+#: Binds an abstract and a pathname unix socket named after ``tag``; they live as long as the session's state.
+SESSION_BINDS = """import socket
+held = []
+for name in ("\\0sandbox-secret-{tag}", "sandbox-secret-{tag}.sock"):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(name)
+    s.listen()
+    held.append(s)
+"""
+#: The unix socket names a run can list, without guessing them.
+LISTED = "print(sorted(line.split()[7] for line in open('/proc/net/unix').read().splitlines()[1:] " \
+         "if len(line.split()) > 7))"
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+def test_a_sessions_socket_names_are_not_listed_to_other_runs(boxes, policy):
+    """``/proc/net/unix`` lists every unix socket of the reader's network namespace: a one-shot run, or a run of
+    another session, read the names a session's state had bound (shared namespace, confine/netns.py), secrets in
+    them included. A session has a namespace of its own now; its own runs still list them."""
+    box, tag = boxes[policy], f"{os.getpid()}-{policy}"
+    with box.session() as victim, box.session() as other:
+        assert victim.run(SESSION_BINDS.format(tag=tag)).ok
+        own = victim.run(LISTED)
+        assert own.ok and f"@sandbox-secret-{tag}" in own.stdout and f"sandbox-secret-{tag}.sock" in own.stdout, own
+        for seen in (box.run(LISTED), other.run(LISTED)):
+            assert seen.ok, seen.error
+            assert f"sandbox-secret-{tag}" not in seen.stdout, seen.stdout
