@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable, Iterator
+import threading
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from google.genai import types
 from google.genai._transformers import t_contents  # private: pinned by the tests (see _as_contents)
 
 from ..core import Sandbox
-from ..errors import InputError, value_text
+from ..errors import InputError, SandboxClosed, value_text
 from ._common import TOOL_NAME, box_of
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, aanswer, answer, tool
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, turn_budget
@@ -96,8 +97,8 @@ class ToolLoop:
         self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
         self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
         self._sandbox = sandbox
-        self.config = _with_tool(config, sandbox)
-        self.tools = Tools(functions, _declared(self.config))
+        self.config, declared = _with_tool(config, sandbox, client)
+        self.tools = Tools(_merged(functions, declared), _declared(self.config))
         if images not in ("response", "sibling"):
             raise InputError(f"images must be 'response' or 'sibling' (got {value_text(images)})")
         self.images: ImagesMode = images
@@ -106,6 +107,10 @@ class ToolLoop:
         self.exhausted = False
         """True when the last :meth:`run` stopped at ``max_turns``."""
         self._session: Any = None
+        self._session_lock = threading.Lock()
+        self._closes = 0
+        """How many times :meth:`close` was called: a session that finished opening after a close (an ``arun``
+        cancelled while its thread opened one) is closed, never kept by the closed loop."""
         self._answered: tuple[types.Content, dict[int, list[types.Part]]] | None = None
         """The model turn being answered, and the answers made so far to its calls (by the call object's id): a
         run cancelled or failed mid-turn leaves them for the next one, which sends them instead of running those
@@ -262,15 +267,29 @@ class ToolLoop:
     # -- lifecycle --------------------------------------------------------------------------
     @property
     def session(self) -> Any:
-        """This conversation's session, opened on first use."""
-        if self._session is None or self._session.closed:
-            self._session = box_of(self._sandbox).session()
-        return self._session
+        """This conversation's session, opened on first use (again after :meth:`close`)."""
+        with self._session_lock:
+            current, closes = self._session, self._closes
+        if current is not None and not current.closed:
+            return current
+        opened = box_of(self._sandbox).session()
+        with self._session_lock:
+            if closes == self._closes and (self._session is None or self._session.closed):
+                self._session = opened
+                return opened
+            kept = self._session if closes == self._closes else None
+        opened.close()
+        if kept is None:
+            raise SandboxClosed("the tool loop was closed while its session opened")
+        return kept
 
     def close(self) -> None:
-        """Close the session (the history stays). Idempotent."""
-        if self._session is not None:
-            self._session.close()
+        """Close the session (the history stays; a later run opens another). Idempotent."""
+        with self._session_lock:
+            self._closes += 1
+            session = self._session
+        if session is not None:
+            session.close()
 
     def __enter__(self) -> "ToolLoop":
         return self
@@ -359,12 +378,35 @@ def _declared(config: types.GenerateContentConfig) -> set[str]:
             for decl in t.function_declarations or [] if decl.name}
 
 
-def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox | None) -> types.GenerateContentConfig:
-    """A copy of ``config`` whose tools include run_python (once)."""
+def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox | None,
+               client: Any) -> tuple[types.GenerateContentConfig, dict[str, Callable[..., Any]]]:
+    """A copy of ``config`` whose tools include run_python (once), and the Python functions its tools held, by name:
+    each is declared (as the SDK's automatic function calling declares it) and called by the loop."""
     base = types.GenerateContentConfig.model_validate(config or {})
-    if TOOL_NAME in _declared(base):
-        return base
-    return base.model_copy(update={"tools": [*(base.tools or []), tool(sandbox=box, stateful=True)]})  # one session
+    functions = {getattr(t, "__name__", ""): t for t in base.tools or [] if callable(t) and not isinstance(t, types.Tool)}
+    tools = [t for t in base.tools or [] if not callable(t) or isinstance(t, types.Tool)]
+    if functions:
+        vertex = getattr(getattr(client, "_api_client", None), "vertexai", False)
+        try:
+            tools.append(types.Tool(function_declarations=[types.FunctionDeclaration.from_callable_with_api_option(
+                callable=fn, api_option="VERTEX_AI" if vertex else "GEMINI_API") for fn in functions.values()]))
+        except Exception as exc:  # noqa: BLE001 - the SDK's own refusal of a signature, said as ours
+            raise InputError(f"config tools: a function cannot be declared ({type(exc).__name__}: {exc})") from None
+    if TOOL_NAME not in _declared(base):
+        tools.append(tool(sandbox=box, stateful=True))  # one session
+    return base.model_copy(update={"tools": tools}), functions
+
+
+def _merged(functions: Any, declared: dict[str, Callable[..., Any]]) -> Any:
+    """``functions`` with the Python functions of ``config.tools``; one name given two functions is refused."""
+    if not declared or functions is None:
+        return declared or functions
+    if not isinstance(functions, Mapping):
+        return functions  # Tools says what is wrong with it
+    for name, fn in declared.items():
+        if name in functions and functions[name] is not fn:
+            raise InputError(f"functions[{value_text(name)}] is another function than config tools' {name!r}")
+    return {**declared, **functions}
 
 
 def _from_user(turn: types.Content) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generator, Iterable, Mapping, TypeVar
 
@@ -245,8 +246,27 @@ def _keywords(name: str, args: Any) -> dict[str, Any]:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as JSON types (what a function response can carry); anything else as its ``str``."""
-    return json.loads(json.dumps(value, default=str))
+    """``value`` as JSON types (what a function response can carry); anything else as its ``str``. Never raises: a
+    caller's function returned it, and a raise here lost the turn's answers and ran the call again on resume.
+    What JSON cannot hold (a tuple or numpy key, NaN and the infinities, which go out as invalid JSON tokens, a
+    cycle) becomes text too."""
+    try:
+        return json.loads(json.dumps(value, default=str, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return _plain(value, frozenset())
+
+
+def _plain(value: Any, outer: frozenset[int]) -> Any:
+    if value is None or isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if id(value) in outer or len(outer) > 64:  # a cycle, or deeper than a model reads
+        return "..."
+    inner = outer | {id(value)}
+    if isinstance(value, Mapping):
+        return {key if isinstance(key, str) else str(key): _plain(item, inner) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, inner) for item in value]
+    return str(value)
 
 
 async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: float | None = None) -> Result | str:

@@ -286,6 +286,97 @@ def test_tool_loop_mixes_the_callers_own_tools(box):
         adapter.ToolLoop(client_for(model), "m", functions={"get_time": lambda: 0})
 
 
+def test_tool_loop_calls_python_functions_given_in_config_tools(box):
+    """google-genai's own way to declare a function is the function itself in ``config.tools``: the loop declared
+    it (through the SDK) but answered the model's call "unknown tool", and refused ``functions=`` naming it."""
+    calls = []
+
+    def get_weather(city: str) -> str:
+        """Weather of a city."""
+        calls.append(city)
+        return "sunny, 31 C"
+
+    script = [reply(calls=[("get_weather", {"city": "Paris"})]), reply("Sunny."),
+              reply(calls=[("get_weather", {"city": "Rome"})]), reply("Sunny too.")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [get_weather]}) as loop:
+            assert loop.run("Weather in Paris?").text == "Sunny."
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [get_weather]},
+                              functions={"get_weather": get_weather}) as loop:
+            assert loop.run("And Rome?").text == "Sunny too."
+        with pytest.raises(sandbox.InputError, match="another function than config tools' 'get_weather'"):
+            adapter.ToolLoop(client_for(model), "m", config={"tools": [get_weather]},
+                             functions={"get_weather": lambda city: city})
+    assert calls == ["Paris", "Rome"]
+    declared = {d["name"]: d for t in model.requests[0]["body"]["tools"] for d in t["functionDeclarations"]}
+    assert sorted(declared) == ["get_weather", "run_python"]
+    assert declared["get_weather"]["description"] == "Weather of a city."
+    assert contents(model.requests[1])[-1]["parts"][0]["functionResponse"]["response"] == {"result": "sunny, 31 C"}
+
+
+def test_tool_loop_answers_function_results_json_cannot_hold(box):
+    """A function returning a dict with tuple keys (pandas' ``to_dict()`` of a grouped frame), NaN or a cycle: the
+    loop raised TypeError / ValueError, the call stayed pending and ran again with every later ``run()``; NaN went
+    out as a bare ``NaN`` token, invalid JSON. Each is answered now, what JSON cannot hold as text."""
+    cycle: dict = {"a": 1}
+    cycle["self"] = cycle
+    results = {"grouped": {("x", 1): 2}, "stats": {"mean": float("nan"), "max": float("inf")}, "cycle": cycle}
+    calls = []
+
+    def lookup(what: str):
+        calls.append(what)
+        return results[what]
+
+    declared = types.Tool(function_declarations=[types.FunctionDeclaration(
+        name="lookup", description="look up", parameters_json_schema={"type": "object",
+                                                                       "properties": {"what": {"type": "string"}}})])
+    script = [reply(calls=[("lookup", {"what": name}) for name in results]), reply("done")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [declared]},
+                              functions={"lookup": lookup}) as loop:
+            assert loop.run("look them up").text == "done"
+    assert calls == list(results) and loop.pending == []
+    answers = [p["functionResponse"]["response"]["result"] for p in contents(model.requests[1])[-1]["parts"]]
+    assert answers == [{"('x', 1)": 2}, {"mean": "nan", "max": "inf"}, {"a": 1, "self": "..."}]
+
+
+def test_tool_loop_closed_while_its_session_opens_keeps_none(box, monkeypatch):
+    """An ``arun`` cancelled while its thread opened the session: ``async with`` closed the loop, then the thread
+    stored a new open session on it, which ran (3 processes) until the loop was collected or the reaper came."""
+    import threading
+
+    opening, go_on, opened = threading.Event(), threading.Event(), []
+    real = sandbox.Sandbox.session
+
+    def slow_session(self, *args, **kwargs):
+        opening.set()
+        go_on.wait(30)
+        opened.append(real(self, *args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sandbox.Sandbox, "session", slow_session)
+
+    async def converse(client):
+        async with adapter.ToolLoop(client, "m", sandbox=box) as loop:
+            task = asyncio.ensure_future(loop.arun("go"))
+            while not opening.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        go_on.set()
+        while not opened:
+            await asyncio.sleep(0.01)
+        return loop
+
+    with ScriptedModel([reply(calls=[run_python("print(1)")]), reply("never")]) as model:
+        loop = asyncio.run(converse(client_for(model)))
+    deadline = time.monotonic() + 30
+    while not opened[0].closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert opened[0].closed and loop._session is None
+
+
 def test_tool_loop_async_functions_and_errors(box):
     async def get_weather(city: str) -> str:
         await asyncio.sleep(0)

@@ -61,6 +61,7 @@ def test_refused_code_is_a_failed_part(box):
 
 @pytest.mark.parametrize("bad, expected", [
     ({"text": "print(1)"}, r"no executableCode part: .* \(got keys \['text'\]\)"),
+    ({1: "print(1)", "a": 2}, r"no executableCode part: .* \(got keys \['a', 1\]\)"),  # was TypeError
     ({"executableCode": "print(1)"}, r"no executableCode part"),
     ({"executableCode": {"code": 12}}, r"executableCode.code must be a string \(got 12\)"),
     ({"executableCode": {"code": "1", "language": "JAVASCRIPT"}}, r"only PYTHON code can run here \(got language "
