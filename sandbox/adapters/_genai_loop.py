@@ -107,6 +107,8 @@ class ToolLoop:
         self.exhausted = False
         """True when the last :meth:`run` stopped at ``max_turns``."""
         self._session: Any = None
+        self._image_names: set[str] = set()
+        """The names the images sent in this conversation have (each call's first figure is ``figure_1.png``)."""
         self._session_lock = threading.Lock()
         self._closes = 0
         """How many times :meth:`close` was called: a session that finished opening after a close (an ``arun``
@@ -250,7 +252,8 @@ class ToolLoop:
     def _answer(self, step: Answer) -> list[types.Part]:
         call = step.call
         if call.name == TOOL_NAME:
-            return answer(call, session=self.session, images=self.images, budget=step.image_budget)
+            return answer(call, session=self.session, images=self.images, budget=step.image_budget,
+                          used_names=self._image_names)
         if call.name in self.tools.functions:
             return [_function_reply(call, *self.tools.call(call.name, call.args))]
         return [_function_reply(call, False, self.tools.unknown(call.name))]
@@ -259,7 +262,8 @@ class ToolLoop:
         call = step.call
         if call.name == TOOL_NAME:
             session = await asyncio.to_thread(lambda: self.session)  # opening one may wait for the zygote
-            return await aanswer(call, session=session, images=self.images, budget=step.image_budget)
+            return await aanswer(call, session=session, images=self.images, budget=step.image_budget,
+                                 used_names=self._image_names)
         if call.name in self.tools.functions:
             return [_function_reply(call, *(await self.tools.acall(call.name, call.args)))]
         return [_function_reply(call, False, self.tools.unknown(call.name))]

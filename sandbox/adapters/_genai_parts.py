@@ -7,6 +7,7 @@ Public through :mod:`sandbox.adapters.genai` (see its docstring).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Literal, Mapping, overload
 
@@ -196,23 +197,26 @@ async def ahandle(function_call: "types.FunctionCall | types.Part", *, sandbox: 
 
 def answer(function_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None, name: str = TOOL_NAME,
            timeout: float | None = None, images: ImagesMode = DEFAULT_IMAGES,
-           budget: ImageBudget | None = None) -> list[types.Part]:
+           budget: ImageBudget | None = None, used_names: set[str] | None = None) -> list[types.Part]:
     """:func:`handle` with the ``budget`` its images are kept within (the call's; the turn's, :class:`ToolLoop`;
-    None: every image), the response's ``output`` naming those left out."""
+    None: every image), the response's ``output`` naming those left out; with ``used_names`` (a conversation's), its
+    images are named apart from those (:func:`_named_apart`)."""
     call, code, refusal = _call_and_code(function_call, name, images)
     if refusal is not None:
         return _reply(call, refusal, images, budget)
-    return _reply(call, run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images, budget)
+    result = run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout)
+    return _reply(call, result, images, budget, used_names)
 
 
 async def aanswer(function_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
                   name: str = TOOL_NAME, timeout: float | None = None, images: ImagesMode = DEFAULT_IMAGES,
-                  budget: ImageBudget | None = None) -> list[types.Part]:
+                  budget: ImageBudget | None = None, used_names: set[str] | None = None) -> list[types.Part]:
     """:func:`answer` for asyncio; cancelling the task kills the run at once."""
     call, code, refusal = _call_and_code(function_call, name, images)
     if refusal is not None:
         return _reply(call, refusal, images, budget)
-    return _reply(call, await arun_or_refuse(pick_runner(sandbox, session), code, timeout=timeout), images, budget)
+    result = await arun_or_refuse(pick_runner(sandbox, session), code, timeout=timeout)
+    return _reply(call, result, images, budget, used_names)
 
 
 def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.FunctionCall, str, str | None]:
@@ -233,11 +237,13 @@ def _call_and_code(function_call: Any, name: str, images: Any) -> tuple[types.Fu
 
 
 def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode,
-           budget: ImageBudget | None) -> list[types.Part]:
+           budget: ImageBudget | None, used_names: set[str] | None = None) -> list[types.Part]:
     found = result.images if isinstance(result, Result) else []
     note = None
     if budget is not None:
         found, note = budget.keep(found)
+    if used_names is not None:
+        found = _named_apart(found, used_names)
     response = _response_body(result, images, found, note)
     if images == "sibling":
         reply = types.FunctionResponse(id=call.id, name=call.name, response=response)
@@ -247,6 +253,24 @@ def _reply(call: types.FunctionCall, result: Result | str, images: ImagesMode,
         data=image.data, mime_type=image.mime_type, display_name=image.name)) for image in found]
     reply = types.FunctionResponse(id=call.id, name=call.name, response=response, parts=inside or None)
     return [types.Part(function_response=reply)]
+
+
+def _named_apart(images: list[File], used: set[str]) -> list[File]:
+    """``images`` renamed where ``used`` holds their name already (``figure_1_2.png``, then ``_3``...), their names
+    added to it: every call's first figure is ``figure_1.png``, and a conversation's history holds them all, each
+    ``{"$ref": name}`` then naming several images."""
+    named = []
+    for image in images:
+        stem, dot, suffix = image.name.rpartition(".")
+        if not dot:
+            stem, suffix = image.name, ""
+        name, number = image.name, 1
+        while name in used:
+            number += 1
+            name = f"{stem}_{number}{dot}{suffix}"
+        used.add(name)
+        named.append(image if name == image.name else dataclasses.replace(image, name=name))
+    return named
 
 
 def _response_body(result: Result | str, images: ImagesMode, sent: list[File], note: str | None) -> dict[str, Any]:

@@ -377,6 +377,26 @@ def test_tool_loop_closed_while_its_session_opens_keeps_none(box, monkeypatch):
     assert opened[0].closed and loop._session is None
 
 
+def test_tool_loop_names_each_image_of_a_conversation_apart(box):
+    """Every call's first figure is ``figure_1.png``: two calls of a conversation sent two images of one name, and
+    their ``{"$ref": ...}`` named both. The loop now names them apart, as ``sandbox run --out`` does."""
+    script = [reply(calls=[run_python(PLOT), run_python(PLOT + "plt.plot([3])\nplt.show()\n")]), reply("two"),
+              reply(calls=[run_python(PLOT)]), reply("three")]
+    with ScriptedModel(script) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
+            assert loop.run("plot").text == "two"
+            assert loop.run("again").text == "three"
+    names = []
+    for answered in (contents(model.requests[1])[-1], contents(model.requests[3])[-1]):
+        for part in answered["parts"]:
+            response = part["functionResponse"]
+            refs = [ref["$ref"] for ref in response["response"]["images"]]
+            shown = [p.get("inlineData", p.get("inline_data", {})) for p in response["parts"]]
+            assert refs == [image.get("displayName") or image.get("display_name") for image in shown]
+            names += refs
+    assert names == ["figure_1.png", "figure_1_2.png", "figure_2.png", "figure_1_3.png"]
+
+
 def test_tool_loop_async_functions_and_errors(box):
     async def get_weather(city: str) -> str:
         await asyncio.sleep(0)
