@@ -44,7 +44,8 @@ class ToolLoop:
             print((await loop.arun("...")).text)
 
     Your own tools: declare them in ``config`` (``tools=[types.Tool(function_declarations=[...])]``)
-    and give ``functions={"get_weather": get_weather}``; the loop calls them with the
+    and give ``functions={"get_weather": get_weather}``, or put the functions themselves in
+    ``tools`` (``tools=[get_weather]``, declared as the SDK declares them); the loop calls them with the
     call's arguments and answers ``{"result": value}`` (``{"error": ...}`` if they raise).
     A declared tool without a function ends the loop: the model's turn is handed back
     with its calls unanswered (:attr:`pending`). Answer those calls in the next
@@ -125,8 +126,8 @@ class ToolLoop:
 
         ``contents`` is anything ``generate_content(contents=...)`` takes (a str, a Part, a
         Content, dicts of them, a list of those), read as the SDK reads it: a list of parts
-        is one user turn. A turn without parts is refused (InputError): the API would refuse
-        it in every later request of the conversation.
+        is one user turn. A turn without parts, or with an empty text part, is refused (InputError): the API would
+        refuse it in every later request of the conversation.
         """
         models = _models(self.client, asynchronous=False)
         self.tools.check_sync()
@@ -438,6 +439,8 @@ def _as_contents(contents: Any) -> list[types.Content]:
     for number, turn in enumerate(turns, 1):
         if not turn.parts:  # the API refuses a turn without parts, and every later request holding it
             raise InputError(f"contents turn {number} has no parts: {value_text(turn)}")
+        if _from_user(turn) and any(part.model_dump(exclude_none=True) == {"text": ""} for part in turn.parts):
+            raise InputError(f"contents turn {number} has an empty text part (the API refuses it): {value_text(turn)}")
     # The SDK's UserContent / ModelContent as plain Contents: the history holds one type.
     return [turn if type(turn) is types.Content else types.Content(role=turn.role, parts=turn.parts)
             for turn in turns]

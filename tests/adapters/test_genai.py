@@ -546,6 +546,7 @@ def test_tool_loop_parts_of_one_turn_are_one_user_content(box):
 @pytest.mark.parametrize("bad, expected", [
     (42, "Unsupported content"), ([42], "Unsupported content"), ({"bogus": 1}, "bogus"),
     ({"role": "user"}, "turn 1 has no parts"), ([{}], "turn 1 has no parts"), (None, "contents are required"),
+    ("", "turn 1 has an empty text part"), (["hi", {"role": "user", "parts": [{"text": ""}]}], "turn 2 has an empty"),
 ])
 def test_tool_loop_refuses_contents_the_sdk_cannot_read_or_the_api_refuses(box, bad, expected):
     with ScriptedModel([reply("never")]) as model, adapter.ToolLoop(client_for(model), "m", sandbox=box) as loop:
