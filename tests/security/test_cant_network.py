@@ -155,3 +155,109 @@ def test_a_sessions_socket_names_are_not_listed_to_other_runs(boxes, policy):
         for seen in (box.run(LISTED), other.run(LISTED)):
             assert seen.ok, seen.error
             assert f"sandbox-secret-{tag}" not in seen.stdout, seen.stdout
+
+
+#: Listing the abstract names of the run's network namespace, and one way of reaching one: what it made of it.
+AUTOBIND_PRELUDE = """import errno, json, os, socket, time
+KINDS = dict(stream=socket.SOCK_STREAM, dgram=socket.SOCK_DGRAM, seqpacket=socket.SOCK_SEQPACKET)
+def listed():
+    rows = (line.split() for line in open("/proc/net/unix").read().splitlines()[1:])
+    return {{row[7] for row in rows if len(row) > 7 and row[7].startswith("@")}}
+def wait_for(name, gone=False):
+    end = time.monotonic() + 8  # liveness only: the other run is a warm pool's, started at the same time
+    while (name in listed()) == gone and time.monotonic() < end:
+        time.sleep(0.02)
+    return (name in listed()) != gone
+def autobound():
+    made = {{}}
+    for kind, type_ in KINDS.items():
+        s = socket.socket(socket.AF_UNIX, type_)
+        s.bind("")  # autobind: the kernel picks a free abstract name, @ and five hex digits
+        if type_ != socket.SOCK_DGRAM:
+            s.listen()
+        s.setblocking(False)
+        made["@" + s.getsockname()[1:].decode()] = s
+    return made
+def reach(name, kind, how):
+    s = socket.socket(socket.AF_UNIX, KINDS[kind])
+    try:
+        if how == "connect":
+            s.connect("\\0" + name[1:])
+        else:
+            s.sendto(b"x", "\\0" + name[1:])
+        return "reached"
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+    finally:
+        s.close()
+def attack(names):
+    return {{f"{{name}} {{kind}} {{how}}": reach(name, kind, how)
+            for name in sorted(names) for kind in KINDS for how in ("connect", "sendto")}}
+"""
+#: Holds one autobound socket of each kind until the spy is done; then says whether anything reached them.
+#: The two meet by names they bind and list (ready, done, ack): no sleep decides who goes first.
+AUTOBIND_VICTIM = AUTOBIND_PRELUDE + """held = autobound()
+ready = socket.socket(socket.AF_UNIX)
+ready.bind("\\0sandbox-autobind-ready-{tag}")
+print(json.dumps({{"net": os.readlink("/proc/self/ns/net"), "names": sorted(held)}}), flush=True)
+done = wait_for("@sandbox-autobind-done-{tag}")
+ack = socket.socket(socket.AF_UNIX)
+ack.bind("\\0sandbox-autobind-ack-{tag}")  # held until the spy, having seen it, lets "done" go
+contacts = []
+for sock in held.values():
+    try:
+        contacts.append(repr(sock.recv(16) if sock.type == socket.SOCK_DGRAM else sock.accept()))
+    except BlockingIOError:
+        pass
+print(json.dumps({{"spy_done": done, "contacts": contacts, "let_go": wait_for("@sandbox-autobind-done-{tag}", gone=True)}}))
+"""
+#: Lists every abstract name but its own (the victim's, any other run's, the forker's) and tries each three kinds
+#: of socket, connect and sendto; the control: its own autobound sockets, reached the same way.
+AUTOBIND_SPY = AUTOBIND_PRELUDE + """seen_victim = wait_for("@sandbox-autobind-ready-{tag}")
+own = autobound()
+others = listed() - set(own)
+result = {{"net": os.readlink("/proc/self/ns/net"), "seen_victim": seen_victim, "others": attack(others),
+          "own_listed": set(own) <= listed(),
+          "own": {{f"{{name}} {{kind}} {{how}}": reach(name, kind, how) for name, sock in own.items()
+                  for kind, type_ in KINDS.items() if type_ == sock.type for how in ("connect", "sendto")
+                  if (how == "sendto") == (type_ == socket.SOCK_DGRAM)}}}}
+done = socket.socket(socket.AF_UNIX)
+done.bind("\\0sandbox-autobind-done-{tag}")
+result["acked"] = wait_for("@sandbox-autobind-ack-{tag}")
+done.close()
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+def test_a_run_cant_reach_the_autobound_sockets_it_lists(boxes, policy):
+    """One-shot runs of a zygote share one network namespace (confine/netns.py), so ``/proc/net/unix`` lists a
+    run the abstract names the runs beside it hold, autobound ones (``@1e806``) included, without guessing. A run
+    holds a socket of each kind; another, at the same time, connects and sends to every name it lists, each kind:
+    Landlock's scoping refuses each (EPERM), and nothing reaches the victim. Its own sockets it reaches."""
+    import json
+    import threading
+
+    from sandbox.confine import landlock
+
+    if not (os.geteuid() == 0 and landlock.abi_version() >= 6):
+        pytest.skip("one-shot runs share no network namespace here (confine/netns.py): no other run's name to list")
+    box, tag = boxes[policy], f"{os.getpid()}-{policy}"
+    got = {}
+    victim = threading.Thread(target=lambda: got.update(v=box.run(AUTOBIND_VICTIM.format(tag=tag))))
+    victim.start()
+    spy = box.run(AUTOBIND_SPY.format(tag=tag))
+    victim.join()
+    assert got["v"].ok and spy.ok, (got["v"], spy)
+    held, end = map(json.loads, got["v"].stdout.splitlines())
+    seen = json.loads(spy.stdout)
+    assert seen["seen_victim"] and end["spy_done"] and seen["acked"] and end["let_go"], (held, seen, end)
+    assert seen["net"] == held["net"], (held, seen)
+    # the control: the listing and the probe work (a run reaches its own sockets, so a reachable one would show)
+    assert seen["own_listed"] and set(seen["own"].values()) == {"reached"} and len(seen["own"]) == 3, seen
+    assert set(held["names"]) <= {key.split()[0] for key in seen["others"]}, (held, seen)
+    assert "reached" not in seen["others"].values(), seen["others"]
+    for name in held["names"]:  # the victim's own kind of socket is refused by the scoping, not for its kind
+        assert "EPERM" in {seen["others"][f"{name} {kind} {how}"] for kind in ("stream", "dgram", "seqpacket")
+                           for how in ("connect", "sendto")}, seen["others"]
+    assert end["contacts"] == [], end

@@ -112,3 +112,82 @@ def test_a_runs_own_ipc_namespace_still_has_system_v_ipc():
         result = checked_run(box, code)
     assert result.stdout.count("ESCAPED") == 2, result  # here ESCAPED means "made": in the run's own namespace
     assert _ipc_ids() == before
+
+
+#: Make POSIX queues until refused (RLIMIT_MSGQUEUE, counted per uid across user namespaces, is ~9 default queues).
+FILL_QUEUES = '''
+libc.mq_open.restype = ctypes.c_int
+made, why = 0, "never refused"
+while made < 64:
+    fd = libc.mq_open(f"/sandbox-fill-{made}".encode(), os.O_CREAT | os.O_RDWR, 0o600, None)
+    if fd < 0:
+        why = os.strerror(ctypes.get_errno())
+        break
+    made += 1
+print(made, why)
+'''
+
+
+def _host_mq_open(name: bytes) -> str:
+    """"" if this (the host's) process makes a POSIX queue, else why not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mq_open.restype = ctypes.c_int
+    fd = libc.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None)
+    if fd < 0:
+        return os.strerror(ctypes.get_errno())
+    libc.mq_unlink(name)
+    os.close(fd)
+    return ""
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+def test_a_session_cant_use_up_the_posix_queues_of_the_hosts_uid(boxes, policy):
+    """Under namespaces a run's mqueue namespace is its own, but RLIMIT_MSGQUEUE counts the bytes of queues per uid
+    up through the user namespaces: a session's state holding queues as uid 0 (the host's) would leave the host's
+    own mq_open failing with EMFILE while the session lived. Landlock refuses a run making one (EACCES)."""
+    from sandbox.confine import landlock, namespaces
+    if not namespaces.probe()[0]:
+        pytest.skip(f"no namespaces here: {namespaces.probe()[1]} (without them: the test above)")
+    if not landlock.probe()[0]:
+        pytest.skip(f"no Landlock here: {landlock.probe()[1]}")
+    tag = f"/sandbox-host-{os.getpid()}-{policy}".encode()
+    why = _host_mq_open(tag)
+    if why:  # the control: the host's own call works, so one that stops working shows
+        pytest.skip(f"the host makes no POSIX queue here: {why}")
+    with boxes[policy].session() as s:
+        r = s.run(snippet(FILL_QUEUES))
+        assert r.ok, r
+        assert _host_mq_open(tag) == "", f"the session's run took the host uid's queues: {r.stdout}"
+        assert r.stdout == "0 Permission denied\n", r.stdout
+    assert _host_mq_open(tag) == ""
+
+
+#: System V objects under one key: made in one run, looked up by key in another.
+IPC_KEY = 0x5A0000 + os.getpid() % 0x10000
+MAKE_BY_KEY = f'print(raw(29, {IPC_KEY}, 4096, 0o1666) >= 0, raw(68, {IPC_KEY}, 0o1666) >= 0)'  # shmget, msgget
+FIND_BY_KEY = f'''
+def find(nr, *args):
+    try:
+        return raw(nr, {IPC_KEY}, *args) >= 0
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+print(find(29, 0, 0), find(68, 0))
+'''
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+def test_runs_cant_share_system_v_ipc_by_key(boxes, policy):
+    """A session's state makes a shared memory segment and a message queue under a known key (what two cooperating
+    runs, or a victim and a spy, would use); a one-shot run and another session's run, at the same time, look the
+    key up: each run has an IPC namespace of its own (ENOENT). The session's own next run finds both."""
+    from sandbox.confine import namespaces
+    if not namespaces.probe()[0]:
+        pytest.skip(f"no namespaces here: {namespaces.probe()[1]} (without them the calls are refused: above)")
+    box = boxes[policy]
+    with box.session() as maker, box.session() as other:
+        made = maker.run(snippet(MAKE_BY_KEY))
+        assert made.stdout == "True True\n", made
+        found = maker.run(snippet(FIND_BY_KEY))
+        assert found.stdout == "True True\n", found  # the control: the lookup works where the objects are
+        for r in (box.run(snippet(FIND_BY_KEY)), other.run(snippet(FIND_BY_KEY))):
+            assert r.stdout == "ENOENT ENOENT\n", r
