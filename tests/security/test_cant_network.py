@@ -209,7 +209,8 @@ for sock in held.values():
         contacts.append(repr(sock.recv(16) if sock.type == socket.SOCK_DGRAM else sock.accept()))
     except BlockingIOError:
         pass
-print(json.dumps({{"spy_done": done, "contacts": contacts, "let_go": wait_for("@sandbox-autobind-done-{tag}", gone=True)}}))
+let_go = wait_for("@sandbox-autobind-done-{tag}", gone=True)
+print(json.dumps({{"spy_done": done, "contacts": contacts, "let_go": let_go}}))
 """
 #: Lists every abstract name but its own (the victim's, any other run's, the forker's) and tries each three kinds
 #: of socket, connect and sendto; the control: its own autobound sockets, reached the same way.
