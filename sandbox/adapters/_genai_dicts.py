@@ -60,7 +60,8 @@ def code_of(part_or_code: Any) -> tuple[str, str | None]:
                       part_or_code)
     if not isinstance(executable, Mapping) or "code" not in executable:
         raise InputError("execute() got a dict that is no executableCode part: it needs 'executableCode' "
-                         f"(or 'executable_code') holding 'code', or 'code' itself (got keys {sorted(part_or_code, key=repr)})")
+                         "(or 'executable_code') holding 'code', or 'code' itself "
+                         f"(got keys {sorted(part_or_code, key=repr)})")
     code, language, code_id = executable.get("code"), executable.get("language"), executable.get("id")
     if not isinstance(code, str):
         raise InputError(f"executableCode.code must be a string (got {value_text(code)})")

@@ -388,8 +388,9 @@ def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox
     """A copy of ``config`` whose tools include run_python (once), and the Python functions its tools held, by name:
     each is declared (as the SDK's automatic function calling declares it) and called by the loop."""
     base = types.GenerateContentConfig.model_validate(config or {})
-    functions = {getattr(t, "__name__", ""): t for t in base.tools or [] if callable(t) and not isinstance(t, types.Tool)}
-    tools = [t for t in base.tools or [] if not callable(t) or isinstance(t, types.Tool)]
+    given = base.tools or []
+    functions = {getattr(t, "__name__", ""): t for t in given if callable(t) and not isinstance(t, types.Tool)}
+    tools = [t for t in given if not callable(t) or isinstance(t, types.Tool)]
     if functions:
         vertex = getattr(getattr(client, "_api_client", None), "vertexai", False)
         try:
