@@ -164,7 +164,7 @@ def listed():
     rows = (line.split() for line in open("/proc/net/unix").read().splitlines()[1:])
     return {{row[7] for row in rows if len(row) > 7 and row[7].startswith("@")}}
 def wait_for(name, gone=False):
-    end = time.monotonic() + 20  # liveness only (inside the 30 s run): the other run is a warm pool's, started at the same time
+    end = time.monotonic() + 20  # liveness only, inside the 30 s run: the other run starts with this one
     while (name in listed()) == gone and time.monotonic() < end:
         time.sleep(0.02)
     return (name in listed()) != gone
