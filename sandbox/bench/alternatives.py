@@ -301,7 +301,9 @@ class SandboxRunner(Runner):
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
-        self.box.close()
+        box = getattr(self, "box", None)  # None: start() raised before the Sandbox was made
+        if box is not None:
+            box.close()
 
 
 def image_preload(image: str = "vertex") -> tuple[str, ...]:
@@ -311,8 +313,10 @@ def image_preload(image: str = "vertex") -> tuple[str, ...]:
 
 def start_all(runners: Sequence[Runner], settings: Any = None) -> tuple[list[Runner], dict[str, str]]:
     """Start the runners that can run here (and that ``settings.runners`` selects); ``{name: why not}`` for
-    the others."""
-    started, skipped = [], {}
+    the others. A runner whose ``start()`` raised is closed; on Ctrl-C (any BaseException) the runners started
+    so far are closed too, and it propagates."""
+    started: list[Runner] = []
+    skipped: dict[str, str] = {}
     for runner in runners:
         if settings is not None and not settings.wants(runner.name):
             continue
@@ -320,7 +324,12 @@ def start_all(runners: Sequence[Runner], settings: Any = None) -> tuple[list[Run
         if reason is None:
             try:
                 runner.start()
-            except Exception as exc:  # noqa: BLE001 - one broken alternative must not stop the suite
+            except BaseException as exc:
+                close_all([runner])  # a half-started runner may hold processes and temp dirs already
+                if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: the caller never gets the list to close
+                    close_all(started)
+                    raise
+                # one broken alternative must not stop the suite
                 reason = f"failed to start: {type(exc).__name__}: {exc}"
         if reason is None:
             started.append(runner)

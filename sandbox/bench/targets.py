@@ -84,11 +84,15 @@ class BareRunner(SandboxRunner):
 
     def start(self) -> None:
         self.wrapper = ZygoteWithout(",".join(("capabilities", *AROUND_THE_SNIPPET)))
-        self.interpreter = self.wrapper.interpreter
-        super().start()
-        seen = self.run(self.PROBE).stdout.strip()
-        if seen != "sandbox.bench._parts_off":
-            raise RuntimeError(f"the bare runner's workers run the library's steps ({seen!r})")
+        try:
+            self.interpreter = self.wrapper.interpreter
+            super().start()
+            seen = self.run(self.PROBE).stdout.strip()
+            if seen != "sandbox.bench._parts_off":
+                raise RuntimeError(f"the bare runner's workers run the library's steps ({seen!r})")
+        except BaseException:
+            self.close()  # the wrapper's temp dir, and the Sandbox's zygotes when the probe is what failed
+            raise
 
     def close(self) -> None:
         try:
@@ -231,11 +235,11 @@ def table(found: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def run(settings: common.Settings) -> common.Record:
     record = common.Record("targets", settings)
-    started, skipped = start_all(runners(), settings)
-    record.extra["skipped"] = skipped
     found: dict[str, Any] = {}
     loads = {}
+    started: list[Runner] = []
     try:
+        started, record.extra["skipped"] = start_all(runners(), settings)
         by_name = {r.name: r for r in started}
         pick = [by_name[n] for n in (OURS, BARE, PREFORK, SANDLOCK) if n in by_name]
         found["warm"] = warm_p50(settings, pick)
