@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from ..install_hint import install_command
 from . import APART, SUITE, options
@@ -38,19 +41,39 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         return _refuse(args, problem)
     settings = options.settings_from(args)
-    for name in [n for n in names if n != "report"]:
-        module = importlib.import_module(f"{__package__}.{name}")
-        print(f"\n== {name} ==", flush=True)
-        start = time.monotonic()
-        record = module.run(settings)
-        if settings.plots and not _plot(module, record, settings):
-            return 2
-        print(f"{name}: {time.monotonic() - start:.0f} s", flush=True)
+    with _sigterm_as_interrupt():
+        for name in [n for n in names if n != "report"]:
+            module = importlib.import_module(f"{__package__}.{name}")
+            print(f"\n== {name} ==", flush=True)
+            start = time.monotonic()
+            record = module.run(settings)
+            if settings.plots and not _plot(module, record, settings):
+                return 2
+            print(f"{name}: {time.monotonic() - start:.0f} s", flush=True)
     full_suite = set(SUITE) <= set(names) and not settings.quick
     if "report" in names or full_suite:
         from . import report
         report.main(settings.out)
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (and as ``sandbox batch`` treats both): the benchmarks'
+    ``finally`` blocks then close their runners. SIGTERM's default action ended the process before them, leaving
+    zygotes, servers and temp dirs (bench-parts-*, sandbox-*) behind."""
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        yield
+        return
+    saved = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _refuse(args: argparse.Namespace, problem: str) -> int:

@@ -6,10 +6,14 @@ Fake runners stand in for the real ones (no process is started), so these are ch
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from sandbox.bench import alternatives, targets
+from sandbox.bench import alternatives, suite, targets
 from sandbox.bench.alternatives import Ran, Runner, start_all
 
 
@@ -58,3 +62,32 @@ def test_bare_runner_removes_its_wrapper_when_the_probe_fails(monkeypatch: pytes
         runner.start()
     assert made and not os.path.exists(os.path.dirname(made[0]))  # the bench-parts-* dir is gone
     assert closed == [True]  # the Sandbox (its zygotes) was closed
+
+
+#: A benchmark that SIGTERMs its own process mid-run; its ``finally`` must still run.
+_TERMINATED_MID_RUN = """
+import os, signal, sys, time
+from sandbox.bench import io_size, suite
+def run(settings):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    finally:
+        print("closed", flush=True)
+io_size.run = run
+suite.main(["io_size", "--quick", "--no-plots", "--out", sys.argv[1]])
+"""
+
+
+def test_sigterm_runs_the_benchmarks_finally_blocks(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _TERMINATED_MID_RUN, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert "closed" in done.stdout, (done.returncode, done.stderr)
+    assert "KeyboardInterrupt" in done.stderr
+
+
+def test_the_sigterm_handler_is_put_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with suite._sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is suite._interrupt
+    assert signal.getsignal(signal.SIGTERM) is before
