@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any
 
 import psutil
@@ -40,7 +41,8 @@ from .floors import ForkPerRunFloor, PreForkedFloor, SandlockPool
 
 COLUMNS = ("item", "runner", "ready_s", "cpu_s", "first_run_ms", "rss_mb", "uss_mb", "pss_mb", "processes")
 SLEEP = "import time\ntime.sleep({s})"
-#: Made by the measured snippet first: the idle pre-forked workers have work dirs too.
+#: Start of the file the measured snippet makes first (the idle pre-forked workers have work dirs too); each run's
+#: name is its own (:func:`marker`).
 MARKER = "measure-me"
 PER_RUN = {
     "print(1) then sleep": "print(1)\n",
@@ -80,18 +82,36 @@ def _cpu_s(pid: int) -> float:
     return round(times.user + times.system, 2)
 
 
-def run_processes(zygote: int, timeout_s: float = 10.0) -> list[int]:
-    """Pids of the worker running the measured snippet (its work dir holds ``MARKER``)."""
+def marker() -> str:
+    """A marker name no other run uses: the previous run's worker, still exiting with its work dir, holds its own."""
+    return f"{MARKER}-{uuid.uuid4().hex[:12]}"
+
+
+def run_processes(zygote: int, name: str, timeout_s: float = 10.0) -> list[int]:
+    """Pids of the worker running the measured snippet (its work dir holds the file ``name``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc in psutil.Process(zygote).children(recursive=True):
             try:
-                if os.path.exists(f"/proc/{proc.pid}/root{proc.cwd()}/{MARKER}"):  # its own root: fsview.py
+                if os.path.exists(f"/proc/{proc.pid}/root{proc.cwd()}/{name}"):  # its own root: fsview.py
                     return [proc.pid]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         time.sleep(0.02)
-    raise RuntimeError("no worker with the marker in its work dir appeared")
+    raise RuntimeError(f"no worker with {name} in its work dir appeared")
+
+
+def live_memory_mb(pids: list[int]) -> dict[str, float]:
+    """Summed RSS/USS/PSS of ``pids``, which must all still run: a gone one raises (common.tree_memory_mb would
+    count it as 0, a figure nobody could tell from a measured one)."""
+    total = {"rss_mb": 0.0, "uss_mb": 0.0, "pss_mb": 0.0}
+    for pid in pids:
+        try:
+            usage = common.memory_mb(pid)
+        except psutil.NoSuchProcess as exc:
+            raise RuntimeError(f"the measured worker {pid} exited before its memory was read") from exc
+        total = {key: round(total[key] + usage[key], 2) for key in total}
+    return total
 
 
 def per_run_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]:
@@ -100,13 +120,16 @@ def per_run_rows(settings: common.Settings, policy: str) -> list[dict[str, Any]]
         box.run("print(1)")
         for item, work in PER_RUN.items():
             for _ in range(settings.n(2, 1)):
-                code = f"open({MARKER!r}, 'w').close()\n" + work + SLEEP.format(s=2.0)
+                name = marker()
+                code = f"open({name!r}, 'w').close()\n" + work + SLEEP.format(s=2.0)
                 thread = threading.Thread(target=box.run, args=(code,))
                 thread.start()
-                pids = run_processes(box.zygote_pids[0])
-                time.sleep(1.0)  # the work is done, the snippet sleeps
-                usage = common.tree_memory_mb(pids)
-                thread.join()
+                try:
+                    pids = run_processes(box.zygote_pids[0], name)
+                    time.sleep(1.0)  # the work is done, the snippet sleeps
+                    usage = live_memory_mb(pids)
+                finally:
+                    thread.join()
                 rows.append({"item": item, "runner": f"sandbox {policy}", **usage, "processes": len(pids)})
     return _median_rows(rows)
 
@@ -145,15 +168,16 @@ def concurrent_idle(runner: Runner, n: int, work: str = "print(1)\n") -> dict[st
     piddir = tempfile.mkdtemp(prefix="bench-pids-", dir="/tmp")  # /tmp: writable under sandlock's policy
     sandboxed = isinstance(runner, SandboxRunner)
     sleep_s = 4.0 + 0.3 * n
+    name = marker()
     if sandboxed:
-        codes = [f"open('{MARKER}-{i}', 'w').close()\n" for i in range(n)]
+        codes = [f"open('{name}-{i}', 'w').close()\n" for i in range(n)]
     else:
         codes = [f"import os\nopen(os.path.join({piddir!r}, str(os.getpid())), 'w').close()\n"] * n
     threads = [threading.Thread(target=runner.run, args=(c + work + SLEEP.format(s=sleep_s),)) for c in codes]
     try:
         for thread in threads:
             thread.start()
-        roots = (_marked(runner.box.zygote_pids, n) if sandboxed  # type: ignore[attr-defined]
+        roots = (_marked(runner.box.zygote_pids, n, name) if sandboxed  # type: ignore[attr-defined]
                  else _listed(piddir, n))
         time.sleep(0.5)  # the work is done, the snippets sleep
         usage = [common.tree_memory_mb([pid, *_children(pid)]) | {"processes": 1 + len(_children(pid))}
@@ -175,15 +199,15 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _marked(zygotes: list[int], n: int, timeout_s: float = 30.0) -> list[int]:
-    """The ``n`` workers whose work dir holds a marker (see :func:`concurrent_idle`)."""
+def _marked(zygotes: list[int], n: int, name: str, timeout_s: float = 30.0) -> list[int]:
+    """The ``n`` workers whose work dir holds a marker ``name-I`` (see :func:`concurrent_idle`)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = []
         for proc in (c for z in zygotes for c in psutil.Process(z).children(recursive=True)):
             try:
                 cwd = f"/proc/{proc.pid}/root{proc.cwd()}"  # its own root: fsview.py
-                if any(name.startswith(f"{MARKER}-") for name in os.listdir(cwd)):
+                if any(entry.startswith(f"{name}-") for entry in os.listdir(cwd)):
                     found.append(proc.pid)
             except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                 continue

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 import sandbox
-from sandbox.bench.memory import MARKER, run_processes
+from sandbox.bench.memory import marker, run_processes
 from sandbox.confine import namespaces
 
 RUNS = 12
@@ -46,9 +46,10 @@ def test_a_run_dir_changed_on_the_host_is_not_given_again():
     _needs_namespaces()
     with sandbox.Sandbox(policy="default", cold_start=False) as box:
         box.run("print(1)")
-        thread = threading.Thread(target=box.run, args=(f"open({MARKER!r}, 'w').close()\nimport time\ntime.sleep(1)",))
+        name = marker()
+        thread = threading.Thread(target=box.run, args=(f"open({name!r}, 'w').close()\nimport time\ntime.sleep(1)",))
         thread.start()
-        cwd = psutil.Process(run_processes(box.zygote_pids[0])[0]).cwd()  # the worker whose work dir holds MARKER
+        cwd = psutil.Process(run_processes(box.zygote_pids[0], name)[0]).cwd()  # the worker whose work dir holds it
         open(os.path.join(cwd, "from-the-host"), "w").close()  # the host's dir, beneath the worker's own disk
         thread.join()
         deadline = time.monotonic() + 10
