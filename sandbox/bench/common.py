@@ -143,20 +143,26 @@ def machine_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_until_quiet(window_s: float = 0.25, quiet_s: float = 0.01, limit_s: float = 15.0) -> float:
+#: How long :func:`cpu_until_quiet` waits for a quiet machine by default.
+QUIET_LIMIT_S = 15.0
+
+
+def cpu_until_quiet(window_s: float = 0.25, quiet_s: float = 0.01, limit_s: float = QUIET_LIMIT_S
+                    ) -> tuple[float, bool]:
     """Machine CPU seconds spent from now until a ``window_s`` in which the machine is busy less than
-    ``quiet_s`` (or ``limit_s`` passed). After a measurement: the work its runs left behind (run dirs and
-    cgroups still being removed, the kernel's deferred teardown), which belongs to them and would otherwise
-    land on whatever is measured next."""
+    ``quiet_s``, and whether that quiet window came (False: ``limit_s`` passed first). After a measurement: the
+    work its runs left behind (run dirs and cgroups still being removed, the kernel's deferred teardown), which
+    belongs to them and would otherwise land on whatever is measured next. When the limit is reached the figure
+    holds whatever else kept the machine busy too: not the runs' own."""
     start = last = machine_cpu_s()
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         time.sleep(window_s)
         now = machine_cpu_s()
         if now - last < quiet_s:
-            break
+            return last - start, True
         last = now
-    return last - start
+    return last - start, False
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -156,7 +156,8 @@ def issue13(results: Results) -> list[dict[str, Any]]:
                      "verdict": {"missed": "**missed**"}.get(row["verdict"], row["verdict"]),
                      "detail": f"floor: {_figure(row.get('floor'))} ({row.get('floor_is')}); "
                                f"sandlock: {_figure(row.get('sandlock'))}"
-                               + (f"; bare: {_figure(row['bare'])}" if row.get("bare") is not None else "")})
+                               + (f"; bare: {_figure(row['bare'])}" if row.get("bare") is not None else "")
+                               + (f"; {row['note']}" if row.get("note") else "")})
     return rows
 
 

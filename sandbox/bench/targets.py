@@ -54,7 +54,7 @@ from .memory import concurrent_idle
 from .workloads import PRINT
 
 COLUMNS = ("axis", "unit", "ours", "bare", "floor", "sandlock", "ours_x_floor", "bare_x_floor", "ours_x_sandlock",
-           "target", "verdict")
+           "target", "verdict", "note")
 OURS, PREFORK, FORK, SANDLOCK = "sandbox default", PreForkedFloor.name, ForkPerRunFloor.name, SandlockPool.name
 BARE = "sandbox bare (no layer, hook, reseed or rehearsal)"
 PAUSE_S = 0.05
@@ -131,13 +131,24 @@ def throughput(settings: common.Settings, runners: list[Runner]) -> dict[str, di
     for runner in runners:
         for _ in range(2):
             runner.run(PRINT.code)
-        common.cpu_until_quiet()  # start from a refilled pool and a machine done with the previous runner
+        _, quiet_before = common.cpu_until_quiet()  # start from a refilled pool, the previous runner's work done
         row = hammer(runner, CLIENTS, settings.n(400, 10))
-        tail = common.cpu_until_quiet()  # what the runs left behind is theirs too
-        row["tail_cpu_ms_per_run"] = round(tail * 1000 / row["runs"], 2)
-        row["cpu_ms_per_run"] = round(row["cpu_ms_per_run"] + row["tail_cpu_ms_per_run"], 2)
-        rows[runner.name] = row
+        tail, quiet_after = common.cpu_until_quiet()  # what the runs left behind is theirs too
+        row.update(quiet_before=quiet_before, quiet_after=quiet_after)
+        rows[runner.name] = _with_tail(row, tail, quiet_after)
     return rows
+
+
+def _with_tail(row: dict[str, Any], tail_s: float, quiet: bool) -> dict[str, Any]:
+    """The hammer's row with the CPU its runs left behind added; if the machine never went quiet after them, no
+    CPU per run at all (a note says why): the tail held other work's CPU, and charging it to these runs would
+    read as theirs."""
+    if not quiet:
+        return {**row, "cpu_ms_per_run_without_tail": row["cpu_ms_per_run"], "cpu_ms_per_run": None,
+                "tail_cpu_ms_per_run": None,
+                "note": f"machine not quiet within {common.QUIET_LIMIT_S:g} s after the runs: no CPU per run"}
+    tail = round(tail_s * 1000 / row["runs"], 2)
+    return {**row, "tail_cpu_ms_per_run": tail, "cpu_ms_per_run": round(row["cpu_ms_per_run"] + tail, 2)}
 
 
 def cold_commands() -> dict[str, tuple[list[str], dict[str, str]]]:
@@ -203,15 +214,20 @@ def _pick(found: dict[str, dict[str, Any]], name: str | None, key: str) -> float
 
 
 def axis(label: str, unit: str, found: dict[str, dict[str, Any]], key: str, floor: str | None,
-         sandlock: str | None, target: str, met: Callable[[float, float | None], bool]) -> dict[str, Any]:
+         sandlock: str | None, target: str, met: Callable[[float, float | None], bool | None]) -> dict[str, Any]:
+    """One axis of the table; ``met(ours, ours / floor)`` is None when it cannot tell (no ratio)."""
     ours, low, theirs = _pick(found, OURS, key), _pick(found, floor, key), _pick(found, sandlock, key)
     bare = _pick(found, BARE, key)
     ratio = round(ours / low, 2) if ours is not None and low else None
+    judged = None if ours is None else met(ours, ratio)
+    # why a figure is missing (throughput's CPU per run on a machine that never went quiet)
+    notes = [f"{name}: {found[name]['note']}" for name in dict.fromkeys((OURS, BARE, floor, sandlock))
+             if name and (found.get(name) or {}).get("note")]
     return {"axis": label, "unit": unit, "ours": ours, "bare": bare, "floor": low, "sandlock": theirs,
             "ours_x_floor": ratio, "bare_x_floor": round(bare / low, 2) if bare is not None and low else None,
             "ours_x_sandlock": round(ours / theirs, 2) if ours is not None and theirs else None,
-            "target": target, "verdict": "n/a" if ours is None else ("met" if met(ours, ratio) else "missed"),
-            "floor_is": floor, "sandlock_is": sandlock}
+            "target": target, "verdict": "n/a" if judged is None else ("met" if judged else "missed"),
+            "note": "; ".join(notes) or None, "floor_is": floor, "sandlock_is": sandlock}
 
 
 def table(found: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -220,14 +236,14 @@ def table(found: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     floor_cold = next((name for name in cold if name.startswith("python -c")), None)
     return [
         axis(f"warm print(1) p50 (runs {PAUSE_S * 1000:.0f} ms apart)", "ms", warm, "p50_ms", PREFORK, SANDLOCK,
-             "<= 1.5x the pre-forked floor", lambda _o, r: r is not None and r <= 1.5),
+             "<= 1.5x the pre-forked floor", lambda _o, r: None if r is None else r <= 1.5),
         axis(f"throughput, print(1), {CLIENTS} clients on {os.cpu_count()} cores", "runs/s", tput, "runs_per_s",
-             FORK, SANDLOCK, ">= 0.75x the fork-per-run floor", lambda _o, r: r is not None and r >= 0.75),
+             FORK, SANDLOCK, ">= 0.75x the fork-per-run floor", lambda _o, r: None if r is None else r >= 0.75),
         axis("machine CPU per run (same runs)", "ms", tput, "cpu_ms_per_run", FORK, SANDLOCK,
-             "<= ~1.3x the fork-per-run floor", lambda _o, r: r is not None and r <= 1.3),
+             "<= ~1.3x the fork-per-run floor", lambda _o, r: None if r is None else r <= 1.3),
         axis("cold start: new host process -> first print(1)", "s", cold, "median_s", floor_cold, sl_cold,
              "<= 0.5x a fresh interpreter importing numpy + pandas + matplotlib",
-             lambda _o, r: r is not None and r <= 0.5),
+             lambda _o, r: None if r is None else r <= 0.5),
         axis("USS per concurrent idle run (median run)", "MiB", uss, "uss_mb_median", PREFORK, SANDLOCK, "<= 2 MiB",
              lambda o, _r: o <= 2),
     ]
