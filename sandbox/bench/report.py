@@ -154,11 +154,19 @@ def issue13(results: Results) -> list[dict[str, Any]]:
             measured += f" ({row['ours_x_floor']}x the floor)"
         rows.append({"target": f"issue 13: {row['axis']} {row['target']}", "measured": measured,
                      "verdict": {"missed": "**missed**"}.get(row["verdict"], row["verdict"]),
-                     "detail": f"floor: {_figure(row.get('floor'))} ({row.get('floor_is')}); "
-                               f"sandlock: {_figure(row.get('sandlock'))}"
-                               + (f"; bare: {_figure(row['bare'])}" if row.get("bare") is not None else "")
-                               + (f"; {row['note']}" if row.get("note") else "")})
+                     "detail": _detail(row)})
     return rows
+
+
+def _detail(row: dict[str, Any]) -> str:
+    """The other figures of a targets row; one that was not measured (a runner skipped) is left out."""
+    parts = []
+    if row.get("floor") is not None:
+        parts.append(f"floor: {_figure(row['floor'])} ({row.get('floor_is')})")
+    for key in ("sandlock", "bare"):
+        if row.get(key) is not None:
+            parts.append(f"{key}: {_figure(row[key])}")
+    return "; ".join([*parts, *([row["note"]] if row.get("note") else [])])
 
 
 def machine_section(results: Results) -> str:

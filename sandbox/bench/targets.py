@@ -227,7 +227,9 @@ def axis(label: str, unit: str, found: dict[str, dict[str, Any]], key: str, floo
             "ours_x_floor": ratio, "bare_x_floor": round(bare / low, 2) if bare is not None and low else None,
             "ours_x_sandlock": round(ours / theirs, 2) if ours is not None and theirs else None,
             "target": target, "verdict": "n/a" if judged is None else ("met" if judged else "missed"),
-            "note": "; ".join(notes) or None, "floor_is": floor, "sandlock_is": sandlock}
+            "note": "; ".join(notes) or None,
+            # named only beside a figure: a skipped runner's name read as if it had been measured
+            "floor_is": floor if low is not None else None, "sandlock_is": sandlock if theirs is not None else None}
 
 
 def table(found: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.bench import common, targets
+from sandbox.bench import common, report, targets
 from sandbox.bench.alternatives import Ran, Runner
 
 
@@ -65,3 +65,14 @@ def test_a_floor_without_a_figure_makes_the_verdict_unknown_not_missed(monkeypat
     [_, _, cpu, *_] = targets.table({"warm": {}, "throughput": rows, "cold": {}, "uss": {}})
     assert cpu["ours"] == 3.0 and cpu["floor"] is None
     assert cpu["verdict"] == "n/a" and targets.FORK in cpu["note"]
+
+
+def test_a_skipped_sandlock_is_neither_named_nor_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _throughput(monkeypatch, {targets.OURS: True, targets.FORK: True})  # no sandlock: skipped
+    table = targets.table({"warm": {}, "throughput": rows, "cold": {}, "uss": {}})
+    tput = table[1]
+    assert tput["sandlock"] is None and tput["sandlock_is"] is None
+    assert tput["floor_is"] == targets.FORK
+    details = [row["detail"] for row in report.issue13({"targets": {"rows": table}})]
+    assert "floor: 100.0" in details[1]
+    assert not any("None" in detail or "sandlock" in detail for detail in details), details
