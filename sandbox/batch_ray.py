@@ -47,8 +47,8 @@ class SandboxActor:
             self._failed = exc
 
     def ready(self) -> int:
-        """The actor's pid, once its Sandbox is warm; the error that kept it from starting (an unknown image name on
-        this node), as itself."""
+        """The actor's pid, once its Sandbox is started (its image may still be preloading: the first run waits for
+        it); the error that kept it from starting (an unknown image name on this node), as itself."""
         if self._failed is not None:
             raise self._failed
         return os.getpid()
