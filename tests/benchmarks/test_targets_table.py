@@ -76,3 +76,29 @@ def test_a_skipped_sandlock_is_neither_named_nor_reported(monkeypatch: pytest.Mo
     details = [row["detail"] for row in report.issue13({"targets": {"rows": table}})]
     assert "floor: 100.0" in details[1]
     assert not any("None" in detail or "sandlock" in detail for detail in details), details
+
+
+def test_hammer_counts_only_good_runs_as_throughput():
+    """A runner whose runs fail (or raise) fast read as a fast runner: ``runs_per_s`` counted every run, and a
+    client thread that raised ended without a word, its share of the runs never made yet counted. Now a bad run
+    is one of ``bad`` and no part of the throughput or the latencies."""
+    import time
+
+    from sandbox import Outcome, Result
+    from sandbox.bench.concurrency import hammer
+
+    class HalfBad:
+        name = "half bad"
+        calls = 0
+
+        def run(self, code: str) -> Result:
+            time.sleep(0.005)  # a wall time to divide by
+            self.calls += 1
+            if self.calls % 4 == 0:
+                raise RuntimeError("the runner broke")
+            return Result(outcome=Outcome.OK, stdout="1\n") if self.calls % 2 else Result(outcome=Outcome.FAILED)
+
+    runner = HalfBad()
+    row = hammer(runner, clients=1, total=40)
+    assert runner.calls == 40 and row["runs"] == 40 and row["bad"] == 20, row
+    assert 18 <= row["runs_per_s"] * row["wall_s"] <= 22, row  # the 20 good runs (40 before), rounding aside
