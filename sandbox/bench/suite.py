@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
             if settings.plots and not _plot(module, record, settings):
                 return 2
             print(f"{name}: {time.monotonic() - start:.0f} s", flush=True)
-    full_suite = set(SUITE) <= set(names) and not settings.quick
+    # Only a whole run rewrites the report on its own: a --runners selection leaves the others out of it.
+    full_suite = set(SUITE) <= set(names) and not settings.quick and not settings.runners
     if "report" in names or full_suite:
         from . import report
         report.main(settings.out)
