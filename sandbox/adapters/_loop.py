@@ -252,7 +252,7 @@ def jsonable(value: Any) -> Any:
     cycle) becomes text too."""
     try:
         return json.loads(json.dumps(value, default=str, allow_nan=False))
-    except (TypeError, ValueError, RecursionError):
+    except Exception:  # noqa: BLE001 - TypeError, ValueError, RecursionError, or whatever a __str__ raised
         return _plain(value, frozenset())
 
 
@@ -266,7 +266,10 @@ def _plain(value: Any, outer: frozenset[int]) -> Any:
         return {key if isinstance(key, str) else str(key): _plain(item, inner) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item, inner) for item in value]
-    return str(value)
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - the caller's object; the model is told what it was
+        return f"<{type(value).__name__} whose str() raised>"
 
 
 async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: float | None = None) -> Result | str:

@@ -318,9 +318,14 @@ def test_tool_loop_answers_function_results_json_cannot_hold(box):
     """A function returning a dict with tuple keys (pandas' ``to_dict()`` of a grouped frame), NaN or a cycle: the
     loop raised TypeError / ValueError, the call stayed pending and ran again with every later ``run()``; NaN went
     out as a bare ``NaN`` token, invalid JSON. Each is answered now, what JSON cannot hold as text."""
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
     cycle: dict = {"a": 1}
     cycle["self"] = cycle
-    results = {"grouped": {("x", 1): 2}, "stats": {"mean": float("nan"), "max": float("inf")}, "cycle": cycle}
+    results = {"grouped": {("x", 1): 2}, "stats": {"mean": float("nan"), "max": float("inf")}, "cycle": cycle,
+               "odd": [Unprintable()]}
     calls = []
 
     def lookup(what: str):
@@ -337,7 +342,8 @@ def test_tool_loop_answers_function_results_json_cannot_hold(box):
             assert loop.run("look them up").text == "done"
     assert calls == list(results) and loop.pending == []
     answers = [p["functionResponse"]["response"]["result"] for p in contents(model.requests[1])[-1]["parts"]]
-    assert answers == [{"('x', 1)": 2}, {"mean": "nan", "max": "inf"}, {"a": 1, "self": "..."}]
+    assert answers == [{"('x', 1)": 2}, {"mean": "nan", "max": "inf"}, {"a": 1, "self": "..."},
+                       ["<Unprintable whose str() raised>"]]
 
 
 def test_tool_loop_closed_while_its_session_opens_keeps_none(box, monkeypatch):
