@@ -55,9 +55,10 @@ def _layer(policy: Policy, name: str, probed: tuple[bool, str], active: dict[str
     elif name == "namespaces":
         # ok: this uid may make user namespaces, so a forker that is not root makes one of its own (userns.py)
         shared = confine.netns.why_not(policy, confine.landlock.abi_version(), may_admin=True)
-        entry["detail"] += ("; the network namespace is one per zygote, shared by its workers (seccomp leaves "
-                            "them AF_UNIX only; Landlock keeps a run from connecting to another's abstract "
-                            "sockets, whose names they share)" if not shared else
+        entry["detail"] += ("; the network namespace is one per zygote, shared by its one-shot workers (seccomp "
+                            "leaves them AF_UNIX only; Landlock keeps a run from connecting to another's abstract "
+                            "sockets, whose names they share and list in /proc/net/unix); a session has its own"
+                            if not shared else
                             f"; a network namespace per worker ({shared})")
     if refusal and refusal.get("layer") == name:
         entry["fix"] = refusal.get("fix") or entry["fix"]

@@ -341,7 +341,7 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
     # namespace of its own, confine/userns.py).
     for row in rows:
         if row["namespaces"]["available"] and confine.landlock.abi_version() >= confine.netns.SCOPED_ABI:
-            assert "shared by its workers" in row["namespaces"]["detail"], row["namespaces"]
+            assert "shared by its one-shot workers" in row["namespaces"]["detail"], row["namespaces"]
     # The root: copied from the forker's template for both (confine/fstemplate.py), observed in the run.
     for report in (r, n):
         view = report["filesystem"]["fs_view"]
@@ -426,7 +426,7 @@ def test_doctor_as_an_unprivileged_uid_without_namespaces_is_ok():
     assert report["ok"] is True, [row for row in report["rows"] if row["required"] and not row["active"]]
     namespaces = next(row for row in report["rows"] if row["layer"] == "namespaces")
     assert "a run is in the host's network namespace" in namespaces["detail"], namespaces
-    assert "shared by its workers" not in namespaces["detail"], namespaces
+    assert "shared by its one-shot workers" not in namespaces["detail"], namespaces
     # The privileges line said the forker makes a user namespace and builds the shared network namespace in it,
     # whatever the policy: this forker makes none
     assert "makes a user namespace of its own" not in report["privileges"], report["privileges"]
