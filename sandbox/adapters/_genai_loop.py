@@ -266,7 +266,7 @@ class ToolLoop:
             return await aanswer(call, session=session, images=self.images, budget=step.image_budget,
                                  used_names=self._image_names)
         if call.name in self.tools.functions:
-            return [_function_reply(call, *(await self.tools.acall(call.name, call.args)))]
+            return await self.tools.acall(call.name, call.args, lambda *outcome: [_function_reply(call, *outcome)])
         return [_function_reply(call, False, self.tools.unknown(call.name))]
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Nothing here imports a framework.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import math
@@ -39,6 +40,7 @@ from ._image_budget import ImageBudget
 T = TypeVar("T")
 C = TypeVar("C")
 A = TypeVar("A")
+R = TypeVar("R")
 
 #: A loop body: yields steps, is sent each step's result, returns the loop's result.
 Steps = Generator[Any, Any, T]
@@ -77,7 +79,8 @@ def drive(steps: "Steps[T]", perform: Callable[[Any], Any]) -> T:
 
 
 async def adrive(steps: "Steps[T]", perform: Callable[[Any], Awaitable[Any]]) -> T:
-    """Run a loop body with an awaited ``perform(step)``; cancelling the task cancels the step in flight."""
+    """Run a loop body with an awaited ``perform(step)``; cancelling the task cancels the step in flight (a sync
+    function's call, which cannot be stopped, is answered first: :class:`AnsweredWhileCancelled`)."""
     value: Any = None
     try:
         while True:
@@ -85,9 +88,24 @@ async def adrive(steps: "Steps[T]", perform: Callable[[Any], Awaitable[Any]]) ->
                 step = steps.send(value)
             except StopIteration as done:
                 return done.value
-            value = await perform(step)
+            try:
+                value = await perform(step)
+            except AnsweredWhileCancelled as late:
+                with contextlib.suppress(StopIteration):
+                    steps.send(late.answer)  # kept with the turn's answers made so far; the cancellation goes on
+                raise
     finally:
         steps.close()
+
+
+class AnsweredWhileCancelled(asyncio.CancelledError):
+    """The task was cancelled while a caller's sync function ran in its thread, which cannot be stopped: the
+    function ran to its end, and ``answer`` is its call's answer, for the loop to keep (:func:`adrive`). Dropped, a
+    resumed loop ran the function (a booking, an email) a second time."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 def check_count(name: str, value: Any) -> int:
@@ -189,21 +207,40 @@ class Tools:
             return False, f"{name} returned an awaitable, which this blocking loop cannot await (use the async loop)"
         return True, value
 
-    async def acall(self, name: str, args: Any) -> tuple[bool, Any]:
-        """:meth:`call` for the async loops: async functions are awaited, sync ones run in a thread."""
+    async def acall(self, name: str, args: Any, reply: Callable[[bool, Any], R]) -> R:
+        """:meth:`call` for the async loops, its outcome given to ``reply`` (which makes the call's answer): async
+        functions are awaited, sync ones run in a thread. Cancelled while that thread runs, it waits for the
+        function's end and raises :class:`AnsweredWhileCancelled` with the answer."""
         fn = self.functions[name]
         try:
             if _is_async(fn):
-                return True, await fn(**_keywords(name, args))
-            value = await asyncio.to_thread(fn, **_keywords(name, args))
+                return reply(True, await fn(**_keywords(name, args)))
+            thread = asyncio.ensure_future(asyncio.to_thread(fn, **_keywords(name, args)))
+            try:
+                value = await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                raise AnsweredWhileCancelled(reply(*(await _outcome(thread)))) from None
             if inspect.isawaitable(value):  # a sync function handing back a coroutine: its answer is what that gives
                 value = await value
-            return True, value
+            return reply(True, value)
         except Exception as exc:  # noqa: BLE001
-            return False, f"{type(exc).__name__}: {exc}"
+            return reply(False, f"{type(exc).__name__}: {exc}")
 
     def unknown(self, name: Any) -> str:
         return f"unknown tool {value_text(name)}; the tools here are {sorted(self.declared)}"
+
+
+async def _outcome(thread: "asyncio.Future[Any]") -> tuple[bool, Any]:
+    """How a sync function's thread ended, as :meth:`Tools.call` says it (an awaitable it handed back is not awaited
+    once cancelled: closed, never started)."""
+    try:
+        value = await thread
+    except Exception as exc:  # noqa: BLE001
+        return False, f"{type(exc).__name__}: {exc}"
+    if inspect.isawaitable(value):
+        getattr(value, "close", lambda: None)()
+        return False, "cancelled before the awaitable it returned was awaited"
+    return True, value
 
 
 def pair_by_name(calls: Iterable[tuple[Any, C]], answers: Iterable[tuple[Any, A]]) -> list[tuple[C, A]]:

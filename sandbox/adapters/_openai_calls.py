@@ -152,6 +152,13 @@ async def ahandle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Ru
     return (await arun_chat_call(tool_call, pick_runner(sandbox, session), timeout, name))[0]
 
 
+def check_answerable(tool_call: Any) -> None:
+    """InputError for a call no tool message can answer: without an id, and neither a function nor a custom tool
+    call (those are given one, :func:`given_id`)."""
+    if not isinstance(given_id(tool_call), str) and field_of(tool_call, "function") is None:
+        raise InputError(f"not a Chat Completions tool call: {value_text(tool_call)}")
+
+
 def run_chat_call(tool_call: Any, runner: Runner, timeout: float | None, name: str) -> tuple[Any, Result | str]:
     code, refusal = _chat_call_code(tool_call, name)
     result = refusal if refusal is not None else run_or_refuse(runner, code, timeout=timeout)
@@ -173,12 +180,10 @@ def _chat_call_code(tool_call: Any, tool_name: str) -> tuple[str, str | None]:
     lost and the turn left unanswered. Only what has no id to answer, and is neither a function nor a
     custom tool call (which are given one, :func:`given_id`), is refused (InputError).
     """
-    call_id = given_id(tool_call)  # before the code runs: a call that cannot take an id is refused unrun
+    check_answerable(tool_call)  # before the code runs: a call that cannot take an id is refused unrun
     function = field_of(tool_call, "function")
     if function is not None:
         return code_of(field_of(function, "name"), field_of(function, "arguments"), tool_name)
-    if not isinstance(call_id, str):
-        raise InputError(f"not a Chat Completions tool call: {value_text(tool_call)}")
     kind, custom = field_of(tool_call, "type"), field_of(tool_call, "custom")
     if kind == "custom" and custom is not None:
         custom_name = field_of(custom, "name")
@@ -232,6 +237,8 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     image_bytes = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
     runner = pick_runner(sandbox, session)
     calls = list(tool_calls or ())
+    for call in calls:  # all of them before any runs: a raise after the first runs lost their answers
+        check_answerable(call)
     answered: list[tuple[Any, Result | str | None]]
     answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, not_run_text(len(calls), cap))
                 for index, call in enumerate(calls)]
@@ -249,6 +256,8 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
     image_bytes = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
     runner = pick_runner(sandbox, session)
     calls = list(tool_calls or ())
+    for call in calls:  # all of them before any runs (see handle_calls)
+        check_answerable(call)
     answered: list[tuple[Any, Result | str | None]]
     answered = [await arun_chat_call(call, runner, timeout, name) if index < cap
                 else not_run_call(call, not_run_text(len(calls), cap)) for index, call in enumerate(calls)]

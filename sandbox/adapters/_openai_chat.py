@@ -236,8 +236,8 @@ class _Chat:
         if name == TOOL_NAME and field_of(call, "function") is not None:
             return await arun_chat_call(call, runner, None, TOOL_NAME)
         if name in self.tools.functions:
-            answer = await self.tools.acall(name, field_of(field_of(call, "function"), "arguments"))
-            return _function_message(call, *answer)
+            return await self.tools.acall(name, field_of(field_of(call, "function"), "arguments"),
+                                          lambda *outcome: _function_message(call, *outcome))
         return _function_message(call, False, self._refusal(name))
 
     def _refusal(self, name: Any) -> str:

@@ -223,7 +223,7 @@ class _Responses:
             return self._output(call, result, step.image_budget)
         name = field_of(call, "name")
         if name in self.tools.functions:
-            return function_output(call, *(await self.tools.acall(name, call_arguments(call))))
+            return await self.tools.acall(name, call_arguments(call), lambda *outcome: function_output(call, *outcome))
         return function_output(call, False, self._refusal(name))
 
     def _refusal(self, name: Any) -> str:

@@ -293,3 +293,73 @@ def test_session_pool_call_cancelled_while_its_session_opens_holds_nothing(box):
         assert len(pool) == 1
     finally:
         pool.close()
+
+
+#: A caller's tool that books (a side effect), declared to each client's loop.
+BOOK_SCHEMA = {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}
+
+
+class Booker:
+    """A sync ``book(to)`` that waits, once started, until released: the task is cancelled while its thread runs."""
+
+    def __init__(self) -> None:
+        import threading
+        self.started, self.release, self.booked = threading.Event(), threading.Event(), []
+
+    def __call__(self, to: str) -> str:
+        self.started.set()
+        self.release.wait(30)
+        self.booked.append(to)
+        return f"booked to {to}"
+
+    async def cancel_while_booking(self, task: asyncio.Task) -> None:
+        await asyncio.to_thread(self.started.wait, 30)
+        task.cancel()
+        await asyncio.sleep(0.2)  # the cancellation is delivered while the thread still books
+        self.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("client", ["genai", "openai chat"])
+def test_a_sync_function_cancelled_mid_call_is_answered_and_never_run_twice(box, client):
+    """A thread cannot be stopped: a sync function's call cancelled mid-way ran to its end, its answer was dropped,
+    and the resumed loop ran it again (booked twice). The answer it made is kept now; the resumed loop sends it."""
+    booker = Booker()
+    if client == "genai":
+        genai = pytest.importorskip("google.genai")
+        from google.genai import types
+
+        from sandbox.adapters import genai as adapter
+        tool = types.Tool(function_declarations=[types.FunctionDeclaration(
+            name="book", description="Books a flight.", parameters_json_schema=BOOK_SCHEMA)])
+        script = [fake_model.gemini_reply(calls=[("book", {"to": "Paris"})]), fake_model.gemini_reply(text="done")]
+
+        async def scenario(model):
+            api = genai.Client(api_key="offline", http_options={"base_url": model.url})
+            async with adapter.ToolLoop(api, "m", sandbox=box, config={"tools": [tool]},
+                                        functions={"book": booker}) as loop:
+                await booker.cancel_while_booking(asyncio.ensure_future(loop.arun("book Paris")))
+                pending = loop.pending
+                return pending, (await loop.arun([])).text
+    else:
+        openai = pytest.importorskip("openai")
+        from sandbox.adapters import openai as adapter
+        tool = {"type": "function", "function": {"name": "book", "description": "Books a flight.",
+                                                 "parameters": BOOK_SCHEMA}}
+        script = [fake_model.openai_reply(calls=[("book", {"to": "Paris"})]), fake_model.openai_reply("done")]
+        messages: list = [{"role": "user", "content": "book Paris"}]
+
+        async def scenario(model):
+            api = openai.AsyncOpenAI(base_url=model.url + "/v1", api_key="local", max_retries=0, timeout=60)
+            chat = dict(model="m", messages=messages, sandbox=box, tools=[tool], functions={"book": booker})
+            await booker.cancel_while_booking(asyncio.ensure_future(adapter.arun_chat(api, **chat)))
+            pending = [m for m in messages if m.get("role") == "tool"] == []
+            return ["open"] if pending else [], (await adapter.arun_chat(api, **chat)).choices[0].message.content
+
+    with fake_model.ScriptedModel(script) as model:
+        pending, text = asyncio.run(scenario(model))
+        answered = json.dumps(model.requests[-1]["body"])
+    assert booker.booked == ["Paris"], booker.booked
+    assert pending == [] and text == "done"
+    assert "booked to Paris" in answered

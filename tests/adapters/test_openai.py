@@ -700,6 +700,14 @@ def test_handle_calls_answers_custom_and_other_tool_calls_instead_of_raising(box
     assert adapter.handle(mixed["choices"][0]["message"]["tool_calls"][1], sandbox=box)["tool_call_id"] == "k1"
     with pytest.raises(sandbox.InputError, match="not a Chat Completions tool call"):
         adapter.handle_calls([{"type": "custom"}], sandbox=box)  # no id: no tool message can answer it
+    # refused before any call runs: a good call ahead of it ran, then the raise lost its answer (a retry ran it again)
+    counted = {"id": "g1", "type": "function", "function": {"name": "run_python", "arguments": json.dumps(
+        {"code": "open('ran', 'a').write('x')"})}}
+    with box.session() as session:
+        for handle_calls in (adapter.handle_calls, lambda *a, **k: asyncio.run(adapter.ahandle_calls(*a, **k))):
+            with pytest.raises(sandbox.InputError, match="not a Chat Completions tool call: None"):
+                handle_calls([counted, None], session=session)
+        assert session.run("import os\nprint(os.path.exists('ran'))").stdout == "False\n"
 
 
 def test_an_answer_without_an_id_is_matched_to_the_handed_back_call_by_its_name(box):

@@ -266,6 +266,28 @@ def test_arun_responses_cancelled_mid_turn_keeps_the_outputs_it_made(box):
     assert [o["call_id"] for o in outputs] == ["c1", "c2"] and "runs: 1" in outputs[0]["output"]
 
 
+def test_arun_responses_keeps_the_answer_of_a_sync_function_cancelled_mid_call(box):
+    """A caller's sync function cancelled mid-call ran to its end in its thread, its output was dropped, and the
+    next call ran it again; the output it made is kept in ``input`` now (see tests/adapters/test_cancel.py)."""
+    from .test_cancel import BOOK_SCHEMA, Booker
+
+    booker = Booker()
+    tool = {"type": "function", "name": "book", "description": "Books a flight.", "parameters": BOOK_SCHEMA}
+    items: list = [user("book Paris")]
+    turns = [[call("book", {"to": "Paris"}, "b1")], [message("done")]]
+
+    async def scenario(model):
+        kwargs = dict(model="m", input=items, sandbox=box, tools=[tool], functions={"book": booker})
+        await booker.cancel_while_booking(asyncio.ensure_future(adapter.arun_responses(async_client(model), **kwargs)))
+        return await adapter.arun_responses(async_client(model), **kwargs)
+
+    with ResponsesModel(turns) as model:
+        final = asyncio.run(scenario(model))
+    assert booker.booked == ["Paris"] and final.output_text == "done"
+    outputs = [item for item in items if item.get("type") == "function_call_output"]
+    assert [(o["call_id"], o["output"]) for o in outputs] == [("b1", "booked to Paris")], outputs
+
+
 def test_images_saved_or_dropped_and_calls_without_an_id_are_given_one(box, tmp_path):
     no_id = {**code(PLOT, "x"), "call_id": None}
     turns = [[no_id], [message("saved")], [code(PLOT, "c2")], [message("dropped")]]
