@@ -17,7 +17,12 @@ from sandbox.bench import memory
 
 
 def _sleeper(cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=cwd)
+    """A python sleeping in ``cwd``, returned once its interpreter is up: right after its exec its few pages read as
+    0.0 MiB of USS."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], cwd=cwd,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    return proc
 
 
 def test_the_measured_run_is_found_by_its_own_marker(tmp_path: Path) -> None:
