@@ -79,8 +79,8 @@ def test_every_state_killed_while_a_session_is_idle():
         r = s.run("print(x)", timeout=30)
         assert time.monotonic() - started < 15, r  # not its deadline: the loss is seen, on a loaded machine too
         assert r.outcome == Outcome.FAILED and "its state process is gone" in r.error, r
-        with pytest.raises(sandbox.SandboxClosed, match=r"this session is closed \(the session cannot run: its state "
-                                                        "process is gone"):
+        with pytest.raises(sandbox.SandboxClosed, match=r"this session's current state is lost \(its state process "
+                                                        r"is gone\); the session is closed"):
             s.run("print(x)")
 
 
