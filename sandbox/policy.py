@@ -57,6 +57,8 @@ _ABSOLUTE_PATH = schema.Check("hold absolute paths without NUL", lambda path: pa
 #: own /tmp) or of a path in /dev, /proc or /run was dropped where runs get a root of their own, and granted by
 #: Landlock where they do not ("/" let a run read /etc/shadow there): one policy meant opposite things on two hosts.
 _RUNS_OWN = ("/dev", "/proc", "/run")
+
+
 def _not_the_runs_own(path: str) -> bool:
     path = os.path.normpath(path)
     return path not in ("/", "//", "/tmp") and not any(path == top or path.startswith(top + "/") for top in _RUNS_OWN)
