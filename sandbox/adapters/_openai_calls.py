@@ -124,6 +124,15 @@ def set_made_id(call: Any, key: str, named: str) -> str:
     return made
 
 
+def call_id_of(item: Any) -> Any:
+    """The call's ``call_id``; one that came without (null or "", as some local servers send) is given
+    ``call_<uuid4 hex>``, set on the item, so the call kept in ``input`` and its output match."""
+    current = field_of(item, "call_id")
+    if current not in (None, ""):
+        return current
+    return set_made_id(item, "call_id", f"{field_of(item, 'type')} item {value_text(item)}")
+
+
 def _tool_message(tool_call: Any, result: Result | str) -> "ChatCompletionToolMessageParam":
     return {"role": "tool", "tool_call_id": given_id(tool_call), "content": result_text(result)}
 
@@ -352,6 +361,8 @@ def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: 
 
     The output is the text alone, or, when the code produced images, a list of one
     ``input_text`` and one ``input_image`` (data URL) per image.
+    An item without a ``call_id`` (null or "", as some local servers send) is given ``call_<uuid4 hex>``, set on
+    the item, so the call you keep and its output agree.
 
     The images hold at most ``max_image_bytes_per_call`` bytes (default 10,000,000, as the loops'
     ``max_image_bytes_per_turn``; a third more as data URLs): a run may return 64 MB of them (policy
@@ -381,6 +392,7 @@ async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, se
 def function_call_fields(item: Any) -> tuple[Any, Any]:
     if field_of(item, "type") != "function_call":
         raise InputError(f"not a Responses API function_call item: {value_text(item)}")
+    call_id_of(item)  # before the run: an item that cannot be given a call_id is refused, not answered with None
     return field_of(item, "name"), field_of(item, "arguments")
 
 
@@ -400,4 +412,4 @@ def function_call_output(item: Any, result: Result | str, images: ImagesMode = "
     if found and images == "message":
         output = [{"type": "input_text", "text": text},
                   *({"type": "input_image", "image_url": data_url(image)} for image in found)]
-    return {"type": "function_call_output", "call_id": field_of(item, "call_id"), "output": output}
+    return {"type": "function_call_output", "call_id": call_id_of(item), "output": output}

@@ -14,7 +14,7 @@ from ..errors import InputError, value_text
 from ..shapes import LIST, OBJECT, TEXT, shape_problem
 from ._common import TOOL_NAME
 from ._loop import jsonable
-from ._openai_calls import field_of, set_made_id
+from ._openai_calls import call_id_of, field_of
 
 #: Items that answer a call, by the call's item type.
 OUTPUT_OF = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
@@ -44,15 +44,6 @@ def as_input_item(item: Any) -> dict[str, Any]:
 def declared_tools(tools: list[Any]) -> set[str]:
     return {field_of(tool, "name") for tool in tools
             if field_of(tool, "type") in ("function", "custom") and isinstance(field_of(tool, "name"), str)}
-
-
-def call_id_of(item: Any) -> Any:
-    """The call's ``call_id``; one that came without (null or "", as some local servers send) is given
-    ``call_<uuid4 hex>``, set on the item, so the call kept in ``input`` and its output match."""
-    current = field_of(item, "call_id")
-    if current not in (None, ""):
-        return current
-    return set_made_id(item, "call_id", f"{field_of(item, 'type')} item {value_text(item)}")
 
 
 def checked_output(item: Any) -> list[Any]:

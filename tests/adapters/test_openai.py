@@ -117,6 +117,24 @@ def test_responses_api_function_call_output_with_input_image(box):
         adapter.handle_function_call({"type": "message"}, sandbox=box)
 
 
+def test_a_function_call_item_without_call_id_is_given_one(box):
+    """Some local servers send a function_call with a null or empty call_id: its output carried ``call_id: None``
+    (refused by the API when sent back, and matched to no call). It is given ``call_<hex>``, set on the item, so the
+    kept call and its output agree; an item that cannot take one is refused before its code runs."""
+    for missing in ({}, {"call_id": None}, {"call_id": ""}):
+        item = {"type": "function_call", "name": "run_python", "arguments": '{"code": "print(3)"}', **missing}
+        output = adapter.handle_function_call(item, sandbox=box)
+        assert output["output"] == "OUTCOME_OK\n3"
+        assert output["call_id"].startswith("call_") and output["call_id"] == item["call_id"]
+        TypeAdapter(ResponseInputItemParam).validate_python(output)
+    again = asyncio.run(adapter.ahandle_function_call(dict(item, call_id=None), sandbox=box))
+    assert again["call_id"].startswith("call_") and again["call_id"] != item["call_id"]
+    frozen = MappingProxyType({"type": "function_call", "name": "run_python",
+                               "arguments": '{"code": "print(4)"}'})
+    with pytest.raises(sandbox.InputError, match="has no call_id"):
+        adapter.handle_function_call(frozen, sandbox=box)
+
+
 class _ReprRaises:
     def __repr__(self) -> str:
         raise RuntimeError("a __repr__ that fails")
