@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -389,7 +390,7 @@ def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox
     each is declared (as the SDK's automatic function calling declares it) and called by the loop."""
     base = types.GenerateContentConfig.model_validate(config or {})
     given = base.tools or []
-    functions = {getattr(t, "__name__", ""): t for t in given if callable(t) and not isinstance(t, types.Tool)}
+    functions = _functions_by_name([t for t in given if callable(t) and not isinstance(t, types.Tool)])
     tools = [t for t in given if not callable(t) or isinstance(t, types.Tool)]
     if functions:
         vertex = getattr(getattr(client, "_api_client", None), "vertexai", False)
@@ -401,6 +402,27 @@ def _with_tool(config: "types.GenerateContentConfig | dict | None", box: Sandbox
     if TOOL_NAME not in _declared(base):
         tools.append(tool(sandbox=box, stateful=True))  # one session
     return base.model_copy(update={"tools": tools}), functions
+
+
+# FunctionDeclaration.name as the API takes it (the field's own description in google-genai's types)
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+
+
+def _functions_by_name(given: list[Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """The Python functions of ``config.tools`` by the name each is declared under (its ``__name__``); InputError
+    for one the API would refuse (a lambda's ``<lambda>``), for two under one name, and for one named run_python."""
+    functions: dict[str, Callable[..., Any]] = {}
+    for fn in given:
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
+            raise InputError(f"config tools: {value_text(fn)} is named {value_text(name)}, which the API refuses as a "
+                             "function name (a letter or _, then letters, digits, _ . : -; at most 128): "
+                             "give it a def with a name")
+        if name == TOOL_NAME or name in functions:
+            raise InputError(f"config tools: two functions are named {name!r}" if name in functions else
+                             f"config tools: a function is named {name!r}, the code execution tool's own name")
+        functions[name] = fn
+    return functions
 
 
 def _merged(functions: Any, declared: dict[str, Callable[..., Any]]) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -312,6 +313,30 @@ def test_tool_loop_calls_python_functions_given_in_config_tools(box):
     assert sorted(declared) == ["get_weather", "run_python"]
     assert declared["get_weather"]["description"] == "Weather of a city."
     assert contents(model.requests[1])[-1]["parts"][0]["functionResponse"]["response"] == {"result": "sunny, 31 C"}
+
+
+def test_config_tools_functions_the_api_would_refuse_are_refused_up_front(box):
+    """A lambda in ``config.tools`` was declared as "<lambda>" (a name the API refuses, so every request failed), and
+    two functions of one ``__name__`` were declared twice with the second called for both."""
+    def get_weather(city: str) -> str:
+        return city
+
+    def other(city: str) -> str:
+        return city
+
+    other.__name__ = "get_weather"
+
+    def run_python(code: str) -> str:
+        return code
+
+    refused = {"<lambda>": [lambda city: city], "two functions are named 'get_weather'": [get_weather, other],
+               "the code execution tool's own name": [run_python]}
+    with ScriptedModel([]) as model:
+        for expected, tools in refused.items():
+            with pytest.raises(sandbox.InputError, match=re.escape(expected)):
+                adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": tools})
+        adapter.ToolLoop(client_for(model), "m", sandbox=box, config={"tools": [get_weather]}).close()
+    assert model.requests == []
 
 
 def test_tool_loop_answers_function_results_json_cannot_hold(box):
