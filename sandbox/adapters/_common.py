@@ -51,15 +51,42 @@ def loop_session(sandbox: Sandbox | None, session: Runner | None) -> Iterator[Ru
 
 @contextlib.asynccontextmanager
 async def aloop_session(sandbox: Sandbox | None, session: Runner | None) -> AsyncIterator[Runner]:
-    """:func:`loop_session` for an async loop: its own session is opened in a thread."""
+    """:func:`loop_session` for an async loop: its own session is opened in a thread (and closed, not left to the
+    garbage collector, when the loop is cancelled while it opens)."""
     if session is not None:
         yield session
         return
-    own = await asyncio.to_thread(lambda: box_of(sandbox).session())
+    own = await _open_session(box_of(sandbox))
     try:
         yield own
     finally:
         own.close()
+
+
+async def _open_session(box: Sandbox) -> Any:
+    """``box.session()`` in a thread. A cancellation cannot stop the thread: the session it opens after the
+    cancellation is closed there, one it opened before is closed here."""
+    lock = threading.Lock()
+    abandoned = False
+    handed: list[Any] = []
+
+    def open_or_close() -> Any:
+        opened = box.session()
+        with lock:
+            if not abandoned:
+                handed.append(opened)
+                return opened
+        opened.close()
+        return None
+
+    try:
+        return await asyncio.to_thread(open_or_close)
+    except asyncio.CancelledError:
+        with lock:
+            abandoned = True
+        for opened in handed:
+            opened.close()
+        raise
 
 
 def pick_runner(sandbox: Sandbox | None, session: Runner | None) -> Runner:

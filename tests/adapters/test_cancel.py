@@ -295,6 +295,36 @@ def test_session_pool_call_cancelled_while_its_session_opens_holds_nothing(box):
         pool.close()
 
 
+def test_openai_async_loop_cancelled_while_its_session_opens_closes_that_session(box, monkeypatch):
+    """``arun_chat`` opens its own session in a thread; cancelled before that thread was done, the session it
+    opened was left running until the garbage collector (or the reaper) found it."""
+    openai = pytest.importorskip("openai")
+    import threading
+    from sandbox.adapters import openai as adapter
+
+    started, opened, real = threading.Event(), [], box.session
+
+    def slow_session(*args, **kwargs):
+        started.set()
+        time.sleep(0.5)  # the cancellation arrives while the session opens
+        opened.append(real(*args, **kwargs))  # held here: only the loop can close it
+        return opened[-1]
+
+    monkeypatch.setattr(box, "session", slow_session)
+
+    async def scenario():
+        client = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="local", max_retries=0)
+        task = asyncio.ensure_future(adapter.arun_chat(client, model="m", messages=[{"role": "user", "content": "x"}],
+                                                       sandbox=box))
+        await asyncio.to_thread(started.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())  # returns once the opening thread is done (the loop's executor is shut down)
+    assert len(opened) == 1 and opened[0].closed
+
+
 #: A caller's tool that books (a side effect), declared to each client's loop.
 BOOK_SCHEMA = {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}
 
