@@ -48,6 +48,7 @@ import psutil  # noqa: E402
 
 import sandbox  # noqa: E402
 from sandbox import tempdirs  # noqa: E402
+from sandbox.bench.common import percentile  # noqa: E402  (linear interpolation, as every other benchmark)
 from tests.conftest import settled_count  # noqa: E402
 from tests.reliability import mix  # noqa: E402
 from tests.reliability.hostcheck import HostState, settle  # noqa: E402
@@ -89,11 +90,6 @@ class Timeline:
         self._stop.set()
         self._thread.join()
         self.sample()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> dict:
@@ -163,12 +159,11 @@ def soak(runs: int, threads: int, async_tasks: int, seed: int, policy: str) -> d
         "kinds": {kind: {"hostile": mix.KINDS[kind].hostile, "runs": tally.kinds.get(kind, 0),
                          "wrong": tally.wrong.get(kind, 0),
                          "p50_ms": round(1000 * statistics.median(ds), 1) if ds else None,
-                         "p95_ms": round(1000 * percentile(ds, 0.95), 1) if ds else None}
+                         "p95_ms": round(1000 * percentile(sorted(ds), 95), 1) if ds else None}
                   for kind, ds in sorted((k, tally.durations.get(k, [])) for k in mix.kinds_for(env))},
         "kinds_left_out": sorted(set(mix.KINDS) - set(mix.kinds_for(env))),
-        "latency_ms": {"p50": round(1000 * percentile(all_durations, 0.5), 1),
-                       "p95": round(1000 * percentile(all_durations, 0.95), 1),
-                       "p99": round(1000 * percentile(all_durations, 0.99), 1)},
+        "latency_ms": {q: round(1000 * percentile(sorted(all_durations), pct), 1) if all_durations else None
+                       for q, pct in (("p50", 50), ("p95", 95), ("p99", 99))},
         "wrong_results": len(tally.problems) + len(warm.problems),
         "wrong_result_examples": (warm.problems + tally.problems)[:20],
         "leaks": found,
