@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,35 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from .batch_items import SANDBOX_ERROR, BatchItem, BatchResult, execute
-from .errors import InputError, SandboxError
+from .errors import InputError, SandboxError, os_error_text, value_text
 from .image import Image
 from .policy import Policy
 
 #: Seconds to wait for the actors to close their Sandboxes before killing them.
 _CLOSE_TIMEOUT_S = 10.0
+#: Seconds a cluster address has to accept a connection: ``ray.init`` itself retries an unreachable one for good.
+_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str | None) -> None:
+    """InputError unless ``address`` (a cluster's ``HOST:PORT`` or ``ray://HOST[:PORT]``) accepts a TCP connection
+    within :data:`_CONNECT_TIMEOUT_S`; ``None``, ``"auto"`` and ``"local"`` are Ray's to find. Without this, a
+    mistyped address or a stopped cluster left ``sandbox batch`` waiting for ever, logging retries."""
+    if address is None or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    parts = urllib.parse.urlsplit(address if client else f"//{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if client else 6379)
+    except ValueError as exc:
+        raise InputError(f"Ray address {value_text(address)}: {exc}") from None
+    if not host:
+        raise InputError(f"Ray address {value_text(address)} names no host (HOST:PORT, ray://HOST:PORT or 'auto')")
+    try:
+        socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InputError(f"no Ray cluster answers at {value_text(address)} ({host}:{port}: {os_error_text(exc)})") \
+            from None
 
 
 @ray.remote(concurrency_groups={"control": 1}, max_restarts=3)  # type: ignore[call-overload]  # Ray's annotations lack concurrency_groups
@@ -72,6 +97,7 @@ class RayEngine:
         if not ray.is_initialized():
             # A local Ray gets CPUs for every worker; on a cluster the cluster decides.
             local: dict[str, Any] = {"num_cpus": max(workers, os.cpu_count() or 1)} if address is None else {}
+            check_reachable(address)
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, **local)
             self._started_ray = True

@@ -170,6 +170,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
     check_arguments(args.workers, args.timeout, args.max_output_chars)
     Policy.load(args.policy)
     Image.load(args.image)
+    if args.address:
+        from ..batch_ray import check_reachable  # imports Ray: only when a cluster is named
+        check_reachable(args.address)
 
 
 def _check_images_dir(path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -13,9 +14,10 @@ import sandbox
 import sandbox.batch as batch
 from sandbox.batch import MEASURED_FIELDS, read_items
 
-from .conftest import assert_results_come_while_the_source_pauses, light_corpus, write_jsonl
+from .conftest import assert_results_come_while_the_source_pauses, cli, light_corpus, write_jsonl
 
 ray = pytest.importorskip("ray")
+from sandbox.batch_ray import check_reachable  # noqa: E402  (imports Ray)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +112,23 @@ def running(process: psutil.Process) -> bool:
 
 def test_ray_yields_finished_results_while_the_source_pauses(local_ray):
     assert_results_come_while_the_source_pauses(backend="ray")
+
+
+def test_an_address_no_cluster_answers_is_refused_before_out_is_touched(tmp_path):
+    """``ray.init`` retries an address nothing listens on for good (a mistyped port, a stopped cluster): ``sandbox
+    batch --backend ray --address ...`` sat there logging retries. It is refused at once, --out left as it was."""
+    with socket.socket() as probe:  # a loopback port nothing listens on once this socket is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    corpus = write_jsonl(tmp_path / "in.jsonl", light_corpus()[:1])
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n')
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        done = cli(str(corpus), "--out", str(out), "--overwrite", "--backend", "ray", "--address", address,
+                   timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert f"no Ray cluster answers at '{address}' (127.0.0.1:{port}: ECONNREFUSED" in done.stderr
+    assert out.read_text() == '{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n'
+    for address, words in ((":6379", "names no host"), ("head:port", "Ray address .head:port.: ")):
+        with pytest.raises(sandbox.InputError, match=words):
+            check_reachable(address)
