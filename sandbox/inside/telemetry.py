@@ -17,6 +17,7 @@ Kinds: ``network``, ``filesystem``, ``subprocess``, ``signal``, ``syscall``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import sys
@@ -114,7 +115,9 @@ class _Recorder:
             self.emit("network", f"connect/bind to {address[0]}:{address[1]} denied")
 
     def on_dns(self, args: tuple[Any, ...]) -> None:
-        self.emit("network", f"DNS lookup of {args[0]!r} (no network)")
+        host = os.fsdecode(args[0]) if isinstance(args[0], bytes) else args[0]
+        if host not in (None, "") and not _numeric(host) and str(host).lower() not in _hosts_file_names():
+            self.emit("network", f"DNS lookup of {host!r} (no network)")
 
     def on_subprocess(self, args: tuple[Any, ...]) -> None:
         if self.subprocess_allowed or _called_from_sandbox():
@@ -148,6 +151,34 @@ _HANDLERS: dict[str, Callable[[_Recorder, tuple[Any, ...]], None]] = {
     **dict.fromkeys(("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
                      "os.forkpty", "pty.spawn"), _Recorder.on_subprocess),
 }
+
+
+def _numeric(host: Any) -> bool:
+    """An address written out (``127.0.0.1``, ``::1``, ``fe80::1%lo``): resolved with no lookup at all."""
+    try:
+        ipaddress.ip_address(str(host).split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+_hosts_names: frozenset[str] | None = None
+
+
+def _hosts_file_names() -> frozenset[str]:
+    """The names /etc/hosts gives (``localhost`` ...), read once a worker: they resolve with no network, so a lookup
+    of one is no attempt to reach it."""
+    global _hosts_names
+    if _hosts_names is None:
+        names = {"localhost"}
+        try:
+            with open("/etc/hosts", encoding="utf-8", errors="replace") as hosts:
+                for line in hosts:
+                    names.update(name.lower() for name in line.split("#", 1)[0].split()[1:])
+        except OSError:
+            pass
+        _hosts_names = frozenset(names)
+    return _hosts_names
 
 
 def _prefix(path: str) -> str:

@@ -41,3 +41,18 @@ def test_a_cold_zygotes_run_records_them_and_a_quiet_run_records_nothing():
         assert first.outcome == Outcome.OK and EXPECTED <= _denials(first), first
         quiet = box.run("print(sum(range(10)))")
         assert quiet.outcome == Outcome.OK and quiet.stdout == "45\n" and quiet.denied == [], quiet
+
+
+def test_lookups_that_need_no_network_are_not_denials(sb):
+    """A numeric address or a name /etc/hosts gives resolves with no network: such a lookup succeeds, and was
+    reported as a denied "DNS lookup" all the same (counted in ``sandbox batch``'s network denials)."""
+    result = checked_run(sb, "import socket\n"
+                             "print(socket.getaddrinfo('127.0.0.1', 22)[0][4][0], socket.gethostbyname('localhost'))\n"
+                             "print(socket.getaddrinfo('::1', 22)[0][4][0])\n"
+                             "try:\n"
+                             "    socket.getaddrinfo('example.invalid', 80)\n"
+                             "except OSError:\n"
+                             "    print('refused')\n")
+    assert result.outcome == Outcome.OK and result.stdout == "127.0.0.1 127.0.0.1\n::1\nrefused\n", result
+    assert {d for d in _denials(result) if d[0] == "network"} == {
+        ("network", "DNS lookup of 'example.invalid' (no network)")}, result.denied
