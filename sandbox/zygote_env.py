@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import threading
 from typing import TYPE_CHECKING
+
+from . import tempdirs
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -62,7 +65,7 @@ def matplotlib_cache_dir() -> str:
     """MPLCONFIGDIR for every zygote: a persistent font cache saves each start the seconds of rebuilding it.
     Without a writable home (a service account, uid 65534): one dir per uid in the temp dir, kept and reused
     (a new one per start would be one more left behind per start), used only if it is a real dir of ours that
-    no one else may write; else a fresh one."""
+    no one else may write; else one of this host process's own, made once and removed with it (tempdirs)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = os.path.join(base, "sandbox", "matplotlib")
     try:
@@ -74,7 +77,22 @@ def matplotlib_cache_dir() -> str:
     shared = os.path.join(tempfile.gettempdir(), f"sandbox-mpl-{os.geteuid()}")
     if _private_dir(shared):
         return shared
-    return tempfile.mkdtemp(prefix="sandbox-mpl-")  # someone else's, or writable by others: never trusted
+    return _own_matplotlib_dir()  # someone else's, or writable by others: never trusted
+
+
+_own_dir_lock = threading.Lock()
+_own_dir: tempdirs.OwnedDir | None = None
+
+
+def _own_matplotlib_dir() -> str:
+    """One dir per host process (each start made a new one, four a ``sandbox run``, none ever removed)."""
+    global _own_dir
+    with _own_dir_lock:
+        if _own_dir is None or not os.path.isdir(_own_dir.path):
+            if _own_dir is not None:
+                _own_dir.remove()
+            _own_dir = tempdirs.make("sandbox-mpl-own-")
+        return _own_dir.path
 
 
 def _private_dir(path: str) -> bool:

@@ -211,6 +211,12 @@ def test_a_matplotlib_dir_not_safely_ours_is_never_used(tmp_path, monkeypatch, k
     chosen = zygote_env.matplotlib_cache_dir()
     assert chosen != planted and os.path.basename(chosen).startswith("sandbox-mpl-")
     assert os.stat(chosen).st_mode & 0o777 == 0o700
+    # one per host process, not one more per call (a zygote's start asked ~4 times, and none was ever removed)
+    assert zygote_env.matplotlib_cache_dir() == chosen
+    made = sorted(name for name in os.listdir(str(tmp_path)) if name.startswith("sandbox-mpl-"))
+    assert made == sorted([os.path.basename(planted), os.path.basename(chosen)])
+    zygote_env._own_dir.remove()  # what the host's exit (or, after a kill, the next host's sweep) does
+    assert not os.path.exists(chosen)
 
 
 def test_a_host_exiting_normally_without_close_removes_its_temp_root_but_its_fork_does_not():
