@@ -86,10 +86,17 @@ def test_targets_quick_writes_every_axis(tmp_path: Path) -> None:
     assert [row["axis"].split(" ")[0] for row in data["rows"]] == ["warm", "throughput,", "machine", "cold", "USS"]
     sandlock = floors.SandlockPool.unavailable() is None
     for row in data["rows"]:
-        assert row["ours"] is not None and row["floor"] is not None, row
-        assert row["ours_x_floor"] is not None and row["verdict"] in ("met", "missed"), row
-        assert (row["sandlock"] is not None) == sandlock, (row, data["skipped"])
-        assert (row["bare"] is None) == row["axis"].startswith("cold"), (row, data["skipped"])  # no bare cold start
+        # A machine busy with other work (CI's) never goes quiet after a runner's runs: that runner gets no CPU per
+        # run, and the row's note says so (targets._with_tail); every other figure is always there.
+        busy = row["axis"].startswith("machine") and "machine not quiet" in (row["note"] or "")
+        given = {key: row[key] is not None for key in ("ours", "floor", "sandlock", "bare")}
+        assert given["ours"] and given["floor"] or busy, row
+        assert given["sandlock"] == sandlock or busy and not given["sandlock"], (row, data["skipped"])
+        assert given["bare"] != row["axis"].startswith("cold") or busy and not given["bare"], row  # no bare cold start
+        if given["ours"] and given["floor"]:
+            assert row["ours_x_floor"] is not None and row["verdict"] in ("met", "missed"), row
+        else:
+            assert row["ours_x_floor"] is None and row["verdict"] == "n/a", row
     details = data["details"]
     assert all(v["bad"] == 0 for v in (*details["warm"].values(), *details["throughput"].values(),
                                         *details["cold"].values())), details
