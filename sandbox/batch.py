@@ -55,8 +55,8 @@ _SOURCE_POLL_S = 0.05
 def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "str | Path | Policy" = "default",
         image: "str | Path | Image" = "vertex", workers: int = 2, timeout: float | None = None, backend: str = "local",
         address: str | None = None, images_dir: str | None = None,
-        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, stop: threading.Event | None = None
-        ) -> Iterator[BatchResult]:
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, stop: threading.Event | None = None,
+        venv: "str | Path | None" = None) -> Iterator[BatchResult]:
     """Run ``items`` and yield one :class:`BatchResult` each, in the order runs finish.
 
     Args:
@@ -68,6 +68,8 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "s
             raised here, after the items before it.
         policy, image: as for :class:`sandbox.Sandbox` (names, paths or objects; on Ray,
             names resolve on each node).
+        venv: as for :class:`sandbox.Sandbox`: a virtual environment holding the image, whose
+            interpreter runs the zygotes (None: this interpreter; on Ray, the path on each node).
         workers: runs in flight at once (local threads, or Ray actors).
         timeout: wall clock per snippet in seconds (None: the policy's); an item's own
             ``timeout`` wins.
@@ -84,7 +86,7 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "s
     """
     check_arguments(workers, timeout, max_output_chars)
     options = dict(timeout=timeout, max_output_chars=max_output_chars, keep_images=images_dir is not None)
-    return _drive(_engine(backend, policy, image, workers, options, address), items, images_dir,
+    return _drive(_engine(backend, policy, image, workers, options, address, venv), items, images_dir,
                   stop or threading.Event())
 
 
@@ -98,10 +100,11 @@ def check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
         raise InputError(f"max_output_chars must be an int >= 0 (got {value_text(max_output_chars)})")
 
 
-def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any], address: str | None) -> Any:
-    """Start the backend now, so a missing layer or a bad policy is raised by ``run()`` itself."""
+def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int,
+            options: dict[str, Any], address: str | None, venv: "str | Path | None" = None) -> Any:
+    """Start the backend now, so a missing layer, a bad policy or a bad venv is raised by ``run()`` itself."""
     if backend == "local":
-        return LocalEngine(policy, image, workers, options)
+        return LocalEngine(policy, image, workers, options, venv)
     if backend != "ray":
         raise InputError(f"backend must be 'local' or 'ray' (got {value_text(backend)})")
     try:
@@ -110,7 +113,7 @@ def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Im
         if exc.name != "ray":
             raise
         raise InputError(f"backend 'ray' needs Ray: {install_command('ray')}") from None
-    return RayEngine(policy, image, workers, options, address)
+    return RayEngine(policy, image, workers, options, address, venv=venv)
 
 
 def _drive(engine: Any, items: Iterable[Any], images_dir: str | None, stop: threading.Event) -> Iterator[BatchResult]:
@@ -192,13 +195,14 @@ def _finish(engine: Any, done: list[Any], pending: dict[Any, BatchItem], images_
 class LocalEngine:
     """Runs items on threads against one warm :class:`sandbox.Sandbox` on this machine."""
 
-    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any]) -> None:
+    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", workers: int,
+                 options: dict[str, Any], venv: "str | Path | None" = None) -> None:
         from .core import Sandbox
         self.window = workers + 1  # one queued item per pool, so a thread never idles waiting for the driver
         self._options = options
         # No cold zygote: a batch wants throughput, and cold runs paying their own imports would take the
         # cores from the preload.
-        self._box = Sandbox(policy=policy, image=image, max_concurrent=workers, cold_start=False)
+        self._box = Sandbox(policy=policy, image=image, max_concurrent=workers, venv=venv, cold_start=False)
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-batch")
 
     def submit(self, item: BatchItem) -> cf.Future:

@@ -10,7 +10,7 @@ exist only on the driver's machine.
 On a cluster, ``sandbox`` (with the image's libraries) must be installed on every node,
 as for any Ray job; start the driver with ``address="auto"`` on the head node or
 ``address="ray://HEAD:10001"`` through Ray Client. Policy and image *names* resolve on
-each node.
+each node, and so does a ``venv`` path (the virtual environment must be at that path on every node).
 """
 
 from __future__ import annotations
@@ -61,13 +61,15 @@ def check_reachable(address: str | None) -> None:
 class SandboxActor:
     """Holds one warm Sandbox; runs items one at a time (the default concurrency group has one thread)."""
 
-    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", options: dict[str, Any]) -> None:
+    def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", options: dict[str, Any],
+                 venv: "str | Path | None" = None) -> None:
         from .core import Sandbox
         self._options = options
         # Kept for ready() to raise: raised here, Ray keeps only its text (ActorDiedError), and restarts the actor.
         self._failed: SandboxError | None = None
         try:
-            self._box = Sandbox(policy=policy, image=image, max_concurrent=1, cold_start=False)  # see batch.py
+            self._box = Sandbox(policy=policy, image=image, max_concurrent=1, venv=venv,
+                                cold_start=False)  # see batch.py
         except SandboxError as exc:
             self._failed = exc
 
@@ -92,7 +94,7 @@ class RayEngine:
     """The engine interface of :func:`sandbox.batch._drive` over Ray actors."""
 
     def __init__(self, policy: "str | Path | Policy", image: "str | Path | Image", workers: int, options: dict[str, Any],
-                 address: str | None = None, cpus_per_worker: float = 1.0) -> None:
+                 address: str | None = None, cpus_per_worker: float = 1.0, venv: "str | Path | None" = None) -> None:
         self._started_ray = False
         if not ray.is_initialized():
             # A local Ray gets CPUs for every worker; on a cluster the cluster decides.
@@ -103,7 +105,7 @@ class RayEngine:
             self._started_ray = True
         self._check_capacity(workers, cpus_per_worker)
         actor = SandboxActor.options(num_cpus=cpus_per_worker)  # type: ignore[attr-defined]  # ray.remote made it an ActorClass
-        self._actors = [actor.remote(policy, image, options) for _ in range(workers)]
+        self._actors = [actor.remote(policy, image, options, venv) for _ in range(workers)]
         self._load = {index: 0 for index in range(workers)}
         self._owner: dict[Any, int] = {}
         self.window = 2 * workers

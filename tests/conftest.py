@@ -7,6 +7,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -196,6 +197,24 @@ def venv_without_packages(python: str, where: Path) -> str:
     site, = glob.glob(str(where / "venv" / "lib" / "python3.*" / "site-packages"))
     (Path(site) / "sandbox-deps.pth").write_text(f"{pure}\n")
     return str(where / "venv" / "bin" / "python")
+
+
+@pytest.fixture
+def linked_venv(tmp_path: Path) -> Path:
+    """A virtual environment for ``--venv`` at no cost: a link to the one the tests run in. Its interpreter is
+    ``<link>/bin/python`` and a run in it has ``sys.prefix`` the link, not this process's (skipped outside a venv)."""
+    if not (Path(sys.prefix) / "pyvenv.cfg").is_file():
+        pytest.skip("the tests run outside a virtual environment")
+    (tmp_path / "linked-venv").symlink_to(sys.prefix)
+    return tmp_path / "linked-venv"
+
+
+@pytest.fixture
+def stdlib_image_file(tmp_path: Path) -> str:
+    """A manifest preloading ``json`` only: a zygote that is ready at once (the CLI takes images as paths)."""
+    path = tmp_path / "stdlib.toml"
+    path.write_text('[preload]\nmodules = ["json"]\n')
+    return str(path)
 
 
 def c_loop_expected() -> None:

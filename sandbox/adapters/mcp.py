@@ -1,7 +1,7 @@
 """MCP adapter: a ``run_python`` tool served over stdio (or Streamable HTTP: :mod:`.mcp_http`) with the official
 ``mcp`` SDK (2.x).
 
-Start it with ``sandbox mcp [--policy P] [--image I]``, e.g. in a client's config::
+Start it with ``sandbox mcp [--policy P] [--image I] [--venv DIR]``, e.g. in a client's config::
 
     {"mcpServers": {"python": {"command": "sandbox", "args": ["mcp"]}}}
 
@@ -61,7 +61,7 @@ from starlette.types import Receive
 
 from ..core import Sandbox
 from ..errors import InputError, SandboxError, SessionError
-from ..image import Image
+from ..image import Image, interpreter_for
 from ..policy import Policy
 from ..results import Result
 from ._common import MAX_SESSIONS, TOOL_NAME, SessionPool, decode_files, describe_environment
@@ -87,16 +87,21 @@ class Backend:
     """What the server runs code in: a Sandbox and its ``session_id`` session pool.
 
     Given a Sandbox, it is used as is (the caller keeps ownership). Otherwise one is
-    started for (``policy``, ``image``) in a background thread as soon as the backend is
+    started for (``policy``, ``image``, ``venv``) in a background thread as soon as the backend is
     made, so the server can answer the MCP handshake at once; :meth:`ready` waits for
     it, and starts it again after a failed start.
     """
 
     def __init__(self, sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
-                 image: "str | Path | Image" = "vertex", max_sessions: int = MAX_SESSIONS) -> None:
-        # Loaded here, in the caller: a bad policy or image name fails before the server starts.
+                 image: "str | Path | Image" = "vertex", max_sessions: int = MAX_SESSIONS,
+                 venv: "str | Path | None" = None) -> None:
+        # Loaded here, in the caller: a bad policy or image name, or a venv that is none, fails before the server
+        # starts (in the background thread it was a tool error at every call).
         self.policy = sandbox.policy if sandbox is not None else Policy.load(policy)
         self.image = sandbox.image if sandbox is not None else Image.load(image)
+        self._venv = venv if sandbox is None else None
+        if self._venv is not None:
+            interpreter_for(self._venv)
         self._owned = sandbox is None
         self._max_sessions = max_sessions
         self._lock = threading.Lock()
@@ -117,7 +122,7 @@ class Backend:
 
     def _open(self) -> None:
         try:
-            box = Sandbox(self.policy, self.image)
+            box = Sandbox(self.policy, self.image, venv=self._venv)
         except BaseException as exc:  # noqa: BLE001 - reported to the calls that wait for it
             with self._lock:
                 self._error = exc
@@ -178,14 +183,16 @@ class _ScopedId:
 def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy" = "default",
                  image: "str | Path | Image" = "vertex", name: str = "sandbox", max_sessions: int = MAX_SESSIONS,
                  max_calls: int = MAX_CALLS, max_input_bytes: int | None = None,
-                 shared: bool = False) -> MCPServer:
+                 shared: bool = False, venv: "str | Path | None" = None) -> MCPServer:
     """An ``MCPServer`` with the ``run_python`` tool.
 
     Args:
         sandbox: the Sandbox to run in; the caller keeps ownership (close it after the
-            server stops). Default: one started in the background for ``policy`` and
-            ``image``, closed by ``server.backend.close()``.
+            server stops). Default: one started in the background for ``policy``, ``image`` and
+            ``venv``, closed by ``server.backend.close()``.
         policy, image: what that Sandbox uses (ignored when ``sandbox`` is given).
+        venv: a virtual environment holding the image (``sandbox image install NAME --venv DIR``) whose
+            interpreter runs that Sandbox's zygote; None: this interpreter (ignored when ``sandbox`` is given).
         name: the server name reported to clients (``serverInfo.name``; ``version`` is this package's).
         max_sessions: live ``session_id`` sessions at most; a new id closes the least
             recently used one not running a call (its variables are lost). When every
@@ -206,7 +213,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
     max_sessions, max_calls = check_count("max_sessions", max_sessions), check_count("max_calls", max_calls)
     policy = sandbox.policy if sandbox is not None else Policy.load(policy)  # checked before a zygote starts
     admission = _CallAdmission(max_calls, input_budget(policy, max_input_bytes))
-    backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions)
+    backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions, venv=venv)
     server = MCPServer(name, version=_version(),
                        instructions="Use run_python to run Python code in a confined local sandbox.")
     description = (describe_environment(backend) + " Without session_id every call starts fresh; "  # type: ignore[arg-type]
@@ -386,14 +393,15 @@ def _version() -> str:
 
 
 def serve(policy: str = "default", image: str = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS,
-          max_input_bytes: int | None = None) -> None:
+          max_input_bytes: int | None = None, venv: "str | Path | None" = None) -> None:
     """Run the stdio server until the client disconnects; the Sandbox is closed on the way out.
 
-    The policy and image are loaded first (a bad name fails here, before any MCP traffic);
-    the zygote starts in the background while the handshake is answered.
+    The policy and image are loaded and ``venv`` checked first (a bad one fails here, before any MCP
+    traffic); the zygote starts in the background, with ``venv``'s interpreter if given, while the
+    handshake is answered.
     """
     server = build_server(policy=policy, image=image, max_sessions=max_sessions, max_calls=max_calls,
-                          max_input_bytes=max_input_bytes)
+                          max_input_bytes=max_input_bytes, venv=venv)
     try:
         server.run("stdio")
     finally:

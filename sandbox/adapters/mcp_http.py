@@ -62,7 +62,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
                image: "str | Path | Image" = "vertex", max_sessions: int = MAX_SESSIONS, max_calls: int = MAX_CALLS,
                max_input_bytes: int | None = None, max_body_bytes: int | None = None,
                body_timeout_seconds: float = BODY_TIMEOUT_SECONDS, session_idle_seconds: float = SESSION_IDLE_SECONDS,
-               on_ready: Callable[[str, bool], None] | None = None) -> None:
+               on_ready: Callable[[str, bool], None] | None = None, venv: "str | Path | None" = None) -> None:
     """Serve ``run_python`` at ``http://HOST:PORT/mcp`` until SIGINT or SIGTERM; the Sandbox is closed on the way out.
 
     ``port`` 0 picks a free one; ``on_ready`` gets the URL once the socket listens (the zygote starts meanwhile:
@@ -70,11 +70,12 @@ def serve_http(host: str = "127.0.0.1", port: int = 8000, *, policy: "str | Path
     are the server's, shared by every client (see ``build_server``), and so are ``max_body_bytes`` (see
     :func:`http_app`) and ``body_timeout_seconds`` (a request's head has as long); an MCP session with no request for ``session_idle_seconds``
     ends, and its sandbox sessions are closed. A host or port that cannot be bound is a SandboxError naming it.
+    ``venv``: a virtual environment holding the image, whose interpreter runs the zygote (see ``build_server``).
     """
     sock = _bind(host, port)
     try:
         server = build_server(policy=policy, image=image, max_sessions=max_sessions, max_calls=max_calls,
-                              max_input_bytes=max_input_bytes, shared=True)
+                              max_input_bytes=max_input_bytes, shared=True, venv=venv)
         try:
             address, bound_port = sock.getsockname()[:2]
             app = http_app(server, address, max_body_bytes=max_body_bytes, max_input_bytes=max_input_bytes,

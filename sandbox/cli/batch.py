@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", "-o", required=True, metavar="RESULTS.jsonl", help="result file (JSONL)")
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
+    parser.add_argument("--venv", default=None, metavar="DIR",
+                        help="virtual environment holding the image (from 'sandbox image install NAME --venv DIR'; "
+                             "on Ray, the path on each node)")
     parser.add_argument("--workers", "-j", type=int, default=min(4, os.cpu_count() or 1),
                         help="runs in flight at once: threads locally, actors on Ray (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -146,7 +149,7 @@ def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop
     # Unbuffered bytes: write_record puts each record down whole or (disk full) cuts its partial line off again.
     with opened(args.out, "ab", buffering=0) as out, \
             _Progress(total, args.progress) as bar, _StopOnSignal(stop, bar):
-        results = batch.run(items, policy=args.policy, image=args.image, workers=args.workers,
+        results = batch.run(items, policy=args.policy, image=args.image, venv=args.venv, workers=args.workers,
                             timeout=args.timeout, backend=args.backend, address=args.address,
                             images_dir=args.images_dir, max_output_chars=args.max_output_chars, stop=stop)
         with closing(results):  # type: ignore[type-var]  # a generator: it has close()
@@ -164,12 +167,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
     """What ``batch.run`` refuses, refused before --out is touched: a mistyped image name with --overwrite emptied
     the results it was to replace."""
     from ..batch import check_arguments
-    from ..image import Image
+    from ..image import Image, interpreter_for
     from ..policy import Policy
 
     check_arguments(args.workers, args.timeout, args.max_output_chars)
     Policy.load(args.policy)
     Image.load(args.image)
+    if args.venv is not None:  # checked here, as names are, though on Ray each node has its own
+        interpreter_for(args.venv)
     if args.address:
         from ..batch_ray import check_reachable  # imports Ray: only when a cluster is named
         check_reachable(args.address)

@@ -70,6 +70,9 @@ allowed here (Ubuntu 24.04 and many containers restrict them: runs then go witho
 what that changes. Run it as the user who will run the sandbox: root and a normal user get
 different rows.
 
+With --venv DIR the test run's zygote runs DIR's interpreter (as 'sandbox run --venv DIR'
+does); the lines above the table name the interpreter and virtual environment checked.
+
 Exit status: 0 when every required layer is active, 1 otherwise.
 """
 
@@ -79,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image for the test run (default: %(default)s)")
+    parser.add_argument("--venv", default=None, metavar="DIR",
+                        help="virtual environment holding the image (from 'sandbox image install NAME --venv DIR'): "
+                             "the test run uses its interpreter")
     parser.add_argument("--fork", action="store_true",
                         help="verify in a forked child of this process instead of a real sandbox run")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -86,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    report = diagnose(args.policy, args.image, use_sandbox=not args.fork)
+    if args.fork and args.venv is not None:  # the forked child is this interpreter: the venv would go unchecked
+        from ..errors import InputError
+        raise InputError("--fork verifies in a forked child of this interpreter, not --venv's: give one of them")
+    report = diagnose(args.policy, args.image, use_sandbox=not args.fork, venv=args.venv)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0 if report["ok"] else 1

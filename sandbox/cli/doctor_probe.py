@@ -3,7 +3,8 @@
 The snippet runs in a real worker (or a forked child, ``--fork``) and prints its facts as JSON: ``NoNewPrivs``,
 its ``Seccomp`` mode, empty capability sets, pid 1 in its own namespace with only a down ``lo``, whether ``/`` and
 AF_INET are refused, its rlimits, how many threads start, its filesystem view and disk, whether it may signal the
-doctor's process. How each fact feeds the report: :mod:`sandbox.cli.doctor`'s docstring.
+doctor's process, and the interpreter it runs in (``sys.executable``, ``sys.prefix``: a ``--venv``'s when given). How
+each fact feeds the report: :mod:`sandbox.cli.doctor`'s docstring.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..policy import Policy
 
 #: Run inside the worker; prints what it observes as JSON. ``$MAX_TASKS``: threads it tries to start.
 PROBE = r'''
-import json, os, resource, socket, threading
+import json, os, resource, socket, sys, threading
 def status():
     with open("/proc/self/status") as fh:
         return dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
@@ -113,7 +114,7 @@ facts = {
                  "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk),
                  "outside_unsignalled": fact(outside_unsignalled),
                  "seccomp_filters": int(st.get("Seccomp_filters", "0").strip() or 0),
-                 "oom_score_adj": oom_score()},
+                 "oom_score_adj": oom_score(), "python": sys.executable, "prefix": sys.prefix},
 }
 print(json.dumps(facts))
 '''

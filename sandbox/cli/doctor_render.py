@@ -9,6 +9,17 @@ from typing import Any
 _PARTS_UNDER = {"namespaces": "filesystem", "seccomp": "sessions"}
 
 
+def _interpreter_line(report: dict[str, Any]) -> str:
+    """Which interpreter the real run's zygote runs: a virtual environment's (--venv), or the doctor's own; and the
+    ``sys.prefix`` the probe saw inside the run."""
+    system = report["system"]
+    which = (f"virtual environment {system['venv']}, --venv" if system.get("venv")
+             else "this one; --venv DIR checks a virtual environment's")
+    line = f"interpreter: {system['python']} ({which})"
+    prefix = report["observed"].get("prefix")
+    return line + (f"; sys.prefix in the run: {prefix}" if prefix is not None else "")
+
+
 def _memory_line(system: dict[str, Any]) -> str:
     """What the interpreter's reference counts cost every run (inside/immortal.py)."""
     version = system.get("python_version", "?")
@@ -60,7 +71,7 @@ def render(report: dict[str, Any]) -> str:
              + {"available": "yes", "unavailable": "NO (the kernel refuses to create them)",
                 "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
              .get(s["user_namespaces"], s["user_namespaces"]),
-             f"privileges: {s['privileges']}", _memory_line(s), _forker_line(s),
+             f"privileges: {s['privileges']}", _interpreter_line(report), _memory_line(s), _forker_line(s),
              _own_signals_line(s), _oom_line(report),
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<15} {'available':<10} {'required':<9} {'active':<7} detail"]

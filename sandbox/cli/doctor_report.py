@@ -8,6 +8,7 @@ detail and the fix; the probing is :mod:`sandbox.cli.doctor_verify`'s, the ``sys
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ..policy import Policy
@@ -15,15 +16,18 @@ from .doctor_system import _system
 from .doctor_verify import _verify
 
 
-def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sandbox: bool = True) -> dict[str, Any]:
-    """The whole report as plain data (what ``--json`` prints). ``policy_name``: a name, TOML path or Policy."""
+def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sandbox: bool = True,
+             venv: "str | Path | None" = None) -> dict[str, Any]:
+    """The whole report as plain data (what ``--json`` prints). ``policy_name``: a name, TOML path or Policy;
+    ``venv``: a virtual environment whose interpreter the real run's zygote runs (None: this interpreter)."""
     from .. import confine
-    from ..image import Image
+    from ..image import Image, interpreter_for
     from ..policy import Policy
     policy = Policy.load(policy_name)
     Image.load(image)  # a misspelt image is the caller's error (ImageError), not a sandbox that cannot start
+    interpreter = interpreter_for(venv)  # so is a venv that is none
     probes = confine.probe_all()
-    active, how, refusal = _verify(policy, image, use_sandbox)
+    active, how, refusal = _verify(policy, image, use_sandbox, venv)
     observed = active.get("observed", {})
     if observed:  # a second filter, answered by the zygote (signal_scope.py), where nothing else scopes signals
         observed["signals_supervised"] = bool(
@@ -33,7 +37,7 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
     return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(policy), "observed": observed, "layers": layers,
+            "system": _system(policy, interpreter, venv), "observed": observed, "layers": layers,
             "filesystem": _filesystem(policy, observed), "sessions": _sessions(policy, active)}
 
 

@@ -5,23 +5,28 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..policy import Policy
 
 
-def _system(policy: Policy) -> dict[str, Any]:
+def _system(policy: Policy, interpreter: str = sys.executable,
+            venv: "str | Path | None" = None) -> dict[str, Any]:
+    """``python`` is the interpreter the real run's zygote runs (``venv``'s, or this one), ``venv`` that virtual
+    environment as an absolute path (None: none given); the facts below it are of this interpreter."""
     from ..confine import landlock, namespaces
     from ..inside import forker, immortal, pid1_signals
     return {"uid": os.getuid(), "euid": os.geteuid(), "kernel": platform.release(), "machine": platform.machine(),
-            "python": sys.executable, "python_version": platform.python_version(),
+            "python": interpreter, "venv": os.path.abspath(venv) if venv is not None else None,
+            "python_version": platform.python_version(),
             "immortal_objects": immortal.supported(), "forker_loop_not_built": forker.native_loop_missing(),
             "own_signals_handled": pid1_signals.available(),
             "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
             "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
             "privileges": _privileges(policy),
-            "python_readable_by_this_uid": os.access(sys.executable, os.R_OK | os.X_OK)}
+            "python_readable_by_this_uid": os.access(interpreter, os.R_OK | os.X_OK)}
 
 
 def _privileges(policy: Policy) -> str:

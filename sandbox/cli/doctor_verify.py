@@ -11,18 +11,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..policy import Policy
 from .doctor_probe import probe_code
 
 
-def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+def _verify(policy: Policy, image: str, use_sandbox: bool,
+            venv: "str | Path | None" = None) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """({layer: observed active}, how it was verified, SandboxUnavailable facts or None)."""
     from ..errors import SandboxError, SandboxUnavailable, value_text
     if use_sandbox:
+        where = f", venv {value_text(os.fspath(venv))}" if venv is not None else ""
         try:
-            return _verify_in_sandbox(policy, image), f"a real run through sandbox.Sandbox (image {value_text(image)})", None
+            return (_verify_in_sandbox(policy, image, venv),
+                    f"a real run through sandbox.Sandbox (image {value_text(image)}{where})", None)
         except SandboxUnavailable as exc:
             return {}, "a real run through sandbox.Sandbox", {"layer": exc.layer, "reason": exc.reason,
                                                              "fix": exc.fix, "syscall": exc.syscall,
@@ -40,11 +44,11 @@ def _verify(policy: Policy, image: str, use_sandbox: bool) -> tuple[dict[str, An
         return {}, f"{how}; {exc}", None
 
 
-def _verify_in_sandbox(policy: Policy, image: str) -> dict[str, Any]:
+def _verify_in_sandbox(policy: Policy, image: str, venv: "str | Path | None" = None) -> dict[str, Any]:
     import sandbox
     from ..inputs import encode_run
     from ..verdict import to_result
-    with sandbox.Sandbox(policy=policy, image=image) as sb:
+    with sandbox.Sandbox(policy=policy, image=image, venv=venv) as sb:
         request, timeout_s = encode_run(probe_code(policy), None, 20, sb.policy)
         got = sb._open_pool().collect(request, timeout_s)  # the Collected, for what the host read of the run
         result = to_result(got, sb.policy, timeout_s)

@@ -15,10 +15,9 @@ snippet may use besides the standard library, and what the zygote preloads.
   sandbox image install vertex            pip install the pinned set here
   sandbox image install gemini --venv DIR ... or into a new virtual environment DIR;
                                           then check it with --venv DIR, and run
-                                          with it: sandbox run --venv DIR, or
-                                          sandbox.Sandbox(image="gemini", venv=DIR)
-                                          (for batch, serve and mcp: install this
-                                          package into DIR and use DIR/bin/sandbox)
+                                          with it: sandbox run --venv DIR (batch,
+                                          mcp, serve and doctor take --venv too),
+                                          or sandbox.Sandbox(image="gemini", venv=DIR)
 """
 
 
@@ -48,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run pip install with the image's exact pins (pip's own configuration, indexes and "
                     "constraints apply). With --venv DIR, DIR is created with 'python -m venv' when absent "
                     "and also gets the sandbox's runtime dependencies, so that its zygotes can start there: "
-                    "'sandbox run --venv DIR', or Sandbox(venv=DIR) in Python. The package itself is not "
-                    "installed in DIR: for batch, serve and mcp, pip install it there too and use DIR/bin/sandbox.")
+                    "'sandbox run --venv DIR' (batch, mcp, serve and doctor take --venv DIR too), or "
+                    "Sandbox(venv=DIR) in Python. The package itself is not installed in DIR: its zygotes run it "
+                    "from where it is installed now.")
     installer.add_argument("name", metavar="NAME", help="image name or path to a manifest")
     installer.add_argument("--venv", metavar="DIR", type=Path, help="install into this (new or existing) virtual environment")
     installer.set_defaults(func=cmd_install)

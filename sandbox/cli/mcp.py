@@ -12,7 +12,8 @@ from ..install_hint import install_command
 HELP = """Serve a run_python tool over the Model Context Protocol on stdin/stdout, or over
 Streamable HTTP with --http.
 
-Code runs in this sandbox under the given policy and image; the tool returns the
+Code runs in this sandbox under the given policy and image (with --venv DIR, in
+that virtual environment's interpreter); the tool returns the
 outcome and output as text and figures as PNG images. Point an MCP client at it,
 e.g. {"command": "sandbox", "args": ["mcp", "--policy", "strict"]}.
 
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "127.0.0.1; not loopback means no authentication: anyone reaching the port runs code)")
     parser.add_argument("--policy", default="default", help="policy name or TOML path (default: %(default)s)")
     parser.add_argument("--image", default="vertex", help="image name or TOML path (default: %(default)s)")
+    parser.add_argument("--venv", default=None, metavar="DIR",
+                        help="virtual environment holding the image (from 'sandbox image install NAME --venv DIR')")
     parser.add_argument("--max-sessions", type=int, default=16, metavar="N",
                         help="session_id sessions kept at most; a new id closes the least recently used idle one "
                              "(default: %(default)s)")
@@ -122,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
         raise
     from ..adapters._loop import check_count
     max_input_bytes = None if args.max_input_mb is None else check_count("max_input_mb", args.max_input_mb) << 20
-    limits = {"policy": args.policy, "image": args.image, "max_sessions": args.max_sessions,
+    limits = {"policy": args.policy, "image": args.image, "venv": args.venv, "max_sessions": args.max_sessions,
               "max_calls": args.max_calls, "max_input_bytes": max_input_bytes}
     if args.http:
         max_body_bytes = None if args.max_body_mb is None else check_count("max_body_mb", args.max_body_mb) << 20

@@ -26,6 +26,7 @@ Needs Starlette, uvicorn and httpx: the 'serve' extra (pip install -e '.[serve]'
 #: Long option -> dotted config key (the rest map by replacing '-' with '_').
 _FLAGS = {
     "host": "host", "port": "port", "api_key": "api_key", "models": "models", "policy": "policy", "image": "image",
+    "venv": "venv",
     "max_request_bytes": "max_request_bytes", "max_concurrent_requests": "max_concurrent_requests",
     "max_executions": "max_executions", "max_response_image_bytes": "max_response_image_bytes",
     "max_response_output_bytes": "max_response_output_bytes",
@@ -50,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "the backend model always works)")
     add("--policy", help="sandbox policy for every run (default: default)")
     add("--image", help="sandbox image for every run (default: vertex)")
+    add("--venv", metavar="DIR",
+        help="virtual environment holding the image (from 'sandbox image install NAME --venv DIR'; default: none)")
     add("--max-request-bytes", type=int, help="largest request body (default 20000000)")
     add("--max-concurrent-requests", type=int,
         help="requests at once; more get 429, as does a body past this times --max-request-bytes of bodies "
@@ -99,10 +102,12 @@ def main(args: argparse.Namespace) -> int:
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    with sock, Sandbox(policy=config.policy, image=config.image) as box:
+    with sock, Sandbox(policy=config.policy, image=config.image, venv=config.venv or None) as box:
+        venv = f", venv {config.venv!r}" if config.venv else ""
+
         def ready() -> None:
             print(f"sandbox serve: listening on {url} (backend {config.backend.kind} "
-                  f"{config.backend.model!r}, policy {config.policy!r}, image {config.image!r})", flush=True)
+                  f"{config.backend.model!r}, policy {config.policy!r}, image {config.image!r}{venv})", flush=True)
 
         app = create_app(config, box, on_ready=ready)
         protocol = client_deadline_protocol(config.client_timeout_seconds, "sandbox serve --client-timeout-seconds")

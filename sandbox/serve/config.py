@@ -84,6 +84,9 @@ class ServeConfig:
     """Sandbox policy of every run (name or TOML path)."""
     image: schema.NonEmptyStr = "vertex"
     """Sandbox image (library set) of every run (name or TOML path)."""
+    venv: str = ""
+    """Virtual environment holding the image (``sandbox image install NAME --venv DIR``), whose interpreter runs
+    the zygote; empty: this interpreter. Checked at load: a path that is no virtual environment is refused."""
     max_request_bytes: Annotated[int, schema.positive] = 20_000_000
     """Largest request body; larger ones get INVALID_ARGUMENT (the service's inline limit is 20 MB)."""
     max_concurrent_requests: Annotated[int, schema.between(1, 1024)] = 8
@@ -107,6 +110,13 @@ class ServeConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def cross_check(self, prefix: str) -> str | None:
+        if self.venv:
+            from ..errors import ImageError
+            from ..image import interpreter_for
+            try:
+                interpreter_for(self.venv)
+            except ImageError as exc:  # refused with the source it came from, before the port is bound
+                return f"{prefix}venv: {exc}"
         if self.api_key != self.api_key.strip():  # a blank key was a key: '?key=%20' let anyone in
             return (f"{prefix}api_key has blank characters at its start or end (or is blank): no client can send "
                     "those in a header; give a key without them, or none")

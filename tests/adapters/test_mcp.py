@@ -471,3 +471,25 @@ def test_files_and_images_past_the_caps_are_named_in_the_text(tmp_path):
     assert not result.is_error and len(result.content) == 1 + 1 + 2  # the text, 1 image, 2 files
     assert result.content[0].text.splitlines()[-3:] == ["[files: figure_1.png, f0.txt, f1.txt]", *(
         note.replace("'default'", "'caps'") for note in CAPS_NOTES)]
+
+
+def test_sandbox_mcp_runs_the_tool_in_the_venv_given(linked_venv, stdlib_image_file):
+    """`sandbox mcp --venv DIR`: the tool's runs report DIR's interpreter (the option was `sandbox run`'s alone)."""
+    async def session():
+        async with Client(server_params("--venv", str(linked_venv), "--image", stdlib_image_file)) as client:
+            code = "import sys\nprint(sys.prefix)\nprint(sys.executable)"
+            return await client.call_tool("run_python", {"code": code})
+
+    result = asyncio.run(session())
+    assert not result.is_error, result.content
+    assert result.content == [TextContent(type="text", text=f"OUTCOME_OK\n{linked_venv}\n{linked_venv}/bin/python")]
+
+
+def test_sandbox_mcp_refuses_a_venv_that_is_none_before_any_mcp_traffic(tmp_path):
+    """Checked before the server starts, as a bad policy is; not a tool error at every call."""
+    missing = tmp_path / "no-venv"
+    done = subprocess.run([sys.executable, "-m", "sandbox", "mcp", "--venv", str(missing)], env=server_env(),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr == (f"sandbox: error: {missing} is not a virtual environment (expected {missing}/pyvenv.cfg "
+                           f"and {missing}/bin/python; create it with: sandbox image install NAME --venv {missing})\n")

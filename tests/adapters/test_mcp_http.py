@@ -647,3 +647,15 @@ def test_the_clis_defaults_are_the_servers():
     from sandbox.cli import mcp as cli
 
     assert (cli._BODY_TIMEOUT_S, cli._SESSION_IDLE_S) == (mcp_http.BODY_TIMEOUT_SECONDS, mcp_http.SESSION_IDLE_SECONDS)
+
+
+def test_mcp_over_http_runs_in_the_venv_given(serve, linked_venv, stdlib_image_file):
+    """`sandbox mcp --http ... --venv DIR`: the shared server's zygote runs DIR's interpreter."""
+    server = serve("--venv", str(linked_venv), "--image", stdlib_image_file)
+
+    async def session():
+        async with Client(server.url, mode="legacy") as client:
+            return await call(client, "import sys\nprint(sys.prefix)\nprint(sys.executable)")
+
+    result = asyncio.run(session())
+    assert not result.is_error and result.content[0].text == f"OUTCOME_OK\n{linked_venv}\n{linked_venv}/bin/python"

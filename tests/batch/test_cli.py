@@ -267,3 +267,31 @@ def test_images_dir_holds_only_images_named_as_images(tmp_path):
     [record] = read_jsonl(tmp_path / "out.jsonl")
     assert [(i["name"], i["mime_type"]) for i in record["images"]] == [("page.html", "image/png")], record
     assert sorted(p.name for p in images.iterdir()) == ["page_0.png"]
+
+
+#: A snippet that prints which environment runs it.
+WHICH_PYTHON = "import sys\nprint(sys.prefix)\nprint(sys.executable)"
+
+
+def test_venv_runs_the_corpus_with_that_environments_interpreter(tmp_path, linked_venv, stdlib_image_file):
+    """`sandbox batch --venv DIR`, as `sandbox run --venv DIR`: the zygote runs DIR's interpreter (the option
+    was `run`'s alone; a batch always ran this one's)."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": "which", "code": WHICH_PYTHON}])
+    done = cli(str(corpus), "--out", str(tmp_path / "out.jsonl"), "--venv", str(linked_venv),
+               "--image", stdlib_image_file)
+    assert done.returncode == 0, done.stderr
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["outcome"] == "OUTCOME_OK", record
+    assert record["output"] == f"{linked_venv}\n{linked_venv}/bin/python\n"
+
+
+def test_a_venv_that_is_none_is_a_usage_error_before_out_is_touched(tmp_path):
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n')
+    missing = tmp_path / "no-venv"
+    done = cli(str(corpus), "--out", str(out), "--overwrite", "--venv", str(missing))
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr == (f"sandbox: error: {missing} is not a virtual environment (expected {missing}/pyvenv.cfg "
+                           f"and {missing}/bin/python; create it with: sandbox image install NAME --venv {missing})\n")
+    assert out.read_text() == '{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n'

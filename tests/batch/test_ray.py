@@ -132,3 +132,16 @@ def test_an_address_no_cluster_answers_is_refused_before_out_is_touched(tmp_path
     for address, words in ((":6379", "names no host"), ("head:port", "Ray address .head:port.: ")):
         with pytest.raises(sandbox.InputError, match=words):
             check_reachable(address)
+
+
+def test_ray_actors_run_in_the_venv_given(local_ray, linked_venv, stdlib_image_file):
+    """venv= reaches each actor's Sandbox: its runs report that environment's interpreter."""
+    code = "import sys\nprint(sys.prefix)\nprint(sys.executable)"
+    (record,) = batch.run([{"id": "which", "code": code}], backend="ray", workers=1, image=stdlib_image_file,
+                          venv=str(linked_venv))
+    assert record.outcome == "OUTCOME_OK" and record.output == f"{linked_venv}\n{linked_venv}/bin/python\n", record
+
+
+def test_a_venv_an_actor_cannot_use_is_the_image_error_itself(local_ray, tmp_path):
+    with pytest.raises(sandbox.ImageError, match=f"{tmp_path / 'none'} is not a virtual environment"):
+        batch.run([], backend="ray", workers=1, venv=str(tmp_path / "none"))

@@ -546,3 +546,35 @@ def test_doctor_says_the_oom_killer_takes_a_run_first():
     assert "takes a run before the host or the zygote (oom_score_adj 1000, observed in a run" in line, line
     forked = doctor.render(doctor.diagnose("default", use_sandbox=False))
     assert "out of memory: not observed" in forked
+
+
+def test_doctor_with_a_venv_runs_its_probe_there_and_says_so(linked_venv, stdlib_image_file):
+    """`sandbox doctor --venv DIR`: the real run's zygote is DIR's interpreter, as for `sandbox run --venv DIR`; the
+    report names the interpreter and the venv, and the probe's own sys.prefix shows the run was there."""
+    args = [sys.executable, "-m", "sandbox", "doctor", "--venv", str(linked_venv), "--image", stdlib_image_file]
+    out = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(out.stdout)
+    assert report["verified_by"] == f"a real run through sandbox.Sandbox (image '{stdlib_image_file}', " \
+                                    f"venv '{linked_venv}')", report["verified_by"]
+    assert report["system"]["python"] == f"{linked_venv}/bin/python"
+    assert report["system"]["venv"] == str(linked_venv)
+    assert report["observed"]["prefix"] == str(linked_venv)
+    assert report["observed"]["python"] == f"{linked_venv}/bin/python"
+    text = subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
+    assert (f"interpreter: {linked_venv}/bin/python (virtual environment {linked_venv}, --venv); "
+            f"sys.prefix in the run: {linked_venv}\n") in text, text
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "{venv} is not a virtual environment (expected {venv}/pyvenv.cfg and {venv}/bin/python; "
+         "create it with: sandbox image install NAME --venv {venv})"),
+    (["--fork"], "--fork verifies in a forked child of this interpreter, not --venv's: give one of them"),
+])
+def test_doctor_refuses_a_venv_it_cannot_check_as_a_usage_error(tmp_path, extra, message):
+    """A venv that is none is the caller's error (exit 2), as a misspelt image is, not a sandbox that cannot start;
+    with --fork it would go unchecked."""
+    venv = tmp_path / "no-venv"
+    out = subprocess.run([sys.executable, "-m", "sandbox", "doctor", "--venv", str(venv), *extra],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    assert out.stderr == f"sandbox: error: {message.format(venv=venv)}\n"

@@ -26,3 +26,15 @@ def test_doctor_help_explains_its_columns() -> None:
                           timeout=120)
     for column in ("available", "required", "active", "Exit status"):
         assert column in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "batch", "mcp", "serve", "doctor"])
+def test_every_command_that_starts_sandboxes_takes_a_venv(command: str) -> None:
+    """`sandbox image install NAME --venv DIR` makes an environment that only `sandbox run` could use."""
+    proc = subprocess.run([sys.executable, "-m", "sandbox", command, "--help"], capture_output=True, text=True,
+                          timeout=120)
+    shown = " ".join(proc.stdout.split())  # as argparse wraps it
+    assert "--venv DIR" in shown and "(from 'sandbox image install NAME --venv DIR'" in shown, proc.stdout
+    install = subprocess.run([sys.executable, "-m", "sandbox", "image", "install", "--help"], capture_output=True,
+                             text=True, timeout=120).stdout
+    assert command in " ".join(install.split()), install

@@ -183,6 +183,7 @@ SCRIPTS = {
             text(lambda tools: "read: " + tools[-1].replace("\n", " | "))],
     "noise": [code(NOISE_CODE), code(PLOT_CODE), text(lambda tools: f"I saw: {tools}")],
     "hello": [text("Hello from the scripted model.")],
+    "which": [code("import sys\nprint(sys.prefix)\nprint(sys.executable)"), text("ran")],  # the run's interpreter
     "weather": [call("get_weather", {"city": "Paris"}), text(lambda tools: f"Weather report: {tools[-1]}")],
     "fail": [code("print('before')\nraise ValueError('boom')"), text("It failed.")],
     "sleep": [code("import time\nmarker = open('sleeper-marker', 'w')\nprint('sleeping', flush=True)\n"

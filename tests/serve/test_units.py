@@ -61,6 +61,8 @@ def test_serve_help_says_every_default():
     ({"overrides": {**BACKEND, "host": "0.0.0.0", "api_key": " "}}, "api_key has blank characters"),
     ({"overrides": {**BACKEND, "api_key": "s3cret\n"}}, "api_key has blank characters"),
     ({"overrides": {**BACKEND, "max_concurrent_requests": 0}}, "max_concurrent_requests must be between 1"),
+    ({"overrides": {**BACKEND, "venv": "/no-such-venv"}}, "(command line): venv: /no-such-venv is not a virtual env"),
+    ({"env": {"SANDBOX_SERVE_VENV": "/no-such-venv"}, "overrides": BACKEND}, "(environment + command line): venv: "),
 ])
 def test_config_errors_name_the_key(kwargs, words):
     with pytest.raises(ConfigError) as info:
@@ -352,3 +354,10 @@ def test_a_backend_call_is_made_and_encoded_off_the_event_loop(kind, model):
         fake.stop()
     assert reply.parts == (wire.Text("Hello from the scripted model."),)
     assert made_in and loop_thread not in made_in
+
+
+def test_the_venv_key_takes_a_virtual_environment(tmp_path, linked_venv):
+    path = tmp_path / "serve.toml"
+    path.write_text(f'venv = "{linked_venv}"\n')
+    assert config.load(file=path, overrides=BACKEND).venv == str(linked_venv)
+    assert config.load(overrides=BACKEND).venv == ""  # none: this interpreter
