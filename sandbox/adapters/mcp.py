@@ -60,7 +60,7 @@ from pydantic import Field
 from starlette.types import Receive
 
 from ..core import Sandbox
-from ..errors import InputError, SandboxError, SessionError
+from ..errors import InputError, SandboxError
 from ..image import Image, interpreter_for
 from ..policy import Policy
 from ..results import Result
@@ -354,7 +354,9 @@ def _decoded_size(files: Optional[dict[str, str]]) -> int:
 
 async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[dict[str, str]],
                session_id: Optional[str], key_of: Callable[[str], Hashable]) -> Result | str:
-    """One run_python call through ``arun`` (a cancelled call kills its run); refused input is its error text."""
+    """One run_python call through ``arun`` (a cancelled call kills its run); refused input, and a sandbox that
+    cannot run it (a required layer unavailable, found at the first run), is its error text: raised, the client got
+    only the SDK's "Error executing tool"."""
     try:
         inputs = decode_files(files)
         if session_id is None:
@@ -362,7 +364,7 @@ async def _run(box: Sandbox, sessions: SessionPool, code: str, files: Optional[d
         if not session_id or len(session_id) > _MAX_SESSION_ID:
             raise InputError(f"session_id must be 1 to {_MAX_SESSION_ID} characters (got {len(session_id)})")
         return await sessions.arun(key_of(session_id), code, files=inputs)
-    except (InputError, SessionError) as exc:
+    except SandboxError as exc:
         return f"{type(exc).__name__}: {exc}"
 
 

@@ -219,6 +219,28 @@ def test_a_failed_start_is_a_tool_error_and_is_retried(monkeypatch):
     assert not ok.is_error and ok.content[0].text == "OUTCOME_OK\n2" and len(attempts) == 3
 
 
+def test_a_required_layer_missing_at_run_time_is_said_to_the_client():
+    """The server starts (its Sandbox does not wait for the zygote) and answers the handshake; the run then finds a
+    layer the policy requires unavailable (here: no user namespaces left for the server, so strict's namespaces
+    cannot be made). The client got only "Error executing tool run_python", the reason and its fix on the server's
+    stderr; it now gets the SandboxUnavailable text, as ``sandbox run`` prints it."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    wrapper = (f"import os, sys; sys.path.insert(0, {root!r})\n"
+               "from tests.confine.test_namespaces import _no_user_namespaces_left\n"
+               "_no_user_namespaces_left()\n"
+               "os.execv(sys.executable, [sys.executable, '-m', 'sandbox', 'mcp', '--policy', 'strict'])\n")
+    params = StdioServerParameters(command=sys.executable, args=["-c", wrapper], env=server_env())
+
+    async def session():
+        async with Client(params) as client:
+            return [await client.call_tool("run_python", {"code": "print(6 * 7)"}) for _ in range(2)]
+
+    for refused in asyncio.run(session()):
+        assert refused.is_error, refused
+        text = refused.content[0].text
+        assert text.startswith("OUTCOME_FAILED\nSandboxUnavailable: confinement layer") and "'namespaces'" in text and "fix" in text.lower(), text
+
+
 def test_a_text_file_costs_the_result_line_no_more_than_its_base64():
     """A run chooses its files' bytes: control characters in a .txt went out as a text resource, each escaped as
     \\u0001 in the result's JSON line, six bytes a byte (16 MB made a 96 MB line that the SDK's stdio client took
