@@ -37,7 +37,7 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
     return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(policy, interpreter, venv), "observed": observed, "layers": layers,
+            "system": _system(policy, interpreter, venv, probes), "observed": observed, "layers": layers,
             "filesystem": _filesystem(policy, observed), "sessions": _sessions(policy, active)}
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from ..policy import Policy
 
 
-def _system(policy: Policy, interpreter: str = sys.executable,
-            venv: "str | Path | None" = None) -> dict[str, Any]:
+def _system(policy: Policy, interpreter: str = sys.executable, venv: "str | Path | None" = None,
+            probes: dict[str, tuple[bool, str]] | None = None) -> dict[str, Any]:
     """``python`` is the interpreter the real run's zygote runs (``venv``'s, or this one), ``venv`` that virtual
     environment as an absolute path (None: none given); the facts below it are of this interpreter."""
     from ..confine import landlock, namespaces
@@ -25,12 +25,13 @@ def _system(policy: Policy, interpreter: str = sys.executable,
             "landlock_abi": landlock.abi_version(),
             "user_namespaces_for_this_uid": namespaces.probe()[0],
             "user_namespaces": namespaces.probe_case(),  # available, unavailable or restricted (see namespaces.py)
-            "privileges": _privileges(policy),
+            "privileges": _privileges(policy, probes),
             "python_readable_by_this_uid": os.access(interpreter, os.R_OK | os.X_OK)}
 
 
-def _privileges(policy: Policy) -> str:
-    """What being root, or not, changes for the workers of this uid (under ``policy``)."""
+def _privileges(policy: Policy, probes: dict[str, tuple[bool, str]] | None = None) -> str:
+    """What being root, or not, changes for the workers of this uid (under ``policy``); ``probes``: the layers'
+    (``confine.probe_all()``; made here when not given), for the cgroups this uid was delegated."""
     if os.geteuid() == 0:
         return ("root: workers drop every capability; RLIMIT_NPROC does not bind uid 0, so a pids cgroup per "
                 "worker enforces limits.max_processes (row pids_cgroup); a memory cgroup per worker caps its "
@@ -59,9 +60,18 @@ def _privileges(policy: Policy) -> str:
                     "non-dumpable session processes this uid may not read: session.max_memory_mb counts their RSS, "
                     "an upper bound (README, 'Sessions')")
     without = "its zygote's" if own_zygote_ns else "host-wide"
+    if probes is None:
+        from ..confine import probe_all
+        probes = probe_all()
+    memory = ("a memory cgroup per worker caps its memory, shmem included, in the subtree this uid was delegated "
+              "(row memory_cgroup)" if probes["memory_cgroup"][0] else
+              "no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are refused "
+              "(row memory_cgroup)")
+    cpu = ("a cpu cgroup per worker makes each run one scheduling group, in the subtree this uid was delegated "
+           "(row cpu_cgroup)" if probes["cpu_cgroup"][0] else
+           "no cpu cgroup without a delegated subtree, so a run's setsid is refused (a one-shot run's by its filter, "
+           "a session's by its root), which keeps its processes in one scheduling group under autogroup "
+           "(row cpu_cgroup)")
     return (f"uid {os.geteuid()} (not root): RLIMIT_NPROC enforces limits.max_processes (no cgroup needed; it "
             f"counts this uid's processes in the worker's user namespace, or {without} without one); {userns}; "
-            "no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory are "
-            "refused (row memory_cgroup); no cpu cgroup either, so a run's setsid is refused (a one-shot run's by its "
-            "filter, a session's by its root), which keeps its processes in one scheduling group under autogroup "
-            f"(row cpu_cgroup); {sessions}")
+            f"{memory}; {cpu}; {sessions}")

@@ -330,7 +330,8 @@ def test_doctor_as_root_and_as_uid_65534_differs_where_it_should():
     nobody_mem_line = next(line for line in n_text.splitlines() if line.lstrip().startswith("memory_cgroup"))
     assert nobody_mem_line.split()[1:4] == ["no", "optional", "no"], nobody_mem_line
     # What an unprivileged user can do about it, as cpu_cgroup's fix says: its fix named only "run as root".
-    assert "as a user with a delegated cgroup v2 subtree that includes the memory controller" in nobody_mem["fix"]
+    assert "as a user with a delegated subtree (a cgroup v2 subtree that includes the memory controller" in \
+        nobody_mem["fix"]
 
     # Everything else reads the same for both uids.
     for layer in ("rlimits", "no_new_privs", "capabilities", "landlock", "seccomp"):
@@ -578,3 +579,44 @@ def test_doctor_refuses_a_venv_it_cannot_check_as_a_usage_error(tmp_path, extra,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == "", out.stdout
     assert out.stderr == f"sandbox: error: {message.format(venv=venv)}\n"
+
+
+def test_privileges_say_what_a_uid_delegated_cgroups_gets():
+    """The privileges line said "no memory cgroup without a delegated subtree, so memfd_create and SysV shared memory
+    are refused" (and no cpu cgroup) for every uid but root, also for one given a subtree of its own, whose runs get
+    both (rows memory_cgroup and cpu_cgroup said so)."""
+    from sandbox.cli.doctor_system import _privileges
+
+    from .childproc import in_child, policy
+    found = {c: [h for h in confine.memcg_lookup.hierarchies(c) if h.version == 1] for c in ("memory", "cpu")}
+    if os.geteuid() != 0 or not all(found.values()):
+        pytest.skip("root, with cgroup v1 memory and cpu hierarchies to delegate a subtree of to uid 65534")
+    nobody = 65534
+    delegated = [os.path.join(found[c][0].mount, f"doctor-delegated-{os.getpid()}") for c in ("memory", "cpu")]
+
+    def as_a_delegated_uid():
+        for path in delegated:
+            confine.cgroup.write(f"{path}/cgroup.procs", os.getpid())
+        os.setgroups([])
+        os.setresgid(nobody, nobody, nobody)
+        os.setresuid(nobody, nobody, nobody)
+        return _privileges(policy("default"))
+
+    def as_nobody():
+        return _privileges(policy("default"))
+
+    try:
+        for path in delegated:
+            os.mkdir(path)
+            for name in [".", *os.listdir(path)]:
+                os.chown(os.path.join(path, name), nobody, nobody)
+        got = in_child(as_a_delegated_uid)
+    finally:
+        for path in delegated:
+            confine.cgroup.remove(path)
+    plain = in_child(as_nobody, uid=nobody)
+    assert got["ok"] and plain["ok"], (got, plain)
+    assert "a memory cgroup per worker caps its memory" in got["value"], got["value"]
+    assert "a cpu cgroup per worker makes each run one scheduling group" in got["value"], got["value"]
+    assert "no memory cgroup without a delegated subtree" in plain["value"], plain["value"]
+    assert "no cpu cgroup without a delegated subtree" in plain["value"], plain["value"]
