@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -102,20 +103,44 @@ def _shown_path(path: str) -> str:
     return "from stdin" if path == "-" else value_text(path)
 
 
+def _ready_out(path: str) -> bool:
+    """--out made (True) or found able to take files; InputError naming what is wrong before anything runs."""
+    from ..errors import InputError, os_error_text
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError(f"--out {_shown_path(path)}: uid {os.geteuid()} may not write into it: the run's figures "
+                             "and files would be lost; give another --out")
+        return False
+    if os.path.lexists(path):
+        raise InputError(f"--out {_shown_path(path)} is a file, not a folder for the run's figures and files")
+    try:
+        os.makedirs(path)
+    except OSError as exc:
+        raise InputError(f"--out {_shown_path(path)} cannot be made ({os_error_text(exc)}): the run's figures and "
+                         "files would be lost; give another --out") from None
+    return True
+
+
 def main(args: argparse.Namespace) -> int:
     from .. import File, Policy, Sandbox
 
     policy = Policy.load(args.policy)  # first: its limits bound what is read below
-    if os.path.exists(args.out) and not os.path.isdir(args.out):  # else the run ran, and its files were lost
-        from ..errors import InputError
-        raise InputError(f"--out {_shown_path(args.out)} is a file, not a folder for the run's figures and files")
     code = _code(args, policy)
     files = [File(name=os.path.basename(path), data=_read(path, "input file", policy, "max_input_file_bytes"))
              for path in args.input]
-    with Sandbox(policy=policy, image=args.image, venv=args.venv) as box:
-        result = box.run(code, files=files, timeout=args.timeout)
-        limits = box.policy.limits
-    written, unwritten = _write_outputs(result, args.out, limits)
+    if args.venv is not None:
+        from ..image import interpreter_for
+        interpreter_for(args.venv)  # as the arguments above: refused before --out is made
+    out_made = _ready_out(args.out)  # before the run: else it ran, and its figures and files were lost after it
+    try:
+        with Sandbox(policy=policy, image=args.image, venv=args.venv) as box:
+            result = box.run(code, files=files, timeout=args.timeout)
+            limits = box.policy.limits
+        written, unwritten = _write_outputs(result, args.out, limits)
+    finally:
+        if out_made:
+            with contextlib.suppress(OSError):  # only an empty one goes: made for a run that produced nothing
+                os.rmdir(args.out)
     if args.json:
         print(json.dumps(result.parts(), indent=2))
     else:

@@ -82,16 +82,50 @@ def test_missing_folder_and_non_utf8_files_are_named(tmp_path):
                    "position 7: invalid continuation byte")
 
 
-def test_a_figure_that_cannot_be_written_into_out_is_exit_status_1(tmp_path):
-    """An OK run whose figure could not be written (--out cannot be made: a file is in its path) exited 0, as if
-    it were in --out."""
+def test_an_out_that_cannot_be_made_is_refused_before_the_run(tmp_path):
+    """--out cannot be made (a file is in its path): the run ran, its figure was then lost ("cannot write image"),
+    exit 1; it is refused before anything runs. A made --out the run left empty is removed again."""
     (tmp_path / "plot.py").write_text("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('drawn')\n")
+    (tmp_path / "quiet.py").write_text("print('nothing drawn')\n")
     (tmp_path / "taken").write_text("a file, not a folder")
     proc = sandbox_run("plot.py", "--out", "taken/figures", cwd=tmp_path)
-    err = proc.stderr.decode()
-    assert (proc.returncode, proc.stdout) == (1, b"drawn\n"), err
-    assert "sandbox: cannot write image 'figure_1.png' into taken/figures" in err and "OUTCOME_OK" in err, err
-    assert sandbox_run("plot.py", "--out", "figures", cwd=tmp_path).returncode == 0
+    assert_refused(proc, "--out 'taken/figures' cannot be made (ENOTDIR: Not a directory): the run's figures and "
+                         "files would be lost; give another --out")
+    assert proc.stdout == b""
+    assert sandbox_run("plot.py", "--out", "figures/today", cwd=tmp_path).returncode == 0
+    assert os.listdir(tmp_path / "figures" / "today") == ["figure_1.png"]
+    quiet = sandbox_run("quiet.py", "--out", "empty/today", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stdout == b"nothing drawn\n", quiet.stderr
+    assert (tmp_path / "empty").is_dir() and not (tmp_path / "empty" / "today").exists()
+
+
+def test_an_out_this_uid_may_not_write_is_refused_before_the_run():
+    """README command 1 as uid 65534 in a checkout it may not write: the demo ran, then its figure was lost."""
+    import tempfile
+
+    from tests.security.attacks import NOBODY
+    from tests.security.test_unprivileged import _readable_as
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to uid 65534")
+    if not _readable_as(NOBODY, sys.executable):
+        pytest.skip(f"{sys.executable} is not readable by uid {NOBODY}")
+    checkout = Path(tempfile.mkdtemp(prefix="root-checkout-"))  # outside pytest's 0700 tree: nobody reaches it
+    try:
+        checkout.chmod(0o755)
+        (checkout / "out").mkdir(mode=0o755)
+        for out, message in (("out", f"--out 'out': uid {NOBODY} may not write into it: the run's figures and files "
+                                     "would be lost; give another --out"),
+                             ("new/figures", "--out 'new/figures' cannot be made (EACCES: Permission denied): the "
+                                             "run's figures and files would be lost; give another --out")):
+            proc = subprocess.run([sys.executable, "-m", "sandbox", "run", "-", "--out", out], input=b"print(1)\n",
+                                  capture_output=True, timeout=120, cwd=checkout,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, user=NOBODY, group=NOBODY,
+                                  extra_groups=[])
+            assert_refused(proc, message)
+            assert proc.stdout == b""
+    finally:
+        shutil.rmtree(checkout)
 
 
 def test_out_that_is_a_file_is_refused_before_the_run(tmp_path):
