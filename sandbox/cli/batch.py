@@ -132,13 +132,27 @@ def _run_corpus(args: argparse.Namespace, limit: int, record_limit: int, stop: t
             _check_images_dir(args.images_dir)
         if args.report:
             _check_report(args.report)
+        made = not os.path.lexists(args.out)
         done_ids = open_output(args.out, args.resume, args.overwrite, record_limit, args.images_dir)
-        total = _count_items(corpus, args.input, limit, done_ids)
-        with _line_source(corpus) as lines:
-            items = _read_items(lines, args.input, limit, done_ids)
-            started = time.monotonic()
-            _run(args, items, total, stop, counts)
+        try:
+            total = _count_items(corpus, args.input, limit, done_ids)
+            with _line_source(corpus) as lines:
+                items = _read_items(lines, args.input, limit, done_ids)
+                started = time.monotonic()
+                _run(args, items, total, stop, counts)
+        except BaseException:
+            if made and not counts["written"]:
+                _remove_if_empty(args.out)  # the sandbox could not start: no empty --out left to refuse a rerun
+            raise
     return total, started
+
+
+def _remove_if_empty(path: str) -> None:
+    try:
+        if os.path.getsize(path) == 0:
+            os.remove(path)
+    except OSError:
+        pass
 
 
 def _run(args: argparse.Namespace, items: Iterator[Any], total: int | None, stop: threading.Event,

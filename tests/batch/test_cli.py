@@ -295,3 +295,20 @@ def test_a_venv_that_is_none_is_a_usage_error_before_out_is_touched(tmp_path):
     assert done.stderr == (f"sandbox: error: {missing} is not a virtual environment (expected {missing}/pyvenv.cfg "
                            f"and {missing}/bin/python; create it with: sandbox image install NAME --venv {missing})\n")
     assert out.read_text() == '{"id": "i0", "line": 1, "outcome": "OUTCOME_OK"}\n'
+
+
+def test_a_sandbox_that_cannot_start_leaves_no_out_behind(tmp_path):
+    """strict needs namespaces; with none left for this process the batch stops (exit 2, the layer named) before a
+    record: it left an empty --out, which the same command then refused ("exists; use --resume ...")."""
+    corpus = write_jsonl(tmp_path / "in.jsonl", ITEMS[:1])
+    root = str(ROOT)
+    wrapper = (f"import os, sys; sys.path.insert(0, {root!r})\n"
+               "from tests.confine.test_namespaces import _no_user_namespaces_left\n"
+               "_no_user_namespaces_left()\n"
+               "os.execv(sys.executable, [sys.executable, '-m', 'sandbox', 'batch', *sys.argv[1:]])\n")
+    for _ in range(2):  # the same command again: refused for the same reason, not for an --out left behind
+        done = subprocess.run([sys.executable, "-c", wrapper, str(corpus), "--out", str(tmp_path / "out.jsonl"),
+                               "--policy", "strict"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "confinement layer 'namespaces' is required by the policy but unavailable" in done.stderr, done.stderr
+        assert not (tmp_path / "out.jsonl").exists()
