@@ -105,9 +105,12 @@ def main(args: argparse.Namespace) -> int:
     with sock, Sandbox(policy=config.policy, image=config.image, venv=config.venv or None) as box:
         venv = f", venv {config.venv!r}" if config.venv else ""
 
+        open_to = "" if config.api_key else "; no --api-key: every local user may call it"
+
         def ready() -> None:
             print(f"sandbox serve: listening on {url} (backend {config.backend.kind} "
-                  f"{config.backend.model!r}, policy {config.policy!r}, image {config.image!r}{venv})", flush=True)
+                  f"{config.backend.model!r}, policy {config.policy!r}, image {config.image!r}{venv}{open_to})",
+                  flush=True)
 
         app = create_app(config, box, on_ready=ready)
         protocol = client_deadline_protocol(config.client_timeout_seconds, "sandbox serve --client-timeout-seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -652,3 +653,11 @@ def test_a_stop_signal_closes_the_sandbox_and_exits_0(fake_model, tmp_path, sign
         assert not list(temp.iterdir()), list(temp.iterdir())
     finally:
         stop_serve(served)
+
+
+def test_the_listening_line_says_who_may_call_a_server_without_a_key(server, keyed_server):
+    """Loopback is every local user's: without --api-key another user of the machine runs code through the server
+    and spends its backend's key. The line that says where it listens says so; with a key it does not."""
+    unkeyed, keyed = (re.search(r"listening on .*", s.log.read_text()).group(0) for s in (server, keyed_server))
+    assert unkeyed.endswith("; no --api-key: every local user may call it)"), unkeyed
+    assert "--api-key" not in keyed, keyed

@@ -18,7 +18,7 @@ def test_runs_use_the_venv_given(fake_model, tmp_path, linked_venv, stdlib_image
     served = start_serve(tmp_path / "serve.log", "--backend-url", f"{fake_model.url}/v1", "--backend-model", "scripted",
                          "--venv", str(linked_venv), "--image", stdlib_image_file)
     try:
-        assert f", venv '{linked_venv}')" in served.log.read_text()  # the listening line says it
+        assert f", venv '{linked_venv}'" in served.log.read_text()  # the listening line says it
         client = genai.Client(api_key="x", http_options=types.HttpOptions(base_url=served.url, timeout=180_000))
         response = client.models.generate_content(model="gemini-2.5-flash", contents="SCRIPT:which", config=CODE_TOOL)
     finally:
