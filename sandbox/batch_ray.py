@@ -15,12 +15,15 @@ each node, and so does a ``venv`` path (the virtual environment must be at that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -55,6 +58,19 @@ def check_reachable(address: str | None) -> None:
     except OSError as exc:
         raise InputError(f"no Ray cluster answers at {value_text(address)} ({host}:{port}: {os_error_text(exc)})") \
             from None
+
+
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """``ray.init`` puts a SIGTERM handler of its own (``sys.exit``) in the main thread and leaves it there: the
+    caller's (``sandbox batch``'s stop-and-write-what-finished, or the default death) is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and saved is not None:
+            signal.signal(signal.SIGTERM, saved)
 
 
 @ray.remote(concurrency_groups={"control": 1}, max_restarts=3)  # type: ignore[call-overload]  # Ray's annotations lack concurrency_groups
@@ -100,8 +116,9 @@ class RayEngine:
             # A local Ray gets CPUs for every worker; on a cluster the cluster decides.
             local: dict[str, Any] = {"num_cpus": max(workers, os.cpu_count() or 1)} if address is None else {}
             check_reachable(address)
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, **local)
+            with _sigterm_kept():
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR, **local)
             self._started_ray = True
         self._check_capacity(workers, cpus_per_worker)
         actor = SandboxActor.options(num_cpus=cpus_per_worker)  # type: ignore[attr-defined]  # ray.remote made it an ActorClass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -24,7 +25,9 @@ from sandbox.batch_ray import check_reachable  # noqa: E402  (imports Ray)
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
+    saved = signal.getsignal(signal.SIGTERM)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    signal.signal(signal.SIGTERM, saved)  # ray.init leaves sys.exit there: this pytest would outlive a SIGTERM
     yield
     ray.shutdown()
 
