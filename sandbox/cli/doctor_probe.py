@@ -4,7 +4,9 @@ The snippet runs in a real worker (or a forked child, ``--fork``) and prints its
 its ``Seccomp`` mode, empty capability sets, pid 1 in its own namespace with only a down ``lo``, whether ``/`` and
 AF_INET are refused, its rlimits, how many threads start, its filesystem view and disk, whether it may signal the
 doctor's process, and the interpreter it runs in (``sys.executable``, ``sys.prefix``: a ``--venv``'s when given). How
-each fact feeds the report: :mod:`sandbox.cli.doctor`'s docstring.
+each fact feeds the report: :mod:`sandbox.cli.doctor`'s docstring. What that interpreter does for every run (its
+version, immortal objects, the C fork loop and signal handler) is read there too: the report's lines on it are the
+run's, not the doctor's own interpreter's.
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ def oom_score():
     except (OSError, ValueError):
         return None
 uid_map = open("/proc/self/uid_map").read().split()
+def zygote_interpreter():
+    """What the zygote's interpreter (a --venv's, maybe another CPython than the doctor's) does for every run."""
+    import platform
+    def ask(module, function):
+        found = sys.modules.get(module)
+        try:
+            return getattr(found, function)() if found is not None else None
+        except Exception:
+            return None
+    return {"python_version": platform.python_version(),
+            "immortal_objects": ask("sandbox.inside.immortal", "supported"),
+            "forker_loop_not_built": ask("sandbox.inside.forker", "native_loop_missing"),
+            "own_signals_handled": ask("sandbox.inside.pid1_signals", "available")}
 most = $MAX_TASKS
 started = threads_started(most)
 limited = lambda which: resource.getrlimit(which)[0] != resource.RLIM_INFINITY
@@ -114,7 +129,8 @@ facts = {
                  "bounding_kept": fact(bounding_kept), "fs_view": fact(own_root), "fs_copied": fact(copied_root), "private_disk": fact(private_disk),
                  "outside_unsignalled": fact(outside_unsignalled),
                  "seccomp_filters": int(st.get("Seccomp_filters", "0").strip() or 0),
-                 "oom_score_adj": oom_score(), "python": sys.executable, "prefix": sys.prefix},
+                 "oom_score_adj": oom_score(), "python": sys.executable, "prefix": sys.prefix,
+                 "interpreter": zygote_interpreter()},
 }
 print(json.dumps(facts))
 '''

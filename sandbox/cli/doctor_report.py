@@ -36,8 +36,11 @@ def diagnose(policy_name: "str | Any" = "default", image: str = "vertex", use_sa
     layers = [_layer(policy, name, probes[name], active, refusal) for name in confine.ORDER]
     start_error = how.split("could not start: ", 1)[1][:-1] if "could not start: " in how else None
     ok = refusal is None and start_error is None and all(e["active"] for e in layers if e["required"])
+    system = _system(policy, interpreter, venv, probes)
+    # what the run's own interpreter does (a --venv's may be another CPython than this one), where the run said
+    system.update({k: v for k, v in (observed.get("interpreter") or {}).items() if v is not None})
     return {"ok": ok, "start_error": start_error, "policy": policy.name, "verified_by": how, "refused": refusal,
-            "system": _system(policy, interpreter, venv, probes), "observed": observed, "layers": layers,
+            "system": system, "observed": observed, "layers": layers,
             "filesystem": _filesystem(policy, observed), "sessions": _sessions(policy, active)}
 
 

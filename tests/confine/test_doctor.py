@@ -561,6 +561,15 @@ def test_doctor_with_a_venv_runs_its_probe_there_and_says_so(linked_venv, stdlib
     assert report["system"]["venv"] == str(linked_venv)
     assert report["observed"]["prefix"] == str(linked_venv)
     assert report["observed"]["python"] == f"{linked_venv}/bin/python"
+    # The lines on what the interpreter does for every run are the run's (a venv may be another CPython)
+    ran_in = report["observed"]["interpreter"]
+    facts = json.loads(subprocess.run(
+        [f"{linked_venv}/bin/python", "-c", "import json, platform\n"
+         "from sandbox.inside import forker, immortal, pid1_signals\n"
+         "print(json.dumps({'python_version': platform.python_version(), 'immortal_objects': immortal.supported(),"
+         " 'forker_loop_not_built': forker.native_loop_missing(), 'own_signals_handled': pid1_signals.available()}))"],
+        capture_output=True, text=True, timeout=60, cwd=str(pathlib.Path(__file__).resolve().parents[2])).stdout)
+    assert ran_in == facts and all(report["system"][key] == value for key, value in facts.items()), (ran_in, facts)
     text = subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
     assert (f"interpreter: {linked_venv}/bin/python (virtual environment {linked_venv}, --venv); "
             f"sys.prefix in the run: {linked_venv}\n") in text, text
