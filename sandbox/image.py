@@ -124,14 +124,8 @@ class Image:
             return name_or_path
         if not isinstance(name_or_path, (str, os.PathLike)):
             raise ImageError(f"image must be a name, a path or an Image (got {type(name_or_path).__name__})")
-        import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors save
-        # ValueError: tomllib lets int()'s own out, for an integer of more than 4300 digits
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ImageError(f"{path}: cannot load: {exc}") from exc
-        return cls.from_dict({"name": path.stem, **data}, source=str(path))
+        return cls.from_dict({"name": path.stem, **schema.read_toml(path, ImageError)}, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Image":

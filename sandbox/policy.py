@@ -60,8 +60,19 @@ _RUNS_OWN = ("/dev", "/proc", "/run")
 
 
 def _not_the_runs_own(path: str) -> bool:
-    path = os.path.normpath(path)
-    return path not in ("/", "//", "/tmp") and not any(path == top or path.startswith(top + "/") for top in _RUNS_OWN)
+    # Both as written and as this host resolves it: POSIX keeps a leading "//" ("//tmp" passed as not "/tmp"), and
+    # Landlock grants what a symlink names (a link to /tmp granted the host's /tmp where runs have no root of their
+    # own). A path that does not exist here resolves to itself.
+    forms = [os.path.normpath(path)]
+    try:
+        forms.append(os.path.realpath(path))
+    except OSError:  # a link this uid may not read (/proc/1/root): judged as written
+        pass
+    return all(_outside_the_runs_own("/" + form.lstrip("/")) for form in forms)
+
+
+def _outside_the_runs_own(path: str) -> bool:
+    return path not in ("/", "/tmp") and not any(path == top or path.startswith(top + "/") for top in _RUNS_OWN)
 
 
 _NOT_THE_RUNS_OWN = schema.Check(
@@ -199,16 +210,8 @@ class Policy:
             return name_or_path
         if not isinstance(name_or_path, (str, os.PathLike)):
             raise PolicyError(f"policy must be a name, a path or a Policy (got {type(name_or_path).__name__})")
-        import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
         path = _resolve(name_or_path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors save
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
-        except ValueError as exc:  # tomllib lets int()'s own out: an integer of more than 4300 digits
-            raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
+        data = schema.read_toml(path, PolicyError)
         data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path))
 

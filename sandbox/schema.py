@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -154,6 +155,34 @@ def build(cls: type[T], data: Any, *, source: str, error: type[SandboxError], at
     (``"limits"``); lists become tuples and ints in float fields become floats.
     """
     return _table(_shape(cls), data, at, _Where(source, error, in_code=False))  # type: ignore[arg-type]  # classes are hashable
+
+
+#: A TOML file (policy, image, serve config) at most: its data is at most MAX_DATA_BYTES, with room for comments.
+MAX_TOML_FILE_BYTES = 1 << 20
+
+
+def read_toml(path: "os.PathLike[str] | str", error: type[SandboxError]) -> dict[str, Any]:
+    """The data of TOML file ``path``, or ``error`` naming the file and what is wrong: unreadable, over
+    :data:`MAX_TOML_FILE_BYTES` (read no further), not UTF-8 (a byte order mark is skipped, as Windows editors save
+    one), not TOML, or nested past the parser's recursion (tomllib raised RecursionError for ~500 levels)."""
+    import tomllib  # here: the zygote builds policies and images from dicts, and need not load it
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_TOML_FILE_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_TOML_FILE_BYTES:
+        raise error(f"{path}: over {MAX_TOML_FILE_BYTES} bytes, more than any such file needs (read no further)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: cannot read as UTF-8 text: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise error(f"{path}: not valid TOML: nested too deeply to parse") from None
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: int()'s own, past 4300 digits
+        raise error(f"{path}: not valid TOML: {exc}") from None
 
 
 #: A policy's or an image's data at most, as JSON: both go to every zygote in one control packet (64 KiB).

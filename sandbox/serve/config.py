@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +142,7 @@ def load(*, file: str | Path | None = None, env: Mapping[str, str] | None = None
     ``overrides`` holds dotted keys (``"backend.url"``) to values already typed; None
     values are ignored (an option not given).
     """
-    data: dict[str, Any] = _read_file(Path(file)) if file is not None else {}
+    data: dict[str, Any] = schema.read_toml(Path(file), ConfigError) if file is not None else {}
     origins = [str(file)] if file is not None else []
     from_env = _from_env(env or {})
     if from_env:
@@ -156,17 +155,6 @@ def load(*, file: str | Path | None = None, env: Mapping[str, str] | None = None
     _backend_key_fallback(data, env or {})
     source = f"sandbox serve ({' + '.join(origins) or 'defaults'})"
     return schema.build(ServeConfig, data, source=source, error=ConfigError)
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
-    except ValueError as exc:  # tomllib lets int()'s own out: an integer of more than 4300 digits
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -264,7 +264,7 @@ def test_unknown_or_bad_policy(policy, error, message):
     ("", "unknown image ''"),
     ("no\0pe", "NUL byte"),
     ("/nonexistent/x.toml", "does not exist"),
-    ("/etc/hostname", "cannot load"),
+    ("/etc/hostname", "not valid TOML"),
     (5, "got int"),
     (None, "got NoneType"),
 ])

@@ -99,7 +99,7 @@ def test_errors_name_the_manifest_file(tmp_path):
     with pytest.raises(ImageError, match=rf"{path}: libraries\[0\].version must be a string \(got 2\)"):
         Image.load(path)
     path.write_text("description = \n")
-    with pytest.raises(ImageError, match=f"{path}: cannot load"):
+    with pytest.raises(ImageError, match=f"{path}: not valid TOML"):
         Image.load(path)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.errors import PolicyError
+from sandbox.errors import ImageError, PolicyError
+from sandbox.image import Image
 from sandbox.policy import LAYERS, Policy, available_policies
 
 
@@ -70,11 +71,39 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"confinement": {"read_only_paths": ["/dev/shm"]}}, "(a run has its own of those) (got '/dev/shm')"),
     ({"confinement": {"read_only_paths": ["/proc/1/root"]}}, "(a run has its own of those) (got '/proc/1/root')"),
     ({"confinement": {"read_only_paths": ["/run/secrets"]}}, "(a run has its own of those) (got '/run/secrets')"),
+    # POSIX keeps a leading "//" through normpath: these passed, and Landlock granted the host's /tmp
+    ({"confinement": {"read_only_paths": ["//tmp"]}}, "(a run has its own of those) (got '//tmp')"),
+    ({"confinement": {"read_only_paths": ["//dev/shm"]}}, "(a run has its own of those) (got '//dev/shm')"),
+    ({"confinement": {"read_only_paths": ["//proc/self"]}}, "(a run has its own of those) (got '//proc/self')"),
 ])
 def test_bad_values_name_file_and_key(data, message):
     with pytest.raises(PolicyError) as info:
         Policy.from_dict(data, source="policies/broken.toml")
     assert "policies/broken.toml" in str(info.value) and message in str(info.value)
+
+
+def test_a_read_only_path_that_resolves_to_the_runs_own_is_refused(tmp_path):
+    """Landlock grants what a symlink names: a link to /tmp granted the host's /tmp where runs have no root of
+    their own (no namespaces)."""
+    (tmp_path / "shared").symlink_to("/tmp")
+    with pytest.raises(PolicyError, match="a run has its own of those"):
+        Policy.from_dict({"confinement": {"read_only_paths": [str(tmp_path / "shared")]}})
+    (tmp_path / "data").mkdir()
+    assert Policy.from_dict({"confinement": {"read_only_paths": [str(tmp_path / "data")]}}).confinement.read_only_paths
+
+
+@pytest.mark.parametrize("load, error", [(Policy.load, PolicyError), (Image.load, ImageError)])
+def test_a_toml_file_nested_too_deep_or_too_large_is_named(tmp_path, load, error):
+    """tomllib raised RecursionError (a traceback from the CLI) for ~500 nested arrays; a file of any size was read
+    whole before the 24 KiB bound on its data applied."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 800 + "]" * 800 + "\n")
+    with pytest.raises(error, match=f"{deep}: not valid TOML: nested too deeply to parse"):
+        load(deep)
+    large = tmp_path / "large.toml"
+    large.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(error, match=f"{large}: over 1048576 bytes"):
+        load(large)
 
 
 def test_a_policy_file_with_a_byte_order_mark_loads(tmp_path):
