@@ -79,6 +79,8 @@ class Sandbox:
                                   ("venv", venv, (str, os.PathLike))):
             if path is not None and not isinstance(path, kinds):
                 raise InputError(f"{name} must be a path (got {type(path).__name__}: {value_text(path)})")
+            if path is not None and (not os.fspath(path) or "\0" in os.fsdecode(path)):
+                raise InputError(f"{name} must be a path, not empty and without NUL (got {value_text(path)})")
         if not isinstance(cold_start, bool):
             raise InputError(f"cold_start must be True or False (got {value_text(cold_start)})")
         if venv is not None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import math
 import textwrap
-from typing import TYPE_CHECKING, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sized, Union
 
 from . import commands, frames
 from .errors import InputError, value_text
@@ -67,16 +68,17 @@ def prepare_files(files: FilesArg, policy: Policy) -> list[File]:
     """
     if files is None:
         return []
-    if isinstance(files, Mapping):
-        items = [File(name=name, data=_as_bytes(data, name)) if isinstance(name, str)
-                 else _bad_name(name) for name, data in files.items()]
-    elif isinstance(files, (str, bytes)) or not isinstance(files, Iterable):
+    most = policy.limits.max_input_files
+    if isinstance(files, (str, bytes)) or not isinstance(files, Iterable):
         raise InputError(f"files must be a list of sandbox.File or a dict of name -> bytes (got {type(files).__name__})")
-    else:
-        items = list(files)
-    if len(items) > policy.limits.max_input_files:
-        raise InputError(f"{len(items)} input files, over the limit of {policy.limits.max_input_files} "
-                         f"(policy {policy.name!r}: limits.max_input_files)")
+    # Taken no further than one past the limit: an endless iterable (itertools.repeat) grew the host until killed
+    taken: list[Any] = list(itertools.islice(files.items() if isinstance(files, Mapping) else files, most + 1))
+    if len(taken) > most:
+        count = str(len(files)) if isinstance(files, Sized) else f"more than {most}"
+        raise InputError(f"{count} input files, over the limit of {most} (policy {policy.name!r}: "
+                         "limits.max_input_files)")
+    items = [File(name=name, data=_as_bytes(data, name)) if isinstance(name, str) else _bad_name(name)
+             for name, data in taken] if isinstance(files, Mapping) else taken
     result: list[File] = []
     seen: set[str] = set()
     for index, item in enumerate(items):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 import sandbox
@@ -44,6 +46,23 @@ def test_too_many_files(box):
         box.run("pass", files={f"f{i}.txt": b"" for i in range(65)})
 
 
+def test_an_endless_iterable_of_files_is_taken_no_further_than_the_limit(box):
+    """``list(files)`` came before the count was checked: an endless iterable grew the host until the kernel killed
+    it (~23 GB). It is read one past the limit."""
+    taken = []
+
+    def endless():
+        for n in itertools.count():
+            taken.append(n)
+            yield File(f"f{n}.txt", b"")
+
+    with pytest.raises(InputError, match=r"^more than 64 input files, over the limit of 64 .*limits.max_input_files"):
+        box.run("pass", files=endless())
+    assert len(taken) == 65
+    with pytest.raises(InputError, match=r"^65 input files, over the limit of 64"):
+        box.run("pass", files=[File(f"f{i}.txt", b"") for i in range(65)])
+
+
 def test_duplicate_names(box):
     with pytest.raises(InputError, match="duplicate"):
         box.run("pass", files=[File("a.txt", b"1"), File("a.txt", b"2")])
@@ -82,7 +101,10 @@ def test_box_still_works_after_bad_input(box):
     assert box.run("print('fine')").stdout == "fine\n"
 
 
-@pytest.mark.parametrize("kwargs", [{"interpreter": 5}, {"venv": 5}, {"venv": b"/tmp/env"}])
+@pytest.mark.parametrize("kwargs", [{"interpreter": 5}, {"venv": 5}, {"venv": b"/tmp/env"},
+                                    # a NUL was subprocess's ValueError; "" silently meant this interpreter
+                                    {"interpreter": "/usr/bin/python3\0"}, {"interpreter": b"/usr/bin/python3\0"},
+                                    {"interpreter": ""}, {"venv": "env\0"}])
 def test_interpreter_and_venv_must_be_paths(kwargs):
     with pytest.raises(InputError, match=f"{next(iter(kwargs))} must be a path"):
         sandbox.Sandbox(**kwargs)
