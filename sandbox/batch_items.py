@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from . import jsontext
 from .errors import InputError, SandboxUnavailable, value_text
 from .frames import MAX_NAME_CHARS
-from .inputs import decode_base64
+from .inputs import check_timeout, decode_base64
 from .outfiles import OutDir, extension, image_file_name
 from .policy import Policy
 from .results import Denial, File, Outcome, Result
@@ -28,9 +28,6 @@ MEASURED_FIELDS = ("duration_s", "cpu_s", "peak_memory_bytes")
 DEFAULT_MAX_OUTPUT_CHARS = 4000
 
 _ITEM_KEYS = ("id", "code", "files", "expect", "timeout", "meta")
-#: An item's timeout beyond a year is a mistake, and an integer of hundreds of digits is no float at all (float()
-#: raised OverflowError, which ended the whole batch).
-_MAX_TIMEOUT_S = 365 * 86400.0
 _FILE_KEYS = ("name", "data", "mime_type")
 _OUTCOMES = {str(o): str(o) for o in Outcome} | {o.name: str(o) for o in Outcome}
 
@@ -73,18 +70,18 @@ class BatchItem:
         code = obj.get("code")
         if not isinstance(code, str):
             raise InputError(f"{where}'code' must be a string (got {_kind(code)})")
-        timeout = obj.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-                                    or timeout > _MAX_TIMEOUT_S):
-            raise InputError(f"{where}'timeout' must be a positive number of seconds, at most {_MAX_TIMEOUT_S:g} "
-                             f"(got {value_text(timeout)})")
+        try:  # as run() takes it: a NaN or a year passed here, and failed (or waited) when run
+            timeout = check_timeout(obj.get("timeout"))
+        except InputError:
+            raise InputError(f"{where}'timeout' must be a positive number of seconds, at most 86400 "
+                             f"(got {value_text(obj.get('timeout'))})") from None
         meta = obj.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise InputError(f"{where}'meta' must be a JSON object (got {_kind(meta)})")
         check_meta(meta, where)
         return cls(id=text_id, code=code, files=_parse_files(obj.get("files"), where),
                    expect=_parse_expect(obj.get("expect"), where),
-                   timeout=float(timeout) if timeout is not None else None, meta=meta, line=line)
+                   timeout=timeout, meta=meta, line=line)
 
 
 @dataclass(frozen=True)

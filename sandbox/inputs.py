@@ -10,8 +10,9 @@ import base64
 import binascii
 import itertools
 import math
+import numbers
 import textwrap
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sized, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sized, Union, cast
 
 from . import commands, frames
 from .errors import InputError, value_text
@@ -53,11 +54,12 @@ def check_timeout(timeout: object) -> float | None:
     """A ``timeout`` argument: None (the policy's wall clock) or seconds in (0, 86400], else InputError."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):  # numpy's ints and floats are Real too
         raise InputError(f"timeout must be a number of seconds (got {value_text(timeout)})")
-    if not 0 < timeout <= 86_400 or not math.isfinite(timeout):  # comparisons first: huge ints
+    seconds = cast(float, timeout)  # a Real compares as a float does (numbers.Real is not typed so)
+    if not 0 < seconds <= 86_400 or not math.isfinite(seconds):  # comparisons first: huge ints
         raise InputError(f"timeout must be > 0 and <= 86400 seconds (got {value_text(timeout)})")
-    return float(timeout)
+    return float(seconds)
 
 
 def prepare_files(files: FilesArg, policy: Policy) -> list[File]:

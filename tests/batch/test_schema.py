@@ -40,10 +40,13 @@ def test_files_are_base64_decoded():
     ({"id": True, "code": "x"}, "'id' must be a non-empty string or an integer (got True)"),
     ({"id": "a"}, "line 3: 'code' must be a string (got null)"),
     ({"id": "a", "code": "x", "expect": "PASSED"}, "'expect' must be one of OUTCOME_OK, OUTCOME_FAILED, OUTCOME_DEADLINE_EXCEEDED (got 'PASSED')"),
-    ({"id": "a", "code": "x", "timeout": -1}, "'timeout' must be a positive number of seconds, at most 3.1536e+07 "
+    ({"id": "a", "code": "x", "timeout": -1}, "'timeout' must be a positive number of seconds, at most 86400 "
                                               "(got -1)"),
     # float() of it raised OverflowError, which ended the whole batch
     ({"id": "a", "code": "x", "timeout": 10**400}, "'timeout' must be a positive number of seconds"),
+    # taken here, then refused when run (a NaN from batch.run's dict items; a year, over run()'s 86400)
+    ({"id": "a", "code": "x", "timeout": float("nan")}, "'timeout' must be a positive number of seconds"),
+    ({"id": "a", "code": "x", "timeout": 86401}, "'timeout' must be a positive number of seconds"),
     ({"id": "a", "code": "x", "files": {"a": "b"}}, "'files' must be a list of objects (got dict)"),
     ({"id": "a", "code": "x", "files": [{"name": "a", "data": "%%%"}]}, "'files[0].data' is not valid base64"),
     ({"id": "a", "code": "x", "files": [{"name": "a", "data": "", "size": 1}]}, "'files[0]' has unknown key 'size'"),

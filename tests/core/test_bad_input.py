@@ -85,6 +85,17 @@ def test_bad_timeouts(box, timeout):
         box.run("pass", timeout=timeout)
 
 
+def test_a_timeout_of_any_real_number_type_is_taken(box):
+    """numpy's int64 (a count of seconds computed with numpy) was refused as "must be a number of seconds"."""
+    import fractions
+
+    import numpy
+    for timeout in (numpy.int64(5), numpy.float32(5.5), fractions.Fraction(11, 2)):
+        assert box.run("print('in time')", timeout=timeout).stdout == "in time\n"
+    with pytest.raises(InputError, match="timeout must be > 0"):
+        box.run("pass", timeout=numpy.int64(0))
+
+
 def test_unknown_policy_and_image():
     with pytest.raises(sandbox.PolicyError, match="unknown policy 'nope'.*default"):
         sandbox.Sandbox(policy="nope")
