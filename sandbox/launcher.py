@@ -123,9 +123,15 @@ class ZygoteLauncher:
             with self._lock:
                 closed = self._dead is not None
             if not closed:  # not our own close(): the zygote crashed, timed out or spoke out of turn
-                self._proc.kill()  # type: ignore[union-attr]  # set before the reader starts
+                try:  # its socket closes as it exits, a moment before its status is there to read
+                    ended: int | None = self._proc.wait(timeout=1)  # type: ignore[union-attr]  # set before the reader
+                except subprocess.TimeoutExpired:
+                    ended = None
+                self._proc.kill()  # type: ignore[union-attr]  # likewise
                 self._proc.wait()  # type: ignore[union-attr]  # likewise
-                self._mark_dead(f"the zygote failed to start: {exc}\n{self._log_tail()}")
+                # an interpreter that is no Python (interpreter="/bin/true") said only "Connection reset by peer"
+                how = "" if ended is None else f" ({self.interpreter} exited with status {ended} before its hello)"
+                self._mark_dead(f"the zygote failed to start: {exc}{how}\n{self._log_tail()}")
             self.hello.set_exception(WorkerCrashed(self._dead or "the sandbox was closed"))
             return False
         self.sock.settimeout(None)  # before any spawn: they all wait for the hello

@@ -114,6 +114,8 @@ def test_a_zygote_that_fails_to_start_says_why(tmp_path, cold_start):
             with pytest.raises(sandbox.WorkerCrashed, match="the zygote failed to start") as info:
                 sb.run("print(1)")
             assert "broken-on-purpose" in str(info.value)  # the zygote's own words (its log tail)
+            # and how it ended (a program that is no Python and says nothing said only "Connection reset by peer")
+            assert f"({broken} exited with status 3 before its hello)" in str(info.value), str(info.value)
         assert sb.zygote_pids == []
     _, found = settle(before)
     assert found == [], found
