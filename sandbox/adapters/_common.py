@@ -120,6 +120,8 @@ def decode_files(files: Mapping[str, str] | None) -> list[File]:
         raise InputError(f"files must be an object mapping file names to base64 text (got {type(files).__name__})")
     decoded = []
     for name, text in files.items():
+        if not isinstance(name, str) or not name:  # "" was named as an unsupported MIME type, not as a missing name
+            raise InputError(f"files: each key is a file name, not empty (got {value_text(name)})")
         data = decode_base64(text, f"files[{value_text(name)}]")
         mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         decoded.append(File(name=name, data=data, mime_type=mime_type))

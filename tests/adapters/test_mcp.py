@@ -54,6 +54,7 @@ def test_stdio_server_end_to_end(fast_policy):
                     "code": "print(open('data.csv').read().strip())",
                     "files": {"data.csv": base64.b64encode(b"a,b\n1,2").decode()}}),
                 "bad_file": await client.call_tool("run_python", {"code": "1", "files": {"a.txt": "%%%"}}),
+                "no_name": await client.call_tool("run_python", {"code": "1", "files": {"": "eA=="}}),
                 "nul": await client.call_tool("run_python", {"code": "print(1)\0"}),
             }
             return tools, calls
@@ -86,6 +87,9 @@ def test_stdio_server_end_to_end(fast_policy):
     assert calls["files"].content[0].text == "OUTCOME_OK\na,b\n1,2"
     assert calls["bad_file"].is_error and "files['a.txt'] is not valid base64" in calls["bad_file"].content[0].text
     assert calls["nul"].is_error and "InputError: code contains a NUL byte" in calls["nul"].content[0].text
+    # it read "files[0] has no name, and an unsupported input MIME type 'application/octet-stream'"
+    assert calls["no_name"].is_error
+    assert "InputError: files: each key is a file name, not empty (got '')" in calls["no_name"].content[0].text
 
 
 def test_in_process_server_and_bad_session_id(box):
