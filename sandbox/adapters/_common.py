@@ -30,15 +30,34 @@ class Runner(Protocol):
     def run(self, code: str, files: Any = None, timeout: float | None = None) -> Result: ...
 
 
+def checked_sandbox(sandbox: Any) -> Sandbox | None:
+    """``sandbox`` if it is None or a Sandbox, else InputError naming it (a policy name given for a Sandbox
+    failed later as an AttributeError on ``str``)."""
+    if sandbox is not None and not isinstance(sandbox, Sandbox):
+        hint = "; a policy name goes to Sandbox(policy=...)" if isinstance(sandbox, (str, bytes)) else ""
+        raise InputError(f"sandbox must be a sandbox.Sandbox (got {value_text(sandbox)}){hint}")
+    return sandbox
+
+
+def checked_session(session: Any) -> Runner | None:
+    """``session`` if it is None or has a callable ``run`` (a session of ``Sandbox.session()``), else InputError."""
+    if session is not None and not callable(getattr(session, "run", None)):
+        raise InputError(f"session must be a session from Sandbox.session() (got {value_text(session)})")
+    return session  # type: ignore[no-any-return]
+
+
 def box_of(sandbox: Sandbox | None) -> Sandbox:
-    """The given Sandbox, or the shared default one (started on first use)."""
-    return sandbox if sandbox is not None else shared_sandbox()
+    """The given Sandbox, or the shared default one (started on first use); InputError for anything else."""
+    box = checked_sandbox(sandbox)
+    return box if box is not None else shared_sandbox()
 
 
 @contextlib.contextmanager
 def loop_session(sandbox: Sandbox | None, session: Runner | None) -> Iterator[Runner]:
     """A tool loop's ``run_python`` runner: ``session`` if given (the caller's, left open), else a session of
     :func:`box_of` ``sandbox`` opened for the loop and closed after it."""
+    checked_sandbox(sandbox)
+    session = checked_session(session)
     if session is not None:
         yield session
         return
@@ -53,6 +72,8 @@ def loop_session(sandbox: Sandbox | None, session: Runner | None) -> Iterator[Ru
 async def aloop_session(sandbox: Sandbox | None, session: Runner | None) -> AsyncIterator[Runner]:
     """:func:`loop_session` for an async loop: its own session is opened in a thread (and closed, not left to the
     garbage collector, when the loop is cancelled while it opens)."""
+    checked_sandbox(sandbox)
+    session = checked_session(session)
     if session is not None:
         yield session
         return
@@ -90,8 +111,10 @@ async def _open_session(box: Sandbox) -> Any:
 
 
 def pick_runner(sandbox: Sandbox | None, session: Runner | None) -> Runner:
-    """The session if given, else the sandbox, else the shared default Sandbox."""
-    return session if session is not None else box_of(sandbox)
+    """The session if given, else the sandbox, else the shared default Sandbox; InputError for a ``sandbox`` that
+    is not a Sandbox or a ``session`` without ``run``, whichever is used."""
+    box, session = checked_sandbox(sandbox), checked_session(session)
+    return session if session is not None else box_of(box)
 
 
 def run_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: float | None = None) -> Result | str:
@@ -260,7 +283,7 @@ class SessionPool:
     def _open(self, key: Hashable, opening: "_Opening", claim: "_Claim | None") -> Any:
         """Open ``key``'s session in the slot taken for it, outside the lock; free the slot if that fails."""
         try:
-            session = box_of(self._box).session()
+            session = (self._box if self._box is not None else shared_sandbox()).session()
         except BaseException:
             with self._lock:
                 del self._opening[key]

@@ -17,7 +17,7 @@ from google.genai._transformers import t_contents  # private: pinned by the test
 
 from ..core import Sandbox
 from ..errors import InputError, SandboxClosed, value_text
-from ._common import TOOL_NAME, box_of
+from ._common import TOOL_NAME, box_of, checked_sandbox
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, aanswer, answer, tool
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
@@ -94,11 +94,13 @@ class ToolLoop:
                  images: ImagesMode = DEFAULT_IMAGES, max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
                  max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN,
                  max_image_bytes_per_request: int = MAX_IMAGE_BYTES_PER_REQUEST) -> None:
+        if not isinstance(model, str) or not model:  # else the first generate_content failed, after the loop began
+            raise InputError(f"model must be a model name, a non-empty str (got {value_text(model)})")
         self.client, self.model, self.max_turns = client, model, check_max_turns(max_turns)
         self.max_calls_per_turn = check_max_calls_per_turn(max_calls_per_turn)
         self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
         self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
-        self._sandbox = sandbox
+        self._sandbox = checked_sandbox(sandbox)
         self.config, declared = _with_tool(config, sandbox, client)
         self.tools = Tools(_merged(functions, declared), _declared(self.config))
         if images not in ("response", "sibling"):

@@ -17,8 +17,8 @@ from ..core import Sandbox
 from ..errors import InputError, value_text
 from ..results import File, Outcome, Result
 from . import _genai_dicts
-from ._common import TOOL_NAME, Runner, code_argument, describe_environment, limit_notes, pick_runner, run_or_refuse, \
-    state_text
+from ._common import TOOL_NAME, Runner, checked_sandbox, code_argument, describe_environment, limit_notes, \
+    pick_runner, run_or_refuse, state_text
 from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
 from ._loop import arun_or_refuse, check_max_image_bytes_per_call
 
@@ -137,7 +137,7 @@ def function_declaration(*, sandbox: Sandbox | None = None, name: str = TOOL_NAM
     """
     return types.FunctionDeclaration(
         name=name,
-        description=describe_environment(sandbox) + " " + state_text(stateful),
+        description=describe_environment(checked_sandbox(sandbox)) + " " + state_text(stateful),
         parameters_json_schema={
             "type": "object",
             "properties": {"code": {"type": "string", "description": "Python source code to run."}},

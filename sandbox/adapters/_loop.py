@@ -115,6 +115,16 @@ def check_count(name: str, value: Any) -> int:
     return value
 
 
+def check_list(value: Any, what: str, of: str) -> list[Any]:
+    """``value`` (None: empty) as a list, or InputError naming ``what`` for a str, bytes, mapping or non-iterable
+    (a str was read one character an item, a dict one key an item); ``of`` names the items."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InputError(f"{what} must be a list of {of} (got {value_text(value)})")
+    return list(value)
+
+
 def check_max_turns(max_turns: Any) -> int:
     return check_count("max_turns", max_turns)
 
@@ -317,6 +327,6 @@ async def arun_or_refuse(runner: Runner, code: Any, files: Any = None, timeout: 
         return f"InputError: {exc}"
 
 
-__all__ = ["DEFAULT_MAX_CALLS_PER_TURN", "Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse",
+__all__ = ["DEFAULT_MAX_CALLS_PER_TURN", "Answer", "ModelCall", "Tools", "adrive", "arun_or_refuse", "check_list",
            "check_max_calls_per_turn", "check_max_image_bytes_per_call", "check_max_image_bytes_per_request",
            "check_max_image_bytes_per_turn", "check_max_turns", "drive", "is_async_method", "jsonable", "not_run_text"]

@@ -8,6 +8,7 @@ Responses API (:func:`responses_tool`, :func:`handle_function_call`). Public thr
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, MutableMapping
 
@@ -16,10 +17,10 @@ from ..core import Sandbox
 from ..errors import InputError, os_error_text, value_text
 from ..outfiles import OutDir, image_file_name, plain, safe_name
 from ..results import File, Result
-from ._common import TOOL_NAME, Runner, code_argument, data_url, describe_environment, pick_runner, result_text, \
-    run_or_refuse, state_text
+from ._common import TOOL_NAME, Runner, checked_sandbox, code_argument, data_url, describe_environment, pick_runner, \
+    result_text, run_or_refuse, state_text
 from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
-from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_max_calls_per_turn, \
+from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_list, check_max_calls_per_turn, \
     check_max_image_bytes_per_call, check_max_image_bytes_per_turn, not_run_text
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
@@ -43,7 +44,19 @@ def _parameters() -> dict[str, Any]:
 
 
 def _description(box: Sandbox | None, stateful: bool) -> str:
-    return describe_environment(box) + " " + state_text(stateful)
+    return describe_environment(checked_sandbox(box)) + " " + state_text(stateful)
+
+
+# A function name as the API takes it (the openai package's FunctionDefinition.name: "a-z, A-Z, 0-9, or contain
+# underscores and dashes, with a maximum length of 64").
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def check_name(name: Any) -> str:
+    """``name`` if the API takes it as a function name, else InputError naming ``name``."""
+    if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
+        raise InputError(f"name must be a str of 1 to 64 letters, digits, '_' or '-' (got {value_text(name)})")
+    return name
 
 
 def chat_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
@@ -55,14 +68,15 @@ def chat_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
     as it does with ``handle*(sandbox=...)``.
     """
     return {"type": "function",
-            "function": {"name": name, "description": _description(sandbox, stateful), "parameters": _parameters()}}
+            "function": {"name": check_name(name), "description": _description(sandbox, stateful),
+                         "parameters": _parameters()}}
 
 
 def responses_tool(*, sandbox: Sandbox | None = None, name: str = TOOL_NAME,
                    stateful: bool = False) -> "FunctionToolParam":
     """The tool for ``client.responses.create(tools=[...])`` (a ``FunctionToolParam``); ``stateful`` as in
     :func:`chat_tool`."""
-    return {"type": "function", "name": name, "description": _description(sandbox, stateful),
+    return {"type": "function", "name": check_name(name), "description": _description(sandbox, stateful),
             "parameters": _parameters(), "strict": True}
 
 
@@ -152,13 +166,13 @@ def handle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Runner | 
     and the names of images and files produced. Use :func:`handle_calls` to also pass
     the images to the model.
     """
-    return run_chat_call(tool_call, pick_runner(sandbox, session), timeout, name)[0]
+    return run_chat_call(tool_call, pick_runner(sandbox, session), timeout, check_name(name))[0]
 
 
 async def ahandle(tool_call: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
                   timeout: float | None = None, name: str = TOOL_NAME) -> "ChatCompletionToolMessageParam":
     """:func:`handle` for asyncio; cancelling the task kills the run at once."""
-    return (await arun_chat_call(tool_call, pick_runner(sandbox, session), timeout, name))[0]
+    return (await arun_chat_call(tool_call, pick_runner(sandbox, session), timeout, check_name(name)))[0]
 
 
 def check_answerable(tool_call: Any) -> None:
@@ -241,11 +255,11 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     The bound is the turn's: the images your loop resends from earlier turns are not counted here
     (:func:`run_chat` counts them, ``max_image_bytes_per_request``), so leave room for them.
     """
+    calls, name = check_list(tool_calls, "tool_calls", "tool calls"), check_name(name)
     check_images(images, save_dir)
     cap = check_max_calls_per_turn(max_calls_per_turn)
     image_bytes = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
     runner = pick_runner(sandbox, session)
-    calls = list(tool_calls or ())
     for call in calls:  # all of them before any runs: a raise after the first runs lost their answers
         check_answerable(call)
     answered: list[tuple[Any, Result | str | None]]
@@ -260,11 +274,11 @@ async def ahandle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | 
                         max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
                         max_image_bytes_per_turn: int = MAX_IMAGE_BYTES_PER_TURN) -> "list[ChatCompletionMessageParam]":
     """:func:`handle_calls` for asyncio (the calls run one after the other, in order)."""
+    calls, name = check_list(tool_calls, "tool_calls", "tool calls"), check_name(name)
     check_images(images, save_dir)
     cap = check_max_calls_per_turn(max_calls_per_turn)
     image_bytes = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
     runner = pick_runner(sandbox, session)
-    calls = list(tool_calls or ())
     for call in calls:  # all of them before any runs (see handle_calls)
         check_answerable(call)
     answered: list[tuple[Any, Result | str | None]]
@@ -373,8 +387,9 @@ def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: 
     before the code runs.
     """
     budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
-    code, refusal = code_of(*function_call_fields(item), name)
-    result = refusal if refusal is not None else run_or_refuse(pick_runner(sandbox, session), code, timeout=timeout)
+    runner = pick_runner(sandbox, session)
+    code, refusal = code_of(*function_call_fields(item), check_name(name))
+    result = refusal if refusal is not None else run_or_refuse(runner, code, timeout=timeout)
     return function_call_output(item, result, budget=budget)
 
 
@@ -383,7 +398,7 @@ async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, se
                                 max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> "FunctionCallOutput":
     """:func:`handle_function_call` for asyncio; cancelling the task kills the run at once."""
     budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
-    code, refusal = code_of(*function_call_fields(item), name)
+    code, refusal = code_of(*function_call_fields(item), check_name(name))
     runner = pick_runner(sandbox, session)
     result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
     return function_call_output(item, result, budget=budget)

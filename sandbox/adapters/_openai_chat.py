@@ -20,7 +20,7 @@ from ._common import TOOL_NAME, Runner, aloop_session, loop_session
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, encoded_bytes, turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
-    jsonable, not_run_text, pair_by_name
+    check_list, jsonable, not_run_text, pair_by_name
 from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
     field_of, function_of, given_id, not_run_call, run_chat_call
 
@@ -50,7 +50,11 @@ def assistant_message(message: Any) -> "ChatCompletionAssistantMessageParam":
     A tool call without an id is given one (:func:`~sandbox.adapters._openai_calls.given_id`), set on
     the call, so the tool message that answers it (:func:`handle_calls`) has the same.
     """
-    calls = field_of(message, "tool_calls")
+    problem = shape_problem(message, "message", OBJECT, required=True)
+    calls = field_of(message, "tool_calls") if problem is None else None
+    problem = problem or shape_problem(calls, "message.tool_calls", LIST)
+    if problem is not None:  # None or a str was made an empty assistant message, a tool_calls of 5 a TypeError
+        raise InputError(f"assistant_message takes a response's assistant message, and got {problem}")
     legacy = field_of(message, "function_call")
     content = field_of(message, "content")
     if content is None and not calls and legacy is None:
@@ -113,7 +117,7 @@ class _Chat:
         self.max_image_bytes_per_turn = check_max_image_bytes_per_turn(max_image_bytes_per_turn)
         self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
         self.images, self.save_dir = images, save_dir
-        tools = list(create_kwargs.pop("tools", None) or ())
+        tools = check_list(create_kwargs.pop("tools", None), "tools", "tools")
         if TOOL_NAME not in _declared(tools):
             tools.append(chat_tool(sandbox=sandbox, stateful=True))  # every call runs in one session
         self.create_kwargs = {**create_kwargs, "tools": tools}

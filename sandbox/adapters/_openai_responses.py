@@ -21,8 +21,8 @@ from ._common import TOOL_NAME, Runner, aloop_session, loop_session, run_or_refu
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, ImageBudget, encoded_bytes, \
     turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, arun_or_refuse, \
-    check_max_calls_per_turn, check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, \
-    drive, is_async_method, not_run_text
+    check_list, check_max_calls_per_turn, check_max_image_bytes_per_request, check_max_image_bytes_per_turn, \
+    check_max_turns, drive, is_async_method, not_run_text
 from ._openai_background import asettled, settled
 from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
     responses_tool
@@ -89,7 +89,7 @@ class _Responses:
         self.max_image_bytes_per_request = check_max_image_bytes_per_request(max_image_bytes_per_request)
         self.images, self.save_dir = mode, save_dir
         self.previous_id = create_kwargs.pop("previous_response_id", None)
-        tools = list(create_kwargs.pop("tools", None) or ())
+        tools = check_list(create_kwargs.pop("tools", None), "tools", "tools")
         if TOOL_NAME not in declared_tools(tools):
             tools.append(responses_tool(sandbox=sandbox, stateful=True))  # every call runs in one session
         self.create_kwargs = {**create_kwargs, "tools": tools}

@@ -64,7 +64,7 @@ from ..errors import InputError, SandboxError
 from ..image import Image, interpreter_for
 from ..policy import Policy
 from ..results import Result
-from ._common import MAX_SESSIONS, TOOL_NAME, SessionPool, decode_files, describe_environment
+from ._common import MAX_SESSIONS, TOOL_NAME, SessionPool, checked_sandbox, decode_files, describe_environment
 from ._loop import check_count
 from ._mcp_results import MAX_EMBEDDED_BYTES, to_call_tool_result  # built in a module of its own
 
@@ -97,6 +97,7 @@ class Backend:
                  venv: "str | Path | None" = None) -> None:
         # Loaded here, in the caller: a bad policy or image name, or a venv that is none, fails before the server
         # starts (in the background thread it was a tool error at every call).
+        sandbox = checked_sandbox(sandbox)
         self.policy = sandbox.policy if sandbox is not None else Policy.load(policy)
         self.image = sandbox.image if sandbox is not None else Image.load(image)
         self._venv = venv if sandbox is None else None
@@ -211,6 +212,7 @@ def build_server(sandbox: Sandbox | None = None, *, policy: "str | Path | Policy
     The server's ``backend`` attribute is the :class:`Backend`; close it at shutdown.
     """
     max_sessions, max_calls = check_count("max_sessions", max_sessions), check_count("max_calls", max_calls)
+    sandbox = checked_sandbox(sandbox)
     policy = sandbox.policy if sandbox is not None else Policy.load(policy)  # checked before a zygote starts
     admission = _CallAdmission(max_calls, input_budget(policy, max_input_bytes))
     backend = Backend(sandbox, policy=policy, image=image, max_sessions=max_sessions, venv=venv)

@@ -728,3 +728,18 @@ def test_the_declaration_says_whether_variables_persist(box):
         loop.run("hi")  # the loop answers in one session: its own declaration says so
     (declared,) = model.requests[0]["body"]["tools"][0]["functionDeclarations"]
     assert declared["description"] == stateful
+
+
+def test_a_sandbox_of_a_wrong_type_or_a_model_that_is_no_name_is_an_input_error():
+    call = types.FunctionCall(name="run_python", args={"code": "print(1)"})
+    message = r"sandbox must be a sandbox\.Sandbox \(got 'default'\); a policy name goes to Sandbox\(policy=\.\.\.\)"
+    for refused in (lambda: adapter.tool(sandbox="default"), lambda: adapter.handle(call, sandbox="default"),
+                    lambda: adapter.execute("print(1)", sandbox="default"),
+                    lambda: adapter.ToolLoop(object(), "m", sandbox="default")):
+        with pytest.raises(sandbox.InputError, match=message):
+            refused()
+    with pytest.raises(sandbox.InputError, match=r"session must be a session from Sandbox\.session\(\) \(got 5\)"):
+        adapter.handle(call, session=5)
+    for model in (5, None, ""):
+        with pytest.raises(sandbox.InputError, match=r"model must be a model name, a non-empty str \(got "):
+            adapter.ToolLoop(object(), model)

@@ -18,6 +18,7 @@ from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, \
     TextResourceContents  # noqa: E402
 
+import sandbox  # noqa: E402
 from sandbox.adapters.mcp import build_server  # noqa: E402
 
 from .conftest import CAPS_NOTES, PAST_THE_CAPS, server_env, sleeper_code, sleepers, wait_for  # noqa: E402
@@ -519,3 +520,8 @@ def test_sandbox_mcp_refuses_a_venv_that_is_none_before_any_mcp_traffic(tmp_path
     assert done.returncode == 2 and done.stdout == "", done.stdout
     assert done.stderr == (f"sandbox: error: {missing} is not a virtual environment (expected {missing}/pyvenv.cfg "
                            f"and {missing}/bin/python; create it with: sandbox image install NAME --venv {missing})\n")
+
+
+def test_build_server_refuses_a_sandbox_that_is_not_one():
+    with pytest.raises(sandbox.InputError, match=r"sandbox must be a sandbox\.Sandbox \(got 'default'\); a policy"):
+        build_server(sandbox="default")

@@ -862,3 +862,73 @@ def test_a_saved_image_gets_its_types_extension_whatever_the_run_named_it(box, t
             "open('page.html', 'wb').write(png.getvalue() + b'<script>alert(1)</script>')")
     adapter.handle_calls([tool_call(code, "a")], sandbox=box, images="save", save_dir=str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html.png"]
+
+
+WRONG_RUNNERS = [({"sandbox": "default"}, r"sandbox must be a sandbox\.Sandbox \(got 'default'\); a policy name"),
+                 ({"session": 5}, r"session must be a session from Sandbox\.session\(\) \(got 5\)")]
+
+
+@pytest.mark.parametrize("kwargs, message", WRONG_RUNNERS)
+def test_a_sandbox_or_session_of_a_wrong_type_is_an_input_error(kwargs, message):
+    item = {"type": "function_call", "call_id": "c", "name": "run_python", "arguments": '{"code": "1"}'}
+    calls = [lambda: adapter.handle(tool_call("print(1)"), **kwargs),
+             lambda: adapter.handle_calls([tool_call("print(1)")], **kwargs),
+             lambda: adapter.handle_function_call(item, **kwargs),
+             lambda: asyncio.run(adapter.ahandle(tool_call("print(1)"), **kwargs)),
+             lambda: asyncio.run(adapter.ahandle_calls([tool_call("print(1)")], **kwargs)),
+             lambda: asyncio.run(adapter.ahandle_function_call(item, **kwargs))]
+    if "sandbox" in kwargs:
+        calls += [lambda: adapter.chat_tool(**kwargs), lambda: adapter.responses_tool(**kwargs)]
+    for call in calls:
+        with pytest.raises(sandbox.InputError, match=message):
+            call()
+
+
+@pytest.mark.parametrize("kwargs, message", WRONG_RUNNERS)
+def test_the_loops_refuse_a_sandbox_or_session_of_a_wrong_type(kwargs, message):
+    with ScriptedModel([reply("done")]) as model:
+        client = openai.OpenAI(base_url=model.url, api_key="x")
+        with pytest.raises(sandbox.InputError, match=message):
+            adapter.run_chat(client, model="m", messages=[{"role": "user", "content": "hi"}], **kwargs)
+        with pytest.raises(sandbox.InputError, match=message):
+            adapter.run_responses(client, model="m", input=[{"role": "user", "content": "hi"}], **kwargs)
+
+
+@pytest.mark.parametrize("tool_calls", [5, "abc", b"abc", {"id": "a"}])
+def test_handle_calls_refuses_tool_calls_that_are_not_a_list(box, tool_calls):
+    message = r"tool_calls must be a list of tool calls \(got "
+    with pytest.raises(sandbox.InputError, match=message):
+        adapter.handle_calls(tool_calls, sandbox=box)
+    with pytest.raises(sandbox.InputError, match=message):
+        asyncio.run(adapter.ahandle_calls(tool_calls, sandbox=box))
+
+
+def test_the_loops_refuse_tools_that_are_not_a_list():
+    with ScriptedModel([reply("done")]) as model:
+        client = openai.OpenAI(base_url=model.url, api_key="x")
+        with pytest.raises(sandbox.InputError, match=r"tools must be a list of tools \(got 5\)"):
+            adapter.run_chat(client, model="m", messages=[], tools=5)
+        with pytest.raises(sandbox.InputError, match=r"tools must be a list of tools \(got 'abc'\)"):
+            adapter.run_responses(client, model="m", input=[], tools="abc")
+
+
+@pytest.mark.parametrize("message, problem", [
+    ({"role": "assistant", "tool_calls": 5}, "message.tool_calls that is not a list: 5"),
+    (None, "no message"), ("x", "message that is not an object: 'x'")])
+def test_assistant_message_refuses_what_is_not_an_assistant_message(message, problem):
+    with pytest.raises(sandbox.InputError, match=re.escape(f"assistant_message takes a response's assistant "
+                                                           f"message, and got {problem}")):
+        adapter.assistant_message(message)
+
+
+@pytest.mark.parametrize("name", [None, 5, "", "run python", "x" * 65, "ünicode"])
+def test_a_tool_name_the_api_would_refuse_is_an_input_error(box, name):
+    message = r"name must be a str of 1 to 64 letters, digits, '_' or '-' \(got "
+    item = {"type": "function_call", "call_id": "c", "name": "run_python", "arguments": '{"code": "1"}'}
+    for call in (lambda: adapter.chat_tool(name=name), lambda: adapter.responses_tool(name=name),
+                 lambda: adapter.handle(tool_call("print(1)"), sandbox=box, name=name),
+                 lambda: adapter.handle_calls([tool_call("print(1)")], sandbox=box, name=name),
+                 lambda: adapter.handle_function_call(item, sandbox=box, name=name)):
+        with pytest.raises(sandbox.InputError, match=message):
+            call()
+    assert adapter.chat_tool(name="my-tool_2")["function"]["name"] == "my-tool_2"
