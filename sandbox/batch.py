@@ -30,9 +30,10 @@ apart from :data:`MEASURED_FIELDS`.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from .batch_feed import POLL_S, Feed
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
@@ -85,6 +86,7 @@ def run(items: Iterable[BatchItem | BatchResult | dict[str, Any]], *, policy: "s
     finish) to stop the sandboxes.
     """
     check_arguments(workers, timeout, max_output_chars)
+    check_run_arguments(items, images_dir, stop)
     options = dict(timeout=timeout, max_output_chars=max_output_chars, keep_images=images_dir is not None)
     return _drive(_engine(backend, policy, image, workers, options, address, venv), items, images_dir,
                   stop or threading.Event())
@@ -98,6 +100,21 @@ def check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
     check_timeout(timeout)
     if not isinstance(max_output_chars, int) or isinstance(max_output_chars, bool) or max_output_chars < 0:
         raise InputError(f"max_output_chars must be an int >= 0 (got {value_text(max_output_chars)})")
+
+
+def check_run_arguments(items: Any, images_dir: Any, stop: Any) -> None:
+    """Refuse, before a sandbox starts, ``run()`` arguments of a wrong type: they failed as a TypeError from the
+    corpus thread, an AttributeError or a ValueError once runs had begun."""
+    if items is None or isinstance(items, (str, bytes, bytearray, Mapping)) or not isinstance(items, Iterable):
+        raise InputError(f"items must be an iterable of BatchItem or dicts, e.g. read_items(lines) "
+                         f"(got {value_text(items)})")
+    if images_dir is not None:
+        if not isinstance(images_dir, (str, os.PathLike)):
+            raise InputError(f"images_dir must be a folder path, a str (got {value_text(images_dir)})")
+        if "\0" in os.fsdecode(images_dir):
+            raise InputError(f"images_dir must not hold a NUL byte (got {value_text(images_dir)})")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise InputError(f"stop must be a threading.Event (got {value_text(stop)})")
 
 
 def _engine(backend: str, policy: "str | Path | Policy", image: "str | Path | Image", workers: int,

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from . import jsontext
 from .errors import InputError, SandboxUnavailable, value_text
@@ -242,14 +242,27 @@ def read_items(lines: Iterable[str | bytes | None], skip_ids: Iterable[str] = ()
 
     Lines are read one at a time, as the items are taken. What is kept from line to line is each id's first line
     number (to name it in a duplicate's error): memory grows with the number of ids, not with the snippets.
+    ``lines`` or ``skip_ids`` of the wrong type is an InputError at the call; a line neither str, bytes nor None,
+    one when it is read.
     """
-    skip = skip_ids if isinstance(skip_ids, (set, frozenset)) else set(skip_ids)
+    if lines is None or isinstance(lines, (str, bytes, bytearray, Mapping)) or not isinstance(lines, Iterable):
+        raise InputError(f"lines must be an iterable of lines, e.g. a file opened in binary mode "
+                         f"(got {value_text(lines)})")
+    if skip_ids is None or isinstance(skip_ids, (str, bytes, bytearray)) or not isinstance(skip_ids, Iterable):
+        raise InputError(f"skip_ids must be a collection of ids (str), e.g. a set (got {value_text(skip_ids)})")
+    return _read_items(lines, skip_ids if isinstance(skip_ids, (set, frozenset)) else set(skip_ids))
+
+
+def _read_items(lines: Iterable[str | bytes | None], skip: set[str] | frozenset[str]
+                ) -> Iterator[BatchItem | BatchResult]:
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if line is None:
             yield invalid(number, f"line {number}: too long: longer than any item the policy accepts (limits."
                                   f"max_code_bytes, max_input_files, max_input_file_bytes)")
             continue
+        if not isinstance(line, (str, bytes, bytearray)):
+            raise InputError(f"lines: line {number} must be a str, bytes or None (got {value_text(line)})")
         if not line.strip():
             continue
         try:

@@ -131,3 +131,13 @@ def test_bad_arguments_raise():
         batch.run([], workers=0)
     with pytest.raises(batch.InputError, match="backend must be 'local' or 'ray'"):
         batch.run([], backend="spark")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"items": None}, "items must be an iterable"), ({"items": 5}, "items must be an iterable"),
+    ({"items": "a.jsonl"}, "items must be an iterable"), ({"stop": 5}, "stop must be a threading.Event"),
+    ({"images_dir": "/x\0y"}, "images_dir must not hold a NUL byte"), ({"images_dir": 5}, "images_dir must be")])
+def test_arguments_of_a_wrong_type_raise_from_run_itself(kwargs, message):
+    arguments = {"items": [], **kwargs}
+    with pytest.raises(batch.InputError, match=message):
+        batch.run(arguments.pop("items"), **arguments)  # run() itself: no record, no sandbox started

@@ -109,3 +109,18 @@ def test_safe_name_keeps_plain_ids_and_disambiguates_others():
     assert safe_name("ds-0001") == "ds-0001"
     assert safe_name("../etc/passwd").startswith("_etc_passwd-")
     assert safe_name("a/b") != safe_name("a_b")
+
+
+@pytest.mark.parametrize("lines, skip_ids, message", [
+    (None, (), "lines must be an iterable of lines"), ("a.jsonl", (), "lines must be an iterable of lines"),
+    ([], None, "skip_ids must be a collection of ids"), ([], "a", "skip_ids must be a collection of ids")])
+def test_read_items_refuses_arguments_of_a_wrong_type_at_the_call(lines, skip_ids, message):
+    with pytest.raises(InputError, match=message):
+        read_items(lines, skip_ids=skip_ids)
+
+
+def test_read_items_names_a_line_that_is_neither_text_nor_bytes():
+    items = read_items([b'{"id": "a", "code": "1"}', 5])
+    assert next(items).id == "a"
+    with pytest.raises(InputError, match=r"lines: line 2 must be a str, bytes or None \(got 5\)"):
+        next(items)
