@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import value_text
+
 
 class Outcome(enum.IntEnum):
     """Outcome of a run, numbered as in the Gemini API's ``Outcome`` enum."""
@@ -39,8 +41,19 @@ class File:
     """True when the file was larger than ``limits.max_returned_file_bytes`` and was cut."""
 
     def __repr__(self) -> str:
-        flag = ", truncated" if self.truncated else ""
-        return f"File(name={self.name!r}, {len(self.data)} bytes, mime_type={self.mime_type!r}{flag})"
+        # Never raises: a File made with other types (data=None) is shown in the error that refuses it.
+        flag = "" if self.truncated is False else ", truncated" if self.truncated is True \
+            else f", truncated={value_text(self.truncated)}"
+        try:
+            size = f"{len(self.data)} bytes"
+        except Exception:  # noqa: BLE001 - no len (None), or a len that raises
+            size = f"data of type {type(self.data).__name__}"
+        return f"File(name={_shown(self.name)}, {size}, mime_type={_shown(self.mime_type)}{flag})"
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a str field; whatever else came there as :func:`value_text` shows it (never raising)."""
+    return repr(value) if isinstance(value, str) else value_text(value)
 
 
 @dataclass(frozen=True)

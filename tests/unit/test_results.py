@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from sandbox import File, Outcome, Result
 
 
@@ -33,3 +35,9 @@ def test_results_are_frozen():
     import pytest
     with pytest.raises(dataclasses.FrozenInstanceError):
         Result(outcome=Outcome.OK).outcome = Outcome.FAILED
+
+
+@pytest.mark.parametrize("data", [None, 5, object()])
+def test_file_repr_never_raises_whatever_data_is(data):
+    shown = repr(File("a", data))
+    assert shown.startswith("File(name='a', data of type ") and type(data).__name__ in shown
