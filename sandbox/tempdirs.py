@@ -29,8 +29,12 @@ import stat
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from . import bootstrap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MARKER = ".owner"
 """The file inside each dir whose ``flock`` says its owner lives."""
@@ -188,24 +192,47 @@ def _remove_marker_last(path: str) -> bool:
         return False
 
 
-_import_root_lock = threading.Lock()
-_import_root: OwnedDir | None = None
+class ProcessDir:
+    """A dir of ``prefix`` this host process makes on first use and holds until its exit (removed then, or by a later
+    host if it ends without its exit handlers); made again if it was removed under it. ``fill(path)`` puts its
+    contents in once it is made."""
+
+    def __init__(self, prefix: str, mode: int = 0o700, fill: Callable[[str], None] | None = None) -> None:
+        self._prefix, self._mode, self._fill = prefix, mode, fill
+        self._lock = threading.Lock()
+        self._owned: OwnedDir | None = None
+
+    def path(self) -> str:
+        with self._lock:
+            if self._owned is None or not os.path.isdir(self._owned.path):
+                if self._owned is not None:  # removed under us: its lock and its place in _held go with it
+                    self._owned.remove()
+                    self._owned = None
+                owned = make(self._prefix, mode=self._mode)
+                try:
+                    if self._fill is not None:
+                        self._fill(owned.path)
+                except BaseException:
+                    owned.remove()
+                    raise
+                self._owned = owned
+            return self._owned.path
+
+    def remove(self) -> None:
+        """Remove it now (the next :meth:`path` makes a new one)."""
+        with self._lock:
+            if self._owned is not None:
+                self._owned.remove()
+                self._owned = None
+
+
+# an unprivileged zygote (uid dropped) traverses it: 0o755
+_import_root = ProcessDir("sandbox-import-", mode=0o755,
+                          fill=lambda path: os.symlink(bootstrap.package_dir(), os.path.join(path, "sandbox")))
 
 
 def import_root() -> str:
     """A directory whose only module is ``sandbox`` (a symlink to this package, see bootstrap.py): what a fresh
     interpreter puts first on ``sys.path``. Made once per host process, removed at its exit (or by a later host,
     if this one ends without its exit handlers). Its other entry, :data:`MARKER`, is no module name."""
-    global _import_root
-    with _import_root_lock:
-        if _import_root is None or not os.path.isdir(_import_root.path):
-            if _import_root is not None:  # removed under us: its lock and its place in _held go with it
-                _import_root.remove()
-            root = make("sandbox-import-", mode=0o755)  # an unprivileged zygote (uid dropped) traverses it
-            try:
-                os.symlink(bootstrap.package_dir(), os.path.join(root.path, "sandbox"))
-            except BaseException:
-                root.remove()
-                raise
-            _import_root = root
-        return _import_root.path
+    return _import_root.path()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-import threading
 from typing import TYPE_CHECKING
 
 from . import tempdirs
@@ -77,22 +76,11 @@ def matplotlib_cache_dir() -> str:
     shared = os.path.join(tempfile.gettempdir(), f"sandbox-mpl-{os.geteuid()}")
     if _private_dir(shared):
         return shared
-    return _own_matplotlib_dir()  # someone else's, or writable by others: never trusted
+    return _own_dir.path()  # someone else's, or writable by others: never trusted
 
 
-_own_dir_lock = threading.Lock()
-_own_dir: tempdirs.OwnedDir | None = None
-
-
-def _own_matplotlib_dir() -> str:
-    """One dir per host process (each start made a new one, four a ``sandbox run``, none ever removed)."""
-    global _own_dir
-    with _own_dir_lock:
-        if _own_dir is None or not os.path.isdir(_own_dir.path):
-            if _own_dir is not None:
-                _own_dir.remove()
-            _own_dir = tempdirs.make("sandbox-mpl-own-")
-        return _own_dir.path
+#: One per host process (a mkdtemp per call made ~4 a start, never removed).
+_own_dir = tempdirs.ProcessDir("sandbox-mpl-own-")
 
 
 def _private_dir(path: str) -> bool:
