@@ -33,13 +33,13 @@ import concurrent.futures as cf
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 from .batch_feed import POLL_S, Feed
 from .batch_items import (DEFAULT_MAX_OUTPUT_CHARS, INVALID, MEASURED_FIELDS, SANDBOX_ERROR, BatchItem, BatchResult,
                           OutputFile, check_meta, describe, execute, invalid, max_line_bytes,
                           max_record_bytes, read_items, read_lines, safe_name, save_images)
-from .errors import InputError, value_text
+from .errors import InputError, iterable_of_items, value_text
 from .install_hint import install_command
 from .image import Image
 from .inputs import check_timeout
@@ -105,7 +105,7 @@ def check_arguments(workers: Any, timeout: Any, max_output_chars: Any) -> None:
 def check_run_arguments(items: Any, images_dir: Any, stop: Any) -> None:
     """Refuse, before a sandbox starts, ``run()`` arguments of a wrong type: they failed as a TypeError from the
     corpus thread, an AttributeError or a ValueError once runs had begun."""
-    if items is None or isinstance(items, (str, bytes, bytearray, Mapping)) or not isinstance(items, Iterable):
+    if not iterable_of_items(items):
         raise InputError(f"items must be an iterable of BatchItem or dicts, e.g. read_items(lines) "
                          f"(got {value_text(items)})")
     if images_dir is not None:

@@ -9,10 +9,10 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from . import jsontext
-from .errors import InputError, SandboxUnavailable, value_text
+from .errors import InputError, SandboxUnavailable, iterable_of_items, value_text
 from .frames import MAX_NAME_CHARS
 from .inputs import check_timeout, decode_base64
 from .outfiles import OutDir, extension, image_file_name
@@ -245,7 +245,7 @@ def read_items(lines: Iterable[str | bytes | None], skip_ids: Iterable[str] = ()
     ``lines`` or ``skip_ids`` of the wrong type is an InputError at the call; a line neither str, bytes nor None,
     one when it is read.
     """
-    if lines is None or isinstance(lines, (str, bytes, bytearray, Mapping)) or not isinstance(lines, Iterable):
+    if not iterable_of_items(lines):
         raise InputError(f"lines must be an iterable of lines, e.g. a file opened in binary mode "
                          f"(got {value_text(lines)})")
     if skip_ids is None or isinstance(skip_ids, (str, bytes, bytearray)) or not isinstance(skip_ids, Iterable):

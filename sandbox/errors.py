@@ -22,6 +22,7 @@ give the confinement a policy requires, a broken zygote::
 from __future__ import annotations
 
 import collections
+import collections.abc
 import errno as _errno
 import math
 import os
@@ -177,6 +178,13 @@ def _digits(value: int) -> str:
     if low > 100_000:  # 10**low costs ~0.2 s at a million digits: an estimate is enough there
         return f"about {low}"
     return str(low + 1 if abs(value) >= 10 ** low else low)
+
+
+def iterable_of_items(value: object) -> bool:
+    """Whether an argument meant as many items (calls, lines, batch items) is one: iterable, and not a str, bytes or
+    mapping, which iterate as characters, bytes or keys (a str of calls was read one character a call)."""
+    return isinstance(value, collections.abc.Iterable) and not isinstance(
+        value, (str, bytes, bytearray, collections.abc.Mapping))
 
 
 def os_error_text(exc: OSError) -> str:

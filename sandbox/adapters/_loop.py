@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generator, Iterable, Mapping, TypeVar
 
 from .. import jsontext
-from ..errors import InputError, value_text
+from ..errors import InputError, iterable_of_items, value_text
 from ..results import Result
 from ._common import TOOL_NAME, Runner
 from ._image_budget import ImageBudget
@@ -120,7 +120,7 @@ def check_list(value: Any, what: str, of: str) -> list[Any]:
     (a str was read one character an item, a dict one key an item); ``of`` names the items."""
     if value is None:
         return []
-    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+    if not iterable_of_items(value):
         raise InputError(f"{what} must be a list of {of} (got {value_text(value)})")
     return list(value)
 
