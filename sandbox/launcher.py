@@ -124,7 +124,7 @@ class ZygoteLauncher:
                 closed = self._dead is not None
             if not closed:  # not our own close(): the zygote crashed, timed out or spoke out of turn
                 try:  # its socket closes as it exits, a moment before its status is there to read
-                    ended: int | None = self._proc.wait(timeout=1)  # type: ignore[union-attr]  # set before the reader
+                    ended: int | None = self._proc.wait(timeout=5)  # type: ignore[union-attr]  # set before the reader
                 except subprocess.TimeoutExpired:
                     ended = None
                 self._proc.kill()  # type: ignore[union-attr]  # likewise
