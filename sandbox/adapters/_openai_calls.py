@@ -398,8 +398,8 @@ async def ahandle_function_call(item: Any, *, sandbox: Sandbox | None = None, se
                                 max_image_bytes_per_call: int = MAX_IMAGE_BYTES_PER_TURN) -> "FunctionCallOutput":
     """:func:`handle_function_call` for asyncio; cancelling the task kills the run at once."""
     budget = call_budget(check_max_image_bytes_per_call(max_image_bytes_per_call))
-    code, refusal = code_of(*function_call_fields(item), check_name(name))
     runner = pick_runner(sandbox, session)
+    code, refusal = code_of(*function_call_fields(item), check_name(name))
     result = refusal if refusal is not None else await arun_or_refuse(runner, code, timeout=timeout)
     return function_call_output(item, result, budget=budget)
 

@@ -884,6 +884,14 @@ def test_a_sandbox_or_session_of_a_wrong_type_is_an_input_error(kwargs, message)
             call()
 
 
+def test_a_wrong_sandbox_is_named_before_a_wrong_item_sync_and_async():
+    """Both calls judge ``sandbox`` first: a caller fixing one error at a time sees the same one from each."""
+    for call in (lambda: adapter.handle_function_call(5, sandbox="default"),
+                 lambda: asyncio.run(adapter.ahandle_function_call(5, sandbox="default"))):
+        with pytest.raises(sandbox.InputError, match=WRONG_RUNNERS[0][1]):
+            call()
+
+
 @pytest.mark.parametrize("kwargs, message", WRONG_RUNNERS)
 def test_the_loops_refuse_a_sandbox_or_session_of_a_wrong_type(kwargs, message):
     with ScriptedModel([reply("done")]) as model:
