@@ -146,7 +146,13 @@ class Confinement:
     machine is skipped."""
 
     def cross_check(self, prefix: str) -> str | None:
-        """Every required layer is also applied (:mod:`sandbox.schema` calls this after the keys)."""
+        """Every required layer is also applied, and no list names one twice (a typo for another, as likely as
+        not); :mod:`sandbox.schema` calls this after the keys."""
+        for key in ("layers", "required"):
+            names = getattr(self, key)
+            twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+            if twice is not None:
+                return f"{prefix}{key} lists {value_text(twice)} twice"
         for name in self.required:
             layer = REQUIRABLE_PARTS.get(name, name)
             if layer not in self.layers:

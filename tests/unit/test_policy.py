@@ -37,6 +37,8 @@ def test_default_mirrors_the_service_and_strict_requires_everything():
     ({"confinement": {"layers": ["seccomp"], "required": ["memory_cgroup"]}},
      "required lists 'memory_cgroup' (a part of 'rlimits') which is not in confinement.layers"),
     ({"confinement": {"layers": ["rlimits"], "required": ["seccomp"]}}, "not in confinement.layers"),
+    ({"confinement": {"layers": ["rlimits", "seccomp", "rlimits"]}}, "confinement.layers lists 'rlimits' twice"),
+    ({"confinement": {"required": ["seccomp", "seccomp"]}}, "confinement.required lists 'seccomp' twice"),
     ({"confinement": {"allow_subprocess": "yes"}}, "allow_subprocess must be a boolean"),
     ({"runtime": {"env": {"A": 1}}}, "runtime.env must be a table of strings"),
     ({"runtime": {"blas_threads": 0}}, "runtime.blas_threads must be between 1 and 256"),
