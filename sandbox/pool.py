@@ -175,14 +175,28 @@ class ZygotePool:
             return
         with self._lock:
             self._closed = True
-            zygotes, self._zygotes = self._zygotes, [None] * len(self._zygotes)
-            cold, self._cold = self._cold, None
+        try:
+            for session in list(self._sessions):
+                session.close()
+        finally:
+            self._close_zygotes()
+
+    def _close_zygotes(self) -> None:
+        """Stop every zygote, then remove the temp root. Each leaves the pool only once its close() returned: an
+        interrupt in the middle (Ctrl-C) leaves the rest for the next close(), which else found none and left
+        them running, while it removed the temp root from under them."""
+        while True:
+            with self._lock:
+                zygote = self._cold or next((zygote for zygote in self._zygotes if zygote is not None), None)
+            if zygote is None:
+                break
+            zygote.close()
+            with self._lock:
+                if self._cold is zygote:
+                    self._cold = None
+                self._zygotes = [None if slot is zygote else slot for slot in self._zygotes]
+        with self._lock:
             closer, self._cold_closer = self._cold_closer, None
-        for session in list(self._sessions):
-            session.close()
-        for zygote in [cold, *zygotes]:
-            if zygote is not None:
-                zygote.close()
         if closer is not None:
             closer.join()
         self._temp.remove()
