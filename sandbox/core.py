@@ -192,6 +192,18 @@ _shared: dict[str, Sandbox] = {}
 _shared_lock = threading.Lock()
 
 
+def _forget_shared_in_fork() -> None:
+    """In a fork of this process, :func:`run` starts shared Sandboxes of its own: the ones it inherits answer
+    their maker only (SandboxClosed, "a fork of it", though the caller made none), and the lock may have been held
+    by a thread the fork has not."""
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    _shared.clear()
+
+
+os.register_at_fork(after_in_child=_forget_shared_in_fork)
+
+
 def run(code: str, files: FilesArg = None, timeout: float | None = None, *,
         policy: "str | Path | Policy" = "default", image: "str | Path | Image" = DEFAULT_IMAGE) -> Result:
     """One-shot run with the given policy and image.

@@ -116,7 +116,7 @@ class ZygoteLauncher:
     def _read_hello(self) -> bool:
         """The zygote's first frame, ``hello``, into :attr:`hello` (reader thread). False: it failed to start."""
         try:
-            header, fds = protocol.recv_packet(self.sock)
+            header, fds = protocol.recv_packet(self.sock, cloexec=True)
             protocol.close_fds(fds)
             hello = frames.decode(_HELLO, header)
         except (OSError, ProtocolError) as exc:
@@ -284,7 +284,7 @@ class ZygoteLauncher:
             return
         while True:
             try:
-                header, fds = protocol.recv_packet(self.sock)
+                header, fds = protocol.recv_packet(self.sock, cloexec=True)
             except (OSError, ProtocolError) as exc:
                 died = self._dead is None  # else close() ended it: it ended its runs itself
                 proc = self._proc

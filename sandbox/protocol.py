@@ -201,15 +201,21 @@ def send_packet(sock: socket.socket, kind: str, fds: list[int] | tuple[int, ...]
         sock.sendall(data)
 
 
-def recv_packet(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], list[int]]:
-    """Receive one control message and the fds attached to it. EOF raises ProtocolError."""
-    data, fds, flags, _addr = socket.recv_fds(sock, MAX_PACKET_BYTES, max_fds)
-    return _packet(data, fds, flags), fds
-
-
 #: ``struct ucred`` (pid, uid, gid), what ``SCM_CREDENTIALS`` carries.
 _UCRED = struct.Struct("iII")
 _FD = array.array("i")
+
+
+def recv_packet(sock: socket.socket, max_fds: int = 8, cloexec: bool = False) -> tuple[dict[str, Any], list[int]]:
+    """Receive one control message and the fds attached to it. EOF raises ProtocolError.
+
+    ``cloexec``: the fds come close-on-exec (the host's receives: else every ``os.system`` or ``Popen(close_fds=
+    False)`` child of the embedding program got the pidfds and sockets of its zygotes' workers). Not through
+    ``socket.recv_fds``, which drops its ``flags`` argument."""
+    data, ancillary, flags, _addr = sock.recvmsg(MAX_PACKET_BYTES, socket.CMSG_SPACE(max_fds * _FD.itemsize),
+                                                 socket.MSG_CMSG_CLOEXEC if cloexec else 0)
+    fds = _rights(ancillary)
+    return _packet(data, fds, flags), fds
 
 
 def recv_packet_from(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, Any], list[int], int]:
@@ -218,14 +224,21 @@ def recv_packet_from(sock: socket.socket, max_fds: int = 8) -> tuple[dict[str, A
     can claim no other pid in ``SCM_CREDENTIALS`` without ``CAP_SYS_ADMIN``, which a confined process has not."""
     fd_space = socket.CMSG_SPACE(max_fds * _FD.itemsize)
     data, ancillary, flags, _addr = sock.recvmsg(MAX_PACKET_BYTES, fd_space + socket.CMSG_SPACE(_UCRED.size))
-    fds: list[int] = []
+    fds = _rights(ancillary)
     sender = 0
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
+            sender = _UCRED.unpack_from(payload)[0]
+    return _packet(data, fds, flags), fds, sender
+
+
+def _rights(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The fds of a message's ``SCM_RIGHTS``."""
+    fds: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += array.array("i", payload[:len(payload) - len(payload) % _FD.itemsize])
-        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
-            sender = _UCRED.unpack_from(payload)[0]
-    return _packet(data, fds, flags), fds, sender
+    return fds
 
 
 def _packet(data: bytes, fds: list[int], flags: int) -> dict[str, Any]:

@@ -225,7 +225,7 @@ class SessionContainer:
     def _receive(self) -> tuple[dict[str, Any], list[int]]:
         self.ctl.settimeout(REPLY_TIMEOUT_S)
         try:
-            return protocol.recv_packet(self.ctl)
+            return protocol.recv_packet(self.ctl, cloexec=True)
         except (OSError, ProtocolError) as exc:
             self.close()
             raise WorkerCrashed(f"the session worker stopped answering ({exc}); the session is closed") from exc
@@ -257,9 +257,12 @@ class SessionContainer:
         if self.closed:
             return
         self.closed = True
-        if not self.pool.made_here:  # a fork's copy: the worker, socket and run dir are the maker's
-            return
         spawned = getattr(self, "spawned", None)
+        if not self.pool.made_here:  # a fork's copy: the worker and run dir are the maker's, these fds copies
+            self.ctl.close()
+            if spawned is not None:
+                os.close(spawned.pidfd)
+            return
         if spawned is not None:
             kill_worker(spawned)  # its pid namespace, every state and runner with it
         with self.lock:

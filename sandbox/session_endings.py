@@ -79,7 +79,7 @@ class RunEnding(Ending):
         ctl = self.container.ctl
         try:  # the socket too: closed under the run (its worker gone), settimeout raised a bare EBADF
             ctl.settimeout(max(timeout, 0.001))
-            header, fds = protocol.recv_packet(ctl)
+            header, fds = protocol.recv_packet(ctl, cloexec=True)
         except TimeoutError:
             return None
         except (OSError, ProtocolError) as exc:

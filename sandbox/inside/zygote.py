@@ -99,6 +99,21 @@ class Zygote(Reaping):
         self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
         self.selector.register(self.forker.sock, selectors.EVENT_READ, "forker")
 
+    def watch_host(self) -> None:
+        """End with the host, not only at the EOF of its socket: a plain ``os.fork()`` of the host holds a copy of
+        that socket, and the zygote and its workers outlived a killed host until that fork exited. A pidfd of the
+        parent (the host: it started this process), opened after the forker: no clone inherits it. If the parent
+        changed meanwhile, the host is gone already; the EOF says so."""
+        host = os.getppid()
+        try:
+            pidfd = os.pidfd_open(host)
+        except OSError:
+            return
+        if os.getppid() != host:
+            os.close(pidfd)
+            return
+        self.selector.register(pidfd, selectors.EVENT_READ, "host")
+
     def loop(self) -> None:
         while True:
             refill = len(self.ready) + self.forker.pending < self.prefork and self.refill_error is None
@@ -126,6 +141,8 @@ class Zygote(Reaping):
                     self._out_of_memory(key.data)
                 elif isinstance(key.data, state_scope.Supervisor):
                     self._answer(key.data)
+                elif key.data == "host":
+                    return  # it exited (a fork of it may hold its end of the socket)
                 elif not self._control():
                     return
             if len(self.to_remove) > _TIDY_BACKLOG:  # a steady stream of runs leaves no idle turn
@@ -363,6 +380,7 @@ def main(control_fd: int) -> None:
     # and setup would compete with its first run for the CPU (~9 ms of a cold start here); more runs at once fork.
     zygote = Zygote(sock, spec, policy.runtime.prefork if warm else min(1, policy.runtime.prefork), warm=warm,
                     flat_run_prefix=hello.flat_run_prefix)
+    zygote.watch_host()
     frames.send(sock, frames.Hello(pid=os.getpid(), preload_failures=failures,
                                    flat_run_dirs=zygote.run_dirs.flat_prefix is not None))
     try:

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 HOST = """
-import json, os, sys
+import gc, json, os, sys
 import sandbox
 sb = sandbox.Sandbox(cold_start=False)
 session = sb.session()
@@ -34,6 +34,9 @@ if pid == 0:
         branch.close()  # a branch's close asks the root to drop its line: the host's branch, not the fork's
         session.close()
         sb.close()
+    else:
+        del branch, session, sb
+        gc.collect()
     os.write(w, json.dumps(seen).encode())
     sys.exit(0)  # finalizers run on the fork's copies
 os.close(w)
@@ -48,8 +51,10 @@ sb.close()
 
 @pytest.mark.parametrize("then", ["close", "drop"])
 def test_a_fork_of_the_host_cannot_use_its_sandbox_and_leaves_it_whole(then):
-    out = subprocess.run([sys.executable, "-c", HOST, then], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-X", "dev", "-W", "always::ResourceWarning", "-c", HOST, then],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    assert "ResourceWarning" not in out.stderr  # the fork's copies of a session's fds are closed with it
     got = json.loads(out.stdout.splitlines()[-1])
     for name, what in got["seen"].items():
         assert "a fork of it" in what and "Make a new Sandbox in this process" in what, (name, what)
