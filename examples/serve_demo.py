@@ -1,6 +1,6 @@
 """A Gemini code-execution app, unchanged, against a local model: only base_url differs.
 
-    pip install 'sandbox[serve,genai]'
+    pip install -e '.[serve,genai]'
     python examples/serve_demo.py                          # offline: a scripted local model, no key
     python examples/serve_demo.py --url http://127.0.0.1:8000   # a `sandbox serve` you started
 

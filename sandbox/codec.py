@@ -49,7 +49,9 @@ MAX_TABLE_FIELDS = 16_384
 #: The longest str label a returned table may have (kept in :mod:`sandbox.codec_labels`, which checks it).
 MAX_LABEL_CHARS = codec_labels.MAX_LABEL_CHARS
 
-SUPPORTED = "None, bool, int, float, str, list, tuple, dict (str keys), bytes, numpy.ndarray, pandas.DataFrame/Series"
+#: What a value may hold inside a list, tuple or dict (JSON's types).
+SUPPORTED_INSIDE = "None, bool, int, float, str, list, tuple, dict (str keys)"
+SUPPORTED = f"{SUPPORTED_INSIDE}, bytes, numpy.ndarray, pandas.DataFrame/Series"
 
 
 def encode(value: Any) -> Value:
@@ -312,6 +314,9 @@ def _jsonable(value: Any, where: str, depth: int) -> Any:
         return {k: _jsonable(v, f"{where}[{k!r}]", depth + 1) for k, v in value.items()}
     if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
         return _jsonable(value.item(), where, depth)
-    raise CallError(f"cannot return {where} of type {type(value).__module__}.{type(value).__qualname__} "
-                    f"(supported: {SUPPORTED})")
+    what = f"cannot return {where} of type {type(value).__module__}.{type(value).__qualname__}"
+    if where == "value":
+        raise CallError(f"{what} (supported: {SUPPORTED})")
+    raise CallError(f"{what}: inside a list, tuple or dict only {SUPPORTED_INSIDE} are supported (bytes, "
+                    "numpy.ndarray and pandas.DataFrame/Series only as the whole value)")
 

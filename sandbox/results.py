@@ -61,7 +61,7 @@ class Denial:
     """Something the snippet tried that confinement refused (telemetry, not the boundary)."""
 
     kind: str
-    """Category, e.g. ``network``, ``filesystem``, ``process``, ``syscall``, ``import``; ``limit`` (a cap
+    """Category: ``network``, ``filesystem``, ``subprocess``, ``signal`` or ``syscall``; ``limit`` (a cap
     dropped some of what the run made) and ``file`` (a work-dir file or dir the run made that could not be
     returned) are the runtime's notes."""
     detail: str

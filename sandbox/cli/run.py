@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="sandbox-out", metavar="DIR",
                         help="where to write images and files the snippet produced, never over a file already there "
                              "(names that tools load from a folder on their own, such as .envrc, conftest.py or "
-                             "json.py, get a '_' in front; default: %(default)s)")
+                             "json.py, get '_' in front as often as it takes: json.py is written as __json.py, _json "
+                             "being a module too; default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the Gemini-shaped result parts as JSON")
     parser.set_defaults(func=main)
 

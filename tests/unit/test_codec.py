@@ -17,6 +17,7 @@ from sandbox.errors import CallError
 from sandbox.frames import Value
 
 pandas = pytest.importorskip("pandas")
+numpy = pytest.importorskip("numpy")
 
 
 def table(kind: str = "dataframe", **beside) -> Value:
@@ -613,7 +614,6 @@ def test_long_strs_are_no_labels():
 def test_bytes_and_numpy_scalars_come_back_as_they_were():
     """Bytes in an object column went to the table format, which failed on bytes that are not UTF-8 and gave the rest
     back as str; numpy scalars held as objects came back Python numbers, datetime64 ones as text."""
-    numpy = pytest.importorskip("numpy")
 
     scalars = [numpy.int64(-3), numpy.uint64(2 ** 64 - 1), numpy.float32(1.5), numpy.float16(-0.0), numpy.bool_(True),
                numpy.complex128(1 - 2j), numpy.datetime64("2020-01-02", "D"), numpy.datetime64("NaT"),
@@ -722,3 +722,16 @@ def test_nat_and_na_categories_are_refused(missing):
               "categoriesExtDtype": "object"}
     with pytest.raises(CallError, match="Categorical categories cannot be null"):
         codec.decode(table(byteColumns=[column]))
+
+
+@pytest.mark.parametrize("value, where, kind", [
+    ({"v": numpy.arange(3)}, r"value\['v'\]", "numpy.ndarray"),
+    ([b"x"], r"value\[0\]", "builtins.bytes"),
+    ((1, {"t": pandas.DataFrame({"a": [1]})}), r"value\[1\]\['t'\]", "pandas.DataFrame"),
+])
+def test_an_array_bytes_or_table_inside_a_container_is_refused_saying_where_they_may_go(value, where, kind):
+    """The message listed the refused type among the supported ones (they are, as the whole value only)."""
+    with pytest.raises(CallError, match=rf"cannot return {where} of type {re.escape(kind)}: inside a list, tuple or "
+                                        r"dict only None, .* are supported \(bytes, numpy.ndarray and pandas."
+                                        r"DataFrame/Series only as the whole value\)"):
+        codec.encode(value)
