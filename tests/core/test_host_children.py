@@ -21,6 +21,8 @@ import time
 
 import psutil
 
+from ..conftest import gone
+
 EXEC_CHILD = """
 import json, subprocess, sys
 import sandbox
@@ -73,10 +75,10 @@ def test_a_zygote_ends_with_its_host_while_a_fork_of_the_host_lives():
         os.kill(host.pid, signal.SIGKILL)
         host.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_running(pid) for pid in zygotes):
+        while time.monotonic() < deadline and not all(gone(pid) for pid in zygotes):
             time.sleep(0.1)
         assert fork.is_running(), "the fork of the host ended: the test proves nothing"
-        assert not any(_running(pid) for pid in zygotes), "a zygote outlived its host"
+        assert all(gone(pid) for pid in zygotes), "a zygote outlived its host"
     finally:
         host.kill()
         host.wait()
@@ -123,10 +125,3 @@ def test_sandbox_run_works_in_a_fork_of_a_process_that_used_it():
     out = subprocess.run([sys.executable, "-c", SHARED_IN_FORK], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == {"parent": "p\n", "fork": "f\n", "again": "q\n"}
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 
-import psutil
 import pytest
 
 import sandbox
 import sandbox.launcher as launcher
+
+from ..conftest import gone
 
 
 def test_a_second_close_after_an_interrupted_one_stops_every_zygote(monkeypatch):
@@ -40,7 +41,7 @@ def test_a_second_close_after_an_interrupted_one_stops_every_zygote(monkeypatch)
         box.close()
     assert interrupted and box.closed
     box.close()
-    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    alive = [pid for pid in pids if not gone(pid)]
     assert alive == [], f"zygotes left running after the second close: {alive}"
     assert not os.path.exists(temp_root)
     with pytest.raises(sandbox.SandboxClosed):
