@@ -149,7 +149,8 @@ class Sandbox:
         Args:
             code: Python source; block-indented code is dedented.
             files: input files, as ``[sandbox.File(...)]`` or ``{name: bytes}``; they appear
-                in the work dir (a File with no name is named ``input_file_N.ext``).
+                in the work dir (a File with no name is named ``input_file_N.ext``); a name is a plain
+                file name (no ``/``, ``..``, NUL or other control character: InputError otherwise).
             timeout: wall clock in seconds (default: the policy's ``limits.wall_seconds``).
         """
         return self._run(code, files, timeout, None)

@@ -97,7 +97,7 @@ def check_input_file(item: object, index: int, policy: Policy) -> File:
     each; an empty name becomes ``input_file_<index>.ext``. The ADK adapter leaves out the files this refuses."""
     if not isinstance(item, File):
         raise InputError(f"files[{index}] must be a sandbox.File (got {type(item).__name__})")
-    if not isinstance(item.mime_type, str) or not _encodable(item.mime_type):
+    if not isinstance(item.mime_type, str) or not _encodable(item.mime_type) or _first_control(item.mime_type):
         raise InputError(f"files[{index}] MIME type must be a str like 'text/csv' (got {value_text(item.mime_type)})")
     item = _named(item, index)
     check_file_name(item.name)
@@ -109,7 +109,10 @@ def check_input_file(item: object, index: int, policy: Policy) -> File:
 
 
 def check_file_name(name: object) -> None:
-    """A plain file name: no directories, no ``..``, no NUL, not absolute, not empty."""
+    """A plain file name: no directories, no ``..``, no NUL or other control character, not absolute, not empty.
+
+    Control characters (a newline, an escape sequence) are refused since the name reaches listings, logs and the
+    model's text as it is."""
     if not isinstance(name, str):
         _bad_name(name)
     problem = None
@@ -117,6 +120,8 @@ def check_file_name(name: object) -> None:
         problem = "is empty or a dot name"
     elif "\0" in name:
         problem = "contains a NUL byte"
+    elif (control := _first_control(name)) is not None:
+        problem = f"contains a control character (U+{ord(control):04X})"
     elif name.startswith("/"):
         problem = "is an absolute path"
     elif "/" in name or "\\" in name:
@@ -127,6 +132,11 @@ def check_file_name(name: object) -> None:
         problem = "is longer than 255 bytes"
     if problem:
         raise InputError(f"input file name {value_text(name)} {problem}; use a plain file name like 'data.csv'")
+
+
+def _first_control(text: str) -> str | None:
+    """The first C0 or C1 control character (Unicode category Cc) in ``text``, or None."""
+    return next((c for c in text if c < " " or "\x7f" <= c <= "\x9f"), None)
 
 
 def _encodable(text: str) -> bool:

@@ -100,6 +100,11 @@ def test_deeply_nested_code_is_a_failed_result(no_leaks, name):
     ("a\\b.txt", "directory separator"),
     ("nul\0.txt", "NUL byte"),
     ("\0", "NUL byte"),
+    ("two\nlines.txt", r"control character \(U\+000A\)"),
+    ("\x1b[31mred.txt", r"control character \(U\+001B\)"),
+    ("tab\t.txt", r"control character \(U\+0009\)"),
+    ("del\x7f.txt", r"control character \(U\+007F\)"),
+    ("c1\x85.txt", r"control character \(U\+0085\)"),
     ("é" * 128, "longer than 255 bytes"),
 ])
 def test_bad_file_names(no_leaks, name, message):
@@ -109,6 +114,12 @@ def test_bad_file_names(no_leaks, name, message):
     else:
         with pytest.raises(InputError, match=message):
             no_leaks.run("pass", files=files)
+
+
+@pytest.mark.parametrize("mime_type", ["text/plain\0", "text/\ncsv", "image/png\x1b"])
+def test_control_character_in_mime_type_is_an_input_error(box, mime_type):
+    with pytest.raises(InputError, match=r"files\[0\] MIME type must be a str like 'text/csv'"):
+        box.run("pass", files=[File(name="a.txt", data=b"x", mime_type=mime_type)])
 
 
 @pytest.mark.parametrize("name", ["\ud800.txt", "\udcff.txt"])

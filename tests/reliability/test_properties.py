@@ -163,13 +163,16 @@ def _expected_names(files: list[File]) -> list[str] | None:
     names = []
     for index, f in enumerate(files):
         name = f.name
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in f.mime_type):
+            return None
         if not name:
             ext = MIME_EXTENSIONS.get(f.mime_type.split(";")[0].strip().lower())
             if ext is None:
                 return None
             name = f"input_file_{index}{ext}"
         bad = (name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-               or any(0xD800 <= ord(c) <= 0xDFFF for c in name) or len(name.encode()) > 255)
+               or any(0xD800 <= ord(c) <= 0xDFFF or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name)
+               or len(name.encode()) > 255)
         if bad or name in names:
             return None
         names.append(name)
