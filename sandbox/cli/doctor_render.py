@@ -42,8 +42,13 @@ def _forker_line(system: dict[str, Any]) -> str:
             "(e.g. apt-get install gcc python3-dev, then pip install -e .)")
 
 
-def _own_signals_line(system: dict[str, Any]) -> str:
-    """Whether a one-shot run dies of the signals it sends itself (inside/pid1_signals.py)."""
+def _own_signals_line(report: dict[str, Any]) -> str:
+    """Whether a one-shot run dies of the signals it sends itself (inside/pid1_signals.py): it needs that module
+    only as the pid 1 of a pid namespace of its own (the namespaces layer active)."""
+    system = report["system"]
+    if not any(e["layer"] == "namespaces" and e["active"] for e in report["layers"]):
+        return ("own signals: a one-shot run is a process of the host's pid namespace (namespaces not active): the "
+                "signals it sends itself take their default action")
     if system.get("own_signals_handled", True):
         return ("own signals: a one-shot run (its pid namespace's pid 1) dies of the signals it sends itself, "
                 "SIGKILL aside (sandbox/inside/_pid1_signals.c)")
@@ -72,7 +77,7 @@ def render(report: dict[str, Any]) -> str:
                 "restricted": "NO (restricted: created, but privileged operations inside are refused)"}
              .get(s["user_namespaces"], s["user_namespaces"]),
              f"privileges: {s['privileges']}", _interpreter_line(report), _memory_line(s), _forker_line(s),
-             _own_signals_line(s), _oom_line(report),
+             _own_signals_line(report), _oom_line(report),
              f"active = observed inside {report['verified_by']}", "",
              f"{'layer':<15} {'available':<10} {'required':<9} {'active':<7} detail"]
     yn = {True: "yes", False: "no"}

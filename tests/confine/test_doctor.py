@@ -276,6 +276,29 @@ def test_doctor_json_says_no_for_a_layer_off_by_policy(tmp_path):
     assert out.returncode == 0 and report["ok"]  # nothing required is missing: "no" is not a failure here
 
 
+def test_own_signals_line_follows_the_pid_namespace_a_run_has():
+    """The 'own signals' line said a run is its pid namespace's pid 1 also where the namespaces layer is off, and
+    runs are plain processes of the host's pid namespace: there a run dies of what it sends itself, module or not."""
+    import dataclasses
+
+    import sandbox
+    from sandbox.policy import Policy
+    policy = Policy.load("default")
+    policy = policy.replace(name="default-no-namespaces", confinement=dataclasses.replace(
+        policy.confinement, layers=tuple(n for n in policy.confinement.layers if n != "namespaces"),
+        required=tuple(n for n in policy.confinement.required if n != "namespaces")))
+    text = doctor.render(doctor.diagnose(policy))
+    line = next(line for line in text.splitlines() if line.startswith("own signals:"))
+    assert "host's pid namespace" in line and "pid 1" not in line, line
+    with sandbox.Sandbox(policy=policy) as box:
+        r = box.run("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nprint('still here')")
+    assert r.reason == "crashed" and "still here" not in r.stdout and "SIGTERM" in (r.error or ""), r
+    if confine.namespaces.probe()[0]:
+        line = next(line for line in doctor.render(doctor.diagnose("default")).splitlines()
+                    if line.startswith("own signals:"))
+        assert "pid 1" in line, line
+
+
 # --- Root vs unprivileged ----------------------------------------------------------------------------------------
 
 def _doctor_as_this_uid():
