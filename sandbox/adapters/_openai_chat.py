@@ -21,8 +21,9 @@ from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
     check_list, jsonable, not_run_text, pair_by_name
-from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
-    field_of, function_of, given_id, not_run_call, run_chat_call
+from ._openai_calls import arun_chat_call, chat_tool, custom_call_refusal, field_of, function_of, given_id, \
+    not_run_call, run_chat_call
+from ._openai_images import ImagesMode, check_images, compose
 from ._tool_choice import relaxed_kwargs
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations

@@ -24,8 +24,8 @@ from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, 
     check_list, check_max_calls_per_turn, check_max_image_bytes_per_request, check_max_image_bytes_per_turn, \
     check_max_turns, drive, is_async_method, not_run_text
 from ._openai_background import asettled, settled
-from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
-    responses_tool
+from ._openai_calls import code_of, custom_call_refusal, field_of, function_call_output, responses_tool
+from ._openai_images import ImagesMode, check_images
 from ._openai_response_items import OUTPUT_OF, as_input_item, call_arguments, call_id_of, check_ended, \
     checked_output, cut_off_calls, declared_tools, function_output, is_model_item, runs_code
 from ._tool_choice import relaxed_kwargs
@@ -43,7 +43,7 @@ ResponsesImagesMode = Literal["output", "message", "save", "none"]
 def _checked_arguments(items: list[Any], create_kwargs: dict[str, Any], images: ResponsesImagesMode,
                        save_dir: str | None, chain: bool) -> ImagesMode:
     """InputError for arguments of ``run_responses`` that cannot work together (or at all); else the images mode
-    the call outputs are made with (``"output"`` is _openai_calls.py's ``"message"``)."""
+    the call outputs are made with (``"output"`` is _openai_images.py's ``"message"``)."""
     if not isinstance(items, list):
         raise InputError(f"input must be a list of input items (it is extended in place; got "
                          f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")

@@ -397,7 +397,7 @@ def test_saved_images_are_named_safely_and_never_written_through_a_link(box, tmp
 
 
 def test_an_image_that_cannot_be_saved_is_said_in_the_message_not_raised(tmp_path):
-    from sandbox.adapters._openai_calls import compose
+    from sandbox.adapters._openai_images import compose
     (tmp_path / "gone").write_text("a file where the folder was: the folder went after the check")
     message = {"role": "tool", "tool_call_id": "a", "content": "OUTCOME_OK"}
     image = sandbox.File(name="figure_1.png", data=b"\x89PNG", mime_type="image/png")
