@@ -23,6 +23,7 @@ from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
     jsonable, not_run_text, pair_by_name
+from ._tool_choice import relaxed_config
 
 #: Named after the public module, which is what callers configure logging for.
 logger = logging.getLogger(f"{__package__}.genai")
@@ -54,6 +55,14 @@ class ToolLoop:
     of that turn itself and goes on. An answer without an ``id`` answers the one
     pending call of its name (and is sent with that call's id); where calls of one
     name share a turn, give each answer its call's ``id`` (``types.FunctionResponse(id=...)``).
+
+    A ``tool_config`` whose ``function_calling_config.mode`` is ``ANY`` (a call every turn) holds for the
+    first request of each :meth:`run` only: once the loop has answered a turn of calls (or resumed a pending
+    one), later requests of the run send mode ``AUTO``, without ``allowed_function_names`` (the API takes them
+    with ``ANY`` only), so the model can answer. google-genai's own automatic function calling has no such
+    reset: it resends ``ANY`` until ``maximum_remote_calls`` and returns the last calls unanswered (its docs:
+    ``maximum_remote_calls=x + 1`` for x turns). The loop does instead what the OpenAI Agents SDK does with a
+    forced ``tool_choice`` (``Agent.reset_tool_choice``), as ``run_chat`` does. :attr:`config` stays as given.
 
     Args:
         client: a ``google.genai.Client``: ``run()`` uses ``client.models``, ``arun()``
@@ -110,6 +119,9 @@ class ToolLoop:
         """Every turn so far: the contents sent, the model's replies, the function responses."""
         self.exhausted = False
         """True when the last :meth:`run` stopped at ``max_turns``."""
+        self._sent_config = self.config
+        """The config the next request of this run sends: :attr:`config`, its mode ANY made AUTO once a turn of
+        calls is answered (see _tool_choice.py)."""
         self._session: Any = None
         self._image_names: set[str] = set()
         """The names the images sent in this conversation have (each call's first figure is ``figure_1.png``)."""
@@ -137,7 +149,8 @@ class ToolLoop:
 
         def perform(step: Any) -> Any:
             if isinstance(step, ModelCall):
-                return models.generate_content(model=self.model, contents=list(self.history), config=self.config)
+                return models.generate_content(model=self.model, contents=list(self.history),
+                                               config=self._sent_config)
             return self._answer(step)
 
         return drive(self._steps(contents), perform)
@@ -150,7 +163,7 @@ class ToolLoop:
         async def perform(step: Any) -> Any:
             if isinstance(step, ModelCall):
                 return await models.generate_content(model=self.model, contents=list(self.history),
-                                                     config=self.config)
+                                                     config=self._sent_config)
             return await self._aanswer(step)
 
         return await adrive(self._steps(contents), perform)
@@ -158,9 +171,10 @@ class ToolLoop:
     # -- the loop, written once -----------------------------------------------------------
     def _steps(self, contents: Any) -> "Steps[types.GenerateContentResponse]":
         new = _as_contents(contents)
-        self.exhausted = False
+        self.exhausted, self._sent_config = False, self.config  # each run's first request as configured
         if self.history and self.history[-1].role == "model" and (calls := _calls_of(self.history[-1])):
             new = yield from self._resume(calls, new)
+            self._sent_config = relaxed_config(self.config)  # a turn of calls answered: a forced call is made
         self._extend(new)
         response = None
         for turn in range(self.max_turns):
@@ -177,6 +191,7 @@ class ToolLoop:
             if turn == self.max_turns - 1:
                 break
             self.history.append(types.Content(role="user", parts=(yield from self._answers(calls))))
+            self._sent_config = relaxed_config(self.config)  # a forced call is made: the model may answer
         self.exhausted = True
         logger.warning("ToolLoop stopped after max_turns=%d model calls; its last calls are unanswered "
                        "(ToolLoop.pending; the next run() answers them)", self.max_turns)

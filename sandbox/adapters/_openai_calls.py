@@ -1,35 +1,33 @@
-"""OpenAI-style tool calls, one at a time: the ``run_python`` tool and its answers.
+"""OpenAI-style tool calls, one at a time: the ``run_python`` tool, reading a call, running it, its answer.
 
 Chat Completions (:func:`chat_tool`, :func:`handle`, :func:`handle_calls`) and the
 Responses API (:func:`responses_tool`, :func:`handle_function_call`). Public through
-:mod:`sandbox.adapters.openai` (see its docstring).
+:mod:`sandbox.adapters.openai` (see its docstring). Where an answer's images go (the
+conversation, ``save_dir``, nowhere) is _openai_images.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, MutableMapping
 
 from .. import jsontext
 from ..core import Sandbox
-from ..errors import InputError, os_error_text, value_text
-from ..outfiles import OutDir, image_file_name, plain, safe_name
-from ..results import File, Result
-from ._common import TOOL_NAME, Runner, checked_sandbox, code_argument, data_url, describe_environment, pick_runner, \
+from ..errors import InputError, value_text
+from ..results import Result
+from ._common import TOOL_NAME, Runner, checked_sandbox, code_argument, describe_environment, pick_runner, \
     result_text, run_or_refuse, state_text
-from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget, with_note
+from ._image_budget import MAX_IMAGE_BYTES_PER_TURN, ImageBudget, call_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, arun_or_refuse, check_list, check_max_calls_per_turn, \
     check_max_image_bytes_per_call, check_max_image_bytes_per_turn, not_run_text
+from ._openai_images import ImagesMode, call_output, check_images, compose
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam, \
         ChatCompletionToolMessageParam
     from openai.types.responses import FunctionToolParam
     from openai.types.responses.response_input_param import FunctionCallOutput
-
-ImagesMode = Literal["message", "save", "none"]
 
 
 def _parameters() -> dict[str, Any]:
@@ -263,8 +261,8 @@ def handle_calls(tool_calls: Iterable[Any] | None, *, sandbox: Sandbox | None = 
     for call in calls:  # all of them before any runs: a raise after the first runs lost their answers
         check_answerable(call)
     answered: list[tuple[Any, Result | str | None]]
-    answered = [run_chat_call(call, runner, timeout, name) if index < cap else not_run_call(call, not_run_text(len(calls), cap))
-                for index, call in enumerate(calls)]
+    answered = [run_chat_call(call, runner, timeout, name) if index < cap
+                else not_run_call(call, not_run_text(len(calls), cap)) for index, call in enumerate(calls)]
     return compose(answered, images, save_dir, name, ImageBudget(image_bytes))
 
 
@@ -291,81 +289,6 @@ def not_run_call(tool_call: Any, text: str) -> tuple[Any, str]:
     """The answer to a ``run_python`` call not run (past the per-turn cap, cut off): ``text`` says why
     (``OUTCOME_FAILED``)."""
     return _tool_message(tool_call, text), text
-
-
-def check_images(images: Any, save_dir: str | None) -> None:
-    if images not in ("message", "save", "none"):
-        raise InputError(f"images must be 'message', 'save' or 'none' (got {value_text(images)})")
-    if images == "save":
-        if not save_dir:
-            raise InputError("images='save' needs save_dir")
-        _make_save_dir(save_dir)
-
-
-def _make_save_dir(save_dir: str) -> None:
-    """Make ``save_dir`` before any call runs, or InputError naming it.
-
-    Found unusable only when the first image is written, the folder's OSError came after the
-    code ran: its results were lost, and a resumed ``run_chat`` ran the calls a second time.
-    """
-    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
-        raise InputError(f"save_dir {value_text(save_dir)} is not a folder")
-    try:
-        os.makedirs(save_dir, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"save_dir {value_text(save_dir)} cannot be made: {exc.strerror or exc}") from exc
-    if not os.access(save_dir, os.W_OK | os.X_OK):
-        raise InputError(f"save_dir {value_text(save_dir)} is not writable")
-
-
-def compose(answered: list[tuple[Any, Result | str | None]], images: ImagesMode, save_dir: str | None,
-            tool_name: str, budget: ImageBudget | None = None) -> "list[ChatCompletionMessageParam]":
-    """The tool messages of one turn, then (``images="message"``) one user message with their images, those that
-    fit ``budget`` (default: a turn's, ``MAX_IMAGE_BYTES_PER_TURN``; the tool message of a call whose images were
-    left out says so), introduced by the name the tool is declared under (``tool_name``)."""
-    produced: list[tuple[Any, File]]
-    messages, produced = [], []
-    budget = budget if budget is not None else ImageBudget(MAX_IMAGE_BYTES_PER_TURN)
-    for message, result in answered:
-        found = result.images if isinstance(result, Result) else []
-        if images == "save" and found:
-            message["content"] += "\n[saved: " + ", ".join(_save(image, save_dir or ".") for image in found) + "]"
-        if images == "message":
-            found, note = budget.keep(found)
-            message["content"] = with_note(message["content"], note)
-        produced.extend((message["tool_call_id"], image) for image in found)
-        messages.append(message)
-    if images == "message" and produced:
-        content: list[dict[str, Any]] = [{"type": "text", "text": f"Images produced by {tool_name}:"}]
-        for call_id, image in produced:
-            content.append({"type": "text", "text": f"{_shown_name(image.name)} (tool call {call_id})"})
-            content.append({"type": "image_url", "image_url": {"url": data_url(image)}})
-        messages.append({"role": "user", "content": content})
-    return messages
-
-
-#: Characters of an image's name the user message of :func:`compose` shows at most.
-_MAX_SHOWN_NAME = 100
-
-
-def _shown_name(name: str) -> str:
-    """An image's name as the ``user`` message shows it: one line of plain text (:func:`sandbox.outfiles.plain`: line
-    breaks, other controls and bidi overrides as ``_``), at most :data:`_MAX_SHOWN_NAME` characters. The run picks its
-    images' names, and that message speaks in the user's voice: a name of several lines wrote a turn there
-    ("\n\nUser: ...") that the run's output, in the tool's message, cannot. The tool message lists the names whole."""
-    text = plain(name)
-    return text if len(text) <= _MAX_SHOWN_NAME else text[:_MAX_SHOWN_NAME - 3] + "..."
-
-
-def _save(image: File, folder: str) -> str:
-    """Where the image was written, or why it was not. Its name comes from inside the run (control
-    characters, a dangling symlink's name in the folder): written as ``sandbox run --out`` writes, and
-    never over an earlier call's ``figure_1.png``."""
-    try:
-        with OutDir(folder, keep_existing=True) as out:
-            return out.write(image_file_name(image.name, image.mime_type), image.data, fallback="image.png")
-    except OSError as exc:
-        return f"{safe_name(image.name, 'image.png')} not saved ({os_error_text(exc)})"
 
 
 def handle_function_call(item: Any, *, sandbox: Sandbox | None = None, session: Runner | None = None,
@@ -415,16 +338,6 @@ def function_call_output(item: Any, result: Result | str, images: ImagesMode = "
                           save_dir: str | None = None, budget: ImageBudget | None = None) -> "FunctionCallOutput":
     """The item's ``function_call_output``: its images as ``input_image`` items (``"message"``; with a ``budget``,
     those that fit it, the text naming the rest), written to ``save_dir`` and named in the text (``"save"``), or
-    left out (``"none"``)."""
-    text = result_text(result)
-    found = result.images if isinstance(result, Result) else []
-    if images == "save" and found:
-        text += "\n[saved: " + ", ".join(_save(image, save_dir or ".") for image in found) + "]"
-    if images == "message" and budget is not None:
-        found, note = budget.keep(found)
-        text = with_note(text, note)
-    output: Any = text
-    if found and images == "message":
-        output = [{"type": "input_text", "text": text},
-                  *({"type": "input_image", "image_url": data_url(image)} for image in found)]
+    left out (``"none"``); see :func:`~sandbox.adapters._openai_images.call_output`."""
+    output = call_output(result, images, save_dir, budget)
     return {"type": "function_call_output", "call_id": call_id_of(item), "output": output}

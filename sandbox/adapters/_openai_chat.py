@@ -21,8 +21,10 @@ from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
     check_list, jsonable, not_run_text, pair_by_name
-from ._openai_calls import ImagesMode, arun_chat_call, chat_tool, check_images, compose, custom_call_refusal, \
-    field_of, function_of, given_id, not_run_call, run_chat_call
+from ._openai_calls import arun_chat_call, chat_tool, custom_call_refusal, field_of, function_of, given_id, \
+    not_run_call, run_chat_call
+from ._openai_images import ImagesMode, check_images, compose
+from ._tool_choice import relaxed_kwargs
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.chat import ChatCompletion, ChatCompletionAssistantMessageParam
@@ -136,12 +138,14 @@ class _Chat:
             if turn == self.max_turns - 1:
                 break
             yield from self._answers(calls, _cut_off(completion, calls))
+            self.create_kwargs = relaxed_kwargs(self.create_kwargs)  # a forced call is made: the model may answer
         logger.warning("run_chat stopped after max_turns=%d completions; the last one's tool calls are unanswered "
                        "(the next run_chat with these messages answers them first)", self.max_turns)
         return completion  # type: ignore[return-value]  # max_turns >= 1: set
 
     def _resume(self) -> "Steps[None]":
-        """Answer the unanswered calls of the last assistant message (a handed-back turn) before going on."""
+        """Answer the unanswered calls of the last assistant message (a handed-back turn) before going on. A turn
+        resumed is one whose calls are answered (by the caller, the rest here): a forced tool choice is relaxed."""
         last = next((i for i in range(len(self.messages) - 1, -1, -1)
                      if field_of(self.messages[i], "role") == "assistant"), None)
         if last is None or not field_of(self.messages[last], "tool_calls"):
@@ -157,6 +161,7 @@ class _Chat:
                              "({'role': 'tool', 'tool_call_id': ..., 'content': ...}) before calling again")
         if open_calls:
             yield from self._answers(open_calls)
+        self.create_kwargs = relaxed_kwargs(self.create_kwargs)  # the turn resumed made its calls: as in steps()
 
     def _add_answers(self, answered: list[tuple[Any, Result | str | None]]) -> None:
         """Put the messages of a turn's answers after its assistant message and the tool messages after it, before
@@ -364,6 +369,13 @@ def run_chat(client: Any, *, model: str, messages: list[Any], sandbox: Sandbox |
     nothing). An image past it is left out the same way (``[1 image (3500000 bytes) not returned: this
     request's images would pass 10000000 bytes (max_image_bytes_per_request)]``); nothing already in
     ``messages`` is rewritten. Remove old messages to make room again.
+
+    A ``tool_choice`` that forces a call (``"required"``, a named function or custom tool, ``allowed_tools``
+    in mode ``"required"``) holds for the first request only: once the loop has answered a turn of calls (or
+    resumed a handed-back one), later requests send ``tool_choice="auto"``, as the OpenAI Agents SDK resets it
+    once a tool was used (``Agent.reset_tool_choice``). Resent every turn, it got calls back every turn: the
+    loop ran to ``max_turns`` and never returned the model's answer. ``"auto"``, ``"none"`` and no
+    ``tool_choice`` are sent as given, and the arguments you passed are left as they were.
 
     ``stream=True`` is refused (the loop reads whole completions); a completion without
     ``choices[0].message`` (an error some servers send with status 200), or with a field the

@@ -2,7 +2,8 @@
 status, the calls an incomplete one may have cut short), the items kept in ``input`` as they came, and the
 ``function_call_output`` / ``custom_tool_call_output`` items that answer calls to the caller's own tools.
 
-How a ``run_python`` call is answered (its output, images and refusals) is _openai_calls.py.
+How a ``run_python`` call is answered (its output and refusals) is _openai_calls.py, where its images go
+_openai_images.py.
 """
 
 from __future__ import annotations

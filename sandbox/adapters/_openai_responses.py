@@ -24,10 +24,11 @@ from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, 
     check_list, check_max_calls_per_turn, check_max_image_bytes_per_request, check_max_image_bytes_per_turn, \
     check_max_turns, drive, is_async_method, not_run_text
 from ._openai_background import asettled, settled
-from ._openai_calls import ImagesMode, check_images, code_of, custom_call_refusal, field_of, function_call_output, \
-    responses_tool
+from ._openai_calls import code_of, custom_call_refusal, field_of, function_call_output, responses_tool
+from ._openai_images import ImagesMode, check_images
 from ._openai_response_items import OUTPUT_OF, as_input_item, call_arguments, call_id_of, check_ended, \
     checked_output, cut_off_calls, declared_tools, function_output, is_model_item, runs_code
+from ._tool_choice import relaxed_kwargs
 
 if TYPE_CHECKING:  # the openai package is only needed for these annotations
     from openai.types.responses import Response
@@ -42,7 +43,7 @@ ResponsesImagesMode = Literal["output", "message", "save", "none"]
 def _checked_arguments(items: list[Any], create_kwargs: dict[str, Any], images: ResponsesImagesMode,
                        save_dir: str | None, chain: bool) -> ImagesMode:
     """InputError for arguments of ``run_responses`` that cannot work together (or at all); else the images mode
-    the call outputs are made with (``"output"`` is _openai_calls.py's ``"message"``)."""
+    the call outputs are made with (``"output"`` is _openai_images.py's ``"message"``)."""
     if not isinstance(items, list):
         raise InputError(f"input must be a list of input items (it is extended in place; got "
                          f"{type(items).__name__}): for a text, pass [{{'role': 'user', 'content': text}}]")
@@ -139,6 +140,7 @@ class _Responses:
             if turn == self.max_turns - 1:
                 break
             yield from self._answers(calls, self.items.extend)
+            self.create_kwargs = relaxed_kwargs(self.create_kwargs)  # a forced call is made: the model may answer
         logger.warning("run_responses stopped after max_turns=%d responses; the last one's calls are unanswered "
                        "(the next run_responses with this input answers them first)", self.max_turns)
         return response  # type: ignore[return-value]  # max_turns >= 1: set
@@ -157,11 +159,16 @@ class _Responses:
         return left
 
     def _resume(self) -> "Steps[None]":
-        """Answer the calls in ``input`` that have no output yet (a handed-back turn) before going on."""
+        """Answer the calls in ``input`` that have no output yet (a handed-back turn) before going on. A turn
+        resumed (calls open, or the last item a response produced a call) is one whose calls are answered (by the
+        caller, the rest here): a forced tool choice is relaxed."""
         answered = {field_of(item, "call_id") for item in self.items
                     if field_of(item, "type") in OUTPUT_OF.values()}
         open_at = [at for at, item in enumerate(self.items)
                    if field_of(item, "type") in OUTPUT_OF and field_of(item, "call_id") not in answered]
+        last_made = next((item for item in reversed(self.items) if is_model_item(item)), None)
+        if open_at or field_of(last_made, "type") in OUTPUT_OF:
+            self.create_kwargs = relaxed_kwargs(self.create_kwargs)  # the turn resumed made its calls: as in steps()
         if not open_at:
             return
         open_calls = [self.items[at] for at in open_at]
@@ -310,6 +317,14 @@ def run_responses(client: Any, *, model: str, input: list[Any], sandbox: Sandbox
     ``completed``) is not run, whoever's tool it calls, but answered that it was cut off, to be
     made again. With nothing left to run the incomplete response is returned (read its
     ``incomplete_details``). A warning is logged either way.
+
+    A ``tool_choice`` that forces a call (``"required"``, ``{"type": "function", "name": ...}``, a custom,
+    hosted or MCP tool, ``{"type": "allowed_tools", "mode": "required", ...}``) holds for the first request
+    only, as in :func:`run_chat`: once the loop has answered a turn of calls (or resumed one: ``input`` ends
+    with a response's calls), later requests send ``tool_choice="auto"``, as the OpenAI Agents SDK resets it
+    (``Agent.reset_tool_choice``); else the model called tools every turn up to ``max_turns``. ``"auto"``,
+    ``"none"``, ``allowed_tools`` in mode ``"auto"`` and no ``tool_choice`` are sent as given; the arguments
+    you passed are left as they were.
 
     ``stream=True`` is refused; a response whose ``output`` or a call's fields have the wrong shape
     raise InputError naming the field.

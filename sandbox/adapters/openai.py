@@ -35,16 +35,17 @@ conversation only the items the server has not seen).
 
 Tool calls are taken as the ``openai`` package's objects or as plain dicts of the same
 JSON shape; one without an id (some local servers send null) is given ``call_<uuid4 hex>``,
-set on the call, so its assistant message and tool message match. Bad arguments and code the sandbox refuses become an error text for the
-model, never an exception.
+set on the call, so its assistant message and tool message match. Bad arguments and code the
+sandbox refuses become an error text for the model, never an exception.
 """
 
 from __future__ import annotations
 
-# One tool call at a time, and the chat loop, live in modules of their own.
-from ._openai_calls import ImagesMode, ahandle, ahandle_calls, ahandle_function_call, chat_tool, handle, \
-    handle_calls, handle_function_call, responses_tool
+# One tool call at a time, where its images go, and the loops live in modules of their own.
+from ._openai_calls import ahandle, ahandle_calls, ahandle_function_call, chat_tool, handle, handle_calls, \
+    handle_function_call, responses_tool
 from ._openai_chat import arun_chat, assistant_message, run_chat
+from ._openai_images import ImagesMode
 from ._openai_responses import arun_responses, run_responses
 
 __all__ = ["ImagesMode", "ahandle", "ahandle_calls", "ahandle_function_call", "arun_chat", "arun_responses",

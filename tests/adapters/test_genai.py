@@ -4,6 +4,7 @@ talking HTTP to a scripted model on 127.0.0.1 (examples/fake_model.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -743,3 +744,53 @@ def test_a_sandbox_of_a_wrong_type_or_a_model_that_is_no_name_is_an_input_error(
     for model in (5, None, ""):
         with pytest.raises(sandbox.InputError, match=r"model must be a model name, a non-empty str \(got "):
             adapter.ToolLoop(object(), model)
+
+
+# -- function calling mode ANY: the first request of a run only (as the OpenAI Agents SDK's reset_tool_choice) --
+
+def calling_mode(body: dict) -> dict:
+    return (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+
+
+def obedient(body: dict) -> dict:
+    """A model that obeys the function calling mode: a call while the request says ANY, its answer once it may
+    answer."""
+    if calling_mode(body).get("mode") == "ANY":
+        return reply(calls=[run_python("print(6 * 7)")])
+    return reply("It is 42.")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_function_calling_mode_any_is_auto_once_a_turn_of_calls_is_answered(box, mode):
+    """Resent every turn, mode ANY got a call back every turn: the loop ran to max_turns (exhausted) and returned
+    the last calls unanswered, never the model's answer. After a turn of calls the run sends AUTO, without the
+    allowed names (the API takes them with ANY only); the next run starts as configured."""
+    config = {"temperature": 0.0, "tool_config": {"function_calling_config": {
+        "mode": "ANY", "allowed_function_names": ["run_python"]}}}
+    given = json.loads(json.dumps(config))
+
+    async def both(loop):
+        return await loop.arun("six times seven?"), await loop.arun("again?")
+
+    with ScriptedModel([obedient] * 6) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config=config, max_turns=3) as loop:
+            if mode == "sync":
+                first, second = loop.run("six times seven?"), loop.run("again?")
+            else:
+                first, second = asyncio.run(both(loop))
+    assert (first.text, second.text) == ("It is 42.", "It is 42.") and not loop.exhausted
+    assert [calling_mode(r["body"]) for r in model.requests] == [
+        {"mode": "ANY", "allowedFunctionNames": ["run_python"]}, {"mode": "AUTO"}] * 2
+    assert contents(model.requests[1])[-1]["parts"][0]["functionResponse"]["response"] == {"output": "42\n"}
+    assert config == given and loop.config.tool_config.function_calling_config.mode == "ANY"
+
+
+def test_a_resumed_pending_turn_counts_as_answered(box):
+    """max_turns=1 leaves the forced turn's call pending; the next run answers it, then may answer itself."""
+    config = {"tool_config": {"function_calling_config": {"mode": "ANY"}}}
+    with ScriptedModel([obedient] * 3) as model:
+        with adapter.ToolLoop(client_for(model), "m", sandbox=box, config=config, max_turns=1) as loop:
+            assert loop.run("six times seven?").function_calls and loop.exhausted
+            final = loop.run("go on")
+    assert final.text == "It is 42."
+    assert [calling_mode(r["body"]).get("mode") for r in model.requests] == ["ANY", "AUTO"]

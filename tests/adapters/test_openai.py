@@ -21,6 +21,7 @@ from pydantic import TypeAdapter  # noqa: E402
 
 import sandbox  # noqa: E402
 from sandbox.adapters import openai as adapter  # noqa: E402
+from sandbox.adapters._tool_choice import forces_a_call, relaxed_kwargs  # noqa: E402
 
 from .conftest import fake_model  # noqa: E402
 
@@ -396,7 +397,7 @@ def test_saved_images_are_named_safely_and_never_written_through_a_link(box, tmp
 
 
 def test_an_image_that_cannot_be_saved_is_said_in_the_message_not_raised(tmp_path):
-    from sandbox.adapters._openai_calls import compose
+    from sandbox.adapters._openai_images import compose
     (tmp_path / "gone").write_text("a file where the folder was: the folder went after the check")
     message = {"role": "tool", "tool_call_id": "a", "content": "OUTCOME_OK"}
     image = sandbox.File(name="figure_1.png", data=b"\x89PNG", mime_type="image/png")
@@ -940,3 +941,85 @@ def test_a_tool_name_the_api_would_refuse_is_an_input_error(box, name):
         with pytest.raises(sandbox.InputError, match=message):
             call()
     assert adapter.chat_tool(name="my-tool_2")["function"]["name"] == "my-tool_2"
+
+
+# -- a forced tool choice: the first request only (as the OpenAI Agents SDK's reset_tool_choice) --------------
+
+FORCED_CHAT = ["required", {"type": "function", "function": {"name": "run_python"}},
+               {"type": "allowed_tools", "allowed_tools": {"mode": "required",
+                                                           "tools": [{"type": "function",
+                                                                      "function": {"name": "run_python"}}]}}]
+
+
+def obedient(call: tuple[str, dict]):
+    """A model that obeys tool_choice: a call while the request forces one, its answer once it may answer."""
+    def answer(body: dict) -> dict:
+        if body.get("tool_choice") in (None, "auto", "none"):
+            return reply("It is 42.")
+        return reply(None, [call])
+    return answer
+
+
+def chat(mode: str, model, **kwargs):
+    """run_chat (``mode`` "sync") or arun_chat ("async") against ``model``."""
+    if mode == "sync":
+        return adapter.run_chat(sync_client(model), model="m", **kwargs)
+    return asyncio.run(adapter.arun_chat(async_client(model), model="m", **kwargs))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("choice", FORCED_CHAT, ids=["required", "function", "allowed_tools"])
+def test_a_forced_tool_choice_is_auto_once_a_turn_of_calls_is_answered(box, mode, choice):
+    """Resent every turn, a forced tool_choice got a call back every turn: the loop ran to max_turns and returned
+    the last calls unanswered, never the model's answer. As the Agents SDK's reset_tool_choice: "auto" after."""
+    kwargs = {"tool_choice": choice, "temperature": 0}
+    given = json.loads(json.dumps(kwargs))
+    with ScriptedModel([obedient(run_python("print(6 * 7)"))] * 3) as model:
+        messages: list = [{"role": "user", "content": "six times seven?"}]
+        final = chat(mode, model, messages=messages, sandbox=box, max_turns=3, **kwargs)
+    assert final.choices[0].message.content == "It is 42." and len(model.requests) == 2
+    assert model.requests[0]["body"]["tool_choice"] == choice
+    assert model.requests[1]["body"]["tool_choice"] == "auto"
+    assert sent(model, 1)[2] == {"role": "tool", "tool_call_id": "call_run_python_0", "content": "OUTCOME_OK\n42"}
+    assert kwargs == given  # the caller's arguments, nested dicts too, as they were
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_resumed_handed_back_turn_counts_as_answered(box, mode):
+    """The model, forced, called the caller's own tool: handed back, answered, run_chat again with the same
+    arguments. Forced again, it called the tool again, and every run_chat handed back another call."""
+    with ScriptedModel([obedient(("book_flight", {"to": "Oslo"}))] * 3) as model:
+        messages: list = [{"role": "user", "content": "book"}]
+        handed = chat(mode, model, messages=messages, sandbox=box, tools=[BOOK], tool_choice="required")
+        assert handed.choices[0].message.tool_calls[0].function.name == "book_flight"
+        messages.append({"role": "tool", "tool_call_id": "call_book_flight_0", "content": "booked AF123"})
+        final = chat(mode, model, messages=messages, sandbox=box, tools=[BOOK], tool_choice="required")
+    assert final.choices[0].message.content == "It is 42."
+    assert [r["body"]["tool_choice"] for r in model.requests] == ["required", "auto"]
+
+
+@pytest.mark.parametrize("choice", [None, "auto", "none"])
+def test_a_tool_choice_that_forces_nothing_is_sent_as_given(box, choice):
+    script = [reply(None, [run_python("print(1)")]), reply("done")]
+    kwargs = {} if choice is None else {"tool_choice": choice}
+    with ScriptedModel(script) as model:
+        adapter.run_chat(sync_client(model), model="m", messages=[{"role": "user", "content": "go"}], sandbox=box,
+                         **kwargs)
+    assert [r["body"].get("tool_choice") for r in model.requests] == [choice, choice]
+
+
+@pytest.mark.parametrize("choice, forces", [
+    (None, False), ("auto", False), ("none", False), ("required", True),
+    ({"type": "function", "function": {"name": "f"}}, True), ({"type": "function", "name": "f"}, True),
+    ({"type": "custom", "custom": {"name": "f"}}, True), ({"type": "web_search_preview"}, True),
+    ({"type": "mcp", "server_label": "s"}, True),
+    ({"type": "allowed_tools", "mode": "required", "tools": []}, True),
+    ({"type": "allowed_tools", "mode": "auto", "tools": []}, False),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": []}}, True),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}, False),
+])
+def test_which_tool_choices_force_a_call(choice, forces):
+    assert forces_a_call(choice) is forces
+    kwargs = {"tool_choice": choice, "tools": []}
+    relaxed = relaxed_kwargs(kwargs)
+    assert relaxed == ({**kwargs, "tool_choice": "auto"} if forces else kwargs) and kwargs["tool_choice"] is choice

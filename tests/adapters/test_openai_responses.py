@@ -513,3 +513,55 @@ def test_images_output_puts_them_in_the_calls_output_as_message_did(box, images)
     text, image = sent(model, 1)["input"][-1]["output"]
     assert text == {"type": "input_text", "text": "OUTCOME_OK\n[files: figure_1.png]"}
     assert image["type"] == "input_image" and image["image_url"].startswith("data:image/png;base64,")
+
+
+# -- a forced tool_choice: the first request only (as the OpenAI Agents SDK's reset_tool_choice) ---------------
+
+def obedient(output: list[dict]):
+    """A Responses model that obeys tool_choice: ``output`` while the request forces a call, its answer once it
+    may answer."""
+    def answer(body: dict) -> dict:
+        if body.get("tool_choice") in (None, "auto", "none"):
+            return response("resp_answer", [message("It is 42.")])
+        return response("resp_calls", output)
+    return answer
+
+
+def responses(mode: str, model, **kwargs):
+    """run_responses (``mode`` "sync") or arun_responses ("async") against ``model``."""
+    if mode == "sync":
+        return adapter.run_responses(sync_client(model), model="m", **kwargs)
+    return asyncio.run(adapter.arun_responses(async_client(model), model="m", **kwargs))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "name": "run_python"},
+                                    {"type": "allowed_tools", "mode": "required",
+                                     "tools": [{"type": "function", "name": "run_python"}]}],
+                         ids=["required", "function", "allowed_tools"])
+def test_a_forced_tool_choice_is_auto_once_a_turn_of_calls_is_answered(box, mode, choice):
+    """Resent every turn, a forced tool_choice got a call back every turn: the loop ran to max_turns and returned
+    the last calls unanswered, never the model's answer. As the Agents SDK's reset_tool_choice: "auto" after."""
+    kwargs = {"tool_choice": choice, "temperature": 0}
+    given = json.loads(json.dumps(kwargs))
+    with fake_model.ScriptedModel([obedient([code("print(6 * 7)", "c1")])] * 3) as model:
+        final = responses(mode, model, input=[user("six times seven?")], sandbox=box, max_turns=3, **kwargs)
+    assert final.output_text == "It is 42." and len(model.requests) == 2
+    assert sent(model, 0)["tool_choice"] == choice and sent(model, 1)["tool_choice"] == "auto"
+    assert sent(model, 1)["input"][-1] == {"type": "function_call_output", "call_id": "c1",
+                                           "output": "OUTCOME_OK\n42"}
+    assert kwargs == given  # the caller's arguments, nested dicts too, as they were
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_resumed_handed_back_turn_counts_as_answered(box, mode):
+    """The model, forced, called the caller's own tool: handed back, answered, run_responses again with the same
+    arguments. Forced again, it called the tool again, and every run handed back another call."""
+    with fake_model.ScriptedModel([obedient([call("book_flight", {"to": "Oslo"}, "b")])] * 3) as model:
+        items: list = [user("book")]
+        handed = responses(mode, model, input=items, sandbox=box, tools=[BOOK], tool_choice="required")
+        assert handed.output[0].name == "book_flight"
+        items.append({"type": "function_call_output", "call_id": "b", "output": "booked"})
+        final = responses(mode, model, input=items, sandbox=box, tools=[BOOK], tool_choice="required")
+    assert final.output_text == "It is 42."
+    assert [r["body"]["tool_choice"] for r in model.requests] == ["required", "auto"]
