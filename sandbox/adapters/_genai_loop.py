@@ -1,7 +1,8 @@
 """google-genai adapter, a whole conversation: :class:`ToolLoop` drives the model until it stops calling tools.
 
 Each ``run_python`` call is answered by :func:`~sandbox.adapters._genai_parts.handle` in
-the conversation's session. Public through :mod:`sandbox.adapters.genai` (see its docstring).
+the conversation's session; the caller's contents are read by :mod:`._genai_contents`. Public through
+:mod:`sandbox.adapters.genai` (see its docstring).
 """
 
 from __future__ import annotations
@@ -10,19 +11,19 @@ import asyncio
 import logging
 import re
 import threading
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from google.genai import types
-from google.genai._transformers import t_contents  # private: pinned by the tests (see _as_contents)
 
 from ..core import Sandbox
 from ..errors import InputError, SandboxClosed, value_text
 from ._common import TOOL_NAME, box_of, checked_sandbox
+from ._genai_contents import as_contents, calls_of, from_user, ids_by_name, inline_bytes
 from ._genai_parts import DEFAULT_IMAGES, ImagesMode, aanswer, answer, tool
 from ._image_budget import MAX_IMAGE_BYTES_PER_REQUEST, MAX_IMAGE_BYTES_PER_TURN, turn_budget
 from ._loop import DEFAULT_MAX_CALLS_PER_TURN, Answer, ModelCall, Steps, Tools, adrive, check_max_calls_per_turn, \
     check_max_image_bytes_per_request, check_max_image_bytes_per_turn, check_max_turns, drive, is_async_method, \
-    jsonable, not_run_text, pair_by_name
+    jsonable, not_run_text
 from ._tool_choice import relaxed_config
 
 #: Named after the public module, which is what callers configure logging for.
@@ -170,9 +171,9 @@ class ToolLoop:
 
     # -- the loop, written once -----------------------------------------------------------
     def _steps(self, contents: Any) -> "Steps[types.GenerateContentResponse]":
-        new = _as_contents(contents)
+        new = as_contents(contents)
         self.exhausted, self._sent_config = False, self.config  # each run's first request as configured
-        if self.history and self.history[-1].role == "model" and (calls := _calls_of(self.history[-1])):
+        if self.history and self.history[-1].role == "model" and (calls := calls_of(self.history[-1])):
             new = yield from self._resume(calls, new)
             self._sent_config = relaxed_config(self.config)  # a turn of calls answered: a forced call is made
         self._extend(new)
@@ -185,7 +186,7 @@ class ToolLoop:
                 # every later request, which the API refuses. The response still says why it stopped.
                 return response
             self.history.append(reply if reply.role else reply.model_copy(update={"role": "model"}))
-            calls = _calls_of(self.history[-1])  # the objects the history holds: a cut-short turn's answers key on them
+            calls = calls_of(self.history[-1])  # the objects the history holds: a cut-short turn's answers key on them
             if not calls or any(self.tools.hands_back(call.name) for call in calls):
                 return response
             if turn == self.max_turns - 1:
@@ -204,7 +205,7 @@ class ToolLoop:
         is still the last: added as a turn of its own, the next run sent two user turns in a row.
         """
         last = self.history[-1] if self.history else None
-        if new and last is not None and last.role == "user" and _from_user(new[0]):
+        if new and last is not None and last.role == "user" and from_user(new[0]):
             self.history[-1] = types.Content(role="user", parts=[*(last.parts or []), *(new[0].parts or [])])
             new = new[1:]
         self.history.extend(new)
@@ -212,7 +213,7 @@ class ToolLoop:
     def _resume(self, pending: list[types.FunctionCall], new: list[types.Content]) -> "Steps[list[types.Content]]":
         """Answer the calls of the handed-back (or cut short) turn the caller did not; merge them into one user
         turn."""
-        new = _ids_by_name(pending, new)
+        new = ids_by_name(pending, new)
         given = [part.function_response for content in new for part in content.parts or [] if part.function_response]
         # A response answers the call of its id (of its name, for a call without one). Looked up, not compared
         # pairwise: a model turn of 25,000 calls, each answered, took 50 s.
@@ -225,7 +226,7 @@ class ToolLoop:
                              "to run() (types.Part.from_function_response(name=..., response=...); with the "
                              "call's id where calls share a name)")
         parts = yield from self._answers(ours, new)
-        if new and _from_user(new[0]):
+        if new and from_user(new[0]):
             return [types.Content(role="user", parts=[*parts, *(new[0].parts or [])]), *new[1:]]
         return [types.Content(role="user", parts=parts), *new]
 
@@ -236,9 +237,9 @@ class ToolLoop:
         ``max_calls_per_turn`` are answered "not run"."""
         cap, parts = self.max_calls_per_turn, list[types.Part]()
         made = self._answers_made()
-        resent = _inline_bytes(self.history) + _inline_bytes(unsent or [])
+        resent = inline_bytes(self.history) + inline_bytes(unsent or [])
         budget = turn_budget(self.max_image_bytes_per_turn, self.max_image_bytes_per_request, resent)
-        budget.left = max(budget.left - _inline_bytes([types.Content(parts=[p for a in made.values() for p in a])]), 0)
+        budget.left = max(budget.left - inline_bytes([types.Content(parts=[p for a in made.values() for p in a])]), 0)
         for call in calls[:cap]:
             answer = made.get(id(call))
             if answer is None:
@@ -265,7 +266,7 @@ class ToolLoop:
         if not self.history or self.history[-1].role != "model":
             return []
         made = self._answered[1] if self._answered is not None and self._answered[0] is self.history[-1] else {}
-        return [call for call in _calls_of(self.history[-1]) if id(call) not in made]
+        return [call for call in calls_of(self.history[-1]) if id(call) not in made]
 
     # -- answering one call ---------------------------------------------------------------
     def _answer(self, step: Answer) -> list[types.Part]:
@@ -350,52 +351,6 @@ def _function_reply(call: types.FunctionCall, ok: bool, value: Any) -> types.Par
     return types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name, response=response))
 
 
-def _ids_by_name(pending: list[types.FunctionCall], new: list[types.Content]) -> list[types.Content]:
-    """``new``, each function response without an id that answers the one pending call of its name given that id.
-
-    The SDK's own ``Part.from_function_response(name=..., response=...)`` takes no id: such an
-    answer to a call that has one answered nothing ("unanswered" was raised). With two pending
-    calls of the name, or two answers without an id, it cannot say which: left as it is.
-    """
-    responses = [part.function_response for content in new for part in content.parts or [] if part.function_response]
-    given_ids = {response.id for response in responses if response.id}
-    open_calls = ((call.name, call) for call in pending if call.id and call.id not in given_ids)
-    idless = ((response.name, response) for response in responses if not response.id)
-    ids = {response.name: call.id for call, response in pair_by_name(open_calls, idless)}
-    return [_with_ids(content, ids) for content in new] if ids else new
-
-
-def _with_ids(content: types.Content, ids: dict[Any, Any]) -> types.Content:
-    """``content``, or a copy whose function responses without an id named in ``ids`` have that id (the caller's
-    own parts are left as they are)."""
-    parts, changed = [], False
-    for part in content.parts or []:
-        response = part.function_response
-        if response is not None and not response.id and response.name in ids:
-            part = part.model_copy(update={"function_response": response.model_copy(update={"id": ids[response.name]})})
-            changed = True
-        parts.append(part)
-    return content.model_copy(update={"parts": parts}) if changed else content
-
-
-def _inline_bytes(contents: list[types.Content]) -> int:
-    """The inline data bytes ``contents`` send: ``inline_data`` parts and function response parts (a caller's
-    images and files as much as run_python's)."""
-    total = 0
-    for content in contents:
-        for part in content.parts or []:
-            if part.inline_data is not None:
-                total += len(part.inline_data.data or b"")
-            # getattr: a part without a function response, or an SDK whose FunctionResponse has no parts
-            for inner in getattr(part.function_response, "parts", None) or []:
-                total += len(inner.inline_data.data or b"") if inner.inline_data is not None else 0
-    return total
-
-
-def _calls_of(content: types.Content) -> list[types.FunctionCall]:
-    return [part.function_call for part in content.parts or [] if part.function_call]
-
-
 def _declared(config: types.GenerateContentConfig) -> set[str]:
     return {decl.name for t in config.tools or [] if isinstance(t, types.Tool)
             for decl in t.function_declarations or [] if decl.name}
@@ -452,57 +407,3 @@ def _merged(functions: Any, declared: dict[str, Callable[..., Any]]) -> Any:
         if name in functions and functions[name] is not fn:
             raise InputError(f"functions[{value_text(name)}] is another function than config tools' {name!r}")
     return {**declared, **functions}
-
-
-def _from_user(turn: types.Content) -> bool:
-    """A caller's turn the API reads as the user's: its role "user", or none (the API's default)."""
-    return turn.role in ("user", None)
-
-
-def _as_contents(contents: Any) -> list[types.Content]:
-    """``contents`` as the turns it stands for, read as ``generate_content(contents=...)`` reads it.
-
-    The SDK's own converter reads it (``t_contents``: private, so tests/adapters/test_genai.py
-    compares what the loop sends with what ``generate_content`` sends for each shape): a str, a
-    Part, a dict of either or a list of them is one user turn (a run of function-call parts a
-    model turn), Contents and their dicts stay as they are. Read by hand, a list of str, a dict
-    or a str beside a Part raised pydantic's error out of ``run()``.
-    """
-    if isinstance(contents, (tuple, Iterator)):  # our signature takes any iterable; the SDK lists only
-        contents = list(contents)
-    if isinstance(contents, list) and not contents:
-        return []  # nothing new: the loop answers what is pending and calls the model again
-    try:
-        turns = _read_list(contents) if isinstance(contents, list) else t_contents(contents)
-    except ValueError as exc:  # pydantic's ValidationError is one too
-        raise InputError(f"ToolLoop cannot read these contents as google-genai does: {exc}") from None
-    for number, turn in enumerate(turns, 1):
-        if not turn.parts:  # the API refuses a turn without parts, and every later request holding it
-            raise InputError(f"contents turn {number} has no parts: {value_text(turn)}")
-        if _from_user(turn) and any(part.model_dump(exclude_none=True) == {"text": ""} for part in turn.parts):
-            raise InputError(f"contents turn {number} has an empty text part (the API refuses it): {value_text(turn)}")
-    # The SDK's UserContent / ModelContent as plain Contents: the history holds one type.
-    return [turn if type(turn) is types.Content else types.Content(role=turn.role, parts=turn.parts)
-            for turn in turns]
-
-
-def _read_list(items: list[Any]) -> list[types.Content]:
-    """``t_contents(items)`` in one pass: the SDK reads each item, consecutive loose parts of one role join a turn.
-
-    Given the whole list, the SDK checks every part gathered so far for each part it adds:
-    20,000 parts cost ~10 s of CPU, 40,000 ~40 s.
-    """
-    turns: list[types.Content] = []
-    gathering = False  # the last turn is made of loose parts: the next loose part of its role joins it
-    for item in items:
-        for turn in t_contents([item]):
-            # A loose part (a Part, str, part dict) comes back as a UserContent / ModelContent of its own;
-            # a Content (or its dict) as itself, a nested list as a turn of its own.
-            loose = type(turn) in (types.UserContent, types.ModelContent) and \
-                not isinstance(item, (list, types.Content))
-            if loose and gathering and turns[-1].role == turn.role:
-                turns[-1].parts.extend(turn.parts or [])  # type: ignore[union-attr]  # a loose part's turn has parts
-            else:
-                turns.append(turn)
-            gathering = loose
-    return turns
