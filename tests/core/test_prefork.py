@@ -131,9 +131,15 @@ def test_long_runs_in_flight_do_not_leave_the_pool_empty(box):
     assert len(ended) == len(long_runs) and all(isinstance(r, sandbox.Result) and r.ok for r in ended), ended
 
 
-def _fds(pid: int) -> dict[int, str]:
+def _fds(pid: int) -> dict[int, str] | None:
+    """fd -> what it names, of process ``pid``; None if it is gone (the worker of the run just returned may exit
+    between the listing of the workers and this read)."""
     found = {}
-    for name in os.listdir(f"/proc/{pid}/fd"):
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for name in names:
         try:
             found[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:
@@ -147,8 +153,9 @@ def test_a_waiting_worker_has_its_runs_streams_made(box):
     box.run("print('refill')")
     deadline = time.monotonic() + 10
     while True:
-        held = {pid: [fd for fd, target in _fds(pid).items() if fd > 2 and target == "/dev/null"]
-                for pid in _statuses(_waiting_workers(box))}
+        fds = {pid: _fds(pid) for pid in _statuses(_waiting_workers(box))}
+        held = {pid: [fd for fd, target in named.items() if fd > 2 and target == "/dev/null"]
+                for pid, named in fds.items() if named is not None}
         if (len(held) >= box.policy.runtime.prefork and all(held.values())) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
