@@ -54,8 +54,8 @@ def _decide(got: Collected, policy: Policy, timeout_s: float) -> tuple[Outcome, 
                 f"CPU time limit of {policy.limits.cpu_seconds} s exceeded ({where}: limits.cpu_seconds)")
     if signum == _signal.SIGKILL:
         return (Outcome.FAILED, "killed",
-                "the worker was killed by SIGKILL: by the kernel's out-of-memory killer, another process, or "
-                "(in a session, where the runner is not its namespace's pid 1) the snippet itself")
+                "the worker was killed by SIGKILL: by the kernel's out-of-memory killer, another process, or the "
+                "snippet itself")
     if signum is not None:
         return Outcome.FAILED, "crashed", f"the interpreter crashed: killed by {_signal_name(signum)}"
     if code == 0:

@@ -51,7 +51,7 @@ def _own_signals_line(report: dict[str, Any]) -> str:
                 "signals it sends itself take their default action")
     if system.get("own_signals_handled", True):
         return ("own signals: a one-shot run (its pid namespace's pid 1) dies of the signals it sends itself, "
-                "SIGKILL aside (sandbox/inside/_pid1_signals.c)")
+                "SIGKILL through os.kill, os.killpg or signal.pthread_kill too (sandbox/inside/_pid1_signals.c)")
     return ("own signals: a one-shot run ignores the default-action signals it sends itself (os.kill(os.getpid(), "
             "SIGTERM), signal.alarm, os.abort() reads as SIGSEGV): sandbox/inside/_pid1_signals.c was not built; "
             "fix: reinstall with a C compiler and the Python headers")

@@ -15,8 +15,12 @@ it names the process :data:`MARK` + the signal and exits with 128 + the signal; 
 reaping such a status, reads the name the dead process keeps (:func:`died_of`) and reports a
 death by that signal. In any process the run forks it puts the default action back and takes
 the signal again, so those die of it as before. Neither SIGKILL nor SIGSTOP can be caught:
-a run's own ``SIGKILL`` at itself is still lost. Nor SIGXCPU (its CPU limit's kill is the
-kernel's, proc.py) or SIGSYS (seccomp's). A snippet can name itself so and exit with that
+for SIGKILL the same module adds an audit hook, which sees ``os.kill``, ``os.killpg`` and
+``signal.pthread_kill`` of SIGKILL reaching pid 1 before the call, sends it to the others they
+name (a process group's members) and ends pid 1 the same way, marked with SIGKILL. What no audit
+event shows stays lost: ``signal.raise_signal(SIGKILL)``, a ``kill`` through ``ctypes``, another
+process of the run killing pid 1; and SIGSTOP. Not handled either: SIGXCPU (its CPU limit's kill
+is the kernel's, proc.py) or SIGSYS (seccomp's). A snippet can name itself so and exit with that
 status: it then misreports its own death, nothing else.
 
 Without the C extension (no compiler at install) nothing changes: those signals are ignored,
@@ -50,7 +54,8 @@ def available() -> bool:
 
 
 def install() -> None:
-    """In a one-shot worker, before its request: the handler on each of :data:`HANDLED` at its default action."""
+    """In a one-shot worker, before its request: the handler on each of :data:`HANDLED` at its default action, and
+    the audit hook for its own SIGKILL."""
     if _pid1_signals is not None:
         _pid1_signals.install(HANDLED)
 
@@ -59,7 +64,7 @@ def died_of(pid: int, exitcode: int) -> int | None:
     """The signal a reaped-to-be child ``pid`` that exited with ``exitcode`` died of by :func:`install`'s handler
     (None: none; it exited). Read before the child is reaped, from the name it keeps until then."""
     sig = exitcode - 128
-    if sig not in HANDLED:
+    if sig not in HANDLED and sig != signal.SIGKILL:
         return None
     try:
         name = _sys.read_file(f"/proc/{pid}/comm")

@@ -50,6 +50,42 @@ def test_a_run_dies_of_its_own_signal(box, death):
     assert r.duration_s < 10  # it died, not the deadline
 
 
+#: Snippets that SIGKILL themselves, which no handler can catch: the module's audit hook sees the call (before it,
+#: the run went on and said OK).
+OWN_SIGKILLS = {
+    "os.kill": "os.kill(os.getpid(), signal.SIGKILL)",
+    "its process group": "os.kill(0, signal.SIGKILL)",
+    "os.killpg": "os.killpg(os.getpgid(0), signal.SIGKILL)",
+    "from a thread": "threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGKILL)).start()",
+    "pthread_kill": "signal.pthread_kill(threading.main_thread().ident, signal.SIGKILL)",
+    "pthread_kill from a thread": ("threading.Thread(target=signal.pthread_kill, "
+                                   "args=(threading.main_thread().ident, signal.SIGKILL)).start()"),
+}
+
+
+@pytest.mark.parametrize("how", list(OWN_SIGKILLS))
+def test_a_run_dies_of_its_own_sigkill(box, how):
+    code = ("import os, signal, threading, time\nprint('before', flush=True)\n" + OWN_SIGKILLS[how]
+            + "\ntime.sleep(20)\nprint('after')")
+    r = box.run(code, timeout=15)
+    assert r.outcome == Outcome.FAILED and r.reason == "killed" and r.signal == signal.SIGKILL, (r.reason, r.error)
+    assert "killed by SIGKILL" in r.error and r.stdout == "before\n", (r.error, r.stdout)
+    assert r.duration_s < 10  # it died, not the deadline
+
+
+def test_a_sigkill_that_does_not_reach_the_run_leaves_it_alone(box):
+    if box.policy.name == "no-namespaces":
+        pytest.skip("kill(-1) there would reach the processes of the host's pid namespace this uid may signal")
+    code = ("import os, signal, time\npid = os.fork()\nif pid == 0:\n    time.sleep(20)\n    os._exit(0)\n"
+            "os.kill(-1, signal.SIGKILL)\n_, status = os.waitpid(pid, 0)\nos.kill(os.getpid(), 0)\n"
+            "print(os.WTERMSIG(status))\n")
+    r = box.run(code, timeout=15)
+    if box.policy.name == "strict":  # no fork at all there
+        assert r.reason == "exception" and "Operation not permitted" in r.error
+    else:  # kill(-1) reaches every process but the caller, as anywhere
+        assert r.ok and r.stdout == f"{int(signal.SIGKILL)}\n", (r.stdout, r.error)
+
+
 def test_handlers_and_python_s_own_choices_are_untouched(box):
     code = ("import os, signal\n"
             "print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGPIPE) is "
