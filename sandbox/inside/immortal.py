@@ -77,6 +77,9 @@ def immortalize() -> int:
     seen: set[int] = set()
     frontier: list[object] = [sys.modules, sys, builtins]
     own = {id(seen), id(frontier)}  # this walk's own bookkeeping stays mortal (it is freed on return)
+    # CPython 3.12's _asyncio module hands its freelist's freed FutureIters to gc.get_referents (gh-122695): a
+    # reference taken and dropped frees one again and corrupts the freelist; the next FutureIter aborts the process.
+    own.add(id(sys.modules.get("_asyncio")))
     keeps_count: dict[type, bool] = {}
     count = 0
     while frontier:

@@ -106,6 +106,33 @@ def test_a_forks_reads_copy_no_page_of_immortal_objects(version: str) -> None:
     assert closing == "closed closed"
 
 
+ASYNCIO_FREELIST = r"""
+import asyncio, importlib.util, sys
+spec = importlib.util.spec_from_file_location("immortal", sys.argv[1])
+immortal = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(immortal)
+loop = asyncio.new_event_loop()
+freed = iter(loop.create_future())
+del freed  # in _asyncio's freelist of FutureIters now
+immortal.immortalize()
+first, second = iter(loop.create_future()), iter(loop.create_future())
+print(first is not second)
+"""
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_a_zygote_whose_preload_used_asyncio_keeps_a_sound_freelist(version: str) -> None:
+    """CPython 3.12's ``_asyncio`` module lists the freed FutureIters of its freelist among its referents
+    (gh-122695): the walk took and dropped a reference to one, which freed it again, and the next FutureIter made
+    aborted the process (CPython 3.12.1: "object already tracked by the garbage collector")."""
+    python = cpython(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} on this machine (PATH, pyenv)")
+    done = subprocess.run([python, "-I", "-c", ASYNCIO_FREELIST, str(MODULE)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout == "True\n", (done.returncode, done.stdout, done.stderr[-600:])
+
+
 def test_elsewhere_nothing_is_touched() -> None:
     if immortal.supported():
         pytest.skip("this interpreter is one immortalize works on")
