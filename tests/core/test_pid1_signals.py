@@ -76,14 +76,7 @@ def test_a_run_dies_of_its_own_sigkill(box, how):
 def test_a_sigkill_that_does_not_reach_the_run_leaves_it_alone(box):
     if box.policy.name == "no-namespaces":
         pytest.skip("kill(-1) there would reach the processes of the host's pid namespace this uid may signal")
-    code = ("import os, signal, time\npid = os.fork()\nif pid == 0:\n    time.sleep(20)\n    os._exit(0)\n"
-            "os.kill(-1, signal.SIGKILL)\n_, status = os.waitpid(pid, 0)\nos.kill(os.getpid(), 0)\n"
-            "print(os.WTERMSIG(status))\n")
-    r = box.run(code, timeout=15)
-    if box.policy.name == "strict":  # no fork at all there
-        assert r.reason == "exception" and "Operation not permitted" in r.error
-    else:  # kill(-1) reaches every process but the caller, as anywhere
-        assert r.ok and r.stdout == f"{int(signal.SIGKILL)}\n", (r.stdout, r.error)
+    _a_forked_child_dies_of(box, "os.kill(-1, signal.SIGKILL)", signal.SIGKILL)  # all but the caller, as anywhere
 
 
 def test_handlers_and_python_s_own_choices_are_untouched(box):
@@ -97,14 +90,18 @@ def test_handlers_and_python_s_own_choices_are_untouched(box):
 
 
 def test_a_child_the_run_forks_dies_of_the_default_action(box):
+    _a_forked_child_dies_of(box, "os.kill(pid, signal.SIGUSR2)", signal.SIGUSR2)
+
+
+def _a_forked_child_dies_of(box, kill: str, signum: signal.Signals) -> None:
+    """The run forks a child (``pid``), runs ``kill`` and goes on to report that the child died of ``signum``."""
     code = ("import os, signal, time\npid = os.fork()\nif pid == 0:\n    time.sleep(20)\n    os._exit(0)\n"
-            "os.kill(pid, signal.SIGUSR2)\n_, status = os.waitpid(pid, 0)\n"
-            "print(os.WIFSIGNALED(status) and os.WTERMSIG(status))\n")
+            f"{kill}\n_, status = os.waitpid(pid, 0)\nprint(os.WIFSIGNALED(status) and os.WTERMSIG(status))\n")
     r = box.run(code, timeout=15)
     if box.policy.name == "strict":  # no fork at all there
         assert r.reason == "exception" and "Operation not permitted" in r.error
     else:
-        assert r.ok and r.stdout == f"{int(signal.SIGUSR2)}\n", (r.stdout, r.error)
+        assert r.ok and r.stdout == f"{int(signum)}\n", (r.stdout, r.error)
 
 
 def test_an_exit_with_a_signal_s_status_is_an_exit(box):
