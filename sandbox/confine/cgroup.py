@@ -219,8 +219,11 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         except FileNotFoundError:  # removed since (a probe's, or swept from outside): make it again below
             _delegating.discard(parent)
     if parent not in _delegating:
+        above = os.path.dirname(parent)  # the hierarchy's top (PIDS_ROOTS)
+        if os.path.exists(os.path.join(above, "cgroup.subtree_control")):  # v2: a child has pids.max only where
+            enable(above, "pids")  # every cgroup above delegates the controller (a host with no systemd: none does)
         os.makedirs(parent, exist_ok=True)
-        if os.path.exists(os.path.join(parent, "cgroup.subtree_control")):  # v2: a child has pids.max only then
+        if os.path.exists(os.path.join(parent, "cgroup.subtree_control")):
             enable(parent, "pids")
         os.mkdir(mine)
         _delegating.add(parent)
@@ -247,10 +250,22 @@ def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:
 
 
 def enable(path: str, controller: str) -> None:
-    """cgroup v2: delegate ``controller`` to the children of ``path`` (a child has its files only then)."""
+    """cgroup v2: delegate ``controller`` to the children of ``path`` (a child has its files only then).
+    Raises ``OSError`` naming the file and why the kernel refused."""
     control = os.path.join(path, "cgroup.subtree_control")
     if controller not in memcg_lookup.read_text(control).split():
-        write(control, f"+{controller}")
+        try:
+            write(control, f"+{controller}")
+        except OSError as exc:
+            why = _ENABLE_REFUSALS.get(exc.errno or 0, "")
+            raise OSError(exc.errno, f"{exc.strerror}: +{controller}{why}", control) from None
+
+
+#: Why cgroup v2 refuses to enable a controller for a cgroup's children, by errno.
+_ENABLE_REFUSALS = {
+    errno.ENOENT: " (the controller is not in its cgroup.controllers: the cgroup above does not delegate it)",
+    errno.EBUSY: " (the cgroup holds processes: v2 enables controllers only for cgroups with none)",
+}
 
 
 def sweep_dead_zygotes(parent: str) -> None:
@@ -305,9 +320,14 @@ class Placement:
         """Whether every parent refused, for a lasting reason, less than ``REFUSAL_KEPT_S`` ago."""
         return self.refusal is not None and time.monotonic() - self.refusal[0] < REFUSAL_KEPT_S
 
-    def place(self, known: Callable[[Hierarchy, str], str], new: Callable[[Hierarchy, str], str]) -> str:
+    def place(self, known: Callable[[Hierarchy, str], str], new: Callable[[Hierarchy, str], str], zygote: int) -> str:
         """A worker's cgroup: ``known(hierarchy, parent)`` where the last one went (its ``sandbox-<zygote>`` ready),
-        else ``new(hierarchy, parent)`` in the first parent that takes it. Raises ``OSError`` saying why none did."""
+        else ``new(hierarchy, parent)`` in the first parent that takes it. Raises ``OSError`` saying why none did.
+
+        The parents are the zygote's (memcg_lookup.parents), as the host looks for them, not the caller's: a worker
+        made by a plain fork joins its cgroups itself, one controller after another, and on cgroup v2 the first join
+        moves it, so its own cgroup would then be the one above its next controller's (nested, and out of the first
+        one's limit)."""
         if self.chosen is not None:
             try:
                 return known(*self.chosen)
@@ -320,7 +340,7 @@ class Placement:
         errors: list[str] = []
         last, permanent = errno.ENOENT, True
         for hierarchy in memcg_lookup.hierarchies(self.controller):
-            for parent in memcg_lookup.parents(hierarchy):
+            for parent in memcg_lookup.parents(hierarchy, zygote):
                 try:
                     mine = new(hierarchy, parent)
                 except OSError as exc:

@@ -100,7 +100,7 @@ def _join(zygote: int, pid: int, handover: list[int] | None = None) -> str:
     def new(hierarchy: Hierarchy, parent: str) -> str:
         return _make_worker(hierarchy, cgroup.zygote_dir(hierarchy, parent, zygote, CONTROLLER), pid, handover)
 
-    return _describe(_placement.place(known, new))
+    return _describe(_placement.place(known, new, zygote))
 
 
 def _describe(mine: str) -> str:

@@ -134,7 +134,7 @@ def _join(limit: int, zygote: int, pid: int, handover: list[int] | None = None) 
     def new(hierarchy: Hierarchy, parent: str) -> str:
         return _describe(_make(hierarchy, parent, zygote, pid, limit, handover), hierarchy, limit)
 
-    return _placement.place(known, new)
+    return _placement.place(known, new, zygote)
 
 
 def refused() -> bool:

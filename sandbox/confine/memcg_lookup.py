@@ -89,7 +89,14 @@ def _parse(table: str, controller: str) -> list[Hierarchy]:
 
 
 def parents(hierarchy: Hierarchy, pid: int | str = "self") -> list[str]:
-    """Where ``sandbox-<zygote>`` may go: ``pid``'s own cgroup in ``hierarchy``, then the mount's top."""
+    """Where ``sandbox-<zygote>`` may go: ``pid``'s own cgroup in ``hierarchy``, then the mount's top, then the
+    cgroups between them, nearest first.
+
+    Why the cgroups between: on cgroup v2 a cgroup that holds processes cannot delegate a controller (EBUSY), and
+    an unprivileged uid cannot write the top. A user's delegated subtree (systemd's ``user@<uid>.service``, owned
+    by the user) holds the host process in one of its leaves (``app.slice/<unit>.scope``): the cgroup above that
+    leaf is the user's and holds none. Root takes the top, as before (its worker's pids cgroup is there too, and
+    on v2 a worker is in one cgroup only)."""
     own = _own_cgroup(hierarchy, pid)
     out = []
     if own is not None:
@@ -98,6 +105,11 @@ def parents(hierarchy: Hierarchy, pid: int | str = "self") -> list[str]:
             out.append(os.path.normpath(os.path.join(hierarchy.mount, "" if rel == "." else rel)))
     if hierarchy.mount not in out:
         out.append(hierarchy.mount)
+    if len(out) == 2:
+        between = os.path.dirname(out[0])
+        while between != hierarchy.mount and between.startswith(hierarchy.mount + "/"):
+            out.append(between)
+            between = os.path.dirname(between)
     return out
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import cgroup
+from sandbox.confine import cgroup, memcg
 
 from .childproc import as_worker, in_child, policy
 
@@ -102,6 +102,8 @@ def test_cgroups_of_dead_workers_and_zygotes_are_removed():
     def zygote():  # two workers in turn: the second one's cgroup replaces the first's
         paths = []
         for _ in range(2):
+            if paths and os.path.exists(os.path.join(paths[-1], "memory.max")):  # cgroup v2: the last worker's
+                memcg.remove(paths[-1])  # memory cgroup too, which the zygote removes once the host has read it
             r, w = os.pipe()
             pid, status = confine.fork_worker(pol)
             if pid == 0:  # pragma: no cover - the worker reports its cgroup and exits
@@ -183,3 +185,37 @@ def test_a_worker_whose_cgroups_are_deferred_waits_for_them_and_never_runs_witho
     released, status, dropped, dropped_status = got["value"]
     assert f"caps processes and threads at {policy().limits.max_processes}" in released and status == 0, got
     assert dropped == "" and dropped_status == 0, got  # no note: it exited before anything of its own ran
+
+
+def test_v2_delegates_the_controller_from_the_top_down(tmp_path, monkeypatch):
+    """On a plain directory laid out like a cgroup2 hierarchy whose top delegates nothing (a host without
+    systemd, as the kernel boots): pids is enabled in the top's cgroup.subtree_control, then in
+    ``sandbox-<zygote>``'s, before the worker's cgroup is made. Before, only ``sandbox-<zygote>`` was asked, which
+    the kernel refuses with ENOENT there (the top does not delegate it): no root worker had a pids cgroup."""
+    top = tmp_path / "cgroup2"
+    top.mkdir()
+    (top / "cgroup.subtree_control").write_text("")
+    real_mkdir = os.mkdir
+
+    def mkdir_as_cgroupfs(path, *args):  # the kernel shows a new cgroup with its control files
+        real_mkdir(path, *args)
+        for name in ("cgroup.subtree_control", "pids.max"):
+            (tmp_path / path / name).write_text("")
+    monkeypatch.setattr(os, "mkdir", mkdir_as_cgroupfs)
+    monkeypatch.setattr(cgroup, "_delegating", set())
+    mine = cgroup._make_capped(str(top / "sandbox-7"), "w8", MAX)
+    assert mine == str(top / "sandbox-7" / "w8")
+    assert (top / "cgroup.subtree_control").read_text() == "+pids"
+    assert (top / "sandbox-7" / "cgroup.subtree_control").read_text() == "+pids"
+    assert (top / "sandbox-7" / "w8" / "pids.max").read_text() == str(MAX)
+
+
+def test_v2_refusal_to_delegate_names_the_file_and_why(tmp_path):
+    """The kernel's bare errno (ENOENT from a write to cgroup.subtree_control) said nothing: the error names the
+    file, the controller and what the errno means there."""
+    control = tmp_path / "cgroup.subtree_control"
+    control.mkdir()  # a write to it fails (EISDIR): any refusal is named with its file
+    with pytest.raises(OSError) as caught:
+        cgroup.enable(str(tmp_path), "pids")
+    assert caught.value.filename == str(control) and "+pids" in str(caught.value)
+    assert "does not delegate it" in cgroup._ENABLE_REFUSALS[errno.ENOENT]

@@ -1,8 +1,9 @@
 """memory_cgroup: a worker's memory cgroup (shmem included), its limit, and the fallback where none can be made.
 
-Real kernel, no mocks, except :func:`test_v2_files_on_a_fake_tree`: this host's memory controller is bound to
-cgroup v1, so no cgroup2 hierarchy here can have it (a controller lives in one hierarchy only); the v2 file
-protocol is checked against a plain directory laid out like one, the v2 kernel behaviour is not tested here.
+Real kernel, no mocks, except the v2 tests on fake trees: this host's memory controller is bound to cgroup v1, so no
+cgroup2 hierarchy here can have it (a controller lives in one hierarchy only); the v2 file protocol is checked against
+a plain directory laid out like one. The v2 kernel behaviour is tested by this file run on a cgroup v2 kernel in a VM
+(tests/kernels, opt-in).
 """
 
 from __future__ import annotations
@@ -324,3 +325,45 @@ def test_the_mount_table_is_parsed_again_only_when_it_changes(monkeypatch):
     assert memcg_lookup.hierarchies() == first[:-1] and len(parsed) == 1
     monkeypatch.setattr(memcg_lookup, "_parsed", {"memory": ("another table", ())})
     assert memcg_lookup.hierarchies() == first[:-1] and len(parsed) == 2
+
+
+def test_a_users_delegated_subtree_is_found_above_the_leaf_it_runs_in(monkeypatch):
+    """cgroup v2 as systemd lays it out: a user's process runs in a leaf (``app.slice/<unit>.scope``, which cannot
+    delegate a controller while it holds processes) of the subtree delegated to the user
+    (``user@<uid>.service``), and the top is root's. The cgroups between the leaf and the top are candidates,
+    nearest first, after the leaf and the top (root keeps the top). Before, only the leaf and the top were tried:
+    an unprivileged uid never had a memory cgroup there (checked on a cgroup v2 kernel: EBUSY, then EACCES)."""
+    leaf = "/user.slice/user-1000.slice/user@1000.service/app.slice/run-1.scope"
+    monkeypatch.setattr(memcg_lookup, "_own_cgroup", lambda hierarchy, pid: leaf)
+    got = memcg_lookup.parents(memcg_lookup.Hierarchy(2, "/sys/fs/cgroup", "/"))
+    assert got == ["/sys/fs/cgroup" + leaf, "/sys/fs/cgroup",
+                   "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice",
+                   "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service",
+                   "/sys/fs/cgroup/user.slice/user-1000.slice", "/sys/fs/cgroup/user.slice"]
+    monkeypatch.setattr(memcg_lookup, "_own_cgroup", lambda hierarchy, pid: "/")
+    assert memcg_lookup.parents(memcg_lookup.Hierarchy(2, "/sys/fs/cgroup", "/")) == ["/sys/fs/cgroup"]
+    monkeypatch.setattr(memcg_lookup, "_own_cgroup", lambda hierarchy, pid: "/elsewhere/x")  # outside the mount
+    assert memcg_lookup.parents(memcg_lookup.Hierarchy(2, "/mnt/cg", "/sub")) == ["/mnt/cg"]
+
+
+def test_a_worker_is_placed_from_its_zygotes_cgroup_not_from_the_one_it_has_joined(monkeypatch):
+    """A worker made by a plain fork joins its cgroups itself, one controller after another; on cgroup v2 its first
+    join moves it. Its next controller's cgroup is looked for from the zygote's cgroup, as the host looks for it:
+    from its own it went nested (``app.slice/sandbox-<z>/sandbox-<z>``, seen on a cgroup v2 kernel as uid 65534 in a
+    delegated subtree), which took the worker out of its memory cgroup's limit."""
+    zygote, leaf = 4242, "/user.slice/user-1000.slice/user@1000.service/app.slice/run-1.scope"
+    own = {zygote: leaf, "self": f"/user.slice/user-1000.slice/user@1000.service/app.slice/sandbox-{zygote}/w77"}
+    monkeypatch.setattr(memcg_lookup, "_own_cgroup", lambda hierarchy, pid: own[pid])
+    hierarchy = memcg_lookup.Hierarchy(2, "/sys/fs/cgroup", "/", "cpu")
+    monkeypatch.setattr(memcg_lookup, "hierarchies", lambda controller="memory": [hierarchy])
+    tried = []
+
+    def new(hierarchy, parent):
+        tried.append(parent)
+        if not parent.endswith("/app.slice"):
+            raise OSError(errno.EBUSY, "refused here", parent)
+        return f"{parent}/sandbox-{zygote}/w77"
+    placed = cgroup.Placement("cpu", frozenset()).place(lambda *where: pytest.fail(f"none known: {where}"), new, zygote)
+    app = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice"
+    assert placed == f"{app}/sandbox-{zygote}/w77"
+    assert tried == ["/sys/fs/cgroup" + leaf, "/sys/fs/cgroup", app]
