@@ -10,8 +10,9 @@ host gives it:
 - uid 65534 in a leaf (``app.slice/test.scope``) of the subtree delegated to it (``user@65534.service``, chowned to
   it), as systemd's user manager runs a user's programs.
 
-In each, ``sandbox doctor --json`` must see the pids cgroup (root), the memory and cpu cgroups active; in the last
-two, the cgroup tests of tests/confine must pass on the kernel's real v2 behaviour.
+In each, ``sandbox doctor --json`` must see the pids cgroup (root), the memory and cpu cgroups active; as root (the
+first two), the cgroup tests of tests/confine must pass on the kernel's real v2 behaviour; as uid 65534, a run that
+writes past its memory cgroup's limit into memfds must be stopped; and no ``sandbox-*`` cgroup may be left.
 
 Run it with::
 
