@@ -219,11 +219,12 @@ def _make_capped(parent: str, name: str, max_pids: int) -> str:
         except FileNotFoundError:  # removed since (a probe's, or swept from outside): make it again below
             _delegating.discard(parent)
     if parent not in _delegating:
-        above = os.path.dirname(parent)  # the hierarchy's top (PIDS_ROOTS)
-        if os.path.exists(os.path.join(above, "cgroup.subtree_control")):  # v2: a child has pids.max only where
-            enable(above, "pids")  # every cgroup above delegates the controller (a host with no systemd: none does)
+        top = os.path.dirname(parent)  # PIDS_ROOTS
+        v2 = os.path.exists(os.path.join(top, "cgroup.subtree_control"))
+        if v2:  # a child has pids.max only where every cgroup above delegates the controller (no systemd: none does)
+            enable(top, "pids")
         os.makedirs(parent, exist_ok=True)
-        if os.path.exists(os.path.join(parent, "cgroup.subtree_control")):
+        if v2:
             enable(parent, "pids")
         os.mkdir(mine)
         _delegating.add(parent)

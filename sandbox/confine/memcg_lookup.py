@@ -105,11 +105,10 @@ def parents(hierarchy: Hierarchy, pid: int | str = "self") -> list[str]:
             out.append(os.path.normpath(os.path.join(hierarchy.mount, "" if rel == "." else rel)))
     if hierarchy.mount not in out:
         out.append(hierarchy.mount)
-    if len(out) == 2:
-        between = os.path.dirname(out[0])
-        while between != hierarchy.mount and between.startswith(hierarchy.mount + "/"):
-            out.append(between)
-            between = os.path.dirname(between)
+    between = os.path.dirname(out[0])  # above the top (the own cgroup was none, or the top): no cgroup between
+    while between.startswith(hierarchy.mount + "/"):
+        out.append(between)
+        between = os.path.dirname(between)
     return out
 
 
