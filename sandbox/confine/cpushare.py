@@ -60,7 +60,8 @@ CONTROLLER = "cpu"
 FIX = ("run the sandbox as root with a writable cpu cgroup hierarchy (cgroup v1 'cpu' mounted under "
        "/sys/fs/cgroup, or cgroup v2 with the cpu controller in the root's cgroup.controllers; a container: "
        "--cgroupns=private with a writable /sys/fs/cgroup), or as a user with a delegated subtree (a cgroup v2 "
-       "subtree that includes the cpu controller, or a v1 cpu cgroup the user owns and runs in)")
+       "subtree that includes the cpu controller, e.g. systemd's for a user: start the host under "
+       "'systemd-run --user --scope'; or a v1 cpu cgroup the user owns and runs in)")
 
 #: Where this process makes its workers' cpu cgroups; an unprivileged uid's refusal is kept for a while.
 _placement = cgroup.Placement(CONTROLLER, frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT}))
