@@ -325,8 +325,8 @@ class CgroupWindow:
     """One session run's view of its session's memory cgroup: the OOM kills and the peak since it opened.
 
     The peak restarts at the window's start: on cgroup v2 through a reset of ``memory.peak`` private to
-    this open file (Linux >= 6.12; before, the peak covers the session's life), on v1 by writing 0 to
-    ``memory.max_usage_in_bytes``. Host side; never raises.
+    this open file (Linux >= 6.12; before, the peak covers the session's life: README, "What it does not do
+    yet"), on v1 by writing 0 to ``memory.max_usage_in_bytes``. Host side; never raises.
     """
 
     def __init__(self, path: str | None) -> None:
