@@ -36,9 +36,14 @@ from .memcg_lookup import Hierarchy
 #: The pids controller of cgroup v1 or v2 (the first writable one is used).
 PIDS_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
 
+#: How a container gives root its cgroups: on v2 its top cgroup holds its processes, and a cgroup with processes
+#: delegates no controller (:func:`enable`), so they move out first, as docker-in-docker's entrypoint does.
+CONTAINER_FIX = ("a container: --cgroupns=private with a writable /sys/fs/cgroup, and on cgroup v2 its processes "
+                 "moved out of its top cgroup before the sandbox starts: mkdir /sys/fs/cgroup/init, then each pid of "
+                 "/sys/fs/cgroup/cgroup.procs written to /sys/fs/cgroup/init/cgroup.procs")
 FIX = ("run the sandbox as a non-root user (RLIMIT_NPROC then applies), or give root a writable pids cgroup "
        "hierarchy: cgroup v1 'pids' mounted at /sys/fs/cgroup/pids, or cgroup v2 with the pids controller in "
-       "the root's cgroup.subtree_control (a container: --cgroupns=private with a writable /sys/fs/cgroup)")
+       f"the root's cgroup.subtree_control ({CONTAINER_FIX})")
 
 
 def needed() -> bool:
@@ -252,10 +257,18 @@ def _sweep(parent: str, prefix: str, keep_memory: bool = False) -> None:
 
 def enable(path: str, controller: str) -> None:
     """cgroup v2: delegate ``controller`` to the children of ``path`` (a child has its files only then).
-    Raises ``OSError`` naming the file and why the kernel refused."""
+    Raises ``OSError`` naming the file and why the kernel refused.
+
+    Never in a cgroup that holds processes (but the hierarchy's real root, the only one without ``cgroup.type``):
+    the kernel refuses a domain controller there (EBUSY), but takes a threaded one (pids, cpu), which makes that
+    cgroup a thread root for good: every domain controller is then refused below it (EOPNOTSUPP), the host's
+    own cgroup (a systemd scope, a container's top) left changed for whatever else runs in it."""
     control = os.path.join(path, "cgroup.subtree_control")
     if controller not in memcg_lookup.read_text(control).split():
         try:
+            if os.path.exists(os.path.join(path, "cgroup.type")) and memcg_lookup.read_text(
+                    os.path.join(path, "cgroup.procs")).strip():
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
             write(control, f"+{controller}")
         except OSError as exc:
             why = _ENABLE_REFUSALS.get(exc.errno or 0, "")
@@ -266,6 +279,7 @@ def enable(path: str, controller: str) -> None:
 _ENABLE_REFUSALS = {
     errno.ENOENT: " (the controller is not in its cgroup.controllers: the cgroup above does not delegate it)",
     errno.EBUSY: " (the cgroup holds processes: v2 enables controllers only for cgroups with none)",
+    errno.EOPNOTSUPP: " (a cgroup above holds processes and a threaded controller: its subtree is threaded)",
 }
 
 

@@ -58,8 +58,8 @@ from .memcg_lookup import Hierarchy
 CONTROLLER = "cpu"
 
 FIX = ("run the sandbox as root with a writable cpu cgroup hierarchy (cgroup v1 'cpu' mounted under "
-       "/sys/fs/cgroup, or cgroup v2 with the cpu controller in the root's cgroup.controllers; a container: "
-       "--cgroupns=private with a writable /sys/fs/cgroup), or as a user with a delegated subtree (a cgroup v2 "
+       "/sys/fs/cgroup, or cgroup v2 with the cpu controller in the root's cgroup.controllers; "
+       f"{cgroup.CONTAINER_FIX}), or as a user with a delegated subtree (a cgroup v2 "
        "subtree that includes the cpu controller, e.g. systemd's for a user: start the host under "
        "'systemd-run --user --scope'; or a v1 cpu cgroup the user owns and runs in)")
 

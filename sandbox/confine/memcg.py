@@ -72,8 +72,8 @@ MIB = 1 << 20
 SLACK_BYTES = 64 * MIB
 
 FIX = ("run the sandbox as root with a writable memory cgroup hierarchy (cgroup v2 with the memory controller "
-       "in the root's cgroup.controllers, or cgroup v1 'memory' mounted at /sys/fs/cgroup/memory; a container: "
-       "--cgroupns=private with a writable /sys/fs/cgroup), or as a user with a delegated subtree (a cgroup v2 "
+       "in the root's cgroup.controllers, or cgroup v1 'memory' mounted at /sys/fs/cgroup/memory; "
+       f"{cgroup.CONTAINER_FIX}), or as a user with a delegated subtree (a cgroup v2 "
        "subtree that includes the memory controller, e.g. systemd's for a user: start the host under "
        "'systemd-run --user --scope'; or a v1 memory cgroup the user owns and runs in), or drop "
        "'memory_cgroup' from confinement.required (memfd_create and SysV shared memory are then refused, and "

@@ -217,3 +217,26 @@ def test_v2_refusal_to_delegate_names_the_file_and_why(tmp_path):
         cgroup.enable(str(tmp_path), "pids")
     assert caught.value.errno == errno.ENOENT and caught.value.filename == str(tmp_path / "cgroup.subtree_control")
     assert "+pids" in str(caught.value) and "the cgroup above does not delegate it" in str(caught.value)
+
+
+def test_v2_never_delegates_from_a_cgroup_that_holds_processes(tmp_path):
+    """The kernel takes a threaded controller (pids, cpu) in a cgroup with processes, which makes it a thread root:
+    below it every domain controller is then refused (EOPNOTSUPP), as a container's top cgroup showed under qemu
+    (Debian 12's 6.1: the pids probe left ``+pids`` there, and memory cgroups were refused after it). A cgroup with
+    ``cgroup.type`` (any but the real root) and processes is refused before anything is written; the root is not."""
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    (tmp_path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    cgroup.enable(str(tmp_path), "pids")  # the real root (no cgroup.type): processes may stay in it
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+pids"
+    leaf = tmp_path / "test.scope"
+    leaf.mkdir()
+    for name, text in (("cgroup.subtree_control", ""), ("cgroup.type", "domain\n"), ("cgroup.procs", "1\n")):
+        (leaf / name).write_text(text)
+    for controller in ("pids", "cpu", "memory"):
+        with pytest.raises(OSError) as caught:
+            cgroup.enable(str(leaf), controller)
+        assert caught.value.errno == errno.EBUSY and "the cgroup holds processes" in str(caught.value)
+    assert (leaf / "cgroup.subtree_control").read_text() == ""
+    (leaf / "cgroup.procs").write_text("")  # its processes moved out (a container's entrypoint: into init/)
+    cgroup.enable(str(leaf), "memory")
+    assert (leaf / "cgroup.subtree_control").read_text() == "+memory"

@@ -8,11 +8,16 @@ host gives it:
 - root in the top cgroup, nothing delegated (a host without systemd, as the kernel boots);
 - root in a leaf (``system.slice/test.scope``), the controllers enabled down to its slice, as systemd does;
 - uid 65534 in a leaf (``app.slice/test.scope``) of the subtree delegated to it (``user@65534.service``, chowned to
-  it), as systemd's user manager runs a user's programs.
+  it), as systemd's user manager runs a user's programs;
+- root in a container as docker makes one on v2: a cgroup namespace whose root (``system.slice/docker-1.scope``)
+  holds its processes, mounted read-write; then the same once its processes moved to ``init/`` (the fix the doctor
+  names).
 
 In each, ``sandbox doctor --json`` must see the pids cgroup (root), the memory and cpu cgroups active; as root (the
 first two), the cgroup tests of tests/confine must pass on the kernel's real v2 behaviour; as uid 65534, a run that
-writes past its memory cgroup's limit into memfds must be stopped; and no ``sandbox-*`` cgroup may be left.
+writes past its memory cgroup's limit into memfds must be stopped; in the container, no cgroup while its top holds
+processes (and that top left as it was: a threaded controller enabled there would make it a thread root), all three
+once they moved; and no ``sandbox-*`` cgroup may be left.
 
 Run it with::
 
@@ -61,6 +66,13 @@ for d in user.slice user.slice/user-65534.slice system.slice $U; do echo "+cpu +
 chown -R 65534:65534 $C/$U
 in_cgroup system.slice/test.scope bash -c "doctor leaf; pytests leaf"
 in_cgroup $U/app.slice/test.scope setpriv --reuid 65534 --regid 65534 --clear-groups bash -c "doctor delegated; memfd delegated"
+mkdir $C/system.slice/docker-1.scope
+in_cgroup system.slice/docker-1.scope unshare --cgroup --mount --propagation private bash -c '
+  umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup || exit
+  doctor container; cat /sys/fs/cgroup/cgroup.subtree_control > $OUT/container.control
+  mkdir /sys/fs/cgroup/init
+  for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > /sys/fs/cgroup/init/cgroup.procs; done 2> /dev/null
+  doctor moved; memfd moved'
 find $C -name 'sandbox-*' > $OUT/left.txt
 """
 #: As uid 65534 (the cgroup tests need root): a run writes more into memfds than its memory cgroup allows.
@@ -104,7 +116,7 @@ def _rows(guest: Path, layout: str) -> dict[str, dict]:
     return {row["layer"]: row for row in json.loads(text)["layers"]}
 
 
-@pytest.mark.parametrize("layout", ["top", "leaf", "delegated"])
+@pytest.mark.parametrize("layout", ["top", "leaf", "delegated", "moved"])
 def test_the_cgroups_are_active(guest, layout):
     rows = _rows(guest, layout)
     parts = ["memory_cgroup", "cpu_cgroup"] + (["pids_cgroup"] if layout != "delegated" else [])
@@ -124,7 +136,22 @@ def test_a_delegated_memory_cgroup_caps_a_memfd(guest):
     assert json.loads(text.splitlines()[-1]) == {"outcome": "FAILED", "reason": "memory_limit"}, text
 
 
+def test_a_containers_top_that_holds_processes_is_refused_and_left_as_it_was(guest):
+    """Each cgroup says why (the top holds processes), and nothing was enabled in the top: the pids and cpu probes
+    had enabled their (threaded) controllers there, which made it a thread root (every memory cgroup below it then
+    refused with EOPNOTSUPP, for the sandbox and for whatever else the container runs)."""
+    rows = _rows(guest, "container")
+    for part in ("memory_cgroup", "cpu_cgroup", "pids_cgroup"):
+        assert not rows[part]["active"] and "the cgroup holds processes" in rows[part]["detail"], rows[part]
+    assert (guest / "container.control").read_text().strip() == ""
+
+
+def test_a_container_whose_processes_moved_caps_a_memfd(guest):
+    text = (guest / "moved.memfd").read_text()
+    assert json.loads(text.splitlines()[-1]) == {"outcome": "FAILED", "reason": "memory_limit"}, text
+
+
 def test_nothing_is_left(guest):
     """Once every layout has run (the last one's results are there), no ``sandbox-*`` cgroup is left."""
-    assert (guest / "delegated.memfd").read_text(), (guest / "guest.log").read_text()
+    assert (guest / "moved.memfd").read_text(), (guest / "guest.log").read_text()
     assert (guest / "left.txt").read_text() == ""
