@@ -264,15 +264,22 @@ def enable(path: str, controller: str) -> None:
     cgroup a thread root for good: every domain controller is then refused below it (EOPNOTSUPP), the host's
     own cgroup (a systemd scope, a container's top) left changed for whatever else runs in it."""
     control = os.path.join(path, "cgroup.subtree_control")
-    if controller not in memcg_lookup.read_text(control).split():
-        try:
-            if os.path.exists(os.path.join(path, "cgroup.type")) and memcg_lookup.read_text(
-                    os.path.join(path, "cgroup.procs")).strip():
-                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
-            write(control, f"+{controller}")
-        except OSError as exc:
-            why = _ENABLE_REFUSALS.get(exc.errno or 0, "")
-            raise OSError(exc.errno, f"{exc.strerror}: +{controller}{why}", control) from None
+    if controller in memcg_lookup.read_text(control).split():
+        return
+    if os.path.exists(os.path.join(path, "cgroup.type")) and memcg_lookup.read_text(
+            os.path.join(path, "cgroup.procs")).strip():
+        raise HoldsProcesses(errno.EBUSY, f"{os.strerror(errno.EBUSY)}: +{controller}{_ENABLE_REFUSALS[errno.EBUSY]}",
+                             control)
+    try:
+        write(control, f"+{controller}")
+    except OSError as exc:
+        why = _ENABLE_REFUSALS.get(exc.errno or 0, "")
+        raise OSError(exc.errno, f"{exc.strerror}: +{controller}{why}", control) from None
+
+
+class HoldsProcesses(OSError):
+    """:func:`enable` refused a cgroup that holds processes (EBUSY): as lasting as no permission, for the zygote
+    (its host's own cgroup, a container's top), where the kernel's own EBUSY may pass."""
 
 
 #: Why cgroup v2 refuses to enable a controller for a cgroup's children, by errno.
@@ -320,8 +327,10 @@ class Placement:
 
     The (hierarchy, parent) that took the last worker is tried first: no mount table parsed, no controller
     delegated again. Else each hierarchy's parents in turn (memcg_lookup.parents). A refusal by all of them with
-    one of ``permanent``'s errnos (no permission; or no hierarchy at all) is kept ``REFUSAL_KEPT_S``: an
-    unprivileged uid's zygote would otherwise list and try each parent again for every worker (~20 system calls).
+    one of ``permanent``'s errnos (no permission; or no hierarchy at all), or because a parent holds processes
+    (:class:`HoldsProcesses`: a root-owned systemd scope that an unprivileged uid's host runs in, on v2), is kept
+    ``REFUSAL_KEPT_S``: such a zygote would otherwise list and try each parent again for every worker (~20 system
+    calls).
     """
 
     def __init__(self, controller: str, permanent: frozenset[int]) -> None:
@@ -361,7 +370,7 @@ class Placement:
                 except OSError as exc:
                     errors.append(f"{exc.filename or parent}: {exc.strerror or exc}")
                     last = exc.errno or last
-                    permanent = permanent and exc.errno in self.permanent
+                    permanent = permanent and (exc.errno in self.permanent or isinstance(exc, HoldsProcesses))
                     continue
                 self.chosen, self.refusal = (hierarchy, parent), None
                 return mine

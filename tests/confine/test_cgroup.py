@@ -9,7 +9,7 @@ import os
 import pytest
 
 import sandbox.confine as confine
-from sandbox.confine import cgroup, memcg
+from sandbox.confine import cgroup, cpushare, memcg, memcg_lookup
 
 from .childproc import as_worker, in_child, policy
 
@@ -240,3 +240,34 @@ def test_v2_never_delegates_from_a_cgroup_that_holds_processes(tmp_path):
     (leaf / "cgroup.procs").write_text("")  # its processes moved out (a container's entrypoint: into init/)
     cgroup.enable(str(leaf), "memory")
     assert (leaf / "cgroup.subtree_control").read_text() == "+memory"
+
+
+@pytest.mark.parametrize("module", [memcg, cpushare])
+def test_a_refusal_by_a_cgroup_that_holds_processes_is_kept_for_a_while(tmp_path, monkeypatch, module):
+    """An unprivileged uid whose host runs in a root-owned leaf (a systemd scope of an SSH login, on v2): its own
+    cgroup holds processes, every other parent is root's. Refused by all, for reasons that last, each worker's
+    cgroups went through every parent again (the kernel cgroup VM: the refusal was kept before the holds-processes
+    check, whose EBUSY was not counted as lasting); now the next worker gets the same refusal at once."""
+    leaf = tmp_path / "system.slice" / "session-1.scope"
+    leaf.mkdir(parents=True)
+    for name, text in (("cgroup.subtree_control", ""), ("cgroup.type", "domain\n"), ("cgroup.procs", "1\n")):
+        (leaf / name).write_text(text)
+    controller = module._placement.controller
+    hierarchy = memcg_lookup.Hierarchy(version=2, mount=str(tmp_path), root="/", controller=controller)
+    tried: list[str] = []
+
+    def new(hierarchy: memcg_lookup.Hierarchy, parent: str) -> str:
+        tried.append(parent)
+        if parent != str(leaf):  # root's, as for uid 65534
+            raise PermissionError(errno.EACCES, "Permission denied", os.path.join(parent, "sandbox-1"))
+        return cgroup.zygote_dir(hierarchy, parent, 1, hierarchy.controller)
+
+    monkeypatch.setattr(memcg_lookup, "hierarchies", lambda controller="memory": [hierarchy])
+    monkeypatch.setattr(memcg_lookup, "parents", lambda hierarchy, pid="self": [str(leaf), str(tmp_path)])
+    placement = cgroup.Placement(controller, module._placement.permanent)
+    for _ in range(2):
+        with pytest.raises(OSError) as caught:
+            placement.place(new, new, 1)
+        assert "the cgroup holds processes" in str(caught.value) and "Permission denied" in str(caught.value)
+    assert tried == [str(leaf), str(tmp_path)] and placement.refused()
+    assert (leaf / "cgroup.subtree_control").read_text() == "" and not (leaf / "sandbox-1").exists()
