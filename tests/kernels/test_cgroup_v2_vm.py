@@ -2,7 +2,7 @@
 
 This machine's controllers are bound to cgroup v1, so tests/confine checks the v2 file protocol on plain directories
 only. Here another kernel boots under qemu with this machine's root file system read-only (virtme-ng: software
-emulation unless ``SANDBOX_VM_KVM`` is set, ~30 min), every controller on cgroup v2, and the sandbox meets the layouts a
+emulation unless ``SANDBOX_VM_KVM`` is set, ~40-60 min), every controller on cgroup v2, and the sandbox meets the layouts a
 host gives it:
 
 - root in the top cgroup, nothing delegated (a host without systemd, as the kernel boots);
@@ -53,8 +53,9 @@ mount -t tmpfs -o size=2g tmpfs /tmp
 mkdir -p /tmp/home && chown 65534 /tmp/home
 export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp/home OUT TESTS="$3"
 in_cgroup() { local cg=$1; shift; bash -c 'echo $$ > "$0" && exec "$@"' "/sys/fs/cgroup/$cg/cgroup.procs" "$@"; }
-doctor() { .venv/bin/python -m sandbox doctor --json > $OUT/$1.json 2> $OUT/$1.err; }
-pytests() { .venv/bin/python -m pytest -p no:cacheprovider -q -rs $TESTS > $OUT/$1.log 2>&1; echo $? > $OUT/$1.rc; }
+doctor() { .venv/bin/python -m tests.kernels.slow_start doctor --json > $OUT/$1.json 2> $OUT/$1.err; }
+pytests() { .venv/bin/python -m pytest -p no:cacheprovider -p tests.kernels.slow_start -o timeout=1800 -q -rs $TESTS \
+  > $OUT/$1.log 2>&1; echo $? > $OUT/$1.rc; }
 memfd() { .venv/bin/python $OUT/memfd.py > $OUT/$1.memfd 2>&1; }
 export -f doctor pytests memfd
 
