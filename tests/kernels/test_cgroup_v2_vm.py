@@ -2,8 +2,8 @@
 
 This machine's controllers are bound to cgroup v1, so tests/confine checks the v2 file protocol on plain directories
 only. Here another kernel boots under qemu with this machine's root file system read-only (virtme-ng: software
-emulation unless ``SANDBOX_VM_KVM`` is set, ~40-60 min), every controller on cgroup v2, and the sandbox meets the layouts a
-host gives it:
+emulation unless ``SANDBOX_VM_KVM`` is set, ~40-60 min), every controller on cgroup v2, and the sandbox meets the
+layouts a host gives it:
 
 - root in the top cgroup, nothing delegated (a host without systemd, as the kernel boots);
 - root in a leaf (``system.slice/test.scope``), the controllers enabled down to its slice, as systemd does;
