@@ -28,14 +28,21 @@ _PAUSE_S = 0.01
 _REMOVAL_WAIT_S = 5.0
 
 
-def cgroup_dirs(zygote: int) -> list[str]:
-    """The ``sandbox-<zygote>`` cgroups of every hierarchy where the zygote may have made its workers' (those that
-    exist). Found from this process's own cgroups: the zygote was started in them."""
-    dirs = [os.path.join(root, f"sandbox-{zygote}") for root in cgroup.PIDS_ROOTS]
+def cgroup_parents() -> list[str]:
+    """Where a zygote this process started may make its ``sandbox-<zygote>`` cgroups, in every hierarchy, each once.
+    Found from this process's own cgroups: the zygote was started in them."""
+    parents = list(cgroup.PIDS_ROOTS)
     for controller in ("memory", cpushare.CONTROLLER):
         for hierarchy in memcg_lookup.hierarchies(controller):
-            dirs += [os.path.join(parent, f"sandbox-{zygote}") for parent in memcg_lookup.parents(hierarchy)]
-    return [path for i, path in enumerate(dirs) if path not in dirs[:i] and os.path.isdir(path)]
+            parents += memcg_lookup.parents(hierarchy)
+    return list(dict.fromkeys(parents))
+
+
+def cgroup_dirs(zygote: int) -> list[str]:
+    """The ``sandbox-<zygote>`` cgroups of every hierarchy where the zygote may have made its workers' (those that
+    exist)."""
+    dirs = [os.path.join(parent, f"sandbox-{zygote}") for parent in cgroup_parents()]
+    return [path for path in dirs if os.path.isdir(path)]
 
 
 def kill_runs_of(zygote: int) -> int:

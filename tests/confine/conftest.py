@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from sandbox.confine import cgroup, cpushare, memcg_lookup
+from sandbox import dead_zygote
+from sandbox.confine import cgroup
 
 from .childproc import dirs  # noqa: F401 - re-exported as a fixture
 
@@ -16,10 +17,6 @@ def _test_zygotes_cgroups_removed():
     ``sandbox-<pytest's pid>``). A real zygote's first worker sweeps a dead one's, but the last stayed (tests/kernels'
     check that nothing is left found one on cgroup v2): removed once the tests are done."""
     yield
-    parents = list(cgroup.PIDS_ROOTS)
-    for controller in ("memory", cpushare.CONTROLLER):
-        for hierarchy in memcg_lookup.hierarchies(controller):
-            parents += memcg_lookup.parents(hierarchy)
-    for parent in dict.fromkeys(parents):
+    for parent in dead_zygote.cgroup_parents():
         cgroup.remove(os.path.join(parent, f"sandbox-{os.getpid()}"))
         cgroup.sweep_dead_zygotes(parent)
